@@ -1,0 +1,206 @@
+package mail
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// OpenOptions carries what every endpoint factory needs besides its URL.
+type OpenOptions struct {
+	// Logger receives the endpoint's log records; nil discards them.
+	Logger *slog.Logger
+	// Side is "src" or "dst"; it names the flags and variables in messages.
+	Side string
+	// Password returns the account's secret. It is called only when the
+	// endpoint needs it (after TLS is up) and may run a command.
+	Password func(ctx context.Context) (string, error)
+	// CAFile is a PEM file of extra trusted roots, added to the system pool.
+	CAFile string
+	// AllowPlaintext lets imap:// and pop3:// continue without STARTTLS/STLS.
+	// Off by default: a server that does not offer it is refused.
+	AllowPlaintext bool
+	// Timeout bounds dialing and each network read or write without
+	// progress; zero means the endpoint's default.
+	Timeout time.Duration
+	// Conns is the number of connections the caller would like to use.
+	Conns int
+	// Trace, when set, receives the protocol exchange with credentials masked.
+	Trace func(line string)
+}
+
+// Log returns the options' logger, or one that discards.
+func (o *OpenOptions) Log() *slog.Logger {
+	if o == nil || o.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return o.Logger
+}
+
+// SourceFactory opens a source for a parsed URL.
+type SourceFactory func(ctx context.Context, u *url.URL, o *OpenOptions) (Source, error)
+
+// SinkFactory opens a sink for a parsed URL.
+type SinkFactory func(ctx context.Context, u *url.URL, o *OpenOptions) (Sink, error)
+
+// Registry maps URL schemes to endpoint factories. The CLI builds one in
+// cmd/mailferry/backends.go; tests build their own with fakes. There is no
+// global registry.
+type Registry struct {
+	sources map[string]SourceFactory
+	sinks   map[string]SinkFactory
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry {
+	return &Registry{sources: map[string]SourceFactory{}, sinks: map[string]SinkFactory{}}
+}
+
+// AddSource registers f for scheme. Registering a scheme twice is a
+// programming error and panics.
+func (r *Registry) AddSource(scheme string, f SourceFactory) {
+	if _, dup := r.sources[scheme]; dup {
+		panic("mail: source scheme registered twice: " + scheme)
+	}
+	r.sources[scheme] = f
+}
+
+// AddSink registers f for scheme; twice panics.
+func (r *Registry) AddSink(scheme string, f SinkFactory) {
+	if _, dup := r.sinks[scheme]; dup {
+		panic("mail: sink scheme registered twice: " + scheme)
+	}
+	r.sinks[scheme] = f
+}
+
+// Schemes lists the registered source and sink schemes, sorted.
+func (r *Registry) Schemes() (sources, sinks []string) {
+	for s := range r.sources {
+		sources = append(sources, s)
+	}
+	for s := range r.sinks {
+		sinks = append(sinks, s)
+	}
+	sort.Strings(sources)
+	sort.Strings(sinks)
+	return sources, sinks
+}
+
+// OpenSource parses raw and opens it as a source.
+func (r *Registry) OpenSource(ctx context.Context, raw string, o *OpenOptions) (Source, error) {
+	u, err := ParseEndpoint(raw, o)
+	if err != nil {
+		return nil, err
+	}
+	f, ok := r.sources[u.Scheme]
+	if !ok {
+		s, _ := r.Schemes()
+		return nil, &ConfigError{Msg: fmt.Sprintf("%s: %q cannot be a source", Redact(u), u.Scheme), Hint: "sources: " + strings.Join(s, ", ")}
+	}
+	return f(ctx, u, o)
+}
+
+// OpenSink parses raw and opens it as a sink.
+func (r *Registry) OpenSink(ctx context.Context, raw string, o *OpenOptions) (Sink, error) {
+	u, err := ParseEndpoint(raw, o)
+	if err != nil {
+		return nil, err
+	}
+	f, ok := r.sinks[u.Scheme]
+	if !ok {
+		_, s := r.Schemes()
+		return nil, &ConfigError{Msg: fmt.Sprintf("%s: %q cannot be a destination", Redact(u), u.Scheme), Hint: "destinations: " + strings.Join(s, ", ")}
+	}
+	return f(ctx, u, o)
+}
+
+// ParseEndpoint parses an endpoint URL and refuses what no endpoint accepts:
+// a missing scheme and a password inside the URL (it would show in ps and
+// shell history).
+func ParseEndpoint(raw string, o *OpenOptions) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		// url.Parse quotes the input, which may hold a password: say less.
+		return nil, &ConfigError{Msg: "endpoint is not a valid URL", Hint: "use e.g. imaps://user@host or maildir:/path"}
+	}
+	if u.Scheme == "" {
+		return nil, &ConfigError{Msg: fmt.Sprintf("endpoint %q has no scheme", raw), Hint: "use e.g. imaps://user@host, pop3s://user@host, maildir:/path or mbox:/path"}
+	}
+	u.Scheme = strings.ToLower(u.Scheme)
+	if _, has := u.User.Password(); has {
+		side := "src"
+		if o != nil && o.Side != "" {
+			side = o.Side
+		}
+		u.User = url.User(u.User.Username())
+		return nil, &ConfigError{
+			Msg:  fmt.Sprintf("%s: a password in the URL is refused (it would show in ps and shell history)", Redact(u)),
+			Hint: fmt.Sprintf("use --%s-password-file, --%s-password-cmd or MAILFERRY_%s_PASSWORD", side, side, strings.ToUpper(side)),
+		}
+	}
+	return u, nil
+}
+
+// Redact returns u as text without any password or query values, for logs
+// and messages.
+func Redact(u *url.URL) string {
+	c := *u
+	if c.User != nil {
+		c.User = url.User(c.User.Username())
+	}
+	if c.RawQuery != "" {
+		q := c.Query()
+		keys := make([]string, 0, len(q))
+		for k := range q {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		c.RawQuery = strings.Join(keys, "&")
+	}
+	return c.String()
+}
+
+// LocalPath returns the file system path of a local endpoint URL, which may
+// be written maildir:relative/path, maildir:/abs/path, maildir:///abs/path or
+// maildir:~/path. The result is absolute and cleaned.
+func LocalPath(u *url.URL) (string, error) {
+	p := u.Opaque
+	if p == "" {
+		p = u.Path
+		if u.Host != "" && u.Host != "localhost" {
+			return "", &ConfigError{Msg: fmt.Sprintf("%s: a host is not allowed in a local path", Redact(u)), Hint: fmt.Sprintf("write %s:/path or %s:///path", u.Scheme, u.Scheme)}
+		}
+	} else if unq, err := url.PathUnescape(p); err == nil {
+		p = unq
+	}
+	if p == "" {
+		return "", &ConfigError{Msg: fmt.Sprintf("%s: no path", Redact(u)), Hint: fmt.Sprintf("write %s:/path/to/dir", u.Scheme)}
+	}
+	if p == "~" || strings.HasPrefix(p, "~/") {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", &ConfigError{Msg: "cannot expand ~: " + err.Error()}
+		}
+		p = filepath.Join(home, p[1:])
+	}
+	return filepath.Abs(p)
+}
+
+// DeliveryKey is the engine's stable per-message key (see Envelope.Key): a
+// hex SHA-256 prefix of the source endpoint, the mailbox and the ID.
+func DeliveryKey(endpoint, mailbox string, id ID) string {
+	h := sha256.New()
+	for _, s := range []string{endpoint, mailbox, string(id)} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
+}
