@@ -123,5 +123,5 @@ type unreachableError struct {
 	hint string
 }
 
-func (e *unreachableError) Error() string { return "connect " + e.addr + ": " + e.err.Error() + e.hint }
+func (e *unreachableError) Error() string   { return "connect " + e.addr + ": " + e.err.Error() + e.hint }
 func (e *unreachableError) Unwrap() []error { return []error{ErrUnreachable, e.err} }

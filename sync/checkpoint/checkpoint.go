@@ -1,0 +1,332 @@
+package checkpoint
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	"github.com/mailferry/mailferry/sync/mail"
+)
+
+// Version is the file format version written in the header.
+const Version = 1
+
+// ErrUnusable is wrapped by every error that makes a checkpoint file unusable:
+// corrupt, written for other endpoints, or of an unknown version. The CLI
+// exits 6 on it.
+var ErrUnusable = errors.New("checkpoint: unusable")
+
+// ErrLocked means another process holds the checkpoint: a run of the same
+// copy is already active.
+var ErrLocked = errors.New("checkpoint: in use by another mailferry run")
+
+// Key identifies a source message.
+type Key struct {
+	Mailbox string
+	ID      mail.ID
+}
+
+// Record is what the checkpoint knows about a stored message.
+type Record struct {
+	Mailbox string  `json:"m"`
+	ID      mail.ID `json:"id"`
+	Dst     mail.ID `json:"d,omitempty"` // the sink's ID
+	Size    int64   `json:"n"`           // the source's size hint
+	SHA256  string  `json:"h,omitempty"` // hex SHA-256 of the bytes copied
+}
+
+type header struct {
+	Magic   string `json:"mailferry"`
+	Version int    `json:"v"`
+	Src     string `json:"src"`
+	Dst     string `json:"dst"`
+}
+
+// Store is the checkpoint as the engine uses it. Methods are safe for
+// concurrent use.
+type Store interface {
+	// Has reports whether k was recorded.
+	Has(k Key) bool
+	// Add records r (buffered until Flush).
+	Add(r Record) error
+	// Flush writes buffered records and fsyncs them.
+	Flush() error
+	// Records returns the records of mailbox (in no particular order).
+	Records(mailbox string) []Record
+	// Close flushes and releases the store.
+	Close() error
+}
+
+// File is a Store kept in a JSON Lines file.
+type File struct {
+	mu      sync.Mutex
+	path    string
+	f       *os.File
+	buf     bytes.Buffer
+	recs    map[Key]Record
+	byBox   map[string][]Key
+	closed  bool
+	Dropped string // a torn last line dropped while loading, for a warning
+}
+
+var _ Store = (*File)(nil)
+
+// DefaultPath returns the checkpoint path for the endpoint pair under the
+// user's state directory ($XDG_STATE_HOME/mailferry, else
+// ~/.local/state/mailferry), named by a hash of the pair.
+func DefaultPath(src, dst string) (string, error) {
+	dir := os.Getenv("XDG_STATE_HOME")
+	if dir == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("checkpoint: no state directory (set XDG_STATE_HOME or --checkpoint): %w", err)
+		}
+		dir = filepath.Join(home, ".local", "state")
+	}
+	sum := sha256.Sum256([]byte(src + "\x00" + dst))
+	return filepath.Join(dir, "mailferry", hex.EncodeToString(sum[:8])+".jsonl"), nil
+}
+
+// Open opens or creates the checkpoint at path for the endpoints src and
+// dst. A file for other endpoints is refused (ErrUnusable) unless reset is
+// true, in which case it is started afresh. The file is locked (flock) for
+// the life of the File; a second Open elsewhere gets ErrLocked.
+func Open(path, src, dst string, reset bool) (*File, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("checkpoint: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s", ErrLocked, path)
+		}
+		return nil, fmt.Errorf("checkpoint: lock %s: %w", path, err)
+	}
+	c := &File{path: path, f: f, recs: map[Key]Record{}, byBox: map[string][]Key{}}
+	want := header{Magic: "checkpoint", Version: Version, Src: src, Dst: dst}
+	end, got, err := c.load()
+	if err == nil && got != nil && (got.Src != src || got.Dst != dst) {
+		err = fmt.Errorf("%w: %s was written for %s -> %s, not %s -> %s (pass --reset to start it afresh, or --checkpoint another file)",
+			ErrUnusable, path, got.Src, got.Dst, src, dst)
+	}
+	if err != nil && !reset {
+		f.Close()
+		return nil, err
+	}
+	if err != nil || got == nil { // new, empty, or reset: write a fresh header
+		c.recs, c.byBox, c.Dropped = map[Key]Record{}, map[string][]Key{}, ""
+		line, _ := json.Marshal(want)
+		if err := c.rewrite(append(line, '\n')); err != nil {
+			f.Close()
+			return nil, err
+		}
+		return c, nil
+	}
+	if err := f.Truncate(end); err != nil { // cut a torn last line
+		f.Close()
+		return nil, fmt.Errorf("checkpoint: %w", err)
+	}
+	if _, err := f.Seek(end, io.SeekStart); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("checkpoint: %w", err)
+	}
+	return c, nil
+}
+
+// load reads the file; it returns the offset after the last good line and
+// the header (nil for an empty file).
+func (c *File) load() (int64, *header, error) {
+	r := bufio.NewReaderSize(c.f, 64<<10)
+	var (
+		off int64
+		hdr *header
+		n   int
+	)
+	for {
+		line, err := r.ReadBytes('\n')
+		if err == io.EOF {
+			if len(line) > 0 { // torn last line: the process died mid-write
+				c.Dropped = string(line)
+			}
+			return off, hdr, nil
+		}
+		if err != nil {
+			return 0, nil, fmt.Errorf("checkpoint: read %s: %w", c.path, err)
+		}
+		n++
+		if hdr == nil {
+			var h header
+			if json.Unmarshal(line, &h) != nil || h.Magic != "checkpoint" {
+				return 0, nil, fmt.Errorf("%w: %s is not a mailferry checkpoint (line 1)", ErrUnusable, c.path)
+			}
+			if h.Version != Version {
+				return 0, nil, fmt.Errorf("%w: %s has format version %d, this mailferry reads %d", ErrUnusable, c.path, h.Version, Version)
+			}
+			hdr = &h
+		} else {
+			var rec Record
+			if err := json.Unmarshal(line, &rec); err != nil || rec.ID == "" {
+				if _, perr := r.Peek(1); perr == io.EOF { // a bad last line is torn, not corrupt
+					c.Dropped = string(line)
+					return off, hdr, nil
+				}
+				return 0, nil, fmt.Errorf("%w: %s line %d is corrupt (move the file away to start afresh)", ErrUnusable, c.path, n)
+			}
+			c.put(rec)
+		}
+		off += int64(len(line))
+	}
+}
+
+func (c *File) put(r Record) {
+	k := Key{r.Mailbox, r.ID}
+	if _, dup := c.recs[k]; !dup {
+		c.byBox[r.Mailbox] = append(c.byBox[r.Mailbox], k)
+	}
+	c.recs[k] = r
+}
+
+// rewrite replaces the file's content with data via a temp file, fsync and
+// rename, then fsyncs the directory; the lock moves to the new file.
+func (c *File) rewrite(data []byte) error {
+	tmp := c.path + ".tmp"
+	t, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	if err := syscall.Flock(int(t.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Close()
+		return fmt.Errorf("checkpoint: lock %s: %w", tmp, err)
+	}
+	if _, err = t.Write(data); err == nil {
+		err = t.Sync()
+	}
+	if err == nil {
+		err = os.Rename(tmp, c.path)
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(c.path))
+	}
+	if err != nil {
+		t.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("checkpoint: write %s: %w", c.path, err)
+	}
+	c.f.Close()
+	c.f = t
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Path returns the file's path.
+func (c *File) Path() string { return c.path }
+
+// Len returns the number of records.
+func (c *File) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.recs)
+}
+
+// Has reports whether k was recorded.
+func (c *File) Has(k Key) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.recs[k]
+	return ok
+}
+
+// Records returns the records of mailbox.
+func (c *File) Records(mailbox string) []Record {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]Record, 0, len(c.byBox[mailbox]))
+	for _, k := range c.byBox[mailbox] {
+		out = append(out, c.recs[k])
+	}
+	return out
+}
+
+// Add records r; it reaches the disk with the next Flush.
+func (c *File) Add(r Record) error {
+	line, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return fmt.Errorf("checkpoint: add: %w", mail.ErrClosed)
+	}
+	c.put(r)
+	c.buf.Write(line)
+	c.buf.WriteByte('\n')
+	return nil
+}
+
+// Flush appends buffered records to the file and fsyncs it. A failure is
+// fatal for the run: the records stay buffered, and nothing may be deleted
+// on the source.
+func (c *File) Flush() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.flush()
+}
+
+func (c *File) flush() error {
+	if c.buf.Len() == 0 || c.closed {
+		return nil
+	}
+	end, err := c.f.Seek(0, io.SeekCurrent)
+	if err == nil {
+		_, err = c.f.Write(c.buf.Bytes())
+		if err != nil { // e.g. ENOSPC: leave no partial line for the next load to trip over
+			c.f.Truncate(end)
+			c.f.Seek(end, io.SeekStart)
+		}
+	}
+	if err != nil {
+		return mail.MakeFatal(fmt.Errorf("checkpoint: write %s: %w", c.path, err))
+	}
+	if err := c.f.Sync(); err != nil {
+		return mail.MakeFatal(fmt.Errorf("checkpoint: fsync %s: %w", c.path, err))
+	}
+	c.buf.Reset()
+	return nil
+}
+
+// Close flushes and releases the file and its lock. It is idempotent.
+func (c *File) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	err := c.flush()
+	c.closed = true
+	if cerr := c.f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("checkpoint: %w", cerr)
+	}
+	return err
+}

@@ -1,0 +1,441 @@
+package sync
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	stdsync "sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/mailferry/mailferry/sync/checkpoint"
+	"github.com/mailferry/mailferry/sync/mail"
+)
+
+// Options configure Copy. The zero value copies everything with defaults.
+type Options struct {
+	// SrcEndpoint names the source (its redacted URL); it seeds Envelope.Key.
+	SrcEndpoint string
+	// Workers is the number of concurrent copies; it is capped by both
+	// sides' Limits. Default 4.
+	Workers int
+	// Checkpoint records what was copied; nil keeps nothing between runs.
+	Checkpoint checkpoint.Store
+	// Mailboxes, if set, selects the source mailboxes to copy.
+	Mailboxes func(name string) bool
+	// DryRun lists and counts what would be copied without opening or
+	// storing anything.
+	DryRun bool
+	// DeleteSource removes each message from the source (mail.Remover) once
+	// it is durable in the sink and recorded in the checkpoint.
+	DeleteSource bool
+	// MaxSize skips (and reports) messages whose size hint exceeds it; 0 is
+	// no limit.
+	MaxSize int64
+	// Retries is how often a temporary failure is retried per message
+	// (default 3); Backoff is the first wait, doubled up to 30 s (default 1 s).
+	Retries int
+	Backoff time.Duration
+	// BatchSize and BatchDelay bound how many messages, and how long, wait
+	// for one commit (sink fsync + checkpoint fsync). Defaults 64 and 2 s.
+	BatchSize  int
+	BatchDelay time.Duration
+	// Stats, if set, is updated during the run (for progress displays).
+	Stats *Stats
+	// Logger receives the engine's records; nil discards.
+	Logger *slog.Logger
+}
+
+// Failure is a message given up after retries.
+type Failure struct {
+	Mailbox string  `json:"mailbox"`
+	ID      mail.ID `json:"id"`
+	Err     string  `json:"error"`
+}
+
+// Result is what a run did.
+type Result struct {
+	Stats    *Stats
+	Failures []Failure
+	Skipped  []Failure // skipped on purpose (too large), with the reason
+}
+
+type job struct {
+	env        mail.Envelope
+	candidates []checkpoint.Record // orphaned records of the same size: maybe this message under a new ID
+}
+
+type done struct {
+	env mail.Envelope
+	rec checkpoint.Record
+}
+
+func (o *Options) defaults() {
+	if o.Workers <= 0 {
+		o.Workers = 4
+	}
+	if o.Retries == 0 {
+		o.Retries = 3
+	}
+	if o.Backoff <= 0 {
+		o.Backoff = time.Second
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 64
+	}
+	if o.BatchDelay <= 0 {
+		o.BatchDelay = 2 * time.Second
+	}
+	if o.Stats == nil {
+		o.Stats = &Stats{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Copy copies every selected message of src that the checkpoint does not
+// hold into dst. It returns an error only when the run as a whole stopped:
+// cancelled (errors.Is(err, context.Canceled)), or a fatal error (mail.Fatal)
+// such as rejected credentials, a full disk or an unwritable checkpoint.
+// Messages that failed alone are listed in Result.Failures and the run goes
+// on. Whatever stopped the run, every message Put before it is committed and
+// recorded before Copy returns.
+func Copy(ctx context.Context, src mail.Source, dst mail.Sink, opt Options) (*Result, error) {
+	opt.defaults()
+	st := opt.Stats
+	if st.Start.IsZero() {
+		st.Start = time.Now()
+	}
+	res := &Result{Stats: st}
+	var remover mail.Remover
+	if opt.DeleteSource {
+		r, ok := src.(mail.Remover)
+		if !ok {
+			return res, &mail.ConfigError{Msg: "the source cannot delete messages", Hint: "drop --delete-source"}
+		}
+		remover = r
+	}
+	boxes, err := retry(ctx, opt, func() ([]string, error) { return src.Mailboxes(ctx) })
+	if err != nil {
+		return res, fmt.Errorf("list mailboxes: %w", err)
+	}
+	var selected []string
+	for _, mb := range boxes {
+		if opt.Mailboxes == nil || opt.Mailboxes(mb) {
+			selected = append(selected, mb)
+			st.Box(mb)
+		}
+	}
+	if !opt.DryRun {
+		for _, mb := range selected {
+			if _, err := retry(ctx, opt, func() (struct{}, error) { return struct{}{}, dst.CreateMailbox(ctx, mb) }); err != nil {
+				return res, fmt.Errorf("create mailbox %q: %w", mb, err)
+			}
+		}
+	}
+
+	workers := opt.Workers
+	for _, l := range []mail.Limits{src.Limits(), dst.Limits()} {
+		if l.Conns > 0 && l.Conns < workers {
+			workers = l.Conns
+		}
+	}
+	runCtx, cancelRun := context.WithCancelCause(ctx)
+	defer cancelRun(nil)
+	g, gctx := errgroup.WithContext(runCtx)
+	jobs := make(chan job, 2*workers)
+	dones := make(chan done, 4*opt.BatchSize)
+	var mu stdsync.Mutex // guards res.Failures, res.Skipped
+	fail := func(list *[]Failure, env mail.Envelope, err error) {
+		mu.Lock()
+		*list = append(*list, Failure{Mailbox: env.Mailbox, ID: env.ID, Err: err.Error()})
+		mu.Unlock()
+	}
+
+	g.Go(func() error {
+		defer close(jobs)
+		for _, mb := range selected {
+			if err := listMailbox(gctx, src, mb, opt, jobs, func(env mail.Envelope, err error) { fail(&res.Skipped, env, err) }); err != nil {
+				return err
+			}
+		}
+		st.current.Store("")
+		return nil
+	})
+	for range workers {
+		g.Go(func() error {
+			for j := range jobs {
+				d, err := copyOne(gctx, src, dst, j, opt)
+				box := st.Box(j.env.Mailbox)
+				switch {
+				case err == nil:
+					select {
+					case dones <- d:
+					case <-gctx.Done():
+						return gctx.Err()
+					}
+				case gctx.Err() != nil:
+					return gctx.Err()
+				case mail.Fatal(err):
+					return fmt.Errorf("%s %s: %w", j.env.Mailbox, j.env.ID, err)
+				case errors.Is(err, mail.ErrNotFound):
+					st.Vanished.Add(1)
+					box.Vanished.Add(1)
+					opt.Logger.Warn("message vanished from the source before it was copied", "mailbox", j.env.Mailbox, "id", j.env.ID)
+				default:
+					st.Failed.Add(1)
+					box.Failed.Add(1)
+					fail(&res.Failures, j.env, err)
+					opt.Logger.Error("message not copied", "mailbox", j.env.Mailbox, "id", j.env.ID, "err", err)
+				}
+			}
+			return nil
+		})
+	}
+
+	// The committer lives outside the group: it must still commit what was
+	// Put after the group was cancelled, so an interrupt loses no work.
+	commitErr := make(chan error, 1)
+	go func() {
+		commitErr <- commitLoop(ctx, dst, remover, dones, opt, func(err error) { cancelRun(err) })
+	}()
+	gerr := g.Wait()
+	close(dones)
+	cerr := <-commitErr
+	if cerr != nil {
+		return res, cerr
+	}
+	if gerr == nil && ctx.Err() != nil {
+		gerr = ctx.Err()
+	}
+	return res, gerr
+}
+
+// listMailbox sends the messages of mb that need copying to jobs.
+func listMailbox(ctx context.Context, src mail.Source, mb string, opt Options, jobs chan<- job, skip func(mail.Envelope, error)) error {
+	st := opt.Stats
+	box := st.Box(mb)
+	st.current.Store(mb)
+	var fresh []mail.Envelope
+	listed := map[mail.ID]bool{}
+	_, err := retry(ctx, opt, func() (struct{}, error) {
+		fresh, listed = fresh[:0], map[mail.ID]bool{}
+		box.Listed.Store(0)
+		box.Skipped.Store(0)
+		return struct{}{}, src.List(ctx, mb, func(env mail.Envelope) error {
+			env.Mailbox = mb
+			listed[env.ID] = true
+			box.Listed.Add(1)
+			if opt.Checkpoint != nil && opt.Checkpoint.Has(checkpoint.Key{Mailbox: mb, ID: env.ID}) {
+				box.Skipped.Add(1)
+				return nil
+			}
+			fresh = append(fresh, env)
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("list %q: %w", mb, err)
+	}
+	st.Listed.Add(box.Listed.Load())
+	st.Skipped.Add(box.Skipped.Load())
+
+	// Records whose IDs the source no longer lists are orphans: deleted
+	// messages, or the same messages under new IDs (an IMAP UIDVALIDITY
+	// change, a rebuilt POP3 UIDL list). A new message of an orphan's size
+	// is hashed before it is copied, so a renumbered mailbox is re-mapped
+	// instead of duplicated, and nothing is skipped on the strength of an ID.
+	orphans := map[int64][]checkpoint.Record{}
+	if opt.Checkpoint != nil && len(fresh) > 0 {
+		for _, r := range opt.Checkpoint.Records(mb) {
+			if !listed[r.ID] && r.SHA256 != "" {
+				orphans[r.Size] = append(orphans[r.Size], r)
+			}
+		}
+	}
+	for _, env := range fresh {
+		if opt.MaxSize > 0 && env.Size > opt.MaxSize {
+			box.Skipped.Add(1)
+			st.Skipped.Add(1)
+			skip(env, fmt.Errorf("%w: %d bytes is over --max-size %d", mail.ErrTooLarge, env.Size, opt.MaxSize))
+			opt.Logger.Warn("message skipped: over --max-size", "mailbox", mb, "id", env.ID, "size", env.Size)
+			continue
+		}
+		env.Key = mail.DeliveryKey(opt.SrcEndpoint, mb, env.ID)
+		box.Queued.Add(1)
+		st.Queued.Add(1)
+		if env.Size > 0 {
+			box.QueuedBytes.Add(env.Size)
+			st.QueuedBytes.Add(env.Size)
+		}
+		if opt.DryRun {
+			continue
+		}
+		select {
+		case jobs <- job{env: env, candidates: orphans[env.Size]}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// copyOne copies one message, retrying temporary failures.
+func copyOne(ctx context.Context, src mail.Source, dst mail.Sink, j job, opt Options) (done, error) {
+	return retry(ctx, opt, func() (done, error) {
+		if len(j.candidates) > 0 {
+			if rec, ok, err := rematch(ctx, src, j); err != nil || ok {
+				return done{env: j.env, rec: rec}, err
+			}
+		}
+		rc, err := src.Open(ctx, j.env)
+		if err != nil {
+			return done{}, fmt.Errorf("open: %w", err)
+		}
+		defer rc.Close()
+		hr := mail.NewHashReader(rc)
+		id, err := dst.Put(ctx, j.env, hr)
+		if err != nil {
+			return done{}, fmt.Errorf("put: %w", err)
+		}
+		dg := hr.Digest()
+		opt.Stats.Bytes.Add(dg.Bytes)
+		opt.Stats.Box(j.env.Mailbox).Bytes.Add(dg.Bytes)
+		return done{env: j.env, rec: checkpoint.Record{Mailbox: j.env.Mailbox, ID: j.env.ID, Dst: id, Size: j.env.Size, SHA256: hex.EncodeToString(dg.SHA256[:])}}, nil
+	})
+}
+
+// claimed remembers orphan records already matched in this run, so that two
+// identical source messages re-map to two records, not one.
+var claimedMu stdsync.Mutex
+
+// rematch hashes the message and reports whether it is one of the orphaned
+// records (already stored under an old ID).
+func rematch(ctx context.Context, src mail.Source, j job) (checkpoint.Record, bool, error) {
+	rc, err := src.Open(ctx, j.env)
+	if err != nil {
+		return checkpoint.Record{}, false, fmt.Errorf("open: %w", err)
+	}
+	defer rc.Close()
+	hr := mail.NewHashReader(rc)
+	if _, err := io.Copy(io.Discard, hr); err != nil {
+		return checkpoint.Record{}, false, fmt.Errorf("read: %w", err)
+	}
+	sum := hr.Digest().Hex()
+	claimedMu.Lock()
+	defer claimedMu.Unlock()
+	for i := range j.candidates {
+		c := &j.candidates[i]
+		if c.SHA256 == sum && c.ID != "" {
+			rec := checkpoint.Record{Mailbox: j.env.Mailbox, ID: j.env.ID, Dst: c.Dst, Size: j.env.Size, SHA256: sum}
+			c.ID = "" // claimed: the slice is shared by every job of this size
+			return rec, true, nil
+		}
+	}
+	return checkpoint.Record{}, false, nil
+}
+
+// commitLoop batches finished messages: sink commit, checkpoint record and
+// fsync, then deletion on the source. On failure it reports through abort and
+// keeps draining so workers never block.
+func commitLoop(ctx context.Context, dst mail.Sink, remover mail.Remover, dones <-chan done, opt Options, abort func(error)) error {
+	committer, _ := dst.(mail.Committer)
+	var batch []done
+	var failed error
+	timer := time.NewTimer(opt.BatchDelay)
+	defer timer.Stop()
+	flush := func() {
+		if len(batch) == 0 || failed != nil {
+			batch = batch[:0]
+			return
+		}
+		// An interrupt must not stop the commit of messages already Put:
+		// committing is local and short.
+		cctx := context.WithoutCancel(ctx)
+		if err := commitBatch(cctx, committer, remover, batch, opt); err != nil {
+			failed = err
+			abort(err)
+		}
+		batch = batch[:0]
+	}
+	for {
+		select {
+		case d, ok := <-dones:
+			if !ok {
+				flush()
+				return failed
+			}
+			batch = append(batch, d)
+			if len(batch) >= opt.BatchSize {
+				flush()
+			}
+		case <-timer.C:
+			flush()
+			timer.Reset(opt.BatchDelay)
+		}
+	}
+}
+
+func commitBatch(ctx context.Context, committer mail.Committer, remover mail.Remover, batch []done, opt Options) error {
+	if committer != nil {
+		if err := committer.Commit(ctx); err != nil {
+			return mail.MakeFatal(fmt.Errorf("commit: %w", err))
+		}
+	}
+	if opt.Checkpoint != nil {
+		for _, d := range batch {
+			if err := opt.Checkpoint.Add(d.rec); err != nil {
+				return mail.MakeFatal(err)
+			}
+		}
+		if err := opt.Checkpoint.Flush(); err != nil {
+			return mail.MakeFatal(err)
+		}
+	}
+	for _, d := range batch {
+		opt.Stats.Copied.Add(1)
+		opt.Stats.Box(d.env.Mailbox).Copied.Add(1)
+		opt.Logger.Debug("copied", "mailbox", d.env.Mailbox, "id", d.env.ID, "size", d.env.Size)
+	}
+	if remover != nil {
+		envs := make([]mail.Envelope, len(batch))
+		for i, d := range batch {
+			envs[i] = d.env
+		}
+		if err := remover.Remove(ctx, envs); err != nil {
+			return mail.MakeFatal(fmt.Errorf("delete on source: %w", err))
+		}
+	}
+	return nil
+}
+
+// retry runs f until it succeeds, fails with a non-temporary error, or the
+// retries are used up, waiting with capped exponential backoff and jitter.
+func retry[T any](ctx context.Context, opt Options, f func() (T, error)) (T, error) {
+	wait := opt.Backoff
+	for attempt := 1; ; attempt++ {
+		v, err := f()
+		if err == nil || !mail.Temporary(err) || attempt > opt.Retries || ctx.Err() != nil {
+			if err != nil && ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+				err = fmt.Errorf("%w (%v)", ctx.Err(), err)
+			}
+			return v, err
+		}
+		opt.Logger.Warn("retrying after a temporary error", "attempt", attempt, "err", err)
+		jittered := wait/2 + rand.N(wait/2+1)
+		t := time.NewTimer(jittered)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return v, ctx.Err()
+		case <-t.C:
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+}

@@ -1,0 +1,285 @@
+package sync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mailferry/mailferry/sync/checkpoint"
+	"github.com/mailferry/mailferry/sync/mail"
+	"github.com/mailferry/mailferry/sync/mail/mailtest"
+)
+
+func fixtures(n int, mailboxes ...string) []mailtest.Fixture {
+	var out []mailtest.Fixture
+	for i := 0; i < n; i++ {
+		mb := mailboxes[i%len(mailboxes)]
+		out = append(out, mailtest.Fixture{Name: fmt.Sprint(i), Mailbox: mb, Body: []byte(fmt.Sprintf("Subject: %d\r\n\r\nbody %d %s\r\n", i, i, mb))})
+	}
+	return out
+}
+
+func openCP(t *testing.T, path string) *checkpoint.File {
+	t.Helper()
+	cp, err := checkpoint.Open(path, "src", "dst", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cp.Close() })
+	return cp
+}
+
+func fastOpts(cp checkpoint.Store) Options {
+	return Options{SrcEndpoint: "src", Checkpoint: cp, Backoff: time.Millisecond, BatchSize: 4, BatchDelay: time.Millisecond}
+}
+
+// total counts messages across the sink's mailboxes.
+func total(s *mailtest.MemSink) int {
+	n := 0
+	for _, mb := range s.Mailboxes() {
+		n += len(s.Messages(mb))
+	}
+	return n
+}
+
+func TestCopyAllThenRerunCopiesNothing(t *testing.T) {
+	src := mailtest.NewMemSource(fixtures(50, "INBOX", "Archive/2024", "Übersicht"))
+	dst := mailtest.NewMemSink()
+	cp := openCP(t, filepath.Join(t.TempDir(), "cp.jsonl"))
+	res, err := Copy(context.Background(), src, dst, fastOpts(cp))
+	if err != nil || res.Stats.Copied.Load() != 50 || len(res.Failures) != 0 {
+		t.Fatalf("Copy = %v, copied %d, failures %v", err, res.Stats.Copied.Load(), res.Failures)
+	}
+	if total(dst) != 50 || len(dst.Mailboxes()) != 3 {
+		t.Fatalf("sink holds %d messages in %v", total(dst), dst.Mailboxes())
+	}
+	// H1: a rerun opens nothing and puts nothing.
+	opens := src.Opens.Load()
+	res, err = Copy(context.Background(), src, dst, fastOpts(cp))
+	if err != nil || res.Stats.Copied.Load() != 0 || res.Stats.Skipped.Load() != 50 || src.Opens.Load() != opens {
+		t.Fatalf("rerun: err %v copied %d skipped %d opens %d", err, res.Stats.Copied.Load(), res.Stats.Skipped.Load(), src.Opens.Load()-opens)
+	}
+}
+
+// TestG2FailingMessageIsolated: one message fails permanently, the others
+// are copied, and a rerun (the fault gone) copies exactly the missing one.
+func TestG2FailingMessageIsolated(t *testing.T) {
+	src := mailtest.NewMemSource(fixtures(20, "INBOX"))
+	mem := mailtest.NewMemSink()
+	bad := errors.New("server said NO")
+	dst := &mailtest.FaultSink{Sink: mem, Fail: func(n int, env mail.Envelope) error {
+		if env.ID == "7" {
+			return bad
+		}
+		return nil
+	}}
+	cp := openCP(t, filepath.Join(t.TempDir(), "cp.jsonl"))
+	res, err := Copy(context.Background(), src, dst, fastOpts(cp))
+	if err != nil || len(res.Failures) != 1 || res.Failures[0].ID != "7" || total(mem) != 19 {
+		t.Fatalf("Copy = %v, failures %v, stored %d", err, res.Failures, total(mem))
+	}
+	dst.Fail = nil
+	res, err = Copy(context.Background(), src, dst, fastOpts(cp))
+	if err != nil || res.Stats.Copied.Load() != 1 || total(mem) != 20 {
+		t.Fatalf("rerun = %v, copied %d, stored %d", err, res.Stats.Copied.Load(), total(mem))
+	}
+}
+
+func TestTemporaryErrorsRetried(t *testing.T) {
+	src := mailtest.NewMemSource(fixtures(5, "INBOX"))
+	mem := mailtest.NewMemSink()
+	var fails atomic.Int32
+	dst := &mailtest.FaultSink{Sink: mem, Fail: func(n int, env mail.Envelope) error {
+		if env.ID == "3" && fails.Add(1) <= 2 {
+			return mail.Temp(errors.New("connection reset"))
+		}
+		return nil
+	}}
+	res, err := Copy(context.Background(), src, dst, fastOpts(nil))
+	if err != nil || len(res.Failures) != 0 || total(mem) != 5 || fails.Load() != 3 {
+		t.Fatalf("Copy = %v, failures %v, stored %d, attempts on #3 %d", err, res.Failures, total(mem), fails.Load())
+	}
+}
+
+// TestD1FatalStopsRun: a full disk stops the run with a fatal error; what
+// was committed before is recorded, and a rerun finishes exactly once.
+func TestD1FatalStopsRun(t *testing.T) {
+	src := mailtest.NewMemSource(fixtures(30, "INBOX"))
+	mem := mailtest.NewMemSink()
+	dst := &mailtest.FaultSink{Sink: mem, Fail: func(n int, env mail.Envelope) error {
+		if n == 10 {
+			return fmt.Errorf("write: %w", syscall.ENOSPC)
+		}
+		return nil
+	}}
+	path := filepath.Join(t.TempDir(), "cp.jsonl")
+	cp := openCP(t, path)
+	opt := fastOpts(cp)
+	opt.Workers = 1
+	_, err := Copy(context.Background(), src, dst, opt)
+	if !errors.Is(err, syscall.ENOSPC) || !mail.Fatal(err) {
+		t.Fatalf("Copy on a full disk = %v, want fatal ENOSPC", err)
+	}
+	if cp.Len() != total(mem) {
+		t.Fatalf("checkpoint has %d records, sink %d messages", cp.Len(), total(mem))
+	}
+	dst.Fail = nil
+	if _, err := Copy(context.Background(), src, dst, opt); err != nil || total(mem) != 30 {
+		t.Fatalf("rerun = %v, stored %d, want 30", err, total(mem))
+	}
+}
+
+// TestA11InterruptThenResume: cancelling mid-run returns context.Canceled,
+// records what was stored, and the rerun completes with no duplicate.
+func TestA11InterruptThenResume(t *testing.T) {
+	src := mailtest.NewMemSource(fixtures(40, "INBOX", "Sent"))
+	mem := mailtest.NewMemSink()
+	ctx, cancel := context.WithCancel(context.Background())
+	dst := &mailtest.FaultSink{Sink: mem, Fail: func(n int, env mail.Envelope) error {
+		if n == 15 {
+			cancel()
+		}
+		return nil
+	}}
+	cp := openCP(t, filepath.Join(t.TempDir(), "cp.jsonl"))
+	_, err := Copy(ctx, src, dst, fastOpts(cp))
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted Copy = %v, want context.Canceled", err)
+	}
+	if cp.Len() != total(mem) || total(mem) >= 40 {
+		t.Fatalf("after interrupt: %d recorded, %d stored", cp.Len(), total(mem))
+	}
+	if _, err := Copy(context.Background(), src, dst, fastOpts(cp)); err != nil {
+		t.Fatal(err)
+	}
+	if total(mem) != 40 || cp.Len() != 40 {
+		t.Fatalf("after resume: %d stored, %d recorded, want 40", total(mem), cp.Len())
+	}
+}
+
+// spyStore records the order of checkpoint flushes relative to deletions.
+type spyStore struct {
+	checkpoint.Store
+	events *[]string
+}
+
+func (s spyStore) Flush() error {
+	*s.events = append(*s.events, "flush")
+	return s.Store.Flush()
+}
+
+type spyRemover struct {
+	*mailtest.MemSource
+	events *[]string
+	store  checkpoint.Store
+	t      *testing.T
+}
+
+func (s spyRemover) Remove(ctx context.Context, envs []mail.Envelope) error {
+	for _, e := range envs {
+		if !s.store.Has(checkpoint.Key{Mailbox: e.Mailbox, ID: e.ID}) {
+			s.t.Errorf("delete of %s before it was recorded", e.ID)
+		}
+	}
+	*s.events = append(*s.events, "remove")
+	return s.MemSource.Remove(ctx, envs)
+}
+
+// TestI3DeleteOnlyAfterRecorded: delete mode removes messages only after the
+// checkpoint flush that records them.
+func TestI3DeleteOnlyAfterRecorded(t *testing.T) {
+	var events []string
+	mem := mailtest.NewMemSource(fixtures(10, "INBOX"))
+	cp := openCP(t, filepath.Join(t.TempDir(), "cp.jsonl"))
+	store := spyStore{cp, &events}
+	src := spyRemover{mem, &events, cp, t}
+	dst := mailtest.NewMemSink()
+	opt := fastOpts(store)
+	opt.DeleteSource = true
+	if _, err := Copy(context.Background(), src, dst, opt); err != nil {
+		t.Fatal(err)
+	}
+	if mem.Len("INBOX") != 0 || total(dst) != 10 {
+		t.Fatalf("source left %d, sink %d", mem.Len("INBOX"), total(dst))
+	}
+	if len(events) == 0 || events[0] != "flush" {
+		t.Fatalf("events %v: first must be a flush", events)
+	}
+}
+
+func TestDryRunTouchesNothing(t *testing.T) {
+	src := mailtest.NewMemSource(fixtures(10, "INBOX", "A"))
+	dst := mailtest.NewMemSink()
+	opt := fastOpts(nil)
+	opt.DryRun = true
+	res, err := Copy(context.Background(), src, dst, opt)
+	if err != nil || res.Stats.Queued.Load() != 10 || total(dst) != 0 || src.Opens.Load() != 0 || len(dst.Mailboxes()) != 0 {
+		t.Fatalf("dry run: err %v queued %d stored %d opens %d boxes %v", err, res.Stats.Queued.Load(), total(dst), src.Opens.Load(), dst.Mailboxes())
+	}
+}
+
+// TestC6RenumberedSourceIsRemapped: the same messages under new IDs (an IMAP
+// UIDVALIDITY change) are re-mapped by content, not copied again; a new
+// message of the same size is still copied.
+func TestC6RenumberedSourceIsRemapped(t *testing.T) {
+	fx := fixtures(8, "INBOX")
+	first := mailtest.NewMemSource(fx)
+	dst := mailtest.NewMemSink()
+	cp := openCP(t, filepath.Join(t.TempDir(), "cp.jsonl"))
+	if _, err := Copy(context.Background(), first, dst, fastOpts(cp)); err != nil {
+		t.Fatal(err)
+	}
+	// The rebuilt server numbers the same messages differently: a new source
+	// with two extra messages first shifts every ID. One extra has the same
+	// size as an old one (C6 and a same-size trap).
+	extra := []mailtest.Fixture{
+		{Mailbox: "INBOX", Body: []byte("Subject: 0\r\n\r\nbody X INBOX\r\n")}, // same size as message 0
+		{Mailbox: "INBOX", Body: fx[3].Body},                                   // a true duplicate in the source
+	}
+	second := mailtest.NewMemSource(nil)
+	second.IDPrefix = "v2."
+	for _, f := range append(extra, fx...) {
+		second.Add(f)
+	}
+	res, err := Copy(context.Background(), second, dst, fastOpts(cp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Stats.Copied.Load() != 10 || total(dst) != 10 {
+		t.Fatalf("after renumbering: %d recorded this run, sink holds %d, want 10 (8 re-mapped + 2 new)", res.Stats.Copied.Load(), total(dst))
+	}
+	if dst.Puts.Load() != 10 {
+		t.Fatalf("sink got %d puts, want 10", dst.Puts.Load())
+	}
+}
+
+func TestMaxSizeSkipsAndReports(t *testing.T) {
+	fx := fixtures(3, "INBOX")
+	fx = append(fx, mailtest.Fixture{Mailbox: "INBOX", Body: mailtest.Big(1 << 20)})
+	src := mailtest.NewMemSource(fx)
+	dst := mailtest.NewMemSink()
+	opt := fastOpts(nil)
+	opt.MaxSize = 1000
+	res, err := Copy(context.Background(), src, dst, opt)
+	if err != nil || total(dst) != 3 || len(res.Skipped) != 1 || res.Skipped[0].ID != "4" {
+		t.Fatalf("Copy = %v, stored %d, skipped %v", err, total(dst), res.Skipped)
+	}
+}
+
+func TestMailboxFilter(t *testing.T) {
+	src := mailtest.NewMemSource(fixtures(9, "INBOX", "Spam", "Work"))
+	dst := mailtest.NewMemSink()
+	opt := fastOpts(nil)
+	opt.Mailboxes = func(mb string) bool { return mb != "Spam" }
+	if _, err := Copy(context.Background(), src, dst, opt); err != nil {
+		t.Fatal(err)
+	}
+	if got := dst.Mailboxes(); len(got) != 2 || total(dst) != 6 {
+		t.Fatalf("copied into %v (%d messages)", got, total(dst))
+	}
+}

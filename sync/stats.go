@@ -1,0 +1,82 @@
+package sync
+
+import (
+	"sort"
+	stdsync "sync"
+	"sync/atomic"
+	"time"
+)
+
+// Counters are the per-run or per-mailbox numbers the engine keeps. They are
+// updated atomically while a run goes on, so progress displays can poll them.
+type Counters struct {
+	Listed      atomic.Int64 // messages seen on the source
+	Skipped     atomic.Int64 // already in the checkpoint (or filtered out)
+	Queued      atomic.Int64 // to be copied
+	Copied      atomic.Int64 // stored and recorded
+	Failed      atomic.Int64 // given up after retries
+	Vanished    atomic.Int64 // gone from the source between listing and fetch
+	Bytes       atomic.Int64 // bytes read from the source for copied messages
+	QueuedBytes atomic.Int64 // size hints of the queued messages
+}
+
+// Stats are a run's counters, overall and per mailbox. The zero value is
+// ready to use.
+type Stats struct {
+	Counters
+	Start   time.Time
+	mu      stdsync.Mutex
+	boxes   map[string]*Counters
+	current atomic.Value // string: the mailbox being listed
+}
+
+// Box returns the counters of mailbox, creating them.
+func (s *Stats) Box(mailbox string) *Counters {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.boxes == nil {
+		s.boxes = map[string]*Counters{}
+	}
+	c := s.boxes[mailbox]
+	if c == nil {
+		c = &Counters{}
+		s.boxes[mailbox] = c
+	}
+	return c
+}
+
+// Mailboxes returns the names with counters, sorted.
+func (s *Stats) Mailboxes() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.boxes))
+	for mb := range s.boxes {
+		out = append(out, mb)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Current returns the mailbox being listed, or "".
+func (s *Stats) Current() string {
+	v, _ := s.current.Load().(string)
+	return v
+}
+
+// Snapshot is a plain copy of Counters, for reports and JSON.
+type Snapshot struct {
+	Listed      int64 `json:"listed"`
+	Skipped     int64 `json:"skipped"`
+	Queued      int64 `json:"queued"`
+	Copied      int64 `json:"copied"`
+	Failed      int64 `json:"failed"`
+	Vanished    int64 `json:"vanished"`
+	Bytes       int64 `json:"bytes"`
+	QueuedBytes int64 `json:"queued_bytes"`
+}
+
+// Snapshot copies c.
+func (c *Counters) Snapshot() Snapshot {
+	return Snapshot{c.Listed.Load(), c.Skipped.Load(), c.Queued.Load(), c.Copied.Load(), c.Failed.Load(),
+		c.Vanished.Load(), c.Bytes.Load(), c.QueuedBytes.Load()}
+}
