@@ -94,18 +94,30 @@ func (r *Registry) Schemes() (sources, sinks []string) {
 	return sources, sinks
 }
 
+// Check reports whether u's scheme can be a source (or a sink), without
+// opening anything.
+func (r *Registry) Check(u *url.URL, source bool) error {
+	srcs, sinks := r.Schemes()
+	if source {
+		if _, ok := r.sources[u.Scheme]; !ok {
+			return &ConfigError{Msg: fmt.Sprintf("%s: %q cannot be a source", Redact(u), u.Scheme), Hint: "sources: " + strings.Join(srcs, ", ")}
+		}
+	} else if _, ok := r.sinks[u.Scheme]; !ok {
+		return &ConfigError{Msg: fmt.Sprintf("%s: %q cannot be a destination", Redact(u), u.Scheme), Hint: "destinations: " + strings.Join(sinks, ", ")}
+	}
+	return nil
+}
+
 // OpenSource parses raw and opens it as a source.
 func (r *Registry) OpenSource(ctx context.Context, raw string, o *OpenOptions) (Source, error) {
 	u, err := ParseEndpoint(raw, o)
 	if err != nil {
 		return nil, err
 	}
-	f, ok := r.sources[u.Scheme]
-	if !ok {
-		s, _ := r.Schemes()
-		return nil, &ConfigError{Msg: fmt.Sprintf("%s: %q cannot be a source", Redact(u), u.Scheme), Hint: "sources: " + strings.Join(s, ", ")}
+	if err := r.Check(u, true); err != nil {
+		return nil, err
 	}
-	return f(ctx, u, o)
+	return r.sources[u.Scheme](ctx, u, o)
 }
 
 // OpenSink parses raw and opens it as a sink.
@@ -114,12 +126,10 @@ func (r *Registry) OpenSink(ctx context.Context, raw string, o *OpenOptions) (Si
 	if err != nil {
 		return nil, err
 	}
-	f, ok := r.sinks[u.Scheme]
-	if !ok {
-		_, s := r.Schemes()
-		return nil, &ConfigError{Msg: fmt.Sprintf("%s: %q cannot be a destination", Redact(u), u.Scheme), Hint: "destinations: " + strings.Join(s, ", ")}
+	if err := r.Check(u, false); err != nil {
+		return nil, err
 	}
-	return f(ctx, u, o)
+	return r.sinks[u.Scheme](ctx, u, o)
 }
 
 // ParseEndpoint parses an endpoint URL and refuses what no endpoint accepts:

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/mailferry/mailferry/sync/mail"
+)
+
+// sideFlags are the flags of one endpoint side ("src" or "dst").
+type sideFlags struct {
+	side         string
+	passwordFile string
+	passwordCmd  string
+}
+
+func (s *sideFlags) add(fs *flag.FlagSet, side string) {
+	s.side = side
+	fs.StringVar(&s.passwordFile, side+"-password-file", "", "read the "+side+" password from the first line of `FILE`")
+	fs.StringVar(&s.passwordCmd, side+"-password-cmd", "", "run `CMD` with sh -c and use the first line of its output as the "+side+" password")
+}
+
+// commonFlags are shared by the commands that talk to servers.
+type commonFlags struct {
+	caFile         string
+	allowPlaintext bool
+	timeout        time.Duration
+	workers        int
+	include        multiFlag
+	exclude        multiFlag
+	quiet          bool
+	json           bool
+	logLevel       string
+	logFormat      string
+}
+
+func (c *commonFlags) add(fs *flag.FlagSet) {
+	fs.StringVar(&c.caFile, "ca-file", "", "also trust the CA certificates in PEM `FILE` (system roots are always trusted)")
+	fs.BoolVar(&c.allowPlaintext, "allow-plaintext", false, "let imap:// and pop3:// go on without STARTTLS/STLS when the server lacks it (password sent in clear)")
+	fs.DurationVar(&c.timeout, "timeout", 60*time.Second, "give up on a connection after this long without progress")
+	fs.IntVar(&c.workers, "workers", 4, "copy up to `N` messages at once (capped by each endpoint: POP3 is 1)")
+	fs.Var(&c.include, "include", "copy only folders whose name matches `REGEX` (repeatable)")
+	fs.Var(&c.exclude, "exclude", "skip folders whose name matches `REGEX` (repeatable)")
+	fs.BoolVar(&c.quiet, "quiet", false, "print only errors (for cron)")
+	fs.BoolVar(&c.json, "json", false, "print a machine-readable summary on stdout")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log `LEVEL`: debug, info, warn, error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log `FORMAT` on stderr: text or json")
+}
+
+// multiFlag collects a repeatable flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// mailboxFilter compiles --include and --exclude.
+func (c *commonFlags) mailboxFilter() (func(string) bool, error) {
+	compile := func(list []string, flagName string) ([]*regexp.Regexp, error) {
+		var out []*regexp.Regexp
+		for _, s := range list {
+			re, err := regexp.Compile(s)
+			if err != nil {
+				return nil, &usageError{fmt.Sprintf("--%s %q: %v", flagName, s, err)}
+			}
+			out = append(out, re)
+		}
+		return out, nil
+	}
+	inc, err := compile(c.include, "include")
+	if err != nil {
+		return nil, err
+	}
+	exc, err := compile(c.exclude, "exclude")
+	if err != nil {
+		return nil, err
+	}
+	if len(inc) == 0 && len(exc) == 0 {
+		return nil, nil
+	}
+	return func(mb string) bool {
+		for _, re := range exc {
+			if re.MatchString(mb) {
+				return false
+			}
+		}
+		if len(inc) == 0 {
+			return true
+		}
+		for _, re := range inc {
+			if re.MatchString(mb) {
+				return true
+			}
+		}
+		return false
+	}, nil
+}
+
+// logger builds the run's logger on stderr.
+func (c *commonFlags) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return nil, &usageError{fmt.Sprintf("--log-level %q: want debug, info, warn or error", c.logLevel)}
+	}
+	if c.quiet {
+		level = max(level, slog.LevelError)
+	}
+	ho := &slog.HandlerOptions{Level: level}
+	switch c.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, ho)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, ho)), nil
+	}
+	return nil, &usageError{fmt.Sprintf("--log-format %q: want text or json", c.logFormat)}
+}
+
+// openOptions builds the endpoint options for one side.
+func (c *commonFlags) openOptions(s *sideFlags, env *cliEnv, log *slog.Logger) *mail.OpenOptions {
+	return &mail.OpenOptions{
+		Logger:         log.With("side", s.side),
+		Side:           s.side,
+		Password:       s.password(env, log),
+		CAFile:         c.caFile,
+		AllowPlaintext: c.allowPlaintext,
+		Timeout:        c.timeout,
+		Conns:          c.workers,
+	}
+}
+
+// parse parses args with fs, expecting exactly nargs positional arguments
+// (flags may come before or after them). It prints help on -h.
+func parse(fs *flag.FlagSet, args []string, nargs int, usageLine string, env *cliEnv) ([]string, error) {
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				printHelp(fs, usageLine, env.stdout)
+				return nil, errHelp
+			}
+			return nil, &usageError{err.Error() + " (see mailferry help " + fs.Name() + ")"}
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+	if len(pos) != nargs {
+		return nil, &usageError{fmt.Sprintf("want %d argument(s), got %d: usage: mailferry %s", nargs, len(pos), usageLine)}
+	}
+	return pos, nil
+}
+
+func printHelp(fs *flag.FlagSet, usageLine string, w io.Writer) {
+	fmt.Fprintf(w, "Usage: mailferry %s\n\n", usageLine)
+	for _, c := range commands() {
+		if c.name == fs.Name() {
+			fmt.Fprintf(w, "%s.\n\nFlags:\n", strings.ToUpper(c.short[:1])+c.short[1:])
+		}
+	}
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+	fmt.Fprint(w, exitCodeTable)
+}
+
+// passwordGetter adapts a lookup to mail.OpenOptions.Password.
+type passwordGetter = func(ctx context.Context) (string, error)

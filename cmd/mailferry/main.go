@@ -1,0 +1,121 @@
+// Command mailferry copies mail between POP3, IMAP, Maildir and mbox,
+// resumably, byte for byte, without ever losing or doubling a message.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set by the Makefile with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal kills the process at once
+	}()
+	os.Exit(run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// command is one subcommand.
+type command struct {
+	name, usage, short string
+	run                func(ctx context.Context, args []string, env *cliEnv) error
+}
+
+// cliEnv is what a subcommand gets besides its arguments; tests build their
+// own to drive the CLI in-process.
+type cliEnv struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	isTerminal     bool // stderr is a terminal
+}
+
+func commands() []command {
+	return []command{
+		{"copy", "copy SRC DST [flags]", "copy every message of SRC that DST lacks (resumable, idempotent)", runCopy},
+		{"ls", "ls SRC [flags]", "list the mailboxes of SRC with message counts and sizes", runLs},
+		{"verify", "verify SRC DST [flags]", "check by content that every message of SRC is in DST", runVerify},
+		{"demo", "demo [flags]", "copy sample mail from a built-in IMAP server to ./demo-maildir", runDemo},
+		{"version", "version", "print the version", runVersion},
+	}
+}
+
+// run is main without the process: it returns the exit code.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	env := &cliEnv{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv, isTerminal: isTerminal(stderr)}
+	return runEnv(ctx, args, env)
+}
+
+func runEnv(ctx context.Context, args []string, env *cliEnv) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
+		if len(args) > 1 {
+			for _, c := range commands() {
+				if c.name == args[1] {
+					return exitCode(c.run(ctx, []string{"--help"}, env))
+				}
+			}
+		}
+		usage(env.stderr)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	if args[0] == "--version" || args[0] == "-version" {
+		args[0] = "version"
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			err := c.run(ctx, args[1:], env)
+			if err != nil && !errors.Is(err, errHelp) && !errors.Is(err, errReported) {
+				fmt.Fprintf(env.stderr, "mailferry %s: %s\n", c.name, oneLine(err))
+			}
+			return exitCode(err)
+		}
+	}
+	fmt.Fprintf(env.stderr, "mailferry: unknown command %q (run mailferry help)\n", args[0])
+	return exitUsage
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `mailferry moves mail between POP3, IMAP, Maildir and mbox: byte for byte,
+resumable after any crash, never twice.
+
+Usage:
+  mailferry <command> [arguments] [flags]
+
+Commands:
+`)
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-26s %s\n", c.usage, c.short)
+	}
+	fmt.Fprint(w, `
+Endpoints:
+  imaps://USER@HOST[:PORT]    IMAP over TLS (993)
+  imap://USER@HOST[:PORT]     IMAP with STARTTLS required (143)
+  pop3s://USER@HOST[:PORT]    POP3 over TLS (995)
+  pop3://USER@HOST[:PORT]     POP3 with STLS required (110)
+  maildir:PATH                Maildir++ folder tree (Dovecot layout)
+  mbox:DIR                    one mboxrd file per folder: DIR/<folder>.mbox
+
+Passwords never go in URLs or flags: use --src-password-file FILE,
+--src-password-cmd CMD or MAILFERRY_SRC_PASSWORD (and the same for dst).
+
+Examples:
+  mailferry copy imaps://alice@imap.example.org maildir:~/Mail/alice --src-password-file ~/.alice-pw
+  mailferry copy pop3s://alice@pop.example.org mbox:~/backup --delete-source --src-password-cmd 'pass show mail'
+  mailferry verify imaps://alice@imap.example.org maildir:~/Mail/alice --src-password-file ~/.alice-pw
+
+Run 'mailferry help <command>' for a command's flags.
+`)
+	fmt.Fprint(w, exitCodeTable)
+}
