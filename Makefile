@@ -1,0 +1,55 @@
+# mailferry: see STYLE.md section 11 for what each target promises.
+SHELL := /bin/bash
+GO ?= go
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+# Where `make test` runs its throwaway Dovecot (wiped on each start).
+DOVECOT_DIR ?= /tmp/mailferry-dovecot-test
+FUZZTIME ?= 30s
+
+.PHONY: build test unit lint tidy fuzz cover demo bench clean
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/mailferry ./cmd/mailferry
+
+# Everything, against a real Dovecot: a skipped integration test is a failure here. Dovecot
+# is stopped whatever the tests do, and the exit code is go test's.
+test:
+	bash testdata/dovecot/dovecot.sh start "$(DOVECOT_DIR)"
+	trap 'bash testdata/dovecot/dovecot.sh stop "$(DOVECOT_DIR)"' EXIT; \
+	. "$(DOVECOT_DIR)/env" && \
+	MAILFERRY_TEST_REQUIRE=1 $(GO) test -race -count=1 -timeout 20m ./...
+
+# Quick feedback without a server: integration tests skip.
+unit:
+	$(GO) test -race -count=1 ./...
+
+lint:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt -l: these files need gofmt -w:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+tidy:
+	$(GO) mod tidy
+	git diff --exit-code go.mod go.sum
+
+# Each fuzz target of each package for $(FUZZTIME); nothing to do when there are none.
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for fn in $$($(GO) test -list '^Fuzz' "$$pkg" | grep '^Fuzz' || true); do \
+			echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) "$$pkg"; \
+		done; \
+	done
+
+cover:
+	$(GO) test -count=1 -covermode=atomic -coverprofile=coverage.out ./...
+	$(GO) tool cover -html=coverage.out -o coverage.html
+	$(GO) tool cover -func=coverage.out | tail -n 1
+
+demo:
+	$(GO) run ./cmd/mailferry demo
+
+bench:
+	bash testdata/bench/bench.sh
+
+clean:
+	rm -rf bin coverage.out coverage.html
