@@ -49,6 +49,11 @@ type Options struct {
 	Stats *Stats
 	// Logger receives the engine's records; nil discards.
 	Logger *slog.Logger
+	// Step, if set, is called after each durable step of the pipeline:
+	// "put" (a message written to the sink), "commit" (a batch made durable),
+	// "record" (the checkpoint fsynced) and "remove" (deleted on the
+	// source). Crash tests kill the process from it.
+	Step func(name string)
 }
 
 // Failure is a message given up after retries.
@@ -96,6 +101,9 @@ func (o *Options) defaults() {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Step == nil {
+		o.Step = func(string) {}
 	}
 }
 
@@ -304,6 +312,7 @@ func copyOne(ctx context.Context, src mail.Source, dst mail.Sink, j job, opt Opt
 		if err != nil {
 			return done{}, fmt.Errorf("put: %w", err)
 		}
+		opt.Step("put")
 		dg := hr.Digest()
 		opt.Stats.Bytes.Add(dg.Bytes)
 		opt.Stats.Box(j.env.Mailbox).Bytes.Add(dg.Bytes)
@@ -387,6 +396,7 @@ func commitBatch(ctx context.Context, committer mail.Committer, remover mail.Rem
 		if err := committer.Commit(ctx); err != nil {
 			return mail.MakeFatal(fmt.Errorf("commit: %w", err))
 		}
+		opt.Step("commit")
 	}
 	if opt.Checkpoint != nil {
 		for _, d := range batch {
@@ -397,6 +407,7 @@ func commitBatch(ctx context.Context, committer mail.Committer, remover mail.Rem
 		if err := opt.Checkpoint.Flush(); err != nil {
 			return mail.MakeFatal(err)
 		}
+		opt.Step("record")
 	}
 	for _, d := range batch {
 		opt.Stats.Copied.Add(1)
@@ -411,6 +422,7 @@ func commitBatch(ctx context.Context, committer mail.Committer, remover mail.Rem
 		if err := remover.Remove(ctx, envs); err != nil {
 			return mail.MakeFatal(fmt.Errorf("delete on source: %w", err))
 		}
+		opt.Step("remove")
 	}
 	return nil
 }

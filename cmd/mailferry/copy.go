@@ -97,6 +97,7 @@ func runCopy(ctx context.Context, args []string, env *cliEnv) error {
 		}
 	}()
 
+	step, batch := crashHook(env.getenv)
 	stats := &mailferry.Stats{Start: time.Now()}
 	stopProgress := startProgress(ctx, stats, env, o.progress, o.common.quiet, log)
 	res, err := mailferry.Copy(ctx, src, dst, mailferry.Options{
@@ -109,6 +110,8 @@ func runCopy(ctx context.Context, args []string, env *cliEnv) error {
 		MaxSize:      int64(o.maxSize),
 		Stats:        stats,
 		Logger:       log,
+		Step:         step,
+		BatchSize:    batch,
 	})
 	stopProgress()
 	// Closing the source commits POP3 deletions (QUIT): its failure matters.
