@@ -144,7 +144,7 @@ func (l demoLiteral) Size() int64 { return l.Reader.Size() }
 // mailboxes hold (no Message-ID, bare LF, 8-bit headers, "From " lines).
 func seedDemo(u *imapmemserver.User, n int) error {
 	folders := []string{"INBOX", "Archive", "Archive/2024", "Sent", "Reisen/Übersicht"}
-	for _, f := range folders[1:] {
+	for _, f := range folders {
 		if err := u.Create(f, nil); err != nil {
 			return err
 		}

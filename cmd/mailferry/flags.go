@@ -124,7 +124,7 @@ func (c *commonFlags) logger(w io.Writer) (*slog.Logger, error) {
 // openOptions builds the endpoint options for one side.
 func (c *commonFlags) openOptions(s *sideFlags, env *cliEnv, log *slog.Logger) *mail.OpenOptions {
 	return &mail.OpenOptions{
-		Logger:         log.With("side", s.side),
+		Logger:         log,
 		Side:           s.side,
 		Password:       s.password(env, log),
 		CAFile:         c.caFile,

@@ -1,0 +1,91 @@
+package maildir
+
+import (
+	"errors"
+	"io"
+	"os"
+	"syscall"
+	"time"
+)
+
+// fileSystem is the part of the OS the sink's delivery path uses. Tests wrap
+// it to record the order of fsyncs and renames (RELIABILITY-PLAN A8) and to
+// inject errors (D1, D2).
+type fileSystem interface {
+	// Create makes a new file exclusively (O_EXCL: never reuses or follows
+	// an existing name).
+	Create(name string, perm os.FileMode) (file, error)
+	Mkdir(name string, perm os.FileMode) error
+	Lstat(name string) (os.FileInfo, error)
+	ReadDirNames(dir string) ([]string, error)
+	// RenameNoReplace moves oldpath to newpath and fails with an error
+	// matching os.ErrExist when newpath exists: a name collision must never
+	// overwrite a message (D3).
+	RenameNoReplace(oldpath, newpath string) error
+	Remove(name string) error
+	Chtimes(name string, mtime time.Time) error
+	// SyncDir fsyncs a directory, making the entries created or renamed in
+	// it durable.
+	SyncDir(name string) error
+}
+
+// file is an open message file in tmp/.
+type file interface {
+	io.Writer
+	Sync() error
+	Close() error
+}
+
+// osFS is the real file system.
+type osFS struct{}
+
+func (osFS) Create(name string, perm os.FileMode) (file, error) {
+	return os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_CLOEXEC, perm)
+}
+
+func (osFS) Mkdir(name string, perm os.FileMode) error { return os.Mkdir(name, perm) }
+
+func (osFS) Lstat(name string) (os.FileInfo, error) { return os.Lstat(name) }
+
+func (osFS) ReadDirNames(dir string) ([]string, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return f.Readdirnames(-1)
+}
+
+func (osFS) RenameNoReplace(oldpath, newpath string) error { return renameNoReplace(oldpath, newpath) }
+
+func (osFS) Remove(name string) error { return os.Remove(name) }
+
+// Chtimes sets the modification time and leaves the access time alone (a
+// zero time.Time means "unchanged" to os.Chtimes).
+func (osFS) Chtimes(name string, mtime time.Time) error {
+	return os.Chtimes(name, time.Time{}, mtime)
+}
+
+func (osFS) SyncDir(name string) error {
+	d, err := os.Open(name)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// linkRename is the portable no-replace rename: link(2) fails with EEXIST
+// instead of overwriting, then the old name is removed.
+func linkRename(oldpath, newpath string) error {
+	if err := os.Link(oldpath, newpath); err != nil {
+		return err
+	}
+	if err := os.Remove(oldpath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}

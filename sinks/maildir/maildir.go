@@ -1,0 +1,969 @@
+// Package maildir delivers messages into a Maildir++ tree (the layout Dovecot
+// and Courier read as is) with batched durability: Put writes a message to
+// tmp/, and Commit makes every message Put before it durable at once: fsync
+// the files (a few in parallel), rename them into cur/ or new/, fsync each
+// touched directory once. Batching the fsyncs is what makes durable delivery
+// fast (PERFORMANCE.md: about half of mbsync's time, which fsyncs per
+// message).
+//
+// go-maildir is used only for its flag letters. Its delivery path cannot be
+// used: Dir.Create never fsyncs the file or the directory, and the writer's
+// Close renames whatever was written into cur/, so a body that fails midway
+// becomes a visible, truncated message (LIBRARIES.md §4; proven by
+// TestGoMaildirRenamesPartialFile). It also renames at once, which rules out
+// batching, and its names cannot carry our idempotence key.
+//
+// File names are "<unix time>.M<usec>P<pid>Q<seq>R<random>.<host>,MF=<key>,S=<size>"
+// followed by ":2,<flags>" in cur/. The ",MF=<key>" field holds
+// mail.Envelope.Key, which makes Put idempotent: a key already present in the
+// folder is not written again, so a crash between the durable rename and the
+// checkpoint record causes no duplicate (RELIABILITY-PLAN A3). ",S=" is the
+// size field Dovecot reads instead of stat.
+//
+// Flags: \Seen S, \Answered R, \Flagged F, \Deleted T, \Draft D and the
+// keyword $Forwarded P (maildir.FlagLetters in sources/maildir). Other
+// keywords are dropped: Dovecot keeps them as letters a-z mapped through a
+// per-folder dovecot-keywords file that a running Dovecot also rewrites, and
+// we do not race it. A message with at least one stored flag goes to cur/; one
+// without goes to new/, which Dovecot reports as \Recent, as a fresh delivery.
+// The file's mtime is set to Envelope.Date (Dovecot's received date).
+package maildir
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	srcmaildir "github.com/mailferry/mailferry/sources/maildir"
+	"github.com/mailferry/mailferry/sync/mail"
+)
+
+var (
+	_ mail.Sink      = (*Sink)(nil)
+	_ mail.Committer = (*Sink)(nil)
+	_ mail.Indexer   = (*Sink)(nil)
+)
+
+const (
+	// tmpSuffix marks our files in tmp/: "<run>.<seq>.mailferry-tmp". Only
+	// such files whose run is dead are ever removed by a later run.
+	tmpSuffix = ".mailferry-tmp"
+	// lockSuffix names a run's lock file in the root's tmp/, flock(2)ed for
+	// the sink's lifetime: "<run>.mailferry-lock". The lock dies with the
+	// process, so kill -9 leaves a run that the next New recognises as dead.
+	lockSuffix = ".mailferry-lock"
+	// keyField precedes Envelope.Key in a file name.
+	keyField = ",MF="
+	// syncWorkers is how many files Commit fsyncs at once. A few keep the
+	// disk's queue busy; more adds nothing on a 2-core machine.
+	syncWorkers = 4
+	// maxOpenPending bounds the files kept open between Put and Commit. Past
+	// it Put closes the file and Commit reopens it to fsync: the data is the
+	// inode's, so an fsync through any descriptor makes it durable.
+	maxOpenPending = 256
+)
+
+// Sink writes into a Maildir++ tree. It is safe for concurrent use: Puts may
+// run in parallel with each other and with Commit.
+type Sink struct {
+	root     string
+	log      *slog.Logger
+	fs       fileSystem
+	now      func() time.Time
+	pid      int
+	host     string
+	run      string // this sink's run id, the prefix of its tmp files
+	filePerm os.FileMode
+	dirPerm  os.FileMode
+	seq      atomic.Uint64
+	lock     *os.File
+	lockPath string
+
+	commitMu sync.Mutex // serialises Commit and Close
+
+	mu        sync.Mutex // guards everything below
+	closed    bool
+	folders   map[string]*folder // by directory
+	pending   []*pending
+	open      int                 // pending entries holding an open file
+	dirty     map[string]struct{} // directories with entries not yet fsynced
+	rootNames map[string]bool     // cached names in the root (case check)
+	src       *srcmaildir.Source  // for Index, opened on first use
+}
+
+// folder is one mailbox directory the sink has touched.
+type folder struct {
+	dir string
+
+	init  sync.Mutex // held while the directories are made and indexed
+	ready bool
+
+	mu   sync.Mutex
+	keys map[string]*keyState // Envelope.Key -> message
+}
+
+// keyState is a key present in a folder, or being written.
+type keyState struct {
+	id   string
+	done chan struct{} // non-nil while a Put of this key is writing
+}
+
+// pending is a message written to tmp/ and not yet committed.
+type pending struct {
+	folder *folder
+	f      file // nil once closed early (maxOpenPending)
+	tmp    string
+	sub    string // "cur" or "new"
+	id     string // unique part of the final name: the ID
+	info   string // ":2,<flags>" or ""
+	key    string
+	size   int64
+	date   time.Time
+}
+
+// New opens (creating if needed) the Maildir++ tree at root for delivery.
+// It creates root with cur/, new/ and tmp/, takes a run lock, and removes
+// stale files a killed earlier run left in any tmp/ (only files carrying our
+// tmp marker whose run holds no lock; other programs' files are never
+// touched). A root that exists but is not a directory is a *mail.ConfigError.
+func New(ctx context.Context, root string, o *mail.OpenOptions) (*Sink, error) {
+	return newSink(ctx, root, o, osFS{}, time.Now)
+}
+
+func newSink(ctx context.Context, root string, o *mail.OpenOptions, fsys fileSystem, now func() time.Time) (*Sink, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	side := "dst"
+	if o != nil && o.Side != "" {
+		side = o.Side
+	}
+	root = filepath.Clean(root)
+	s := &Sink{
+		root:    root,
+		log:     o.Log().With("side", side, "scheme", "maildir"),
+		fs:      fsys,
+		now:     now,
+		pid:     os.Getpid(),
+		host:    hostname(),
+		folders: map[string]*folder{},
+		dirty:   map[string]struct{}{},
+	}
+	fi, err := os.Stat(root)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(root, 0o700); err != nil {
+			return nil, fmt.Errorf("maildir: create %s: %w", root, err)
+		}
+		s.dirty[filepath.Dir(root)] = struct{}{}
+		if fi, err = os.Stat(root); err != nil {
+			return nil, fmt.Errorf("maildir: %w", err)
+		}
+	case err != nil:
+		return nil, fmt.Errorf("maildir: open %s: %w", root, err)
+	case !fi.IsDir():
+		return nil, &mail.ConfigError{Msg: fmt.Sprintf("maildir: %s is not a directory", root), Hint: "point maildir: at a Maildir root directory"}
+	}
+	// Mail is private: 0700 directories and 0600 files, even in a 0755
+	// root. A root the group may write (0770, a shared mailbox) shares them
+	// with the group, as Dovecot would.
+	s.dirPerm, s.filePerm = 0o700, 0o600
+	if fi.Mode().Perm()&0o070 == 0o070 {
+		s.dirPerm, s.filePerm = 0o770, 0o660
+	}
+	if _, err := s.folder(ctx, "INBOX"); err != nil {
+		return nil, err
+	}
+	if err := s.lockRun(); err != nil {
+		return nil, err
+	}
+	s.cleanStale()
+	return s, nil
+}
+
+// hostname returns the host name as a Maildir name may hold it: '/' and ':'
+// escaped as the Maildir description says, and ',' too since it separates
+// our fields.
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "localhost"
+	}
+	return strings.NewReplacer("/", `\057`, ":", `\072`, ",", `\054`).Replace(h)
+}
+
+// randomHex returns n random bytes in hex.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// lockRun creates and flocks this run's lock file. It checks after locking
+// that the path still names the locked file: a concurrent New may have found
+// the fresh file unlocked and removed it as stale, and then we retry.
+func (s *Sink) lockRun() error {
+	var last error
+	for range 5 {
+		run := randomHex(8)
+		p := filepath.Join(s.root, "tmp", run+lockSuffix)
+		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				continue
+			}
+			return fmt.Errorf("maildir: lock: %w", err)
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			f.Close()
+			last = err
+			continue
+		}
+		a, err1 := f.Stat()
+		b, err2 := os.Lstat(p)
+		if err1 != nil || err2 != nil || !os.SameFile(a, b) {
+			f.Close()
+			last = errors.Join(err1, err2, errors.New("lock file replaced"))
+			continue
+		}
+		s.run, s.lock, s.lockPath = run, f, p
+		return nil
+	}
+	return fmt.Errorf("maildir: lock %s: %w", s.root, last)
+}
+
+// cleanStale removes our tmp files left by dead runs in the root's and
+// every folder's tmp/, then the dead runs' lock files. A run is dead when
+// its lock file is gone or can be flocked; it stays locked by us until its
+// lock file is removed, so a starting run cannot adopt it meanwhile.
+func (s *Sink) cleanStale() {
+	dirs := []string{filepath.Join(s.root, "tmp")}
+	if ents, err := os.ReadDir(s.root); err == nil {
+		for _, e := range ents {
+			if e.IsDir() && strings.HasPrefix(e.Name(), ".") {
+				dirs = append(dirs, filepath.Join(s.root, e.Name(), "tmp"))
+			}
+		}
+	}
+	dead := map[string]*os.File{} // run -> its lock, held; nil if no lock file
+	live := map[string]bool{s.run: true}
+	isDead := func(run string) bool {
+		if live[run] {
+			return false
+		}
+		if _, ok := dead[run]; ok {
+			return true
+		}
+		f, err := os.OpenFile(filepath.Join(s.root, "tmp", run+lockSuffix), os.O_RDWR|syscall.O_NOFOLLOW, 0)
+		if errors.Is(err, fs.ErrNotExist) {
+			dead[run] = nil
+			return true
+		}
+		if err != nil || syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+			if f != nil {
+				f.Close()
+			}
+			live[run] = true
+			return false
+		}
+		dead[run] = f
+		return true
+	}
+	removed := 0
+	for i, d := range dirs {
+		fi, err := os.Lstat(d)
+		if err != nil || !fi.IsDir() {
+			continue
+		}
+		names, err := s.fs.ReadDirNames(d)
+		if err != nil {
+			continue
+		}
+		for _, n := range names {
+			run, _, _ := strings.Cut(n, ".")
+			switch {
+			case strings.HasSuffix(n, tmpSuffix) && isDead(run):
+				if s.fs.Remove(filepath.Join(d, n)) == nil {
+					removed++
+				}
+			case i == 0 && strings.HasSuffix(n, lockSuffix) && n == run+lockSuffix:
+				isDead(run) // a dead run's lock is removed below even without tmp files
+			}
+		}
+	}
+	for run, f := range dead {
+		if f != nil {
+			os.Remove(filepath.Join(s.root, "tmp", run+lockSuffix))
+			f.Close()
+		}
+	}
+	if removed > 0 {
+		s.log.Info("maildir: removed files a killed run left in tmp/", "count", removed)
+	}
+}
+
+// live returns ErrClosed after Close, else ctx's error.
+func (s *Sink) live(ctx context.Context) error {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return mail.ErrClosed
+	}
+	return ctx.Err()
+}
+
+// folder returns the folder of mailbox, making its directories and indexing
+// the keys already stored in it on first use.
+func (s *Sink) folder(ctx context.Context, mailbox string) (*folder, error) {
+	dir, err := srcmaildir.FolderDir(s.root, mailbox)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	f := s.folders[dir]
+	if f == nil {
+		f = &folder{dir: dir}
+		s.folders[dir] = f
+	}
+	s.mu.Unlock()
+	f.init.Lock()
+	defer f.init.Unlock()
+	if f.ready {
+		return f, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	fresh, err := s.prepare(f.dir)
+	if err != nil {
+		return nil, fmt.Errorf("maildir: mailbox %q: %w", mailbox, err)
+	}
+	keys := map[string]*keyState{}
+	if !fresh {
+		if err := s.indexKeys(f.dir, keys); err != nil {
+			return nil, fmt.Errorf("maildir: mailbox %q: %w", mailbox, err)
+		}
+	}
+	f.keys, f.ready = keys, true
+	return f, nil
+}
+
+// prepare makes dir a Maildir folder: the directory, cur/ new/ tmp/, and a
+// maildirfolder marker below the root (as Courier and Dovecot do). Entries it
+// creates are recorded as dirty for the next Commit. It reports whether cur/
+// and new/ were just created (so there is nothing to index). Symlinks are
+// refused, never followed.
+func (s *Sink) prepare(dir string) (fresh bool, err error) {
+	var dirty []string
+	isRoot := dir == s.root
+	if !isRoot {
+		created, err := s.mkdir(dir)
+		if err != nil {
+			return false, err
+		}
+		if created {
+			dirty = append(dirty, s.root)
+		} else if err := s.checkExactName(filepath.Base(dir)); err != nil {
+			return false, err
+		}
+	}
+	fresh = true
+	for _, sub := range []string{"cur", "new", "tmp"} {
+		created, err := s.mkdir(filepath.Join(dir, sub))
+		if err != nil {
+			return false, err
+		}
+		if created {
+			dirty = append(dirty, dir)
+		} else if sub != "tmp" {
+			fresh = false
+		}
+	}
+	if !isRoot {
+		f, err := s.fs.Create(filepath.Join(dir, "maildirfolder"), s.filePerm)
+		switch {
+		case err == nil:
+			if err := f.Close(); err != nil {
+				return false, err
+			}
+			dirty = append(dirty, dir)
+		case !errors.Is(err, fs.ErrExist):
+			return false, err
+		}
+	}
+	s.mu.Lock()
+	for _, d := range dirty {
+		s.dirty[d] = struct{}{}
+	}
+	s.mu.Unlock()
+	return fresh, nil
+}
+
+// mkdir creates p and reports whether it did. An existing p must be a real
+// directory: a symlink is refused with a *mail.ConfigError.
+func (s *Sink) mkdir(p string) (bool, error) {
+	err := s.fs.Mkdir(p, s.dirPerm)
+	if err == nil {
+		return true, nil
+	}
+	if !errors.Is(err, fs.ErrExist) {
+		return false, err
+	}
+	fi, err := s.fs.Lstat(p)
+	if err != nil {
+		return false, err
+	}
+	if !fi.IsDir() {
+		return false, &mail.ConfigError{Msg: fmt.Sprintf("maildir: %s exists and is not a directory (symlinks are not followed)", p)}
+	}
+	return false, nil
+}
+
+// checkExactName makes sure the existing folder directory base is spelt
+// exactly so in the root. On a case-insensitive file system ".foo" "exists"
+// when ".Foo" does; merging two mailboxes that way is refused.
+func (s *Sink) checkExactName(base string) error {
+	s.mu.Lock()
+	ok := s.rootNames[base]
+	s.mu.Unlock()
+	if ok {
+		return nil
+	}
+	names, err := s.fs.ReadDirNames(s.root)
+	if err != nil {
+		return err
+	}
+	set := make(map[string]bool, len(names))
+	for _, n := range names {
+		set[n] = true
+	}
+	s.mu.Lock()
+	s.rootNames = set
+	s.mu.Unlock()
+	if !set[base] {
+		return &mail.ConfigError{
+			Msg:  fmt.Sprintf("maildir: folder %s collides with a folder named in another case", base),
+			Hint: "the file system is case-insensitive; rename one of the mailboxes",
+		}
+	}
+	return nil
+}
+
+// indexKeys adds the keys of the messages in dir's cur/ and new/ to keys:
+// one readdir each, no stat.
+func (s *Sink) indexKeys(dir string, keys map[string]*keyState) error {
+	for _, sub := range []string{"cur", "new"} {
+		names, err := s.fs.ReadDirNames(filepath.Join(dir, sub))
+		if err != nil {
+			return err
+		}
+		for _, n := range names {
+			id, _, _ := strings.Cut(n, ":")
+			if k := keyOf(id); k != "" {
+				keys[k] = &keyState{id: id}
+			}
+		}
+	}
+	return nil
+}
+
+// keyOf extracts the ",MF=<key>" field of a file name's unique part.
+func keyOf(id string) string {
+	_, rest, ok := strings.Cut(id, keyField)
+	if !ok {
+		return ""
+	}
+	k, _, _ := strings.Cut(rest, ",")
+	return k
+}
+
+// safeKey returns key as it goes into a file name: as is when it is short
+// and made of [0-9A-Za-z_-] (the engine's hex keys), else a digest of it, so
+// a hostile key can never change the path.
+func safeKey(key string) string {
+	ok := len(key) <= 64
+	for i := 0; ok && i < len(key); i++ {
+		c := key[i]
+		ok = c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c == '-'
+	}
+	if ok {
+		return key
+	}
+	sum := sha256.Sum256([]byte(key))
+	return "x" + hex.EncodeToString(sum[:16])
+}
+
+// claim returns the ID of key if the folder holds it, or takes ownership of
+// writing it. A Put of the same key already writing is waited for.
+func (f *folder) claim(ctx context.Context, key string) (string, *keyState, error) {
+	for {
+		f.mu.Lock()
+		st := f.keys[key]
+		if st == nil {
+			st = &keyState{done: make(chan struct{})}
+			f.keys[key] = st
+			f.mu.Unlock()
+			return "", st, nil
+		}
+		if st.done == nil {
+			id := st.id
+			f.mu.Unlock()
+			return id, nil, nil
+		}
+		ch := st.done
+		f.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return "", nil, ctx.Err()
+		}
+	}
+}
+
+// settle ends a claim: the key now names id, or (id == "") is free again.
+func (f *folder) settle(key string, st *keyState, id string) {
+	f.mu.Lock()
+	if id != "" {
+		st.id = id
+	} else if f.keys[key] == st {
+		delete(f.keys, key)
+	}
+	close(st.done)
+	st.done = nil
+	f.mu.Unlock()
+}
+
+// forget drops key if it still names id (its Commit failed).
+func (f *folder) forget(key, id string) {
+	if key == "" {
+		return
+	}
+	f.mu.Lock()
+	if st := f.keys[key]; st != nil && st.done == nil && st.id == id {
+		delete(f.keys, key)
+	}
+	f.mu.Unlock()
+}
+
+// renamed moves key from ID old to ID id.
+func (f *folder) renamed(key, old, id string) {
+	if key == "" {
+		return
+	}
+	f.mu.Lock()
+	if st := f.keys[key]; st != nil && st.done == nil && st.id == old {
+		st.id = id
+	}
+	f.mu.Unlock()
+}
+
+// CreateMailbox makes name and its parents exist (in Maildir++ a parent is
+// just another folder directory) and makes the new directories durable at
+// once. An invalid name gives a *mail.ConfigError.
+func (s *Sink) CreateMailbox(ctx context.Context, name string) error {
+	if err := s.live(ctx); err != nil {
+		return err
+	}
+	if _, err := srcmaildir.FolderDir(s.root, name); err != nil {
+		return err
+	}
+	comps := strings.Split(name, "/")
+	for i := range comps {
+		if _, err := s.folder(ctx, strings.Join(comps[:i+1], "/")); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	dirs := sortedDirs(s.dirty)
+	s.dirty = map[string]struct{}{}
+	s.mu.Unlock()
+	if err := s.syncDirs(dirs); err != nil {
+		return fmt.Errorf("maildir: create %q: %w", name, err)
+	}
+	return nil
+}
+
+// Put writes body to tmp/ of env.Mailbox's folder (created if needed) and
+// returns the ID (the final file name without its ":2,..." info). The message
+// becomes visible and durable only at the next Commit. If env.Key is already
+// stored in the folder, or being stored, Put reads body to EOF, writes
+// nothing and returns the existing message's ID. If body fails or ctx is
+// cancelled, the tmp file is removed and the error returned (errors.Is
+// context.Canceled for a cancel). Disk errors keep their errno, so
+// mail.Fatal sees ENOSPC, EDQUOT, EROFS and EACCES. After Close: ErrClosed.
+func (s *Sink) Put(ctx context.Context, env mail.Envelope, body io.Reader) (mail.ID, error) {
+	if err := s.live(ctx); err != nil {
+		return "", err
+	}
+	f, err := s.folder(ctx, env.Mailbox)
+	if err != nil {
+		return "", err
+	}
+	key := safeKey(env.Key)
+	if key == "" {
+		p, err := s.write(ctx, f, env, key, body)
+		if err != nil {
+			return "", err
+		}
+		return mail.ID(p.id), nil
+	}
+	id, st, err := f.claim(ctx, key)
+	if err != nil {
+		return "", err
+	}
+	if st == nil {
+		if _, err := copyBody(ctx, io.Discard, body); err != nil {
+			return "", fmt.Errorf("maildir: put %q: %w", env.Mailbox, err)
+		}
+		s.log.Debug("maildir: already stored", "mailbox", env.Mailbox, "id", id)
+		return mail.ID(id), nil
+	}
+	p, err := s.write(ctx, f, env, key, body)
+	if err != nil {
+		f.settle(key, st, "")
+		return "", err
+	}
+	f.settle(key, st, p.id)
+	return mail.ID(p.id), nil
+}
+
+// write streams body into a new tmp file and queues it for Commit.
+func (s *Sink) write(ctx context.Context, f *folder, env mail.Envelope, key string, body io.Reader) (*pending, error) {
+	tmp := filepath.Join(f.dir, "tmp", s.run+"."+strconv.FormatUint(s.seq.Add(1), 10)+tmpSuffix)
+	fh, err := s.fs.Create(tmp, s.filePerm)
+	if err != nil {
+		return nil, fmt.Errorf("maildir: put %q: %w", env.Mailbox, err)
+	}
+	n, err := copyBody(ctx, fh, body)
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		fh.Close()
+		s.fs.Remove(tmp)
+		return nil, fmt.Errorf("maildir: put %q: %w", env.Mailbox, err)
+	}
+	p := &pending{folder: f, f: fh, tmp: tmp, sub: "new", key: key, size: n, date: env.Date}
+	if l := srcmaildir.FlagLetters(env.Flags); l != "" {
+		p.sub, p.info = "cur", ":2,"+l
+	}
+	p.id = s.uniqueName(key, n)
+	s.mu.Lock()
+	early := s.open >= maxOpenPending
+	s.mu.Unlock()
+	if early {
+		// Too many files open: close this one now, Commit reopens it. This
+		// happens before p is queued, so Commit never sees a closing file.
+		p.f = nil
+		if err := fh.Close(); err != nil {
+			s.fs.Remove(tmp)
+			return nil, fmt.Errorf("maildir: put %q: %w", env.Mailbox, err)
+		}
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		if !early {
+			fh.Close()
+		}
+		s.fs.Remove(tmp)
+		return nil, mail.ErrClosed
+	}
+	s.pending = append(s.pending, p)
+	if !early {
+		s.open++
+	}
+	s.mu.Unlock()
+	return p, nil
+}
+
+// uniqueName returns a fresh Maildir unique name carrying key and size.
+func (s *Sink) uniqueName(key string, size int64) string {
+	t := s.now()
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d.M%dP%dQ%dR%s.%s", t.Unix(), t.Nanosecond()/1000, s.pid, s.seq.Add(1), randomHex(4), s.host)
+	if key != "" {
+		b.WriteString(keyField)
+		b.WriteString(key)
+	}
+	b.WriteString(",S=")
+	b.WriteString(strconv.FormatInt(size, 10))
+	return b.String()
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
+// copyBody copies r to w through a pooled buffer, failing with ctx's error
+// once ctx is done.
+func copyBody(ctx context.Context, w io.Writer, r io.Reader) (int64, error) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	// Hiding w's ReaderFrom keeps io.CopyBuffer on our buffer.
+	return io.CopyBuffer(struct{ io.Writer }{w}, mail.ContextReader(ctx, r), *bp)
+}
+
+// Commit makes every message Put before it durable and visible: it sets each
+// file's mtime to its Envelope.Date, fsyncs the files (syncWorkers at a
+// time), renames them from tmp/ into cur/ or new/ (never over an existing
+// file: a taken name gets a fresh one, so that message's ID changes), then
+// fsyncs each touched directory once. Only when Commit returns nil are the
+// messages on disk. ctx is checked before the batch starts; a started batch
+// runs to the end, since stopping halfway gains nothing.
+//
+// A message whose fsync or rename failed is removed from tmp/ and forgotten
+// (fsync is never retried: after a failure the data may be lost even though a
+// second fsync succeeds); re-Put it. Messages already renamed stay, and their
+// directories are fsynced again by the next Commit if that failed. Any
+// failure makes Commit return an error. Commit may run concurrently with
+// Put; concurrent Commits run one after the other.
+func (s *Sink) Commit(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return mail.ErrClosed
+	}
+	batch := s.pending
+	s.pending = nil
+	s.open = 0
+	dirty := s.dirty
+	s.dirty = map[string]struct{}{}
+	s.mu.Unlock()
+	if len(batch) == 0 && len(dirty) == 0 {
+		return nil
+	}
+
+	errs := make([]error, len(batch))
+	parallel(len(batch), syncWorkers, func(i int) {
+		errs[i] = s.syncFile(batch[i])
+	})
+
+	var firstErr error
+	failed := 0
+	fail := func(err error) {
+		if firstErr == nil {
+			firstErr = err
+		}
+		failed++
+	}
+	for i, p := range batch {
+		err := errs[i]
+		if err == nil {
+			err = s.publish(p)
+		}
+		if err != nil {
+			s.fs.Remove(p.tmp)
+			p.folder.forget(p.key, p.id)
+			fail(err)
+			continue
+		}
+		dirty[filepath.Join(p.folder.dir, p.sub)] = struct{}{}
+	}
+
+	if err := s.syncDirs(sortedDirs(dirty)); err != nil {
+		fail(err)
+	}
+	if firstErr != nil {
+		return fmt.Errorf("maildir: commit (%d of %d messages, or their directories, failed): %w", failed, len(batch), firstErr)
+	}
+	return nil
+}
+
+// syncFile sets p's mtime and fsyncs and closes it.
+func (s *Sink) syncFile(p *pending) error {
+	var err error
+	if !p.date.IsZero() {
+		err = s.fs.Chtimes(p.tmp, p.date)
+	}
+	fh := p.f
+	if fh == nil {
+		if fh, err = s.reopen(p.tmp, err); fh == nil {
+			return fmt.Errorf("maildir: commit %s: %w", p.tmp, err)
+		}
+	}
+	if err == nil {
+		err = fh.Sync()
+	}
+	if cerr := fh.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("maildir: commit %s: %w", p.tmp, err)
+	}
+	return nil
+}
+
+// reopen opens tmp again for its fsync; prior is an earlier error to keep.
+func (s *Sink) reopen(tmp string, prior error) (file, error) {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, errors.Join(prior, err)
+	}
+	return f, prior
+}
+
+// publish renames p into place without overwriting anything.
+func (s *Sink) publish(p *pending) error {
+	for attempt := 0; ; attempt++ {
+		final := filepath.Join(p.folder.dir, p.sub, p.id+p.info)
+		err := s.fs.RenameNoReplace(p.tmp, final)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, fs.ErrExist) || attempt == 4 {
+			return fmt.Errorf("maildir: commit %s: %w", final, err)
+		}
+		old := p.id
+		p.id = s.uniqueName(p.key, p.size)
+		p.folder.renamed(p.key, old, p.id)
+		s.log.Warn("maildir: file name already taken, using a new one", "id", old)
+	}
+}
+
+// syncDirs fsyncs dirs in parallel. A directory that fails stays dirty for
+// the next Commit.
+func (s *Sink) syncDirs(dirs []string) error {
+	errs := make([]error, len(dirs))
+	parallel(len(dirs), syncWorkers, func(i int) {
+		errs[i] = s.fs.SyncDir(dirs[i])
+	})
+	var first error
+	for i, err := range errs {
+		if err == nil {
+			continue
+		}
+		s.mu.Lock()
+		s.dirty[dirs[i]] = struct{}{}
+		s.mu.Unlock()
+		if first == nil {
+			first = fmt.Errorf("maildir: fsync %s: %w", dirs[i], err)
+		}
+	}
+	return first
+}
+
+func sortedDirs(m map[string]struct{}) []string {
+	out := make([]string, 0, len(m))
+	for d := range m {
+		out = append(out, d)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// parallel calls fn(0..n-1) on at most workers goroutines and waits.
+func parallel(n, workers int, fn func(i int)) {
+	workers = min(workers, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				fn(i)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// Index lists the messages the tree holds in mailbox, as the Maildir source
+// reads them, with Key set from the ",MF=" field of names the sink wrote. A
+// mailbox that does not exist holds nothing. Uncommitted messages are not
+// listed.
+func (s *Sink) Index(ctx context.Context, mailbox string, fn func(mail.Envelope) error) error {
+	if err := s.live(ctx); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	src := s.src
+	s.mu.Unlock()
+	if src == nil {
+		var err error
+		if src, err = srcmaildir.New(ctx, s.root, nil); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		if s.src == nil {
+			s.src = src
+		} else {
+			src = s.src
+		}
+		s.mu.Unlock()
+	}
+	err := src.List(ctx, mailbox, func(env mail.Envelope) error {
+		env.Key = keyOf(string(env.ID))
+		return fn(env)
+	})
+	if errors.Is(err, mail.ErrMailboxNotFound) {
+		return nil
+	}
+	return err
+}
+
+// Limits reports no limit: Puts into local files scale with the disk.
+func (s *Sink) Limits() mail.Limits { return mail.Limits{} }
+
+// Close discards the messages Put since the last Commit (their tmp files are
+// removed), waits for a running Commit, and releases the run lock. It is
+// idempotent; later calls get mail.ErrClosed.
+func (s *Sink) Close() error {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	batch := s.pending
+	s.pending = nil
+	src := s.src
+	s.mu.Unlock()
+	var errs []error
+	for _, p := range batch {
+		if p.f != nil {
+			p.f.Close()
+		}
+		if err := s.fs.Remove(p.tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if len(batch) > 0 {
+		s.log.Debug("maildir: discarded uncommitted messages", "count", len(batch))
+	}
+	if src != nil {
+		src.Close()
+	}
+	if s.lock != nil {
+		os.Remove(s.lockPath)
+		s.lock.Close()
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("maildir: close: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,626 @@
+package imap
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	imap "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/mailferry/mailferry/sync/mail"
+)
+
+// Default timeouts, used when OpenOptions.Timeout is zero.
+const (
+	// DefaultDialTimeout bounds the TCP connect, the TLS handshake, the
+	// greeting and STARTTLS.
+	DefaultDialTimeout = 30 * time.Second
+	// DefaultIOTimeout is how long a connection may go without a single byte
+	// moving in either direction before it is declared dead. It replaces
+	// imapclient's hard-coded absolute deadlines (30 s per response, 5 min
+	// per literal), which kill healthy transfers of big messages to slow
+	// consumers (LIBRARIES.md §0.4, §11).
+	DefaultIOTimeout = 2 * time.Minute
+)
+
+// Dial connects and logs in to the account in cfg and returns a client in
+// the authenticated state, ready for SELECT or APPEND. It is shared by the
+// IMAP source and sink.
+//
+// imaps:// uses implicit TLS; imap:// requires STARTTLS: a server that does
+// not offer it is refused unless o.AllowPlaintext, and a PREAUTH greeting
+// before TLS is always refused (RFC 9051 §7.1.4). Certificates are verified
+// against the system roots plus o.CAFile. The password is asked from
+// o.Password only once TLS is up (or plaintext was allowed), and is sent
+// with AUTHENTICATE PLAIN when offered, LOGIN otherwise.
+//
+// Every read and write is bounded by o.Timeout (DefaultIOTimeout when zero)
+// of inactivity rather than by imapclient's absolute deadlines; a connection
+// that stays silent in both directions that long is closed, so callers that
+// keep connections idle must check Client.Closed before reuse.
+//
+// Errors: dial and TLS failures wrap mail.ErrUnreachable (via
+// mail.DialError, with a --ca-file hint for certificate problems); rejected
+// credentials wrap mail.ErrAuth and name user@host, never the password; a
+// missing password source is a *mail.ConfigError; cancelling ctx returns an
+// error wrapping ctx.Err(). ctx bounds only the dial: it is not kept.
+func Dial(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*imapclient.Client, error) {
+	if o == nil {
+		o = &mail.OpenOptions{}
+	}
+	return dial(ctx, cfg, o, logger(cfg, o), nil)
+}
+
+// logger returns o's logger with the fixed endpoint attributes.
+func logger(cfg *Config, o *mail.OpenOptions) *slog.Logger {
+	side := o.Side
+	if side == "" {
+		side = "src"
+	}
+	return o.Log().With("side", side, "scheme", cfg.Scheme())
+}
+
+func timeouts(o *mail.OpenOptions) (dialT, ioT time.Duration) {
+	if o.Timeout > 0 {
+		return o.Timeout, o.Timeout
+	}
+	return DefaultDialTimeout, DefaultIOTimeout
+}
+
+// dial is Dial with extra imapclient options (unilateral data handlers).
+func dial(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Logger, copts *imapclient.Options) (*imapclient.Client, error) {
+	start := time.Now()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("imap: connect %s: %w", cfg.Addr(), err)
+	}
+	if o.Password == nil {
+		return nil, &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: no password source", cfg), Hint: passwordHint(o)}
+	}
+	tlsCfg, err := mail.TLSConfig(cfg.Host, o.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	dialT, ioT := timeouts(o)
+	addr := cfg.Addr()
+
+	// The dial budget bounds everything up to the authenticated state except
+	// the password lookup, which may prompt or run a slow command. Closing
+	// the socket is the only way to interrupt imapclient and the handshake,
+	// so the watchdog does that when ctx is cancelled or the budget runs out.
+	var (
+		mu   sync.Mutex // guards raw against the watchdog goroutine
+		raw  net.Conn
+		c    *imapclient.Client
+		dctx context.Context
+	)
+	closeRaw := func() {
+		mu.Lock()
+		if raw != nil {
+			raw.Close()
+		}
+		mu.Unlock()
+	}
+	disarm := func() bool { return true }
+	arm := func() {
+		var cancel context.CancelFunc
+		dctx, cancel = context.WithTimeout(ctx, dialT)
+		stop := context.AfterFunc(dctx, closeRaw)
+		disarm = func() bool { ok := stop(); cancel(); return ok }
+	}
+	arm()
+	fail := func(err error) (*imapclient.Client, error) {
+		expired := dctx.Err() != nil
+		disarm()
+		if c != nil {
+			c.Close()
+		}
+		closeRaw()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("imap: connect %s: %w", addr, ctx.Err())
+		}
+		if expired && !errors.Is(err, mail.ErrAuth) && !errors.Is(err, mail.ErrUnreachable) {
+			return nil, mail.DialError(addr, fmt.Errorf("no answer within %v: %w", dialT, err))
+		}
+		return nil, err
+	}
+	conn, err := (&net.Dialer{}).DialContext(dctx, "tcp", addr)
+	if err != nil {
+		if ctx.Err() == nil {
+			err = mail.DialError(addr, err)
+		}
+		return fail(err)
+	}
+	mu.Lock()
+	raw = conn
+	mu.Unlock()
+	dc := &deadlineConn{Conn: conn, timeout: ioT}
+	tr := newTracer(o.Trace)
+
+	var top net.Conn // what imapclient reads and writes
+	secure := true
+	switch cfg.TLS {
+	case TLSImplicit:
+		tc := tls.Client(dc, withALPN(tlsCfg))
+		if err := tc.HandshakeContext(dctx); err != nil {
+			return fail(mail.DialError(addr, fmt.Errorf("tls: %w", err)))
+		}
+		top = tc
+	case TLSStartTLS:
+		top, secure, err = startTLS(dctx, dc, tlsCfg, o.AllowPlaintext, tr, addr)
+		if err != nil {
+			return fail(err)
+		}
+		if !secure {
+			log.Warn("imap: server offers no STARTTLS; continuing in plain text as allowed (password sent unencrypted)")
+		}
+	default:
+		return fail(fmt.Errorf("imap: unknown TLS mode %d", cfg.TLS))
+	}
+	if tr != nil {
+		top = tr.wrap(top)
+	}
+
+	var opts imapclient.Options
+	if copts != nil {
+		opts = *copts
+	}
+	c = imapclient.New(top, &opts)
+	if err := c.WaitGreeting(); err != nil {
+		var ie *imap.Error
+		if errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeBye {
+			// A BYE greeting is usually "too many connections": worth a retry.
+			return fail(mail.Temp(fmt.Errorf("imap: connect %s: server refused the session: %s", addr, ie.Text)))
+		}
+		return fail(mail.DialError(addr, fmt.Errorf("greeting: %w", err)))
+	}
+	if c.State() == imap.ConnStateAuthenticated {
+		if !secure {
+			return fail(mail.DialError(addr, errors.New("unencrypted PREAUTH refused")))
+		}
+		// PREAUTH under implicit TLS: the server already knows who we are
+		// (RFC 9051 §7.1.4); only the cleartext case is an attack vector.
+		log.Debug("imap: server pre-authenticated the session", "elapsed", time.Since(start))
+	} else {
+		password := func() (string, error) {
+			if !disarm() {
+				return "", errors.New("connection closed")
+			}
+			pw, err := o.Password(ctx)
+			arm()
+			return pw, err
+		}
+		if err := login(ctx, c, cfg, password, secure); err != nil {
+			return fail(err)
+		}
+	}
+	if !disarm() {
+		return fail(errors.New("connection closed"))
+	}
+	log.Debug("imap: connected to "+cfg.ident(), "elapsed", time.Since(start))
+	return c, nil
+}
+
+func passwordHint(o *mail.OpenOptions) string {
+	side := o.Side
+	if side == "" {
+		side = "src"
+	}
+	return fmt.Sprintf("use --%s-password-file, --%s-password-cmd or MAILFERRY_%s_PASSWORD", side, side, strings.ToUpper(side))
+}
+
+func withALPN(c *tls.Config) *tls.Config {
+	c = c.Clone()
+	if c.NextProtos == nil {
+		c.NextProtos = []string{"imap"}
+	}
+	return c
+}
+
+// startTLS runs the cleartext part of an imap:// session by hand: greeting,
+// CAPABILITY, STARTTLS, handshake. imapclient.NewStartTLS sends STARTTLS
+// without looking at the capabilities, so it cannot say "not offered"; doing
+// it here also lets us refuse bytes a man in the middle injects after the
+// STARTTLS response (RFC 9051 §6.2.1, CVE-2020-14954 class) and garbled,
+// BYE or PREAUTH greetings. It returns the connection imapclient should use,
+// with a synthetic greeting in front (imapclient waits for one), and
+// whether it is encrypted.
+func startTLS(ctx context.Context, dc net.Conn, tlsCfg *tls.Config, allowPlain bool, tr *tracer, addr string) (net.Conn, bool, error) {
+	br := bufio.NewReaderSize(dc, 8192)
+	readLine := func() (string, error) {
+		b, err := br.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			return "", mail.DialError(addr, errors.New("server line longer than 8 KiB before TLS"))
+		}
+		if err != nil {
+			return "", mail.DialError(addr, fmt.Errorf("before TLS: %w", err))
+		}
+		line := strings.TrimRight(string(b), "\r\n")
+		tr.line("S: " + line)
+		return line, nil
+	}
+	send := func(line string) error {
+		tr.line("C: " + line)
+		if _, err := io.WriteString(dc, line+"\r\n"); err != nil {
+			return mail.DialError(addr, fmt.Errorf("before TLS: %w", err))
+		}
+		return nil
+	}
+
+	greeting, err := readLine()
+	if err != nil {
+		return nil, false, err
+	}
+	kind, rest := splitStatus(greeting)
+	switch kind {
+	case "OK":
+	case "PREAUTH":
+		return nil, false, mail.DialError(addr, errors.New("unencrypted PREAUTH refused (a PREAUTH greeting before STARTTLS means TLS can no longer be negotiated)"))
+	case "BYE":
+		return nil, false, mail.Temp(fmt.Errorf("imap: connect %s: server refused the session: %s", addr, rest))
+	default:
+		return nil, false, mail.DialError(addr, fmt.Errorf("invalid greeting %q", clip(greeting, 80)))
+	}
+	caps := capsFromText(rest)
+	if caps == nil {
+		if err := send("M1 CAPABILITY"); err != nil {
+			return nil, false, err
+		}
+		caps = map[string]bool{}
+		for {
+			line, err := readLine()
+			if err != nil {
+				return nil, false, err
+			}
+			if up := strings.ToUpper(line); strings.HasPrefix(up, "* CAPABILITY ") {
+				for _, c := range strings.Fields(up[len("* CAPABILITY "):]) {
+					caps[c] = true
+				}
+				continue
+			}
+			if strings.HasPrefix(line, "M1 ") {
+				if k, rest := splitStatus(line[3:]); k != "OK" {
+					return nil, false, mail.DialError(addr, fmt.Errorf("CAPABILITY failed: %s %s", k, rest))
+				}
+				break
+			}
+		}
+	}
+	if !caps["STARTTLS"] {
+		if !allowPlain {
+			return nil, false, mail.DialError(addr, errors.New("server does not offer STARTTLS; refusing to send credentials in clear text"))
+		}
+		// Continue in clear text: hand imapclient a fresh greeting plus
+		// whatever is still buffered (nothing, normally).
+		buf, _ := br.Peek(br.Buffered())
+		return &prefixConn{Conn: dc, r: io.MultiReader(strings.NewReader(syntheticGreeting+string(buf)), dc)}, false, nil
+	}
+	if err := send("M2 STARTTLS"); err != nil {
+		return nil, false, err
+	}
+	for {
+		line, err := readLine()
+		if err != nil {
+			return nil, false, err
+		}
+		if strings.HasPrefix(line, "* ") {
+			continue // untagged data before the answer is allowed and useless
+		}
+		if !strings.HasPrefix(line, "M2 ") {
+			return nil, false, mail.DialError(addr, fmt.Errorf("unexpected answer to STARTTLS: %q", clip(line, 80)))
+		}
+		if k, rest := splitStatus(line[3:]); k != "OK" {
+			return nil, false, mail.DialError(addr, fmt.Errorf("server refused STARTTLS: %s %s", k, rest))
+		}
+		break
+	}
+	if br.Buffered() > 0 {
+		// Anything after the OK must be the start of TLS, which the server
+		// only sends after our ClientHello: these are injected bytes.
+		return nil, false, mail.DialError(addr, errors.New("cleartext data after the STARTTLS answer (injection attempt?); refusing"))
+	}
+	tc := tls.Client(dc, tlsCfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, false, mail.DialError(addr, fmt.Errorf("tls: %w", err))
+	}
+	// imapclient waits for a greeting; the real one was consumed in clear
+	// text. Its capabilities are discarded anyway (RFC 9051 §6.2.1): the
+	// client asks for them again over TLS.
+	return &prefixConn{Conn: tc, r: io.MultiReader(strings.NewReader(syntheticGreeting), tc)}, true, nil
+}
+
+const syntheticGreeting = "* OK mailferry: session continues\r\n"
+
+// splitStatus splits "* OK [..] text" (or "OK text" for tagged lines with
+// the tag removed) into the status word and the rest.
+func splitStatus(line string) (string, string) {
+	line = strings.TrimPrefix(line, "* ")
+	word, rest, _ := strings.Cut(line, " ")
+	return strings.ToUpper(word), rest
+}
+
+// capsFromText returns the capabilities in a "[CAPABILITY ...]" response
+// code at the start of resp-text, or nil when there is none.
+func capsFromText(text string) map[string]bool {
+	up := strings.ToUpper(text)
+	if !strings.HasPrefix(up, "[CAPABILITY ") {
+		return nil
+	}
+	end := strings.IndexByte(up, ']')
+	if end < 0 {
+		return nil
+	}
+	caps := map[string]bool{}
+	for _, c := range strings.Fields(up[len("[CAPABILITY "):end]) {
+		caps[c] = true
+	}
+	return caps
+}
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+// login authenticates with AUTHENTICATE PLAIN when offered, LOGIN otherwise.
+func login(ctx context.Context, c *imapclient.Client, cfg *Config, password func() (string, error), secure bool) error {
+	caps := c.Caps()
+	if caps == nil {
+		return mail.Temp(fmt.Errorf("imap: %s: no CAPABILITY answer", cfg.Addr()))
+	}
+	usePlain := caps.Has(imap.AuthCap("PLAIN"))
+	if !usePlain && caps.Has(imap.CapLoginDisabled) {
+		if !secure {
+			return &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: server disables login without TLS", cfg.ident()), Hint: "use imaps:// or a server offering STARTTLS"}
+		}
+		return fmt.Errorf("imap: login %s: server offers neither LOGIN nor AUTHENTICATE PLAIN: %w", cfg.ident(), mail.ErrUnsupported)
+	}
+	pw, err := password()
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("imap: password for %s: %w", cfg.ident(), ctx.Err())
+		}
+		return mail.MakeFatal(fmt.Errorf("imap: password for %s: %w", cfg.ident(), err))
+	}
+	if usePlain {
+		err = c.Authenticate(&plainClient{user: cfg.User, pass: pw})
+	} else {
+		err = c.Login(cfg.User, pw).Wait()
+	}
+	if err == nil {
+		return nil
+	}
+	var ie *imap.Error
+	if !errors.As(err, &ie) {
+		// Not the server's verdict: the connection failed mid-exchange.
+		return mail.Temp(fmt.Errorf("imap: login %s: %v", cfg.ident(), err))
+	}
+	if ie.Code == imap.ResponseCodeUnavailable || ie.Code == imap.ResponseCodeInUse {
+		return mail.Temp(fmt.Errorf("imap: login %s: server temporarily unavailable: %s", cfg.ident(), ie.Text))
+	}
+	text := ie.Text
+	if text == "" {
+		text = string(ie.Type)
+	}
+	// ie.Text is the server's message; it never echoes the password.
+	return fmt.Errorf("imap: login %s rejected: %s: %w", cfg.ident(), clip(text, 200), mail.ErrAuth)
+}
+
+// plainClient is SASL PLAIN (RFC 4616) without an authorization identity.
+// It satisfies go-sasl's Client interface; writing it here avoids a direct
+// dependency for eight lines.
+type plainClient struct{ user, pass string }
+
+func (p *plainClient) Start() (string, []byte, error) {
+	return "PLAIN", []byte("\x00" + p.user + "\x00" + p.pass), nil
+}
+
+func (p *plainClient) Next([]byte) ([]byte, error) {
+	return nil, errors.New("imap: unexpected SASL PLAIN challenge")
+}
+
+// deadlineConn turns every deadline into an inactivity limit: each Read or
+// Write re-arms both directions to now+timeout, and the absolute deadlines
+// imapclient sets (30 s per response, 5 min per literal, LIBRARIES.md §1.1)
+// are ignored. A big literal read slowly, or a long APPEND, keeps the
+// connection alive as long as bytes move; a peer silent in both directions
+// for timeout is dead. The TLS layer above forwards its deadlines here,
+// where they are ignored the same way.
+type deadlineConn struct {
+	net.Conn
+	timeout time.Duration
+}
+
+func (c *deadlineConn) arm() { c.Conn.SetDeadline(time.Now().Add(c.timeout)) }
+
+func (c *deadlineConn) Read(b []byte) (int, error) {
+	c.arm()
+	return c.Conn.Read(b)
+}
+
+func (c *deadlineConn) Write(b []byte) (int, error) {
+	c.arm()
+	n, err := c.Conn.Write(b)
+	if n > 0 {
+		c.arm() // progress out extends a read that is waiting for the answer
+	}
+	return n, err
+}
+
+func (c *deadlineConn) SetDeadline(time.Time) error      { return nil }
+func (c *deadlineConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *deadlineConn) SetWriteDeadline(time.Time) error { return nil }
+
+// prefixConn reads r (a prefix, then the connection) instead of Conn.
+type prefixConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *prefixConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+// tracer records the protocol for --trace: one call per line, prefixed "C: "
+// or "S: ". Literal contents (message bodies, LOGIN literals) are replaced
+// by their size, lines are clipped, and LOGIN/AUTHENTICATE arguments and
+// every client line of a SASL exchange are masked.
+type tracer struct {
+	fn      func(string)
+	mu      chan struct{} // a one-slot lock usable from both directions
+	authTag string
+	in, out traceDir
+}
+
+type traceDir struct {
+	prefix string
+	buf    []byte
+	long   bool
+	skip   int64
+}
+
+const traceLineMax = 200
+
+func newTracer(fn func(string)) *tracer {
+	if fn == nil {
+		return nil
+	}
+	return &tracer{fn: fn, mu: make(chan struct{}, 1), in: traceDir{prefix: "S: "}, out: traceDir{prefix: "C: "}}
+}
+
+func (t *tracer) line(s string) {
+	if t == nil {
+		return
+	}
+	t.mu <- struct{}{}
+	t.fn(s)
+	<-t.mu
+}
+
+func (t *tracer) wrap(c net.Conn) net.Conn { return &traceConn{Conn: c, t: t} }
+
+type traceConn struct {
+	net.Conn
+	t *tracer
+}
+
+func (c *traceConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.t.feed(&c.t.in, b[:n])
+	return n, err
+}
+
+func (c *traceConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.t.feed(&c.t.out, b[:n])
+	return n, err
+}
+
+func (t *tracer) feed(d *traceDir, b []byte) {
+	t.mu <- struct{}{}
+	defer func() { <-t.mu }()
+	for len(b) > 0 {
+		if d.skip > 0 {
+			k := int64(len(b))
+			if k > d.skip {
+				k = d.skip
+			}
+			d.skip -= k
+			b = b[k:]
+			continue
+		}
+		i := strings.IndexByte(string(b), '\n')
+		chunk := b
+		if i >= 0 {
+			chunk = b[:i+1]
+		}
+		b = b[len(chunk):]
+		if room := traceLineMax - len(d.buf); room > 0 {
+			c := chunk
+			if len(c) > room {
+				c, d.long = c[:room], true
+			}
+			d.buf = append(d.buf, c...)
+		} else {
+			d.long = true
+		}
+		if i < 0 {
+			continue
+		}
+		line := strings.TrimRight(string(d.buf), "\r\n")
+		if lit, ok := literalSuffix(line); ok && !d.long {
+			d.skip = lit
+		}
+		t.fn(d.prefix + t.mask(d, line, d.long))
+		if d.skip > 0 {
+			t.fn(fmt.Sprintf("%s<%d literal bytes>", d.prefix, d.skip))
+		}
+		d.buf, d.long = d.buf[:0], false
+	}
+}
+
+func (t *tracer) mask(d *traceDir, line string, long bool) string {
+	if d == &t.in {
+		if t.authTag != "" && strings.HasPrefix(line, t.authTag+" ") {
+			t.authTag = ""
+		}
+		if long {
+			line += "..."
+		}
+		return line
+	}
+	if t.authTag != "" {
+		return "<redacted>"
+	}
+	f := strings.Fields(line)
+	if len(f) >= 2 {
+		switch strings.ToUpper(f[1]) {
+		case "LOGIN":
+			t.authTag = f[0]
+			return f[0] + " LOGIN <redacted>"
+		case "AUTHENTICATE":
+			t.authTag = f[0]
+			mech := ""
+			if len(f) > 2 {
+				mech = " " + f[2]
+			}
+			return f[0] + " AUTHENTICATE" + mech + " <redacted>"
+		}
+	}
+	if long {
+		line += "..."
+	}
+	return line
+}
+
+// literalSuffix reports the size of a literal announced at the end of line:
+// {n}, {n+} or {n-}... with a literal8 "~" prefix allowed.
+func literalSuffix(line string) (int64, bool) {
+	if !strings.HasSuffix(line, "}") {
+		return 0, false
+	}
+	i := strings.LastIndexByte(line, '{')
+	if i < 0 {
+		return 0, false
+	}
+	num := strings.TrimRight(line[i+1:len(line)-1], "+-")
+	var n int64
+	if num == "" {
+		return 0, false
+	}
+	for _, r := range num {
+		if r < '0' || r > '9' || n > 1<<40 {
+			return 0, false
+		}
+		n = n*10 + int64(r-'0')
+	}
+	return n, true
+}

@@ -1,0 +1,278 @@
+package imap
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	imap "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
+
+	"github.com/mailferry/mailferry/sync/mail"
+)
+
+const (
+	testUser = "alice"
+	testPass = "s3cret-Pa55"
+)
+
+// testCert makes a self-signed certificate for 127.0.0.1 and localhost and
+// returns the server configuration and a PEM file trusting it.
+func testCert(t testing.TB) (*tls.Config, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "localhost"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		DNSNames:              []string{"localhost"},
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	return &tls.Config{Certificates: []tls.Certificate{cert}}, ca
+}
+
+// memServer is go-imap's in-memory server on loopback, with an implicit-TLS
+// and a STARTTLS listener.
+type memServer struct {
+	user      *imapmemserver.User
+	tlsAddr   string
+	plainAddr string
+	ca        string
+}
+
+func startMem(t testing.TB, caps imap.CapSet) *memServer {
+	t.Helper()
+	tlsCfg, ca := testCert(t)
+	mem := imapmemserver.New()
+	user := imapmemserver.NewUser(testUser, testPass)
+	if err := user.Create("INBOX", nil); err != nil {
+		t.Fatal(err)
+	}
+	mem.AddUser(user)
+	if caps == nil {
+		caps = imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}, imap.CapLiteralPlus: {}}
+	}
+	srv := imapserver.New(&imapserver.Options{
+		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+			return mem.NewSession(), nil, nil
+		},
+		Caps:      caps,
+		TLSConfig: tlsCfg,
+		Logger:    log.New(io.Discard, "", 0),
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tln, err := tls.Listen("tcp", "127.0.0.1:0", tlsCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	go srv.Serve(tln)
+	t.Cleanup(func() { srv.Close() })
+	return &memServer{user: user, tlsAddr: tln.Addr().String(), plainAddr: ln.Addr().String(), ca: ca}
+}
+
+// config returns the Config for the implicit-TLS (or STARTTLS) listener.
+func (m *memServer) config(t testing.TB, startTLS bool) *Config {
+	t.Helper()
+	addr := m.tlsAddr
+	mode := TLSImplicit
+	if startTLS {
+		addr, mode = m.plainAddr, TLSStartTLS
+	}
+	return addrConfig(t, addr, mode)
+}
+
+func addrConfig(t testing.TB, addr string, mode TLSMode) *Config {
+	t.Helper()
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := strconv.Atoi(port)
+	return &Config{Host: host, Port: p, User: testUser, TLS: mode}
+}
+
+func (m *memServer) opts(pw string) *mail.OpenOptions {
+	return &mail.OpenOptions{
+		CAFile:   m.ca,
+		Password: func(context.Context) (string, error) { return pw, nil },
+		Timeout:  10 * time.Second,
+	}
+}
+
+func (m *memServer) add(t testing.TB, mailbox, body string, flags []imap.Flag, date time.Time) {
+	t.Helper()
+	if err := m.user.Create(mailbox, nil); err != nil && !strings.Contains(err.Error(), "exists") {
+		t.Fatal(err)
+	}
+	if _, err := m.user.Append(mailbox, literal{strings.NewReader(body)}, &imap.AppendOptions{Flags: flags, Time: date}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (m *memServer) source(t testing.TB, o *mail.OpenOptions) *Source {
+	t.Helper()
+	s, err := New(context.Background(), m.config(t, false), o)
+	if err != nil {
+		t.Fatalf("New() = %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// literal adapts a strings.Reader to imap.LiteralReader.
+type literal struct{ *strings.Reader }
+
+func (l literal) Size() int64 { return l.Reader.Size() }
+
+// fakeServer is a scripted IMAP server for the quirks go-imap's server will
+// not produce: it speaks just enough (CAPABILITY, LOGIN, LIST, EXAMINE,
+// LOGOUT) and hands every other command to handle. Greeting and caps are
+// per server; lines are what clients sent, for assertions.
+type fakeServer struct {
+	addr     string
+	greeting string
+	caps     string
+	handle   func(fc *fakeConn, tag, cmd, args string) bool // false: unknown
+
+	mu    sync.Mutex
+	lines []string
+}
+
+type fakeConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (fc *fakeConn) send(format string, args ...any) {
+	fmt.Fprintf(fc.Conn, format, args...)
+}
+
+func startFake(t testing.TB, f *fakeServer) *fakeServer {
+	t.Helper()
+	if f.greeting == "" {
+		f.greeting = "* OK fake ready\r\n"
+	}
+	if f.caps == "" {
+		f.caps = "IMAP4rev1"
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.addr = ln.Addr().String()
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				f.serve(&fakeConn{Conn: c, r: bufio.NewReader(c)})
+			}()
+		}
+	}()
+	return f
+}
+
+func (f *fakeServer) sent() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.lines...)
+}
+
+func (f *fakeServer) serve(fc *fakeConn) {
+	fc.send("%s", f.greeting)
+	for {
+		line, err := fc.r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		line = strings.TrimRight(line, "\r\n")
+		f.mu.Lock()
+		f.lines = append(f.lines, line)
+		f.mu.Unlock()
+		tag, rest, _ := strings.Cut(line, " ")
+		cmd, args, _ := strings.Cut(rest, " ")
+		cmd = strings.ToUpper(cmd)
+		if cmd == "UID" {
+			sub, a, _ := strings.Cut(args, " ")
+			cmd, args = "UID "+strings.ToUpper(sub), a
+		}
+		if f.handle != nil && f.handle(fc, tag, cmd, args) {
+			continue
+		}
+		switch cmd {
+		case "CAPABILITY":
+			fc.send("* CAPABILITY %s\r\n%s OK done\r\n", f.caps, tag)
+		case "LOGIN":
+			fc.send("%s OK logged in\r\n", tag)
+		case "LIST":
+			fc.send("* LIST () \"/\" INBOX\r\n%s OK done\r\n", tag)
+		case "EXAMINE", "SELECT":
+			fc.send("* 1 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 6] n\r\n* FLAGS (\\Seen)\r\n%s OK [READ-ONLY] done\r\n", tag)
+		case "NOOP":
+			fc.send("%s OK done\r\n", tag)
+		case "LOGOUT":
+			fc.send("* BYE bye\r\n%s OK done\r\n", tag)
+			return
+		default:
+			fc.send("%s BAD unknown command\r\n", tag)
+		}
+	}
+}
+
+// plainOpts are options for a fake server without TLS.
+func plainOpts() *mail.OpenOptions {
+	return &mail.OpenOptions{
+		AllowPlaintext: true,
+		Password:       func(context.Context) (string, error) { return testPass, nil },
+		Timeout:        5 * time.Second,
+	}
+}

@@ -1,0 +1,997 @@
+// Package imap is the IMAP source (RFC 9051, RFC 3501): it lists mailboxes
+// and messages of one account and streams message bodies. It also owns
+// dialing, TLS, authentication and mailbox-name mapping, which the IMAP
+// sink (sinks/imapsink) reuses through Dial and ParseURL.
+//
+// It is built on go-imap v2 (imapclient) and designs around that library's
+// known defects (LIBRARIES.md §0, §1): absolute literal deadlines are turned
+// into inactivity limits, a truncated literal is detected by its announced
+// size, a UID FETCH reply whose UID follows the body literal (which
+// imapclient silently drops) is detected and served by sequence number, and
+// every body streams on its own pooled connection so no command waits on a
+// half-read FETCH.
+package imap
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/textproto"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	imap "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/mailferry/mailferry/sync/mail"
+)
+
+// DefaultConns is the number of concurrent Opens when OpenOptions.Conns is
+// zero: enough to hide round trips, well under Dovecot's default of 10
+// connections per user and IP.
+const DefaultConns = 4
+
+const (
+	// listChunk is how many messages one listing FETCH covers. The listing
+	// is read into memory chunk by chunk and handed to fn only after the
+	// FETCH completed, so a slow fn never holds the server's output (which
+	// servers time out) and memory stays bounded.
+	listChunk = 1000
+	// drainMax is the most unread body bytes Close reads to keep a
+	// connection; beyond it, dropping the connection and redialling is
+	// cheaper.
+	drainMax = 256 << 10
+	// msgIDMax bounds how much of the Message-ID header field is read.
+	msgIDMax = 8 << 10
+)
+
+// Source lists and reads the messages of one IMAP account. It is safe for
+// concurrent use. It keeps one control connection for Mailboxes, List and
+// Stat, and a pool of up to Limits().Conns connections for Open, each
+// holding one mailbox EXAMINEd (read-only: the source never changes flags,
+// and BODY.PEEK leaves \Seen alone).
+//
+// Message IDs are "<uidvalidity>.<uid>" (RFC 9051 §2.3.1.1): when the
+// mailbox's UIDVALIDITY changes, old IDs give mail.ErrNotFound.
+type Source struct {
+	cfg   *Config
+	o     mail.OpenOptions
+	log   *slog.Logger
+	conns int
+	sem   chan struct{} // one slot per Open in flight
+	ctlMu chan struct{} // one-slot lock for the control connection
+	ctl   *conn         // guarded by ctlMu
+
+	// seqFetch is set once the server was caught putting UID after the
+	// BODY[] literal (LIBRARIES.md §0.1): Open then fetches by sequence
+	// number, which imapclient routes correctly.
+	seqFetch atomic.Bool
+
+	mu     sync.Mutex
+	closed bool
+	idle   []*conn
+	all    map[*conn]struct{}
+	boxes  map[string]string // UTF-8 '/'-separated name -> server name
+}
+
+var _ mail.Source = (*Source)(nil)
+
+// conn is one logged-in connection and the mailbox it has EXAMINEd.
+type conn struct {
+	c    *imapclient.Client
+	box  string // server name of the selected mailbox, "" if none
+	uidv uint32
+	num  uint32 // messages in box at EXAMINE
+}
+
+func (cn *conn) dead() bool {
+	select {
+	case <-cn.c.Closed():
+		return true
+	default:
+		return false
+	}
+}
+
+// New connects to the account in cfg (to fail fast on a wrong password or
+// an unreachable server) and returns the source. o may be nil for defaults;
+// its password is looked up once and reused for every pooled connection.
+// Errors are those of Dial.
+func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Source, error) {
+	if o == nil {
+		o = &mail.OpenOptions{}
+	}
+	s := &Source{cfg: cfg, o: *o, log: logger(cfg, o), all: map[*conn]struct{}{}}
+	s.conns = o.Conns
+	if s.conns <= 0 {
+		s.conns = DefaultConns
+	}
+	s.sem = make(chan struct{}, s.conns)
+	s.ctlMu = make(chan struct{}, 1)
+	if pw := o.Password; pw != nil {
+		var mu sync.Mutex
+		var cached *string
+		s.o.Password = func(ctx context.Context) (string, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if cached != nil {
+				return *cached, nil
+			}
+			p, err := pw(ctx)
+			if err == nil {
+				cached = &p
+			}
+			return p, err
+		}
+	}
+	c, err := dial(ctx, cfg, &s.o, s.log, nil)
+	if err != nil {
+		return nil, err
+	}
+	s.ctl = &conn{c: c}
+	s.all[s.ctl] = struct{}{}
+	return s, nil
+}
+
+// Register adds the imap and imaps source schemes to r.
+func Register(r *mail.Registry) {
+	f := func(ctx context.Context, u *url.URL, o *mail.OpenOptions) (mail.Source, error) {
+		cfg, err := ParseURL(u)
+		if err != nil {
+			return nil, err
+		}
+		s, err := New(ctx, cfg, o)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+	r.AddSource("imap", f)
+	r.AddSource("imaps", f)
+}
+
+// Limits reports the size of the Open pool (the control connection used by
+// Mailboxes, List and Stat comes on top).
+func (s *Source) Limits() mail.Limits { return mail.Limits{Conns: s.conns} }
+
+// Close closes every connection, including those of bodies still being
+// read (their Read then fails). It is idempotent; later calls of the other
+// methods return mail.ErrClosed.
+func (s *Source) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	all := s.all
+	s.all, s.idle = map[*conn]struct{}{}, nil
+	s.mu.Unlock()
+	for cn := range all {
+		cn.c.Close()
+	}
+	return nil
+}
+
+func (s *Source) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// newConn dials a connection and registers it for Close.
+func (s *Source) newConn(ctx context.Context) (*conn, error) {
+	c, err := dial(ctx, s.cfg, &s.o, s.log, nil)
+	if err != nil {
+		if ctx.Err() == nil && errors.Is(err, mail.ErrUnreachable) {
+			// The first connection worked, so this is the network or the
+			// server having a bad moment, not a wrong host: let the engine
+			// retry instead of stopping the run.
+			err = mail.Temp(fmt.Errorf("imap: reconnect: %s", err.Error()))
+		}
+		return nil, err
+	}
+	cn := &conn{c: c}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		c.Close()
+		return nil, fmt.Errorf("imap: %s: %w", s.cfg.ident(), mail.ErrClosed)
+	}
+	s.all[cn] = struct{}{}
+	return cn, nil
+}
+
+// drop closes cn and forgets it.
+func (s *Source) drop(cn *conn) {
+	s.mu.Lock()
+	delete(s.all, cn)
+	s.mu.Unlock()
+	cn.c.Close()
+}
+
+// control locks and returns the control connection, redialling it if it
+// died. done(ok) unlocks it; ok=false discards the connection.
+func (s *Source) control(ctx context.Context) (*conn, func(ok bool), error) {
+	select {
+	case s.ctlMu <- struct{}{}:
+	case <-ctx.Done():
+		return nil, nil, fmt.Errorf("imap: %s: %w", s.cfg.ident(), ctx.Err())
+	}
+	unlock := func() { <-s.ctlMu }
+	if s.isClosed() {
+		unlock()
+		return nil, nil, fmt.Errorf("imap: %s: %w", s.cfg.ident(), mail.ErrClosed)
+	}
+	if s.ctl != nil && s.ctl.dead() {
+		s.drop(s.ctl)
+		s.ctl = nil
+	}
+	if s.ctl == nil {
+		cn, err := s.newConn(ctx)
+		if err != nil {
+			unlock()
+			return nil, nil, err
+		}
+		s.ctl = cn
+	}
+	cn := s.ctl
+	return cn, func(ok bool) {
+		if !ok || cn.dead() {
+			s.drop(cn)
+			s.ctl = nil
+		}
+		unlock()
+	}, nil
+}
+
+// get takes a pooled connection (or dials one) for an Open; put gives it
+// back.
+func (s *Source) get(ctx context.Context) (*conn, error) {
+	select {
+	case s.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		<-s.sem
+		return nil, mail.ErrClosed
+	}
+	var stale []*conn
+	var cn *conn
+	for len(s.idle) > 0 && cn == nil {
+		c := s.idle[len(s.idle)-1]
+		s.idle = s.idle[:len(s.idle)-1]
+		if c.dead() { // timed out while idle (DefaultIOTimeout)
+			delete(s.all, c)
+			stale = append(stale, c)
+			continue
+		}
+		cn = c
+	}
+	s.mu.Unlock()
+	for _, c := range stale {
+		c.c.Close()
+	}
+	if cn != nil {
+		return cn, nil
+	}
+	cn, err := s.newConn(ctx)
+	if err != nil {
+		<-s.sem
+		return nil, err
+	}
+	return cn, nil
+}
+
+// put returns cn to the pool when ok, or discards it.
+func (s *Source) put(cn *conn, ok bool) {
+	s.mu.Lock()
+	if ok && !s.closed && !cn.dead() {
+		s.idle = append(s.idle, cn)
+		ok = true
+	} else {
+		delete(s.all, cn)
+		ok = false
+	}
+	s.mu.Unlock()
+	if !ok {
+		cn.c.Close()
+	}
+	<-s.sem
+}
+
+// watch closes cn when ctx is cancelled (imapclient takes no context);
+// the returned stop reports false if that happened.
+func watch(ctx context.Context, cn *conn) func() bool {
+	return context.AfterFunc(ctx, func() { cn.c.Close() })
+}
+
+// wrap turns an error from imapclient into one for the caller and says
+// whether the connection can be kept. Server verdicts (NO) keep it;
+// everything else (BAD, decoding errors, a dropped connection) discards it.
+// Transport failures are temporary; cancellation reports ctx.Err().
+func (s *Source) wrap(ctx context.Context, op string, err error) (bool, error) {
+	if ctx.Err() != nil {
+		return false, fmt.Errorf("imap: %s: %w", op, ctx.Err())
+	}
+	var ie *imap.Error
+	if errors.As(err, &ie) {
+		switch {
+		case ie.Type == imap.StatusResponseTypeNo && (ie.Code == imap.ResponseCodeUnavailable || ie.Code == imap.ResponseCodeInUse ||
+			ie.Code == imap.ResponseCodeLimit || ie.Code == imap.ResponseCodeServerBug):
+			return true, mail.Temp(fmt.Errorf("imap: %s: %w", op, err))
+		case ie.Type == imap.StatusResponseTypeNo:
+			return true, fmt.Errorf("imap: %s: %w", op, err)
+		default:
+			return false, fmt.Errorf("imap: %s: %w", op, err)
+		}
+	}
+	if errors.Is(err, mail.ErrClosed) || mail.Temporary(err) || mail.Fatal(err) {
+		return false, err
+	}
+	// imapclient formats decoding and connection errors with %v, so nothing
+	// below can be classified: a broken connection is worth a retry.
+	return false, mail.Temp(fmt.Errorf("imap: %s: %w", op, err))
+}
+
+// examine selects box read-only on cn unless it already is.
+func (s *Source) examine(ctx context.Context, cn *conn, name, box string, force bool) error {
+	if !force && cn.box == box && cn.c.State() == imap.ConnStateSelected {
+		return nil
+	}
+	cn.box = ""
+	data, err := cn.c.Select(box, &imap.SelectOptions{ReadOnly: true}).Wait()
+	if err != nil {
+		var ie *imap.Error
+		if ctx.Err() == nil && errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeNo &&
+			(ie.Code == imap.ResponseCodeNonExistent || ie.Code == "") {
+			return fmt.Errorf("imap: examine %q: %s: %w", name, ie.Text, mail.ErrMailboxNotFound)
+		}
+		return err
+	}
+	if data.UIDValidity == 0 {
+		s.log.Warn("imap: server sent no UIDVALIDITY; IDs may not stay stable", "mailbox", name)
+	}
+	cn.box, cn.uidv, cn.num = box, data.UIDValidity, data.NumMessages
+	return nil
+}
+
+// Mailboxes lists the selectable mailboxes (LIST "" "*", skipping \Noselect
+// and \NonExistent), in UTF-8 with '/' as separator whatever the server's
+// delimiter, sorted; with a mailbox in the URL, only it and its children.
+//
+// On a server whose delimiter is not '/', a '/' inside a name component
+// would read as a level of hierarchy; it is written "%2F" instead (so
+// "a/b" under '.' becomes "a%2Fb", not "a" > "b") and a warning is logged.
+// Names that map to the same result are reported and only the first is
+// kept. Both cases are rare and never silent.
+func (s *Source) Mailboxes(ctx context.Context) ([]string, error) {
+	boxes, err := s.refresh(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for name := range boxes {
+		if s.inScope(name) {
+			out = append(out, name)
+		}
+	}
+	if s.cfg.Mailbox != "" && len(out) == 0 {
+		return nil, fmt.Errorf("imap: %s: mailbox %q: %w", s.cfg.ident(), s.cfg.Mailbox, mail.ErrMailboxNotFound)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func (s *Source) inScope(name string) bool {
+	f := normInbox(s.cfg.Mailbox)
+	return f == "" || name == f || strings.HasPrefix(name, f+"/")
+}
+
+// refresh runs LIST and rebuilds the name table.
+func (s *Source) refresh(ctx context.Context) (map[string]string, error) {
+	cn, done, err := s.control(ctx)
+	if err != nil {
+		return nil, err
+	}
+	stop := watch(ctx, cn)
+	var list []*imap.ListData
+	lc := cn.c.List("", "*", nil)
+	for d := lc.Next(); d != nil; d = lc.Next() {
+		list = append(list, d)
+	}
+	err = lc.Close()
+	ok := stop()
+	if err != nil || !ok {
+		if err == nil {
+			err = errors.New("connection closed")
+		}
+		keep, err := s.wrap(ctx, "list "+s.cfg.ident(), err)
+		done(keep && ok)
+		return nil, err
+	}
+	done(true)
+
+	sort.Slice(list, func(i, j int) bool { return list[i].Mailbox < list[j].Mailbox })
+	boxes := map[string]string{}
+	for _, d := range list {
+		if hasAttr(d.Attrs, imap.MailboxAttrNoSelect) || hasAttr(d.Attrs, imap.MailboxAttrNonExistent) {
+			continue
+		}
+		name, escaped := utf8Name(d.Mailbox, d.Delim)
+		if escaped {
+			s.log.Warn(fmt.Sprintf("imap: mailbox name holds '/', which is not the server's separator %q; it is named with %%2F instead", d.Delim), "mailbox", name)
+		}
+		if prev, dup := boxes[name]; dup {
+			s.log.Warn(fmt.Sprintf("imap: server mailboxes %q and %q both map to one name; skipping the second", prev, d.Mailbox), "mailbox", name)
+			continue
+		}
+		boxes[name] = d.Mailbox
+	}
+	s.mu.Lock()
+	s.boxes = boxes
+	s.mu.Unlock()
+	return boxes, nil
+}
+
+func hasAttr(attrs []imap.MailboxAttr, a imap.MailboxAttr) bool {
+	for _, b := range attrs {
+		if strings.EqualFold(string(b), string(a)) {
+			return true
+		}
+	}
+	return false
+}
+
+// utf8Name maps a server mailbox name (already decoded from modified UTF-7
+// by imapclient) with hierarchy delimiter delim to the '/'-separated form.
+// escaped reports that a '/' inside a component had to be written %2F.
+func utf8Name(server string, delim rune) (name string, escaped bool) {
+	if delim == '/' {
+		return server, false
+	}
+	var parts []string
+	if delim == 0 { // flat namespace
+		parts = []string{server}
+	} else {
+		parts = strings.Split(server, string(delim))
+	}
+	for i, p := range parts {
+		if strings.Contains(p, "/") {
+			parts[i], escaped = strings.ReplaceAll(p, "/", "%2F"), true
+		}
+	}
+	return strings.Join(parts, "/"), escaped
+}
+
+// normInbox spells INBOX (case-insensitive, RFC 9051 §5.1) in capitals.
+func normInbox(name string) string {
+	first, rest, nested := strings.Cut(name, "/")
+	if strings.EqualFold(first, "INBOX") {
+		first = "INBOX"
+	}
+	if nested {
+		return first + "/" + rest
+	}
+	return first
+}
+
+// serverName maps a '/'-separated mailbox name to the server's, running
+// LIST when the name is not known yet.
+func (s *Source) serverName(ctx context.Context, name string) (string, error) {
+	name = normInbox(name)
+	s.mu.Lock()
+	box, ok := s.boxes[name]
+	s.mu.Unlock()
+	if ok {
+		return box, nil
+	}
+	// Not listed yet, or created since the last LIST: look once more.
+	boxes, err := s.refresh(ctx)
+	if err != nil {
+		return "", err
+	}
+	if box, ok := boxes[name]; ok {
+		return box, nil
+	}
+	return "", fmt.Errorf("imap: %s: mailbox %q: %w", s.cfg.ident(), name, mail.ErrMailboxNotFound)
+}
+
+// List EXAMINEs mailbox and calls fn once per message, in UID order, with
+// ID "<uidvalidity>.<uid>", Size (RFC822.SIZE), Date (INTERNALDATE), Flags
+// (\Recent dropped: it is session state) and MessageID. It fetches
+// metadata by sequence-number ranges of listChunk messages — no EXPUNGE can
+// renumber them during FETCH (RFC 9051 §7.5.1), and imapclient routes
+// sequence-number replies even when the UID comes late — and calls fn only
+// between FETCHes. An error from fn is returned unchanged.
+func (s *Source) List(ctx context.Context, mailbox string, fn func(mail.Envelope) error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("imap: list %q: %w", mailbox, err)
+	}
+	start := time.Now()
+	box, err := s.serverName(ctx, mailbox)
+	if err != nil {
+		return err
+	}
+	cn, done, err := s.control(ctx)
+	if err != nil {
+		return err
+	}
+	stop := watch(ctx, cn)
+	var count int
+	var total int64
+	keep, err := s.list(ctx, cn, normInbox(mailbox), box, true, func(e mail.Envelope) error {
+		count++
+		if e.Size > 0 {
+			total += e.Size
+		}
+		return fn(e)
+	})
+	if !stop() {
+		keep = false
+	}
+	done(keep)
+	if err == nil {
+		s.log.Info(fmt.Sprintf("imap: listed %d messages", count), "mailbox", mailbox, "bytes", total, "elapsed", time.Since(start))
+	}
+	return err
+}
+
+// list runs the listing on cn. It returns the error and whether cn is still
+// usable.
+func (s *Source) list(ctx context.Context, cn *conn, name, box string, withMsgID bool, fn func(mail.Envelope) error) (bool, error) {
+	op := fmt.Sprintf("list %q", name)
+	if err := s.examine(ctx, cn, name, box, true); err != nil {
+		if errors.Is(err, mail.ErrMailboxNotFound) {
+			return true, err
+		}
+		return s.wrap(ctx, op, err)
+	}
+	uidv, total := cn.uidv, cn.num
+	envs := make([]listed, 0, min(int(total), listChunk))
+	for lo := uint32(1); lo <= total && lo != 0; lo += listChunk {
+		hi := min(total, lo+listChunk-1)
+		var set imap.SeqSet
+		set.AddRange(lo, hi)
+		opts := &imap.FetchOptions{UID: true, Flags: true, InternalDate: true, RFC822Size: true}
+		if withMsgID {
+			opts.BodySection = []*imap.FetchItemBodySection{{
+				Specifier: imap.PartSpecifierHeader, HeaderFields: []string{"Message-ID"}, Peek: true,
+			}}
+		}
+		cmd := cn.c.Fetch(set, opts)
+		envs = envs[:0]
+		var perr error
+		for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
+			e, err := readEnvelope(msg, name, uidv)
+			if err != nil && perr == nil {
+				perr = err
+			}
+			if err == nil {
+				envs = append(envs, e)
+			}
+		}
+		if err := cmd.Close(); err != nil {
+			return s.wrap(ctx, op, err)
+		}
+		if perr != nil {
+			// The server's reply made no sense: this connection's view is
+			// suspect, and the message would be missing from the listing.
+			return false, mail.Temp(fmt.Errorf("imap: %s: %w", op, perr))
+		}
+		if want := int(hi - lo + 1); len(envs) != want {
+			return true, mail.Temp(fmt.Errorf("imap: %s: server returned %d of %d messages %d:%d (expunged meanwhile?)", op, len(envs), want, lo, hi))
+		}
+		sort.Slice(envs, func(i, j int) bool { return envs[i].uid < envs[j].uid })
+		for _, e := range envs {
+			if err := ctx.Err(); err != nil {
+				return true, fmt.Errorf("imap: %s: %w", op, err)
+			}
+			if err := fn(e.env); err != nil {
+				return true, err // unchanged, as the contract says
+			}
+		}
+	}
+	return true, nil
+}
+
+// listed is one envelope of a listing chunk with its UID for sorting.
+type listed struct {
+	uid imap.UID
+	env mail.Envelope
+}
+
+// readEnvelope consumes one listing FETCH reply.
+func readEnvelope(msg *imapclient.FetchMessageData, mailbox string, uidv uint32) (listed, error) {
+	e := mail.Envelope{Mailbox: mailbox, Size: -1, Flags: []mail.Flag{}}
+	var uid imap.UID
+	for item := msg.Next(); item != nil; item = msg.Next() {
+		switch it := item.(type) {
+		case imapclient.FetchItemDataUID:
+			uid = it.UID
+		case imapclient.FetchItemDataFlags:
+			e.Flags = toFlags(it.Flags)
+		case imapclient.FetchItemDataInternalDate:
+			e.Date = it.Time
+		case imapclient.FetchItemDataRFC822Size:
+			e.Size = it.Size
+		case imapclient.FetchItemDataBodySection:
+			if it.Literal != nil {
+				e.MessageID = messageID(io.LimitReader(it.Literal, msgIDMax))
+			}
+		}
+	}
+	if uid == 0 {
+		return listed{}, fmt.Errorf("FETCH reply for message %d has no UID", msg.SeqNum)
+	}
+	e.ID = makeID(uidv, uid)
+	return listed{uid, e}, nil
+}
+
+// makeID builds "<uidvalidity>.<uid>".
+func makeID(uidv uint32, uid imap.UID) mail.ID {
+	return mail.ID(fmt.Sprintf("%d.%d", uidv, uid))
+}
+
+// parseID splits an ID made by makeID.
+func parseID(id mail.ID) (uint32, imap.UID, bool) {
+	a, b, ok := strings.Cut(string(id), ".")
+	if !ok {
+		return 0, 0, false
+	}
+	v, err1 := strconv.ParseUint(a, 10, 32)
+	u, err2 := strconv.ParseUint(b, 10, 32)
+	if err1 != nil || err2 != nil || u == 0 {
+		return 0, 0, false
+	}
+	return uint32(v), imap.UID(u), true
+}
+
+// toFlags converts IMAP flags, dropping \Recent (session state that servers
+// reject in APPEND, LIBRARIES.md §0.7). The result is sorted and never nil:
+// IMAP always knows a message's flags, even when there are none.
+func toFlags(in []imap.Flag) []mail.Flag {
+	out := make([]mail.Flag, 0, len(in))
+	for _, f := range in {
+		if strings.EqualFold(string(f), `\Recent`) {
+			continue
+		}
+		out = append(out, mail.Flag(f))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// messageID extracts the Message-ID field from a header block.
+func messageID(r io.Reader) string {
+	b, _ := io.ReadAll(r) // bounded by the caller (msgIDMax)
+	tr := textproto.NewReader(bufio.NewReader(io.MultiReader(bytes.NewReader(b), strings.NewReader("\r\n\r\n"))))
+	h, _ := tr.ReadMIMEHeader()
+	return strings.TrimSpace(h.Get("Message-Id"))
+}
+
+// Stat reports the number of messages and their total size in mailbox, for
+// `mailferry ls`: STATUS (MESSAGES SIZE) when the server has STATUS=SIZE
+// (RFC 8438) or IMAP4rev2, otherwise a metadata-only listing.
+func (s *Source) Stat(ctx context.Context, mailbox string) (int, int64, error) {
+	box, err := s.serverName(ctx, mailbox)
+	if err != nil {
+		return 0, 0, err
+	}
+	cn, done, err := s.control(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	stop := watch(ctx, cn)
+	keep := true
+	defer func() {
+		if !stop() {
+			keep = false
+		}
+		done(keep)
+	}()
+	op := fmt.Sprintf("status %q", mailbox)
+	if caps := cn.c.Caps(); caps.Has(imap.CapStatusSize) {
+		sd, err := cn.c.Status(box, &imap.StatusOptions{NumMessages: true, Size: true}).Wait()
+		if err != nil {
+			keep, err = s.wrap(ctx, op, err)
+			return 0, 0, err
+		}
+		if sd.NumMessages != nil && sd.Size != nil {
+			return int(*sd.NumMessages), *sd.Size, nil
+		}
+	}
+	var messages int
+	var total int64
+	keep, err = s.list(ctx, cn, normInbox(mailbox), box, false, func(e mail.Envelope) error {
+		messages++
+		if e.Size > 0 {
+			total += e.Size
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	return messages, total, nil
+}
+
+// Open streams the message env names with UID FETCH uid (UID BODY.PEEK[])
+// on a pooled connection, EXAMINEing env.Mailbox there first if needed. An
+// ID whose UIDVALIDITY is no longer the mailbox's, or a UID the server does
+// not have, gives mail.ErrNotFound.
+//
+// ctx also governs reading the body: cancelling it fails the next Read.
+// Read returns io.EOF only once the literal delivered exactly the announced
+// number of bytes and the FETCH completed with OK; a body cut short fails
+// with a temporary error wrapping io.ErrUnexpectedEOF (LIBRARIES.md §0.2).
+// Close may come before EOF: a short remainder is drained to keep the
+// connection, a long one costs the connection.
+func (s *Source) Open(ctx context.Context, env mail.Envelope) (io.ReadCloser, error) {
+	op := fmt.Sprintf("fetch %s %s", env.Mailbox, env.ID)
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("imap: %s: %w", op, err)
+	}
+	uidv, uid, ok := parseID(env.ID)
+	if !ok {
+		return nil, fmt.Errorf("imap: %s: not an IMAP message ID: %w", op, mail.ErrNotFound)
+	}
+	box, err := s.serverName(ctx, env.Mailbox)
+	if err != nil {
+		return nil, err
+	}
+	cn, err := s.get(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("imap: %s: %w", op, err)
+	}
+	stop := watch(ctx, cn)
+	b := &body{s: s, cn: cn, ctx: ctx, stop: stop, uid: uid, op: op}
+	if err := b.start(normInbox(env.Mailbox), box, uidv); err != nil {
+		return nil, err
+	}
+	s.log.Debug("imap: fetching", "mailbox", env.Mailbox, "id", string(env.ID), "size", b.lit.Size())
+	return b, nil
+}
+
+// body is the ReadCloser Open returns; it owns cn until released.
+type body struct {
+	s      *Source
+	cn     *conn
+	ctx    context.Context
+	stop   func() bool
+	uid    imap.UID
+	op     string
+	cmd    *imapclient.FetchCommand
+	msg    *imapclient.FetchMessageData
+	lit    imap.LiteralReader
+	n      int64
+	sawUID bool
+	err    error // sticky: io.EOF after a verified end, or the failure
+	done   bool  // cn released
+	closed bool
+}
+
+// release gives the connection back (ok) or discards it, once.
+func (b *body) release(ok bool) {
+	if b.done {
+		return
+	}
+	b.done = true
+	if !b.stop() {
+		ok = false
+	}
+	b.s.put(b.cn, ok)
+}
+
+// fail records err (or the cancellation) and discards the connection.
+func (b *body) fail(err error) error {
+	if b.ctx.Err() != nil {
+		err = fmt.Errorf("imap: %s: %w", b.op, b.ctx.Err())
+	}
+	b.err = err
+	b.release(false)
+	return err
+}
+
+// failWrap classifies an imapclient error; a NO keeps the connection.
+func (b *body) failWrap(err error) error {
+	keep, err := b.s.wrap(b.ctx, b.op, err)
+	b.err = err
+	b.release(keep)
+	return err
+}
+
+// start EXAMINEs, checks UIDVALIDITY and issues the FETCH up to the body
+// literal.
+func (b *body) start(name, box string, uidv uint32) error {
+	cn := b.cn
+	if err := b.s.examine(b.ctx, cn, name, box, false); err != nil {
+		if errors.Is(err, mail.ErrMailboxNotFound) {
+			b.release(true)
+			return err
+		}
+		return b.failWrap(err)
+	}
+	if cn.uidv != uidv {
+		b.release(true)
+		return fmt.Errorf("imap: %s: mailbox UIDVALIDITY is now %d, so the message's UID no longer names it: %w", b.op, cn.uidv, mail.ErrNotFound)
+	}
+	opts := &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}}}
+	if !b.s.seqFetch.Load() {
+		b.cmd = cn.c.Fetch(imap.UIDSetNum(b.uid), opts)
+		b.msg = b.cmd.Next()
+		if b.msg == nil {
+			if err := b.cmd.Close(); err != nil {
+				return b.notFoundOr(err)
+			}
+			// Nothing came back: the message is gone, or the server put the
+			// UID after the literal and imapclient dropped the reply
+			// (LIBRARIES.md §0.1). Ask the server which.
+			exists, err := b.uidExists()
+			if err != nil {
+				return b.failWrap(err)
+			}
+			if !exists {
+				b.release(true)
+				return fmt.Errorf("imap: %s: %w", b.op, mail.ErrNotFound)
+			}
+			if !b.s.seqFetch.Swap(true) {
+				b.s.log.Warn("imap: server sends the UID after the message body, which the IMAP library drops; fetching by sequence number from now on", "mailbox", name)
+			}
+		}
+	}
+	if b.msg == nil {
+		// By sequence number: SEARCH cannot be answered with EXPUNGEs in
+		// between (RFC 9051 §7.5.1), so the number still names the UID.
+		sd, err := cn.c.Search(&imap.SearchCriteria{UID: []imap.UIDSet{imap.UIDSetNum(b.uid)}}, nil).Wait()
+		if err != nil {
+			return b.failWrap(err)
+		}
+		seqs := sd.AllSeqNums()
+		if len(seqs) == 0 {
+			b.release(true)
+			return fmt.Errorf("imap: %s: %w", b.op, mail.ErrNotFound)
+		}
+		b.cmd = cn.c.Fetch(imap.SeqSetNum(seqs[0]), opts)
+		b.msg = b.cmd.Next()
+		if b.msg == nil {
+			if err := b.cmd.Close(); err != nil {
+				return b.notFoundOr(err)
+			}
+			b.release(true)
+			return fmt.Errorf("imap: %s: %w", b.op, mail.ErrNotFound)
+		}
+	}
+	for {
+		item := b.msg.Next()
+		if item == nil {
+			// A reply without BODY[]: finish the command and complain.
+			if err := b.cmd.Close(); err != nil {
+				return b.notFoundOr(err)
+			}
+			return b.fail(mail.Temp(fmt.Errorf("imap: %s: reply has no BODY[]", b.op)))
+		}
+		switch it := item.(type) {
+		case imapclient.FetchItemDataUID:
+			if it.UID != b.uid {
+				b.cmd.Close()
+				return b.fail(fmt.Errorf("imap: %s: server answered with UID %d", b.op, it.UID))
+			}
+			b.sawUID = true
+		case imapclient.FetchItemDataBodySection:
+			if it.Literal == nil {
+				b.cmd.Close()
+				return b.fail(mail.Temp(fmt.Errorf("imap: %s: server returned NIL for BODY[]", b.op)))
+			}
+			b.lit = it.Literal
+			return nil
+		}
+	}
+}
+
+// notFoundOr maps a failed FETCH: NO [EXPUNGEISSUED] means the message was
+// expunged by another session (RFC 9051 §7.1).
+func (b *body) notFoundOr(err error) error {
+	var ie *imap.Error
+	if b.ctx.Err() == nil && errors.As(err, &ie) && ie.Code == "EXPUNGEISSUED" {
+		b.release(true)
+		return fmt.Errorf("imap: %s: %s: %w", b.op, ie.Text, mail.ErrNotFound)
+	}
+	return b.failWrap(err)
+}
+
+func (b *body) uidExists() (bool, error) {
+	sd, err := b.cn.c.UIDSearch(&imap.SearchCriteria{UID: []imap.UIDSet{imap.UIDSetNum(b.uid)}}, nil).Wait()
+	if err != nil {
+		return false, err
+	}
+	for _, u := range sd.AllUIDs() {
+		if u == b.uid {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	if b.closed {
+		return 0, fmt.Errorf("imap: %s: read after close", b.op)
+	}
+	if b.err != nil {
+		return 0, b.err
+	}
+	n, err := b.lit.Read(p)
+	b.n += int64(n)
+	switch {
+	case err == nil:
+		return n, nil
+	case err == io.EOF && b.n == b.lit.Size():
+		return n, b.finish()
+	case err == io.EOF:
+		// imapclient reports a literal cut by a dropped connection as a
+		// clean EOF (LIBRARIES.md §0.2).
+		return n, b.fail(mail.Temp(fmt.Errorf("imap: %s: body cut short after %d of %d bytes: %w", b.op, b.n, b.lit.Size(), io.ErrUnexpectedEOF)))
+	default:
+		return n, b.fail(mail.Temp(fmt.Errorf("imap: %s: after %d of %d bytes: %w", b.op, b.n, b.lit.Size(), err)))
+	}
+}
+
+// finish reads the rest of the reply after the literal, checks the UID
+// and the tagged OK, and returns io.EOF or the error.
+func (b *body) finish() error {
+	var bad error
+	for item := b.msg.Next(); item != nil; item = b.msg.Next() {
+		if u, ok := item.(imapclient.FetchItemDataUID); ok {
+			if u.UID != b.uid && bad == nil {
+				bad = fmt.Errorf("imap: %s: reply was for UID %d", b.op, u.UID)
+			}
+			b.sawUID = true
+		}
+	}
+	if err := b.cmd.Close(); err != nil {
+		return b.failWrap(err)
+	}
+	if bad == nil && !b.sawUID {
+		bad = fmt.Errorf("imap: %s: reply carries no UID", b.op)
+	}
+	if bad != nil {
+		return b.fail(bad)
+	}
+	b.err = io.EOF
+	b.release(true)
+	return io.EOF
+}
+
+// Close ends the body. Before EOF it drains a short remainder (keeping the
+// connection) or discards the connection. It is idempotent.
+func (b *body) Close() error {
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	if b.err != nil || b.done {
+		return nil
+	}
+	if rest := b.lit.Size() - b.n; rest <= drainMax {
+		n, err := io.Copy(io.Discard, b.lit)
+		b.n += n
+		if err == nil && b.n == b.lit.Size() {
+			b.finish()
+			return nil
+		}
+	}
+	b.release(false)
+	return nil
+}

@@ -1,0 +1,674 @@
+package pop3
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	gopop3 "github.com/knadh/go-pop3"
+
+	"github.com/mailferry/mailferry/sync/mail"
+)
+
+// Bounds on what a server may send (RELIABILITY-PLAN rule 7).
+const (
+	// DefaultTimeout bounds dialing and every read or write without progress
+	// when OpenOptions.Timeout is zero.
+	DefaultTimeout = 60 * time.Second
+	// maxStatusLine bounds a status or listing line. RFC 2449 §4 caps a
+	// response line at 512 octets; leave room for sloppy servers.
+	maxStatusLine = 64 << 10
+	// maxListing bounds the bytes of one UIDL, LIST or CAPA response, about
+	// 1.5 million messages.
+	maxListing = 64 << 20
+	// maxCapaLines bounds the lines of a CAPA response.
+	maxCapaLines = 1000
+	// readBufSize is the session's read buffer; body lines longer than it
+	// stream through in pieces.
+	readBufSize = 64 << 10
+)
+
+// deadlineConn gives every Read and Write an idle deadline: go-pop3 sets none
+// after dialing (LIBRARIES.md §3), so a silent server would hang a run.
+type deadlineConn struct {
+	net.Conn
+	timeout time.Duration
+}
+
+func (c *deadlineConn) Read(b []byte) (int, error) {
+	c.Conn.SetReadDeadline(time.Now().Add(c.timeout))
+	return c.Conn.Read(b)
+}
+
+func (c *deadlineConn) Write(b []byte) (int, error) {
+	c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
+	return c.Conn.Write(b)
+}
+
+// lineConn is the connection go-pop3 sees. Its reads come from the session's
+// buffered reader and stop after each '\n', so go-pop3's own bufio.Reader
+// never holds a byte past the line it asked for: when one of its commands
+// returns, everything the server sent later is still in session.br, where
+// the RETR reader and the status-line reader find it. Writes go straight to
+// the (TLS) connection. It also bounds line length and response size, masks
+// PASS in traces, and remembers the first I/O error, which tells a broken
+// connection apart from a server's -ERR (go-pop3 returns both as plain
+// errors).
+type lineConn struct {
+	net.Conn
+	br      *bufio.Reader
+	prefix  []byte // a replayed greeting: the dialer already read the real one
+	lineLen int
+	budget  int64 // bytes the current go-pop3 command may still read
+	err     error
+	trace   func(string)
+	partial []byte // the trace of a line read in pieces
+}
+
+func (c *lineConn) Read(p []byte) (int, error) {
+	if len(c.prefix) > 0 {
+		n := copy(p, c.prefix)
+		c.prefix = c.prefix[n:]
+		return n, nil
+	}
+	if c.err != nil {
+		return 0, c.err
+	}
+	if c.br.Buffered() == 0 {
+		if _, err := c.br.Peek(1); err != nil {
+			c.err = err
+			return 0, err
+		}
+	}
+	buf, _ := c.br.Peek(c.br.Buffered())
+	if len(buf) > len(p) {
+		buf = buf[:len(p)]
+	}
+	eol := false
+	if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+		buf = buf[:i+1]
+		eol = true
+	}
+	c.lineLen += len(buf)
+	c.budget -= int64(len(buf))
+	switch {
+	case c.lineLen > maxStatusLine:
+		c.err = fmt.Errorf("response line longer than %d bytes", maxStatusLine)
+		return 0, c.err
+	case c.budget < 0:
+		c.err = fmt.Errorf("response longer than %d bytes", maxListing)
+		return 0, c.err
+	}
+	n := copy(p, buf)
+	c.br.Discard(n)
+	if c.trace != nil {
+		c.partial = append(c.partial, buf...)
+		if eol {
+			c.trace("S: " + strings.TrimRight(string(c.partial), "\r\n"))
+			c.partial = c.partial[:0]
+		}
+	}
+	if eol {
+		c.lineLen = 0
+	}
+	return n, nil
+}
+
+func (c *lineConn) Write(p []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	traceCmds(c.trace, p)
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		c.err = err
+	}
+	return n, err
+}
+
+// traceCmds reports the command lines in p to trace, with the PASS argument
+// masked (STYLE.md §7: never log passwords).
+func traceCmds(trace func(string), p []byte) {
+	if trace == nil {
+		return
+	}
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\r\n"), "\r\n") {
+		if len(line) >= 5 && strings.EqualFold(line[:5], "PASS ") {
+			line = "PASS <redacted>"
+		}
+		trace("C: " + line)
+	}
+}
+
+// session is one authenticated POP3 connection in the TRANSACTION state
+// (RFC 1939 §5). It is used under Source.mu only.
+type session struct {
+	cfg  *Config
+	log  *slog.Logger
+	raw  net.Conn      // the TCP connection: closing it aborts any I/O
+	conn net.Conn      // TLS (or, if allowed, plain) on top of raw
+	br   *bufio.Reader // every byte the server sends after TLS
+	lc   *lineConn
+	pc   *gopop3.Conn
+	// caps holds the CAPA tags (upper case) after login; nil when the server
+	// does not implement CAPA (RFC 2449 §5).
+	caps map[string]bool
+
+	// The listing, loaded once per session: the maildrop is locked while
+	// the session lasts, so it changes only through our own DELEs.
+	listed bool
+	list   []entry
+	byID   map[mail.ID]int
+
+	// queue holds the listing indexes whose RETR was sent and whose response
+	// was not read yet, in the order sent (RFC 2449 §6.6 pipelining).
+	queue  []int
+	active *body // the RETR response being read by a caller, if any
+	// deleted holds the UIDLs whose DELE got +OK in this session.
+	deleted map[mail.ID]bool
+	// Readahead: the last listing index opened and how many opens in a row
+	// followed the listing order.
+	last, streak int
+
+	dead error // set once the connection is unusable
+}
+
+// entry is one message of the listing.
+type entry struct {
+	num  int // message number in this session
+	uidl mail.ID
+	size int64
+}
+
+// pipelining reports whether commands may be sent without waiting.
+func (ss *session) pipelining() bool {
+	return !ss.cfg.NoPipelining && ss.caps["PIPELINING"]
+}
+
+// kill closes the connection and marks the session unusable; it returns err.
+func (ss *session) kill(err error) error {
+	if ss.dead == nil {
+		ss.dead = err
+		ss.raw.Close()
+	}
+	return err
+}
+
+// watch closes the connection when ctx is done, so blocked I/O returns.
+func (ss *session) watch(ctx context.Context) (stop func() bool) {
+	return context.AfterFunc(ctx, func() { ss.raw.Close() })
+}
+
+// ioErr kills the session after an I/O failure during op and returns the
+// error to report: ctx's error when ctx is why the connection closed,
+// otherwise err marked temporary (a new connection may well succeed).
+func (ss *session) ioErr(ctx context.Context, op string, err error) error {
+	if errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	ss.kill(err)
+	if cerr := ctx.Err(); cerr != nil {
+		return fmt.Errorf("pop3: %s: %w", op, cerr)
+	}
+	return mail.Temp(fmt.Errorf("pop3: %s: %w", op, err))
+}
+
+// cmdErr classifies an error from a go-pop3 call: an I/O failure (the
+// lineConn saw it) kills the session; anything else is the server's -ERR or
+// a malformed reply, returned as is.
+func (ss *session) cmdErr(ctx context.Context, op string, err error) (ioFail bool, out error) {
+	if ss.lc.err != nil || ctx.Err() != nil {
+		return true, ss.ioErr(ctx, op, err)
+	}
+	return false, err
+}
+
+// send writes command lines in one write (several only when pipelining).
+func (ss *session) send(lines ...string) error {
+	var b bytes.Buffer
+	for _, l := range lines {
+		b.WriteString(l)
+		b.WriteString("\r\n")
+	}
+	traceCmds(ss.lc.trace, b.Bytes())
+	_, err := ss.conn.Write(b.Bytes())
+	return err
+}
+
+// status reads one status line: ok with the text after +OK, or not ok with
+// the text after -ERR. Anything else is a protocol error.
+func (ss *session) status() (ok bool, text string, err error) {
+	line, err := readLine(ss.br)
+	if err != nil {
+		return false, "", err
+	}
+	if ss.lc.trace != nil {
+		ss.lc.trace("S: " + line)
+	}
+	return parseStatus(line)
+}
+
+func parseStatus(line string) (ok bool, text string, err error) {
+	switch {
+	case line == "+OK" || strings.HasPrefix(line, "+OK "):
+		return true, strings.TrimPrefix(strings.TrimPrefix(line, "+OK"), " "), nil
+	case line == "-ERR" || strings.HasPrefix(line, "-ERR "):
+		return false, strings.TrimPrefix(strings.TrimPrefix(line, "-ERR"), " "), nil
+	}
+	return false, "", fmt.Errorf("reply %q is neither +OK nor -ERR", clip(line))
+}
+
+// readLine reads one line of at most the reader's buffer size, without its
+// CRLF. A longer line is an error: status lines are short (RFC 2449 §4).
+func readLine(br *bufio.Reader) (string, error) {
+	b, err := br.ReadSlice('\n')
+	switch {
+	case errors.Is(err, bufio.ErrBufferFull):
+		return "", fmt.Errorf("response line longer than %d bytes", br.Size())
+	case err != nil:
+		return "", err
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+// capa issues CAPA (RFC 2449 §5) over w/br and returns the tags in upper
+// case, or nil when the server answers -ERR (it predates CAPA).
+func capa(w io.Writer, br *bufio.Reader, trace func(string)) (map[string]bool, error) {
+	traceCmds(trace, []byte("CAPA\r\n"))
+	if _, err := io.WriteString(w, "CAPA\r\n"); err != nil {
+		return nil, err
+	}
+	line, err := readLine(br)
+	if err != nil {
+		return nil, err
+	}
+	if trace != nil {
+		trace("S: " + line)
+	}
+	ok, _, err := parseStatus(line)
+	if err != nil || !ok {
+		return nil, err
+	}
+	caps := map[string]bool{}
+	for i := 0; ; i++ {
+		line, err := readLine(br)
+		if err != nil {
+			return nil, err
+		}
+		if line == "." {
+			return caps, nil
+		}
+		if i >= maxCapaLines {
+			return nil, fmt.Errorf("CAPA response longer than %d lines", maxCapaLines)
+		}
+		if f := strings.Fields(line); len(f) > 0 {
+			caps[strings.ToUpper(f[0])] = true
+		}
+	}
+}
+
+// dialer plugs into go-pop3's Opt.Dialer. It dials with ctx, applies the
+// idle deadlines, does implicit TLS or STLS with a fully verifying
+// tls.Config, reads and checks the greeting itself, and hands go-pop3 a
+// lineConn that replays "+OK" as the greeting. go-pop3 itself offers no
+// STLS, no timeouts and only ServerName/InsecureSkipVerify for TLS
+// (LIBRARIES.md §3).
+type dialer struct {
+	ctx     context.Context
+	cfg     *Config
+	o       *mail.OpenOptions
+	tls     *tls.Config
+	timeout time.Duration
+	log     *slog.Logger
+	trace   func(string)
+
+	ss   *session // filled in by Dial
+	stop func() bool
+}
+
+// Dial ignores go-pop3's address: it formats host:port without brackets, so
+// IPv6 literals would break.
+func (d *dialer) Dial(_, _ string) (net.Conn, error) {
+	addr := d.cfg.Addr()
+	nd := net.Dialer{Timeout: d.timeout}
+	raw, err := nd.DialContext(d.ctx, "tcp", addr)
+	if err != nil {
+		return nil, d.fail(nil, err)
+	}
+	d.stop = context.AfterFunc(d.ctx, func() { raw.Close() })
+	dc := &deadlineConn{Conn: raw, timeout: d.timeout}
+	var (
+		conn net.Conn
+		br   *bufio.Reader
+	)
+	switch d.cfg.TLS {
+	case TLSImplicit:
+		tc := tls.Client(dc, d.tls)
+		if err := tc.HandshakeContext(d.ctx); err != nil {
+			return nil, d.fail(raw, fmt.Errorf("tls: %w", err))
+		}
+		conn, br = tc, bufio.NewReaderSize(tc, readBufSize)
+		if err := d.greeting(br); err != nil {
+			return nil, d.fail(raw, err)
+		}
+	default:
+		pre := bufio.NewReaderSize(dc, readBufSize)
+		if err := d.greeting(pre); err != nil {
+			return nil, d.fail(raw, err)
+		}
+		conn, br, err = d.stls(dc, pre)
+		if err != nil {
+			return nil, d.fail(raw, err)
+		}
+	}
+	lc := &lineConn{Conn: conn, br: br, prefix: []byte("+OK\r\n"), trace: d.trace, budget: maxListing}
+	d.ss = &session{cfg: d.cfg, log: d.log, raw: raw, conn: conn, br: br, lc: lc, byID: map[mail.ID]int{}, deleted: map[mail.ID]bool{}, last: -1}
+	return lc, nil
+}
+
+// fail closes raw (if any) and classifies err: ctx's error when ctx ended
+// the dial, otherwise an unreachable-endpoint error naming the address.
+func (d *dialer) fail(raw net.Conn, err error) error {
+	if raw != nil {
+		raw.Close()
+	}
+	if cerr := d.ctx.Err(); cerr != nil {
+		return fmt.Errorf("pop3: connect %s: %w", d.cfg.Addr(), cerr)
+	}
+	if errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("pop3: %w", mail.DialError(d.cfg.Addr(), err))
+}
+
+// greeting reads the server greeting, which must be +OK (RFC 1939 §4); an
+// empty or garbled one is refused (RELIABILITY-PLAN F3).
+func (d *dialer) greeting(br *bufio.Reader) error {
+	line, err := readLine(br)
+	if err != nil {
+		return fmt.Errorf("greeting: %w", err)
+	}
+	if d.trace != nil {
+		d.trace("S: " + line)
+	}
+	if ok, _, err := parseStatus(line); err != nil || !ok {
+		return fmt.Errorf("greeting %q is not +OK", clip(line))
+	}
+	return nil
+}
+
+// stls upgrades a clear-text connection (RFC 2595 §4). It refuses to go on
+// in clear text when the server does not offer STLS or refuses it, unless
+// plaintext is allowed. Bytes that arrive with the +OK to STLS, before the
+// handshake, are refused: they can only be a man in the middle's injected
+// responses (RELIABILITY-PLAN F2, CVE-2020-14954 class), and anything that
+// arrives after is fed to the TLS handshake, which then fails.
+func (d *dialer) stls(dc net.Conn, pre *bufio.Reader) (net.Conn, *bufio.Reader, error) {
+	plain := func(why string) (net.Conn, *bufio.Reader, error) {
+		if !d.o.AllowPlaintext {
+			return nil, nil, fmt.Errorf("%s: refusing to log in without TLS (use pop3s:// on port %d, or allow plaintext explicitly)", why, DefaultPortTLS)
+		}
+		d.log.Warn("pop3: continuing without TLS: the password crosses the network in clear text", "err", why)
+		return dc, pre, nil
+	}
+	caps, err := capa(dc, pre, d.trace)
+	if err != nil {
+		return nil, nil, fmt.Errorf("capa: %w", err)
+	}
+	if !caps["STLS"] {
+		return plain("server does not offer STLS in CAPA")
+	}
+	traceCmds(d.trace, []byte("STLS\r\n"))
+	if _, err := io.WriteString(dc, "STLS\r\n"); err != nil {
+		return nil, nil, fmt.Errorf("stls: %w", err)
+	}
+	line, err := readLine(pre)
+	if err != nil {
+		return nil, nil, fmt.Errorf("stls: %w", err)
+	}
+	if d.trace != nil {
+		d.trace("S: " + line)
+	}
+	ok, text, err := parseStatus(line)
+	if err != nil {
+		return nil, nil, fmt.Errorf("stls: %w", err)
+	}
+	if !ok {
+		return plain(fmt.Sprintf("server refused STLS: %q", clip(text)))
+	}
+	if n := pre.Buffered(); n > 0 {
+		return nil, nil, fmt.Errorf("stls: %d unexpected bytes after +OK, before the TLS handshake (injected by a man in the middle?)", n)
+	}
+	tc := tls.Client(dc, d.tls)
+	if err := tc.HandshakeContext(d.ctx); err != nil {
+		return nil, nil, fmt.Errorf("stls: tls: %w", err)
+	}
+	return tc, bufio.NewReaderSize(tc, readBufSize), nil
+}
+
+// connect opens an authenticated session: dial, TLS, greeting, USER/PASS
+// through go-pop3, then CAPA. The password is asked for only once TLS is up
+// (or plaintext was explicitly allowed).
+func connect(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Logger) (*session, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("pop3: connect %s: %w", cfg.Addr(), err)
+	}
+	tcfg, err := mail.TLSConfig(cfg.Host, o.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	timeout := o.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	d := &dialer{ctx: ctx, cfg: cfg, o: o, tls: tcfg, timeout: timeout, log: log, trace: o.Trace}
+	pc, err := gopop3.New(gopop3.Opt{Host: cfg.Host, Port: cfg.Port, Dialer: d}).NewConn()
+	if d.stop != nil {
+		defer d.stop()
+	}
+	if err != nil {
+		if d.ss != nil {
+			return nil, d.ss.ioErr(ctx, "greeting", err)
+		}
+		return nil, err
+	}
+	ss := d.ss
+	ss.pc = pc
+	if err := ss.login(ctx, o); err != nil {
+		ss.kill(err)
+		return nil, err
+	}
+	caps, err := capa(ss.conn, ss.br, ss.lc.trace)
+	if err != nil {
+		return nil, ss.ioErr(ctx, "capa", err)
+	}
+	ss.caps = caps
+	if d.stop != nil && !d.stop() {
+		return nil, ss.ioErr(ctx, "connect", ctx.Err())
+	}
+	log.Debug("pop3: logged in")
+	return ss, nil
+}
+
+// login sends USER and PASS (RFC 1939 §7). A -ERR to either is an
+// authentication failure naming user@host, never the password.
+func (ss *session) login(ctx context.Context, o *mail.OpenOptions) error {
+	if o.Password == nil {
+		return &mail.ConfigError{Msg: "pop3: " + ss.cfg.ident() + ": no password source", Hint: "give a password file, command or environment variable"}
+	}
+	pw, err := o.Password(ctx)
+	if err != nil {
+		return fmt.Errorf("pop3: password for %s: %w", ss.cfg.ident(), err)
+	}
+	if pw == "" || strings.ContainsAny(pw, "\r\n\x00") {
+		return &mail.ConfigError{Msg: "pop3: the password for " + ss.cfg.ident() + " is empty or holds a line break or NUL"}
+	}
+	denied := func(step string, err error) error {
+		text := strings.ReplaceAll(err.Error(), pw, "<redacted>")
+		return fmt.Errorf("pop3: login %s: %w (%s: server says %q)", ss.cfg.ident(), mail.ErrAuth, step, clip(text))
+	}
+	if err := ss.pc.User(ss.cfg.User); err != nil {
+		if isIO, e := ss.cmdErr(ctx, "login "+ss.cfg.ident(), err); isIO {
+			return e
+		}
+		return denied("USER", err)
+	}
+	if err := ss.pc.Pass(pw); err != nil {
+		if isIO, e := ss.cmdErr(ctx, "login "+ss.cfg.ident(), err); isIO {
+			return e
+		}
+		return denied("PASS", err)
+	}
+	return nil
+}
+
+// loadListing runs UIDL and LIST through go-pop3 and merges them. The
+// session must be idle. UIDLs are checked strictly (RELIABILITY-PLAN rule 6):
+// a malformed, invalid or duplicate one is an error naming the message,
+// never a silent skip. go-pop3's own Uidl and List stop at the first
+// malformed line without an error, so the raw responses are parsed here.
+func (ss *session) loadListing(ctx context.Context) error {
+	if ss.listed {
+		return nil
+	}
+	ss.lc.budget = maxListing
+	ub, err := ss.pc.Cmd("UIDL", true)
+	if err != nil {
+		if isIO, e := ss.cmdErr(ctx, "uidl", err); isIO {
+			return e
+		}
+		capaNote := "CAPA does not list UIDL"
+		if ss.caps == nil {
+			capaNote = "no CAPA"
+		} else if ss.caps["UIDL"] {
+			capaNote = "although CAPA lists UIDL"
+		}
+		return fmt.Errorf("pop3: uidl %s: server refused UIDL (%s; it says %q): without unique ids (RFC 1939 §7) copies cannot be resumed or deduplicated: %w",
+			ss.cfg.ident(), capaNote, clip(err.Error()), mail.ErrUnsupported)
+	}
+	uidls, err := parseUIDL(ub.Bytes())
+	if err != nil {
+		return fmt.Errorf("pop3: uidl %s: %w", ss.cfg.ident(), err)
+	}
+	ss.lc.budget = maxListing
+	lb, err := ss.pc.Cmd("LIST", true)
+	if err != nil {
+		if isIO, e := ss.cmdErr(ctx, "list", err); isIO {
+			return e
+		}
+		return fmt.Errorf("pop3: list %s: server says %q", ss.cfg.ident(), clip(err.Error()))
+	}
+	sizes, err := parseLIST(lb.Bytes())
+	if err != nil {
+		return fmt.Errorf("pop3: list %s: %w", ss.cfg.ident(), err)
+	}
+	if len(sizes) != len(uidls) {
+		return fmt.Errorf("pop3: list %s: UIDL names %d messages, LIST %d", ss.cfg.ident(), len(uidls), len(sizes))
+	}
+	ss.list = ss.list[:0]
+	for _, u := range uidls {
+		size, ok := sizes[u.num]
+		if !ok {
+			return fmt.Errorf("pop3: list %s: message %d is in UIDL but not in LIST", ss.cfg.ident(), u.num)
+		}
+		ss.byID[u.uidl] = len(ss.list)
+		ss.list = append(ss.list, entry{num: u.num, uidl: u.uidl, size: size})
+	}
+	ss.listed = true
+	return nil
+}
+
+// parseUIDL parses a unique-id listing (RFC 1939 §7: "msg SP uid" lines),
+// sorted by message number, and checks every UIDL: 1-70 characters from
+// 0x21 to 0x7E, unique within the maildrop.
+func parseUIDL(b []byte) ([]entry, error) {
+	var out []entry
+	seen := map[mail.ID]int{}
+	nums := map[int]bool{}
+	for _, line := range lines(b) {
+		n, rest, ok := strings.Cut(line, " ")
+		num, err := strconv.Atoi(n)
+		if !ok || err != nil || num < 1 {
+			return nil, fmt.Errorf("line %q is not \"msg uid\" (RFC 1939 §7)", clip(line))
+		}
+		if nums[num] {
+			return nil, fmt.Errorf("message %d listed twice", num)
+		}
+		nums[num] = true
+		if !validUIDL(rest) {
+			return nil, fmt.Errorf("message %d has an invalid UIDL %q (RFC 1939 §7 wants 1 to 70 characters from 0x21 to 0x7E)", num, clip(rest))
+		}
+		id := mail.ID(rest)
+		if prev, dup := seen[id]; dup {
+			return nil, fmt.Errorf("messages %d and %d share the UIDL %q: the server's unique ids are not unique (RFC 1939 §7), refusing to copy either", prev, num, rest)
+		}
+		seen[id] = num
+		out = append(out, entry{num: num, uidl: id})
+	}
+	sortEntries(out)
+	return out, nil
+}
+
+func sortEntries(es []entry) { sort.Slice(es, func(i, j int) bool { return es[i].num < es[j].num }) }
+
+// validUIDL reports whether s is a legal unique-id (RFC 1939 §7).
+func validUIDL(s string) bool {
+	if len(s) < 1 || len(s) > 70 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7E {
+			return false
+		}
+	}
+	return true
+}
+
+// parseLIST parses a scan listing (RFC 1939 §5: "msg SP octets" lines,
+// extra fields tolerated) into message number -> size.
+func parseLIST(b []byte) (map[int]int64, error) {
+	out := map[int]int64{}
+	for _, line := range lines(b) {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			return nil, fmt.Errorf("line %q is not \"msg octets\" (RFC 1939 §5)", clip(line))
+		}
+		num, err1 := strconv.Atoi(f[0])
+		size, err2 := strconv.ParseInt(f[1], 10, 64)
+		if err1 != nil || err2 != nil || num < 1 || size < 0 {
+			return nil, fmt.Errorf("line %q is not \"msg octets\" (RFC 1939 §5)", clip(line))
+		}
+		if _, dup := out[num]; dup {
+			return nil, fmt.Errorf("message %d listed twice", num)
+		}
+		out[num] = size
+	}
+	return out, nil
+}
+
+// lines splits a go-pop3 multi-line response (CRLF after every line).
+func lines(b []byte) []string {
+	s := strings.TrimSuffix(string(b), "\r\n")
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\r\n")
+}
+
+// clip shortens server text quoted in an error.
+func clip(s string) string {
+	if len(s) > 100 {
+		return s[:100] + "..."
+	}
+	return s
+}

@@ -1,0 +1,562 @@
+package pop3
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mailferry/mailferry/sync/mail"
+)
+
+// The scripted POP3 server (H-POP in RELIABILITY-PLAN): RFC 1939 with CAPA
+// (RFC 2449) and STLS (RFC 2595), TLS with a self-signed certificate made
+// here, and knobs for the faults the tests need.
+
+const (
+	testUser = "alice"
+	testPass = "s3cret pass"
+)
+
+// fakeOpts are the server's knobs. The zero value is an implicit-TLS server
+// without PIPELINING.
+type fakeOpts struct {
+	plain       bool   // no implicit TLS: clear text, STLS if stls
+	stls        bool   // offer STLS in CAPA (plain only)
+	stlsErr     bool   // answer STLS with -ERR
+	inject      string // sent in the same write as the +OK to STLS (F2)
+	pipelining  bool   // announce PIPELINING
+	noCAPA      bool   // -ERR to CAPA
+	noUIDL      bool   // -ERR to UIDL, not in CAPA (C1)
+	rawUIDL     string // replaces the UIDL listing lines (C2), e.g. "1 a\r\n2 a\r\n"
+	dropAfter   int    // cut the connection after this many bytes of a RETR response...
+	dropTimes   int    // ...this many times (then serve normally)
+	hangRetr    bool   // answer nothing to RETR (B2)
+	quitErr     bool   // -ERR to QUIT, without committing
+	dropBefQuit bool   // close the connection when QUIT arrives, without committing
+}
+
+type fakeMsg struct {
+	uidl string
+	body []byte // served as is, byte-stuffed on the wire
+}
+
+type fakeCmd struct {
+	cmd, arg string
+	tls      bool
+}
+
+type fakeServer struct {
+	t    testing.TB
+	ln   net.Listener
+	opts fakeOpts
+	tls  *tls.Config
+	wg   sync.WaitGroup
+
+	mu        sync.Mutex
+	msgs      []*fakeMsg // the maildrop; QUIT removes what was deleted
+	cmds      []fakeCmd
+	pipelined bool // a command arrived while an earlier one was unanswered
+	sessions  int
+	drops     int
+}
+
+func newFakeServer(t testing.TB, opts fakeOpts, msgs ...fakeMsg) *fakeServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeServer{t: t, ln: ln, opts: opts, tls: &tls.Config{Certificates: []tls.Certificate{testCert(t).cert}}}
+	for i := range msgs {
+		m := msgs[i]
+		f.msgs = append(f.msgs, &m)
+	}
+	f.wg.Add(1)
+	go f.accept()
+	t.Cleanup(func() {
+		ln.Close()
+		f.wg.Wait()
+	})
+	return f
+}
+
+// bodies returns n small distinct messages with UIDLs "uid-1"...
+func bodies(n int) []fakeMsg {
+	var out []fakeMsg
+	for i := 1; i <= n; i++ {
+		out = append(out, fakeMsg{uidl: fmt.Sprintf("uid-%d", i), body: []byte(fmt.Sprintf("Subject: message %d\r\n\r\n%s\r\n.\r\n..\r\n.hidden\r\n", i, strings.Repeat("body line\r\n", i)))})
+	}
+	return out
+}
+
+func (f *fakeServer) port() int { return f.ln.Addr().(*net.TCPAddr).Port }
+
+// maildrop returns the UIDLs the server holds.
+func (f *fakeServer) maildrop() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, m := range f.msgs {
+		out = append(out, m.uidl)
+	}
+	return out
+}
+
+// commands returns the command names received, in order.
+func (f *fakeServer) commands() []fakeCmd {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]fakeCmd(nil), f.cmds...)
+}
+
+func (f *fakeServer) sessionCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.sessions
+}
+
+func (f *fakeServer) count(cmd string) int {
+	n := 0
+	for _, c := range f.commands() {
+		if c.cmd == cmd {
+			n++
+		}
+	}
+	return n
+}
+
+func (f *fakeServer) accept() {
+	defer f.wg.Done()
+	for {
+		c, err := f.ln.Accept()
+		if err != nil {
+			return
+		}
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			defer c.Close()
+			f.serve(c)
+		}()
+	}
+}
+
+// fakeConn is one session's state.
+type fakeConn struct {
+	f       *fakeServer
+	c       net.Conn
+	r       *bufio.Reader
+	w       *bufio.Writer
+	tls     bool
+	user    string
+	authed  bool
+	drop    []*fakeMsg // the maildrop as the session started
+	deleted map[int]bool
+}
+
+func (f *fakeServer) serve(raw net.Conn) {
+	f.mu.Lock()
+	f.sessions++
+	f.mu.Unlock()
+	fc := &fakeConn{f: f, c: raw, deleted: map[int]bool{}}
+	if !f.opts.plain {
+		tc := tls.Server(raw, f.tls)
+		if err := tc.Handshake(); err != nil {
+			return
+		}
+		fc.c, fc.tls = tc, true
+	}
+	fc.r, fc.w = bufio.NewReader(fc.c), bufio.NewWriter(fc.c)
+	fc.reply("+OK fake POP3 ready")
+	for {
+		line, err := fc.r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		line = strings.TrimRight(line, "\r\n")
+		cmd, arg, _ := strings.Cut(line, " ")
+		cmd = strings.ToUpper(cmd)
+		f.mu.Lock()
+		f.cmds = append(f.cmds, fakeCmd{cmd, arg, fc.tls})
+		if fc.r.Buffered() > 0 {
+			f.pipelined = true
+		}
+		f.mu.Unlock()
+		if !fc.handle(cmd, arg) {
+			return
+		}
+	}
+}
+
+func (fc *fakeConn) reply(s string) {
+	fc.w.WriteString(s + "\r\n")
+	fc.w.Flush()
+}
+
+func (fc *fakeConn) live() []int {
+	var out []int
+	for i := range fc.drop {
+		if !fc.deleted[i] {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// msg resolves a message-number argument.
+func (fc *fakeConn) msg(arg string) (int, bool) {
+	n, err := strconv.Atoi(arg)
+	if err != nil || n < 1 || n > len(fc.drop) || fc.deleted[n-1] {
+		fc.reply("-ERR no such message")
+		return 0, false
+	}
+	return n - 1, true
+}
+
+// handle answers one command; false ends the session.
+func (fc *fakeConn) handle(cmd, arg string) bool {
+	f, o := fc.f, fc.f.opts
+	if !fc.authed {
+		switch cmd {
+		case "CAPA":
+			if o.noCAPA {
+				fc.reply("-ERR unknown command")
+				return true
+			}
+			caps := "+OK\r\nUSER\r\n"
+			if o.plain && o.stls && !fc.tls {
+				caps += "STLS\r\n"
+			}
+			fc.reply(caps + ".")
+		case "STLS":
+			if fc.tls || !o.stls || o.stlsErr {
+				fc.reply("-ERR STLS not available")
+				return true
+			}
+			fc.w.WriteString("+OK begin TLS\r\n" + o.inject)
+			fc.w.Flush()
+			tc := tls.Server(fc.c, f.tls)
+			if err := tc.Handshake(); err != nil {
+				return false
+			}
+			fc.c, fc.tls = tc, true
+			fc.r, fc.w = bufio.NewReader(tc), bufio.NewWriter(tc)
+		case "USER":
+			fc.user = arg
+			fc.reply("+OK")
+		case "PASS":
+			if fc.user != testUser || arg != testPass {
+				fc.reply("-ERR [AUTH] invalid login")
+				return true
+			}
+			fc.authed = true
+			f.mu.Lock()
+			fc.drop = append([]*fakeMsg(nil), f.msgs...)
+			f.mu.Unlock()
+			fc.reply("+OK logged in")
+		case "QUIT":
+			fc.reply("+OK bye")
+			return false
+		default:
+			fc.reply("-ERR not authenticated")
+		}
+		return true
+	}
+	switch cmd {
+	case "CAPA":
+		if o.noCAPA {
+			fc.reply("-ERR unknown command")
+			return true
+		}
+		caps := "+OK\r\nUSER\r\nTOP\r\nRESP-CODES\r\n"
+		if !o.noUIDL {
+			caps += "UIDL\r\n"
+		}
+		if o.pipelining {
+			caps += "PIPELINING\r\n"
+		}
+		fc.reply(caps + ".")
+	case "NOOP":
+		fc.reply("+OK")
+	case "STAT":
+		n, size := 0, 0
+		for _, i := range fc.live() {
+			n++
+			size += len(fc.drop[i].body)
+		}
+		fc.reply(fmt.Sprintf("+OK %d %d", n, size))
+	case "LIST":
+		var b strings.Builder
+		b.WriteString("+OK\r\n")
+		for _, i := range fc.live() {
+			fmt.Fprintf(&b, "%d %d\r\n", i+1, len(fc.drop[i].body))
+		}
+		fc.reply(b.String() + ".")
+	case "UIDL":
+		if o.noUIDL {
+			fc.reply("-ERR unknown command")
+			return true
+		}
+		if o.rawUIDL != "" {
+			fc.reply("+OK\r\n" + o.rawUIDL + ".")
+			return true
+		}
+		var b strings.Builder
+		b.WriteString("+OK\r\n")
+		for _, i := range fc.live() {
+			fmt.Fprintf(&b, "%d %s\r\n", i+1, fc.drop[i].uidl)
+		}
+		fc.reply(b.String() + ".")
+	case "RETR":
+		i, ok := fc.msg(arg)
+		if !ok {
+			return true
+		}
+		if o.hangRetr {
+			io.Copy(io.Discard, fc.r) // until the client gives up
+			return false
+		}
+		body := fc.drop[i].body
+		f.mu.Lock()
+		cut := o.dropAfter > 0 && f.drops < o.dropTimes
+		if cut {
+			f.drops++
+		}
+		f.mu.Unlock()
+		w := fc.w
+		if cut {
+			w = bufio.NewWriter(&cutWriter{w: fc.c, left: o.dropAfter})
+		}
+		fmt.Fprintf(w, "+OK %d octets\r\n", len(body))
+		writeStuffed(w, body)
+		if err := w.Flush(); err != nil || cut {
+			return false
+		}
+	case "DELE":
+		if i, ok := fc.msg(arg); ok {
+			fc.deleted[i] = true
+			fc.reply("+OK deleted")
+		}
+	case "RSET":
+		fc.deleted = map[int]bool{}
+		fc.reply("+OK")
+	case "QUIT":
+		switch {
+		case o.dropBefQuit:
+			return false
+		case o.quitErr:
+			fc.reply("-ERR [SYS/TEMP] cannot commit")
+			return false
+		}
+		f.mu.Lock()
+		gone := map[*fakeMsg]bool{}
+		for i := range fc.deleted {
+			gone[fc.drop[i]] = true
+		}
+		var keep []*fakeMsg
+		for _, m := range f.msgs {
+			if !gone[m] {
+				keep = append(keep, m)
+			}
+		}
+		f.msgs = keep
+		f.mu.Unlock()
+		fc.reply("+OK bye")
+		return false
+	default:
+		fc.reply("-ERR unknown command")
+	}
+	return true
+}
+
+// writeStuffed writes body as a multi-line response (RFC 1939 §3): lines
+// starting with '.' get another, a missing final CRLF is added, then ".".
+// It does not copy the body, so a big message costs no memory here.
+func writeStuffed(w *bufio.Writer, body []byte) {
+	last := byte('\n')
+	for len(body) > 0 {
+		n := bytes.IndexByte(body, '\n') + 1
+		if n == 0 {
+			n = len(body)
+		}
+		if body[0] == '.' {
+			w.WriteByte('.')
+		}
+		w.Write(body[:n])
+		last = body[n-1]
+		body = body[n:]
+	}
+	if last != '\n' {
+		w.WriteString("\r\n")
+	}
+	w.WriteString(".\r\n")
+}
+
+// stuffed returns the wire form writeStuffed produces, for tests of the
+// reader alone.
+func stuffed(body []byte) []byte {
+	var b bytes.Buffer
+	w := bufio.NewWriter(&b)
+	writeStuffed(w, body)
+	w.Flush()
+	return b.Bytes()
+}
+
+// cutWriter passes left bytes, then fails: the server "drops" mid-RETR.
+type cutWriter struct {
+	w    io.Writer
+	left int
+}
+
+func (c *cutWriter) Write(p []byte) (int, error) {
+	if c.left <= 0 {
+		return 0, errors.New("cut")
+	}
+	if len(p) > c.left {
+		n, _ := c.w.Write(p[:c.left])
+		c.left = 0
+		return n, errors.New("cut")
+	}
+	c.left -= len(p)
+	return c.w.Write(p)
+}
+
+// testCertificate is a self-signed certificate for 127.0.0.1 and localhost,
+// made once per test binary, with its PEM.
+type testCertificate struct {
+	cert tls.Certificate
+	pem  []byte
+}
+
+var (
+	certOnce sync.Once
+	certVal  testCertificate
+	certErr  error
+)
+
+func testCert(t testing.TB) testCertificate {
+	t.Helper()
+	certOnce.Do(func() {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			certErr = err
+			return
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber:          big.NewInt(1),
+			Subject:               pkix.Name{CommonName: "mailferry pop3 test"},
+			NotBefore:             time.Now().Add(-time.Hour),
+			NotAfter:              time.Now().Add(24 * time.Hour),
+			IsCA:                  true,
+			BasicConstraintsValid: true,
+			KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+			ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+			DNSNames:              []string{"localhost"},
+			IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		if err != nil {
+			certErr = err
+			return
+		}
+		certVal = testCertificate{
+			cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key},
+			pem:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		}
+	})
+	if certErr != nil {
+		t.Fatal(certErr)
+	}
+	return certVal
+}
+
+// caFile writes the test certificate to a PEM file for OpenOptions.CAFile.
+func caFile(t testing.TB) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(p, testCert(t).pem, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// config returns the Config reaching f.
+func (f *fakeServer) config() *Config {
+	c := &Config{Host: "127.0.0.1", Port: f.port(), User: testUser, TLS: TLSImplicit}
+	if f.opts.plain {
+		c.TLS = TLSSTLS
+	}
+	return c
+}
+
+// options returns OpenOptions trusting the test certificate, with the right
+// password and a short timeout.
+func options(t testing.TB) *mail.OpenOptions {
+	return &mail.OpenOptions{
+		CAFile:   caFile(t),
+		Password: func(context.Context) (string, error) { return testPass, nil },
+		Timeout:  20 * time.Second,
+	}
+}
+
+// open connects a Source to f and registers its Close.
+func (f *fakeServer) open(t testing.TB, o *mail.OpenOptions) *Source {
+	t.Helper()
+	if o == nil {
+		o = options(t)
+	}
+	s, err := New(context.Background(), f.config(), o)
+	if err != nil {
+		t.Fatalf("New() = %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// newRawServer accepts connections, sends greeting and waits for the client
+// to hang up: for greetings the scripted server would not send.
+func newRawServer(t testing.TB, greeting string) (port int, err error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, greeting)
+			io.Copy(io.Discard, c)
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}

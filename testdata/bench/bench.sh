@@ -1,0 +1,408 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of mailferry against the peer tools (`make bench`).
+#
+#   bash testdata/bench/bench.sh [--quick] [imap-maildir] [pop3-maildir] [imap-imap]
+#
+# Scenarios (default: all):
+#   imap-maildir  mailferry IMAP -> Maildir vs mbsync (both fsync), plus a rerun with nothing new
+#   pop3-maildir  mailferry POP3 -> Maildir vs a bare pipelined POP3 read (popfloor/) and getmail6
+#   imap-imap     mailferry IMAP -> IMAP vs `doveadm backup` (dsync via imapc) and mbsync
+# Each pair is run alternately (A B A B ...) after one untimed warm-up each, into fresh
+# destinations, and the medians and the median of the per-round ratios are reported. The
+# result table goes to stdout and to testdata/bench/last-result.md.
+#
+# Environment:
+#   ROUNDS=5           timed rounds per tool
+#   QUICK=1            (or --quick) 2 rounds and no getmail (getmail alone takes about 2 minutes)
+#   MESSAGES=5000      corpus size; CORPUS_SEED=3 (about 157 MB with seed 3; seed 1 gives 122 MB)
+#   MAILFERRY_FLAGS    extra flags for every `mailferry copy` (e.g. "--workers 2")
+#   BENCH_DIR=/tmp/mailferry-bench   Dovecot and all outputs (wiped at start)
+#   BENCH_BIN=/tmp/mf-bench          where the binaries are built
+#   MAILFERRY_BIN      time this mailferry binary instead of building ./cmd/mailferry
+#   KEEP=1             keep the copied mail under BENCH_DIR/work at the end
+# Dovecot listens on 30143/30993 (IMAP), 30110/30995 (POP3) unless DOVECOT_*_PORT say otherwise.
+#
+# The corpus generator (gencorpus.py) and the peers' command lines (peers.sh) are copies of
+# /work/shared/bench; see the notes at the top of those files. Needs root (apt-get, chown to
+# vmail, runuser for getmail).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+D=$(realpath -m "${BENCH_DIR:-/tmp/mailferry-bench}")
+W=$D/work
+BIN=$(realpath -m "${BENCH_BIN:-/tmp/mf-bench}")
+QUICK=${QUICK:-0}
+SCENARIOS=()
+for a in "$@"; do
+	case $a in
+	--quick) QUICK=1 ;;
+	imap-maildir | pop3-maildir | imap-imap) SCENARIOS+=("$a") ;;
+	-h | --help)
+		sed -n '2,25p' "$0"
+		exit 0
+		;;
+	*)
+		echo "bench: unknown argument $a (want imap-maildir, pop3-maildir, imap-imap, --quick)" >&2
+		exit 2
+		;;
+	esac
+done
+EXPLICIT=${#SCENARIOS[@]}
+[ "$EXPLICIT" -gt 0 ] || SCENARIOS=(imap-maildir pop3-maildir imap-imap)
+if [ "$QUICK" = 1 ]; then ROUNDS=${ROUNDS:-2}; else ROUNDS=${ROUNDS:-5}; fi
+MESSAGES=${MESSAGES:-5000}
+CORPUS_SEED=${CORPUS_SEED:-3}
+read -r -a MF_FLAGS <<<"${MAILFERRY_FLAGS:-}"
+
+export DOVECOT_IMAP_PORT=${DOVECOT_IMAP_PORT:-${IMAP_PORT:-30143}}
+export DOVECOT_IMAPS_PORT=${DOVECOT_IMAPS_PORT:-${IMAPS_PORT:-30993}}
+export DOVECOT_POP3_PORT=${DOVECOT_POP3_PORT:-${POP3_PORT:-30110}}
+export DOVECOT_POP3S_PORT=${DOVECOT_POP3S_PORT:-${POP3S_PORT:-30995}}
+IMAP_PORT=$DOVECOT_IMAP_PORT IMAPS_PORT=$DOVECOT_IMAPS_PORT
+POP3_PORT=$DOVECOT_POP3_PORT POP3S_PORT=$DOVECOT_POP3S_PORT
+export IMAP_PORT IMAPS_PORT POP3_PORT POP3S_PORT
+CONF=$D/dovecot.conf
+SRC_IMAP=imaps://alice@localhost:$IMAPS_PORT
+DST_IMAP=imaps://bob@localhost:$IMAPS_PORT
+SRC_POP3=pop3s://alice@localhost:$POP3S_PORT
+RESULTS=$W/results.tsv # scenario tool round wall_s rss_kib user_s sys_s box_cpu_s dovecot_cpu_s messages
+CHECKS=$W/checks.tsv   # scenario what ok|FAIL detail
+NOTES=$W/notes.tsv     # scenario note
+
+# shellcheck source=peers.sh
+. "$HERE/peers.sh"
+
+log() { echo "bench: $*" >&2; }
+
+install_tools() {
+	local pkgs=()
+	command -v mbsync >/dev/null 2>&1 || pkgs+=(isync)
+	command -v getmail >/dev/null 2>&1 || pkgs+=(getmail6)
+	[ -x /usr/bin/time ] || pkgs+=(time)
+	command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
+	command -v runuser >/dev/null 2>&1 || pkgs+=(util-linux)
+	[ ${#pkgs[@]} -eq 0 ] && return 0
+	log "installing ${pkgs[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq >/dev/null
+	apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+}
+
+# box_cpu prints the CPU seconds the whole machine has spent so far (user, nice, system,
+# irq, softirq, steal): the difference over a run counts Dovecot's share as well.
+box_cpu() {
+	awk -v hz="$(getconf CLK_TCK)" '/^cpu /{printf "%.2f\n", ($2+$3+$4+$7+$8+$9)/hz; exit}' /proc/stat
+}
+
+# dovecot_cpu prints the CPU seconds Dovecot has spent so far: its master plus every child it
+# has reaped. Sessions (imap, pop3, and with service_count=1 the TLS-terminating login process)
+# end when the client logs out, so after a run its whole server side is counted.
+dovecot_cpu() {
+	local pid
+	pid=$(cat "$D/run/master.pid")
+	awk -v hz="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); printf "%.2f\n", ($12+$13+$14+$15)/hz}' "/proc/$pid/stat"
+}
+
+# count_maildir DIR prints how many messages the Maildir++ tree (or folder-per-directory
+# tree) under DIR holds: the files in every cur/ and new/.
+count_maildir() {
+	find "$1" -type f \( -path '*/cur/*' -o -path '*/new/*' \) | wc -l
+}
+
+# count_server USER [MAILBOX] prints how many messages Dovecot holds for USER.
+count_server() {
+	if [ $# -eq 2 ]; then
+		doveadm -c "$CONF" mailbox status -u "$1" messages "$2" | sed 's/.*messages=//'
+	else
+		doveadm -c "$CONF" mailbox status -u "$1" -t messages '*' | sed 's/.*messages=//'
+	fi
+}
+
+note() { printf '%s\t%s\n' "$1" "$2" >>"$NOTES"; }
+
+check() { # check SCENARIO WHAT OK DETAIL
+	printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$CHECKS"
+	[ "$3" = ok ] || log "CHECK FAILED: $1 $2: $4"
+}
+
+# timed SCENARIO TOOL ROUND COUNT_CMD -- CMD...: runs CMD under /usr/bin/time -v and appends a
+# row to RESULTS (round 0 is the warm-up and counts for nothing). COUNT_CMD (a function name,
+# or "-") prints how many messages the destination holds afterwards. Returns CMD's status.
+timed() {
+	local sc=$1 tool=$2 round=$3 counter=$4
+	shift 5
+	local base=$W/logs/$sc-$tool-$round
+	local rc=0 t0 t1 c0 c1 s0 s1 rss user sys n=-
+	s0=$(dovecot_cpu)
+	c0=$(box_cpu)
+	t0=$(date +%s%N)
+	/usr/bin/time -v -o "$base.time" "$@" >"$base.log" 2>&1 || rc=$?
+	t1=$(date +%s%N)
+	c1=$(box_cpu)
+	# Let the master reap the sessions that just logged out.
+	sleep 0.3
+	s1=$(dovecot_cpu)
+	if [ $rc -ne 0 ]; then
+		log "$sc: $tool (round $round) exited with $rc; last lines of $base.log:"
+		tail -n 15 "$base.log" >&2
+		note "$sc" "$tool round $round failed (exit $rc): $(grep -v '^Command exited' "$base.log" | tail -n 1)"
+		return $rc
+	fi
+	rss=$(awk -F': ' '/Maximum resident set size/{print $2}' "$base.time")
+	user=$(awk -F': ' '/User time/{print $2}' "$base.time")
+	sys=$(awk -F': ' '/System time/{print $2}' "$base.time")
+	[ "$counter" = - ] || n=$($counter)
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sc" "$tool" "$round" \
+		"$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", (b-a)/1e9}')" "$rss" "$user" "$sys" \
+		"$(awk -v a="$c0" -v b="$c1" 'BEGIN{printf "%.2f", b-a}')" \
+		"$(awk -v a="$s0" -v b="$s1" 'BEGIN{printf "%.2f", b-a}')" "$n" >>"$RESULTS"
+	log "$sc: $tool round $round: $(tail -n 1 "$RESULTS" | cut -f4)s, peak RSS $((rss / 1024)) MiB, messages $n"
+}
+
+# fresh NAME sets OUT to a new, never used output path under the work folder. Old outputs are
+# deleted only between scenarios: on this file system creating files right after deleting
+# thousands is slow, and that must not land in anyone's timed window.
+SEQ=0
+fresh() {
+	SEQ=$((SEQ + 1))
+	OUT=$W/out/$1-$SEQ
+}
+
+clean_outputs() {
+	[ "${KEEP:-0}" = 1 ] && return 0
+	rm -rf "$W/out" "$W/trash"
+	mkdir -p "$W/out" "$W/trash"
+	chmod 755 "$W/out"
+	sync
+}
+
+# mf_copy SRC DST CHECKPOINT leaves in MF_CMD the mailferry command that copies SRC to DST.
+mf_copy() {
+	MF_CMD=("$BIN/mailferry" copy "$1" "$2" --src-password-file "$W/pw-alice" --dst-password-file "$W/pw-bob"
+		--ca-file "$D/cert.pem" --checkpoint "$3" --progress never --quiet "${MF_FLAGS[@]}")
+}
+
+mf_verify() { # mf_verify SRC DST JSON_OUT
+	"$BIN/mailferry" verify "$1" "$2" --src-password-file "$W/pw-alice" --dst-password-file "$W/pw-bob" \
+		--ca-file "$D/cert.pem" --json >"$3" 2>"$3.err"
+}
+
+# verify_check SCENARIO SRC DST WANT: mailferry verify exits 0 and reports WANT messages on
+# both sides.
+verify_check() {
+	local sc=$1 json=$W/logs/$1-verify.json rc=0 counts
+	mf_verify "$2" "$3" "$json" || rc=$?
+	counts=$(python3 -c 'import json,sys
+r=json.load(open(sys.argv[1]))
+print(sum(m["src_messages"] for m in r["mailboxes"]), sum(m["dst_messages"] for m in r["mailboxes"]), r["missing"])' "$json" 2>/dev/null || echo "? ? ?")
+	read -r vs vd vm <<<"$counts"
+	if [ $rc -eq 0 ] && [ "$vs" = "$4" ] && [ "$vd" = "$4" ]; then
+		check "$sc" "mailferry verify" ok "exit 0; source $vs, destination $vd, missing $vm"
+	else
+		check "$sc" "mailferry verify" FAIL "exit $rc; source $vs, destination $vd, missing $vm, want $4 (see $json.err)"
+	fi
+}
+
+count_check() { # count_check SCENARIO TOOL GOT WANT
+	if [ "$3" = "$4" ]; then
+		check "$1" "$2 message count" ok "$3 of $4"
+	else
+		check "$1" "$2 message count" FAIL "$3, want $4"
+	fi
+}
+
+# ---------------------------------------------------------------------------------------------
+scenario_imap_maildir() {
+	local sc=imap-maildir want r rr mf=1 lastmf="" lastmb=""
+	want=$(count_server alice)
+	log "$sc: $want messages in alice's mailboxes"
+	# Warm-ups: the first access after the corpus was written builds Dovecot's caches.
+	fresh mbsync
+	peer_mbsync "$OUT" "$OUT.conf"
+	timed $sc mbsync 0 - -- "${PEER_CMD[@]}" || true
+	fresh mailferry
+	mf_copy "$SRC_IMAP" "maildir:$OUT" "$OUT.cp"
+	timed $sc mailferry 0 - -- "${MF_CMD[@]}" || mf=0
+	for r in $(seq "$ROUNDS"); do
+		if [ $mf = 1 ]; then
+			fresh mailferry
+			mf_copy "$SRC_IMAP" "maildir:$OUT" "$OUT.cp"
+			timed $sc mailferry "$r" "count_maildir $OUT" -- "${MF_CMD[@]}" || true
+			lastmf=$OUT
+		fi
+		fresh mbsync
+		peer_mbsync "$OUT" "$OUT.conf"
+		timed $sc mbsync "$r" "count_maildir $OUT" -- "${PEER_CMD[@]}" || true
+		lastmb=$OUT
+	done
+	count_check $sc mbsync "$(count_maildir "$lastmb")" "$want"
+	if [ $mf = 1 ]; then
+		count_check $sc mailferry "$(count_maildir "$lastmf")" "$want"
+		verify_check $sc "$SRC_IMAP" "maildir:$lastmf" "$want"
+		# Nothing new since the last run: only the listing and the checkpoint remain.
+		mf_copy "$SRC_IMAP" "maildir:$lastmf" "$lastmf.cp"
+		for rr in 1 2 3; do
+			timed $sc mailferry-rerun "$rr" "count_maildir $lastmf" -- "${MF_CMD[@]}" || true
+		done
+		count_check $sc "mailferry rerun" "$(count_maildir "$lastmf")" "$want"
+	fi
+	clean_outputs
+}
+
+scenario_pop3_maildir() {
+	local sc=pop3-maildir want r mf=1 lastmf="" floorout
+	local floor=("$BIN/popfloor" -addr "localhost:$POP3S_PORT" -user alice -password-file "$W/pw-alice" -ca-file "$D/cert.pem")
+	want=$(count_server alice INBOX)
+	log "$sc: $want messages in alice's INBOX"
+	timed $sc popfloor 0 - -- "${floor[@]}" || true
+	fresh mailferry
+	mf_copy "$SRC_POP3" "maildir:$OUT" "$OUT.cp"
+	timed $sc mailferry 0 - -- "${MF_CMD[@]}" || mf=0
+	for r in $(seq "$ROUNDS"); do
+		if [ $mf = 1 ]; then
+			fresh mailferry
+			mf_copy "$SRC_POP3" "maildir:$OUT" "$OUT.cp"
+			timed $sc mailferry "$r" "count_maildir $OUT" -- "${MF_CMD[@]}" || true
+			lastmf=$OUT
+		fi
+		timed $sc popfloor "$r" - -- "${floor[@]}" || true
+	done
+	floorout=$(head -n 1 "$W/logs/$sc-popfloor-$ROUNDS.log")
+	count_check $sc popfloor "${floorout%% *}" "$want"
+	note $sc "popfloor by its own clock (after login), last round: $floorout"
+	if [ $mf = 1 ]; then
+		count_check $sc mailferry "$(count_maildir "$lastmf")" "$want"
+		verify_check $sc "$SRC_POP3" "maildir:$lastmf" "$want"
+	fi
+	if [ "$QUICK" = 1 ]; then
+		note $sc "getmail skipped (QUICK=1)"
+	else
+		# getmail takes about 2 minutes here: one timed run, no warm-up (the server side is
+		# already warm from the runs above).
+		fresh getmail
+		peer_getmail "$OUT" "$OUT.conf"
+		timed $sc getmail 1 "count_maildir $OUT" -- "${PEER_CMD[@]}" || true
+		count_check $sc getmail "$(count_maildir "$OUT")" "$want"
+	fi
+	clean_outputs
+}
+
+scenario_imap_imap() {
+	local sc=imap-imap want r mf=1
+	want=$(count_server alice)
+	log "$sc: $want messages in alice's mailboxes"
+	reset_bob "$W/trash"
+	fresh mailferry
+	mf_copy "$SRC_IMAP" "$DST_IMAP" "$OUT.cp"
+	if ! timed $sc mailferry 0 - -- "${MF_CMD[@]}"; then
+		mf=0
+		if [ "$EXPLICIT" -eq 0 ]; then
+			note $sc "skipped: mailferry cannot copy IMAP -> IMAP (yet); name the scenario to time the peers anyway"
+			return 0
+		fi
+	fi
+	reset_bob "$W/trash"
+	peer_dsync
+	timed $sc dsync 0 - -- "${PEER_CMD[@]}" || true
+	reset_bob "$W/trash"
+	fresh mbsync
+	peer_mbsync_i2i "$OUT.state"
+	timed $sc mbsync 0 - -- "${PEER_CMD[@]}" || true
+	for r in $(seq "$ROUNDS"); do
+		if [ $mf = 1 ]; then
+			reset_bob "$W/trash"
+			fresh mailferry
+			mf_copy "$SRC_IMAP" "$DST_IMAP" "$OUT.cp"
+			timed $sc mailferry "$r" "count_server bob" -- "${MF_CMD[@]}" || true
+			if [ "$r" = "$ROUNDS" ]; then
+				verify_check $sc "$SRC_IMAP" "$DST_IMAP" "$want"
+			fi
+		fi
+		reset_bob "$W/trash"
+		peer_dsync
+		timed $sc dsync "$r" "count_server bob" -- "${PEER_CMD[@]}" || true
+		if [ "$r" = "$ROUNDS" ]; then
+			count_check $sc dsync "$(count_server bob)" "$want"
+		fi
+		reset_bob "$W/trash"
+		fresh mbsync
+		peer_mbsync_i2i "$OUT.state"
+		timed $sc mbsync "$r" "count_server bob" -- "${PEER_CMD[@]}" || true
+		if [ "$r" = "$ROUNDS" ]; then
+			count_check $sc mbsync "$(count_server bob)" "$want"
+		fi
+	done
+	reset_bob "$W/trash"
+	clean_outputs
+}
+
+# ---------------------------------------------------------------------------------------------
+main() {
+	local t0 sc corpus mfver
+	t0=$(date +%s)
+	[ "$(id -u)" = 0 ] || { log "needs root (apt-get, chown to vmail, runuser)"; exit 2; }
+	install_tools
+	mkdir -p "$BIN"
+	log "building mailferry and popfloor into $BIN"
+	(cd "$ROOT" && go build -o "$BIN/popfloor" ./testdata/bench/popfloor)
+	rm -f "$BIN/mailferry"
+	if [ -n "${MAILFERRY_BIN:-}" ]; then
+		cp "$MAILFERRY_BIN" "$BIN/mailferry"
+	elif ! (cd "$ROOT" && go build -o "$BIN/mailferry" ./cmd/mailferry) 2>"$BIN/build.err"; then
+		log "mailferry does not build; timing the peers only:"
+		cat "$BIN/build.err" >&2
+		printf '#!/bin/sh\necho "mailferry did not build" >&2\nexit 1\n' >"$BIN/mailferry"
+		chmod +x "$BIN/mailferry"
+	fi
+	mfver=$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)
+	[ -z "${MAILFERRY_BIN:-}" ] || mfver="$mfver, binary $MAILFERRY_BIN"
+
+	bash "$ROOT/testdata/dovecot/dovecot.sh" start "$D"
+	trap 'bash "$ROOT/testdata/dovecot/dovecot.sh" stop "$D" || true' EXIT
+	rm -rf "$W"
+	mkdir -p "$W/logs" "$W/out" "$W/trash"
+	chmod 755 "$W" "$W/out"
+	: >"$RESULTS"
+	: >"$CHECKS"
+	: >"$NOTES"
+	for u in alice bob; do
+		printf 'pw-%s\n' "$u" >"$W/pw-$u"
+		chmod 600 "$W/pw-$u"
+	done
+
+	log "writing the corpus ($MESSAGES messages, seed $CORPUS_SEED) into alice's Maildir"
+	corpus=$(python3 "$HERE/gencorpus.py" "$D/home/alice/Maildir" "$MESSAGES" --seed "$CORPUS_SEED")
+	chown -R vmail:vmail "$D/home"
+	# Build Dovecot's indexes and caches once, untimed: index, then fetch what IMAP and POP3
+	# clients ask for (sizes, dates, flags; POP3 needs the virtual sizes of the INBOX).
+	doveadm -c "$CONF" force-resync -u alice '*'
+	doveadm -c "$CONF" fetch -u alice 'uid flags date.received size.physical size.virtual' ALL >/dev/null
+	sync
+
+	for sc in "${SCENARIOS[@]}"; do
+		log "=== $sc ($ROUNDS rounds)"
+		case $sc in
+		imap-maildir) scenario_imap_maildir ;;
+		pop3-maildir) scenario_pop3_maildir ;;
+		imap-imap) scenario_imap_imap ;;
+		esac
+	done
+
+	python3 "$HERE/report.py" --results "$RESULTS" --checks "$CHECKS" --notes "$NOTES" \
+		--meta "date=$(date -u '+%Y-%m-%d %H:%M UTC')" \
+		--meta "command=bash testdata/bench/bench.sh $*" \
+		--meta "rounds=$ROUNDS (after one untimed warm-up each; QUICK=$QUICK)" \
+		--meta "machine=$(nproc) cores ($(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, Linux $(uname -r), $(df -T "$W" | awk 'NR==2{print $2}') on $(df "$W" | awk 'NR==2{print $1}')" \
+		--meta "corpus=$corpus (gencorpus.py seed $CORPUS_SEED)" \
+		--meta "versions=mailferry $mfver ($(go version | awk '{print $3}')), Dovecot $(dovecot --version | awk '{print $1}'), $(mbsync --version 2>&1 | head -n 1), getmail $(getmail --version 2>&1 | awk '{print $2; exit}')" \
+		--meta "mailferry flags=${MAILFERRY_FLAGS:-(defaults)}" \
+		--meta "bench wall time=$(($(date +%s) - t0)) s" | tee "$HERE/last-result.md"
+	clean_outputs
+	if grep -q FAIL "$CHECKS"; then
+		log "some correctness checks failed (see above)"
+		exit 1
+	fi
+}
+
+main "$@"

@@ -1,0 +1,59 @@
+# shellcheck shell=bash
+# Peer tools' command lines for bench.sh (sourced, not run).
+#
+# Copied from /work/shared/bench/peers/run (the scripts behind /work/shared/PERFORMANCE.md) so
+# that `make bench` needs nothing outside the repo. The tool options are unchanged; what
+# differs is the plumbing: each function writes its config into a folder the caller owns
+# (fresh per run) instead of a mktemp folder, and the ports come from bench.sh. Every
+# function prints nothing and leaves the command to time in the array PEER_CMD.
+#
+# Needs: D (Dovecot folder with cert.pem and dovecot.conf), IMAP_PORT, IMAPS_PORT, POP3S_PORT.
+
+# peer_mbsync OUT CONF_DIR: IMAP alice -> Maildir OUT (fsync on, mbsync's default).
+peer_mbsync() {
+	local out=$1 w=$2
+	mkdir -p "$out" "$w"
+	printf 'IMAPAccount src\nHost localhost\nPort %s\nUser alice\nPass pw-alice\nSSLType IMAPS\nCertificateFile %s/cert.pem\n\nIMAPStore far\nAccount src\n\nMaildirStore near\nPath %s/\nInbox %s/INBOX\nSubFolders Verbatim\n\nChannel c\nFar :far:\nNear :near:\nPatterns *\nCreate Near\nSync Pull\nSyncState *\n' \
+		"$IMAPS_PORT" "$D" "$out" "$out" >"$w/mbsyncrc"
+	PEER_CMD=(mbsync -q -c "$w/mbsyncrc" -a)
+}
+
+# peer_mbsync_i2i CONF_DIR: IMAP alice -> IMAP bob. The caller resets bob first.
+peer_mbsync_i2i() {
+	local w=$1
+	mkdir -p "$w"
+	printf 'IMAPAccount src\nHost localhost\nPort %s\nUser alice\nPass pw-alice\nSSLType IMAPS\nCertificateFile %s/cert.pem\n\nIMAPAccount dst\nHost localhost\nPort %s\nUser bob\nPass pw-bob\nSSLType IMAPS\nCertificateFile %s/cert.pem\n\nIMAPStore s\nAccount src\n\nIMAPStore d\nAccount dst\n\nChannel c\nFar :s:\nNear :d:\nPatterns *\nCreate Near\nSync Pull\nSyncState %s/\n' \
+		"$IMAPS_PORT" "$D" "$IMAPS_PORT" "$D" "$w" >"$w/mbsyncrc"
+	PEER_CMD=(mbsync -q -c "$w/mbsyncrc" -a)
+}
+
+# peer_getmail OUT CONF_DIR: POP3 alice's INBOX -> Maildir OUT, leaving mail on the server.
+# getmail refuses to deliver as root, hence runuser and the chown.
+peer_getmail() {
+	local out=$1 w=$2
+	mkdir -p "$out"/{cur,new,tmp} "$w/gm"
+	printf '[retriever]\ntype = SimplePOP3SSLRetriever\nserver = localhost\nport = %s\nusername = alice\npassword = pw-alice\nca_certs = %s/cert.pem\n\n[destination]\ntype = Maildir\npath = %s/\n\n[options]\nread_all = true\ndelete = false\nverbose = 0\n' \
+		"$POP3S_PORT" "$D" "$out" >"$w/gm/getmailrc"
+	chown -R vmail "$out" "$w"
+	PEER_CMD=(runuser -u vmail -- getmail --getmaildir "$w/gm" --rcfile getmailrc -q)
+}
+
+# peer_dsync: Dovecot's own migration (doveadm backup through imapc, over plain IMAP on
+# loopback as in peers/run), alice -> bob. The caller resets bob first.
+peer_dsync() {
+	PEER_CMD=(doveadm -c "$D/dovecot.conf" -o imapc_host=127.0.0.1 -o imapc_port="$IMAP_PORT"
+		-o imapc_user=alice -o imapc_password=pw-alice
+		-o "imapc_features=rfc822.size fetch-headers" -o mail_prefetch_count=20
+		backup -R -u bob imapc:)
+}
+
+# reset_bob TRASH: empties bob's mailbox between IMAP -> IMAP runs. peers/run deletes the
+# Maildir; moving it aside is as good for the server and keeps thousands of unlinks (slow
+# right before a timed run on this file system) out of the timed window.
+reset_bob() {
+	doveadm -c "$D/dovecot.conf" kick bob >/dev/null 2>&1 || true
+	if [ -d "$D/home/bob/Maildir" ]; then
+		mkdir -p "$1"
+		mv "$D/home/bob/Maildir" "$1/bob-$(date +%s%N)"
+	fi
+}
