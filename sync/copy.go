@@ -28,6 +28,10 @@ type Options struct {
 	Checkpoint checkpoint.Store
 	// Mailboxes, if set, selects the source mailboxes to copy.
 	Mailboxes func(name string) bool
+	// MapMailbox, if set, names the destination mailbox for a source
+	// mailbox (folder renames, special-use roles, separators). The
+	// checkpoint keeps source names.
+	MapMailbox func(name string) string
 	// DryRun lists and counts what would be copied without opening or
 	// storing anything.
 	DryRun bool
@@ -107,6 +111,14 @@ func (o *Options) defaults() {
 	}
 }
 
+// dstName maps a source mailbox to its destination name.
+func (o *Options) dstName(mailbox string) string {
+	if o.MapMailbox == nil {
+		return mailbox
+	}
+	return o.MapMailbox(mailbox)
+}
+
 // Copy copies every selected message of src that the checkpoint does not
 // hold into dst. It returns an error only when the run as a whole stopped:
 // cancelled (errors.Is(err, context.Canceled)), or a fatal error (mail.Fatal)
@@ -141,9 +153,15 @@ func Copy(ctx context.Context, src mail.Source, dst mail.Sink, opt Options) (*Re
 		}
 	}
 	if !opt.DryRun {
+		made := map[string]bool{}
 		for _, mb := range selected {
-			if _, err := retry(ctx, opt, func() (struct{}, error) { return struct{}{}, dst.CreateMailbox(ctx, mb) }); err != nil {
-				return res, fmt.Errorf("create mailbox %q: %w", mb, err)
+			to := opt.dstName(mb)
+			if made[to] {
+				continue
+			}
+			made[to] = true
+			if _, err := retry(ctx, opt, func() (struct{}, error) { return struct{}{}, dst.CreateMailbox(ctx, to) }); err != nil {
+				return res, fmt.Errorf("create mailbox %q: %w", to, err)
 			}
 		}
 	}
@@ -308,7 +326,9 @@ func copyOne(ctx context.Context, src mail.Source, dst mail.Sink, j job, opt Opt
 		}
 		defer rc.Close()
 		hr := mail.NewHashReader(rc)
-		id, err := dst.Put(ctx, j.env, hr)
+		put := j.env
+		put.Mailbox = opt.dstName(j.env.Mailbox)
+		id, err := dst.Put(ctx, put, hr)
 		if err != nil {
 			return done{}, fmt.Errorf("put: %w", err)
 		}

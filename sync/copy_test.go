@@ -283,3 +283,29 @@ func TestMailboxFilter(t *testing.T) {
 		t.Fatalf("copied into %v (%d messages)", got, total(dst))
 	}
 }
+
+func TestMapMailbox(t *testing.T) {
+	src := mailtest.NewMemSource(fixtures(6, "INBOX", "Sent Items"))
+	dst := mailtest.NewMemSink()
+	cp := openCP(t, filepath.Join(t.TempDir(), "cp.jsonl"))
+	opt := fastOpts(cp)
+	opt.MapMailbox = func(mb string) string {
+		if mb == "Sent Items" {
+			return "Sent"
+		}
+		return mb
+	}
+	if _, err := Copy(context.Background(), src, dst, opt); err != nil {
+		t.Fatal(err)
+	}
+	if got := dst.Mailboxes(); len(got) != 2 || got[1] != "Sent" || len(dst.Messages("Sent")) != 3 {
+		t.Fatalf("mapped copy went to %v", got)
+	}
+	if len(cp.Records("Sent Items")) != 3 {
+		t.Fatal("checkpoint must keep source mailbox names")
+	}
+	rep, err := Verify(context.Background(), src, dst.Source(), VerifyOptions{MapMailbox: opt.MapMailbox})
+	if err != nil || rep.Missing != 0 {
+		t.Fatalf("Verify with mapping = %v, missing %d", err, rep.Missing)
+	}
+}

@@ -15,6 +15,8 @@ import (
 type VerifyOptions struct {
 	// Mailboxes, if set, selects the source mailboxes to check.
 	Mailboxes func(name string) bool
+	// MapMailbox, if set, names the destination mailbox of a source one.
+	MapMailbox func(name string) string
 }
 
 // MailboxReport compares one mailbox on both sides.
@@ -58,8 +60,12 @@ func Verify(ctx context.Context, src, dst mail.Source, opt VerifyOptions) (*Veri
 		}
 		r := MailboxReport{Mailbox: mb}
 		have := map[[32]byte]int{}
-		if inDst[mb] {
-			err := eachBody(ctx, dst, mb, func(e mail.Envelope, sum [32]byte, n int64) {
+		to := mb
+		if opt.MapMailbox != nil {
+			to = opt.MapMailbox(mb)
+		}
+		if inDst[to] {
+			err := eachBody(ctx, dst, to, func(e mail.Envelope, sum [32]byte, n int64) {
 				have[sum]++
 				r.DstCount++
 				r.DstBytes += n
