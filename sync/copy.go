@@ -82,6 +82,9 @@ type job struct {
 type done struct {
 	env mail.Envelope
 	rec checkpoint.Record
+	// recorded: the checkpoint already holds the message (it was stored by
+	// an earlier run); it only still has to be deleted from the source.
+	recorded bool
 }
 
 func (o *Options) defaults() {
@@ -187,7 +190,7 @@ func Copy(ctx context.Context, src mail.Source, dst mail.Sink, opt Options) (*Re
 	g.Go(func() error {
 		defer close(jobs)
 		for _, mb := range selected {
-			if err := listMailbox(gctx, src, mb, opt, jobs, func(env mail.Envelope, err error) { fail(&res.Skipped, env, err) }); err != nil {
+			if err := listMailbox(gctx, src, mb, opt, jobs, dones, func(env mail.Envelope, err error) { fail(&res.Skipped, env, err) }); err != nil {
 				return err
 			}
 		}
@@ -244,14 +247,14 @@ func Copy(ctx context.Context, src mail.Source, dst mail.Sink, opt Options) (*Re
 }
 
 // listMailbox sends the messages of mb that need copying to jobs.
-func listMailbox(ctx context.Context, src mail.Source, mb string, opt Options, jobs chan<- job, skip func(mail.Envelope, error)) error {
+func listMailbox(ctx context.Context, src mail.Source, mb string, opt Options, jobs chan<- job, dones chan<- done, skip func(mail.Envelope, error)) error {
 	st := opt.Stats
 	box := st.Box(mb)
 	st.current.Store(mb)
-	var fresh []mail.Envelope
+	var fresh, stored []mail.Envelope
 	listed := map[mail.ID]bool{}
 	_, err := retry(ctx, opt, func() (struct{}, error) {
-		fresh, listed = fresh[:0], map[mail.ID]bool{}
+		fresh, stored, listed = fresh[:0], stored[:0], map[mail.ID]bool{}
 		box.Listed.Store(0)
 		box.Skipped.Store(0)
 		return struct{}{}, src.List(ctx, mb, func(env mail.Envelope) error {
@@ -260,6 +263,7 @@ func listMailbox(ctx context.Context, src mail.Source, mb string, opt Options, j
 			box.Listed.Add(1)
 			if opt.Checkpoint != nil && opt.Checkpoint.Has(checkpoint.Key{Mailbox: mb, ID: env.ID}) {
 				box.Skipped.Add(1)
+				stored = append(stored, env)
 				return nil
 			}
 			fresh = append(fresh, env)
@@ -271,6 +275,18 @@ func listMailbox(ctx context.Context, src mail.Source, mb string, opt Options, j
 	}
 	st.Listed.Add(box.Listed.Load())
 	st.Skipped.Add(box.Skipped.Load())
+	// In delete mode, messages an earlier run stored and recorded but could
+	// not delete (killed before POP3 QUIT, which commits DELE) are deleted
+	// now: the checkpoint proves they are durable.
+	if opt.DeleteSource && !opt.DryRun {
+		for _, env := range stored {
+			select {
+			case dones <- done{env: env, recorded: true}:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
 
 	// Records whose IDs the source no longer lists are orphans: deleted
 	// messages, or the same messages under new IDs (an IMAP UIDVALIDITY
@@ -420,6 +436,9 @@ func commitBatch(ctx context.Context, committer mail.Committer, remover mail.Rem
 	}
 	if opt.Checkpoint != nil {
 		for _, d := range batch {
+			if d.recorded {
+				continue
+			}
 			if err := opt.Checkpoint.Add(d.rec); err != nil {
 				return mail.MakeFatal(err)
 			}
@@ -430,6 +449,9 @@ func commitBatch(ctx context.Context, committer mail.Committer, remover mail.Rem
 		opt.Step("record")
 	}
 	for _, d := range batch {
+		if d.recorded {
+			continue
+		}
 		opt.Stats.Copied.Add(1)
 		opt.Stats.Box(d.env.Mailbox).Copied.Add(1)
 		opt.Logger.Debug("copied", "mailbox", d.env.Mailbox, "id", d.env.ID, "size", d.env.Size)
@@ -442,6 +464,7 @@ func commitBatch(ctx context.Context, committer mail.Committer, remover mail.Rem
 		if err := remover.Remove(ctx, envs); err != nil {
 			return mail.MakeFatal(fmt.Errorf("delete on source: %w", err))
 		}
+		opt.Stats.Deleted.Add(int64(len(envs)))
 		opt.Step("remove")
 	}
 	return nil

@@ -309,3 +309,21 @@ func TestMapMailbox(t *testing.T) {
 		t.Fatalf("Verify with mapping = %v, missing %d", err, rep.Missing)
 	}
 }
+
+// TestA4RecordedButNotDeleted: a run killed after recording but before the
+// source committed its deletions (POP3 QUIT) leaves recorded messages on the
+// source; the rerun deletes them without copying them again.
+func TestA4RecordedButNotDeleted(t *testing.T) {
+	src := mailtest.NewMemSource(fixtures(6, "INBOX"))
+	dst := mailtest.NewMemSink()
+	cp := openCP(t, filepath.Join(t.TempDir(), "cp.jsonl"))
+	if _, err := Copy(context.Background(), src, dst, fastOpts(cp)); err != nil { // copied, not deleted
+		t.Fatal(err)
+	}
+	opt := fastOpts(cp)
+	opt.DeleteSource = true
+	res, err := Copy(context.Background(), src, dst, opt)
+	if err != nil || src.Len("INBOX") != 0 || total(dst) != 6 || res.Stats.Copied.Load() != 0 || res.Stats.Deleted.Load() != 6 {
+		t.Fatalf("rerun in delete mode: err %v, left %d, stored %d, copied %d, deleted %d", err, src.Len("INBOX"), total(dst), res.Stats.Copied.Load(), res.Stats.Deleted.Load())
+	}
+}

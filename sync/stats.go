@@ -16,6 +16,7 @@ type Counters struct {
 	Copied      atomic.Int64 // stored and recorded
 	Failed      atomic.Int64 // given up after retries
 	Vanished    atomic.Int64 // gone from the source between listing and fetch
+	Deleted     atomic.Int64 // deleted from the source (delete mode)
 	Bytes       atomic.Int64 // bytes read from the source for copied messages
 	QueuedBytes atomic.Int64 // size hints of the queued messages
 }
@@ -73,10 +74,11 @@ type Snapshot struct {
 	Vanished    int64 `json:"vanished"`
 	Bytes       int64 `json:"bytes"`
 	QueuedBytes int64 `json:"queued_bytes"`
+	Deleted     int64 `json:"deleted,omitempty"`
 }
 
 // Snapshot copies c.
 func (c *Counters) Snapshot() Snapshot {
 	return Snapshot{c.Listed.Load(), c.Skipped.Load(), c.Queued.Load(), c.Copied.Load(), c.Failed.Load(),
-		c.Vanished.Load(), c.Bytes.Load(), c.QueuedBytes.Load()}
+		c.Vanished.Load(), c.Bytes.Load(), c.QueuedBytes.Load(), c.Deleted.Load()}
 }

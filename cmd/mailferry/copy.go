@@ -240,6 +240,9 @@ func report(env *cliEnv, o *copyOptions, res *mailferry.Result, err error) {
 		n = t.Queued
 	}
 	fmt.Fprintf(w, "%-32s %8d %8d %8d %8d %10s  in %.1fs\n", "total", t.Listed, t.Skipped, n, t.Failed, humanBytes(t.Bytes), s.Seconds)
+	if t.Deleted > 0 {
+		fmt.Fprintf(w, "%d message(s) deleted from the source after they were stored\n", t.Deleted)
+	}
 	if t.Vanished > 0 {
 		fmt.Fprintf(w, "%d message(s) vanished from the source during the run (deleted by another client)\n", t.Vanished)
 	}
