@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -147,6 +148,7 @@ func (m *mfile) recover(s *Sink, f *os.File) error {
 			}
 		}
 	}
+	pruneKeys(j.Keys, maxKeys)
 	m.end, m.committed, m.keys = j.Committed, j.Committed, j.Keys
 	if m.end > 0 {
 		var b [1]byte
@@ -157,6 +159,30 @@ func (m *mfile) recover(s *Sink, f *os.File) error {
 	}
 	rec := mboxsrc.JournalRecord(j.Compact(), "open", strconv.FormatInt(j.Committed, 10))
 	return writeAtomic(m.path+mboxsrc.JournalSuffix, rec)
+}
+
+// maxKeys bounds the dedupe keys a journal keeps across runs. Keys only
+// matter for messages committed but not yet in the engine's checkpoint
+// (flushed every 100 records or 5 s), so the most recent ones suffice and
+// the journal and memory stay bounded.
+const maxKeys = 100_000
+
+// pruneKeys drops all but the n keys with the highest offsets (the newest).
+func pruneKeys(keys map[string]int64, n int) {
+	if len(keys) <= n {
+		return
+	}
+	offs := make([]int64, 0, len(keys))
+	for _, off := range keys {
+		offs = append(offs, off)
+	}
+	slices.Sort(offs)
+	cut := offs[len(offs)-n]
+	for k, off := range keys {
+		if off < cut {
+			delete(keys, k)
+		}
+	}
 }
 
 // tailIsOurs reports whether what follows off looks like an append of ours:

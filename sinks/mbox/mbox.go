@@ -174,8 +174,10 @@ func (s *Sink) Put(ctx context.Context, env mail.Envelope, body io.Reader) (mail
 		if _, err := io.Copy(io.Discard, body); err != nil {
 			return "", s.putErr(ctx, env, err)
 		}
-		s.log.Debug("already stored: skipped", "mailbox", env.Mailbox, "id", string(id))
+		s.log.Debug("already stored: skipped", "mailbox", env.Mailbox, "id", string(env.ID))
+		return id, nil
 	}
+	s.log.Debug("appended", "mailbox", env.Mailbox, "id", string(env.ID))
 	return id, nil
 }
 

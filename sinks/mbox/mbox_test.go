@@ -488,6 +488,10 @@ func TestForeignFileWithoutFinalLF(t *testing.T) {
 	}
 	s := newSink(t, root, nil)
 	put(t, s, "INBOX", 0)
+	// Uncommitted, the append is invisible and the foreign message intact.
+	if _, bodies := listed(t, root, "INBOX"); len(bodies) != 1 || bodies[0] != "Subject: old\n\nlast line" {
+		t.Fatalf("before Commit the source reads %q", bodies)
+	}
 	commit(t, s)
 	s.Close()
 	wantFile(t, path, append([]byte(foreign+"\n"), encoded(t, 0)...))
@@ -623,4 +627,12 @@ func BenchmarkPut(b *testing.B) {
 		}
 	}
 	commit(b, s)
+}
+
+func TestPruneKeys(t *testing.T) {
+	keys := map[string]int64{"a": 0, "b": 10, "c": 20, "d": 30}
+	pruneKeys(keys, 2)
+	if len(keys) != 2 || keys["c"] != 20 || keys["d"] != 30 {
+		t.Fatalf("pruneKeys kept %v, want the two newest", keys)
+	}
 }

@@ -65,8 +65,8 @@
 // whose From_ lines end in CRLF (written on Windows), the separator is the
 // empty line "\r\n" and that is what is dropped. Files mailferry wrote never
 // have CRLF From_ lines, so this costs no exactness. A last message missing
-// its final LF is accepted as it is in files without a journal; in files
-// with one it means a write was cut short and reads fail.
+// its final LF is taken as it is, as other readers do, unless the journal
+// says the file once held more: then it was cut, and reading it fails.
 //
 // # IDs and concurrency
 //

@@ -96,8 +96,7 @@ func (s *Source) Mailboxes(ctx context.Context) ([]string, error) {
 }
 
 // extent opens mailbox's file and says how much of it to read, and whether
-// a last entry without its final LF is accepted (only in files with no
-// journal, which mailferry did not write).
+// a last entry without its final LF is accepted.
 func (s *Source) extent(mailbox string) (f *os.File, limit int64, lenient bool, err error) {
 	path, err := FilePath(s.root, mailbox)
 	if err != nil {
@@ -121,19 +120,24 @@ func (s *Source) extent(mailbox string) (f *os.File, limit int64, lenient bool, 
 	}
 	limit = fi.Size()
 	j, err := ReadJournal(path + JournalSuffix)
-	if err != nil {
+	switch {
+	case err != nil:
 		s.log.Warn("ignoring a damaged journal: reading the whole file", "mailbox", mailbox, "err", err)
-		return f, limit, true, nil
-	}
-	if j == nil {
-		return f, limit, true, nil
-	}
-	if j.Dirty && j.Committed < limit && startsEntry(f, j.Committed) {
+	case j == nil:
+	case j.Committed > limit:
+		// The file lost committed bytes (cut by another program): its last
+		// entry may be cut too, and must not read as complete.
+		return f, limit, false, nil
+	case j.Dirty && j.Committed < limit && (startsEntry(f, j.Committed) || startsEntry(f, j.Committed+1)):
 		// A writer is appending, or crashed while appending: only the
-		// committed part is ours to read.
+		// committed part is ours to read. (The second form is an append
+		// that first ended a foreign last line with LF.)
 		limit = j.Committed
 	}
-	return f, limit, false, nil
+	// A last entry without its LF is a foreign one (ours always end in LF
+	// and the committed length is at an entry's end): take it as it is, as
+	// other mbox readers do.
+	return f, limit, true, nil
 }
 
 // startsEntry reports whether a From_ line starts at off in f.
@@ -203,9 +207,10 @@ func (s *Source) List(ctx context.Context, mailbox string, fn func(mail.Envelope
 
 // Open streams the entry env.ID of env.Mailbox, unquoted, without reading
 // it into memory. An ID that is not the offset of an entry gives
-// mail.ErrNotFound. A file cut short inside the entry gives an error from
-// Read, never a silent io.EOF (for files without a journal the last entry's
-// missing final LF is tolerated, as other mbox readers do).
+// mail.ErrNotFound. A file cut short inside the entry (shorter than its
+// journal says was committed) gives an error from Read, never a silent
+// io.EOF; a last entry merely missing its final LF is taken as it is, as
+// other mbox readers do.
 func (s *Source) Open(ctx context.Context, env mail.Envelope) (io.ReadCloser, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
