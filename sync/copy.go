@@ -157,16 +157,28 @@ func Copy(ctx context.Context, src mail.Source, dst mail.Sink, opt Options) (*Re
 	}
 	if !opt.DryRun {
 		made := map[string]bool{}
+		kept := selected[:0]
 		for _, mb := range selected {
 			to := opt.dstName(mb)
-			if made[to] {
-				continue
+			if !made[to] {
+				_, err := retry(ctx, opt, func() (struct{}, error) { return struct{}{}, dst.CreateMailbox(ctx, to) })
+				switch {
+				case errors.Is(err, mail.ErrConfig) || errors.Is(err, mail.ErrUnsupported):
+					// A name the destination cannot hold safely (e.g. "../x" into
+					// a Maildir): skip that folder, report it, copy the rest.
+					res.Failures = append(res.Failures, Failure{Mailbox: mb, Err: fmt.Sprintf("folder skipped: %v", err)})
+					st.Failed.Add(1)
+					st.Box(mb).Failed.Add(1)
+					opt.Logger.Error("folder skipped: the destination cannot store its name", "mailbox", mb, "err", err)
+					continue
+				case err != nil:
+					return res, fmt.Errorf("create mailbox %q: %w", to, err)
+				}
+				made[to] = true
 			}
-			made[to] = true
-			if _, err := retry(ctx, opt, func() (struct{}, error) { return struct{}{}, dst.CreateMailbox(ctx, to) }); err != nil {
-				return res, fmt.Errorf("create mailbox %q: %w", to, err)
-			}
+			kept = append(kept, mb)
 		}
+		selected = kept
 	}
 
 	workers := opt.Workers

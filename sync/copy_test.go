@@ -327,3 +327,24 @@ func TestA4RecordedButNotDeleted(t *testing.T) {
 		t.Fatalf("rerun in delete mode: err %v, left %d, stored %d, copied %d, deleted %d", err, src.Len("INBOX"), total(dst), res.Stats.Copied.Load(), res.Stats.Deleted.Load())
 	}
 }
+
+// refusingSink refuses some mailbox names, as the Maildir sink refuses "../x".
+type refusingSink struct{ *mailtest.MemSink }
+
+func (r refusingSink) CreateMailbox(ctx context.Context, name string) error {
+	if name == "../x" {
+		return &mail.ConfigError{Msg: "maildir: folder name \"../x\" leaves the root"}
+	}
+	return r.MemSink.CreateMailbox(ctx, name)
+}
+
+// TestF7HostileFolderSkippedOthersCopied: a folder the destination cannot
+// hold is reported as failed (exit 3) while every other folder is copied.
+func TestF7HostileFolderSkippedOthersCopied(t *testing.T) {
+	src := mailtest.NewMemSource(fixtures(6, "INBOX", "../x"))
+	mem := mailtest.NewMemSink()
+	res, err := Copy(context.Background(), src, refusingSink{mem}, fastOpts(nil))
+	if err != nil || len(res.Failures) != 1 || res.Failures[0].Mailbox != "../x" || len(mem.Messages("INBOX")) != 3 {
+		t.Fatalf("Copy = %v, failures %v, INBOX %d", err, res.Failures, len(mem.Messages("INBOX")))
+	}
+}

@@ -21,10 +21,10 @@
 // size field Dovecot reads instead of stat.
 //
 // Flags: \Seen S, \Answered R, \Flagged F, \Deleted T, \Draft D and the
-// keyword $Forwarded P (maildir.FlagLetters in sources/maildir). Other
-// keywords are dropped: Dovecot keeps them as letters a-z mapped through a
-// per-folder dovecot-keywords file that a running Dovecot also rewrites, and
-// we do not race it. A message with at least one stored flag goes to cur/; one
+// keyword $Forwarded P (maildir.FlagLetters in sources/maildir; Dovecot keeps
+// P but does not show it over IMAP). Other keywords are dropped: Dovecot keeps
+// them as letters a-z mapped through a per-folder dovecot-keywords file that a
+// running Dovecot also rewrites, and we do not race it. A message with at least one stored flag goes to cur/; one
 // without goes to new/, which Dovecot reports as \Recent, as a fresh delivery.
 // The file's mtime is set to Envelope.Date (Dovecot's received date).
 package maildir
@@ -129,7 +129,7 @@ type pending struct {
 	f      file // nil once closed early (maxOpenPending)
 	tmp    string
 	sub    string // "cur" or "new"
-	id     string // unique part of the final name: the ID
+	id     string // unique part of the final name: the ID; changed only by Commit, under folder.mu
 	info   string // ":2,<flags>" or ""
 	key    string
 	size   int64
@@ -225,6 +225,7 @@ func (s *Sink) lockRun() error {
 		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			if errors.Is(err, fs.ErrExist) {
+				last = err
 				continue
 			}
 			return fmt.Errorf("maildir: lock: %w", err)
@@ -536,10 +537,13 @@ func (f *folder) claim(ctx context.Context, key string) (string, *keyState, erro
 	}
 }
 
-// settle ends a claim: the key now names id, or (id == "") is free again.
-func (f *folder) settle(key string, st *keyState, id string) {
+// settle ends a claim: the key now names p's message, or (p == nil) is free
+// again. It returns p's ID, read under the lock that Commit's renames take.
+func (f *folder) settle(key string, st *keyState, p *pending) string {
+	id := ""
 	f.mu.Lock()
-	if id != "" {
+	if p != nil {
+		id = p.id
 		st.id = id
 	} else if f.keys[key] == st {
 		delete(f.keys, key)
@@ -547,6 +551,7 @@ func (f *folder) settle(key string, st *keyState, id string) {
 	close(st.done)
 	st.done = nil
 	f.mu.Unlock()
+	return id
 }
 
 // forget drops key if it still names id (its Commit failed).
@@ -561,13 +566,13 @@ func (f *folder) forget(key, id string) {
 	f.mu.Unlock()
 }
 
-// renamed moves key from ID old to ID id.
-func (f *folder) renamed(key, old, id string) {
-	if key == "" {
-		return
-	}
+// renamed gives p the ID id after a name collision, and moves p's key to it.
+// A Put still settling p reads the new ID in settle.
+func (f *folder) renamed(p *pending, id string) {
 	f.mu.Lock()
-	if st := f.keys[key]; st != nil && st.done == nil && st.id == old {
+	old := p.id
+	p.id = id
+	if st := f.keys[p.key]; p.key != "" && st != nil && st.done == nil && st.id == old {
 		st.id = id
 	}
 	f.mu.Unlock()
@@ -617,11 +622,8 @@ func (s *Sink) Put(ctx context.Context, env mail.Envelope, body io.Reader) (mail
 	}
 	key := safeKey(env.Key)
 	if key == "" {
-		p, err := s.write(ctx, f, env, key, body)
-		if err != nil {
-			return "", err
-		}
-		return mail.ID(p.id), nil
+		id, _, err := s.write(ctx, f, env, key, body)
+		return mail.ID(id), err
 	}
 	id, st, err := f.claim(ctx, key)
 	if err != nil {
@@ -634,21 +636,22 @@ func (s *Sink) Put(ctx context.Context, env mail.Envelope, body io.Reader) (mail
 		s.log.Debug("maildir: already stored", "mailbox", env.Mailbox, "id", id)
 		return mail.ID(id), nil
 	}
-	p, err := s.write(ctx, f, env, key, body)
+	_, p, err := s.write(ctx, f, env, key, body)
 	if err != nil {
-		f.settle(key, st, "")
+		f.settle(key, st, nil)
 		return "", err
 	}
-	f.settle(key, st, p.id)
-	return mail.ID(p.id), nil
+	return mail.ID(f.settle(key, st, p)), nil
 }
 
-// write streams body into a new tmp file and queues it for Commit.
-func (s *Sink) write(ctx context.Context, f *folder, env mail.Envelope, key string, body io.Reader) (*pending, error) {
+// write streams body into a new tmp file and queues it for Commit. It returns
+// the message's ID as named when queued (a Commit may rename it later: see
+// settle) and the queued message.
+func (s *Sink) write(ctx context.Context, f *folder, env mail.Envelope, key string, body io.Reader) (string, *pending, error) {
 	tmp := filepath.Join(f.dir, "tmp", s.run+"."+strconv.FormatUint(s.seq.Add(1), 10)+tmpSuffix)
 	fh, err := s.fs.Create(tmp, s.filePerm)
 	if err != nil {
-		return nil, fmt.Errorf("maildir: put %q: %w", env.Mailbox, err)
+		return "", nil, fmt.Errorf("maildir: put %q: %w", env.Mailbox, err)
 	}
 	n, err := copyBody(ctx, fh, body)
 	if err == nil {
@@ -657,13 +660,14 @@ func (s *Sink) write(ctx context.Context, f *folder, env mail.Envelope, key stri
 	if err != nil {
 		fh.Close()
 		s.fs.Remove(tmp)
-		return nil, fmt.Errorf("maildir: put %q: %w", env.Mailbox, err)
+		return "", nil, fmt.Errorf("maildir: put %q: %w", env.Mailbox, err)
 	}
 	p := &pending{folder: f, f: fh, tmp: tmp, sub: "new", key: key, size: n, date: env.Date}
 	if l := srcmaildir.FlagLetters(env.Flags); l != "" {
 		p.sub, p.info = "cur", ":2,"+l
 	}
 	p.id = s.uniqueName(key, n)
+	id := p.id
 	s.mu.Lock()
 	early := s.open >= maxOpenPending
 	s.mu.Unlock()
@@ -673,7 +677,7 @@ func (s *Sink) write(ctx context.Context, f *folder, env mail.Envelope, key stri
 		p.f = nil
 		if err := fh.Close(); err != nil {
 			s.fs.Remove(tmp)
-			return nil, fmt.Errorf("maildir: put %q: %w", env.Mailbox, err)
+			return "", nil, fmt.Errorf("maildir: put %q: %w", env.Mailbox, err)
 		}
 	}
 	s.mu.Lock()
@@ -683,14 +687,14 @@ func (s *Sink) write(ctx context.Context, f *folder, env mail.Envelope, key stri
 			fh.Close()
 		}
 		s.fs.Remove(tmp)
-		return nil, mail.ErrClosed
+		return "", nil, mail.ErrClosed
 	}
 	s.pending = append(s.pending, p)
 	if !early {
 		s.open++
 	}
 	s.mu.Unlock()
-	return p, nil
+	return id, p, nil
 }
 
 // uniqueName returns a fresh Maildir unique name carrying key and size.
@@ -834,8 +838,7 @@ func (s *Sink) publish(p *pending) error {
 			return fmt.Errorf("maildir: commit %s: %w", final, err)
 		}
 		old := p.id
-		p.id = s.uniqueName(p.key, p.size)
-		p.folder.renamed(p.key, old, p.id)
+		p.folder.renamed(p, s.uniqueName(p.key, p.size))
 		s.log.Warn("maildir: file name already taken, using a new one", "id", old)
 	}
 }

@@ -14,7 +14,10 @@ import (
 )
 
 // FlagForwarded is the keyword stored as the Maildir "P" (passed) flag. It is
-// the registered IMAP keyword for forwarded messages (RFC 5788).
+// the registered IMAP keyword for forwarded messages (RFC 5788). Maildir
+// readers such as mutt show P; Dovecot keeps the letter but shows no IMAP
+// flag for it (it stores $Forwarded itself as a dovecot-keywords letter,
+// which this source also reads).
 const FlagForwarded mail.Flag = "$Forwarded"
 
 // letters maps the flags Maildir can store in a file name (the Maildir
