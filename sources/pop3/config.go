@@ -3,6 +3,7 @@ package pop3
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"sort"
 	"strconv"
@@ -83,6 +84,11 @@ func ParseURL(u *url.URL) (*Config, error) {
 	cfg.Host = u.Hostname()
 	if cfg.Host == "" {
 		return nil, bad("no host", "write "+u.Scheme+"://user@host")
+	}
+	if strings.Contains(cfg.Host, ":") {
+		if _, err := netip.ParseAddr(cfg.Host); err != nil {
+			return nil, bad(fmt.Sprintf("host %q is not a valid IPv6 address", cfg.Host), "")
+		}
 	}
 	if p := u.Port(); p != "" {
 		n, err := strconv.Atoi(p)

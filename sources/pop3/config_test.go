@@ -35,6 +35,7 @@ func TestParseURL(t *testing.T) {
 		{raw: "imaps://alice@host", wantErr: "not pop3"},
 		{raw: "pop3s:alice@host", wantErr: "not a server URL"},
 		{raw: "pop3s://al%0Dice@host", wantErr: "control character"},
+		{raw: "pop3://0@::1", wantErr: "not a valid IPv6"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.raw, func(t *testing.T) {
@@ -77,7 +78,7 @@ func TestConfigString(t *testing.T) {
 }
 
 func FuzzParseURL(f *testing.F) {
-	for _, s := range []string{"pop3s://alice@host", "pop3://a%40b@[::1]:110/INBOX?pipelining=0", "pop3s://x@h:99"} {
+	for _, s := range []string{"pop3s://alice@host", "pop3://a%40b@[::1]:110/INBOX?pipelining=0", "pop3s://x@h:99", "pop3://0@[:]:1", "pop3://0@::1", "pop3s://a@[fe80::1%25eth0]:995"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {

@@ -515,6 +515,12 @@ func (ss *session) login(ctx context.Context, o *mail.OpenOptions) error {
 	}
 	denied := func(step string, err error) error {
 		text := strings.ReplaceAll(err.Error(), pw, "<redacted>")
+		// RFC 2449 §8.1.1, RFC 3206: the credentials were fine, but the
+		// maildrop is locked by another session or the server has a
+		// passing problem. Worth retrying, and no reason to exit 4.
+		if code := strings.ToUpper(text); strings.HasPrefix(code, "[IN-USE]") || strings.HasPrefix(code, "[SYS/TEMP]") {
+			return mail.Temp(fmt.Errorf("pop3: login %s: maildrop not available now (%s: server says %q)", ss.cfg.ident(), step, clip(text)))
+		}
 		return fmt.Errorf("pop3: login %s: %w (%s: server says %q)", ss.cfg.ident(), mail.ErrAuth, step, clip(text))
 	}
 	if err := ss.pc.User(ss.cfg.User); err != nil {

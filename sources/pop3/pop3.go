@@ -155,7 +155,14 @@ func abandon(ctx context.Context, ss *session) error {
 	}
 	ss.active = nil
 	b.superseded = true
-	if _, err := io.Copy(io.Discard, b.dr); err != nil {
+	_, err := io.Copy(io.Discard, b.dr)
+	// The abandoned body's context must no longer be able to close the
+	// connection, which serves others now.
+	if b.stop != nil {
+		b.stop()
+		b.stop = nil
+	}
+	if err != nil {
 		return ss.ioErr(ctx, "retr "+string(b.id), err)
 	}
 	return nil
@@ -436,6 +443,8 @@ func (b *body) Read(p []byte) (int, error) {
 	case b.superseded:
 		b.err = fmt.Errorf("pop3: retr %s: the body was abandoned by a later call on the source", b.id)
 		return 0, b.err
+	case b.dr.done:
+		return 0, io.EOF
 	case b.ss.dead != nil:
 		b.err = b.ss.ioErr(b.ctx, "retr "+string(b.id), b.ss.dead)
 		return 0, b.err

@@ -223,7 +223,7 @@ func TestPipelinedOutOfOrder(t *testing.T) {
 	steps := []step{
 		{0, -1}, {1, -1}, {2, -1}, {3, 5}, // sequential: the window grows; early close
 		{4, -1}, {5, -1}, {9, -1}, // skip 6-8, which were prefetched
-		{6, -1},                    // go back
+		{6, -1}, // go back
 		{7, 0}, {8, -1}, {10, 1}, {11, -1}, {12, -1}, {13, -1}, {14, -1},
 		{29, -1}, {28, -1}, {15, -1}, {16, -1}, {17, -1}, {17, -1}, // the same message twice
 	}
@@ -495,6 +495,18 @@ func TestAuthRejected(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "alice@127.0.0.1") || strings.Contains(err.Error(), "wrong-password") {
 		t.Fatalf("error %q: want user@host named and no password", err)
+	}
+}
+
+// TestLoginMaildropLocked: [IN-USE] or [SYS/TEMP] after PASS (RFC 3206) is
+// a temporary failure, not rejected credentials.
+func TestLoginMaildropLocked(t *testing.T) {
+	for _, text := range []string{"[IN-USE] Mailbox is locked", "[SYS/TEMP] try later"} {
+		f := newFakeServer(t, fakeOpts{passErr: text}, bodies(1)...)
+		_, err := New(context.Background(), f.config(), options(t))
+		if err == nil || errors.Is(err, mail.ErrAuth) || !mail.Temporary(err) {
+			t.Fatalf("New() with PASS -ERR %s = %v, want a temporary error that is not ErrAuth", text, err)
+		}
 	}
 }
 

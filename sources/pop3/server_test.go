@@ -52,6 +52,7 @@ type fakeOpts struct {
 	hangRetr    bool   // answer nothing to RETR (B2)
 	quitErr     bool   // -ERR to QUIT, without committing
 	dropBefQuit bool   // close the connection when QUIT arrives, without committing
+	passErr     string // -ERR text for a correct PASS, e.g. "[IN-USE] locked"
 }
 
 type fakeMsg struct {
@@ -266,6 +267,10 @@ func (fc *fakeConn) handle(cmd, arg string) bool {
 		case "PASS":
 			if fc.user != testUser || arg != testPass {
 				fc.reply("-ERR [AUTH] invalid login")
+				return true
+			}
+			if o.passErr != "" {
+				fc.reply("-ERR " + o.passErr)
 				return true
 			}
 			fc.authed = true
