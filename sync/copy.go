@@ -49,6 +49,9 @@ type Options struct {
 	// for one commit (sink fsync + checkpoint fsync). Defaults 64 and 2 s.
 	BatchSize  int
 	BatchDelay time.Duration
+	// FetchBatch is how many messages of one mailbox a worker asks a
+	// mail.BatchOpener source for at once (default 32).
+	FetchBatch int
 	// Stats, if set, is updated during the run (for progress displays).
 	Stats *Stats
 	// Logger receives the engine's records; nil discards.
@@ -99,6 +102,9 @@ func (o *Options) defaults() {
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = 64
+	}
+	if o.FetchBatch <= 0 {
+		o.FetchBatch = 32
 	}
 	if o.BatchDelay <= 0 {
 		o.BatchDelay = 2 * time.Second
@@ -190,7 +196,7 @@ func Copy(ctx context.Context, src mail.Source, dst mail.Sink, opt Options) (*Re
 	runCtx, cancelRun := context.WithCancelCause(ctx)
 	defer cancelRun(nil)
 	g, gctx := errgroup.WithContext(runCtx)
-	jobs := make(chan job, 2*workers)
+	jobs := make(chan []job, 2*workers)
 	dones := make(chan done, 4*opt.BatchSize)
 	var mu stdsync.Mutex // guards res.Failures, res.Skipped
 	fail := func(list *[]Failure, env mail.Envelope, err error) {
@@ -209,18 +215,17 @@ func Copy(ctx context.Context, src mail.Source, dst mail.Sink, opt Options) (*Re
 		st.current.Store("")
 		return nil
 	})
+	batchOpener, _ := src.(mail.BatchOpener)
 	for range workers {
 		g.Go(func() error {
-			for j := range jobs {
-				d, err := copyOne(gctx, src, dst, j, opt)
+			settle := func(j job, d done, err error) error {
 				box := st.Box(j.env.Mailbox)
 				switch {
 				case err == nil:
-					select {
-					case dones <- d:
-					case <-gctx.Done():
-						return gctx.Err()
-					}
+					// Stored: hand it to the committer even when the run is being
+					// cancelled; it drains until the end, so this cannot block for
+					// good, and the message gets recorded instead of re-copied.
+					dones <- d
 				case gctx.Err() != nil:
 					return gctx.Err()
 				case mail.Fatal(err):
@@ -234,6 +239,25 @@ func Copy(ctx context.Context, src mail.Source, dst mail.Sink, opt Options) (*Re
 					box.Failed.Add(1)
 					fail(&res.Failures, j.env, err)
 					opt.Logger.Error("message not copied", "mailbox", j.env.Mailbox, "id", j.env.ID, "err", err)
+				}
+				return nil
+			}
+			for b := range jobs {
+				handled := make([]bool, len(b))
+				if batchOpener != nil && len(b) > 1 {
+					if err := copyBatch(gctx, batchOpener, dst, b, handled, opt, settle); err != nil {
+						return err
+					}
+				}
+				// One by one, with retries: everything a batch did not finish.
+				for i, j := range b {
+					if handled[i] {
+						continue
+					}
+					d, err := copyOne(gctx, src, dst, j, opt)
+					if err := settle(j, d, err); err != nil {
+						return err
+					}
 				}
 			}
 			return nil
@@ -259,7 +283,7 @@ func Copy(ctx context.Context, src mail.Source, dst mail.Sink, opt Options) (*Re
 }
 
 // listMailbox sends the messages of mb that need copying to jobs.
-func listMailbox(ctx context.Context, src mail.Source, mb string, opt Options, jobs chan<- job, dones chan<- done, skip func(mail.Envelope, error)) error {
+func listMailbox(ctx context.Context, src mail.Source, mb string, opt Options, jobs chan<- []job, dones chan<- done, skip func(mail.Envelope, error)) error {
 	st := opt.Stats
 	box := st.Box(mb)
 	st.current.Store(mb)
@@ -313,6 +337,19 @@ func listMailbox(ctx context.Context, src mail.Source, mb string, opt Options, j
 			}
 		}
 	}
+	var batch []job
+	var batchBytes int64
+	send := func(b []job) error {
+		if len(b) == 0 {
+			return nil
+		}
+		select {
+		case jobs <- b:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	for _, env := range fresh {
 		if opt.MaxSize > 0 && env.Size > opt.MaxSize {
 			box.Skipped.Add(1)
@@ -331,14 +368,28 @@ func listMailbox(ctx context.Context, src mail.Source, mb string, opt Options, j
 		if opt.DryRun {
 			continue
 		}
-		select {
-		case jobs <- job{env: env, candidates: orphans[env.Size]}:
-		case <-ctx.Done():
-			return ctx.Err()
+		j := job{env: env, candidates: orphans[env.Size]}
+		if len(j.candidates) > 0 { // re-matching needs the one-by-one path
+			if err := send([]job{j}); err != nil {
+				return err
+			}
+			continue
+		}
+		batch = append(batch, j)
+		batchBytes += max(env.Size, 0)
+		if len(batch) >= opt.FetchBatch || batchBytes >= fetchBatchBytes {
+			if err := send(batch); err != nil {
+				return err
+			}
+			batch, batchBytes = nil, 0
 		}
 	}
-	return nil
+	return send(batch)
 }
+
+// fetchBatchBytes caps the size hints of one batch, so one worker does not
+// hold a long run of big messages while the others idle.
+const fetchBatchBytes = 8 << 20
 
 // copyOne copies one message, retrying temporary failures.
 func copyOne(ctx context.Context, src mail.Source, dst mail.Sink, j job, opt Options) (done, error) {
@@ -353,19 +404,67 @@ func copyOne(ctx context.Context, src mail.Source, dst mail.Sink, j job, opt Opt
 			return done{}, fmt.Errorf("open: %w", err)
 		}
 		defer rc.Close()
-		hr := mail.NewHashReader(rc)
-		put := j.env
-		put.Mailbox = opt.dstName(j.env.Mailbox)
-		id, err := dst.Put(ctx, put, hr)
-		if err != nil {
-			return done{}, fmt.Errorf("put: %w", err)
-		}
-		opt.Step("put")
-		dg := hr.Digest()
-		opt.Stats.Bytes.Add(dg.Bytes)
-		opt.Stats.Box(j.env.Mailbox).Bytes.Add(dg.Bytes)
-		return done{env: j.env, rec: checkpoint.Record{Mailbox: j.env.Mailbox, ID: j.env.ID, Dst: id, Size: j.env.Size, SHA256: hex.EncodeToString(dg.SHA256[:])}}, nil
+		return putOne(ctx, dst, j.env, rc, opt)
 	})
+}
+
+// putOne stores one message body into dst, counting and hashing it.
+func putOne(ctx context.Context, dst mail.Sink, env mail.Envelope, body io.Reader, opt Options) (done, error) {
+	hr := mail.NewHashReader(body)
+	put := env
+	put.Mailbox = opt.dstName(env.Mailbox)
+	id, err := dst.Put(ctx, put, hr)
+	if err != nil {
+		return done{}, fmt.Errorf("put: %w", err)
+	}
+	opt.Step("put")
+	dg := hr.Digest()
+	opt.Stats.Bytes.Add(dg.Bytes)
+	opt.Stats.Box(env.Mailbox).Bytes.Add(dg.Bytes)
+	return done{env: env, rec: checkpoint.Record{Mailbox: env.Mailbox, ID: env.ID, Dst: id, Size: env.Size, SHA256: hex.EncodeToString(dg.SHA256[:])}}, nil
+}
+
+// copyBatch streams a batch through one BatchOpener request, marking what
+// it stored in handled. Anything it did not finish (a failed Put, a dropped
+// connection, a message the server did not return) is left unmarked for
+// the one-by-one path, which retries and classifies it. Only a fatal error
+// or cancellation is returned.
+func copyBatch(ctx context.Context, bo mail.BatchOpener, dst mail.Sink, b []job, handled []bool, opt Options, settle func(job, done, error) error) error {
+	index := make(map[mail.ID]int, len(b))
+	envs := make([]mail.Envelope, len(b))
+	for i, j := range b {
+		index[j.env.ID] = i
+		envs[i] = j.env
+	}
+	var settleErr error
+	err := bo.OpenBatch(ctx, envs, func(env mail.Envelope, body io.Reader) error {
+		i, ok := index[env.ID]
+		if !ok || handled[i] {
+			return fmt.Errorf("batch: source returned %s %s twice or unasked", env.Mailbox, env.ID)
+		}
+		d, err := putOne(ctx, dst, b[i].env, body, opt)
+		if err != nil {
+			return err
+		}
+		handled[i] = true
+		if err := settle(b[i], d, nil); err != nil {
+			settleErr = err
+			return err
+		}
+		return nil
+	})
+	switch {
+	case settleErr != nil:
+		return settleErr
+	case err == nil:
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case mail.Fatal(err):
+		return err
+	default:
+		opt.Logger.Debug("batch fetch ended early; finishing one by one", "err", err)
+	}
+	return nil
 }
 
 // claimed remembers orphan records already matched in this run, so that two

@@ -348,3 +348,26 @@ func TestF7HostileFolderSkippedOthersCopied(t *testing.T) {
 		t.Fatalf("Copy = %v, failures %v, INBOX %d", err, res.Failures, len(mem.Messages("INBOX")))
 	}
 }
+
+// TestBatchFetchFallsBack: a batching source that drops messages and
+// connections mid-batch still yields every message exactly once.
+func TestBatchFetchFallsBack(t *testing.T) {
+	mem := mailtest.NewMemSource(fixtures(100, "INBOX", "Archive"))
+	src := &mailtest.BatchSource{MemSource: mem, Skip: map[mail.ID]bool{"3": true, "17": true}, DropAfter: 9}
+	sink := mailtest.NewMemSink()
+	dst := &mailtest.FaultSink{Sink: sink, Fail: func(n int, env mail.Envelope) error {
+		if n%13 == 0 {
+			return mail.Temp(errors.New("flaky"))
+		}
+		return nil
+	}}
+	cp := openCP(t, filepath.Join(t.TempDir(), "cp.jsonl"))
+	res, err := Copy(context.Background(), src, dst, fastOpts(cp))
+	if err != nil || len(res.Failures) != 0 || total(sink) != 100 || cp.Len() != 100 || src.Batches.Load() == 0 {
+		t.Fatalf("Copy = %v, failures %v, stored %d, recorded %d, batches %d", err, res.Failures, total(sink), cp.Len(), src.Batches.Load())
+	}
+	rep, err := Verify(context.Background(), mem, sink.Source(), VerifyOptions{})
+	if err != nil || rep.Missing != 0 {
+		t.Fatalf("Verify = %v, missing %d", err, rep.Missing)
+	}
+}

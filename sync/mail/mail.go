@@ -119,6 +119,18 @@ type Committer interface {
 	Commit(ctx context.Context) error
 }
 
+// BatchOpener is implemented by sources that stream many messages of one
+// mailbox in a single request (IMAP: one UID FETCH for a set of UIDs), which
+// saves a round trip and server work per message. OpenBatch calls fn once
+// for each message of envs it can serve, in the source's order, with the
+// body as the source stores it; the body is valid only during fn. A message
+// the source does not return is simply not passed to fn: the caller falls
+// back to Open for it. An error from fn stops OpenBatch, which returns it;
+// so does a failure of the request. All envs are of the same mailbox.
+type BatchOpener interface {
+	OpenBatch(ctx context.Context, envs []Envelope, fn func(env Envelope, body io.Reader) error) error
+}
+
 // Remover is implemented by sources that can delete messages after they were
 // copied (POP3 DELE, IMAP \Deleted + UID EXPUNGE). The engine calls it only
 // after the sink committed the messages and the checkpoint recorded them.

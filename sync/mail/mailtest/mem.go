@@ -268,3 +268,36 @@ func (s *MemSink) Close() error {
 	s.closed = true
 	return nil
 }
+
+// BatchSource adds mail.BatchOpener to a MemSource. Skip lists IDs it does
+// not return (as a server that lost them), and DropAfter, if positive, ends
+// each batch with a temporary error after that many messages.
+type BatchSource struct {
+	*MemSource
+	Skip      map[mail.ID]bool
+	DropAfter int
+	Batches   atomic.Int64
+}
+
+// OpenBatch serves envs one after the other.
+func (b *BatchSource) OpenBatch(ctx context.Context, envs []mail.Envelope, fn func(mail.Envelope, io.Reader) error) error {
+	b.Batches.Add(1)
+	for i, e := range envs {
+		if b.DropAfter > 0 && i == b.DropAfter {
+			return mail.Temp(io.ErrUnexpectedEOF)
+		}
+		if b.Skip[e.ID] {
+			continue
+		}
+		rc, err := b.Open(ctx, e)
+		if err != nil {
+			return err
+		}
+		err = fn(e, rc)
+		rc.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,399 @@
+package mailtest
+
+import (
+	"bytes"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Direction names one way through a FaultProxy.
+type Direction int
+
+const (
+	// Down is server to client.
+	Down Direction = iota
+	// Up is client to server.
+	Up
+)
+
+func (d Direction) String() string {
+	if d == Up {
+		return "up"
+	}
+	return "down"
+}
+
+// Action is what a Fault does once it triggers.
+type Action int
+
+const (
+	// Pass forwards everything.
+	Pass Action = iota
+	// Drop closes both connections (FIN): the client sees EOF.
+	Drop
+	// Reset closes both connections with SO_LINGER 0, so the client gets a
+	// TCP RST (ECONNRESET) rather than EOF (toxiproxy reset_peer).
+	Reset
+	// Stall stops forwarding in both directions but keeps both connections
+	// open: whatever arrives is read and discarded (toxiproxy timeout=0).
+	// The client must give up on its own deadline.
+	Stall
+)
+
+func (a Action) String() string {
+	return [...]string{"pass", "drop", "reset", "stall"}[a]
+}
+
+// Fault is what a FaultProxy does to one connection. The zero value
+// forwards everything at full speed.
+type Fault struct {
+	// Action happens as soon as After bytes have been delivered in
+	// direction Dir: a chunk crossing offset After is cut there, and no
+	// byte past it is delivered (for Stall, in either direction). After 0
+	// acts on the first chunk in Dir (for Down: the greeting). A stream
+	// that ends before offset After is never faulted.
+	Action Action
+	Dir    Direction
+	After  int64
+	// Rate, when positive, limits each direction to this many bytes per
+	// second (delivered in slices of about 1/20 s).
+	Rate int
+	// Fragment, when positive, delivers each chunk in writes of 1 to
+	// Fragment bytes (sizes cycling 1, 2, ..., Fragment), each its own TCP
+	// segment (TCP_NODELAY): the client's parser sees lines, literals and
+	// the POP3 "." terminator split anywhere (toxiproxy slicer).
+	Fragment int
+	// Rewrite, when set, may change each chunk before it is delivered (a
+	// man in the middle, e.g. stripping STARTTLS from a greeting). A chunk
+	// is what one read returned, so a pattern split across reads is not
+	// seen; greetings and short replies arrive whole on loopback.
+	Rewrite func(dir Direction, chunk []byte) []byte
+}
+
+// FirstConn returns a schedule that applies f to the first connection only:
+// later connections (the client's retry, or the next run) work.
+func FirstConn(f Fault) func(n int) Fault {
+	return func(n int) Fault {
+		if n == 1 {
+			return f
+		}
+		return Fault{}
+	}
+}
+
+// EveryConn returns a schedule that applies f to every connection: a
+// persistent fault.
+func EveryConn(f Fault) func(n int) Fault {
+	return func(int) Fault { return f }
+}
+
+// ConnStats describes one connection that went through a FaultProxy.
+type ConnStats struct {
+	// Bytes delivered, indexed by Direction.
+	Bytes [2]int64
+	// Fault is what the schedule gave this connection, and Fired whether
+	// its action happened.
+	Fault Fault
+	Fired bool
+}
+
+// FaultProxy is a TCP proxy for network-fault tests (RELIABILITY-PLAN
+// H-Toxi): it listens on 127.0.0.1, forwards each accepted connection to a
+// target, and applies the Fault its schedule returns for that connection
+// (numbered from 1 in accept order). Its methods are safe for concurrent
+// use. Close (registered with t.Cleanup) closes the listener and every
+// connection, and waits for its goroutines.
+type FaultProxy struct {
+	// Addr is the listening address, "127.0.0.1:port".
+	Addr string
+
+	target string
+	ln     net.Listener
+	done   chan struct{}
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	schedule func(n int) Fault
+	conns    []*proxyConn
+	record   bool
+	recorded [2]bytes.Buffer
+	closed   bool
+}
+
+// recordMax bounds what Record keeps per direction.
+const recordMax = 16 << 20
+
+// NewFaultProxy starts a proxy to target ("host:port") that forwards
+// everything until SetSchedule says otherwise.
+func NewFaultProxy(t testing.TB, target string) *FaultProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("mailtest: fault proxy: %v", err)
+	}
+	p := &FaultProxy{Addr: ln.Addr().String(), target: target, ln: ln, done: make(chan struct{})}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// Port returns the listening port, for URLs that must keep a host name
+// matching the server certificate ("localhost:" + p.Port()).
+func (p *FaultProxy) Port() string {
+	_, port, _ := net.SplitHostPort(p.Addr)
+	return port
+}
+
+// SetSchedule sets the fault for connections accepted from now on: f(n)
+// for the n-th connection since the proxy started. nil forwards everything.
+func (p *FaultProxy) SetSchedule(f func(n int) Fault) {
+	p.mu.Lock()
+	p.schedule = f
+	p.mu.Unlock()
+}
+
+// Record turns recording of delivered bytes on or off (at most 16 MiB per
+// direction are kept), and Recorded returns them, all connections
+// concatenated in delivery order.
+func (p *FaultProxy) Record(on bool) {
+	p.mu.Lock()
+	p.record = on
+	p.mu.Unlock()
+}
+
+// Recorded returns a copy of the bytes recorded in direction d.
+func (p *FaultProxy) Recorded(d Direction) []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return bytes.Clone(p.recorded[d].Bytes())
+}
+
+// Conns returns the statistics of every connection accepted so far, in
+// accept order.
+func (p *FaultProxy) Conns() []ConnStats {
+	p.mu.Lock()
+	conns := p.conns
+	p.mu.Unlock()
+	// c.mu is taken after p.mu is released: pumps hold c.mu while
+	// recording, which takes p.mu.
+	out := make([]ConnStats, len(conns))
+	for i, c := range conns {
+		c.mu.Lock()
+		out[i] = ConnStats{Bytes: c.bytes, Fault: c.fault, Fired: c.fired}
+		c.mu.Unlock()
+	}
+	return out
+}
+
+// Close stops the proxy: the listener and all connections are closed. It
+// is idempotent.
+func (p *FaultProxy) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	close(p.done)
+	conns := p.conns
+	p.mu.Unlock()
+	err := p.ln.Close()
+	for _, c := range conns {
+		c.closeAll(false)
+	}
+	p.wg.Wait()
+	return err
+}
+
+func (p *FaultProxy) accept() {
+	defer p.wg.Done()
+	for {
+		client, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			client.Close()
+			return
+		}
+		var f Fault
+		if p.schedule != nil {
+			f = p.schedule(len(p.conns) + 1)
+		}
+		c := &proxyConn{p: p, client: client, fault: f}
+		p.conns = append(p.conns, c)
+		p.wg.Add(1)
+		p.mu.Unlock()
+		go c.run()
+	}
+}
+
+// proxyConn is one client connection and its connection to the target.
+type proxyConn struct {
+	p      *FaultProxy
+	client net.Conn
+	fault  Fault
+
+	mu      sync.Mutex
+	server  net.Conn
+	bytes   [2]int64
+	fired   bool
+	stalled bool
+	closed  bool
+}
+
+func (c *proxyConn) run() {
+	defer c.p.wg.Done()
+	server, err := net.DialTimeout("tcp", c.p.target, 10*time.Second)
+	c.mu.Lock()
+	if err != nil || c.closed {
+		c.mu.Unlock()
+		c.client.Close()
+		if server != nil {
+			server.Close()
+		}
+		return
+	}
+	c.server = server
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); c.pump(Down, server, c.client) }()
+	go func() { defer wg.Done(); c.pump(Up, c.client, server) }()
+	wg.Wait()
+}
+
+// pump copies src to dst for direction dir, applying the fault.
+func (c *proxyConn) pump(dir Direction, src, dst net.Conn) {
+	f := c.fault
+	size := 32 << 10
+	if f.Rate > 0 {
+		size = max(1, min(size, f.Rate/20))
+	}
+	buf := make([]byte, size)
+	start := time.Now()
+	var sent int64
+	seg := 0 // the last fragment size
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			chunk := buf[:n]
+			if f.Rewrite != nil {
+				chunk = f.Rewrite(dir, chunk)
+			}
+			c.mu.Lock()
+			if c.stalled || c.closed {
+				c.mu.Unlock()
+				continue // a stall discards; after a drop reads fail soon
+			}
+			act := false
+			if f.Action != Pass && dir == f.Dir && !c.fired {
+				if left := f.After - c.bytes[dir]; int64(len(chunk)) >= left {
+					chunk, act = chunk[:max(left, 0)], true
+					c.fired = true
+					if f.Action == Stall {
+						c.stalled = true // before the write: the other pump stops now too
+					}
+				}
+			}
+			c.bytes[dir] += int64(len(chunk))
+			c.p.keep(dir, chunk)
+			c.mu.Unlock()
+			if err := c.write(dst, chunk, &seg); err != nil {
+				c.closeAll(false)
+				return
+			}
+			if act && f.Action != Stall {
+				c.closeAll(f.Action == Reset)
+				return
+			}
+			if f.Rate > 0 && !c.pace(&sent, int64(len(chunk)), start, f.Rate) {
+				return
+			}
+		}
+		if rerr != nil {
+			c.mu.Lock()
+			stalled := c.stalled
+			c.mu.Unlock()
+			// While stalled, a server that hangs up must not release the
+			// client: only the client's own give-up (or Close) ends it.
+			if !stalled || dir == Up {
+				c.closeAll(false)
+			}
+			return
+		}
+	}
+}
+
+// write delivers b to dst, in fragments if the fault says so.
+func (c *proxyConn) write(dst net.Conn, b []byte, seg *int) error {
+	if c.fault.Fragment <= 0 {
+		_, err := dst.Write(b)
+		return err
+	}
+	for len(b) > 0 {
+		*seg = *seg%c.fault.Fragment + 1
+		n := min(*seg, len(b))
+		if _, err := dst.Write(b[:n]); err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// pace waits until sent bytes are due at rate bytes per second; false
+// when the proxy closed meanwhile.
+func (c *proxyConn) pace(sent *int64, n int64, start time.Time, rate int) bool {
+	*sent += n
+	due := start.Add(time.Duration(float64(*sent) / float64(rate) * float64(time.Second)))
+	wait := time.Until(due)
+	if wait <= 0 {
+		return true
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.p.done:
+		return false
+	}
+}
+
+// closeAll closes both connections, with an RST towards the client when
+// reset is set.
+func (c *proxyConn) closeAll(reset bool) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	server := c.server
+	c.mu.Unlock()
+	if tc, ok := c.client.(*net.TCPConn); ok && reset {
+		tc.SetLinger(0)
+	}
+	if tc, ok := server.(*net.TCPConn); ok && reset {
+		tc.SetLinger(0)
+	}
+	c.client.Close()
+	if server != nil {
+		server.Close()
+	}
+}
+
+// keep records delivered bytes; c.mu is held, p.mu is taken.
+func (p *FaultProxy) keep(dir Direction, b []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.record && p.recorded[dir].Len()+len(b) <= recordMax {
+		p.recorded[dir].Write(b)
+	}
+}
