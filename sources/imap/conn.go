@@ -45,8 +45,10 @@ const (
 //
 // Every read and write is bounded by o.Timeout (DefaultIOTimeout when zero)
 // of inactivity rather than by imapclient's absolute deadlines; a connection
-// that stays silent in both directions that long is closed, so callers that
-// keep connections idle must check Client.Closed before reuse.
+// that stays silent in both directions that long is closed (imapclient
+// always waits for the next response, so this includes a connection kept
+// idle: check Client.Closed before reusing one). Client.Close blocks while
+// a FETCH literal is handed out and unread: read it to the end first.
 //
 // Errors: dial and TLS failures wrap mail.ErrUnreachable (via
 // mail.DialError, with a --ca-file hint for certificate problems); rejected
@@ -57,7 +59,8 @@ func Dial(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*imapclient.Cl
 	if o == nil {
 		o = &mail.OpenOptions{}
 	}
-	return dial(ctx, cfg, o, logger(cfg, o), nil)
+	c, _, err := dial(ctx, cfg, o, logger(cfg, o))
+	return c, err
 }
 
 // logger returns o's logger with the fixed endpoint attributes.
@@ -76,18 +79,20 @@ func timeouts(o *mail.OpenOptions) (dialT, ioT time.Duration) {
 	return DefaultDialTimeout, DefaultIOTimeout
 }
 
-// dial is Dial with extra imapclient options (unilateral data handlers).
-func dial(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Logger, copts *imapclient.Options) (*imapclient.Client, error) {
+// dial is Dial that also returns the connection under the client, to
+// pause its inactivity limit while idle and to close it without blocking
+// (Client.Close blocks while a FETCH literal is unread, see conn.close).
+func dial(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Logger) (*imapclient.Client, *deadlineConn, error) {
 	start := time.Now()
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("imap: connect %s: %w", cfg.Addr(), err)
+		return nil, nil, fmt.Errorf("imap: connect %s: %w", cfg.Addr(), err)
 	}
 	if o.Password == nil {
-		return nil, &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: no password source", cfg), Hint: passwordHint(o)}
+		return nil, nil, &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: no password source", cfg), Hint: passwordHint(o)}
 	}
 	tlsCfg, err := mail.TLSConfig(cfg.Host, o.CAFile)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	dialT, ioT := timeouts(o)
 	addr := cfg.Addr()
@@ -117,7 +122,7 @@ func dial(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Logge
 		disarm = func() bool { ok := stop(); cancel(); return ok }
 	}
 	arm()
-	fail := func(err error) (*imapclient.Client, error) {
+	fail := func(err error) (*imapclient.Client, *deadlineConn, error) {
 		expired := dctx.Err() != nil
 		disarm()
 		if c != nil {
@@ -125,12 +130,12 @@ func dial(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Logge
 		}
 		closeRaw()
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("imap: connect %s: %w", addr, ctx.Err())
+			return nil, nil, fmt.Errorf("imap: connect %s: %w", addr, ctx.Err())
 		}
 		if expired && !errors.Is(err, mail.ErrAuth) && !errors.Is(err, mail.ErrUnreachable) {
-			return nil, mail.DialError(addr, fmt.Errorf("no answer within %v: %w", dialT, err))
+			return nil, nil, mail.DialError(addr, fmt.Errorf("no answer within %v: %w", dialT, err))
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	conn, err := (&net.Dialer{}).DialContext(dctx, "tcp", addr)
 	if err != nil {
@@ -151,7 +156,7 @@ func dial(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Logge
 	case TLSImplicit:
 		tc := tls.Client(dc, withALPN(tlsCfg))
 		if err := tc.HandshakeContext(dctx); err != nil {
-			return fail(mail.DialError(addr, fmt.Errorf("tls: %w", err)))
+			return fail(mail.DialError(addr, err))
 		}
 		top = tc
 	case TLSStartTLS:
@@ -169,11 +174,7 @@ func dial(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Logge
 		top = tr.wrap(top)
 	}
 
-	var opts imapclient.Options
-	if copts != nil {
-		opts = *copts
-	}
-	c = imapclient.New(top, &opts)
+	c = imapclient.New(top, nil)
 	if err := c.WaitGreeting(); err != nil {
 		var ie *imap.Error
 		if errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeBye {
@@ -206,7 +207,7 @@ func dial(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Logge
 		return fail(errors.New("connection closed"))
 	}
 	log.Debug("imap: connected to "+cfg.ident(), "elapsed", time.Since(start))
-	return c, nil
+	return c, dc, nil
 }
 
 func passwordHint(o *mail.OpenOptions) string {
@@ -235,7 +236,13 @@ func withALPN(c *tls.Config) *tls.Config {
 // whether it is encrypted.
 func startTLS(ctx context.Context, dc net.Conn, tlsCfg *tls.Config, allowPlain bool, tr *tracer, addr string) (net.Conn, bool, error) {
 	br := bufio.NewReaderSize(dc, 8192)
+	lines := 0
 	readLine := func() (string, error) {
+		if lines++; lines > 100 {
+			// A server chattering without ever answering must not keep us
+			// here: the inactivity limit alone would not end it.
+			return "", mail.DialError(addr, errors.New("more than 100 lines before TLS"))
+		}
 		b, err := br.ReadSlice('\n')
 		if err == bufio.ErrBufferFull {
 			return "", mail.DialError(addr, errors.New("server line longer than 8 KiB before TLS"))
@@ -329,7 +336,7 @@ func startTLS(ctx context.Context, dc net.Conn, tlsCfg *tls.Config, allowPlain b
 	}
 	tc := tls.Client(dc, tlsCfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
-		return nil, false, mail.DialError(addr, fmt.Errorf("tls: %w", err))
+		return nil, false, mail.DialError(addr, err)
 	}
 	// imapclient waits for a greeting; the real one was consumed in clear
 	// text. Its capabilities are discarded anyway (RFC 9051 §6.2.1): the
@@ -436,12 +443,37 @@ func (p *plainClient) Next([]byte) ([]byte, error) {
 // connection alive as long as bytes move; a peer silent in both directions
 // for timeout is dead. The TLS layer above forwards its deadlines here,
 // where they are ignored the same way.
+//
+// While idle (no command outstanding, see setIdle) there is no limit:
+// imapclient always has a Read pending, and a connection waiting in a pool
+// or for a slow List callback must not die of it.
 type deadlineConn struct {
 	net.Conn
 	timeout time.Duration
+	mu      sync.Mutex
+	idle    bool
 }
 
-func (c *deadlineConn) arm() { c.Conn.SetDeadline(time.Now().Add(c.timeout)) }
+func (c *deadlineConn) arm() {
+	c.mu.Lock()
+	if !c.idle {
+		c.Conn.SetDeadline(time.Now().Add(c.timeout))
+	}
+	c.mu.Unlock()
+}
+
+// setIdle lifts the limit (idle) or re-arms it (busy), also for a Read
+// already waiting.
+func (c *deadlineConn) setIdle(idle bool) {
+	c.mu.Lock()
+	c.idle = idle
+	if idle {
+		c.Conn.SetDeadline(time.Time{})
+	} else {
+		c.Conn.SetDeadline(time.Now().Add(c.timeout))
+	}
+	c.mu.Unlock()
+}
 
 func (c *deadlineConn) Read(b []byte) (int, error) {
 	c.arm()

@@ -30,9 +30,8 @@ func TestDialMemServer(t *testing.T) {
 				t.Fatalf("Dial() = %v", err)
 			}
 			defer c.Close()
-			if got := c.State(); got != imap.ConnStateAuthenticated {
-				t.Fatalf("State() = %v, want authenticated", got)
-			}
+			// Not c.State(): imapclient updates it just after Authenticate
+			// returns, so it may still say "not authenticated".
 			if _, err := c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
 				t.Fatalf("EXAMINE INBOX = %v", err)
 			}

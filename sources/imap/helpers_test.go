@@ -257,6 +257,8 @@ func (f *fakeServer) serve(fc *fakeConn) {
 			fc.send("* LIST () \"/\" INBOX\r\n%s OK done\r\n", tag)
 		case "EXAMINE", "SELECT":
 			fc.send("* 1 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 6] n\r\n* FLAGS (\\Seen)\r\n%s OK [READ-ONLY] done\r\n", tag)
+		case "FETCH": // a listing
+			fc.send("* 1 FETCH (UID 5 FLAGS (\\Seen) INTERNALDATE \"02-Jan-2024 03:04:05 +0000\" RFC822.SIZE 21)\r\n%s OK done\r\n", tag)
 		case "NOOP":
 			fc.send("%s OK done\r\n", tag)
 		case "LOGOUT":

@@ -88,9 +88,27 @@ var _ mail.Source = (*Source)(nil)
 // conn is one logged-in connection and the mailbox it has EXAMINEd.
 type conn struct {
 	c    *imapclient.Client
-	box  string // server name of the selected mailbox, "" if none
+	dc   *deadlineConn // the TCP connection under c
+	box  string        // server name of the selected mailbox, "" if none
 	uidv uint32
 	num  uint32 // messages in box at EXAMINE
+}
+
+// kill breaks the connection at once, from any goroutine: whoever is
+// reading from it gets an error. It never blocks.
+func (cn *conn) kill() { cn.dc.Conn.Close() }
+
+// close shuts the connection down and waits for imapclient's reader. That
+// reader parks while a FETCH literal is handed out and unread, and
+// Client.Close waits for it, so Client.Close alone deadlocks mid-body: kill
+// first, then drain lit (if one is open, owned by the caller), whose reads
+// now fail at once and release the reader.
+func (cn *conn) close(lit io.Reader) {
+	cn.kill()
+	if lit != nil {
+		io.Copy(io.Discard, lit)
+	}
+	cn.c.Close()
 }
 
 func (cn *conn) dead() bool {
@@ -133,11 +151,12 @@ func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Source, error)
 			return p, err
 		}
 	}
-	c, err := dial(ctx, cfg, &s.o, s.log, nil)
+	c, dc, err := dial(ctx, cfg, &s.o, s.log)
 	if err != nil {
 		return nil, err
 	}
-	s.ctl = &conn{c: c}
+	dc.setIdle(true)
+	s.ctl = &conn{c: c, dc: dc}
 	s.all[s.ctl] = struct{}{}
 	return s, nil
 }
@@ -164,8 +183,8 @@ func Register(r *mail.Registry) {
 func (s *Source) Limits() mail.Limits { return mail.Limits{Conns: s.conns} }
 
 // Close closes every connection, including those of bodies still being
-// read (their Read then fails). It is idempotent; later calls of the other
-// methods return mail.ErrClosed.
+// read (their Read then fails). It does not wait for those readers. It is
+// idempotent; later calls of the other methods return mail.ErrClosed.
 func (s *Source) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -173,11 +192,19 @@ func (s *Source) Close() error {
 		return nil
 	}
 	s.closed = true
+	idle := map[*conn]bool{}
+	for _, cn := range s.idle {
+		idle[cn] = true
+	}
 	all := s.all
 	s.all, s.idle = map[*conn]struct{}{}, nil
 	s.mu.Unlock()
 	for cn := range all {
-		cn.c.Close()
+		if idle[cn] {
+			cn.close(nil) // nobody reads from it
+		} else {
+			cn.kill() // its user finishes the shutdown when it notices
+		}
 	}
 	return nil
 }
@@ -190,7 +217,7 @@ func (s *Source) isClosed() bool {
 
 // newConn dials a connection and registers it for Close.
 func (s *Source) newConn(ctx context.Context) (*conn, error) {
-	c, err := dial(ctx, s.cfg, &s.o, s.log, nil)
+	c, dc, err := dial(ctx, s.cfg, &s.o, s.log)
 	if err != nil {
 		if ctx.Err() == nil && errors.Is(err, mail.ErrUnreachable) {
 			// The first connection worked, so this is the network or the
@@ -200,23 +227,26 @@ func (s *Source) newConn(ctx context.Context) (*conn, error) {
 		}
 		return nil, err
 	}
-	cn := &conn{c: c}
+	cn := &conn{c: c, dc: dc}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		c.Close()
+	closed := s.closed
+	if !closed {
+		s.all[cn] = struct{}{}
+	}
+	s.mu.Unlock()
+	if closed {
+		cn.close(nil)
 		return nil, fmt.Errorf("imap: %s: %w", s.cfg.ident(), mail.ErrClosed)
 	}
-	s.all[cn] = struct{}{}
 	return cn, nil
 }
 
-// drop closes cn and forgets it.
+// drop closes cn, which has no literal open, and forgets it.
 func (s *Source) drop(cn *conn) {
 	s.mu.Lock()
 	delete(s.all, cn)
 	s.mu.Unlock()
-	cn.c.Close()
+	cn.close(nil)
 }
 
 // control locks and returns the control connection, redialling it if it
@@ -245,10 +275,13 @@ func (s *Source) control(ctx context.Context) (*conn, func(ok bool), error) {
 		s.ctl = cn
 	}
 	cn := s.ctl
+	cn.dc.setIdle(false)
 	return cn, func(ok bool) {
-		if !ok || cn.dead() {
+		if !ok || cn.dead() || s.isClosed() {
 			s.drop(cn)
 			s.ctl = nil
+		} else {
+			cn.dc.setIdle(true)
 		}
 		unlock()
 	}, nil
@@ -273,7 +306,7 @@ func (s *Source) get(ctx context.Context) (*conn, error) {
 	for len(s.idle) > 0 && cn == nil {
 		c := s.idle[len(s.idle)-1]
 		s.idle = s.idle[:len(s.idle)-1]
-		if c.dead() { // timed out while idle (DefaultIOTimeout)
+		if c.dead() { // the server closed it while idle
 			delete(s.all, c)
 			stale = append(stale, c)
 			continue
@@ -282,9 +315,10 @@ func (s *Source) get(ctx context.Context) (*conn, error) {
 	}
 	s.mu.Unlock()
 	for _, c := range stale {
-		c.c.Close()
+		c.close(nil)
 	}
 	if cn != nil {
+		cn.dc.setIdle(false)
 		return cn, nil
 	}
 	cn, err := s.newConn(ctx)
@@ -295,10 +329,12 @@ func (s *Source) get(ctx context.Context) (*conn, error) {
 	return cn, nil
 }
 
-// put returns cn to the pool when ok, or discards it.
-func (s *Source) put(cn *conn, ok bool) {
+// put returns cn to the pool when ok, or discards it; lit is the FETCH
+// literal still open on it, if any (see conn.close).
+func (s *Source) put(cn *conn, ok bool, lit io.Reader) {
 	s.mu.Lock()
 	if ok && !s.closed && !cn.dead() {
+		cn.dc.setIdle(true)
 		s.idle = append(s.idle, cn)
 		ok = true
 	} else {
@@ -307,15 +343,15 @@ func (s *Source) put(cn *conn, ok bool) {
 	}
 	s.mu.Unlock()
 	if !ok {
-		cn.c.Close()
+		cn.close(lit)
 	}
 	<-s.sem
 }
 
-// watch closes cn when ctx is cancelled (imapclient takes no context);
+// watch breaks cn when ctx is cancelled (imapclient takes no context);
 // the returned stop reports false if that happened.
 func watch(ctx context.Context, cn *conn) func() bool {
-	return context.AfterFunc(ctx, func() { cn.c.Close() })
+	return context.AfterFunc(ctx, cn.kill)
 }
 
 // wrap turns an error from imapclient into one for the caller and says
@@ -400,29 +436,33 @@ func (s *Source) inScope(name string) bool {
 	return f == "" || name == f || strings.HasPrefix(name, f+"/")
 }
 
-// refresh runs LIST and rebuilds the name table.
+// refresh runs LIST on the control connection and rebuilds the name table.
 func (s *Source) refresh(ctx context.Context) (map[string]string, error) {
 	cn, done, err := s.control(ctx)
 	if err != nil {
 		return nil, err
 	}
 	stop := watch(ctx, cn)
+	boxes, keep, err := s.listBoxes(ctx, cn)
+	if !stop() {
+		keep = false
+	}
+	done(keep)
+	return boxes, err
+}
+
+// listBoxes runs LIST "" "*" on cn and rebuilds the name table. keep says
+// whether cn is still usable.
+func (s *Source) listBoxes(ctx context.Context, cn *conn) (map[string]string, bool, error) {
 	var list []*imap.ListData
 	lc := cn.c.List("", "*", nil)
 	for d := lc.Next(); d != nil; d = lc.Next() {
 		list = append(list, d)
 	}
-	err = lc.Close()
-	ok := stop()
-	if err != nil || !ok {
-		if err == nil {
-			err = errors.New("connection closed")
-		}
+	if err := lc.Close(); err != nil {
 		keep, err := s.wrap(ctx, "list "+s.cfg.ident(), err)
-		done(keep && ok)
-		return nil, err
+		return nil, keep, err
 	}
-	done(true)
 
 	sort.Slice(list, func(i, j int) bool { return list[i].Mailbox < list[j].Mailbox })
 	boxes := map[string]string{}
@@ -443,7 +483,7 @@ func (s *Source) refresh(ctx context.Context) (map[string]string, error) {
 	s.mu.Lock()
 	s.boxes = boxes
 	s.mu.Unlock()
-	return boxes, nil
+	return boxes, true, nil
 }
 
 func hasAttr(attrs []imap.MailboxAttr, a imap.MailboxAttr) bool {
@@ -491,11 +531,7 @@ func normInbox(name string) string {
 // serverName maps a '/'-separated mailbox name to the server's, running
 // LIST when the name is not known yet.
 func (s *Source) serverName(ctx context.Context, name string) (string, error) {
-	name = normInbox(name)
-	s.mu.Lock()
-	box, ok := s.boxes[name]
-	s.mu.Unlock()
-	if ok {
+	if box, ok := s.known(name); ok {
 		return box, nil
 	}
 	// Not listed yet, or created since the last LIST: look once more.
@@ -503,7 +539,19 @@ func (s *Source) serverName(ctx context.Context, name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if box, ok := boxes[name]; ok {
+	return s.lookup(boxes, name)
+}
+
+// known looks name up in the table of the last LIST.
+func (s *Source) known(name string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	box, ok := s.boxes[normInbox(name)]
+	return box, ok
+}
+
+func (s *Source) lookup(boxes map[string]string, name string) (string, error) {
+	if box, ok := boxes[normInbox(name)]; ok {
 		return box, nil
 	}
 	return "", fmt.Errorf("imap: %s: mailbox %q: %w", s.cfg.ident(), name, mail.ErrMailboxNotFound)
@@ -595,6 +643,10 @@ func (s *Source) list(ctx context.Context, cn *conn, name, box string, withMsgID
 			return true, mail.Temp(fmt.Errorf("imap: %s: server returned %d of %d messages %d:%d (expunged meanwhile?)", op, len(envs), want, lo, hi))
 		}
 		sort.Slice(envs, func(i, j int) bool { return envs[i].uid < envs[j].uid })
+		// fn may block for long (the engine's queue is full of big
+		// messages): no command is outstanding, so the connection must not
+		// time out meanwhile.
+		cn.dc.setIdle(true)
 		for _, e := range envs {
 			if err := ctx.Err(); err != nil {
 				return true, fmt.Errorf("imap: %s: %w", op, err)
@@ -603,6 +655,7 @@ func (s *Source) list(ctx context.Context, cn *conn, name, box string, withMsgID
 				return true, err // unchanged, as the contract says
 			}
 		}
+		cn.dc.setIdle(false)
 	}
 	return true, nil
 }
@@ -748,16 +801,25 @@ func (s *Source) Open(ctx context.Context, env mail.Envelope) (io.ReadCloser, er
 	if !ok {
 		return nil, fmt.Errorf("imap: %s: not an IMAP message ID: %w", op, mail.ErrNotFound)
 	}
-	box, err := s.serverName(ctx, env.Mailbox)
-	if err != nil {
-		return nil, err
-	}
 	cn, err := s.get(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("imap: %s: %w", op, err)
 	}
 	stop := watch(ctx, cn)
 	b := &body{s: s, cn: cn, ctx: ctx, stop: stop, uid: uid, op: op}
+	box, ok := s.known(env.Mailbox)
+	if !ok {
+		// LIST on this connection, not the control one: a List holding
+		// that may be waiting for this very Open to finish.
+		boxes, keep, err := s.listBoxes(ctx, cn)
+		if err == nil {
+			box, err = s.lookup(boxes, env.Mailbox)
+		}
+		if err != nil {
+			b.release(keep)
+			return nil, err
+		}
+	}
 	if err := b.start(normInbox(env.Mailbox), box, uidv); err != nil {
 		return nil, err
 	}
@@ -776,6 +838,7 @@ type body struct {
 	cmd    *imapclient.FetchCommand
 	msg    *imapclient.FetchMessageData
 	lit    imap.LiteralReader
+	litEnd bool // lit returned EOF or an error: imapclient's reader moved on
 	n      int64
 	sawUID bool
 	err    error // sticky: io.EOF after a verified end, or the failure
@@ -792,7 +855,13 @@ func (b *body) release(ok bool) {
 	if !b.stop() {
 		ok = false
 	}
-	b.s.put(b.cn, ok)
+	var lit io.Reader
+	if b.lit != nil && !b.litEnd {
+		// Still open: imapclient's reader waits for it (conn.close). Once
+		// it ended, that reader owns the buffer again: never touch it.
+		lit = b.lit
+	}
+	b.s.put(b.cn, ok, lit)
 }
 
 // fail records err (or the cancellation) and discards the connection.
@@ -932,8 +1001,15 @@ func (b *body) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
+	if b.ctx.Err() != nil {
+		// The watchdog breaks the connection too, but asynchronously.
+		return 0, b.fail(nil)
+	}
 	n, err := b.lit.Read(p)
 	b.n += int64(n)
+	if err != nil {
+		b.litEnd = true
+	}
 	switch {
 	case err == nil:
 		return n, nil
@@ -987,6 +1063,7 @@ func (b *body) Close() error {
 	if rest := b.lit.Size() - b.n; rest <= drainMax {
 		n, err := io.Copy(io.Discard, b.lit)
 		b.n += n
+		b.litEnd = true
 		if err == nil && b.n == b.lit.Size() {
 			b.finish()
 			return nil

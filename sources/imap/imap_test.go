@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"reflect"
 	"strings"
 	"sync"
@@ -17,7 +18,7 @@ import (
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
-func listBox(t *testing.T, s *Source, box string) []mail.Envelope {
+func listBox(t testing.TB, s *Source, box string) []mail.Envelope {
 	t.Helper()
 	var out []mail.Envelope
 	if err := s.List(context.Background(), box, func(e mail.Envelope) error { out = append(out, e); return nil }); err != nil {
@@ -26,7 +27,7 @@ func listBox(t *testing.T, s *Source, box string) []mail.Envelope {
 	return out
 }
 
-func readAll(t *testing.T, s *Source, e mail.Envelope) string {
+func readAll(t testing.TB, s *Source, e mail.Envelope) string {
 	t.Helper()
 	rc, err := s.Open(context.Background(), e)
 	if err != nil {
@@ -183,7 +184,7 @@ func TestMailboxesDotDelimiter(t *testing.T) {
 			fc.send("* LIST (\\HasChildren) \".\" INBOX\r\n* LIST () \".\" INBOX.Sent\r\n* LIST () \".\" \"a/b\"\r\n* LIST (\\Noselect) \".\" Shared\r\n%s OK done\r\n", tag)
 		case "EXAMINE":
 			mu.Lock()
-			selected = append(selected, args)
+			selected = append(selected, strings.Trim(args, `"`))
 			mu.Unlock()
 			return false
 		case "UID FETCH":
@@ -213,7 +214,7 @@ func TestMailboxesDotDelimiter(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	for _, want := range []string{"INBOX", "INBOX.Sent", `"a/b"`} {
+	for _, want := range []string{"INBOX", "INBOX.Sent", "a/b"} {
 		found := false
 		for _, s := range selected {
 			found = found || s == want
@@ -444,13 +445,15 @@ func TestRegister(t *testing.T) {
 	}
 }
 
-// TestIdleConnectionTimesOut: a pooled connection silent for the I/O
-// timeout dies, and the next Open dials a fresh one.
-func TestIdleConnectionTimesOut(t *testing.T) {
+// TestIdleConnections: a pooled connection the server closed is replaced,
+// and a List callback slower than the I/O timeout does not kill the
+// control connection (it is idle meanwhile).
+func TestIdleConnections(t *testing.T) {
 	m := startMem(t, nil)
 	m.add(t, "INBOX", "Subject: a\r\n\r\na\r\n", nil, time.Time{})
+	m.add(t, "INBOX", "Subject: b\r\n\r\nb\r\n", nil, time.Time{})
 	o := m.opts(testPass)
-	o.Timeout = 200 * time.Millisecond
+	o.Timeout = time.Second // also bounds the TLS handshake: not too short under -race
 	s := m.source(t, o)
 	envs := listBox(t, s, "INBOX")
 	readAll(t, s, envs[0])
@@ -461,9 +464,66 @@ func TestIdleConnectionTimesOut(t *testing.T) {
 	}
 	idle := s.idle[0]
 	s.mu.Unlock()
-	<-idle.c.Closed() // the inactivity limit closes it
+	idle.kill() // as if the server had logged it out
+	<-idle.c.Closed()
 	readAll(t, s, envs[0])
-	listBox(t, s, "INBOX") // the control connection died too, and is redialled
+
+	ctl := s.ctl
+	calls := 0
+	err := s.List(context.Background(), "INBOX", func(mail.Envelope) error {
+		calls++
+		if calls == 1 {
+			time.Sleep(1300 * time.Millisecond) // a slow consumer, longer than o.Timeout
+		}
+		return nil
+	})
+	if err != nil || calls != 2 {
+		t.Fatalf("slow List() = %v after %d calls", err, calls)
+	}
+	if s.ctl != ctl || ctl.dead() {
+		t.Fatal("the control connection died while the List callback was slow")
+	}
+}
+
+func TestDeadlineConn(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	dc := &deadlineConn{Conn: a, timeout: 100 * time.Millisecond}
+	defer dc.Close()
+	buf := make([]byte, 1)
+
+	start := time.Now()
+	if _, err := dc.Read(buf); !isTimeout(err) {
+		t.Fatalf("busy Read from a silent peer = %v, want a timeout", err)
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Fatalf("busy Read timed out after %v", el)
+	}
+	// imapclient's absolute deadlines are ignored.
+	dc.SetReadDeadline(time.Now().Add(-time.Hour))
+	go b.Write([]byte("x"))
+	if _, err := dc.Read(buf); err != nil {
+		t.Fatalf("Read after an expired SetReadDeadline = %v, want data", err)
+	}
+
+	// Idle: a pending Read waits past the timeout, then times out once busy.
+	dc.setIdle(true)
+	done := make(chan error, 1)
+	go func() { _, err := dc.Read(buf); done <- err }()
+	select {
+	case err := <-done:
+		t.Fatalf("idle Read returned %v, want it to wait", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	dc.setIdle(false)
+	if err := <-done; !isTimeout(err) {
+		t.Fatalf("Read after setIdle(false) = %v, want a timeout", err)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // fetchServer is a fake whose UID FETCH (and FETCH, SEARCH) answers are
@@ -490,13 +550,14 @@ func TestB4TruncatedLiteral(t *testing.T) {
 		name  string
 		reply string // then the connection closes, unless it ends with a tagged reply
 		eof   bool   // io.ErrUnexpectedEOF expected
+		perm  bool   // a permanent error is right (the server said BAD)
 	}{
-		{"BeforeLiteral", head[:20], false},
-		{"MidLiteral", head + body[:40], true},
-		{"LiteralNoParen", head + body, false},
-		{"NoTaggedOK", head + body + ")\r\n", false},
-		{"TaggedNO", head + body + ")\r\n%[1]s NO [SERVERBUG] broken\r\n", false},
-		{"TaggedBAD", head + body + ")\r\n%[1]s BAD what\r\n", false},
+		{"BeforeLiteral", head[:20], false, false},
+		{"MidLiteral", head + body[:40], true, false},
+		{"LiteralNoParen", head + body, false, false},
+		{"NoTaggedOK", head + body + ")\r\n", false, false},
+		{"TaggedNO", head + body + ")\r\n%[1]s NO [SERVERBUG] broken\r\n", false, false},
+		{"TaggedBAD", head + body + ")\r\n%[1]s BAD what\r\n", false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, _ := fetchServer(t, func(fc *fakeConn, tag, cmd, args string) bool {
@@ -523,8 +584,8 @@ func TestB4TruncatedLiteral(t *testing.T) {
 			if tc.eof && !errors.Is(err, io.ErrUnexpectedEOF) {
 				t.Errorf("error %v does not wrap io.ErrUnexpectedEOF", err)
 			}
-			if !mail.Temporary(err) {
-				t.Errorf("error %v is not temporary", err)
+			if mail.Temporary(err) == tc.perm {
+				t.Errorf("error %v: temporary = %v, want %v", err, !tc.perm, tc.perm)
 			}
 		})
 	}
@@ -609,7 +670,7 @@ func TestB2HangMidLiteral(t *testing.T) {
 		return true
 	})
 	t.Cleanup(func() { close(stop) }) // runs before the fake's cleanup
-	s.o.Timeout = 300 * time.Millisecond
+	s.o.Timeout = time.Second
 	rc, err := s.Open(context.Background(), fakeEnv)
 	if err != nil {
 		t.Fatalf("Open() = %v", err)
@@ -695,5 +756,32 @@ func TestMessageID(t *testing.T) {
 		if got := messageID(strings.NewReader(tc.hdr)); got != tc.want {
 			t.Errorf("messageID(%q) = %q, want %q", tc.hdr, got, tc.want)
 		}
+	}
+}
+
+// TestOpenNewMailboxDuringList: an Open for a mailbox created after the
+// last LIST, called from inside a List callback (as the engine's workers
+// may while the lister waits for them), resolves the name without the
+// control connection that List holds.
+func TestOpenNewMailboxDuringList(t *testing.T) {
+	m := startMem(t, nil)
+	m.add(t, "INBOX", "Subject: a\r\n\r\na\r\n", nil, time.Time{})
+	s := m.source(t, m.opts(testPass))
+	const body = "Subject: n\r\n\r\nnew\r\n"
+	err := s.List(context.Background(), "INBOX", func(mail.Envelope) error {
+		m.add(t, "Neu", body, nil, time.Time{}) // UIDVALIDITY 2: the second mailbox
+		rc, err := s.Open(context.Background(), mail.Envelope{Mailbox: "Neu", ID: "2.1"})
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		b, err := io.ReadAll(rc)
+		if err == nil && string(b) != body {
+			err = fmt.Errorf("read %q", b)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("List() = %v", err)
 	}
 }
