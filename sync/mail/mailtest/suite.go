@@ -347,6 +347,39 @@ func TestSource(t *testing.T, h SourceHarness) {
 			t.Fatalf("List with failing fn = %v after %d calls, want the fn's error after 1", err, calls)
 		}
 	})
+	t.Run("BatchMatchesOpen", func(t *testing.T) {
+		src := h.New(t, fx)
+		defer src.Close()
+		bo, ok := src.(mail.BatchOpener)
+		if !ok {
+			t.Skip("source has no batch fetch")
+		}
+		envs := listAll(t, src)
+		byBox := map[string][]mail.Envelope{}
+		for _, e := range envs {
+			byBox[e.Mailbox] = append(byBox[e.Mailbox], e)
+		}
+		got := 0
+		for mb, es := range byBox {
+			err := bo.OpenBatch(ctx, es, func(e mail.Envelope, body io.Reader) error {
+				b, err := io.ReadAll(body)
+				if err != nil {
+					return err
+				}
+				if want := readBody(t, src, e); !bytes.Equal(b, want) {
+					t.Errorf("%s/%s: batch body (%d bytes) differs from Open's (%d bytes)", mb, e.ID, len(b), len(want))
+				}
+				got++
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("OpenBatch(%s) = %v", mb, err)
+			}
+		}
+		if got != len(envs) {
+			t.Fatalf("OpenBatch served %d of %d messages", got, len(envs))
+		}
+	})
 	t.Run("EmptySource", func(t *testing.T) {
 		src := h.New(t, nil)
 		defer src.Close()
