@@ -268,7 +268,12 @@ func Copy(ctx context.Context, src mail.Source, dst mail.Sink, opt Options) (*Re
 	// Put after the group was cancelled, so an interrupt loses no work.
 	commitErr := make(chan error, 1)
 	go func() {
-		commitErr <- commitLoop(ctx, dst, remover, dones, opt, func(err error) { cancelRun(err) })
+		commitErr <- commitLoop(ctx, dst, remover, dones, opt, func(err error) { cancelRun(err) }, func(env mail.Envelope, err error) {
+			st.Failed.Add(1)
+			st.Box(env.Mailbox).Failed.Add(1)
+			fail(&res.Failures, env, err)
+			opt.Logger.Error("message not copied", "mailbox", env.Mailbox, "id", env.ID, "err", err)
+		})
 	}()
 	gerr := g.Wait()
 	close(dones)
@@ -329,8 +334,14 @@ func listMailbox(ctx context.Context, src mail.Source, mb string, opt Options, j
 	// change, a rebuilt POP3 UIDL list). A new message of an orphan's size
 	// is hashed before it is copied, so a renumbered mailbox is re-mapped
 	// instead of duplicated, and nothing is skipped on the strength of an ID.
+	//
+	// Not in delete mode: there the engine itself makes records orphans by
+	// deleting their messages, and a second identical message would be
+	// re-mapped onto its deleted twin's copy and deleted unstored (found by
+	// TestI2TwinsSurviveDeleteRerun). A renumbering source in delete mode
+	// costs at worst a duplicate, never a loss.
 	orphans := map[int64][]checkpoint.Record{}
-	if opt.Checkpoint != nil && len(fresh) > 0 {
+	if opt.Checkpoint != nil && len(fresh) > 0 && !opt.DeleteSource {
 		for _, r := range opt.Checkpoint.Records(mb) {
 			if !listed[r.ID] && r.SHA256 != "" {
 				orphans[r.Size] = append(orphans[r.Size], r)
@@ -500,8 +511,10 @@ func rematch(ctx context.Context, src mail.Source, j job) (checkpoint.Record, bo
 // commitLoop batches finished messages: sink commit, checkpoint record and
 // fsync, then deletion on the source. On failure it reports through abort and
 // keeps draining so workers never block.
-func commitLoop(ctx context.Context, dst mail.Sink, remover mail.Remover, dones <-chan done, opt Options, abort func(error)) error {
-	committer, _ := dst.(mail.Committer)
+func commitLoop(ctx context.Context, dst mail.Sink, remover mail.Remover, dones <-chan done, opt Options, abort func(error), failMsg func(mail.Envelope, error)) error {
+	c := &commitState{opt: opt, remover: remover, failMsg: failMsg, failed: map[mail.ID]error{}}
+	c.committer, _ = dst.(mail.Committer)
+	c.resolver, _ = dst.(mail.IDResolver)
 	var batch []done
 	var failed error
 	timer := time.NewTimer(opt.BatchDelay)
@@ -514,7 +527,7 @@ func commitLoop(ctx context.Context, dst mail.Sink, remover mail.Remover, dones 
 		// An interrupt must not stop the commit of messages already Put:
 		// committing is local and short.
 		cctx := context.WithoutCancel(ctx)
-		if err := commitBatch(cctx, committer, remover, batch, opt); err != nil {
+		if err := c.commit(cctx, batch); err != nil {
 			failed = err
 			abort(err)
 		}
@@ -538,13 +551,58 @@ func commitLoop(ctx context.Context, dst mail.Sink, remover mail.Remover, dones 
 	}
 }
 
-func commitBatch(ctx context.Context, committer mail.Committer, remover mail.Remover, batch []done, opt Options) error {
-	if committer != nil {
-		if err := committer.Commit(ctx); err != nil {
+// commitState is what the committer carries from batch to batch.
+type commitState struct {
+	opt       Options
+	committer mail.Committer
+	resolver  mail.IDResolver
+	remover   mail.Remover
+	failMsg   func(mail.Envelope, error)
+	// failed remembers IDs a Commit gave up: a message Put before that Commit
+	// may reach the committer only with a later batch.
+	failed map[mail.ID]error
+}
+
+// commit makes a batch durable, records it, then deletes it on the source:
+// in that order, and each step only for what the one before secured.
+func (c *commitState) commit(ctx context.Context, batch []done) error {
+	opt := c.opt
+	if c.committer != nil {
+		err := c.committer.Commit(ctx)
+		var ce *mail.CommitError
+		switch {
+		case err == nil:
+		case errors.As(err, &ce) && !mail.Fatal(err):
+			for id, e := range ce.Failed {
+				c.failed[id] = e
+			}
+		default:
 			return mail.MakeFatal(fmt.Errorf("commit: %w", err))
 		}
 		opt.Step("commit")
 	}
+	kept := batch[:0]
+	for _, d := range batch {
+		if d.recorded {
+			kept = append(kept, d)
+			continue
+		}
+		if err, bad := c.failed[d.rec.Dst]; bad && d.rec.Dst != "" {
+			delete(c.failed, d.rec.Dst)
+			c.failMsg(d.env, fmt.Errorf("commit: %w", err))
+			continue
+		}
+		if c.resolver != nil {
+			final, ok := c.resolver.FinalID(d.rec.Dst)
+			if !ok {
+				c.failMsg(d.env, fmt.Errorf("commit: the destination did not confirm message %s", d.rec.Dst))
+				continue
+			}
+			d.rec.Dst = final
+		}
+		kept = append(kept, d)
+	}
+	batch = kept
 	if opt.Checkpoint != nil {
 		for _, d := range batch {
 			if d.recorded {
@@ -567,12 +625,12 @@ func commitBatch(ctx context.Context, committer mail.Committer, remover mail.Rem
 		opt.Stats.Box(d.env.Mailbox).Copied.Add(1)
 		opt.Logger.Debug("copied", "mailbox", d.env.Mailbox, "id", d.env.ID, "size", d.env.Size)
 	}
-	if remover != nil {
+	if c.remover != nil && len(batch) > 0 {
 		envs := make([]mail.Envelope, len(batch))
 		for i, d := range batch {
 			envs[i] = d.env
 		}
-		if err := remover.Remove(ctx, envs); err != nil {
+		if err := c.remover.Remove(ctx, envs); err != nil {
 			return mail.MakeFatal(fmt.Errorf("delete on source: %w", err))
 		}
 		opt.Stats.Deleted.Add(int64(len(envs)))

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
+	"strings"
+	stdsync "sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -369,5 +372,83 @@ func TestBatchFetchFallsBack(t *testing.T) {
 	rep, err := Verify(context.Background(), mem, sink.Source(), VerifyOptions{})
 	if err != nil || rep.Missing != 0 {
 		t.Fatalf("Verify = %v, missing %d", err, rep.Missing)
+	}
+}
+
+// batchSink is a Committer whose Put returns provisional IDs that Commit
+// resolves, failing the messages refuse names (as an IMAP server refusing
+// one message of a MULTIAPPEND).
+type batchSink struct {
+	*mailtest.MemSink
+	mu       stdsync.Mutex
+	n        int
+	pending  map[mail.ID]mail.ID
+	resolved map[mail.ID]mail.ID
+	refuse   func(env mail.Envelope) bool
+	refused  map[mail.ID]bool
+}
+
+func (b *batchSink) Put(ctx context.Context, env mail.Envelope, body io.Reader) (mail.ID, error) {
+	id, err := b.MemSink.Put(ctx, env, body)
+	if err != nil {
+		return "", err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.n++
+	prov := mail.ID(fmt.Sprintf("pending.%d", b.n))
+	b.pending[prov] = id
+	if b.refuse(env) {
+		b.refused[prov] = true
+	}
+	return prov, nil
+}
+
+func (b *batchSink) Commit(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	failed := map[mail.ID]error{}
+	for prov, id := range b.pending {
+		if b.refused[prov] {
+			failed[prov] = errors.New("NO refused")
+			continue
+		}
+		b.resolved[prov] = "final." + id
+	}
+	b.pending = map[mail.ID]mail.ID{}
+	if len(failed) > 0 {
+		return &mail.CommitError{Failed: failed, Err: errors.New("some refused")}
+	}
+	return nil
+}
+
+func (b *batchSink) FinalID(id mail.ID) (mail.ID, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	f, ok := b.resolved[id]
+	return f, ok
+}
+
+// TestC10CommitRefusesSome: a Commit that stores all but some messages
+// records the stored ones with their final IDs, reports the others as
+// failed, and the run goes on (exit 3, rerun retries them).
+func TestC10CommitRefusesSome(t *testing.T) {
+	src := mailtest.NewMemSource(fixtures(20, "INBOX"))
+	dst := &batchSink{MemSink: mailtest.NewMemSink(), pending: map[mail.ID]mail.ID{}, resolved: map[mail.ID]mail.ID{}, refused: map[mail.ID]bool{},
+		refuse: func(env mail.Envelope) bool { return env.ID == "4" || env.ID == "11" }}
+	cp := openCP(t, filepath.Join(t.TempDir(), "cp.jsonl"))
+	res, err := Copy(context.Background(), src, dst, fastOpts(cp))
+	if err != nil || len(res.Failures) != 2 || cp.Len() != 18 {
+		t.Fatalf("Copy = %v, failures %v, recorded %d", err, res.Failures, cp.Len())
+	}
+	for _, r := range cp.Records("INBOX") {
+		if !strings.HasPrefix(string(r.Dst), "final.") {
+			t.Fatalf("record %s has provisional destination ID %q", r.ID, r.Dst)
+		}
+	}
+	dst.refuse = func(mail.Envelope) bool { return false }
+	res, err = Copy(context.Background(), src, dst, fastOpts(cp))
+	if err != nil || res.Stats.Copied.Load() != 2 || cp.Len() != 20 {
+		t.Fatalf("rerun = %v, copied %d, recorded %d", err, res.Stats.Copied.Load(), cp.Len())
 	}
 }

@@ -119,6 +119,27 @@ type Committer interface {
 	Commit(ctx context.Context) error
 }
 
+// CommitError is what Commit returns when it stored all but some messages:
+// Failed maps the IDs Put returned for the messages given up to why. Every
+// other message Put before the Commit is durable. The engine counts the
+// failed ones as failed messages and goes on; any other Commit error stops
+// the run.
+type CommitError struct {
+	Failed map[ID]error
+	Err    error
+}
+
+func (e *CommitError) Error() string { return e.Err.Error() }
+func (e *CommitError) Unwrap() error { return e.Err }
+
+// IDResolver is implemented by sinks whose Put returns a provisional ID that
+// Commit replaces with the final one (IMAP MULTIAPPEND learns UIDs only
+// from the command's APPENDUID). The engine asks after Commit, before it
+// records the message in the checkpoint.
+type IDResolver interface {
+	FinalID(id ID) (ID, bool)
+}
+
 // BatchOpener is implemented by sources that stream many messages of one
 // mailbox in a single request (IMAP: one UID FETCH for a set of UIDs), which
 // saves a round trip and server work per message. OpenBatch calls fn once

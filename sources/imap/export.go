@@ -1,0 +1,406 @@
+package imap
+
+// This file holds what the IMAP sink (sinks/imapsink) needs beyond Dial and
+// ParseURL: a logged-in connection without imapclient, for commands the
+// library cannot send (MULTIAPPEND, RFC 3502), and the special-use roles of
+// the source's mailboxes (mail.RoleLister).
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+
+	imap "github.com/emersion/go-imap/v2"
+
+	"github.com/mailferry/mailferry/sync/mail"
+)
+
+// RawConn is a logged-in IMAP connection that the caller drives by hand. It
+// has the same protection as Dial's clients: TLS verified (or plaintext only
+// when allowed), inactivity deadlines instead of absolute ones, --trace with
+// credentials masked. The caller owns it and must Close it.
+type RawConn struct {
+	net.Conn
+	// R reads from Conn; it may already hold bytes the server sent.
+	R *bufio.Reader
+	// Caps are the capabilities after login, upper case.
+	Caps map[string]bool
+}
+
+// Has reports whether the server announced capability c (case-insensitive).
+func (rc *RawConn) Has(c string) bool { return rc.Caps[strings.ToUpper(c)] }
+
+// rawLineMax bounds one response line read during login.
+const rawLineMax = 64 << 10
+
+// DialRaw connects and logs in like Dial, but hands back the bare
+// connection in the authenticated state instead of an imapclient.Client.
+// Errors are classified as Dial's are. ctx bounds only the dial.
+func DialRaw(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*RawConn, error) {
+	if o == nil {
+		o = &mail.OpenOptions{}
+	}
+	log := logger(cfg, o)
+	addr := cfg.Addr()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("imap: connect %s: %w", addr, err)
+	}
+	if o.Password == nil {
+		return nil, &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: no password source", cfg), Hint: passwordHint(o)}
+	}
+	tlsCfg, err := mail.TLSConfig(cfg.Host, o.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	dialT, ioT := timeouts(o)
+
+	// As in dial: a watchdog closes the socket when ctx ends or the dial
+	// budget runs out, the only way to interrupt blocking reads.
+	var (
+		mu     sync.Mutex
+		raw    net.Conn
+		dctx   context.Context
+		disarm = func() bool { return true }
+	)
+	closeRaw := func() {
+		mu.Lock()
+		if raw != nil {
+			raw.Close()
+		}
+		mu.Unlock()
+	}
+	arm := func() {
+		var cancel context.CancelFunc
+		dctx, cancel = context.WithTimeout(ctx, dialT)
+		stop := context.AfterFunc(dctx, closeRaw)
+		disarm = func() bool { ok := stop(); cancel(); return ok }
+	}
+	arm()
+	fail := func(err error) (*RawConn, error) {
+		expired := dctx.Err() != nil
+		disarm()
+		closeRaw()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("imap: connect %s: %w", addr, ctx.Err())
+		}
+		if expired && !errors.Is(err, mail.ErrAuth) && !errors.Is(err, mail.ErrUnreachable) {
+			return nil, mail.DialError(addr, fmt.Errorf("no answer within %v: %w", dialT, err))
+		}
+		return nil, err
+	}
+	conn, err := (&net.Dialer{}).DialContext(dctx, "tcp", addr)
+	if err != nil {
+		if ctx.Err() == nil {
+			err = mail.DialError(addr, err)
+		}
+		return fail(err)
+	}
+	mu.Lock()
+	raw = conn
+	mu.Unlock()
+	dc := &deadlineConn{Conn: conn, timeout: ioT}
+	tr := newTracer(o.Trace)
+	var top net.Conn
+	secure := true
+	switch cfg.TLS {
+	case TLSImplicit:
+		tc := tls.Client(dc, withALPN(tlsCfg))
+		if err := tc.HandshakeContext(dctx); err != nil {
+			return fail(mail.DialError(addr, fmt.Errorf("tls: %w", err)))
+		}
+		top = tc
+	case TLSStartTLS:
+		top, secure, err = startTLS(dctx, dc, tlsCfg, o.AllowPlaintext, tr, addr)
+		if err != nil {
+			return fail(err)
+		}
+		if !secure {
+			log.Warn("imap: server offers no STARTTLS; continuing in plain text as allowed (password sent unencrypted)")
+		}
+	default:
+		return fail(fmt.Errorf("imap: unknown TLS mode %d", cfg.TLS))
+	}
+	if tr != nil {
+		top = tr.wrap(top)
+	}
+	rc := &RawConn{Conn: top, R: bufio.NewReaderSize(top, 32<<10)}
+	password := func() (string, error) {
+		if !disarm() {
+			return "", errors.New("connection closed")
+		}
+		pw, err := o.Password(ctx)
+		arm()
+		return pw, err
+	}
+	if err := rawLogin(ctx, rc, cfg, password, secure); err != nil {
+		return fail(err)
+	}
+	if !disarm() {
+		return fail(errors.New("connection closed"))
+	}
+	return rc, nil
+}
+
+// rawLogin reads the greeting and authenticates (AUTHENTICATE PLAIN when
+// offered, LOGIN otherwise), leaving rc.Caps set.
+func rawLogin(ctx context.Context, rc *RawConn, cfg *Config, password func() (string, error), secure bool) error {
+	addr := cfg.Addr()
+	line, err := rawReadLine(rc.R)
+	if err != nil {
+		return mail.DialError(addr, fmt.Errorf("greeting: %w", err))
+	}
+	kind, rest := splitStatus(line)
+	switch {
+	case !strings.HasPrefix(line, "* "):
+		return mail.DialError(addr, fmt.Errorf("invalid greeting %q", clip(line, 80)))
+	case kind == "BYE":
+		return mail.Temp(fmt.Errorf("imap: connect %s: server refused the session: %s", addr, rest))
+	case kind == "PREAUTH":
+		if !secure {
+			return mail.DialError(addr, errors.New("unencrypted PREAUTH refused"))
+		}
+		return rawCaps(rc, capsFromText(rest))
+	case kind != "OK":
+		return mail.DialError(addr, fmt.Errorf("invalid greeting %q", clip(line, 80)))
+	}
+	if err := rawCaps(rc, capsFromText(rest)); err != nil {
+		return err
+	}
+	usePlain := rc.Has("AUTH=PLAIN")
+	if !usePlain && rc.Has("LOGINDISABLED") {
+		if !secure {
+			return &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: server disables login without TLS", cfg.ident()), Hint: "use imaps:// or a server offering STARTTLS"}
+		}
+		return fmt.Errorf("imap: login %s: server offers neither LOGIN nor AUTHENTICATE PLAIN: %w", cfg.ident(), mail.ErrUnsupported)
+	}
+	pw, err := password()
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("imap: password for %s: %w", cfg.ident(), ctx.Err())
+		}
+		return mail.MakeFatal(fmt.Errorf("imap: password for %s: %w", cfg.ident(), err))
+	}
+	w := bufio.NewWriter(rc.Conn)
+	flush := func() error {
+		if err := w.Flush(); err != nil {
+			return mail.Temp(fmt.Errorf("imap: login %s: %w", cfg.ident(), err))
+		}
+		return nil
+	}
+	// cont waits for the server's "+" before a synchronising literal or a
+	// SASL response; anything else is the verdict.
+	cont := func() error {
+		if err := flush(); err != nil {
+			return err
+		}
+		line, err := rawReadLine(rc.R)
+		if err != nil {
+			return mail.Temp(fmt.Errorf("imap: login %s: %w", cfg.ident(), err))
+		}
+		if !strings.HasPrefix(line, "+") {
+			return rawLoginVerdict(cfg, strings.TrimPrefix(line, "L1 "))
+		}
+		return nil
+	}
+	if usePlain {
+		ir := base64.StdEncoding.EncodeToString([]byte("\x00" + cfg.User + "\x00" + pw))
+		if rc.Has("SASL-IR") {
+			fmt.Fprintf(w, "L1 AUTHENTICATE PLAIN %s\r\n", ir)
+		} else {
+			fmt.Fprintf(w, "L1 AUTHENTICATE PLAIN\r\n")
+			if err := cont(); err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "%s\r\n", ir)
+		}
+	} else {
+		w.WriteString("L1 LOGIN")
+		for _, arg := range []string{cfg.User, pw} {
+			w.WriteString(" ")
+			switch {
+			case rawQuotable(arg):
+				w.WriteString(`"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(arg) + `"`)
+			case rc.Has("LITERAL+"):
+				fmt.Fprintf(w, "{%d+}\r\n%s", len(arg), arg)
+			default:
+				fmt.Fprintf(w, "{%d}\r\n", len(arg))
+				if err := cont(); err != nil {
+					return err
+				}
+				w.WriteString(arg)
+			}
+		}
+		w.WriteString("\r\n")
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	for {
+		line, err := rawReadLine(rc.R)
+		if err != nil {
+			return mail.Temp(fmt.Errorf("imap: login %s: %w", cfg.ident(), err))
+		}
+		switch {
+		case strings.HasPrefix(line, "+"):
+			// A challenge PLAIN does not expect: cancel the exchange.
+			fmt.Fprintf(w, "*\r\n")
+			w.Flush()
+		case strings.HasPrefix(line, "* "):
+			if k, rest := splitStatus(line); k == "CAPABILITY" {
+				rc.Caps = capsFromText("[CAPABILITY " + rest + "]")
+			}
+		case strings.HasPrefix(line, "L1 "):
+			if k, rest := splitStatus(line[3:]); k == "OK" {
+				if c := capsFromText(rest); c != nil {
+					rc.Caps = c
+					return nil
+				}
+				return rawCaps(rc, nil)
+			}
+			return rawLoginVerdict(cfg, line[3:])
+		}
+	}
+}
+
+// rawLoginVerdict classifies a refused login as login does.
+func rawLoginVerdict(cfg *Config, resp string) error {
+	kind, text := splitStatus(resp)
+	code := ""
+	if strings.HasPrefix(text, "[") {
+		if end := strings.IndexByte(text, ']'); end > 0 {
+			code = strings.ToUpper(strings.Fields(text[1:end] + " ")[0])
+			text = strings.TrimSpace(text[end+1:])
+		}
+	}
+	if code == string(imap.ResponseCodeUnavailable) || code == string(imap.ResponseCodeInUse) {
+		return mail.Temp(fmt.Errorf("imap: login %s: server temporarily unavailable: %s", cfg.ident(), text))
+	}
+	if kind != "NO" && kind != "BAD" {
+		return mail.Temp(fmt.Errorf("imap: login %s: unexpected answer %q", cfg.ident(), clip(resp, 80)))
+	}
+	if text == "" {
+		text = kind
+	}
+	return fmt.Errorf("imap: login %s rejected: %s: %w", cfg.ident(), clip(text, 200), mail.ErrAuth)
+}
+
+// rawCaps sets rc.Caps from caps, or asks the server when caps is nil.
+func rawCaps(rc *RawConn, caps map[string]bool) error {
+	if caps != nil {
+		rc.Caps = caps
+		return nil
+	}
+	if _, err := fmt.Fprintf(rc.Conn, "C1 CAPABILITY\r\n"); err != nil {
+		return mail.Temp(fmt.Errorf("imap: capability: %w", err))
+	}
+	rc.Caps = map[string]bool{}
+	for {
+		line, err := rawReadLine(rc.R)
+		if err != nil {
+			return mail.Temp(fmt.Errorf("imap: capability: %w", err))
+		}
+		if k, rest := splitStatus(line); strings.HasPrefix(line, "* ") && k == "CAPABILITY" {
+			for _, c := range strings.Fields(strings.ToUpper(rest)) {
+				rc.Caps[c] = true
+			}
+			continue
+		}
+		if strings.HasPrefix(line, "C1 ") {
+			if k, rest := splitStatus(line[3:]); k != "OK" {
+				return mail.Temp(fmt.Errorf("imap: capability: %s %s", k, clip(rest, 80)))
+			}
+			return nil
+		}
+	}
+}
+
+func rawReadLine(r *bufio.Reader) (string, error) {
+	var b []byte
+	for {
+		chunk, err := r.ReadSlice('\n')
+		b = append(b, chunk...)
+		if len(b) > rawLineMax {
+			return "", errors.New("server line too long")
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	}
+}
+
+// rawQuotable reports whether s can be sent as a quoted string (7-bit
+// text without CR, LF or NUL, RFC 9051 §4.3); other LOGIN arguments go as
+// literals.
+func rawQuotable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '\r' || c == '\n' || c == 0 || c >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// MailboxRoles implements mail.RoleLister: it maps each selectable mailbox
+// (named as Mailboxes names it) that carries a special-use attribute
+// (RFC 6154: \Sent, \Drafts, \Trash, \Junk, \Archive, \All, \Flagged) to
+// that attribute. It asks with LIST RETURN (SPECIAL-USE) when the server
+// has SPECIAL-USE, and reads the attributes of a plain LIST otherwise (some
+// servers send them anyway).
+func (s *Source) MailboxRoles(ctx context.Context) (map[string]string, error) {
+	cn, done, err := s.control(ctx)
+	if err != nil {
+		return nil, err
+	}
+	stop := watch(ctx, cn)
+	var opts *imap.ListOptions
+	if cn.c.Caps().Has(imap.CapSpecialUse) {
+		opts = &imap.ListOptions{ReturnSpecialUse: true}
+	}
+	roles := map[string]string{}
+	lc := cn.c.List("", "*", opts)
+	for d := lc.Next(); d != nil; d = lc.Next() {
+		if hasAttr(d.Attrs, imap.MailboxAttrNoSelect) || hasAttr(d.Attrs, imap.MailboxAttrNonExistent) {
+			continue
+		}
+		for _, a := range d.Attrs {
+			if role := specialUse(a); role != "" {
+				name, _ := utf8Name(d.Mailbox, d.Delim)
+				roles[normInbox(name)] = role
+			}
+		}
+	}
+	err = lc.Close()
+	ok := stop()
+	if err != nil || !ok {
+		if err == nil {
+			err = errors.New("connection closed")
+		}
+		keep, err := s.wrap(ctx, "list roles "+s.cfg.ident(), err)
+		done(keep && ok)
+		return nil, err
+	}
+	done(true)
+	return roles, nil
+}
+
+// specialUse returns the RFC 6154 role a names, in its canonical spelling,
+// or "".
+func specialUse(a imap.MailboxAttr) string {
+	for _, r := range []imap.MailboxAttr{imap.MailboxAttrAll, imap.MailboxAttrArchive, imap.MailboxAttrDrafts,
+		imap.MailboxAttrFlagged, imap.MailboxAttrJunk, imap.MailboxAttrSent, imap.MailboxAttrTrash} {
+		if strings.EqualFold(string(a), string(r)) {
+			return string(r)
+		}
+	}
+	return ""
+}
