@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/mailferry/mailferry/sinks/imapsink"
 	maildirsink "github.com/mailferry/mailferry/sinks/maildir"
 	mboxsink "github.com/mailferry/mailferry/sinks/mbox"
 	"github.com/mailferry/mailferry/sources/imap"
@@ -17,6 +18,7 @@ func registry() *mail.Registry {
 	pop3.Register(r)
 	maildirsource.Register(r)
 	mboxsource.Register(r)
+	imapsink.Register(r)
 	maildirsink.Register(r)
 	mboxsink.Register(r)
 	return r
