@@ -414,19 +414,27 @@ func (s *Sink) resolve(prov, final mail.ID) {
 
 // FinalID maps the provisional ID a MULTIAPPEND Put returned ("pending.N")
 // to the message's ID once committed: "uidvalidity.uid", or "" when the
-// server does not report UIDs. It knows the messages of the last two
-// Commits; any other ID is returned unchanged. The engine can call it
-// after Commit to record exact IDs in the checkpoint.
+// server does not report UIDs. It answers once per provisional ID (the
+// engine asks after the Commit that covers the message, to record exact
+// IDs in the checkpoint); an ID that is not provisional is returned
+// unchanged.
 func (s *Sink) FinalID(id mail.ID) (mail.ID, bool) {
+	f, ok := s.lookupFinal(id, true)
+	return f, ok
+}
+
+// lookupFinal maps a provisional ID; forget drops the entry, as the engine
+// asks once per message (FinalID).
+func (s *Sink) lookupFinal(id mail.ID, forget bool) (mail.ID, bool) {
 	if !strings.HasPrefix(string(id), "pending.") {
 		return id, true
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if f, ok := s.resolved[id]; ok {
-		return f, true
+	f, ok := s.resolved[id]
+	if ok && forget {
+		delete(s.resolved, id)
 	}
-	f, ok := s.previous[id]
 	return f, ok
 }
 
@@ -447,7 +455,6 @@ func (s *Sink) Commit(ctx context.Context) error {
 		return s.errClosed("commit")
 	}
 	s.mu.Lock()
-	s.previous, s.resolved = s.resolved, map[mail.ID]mail.ID{}
 	slots := s.slots
 	s.mu.Unlock()
 	var errs []error
@@ -478,7 +485,7 @@ func (s *Sink) Commit(ctx context.Context) error {
 	// engine records the stored ones instead of stopping the run.
 	failed := map[mail.ID]error{}
 	for _, id := range pending {
-		if _, ok := s.FinalID(id); !ok {
+		if _, ok := s.lookupFinal(id, false); !ok {
 			failed[id] = err
 		}
 	}

@@ -68,8 +68,10 @@ type Sink struct {
 	free     []*os.File
 	memUsed  int64
 	prov     uint64
-	resolved map[mail.ID]mail.ID // provisional ID -> final, for the last two Commits
-	previous map[mail.ID]mail.ID
+	// resolved maps provisional IDs to final ones until FinalID is asked
+	// (by the engine, once per message, after the Commit that covers it; a
+	// message may be resolved several Commits before the engine asks).
+	resolved map[mail.ID]mail.ID
 }
 
 var (
