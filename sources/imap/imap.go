@@ -592,7 +592,7 @@ func (s *Source) List(ctx context.Context, mailbox string, fn func(mail.Envelope
 	}
 	done(keep)
 	if err == nil {
-		s.log.Info(fmt.Sprintf("imap: listed %d messages", count), "mailbox", mailbox, "bytes", total, "elapsed", time.Since(start))
+		s.log.Debug("imap: listed", "messages", count, "mailbox", mailbox, "bytes", total, "elapsed", time.Since(start))
 	}
 	return err
 }
