@@ -208,7 +208,7 @@ func Copy(ctx context.Context, src mail.Source, dst mail.Sink, opt Options) (*Re
 	g.Go(func() error {
 		defer close(jobs)
 		for _, mb := range selected {
-			if err := listMailbox(gctx, src, mb, opt, jobs, dones, func(env mail.Envelope, err error) { fail(&res.Skipped, env, err) }); err != nil {
+			if err := listMailbox(gctx, src, dst, mb, opt, jobs, dones, func(env mail.Envelope, err error) { fail(&res.Skipped, env, err) }); err != nil {
 				return err
 			}
 		}
@@ -288,7 +288,7 @@ func Copy(ctx context.Context, src mail.Source, dst mail.Sink, opt Options) (*Re
 }
 
 // listMailbox sends the messages of mb that need copying to jobs.
-func listMailbox(ctx context.Context, src mail.Source, mb string, opt Options, jobs chan<- []job, dones chan<- done, skip func(mail.Envelope, error)) error {
+func listMailbox(ctx context.Context, src mail.Source, dst mail.Sink, mb string, opt Options, jobs chan<- []job, dones chan<- done, skip func(mail.Envelope, error)) error {
 	st := opt.Stats
 	box := st.Box(mb)
 	st.current.Store(mb)
@@ -316,11 +316,29 @@ func listMailbox(ctx context.Context, src mail.Source, mb string, opt Options, j
 	}
 	st.Listed.Add(box.Listed.Load())
 	st.Skipped.Add(box.Skipped.Load())
+	// Only messages the source still has need the destination's word: a
+	// folder emptied by a mail client after its messages left the source is
+	// no reason to stop.
+	var present map[string]bool
+	if len(stored) > 0 {
+		var err error
+		if present, err = destinationKeys(ctx, dst, mb, opt); err != nil {
+			return err
+		}
+	}
 	// In delete mode, messages an earlier run stored and recorded but could
 	// not delete (killed before POP3 QUIT, which commits DELE) are deleted
-	// now: the checkpoint proves they are durable.
+	// now, once the destination confirms it still holds them; one it lost
+	// is copied again first.
 	if opt.DeleteSource && !opt.DryRun {
 		for _, env := range stored {
+			if present != nil && !present[mail.DeliveryKey(opt.SrcEndpoint, mb, env.ID)] {
+				opt.Logger.Warn("recorded as copied but missing from the destination: copying it again before deleting it", "mailbox", mb, "id", env.ID)
+				box.Skipped.Add(-1)
+				st.Skipped.Add(-1)
+				fresh = append(fresh, env)
+				continue
+			}
 			select {
 			case dones <- done{env: env, recorded: true}:
 			case <-ctx.Done():
@@ -396,6 +414,42 @@ func listMailbox(ctx context.Context, src mail.Source, mb string, opt Options, j
 		}
 	}
 	return send(batch)
+}
+
+// destinationKeys returns the delivery keys the destination holds in the
+// mailbox mb maps to, when the sink can list them (mail.Indexer) and the
+// checkpoint has records for mb; otherwise nil. A destination mailbox that
+// holds nothing although the checkpoint records messages copied there is
+// refused (RELIABILITY-PLAN rule 5: never act on the strength of absence):
+// an unmounted or replaced destination must not read as "all copied", and
+// in delete mode must never lead to deleting the only copy.
+func destinationKeys(ctx context.Context, dst mail.Sink, mb string, opt Options) (map[string]bool, error) {
+	idx, ok := dst.(mail.Indexer)
+	if !ok || opt.Checkpoint == nil {
+		return nil, nil
+	}
+	recorded := len(opt.Checkpoint.Records(mb))
+	if recorded == 0 {
+		return nil, nil
+	}
+	to := opt.dstName(mb)
+	present := map[string]bool{}
+	n := 0
+	err := idx.Index(ctx, to, func(e mail.Envelope) error {
+		n++
+		if e.Key != "" {
+			present[e.Key] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list destination folder %q: %w", to, err)
+	}
+	if n == 0 {
+		return nil, mail.MakeFatal(fmt.Errorf("%w: the destination folder %q is empty or missing, but the checkpoint records %d messages copied there; refusing to go on (was the destination moved, deleted or unmounted?); pass --reset to copy everything again",
+			checkpoint.ErrUnusable, to, recorded))
+	}
+	return present, nil
 }
 
 // fetchBatchBytes caps the size hints of one batch, so one worker does not

@@ -20,8 +20,8 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 
-	mboxsource "github.com/mailferry/mailferry/sources/mbox"
 	maildirsource "github.com/mailferry/mailferry/sources/maildir"
+	mboxsource "github.com/mailferry/mailferry/sources/mbox"
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )

@@ -65,6 +65,11 @@ type Fault struct {
 	// segment (TCP_NODELAY): the client's parser sees lines, literals and
 	// the POP3 "." terminator split anywhere (toxiproxy slicer).
 	Fragment int
+	// OnFire, when set, is called (once, from the proxy's goroutine) when
+	// the fault triggers, before its action: a test can act at a known
+	// point of a session, e.g. send SIGINT mid-body. With Action Pass it is
+	// a pure notification: the data keeps flowing.
+	OnFire func()
 	// Rewrite, when set, may change each chunk before it is delivered (a
 	// man in the middle, e.g. stripping STARTTLS from a greeting). A chunk
 	// is what one read returned, so a pattern split across reads is not
@@ -292,10 +297,13 @@ func (c *proxyConn) pump(dir Direction, src, dst net.Conn) {
 				continue // a stall discards; after a drop reads fail soon
 			}
 			act := false
-			if f.Action != Pass && dir == f.Dir && !c.fired {
+			var onFire func()
+			if (f.Action != Pass || f.OnFire != nil) && dir == f.Dir && !c.fired {
 				if left := f.After - c.bytes[dir]; int64(len(chunk)) >= left {
-					chunk, act = chunk[:max(left, 0)], true
-					c.fired = true
+					c.fired, onFire = true, f.OnFire
+					if f.Action != Pass {
+						chunk, act = chunk[:max(left, 0)], true
+					}
 					if f.Action == Stall {
 						c.stalled = true // before the write: the other pump stops now too
 					}
@@ -304,6 +312,9 @@ func (c *proxyConn) pump(dir Direction, src, dst net.Conn) {
 			c.bytes[dir] += int64(len(chunk))
 			c.p.keep(dir, chunk)
 			c.mu.Unlock()
+			if onFire != nil {
+				onFire()
+			}
 			if err := c.write(dst, chunk, &seg); err != nil {
 				c.closeAll(false)
 				return
