@@ -5,19 +5,39 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # Where `make test` runs its throwaway Dovecot (wiped on each start).
 DOVECOT_DIR ?= /tmp/mailferry-dovecot-test
 FUZZTIME ?= 30s
+# The short fuzz pass at the end of `make test`: each fuzz target for this long.
+TESTFUZZTIME ?= 5s
 
-.PHONY: build test unit lint tidy fuzz cover demo bench clean
+.PHONY: build test unit lint tidy fuzz cover demo bench clean soak
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/mailferry ./cmd/mailferry
 
 # Everything, against a real Dovecot: a skipped integration test is a failure here. Dovecot
-# is stopped whatever the tests do, and the exit code is go test's.
+# is stopped whatever the tests do, and the exit code is go test's. Then every fuzz target
+# runs for $(TESTFUZZTIME) (RELIABILITY-PLAN F10; found with grep, so that only the packages
+# that have fuzz targets are built for fuzzing).
 test:
 	bash testdata/dovecot/dovecot.sh start "$(DOVECOT_DIR)"
 	trap 'bash testdata/dovecot/dovecot.sh stop "$(DOVECOT_DIR)"' EXIT; \
 	. "$(DOVECOT_DIR)/env" && \
 	MAILFERRY_TEST_REQUIRE=1 $(GO) test -race -count=1 -timeout 20m ./...
+	@set -e; for dir in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+		for fn in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$$dir"/*_test.go | cut -c6-); do \
+			echo "fuzz $$dir $$fn ($(TESTFUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(TESTFUZZTIME) "$$dir"; \
+		done; \
+	done
+
+# Longer randomised reliability runs against a real Dovecot (RELIABILITY.md): 25 random
+# SIGKILL trials per pipeline (MAILFERRY_SOAK_TRIALS=n for more, MAILFERRY_SOAK_SEED=s to
+# replay a logged seed), a denser network-fault sweep, and the step-by-step kill sweeps.
+soak:
+	bash testdata/dovecot/dovecot.sh start "$(DOVECOT_DIR)"
+	trap 'bash testdata/dovecot/dovecot.sh stop "$(DOVECOT_DIR)"' EXIT; \
+	. "$(DOVECOT_DIR)/env" && \
+	MAILFERRY_TEST_REQUIRE=1 MAILFERRY_SOAK=1 $(GO) test -count=1 -timeout 60m -v \
+		-run '^(TestA1RandomKill|TestA2KillSweepIMAP|TestA1A4KillSweepPOP3Delete|TestB1B4TruncationSweep)$$' ./cmd/mailferry/
 
 # Quick feedback without a server: integration tests skip.
 unit:

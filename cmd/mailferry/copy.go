@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
+	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -18,26 +21,35 @@ import (
 )
 
 type copyOptions struct {
-	common       commonFlags
-	src, dst     sideFlags
-	checkpoint   string
-	reset        bool
-	dryRun       bool
-	deleteSource bool
-	progress     string
-	maxSize      sizeFlag
+	common           commonFlags
+	src, dst         sideFlags
+	checkpoint       string
+	reset            bool
+	dryRun           bool
+	deleteSource     bool
+	progress         string
+	progressInterval time.Duration
+	maxSize          sizeFlag
+	since, before    dateFlag
+	maps             multiFlag // --map rules (folder renames)
+	report           string
 }
 
 func (o *copyOptions) addFlags(fs *flag.FlagSet) {
 	o.common.add(fs)
 	o.src.add(fs, "src")
 	o.dst.add(fs, "dst")
-	fs.StringVar(&o.checkpoint, "checkpoint", "", "remember copied messages in `FILE` (default: under $XDG_STATE_HOME/mailferry, named after SRC and DST)")
+	fs.StringVar(&o.checkpoint, "checkpoint", "", "remember copied messages in `FILE` (default: under $XDG_STATE_HOME/mailferry, named after SRC and DST); FILE.lock keeps a second run out")
 	fs.BoolVar(&o.reset, "reset", false, "start the checkpoint afresh when it was written for other endpoints or is corrupt")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "list what would be copied; store and delete nothing")
 	fs.BoolVar(&o.deleteSource, "delete-source", false, "delete each message from SRC once it is durably stored and recorded (POP3 DELE, committed at QUIT)")
-	fs.StringVar(&o.progress, "progress", "auto", "progress display: auto (bars on a terminal, a log line every 10 s otherwise), always, never")
+	fs.StringVar(&o.progress, "progress", "auto", "progress display: auto (bars on a terminal, a log line every --progress-interval otherwise), always, never")
+	fs.DurationVar(&o.progressInterval, "progress-interval", 10*time.Second, "without a terminal, log progress every `DURATION`")
 	fs.Var(&o.maxSize, "max-size", "skip and report messages larger than `SIZE` (e.g. 25M; 0 = no limit)")
+	fs.Var(&o.since, "since", "copy only messages received on or after `DATE` (YYYY-MM-DD, local time; by the internal date)")
+	fs.Var(&o.before, "before", "copy only messages received before `DATE` (YYYY-MM-DD, local time)")
+	fs.Var(&o.maps, "map", "put source folders matching `SRC_RE=DST` into DST ($1 for groups; repeatable; e.g. 'Sent Items=Sent'); special-use folders (Sent, Trash...) already follow their role")
+	fs.StringVar(&o.report, "report", "", "append one JSON line per run (time, job, summary, exit code) to `FILE`, for monitoring")
 }
 
 func runCopy(ctx context.Context, args []string, env *cliEnv) error {
@@ -48,47 +60,129 @@ func runCopy(ctx context.Context, args []string, env *cliEnv) error {
 	if err != nil {
 		return err
 	}
-	if o.progress != "auto" && o.progress != "always" && o.progress != "never" {
-		return &usageError{fmt.Sprintf("--progress %q: want auto, always or never", o.progress)}
+	return doCopy(ctx, &o, pos[0], pos[1], "", env)
+}
+
+// doCopy runs one copy from srcURL to dstURL: for 'copy', and for each job
+// of 'run' (job is then its name). It prints the summary and appends the
+// --report line, and returns the run's error for the exit code.
+func doCopy(ctx context.Context, o *copyOptions, srcURL, dstURL, job string, env *cliEnv) error {
+	start := time.Now()
+	r, err := copyRun(ctx, o, srcURL, dstURL, env)
+	if r == nil {
+		r = &copyResult{}
 	}
-	log, err := o.common.logger(env.stderr)
+	if err == nil && r.res != nil && len(r.res.Failures) > 0 {
+		err = &partialError{len(r.res.Failures)}
+	}
+	s := makeSummary(o, r, err, start)
+	if job != "" {
+		s.Job, s.Command = job, "run"
+	}
+	s.ExitCode = exitCode(err)
+	printed := report(env, o, r, &s)
+	if o.report != "" {
+		if rerr := appendReport(o.report, env, &s); rerr != nil {
+			if err == nil {
+				return rerr
+			}
+			fmt.Fprintf(env.stderr, "mailferry: %s\n", oneLine(rerr))
+		}
+	}
+	if printed && errors.As(err, new(*partialError)) {
+		// The summary named every failed message: no need for one more line.
+		return reportedError{err}
+	}
+	return err
+}
+
+// copyResult is what copyRun learnt, for the summary.
+type copyResult struct {
+	res      *mailferry.Result
+	src, dst string // canonical endpoint names
+	dates    *dateFilter
+}
+
+// copyRun checks the options, locks the run, opens both ends and copies.
+func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cliEnv) (*copyResult, error) {
+	if o.progress != "auto" && o.progress != "always" && o.progress != "never" {
+		return nil, &usageError{fmt.Sprintf("--progress %q: want auto, always or never", o.progress)}
+	}
+	if o.progressInterval <= 0 {
+		return nil, &usageError{"--progress-interval: want a positive duration such as 10s"}
+	}
+	if !o.since.t.IsZero() && !o.before.t.IsZero() && !o.since.t.Before(o.before.t) {
+		return nil, &usageError{fmt.Sprintf("--since %s is not before --before %s: nothing would be copied", &o.since, &o.before)}
+	}
+	if o.dryRun && o.reset {
+		return nil, &usageError{"--reset with --dry-run: a dry run changes nothing, not even the checkpoint; drop one of them"}
+	}
+	folderMap, err := mailferry.ParseMap(o.maps)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	// With bars on the terminal, log records go through the same renderer,
+	// above the bar, and only from warnings up unless asked: the bar shows
+	// the progress that info records would tell.
+	penv := *env
+	logOut := env.stderr
+	if showBars(o.progress, o.common.quiet, env) {
+		if o.common.logLevel == "" {
+			o.common.logLevel = "warn"
+		}
+		ts := &termShare{w: env.stderr}
+		penv.stderr, logOut = barSide{ts}, logSide{ts}
+	}
+	log, err := o.common.logger(logOut)
+	if err != nil {
+		return nil, err
 	}
 	filter, err := o.common.mailboxFilter()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	reg := registry()
+	reg := env.registry()
 	srcOpt := o.common.openOptions(&o.src, env, log)
 	dstOpt := o.common.openOptions(&o.dst, env, log)
+	r := &copyResult{}
 	// Check both URLs before any network or disk I/O (scenario E1).
-	srcName, err := canonical(reg, pos[0], srcOpt, true)
-	if err != nil {
-		return err
+	if r.src, err = canonical(reg, srcURL, srcOpt, true); err != nil {
+		return r, err
 	}
-	dstName, err := canonical(reg, pos[1], dstOpt, false)
-	if err != nil {
-		return err
+	if r.dst, err = canonical(reg, dstURL, dstOpt, false); err != nil {
+		return r, err
 	}
 
+	cpPath := o.checkpoint
+	if cpPath == "" {
+		if cpPath, err = checkpoint.DefaultPath(r.src, r.dst); err != nil {
+			return r, err
+		}
+	}
 	var store checkpoint.Store
-	if !o.dryRun || o.checkpoint != "" {
-		cp, err := openCheckpoint(o.checkpoint, o.reset, srcName, dstName, log)
+	// A dry run uses the checkpoint when there is one, so that it lists
+	// what the next run would copy, but does not create one.
+	if _, serr := os.Stat(cpPath); !o.dryRun || serr == nil {
+		release, err := lockRun(cpPath)
 		if err != nil {
-			return err
+			return r, err
+		}
+		defer release()
+		cp, err := openCheckpoint(cpPath, o.reset, r.src, r.dst, log)
+		if err != nil {
+			return r, err
 		}
 		defer cp.Close()
 		store = cp
 	}
-	dst, err := reg.OpenSink(ctx, pos[1], dstOpt)
+	dst, err := reg.OpenSink(ctx, dstURL, dstOpt)
 	if err != nil {
-		return fmt.Errorf("destination: %w", err)
+		return r, fmt.Errorf("destination: %w", err)
 	}
 	defer dst.Close()
-	src, err := reg.OpenSource(ctx, pos[0], srcOpt)
+	src, err := reg.OpenSource(ctx, srcURL, srcOpt)
 	if err != nil {
-		return fmt.Errorf("source: %w", err)
+		return r, fmt.Errorf("source: %w", err)
 	}
 	srcClosed := false
 	defer func() {
@@ -96,15 +190,27 @@ func runCopy(ctx context.Context, args []string, env *cliEnv) error {
 			src.Close()
 		}
 	}()
+	// Folders with a special-use role go to the destination's folder of
+	// that role; --map rules come first.
+	roleMap, err := mailferry.RoleMapFor(ctx, src, dst)
+	if err != nil {
+		return r, err
+	}
+	engineSrc := src
+	if !o.since.t.IsZero() || !o.before.t.IsZero() {
+		r.dates = newDateFilter(o.since.t, o.before.t, store)
+		engineSrc = filterSource(src, r.dates)
+	}
 
 	step, batch := crashHook(env.getenv)
 	stats := &mailferry.Stats{Start: time.Now()}
-	stopProgress := startProgress(ctx, stats, env, o.progress, o.common.quiet, log)
-	res, err := mailferry.Copy(ctx, src, dst, mailferry.Options{
-		SrcEndpoint:  srcName,
+	stopProgress := startProgress(ctx, stats, &penv, o.progress, o.progressInterval, o.common.quiet, log)
+	r.res, err = mailferry.Copy(ctx, engineSrc, dst, mailferry.Options{
+		SrcEndpoint:  r.src,
 		Workers:      o.common.workers,
 		Checkpoint:   store,
 		Mailboxes:    filter,
+		MapMailbox:   folderMap.Then(roleMap),
 		DryRun:       o.dryRun,
 		DeleteSource: o.deleteSource,
 		MaxSize:      int64(o.maxSize),
@@ -124,14 +230,7 @@ func runCopy(ctx context.Context, args []string, env *cliEnv) error {
 			err = cerr
 		}
 	}
-	report(env, &o, res, err)
-	if err != nil {
-		return err
-	}
-	if n := len(res.Failures); n > 0 {
-		return &partialError{n}
-	}
-	return nil
+	return r, err
 }
 
 // canonical checks an endpoint URL and returns its stable name for the
@@ -173,53 +272,94 @@ func openCheckpoint(path string, reset bool, src, dst string, log *slog.Logger) 
 	return cp, nil
 }
 
-// summary is the --json output of copy.
+// summary is the --json output of copy and run, and the line --report
+// appends.
 type summary struct {
+	Time     string                        `json:"time,omitempty"`
+	Job      string                        `json:"job,omitempty"`
 	Command  string                        `json:"command"`
+	Src      string                        `json:"src,omitempty"`
+	Dst      string                        `json:"dst,omitempty"`
 	OK       bool                          `json:"ok"`
+	ExitCode int                           `json:"exit_code"`
 	Error    string                        `json:"error,omitempty"`
 	DryRun   bool                          `json:"dry_run,omitempty"`
 	Seconds  float64                       `json:"seconds"`
+	Filters  *filterSummary                `json:"filters,omitempty"`
 	Totals   mailferry.Snapshot            `json:"totals"`
 	Folders  map[string]mailferry.Snapshot `json:"folders"`
 	Failures []mailferry.Failure           `json:"failures,omitempty"`
 	Skipped  []mailferry.Failure           `json:"skipped,omitempty"`
 }
 
-// report prints the end-of-run summary: a table on stderr (unless --quiet
-// and all went well) and JSON on stdout with --json.
-func report(env *cliEnv, o *copyOptions, res *mailferry.Result, err error) {
-	if res == nil || res.Stats == nil {
-		return
-	}
-	st := res.Stats
-	s := summary{Command: "copy", OK: err == nil && len(res.Failures) == 0, DryRun: o.dryRun,
-		Seconds: time.Since(st.Start).Seconds(), Totals: st.Snapshot(), Folders: map[string]mailferry.Snapshot{},
-		Failures: res.Failures, Skipped: res.Skipped}
+// filterSummary says what a run left out on purpose.
+type filterSummary struct {
+	Since        string   `json:"since,omitempty"`
+	Before       string   `json:"before,omitempty"`
+	MaxSize      int64    `json:"max_size,omitempty"`
+	Include      []string `json:"include,omitempty"`
+	Exclude      []string `json:"exclude,omitempty"`
+	OutsideDates int64    `json:"outside_dates,omitempty"` // messages left out by --since/--before
+	Undated      int64    `json:"undated,omitempty"`       // messages without a date, kept
+}
+
+func makeSummary(o *copyOptions, r *copyResult, err error, start time.Time) summary {
+	s := summary{Command: "copy", Src: r.src, Dst: r.dst, OK: err == nil, DryRun: o.dryRun,
+		Time: start.UTC().Format(time.RFC3339), Seconds: time.Since(start).Seconds(), Folders: map[string]mailferry.Snapshot{}}
 	if err != nil {
 		s.Error = oneLine(err)
 	}
+	if f := (filterSummary{Since: o.since.String(), Before: o.before.String(), MaxSize: int64(o.maxSize), Include: o.common.include, Exclude: o.common.exclude}); !reflect.DeepEqual(f, filterSummary{}) {
+		if r.dates != nil {
+			f.OutsideDates, f.Undated = r.dates.counts()
+		}
+		s.Filters = &f
+	}
+	if r.res == nil || r.res.Stats == nil {
+		return s
+	}
+	st := r.res.Stats
+	s.Seconds = time.Since(st.Start).Seconds()
+	s.Totals = st.Snapshot()
+	s.Failures, s.Skipped = r.res.Failures, r.res.Skipped
 	for _, mb := range st.Mailboxes() {
 		s.Folders[mb] = st.Box(mb).Snapshot()
 	}
+	return s
+}
+
+// report prints the end-of-run summary: a table on stderr (with --quiet,
+// only the failed messages) and JSON on stdout with --json. It reports
+// whether it printed the failures.
+func report(env *cliEnv, o *copyOptions, r *copyResult, s *summary) bool {
+	if r.res == nil || r.res.Stats == nil {
+		return false
+	}
+	res, st := r.res, r.res.Stats
 	if o.common.json {
 		enc := json.NewEncoder(env.stdout)
 		enc.SetIndent("", "  ")
 		enc.Encode(s)
-	}
-	quietOK := o.common.quiet && s.OK && len(res.Skipped) == 0
-	if quietOK || o.common.json {
-		return
+		return false
 	}
 	w := env.stderr
 	for _, f := range res.Failures {
+		if f.ID == "" { // a whole folder
+			fmt.Fprintf(w, "failed: %s: %s\n", f.Mailbox, f.Err)
+			continue
+		}
 		fmt.Fprintf(w, "failed: %s %s: %s\n", f.Mailbox, f.ID, f.Err)
+	}
+	if o.common.quiet {
+		// Cron mail: only problems. Messages skipped on purpose (over
+		// --max-size) would repeat every night; they are in --report.
+		return true
 	}
 	for _, f := range res.Skipped {
 		fmt.Fprintf(w, "skipped: %s %s: %s\n", f.Mailbox, f.ID, f.Err)
 	}
-	if o.common.quiet {
-		return
+	if f := s.Filters; f != nil {
+		fmt.Fprintf(w, "filters: %s\n", describeFilters(f))
 	}
 	verb := "copied"
 	if o.dryRun {
@@ -240,6 +380,15 @@ func report(env *cliEnv, o *copyOptions, res *mailferry.Result, err error) {
 		n = t.Queued
 	}
 	fmt.Fprintf(w, "%-32s %8d %8d %8d %8d %10s  in %.1fs\n", "total", t.Listed, t.Skipped, n, t.Failed, humanBytes(t.Bytes), s.Seconds)
+	if o.dryRun {
+		fmt.Fprintf(w, "dry run: %d message(s), %s, would be copied; nothing was stored or deleted\n", t.Queued, humanBytes(t.QueuedBytes))
+	}
+	if f := s.Filters; f != nil && f.OutsideDates > 0 {
+		fmt.Fprintf(w, "%d message(s) outside the dates were left out\n", f.OutsideDates)
+	}
+	if f := s.Filters; f != nil && f.Undated > 0 {
+		fmt.Fprintf(w, "%d message(s) have no date (the source keeps none) and were not filtered by date\n", f.Undated)
+	}
 	if t.Deleted > 0 {
 		fmt.Fprintf(w, "%d message(s) deleted from the source after they were stored\n", t.Deleted)
 	}
@@ -249,6 +398,56 @@ func report(env *cliEnv, o *copyOptions, res *mailferry.Result, err error) {
 	if len(res.Failures) > 0 {
 		fmt.Fprintf(w, "%d message(s) failed; run the same command again to retry them\n", len(res.Failures))
 	}
+	return true
+}
+
+// describeFilters is the filters line of the summary.
+func describeFilters(f *filterSummary) string {
+	var parts []string
+	if f.Since != "" {
+		parts = append(parts, "since "+f.Since)
+	}
+	if f.Before != "" {
+		parts = append(parts, "before "+f.Before)
+	}
+	if f.MaxSize > 0 {
+		parts = append(parts, "max size "+humanBytes(f.MaxSize))
+	}
+	if len(f.Include) > 0 {
+		parts = append(parts, "include "+strings.Join(f.Include, " "))
+	}
+	if len(f.Exclude) > 0 {
+		parts = append(parts, "exclude "+strings.Join(f.Exclude, " "))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// appendReport appends s as one JSON line to path (--report), in a single
+// write so that concurrent runs of other jobs do not interleave lines.
+func appendReport(path string, env *cliEnv, s *summary) error {
+	path, err := expandHome(path, env)
+	if err != nil {
+		return err
+	}
+	line, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	_, err = f.Write(append(line, '\n'))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	return nil
 }
 
 func trimName(s string, n int) string {

@@ -26,7 +26,7 @@ const exitCodeTable = `
 Exit codes:
   0    everything copied or already present     4    authentication rejected
   1    unexpected error                          5    endpoint unreachable (DNS, TCP, TLS)
-  2    usage or config error (flag, URL)         6    checkpoint unusable (corrupt, other endpoints)
+  2    usage or config error (flag, URL, config) 6    checkpoint unusable (corrupt, other endpoints)
   3    partial: some messages failed or are      7    another mailferry run holds the checkpoint
        missing; a rerun resumes                  130  interrupted; checkpoint flushed; rerun resumes
 `

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -14,17 +15,32 @@ import (
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
-// sideFlags are the flags of one endpoint side ("src" or "dst").
+// sideFlags are the credentials of one endpoint side ("src" or "dst"),
+// from flags or from a job of the config file.
 type sideFlags struct {
 	side         string
 	passwordFile string
 	passwordCmd  string
+	// passwordEnv names an environment variable holding the password and
+	// password is an inline one; both come only from the config file.
+	passwordEnv    string
+	inlinePassword string
+	// oauth2 gets a token instead of a password (SASL XOAUTH2/OAUTHBEARER).
+	oauth2 oauth2Settings
 }
 
 func (s *sideFlags) add(fs *flag.FlagSet, side string) {
 	s.side = side
 	fs.StringVar(&s.passwordFile, side+"-password-file", "", "read the "+side+" password from the first line of `FILE`")
 	fs.StringVar(&s.passwordCmd, side+"-password-cmd", "", "run `CMD` with sh -c and use the first line of its output as the "+side+" password")
+	fs.StringVar(&s.oauth2.TokenCmd, side+"-oauth2-token-cmd", "", "log in to the "+side+" with OAuth2 (SASL XOAUTH2/OAUTHBEARER): run `CMD` with sh -c for an access token, again on each new connection")
+}
+
+// credentialFlag reports whether a flag name is one of a side's credential
+// flags: given on the command line, they replace all of a job's credentials
+// for that side.
+func credentialFlag(name, side string) bool {
+	return strings.HasPrefix(name, side+"-password-") || strings.HasPrefix(name, side+"-oauth2-")
 }
 
 // commonFlags are shared by the commands that talk to servers.
@@ -50,7 +66,7 @@ func (c *commonFlags) add(fs *flag.FlagSet) {
 	fs.Var(&c.exclude, "exclude", "skip folders whose name matches `REGEX` (repeatable)")
 	fs.BoolVar(&c.quiet, "quiet", false, "print only errors (for cron)")
 	fs.BoolVar(&c.json, "json", false, "print a machine-readable summary on stdout")
-	fs.StringVar(&c.logLevel, "log-level", "info", "log `LEVEL`: debug, info, warn, error")
+	fs.StringVar(&c.logLevel, "log-level", "", "log `LEVEL`: debug, info, warn, error (default info; warn while progress bars are shown)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log `FORMAT` on stderr: text or json")
 }
 
@@ -105,20 +121,49 @@ func (c *commonFlags) mailboxFilter() (func(string) bool, error) {
 // logger builds the run's logger on stderr.
 func (c *commonFlags) logger(w io.Writer) (*slog.Logger, error) {
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+	if err := level.UnmarshalText([]byte(cmp.Or(c.logLevel, "info"))); err != nil {
 		return nil, &usageError{fmt.Sprintf("--log-level %q: want debug, info, warn or error", c.logLevel)}
 	}
 	if c.quiet {
 		level = max(level, slog.LevelError)
 	}
 	ho := &slog.HandlerOptions{Level: level}
+	var h slog.Handler
 	switch c.logFormat {
 	case "text":
-		return slog.New(slog.NewTextHandler(w, ho)), nil
+		h = slog.NewTextHandler(w, ho)
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, ho)), nil
+		h = slog.NewJSONHandler(w, ho)
+	default:
+		return nil, &usageError{fmt.Sprintf("--log-format %q: want text or json", c.logFormat)}
 	}
-	return nil, &usageError{fmt.Sprintf("--log-format %q: want text or json", c.logFormat)}
+	if c.quiet && !c.json {
+		// With --quiet the summary prints one "failed:" line per message
+		// given up: the engine's record of the same failure would double it.
+		h = dropHandler{h, func(msg string) bool { return msg == "message not copied" || strings.HasPrefix(msg, "folder skipped") }}
+	}
+	return slog.New(h), nil
+}
+
+// dropHandler leaves out the records whose message drop matches.
+type dropHandler struct {
+	slog.Handler
+	drop func(msg string) bool
+}
+
+func (d dropHandler) Handle(ctx context.Context, r slog.Record) error {
+	if d.drop(r.Message) {
+		return nil
+	}
+	return d.Handler.Handle(ctx, r)
+}
+
+func (d dropHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return dropHandler{d.Handler.WithAttrs(as), d.drop}
+}
+
+func (d dropHandler) WithGroup(name string) slog.Handler {
+	return dropHandler{d.Handler.WithGroup(name), d.drop}
 }
 
 // openOptions builds the endpoint options for one side.
@@ -127,6 +172,7 @@ func (c *commonFlags) openOptions(s *sideFlags, env *cliEnv, log *slog.Logger) *
 		Logger:         log,
 		Side:           s.side,
 		Password:       s.password(env, log),
+		Token:          s.token(env, log),
 		CAFile:         c.caFile,
 		AllowPlaintext: c.allowPlaintext,
 		Timeout:        c.timeout,
@@ -137,6 +183,19 @@ func (c *commonFlags) openOptions(s *sideFlags, env *cliEnv, log *slog.Logger) *
 // parse parses args with fs, expecting exactly nargs positional arguments
 // (flags may come before or after them). It prints help on -h.
 func parse(fs *flag.FlagSet, args []string, nargs int, usageLine string, env *cliEnv) ([]string, error) {
+	pos, err := parseArgs(fs, args, usageLine, env)
+	if err != nil {
+		return nil, err
+	}
+	if len(pos) != nargs {
+		return nil, &usageError{fmt.Sprintf("want %d argument(s), got %d: usage: mailferry %s", nargs, len(pos), usageLine)}
+	}
+	return pos, nil
+}
+
+// parseArgs parses args with fs and returns the positional arguments, which
+// may come before, between or after the flags.
+func parseArgs(fs *flag.FlagSet, args []string, usageLine string, env *cliEnv) ([]string, error) {
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	var pos []string
@@ -154,9 +213,6 @@ func parse(fs *flag.FlagSet, args []string, nargs int, usageLine string, env *cl
 		}
 		pos = append(pos, args[0])
 		args = args[1:]
-	}
-	if len(pos) != nargs {
-		return nil, &usageError{fmt.Sprintf("want %d argument(s), got %d: usage: mailferry %s", nargs, len(pos), usageLine)}
 	}
 	return pos, nil
 }

@@ -9,7 +9,10 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+
+	"github.com/mailferry/mailferry/sync/mail"
 )
 
 // version is set by the Makefile with -ldflags "-X main.version=...".
@@ -36,15 +39,27 @@ type cliEnv struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         func(string) string
-	isTerminal     bool // stderr is a terminal
+	isTerminal     bool           // stderr is a terminal
+	reg            *mail.Registry // nil: every endpoint (tests add fakes)
+}
+
+// registry returns the endpoints copy and run may use.
+func (e *cliEnv) registry() *mail.Registry {
+	if e.reg != nil {
+		return e.reg
+	}
+	return registry()
 }
 
 func commands() []command {
 	return []command{
 		{"copy", "copy SRC DST [flags]", "copy every message of SRC that DST lacks (resumable, idempotent)", runCopy},
+		{"run", "run JOB...|--all [flags]", "run jobs of the config file (for cron: add --quiet)", runRun},
+		{"jobs", "jobs [flags]", "list the jobs of the config file", runJobs},
 		{"ls", "ls SRC [flags]", "list the mailboxes of SRC with message counts and sizes", runLs},
 		{"verify", "verify SRC DST [flags]", "check by content that every message of SRC is in DST", runVerify},
 		{"demo", "demo [flags]", "copy sample mail from a built-in IMAP server to ./demo-maildir", runDemo},
+		{"completion", "completion bash|zsh|fish", "print a shell completion script (commands, flags, job names)", runCompletion},
 		{"version", "version", "print the version", runVersion},
 	}
 }
@@ -63,6 +78,12 @@ func runEnv(ctx context.Context, args []string, env *cliEnv) int {
 					return exitCode(c.run(ctx, []string{"--help"}, env))
 				}
 			}
+			if text, ok := helpTopics[args[1]]; ok {
+				fmt.Fprint(env.stdout, text)
+				return exitOK
+			}
+			fmt.Fprintf(env.stderr, "mailferry help: no command or topic %q (topics: %s)\n", args[1], strings.Join(helpTopicNames(), ", "))
+			return exitUsage
 		}
 		usage(env.stderr)
 		if len(args) == 0 {
@@ -114,6 +135,10 @@ Examples:
   mailferry copy imaps://alice@imap.example.org maildir:~/Mail/alice --src-password-file ~/.alice-pw
   mailferry copy pop3s://alice@pop.example.org mbox:~/backup --delete-source --src-password-cmd 'pass show mail'
   mailferry verify imaps://alice@imap.example.org maildir:~/Mail/alice --src-password-file ~/.alice-pw
+
+Nightly runs: put jobs in ~/.config/mailferry/config.toml and run
+  mailferry run --all --quiet
+from cron or a systemd timer. Topics: mailferry help config|cron|filters|oauth2|exit-codes
 
 Run 'mailferry help <command>' for a command's flags.
 `)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	stdsync "sync"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -22,15 +23,16 @@ func isTerminal(w io.Writer) bool {
 
 // startProgress shows the run's progress until the returned stop is called:
 // a bytes bar with rate and ETA on a terminal (mode auto or always), or one
-// log line every 10 s otherwise, so cron mail stays short. --quiet and mode
-// never show nothing. It polls the engine's Stats: the engine draws nothing.
-func startProgress(ctx context.Context, st *mailferry.Stats, env *cliEnv, mode string, quiet bool, log *slog.Logger) (stop func()) {
+// log line every interval otherwise, so cron mail stays short. --quiet and
+// mode never show nothing. It polls the engine's Stats: the engine draws
+// nothing.
+func startProgress(ctx context.Context, st *mailferry.Stats, env *cliEnv, mode string, interval time.Duration, quiet bool, log *slog.Logger) (stop func()) {
 	if quiet || mode == "never" {
 		return func() {}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	finished := make(chan struct{})
-	if mode == "always" || env.isTerminal {
+	if showBars(mode, quiet, env) {
 		// progressbar/v3 never checks for a terminal and fsyncs an *os.File
 		// writer on every frame (LIBRARIES.md §6): it only ever gets a
 		// terminal or "always", and a throttle.
@@ -64,7 +66,7 @@ func startProgress(ctx context.Context, st *mailferry.Stats, env *cliEnv, mode s
 	} else {
 		go func() {
 			defer close(finished)
-			t := time.NewTicker(10 * time.Second)
+			t := time.NewTicker(interval)
 			defer t.Stop()
 			for {
 				select {
@@ -82,6 +84,45 @@ func startProgress(ctx context.Context, st *mailferry.Stats, env *cliEnv, mode s
 		cancel()
 		<-finished
 	}
+}
+
+// showBars reports whether a run draws progress bars.
+func showBars(mode string, quiet bool, env *cliEnv) bool {
+	return !quiet && (mode == "always" || (mode == "auto" && env.isTerminal))
+}
+
+// termShare lets the bar and log records share the terminal: a record first
+// clears the bar's unfinished line, and the bar redraws below the record on
+// its next tick, so the screen holds one bar line, not a smear of both.
+type termShare struct {
+	mu    stdsync.Mutex
+	w     io.Writer
+	dirty bool // the bar's line is on screen, unfinished
+}
+
+// barSide is the bar's writer.
+type barSide struct{ t *termShare }
+
+func (b barSide) Write(p []byte) (int, error) {
+	b.t.mu.Lock()
+	defer b.t.mu.Unlock()
+	if len(p) > 0 {
+		b.t.dirty = p[len(p)-1] != '\n'
+	}
+	return b.t.w.Write(p)
+}
+
+// logSide is the log records' writer (slog writes one record per Write).
+type logSide struct{ t *termShare }
+
+func (l logSide) Write(p []byte) (int, error) {
+	l.t.mu.Lock()
+	defer l.t.mu.Unlock()
+	if l.t.dirty {
+		io.WriteString(l.t.w, "\r\x1b[K")
+		l.t.dirty = false
+	}
+	return l.t.w.Write(p)
 }
 
 func drawBar(bar *progressbar.ProgressBar, st *mailferry.Stats, sized *bool) {

@@ -14,42 +14,65 @@ import (
 )
 
 // password returns the side's secret lookup, in order of precedence:
-// --X-password-file, --X-password-cmd, then MAILFERRY_X_PASSWORD. It runs
-// only when an endpoint asks (after TLS is up), and never logs the secret.
+// --X-password-file, --X-password-cmd, the config's X_password_env and
+// X_password, then MAILFERRY_X_PASSWORD. It runs only when an endpoint asks
+// (after TLS is up), and never logs the secret.
 func (s *sideFlags) password(env *cliEnv, log *slog.Logger) passwordGetter {
 	envName := "MAILFERRY_" + strings.ToUpper(s.side) + "_PASSWORD"
 	return func(ctx context.Context) (string, error) {
 		switch {
 		case s.passwordFile != "":
-			fi, err := os.Stat(s.passwordFile)
-			if err != nil {
-				return "", &mail.ConfigError{Msg: fmt.Sprintf("--%s-password-file: %v", s.side, err)}
-			}
-			if fi.Mode().Perm()&0o077 != 0 {
-				log.Warn("password file is readable by group or others; chmod 600 it", "file", s.passwordFile)
-			}
-			b, err := os.ReadFile(s.passwordFile)
-			if err != nil {
-				return "", &mail.ConfigError{Msg: fmt.Sprintf("--%s-password-file: %v", s.side, err)}
-			}
-			return firstLine(b), nil
+			return readSecretFile(s.passwordFile, "--"+s.side+"-password-file", log)
 		case s.passwordCmd != "":
-			cmd := exec.CommandContext(ctx, "sh", "-c", s.passwordCmd)
-			var errb bytes.Buffer
-			cmd.Stderr = &errb
-			out, err := cmd.Output()
-			if err != nil {
-				return "", &mail.ConfigError{Msg: fmt.Sprintf("--%s-password-cmd failed: %v: %s", s.side, err, firstLine(errb.Bytes()))}
+			return secretCommand(ctx, s.passwordCmd, "--"+s.side+"-password-cmd")
+		case s.passwordEnv != "":
+			if v := env.getenv(s.passwordEnv); v != "" {
+				return v, nil
 			}
-			return firstLine(out), nil
+			return "", &mail.ConfigError{Msg: fmt.Sprintf("%s_password_env: the variable %s is empty or not set", s.side, s.passwordEnv)}
+		case s.inlinePassword != "":
+			return s.inlinePassword, nil
 		case env.getenv(envName) != "":
 			return env.getenv(envName), nil
 		}
 		return "", &mail.ConfigError{
 			Msg:  fmt.Sprintf("no %s password given", s.side),
-			Hint: fmt.Sprintf("use --%s-password-file FILE, --%s-password-cmd CMD or %s", s.side, s.side, envName),
+			Hint: fmt.Sprintf("use --%s-password-file FILE, --%s-password-cmd CMD or %s (in a config file: %s_password_file, %s_password_cmd or %s_password_env)", s.side, s.side, envName, s.side, s.side, s.side),
 		}
 	}
+}
+
+// readSecretFile returns the first line of a file holding a secret; what
+// names the setting in messages. A file others can read still works, with a
+// warning (the config file itself is refused instead: see checkPrivate).
+func readSecretFile(path, what string, log *slog.Logger) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", &mail.ConfigError{Msg: fmt.Sprintf("%s: %v", what, err)}
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("password file is readable by group or others; chmod 600 it", "file", path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", &mail.ConfigError{Msg: fmt.Sprintf("%s: %v", what, err)}
+	}
+	return firstLine(b), nil
+}
+
+// secretCommand runs cmd with sh -c and returns the first line it prints.
+func secretCommand(ctx context.Context, cmdline, what string) (string, error) {
+	cmd := exec.CommandContext(ctx, "sh", "-c", cmdline)
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	out, err := cmd.Output()
+	if err != nil {
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		return "", &mail.ConfigError{Msg: fmt.Sprintf("%s failed: %v: %s", what, err, firstLine(errb.Bytes()))}
+	}
+	return firstLine(out), nil
 }
 
 func firstLine(b []byte) string {

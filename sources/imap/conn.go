@@ -87,7 +87,7 @@ func dial(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Logge
 	if err := ctx.Err(); err != nil {
 		return nil, nil, fmt.Errorf("imap: connect %s: %w", cfg.Addr(), err)
 	}
-	if o.Password == nil {
+	if o.Password == nil && o.Token == nil {
 		return nil, nil, &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: no password source", cfg), Hint: passwordHint(o)}
 	}
 	tlsCfg, err := mail.TLSConfig(cfg.Host, o.CAFile)
@@ -191,15 +191,24 @@ func dial(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Logge
 		// (RFC 9051 §7.1.4); only the cleartext case is an attack vector.
 		log.Debug("imap: server pre-authenticated the session", "elapsed", time.Since(start))
 	} else {
-		password := func() (string, error) {
-			if !disarm() {
-				return "", errors.New("connection closed")
+		// The secret may come from a command or an HTTP request (OAuth2):
+		// the dial budget does not run meanwhile.
+		secret := func(get func(context.Context) (string, error)) func() (string, error) {
+			return func() (string, error) {
+				if !disarm() {
+					return "", errors.New("connection closed")
+				}
+				s, err := get(ctx)
+				arm()
+				return s, err
 			}
-			pw, err := o.Password(ctx)
-			arm()
-			return pw, err
 		}
-		if err := login(ctx, c, cfg, password, secure); err != nil {
+		if o.Token != nil {
+			err = loginToken(ctx, c, cfg, secret(o.Token))
+		} else {
+			err = login(ctx, c, cfg, secret(o.Password), secure)
+		}
+		if err != nil {
 			return fail(err)
 		}
 	}
@@ -404,6 +413,12 @@ func login(ctx context.Context, c *imapclient.Client, cfg *Config, password func
 	} else {
 		err = c.Login(cfg.User, pw).Wait()
 	}
+	return authVerdict(cfg, "", err)
+}
+
+// authVerdict classifies the outcome of LOGIN or AUTHENTICATE (mech names
+// an OAuth2 mechanism, for the message).
+func authVerdict(cfg *Config, mech string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -418,6 +433,9 @@ func login(ctx context.Context, c *imapclient.Client, cfg *Config, password func
 	text := ie.Text
 	if text == "" {
 		text = string(ie.Type)
+	}
+	if mech != "" {
+		text = mech + ": " + text
 	}
 	// ie.Text is the server's message; it never echoes the password.
 	return fmt.Errorf("imap: login %s rejected: %s: %w", cfg.ident(), clip(text, 200), mail.ErrAuth)

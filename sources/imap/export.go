@@ -51,7 +51,7 @@ func DialRaw(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*RawConn, e
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("imap: connect %s: %w", addr, err)
 	}
-	if o.Password == nil {
+	if o.Password == nil && o.Token == nil {
 		return nil, &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: no password source", cfg), Hint: passwordHint(o)}
 	}
 	tlsCfg, err := mail.TLSConfig(cfg.Host, o.CAFile)
@@ -130,15 +130,20 @@ func DialRaw(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*RawConn, e
 		top = tr.wrap(top)
 	}
 	rc := &RawConn{Conn: top, R: bufio.NewReaderSize(top, 32<<10)}
-	password := func() (string, error) {
-		if !disarm() {
-			return "", errors.New("connection closed")
+	secret := func(get func(context.Context) (string, error)) func() (string, error) {
+		if get == nil {
+			return nil
 		}
-		pw, err := o.Password(ctx)
-		arm()
-		return pw, err
+		return func() (string, error) {
+			if !disarm() {
+				return "", errors.New("connection closed")
+			}
+			s, err := get(ctx)
+			arm()
+			return s, err
+		}
 	}
-	if err := rawLogin(ctx, rc, cfg, password, secure); err != nil {
+	if err := rawLogin(ctx, rc, cfg, secret(o.Password), secret(o.Token), secure); err != nil {
 		return fail(err)
 	}
 	if !disarm() {
@@ -147,9 +152,10 @@ func DialRaw(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*RawConn, e
 	return rc, nil
 }
 
-// rawLogin reads the greeting and authenticates (AUTHENTICATE PLAIN when
-// offered, LOGIN otherwise), leaving rc.Caps set.
-func rawLogin(ctx context.Context, rc *RawConn, cfg *Config, password func() (string, error), secure bool) error {
+// rawLogin reads the greeting and authenticates (with token, when not nil,
+// by OAUTHBEARER or XOAUTH2; else AUTHENTICATE PLAIN when offered, LOGIN
+// otherwise), leaving rc.Caps set.
+func rawLogin(ctx context.Context, rc *RawConn, cfg *Config, password, token func() (string, error), secure bool) error {
 	addr := cfg.Addr()
 	line, err := rawReadLine(rc.R)
 	if err != nil {
@@ -173,18 +179,27 @@ func rawLogin(ctx context.Context, rc *RawConn, cfg *Config, password func() (st
 		return err
 	}
 	usePlain := rc.Has("AUTH=PLAIN")
-	if !usePlain && rc.Has("LOGINDISABLED") {
-		if !secure {
-			return &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: server disables login without TLS", cfg.ident()), Hint: "use imaps:// or a server offering STARTTLS"}
+	var pw, tok string
+	if token != nil {
+		if oauthMech(func(m string) bool { return rc.Has("AUTH=" + m) }) == "" {
+			return noOAuth(cfg)
 		}
-		return fmt.Errorf("imap: login %s: server offers neither LOGIN nor AUTHENTICATE PLAIN: %w", cfg.ident(), mail.ErrUnsupported)
-	}
-	pw, err := password()
-	if err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("imap: password for %s: %w", cfg.ident(), ctx.Err())
+		if tok, err = token(); err != nil {
+			return tokenError(ctx, cfg, err)
 		}
-		return mail.MakeFatal(fmt.Errorf("imap: password for %s: %w", cfg.ident(), err))
+	} else {
+		if !usePlain && rc.Has("LOGINDISABLED") {
+			if !secure {
+				return &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: server disables login without TLS", cfg.ident()), Hint: "use imaps:// or a server offering STARTTLS"}
+			}
+			return fmt.Errorf("imap: login %s: server offers neither LOGIN nor AUTHENTICATE PLAIN: %w", cfg.ident(), mail.ErrUnsupported)
+		}
+		if pw, err = password(); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("imap: password for %s: %w", cfg.ident(), ctx.Err())
+			}
+			return mail.MakeFatal(fmt.Errorf("imap: password for %s: %w", cfg.ident(), err))
+		}
 	}
 	w := bufio.NewWriter(rc.Conn)
 	flush := func() error {
@@ -208,7 +223,12 @@ func rawLogin(ctx context.Context, rc *RawConn, cfg *Config, password func() (st
 		}
 		return nil
 	}
-	if usePlain {
+	mech := ""
+	if token != nil {
+		if mech, err = rawOAuth(rc, cfg, tok, w, cont); err != nil {
+			return err
+		}
+	} else if usePlain {
 		ir := base64.StdEncoding.EncodeToString([]byte("\x00" + cfg.User + "\x00" + pw))
 		if rc.Has("SASL-IR") {
 			fmt.Fprintf(w, "L1 AUTHENTICATE PLAIN %s\r\n", ir)
@@ -241,12 +261,21 @@ func rawLogin(ctx context.Context, rc *RawConn, cfg *Config, password func() (st
 	if err := flush(); err != nil {
 		return err
 	}
+	detail := ""
 	for {
 		line, err := rawReadLine(rc.R)
 		if err != nil {
 			return mail.Temp(fmt.Errorf("imap: login %s: %w", cfg.ident(), err))
 		}
 		switch {
+		case strings.HasPrefix(line, "+") && mech != "":
+			// An OAuth2 error challenge: keep the reason, answer so that the
+			// server ends the exchange with its NO.
+			if b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(strings.TrimPrefix(line, "+"))); err == nil {
+				detail = string(b)
+			}
+			fmt.Fprintf(w, "%s\r\n", base64.StdEncoding.EncodeToString(oauthAbort(mech)))
+			w.Flush()
 		case strings.HasPrefix(line, "+"):
 			// A challenge PLAIN does not expect: cancel the exchange.
 			fmt.Fprintf(w, "*\r\n")
@@ -262,6 +291,9 @@ func rawLogin(ctx context.Context, rc *RawConn, cfg *Config, password func() (st
 					return nil
 				}
 				return rawCaps(rc, nil)
+			}
+			if mech != "" {
+				return rawLoginVerdict(cfg, strings.TrimSpace(line[3:]+" "+mech+": "+detail))
 			}
 			return rawLoginVerdict(cfg, line[3:])
 		}

@@ -500,9 +500,13 @@ func connect(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Lo
 	return ss, nil
 }
 
-// login sends USER and PASS (RFC 1939 §7). A -ERR to either is an
-// authentication failure naming user@host, never the password.
+// login sends USER and PASS (RFC 1939 §7), or AUTH XOAUTH2 when the options
+// carry an OAuth2 token. A -ERR is an authentication failure naming
+// user@host, never the password.
 func (ss *session) login(ctx context.Context, o *mail.OpenOptions) error {
+	if o.Token != nil {
+		return ss.loginXOAUTH2(ctx, o)
+	}
 	if o.Password == nil {
 		return &mail.ConfigError{Msg: "pop3: " + ss.cfg.ident() + ": no password source", Hint: "give a password file, command or environment variable"}
 	}

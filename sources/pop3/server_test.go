@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -32,8 +33,9 @@ import (
 // here, and knobs for the faults the tests need.
 
 const (
-	testUser = "alice"
-	testPass = "s3cret pass"
+	testUser  = "alice"
+	testPass  = "s3cret pass"
+	testToken = "ya29.test-access-token"
 )
 
 // fakeOpts are the server's knobs. The zero value is an implicit-TLS server
@@ -233,6 +235,33 @@ func (fc *fakeConn) msg(arg string) (int, bool) {
 	return n - 1, true
 }
 
+// authXOAUTH2 serves AUTH XOAUTH2 as Gmail and Microsoft 365 do: an empty
+// challenge, the client's response, then +OK, or the error as a base64 JSON
+// challenge, an empty line from the client, and -ERR.
+func (fc *fakeConn) authXOAUTH2(mech string) {
+	if !strings.EqualFold(mech, "XOAUTH2") {
+		fc.reply("-ERR unsupported mechanism")
+		return
+	}
+	fc.reply("+ ")
+	line, err := fc.r.ReadString('\n')
+	if err != nil {
+		return
+	}
+	resp, _ := base64.StdEncoding.DecodeString(strings.TrimRight(line, "\r\n"))
+	if string(resp) != "user="+testUser+"\x01auth=Bearer "+testToken+"\x01\x01" {
+		fc.reply("+ " + base64.StdEncoding.EncodeToString([]byte(`{"status":"401","schemes":"bearer"}`)))
+		fc.r.ReadString('\n')
+		fc.reply("-ERR [AUTH] invalid credentials")
+		return
+	}
+	fc.authed = true
+	fc.f.mu.Lock()
+	fc.drop = append([]*fakeMsg(nil), fc.f.msgs...)
+	fc.f.mu.Unlock()
+	fc.reply("+OK logged in")
+}
+
 // handle answers one command; false ends the session.
 func (fc *fakeConn) handle(cmd, arg string) bool {
 	f, o := fc.f, fc.f.opts
@@ -264,6 +293,8 @@ func (fc *fakeConn) handle(cmd, arg string) bool {
 		case "USER":
 			fc.user = arg
 			fc.reply("+OK")
+		case "AUTH":
+			fc.authXOAUTH2(arg)
 		case "PASS":
 			if fc.user != testUser || arg != testPass {
 				fc.reply("-ERR [AUTH] invalid login")

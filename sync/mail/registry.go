@@ -23,6 +23,12 @@ type OpenOptions struct {
 	// Password returns the account's secret. It is called only when the
 	// endpoint needs it (after TLS is up) and may run a command.
 	Password func(ctx context.Context) (string, error)
+	// Token, when set, returns an OAuth2 access token, and the endpoint logs
+	// in with it (IMAP: SASL OAUTHBEARER or XOAUTH2; POP3: AUTH XOAUTH2)
+	// instead of a password. It is called for every new connection, so a
+	// token that expired is refreshed on reconnect; it may run a command or
+	// make an HTTP request. Endpoints never log what it returns.
+	Token func(ctx context.Context) (string, error)
 	// CAFile is a PEM file of extra trusted roots, added to the system pool.
 	CAFile string
 	// AllowPlaintext lets imap:// and pop3:// continue without STARTTLS/STLS.

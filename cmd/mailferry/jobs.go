@@ -1,0 +1,65 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+)
+
+type jobsOptions struct {
+	config string
+	names  bool
+	json   bool
+}
+
+type jobRow struct {
+	Name        string `json:"name"`
+	Source      string `json:"source"`
+	Destination string `json:"destination"`
+}
+
+// runJobs lists the jobs of the config file: "NAME  SRC -> DST" lines, or
+// only the names (for shell completion), or JSON.
+func runJobs(ctx context.Context, args []string, env *cliEnv) error {
+	var o jobsOptions
+	fs := flag.NewFlagSet("jobs", flag.ContinueOnError)
+	fs.StringVar(&o.config, "config", "", "read jobs from `FILE` (default $XDG_CONFIG_HOME/mailferry/config.toml, else ~/.config/mailferry/config.toml)")
+	fs.BoolVar(&o.names, "names", false, "print only the job names, one a line (for shell completion)")
+	fs.BoolVar(&o.json, "json", false, "print the jobs as JSON")
+	if _, err := parse(fs, args, 0, "jobs [flags]", env); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(o.config, env)
+	if err != nil {
+		return err
+	}
+	rows := make([]jobRow, 0, len(cfg.order))
+	width := 0
+	for _, n := range cfg.order {
+		j := cfg.Jobs[n]
+		rows = append(rows, jobRow{n, j.Source, j.Destination})
+		width = max(width, len(n))
+	}
+	switch {
+	case o.json:
+		enc := json.NewEncoder(env.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rows)
+	case o.names:
+		for _, r := range rows {
+			fmt.Fprintln(env.stdout, r.Name)
+		}
+	default:
+		if len(rows) == 0 {
+			fmt.Fprintf(env.stderr, "no jobs in %s (see mailferry help config)\n", cfg.path)
+		}
+		for _, r := range rows {
+			fmt.Fprintf(env.stdout, "%-*s  %s -> %s\n", width, r.Name, r.Source, r.Destination)
+		}
+		if len(rows) > 0 {
+			fmt.Fprintf(env.stderr, "(from %s; run one with: mailferry run %s)\n", cfg.path, rows[0].Name)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,147 @@
+package imap
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/mailferry/mailferry/sync/mail"
+)
+
+// OAuth2 login (mail.OpenOptions.Token): SASL OAUTHBEARER (RFC 7628) when
+// the server offers it, else XOAUTH2 (Gmail, Microsoft 365, which offers
+// only XOAUTH2). go-sasl has no XOAUTH2 (LIBRARIES.md §1.2), and both
+// clients are a few lines, so they live here.
+
+// oauthMech returns the mechanism to use, or "" when the server offers
+// neither. has reports an AUTH= capability.
+func oauthMech(has func(mech string) bool) string {
+	switch {
+	case has("OAUTHBEARER"):
+		return "OAUTHBEARER"
+	case has("XOAUTH2"):
+		return "XOAUTH2"
+	}
+	return ""
+}
+
+// oauthResponse is the client's (only) response for mech.
+func oauthResponse(mech, user, token string) []byte {
+	if mech == "OAUTHBEARER" {
+		// GS2 header with the authorization identity, then key/value pairs
+		// (RFC 7628 §3.1); ',' and '=' in the name are escaped (RFC 5801).
+		a := strings.NewReplacer("=", "=3D", ",", "=2C").Replace(user)
+		return []byte("n,a=" + a + ",\x01auth=Bearer " + token + "\x01\x01")
+	}
+	return []byte("user=" + user + "\x01auth=Bearer " + token + "\x01\x01")
+}
+
+// oauthAbort is the client's answer to an error challenge: the exchange
+// must end with the server's NO (RFC 7628 §3.2.3: a single %x01 for
+// OAUTHBEARER; an empty response for XOAUTH2).
+func oauthAbort(mech string) []byte {
+	if mech == "OAUTHBEARER" {
+		return []byte{1}
+	}
+	return []byte{}
+}
+
+// oauthClient is the sasl.Client for imapclient.Authenticate. A challenge
+// after the response carries the server's reason (JSON), kept in detail.
+type oauthClient struct {
+	mech   string
+	resp   []byte
+	detail string
+}
+
+func (o *oauthClient) Start() (string, []byte, error) { return o.mech, o.resp, nil }
+
+func (o *oauthClient) Next(challenge []byte) ([]byte, error) {
+	o.detail = string(challenge)
+	return oauthAbort(o.mech), nil
+}
+
+// checkToken refuses a token that would break the SASL encoding.
+func checkToken(cfg *Config, tok string) error {
+	if tok == "" || strings.ContainsAny(tok, "\x00\x01\r\n") {
+		return &mail.ConfigError{Msg: "imap: the OAuth2 token for " + cfg.ident() + " is empty or holds a control character"}
+	}
+	return nil
+}
+
+// tokenError classifies a failure to get a token, as login does for a
+// password.
+func tokenError(ctx context.Context, cfg *Config, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("imap: oauth2 token for %s: %w", cfg.ident(), ctx.Err())
+	}
+	if mail.Temporary(err) {
+		return fmt.Errorf("imap: oauth2 token for %s: %w", cfg.ident(), err)
+	}
+	return mail.MakeFatal(fmt.Errorf("imap: oauth2 token for %s: %w", cfg.ident(), err))
+}
+
+// noOAuth is the error for a server that offers no OAuth2 mechanism.
+func noOAuth(cfg *Config) error {
+	return &mail.ConfigError{Msg: fmt.Sprintf("imap: %s offers neither AUTH=OAUTHBEARER nor AUTH=XOAUTH2", cfg.ident()),
+		Hint: "log in with a password instead of OAuth2"}
+}
+
+// loginToken authenticates c with an OAuth2 access token.
+func loginToken(ctx context.Context, c *imapclient.Client, cfg *Config, token func() (string, error)) error {
+	caps := c.Caps()
+	if caps == nil {
+		return mail.Temp(fmt.Errorf("imap: %s: no CAPABILITY answer", cfg.Addr()))
+	}
+	mech := oauthMech(func(m string) bool { return caps.Has(imap.AuthCap(m)) })
+	if mech == "" {
+		return noOAuth(cfg)
+	}
+	tok, err := token()
+	if err != nil {
+		return tokenError(ctx, cfg, err)
+	}
+	if err := checkToken(cfg, tok); err != nil {
+		return err
+	}
+	cl := &oauthClient{mech: mech, resp: oauthResponse(mech, cfg.User, tok)}
+	err = c.Authenticate(cl)
+	if err != nil && cl.detail != "" {
+		var ie *imap.Error
+		if errors.As(err, &ie) {
+			ie2 := *ie
+			ie2.Text = strings.TrimSpace(ie.Text + " " + cl.detail)
+			err = &ie2
+		}
+	}
+	return authVerdict(cfg, mech, err)
+}
+
+// rawOAuth writes the AUTHENTICATE command of an OAuth2 login on a raw
+// connection and returns the mechanism; cont waits for the server's "+"
+// when SASL-IR is missing.
+func rawOAuth(rc *RawConn, cfg *Config, tok string, w interface{ WriteString(string) (int, error) }, cont func() error) (string, error) {
+	mech := oauthMech(func(m string) bool { return rc.Has("AUTH=" + m) })
+	if mech == "" {
+		return "", noOAuth(cfg)
+	}
+	if err := checkToken(cfg, tok); err != nil {
+		return "", err
+	}
+	ir := base64.StdEncoding.EncodeToString(oauthResponse(mech, cfg.User, tok))
+	if rc.Has("SASL-IR") {
+		w.WriteString("L1 AUTHENTICATE " + mech + " " + ir + "\r\n")
+		return mech, nil
+	}
+	w.WriteString("L1 AUTHENTICATE " + mech + "\r\n")
+	if err := cont(); err != nil {
+		return "", err
+	}
+	w.WriteString(ir + "\r\n")
+	return mech, nil
+}
