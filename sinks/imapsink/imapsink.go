@@ -59,15 +59,15 @@ type Sink struct {
 	ctlMu chan struct{}      // one-slot lock for the control connection
 	ctl   *imapclient.Client // guarded by ctlMu
 
-	mu       sync.Mutex
-	closed   bool
-	slots    []*slot
-	boxes    map[string]bool   // server names that exist; nil until listed
-	roles    map[string]string // server name -> special-use role
-	folders  map[string]*folder
-	free     []*os.File
-	memUsed  int64
-	prov     uint64
+	mu      sync.Mutex
+	closed  bool
+	slots   []*slot
+	boxes   map[string]bool   // server names that exist; nil until listed
+	roles   map[string]string // server name -> special-use role
+	folders map[string]*folder
+	free    []*os.File
+	memUsed int64
+	prov    uint64
 	// resolved maps provisional IDs to final ones until FinalID is asked
 	// (by the engine, once per message, after the Commit that covers it; a
 	// message may be resolved several Commits before the engine asks).
