@@ -122,6 +122,7 @@ func dial(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Logge
 		disarm = func() bool { ok := stop(); cancel(); return ok }
 	}
 	arm()
+	phase := "TCP connect" // what was waited for when the dial budget ran out
 	fail := func(err error) (*imapclient.Client, *deadlineConn, error) {
 		expired := dctx.Err() != nil
 		disarm()
@@ -132,8 +133,14 @@ func dial(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Logge
 		if ctx.Err() != nil {
 			return nil, nil, fmt.Errorf("imap: connect %s: %w", addr, ctx.Err())
 		}
-		if expired && !errors.Is(err, mail.ErrAuth) && !errors.Is(err, mail.ErrUnreachable) {
-			return nil, nil, mail.DialError(addr, fmt.Errorf("no answer within %v: %w", dialT, err))
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			expired = true // the idle deadline (also --timeout) fired first
+		}
+		if expired && !errors.Is(err, mail.ErrAuth) {
+			// The watchdog closed the socket: what the read then reported
+			// ("use of closed network connection") says nothing useful.
+			return nil, nil, mail.DialError(addr, fmt.Errorf("%s: no answer within %v (--timeout)", phase, dialT))
 		}
 		return nil, nil, err
 	}
@@ -154,12 +161,14 @@ func dial(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Logge
 	secure := true
 	switch cfg.TLS {
 	case TLSImplicit:
+		phase = "TLS handshake"
 		tc := tls.Client(dc, withALPN(tlsCfg))
 		if err := tc.HandshakeContext(dctx); err != nil {
 			return fail(mail.DialError(addr, err))
 		}
 		top = tc
 	case TLSStartTLS:
+		phase = "greeting, STARTTLS and TLS handshake"
 		top, secure, err = startTLS(dctx, dc, tlsCfg, o.AllowPlaintext, tr, addr)
 		if err != nil {
 			return fail(err)
@@ -175,6 +184,7 @@ func dial(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Logge
 	}
 
 	c = imapclient.New(top, nil)
+	phase = "greeting"
 	if err := c.WaitGreeting(); err != nil {
 		var ie *imap.Error
 		if errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeBye {
@@ -203,6 +213,7 @@ func dial(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Logge
 				return s, err
 			}
 		}
+		phase = "login"
 		if o.Token != nil {
 			err = loginToken(ctx, c, cfg, secret(o.Token))
 		} else {
