@@ -104,16 +104,9 @@ func Open(path, src, dst string, reset bool) (*File, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := lockedOpen(path)
 	if err != nil {
-		return nil, fmt.Errorf("checkpoint: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w: %s", ErrLocked, path)
-		}
-		return nil, fmt.Errorf("checkpoint: lock %s: %w", path, err)
+		return nil, err
 	}
 	c := &File{path: path, f: f, recs: map[Key]Record{}, byBox: map[string][]Key{}}
 	want := header{Magic: "checkpoint", Version: Version, Src: src, Dst: dst}
@@ -144,6 +137,33 @@ func Open(path, src, dst string, reset bool) (*File, error) {
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
 	return c, nil
+}
+
+// lockedOpen opens path and takes its exclusive lock. Because rewrite
+// replaces the file by rename (moving the lock to the new inode), a lock
+// won on an inode that is no longer at path is worthless: then it tries
+// again on the current file.
+func lockedOpen(path string) (*os.File, error) {
+	for range 10 {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("checkpoint: %w", err)
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			f.Close()
+			if errors.Is(err, syscall.EWOULDBLOCK) {
+				return nil, fmt.Errorf("%w: %s", ErrLocked, path)
+			}
+			return nil, fmt.Errorf("checkpoint: lock %s: %w", path, err)
+		}
+		held, err1 := f.Stat()
+		now, err2 := os.Stat(path)
+		if err1 == nil && err2 == nil && os.SameFile(held, now) {
+			return f, nil
+		}
+		f.Close() // renamed away under us: lock the file that is there now
+	}
+	return nil, fmt.Errorf("%w: %s keeps being replaced", ErrLocked, path)
 }
 
 // load reads the file; it returns the offset after the last good line and

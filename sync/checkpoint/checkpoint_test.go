@@ -171,3 +171,35 @@ func FuzzLoad(f *testing.F) {
 		c2.Close()
 	})
 }
+
+// TestE3ConcurrentCreateOneWins: openers racing on a new checkpoint (whose
+// creation replaces the file by rename) never both get it.
+func TestE3ConcurrentCreateOneWins(t *testing.T) {
+	for trial := 0; trial < 100; trial++ {
+		path := filepath.Join(t.TempDir(), "c.jsonl")
+		const n = 4
+		got := make(chan *File, n)
+		start := make(chan struct{})
+		for i := 0; i < n; i++ {
+			go func() {
+				<-start
+				c, err := Open(path, src, dst, false)
+				if err != nil && !errors.Is(err, ErrLocked) {
+					t.Errorf("Open = %v", err)
+				}
+				got <- c
+			}()
+		}
+		close(start)
+		winners := 0
+		for i := 0; i < n; i++ {
+			if c := <-got; c != nil {
+				winners++
+				defer c.Close()
+			}
+		}
+		if winners != 1 {
+			t.Fatalf("trial %d: %d openers hold the checkpoint, want 1", trial, winners)
+		}
+	}
+}
