@@ -200,7 +200,7 @@ func canonRole(role string) string {
 // RoleMapFor asks src and dst for their mailbox roles and returns RoleMap of
 // them, or nil (no renaming) when either side cannot tell (is not a
 // mail.RoleLister).
-func RoleMapFor(ctx context.Context, src mail.Source, dst mail.Sink) (func(string) string, error) {
+func RoleMapFor(ctx context.Context, src, dst any) (func(string) string, error) {
 	sl, ok1 := src.(mail.RoleLister)
 	dl, ok2 := dst.(mail.RoleLister)
 	if !ok1 || !ok2 {

@@ -12,6 +12,7 @@ import (
 type verifyOptions struct {
 	common   commonFlags
 	src, dst sideFlags
+	maps     multiFlag
 }
 
 func runVerify(ctx context.Context, args []string, env *cliEnv) error {
@@ -20,6 +21,7 @@ func runVerify(ctx context.Context, args []string, env *cliEnv) error {
 	o.common.add(fs)
 	o.src.add(fs, "src")
 	o.dst.add(fs, "dst")
+	fs.Var(&o.maps, "map", "expect source folders matching `SRC_RE=DST` in DST, as copy --map put them (repeatable); special-use folders follow their role as in copy")
 	pos, err := parse(fs, args, 2, "verify SRC DST [flags]", env)
 	if err != nil {
 		return err
@@ -50,7 +52,15 @@ func runVerify(ctx context.Context, args []string, env *cliEnv) error {
 		return fmt.Errorf("destination: %w", err)
 	}
 	defer dst.Close()
-	rep, err := mailferry.Verify(ctx, src, dst, mailferry.VerifyOptions{Mailboxes: filter})
+	folderMap, err := mailferry.ParseMap(o.maps)
+	if err != nil {
+		return err
+	}
+	roleMap, err := mailferry.RoleMapFor(ctx, src, dst)
+	if err != nil {
+		return err
+	}
+	rep, err := mailferry.Verify(ctx, src, dst, mailferry.VerifyOptions{Mailboxes: filter, MapMailbox: folderMap.Then(roleMap)})
 	if err != nil {
 		return err
 	}
