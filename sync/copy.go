@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"sort"
+	"strings"
 	stdsync "sync"
 	"time"
 
@@ -316,6 +318,9 @@ func listMailbox(ctx context.Context, src mail.Source, dst mail.Sink, mb string,
 	}
 	st.Listed.Add(box.Listed.Load())
 	st.Skipped.Add(box.Skipped.Load())
+	if err := syncFlags(ctx, dst, mb, stored, opt); err != nil {
+		return fmt.Errorf("update flags in %q: %w", mb, err)
+	}
 	// Only messages the source still has need the destination's word: a
 	// folder emptied by a mail client after its messages left the source is
 	// no reason to stop.
@@ -486,7 +491,62 @@ func putOne(ctx context.Context, dst mail.Sink, env mail.Envelope, body io.Reade
 	dg := hr.Digest()
 	opt.Stats.Bytes.Add(dg.Bytes)
 	opt.Stats.Box(env.Mailbox).Bytes.Add(dg.Bytes)
-	return done{env: env, rec: checkpoint.Record{Mailbox: env.Mailbox, ID: env.ID, Dst: id, Size: env.Size, SHA256: hex.EncodeToString(dg.SHA256[:])}}, nil
+	rec := checkpoint.Record{Mailbox: env.Mailbox, ID: env.ID, Dst: id, Size: env.Size, SHA256: hex.EncodeToString(dg.SHA256[:])}
+	if _, ok := dst.(mail.FlagSetter); ok && env.Flags != nil {
+		f := flagString(env.Flags)
+		rec.Flags = &f
+	}
+	return done{env: env, rec: rec}, nil
+}
+
+// flagString is a canonical form of a flag set, for comparisons.
+func flagString(flags []mail.Flag) string {
+	s := make([]string, len(flags))
+	for i, f := range flags {
+		s[i] = strings.ToLower(string(f))
+	}
+	sort.Strings(s)
+	return strings.Join(s, " ")
+}
+
+// syncFlags gives the destination the current source flags of messages
+// copied earlier whose flags changed since (RFC 9051 STORE FLAGS on an IMAP
+// destination), so a message read or flagged on the source after the first
+// run looks the same on the destination after the next. It needs a sink
+// that can change flags (mail.FlagSetter) and records that know the flags
+// last copied; a failure is logged and retried on the next run.
+func syncFlags(ctx context.Context, dst mail.Sink, mb string, stored []mail.Envelope, opt Options) error {
+	fs, ok := dst.(mail.FlagSetter)
+	if !ok || opt.Checkpoint == nil || opt.DryRun || len(stored) == 0 {
+		return nil
+	}
+	recs := map[mail.ID]checkpoint.Record{}
+	for _, r := range opt.Checkpoint.Records(mb) {
+		recs[r.ID] = r
+	}
+	for _, env := range stored {
+		r, ok := recs[env.ID]
+		if !ok || r.Flags == nil || r.Dst == "" || env.Flags == nil {
+			continue
+		}
+		now := flagString(env.Flags)
+		if now == *r.Flags {
+			continue
+		}
+		if err := fs.SetFlags(ctx, opt.dstName(mb), r.Dst, env.Flags); err != nil {
+			if ctx.Err() != nil || mail.Fatal(err) {
+				return err
+			}
+			opt.Logger.Warn("flags not updated on the destination; the next run tries again", "mailbox", mb, "id", env.ID, "err", err)
+			continue
+		}
+		r.Flags = &now
+		if err := opt.Checkpoint.Add(r); err != nil {
+			return mail.MakeFatal(err)
+		}
+		opt.Stats.FlagsUpdated.Add(1)
+	}
+	return nil
 }
 
 // copyBatch streams a batch through one BatchOpener request, marking what

@@ -452,3 +452,43 @@ func TestC10CommitRefusesSome(t *testing.T) {
 		t.Fatalf("rerun = %v, copied %d, recorded %d", err, res.Stats.Copied.Load(), cp.Len())
 	}
 }
+
+// TestFlagsFollowOnRerun: a message marked seen or flagged on the source
+// after the first run gets the same flags on the destination on the next
+// run, and a third run changes nothing.
+func TestFlagsFollowOnRerun(t *testing.T) {
+	fx := fixtures(6, "INBOX")
+	for i := range fx {
+		fx[i].Flags = []mail.Flag{}
+	}
+	src := mailtest.NewMemSource(fx)
+	dst := mailtest.NewMemSink()
+	cp := openCP(t, filepath.Join(t.TempDir(), "cp.jsonl"))
+	if _, err := Copy(context.Background(), src, dst, fastOpts(cp)); err != nil {
+		t.Fatal(err)
+	}
+	src.Mark("INBOX", "2", mail.FlagSeen)
+	src.Mark("INBOX", "5", mail.FlagSeen, mail.FlagFlagged)
+	res, err := Copy(context.Background(), src, dst, fastOpts(cp))
+	if err != nil || res.Stats.FlagsUpdated.Load() != 2 || res.Stats.Copied.Load() != 0 {
+		t.Fatalf("rerun: err %v, flags updated %d, copied %d", err, res.Stats.FlagsUpdated.Load(), res.Stats.Copied.Load())
+	}
+	for _, m := range dst.Messages("INBOX") {
+		body := string(m.Body)
+		switch {
+		case strings.Contains(body, "body 1 "):
+			if len(m.Env.Flags) != 1 {
+				t.Errorf("message 2 has flags %v on the destination, want \\Seen", m.Env.Flags)
+			}
+		case strings.Contains(body, "body 4 "):
+			if len(m.Env.Flags) != 2 {
+				t.Errorf("message 5 has flags %v on the destination, want \\Seen \\Flagged", m.Env.Flags)
+			}
+		}
+	}
+	cp.Flush()
+	res, err = Copy(context.Background(), src, dst, fastOpts(cp))
+	if err != nil || res.Stats.FlagsUpdated.Load() != 0 {
+		t.Fatalf("third run: err %v, flags updated %d, want 0", err, res.Stats.FlagsUpdated.Load())
+	}
+}

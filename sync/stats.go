@@ -10,15 +10,16 @@ import (
 // Counters are the per-run or per-mailbox numbers the engine keeps. They are
 // updated atomically while a run goes on, so progress displays can poll them.
 type Counters struct {
-	Listed      atomic.Int64 // messages seen on the source
-	Skipped     atomic.Int64 // already in the checkpoint (or filtered out)
-	Queued      atomic.Int64 // to be copied
-	Copied      atomic.Int64 // stored and recorded
-	Failed      atomic.Int64 // given up after retries
-	Vanished    atomic.Int64 // gone from the source between listing and fetch
-	Deleted     atomic.Int64 // deleted from the source (delete mode)
-	Bytes       atomic.Int64 // bytes read from the source for copied messages
-	QueuedBytes atomic.Int64 // size hints of the queued messages
+	Listed       atomic.Int64 // messages seen on the source
+	Skipped      atomic.Int64 // already in the checkpoint (or filtered out)
+	Queued       atomic.Int64 // to be copied
+	Copied       atomic.Int64 // stored and recorded
+	Failed       atomic.Int64 // given up after retries
+	Vanished     atomic.Int64 // gone from the source between listing and fetch
+	Deleted      atomic.Int64 // deleted from the source (delete mode)
+	FlagsUpdated atomic.Int64 // copied earlier; flags changed on the destination to follow the source
+	Bytes        atomic.Int64 // bytes read from the source for copied messages
+	QueuedBytes  atomic.Int64 // size hints of the queued messages
 }
 
 // Stats are a run's counters, overall and per mailbox. The zero value is
@@ -66,19 +67,20 @@ func (s *Stats) Current() string {
 
 // Snapshot is a plain copy of Counters, for reports and JSON.
 type Snapshot struct {
-	Listed      int64 `json:"listed"`
-	Skipped     int64 `json:"skipped"`
-	Queued      int64 `json:"queued"`
-	Copied      int64 `json:"copied"`
-	Failed      int64 `json:"failed"`
-	Vanished    int64 `json:"vanished"`
-	Bytes       int64 `json:"bytes"`
-	QueuedBytes int64 `json:"queued_bytes"`
-	Deleted     int64 `json:"deleted,omitempty"`
+	Listed       int64 `json:"listed"`
+	Skipped      int64 `json:"skipped"`
+	Queued       int64 `json:"queued"`
+	Copied       int64 `json:"copied"`
+	Failed       int64 `json:"failed"`
+	Vanished     int64 `json:"vanished"`
+	Bytes        int64 `json:"bytes"`
+	QueuedBytes  int64 `json:"queued_bytes"`
+	Deleted      int64 `json:"deleted,omitempty"`
+	FlagsUpdated int64 `json:"flags_updated,omitempty"`
 }
 
 // Snapshot copies c.
 func (c *Counters) Snapshot() Snapshot {
 	return Snapshot{c.Listed.Load(), c.Skipped.Load(), c.Queued.Load(), c.Copied.Load(), c.Failed.Load(),
-		c.Vanished.Load(), c.Bytes.Load(), c.QueuedBytes.Load(), c.Deleted.Load()}
+		c.Vanished.Load(), c.Bytes.Load(), c.QueuedBytes.Load(), c.Deleted.Load(), c.FlagsUpdated.Load()}
 }

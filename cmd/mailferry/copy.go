@@ -389,6 +389,9 @@ func report(env *cliEnv, o *copyOptions, r *copyResult, s *summary) bool {
 	if f := s.Filters; f != nil && f.Undated > 0 {
 		fmt.Fprintf(w, "%d message(s) have no date (the source keeps none) and were not filtered by date\n", f.Undated)
 	}
+	if t.FlagsUpdated > 0 {
+		fmt.Fprintf(w, "%d message(s) copied earlier got their new flags from the source\n", t.FlagsUpdated)
+	}
 	if t.Deleted > 0 {
 		fmt.Fprintf(w, "%d message(s) deleted from the source after they were stored\n", t.Deleted)
 	}

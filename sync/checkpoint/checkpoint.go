@@ -42,6 +42,10 @@ type Record struct {
 	Dst     mail.ID `json:"d,omitempty"` // the sink's ID
 	Size    int64   `json:"n"`           // the source's size hint
 	SHA256  string  `json:"h,omitempty"` // hex SHA-256 of the bytes copied
+	// Flags are the source flags last given to the destination, space
+	// separated; nil when not known (records of sinks that cannot change
+	// flags later).
+	Flags *string `json:"f,omitempty"`
 }
 
 type header struct {

@@ -176,7 +176,10 @@ type MemSink struct {
 	Puts   atomic.Int64 // Put calls that stored a message
 }
 
-var _ mail.Sink = (*MemSink)(nil)
+var (
+	_ mail.Sink       = (*MemSink)(nil)
+	_ mail.FlagSetter = (*MemSink)(nil)
+)
 
 // NewMemSink returns an empty sink.
 func NewMemSink() *MemSink {
@@ -226,6 +229,19 @@ func (s *MemSink) Put(ctx context.Context, env mail.Envelope, body io.Reader) (m
 	}
 	s.Puts.Add(1)
 	return id, nil
+}
+
+// SetFlags replaces the flags of message id in mailbox (mail.FlagSetter).
+func (s *MemSink) SetFlags(ctx context.Context, mailbox string, id mail.ID, flags []mail.Flag) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, m := range s.boxes[mailbox] {
+		if m.Env.ID == id {
+			s.boxes[mailbox][i].Env.Flags = append([]mail.Flag(nil), flags...)
+			return nil
+		}
+	}
+	return fmt.Errorf("mem: set flags %s/%s: %w", mailbox, id, mail.ErrNotFound)
 }
 
 // Messages returns a copy of what mailbox holds.
@@ -300,4 +316,15 @@ func (b *BatchSource) OpenBatch(ctx context.Context, envs []mail.Envelope, fn fu
 		}
 	}
 	return nil
+}
+
+// Mark replaces the flags of message id in mailbox, as another client would.
+func (s *MemSource) Mark(mailbox string, id mail.ID, flags ...mail.Flag) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, m := range s.boxes[mailbox] {
+		if m.Env.ID == id {
+			s.boxes[mailbox][i].Env.Flags = flags
+		}
+	}
 }
