@@ -84,150 +84,179 @@ func timeouts(o *mail.OpenOptions) (dialT, ioT time.Duration) {
 // (Client.Close blocks while a FETCH literal is unread, see conn.close).
 func dial(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Logger) (*imapclient.Client, *deadlineConn, error) {
 	start := time.Now()
-	if err := ctx.Err(); err != nil {
-		return nil, nil, fmt.Errorf("imap: connect %s: %w", cfg.Addr(), err)
-	}
-	if o.Password == nil && o.Token == nil {
-		return nil, nil, &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: no password source", cfg), Hint: passwordHint(o)}
-	}
-	tlsCfg, err := mail.TLSConfig(cfg.Host, o.CAFile)
+	t, err := openTransport(ctx, cfg, o, log)
 	if err != nil {
 		return nil, nil, err
 	}
-	dialT, ioT := timeouts(o)
-	addr := cfg.Addr()
-
-	// The dial budget bounds everything up to the authenticated state except
-	// the password lookup, which may prompt or run a slow command. Closing
-	// the socket is the only way to interrupt imapclient and the handshake,
-	// so the watchdog does that when ctx is cancelled or the budget runs out.
-	var (
-		mu   sync.Mutex // guards raw against the watchdog goroutine
-		raw  net.Conn
-		c    *imapclient.Client
-		dctx context.Context
-	)
-	closeRaw := func() {
-		mu.Lock()
-		if raw != nil {
-			raw.Close()
-		}
-		mu.Unlock()
-	}
-	disarm := func() bool { return true }
-	arm := func() {
-		var cancel context.CancelFunc
-		dctx, cancel = context.WithTimeout(ctx, dialT)
-		stop := context.AfterFunc(dctx, closeRaw)
-		disarm = func() bool { ok := stop(); cancel(); return ok }
-	}
-	arm()
-	phase := "TCP connect" // what was waited for when the dial budget ran out
-	fail := func(err error) (*imapclient.Client, *deadlineConn, error) {
-		expired := dctx.Err() != nil
-		disarm()
-		if c != nil {
-			c.Close()
-		}
-		closeRaw()
-		if ctx.Err() != nil {
-			return nil, nil, fmt.Errorf("imap: connect %s: %w", addr, ctx.Err())
-		}
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			expired = true // the idle deadline (also --timeout) fired first
-		}
-		if expired && !errors.Is(err, mail.ErrAuth) {
-			// The watchdog closed the socket: what the read then reported
-			// ("use of closed network connection") says nothing useful.
-			return nil, nil, mail.DialError(addr, fmt.Errorf("%s: no answer within %v (--timeout)", phase, dialT))
-		}
-		return nil, nil, err
-	}
-	conn, err := (&net.Dialer{}).DialContext(dctx, "tcp", addr)
-	if err != nil {
-		if ctx.Err() == nil {
-			err = mail.DialError(addr, err)
-		}
-		return fail(err)
-	}
-	mu.Lock()
-	raw = conn
-	mu.Unlock()
-	dc := &deadlineConn{Conn: conn, timeout: ioT}
-	tr := newTracer(o.Trace)
-
-	var top net.Conn // what imapclient reads and writes
-	secure := true
-	switch cfg.TLS {
-	case TLSImplicit:
-		phase = "TLS handshake"
-		tc := tls.Client(dc, withALPN(tlsCfg))
-		if err := tc.HandshakeContext(dctx); err != nil {
-			return fail(mail.DialError(addr, err))
-		}
-		top = tc
-	case TLSStartTLS:
-		phase = "greeting, STARTTLS and TLS handshake"
-		top, secure, err = startTLS(dctx, dc, tlsCfg, o.AllowPlaintext, tr, addr)
-		if err != nil {
-			return fail(err)
-		}
-		if !secure {
-			log.Warn("imap: server offers no STARTTLS; continuing in plain text as allowed (password sent unencrypted)")
-		}
-	default:
-		return fail(fmt.Errorf("imap: unknown TLS mode %d", cfg.TLS))
-	}
-	if tr != nil {
-		top = tr.wrap(top)
-	}
-
-	c = imapclient.New(top, nil)
-	phase = "greeting"
+	c := imapclient.New(t.top, nil)
+	t.cleanup = func() { c.Close() }
+	t.phase = "greeting"
 	if err := c.WaitGreeting(); err != nil {
 		var ie *imap.Error
 		if errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeBye {
 			// A BYE greeting is usually "too many connections": worth a retry.
-			return fail(mail.Temp(fmt.Errorf("imap: connect %s: server refused the session: %s", addr, ie.Text)))
+			return nil, nil, t.fail(mail.Temp(fmt.Errorf("imap: connect %s: server refused the session: %s", t.addr, ie.Text)))
 		}
-		return fail(mail.DialError(addr, fmt.Errorf("greeting: %w", err)))
+		return nil, nil, t.fail(mail.DialError(t.addr, fmt.Errorf("greeting: %w", err)))
 	}
 	if c.State() == imap.ConnStateAuthenticated {
-		if !secure {
-			return fail(mail.DialError(addr, errors.New("unencrypted PREAUTH refused")))
+		if !t.secure {
+			return nil, nil, t.fail(mail.DialError(t.addr, errors.New("unencrypted PREAUTH refused")))
 		}
 		// PREAUTH under implicit TLS: the server already knows who we are
 		// (RFC 9051 §7.1.4); only the cleartext case is an attack vector.
 		log.Debug("imap: server pre-authenticated the session", "elapsed", time.Since(start))
 	} else {
-		// The secret may come from a command or an HTTP request (OAuth2):
-		// the dial budget does not run meanwhile.
-		secret := func(get func(context.Context) (string, error)) func() (string, error) {
-			return func() (string, error) {
-				if !disarm() {
-					return "", errors.New("connection closed")
-				}
-				s, err := get(ctx)
-				arm()
-				return s, err
-			}
-		}
-		phase = "login"
+		t.phase = "login"
 		if o.Token != nil {
-			err = loginToken(ctx, c, cfg, secret(o.Token))
+			err = loginToken(ctx, c, cfg, t.secret(o.Token))
 		} else {
-			err = login(ctx, c, cfg, secret(o.Password), secure)
+			err = login(ctx, c, cfg, t.secret(o.Password), t.secure)
 		}
 		if err != nil {
-			return fail(err)
+			return nil, nil, t.fail(err)
 		}
 	}
-	if !disarm() {
-		return fail(errors.New("connection closed"))
+	if !t.disarm() {
+		return nil, nil, t.fail(errors.New("connection closed"))
 	}
 	log.Debug("imap: connected to "+cfg.ident(), "elapsed", time.Since(start))
-	return c, dc, nil
+	return c, t.dc, nil
+}
+
+// transport is one connection attempt up to the protocol: TCP, then TLS or
+// STARTTLS, under a dial budget. Dial (imapclient) and DialRaw (the IMAP
+// sink's MULTIAPPEND) share it, so both fail, time out and report alike.
+//
+// The budget bounds everything up to the authenticated state except the
+// secret lookup (secret pauses it: a password command may prompt, an OAuth2
+// refresh is an HTTP request). Closing the socket is the only way to
+// interrupt imapclient and the handshake, so a watchdog does that when ctx
+// is cancelled or the budget runs out.
+type transport struct {
+	ctx     context.Context
+	addr    string
+	dialT   time.Duration
+	phase   string // what was awaited, for the error when the budget runs out
+	top     net.Conn
+	dc      *deadlineConn
+	secure  bool
+	cleanup func() // closes what the caller built on top, on failure
+
+	mu     sync.Mutex // guards raw against the watchdog goroutine
+	raw    net.Conn
+	dctx   context.Context
+	disarm func() bool
+}
+
+func (t *transport) closeRaw() {
+	t.mu.Lock()
+	if t.raw != nil {
+		t.raw.Close()
+	}
+	t.mu.Unlock()
+}
+
+// arm starts a fresh dial budget.
+func (t *transport) arm() {
+	dctx, cancel := context.WithTimeout(t.ctx, t.dialT)
+	stop := context.AfterFunc(dctx, t.closeRaw)
+	t.dctx = dctx
+	t.disarm = func() bool { ok := stop(); cancel(); return ok }
+}
+
+// fail tears the attempt down and classifies err: cancellation, a budget
+// that ran out (naming the phase and --timeout: what the closed socket
+// then reports, "use of closed network connection", says nothing), or err.
+func (t *transport) fail(err error) error {
+	expired := t.dctx.Err() != nil
+	t.disarm()
+	if t.cleanup != nil {
+		t.cleanup()
+	}
+	t.closeRaw()
+	if t.ctx.Err() != nil {
+		return fmt.Errorf("imap: connect %s: %w", t.addr, t.ctx.Err())
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		expired = true // the idle deadline (also --timeout) fired first
+	}
+	if expired && !errors.Is(err, mail.ErrAuth) {
+		return mail.DialError(t.addr, fmt.Errorf("%s: no answer within %v (--timeout)", t.phase, t.dialT))
+	}
+	return err
+}
+
+// secret adapts a secret lookup, pausing the dial budget while it runs.
+func (t *transport) secret(get func(context.Context) (string, error)) func() (string, error) {
+	if get == nil {
+		return nil
+	}
+	return func() (string, error) {
+		if !t.disarm() {
+			return "", errors.New("connection closed")
+		}
+		s, err := get(t.ctx)
+		t.arm()
+		return s, err
+	}
+}
+
+// openTransport connects to cfg and secures the connection (implicit TLS,
+// or STARTTLS unless plaintext is allowed and not offered). The caller
+// finishes with t.disarm() on success or t.fail(err).
+func openTransport(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Logger) (*transport, error) {
+	addr := cfg.Addr()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("imap: connect %s: %w", addr, err)
+	}
+	if o.Password == nil && o.Token == nil {
+		return nil, &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: no password source", cfg), Hint: passwordHint(o)}
+	}
+	tlsCfg, err := mail.TLSConfig(cfg.Host, o.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	dialT, ioT := timeouts(o)
+	t := &transport{ctx: ctx, addr: addr, dialT: dialT, phase: "TCP connect", secure: true}
+	t.arm()
+	conn, err := (&net.Dialer{}).DialContext(t.dctx, "tcp", addr)
+	if err != nil {
+		if ctx.Err() == nil {
+			err = mail.DialError(addr, err)
+		}
+		return nil, t.fail(err)
+	}
+	t.mu.Lock()
+	t.raw = conn
+	t.mu.Unlock()
+	t.dc = &deadlineConn{Conn: conn, timeout: ioT}
+	tr := newTracer(o.Trace)
+	switch cfg.TLS {
+	case TLSImplicit:
+		t.phase = "TLS handshake"
+		tc := tls.Client(t.dc, withALPN(tlsCfg))
+		if err := tc.HandshakeContext(t.dctx); err != nil {
+			return nil, t.fail(mail.DialError(addr, fmt.Errorf("tls: %w", err)))
+		}
+		t.top = tc
+	case TLSStartTLS:
+		t.phase = "greeting, STARTTLS and TLS handshake"
+		t.top, t.secure, err = startTLS(t.dctx, t.dc, tlsCfg, o.AllowPlaintext, tr, addr)
+		if err != nil {
+			return nil, t.fail(err)
+		}
+		if !t.secure {
+			log.Warn("imap: server offers no STARTTLS; continuing in plain text as allowed (password sent unencrypted)")
+		}
+	default:
+		return nil, t.fail(fmt.Errorf("imap: unknown TLS mode %d", cfg.TLS))
+	}
+	if tr != nil {
+		t.top = tr.wrap(t.top)
+	}
+	return t, nil
 }
 
 func passwordHint(o *mail.OpenOptions) string {

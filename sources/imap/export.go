@@ -8,13 +8,11 @@ package imap
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
 	"strings"
-	"sync"
 
 	imap "github.com/emersion/go-imap/v2"
 
@@ -46,108 +44,17 @@ func DialRaw(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*RawConn, e
 	if o == nil {
 		o = &mail.OpenOptions{}
 	}
-	log := logger(cfg, o)
-	addr := cfg.Addr()
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("imap: connect %s: %w", addr, err)
-	}
-	if o.Password == nil && o.Token == nil {
-		return nil, &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: no password source", cfg), Hint: passwordHint(o)}
-	}
-	tlsCfg, err := mail.TLSConfig(cfg.Host, o.CAFile)
+	t, err := openTransport(ctx, cfg, o, logger(cfg, o))
 	if err != nil {
 		return nil, err
 	}
-	dialT, ioT := timeouts(o)
-
-	// As in dial: a watchdog closes the socket when ctx ends or the dial
-	// budget runs out, the only way to interrupt blocking reads.
-	var (
-		mu     sync.Mutex
-		raw    net.Conn
-		dctx   context.Context
-		disarm = func() bool { return true }
-	)
-	closeRaw := func() {
-		mu.Lock()
-		if raw != nil {
-			raw.Close()
-		}
-		mu.Unlock()
+	rc := &RawConn{Conn: t.top, R: bufio.NewReaderSize(t.top, 32<<10)}
+	t.phase = "greeting and login"
+	if err := rawLogin(ctx, rc, cfg, t.secret(o.Password), t.secret(o.Token), t.secure); err != nil {
+		return nil, t.fail(err)
 	}
-	arm := func() {
-		var cancel context.CancelFunc
-		dctx, cancel = context.WithTimeout(ctx, dialT)
-		stop := context.AfterFunc(dctx, closeRaw)
-		disarm = func() bool { ok := stop(); cancel(); return ok }
-	}
-	arm()
-	fail := func(err error) (*RawConn, error) {
-		expired := dctx.Err() != nil
-		disarm()
-		closeRaw()
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("imap: connect %s: %w", addr, ctx.Err())
-		}
-		if expired && !errors.Is(err, mail.ErrAuth) && !errors.Is(err, mail.ErrUnreachable) {
-			return nil, mail.DialError(addr, fmt.Errorf("no answer within %v: %w", dialT, err))
-		}
-		return nil, err
-	}
-	conn, err := (&net.Dialer{}).DialContext(dctx, "tcp", addr)
-	if err != nil {
-		if ctx.Err() == nil {
-			err = mail.DialError(addr, err)
-		}
-		return fail(err)
-	}
-	mu.Lock()
-	raw = conn
-	mu.Unlock()
-	dc := &deadlineConn{Conn: conn, timeout: ioT}
-	tr := newTracer(o.Trace)
-	var top net.Conn
-	secure := true
-	switch cfg.TLS {
-	case TLSImplicit:
-		tc := tls.Client(dc, withALPN(tlsCfg))
-		if err := tc.HandshakeContext(dctx); err != nil {
-			return fail(mail.DialError(addr, fmt.Errorf("tls: %w", err)))
-		}
-		top = tc
-	case TLSStartTLS:
-		top, secure, err = startTLS(dctx, dc, tlsCfg, o.AllowPlaintext, tr, addr)
-		if err != nil {
-			return fail(err)
-		}
-		if !secure {
-			log.Warn("imap: server offers no STARTTLS; continuing in plain text as allowed (password sent unencrypted)")
-		}
-	default:
-		return fail(fmt.Errorf("imap: unknown TLS mode %d", cfg.TLS))
-	}
-	if tr != nil {
-		top = tr.wrap(top)
-	}
-	rc := &RawConn{Conn: top, R: bufio.NewReaderSize(top, 32<<10)}
-	secret := func(get func(context.Context) (string, error)) func() (string, error) {
-		if get == nil {
-			return nil
-		}
-		return func() (string, error) {
-			if !disarm() {
-				return "", errors.New("connection closed")
-			}
-			s, err := get(ctx)
-			arm()
-			return s, err
-		}
-	}
-	if err := rawLogin(ctx, rc, cfg, secret(o.Password), secret(o.Token), secure); err != nil {
-		return fail(err)
-	}
-	if !disarm() {
-		return fail(errors.New("connection closed"))
+	if !t.disarm() {
+		return nil, t.fail(errors.New("connection closed"))
 	}
 	return rc, nil
 }
