@@ -8,6 +8,7 @@
 # function prints nothing and leaves the command to time in the array PEER_CMD.
 #
 # Needs: D (Dovecot folder with cert.pem and dovecot.conf), IMAP_PORT, IMAPS_PORT, POP3S_PORT.
+# shellcheck disable=SC2034 # PEER_CMD is read by bench.sh
 
 # peer_mbsync OUT CONF_DIR: IMAP alice -> Maildir OUT (fsync on, mbsync's default).
 peer_mbsync() {
@@ -27,13 +28,20 @@ peer_mbsync_i2i() {
 	PEER_CMD=(mbsync -q -c "$w/mbsyncrc" -a)
 }
 
-# peer_getmail OUT CONF_DIR: POP3 alice's INBOX -> Maildir OUT, leaving mail on the server.
-# getmail refuses to deliver as root, hence runuser and the chown.
+# peer_getmail OUT CONF_DIR [TIMEOUT]: POP3 alice's INBOX -> Maildir OUT, leaving mail on the
+# server. getmail refuses to deliver as root, hence runuser and the chown.
+#
+# TIMEOUT (seconds) is the one addition to peers/run's config. getmail 6.18 forks a child per
+# Maildir delivery and installs its SIGCHLD handler only after fork() returned
+# (baseclasses.py, ForkingBase.forkchild/_prepare_child): when the child exits first, the
+# wake-up is lost and getmail waits for socket.getdefaulttimeout(), i.e. this timeout (default
+# 180 s), then aborts with "waiting child pid N timed out". On a busy machine that happens
+# every few hundred messages, so bench.sh sets a short timeout and retries.
 peer_getmail() {
-	local out=$1 w=$2
+	local out=$1 w=$2 timeout=${3:-180}
 	mkdir -p "$out"/{cur,new,tmp} "$w/gm"
-	printf '[retriever]\ntype = SimplePOP3SSLRetriever\nserver = localhost\nport = %s\nusername = alice\npassword = pw-alice\nca_certs = %s/cert.pem\n\n[destination]\ntype = Maildir\npath = %s/\n\n[options]\nread_all = true\ndelete = false\nverbose = 0\n' \
-		"$POP3S_PORT" "$D" "$out" >"$w/gm/getmailrc"
+	printf '[retriever]\ntype = SimplePOP3SSLRetriever\nserver = localhost\nport = %s\nusername = alice\npassword = pw-alice\nca_certs = %s/cert.pem\ntimeout = %s\n\n[destination]\ntype = Maildir\npath = %s/\n\n[options]\nread_all = true\ndelete = false\nverbose = 0\n' \
+		"$POP3S_PORT" "$D" "$timeout" "$out" >"$w/gm/getmailrc"
 	chown -R vmail "$out" "$w"
 	PEER_CMD=(runuser -u vmail -- getmail --getmaildir "$w/gm" --rcfile getmailrc -q)
 }
@@ -51,7 +59,13 @@ peer_dsync() {
 # Maildir; moving it aside is as good for the server and keeps thousands of unlinks (slow
 # right before a timed run on this file system) out of the timed window.
 reset_bob() {
+	local _
 	doveadm -c "$D/dovecot.conf" kick bob >/dev/null 2>&1 || true
+	# kick only signals: wait for bob's sessions to be gone before moving the Maildir away.
+	for _ in $(seq 50); do
+		doveadm -c "$D/dovecot.conf" who -1 bob 2>/dev/null | grep -q "^bob " || break
+		sleep 0.1
+	done
 	if [ -d "$D/home/bob/Maildir" ]; then
 		mkdir -p "$1"
 		mv "$D/home/bob/Maildir" "$1/bob-$(date +%s%N)"
