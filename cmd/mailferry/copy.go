@@ -40,7 +40,7 @@ func (o *copyOptions) addFlags(fs *flag.FlagSet) {
 	o.src.add(fs, "src")
 	o.dst.add(fs, "dst")
 	fs.StringVar(&o.checkpoint, "checkpoint", "", "remember copied messages in `FILE` (default: under $XDG_STATE_HOME/mailferry, named after SRC and DST); FILE.lock keeps a second run out")
-	fs.BoolVar(&o.reset, "reset", false, "start the checkpoint afresh when it was written for other endpoints or is corrupt")
+	fs.BoolVar(&o.reset, "reset", false, "start the checkpoint afresh (forget what was copied; also for a checkpoint written for other endpoints, or corrupt); a destination that already holds messages mailferry wrote does not get them twice")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "list what would be copied; store and delete nothing")
 	fs.BoolVar(&o.deleteSource, "delete-source", false, "delete each message from SRC once it is durably stored and recorded (POP3 DELE, committed at QUIT)")
 	fs.StringVar(&o.progress, "progress", "auto", "progress display: auto (bars on a terminal, a log line every --progress-interval otherwise), always, never")

@@ -59,7 +59,10 @@ func runDemo(ctx context.Context, args []string, env *cliEnv) error {
 		return env.getenv(k)
 	}
 	common := []string{"--ca-file", caFile}
-	if err := runCopy(ctx, append([]string{src, dst, "--progress", *progress}, common...), &denv); err != nil {
+	// The checkpoint lives inside the demo Maildir (a file there is no
+	// folder to Maildir++ readers): deleting the directory starts over.
+	cp := filepath.Join(*dir, ".mailferry-demo-checkpoint.jsonl")
+	if err := runCopy(ctx, append([]string{src, dst, "--progress", *progress, "--checkpoint", cp}, common...), &denv); err != nil {
 		return err
 	}
 	fmt.Fprintf(env.stderr, "\ndemo: verifying by content that every message arrived...\n")

@@ -101,8 +101,9 @@ func DefaultPath(src, dst string) (string, error) {
 }
 
 // Open opens or creates the checkpoint at path for the endpoints src and
-// dst. A file for other endpoints is refused (ErrUnusable) unless reset is
-// true, in which case it is started afresh. The file is locked (flock) for
+// dst. A file for other endpoints, or an unreadable one, is refused
+// (ErrUnusable) unless reset is true. With reset the file is always started
+// afresh: every record is forgotten. The file is locked (flock) for
 // the life of the File; a second Open elsewhere gets ErrLocked.
 func Open(path, src, dst string, reset bool) (*File, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
@@ -123,7 +124,7 @@ func Open(path, src, dst string, reset bool) (*File, error) {
 		f.Close()
 		return nil, err
 	}
-	if err != nil || got == nil { // new, empty, or reset: write a fresh header
+	if err != nil || got == nil || reset { // new, empty, or reset: write a fresh header
 		c.recs, c.byBox, c.Dropped = map[Key]Record{}, map[string][]Key{}, ""
 		line, _ := json.Marshal(want)
 		if err := c.rewrite(append(line, '\n')); err != nil {
