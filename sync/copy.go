@@ -43,6 +43,10 @@ type Options struct {
 	// MaxSize skips (and reports) messages whose size hint exceeds it; 0 is
 	// no limit.
 	MaxSize int64
+	// MaxBytesPerSec and MaxMsgsPerSec, when positive, cap the copy's pace
+	// over all workers, for providers that throttle bursts.
+	MaxBytesPerSec int64
+	MaxMsgsPerSec  int64
 	// Retries is how often a temporary failure is retried per message
 	// (default 3); Backoff is the first wait, doubled up to 30 s (default 1 s).
 	Retries int
@@ -63,6 +67,8 @@ type Options struct {
 	// "record" (the checkpoint fsynced) and "remove" (deleted on the
 	// source). Crash tests kill the process from it.
 	Step func(name string)
+
+	byteLimit, msgLimit *rateLimiter // from MaxBytesPerSec and MaxMsgsPerSec
 }
 
 // Failure is a message given up after retries.
@@ -120,6 +126,8 @@ func (o *Options) defaults() {
 	if o.Step == nil {
 		o.Step = func(string) {}
 	}
+	o.byteLimit = newRateLimiter(o.MaxBytesPerSec)
+	o.msgLimit = newRateLimiter(o.MaxMsgsPerSec)
 }
 
 // dstName maps a source mailbox to its destination name.
@@ -480,6 +488,12 @@ func copyOne(ctx context.Context, src mail.Source, dst mail.Sink, j job, opt Opt
 
 // putOne stores one message body into dst, counting and hashing it.
 func putOne(ctx context.Context, dst mail.Sink, env mail.Envelope, body io.Reader, opt Options) (done, error) {
+	if err := opt.msgLimit.wait(ctx, 1); err != nil {
+		return done{}, err
+	}
+	if opt.byteLimit != nil {
+		body = &limitedReader{ctx: ctx, r: body, l: opt.byteLimit}
+	}
 	hr := mail.NewHashReader(body)
 	put := env
 	put.Mailbox = opt.dstName(env.Mailbox)

@@ -492,3 +492,44 @@ func TestFlagsFollowOnRerun(t *testing.T) {
 		t.Fatalf("third run: err %v, flags updated %d, want 0", err, res.Stats.FlagsUpdated.Load())
 	}
 }
+
+// TestB6RateLimits: --max-msgs-per-sec and --max-bytes-per-sec pace the
+// whole run (all workers together); the copy stays complete.
+func TestB6RateLimits(t *testing.T) {
+	tests := []struct {
+		name     string
+		msgs     int64
+		bytes    int64
+		minTotal time.Duration
+	}{
+		// 30 messages at 20/s: the first second is burst, the rest ~0.5 s.
+		{"messages", 20, 0, 400 * time.Millisecond},
+		// ~30 x 30 bytes = ~900 bytes at 400 B/s: ~1.25 s after the burst.
+		{"bytes", 0, 400, 1 * time.Second},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src := mailtest.NewMemSource(fixtures(30, "INBOX"))
+			dst := mailtest.NewMemSink()
+			opt := fastOpts(nil)
+			opt.MaxMsgsPerSec, opt.MaxBytesPerSec = tc.msgs, tc.bytes
+			start := time.Now()
+			if _, err := Copy(context.Background(), src, dst, opt); err != nil {
+				t.Fatal(err)
+			}
+			if took := time.Since(start); took < tc.minTotal || total(dst) != 30 {
+				t.Fatalf("copied %d in %v, want 30 in at least %v", total(dst), took, tc.minTotal)
+			}
+		})
+	}
+}
+
+func TestRateLimiterCancel(t *testing.T) {
+	l := newRateLimiter(1)
+	ctx, cancel := context.WithCancel(context.Background())
+	l.wait(ctx, 1) // the burst
+	cancel()
+	if err := l.wait(ctx, 10); !errors.Is(err, context.Canceled) {
+		t.Fatalf("wait after cancel = %v, want context.Canceled", err)
+	}
+}

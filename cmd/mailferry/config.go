@@ -41,6 +41,8 @@ type jobConfig struct {
 	DeleteSource   bool       `toml:"delete_source"`
 	Workers        int        `toml:"workers"`
 	MaxSize        configSize `toml:"max_size"`
+	MaxBytesPerSec configSize `toml:"max_bytes_per_sec"`
+	MaxMsgsPerSec  int64      `toml:"max_msgs_per_sec"`
 	Since          configDate `toml:"since"`
 	Before         configDate `toml:"before"`
 	Checkpoint     string     `toml:"checkpoint"`

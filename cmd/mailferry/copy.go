@@ -30,6 +30,8 @@ type copyOptions struct {
 	progress         string
 	progressInterval time.Duration
 	maxSize          sizeFlag
+	maxBytesPerSec   sizeFlag
+	maxMsgsPerSec    int64
 	since, before    dateFlag
 	maps             multiFlag // --map rules (folder renames)
 	report           string
@@ -46,6 +48,8 @@ func (o *copyOptions) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.progress, "progress", "auto", "progress display: auto (bars on a terminal, a log line every --progress-interval otherwise), always, never")
 	fs.DurationVar(&o.progressInterval, "progress-interval", 10*time.Second, "without a terminal, log progress every `DURATION`")
 	fs.Var(&o.maxSize, "max-size", "skip and report messages larger than `SIZE` (e.g. 25M; 0 = no limit)")
+	fs.Var(&o.maxBytesPerSec, "max-bytes-per-sec", "copy at most `SIZE` bytes per second over all workers (e.g. 2M), for providers that throttle")
+	fs.Int64Var(&o.maxMsgsPerSec, "max-msgs-per-sec", 0, "copy at most `N` messages per second over all workers (0 = no limit)")
 	fs.Var(&o.since, "since", "copy only messages received on or after `DATE` (YYYY-MM-DD, local time; by the internal date)")
 	fs.Var(&o.before, "before", "copy only messages received before `DATE` (YYYY-MM-DD, local time)")
 	fs.Var(&o.maps, "map", "put source folders matching `SRC_RE=DST` into DST ($1 for groups; repeatable; e.g. 'Sent Items=Sent'); special-use folders (Sent, Trash...) already follow their role")
@@ -206,18 +210,20 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 	stats := &mailferry.Stats{Start: time.Now()}
 	stopProgress := startProgress(ctx, stats, &penv, o.progress, o.progressInterval, o.common.quiet, log)
 	r.res, err = mailferry.Copy(ctx, engineSrc, dst, mailferry.Options{
-		SrcEndpoint:  r.src,
-		Workers:      o.common.workers,
-		Checkpoint:   store,
-		Mailboxes:    filter,
-		MapMailbox:   folderMap.Then(roleMap),
-		DryRun:       o.dryRun,
-		DeleteSource: o.deleteSource,
-		MaxSize:      int64(o.maxSize),
-		Stats:        stats,
-		Logger:       log,
-		Step:         step,
-		BatchSize:    batch,
+		SrcEndpoint:    r.src,
+		Workers:        o.common.workers,
+		Checkpoint:     store,
+		Mailboxes:      filter,
+		MapMailbox:     folderMap.Then(roleMap),
+		DryRun:         o.dryRun,
+		DeleteSource:   o.deleteSource,
+		MaxSize:        int64(o.maxSize),
+		MaxBytesPerSec: int64(o.maxBytesPerSec),
+		MaxMsgsPerSec:  o.maxMsgsPerSec,
+		Stats:          stats,
+		Logger:         log,
+		Step:           step,
+		BatchSize:      batch,
 	})
 	stopProgress()
 	// Closing the source commits POP3 deletions (QUIT): its failure matters.

@@ -134,6 +134,12 @@ func (o *copyOptions) applyJob(j jobConfig, set map[string]bool, env *cliEnv) er
 		o.common.timeout = time.Duration(j.Timeout)
 	}
 	o.maxSize = sizeFlag(j.MaxSize)
+	if !set["max-bytes-per-sec"] {
+		o.maxBytesPerSec = sizeFlag(j.MaxBytesPerSec)
+	}
+	if !set["max-msgs-per-sec"] {
+		o.maxMsgsPerSec = j.MaxMsgsPerSec
+	}
 	o.since.t, o.before.t = j.Since.Time, j.Before.Time
 	o.checkpoint = path(j.Checkpoint)
 	o.common.caFile = path(j.CAFile)
