@@ -3,7 +3,6 @@ package imap
 import (
 	"fmt"
 	"net"
-	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -80,7 +79,7 @@ func ParseURL(u *url.URL) (*Config, error) {
 	if cfg.Host == "" {
 		return nil, bad("no host", "write "+u.Scheme+"://user@host")
 	}
-	if !validHost(cfg.Host) {
+	if !mail.ValidHost(cfg.Host) {
 		return nil, bad(fmt.Sprintf("host %q is neither a DNS name nor an IP address", cfg.Host), "write internationalised names in their xn-- form")
 	}
 	if p := u.Port(); p != "" {
@@ -107,20 +106,6 @@ func ParseURL(u *url.URL) (*Config, error) {
 		return nil, bad(fmt.Sprintf("mailbox %q has an empty component", cfg.Mailbox), "")
 	}
 	return cfg, nil
-}
-
-// validHost accepts an IP address or an ASCII host name (letters, digits,
-// '.', '-', '_'), which is also what the certificate check can match.
-func validHost(h string) bool {
-	if _, err := netip.ParseAddr(h); err == nil {
-		return true
-	}
-	for _, r := range h {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_') {
-			return false
-		}
-	}
-	return true
 }
 
 // Addr returns host:port for dialing.

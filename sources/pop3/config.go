@@ -3,7 +3,6 @@ package pop3
 import (
 	"fmt"
 	"net"
-	"net/netip"
 	"net/url"
 	"sort"
 	"strconv"
@@ -85,10 +84,8 @@ func ParseURL(u *url.URL) (*Config, error) {
 	if cfg.Host == "" {
 		return nil, bad("no host", "write "+u.Scheme+"://user@host")
 	}
-	if strings.Contains(cfg.Host, ":") {
-		if _, err := netip.ParseAddr(cfg.Host); err != nil {
-			return nil, bad(fmt.Sprintf("host %q is not a valid IPv6 address", cfg.Host), "")
-		}
+	if !mail.ValidHost(cfg.Host) {
+		return nil, bad(fmt.Sprintf("host %q is neither a DNS name nor an IP address", cfg.Host), "write internationalised names in their xn-- form")
 	}
 	if p := u.Port(); p != "" {
 		n, err := strconv.Atoi(p)

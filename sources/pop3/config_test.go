@@ -35,7 +35,7 @@ func TestParseURL(t *testing.T) {
 		{raw: "imaps://alice@host", wantErr: "not pop3"},
 		{raw: "pop3s:alice@host", wantErr: "not a server URL"},
 		{raw: "pop3s://al%0Dice@host", wantErr: "control character"},
-		{raw: "pop3://0@::1", wantErr: "not a valid IPv6"},
+		{raw: "pop3://0@::1", wantErr: "neither a DNS name nor an IP address"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.raw, func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -219,4 +220,24 @@ func DeliveryKey(endpoint, mailbox string, id ID) string {
 		h.Write([]byte{0})
 	}
 	return hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// ValidHost reports whether h can name a mail server: an IP address
+// without an IPv6 zone (a zone means nothing to a remote server, and its
+// free-form text would not survive printing the URL back), or a DNS name
+// of letters, digits, '.', '-' and '_' (internationalised names in their
+// xn-- form).
+func ValidHost(h string) bool {
+	if a, err := netip.ParseAddr(h); err == nil {
+		return a.Zone() == ""
+	}
+	if h == "" {
+		return false
+	}
+	for _, r := range h {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
 }
