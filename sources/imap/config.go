@@ -65,31 +65,13 @@ func ParseURL(u *url.URL) (*Config, error) {
 	default:
 		return nil, bad(fmt.Sprintf("scheme %q is not imap or imaps", u.Scheme), "write imaps://user@host")
 	}
-	if u.Opaque != "" {
-		return nil, bad("not a server URL", "write "+u.Scheme+"://user@host")
+	srv, err := mail.ParseServer(u, "imap")
+	if err != nil {
+		return nil, err
 	}
-	if u.User == nil || u.User.Username() == "" {
-		return nil, bad("no user name", "write "+u.Scheme+"://user@host; percent-encode an '@' in the user name as %40")
-	}
-	if _, has := u.User.Password(); has {
-		return nil, bad("a password in the URL is refused (it would show in ps and shell history)", "use a password file, command or environment variable")
-	}
-	cfg.User = u.User.Username()
-	cfg.Host = u.Hostname()
-	if cfg.Host == "" {
-		return nil, bad("no host", "write "+u.Scheme+"://user@host")
-	}
-	if !mail.ValidHost(cfg.Host) {
-		return nil, bad(fmt.Sprintf("host %q is neither a DNS name nor an IP address", cfg.Host), "write internationalised names in their xn-- form")
-	}
-	if p := u.Port(); p != "" {
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 1 || n > 65535 {
-			return nil, bad(fmt.Sprintf("port %q is not a number from 1 to 65535", p), "")
-		}
-		cfg.Port = n
-	} else if strings.HasSuffix(u.Host, ":") {
-		return nil, bad("empty port", "drop the ':' or give a port")
+	cfg.User, cfg.Host = srv.User, srv.Host
+	if srv.Port != 0 {
+		cfg.Port = srv.Port
 	}
 	if u.RawQuery != "" || u.ForceQuery {
 		keys := make([]string, 0)
@@ -97,9 +79,6 @@ func ParseURL(u *url.URL) (*Config, error) {
 			keys = append(keys, k)
 		}
 		return nil, bad(fmt.Sprintf("unknown option(s) %q", strings.Join(keys, ",")), "imap URLs take no query parameters")
-	}
-	if u.Fragment != "" {
-		return nil, bad("a #fragment is not allowed", "")
 	}
 	cfg.Mailbox = strings.Trim(u.Path, "/")
 	if strings.Contains(cfg.Mailbox, "//") {

@@ -66,38 +66,13 @@ func ParseURL(u *url.URL) (*Config, error) {
 	default:
 		return nil, bad(fmt.Sprintf("scheme %q is not pop3 or pop3s", u.Scheme), "write pop3s://user@host")
 	}
-	if u.Opaque != "" {
-		return nil, bad("not a server URL", "write "+u.Scheme+"://user@host")
+	srv, err := mail.ParseServer(u, "pop3")
+	if err != nil {
+		return nil, err
 	}
-	if u.User == nil || u.User.Username() == "" {
-		return nil, bad("no user name", "write "+u.Scheme+"://user@host; percent-encode an '@' in the user name as %40")
-	}
-	if _, has := u.User.Password(); has {
-		return nil, bad("a password in the URL is refused (it would show in ps and shell history)", "use a password file, command or environment variable")
-	}
-	cfg.User = u.User.Username()
-	// USER takes the rest of the line: a CR or LF would smuggle a command.
-	if strings.ContainsAny(cfg.User, "\r\n\x00") {
-		return nil, bad("the user name holds a control character", "")
-	}
-	cfg.Host = u.Hostname()
-	if cfg.Host == "" {
-		return nil, bad("no host", "write "+u.Scheme+"://user@host")
-	}
-	if !mail.ValidHost(cfg.Host) {
-		return nil, bad(fmt.Sprintf("host %q is neither a DNS name nor an IP address", cfg.Host), "write internationalised names in their xn-- form")
-	}
-	if p := u.Port(); p != "" {
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 1 || n > 65535 {
-			return nil, bad(fmt.Sprintf("port %q is not a number from 1 to 65535", p), "")
-		}
-		cfg.Port = n
-	} else if strings.HasSuffix(u.Host, ":") {
-		return nil, bad("empty port", "drop the ':' or give a port")
-	}
-	if u.Fragment != "" {
-		return nil, bad("a #fragment is not allowed", "")
+	cfg.User, cfg.Host = srv.User, srv.Host
+	if srv.Port != 0 {
+		cfg.Port = srv.Port
 	}
 	if p := strings.Trim(u.Path, "/"); p != "" && !strings.EqualFold(p, "INBOX") {
 		return nil, bad(fmt.Sprintf("path %q: a POP3 maildrop has only INBOX", p), "drop the path")

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -240,4 +241,57 @@ func ValidHost(h string) bool {
 		}
 	}
 	return true
+}
+
+// Server is the account part of a server URL: USER@HOST[:PORT].
+type Server struct {
+	User string
+	Host string
+	Port int // 0 when the URL has none: the caller's default applies
+}
+
+// ParseServer reads and checks the account part of a server endpoint URL
+// the same way for every protocol: not opaque, a user name without control
+// characters (a CR or LF in it would smuggle a command), no password, a
+// valid host (ValidHost), a port from 1 to 65535 if any, no fragment. Path
+// and query are the caller's. Errors are *ConfigError whose message starts
+// with proto and the redacted URL.
+func ParseServer(u *url.URL, proto string) (Server, error) {
+	bad := func(msg, hint string) error {
+		return &ConfigError{Msg: proto + ": " + Redact(u) + ": " + msg, Hint: hint}
+	}
+	var s Server
+	switch {
+	case u.Opaque != "":
+		return s, bad("not a server URL", "write "+u.Scheme+"://user@host")
+	case u.User == nil || u.User.Username() == "":
+		return s, bad("no user name", "write "+u.Scheme+"://user@host; percent-encode an '@' in the user name as %40")
+	}
+	if _, has := u.User.Password(); has {
+		return s, bad("a password in the URL is refused (it would show in ps and shell history)", "use a password file, command or environment variable")
+	}
+	s.User = u.User.Username()
+	if strings.ContainsAny(s.User, "\r\n\x00") {
+		return s, bad("the user name holds a control character", "")
+	}
+	s.Host = u.Hostname()
+	if s.Host == "" {
+		return s, bad("no host", "write "+u.Scheme+"://user@host")
+	}
+	if !ValidHost(s.Host) {
+		return s, bad(fmt.Sprintf("host %q is neither a DNS name nor an IP address", s.Host), "write internationalised names in their xn-- form")
+	}
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return s, bad(fmt.Sprintf("port %q is not a number from 1 to 65535", p), "")
+		}
+		s.Port = n
+	} else if strings.HasSuffix(u.Host, ":") {
+		return s, bad("empty port", "drop the ':' or give a port")
+	}
+	if u.Fragment != "" {
+		return s, bad("a #fragment is not allowed", "")
+	}
+	return s, nil
 }
