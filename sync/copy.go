@@ -86,8 +86,38 @@ type Result struct {
 }
 
 type job struct {
-	env        mail.Envelope
-	candidates []checkpoint.Record // orphaned records of the same size: maybe this message under a new ID
+	env mail.Envelope
+	// orphans, when set, holds orphaned records of env's size: env may be
+	// one of them under a new ID.
+	orphans *orphanSet
+}
+
+// orphanSet holds a mailbox's orphaned records by size. Claiming removes a
+// record, so two identical source messages re-map to two records, not one.
+// Workers share it.
+type orphanSet struct {
+	mu     stdsync.Mutex
+	bySize map[int64][]checkpoint.Record
+}
+
+func (o *orphanSet) has(size int64) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.bySize[size]) > 0
+}
+
+// claim takes the first unclaimed record of size with content sum.
+func (o *orphanSet) claim(size int64, sum string) (checkpoint.Record, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	recs := o.bySize[size]
+	for i, r := range recs {
+		if r.SHA256 == sum {
+			o.bySize[size] = append(recs[:i:i], recs[i+1:]...)
+			return r, true
+		}
+	}
+	return checkpoint.Record{}, false
 }
 
 type done struct {
@@ -371,11 +401,11 @@ func listMailbox(ctx context.Context, src mail.Source, dst mail.Sink, mb string,
 	// re-mapped onto its deleted twin's copy and deleted unstored (found by
 	// TestI2TwinsSurviveDeleteRerun). A renumbering source in delete mode
 	// costs at worst a duplicate, never a loss.
-	orphans := map[int64][]checkpoint.Record{}
+	orphans := &orphanSet{bySize: map[int64][]checkpoint.Record{}}
 	if opt.Checkpoint != nil && len(fresh) > 0 && !opt.DeleteSource {
 		for _, r := range opt.Checkpoint.Records(mb) {
 			if !listed[r.ID] && r.SHA256 != "" {
-				orphans[r.Size] = append(orphans[r.Size], r)
+				orphans.bySize[r.Size] = append(orphans.bySize[r.Size], r)
 			}
 		}
 	}
@@ -410,8 +440,9 @@ func listMailbox(ctx context.Context, src mail.Source, dst mail.Sink, mb string,
 		if opt.DryRun {
 			continue
 		}
-		j := job{env: env, candidates: orphans[env.Size]}
-		if len(j.candidates) > 0 { // re-matching needs the one-by-one path
+		j := job{env: env}
+		if orphans.has(env.Size) { // re-matching needs the one-by-one path
+			j.orphans = orphans
 			if err := send([]job{j}); err != nil {
 				return err
 			}
@@ -472,7 +503,7 @@ const fetchBatchBytes = 8 << 20
 // copyOne copies one message, retrying temporary failures.
 func copyOne(ctx context.Context, src mail.Source, dst mail.Sink, j job, opt Options) (done, error) {
 	return retry(ctx, opt, func() (done, error) {
-		if len(j.candidates) > 0 {
+		if j.orphans != nil {
 			if rec, ok, err := rematch(ctx, src, j); err != nil || ok {
 				return done{env: j.env, rec: rec}, err
 			}
@@ -606,12 +637,8 @@ func copyBatch(ctx context.Context, bo mail.BatchOpener, dst mail.Sink, b []job,
 	return nil
 }
 
-// claimed remembers orphan records already matched in this run, so that two
-// identical source messages re-map to two records, not one.
-var claimedMu stdsync.Mutex
-
 // rematch hashes the message and reports whether it is one of the orphaned
-// records (already stored under an old ID).
+// records (already stored under an old ID), claiming that record.
 func rematch(ctx context.Context, src mail.Source, j job) (checkpoint.Record, bool, error) {
 	rc, err := src.Open(ctx, j.env)
 	if err != nil {
@@ -623,17 +650,11 @@ func rematch(ctx context.Context, src mail.Source, j job) (checkpoint.Record, bo
 		return checkpoint.Record{}, false, fmt.Errorf("read: %w", err)
 	}
 	sum := hr.Digest().Hex()
-	claimedMu.Lock()
-	defer claimedMu.Unlock()
-	for i := range j.candidates {
-		c := &j.candidates[i]
-		if c.SHA256 == sum && c.ID != "" {
-			rec := checkpoint.Record{Mailbox: j.env.Mailbox, ID: j.env.ID, Dst: c.Dst, Size: j.env.Size, SHA256: sum}
-			c.ID = "" // claimed: the slice is shared by every job of this size
-			return rec, true, nil
-		}
+	old, ok := j.orphans.claim(j.env.Size, sum)
+	if !ok {
+		return checkpoint.Record{}, false, nil
 	}
-	return checkpoint.Record{}, false, nil
+	return checkpoint.Record{Mailbox: j.env.Mailbox, ID: j.env.ID, Dst: old.Dst, Size: j.env.Size, SHA256: sum}, true, nil
 }
 
 // commitLoop batches finished messages: sink commit, checkpoint record and
