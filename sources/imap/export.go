@@ -305,7 +305,7 @@ func (s *Source) MailboxRoles(ctx context.Context) (map[string]string, error) {
 	if cn.c.Caps().Has(imap.CapSpecialUse) {
 		opts = &imap.ListOptions{ReturnSpecialUse: true}
 	}
-	roles := map[string]string{}
+	byServer := map[string]string{}
 	lc := cn.c.List("", "*", opts)
 	for d := lc.Next(); d != nil; d = lc.Next() {
 		if hasAttr(d.Attrs, imap.MailboxAttrNoSelect) || hasAttr(d.Attrs, imap.MailboxAttrNonExistent) {
@@ -313,8 +313,7 @@ func (s *Source) MailboxRoles(ctx context.Context) (map[string]string, error) {
 		}
 		for _, a := range d.Attrs {
 			if role := specialUse(a); role != "" {
-				name, _ := utf8Name(d.Mailbox, d.Delim)
-				roles[normInbox(name)] = role
+				byServer[d.Mailbox] = role
 			}
 		}
 	}
@@ -329,6 +328,17 @@ func (s *Source) MailboxRoles(ctx context.Context) (map[string]string, error) {
 		return nil, err
 	}
 	done(true)
+	// Name the mailboxes as Mailboxes does (prefix and collisions included).
+	boxes, err := s.refresh(ctx)
+	if err != nil {
+		return nil, err
+	}
+	roles := map[string]string{}
+	for name, box := range boxes {
+		if role, ok := byServer[box]; ok {
+			roles[name] = role
+		}
+	}
 	return roles, nil
 }
 

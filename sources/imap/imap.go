@@ -71,6 +71,10 @@ type Source struct {
 	ctlMu chan struct{} // one-slot lock for the control connection
 	ctl   *conn         // guarded by ctlMu
 
+	// prefix is the server's personal namespace prefix (RFC 2342), e.g.
+	// "INBOX." on Courier-style servers; names are presented without it.
+	prefix string
+
 	// seqFetch is set once the server was caught putting UID after the
 	// BODY[] literal (LIBRARIES.md §0.1): Open then fetches by sequence
 	// number, which imapclient routes correctly.
@@ -158,7 +162,52 @@ func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Source, error)
 	dc.setIdle(true)
 	s.ctl = &conn{c: c, dc: dc}
 	s.all[s.ctl] = struct{}{}
+	if err := s.learnPrefix(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
+}
+
+// learnPrefix reads the personal namespace prefix. Mailbox names are shown
+// without it so that a Courier-style server's "INBOX.Sent" is "Sent", as
+// on every other server, and a copy to or from one lands in the same folder
+// names (the IMAP sink adds its own server's prefix back).
+func (s *Source) learnPrefix(ctx context.Context) error {
+	if !s.ctl.c.Caps().Has(imap.CapNamespace) {
+		return nil
+	}
+	stop := watch(ctx, s.ctl)
+	nd, err := s.ctl.c.Namespace().Wait()
+	if !stop() && err == nil {
+		err = errors.New("connection closed")
+	}
+	var ie *imap.Error
+	switch {
+	case errors.As(err, &ie):
+		return nil // NAMESPACE refused: no prefix
+	case err != nil:
+		_, err = s.wrap(ctx, "namespace "+s.cfg.ident(), err)
+		return err
+	}
+	if len(nd.Personal) > 0 {
+		s.prefix = nd.Personal[0].Prefix
+	}
+	return nil
+}
+
+// userName is how Mailboxes names the server mailbox box: UTF-8,
+// '/'-separated, INBOX in capitals, without the personal namespace prefix.
+// full is the name with the prefix, which listBoxes uses when the short
+// one would collide (a server folder "INBOX.INBOX", say).
+func (s *Source) userName(box string, delim rune) (name, full string, escaped bool) {
+	full, escaped = utf8Name(box, delim)
+	full = normInbox(full)
+	if p := s.prefix; p != "" && len(box) > len(p) && strings.HasPrefix(box, p) {
+		name, _ = utf8Name(box[len(p):], delim)
+		return normInbox(name), full, escaped
+	}
+	return full, full, escaped
 }
 
 // Register adds the imap and imaps source schemes to r.
@@ -470,7 +519,10 @@ func (s *Source) listBoxes(ctx context.Context, cn *conn) (map[string]string, bo
 		if hasAttr(d.Attrs, imap.MailboxAttrNoSelect) || hasAttr(d.Attrs, imap.MailboxAttrNonExistent) {
 			continue
 		}
-		name, escaped := utf8Name(d.Mailbox, d.Delim)
+		name, full, escaped := s.userName(d.Mailbox, d.Delim)
+		if _, dup := boxes[name]; dup {
+			name = full
+		}
 		if escaped {
 			s.log.Warn(fmt.Sprintf("imap: mailbox name holds '/', which is not the server's separator %q; it is named with %%2F instead", d.Delim), "mailbox", name)
 		}
