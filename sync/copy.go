@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	stdsync "sync"
@@ -47,6 +48,9 @@ type Options struct {
 	// over all workers, for providers that throttle bursts.
 	MaxBytesPerSec int64
 	MaxMsgsPerSec  int64
+	// MaxBytes, when positive, is the run's byte budget: no message starts
+	// once it would go over it, and Copy stops with ErrResumeLater.
+	MaxBytes int64
 	// Retries is how often a temporary failure is retried per message
 	// (default 3); Backoff is the first wait, doubled up to 30 s (default 1 s).
 	Retries int
@@ -67,8 +71,14 @@ type Options struct {
 	// "record" (the checkpoint fsynced) and "remove" (deleted on the
 	// source). Crash tests kill the process from it.
 	Step func(name string)
+	// Remap lets a folder whose identifiers were reset en masse (an IMAP
+	// UIDVALIDITY change, regenerated POP3 UIDLs) be re-mapped by content
+	// instead of halted: see ResetError and the rule in reset.go.
+	Remap bool
 
 	byteLimit, msgLimit *rateLimiter // from MaxBytesPerSec and MaxMsgsPerSec
+	budget              *byteBudget  // from MaxBytes
+	streak              *tempStreak  // stops the run after temporary failures in a row
 }
 
 // Failure is a message given up after retries.
@@ -76,6 +86,9 @@ type Failure struct {
 	Mailbox string  `json:"mailbox"`
 	ID      mail.ID `json:"id"`
 	Err     string  `json:"error"`
+	// Temporary: given up on a temporary error (throttled, connection
+	// lost), so a later rerun will likely copy it.
+	Temporary bool `json:"temporary,omitempty"`
 }
 
 // Result is what a run did.
@@ -83,6 +96,9 @@ type Result struct {
 	Stats    *Stats
 	Failures []Failure
 	Skipped  []Failure // skipped on purpose (too large), with the reason
+	// Events are what the run noticed about whole folders (identifiers
+	// changed, a folder replaced or halted), in the order they happened.
+	Events []Event
 }
 
 type job struct {
@@ -90,6 +106,8 @@ type job struct {
 	// orphans, when set, holds orphaned records of env's size: env may be
 	// one of them under a new ID.
 	orphans *orphanSet
+	// probe, when set, asks only for a hash and claim (confirmReset): no Put.
+	probe *probeResult
 }
 
 // orphanSet holds a mailbox's orphaned records by size. Claiming removes a
@@ -158,6 +176,8 @@ func (o *Options) defaults() {
 	}
 	o.byteLimit = newRateLimiter(o.MaxBytesPerSec)
 	o.msgLimit = newRateLimiter(o.MaxMsgsPerSec)
+	o.budget = newByteBudget(o.MaxBytes)
+	o.streak = &tempStreak{}
 }
 
 // dstName maps a source mailbox to its destination name.
@@ -169,10 +189,13 @@ func (o *Options) dstName(mailbox string) string {
 }
 
 // Copy copies every selected message of src that the checkpoint does not
-// hold into dst. It returns an error only when the run as a whole stopped:
+// hold into dst. It returns an error when the run as a whole stopped:
 // cancelled (errors.Is(err, context.Canceled)), or a fatal error (mail.Fatal)
-// such as rejected credentials, a full disk or an unwritable checkpoint.
-// Messages that failed alone are listed in Result.Failures and the run goes
+// such as rejected credentials, a full disk or an unwritable checkpoint. It
+// also returns one when every other folder finished but some folder was
+// halted because its identifiers were reset (*ResetError, joined with
+// errors.Join when there are several). Messages that failed alone, a panic
+// included (*PanicError), are listed in Result.Failures and the run goes
 // on. Whatever stopped the run, every message Put before it is committed and
 // recorded before Copy returns.
 func Copy(ctx context.Context, src mail.Source, dst mail.Sink, opt Options) (*Result, error) {
@@ -189,6 +212,11 @@ func Copy(ctx context.Context, src mail.Source, dst mail.Sink, opt Options) (*Re
 			return res, &mail.ConfigError{Msg: "the source cannot delete messages", Hint: "drop --delete-source"}
 		}
 		remover = r
+		// A source that can identify messages more ways when they are to be
+		// deleted (POP3 without UIDL: by content) learns so before it lists.
+		if d, ok := src.(mail.DeleteAware); ok {
+			d.DeleteAfterCopy()
+		}
 	}
 	boxes, err := retry(ctx, opt, func() ([]string, error) { return src.Mailboxes(ctx) })
 	if err != nil {
@@ -238,17 +266,41 @@ func Copy(ctx context.Context, src mail.Source, dst mail.Sink, opt Options) (*Re
 	g, gctx := errgroup.WithContext(runCtx)
 	jobs := make(chan []job, 2*workers)
 	dones := make(chan done, 4*opt.BatchSize)
-	var mu stdsync.Mutex // guards res.Failures, res.Skipped
+	var mu stdsync.Mutex // guards res.Failures, res.Skipped, res.Events, halts
 	fail := func(list *[]Failure, env mail.Envelope, err error) {
 		mu.Lock()
-		*list = append(*list, Failure{Mailbox: env.Mailbox, ID: env.ID, Err: err.Error()})
+		*list = append(*list, Failure{Mailbox: env.Mailbox, ID: env.ID, Err: err.Error(), Temporary: mail.Temporary(err)})
 		mu.Unlock()
+	}
+
+	var halts []error
+	note := func(ev Event, halt *ResetError) {
+		mu.Lock()
+		defer mu.Unlock()
+		res.Events = append(res.Events, ev)
+		if halt != nil {
+			halts = append(halts, halt)
+		}
 	}
 
 	g.Go(func() error {
 		defer close(jobs)
 		for _, mb := range selected {
-			if err := listMailbox(gctx, src, dst, mb, opt, jobs, dones, func(env mail.Envelope, err error) { fail(&res.Skipped, env, err) }); err != nil {
+			err := func() (err error) {
+				defer catchPanic(&err, opt.Logger)
+				return listMailbox(gctx, src, dst, mb, opt, jobs, dones, func(env mail.Envelope, err error) { fail(&res.Skipped, env, err) }, note)
+			}()
+			var pe *PanicError
+			if errors.As(err, &pe) {
+				// Only this folder is cut short: what it queued is still
+				// copied, and the other folders go on (G2).
+				st.Failed.Add(1)
+				st.Box(mb).Failed.Add(1)
+				fail(&res.Failures, mail.Envelope{Mailbox: mb}, fmt.Errorf("folder not finished: %w", err))
+				opt.Logger.Error("folder not finished", "mailbox", mb, "err", err)
+				continue
+			}
+			if err != nil {
 				return err
 			}
 		}
@@ -283,6 +335,12 @@ func Copy(ctx context.Context, src mail.Source, dst mail.Sink, opt Options) (*Re
 				return nil
 			}
 			for b := range jobs {
+				if len(b) == 1 && b[0].probe != nil {
+					if err := probeOne(gctx, src, b[0], opt); err != nil {
+						return err
+					}
+					continue
+				}
 				handled := make([]bool, len(b))
 				if batchOpener != nil && len(b) > 1 {
 					if err := copyBatch(gctx, batchOpener, dst, b, handled, opt, settle); err != nil {
@@ -318,17 +376,48 @@ func Copy(ctx context.Context, src mail.Source, dst mail.Sink, opt Options) (*Re
 	gerr := g.Wait()
 	close(dones)
 	cerr := <-commitErr
+	reportUnstored(src, res, opt)
 	if cerr != nil {
 		return res, cerr
 	}
 	if gerr == nil && ctx.Err() != nil {
 		gerr = ctx.Err()
 	}
+	if gerr == nil && len(halts) > 0 {
+		gerr = errors.Join(halts...)
+	}
 	return res, gerr
 }
 
+// reportUnstored lists as failed the messages a source that hides what
+// was read (Gmail's POP3) read but the run did not record: the server may
+// never offer them again (RELIABILITY-PLAN C5). It runs once the committer
+// is done, so the checkpoint knows everything stored.
+func reportUnstored(src mail.Source, res *Result, opt Options) {
+	u, ok := src.(mail.UnstoredReporter)
+	if !ok || opt.Checkpoint == nil {
+		return
+	}
+	lost := u.Unstored(func(e mail.Envelope) bool {
+		return opt.Checkpoint.Has(checkpoint.Key{Mailbox: e.Mailbox, ID: e.ID})
+	})
+	for _, env := range lost {
+		msg := fmt.Sprintf("server may have removed message %s after RETR; it was NOT stored", env.ID)
+		opt.Logger.Error(msg, "mailbox", env.Mailbox, "id", env.ID)
+		i := slices.IndexFunc(res.Failures, func(f Failure) bool { return f.Mailbox == env.Mailbox && f.ID == env.ID })
+		if i >= 0 { // already failed: say what that may cost
+			res.Failures[i].Err = msg + ": " + res.Failures[i].Err
+			res.Failures[i].Temporary = false
+			continue
+		}
+		opt.Stats.Failed.Add(1)
+		opt.Stats.Box(env.Mailbox).Failed.Add(1)
+		res.Failures = append(res.Failures, Failure{Mailbox: env.Mailbox, ID: env.ID, Err: msg})
+	}
+}
+
 // listMailbox sends the messages of mb that need copying to jobs.
-func listMailbox(ctx context.Context, src mail.Source, dst mail.Sink, mb string, opt Options, jobs chan<- []job, dones chan<- done, skip func(mail.Envelope, error)) error {
+func listMailbox(ctx context.Context, src mail.Source, dst mail.Sink, mb string, opt Options, jobs chan<- []job, dones chan<- done, skip func(mail.Envelope, error), note func(Event, *ResetError)) error {
 	st := opt.Stats
 	box := st.Box(mb)
 	st.current.Store(mb)
@@ -402,11 +491,43 @@ func listMailbox(ctx context.Context, src mail.Source, dst mail.Sink, mb string,
 	// TestI2TwinsSurviveDeleteRerun). A renumbering source in delete mode
 	// costs at worst a duplicate, never a loss.
 	orphans := &orphanSet{bySize: map[int64][]checkpoint.Record{}}
+	rc := resetCheck{mailbox: mb, listed: len(listed), fresh: len(fresh)}
 	if opt.Checkpoint != nil && len(fresh) > 0 && !opt.DeleteSource {
-		for _, r := range opt.Checkpoint.Records(mb) {
-			if !listed[r.ID] && r.SHA256 != "" {
-				orphans.bySize[r.Size] = append(orphans.bySize[r.Size], r)
+		recs := opt.Checkpoint.Records(mb)
+		rc.recorded = len(recs)
+		for _, r := range recs {
+			if listed[r.ID] {
+				continue
 			}
+			rc.gone++
+			rc.oldIDs = append(rc.oldIDs, r.ID)
+			if r.SHA256 != "" {
+				orphans.bySize[r.Size] = append(orphans.bySize[r.Size], r)
+				rc.orphans++
+			}
+		}
+	}
+	// A folder whose identifiers changed en masse is confirmed by content
+	// before anything is copied from it (C3, C6, C7: see reset.go).
+	var checked map[mail.ID]bool
+	if rc.mass() {
+		for _, env := range fresh {
+			rc.freshIDs = append(rc.freshIDs, env.ID)
+		}
+		if opt.DryRun {
+			change := idChange(rc.oldIDs, rc.freshIDs)
+			note(Event{Mailbox: mb, Kind: "reset-suspected", Change: change, OldRecords: rc.orphans,
+				Text: fmt.Sprintf("%s: %d of %d recorded ids are gone and %d of %d listed are new; a real run compares them by content first", mb, rc.gone, rc.recorded, rc.fresh, rc.listed)}, nil)
+		} else {
+			out, err := confirmReset(ctx, &rc, fresh, orphans, opt, jobs, dones)
+			if err != nil {
+				return err
+			}
+			note(out.event, out.halt)
+			if out.halt != nil {
+				return nil
+			}
+			fresh, checked = out.fresh, out.checked
 		}
 	}
 	var batch []job
@@ -441,7 +562,7 @@ func listMailbox(ctx context.Context, src mail.Source, dst mail.Sink, mb string,
 			continue
 		}
 		j := job{env: env}
-		if orphans.has(env.Size) { // re-matching needs the one-by-one path
+		if !checked[env.ID] && orphans.has(env.Size) { // re-matching needs the one-by-one path
 			j.orphans = orphans
 			if err := send([]job{j}); err != nil {
 				return err
@@ -502,7 +623,9 @@ const fetchBatchBytes = 8 << 20
 
 // copyOne copies one message, retrying temporary failures.
 func copyOne(ctx context.Context, src mail.Source, dst mail.Sink, j job, opt Options) (done, error) {
-	return retry(ctx, opt, func() (done, error) {
+	return retry(ctx, opt, func() (d done, err error) {
+		// A panic (in an endpoint, or a hook) fails this message alone (G2).
+		defer catchPanic(&err, opt.Logger)
 		if j.orphans != nil {
 			if rec, ok, err := rematch(ctx, src, j); err != nil || ok {
 				return done{env: j.env, rec: rec}, err
@@ -519,7 +642,11 @@ func copyOne(ctx context.Context, src mail.Source, dst mail.Sink, j job, opt Opt
 
 // putOne stores one message body into dst, counting and hashing it.
 func putOne(ctx context.Context, dst mail.Sink, env mail.Envelope, body io.Reader, opt Options) (done, error) {
+	if err := opt.budget.take(env.Size); err != nil {
+		return done{}, err
+	}
 	if err := opt.msgLimit.wait(ctx, 1); err != nil {
+		opt.budget.settle(env.Size, -1)
 		return done{}, err
 	}
 	if opt.byteLimit != nil {
@@ -530,10 +657,14 @@ func putOne(ctx context.Context, dst mail.Sink, env mail.Envelope, body io.Reade
 	put.Mailbox = opt.dstName(env.Mailbox)
 	id, err := dst.Put(ctx, put, hr)
 	if err != nil {
+		opt.budget.settle(env.Size, -1)
 		return done{}, fmt.Errorf("put: %w", err)
 	}
 	opt.Step("put")
 	dg := hr.Digest()
+	opt.budget.settle(env.Size, dg.Bytes)
+	opt.Stats.Fetched.Add(1)
+	opt.Stats.Box(env.Mailbox).Fetched.Add(1)
 	opt.Stats.Bytes.Add(dg.Bytes)
 	opt.Stats.Box(env.Mailbox).Bytes.Add(dg.Bytes)
 	rec := checkpoint.Record{Mailbox: env.Mailbox, ID: env.ID, Dst: id, Size: env.Size, SHA256: hex.EncodeToString(dg.SHA256[:])}
@@ -607,22 +738,43 @@ func copyBatch(ctx context.Context, bo mail.BatchOpener, dst mail.Sink, b []job,
 		envs[i] = j.env
 	}
 	var settleErr error
-	err := bo.OpenBatch(ctx, envs, func(env mail.Envelope, body io.Reader) error {
-		i, ok := index[env.ID]
-		if !ok || handled[i] {
-			return fmt.Errorf("batch: source returned %s %s twice or unasked", env.Mailbox, env.ID)
-		}
-		d, err := putOne(ctx, dst, b[i].env, body, opt)
-		if err != nil {
-			return err
-		}
-		handled[i] = true
-		if err := settle(b[i], d, nil); err != nil {
-			settleErr = err
-			return err
-		}
-		return nil
-	})
+	err := func() (err error) {
+		// A panic in the source's own code ends the batch early; the
+		// one-by-one path then meets it again and fails that message alone.
+		defer catchPanic(&err, opt.Logger)
+		return bo.OpenBatch(ctx, envs, func(env mail.Envelope, body io.Reader) error {
+			i, ok := index[env.ID]
+			if !ok || handled[i] {
+				return fmt.Errorf("batch: source returned %s %s twice or unasked", env.Mailbox, env.ID)
+			}
+			d, err := func() (d done, err error) {
+				// A panic while storing must not unwind through the
+				// source's OpenBatch, which would skip its clean-up (an
+				// IMAP connection left mid-FETCH hangs the next Open). It
+				// fails this message and ends the batch the normal way.
+				defer catchPanic(&err, opt.Logger)
+				return putOne(ctx, dst, b[i].env, body, opt)
+			}()
+			var pe *PanicError
+			if errors.As(err, &pe) {
+				handled[i] = true
+				if serr := settle(b[i], done{}, err); serr != nil {
+					settleErr = serr
+					return serr
+				}
+				return err
+			}
+			if err != nil {
+				return err
+			}
+			handled[i] = true
+			if err := settle(b[i], d, nil); err != nil {
+				settleErr = err
+				return err
+			}
+			return nil
+		})
+	}()
 	switch {
 	case settleErr != nil:
 		return settleErr
@@ -676,7 +828,7 @@ func commitLoop(ctx context.Context, dst mail.Sink, remover mail.Remover, dones 
 		// An interrupt must not stop the commit of messages already Put:
 		// committing is local and short.
 		cctx := context.WithoutCancel(ctx)
-		if err := c.commit(cctx, batch); err != nil {
+		if err := c.safeCommit(cctx, batch); err != nil {
 			failed = err
 			abort(err)
 		}
@@ -710,6 +862,18 @@ type commitState struct {
 	// failed remembers IDs a Commit gave up: a message Put before that Commit
 	// may reach the committer only with a later batch.
 	failed map[mail.ID]error
+}
+
+// safeCommit is commit with a panic turned into a fatal error: the state of
+// the sink and the checkpoint is unknown after it, so the run stops, but the
+// committer goes on draining so that no worker blocks.
+func (c *commitState) safeCommit(ctx context.Context, batch []done) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = mail.MakeFatal(fmt.Errorf("commit: %w", recovered(p, c.opt.Logger)))
+		}
+	}()
+	return c.commit(ctx, batch)
 }
 
 // commit makes a batch durable, records it, then deletes it on the source:
@@ -794,6 +958,9 @@ func retry[T any](ctx context.Context, opt Options, f func() (T, error)) (T, err
 	wait := opt.Backoff
 	for attempt := 1; ; attempt++ {
 		v, err := f()
+		if serr := opt.streak.note(ctx, err); serr != nil {
+			return v, serr
+		}
 		if err == nil || !mail.Temporary(err) || attempt > opt.Retries || ctx.Err() != nil {
 			if err != nil && ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
 				err = fmt.Errorf("%w (%v)", ctx.Err(), err)

@@ -2,9 +2,13 @@ package sync
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	stdsync "sync"
 	"time"
+
+	"github.com/mailferry/mailferry/sync/mail"
 )
 
 // rateLimiter paces events to at most rate per second, shared by every
@@ -67,4 +71,100 @@ func (lr *limitedReader) Read(p []byte) (int, error) {
 		err = werr
 	}
 	return n, err
+}
+
+// ErrResumeLater means the run stopped early on purpose, with everything it
+// stored committed and recorded: its byte budget (Options.MaxBytes) is spent,
+// or the servers kept failing temporarily (throttled, connection lost) so
+// going on would only hammer them. A later rerun resumes; the CLI exits with
+// its "temporary, retry later" code. It is always wrapped in a
+// mail.FatalError, so the engine stops instead of retrying.
+var ErrResumeLater = errors.New("stopped early; rerun later to resume")
+
+// byteBudget caps the bytes one run copies (Gmail allows about 2500 MB of
+// IMAP download and 500 MB of upload a day and answers more with BYE or
+// NO; a nightly job with a budget stops cleanly below that and resumes
+// the next night). A nil *byteBudget has no limit.
+type byteBudget struct {
+	mu    stdsync.Mutex
+	limit int64
+	used  int64 // size hints of messages started, corrected to actual bytes once stored
+	n     int   // messages started
+}
+
+func newByteBudget(limit int64) *byteBudget {
+	if limit <= 0 {
+		return nil
+	}
+	return &byteBudget{limit: limit}
+}
+
+// take reserves size (a hint; -1 if unknown) for one message, or returns an
+// ErrResumeLater error when it would go over the limit. The first message
+// of a run is always allowed, so a budget smaller than one message still
+// makes progress.
+func (b *byteBudget) take(size int64) error {
+	if b == nil {
+		return nil
+	}
+	size = max(size, 0)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.n > 0 && b.used+size > b.limit {
+		return mail.MakeFatal(fmt.Errorf("%w: the byte budget of %d bytes (--max-bytes) is spent (%d bytes used)", ErrResumeLater, b.limit, b.used))
+	}
+	b.used += size
+	b.n++
+	return nil
+}
+
+// settle corrects the reservation of a message stored with actual bytes,
+// or gives it back (actual < 0) when the message was not stored.
+func (b *byteBudget) settle(hint, actual int64) {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if actual < 0 {
+		b.used -= max(hint, 0)
+		b.n--
+		return
+	}
+	b.used += actual - max(hint, 0)
+}
+
+// maxTempStreak is how many temporary failures in a row (throttling
+// answers, dropped connections, with no success in between) stop a run:
+// a server that keeps saying "later" is asked again later, by the next
+// run, instead of once per remaining message (scenario B6).
+const maxTempStreak = 5
+
+// tempStreak counts temporary failures in a row over all workers. A nil
+// *tempStreak never stops a run.
+type tempStreak struct {
+	mu stdsync.Mutex
+	n  int
+}
+
+// note records the outcome of one attempt. It returns an ErrResumeLater
+// error when err makes maxTempStreak temporary failures in a row. Any other
+// outcome (success, or a failure the server gave a definite answer for)
+// resets the count; cancellation leaves it alone.
+func (s *tempStreak) note(ctx context.Context, err error) error {
+	if s == nil || ctx.Err() != nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !mail.Temporary(err) {
+		s.n = 0
+		return nil
+	}
+	s.n++
+	if s.n < maxTempStreak {
+		return nil
+	}
+	s.n = 0
+	return mail.MakeFatal(fmt.Errorf("%w: %d temporary failures in a row (the server is throttling or the connection keeps dropping); last: %w", ErrResumeLater, maxTempStreak, err))
 }

@@ -216,3 +216,37 @@ func RoleMapFor(ctx context.Context, src, dst any) (func(string) string, error) 
 	}
 	return RoleMap(sr, dr), nil
 }
+
+// gmailDefaults name the destination folders of Gmail's special folders
+// when the destination has no folder with their role: "[Gmail]/Sent Mail"
+// becomes "Sent" rather than a folder under "[Gmail]".
+var gmailDefaults = map[string]string{
+	mail.RoleArchive: "Archive", mail.RoleSent: "Sent", mail.RoleDrafts: "Drafts",
+	mail.RoleJunk: "Junk", mail.RoleTrash: "Trash",
+}
+
+// GmailFolders returns the MapMailbox function of the Gmail preset (see
+// imap.Gmail), given the source's roles and the destination's (nil when it
+// has none). Under the preset All Mail (\All) holds only archived mail, so
+// it is treated as \Archive. A special folder goes to the destination's
+// folder of the same role, else to "Archive", "Sent", "Drafts", "Junk" or
+// "Trash"; labels keep their names ("Work/2024" stays nested).
+func GmailFolders(srcRoles, dstRoles map[string]string) func(string) string {
+	roles := make(map[string]string, len(srcRoles))
+	for name, role := range srcRoles {
+		if role = canonRole(role); role == mail.RoleAll {
+			role = mail.RoleArchive
+		}
+		roles[name] = role
+	}
+	byRole := RoleMap(roles, dstRoles)
+	return func(name string) string {
+		if out := byRole(name); out != name {
+			return out
+		}
+		if d, ok := gmailDefaults[roles[name]]; ok {
+			return d
+		}
+		return name
+	}
+}

@@ -133,3 +133,34 @@ func TestRoleMapForCopy(t *testing.T) {
 		t.Error("RoleMapFor without a RoleLister source returned a mapping")
 	}
 }
+
+// TestC11GmailFolders: under the Gmail preset All Mail is the archive, and
+// Gmail's special folders go to the destination's folders of their role,
+// else to plain names; labels keep their names.
+func TestC11GmailFolders(t *testing.T) {
+	src := map[string]string{
+		"[Gmail]/All Mail": mail.RoleAll, "[Gmail]/Sent Mail": mail.RoleSent, "[Gmail]/Drafts": mail.RoleDrafts,
+		"[Gmail]/Spam": mail.RoleJunk, "[Gmail]/Trash": mail.RoleTrash,
+	}
+	withRoles := map[string]string{"Archives": mail.RoleArchive, "Sent Items": mail.RoleSent}
+	for _, tc := range []struct {
+		dst        map[string]string
+		name, want string
+	}{
+		{nil, "[Gmail]/All Mail", "Archive"},
+		{nil, "[Gmail]/Sent Mail", "Sent"},
+		{nil, "[Gmail]/Drafts", "Drafts"},
+		{nil, "[Gmail]/Spam", "Junk"},
+		{nil, "[Gmail]/Trash", "Trash"},
+		{nil, "INBOX", "INBOX"},
+		{nil, "Work/2024", "Work/2024"},
+		{withRoles, "[Gmail]/All Mail", "Archives"},
+		{withRoles, "[Gmail]/Sent Mail", "Sent Items"},
+		{withRoles, "[Gmail]/Drafts", "Drafts"},
+		{withRoles, "Label1", "Label1"},
+	} {
+		if got := GmailFolders(src, tc.dst)(tc.name); got != tc.want {
+			t.Errorf("GmailFolders(dst %v)(%q) = %q, want %q", tc.dst, tc.name, got, tc.want)
+		}
+	}
+}

@@ -13,6 +13,7 @@ type Counters struct {
 	Listed       atomic.Int64 // messages seen on the source
 	Skipped      atomic.Int64 // already in the checkpoint (or filtered out)
 	Queued       atomic.Int64 // to be copied
+	Fetched      atomic.Int64 // read whole from the source and handed to the sink
 	Copied       atomic.Int64 // stored and recorded
 	Failed       atomic.Int64 // given up after retries
 	Vanished     atomic.Int64 // gone from the source between listing and fetch
@@ -70,6 +71,7 @@ type Snapshot struct {
 	Listed       int64 `json:"listed"`
 	Skipped      int64 `json:"skipped"`
 	Queued       int64 `json:"queued"`
+	Fetched      int64 `json:"fetched"`
 	Copied       int64 `json:"copied"`
 	Failed       int64 `json:"failed"`
 	Vanished     int64 `json:"vanished"`
@@ -81,6 +83,6 @@ type Snapshot struct {
 
 // Snapshot copies c.
 func (c *Counters) Snapshot() Snapshot {
-	return Snapshot{c.Listed.Load(), c.Skipped.Load(), c.Queued.Load(), c.Copied.Load(), c.Failed.Load(),
+	return Snapshot{c.Listed.Load(), c.Skipped.Load(), c.Queued.Load(), c.Fetched.Load(), c.Copied.Load(), c.Failed.Load(),
 		c.Vanished.Load(), c.Bytes.Load(), c.QueuedBytes.Load(), c.Deleted.Load(), c.FlagsUpdated.Load()}
 }

@@ -88,7 +88,7 @@ func TestHelpTopics(t *testing.T) {
 		}
 	}
 	code, _, stderr := w.cli(t, context.Background(), nil, "help", "nope")
-	if code != exitUsage || !strings.Contains(stderr, "topics: config, cron, exit-codes, filters, oauth2") {
+	if code != exitUsage || !strings.Contains(stderr, "topics: config, cron, exit-codes, filters, gmail, oauth2") {
 		t.Errorf("help nope = %d %q", code, stderr)
 	}
 	for _, cmd := range []string{"run", "jobs", "completion"} {

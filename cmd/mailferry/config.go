@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -16,6 +17,13 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/mailferry/mailferry/sinks/imapsink"
+	maildirsink "github.com/mailferry/mailferry/sinks/maildir"
+	mboxsink "github.com/mailferry/mailferry/sinks/mbox"
+	"github.com/mailferry/mailferry/sources/imap"
+	maildirsource "github.com/mailferry/mailferry/sources/maildir"
+	mboxsource "github.com/mailferry/mailferry/sources/mbox"
+	"github.com/mailferry/mailferry/sources/pop3"
 	mailferry "github.com/mailferry/mailferry/sync"
 	"github.com/mailferry/mailferry/sync/mail"
 )
@@ -43,6 +51,7 @@ type jobConfig struct {
 	MaxSize        configSize `toml:"max_size"`
 	MaxBytesPerSec configSize `toml:"max_bytes_per_sec"`
 	MaxMsgsPerSec  int64      `toml:"max_msgs_per_sec"`
+	MaxBytes       configSize `toml:"max_bytes"`
 	Since          configDate `toml:"since"`
 	Before         configDate `toml:"before"`
 	Checkpoint     string     `toml:"checkpoint"`
@@ -145,7 +154,7 @@ func loadConfig(flagValue string, env *cliEnv) (*fileConfig, error) {
 			if pe.LastKey != "" {
 				where += ": " + pe.LastKey
 			}
-			return nil, &mail.ConfigError{Msg: where + ": " + pe.Message}
+			return nil, &mail.ConfigError{Msg: where + ": " + pe.Message, Hint: parseHint(pe.Message)}
 		}
 		return nil, &mail.ConfigError{Msg: fmt.Sprintf("config %s: %v", path, strings.TrimPrefix(err.Error(), "toml: "))}
 	}
@@ -171,6 +180,18 @@ func loadConfig(flagValue string, env *cliEnv) (*fileConfig, error) {
 		if j.Source == "" || j.Destination == "" {
 			return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: a job needs both source and destination", at("jobs", name))}
 		}
+		for _, e := range []struct {
+			key, raw, side string
+		}{{"source", j.Source, "src"}, {"destination", j.Destination, "dst"}} {
+			u, err := mail.ParseEndpoint(e.raw, &mail.OpenOptions{Side: e.side})
+			if err == nil {
+				err = checkEndpoint(u, e.side == "src")
+			}
+			var ce *mail.ConfigError
+			if errors.As(err, &ce) {
+				return nil, &mail.ConfigError{Msg: at("jobs", name, e.key) + ": " + ce.Msg, Hint: ce.Hint}
+			}
+		}
 		for _, l := range []struct {
 			key  string
 			list []string
@@ -185,7 +206,7 @@ func loadConfig(flagValue string, env *cliEnv) (*fileConfig, error) {
 			return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: %v", at("jobs", name, "map"), strings.TrimPrefix(err.Error(), "--map "))}
 		}
 		if j.Workers < 0 {
-			return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: want a positive number", at("jobs", name, "workers"))}
+			return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: want a positive number", at("jobs", name, "workers")), Hint: "the number of messages copied at once, e.g. workers = 4; leave it out for the default"}
 		}
 		if !j.Since.IsZero() && !j.Before.IsZero() && !j.Since.Before(j.Before.Time) {
 			return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: since %s is not before %s: nothing would be copied", at("jobs", name), j.Since, j.Before)}
@@ -220,6 +241,17 @@ func loadConfig(flagValue string, env *cliEnv) (*fileConfig, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// parseHint suggests the remedy for the TOML mistakes users make most.
+func parseHint(msg string) string {
+	switch {
+	case strings.Contains(msg, "already been defined"):
+		return "a job name or key may appear only once: rename or merge the duplicate"
+	case strings.Contains(msg, "invalid UTF-8"):
+		return "the config file must be UTF-8 text: save it as UTF-8"
+	}
+	return "see mailferry help config"
 }
 
 // checkPrivate refuses a config file holding secrets that others can read
@@ -441,5 +473,52 @@ func (c *configDur) UnmarshalTOML(v any) error {
 		return errors.New("want a duration such as \"60s\" or \"2m\"")
 	}
 	*c = configDur(d)
+	return nil
+}
+
+// checkEndpoint runs the endpoint's own URL parser (port range, query
+// options, paths) before anything is opened: the registry's factories do
+// the same, but only when opening, and the destination is opened (and may
+// connect) before the source, so a bad source URL must not wait for that
+// (scenario E1). A local destination path that exists but is not a
+// directory is refused too (an mbox endpoint is a folder of .mbox files,
+// not one file). Schemes it does not know (test fakes) pass.
+func checkEndpoint(u *url.URL, source bool) error {
+	var err error
+	local := false
+	switch {
+	case (u.Scheme == "imap" || u.Scheme == "imaps") && source:
+		_, err = imap.ParseURL(u)
+	case u.Scheme == "imap" || u.Scheme == "imaps":
+		_, err = imapsink.ParseURL(u)
+	case u.Scheme == "pop3" || u.Scheme == "pop3s":
+		_, err = pop3.ParseURL(u)
+	case u.Scheme == "maildir" && source:
+		_, err = maildirsource.ParseURL(u)
+		local = true
+	case u.Scheme == "maildir":
+		_, err = maildirsink.ParseURL(u)
+		local = true
+	case u.Scheme == "mbox" && source:
+		_, err = mboxsource.ParseURL(u)
+		local = true
+	case u.Scheme == "mbox":
+		_, err = mboxsink.ParseURL(u)
+		local = true
+	}
+	if err != nil || !local {
+		return err
+	}
+	p, err := mail.LocalPath(u)
+	if err != nil {
+		return err
+	}
+	if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
+		hint := "a maildir endpoint is a directory (holding cur/, new/ and tmp/)"
+		if u.Scheme == "mbox" {
+			hint = "an mbox endpoint is a folder holding one <mailbox>.mbox file per mailbox: to read a single file, move it into a folder as INBOX.mbox"
+		}
+		return &mail.ConfigError{Msg: fmt.Sprintf("%s: %s is a file, not a directory", mail.Redact(u), p), Hint: hint}
+	}
 	return nil
 }

@@ -32,9 +32,12 @@ type copyOptions struct {
 	maxSize          sizeFlag
 	maxBytesPerSec   sizeFlag
 	maxMsgsPerSec    int64
+	maxBytes         sizeFlag
 	since, before    dateFlag
 	maps             multiFlag // --map rules (folder renames)
 	report           string
+	remap            bool // re-map folders whose identifiers were reset (C3)
+	gmail            bool // the Gmail preset: each message once (help gmail)
 }
 
 func (o *copyOptions) addFlags(fs *flag.FlagSet) {
@@ -50,10 +53,13 @@ func (o *copyOptions) addFlags(fs *flag.FlagSet) {
 	fs.Var(&o.maxSize, "max-size", "skip and report messages larger than `SIZE` (e.g. 25M; 0 = no limit)")
 	fs.Var(&o.maxBytesPerSec, "max-bytes-per-sec", "copy at most `SIZE` bytes per second over all workers (e.g. 2M), for providers that throttle")
 	fs.Int64Var(&o.maxMsgsPerSec, "max-msgs-per-sec", 0, "copy at most `N` messages per second over all workers (0 = no limit)")
+	fs.Var(&o.maxBytes, "max-bytes", "copy at most about `SIZE` bytes in this run (e.g. 2G, under a provider's daily limit), then stop with exit 8; the next run resumes")
 	fs.Var(&o.since, "since", "copy only messages received on or after `DATE` (YYYY-MM-DD, local time; by the internal date)")
 	fs.Var(&o.before, "before", "copy only messages received before `DATE` (YYYY-MM-DD, local time)")
 	fs.Var(&o.maps, "map", "put source folders matching `SRC_RE=DST` into DST ($1 for groups; repeatable; e.g. 'Sent Items=Sent'); special-use folders (Sent, Trash...) already follow their role")
+	fs.BoolVar(&o.remap, "remap", false, "when a folder's message ids were all reset (IMAP UIDVALIDITY change, regenerated POP3 UIDLs) and its messages are the ones copied before, record them under their new ids by content (one download each) instead of stopping with exit 6")
 	fs.StringVar(&o.report, "report", "", "append one JSON line per run (time, job, summary, exit code) to `FILE`, for monitoring")
+	fs.BoolVar(&o.gmail, "gmail", false, "Gmail source: copy each message once, into its first label folder (INBOX, labels, Sent, Drafts, then All Mail as Archive), not once per label; see mailferry help gmail")
 }
 
 func runCopy(ctx context.Context, args []string, env *cliEnv) error {
@@ -76,8 +82,10 @@ func doCopy(ctx context.Context, o *copyOptions, srcURL, dstURL, job string, env
 	if r == nil {
 		r = &copyResult{}
 	}
-	if err == nil && r.res != nil && len(r.res.Failures) > 0 {
-		err = &partialError{len(r.res.Failures)}
+	if r.res != nil {
+		err = runError(err, r.res.Failures)
+	} else {
+		err = runError(err, nil)
 	}
 	s := makeSummary(o, r, err, start)
 	if job != "" {
@@ -93,7 +101,7 @@ func doCopy(ctx context.Context, o *copyOptions, srcURL, dstURL, job string, env
 			fmt.Fprintf(env.stderr, "mailferry: %s\n", oneLine(rerr))
 		}
 	}
-	if printed && errors.As(err, new(*partialError)) {
+	if printed && isPartial(err) {
 		// The summary named every failed message: no need for one more line.
 		return reportedError{err}
 	}
@@ -117,6 +125,9 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 	}
 	if !o.since.t.IsZero() && !o.before.t.IsZero() && !o.since.t.Before(o.before.t) {
 		return nil, &usageError{fmt.Sprintf("--since %s is not before --before %s: nothing would be copied", &o.since, &o.before)}
+	}
+	if o.common.workers < 1 {
+		return nil, &usageError{fmt.Sprintf("--workers %d: want 1 or more (messages copied at once)", o.common.workers)}
 	}
 	if o.dryRun && o.reset {
 		return nil, &usageError{"--reset with --dry-run: a dry run changes nothing, not even the checkpoint; drop one of them"}
@@ -195,18 +206,19 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 		}
 	}()
 	// Folders with a special-use role go to the destination's folder of
-	// that role; --map rules come first.
-	roleMap, err := mailferry.RoleMapFor(ctx, src, dst)
+	// that role; --map rules come first. --gmail wraps the source.
+	engineSrc, roleMap, err := gmailPreset(ctx, o, src, dst, store, filter, log)
 	if err != nil {
 		return r, err
 	}
-	engineSrc := src
+	src = engineSrc // closed below: the Gmail wrapper closes its own connection too
 	if !o.since.t.IsZero() || !o.before.t.IsZero() {
 		r.dates = newDateFilter(o.since.t, o.before.t, store)
 		engineSrc = filterSource(src, r.dates)
 	}
 
 	step, batch := crashHook(env.getenv)
+	step = panicHook(env.getenv, step)
 	stats := &mailferry.Stats{Start: time.Now()}
 	stopProgress := startProgress(ctx, stats, &penv, o.progress, o.progressInterval, o.common.quiet, log)
 	r.res, err = mailferry.Copy(ctx, engineSrc, dst, mailferry.Options{
@@ -220,9 +232,12 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 		MaxSize:        int64(o.maxSize),
 		MaxBytesPerSec: int64(o.maxBytesPerSec),
 		MaxMsgsPerSec:  o.maxMsgsPerSec,
+		MaxBytes:       int64(o.maxBytes),
+		Backoff:        testBackoff(env.getenv),
 		Stats:          stats,
 		Logger:         log,
 		Step:           step,
+		Remap:          o.remap,
 		BatchSize:      batch,
 	})
 	stopProgress()
@@ -247,6 +262,9 @@ func canonical(reg *mail.Registry, raw string, o *mail.OpenOptions, source bool)
 		return "", err
 	}
 	if err := reg.Check(u, source); err != nil {
+		return "", err
+	}
+	if err := checkEndpoint(u, source); err != nil {
 		return "", err
 	}
 	if u.Opaque != "" || u.Host == "" {
@@ -292,10 +310,12 @@ type summary struct {
 	DryRun   bool                          `json:"dry_run,omitempty"`
 	Seconds  float64                       `json:"seconds"`
 	Filters  *filterSummary                `json:"filters,omitempty"`
+	Counts   runCounts                     `json:"counts"`
 	Totals   mailferry.Snapshot            `json:"totals"`
 	Folders  map[string]mailferry.Snapshot `json:"folders"`
 	Failures []mailferry.Failure           `json:"failures,omitempty"`
 	Skipped  []mailferry.Failure           `json:"skipped,omitempty"`
+	Events   []mailferry.Event             `json:"events,omitempty"`
 }
 
 // filterSummary says what a run left out on purpose.
@@ -328,6 +348,8 @@ func makeSummary(o *copyOptions, r *copyResult, err error, start time.Time) summ
 	s.Seconds = time.Since(st.Start).Seconds()
 	s.Totals = st.Snapshot()
 	s.Failures, s.Skipped = r.res.Failures, r.res.Skipped
+	s.Events = r.res.Events
+	s.Counts = countsOf(s.Totals, r.res, s.Filters)
 	for _, mb := range st.Mailboxes() {
 		s.Folders[mb] = st.Box(mb).Snapshot()
 	}
@@ -355,6 +377,14 @@ func report(env *cliEnv, o *copyOptions, r *copyResult, s *summary) bool {
 			continue
 		}
 		fmt.Fprintf(w, "failed: %s %s: %s\n", f.Mailbox, f.ID, f.Err)
+	}
+	for _, e := range res.Events {
+		// Folder-level events (identifiers changed, a folder replaced) are
+		// news even for cron: they happen once. A halted folder is the
+		// run's error, printed last.
+		if e.Kind != "halted" {
+			fmt.Fprintf(w, "%s: %s\n", e.Kind, e.Text)
+		}
 	}
 	if o.common.quiet {
 		// Cron mail: only problems. Messages skipped on purpose (over

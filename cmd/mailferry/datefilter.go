@@ -102,6 +102,22 @@ func filterSource(src mail.Source, f *dateFilter) mail.Source {
 	return base
 }
 
+// DeleteAfterCopy and Unstored pass the optional mail.DeleteAware and
+// mail.UnstoredReporter through; both are harmless no-ops for a source
+// without them, so the wrapper can always offer them.
+func (s *dateSource) DeleteAfterCopy() {
+	if d, ok := s.Source.(mail.DeleteAware); ok {
+		d.DeleteAfterCopy()
+	}
+}
+
+func (s *dateSource) Unstored(stored func(mail.Envelope) bool) []mail.Envelope {
+	if u, ok := s.Source.(mail.UnstoredReporter); ok {
+		return u.Unstored(stored)
+	}
+	return nil
+}
+
 // List lists the messages of mailbox dated within the range. A message
 // without a date (POP3 has none) is kept: dropping what cannot be judged
 // would lose mail silently.

@@ -3,8 +3,12 @@ package main
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"strings"
+	"syscall"
+	"time"
 
+	mailferry "github.com/mailferry/mailferry/sync"
 	"github.com/mailferry/mailferry/sync/checkpoint"
 	"github.com/mailferry/mailferry/sync/mail"
 )
@@ -19,16 +23,21 @@ const (
 	exitUnreachable = 5
 	exitCheckpoint  = 6
 	exitLocked      = 7
+	exitTemporary   = 8
+	exitDiskFull    = 9
 	exitInterrupted = 130
 )
 
 const exitCodeTable = `
 Exit codes:
-  0    everything copied or already present     4    authentication rejected
-  1    unexpected error                          5    endpoint unreachable (DNS, TCP, TLS)
+  0    everything copied or already present     5    cannot connect safely: DNS, TCP, TLS
+  1    unexpected error                               certificate, STARTTLS refused
   2    usage or config error (flag, URL, config) 6    checkpoint unusable (corrupt, other endpoints)
   3    partial: some messages failed or are      7    another mailferry run holds the checkpoint
-       missing; a rerun resumes                  130  interrupted; checkpoint flushed; rerun resumes
+       missing; a rerun resumes                  8    temporary: throttled, connection lost,
+  4    authentication rejected                        --max-bytes spent; retry later, it resumes
+                                                 9    disk full or over quota (the path is named)
+                                                 130  interrupted; checkpoint flushed; rerun resumes
 `
 
 // errHelp is returned when a command printed its help on request.
@@ -44,12 +53,29 @@ type partialError struct{ n int }
 
 func (e *partialError) Error() string { return "some messages were not copied" }
 
+// laterError means the run finished but some messages failed, every one
+// on a temporary error (throttled, connection lost): exit 8, "retry later",
+// rather than 3, which asks a human to look.
+type laterError struct{ n int }
+
+func (e *laterError) Error() string {
+	return "some messages were not copied because of temporary errors (server throttling or connection lost); rerun later to resume"
+}
+
+// isPartial reports whether err is a finished run with failed messages.
+func isPartial(err error) bool {
+	return errors.As(err, new(*partialError)) || errors.As(err, new(*laterError))
+}
+
 // usageError is a mistake in the command line.
 type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
 
-// exitCode maps an error to the documented exit code.
+// exitCode maps an error to the documented exit code. The order matters
+// where one error matches two rows: a rejected URL is a usage error even if
+// it also names a host; a full disk while writing the checkpoint is "disk
+// full", not "checkpoint unusable", because freeing space fixes it.
 func exitCode(err error) int {
 	var pe *partialError
 	var ue *usageError
@@ -66,15 +92,104 @@ func exitCode(err error) int {
 		return exitUnreachable
 	case errors.Is(err, checkpoint.ErrLocked):
 		return exitLocked
+	case diskFull(err):
+		return exitDiskFull
 	case errors.Is(err, checkpoint.ErrUnusable):
 		return exitCheckpoint
 	case errors.As(err, &pe):
 		return exitPartial
+	case errors.As(err, new(*laterError)), errors.Is(err, mailferry.ErrResumeLater), mail.Temporary(err):
+		return exitTemporary
 	}
 	return exitUnexpected
+}
+
+// diskFull reports whether err is a full disk or an exhausted disk quota
+// on this machine (scenario D1).
+func diskFull(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// diskFullError is a full disk, told with the path that could not be
+// written and the remedy (exit 9).
+type diskFullError struct{ err error }
+
+func (e *diskFullError) Error() string {
+	var pe *fs.PathError
+	where := "the destination's or the checkpoint's file system"
+	if errors.As(e.err, &pe) {
+		where = "the file system holding " + pe.Path
+	}
+	return e.err.Error() + " (disk full: free space on " + where + ", then rerun to resume; what was stored is recorded)"
+}
+
+func (e *diskFullError) Unwrap() error { return e.err }
+
+// runError classifies the error a copy ended with for the summary and the
+// exit code: failed messages make a partialError, a full disk gets its
+// path and remedy.
+func runError(err error, failures []mailferry.Failure) error {
+	if err == nil && len(failures) > 0 {
+		temporary := true
+		for _, f := range failures {
+			temporary = temporary && f.Temporary
+		}
+		if temporary {
+			return &laterError{len(failures)}
+		}
+		return &partialError{len(failures)}
+	}
+	if diskFull(err) && !errors.As(err, new(*diskFullError)) {
+		return &diskFullError{err}
+	}
+	return err
 }
 
 // oneLine flattens an error for the single line on stderr.
 func oneLine(err error) string {
 	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
+}
+
+// testBackoff is the engine's first retry wait from
+// MAILFERRY_TEST_BACKOFF (a duration), so the CLI tests of throttling
+// (scenario B6) need not wait seconds; 0 keeps the default. Not for users.
+func testBackoff(getenv func(string) string) time.Duration {
+	d, _ := time.ParseDuration(getenv("MAILFERRY_TEST_BACKOFF"))
+	return d
+}
+
+// runCounts are the run's numbers under the names monitoring asks for
+// (scenario H3), every key always present.
+type runCounts struct {
+	Fetched  int64 `json:"fetched"`  // read whole from the source and handed to the destination
+	Stored   int64 `json:"stored"`   // durable in the destination and recorded
+	Deleted  int64 `json:"deleted"`  // deleted from the source after they were stored
+	Vanished int64 `json:"vanished"` // listed, but gone from the source when fetched
+	Failed   int64 `json:"failed"`   // given up (see failures; temporary ones: failed_temporary)
+	// FailedTemporary of them failed on temporary errors: a rerun later
+	// will likely copy them.
+	FailedTemporary int64 `json:"failed_temporary"`
+	// Skipped by reason: "present" (copied by an earlier run), "too_large"
+	// (over --max-size), "outside_dates" (--since/--before).
+	Skipped map[string]int64 `json:"skipped"`
+}
+
+func countsOf(t mailferry.Snapshot, res *mailferry.Result, f *filterSummary) runCounts {
+	c := runCounts{Fetched: t.Fetched, Stored: t.Copied, Deleted: t.Deleted, Vanished: t.Vanished, Failed: t.Failed,
+		Skipped: map[string]int64{"present": t.Skipped, "too_large": 0, "outside_dates": 0}}
+	for _, fl := range res.Failures {
+		if fl.Temporary {
+			c.FailedTemporary++
+		}
+	}
+	for _, sk := range res.Skipped {
+		if strings.Contains(sk.Err, mail.ErrTooLarge.Error()) {
+			c.Skipped["too_large"]++
+			c.Skipped["present"]--
+		}
+	}
+	if f != nil {
+		c.Skipped["outside_dates"] = f.OutsideDates
+	}
+	return c
 }

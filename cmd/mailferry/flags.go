@@ -47,19 +47,28 @@ func credentialFlag(name, side string) bool {
 type commonFlags struct {
 	caFile         string
 	allowPlaintext bool
-	timeout        time.Duration
-	workers        int
-	include        multiFlag
-	exclude        multiFlag
-	quiet          bool
-	json           bool
-	logLevel       string
-	logFormat      string
+	// allowPlaintextAuth lets credentials cross a connection without TLS;
+	// allowPlaintext alone only lets the session go on (RELIABILITY-PLAN F5).
+	allowPlaintextAuth bool
+	pinSHA256          multiFlag
+	insecureSkipVerify bool
+	timeout            time.Duration
+	workers            int
+	include            multiFlag
+	exclude            multiFlag
+	quiet              bool
+	json               bool
+	logLevel           string
+	logFormat          string
+	trace              bool // protocol trace on stderr, credentials masked
 }
 
 func (c *commonFlags) add(fs *flag.FlagSet) {
 	fs.StringVar(&c.caFile, "ca-file", "", "also trust the CA certificates in PEM `FILE` (system roots are always trusted)")
-	fs.BoolVar(&c.allowPlaintext, "allow-plaintext", false, "let imap:// and pop3:// go on without STARTTLS/STLS when the server lacks it (password sent in clear)")
+	fs.BoolVar(&c.allowPlaintext, "allow-plaintext", false, "let imap:// and pop3:// go on without STARTTLS/STLS when the server lacks it; no password is sent in clear without --allow-plaintext-auth")
+	fs.BoolVar(&c.allowPlaintextAuth, "allow-plaintext-auth", false, "with or without --allow-plaintext: go on without STARTTLS/STLS and send the password in clear text")
+	fs.Var(&c.pinSHA256, "pin-sha256", "trust only the server key whose SubjectPublicKeyInfo SHA-256 is `BASE64` (repeatable; chain, host name and dates are then not checked; a refused certificate's error prints its pin)")
+	fs.BoolVar(&c.insecureSkipVerify, "insecure-skip-verify", false, "accept any server certificate (warns on every run; TLS and the plaintext rules still apply)")
 	fs.DurationVar(&c.timeout, "timeout", 60*time.Second, "give up on a connection after this long without progress")
 	fs.IntVar(&c.workers, "workers", 4, "copy up to `N` messages at once (capped by each endpoint: POP3 is 1)")
 	fs.Var(&c.include, "include", "copy only folders whose name matches `REGEX` (repeatable)")
@@ -68,6 +77,7 @@ func (c *commonFlags) add(fs *flag.FlagSet) {
 	fs.BoolVar(&c.json, "json", false, "print a machine-readable summary on stdout")
 	fs.StringVar(&c.logLevel, "log-level", "", "log `LEVEL`: debug, info, warn, error (default info; warn while progress bars are shown)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log `FORMAT` on stderr: text or json")
+	fs.BoolVar(&c.trace, "trace", false, "print the IMAP/POP3 exchange on stderr (LOGIN, AUTHENTICATE and PASS masked; long literals cut), for debugging")
 }
 
 // multiFlag collects a repeatable flag.
@@ -168,15 +178,33 @@ func (d dropHandler) WithGroup(name string) slog.Handler {
 
 // openOptions builds the endpoint options for one side.
 func (c *commonFlags) openOptions(s *sideFlags, env *cliEnv, log *slog.Logger) *mail.OpenOptions {
+	if s.side == "src" { // every command opens a source once: one warning per run
+		c.warnTLS(log)
+	}
 	return &mail.OpenOptions{
 		Logger:         log,
 		Side:           s.side,
 		Password:       s.password(env, log),
 		Token:          s.token(env, log),
 		CAFile:         c.caFile,
-		AllowPlaintext: c.allowPlaintext,
-		Timeout:        c.timeout,
-		Conns:          c.workers,
+		AllowPlaintext: c.allowPlaintext || c.allowPlaintextAuth,
+		// Plaintext auth is opt-in on its own: --allow-plaintext alone
+		// refuses before any credential would cross in clear.
+		RefusePlaintextAuth: !c.allowPlaintextAuth,
+		PinSHA256:           c.pinSHA256,
+		InsecureSkipVerify:  c.insecureSkipVerify,
+		Timeout:             c.timeout,
+		Conns:               c.workers,
+		Trace:               traceFunc(c.trace, s.side, env.stderr),
+	}
+}
+
+// warnTLS logs, on every run, that certificate checks are off: a warning
+// once at set-up is the only trace an --insecure-skip-verify left in a
+// cron job or config file would leave.
+func (c *commonFlags) warnTLS(log *slog.Logger) {
+	if c.insecureSkipVerify && len(c.pinSHA256) == 0 {
+		log.Warn("--insecure-skip-verify: server certificates are not checked; anyone on the network path can read the password and the mail")
 	}
 }
 

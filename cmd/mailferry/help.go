@@ -8,6 +8,7 @@ var helpTopics = map[string]string{
 	"config":     helpConfig,
 	"cron":       helpCron,
 	"filters":    helpFilters,
+	"gmail":      helpGmail,
 	"oauth2":     helpOAuth2,
 	"exit-codes": exitCodeTable[1:],
 }
@@ -54,6 +55,9 @@ Job keys (each one mirrors a flag of 'mailferry copy'):
   delete_source            bool
   workers                  number of messages copied at once
   max_size                 "25M", "1G" or a number of bytes
+  max_bytes_per_sec        pace: "2M" per second over all workers
+  max_msgs_per_sec         pace: messages per second over all workers
+  max_bytes                budget per run, "2G": stop there (exit 8), resume next run
   since, before            dates, 2024-01-31 or "2024-01-31"
   checkpoint               file (default: named after the two endpoints)
   ca_file                  extra trusted CA certificates (PEM)
@@ -83,6 +87,12 @@ cron mails you only when something needs you. Without a terminal there are
 no bars; without --quiet a progress line is logged every --progress-interval
 (10s). --report FILE (or report = "FILE" in the config) appends one JSON line
 per job run: time, job, counts, errors and exit code.
+
+Exit 8 means "try again later": the server throttled or the connection kept
+dropping (after 5 temporary failures in a row the run stops instead of
+hammering it), or --max-bytes was spent. Everything stored so far is
+recorded; the next run resumes. Exit 9 means a full disk: the message names
+the path. Exits 2, 4, 5 and 6 need you; 7 means the last run is still going.
 
 A run locks its checkpoint (a FILE.lock beside it). A second run of the same
 job exits at once with code 7 and touches nothing, so a slow night never

@@ -140,6 +140,9 @@ func (o *copyOptions) applyJob(j jobConfig, set map[string]bool, env *cliEnv) er
 	if !set["max-msgs-per-sec"] {
 		o.maxMsgsPerSec = j.MaxMsgsPerSec
 	}
+	if !set["max-bytes"] {
+		o.maxBytes = sizeFlag(j.MaxBytes)
+	}
 	o.since.t, o.before.t = j.Since.Time, j.Before.Time
 	o.checkpoint = path(j.Checkpoint)
 	o.common.caFile = path(j.CAFile)

@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
+	stdsync "sync"
 
 	"github.com/mailferry/mailferry/sync/mail"
 )
@@ -63,6 +65,7 @@ func readSecretFile(path, what string, log *slog.Logger) (string, error) {
 // secretCommand runs cmd with sh -c and returns the first line it prints.
 func secretCommand(ctx context.Context, cmdline, what string) (string, error) {
 	cmd := exec.CommandContext(ctx, "sh", "-c", cmdline)
+	cmd.Env = childEnv(os.Environ())
 	var errb bytes.Buffer
 	cmd.Stderr = &errb
 	out, err := cmd.Output()
@@ -73,6 +76,41 @@ func secretCommand(ctx context.Context, cmdline, what string) (string, error) {
 		return "", &mail.ConfigError{Msg: fmt.Sprintf("%s failed: %v: %s", what, err, firstLine(errb.Bytes()))}
 	}
 	return firstLine(out), nil
+}
+
+// childEnv is the environment of a password command: ours without the
+// variables that may hold a secret (MAILFERRY_SRC_PASSWORD, a token...),
+// so a command that logs or leaks its environment cannot give away the
+// other side's password (RELIABILITY-PLAN I6: no secret in child argv or
+// environment). The command line itself is the user's and holds none.
+func childEnv(environ []string) []string {
+	out := environ[:0:0]
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		up := strings.ToUpper(name)
+		if strings.HasPrefix(up, "MAILFERRY_") && (strings.Contains(up, "PASSWORD") || strings.Contains(up, "TOKEN") || strings.Contains(up, "SECRET")) {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+// traceMu keeps the trace lines of all connections whole on stderr.
+var traceMu stdsync.Mutex
+
+// traceFunc returns the --trace writer of one side, or nil when off. The
+// endpoints mask credentials before calling it (sources/imap tracer,
+// sources/pop3 traceCmds): it only labels and prints.
+func traceFunc(on bool, side string, w io.Writer) func(string) {
+	if !on {
+		return nil
+	}
+	return func(line string) {
+		traceMu.Lock()
+		defer traceMu.Unlock()
+		fmt.Fprintf(w, "trace %s %s\n", side, line)
+	}
 }
 
 func firstLine(b []byte) string {

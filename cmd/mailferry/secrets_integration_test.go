@@ -73,10 +73,11 @@ func filesUnder(t *testing.T, root string) string {
 	return b.String()
 }
 
-// TestF6NoSecretInOutputs covers I6 and F6 (except panics, which have no
-// test hook): copies, ls and verify with every password source, debug
-// logs in text and JSON, --json summaries, a failing login, and a password
-// in the URL; none may show the password anywhere it writes.
+// TestF6NoSecretInOutputs covers I6 and F6: copies, ls and verify with
+// every password source, debug logs in text and JSON, --json summaries,
+// --trace, a worker panic whose value holds the password (test hook), the
+// password command's child argv and environment, a failing login, and a
+// password in the URL; none may show the password anywhere it writes.
 func TestF6NoSecretInOutputs(t *testing.T) {
 	t.Parallel()
 	d := mailtest.NeedDovecot(t)
@@ -126,6 +127,23 @@ func TestF6NoSecretInOutputs(t *testing.T) {
 			args: []string{"copy", pop3URL, "maildir:DIR/out", "--checkpoint", "DIR/cp.jsonl", "--src-password-file", wrongFile}},
 		{name: "IMAPWrongPasswordCmd", forms: wrongForms, code: exitAuth, stderr: "authentication",
 			args: []string{"ls", imapURL, "--src-password-cmd", "cat " + wrongFile}},
+		// F6 and G2: a worker panics with the password in the panic value
+		// (test hook): recovered into one failed message (exit 3), the
+		// value never printed.
+		{name: "PanicHook", env: []string{"MAILFERRY_SRC_PASSWORD=" + pw, "MAILFERRY_TEST_PANIC=boom " + pw}, code: exitPartial, stderr: "internal error: panic",
+			args: []string{"copy", imapURL, "maildir:DIR/out", "--checkpoint", "DIR/cp.jsonl"}},
+		{name: "PanicHookJSON", env: []string{"MAILFERRY_TEST_PANIC=boom " + pw}, code: exitPartial,
+			args: []string{"copy", pop3URL, "mbox:DIR/out", "--checkpoint", "DIR/cp.jsonl", "--src-password-file", pwFile, "--json", "--log-format", "json"}},
+		// --trace prints the protocol with the credentials masked.
+		{name: "IMAPTrace", env: []string{"MAILFERRY_SRC_PASSWORD=" + pw}, stderr: "AUTHENTICATE PLAIN <redacted>",
+			args: []string{"copy", imapURL, "maildir:DIR/out", "--checkpoint", "DIR/cp.jsonl", "--trace"}},
+		{name: "POP3Trace", stderr: "PASS <redacted>",
+			args: []string{"ls", pop3URL, "--src-password-file", pwFile, "--trace"}},
+		// The password command's child sees neither password in its argv
+		// or environment: it writes both into DIR, which is searched.
+		{name: "PasswordCmdChild", env: []string{"MAILFERRY_DST_PASSWORD=" + pw, "MAILFERRY_SRC_PASSWORD=" + pw}, stderr: "",
+			args: []string{"copy", imapURL, "maildir:DIR/out", "--checkpoint", "DIR/cp.jsonl",
+				"--src-password-cmd", "env > DIR/child-env; tr '\\0' ' ' < /proc/$$/cmdline > DIR/child-argv; cat " + pwFile}},
 		{name: "PasswordInURL", forms: secretForms(user, "Sekr1t-in-URL"), code: exitUsage, stderr: "--src-password-file",
 			args: []string{"copy", "imaps://" + user + ":Sekr1t-in-URL@" + d.IMAPS, "maildir:DIR/out", "--checkpoint", "DIR/cp.jsonl"}},
 	} {
@@ -149,6 +167,14 @@ func TestF6NoSecretInOutputs(t *testing.T) {
 			f := tc.forms
 			if f == nil {
 				f = forms
+			}
+			if tc.name == "PasswordCmdChild" {
+				// The negative control: the child's files exist and show
+				// its environment.
+				env, err := os.ReadFile(filepath.Join(dir, "child-env"))
+				if argv, aerr := os.ReadFile(filepath.Join(dir, "child-argv")); err != nil || aerr != nil || !strings.Contains(string(env), "PATH=") || !strings.Contains(string(argv), "sh -c") {
+					t.Fatalf("password command did not record its env and argv: %v %v", err, aerr)
+				}
 			}
 			for where, text := range map[string]string{"stdout": r.stdout, "stderr": r.stderr, "files": filesUnder(t, dir) + filesUnder(t, shared)} {
 				if l := leaks(text, f); len(l) > 0 {

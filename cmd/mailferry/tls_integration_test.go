@@ -118,8 +118,10 @@ func TestF1F2STARTTLSManInTheMiddle(t *testing.T) {
 }
 
 // TestF5PlaintextOnlyWhenAllowed: with STARTTLS/STLS stripped, the copy
-// goes on in clear text only with --allow-plaintext, and then warns that
-// the password travels unencrypted.
+// is refused by default and with --allow-plaintext alone (exit 5, before
+// any credential crosses: the recorded client bytes hold no credential
+// command or password form), and goes on in clear text only with
+// --allow-plaintext-auth, warning that the password travels unencrypted.
 func TestF5PlaintextOnlyWhenAllowed(t *testing.T) {
 	t.Parallel()
 	d := mailtest.NeedDovecot(t)
@@ -129,17 +131,34 @@ func TestF5PlaintextOnlyWhenAllowed(t *testing.T) {
 		{"imap", d.IMAPStartTLS, "STARTTLS"},
 		{"pop3", d.POP3STLS, "\r\nSTLS\r\n"},
 	} {
-		t.Run(tc.scheme, func(t *testing.T) {
-			p := mailtest.NewFaultProxy(t, tc.target)
-			p.SetSchedule(mailtest.EveryConn(mailtest.Fault{Rewrite: stripCap(tc.cap)}))
-			r := tlsCopy(t, d, p, tc.scheme, user, pw, "--allow-plaintext", "--json")
-			if r.code != 0 || copiedCount(t, r.stdout) != 3 {
-				t.Fatalf("exit %d: %s", r.code, r.stderr)
-			}
-			if !strings.Contains(r.stderr, "level=WARN") || !(strings.Contains(r.stderr, "unencrypted") || strings.Contains(r.stderr, "clear text")) {
-				t.Errorf("no warning that the password went in clear text: %s", r.stderr)
-			}
-		})
+		for _, fc := range []struct {
+			flag, want string
+			code       int
+		}{
+			{"--quiet", "TLS", exitUnreachable},
+			{"--allow-plaintext", "--allow-plaintext-auth", exitUnreachable},
+			{"--allow-plaintext-auth", "", 0},
+		} {
+			t.Run(tc.scheme+fc.flag, func(t *testing.T) {
+				p := mailtest.NewFaultProxy(t, tc.target)
+				p.SetSchedule(mailtest.EveryConn(mailtest.Fault{Rewrite: stripCap(tc.cap)}))
+				p.Record(true)
+				r := tlsCopy(t, d, p, tc.scheme, user, pw, fc.flag, "--json")
+				if fc.code != 0 {
+					if last := lastLine(r.stderr); r.code != fc.code || !strings.Contains(last, fc.want) {
+						t.Fatalf("exit %d, last line %q; want exit %d and %q", r.code, last, fc.code, fc.want)
+					}
+					checkNoCredentials(t, p.Recorded(mailtest.Up), user, pw)
+					return
+				}
+				if r.code != 0 || copiedCount(t, r.stdout) != 3 {
+					t.Fatalf("exit %d: %s", r.code, r.stderr)
+				}
+				if !strings.Contains(r.stderr, "level=WARN") || !(strings.Contains(r.stderr, "unencrypted") || strings.Contains(r.stderr, "clear text")) {
+					t.Errorf("no warning that the password went in clear text: %s", r.stderr)
+				}
+			})
+		}
 	}
 }
 

@@ -2,11 +2,30 @@ package main
 
 import (
 	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"log"
+	"math/big"
 	"net"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	imap "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
+
+	"github.com/mailferry/mailferry/sync/mail"
 )
 
 // greeter is a hostile server: it sends greeting to every connection and
@@ -81,7 +100,7 @@ func TestF3HostileGreetingsCLI(t *testing.T) {
 	}{
 		{"IMAPPreauthBeforeSTARTTLS", "imap", "* PREAUTH [CAPABILITY IMAP4rev1 STARTTLS] welcome back\r\n", exitUnreachable, "unencrypted PREAUTH refused"},
 		{"IMAPGarbled", "imap", "HELLO THERE\r\n", exitUnreachable, "invalid greeting"},
-		{"IMAPBye", "imap", "* BYE too many connections\r\n", exitUnexpected, "too many connections"},
+		{"IMAPBye", "imap", "* BYE too many connections\r\n", exitTemporary, "too many connections"},
 		{"POP3Err", "pop3", "-ERR go away\r\n", exitUnreachable, "greeting"},
 		{"POP3Garbled", "pop3", "HELLO THERE\r\n", exitUnreachable, "greeting"},
 	} {
@@ -102,5 +121,198 @@ func TestF3HostileGreetingsCLI(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// tlsIMAP serves go-imap's memory server (user alice, password
+// tlsTestPass, an empty INBOX) on loopback. With cert, it listens with
+// implicit TLS limited to TLS versions [minV, maxV] (0: Go's defaults);
+// without, it speaks clear text with no STARTTLS and accepts LOGIN.
+func tlsIMAP(t *testing.T, cert *tls.Certificate, minV, maxV uint16) string {
+	t.Helper()
+	mem := imapmemserver.New()
+	user := imapmemserver.NewUser("alice", tlsTestPass)
+	if err := user.Create("INBOX", nil); err != nil {
+		t.Fatal(err)
+	}
+	mem.AddUser(user)
+	srv := imapserver.New(&imapserver.Options{
+		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+			return mem.NewSession(), nil, nil
+		},
+		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}},
+		InsecureAuth: cert == nil,
+		Logger:       log.New(io.Discard, "", 0),
+	})
+	var ln net.Listener
+	var err error
+	if cert != nil {
+		ln, err = tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{*cert}, MinVersion: minV, MaxVersion: maxV})
+	} else {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+const tlsTestPass = "Tls-Secret-42"
+
+// tlsCert makes a certificate for 127.0.0.1 valid from nb to na (from
+// now), self-signed or signed by a root whose PEM file it also returns.
+func tlsCert(t *testing.T, selfSigned bool, nb, na time.Duration) (cert tls.Certificate, pin, caFile string) {
+	t.Helper()
+	newKey := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	rootKey := newKey()
+	root := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "cli test root"}, NotBefore: time.Now().Add(-72 * time.Hour),
+		NotAfter: time.Now().Add(72 * time.Hour), KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true}
+	rootDER, err := x509.CreateCertificate(rand.Reader, root, root, &rootKey.PublicKey, rootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ = x509.ParseCertificate(rootDER)
+	caFile = filepath.Join(t.TempDir(), "root.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rootDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key := newKey()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "cli test server"}, NotBefore: time.Now().Add(nb), NotAfter: time.Now().Add(na),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	parent, signer := root, rootKey
+	if selfSigned {
+		parent, signer = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, mail.SPKIPin(leaf), caFile
+}
+
+// TestF4CertificateMatrixCLI: through the CLI (ls), each bad certificate
+// exits 5 with a last line naming the cause; --ca-file, --pin-sha256 and
+// --insecure-skip-verify each let their case through, the last with a
+// warning on every run; a malformed pin is a usage error (exit 2); a TLS
+// 1.1 server stays refused whatever the flags.
+func TestF4CertificateMatrixCLI(t *testing.T) {
+	self, selfPin, _ := tlsCert(t, true, -time.Hour, time.Hour)
+	expired, expPin, expCA := tlsCert(t, false, -2*time.Hour, -time.Hour)
+	good, _, goodCA := tlsCert(t, false, -time.Hour, time.Hour)
+	const warning = "--insecure-skip-verify: server certificates are not checked"
+	for _, tc := range []struct {
+		name       string
+		cert       tls.Certificate
+		minV, maxV uint16
+		flags      []string
+		code       int
+		want       string // in the last line of stderr (or anywhere, on success)
+	}{
+		{"SelfSigned", self, 0, 0, nil, exitUnreachable, "is self-signed (its --pin-sha256 is " + selfPin + ")"},
+		{"Expired", expired, 0, 0, []string{"--ca-file", expCA}, exitUnreachable, "expired on"},
+		{"UntrustedRoot", good, 0, 0, nil, exitUnreachable, "which is not a trusted root"},
+		{"TLS11Only", good, tls.VersionTLS10, tls.VersionTLS11, []string{"--ca-file", goodCA}, exitUnreachable, "older than 1.2"},
+		{"TLS11OnlySkipVerify", good, tls.VersionTLS10, tls.VersionTLS11, []string{"--insecure-skip-verify"}, exitUnreachable, "older than 1.2"},
+		{"PinMismatch", good, 0, 0, []string{"--ca-file", goodCA, "--pin-sha256", selfPin}, exitUnreachable, "does not match --pin-sha256"},
+		{"BadPin", good, 0, 0, []string{"--pin-sha256", "not-base64"}, exitUsage, "--pin-sha256"},
+		{"CAFile", good, 0, 0, []string{"--ca-file", goodCA}, 0, "INBOX"},
+		{"Pinned", self, 0, 0, []string{"--pin-sha256", selfPin}, 0, "INBOX"},
+		{"PinnedExpired", expired, 0, 0, []string{"--pin-sha256", expPin}, 0, "INBOX"},
+		{"SkipVerify", expired, 0, 0, []string{"--insecure-skip-verify"}, 0, warning},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := tlsIMAP(t, &tc.cert, tc.minV, tc.maxV)
+			args := append([]string{"ls", "imaps://alice@" + addr, "--timeout", "5s"}, tc.flags...)
+			code, stdout, stderr := runCLI(t, map[string]string{"MAILFERRY_SRC_PASSWORD": tlsTestPass}, args...)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d; stderr:\n%s", code, tc.code, stderr)
+			}
+			if tc.code != 0 {
+				if last := lastLine(stderr); !strings.Contains(last, tc.want) {
+					t.Errorf("last line %q, want %q", last, tc.want)
+				}
+				return
+			}
+			if !strings.Contains(stdout+stderr, tc.want) {
+				t.Errorf("output lacks %q:\n%s%s", tc.want, stdout, stderr)
+			}
+			if hasSkip := slices.Contains(tc.flags, "--insecure-skip-verify"); strings.Contains(stderr, warning) != hasSkip {
+				t.Errorf("warning shown = %v, want %v: %s", !hasSkip, hasSkip, stderr)
+			}
+		})
+	}
+}
+
+// TestF4F5SkipVerifyNeverPlaintext: --insecure-skip-verify does not let a
+// session go on without TLS: a server without STARTTLS is still refused
+// (exit 5) and sees no credential, and the warning is printed on each run
+// (copy and ls alike).
+func TestF4F5SkipVerifyNeverPlaintext(t *testing.T) {
+	g := startGreeter(t, "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n")
+	for _, cmd := range []string{"ls", "copy"} {
+		dir := t.TempDir()
+		args := []string{cmd, "imap://bob@" + g.addr, "--insecure-skip-verify", "--timeout", "5s"}
+		if cmd == "copy" {
+			args = append(args, "maildir:"+filepath.Join(dir, "out"), "--checkpoint", filepath.Join(dir, "cp.jsonl"))
+		}
+		code, _, stderr := runCLI(t, map[string]string{"MAILFERRY_SRC_PASSWORD": tlsTestPass}, args...)
+		if code != exitUnreachable || !strings.Contains(lastLine(stderr), "does not offer STARTTLS") {
+			t.Errorf("%s: exit %d, last line %q; want exit 5, STARTTLS not offered", cmd, code, lastLine(stderr))
+		}
+		if !strings.Contains(stderr, "--insecure-skip-verify: server certificates are not checked") {
+			t.Errorf("%s: no --insecure-skip-verify warning: %s", cmd, stderr)
+		}
+	}
+	for _, l := range g.sent() {
+		if u := strings.ToUpper(l); strings.Contains(u, "LOGIN") || strings.Contains(u, "AUTHENTICATE") || strings.Contains(l, tlsTestPass) {
+			t.Errorf("client sent %q", l)
+		}
+	}
+}
+
+// TestF5PlaintextAuthFlags: against a clear-text server without STARTTLS,
+// no flag refuses (exit 5), --allow-plaintext alone still refuses before
+// any LOGIN (exit 5, naming --allow-plaintext-auth), and
+// --allow-plaintext-auth logs in with a warning.
+func TestF5PlaintextAuthFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		flags []string
+		code  int
+		want  string
+	}{
+		{"Default", nil, exitUnreachable, "does not offer STARTTLS"},
+		{"AllowPlaintext", []string{"--allow-plaintext"}, exitUnreachable, "--allow-plaintext-auth allows it"},
+		{"AllowPlaintextAuth", []string{"--allow-plaintext-auth"}, 0, "unencrypted"},
+		{"Both", []string{"--allow-plaintext", "--allow-plaintext-auth"}, 0, "unencrypted"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := tlsIMAP(t, nil, 0, 0)
+			args := append([]string{"ls", "imap://alice@" + addr, "--timeout", "5s"}, tc.flags...)
+			code, _, stderr := runCLI(t, map[string]string{"MAILFERRY_SRC_PASSWORD": tlsTestPass}, args...)
+			if code != tc.code || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("exit %d, want %d and %q in:\n%s", code, tc.code, tc.want, stderr)
+			}
+		})
+	}
+	// The refusal happens before LOGIN: a recording server sees none.
+	g := startGreeter(t, "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n")
+	code, _, _ := runCLI(t, map[string]string{"MAILFERRY_SRC_PASSWORD": tlsTestPass}, "ls", "imap://bob@"+g.addr, "--allow-plaintext", "--timeout", "5s")
+	if code != exitUnreachable {
+		t.Errorf("--allow-plaintext against a greeter: exit %d, want 5", code)
+	}
+	for _, l := range g.sent() {
+		if u := strings.ToUpper(l); strings.Contains(u, "LOGIN") || strings.Contains(u, "AUTHENTICATE") || strings.Contains(l, tlsTestPass) {
+			t.Errorf("client sent %q with --allow-plaintext only", l)
+		}
 	}
 }

@@ -41,11 +41,11 @@ type mfile struct {
 	cmu sync.Mutex
 	mu  sync.Mutex
 
-	f         *os.File // nil until the first Put; holds the fcntl lock
-	journal   *os.File // opened for append
-	end       int64    // length after the last complete entry
-	committed int64    // length recorded durable in the journal
-	needLF    bool     // the file does not end in LF (a foreign last entry)
+	f         osFile // nil until the first Put; holds the fcntl lock
+	journal   osFile // opened for append
+	end       int64  // length after the last complete entry
+	committed int64  // length recorded durable in the journal
+	needLF    bool   // the file does not end in LF (a foreign last entry)
 	keys      map[string]int64
 	pending   []keyAt // keys Put since the last commit
 	broken    error   // a failed fsync or truncate: the file takes no more writes
@@ -65,10 +65,10 @@ func (m *mfile) open(ctx context.Context, s *Sink) error {
 	if m.f != nil {
 		return nil
 	}
-	if err := mkdirs(s.root, filepath.Dir(m.path)); err != nil {
+	if err := mkdirs(s.fs, s.root, filepath.Dir(m.path)); err != nil {
 		return fmt.Errorf("mbox: create folder for %s: %w", m.mailbox, err)
 	}
-	f, created, err := openMbox(m.path)
+	f, created, err := openMbox(s.fs, m.path)
 	if err != nil {
 		return fmt.Errorf("mbox: open %s: %w", m.mailbox, err)
 	}
@@ -79,7 +79,7 @@ func (m *mfile) open(ctx context.Context, s *Sink) error {
 		}
 	}()
 	if created {
-		if err := syncDir(filepath.Dir(m.path)); err != nil {
+		if err := s.fs.SyncDir(filepath.Dir(m.path)); err != nil {
 			return fmt.Errorf("mbox: open %s: %w", m.mailbox, err)
 		}
 	}
@@ -94,7 +94,7 @@ func (m *mfile) open(ctx context.Context, s *Sink) error {
 	if err := m.recover(s, f); err != nil {
 		return fmt.Errorf("mbox: recover %s: %w", m.mailbox, err)
 	}
-	jf, err := os.OpenFile(m.path+mboxsrc.JournalSuffix, os.O_WRONLY|os.O_APPEND|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	jf, err := s.fs.OpenFile(m.path+mboxsrc.JournalSuffix, os.O_WRONLY|os.O_APPEND|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("mbox: open journal of %s: %w", m.mailbox, err)
 	}
@@ -105,7 +105,7 @@ func (m *mfile) open(ctx context.Context, s *Sink) error {
 // recover decides the committed length from the journal and the file, cuts
 // what lies past it when the last writer did not close cleanly, and rewrites
 // the journal compactly with an "open" record, fsynced before any append.
-func (m *mfile) recover(s *Sink, f *os.File) error {
+func (m *mfile) recover(s *Sink, f osFile) error {
 	fi, err := f.Stat()
 	if err != nil {
 		return err
@@ -122,7 +122,7 @@ func (m *mfile) recover(s *Sink, f *os.File) error {
 	case j == nil:
 		j = &mboxsrc.Journal{Committed: size, Keys: map[string]int64{}}
 	case j.Dirty && size > j.Committed:
-		if !tailIsOurs(f, j.Committed) {
+		if !tailIsOurs(f, j.Committed, size) {
 			log.Warn("file does not match its journal: keeping it whole", "size", size, "bytes", j.Committed)
 			j.Committed = size
 			break
@@ -158,7 +158,7 @@ func (m *mfile) recover(s *Sink, f *os.File) error {
 		m.needLF = b[0] != '\n'
 	}
 	rec := mboxsrc.JournalRecord(j.Compact(), "open", strconv.FormatInt(j.Committed, 10))
-	return writeAtomic(m.path+mboxsrc.JournalSuffix, rec)
+	return writeAtomic(s.fs, m.path+mboxsrc.JournalSuffix, rec)
 }
 
 // maxKeys bounds the dedupe keys a journal keeps across runs. Keys only
@@ -185,19 +185,27 @@ func pruneKeys(keys map[string]int64, n int) {
 	}
 }
 
-// tailIsOurs reports whether what follows off looks like an append of ours:
-// a From_ line at a line start, or the LF put ends a foreign last line with
-// and then one.
-func tailIsOurs(f *os.File, off int64) bool {
-	if off == 0 {
-		var b [5]byte
-		n, _ := f.ReadAt(b[:], 0)
-		return string(b[:n]) == "From "
+// tailIsOurs reports whether the size-off bytes after off look like an
+// append of ours: a From_ line at a line start, or the LF put ends a
+// foreign last line with and then one. A power cut may keep only a few
+// bytes of that append ("F", "\nFro"): a tail that is, whole, a prefix of
+// it is ours too, else the stub would stay glued to the last message.
+func tailIsOurs(f io.ReaderAt, off, size int64) bool {
+	var b [6]byte
+	n, _ := f.ReadAt(b[:min(int64(len(b)), size-off)], off)
+	tail := string(b[:n])
+	whole := int64(n) == size-off
+	prevLF := off == 0
+	if off > 0 {
+		var p [1]byte
+		if _, err := f.ReadAt(p[:], off-1); err == nil {
+			prevLF = p[0] == '\n'
+		}
 	}
-	var b [7]byte
-	n, _ := f.ReadAt(b[:], off-1)
-	s := string(b[:n])
-	return strings.HasPrefix(s, "\nFrom ") || (len(s) > 1 && strings.HasPrefix(s[1:], "\nFrom "))
+	if prevLF && (strings.HasPrefix(tail, "From ") || whole && strings.HasPrefix("From ", tail)) {
+		return true
+	}
+	return off > 0 && (strings.HasPrefix(tail, "\nFrom ") || whole && strings.HasPrefix("\nFrom ", tail))
 }
 
 // put appends one entry; called with mu held and the file open. On any
@@ -343,7 +351,7 @@ func (m *mfile) abandon() {
 // the sink's lock wait. The fcntl lock comes first: with it held no other
 // mailferry can be racing for the dotlock, so taking over a stale one is
 // safe.
-func (s *Sink) lock(ctx context.Context, f *os.File, path string) error {
+func (s *Sink) lock(ctx context.Context, f osFile, path string) error {
 	wait := s.lockWait
 	if wait == 0 {
 		wait = DefaultLockWait
@@ -428,11 +436,11 @@ func (s *Sink) dotlock(path string) error {
 
 // openMbox opens (creating if needed) a mailbox file for writing, refusing
 // a symlink or anything but a regular file.
-func openMbox(path string) (f *os.File, created bool, err error) {
+func openMbox(fsys fileSystem, path string) (f osFile, created bool, err error) {
 	const flags = os.O_RDWR | syscall.O_NOFOLLOW | syscall.O_CLOEXEC
-	f, err = os.OpenFile(path, flags|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err = fsys.OpenFile(path, flags|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, fs.ErrExist) {
-		f, err = os.OpenFile(path, flags, 0)
+		f, err = fsys.OpenFile(path, flags, 0)
 	} else {
 		created = err == nil
 	}
@@ -455,7 +463,7 @@ func openMbox(path string) (f *os.File, created bool, err error) {
 
 // mkdirs creates dir and its parents below root, refusing symlinks, and
 // fsyncs the parent of each directory it creates.
-func mkdirs(root, dir string) error {
+func mkdirs(fsys fileSystem, root, dir string) error {
 	rel, err := filepath.Rel(root, dir)
 	if err != nil || rel == "." {
 		return err
@@ -464,9 +472,9 @@ func mkdirs(root, dir string) error {
 	for _, c := range strings.Split(rel, string(filepath.Separator)) {
 		parent := p
 		p = filepath.Join(p, c)
-		err := os.Mkdir(p, 0o700)
+		err := fsys.Mkdir(p, 0o700)
 		if err == nil {
-			if err := syncDir(parent); err != nil {
+			if err := fsys.SyncDir(parent); err != nil {
 				return err
 			}
 			continue
@@ -474,7 +482,7 @@ func mkdirs(root, dir string) error {
 		if !errors.Is(err, fs.ErrExist) {
 			return err
 		}
-		fi, err := os.Lstat(p)
+		fi, err := fsys.Lstat(p)
 		if err != nil {
 			return err
 		}
@@ -487,9 +495,9 @@ func mkdirs(root, dir string) error {
 
 // writeAtomic replaces path with b: write a temp file, fsync, rename, fsync
 // the directory.
-func writeAtomic(path string, b []byte) error {
+func writeAtomic(fsys fileSystem, path string, b []byte) error {
 	tmp := path + mboxsrc.TempSuffix
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+	f, err := fsys.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
 	if err != nil {
 		return err
 	}
@@ -501,23 +509,11 @@ func writeAtomic(path string, b []byte) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, path)
+		err = fsys.Rename(tmp, path)
 	}
 	if err != nil {
-		os.Remove(tmp)
+		fsys.Remove(tmp)
 		return err
 	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return fsys.SyncDir(filepath.Dir(path))
 }

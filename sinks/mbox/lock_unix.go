@@ -4,7 +4,6 @@ package mbox
 
 import (
 	"errors"
-	"os"
 	"syscall"
 )
 
@@ -13,7 +12,7 @@ import (
 // this descriptor, so two sinks in one process exclude each other too, and it
 // conflicts with the classic POSIX locks that mail clients such as mutt take.
 // A file held by someone else gives errBusy.
-func lockFile(f *os.File) error {
+func lockFile(f interface{ Fd() uintptr }) error {
 	lk := syscall.Flock_t{Type: syscall.F_WRLCK, Whence: 0, Start: 0, Len: 0}
 	err := syscall.FcntlFlock(f.Fd(), fOFDSetLk, &lk)
 	if errors.Is(err, syscall.EINVAL) && fOFDSetLk != syscall.F_SETLK {
@@ -35,7 +34,7 @@ func processAlive(pid int) bool {
 
 // unlockFile releases the fcntl lock; closing the descriptor would too, but
 // the file stays open between attempts.
-func unlockFile(f *os.File) {
+func unlockFile(f interface{ Fd() uintptr }) {
 	lk := syscall.Flock_t{Type: syscall.F_UNLCK}
 	syscall.FcntlFlock(f.Fd(), fOFDSetLk, &lk)
 }

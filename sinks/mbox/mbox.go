@@ -39,7 +39,8 @@ type Sink struct {
 	lockWait time.Duration
 	log      *slog.Logger
 	now      func() time.Time // the From_ date of messages without one
-	onBusy   func()           // tests: called when a lock attempt finds the file busy
+	fs       fileSystem
+	onBusy   func() // tests: called when a lock attempt finds the file busy
 
 	mu     sync.Mutex
 	closed bool
@@ -50,16 +51,22 @@ type Sink struct {
 // A path that exists but is not a directory is a *mail.ConfigError. Only
 // o's Logger is used.
 func New(ctx context.Context, c Config, o *mail.OpenOptions) (*Sink, error) {
+	return openSink(ctx, c, o, osFS{})
+}
+
+func openSink(ctx context.Context, c Config, o *mail.OpenOptions, fsys fileSystem) (*Sink, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	if c.Root == "" {
 		return nil, &mail.ConfigError{Msg: "mbox: no folder given", Hint: "write mbox:/path/to/folder"}
 	}
-	fi, err := os.Stat(c.Root)
+	fi, err := fsys.Stat(c.Root)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		if err := os.MkdirAll(c.Root, 0o700); err != nil {
+		// Each new directory's entry is fsynced in its parent: a folder
+		// whose entry a power cut loses is every message in it lost (A8).
+		if err := mkdirs(fsys, existingParent(fsys, c.Root), c.Root); err != nil {
 			return nil, fmt.Errorf("mbox: create %s: %w", c.Root, err)
 		}
 	case err != nil:
@@ -72,6 +79,7 @@ func New(ctx context.Context, c Config, o *mail.OpenOptions) (*Sink, error) {
 		lockWait: c.LockWait,
 		log:      o.Log().With("side", "dst", "scheme", "mbox"),
 		now:      time.Now,
+		fs:       fsys,
 		files:    map[string]*mfile{},
 	}, nil
 }
@@ -106,7 +114,8 @@ func badName(err error) error {
 }
 
 // CreateMailbox creates name's file (empty) and its folders. An existing
-// mailbox is not an error.
+// mailbox is not an error; one an interrupted run left with a torn tail is
+// locked and repaired, as by the first Put.
 func (s *Sink) CreateMailbox(ctx context.Context, name string) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -123,17 +132,27 @@ func (s *Sink) CreateMailbox(ctx context.Context, name string) error {
 	if m.f != nil {
 		return nil
 	}
-	if err := mkdirs(s.root, filepath.Dir(m.path)); err != nil {
+	if err := mkdirs(s.fs, s.root, filepath.Dir(m.path)); err != nil {
 		return fmt.Errorf("mbox: create %s: %w", name, err)
 	}
-	f, created, err := openMbox(m.path)
+	f, created, err := openMbox(s.fs, m.path)
 	if err != nil {
 		return fmt.Errorf("mbox: create %s: %w", name, err)
 	}
 	f.Close()
 	if created {
-		if err := syncDir(filepath.Dir(m.path)); err != nil {
+		if err := s.fs.SyncDir(filepath.Dir(m.path)); err != nil {
 			return fmt.Errorf("mbox: create %s: %w", name, err)
+		}
+		return nil
+	}
+	// A file an interrupted run left dirty may end in a torn tail. Repair
+	// it now (lock, cut to the committed length, and a clean close at
+	// Close), even if this run puts nothing into it: other readers do not
+	// read our journal (RELIABILITY-PLAN A12).
+	if j, err := mboxsrc.ReadJournal(m.path + mboxsrc.JournalSuffix); err == nil && j != nil && j.Dirty {
+		if err := m.open(ctx, s); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -2,6 +2,7 @@ package imap
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -214,7 +216,7 @@ func openTransport(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *s
 	if o.Password == nil && o.Token == nil {
 		return nil, &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: no password source", cfg), Hint: passwordHint(o)}
 	}
-	tlsCfg, err := mail.TLSConfig(cfg.Host, o.CAFile)
+	tlsCfg, err := mail.TLSConfig(cfg.Host, o)
 	if err != nil {
 		return nil, err
 	}
@@ -238,7 +240,7 @@ func openTransport(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *s
 		t.phase = "TLS handshake"
 		tc := tls.Client(t.dc, withALPN(tlsCfg))
 		if err := tc.HandshakeContext(t.dctx); err != nil {
-			return nil, t.fail(mail.DialError(addr, fmt.Errorf("tls: %w", err)))
+			return nil, t.fail(mail.DialError(addr, mail.TLSHandshakeError(fmt.Errorf("tls: %w", err))))
 		}
 		t.top = tc
 	case TLSStartTLS:
@@ -247,12 +249,20 @@ func openTransport(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *s
 		if err != nil {
 			return nil, t.fail(err)
 		}
+		if !t.secure && o.RefusePlaintextAuth {
+			// Plaintext was allowed, credentials in clear were not; PREAUTH
+			// in clear is refused anyway, so no session could follow
+			// (RELIABILITY-PLAN F5). Refused before LOGIN/AUTHENTICATE.
+			return nil, t.fail(mail.DialError(addr, errors.New("server offers no STARTTLS; refusing to send credentials in clear text (--allow-plaintext-auth allows it)")))
+		}
 		if !t.secure {
 			log.Warn("imap: server offers no STARTTLS; continuing in plain text as allowed (password sent unencrypted)")
 		}
 	default:
 		return nil, t.fail(fmt.Errorf("imap: unknown TLS mode %d", cfg.TLS))
 	}
+	// Below the tracer, so a refused response is not traced in full.
+	t.top = &respGuard{Conn: t.top}
 	if tr != nil {
 		t.top = tr.wrap(t.top)
 	}
@@ -385,7 +395,7 @@ func startTLS(ctx context.Context, dc net.Conn, tlsCfg *tls.Config, allowPlain b
 	}
 	tc := tls.Client(dc, tlsCfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
-		return nil, false, mail.DialError(addr, err)
+		return nil, false, mail.DialError(addr, mail.TLSHandshakeError(err))
 	}
 	// imapclient waits for a greeting; the real one was consumed in clear
 	// text. Its capabilities are discarded anyway (RFC 9051 §6.2.1): the
@@ -435,10 +445,12 @@ func login(ctx context.Context, c *imapclient.Client, cfg *Config, password func
 		return mail.Temp(fmt.Errorf("imap: %s: no CAPABILITY answer", cfg.Addr()))
 	}
 	usePlain := caps.Has(imap.AuthCap("PLAIN"))
+	if caps.Has(imap.CapLoginDisabled) && !secure {
+		// Honoured even when AUTH=PLAIN is offered: the server says it
+		// wants no credentials in clear text (RFC 9051 §6.2.3).
+		return &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: server disables login without TLS", cfg.ident()), Hint: "use imaps:// or a server offering STARTTLS"}
+	}
 	if !usePlain && caps.Has(imap.CapLoginDisabled) {
-		if !secure {
-			return &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: server disables login without TLS", cfg.ident()), Hint: "use imaps:// or a server offering STARTTLS"}
-		}
 		return fmt.Errorf("imap: login %s: server offers neither LOGIN nor AUTHENTICATE PLAIN: %w", cfg.ident(), mail.ErrUnsupported)
 	}
 	pw, err := password()
@@ -713,4 +725,174 @@ func literalSuffix(line string) (int64, bool) {
 		n = n*10 + int64(r-'0')
 	}
 	return n, true
+}
+
+// Caps on what a server may send (RELIABILITY-PLAN F8). imapclient has
+// none: it buffers a whole response line, and every literal that is not a
+// message body (a LIST name, an ENVELOPE string), in memory, and it loops
+// for as long as untagged responses keep coming.
+const (
+	// MaxResponse is the most bytes one response may hold outside its
+	// literals. The longest real ones are SEARCH results (about 8 bytes
+	// per message; we only search for single UIDs) and FETCH lines with many
+	// keywords. imapclient keeps the whole line, parsed, in memory.
+	MaxResponse = 1 << 20
+	// MaxDataLiteral caps a literal that imapclient would hold in memory:
+	// any literal but a message body.
+	MaxDataLiteral = 8 << 20
+	// MaxBodyLiteral caps a message body literal (BODY[...], BINARY[...],
+	// RFC822...), which is streamed: the cap bounds time and disk, not
+	// memory.
+	MaxBodyLiteral = 1 << 30
+	// MaxStatusResponses is how many untagged responses that carry no
+	// message data (OK, NO, BAD, EXISTS, RECENT, FLAGS, CAPABILITY...) may
+	// arrive between two tagged ones; real servers send a handful.
+	MaxStatusResponses = 10000
+)
+
+// respGuard enforces the caps above on the bytes the server sends, below
+// imapclient (and the sink's raw reader). It follows the response framing
+// (RFC 9051 §4.3, §7: lines, and literals announced by {n} at a line's
+// end) without parsing further, and fails the read that would cross a cap
+// with an error naming it; the connection is then unusable, as a desynced
+// one would be. It is only read from by one goroutine at a time.
+type respGuard struct {
+	net.Conn
+	err    error
+	lit    int64  // literal bytes still to pass through
+	resp   int64  // bytes of the current response outside literals
+	head   []byte // the response's first bytes, to classify it
+	tail   []byte // the current line's last bytes, to find a literal
+	status int    // status responses since the last tagged one
+}
+
+const guardTail = 64
+
+func (g *respGuard) Read(b []byte) (int, error) {
+	if g.err != nil {
+		return 0, g.err
+	}
+	n, err := g.Conn.Read(b)
+	if gerr := g.scan(b[:n]); gerr != nil {
+		g.err = gerr
+		return 0, gerr
+	}
+	return n, err
+}
+
+func (g *respGuard) scan(b []byte) error {
+	for len(b) > 0 {
+		if g.lit > 0 {
+			k := min(int64(len(b)), g.lit)
+			g.lit -= k
+			b = b[k:]
+			continue
+		}
+		i := bytes.IndexByte(b, '\n')
+		chunk := b
+		if i >= 0 {
+			chunk = b[:i+1]
+		}
+		b = b[len(chunk):]
+		if g.resp += int64(len(chunk)); g.resp > MaxResponse {
+			return fmt.Errorf("imap: server response longer than %d MiB without its end (cap)", MaxResponse>>20)
+		}
+		if room := 32 - len(g.head); room > 0 {
+			g.head = append(g.head, chunk[:min(room, len(chunk))]...)
+		}
+		g.tail = append(g.tail, chunk...)
+		if len(g.tail) > guardTail {
+			g.tail = append(g.tail[:0], g.tail[len(g.tail)-guardTail:]...)
+		}
+		if i < 0 {
+			continue
+		}
+		n, body, ok, err := guardLiteral(g.tail)
+		g.tail = g.tail[:0]
+		if err != nil {
+			return err
+		}
+		if ok {
+			limit, what := int64(MaxDataLiteral), "non-message"
+			if body {
+				limit, what = MaxBodyLiteral, "message"
+			}
+			if n > limit && body {
+				return fmt.Errorf("imap: server announced a %d-byte %s literal, over the %d MiB cap: %w", n, what, limit>>20, mail.ErrTooLarge)
+			}
+			if n > limit {
+				return fmt.Errorf("imap: server announced a %d-byte %s literal, over the %d MiB cap", n, what, limit>>20)
+			}
+			g.lit = n
+			continue // the response goes on after the literal
+		}
+		if err := g.endResponse(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// endResponse classifies the response just ended by its first bytes.
+func (g *respGuard) endResponse() error {
+	head := g.head
+	g.head, g.resp = g.head[:0], 0
+	switch {
+	case bytes.HasPrefix(head, []byte("+")):
+	case bytes.HasPrefix(head, []byte("* ")):
+		f := bytes.Fields(head[2:])
+		if len(f) > 1 && f[0][0] >= '0' && f[0][0] <= '9' {
+			f = f[1:]
+		}
+		if len(f) == 0 {
+			break
+		}
+		switch string(bytes.ToUpper(f[0])) {
+		case "OK", "NO", "BAD", "BYE", "EXISTS", "RECENT", "FLAGS", "CAPABILITY", "ENABLED", "ID", "PREAUTH":
+			if g.status++; g.status > MaxStatusResponses {
+				return fmt.Errorf("imap: server sent more than %d untagged status responses without completing a command (cap)", MaxStatusResponses)
+			}
+		}
+	default: // tagged: a command completed
+		g.status = 0
+	}
+	return nil
+}
+
+// guardLiteral reports whether line (the end of a response line, CRLF
+// included) announces a literal, its size, and whether it is a message
+// body. A size too long to parse is an error rather than "no literal":
+// imapclient would read it as a uint64 and wrap it to a negative int64.
+func guardLiteral(line []byte) (n int64, body, ok bool, err error) {
+	line = bytes.TrimRight(line, "\r\n")
+	if !bytes.HasSuffix(line, []byte("}")) {
+		return 0, false, false, nil
+	}
+	end := len(line) - 1
+	if end > 0 && (line[end-1] == '+' || line[end-1] == '-') {
+		end--
+	}
+	start := end
+	for start > 0 && line[start-1] >= '0' && line[start-1] <= '9' {
+		start--
+	}
+	if start == 0 && len(line) >= guardTail-2 {
+		// Digits fill the kept tail: a size far too long to be real.
+		return 0, false, false, fmt.Errorf("imap: server announced a literal with a size of %d digits or more, over the %d MiB cap: %w", end, MaxBodyLiteral>>20, mail.ErrTooLarge)
+	}
+	if start == end || start == 0 || line[start-1] != '{' {
+		return 0, false, false, nil
+	}
+	if end-start > 19 {
+		return 0, false, false, fmt.Errorf("imap: server announced a literal with a %d-digit size, over the %d MiB cap: %w", end-start, MaxBodyLiteral>>20, mail.ErrTooLarge)
+	}
+	n, perr := strconv.ParseInt(string(line[start:end]), 10, 64)
+	if perr != nil {
+		return 0, false, false, fmt.Errorf("imap: server announced a literal of %s bytes, over the %d MiB cap: %w", line[start:end], MaxBodyLiteral>>20, mail.ErrTooLarge)
+	}
+	pre := bytes.TrimSuffix(line[:start-1], []byte("~"))
+	pre = bytes.ToUpper(bytes.TrimRight(pre, " "))
+	body = bytes.HasSuffix(pre, []byte("]")) || bytes.HasSuffix(pre, []byte(">")) ||
+		bytes.HasSuffix(pre, []byte("RFC822")) || bytes.HasSuffix(pre, []byte("RFC822.TEXT")) || bytes.HasSuffix(pre, []byte("RFC822.HEADER"))
+	return n, body, true, nil
 }

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -163,6 +165,8 @@ type session struct {
 	// caps holds the CAPA tags (upper case) after login; nil when the server
 	// does not implement CAPA (RFC 2449 §5).
 	caps map[string]bool
+	// greeting is the server's greeting line, which names some servers.
+	greeting string
 
 	// The listing, loaded once per session: the maildrop is locked while
 	// the session lasts, so it changes only through our own DELEs.
@@ -174,6 +178,12 @@ type session struct {
 	// was not read yet, in the order sent (RFC 2449 §6.6 pipelining).
 	queue  []int
 	active *body // the RETR response being read by a caller, if any
+	// twins maps the ID of a message listed by content (a server without
+	// UIDL) to the listing indexes of its byte-identical copies: they share
+	// the ID, are listed once and deleted together.
+	twins map[mail.ID][]int
+	// byContent: the listing identifies messages by content (no UIDL).
+	byContent bool
 	// deleted holds the UIDLs whose DELE got +OK in this session.
 	deleted map[mail.ID]bool
 	// Readahead: the last listing index opened and how many opens in a row
@@ -188,6 +198,26 @@ type entry struct {
 	num  int // message number in this session
 	uidl mail.ID
 	size int64
+	twin bool // a byte-identical copy of an earlier entry (listed by content)
+}
+
+// nums returns the message numbers of id: one, or more for a message
+// listed by content that the maildrop holds several identical copies of.
+func (ss *session) nums(id mail.ID) []int {
+	out := []int{ss.list[ss.byID[id]].num}
+	for _, i := range ss.twins[id] {
+		out = append(out, ss.list[i].num)
+	}
+	return out
+}
+
+// readAway reports whether the server is known to hide a message from later
+// sessions once it was retrieved, whether or not it was deleted: Gmail
+// (greeting "+OK Gpop ready for requests from ..."), or any server
+// announcing EXPIRE 0 (RFC 2449 §6.7: messages are not kept once
+// retrieved).
+func (ss *session) readAway() bool {
+	return strings.Contains(ss.greeting, "Gpop") || ss.caps["EXPIRE 0"] || ss.caps["EXPIRE 0 USER"]
 }
 
 // pipelining reports whether commands may be sent without waiting.
@@ -282,7 +312,8 @@ func readLine(br *bufio.Reader) (string, error) {
 }
 
 // capa issues CAPA (RFC 2449 §5) over w/br and returns the tags in upper
-// case, or nil when the server answers -ERR (it predates CAPA).
+// case, each also with its arguments ("EXPIRE 0") when it has some, or nil
+// when the server answers -ERR (it predates CAPA).
 func capa(w io.Writer, br *bufio.Reader, trace func(string)) (map[string]bool, error) {
 	traceCmds(trace, []byte("CAPA\r\n"))
 	if _, err := io.WriteString(w, "CAPA\r\n"); err != nil {
@@ -313,6 +344,11 @@ func capa(w io.Writer, br *bufio.Reader, trace func(string)) (map[string]bool, e
 		}
 		if f := strings.Fields(line); len(f) > 0 {
 			caps[strings.ToUpper(f[0])] = true
+			// Tags with arguments are also kept whole ("EXPIRE 0"),
+			// for the few whose argument matters.
+			if len(f) > 1 {
+				caps[strings.ToUpper(strings.Join(f, " "))] = true
+			}
 		}
 	}
 }
@@ -332,8 +368,9 @@ type dialer struct {
 	log     *slog.Logger
 	trace   func(string)
 
-	ss   *session // filled in by Dial
-	stop func() bool
+	ss      *session // filled in by Dial
+	stop    func() bool
+	greeted string // the greeting line
 }
 
 // Dial ignores go-pop3's address: it formats host:port without brackets, so
@@ -355,7 +392,7 @@ func (d *dialer) Dial(_, _ string) (net.Conn, error) {
 	case TLSImplicit:
 		tc := tls.Client(dc, d.tls)
 		if err := tc.HandshakeContext(d.ctx); err != nil {
-			return nil, d.fail(raw, fmt.Errorf("tls: %w", err))
+			return nil, d.fail(raw, mail.TLSHandshakeError(fmt.Errorf("tls: %w", err)))
 		}
 		conn, br = tc, bufio.NewReaderSize(tc, readBufSize)
 		if err := d.greeting(br); err != nil {
@@ -372,7 +409,7 @@ func (d *dialer) Dial(_, _ string) (net.Conn, error) {
 		}
 	}
 	lc := &lineConn{Conn: conn, br: br, prefix: []byte("+OK\r\n"), trace: d.trace, budget: maxListing}
-	d.ss = &session{cfg: d.cfg, log: d.log, raw: raw, conn: conn, br: br, lc: lc, byID: map[mail.ID]int{}, deleted: map[mail.ID]bool{}, last: -1}
+	d.ss = &session{cfg: d.cfg, log: d.log, raw: raw, conn: conn, br: br, lc: lc, greeting: d.greeted, byID: map[mail.ID]int{}, twins: map[mail.ID][]int{}, deleted: map[mail.ID]bool{}, last: -1}
 	return lc, nil
 }
 
@@ -404,6 +441,7 @@ func (d *dialer) greeting(br *bufio.Reader) error {
 	if ok, _, err := parseStatus(line); err != nil || !ok {
 		return fmt.Errorf("greeting %q is not +OK", clip(line))
 	}
+	d.greeted = line
 	return nil
 }
 
@@ -417,6 +455,11 @@ func (d *dialer) stls(dc net.Conn, pre *bufio.Reader) (net.Conn, *bufio.Reader, 
 	plain := func(why string) (net.Conn, *bufio.Reader, error) {
 		if !d.o.AllowPlaintext {
 			return nil, nil, fmt.Errorf("%s: refusing to log in without TLS (use pop3s:// on port %d, or allow plaintext explicitly)", why, DefaultPortTLS)
+		}
+		if d.o.RefusePlaintextAuth {
+			// Plaintext was allowed, credentials in clear were not, and a
+			// maildrop cannot be opened without them (RELIABILITY-PLAN F5).
+			return nil, nil, fmt.Errorf("%s: refusing to send the password in clear text (--allow-plaintext-auth allows it)", why)
 		}
 		d.log.Warn("pop3: continuing without TLS: the password crosses the network in clear text", "err", why)
 		return dc, pre, nil
@@ -451,7 +494,7 @@ func (d *dialer) stls(dc net.Conn, pre *bufio.Reader) (net.Conn, *bufio.Reader, 
 	}
 	tc := tls.Client(dc, d.tls)
 	if err := tc.HandshakeContext(d.ctx); err != nil {
-		return nil, nil, fmt.Errorf("stls: tls: %w", err)
+		return nil, nil, fmt.Errorf("stls: %w", mail.TLSHandshakeError(fmt.Errorf("tls: %w", err)))
 	}
 	return tc, bufio.NewReaderSize(tc, readBufSize), nil
 }
@@ -463,7 +506,7 @@ func connect(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Lo
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("pop3: connect %s: %w", cfg.Addr(), err)
 	}
-	tcfg, err := mail.TLSConfig(cfg.Host, o.CAFile)
+	tcfg, err := mail.TLSConfig(cfg.Host, o)
 	if err != nil {
 		return nil, err
 	}
@@ -547,7 +590,11 @@ func (ss *session) login(ctx context.Context, o *mail.OpenOptions) error {
 // a malformed, invalid or duplicate one is an error naming the message,
 // never a silent skip. go-pop3's own Uidl and List stop at the first
 // malformed line without an error, so the raw responses are parsed here.
-func (ss *session) loadListing(ctx context.Context) error {
+//
+// A server without UIDL is refused with a *NoUIDLError, unless byContent:
+// then every message is retrieved once and identified by a SHA-256 of its
+// content (listByContent).
+func (ss *session) loadListing(ctx context.Context, byContent bool) error {
 	if ss.listed {
 		return nil
 	}
@@ -563,24 +610,23 @@ func (ss *session) loadListing(ctx context.Context) error {
 		} else if ss.caps["UIDL"] {
 			capaNote = "although CAPA lists UIDL"
 		}
-		return fmt.Errorf("pop3: uidl %s: server refused UIDL (%s; it says %q): without unique ids (RFC 1939 §7) copies cannot be resumed or deduplicated: %w",
-			ss.cfg.ident(), capaNote, clip(err.Error()), mail.ErrUnsupported)
+		if !byContent {
+			return &NoUIDLError{Account: ss.cfg.ident(), Reason: fmt.Sprintf("%s; it says %q", capaNote, clip(err.Error()))}
+		}
+		ss.log.Warn("pop3: server without UIDL: identifying messages by content, which retrieves each one an extra time", "err", capaNote)
+		sizes, err := ss.scanListing(ctx)
+		if err != nil {
+			return err
+		}
+		return ss.listByContent(ctx, sizes)
 	}
 	uidls, err := parseUIDL(ub.Bytes())
 	if err != nil {
 		return fmt.Errorf("pop3: uidl %s: %w", ss.cfg.ident(), err)
 	}
-	ss.lc.budget = maxListing
-	lb, err := ss.pc.Cmd("LIST", true)
+	sizes, err := ss.scanListing(ctx)
 	if err != nil {
-		if isIO, e := ss.cmdErr(ctx, "list", err); isIO {
-			return e
-		}
-		return fmt.Errorf("pop3: list %s: server says %q", ss.cfg.ident(), clip(err.Error()))
-	}
-	sizes, err := parseLIST(lb.Bytes())
-	if err != nil {
-		return fmt.Errorf("pop3: list %s: %w", ss.cfg.ident(), err)
+		return err
 	}
 	if len(sizes) != len(uidls) {
 		return fmt.Errorf("pop3: list %s: UIDL names %d messages, LIST %d", ss.cfg.ident(), len(uidls), len(sizes))
@@ -597,6 +643,111 @@ func (ss *session) loadListing(ctx context.Context) error {
 	ss.listed = true
 	return nil
 }
+
+// scanListing runs LIST (RFC 1939 §5) and returns message number -> size.
+func (ss *session) scanListing(ctx context.Context) (map[int]int64, error) {
+	ss.lc.budget = maxListing
+	lb, err := ss.pc.Cmd("LIST", true)
+	if err != nil {
+		if isIO, e := ss.cmdErr(ctx, "list", err); isIO {
+			return nil, e
+		}
+		return nil, fmt.Errorf("pop3: list %s: server says %q", ss.cfg.ident(), clip(err.Error()))
+	}
+	sizes, err := parseLIST(lb.Bytes())
+	if err != nil {
+		return nil, fmt.Errorf("pop3: list %s: %w", ss.cfg.ident(), err)
+	}
+	return sizes, nil
+}
+
+// contentIDPrefix starts the IDs of messages listed by content.
+const contentIDPrefix = "sha256-"
+
+// listByContent identifies the messages of a server without UIDL by the
+// SHA-256 of their content as RETR serves it (un-dot-stuffed), retrieving
+// each once, pipelined when the server allows it; memory stays one read
+// buffer. The ID is the same in every session for as long as the server
+// serves the same bytes, so a message copied and recorded, but not deleted
+// because the session broke before QUIT, is recognised and deleted by the
+// next run instead of being stored twice. Two different messages never
+// share an ID. Byte-identical copies do: they are listed once, as one
+// message, and DELE removes them all (their content is the same, so one
+// stored copy keeps all of it).
+func (ss *session) listByContent(ctx context.Context, sizes map[int]int64) error {
+	nums := make([]int, 0, len(sizes))
+	for n := range sizes {
+		nums = append(nums, n)
+	}
+	sort.Ints(nums)
+	ahead := 1
+	if ss.pipelining() {
+		ahead = maxAhead
+	}
+	ss.list = ss.list[:0]
+	ss.byContent = true
+	for len(nums) > 0 {
+		chunk := nums[:min(ahead, len(nums))]
+		nums = nums[len(chunk):]
+		cmds := make([]string, len(chunk))
+		for i, n := range chunk {
+			cmds[i] = "RETR " + strconv.Itoa(n)
+		}
+		if err := ss.send(cmds...); err != nil {
+			return ss.ioErr(ctx, "retr", err)
+		}
+		for _, n := range chunk {
+			op := "retr (message " + strconv.Itoa(n) + ")"
+			ok, text, err := ss.status()
+			if err != nil {
+				return ss.ioErr(ctx, op, err)
+			}
+			if !ok {
+				// The maildrop is locked: a message LIST just named cannot
+				// go away. Better stop than mis-number the rest.
+				return ss.kill(fmt.Errorf("pop3: %s %s: server says %q", op, ss.cfg.ident(), clip(text)))
+			}
+			h := sha256.New()
+			if _, err := io.Copy(h, newDotReader(ss.br)); err != nil {
+				if errors.Is(err, mail.ErrTooLarge) {
+					return ss.kill(fmt.Errorf("pop3: %s: %w", op, err))
+				}
+				return ss.ioErr(ctx, op, err)
+			}
+			id := mail.ID(contentIDPrefix + hex.EncodeToString(h.Sum(nil)))
+			e := entry{num: n, uidl: id, size: sizes[n]}
+			if _, dup := ss.byID[id]; dup {
+				e.twin = true
+				ss.twins[id] = append(ss.twins[id], len(ss.list))
+			} else {
+				ss.byID[id] = len(ss.list)
+			}
+			ss.list = append(ss.list, e)
+		}
+	}
+	ss.listed = true
+	return nil
+}
+
+// NoUIDLError is what List returns for a server without UIDL (RFC 1939 §7)
+// when the messages are to stay on the server: without unique ids a later
+// run cannot tell which messages it already copied. It wraps
+// mail.ErrUnsupported and mail.ErrConfig (the CLI exits 2: the remedy is
+// another command line).
+type NoUIDLError struct {
+	// Account is user@host.
+	Account string
+	// Reason says how the server showed it has no UIDL.
+	Reason string
+}
+
+func (e *NoUIDLError) Error() string {
+	return fmt.Sprintf("pop3: uidl %s: the server does not support UIDL (%s): without unique ids (RFC 1939 §7) messages left on the server cannot be told apart from one run to the next, so leaving them there is refused; "+
+		"instead copy with --delete-source (each message is then identified by a SHA-256 of its content and deleted once stored), or copy over IMAP if the server offers it", e.Account, e.Reason)
+}
+
+// Unwrap returns mail.ErrUnsupported and mail.ErrConfig.
+func (e *NoUIDLError) Unwrap() []error { return []error{mail.ErrUnsupported, mail.ErrConfig} }
 
 // parseUIDL parses a unique-id listing (RFC 1939 §7: "msg SP uid" lines),
 // sorted by message number, and checks every UIDL: 1-70 characters from

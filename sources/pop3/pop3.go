@@ -1,6 +1,13 @@
 // Package pop3 is the POP3 source: it copies a maildrop (RFC 1939) over
 // implicit TLS (pop3s://) or STLS (pop3://, RFC 2595), identifying messages
 // by UIDL and, in delete mode, removing them with DELE committed at QUIT.
+// In delete mode a server without UIDL is also served, its messages
+// identified by a SHA-256 of their content.
+//
+// Servers that hide a message from later sessions once it was retrieved
+// (Gmail; EXPIRE 0, RFC 2449 §6.7) are recognised: nothing is retrieved
+// ahead of need, and a message retrieved but not stored is named by
+// Unstored and keeps the session from ending with QUIT.
 //
 // knadh/go-pop3 runs the session (greeting, USER/PASS, STAT, UIDL, LIST,
 // DELE, QUIT) over a connection this package dials, so that it gets
@@ -75,6 +82,17 @@ type Source struct {
 	order    []mail.ID
 	// deleFailed counts DELEs the server refused.
 	deleFailed int
+	// byContent: DeleteAfterCopy was called, so a server without UIDL is
+	// listed by content (session.listByContent).
+	byContent bool
+	// readAway: a session showed the server hides retrieved messages from
+	// later sessions (session.readAway). retrieved holds, in order, every
+	// message RETR was sent for since then; unstored those of them
+	// Unstored found were not stored, which makes Close skip QUIT.
+	readAway  bool
+	retrieved []mail.ID
+	sentRetr  map[mail.ID]bool
+	unstored  []mail.ID
 }
 
 // New connects to the maildrop cfg names and logs in, so that a wrong
@@ -83,7 +101,7 @@ type Source struct {
 // a refused or missing STLS), mail.ErrAuth (USER or PASS refused), or are
 // *mail.ConfigError.
 func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Source, error) {
-	s := &Source{cfg: cfg, removals: map[mail.ID]bool{}}
+	s := &Source{cfg: cfg, removals: map[mail.ID]bool{}, sentRetr: map[mail.ID]bool{}}
 	if o != nil {
 		s.opts = *o
 	}
@@ -93,7 +111,80 @@ func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Source, error)
 		return nil, err
 	}
 	s.ss = ss
+	s.noteSession(ss)
 	return s, nil
+}
+
+// DeleteAfterCopy tells the source that every message copied will be
+// passed to Remove (the engine calls it in delete mode, before listing).
+// Only then is a server without UIDL accepted: its messages are identified
+// by a SHA-256 of their content, which costs one extra retrieval of each
+// message per session, and byte-identical copies count as one message.
+// Without it, List on such a server returns a *NoUIDLError.
+func (s *Source) DeleteAfterCopy() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.byContent = true
+}
+
+// noteSession learns from a new session whether the server hides retrieved
+// messages.
+func (s *Source) noteSession(ss *session) {
+	if !s.readAway && ss.readAway() {
+		s.readAway = true
+		s.log.Warn("pop3: this server hides a message from later sessions once it was retrieved (Gmail, or EXPIRE 0): a message retrieved but not stored may not be offered again")
+	}
+}
+
+// load loads the session's listing, by content when allowed.
+func (s *Source) load(ctx context.Context, ss *session) error {
+	if ss.listed {
+		return nil
+	}
+	err := ss.loadListing(ctx, s.byContent)
+	if ss.byContent {
+		// Listing by content retrieved every message it listed.
+		for _, e := range ss.list {
+			s.noteRetr(e.uidl)
+		}
+	}
+	if err == nil && len(ss.twins) > 0 {
+		s.log.Info("pop3: the maildrop holds byte-identical copies of some messages; each is stored once", "size", len(ss.twins))
+	}
+	return err
+}
+
+// noteRetr records that RETR was sent for id on a server that hides what
+// was retrieved.
+func (s *Source) noteRetr(id mail.ID) {
+	if s.readAway && !s.sentRetr[id] {
+		s.sentRetr[id] = true
+		s.retrieved = append(s.retrieved, id)
+	}
+}
+
+// Unstored is for servers that hide a message from later sessions once it
+// was retrieved (Gmail's POP3 does so after a session that ends with QUIT,
+// whatever the client deleted; EXPIRE 0 servers, RFC 2449 §6.7, delete
+// it). The engine calls it once the copy is over, with stored reporting
+// whether the caller durably stored a message. It returns the messages this
+// source retrieved that were not stored: the server may no longer offer
+// them. Close then ends the session without QUIT, which on Gmail keeps them
+// offered (and commits no DELE, which the next run sends again). On other
+// servers it returns nil.
+func (s *Source) Unstored(stored func(mail.Envelope) bool) []mail.Envelope {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []mail.Envelope
+	s.unstored = s.unstored[:0]
+	for _, id := range s.retrieved {
+		env := mail.Envelope{Mailbox: "INBOX", ID: id, Size: -1}
+		if !stored(env) {
+			out = append(out, env)
+			s.unstored = append(s.unstored, id)
+		}
+	}
+	return out
 }
 
 func side(s string) string {
@@ -133,6 +224,7 @@ func (s *Source) session(ctx context.Context) (*session, error) {
 		return nil, err
 	}
 	s.ss = ss
+	s.noteSession(ss)
 	return ss, nil
 }
 
@@ -189,10 +281,12 @@ func (s *Source) skip(ctx context.Context, ss *session, n int) error {
 
 // List calls fn for every message in the maildrop, in message-number order,
 // with ID = UIDL and Size = LIST octets. Only "INBOX" exists; another
-// mailbox gives mail.ErrMailboxNotFound. A server without UIDL gives an
-// error wrapping mail.ErrUnsupported; invalid or duplicate UIDLs are an
-// error naming the messages. Messages passed to Remove are left out. fn
-// runs without the connection held, so it may block while Open is called.
+// mailbox gives mail.ErrMailboxNotFound. A server without UIDL gives a
+// *NoUIDLError, unless DeleteAfterCopy was called: then the IDs are
+// content digests ("sha256-<hex>"), found by retrieving every message.
+// Invalid or duplicate UIDLs are an error naming the messages. Messages
+// passed to Remove are left out. fn runs without the connection held, so it
+// may block while Open is called.
 func (s *Source) List(ctx context.Context, mailbox string, fn func(mail.Envelope) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("pop3: list: %w", err)
@@ -231,13 +325,13 @@ func (s *Source) listing(ctx context.Context) ([]mail.Envelope, error) {
 		if err := s.settle(ctx, ss); err != nil {
 			return nil, err
 		}
-		if err := ss.loadListing(ctx); err != nil {
+		if err := s.load(ctx, ss); err != nil {
 			return nil, err
 		}
 	}
 	envs := make([]mail.Envelope, 0, len(ss.list))
 	for _, e := range ss.list {
-		if !s.removals[e.uidl] {
+		if !s.removals[e.uidl] && !e.twin {
 			envs = append(envs, mail.Envelope{Mailbox: "INBOX", ID: e.uidl, Size: e.size})
 		}
 	}
@@ -346,7 +440,7 @@ func (s *Source) retr(ctx context.Context, ss *session, env mail.Envelope) (*bod
 		if err := s.settle(ctx, ss); err != nil {
 			return nil, err
 		}
-		if err := ss.loadListing(ctx); err != nil {
+		if err := s.load(ctx, ss); err != nil {
 			return nil, err
 		}
 	}
@@ -398,20 +492,24 @@ func (s *Source) sendRetr(ss *session, idx int) error {
 	}
 	ss.last = idx
 	ahead := 0
-	if ss.pipelining() && ss.streak > 0 {
+	// No read-ahead on a server that hides what was retrieved: a message
+	// prefetched but never stored (the run stopped) would be lost from view.
+	if ss.pipelining() && ss.streak > 0 && !s.readAway {
 		ahead = min(maxAhead, 1<<min(ss.streak-1, 3))
 	}
 	var cmds []string
 	if len(ss.queue) == 0 {
 		ss.queue = append(ss.queue, idx)
 		cmds = append(cmds, "RETR "+strconv.Itoa(ss.list[idx].num))
+		s.noteRetr(ss.list[idx].uidl)
 	}
 	for j := ss.queue[len(ss.queue)-1] + 1; j < len(ss.list) && len(ss.queue) <= ahead; j++ {
-		if s.removals[ss.list[j].uidl] {
+		if s.removals[ss.list[j].uidl] || ss.list[j].twin {
 			continue
 		}
 		ss.queue = append(ss.queue, j)
 		cmds = append(cmds, "RETR "+strconv.Itoa(ss.list[j].num))
+		s.noteRetr(ss.list[j].uidl)
 	}
 	if len(cmds) == 0 {
 		return nil
@@ -538,7 +636,7 @@ func (s *Source) Remove(ctx context.Context, envs []mail.Envelope) error {
 // The session must be idle. UIDLs no longer in the maildrop are dropped
 // from the removals: there is nothing left to delete.
 func (s *Source) flushDele(ctx context.Context, ss *session) error {
-	if err := ss.loadListing(ctx); err != nil {
+	if err := s.load(ctx, ss); err != nil {
 		return err
 	}
 	var todo []mail.ID
@@ -554,44 +652,59 @@ func (s *Source) flushDele(ctx context.Context, ss *session) error {
 	}
 	s.order = slices.DeleteFunc(s.order, func(id mail.ID) bool { return !s.removals[id] })
 	var refused []string
-	batch := 1
-	if ss.pipelining() {
-		batch = deleBatch
+	refuse := func(id mail.ID, text string) {
+		refused = append(refused, fmt.Sprintf("%s: %s", id, clip(text)))
+		delete(s.removals, id)
+		s.deleFailed++
 	}
-	for len(todo) > 0 {
-		chunk := todo[:min(batch, len(todo))]
-		todo = todo[len(chunk):]
-		if batch == 1 {
-			id := chunk[0]
-			ss.lc.budget = maxListing
-			if err := ss.pc.Dele(ss.list[ss.byID[id]].num); err != nil {
-				if isIO, e := ss.cmdErr(ctx, "dele "+string(id), err); isIO {
-					return e
+	if !ss.pipelining() {
+		for _, id := range todo {
+			ok := true
+			for _, num := range ss.nums(id) {
+				ss.lc.budget = maxListing
+				if err := ss.pc.Dele(num); err != nil {
+					if isIO, e := ss.cmdErr(ctx, "dele "+string(id), err); isIO {
+						return e
+					}
+					refuse(id, err.Error())
+					ok = false
+					break
 				}
-				refused = append(refused, fmt.Sprintf("%s: %s", id, clip(err.Error())))
-				delete(s.removals, id)
-				s.deleFailed++
-				continue
 			}
-			ss.deleted[id] = true
-			continue
+			if ok {
+				ss.deleted[id] = true
+			}
 		}
-		cmds := make([]string, len(chunk))
-		for i, id := range chunk {
-			cmds[i] = "DELE " + strconv.Itoa(ss.list[ss.byID[id]].num)
+	}
+	for ss.pipelining() && len(todo) > 0 {
+		chunk := todo[:min(deleBatch, len(todo))]
+		todo = todo[len(chunk):]
+		var cmds []string
+		for _, id := range chunk {
+			for _, num := range ss.nums(id) {
+				cmds = append(cmds, "DELE "+strconv.Itoa(num))
+			}
 		}
 		if err := ss.send(cmds...); err != nil {
 			return ss.ioErr(ctx, "dele", err)
 		}
+		// Every response is read, also after a refusal, to stay in step.
 		for _, id := range chunk {
-			ok, text, err := ss.status()
-			if err != nil {
-				return ss.ioErr(ctx, "dele "+string(id), err)
+			why := ""
+			for range ss.nums(id) {
+				ok, text, err := ss.status()
+				if err != nil {
+					return ss.ioErr(ctx, "dele "+string(id), err)
+				}
+				if !ok && why == "" {
+					why = text
+					if why == "" {
+						why = "-ERR"
+					}
+				}
 			}
-			if !ok {
-				refused = append(refused, fmt.Sprintf("%s: %s", id, clip(text)))
-				delete(s.removals, id)
-				s.deleFailed++
+			if why != "" {
+				refuse(id, why)
 				continue
 			}
 			ss.deleted[id] = true
@@ -624,7 +737,8 @@ func (e *DeleteError) Unwrap() error { return e.Err }
 // Close ends the session. With removals pending it finishes any unread
 // body, sends the outstanding DELEs and QUIT, and returns a *DeleteError if
 // the deletions were not committed. Without removals it sends QUIT only if
-// the connection is idle. It is idempotent; later calls on the source get
+// the connection is idle. After Unstored named messages, it sends no QUIT
+// at all (see Unstored). It is idempotent; later calls on the source get
 // mail.ErrClosed.
 func (s *Source) Close() error {
 	s.mu.Lock()
@@ -637,6 +751,19 @@ func (s *Source) Close() error {
 	s.ss = nil
 	pending := len(s.removals)
 	failed := s.deleFailed
+	if len(s.unstored) > 0 {
+		// QUIT would let the server hide messages retrieved but not
+		// stored (Gmail); without it they stay offered, and so do the
+		// DELEs' messages, which the next run deletes.
+		s.log.Warn("pop3: ending the session without QUIT: the server might otherwise no longer offer messages that were retrieved but not stored", "size", len(s.unstored))
+		if ss != nil {
+			ss.kill(mail.ErrClosed)
+		}
+		if pending > 0 {
+			return &DeleteError{Pending: pending, Err: errors.New("QUIT was not sent, so that the server keeps offering messages retrieved but not stored")}
+		}
+		return nil
+	}
 	if pending == 0 && failed == 0 {
 		if ss != nil && ss.dead == nil {
 			if ss.active == nil && len(ss.queue) == 0 {

@@ -520,14 +520,26 @@ func TestUnreachable(t *testing.T) {
 	}
 }
 
-// TestC1NoUIDL: a server without UIDL cannot be copied safely: List says so.
+// TestC1NoUIDL: a server without UIDL cannot be left on safely: unless the
+// messages are to be deleted (DeleteAfterCopy), List refuses with an error
+// naming the capability and the alternatives, a configuration error (exit
+// 2), and nothing is retrieved. Delete mode is TestC1NoUIDLDeleteMode.
 func TestC1NoUIDL(t *testing.T) {
 	for _, opts := range []fakeOpts{{noUIDL: true}, {noUIDL: true, noCAPA: true}} {
 		f := newFakeServer(t, opts, bodies(2)...)
 		s := f.open(t, nil)
 		err := s.List(context.Background(), "INBOX", func(mail.Envelope) error { t.Error("fn called"); return nil })
-		if !errors.Is(err, mail.ErrUnsupported) || !strings.Contains(err.Error(), "UIDL") {
-			t.Fatalf("List without UIDL = %v, want ErrUnsupported naming UIDL", err)
+		var nu *NoUIDLError
+		if !errors.As(err, &nu) || !errors.Is(err, mail.ErrUnsupported) || !errors.Is(err, mail.ErrConfig) {
+			t.Fatalf("List without UIDL = %v, want a *NoUIDLError (ErrUnsupported, ErrConfig)", err)
+		}
+		for _, want := range []string{"does not support UIDL", "--delete-source", "IMAP"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("List without UIDL = %q, want it to say %q", err, want)
+			}
+		}
+		if n := f.count("RETR"); n != 0 {
+			t.Errorf("%d RETR sent", n)
 		}
 		n, size, err := s.Stat(context.Background())
 		if err != nil || n != 2 || size == 0 {

@@ -55,6 +55,11 @@ type fakeOpts struct {
 	quitErr     bool   // -ERR to QUIT, without committing
 	dropBefQuit bool   // close the connection when QUIT arrives, without committing
 	passErr     string // -ERR text for a correct PASS, e.g. "[IN-USE] locked"
+	quitHalf    bool   // the first QUIT deletes the first half of the DELE'd messages, then answers -ERR (A5a)
+	cutAtDele   int    // close the connection, unanswered, at the Nth DELE the server receives (once)
+	gmail       bool   // greet as Gmail ("+OK Gpop ready ..."); a session ending in QUIT hides what it RETR'd (C5)
+	expire0     bool   // announce EXPIRE 0 (RFC 2449 §6.7) and behave as gmail does
+	hideAlways  bool   // with gmail/expire0: hide what was RETR'd even when the session ends without QUIT
 }
 
 type fakeMsg struct {
@@ -80,6 +85,9 @@ type fakeServer struct {
 	pipelined bool // a command arrived while an earlier one was unanswered
 	sessions  int
 	drops     int
+	deles     int               // DELE commands received
+	quits     int               // QUIT commands received after login
+	hidden    map[*fakeMsg]bool // gmail: retrieved in an earlier session, no longer offered
 }
 
 func newFakeServer(t testing.TB, opts fakeOpts, msgs ...fakeMsg) *fakeServer {
@@ -88,7 +96,7 @@ func newFakeServer(t testing.TB, opts fakeOpts, msgs ...fakeMsg) *fakeServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeServer{t: t, ln: ln, opts: opts, tls: &tls.Config{Certificates: []tls.Certificate{testCert(t).cert}}}
+	f := &fakeServer{t: t, ln: ln, opts: opts, tls: &tls.Config{Certificates: []tls.Certificate{testCert(t).cert}}, hidden: map[*fakeMsg]bool{}}
 	for i := range msgs {
 		m := msgs[i]
 		f.msgs = append(f.msgs, &m)
@@ -174,13 +182,17 @@ type fakeConn struct {
 	authed  bool
 	drop    []*fakeMsg // the maildrop as the session started
 	deleted map[int]bool
+	deles   []int        // message indexes in DELE order
+	retrd   map[int]bool // message indexes RETR'd
+	quit    bool         // the session ended with a committed QUIT
 }
 
 func (f *fakeServer) serve(raw net.Conn) {
 	f.mu.Lock()
 	f.sessions++
 	f.mu.Unlock()
-	fc := &fakeConn{f: f, c: raw, deleted: map[int]bool{}}
+	fc := &fakeConn{f: f, c: raw, deleted: map[int]bool{}, retrd: map[int]bool{}}
+	defer fc.end()
 	if !f.opts.plain {
 		tc := tls.Server(raw, f.tls)
 		if err := tc.Handshake(); err != nil {
@@ -189,7 +201,11 @@ func (f *fakeServer) serve(raw net.Conn) {
 		fc.c, fc.tls = tc, true
 	}
 	fc.r, fc.w = bufio.NewReader(fc.c), bufio.NewWriter(fc.c)
-	fc.reply("+OK fake POP3 ready")
+	if f.opts.gmail {
+		fc.reply("+OK Gpop ready for requests from 127.0.0.1 x1fake")
+	} else {
+		fc.reply("+OK fake POP3 ready")
+	}
 	for {
 		line, err := fc.r.ReadString('\n')
 		if err != nil {
@@ -208,6 +224,36 @@ func (f *fakeServer) serve(raw net.Conn) {
 			return
 		}
 	}
+}
+
+// readAway reports whether the server hides what a session retrieved.
+func (o fakeOpts) readAway() bool { return o.gmail || o.expire0 }
+
+// end hides, on a read-away server, what the session retrieved: after a
+// QUIT, or always with hideAlways.
+func (fc *fakeConn) end() {
+	o := fc.f.opts
+	if !o.readAway() || (!fc.quit && !o.hideAlways) {
+		return
+	}
+	fc.f.mu.Lock()
+	defer fc.f.mu.Unlock()
+	for i := range fc.retrd {
+		fc.f.hidden[fc.drop[i]] = true
+	}
+}
+
+// visible returns the messages a new session is offered.
+func (f *fakeServer) visible() []*fakeMsg {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*fakeMsg
+	for _, m := range f.msgs {
+		if !f.hidden[m] {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 func (fc *fakeConn) reply(s string) {
@@ -256,9 +302,7 @@ func (fc *fakeConn) authXOAUTH2(mech string) {
 		return
 	}
 	fc.authed = true
-	fc.f.mu.Lock()
-	fc.drop = append([]*fakeMsg(nil), fc.f.msgs...)
-	fc.f.mu.Unlock()
+	fc.drop = fc.f.visible()
 	fc.reply("+OK logged in")
 }
 
@@ -305,9 +349,7 @@ func (fc *fakeConn) handle(cmd, arg string) bool {
 				return true
 			}
 			fc.authed = true
-			f.mu.Lock()
-			fc.drop = append([]*fakeMsg(nil), f.msgs...)
-			f.mu.Unlock()
+			fc.drop = f.visible()
 			fc.reply("+OK logged in")
 		case "QUIT":
 			fc.reply("+OK bye")
@@ -329,6 +371,9 @@ func (fc *fakeConn) handle(cmd, arg string) bool {
 		}
 		if o.pipelining {
 			caps += "PIPELINING\r\n"
+		}
+		if o.expire0 {
+			caps += "EXPIRE 0\r\n"
 		}
 		fc.reply(caps + ".")
 	case "NOOP":
@@ -372,6 +417,7 @@ func (fc *fakeConn) handle(cmd, arg string) bool {
 			return false
 		}
 		body := fc.drop[i].body
+		fc.retrd[i] = true
 		f.mu.Lock()
 		cut := o.dropAfter > 0 && f.drops < o.dropTimes
 		if cut {
@@ -388,12 +434,20 @@ func (fc *fakeConn) handle(cmd, arg string) bool {
 			return false
 		}
 	case "DELE":
+		f.mu.Lock()
+		f.deles++
+		cut := o.cutAtDele > 0 && f.deles == o.cutAtDele
+		f.mu.Unlock()
+		if cut {
+			return false
+		}
 		if i, ok := fc.msg(arg); ok {
 			fc.deleted[i] = true
+			fc.deles = append(fc.deles, i)
 			fc.reply("+OK deleted")
 		}
 	case "RSET":
-		fc.deleted = map[int]bool{}
+		fc.deleted, fc.deles = map[int]bool{}, nil
 		fc.reply("+OK")
 	case "QUIT":
 		switch {
@@ -404,8 +458,14 @@ func (fc *fakeConn) handle(cmd, arg string) bool {
 			return false
 		}
 		f.mu.Lock()
+		f.quits++
+		half := o.quitHalf && f.quits == 1
 		gone := map[*fakeMsg]bool{}
-		for i := range fc.deleted {
+		commit := fc.deles
+		if half {
+			commit = commit[:len(commit)/2]
+		}
+		for _, i := range commit {
 			gone[fc.drop[i]] = true
 		}
 		var keep []*fakeMsg
@@ -416,6 +476,11 @@ func (fc *fakeConn) handle(cmd, arg string) bool {
 		}
 		f.msgs = keep
 		f.mu.Unlock()
+		if half {
+			fc.reply("-ERR [SYS/TEMP] could not delete every message")
+			return false
+		}
+		fc.quit = true
 		fc.reply("+OK bye")
 		return false
 	default:

@@ -74,7 +74,8 @@ type Store interface {
 type File struct {
 	mu      sync.Mutex
 	path    string
-	f       *os.File
+	fs      FS
+	f       FSFile
 	buf     bytes.Buffer
 	recs    map[Key]Record
 	byBox   map[string][]Key
@@ -100,20 +101,77 @@ func DefaultPath(src, dst string) (string, error) {
 	return filepath.Join(dir, "mailferry", hex.EncodeToString(sum[:8])+".jsonl"), nil
 }
 
+// FS is the part of the file system a File uses. Open uses the real one;
+// power-loss tests pass a model that drops what was not made durable
+// (RELIABILITY-PLAN A8, package crashfs).
+type FS interface {
+	MkdirAll(path string, perm os.FileMode) error
+	OpenFile(name string, flag int, perm os.FileMode) (FSFile, error)
+	Stat(name string) (os.FileInfo, error)
+	Rename(oldpath, newpath string) error
+	Remove(name string) error
+	// SyncDir fsyncs a directory, making the entries renamed into it
+	// durable.
+	SyncDir(name string) error
+}
+
+// FSFile is an open file of an FS; *os.File is one. Fd is for flock.
+type FSFile interface {
+	io.Reader
+	io.Writer
+	io.Seeker
+	Truncate(size int64) error
+	Sync() error
+	Close() error
+	Stat() (os.FileInfo, error)
+	Fd() uintptr
+}
+
+// osFS is the real file system.
+type osFS struct{}
+
+func (osFS) MkdirAll(path string, perm os.FileMode) error { return os.MkdirAll(path, perm) }
+func (osFS) OpenFile(name string, flag int, perm os.FileMode) (FSFile, error) {
+	f, err := os.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+func (osFS) Stat(name string) (os.FileInfo, error) { return os.Stat(name) }
+func (osFS) Rename(oldpath, newpath string) error  { return os.Rename(oldpath, newpath) }
+func (osFS) Remove(name string) error              { return os.Remove(name) }
+func (osFS) SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
 // Open opens or creates the checkpoint at path for the endpoints src and
 // dst. A file for other endpoints, or an unreadable one, is refused
 // (ErrUnusable) unless reset is true. With reset the file is always started
 // afresh: every record is forgotten. The file is locked (flock) for
 // the life of the File; a second Open elsewhere gets ErrLocked.
 func Open(path, src, dst string, reset bool) (*File, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	return OpenFS(nil, path, src, dst, reset)
+}
+
+// OpenFS is Open on fsys (nil: the real file system).
+func OpenFS(fsys FS, path, src, dst string, reset bool) (*File, error) {
+	if fsys == nil {
+		fsys = osFS{}
+	}
+	if err := mkdirAll(fsys, filepath.Dir(path)); err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
-	f, err := lockedOpen(path)
+	f, err := lockedOpen(fsys, path)
 	if err != nil {
 		return nil, err
 	}
-	c := &File{path: path, f: f, recs: map[Key]Record{}, byBox: map[string][]Key{}}
+	c := &File{path: path, fs: fsys, f: f, recs: map[Key]Record{}, byBox: map[string][]Key{}}
 	want := header{Magic: "checkpoint", Version: Version, Src: src, Dst: dst}
 	end, got, err := c.load()
 	if err == nil && got != nil && (got.Src != src || got.Dst != dst) {
@@ -148,9 +206,9 @@ func Open(path, src, dst string, reset bool) (*File, error) {
 // replaces the file by rename (moving the lock to the new inode), a lock
 // won on an inode that is no longer at path is worthless: then it tries
 // again on the current file.
-func lockedOpen(path string) (*os.File, error) {
+func lockedOpen(fsys FS, path string) (FSFile, error) {
 	for range 10 {
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		f, err := fsys.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 		if err != nil {
 			return nil, fmt.Errorf("checkpoint: %w", err)
 		}
@@ -162,7 +220,7 @@ func lockedOpen(path string) (*os.File, error) {
 			return nil, fmt.Errorf("checkpoint: lock %s: %w", path, err)
 		}
 		held, err1 := f.Stat()
-		now, err2 := os.Stat(path)
+		now, err2 := fsys.Stat(path)
 		if err1 == nil && err2 == nil && os.SameFile(held, now) {
 			return f, nil
 		}
@@ -228,7 +286,7 @@ func (c *File) put(r Record) {
 // rename, then fsyncs the directory; the lock moves to the new file.
 func (c *File) rewrite(data []byte) error {
 	tmp := c.path + ".tmp"
-	t, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	t, err := c.fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
@@ -240,14 +298,14 @@ func (c *File) rewrite(data []byte) error {
 		err = t.Sync()
 	}
 	if err == nil {
-		err = os.Rename(tmp, c.path)
+		err = c.fs.Rename(tmp, c.path)
 	}
 	if err == nil {
-		err = syncDir(filepath.Dir(c.path))
+		err = c.fs.SyncDir(filepath.Dir(c.path))
 	}
 	if err != nil {
 		t.Close()
-		os.Remove(tmp)
+		c.fs.Remove(tmp)
 		return fmt.Errorf("checkpoint: write %s: %w", c.path, err)
 	}
 	c.f.Close()
@@ -255,13 +313,27 @@ func (c *File) rewrite(data []byte) error {
 	return nil
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
+// mkdirAll creates dir and its missing parents, fsyncing the parent of
+// each directory it creates: a checkpoint whose directory entry is lost in
+// a power cut is a checkpoint lost (A8).
+func mkdirAll(fsys FS, dir string) error {
+	if fi, err := fsys.Stat(dir); err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%s is not a directory", dir)
+		}
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent == dir {
+		return nil
+	}
+	if err := mkdirAll(fsys, parent); err != nil {
 		return err
 	}
-	defer d.Close()
-	return d.Sync()
+	if err := fsys.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return fsys.SyncDir(parent)
 }
 
 // Path returns the file's path.

@@ -160,6 +160,22 @@ type Remover interface {
 	Remove(ctx context.Context, envs []Envelope) error
 }
 
+// DeleteAware is implemented by sources that identify messages differently
+// when they will be deleted after the copy (POP3 without UIDL: by content,
+// which is safe only when each message is read once). The engine calls
+// DeleteAfterCopy before Mailboxes when the run deletes.
+type DeleteAware interface {
+	DeleteAfterCopy()
+}
+
+// UnstoredReporter is implemented by sources whose server may stop offering
+// a message once it was read (Gmail's POP3). After the run, Unstored returns
+// the messages read but not stored (stored says which were), so the engine
+// reports them as failures instead of letting them vanish unnoticed.
+type UnstoredReporter interface {
+	Unstored(stored func(Envelope) bool) []Envelope
+}
+
 // FlagSetter is implemented by sinks that can update the flags of a message
 // they already hold, so flag changes on the source follow on a rerun.
 type FlagSetter interface {

@@ -33,9 +33,24 @@ type OpenOptions struct {
 	Token func(ctx context.Context) (string, error)
 	// CAFile is a PEM file of extra trusted roots, added to the system pool.
 	CAFile string
+	// PinSHA256 lists accepted server keys (base64 SHA-256 of the leaf
+	// certificate's SubjectPublicKeyInfo); when set, a matching key is
+	// trusted without chain, name or date checks and any other key is
+	// refused (see TLSConfig).
+	PinSHA256 []string
+	// InsecureSkipVerify accepts any server certificate. TLS is still
+	// required (AllowPlaintext is separate); the CLI warns on every run.
+	InsecureSkipVerify bool
 	// AllowPlaintext lets imap:// and pop3:// continue without STARTTLS/STLS.
 	// Off by default: a server that does not offer it is refused.
 	AllowPlaintext bool
+	// RefusePlaintextAuth, with AllowPlaintext, still refuses to send any
+	// credential (password or token) over a connection without TLS: the
+	// session is refused before LOGIN, AUTHENTICATE, USER or AUTH. The CLI
+	// sets it unless --allow-plaintext-auth is given; it is a refusal
+	// rather than the zero value so that AllowPlaintext alone keeps its
+	// older meaning for library callers and tests of plaintext fakes.
+	RefusePlaintextAuth bool
 	// Timeout bounds dialing and each network read or write without
 	// progress; zero means the endpoint's default.
 	Timeout time.Duration

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	mailferry "github.com/mailferry/mailferry/sync"
+	"github.com/mailferry/mailferry/sync/mail/mailtest"
+)
+
+// uidMessages returns n messages whose bodies carry tag.
+func uidMessages(n int, tag string) []mailtest.SeedMessage {
+	out := make([]mailtest.SeedMessage, n)
+	for i := range out {
+		out[i] = mailtest.SeedMessage{Body: []byte(fmt.Sprintf("Message-ID: <%s-%d@x>\r\nSubject: %s %d\r\n\r\nbody %s %d\r\n", tag, i, tag, i, tag, i))}
+	}
+	return out
+}
+
+// maildirMessages counts the message files of a Maildir++ folder ("" for
+// INBOX).
+func maildirMessages(t *testing.T, root, folder string) int {
+	t.Helper()
+	dir := root
+	if folder != "" {
+		dir = filepath.Join(root, "."+folder)
+	}
+	n := 0
+	for _, sub := range []string{"cur", "new"} {
+		ents, err := os.ReadDir(filepath.Join(dir, sub))
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		n += len(ents)
+	}
+	return n
+}
+
+// runSummary is the part of the --json summary these tests read.
+type runSummary struct {
+	Events []mailferry.Event `json:"events"`
+	Totals mailferry.Snapshot
+}
+
+func parseSummary(t *testing.T, r binRun) runSummary {
+	t.Helper()
+	var s runSummary
+	if err := json.Unmarshal([]byte(r.stdout), &s); err != nil {
+		t.Fatalf("--json output: %v\n%s\nstderr: %s", err, r.stdout, r.stderr)
+	}
+	return s
+}
+
+// TestC7MailboxDeletedAndRecreated: against Dovecot, a folder copied
+// once is deleted and created again under the same name (new UIDVALIDITY)
+// with other messages. The next run copies the new messages, keeps every
+// old copy, leaves the other folder alone, and reports the event in
+// --json and on stderr; a final run copies nothing.
+func TestC7MailboxDeletedAndRecreated(t *testing.T) {
+	t.Parallel()
+	d := mailtest.NeedDovecot(t)
+	user, pw := d.NewUser(t)
+	d.Seed(t, user, pw, "Work", uidMessages(20, "old"))
+	d.Seed(t, user, pw, "INBOX", uidMessages(3, "inbox"))
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	args := []string{"copy", "imaps://" + user + "@" + d.IMAPS, "maildir:" + out, "--checkpoint", filepath.Join(dir, "cp.jsonl"), "--ca-file", d.CAFile, "--json"}
+	env := []string{"MAILFERRY_SRC_PASSWORD=" + pw}
+	if r := runBinLimit(t, runLimit, env, args...); r.code != 0 {
+		t.Fatalf("first run: exit %d: %s", r.code, r.stderr)
+	}
+	d.Doveadm(t, "mailbox", "delete", "-u", user, "Work")
+	d.Doveadm(t, "mailbox", "create", "-u", user, "Work")
+	d.Seed(t, user, pw, "Work", uidMessages(5, "new"))
+
+	r := runBinLimit(t, runLimit, env, args...)
+	if r.code != 0 {
+		t.Fatalf("after recreate: exit %d: %s", r.code, r.stderr)
+	}
+	s := parseSummary(t, r)
+	if len(s.Events) != 1 {
+		t.Fatalf("events %+v, want one for Work", s.Events)
+	}
+	ev := s.Events[0]
+	if ev.Mailbox != "Work" || ev.Kind != "replaced" || ev.OldRecords != 20 || ev.Rematched != 0 || ev.Change == "" ||
+		!strings.Contains(ev.Text, "20 old records kept, 0 re-matched") {
+		t.Errorf("event %+v: want Work replaced, a UIDVALIDITY change, 20 old records kept, 0 re-matched", ev)
+	}
+	if s.Totals.Copied != 5 {
+		t.Errorf("copied %d, want the 5 new messages", s.Totals.Copied)
+	}
+	if n := maildirMessages(t, out, "Work"); n != 25 {
+		t.Errorf("Work holds %d messages, want 20 old + 5 new", n)
+	}
+	if n := maildirMessages(t, out, ""); n != 3 {
+		t.Errorf("INBOX holds %d messages, want 3", n)
+	}
+	// The text summary names the event too.
+	r = runBinLimit(t, runLimit, env, args[:len(args)-1]...)
+	if r.code != 0 || strings.Contains(r.stderr, "replaced:") {
+		t.Errorf("final run: exit %d, stderr %s; want 0 and no event", r.code, r.stderr)
+	}
+	if n := maildirMessages(t, out, "Work"); n != 25 {
+		t.Errorf("after the final run Work holds %d messages, want 25", n)
+	}
+}
+
+// TestC3C6UIDValidityBumpSameContent: Dovecot gives a copied folder a new
+// UIDVALIDITY over the same messages (a server rebuild). The next run
+// stops with "identifier reset detected" (exit 6) and copies nothing from
+// it, while the other folder still gets its new message; the run with
+// --remap records the messages under their new IDs with 0 new files; a
+// final run gives 0 new files and exits 0.
+func TestC3C6UIDValidityBumpSameContent(t *testing.T) {
+	t.Parallel()
+	d := mailtest.NeedDovecot(t)
+	user, pw := d.NewUser(t)
+	d.Seed(t, user, pw, "Work", uidMessages(24, "w"))
+	d.Seed(t, user, pw, "INBOX", uidMessages(2, "inbox"))
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	args := []string{"copy", "imaps://" + user + "@" + d.IMAPS, "maildir:" + out, "--checkpoint", filepath.Join(dir, "cp.jsonl"), "--ca-file", d.CAFile}
+	env := []string{"MAILFERRY_SRC_PASSWORD=" + pw}
+	if r := runBinLimit(t, runLimit, env, args...); r.code != 0 {
+		t.Fatalf("first run: exit %d: %s", r.code, r.stderr)
+	}
+	d.Doveadm(t, "mailbox", "update", "-u", user, "--uid-validity", "4242", "Work")
+	d.Seed(t, user, pw, "INBOX", uidMessages(1, "later"))
+
+	r := runBinLimit(t, runLimit, env, args...)
+	if r.code != exitCheckpoint || !strings.Contains(r.stderr, "identifier reset detected") || !strings.Contains(r.stderr, "--remap") || !strings.Contains(r.stderr, "4242.*") {
+		t.Fatalf("after the UIDVALIDITY change: exit %d, stderr %s; want exit 6 naming the reset, the new UIDVALIDITY and --remap", r.code, r.stderr)
+	}
+	if n := maildirMessages(t, out, "Work"); n != 24 {
+		t.Errorf("Work holds %d messages after the halt, want 24", n)
+	}
+	if n := maildirMessages(t, out, ""); n != 3 {
+		t.Errorf("INBOX holds %d messages, want 3: the other folder goes on", n)
+	}
+	r = runBinLimit(t, runLimit, env, append(args, "--remap", "--json")...)
+	if r.code != 0 {
+		t.Fatalf("--remap: exit %d: %s", r.code, r.stderr)
+	}
+	if s := parseSummary(t, r); len(s.Events) != 1 || s.Events[0].Kind != "remapped" || s.Events[0].Rematched != 24 {
+		t.Errorf("--remap events %+v, want Work remapped with 24 re-matched", s.Events)
+	}
+	if n := maildirMessages(t, out, "Work"); n != 24 {
+		t.Errorf("Work holds %d messages after --remap, want 24 (0 new files)", n)
+	}
+	r = runBinLimit(t, runLimit, env, append(args, "--json")...)
+	if s := parseSummary(t, r); r.code != 0 || s.Totals.Copied != 0 || s.Totals.Fetched != 0 || len(s.Events) != 0 {
+		t.Errorf("final run: exit %d, copied %d, fetched %d, events %+v; want nothing", r.code, s.Totals.Copied, s.Totals.Fetched, s.Events)
+	}
+	if n := maildirMessages(t, out, "Work"); n != 24 {
+		t.Errorf("Work holds %d messages after the final run, want 24", n)
+	}
+}

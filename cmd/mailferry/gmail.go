@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"regexp"
+
+	"github.com/mailferry/mailferry/sources/imap"
+	mailferry "github.com/mailferry/mailferry/sync"
+	"github.com/mailferry/mailferry/sync/checkpoint"
+	"github.com/mailferry/mailferry/sync/mail"
+)
+
+// gmailPreset returns the source the engine reads and the role mapping of
+// the destination folders. With --gmail the source is wrapped in
+// imap.Gmail (each message copied once, see 'mailferry help gmail');
+// without it, a Gmail source only earns a hint, and special-use folders
+// follow their role (RoleMapFor).
+func gmailPreset(ctx context.Context, o *copyOptions, src mail.Source, dst mail.Sink, store checkpoint.Store, filter func(string) bool, log *slog.Logger) (mail.Source, func(string) string, error) {
+	is, isIMAP := src.(*imap.Source)
+	if !o.gmail {
+		if isIMAP {
+			if gm, err := is.IsGmail(ctx); err == nil && gm {
+				log.Info("the source is Gmail: each label is copied as a folder, so a message with labels is copied once per label and again from [Gmail]/All Mail; --gmail copies each message once (see mailferry help gmail)")
+			}
+		}
+		roleMap, err := mailferry.RoleMapFor(ctx, src, dst)
+		return src, roleMap, err
+	}
+	if !isIMAP {
+		return nil, nil, &usageError{"--gmail needs an imaps:// source (a Gmail account)"}
+	}
+	if o.deleteSource {
+		return nil, nil, &usageError{"--gmail with --delete-source: on Gmail, deleting from a label folder only removes the label; drop one of them"}
+	}
+	gopt := &imap.GmailOptions{Folders: filter}
+	// Spam and Trash are left out unless an --include names them.
+	var inc []*regexp.Regexp
+	for _, s := range o.common.include {
+		if re, err := regexp.Compile(s); err == nil { // checked by mailboxFilter
+			inc = append(inc, re)
+		}
+	}
+	gopt.Keep = func(name string) bool {
+		for _, re := range inc {
+			if re.MatchString(name) {
+				return true
+			}
+		}
+		return false
+	}
+	if store != nil {
+		gopt.Copied = func(mailbox string, id mail.ID) bool {
+			return store.Has(checkpoint.Key{Mailbox: mailbox, ID: id})
+		}
+	}
+	g, err := imap.NewGmail(ctx, is, gopt)
+	if err != nil {
+		return nil, nil, err
+	}
+	srcRoles, err := g.MailboxRoles(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("source mailbox roles: %w", err)
+	}
+	var dstRoles map[string]string
+	if dl, ok := dst.(mail.RoleLister); ok {
+		if dstRoles, err = dl.MailboxRoles(ctx); err != nil {
+			return nil, nil, fmt.Errorf("destination mailbox roles: %w", err)
+		}
+	}
+	return g, mailferry.GmailFolders(srcRoles, dstRoles), nil
+}
+
+const helpGmail = `Copying a Gmail account: --gmail copies each message once.
+
+Gmail shows every label as a folder: a message labelled Work that is still
+in the inbox appears in INBOX, in Work and in [Gmail]/All Mail. A plain
+copy stores it three times. With --gmail mailferry asks Gmail for each
+message's X-GM-MSGID (the same in every folder) and copies it once, into
+the first of its folders in this order:
+
+  1. INBOX
+  2. your labels, by name (nested labels such as Work/2024 stay nested)
+  3. [Gmail]/Sent Mail, then [Gmail]/Drafts
+  4. [Gmail]/All Mail, which so holds only archived mail without labels
+
+The destination gets the same folder names, except that Sent Mail, Drafts
+and All Mail go to the destination's Sent, Drafts and Archive folders (found
+by their special-use role, else named Sent, Drafts and Archive). Label
+folders are created even when all their messages went to INBOX.
+
+  mailferry copy imaps://alice@gmail.com@imap.gmail.com \
+    imaps://alice@imap.example.org --gmail --src-oauth2-token-cmd '...'
+
+Left out:
+  [Gmail]/Starred, [Gmail]/Important   views of All Mail; a starred message
+                                       keeps its \Flagged flag
+  [Gmail]/Spam, [Gmail]/Trash          not in All Mail; copied only when an
+                                       --include names them (--include Trash)
+A message with several labels lands in one folder: labels are not copied
+as extra copies (the only way plain IMAP could carry them).
+
+Reruns copy nothing twice. The order depends only on names, and a folder a
+message was copied from stays its home: labelling an archived message
+later does not copy it again (the checkpoint remembers; after --reset or
+a lost checkpoint, messages whose labels did not change are found on the
+destination and not stored again). Different messages sharing a Message-ID are all copied: identity is
+the X-GM-MSGID. --gmail refuses --delete-source (on Gmail, deleting from a
+label folder only removes the label). Without --gmail, a Gmail source is
+detected (X-GM-EXT-1) and a hint is logged. In a job: mailferry run JOB --gmail.
+`
