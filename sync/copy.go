@@ -751,7 +751,8 @@ func copyBatch(ctx context.Context, bo mail.BatchOpener, dst mail.Sink, b []job,
 				// A panic while storing must not unwind through the
 				// source's OpenBatch, which would skip its clean-up (an
 				// IMAP connection left mid-FETCH hangs the next Open). It
-				// fails this message and ends the batch the normal way.
+				// fails this message alone and the batch goes on; a body
+				// left unread is the source's to report.
 				defer catchPanic(&err, opt.Logger)
 				return putOne(ctx, dst, b[i].env, body, opt)
 			}()
@@ -762,7 +763,7 @@ func copyBatch(ctx context.Context, bo mail.BatchOpener, dst mail.Sink, b []job,
 					settleErr = serr
 					return serr
 				}
-				return err
+				return nil
 			}
 			if err != nil {
 				return err

@@ -25,6 +25,7 @@ type copyOptions struct {
 	src, dst         sideFlags
 	checkpoint       string
 	reset            bool
+	rebuildState     bool // rebuild the checkpoint from the destination (A9)
 	dryRun           bool
 	deleteSource     bool
 	progress         string
@@ -46,6 +47,7 @@ func (o *copyOptions) addFlags(fs *flag.FlagSet) {
 	o.dst.add(fs, "dst")
 	fs.StringVar(&o.checkpoint, "checkpoint", "", "remember copied messages in `FILE` (default: under $XDG_STATE_HOME/mailferry, named after SRC and DST); FILE.lock keeps a second run out")
 	fs.BoolVar(&o.reset, "reset", false, "start the checkpoint afresh (forget what was copied; also for a checkpoint written for other endpoints, or corrupt); a destination that already holds messages mailferry wrote does not get them twice")
+	fs.BoolVar(&o.rebuildState, "rebuild-state", false, "rebuild the checkpoint (lost, or refused as corrupt) from what the destination holds: messages it stored before are recorded without downloading them again (maildir: destinations)")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "list what would be copied; store and delete nothing")
 	fs.BoolVar(&o.deleteSource, "delete-source", false, "delete each message from SRC once it is durably stored and recorded (POP3 DELE, committed at QUIT)")
 	fs.StringVar(&o.progress, "progress", "auto", "progress display: auto (bars on a terminal, a log line every --progress-interval otherwise), always, never")
@@ -132,6 +134,12 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 	if o.dryRun && o.reset {
 		return nil, &usageError{"--reset with --dry-run: a dry run changes nothing, not even the checkpoint; drop one of them"}
 	}
+	if err := checkGmail(o, srcURL); err != nil {
+		return nil, err
+	}
+	if o.dryRun && o.rebuildState {
+		return nil, &usageError{"--rebuild-state with --dry-run: a dry run changes nothing, not even the checkpoint; drop one of them"}
+	}
 	folderMap, err := mailferry.ParseMap(o.maps)
 	if err != nil {
 		return nil, err
@@ -168,6 +176,10 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 		return r, err
 	}
 
+	if o.rebuildState && !strings.HasPrefix(r.dst, "maildir:") {
+		// Checked before the checkpoint is started afresh.
+		return r, &usageError{"--rebuild-state needs a destination that lists what it stored (maildir:); use --reset to start the checkpoint afresh"}
+	}
 	cpPath := o.checkpoint
 	if cpPath == "" {
 		if cpPath, err = checkpoint.DefaultPath(r.src, r.dst); err != nil {
@@ -183,7 +195,7 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 			return r, err
 		}
 		defer release()
-		cp, err := openCheckpoint(cpPath, o.reset, r.src, r.dst, log)
+		cp, err := openCheckpoint(cpPath, o.reset || o.rebuildState, r.src, r.dst, log)
 		if err != nil {
 			return r, err
 		}
@@ -217,6 +229,13 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 		engineSrc = filterSource(src, r.dates)
 	}
 
+	if idx, ok := dst.(mail.Indexer); ok && o.rebuildState {
+		n, err := checkpoint.Rebuild(ctx, store, src, idx, r.src, filter, folderMap.Then(roleMap))
+		if err != nil {
+			return r, err
+		}
+		log.Info("checkpoint rebuilt from the destination", "file", cpPath, "records", n)
+	}
 	step, batch := crashHook(env.getenv)
 	step = panicHook(env.getenv, step)
 	stats := &mailferry.Stats{Start: time.Now()}

@@ -36,7 +36,8 @@ Exit codes:
   3    partial: some messages failed or are      7    another mailferry run holds the checkpoint
        missing; a rerun resumes                  8    temporary: throttled, connection lost,
   4    authentication rejected                        --max-bytes spent; retry later, it resumes
-                                                 9    disk full or over quota (the path is named)
+                                                 9    local disk full or over disk quota
+                                                      (ENOSPC, EDQUOT); the path is named
                                                  130  interrupted; checkpoint flushed; rerun resumes
 `
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"regexp"
 
 	"github.com/mailferry/mailferry/sources/imap"
@@ -11,6 +12,20 @@ import (
 	"github.com/mailferry/mailferry/sync/checkpoint"
 	"github.com/mailferry/mailferry/sync/mail"
 )
+
+// checkGmail refuses --gmail where it cannot work, before any I/O.
+func checkGmail(o *copyOptions, srcURL string) error {
+	if !o.gmail {
+		return nil
+	}
+	if u, err := url.Parse(srcURL); err != nil || (u.Scheme != "imaps" && u.Scheme != "imap") {
+		return &usageError{"--gmail needs an imaps:// source (a Gmail account)"}
+	}
+	if o.deleteSource {
+		return &usageError{"--gmail with --delete-source: on Gmail, deleting from a label folder only removes the label; drop one of them"}
+	}
+	return nil
+}
 
 // gmailPreset returns the source the engine reads and the role mapping of
 // the destination folders. With --gmail the source is wrapped in
@@ -28,11 +43,8 @@ func gmailPreset(ctx context.Context, o *copyOptions, src mail.Source, dst mail.
 		roleMap, err := mailferry.RoleMapFor(ctx, src, dst)
 		return src, roleMap, err
 	}
-	if !isIMAP {
+	if !isIMAP { // checkGmail let a registry's other imap scheme through
 		return nil, nil, &usageError{"--gmail needs an imaps:// source (a Gmail account)"}
-	}
-	if o.deleteSource {
-		return nil, nil, &usageError{"--gmail with --delete-source: on Gmail, deleting from a label folder only removes the label; drop one of them"}
 	}
 	gopt := &imap.GmailOptions{Folders: filter}
 	// Spam and Trash are left out unless an --include names them.

@@ -413,3 +413,32 @@ func TestC11GmailSpamOnlyWhenIncluded(t *testing.T) {
 		}
 	}
 }
+
+// TestGmailHint: without --gmail, a Gmail source gets a hint about it; a
+// --gmail copy from a server that is not Gmail is a usage error.
+func TestGmailHint(t *testing.T) {
+	g := startGmailFake(t)
+	g.add(t, 8, "Message-ID: <ham@example.org>\r\nSubject: ham\r\n\r\nhello\r\n", "INBOX", "[Gmail]/All Mail")
+	dir := t.TempDir()
+	env := map[string]string{"MAILFERRY_SRC_PASSWORD": "gm-pass"}
+	code, _, stderr := runCLI(t, env, "copy", "imap://alice@gmail.com@"+g.addr, "maildir:"+filepath.Join(dir, "m"), "--allow-plaintext-auth",
+		"--checkpoint", filepath.Join(dir, "cp.jsonl"), "--progress", "never")
+	if code != 0 || !strings.Contains(stderr, "--gmail copies each message once") {
+		t.Errorf("copy from Gmail without --gmail = %d, want 0 and a hint:\n%s", code, stderr)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"maildir:" + filepath.Join(dir, "m"), "maildir:" + filepath.Join(dir, "n"), "--gmail"}, "--gmail needs an imaps:// source"},
+		{[]string{"imap://alice@gmail.com@" + g.addr, "maildir:" + filepath.Join(dir, "n"), "--gmail", "--delete-source"}, "--gmail with --delete-source"},
+	} {
+		code, _, stderr = runCLI(t, env, append([]string{"copy"}, tc.args...)...)
+		if code != exitUsage || !strings.Contains(stderr, tc.want) {
+			t.Errorf("copy %v = %d %q, want %d", tc.args, code, stderr, exitUsage)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "n")); err == nil {
+		t.Error("a refused --gmail copy created the destination")
+	}
+}

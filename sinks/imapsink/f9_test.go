@@ -274,6 +274,9 @@ func TestF9HostileNamesAndMessageIDs(t *testing.T) {
 			t.Fatalf("Put(%q, %q) = %v", name, msgid, err)
 		}
 	}
+	if err := s.Commit(ctx); err != nil { // MULTIAPPEND: durable only now
+		t.Fatalf("Commit() = %v", err)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close() = %v", err)
 	}
@@ -397,4 +400,70 @@ func FuzzEncodeMUTF7(f *testing.F) {
 			t.Fatalf("%d-byte name took %v", len(s), d)
 		}
 	})
+}
+
+// TestF9MultiAppendPath runs the hostile names through the sink's
+// hand-written MULTIAPPEND connection (the scripted fake offers it; the
+// memory server does not): each folder receives its one message under its
+// exact modified UTF-7 name, and every command line the fake read starts
+// with a tag and a known verb, so no name spilled into a line of its own.
+func TestF9MultiAppendPath(t *testing.T) {
+	f := startFake(t, "UIDPLUS MULTIAPPEND LITERAL+")
+	s := f.sink(t)
+	ctx := context.Background()
+	for i, name := range f9Names {
+		if err := s.CreateMailbox(ctx, name); err != nil {
+			t.Fatalf("CreateMailbox(%q) = %v", name, err)
+		}
+		body := fmt.Sprintf("Message-ID: %s\r\n\r\nbody %d\r\n", strings.NewReplacer("\r", "", "\n", "").Replace(f9MessageIDs[i]), i)
+		env := mail.Envelope{Mailbox: name, ID: mail.ID(fmt.Sprintf("1.%d", i+1)), Size: int64(len(body)), MessageID: f9MessageIDs[i]}
+		if _, err := s.Put(ctx, env, strings.NewReader(body)); err != nil {
+			t.Fatalf("Put(%q) = %v", name, err)
+		}
+	}
+	if err := s.Commit(ctx); err != nil { // MULTIAPPEND: durable only now
+		t.Fatalf("Commit() = %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close() = %v", err)
+	}
+	for i, name := range f9Names {
+		server, _ := namespace{delim: '/'}.serverName(name)
+		enc := encodeMUTF7(server)
+		if got := f.messages(enc); len(got) != 1 || !strings.HasSuffix(got[0], fmt.Sprintf("body %d\r\n", i)) {
+			t.Errorf("folder %q (%q) holds %q, want its one message", name, enc, got)
+		}
+	}
+	f.mu.Lock()
+	lines := append([]string(nil), f.lines...)
+	f.mu.Unlock()
+	verbs := map[string]bool{"CAPABILITY": true, "LOGIN": true, "LIST": true, "CREATE": true, "SUBSCRIBE": true, "SELECT": true, "EXAMINE": true,
+		"APPEND": true, "FETCH": true, "UID": true, "NOOP": true, "LOGOUT": true, "NAMESPACE": true, "ENABLE": true, "ID": true, "SEARCH": true, "STATUS": true, "UNSELECT": true, "CLOSE": true}
+	for _, l := range lines {
+		f := strings.Fields(l)
+		if len(f) < 2 || !verbs[strings.ToUpper(f[1])] || strings.ContainsAny(l, "\r\n") {
+			t.Errorf("the fake read a line that is not a command: %q", l)
+		}
+	}
+}
+
+// TestF9ParserCatchesInjection shows the recorder's parser failing on the
+// streams a broken quoting would produce, so TestF9 can fail.
+func TestF9ParserCatchesInjection(t *testing.T) {
+	for _, s := range []string{
+		"A1 CREATE \"Quote\" DELETE Victim\"\r\n",
+		"A1 CREATE \"CRLF\r\nX1 DELETE Victim\"\r\n",
+		"A1 CREATE \"Back\\ Slash\"\r\n",
+		"A1 CREATE {5}\r\nab\r\n",
+		"A1 CREATE Brace\x01\r\n",
+		"A1 APPEND INBOX (\\Seen {3}\r\nabc\r\n",
+	} {
+		if cmds, err := parseClientStream([]byte(s)); err == nil {
+			t.Errorf("parseClientStream(%q) = %+v, want an error", s, cmds)
+		}
+	}
+	cmds, err := parseClientStream([]byte("A1 CREATE \"Quote\" X2 DELETE Victim\r\n"))
+	if err != nil || len(cmds) != 1 || len(cmds[0].args) != 4 {
+		t.Errorf("an unescaped quote gives %+v, %v: want one command with 4 arguments (what the arg check catches)", cmds, err)
+	}
 }

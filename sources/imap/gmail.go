@@ -300,6 +300,9 @@ func (g *Gmail) scan(ctx context.Context) error {
 		_, _, err := g.msgIDs(ctx, name, func(id mail.ID, gm uint64) {
 			owners.meet(gm, rank, g.opt.Copied != nil && g.opt.Copied(name, id))
 		})
+		if errors.Is(err, mail.ErrMailboxNotFound) {
+			continue // deleted since LIST: it holds nothing to compete with
+		}
 		if err != nil {
 			return err
 		}

@@ -253,7 +253,7 @@ func (c *File) load() (int64, *header, error) {
 		if hdr == nil {
 			var h header
 			if json.Unmarshal(line, &h) != nil || h.Magic != "checkpoint" {
-				return 0, nil, fmt.Errorf("%w: %s is not a mailferry checkpoint (line 1)", ErrUnusable, c.path)
+				return 0, nil, fmt.Errorf("%w: %s is not a mailferry checkpoint (line 1; pass --rebuild-state to rebuild it from the destination, or --reset to start afresh)", ErrUnusable, c.path)
 			}
 			if h.Version != Version {
 				return 0, nil, fmt.Errorf("%w: %s has format version %d, this mailferry reads %d", ErrUnusable, c.path, h.Version, Version)
@@ -266,7 +266,7 @@ func (c *File) load() (int64, *header, error) {
 					c.Dropped = string(line)
 					return off, hdr, nil
 				}
-				return 0, nil, fmt.Errorf("%w: %s line %d is corrupt (move the file away to start afresh)", ErrUnusable, c.path, n)
+				return 0, nil, fmt.Errorf("%w: %s line %d is corrupt (pass --rebuild-state to rebuild it from the destination, or --reset to start afresh)", ErrUnusable, c.path, n)
 			}
 			c.put(rec)
 		}

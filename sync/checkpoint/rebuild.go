@@ -1,0 +1,66 @@
+package checkpoint
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/mailferry/mailferry/sync/mail"
+)
+
+// Rebuild re-creates records from the destination after a checkpoint was
+// lost or refused as corrupt (RELIABILITY-PLAN A9): for each source
+// mailbox that selected accepts (nil: all), it lists what dst holds in
+// dstName(mailbox) (nil: the same name) and adds to st a record for every
+// source message whose delivery key (mail.DeliveryKey of endpoint, mailbox
+// and ID) is among them, then flushes. A sink records that key with each
+// message it stores (the Maildir sink in its file names), so the following
+// copy downloads none of them again, and in delete mode deletes them on
+// the source only once the destination confirms it still holds them.
+//
+// It costs one listing of each side per mailbox and downloads nothing. The
+// records carry no content hash, so a later renumbering of those messages
+// (UIDVALIDITY) is copied anew rather than re-mapped. It returns the
+// number of records added.
+func Rebuild(ctx context.Context, st Store, src mail.Source, dst mail.Indexer, endpoint string, selected func(string) bool, dstName func(string) string) (int, error) {
+	boxes, err := src.Mailboxes(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("checkpoint: rebuild: list mailboxes: %w", err)
+	}
+	added := 0
+	for _, mb := range boxes {
+		if selected != nil && !selected(mb) {
+			continue
+		}
+		to := mb
+		if dstName != nil {
+			to = dstName(mb)
+		}
+		held := map[string]mail.ID{}
+		if err := dst.Index(ctx, to, func(e mail.Envelope) error {
+			if e.Key != "" {
+				held[e.Key] = e.ID
+			}
+			return nil
+		}); err != nil {
+			return added, fmt.Errorf("checkpoint: rebuild: list destination folder %q: %w", to, err)
+		}
+		if len(held) == 0 {
+			continue
+		}
+		err := src.List(ctx, mb, func(e mail.Envelope) error {
+			id, ok := held[mail.DeliveryKey(endpoint, mb, e.ID)]
+			if !ok || st.Has(Key{mb, e.ID}) {
+				return nil
+			}
+			added++
+			return st.Add(Record{Mailbox: mb, ID: e.ID, Dst: id, Size: e.Size})
+		})
+		if err != nil {
+			return added, fmt.Errorf("checkpoint: rebuild: list %q: %w", mb, err)
+		}
+	}
+	if err := st.Flush(); err != nil {
+		return added, err
+	}
+	return added, nil
+}
