@@ -187,6 +187,7 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 		}
 	}
 	var store checkpoint.Store
+	fresh := false // the checkpoint holds no record: lost, reset, or a first run
 	// A dry run uses the checkpoint when there is one, so that it lists
 	// what the next run would copy, but does not create one.
 	if _, serr := os.Stat(cpPath); !o.dryRun || serr == nil {
@@ -201,6 +202,7 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 		}
 		defer cp.Close()
 		store = cp
+		fresh = cp.Len() == 0
 	}
 	dst, err := reg.OpenSink(ctx, dstURL, dstOpt)
 	if err != nil {
@@ -229,12 +231,20 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 		engineSrc = filterSource(src, r.dates)
 	}
 
-	if idx, ok := dst.(mail.Indexer); ok && o.rebuildState {
+	// An empty checkpoint next to a Maildir that holds mail from this source
+	// (the checkpoint was lost, or --rebuild-state): rebuild it from the
+	// keys in the file names, so nothing is downloaded again and delete
+	// mode deletes only what the destination holds (A9). On a first run
+	// the destination folders are empty and this costs one directory
+	// listing each.
+	if idx, ok := dst.(mail.Indexer); ok && fresh && strings.HasPrefix(r.dst, "maildir:") {
 		n, err := checkpoint.Rebuild(ctx, store, src, idx, r.src, filter, folderMap.Then(roleMap))
 		if err != nil {
 			return r, err
 		}
-		log.Info("checkpoint rebuilt from the destination", "file", cpPath, "records", n)
+		if n > 0 || o.rebuildState {
+			log.Info("checkpoint rebuilt from the destination", "file", cpPath, "records", n)
+		}
 	}
 	step, batch := crashHook(env.getenv)
 	step = panicHook(env.getenv, step)

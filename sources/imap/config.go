@@ -43,6 +43,11 @@ type Config struct {
 	// Mailbox, when not empty, restricts the source to this mailbox and the
 	// mailboxes below it (UTF-8, '/'-separated, as in the URL path).
 	Mailbox string
+	// AllowUnsafeExpunge lets Source.Remove send a plain EXPUNGE on a
+	// server without UIDPLUS, which also expunges the messages other
+	// clients marked \Deleted. Off, the removed messages are only flagged
+	// \Deleted there. It is not part of the URL: it changes no endpoint.
+	AllowUnsafeExpunge bool
 }
 
 // ParseURL reads imaps://USER@HOST[:PORT][/MAILBOX] (implicit TLS, default

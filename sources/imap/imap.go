@@ -57,8 +57,9 @@ const (
 // Source lists and reads the messages of one IMAP account. It is safe for
 // concurrent use. It keeps one control connection for Mailboxes, List and
 // Stat, and a pool of up to Limits().Conns connections for Open, each
-// holding one mailbox EXAMINEd (read-only: the source never changes flags,
-// and BODY.PEEK leaves \Seen alone).
+// holding one mailbox EXAMINEd (read-only: listing and reading never change
+// flags, and BODY.PEEK leaves \Seen alone). Only Remove (remove.go) writes,
+// on a connection of its own.
 //
 // Message IDs are "<uidvalidity>.<uid>" (RFC 9051 §2.3.1.1): when the
 // mailbox's UIDVALIDITY changes, old IDs give mail.ErrNotFound.
@@ -79,6 +80,8 @@ type Source struct {
 	// BODY[] literal (LIBRARIES.md §0.1): Open then fetches by sequence
 	// number, which imapclient routes correctly.
 	seqFetch atomic.Bool
+
+	rm remover // Remove's connection and state
 
 	mu     sync.Mutex
 	closed bool
@@ -765,12 +768,16 @@ func parseID(id mail.ID) (uint32, imap.UID, bool) {
 }
 
 // toFlags converts IMAP flags, dropping \Recent (session state that servers
-// reject in APPEND, LIBRARIES.md §0.7). The result is sorted and never nil:
-// IMAP always knows a message's flags, even when there are none.
+// reject in APPEND, LIBRARIES.md §0.7) and \Deleted: that is a pending
+// EXPUNGE on this server (RFC 9051 §2.3.2), set by another client or by an
+// interrupted Remove, not a property to copy; carried over (or synced to an
+// earlier copy), it would let the destination's next EXPUNGE destroy the
+// copy. The result is sorted and never nil: IMAP always knows a message's
+// flags, even when there are none.
 func toFlags(in []imap.Flag) []mail.Flag {
 	out := make([]mail.Flag, 0, len(in))
 	for _, f := range in {
-		if strings.EqualFold(string(f), `\Recent`) {
+		if strings.EqualFold(string(f), `\Recent`) || strings.EqualFold(string(f), `\Deleted`) {
 			continue
 		}
 		out = append(out, mail.Flag(f))
