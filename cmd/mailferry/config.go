@@ -47,6 +47,7 @@ type jobConfig struct {
 	Exclude        []string   `toml:"exclude"`
 	Map            []string   `toml:"map"`
 	DeleteSource   bool       `toml:"delete_source"`
+	Gmail          bool       `toml:"gmail"`
 	Workers        int        `toml:"workers"`
 	MaxSize        configSize `toml:"max_size"`
 	MaxBytesPerSec configSize `toml:"max_bytes_per_sec"`

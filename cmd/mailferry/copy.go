@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/url"
 	"os"
@@ -204,9 +205,14 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 		store = cp
 		fresh = cp.Len() == 0
 	}
-	dst, err := reg.OpenSink(ctx, dstURL, dstOpt)
-	if err != nil {
-		return r, fmt.Errorf("destination: %w", err)
+	// A dry run into a local destination that does not exist yet must not
+	// create it (RELIABILITY-PLAN H2): everything is to be copied, and a dry
+	// run asks the sink for nothing.
+	var dst mail.Sink = dryRunSink{}
+	if !o.dryRun || !missingLocal(dstURL, dstOpt) {
+		if dst, err = reg.OpenSink(ctx, dstURL, dstOpt); err != nil {
+			return r, fmt.Errorf("destination: %w", err)
+		}
 	}
 	defer dst.Close()
 	src, err := reg.OpenSource(ctx, srcURL, srcOpt)
@@ -306,6 +312,36 @@ func canonical(reg *mail.Registry, raw string, o *mail.OpenOptions, source bool)
 	c := &url.URL{Scheme: u.Scheme, User: u.User, Host: strings.ToLower(u.Host), Path: u.Path, RawQuery: u.RawQuery}
 	return mail.Redact(c), nil
 }
+
+// missingLocal reports whether raw is a local endpoint (Maildir, mbox)
+// whose path does not exist.
+func missingLocal(raw string, o *mail.OpenOptions) bool {
+	u, err := mail.ParseEndpoint(raw, o)
+	if err != nil || (u.Opaque == "" && u.Host != "") {
+		return false
+	}
+	p, err := mail.LocalPath(u)
+	if err != nil {
+		return false
+	}
+	_, err = os.Stat(p)
+	return errors.Is(err, os.ErrNotExist)
+}
+
+// dryRunSink stands in for a destination a dry run must not create. The
+// engine neither creates mailboxes nor stores in a dry run. It lists no
+// message, as the missing destination, so a checkpoint that records copies
+// there is refused just as the real run would refuse it.
+type dryRunSink struct{}
+
+func (dryRunSink) Index(context.Context, string, func(mail.Envelope) error) error { return nil }
+
+func (dryRunSink) CreateMailbox(context.Context, string) error { return nil }
+func (dryRunSink) Put(context.Context, mail.Envelope, io.Reader) (mail.ID, error) {
+	return "", fmt.Errorf("dry run: nothing is stored: %w", mail.ErrUnsupported)
+}
+func (dryRunSink) Limits() mail.Limits { return mail.Limits{} }
+func (dryRunSink) Close() error        { return nil }
 
 func openCheckpoint(path string, reset bool, src, dst string, log *slog.Logger) (*checkpoint.File, error) {
 	if path == "" {

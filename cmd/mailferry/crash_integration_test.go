@@ -198,14 +198,27 @@ func TestA2KillSweepIMAP(t *testing.T) {
 
 // killSweep kills a copy after step k for k = 1, 2, ... until a run
 // finishes without reaching k, resuming after each kill and checking the
-// result with check. afterKill, if set, checks invariants right after a kill.
+// result with check. kind is maildir or mbox (a fresh store per kill
+// point) or a destination URL (imaps://..., which before must empty).
+// afterKill, if set, checks invariants right after a kill.
 func killSweep(t *testing.T, src, kind string, env, flags []string, before func(), check func(t *testing.T, dst string), afterKill func(t *testing.T, dst string)) {
-	for k := 1; k < 200; k++ {
+	_ = killSweepK(t, src, kind, env, flags, func(int) {
 		if before != nil {
 			before()
 		}
+	}, check, afterKill)
+}
+
+// killSweepK is killSweep whose before learns the kill point; it returns
+// the number of kill points swept.
+func killSweepK(t *testing.T, src, kind string, env, flags []string, before func(k int), check func(t *testing.T, dst string), afterKill func(t *testing.T, dst string)) int {
+	for k := 1; k < 200; k++ {
+		before(k)
 		dir := t.TempDir()
 		dst := kind + ":" + filepath.Join(dir, "out")
+		if strings.Contains(kind, "://") {
+			dst = kind
+		}
 		args := append([]string{"copy", src, dst, "--checkpoint", filepath.Join(dir, "cp.jsonl"), "--progress", "never", "--json"}, flags...)
 		code, killed, _, stderr := runBin(t, append([]string{fmt.Sprintf("MAILFERRY_TEST_CRASH_AFTER=%d", k), "MAILFERRY_TEST_BATCH=2"}, env...), args...)
 		if !killed {
@@ -216,7 +229,7 @@ func killSweep(t *testing.T, src, kind string, env, flags []string, before func(
 				t.Fatalf("only %d durable steps: the sweep tests nothing", k-1)
 			}
 			t.Logf("%d kill points swept", k-1)
-			return
+			return k - 1
 		}
 		if afterKill != nil {
 			afterKill(t, dst)
@@ -234,6 +247,8 @@ func killSweep(t *testing.T, src, kind string, env, flags []string, before func(
 			t.Fatalf("k=%d: invariants broken", k)
 		}
 	}
+	t.Fatal("no uninterrupted run within 200 kill points")
+	return 0
 }
 
 // TestA1A4KillSweepPOP3Delete covers scenarios A1, A2 and A4 for POP3 ->

@@ -255,9 +255,9 @@ func (fp *faultPipe) faulted(t *testing.T, p *mailtest.FaultProxy, dir string, s
 	p.SetSchedule(schedule)
 	r := runBinLimit(t, runLimit, fp.env(), fp.args(p, dir, extra...)...)
 	switch r.code {
-	case 0, exitUnexpected, exitPartial, exitUnreachable:
+	case 0, exitUnexpected, exitPartial, exitUnreachable, exitTemporary:
 	default:
-		t.Errorf("faulted run exited %d (killed %v), want 0, 1, 3 or 5: %s", r.code, r.killed, r.stderr)
+		t.Errorf("faulted run exited %d (killed %v), want 0, 1, 3, 5 or 8: %s", r.code, r.killed, r.stderr)
 	}
 	if r.code != 0 && !strings.HasPrefix(lastLine(r.stderr), "mailferry copy: ") {
 		t.Errorf("faulted run exited %d without a final one-line error: %q", r.code, lastLine(r.stderr))

@@ -127,6 +127,9 @@ func (o *copyOptions) applyJob(j jobConfig, set map[string]bool, env *cliEnv) er
 	}
 	o.maps = j.Map
 	o.deleteSource = j.DeleteSource
+	if j.Gmail {
+		o.gmail = true
+	}
 	if j.Workers > 0 {
 		o.common.workers = j.Workers
 	}
@@ -167,6 +170,7 @@ func (o *copyOptions) applyJob(j jobConfig, set map[string]bool, env *cliEnv) er
 			continue
 		}
 		s.side.passwordFile, s.side.passwordCmd, s.side.passwordEnv, s.side.inlinePassword = path(s.file), s.cmd, s.env, s.pw
+		hideFromChildren(s.env)
 		s.side.oauth2 = s.oa
 		s.side.oauth2.ClientSecretFile = path(s.oa.ClientSecretFile)
 		s.side.oauth2.RefreshTokenFile = path(s.oa.RefreshTokenFile)

@@ -78,17 +78,33 @@ func secretCommand(ctx context.Context, cmdline, what string) (string, error) {
 	return firstLine(out), nil
 }
 
-// childEnv is the environment of a password command: ours without the
-// variables that may hold a secret (MAILFERRY_SRC_PASSWORD, a token...),
-// so a command that logs or leaks its environment cannot give away the
-// other side's password (RELIABILITY-PLAN I6: no secret in child argv or
-// environment). The command line itself is the user's and holds none.
+// secretEnv names the variables a config file said hold a password
+// (src_password_env, dst_password_env): childEnv drops them too.
+var secretEnv stdsync.Map
+
+// hideFromChildren adds name to the variables no password or token command
+// inherits.
+func hideFromChildren(name string) {
+	if name != "" {
+		secretEnv.Store(name, true)
+	}
+}
+
+// childEnv is the environment of a password or token command: ours without
+// the variables that may hold a secret (MAILFERRY_SRC_PASSWORD, a token,
+// a config's *_password_env variable...), so a command that logs or leaks
+// its environment cannot give away the other side's password
+// (RELIABILITY-PLAN I6: no secret in child argv or environment). The
+// command line itself is the user's and holds none.
 func childEnv(environ []string) []string {
 	out := environ[:0:0]
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
 		up := strings.ToUpper(name)
 		if strings.HasPrefix(up, "MAILFERRY_") && (strings.Contains(up, "PASSWORD") || strings.Contains(up, "TOKEN") || strings.Contains(up, "SECRET")) {
+			continue
+		}
+		if _, hidden := secretEnv.Load(name); hidden {
 			continue
 		}
 		out = append(out, kv)

@@ -1,10 +1,11 @@
 // Package maildir delivers messages into a Maildir++ tree (the layout Dovecot
 // and Courier read as is) with batched durability: Put writes a message to
-// tmp/, and Commit makes every message Put before it durable at once: fsync
-// the files (a few in parallel), rename them into cur/ or new/, fsync each
-// touched directory once. Batching the fsyncs is what makes durable delivery
-// fast (PERFORMANCE.md: about half of mbsync's time, which fsyncs per
-// message).
+// tmp/, and Commit makes every message Put before it durable at once: one
+// syncfs(2) of the file system on Linux (elsewhere, and for a folder on
+// another file system, an fsync per file, a few in parallel), then rename
+// them into cur/ or new/, then fsync each touched directory once. Batching
+// the syncs is what makes durable delivery fast (PERFORMANCE.md: about half
+// of mbsync's time, which fsyncs per message; BENCHMARKS.md for syncfs).
 //
 // go-maildir is used only for its flag letters. Its delivery path cannot be
 // used: Dir.Create never fsyncs the file or the directory, and the writer's
@@ -93,6 +94,13 @@ type Sink struct {
 	seq      atomic.Uint64
 	lock     *os.File
 	lockPath string
+	// syncRoot is the root directory, open for syncfs(2), when Commit makes
+	// a batch durable with one syncfs instead of one fsync per file (New,
+	// on Linux); syncDev is its file system and syncAll does the syncfs
+	// (tests wrap it). nil: an fsync per file.
+	syncRoot *os.File
+	syncDev  uint64
+	syncAll  func() error
 
 	commitMu sync.Mutex // serialises Commit and Close
 
@@ -109,6 +117,10 @@ type Sink struct {
 // folder is one mailbox directory the sink has touched.
 type folder struct {
 	dir string
+	// dev is the file system of the folder's tmp/ (devOK: known). Only
+	// folders on the root's file system are covered by its syncfs.
+	dev   uint64
+	devOK bool
 
 	init  sync.Mutex // held while the directories are made and indexed
 	ready bool
@@ -142,7 +154,32 @@ type pending struct {
 // tmp marker whose run holds no lock; other programs' files are never
 // touched). A root that exists but is not a directory is a *mail.ConfigError.
 func New(ctx context.Context, root string, o *mail.OpenOptions) (*Sink, error) {
-	return newSink(ctx, root, o, osFS{}, time.Now)
+	s, err := newSink(ctx, root, o, osFS{}, time.Now)
+	if err != nil {
+		return nil, err
+	}
+	s.enableSyncFS()
+	return s, nil
+}
+
+// enableSyncFS makes Commit use one syncfs(2) of the root's file system per
+// batch instead of one fsync per file, where the OS has it. On this ext4
+// (no journal) each fsync writes the file's data and its inode block and
+// flushes the disk cache, one message at a time; one syncfs writes all the
+// batch's blocks in merged requests and flushes once. It cost about half
+// the kernel CPU of IMAP -> Maildir (BENCHMARKS.md). The guarantee is the
+// same: every file and its tmp/ entry are on disk before any rename, and
+// the renames' directories are fsynced before Commit returns. Sinks made
+// by newSink (tests with an injected file system) keep the per-file fsync
+// their recordings check.
+func (s *Sink) enableSyncFS() {
+	f, dev, err := openSyncRoot(s.root)
+	if err != nil {
+		s.log.Debug("maildir: no syncfs; fsyncing each file", "err", err)
+		return
+	}
+	s.syncRoot, s.syncDev = f, dev
+	s.syncAll = func() error { return syncFS(f) }
 }
 
 func newSink(ctx context.Context, root string, o *mail.OpenOptions, fsys fileSystem, now func() time.Time) (*Sink, error) {
@@ -354,6 +391,11 @@ func (s *Sink) folder(ctx context.Context, mailbox string) (*folder, error) {
 	fresh, err := s.prepare(f.dir)
 	if err != nil {
 		return nil, fmt.Errorf("maildir: mailbox %q: %w", mailbox, err)
+	}
+	// A folder directory may be a mount point: its messages are then not
+	// covered by a syncfs of the root's file system.
+	if fi, err := s.fs.Lstat(filepath.Join(f.dir, "tmp")); err == nil {
+		f.dev, f.devOK = devOf(fi)
 	}
 	keys := map[string]*keyState{}
 	if !fresh {
@@ -749,7 +791,8 @@ func copyBody(ctx context.Context, w io.Writer, r io.Reader) (int64, error) {
 }
 
 // Commit makes every message Put before it durable and visible: it sets each
-// file's mtime to its Envelope.Date, fsyncs the files (syncWorkers at a
+// file's mtime to its Envelope.Date, makes the files durable (one syncfs
+// for the batch, see enableSyncFS; else an fsync each, syncWorkers at a
 // time), renames them from tmp/ into cur/ or new/ (never over an existing
 // file: a taken name gets a fresh one, so that message's ID changes), then
 // fsyncs each touched directory once. Only when Commit returns nil are the
@@ -758,7 +801,8 @@ func copyBody(ctx context.Context, w io.Writer, r io.Reader) (int64, error) {
 //
 // A message whose fsync or rename failed is removed from tmp/ and forgotten
 // (fsync is never retried: after a failure the data may be lost even though a
-// second fsync succeeds); re-Put it. Messages already renamed stay, and their
+// second fsync succeeds); re-Put it. A failed syncfs fails every message it
+// covered. Messages already renamed stay, and their
 // directories are fsynced again by the next Commit if that failed. Any
 // failure makes Commit return an error. Commit may run concurrently with
 // Put; concurrent Commits run one after the other.
@@ -784,9 +828,13 @@ func (s *Sink) Commit(ctx context.Context) error {
 	}
 
 	errs := make([]error, len(batch))
-	parallel(len(batch), syncWorkers, func(i int) {
-		errs[i] = s.syncFile(batch[i])
-	})
+	if s.syncRoot != nil {
+		s.syncBatch(batch, errs)
+	} else {
+		parallel(len(batch), syncWorkers, func(i int) {
+			errs[i] = s.syncFile(batch[i])
+		})
+	}
 
 	var firstErr error
 	failed := 0
@@ -819,12 +867,70 @@ func (s *Sink) Commit(ctx context.Context) error {
 	return nil
 }
 
+// syncBatch makes batch durable with one syncfs(2) (see enableSyncFS): it
+// sets each file's mtime and closes it, then syncs the root's file system
+// once. A syncfs error fails every message it covered: which file it came
+// from is unknown. Files in folders on another file system get their own
+// fsync (syncFile).
+func (s *Sink) syncBatch(batch []*pending, errs []error) {
+	covered := func(p *pending) bool { return p.folder.devOK && p.folder.dev == s.syncDev }
+	any := false
+	for i, p := range batch {
+		if !covered(p) {
+			continue // below, in parallel
+		}
+		errs[i] = s.closeFile(p)
+		any = any || errs[i] == nil
+	}
+	parallel(len(batch), syncWorkers, func(i int) {
+		if !covered(batch[i]) {
+			errs[i] = s.syncFile(batch[i])
+		}
+	})
+	if !any {
+		return
+	}
+	if err := s.syncAll(); err != nil {
+		err = fmt.Errorf("maildir: commit: %w", err)
+		for i, p := range batch {
+			if errs[i] == nil && covered(p) {
+				errs[i] = err
+			}
+		}
+	}
+}
+
+// closeFile sets p's mtime and closes it, without fsync: a syncfs follows.
+func (s *Sink) closeFile(p *pending) error {
+	err := s.setMtime(p)
+	if p.f != nil {
+		if cerr := p.f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("maildir: commit %s: %w", p.tmp, err)
+	}
+	return nil
+}
+
+// setMtime sets p's mtime to its Envelope.Date: through the open file where
+// it can (no path lookup), else by path.
+func (s *Sink) setMtime(p *pending) error {
+	if p.date.IsZero() {
+		return nil
+	}
+	if f, ok := p.f.(*os.File); ok {
+		if err := setMtimeFD(f, p.date); !errors.Is(err, errors.ErrUnsupported) {
+			return err
+		}
+	}
+	return s.fs.Chtimes(p.tmp, p.date)
+}
+
 // syncFile sets p's mtime and fsyncs and closes it.
 func (s *Sink) syncFile(p *pending) error {
-	var err error
-	if !p.date.IsZero() {
-		err = s.fs.Chtimes(p.tmp, p.date)
-	}
+	err := s.setMtime(p)
 	fh := p.f
 	if fh == nil {
 		if fh, err = s.reopen(p.tmp, err); fh == nil {
@@ -990,6 +1096,9 @@ func (s *Sink) Close() error {
 	if s.lock != nil {
 		os.Remove(s.lockPath)
 		s.lock.Close()
+	}
+	if s.syncRoot != nil {
+		s.syncRoot.Close()
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("maildir: close: %w", err)

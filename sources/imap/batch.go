@@ -61,12 +61,21 @@ func (s *Source) OpenBatch(ctx context.Context, envs []mail.Envelope, fn func(ma
 	}
 	stop := watch(ctx, cn)
 	keep := false
-	var open io.Reader // a literal imapclient still waits on, for put
+	var cmd *imapclient.FetchCommand
 	defer func() {
 		if !stop() {
 			keep = false
 		}
-		s.put(cn, keep, open)
+		if cmd != nil && !keep {
+			// Ended early (an error from fn, or a panic in it):
+			// imapclient's reader may be parked until a literal, this one
+			// or the next message's, is read, and Client.Close would wait
+			// for it forever. Break the connection (every read now fails
+			// at once) and drain the command, which lets the reader finish.
+			cn.kill()
+			cmd.Close()
+		}
+		s.put(cn, keep, nil)
 	}()
 	box, ok := s.known(mbName)
 	if !ok {
@@ -92,7 +101,7 @@ func (s *Source) OpenBatch(ctx context.Context, envs []mail.Envelope, fn func(ma
 		keep = true
 		return nil // every ID is stale: Open reports each as not found
 	}
-	cmd := cn.c.Fetch(set, &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}}})
+	cmd = cn.c.Fetch(set, &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}}})
 	for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
 		var uid imap.UID
 		for item := msg.Next(); item != nil; item = msg.Next() {
@@ -106,7 +115,6 @@ func (s *Source) OpenBatch(ctx context.Context, envs []mail.Envelope, fn func(ma
 				}
 				delete(byUID, uid)
 				lr := &checkedLiteral{lit: it.Literal, op: fmt.Sprintf("fetch %s %s", mbName, env.ID)}
-				open = it.Literal
 				ferr := fn(env, lr)
 				if ferr == nil && !lr.ended {
 					ferr = fmt.Errorf("imap: %s: body not read to the end", lr.op)
@@ -115,12 +123,8 @@ func (s *Source) OpenBatch(ctx context.Context, envs []mail.Envelope, fn func(ma
 					if ctx.Err() != nil {
 						ferr = fmt.Errorf("imap: %s: %w", op, ctx.Err())
 					}
-					if lr.ended {
-						open = nil
-					}
-					return ferr // the deferred put discards the connection
+					return ferr // the deferred func drains and discards the connection
 				}
-				open = nil
 			}
 		}
 	}

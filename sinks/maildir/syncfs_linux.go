@@ -1,0 +1,80 @@
+package maildir
+
+import (
+	"os"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// openSyncRoot opens root for syncfs(2) and returns it with the device
+// number of its file system.
+func openSyncRoot(root string) (*os.File, uint64, error) {
+	f, err := os.OpenFile(root, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, 0, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	dev, ok := devOf(fi)
+	if !ok {
+		f.Close()
+		return nil, 0, syscall.ENOTSUP
+	}
+	return f, dev, nil
+}
+
+// syncFS writes back every dirty file, inode and directory block of the file
+// system f is on and flushes the disk cache: syncfs(2). Since Linux 5.8 it
+// also reports write-back errors of any file on it since the last call
+// through f (errseq), so a failed background write-back of a message is not
+// missed.
+func syncFS(f *os.File) error {
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) { serr = unix.Syncfs(int(fd)) }); err != nil {
+		return err
+	}
+	if serr != nil {
+		return &os.PathError{Op: "syncfs", Path: f.Name(), Err: serr}
+	}
+	return nil
+}
+
+// devOf returns the device number of a file's file system.
+func devOf(fi os.FileInfo) (uint64, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, false
+	}
+	return uint64(st.Dev), true
+}
+
+// setMtimeFD sets the modification time of the open file f and leaves its
+// access time alone: utimensat(fd, NULL, ...), which needs no path lookup
+// (os.Chtimes resolves the path again).
+func setMtimeFD(f *os.File, mtime time.Time) error {
+	ts := [2]unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Sec: mtime.Unix(), Nsec: int64(mtime.Nanosecond())}}
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var errno syscall.Errno
+	if err := raw.Control(func(fd uintptr) {
+		_, _, errno = unix.Syscall6(unix.SYS_UTIMENSAT, fd, 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+	}); err != nil {
+		return err
+	}
+	if errno != 0 {
+		return &os.PathError{Op: "futimens", Path: f.Name(), Err: errno}
+	}
+	return nil
+}
