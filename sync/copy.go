@@ -99,6 +99,17 @@ type Result struct {
 	// Events are what the run noticed about whole folders (identifiers
 	// changed, a folder replaced or halted), in the order they happened.
 	Events []Event
+	// Planned, in a dry run, lists the messages a real run would copy now,
+	// in listing order (RELIABILITY-PLAN H2: the plan is comparable with
+	// what the real run then records).
+	Planned []Planned
+}
+
+// Planned is one message a dry run would copy.
+type Planned struct {
+	Mailbox string  `json:"mailbox"`
+	ID      mail.ID `json:"id"`
+	Size    int64   `json:"size"`
 }
 
 type job struct {
@@ -266,7 +277,7 @@ func Copy(ctx context.Context, src mail.Source, dst mail.Sink, opt Options) (*Re
 	g, gctx := errgroup.WithContext(runCtx)
 	jobs := make(chan []job, 2*workers)
 	dones := make(chan done, 4*opt.BatchSize)
-	var mu stdsync.Mutex // guards res.Failures, res.Skipped, res.Events, halts
+	var mu stdsync.Mutex // guards res.Failures, res.Skipped, res.Events, res.Planned, halts
 	fail := func(list *[]Failure, env mail.Envelope, err error) {
 		mu.Lock()
 		*list = append(*list, Failure{Mailbox: env.Mailbox, ID: env.ID, Err: err.Error(), Temporary: mail.Temporary(err)})
@@ -282,13 +293,18 @@ func Copy(ctx context.Context, src mail.Source, dst mail.Sink, opt Options) (*Re
 			halts = append(halts, halt)
 		}
 	}
+	plan := func(env mail.Envelope) {
+		mu.Lock()
+		res.Planned = append(res.Planned, Planned{Mailbox: env.Mailbox, ID: env.ID, Size: env.Size})
+		mu.Unlock()
+	}
 
 	g.Go(func() error {
 		defer close(jobs)
 		for _, mb := range selected {
 			err := func() (err error) {
 				defer catchPanic(&err, opt.Logger)
-				return listMailbox(gctx, src, dst, mb, opt, jobs, dones, func(env mail.Envelope, err error) { fail(&res.Skipped, env, err) }, note)
+				return listMailbox(gctx, src, dst, mb, opt, jobs, dones, func(env mail.Envelope, err error) { fail(&res.Skipped, env, err) }, note, plan)
 			}()
 			var pe *PanicError
 			if errors.As(err, &pe) {
@@ -417,7 +433,7 @@ func reportUnstored(src mail.Source, res *Result, opt Options) {
 }
 
 // listMailbox sends the messages of mb that need copying to jobs.
-func listMailbox(ctx context.Context, src mail.Source, dst mail.Sink, mb string, opt Options, jobs chan<- []job, dones chan<- done, skip func(mail.Envelope, error), note func(Event, *ResetError)) error {
+func listMailbox(ctx context.Context, src mail.Source, dst mail.Sink, mb string, opt Options, jobs chan<- []job, dones chan<- done, skip func(mail.Envelope, error), note func(Event, *ResetError), plan func(mail.Envelope)) error {
 	st := opt.Stats
 	box := st.Box(mb)
 	st.current.Store(mb)
@@ -559,6 +575,7 @@ func listMailbox(ctx context.Context, src mail.Source, dst mail.Sink, mb string,
 			st.QueuedBytes.Add(env.Size)
 		}
 		if opt.DryRun {
+			plan(env)
 			continue
 		}
 		j := job{env: env}

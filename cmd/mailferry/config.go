@@ -58,7 +58,12 @@ type jobConfig struct {
 	Checkpoint     string     `toml:"checkpoint"`
 	CAFile         string     `toml:"ca_file"`
 	AllowPlaintext bool       `toml:"allow_plaintext"`
-	Timeout        configDur  `toml:"timeout"`
+	// The rest mirror --allow-plaintext-auth, --pin-sha256 and
+	// --allow-unsafe-expunge.
+	AllowPlaintextAuth bool      `toml:"allow_plaintext_auth"`
+	PinSHA256          []string  `toml:"pin_sha256"`
+	AllowUnsafeExpunge bool      `toml:"allow_unsafe_expunge"`
+	Timeout            configDur `toml:"timeout"`
 
 	SrcPasswordFile string         `toml:"src_password_file"`
 	SrcPasswordCmd  string         `toml:"src_password_cmd"`

@@ -22,24 +22,25 @@ import (
 )
 
 type copyOptions struct {
-	common           commonFlags
-	src, dst         sideFlags
-	checkpoint       string
-	reset            bool
-	rebuildState     bool // rebuild the checkpoint from the destination (A9)
-	dryRun           bool
-	deleteSource     bool
-	progress         string
-	progressInterval time.Duration
-	maxSize          sizeFlag
-	maxBytesPerSec   sizeFlag
-	maxMsgsPerSec    int64
-	maxBytes         sizeFlag
-	since, before    dateFlag
-	maps             multiFlag // --map rules (folder renames)
-	report           string
-	remap            bool // re-map folders whose identifiers were reset (C3)
-	gmail            bool // the Gmail preset: each message once (help gmail)
+	common             commonFlags
+	src, dst           sideFlags
+	checkpoint         string
+	reset              bool
+	rebuildState       bool // rebuild the checkpoint from the destination (A9)
+	dryRun             bool
+	deleteSource       bool
+	allowUnsafeExpunge bool // IMAP without UIDPLUS: plain EXPUNGE (C9)
+	progress           string
+	progressInterval   time.Duration
+	maxSize            sizeFlag
+	maxBytesPerSec     sizeFlag
+	maxMsgsPerSec      int64
+	maxBytes           sizeFlag
+	since, before      dateFlag
+	maps               multiFlag // --map rules (folder renames)
+	report             string
+	remap              bool // re-map folders whose identifiers were reset (C3)
+	gmail              bool // the Gmail preset: each message once (help gmail)
 }
 
 func (o *copyOptions) addFlags(fs *flag.FlagSet) {
@@ -50,7 +51,8 @@ func (o *copyOptions) addFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.reset, "reset", false, "start the checkpoint afresh (forget what was copied; also for a checkpoint written for other endpoints, or corrupt); a destination that already holds messages mailferry wrote does not get them twice")
 	fs.BoolVar(&o.rebuildState, "rebuild-state", false, "rebuild the checkpoint (lost, or refused as corrupt) from what the destination holds: messages it stored before are recorded without downloading them again (maildir: destinations)")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "list what would be copied; store and delete nothing")
-	fs.BoolVar(&o.deleteSource, "delete-source", false, "delete each message from SRC once it is durably stored and recorded (POP3 DELE, committed at QUIT)")
+	fs.BoolVar(&o.deleteSource, "delete-source", false, "delete each message from SRC once it is durably stored and recorded (POP3: DELE, committed at QUIT; IMAP: \\Deleted then UID EXPUNGE of exactly those messages)")
+	fs.BoolVar(&o.allowUnsafeExpunge, "allow-unsafe-expunge", false, "with --delete-source from an IMAP server without UIDPLUS: send a plain EXPUNGE, which also removes messages other clients flagged \\Deleted (without it, copied messages stay flagged \\Deleted there)")
 	fs.StringVar(&o.progress, "progress", "auto", "progress display: auto (bars on a terminal, a log line every --progress-interval otherwise), always, never")
 	fs.DurationVar(&o.progressInterval, "progress-interval", 10*time.Second, "without a terminal, log progress every `DURATION`")
 	fs.Var(&o.maxSize, "max-size", "skip and report messages larger than `SIZE` (e.g. 25M; 0 = no limit)")
@@ -167,6 +169,7 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 	}
 	reg := env.registry()
 	srcOpt := o.common.openOptions(&o.src, env, log)
+	srcOpt.AllowUnsafeExpunge = o.allowUnsafeExpunge
 	dstOpt := o.common.openOptions(&o.dst, env, log)
 	r := &copyResult{}
 	// Check both URLs before any network or disk I/O (scenario E1).
@@ -243,7 +246,7 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 	// mode deletes only what the destination holds (A9). On a first run
 	// the destination folders are empty and this costs one directory
 	// listing each.
-	if idx, ok := dst.(mail.Indexer); ok && fresh && strings.HasPrefix(r.dst, "maildir:") {
+	if idx, ok := dst.(mail.Indexer); ok && fresh && !o.dryRun && strings.HasPrefix(r.dst, "maildir:") {
 		n, err := checkpoint.Rebuild(ctx, store, src, idx, r.src, filter, folderMap.Then(roleMap))
 		if err != nil {
 			return r, err
@@ -381,6 +384,7 @@ type summary struct {
 	Failures []mailferry.Failure           `json:"failures,omitempty"`
 	Skipped  []mailferry.Failure           `json:"skipped,omitempty"`
 	Events   []mailferry.Event             `json:"events,omitempty"`
+	Planned  []mailferry.Planned           `json:"planned,omitempty"` // --dry-run: what a real run would copy
 }
 
 // filterSummary says what a run left out on purpose.
@@ -414,6 +418,7 @@ func makeSummary(o *copyOptions, r *copyResult, err error, start time.Time) summ
 	s.Totals = st.Snapshot()
 	s.Failures, s.Skipped = r.res.Failures, r.res.Skipped
 	s.Events = r.res.Events
+	s.Planned = r.res.Planned
 	s.Counts = countsOf(s.Totals, r.res, s.Filters)
 	for _, mb := range st.Mailboxes() {
 		s.Folders[mb] = st.Box(mb).Snapshot()

@@ -603,7 +603,7 @@ func TestB2SlowServerWithinTimeout(t *testing.T) {
 
 // TestB3FragmentedPlaintext covers B3: every byte the server sends arrives
 // in TCP segments of 1 to 7 bytes, over a plaintext session (STARTTLS is
-// stripped and --allow-plaintext given, so the IMAP and POP3 parsers see the
+// stripped and --allow-plaintext and --allow-plaintext-auth given, so the IMAP and POP3 parsers see the
 // fragments, not TLS records): literal boundaries, CRLF and the POP3 "."
 // line are split anywhere. The result must be byte-identical.
 func TestB3FragmentedPlaintext(t *testing.T) {
@@ -617,7 +617,7 @@ func TestB3FragmentedPlaintext(t *testing.T) {
 			p := mailtest.NewFaultProxy(t, fp.target)
 			p.Record(true)
 			f := mailtest.Fault{Fragment: 7, Rewrite: stripCap(pc.cap)}
-			r := fp.faulted(t, p, dir, mailtest.EveryConn(f), "--allow-plaintext")
+			r := fp.faulted(t, p, dir, mailtest.EveryConn(f), "--allow-plaintext", "--allow-plaintext-auth")
 			if r.code != 0 {
 				t.Fatalf("fragmented copy: exit %d: %s", r.code, r.stderr)
 			}

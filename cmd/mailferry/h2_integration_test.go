@@ -1,6 +1,10 @@
 package main
 
 import (
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,9 +23,9 @@ import (
 // bytes, listed, already present) is what the real run that follows then
 // does (copied, bytes, listed, present).
 //
-// The comparison is per folder: the --json summary has no per-message
-// list of planned actions, and the engine (sync/copy.go) does not expose
-// the queued envelopes of a dry run to the command.
+// The comparison is per folder (counts and bytes) and per message: the
+// dry run's --json "planned" list must equal the records the real run adds
+// to the checkpoint.
 func TestH2DryRunWritesNothingAndPlansTheRealRun(t *testing.T) {
 	t.Parallel()
 	d := mailtest.NeedDovecot(t)
@@ -106,6 +110,7 @@ func TestH2DryRunWritesNothingAndPlansTheRealRun(t *testing.T) {
 					t.Errorf("%s: the dry run fetched %d and stored %d, want 0, 0", name, plan.Counts.Fetched, plan.Counts.Stored)
 				}
 
+				recordedBefore := recordKeys(t, cp)
 				real := runBinLimit(t, runLimit, env, args...)
 				did := parseJSONSummary(t, real)
 				if real.code != 0 {
@@ -129,6 +134,21 @@ func TestH2DryRunWritesNothingAndPlansTheRealRun(t *testing.T) {
 						t.Errorf("%s: the real run copied folder %q the dry run did not list", name, mb)
 					}
 				}
+				// Message by message: the plan is exactly what the real run
+				// then recorded in the checkpoint.
+				planned := map[string]bool{}
+				for _, p := range plan.Planned {
+					planned[p.Mailbox+"\x00"+string(p.ID)] = true
+				}
+				recorded := map[string]bool{}
+				for k := range recordKeys(t, cp) {
+					if !recordedBefore[k] {
+						recorded[k] = true
+					}
+				}
+				if len(planned) != len(plan.Planned) || !maps.Equal(planned, recorded) {
+					t.Errorf("%s: the dry run planned %d message(s), the real run recorded %d new; they differ", name, len(plan.Planned), len(recorded))
+				}
 				t.Logf("%s: planned and copied %d message(s) in %d folder(s)", name, did.Totals.Copied, len(did.Folders))
 			}
 			seed("old", map[string]int{"INBOX": 12, "Work": 5})
@@ -137,4 +157,28 @@ func TestH2DryRunWritesNothingAndPlansTheRealRun(t *testing.T) {
 			phase("incremental run")
 		})
 	}
+}
+
+// recordKeys returns "mailbox\x00id" of every record in the checkpoint
+// file at path (none when it does not exist).
+func recordKeys(t *testing.T, path string) map[string]bool {
+	t.Helper()
+	keys := map[string]bool{}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return keys
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		var r struct {
+			M  string `json:"m"`
+			ID string `json:"id"`
+		}
+		if json.Unmarshal([]byte(line), &r) == nil && r.ID != "" {
+			keys[r.M+"\x00"+r.ID] = true
+		}
+	}
+	return keys
 }

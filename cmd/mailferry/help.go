@@ -63,6 +63,9 @@ Job keys (each one mirrors a flag of 'mailferry copy'):
   checkpoint               file (default: named after the two endpoints)
   ca_file                  extra trusted CA certificates (PEM)
   allow_plaintext          bool: let imap:// and pop3:// go on without TLS
+  allow_plaintext_auth     bool: and send the password over it in clear text
+  pin_sha256               list of server key pins, like --pin-sha256
+  allow_unsafe_expunge     bool: like --allow-unsafe-expunge
   timeout                  "60s"
 Credentials, for src_ and dst_ (never in the URL):
   src_password_file        first line of a file

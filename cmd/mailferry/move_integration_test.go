@@ -3,14 +3,23 @@ package main
 import (
 	"crypto/sha256"
 	"fmt"
+	"io"
+	"log"
 	"math/rand/v2"
+	"net"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
+	stdsync "sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
@@ -265,5 +274,165 @@ func TestA7RandomKillIMAPMove(t *testing.T) {
 	t.Logf("%d of %d trials were killed mid-run", killed, moveTrials())
 	if killed == 0 {
 		t.Errorf("no trial was killed mid-run: the test tested nothing")
+	}
+}
+
+// c9Server is go-imap's in-memory server in plain text, with or without
+// UIDPLUS. It counts plain EXPUNGE commands (any client), and at the first
+// STORE of the run another client's message arrives already \Deleted.
+type c9Server struct {
+	addr       string
+	user       *imapmemserver.User
+	plainExp   atomic.Int32
+	arriveOnce stdsync.Once
+}
+
+type c9Session struct {
+	imapserver.SessionIMAP4rev2
+	srv *c9Server
+}
+
+func (s *c9Session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error {
+	if uids == nil {
+		s.srv.plainExp.Add(1)
+	}
+	return s.SessionIMAP4rev2.Expunge(w, uids)
+}
+
+func (s *c9Session) Store(w *imapserver.FetchWriter, set imap.NumSet, flags *imap.StoreFlags, o *imap.StoreOptions) error {
+	s.srv.arriveOnce.Do(func() {
+		s.srv.user.Append("INBOX", strings.NewReader("Subject: other\r\n\r\nanother client's, marked for deletion\r\n"), &imap.AppendOptions{Flags: []imap.Flag{imap.FlagDeleted}})
+	})
+	return s.SessionIMAP4rev2.Store(w, set, flags, o)
+}
+
+func startC9Server(t *testing.T, caps imap.CapSet, msgs []mailtest.SeedMessage) *c9Server {
+	t.Helper()
+	mem := imapmemserver.New()
+	user := imapmemserver.NewUser("alice", "pw")
+	if err := user.Create("INBOX", nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		if _, err := user.Append("INBOX", strings.NewReader(string(m.Body)), &imap.AppendOptions{Flags: m.Flags, Time: m.Date}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mem.AddUser(user)
+	srv := &c9Server{user: user}
+	is := imapserver.New(&imapserver.Options{
+		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+			return &c9Session{SessionIMAP4rev2: mem.NewSession().(imapserver.SessionIMAP4rev2), srv: srv}, nil, nil
+		},
+		Caps:         caps,
+		InsecureAuth: true,
+		Logger:       log.New(io.Discard, "", 0),
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go is.Serve(ln)
+	t.Cleanup(func() { is.Close() })
+	srv.addr = ln.Addr().String()
+	return srv
+}
+
+// count returns how many messages INBOX holds and how many of them are
+// flagged \Deleted, as another client sees it.
+func (c *c9Server) count(t *testing.T) (total, deleted int) {
+	t.Helper()
+	cl, err := imapclient.DialInsecure(c.addr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.Login("alice", "pw").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	sd, err := cl.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sd.NumMessages == 0 {
+		return 0, 0
+	}
+	msgs, err := cl.Fetch(imap.SeqSet{{Start: 1, Stop: sd.NumMessages}}, &imap.FetchOptions{Flags: true}).Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		for _, f := range m.Flags {
+			if f == imap.FlagDeleted {
+				deleted++
+			}
+		}
+	}
+	return len(msgs), deleted
+}
+
+// TestC9MoveWithoutUIDPLUS runs a move (IMAP -> Maildir, --delete-source)
+// through the CLI against servers with and without UIDPLUS, while another
+// client's message arrives already \Deleted mid-run. Without UIDPLUS no
+// plain EXPUNGE is ever sent: the other client's message survives the run,
+// ours stay flagged \Deleted, and "expunge skipped: no UIDPLUS" is reported
+// once per mailbox and run; with UIDPLUS exactly ours are expunged. The
+// Maildir gets every message once. The rerun moves the newcomer like any
+// message (it was copied first, so expunging it loses nothing), and the
+// run after that copies nothing.
+func TestC9MoveWithoutUIDPLUS(t *testing.T) {
+	seed := crashCorpus()
+	n := len(seed)
+	for _, tc := range []struct {
+		name     string
+		caps     imap.CapSet
+		left     [2]int // messages on the server after runs 1 and 2, all flagged \Deleted
+		warnings int
+		extra    []string
+		copied   [3]int64 // by runs 1, 2 and 3
+	}{
+		{"no UIDPLUS", imap.CapSet{imap.CapIMAP4rev1: {}}, [2]int{n + 1, n + 1}, 1, nil, [3]int64{int64(n), 1, 0}},
+		{"UIDPLUS", imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapUIDPlus: {}}, [2]int{1, 0}, 0, nil, [3]int64{int64(n), 1, 0}},
+		// The user's explicit choice: a plain EXPUNGE, which takes the
+		// other client's \Deleted message with ours (never copied: that is
+		// what "unsafe" means, and why it is not the default).
+		{"no UIDPLUS, --allow-unsafe-expunge", imap.CapSet{imap.CapIMAP4rev1: {}}, [2]int{0, 0}, 0, []string{"--allow-unsafe-expunge"}, [3]int64{int64(n), 0, 0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := startC9Server(t, tc.caps, seed)
+			dir := t.TempDir()
+			dst := "maildir:" + filepath.Join(dir, "out")
+			args := append([]string{"copy", "imap://alice@" + srv.addr, dst, "--allow-plaintext-auth", "--delete-source",
+				"--checkpoint", filepath.Join(dir, "cp.jsonl"), "--progress", "never", "--json"}, tc.extra...)
+			env := map[string]string{"MAILFERRY_SRC_PASSWORD": "pw", "MAILFERRY_TEST_BATCH": "2"}
+			for run, wantCopied := range tc.copied {
+				code, out, stderr := runCLI(t, env, args...)
+				if code != 0 {
+					t.Fatalf("run %d exited %d: %s", run+1, code, stderr)
+				}
+				if got := copiedCount(t, out); got != wantCopied {
+					t.Errorf("run %d copied %d, want %d", run+1, got, wantCopied)
+				}
+				if w := strings.Count(stderr, "expunge skipped: no UIDPLUS"); w != tc.warnings && run < 2 {
+					t.Errorf("run %d: %d \"expunge skipped: no UIDPLUS\" warnings, want %d:\n%s", run+1, w, tc.warnings, stderr)
+				}
+				if run < 2 {
+					if left, deleted := srv.count(t); left != tc.left[run] || deleted != left {
+						t.Errorf("after run %d the server holds %d messages, %d flagged \\Deleted; want %d, all flagged", run+1, left, deleted, tc.left[run])
+					}
+				}
+				if run == 0 {
+					if got := bodiesIn(t, dst, true)["INBOX"]; !sameMultiset(got, multiset(seed)) {
+						t.Errorf("the Maildir holds %v, want every seeded message once", got)
+					}
+				}
+			}
+			switch p := srv.plainExp.Load(); {
+			case tc.extra == nil && p != 0:
+				t.Errorf("%d plain EXPUNGE (or CLOSE) command(s) sent, want none", p)
+			case tc.extra != nil && p == 0:
+				t.Errorf("no plain EXPUNGE sent with --allow-unsafe-expunge")
+			}
+		})
 	}
 }

@@ -150,6 +150,9 @@ func (o *copyOptions) applyJob(j jobConfig, set map[string]bool, env *cliEnv) er
 	o.checkpoint = path(j.Checkpoint)
 	o.common.caFile = path(j.CAFile)
 	o.common.allowPlaintext = j.AllowPlaintext
+	o.common.allowPlaintextAuth = o.common.allowPlaintextAuth || j.AllowPlaintextAuth
+	o.common.pinSHA256 = append(o.common.pinSHA256, j.PinSHA256...)
+	o.allowUnsafeExpunge = o.allowUnsafeExpunge || j.AllowUnsafeExpunge
 	for _, s := range []struct {
 		side *sideFlags
 		name string

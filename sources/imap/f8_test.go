@@ -85,7 +85,10 @@ func TestF8HostileResponses(t *testing.T) {
 		},
 		{
 			name: "FetchLineWithoutCRLF",
-			list: func(fc *fakeConn, tag string) { fc.send("* 1 FETCH (FLAGS ("); endless(fc, "$Keyword_with_a_long_name_to_keep_the_count_low ") },
+			list: func(fc *fakeConn, tag string) {
+				fc.send("* 1 FETCH (FLAGS (")
+				endless(fc, "$Keyword_with_a_long_name_to_keep_the_count_low ")
+			},
 			want: "longer than 1 MiB",
 		},
 		{

@@ -135,6 +135,11 @@ func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Source, error)
 	if o == nil {
 		o = &mail.OpenOptions{}
 	}
+	if o.AllowUnsafeExpunge && !cfg.AllowUnsafeExpunge {
+		c := *cfg
+		c.AllowUnsafeExpunge = true
+		cfg = &c
+	}
 	s := &Source{cfg: cfg, o: *o, log: logger(cfg, o), all: map[*conn]struct{}{}}
 	s.conns = o.Conns
 	if s.conns <= 0 {

@@ -191,9 +191,13 @@ func OpenFS(fsys FS, path, src, dst string, reset bool) (*File, error) {
 		}
 		return c, nil
 	}
-	if err := f.Truncate(end); err != nil { // cut a torn last line
-		f.Close()
-		return nil, fmt.Errorf("checkpoint: %w", err)
+	// Cut a torn last line; only then, so that opening a whole file (a dry
+	// run, a rerun with nothing new) leaves even its mtime alone (H1, H2).
+	if fi, err := f.Stat(); err != nil || fi.Size() > end {
+		if err := f.Truncate(end); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("checkpoint: %w", err)
+		}
 	}
 	if _, err := f.Seek(end, io.SeekStart); err != nil {
 		f.Close()

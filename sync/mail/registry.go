@@ -51,6 +51,11 @@ type OpenOptions struct {
 	// rather than the zero value so that AllowPlaintext alone keeps its
 	// older meaning for library callers and tests of plaintext fakes.
 	RefusePlaintextAuth bool
+	// AllowUnsafeExpunge lets a source that deletes what it copied, on an
+	// IMAP server without UIDPLUS, send a plain EXPUNGE: that also removes
+	// messages other clients flagged \Deleted (RELIABILITY-PLAN C9).
+	// Without it those servers keep our copied messages flagged \Deleted.
+	AllowUnsafeExpunge bool
 	// Timeout bounds dialing and each network read or write without
 	// progress; zero means the endpoint's default.
 	Timeout time.Duration
