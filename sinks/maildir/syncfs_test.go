@@ -159,3 +159,16 @@ func TestSyncfsFailureD2(t *testing.T) {
 		})
 	}
 }
+
+// TestSyncfsOnlyWhereErrorsAreReported: before Linux 5.8 syncfs(2) dropped
+// write-back errors, so those kernels keep the per-file fsync (D2).
+func TestSyncfsOnlyWhereErrorsAreReported(t *testing.T) {
+	for release, want := range map[string]bool{
+		"6.18.44-fc-v657": true, "5.8.0": true, "5.10.0-28-amd64": true,
+		"5.7.19": false, "4.19.0-26-amd64": false, "3.10.0-1160.el7.x86_64": false, "": false, "garbage": false,
+	} {
+		if got := syncfsReportsErrors(release); got != want {
+			t.Errorf("syncfsReportsErrors(%q) = %v, want %v", release, got, want)
+		}
+	}
+}

@@ -111,7 +111,13 @@ func dial(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Logge
 	} else {
 		t.phase = "login"
 		if o.Token != nil {
-			err = loginToken(ctx, c, cfg, t.secret(o.Token))
+			// login checks the policy itself; loginToken is told here.
+			if caps := c.Caps(); caps != nil {
+				_, err = loginPolicy(cfg, capsHas(caps), t.secure, true)
+			}
+			if err == nil {
+				err = loginToken(ctx, c, cfg, t.secret(o.Token))
+			}
 		} else {
 			err = login(ctx, c, cfg, t.secret(o.Password), t.secure)
 		}
@@ -444,14 +450,9 @@ func login(ctx context.Context, c *imapclient.Client, cfg *Config, password func
 	if caps == nil {
 		return mail.Temp(fmt.Errorf("imap: %s: no CAPABILITY answer", cfg.Addr()))
 	}
-	usePlain := caps.Has(imap.AuthCap("PLAIN"))
-	if caps.Has(imap.CapLoginDisabled) && !secure {
-		// Honoured even when AUTH=PLAIN is offered: the server says it
-		// wants no credentials in clear text (RFC 9051 §6.2.3).
-		return &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: server disables login without TLS", cfg.ident()), Hint: "use imaps:// or a server offering STARTTLS"}
-	}
-	if !usePlain && caps.Has(imap.CapLoginDisabled) {
-		return fmt.Errorf("imap: login %s: server offers neither LOGIN nor AUTHENTICATE PLAIN: %w", cfg.ident(), mail.ErrUnsupported)
+	usePlain, err := loginPolicy(cfg, capsHas(caps), secure, false)
+	if err != nil {
+		return err
 	}
 	pw, err := password()
 	if err != nil {
@@ -466,6 +467,39 @@ func login(ctx context.Context, c *imapclient.Client, cfg *Config, password func
 		err = c.Login(cfg.User, pw).Wait()
 	}
 	return authVerdict(cfg, "", err)
+}
+
+// loginPolicy decides, from the server's capabilities, whether
+// credentials may go out at all and, for a password, whether by
+// AUTHENTICATE PLAIN (usePlain) or LOGIN. It is the one rule for both
+// login paths: imapclient's (login, loginToken) and the IMAP sink's raw
+// connection (rawLogin), so neither can send what the other refuses
+// (RELIABILITY-PLAN F5). has reports a capability by its exact name, as
+// the server spelled it in upper case.
+//
+// LOGINDISABLED without TLS refuses every credential, also AUTH=PLAIN and
+// an OAuth2 token: the server says it wants none in clear text (RFC 9051
+// §6.2.3), and a bearer token is as good as a password to whoever reads it.
+// The refusal is a *mail.ConfigError (exit 2: the URL must change), found
+// before the password or token is asked for.
+func loginPolicy(cfg *Config, has func(capability string) bool, secure, token bool) (usePlain bool, err error) {
+	disabled := has(string(imap.CapLoginDisabled))
+	if disabled && !secure {
+		return false, &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: server disables login without TLS", cfg.ident()), Hint: "use imaps:// or a server offering STARTTLS"}
+	}
+	if token {
+		return false, nil
+	}
+	usePlain = has(string(imap.AuthCap("PLAIN")))
+	if !usePlain && disabled {
+		return false, fmt.Errorf("imap: login %s: server offers neither LOGIN nor AUTHENTICATE PLAIN: %w", cfg.ident(), mail.ErrUnsupported)
+	}
+	return usePlain, nil
+}
+
+// capsHas adapts imapclient's capability set to loginPolicy.
+func capsHas(caps imap.CapSet) func(string) bool {
+	return func(c string) bool { return caps.Has(imap.Cap(c)) }
 }
 
 // authVerdict classifies the outcome of LOGIN or AUTHENTICATE (mech names

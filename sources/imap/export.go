@@ -85,7 +85,12 @@ func rawLogin(ctx context.Context, rc *RawConn, cfg *Config, password, token fun
 	if err := rawCaps(rc, capsFromText(rest)); err != nil {
 		return err
 	}
-	usePlain := rc.Has("AUTH=PLAIN")
+	// The same rule as Dial's login: LOGINDISABLED in clear text refuses
+	// AUTH=PLAIN and tokens too, before any secret is asked for.
+	usePlain, err := loginPolicy(cfg, rc.Has, secure, token != nil)
+	if err != nil {
+		return err
+	}
 	var pw, tok string
 	if token != nil {
 		if oauthMech(func(m string) bool { return rc.Has("AUTH=" + m) }) == "" {
@@ -95,12 +100,6 @@ func rawLogin(ctx context.Context, rc *RawConn, cfg *Config, password, token fun
 			return tokenError(ctx, cfg, err)
 		}
 	} else {
-		if !usePlain && rc.Has("LOGINDISABLED") {
-			if !secure {
-				return &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: server disables login without TLS", cfg.ident()), Hint: "use imaps:// or a server offering STARTTLS"}
-			}
-			return fmt.Errorf("imap: login %s: server offers neither LOGIN nor AUTHENTICATE PLAIN: %w", cfg.ident(), mail.ErrUnsupported)
-		}
 		if pw, err = password(); err != nil {
 			if ctx.Err() != nil {
 				return fmt.Errorf("imap: password for %s: %w", cfg.ident(), ctx.Err())
