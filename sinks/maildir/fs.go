@@ -27,6 +27,21 @@ type fileSystem interface {
 	// SyncDir fsyncs a directory, making the entries created or renamed in
 	// it durable.
 	SyncDir(name string) error
+	// OpenSyncFS opens the file system root is on for batch syncs (see
+	// enableSyncFS) and returns its device number, matched against the
+	// folders' Lstat to tell which messages a sync covers. Any error (the
+	// OS has no syncfs, or it drops write-back errors) means: fsync each
+	// file instead.
+	OpenSyncFS(root string) (fsSyncer, uint64, error)
+}
+
+// fsSyncer syncs a whole file system: syncfs(2).
+type fsSyncer interface {
+	// SyncAll makes durable everything written, created or renamed on the
+	// file system before the call: file data and directory entries alike.
+	// An error means some of it may be lost, and which is unknown.
+	SyncAll() error
+	Close() error
 }
 
 // file is an open message file in tmp/.
@@ -77,6 +92,20 @@ func (osFS) SyncDir(name string) error {
 	}
 	return err
 }
+
+func (osFS) OpenSyncFS(root string) (fsSyncer, uint64, error) {
+	f, dev, err := openSyncRoot(root)
+	if err != nil {
+		return nil, 0, err
+	}
+	return rootSyncer{f}, dev, nil
+}
+
+// rootSyncer is the root directory, open for syncfs(2).
+type rootSyncer struct{ f *os.File }
+
+func (r rootSyncer) SyncAll() error { return syncFS(r.f) }
+func (r rootSyncer) Close() error   { return r.f.Close() }
 
 // linkRename is the portable no-replace rename: link(2) fails with EEXIST
 // instead of overwriting, then the old name is removed.

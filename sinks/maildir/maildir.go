@@ -94,13 +94,11 @@ type Sink struct {
 	seq      atomic.Uint64
 	lock     *os.File
 	lockPath string
-	// syncRoot is the root directory, open for syncfs(2), when Commit makes
-	// a batch durable with one syncfs instead of one fsync per file (New,
-	// on Linux); syncDev is its file system and syncAll does the syncfs
-	// (tests wrap it). nil: an fsync per file.
-	syncRoot *os.File
+	// syncRoot syncs the root's file system when Commit makes a batch
+	// durable with one syncfs instead of one fsync per file (New, on
+	// Linux); syncDev is that file system. nil: an fsync per file.
+	syncRoot fsSyncer
 	syncDev  uint64
-	syncAll  func() error
 
 	commitMu sync.Mutex // serialises Commit and Close
 
@@ -171,15 +169,15 @@ func New(ctx context.Context, root string, o *mail.OpenOptions) (*Sink, error) {
 // same: every file and its tmp/ entry are on disk before any rename, and
 // the renames' directories are fsynced before Commit returns. Sinks made
 // by newSink (tests with an injected file system) keep the per-file fsync
-// their recordings check.
+// unless the test calls enableSyncFS, which goes through the injected
+// fileSystem's OpenSyncFS (the power-loss test models syncfs there).
 func (s *Sink) enableSyncFS() {
-	f, dev, err := openSyncRoot(s.root)
+	r, dev, err := s.fs.OpenSyncFS(s.root)
 	if err != nil {
 		s.log.Debug("maildir: no syncfs; fsyncing each file", "err", err)
 		return
 	}
-	s.syncRoot, s.syncDev = f, dev
-	s.syncAll = func() error { return syncFS(f) }
+	s.syncRoot, s.syncDev = r, dev
 }
 
 func newSink(ctx context.Context, root string, o *mail.OpenOptions, fsys fileSystem, now func() time.Time) (*Sink, error) {
@@ -890,7 +888,7 @@ func (s *Sink) syncBatch(batch []*pending, errs []error) {
 	if !any {
 		return
 	}
-	if err := s.syncAll(); err != nil {
+	if err := s.syncRoot.SyncAll(); err != nil {
 		err = fmt.Errorf("maildir: commit: %w", err)
 		for i, p := range batch {
 			if errs[i] == nil && covered(p) {

@@ -34,6 +34,8 @@ type recFS struct {
 	failSync   func(name string) error
 	failWrite  func(name string) error
 	failRename func(oldpath, newpath string) error
+	// failSyncFS, when set, may fail a syncfs instead of doing it.
+	failSyncFS func() error
 	syncs      map[string]int
 }
 
@@ -88,6 +90,30 @@ func (r *recFS) RenameNoReplace(oldpath, newpath string) error {
 func (r *recFS) SyncDir(name string) error {
 	r.record("syncdir %s", name)
 	return r.osFS.SyncDir(name)
+}
+
+// OpenSyncFS opens the real syncfs, recording each sync as "syncfs".
+func (r *recFS) OpenSyncFS(root string) (fsSyncer, uint64, error) {
+	sy, dev, err := r.osFS.OpenSyncFS(root)
+	if err != nil {
+		return nil, 0, err
+	}
+	return &recSyncer{fsSyncer: sy, fs: r}, dev, nil
+}
+
+type recSyncer struct {
+	fsSyncer
+	fs *recFS
+}
+
+func (y *recSyncer) SyncAll() error {
+	y.fs.record("syncfs")
+	if y.fs.failSyncFS != nil {
+		if err := y.fs.failSyncFS(); err != nil {
+			return err
+		}
+	}
+	return y.fsSyncer.SyncAll()
 }
 
 type recFile struct {

@@ -2,11 +2,14 @@ package maildir
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,18 +25,59 @@ import (
 // system (package crashfs, the stand-in for LazyFS): the Maildir and the
 // checkpoint live on it, a delete-mode copy runs until the power is cut at
 // a random file system operation, the tree is rewritten to what a reboot
-// would find, and the next run resumes.
+// would find, and the next run resumes. Both of Commit's durability paths
+// run: an fsync per file (newSink's default, and New's where there is no
+// syncfs) and one syncfs per batch (New on Linux: enableSyncFS), the
+// syncfs modelled by crashfs.FS.SyncFS.
 
-// plFS adapts a crashfs.FS to the sink's fileSystem.
-type plFS struct{ *crashfs.FS }
+// plFS adapts a crashfs.FS to the sink's fileSystem, counting the sink's
+// file fsyncs and syncfs calls (so a test knows which path it ran).
+type plFS struct {
+	*crashfs.FS
+	fsyncs, syncfs *atomic.Int64
+}
 
 func (p plFS) Create(name string, perm os.FileMode) (file, error) {
 	f, err := p.FS.Create(name, perm)
 	if err != nil {
 		return nil, err
 	}
-	return f, nil
+	return plFile{f, p.fsyncs}, nil
 }
+
+// OpenSyncFS hands the sink the model's syncfs. The device number is the
+// real one of the tree's directory, as the sink compares it with its
+// folders' Lstat.
+func (p plFS) OpenSyncFS(root string) (fsSyncer, uint64, error) {
+	fi, err := p.FS.Lstat(root)
+	if err != nil {
+		return nil, 0, err
+	}
+	dev, ok := devOf(fi)
+	if !ok {
+		return nil, 0, errors.ErrUnsupported
+	}
+	return plSyncer(p), dev, nil
+}
+
+type plFile struct {
+	*crashfs.File
+	fsyncs *atomic.Int64
+}
+
+func (f plFile) Sync() error {
+	f.fsyncs.Add(1)
+	return f.File.Sync()
+}
+
+type plSyncer plFS
+
+func (y plSyncer) SyncAll() error {
+	y.syncfs.Add(1)
+	return y.FS.SyncFS()
+}
+
+func (plSyncer) Close() error { return nil }
 
 // plCP adapts a crashfs.FS to the checkpoint's FS.
 type plCP struct{ *crashfs.FS }
@@ -71,21 +115,32 @@ func plFixtures() []mailtest.Fixture {
 type plWorld struct {
 	root, maildir, cp string
 	fs                *crashfs.FS
+	syncfs            bool // Commit syncs the batch with one syncfs
+	nSyncfs, nFsyncs  atomic.Int64
 	src               *mailtest.MemSource
 	bodies            map[[32]byte]string // fixture body hash -> mailbox
 	ids               map[string][32]byte // "mailbox/id" on the source -> body hash
 }
 
-func newPLWorld(t *testing.T, seed uint64, noDirSync bool) *plWorld {
+// plFault is a negative control: a durability step the model skips.
+type plFault int
+
+const (
+	plNoFault   plFault = iota
+	plNoDirSync         // directory fsyncs do nothing
+	plNoSyncFS          // syncfs does nothing
+)
+
+func newPLWorld(t *testing.T, seed uint64, syncfs bool, fault plFault) *plWorld {
 	t.Helper()
 	root := t.TempDir()
 	fsys, err := crashfs.New(root, seed)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fsys.NoDirSync = noDirSync
+	fsys.NoDirSync, fsys.NoSyncFS = fault == plNoDirSync, fault == plNoSyncFS
 	w := &plWorld{root: root, maildir: filepath.Join(root, "mail"), cp: filepath.Join(root, "state", "cp.jsonl"),
-		fs: fsys, src: mailtest.NewMemSource(plFixtures()), bodies: map[[32]byte]string{}, ids: map[string][32]byte{}}
+		fs: fsys, syncfs: syncfs, src: mailtest.NewMemSource(plFixtures()), bodies: map[[32]byte]string{}, ids: map[string][32]byte{}}
 	fsys.Torn = seed%2 == 1
 	n := map[string]int{}
 	for _, f := range plFixtures() {
@@ -101,11 +156,17 @@ func newPLWorld(t *testing.T, seed uint64, noDirSync bool) *plWorld {
 // checkpoint, copy in delete mode, close. It returns the run's error (the
 // power cut's, if one came).
 func (w *plWorld) run() error {
-	s, err := newSink(ctx, w.maildir, nil, plFS{w.fs}, time.Now)
+	s, err := newSink(ctx, w.maildir, nil, plFS{w.fs, &w.nFsyncs, &w.nSyncfs}, time.Now)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
+	if w.syncfs {
+		s.enableSyncFS()
+		if s.syncRoot == nil {
+			return errors.New("enableSyncFS: no syncfs")
+		}
+	}
 	cp, err := checkpoint.OpenFS(plCP{w.fs}, w.cp, plEndpoint, "maildir:"+w.maildir, false)
 	if err != nil {
 		return err
@@ -181,9 +242,9 @@ func (w *plWorld) check(final bool) []string {
 // plTrial runs until a run completes, cutting the power at a random
 // operation in each of the first cuts runs, and returns every violation
 // found after each recovery and at the end.
-func plTrial(t *testing.T, seed uint64, cuts, opsPerRun int, noDirSync bool) []string {
+func plTrial(t *testing.T, seed uint64, cuts, opsPerRun int, syncfs bool, fault plFault) []string {
 	t.Helper()
-	w := newPLWorld(t, seed, noDirSync)
+	w := newPLWorld(t, seed, syncfs, fault)
 	rnd := rand.New(rand.NewPCG(seed, 1))
 	var bad []string
 	for i := 0; ; i++ {
@@ -212,19 +273,36 @@ func plTrial(t *testing.T, seed uint64, cuts, opsPerRun int, noDirSync bool) []s
 	}
 }
 
-// plOps counts the file system operations of one uncut run.
-func plOps(t *testing.T) int {
-	w := newPLWorld(t, 0, false)
+// plOps counts the file system operations of one uncut run, and checks
+// that it took the Commit path asked for: one syncfs per batch and no
+// message fsynced alone, or the reverse.
+func plOps(t *testing.T, syncfs bool) int {
+	t.Helper()
+	if syncfs && runtime.GOOS != "linux" {
+		t.Skip("syncfs(2) is Linux only")
+	}
+	w := newPLWorld(t, 0, syncfs, plNoFault)
 	if err := w.run(); err != nil {
 		t.Fatalf("uncut run: %v", err)
 	}
 	if bad := w.check(true); len(bad) > 0 {
 		t.Fatalf("uncut run: %v", bad)
 	}
+	n, fsyncs := w.nSyncfs.Load(), w.nFsyncs.Load()
+	if syncfs && (n == 0 || fsyncs != 0) || !syncfs && (n != 0 || fsyncs == 0) {
+		t.Fatalf("uncut run (syncfs %v): %d syncfs and %d file fsyncs", syncfs, n, fsyncs)
+	}
 	return w.fs.Ops()
 }
 
-// TestA8PowerLossMaildir covers A8: 30 trials, each cutting the power at
+// plPaths are Commit's two durability paths.
+var plPaths = []struct {
+	name   string
+	syncfs bool
+}{{"fsync", false}, {"syncfs", true}}
+
+// TestA8PowerLossMaildir covers A8 on both Commit paths (fsync per file,
+// syncfs per batch): 30 trials each, each cutting the power at
 // random operations of up to 3 successive delete-mode runs (about 60 cut
 // points over a run's ~170 operations), unsynced writes dropped (or, in odd
 // trials, torn: a random prefix of unsynced appends kept). After every
@@ -232,35 +310,52 @@ func plOps(t *testing.T) int {
 // new/ and cur/ hold no empty or partial file, the checkpoint parses; the
 // final run converges to each message exactly once and an empty source.
 func TestA8PowerLossMaildir(t *testing.T) {
-	ops := plOps(t)
-	trials := 30
-	if testing.Short() {
-		trials = 5
-	}
-	for seed := range uint64(trials) {
-		if bad := plTrial(t, seed, 1+int(seed%3), ops, false); len(bad) > 0 {
-			t.Errorf("trial %d (seed %d, %d ops per run): %d violation(s):\n%s", seed, seed, ops, len(bad), strings.Join(bad, "\n"))
-		}
+	for _, path := range plPaths {
+		t.Run(path.name, func(t *testing.T) {
+			ops := plOps(t, path.syncfs)
+			trials := 30
+			if testing.Short() {
+				trials = 5
+			}
+			for seed := range uint64(trials) {
+				if bad := plTrial(t, seed, 1+int(seed%3), ops, path.syncfs, plNoFault); len(bad) > 0 {
+					t.Errorf("trial %d (seed %d, %d ops per run): %d violation(s):\n%s", seed, seed, ops, len(bad), strings.Join(bad, "\n"))
+				}
+			}
+		})
 	}
 }
 
 // TestA8PowerLossMaildirNegativeControl runs the same trials on a file
-// system whose directory fsyncs do nothing (the build the plan says must
-// fail): the check has to catch lost messages, else the test above proves
-// nothing.
+// system that skips one durability step (the builds the plan says must
+// fail): directory fsyncs on either path, or the syncfs on the syncfs path
+// (its files' data then never reaches the disk before their renames). The
+// check has to catch lost or empty messages, else the test above proves
+// nothing. Each control runs trials until one is caught, at most 30: on
+// the syncfs path without directory fsyncs only the last batch before a
+// cut is exposed (the next syncfs makes earlier renames durable), and
+// about a third of trials catch it, so 30 keep a false alarm below 1e-4.
 func TestA8PowerLossMaildirNegativeControl(t *testing.T) {
-	ops := plOps(t)
-	caught := 0
-	for seed := range uint64(10) {
-		if bad := plTrial(t, seed, 1+int(seed%3), ops, true); len(bad) > 0 {
-			caught++
-			if caught == 1 {
-				t.Logf("without directory fsyncs, trial %d: %s", seed, bad[0])
+	tests := []struct {
+		name   string
+		syncfs bool
+		fault  plFault
+		what   string
+	}{
+		{"fsync/no-dir-fsync", false, plNoDirSync, "without directory fsyncs"},
+		{"syncfs/no-dir-fsync", true, plNoDirSync, "without directory fsyncs"},
+		{"syncfs/no-syncfs", true, plNoSyncFS, "without the syncfs"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ops := plOps(t, tt.syncfs)
+			for seed := range uint64(30) {
+				if bad := plTrial(t, seed, 1+int(seed%3), ops, tt.syncfs, tt.fault); len(bad) > 0 {
+					t.Logf("%s, trial %d broke an invariant: %s", tt.what, seed, bad[0])
+					return
+				}
 			}
-		}
+			t.Fatalf("%s no trial of 30 lost a message: the power-loss check cannot fail", tt.what)
+		})
 	}
-	if caught == 0 {
-		t.Fatal("with directory fsync disabled no trial lost a message: the power-loss check cannot fail")
-	}
-	t.Logf("without directory fsyncs, %d of 10 trials broke an invariant", caught)
 }

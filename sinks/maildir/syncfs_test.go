@@ -19,18 +19,11 @@ import (
 // "syncfs" and may fail with failSyncfs.
 func newSyncfsSink(t *testing.T, root string, rec *recFS, failSyncfs *error) *Sink {
 	t.Helper()
+	rec.failSyncFS = func() error { return *failSyncfs }
 	s := newTestSink(t, root, rec)
 	s.enableSyncFS()
 	if s.syncRoot == nil {
 		t.Fatal("enableSyncFS: no syncfs on Linux")
-	}
-	all := s.syncAll
-	s.syncAll = func() error {
-		rec.record("syncfs")
-		if *failSyncfs != nil {
-			return *failSyncfs
-		}
-		return all()
 	}
 	return s
 }

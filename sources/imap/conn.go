@@ -46,7 +46,9 @@ const (
 // with AUTHENTICATE PLAIN when offered, LOGIN otherwise.
 //
 // Every read and write is bounded by o.Timeout (DefaultIOTimeout when zero)
-// of inactivity rather than by imapclient's absolute deadlines; a connection
+// of inactivity rather than by imapclient's absolute deadlines, and a
+// response, once begun, must keep arriving at MinRate (so a literal that
+// trickles in cannot hold a worker for days); a connection
 // that stays silent in both directions that long is closed (imapclient
 // always waits for the next response, so this includes a connection kept
 // idle: check Client.Closed before reusing one). Client.Close blocks while
@@ -268,7 +270,7 @@ func openTransport(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *s
 		return nil, t.fail(fmt.Errorf("imap: unknown TLS mode %d", cfg.TLS))
 	}
 	// Below the tracer, so a refused response is not traced in full.
-	t.top = &respGuard{Conn: t.top}
+	t.top = &respGuard{Conn: t.top, window: ioT}
 	if tr != nil {
 		t.top = tr.wrap(t.top)
 	}
@@ -782,6 +784,18 @@ const (
 	// message data (OK, NO, BAD, EXISTS, RECENT, FLAGS, CAPABILITY...) may
 	// arrive between two tagged ones; real servers send a handful.
 	MaxStatusResponses = 10000
+	// MinRate is the slowest a response may arrive once it has started,
+	// in bytes per second of waiting, measured over each --timeout of
+	// waiting (MinRate × timeout bytes per window: 60 KiB with the CLI's
+	// default 60 s). The inactivity limit alone lets a server that sends
+	// one byte every few seconds hold a message literal (up to
+	// MaxBodyLiteral), a line (MaxResponse) or a LIST literal open for
+	// days (RELIABILITY-PLAN F8: "a literal declared and then streamed
+	// slowly"). Only time spent waiting for bytes in the middle of a
+	// response counts: a server thinking before it answers (a long
+	// SEARCH), a connection idle between commands and a consumer slow to
+	// read a body (the sink) are not the server being slow.
+	MinRate = 1 << 10
 )
 
 // respGuard enforces the caps above on the bytes the server sends, below
@@ -792,6 +806,12 @@ const (
 // one would be. It is only read from by one goroutine at a time.
 type respGuard struct {
 	net.Conn
+	// window is the span over which MinRate is measured (--timeout);
+	// zero turns the rate rule off.
+	window time.Duration
+	waited time.Duration // spent in Read mid-response since the window began
+	got    int64         // bytes read since the window began
+
 	err    error
 	lit    int64  // literal bytes still to pass through
 	resp   int64  // bytes of the current response outside literals
@@ -806,12 +826,49 @@ func (g *respGuard) Read(b []byte) (int, error) {
 	if g.err != nil {
 		return 0, g.err
 	}
+	mid := g.window > 0 && (g.lit > 0 || g.resp > 0)
+	var start time.Time
+	if mid {
+		start = time.Now()
+	}
 	n, err := g.Conn.Read(b)
-	if gerr := g.scan(b[:n]); gerr != nil {
+	if mid {
+		g.waited += time.Since(start)
+	}
+	gerr := g.scan(b[:n])
+	if gerr == nil {
+		gerr = g.pace(n)
+	}
+	if gerr != nil {
 		g.err = gerr
 		return 0, gerr
 	}
 	return n, err
+}
+
+// pace applies MinRate: a window closes, and a new one starts, as soon as
+// it has carried MinRate × window bytes; it fails once that much waiting
+// mid-response brought less. A tagged response also starts a new window
+// (see endResponse).
+func (g *respGuard) pace(n int) error {
+	if g.window <= 0 {
+		return nil
+	}
+	g.got += int64(n)
+	need := int64(MinRate * g.window.Seconds())
+	if g.got >= need {
+		g.waited, g.got = 0, 0
+		return nil
+	}
+	if g.waited >= g.window {
+		what := "a response"
+		if g.lit > 0 {
+			what = "a literal"
+		}
+		return fmt.Errorf("imap: server sent only %d bytes of %s in %v of waiting, under the minimum rate of %d KiB/s over --timeout %v (cap)",
+			g.got, what, g.waited.Round(time.Millisecond), MinRate>>10, g.window)
+	}
+	return nil
 }
 
 func (g *respGuard) scan(b []byte) error {
@@ -889,6 +946,7 @@ func (g *respGuard) endResponse() error {
 		}
 	default: // tagged: a command completed
 		g.status = 0
+		g.waited, g.got = 0, 0
 	}
 	return nil
 }

@@ -18,6 +18,10 @@
 // fsyncs into no-ops for the model: a build that forgot them, the negative
 // control a power-loss test must fail on.
 //
+// SyncFS models syncfs(2) (and sync(2)): it makes the whole tree durable at
+// once, every file's data and every directory's entries. NoSyncFS turns it
+// into a no-op, the negative control for code that relies on it.
+//
 // Calls the code under test makes around the FS (os.* directly) reach the
 // disk but not the model, so they do not survive a cut: route every write
 // whose durability is being tested through the FS.
@@ -62,6 +66,10 @@ type FS struct {
 	NoDirSync bool
 	// Torn keeps a random prefix of unsynced appended bytes at a cut.
 	Torn bool
+	// NoSyncFS makes SyncFS sync nothing in the model. It is the negative
+	// control for a syncfs-based durability path. SyncFS is not a
+	// directory fsync: NoDirSync leaves it alone.
+	NoSyncFS bool
 
 	mu    sync.Mutex
 	rnd   *rand.Rand
@@ -509,6 +517,40 @@ func (f *FS) SyncDir(name string) error {
 		}
 		f.dur[abs] = durable
 	}
+	return nil
+}
+
+// SyncFS is syncfs(2) of the file system the tree is on: everything
+// written, created, renamed or removed in the tree before the call becomes
+// durable, file data and directory entries alike (unless NoSyncFS). A real
+// syncfs also writes what was done around the FS; the model cannot see
+// that, so it stays unsynced.
+func (f *FS) SyncFS() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.op(); err != nil {
+		return &os.PathError{Op: "syncfs", Path: f.root, Err: err}
+	}
+	if f.NoSyncFS {
+		return nil
+	}
+	// Only what is reachable from the root matters at a cut (capture walks
+	// it); an unlinked directory's map is left as it is.
+	var walk func(dir string)
+	walk = func(dir string) {
+		ents := f.cur[dir]
+		durable := make(map[string]*node, len(ents))
+		for name, n := range ents {
+			durable[name] = n
+			if n.dir {
+				walk(filepath.Join(dir, name))
+			} else {
+				n.synced = append([]byte{}, n.data...)
+			}
+		}
+		f.dur[dir] = durable
+	}
+	walk(f.root)
 	return nil
 }
 

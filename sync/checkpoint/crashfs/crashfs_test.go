@@ -166,3 +166,113 @@ func TestCutAtAndTorn(t *testing.T) {
 		t.Errorf("torn lengths over 40 seeds: %v, want a spread over 1..5", lens)
 	}
 }
+
+// TestSyncFS checks the syncfs(2) model: everything done before it in the
+// tree is durable (data and entries, in every directory), nothing done
+// after it is, and the NoSyncFS control makes it sync nothing.
+func TestSyncFS(t *testing.T) {
+	p := func(f *FS, rel string) string { return filepath.Join(f.Root(), rel) }
+	write := func(t *testing.T, f *FS, name, data string) {
+		t.Helper()
+		fl, err := f.OpenFile(p(f, name), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fl.Write([]byte(data)); err != nil {
+			t.Fatal(err)
+		}
+		fl.Close()
+	}
+	syncfs := func(t *testing.T, f *FS) {
+		t.Helper()
+		if err := f.SyncFS(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name            string
+		noDir, noSyncFS bool
+		do              func(t *testing.T, f *FS)
+		want            map[string]string
+	}{
+		{"new files, directories and appends in every directory", false, false, func(t *testing.T, f *FS) {
+			f.Mkdir(p(f, "d"), 0o700)
+			f.Mkdir(p(f, "d/e"), 0o700)
+			write(t, f, "a", "x")
+			write(t, f, "d/e/b", "y")
+			write(t, f, "old", "+more")
+			syncfs(t, f)
+		}, map[string]string{"old": "o+more", "a": "x", "d/": "", "d/e/": "", "d/e/b": "y"}},
+		{"a remove", false, false, func(t *testing.T, f *FS) {
+			f.Remove(p(f, "old"))
+			syncfs(t, f)
+		}, map[string]string{}},
+		{"writes after it are lost", false, false, func(t *testing.T, f *FS) {
+			write(t, f, "a", "x")
+			syncfs(t, f)
+			write(t, f, "a", "y")
+			write(t, f, "c", "z")
+		}, map[string]string{"old": "o", "a": "x"}},
+		{"a rename after it needs both directory fsyncs", false, false, func(t *testing.T, f *FS) {
+			f.Mkdir(p(f, "tmp"), 0o700)
+			f.Mkdir(p(f, "new"), 0o700)
+			write(t, f, "tmp/m", "msg")
+			syncfs(t, f)
+			f.RenameNoReplace(p(f, "tmp/m"), p(f, "new/m"))
+		}, map[string]string{"old": "o", "tmp/": "", "tmp/m": "msg", "new/": ""}},
+		{"a rename after it, directories fsynced", false, false, func(t *testing.T, f *FS) {
+			f.Mkdir(p(f, "tmp"), 0o700)
+			f.Mkdir(p(f, "new"), 0o700)
+			write(t, f, "tmp/m", "msg")
+			syncfs(t, f)
+			f.RenameNoReplace(p(f, "tmp/m"), p(f, "new/m"))
+			f.SyncDir(p(f, "new"))
+			f.SyncDir(p(f, "tmp"))
+		}, map[string]string{"old": "o", "tmp/": "", "new/": "", "new/m": "msg"}},
+		{"renamed before it", false, false, func(t *testing.T, f *FS) {
+			f.Mkdir(p(f, "new"), 0o700)
+			write(t, f, "m", "msg")
+			f.Rename(p(f, "m"), p(f, "new/m"))
+			syncfs(t, f)
+		}, map[string]string{"old": "o", "new/": "", "new/m": "msg"}},
+		{"NoDirSync leaves it alone", true, false, func(t *testing.T, f *FS) {
+			write(t, f, "a", "x")
+			syncfs(t, f)
+		}, map[string]string{"old": "o", "a": "x"}},
+		{"NoSyncFS syncs nothing", false, true, func(t *testing.T, f *FS) {
+			write(t, f, "a", "x")
+			write(t, f, "old", "+more")
+			syncfs(t, f)
+		}, map[string]string{"old": "o"}},
+		{"NoSyncFS: a directory fsync still makes the entry durable, not the data", false, true, func(t *testing.T, f *FS) {
+			write(t, f, "a", "x")
+			syncfs(t, f)
+			f.SyncDir(f.Root())
+		}, map[string]string{"old": "o", "a": ""}},
+		{"cut at the syncfs", false, false, func(t *testing.T, f *FS) {
+			write(t, f, "a", "x")
+			f.CutAt(f.Ops() + 1)
+			if err := f.SyncFS(); !errors.Is(err, ErrPowerLost) {
+				t.Errorf("SyncFS at the cut = %v, want ErrPowerLost", err)
+			}
+		}, map[string]string{"old": "o"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			os.WriteFile(filepath.Join(root, "old"), []byte("o"), 0o600)
+			f, err := New(root, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.NoDirSync, f.NoSyncFS = tc.noDir, tc.noSyncFS
+			tc.do(t, f)
+			if err := f.Recover(); err != nil {
+				t.Fatal(err)
+			}
+			if got := tree(t, root); !mapsEqual(got, tc.want) {
+				t.Errorf("after the cut: %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

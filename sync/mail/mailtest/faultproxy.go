@@ -75,6 +75,19 @@ type Fault struct {
 	// is what one read returned, so a pattern split across reads is not
 	// seen; greetings and short replies arrive whole on loopback.
 	Rewrite func(dir Direction, chunk []byte) []byte
+	// Inject, when set, is delivered in Dir where the action happens: after
+	// the bytes before it, before a Drop or Reset closes the connection (or
+	// a Stall starts). It is a server's last words, e.g. Gmail's
+	// "* BYE Session expired, please login again\r\n", which a client may
+	// also receive in the middle of a literal (then as message bytes).
+	Inject []byte
+	// AtResponse moves the fault from offset After to the end of the first
+	// IMAP response (RFC 9051 section 2.2.2: a line that does not announce a
+	// literal, the literals inside it skipped) that ends at or after After
+	// in Dir: where a real server can send an untagged BYE between two
+	// FETCH responses. A stream with no response end past After is never
+	// faulted. Meant for Dir Down.
+	AtResponse bool
 }
 
 // FirstConn returns a schedule that applies f to the first connection only:
@@ -284,6 +297,7 @@ func (c *proxyConn) pump(dir Direction, src, dst net.Conn) {
 	start := time.Now()
 	var sent int64
 	seg := 0 // the last fragment size
+	var resp respScanner
 	for {
 		n, rerr := src.Read(buf)
 		if n > 0 {
@@ -299,10 +313,20 @@ func (c *proxyConn) pump(dir Direction, src, dst net.Conn) {
 			act := false
 			var onFire func()
 			if (f.Action != Pass || f.OnFire != nil) && dir == f.Dir && !c.fired {
-				if left := f.After - c.bytes[dir]; int64(len(chunk)) >= left {
+				left := f.After - c.bytes[dir]
+				cut := -1
+				switch {
+				case f.AtResponse:
+					cut = resp.end(chunk, left)
+				case int64(len(chunk)) >= left:
+					cut = int(max(left, 0))
+				}
+				if cut >= 0 {
 					c.fired, onFire = true, f.OnFire
 					if f.Action != Pass {
-						chunk, act = chunk[:max(left, 0)], true
+						// A new slice: chunk shares buf, which the next
+						// read reuses.
+						chunk, act = append(chunk[:cut:cut], f.Inject...), true
 					}
 					if f.Action == Stall {
 						c.stalled = true // before the write: the other pump stops now too
@@ -407,4 +431,67 @@ func (p *FaultProxy) keep(dir Direction, b []byte) {
 	if p.record && p.recorded[dir].Len()+len(b) <= recordMax {
 		p.recorded[dir].Write(b)
 	}
+}
+
+// respScanner finds where IMAP responses end in the bytes a server sends,
+// for Fault.AtResponse. Its zero value is at the start of a stream.
+type respScanner struct {
+	lit  int64  // literal bytes still to skip
+	tail []byte // the end of the current line, enough to hold "{n+}\r\n"
+}
+
+// end feeds b and returns the offset in b just past the first response
+// that ends at offset from or later, or -1. The bytes of b after that
+// offset are not fed: the caller cuts the stream there.
+func (s *respScanner) end(b []byte, from int64) int {
+	for i := 0; i < len(b); i++ {
+		if s.lit > 0 {
+			n := min(s.lit, int64(len(b)-i))
+			s.lit -= n
+			i += int(n) - 1
+			continue
+		}
+		if len(s.tail) == 24 {
+			s.tail = append(s.tail[:0], s.tail[1:]...)
+		}
+		s.tail = append(s.tail, b[i])
+		if b[i] != '\n' {
+			continue
+		}
+		n, ok := literalAnnounced(s.tail)
+		s.tail = s.tail[:0]
+		if ok {
+			s.lit = n
+			continue
+		}
+		if int64(i+1) >= from {
+			return i + 1
+		}
+	}
+	return -1
+}
+
+// literalAnnounced reports whether line (ending in LF) ends with a literal
+// announcement, "{n}", "{n+}" or "~{n}" before its CRLF, and returns n.
+func literalAnnounced(line []byte) (int64, bool) {
+	line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+	if len(line) < 3 || line[len(line)-1] != '}' {
+		return 0, false
+	}
+	open := bytes.LastIndexByte(line, '{')
+	if open < 0 {
+		return 0, false
+	}
+	digits := bytes.TrimSuffix(line[open+1:len(line)-1], []byte("+"))
+	if len(digits) == 0 {
+		return 0, false
+	}
+	var n int64
+	for _, d := range digits {
+		if d < '0' || d > '9' || n > 1<<40 {
+			return 0, false
+		}
+		n = n*10 + int64(d-'0')
+	}
+	return n, true
 }

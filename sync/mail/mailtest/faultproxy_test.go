@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -321,5 +322,75 @@ func TestFaultProxyOnFire(t *testing.T) {
 	}
 	if n := <-fired; n < 20<<10 {
 		t.Fatalf("OnFire ran after %d bytes, want at least %d", n, 20<<10)
+	}
+}
+
+// imapStream is a server stream of three responses whose first literal
+// holds what looks like a line end and a literal announcement.
+const imapStream = "* OK hi\r\n" +
+	"* 1 FETCH (UID 1 BODY[] {12}\r\nab\r\n\r\n{3}\r\nxy)\r\n" +
+	"* 2 FETCH (UID 2 BODY[] {4+}\r\nwxyz)\r\n" +
+	"* 3 FETCH (UID 3)\r\n"
+
+// TestFaultProxyInject: Inject delivers the server's last words where the
+// fault fires, and AtResponse moves that point to the end of an IMAP
+// response, skipping literals (mid-literal otherwise).
+func TestFaultProxyInject(t *testing.T) {
+	bye := "* BYE Session expired, please login again\r\n"
+	end1 := strings.Index(imapStream, "* 2 ")
+	end2 := strings.Index(imapStream, "* 3 ")
+	for _, tc := range []struct {
+		name  string
+		fault Fault
+		want  string
+	}{
+		{"mid-literal", Fault{Action: Drop, After: int64(end1 - 8), Inject: []byte(bye)}, imapStream[:end1-8] + bye},
+		{"greeting", Fault{Action: Drop, AtResponse: true, Inject: []byte(bye)}, imapStream[:9] + bye},
+		{"after a literal", Fault{Action: Drop, After: 20, AtResponse: true, Inject: []byte(bye)}, imapStream[:end1] + bye},
+		{"at a boundary", Fault{Action: Drop, After: int64(end1), AtResponse: true, Inject: []byte(bye)}, imapStream[:end1] + bye},
+		{"second", Fault{Action: Drop, After: int64(end1 + 1), AtResponse: true, Inject: []byte(bye)}, imapStream[:end2] + bye},
+		{"no inject", Fault{Action: Drop, After: int64(end1 + 1), AtResponse: true}, imapStream[:end2]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := startEchoTarget(t, []byte(imapStream))
+			p := NewFaultProxy(t, e.addr)
+			p.SetSchedule(EveryConn(tc.fault))
+			got, err := readUntilErr(dialProxy(t, p))
+			if !errors.Is(err, io.EOF) || string(got) != tc.want {
+				t.Fatalf("read %q then %v; want %q then EOF", got, err, tc.want)
+			}
+			if st := p.Conns(); !st[0].Fired || st[0].Bytes[Down] != int64(len(tc.want)) {
+				t.Errorf("Conns()[0] = %+v, want fired after %d bytes", st[0], len(tc.want))
+			}
+		})
+	}
+}
+
+// TestRespScannerSplit: response ends are found however the stream is
+// split into reads.
+func TestRespScannerSplit(t *testing.T) {
+	var want []int
+	for i := range imapStream {
+		if strings.HasPrefix(imapStream[i:], "* ") && i > 0 {
+			want = append(want, i)
+		}
+	}
+	want = append(want, len(imapStream))
+	for _, step := range []int{1, 2, 3, 7, len(imapStream)} {
+		var s respScanner
+		var got []int
+		for off := 0; off < len(imapStream); {
+			b := []byte(imapStream[off:min(off+step, len(imapStream))])
+			e := s.end(b, 0)
+			if e < 0 {
+				off += len(b)
+				continue
+			}
+			got = append(got, off+e)
+			off += e
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("reads of %d bytes: response ends %v, want %v", step, got, want)
+		}
 	}
 }
