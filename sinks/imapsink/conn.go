@@ -166,18 +166,9 @@ func readResponse(r *bufio.Reader) (response, error) {
 	}
 }
 
-// literalSize reports the size of a literal announced at the end of line.
-func literalSize(line string) (int64, bool) {
-	if !strings.HasSuffix(line, "}") {
-		return 0, false
-	}
-	i := strings.LastIndexByte(line, '{')
-	if i < 0 {
-		return 0, false
-	}
-	n, err := strconv.ParseInt(strings.TrimRight(line[i+1:len(line)-1], "+-"), 10, 64)
-	return n, err == nil && n >= 0
-}
+// literalSize is the IMAP source's: {n}, {n+} or {n-}.
+var literalSize = imap.LiteralSize
+
 
 // parseResponse splits a response line into its parts.
 func parseResponse(line string) response {

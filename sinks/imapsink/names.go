@@ -1,9 +1,9 @@
 package imapsink
 
 import (
-	"encoding/base64"
 	"strings"
-	"unicode/utf16"
+
+	"github.com/mailferry/mailferry/sources/imap"
 )
 
 // namespace is how the server spells mailbox names: the personal namespace
@@ -96,44 +96,9 @@ func (ns namespace) parents(server string) []string {
 	return out
 }
 
-// encodeMUTF7 encodes a mailbox name in modified UTF-7 (RFC 3501 §5.1.3),
-// which imapclient does for the control connection but the hand-driven
-// append connections must do themselves.
-func encodeMUTF7(s string) string {
-	var b strings.Builder
-	var run []rune
-	flush := func() {
-		if len(run) == 0 {
-			return
-		}
-		u := utf16.Encode(run)
-		buf := make([]byte, 0, 2*len(u))
-		for _, c := range u {
-			buf = append(buf, byte(c>>8), byte(c))
-		}
-		b.WriteByte('&')
-		b.WriteString(strings.ReplaceAll(base64.RawStdEncoding.EncodeToString(buf), "/", ","))
-		b.WriteByte('-')
-		run = run[:0]
-	}
-	for _, r := range s {
-		switch {
-		case r == '&':
-			flush()
-			b.WriteString("&-")
-		case r >= 0x20 && r <= 0x7e:
-			flush()
-			b.WriteRune(r)
-		default:
-			run = append(run, r)
-		}
-	}
-	flush()
-	return b.String()
-}
-
-// quote returns s as an IMAP quoted string. Callers pass 7-bit text without
-// CR or LF (mailbox names after encodeMUTF7).
-func quote(s string) string {
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
-}
+// encodeMUTF7 and quote are the IMAP source's: the hand-driven append
+// connections need them, imapclient does them for the control connection.
+var (
+	encodeMUTF7 = imap.EncodeMUTF7
+	quote       = imap.Quote
+)

@@ -6,6 +6,8 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"github.com/mailferry/mailferry/sync/mail"
 )
 
 // fileSystem is the part of the OS the sink's delivery path uses. Tests wrap
@@ -81,17 +83,7 @@ func (osFS) Chtimes(name string, mtime time.Time) error {
 	return os.Chtimes(name, time.Time{}, mtime)
 }
 
-func (osFS) SyncDir(name string) error {
-	d, err := os.Open(name)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
+func (osFS) SyncDir(dir string) error { return mail.SyncDir(dir) }
 
 func (osFS) OpenSyncFS(root string) (fsSyncer, uint64, error) {
 	f, dev, err := openSyncRoot(root)

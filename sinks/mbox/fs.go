@@ -4,6 +4,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/mailferry/mailferry/sync/mail"
 )
 
 // fileSystem is the part of the OS the sink writes mailbox files, journals
@@ -51,17 +53,7 @@ func (osFS) Lstat(name string) (os.FileInfo, error)    { return os.Lstat(name) }
 func (osFS) Rename(oldpath, newpath string) error      { return os.Rename(oldpath, newpath) }
 func (osFS) Remove(name string) error                  { return os.Remove(name) }
 
-func (osFS) SyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
+func (osFS) SyncDir(dir string) error { return mail.SyncDir(dir) }
 
 // existingParent returns the nearest ancestor of dir that exists.
 func existingParent(fsys fileSystem, dir string) string {

@@ -10,7 +10,6 @@ package imap
 import (
 	"bufio"
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -19,7 +18,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"unicode/utf16"
 
 	imap "github.com/emersion/go-imap/v2"
 
@@ -387,7 +385,7 @@ func (g *Gmail) msgIDs(ctx context.Context, mailbox string, each func(mail.ID, u
 
 func (g *Gmail) rawMsgIDs(rc *RawConn, box string, each func(mail.ID, uint64)) (uint32, map[imap.UID]uint64, error) {
 	var uidv, exists uint32
-	err := g.command(rc, "EXAMINE "+quote(encodeMUTF7(box)), func(line string) error {
+	err := g.command(rc, "EXAMINE "+Quote(EncodeMUTF7(box)), func(line string) error {
 		if v, ok := respCode(line, "UIDVALIDITY"); ok {
 			uidv = v
 		}
@@ -471,7 +469,7 @@ func readResponse(r *bufio.Reader) (string, error) {
 		if out.Len() > rawLineMax {
 			return "", errors.New("server response too long")
 		}
-		n, ok := literalSize(line)
+		n, ok := LiteralSize(line)
 		if !ok {
 			return out.String(), nil
 		}
@@ -481,18 +479,6 @@ func readResponse(r *bufio.Reader) (string, error) {
 	}
 }
 
-// literalSize reports the size of a literal announced at the end of line.
-func literalSize(line string) (int64, bool) {
-	if !strings.HasSuffix(line, "}") {
-		return 0, false
-	}
-	i := strings.LastIndexByte(line, '{')
-	if i < 0 {
-		return 0, false
-	}
-	n, err := strconv.ParseInt(strings.TrimSuffix(line[i+1:len(line)-1], "+"), 10, 64)
-	return n, err == nil && n >= 0
-}
 
 // respCode reads a numeric response code such as "* OK [UIDVALIDITY 3]".
 func respCode(line, code string) (uint32, bool) {
@@ -571,46 +557,4 @@ func (g *Gmail) Close() error {
 		rc.Close()
 	}
 	return err
-}
-
-// encodeMUTF7 encodes a mailbox name in modified UTF-7 (RFC 3501 §5.1.3)
-// for the raw connection; imapclient does it for the others. (The sink has
-// the same function: a source may not import a sink.)
-func encodeMUTF7(s string) string {
-	var b strings.Builder
-	var run []rune
-	flush := func() {
-		if len(run) == 0 {
-			return
-		}
-		u := utf16.Encode(run)
-		buf := make([]byte, 0, 2*len(u))
-		for _, c := range u {
-			buf = append(buf, byte(c>>8), byte(c))
-		}
-		b.WriteByte('&')
-		b.WriteString(strings.ReplaceAll(base64.RawStdEncoding.EncodeToString(buf), "/", ","))
-		b.WriteByte('-')
-		run = run[:0]
-	}
-	for _, r := range s {
-		switch {
-		case r == '&':
-			flush()
-			b.WriteString("&-")
-		case r >= 0x20 && r <= 0x7e:
-			flush()
-			b.WriteRune(r)
-		default:
-			run = append(run, r)
-		}
-	}
-	flush()
-	return b.String()
-}
-
-// quote returns s as an IMAP quoted string (7-bit text without CR or LF, as
-// encodeMUTF7 makes).
-func quote(s string) string {
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
 }

@@ -115,8 +115,8 @@ func TestGmailResponses(t *testing.T) {
 			t.Errorf("readResponse = %q, %v, want %q", got, err, want)
 		}
 	}
-	if got := encodeMUTF7("Entwürfe & [Gmail]/Gesendet"); got != "Entw&APw-rfe &- [Gmail]/Gesendet" {
-		t.Errorf("encodeMUTF7 = %q", got)
+	if got := EncodeMUTF7("Entwürfe & [Gmail]/Gesendet"); got != "Entw&APw-rfe &- [Gmail]/Gesendet" {
+		t.Errorf("EncodeMUTF7 = %q", got)
 	}
 }
 

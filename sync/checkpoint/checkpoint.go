@@ -141,14 +141,7 @@ func (osFS) OpenFile(name string, flag int, perm os.FileMode) (FSFile, error) {
 func (osFS) Stat(name string) (os.FileInfo, error) { return os.Stat(name) }
 func (osFS) Rename(oldpath, newpath string) error  { return os.Rename(oldpath, newpath) }
 func (osFS) Remove(name string) error              { return os.Remove(name) }
-func (osFS) SyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
+func (osFS) SyncDir(dir string) error { return mail.SyncDir(dir) }
 
 // Open opens or creates the checkpoint at path for the endpoints src and
 // dst. A file for other endpoints, or an unreadable one, is refused

@@ -1,0 +1,66 @@
+package imap
+
+import (
+	"encoding/base64"
+	"strconv"
+	"strings"
+	"unicode/utf16"
+)
+
+// The few pieces of IMAP syntax that connections driven by hand (the Gmail
+// preset's X-GM-MSGID fetch here, the IMAP sink's MULTIAPPEND connections)
+// need and imapclient does for its own: one copy for the whole program.
+
+// EncodeMUTF7 encodes a mailbox name in modified UTF-7 (RFC 3501 §5.1.3).
+func EncodeMUTF7(s string) string {
+	var b strings.Builder
+	var run []rune
+	flush := func() {
+		if len(run) == 0 {
+			return
+		}
+		u := utf16.Encode(run)
+		buf := make([]byte, 0, 2*len(u))
+		for _, c := range u {
+			buf = append(buf, byte(c>>8), byte(c))
+		}
+		b.WriteByte('&')
+		b.WriteString(strings.ReplaceAll(base64.RawStdEncoding.EncodeToString(buf), "/", ","))
+		b.WriteByte('-')
+		run = run[:0]
+	}
+	for _, r := range s {
+		switch {
+		case r == '&':
+			flush()
+			b.WriteString("&-")
+		case r >= 0x20 && r <= 0x7e:
+			flush()
+			b.WriteRune(r)
+		default:
+			run = append(run, r)
+		}
+	}
+	flush()
+	return b.String()
+}
+
+// Quote returns s as an IMAP quoted string. Callers pass 7-bit text without
+// CR or LF (mailbox names after EncodeMUTF7).
+func Quote(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+}
+
+// LiteralSize reports the size of a literal announced at the end of a
+// response line: {n}, {n+} (LITERAL+) or {n-} (LITERAL-).
+func LiteralSize(line string) (int64, bool) {
+	if !strings.HasSuffix(line, "}") {
+		return 0, false
+	}
+	i := strings.LastIndexByte(line, '{')
+	if i < 0 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(strings.TrimRight(line[i+1:len(line)-1], "+-"), 10, 64)
+	return n, err == nil && n >= 0
+}
