@@ -169,7 +169,6 @@ func readResponse(r *bufio.Reader) (response, error) {
 // literalSize is the IMAP source's: {n}, {n+} or {n-}.
 var literalSize = imap.LiteralSize
 
-
 // parseResponse splits a response line into its parts.
 func parseResponse(line string) response {
 	var r response
