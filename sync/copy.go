@@ -535,7 +535,7 @@ func listMailbox(ctx context.Context, src mail.Source, dst mail.Sink, mb string,
 			note(Event{Mailbox: mb, Kind: "reset-suspected", Change: change, OldRecords: rc.orphans,
 				Text: fmt.Sprintf("%s: %d of %d recorded ids are gone and %d of %d listed are new; a real run compares them by content first", mb, rc.gone, rc.recorded, rc.fresh, rc.listed)}, nil)
 		} else {
-			out, err := confirmReset(ctx, &rc, fresh, orphans, opt, jobs, dones)
+			out, err := confirmReset(ctx, &rc, fresh, stored, orphans, opt, jobs, dones)
 			if err != nil {
 				return err
 			}
@@ -684,7 +684,8 @@ func putOne(ctx context.Context, dst mail.Sink, env mail.Envelope, body io.Reade
 	opt.Stats.Box(env.Mailbox).Fetched.Add(1)
 	opt.Stats.Bytes.Add(dg.Bytes)
 	opt.Stats.Box(env.Mailbox).Bytes.Add(dg.Bytes)
-	rec := checkpoint.Record{Mailbox: env.Mailbox, ID: env.ID, Dst: id, Size: env.Size, SHA256: hex.EncodeToString(dg.SHA256[:])}
+	rec := checkpoint.Record{Mailbox: env.Mailbox, ID: env.ID, Dst: id, Size: env.Size, SHA256: hex.EncodeToString(dg.SHA256[:]),
+		MsgID: msgIDSum(env.MessageID), Date: unixDate(env.Date)}
 	if _, ok := dst.(mail.FlagSetter); ok && env.Flags != nil {
 		f := flagString(env.Flags)
 		rec.Flags = &f
@@ -824,7 +825,8 @@ func rematch(ctx context.Context, src mail.Source, j job) (checkpoint.Record, bo
 	if !ok {
 		return checkpoint.Record{}, false, nil
 	}
-	return checkpoint.Record{Mailbox: j.env.Mailbox, ID: j.env.ID, Dst: old.Dst, Size: j.env.Size, SHA256: sum}, true, nil
+	return checkpoint.Record{Mailbox: j.env.Mailbox, ID: j.env.ID, Dst: old.Dst, Size: j.env.Size, SHA256: sum,
+		MsgID: msgIDSum(j.env.MessageID), Date: unixDate(j.env.Date)}, true, nil
 }
 
 // commitLoop batches finished messages: sink commit, checkpoint record and

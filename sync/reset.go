@@ -2,11 +2,15 @@ package sync
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	stdsync "sync"
+	"time"
 
 	"github.com/mailferry/mailferry/sync/checkpoint"
 	"github.com/mailferry/mailferry/sync/mail"
@@ -20,26 +24,42 @@ import (
 //  1. Detect: at least resetMinRecords records, of which at least 90 % are
 //     no longer listed, while at least 90 % of the listed IDs are new.
 //     Smaller changes keep the per-message re-match by content (copy.go).
-//  2. Probe: hash new messages that have an orphaned record of their size
-//     (resetSample of them, or all with Options.Remap). Each confirmation is
-//     an exact SHA-256 match of the whole message.
-//  3. Decide. No confirmation: the folder was replaced (C7); its messages
-//     are copied as new, the old copies stay, the run reports the event.
-//     Confirmations without Remap: the same messages under new IDs (C3);
-//     the folder halts with *ResetError ("identifier reset detected"),
-//     nothing is copied from it, the other folders go on. With Remap, the
-//     re-mapping is accepted when at least remapConfirmations records, or
-//     80 % of the orphaned records, are confirmed (C6): confirmed messages
-//     are recorded under their new IDs with no Put, the rest are copied.
-//     Below that the folder halts: a folder only partly the same is not a
-//     renumbering the tool can trust.
+//  2. Match by listing: a new message whose (Message-ID, size, internal
+//     date) equals that of exactly one orphaned record, while no other
+//     listed message and no other orphaned record has that triple, is that
+//     record's message. This costs no download: the listing gives the
+//     three for free (IMAP) and the record keeps them (Record.MsgID, Date).
+//  3. Probe: hash new messages that step 2 left unmatched and that have an
+//     orphaned record of their size (resetSample of them, or all with
+//     Options.Remap; none without Remap once step 2 matched any, as the
+//     folder halts anyway). Each confirmation is an exact SHA-256 match of
+//     the whole message.
+//  4. Decide, counting the matches of steps 2 and 3 together. No match:
+//     the folder was replaced (C7); its messages are copied as new, the
+//     old copies stay, the run reports the event. Matches without Remap:
+//     the same messages under new IDs (C3); the folder halts with
+//     *ResetError ("identifier reset detected"), nothing is copied from
+//     it, the other folders go on. With Remap, the re-mapping is accepted
+//     when at least remapConfirmations records, or 80 % of the orphaned
+//     records, are confirmed (C6): confirmed messages are recorded under
+//     their new IDs with no Put, the rest are copied. Below that the
+//     folder halts: a folder only partly the same is not a renumbering the
+//     tool can trust.
 //
-// The cost: the checkpoint keeps a SHA-256 per message, not its
-// Message-ID, so every confirmation downloads the message once (and a new
-// message that matched nothing is downloaded again to be copied). The
-// plan's "0 body re-downloads" needs a cheap identity on both sides
-// (Message-ID + size in the checkpoint, or a sink Indexer that returns
-// them); see RELIABILITY.md C3.
+// Step 2 is weaker than SHA-256: two different messages with the same
+// Message-ID, the same size to the octet and the same internal date to
+// the second would be taken for one another. It is what the plan's C6 asks
+// for (Message-ID + size + fingerprint), and acceptable because each
+// triple must be unique on both sides: duplicate Message-IDs in the folder
+// (resent or hostile messages, the corpus has such pairs) make their
+// triple ambiguous and send those messages to step 3, and a message
+// without a Message-ID, a size or a date (POP3, records written before
+// this field existed) never matches in step 2. The wrong pairing it leaves
+// possible needs a message deleted on the server and another with the
+// same three values appended to the same folder within the same reset;
+// the new one would then be taken as copied, the destination keeping the
+// old one's bytes for it (nothing is deleted). POP3 listings carry no
+// Message-ID, so a POP3 re-map still downloads each message once.
 const (
 	resetMinRecords    = 10
 	resetShare         = 0.9
@@ -62,7 +82,8 @@ type ResetError struct {
 	New      int // of those, not recorded
 	Orphans  int // vanished records with a content hash
 	Probed   int // new messages hashed
-	Matched  int // of those, equal to an orphaned record
+	Matched  int // new messages found equal to an orphaned record
+	Listing  int // of those, by Message-ID, size and date (no download)
 	Remap    bool
 	Change   string // e.g. "1700000000.* -> 1700000099.*", when the IDs show it
 }
@@ -73,11 +94,16 @@ func (e *ResetError) Error() string {
 		change = " (ids " + e.Change + ")"
 	}
 	if !e.Remap {
-		return fmt.Sprintf("%q: %v%s: %d of %d recorded ids are gone and %d of %d listed ids are new, and %d of %d new messages checked are old messages by content; nothing copied from this folder; rerun with --remap to record them under their new ids without copying them again (one download each)",
-			e.Mailbox, ErrIdentifierReset, change, e.Vanished, e.Recorded, e.New, e.Listed, e.Matched, e.Probed)
+		return fmt.Sprintf("%q: %v%s: %d of %d recorded ids are gone and %d of %d listed ids are new, and %d new messages are old ones (%s); nothing copied from this folder; rerun with --remap to record them under their new ids without copying them again",
+			e.Mailbox, ErrIdentifierReset, change, e.Vanished, e.Recorded, e.New, e.Listed, e.Matched, e.how())
 	}
-	return fmt.Sprintf("%q: %v%s: only %d of %d old messages match new ones by content (--remap needs %d, or %d %%); the folder looks partly replaced, so nothing was copied from it; check it on the server",
-		e.Mailbox, ErrIdentifierReset, change, e.Matched, e.Orphans, remapConfirmations, int(remapShare*100))
+	return fmt.Sprintf("%q: %v%s: only %d of %d old messages match new ones (%s; --remap needs %d, or %d %%); the folder looks partly replaced, so nothing was copied from it; check it on the server",
+		e.Mailbox, ErrIdentifierReset, change, e.Matched, e.Orphans, e.how(), remapConfirmations, int(remapShare*100))
+}
+
+// how says how the matches were found.
+func (e *ResetError) how() string {
+	return fmt.Sprintf("%d by Message-ID, size and date; %d of %d hashed by content", e.Listing, e.Matched-e.Listing, e.Probed)
 }
 
 // Is makes errors.Is(err, ErrIdentifierReset) and errors.Is(err,
@@ -97,7 +123,12 @@ type Event struct {
 	Change     string `json:"change,omitempty"`
 	OldRecords int    `json:"old_records"`
 	Rematched  int    `json:"rematched"`
-	Text       string `json:"text"`
+	// ByListing of the Rematched were matched by Message-ID, size and
+	// date, without a download; Hashed is how many new messages were
+	// downloaded to compare them by content (SHA-256).
+	ByListing int    `json:"by_listing"`
+	Hashed    int    `json:"hashed"`
+	Text      string `json:"text"`
 }
 
 // resetCheck is what the lister knows about a folder's identifiers.
@@ -162,17 +193,27 @@ type resetOutcome struct {
 }
 
 // confirmReset applies the rule above to a folder whose identifiers were
-// reset. Confirmed re-mappings are sent to dones (recorded without a Put).
-func confirmReset(ctx context.Context, rc *resetCheck, fresh []mail.Envelope, orphans *orphanSet, opt Options, jobs chan<- []job, dones chan<- done) (resetOutcome, error) {
+// reset; stored are the listed messages the checkpoint still knows (they
+// count for the uniqueness of step 2). Confirmed re-mappings are sent to
+// dones (recorded without a Put).
+func confirmReset(ctx context.Context, rc *resetCheck, fresh, stored []mail.Envelope, orphans *orphanSet, opt Options, jobs chan<- []job, dones chan<- done) (resetOutcome, error) {
 	mb := rc.mailbox
+	byListing := orphans.claimByListing(fresh, stored)
 	var cands []int
 	for i, env := range fresh {
+		if _, ok := byListing[i]; ok {
+			continue
+		}
 		if (opt.MaxSize <= 0 || env.Size <= opt.MaxSize) && orphans.has(env.Size) {
 			cands = append(cands, i)
 		}
 	}
-	if !opt.Remap && len(cands) > resetSample {
-		cands = cands[:resetSample]
+	if !opt.Remap {
+		if len(byListing) > 0 {
+			cands = nil // the folder halts whatever the hashes say
+		} else if len(cands) > resetSample {
+			cands = cands[:resetSample]
+		}
 	}
 	var wg stdsync.WaitGroup
 	probes := make([]probeResult, len(cands))
@@ -194,14 +235,18 @@ func confirmReset(ctx context.Context, rc *resetCheck, fresh []mail.Envelope, or
 	case <-ctx.Done(): // a worker stopped the run
 		return resetOutcome{}, ctx.Err()
 	}
-	matched := 0
-	for _, p := range probes {
-		if p.matched {
-			matched++
+	confirmed := map[int]checkpoint.Record{}
+	for i, r := range byListing {
+		confirmed[i] = r
+	}
+	for k, i := range cands {
+		if probes[k].matched {
+			confirmed[i] = probes[k].rec
 		}
 	}
+	matched := len(confirmed)
 	change := idChange(rc.oldIDs, rc.freshIDs)
-	ev := Event{Mailbox: mb, Change: change, OldRecords: rc.orphans, Rematched: matched}
+	ev := Event{Mailbox: mb, Change: change, OldRecords: rc.orphans, Rematched: matched, ByListing: len(byListing), Hashed: len(cands)}
 	what := "identifiers changed"
 	if change != "" {
 		what += " " + change
@@ -216,39 +261,119 @@ func confirmReset(ctx context.Context, rc *resetCheck, fresh []mail.Envelope, or
 		opt.Logger.Warn("folder replaced on the source: old copies kept, its messages copied as new", "mailbox", mb, "change", change, "old_records", rc.orphans, "checked", len(cands))
 	case !opt.Remap || !accept:
 		halt := &ResetError{Mailbox: mb, Recorded: rc.recorded, Vanished: rc.gone, Listed: rc.listed, New: rc.fresh,
-			Orphans: rc.orphans, Probed: len(cands), Matched: matched, Remap: opt.Remap, Change: change}
+			Orphans: rc.orphans, Probed: len(cands), Matched: matched, Listing: len(byListing), Remap: opt.Remap, Change: change}
 		ev.Kind, ev.Text = "halted", halt.Error()
 		opt.Logger.Error("folder halted", "mailbox", mb, "err", halt)
 		return resetOutcome{event: ev, halt: halt}, nil
 	default:
 		ev.Kind = "remapped"
-		ev.Text = fmt.Sprintf("%s: %s; %d of %d old records re-matched by content and kept, not copied again", mb, what, matched, rc.orphans)
-		opt.Logger.Warn("folder renumbered on the source: re-mapped by content", "mailbox", mb, "change", change, "old_records", rc.orphans, "rematched", matched)
+		ev.Text = fmt.Sprintf("%s: %s; %d of %d old records re-matched (%d by Message-ID, size and date, %d by content) and kept, not copied again",
+			mb, what, matched, rc.orphans, len(byListing), matched-len(byListing))
+		opt.Logger.Warn("folder renumbered on the source: re-mapped", "mailbox", mb, "change", change, "old_records", rc.orphans, "rematched", matched, "by_listing", len(byListing))
 	}
 	out.event = ev
-	isMatch := map[mail.ID]bool{}
-	for k, i := range cands {
-		env := fresh[i]
-		out.checked[env.ID] = true
-		if !probes[k].matched {
+	for _, i := range cands {
+		out.checked[fresh[i].ID] = true
+	}
+	box := opt.Stats.Box(mb)
+	for i, env := range fresh {
+		rec, ok := confirmed[i]
+		if !ok {
+			out.fresh = append(out.fresh, env)
 			continue
 		}
-		isMatch[env.ID] = true
-		box := opt.Stats.Box(mb)
 		box.Queued.Add(1)
 		opt.Stats.Queued.Add(1)
 		select {
-		case dones <- done{env: env, rec: probes[k].rec}:
+		case dones <- done{env: env, rec: rec}:
 		case <-ctx.Done():
 			return resetOutcome{}, ctx.Err()
 		}
 	}
-	for _, env := range fresh {
-		if !isMatch[env.ID] {
-			out.fresh = append(out.fresh, env)
+	return out, nil
+}
+
+// listingKey is what a listing tells of a message for free (step 2 of the
+// rule above): a hash of its Message-ID, its size and its internal date.
+type listingKey struct {
+	msgID string
+	size  int64
+	date  int64
+}
+
+// msgIDSum is the short hash of a Message-ID kept in Record.MsgID: 64 bits
+// are plenty next to size and date, and keep the header value (which may
+// name people and hosts) out of the checkpoint.
+func msgIDSum(id string) string {
+	if id == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(sum[:8])
+}
+
+// unixDate is a date as kept in Record.Date: Unix seconds, 0 when unknown.
+func unixDate(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Unix()
+}
+
+// envListingKey is env's key; false when the listing lacks a part of it.
+func envListingKey(env mail.Envelope) (listingKey, bool) {
+	k := listingKey{msgIDSum(env.MessageID), env.Size, unixDate(env.Date)}
+	return k, k.msgID != "" && k.size >= 0 && k.date != 0
+}
+
+// recListingKey is r's key; false when the record lacks a part of it.
+func recListingKey(r checkpoint.Record) (listingKey, bool) {
+	k := listingKey{r.MsgID, r.Size, r.Date}
+	return k, k.msgID != "" && k.size >= 0 && k.date != 0
+}
+
+// claimByListing pairs new messages (fresh) with orphaned records by
+// listingKey where the key is unique among the orphans and among all the
+// listed messages (fresh and stored), and claims those records. It returns
+// the records re-addressed to their new IDs, by index in fresh; each keeps
+// the old SHA-256 and sink ID.
+func (o *orphanSet) claimByListing(fresh, stored []mail.Envelope) map[int]checkpoint.Record {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	recs := map[listingKey][]checkpoint.Record{}
+	for _, rs := range o.bySize {
+		for _, r := range rs {
+			if k, ok := recListingKey(r); ok {
+				recs[k] = append(recs[k], r)
+			}
 		}
 	}
-	return out, nil
+	if len(recs) == 0 {
+		return nil
+	}
+	listed := map[listingKey]int{}
+	for _, list := range [][]mail.Envelope{fresh, stored} {
+		for _, env := range list {
+			if k, ok := envListingKey(env); ok {
+				listed[k]++
+			}
+		}
+	}
+	out := map[int]checkpoint.Record{}
+	for i, env := range fresh {
+		k, ok := envListingKey(env)
+		if !ok || listed[k] != 1 || len(recs[k]) != 1 {
+			continue
+		}
+		old := recs[k][0]
+		same := o.bySize[old.Size]
+		j := slices.IndexFunc(same, func(r checkpoint.Record) bool { return r.ID == old.ID })
+		o.bySize[old.Size] = slices.Delete(same, j, j+1)
+		rec := old
+		rec.Mailbox, rec.ID, rec.Flags = env.Mailbox, env.ID, nil
+		out[i] = rec
+	}
+	return out
 }
 
 // idChange describes an identifier change when every old ID shares one

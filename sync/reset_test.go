@@ -1,12 +1,16 @@
 package sync
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"net/textproto"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mailferry/mailferry/sync/checkpoint"
 	"github.com/mailferry/mailferry/sync/mail"
@@ -209,5 +213,195 @@ func TestIDChange(t *testing.T) {
 		if got := idChange(tc.old, tc.fresh); got != tc.want {
 			t.Errorf("idChange(%v, %v) = %q, want %q", tc.old, tc.fresh, got, tc.want)
 		}
+	}
+}
+
+// msgIDSource is a MemSource whose listing carries each message's
+// Message-ID, as the IMAP source's does (FETCH BODY.PEEK[HEADER.FIELDS
+// (Message-ID)] with the metadata).
+type msgIDSource struct {
+	*mailtest.MemSource
+	ids map[mail.ID]string
+}
+
+func newMsgIDSource(prefix string, fx []mailtest.Fixture) *msgIDSource {
+	s := &msgIDSource{MemSource: mailtest.NewMemSource(nil), ids: map[mail.ID]string{}}
+	s.IDPrefix = prefix
+	for _, f := range fx {
+		id := s.Add(f)
+		h, err := textproto.NewReader(bufio.NewReader(bytes.NewReader(f.Body))).ReadMIMEHeader()
+		if err != nil {
+			panic(err)
+		}
+		s.ids[id] = h.Get("Message-Id")
+	}
+	return s
+}
+
+func (s *msgIDSource) List(ctx context.Context, mb string, fn func(mail.Envelope) error) error {
+	return s.MemSource.List(ctx, mb, func(env mail.Envelope) error {
+		env.MessageID = s.ids[env.ID]
+		return fn(env)
+	})
+}
+
+// idMsg is an INBOX message with a Message-ID header (none when msgID is
+// "") and an internal date.
+func idMsg(msgID string, date time.Time, text string) mailtest.Fixture {
+	h := ""
+	if msgID != "" {
+		h = "Message-ID: " + msgID + "\r\n"
+	}
+	return mailtest.Fixture{Mailbox: "INBOX", Date: date, Body: []byte(h + "Subject: t\r\n\r\n" + text + "\r\n")}
+}
+
+// idFixtures returns n messages with unique Message-IDs and dates; tag
+// makes one set differ from another (and from resetFixtures' sizes).
+func idFixtures(n int, tag string, date time.Time) []mailtest.Fixture {
+	out := make([]mailtest.Fixture, n)
+	for i := range out {
+		out[i] = idMsg(fmt.Sprintf("<%s-%03d@x>", tag, i), date.Add(time.Duration(i)*time.Minute), fmt.Sprintf("body %s %03d", tag, i))
+	}
+	return out
+}
+
+// TestC3C6RemapByListing: a folder whose identifiers were all reset is
+// re-mapped by Message-ID, size and internal date, with no download, where
+// that triple is unique; everything ambiguous (twins with one Message-ID
+// and size but other bodies, no Message-ID, no date, records written
+// before the checkpoint kept them) is confirmed by SHA-256 instead, and
+// every message ends up mapped to the copy of its own bytes. The listing
+// matches count toward the C6 threshold.
+func TestC3C6RemapByListing(t *testing.T) {
+	day := time.Date(2024, 3, 1, 10, 0, 0, 0, time.UTC)
+	unique := idFixtures(30, "u", day)
+	twins := append([]mailtest.Fixture{}, unique...)
+	twins[0] = idMsg("<twin-a@x>", day, "twin one")
+	twins[1] = idMsg("<twin-a@x>", day, "twin two") // same Message-ID, size and date, other body
+	twins[2] = idMsg("<twin-b@x>", day, "twin three")
+	twins[3] = idMsg("<twin-b@x>", day, "twin four.")
+	twins[4] = idMsg("<twin-c@x>", day, "short") // same Message-ID and date, other size
+	twins[5] = idMsg("<twin-c@x>", day, "a longer one")
+	noIDs := append([]mailtest.Fixture{}, unique...)
+	for i := range 5 {
+		noIDs[i] = idMsg("", day, fmt.Sprintf("no id %03d", i))
+	}
+	noDates := make([]mailtest.Fixture, 30)
+	for i, f := range unique {
+		f.Date = time.Time{}
+		noDates[i] = f
+	}
+	for _, tc := range []struct {
+		name        string
+		first       []mailtest.Fixture
+		oldRecords  bool // the first run's listing had no Message-IDs
+		second      []mailtest.Fixture
+		haltOpens   int64 // downloads by the run without --remap (halts)
+		kind        string
+		byListing   int
+		hashed      int
+		opens, puts int64 // by the run with --remap
+	}{
+		{name: "AllUnique", first: unique, second: unique, kind: "remapped", byListing: 30},
+		// Twins of one size are hashed; twins of two sizes are not.
+		{name: "DuplicateMessageIDs", first: twins, second: twins, kind: "remapped", byListing: 26, hashed: 4, opens: 4},
+		// A new message with the triple of an old one but another body:
+		// the triple is no longer unique in the listing, so both are hashed.
+		{name: "NewTwin", first: unique, second: append([]mailtest.Fixture{idMsg("<u-000@x>", day, "body X 000")}, unique...),
+			kind: "remapped", byListing: 29, hashed: 2, opens: 3, puts: 1},
+		// One of two old twins is gone: the survivor's triple names two
+		// records, so it is hashed.
+		{name: "LostTwin", first: twins, second: twins[1:], kind: "remapped", byListing: 26, hashed: 3, opens: 3},
+		{name: "MissingMessageID", first: noIDs, second: noIDs, kind: "remapped", byListing: 25, hashed: 5, opens: 5},
+		{name: "NoDates", first: noDates, second: noDates, haltOpens: resetSample, kind: "remapped", hashed: 30, opens: 30},
+		{name: "OldRecords", first: unique, oldRecords: true, second: unique, haltOpens: resetSample, kind: "remapped", hashed: 30, opens: 30},
+		// C6: 22 matched by listing >= 20 confirmations; the 8 new ones
+		// have no orphan of their size, so they are copied unhashed.
+		{name: "MostlySame", first: unique, second: append(append([]mailtest.Fixture{}, unique[:22]...), idFixtures(8, "newer", day)...),
+			kind: "remapped", byListing: 22, opens: 8, puts: 8},
+		// C6: 5 of 30 (< 20 and < 80 %) halts even with --remap.
+		{name: "BelowThreshold", first: unique, second: append(append([]mailtest.Fixture{}, unique[:5]...), idFixtures(25, "newer", day)...),
+			kind: "halted", byListing: 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sink := mailtest.NewMemSink()
+			cp := openCP(t, filepath.Join(t.TempDir(), "cp.jsonl"))
+			var first mail.Source = newMsgIDSource("123.", tc.first)
+			if tc.oldRecords {
+				first = renumbered("123.", tc.first)
+			}
+			if _, err := Copy(context.Background(), first, sink, fastOpts(cp)); err != nil {
+				t.Fatal(err)
+			}
+			second := newMsgIDSource("456.", tc.second)
+			puts := sink.Puts.Load()
+			_, err := Copy(context.Background(), second, sink, fastOpts(cp))
+			if !errors.Is(err, ErrIdentifierReset) || !strings.Contains(err.Error(), fmt.Sprintf("%d by Message-ID, size and date", tc.byListing)) {
+				t.Fatalf("without --remap: Copy = %v, want a halt naming %d matches by Message-ID, size and date", err, tc.byListing)
+			}
+			if got := second.Opens.Load(); got != tc.haltOpens || sink.Puts.Load() != puts || len(cp.Records("INBOX")) != 30 {
+				t.Errorf("halt: %d downloads, %d puts, %d records; want %d, 0, 30", got, sink.Puts.Load()-puts, len(cp.Records("INBOX")), tc.haltOpens)
+			}
+
+			opens := second.Opens.Load()
+			opt := fastOpts(cp)
+			opt.Remap = true
+			res, err := Copy(context.Background(), second, sink, opt)
+			if halt := tc.kind == "halted"; halt != errors.Is(err, ErrIdentifierReset) || (!halt && err != nil) {
+				t.Fatalf("--remap: Copy = %v, want halt %v", err, halt)
+			}
+			if len(res.Events) != 1 || res.Events[0].Kind != tc.kind || res.Events[0].ByListing != tc.byListing || res.Events[0].Hashed != tc.hashed {
+				t.Fatalf("--remap: events %+v, want one %q with %d by listing, %d hashed", res.Events, tc.kind, tc.byListing, tc.hashed)
+			}
+			if got := second.Opens.Load() - opens; got != tc.opens || sink.Puts.Load()-puts != tc.puts {
+				t.Errorf("--remap: %d downloads, %d puts; want %d and %d", got, sink.Puts.Load()-puts, tc.opens, tc.puts)
+			}
+			if tc.kind == "halted" {
+				return
+			}
+			// Every listed message is recorded with the copy of its own
+			// bytes: no twin took the other's.
+			stored := map[mail.ID][]byte{}
+			for _, m := range sink.Messages("INBOX") {
+				stored[m.Env.ID] = m.Body
+			}
+			recs := map[mail.ID]checkpoint.Record{}
+			for _, r := range cp.Records("INBOX") {
+				recs[r.ID] = r
+			}
+			for i, f := range tc.second {
+				id := mail.ID(fmt.Sprintf("456.%d", i+1))
+				r, ok := recs[id]
+				if !ok || !bytes.Equal(stored[r.Dst], f.Body) {
+					t.Errorf("%s (%q): record %+v holds %q", id, f.Body, r, stored[r.Dst])
+				}
+			}
+			opens, puts = second.Opens.Load(), sink.Puts.Load()
+			res, err = Copy(context.Background(), second, sink, opt)
+			if err != nil || len(res.Events) != 0 || second.Opens.Load() != opens || sink.Puts.Load() != puts {
+				t.Errorf("final run: err %v, events %+v, %d downloads, %d puts; want nothing", err, res.Events, second.Opens.Load()-opens, sink.Puts.Load()-puts)
+			}
+		})
+	}
+}
+
+// TestListingKeyRecorded: a copied message's record keeps the hash of its
+// Message-ID and its date (and a message without them keeps neither), so
+// that a later reset can be re-mapped without a download.
+func TestListingKeyRecorded(t *testing.T) {
+	day := time.Date(2024, 3, 1, 10, 0, 0, 0, time.FixedZone("x", 3600))
+	fx := []mailtest.Fixture{idMsg("<a@x>", day, "a"), idMsg("", time.Time{}, "b")}
+	cp := openCP(t, filepath.Join(t.TempDir(), "cp.jsonl"))
+	if _, err := Copy(context.Background(), newMsgIDSource("1.", fx), mailtest.NewMemSink(), fastOpts(cp)); err != nil {
+		t.Fatal(err)
+	}
+	want := map[mail.ID][2]any{"1.1": {msgIDSum("<a@x>"), day.Unix()}, "1.2": {"", int64(0)}}
+	for _, r := range cp.Records("INBOX") {
+		if got := [2]any{r.MsgID, r.Date}; got != want[r.ID] {
+			t.Errorf("record %s: MsgID, Date = %v, want %v", r.ID, got, want[r.ID])
+		}
+	}
+	if len(msgIDSum("<a@x>")) != 16 {
+		t.Errorf("msgIDSum = %q, want 16 hex digits", msgIDSum("<a@x>"))
 	}
 }

@@ -44,6 +44,9 @@ func maildirMessages(t *testing.T, root, folder string) int {
 type runSummary struct {
 	Events []mailferry.Event `json:"events"`
 	Totals mailferry.Snapshot
+	Counts struct {
+		Fetched int64 `json:"fetched"`
+	} `json:"counts"`
 }
 
 func parseSummary(t *testing.T, r binRun) runSummary {
@@ -109,47 +112,91 @@ func TestC7MailboxDeletedAndRecreated(t *testing.T) {
 	}
 }
 
+// bigMessages returns n messages of about size bytes each, with unique
+// Message-IDs: big enough that a download of one shows in the traffic.
+func bigMessages(n, size int, tag string) []mailtest.SeedMessage {
+	out := make([]mailtest.SeedMessage, n)
+	for i := range out {
+		var b strings.Builder
+		fmt.Fprintf(&b, "Message-ID: <%s-%d@x>\r\nSubject: %s %d\r\n\r\n", tag, i, tag, i)
+		for b.Len() < size {
+			fmt.Fprintf(&b, "%s %d: a line of text to give the message some weight\r\n", tag, i)
+		}
+		out[i] = mailtest.SeedMessage{Body: []byte(b.String())}
+	}
+	return out
+}
+
+// downBytes sums what the proxy delivered from the server so far.
+func downBytes(p *mailtest.FaultProxy) int64 {
+	var n int64
+	for _, c := range p.Conns() {
+		n += c.Bytes[mailtest.Down]
+	}
+	return n
+}
+
 // TestC3C6UIDValidityBumpSameContent: Dovecot gives a copied folder a new
 // UIDVALIDITY over the same messages (a server rebuild). The next run
 // stops with "identifier reset detected" (exit 6) and copies nothing from
 // it, while the other folder still gets its new message; the run with
 // --remap records the messages under their new IDs with 0 new files; a
-// final run gives 0 new files and exits 0.
+// final run gives 0 new files and exits 0. The messages have unique
+// Message-IDs, so neither the halted run nor the --remap run downloads a
+// body: they match by Message-ID, size and INTERNALDATE (sync/reset.go),
+// which the server traffic (through a pass-through proxy) confirms.
 func TestC3C6UIDValidityBumpSameContent(t *testing.T) {
 	t.Parallel()
+	const bodySize = 32 << 10
 	d := mailtest.NeedDovecot(t)
 	user, pw := d.NewUser(t)
-	d.Seed(t, user, pw, "Work", uidMessages(24, "w"))
+	d.Seed(t, user, pw, "Work", bigMessages(24, bodySize, "w"))
 	d.Seed(t, user, pw, "INBOX", uidMessages(2, "inbox"))
+	p := mailtest.NewFaultProxy(t, d.IMAPS)
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out")
-	args := []string{"copy", "imaps://" + user + "@" + d.IMAPS, "maildir:" + out, "--checkpoint", filepath.Join(dir, "cp.jsonl"), "--ca-file", d.CAFile}
+	args := []string{"copy", "imaps://" + user + "@localhost:" + p.Port(), "maildir:" + out, "--checkpoint", filepath.Join(dir, "cp.jsonl"), "--ca-file", d.CAFile}
 	env := []string{"MAILFERRY_SRC_PASSWORD=" + pw}
 	if r := runBinLimit(t, runLimit, env, args...); r.code != 0 {
 		t.Fatalf("first run: exit %d: %s", r.code, r.stderr)
 	}
+	firstDown := downBytes(p)
 	d.Doveadm(t, "mailbox", "update", "-u", user, "--uid-validity", "4242", "Work")
 	d.Seed(t, user, pw, "INBOX", uidMessages(1, "later"))
 
+	before := downBytes(p)
 	r := runBinLimit(t, runLimit, env, args...)
-	if r.code != exitCheckpoint || !strings.Contains(r.stderr, "identifier reset detected") || !strings.Contains(r.stderr, "--remap") || !strings.Contains(r.stderr, "4242.*") {
-		t.Fatalf("after the UIDVALIDITY change: exit %d, stderr %s; want exit 6 naming the reset, the new UIDVALIDITY and --remap", r.code, r.stderr)
+	if r.code != exitCheckpoint || !strings.Contains(r.stderr, "identifier reset detected") || !strings.Contains(r.stderr, "--remap") || !strings.Contains(r.stderr, "4242.*") ||
+		!strings.Contains(r.stderr, "24 by Message-ID, size and date; 0 of 0 hashed") {
+		t.Fatalf("after the UIDVALIDITY change: exit %d, stderr %s; want exit 6 naming the reset, the new UIDVALIDITY, 24 matches by Message-ID, size and date, and --remap", r.code, r.stderr)
 	}
+	haltDown := downBytes(p) - before
 	if n := maildirMessages(t, out, "Work"); n != 24 {
 		t.Errorf("Work holds %d messages after the halt, want 24", n)
 	}
 	if n := maildirMessages(t, out, ""); n != 3 {
 		t.Errorf("INBOX holds %d messages, want 3: the other folder goes on", n)
 	}
+	before = downBytes(p)
 	r = runBinLimit(t, runLimit, env, append(args, "--remap", "--json")...)
 	if r.code != 0 {
 		t.Fatalf("--remap: exit %d: %s", r.code, r.stderr)
 	}
-	if s := parseSummary(t, r); len(s.Events) != 1 || s.Events[0].Kind != "remapped" || s.Events[0].Rematched != 24 {
-		t.Errorf("--remap events %+v, want Work remapped with 24 re-matched", s.Events)
+	remapDown := downBytes(p) - before
+	if s := parseSummary(t, r); len(s.Events) != 1 || s.Events[0].Kind != "remapped" || s.Events[0].Rematched != 24 ||
+		s.Events[0].ByListing != 24 || s.Events[0].Hashed != 0 || s.Counts.Fetched != 0 {
+		t.Errorf("--remap: events %+v, fetched %d; want Work remapped with 24 re-matched by listing, 0 hashed, 0 fetched", s.Events, s.Counts.Fetched)
 	}
 	if n := maildirMessages(t, out, "Work"); n != 24 {
 		t.Errorf("Work holds %d messages after --remap, want 24 (0 new files)", n)
+	}
+	// 0 body downloads: each run after the reset received less than one
+	// body's worth from the server (listings, TLS handshakes, the small
+	// INBOX message), where the first run received all 24.
+	t.Logf("server to client: first run %d bytes, halted run %d, --remap run %d", firstDown, haltDown, remapDown)
+	if firstDown < 24*bodySize || haltDown >= bodySize || remapDown >= bodySize {
+		t.Errorf("server sent %d bytes to the halted run and %d to the --remap run (first run %d); want each under one body (%d): no body downloaded",
+			haltDown, remapDown, firstDown, bodySize)
 	}
 	r = runBinLimit(t, runLimit, env, append(args, "--json")...)
 	if s := parseSummary(t, r); r.code != 0 || s.Totals.Copied != 0 || s.Totals.Fetched != 0 || len(s.Events) != 0 {

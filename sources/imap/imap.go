@@ -431,6 +431,12 @@ func (s *Source) wrap(ctx context.Context, op string, err error) (bool, error) {
 			return false, fmt.Errorf("imap: %s: %w", op, err)
 		}
 	}
+	if err == io.ErrUnexpectedEOF {
+		// imapclient's bare words for a connection the server closed, as
+		// after "* BYE Session expired" (Gmail, scenario B5): say which
+		// command it cut.
+		return false, mail.Temp(fmt.Errorf("imap: %s: server closed the connection: %w", op, err))
+	}
 	if errors.Is(err, mail.ErrClosed) || mail.Temporary(err) || mail.Fatal(err) {
 		return false, err
 	}

@@ -42,6 +42,13 @@ type Record struct {
 	Dst     mail.ID `json:"d,omitempty"` // the sink's ID
 	Size    int64   `json:"n"`           // the source's size hint
 	SHA256  string  `json:"h,omitempty"` // hex SHA-256 of the bytes copied
+	// MsgID is a short hash (hex of the first 8 bytes of SHA-256) of the
+	// Message-ID the source listed, and Date the internal date it listed
+	// (Unix seconds); "" and 0 when the listing gave none (POP3, records
+	// of older versions). With Size they let a folder whose identifiers
+	// were reset be re-mapped without downloading it again (sync/reset.go).
+	MsgID string `json:"i,omitempty"`
+	Date  int64  `json:"t,omitempty"`
 	// Flags are the source flags last given to the destination, space
 	// separated; nil when not known (records of sinks that cannot change
 	// flags later).
@@ -141,7 +148,7 @@ func (osFS) OpenFile(name string, flag int, perm os.FileMode) (FSFile, error) {
 func (osFS) Stat(name string) (os.FileInfo, error) { return os.Stat(name) }
 func (osFS) Rename(oldpath, newpath string) error  { return os.Rename(oldpath, newpath) }
 func (osFS) Remove(name string) error              { return os.Remove(name) }
-func (osFS) SyncDir(dir string) error { return mail.SyncDir(dir) }
+func (osFS) SyncDir(dir string) error              { return mail.SyncDir(dir) }
 
 // Open opens or creates the checkpoint at path for the endpoints src and
 // dst. A file for other endpoints, or an unreadable one, is refused

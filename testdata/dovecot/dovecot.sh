@@ -152,6 +152,18 @@ namespace inbox {
   }
 }
 
+# mail_log writes every IMAP save (APPEND, COPY) and expunge to the log with its user, mailbox
+# and UID, at the commit that makes it visible: crash tests read DIR/log/dovecot.log to check
+# that no source expunge came before the destination confirmed the copy (RELIABILITY-PLAN A7).
+# IMAP only, so doveadm (tests' resets) and POP3 stay as they were.
+protocol imap {
+  mail_plugins = \$mail_plugins notify mail_log
+}
+plugin {
+  mail_log_events = save copy expunge
+  mail_log_fields = uid box msgid size
+}
+
 service imap-login {
   inet_listener imap {
     port = $IMAP_PORT

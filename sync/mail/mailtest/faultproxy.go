@@ -60,6 +60,11 @@ type Fault struct {
 	// Rate, when positive, limits each direction to this many bytes per
 	// second (delivered in slices of about 1/20 s).
 	Rate int
+	// RateAfter, when positive, holds Rate back until this many bytes have
+	// been delivered in that direction of the connection: a throttle that
+	// starts mid-session (Gmail's, once an account is over its quota), with
+	// the session's login still at full speed.
+	RateAfter int64
 	// Fragment, when positive, delivers each chunk in writes of 1 to
 	// Fragment bytes (sizes cycling 1, 2, ..., Fragment), each its own TCP
 	// segment (TCP_NODELAY): the client's parser sees lines, literals and
@@ -296,6 +301,7 @@ func (c *proxyConn) pump(dir Direction, src, dst net.Conn) {
 	buf := make([]byte, size)
 	start := time.Now()
 	var sent int64
+	throttled := f.Rate > 0 && f.RateAfter <= 0
 	seg := 0 // the last fragment size
 	var resp respScanner
 	for {
@@ -347,7 +353,11 @@ func (c *proxyConn) pump(dir Direction, src, dst net.Conn) {
 				c.closeAll(f.Action == Reset)
 				return
 			}
-			if f.Rate > 0 && !c.pace(&sent, int64(len(chunk)), start, f.Rate) {
+			// Only this goroutine writes c.bytes[dir]: reading it unlocked
+			// races with nothing.
+			if f.Rate > 0 && !throttled && c.bytes[dir] >= f.RateAfter {
+				throttled, start = true, time.Now()
+			} else if throttled && !c.pace(&sent, int64(len(chunk)), start, f.Rate) {
 				return
 			}
 		}

@@ -394,3 +394,22 @@ func TestRespScannerSplit(t *testing.T) {
 		}
 	}
 }
+
+// TestFaultProxyRateAfter: the throttle starts only after RateAfter bytes.
+func TestFaultProxyRateAfter(t *testing.T) {
+	greeting := pattern(40 << 10)
+	e := startEchoTarget(t, greeting)
+	p := NewFaultProxy(t, e.addr)
+	p.SetSchedule(EveryConn(Fault{Rate: 8 << 10, RateAfter: 36 << 10}))
+	c := dialProxy(t, p)
+	start := time.Now()
+	got := make([]byte, len(greeting))
+	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, greeting) {
+		t.Fatal(err)
+	}
+	// 36 KiB at full speed, then 4 KiB at 8 KiB/s: about half a second
+	// (all of it throttled would take five).
+	if el := time.Since(start); el < 300*time.Millisecond || el > 3*time.Second {
+		t.Fatalf("took %v, want about 500ms", el)
+	}
+}
