@@ -479,7 +479,6 @@ func readResponse(r *bufio.Reader) (string, error) {
 	}
 }
 
-
 // respCode reads a numeric response code such as "* OK [UIDVALIDITY 3]".
 func respCode(line, code string) (uint32, bool) {
 	i := strings.Index(strings.ToUpper(line), "["+code+" ")
