@@ -13,7 +13,7 @@ FUZZTIME ?= 30s
 TESTFUZZTIME ?= 3000x
 TESTFUZZMINIMIZE ?= 200x
 
-.PHONY: build test unit lint tidy fuzz cover demo bench clean soak
+.PHONY: build test unit lint tidy fuzz fuzz-nightly cover demo bench clean soak
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/mailferry ./cmd/mailferry
@@ -64,6 +64,10 @@ fuzz:
 			$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) "$$pkg"; \
 		done; \
 	done
+
+# The long run for a nightly job (RELIABILITY-PLAN F10): each fuzz target for 10 minutes.
+fuzz-nightly:
+	$(MAKE) fuzz FUZZTIME=10m
 
 cover:
 	$(GO) test -count=1 -covermode=atomic -coverprofile=coverage.out ./...

@@ -669,6 +669,15 @@ func putOne(ctx context.Context, dst mail.Sink, env mail.Envelope, body io.Reade
 	if opt.byteLimit != nil {
 		body = &limitedReader{ctx: ctx, r: body, l: opt.byteLimit}
 	}
+	// A listing without Message-IDs (POP3) leaves the record without one;
+	// the header is read on its way to the sink instead, so that a later
+	// identifier reset can match the message by Message-ID (reset.go)
+	// without a download.
+	var scan *mail.HeaderScanner
+	if env.MessageID == "" {
+		scan = mail.NewHeaderScanner(body)
+		body = scan
+	}
 	hr := mail.NewHashReader(body)
 	put := env
 	put.Mailbox = opt.dstName(env.Mailbox)
@@ -685,7 +694,7 @@ func putOne(ctx context.Context, dst mail.Sink, env mail.Envelope, body io.Reade
 	opt.Stats.Bytes.Add(dg.Bytes)
 	opt.Stats.Box(env.Mailbox).Bytes.Add(dg.Bytes)
 	rec := checkpoint.Record{Mailbox: env.Mailbox, ID: env.ID, Dst: id, Size: env.Size, SHA256: hex.EncodeToString(dg.SHA256[:]),
-		MsgID: msgIDSum(env.MessageID), Date: unixDate(env.Date)}
+		MsgID: msgIDSum(scannedMessageID(env, scan)), Date: unixDate(env.Date)}
 	if _, ok := dst.(mail.FlagSetter); ok && env.Flags != nil {
 		f := flagString(env.Flags)
 		rec.Flags = &f
@@ -816,7 +825,13 @@ func rematch(ctx context.Context, src mail.Source, j job) (checkpoint.Record, bo
 		return checkpoint.Record{}, false, fmt.Errorf("open: %w", err)
 	}
 	defer rc.Close()
-	hr := mail.NewHashReader(rc)
+	var body io.Reader = rc
+	var scan *mail.HeaderScanner
+	if j.env.MessageID == "" {
+		scan = mail.NewHeaderScanner(rc)
+		body = scan
+	}
+	hr := mail.NewHashReader(body)
 	if _, err := io.Copy(io.Discard, hr); err != nil {
 		return checkpoint.Record{}, false, fmt.Errorf("read: %w", err)
 	}
@@ -826,7 +841,16 @@ func rematch(ctx context.Context, src mail.Source, j job) (checkpoint.Record, bo
 		return checkpoint.Record{}, false, nil
 	}
 	return checkpoint.Record{Mailbox: j.env.Mailbox, ID: j.env.ID, Dst: old.Dst, Size: j.env.Size, SHA256: sum,
-		MsgID: msgIDSum(j.env.MessageID), Date: unixDate(j.env.Date)}, true, nil
+		MsgID: msgIDSum(scannedMessageID(j.env, scan)), Date: unixDate(j.env.Date)}, true, nil
+}
+
+// scannedMessageID is env's Message-ID: the listing's, or else what scan
+// found in the body (nil scan: none).
+func scannedMessageID(env mail.Envelope, scan *mail.HeaderScanner) string {
+	if env.MessageID != "" || scan == nil {
+		return env.MessageID
+	}
+	return scan.MessageID()
 }
 
 // commitLoop batches finished messages: sink commit, checkpoint record and

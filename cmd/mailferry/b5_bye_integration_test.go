@@ -36,18 +36,17 @@ func b5Corpus(tag string, n, size int) []mailtest.SeedMessage {
 // session has sent 100 KB, either at the end of a FETCH response (between
 // two literals, where Gmail sends it) or in the middle of a literal (the
 // BYE line then reads as message bytes before the close), and hangs up.
-// Past the account's quota (Y: everything the first two runs fetched) it
-// also throttles every session to 1 KiB/s.
 //
-// The first run reconnects after each BYE with backoff (a retry warning
-// per cut), and stops at its --max-bytes budget with exit 8 ("rerun
-// later") and one line naming the budget; the rerun goes on from the
-// checkpoint and finishes. Then three more messages arrive and are fetched
-// under the throttle with --timeout 1s: the run lasts longer than the
-// timeout (bytes keep coming, so the inactivity deadline does not fire),
-// nothing fails, nothing hangs. In the end the destination (a Maildir, or
-// another IMAP account) holds every message exactly once, and one more run
-// copies nothing.
+// The first run reconnects after each BYE, retries the cut message with
+// backoff (a warning naming the cut), and stops at its --max-bytes budget
+// with exit 8 ("rerun later") and one line naming the budget; the rerun
+// goes on from the checkpoint and finishes. Then, past the account's quota
+// (Y: what those runs fetched), two more messages arrive and every session
+// is throttled after its login: at 300 B/s the run stops on its own with
+// exit 8 after five temporary failures in a row (no hang, nothing stored
+// half); at 4 KiB/s it finishes slowly with --timeout 1s. In the end the
+// destination (a Maildir, or another IMAP account) holds every message
+// exactly once, and one more run copies nothing.
 func TestB5ByeSessionExpired(t *testing.T) {
 	t.Parallel()
 	d := mailtest.NeedDovecot(t)
@@ -55,11 +54,14 @@ func TestB5ByeSessionExpired(t *testing.T) {
 		name       string
 		atResponse bool
 		imapDst    bool
-		throttle   bool // 1 KiB/s takes seconds: one pipeline is enough
+		throttle   bool   // a throttle takes seconds: one pipeline is enough
+		cutErr     string // what the retry warning says of the cut
 	}{
-		{"between responses to Maildir", true, false, true},
-		{"mid-literal to Maildir", false, false, false},
-		{"mid-literal to IMAP", false, true, false},
+		// The whole body arrived, but not the FETCH's tagged OK: the
+		// message is fetched again, not stored unconfirmed.
+		{"between responses to Maildir", true, false, true, "server closed the connection"},
+		{"mid-literal to Maildir", false, false, false, "body cut short"},
+		{"mid-literal to IMAP", false, true, false, "body cut short"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -117,7 +119,9 @@ func TestB5ByeSessionExpired(t *testing.T) {
 				}
 			}
 			retries := strings.Count(r.stderr, "retrying after a temporary error")
-			t.Log(r.stderr) // DEBUG
+			if !strings.Contains(r.stderr, tc.cutErr) {
+				t.Errorf("first run: no retry names the cut (%q): %s", tc.cutErr, r.stderr)
+			}
 			t.Logf("first run: %d copied in %v, %d connections, %d ended by BYE, %d retries", first, r.elapsed, len(p.Conns()), byes, retries)
 			if first < 9 || first > 10 || byes < 2 || retries == 0 {
 				t.Errorf("first run copied %d with %d BYEs and %d retry warnings; want 9 or 10 within 250K, at least two BYEs survived, one with a backoff retry", first, byes, retries)
@@ -132,30 +136,56 @@ func TestB5ByeSessionExpired(t *testing.T) {
 			if !tc.throttle {
 				return
 			}
-			// Over quota: every session from now on is throttled to 1 KiB/s.
+			// Over quota (Y: what the two runs fetched): from now on every
+			// session is throttled once it has sent 6 KB (its login and the
+			// listing go at full speed, which keeps the test short).
 			var y int64
 			for _, c := range p.Conns() {
 				y += c.Bytes[mailtest.Down]
 			}
-			late := b5Corpus("late", 3, 1<<10)
+			late := b5Corpus("late", 2, 8<<10)
 			d.Seed(t, user, pw, "INBOX", late)
 			msgs = append(msgs, late...)
 			want = multiset(msgs)
-			slow := bye
-			slow.Rate = 1 << 10
-			p.SetSchedule(mailtest.EveryConn(slow))
-			before := len(p.Conns())
-			r = runBinLimit(t, runLimit, env, args("--timeout", "1s")...)
-			var thr int64
-			for _, c := range p.Conns()[before:] {
-				thr += c.Bytes[mailtest.Down]
-			}
-			t.Logf("throttled run after Y = %d bytes: %d bytes in %v", y, thr, r.elapsed)
-			if r.code != 0 || copiedCount(t, r.stdout) != 3 {
-				t.Fatalf("throttled run = %d, copied %d; want 0 and 3: %s", r.code, copiedCount(t, r.stdout), lastLine(r.stderr))
-			}
-			if r.elapsed < 2*time.Second || r.elapsed < time.Duration(thr)*time.Second/(2<<10) {
-				t.Errorf("throttled run took %v for %d bytes: the throttle did not apply (want over 2x --timeout)", r.elapsed, thr)
+			for _, ph := range []struct {
+				name string
+				rate int
+				code int
+			}{
+				// Well under the source's minimum rate (sources/imap
+				// MinRate: 1 KiB/s, counting only time spent waiting
+				// mid-response, so 768 B/s from this proxy still passes):
+				// every fetch fails after a second, is retried with backoff,
+				// and five temporary failures in a row stop the run with
+				// exit 8 instead of trickling for hours.
+				{"under the minimum rate", 300, exitTemporary},
+				// Above it: slow, the run takes longer than --timeout
+				// several times over, and still nothing fails.
+				{"above the minimum rate", 4 << 10, 0},
+			} {
+				slow := bye
+				slow.Rate, slow.RateAfter = ph.rate, 6<<10
+				p.SetSchedule(mailtest.EveryConn(slow))
+				before := len(p.Conns())
+				r = runBinLimit(t, runLimit, env, args("--timeout", "1s")...)
+				var thr int64
+				for _, c := range p.Conns()[before:] {
+					thr += max(0, c.Bytes[mailtest.Down]-slow.RateAfter)
+				}
+				t.Logf("%s, after Y = %d bytes: exit %d, %d bytes throttled, %v", ph.name, y, r.code, thr, r.elapsed)
+				if r.code != ph.code {
+					t.Fatalf("%s: exit %d, want %d: %s", ph.name, r.code, ph.code, r.stderr)
+				}
+				checkSafe(ph.name)
+				if ph.code != 0 {
+					if last := lastLine(r.stderr); !strings.Contains(last, "rerun later") || !strings.Contains(r.stderr, "minimum rate") || r.elapsed > 30*time.Second {
+						t.Errorf("%s: took %v, last line %q; want a stop within 30s naming the minimum rate and saying rerun later", ph.name, r.elapsed, last)
+					}
+					continue
+				}
+				if copiedCount(t, r.stdout) != int64(len(late)) || r.elapsed < 2*time.Second || r.elapsed < time.Duration(thr)*time.Second/time.Duration(2*ph.rate) {
+					t.Errorf("%s: copied %d in %v (%d bytes throttled); want the %d late ones, slowly (over 2x --timeout)", ph.name, copiedCount(t, r.stdout), r.elapsed, thr, len(late))
+				}
 			}
 
 			p.SetSchedule(nil)

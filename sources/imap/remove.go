@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	imap "github.com/emersion/go-imap/v2"
 
@@ -12,6 +13,13 @@ import (
 )
 
 var _ mail.Remover = (*Source)(nil)
+
+// TestHookAfterStore is for crash tests only, never set in production:
+// cmd/mailferry sets it from MAILFERRY_TEST_CRASH_IN_REMOVE to SIGKILL the
+// process inside the window between a Remove's UID STORE \Deleted
+// (confirmed by the server) and its UID EXPUNGE (RELIABILITY-PLAN A7).
+// When set, every Source's Remove calls it there with the mailbox name.
+var TestHookAfterStore atomic.Pointer[func(mailbox string)]
 
 // remover is the state of Remove: its own connection, which SELECTs
 // read-write while every other connection only EXAMINEs, and the mailboxes
@@ -189,6 +197,9 @@ func (s *Source) removeOn(ctx context.Context, cn *conn, op, name string, pick f
 		if err := f(name); err != nil {
 			return false, err
 		}
+	}
+	if f := TestHookAfterStore.Load(); f != nil {
+		(*f)(name)
 	}
 	caps := cn.c.Caps()
 	switch {
