@@ -535,7 +535,7 @@ func listMailbox(ctx context.Context, src mail.Source, dst mail.Sink, mb string,
 			note(Event{Mailbox: mb, Kind: "reset-suspected", Change: change, OldRecords: rc.orphans,
 				Text: fmt.Sprintf("%s: %d of %d recorded ids are gone and %d of %d listed are new; a real run compares them by content first", mb, rc.gone, rc.recorded, rc.fresh, rc.listed)}, nil)
 		} else {
-			out, err := confirmReset(ctx, &rc, fresh, stored, orphans, opt, jobs, dones)
+			out, err := confirmReset(ctx, src, &rc, fresh, stored, orphans, opt, jobs, dones)
 			if err != nil {
 				return err
 			}
@@ -683,7 +683,9 @@ func putOne(ctx context.Context, dst mail.Sink, env mail.Envelope, body io.Reade
 	put.Mailbox = opt.dstName(env.Mailbox)
 	id, err := dst.Put(ctx, put, hr)
 	if err != nil {
-		opt.budget.settle(env.Size, -1)
+		// What was read counts, stored or not: a provider's quota (B5)
+		// counts every byte it sent, and a retry reads them again.
+		opt.budget.settle(env.Size, hr.Digest().Bytes)
 		return done{}, fmt.Errorf("put: %w", err)
 	}
 	opt.Step("put")

@@ -118,8 +118,10 @@ func (b *byteBudget) take(size int64) error {
 	return nil
 }
 
-// settle corrects the reservation of a message stored with actual bytes,
-// or gives it back (actual < 0) when the message was not stored.
+// settle corrects the reservation of a message to the actual bytes read
+// from the source, stored or not (a failed transfer still used the
+// provider's quota), or gives it back whole (actual < 0) when nothing was
+// read.
 func (b *byteBudget) settle(hint, actual int64) {
 	if b == nil {
 		return

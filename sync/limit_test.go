@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 	"strings"
 	stdsync "sync"
@@ -168,5 +169,51 @@ func TestTempStreak(t *testing.T) {
 		if err := nilStreak.note(ctx, temp); err != nil {
 			t.Fatalf("nil streak stopped: %v", err)
 		}
+	}
+}
+
+// cutSink reads the first part of every body, then fails the first tries
+// of each message as a dropped connection would; it counts every byte read.
+type cutSink struct {
+	mail.Sink
+	mu    stdsync.Mutex
+	tries map[mail.ID]int
+	read  int64
+}
+
+func (s *cutSink) Put(ctx context.Context, env mail.Envelope, body io.Reader) (mail.ID, error) {
+	n, _ := io.CopyN(io.Discard, body, 600)
+	s.mu.Lock()
+	s.read += n
+	s.tries[env.ID]++
+	try := s.tries[env.ID]
+	s.mu.Unlock()
+	if try <= 2 {
+		return "", mail.Temp(errors.New("connection cut mid-body"))
+	}
+	rest, _ := io.Copy(io.Discard, body)
+	s.mu.Lock()
+	s.read += rest
+	s.mu.Unlock()
+	return s.Sink.Put(ctx, env, strings.NewReader(strings.Repeat("x", int(n+rest))))
+}
+
+// TestB5BudgetCountsFailedTransfers: bytes read for a message whose
+// transfer was cut count against --max-bytes too (a provider's daily quota
+// counts every byte it sent), so the retries of cut messages cannot read
+// past the budget.
+func TestB5BudgetCountsFailedTransfers(t *testing.T) {
+	src := mailtest.NewMemSource(sized(10, 1000))
+	dst := &cutSink{Sink: mailtest.NewMemSink(), tries: map[mail.ID]int{}}
+	opt := fastOpts(openCP(t, filepath.Join(t.TempDir(), "cp.jsonl")))
+	opt.MaxBytes, opt.Workers, opt.Retries = 3000, 1, 5
+	_, err := Copy(context.Background(), src, dst, opt)
+	if !errors.Is(err, ErrResumeLater) {
+		t.Fatalf("Copy = %v, want ErrResumeLater", err)
+	}
+	// The budget is checked before each message starts: at most one
+	// message's worth past it.
+	if dst.read > 3000+1000 {
+		t.Errorf("the run read %d bytes from the source with a budget of 3000", dst.read)
 	}
 }

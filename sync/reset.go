@@ -29,6 +29,14 @@ import (
 //     listed message and no other orphaned record has that triple, is that
 //     record's message. This costs no download: the listing gives the
 //     three for free (IMAP) and the record keeps them (Record.MsgID, Date).
+//     A source whose listing has no Message-IDs but that can read headers
+//     alone (mail.HeaderFetcher: POP3 TOP msg 0) is asked once, in one
+//     pass, for those of the listed messages that have an orphaned record
+//     of their size with a Message-ID; the records of such sources get
+//     theirs from the body as it is copied (copy.go putOne). POP3 lists no
+//     date either, so there the key is (Message-ID, size): a date is
+//     compared only as far as it is known, and a zero date matches only a
+//     zero date.
 //  3. Probe: hash new messages that step 2 left unmatched and that have an
 //     orphaned record of their size (resetSample of them, or all with
 //     Options.Remap; none without Remap once step 2 matched any, as the
@@ -53,13 +61,15 @@ import (
 // triple must be unique on both sides: duplicate Message-IDs in the folder
 // (resent or hostile messages, the corpus has such pairs) make their
 // triple ambiguous and send those messages to step 3, and a message
-// without a Message-ID, a size or a date (POP3, records written before
-// this field existed) never matches in step 2. The wrong pairing it leaves
-// possible needs a message deleted on the server and another with the
-// same three values appended to the same folder within the same reset;
-// the new one would then be taken as copied, the destination keeping the
-// old one's bytes for it (nothing is deleted). POP3 listings carry no
-// Message-ID, so a POP3 re-map still downloads each message once.
+// without a Message-ID or a size (records written before this field
+// existed, a source without headers) never matches in step 2. The wrong
+// pairing it leaves possible needs a message deleted on the server and
+// another with the same three values appended to the same folder within
+// the same reset; the new one would then be taken as copied, the
+// destination keeping the old one's bytes for it (nothing is deleted).
+// Without dates (POP3) the same needs only the same Message-ID and size to
+// the octet: a resent copy of a deleted message could do it, which is the
+// price of not downloading a regenerated maildrop again.
 const (
 	resetMinRecords    = 10
 	resetShare         = 0.9
@@ -76,14 +86,16 @@ var ErrIdentifierReset = errors.New("identifier reset detected")
 // records no longer name the source's messages, so the CLI exits 6.
 type ResetError struct {
 	Mailbox  string
-	Recorded int // records the checkpoint holds for the folder
-	Vanished int // of those, no longer listed
-	Listed   int // messages listed now
-	New      int // of those, not recorded
-	Orphans  int // vanished records with a content hash
-	Probed   int // new messages hashed
-	Matched  int // new messages found equal to an orphaned record
-	Listing  int // of those, by Message-ID, size and date (no download)
+	Recorded int  // records the checkpoint holds for the folder
+	Vanished int  // of those, no longer listed
+	Listed   int  // messages listed now
+	New      int  // of those, not recorded
+	Orphans  int  // vanished records with a content hash
+	Probed   int  // new messages hashed
+	Matched  int  // new messages found equal to an orphaned record
+	Listing  int  // of those, by Message-ID, size and date (no download)
+	Headers  int  // messages whose header was read for its Message-ID (mail.HeaderFetcher)
+	NoDates  bool // the listing gave no dates (POP3): Listing matched by Message-ID and size
 	Remap    bool
 	Change   string // e.g. "1700000000.* -> 1700000099.*", when the IDs show it
 }
@@ -103,7 +115,19 @@ func (e *ResetError) Error() string {
 
 // how says how the matches were found.
 func (e *ResetError) how() string {
-	return fmt.Sprintf("%d by Message-ID, size and date; %d of %d hashed by content", e.Listing, e.Matched-e.Listing, e.Probed)
+	s := fmt.Sprintf("%d by %s; %d of %d hashed by content", e.Listing, keyName(e.NoDates), e.Matched-e.Listing, e.Probed)
+	if e.Headers > 0 {
+		s += fmt.Sprintf("; %d headers read", e.Headers)
+	}
+	return s
+}
+
+// keyName names what step 2 of the rule compares.
+func keyName(noDates bool) string {
+	if noDates {
+		return "Message-ID and size"
+	}
+	return "Message-ID, size and date"
 }
 
 // Is makes errors.Is(err, ErrIdentifierReset) and errors.Is(err,
@@ -124,11 +148,15 @@ type Event struct {
 	OldRecords int    `json:"old_records"`
 	Rematched  int    `json:"rematched"`
 	// ByListing of the Rematched were matched by Message-ID, size and
-	// date, without a download; Hashed is how many new messages were
-	// downloaded to compare them by content (SHA-256).
-	ByListing int    `json:"by_listing"`
-	Hashed    int    `json:"hashed"`
-	Text      string `json:"text"`
+	// date (Message-ID and size for a source without dates), without a
+	// download; Hashed is how many new messages were downloaded to compare
+	// them by content (SHA-256). HeadersRead is how many messages' headers
+	// were read, in one pass, to learn Message-IDs the listing lacked
+	// (mail.HeaderFetcher: POP3 TOP).
+	ByListing   int    `json:"by_listing"`
+	Hashed      int    `json:"hashed"`
+	HeadersRead int    `json:"headers_read,omitempty"`
+	Text        string `json:"text"`
 }
 
 // resetCheck is what the lister knows about a folder's identifiers.
@@ -196,8 +224,13 @@ type resetOutcome struct {
 // reset; stored are the listed messages the checkpoint still knows (they
 // count for the uniqueness of step 2). Confirmed re-mappings are sent to
 // dones (recorded without a Put).
-func confirmReset(ctx context.Context, rc *resetCheck, fresh, stored []mail.Envelope, orphans *orphanSet, opt Options, jobs chan<- []job, dones chan<- done) (resetOutcome, error) {
+func confirmReset(ctx context.Context, src mail.Source, rc *resetCheck, fresh, stored []mail.Envelope, orphans *orphanSet, opt Options, jobs chan<- []job, dones chan<- done) (resetOutcome, error) {
 	mb := rc.mailbox
+	headers, err := headerPass(ctx, src, mb, fresh, stored, orphans, opt)
+	if err != nil {
+		return resetOutcome{}, err
+	}
+	noDates := !slices.ContainsFunc(fresh, func(e mail.Envelope) bool { return !e.Date.IsZero() })
 	byListing := orphans.claimByListing(fresh, stored)
 	var cands []int
 	for i, env := range fresh {
@@ -246,7 +279,7 @@ func confirmReset(ctx context.Context, rc *resetCheck, fresh, stored []mail.Enve
 	}
 	matched := len(confirmed)
 	change := idChange(rc.oldIDs, rc.freshIDs)
-	ev := Event{Mailbox: mb, Change: change, OldRecords: rc.orphans, Rematched: matched, ByListing: len(byListing), Hashed: len(cands)}
+	ev := Event{Mailbox: mb, Change: change, OldRecords: rc.orphans, Rematched: matched, ByListing: len(byListing), Hashed: len(cands), HeadersRead: headers}
 	what := "identifiers changed"
 	if change != "" {
 		what += " " + change
@@ -261,15 +294,15 @@ func confirmReset(ctx context.Context, rc *resetCheck, fresh, stored []mail.Enve
 		opt.Logger.Warn("folder replaced on the source: old copies kept, its messages copied as new", "mailbox", mb, "change", change, "old_records", rc.orphans, "checked", len(cands))
 	case !opt.Remap || !accept:
 		halt := &ResetError{Mailbox: mb, Recorded: rc.recorded, Vanished: rc.gone, Listed: rc.listed, New: rc.fresh,
-			Orphans: rc.orphans, Probed: len(cands), Matched: matched, Listing: len(byListing), Remap: opt.Remap, Change: change}
+			Orphans: rc.orphans, Probed: len(cands), Matched: matched, Listing: len(byListing), Headers: headers, NoDates: noDates, Remap: opt.Remap, Change: change}
 		ev.Kind, ev.Text = "halted", halt.Error()
 		opt.Logger.Error("folder halted", "mailbox", mb, "err", halt)
 		return resetOutcome{event: ev, halt: halt}, nil
 	default:
 		ev.Kind = "remapped"
-		ev.Text = fmt.Sprintf("%s: %s; %d of %d old records re-matched (%d by Message-ID, size and date, %d by content) and kept, not copied again",
-			mb, what, matched, rc.orphans, len(byListing), matched-len(byListing))
-		opt.Logger.Warn("folder renumbered on the source: re-mapped", "mailbox", mb, "change", change, "old_records", rc.orphans, "rematched", matched, "by_listing", len(byListing))
+		ev.Text = fmt.Sprintf("%s: %s; %d of %d old records re-matched (%d by %s, %d by content) and kept, not copied again",
+			mb, what, matched, rc.orphans, len(byListing), keyName(noDates), matched-len(byListing))
+		opt.Logger.Warn("folder renumbered on the source: re-mapped", "mailbox", mb, "change", change, "old_records", rc.orphans, "rematched", matched, "by_listing", len(byListing), "headers_read", headers)
 	}
 	out.event = ev
 	for _, i := range cands {
@@ -293,8 +326,76 @@ func confirmReset(ctx context.Context, rc *resetCheck, fresh, stored []mail.Enve
 	return out, nil
 }
 
+// headerPass learns the Message-IDs a listing lacked (POP3) from a source
+// that can read headers alone (mail.HeaderFetcher), in one call, for the
+// listed messages step 2 could match: those without a Message-ID whose
+// size an orphaned record with a Message-ID has. It fills them into fresh
+// and stored (which counts for uniqueness) and returns how many it asked
+// for. A pass that fails, or answers for only some of the messages, is
+// dropped with a warning: step 3 then compares by content, as before. Only
+// cancellation and fatal errors are returned.
+func headerPass(ctx context.Context, src mail.Source, mb string, fresh, stored []mail.Envelope, orphans *orphanSet, opt Options) (int, error) {
+	hf, ok := src.(mail.HeaderFetcher)
+	if !ok {
+		return 0, nil
+	}
+	sizes := orphans.keyedSizes()
+	var ids []mail.ID
+	var at []*mail.Envelope
+	for _, list := range [][]mail.Envelope{fresh, stored} {
+		for i := range list {
+			if env := &list[i]; env.MessageID == "" && sizes[env.Size] {
+				ids = append(ids, env.ID)
+				at = append(at, env)
+			}
+		}
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	got, err := retry(ctx, opt, func() (map[mail.ID]string, error) { return hf.MessageIDs(ctx, mb, ids) })
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		return 0, ctx.Err()
+	case mail.Fatal(err):
+		return 0, fmt.Errorf("read headers of %q: %w", mb, err)
+	default:
+		opt.Logger.Warn("could not read the headers of a renumbered folder: comparing its messages by content instead", "mailbox", mb, "err", err)
+		return 0, nil
+	}
+	for _, env := range at {
+		if _, ok := got[env.ID]; !ok {
+			// Matching needs every listed key: one unknown could be the
+			// twin that makes another ambiguous.
+			opt.Logger.Warn("the source left out headers of a renumbered folder: comparing its messages by content instead", "mailbox", mb, "id", env.ID)
+			return 0, nil
+		}
+	}
+	for _, env := range at {
+		env.MessageID = got[env.ID]
+	}
+	opt.Logger.Debug("read the headers of a renumbered folder", "mailbox", mb, "size", len(ids))
+	return len(ids), nil
+}
+
+// keyedSizes returns the sizes of the orphaned records that have a
+// Message-ID hash.
+func (o *orphanSet) keyedSizes() map[int64]bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := map[int64]bool{}
+	for size, rs := range o.bySize {
+		if slices.ContainsFunc(rs, func(r checkpoint.Record) bool { return r.MsgID != "" }) {
+			out[size] = true
+		}
+	}
+	return out
+}
+
 // listingKey is what a listing tells of a message for free (step 2 of the
-// rule above): a hash of its Message-ID, its size and its internal date.
+// rule above): a hash of its Message-ID, its size and its internal date
+// (0 when the source lists none, as POP3).
 type listingKey struct {
 	msgID string
 	size  int64
@@ -320,16 +421,19 @@ func unixDate(t time.Time) int64 {
 	return t.Unix()
 }
 
-// envListingKey is env's key; false when the listing lacks a part of it.
+// envListingKey is env's key; false when the listing lacks its Message-ID
+// or size. A missing date is part of the key: it matches only records
+// without one.
 func envListingKey(env mail.Envelope) (listingKey, bool) {
 	k := listingKey{msgIDSum(env.MessageID), env.Size, unixDate(env.Date)}
-	return k, k.msgID != "" && k.size >= 0 && k.date != 0
+	return k, k.msgID != "" && k.size >= 0
 }
 
-// recListingKey is r's key; false when the record lacks a part of it.
+// recListingKey is r's key; false when the record lacks its Message-ID or
+// size.
 func recListingKey(r checkpoint.Record) (listingKey, bool) {
 	k := listingKey{r.MsgID, r.Size, r.Date}
-	return k, k.msgID != "" && k.size >= 0 && k.date != 0
+	return k, k.msgID != "" && k.size >= 0
 }
 
 // claimByListing pairs new messages (fresh) with orphaned records by
