@@ -278,9 +278,6 @@ func TestF5PlaintextPolicy(t *testing.T) {
 		for _, raw := range []bool{false, true} {
 			name := tc.name
 			if raw {
-				if tc.name == "LoginDisabledAuthPlain" {
-					continue // rawLogin (export.go) still uses AUTH=PLAIN here: see RELIABILITY.md F5
-				}
 				name += "/Raw"
 			}
 			t.Run(name, func(t *testing.T) {

@@ -60,6 +60,9 @@ type fakeOpts struct {
 	gmail       bool   // greet as Gmail ("+OK Gpop ready ..."); a session ending in QUIT hides what it RETR'd (C5)
 	expire0     bool   // announce EXPIRE 0 (RFC 2449 §6.7) and behave as gmail does
 	hideAlways  bool   // with gmail/expire0: hide what was RETR'd even when the session ends without QUIT
+	noTop       bool   // TOP not in CAPA, -ERR to TOP
+	topRefuse   string // -ERR to TOP for this UIDL only
+	topPad      int    // TOP serves this many bytes of extra header lines first (a hostile header)
 }
 
 type fakeMsg struct {
@@ -120,6 +123,16 @@ func bodies(n int) []fakeMsg {
 }
 
 func (f *fakeServer) port() int { return f.ln.Addr().(*net.TCPAddr).Port }
+
+// renumber gives every message of the maildrop a new UIDL, prefix plus its
+// old one, as a server that regenerated its UIDL list (RELIABILITY-PLAN C3).
+func (f *fakeServer) renumber(prefix string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, m := range f.msgs {
+		m.uidl = prefix + m.uidl
+	}
+}
 
 // maildrop returns the UIDLs the server holds.
 func (f *fakeServer) maildrop() []string {
@@ -365,7 +378,10 @@ func (fc *fakeConn) handle(cmd, arg string) bool {
 			fc.reply("-ERR unknown command")
 			return true
 		}
-		caps := "+OK\r\nUSER\r\nTOP\r\nRESP-CODES\r\n"
+		caps := "+OK\r\nUSER\r\nRESP-CODES\r\n"
+		if !o.noTop {
+			caps += "TOP\r\n"
+		}
 		if !o.noUIDL {
 			caps += "UIDL\r\n"
 		}
@@ -431,6 +447,41 @@ func (fc *fakeConn) handle(cmd, arg string) bool {
 		fmt.Fprintf(w, "+OK %d octets\r\n", len(body))
 		writeStuffed(w, body)
 		if err := w.Flush(); err != nil || cut {
+			return false
+		}
+	case "TOP": // RFC 1939 §7: the header section, the blank line, then n body lines
+		num, lines, _ := strings.Cut(arg, " ")
+		n, err := strconv.Atoi(lines)
+		if o.noTop || err != nil || n < 0 {
+			fc.reply("-ERR no TOP")
+			return true
+		}
+		i, ok := fc.msg(num)
+		if !ok {
+			return true
+		}
+		if fc.drop[i].uidl == o.topRefuse {
+			fc.reply("-ERR [SYS/PERM] cannot read that one")
+			return true
+		}
+		body := fc.drop[i].body
+		end := len(body)
+		if j := bytes.Index(body, []byte("\r\n\r\n")); j >= 0 {
+			end = j + 4
+		}
+		for ; n > 0 && end < len(body); n-- {
+			if j := bytes.IndexByte(body[end:], '\n'); j >= 0 {
+				end += j + 1
+			} else {
+				end = len(body)
+			}
+		}
+		fc.w.WriteString("+OK\r\n")
+		for pad := o.topPad; pad > 0; pad -= 100 {
+			fc.w.WriteString("X-Pad: " + strings.Repeat("p", 91) + "\r\n")
+		}
+		writeStuffed(fc.w, body[:end])
+		if fc.w.Flush() != nil {
 			return false
 		}
 	case "DELE":
