@@ -69,7 +69,7 @@ func (c *commonFlags) add(fs *flag.FlagSet) {
 	fs.BoolVar(&c.allowPlaintextAuth, "allow-plaintext-auth", false, "with or without --allow-plaintext: go on without STARTTLS/STLS and send the password in clear text")
 	fs.Var(&c.pinSHA256, "pin-sha256", "trust only the server key whose SubjectPublicKeyInfo SHA-256 is `BASE64` (repeatable; chain, host name and dates are then not checked; a refused certificate's error prints its pin)")
 	fs.BoolVar(&c.insecureSkipVerify, "insecure-skip-verify", false, "accept any server certificate (warns on every run; TLS and the plaintext rules still apply)")
-	fs.DurationVar(&c.timeout, "timeout", 60*time.Second, "give up on a connection after this long without progress")
+	fs.DurationVar(&c.timeout, "timeout", 60*time.Second, "give up on a connection after this long without progress (and on an IMAP response that arrives slower than 1 KiB/s over this long)")
 	fs.IntVar(&c.workers, "workers", 4, "copy up to `N` messages at once (capped by each endpoint: POP3 is 1)")
 	fs.Var(&c.include, "include", "copy only folders whose name matches `REGEX` (repeatable)")
 	fs.Var(&c.exclude, "exclude", "skip folders whose name matches `REGEX` (repeatable)")
