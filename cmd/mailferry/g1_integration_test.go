@@ -134,10 +134,36 @@ func maildirNamesUnique(t *testing.T, root string) {
 	}
 }
 
-// TestG1WorkerPoolUnderKills (RELIABILITY-PLAN G1, invariants I1 I2 I4
-// I5): 8 workers copy 300 messages in 21 folders (INBOX's 100 go out in
-// several fetch batches, so several workers write into that one folder at
-// once) from Dovecot into Maildir and mbox, with a binary built with -race.
+// g1Account seeds a new Dovecot account with 296 messages in 50 folders:
+// 100 in INBOX, 4 in each of 49 others (some nested), and returns what
+// each folder should end up holding.
+func g1Account(t *testing.T, d *mailtest.Dovecot) (user, pw string, want map[string]map[[32]byte]int, total int) {
+	t.Helper()
+	user, pw = d.NewUser(t)
+	want = map[string]map[[32]byte]int{}
+	add := func(mb string, msgs []mailtest.SeedMessage) {
+		d.Seed(t, user, pw, mb, msgs)
+		want[mb] = multiset(msgs)
+		total += len(msgs)
+	}
+	add("INBOX", uidMessages(100, "g1-inbox"))
+	for i := range 49 {
+		mb := fmt.Sprintf("Ordner %02d", i)
+		if i%4 == 0 {
+			mb = fmt.Sprintf("Archiv/%d", i)
+		}
+		add(mb, uidMessages(4, "g1-"+mb))
+	}
+	return user, pw, want, total
+}
+
+// TestG1WorkerPoolUnderKills (RELIABILITY-PLAN G1, invariants I1-I5): 8
+// workers copy 296 messages in 50 folders (INBOX's 100 go out in several
+// fetch batches, so several workers write into that one folder at once)
+// from Dovecot into Maildir and mbox, and move them (--delete-source) into
+// a Maildir, with a binary built with -race. In the move pipeline every
+// kill is also checked for I3: each message gone from the server is
+// already in the Maildir.
 // Each trial kills the run with SIGKILL at a random moment, checks that
 // what is stored so far is whole and not duplicated, reruns once (I5: one
 // rerun converges), requires every message exactly once (I1, I2), unique
@@ -157,31 +183,26 @@ func TestG1WorkerPoolUnderKills(t *testing.T) {
 	t.Parallel()
 	d := mailtest.NeedDovecot(t)
 	raceBinary(t)
-	user, pw := d.NewUser(t)
-	want := map[string]map[[32]byte]int{}
-	add := func(mb string, msgs []mailtest.SeedMessage) {
-		d.Seed(t, user, pw, mb, msgs)
-		want[mb] = multiset(msgs)
-	}
-	add("INBOX", uidMessages(100, "g1-inbox"))
-	for i := range 20 {
-		mb := fmt.Sprintf("Ordner %02d", i)
-		if i%4 == 0 {
-			mb = fmt.Sprintf("Archiv/%d", i)
-		}
-		add(mb, uidMessages(10, "g1-"+mb))
-	}
+	user, pw, want, total := g1Account(t, d)
 	trials := g1Trials(t)
 	seed := soakSeed(t)
-	env := []string{"MAILFERRY_SRC_PASSWORD=" + pw}
-	for i, kind := range []string{"maildir", "mbox"} {
+	for i, kind := range []string{"maildir", "mbox", "move"} {
 		t.Run(kind, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, uint64(i)))
+			user, pw := user, pw // the move pipeline empties its source: a new one per run
 			args := func(dir string) (string, []string) {
-				dst := kind + ":" + filepath.Join(dir, "out")
-				return dst, []string{"copy", "imaps://" + user + "@" + d.IMAPS, dst, "--checkpoint", filepath.Join(dir, "cp.jsonl"),
-					"--ca-file", d.CAFile, "--json", "--progress", "never", "--workers", "8"}
+				if kind == "move" {
+					user, pw, _, _ = g1Account(t, d)
+				}
+				scheme, extra := kind, []string{}
+				if kind == "move" {
+					scheme, extra = "maildir", []string{"--delete-source"}
+				}
+				dst := scheme + ":" + filepath.Join(dir, "out")
+				return dst, append([]string{"copy", "imaps://" + user + "@" + d.IMAPS, dst, "--checkpoint", filepath.Join(dir, "cp.jsonl"),
+					"--ca-file", d.CAFile, "--json", "--progress", "never", "--workers", "8"}, extra...)
 			}
+			env := func() []string { return []string{"MAILFERRY_SRC_PASSWORD=" + pw} }
 			check := func(t *testing.T, dst string) {
 				got := bodiesIn(t, dst, true)
 				for mb, w := range want {
@@ -189,42 +210,57 @@ func TestG1WorkerPoolUnderKills(t *testing.T) {
 						t.Errorf("%s: %d distinct bodies, want exactly the %d seeded, each once", mb, len(got[mb]), len(w))
 					}
 				}
-				if kind == "maildir" {
+				if kind != "mbox" {
 					maildirNamesUnique(t, strings.TrimPrefix(dst, "maildir:"))
 				}
 			}
 			// An uninterrupted run first: its length spreads the kills.
 			dst, a := args(t.TempDir())
-			full := g1Exec(t, 0, env, a...)
-			if s := parseJSONSummary(t, full); full.code != 0 || s.Counts.Stored != 300 {
-				t.Fatalf("uninterrupted run: exit %d, stored %d; want 0, 300: %s", full.code, s.Counts.Stored, full.stderr)
+			full := g1Exec(t, 0, env(), a...)
+			if s := parseJSONSummary(t, full); full.code != 0 || s.Counts.Stored != int64(total) {
+				t.Fatalf("uninterrupted run: exit %d, stored %d; want 0, %d: %s", full.code, s.Counts.Stored, total, full.stderr)
 			}
 			check(t, dst)
 			kills := 0
 			for trial := range trials {
 				dst, a := args(t.TempDir())
 				delay := full.elapsed/20 + time.Duration(rng.Int64N(int64(full.elapsed)))
-				r := g1Exec(t, delay, env, a...)
+				r := g1Exec(t, delay, env(), a...)
 				if r.killed {
 					kills++
 					// Whatever is stored already is whole and not doubled.
 					got := bodiesIn(t, dst, false)
 					for mb, bodies := range got {
 						for sum, n := range bodies {
-							if n > want[mb][sum] && (kind == "maildir" || want[mb][sum] > 0) {
+							if n > want[mb][sum] && (kind != "mbox" || want[mb][sum] > 0) {
 								t.Errorf("trial %d, after the kill at %v: %s holds a body %d times, seeded %d times", trial, delay, mb, n, want[mb][sum])
+							}
+						}
+					}
+					if kind == "move" { // I3: nothing left the server before it was stored
+						onServer, _ := held(t, d, user, pw)
+						for mb, w := range want {
+							for sum, n := range w {
+								if gone := n - onServer[mb][sum]; gone > got[mb][sum] {
+									t.Errorf("trial %d, after the kill at %v: I3: %d cop(ies) of a message gone from the server's %s, %d stored", trial, delay, gone, mb, got[mb][sum])
+								}
 							}
 						}
 					}
 				} else if r.code != 0 {
 					t.Fatalf("trial %d: run (not killed) exited %d: %s", trial, r.code, r.stderr)
 				}
-				resume := g1Exec(t, 0, env, a...)
+				resume := g1Exec(t, 0, env(), a...)
 				if resume.code != 0 {
 					t.Fatalf("trial %d: rerun after the kill at %v exited %d: %s", trial, delay, resume.code, resume.stderr)
 				}
 				check(t, dst)
-				third := g1Exec(t, 0, env, a...)
+				third := g1Exec(t, 0, env(), a...)
+				if kind == "move" {
+					if left, _ := held(t, d, user, pw); len(left) != 0 {
+						t.Errorf("trial %d: the moved account still holds messages in %d folder(s)", trial, len(left))
+					}
+				}
 				if s := parseJSONSummary(t, third); third.code != 0 || s.Counts.Stored != 0 || s.Counts.Fetched != 0 {
 					t.Errorf("trial %d: third run exited %d, fetched %d, stored %d; want 0, 0, 0", trial, third.code, s.Counts.Fetched, s.Counts.Stored)
 				}
