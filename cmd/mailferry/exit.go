@@ -36,8 +36,9 @@ Exit codes:
   3    partial: some messages failed or are      7    another mailferry run holds the checkpoint
        missing; a rerun resumes                  8    temporary: throttled, connection lost,
   4    authentication rejected                        --max-bytes spent; retry later, it resumes
-                                                 9    local disk full or over disk quota
-                                                      (ENOSPC, EDQUOT); the path is named
+                                                 9    destination full: local disk full or over
+                                                      quota (the path is named), or an IMAP
+                                                      destination over quota (OVERQUOTA)
                                                  130  interrupted; checkpoint flushed; rerun resumes
 `
 
@@ -93,7 +94,7 @@ func exitCode(err error) int {
 		return exitUnreachable
 	case errors.Is(err, checkpoint.ErrLocked):
 		return exitLocked
-	case diskFull(err):
+	case destinationFull(err):
 		return exitDiskFull
 	case errors.Is(err, checkpoint.ErrUnusable):
 		return exitCheckpoint
@@ -109,6 +110,12 @@ func exitCode(err error) int {
 // on this machine (scenario D1).
 func diskFull(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// destinationFull reports a full destination: a local disk (diskFull) or a
+// server over quota (C10).
+func destinationFull(err error) bool {
+	return diskFull(err) || errors.Is(err, mail.ErrNoSpace)
 }
 
 // diskFullError is a full disk, told with the path that could not be

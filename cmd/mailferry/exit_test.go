@@ -47,6 +47,7 @@ func TestExitCode(t *testing.T) {
 		{mail.MakeFatal(&os.PathError{Op: "write", Path: "/m/tmp/1", Err: syscall.EDQUOT}), 9},
 		{fmt.Errorf("checkpoint: %w: %w", checkpoint.ErrUnusable, syscall.ENOSPC), 9},
 		{mail.MakeFatal(fmt.Errorf("write: %w", syscall.EROFS)), 1},
+		{mail.MakeFatal(fmt.Errorf("imapsink: append: over quota: %w", mail.ErrNoSpace)), 9},
 	}
 	for _, tc := range tests {
 		if got := exitCode(tc.err); got != tc.want {

@@ -490,7 +490,7 @@ func verdict(op string, r response) error {
 	text := r.String()
 	switch {
 	case r.code == "OVERQUOTA" || (r.kind == "NO" && r.code == "" && quotaText.MatchString(r.text)):
-		return mail.MakeFatal(fmt.Errorf("imapsink: %s: the destination is over quota (%s); free space there, then rerun to resume", op, clip(text, 200)))
+		return mail.MakeFatal(fmt.Errorf("imapsink: %s: the destination is over quota (%s); free space there, then rerun to resume: %w", op, clip(text, 200), mail.ErrNoSpace))
 	case r.code == "TOOBIG" || tooLargeText.MatchString(r.text):
 		return fmt.Errorf("imapsink: %s: %s: %w", op, clip(text, 200), mail.ErrTooLarge)
 	case r.code == "TRYCREATE":

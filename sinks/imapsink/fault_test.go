@@ -94,8 +94,8 @@ func TestC10OverQuota(t *testing.T) {
 			if err == nil && s.multi {
 				err = s.Commit(context.Background())
 			}
-			if !mail.Fatal(err) || !strings.Contains(err.Error(), "quota") {
-				t.Fatalf("over quota: err = %v, want a fatal error that says quota", err)
+			if !mail.Fatal(err) || !errors.Is(err, mail.ErrNoSpace) || !strings.Contains(err.Error(), "quota") {
+				t.Fatalf("over quota: err = %v, want a fatal mail.ErrNoSpace that says quota", err)
 			}
 			if n := len(f.messages("INBOX")); n != 0 {
 				t.Errorf("%d messages stored", n)

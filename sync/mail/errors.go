@@ -19,8 +19,11 @@ var (
 	ErrUnsupported     = errors.New("mail: not supported")
 	ErrExists          = errors.New("mail: already exists")
 	ErrTooLarge        = errors.New("mail: message too large")
-	ErrClosed          = errors.New("mail: endpoint closed")
-	ErrConfig          = errors.New("mail: bad configuration")
+	// ErrNoSpace is a destination that is full: a server's OVERQUOTA (a
+	// local sink's full disk is the system's ENOSPC or EDQUOT).
+	ErrNoSpace = errors.New("mail: destination full")
+	ErrClosed  = errors.New("mail: endpoint closed")
+	ErrConfig  = errors.New("mail: bad configuration")
 )
 
 // TemporaryError marks an error worth retrying: the same call may succeed
