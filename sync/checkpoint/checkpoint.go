@@ -43,10 +43,12 @@ type Record struct {
 	Size    int64   `json:"n"`           // the source's size hint
 	SHA256  string  `json:"h,omitempty"` // hex SHA-256 of the bytes copied
 	// MsgID is a short hash (hex of the first 8 bytes of SHA-256) of the
-	// Message-ID the source listed, and Date the internal date it listed
-	// (Unix seconds); "" and 0 when the listing gave none (POP3, records
-	// of older versions). With Size they let a folder whose identifiers
-	// were reset be re-mapped without downloading it again (sync/reset.go).
+	// message's Message-ID (from the listing, or read from the body as it
+	// was copied when the listing has none: POP3), and Date the internal
+	// date the source listed (Unix seconds; 0 for POP3). "" and 0 in
+	// records of older versions. With Size they let a folder whose
+	// identifiers were reset be re-mapped without downloading it again
+	// (sync/reset.go).
 	MsgID string `json:"i,omitempty"`
 	Date  int64  `json:"t,omitempty"`
 	// Flags are the source flags last given to the destination, space
