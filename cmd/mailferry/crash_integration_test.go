@@ -12,6 +12,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
 	"strings"
 	stdsync "sync"
 	"syscall"
@@ -173,8 +176,11 @@ func copiedCount(t *testing.T, stdout string) int64 {
 // TestA2KillSweepIMAP covers scenarios A2 and G1 for IMAP -> Maildir and
 // IMAP -> mbox: the copy is killed with SIGKILL after each durable step in
 // turn, resumed, and must end with every message exactly once, nothing in
-// tmp/, and a third run that copies nothing (I1, I2, I4).
+// tmp/, and in the state the uninterrupted run ends in: the same messages
+// and flags on both sides and the same checkpoint records (I1, I2; see
+// sweep). A dry run then plans nothing and a third run copies nothing (I4).
 func TestA2KillSweepIMAP(t *testing.T) {
+	t.Parallel()
 	d := mailtest.NeedDovecot(t)
 	user, pw := d.NewUser(t)
 	seed := crashCorpus()
@@ -184,62 +190,127 @@ func TestA2KillSweepIMAP(t *testing.T) {
 	src := "imaps://" + user + "@" + d.IMAPS
 	for _, kind := range []string{"maildir", "mbox"} {
 		t.Run(kind, func(t *testing.T) {
-			killSweep(t, src, kind, []string{"MAILFERRY_SRC_PASSWORD=" + pw}, []string{"--ca-file", d.CAFile, "--workers", "3"}, nil, func(t *testing.T, dst string) {
-				got := bodiesIn(t, dst, true)
-				for mb, w := range want {
-					if !sameMultiset(got[mb], w) {
-						t.Errorf("%s: %d distinct bodies, want exactly the %d seeded", mb, len(got[mb]), len(w))
+			t.Parallel() // both only read the source
+			killSweep(t, sweep{
+				src: src, kind: kind, env: []string{"MAILFERRY_SRC_PASSWORD=" + pw}, flags: []string{"--ca-file", d.CAFile, "--workers", "3"},
+				check: func(t *testing.T, dst, cp string) outcome {
+					got := bodiesIn(t, dst, true)
+					for mb, w := range want {
+						if !sameMultiset(got[mb], w) {
+							t.Errorf("%s: %d distinct bodies, want exactly the %d seeded", mb, len(got[mb]), len(w))
+						}
 					}
-				}
-			}, nil)
+					// The source is never changed, so its IDs are stable
+					// from one kill point to the next.
+					return outcome{dst: localState(t, dst), src: imapState(t, d, user, pw), records: recordState(t, cp, nil)}
+				},
+			})
 		})
 	}
 }
 
-// killSweep kills a copy after step k for k = 1, 2, ... until a run
-// finishes without reaching k, resuming after each kill and checking the
-// result with check. kind is maildir or mbox (a fresh store per kill
-// point) or a destination URL (imaps://..., which before must empty).
-// afterKill, if set, checks invariants right after a kill.
-func killSweep(t *testing.T, src, kind string, env, flags []string, before func(), check func(t *testing.T, dst string), afterKill func(t *testing.T, dst string)) {
-	_ = killSweepK(t, src, kind, env, flags, func(int) {
-		if before != nil {
-			before()
-		}
-	}, check, afterKill)
+// sweep describes a crash sweep (RELIABILITY-PLAN A2): one copy, killed
+// with SIGKILL at kill point k = 1, 2, ... in turn until a run ends before
+// reaching k, which is then the uninterrupted run.
+type sweep struct {
+	src  string
+	kind string // maildir or mbox (a fresh store per kill point), or a destination URL
+	env  []string
+	// flags are added to the copy's arguments.
+	flags []string
+	// crashEnv is the variable that takes k: MAILFERRY_TEST_CRASH_AFTER
+	// (a durable step, the default) or MAILFERRY_TEST_CRASH_IN_REMOVE.
+	crashEnv string
+	// before, if set, prepares kill point k (a destination URL must be
+	// emptied here, a source refilled if the copy changes it).
+	before func(k int)
+	// afterKill, if set, checks invariants right after a kill.
+	afterKill func(t *testing.T, dst string)
+	// check checks the state after a resume and after the uninterrupted
+	// run, and returns the end state: after every resume it must equal
+	// the uninterrupted run's.
+	check func(t *testing.T, dst, checkpoint string) outcome
 }
 
-// killSweepK is killSweep whose before learns the kill point; it returns
-// the number of kill points swept.
-func killSweepK(t *testing.T, src, kind string, env, flags []string, before func(k int), check func(t *testing.T, dst string), afterKill func(t *testing.T, dst string)) int {
+// killSweep runs sw and returns the number of kill points swept. After
+// each kill it resumes; after each resume it checks sw.check and sw.state,
+// then a dry run must plan nothing and leave the checkpoint file byte for
+// byte as it was (mailferry keeps no journal besides the checkpoint: this
+// stands in for the plan's "--noop replay"), and a third run must copy
+// nothing (I4). The states are compared with the uninterrupted run's at
+// the end, so a failure lists every kill point that differs.
+func killSweep(t *testing.T, sw sweep) int {
+	t.Helper()
+	if sw.crashEnv == "" {
+		sw.crashEnv = "MAILFERRY_TEST_CRASH_AFTER"
+	}
+	resumed := map[int]outcome{}
+	emptyAtKill := map[int]bool{} // the checkpoint held no record when killed
 	for k := 1; k < 200; k++ {
-		before(k)
-		dir := t.TempDir()
-		dst := kind + ":" + filepath.Join(dir, "out")
-		if strings.Contains(kind, "://") {
-			dst = kind
+		if sw.before != nil {
+			sw.before(k)
 		}
-		args := append([]string{"copy", src, dst, "--checkpoint", filepath.Join(dir, "cp.jsonl"), "--progress", "never", "--json"}, flags...)
-		code, killed, _, stderr := runBin(t, append([]string{fmt.Sprintf("MAILFERRY_TEST_CRASH_AFTER=%d", k), "MAILFERRY_TEST_BATCH=2"}, env...), args...)
+		dir := t.TempDir()
+		cp := filepath.Join(dir, "cp.jsonl")
+		dst := sw.kind + ":" + filepath.Join(dir, "out")
+		if strings.Contains(sw.kind, "://") {
+			dst = sw.kind
+		}
+		args := append([]string{"copy", sw.src, dst, "--checkpoint", cp, "--progress", "never", "--json"}, sw.flags...)
+		code, killed, _, stderr := runBin(t, append([]string{fmt.Sprintf("%s=%d", sw.crashEnv, k), "MAILFERRY_TEST_BATCH=2"}, sw.env...), args...)
 		if !killed {
 			if code != 0 {
 				t.Fatalf("k=%d: uninterrupted run exited %d: %s", k, code, stderr)
 			}
-			if k < 5 {
-				t.Fatalf("only %d durable steps: the sweep tests nothing", k-1)
+			if k < 3 {
+				t.Fatalf("only %d kill point(s) (%s): the sweep tests nothing", k-1, sw.crashEnv)
 			}
-			t.Logf("%d kill points swept", k-1)
+			ref := sw.check(t, dst, cp)
+			if len(ref.dst) == 0 || len(ref.records) == 0 {
+				t.Errorf("the uninterrupted run's end state has %d destination messages and %d records: the comparison tests nothing", len(ref.dst), len(ref.records))
+			}
+			rebuilt := 0
+			for kill := 1; kill < k; kill++ {
+				got := resumed[kill]
+				if emptyAtKill[kill] && strings.HasPrefix(dst, "maildir:") {
+					var n int
+					got.records, n = relaxRebuilt(got.records, ref.records)
+					rebuilt += n
+				}
+				if d := got.diff(ref); d != "" {
+					t.Errorf("k=%d: the resumed run's end state differs from the uninterrupted run's (the checkpoint held %s record when killed):\n%s", kill, map[bool]string{true: "no", false: "some"}[emptyAtKill[kill]], d)
+				}
+			}
+			if rebuilt > 0 {
+				t.Logf("%d record(s) rebuilt from the Maildir after a kill before the first record lack the hash, Message-ID hash and date an uninterrupted run records", rebuilt)
+			}
+			t.Logf("%d kill points swept (%s); each end state equals the uninterrupted run's: %d destination, %d source, %d checkpoint lines",
+				k-1, sw.crashEnv, len(ref.dst), len(ref.src), len(ref.records))
 			return k - 1
 		}
-		if afterKill != nil {
-			afterKill(t, dst)
+		if sw.afterKill != nil {
+			sw.afterKill(t, dst)
 		}
-		code, _, out, stderr := runBin(t, env, args...)
+		if data, err := os.ReadFile(cp); err != nil || bytes.Count(data, []byte("\n")) <= 1 {
+			emptyAtKill[k] = true
+		}
+		code, _, _, stderr = runBin(t, sw.env, args...)
 		if code != 0 {
 			t.Fatalf("k=%d: resume exited %d: %s", k, code, stderr)
 		}
-		check(t, dst)
-		code, _, out, stderr = runBin(t, env, args...)
+		resumed[k] = sw.check(t, dst, cp)
+		before, err := os.ReadFile(cp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, _, out, stderr := runBin(t, sw.env, append(args, "--dry-run")...)
+		if p := planned(t, out); code != 0 || len(p) != 0 {
+			t.Errorf("k=%d: the dry run after the resume exited %d and planned %v, want 0 and nothing: %s", k, code, p, stderr)
+		}
+		if after, err := os.ReadFile(cp); err != nil || !bytes.Equal(after, before) {
+			t.Errorf("k=%d: the dry run changed the checkpoint (%v)", k, err)
+		}
+		code, _, out, stderr = runBin(t, sw.env, args...)
 		if code != 0 || copiedCount(t, out) != 0 {
 			t.Fatalf("k=%d: third run exited %d and copied %d (want 0, 0): %s", k, code, copiedCount(t, out), stderr)
 		}
@@ -251,20 +322,238 @@ func killSweepK(t *testing.T, src, kind string, env, flags []string, before func
 	return 0
 }
 
+// planned returns the "planned" list of a --dry-run --json summary.
+func planned(t *testing.T, stdout string) []string {
+	t.Helper()
+	var s summary
+	if err := json.Unmarshal([]byte(stdout), &s); err != nil {
+		t.Fatalf("--json output %q: %v", stdout, err)
+	}
+	var out []string
+	for _, p := range s.Planned {
+		out = append(out, p.Mailbox+"/"+string(p.ID))
+	}
+	return out
+}
+
+// outcome is the end state of a copy in a form two runs can be compared
+// by: one sorted line per message (or record), for each place.
+type outcome struct {
+	dst, src, records []string
+}
+
+// diff describes how o differs from ref, or returns "".
+func (o outcome) diff(ref outcome) string {
+	var b strings.Builder
+	for _, part := range []struct {
+		name     string
+		got, ref []string
+	}{{"destination", o.dst, ref.dst}, {"source", o.src, ref.src}, {"checkpoint records", o.records, ref.records}} {
+		if slices.Equal(part.got, part.ref) {
+			continue
+		}
+		fmt.Fprintf(&b, "  %s:\n", part.name)
+		for _, l := range part.got {
+			if !slices.Contains(part.ref, l) {
+				fmt.Fprintf(&b, "    + %s\n", l)
+			}
+		}
+		for _, l := range part.ref {
+			if !slices.Contains(part.got, l) {
+				fmt.Fprintf(&b, "    - %s\n", l)
+			}
+		}
+		if len(part.got) != len(part.ref) {
+			fmt.Fprintf(&b, "    %d line(s), the uninterrupted run %d\n", len(part.got), len(part.ref))
+		}
+	}
+	return b.String()
+}
+
+// sortedLines sorts and returns lines (a multiset, compared with slices.Equal).
+func sortedLines(lines []string) []string {
+	sort.Strings(lines)
+	return lines
+}
+
+// localState lists a Maildir or mbox as "mailbox body-hash flags" lines.
+func localState(t *testing.T, rawURL string) []string {
+	t.Helper()
+	u, _ := url.Parse(rawURL)
+	root, _ := mail.LocalPath(u)
+	ctx := context.Background()
+	var src mail.Source
+	var err error
+	if u.Scheme == "maildir" {
+		src, err = maildirsource.New(ctx, root, nil)
+	} else {
+		src, err = mboxsource.New(ctx, root, nil)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	boxes, err := src.Mailboxes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, mb := range boxes {
+		err := src.List(ctx, mb, func(e mail.Envelope) error {
+			rc, err := src.Open(ctx, e)
+			if err != nil {
+				return err
+			}
+			defer rc.Close()
+			b, err := io.ReadAll(rc)
+			var fl []string
+			for _, f := range e.Flags {
+				fl = append(fl, strings.ToLower(string(f)))
+			}
+			sort.Strings(fl)
+			lines = append(lines, fmt.Sprintf("%s %x [%s]", mb, sha256.Sum256(mailtest.CRLF(b)), strings.Join(fl, " ")))
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return sortedLines(lines)
+}
+
+// imapState lists what a Dovecot account holds as "mailbox body-hash
+// flags" lines.
+func imapState(t *testing.T, d *mailtest.Dovecot, user, pw string) []string {
+	t.Helper()
+	return fetchedState(d.Fetch(t, user, pw))
+}
+
+// fetchedState is imapState on what Dovecot.Fetch returned.
+func fetchedState(fetched map[string][]mailtest.FetchedMessage) []string {
+	var lines []string
+	for mb, msgs := range fetched {
+		for _, m := range msgs {
+			lines = append(lines, fmt.Sprintf("%s %x [%s]", mb, sha256.Sum256(mailtest.CRLF(m.Body)), flagSet(m.Flags)))
+		}
+	}
+	return sortedLines(lines)
+}
+
+// uidHashes maps mailbox and UID to body hash for what a Dovecot account
+// holds: taken right after seeding, it names the messages that a record's
+// source ID stands for.
+func uidHashes(t *testing.T, d *mailtest.Dovecot, user, pw string) map[string]map[imap.UID]string {
+	t.Helper()
+	return uidHashesIn(d.Fetch(t, user, pw))
+}
+
+// uidHashesIn is uidHashes on what Dovecot.Fetch returned.
+func uidHashesIn(fetched map[string][]mailtest.FetchedMessage) map[string]map[imap.UID]string {
+	out := map[string]map[imap.UID]string{}
+	for mb, msgs := range fetched {
+		out[mb] = map[imap.UID]string{}
+		for _, m := range msgs {
+			out[mb][m.UID] = fmt.Sprintf("%x", sha256.Sum256(mailtest.CRLF(m.Body)))
+		}
+	}
+	return out
+}
+
+// recordState lists a checkpoint's records (the last one per key, as the
+// store loads them), one line each: "mailbox id=... | fields... | hash
+// fields..." with every field of the record, so a field added later is
+// compared too. The source ID is mapped by srcID when set (for a source
+// whose IDs change when it is refilled between kill points); the
+// destination ID differs from run to run (file names, UIDs), so only its
+// presence counts. The last part holds what a record learns from the
+// copied bytes (h, i, t: hash, Message-ID hash, date), which a record
+// rebuilt from the destination (A9) lacks: see relaxRebuilt.
+func recordState(t *testing.T, path string, srcID func(mailbox string, id mail.ID) string) []string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type key struct{ m, id string }
+	recs := map[key]map[string]json.RawMessage{}
+	for i, line := range bytes.Split(bytes.TrimSpace(data), []byte("\n")) {
+		if i == 0 {
+			continue // the header
+		}
+		var r map[string]json.RawMessage
+		var k key
+		if err := json.Unmarshal(line, &r); err != nil || json.Unmarshal(r["m"], &k.m) != nil || json.Unmarshal(r["id"], &k.id) != nil {
+			t.Fatalf("%s line %d: %q: %v", path, i+1, line, err)
+		}
+		recs[k] = r
+	}
+	var lines []string
+	for k, r := range recs {
+		id := k.id
+		if srcID != nil {
+			id = srcID(k.m, mail.ID(k.id))
+		}
+		var core, content []string
+		for f, v := range r {
+			switch f {
+			case "m", "id":
+			case "d":
+				core = append(core, fmt.Sprintf("d=%t", string(v) != `""`))
+			case "h", "i", "t":
+				content = append(content, f+"="+string(v))
+			default:
+				core = append(core, f+"="+string(v))
+			}
+		}
+		sort.Strings(core)
+		sort.Strings(content)
+		lines = append(lines, fmt.Sprintf("%s id=%s | %s | %s", k.m, id, strings.Join(core, " "), strings.Join(content, " ")))
+	}
+	return sortedLines(lines)
+}
+
+// relaxRebuilt matches records the resume rebuilt from a Maildir (A9: the
+// kill left messages in the Maildir and no record in the checkpoint) with
+// the uninterrupted run's: a rebuilt record has no hash part (see
+// recordState), and counts as equal to the reference record that differs
+// only there. It returns got with those lines replaced, and their number.
+func relaxRebuilt(got, ref []string) ([]string, int) {
+	out := slices.Clone(got)
+	used := map[int]bool{}
+	n := 0
+	for i, l := range out {
+		if !strings.HasSuffix(l, " | ") {
+			continue
+		}
+		for j, r := range ref {
+			if !used[j] && strings.HasPrefix(r, l) {
+				used[j], out[i] = true, r
+				n++
+				break
+			}
+		}
+	}
+	return sortedLines(out), n
+}
+
 // TestA1A4KillSweepPOP3Delete covers scenarios A1, A2 and A4 for POP3 ->
 // Maildir in delete mode: after a kill at any durable step, every message
 // gone from the server is in the Maildir (I3: nothing deleted before it was
-// stored); after the resume the Maildir holds each message exactly once and
-// the server is empty.
+// stored); after the resume the Maildir holds each message exactly once,
+// the server is empty, and the end state (Maildir messages and flags,
+// checkpoint records) is the uninterrupted run's.
 func TestA1A4KillSweepPOP3Delete(t *testing.T) {
+	t.Parallel()
 	d := mailtest.NeedDovecot(t)
 	user, pw := d.NewUser(t)
 	seed := crashCorpus()
 	src := "pop3s://" + user + "@" + d.POP3S
 	all := multiset(seed)
-	reseed := func() {
+	var uids map[string]map[imap.UID]string
+	reseed := func(int) {
 		d.Doveadm(t, "expunge", "-u", user, "mailbox", "INBOX", "all")
 		d.Seed(t, user, pw, "INBOX", seed)
+		uids = uidHashes(t, d, user, pw)
 	}
 	onServer := func() map[[32]byte]int {
 		m := map[[32]byte]int{}
@@ -273,16 +562,28 @@ func TestA1A4KillSweepPOP3Delete(t *testing.T) {
 		}
 		return m
 	}
-	killSweep(t, src, "maildir", []string{"MAILFERRY_SRC_PASSWORD=" + pw}, []string{"--ca-file", d.CAFile, "--delete-source"}, reseed,
-		func(t *testing.T, dst string) {
+	killSweep(t, sweep{
+		src: src, kind: "maildir", env: []string{"MAILFERRY_SRC_PASSWORD=" + pw}, flags: []string{"--ca-file", d.CAFile, "--delete-source"},
+		before: reseed,
+		check: func(t *testing.T, dst, cp string) outcome {
 			if got := bodiesIn(t, dst, true)["INBOX"]; !sameMultiset(got, all) {
 				t.Errorf("after resume the Maildir holds %v, want every message once", got)
 			}
 			if left := onServer(); len(left) != 0 {
 				t.Errorf("after resume the server still holds %d messages", len(left))
 			}
+			// Dovecot's UIDLs (pop3_uidl_format %08Xu%08Xv) change when
+			// INBOX is refilled: a record's UIDL stands for the body its
+			// UID had.
+			return outcome{dst: localState(t, dst), src: imapState(t, d, user, pw), records: recordState(t, cp, func(mb string, id mail.ID) string {
+				uid, err := strconv.ParseUint(string(id)[:min(8, len(id))], 16, 32)
+				if h, ok := uids[mb][imap.UID(uid)]; err == nil && ok {
+					return h
+				}
+				return "unknown:" + string(id)
+			})}
 		},
-		func(t *testing.T, dst string) {
+		afterKill: func(t *testing.T, dst string) {
 			stored := bodiesIn(t, dst, false)["INBOX"]
 			left := onServer()
 			for sum, n := range all {
@@ -290,7 +591,8 @@ func TestA1A4KillSweepPOP3Delete(t *testing.T) {
 					t.Errorf("I3: %d cop(ies) of a message deleted on the server but only %d stored", gone, stored[sum])
 				}
 			}
-		})
+		},
+	})
 }
 
 func TestCLIErrorsAgainstDovecot(t *testing.T) {

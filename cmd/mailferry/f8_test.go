@@ -11,10 +11,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	stdsync "sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
 // RELIABILITY-PLAN F8 end to end: the real binary copies from a scripted
@@ -47,45 +48,14 @@ type hostileIMAP struct {
 
 func startHostileIMAP(t *testing.T, h *hostileIMAP) *hostileIMAP {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := mailtest.Listen(t)
 	h.addr = ln.Addr().String()
-	var wg stdsync.WaitGroup
-	var mu stdsync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
+	mailtest.Serve(t, ln, func(c net.Conn) {
+		// No write may block past the test: a client that stops
+		// reading gets its connection closed.
+		c.SetDeadline(time.Now().Add(45 * time.Second))
+		h.serve(c)
 	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				// No write may block past the test: a client that stops
-				// reading gets its connection closed.
-				c.SetDeadline(time.Now().Add(45 * time.Second))
-				h.serve(c)
-			}()
-		}
-	}()
 	return h
 }
 

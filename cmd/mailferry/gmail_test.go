@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"os"
 	"path/filepath"
@@ -22,6 +21,8 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
+
+	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
 // gmailFake is a Gmail-like IMAP server: go-imap's memory server behind a
@@ -53,28 +54,9 @@ func startGmailFake(t *testing.T) *gmailFake {
 	mem := imapmemserver.New()
 	mem.AddUser(f.user)
 	backend := serveIMAP(t, mem, imap.CapSet{imap.CapIMAP4rev1: {}}, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := mailtest.Listen(t)
 	f.addr = ln.Addr().String()
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				f.proxy(c, backend)
-			}()
-		}
-	}()
+	mailtest.Serve(t, ln, func(c net.Conn) { f.proxy(c, backend) })
 	return f
 }
 
@@ -187,24 +169,12 @@ func fakeLiteral(line string) (int64, bool) {
 // counts the APPEND commands clients send.
 func serveIMAP(t *testing.T, mem *imapmemserver.Server, caps imap.CapSet, appends *atomic.Int64) string {
 	t.Helper()
-	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return mem.NewSession(), nil, nil
-		},
-		Caps:         caps,
-		InsecureAuth: true,
-		Logger:       log.New(io.Discard, "", 0),
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var l net.Listener = ln
+	ln := mailtest.Listen(t)
+	l := ln
 	if appends != nil {
 		l = &countingListener{Listener: ln, n: appends}
 	}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
+	mailtest.ServeIMAP(t, mem, imapserver.Options{Caps: caps, InsecureAuth: true}, l)
 	return ln.Addr().String()
 }
 

@@ -9,7 +9,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	stdsync "sync"
 	"sync/atomic"
@@ -21,6 +23,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
+	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
@@ -33,6 +36,10 @@ type movePipe struct {
 	boxes          map[string][]mailtest.SeedMessage
 	want           map[string]map[[32]byte]int
 	flags          map[[32]byte]string // seeded flags per body
+	// srcUIDs maps the source's mailboxes and UIDs to body hashes, and
+	// logFrom is the size of Dovecot's log, both taken by reset.
+	srcUIDs map[string]map[imap.UID]string
+	logFrom int64
 }
 
 // newMovePipe makes both accounts; the source is seeded by reset, with
@@ -70,7 +77,17 @@ func (mp *movePipe) env() []string {
 	return []string{"MAILFERRY_SRC_PASSWORD=" + mp.srcPW, "MAILFERRY_DST_PASSWORD=" + mp.dstPW}
 }
 
-// reset refills the source and empties the destination.
+// seeded is the number of messages reset puts on the source.
+func (mp *movePipe) seeded() int {
+	n := 0
+	for _, msgs := range mp.boxes {
+		n += len(msgs)
+	}
+	return n
+}
+
+// reset refills the source and empties the destination, then notes the
+// source's UIDs and where Dovecot's log ends.
 func (mp *movePipe) reset(t *testing.T) {
 	t.Helper()
 	mp.d.Doveadm(t, "expunge", "-u", mp.dstUser, "mailbox", "*", "all")
@@ -78,15 +95,46 @@ func (mp *movePipe) reset(t *testing.T) {
 	for mb, msgs := range mp.boxes {
 		mp.d.Seed(t, mp.srcUser, mp.srcPW, mb, msgs)
 	}
+	mp.srcUIDs = uidHashes(t, mp.d, mp.srcUser, mp.srcPW)
+	fi, err := os.Stat(dovecotLog(mp.d))
+	if err != nil {
+		t.Fatalf("Dovecot's log (testdata/dovecot/dovecot.sh writes it): %v", err)
+	}
+	mp.logFrom = fi.Size()
+}
+
+// state is the end state for the A2 comparison, from fetches of both
+// accounts: their messages with flags, and the checkpoint's records with
+// each source ID replaced by the body it named (the UIDs change when reset
+// refills the source).
+func (mp *movePipe) state(t *testing.T, cp string, dstF, srcF map[string][]mailtest.FetchedMessage) outcome {
+	t.Helper()
+	return outcome{
+		dst: fetchedState(dstF),
+		src: fetchedState(srcF),
+		records: recordState(t, cp, func(mb string, id mail.ID) string {
+			_, u, _ := strings.Cut(string(id), ".")
+			uid, err := strconv.ParseUint(u, 10, 32)
+			if h, ok := mp.srcUIDs[mb][imap.UID(uid)]; err == nil && ok {
+				return h
+			}
+			return "unknown:" + string(id)
+		}),
+	}
 }
 
 // held returns what an account holds, per mailbox, as body multisets, and
 // the flags of every message (body -> flag sets seen).
 func held(t *testing.T, d *mailtest.Dovecot, user, pw string) (map[string]map[[32]byte]int, map[[32]byte][]string) {
 	t.Helper()
+	return heldIn(d.Fetch(t, user, pw))
+}
+
+// heldIn is held on what Dovecot.Fetch returned.
+func heldIn(fetched map[string][]mailtest.FetchedMessage) (map[string]map[[32]byte]int, map[[32]byte][]string) {
 	out := map[string]map[[32]byte]int{}
 	flags := map[[32]byte][]string{}
-	for mb, msgs := range d.Fetch(t, user, pw) {
+	for mb, msgs := range fetched {
 		if len(msgs) == 0 {
 			continue
 		}
@@ -102,11 +150,15 @@ func held(t *testing.T, d *mailtest.Dovecot, user, pw string) (map[string]map[[3
 
 // checkSafe checks the state right after a kill: the destination holds no
 // message more often than seeded, and every copy gone from the source is
-// on the destination (I3: no expunge before the target confirmed).
-func (mp *movePipe) checkSafe(t *testing.T, where string) {
+// on the destination (I3: no expunge before the target confirmed). It
+// returns how many source messages are flagged \Deleted, and what both
+// accounts hold.
+func (mp *movePipe) checkSafe(t *testing.T, where string) (deleted int, dstF, srcF map[string][]mailtest.FetchedMessage) {
 	t.Helper()
-	dst, _ := held(t, mp.d, mp.dstUser, mp.dstPW)
-	src, _ := held(t, mp.d, mp.srcUser, mp.srcPW)
+	dstF = mp.d.Fetch(t, mp.dstUser, mp.dstPW)
+	srcF = mp.d.Fetch(t, mp.srcUser, mp.srcPW)
+	dst, _ := heldIn(dstF)
+	src, srcFlags := heldIn(srcF)
 	for mb, w := range mp.want {
 		for sum, n := range w {
 			if got := dst[mb][sum]; got > n {
@@ -117,13 +169,26 @@ func (mp *movePipe) checkSafe(t *testing.T, where string) {
 			}
 		}
 	}
+	for _, fs := range srcFlags {
+		for _, f := range fs {
+			if strings.Contains(f, `\deleted`) {
+				deleted++
+			}
+		}
+	}
+	return deleted, dstF, srcF
 }
 
 // checkDone checks a finished run: each seeded message exactly once on the
-// destination with its seeded flags (never \Deleted), the source empty.
-func (mp *movePipe) checkDone(t *testing.T, where string) {
+// destination with its seeded flags (never \Deleted), the source empty,
+// and in Dovecot's log each source expunge after the destination's save of
+// that message (checkLog). It returns the end state for the A2 comparison
+// (see state), from the same two fetches.
+func (mp *movePipe) checkDone(t *testing.T, where, cp string) outcome {
 	t.Helper()
-	dst, flags := held(t, mp.d, mp.dstUser, mp.dstPW)
+	dstF := mp.d.Fetch(t, mp.dstUser, mp.dstPW)
+	srcF := mp.d.Fetch(t, mp.srcUser, mp.srcPW)
+	dst, flags := heldIn(dstF)
 	for mb, w := range mp.want {
 		if !sameMultiset(dst[mb], w) {
 			t.Errorf("%s: I1/I2: the destination's %s holds %v, want each of the %d seeded bodies exactly as often as seeded", where, mb, dst[mb], len(w))
@@ -136,54 +201,199 @@ func (mp *movePipe) checkDone(t *testing.T, where string) {
 			}
 		}
 	}
-	if src, _ := held(t, mp.d, mp.srcUser, mp.srcPW); len(src) != 0 {
+	if src, _ := heldIn(srcF); len(src) != 0 {
 		t.Errorf("%s: the source still holds %v after the move", where, src)
+	}
+	for _, p := range mp.checkLog(t, dstF) {
+		t.Errorf("%s: %s", where, p)
+	}
+	if cp == "" {
+		return outcome{}
+	}
+	return mp.state(t, cp, dstF, srcF)
+}
+
+// dovecotLog is the log Dovecot's mail_log plugin writes saves and
+// expunges to (testdata/dovecot/dovecot.sh).
+func dovecotLog(d *mailtest.Dovecot) string { return filepath.Join(d.Dir, "log", "dovecot.log") }
+
+// mailLogLine is a mail_log line: "imap(user)<pid><session>: Info:
+// expunge: box=INBOX, uid=7, msgid=..., size=...".
+var mailLogLine = regexp.MustCompile(`imap\(([^)]+)\)<[^>]*><[^>]*>: Info: (save|copy|expunge): box=(.*), uid=(\d+), msgid=`)
+
+// checkLog checks I3 from the server's own record (A7) and returns what
+// it found wrong: in Dovecot's log since reset, every expunge of a source
+// message must come after as many saves of its body on the destination
+// (dstF, fetched after the run, maps their UIDs to bodies) as that body
+// has been expunged so far, counting the expunge itself. Dovecot logs both
+// at the commit that makes them visible, before the command's OK. A
+// finished move has expunged every seeded message exactly once, so
+// checkLog first waits (at most 5 s: Dovecot's log process writes the lines
+// asynchronously and gives nothing to wait on) until the log shows that
+// many expunges.
+func (mp *movePipe) checkLog(t *testing.T, dstF map[string][]mailtest.FetchedMessage) (problems []string) {
+	t.Helper()
+	dstUIDs := uidHashesIn(dstF)
+	var lines [][]string
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		f, err := os.Open(dovecotLog(mp.d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(io.NewSectionReader(f, mp.logFrom, 1<<40))
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines = mailLogLine.FindAllStringSubmatch(string(data), -1)
+		n := 0
+		for _, l := range lines {
+			if l[1] == mp.srcUser && l[2] == "expunge" {
+				n++
+			}
+		}
+		if n >= mp.seeded() || time.Now().After(deadline) {
+			if n != mp.seeded() {
+				problems = append(problems, fmt.Sprintf("Dovecot's log shows %d source expunges, want each of the %d seeded messages expunged once (is Dovecot running with the mail_log settings of testdata/dovecot/dovecot.sh?)", n, mp.seeded()))
+			}
+			break
+		}
+		<-time.After(20 * time.Millisecond) // polling the log: see above
+	}
+	saved := map[string]int{}
+	expunged := map[string]int{}
+	for _, l := range lines {
+		user, event, box := l[1], l[2], l[3]
+		uid, _ := strconv.ParseUint(l[4], 10, 32)
+		switch {
+		case user == mp.dstUser && event != "expunge":
+			h, ok := dstUIDs[box][imap.UID(uid)]
+			if !ok {
+				problems = append(problems, fmt.Sprintf("the log shows a save of %s UID %d on the destination, which does not hold it", box, uid))
+			}
+			saved[h]++
+		case user == mp.dstUser:
+			problems = append(problems, fmt.Sprintf("the log shows an expunge of %s UID %d on the destination", box, uid))
+		case user == mp.srcUser && event == "expunge":
+			h, ok := mp.srcUIDs[box][imap.UID(uid)]
+			if !ok {
+				problems = append(problems, fmt.Sprintf("the log shows an expunge of %s UID %d on the source, which was never seeded", box, uid))
+			}
+			if expunged[h]++; expunged[h] > saved[h] {
+				problems = append(problems, fmt.Sprintf("I3: the source expunged %s UID %d (body %.12s) when the destination had saved %d cop(ies) of it, %d expunged", box, uid, h, saved[h], expunged[h]))
+			}
+		}
+	}
+	return problems
+}
+
+// TestA7LogCheckCatchesEarlyExpunge is the negative control of checkLog:
+// a source message expunged before any copy exists, and one expunged
+// before its copy was saved, are both reported from Dovecot's log.
+func TestA7LogCheckCatchesEarlyExpunge(t *testing.T) {
+	t.Parallel()
+	d := mailtest.NeedDovecot(t)
+	seed := crashCorpus()[:2]
+	mp := newMovePipe(t, d, seed)
+	mp.reset(t)
+	c := d.Dial(t, mp.srcUser, mp.srcPW)
+	// Archiv/Übersicht's message: expunged first, copied after.
+	for _, mb := range []string{"Archiv/Übersicht", "INBOX"} {
+		if _, err := c.Select(mb, nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Expunge().Close(); err != nil {
+			t.Fatal(err)
+		}
+		if mb == "Archiv/Übersicht" {
+			d.Seed(t, mp.dstUser, mp.dstPW, mb, mp.boxes[mb])
+		}
+	}
+	// INBOX's message: never copied.
+	problems := mp.checkLog(t, d.Fetch(t, mp.dstUser, mp.dstPW))
+	var early int
+	for _, p := range problems {
+		if strings.HasPrefix(p, "I3: ") {
+			early++
+		}
+	}
+	if early != 2 || len(problems) != 2 {
+		t.Errorf("checkLog found %q, want two I3 violations and nothing else", problems)
 	}
 }
 
-// TestA2A7KillSweepIMAPMove covers A2's IMAP -> IMAP move pipeline and A7:
-// the move (--delete-source) is killed with SIGKILL after each durable step
-// in turn (put, commit, record, remove; batches of 2 messages over two
-// mailboxes). Right after every kill no message is gone from the source that
-// is not on the destination (I3) and none is there twice; on even kill
-// points the kill is made to land inside Remove's UID STORE / UID EXPUNGE
-// window as well, by flagging \Deleted what the destination holds, as the
-// STORE of a killed Remove does. The resume must end with each message
-// exactly once on the destination with its own flags (the source's \Deleted
-// never reaches it), the source empty, and a third run copies nothing.
+// TestA2A7KillSweepIMAPMove covers A2's IMAP -> IMAP move pipeline and A7.
+// The move (--delete-source, batches of 2 messages over two mailboxes) is
+// killed with SIGKILL after each durable step in turn (put, commit,
+// record, remove), then inside each Remove's window in turn: after the
+// server confirmed UID STORE \Deleted, before UID EXPUNGE
+// (MAILFERRY_TEST_CRASH_IN_REMOVE). Right after every kill no message is
+// gone from the source that is not on the destination (I3), none is there
+// twice, and a kill in the window left messages flagged \Deleted. On even
+// step kill points another client also flags \Deleted what the destination
+// holds, which must not matter. Every resume must end with each message
+// exactly once on the destination with its own flags (the source's
+// \Deleted never reaches it), the source empty, Dovecot's log showing each
+// source expunge after the destination's save of that message, and the
+// uninterrupted run's end state (both accounts and checkpoint records);
+// then a dry run plans nothing and a third run copies nothing.
 func TestA2A7KillSweepIMAPMove(t *testing.T) {
+	t.Parallel()
 	d := mailtest.NeedDovecot(t)
-	// 8 messages (the awkward ones: a true duplicate pair, a shared
-	// Message-ID, none) in batches of 2 give 20 kill points: enough, and
-	// each costs three runs.
-	mp := newMovePipe(t, d, crashCorpus()[4:])
-	src := "imaps://" + mp.srcUser + "@" + d.IMAPS
-	dst := "imaps://" + mp.dstUser + "@" + d.IMAPS
-	k := 0
-	n := killSweepK(t, src, dst, mp.env(), []string{"--ca-file", d.CAFile, "--workers", "3", "--delete-source"},
-		func(kill int) { k = kill; mp.reset(t) },
-		func(t *testing.T, _ string) { mp.checkDone(t, fmt.Sprintf("k=%d: after the resume", k)) },
-		func(t *testing.T, _ string) {
-			where := fmt.Sprintf("k=%d: right after the kill", k)
-			mp.checkSafe(t, where)
-			if k%2 == 0 {
-				mp.storeDeletedWindow(t)
+	for _, tc := range []struct {
+		name, crashEnv string
+		min            int // kill points at least
+	}{
+		// 8 messages (the awkward ones: a true duplicate pair, a shared
+		// Message-ID, none) in batches of 2 give 20 step kill points:
+		// enough, and each costs four runs.
+		{"steps", "MAILFERRY_TEST_CRASH_AFTER", 20},
+		{"STORE-EXPUNGE window", "MAILFERRY_TEST_CRASH_IN_REMOVE", 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // separate accounts
+			mp := newMovePipe(t, d, crashCorpus()[4:])
+			k := 0
+			afterKill := func(t *testing.T, _ string) {
+				where := fmt.Sprintf("k=%d: right after the kill", k)
+				deleted, dstF, srcF := mp.checkSafe(t, where)
+				switch {
+				case tc.crashEnv == "MAILFERRY_TEST_CRASH_IN_REMOVE" && deleted == 0:
+					t.Errorf("%s: no source message is flagged \\Deleted: the kill missed the window between UID STORE and UID EXPUNGE", where)
+				case tc.crashEnv == "MAILFERRY_TEST_CRASH_AFTER" && k%2 == 0:
+					mp.storeDeletedWindow(t, dstF, srcF)
+				}
+			}
+			n := killSweep(t, sweep{
+				src: "imaps://" + mp.srcUser + "@" + d.IMAPS, kind: "imaps://" + mp.dstUser + "@" + d.IMAPS,
+				env: mp.env(), flags: []string{"--ca-file", d.CAFile, "--workers", "3", "--delete-source"}, crashEnv: tc.crashEnv,
+				before:    func(kill int) { k = kill; mp.reset(t) },
+				afterKill: afterKill,
+				check: func(t *testing.T, _, cp string) outcome {
+					return mp.checkDone(t, fmt.Sprintf("k=%d: after the run", k), cp)
+				},
+			})
+			if n < tc.min {
+				t.Errorf("%d kill points, want at least %d", n, tc.min)
 			}
 		})
-	if n < 20 {
-		t.Errorf("%d kill points, want at least 20", n)
 	}
 }
 
 // storeDeletedWindow flags \Deleted every source message the destination
-// already holds: the state a kill between Remove's UID STORE and UID
-// EXPUNGE leaves (for a batch that was recorded; for one that was not, it
-// is another client marking mail \Deleted, which must not matter either).
-func (mp *movePipe) storeDeletedWindow(t *testing.T) {
+// already holds (dstF and srcF: what both accounts hold), as another
+// client could; for the batches that were recorded, it is also the state a
+// kill in Remove's window leaves. The resume must neither lose these nor
+// copy their \Deleted along.
+func (mp *movePipe) storeDeletedWindow(t *testing.T, dstF, srcF map[string][]mailtest.FetchedMessage) {
 	t.Helper()
-	dst, _ := held(t, mp.d, mp.dstUser, mp.dstPW)
+	dst, _ := heldIn(dstF)
 	c := mp.d.Dial(t, mp.srcUser, mp.srcPW)
-	for mb, msgs := range mp.d.Fetch(t, mp.srcUser, mp.srcPW) {
+	for mb, msgs := range srcF {
 		var set imap.UIDSet
 		for _, m := range msgs {
 			if dst[mb][sha256.Sum256(mailtest.CRLF(m.Body))] > 0 {
@@ -202,22 +412,45 @@ func (mp *movePipe) storeDeletedWindow(t *testing.T) {
 	}
 }
 
-// moveTrials is the number of random kills of TestA7RandomKillIMAPMove.
-func moveTrials() int {
+// moveTrials is the number of random kills of TestA7RandomKillIMAPMove:
+// at a random moment, and at a random STORE/EXPUNGE window.
+func moveTrials() (moments, windows int) {
 	if os.Getenv("MAILFERRY_SOAK") == "1" {
-		return 20
+		return 20, 10
 	}
-	return 3
+	return 2, 1
 }
 
-// TestA7RandomKillIMAPMove kills the IMAP -> IMAP move at uniformly random
-// moments (the source throttled so kills land mid-transfer, as in the soak):
-// I3 and I2 right after the kill, then one rerun converges to every message
-// once on the destination and an empty source, and the next run copies
-// nothing. MAILFERRY_SOAK=1 runs 20 trials instead of 3.
+// moveCorpus is crashCorpus plus generated messages, n in all, each with
+// its own Message-ID and about 300 bytes of body, some flagged.
+func moveCorpus(n int) []mailtest.SeedMessage {
+	out := crashCorpus()
+	date := time.Date(2023, 5, 6, 7, 8, 9, 0, time.UTC)
+	for i := len(out); i < n; i++ {
+		m := mailtest.SeedMessage{Body: []byte(fmt.Sprintf("Message-ID: <a7-%d@x>\r\nSubject: move %d\r\n\r\n%s\r\n", i, i, strings.Repeat(fmt.Sprintf("line %d of message %d\r\n", i%7, i), 12))), Date: date}
+		if i%3 == 0 {
+			m.Flags = []imap.Flag{imap.FlagSeen}
+		}
+		if i%5 == 0 {
+			m.Flags = append(m.Flags, imap.FlagFlagged)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// TestA7RandomKillIMAPMove moves 200 messages IMAP -> IMAP and kills the
+// move with SIGKILL at random: at uniformly random moments (the source
+// throttled so kills land mid-transfer, as in the soak), and inside a
+// random Remove's window between UID STORE \Deleted and UID EXPUNGE.
+// Right after the kill I3 and I2 hold; one rerun converges to every message
+// once on the destination and an empty source, with Dovecot's log showing
+// no source expunge before the destination's save; the next run copies
+// nothing. MAILFERRY_SOAK=1 runs 20 + 10 trials instead of 2 + 1.
 func TestA7RandomKillIMAPMove(t *testing.T) {
+	t.Parallel()
 	d := mailtest.NeedDovecot(t)
-	mp := newMovePipe(t, d, crashCorpus())
+	mp := newMovePipe(t, d, moveCorpus(200))
 	seed := soakSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 7))
 	proxy := mailtest.NewFaultProxy(t, d.IMAPS)
@@ -227,43 +460,74 @@ func TestA7RandomKillIMAPMove(t *testing.T) {
 			"--checkpoint", dir + "/cp.jsonl", "--progress", "never", "--json",
 			"--ca-file", d.CAFile, "--timeout", "10s", "--workers", "3", "--delete-source"}
 	}
-	env := append(mp.env(), "MAILFERRY_TEST_BATCH=2")
-	// The second of two clean runs gives the span the kill delays are
-	// drawn from (the first access builds Dovecot's indexes), shortened by
-	// any trial that finishes before its kill.
-	var span time.Duration
-	for i := 0; i < 2; i++ {
-		mp.reset(t)
-		r := runBinLimit(t, runLimit, env, args(t.TempDir())...)
-		if r.code != 0 {
-			t.Fatalf("clean run exited %d: %s", r.code, r.stderr)
-		}
-		mp.checkDone(t, "clean run")
-		span = r.elapsed
+	// Batches of 10: 20 or more STORE/EXPUNGE windows, and a run short
+	// enough for CI.
+	env := append(mp.env(), "MAILFERRY_TEST_BATCH=10")
+	// A clean run gives the span the kill delays are drawn from, shortened
+	// by any trial that finishes before its kill.
+	mp.reset(t)
+	r := runBinLimit(t, runLimit, env, args(t.TempDir())...)
+	if r.code != 0 {
+		t.Fatalf("clean run exited %d: %s", r.code, r.stderr)
 	}
+	mp.checkDone(t, "clean run", "")
+	span := r.elapsed
 	t.Logf("a clean run takes %v; kills are drawn uniformly from [0, span)", span.Round(time.Millisecond))
-	killed := 0
-	for trial := 1; trial <= moveTrials(); trial++ {
+	moments, windows := moveTrials()
+	// A run that ends before its kill tests nothing: it shortens the span
+	// and the trial is drawn again, up to 3 times in all.
+	killedMoments, finished, windowsDone := 0, 0, 0
+	for trial := 1; ; trial++ {
+		window := killedMoments >= moments || killedMoments+finished >= moments+3
+		if window && windowsDone >= windows {
+			break
+		}
+		if window {
+			windowsDone++
+		}
 		mp.reset(t)
 		dir := t.TempDir()
-		delay := time.Duration(rng.Int64N(int64(span)))
-		where := fmt.Sprintf("trial %d (kill after %v)", trial, delay.Round(time.Microsecond))
+		var (
+			where     string
+			wasKilled bool
+			code      int
+			stderr    string
+		)
 		started := time.Now()
-		wasKilled, code, stderr := startKill(t, delay, env, args(dir)...)
+		if !window {
+			delay := time.Duration(rng.Int64N(int64(span)))
+			where = fmt.Sprintf("trial %d (kill after %v)", trial, delay.Round(time.Microsecond))
+			wasKilled, code, stderr = startKill(t, delay, env, args(dir)...)
+		} else {
+			n := 1 + rng.IntN(18)
+			where = fmt.Sprintf("trial %d (kill in STORE/EXPUNGE window %d)", trial, n)
+			r := runBinLimit(t, runLimit, append(env, fmt.Sprintf("MAILFERRY_TEST_CRASH_IN_REMOVE=%d", n)), args(dir)...)
+			wasKilled, code, stderr = r.killed, r.code, r.stderr
+			if !wasKilled {
+				t.Fatalf("%s: the run was not killed (exit %d): %s", where, code, stderr)
+			}
+		}
 		switch {
 		case wasKilled:
-			killed++
-			mp.checkSafe(t, where)
+			if !window {
+				killedMoments++
+			}
+			if deleted, _, _ := mp.checkSafe(t, where); window && deleted == 0 {
+				t.Errorf("%s: no source message is flagged \\Deleted: the kill missed the window", where)
+			}
 		case code != 0:
 			t.Fatalf("%s: the run finished first but exited %d: %s", where, code, stderr)
 		default:
+			finished++
 			span = min(span, time.Since(started))
 			t.Logf("%s: the run finished first; span now %v", where, span.Round(time.Millisecond))
+			mp.checkDone(t, where, "")
+			continue
 		}
 		if r := runBinLimit(t, runLimit, mp.env(), args(dir)...); r.code != 0 {
 			t.Fatalf("%s: rerun exited %d: %s", where, r.code, r.stderr)
 		}
-		mp.checkDone(t, where+": after the rerun")
+		mp.checkDone(t, where+": after the rerun", "")
 		if r := runBinLimit(t, runLimit, mp.env(), args(dir)...); r.code != 0 || copiedCount(t, r.stdout) != 0 {
 			t.Errorf("%s: I4: the next run exited %d and copied %d, want 0 and 0", where, r.code, copiedCount(t, r.stdout))
 		}
@@ -271,9 +535,9 @@ func TestA7RandomKillIMAPMove(t *testing.T) {
 			t.FailNow()
 		}
 	}
-	t.Logf("%d of %d trials were killed mid-run", killed, moveTrials())
-	if killed == 0 {
-		t.Errorf("no trial was killed mid-run: the test tested nothing")
+	t.Logf("%d trial(s) killed at a random moment, %d in a random STORE/EXPUNGE window, %d finished before the kill", killedMoments, windows, finished)
+	if killedMoments == 0 {
+		t.Errorf("no trial was killed at a random moment: those tested nothing")
 	}
 }
 

@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -21,10 +19,10 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
-	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 	"github.com/emersion/go-sasl"
 
 	"github.com/mailferry/mailferry/sync/mail"
+	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
 // tokenEndpoint is a fake OAuth2 token endpoint (RFC 6749 §6): it accepts
@@ -127,33 +125,19 @@ func TestOAuth2Refresher(t *testing.T) {
 // oauthIMAP is go-imap's memory server accepting only XOAUTH2 with token.
 func oauthIMAP(t *testing.T, token string, n int) (addr, caFile string) {
 	t.Helper()
-	cert, certPEM, err := selfSigned()
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile = filepath.Join(t.TempDir(), "ca.pem")
-	os.WriteFile(caFile, certPEM, 0o600)
-	mem := imapmemserver.New()
-	user := imapmemserver.NewUser("alice@example.org", "unused-password")
-	user.Create("INBOX", nil)
+	tlsCfg, caFile := mailtest.LocalCert(t)
+	mem, user := mailtest.NewMemIMAP(t, "alice@example.org", "unused-password")
 	for i := range n {
 		body := fmt.Sprintf("Subject: %d\r\n\r\nbody %d\r\n", i, i)
 		user.Append("INBOX", demoLiteral{bytes.NewReader([]byte(body))}, &imap.AppendOptions{Time: time.Date(2024, 1, 1+i, 0, 0, 0, 0, time.UTC)})
 	}
-	mem.AddUser(user)
-	srv := imapserver.New(&imapserver.Options{
+	ln := tls.NewListener(mailtest.Listen(t), tlsCfg)
+	mailtest.ServeIMAP(t, mem, imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
 			return &xoauth2Session{Session: mem.NewSession(), token: token}, nil, nil
 		},
-		Caps:   imap.CapSet{imap.CapIMAP4rev1: {}},
-		Logger: log.New(io.Discard, "", 0),
-	})
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+		Caps: imap.CapSet{imap.CapIMAP4rev1: {}},
+	}, ln)
 	return ln.Addr().String(), caFile
 }
 

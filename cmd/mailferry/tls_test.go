@@ -2,18 +2,8 @@ package main
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"io"
-	"log"
-	"math/big"
 	"net"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -23,9 +13,8 @@ import (
 
 	imap "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
-	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
-	"github.com/mailferry/mailferry/sync/mail"
+	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
 // greeter is a hostile server: it sends greeting to every connection and
@@ -38,45 +27,16 @@ type greeter struct {
 
 func startGreeter(t *testing.T, greeting string) *greeter {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := mailtest.Listen(t)
 	g := &greeter{addr: ln.Addr().String()}
-	var wg sync.WaitGroup
-	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
+	mailtest.Serve(t, ln, func(c net.Conn) {
+		c.Write([]byte(greeting))
+		sc := bufio.NewScanner(c)
+		for sc.Scan() {
 			g.mu.Lock()
-			conns = append(conns, c)
+			g.lines = append(g.lines, sc.Text())
 			g.mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c.Write([]byte(greeting))
-				sc := bufio.NewScanner(c)
-				for sc.Scan() {
-					g.mu.Lock()
-					g.lines = append(g.lines, sc.Text())
-					g.mu.Unlock()
-				}
-			}()
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		g.mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		g.mu.Unlock()
-		wg.Wait()
 	})
 	return g
 }
@@ -130,74 +90,16 @@ func TestF3HostileGreetingsCLI(t *testing.T) {
 // without, it speaks clear text with no STARTTLS and accepts LOGIN.
 func tlsIMAP(t *testing.T, cert *tls.Certificate, minV, maxV uint16) string {
 	t.Helper()
-	mem := imapmemserver.New()
-	user := imapmemserver.NewUser("alice", tlsTestPass)
-	if err := user.Create("INBOX", nil); err != nil {
-		t.Fatal(err)
-	}
-	mem.AddUser(user)
-	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return mem.NewSession(), nil, nil
-		},
-		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}},
-		InsecureAuth: cert == nil,
-		Logger:       log.New(io.Discard, "", 0),
-	})
-	var ln net.Listener
-	var err error
+	mem, _ := mailtest.NewMemIMAP(t, "alice", tlsTestPass)
+	ln := mailtest.Listen(t)
 	if cert != nil {
-		ln, err = tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{*cert}, MinVersion: minV, MaxVersion: maxV})
-	} else {
-		ln, err = net.Listen("tcp", "127.0.0.1:0")
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{*cert}, MinVersion: minV, MaxVersion: maxV})
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	mailtest.ServeIMAP(t, mem, imapserver.Options{Caps: imap.CapSet{imap.CapIMAP4rev1: {}}, InsecureAuth: cert == nil}, ln)
 	return ln.Addr().String()
 }
 
 const tlsTestPass = "Tls-Secret-42"
-
-// tlsCert makes a certificate for 127.0.0.1 valid from nb to na (from
-// now), self-signed or signed by a root whose PEM file it also returns.
-func tlsCert(t *testing.T, selfSigned bool, nb, na time.Duration) (cert tls.Certificate, pin, caFile string) {
-	t.Helper()
-	newKey := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	rootKey := newKey()
-	root := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "cli test root"}, NotBefore: time.Now().Add(-72 * time.Hour),
-		NotAfter: time.Now().Add(72 * time.Hour), KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true}
-	rootDER, err := x509.CreateCertificate(rand.Reader, root, root, &rootKey.PublicKey, rootKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, _ = x509.ParseCertificate(rootDER)
-	caFile = filepath.Join(t.TempDir(), "root.pem")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rootDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	key := newKey()
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "cli test server"}, NotBefore: time.Now().Add(nb), NotAfter: time.Now().Add(na),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	parent, signer := root, rootKey
-	if selfSigned {
-		parent, signer = tmpl, key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, mail.SPKIPin(leaf), caFile
-}
 
 // TestF4CertificateMatrixCLI: through the CLI (ls), each bad certificate
 // exits 5 with a last line naming the cause; --ca-file, --pin-sha256 and
@@ -205,9 +107,10 @@ func tlsCert(t *testing.T, selfSigned bool, nb, na time.Duration) (cert tls.Cert
 // warning on every run; a malformed pin is a usage error (exit 2); a TLS
 // 1.1 server stays refused whatever the flags.
 func TestF4CertificateMatrixCLI(t *testing.T) {
-	self, selfPin, _ := tlsCert(t, true, -time.Hour, time.Hour)
-	expired, expPin, expCA := tlsCert(t, false, -2*time.Hour, -time.Hour)
-	good, _, goodCA := tlsCert(t, false, -time.Hour, time.Hour)
+	pki := mailtest.NewPKI(t)
+	self, selfPin := pki.Leaf(t, mailtest.CertSpec{SelfSigned: true})
+	expired, expPin := pki.Leaf(t, mailtest.CertSpec{NotBefore: -2 * time.Hour, NotAfter: -time.Hour})
+	good, _ := pki.Leaf(t, mailtest.CertSpec{})
 	const warning = "--insecure-skip-verify: server certificates are not checked"
 	for _, tc := range []struct {
 		name       string
@@ -218,13 +121,13 @@ func TestF4CertificateMatrixCLI(t *testing.T) {
 		want       string // in the last line of stderr (or anywhere, on success)
 	}{
 		{"SelfSigned", self, 0, 0, nil, exitUnreachable, "is self-signed (its --pin-sha256 is " + selfPin + ")"},
-		{"Expired", expired, 0, 0, []string{"--ca-file", expCA}, exitUnreachable, "expired on"},
+		{"Expired", expired, 0, 0, []string{"--ca-file", pki.CAFile}, exitUnreachable, "expired on"},
 		{"UntrustedRoot", good, 0, 0, nil, exitUnreachable, "which is not a trusted root"},
-		{"TLS11Only", good, tls.VersionTLS10, tls.VersionTLS11, []string{"--ca-file", goodCA}, exitUnreachable, "older than 1.2"},
+		{"TLS11Only", good, tls.VersionTLS10, tls.VersionTLS11, []string{"--ca-file", pki.CAFile}, exitUnreachable, "older than 1.2"},
 		{"TLS11OnlySkipVerify", good, tls.VersionTLS10, tls.VersionTLS11, []string{"--insecure-skip-verify"}, exitUnreachable, "older than 1.2"},
-		{"PinMismatch", good, 0, 0, []string{"--ca-file", goodCA, "--pin-sha256", selfPin}, exitUnreachable, "does not match --pin-sha256"},
+		{"PinMismatch", good, 0, 0, []string{"--ca-file", pki.CAFile, "--pin-sha256", selfPin}, exitUnreachable, "does not match --pin-sha256"},
 		{"BadPin", good, 0, 0, []string{"--pin-sha256", "not-base64"}, exitUsage, "--pin-sha256"},
-		{"CAFile", good, 0, 0, []string{"--ca-file", goodCA}, 0, "INBOX"},
+		{"CAFile", good, 0, 0, []string{"--ca-file", pki.CAFile}, 0, "INBOX"},
 		{"Pinned", self, 0, 0, []string{"--pin-sha256", selfPin}, 0, "INBOX"},
 		{"PinnedExpired", expired, 0, 0, []string{"--pin-sha256", expPin}, 0, "INBOX"},
 		{"SkipVerify", expired, 0, 0, []string{"--insecure-skip-verify"}, 0, warning},

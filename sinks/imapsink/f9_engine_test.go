@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"sort"
 	"strconv"
@@ -19,6 +18,7 @@ import (
 	"github.com/mailferry/mailferry/sources/imap"
 	mailferry "github.com/mailferry/mailferry/sync"
 	"github.com/mailferry/mailferry/sync/mail"
+	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
 // serveMem serves user from a fresh go-imap memory server in clear text
@@ -28,24 +28,12 @@ func serveMem(t *testing.T, user *imapmemserver.User, caps imapv2.CapSet, wrap f
 	t.Helper()
 	mem := imapmemserver.New()
 	mem.AddUser(user)
-	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return mem.NewSession(), nil, nil
-		},
-		Caps:         caps,
-		InsecureAuth: true,
-		Logger:       log.New(io.Discard, "", 0),
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := mailtest.Listen(t)
 	addr := ln.Addr().String()
 	if wrap != nil {
 		ln = wrap(ln)
 	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	mailtest.ServeIMAP(t, mem, imapserver.Options{Caps: caps, InsecureAuth: true}, ln)
 	return addr
 }
 

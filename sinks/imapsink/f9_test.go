@@ -6,8 +6,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
-	"log"
 	"net"
 	"strconv"
 	"strings"
@@ -23,6 +21,7 @@ import (
 
 	"github.com/mailferry/mailferry/sources/imap"
 	"github.com/mailferry/mailferry/sync/mail"
+	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
 // RELIABILITY-PLAN F9: names and Message-IDs from a hostile source must not
@@ -237,21 +236,12 @@ func TestF9HostileNamesAndMessageIDs(t *testing.T) {
 	}
 	mem.AddUser(user)
 	// Clear text, so the recorder sees the commands (TLS would hide them).
-	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return mem.NewSession(), nil, nil
-		},
+	ln := mailtest.Listen(t)
+	rec := &recListener{Listener: ln}
+	mailtest.ServeIMAP(t, mem, imapserver.Options{
 		Caps:         imapv2.CapSet{imapv2.CapIMAP4rev1: {}, imapv2.CapUIDPlus: {}, imapv2.CapLiteralPlus: {}},
 		InsecureAuth: true,
-		Logger:       log.New(io.Discard, "", 0),
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := &recListener{Listener: ln}
-	go srv.Serve(rec)
-	t.Cleanup(func() { srv.Close() })
+	}, rec)
 	host, port, _ := net.SplitHostPort(ln.Addr().String())
 	p, _ := strconv.Atoi(port)
 	cfg := &Config{Config: imap.Config{Host: host, Port: p, User: testUser, TLS: imap.TLSStartTLS}, MultiAppend: true}

@@ -4,20 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"log"
-	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -31,43 +21,13 @@ import (
 
 	"github.com/mailferry/mailferry/sources/imap"
 	"github.com/mailferry/mailferry/sync/mail"
+	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
 const (
 	testUser = "bob"
 	testPass = "s3cret-Pa55"
 )
-
-// testCert makes a self-signed certificate for 127.0.0.1 and returns the
-// server configuration and a PEM file trusting it.
-func testCert(t testing.TB) (*tls.Config, string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "localhost"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}, ca
-}
 
 // memServer is go-imap's in-memory server on loopback with implicit TLS.
 // It has UIDPLUS but no MULTIAPPEND: it exercises the plain APPEND path.
@@ -79,27 +39,13 @@ type memServer struct {
 
 func startMem(t testing.TB) *memServer {
 	t.Helper()
-	tlsCfg, ca := testCert(t)
-	mem := imapmemserver.New()
-	user := imapmemserver.NewUser(testUser, testPass)
-	if err := user.Create("INBOX", nil); err != nil {
-		t.Fatal(err)
-	}
-	mem.AddUser(user)
-	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return mem.NewSession(), nil, nil
-		},
+	tlsCfg, ca := mailtest.LocalCert(t)
+	mem, user := mailtest.NewMemIMAP(t, testUser, testPass)
+	ln := tls.NewListener(mailtest.Listen(t), tlsCfg)
+	mailtest.ServeIMAP(t, mem, imapserver.Options{
 		Caps:      imapv2.CapSet{imapv2.CapIMAP4rev1: {}, imapv2.CapUIDPlus: {}, imapv2.CapNamespace: {}, imapv2.CapLiteralPlus: {}},
 		TLSConfig: tlsCfg,
-		Logger:    log.New(io.Discard, "", 0),
-	})
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", tlsCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	}, ln)
 	return &memServer{user: user, addr: ln.Addr().String(), ca: ca}
 }
 
@@ -192,29 +138,9 @@ const fakeUIDValidity = 77
 func startFake(t testing.TB, caps string) *fakeServer {
 	t.Helper()
 	f := &fakeServer{caps: caps, boxes: map[string][]fakeMsg{"INBOX": nil}, uidNext: map[string]uint32{"INBOX": 1}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := mailtest.Listen(t)
 	f.addr = ln.Addr().String()
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				f.serve(c)
-			}()
-		}
-	}()
+	mailtest.Serve(t, ln, f.serve)
 	return f
 }
 

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	imap "github.com/emersion/go-imap/v2"
@@ -558,6 +559,17 @@ type deadlineConn struct {
 	timeout time.Duration
 	mu      sync.Mutex
 	idle    bool
+	// closed is set once the connection is closed, by us or by imapclient
+	// when its reader fails: imapclient closes the socket before it wakes
+	// the commands waiting and before Client.Closed() fires, so Closed()
+	// alone would let the pool hand out a closed connection in between.
+	closed atomic.Bool
+}
+
+// Close closes the connection and marks it closed (see dead).
+func (c *deadlineConn) Close() error {
+	c.closed.Store(true)
+	return c.Conn.Close()
 }
 
 func (c *deadlineConn) arm() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	imap "github.com/emersion/go-imap/v2"
 
 	"github.com/mailferry/mailferry/sync/mail"
+	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
 func TestDialMemServer(t *testing.T) {
@@ -169,31 +171,8 @@ func TestDialF5AllowPlaintext(t *testing.T) {
 // TestDialB2SilentGreeting: a server that accepts but never speaks fails
 // the dial within the timeout.
 func TestDialB2SilentGreeting(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	})
+	ln := mailtest.Listen(t)
+	mailtest.Serve(t, ln, func(c net.Conn) { io.Copy(io.Discard, c) }) // never speaks
 	for _, mode := range []TLSMode{TLSImplicit, TLSStartTLS} {
 		o := plainOpts()
 		o.Timeout = 300 * time.Millisecond

@@ -3,20 +3,9 @@ package imap
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"io"
-	"log"
-	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,44 +17,13 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
 	"github.com/mailferry/mailferry/sync/mail"
+	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
 const (
 	testUser = "alice"
 	testPass = "s3cret-Pa55"
 )
-
-// testCert makes a self-signed certificate for 127.0.0.1 and localhost and
-// returns the server configuration and a PEM file trusting it.
-func testCert(t testing.TB) (*tls.Config, string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "localhost"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-	return &tls.Config{Certificates: []tls.Certificate{cert}}, ca
-}
 
 // memServer is go-imap's in-memory server on loopback, with an implicit-TLS
 // and a STARTTLS listener.
@@ -78,35 +36,13 @@ type memServer struct {
 
 func startMem(t testing.TB, caps imap.CapSet) *memServer {
 	t.Helper()
-	tlsCfg, ca := testCert(t)
-	mem := imapmemserver.New()
-	user := imapmemserver.NewUser(testUser, testPass)
-	if err := user.Create("INBOX", nil); err != nil {
-		t.Fatal(err)
-	}
-	mem.AddUser(user)
+	tlsCfg, ca := mailtest.LocalCert(t)
+	mem, user := mailtest.NewMemIMAP(t, testUser, testPass)
 	if caps == nil {
 		caps = imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}, imap.CapLiteralPlus: {}}
 	}
-	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return mem.NewSession(), nil, nil
-		},
-		Caps:      caps,
-		TLSConfig: tlsCfg,
-		Logger:    log.New(io.Discard, "", 0),
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tln, err := tls.Listen("tcp", "127.0.0.1:0", tlsCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	go srv.Serve(tln)
-	t.Cleanup(func() { srv.Close() })
+	ln, tln := mailtest.Listen(t), tls.NewListener(mailtest.Listen(t), tlsCfg)
+	mailtest.ServeIMAP(t, mem, imapserver.Options{Caps: caps, TLSConfig: tlsCfg}, ln, tln)
 	return &memServer{user: user, tlsAddr: tln.Addr().String(), plainAddr: ln.Addr().String(), ca: ca}
 }
 
@@ -195,29 +131,9 @@ func startFake(t testing.TB, f *fakeServer) *fakeServer {
 	if f.caps == "" {
 		f.caps = "IMAP4rev1"
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := mailtest.Listen(t)
 	f.addr = ln.Addr().String()
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				f.serve(&fakeConn{Conn: c, r: bufio.NewReader(c)})
-			}()
-		}
-	}()
+	mailtest.Serve(t, ln, func(c net.Conn) { f.serve(&fakeConn{Conn: c, r: bufio.NewReader(c)}) })
 	return f
 }
 

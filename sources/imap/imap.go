@@ -103,7 +103,7 @@ type conn struct {
 
 // kill breaks the connection at once, from any goroutine: whoever is
 // reading from it gets an error. It never blocks.
-func (cn *conn) kill() { cn.dc.Conn.Close() }
+func (cn *conn) kill() { cn.dc.Close() }
 
 // close shuts the connection down and waits for imapclient's reader. That
 // reader parks while a FETCH literal is handed out and unread, and
@@ -119,6 +119,9 @@ func (cn *conn) close(lit io.Reader) {
 }
 
 func (cn *conn) dead() bool {
+	if cn.dc.closed.Load() {
+		return true
+	}
 	select {
 	case <-cn.c.Closed():
 		return true

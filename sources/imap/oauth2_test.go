@@ -6,8 +6,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
-	"log"
 	"net"
 	"strings"
 	"sync"
@@ -17,10 +15,10 @@ import (
 
 	imap "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
-	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 	"github.com/emersion/go-sasl"
 
 	"github.com/mailferry/mailferry/sync/mail"
+	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
 const testToken = "ya29.a0-test-access-token"
@@ -36,29 +34,18 @@ type oauthServer struct {
 
 func startOAuth(t *testing.T, mechs ...string) *oauthServer {
 	t.Helper()
-	tlsCfg, ca := testCert(t)
-	mem := imapmemserver.New()
-	user := imapmemserver.NewUser(testUser, testPass)
-	if err := user.Create("INBOX", nil); err != nil {
-		t.Fatal(err)
-	}
+	tlsCfg, ca := mailtest.LocalCert(t)
+	mem, user := mailtest.NewMemIMAP(t, testUser, testPass)
 	user.Append("INBOX", literal{strings.NewReader("Subject: hi\r\n\r\nhello\r\n")}, &imap.AppendOptions{Time: time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)})
-	mem.AddUser(user)
 	o := &oauthServer{ca: ca}
-	srv := imapserver.New(&imapserver.Options{
+	ln := tls.NewListener(mailtest.Listen(t), tlsCfg)
+	mailtest.ServeIMAP(t, mem, imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
 			return &saslSession{Session: mem.NewSession(), mechs: mechs, srv: o}, nil, nil
 		},
 		Caps:      imap.CapSet{imap.CapIMAP4rev1: {}},
 		TLSConfig: tlsCfg,
-		Logger:    log.New(io.Discard, "", 0),
-	})
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", tlsCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	}, ln)
 	o.addr = ln.Addr().String()
 	return o
 }

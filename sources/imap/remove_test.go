@@ -373,3 +373,40 @@ func TestRemoveCancelledAndClosed(t *testing.T) {
 		t.Errorf("INBOX holds %q, want %q", got, want)
 	}
 }
+
+// TestA7TestHookAfterStore: the crash tests' hook (cmd/mailferry's
+// MAILFERRY_TEST_CRASH_IN_REMOVE) runs once per mailbox of a Remove, after
+// the server confirmed UID STORE \Deleted and before UID EXPUNGE: at that
+// moment another client sees exactly the messages being removed flagged
+// \Deleted and still present.
+func TestA7TestHookAfterStore(t *testing.T) {
+	r := startRemoveServer(t, imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapUIDPlus: {}})
+	r.seed(t, "INBOX", "a", "b", "c")
+	r.seed(t, "Archive", "x", "y")
+	s, _ := r.source(t, false)
+	inbox, archive := listBox(t, s, "INBOX"), listBox(t, s, "Archive")
+	var calls []string
+	seen := map[string]map[string]string{}
+	hook := func(mailbox string) {
+		calls = append(calls, mailbox)
+		seen[mailbox] = r.state(t, mailbox)
+	}
+	TestHookAfterStore.Store(&hook)
+	t.Cleanup(func() { TestHookAfterStore.Store(nil) })
+	if err := s.Remove(context.Background(), []mail.Envelope{inbox[0], archive[1], inbox[1]}); err != nil {
+		t.Fatalf("Remove = %v", err)
+	}
+	if want := []string{"INBOX", "Archive"}; !reflect.DeepEqual(calls, want) {
+		t.Fatalf("the hook ran for %q, want %q", calls, want)
+	}
+	want := map[string]map[string]string{
+		"INBOX":   {"a": `\Deleted`, "b": `\Deleted`, "c": ""},
+		"Archive": {"x": "", "y": `\Deleted`},
+	}
+	if !reflect.DeepEqual(seen, want) {
+		t.Errorf("inside the window the mailboxes held %q, want %q", seen, want)
+	}
+	if got, want := r.state(t, "INBOX"), map[string]string{"c": ""}; !reflect.DeepEqual(got, want) {
+		t.Errorf("after Remove INBOX holds %q, want %q", got, want)
+	}
+}

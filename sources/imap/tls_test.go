@@ -2,20 +2,8 @@ package imap
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"io"
-	"log"
-	"math/big"
-	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -23,91 +11,10 @@ import (
 
 	imap "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
-	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
 	"github.com/mailferry/mailferry/sync/mail"
+	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
-
-// certSpec describes one server certificate of the F4 matrix.
-type certSpec struct {
-	selfSigned bool          // no CA: the leaf signs itself
-	names      []string      // DNS SANs; 127.0.0.1 is added unless noIP
-	noIP       bool          // leave 127.0.0.1 out (SAN mismatch)
-	notBefore  time.Duration // from now; default -1h
-	notAfter   time.Duration // from now; default +24h
-}
-
-// certPKI is a root CA (in a PEM file, for --ca-file) that issues leaves.
-type certPKI struct {
-	root   *x509.Certificate
-	key    *ecdsa.PrivateKey
-	caFile string
-}
-
-func newPKI(t testing.TB) *certPKI {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "mailferry test root"},
-		NotBefore:             time.Now().Add(-48 * time.Hour),
-		NotAfter:              time.Now().Add(48 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, _ := x509.ParseCertificate(der)
-	ca := filepath.Join(t.TempDir(), "root.pem")
-	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return &certPKI{root: root, key: key, caFile: ca}
-}
-
-// leaf issues a server certificate per spec and returns it with its pin.
-func (p *certPKI) leaf(t testing.TB, s certSpec) (tls.Certificate, string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nb, na := s.notBefore, s.notAfter
-	if nb == 0 {
-		nb = -time.Hour
-	}
-	if na == 0 {
-		na = 24 * time.Hour
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "mail test server"},
-		NotBefore:    time.Now().Add(nb),
-		NotAfter:     time.Now().Add(na),
-		DNSNames:     s.names,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	if !s.noIP {
-		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
-	}
-	parent, signer := p.root, p.key
-	if s.selfSigned {
-		parent, signer = tmpl, key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: c}, mail.SPKIPin(c)
-}
 
 // startTLSMem serves go-imap's memory server with cert on an implicit-TLS
 // and a STARTTLS listener, limited to TLS versions [minV, maxV] (0: Go's
@@ -115,31 +22,9 @@ func (p *certPKI) leaf(t testing.TB, s certSpec) (tls.Certificate, string) {
 func startTLSMem(t testing.TB, cert tls.Certificate, minV, maxV uint16) (tlsAddr, plainAddr string) {
 	t.Helper()
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: minV, MaxVersion: maxV}
-	mem := imapmemserver.New()
-	user := imapmemserver.NewUser(testUser, testPass)
-	if err := user.Create("INBOX", nil); err != nil {
-		t.Fatal(err)
-	}
-	mem.AddUser(user)
-	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return mem.NewSession(), nil, nil
-		},
-		Caps:      imap.CapSet{imap.CapIMAP4rev1: {}},
-		TLSConfig: cfg,
-		Logger:    log.New(io.Discard, "", 0),
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	go srv.Serve(tln)
-	t.Cleanup(func() { srv.Close() })
+	mem, _ := mailtest.NewMemIMAP(t, testUser, testPass)
+	ln, tln := mailtest.Listen(t), tls.NewListener(mailtest.Listen(t), cfg)
+	mailtest.ServeIMAP(t, mem, imapserver.Options{Caps: imap.CapSet{imap.CapIMAP4rev1: {}}, TLSConfig: cfg}, ln, tln)
 	return tln.Addr().String(), ln.Addr().String()
 }
 
@@ -150,20 +35,20 @@ func startTLSMem(t testing.TB, cert tls.Certificate, minV, maxV uint16) (tlsAddr
 // and --insecure-skip-verify each make their case pass; neither of the
 // latter lowers the TLS 1.2 floor.
 func TestF4CertificateMatrix(t *testing.T) {
-	pki := newPKI(t)
-	other := newPKI(t) // a root nobody trusts
+	pki := mailtest.NewPKI(t)
+	other := mailtest.NewPKI(t) // a root nobody trusts
 	type opt struct {
 		ca   bool     // --ca-file with pki's root
 		pins []string // --pin-sha256
 		skip bool     // --insecure-skip-verify
 	}
-	selfCert, selfPin := pki.leaf(t, certSpec{selfSigned: true})
-	expCert, expPin := pki.leaf(t, certSpec{notBefore: -48 * time.Hour, notAfter: -24 * time.Hour})
-	futCert, _ := pki.leaf(t, certSpec{notBefore: 24 * time.Hour, notAfter: 48 * time.Hour})
-	sanCert, sanPin := pki.leaf(t, certSpec{names: []string{"mail.example.org"}, noIP: true})
-	untrusted, _ := other.leaf(t, certSpec{})
-	good, _ := pki.leaf(t, certSpec{names: []string{"localhost"}})
-	_, otherPin := pki.leaf(t, certSpec{})
+	selfCert, selfPin := pki.Leaf(t, mailtest.CertSpec{SelfSigned: true})
+	expCert, expPin := pki.Leaf(t, mailtest.CertSpec{NotBefore: -48 * time.Hour, NotAfter: -24 * time.Hour})
+	futCert, _ := pki.Leaf(t, mailtest.CertSpec{NotBefore: 24 * time.Hour, NotAfter: 48 * time.Hour})
+	sanCert, sanPin := pki.Leaf(t, mailtest.CertSpec{Hosts: []string{"mail.example.org"}})
+	untrusted, _ := other.Leaf(t, mailtest.CertSpec{})
+	good, _ := pki.Leaf(t, mailtest.CertSpec{})
+	_, otherPin := pki.Leaf(t, mailtest.CertSpec{})
 	for _, tc := range []struct {
 		name       string
 		cert       tls.Certificate
@@ -210,7 +95,7 @@ func TestF4CertificateMatrix(t *testing.T) {
 					Timeout:            10 * time.Second,
 				}
 				if tc.o.ca {
-					o.CAFile = pki.caFile
+					o.CAFile = pki.CAFile
 				}
 				c, err := Dial(context.Background(), addrConfig(t, addr, mode), o)
 				if tc.want == "" {

@@ -450,14 +450,10 @@ func TestF2InjectionAfterSTLS(t *testing.T) {
 func TestF3BadGreeting(t *testing.T) {
 	for _, g := range []string{"-ERR busy", "", "* OK IMAP4rev1", "+OKAY"} {
 		t.Run(fmt.Sprintf("%q", g), func(t *testing.T) {
-			ln, err := newRawServer(t, g+"\r\n")
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg := &Config{Host: "127.0.0.1", Port: ln, User: testUser, TLS: TLSSTLS}
+			cfg := &Config{Host: "127.0.0.1", Port: newRawServer(t, g+"\r\n"), User: testUser, TLS: TLSSTLS}
 			o := options(t)
 			o.AllowPlaintext = true
-			_, err = New(context.Background(), cfg, o)
+			_, err := New(context.Background(), cfg, o)
 			if !errors.Is(err, mail.ErrUnreachable) || !strings.Contains(err.Error(), "greeting") {
 				t.Fatalf("New() = %v, want ErrUnreachable about the greeting", err)
 			}

@@ -4,21 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +17,7 @@ import (
 	"time"
 
 	"github.com/mailferry/mailferry/sync/mail"
+	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
 // The scripted POP3 server (H-POP in RELIABILITY-PLAN): RFC 1939 with CAPA
@@ -80,7 +72,6 @@ type fakeServer struct {
 	ln   net.Listener
 	opts fakeOpts
 	tls  *tls.Config
-	wg   sync.WaitGroup
 
 	mu        sync.Mutex
 	msgs      []*fakeMsg // the maildrop; QUIT removes what was deleted
@@ -95,21 +86,13 @@ type fakeServer struct {
 
 func newFakeServer(t testing.TB, opts fakeOpts, msgs ...fakeMsg) *fakeServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fakeServer{t: t, ln: ln, opts: opts, tls: &tls.Config{Certificates: []tls.Certificate{testCert(t).cert}}, hidden: map[*fakeMsg]bool{}}
+	cfg, _ := mailtest.LocalCert(t)
+	f := &fakeServer{t: t, ln: mailtest.Listen(t), opts: opts, tls: cfg, hidden: map[*fakeMsg]bool{}}
 	for i := range msgs {
 		m := msgs[i]
 		f.msgs = append(f.msgs, &m)
 	}
-	f.wg.Add(1)
-	go f.accept()
-	t.Cleanup(func() {
-		ln.Close()
-		f.wg.Wait()
-	})
+	mailtest.Serve(t, f.ln, f.serve)
 	return f
 }
 
@@ -166,22 +149,6 @@ func (f *fakeServer) count(cmd string) int {
 		}
 	}
 	return n
-}
-
-func (f *fakeServer) accept() {
-	defer f.wg.Done()
-	for {
-		c, err := f.ln.Accept()
-		if err != nil {
-			return
-		}
-		f.wg.Add(1)
-		go func() {
-			defer f.wg.Done()
-			defer c.Close()
-			f.serve(c)
-		}()
-	}
 }
 
 // fakeConn is one session's state.
@@ -592,65 +559,6 @@ func (c *cutWriter) Write(p []byte) (int, error) {
 	return c.w.Write(p)
 }
 
-// testCertificate is a self-signed certificate for 127.0.0.1 and localhost,
-// made once per test binary, with its PEM.
-type testCertificate struct {
-	cert tls.Certificate
-	pem  []byte
-}
-
-var (
-	certOnce sync.Once
-	certVal  testCertificate
-	certErr  error
-)
-
-func testCert(t testing.TB) testCertificate {
-	t.Helper()
-	certOnce.Do(func() {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			certErr = err
-			return
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber:          big.NewInt(1),
-			Subject:               pkix.Name{CommonName: "mailferry pop3 test"},
-			NotBefore:             time.Now().Add(-time.Hour),
-			NotAfter:              time.Now().Add(24 * time.Hour),
-			IsCA:                  true,
-			BasicConstraintsValid: true,
-			KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-			ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-			DNSNames:              []string{"localhost"},
-			IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-		if err != nil {
-			certErr = err
-			return
-		}
-		certVal = testCertificate{
-			cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key},
-			pem:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		}
-	})
-	if certErr != nil {
-		t.Fatal(certErr)
-	}
-	return certVal
-}
-
-// caFile writes the test certificate to a PEM file for OpenOptions.CAFile.
-func caFile(t testing.TB) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(p, testCert(t).pem, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 // config returns the Config reaching f.
 func (f *fakeServer) config() *Config {
 	c := &Config{Host: "127.0.0.1", Port: f.port(), User: testUser, TLS: TLSImplicit}
@@ -663,8 +571,9 @@ func (f *fakeServer) config() *Config {
 // options returns OpenOptions trusting the test certificate, with the right
 // password and a short timeout.
 func options(t testing.TB) *mail.OpenOptions {
+	_, ca := mailtest.LocalCert(t)
 	return &mail.OpenOptions{
-		CAFile:   caFile(t),
+		CAFile:   ca,
 		Password: func(context.Context) (string, error) { return testPass, nil },
 		Timeout:  20 * time.Second,
 	}
@@ -686,29 +595,12 @@ func (f *fakeServer) open(t testing.TB, o *mail.OpenOptions) *Source {
 
 // newRawServer accepts connections, sends greeting and waits for the client
 // to hang up: for greetings the scripted server would not send.
-func newRawServer(t testing.TB, greeting string) (port int, err error) {
+func newRawServer(t testing.TB, greeting string) (port int) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			io.WriteString(c, greeting)
-			io.Copy(io.Discard, c)
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
+	ln := mailtest.Listen(t)
+	mailtest.Serve(t, ln, func(c net.Conn) {
+		io.WriteString(c, greeting)
+		io.Copy(io.Discard, c)
 	})
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return ln.Addr().(*net.TCPAddr).Port
 }

@@ -3,22 +3,16 @@ package pop3
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
-	"math/big"
 	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/mailferry/mailferry/sync/mail"
+	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
 // tlsPOP3 is a minimal implicit-TLS POP3 server with one certificate and
@@ -31,89 +25,36 @@ type tlsPOP3 struct {
 
 func startTLSPOP3(t *testing.T, cert tls.Certificate, minV, maxV uint16) *tlsPOP3 {
 	t.Helper()
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: minV, MaxVersion: maxV})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := tls.NewListener(mailtest.Listen(t), &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: minV, MaxVersion: maxV})
 	s := &tlsPOP3{port: ln.Addr().(*net.TCPAddr).Port}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	mailtest.Serve(t, ln, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write([]byte("+OK ready\r\n")); err != nil {
+			return // the handshake failed
+		}
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			line, err := br.ReadString('\n')
 			if err != nil {
 				return
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				if _, err := c.Write([]byte("+OK ready\r\n")); err != nil {
-					return // the handshake failed
-				}
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					cmd, _, _ := strings.Cut(strings.TrimSpace(line), " ")
-					reply := "+OK\r\n"
-					switch strings.ToUpper(cmd) {
-					case "CAPA":
-						reply = "+OK\r\nUSER\r\nUIDL\r\n.\r\n"
-					case "PASS":
-						s.pass.Add(1)
-					case "UIDL", "LIST":
-						reply = "+OK\r\n.\r\n"
-					case "QUIT":
-						c.Write([]byte(reply))
-						return
-					}
-					c.Write([]byte(reply))
-				}
-			}()
+			cmd, _, _ := strings.Cut(strings.TrimSpace(line), " ")
+			reply := "+OK\r\n"
+			switch strings.ToUpper(cmd) {
+			case "CAPA":
+				reply = "+OK\r\nUSER\r\nUIDL\r\n.\r\n"
+			case "PASS":
+				s.pass.Add(1)
+			case "UIDL", "LIST":
+				reply = "+OK\r\n.\r\n"
+			case "QUIT":
+				c.Write([]byte(reply))
+				return
+			}
+			c.Write([]byte(reply))
 		}
-	}()
+	})
 	return s
-}
-
-// leafCert makes a server certificate for 127.0.0.1, self-signed or
-// signed by the package's test CA (testCert), valid between nb and na from
-// now.
-func leafCert(t *testing.T, selfSigned bool, nb, na time.Duration) (tls.Certificate, string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "pop3 leaf"},
-		NotBefore:    time.Now().Add(nb),
-		NotAfter:     time.Now().Add(na),
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	ca := testCert(t)
-	caCert, err := x509.ParseCertificate(ca.cert.Certificate[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	parent, signer := caCert, ca.cert.PrivateKey
-	if selfSigned {
-		parent, signer = tmpl, key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, mail.SPKIPin(c)
 }
 
 // TestF4CertificateMatrixPOP3 runs the F4 cases through the POP3 dialer
@@ -121,10 +62,11 @@ func leafCert(t *testing.T, selfSigned bool, nb, na time.Duration) (tls.Certific
 // mail.TLSConfig): each refusal names its cause and sends no PASS, and
 // the pin and skip options make their cases pass.
 func TestF4CertificateMatrixPOP3(t *testing.T) {
-	self, selfPin := leafCert(t, true, -time.Hour, time.Hour)
-	expired, _ := leafCert(t, false, -2*time.Hour, -time.Hour)
-	future, _ := leafCert(t, false, time.Hour, 2*time.Hour)
-	good, _ := leafCert(t, false, -time.Hour, time.Hour)
+	pki := mailtest.NewPKI(t)
+	self, selfPin := pki.Leaf(t, mailtest.CertSpec{SelfSigned: true})
+	expired, _ := pki.Leaf(t, mailtest.CertSpec{NotBefore: -2 * time.Hour, NotAfter: -time.Hour})
+	future, _ := pki.Leaf(t, mailtest.CertSpec{NotBefore: time.Hour, NotAfter: 2 * time.Hour})
+	good, _ := pki.Leaf(t, mailtest.CertSpec{})
 	for _, tc := range []struct {
 		name       string
 		cert       tls.Certificate
@@ -145,8 +87,8 @@ func TestF4CertificateMatrixPOP3(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := startTLSPOP3(t, tc.cert, tc.minV, tc.maxV)
-			o := options(t) // trusts testCert, which signs the non-self-signed leaves
-			o.PinSHA256, o.InsecureSkipVerify = tc.pins, tc.skip
+			o := options(t)
+			o.CAFile, o.PinSHA256, o.InsecureSkipVerify = pki.CAFile, tc.pins, tc.skip
 			s, err := New(context.Background(), &Config{Host: "127.0.0.1", Port: srv.port, User: testUser, TLS: TLSImplicit}, o)
 			if tc.want == "" {
 				if err != nil {

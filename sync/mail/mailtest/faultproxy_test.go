@@ -8,7 +8,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,57 +22,26 @@ type echoTarget struct {
 
 func startEchoTarget(t *testing.T, greeting []byte) *echoTarget {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := Listen(t)
 	e := &echoTarget{addr: ln.Addr().String(), got: make(chan []byte, 16)}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	Serve(t, ln, func(c net.Conn) {
+		if _, err := c.Write(greeting); err != nil {
+			e.got <- nil
+			return
+		}
+		var in bytes.Buffer
+		buf := make([]byte, 4096)
 		for {
-			c, err := ln.Accept()
+			n, err := c.Read(buf)
+			in.Write(buf[:n])
+			if n > 0 {
+				c.Write(buf[:n])
+			}
 			if err != nil {
+				e.got <- in.Bytes()
 				return
 			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				if _, err := c.Write(greeting); err != nil {
-					e.got <- nil
-					return
-				}
-				var in bytes.Buffer
-				buf := make([]byte, 4096)
-				for {
-					n, err := c.Read(buf)
-					in.Write(buf[:n])
-					if n > 0 {
-						c.Write(buf[:n])
-					}
-					if err != nil {
-						e.got <- in.Bytes()
-						return
-					}
-				}
-			}()
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
 	})
 	return e
 }
