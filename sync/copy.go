@@ -696,7 +696,7 @@ func putOne(ctx context.Context, dst mail.Sink, env mail.Envelope, body io.Reade
 	opt.Stats.Bytes.Add(dg.Bytes)
 	opt.Stats.Box(env.Mailbox).Bytes.Add(dg.Bytes)
 	rec := checkpoint.Record{Mailbox: env.Mailbox, ID: env.ID, Dst: id, Size: env.Size, SHA256: hex.EncodeToString(dg.SHA256[:]),
-		MsgID: msgIDSum(scannedMessageID(env, scan)), Date: unixDate(env.Date)}
+		MsgID: checkpoint.MsgIDSum(scannedMessageID(env, scan)), Date: checkpoint.UnixDate(env.Date)}
 	if _, ok := dst.(mail.FlagSetter); ok && env.Flags != nil {
 		f := flagString(env.Flags)
 		rec.Flags = &f
@@ -843,7 +843,7 @@ func rematch(ctx context.Context, src mail.Source, j job) (checkpoint.Record, bo
 		return checkpoint.Record{}, false, nil
 	}
 	return checkpoint.Record{Mailbox: j.env.Mailbox, ID: j.env.ID, Dst: old.Dst, Size: j.env.Size, SHA256: sum,
-		MsgID: msgIDSum(scannedMessageID(j.env, scan)), Date: unixDate(j.env.Date)}, true, nil
+		MsgID: checkpoint.MsgIDSum(scannedMessageID(j.env, scan)), Date: checkpoint.UnixDate(j.env.Date)}, true, nil
 }
 
 // scannedMessageID is env's Message-ID: the listing's, or else what scan

@@ -2,15 +2,12 @@ package sync
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
 	stdsync "sync"
-	"time"
 
 	"github.com/mailferry/mailferry/sync/checkpoint"
 	"github.com/mailferry/mailferry/sync/mail"
@@ -402,30 +399,11 @@ type listingKey struct {
 	date  int64
 }
 
-// msgIDSum is the short hash of a Message-ID kept in Record.MsgID: 64 bits
-// are plenty next to size and date, and keep the header value (which may
-// name people and hosts) out of the checkpoint.
-func msgIDSum(id string) string {
-	if id == "" {
-		return ""
-	}
-	sum := sha256.Sum256([]byte(id))
-	return hex.EncodeToString(sum[:8])
-}
-
-// unixDate is a date as kept in Record.Date: Unix seconds, 0 when unknown.
-func unixDate(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.Unix()
-}
-
 // envListingKey is env's key; false when the listing lacks its Message-ID
 // or size. A missing date is part of the key: it matches only records
 // without one.
 func envListingKey(env mail.Envelope) (listingKey, bool) {
-	k := listingKey{msgIDSum(env.MessageID), env.Size, unixDate(env.Date)}
+	k := listingKey{checkpoint.MsgIDSum(env.MessageID), env.Size, checkpoint.UnixDate(env.Date)}
 	return k, k.msgID != "" && k.size >= 0
 }
 

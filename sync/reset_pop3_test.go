@@ -194,7 +194,7 @@ func TestC3BodyScanRecordsMessageID(t *testing.T) {
 		{Body: []byte("Subject: c\r\n\r\nMessage-ID: <in-body@x>\r\n")},
 		{Body: []byte("Message-Id: <no-body@x>")},
 	}
-	want := []string{msgIDSum("<a@x>"), msgIDSum("<folded@x>"), "", msgIDSum("<no-body@x>")}
+	want := []string{checkpoint.MsgIDSum("<a@x>"), checkpoint.MsgIDSum("<folded@x>"), "", checkpoint.MsgIDSum("<no-body@x>")}
 	for _, batch := range []bool{false, true} {
 		t.Run(fmt.Sprintf("batch=%v", batch), func(t *testing.T) {
 			var src mail.Source = mailtest.NewMemSource(fx)

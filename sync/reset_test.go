@@ -405,13 +405,13 @@ func TestListingKeyRecorded(t *testing.T) {
 	if _, err := Copy(context.Background(), newMsgIDSource("1.", fx), mailtest.NewMemSink(), fastOpts(cp)); err != nil {
 		t.Fatal(err)
 	}
-	want := map[mail.ID][2]any{"1.1": {msgIDSum("<a@x>"), day.Unix()}, "1.2": {"", int64(0)}}
+	want := map[mail.ID][2]any{"1.1": {checkpoint.MsgIDSum("<a@x>"), day.Unix()}, "1.2": {"", int64(0)}}
 	for _, r := range cp.Records("INBOX") {
 		if got := [2]any{r.MsgID, r.Date}; got != want[r.ID] {
 			t.Errorf("record %s: MsgID, Date = %v, want %v", r.ID, got, want[r.ID])
 		}
 	}
-	if len(msgIDSum("<a@x>")) != 16 {
-		t.Errorf("msgIDSum = %q, want 16 hex digits", msgIDSum("<a@x>"))
+	if len(checkpoint.MsgIDSum("<a@x>")) != 16 {
+		t.Errorf("msgIDSum = %q, want 16 hex digits", checkpoint.MsgIDSum("<a@x>"))
 	}
 }

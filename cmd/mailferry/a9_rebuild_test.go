@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"os"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/mailferry/mailferry/sinks/maildir"
 	"github.com/mailferry/mailferry/sinks/mbox"
+	"github.com/mailferry/mailferry/sync/checkpoint"
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
@@ -133,6 +135,15 @@ func TestA9RebuildState(t *testing.T) {
 			}
 			if n := strings.Count(string(b), "\n") - 1; n != 7 {
 				t.Errorf("the rebuilt checkpoint holds %d records, want 7:\n%s", n, b)
+			}
+			// Rebuilt records are as complete as copied ones: the content
+			// hash of the stored copy, so a later identifier reset can
+			// re-map them (A2: the state equals an uninterrupted run's).
+			for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n")[1:] {
+				var r checkpoint.Record
+				if err := json.Unmarshal([]byte(line), &r); err != nil || len(r.SHA256) != 64 {
+					t.Errorf("record %s: no content hash (%v)", line, err)
+				}
 			}
 		})
 	}

@@ -1027,27 +1027,47 @@ func parallel(n, workers int, fn func(i int)) {
 // reads them, with Key set from the ",MF=" field of names the sink wrote. A
 // mailbox that does not exist holds nothing. Uncommitted messages are not
 // listed.
-func (s *Sink) Index(ctx context.Context, mailbox string, fn func(mail.Envelope) error) error {
+// reader is the Maildir source over the sink's root, made on first use,
+// through which the sink lists (Index) and reads back (OpenStored) what it
+// holds.
+func (s *Sink) reader(ctx context.Context) (*srcmaildir.Source, error) {
 	if err := s.live(ctx); err != nil {
-		return err
+		return nil, err
 	}
 	s.mu.Lock()
 	src := s.src
 	s.mu.Unlock()
-	if src == nil {
-		var err error
-		if src, err = srcmaildir.New(ctx, s.root, nil); err != nil {
-			return err
-		}
-		s.mu.Lock()
-		if s.src == nil {
-			s.src = src
-		} else {
-			src = s.src
-		}
-		s.mu.Unlock()
+	if src != nil {
+		return src, nil
 	}
-	err := src.List(ctx, mailbox, func(env mail.Envelope) error {
+	src, err := srcmaildir.New(ctx, s.root, nil) // not under s.mu: it reads the disk
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.src == nil {
+		s.src = src
+	}
+	return s.src, nil
+}
+
+// OpenStored implements mail.StoredReader: it opens the message id (as
+// Index names it) in mailbox.
+func (s *Sink) OpenStored(ctx context.Context, mailbox string, id mail.ID) (io.ReadCloser, error) {
+	src, err := s.reader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return src.Open(ctx, mail.Envelope{Mailbox: mailbox, ID: id})
+}
+
+func (s *Sink) Index(ctx context.Context, mailbox string, fn func(mail.Envelope) error) error {
+	src, err := s.reader(ctx)
+	if err != nil {
+		return err
+	}
+	err = src.List(ctx, mailbox, func(env mail.Envelope) error {
 		env.Key = keyOf(string(env.ID))
 		return fn(env)
 	})
@@ -1103,3 +1123,5 @@ func (s *Sink) Close() error {
 	}
 	return nil
 }
+
+var _ mail.StoredReader = (*Sink)(nil)

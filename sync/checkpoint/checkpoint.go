@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/mailferry/mailferry/sync/mail"
 )
@@ -432,4 +433,23 @@ func (c *File) Close() error {
 		err = fmt.Errorf("checkpoint: %w", cerr)
 	}
 	return err
+}
+
+// MsgIDSum is the short hash of a Message-ID kept in Record.MsgID: 64 bits
+// are plenty next to size and date, and keep the header value (which may
+// name people and hosts) out of the checkpoint.
+func MsgIDSum(id string) string {
+	if id == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(sum[:8])
+}
+
+// UnixDate is a date as kept in Record.Date: Unix seconds, 0 when unknown.
+func UnixDate(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Unix()
 }

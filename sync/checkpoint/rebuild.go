@@ -2,7 +2,9 @@ package checkpoint
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
+	"io"
 
 	"github.com/mailferry/mailferry/sync/mail"
 )
@@ -17,10 +19,14 @@ import (
 // copy downloads none of them again, and in delete mode deletes them on
 // the source only once the destination confirms it still holds them.
 //
-// It costs one listing of each side per mailbox and downloads nothing. The
-// records carry no content hash, so a later renumbering of those messages
-// (UIDVALIDITY) is copied anew rather than re-mapped. It returns the
-// number of records added.
+// It costs one listing of each side per mailbox and downloads nothing.
+// Records get what the copy would have given them: size, Message-ID hash
+// and date from the source's listing, and, when dst can read back what it
+// holds (mail.StoredReader: the Maildir sink), the SHA-256 of the stored
+// copy (one local read each) and a Message-ID hash taken from it if the
+// listing had none (POP3). So a later identifier reset can re-map them as
+// it would re-map copied ones (sync/reset.go). It returns the number of
+// records added.
 func Rebuild(ctx context.Context, st Store, src mail.Source, dst mail.Indexer, endpoint string, selected func(string) bool, dstName func(string) string) (int, error) {
 	boxes, err := src.Mailboxes(ctx)
 	if err != nil {
@@ -52,8 +58,12 @@ func Rebuild(ctx context.Context, st Store, src mail.Source, dst mail.Indexer, e
 			if !ok || st.Has(Key{mb, e.ID}) {
 				return nil
 			}
+			rec := Record{Mailbox: mb, ID: e.ID, Dst: id, Size: e.Size, MsgID: MsgIDSum(e.MessageID), Date: UnixDate(e.Date)}
+			if err := hashStored(ctx, dst, to, &rec); err != nil {
+				return err
+			}
 			added++
-			return st.Add(Record{Mailbox: mb, ID: e.ID, Dst: id, Size: e.Size})
+			return st.Add(rec)
 		})
 		if err != nil {
 			return added, fmt.Errorf("checkpoint: rebuild: list %q: %w", mb, err)
@@ -63,4 +73,29 @@ func Rebuild(ctx context.Context, st Store, src mail.Source, dst mail.Indexer, e
 		return added, err
 	}
 	return added, nil
+}
+
+// hashStored fills rec's content hash (and a missing Message-ID hash) from
+// the copy dst holds in mailbox, when dst can read it back.
+func hashStored(ctx context.Context, dst mail.Indexer, mailbox string, rec *Record) error {
+	sr, ok := dst.(mail.StoredReader)
+	if !ok {
+		return nil
+	}
+	rc, err := sr.OpenStored(ctx, mailbox, rec.Dst)
+	if err != nil {
+		return fmt.Errorf("checkpoint: rebuild: read %s %s: %w", mailbox, rec.Dst, err)
+	}
+	defer rc.Close()
+	scan := mail.NewHeaderScanner(rc)
+	hr := mail.NewHashReader(scan)
+	if _, err := io.Copy(io.Discard, hr); err != nil {
+		return fmt.Errorf("checkpoint: rebuild: read %s %s: %w", mailbox, rec.Dst, err)
+	}
+	d := hr.Digest()
+	rec.SHA256 = hex.EncodeToString(d.SHA256[:])
+	if rec.MsgID == "" {
+		rec.MsgID = MsgIDSum(scan.MessageID())
+	}
+	return nil
 }

@@ -160,6 +160,14 @@ type Remover interface {
 	Remove(ctx context.Context, envs []Envelope) error
 }
 
+// StoredReader is implemented by sinks that can read back a message they
+// hold (the Maildir sink), by the ID their Index gives. A checkpoint rebuilt
+// from the destination then records the content hash too (RELIABILITY-PLAN
+// A9), as the copy would have.
+type StoredReader interface {
+	OpenStored(ctx context.Context, mailbox string, id ID) (io.ReadCloser, error)
+}
+
 // DeleteAware is implemented by sources that identify messages differently
 // when they will be deleted after the copy (POP3 without UIDL: by content,
 // which is safe only when each message is read once). The engine calls
