@@ -17,6 +17,9 @@
 #   QUICK=1            (or --quick) 2 rounds and no getmail (getmail alone takes 1-2 minutes)
 #   MESSAGES=5000      corpus size; CORPUS_SEED=3 (about 157 MB with seed 3; seed 1 gives 122 MB)
 #   MAILFERRY_FLAGS    extra flags for every `mailferry copy` (e.g. "--workers 2")
+#   I2I_PEERS="dsync dsync-tls mbsync"   imap-imap peers to time (dsync is always run: it is the
+#                      target; dsync-tls reads the source over TLS like mailferry, for information;
+#                      mbsync takes about 15 s a round)
 #   BENCH_DIR=/tmp/mailferry-bench   Dovecot and all outputs (wiped at start)
 #   BENCH_BIN=/tmp/mf-bench          where the binaries are built
 #   MAILFERRY_BIN      time this mailferry binary instead of building ./cmd/mailferry
@@ -64,6 +67,7 @@ GETMAIL_TIMEOUT=${GETMAIL_TIMEOUT:-10}
 QUIET_WAIT=${QUIET_WAIT:-15}
 QUIET_BUDGET=${QUIET_BUDGET:-180}
 read -r -a MF_FLAGS <<<"${MAILFERRY_FLAGS:-}"
+I2I_PEERS=" ${I2I_PEERS:-dsync dsync-tls mbsync} "
 
 export DOVECOT_IMAP_PORT=${DOVECOT_IMAP_PORT:-${IMAP_PORT:-30143}}
 export DOVECOT_IMAPS_PORT=${DOVECOT_IMAPS_PORT:-${IMAPS_PORT:-30993}}
@@ -409,10 +413,17 @@ scenario_imap_imap() {
 	reset_bob "$W/trash"
 	peer_dsync
 	timed $sc dsync 0 - -- "${PEER_CMD[@]}" || true
-	reset_bob "$W/trash"
-	fresh mbsync
-	peer_mbsync_i2i "$OUT.state"
-	timed $sc mbsync 0 - -- "${PEER_CMD[@]}" || true
+	if [[ $I2I_PEERS == *" dsync-tls "* ]]; then
+		reset_bob "$W/trash"
+		peer_dsync_tls
+		timed $sc dsync-tls 0 - -- "${PEER_CMD[@]}" || true
+	fi
+	if [[ $I2I_PEERS == *" mbsync "* ]]; then
+		reset_bob "$W/trash"
+		fresh mbsync
+		peer_mbsync_i2i "$OUT.state"
+		timed $sc mbsync 0 - -- "${PEER_CMD[@]}" || true
+	fi
 	for r in $(seq "$ROUNDS"); do
 		if [ $mf = 1 ]; then
 			reset_bob "$W/trash"
@@ -429,12 +440,19 @@ scenario_imap_imap() {
 		if [ "$r" = "$ROUNDS" ]; then
 			count_check $sc dsync "$(count_server bob)" "$want"
 		fi
-		reset_bob "$W/trash"
-		fresh mbsync
-		peer_mbsync_i2i "$OUT.state"
-		timed $sc mbsync "$r" "count_server bob" -- "${PEER_CMD[@]}" || true
-		if [ "$r" = "$ROUNDS" ]; then
-			count_check $sc mbsync "$(count_server bob)" "$want"
+		if [[ $I2I_PEERS == *" dsync-tls "* ]]; then
+			reset_bob "$W/trash"
+			peer_dsync_tls
+			timed $sc dsync-tls "$r" "count_server bob" -- "${PEER_CMD[@]}" || true
+		fi
+		if [[ $I2I_PEERS == *" mbsync "* ]]; then
+			reset_bob "$W/trash"
+			fresh mbsync
+			peer_mbsync_i2i "$OUT.state"
+			timed $sc mbsync "$r" "count_server bob" -- "${PEER_CMD[@]}" || true
+			if [ "$r" = "$ROUNDS" ]; then
+				count_check $sc mbsync "$(count_server bob)" "$want"
+			fi
 		fi
 	done
 	reset_bob "$W/trash"

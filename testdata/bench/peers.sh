@@ -55,6 +55,17 @@ peer_dsync() {
 		backup -R -u bob imapc:)
 }
 
+# peer_dsync_tls: the same, but imapc reads the source over implicit TLS (imaps, verifying
+# cert.pem), as mailferry does: for information only (the official target stays dsync over plain
+# IMAP, as in peers/run). Dovecot 2.3 settings: imapc_ssl, ssl_client_ca_file.
+peer_dsync_tls() {
+	PEER_CMD=(doveadm -c "$D/dovecot.conf" -o imapc_host=localhost -o imapc_port="$IMAPS_PORT"
+		-o imapc_ssl=imaps -o ssl_client_ca_file="$D/cert.pem"
+		-o imapc_user=alice -o imapc_password=pw-alice
+		-o "imapc_features=rfc822.size fetch-headers" -o mail_prefetch_count=20
+		backup -R -u bob imapc:)
+}
+
 # reset_bob TRASH: empties bob's mailbox between IMAP -> IMAP runs. peers/run deletes the
 # Maildir; moving it aside is as good for the server and keeps thousands of unlinks (slow
 # right before a timed run on this file system) out of the timed window.

@@ -115,6 +115,9 @@ def main():
     r, n = ratio("imap-imap", "mailferry", "dsync")
     target("IMAP -> IMAP: mailferry / dsync", r, f"{fmt(r)}x (median of {n} paired rounds)", "<= 1x",
            lambda v: v <= 1)
+    r, n = ratio("imap-imap", "mailferry", "dsync-tls")
+    if r is not None:
+        print(f"| IMAP -> IMAP: mailferry / dsync reading the source over TLS too (for information) | {fmt(r)}x (median of {n} paired rounds) | - | - |")
     r, n = ratio("imap-imap", "mailferry", "mbsync")
     if r is not None:
         print(f"| IMAP -> IMAP: mailferry / mbsync (for information) | {fmt(r)}x (median of {n} paired rounds) | - | - |")
