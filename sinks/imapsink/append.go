@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	gosync "sync"
 	"time"
 
 	"github.com/mailferry/mailferry/sources/imap"
@@ -465,26 +466,29 @@ func (s *Sink) Commit(ctx context.Context) error {
 	s.mu.Lock()
 	slots := s.slots
 	s.mu.Unlock()
-	var errs []error
-	var pending []mail.ID // provisional IDs this Commit must settle
+	// The slots are committed at the same time: each server session ends
+	// its command (Dovecot renames the files and writes its index then)
+	// while the others do, instead of one after another.
+	var (
+		mu      gosync.Mutex
+		wg      gosync.WaitGroup
+		errs    []error
+		pending []mail.ID // provisional IDs this Commit must settle
+	)
 	for _, sl := range slots {
-		if err := lock(ctx, sl.lock); err != nil {
-			return fmt.Errorf("imapsink: commit: %w", err)
-		}
-		for _, it := range append(append([]*item(nil), sl.batch...), sl.retry...) {
-			if it.prov != "" {
-				pending = append(pending, it.prov)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ids, err := s.commitLocked(ctx, sl)
+			mu.Lock()
+			pending = append(pending, ids...)
+			if err != nil {
+				errs = append(errs, err)
 			}
-		}
-		err := s.commitSlot(ctx, sl)
-		s.mu.Lock()
-		sl.hintOpen, sl.hintLoad = false, 0 // every command is ended now
-		s.mu.Unlock()
-		<-sl.lock
-		if err != nil {
-			errs = append(errs, err)
-		}
+			mu.Unlock()
+		}()
 	}
+	wg.Wait()
 	err := errors.Join(errs...)
 	if err == nil || mail.Fatal(err) || ctx.Err() != nil {
 		return err
@@ -498,6 +502,26 @@ func (s *Sink) Commit(ctx context.Context) error {
 		}
 	}
 	return &mail.CommitError{Failed: failed, Err: err}
+}
+
+// commitLocked commits one slot under its lock and returns the provisional
+// IDs of the messages it had to settle.
+func (s *Sink) commitLocked(ctx context.Context, sl *slot) ([]mail.ID, error) {
+	if err := lock(ctx, sl.lock); err != nil {
+		return nil, fmt.Errorf("imapsink: commit: %w", err)
+	}
+	defer func() { <-sl.lock }()
+	var pending []mail.ID
+	for _, it := range append(append([]*item(nil), sl.batch...), sl.retry...) {
+		if it.prov != "" {
+			pending = append(pending, it.prov)
+		}
+	}
+	err := s.commitSlot(ctx, sl)
+	s.mu.Lock()
+	sl.hintOpen, sl.hintLoad = false, 0 // every command is ended now
+	s.mu.Unlock()
+	return pending, err
 }
 
 func (s *Sink) commitSlot(ctx context.Context, sl *slot) error {

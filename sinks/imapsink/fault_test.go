@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -79,6 +80,55 @@ func testMultiAppendBatches(t *testing.T, caps string) {
 	}
 	if got := f.messages("INBOX"); fmt.Sprint(got) != fmt.Sprint(bodies[:4]) {
 		t.Errorf("INBOX = %q", got)
+	}
+}
+
+// TestMultiAppendCommitEndsSlotsTogether: Commit ends the commands open on
+// several append connections at once, so the server sessions finish their
+// transactions (Dovecot: rename, uidlist, index, fsync) in parallel rather
+// than one after another. The fake answers no command before the other has
+// ended; a Commit that waits for one answer before ending the next command
+// shows as the timeout.
+func TestMultiAppendCommitEndsSlotsTogether(t *testing.T) {
+	f := startFake(t, capsMulti)
+	s := f.sink(t)
+	ctx := context.Background()
+	if err := s.CreateMailbox(ctx, "Other"); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu        sync.Mutex
+		ended     int
+		both      = make(chan struct{})
+		waitedOut bool
+	)
+	f.script(func(n int, box string, msgs []fakeMsg) fakeAction {
+		mu.Lock()
+		if ended++; ended == 2 {
+			close(both)
+		}
+		mu.Unlock()
+		select {
+		case <-both:
+		case <-time.After(3 * time.Second):
+			mu.Lock()
+			waitedOut = true
+			mu.Unlock()
+		}
+		return fakeAction{store: true}
+	})
+	// Two mailboxes: the second Put cannot join the first one's command,
+	// so two connections hold an open command each.
+	put(t, s, "INBOX", msg("<1@x>", "s", "one\r\n"), testDate)
+	put(t, s, "Other", msg("<2@x>", "s", "two\r\n"), testDate)
+	commit(t, s)
+	mu.Lock()
+	defer mu.Unlock()
+	if ended != 2 {
+		t.Fatalf("%d MULTIAPPEND commands, want 2 (one per mailbox)", ended)
+	}
+	if waitedOut {
+		t.Error("Commit ended the second command only after the first was answered")
 	}
 }
 
