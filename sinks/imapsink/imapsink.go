@@ -522,8 +522,11 @@ func (s *Sink) spool(ctx context.Context, it *item, body io.Reader) error {
 	if reserved := s.reserveMem(); reserved > 0 {
 		buf := bufPool.Get().(*bytes.Buffer)
 		buf.Reset()
+		if sz := it.env.Size; sz > 0 && sz <= reserved {
+			buf.Grow(int(sz)) // the size the source announced: no regrowing on the way
+		}
 		it.buf, it.mem = buf, reserved
-		m, err := io.Copy(io.MultiWriter(buf, &idw), io.LimitReader(r, reserved+1))
+		m, err := copyPooled(io.MultiWriter(buf, &idw), io.LimitReader(r, reserved+1))
 		if err != nil {
 			return fail(err)
 		}
@@ -547,7 +550,7 @@ func (s *Sink) spool(ctx context.Context, it *item, body io.Reader) error {
 			}
 			s.releaseBuf(it)
 		}
-		m, err := io.Copy(io.MultiWriter(f, &idw), r)
+		m, err := copyPooled(io.MultiWriter(f, &idw), r)
 		if err != nil {
 			return fail(err)
 		}
@@ -563,6 +566,16 @@ func (s *Sink) spool(ctx context.Context, it *item, body io.Reader) error {
 }
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// copyBufs are io.Copy's buffers: neither side of a spool copy has
+// ReadFrom or WriteTo, so io.Copy would allocate 32 KiB per message.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func copyPooled(w io.Writer, r io.Reader) (int64, error) {
+	b := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(b)
+	return io.CopyBuffer(w, r, *b)
+}
 
 // reserveMem reserves room for one message in memory, or returns 0 when
 // the budget is spent.
