@@ -58,9 +58,10 @@ type jobConfig struct {
 	Checkpoint     string     `toml:"checkpoint"`
 	CAFile         string     `toml:"ca_file"`
 	AllowPlaintext bool       `toml:"allow_plaintext"`
-	// The rest mirror --allow-plaintext-auth, --pin-sha256 and
-	// --allow-unsafe-expunge.
+	// The rest mirror --allow-plaintext-auth, --no-starttls, --pin-sha256
+	// and --allow-unsafe-expunge.
 	AllowPlaintextAuth bool      `toml:"allow_plaintext_auth"`
+	NoStartTLS         bool      `toml:"no_starttls"`
 	PinSHA256          []string  `toml:"pin_sha256"`
 	AllowUnsafeExpunge bool      `toml:"allow_unsafe_expunge"`
 	Timeout            configDur `toml:"timeout"`

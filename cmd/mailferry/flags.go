@@ -50,6 +50,8 @@ type commonFlags struct {
 	// allowPlaintextAuth lets credentials cross a connection without TLS;
 	// allowPlaintext alone only lets the session go on (RELIABILITY-PLAN F5).
 	allowPlaintextAuth bool
+	// noStartTLS skips STARTTLS/STLS even when offered (tunnels, loopback).
+	noStartTLS         bool
 	pinSHA256          multiFlag
 	insecureSkipVerify bool
 	timeout            time.Duration
@@ -67,6 +69,7 @@ func (c *commonFlags) add(fs *flag.FlagSet) {
 	fs.StringVar(&c.caFile, "ca-file", "", "also trust the CA certificates in PEM `FILE` (system roots are always trusted)")
 	fs.BoolVar(&c.allowPlaintext, "allow-plaintext", false, "let imap:// and pop3:// go on without STARTTLS/STLS when the server lacks it; no password is sent in clear without --allow-plaintext-auth")
 	fs.BoolVar(&c.allowPlaintextAuth, "allow-plaintext-auth", false, "with or without --allow-plaintext: go on without STARTTLS/STLS and send the password in clear text")
+	fs.BoolVar(&c.noStartTLS, "no-starttls", false, "connect imap:// and pop3:// in plain text without STARTTLS/STLS even when offered: only over loopback or a link that is already encrypted (SSH tunnel, VPN); needs --allow-plaintext-auth")
 	fs.Var(&c.pinSHA256, "pin-sha256", "trust only the server key whose SubjectPublicKeyInfo SHA-256 is `BASE64` (repeatable; chain, host name and dates are then not checked; a refused certificate's error prints its pin)")
 	fs.BoolVar(&c.insecureSkipVerify, "insecure-skip-verify", false, "accept any server certificate (warns on every run; TLS and the plaintext rules still apply)")
 	fs.DurationVar(&c.timeout, "timeout", 60*time.Second, "give up on a connection after this long without progress (and on an IMAP response that arrives slower than 1 KiB/s over this long)")
@@ -191,6 +194,7 @@ func (c *commonFlags) openOptions(s *sideFlags, env *cliEnv, log *slog.Logger) *
 		// Plaintext auth is opt-in on its own: --allow-plaintext alone
 		// refuses before any credential would cross in clear.
 		RefusePlaintextAuth: !c.allowPlaintextAuth,
+		NoStartTLS:          c.noStartTLS,
 		PinSHA256:           c.pinSHA256,
 		InsecureSkipVerify:  c.insecureSkipVerify,
 		Timeout:             c.timeout,

@@ -64,6 +64,8 @@ Job keys (each one mirrors a flag of 'mailferry copy'):
   ca_file                  extra trusted CA certificates (PEM)
   allow_plaintext          bool: let imap:// and pop3:// go on without TLS
   allow_plaintext_auth     bool: and send the password over it in clear text
+  no_starttls              bool: skip STARTTLS/STLS even when offered (loopback
+                           or an already encrypted link; with allow_plaintext_auth)
   pin_sha256               list of server key pins, like --pin-sha256
   allow_unsafe_expunge     bool: like --allow-unsafe-expunge
   timeout                  "60s"

@@ -151,6 +151,7 @@ func (o *copyOptions) applyJob(j jobConfig, set map[string]bool, env *cliEnv) er
 	o.common.caFile = path(j.CAFile)
 	o.common.allowPlaintext = j.AllowPlaintext
 	o.common.allowPlaintextAuth = o.common.allowPlaintextAuth || j.AllowPlaintextAuth
+	o.common.noStartTLS = o.common.noStartTLS || j.NoStartTLS
 	o.common.pinSHA256 = append(o.common.pinSHA256, j.PinSHA256...)
 	o.allowUnsafeExpunge = o.allowUnsafeExpunge || j.AllowUnsafeExpunge
 	for _, s := range []struct {

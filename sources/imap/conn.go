@@ -40,8 +40,9 @@ const (
 // IMAP source and sink.
 //
 // imaps:// uses implicit TLS; imap:// requires STARTTLS: a server that does
-// not offer it is refused unless o.AllowPlaintext, and a PREAUTH greeting
-// before TLS is always refused (RFC 9051 §7.1.4). Certificates are verified
+// not offer it is refused unless o.AllowPlaintext (o.NoStartTLS skips
+// STARTTLS even when offered), and a PREAUTH greeting before TLS is always
+// refused (RFC 9051 §7.1.4). Certificates are verified
 // against the system roots plus o.CAFile. The password is asked from
 // o.Password only once TLS is up (or plaintext was allowed), and is sent
 // with AUTHENTICATE PLAIN when offered, LOGIN otherwise.
@@ -215,7 +216,8 @@ func (t *transport) secret(get func(context.Context) (string, error)) func() (st
 }
 
 // openTransport connects to cfg and secures the connection (implicit TLS,
-// or STARTTLS unless plaintext is allowed and not offered). The caller
+// or STARTTLS unless plaintext is allowed and not offered, or o.NoStartTLS
+// asks for plain text). The caller
 // finishes with t.disarm() on success or t.fail(err).
 func openTransport(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Logger) (*transport, error) {
 	addr := cfg.Addr()
@@ -224,6 +226,13 @@ func openTransport(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *s
 	}
 	if o.Password == nil && o.Token == nil {
 		return nil, &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: no password source", cfg), Hint: passwordHint(o)}
+	}
+	noTLS := cfg.TLS == TLSStartTLS && o.NoStartTLS
+	if noTLS && o.RefusePlaintextAuth {
+		// A session in clear text asked for, credentials in clear not
+		// allowed: no session could follow (PREAUTH in clear is refused
+		// too), so say so before connecting (RELIABILITY-PLAN F5).
+		return nil, &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: --no-starttls would send the password in clear text", cfg), Hint: noStartTLSHint}
 	}
 	tlsCfg, err := mail.TLSConfig(cfg.Host, o)
 	if err != nil {
@@ -253,6 +262,15 @@ func openTransport(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *s
 		}
 		t.top = tc
 	case TLSStartTLS:
+		if noTLS {
+			// Nothing is read here: the greeting goes to imapclient or
+			// rawLogin, which refuse BYE, garbled and cleartext PREAUTH
+			// greetings as they do after STARTTLS, and loginPolicy honours
+			// LOGINDISABLED since the session is not secure.
+			t.top, t.secure = t.dc, false
+			log.Warn("imap: plain text as requested (--no-starttls): the password and the mail cross the link unencrypted")
+			break
+		}
 		t.phase = "greeting, STARTTLS and TLS handshake"
 		t.top, t.secure, err = startTLS(t.dctx, t.dc, tlsCfg, o.AllowPlaintext, tr, addr)
 		if err != nil {
@@ -277,6 +295,9 @@ func openTransport(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *s
 	}
 	return t, nil
 }
+
+// noStartTLSHint is the remedy when NoStartTLS meets RefusePlaintextAuth.
+const noStartTLSHint = "add --allow-plaintext-auth, only over loopback or a link that is already encrypted"
 
 func passwordHint(o *mail.OpenOptions) string {
 	side := o.Side
@@ -488,7 +509,7 @@ func login(ctx context.Context, c *imapclient.Client, cfg *Config, password func
 func loginPolicy(cfg *Config, has func(capability string) bool, secure, token bool) (usePlain bool, err error) {
 	disabled := has(string(imap.CapLoginDisabled))
 	if disabled && !secure {
-		return false, &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: server disables login without TLS", cfg.ident()), Hint: "use imaps:// or a server offering STARTTLS"}
+		return false, &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: server disables login without TLS", cfg.ident()), Hint: "use imaps://, or STARTTLS (a server offering it, without --no-starttls)"}
 	}
 	if token {
 		return false, nil

@@ -403,6 +403,13 @@ func (d *dialer) Dial(_, _ string) (net.Conn, error) {
 		if err := d.greeting(pre); err != nil {
 			return nil, d.fail(raw, err)
 		}
+		if d.o.NoStartTLS {
+			// Asked for (connect refused it without plaintext auth): no
+			// CAPA or STLS here; the session's CAPA comes after login.
+			d.log.Warn("pop3: plain text as requested (--no-starttls): the password and the mail cross the link unencrypted")
+			conn, br = dc, pre
+			break
+		}
 		conn, br, err = d.stls(dc, pre)
 		if err != nil {
 			return nil, d.fail(raw, err)
@@ -505,6 +512,12 @@ func (d *dialer) stls(dc net.Conn, pre *bufio.Reader) (net.Conn, *bufio.Reader, 
 func connect(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Logger) (*session, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("pop3: connect %s: %w", cfg.Addr(), err)
+	}
+	if cfg.TLS == TLSSTLS && o.NoStartTLS && o.RefusePlaintextAuth {
+		// Clear text asked for, credentials in clear not allowed: a
+		// maildrop cannot be opened, so say so before connecting
+		// (RELIABILITY-PLAN F5).
+		return nil, &mail.ConfigError{Msg: fmt.Sprintf("pop3: %s: --no-starttls would send the password in clear text", cfg), Hint: "add --allow-plaintext-auth, only over loopback or a link that is already encrypted"}
 	}
 	tcfg, err := mail.TLSConfig(cfg.Host, o)
 	if err != nil {

@@ -51,6 +51,15 @@ type OpenOptions struct {
 	// rather than the zero value so that AllowPlaintext alone keeps its
 	// older meaning for library callers and tests of plaintext fakes.
 	RefusePlaintextAuth bool
+	// NoStartTLS makes imap:// and pop3:// connect in plain text without
+	// sending STARTTLS/STLS, even when the server offers it: for loopback
+	// and links that are already encrypted (an SSH tunnel, WireGuard,
+	// stunnel), where a second TLS layer only costs time. It implies
+	// AllowPlaintext but not plaintext credentials: with RefusePlaintextAuth
+	// the endpoint refuses before it even connects. Greeting checks and
+	// LOGINDISABLED still apply. imaps:// and pop3s:// ignore it (implicit
+	// TLS stays TLS).
+	NoStartTLS bool
 	// AllowUnsafeExpunge lets a source that deletes what it copied, on an
 	// IMAP server without UIDPLUS, send a plain EXPUNGE: that also removes
 	// messages other clients flagged \Deleted (RELIABILITY-PLAN C9).

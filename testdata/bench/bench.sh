@@ -7,7 +7,9 @@
 #   imap-maildir  mailferry IMAP -> Maildir vs mbsync (both fsync), plus a rerun with nothing new,
 #                 and a bare read of the account as the floor (imapfloor/)
 #   pop3-maildir  mailferry POP3 -> Maildir vs a bare pipelined POP3 read (popfloor/) and getmail6
-#   imap-imap     mailferry IMAP -> IMAP vs `doveadm backup` (dsync via imapc) and mbsync
+#   imap-imap     mailferry IMAP -> IMAP vs `doveadm backup` (dsync via imapc) and mbsync, each
+#                 pair over the same transport: mailferry-plain (imap:// with --no-starttls, as
+#                 dsync reads its source) against dsync, mailferry (TLS) against dsync-tls
 # Each pair is run alternately (A B A B ...) after one untimed warm-up each, into fresh
 # destinations, and the medians and the median of the per-round ratios are reported. The
 # result table goes to stdout and to testdata/bench/last-result.md.
@@ -18,8 +20,10 @@
 #   MESSAGES=5000      corpus size; CORPUS_SEED=3 (about 157 MB with seed 3; seed 1 gives 122 MB)
 #   MAILFERRY_FLAGS    extra flags for every `mailferry copy` (e.g. "--workers 2")
 #   I2I_PEERS="dsync dsync-tls mbsync"   imap-imap peers to time (dsync is always run: it is the
-#                      target; dsync-tls reads the source over TLS like mailferry, for information;
+#                      target; dsync-tls reads the source over TLS like mailferry does by default;
 #                      mbsync takes about 15 s a round)
+#   I2I_PLAIN=1        also time mailferry over plain IMAP on loopback (mailferry-plain), the
+#                      transport dsync reads its source with; 0 leaves it out
 #   BENCH_DIR=/tmp/mailferry-bench   Dovecot and all outputs (wiped at start)
 #   BENCH_BIN=/tmp/mf-bench          where the binaries are built
 #   MAILFERRY_BIN      time this mailferry binary instead of building ./cmd/mailferry
@@ -68,6 +72,7 @@ QUIET_WAIT=${QUIET_WAIT:-15}
 QUIET_BUDGET=${QUIET_BUDGET:-180}
 read -r -a MF_FLAGS <<<"${MAILFERRY_FLAGS:-}"
 I2I_PEERS=" ${I2I_PEERS:-dsync dsync-tls mbsync} "
+I2I_PLAIN=${I2I_PLAIN:-1}
 
 export DOVECOT_IMAP_PORT=${DOVECOT_IMAP_PORT:-${IMAP_PORT:-30143}}
 export DOVECOT_IMAPS_PORT=${DOVECOT_IMAPS_PORT:-${IMAPS_PORT:-30993}}
@@ -79,6 +84,10 @@ export IMAP_PORT IMAPS_PORT POP3_PORT POP3S_PORT
 CONF=$D/dovecot.conf
 SRC_IMAP=imaps://alice@localhost:$IMAPS_PORT
 DST_IMAP=imaps://bob@localhost:$IMAPS_PORT
+# The same transport as dsync's source (peers.sh): plain IMAP on loopback, an explicit opt-out.
+SRC_IMAP_PLAIN=imap://alice@127.0.0.1:$IMAP_PORT
+DST_IMAP_PLAIN=imap://bob@127.0.0.1:$IMAP_PORT
+PLAIN_FLAGS=(--no-starttls --allow-plaintext-auth)
 SRC_POP3=pop3s://alice@localhost:$POP3S_PORT
 WANT=0 # messages the current scenario's destination must end with
 RESULTS=$W/results.tsv # scenario tool round wall_s rss_kib user_s sys_s box_cpu_s dovecot_cpu_s messages
@@ -410,6 +419,12 @@ scenario_imap_imap() {
 			return 0
 		fi
 	fi
+	if [ "$I2I_PLAIN" = 1 ]; then
+		reset_bob "$W/trash"
+		fresh mailferry
+		mf_copy "$SRC_IMAP_PLAIN" "$DST_IMAP_PLAIN" "$OUT.cp"
+		timed $sc mailferry-plain 0 - -- "${MF_CMD[@]}" "${PLAIN_FLAGS[@]}" || true
+	fi
 	reset_bob "$W/trash"
 	peer_dsync
 	timed $sc dsync 0 - -- "${PEER_CMD[@]}" || true
@@ -432,6 +447,15 @@ scenario_imap_imap() {
 			timed $sc mailferry "$r" "count_server bob" -- "${MF_CMD[@]}" || true
 			if [ "$r" = "$ROUNDS" ]; then
 				verify_check $sc "$SRC_IMAP" "$DST_IMAP" "$want"
+			fi
+		fi
+		if [ $mf = 1 ] && [ "$I2I_PLAIN" = 1 ]; then
+			reset_bob "$W/trash"
+			fresh mailferry
+			mf_copy "$SRC_IMAP_PLAIN" "$DST_IMAP_PLAIN" "$OUT.cp"
+			timed $sc mailferry-plain "$r" "count_server bob" -- "${MF_CMD[@]}" "${PLAIN_FLAGS[@]}" || true
+			if [ "$r" = "$ROUNDS" ]; then
+				count_check $sc mailferry-plain "$(count_server bob)" "$want"
 			fi
 		fi
 		reset_bob "$W/trash"
@@ -479,7 +503,9 @@ main() {
 	mfver=$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)
 	[ -z "${MAILFERRY_BIN:-}" ] || mfver="$mfver, binary $MAILFERRY_BIN"
 
-	bash "$ROOT/testdata/dovecot/dovecot.sh" start "$D"
+	# Without the crash tests' mail_log plugin: it reads every message an IMAP session saves
+	# (for its Message-ID) and doveadm's saves (dsync's) do not load it.
+	DOVECOT_MAIL_LOG=0 bash "$ROOT/testdata/dovecot/dovecot.sh" start "$D"
 	trap 'bash "$ROOT/testdata/dovecot/dovecot.sh" stop "$D" || true' EXIT
 	rm -rf "$W"
 	mkdir -p "$W/logs" "$W/out" "$W/trash"
