@@ -21,12 +21,15 @@ type VerifyOptions struct {
 
 // MailboxReport compares one mailbox on both sides.
 type MailboxReport struct {
-	Mailbox  string          `json:"mailbox"`
-	SrcCount int             `json:"src_messages"`
-	SrcBytes int64           `json:"src_bytes"`
-	DstCount int             `json:"dst_messages"`
-	DstBytes int64           `json:"dst_bytes"`
-	Missing  []mail.Envelope `json:"missing,omitempty"`
+	Mailbox string `json:"mailbox"`
+	// DstMailbox is the destination mailbox compared with Mailbox, when
+	// MapMailbox gave it another name.
+	DstMailbox string          `json:"dst_mailbox,omitempty"`
+	SrcCount   int             `json:"src_messages"`
+	SrcBytes   int64           `json:"src_bytes"`
+	DstCount   int             `json:"dst_messages"`
+	DstBytes   int64           `json:"dst_bytes"`
+	Missing    []mail.Envelope `json:"missing,omitempty"`
 }
 
 // VerifyReport is the outcome of Verify.
@@ -63,6 +66,9 @@ func Verify(ctx context.Context, src, dst mail.Source, opt VerifyOptions) (*Veri
 		to := mb
 		if opt.MapMailbox != nil {
 			to = opt.MapMailbox(mb)
+		}
+		if to != mb {
+			r.DstMailbox = to
 		}
 		if inDst[to] {
 			err := eachBody(ctx, dst, to, func(e mail.Envelope, sum [32]byte, n int64) {

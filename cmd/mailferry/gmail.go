@@ -18,8 +18,8 @@ func checkGmail(o *copyOptions, srcURL string) error {
 	if !o.gmail {
 		return nil
 	}
-	if u, err := url.Parse(srcURL); err != nil || (u.Scheme != "imaps" && u.Scheme != "imap") {
-		return &usageError{"--gmail needs an imaps:// source (a Gmail account)"}
+	if err := checkGmailSource(srcURL); err != nil {
+		return err
 	}
 	if o.deleteSource {
 		return &usageError{"--gmail with --delete-source: on Gmail, deleting from a label folder only removes the label; drop one of them"}
@@ -27,29 +27,63 @@ func checkGmail(o *copyOptions, srcURL string) error {
 	return nil
 }
 
-// gmailPreset returns the source the engine reads and the role mapping of
-// the destination folders. With --gmail the source is wrapped in
-// imap.Gmail (each message copied once, see 'mailferry help gmail');
-// without it, a Gmail source only earns a hint, and special-use folders
-// follow their role (RoleMapFor).
+// checkGmailSource refuses a --gmail source URL that cannot be a Gmail
+// account; copy and verify share it.
+func checkGmailSource(srcURL string) error {
+	if u, err := url.Parse(srcURL); err != nil || (u.Scheme != "imaps" && u.Scheme != "imap") {
+		return &usageError{"--gmail needs an imaps:// source (a Gmail account)"}
+	}
+	return nil
+}
+
+// gmailSetup is what the Gmail preset takes from a command: copy and
+// verify build it from the same flags, so that verify --gmail expects each
+// message in the folder copy --gmail put it.
+type gmailSetup struct {
+	on      bool              // --gmail
+	include []string          // --include: Spam and Trash are kept when one names them
+	filter  func(string) bool // the folder selection (--include, --exclude)
+	store   checkpoint.Store  // the copy's checkpoint, nil if none: folders copied from stay owners
+	hint    string            // logged for a Gmail source without --gmail
+}
+
+const (
+	gmailHintCopy   = "the source is Gmail: each label is copied as a folder, so a message with labels is copied once per label and again from [Gmail]/All Mail; --gmail copies each message once (see mailferry help gmail)"
+	gmailHintVerify = "the source is Gmail: verify compares folder by folder, so after a copy --gmail the messages it stored in another folder count as missing; verify --gmail checks such a copy (see mailferry help gmail)"
+)
+
+// gmailPreset returns the source the copy engine reads and the role
+// mapping of the destination folders (see gmailSource).
 func gmailPreset(ctx context.Context, o *copyOptions, src mail.Source, dst mail.Sink, store checkpoint.Store, filter func(string) bool, log *slog.Logger) (mail.Source, func(string) string, error) {
+	return gmailSource(ctx, gmailSetup{on: o.gmail, include: o.common.include, filter: filter, store: store, hint: gmailHintCopy}, src, dst, log)
+}
+
+// gmailSource returns the source to read and the role mapping of the
+// destination folders. With --gmail the source is wrapped in imap.Gmail
+// (each message listed once, in its owner folder, see 'mailferry help
+// gmail'); without it, a Gmail source only earns a hint, and special-use
+// folders follow their role (RoleMapFor). dst is the copy's sink or the
+// source verify reads the destination through: either way only its
+// mailbox roles are asked for (mail.RoleLister), before anything is
+// written.
+func gmailSource(ctx context.Context, gs gmailSetup, src mail.Source, dst any, log *slog.Logger) (mail.Source, func(string) string, error) {
 	is, isIMAP := src.(*imap.Source)
-	if !o.gmail {
+	if !gs.on {
 		if isIMAP {
 			if gm, err := is.IsGmail(ctx); err == nil && gm {
-				log.Info("the source is Gmail: each label is copied as a folder, so a message with labels is copied once per label and again from [Gmail]/All Mail; --gmail copies each message once (see mailferry help gmail)")
+				log.Info(gs.hint)
 			}
 		}
 		roleMap, err := mailferry.RoleMapFor(ctx, src, dst)
 		return src, roleMap, err
 	}
-	if !isIMAP { // checkGmail let a registry's other imap scheme through
+	if !isIMAP { // checkGmailSource let a registry's other imap scheme through
 		return nil, nil, &usageError{"--gmail needs an imaps:// source (a Gmail account)"}
 	}
-	gopt := &imap.GmailOptions{Folders: filter}
+	gopt := &imap.GmailOptions{Folders: gs.filter}
 	// Spam and Trash are left out unless an --include names them.
 	var inc []*regexp.Regexp
-	for _, s := range o.common.include {
+	for _, s := range gs.include {
 		if re, err := regexp.Compile(s); err == nil { // checked by mailboxFilter
 			inc = append(inc, re)
 		}
@@ -62,7 +96,8 @@ func gmailPreset(ctx context.Context, o *copyOptions, src mail.Source, dst mail.
 		}
 		return false
 	}
-	if store != nil {
+	if gs.store != nil {
+		store := gs.store
 		gopt.Copied = func(mailbox string, id mail.ID) bool {
 			return store.Has(checkpoint.Key{Mailbox: mailbox, ID: id})
 		}
@@ -121,4 +156,15 @@ destination and not stored again). Different messages sharing a Message-ID are a
 the X-GM-MSGID. --gmail refuses --delete-source (on Gmail, deleting from a
 label folder only removes the label). Without --gmail, a Gmail source is
 detected (X-GM-EXT-1) and a hint is logged. In a job: mailferry run JOB --gmail.
+
+Checking the copy: verify --gmail, with the copy's folder flags
+(--include, --exclude, --map), expects each message once, in the folder
+copy --gmail put it, and reports a missing one under its Gmail folder
+("expected in Archive"). It reads the copy's checkpoint (the default one,
+or --checkpoint FILE), so a message labelled after it was copied is
+expected where it was copied to. A plain verify compares folder by folder
+and so reports every label's messages stored elsewhere as missing.
+
+  mailferry verify imaps://alice@gmail.com@imap.gmail.com \
+    imaps://alice@imap.example.org --gmail --src-oauth2-token-cmd '...'
 `

@@ -5,14 +5,19 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"log/slog"
+	"os"
 
 	mailferry "github.com/mailferry/mailferry/sync"
+	"github.com/mailferry/mailferry/sync/checkpoint"
 )
 
 type verifyOptions struct {
-	common   commonFlags
-	src, dst sideFlags
-	maps     multiFlag
+	common     commonFlags
+	src, dst   sideFlags
+	maps       multiFlag
+	gmail      bool   // the Gmail preset, as copy --gmail applies it
+	checkpoint string // with gmail: the copy's checkpoint
 }
 
 func runVerify(ctx context.Context, args []string, env *cliEnv) error {
@@ -22,9 +27,18 @@ func runVerify(ctx context.Context, args []string, env *cliEnv) error {
 	o.src.add(fs, "src")
 	o.dst.add(fs, "dst")
 	fs.Var(&o.maps, "map", "expect source folders matching `SRC_RE=DST` in DST, as copy --map put them (repeatable); special-use folders follow their role as in copy")
+	fs.BoolVar(&o.gmail, "gmail", false, "check a copy made with copy --gmail: each Gmail message is expected once, in the folder copy --gmail put it (INBOX, a label, Sent, Drafts, else Archive), not in every label folder; give the copy's --include, --exclude and --map; see mailferry help gmail")
+	fs.StringVar(&o.checkpoint, "checkpoint", "", "with --gmail: the copy's checkpoint `FILE` (default: the copy's default one, when it exists), so a message labelled after it was copied is expected in the folder it was copied to")
 	pos, err := parse(fs, args, 2, "verify SRC DST [flags]", env)
 	if err != nil {
 		return err
+	}
+	if o.gmail {
+		if err := checkGmailSource(pos[0]); err != nil {
+			return err
+		}
+	} else if o.checkpoint != "" {
+		return &usageError{"--checkpoint without --gmail: verify reads the copy's checkpoint only to place Gmail messages; drop it or add --gmail"}
 	}
 	log, err := o.common.logger(env.stderr)
 	if err != nil {
@@ -36,17 +50,33 @@ func runVerify(ctx context.Context, args []string, env *cliEnv) error {
 	}
 	reg := registry()
 	srcOpt, dstOpt := o.common.openOptions(&o.src, env, log), o.common.openOptions(&o.dst, env, log)
-	if _, err := canonical(reg, pos[0], srcOpt, true); err != nil {
+	srcName, err := canonical(reg, pos[0], srcOpt, true)
+	if err != nil {
 		return err
 	}
-	if _, err := canonical(reg, pos[1], dstOpt, true); err != nil {
+	dstName, err := canonical(reg, pos[1], dstOpt, true)
+	if err != nil {
 		return err
+	}
+	var store checkpoint.Store
+	if o.gmail {
+		cp, release, err := verifyCheckpoint(o.checkpoint, srcName, dstName, log)
+		if err != nil {
+			return err
+		}
+		if cp != nil {
+			defer release()
+			defer cp.Close()
+			store = cp
+		}
 	}
 	src, err := reg.OpenSource(ctx, pos[0], srcOpt)
 	if err != nil {
 		return fmt.Errorf("source: %w", err)
 	}
-	defer src.Close()
+	// Closed through whatever reads it: the Gmail wrapper closes its own
+	// connection too.
+	defer func() { src.Close() }()
 	dst, err := reg.OpenSource(ctx, pos[1], dstOpt)
 	if err != nil {
 		return fmt.Errorf("destination: %w", err)
@@ -56,10 +86,13 @@ func runVerify(ctx context.Context, args []string, env *cliEnv) error {
 	if err != nil {
 		return err
 	}
-	roleMap, err := mailferry.RoleMapFor(ctx, src, dst)
+	// With --gmail the source lists each message in its owner folder only,
+	// and roleMap sends the folder where copy --gmail sent it.
+	gsrc, roleMap, err := gmailSource(ctx, gmailSetup{on: o.gmail, include: o.common.include, filter: filter, store: store, hint: gmailHintVerify}, src, dst, log)
 	if err != nil {
 		return err
 	}
+	src = gsrc
 	rep, err := mailferry.Verify(ctx, src, dst, mailferry.VerifyOptions{Mailboxes: filter, MapMailbox: folderMap.Then(roleMap)})
 	if err != nil {
 		return err
@@ -76,7 +109,7 @@ func runVerify(ctx context.Context, args []string, env *cliEnv) error {
 		}
 		for _, r := range rep.Mailboxes {
 			for _, e := range r.Missing {
-				fmt.Fprintf(w, "missing: %s %s (%d bytes, %s)\n", r.Mailbox, e.ID, e.Size, e.Date.Format("2006-01-02 15:04"))
+				fmt.Fprintf(w, "missing: %s %s (%d bytes, %s)%s\n", r.Mailbox, e.ID, e.Size, e.Date.Format("2006-01-02 15:04"), expectedIn(r))
 			}
 		}
 		if rep.Missing == 0 {
@@ -87,4 +120,50 @@ func runVerify(ctx context.Context, args []string, env *cliEnv) error {
 		return &partialError{rep.Missing}
 	}
 	return nil
+}
+
+// expectedIn names the destination folder of a report's mailbox when it
+// is not the same name (a role, --map or the Gmail preset moved it).
+func expectedIn(r mailferry.MailboxReport) string {
+	if r.DstMailbox == "" || r.DstMailbox == r.Mailbox {
+		return ""
+	}
+	return ", expected in " + r.DstMailbox
+}
+
+// verifyCheckpoint opens the checkpoint of the copy being verified, for
+// verify --gmail: the Gmail preset keeps a message in the folder an earlier
+// run copied it from even after its labels changed, and only the
+// checkpoint knows which that was. path "" means the copy's default one.
+// A default that does not exist gives nil (a copy run with --checkpoint
+// elsewhere, or none yet): owners then follow the labels alone. The run's
+// lock is held until release, so that a copy does not change the file
+// under the check.
+func verifyCheckpoint(path, src, dst string, log *slog.Logger) (*checkpoint.File, func(), error) {
+	explicit := path != ""
+	if !explicit {
+		var err error
+		if path, err = checkpoint.DefaultPath(src, dst); err != nil {
+			// No state directory: no copy can have left a checkpoint there.
+			log.Debug("no checkpoint of the copy: each message is expected in the first folder holding it", "err", err)
+			return nil, nil, nil
+		}
+	}
+	if _, err := os.Stat(path); err != nil {
+		if explicit {
+			return nil, nil, &usageError{fmt.Sprintf("--checkpoint %s: %v", path, err)}
+		}
+		log.Debug("no checkpoint of the copy: each message is expected in the first folder holding it", "file", path)
+		return nil, nil, nil
+	}
+	release, err := lockRun(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	cp, err := openCheckpoint(path, false, src, dst, log)
+	if err != nil {
+		release()
+		return nil, nil, err
+	}
+	return cp, release, nil
 }

@@ -289,7 +289,8 @@ func openTransport(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *s
 		return nil, t.fail(fmt.Errorf("imap: unknown TLS mode %d", cfg.TLS))
 	}
 	// Below the tracer, so a refused response is not traced in full.
-	t.top = &respGuard{Conn: t.top, window: ioT}
+	g := &respGuard{Conn: t.top, window: ioT}
+	t.dc.guard, t.top = g, g
 	if tr != nil {
 		t.top = tr.wrap(t.top)
 	}
@@ -585,6 +586,10 @@ type deadlineConn struct {
 	// the commands waiting and before Client.Closed() fires, so Closed()
 	// alone would let the pool hand out a closed connection in between.
 	closed atomic.Bool
+	// guard is the response guard reading above this connection (over
+	// TLS), set once at dial: it tells why a read failed when imapclient
+	// has flattened the error to text.
+	guard *respGuard
 }
 
 // Close closes the connection and marks it closed (see dead).
@@ -851,6 +856,20 @@ type respGuard struct {
 	head   []byte // the response's first bytes, to classify it
 	tail   []byte // the current line's last bytes, to find a literal
 	status int    // status responses since the last tagged one
+
+	// tooBig is err when it refused a message literal over MaxBodyLiteral
+	// (it wraps mail.ErrTooLarge). Atomic: the Source reads it from the
+	// goroutine whose command failed, not from imapclient's reader.
+	tooBig atomic.Pointer[error]
+}
+
+// tooLarge returns the error with which g refused a message literal as
+// over MaxBodyLiteral, or nil.
+func (g *respGuard) tooLarge() error {
+	if p := g.tooBig.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 const guardTail = 64
@@ -874,6 +893,9 @@ func (g *respGuard) Read(b []byte) (int, error) {
 	}
 	if gerr != nil {
 		g.err = gerr
+		if errors.Is(gerr, mail.ErrTooLarge) {
+			g.tooBig.Store(&gerr)
+		}
 		return 0, gerr
 	}
 	return n, err

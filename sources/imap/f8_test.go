@@ -42,6 +42,11 @@ func TestF8HostileResponses(t *testing.T) {
 		// LIST (boxes); nil: the fake's default.
 		list, open, boxes func(fc *fakeConn, tag string)
 		want              string
+		// permanent: a message literal over MaxBodyLiteral fails that
+		// message for good (mail.ErrTooLarge, not temporary: every retry
+		// gets the same size); every other cap names a broken or hostile
+		// server, a temporary failure.
+		permanent bool
 	}{
 		{
 			name: "LiteralMaxUint64",
@@ -49,7 +54,7 @@ func TestF8HostileResponses(t *testing.T) {
 				fc.send("* 1 FETCH (UID 5 BODY[] {18446744073709551615}\r\n")
 				endless(fc, "x")
 			},
-			want: "20-digit size",
+			want: "20-digit size", permanent: true,
 		},
 		{
 			name: "LiteralDigitsForever",
@@ -65,7 +70,7 @@ func TestF8HostileResponses(t *testing.T) {
 				fc.send("* 1 FETCH (UID 5 BODY[] {4294967296}\r\nFrom: a\r\n")
 				io.Copy(io.Discard, fc.r) // then nothing more, ever
 			},
-			want: "4294967296-byte message literal, over the 1024 MiB cap",
+			want: "4294967296-byte message literal, over the 1024 MiB cap", permanent: true,
 		},
 		{
 			name: "RFC822SizeLies",
@@ -76,7 +81,7 @@ func TestF8HostileResponses(t *testing.T) {
 				fc.send("* 1 FETCH (UID 5 BODY[] {2147483648}\r\n")
 				endless(fc, "Subject: lie\r\n")
 			},
-			want: "2147483648-byte message literal, over the 1024 MiB cap",
+			want: "2147483648-byte message literal, over the 1024 MiB cap", permanent: true,
 		},
 		{
 			name: "LineWithoutCRLF",
@@ -140,6 +145,9 @@ func TestF8HostileResponses(t *testing.T) {
 			}
 			if strings.Contains(err.Error(), "\n") {
 				t.Errorf("error %q spans lines", err)
+			}
+			if tooBig, temp := errors.Is(err, mail.ErrTooLarge), mail.Temporary(err); tooBig != tc.permanent || temp == tc.permanent {
+				t.Errorf("error %q: ErrTooLarge %v, temporary %v; want %v, %v", err, tooBig, temp, tc.permanent, !tc.permanent)
 			}
 			if d := time.Since(start); d > 4*time.Second {
 				t.Errorf("aborted after %v: the cap, not the 5 s inactivity limit, must end it", d)

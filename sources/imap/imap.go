@@ -118,6 +118,16 @@ func (cn *conn) close(lit io.Reader) {
 	cn.c.Close()
 }
 
+// tooLarge returns why cn's response guard refused a message literal as
+// over MaxBodyLiteral (wrapping mail.ErrTooLarge), or nil. imapclient
+// reports the failed read as text, so only the guard still knows.
+func (cn *conn) tooLarge() error {
+	if cn.dc == nil || cn.dc.guard == nil {
+		return nil
+	}
+	return cn.dc.guard.tooLarge()
+}
+
 func (cn *conn) dead() bool {
 	if cn.dc.closed.Load() {
 		return true
@@ -948,7 +958,14 @@ func (b *body) fail(err error) error {
 }
 
 // failWrap classifies an imapclient error; a NO keeps the connection.
+// A message literal over MaxBodyLiteral is a permanent failure of this
+// message, not the temporary broken connection wrap would make of it: the
+// server announces the same size on every attempt, so retries (and a
+// rerun) cannot succeed, and the run goes on with the other messages.
 func (b *body) failWrap(err error) error {
+	if gerr := b.cn.tooLarge(); gerr != nil && b.ctx.Err() == nil {
+		return b.fail(fmt.Errorf("imap: %s: %w", b.op, gerr))
+	}
 	keep, err := b.s.wrap(b.ctx, b.op, err)
 	b.err = err
 	b.release(keep)
