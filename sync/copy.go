@@ -56,7 +56,8 @@ type Options struct {
 	Retries int
 	Backoff time.Duration
 	// BatchSize and BatchDelay bound how many messages, and how long, wait
-	// for one commit (sink fsync + checkpoint fsync). Defaults 64 and 2 s.
+	// for one commit (sink fsync + checkpoint fsync). Defaults: the sink's
+	// Limits().Batch, else 64; and 2 s.
 	BatchSize  int
 	BatchDelay time.Duration
 	// FetchBatch is how many messages of one mailbox a worker asks a
@@ -167,9 +168,6 @@ func (o *Options) defaults() {
 	if o.Backoff <= 0 {
 		o.Backoff = time.Second
 	}
-	if o.BatchSize <= 0 {
-		o.BatchSize = 64
-	}
 	if o.FetchBatch <= 0 {
 		o.FetchBatch = 32
 	}
@@ -270,6 +268,12 @@ func Copy(ctx context.Context, src mail.Source, dst mail.Sink, opt Options) (*Re
 	for _, l := range []mail.Limits{src.Limits(), dst.Limits()} {
 		if l.Conns > 0 && l.Conns < workers {
 			workers = l.Conns
+		}
+	}
+	if opt.BatchSize <= 0 {
+		opt.BatchSize = 64
+		if b := dst.Limits().Batch; b > 0 {
+			opt.BatchSize = b
 		}
 	}
 	runCtx, cancelRun := context.WithCancelCause(ctx)

@@ -533,3 +533,45 @@ func TestRateLimiterCancel(t *testing.T) {
 		t.Fatalf("wait after cancel = %v, want context.Canceled", err)
 	}
 }
+
+// hintSink is a MemSink that asks for a commit batch through Limits and
+// counts the Commits it gets.
+type hintSink struct {
+	*mailtest.MemSink
+	batch   int
+	commits atomic.Int64
+}
+
+func (s *hintSink) Limits() mail.Limits { return mail.Limits{Batch: s.batch} }
+
+func (s *hintSink) Commit(context.Context) error {
+	s.commits.Add(1)
+	return nil
+}
+
+// TestSinkBatchHint: without Options.BatchSize the engine commits as
+// often as the sink's Limits().Batch asks (the IMAP sink asks for fewer,
+// larger commits); an explicit BatchSize still wins.
+func TestSinkBatchHint(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		hint, option int
+		want         int64
+	}{
+		{"engine default", 0, 0, 1},
+		{"sink hint", 4, 0, 3},
+		{"option wins", 4, 5, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dst := &hintSink{MemSink: mailtest.NewMemSink(), batch: tc.hint}
+			opt := Options{SrcEndpoint: "src", Workers: 1, BatchSize: tc.option, BatchDelay: time.Hour}
+			res, err := Copy(context.Background(), mailtest.NewMemSource(fixtures(10, "INBOX")), dst, opt)
+			if err != nil || res.Stats.Copied.Load() != 10 {
+				t.Fatalf("Copy = %v, copied %d", err, res.Stats.Copied.Load())
+			}
+			if got := dst.commits.Load(); got != tc.want {
+				t.Errorf("%d commits for 10 messages, want %d", got, tc.want)
+			}
+		})
+	}
+}

@@ -64,6 +64,10 @@ type Limits struct {
 	// Conns is the most concurrent Open or Put calls the endpoint serves well;
 	// 0 means no limit. A POP3 maildrop allows one session, so it says 1.
 	Conns int
+	// Batch is how many messages a sink prefers per Commit; 0 leaves it to
+	// the engine (64). An IMAP sink ends every open APPEND command at each
+	// Commit and waits for all its server sessions, so it commits less often.
+	Batch int
 }
 
 // Source is where messages come from.
