@@ -504,8 +504,23 @@ func report(env *cliEnv, o *copyOptions, r *copyResult, s *summary) bool {
 	if t.Vanished > 0 {
 		fmt.Fprintf(w, "%d message(s) vanished from the source during the run (deleted by another client)\n", t.Vanished)
 	}
-	if len(res.Failures) > 0 {
-		fmt.Fprintf(w, "%d message(s) failed; run the same command again to retry them\n", len(res.Failures))
+	if n := len(res.Failures); n > 0 {
+		temp := 0
+		for _, f := range res.Failures {
+			if f.Temporary {
+				temp++
+			}
+		}
+		// Only a temporary failure is worth a rerun: a message refused as
+		// too large or invalid fails the same way every time.
+		switch temp {
+		case n:
+			fmt.Fprintf(w, "%d message(s) failed; run the same command again to retry them\n", n)
+		case 0:
+			fmt.Fprintf(w, "%d message(s) failed and would fail again as they are (the errors above say why)\n", n)
+		default:
+			fmt.Fprintf(w, "%d message(s) failed: %d may go through if you run the same command again, %d would fail again as they are (the errors above say why)\n", n, temp, n-temp)
+		}
 	}
 	return true
 }

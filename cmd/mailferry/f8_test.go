@@ -325,6 +325,17 @@ func TestF8HostileServerCLI(t *testing.T) {
 			if len(verdicts) != 1 || !strings.Contains(verdicts[0], tc.want) {
 				t.Errorf("verdict lines %q, want one naming the cap %q", verdicts, tc.want)
 			}
+			// The summary's advice follows the verdict: a message over
+			// the literal cap would fail again, a cut transfer may not.
+			if len(verdicts) == 1 && strings.HasPrefix(verdicts[0], "failed: ") {
+				advice := "run the same command again to retry them"
+				if tc.code == exitPartial {
+					advice = "would fail again as they are"
+				}
+				if !strings.Contains(r.stderr, advice) {
+					t.Errorf("summary lacks the advice %q", advice)
+				}
+			}
 			if r.elapsed > 15*time.Second {
 				t.Errorf("the run took %v: the cap must end it in seconds", r.elapsed)
 			}
