@@ -133,41 +133,14 @@ func (c *rconn) dead() bool {
 	}
 }
 
-// readResponse reads one response line, discarding any literal inside it.
+// readResponse reads one response, its literals read past (imap.ReadResponse).
 func readResponse(r *bufio.Reader) (response, error) {
-	var line []byte
-	for {
-		chunk, err := r.ReadSlice('\n')
-		line = append(line, chunk...)
-		if len(line) > respLineMax {
-			return response{}, errors.New("server response line too long")
-		}
-		if err == bufio.ErrBufferFull {
-			continue
-		}
-		if err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return response{}, err
-		}
-		trimmed := strings.TrimRight(string(line), "\r\n")
-		n, ok := literalSize(trimmed)
-		if !ok {
-			return parseResponse(trimmed), nil
-		}
-		if n > respLiteralMax {
-			return response{}, fmt.Errorf("server sent a %d-byte literal on an append connection", n)
-		}
-		if _, err := io.CopyN(io.Discard, r, n); err != nil {
-			return response{}, err
-		}
-		line = append([]byte(trimmed[:strings.LastIndexByte(trimmed, '{')]), "\"\""...)
+	line, err := imap.ReadResponse(r, respLineMax, respLiteralMax)
+	if err != nil {
+		return response{}, err
 	}
+	return parseResponse(line), nil
 }
-
-// literalSize is the IMAP source's: {n}, {n+} or {n-}.
-var literalSize = imap.LiteralSize
 
 // parseResponse splits a response line into its parts.
 func parseResponse(line string) response {

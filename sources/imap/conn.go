@@ -262,27 +262,25 @@ func openTransport(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *s
 		}
 		t.top = tc
 	case TLSStartTLS:
-		if noTLS {
-			// Nothing is read here: the greeting goes to imapclient or
-			// rawLogin, which refuse BYE, garbled and cleartext PREAUTH
-			// greetings as they do after STARTTLS, and loginPolicy honours
-			// LOGINDISABLED since the session is not secure.
-			t.top, t.secure = t.dc, false
-			log.Warn("imap: plain text as requested (--no-starttls): the password and the mail cross the link unencrypted")
-			break
-		}
 		t.phase = "greeting, STARTTLS and TLS handshake"
-		t.top, t.secure, err = startTLS(t.dctx, t.dc, tlsCfg, o.AllowPlaintext, tr, addr)
+		if noTLS {
+			// The greeting is checked as before STARTTLS (a BYE keeps the
+			// server's reason, PREAUTH in clear is refused); loginPolicy
+			// then honours LOGINDISABLED since the session is not secure.
+			t.phase = "greeting"
+			log.Warn("imap: plain text as requested (--no-starttls): the password and the mail cross the link unencrypted")
+		}
+		t.top, t.secure, err = startTLS(t.dctx, t.dc, tlsCfg, o.AllowPlaintext, noTLS, tr, addr)
 		if err != nil {
 			return nil, t.fail(err)
 		}
-		if !t.secure && o.RefusePlaintextAuth {
+		if !t.secure && !noTLS && o.RefusePlaintextAuth {
 			// Plaintext was allowed, credentials in clear were not; PREAUTH
 			// in clear is refused anyway, so no session could follow
 			// (RELIABILITY-PLAN F5). Refused before LOGIN/AUTHENTICATE.
 			return nil, t.fail(mail.DialError(addr, errors.New("server offers no STARTTLS; refusing to send credentials in clear text (--allow-plaintext-auth allows it)")))
 		}
-		if !t.secure {
+		if !t.secure && !noTLS {
 			log.Warn("imap: server offers no STARTTLS; continuing in plain text as allowed (password sent unencrypted)")
 		}
 	default:
@@ -324,7 +322,7 @@ func withALPN(c *tls.Config) *tls.Config {
 // BYE or PREAUTH greetings. It returns the connection imapclient should use,
 // with a synthetic greeting in front (imapclient waits for one), and
 // whether it is encrypted.
-func startTLS(ctx context.Context, dc net.Conn, tlsCfg *tls.Config, allowPlain bool, tr *tracer, addr string) (net.Conn, bool, error) {
+func startTLS(ctx context.Context, dc net.Conn, tlsCfg *tls.Config, allowPlain, skip bool, tr *tracer, addr string) (net.Conn, bool, error) {
 	br := bufio.NewReaderSize(dc, 8192)
 	lines := 0
 	readLine := func() (string, error) {
@@ -366,6 +364,9 @@ func startTLS(ctx context.Context, dc net.Conn, tlsCfg *tls.Config, allowPlain b
 	default:
 		return nil, false, mail.DialError(addr, fmt.Errorf("invalid greeting %q", clip(greeting, 80)))
 	}
+	if skip {
+		return continuePlain(dc, br), false, nil
+	}
 	caps := capsFromText(rest)
 	if caps == nil {
 		if err := send("M1 CAPABILITY"); err != nil {
@@ -395,10 +396,7 @@ func startTLS(ctx context.Context, dc net.Conn, tlsCfg *tls.Config, allowPlain b
 		if !allowPlain {
 			return nil, false, mail.DialError(addr, errors.New("server does not offer STARTTLS; refusing to send credentials in clear text"))
 		}
-		// Continue in clear text: hand imapclient a fresh greeting plus
-		// whatever is still buffered (nothing, normally).
-		buf, _ := br.Peek(br.Buffered())
-		return &prefixConn{Conn: dc, r: io.MultiReader(strings.NewReader(syntheticGreeting+string(buf)), dc)}, false, nil
+		return continuePlain(dc, br), false, nil
 	}
 	if err := send("M2 STARTTLS"); err != nil {
 		return nil, false, err
@@ -435,6 +433,14 @@ func startTLS(ctx context.Context, dc net.Conn, tlsCfg *tls.Config, allowPlain b
 }
 
 const syntheticGreeting = "* OK mailferry: session continues\r\n"
+
+// continuePlain goes on in clear text after the greeting was read: it hands
+// imapclient a fresh greeting plus whatever is still buffered (nothing,
+// normally).
+func continuePlain(dc net.Conn, br *bufio.Reader) net.Conn {
+	buf, _ := br.Peek(br.Buffered())
+	return &prefixConn{Conn: dc, r: io.MultiReader(strings.NewReader(syntheticGreeting+string(buf)), dc)}
+}
 
 // splitStatus splits "* OK [..] text" (or "OK text" for tagged lines with
 // the tag removed) into the status word and the rest.

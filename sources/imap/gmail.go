@@ -8,7 +8,6 @@ package imap
 // only, its owner.
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -429,7 +428,7 @@ func (g *Gmail) command(rc *RawConn, cmd string, fn func(string) error) error {
 		return err
 	}
 	for {
-		line, err := readResponse(rc.R)
+		line, err := ReadResponse(rc.R, rawLineMax, gmailLiteralMax)
 		if err != nil {
 			return err
 		}
@@ -455,29 +454,9 @@ func (g *Gmail) command(rc *RawConn, cmd string, fn func(string) error) error {
 	}
 }
 
-// readResponse reads one response line, discarding any literals in it
-// (they are not expected in these replies, but must not desynchronise the
-// connection).
-func readResponse(r *bufio.Reader) (string, error) {
-	var out strings.Builder
-	for {
-		line, err := rawReadLine(r)
-		if err != nil {
-			return "", err
-		}
-		out.WriteString(line)
-		if out.Len() > rawLineMax {
-			return "", errors.New("server response too long")
-		}
-		n, ok := LiteralSize(line)
-		if !ok {
-			return out.String(), nil
-		}
-		if _, err := io.CopyN(io.Discard, r, n); err != nil {
-			return "", err
-		}
-	}
-}
+// gmailLiteralMax caps a literal in an EXAMINE or X-GM-MSGID FETCH response,
+// which has none from Gmail: a label or a mailbox name at most.
+const gmailLiteralMax = 1 << 20
 
 // respCode reads a numeric response code such as "* OK [UIDVALIDITY 3]".
 func respCode(line, code string) (uint32, bool) {

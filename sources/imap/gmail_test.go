@@ -110,9 +110,9 @@ func TestGmailResponses(t *testing.T) {
 	// A literal inside a response is skipped whole, even when it holds
 	// what looks like a tagged reply.
 	r := bufio.NewReader(strings.NewReader("* 1 FETCH (BODY[] {12}\r\nG1 OK fake\r\n)\r\nG1 OK done\r\n"))
-	for _, want := range []string{"* 1 FETCH (BODY[] {12})", "G1 OK done"} {
-		if got, err := readResponse(r); err != nil || got != want {
-			t.Errorf("readResponse = %q, %v, want %q", got, err, want)
+	for _, want := range []string{`* 1 FETCH (BODY[] "")`, "G1 OK done"} {
+		if got, err := ReadResponse(r, rawLineMax, gmailLiteralMax); err != nil || got != want {
+			t.Errorf("ReadResponse = %q, %v, want %q", got, err, want)
 		}
 	}
 	if got := EncodeMUTF7("Entwürfe & [Gmail]/Gesendet"); got != "Entw&APw-rfe &- [Gmail]/Gesendet" {

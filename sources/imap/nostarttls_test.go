@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -65,11 +66,18 @@ func TestF5NoStartTLS(t *testing.T) {
 					return true
 				}})
 				var asked atomic.Int32
-				var trace []string
+				var (
+					traceMu sync.Mutex // imapclient traces from its own goroutines too
+					trace   []string
+				)
 				o := plainOpts()
 				o.AllowPlaintext = false // NoStartTLS alone must be enough
 				o.NoStartTLS, o.RefusePlaintextAuth = true, tc.refuse
-				o.Trace = func(l string) { trace = append(trace, l) }
+				o.Trace = func(l string) {
+					traceMu.Lock()
+					trace = append(trace, l)
+					traceMu.Unlock()
+				}
 				if tc.token {
 					o.Password = nil
 					o.Token = func(context.Context) (string, error) { asked.Add(1); return f5Token, nil }
@@ -103,7 +111,10 @@ func TestF5NoStartTLS(t *testing.T) {
 				if starttls != 0 {
 					t.Errorf("STARTTLS sent with NoStartTLS: %q", sent)
 				}
-				for _, l := range trace {
+				traceMu.Lock()
+				traced := append([]string(nil), trace...)
+				traceMu.Unlock()
+				for _, l := range traced {
 					if strings.HasPrefix(l, "C:") && strings.Contains(strings.ToUpper(l), "STARTTLS") {
 						t.Errorf("trace shows STARTTLS: %q", l)
 					}

@@ -1,7 +1,10 @@
 package imap
 
 import (
+	"bufio"
 	"encoding/base64"
+	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"unicode/utf16"
@@ -63,4 +66,44 @@ func LiteralSize(line string) (int64, bool) {
 	}
 	n, err := strconv.ParseInt(strings.TrimRight(line[i+1:len(line)-1], "+-"), 10, 64)
 	return n, err == nil && n >= 0
+}
+
+// ReadResponse reads one server response: its line, and the lines that
+// follow each literal in it. Literals are read past (each at most
+// literalMax bytes) and stand as "" in the returned text, without CRLF, so
+// a literal's bytes can never pass for a tagged reply. The whole text is
+// capped at lineMax bytes.
+func ReadResponse(r *bufio.Reader, lineMax int, literalMax int64) (string, error) {
+	var line []byte
+	for {
+		chunk, err := r.ReadSlice('\n')
+		line = append(line, chunk...)
+		if len(line) > lineMax {
+			return "", fmt.Errorf("server response longer than %d bytes", lineMax)
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return "", err
+		}
+		text := strings.TrimRight(string(line), "\r\n")
+		n, ok := LiteralSize(text)
+		if !ok {
+			return text, nil
+		}
+		if n > literalMax {
+			return "", fmt.Errorf("server sent a %d-byte literal where at most %d were expected", n, literalMax)
+		}
+		if _, err := io.CopyN(io.Discard, r, n); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return "", err
+		}
+		line = append([]byte(text[:strings.LastIndexByte(text, '{')]), `""`...)
+	}
 }
