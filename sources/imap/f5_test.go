@@ -68,18 +68,7 @@ func TestF5LoginDisabledEveryPath(t *testing.T) {
 					o.Password = func(context.Context) (string, error) { asked.Add(1); return testPass, nil }
 				}
 				cfg := addrConfig(t, f.addr, TLSStartTLS)
-				var err error
-				if raw {
-					var rc *RawConn
-					if rc, err = DialRaw(context.Background(), cfg, o); err == nil {
-						rc.Close()
-					}
-				} else {
-					var c interface{ Close() error }
-					if c, err = Dial(context.Background(), cfg, o); err == nil {
-						c.Close()
-					}
-				}
+				err := dialAndClose(cfg, o, raw)
 				sent := append(f.sent(), mu.Load().(string))
 				logins := 0
 				var verb string
@@ -125,4 +114,21 @@ func secretIn(lines []string) bool {
 		}
 	}
 	return false
+}
+
+// dialAndClose opens a session through Dial or, with raw, DialRaw (the two
+// login paths) and closes it again.
+func dialAndClose(cfg *Config, o *mail.OpenOptions, raw bool) error {
+	if raw {
+		rc, err := DialRaw(context.Background(), cfg, o)
+		if err == nil {
+			rc.Close()
+		}
+		return err
+	}
+	c, err := Dial(context.Background(), cfg, o)
+	if err == nil {
+		c.Close()
+	}
+	return err
 }

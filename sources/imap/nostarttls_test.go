@@ -85,18 +85,7 @@ func TestF5NoStartTLS(t *testing.T) {
 					o.Password = func(context.Context) (string, error) { asked.Add(1); return testPass, nil }
 				}
 				cfg := addrConfig(t, f.addr, TLSStartTLS)
-				var err error
-				if raw {
-					var rc *RawConn
-					if rc, err = DialRaw(context.Background(), cfg, o); err == nil {
-						rc.Close()
-					}
-				} else {
-					var c interface{ Close() error }
-					if c, err = Dial(context.Background(), cfg, o); err == nil {
-						c.Close()
-					}
-				}
+				err := dialAndClose(cfg, o, raw)
 				sent := append(f.sent(), sasl.Load().(string))
 				logins, starttls := 0, 0
 				for _, l := range sent {
