@@ -26,8 +26,11 @@
 // When the server offers MULTIAPPEND (RFC 3502), Put adds the message to
 // the command open on its connection, with a non-synchronising literal
 // where LITERAL+ allows, and returns a provisional ID; Commit ends the
-// commands and reads the APPENDUID UIDs (RFC 4315), which FinalID then
-// returns. The command is all-or-nothing, which keeps retries simple.
+// commands of all connections at once and reads the APPENDUID UIDs (RFC
+// 4315), which FinalID then returns. The command is all-or-nothing, which
+// keeps retries simple. Since a Commit waits for every server session's
+// transaction while no Put can use those connections, the sink asks the
+// engine for fewer, larger commits (Limits().Batch, 256 messages).
 // Without MULTIAPPEND (or with ?multiappend=off) Put runs one APPEND into
 // the SELECTed folder and returns "uidvalidity.uid" once the server said
 // OK.
