@@ -203,12 +203,16 @@ func (c *commonFlags) openOptions(s *sideFlags, env *cliEnv, log *slog.Logger) *
 	}
 }
 
-// warnTLS logs, on every run, that certificate checks are off: a warning
-// once at set-up is the only trace an --insecure-skip-verify left in a
-// cron job or config file would leave.
+// warnTLS logs, on every run, that certificate checks or TLS are off: a
+// warning once at set-up is the only trace an --insecure-skip-verify or
+// --no-starttls left in a cron job or config file would leave.
 func (c *commonFlags) warnTLS(log *slog.Logger) {
 	if c.insecureSkipVerify && len(c.pinSHA256) == 0 {
 		log.Warn("--insecure-skip-verify: server certificates are not checked; anyone on the network path can read the password and the mail")
+	}
+	if c.noStartTLS && c.allowPlaintextAuth {
+		// Without --allow-plaintext-auth the endpoint refuses instead.
+		log.Warn("plain text as requested (--no-starttls): on imap:// and pop3:// the password and the mail cross the link unencrypted")
 	}
 }
 

@@ -268,7 +268,8 @@ func openTransport(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *s
 			// server's reason, PREAUTH in clear is refused); loginPolicy
 			// then honours LOGINDISABLED since the session is not secure.
 			t.phase = "greeting"
-			log.Warn("imap: plain text as requested (--no-starttls): the password and the mail cross the link unencrypted")
+			// The CLI warns once per run; per connection it is detail.
+			log.Debug("imap: plain text as requested (--no-starttls)")
 		}
 		t.top, t.secure, err = startTLS(t.dctx, t.dc, tlsCfg, o.AllowPlaintext, noTLS, tr, addr)
 		if err != nil {

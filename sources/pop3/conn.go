@@ -406,7 +406,8 @@ func (d *dialer) Dial(_, _ string) (net.Conn, error) {
 		if d.o.NoStartTLS {
 			// Asked for (connect refused it without plaintext auth): no
 			// CAPA or STLS here; the session's CAPA comes after login.
-			d.log.Warn("pop3: plain text as requested (--no-starttls): the password and the mail cross the link unencrypted")
+			// The CLI warns once per run; per connection it is detail.
+			d.log.Debug("pop3: plain text as requested (--no-starttls)")
 			conn, br = dc, pre
 			break
 		}
