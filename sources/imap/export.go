@@ -259,21 +259,11 @@ func rawCaps(rc *RawConn, caps map[string]bool) error {
 }
 
 func rawReadLine(r *bufio.Reader) (string, error) {
-	var b []byte
-	for {
-		chunk, err := r.ReadSlice('\n')
-		b = append(b, chunk...)
-		if len(b) > rawLineMax {
-			return "", errors.New("server line too long")
-		}
-		if err == bufio.ErrBufferFull {
-			continue
-		}
-		if err != nil {
-			return "", err
-		}
-		return strings.TrimRight(string(b), "\r\n"), nil
+	b, err := readLine(r, rawLineMax)
+	if err != nil {
+		return "", err
 	}
+	return strings.TrimRight(string(b), "\r\n"), nil
 }
 
 // rawQuotable reports whether s can be sent as a quoted string (7-bit

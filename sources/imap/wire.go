@@ -3,6 +3,7 @@ package imap
 import (
 	"bufio"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -74,15 +75,11 @@ func LiteralSize(line string) (int64, bool) {
 // a literal's bytes can never pass for a tagged reply. The whole text is
 // capped at lineMax bytes.
 func ReadResponse(r *bufio.Reader, lineMax int, literalMax int64) (string, error) {
-	var line []byte
+	var prefix []byte // the text so far, each literal as ""
 	for {
-		chunk, err := r.ReadSlice('\n')
-		line = append(line, chunk...)
-		if len(line) > lineMax {
+		line, err := readLine(r, lineMax-len(prefix))
+		if err == errLineTooLong {
 			return "", fmt.Errorf("server response longer than %d bytes", lineMax)
-		}
-		if err == bufio.ErrBufferFull {
-			continue
 		}
 		if err != nil {
 			if err == io.EOF {
@@ -90,7 +87,7 @@ func ReadResponse(r *bufio.Reader, lineMax int, literalMax int64) (string, error
 			}
 			return "", err
 		}
-		text := strings.TrimRight(string(line), "\r\n")
+		text := strings.TrimRight(string(append(prefix, line...)), "\r\n")
 		n, ok := LiteralSize(text)
 		if !ok {
 			return text, nil
@@ -104,6 +101,25 @@ func ReadResponse(r *bufio.Reader, lineMax int, literalMax int64) (string, error
 			}
 			return "", err
 		}
-		line = append([]byte(text[:strings.LastIndexByte(text, '{')]), `""`...)
+		prefix = append([]byte(text[:strings.LastIndexByte(text, '{')]), `""`...)
+	}
+}
+
+// errLineTooLong is readLine's refusal of a line over its cap.
+var errLineTooLong = errors.New("server line too long")
+
+// readLine reads one line, CRLF included, of at most max bytes (lines
+// longer than the reader's buffer are joined).
+func readLine(r *bufio.Reader, max int) ([]byte, error) {
+	var b []byte
+	for {
+		chunk, err := r.ReadSlice('\n')
+		b = append(b, chunk...)
+		if len(b) > max {
+			return nil, errLineTooLong
+		}
+		if err != bufio.ErrBufferFull {
+			return b, err
+		}
 	}
 }
