@@ -245,32 +245,11 @@ func (w *plWorld) check(final bool) []string {
 func plTrial(t *testing.T, seed uint64, cuts, opsPerRun int, syncfs bool, fault plFault) []string {
 	t.Helper()
 	w := newPLWorld(t, seed, syncfs, fault)
-	rnd := rand.New(rand.NewPCG(seed, 1))
-	var bad []string
-	for i := 0; ; i++ {
-		if i > cuts+3 {
-			return append(bad, "I5: no convergence: the runs after the last cut keep failing")
-		}
-		if i < cuts {
-			w.fs.CutAt(1 + rnd.IntN(opsPerRun))
-		}
-		err := w.run()
-		if w.fs.Cut() {
-			if err := w.fs.Recover(); err != nil {
-				t.Fatal(err)
-			}
-			for _, b := range w.check(false) {
-				bad = append(bad, fmt.Sprintf("after cut %d: %s", i+1, b))
-			}
-			continue
-		}
-		w.fs.CutAt(0)
-		if err != nil {
-			bad = append(bad, fmt.Sprintf("run %d without a cut: %v", i+1, err))
-			continue
-		}
-		return append(bad, w.check(true)...)
+	bad, err := w.fs.Trial(rand.New(rand.NewPCG(seed, 1)), cuts, opsPerRun, w.run, w.check)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return bad
 }
 
 // plOps counts the file system operations of one uncut run, and checks

@@ -191,6 +191,41 @@ func (f *FS) Recover() error {
 	return f.baseline()
 }
 
+// Trial runs run until one completes with the power on: in each of the
+// first cuts runs the power is cut at a random operation (1 to opsPerRun,
+// drawn from rnd), and after each cut the file system is recovered and
+// check(false) lists what the crash broke; the run that completes is
+// followed by check(true). It returns every violation, a run that failed
+// without a cut, and a sequence that does not converge (invariant I5),
+// as lines; the error is Recover's.
+func (f *FS) Trial(rnd *rand.Rand, cuts, opsPerRun int, run func() error, check func(final bool) []string) ([]string, error) {
+	var bad []string
+	for i := 0; ; i++ {
+		if i > cuts+3 {
+			return append(bad, "I5: no convergence: the runs after the last cut keep failing"), nil
+		}
+		if i < cuts {
+			f.CutAt(1 + rnd.IntN(opsPerRun))
+		}
+		err := run()
+		if f.Cut() {
+			if err := f.Recover(); err != nil {
+				return bad, err
+			}
+			for _, b := range check(false) {
+				bad = append(bad, fmt.Sprintf("after cut %d: %s", i+1, b))
+			}
+			continue
+		}
+		f.CutAt(0)
+		if err != nil {
+			bad = append(bad, fmt.Sprintf("run %d without a cut: %v", i+1, err))
+			continue
+		}
+		return append(bad, check(true)...), nil
+	}
+}
+
 // op counts an operation, cutting the power when it is the armed one. It
 // returns ErrPowerLost when the power is off. Called with mu held.
 func (f *FS) op() error {
