@@ -4,9 +4,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
-	"log"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -572,32 +570,21 @@ func (s *c9Session) Store(w *imapserver.FetchWriter, set imap.NumSet, flags *ima
 
 func startC9Server(t *testing.T, caps imap.CapSet, msgs []mailtest.SeedMessage) *c9Server {
 	t.Helper()
-	mem := imapmemserver.New()
-	user := imapmemserver.NewUser("alice", "pw")
-	if err := user.Create("INBOX", nil); err != nil {
-		t.Fatal(err)
-	}
+	mem, user := mailtest.NewMemIMAP(t, "alice", "pw")
 	for _, m := range msgs {
 		if _, err := user.Append("INBOX", strings.NewReader(string(m.Body)), &imap.AppendOptions{Flags: m.Flags, Time: m.Date}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	mem.AddUser(user)
 	srv := &c9Server{user: user}
-	is := imapserver.New(&imapserver.Options{
+	ln := mailtest.Listen(t)
+	mailtest.ServeIMAP(t, mem, imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
 			return &c9Session{SessionIMAP4rev2: mem.NewSession().(imapserver.SessionIMAP4rev2), srv: srv}, nil, nil
 		},
 		Caps:         caps,
 		InsecureAuth: true,
-		Logger:       log.New(io.Discard, "", 0),
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go is.Serve(ln)
-	t.Cleanup(func() { is.Close() })
+	}, ln)
 	srv.addr = ln.Addr().String()
 	return srv
 }

@@ -5,10 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log"
 	"log/slog"
-	"net"
 	"reflect"
 	"sort"
 	"strings"
@@ -23,6 +20,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
 	"github.com/mailferry/mailferry/sync/mail"
+	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
 // rmServer is go-imap's in-memory server in plain text with chosen
@@ -50,29 +48,19 @@ func (s *countingSession) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet
 
 func startRemoveServer(t *testing.T, caps imap.CapSet) *rmServer {
 	t.Helper()
-	mem := imapmemserver.New()
-	user := imapmemserver.NewUser(testUser, testPass)
-	for _, box := range []string{"INBOX", "Archive"} {
-		if err := user.Create(box, nil); err != nil {
-			t.Fatal(err)
-		}
+	mem, user := mailtest.NewMemIMAP(t, testUser, testPass)
+	if err := user.Create("Archive", nil); err != nil {
+		t.Fatal(err)
 	}
-	mem.AddUser(user)
 	r := &rmServer{user: user}
-	srv := imapserver.New(&imapserver.Options{
+	ln := mailtest.Listen(t)
+	mailtest.ServeIMAP(t, mem, imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
 			return &countingSession{SessionIMAP4rev2: mem.NewSession().(imapserver.SessionIMAP4rev2), srv: r}, nil, nil
 		},
 		Caps:         caps,
 		InsecureAuth: true,
-		Logger:       log.New(io.Discard, "", 0),
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	}, ln)
 	r.addr = ln.Addr().String()
 	return r
 }
