@@ -29,33 +29,45 @@ import (
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
+// builtBinary is mailferry built once per test process with extra go
+// build flags, into a temporary directory.
+type builtBinary struct {
+	flags []string
+	once  stdsync.Once
+	path  string
+	err   error
+}
+
 var (
-	binOnce stdsync.Once
-	binPath string
-	binErr  error
+	// plainBinary: without -race, as the crash sweeps run it dozens of times.
+	plainBinary = &builtBinary{}
+	// raceBinaryBuild: G1 wants the killed binary itself checked for races,
+	// not only the engine's unit tests.
+	raceBinaryBuild = &builtBinary{flags: []string{"-race"}}
 )
 
-// binary builds mailferry once per test process (without -race: the crash
-// sweeps run it dozens of times).
-func binary(t *testing.T) string {
+func (b *builtBinary) get(t *testing.T) string {
 	t.Helper()
-	binOnce.Do(func() {
+	b.once.Do(func() {
 		dir, err := os.MkdirTemp("", "mailferry-bin-")
 		if err != nil {
-			binErr = err
+			b.err = err
 			return
 		}
-		binPath = filepath.Join(dir, "mailferry")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		b.path = filepath.Join(dir, "mailferry")
+		args := append(append([]string{"build"}, b.flags...), "-o", b.path, ".")
+		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args[:1+len(b.flags)], " "), err, out)
 		}
 	})
-	if binErr != nil {
-		t.Fatal(binErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return binPath
+	return b.path
 }
+
+// binary is mailferry built once per test process.
+func binary(t *testing.T) string { return plainBinary.get(t) }
 
 // runBin runs the binary; killed reports death by SIGKILL.
 func runBin(t *testing.T, env []string, args ...string) (code int, killed bool, stdout, stderr string) {

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	stdsync "sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,34 +18,9 @@ import (
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
-var (
-	raceOnce stdsync.Once
-	racePath string
-	raceErr  error
-)
-
-// raceBinary builds mailferry with the race detector, once per test
-// process (G1 wants the killed binary itself checked, not only the engine's
-// unit tests).
-func raceBinary(t *testing.T) string {
-	t.Helper()
-	raceOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "mailferry-race-")
-		if err != nil {
-			raceErr = err
-			return
-		}
-		racePath = filepath.Join(dir, "mailferry")
-		out, err := exec.Command("go", "build", "-race", "-o", racePath, ".").CombinedOutput()
-		if err != nil {
-			raceErr = fmt.Errorf("go build -race: %v\n%s", err, out)
-		}
-	})
-	if raceErr != nil {
-		t.Fatal(raceErr)
-	}
-	return racePath
-}
+// raceBinary is mailferry built with the race detector, once per test
+// process.
+func raceBinary(t *testing.T) string { return raceBinaryBuild.get(t) }
 
 // g1Exec runs the race-enabled binary, killing it with SIGKILL after delay
 // (0: never). A data race stops the process with exit 66 and fails the
