@@ -154,14 +154,7 @@ func TestC3POP3HeaderPass(t *testing.T) {
 			}
 			// Every message is recorded under its new ID with the copy of
 			// its own bytes, and keeps its Message-ID hash for the next reset.
-			stored := map[mail.ID][]byte{}
-			for _, m := range sink.Messages("INBOX") {
-				stored[m.Env.ID] = m.Body
-			}
-			recs := map[mail.ID]checkpoint.Record{}
-			for _, r := range cp.Records("INBOX") {
-				recs[r.ID] = r
-			}
+			recs, stored := recordedINBOX(sink, cp)
 			for i, f := range tc.fx {
 				id := mail.ID(fmt.Sprintf("u%d", i+1))
 				r, ok := recs[id]

@@ -371,14 +371,7 @@ func TestC3C6RemapByListing(t *testing.T) {
 			}
 			// Every listed message is recorded with the copy of its own
 			// bytes: no twin took the other's.
-			stored := map[mail.ID][]byte{}
-			for _, m := range sink.Messages("INBOX") {
-				stored[m.Env.ID] = m.Body
-			}
-			recs := map[mail.ID]checkpoint.Record{}
-			for _, r := range cp.Records("INBOX") {
-				recs[r.ID] = r
-			}
+			recs, stored := recordedINBOX(sink, cp)
 			for i, f := range tc.second {
 				id := mail.ID(fmt.Sprintf("456.%d", i+1))
 				r, ok := recs[id]
@@ -414,4 +407,19 @@ func TestListingKeyRecorded(t *testing.T) {
 	if len(checkpoint.MsgIDSum("<a@x>")) != 16 {
 		t.Errorf("msgIDSum = %q, want 16 hex digits", checkpoint.MsgIDSum("<a@x>"))
 	}
+}
+
+// recordedINBOX returns the checkpoint's INBOX records by source ID and the
+// bodies the sink's INBOX stores by destination ID, to check that each
+// record points at the copy of its own message.
+func recordedINBOX(sink *mailtest.MemSink, cp *checkpoint.File) (map[mail.ID]checkpoint.Record, map[mail.ID][]byte) {
+	recs := map[mail.ID]checkpoint.Record{}
+	for _, r := range cp.Records("INBOX") {
+		recs[r.ID] = r
+	}
+	stored := map[mail.ID][]byte{}
+	for _, m := range sink.Messages("INBOX") {
+		stored[m.Env.ID] = m.Body
+	}
+	return recs, stored
 }
