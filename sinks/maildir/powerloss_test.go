@@ -14,11 +14,10 @@ import (
 	"time"
 
 	srcmaildir "github.com/mailferry/mailferry/sources/maildir"
-	mailferry "github.com/mailferry/mailferry/sync"
-	"github.com/mailferry/mailferry/sync/checkpoint"
 	"github.com/mailferry/mailferry/sync/checkpoint/crashfs"
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
+	"github.com/mailferry/mailferry/sync/mail/mailtest/powerloss"
 )
 
 // Power loss (RELIABILITY-PLAN A8) on a model of a crash-consistent file
@@ -79,17 +78,6 @@ func (y plSyncer) SyncAll() error {
 
 func (plSyncer) Close() error { return nil }
 
-// plCP adapts a crashfs.FS to the checkpoint's FS.
-type plCP struct{ *crashfs.FS }
-
-func (p plCP) OpenFile(name string, flag int, perm os.FileMode) (checkpoint.FSFile, error) {
-	f, err := p.FS.OpenFile(name, flag, perm)
-	if err != nil {
-		return nil, err
-	}
-	return f, nil
-}
-
 const plEndpoint = "pop3://alice@mail.example.org"
 
 // plFixtures are distinct messages over two mailboxes (a new folder's
@@ -117,9 +105,7 @@ type plWorld struct {
 	fs                *crashfs.FS
 	syncfs            bool // Commit syncs the batch with one syncfs
 	nSyncfs, nFsyncs  atomic.Int64
-	src               *mailtest.MemSource
-	bodies            map[[32]byte]string // fixture body hash -> mailbox
-	ids               map[string][32]byte // "mailbox/id" on the source -> body hash
+	corpus            *powerloss.Corpus
 }
 
 // plFault is a negative control: a durability step the model skips.
@@ -140,15 +126,8 @@ func newPLWorld(t *testing.T, seed uint64, syncfs bool, fault plFault) *plWorld 
 	}
 	fsys.NoDirSync, fsys.NoSyncFS = fault == plNoDirSync, fault == plNoSyncFS
 	w := &plWorld{root: root, maildir: filepath.Join(root, "mail"), cp: filepath.Join(root, "state", "cp.jsonl"),
-		fs: fsys, syncfs: syncfs, src: mailtest.NewMemSource(plFixtures()), bodies: map[[32]byte]string{}, ids: map[string][32]byte{}}
+		fs: fsys, syncfs: syncfs, corpus: powerloss.NewCorpus(plFixtures())}
 	fsys.Torn = seed%2 == 1
-	n := map[string]int{}
-	for _, f := range plFixtures() {
-		h := sha256.Sum256(f.Body)
-		w.bodies[h] = f.Mailbox
-		n[f.Mailbox]++ // MemSource numbers each mailbox's messages from 1
-		w.ids[fmt.Sprintf("%s/%d", f.Mailbox, n[f.Mailbox])] = h
-	}
 	return w
 }
 
@@ -160,28 +139,18 @@ func (w *plWorld) run() error {
 	if err != nil {
 		return err
 	}
-	defer s.Close()
 	if w.syncfs {
 		s.enableSyncFS()
 		if s.syncRoot == nil {
+			s.Close()
 			return errors.New("enableSyncFS: no syncfs")
 		}
 	}
-	cp, err := checkpoint.OpenFS(plCP{w.fs}, w.cp, plEndpoint, "maildir:"+w.maildir, false)
-	if err != nil {
-		return err
-	}
-	_, err = mailferry.Copy(ctx, w.src, s, mailferry.Options{
-		SrcEndpoint: plEndpoint, Workers: 2, Checkpoint: cp, DeleteSource: true,
-		BatchSize: 3, BatchDelay: time.Hour, Backoff: time.Millisecond,
-	})
-	if cerr := cp.Close(); err == nil {
-		err = cerr
-	}
-	if cerr := s.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return w.corpus.Copy(ctx, w.fs, s, w.plRun()) // closes s
+}
+
+func (w *plWorld) plRun() powerloss.Run {
+	return powerloss.Run{Src: plEndpoint, Dst: "maildir:" + w.maildir, CP: w.cp}
 }
 
 // check returns what is wrong with the disk after a recovery: a message
@@ -203,7 +172,7 @@ func (w *plWorld) check(final bool) []string {
 					continue
 				}
 				h := sha256.Sum256(b)
-				if w.bodies[h] != mb {
+				if w.corpus.Bodies[h] != mb {
 					bad = append(bad, fmt.Sprintf("%s/%s/%s: %d bytes that are no message of %s (empty or partial)", mb, sub, e.Name(), len(b), mb))
 					continue
 				}
@@ -211,32 +180,7 @@ func (w *plWorld) check(final bool) []string {
 			}
 		}
 	}
-	for _, env := range w.src.Removed {
-		if stored[w.ids[env.Mailbox+"/"+string(env.ID)]] == 0 {
-			bad = append(bad, fmt.Sprintf("I3: %s/%s was deleted on the source and is not complete on disk", env.Mailbox, env.ID))
-		}
-	}
-	if _, err := os.Stat(w.cp); err == nil {
-		c, err := checkpoint.Open(w.cp, plEndpoint, "maildir:"+w.maildir, false)
-		if err != nil {
-			bad = append(bad, "checkpoint: "+err.Error())
-		} else {
-			c.Close()
-		}
-	}
-	if final {
-		for _, mb := range []string{"INBOX", "Archive"} {
-			if n := w.src.Len(mb); n != 0 {
-				bad = append(bad, fmt.Sprintf("I5: %d messages left in %s on the source after a complete run", n, mb))
-			}
-		}
-		for h := range w.bodies {
-			if stored[h] != 1 {
-				bad = append(bad, fmt.Sprintf("I5: a message of %s is stored %d times, want once", w.bodies[h], stored[h]))
-			}
-		}
-	}
-	return bad
+	return append(bad, w.corpus.Check(stored, w.plRun(), final, "I5")...)
 }
 
 // plTrial runs until a run completes, cutting the power at a random

@@ -14,11 +14,10 @@ import (
 	"time"
 
 	mboxsrc "github.com/mailferry/mailferry/sources/mbox"
-	mailferry "github.com/mailferry/mailferry/sync"
-	"github.com/mailferry/mailferry/sync/checkpoint"
 	"github.com/mailferry/mailferry/sync/checkpoint/crashfs"
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
+	"github.com/mailferry/mailferry/sync/mail/mailtest/powerloss"
 )
 
 // Power loss (RELIABILITY-PLAN A8 for the mbox sink, and A12's power-loss
@@ -32,17 +31,6 @@ import (
 type plFS struct{ *crashfs.FS }
 
 func (p plFS) OpenFile(name string, flag int, perm os.FileMode) (osFile, error) {
-	f, err := p.FS.OpenFile(name, flag, perm)
-	if err != nil {
-		return nil, err
-	}
-	return f, nil
-}
-
-// plCP adapts a crashfs.FS to the checkpoint's FS.
-type plCP struct{ *crashfs.FS }
-
-func (p plCP) OpenFile(name string, flag int, perm os.FileMode) (checkpoint.FSFile, error) {
 	f, err := p.FS.OpenFile(name, flag, perm)
 	if err != nil {
 		return nil, err
@@ -87,9 +75,7 @@ func plFixtures() []mailtest.Fixture {
 type plWorld struct {
 	root, mbox, cp string
 	fs             *crashfs.FS
-	src            *mailtest.MemSource
-	bodies         map[[32]byte]string // fixture body hash -> mailbox
-	ids            map[string][32]byte // "mailbox/id" on the source -> body hash
+	corpus         *powerloss.Corpus
 }
 
 func newPLWorld(t *testing.T, seed uint64, noDirSync bool) *plWorld {
@@ -101,16 +87,8 @@ func newPLWorld(t *testing.T, seed uint64, noDirSync bool) *plWorld {
 	}
 	fsys.NoDirSync = noDirSync
 	fsys.Torn = seed%2 == 1
-	w := &plWorld{root: root, mbox: filepath.Join(root, "mbox", "alice"), cp: filepath.Join(root, "state", "cp.jsonl"),
-		fs: fsys, src: mailtest.NewMemSource(plFixtures()), bodies: map[[32]byte]string{}, ids: map[string][32]byte{}}
-	n := map[string]int{}
-	for _, f := range plFixtures() {
-		h := sha256.Sum256(f.Body)
-		w.bodies[h] = f.Mailbox
-		n[f.Mailbox]++ // MemSource numbers each mailbox's messages from 1
-		w.ids[fmt.Sprintf("%s/%d", f.Mailbox, n[f.Mailbox])] = h
-	}
-	return w
+	return &plWorld{root: root, mbox: filepath.Join(root, "mbox", "alice"), cp: filepath.Join(root, "state", "cp.jsonl"),
+		fs: fsys, corpus: powerloss.NewCorpus(plFixtures())}
 }
 
 // run is one mailferry run on the model's disk, in delete mode.
@@ -120,22 +98,11 @@ func (w *plWorld) run() error {
 	if err != nil {
 		return err
 	}
-	defer s.Close()
-	cp, err := checkpoint.OpenFS(plCP{w.fs}, w.cp, plEndpoint, "mbox:"+w.mbox, false)
-	if err != nil {
-		return err
-	}
-	_, err = mailferry.Copy(ctx, w.src, s, mailferry.Options{
-		SrcEndpoint: plEndpoint, Workers: 2, Checkpoint: cp, DeleteSource: true,
-		BatchSize: 3, BatchDelay: time.Hour, Backoff: time.Millisecond,
-	})
-	if cerr := cp.Close(); err == nil {
-		err = cerr
-	}
-	if cerr := s.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return w.corpus.Copy(ctx, w.fs, s, w.plRun()) // closes s
+}
+
+func (w *plWorld) plRun() powerloss.Run {
+	return powerloss.Run{Src: plEndpoint, Dst: "mbox:" + w.mbox, CP: w.cp}
 }
 
 // entries parses b strictly as mboxrd and returns each entry's body hash;
@@ -193,39 +160,14 @@ func (w *plWorld) check(final bool) []string {
 			bad = append(bad, fmt.Sprintf("%s: mboxrd parse of %d bytes after %d entries: %v", mb, len(b), len(hs), err))
 		}
 		for _, h := range hs {
-			if w.bodies[h] != mb {
+			if w.corpus.Bodies[h] != mb {
 				bad = append(bad, fmt.Sprintf("%s: an entry is no message of %s (torn, or joined to another)", mb, mb))
 				continue
 			}
 			stored[h]++
 		}
 	}
-	for _, env := range w.src.Removed {
-		if stored[w.ids[env.Mailbox+"/"+string(env.ID)]] == 0 {
-			bad = append(bad, fmt.Sprintf("I3: %s/%s was deleted on the source and is not complete on disk", env.Mailbox, env.ID))
-		}
-	}
-	if _, err := os.Stat(w.cp); err == nil {
-		c, err := checkpoint.Open(w.cp, plEndpoint, "mbox:"+w.mbox, false)
-		if err != nil {
-			bad = append(bad, "checkpoint: "+err.Error())
-		} else {
-			c.Close()
-		}
-	}
-	if final {
-		for _, mb := range []string{"INBOX", "Archive"} {
-			if n := w.src.Len(mb); n != 0 {
-				bad = append(bad, fmt.Sprintf("I5: %d messages left in %s on the source after a complete run", n, mb))
-			}
-		}
-		for h, mb := range w.bodies {
-			if stored[h] != 1 {
-				bad = append(bad, fmt.Sprintf("A12: a message of %s is stored %d times, want once", mb, stored[h]))
-			}
-		}
-	}
-	return bad
+	return append(bad, w.corpus.Check(stored, w.plRun(), final, "A12")...)
 }
 
 // plTrial runs until a run completes, cutting the power at a random
