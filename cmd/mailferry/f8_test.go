@@ -2,16 +2,12 @@ package main
 
 import (
 	"bufio"
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -174,46 +170,6 @@ func drip(w *bufio.Writer, s string, tick time.Duration) {
 	}
 }
 
-// f8Result is one run of the binary with its peak RSS.
-type f8Result struct {
-	code    int
-	stderr  string
-	maxRSS  int64 // bytes
-	elapsed time.Duration
-}
-
-// runBinRSS runs the binary like runBinLimit and also reports its peak
-// resident set size from getrusage (ru_maxrss, in KiB on Linux).
-func runBinRSS(t *testing.T, limit time.Duration, env []string, args ...string) f8Result {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, binary(t), args...)
-	cmd.Env = append(os.Environ(), env...)
-	var errb strings.Builder
-	cmd.Stdout, cmd.Stderr = io.Discard, &errb
-	start := time.Now()
-	err := cmd.Run()
-	r := f8Result{stderr: errb.String(), elapsed: time.Since(start)}
-	if ctx.Err() != nil {
-		t.Fatalf("mailferry %s: still running after %v (hang); stderr:\n%s", strings.Join(args, " "), limit, r.stderr)
-	}
-	var ee *exec.ExitError
-	if err != nil && !errors.As(err, &ee) {
-		t.Fatal(err)
-	}
-	r.code = cmd.ProcessState.ExitCode()
-	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	if !ok {
-		t.Fatal("no rusage for the child")
-	}
-	r.maxRSS = ru.Maxrss << 10
-	if strings.Contains(r.stderr, "panic:") || strings.Contains(r.stderr, "goroutine ") {
-		t.Fatalf("mailferry panicked:\n%s", r.stderr)
-	}
-	return r
-}
-
 // TestF8HostileServerCLI: RELIABILITY-PLAN F8 through the binary. Each case
 // is refused at a named cap (or the minimum-rate rule, for a literal within
 // the caps that trickles in) in seconds, with the run's exit code, a
@@ -306,7 +262,7 @@ func TestF8HostileServerCLI(t *testing.T) {
 			if timeout == "" {
 				timeout = "20s" // the caps, not the inactivity limit, must end it
 			}
-			r := runBinRSS(t, 60*time.Second, []string{"MAILFERRY_SRC_PASSWORD=f8-pass", "MAILFERRY_TEST_BACKOFF=10ms"},
+			r := runBinLimit(t, 60*time.Second, []string{"MAILFERRY_SRC_PASSWORD=f8-pass", "MAILFERRY_TEST_BACKOFF=10ms"},
 				"copy", "imap://alice@"+h.addr+"/", "maildir:"+md, "--allow-plaintext", "--allow-plaintext-auth",
 				"--timeout", timeout, "--checkpoint", filepath.Join(dir, "cp.jsonl"), "--progress", "never", "--workers", "1")
 			t.Logf("exit %d after %v, peak RSS %d MiB; stderr:\n%s", r.code, r.elapsed.Round(time.Millisecond), r.maxRSS>>20, r.stderr)

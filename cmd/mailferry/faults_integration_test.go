@@ -35,10 +35,12 @@ type binRun struct {
 	stdout  string
 	stderr  string
 	elapsed time.Duration
+	maxRSS  int64 // peak resident set size in bytes (ru_maxrss)
 }
 
 // runBinLimit runs the binary like runBin, but fails the test if it does
-// not exit within limit (it is then killed).
+// not exit within limit (it is then killed); it also reports the peak RSS
+// from getrusage.
 func runBinLimit(t *testing.T, limit time.Duration, env []string, args ...string) binRun {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
@@ -64,6 +66,11 @@ func runBinLimit(t *testing.T, limit time.Duration, env []string, args ...string
 	case err != nil:
 		t.Fatal(err)
 	}
+	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	if !ok {
+		t.Fatal("no rusage for the child")
+	}
+	r.maxRSS = ru.Maxrss << 10 // KiB on Linux
 	if strings.Contains(r.stderr, "panic:") || strings.Contains(r.stderr, "goroutine ") {
 		t.Fatalf("mailferry %s panicked:\n%s", strings.Join(args, " "), r.stderr)
 	}

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -69,19 +68,7 @@ func g1Exec(t *testing.T, delay time.Duration, env []string, args ...string) bin
 
 // g1Trials is the number of kill trials per destination: 2 in CI, 20
 // under MAILFERRY_SOAK=1, MAILFERRY_SOAK_TRIALS=n any number.
-func g1Trials(t *testing.T) int {
-	if v := os.Getenv("MAILFERRY_SOAK_TRIALS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			t.Fatalf("MAILFERRY_SOAK_TRIALS=%q: want a positive number", v)
-		}
-		return n
-	}
-	if os.Getenv("MAILFERRY_SOAK") == "1" {
-		return 20
-	}
-	return 2
-}
+func g1Trials(t *testing.T) int { return trialCount(t, 2, 20) }
 
 // maildirNamesUnique fails if a Maildir folder holds two message files
 // with the same base name (the part before ":2,"), across cur/ and new/:

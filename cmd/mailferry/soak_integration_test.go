@@ -35,8 +35,9 @@ import (
 // second to move.
 const soakRate = 256 << 10
 
-// soakTrials is the number of kill trials per pipeline.
-func soakTrials(t *testing.T) int {
+// trialCount is the number of kill trials a soak-able test runs: ci in
+// CI, soak under MAILFERRY_SOAK=1, MAILFERRY_SOAK_TRIALS=n any number.
+func trialCount(t *testing.T, ci, soak int) int {
 	if v := os.Getenv("MAILFERRY_SOAK_TRIALS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
@@ -45,10 +46,13 @@ func soakTrials(t *testing.T) int {
 		return n
 	}
 	if os.Getenv("MAILFERRY_SOAK") == "1" {
-		return 25
+		return soak
 	}
-	return 5
+	return ci
 }
+
+// soakTrials is the number of kill trials per pipeline.
+func soakTrials(t *testing.T) int { return trialCount(t, 5, 25) }
 
 // soakSeed returns the seed for the kill delays, logged so a failure can
 // be replayed.
