@@ -47,13 +47,33 @@ func runBinLimit(t *testing.T, limit time.Duration, env []string, args ...string
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary(t), args...)
 	cmd.Env = append(os.Environ(), env...)
+	r := execBin(t, ctx, cmd, limit, 0)
+	if strings.Contains(r.stderr, "panic:") || strings.Contains(r.stderr, "goroutine ") {
+		t.Fatalf("mailferry %s panicked:\n%s", strings.Join(args, " "), r.stderr)
+	}
+	return r
+}
+
+// execBin runs cmd, made with exec.CommandContext(ctx, ...) where ctx ends
+// after limit, and reports what it did, peak RSS included. With kill > 0 it
+// sends SIGKILL after kill: the fault being injected, not a
+// synchronisation. It fails the test when ctx ended the run (a hang).
+func execBin(t *testing.T, ctx context.Context, cmd *exec.Cmd, limit, kill time.Duration) binRun {
+	t.Helper()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	start := time.Now()
-	err := cmd.Run()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if kill > 0 {
+		timer := time.AfterFunc(kill, func() { cmd.Process.Signal(syscall.SIGKILL) })
+		defer timer.Stop()
+	}
+	err := cmd.Wait()
 	r := binRun{stdout: out.String(), stderr: errb.String(), elapsed: time.Since(start)}
 	if ctx.Err() != nil {
-		t.Fatalf("mailferry %s: still running after %v (hang); stderr:\n%s", strings.Join(args, " "), limit, r.stderr)
+		t.Fatalf("mailferry %s: still running after %v (hang); stderr:\n%s", strings.Join(cmd.Args[1:], " "), limit, r.stderr)
 	}
 	var ee *exec.ExitError
 	switch {
@@ -71,9 +91,6 @@ func runBinLimit(t *testing.T, limit time.Duration, env []string, args ...string
 		t.Fatal("no rusage for the child")
 	}
 	r.maxRSS = ru.Maxrss << 10 // KiB on Linux
-	if strings.Contains(r.stderr, "panic:") || strings.Contains(r.stderr, "goroutine ") {
-		t.Fatalf("mailferry %s panicked:\n%s", strings.Join(args, " "), r.stderr)
-	}
 	return r
 }
 

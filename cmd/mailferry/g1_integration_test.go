@@ -1,16 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -30,33 +27,7 @@ func g1Exec(t *testing.T, delay time.Duration, env []string, args ...string) bin
 	defer cancel()
 	cmd := exec.CommandContext(ctx, raceBinary(t), args...)
 	cmd.Env = append(append(os.Environ(), "GORACE=halt_on_error=1 exitcode=66"), env...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	if delay > 0 {
-		// The delay is the fault being injected, not a synchronisation.
-		timer := time.AfterFunc(delay, func() { cmd.Process.Signal(syscall.SIGKILL) })
-		defer timer.Stop()
-	}
-	err := cmd.Wait()
-	r := binRun{stdout: out.String(), stderr: errb.String(), elapsed: time.Since(start)}
-	if ctx.Err() != nil {
-		t.Fatalf("still running after %v (hang): %s", 2*runLimit, r.stderr)
-	}
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			r.code, r.killed = -1, true
-		} else {
-			r.code = ee.ExitCode()
-		}
-	case err != nil:
-		t.Fatal(err)
-	}
+	r := execBin(t, ctx, cmd, 2*runLimit, delay)
 	if strings.Contains(r.stderr, "DATA RACE") || r.code == 66 {
 		t.Fatalf("the race detector fired:\n%s", r.stderr)
 	}

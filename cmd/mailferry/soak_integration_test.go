@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -78,29 +77,9 @@ func startKill(t *testing.T, delay time.Duration, env []string, args ...string) 
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary(t), args...)
 	cmd.Env = append(os.Environ(), env...)
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	// The delay is the fault being injected, not a synchronisation.
-	timer := time.AfterFunc(delay, func() { cmd.Process.Signal(syscall.SIGKILL) })
-	err := cmd.Wait()
-	timer.Stop()
-	if ctx.Err() != nil {
-		t.Fatalf("run still going after %v: %s", runLimit, errb.String())
-	}
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
-			return true, -1, errb.String()
-		}
-		return false, ee.ExitCode(), errb.String()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return false, 0, errb.String()
+	// A zero delay kills at once, as a timer of 0 would.
+	r := execBin(t, ctx, cmd, runLimit, max(delay, time.Nanosecond))
+	return r.killed, r.code, r.stderr
 }
 
 // soakPipe is one pipeline of the random-kill soak.
