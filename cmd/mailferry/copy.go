@@ -505,12 +505,7 @@ func report(env *cliEnv, o *copyOptions, r *copyResult, s *summary) bool {
 		fmt.Fprintf(w, "%d message(s) vanished from the source during the run (deleted by another client)\n", t.Vanished)
 	}
 	if n := len(res.Failures); n > 0 {
-		temp := 0
-		for _, f := range res.Failures {
-			if f.Temporary {
-				temp++
-			}
-		}
+		temp := temporaryFailures(res.Failures)
 		// Only a temporary failure is worth a rerun: a message refused as
 		// too large or invalid fails the same way every time.
 		switch temp {

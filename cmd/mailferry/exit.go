@@ -182,14 +182,21 @@ type runCounts struct {
 	Skipped map[string]int64 `json:"skipped"`
 }
 
+// temporaryFailures counts the failures a rerun may well get through.
+func temporaryFailures(fs []mailferry.Failure) int {
+	n := 0
+	for _, f := range fs {
+		if f.Temporary {
+			n++
+		}
+	}
+	return n
+}
+
 func countsOf(t mailferry.Snapshot, res *mailferry.Result, f *filterSummary) runCounts {
 	c := runCounts{Fetched: t.Fetched, Stored: t.Copied, Deleted: t.Deleted, Vanished: t.Vanished, Failed: t.Failed,
 		Skipped: map[string]int64{"present": t.Skipped, "too_large": 0, "outside_dates": 0}}
-	for _, fl := range res.Failures {
-		if fl.Temporary {
-			c.FailedTemporary++
-		}
-	}
+	c.FailedTemporary = int64(temporaryFailures(res.Failures))
 	for _, sk := range res.Skipped {
 		if strings.Contains(sk.Err, mail.ErrTooLarge.Error()) {
 			c.Skipped["too_large"]++
