@@ -524,7 +524,7 @@ func (s *Sink) Put(ctx context.Context, env mail.Envelope, body io.Reader) (mail
 // system, so files are reused.
 func (s *Sink) spool(ctx context.Context, it *item, body io.Reader) error {
 	var idw idWriter
-	r := mail.ContextReader(ctx, body)
+	r := body
 	fail := func(err error) error {
 		s.release(it)
 		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
@@ -540,7 +540,7 @@ func (s *Sink) spool(ctx context.Context, it *item, body io.Reader) error {
 			buf.Grow(int(sz)) // the size the source announced: no regrowing on the way
 		}
 		it.buf, it.mem = buf, reserved
-		m, err := copyPooled(io.MultiWriter(buf, &idw), io.LimitReader(r, reserved+1))
+		m, err := mail.CopyBody(ctx, io.MultiWriter(buf, &idw), io.LimitReader(r, reserved+1))
 		if err != nil {
 			return fail(err)
 		}
@@ -564,7 +564,7 @@ func (s *Sink) spool(ctx context.Context, it *item, body io.Reader) error {
 			}
 			s.releaseBuf(it)
 		}
-		m, err := copyPooled(io.MultiWriter(f, &idw), r)
+		m, err := mail.CopyBody(ctx, io.MultiWriter(f, &idw), r)
 		if err != nil {
 			return fail(err)
 		}
@@ -580,16 +580,6 @@ func (s *Sink) spool(ctx context.Context, it *item, body io.Reader) error {
 }
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-// copyBufs are io.Copy's buffers: neither side of a spool copy has
-// ReadFrom or WriteTo, so io.Copy would allocate 32 KiB per message.
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-func copyPooled(w io.Writer, r io.Reader) (int64, error) {
-	b := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(b)
-	return io.CopyBuffer(w, r, *b)
-}
 
 // reserveMem reserves room for one message in memory, or returns 0 when
 // the budget is spent.

@@ -670,7 +670,7 @@ func (s *Sink) Put(ctx context.Context, env mail.Envelope, body io.Reader) (mail
 		return "", err
 	}
 	if st == nil {
-		if _, err := copyBody(ctx, io.Discard, body); err != nil {
+		if _, err := mail.CopyBody(ctx, io.Discard, body); err != nil {
 			return "", fmt.Errorf("maildir: put %q: %w", env.Mailbox, err)
 		}
 		s.log.Debug("maildir: already stored", "mailbox", env.Mailbox, "id", id)
@@ -693,7 +693,7 @@ func (s *Sink) write(ctx context.Context, f *folder, env mail.Envelope, key stri
 	if err != nil {
 		return "", nil, fmt.Errorf("maildir: put %q: %w", env.Mailbox, err)
 	}
-	n, err := copyBody(ctx, fh, body)
+	n, err := mail.CopyBody(ctx, fh, body)
 	if err == nil {
 		err = ctx.Err()
 	}
@@ -749,43 +749,6 @@ func (s *Sink) uniqueName(key string, size int64) string {
 	b.WriteString(",S=")
 	b.WriteString(strconv.FormatInt(size, 10))
 	return b.String()
-}
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
-
-// copyBody copies r to w through a pooled buffer, failing with ctx's error
-// once ctx is done. It fills the buffer before each write: network sources
-// hand out a few KiB per Read (imapclient's literal reader), and one write
-// per 64 KiB instead of one per Read cut the write syscalls of an IMAP copy
-// by about 8x.
-func copyBody(ctx context.Context, w io.Writer, r io.Reader) (int64, error) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
-	r = mail.ContextReader(ctx, r)
-	var total int64
-	for {
-		n := 0
-		var rerr error
-		for n < len(buf) && rerr == nil {
-			var k int
-			k, rerr = r.Read(buf[n:])
-			n += k
-		}
-		if n > 0 {
-			k, werr := w.Write(buf[:n])
-			total += int64(k)
-			if werr != nil {
-				return total, werr
-			}
-		}
-		if rerr == io.EOF {
-			return total, nil
-		}
-		if rerr != nil {
-			return total, rerr
-		}
-	}
 }
 
 // Commit makes every message Put before it durable and visible: it sets each
