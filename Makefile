@@ -1,4 +1,4 @@
-# mailferry: see STYLE.md section 11 for what each target promises.
+# mailferry: see docs/style.md section 11 for what each target promises.
 SHELL := /bin/bash
 GO ?= go
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
@@ -20,7 +20,7 @@ build:
 
 # Everything, against a real Dovecot: a skipped integration test is a failure here. Dovecot
 # is stopped whatever the tests do, and the exit code is go test's. Then every fuzz target
-# runs for $(TESTFUZZTIME) (RELIABILITY-PLAN F10; found with grep, so that only the packages
+# runs for $(TESTFUZZTIME) (docs/failure-model.md F10; found with grep, so that only the packages
 # that have fuzz targets are built for fuzzing).
 test:
 	bash testdata/dovecot/dovecot.sh start "$(DOVECOT_DIR)"
@@ -65,7 +65,7 @@ fuzz:
 		done; \
 	done
 
-# The long run for a nightly job (RELIABILITY-PLAN F10): each fuzz target for 10 minutes.
+# The long run for a nightly job (docs/failure-model.md F10): each fuzz target for 10 minutes.
 fuzz-nightly:
 	$(MAKE) fuzz FUZZTIME=10m
 

@@ -101,7 +101,7 @@ type Result struct {
 	// changed, a folder replaced or halted), in the order they happened.
 	Events []Event
 	// Planned, in a dry run, lists the messages a real run would copy now,
-	// in listing order (RELIABILITY-PLAN H2: the plan is comparable with
+	// in listing order (docs/failure-model.md H2: the plan is comparable with
 	// what the real run then records).
 	Planned []Planned
 }
@@ -411,7 +411,7 @@ func Copy(ctx context.Context, src mail.Source, dst mail.Sink, opt Options) (*Re
 
 // reportUnstored lists as failed the messages a source that hides what
 // was read (Gmail's POP3) read but the run did not record: the server may
-// never offer them again (RELIABILITY-PLAN C5). It runs once the committer
+// never offer them again (docs/failure-model.md C5). It runs once the committer
 // is done, so the checkpoint knows everything stored.
 func reportUnstored(src mail.Source, res *Result, opt Options) {
 	u, ok := src.(mail.UnstoredReporter)
@@ -606,7 +606,7 @@ func listMailbox(ctx context.Context, src mail.Source, dst mail.Sink, mb string,
 // mailbox mb maps to, when the sink can list them (mail.Indexer) and the
 // checkpoint has records for mb; otherwise nil. A destination mailbox that
 // holds nothing although the checkpoint records messages copied there is
-// refused (RELIABILITY-PLAN rule 5: never act on the strength of absence):
+// refused (docs/failure-model.md rule 5: never act on the strength of absence):
 // an unmounted or replaced destination must not read as "all copied", and
 // in delete mode must never lead to deleting the only copy.
 func destinationKeys(ctx context.Context, dst mail.Sink, mb string, opt Options) (map[string]bool, error) {

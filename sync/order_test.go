@@ -19,7 +19,7 @@ import (
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
-// The engine half of RELIABILITY-PLAN A8 and design rule 1 ("store, then
+// The engine half of docs/failure-model.md A8 and design rule 1 ("store, then
 // record, then delete"): a ledger watches a sink, the checkpoint and the
 // source's deletions, and checks for every message that
 //
@@ -510,7 +510,7 @@ func TestI2TwinsSurviveDeleteRerun(t *testing.T) {
 }
 
 // expungingSource is a MemSource whose listed messages in gone were
-// expunged by another client before they could be fetched (RELIABILITY-PLAN
+// expunged by another client before they could be fetched (docs/failure-model.md
 // C8): Open says mail.ErrNotFound.
 type expungingSource struct {
 	*mailtest.MemSource

@@ -10,7 +10,7 @@ import (
 
 // PanicError is a panic in the engine or in an endpoint, recovered while
 // copying one message (or listing one folder) so that the rest of the run
-// goes on (RELIABILITY-PLAN G2). It is permanent: the message is not
+// goes on (docs/failure-model.md G2). It is permanent: the message is not
 // retried in this run.
 //
 // Its text never holds the panic's value: a value built by code (a

@@ -16,7 +16,7 @@ import (
 // One rule covers a folder whose identifiers changed en masse: an IMAP
 // UIDVALIDITY change (server rebuild, restore, or the folder deleted and
 // created again) or a POP3 server that regenerated its UIDLs
-// (RELIABILITY-PLAN C3, C6, C7; design rules 2 and 6).
+// (docs/failure-model.md C3, C6, C7; design rules 2 and 6).
 //
 //  1. Detect: at least resetMinRecords records, of which at least 90 % are
 //     no longer listed, while at least 90 % of the listed IDs are new.

@@ -10,7 +10,7 @@ import (
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
-// Lost state and lost destinations (RELIABILITY-PLAN A9, A10, design rule
+// Lost state and lost destinations (docs/failure-model.md A9, A10, design rule
 // 5: "never hard-delete on the strength of absence"), through the real
 // binary against Dovecot's POP3, the one source that deletes.
 

@@ -209,7 +209,7 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 		fresh = cp.Len() == 0
 	}
 	// A dry run into a local destination that does not exist yet must not
-	// create it (RELIABILITY-PLAN H2): everything is to be copied, and a dry
+	// create it (docs/failure-model.md H2): everything is to be copied, and a dry
 	// run asks the sink for nothing.
 	var dst mail.Sink = dryRunSink{}
 	if !o.dryRun || !missingLocal(dstURL, dstOpt) {

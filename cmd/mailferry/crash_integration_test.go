@@ -221,7 +221,7 @@ func TestA2KillSweepIMAP(t *testing.T) {
 	}
 }
 
-// sweep describes a crash sweep (RELIABILITY-PLAN A2): one copy, killed
+// sweep describes a crash sweep (docs/failure-model.md A2): one copy, killed
 // with SIGKILL at kill point k = 1, 2, ... in turn until a run ends before
 // reaching k, which is then the uninterrupted run.
 type sweep struct {

@@ -14,7 +14,7 @@ import (
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
-// RELIABILITY-PLAN F8 end to end: the real binary copies from a scripted
+// docs/failure-model.md F8 end to end: the real binary copies from a scripted
 // hostile IMAP server into a Maildir. Each hostile answer must end the run
 // on its own with a stable exit code and a one-line error naming the cap,
 // leave no partial file in new/ or cur/ (only the good message) and
@@ -170,7 +170,7 @@ func drip(w *bufio.Writer, s string, tick time.Duration) {
 	}
 }
 
-// TestF8HostileServerCLI: RELIABILITY-PLAN F8 through the binary. Each case
+// TestF8HostileServerCLI: docs/failure-model.md F8 through the binary. Each case
 // is refused at a named cap (or the minimum-rate rule, for a literal within
 // the caps that trickles in) in seconds, with the run's exit code, a
 // single line carrying the cap, only the good message in the Maildir, an

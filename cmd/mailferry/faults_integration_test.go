@@ -17,7 +17,7 @@ import (
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
-// Network-fault scenarios (RELIABILITY-PLAN section B) through the real
+// Network-fault scenarios (docs/failure-model.md section B) through the real
 // binary and a real Dovecot, with mailtest.FaultProxy between them. Every
 // faulted run must end on its own (a typed exit, never a hang or a
 // panic), store nothing truncated, delete nothing not stored (I3); reruns
@@ -602,7 +602,7 @@ func TestB1ResetMidBodyRetried(t *testing.T) {
 
 // TestB2SlowServerWithinTimeout: a server sending at 64 KiB/s takes several
 // times --timeout for the whole copy, which must still succeed in one run:
-// the deadline bounds inactivity, not the transfer (LIBRARIES.md §0.4).
+// the deadline bounds inactivity, not the transfer (docs/library-notes.md §0.4).
 func TestB2SlowServerWithinTimeout(t *testing.T) {
 	t.Parallel()
 	d := mailtest.NeedDovecot(t)

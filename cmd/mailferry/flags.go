@@ -48,7 +48,7 @@ type commonFlags struct {
 	caFile         string
 	allowPlaintext bool
 	// allowPlaintextAuth lets credentials cross a connection without TLS;
-	// allowPlaintext alone only lets the session go on (RELIABILITY-PLAN F5).
+	// allowPlaintext alone only lets the session go on (docs/failure-model.md F5).
 	allowPlaintextAuth bool
 	// noStartTLS skips STARTTLS/STLS even when offered (tunnels, loopback).
 	noStartTLS         bool

@@ -89,7 +89,7 @@ func g1Account(t *testing.T, d *mailtest.Dovecot) (user, pw string, want map[str
 	return user, pw, want, total
 }
 
-// TestG1WorkerPoolUnderKills (RELIABILITY-PLAN G1, invariants I1-I5): 8
+// TestG1WorkerPoolUnderKills (docs/failure-model.md G1, invariants I1-I5): 8
 // workers copy 296 messages in 50 folders (INBOX's 100 go out in several
 // fetch batches, so several workers write into that one folder at once)
 // from Dovecot into Maildir and mbox, and move them (--delete-source) into

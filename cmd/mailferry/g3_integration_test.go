@@ -115,7 +115,7 @@ func g3Run(t *testing.T, reg *mail.Registry, pause *g3Pause, act func(), env map
 	return code, s, errb.String()
 }
 
-// TestG3ConcurrentExternalChanges (RELIABILITY-PLAN G3, invariants I1 I2):
+// TestG3ConcurrentExternalChanges (docs/failure-model.md G3, invariants I1 I2):
 // while a run is copying, another client adds 20 messages, deletes 10 that
 // the run listed but has not copied yet, and re-flags 40 (30 copied by an
 // earlier run, 10 about to be copied). The run must end (no crash, no

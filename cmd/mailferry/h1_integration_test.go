@@ -229,7 +229,7 @@ func h1Corpus(n int, tag string) []mailtest.SeedMessage {
 	return msgs
 }
 
-// TestH1SecondRunTouchesNothing (RELIABILITY-PLAN H1, invariant I4): after
+// TestH1SecondRunTouchesNothing (docs/failure-model.md H1, invariant I4): after
 // a complete copy of 300 messages, a second run with no source change
 // exits 0 having stored, fetched and changed nothing: no body fetch and no
 // APPEND/STORE/EXPUNGE/RETR/DELE in its protocol trace (both sides), a

@@ -14,7 +14,7 @@ import (
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
-// TestH2DryRunWritesNothingAndPlansTheRealRun (RELIABILITY-PLAN H2): a
+// TestH2DryRunWritesNothingAndPlansTheRealRun (docs/failure-model.md H2): a
 // --dry-run, first into nothing and then after a real run with new mail
 // on the source, writes nothing locally (the whole work directory, the
 // destination tree and the checkpoint compared entry by entry: bytes,

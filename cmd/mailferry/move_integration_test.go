@@ -26,7 +26,7 @@ import (
 )
 
 // movePipe is IMAP -> IMAP in move mode (--delete-source) between two
-// Dovecot accounts: RELIABILITY-PLAN A2 (third pipeline) and A7.
+// Dovecot accounts: docs/failure-model.md A2 (third pipeline) and A7.
 type movePipe struct {
 	d              *mailtest.Dovecot
 	srcUser, srcPW string

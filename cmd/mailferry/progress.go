@@ -34,7 +34,7 @@ func startProgress(ctx context.Context, st *mailferry.Stats, env *cliEnv, mode s
 	finished := make(chan struct{})
 	if showBars(mode, quiet, env) {
 		// progressbar/v3 never checks for a terminal and fsyncs an *os.File
-		// writer on every frame (LIBRARIES.md §6): it only ever gets a
+		// writer on every frame (docs/library-notes.md §6): it only ever gets a
 		// terminal or "always", and a throttle.
 		bar := progressbar.NewOptions64(-1,
 			progressbar.OptionSetWriter(env.stderr),

@@ -94,7 +94,7 @@ func hideFromChildren(name string) {
 // the variables that may hold a secret (MAILFERRY_SRC_PASSWORD, a token,
 // a config's *_password_env variable...), so a command that logs or leaks
 // its environment cannot give away the other side's password
-// (RELIABILITY-PLAN I6: no secret in child argv or environment). The
+// (docs/failure-model.md I6: no secret in child argv or environment). The
 // command line itself is the user's and holds none.
 func childEnv(environ []string) []string {
 	out := environ[:0:0]

@@ -11,7 +11,7 @@ import (
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
-// Secret handling (RELIABILITY-PLAN I6, E2, F6) through the real binary
+// Secret handling (docs/failure-model.md I6, E2, F6) through the real binary
 // against Dovecot: the password never shows in stdout, stderr (at debug
 // level, in text and JSON logs), the checkpoint or the destination, in
 // plain text or in any base64 form (SASL PLAIN sends base64 of

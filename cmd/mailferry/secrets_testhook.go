@@ -2,7 +2,7 @@ package main
 
 import "sync/atomic"
 
-// panicHook is a test-only hook for RELIABILITY-PLAN G2 and F6: with
+// panicHook is a test-only hook for docs/failure-model.md G2 and F6: with
 // MAILFERRY_TEST_PANIC set, the first message stored makes its worker
 // panic with that variable's text as the panic value (a test puts the
 // password in it), right after the "put" step. The engine must recover it

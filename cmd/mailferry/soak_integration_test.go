@@ -18,7 +18,7 @@ import (
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
-// Random SIGKILL trials (RELIABILITY-PLAN A1, random variant; also G1 for
+// Random SIGKILL trials (docs/failure-model.md A1, random variant; also G1 for
 // the multi-worker IMAP pipelines): the binary is killed from outside at a
 // uniformly random moment of a run, then rerun; I1-I4 must hold, and in
 // delete mode I3 right after every kill. The step sweeps of

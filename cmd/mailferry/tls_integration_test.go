@@ -10,7 +10,7 @@ import (
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
-// TLS policy end to end (RELIABILITY-PLAN F1, F2, F5, I7): the real binary
+// TLS policy end to end (docs/failure-model.md F1, F2, F5, I7): the real binary
 // against Dovecot's STARTTLS/STLS ports through a recording
 // mailtest.FaultProxy, which can also play a man in the middle.
 

@@ -18,7 +18,7 @@ import (
 )
 
 // Bounds on what the server may send on an append connection (rule 7 of
-// RELIABILITY-PLAN.md): one response line, and a literal inside a response
+// docs/failure-model.md): one response line, and a literal inside a response
 // (which an append connection never asks for and discards).
 const (
 	respLineMax    = 256 << 10
@@ -54,7 +54,7 @@ func (r response) String() string {
 }
 
 // rconn is an append connection driven by hand: go-imap cannot send
-// MULTIAPPEND (RFC 3502, LIBRARIES.md §1.12), and owning the wire also lets
+// MULTIAPPEND (RFC 3502, docs/library-notes.md §1.12), and owning the wire also lets
 // the sink pipeline literals and classify every answer. A reader goroutine
 // decodes responses onto resps, so the server is never blocked writing to
 // us and an early tagged NO can be seen between messages of a MULTIAPPEND.
@@ -303,7 +303,7 @@ func (c *rconn) spec(m *message) bool {
 
 // allowed keeps the flags the selected mailbox can store: system flags
 // always, keywords when PERMANENTFLAGS lists them or holds \* (a keyword
-// the server refuses kills the connection, LIBRARIES.md §0.7).
+// the server refuses kills the connection, docs/library-notes.md §0.7).
 func (c *rconn) allowed(flags []string) []string {
 	var out []string
 	for _, f := range flags {

@@ -110,7 +110,7 @@ func (s *Sink) readIndex(ctx context.Context, fo *folder, whole bool) error {
 	from := uint32(1)
 	if whole {
 		// By sequence number: imapclient routes these replies even when a
-		// server sends the UID after the literals (LIBRARIES.md §0.1).
+		// server sends the UID after the literals (docs/library-notes.md §0.1).
 		var set imapv2.SeqSet
 		set.AddRange(1, 0)
 		cmd = c.Fetch(set, indexItems)

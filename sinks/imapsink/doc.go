@@ -16,7 +16,7 @@
 //
 // Every body is first spooled to an unlinked temporary file: APPEND must
 // announce the exact size (a wrong one desynchronises the connection,
-// LIBRARIES.md §0.8), the identity below is learned on the way, and a batch
+// docs/library-notes.md §0.8), the identity below is learned on the way, and a batch
 // can be sent again after a failure. Memory stays flat whatever the size.
 // Flags are sanitised (\Recent and unknown system flags dropped, keywords
 // kept only when they are atoms the target's PERMANENTFLAGS allow) and the

@@ -102,7 +102,7 @@ func f9Source(t *testing.T) (*imap.Source, []string, map[string]map[string]bool)
 	return src, boxes, bodies
 }
 
-// TestF9IMAPToIMAPThroughEngine plays RELIABILITY-PLAN F9 as the plan
+// TestF9IMAPToIMAPThroughEngine plays docs/failure-model.md F9 as the plan
 // states it: an IMAP→IMAP copy (the real IMAP source on a go-imap memory
 // server whose folder names and Message-IDs carry `"`, `\`, CR/LF and
 // `{5}`-like text, the engine with four workers, the IMAP sink on a

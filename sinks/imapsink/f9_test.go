@@ -24,7 +24,7 @@ import (
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
-// RELIABILITY-PLAN F9: names and Message-IDs from a hostile source must not
+// docs/failure-model.md F9: names and Message-IDs from a hostile source must not
 // turn into extra or malformed commands on the IMAP target.
 
 // f9Names are source folder names crafted to break out of a quoted string

@@ -653,7 +653,7 @@ func (s *Sink) release(it *item) {
 // sanitize keeps flags an APPEND can carry: system flags other than
 // \Recent (session state, refused by servers) and keywords that are valid
 // atoms (RFC 9051 §9 flag-keyword). A bad flag would make the server
-// answer BAD, or parse the literal as commands (LIBRARIES.md §0.7).
+// answer BAD, or parse the literal as commands (docs/library-notes.md §0.7).
 func sanitize(flags []mail.Flag) []string {
 	var out []string
 	seen := map[string]bool{}

@@ -11,7 +11,7 @@ import (
 )
 
 // fileSystem is the part of the OS the sink's delivery path uses. Tests wrap
-// it to record the order of fsyncs and renames (RELIABILITY-PLAN A8) and to
+// it to record the order of fsyncs and renames (docs/failure-model.md A8) and to
 // inject errors (D1, D2).
 type fileSystem interface {
 	// Create makes a new file exclusively (O_EXCL: never reuses or follows

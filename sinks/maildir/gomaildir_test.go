@@ -13,7 +13,7 @@ import (
 )
 
 // TestGoMaildirRenamesPartialFile proves why the sink does not deliver with
-// go-maildir (LIBRARIES.md §4): when the body fails midway, the writer's
+// go-maildir (docs/library-notes.md §4): when the body fails midway, the writer's
 // Close (what a deferred Close does) renames the partial file into cur/,
 // where every reader sees a truncated message. Nothing is fsynced either.
 func TestGoMaildirRenamesPartialFile(t *testing.T) {

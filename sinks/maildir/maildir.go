@@ -4,13 +4,13 @@
 // syncfs(2) of the file system on Linux (elsewhere, and for a folder on
 // another file system, an fsync per file, a few in parallel), then rename
 // them into cur/ or new/, then fsync each touched directory once. Batching
-// the syncs is what makes durable delivery fast (PERFORMANCE.md: about half
+// the syncs is what makes durable delivery fast (docs/performance.md: about half
 // of mbsync's time, which fsyncs per message; BENCHMARKS.md for syncfs).
 //
 // go-maildir is used only for its flag letters. Its delivery path cannot be
 // used: Dir.Create never fsyncs the file or the directory, and the writer's
 // Close renames whatever was written into cur/, so a body that fails midway
-// becomes a visible, truncated message (LIBRARIES.md §4; proven by
+// becomes a visible, truncated message (docs/library-notes.md §4; proven by
 // TestGoMaildirRenamesPartialFile). It also renames at once, which rules out
 // batching, and its names cannot carry our idempotence key.
 //
@@ -18,7 +18,7 @@
 // followed by ":2,<flags>" in cur/. The ",MF=<key>" field holds
 // mail.Envelope.Key, which makes Put idempotent: a key already present in the
 // folder is not written again, so a crash between the durable rename and the
-// checkpoint record causes no duplicate (RELIABILITY-PLAN A3). ",S=" is the
+// checkpoint record causes no duplicate (docs/failure-model.md A3). ",S=" is the
 // size field Dovecot reads instead of stat.
 //
 // Flags: \Seen S, \Answered R, \Flagged F, \Deleted T, \Draft D and the

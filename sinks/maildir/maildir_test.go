@@ -270,7 +270,7 @@ func TestPutLayoutFlagsAndDate(t *testing.T) {
 // FlagForwardedForTest is srcmaildir.FlagForwarded, the P letter.
 const FlagForwardedForTest = srcmaildir.FlagForwarded
 
-// TestIdempotentPutA3 is RELIABILITY-PLAN A3: the message became durable but
+// TestIdempotentPutA3 is docs/failure-model.md A3: the message became durable but
 // the run died before the checkpoint recorded it. The next run's Put of the
 // same key stores nothing and returns the existing ID.
 func TestIdempotentPutA3(t *testing.T) {

@@ -20,7 +20,7 @@ import (
 	"github.com/mailferry/mailferry/sync/mail/mailtest/powerloss"
 )
 
-// Power loss (RELIABILITY-PLAN A8) on a model of a crash-consistent file
+// Power loss (docs/failure-model.md A8) on a model of a crash-consistent file
 // system (package crashfs, the stand-in for LazyFS): the Maildir and the
 // checkpoint live on it, a delete-mode copy runs until the power is cut at
 // a random file system operation, the tree is rewritten to what a reboot

@@ -13,7 +13,7 @@ import (
 // openSyncRoot opens root for syncfs(2) and returns it with the device
 // number of its file system. Before Linux 5.8 syncfs did not report
 // write-back errors (an EIO while writing a message out would be lost, and
-// the message recorded as stored: RELIABILITY-PLAN D2), so older kernels
+// the message recorded as stored: docs/failure-model.md D2), so older kernels
 // get ENOTSUP and Commit fsyncs each file.
 func openSyncRoot(root string) (*os.File, uint64, error) {
 	if !syncfsReportsErrors(kernelRelease()) {

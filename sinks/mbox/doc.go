@@ -25,7 +25,7 @@
 // On the first Put of a run the sink reads it, and if the previous run did
 // not close cleanly it cuts the file back to the last committed length:
 // a torn or uncommitted tail never survives into the next run
-// (RELIABILITY-PLAN A12), even a stub of a few bytes of a From_ line that
+// (docs/failure-model.md A12), even a stub of a few bytes of a From_ line that
 // a power cut kept, and even in a mailbox the next run only creates
 // (CreateMailbox repairs it too). It then rewrites the journal with an "open"
 // record and fsyncs it before appending anything. Put appends an entry and

@@ -59,7 +59,7 @@ type keyAt struct {
 
 // open opens, locks and recovers the file: called with mu held, before the
 // first write. It cuts a torn tail left by a crash back to the journal's
-// committed length (RELIABILITY-PLAN A12) and loads the keys of committed
+// committed length (docs/failure-model.md A12) and loads the keys of committed
 // messages (A3).
 func (m *mfile) open(ctx context.Context, s *Sink) error {
 	if m.f != nil {

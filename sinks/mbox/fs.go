@@ -10,7 +10,7 @@ import (
 
 // fileSystem is the part of the OS the sink writes mailbox files, journals
 // and folders through. Tests substitute a power-loss model that drops what
-// was not fsynced (RELIABILITY-PLAN A8, A12; package crashfs). Locks and
+// was not fsynced (docs/failure-model.md A8, A12; package crashfs). Locks and
 // dotlocks stay on the real OS: a power cut releases them anyway.
 type fileSystem interface {
 	OpenFile(name string, flag int, perm os.FileMode) (osFile, error)

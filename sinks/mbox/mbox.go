@@ -149,7 +149,7 @@ func (s *Sink) CreateMailbox(ctx context.Context, name string) error {
 	// A file an interrupted run left dirty may end in a torn tail. Repair
 	// it now (lock, cut to the committed length, and a clean close at
 	// Close), even if this run puts nothing into it: other readers do not
-	// read our journal (RELIABILITY-PLAN A12).
+	// read our journal (docs/failure-model.md A12).
 	if j, err := mboxsrc.ReadJournal(m.path + mboxsrc.JournalSuffix); err == nil && j != nil && j.Dirty {
 		if err := m.open(ctx, s); err != nil {
 			return err
@@ -162,7 +162,7 @@ func (s *Sink) CreateMailbox(ctx context.Context, name string) error {
 // already stored (committed by an earlier run, or Put in this one) is not
 // stored again: Put reads the body and returns the first copy's ID, so a
 // crash between Commit and the checkpoint record cannot duplicate
-// (RELIABILITY-PLAN A3). If the body fails or ctx is cancelled, the file is
+// (docs/failure-model.md A3). If the body fails or ctx is cancelled, the file is
 // cut back and Put returns the error (context.Canceled for a cancel).
 func (s *Sink) Put(ctx context.Context, env mail.Envelope, body io.Reader) (mail.ID, error) {
 	if err := ctx.Err(); err != nil {

@@ -20,7 +20,7 @@ import (
 	"github.com/mailferry/mailferry/sync/mail/mailtest/powerloss"
 )
 
-// Power loss (RELIABILITY-PLAN A8 for the mbox sink, and A12's power-loss
+// Power loss (docs/failure-model.md A8 for the mbox sink, and A12's power-loss
 // variant) on the crashfs model: mbox files, journals and the checkpoint
 // live on it, a delete-mode copy is cut at a random file system operation,
 // the tree is rewritten to what a reboot finds (unsynced appends dropped,

@@ -18,11 +18,11 @@ var _ mail.BatchOpener = (*Source)(nil)
 // UID FETCH uid,uid,... (UID BODY.PEEK[]) on one pooled connection, calling
 // fn for each message as its literal arrives. One command per batch instead
 // of one per message is what lets the server (and the round trips) keep up:
-// PERFORMANCE.md measured per-message FETCHes at about 2x the server CPU.
+// docs/performance.md measured per-message FETCHes at about 2x the server CPU.
 //
 // Only messages whose UID the server sends before the body, with exactly
 // the announced number of bytes, reach fn; anything else (expunged, a server
-// that puts the UID after the literal, LIBRARIES.md §0.1) is left for the
+// that puts the UID after the literal, docs/library-notes.md §0.1) is left for the
 // caller to Open one by one. A body cut short fails its Read with a
 // temporary error wrapping io.ErrUnexpectedEOF, never a silent EOF. After
 // any error the connection is discarded, not reused.
@@ -138,7 +138,7 @@ func (s *Source) OpenBatch(ctx context.Context, envs []mail.Envelope, fn func(ma
 }
 
 // checkedLiteral passes a FETCH literal on and turns an early EOF (how
-// imapclient reports a dropped connection, LIBRARIES.md §0.2) into an error.
+// imapclient reports a dropped connection, docs/library-notes.md §0.2) into an error.
 type checkedLiteral struct {
 	lit   imap.LiteralReader
 	op    string

@@ -61,7 +61,7 @@ func TestOpenBatchStopsEarly(t *testing.T) {
 
 // TestOpenBatchPanicInCallback: a panic in fn (a bug in a sink) unwinds
 // through OpenBatch; its clean-up must still release the connection so that
-// Close does not hang (RELIABILITY-PLAN G2).
+// Close does not hang (docs/failure-model.md G2).
 func TestOpenBatchPanicInCallback(t *testing.T) {
 	m := startMem(t, nil)
 	for i := 0; i < 4; i++ {

@@ -31,7 +31,7 @@ const (
 	// moving in either direction before it is declared dead. It replaces
 	// imapclient's hard-coded absolute deadlines (30 s per response, 5 min
 	// per literal), which kill healthy transfers of big messages to slow
-	// consumers (LIBRARIES.md §0.4, §11).
+	// consumers (docs/library-notes.md §0.4, §11).
 	DefaultIOTimeout = 2 * time.Minute
 )
 
@@ -231,7 +231,7 @@ func openTransport(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *s
 	if noTLS && o.RefusePlaintextAuth {
 		// A session in clear text asked for, credentials in clear not
 		// allowed: no session could follow (PREAUTH in clear is refused
-		// too), so say so before connecting (RELIABILITY-PLAN F5).
+		// too), so say so before connecting (docs/failure-model.md F5).
 		return nil, &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: --no-starttls would send the password in clear text", cfg), Hint: noStartTLSHint}
 	}
 	tlsCfg, err := mail.TLSConfig(cfg.Host, o)
@@ -278,7 +278,7 @@ func openTransport(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *s
 		if !t.secure && !noTLS && o.RefusePlaintextAuth {
 			// Plaintext was allowed, credentials in clear were not; PREAUTH
 			// in clear is refused anyway, so no session could follow
-			// (RELIABILITY-PLAN F5). Refused before LOGIN/AUTHENTICATE.
+			// (docs/failure-model.md F5). Refused before LOGIN/AUTHENTICATE.
 			return nil, t.fail(mail.DialError(addr, errors.New("server offers no STARTTLS; refusing to send credentials in clear text (--allow-plaintext-auth allows it)")))
 		}
 		if !t.secure && !noTLS {
@@ -506,7 +506,7 @@ func login(ctx context.Context, c *imapclient.Client, cfg *Config, password func
 // AUTHENTICATE PLAIN (usePlain) or LOGIN. It is the one rule for both
 // login paths: imapclient's (login, loginToken) and the IMAP sink's raw
 // connection (rawLogin), so neither can send what the other refuses
-// (RELIABILITY-PLAN F5). has reports a capability by its exact name, as
+// (docs/failure-model.md F5). has reports a capability by its exact name, as
 // the server spelled it in upper case.
 //
 // LOGINDISABLED without TLS refuses every credential, also AUTH=PLAIN and
@@ -574,7 +574,7 @@ func (p *plainClient) Next([]byte) ([]byte, error) {
 
 // deadlineConn turns every deadline into an inactivity limit: each Read or
 // Write re-arms both directions to now+timeout, and the absolute deadlines
-// imapclient sets (30 s per response, 5 min per literal, LIBRARIES.md §1.1)
+// imapclient sets (30 s per response, 5 min per literal, docs/library-notes.md §1.1)
 // are ignored. A big literal read slowly, or a long APPEND, keeps the
 // connection alive as long as bytes move; a peer silent in both directions
 // for timeout is dead. The TLS layer above forwards its deadlines here,
@@ -808,7 +808,7 @@ func literalSuffix(line string) (int64, bool) {
 	return n, true
 }
 
-// Caps on what a server may send (RELIABILITY-PLAN F8). imapclient has
+// Caps on what a server may send (docs/failure-model.md F8). imapclient has
 // none: it buffers a whole response line, and every literal that is not a
 // message body (a LIST name, an ENVELOPE string), in memory, and it loops
 // for as long as untagged responses keep coming.
@@ -835,7 +835,7 @@ const (
 	// default 60 s). The inactivity limit alone lets a server that sends
 	// one byte every few seconds hold a message literal (up to
 	// MaxBodyLiteral), a line (MaxResponse) or a LIST literal open for
-	// days (RELIABILITY-PLAN F8: "a literal declared and then streamed
+	// days (docs/failure-model.md F8: "a literal declared and then streamed
 	// slowly"). Only time spent waiting for bytes in the middle of a
 	// response counts: a server thinking before it answers (a long
 	// SEARCH), a connection idle between commands and a consumer slow to

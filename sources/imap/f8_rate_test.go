@@ -43,7 +43,7 @@ func (s *slowReader) Read(b []byte) (int, error) {
 }
 
 // TestF8SlowLiteralMinRate: a response that has begun must keep arriving
-// at MinRate per --timeout of waiting (RELIABILITY-PLAN F8, "a literal
+// at MinRate per --timeout of waiting (docs/failure-model.md F8, "a literal
 // declared and then streamed slowly"). A body literal within every size
 // cap that trickles one byte every 50 ms (each read well inside the 500 ms
 // inactivity limit, so that limit alone would wait 100 000 × 50 ms, about

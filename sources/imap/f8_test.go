@@ -29,7 +29,7 @@ func endless(fc *fakeConn, chunk string) {
 	}
 }
 
-// TestF8HostileResponses plays RELIABILITY-PLAN F8 against the IMAP
+// TestF8HostileResponses plays docs/failure-model.md F8 against the IMAP
 // source with a scripted server: each hostile response is aborted at its
 // cap with an error naming it, well before the inactivity timeout, and the heap
 // allocated meanwhile stays bounded although the server would send

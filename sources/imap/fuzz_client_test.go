@@ -18,7 +18,7 @@ import (
 // bodies, and UID SEARCH (whose results, like the UID sets in response
 // codes such as COPYUID, go through go-imap's sequence-set parser). go-imap parses responses in its own reader goroutine, where a
 // panic would kill the whole process instead of failing one message, so
-// its parser is fuzzed here (RELIABILITY-PLAN F10). The properties: no
+// its parser is fuzzed here (docs/failure-model.md F10). The properties: no
 // panic; every command returns (the fake server closes the connection
 // after its reply) within two seconds; no input makes it allocate more
 // than 64 MiB.

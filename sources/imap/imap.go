@@ -4,7 +4,7 @@
 // sink (sinks/imapsink) reuses through Dial and ParseURL.
 //
 // It is built on go-imap v2 (imapclient) and designs around that library's
-// known defects (LIBRARIES.md §0, §1): absolute literal deadlines are turned
+// known defects (docs/library-notes.md §0, §1): absolute literal deadlines are turned
 // into inactivity limits, a truncated literal is detected by its announced
 // size, a UID FETCH reply whose UID follows the body literal (which
 // imapclient silently drops) is detected and served by sequence number, and
@@ -77,7 +77,7 @@ type Source struct {
 	prefix string
 
 	// seqFetch is set once the server was caught putting UID after the
-	// BODY[] literal (LIBRARIES.md §0.1): Open then fetches by sequence
+	// BODY[] literal (docs/library-notes.md §0.1): Open then fetches by sequence
 	// number, which imapclient routes correctly.
 	seqFetch atomic.Bool
 
@@ -792,7 +792,7 @@ func parseID(id mail.ID) (uint32, imap.UID, bool) {
 }
 
 // toFlags converts IMAP flags, dropping \Recent (session state that servers
-// reject in APPEND, LIBRARIES.md §0.7) and \Deleted: that is a pending
+// reject in APPEND, docs/library-notes.md §0.7) and \Deleted: that is a pending
 // EXPUNGE on this server (RFC 9051 §2.3.2), set by another client or by an
 // interrupted Remove, not a property to copy; carried over (or synced to an
 // earlier copy), it would let the destination's next EXPUNGE destroy the
@@ -872,7 +872,7 @@ func (s *Source) Stat(ctx context.Context, mailbox string) (int, int64, error) {
 // ctx also governs reading the body: cancelling it fails the next Read.
 // Read returns io.EOF only once the literal delivered exactly the announced
 // number of bytes and the FETCH completed with OK; a body cut short fails
-// with a temporary error wrapping io.ErrUnexpectedEOF (LIBRARIES.md §0.2).
+// with a temporary error wrapping io.ErrUnexpectedEOF (docs/library-notes.md §0.2).
 // Close may come before EOF: a short remainder is drained to keep the
 // connection, a long one costs the connection.
 func (s *Source) Open(ctx context.Context, env mail.Envelope) (io.ReadCloser, error) {
@@ -997,7 +997,7 @@ func (b *body) start(name, box string, uidv uint32) error {
 			}
 			// Nothing came back: the message is gone, or the server put the
 			// UID after the literal and imapclient dropped the reply
-			// (LIBRARIES.md §0.1). Ask the server which.
+			// (docs/library-notes.md §0.1). Ask the server which.
 			exists, err := b.uidExists()
 			if err != nil {
 				return b.failWrap(err)
@@ -1107,7 +1107,7 @@ func (b *body) Read(p []byte) (int, error) {
 		return n, b.finish()
 	case err == io.EOF:
 		// imapclient reports a literal cut by a dropped connection as a
-		// clean EOF (LIBRARIES.md §0.2).
+		// clean EOF (docs/library-notes.md §0.2).
 		return n, b.fail(mail.Temp(fmt.Errorf("imap: %s: body cut short after %d of %d bytes: %w", b.op, b.n, b.lit.Size(), io.ErrUnexpectedEOF)))
 	default:
 		return n, b.fail(mail.Temp(fmt.Errorf("imap: %s: after %d of %d bytes: %w", b.op, b.n, b.lit.Size(), err)))

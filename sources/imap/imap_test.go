@@ -592,7 +592,7 @@ func TestB4TruncatedLiteral(t *testing.T) {
 }
 
 // TestUIDAfterLiteral: a server that puts UID after BODY[] (which
-// imapclient drops, LIBRARIES.md §0.1) is detected and served by sequence
+// imapclient drops, docs/library-notes.md §0.1) is detected and served by sequence
 // number; one that omits the UID entirely fails the read.
 func TestUIDAfterLiteral(t *testing.T) {
 	const body = "Subject: late uid\r\n\r\nhello\r\n"

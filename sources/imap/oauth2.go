@@ -15,7 +15,7 @@ import (
 
 // OAuth2 login (mail.OpenOptions.Token): SASL OAUTHBEARER (RFC 7628) when
 // the server offers it, else XOAUTH2 (Gmail, Microsoft 365, which offers
-// only XOAUTH2). go-sasl has no XOAUTH2 (LIBRARIES.md §1.2), and both
+// only XOAUTH2). go-sasl has no XOAUTH2 (docs/library-notes.md §1.2), and both
 // clients are a few lines, so they live here.
 
 // oauthMech returns the mechanism to use, or "" when the server offers

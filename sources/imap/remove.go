@@ -17,7 +17,7 @@ var _ mail.Remover = (*Source)(nil)
 // TestHookAfterStore is for crash tests only, never set in production:
 // cmd/mailferry sets it from MAILFERRY_TEST_CRASH_IN_REMOVE to SIGKILL the
 // process inside the window between a Remove's UID STORE \Deleted
-// (confirmed by the server) and its UID EXPUNGE (RELIABILITY-PLAN A7).
+// (confirmed by the server) and its UID EXPUNGE (docs/failure-model.md A7).
 // When set, every Source's Remove calls it there with the mailbox name.
 var TestHookAfterStore atomic.Pointer[func(mailbox string)]
 

@@ -4,7 +4,7 @@
 //
 // The source never changes the tree: unlike go-maildir's Unseen it does not
 // move files from new/ to cur/, and unlike go-maildir's Walk it reads both
-// new/ and cur/ (LIBRARIES.md §4).
+// new/ and cur/ (docs/library-notes.md §4).
 package maildir
 
 import (

@@ -28,7 +28,7 @@ import (
 //     maps back to the same directory. The mapping stays injective.
 //
 // Names that cannot be stored safely are refused with a *mail.ConfigError
-// rather than mapped (RELIABILITY-PLAN F7): an empty name or component (which
+// rather than mapped (docs/failure-model.md F7): an empty name or component (which
 // covers absolute names, "a//b" and a trailing '/'), the components "." and
 // "..", invalid UTF-8, control characters (C0, DEL, C1), and names whose
 // directory would exceed NAME_MAX (255 bytes). Because every '.' and '/' of a

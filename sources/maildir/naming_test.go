@@ -60,7 +60,7 @@ func TestFolderDir(t *testing.T) {
 	}
 }
 
-// TestFolderDirHostileF7 covers RELIABILITY-PLAN F7: every hostile name is
+// TestFolderDirHostileF7 covers docs/failure-model.md F7: every hostile name is
 // refused with a *mail.ConfigError and nothing escapes the root.
 func TestFolderDirHostileF7(t *testing.T) {
 	tests := []string{
@@ -166,7 +166,7 @@ func checkName(t *testing.T, name string) (string, bool) {
 
 // FuzzFolderName checks, for arbitrary names a and b and an arbitrary
 // directory name: FolderDir stays inside the root, MailboxName inverts it,
-// distinct names never share a directory (injectivity, RELIABILITY-PLAN F10),
+// distinct names never share a directory (injectivity, docs/failure-model.md F10),
 // and any directory MailboxName accepts is the one FolderDir gives back.
 func FuzzFolderName(f *testing.F) {
 	for _, s := range []string{

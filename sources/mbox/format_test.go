@@ -267,7 +267,7 @@ func TestReaderSkipsUnreadEntries(t *testing.T) {
 }
 
 // TestGoMboxNotByteExact proves why the sink does not write with go-mbox
-// v1.0.4 (LIBRARIES.md §5): its writer is mboxo and rewrites line endings,
+// v1.0.4 (docs/library-notes.md §5): its writer is mboxo and rewrites line endings,
 // so its own reader gives back other bytes.
 func TestGoMboxNotByteExact(t *testing.T) {
 	lossy := 0
@@ -307,7 +307,7 @@ func TestGoMboxNotByteExact(t *testing.T) {
 		}
 		got, _ := io.ReadAll(msg)
 		if string(got) == c.body {
-			t.Errorf("%s: go-mbox round trip is exact now (%q): revisit LIBRARIES.md §5 and the sink", c.name, got)
+			t.Errorf("%s: go-mbox round trip is exact now (%q): revisit docs/library-notes.md §5 and the sink", c.name, got)
 		}
 	}
 }

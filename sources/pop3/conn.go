@@ -22,7 +22,7 @@ import (
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
-// Bounds on what a server may send (RELIABILITY-PLAN rule 7).
+// Bounds on what a server may send (docs/failure-model.md rule 7).
 const (
 	// DefaultTimeout bounds dialing and every read or write without progress
 	// when OpenOptions.Timeout is zero.
@@ -41,7 +41,7 @@ const (
 )
 
 // deadlineConn gives every Read and Write an idle deadline: go-pop3 sets none
-// after dialing (LIBRARIES.md §3), so a silent server would hang a run.
+// after dialing (docs/library-notes.md §3), so a silent server would hang a run.
 type deadlineConn struct {
 	net.Conn
 	timeout time.Duration
@@ -139,7 +139,7 @@ func (c *lineConn) Write(p []byte) (int, error) {
 }
 
 // traceCmds reports the command lines in p to trace, with the PASS argument
-// masked (STYLE.md §7: never log passwords).
+// masked (docs/style.md §7: never log passwords).
 func traceCmds(trace func(string), p []byte) {
 	if trace == nil {
 		return
@@ -358,7 +358,7 @@ func capa(w io.Writer, br *bufio.Reader, trace func(string)) (map[string]bool, e
 // tls.Config, reads and checks the greeting itself, and hands go-pop3 a
 // lineConn that replays "+OK" as the greeting. go-pop3 itself offers no
 // STLS, no timeouts and only ServerName/InsecureSkipVerify for TLS
-// (LIBRARIES.md §3).
+// (docs/library-notes.md §3).
 type dialer struct {
 	ctx     context.Context
 	cfg     *Config
@@ -437,7 +437,7 @@ func (d *dialer) fail(raw net.Conn, err error) error {
 }
 
 // greeting reads the server greeting, which must be +OK (RFC 1939 §4); an
-// empty or garbled one is refused (RELIABILITY-PLAN F3).
+// empty or garbled one is refused (docs/failure-model.md F3).
 func (d *dialer) greeting(br *bufio.Reader) error {
 	line, err := readLine(br)
 	if err != nil {
@@ -457,7 +457,7 @@ func (d *dialer) greeting(br *bufio.Reader) error {
 // in clear text when the server does not offer STLS or refuses it, unless
 // plaintext is allowed. Bytes that arrive with the +OK to STLS, before the
 // handshake, are refused: they can only be a man in the middle's injected
-// responses (RELIABILITY-PLAN F2, CVE-2020-14954 class), and anything that
+// responses (docs/failure-model.md F2, CVE-2020-14954 class), and anything that
 // arrives after is fed to the TLS handshake, which then fails.
 func (d *dialer) stls(dc net.Conn, pre *bufio.Reader) (net.Conn, *bufio.Reader, error) {
 	plain := func(why string) (net.Conn, *bufio.Reader, error) {
@@ -466,7 +466,7 @@ func (d *dialer) stls(dc net.Conn, pre *bufio.Reader) (net.Conn, *bufio.Reader, 
 		}
 		if d.o.RefusePlaintextAuth {
 			// Plaintext was allowed, credentials in clear were not, and a
-			// maildrop cannot be opened without them (RELIABILITY-PLAN F5).
+			// maildrop cannot be opened without them (docs/failure-model.md F5).
 			return nil, nil, fmt.Errorf("%s: refusing to send the password in clear text (--allow-plaintext-auth allows it)", why)
 		}
 		d.log.Warn("pop3: continuing without TLS: the password crosses the network in clear text", "err", why)
@@ -517,7 +517,7 @@ func connect(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Lo
 	if cfg.TLS == TLSSTLS && o.NoStartTLS && o.RefusePlaintextAuth {
 		// Clear text asked for, credentials in clear not allowed: a
 		// maildrop cannot be opened, so say so before connecting
-		// (RELIABILITY-PLAN F5).
+		// (docs/failure-model.md F5).
 		return nil, &mail.ConfigError{Msg: fmt.Sprintf("pop3: %s: --no-starttls would send the password in clear text", cfg), Hint: "add --allow-plaintext-auth, only over loopback or a link that is already encrypted"}
 	}
 	tcfg, err := mail.TLSConfig(cfg.Host, o)
@@ -600,7 +600,7 @@ func (ss *session) login(ctx context.Context, o *mail.OpenOptions) error {
 }
 
 // loadListing runs UIDL and LIST through go-pop3 and merges them. The
-// session must be idle. UIDLs are checked strictly (RELIABILITY-PLAN rule 6):
+// session must be idle. UIDLs are checked strictly (docs/failure-model.md rule 6):
 // a malformed, invalid or duplicate one is an error naming the message,
 // never a silent skip. go-pop3's own Uidl and List stop at the first
 // malformed line without an error, so the raw responses are parsed here.

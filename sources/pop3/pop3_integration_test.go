@@ -164,7 +164,7 @@ func TestDovecotRemoveWithoutQuitKeepsMail(t *testing.T) {
 
 // BenchmarkDovecotRetr reads a maildrop of 1,500 messages (about 50 MB) from
 // Dovecot over TLS: pipelined and one at a time through the Source, and with
-// go-pop3's RetrRaw for comparison (PERFORMANCE.md). Run with
+// go-pop3's RetrRaw for comparison (docs/performance.md). Run with
 // go test -run X -bench DovecotRetr -benchtime 3x.
 func BenchmarkDovecotRetr(b *testing.B) {
 	d := mailtest.NeedDovecot(b)

@@ -46,7 +46,7 @@ func read(t testing.TB, s mail.Source, e mail.Envelope) []byte {
 
 // TestGoPOP3RetrBuffersWholeMessage proves why RETR is not done with
 // go-pop3: RetrRaw returns the whole message as one *bytes.Buffer, so the
-// heap grows by at least the message size (LIBRARIES.md §3).
+// heap grows by at least the message size (docs/library-notes.md §3).
 func TestGoPOP3RetrBuffersWholeMessage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("20 MB transfer")

@@ -12,7 +12,7 @@ import (
 
 // MaxLine is the longest line a RETR body may hold (1 MiB). RFC 5322 allows
 // 998 octets; the cap only stops a hostile server from sending one endless
-// line (RELIABILITY-PLAN F8). Memory does not depend on it: lines stream.
+// line (docs/failure-model.md F8). Memory does not depend on it: lines stream.
 const MaxLine = 1 << 20
 
 // dotReader streams a multi-line response (RFC 1939 §3) from br: it removes

@@ -20,7 +20,7 @@ import (
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
-// The scripted POP3 server (H-POP in RELIABILITY-PLAN): RFC 1939 with CAPA
+// The scripted POP3 server (H-POP in docs/failure-model.md): RFC 1939 with CAPA
 // (RFC 2449) and STLS (RFC 2595), TLS with a self-signed certificate made
 // here, and knobs for the faults the tests need.
 
@@ -108,7 +108,7 @@ func bodies(n int) []fakeMsg {
 func (f *fakeServer) port() int { return f.ln.Addr().(*net.TCPAddr).Port }
 
 // renumber gives every message of the maildrop a new UIDL, prefix plus its
-// old one, as a server that regenerated its UIDL list (RELIABILITY-PLAN C3).
+// old one, as a server that regenerated its UIDL list (docs/failure-model.md C3).
 func (f *fakeServer) renumber(prefix string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -14,7 +14,7 @@ import (
 var _ mail.HeaderFetcher = (*Source)(nil)
 
 // maxHeader bounds one TOP response: a header section longer than 1 MiB is
-// a hostile server's (RELIABILITY-PLAN rule 7). Only its first
+// a hostile server's (docs/failure-model.md rule 7). Only its first
 // mail.HeaderScanLimit bytes are kept.
 const maxHeader = 1 << 20
 
@@ -26,7 +26,7 @@ const topBatch = 64
 // returns each message's Message-ID as mail.HeaderScanner finds it ("" for
 // none): the same value the engine finds in the body when it copies the
 // message. The engine uses it once when the server regenerated its UIDLs
-// (RELIABILITY-PLAN C3), to match the maildrop with what it copied before
+// (docs/failure-model.md C3), to match the maildrop with what it copied before
 // by Message-ID and size instead of retrieving every message again.
 //
 // A UIDL not in the maildrop, or passed to Remove, gives mail.ErrNotFound

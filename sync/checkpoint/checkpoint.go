@@ -113,7 +113,7 @@ func DefaultPath(src, dst string) (string, error) {
 
 // FS is the part of the file system a File uses. Open uses the real one;
 // power-loss tests pass a model that drops what was not made durable
-// (RELIABILITY-PLAN A8, package crashfs).
+// (docs/failure-model.md A8, package crashfs).
 type FS interface {
 	MkdirAll(path string, perm os.FileMode) error
 	OpenFile(name string, flag int, perm os.FileMode) (FSFile, error)

@@ -10,7 +10,7 @@ import (
 )
 
 // Rebuild re-creates records from the destination after a checkpoint was
-// lost or refused as corrupt (RELIABILITY-PLAN A9): for each source
+// lost or refused as corrupt (docs/failure-model.md A9): for each source
 // mailbox that selected accepts (nil: all), it lists what dst holds in
 // dstName(mailbox) (nil: the same name) and adds to st a record for every
 // source message whose delivery key (mail.DeliveryKey of endpoint, mailbox

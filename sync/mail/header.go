@@ -14,7 +14,7 @@ const HeaderScanLimit = 64 << 10
 // HeaderFetcher is implemented by sources whose listing carries no
 // Message-ID but that can read a message's header section without its body
 // (POP3 TOP msg 0, RFC 1939 §7). The engine calls MessageIDs once for the
-// messages of a folder whose identifiers were reset (RELIABILITY-PLAN C3),
+// messages of a folder whose identifiers were reset (docs/failure-model.md C3),
 // so that it can match them with the messages it copied before by
 // Message-ID and size instead of downloading each one.
 //

@@ -24,7 +24,7 @@ func scan(t *testing.T, r io.Reader, want []byte) string {
 // case-insensitive name, unfolded and trimmed, only in the header section,
 // and the same whether the scanner sees the whole message (the body on its
 // way to the sink) or only its header section and blank line (POP3 TOP msg
-// 0), in one read or one byte at a time (RELIABILITY-PLAN C3).
+// 0), in one read or one byte at a time (docs/failure-model.md C3).
 func TestHeaderScannerMessageID(t *testing.T) {
 	long := "X-Pad: " + strings.Repeat("p", 200) + "\r\n"
 	pad := strings.Repeat(long, HeaderScanLimit/len(long)+1) // a header longer than the limit

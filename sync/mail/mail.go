@@ -166,7 +166,7 @@ type Remover interface {
 
 // StoredReader is implemented by sinks that can read back a message they
 // hold (the Maildir sink), by the ID their Index gives. A checkpoint rebuilt
-// from the destination then records the content hash too (RELIABILITY-PLAN
+// from the destination then records the content hash too (docs/failure-model.md
 // A9), as the copy would have.
 type StoredReader interface {
 	OpenStored(ctx context.Context, mailbox string, id ID) (io.ReadCloser, error)

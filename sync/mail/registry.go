@@ -62,7 +62,7 @@ type OpenOptions struct {
 	NoStartTLS bool
 	// AllowUnsafeExpunge lets a source that deletes what it copied, on an
 	// IMAP server without UIDPLUS, send a plain EXPUNGE: that also removes
-	// messages other clients flagged \Deleted (RELIABILITY-PLAN C9).
+	// messages other clients flagged \Deleted (docs/failure-model.md C9).
 	// Without it those servers keep our copied messages flagged \Deleted.
 	AllowUnsafeExpunge bool
 	// Timeout bounds dialing and each network read or write without

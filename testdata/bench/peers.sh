@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Peer tools' command lines for bench.sh (sourced, not run).
 #
-# Copied from /work/shared/bench/peers/run (the scripts behind /work/shared/PERFORMANCE.md) so
+# Copied from /work/shared/bench/peers/run (the scripts behind docs/performance.md) so
 # that `make bench` needs nothing outside the repo. The tool options are unchanged; what
 # differs is the plumbing: each function writes its config into a folder the caller owns
 # (fresh per run) instead of a mktemp folder, and the ports come from bench.sh. Every

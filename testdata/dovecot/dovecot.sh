@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start or stop a throwaway Dovecot (IMAP and POP3, plain+STARTTLS and implicit TLS) on
-# 127.0.0.1 for mailferry's integration tests (STYLE.md section 9).
+# 127.0.0.1 for mailferry's integration tests (docs/style.md section 9).
 #
 #   dovecot.sh start DIR    install Dovecot if missing, (re)create DIR, start, write DIR/env
 #   dovecot.sh stop DIR     stop the Dovecot started for DIR
@@ -157,7 +157,7 @@ namespace inbox {
 
 # mail_log writes every IMAP save (APPEND, COPY) and expunge to the log with its user, mailbox
 # and UID, at the commit that makes it visible: crash tests read DIR/log/dovecot.log to check
-# that no source expunge came before the destination confirmed the copy (RELIABILITY-PLAN A7).
+# that no source expunge came before the destination confirmed the copy (docs/failure-model.md A7).
 # IMAP only, so doveadm (tests' resets) and POP3 stay as they were.
 protocol imap {
   $([ "$MAIL_LOG" = 0 ] && echo "# mail_log left out (DOVECOT_MAIL_LOG=0)" || echo 'mail_plugins = $mail_plugins notify mail_log')

@@ -1,5 +1,5 @@
 // Package crashfs is a power-loss model of a directory tree for tests: the
-// Go stand-in for LazyFS (RELIABILITY-PLAN A8, A12), which is not packaged
+// Go stand-in for LazyFS (docs/failure-model.md A8, A12), which is not packaged
 // here.
 //
 // An FS passes every call through to the real files below its root and

@@ -122,7 +122,7 @@ type ConnStats struct {
 	Fired bool
 }
 
-// FaultProxy is a TCP proxy for network-fault tests (RELIABILITY-PLAN
+// FaultProxy is a TCP proxy for network-fault tests (docs/failure-model.md
 // H-Toxi): it listens on 127.0.0.1, forwards each accepted connection to a
 // target, and applies the Fault its schedule returns for that connection
 // (numbered from 1 in accept order). Its methods are safe for concurrent

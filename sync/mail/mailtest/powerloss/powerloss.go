@@ -1,5 +1,5 @@
 // Package powerloss is what the sinks' power-loss trials share
-// (RELIABILITY-PLAN A2, A3, A12; invariants I3, I5): a source corpus the
+// (docs/failure-model.md A2, A3, A12; invariants I3, I5): a source corpus the
 // engine copies in delete mode onto a crashfs.FS, the run itself, and the
 // checks every sink must pass whatever its format. Each sink's test brings
 // its fixtures, opens its sink on the FS, and reports which messages it
