@@ -11,7 +11,7 @@ import (
 	imapv2 "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
-	"github.com/mailferry/mailferry/sources/imap"
+	"github.com/mailferry/mailferry/internal/imapconn"
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
@@ -197,7 +197,7 @@ func (s *Sink) control(ctx context.Context) (*imapclient.Client, func(ok bool), 
 		}
 	}
 	if s.ctl == nil {
-		c, err := imap.Dial(ctx, &s.cfg.Config, &s.o)
+		c, err := imapconn.Dial(ctx, &s.cfg.Config, &s.o)
 		if err != nil {
 			<-s.ctlMu
 			if ctx.Err() == nil && errors.Is(err, mail.ErrUnreachable) {

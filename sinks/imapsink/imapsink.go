@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -17,7 +16,7 @@ import (
 	imapv2 "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
-	"github.com/mailferry/mailferry/sources/imap"
+	"github.com/mailferry/mailferry/internal/imapconn"
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
@@ -132,7 +131,7 @@ func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Sink, error) {
 	}
 	s.sem = make(chan struct{}, s.conns)
 	s.ctlMu = make(chan struct{}, 1)
-	c, err := imap.Dial(ctx, &cfg.Config, &s.o)
+	c, err := imapconn.Dial(ctx, &cfg.Config, &s.o)
 	if err != nil {
 		return nil, err
 	}
@@ -697,18 +696,10 @@ func makeID(uidv, uid uint32) mail.ID {
 	if uid == 0 {
 		return ""
 	}
-	return mail.ID(fmt.Sprintf("%d.%d", uidv, uid))
+	return imapconn.MakeID(uidv, uid)
 }
 
-func parseID(id mail.ID) (uint32, uint32, bool) {
-	a, b, ok := strings.Cut(string(id), ".")
-	v, err1 := strconv.ParseUint(a, 10, 32)
-	u, err2 := strconv.ParseUint(b, 10, 32)
-	if !ok || err1 != nil || err2 != nil || u == 0 {
-		return 0, 0, false
-	}
-	return uint32(v), uint32(u), true
-}
+func parseID(id mail.ID) (uint32, uint32, bool) { return imapconn.ParseID(id) }
 
 // lock takes a one-slot channel lock, giving up when ctx ends.
 func lock(ctx context.Context, l chan struct{}) error {

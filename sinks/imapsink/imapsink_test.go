@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailferry/mailferry/internal/imapconn"
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
@@ -29,7 +30,7 @@ func put(t *testing.T, s *Sink, mailbox, body string, date time.Time, flags ...m
 	t.Helper()
 	id, err := s.Put(context.Background(), mail.Envelope{Mailbox: mailbox, ID: "x", Size: int64(len(body)), Date: date, Flags: flags}, strings.NewReader(body))
 	if err != nil {
-		t.Fatalf("Put(%q) = %v", clip(body, 40), err)
+		t.Fatalf("Put(%q) = %v", imapconn.Clip(body, 40), err)
 	}
 	return id
 }
@@ -164,7 +165,7 @@ func TestAppendUIDs(t *testing.T) {
 		{"7 x", 0, nil},
 		{"7", 0, nil},
 	} {
-		v, uids := appendUIDs(response{code: "APPENDUID", args: tc.args})
+		v, uids := imapconn.AppendUIDs(response{Code: "APPENDUID", Args: tc.args})
 		if v != tc.v || fmt.Sprint(uids) != fmt.Sprint(tc.uids) {
 			t.Errorf("appendUIDs(%q) = %d %v, want %d %v", tc.args, v, uids, tc.v, tc.uids)
 		}
@@ -187,12 +188,12 @@ func TestVerdict(t *testing.T) {
 		{"A1 BAD Request is throttled. Suggested Backoff Time: 5000 milliseconds", mail.Temporary, "temporary"},
 		{"A1 NO [CANNOT] refused", func(err error) bool { return err != nil && !mail.Temporary(err) && !mail.Fatal(err) }, "permanent"},
 	} {
-		err := verdict("append", parseResponse(tc.line))
+		err := verdict("append", imapconn.ParseResponse(tc.line))
 		if !tc.check(err) {
 			t.Errorf("verdict(%q) = %v, want %s", tc.line, err, tc.what)
 		}
 	}
-	if d := backoff(parseResponse("A1 BAD Request is throttled. Suggested Backoff Time: 5000 milliseconds")); d != 5*time.Second {
+	if d := backoff(imapconn.ParseResponse("A1 BAD Request is throttled. Suggested Backoff Time: 5000 milliseconds")); d != 5*time.Second {
 		t.Errorf("backoff = %v, want 5s", d)
 	}
 }

@@ -1,4 +1,4 @@
-package imap
+package imapconn
 
 // This file holds what the IMAP sink (sinks/imapsink) needs beyond Dial and
 // ParseURL: a logged-in connection without imapclient, for commands the
@@ -44,7 +44,7 @@ func DialRaw(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*RawConn, e
 	if o == nil {
 		o = &mail.OpenOptions{}
 	}
-	t, err := openTransport(ctx, cfg, o, logger(cfg, o))
+	t, err := openTransport(ctx, cfg, o, Logger(cfg, o))
 	if err != nil {
 		return nil, err
 	}
@@ -68,10 +68,10 @@ func rawLogin(ctx context.Context, rc *RawConn, cfg *Config, password, token fun
 	if err != nil {
 		return mail.DialError(addr, fmt.Errorf("greeting: %w", err))
 	}
-	kind, rest := splitStatus(line)
+	kind, rest := SplitStatus(line)
 	switch {
 	case !strings.HasPrefix(line, "* "):
-		return mail.DialError(addr, fmt.Errorf("invalid greeting %q", clip(line, 80)))
+		return mail.DialError(addr, fmt.Errorf("invalid greeting %q", Clip(line, 80)))
 	case kind == "BYE":
 		return mail.Temp(fmt.Errorf("imap: connect %s: server refused the session: %s", addr, rest))
 	case kind == "PREAUTH":
@@ -80,7 +80,7 @@ func rawLogin(ctx context.Context, rc *RawConn, cfg *Config, password, token fun
 		}
 		return rawCaps(rc, capsFromText(rest))
 	case kind != "OK":
-		return mail.DialError(addr, fmt.Errorf("invalid greeting %q", clip(line, 80)))
+		return mail.DialError(addr, fmt.Errorf("invalid greeting %q", Clip(line, 80)))
 	}
 	if err := rawCaps(rc, capsFromText(rest)); err != nil {
 		return err
@@ -102,15 +102,15 @@ func rawLogin(ctx context.Context, rc *RawConn, cfg *Config, password, token fun
 	} else {
 		if pw, err = password(); err != nil {
 			if ctx.Err() != nil {
-				return fmt.Errorf("imap: password for %s: %w", cfg.ident(), ctx.Err())
+				return fmt.Errorf("imap: password for %s: %w", cfg.Ident(), ctx.Err())
 			}
-			return mail.MakeFatal(fmt.Errorf("imap: password for %s: %w", cfg.ident(), err))
+			return mail.MakeFatal(fmt.Errorf("imap: password for %s: %w", cfg.Ident(), err))
 		}
 	}
 	w := bufio.NewWriter(rc.Conn)
 	flush := func() error {
 		if err := w.Flush(); err != nil {
-			return mail.Temp(fmt.Errorf("imap: login %s: %w", cfg.ident(), err))
+			return mail.Temp(fmt.Errorf("imap: login %s: %w", cfg.Ident(), err))
 		}
 		return nil
 	}
@@ -122,7 +122,7 @@ func rawLogin(ctx context.Context, rc *RawConn, cfg *Config, password, token fun
 		}
 		line, err := rawReadLine(rc.R)
 		if err != nil {
-			return mail.Temp(fmt.Errorf("imap: login %s: %w", cfg.ident(), err))
+			return mail.Temp(fmt.Errorf("imap: login %s: %w", cfg.Ident(), err))
 		}
 		if !strings.HasPrefix(line, "+") {
 			return rawLoginVerdict(cfg, strings.TrimPrefix(line, "L1 "))
@@ -171,7 +171,7 @@ func rawLogin(ctx context.Context, rc *RawConn, cfg *Config, password, token fun
 	for {
 		line, err := rawReadLine(rc.R)
 		if err != nil {
-			return mail.Temp(fmt.Errorf("imap: login %s: %w", cfg.ident(), err))
+			return mail.Temp(fmt.Errorf("imap: login %s: %w", cfg.Ident(), err))
 		}
 		switch {
 		case strings.HasPrefix(line, "+") && mech != "":
@@ -187,11 +187,11 @@ func rawLogin(ctx context.Context, rc *RawConn, cfg *Config, password, token fun
 			fmt.Fprintf(w, "*\r\n")
 			w.Flush()
 		case strings.HasPrefix(line, "* "):
-			if k, rest := splitStatus(line); k == "CAPABILITY" {
+			if k, rest := SplitStatus(line); k == "CAPABILITY" {
 				rc.Caps = capsFromText("[CAPABILITY " + rest + "]")
 			}
 		case strings.HasPrefix(line, "L1 "):
-			if k, rest := splitStatus(line[3:]); k == "OK" {
+			if k, rest := SplitStatus(line[3:]); k == "OK" {
 				if c := capsFromText(rest); c != nil {
 					rc.Caps = c
 					return nil
@@ -208,7 +208,7 @@ func rawLogin(ctx context.Context, rc *RawConn, cfg *Config, password, token fun
 
 // rawLoginVerdict classifies a refused login as login does.
 func rawLoginVerdict(cfg *Config, resp string) error {
-	kind, text := splitStatus(resp)
+	kind, text := SplitStatus(resp)
 	code := ""
 	if strings.HasPrefix(text, "[") {
 		if end := strings.IndexByte(text, ']'); end > 0 {
@@ -217,15 +217,15 @@ func rawLoginVerdict(cfg *Config, resp string) error {
 		}
 	}
 	if code == string(imap.ResponseCodeUnavailable) || code == string(imap.ResponseCodeInUse) {
-		return mail.Temp(fmt.Errorf("imap: login %s: server temporarily unavailable: %s", cfg.ident(), text))
+		return mail.Temp(fmt.Errorf("imap: login %s: server temporarily unavailable: %s", cfg.Ident(), text))
 	}
 	if kind != "NO" && kind != "BAD" {
-		return mail.Temp(fmt.Errorf("imap: login %s: unexpected answer %q", cfg.ident(), clip(resp, 80)))
+		return mail.Temp(fmt.Errorf("imap: login %s: unexpected answer %q", cfg.Ident(), Clip(resp, 80)))
 	}
 	if text == "" {
 		text = kind
 	}
-	return fmt.Errorf("imap: login %s rejected: %s: %w", cfg.ident(), clip(text, 200), mail.ErrAuth)
+	return fmt.Errorf("imap: login %s rejected: %s: %w", cfg.Ident(), Clip(text, 200), mail.ErrAuth)
 }
 
 // rawCaps sets rc.Caps from caps, or asks the server when caps is nil.
@@ -243,15 +243,15 @@ func rawCaps(rc *RawConn, caps map[string]bool) error {
 		if err != nil {
 			return mail.Temp(fmt.Errorf("imap: capability: %w", err))
 		}
-		if k, rest := splitStatus(line); strings.HasPrefix(line, "* ") && k == "CAPABILITY" {
+		if k, rest := SplitStatus(line); strings.HasPrefix(line, "* ") && k == "CAPABILITY" {
 			for _, c := range strings.Fields(strings.ToUpper(rest)) {
 				rc.Caps[c] = true
 			}
 			continue
 		}
 		if strings.HasPrefix(line, "C1 ") {
-			if k, rest := splitStatus(line[3:]); k != "OK" {
-				return mail.Temp(fmt.Errorf("imap: capability: %s %s", k, clip(rest, 80)))
+			if k, rest := SplitStatus(line[3:]); k != "OK" {
+				return mail.Temp(fmt.Errorf("imap: capability: %s %s", k, Clip(rest, 80)))
 			}
 			return nil
 		}
@@ -278,67 +278,8 @@ func rawQuotable(s string) bool {
 	return true
 }
 
-// MailboxRoles implements mail.RoleLister: it maps each selectable mailbox
-// (named as Mailboxes names it) that carries a special-use attribute
-// (RFC 6154: \Sent, \Drafts, \Trash, \Junk, \Archive, \All, \Flagged) to
-// that attribute. It asks with LIST RETURN (SPECIAL-USE) when the server
-// has SPECIAL-USE, and reads the attributes of a plain LIST otherwise (some
-// servers send them anyway).
-func (s *Source) MailboxRoles(ctx context.Context) (map[string]string, error) {
-	cn, done, err := s.control(ctx)
-	if err != nil {
-		return nil, err
-	}
-	stop := watch(ctx, cn)
-	var opts *imap.ListOptions
-	if cn.c.Caps().Has(imap.CapSpecialUse) {
-		opts = &imap.ListOptions{ReturnSpecialUse: true}
-	}
-	byServer := map[string]string{}
-	lc := cn.c.List("", "*", opts)
-	for d := lc.Next(); d != nil; d = lc.Next() {
-		if hasAttr(d.Attrs, imap.MailboxAttrNoSelect) || hasAttr(d.Attrs, imap.MailboxAttrNonExistent) {
-			continue
-		}
-		for _, a := range d.Attrs {
-			if role := specialUse(a); role != "" {
-				byServer[d.Mailbox] = role
-			}
-		}
-	}
-	err = lc.Close()
-	ok := stop()
-	if err != nil || !ok {
-		if err == nil {
-			err = errors.New("connection closed")
-		}
-		keep, err := s.wrap(ctx, "list roles "+s.cfg.ident(), err)
-		done(keep && ok)
-		return nil, err
-	}
-	done(true)
-	// Name the mailboxes as Mailboxes does (prefix and collisions included).
-	boxes, err := s.refresh(ctx)
-	if err != nil {
-		return nil, err
-	}
-	roles := map[string]string{}
-	for name, box := range boxes {
-		if role, ok := byServer[box]; ok {
-			roles[name] = role
-		}
-	}
-	return roles, nil
-}
-
-// specialUse returns the RFC 6154 role a names, in its canonical spelling,
-// or "".
-func specialUse(a imap.MailboxAttr) string {
-	for _, r := range []imap.MailboxAttr{imap.MailboxAttrAll, imap.MailboxAttrArchive, imap.MailboxAttrDrafts,
-		imap.MailboxAttrFlagged, imap.MailboxAttrJunk, imap.MailboxAttrSent, imap.MailboxAttrTrash} {
-		if strings.EqualFold(string(a), string(r)) {
-			return string(r)
-		}
-	}
-	return ""
+// ReadResponse reads one response line of at most 64 KiB, literals read
+// past (each at most literalMax bytes), as ReadResponse does.
+func (rc *RawConn) ReadResponse(literalMax int64) (string, error) {
+	return ReadResponse(rc.R, rawLineMax, literalMax)
 }

@@ -1,4 +1,4 @@
-package imap
+package imapconn
 
 import (
 	"bufio"
@@ -65,12 +65,12 @@ func Dial(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*imapclient.Cl
 	if o == nil {
 		o = &mail.OpenOptions{}
 	}
-	c, _, err := dial(ctx, cfg, o, logger(cfg, o))
+	c, _, err := DialConn(ctx, cfg, o, Logger(cfg, o))
 	return c, err
 }
 
-// logger returns o's logger with the fixed endpoint attributes.
-func logger(cfg *Config, o *mail.OpenOptions) *slog.Logger {
+// Logger returns o's logger with the fixed endpoint attributes.
+func Logger(cfg *Config, o *mail.OpenOptions) *slog.Logger {
 	side := o.Side
 	if side == "" {
 		side = "src"
@@ -85,10 +85,11 @@ func timeouts(o *mail.OpenOptions) (dialT, ioT time.Duration) {
 	return DefaultDialTimeout, DefaultIOTimeout
 }
 
-// dial is Dial that also returns the connection under the client, to
-// pause its inactivity limit while idle and to close it without blocking
-// (Client.Close blocks while a FETCH literal is unread, see conn.close).
-func dial(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Logger) (*imapclient.Client, *deadlineConn, error) {
+// DialConn is Dial, logging to log, that also returns the connection
+// under the client, to pause its inactivity limit while idle (SetIdle) and
+// to close it without blocking (Client.Close blocks while a FETCH literal
+// is unread).
+func DialConn(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Logger) (*imapclient.Client, *Conn, error) {
 	start := time.Now()
 	t, err := openTransport(ctx, cfg, o, log)
 	if err != nil {
@@ -132,7 +133,7 @@ func dial(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Logge
 	if !t.disarm() {
 		return nil, nil, t.fail(errors.New("connection closed"))
 	}
-	log.Debug("imap: connected to "+cfg.ident(), "elapsed", time.Since(start))
+	log.Debug("imap: connected to "+cfg.Ident(), "elapsed", time.Since(start))
 	return c, t.dc, nil
 }
 
@@ -151,7 +152,7 @@ type transport struct {
 	dialT   time.Duration
 	phase   string // what was awaited, for the error when the budget runs out
 	top     net.Conn
-	dc      *deadlineConn
+	dc      *Conn
 	secure  bool
 	cleanup func() // closes what the caller built on top, on failure
 
@@ -251,7 +252,7 @@ func openTransport(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *s
 	t.mu.Lock()
 	t.raw = conn
 	t.mu.Unlock()
-	t.dc = &deadlineConn{Conn: conn, timeout: ioT}
+	t.dc = &Conn{Conn: conn, timeout: ioT}
 	tr := newTracer(o.Trace)
 	switch cfg.TLS {
 	case TLSImplicit:
@@ -355,7 +356,7 @@ func startTLS(ctx context.Context, dc net.Conn, tlsCfg *tls.Config, allowPlain, 
 	if err != nil {
 		return nil, false, err
 	}
-	kind, rest := splitStatus(greeting)
+	kind, rest := SplitStatus(greeting)
 	switch kind {
 	case "OK":
 	case "PREAUTH":
@@ -363,7 +364,7 @@ func startTLS(ctx context.Context, dc net.Conn, tlsCfg *tls.Config, allowPlain, 
 	case "BYE":
 		return nil, false, mail.Temp(fmt.Errorf("imap: connect %s: server refused the session: %s", addr, rest))
 	default:
-		return nil, false, mail.DialError(addr, fmt.Errorf("invalid greeting %q", clip(greeting, 80)))
+		return nil, false, mail.DialError(addr, fmt.Errorf("invalid greeting %q", Clip(greeting, 80)))
 	}
 	if skip {
 		return continuePlain(dc, br), false, nil
@@ -386,7 +387,7 @@ func startTLS(ctx context.Context, dc net.Conn, tlsCfg *tls.Config, allowPlain, 
 				continue
 			}
 			if strings.HasPrefix(line, "M1 ") {
-				if k, rest := splitStatus(line[3:]); k != "OK" {
+				if k, rest := SplitStatus(line[3:]); k != "OK" {
 					return nil, false, mail.DialError(addr, fmt.Errorf("CAPABILITY failed: %s %s", k, rest))
 				}
 				break
@@ -411,9 +412,9 @@ func startTLS(ctx context.Context, dc net.Conn, tlsCfg *tls.Config, allowPlain, 
 			continue // untagged data before the answer is allowed and useless
 		}
 		if !strings.HasPrefix(line, "M2 ") {
-			return nil, false, mail.DialError(addr, fmt.Errorf("unexpected answer to STARTTLS: %q", clip(line, 80)))
+			return nil, false, mail.DialError(addr, fmt.Errorf("unexpected answer to STARTTLS: %q", Clip(line, 80)))
 		}
-		if k, rest := splitStatus(line[3:]); k != "OK" {
+		if k, rest := SplitStatus(line[3:]); k != "OK" {
 			return nil, false, mail.DialError(addr, fmt.Errorf("server refused STARTTLS: %s %s", k, rest))
 		}
 		break
@@ -443,9 +444,9 @@ func continuePlain(dc net.Conn, br *bufio.Reader) net.Conn {
 	return &prefixConn{Conn: dc, r: io.MultiReader(strings.NewReader(syntheticGreeting+string(buf)), dc)}
 }
 
-// splitStatus splits "* OK [..] text" (or "OK text" for tagged lines with
+// SplitStatus splits "* OK [..] text" (or "OK text" for tagged lines with
 // the tag removed) into the status word and the rest.
-func splitStatus(line string) (string, string) {
+func SplitStatus(line string) (string, string) {
 	line = strings.TrimPrefix(line, "* ")
 	word, rest, _ := strings.Cut(line, " ")
 	return strings.ToUpper(word), rest
@@ -469,7 +470,8 @@ func capsFromText(text string) map[string]bool {
 	return caps
 }
 
-func clip(s string, n int) string {
+// Clip shortens s to n bytes for a message, marking the cut.
+func Clip(s string, n int) string {
 	if len(s) > n {
 		return s[:n] + "..."
 	}
@@ -489,9 +491,9 @@ func login(ctx context.Context, c *imapclient.Client, cfg *Config, password func
 	pw, err := password()
 	if err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("imap: password for %s: %w", cfg.ident(), ctx.Err())
+			return fmt.Errorf("imap: password for %s: %w", cfg.Ident(), ctx.Err())
 		}
-		return mail.MakeFatal(fmt.Errorf("imap: password for %s: %w", cfg.ident(), err))
+		return mail.MakeFatal(fmt.Errorf("imap: password for %s: %w", cfg.Ident(), err))
 	}
 	if usePlain {
 		err = c.Authenticate(&plainClient{user: cfg.User, pass: pw})
@@ -517,14 +519,14 @@ func login(ctx context.Context, c *imapclient.Client, cfg *Config, password func
 func loginPolicy(cfg *Config, has func(capability string) bool, secure, token bool) (usePlain bool, err error) {
 	disabled := has(string(imap.CapLoginDisabled))
 	if disabled && !secure {
-		return false, &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: server disables login without TLS", cfg.ident()), Hint: "use imaps://, or STARTTLS (a server offering it, without --no-starttls)"}
+		return false, &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: server disables login without TLS", cfg.Ident()), Hint: "use imaps://, or STARTTLS (a server offering it, without --no-starttls)"}
 	}
 	if token {
 		return false, nil
 	}
 	usePlain = has(string(imap.AuthCap("PLAIN")))
 	if !usePlain && disabled {
-		return false, fmt.Errorf("imap: login %s: server offers neither LOGIN nor AUTHENTICATE PLAIN: %w", cfg.ident(), mail.ErrUnsupported)
+		return false, fmt.Errorf("imap: login %s: server offers neither LOGIN nor AUTHENTICATE PLAIN: %w", cfg.Ident(), mail.ErrUnsupported)
 	}
 	return usePlain, nil
 }
@@ -543,10 +545,10 @@ func authVerdict(cfg *Config, mech string, err error) error {
 	var ie *imap.Error
 	if !errors.As(err, &ie) {
 		// Not the server's verdict: the connection failed mid-exchange.
-		return mail.Temp(fmt.Errorf("imap: login %s: %v", cfg.ident(), err))
+		return mail.Temp(fmt.Errorf("imap: login %s: %v", cfg.Ident(), err))
 	}
 	if ie.Code == imap.ResponseCodeUnavailable || ie.Code == imap.ResponseCodeInUse {
-		return mail.Temp(fmt.Errorf("imap: login %s: server temporarily unavailable: %s", cfg.ident(), ie.Text))
+		return mail.Temp(fmt.Errorf("imap: login %s: server temporarily unavailable: %s", cfg.Ident(), ie.Text))
 	}
 	text := ie.Text
 	if text == "" {
@@ -556,7 +558,7 @@ func authVerdict(cfg *Config, mech string, err error) error {
 		text = mech + ": " + text
 	}
 	// ie.Text is the server's message; it never echoes the password.
-	return fmt.Errorf("imap: login %s rejected: %s: %w", cfg.ident(), clip(text, 200), mail.ErrAuth)
+	return fmt.Errorf("imap: login %s rejected: %s: %w", cfg.Ident(), Clip(text, 200), mail.ErrAuth)
 }
 
 // plainClient is SASL PLAIN (RFC 4616) without an authorization identity.
@@ -572,7 +574,7 @@ func (p *plainClient) Next([]byte) ([]byte, error) {
 	return nil, errors.New("imap: unexpected SASL PLAIN challenge")
 }
 
-// deadlineConn turns every deadline into an inactivity limit: each Read or
+// Conn turns every deadline into an inactivity limit: each Read or
 // Write re-arms both directions to now+timeout, and the absolute deadlines
 // imapclient sets (30 s per response, 5 min per literal, docs/library-notes.md §1.1)
 // are ignored. A big literal read slowly, or a long APPEND, keeps the
@@ -580,10 +582,10 @@ func (p *plainClient) Next([]byte) ([]byte, error) {
 // for timeout is dead. The TLS layer above forwards its deadlines here,
 // where they are ignored the same way.
 //
-// While idle (no command outstanding, see setIdle) there is no limit:
+// While idle (no command outstanding, see SetIdle) there is no limit:
 // imapclient always has a Read pending, and a connection waiting in a pool
 // or for a slow List callback must not die of it.
-type deadlineConn struct {
+type Conn struct {
 	net.Conn
 	timeout time.Duration
 	mu      sync.Mutex
@@ -599,13 +601,26 @@ type deadlineConn struct {
 	guard *respGuard
 }
 
-// Close closes the connection and marks it closed (see dead).
-func (c *deadlineConn) Close() error {
+// Closed reports whether the connection was closed, by us or by
+// imapclient after its reader failed.
+func (c *Conn) Closed() bool { return c.closed.Load() }
+
+// TooLarge returns the error with which the response guard refused a
+// message literal as over MaxBodyLiteral, or nil.
+func (c *Conn) TooLarge() error {
+	if c.guard == nil {
+		return nil
+	}
+	return c.guard.tooLarge()
+}
+
+// Close closes the connection and marks it closed (see Closed).
+func (c *Conn) Close() error {
 	c.closed.Store(true)
 	return c.Conn.Close()
 }
 
-func (c *deadlineConn) arm() {
+func (c *Conn) arm() {
 	c.mu.Lock()
 	if !c.idle {
 		c.Conn.SetDeadline(time.Now().Add(c.timeout))
@@ -613,9 +628,9 @@ func (c *deadlineConn) arm() {
 	c.mu.Unlock()
 }
 
-// setIdle lifts the limit (idle) or re-arms it (busy), also for a Read
+// SetIdle lifts the limit (idle) or re-arms it (busy), also for a Read
 // already waiting.
-func (c *deadlineConn) setIdle(idle bool) {
+func (c *Conn) SetIdle(idle bool) {
 	c.mu.Lock()
 	c.idle = idle
 	if idle {
@@ -626,12 +641,12 @@ func (c *deadlineConn) setIdle(idle bool) {
 	c.mu.Unlock()
 }
 
-func (c *deadlineConn) Read(b []byte) (int, error) {
+func (c *Conn) Read(b []byte) (int, error) {
 	c.arm()
 	return c.Conn.Read(b)
 }
 
-func (c *deadlineConn) Write(b []byte) (int, error) {
+func (c *Conn) Write(b []byte) (int, error) {
 	c.arm()
 	n, err := c.Conn.Write(b)
 	if n > 0 {
@@ -640,9 +655,9 @@ func (c *deadlineConn) Write(b []byte) (int, error) {
 	return n, err
 }
 
-func (c *deadlineConn) SetDeadline(time.Time) error      { return nil }
-func (c *deadlineConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *deadlineConn) SetWriteDeadline(time.Time) error { return nil }
+func (c *Conn) SetDeadline(time.Time) error      { return nil }
+func (c *Conn) SetReadDeadline(time.Time) error  { return nil }
+func (c *Conn) SetWriteDeadline(time.Time) error { return nil }
 
 // prefixConn reads r (a prefix, then the connection) instead of Conn.
 type prefixConn struct {

@@ -1,4 +1,4 @@
-package imap
+package imapconn
 
 import (
 	"context"
@@ -69,7 +69,7 @@ func (o *oauthClient) Next(challenge []byte) ([]byte, error) {
 // checkToken refuses a token that would break the SASL encoding.
 func checkToken(cfg *Config, tok string) error {
 	if tok == "" || strings.ContainsAny(tok, "\x00\x01\r\n") {
-		return &mail.ConfigError{Msg: "imap: the OAuth2 token for " + cfg.ident() + " is empty or holds a control character"}
+		return &mail.ConfigError{Msg: "imap: the OAuth2 token for " + cfg.Ident() + " is empty or holds a control character"}
 	}
 	return nil
 }
@@ -78,17 +78,17 @@ func checkToken(cfg *Config, tok string) error {
 // password.
 func tokenError(ctx context.Context, cfg *Config, err error) error {
 	if ctx.Err() != nil {
-		return fmt.Errorf("imap: oauth2 token for %s: %w", cfg.ident(), ctx.Err())
+		return fmt.Errorf("imap: oauth2 token for %s: %w", cfg.Ident(), ctx.Err())
 	}
 	if mail.Temporary(err) {
-		return fmt.Errorf("imap: oauth2 token for %s: %w", cfg.ident(), err)
+		return fmt.Errorf("imap: oauth2 token for %s: %w", cfg.Ident(), err)
 	}
-	return mail.MakeFatal(fmt.Errorf("imap: oauth2 token for %s: %w", cfg.ident(), err))
+	return mail.MakeFatal(fmt.Errorf("imap: oauth2 token for %s: %w", cfg.Ident(), err))
 }
 
 // noOAuth is the error for a server that offers no OAuth2 mechanism.
 func noOAuth(cfg *Config) error {
-	return &mail.ConfigError{Msg: fmt.Sprintf("imap: %s offers neither AUTH=OAUTHBEARER nor AUTH=XOAUTH2", cfg.ident()),
+	return &mail.ConfigError{Msg: fmt.Sprintf("imap: %s offers neither AUTH=OAUTHBEARER nor AUTH=XOAUTH2", cfg.Ident()),
 		Hint: "log in with a password instead of OAuth2"}
 }
 
