@@ -28,7 +28,7 @@ func (s *Sink) folder(ctx context.Context, box string) (*folder, error) {
 	s.mu.Lock()
 	fo := s.folders[box]
 	if fo == nil {
-		fo = newFolder(box)
+		fo = newFolder(box, &s.alt)
 		s.folders[box] = fo
 	}
 	s.mu.Unlock()
@@ -172,7 +172,7 @@ func (s *Sink) readIndex(ctx context.Context, fo *folder, whole bool) error {
 }
 
 func newFolderLike(fo *folder) *folder {
-	nf := newFolder(fo.server)
+	nf := newFolder(fo.server, fo.alt)
 	nf.lock = fo.lock
 	nf.loaded = fo.loaded
 	return nf

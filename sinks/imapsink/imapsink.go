@@ -73,6 +73,9 @@ type Sink struct {
 	// (by the engine, once per message, after the Commit that covers it; a
 	// message may be resolved several Commits before the engine asks).
 	resolved map[mail.ID]mail.ID
+	// alt counts the messages the server changed on APPEND, found when
+	// their copies were recognised (see alteration).
+	alt alterations
 }
 
 var (
@@ -109,6 +112,7 @@ func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Sink, error) {
 		s.o.Side = "dst"
 	}
 	s.log = s.o.Log().With("side", s.o.Side, "scheme", cfg.Scheme())
+	s.alt.log = s.log
 	s.conns = o.Conns
 	if s.conns <= 0 {
 		s.conns = DefaultConns
@@ -356,7 +360,7 @@ func (s *Sink) createBox(ctx context.Context, server string) error {
 	s.mu.Lock()
 	s.boxes[server] = true
 	if created && s.folders[server] == nil {
-		f := newFolder(server)
+		f := newFolder(server, &s.alt)
 		f.loaded, f.next = true, 1
 		s.folders[server] = f
 	}
@@ -710,3 +714,10 @@ func lock(ctx context.Context, l chan struct{}) error {
 		return ctx.Err()
 	}
 }
+
+// AlteredOnAppend reports how many messages this Sink found already in the
+// destination in a form the server changed when it stored them (8-bit
+// header bytes rewritten, a final CRLF added: see alteration), which it
+// recognised and did not append again. The first one is also logged, once,
+// as a warning.
+func (s *Sink) AlteredOnAppend() int64 { return s.alt.n.Load() }

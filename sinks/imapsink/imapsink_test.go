@@ -310,6 +310,12 @@ func TestIdentity(t *testing.T) {
 		{"bare LF stored as CRLF", lf, crlf, testDate, true},
 		{"folded header unfolded", "Subject: a\r\n b\r\nMessage-ID: <f@x>\r\n\r\nx", "Subject: a\r\n\tb\r\nMessage-ID: <f@x>\r\n\r\nx", time.Time{}, true},
 		{"headers only", "Subject: h\r\nMessage-ID: <h@x>\r\n", "Subject: h\r\nMessage-ID: <h@x>\r\n", testDate, true},
+		{"8-bit header bytes as X (Cyrus munge8bit)", msg("<1@x>", "Grüße", "b\r\n"), msg("<1@x>", "GrXXXXe", "b\r\n"), testDate, true},
+		{"8-bit header other length", msg("<1@x>", "Grüße", "b\r\n"), msg("<1@x>", "GrXXe", "b\r\n"), testDate, false},
+		{"final CRLF added (Courier)", msg("<1@x>", "s", "no end"), msg("<1@x>", "s", "no end\r\n"), testDate, true},
+		{"final CRLF added to a long text", msg("<1@x>", "s", long+"no end"), msg("<1@x>", "s", long+"no end\r\n"), testDate, true},
+		{"two bytes more, not a line end", msg("<1@x>", "s", "no end"), msg("<1@x>", "s", "no endXY"), testDate, false},
+		{"two bytes more after a line end", msg("<1@x>", "s", "end\r\n"), msg("<1@x>", "s", "end\r\n\r\n"), testDate, false},
 	} {
 		id := mk(tc.put, tc.date)
 		key, e := srv(5, tc.stored, tc.date)
