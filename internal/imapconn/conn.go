@@ -115,16 +115,10 @@ func DialConn(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.L
 		log.Debug("imap: server pre-authenticated the session", "elapsed", time.Since(start))
 	} else {
 		t.phase = "login"
-		if o.Token != nil {
-			// login checks the policy itself; loginToken is told here.
-			if caps := c.Caps(); caps != nil {
-				_, err = loginPolicy(cfg, capsHas(caps), t.secure, true)
-			}
-			if err == nil {
-				err = loginToken(ctx, c, cfg, t.secret(o.Token))
-			}
+		if c.Caps() == nil {
+			err = mail.Temp(fmt.Errorf("imap: %s: no CAPABILITY answer", cfg.Addr()))
 		} else {
-			err = login(ctx, c, cfg, t.secret(o.Password), t.secure)
+			err = authenticate(ctx, clientAuth{c}, cfg, t.secret(o.Password), t.secret(o.Token), t.secure)
 		}
 		if err != nil {
 			return nil, nil, t.fail(err)
@@ -478,37 +472,11 @@ func Clip(s string, n int) string {
 	return s
 }
 
-// login authenticates with AUTHENTICATE PLAIN when offered, LOGIN otherwise.
-func login(ctx context.Context, c *imapclient.Client, cfg *Config, password func() (string, error), secure bool) error {
-	caps := c.Caps()
-	if caps == nil {
-		return mail.Temp(fmt.Errorf("imap: %s: no CAPABILITY answer", cfg.Addr()))
-	}
-	usePlain, err := loginPolicy(cfg, capsHas(caps), secure, false)
-	if err != nil {
-		return err
-	}
-	pw, err := password()
-	if err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("imap: password for %s: %w", cfg.Ident(), ctx.Err())
-		}
-		return mail.MakeFatal(fmt.Errorf("imap: password for %s: %w", cfg.Ident(), err))
-	}
-	if usePlain {
-		err = c.Authenticate(&plainClient{user: cfg.User, pass: pw})
-	} else {
-		err = c.Login(cfg.User, pw).Wait()
-	}
-	return authVerdict(cfg, "", err)
-}
-
 // loginPolicy decides, from the server's capabilities, whether
 // credentials may go out at all and, for a password, whether by
-// AUTHENTICATE PLAIN (usePlain) or LOGIN. It is the one rule for both
-// login paths: imapclient's (login, loginToken) and the IMAP sink's raw
-// connection (rawLogin), so neither can send what the other refuses
-// (docs/failure-model.md F5). has reports a capability by its exact name, as
+// AUTHENTICATE PLAIN (usePlain) or LOGIN. authenticate applies it to both
+// kinds of connection, imapclient's and the raw one, so neither can send
+// what the other refuses (docs/failure-model.md F5). has reports a capability by its exact name, as
 // the server spelled it in upper case.
 //
 // LOGINDISABLED without TLS refuses every credential, also AUTH=PLAIN and
@@ -529,11 +497,6 @@ func loginPolicy(cfg *Config, has func(capability string) bool, secure, token bo
 		return false, fmt.Errorf("imap: login %s: server offers neither LOGIN nor AUTHENTICATE PLAIN: %w", cfg.Ident(), mail.ErrUnsupported)
 	}
 	return usePlain, nil
-}
-
-// capsHas adapts imapclient's capability set to loginPolicy.
-func capsHas(caps imap.CapSet) func(string) bool {
-	return func(c string) bool { return caps.Has(imap.Cap(c)) }
 }
 
 // authVerdict classifies the outcome of LOGIN or AUTHENTICATE (mech names
@@ -559,19 +522,6 @@ func authVerdict(cfg *Config, mech string, err error) error {
 	}
 	// ie.Text is the server's message; it never echoes the password.
 	return fmt.Errorf("imap: login %s rejected: %s: %w", cfg.Ident(), Clip(text, 200), mail.ErrAuth)
-}
-
-// plainClient is SASL PLAIN (RFC 4616) without an authorization identity.
-// It satisfies go-sasl's Client interface; writing it here avoids a direct
-// dependency for eight lines.
-type plainClient struct{ user, pass string }
-
-func (p *plainClient) Start() (string, []byte, error) {
-	return "PLAIN", []byte("\x00" + p.user + "\x00" + p.pass), nil
-}
-
-func (p *plainClient) Next([]byte) ([]byte, error) {
-	return nil, errors.New("imap: unexpected SASL PLAIN challenge")
 }
 
 // Conn turns every deadline into an inactivity limit: each Read or

@@ -2,13 +2,8 @@ package imapconn
 
 import (
 	"context"
-	"encoding/base64"
-	"errors"
 	"fmt"
 	"strings"
-
-	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/mailferry/mailferry/sync/mail"
 )
@@ -51,21 +46,6 @@ func oauthAbort(mech string) []byte {
 	return []byte{}
 }
 
-// oauthClient is the sasl.Client for imapclient.Authenticate. A challenge
-// after the response carries the server's reason (JSON), kept in detail.
-type oauthClient struct {
-	mech   string
-	resp   []byte
-	detail string
-}
-
-func (o *oauthClient) Start() (string, []byte, error) { return o.mech, o.resp, nil }
-
-func (o *oauthClient) Next(challenge []byte) ([]byte, error) {
-	o.detail = string(challenge)
-	return oauthAbort(o.mech), nil
-}
-
 // checkToken refuses a token that would break the SASL encoding.
 func checkToken(cfg *Config, tok string) error {
 	if tok == "" || strings.ContainsAny(tok, "\x00\x01\r\n") {
@@ -90,58 +70,4 @@ func tokenError(ctx context.Context, cfg *Config, err error) error {
 func noOAuth(cfg *Config) error {
 	return &mail.ConfigError{Msg: fmt.Sprintf("imap: %s offers neither AUTH=OAUTHBEARER nor AUTH=XOAUTH2", cfg.Ident()),
 		Hint: "log in with a password instead of OAuth2"}
-}
-
-// loginToken authenticates c with an OAuth2 access token.
-func loginToken(ctx context.Context, c *imapclient.Client, cfg *Config, token func() (string, error)) error {
-	caps := c.Caps()
-	if caps == nil {
-		return mail.Temp(fmt.Errorf("imap: %s: no CAPABILITY answer", cfg.Addr()))
-	}
-	mech := oauthMech(func(m string) bool { return caps.Has(imap.AuthCap(m)) })
-	if mech == "" {
-		return noOAuth(cfg)
-	}
-	tok, err := token()
-	if err != nil {
-		return tokenError(ctx, cfg, err)
-	}
-	if err := checkToken(cfg, tok); err != nil {
-		return err
-	}
-	cl := &oauthClient{mech: mech, resp: oauthResponse(mech, cfg.User, tok)}
-	err = c.Authenticate(cl)
-	if err != nil && cl.detail != "" {
-		var ie *imap.Error
-		if errors.As(err, &ie) {
-			ie2 := *ie
-			ie2.Text = strings.TrimSpace(ie.Text + " " + cl.detail)
-			err = &ie2
-		}
-	}
-	return authVerdict(cfg, mech, err)
-}
-
-// rawOAuth writes the AUTHENTICATE command of an OAuth2 login on a raw
-// connection and returns the mechanism; cont waits for the server's "+"
-// when SASL-IR is missing.
-func rawOAuth(rc *RawConn, cfg *Config, tok string, w interface{ WriteString(string) (int, error) }, cont func() error) (string, error) {
-	mech := oauthMech(func(m string) bool { return rc.Has("AUTH=" + m) })
-	if mech == "" {
-		return "", noOAuth(cfg)
-	}
-	if err := checkToken(cfg, tok); err != nil {
-		return "", err
-	}
-	ir := base64.StdEncoding.EncodeToString(oauthResponse(mech, cfg.User, tok))
-	if rc.Has("SASL-IR") {
-		w.WriteString("L1 AUTHENTICATE " + mech + " " + ir + "\r\n")
-		return mech, nil
-	}
-	w.WriteString("L1 AUTHENTICATE " + mech + "\r\n")
-	if err := cont(); err != nil {
-		return "", err
-	}
-	w.WriteString(ir + "\r\n")
-	return mech, nil
 }

@@ -1,9 +1,10 @@
 package imapconn
 
-// This file holds what the IMAP sink (sinks/imapsink) needs beyond Dial and
-// ParseURL: a logged-in connection without imapclient, for commands the
-// library cannot send (MULTIAPPEND, RFC 3502), and the special-use roles of
-// the source's mailboxes (mail.RoleLister).
+// A logged-in connection without imapclient: the one raw path, for what
+// the library cannot send (MULTIAPPEND, RFC 3502, in the IMAP sink; the
+// X-GM-MSGID fetch of the IMAP source's Gmail preset; next CONDSTORE,
+// QRESYNC, OBJECTID). It is dialled, secured and logged in exactly as
+// Dial's clients are (openTransport, authenticate).
 
 import (
 	"bufio"
@@ -50,7 +51,12 @@ func DialRaw(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*RawConn, e
 	}
 	rc := &RawConn{Conn: t.top, R: bufio.NewReaderSize(t.top, 32<<10)}
 	t.phase = "greeting and login"
-	if err := rawLogin(ctx, rc, cfg, t.secret(o.Password), t.secret(o.Token), t.secure); err != nil {
+	preauth, err := rawGreeting(rc, cfg, t.secure)
+	if err == nil && !preauth {
+		sess := &rawAuth{rc: rc, w: bufio.NewWriter(rc.Conn)}
+		err = authenticate(ctx, sess, cfg, t.secret(o.Password), t.secret(o.Token), t.secure)
+	}
+	if err != nil {
 		return nil, t.fail(err)
 	}
 	if !t.disarm() {
@@ -59,173 +65,141 @@ func DialRaw(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*RawConn, e
 	return rc, nil
 }
 
-// rawLogin reads the greeting and authenticates (with token, when not nil,
-// by OAUTHBEARER or XOAUTH2; else AUTHENTICATE PLAIN when offered, LOGIN
-// otherwise), leaving rc.Caps set.
-func rawLogin(ctx context.Context, rc *RawConn, cfg *Config, password, token func() (string, error), secure bool) error {
+// rawGreeting reads the greeting and leaves rc.Caps set; preauth reports
+// a PREAUTH greeting (refused in clear text), after which no login follows.
+func rawGreeting(rc *RawConn, cfg *Config, secure bool) (preauth bool, err error) {
 	addr := cfg.Addr()
 	line, err := rawReadLine(rc.R)
 	if err != nil {
-		return mail.DialError(addr, fmt.Errorf("greeting: %w", err))
+		return false, mail.DialError(addr, fmt.Errorf("greeting: %w", err))
 	}
 	kind, rest := SplitStatus(line)
 	switch {
 	case !strings.HasPrefix(line, "* "):
-		return mail.DialError(addr, fmt.Errorf("invalid greeting %q", Clip(line, 80)))
+		return false, mail.DialError(addr, fmt.Errorf("invalid greeting %q", Clip(line, 80)))
 	case kind == "BYE":
-		return mail.Temp(fmt.Errorf("imap: connect %s: server refused the session: %s", addr, rest))
-	case kind == "PREAUTH":
-		if !secure {
-			return mail.DialError(addr, errors.New("unencrypted PREAUTH refused"))
-		}
-		return rawCaps(rc, capsFromText(rest))
-	case kind != "OK":
-		return mail.DialError(addr, fmt.Errorf("invalid greeting %q", Clip(line, 80)))
+		return false, mail.Temp(fmt.Errorf("imap: connect %s: server refused the session: %s", addr, rest))
+	case kind == "PREAUTH" && !secure:
+		return false, mail.DialError(addr, errors.New("unencrypted PREAUTH refused"))
+	case kind != "OK" && kind != "PREAUTH":
+		return false, mail.DialError(addr, fmt.Errorf("invalid greeting %q", Clip(line, 80)))
 	}
-	if err := rawCaps(rc, capsFromText(rest)); err != nil {
+	return kind == "PREAUTH", rawCaps(rc, capsFromText(rest))
+}
+
+// rawAuth is authSession on a raw connection; its commands are tagged L1.
+type rawAuth struct {
+	rc *RawConn
+	w  *bufio.Writer
+}
+
+func (a *rawAuth) has(c string) bool { return a.rc.Has(c) }
+
+// login sends LOGIN, each argument quoted or, when it cannot be, as a
+// literal (non-synchronising with LITERAL+).
+func (a *rawAuth) login(user, pass string) error {
+	a.w.WriteString("L1 LOGIN")
+	for _, arg := range []string{user, pass} {
+		a.w.WriteString(" ")
+		switch {
+		case rawQuotable(arg):
+			a.w.WriteString(Quote(arg))
+		case a.has("LITERAL+"):
+			fmt.Fprintf(a.w, "{%d+}\r\n%s", len(arg), arg)
+		default:
+			fmt.Fprintf(a.w, "{%d}\r\n", len(arg))
+			if err := a.cont(); err != nil {
+				return err
+			}
+			a.w.WriteString(arg)
+		}
+	}
+	a.w.WriteString("\r\n")
+	_, err := a.finish("")
+	return err
+}
+
+// authenticate sends AUTHENTICATE mech with ir: on the command line with
+// SASL-IR, else after the server's "+".
+func (a *rawAuth) authenticate(mech string, ir []byte) (string, error) {
+	enc := base64.StdEncoding.EncodeToString(ir)
+	if a.has("SASL-IR") {
+		a.w.WriteString("L1 AUTHENTICATE " + mech + " " + enc + "\r\n")
+	} else {
+		a.w.WriteString("L1 AUTHENTICATE " + mech + "\r\n")
+		if err := a.cont(); err != nil {
+			return "", err
+		}
+		a.w.WriteString(enc + "\r\n")
+	}
+	return a.finish(mech)
+}
+
+// cont waits for the server's "+" before a synchronising literal or a
+// SASL response; anything else is the verdict.
+func (a *rawAuth) cont() error {
+	if err := a.w.Flush(); err != nil {
 		return err
 	}
-	// The same rule as Dial's login: LOGINDISABLED in clear text refuses
-	// AUTH=PLAIN and tokens too, before any secret is asked for.
-	usePlain, err := loginPolicy(cfg, rc.Has, secure, token != nil)
+	line, err := rawReadLine(a.rc.R)
 	if err != nil {
 		return err
 	}
-	var pw, tok string
-	if token != nil {
-		if oauthMech(func(m string) bool { return rc.Has("AUTH=" + m) }) == "" {
-			return noOAuth(cfg)
-		}
-		if tok, err = token(); err != nil {
-			return tokenError(ctx, cfg, err)
-		}
-	} else {
-		if pw, err = password(); err != nil {
-			if ctx.Err() != nil {
-				return fmt.Errorf("imap: password for %s: %w", cfg.Ident(), ctx.Err())
-			}
-			return mail.MakeFatal(fmt.Errorf("imap: password for %s: %w", cfg.Ident(), err))
-		}
+	if !strings.HasPrefix(line, "+") {
+		return rawVerdict(strings.TrimPrefix(line, "L1 "))
 	}
-	w := bufio.NewWriter(rc.Conn)
-	flush := func() error {
-		if err := w.Flush(); err != nil {
-			return mail.Temp(fmt.Errorf("imap: login %s: %w", cfg.Ident(), err))
-		}
-		return nil
+	return nil
+}
+
+// finish reads to the tagged answer of the login command. A challenge is
+// answered as authSession.authenticate says; mech is the SASL mechanism
+// ("" for LOGIN).
+func (a *rawAuth) finish(mech string) (detail string, err error) {
+	if err := a.w.Flush(); err != nil {
+		return "", err
 	}
-	// cont waits for the server's "+" before a synchronising literal or a
-	// SASL response; anything else is the verdict.
-	cont := func() error {
-		if err := flush(); err != nil {
-			return err
-		}
-		line, err := rawReadLine(rc.R)
-		if err != nil {
-			return mail.Temp(fmt.Errorf("imap: login %s: %w", cfg.Ident(), err))
-		}
-		if !strings.HasPrefix(line, "+") {
-			return rawLoginVerdict(cfg, strings.TrimPrefix(line, "L1 "))
-		}
-		return nil
-	}
-	mech := ""
-	if token != nil {
-		if mech, err = rawOAuth(rc, cfg, tok, w, cont); err != nil {
-			return err
-		}
-	} else if usePlain {
-		ir := base64.StdEncoding.EncodeToString([]byte("\x00" + cfg.User + "\x00" + pw))
-		if rc.Has("SASL-IR") {
-			fmt.Fprintf(w, "L1 AUTHENTICATE PLAIN %s\r\n", ir)
-		} else {
-			fmt.Fprintf(w, "L1 AUTHENTICATE PLAIN\r\n")
-			if err := cont(); err != nil {
-				return err
-			}
-			fmt.Fprintf(w, "%s\r\n", ir)
-		}
-	} else {
-		w.WriteString("L1 LOGIN")
-		for _, arg := range []string{cfg.User, pw} {
-			w.WriteString(" ")
-			switch {
-			case rawQuotable(arg):
-				w.WriteString(`"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(arg) + `"`)
-			case rc.Has("LITERAL+"):
-				fmt.Fprintf(w, "{%d+}\r\n%s", len(arg), arg)
-			default:
-				fmt.Fprintf(w, "{%d}\r\n", len(arg))
-				if err := cont(); err != nil {
-					return err
-				}
-				w.WriteString(arg)
-			}
-		}
-		w.WriteString("\r\n")
-	}
-	if err := flush(); err != nil {
-		return err
-	}
-	detail := ""
 	for {
-		line, err := rawReadLine(rc.R)
+		line, err := rawReadLine(a.rc.R)
 		if err != nil {
-			return mail.Temp(fmt.Errorf("imap: login %s: %w", cfg.Ident(), err))
+			return detail, err
 		}
 		switch {
-		case strings.HasPrefix(line, "+") && mech != "":
+		case strings.HasPrefix(line, "+") && mech != "" && mech != "PLAIN":
 			// An OAuth2 error challenge: keep the reason, answer so that the
 			// server ends the exchange with its NO.
 			if b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(strings.TrimPrefix(line, "+"))); err == nil {
 				detail = string(b)
 			}
-			fmt.Fprintf(w, "%s\r\n", base64.StdEncoding.EncodeToString(oauthAbort(mech)))
-			w.Flush()
+			fmt.Fprintf(a.w, "%s\r\n", base64.StdEncoding.EncodeToString(oauthAbort(mech)))
+			a.w.Flush()
 		case strings.HasPrefix(line, "+"):
 			// A challenge PLAIN does not expect: cancel the exchange.
-			fmt.Fprintf(w, "*\r\n")
-			w.Flush()
+			fmt.Fprintf(a.w, "*\r\n")
+			a.w.Flush()
 		case strings.HasPrefix(line, "* "):
 			if k, rest := SplitStatus(line); k == "CAPABILITY" {
-				rc.Caps = capsFromText("[CAPABILITY " + rest + "]")
+				a.rc.Caps = capsFromText("[CAPABILITY " + rest + "]")
 			}
 		case strings.HasPrefix(line, "L1 "):
-			if k, rest := SplitStatus(line[3:]); k == "OK" {
-				if c := capsFromText(rest); c != nil {
-					rc.Caps = c
-					return nil
-				}
-				return rawCaps(rc, nil)
+			if k, rest := SplitStatus(line[3:]); k != "OK" {
+				return detail, rawVerdict(line[3:])
+			} else if c := capsFromText(rest); c != nil {
+				a.rc.Caps = c
+				return detail, nil
 			}
-			if mech != "" {
-				return rawLoginVerdict(cfg, strings.TrimSpace(line[3:]+" "+mech+": "+detail))
-			}
-			return rawLoginVerdict(cfg, line[3:])
+			return detail, rawCaps(a.rc, nil)
 		}
 	}
 }
 
-// rawLoginVerdict classifies a refused login as login does.
-func rawLoginVerdict(cfg *Config, resp string) error {
-	kind, text := SplitStatus(resp)
-	code := ""
-	if strings.HasPrefix(text, "[") {
-		if end := strings.IndexByte(text, ']'); end > 0 {
-			code = strings.ToUpper(strings.Fields(text[1:end] + " ")[0])
-			text = strings.TrimSpace(text[end+1:])
-		}
+// rawVerdict turns a refusal ("NO [CODE] text", the tag removed) into the
+// *imap.Error imapclient would have returned, for authVerdict.
+func rawVerdict(resp string) error {
+	r := ParseResponse("L1 " + resp)
+	if r.Kind != "NO" && r.Kind != "BAD" {
+		return fmt.Errorf("unexpected answer %q", Clip(resp, 80))
 	}
-	if code == string(imap.ResponseCodeUnavailable) || code == string(imap.ResponseCodeInUse) {
-		return mail.Temp(fmt.Errorf("imap: login %s: server temporarily unavailable: %s", cfg.Ident(), text))
-	}
-	if kind != "NO" && kind != "BAD" {
-		return mail.Temp(fmt.Errorf("imap: login %s: unexpected answer %q", cfg.Ident(), Clip(resp, 80)))
-	}
-	if text == "" {
-		text = kind
-	}
-	return fmt.Errorf("imap: login %s rejected: %s: %w", cfg.Ident(), Clip(text, 200), mail.ErrAuth)
+	return &imap.Error{Type: imap.StatusResponseType(r.Kind), Code: imap.ResponseCode(r.Code), Text: r.Text}
 }
 
 // rawCaps sets rc.Caps from caps, or asks the server when caps is nil.
