@@ -319,104 +319,28 @@ func withALPN(c *tls.Config) *tls.Config {
 // with a synthetic greeting in front (imapclient waits for one), and
 // whether it is encrypted.
 func startTLS(ctx context.Context, dc net.Conn, tlsCfg *tls.Config, allowPlain, skip bool, tr *tracer, addr string) (net.Conn, bool, error) {
-	br := bufio.NewReaderSize(dc, 8192)
-	lines := 0
-	readLine := func() (string, error) {
-		if lines++; lines > 100 {
-			// A server chattering without ever answering must not keep us
-			// here: the inactivity limit alone would not end it.
-			return "", mail.DialError(addr, errors.New("more than 100 lines before TLS"))
-		}
-		b, err := br.ReadSlice('\n')
-		if err == bufio.ErrBufferFull {
-			return "", mail.DialError(addr, errors.New("server line longer than 8 KiB before TLS"))
-		}
-		if err != nil {
-			return "", mail.DialError(addr, fmt.Errorf("before TLS: %w", err))
-		}
-		line := strings.TrimRight(string(b), "\r\n")
-		tr.line("S: " + line)
-		return line, nil
-	}
-	send := func(line string) error {
-		tr.line("C: " + line)
-		if _, err := io.WriteString(dc, line+"\r\n"); err != nil {
-			return mail.DialError(addr, fmt.Errorf("before TLS: %w", err))
-		}
-		return nil
-	}
-
-	greeting, err := readLine()
+	p := &cleartext{br: bufio.NewReaderSize(dc, 8192), dc: dc, tr: tr, addr: addr}
+	rest, err := p.greeting()
 	if err != nil {
 		return nil, false, err
 	}
-	kind, rest := SplitStatus(greeting)
-	switch kind {
-	case "OK":
-	case "PREAUTH":
-		return nil, false, mail.DialError(addr, errors.New("unencrypted PREAUTH refused (a PREAUTH greeting before STARTTLS means TLS can no longer be negotiated)"))
-	case "BYE":
-		return nil, false, mail.Temp(fmt.Errorf("imap: connect %s: server refused the session: %s", addr, rest))
-	default:
-		return nil, false, mail.DialError(addr, fmt.Errorf("invalid greeting %q", Clip(greeting, 80)))
-	}
 	if skip {
-		return continuePlain(dc, br), false, nil
+		return continuePlain(dc, p.br), false, nil
 	}
 	caps := capsFromText(rest)
 	if caps == nil {
-		if err := send("M1 CAPABILITY"); err != nil {
+		if caps, err = p.capability(); err != nil {
 			return nil, false, err
-		}
-		caps = map[string]bool{}
-		for {
-			line, err := readLine()
-			if err != nil {
-				return nil, false, err
-			}
-			if up := strings.ToUpper(line); strings.HasPrefix(up, "* CAPABILITY ") {
-				for _, c := range strings.Fields(up[len("* CAPABILITY "):]) {
-					caps[c] = true
-				}
-				continue
-			}
-			if strings.HasPrefix(line, "M1 ") {
-				if k, rest := SplitStatus(line[3:]); k != "OK" {
-					return nil, false, mail.DialError(addr, fmt.Errorf("CAPABILITY failed: %s %s", k, rest))
-				}
-				break
-			}
 		}
 	}
 	if !caps["STARTTLS"] {
 		if !allowPlain {
 			return nil, false, mail.DialError(addr, errors.New("server does not offer STARTTLS; refusing to send credentials in clear text"))
 		}
-		return continuePlain(dc, br), false, nil
+		return continuePlain(dc, p.br), false, nil
 	}
-	if err := send("M2 STARTTLS"); err != nil {
+	if err := p.starttls(); err != nil {
 		return nil, false, err
-	}
-	for {
-		line, err := readLine()
-		if err != nil {
-			return nil, false, err
-		}
-		if strings.HasPrefix(line, "* ") {
-			continue // untagged data before the answer is allowed and useless
-		}
-		if !strings.HasPrefix(line, "M2 ") {
-			return nil, false, mail.DialError(addr, fmt.Errorf("unexpected answer to STARTTLS: %q", Clip(line, 80)))
-		}
-		if k, rest := SplitStatus(line[3:]); k != "OK" {
-			return nil, false, mail.DialError(addr, fmt.Errorf("server refused STARTTLS: %s %s", k, rest))
-		}
-		break
-	}
-	if br.Buffered() > 0 {
-		// Anything after the OK must be the start of TLS, which the server
-		// only sends after our ClientHello: these are injected bytes.
-		return nil, false, mail.DialError(addr, errors.New("cleartext data after the STARTTLS answer (injection attempt?); refusing"))
 	}
 	tc := tls.Client(dc, tlsCfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
@@ -426,6 +350,117 @@ func startTLS(ctx context.Context, dc net.Conn, tlsCfg *tls.Config, allowPlain, 
 	// text. Its capabilities are discarded anyway (RFC 9051 §6.2.1): the
 	// client asks for them again over TLS.
 	return &prefixConn{Conn: tc, r: io.MultiReader(strings.NewReader(syntheticGreeting), tc)}, true, nil
+}
+
+// cleartext is the part of an imap:// session before TLS.
+type cleartext struct {
+	br    *bufio.Reader
+	dc    net.Conn
+	tr    *tracer
+	addr  string
+	lines int
+}
+
+// readLine reads one line, traced, of at most 8 KiB; at most 100 lines.
+func (p *cleartext) readLine() (string, error) {
+	if p.lines++; p.lines > 100 {
+		// A server chattering without ever answering must not keep us
+		// here: the inactivity limit alone would not end it.
+		return "", mail.DialError(p.addr, errors.New("more than 100 lines before TLS"))
+	}
+	b, err := p.br.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		return "", mail.DialError(p.addr, errors.New("server line longer than 8 KiB before TLS"))
+	}
+	if err != nil {
+		return "", mail.DialError(p.addr, fmt.Errorf("before TLS: %w", err))
+	}
+	line := strings.TrimRight(string(b), "\r\n")
+	p.tr.line("S: " + line)
+	return line, nil
+}
+
+func (p *cleartext) send(line string) error {
+	p.tr.line("C: " + line)
+	if _, err := io.WriteString(p.dc, line+"\r\n"); err != nil {
+		return mail.DialError(p.addr, fmt.Errorf("before TLS: %w", err))
+	}
+	return nil
+}
+
+// greeting reads the greeting and returns its text; BYE, PREAUTH and
+// garbage are refused.
+func (p *cleartext) greeting() (string, error) {
+	greeting, err := p.readLine()
+	if err != nil {
+		return "", err
+	}
+	kind, rest := SplitStatus(greeting)
+	switch kind {
+	case "OK":
+		return rest, nil
+	case "PREAUTH":
+		return "", mail.DialError(p.addr, errors.New("unencrypted PREAUTH refused (a PREAUTH greeting before STARTTLS means TLS can no longer be negotiated)"))
+	case "BYE":
+		return "", mail.Temp(fmt.Errorf("imap: connect %s: server refused the session: %s", p.addr, rest))
+	default:
+		return "", mail.DialError(p.addr, fmt.Errorf("invalid greeting %q", Clip(greeting, 80)))
+	}
+}
+
+// capability asks for the capabilities the greeting did not carry.
+func (p *cleartext) capability() (map[string]bool, error) {
+	if err := p.send("M1 CAPABILITY"); err != nil {
+		return nil, err
+	}
+	caps := map[string]bool{}
+	for {
+		line, err := p.readLine()
+		if err != nil {
+			return nil, err
+		}
+		if up := strings.ToUpper(line); strings.HasPrefix(up, "* CAPABILITY ") {
+			for _, c := range strings.Fields(up[len("* CAPABILITY "):]) {
+				caps[c] = true
+			}
+			continue
+		}
+		if strings.HasPrefix(line, "M1 ") {
+			if k, rest := SplitStatus(line[3:]); k != "OK" {
+				return nil, mail.DialError(p.addr, fmt.Errorf("CAPABILITY failed: %s %s", k, rest))
+			}
+			return caps, nil
+		}
+	}
+}
+
+// starttls sends STARTTLS and reads its OK; bytes after it are refused.
+func (p *cleartext) starttls() error {
+	if err := p.send("M2 STARTTLS"); err != nil {
+		return err
+	}
+	for {
+		line, err := p.readLine()
+		if err != nil {
+			return err
+		}
+		if strings.HasPrefix(line, "* ") {
+			continue // untagged data before the answer is allowed and useless
+		}
+		if !strings.HasPrefix(line, "M2 ") {
+			return mail.DialError(p.addr, fmt.Errorf("unexpected answer to STARTTLS: %q", Clip(line, 80)))
+		}
+		if k, rest := SplitStatus(line[3:]); k != "OK" {
+			return mail.DialError(p.addr, fmt.Errorf("server refused STARTTLS: %s %s", k, rest))
+		}
+		break
+	}
+	if p.br.Buffered() > 0 {
+		// Anything after the OK must be the start of TLS, which the server
+		// only sends after our ClientHello: these are injected bytes.
+		return mail.DialError(p.addr, errors.New("cleartext data after the STARTTLS answer (injection attempt?); refusing"))
+	}
+	return nil
 }
 
 const syntheticGreeting = "* OK mailferry: session continues\r\n"

@@ -120,6 +120,26 @@ func (s *Sink) readIndex(ctx context.Context, fo *folder, whole bool) error {
 		set.AddRange(imapv2.UID(from), 0)
 		cmd = c.Fetch(set, indexItems)
 	}
+	n := fo.addFetched(cmd, from)
+	if err := cmd.Close(); err != nil {
+		keep := isNo(err)
+		done(keep)
+		return s.ctlErr(ctx, op, err)
+	}
+	done(true)
+	if uint32(sel.UIDNext) > fo.next {
+		fo.next = uint32(sel.UIDNext)
+	}
+	if whole && uint32(n) < sel.NumMessages {
+		s.log.Warn(fmt.Sprintf("imapsink: index of %q has %d of %d messages; the rest may be duplicated", fo.server, n, sel.NumMessages), "mailbox", fo.server)
+	}
+	s.log.Debug(fmt.Sprintf("imapsink: indexed %d messages", n), "mailbox", fo.server, "elapsed", time.Since(start))
+	return nil
+}
+
+// addFetched adds the messages of the index FETCH cmd to fo, those with
+// a UID from on, and returns how many it added.
+func (fo *folder) addFetched(cmd *imapclient.FetchCommand, from uint32) int {
 	n := 0
 	for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
 		var (
@@ -155,20 +175,7 @@ func (s *Sink) readIndex(ctx context.Context, fo *folder, whole bool) error {
 		key, e := entryFrom(uid, size, date, hdr, text)
 		fo.add(key, e)
 	}
-	if err := cmd.Close(); err != nil {
-		keep := isNo(err)
-		done(keep)
-		return s.ctlErr(ctx, op, err)
-	}
-	done(true)
-	if uint32(sel.UIDNext) > fo.next {
-		fo.next = uint32(sel.UIDNext)
-	}
-	if whole && uint32(n) < sel.NumMessages {
-		s.log.Warn(fmt.Sprintf("imapsink: index of %q has %d of %d messages; the rest may be duplicated", fo.server, n, sel.NumMessages), "mailbox", fo.server)
-	}
-	s.log.Debug(fmt.Sprintf("imapsink: indexed %d messages", n), "mailbox", fo.server, "elapsed", time.Since(start))
-	return nil
+	return n
 }
 
 func newFolderLike(fo *folder) *folder {
