@@ -39,7 +39,7 @@ func TestDeadlineConn(t *testing.T) {
 	}
 	dc.SetIdle(false)
 	if err := <-done; !isTimeout(err) {
-		t.Fatalf("Read after setIdle(false) = %v, want a timeout", err)
+		t.Fatalf("Read after SetIdle(false) = %v, want a timeout", err)
 	}
 }
 
