@@ -63,14 +63,14 @@ func (s *sideFlags) token(env *cliEnv, log *slog.Logger) func(ctx context.Contex
 	what := s.side + "_oauth2"
 	if o.TokenCmd != "" {
 		return func(ctx context.Context) (string, error) {
-			tok, err := secretCommand(ctx, o.TokenCmd, what+".token_cmd")
+			tok, err := secretCommand(ctx, o.TokenCmd, what+".token_cmd", s.hideEnv)
 			if err == nil && tok == "" {
 				err = &mail.ConfigError{Msg: what + ".token_cmd printed no token"}
 			}
 			return tok, err
 		}
 	}
-	r := &refresher{what: what, settings: o, log: log}
+	r := &refresher{what: what, settings: o, log: log, hideEnv: s.hideEnv}
 	return r.token
 }
 
@@ -80,6 +80,7 @@ type refresher struct {
 	what     string
 	settings oauth2Settings
 	log      *slog.Logger
+	hideEnv  []string // for the refresh token command: see childEnv
 
 	mu      stdsync.Mutex
 	conf    *oauth2.Config
@@ -145,7 +146,7 @@ func (r *refresher) setup(ctx context.Context) error {
 		}
 		refresh = s
 	case o.RefreshTokenCmd != "":
-		s, err := secretCommand(ctx, o.RefreshTokenCmd, r.what+".refresh_token_cmd")
+		s, err := secretCommand(ctx, o.RefreshTokenCmd, r.what+".refresh_token_cmd", r.hideEnv)
 		if err != nil {
 			return err
 		}
