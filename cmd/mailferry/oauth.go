@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	stdsync "sync"
 	"time"
@@ -48,7 +50,39 @@ func (o *oauth2Settings) check() error {
 	case o.ClientSecret != "" && o.ClientSecretFile != "":
 		return errors.New("give either client_secret or client_secret_file, not both")
 	}
-	return nil
+	return checkTokenURL(o.TokenURL)
+}
+
+// checkTokenURL refuses a token_url over which the client secret and the
+// refresh token would cross the network in clear: https:// is accepted,
+// plain http:// only to a loopback address (127.0.0.0/8, ::1, localhost:
+// a local test endpoint or a proxy on this machine). It is checked when the
+// config is loaded, before any secret is read. An empty URL is a provider's.
+func checkTokenURL(raw string) error {
+	if raw == "" {
+		return nil
+	}
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return fmt.Errorf("token_url %q: %w", raw, err)
+	case u.Scheme == "https" && u.Host != "":
+		return nil
+	case u.Scheme == "http" && loopbackHost(u.Hostname()):
+		return nil
+	case u.Scheme == "http":
+		return fmt.Errorf("token_url %q is plain http to a host that is not loopback: the client secret and the refresh token would cross the network in clear; use https://", raw)
+	}
+	return fmt.Errorf("token_url %q: want an https:// URL", raw)
+}
+
+// loopbackHost reports whether host is localhost or a loopback address.
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // token returns the side's OAuth2 access-token getter for
@@ -155,11 +189,11 @@ func (r *refresher) setup(ctx context.Context) error {
 	if refresh == "" {
 		return &mail.ConfigError{Msg: r.what + ": the refresh token is empty"}
 	}
-	url := o.TokenURL
-	if url == "" {
-		url = oauthProviders[o.Provider]
+	tokenURL := o.TokenURL
+	if tokenURL == "" {
+		tokenURL = oauthProviders[o.Provider]
 	}
-	r.conf = &oauth2.Config{ClientID: o.ClientID, ClientSecret: secret, Endpoint: oauth2.Endpoint{TokenURL: url}}
+	r.conf = &oauth2.Config{ClientID: o.ClientID, ClientSecret: secret, Endpoint: oauth2.Endpoint{TokenURL: tokenURL}}
 	r.refresh = refresh
 	return nil
 }
