@@ -1,4 +1,4 @@
-package mbox
+package mboxfmt
 
 import (
 	"bufio"
@@ -436,6 +436,18 @@ func (r *Reader) fail(err error) {
 	r.state = stEnd
 	r.err = err
 	r.pend = nil
+}
+
+// StartsEntry reports whether a From_ line starts at off in f: at the
+// start of the file, or after an LF.
+func StartsEntry(f io.ReaderAt, off int64) bool {
+	var b [6]byte
+	if off == 0 {
+		n, _ := f.ReadAt(b[1:], 0)
+		return bytes.Equal(b[1:1+n], fromPrefix)
+	}
+	n, _ := f.ReadAt(b[:], off-1)
+	return n == len(b) && b[0] == '\n' && bytes.Equal(b[1:], fromPrefix)
 }
 
 // parseFromLine splits a From_ line into the sender and the date. Dates in
