@@ -217,21 +217,8 @@ func (r *Reader) Next() (Entry, error) {
 		return Entry{}, r.err
 	}
 	if r.n == 0 {
-		// Leading blank lines are tolerated, as other readers do.
-		for {
-			p, err := r.br.Peek(2)
-			if len(p) > 0 && p[0] == '\n' {
-				r.br.Discard(1)
-				continue
-			}
-			if len(p) == 2 && p[0] == '\r' && p[1] == '\n' {
-				r.br.Discard(2)
-				continue
-			}
-			if len(p) == 0 && err != nil {
-				return Entry{}, err
-			}
-			break
+		if err := r.skipBlankLines(); err != nil {
+			return Entry{}, err
 		}
 	}
 	e := Entry{Offset: r.offset()}
@@ -263,6 +250,27 @@ func (r *Reader) Next() (Entry, error) {
 		}
 	}
 	return e, nil
+}
+
+// skipBlankLines discards the blank lines (LF or CRLF) before the first
+// entry: they are tolerated, as other readers do. It returns the read error
+// that left nothing to peek at.
+func (r *Reader) skipBlankLines() error {
+	for {
+		p, err := r.br.Peek(2)
+		if len(p) > 0 && p[0] == '\n' {
+			r.br.Discard(1)
+			continue
+		}
+		if len(p) == 2 && p[0] == '\r' && p[1] == '\n' {
+			r.br.Discard(2)
+			continue
+		}
+		if len(p) == 0 && err != nil {
+			return err
+		}
+		return nil
+	}
 }
 
 // Read reads the current entry's body, unquoted, and returns io.EOF at its
