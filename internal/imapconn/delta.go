@@ -40,6 +40,9 @@ type Session struct {
 	// around a server whose extension misbehaves.
 	Ignore map[string]bool
 	qres   bool // ENABLE QRESYNC succeeded
+	// selected is set while a mailbox is EXAMINEd: STATUS on it would
+	// answer from the session's view (Dovecot does), not the mailbox's.
+	selected bool
 
 	// What the server said about the selected mailbox since EXAMINE.
 	exists   uint32
@@ -261,13 +264,17 @@ func (s *Session) StatusAll(boxes []string) (map[string]Status, error) {
 		}
 		return nil
 	}
-	if s.Has("LIST-STATUS") && len(boxes) > 1 {
-		err := s.run1(`LIST "" "*" RETURN (STATUS (`+items+`))`, collect)
-		return out, err
+	var cmds []string
+	if s.selected {
+		cmds = append(cmds, s.unselect())
+		s.selected = false
 	}
-	cmds := make([]string, len(boxes))
-	for i, b := range boxes {
-		cmds[i] = "STATUS " + Quote(EncodeMUTF7(b)) + " (" + items + ")"
+	if s.Has("LIST-STATUS") && len(boxes) > 1 {
+		cmds = append(cmds, `LIST "" "*" RETURN (STATUS (`+items+`))`)
+	} else {
+		for _, b := range boxes {
+			cmds = append(cmds, "STATUS "+Quote(EncodeMUTF7(b))+" ("+items+")")
+		}
 	}
 	errs, err := s.run(cmds, collect)
 	if err != nil {
@@ -280,6 +287,15 @@ func (s *Session) StatusAll(boxes []string) (map[string]Status, error) {
 		}
 	}
 	return out, nil
+}
+
+// unselect is the command that leaves the selected mailbox: UNSELECT
+// (RFC 3691), else CLOSE, which expunges nothing after EXAMINE.
+func (s *Session) unselect() string {
+	if s.Has("UNSELECT") {
+		return "UNSELECT"
+	}
+	return "CLOSE"
 }
 
 // Mark is what the last complete listing of a mailbox saw.
@@ -319,12 +335,14 @@ func (s *Session) Examine(box string, since *Mark) (Selected, error) {
 		cmd += " (CONDSTORE)"
 	}
 	s.exists, s.expunged, s.vanished = 0, false, nil
+	s.selected = false // also when EXAMINE fails (RFC 9051 §6.3.2)
 	err := s.run1(cmd, func(u Untagged) error {
 		return sel.take(u)
 	})
 	if err != nil {
 		return sel, err
 	}
+	s.selected = true
 	sel.Exists, sel.Vanished = s.exists, s.vanished
 	s.vanished = nil
 	return sel, nil
