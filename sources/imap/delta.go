@@ -341,7 +341,9 @@ func (cl *changeListing) listVanished() error {
 	gone, reason := cl.gone(qres, last)
 	now := cl.sess.Exists()
 	cl.sum.Status.Messages = now
-	cl.sum.Status.UIDNext = max(cl.sum.Status.UIDNext, cl.maxNew+1)
+	// UIDNEXT never goes down; a server that left it out of EXAMINE still
+	// had every UID below the last mark's and the new messages'.
+	cl.sum.Status.UIDNext = max(cl.sum.Status.UIDNext, cl.maxNew+1, cl.since.UIDNext)
 	switch {
 	case reason != "":
 		cl.sum.Full, cl.sum.Reason = true, reason
