@@ -240,7 +240,8 @@ func (s *Session) EnableQResync() error {
 // StatusAll asks UIDVALIDITY, UIDNEXT, MESSAGES (and HIGHESTMODSEQ when
 // CONDSTORE is offered) for each of boxes (server names) in one round
 // trip: one LIST-STATUS where offered, else pipelined STATUS commands. A
-// mailbox the server does not have is absent from the result.
+// mailbox the server does not have is absent from the result; any other
+// refusal is an error.
 func (s *Session) StatusAll(boxes []string) (map[string]Status, error) {
 	items := "UIDVALIDITY UIDNEXT MESSAGES"
 	if s.Has("CONDSTORE") {
@@ -280,13 +281,29 @@ func (s *Session) StatusAll(boxes []string) (map[string]Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, e := range errs {
-		var ce *CommandError
-		if errors.As(e, &ce) && ce.Resp.Kind != "NO" {
-			return nil, e // BAD: the command itself is wrong
+	for i, e := range errs {
+		if e != nil && !missing(cmds[i], e) {
+			return nil, e
 		}
 	}
 	return out, nil
+}
+
+// missing reports whether err, the answer to cmd, says that the mailbox
+// does not exist: a NO to STATUS without a response code, or with
+// NONEXISTENT (RFC 5530) or TRYCREATE. A NO with another code
+// (UNAVAILABLE, SERVERBUG...) is trouble, not absence: a caller could
+// take an absent folder for a deleted one.
+func missing(cmd string, err error) bool {
+	var ce *CommandError
+	if !errors.As(err, &ce) || ce.Resp.Kind != "NO" || !strings.HasPrefix(cmd, "STATUS ") {
+		return false
+	}
+	switch ce.Resp.Code {
+	case "", "NONEXISTENT", "TRYCREATE":
+		return true
+	}
+	return false
 }
 
 // unselect is the command that leaves the selected mailbox: UNSELECT

@@ -29,6 +29,10 @@ func deltaFake(t *testing.T, caps string) (*Session, *fakeServer) {
 			fc.send("* 4 FETCH (UID 10 FLAGS ())\r\n* VANISHED 3\r\n* 4 EXISTS\r\n%s OK done\r\n", tag)
 		case cmd == "STATUS" && strings.HasPrefix(args, `"Gone"`):
 			fc.send("%s NO [NONEXISTENT] no such mailbox\r\n", tag)
+		case cmd == "STATUS" && strings.HasPrefix(args, `"Busy"`):
+			fc.send("%s NO [UNAVAILABLE] try later\r\n", tag)
+		case cmd == "LIST" && strings.Contains(args, "RETURN (STATUS"):
+			fc.send("%s NO [SERVERBUG] oops\r\n", tag)
 		case cmd == "STATUS":
 			name, _, _ := strings.Cut(args, " ")
 			fc.send("* STATUS %s (UIDVALIDITY 7 UIDNEXT 11 MESSAGES 4 HIGHESTMODSEQ 50)\r\n%s OK done\r\n", name, tag)
@@ -105,6 +109,26 @@ func TestSessionStatusPipelined(t *testing.T) {
 	}
 	if statuses != len(boxes) {
 		t.Errorf("sent %d STATUS, want %d", statuses, len(boxes))
+	}
+}
+
+// TestSessionStatusRefused checks that a refusal other than "no such
+// mailbox" is an error, never an empty answer that would read as folders
+// deleted.
+func TestSessionStatusRefused(t *testing.T) {
+	tests := []struct {
+		name  string
+		caps  string
+		boxes []string
+	}{
+		{"STATUS UNAVAILABLE", "IMAP4rev1", []string{"INBOX", "Busy"}},
+		{"LIST-STATUS NO", "IMAP4rev1 LIST-STATUS", []string{"INBOX", "Work"}},
+	}
+	for _, tt := range tests {
+		s, _ := deltaFake(t, tt.caps)
+		if got, err := s.StatusAll(tt.boxes); err == nil {
+			t.Errorf("%s: StatusAll() = %v, nil; want an error", tt.name, got)
+		}
 	}
 }
 

@@ -75,8 +75,11 @@ func (s *Source) withSession(ctx context.Context, op string, fn func(*imapconn.S
 		err = ctx.Err()
 	}
 	var ce *imapconn.CommandError
-	if err == nil || errors.As(err, &ce) {
-		return err
+	if err == nil {
+		return nil
+	}
+	if errors.As(err, &ce) { // the connection is fine
+		return fmt.Errorf("imap: %s %s: %w", s.cfg.Ident(), op, err)
 	}
 	// Also after an error of the caller's fn: the rest of the reply is
 	// unread, so the connection is out of step.
