@@ -51,6 +51,10 @@ func (s *State) folder(name string) (*Folder, error) {
 	it, ok := s.sum.Folders[name]
 	if !ok {
 		f := &Folder{s: s, name: name, recs: map[mail.ID]Message{}}
+		if s.readOnly { // a dry run: the folder reads as empty, and stays unwritten
+			s.folders[name] = f
+			return f, nil
+		}
 		if err := s.rewriteFolder(f, nil); err != nil {
 			return nil, err
 		}
@@ -85,6 +89,9 @@ func (s *State) Release(name string) error {
 func (s *State) ResetFolder(name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.readOnly {
+		return ErrReadOnly
+	}
 	f, err := s.folder(name)
 	if err != nil {
 		return err
@@ -347,6 +354,9 @@ func (f *Folder) Forget(src mail.ID) error {
 func (f *Folder) usable() error {
 	if f.s.closed || f.s.folders[f.name] != f {
 		return fmt.Errorf("state: folder %q: %w", f.name, mail.ErrClosed)
+	}
+	if f.s.readOnly {
+		return ErrReadOnly
 	}
 	return nil
 }

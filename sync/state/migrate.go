@@ -28,6 +28,9 @@ func Migrate(s *State, path, src, dst string) (int, error) {
 	if s.Migrated() != "" {
 		return 0, nil
 	}
+	if s.readOnly {
+		return 0, ErrReadOnly
+	}
 	fi, err := s.fs.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, nil

@@ -77,7 +77,15 @@ type Options struct {
 	Reset  bool         // forget everything, also a state for other endpoints or a garbled one
 	Logger *slog.Logger // warnings (a torn tail dropped); nil: none
 	Now    func() time.Time
+	// ReadOnly is for a dry run (docs/failure-model.md H2): nothing is
+	// created or written (but the lock's pid, as for every run), a folder
+	// the state does not know reads as empty, and every write fails with
+	// ErrReadOnly. A missing state opens empty, without a lock.
+	ReadOnly bool
 }
+
+// ErrReadOnly is returned by writes to a State opened with ReadOnly.
+var ErrReadOnly = errors.New("state: opened read-only (dry run)")
 
 // SideStatus is what one side's server said about a folder at the end of
 // the last complete pass (IMAP STATUS / SELECT), zero where not known.
@@ -136,15 +144,16 @@ type folderItem struct {
 // summary.json, one log per folder (<gen>.log) and a lock file. Methods are
 // safe for concurrent use.
 type State struct {
-	mu      sync.Mutex
-	dir     string
-	fs      FS
-	lock    checkpoint.FSFile
-	sum     summaryFile
-	folders map[string]*Folder // loaded folder logs
-	log     *slog.Logger
-	now     func() time.Time
-	closed  bool
+	mu       sync.Mutex
+	dir      string
+	fs       FS
+	readOnly bool
+	lock     checkpoint.FSFile // nil: a read-only state that does not exist
+	sum      summaryFile
+	folders  map[string]*Folder // loaded folder logs
+	log      *slog.Logger
+	now      func() time.Time
+	closed   bool
 }
 
 // Open opens or creates the state directory dir for the endpoints a and b
@@ -154,7 +163,7 @@ type State struct {
 // refused (ErrUnusable) unless opt.Reset; a second Open of the same
 // directory gets ErrLocked while the first is open.
 func Open(dir, a, b string, opt Options) (*State, error) {
-	s := &State{dir: dir, fs: opt.FS, log: opt.Logger, now: opt.Now, folders: map[string]*Folder{}}
+	s := &State{dir: dir, fs: opt.FS, log: opt.Logger, now: opt.Now, readOnly: opt.ReadOnly, folders: map[string]*Folder{}}
 	if s.fs == nil {
 		s.fs = osFS{}
 	}
@@ -163,6 +172,9 @@ func Open(dir, a, b string, opt Options) (*State, error) {
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if s.readOnly {
+		return s, s.openReadOnly(a, b, opt.Reset)
 	}
 	if err := mkdirAll(s.fs, dir); err != nil {
 		return nil, fmt.Errorf("state: %w", err)
@@ -175,6 +187,34 @@ func Open(dir, a, b string, opt Options) (*State, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// openReadOnly opens an existing state for reading, or an empty one in
+// memory when there is none.
+func (s *State) openReadOnly(a, b string, reset bool) error {
+	s.sum = summaryFile{Magic: summaryMark, Version: Version, A: a, B: b, NextGen: 1, Folders: map[string]*folderItem{}}
+	if reset {
+		return fmt.Errorf("state: a reset is a write: %w", ErrReadOnly)
+	}
+	if _, err := s.fs.Stat(s.dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err := s.takeLock(); err != nil {
+		return err
+	}
+	old, err := s.readSummary()
+	if err == nil && old != nil && (old.A != a || old.B != b) {
+		err = fmt.Errorf("%w: %s was written for %s <-> %s, not %s <-> %s (pass --reset to start it afresh, or choose another state)",
+			ErrUnusable, s.dir, old.A, old.B, a, b)
+	}
+	if err != nil {
+		s.lock.Close()
+		return err
+	}
+	if old != nil {
+		s.sum = *old
+	}
+	return nil
 }
 
 // takeLock takes an exclusive flock on dir/lock, a file never renamed or
@@ -397,6 +437,9 @@ func (s *State) Migrated() string {
 func (s *State) CompletePass(name string, a, b SideStatus, full bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.readOnly {
+		return ErrReadOnly
+	}
 	f, err := s.folder(name)
 	if err != nil {
 		return err
@@ -423,6 +466,9 @@ func (s *State) CompletePass(name string, a, b SideStatus, full bool) error {
 func (s *State) RemoveFolder(name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.readOnly {
+		return ErrReadOnly
+	}
 	it, ok := s.sum.Folders[name]
 	if !ok {
 		return nil
@@ -467,6 +513,9 @@ func (s *State) Close() error {
 	err := s.flush()
 	s.closed = true
 	s.folders = nil
+	if s.lock == nil {
+		return err
+	}
 	s.lock.Truncate(0) // still locked: no one reads a pid that is gone
 	if cerr := s.lock.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("state: %w", cerr)

@@ -432,3 +432,42 @@ func snapshot(t *testing.T, dir string) map[string]string {
 	}
 	return out
 }
+
+// TestReadOnlyWritesNothing: a dry run (docs/failure-model.md H2) reads a
+// state, asks for a folder it does not know, and writes nothing; on a
+// state that does not exist it creates nothing.
+func TestReadOnlyWritesNothing(t *testing.T) {
+	dir := seedT(t)
+	missing := filepath.Join(t.TempDir(), "none")
+	for _, d := range []string{dir, missing} {
+		before := snapshot(t, d)
+		s, err := Open(d, epA, epB, Options{ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f := folderT(t, s, "INBOX"); d == dir && f.Len() != 3 {
+			t.Fatalf("read-only INBOX has %d records, want 3", f.Len())
+		}
+		f := folderT(t, s, "New")
+		writes := map[string]error{
+			"Put":          f.Put(Message{Src: "1"}),
+			"CompletePass": s.CompletePass("INBOX", SideStatus{}, SideStatus{}, true),
+			"ResetFolder":  s.ResetFolder("INBOX"),
+			"RemoveFolder": s.RemoveFolder("INBOX"),
+		}
+		for op, err := range writes {
+			if !errors.Is(err, ErrReadOnly) {
+				t.Errorf("%s on a read-only state = %v, want ErrReadOnly", op, err)
+			}
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if after := snapshot(t, d); !reflect.DeepEqual(before, after) {
+			t.Fatalf("a read-only open of %s wrote:\nbefore %q\nafter  %q", d, before, after)
+		}
+	}
+	if _, err := os.Stat(missing); !os.IsNotExist(err) {
+		t.Fatalf("a read-only open created %s", missing)
+	}
+}
