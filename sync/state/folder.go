@@ -27,8 +27,9 @@ type Folder struct {
 	// writes nothing leaves the log alone (even its mtime).
 	end     int64
 	torn    bool
-	buf     []byte // encoded, not yet written
-	Dropped string // a torn last line dropped while loading, for a warning
+	buf     []byte   // encoded, not yet written
+	fields  []string // reused while parsing
+	Dropped string   // a torn last line dropped while loading, for a warning
 }
 
 // Folder returns the records of folder name, reading its log the first
@@ -126,22 +127,38 @@ func (s *State) loadFolder(name string, gen uint64) (*Folder, error) {
 // (dropped); a bad line before it is corruption.
 func (f *Folder) parse(r *bufio.Reader, path string) error {
 	for n := 1; ; n++ {
-		line, err := r.ReadString('\n')
+		line, err := readLine(r)
 		if err == io.EOF {
-			return f.tail(line, n, path)
+			return f.tail(string(line), n, path)
 		}
 		if err != nil {
 			return fmt.Errorf("state: read %s: %w", path, err)
 		}
 		if perr := f.parseLine(line[:len(line)-1], n); perr != nil {
+			dropped := string(line) // before Peek, which may reuse line's buffer
 			if _, peek := r.Peek(1); peek == io.EOF && n > 1 {
-				f.Dropped, f.torn = line, true
+				f.Dropped, f.torn = dropped, true
 				return nil
 			}
 			return fmt.Errorf("%w: %s line %d: %v (pass --reset to start afresh)", ErrUnusable, path, n, perr)
 		}
 		f.end += int64(len(line))
 	}
+}
+
+// readLine returns the next line with its newline (without one at EOF).
+// It is r's buffer, valid until the next read, unless the line is longer.
+func readLine(r *bufio.Reader) ([]byte, error) {
+	line, err := r.ReadSlice('\n')
+	if err != bufio.ErrBufferFull {
+		return line, err
+	}
+	long := append([]byte(nil), line...)
+	for err == bufio.ErrBufferFull {
+		line, err = r.ReadSlice('\n')
+		long = append(long, line...)
+	}
+	return long, err
 }
 
 // tail handles what follows the last newline: nothing, or a torn line.
@@ -155,11 +172,12 @@ func (f *Folder) tail(rest string, n int, path string) error {
 	return nil
 }
 
-func (f *Folder) parseLine(line string, n int) error {
-	fields, err := splitLine(line)
+func (f *Folder) parseLine(line []byte, n int) error {
+	fields, err := splitLine(line, f.fields)
 	if err != nil {
 		return err
 	}
+	f.fields = fields
 	if n == 1 {
 		return parseHeader(fields, f.gen, f.name)
 	}

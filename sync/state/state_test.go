@@ -47,6 +47,7 @@ func TestRecordsSurviveReopen(t *testing.T) {
 		{"separators in ids", Message{Src: "a\tb%c\nd\re", Dst: "%09%", Flags: "=x\t", FlagsKnown: true}},
 		{"unicode", Message{Src: "ünï 1", Dst: "cur/1.M2P3:2,S", Flags: "$Label1", FlagsKnown: true}},
 		{"stored filled in", Message{Src: "9"}},
+		{"line longer than the read buffer", Message{Src: "long", Dst: mail.ID(strings.Repeat("x\t", 70<<10))}},
 	}
 	dir := filepath.Join(t.TempDir(), "sub", "st")
 	s := openT(t, dir)
