@@ -94,6 +94,9 @@ type SideStatus struct {
 	UIDNext       uint32 `json:"un,omitempty"`
 	Messages      uint32 `json:"n,omitempty"`
 	HighestModSeq uint64 `json:"ms,omitempty"`
+	// HighestUID is the highest UID the pass saw (two-way sync: a UID above
+	// it is new on that side, one at or below it and unknown was deleted).
+	HighestUID uint32 `json:"hu,omitempty"`
 	// Evidence is opaque change evidence for sides without STATUS (a
 	// Maildir's or mbox's), compared for equality only.
 	Evidence string `json:"ev,omitempty"`
@@ -132,6 +135,8 @@ type summaryFile struct {
 	B        string                 `json:"b"`
 	NextGen  uint64                 `json:"gen"`
 	Migrated string                 `json:"migrated,omitempty"`
+	IDA      string                 `json:"ida,omitempty"`
+	IDB      string                 `json:"idb,omitempty"`
 	Folders  map[string]*folderItem `json:"folders"`
 }
 
@@ -428,6 +433,29 @@ func (s *State) Migrated() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.sum.Migrated
+}
+
+// Identities returns each side's identity as last recorded ("" unknown).
+func (s *State) Identities() (a, b string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sum.IDA, s.sum.IDB
+}
+
+// SetIdentities records each side's identity (two-way sync: IMAP
+// host+user+INBOX UIDVALIDITY, a Maildir's marker), so that a later run
+// can refuse to infer deletions from a side that is not the one it synced.
+func (s *State) SetIdentities(a, b string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.readOnly {
+		return ErrReadOnly
+	}
+	if s.sum.IDA == a && s.sum.IDB == b {
+		return nil
+	}
+	s.sum.IDA, s.sum.IDB = a, b
+	return s.writeSummary()
 }
 
 // CompletePass records the end of a complete pass over folder name: each

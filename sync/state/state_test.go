@@ -248,6 +248,23 @@ func TestNoOpRunReadsNoLog(t *testing.T) {
 	}
 }
 
+func TestIdentitiesSurviveReopen(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir)
+	if a, b := s.Identities(); a != "" || b != "" {
+		t.Fatalf("new state has identities %q %q", a, b)
+	}
+	if err := s.SetIdentities("imap:alice@x uv=7", "maildir:marker-1"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openT(t, dir)
+	defer s.Close()
+	if a, b := s.Identities(); a != "imap:alice@x uv=7" || b != "maildir:marker-1" {
+		t.Fatalf("Identities = %q %q", a, b)
+	}
+}
+
 func TestFullDue(t *testing.T) {
 	tests := []struct {
 		sum   Summary
