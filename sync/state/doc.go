@@ -4,10 +4,11 @@
 //
 // A state is a directory:
 //
-//	summary.json   header (format version, both endpoints) and every folder's
-//	               pass state: each side's UIDVALIDITY, UIDNEXT, MESSAGES,
-//	               HIGHESTMODSEQ (or opaque change evidence), when the last
-//	               complete pass ended, the passes since the last full listing
+//	summary.json   header (format version, both endpoints, each side's
+//	               identity) and every folder's pass state: each side's
+//	               UIDVALIDITY, UIDNEXT, MESSAGES, HIGHESTMODSEQ, highest UID
+//	               seen (or opaque change evidence), when the last complete
+//	               pass ended, the passes since the last full listing
 //	<gen>.log      one append-only log per folder: a header line, then one
 //	               CRC-framed line per message put or forgotten
 //	lock           flock'd for the life of a State, never renamed
