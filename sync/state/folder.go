@@ -71,6 +71,8 @@ func (s *State) folder(name string) (*Folder, error) {
 
 // Release writes a folder's buffered records and drops it from memory, for
 // a run that is done with it (memory stays bounded by the folders in use).
+// A *Folder obtained before takes no more writes (mail.ErrClosed); Folder
+// reads it again.
 func (s *State) Release(name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
