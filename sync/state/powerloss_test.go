@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/mailferry/mailferry/sync/checkpoint"
-	"github.com/mailferry/mailferry/sync/checkpoint/crashfs"
+	"github.com/mailferry/mailferry/sync/mail/mailtest/crashfs"
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
