@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"github.com/mailferry/mailferry/sync/checkpoint"
-	"github.com/mailferry/mailferry/sync/mail/mailtest/crashfs"
 	"github.com/mailferry/mailferry/sync/mail"
+	"github.com/mailferry/mailferry/sync/mail/mailtest/crashfs"
 )
 
 // crashFS adapts a crashfs.FS to FS.
