@@ -14,19 +14,14 @@
 // streamed through dotReader, with commands pipelined (RFC 2449 §6.6) when
 // the server allows it.
 //
-// knadh/go-pop3 (v1.0.2) is not used, for these reasons, read in its
-// source: its Conn parses responses through a bufio.Reader of its own,
-// made in NewConn and not replaceable, which reads past the response it
-// parses, so no second reader can share the socket (this package fed it
-// through an adapter that returned one line per Read, only for that); it
-// sends one command and waits for its answer, so it cannot pipeline; it
-// collects every multi-line response (RETR, TOP, UIDL, LIST) whole in a
-// bytes.Buffer, with no bound on a line (TestGoPOP3RetrBuffersWholeMessage);
-// it takes no context and sets no deadline; it offers no STLS and of TLS
-// only ServerName and InsecureSkipVerify; its Dialer gets host:port
-// formatted without brackets, which breaks IPv6 literals; it takes an empty
-// status line for +OK and returns a -ERR and a broken connection alike as
-// plain errors; its Uidl and List stop at the first malformed line without
+// knadh/go-pop3 v1.0.2 is not used (docs/library-notes.md §3). Its Conn
+// parses through a bufio.Reader of its own that reads past the response it
+// parses, so no second reader can share the socket
+// (TestGoPOP3ReadsPastItsResponse); it sends one command at a time (no
+// pipelining), collects every multi-line response whole in a bytes.Buffer
+// (TestGoPOP3RetrBuffersWholeMessage), takes no context, sets no deadline,
+// has no STLS, takes an empty status line for +OK, returns -ERR and I/O
+// failures alike, and stops at the first malformed UIDL or LIST line without
 // an error. What was left for it (USER, PASS, STAT, DELE, QUIT) is one
 // command and one status line each, which the reader here parses anyway.
 package pop3
