@@ -4,18 +4,20 @@ import "sort"
 
 // helpTopics are the texts of 'mailferry help TOPIC'. README.md shows the
 // same examples: change both together.
-var helpTopics = map[string]string{
-	"config":     helpConfig,
-	"cron":       helpCron,
-	"filters":    helpFilters,
-	"gmail":      helpGmail,
-	"oauth2":     helpOAuth2,
-	"exit-codes": exitCodeTable[1:],
+func helpTopics() map[string]string {
+	return map[string]string{
+		"config":     helpConfig,
+		"cron":       helpCron,
+		"filters":    helpFilters,
+		"gmail":      helpGmail,
+		"oauth2":     helpOAuth2,
+		"exit-codes": exitCodeTable[1:],
+	}
 }
 
 func helpTopicNames() []string {
-	out := make([]string, 0, len(helpTopics))
-	for k := range helpTopics {
+	out := make([]string, 0, len(helpTopics()))
+	for k := range helpTopics() {
 		out = append(out, k)
 	}
 	sort.Strings(out)
