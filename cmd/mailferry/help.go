@@ -83,6 +83,8 @@ must be readable by you alone: mailferry refuses it otherwise.
 
 Flags given to 'mailferry run' override the job's settings, e.g.
   mailferry run move --dry-run --since 2024-01-01
+A list flag (--include, --exclude, --map, --pin-sha256) replaces the job's
+list; a side's credential flag replaces all of that side's credentials.
 `
 
 const helpCron = `Running mailferry from cron or a systemd timer.
