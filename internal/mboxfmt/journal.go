@@ -1,4 +1,4 @@
-package mbox
+package mboxfmt
 
 import (
 	"bufio"

@@ -1,4 +1,4 @@
-package mbox
+package mboxfmt
 
 import (
 	"errors"
@@ -59,9 +59,9 @@ func TestMailboxName(t *testing.T) {
 		{"/srv/mail/INBOX.mbox.lock", "", false},
 		{"/elsewhere/INBOX.mbox", "", false},
 	} {
-		got, ok := mailboxName(root, c.path)
+		got, ok := MailboxName(root, c.path)
 		if got != c.want || ok != c.ok {
-			t.Errorf("mailboxName(%q) = %q, %v; want %q, %v", c.path, got, ok, c.want, c.ok)
+			t.Errorf("MailboxName(%q) = %q, %v; want %q, %v", c.path, got, ok, c.want, c.ok)
 		}
 	}
 }
@@ -96,8 +96,8 @@ func FuzzFilePath(f *testing.F) {
 			if !strings.HasSuffix(c.path, Ext) {
 				t.Fatalf("FilePath(%q) = %q does not end in %s", c.name, c.path, Ext)
 			}
-			if back, ok := mailboxName(root, c.path); !ok || back != c.name {
-				t.Fatalf("mailboxName(FilePath(%q)) = %q, %v", c.name, back, ok)
+			if back, ok := MailboxName(root, c.path); !ok || back != c.name {
+				t.Fatalf("MailboxName(FilePath(%q)) = %q, %v", c.name, back, ok)
 			}
 		}
 		if errA != nil || errB != nil || a == b {

@@ -1,4 +1,4 @@
-package mbox
+package mboxfmt
 
 import (
 	"errors"
@@ -95,9 +95,9 @@ func reservedDir(c string) bool {
 	return false
 }
 
-// mailboxName is FilePath's inverse: the mailbox stored at path under root,
+// MailboxName is FilePath's inverse: the mailbox stored at path under root,
 // or false when path is not a mailbox file FilePath would produce.
-func mailboxName(root, path string) (string, bool) {
+func MailboxName(root, path string) (string, bool) {
 	rel, err := filepath.Rel(root, path)
 	if err != nil || !strings.HasSuffix(rel, Ext) {
 		return "", false
@@ -109,10 +109,10 @@ func mailboxName(root, path string) (string, bool) {
 	return name, true
 }
 
-// openFile opens path under root for reading without following a symlink
+// OpenFile opens path under root for reading without following a symlink
 // in any component below root. A missing file gives an error wrapping
 // fs.ErrNotExist.
-func openFile(root, path string) (*os.File, error) {
+func OpenFile(root, path string) (*os.File, error) {
 	if err := checkNoSymlinks(root, filepath.Dir(path)); err != nil {
 		return nil, err
 	}

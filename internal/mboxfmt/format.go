@@ -1,4 +1,4 @@
-package mbox
+package mboxfmt
 
 import (
 	"bufio"
@@ -217,21 +217,8 @@ func (r *Reader) Next() (Entry, error) {
 		return Entry{}, r.err
 	}
 	if r.n == 0 {
-		// Leading blank lines are tolerated, as other readers do.
-		for {
-			p, err := r.br.Peek(2)
-			if len(p) > 0 && p[0] == '\n' {
-				r.br.Discard(1)
-				continue
-			}
-			if len(p) == 2 && p[0] == '\r' && p[1] == '\n' {
-				r.br.Discard(2)
-				continue
-			}
-			if len(p) == 0 && err != nil {
-				return Entry{}, err
-			}
-			break
+		if err := r.skipBlankLines(); err != nil {
+			return Entry{}, err
 		}
 	}
 	e := Entry{Offset: r.offset()}
@@ -263,6 +250,27 @@ func (r *Reader) Next() (Entry, error) {
 		}
 	}
 	return e, nil
+}
+
+// skipBlankLines discards the blank lines (LF or CRLF) before the first
+// entry: they are tolerated, as other readers do. It returns the read error
+// that left nothing to peek at.
+func (r *Reader) skipBlankLines() error {
+	for {
+		p, err := r.br.Peek(2)
+		if len(p) > 0 && p[0] == '\n' {
+			r.br.Discard(1)
+			continue
+		}
+		if len(p) == 2 && p[0] == '\r' && p[1] == '\n' {
+			r.br.Discard(2)
+			continue
+		}
+		if len(p) == 0 && err != nil {
+			return err
+		}
+		return nil
+	}
 }
 
 // Read reads the current entry's body, unquoted, and returns io.EOF at its
@@ -436,6 +444,18 @@ func (r *Reader) fail(err error) {
 	r.state = stEnd
 	r.err = err
 	r.pend = nil
+}
+
+// StartsEntry reports whether a From_ line starts at off in f: at the
+// start of the file, or after an LF.
+func StartsEntry(f io.ReaderAt, off int64) bool {
+	var b [6]byte
+	if off == 0 {
+		n, _ := f.ReadAt(b[1:], 0)
+		return bytes.Equal(b[1:1+n], fromPrefix)
+	}
+	n, _ := f.ReadAt(b[:], off-1)
+	return n == len(b) && b[0] == '\n' && bytes.Equal(b[1:], fromPrefix)
 }
 
 // parseFromLine splits a From_ line into the sender and the date. Dates in
