@@ -93,16 +93,6 @@ func newCommands(env *cliEnv) *commandSet {
 	return c
 }
 
-// find returns the command of that name, or nil.
-func (c *commandSet) find(name string) *cobra.Command {
-	for _, sub := range c.list {
-		if sub.Name() == name {
-			return sub
-		}
-	}
-	return nil
-}
-
 func newCopyCommand(env *cliEnv) *cobra.Command {
 	var o copyOptions
 	cmd := &cobra.Command{
@@ -257,7 +247,7 @@ func (o *verifyOptions) Check() error {
 func nArgs(n int) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) != n {
-			return &usageError{fmt.Sprintf("want %d argument(s), got %d: usage: mailferry %s", n, len(args), cmd.Use)}
+			return &usageError{fmt.Sprintf("want %d argument(s), got %d: usage: %s", n, len(args), usageLine(cmd))}
 		}
 		return nil
 	}
@@ -299,10 +289,19 @@ func longFlags(cmd *cobra.Command, args []string) []string {
 	return out
 }
 
+// usageLine is "mailferry copy SRC DST [flags]": the command's path and
+// its Use (nested commands included).
+func usageLine(cmd *cobra.Command) string {
+	if !cmd.HasParent() {
+		return cmd.Use
+	}
+	return cmd.Parent().CommandPath() + " " + cmd.Use
+}
+
 // printHelp prints a command's help: usage, what it does, flags and the
 // exit codes.
 func printHelp(cmd *cobra.Command, w io.Writer) {
-	fmt.Fprintf(w, "Usage: mailferry %s\n\n", cmd.Use)
+	fmt.Fprintf(w, "Usage: %s\n\n", usageLine(cmd))
 	text := cmd.Long
 	if text == "" {
 		text = strings.ToUpper(cmd.Short[:1]) + cmd.Short[1:] + "."
@@ -329,7 +328,7 @@ func newHelpCommand(c *commandSet, env *cliEnv) *cobra.Command {
 				usage(env.stderr, c.list)
 				return nil
 			}
-			if sub := c.find(args[0]); sub != nil {
+			if sub, rest, err := c.root.Find(args); err == nil && sub != c.root && len(rest) == 0 {
 				printHelp(sub, env.stdout)
 				return nil
 			}
