@@ -1,4 +1,4 @@
-package imap
+package imapconn
 
 import (
 	"context"
@@ -132,15 +132,14 @@ func TestOAuth2Login(t *testing.T) {
 				Token:   func(context.Context) (string, error) { calls.Add(1); return token, nil },
 				Trace:   func(l string) { mu.Lock(); trace = append(trace, l); mu.Unlock() },
 			}
-			s, err := New(context.Background(), cfg, opts)
+			c, err := Dial(context.Background(), cfg, opts)
 			if err != nil {
-				t.Fatalf("New() = %v", err)
+				t.Fatalf("Dial() = %v", err)
 			}
-			n := 0
-			if err := s.List(context.Background(), "INBOX", func(mail.Envelope) error { n++; return nil }); err != nil || n != 1 {
-				t.Errorf("List = %v, %d messages", err, n)
+			if sel, err := c.Select("INBOX", nil).Wait(); err != nil || sel.NumMessages != 1 {
+				t.Errorf("Select = %v, %+v, want 1 message", err, sel)
 			}
-			s.Close()
+			c.Close()
 			rc, err := DialRaw(context.Background(), cfg, opts)
 			if err != nil {
 				t.Fatalf("DialRaw() = %v", err)
@@ -156,7 +155,7 @@ func TestOAuth2Login(t *testing.T) {
 
 			token = "ya29.revoked-token"
 			for name, dial := range map[string]func() error{
-				"New":     func() error { _, err := New(context.Background(), cfg, opts); return err },
+				"Dial":    func() error { _, err := Dial(context.Background(), cfg, opts); return err },
 				"DialRaw": func() error { _, err := DialRaw(context.Background(), cfg, opts); return err },
 			} {
 				err := dial()
@@ -191,7 +190,7 @@ func TestOAuth2NotOffered(t *testing.T) {
 	o := m.opts(testPass)
 	o.Token = func(context.Context) (string, error) { t.Error("token asked for"); return testToken, nil }
 	for name, dial := range map[string]func() error{
-		"New":     func() error { _, err := New(context.Background(), m.config(t, false), o); return err },
+		"Dial":    func() error { _, err := Dial(context.Background(), m.config(t, false), o); return err },
 		"DialRaw": func() error { _, err := DialRaw(context.Background(), m.config(t, false), o); return err },
 	} {
 		if err := dial(); !errors.Is(err, mail.ErrConfig) || !strings.Contains(err.Error(), "XOAUTH2") {

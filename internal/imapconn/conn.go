@@ -1,4 +1,4 @@
-package imap
+package imapconn
 
 import (
 	"bufio"
@@ -65,12 +65,12 @@ func Dial(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*imapclient.Cl
 	if o == nil {
 		o = &mail.OpenOptions{}
 	}
-	c, _, err := dial(ctx, cfg, o, logger(cfg, o))
+	c, _, err := DialConn(ctx, cfg, o, Logger(cfg, o))
 	return c, err
 }
 
-// logger returns o's logger with the fixed endpoint attributes.
-func logger(cfg *Config, o *mail.OpenOptions) *slog.Logger {
+// Logger returns o's logger with the fixed endpoint attributes.
+func Logger(cfg *Config, o *mail.OpenOptions) *slog.Logger {
 	side := o.Side
 	if side == "" {
 		side = "src"
@@ -85,10 +85,11 @@ func timeouts(o *mail.OpenOptions) (dialT, ioT time.Duration) {
 	return DefaultDialTimeout, DefaultIOTimeout
 }
 
-// dial is Dial that also returns the connection under the client, to
-// pause its inactivity limit while idle and to close it without blocking
-// (Client.Close blocks while a FETCH literal is unread, see conn.close).
-func dial(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Logger) (*imapclient.Client, *deadlineConn, error) {
+// DialConn is Dial, logging to log, that also returns the connection
+// under the client, to pause its inactivity limit while idle (SetIdle) and
+// to close it without blocking (Client.Close blocks while a FETCH literal
+// is unread).
+func DialConn(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Logger) (*imapclient.Client, *Conn, error) {
 	start := time.Now()
 	t, err := openTransport(ctx, cfg, o, log)
 	if err != nil {
@@ -114,16 +115,10 @@ func dial(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Logge
 		log.Debug("imap: server pre-authenticated the session", "elapsed", time.Since(start))
 	} else {
 		t.phase = "login"
-		if o.Token != nil {
-			// login checks the policy itself; loginToken is told here.
-			if caps := c.Caps(); caps != nil {
-				_, err = loginPolicy(cfg, capsHas(caps), t.secure, true)
-			}
-			if err == nil {
-				err = loginToken(ctx, c, cfg, t.secret(o.Token))
-			}
+		if c.Caps() == nil {
+			err = mail.Temp(fmt.Errorf("imap: %s: no CAPABILITY answer", cfg.Addr()))
 		} else {
-			err = login(ctx, c, cfg, t.secret(o.Password), t.secure)
+			err = authenticate(ctx, clientAuth{c}, cfg, t.secret(o.Password), t.secret(o.Token), t.secure)
 		}
 		if err != nil {
 			return nil, nil, t.fail(err)
@@ -132,7 +127,7 @@ func dial(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Logge
 	if !t.disarm() {
 		return nil, nil, t.fail(errors.New("connection closed"))
 	}
-	log.Debug("imap: connected to "+cfg.ident(), "elapsed", time.Since(start))
+	log.Debug("imap: connected to "+cfg.Ident(), "elapsed", time.Since(start))
 	return c, t.dc, nil
 }
 
@@ -151,7 +146,7 @@ type transport struct {
 	dialT   time.Duration
 	phase   string // what was awaited, for the error when the budget runs out
 	top     net.Conn
-	dc      *deadlineConn
+	dc      *Conn
 	secure  bool
 	cleanup func() // closes what the caller built on top, on failure
 
@@ -251,7 +246,7 @@ func openTransport(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *s
 	t.mu.Lock()
 	t.raw = conn
 	t.mu.Unlock()
-	t.dc = &deadlineConn{Conn: conn, timeout: ioT}
+	t.dc = &Conn{Conn: conn, timeout: ioT}
 	tr := newTracer(o.Trace)
 	switch cfg.TLS {
 	case TLSImplicit:
@@ -324,104 +319,28 @@ func withALPN(c *tls.Config) *tls.Config {
 // with a synthetic greeting in front (imapclient waits for one), and
 // whether it is encrypted.
 func startTLS(ctx context.Context, dc net.Conn, tlsCfg *tls.Config, allowPlain, skip bool, tr *tracer, addr string) (net.Conn, bool, error) {
-	br := bufio.NewReaderSize(dc, 8192)
-	lines := 0
-	readLine := func() (string, error) {
-		if lines++; lines > 100 {
-			// A server chattering without ever answering must not keep us
-			// here: the inactivity limit alone would not end it.
-			return "", mail.DialError(addr, errors.New("more than 100 lines before TLS"))
-		}
-		b, err := br.ReadSlice('\n')
-		if err == bufio.ErrBufferFull {
-			return "", mail.DialError(addr, errors.New("server line longer than 8 KiB before TLS"))
-		}
-		if err != nil {
-			return "", mail.DialError(addr, fmt.Errorf("before TLS: %w", err))
-		}
-		line := strings.TrimRight(string(b), "\r\n")
-		tr.line("S: " + line)
-		return line, nil
-	}
-	send := func(line string) error {
-		tr.line("C: " + line)
-		if _, err := io.WriteString(dc, line+"\r\n"); err != nil {
-			return mail.DialError(addr, fmt.Errorf("before TLS: %w", err))
-		}
-		return nil
-	}
-
-	greeting, err := readLine()
+	p := &cleartext{br: bufio.NewReaderSize(dc, 8192), dc: dc, tr: tr, addr: addr}
+	rest, err := p.greeting()
 	if err != nil {
 		return nil, false, err
 	}
-	kind, rest := splitStatus(greeting)
-	switch kind {
-	case "OK":
-	case "PREAUTH":
-		return nil, false, mail.DialError(addr, errors.New("unencrypted PREAUTH refused (a PREAUTH greeting before STARTTLS means TLS can no longer be negotiated)"))
-	case "BYE":
-		return nil, false, mail.Temp(fmt.Errorf("imap: connect %s: server refused the session: %s", addr, rest))
-	default:
-		return nil, false, mail.DialError(addr, fmt.Errorf("invalid greeting %q", clip(greeting, 80)))
-	}
 	if skip {
-		return continuePlain(dc, br), false, nil
+		return continuePlain(dc, p.br), false, nil
 	}
 	caps := capsFromText(rest)
 	if caps == nil {
-		if err := send("M1 CAPABILITY"); err != nil {
+		if caps, err = p.capability(); err != nil {
 			return nil, false, err
-		}
-		caps = map[string]bool{}
-		for {
-			line, err := readLine()
-			if err != nil {
-				return nil, false, err
-			}
-			if up := strings.ToUpper(line); strings.HasPrefix(up, "* CAPABILITY ") {
-				for _, c := range strings.Fields(up[len("* CAPABILITY "):]) {
-					caps[c] = true
-				}
-				continue
-			}
-			if strings.HasPrefix(line, "M1 ") {
-				if k, rest := splitStatus(line[3:]); k != "OK" {
-					return nil, false, mail.DialError(addr, fmt.Errorf("CAPABILITY failed: %s %s", k, rest))
-				}
-				break
-			}
 		}
 	}
 	if !caps["STARTTLS"] {
 		if !allowPlain {
 			return nil, false, mail.DialError(addr, errors.New("server does not offer STARTTLS; refusing to send credentials in clear text"))
 		}
-		return continuePlain(dc, br), false, nil
+		return continuePlain(dc, p.br), false, nil
 	}
-	if err := send("M2 STARTTLS"); err != nil {
+	if err := p.starttls(); err != nil {
 		return nil, false, err
-	}
-	for {
-		line, err := readLine()
-		if err != nil {
-			return nil, false, err
-		}
-		if strings.HasPrefix(line, "* ") {
-			continue // untagged data before the answer is allowed and useless
-		}
-		if !strings.HasPrefix(line, "M2 ") {
-			return nil, false, mail.DialError(addr, fmt.Errorf("unexpected answer to STARTTLS: %q", clip(line, 80)))
-		}
-		if k, rest := splitStatus(line[3:]); k != "OK" {
-			return nil, false, mail.DialError(addr, fmt.Errorf("server refused STARTTLS: %s %s", k, rest))
-		}
-		break
-	}
-	if br.Buffered() > 0 {
-		// Anything after the OK must be the start of TLS, which the server
-		// only sends after our ClientHello: these are injected bytes.
-		return nil, false, mail.DialError(addr, errors.New("cleartext data after the STARTTLS answer (injection attempt?); refusing"))
 	}
 	tc := tls.Client(dc, tlsCfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
@@ -431,6 +350,117 @@ func startTLS(ctx context.Context, dc net.Conn, tlsCfg *tls.Config, allowPlain, 
 	// text. Its capabilities are discarded anyway (RFC 9051 §6.2.1): the
 	// client asks for them again over TLS.
 	return &prefixConn{Conn: tc, r: io.MultiReader(strings.NewReader(syntheticGreeting), tc)}, true, nil
+}
+
+// cleartext is the part of an imap:// session before TLS.
+type cleartext struct {
+	br    *bufio.Reader
+	dc    net.Conn
+	tr    *tracer
+	addr  string
+	lines int
+}
+
+// readLine reads one line, traced, of at most 8 KiB; at most 100 lines.
+func (p *cleartext) readLine() (string, error) {
+	if p.lines++; p.lines > 100 {
+		// A server chattering without ever answering must not keep us
+		// here: the inactivity limit alone would not end it.
+		return "", mail.DialError(p.addr, errors.New("more than 100 lines before TLS"))
+	}
+	b, err := p.br.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		return "", mail.DialError(p.addr, errors.New("server line longer than 8 KiB before TLS"))
+	}
+	if err != nil {
+		return "", mail.DialError(p.addr, fmt.Errorf("before TLS: %w", err))
+	}
+	line := strings.TrimRight(string(b), "\r\n")
+	p.tr.line("S: " + line)
+	return line, nil
+}
+
+func (p *cleartext) send(line string) error {
+	p.tr.line("C: " + line)
+	if _, err := io.WriteString(p.dc, line+"\r\n"); err != nil {
+		return mail.DialError(p.addr, fmt.Errorf("before TLS: %w", err))
+	}
+	return nil
+}
+
+// greeting reads the greeting and returns its text; BYE, PREAUTH and
+// garbage are refused.
+func (p *cleartext) greeting() (string, error) {
+	greeting, err := p.readLine()
+	if err != nil {
+		return "", err
+	}
+	kind, rest := SplitStatus(greeting)
+	switch kind {
+	case "OK":
+		return rest, nil
+	case "PREAUTH":
+		return "", mail.DialError(p.addr, errors.New("unencrypted PREAUTH refused (a PREAUTH greeting before STARTTLS means TLS can no longer be negotiated)"))
+	case "BYE":
+		return "", mail.Temp(fmt.Errorf("imap: connect %s: server refused the session: %s", p.addr, rest))
+	default:
+		return "", mail.DialError(p.addr, fmt.Errorf("invalid greeting %q", Clip(greeting, 80)))
+	}
+}
+
+// capability asks for the capabilities the greeting did not carry.
+func (p *cleartext) capability() (map[string]bool, error) {
+	if err := p.send("M1 CAPABILITY"); err != nil {
+		return nil, err
+	}
+	caps := map[string]bool{}
+	for {
+		line, err := p.readLine()
+		if err != nil {
+			return nil, err
+		}
+		if up := strings.ToUpper(line); strings.HasPrefix(up, "* CAPABILITY ") {
+			for _, c := range strings.Fields(up[len("* CAPABILITY "):]) {
+				caps[c] = true
+			}
+			continue
+		}
+		if strings.HasPrefix(line, "M1 ") {
+			if k, rest := SplitStatus(line[3:]); k != "OK" {
+				return nil, mail.DialError(p.addr, fmt.Errorf("CAPABILITY failed: %s %s", k, rest))
+			}
+			return caps, nil
+		}
+	}
+}
+
+// starttls sends STARTTLS and reads its OK; bytes after it are refused.
+func (p *cleartext) starttls() error {
+	if err := p.send("M2 STARTTLS"); err != nil {
+		return err
+	}
+	for {
+		line, err := p.readLine()
+		if err != nil {
+			return err
+		}
+		if strings.HasPrefix(line, "* ") {
+			continue // untagged data before the answer is allowed and useless
+		}
+		if !strings.HasPrefix(line, "M2 ") {
+			return mail.DialError(p.addr, fmt.Errorf("unexpected answer to STARTTLS: %q", Clip(line, 80)))
+		}
+		if k, rest := SplitStatus(line[3:]); k != "OK" {
+			return mail.DialError(p.addr, fmt.Errorf("server refused STARTTLS: %s %s", k, rest))
+		}
+		break
+	}
+	if p.br.Buffered() > 0 {
+		// Anything after the OK must be the start of TLS, which the server
+		// only sends after our ClientHello: these are injected bytes.
+		return mail.DialError(p.addr, errors.New("cleartext data after the STARTTLS answer (injection attempt?); refusing"))
+	}
+	return nil
 }
 
 const syntheticGreeting = "* OK mailferry: session continues\r\n"
@@ -443,9 +473,9 @@ func continuePlain(dc net.Conn, br *bufio.Reader) net.Conn {
 	return &prefixConn{Conn: dc, r: io.MultiReader(strings.NewReader(syntheticGreeting+string(buf)), dc)}
 }
 
-// splitStatus splits "* OK [..] text" (or "OK text" for tagged lines with
+// SplitStatus splits "* OK [..] text" (or "OK text" for tagged lines with
 // the tag removed) into the status word and the rest.
-func splitStatus(line string) (string, string) {
+func SplitStatus(line string) (string, string) {
 	line = strings.TrimPrefix(line, "* ")
 	word, rest, _ := strings.Cut(line, " ")
 	return strings.ToUpper(word), rest
@@ -469,44 +499,19 @@ func capsFromText(text string) map[string]bool {
 	return caps
 }
 
-func clip(s string, n int) string {
+// Clip shortens s to n bytes for a message, marking the cut.
+func Clip(s string, n int) string {
 	if len(s) > n {
 		return s[:n] + "..."
 	}
 	return s
 }
 
-// login authenticates with AUTHENTICATE PLAIN when offered, LOGIN otherwise.
-func login(ctx context.Context, c *imapclient.Client, cfg *Config, password func() (string, error), secure bool) error {
-	caps := c.Caps()
-	if caps == nil {
-		return mail.Temp(fmt.Errorf("imap: %s: no CAPABILITY answer", cfg.Addr()))
-	}
-	usePlain, err := loginPolicy(cfg, capsHas(caps), secure, false)
-	if err != nil {
-		return err
-	}
-	pw, err := password()
-	if err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("imap: password for %s: %w", cfg.ident(), ctx.Err())
-		}
-		return mail.MakeFatal(fmt.Errorf("imap: password for %s: %w", cfg.ident(), err))
-	}
-	if usePlain {
-		err = c.Authenticate(&plainClient{user: cfg.User, pass: pw})
-	} else {
-		err = c.Login(cfg.User, pw).Wait()
-	}
-	return authVerdict(cfg, "", err)
-}
-
 // loginPolicy decides, from the server's capabilities, whether
 // credentials may go out at all and, for a password, whether by
-// AUTHENTICATE PLAIN (usePlain) or LOGIN. It is the one rule for both
-// login paths: imapclient's (login, loginToken) and the IMAP sink's raw
-// connection (rawLogin), so neither can send what the other refuses
-// (docs/failure-model.md F5). has reports a capability by its exact name, as
+// AUTHENTICATE PLAIN (usePlain) or LOGIN. authenticate applies it to both
+// kinds of connection, imapclient's and the raw one, so neither can send
+// what the other refuses (docs/failure-model.md F5). has reports a capability by its exact name, as
 // the server spelled it in upper case.
 //
 // LOGINDISABLED without TLS refuses every credential, also AUTH=PLAIN and
@@ -517,21 +522,16 @@ func login(ctx context.Context, c *imapclient.Client, cfg *Config, password func
 func loginPolicy(cfg *Config, has func(capability string) bool, secure, token bool) (usePlain bool, err error) {
 	disabled := has(string(imap.CapLoginDisabled))
 	if disabled && !secure {
-		return false, &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: server disables login without TLS", cfg.ident()), Hint: "use imaps://, or STARTTLS (a server offering it, without --no-starttls)"}
+		return false, &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: server disables login without TLS", cfg.Ident()), Hint: "use imaps://, or STARTTLS (a server offering it, without --no-starttls)"}
 	}
 	if token {
 		return false, nil
 	}
 	usePlain = has(string(imap.AuthCap("PLAIN")))
 	if !usePlain && disabled {
-		return false, fmt.Errorf("imap: login %s: server offers neither LOGIN nor AUTHENTICATE PLAIN: %w", cfg.ident(), mail.ErrUnsupported)
+		return false, fmt.Errorf("imap: login %s: server offers neither LOGIN nor AUTHENTICATE PLAIN: %w", cfg.Ident(), mail.ErrUnsupported)
 	}
 	return usePlain, nil
-}
-
-// capsHas adapts imapclient's capability set to loginPolicy.
-func capsHas(caps imap.CapSet) func(string) bool {
-	return func(c string) bool { return caps.Has(imap.Cap(c)) }
 }
 
 // authVerdict classifies the outcome of LOGIN or AUTHENTICATE (mech names
@@ -543,10 +543,10 @@ func authVerdict(cfg *Config, mech string, err error) error {
 	var ie *imap.Error
 	if !errors.As(err, &ie) {
 		// Not the server's verdict: the connection failed mid-exchange.
-		return mail.Temp(fmt.Errorf("imap: login %s: %v", cfg.ident(), err))
+		return mail.Temp(fmt.Errorf("imap: login %s: %v", cfg.Ident(), err))
 	}
 	if ie.Code == imap.ResponseCodeUnavailable || ie.Code == imap.ResponseCodeInUse {
-		return mail.Temp(fmt.Errorf("imap: login %s: server temporarily unavailable: %s", cfg.ident(), ie.Text))
+		return mail.Temp(fmt.Errorf("imap: login %s: server temporarily unavailable: %s", cfg.Ident(), ie.Text))
 	}
 	text := ie.Text
 	if text == "" {
@@ -556,23 +556,10 @@ func authVerdict(cfg *Config, mech string, err error) error {
 		text = mech + ": " + text
 	}
 	// ie.Text is the server's message; it never echoes the password.
-	return fmt.Errorf("imap: login %s rejected: %s: %w", cfg.ident(), clip(text, 200), mail.ErrAuth)
+	return fmt.Errorf("imap: login %s rejected: %s: %w", cfg.Ident(), Clip(text, 200), mail.ErrAuth)
 }
 
-// plainClient is SASL PLAIN (RFC 4616) without an authorization identity.
-// It satisfies go-sasl's Client interface; writing it here avoids a direct
-// dependency for eight lines.
-type plainClient struct{ user, pass string }
-
-func (p *plainClient) Start() (string, []byte, error) {
-	return "PLAIN", []byte("\x00" + p.user + "\x00" + p.pass), nil
-}
-
-func (p *plainClient) Next([]byte) ([]byte, error) {
-	return nil, errors.New("imap: unexpected SASL PLAIN challenge")
-}
-
-// deadlineConn turns every deadline into an inactivity limit: each Read or
+// Conn turns every deadline into an inactivity limit: each Read or
 // Write re-arms both directions to now+timeout, and the absolute deadlines
 // imapclient sets (30 s per response, 5 min per literal, docs/library-notes.md §1.1)
 // are ignored. A big literal read slowly, or a long APPEND, keeps the
@@ -580,10 +567,10 @@ func (p *plainClient) Next([]byte) ([]byte, error) {
 // for timeout is dead. The TLS layer above forwards its deadlines here,
 // where they are ignored the same way.
 //
-// While idle (no command outstanding, see setIdle) there is no limit:
+// While idle (no command outstanding, see SetIdle) there is no limit:
 // imapclient always has a Read pending, and a connection waiting in a pool
 // or for a slow List callback must not die of it.
-type deadlineConn struct {
+type Conn struct {
 	net.Conn
 	timeout time.Duration
 	mu      sync.Mutex
@@ -599,13 +586,26 @@ type deadlineConn struct {
 	guard *respGuard
 }
 
-// Close closes the connection and marks it closed (see dead).
-func (c *deadlineConn) Close() error {
+// Closed reports whether the connection was closed, by us or by
+// imapclient after its reader failed.
+func (c *Conn) Closed() bool { return c.closed.Load() }
+
+// TooLarge returns the error with which the response guard refused a
+// message literal as over MaxBodyLiteral, or nil.
+func (c *Conn) TooLarge() error {
+	if c.guard == nil {
+		return nil
+	}
+	return c.guard.tooLarge()
+}
+
+// Close closes the connection and marks it closed (see Closed).
+func (c *Conn) Close() error {
 	c.closed.Store(true)
 	return c.Conn.Close()
 }
 
-func (c *deadlineConn) arm() {
+func (c *Conn) arm() {
 	c.mu.Lock()
 	if !c.idle {
 		c.Conn.SetDeadline(time.Now().Add(c.timeout))
@@ -613,9 +613,9 @@ func (c *deadlineConn) arm() {
 	c.mu.Unlock()
 }
 
-// setIdle lifts the limit (idle) or re-arms it (busy), also for a Read
+// SetIdle lifts the limit (idle) or re-arms it (busy), also for a Read
 // already waiting.
-func (c *deadlineConn) setIdle(idle bool) {
+func (c *Conn) SetIdle(idle bool) {
 	c.mu.Lock()
 	c.idle = idle
 	if idle {
@@ -626,12 +626,12 @@ func (c *deadlineConn) setIdle(idle bool) {
 	c.mu.Unlock()
 }
 
-func (c *deadlineConn) Read(b []byte) (int, error) {
+func (c *Conn) Read(b []byte) (int, error) {
 	c.arm()
 	return c.Conn.Read(b)
 }
 
-func (c *deadlineConn) Write(b []byte) (int, error) {
+func (c *Conn) Write(b []byte) (int, error) {
 	c.arm()
 	n, err := c.Conn.Write(b)
 	if n > 0 {
@@ -640,9 +640,9 @@ func (c *deadlineConn) Write(b []byte) (int, error) {
 	return n, err
 }
 
-func (c *deadlineConn) SetDeadline(time.Time) error      { return nil }
-func (c *deadlineConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *deadlineConn) SetWriteDeadline(time.Time) error { return nil }
+func (c *Conn) SetDeadline(time.Time) error      { return nil }
+func (c *Conn) SetReadDeadline(time.Time) error  { return nil }
+func (c *Conn) SetWriteDeadline(time.Time) error { return nil }
 
 // prefixConn reads r (a prefix, then the connection) instead of Conn.
 type prefixConn struct {

@@ -1,4 +1,4 @@
-package imap
+package imapconn
 
 import (
 	"fmt"
@@ -113,5 +113,5 @@ func (c *Config) String() string {
 	return u.String()
 }
 
-// ident names the account in one-line messages: user@host.
-func (c *Config) ident() string { return c.User + "@" + c.Host }
+// Ident names the account in one-line messages: user@host.
+func (c *Config) Ident() string { return c.User + "@" + c.Host }
