@@ -150,7 +150,8 @@ type RoleLister interface {
 type FolderStatus struct {
 	UIDValidity uint32
 	// UIDNext is the next UID the folder will give: every message the
-	// listing saw has a lower one.
+	// listing saw has a lower one. A caller that kept only the highest UID
+	// it saw passes that + 1.
 	UIDNext  uint32
 	Messages uint32
 	// HighestModSeq is the folder's highest mod-sequence (CONDSTORE, RFC
