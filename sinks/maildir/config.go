@@ -15,13 +15,10 @@ type Config = srcmaildir.Config
 // ParseURL parses a maildir: URL (see sources/maildir.ParseURL).
 func ParseURL(u *url.URL) (Config, error) { return srcmaildir.ParseURL(u) }
 
-// Register adds the "maildir" sink scheme to r.
+// Register adds the "maildir" sink scheme to r. The sink keeps each
+// message's delivery key in its file name, so a lost checkpoint can be
+// rebuilt from it (KeepsKeys).
 func Register(r *mail.Registry) {
-	r.AddSink("maildir", func(ctx context.Context, u *url.URL, o *mail.OpenOptions) (mail.Sink, error) {
-		c, err := ParseURL(u)
-		if err != nil {
-			return nil, err
-		}
-		return New(ctx, c.Root, o)
-	})
+	open := func(ctx context.Context, c Config, o *mail.OpenOptions) (*Sink, error) { return New(ctx, c.Root, o) }
+	r.Add(mail.Factory{Scheme: "maildir", Kind: mail.KindLocal, Sink: mail.NewSink(ParseURL, open), DirHint: srcmaildir.DirHint, KeepsKeys: true})
 }
