@@ -170,6 +170,8 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 	reg := env.registry()
 	srcOpt := o.common.openOptions(&o.src, env, log)
 	srcOpt.AllowUnsafeExpunge = o.allowUnsafeExpunge
+	hooks := env.hooks.forRun()
+	srcOpt.AfterRemoveStore = hooks.afterRemoveStore
 	dstOpt := o.common.openOptions(&o.dst, env, log)
 	r := &copyResult{}
 	// Check both URLs before any network or disk I/O (scenario E1).
@@ -255,8 +257,6 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 			log.Info("checkpoint rebuilt from the destination", "file", cpPath, "records", n)
 		}
 	}
-	step, batch := crashHook(env.getenv)
-	step = panicHook(env.getenv, step)
 	stats := &mailferry.Stats{Start: time.Now()}
 	stopProgress := startProgress(ctx, stats, &penv, o.progress, o.progressInterval, o.common.quiet, log)
 	r.res, err = mailferry.Copy(ctx, engineSrc, dst, mailferry.Options{
@@ -271,12 +271,12 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 		MaxBytesPerSec: int64(o.maxBytesPerSec),
 		MaxMsgsPerSec:  o.maxMsgsPerSec,
 		MaxBytes:       int64(o.maxBytes),
-		Backoff:        testBackoff(env.getenv),
+		Backoff:        env.hooks.backoff,
 		Stats:          stats,
 		Logger:         log,
-		Step:           step,
+		Step:           hooks.step,
 		Remap:          o.remap,
-		BatchSize:      batch,
+		BatchSize:      env.hooks.batch,
 	})
 	stopProgress()
 	// Closing the source commits POP3 deletions (QUIT): its failure matters.
