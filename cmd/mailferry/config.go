@@ -17,13 +17,6 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"github.com/mailferry/mailferry/sinks/imapsink"
-	maildirsink "github.com/mailferry/mailferry/sinks/maildir"
-	mboxsink "github.com/mailferry/mailferry/sinks/mbox"
-	"github.com/mailferry/mailferry/sources/imap"
-	maildirsource "github.com/mailferry/mailferry/sources/maildir"
-	mboxsource "github.com/mailferry/mailferry/sources/mbox"
-	"github.com/mailferry/mailferry/sources/pop3"
 	mailferry "github.com/mailferry/mailferry/sync"
 	"github.com/mailferry/mailferry/sync/mail"
 )
@@ -192,7 +185,7 @@ func loadConfig(flagValue string, env *cliEnv) (*fileConfig, error) {
 		}{{"source", j.Source, "src"}, {"destination", j.Destination, "dst"}} {
 			u, err := mail.ParseEndpoint(e.raw, &mail.OpenOptions{Side: e.side})
 			if err == nil {
-				err = checkEndpoint(u, e.side == "src")
+				err = checkEndpoint(env.registry(), u, e.side == "src")
 			}
 			var ce *mail.ConfigError
 			if errors.As(err, &ce) {
@@ -484,48 +477,18 @@ func (c *configDur) UnmarshalTOML(v any) error {
 }
 
 // checkEndpoint runs the endpoint's own URL parser (port range, query
-// options, paths) before anything is opened: the registry's factories do
-// the same, but only when opening, and the destination is opened (and may
-// connect) before the source, so a bad source URL must not wait for that
-// (scenario E1). A local destination path that exists but is not a
-// directory is refused too (an mbox endpoint is a folder of .mbox files,
-// not one file). Schemes it does not know (test fakes) pass.
-func checkEndpoint(u *url.URL, source bool) error {
-	var err error
-	local := false
-	switch {
-	case (u.Scheme == "imap" || u.Scheme == "imaps") && source:
-		_, err = imap.ParseURL(u)
-	case u.Scheme == "imap" || u.Scheme == "imaps":
-		_, err = imapsink.ParseURL(u)
-	case u.Scheme == "pop3" || u.Scheme == "pop3s":
-		_, err = pop3.ParseURL(u)
-	case u.Scheme == "maildir" && source:
-		_, err = maildirsource.ParseURL(u)
-		local = true
-	case u.Scheme == "maildir":
-		_, err = maildirsink.ParseURL(u)
-		local = true
-	case u.Scheme == "mbox" && source:
-		_, err = mboxsource.ParseURL(u)
-		local = true
-	case u.Scheme == "mbox":
-		_, err = mboxsink.ParseURL(u)
-		local = true
+// options, paths) when the config is read, through the registry's factory
+// of its scheme, so a bad job fails before it runs (scenario E1); a local
+// path that exists but is not a directory is refused too. Schemes the
+// registry does not know pass here: the job refuses them when it runs.
+func checkEndpoint(reg *mail.Registry, u *url.URL, source bool) error {
+	if _, known := reg.Lookup(u.Scheme); !known {
+		return nil
 	}
-	if err != nil || !local {
-		return err
+	role := mail.AsSink
+	if source {
+		role = mail.AsSource
 	}
-	p, err := mail.LocalPath(u)
-	if err != nil {
-		return err
-	}
-	if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
-		hint := "a maildir endpoint is a directory (holding cur/, new/ and tmp/)"
-		if u.Scheme == "mbox" {
-			hint = "an mbox endpoint is a folder holding one <mailbox>.mbox file per mailbox: to read a single file, move it into a folder as INBOX.mbox"
-		}
-		return &mail.ConfigError{Msg: fmt.Sprintf("%s: %s is a file, not a directory", mail.Redact(u), p), Hint: hint}
-	}
-	return nil
+	_, err := reg.Resolve(u, role)
+	return err
 }

@@ -10,6 +10,7 @@ import (
 
 	mailferry "github.com/mailferry/mailferry/sync"
 	"github.com/mailferry/mailferry/sync/checkpoint"
+	"github.com/mailferry/mailferry/sync/mail"
 )
 
 type verifyOptions struct {
@@ -34,7 +35,7 @@ func runVerify(ctx context.Context, args []string, env *cliEnv) error {
 		return err
 	}
 	if o.gmail {
-		if err := checkGmailSource(pos[0]); err != nil {
+		if err := checkGmailSource(env.registry(), pos[0]); err != nil {
 			return err
 		}
 	} else if o.checkpoint != "" {
@@ -48,16 +49,18 @@ func runVerify(ctx context.Context, args []string, env *cliEnv) error {
 	if err != nil {
 		return err
 	}
-	reg := registry()
+	reg := env.registry()
 	srcOpt, dstOpt := o.common.openOptions(&o.src, env, log), o.common.openOptions(&o.dst, env, log)
-	srcName, err := canonical(reg, pos[0], srcOpt, true)
+	// Both ends are read: the destination is parsed as a source too.
+	srcEnd, err := reg.Parse(pos[0], srcOpt, mail.AsSource)
 	if err != nil {
 		return err
 	}
-	dstName, err := canonical(reg, pos[1], dstOpt, true)
+	dstEnd, err := reg.Parse(pos[1], dstOpt, mail.AsSource)
 	if err != nil {
 		return err
 	}
+	srcName, dstName := srcEnd.Canonical, dstEnd.Canonical
 	var store checkpoint.Store
 	if o.gmail {
 		cp, release, err := verifyCheckpoint(o.checkpoint, srcName, dstName, log)
@@ -70,14 +73,14 @@ func runVerify(ctx context.Context, args []string, env *cliEnv) error {
 			store = cp
 		}
 	}
-	src, err := reg.OpenSource(ctx, pos[0], srcOpt)
+	src, err := srcEnd.OpenSource(ctx, srcOpt)
 	if err != nil {
 		return fmt.Errorf("source: %w", err)
 	}
 	// Closed through whatever reads it: the Gmail wrapper closes its own
 	// connection too.
 	defer func() { src.Close() }()
-	dst, err := reg.OpenSource(ctx, pos[1], dstOpt)
+	dst, err := dstEnd.OpenSource(ctx, dstOpt)
 	if err != nil {
 		return fmt.Errorf("destination: %w", err)
 	}

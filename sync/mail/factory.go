@@ -237,10 +237,9 @@ func (e *Endpoint) Missing() bool {
 	return errors.Is(err, fs.ErrNotExist)
 }
 
-// HasPreset reports whether the endpoint's scheme supports the named
-// source preset.
-func (e *Endpoint) HasPreset(name string) bool {
-	for _, p := range e.Factory.Presets {
+// HasPreset reports whether the scheme supports the named source preset.
+func (f *Factory) HasPreset(name string) bool {
+	for _, p := range f.Presets {
 		if p == name {
 			return true
 		}
