@@ -173,66 +173,11 @@ func loadConfig(flagValue string, env *cliEnv) (*fileConfig, error) {
 	}
 	var secrets []string
 	for _, name := range cfg.order {
-		j := cfg.Jobs[name]
-		if !jobName.MatchString(name) {
-			return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: a job name may hold only letters, digits, '.', '_' and '-'", at("jobs", name))}
+		sec, err := checkJob(env.registry(), at, name, cfg.Jobs[name])
+		if err != nil {
+			return nil, err
 		}
-		if j.Source == "" || j.Destination == "" {
-			return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: a job needs both source and destination", at("jobs", name))}
-		}
-		for _, e := range []struct {
-			key, raw, side string
-		}{{"source", j.Source, "src"}, {"destination", j.Destination, "dst"}} {
-			u, err := mail.ParseEndpoint(e.raw, &mail.OpenOptions{Side: e.side})
-			if err == nil {
-				err = checkEndpoint(env.registry(), u, e.side == "src")
-			}
-			var ce *mail.ConfigError
-			if errors.As(err, &ce) {
-				return nil, &mail.ConfigError{Msg: at("jobs", name, e.key) + ": " + ce.Msg, Hint: ce.Hint}
-			}
-		}
-		for _, l := range []struct {
-			key  string
-			list []string
-		}{{"include", j.Include}, {"exclude", j.Exclude}} {
-			for _, re := range l.list {
-				if _, err := regexp.Compile(re); err != nil {
-					return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: %q: %v", at("jobs", name, l.key), re, err)}
-				}
-			}
-		}
-		if _, err := mailferry.ParseMap(j.Map); err != nil {
-			return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: %v", at("jobs", name, "map"), strings.TrimPrefix(err.Error(), "--map "))}
-		}
-		if j.Workers < 0 {
-			return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: want a positive number", at("jobs", name, "workers")), Hint: "the number of messages copied at once, e.g. workers = 4; leave it out for the default"}
-		}
-		if !j.Since.IsZero() && !j.Before.IsZero() && !j.Since.Before(j.Before.Time) {
-			return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: since %s is not before %s: nothing would be copied", at("jobs", name), j.Since, j.Before)}
-		}
-		for side, s := range map[string]struct {
-			pw    string
-			o     oauth2Settings
-			pwSet bool
-		}{"src": {j.SrcPassword, j.SrcOAuth2, j.SrcPassword+j.SrcPasswordFile+j.SrcPasswordCmd+j.SrcPasswordEnv != ""},
-			"dst": {j.DstPassword, j.DstOAuth2, j.DstPassword+j.DstPasswordFile+j.DstPasswordCmd+j.DstPasswordEnv != ""}} {
-			if err := s.o.check(); err != nil {
-				return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: %v", at("jobs", name, side+"_oauth2"), err), Hint: "see mailferry help oauth2"}
-			}
-			if s.o.enabled() && s.pwSet {
-				return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: a job logs in with %s_oauth2 or with a password, not both", at("jobs", name, side+"_oauth2"), side)}
-			}
-			if s.pw != "" {
-				secrets = append(secrets, toml.Key{"jobs", name, side + "_password"}.String())
-			}
-			if s.o.ClientSecret != "" {
-				secrets = append(secrets, toml.Key{"jobs", name, side + "_oauth2", "client_secret"}.String())
-			}
-			if s.o.RefreshToken != "" {
-				secrets = append(secrets, toml.Key{"jobs", name, side + "_oauth2", "refresh_token"}.String())
-			}
-		}
+		secrets = append(secrets, sec...)
 	}
 	if len(secrets) > 0 {
 		sort.Strings(secrets)
@@ -241,6 +186,80 @@ func loadConfig(flagValue string, env *cliEnv) (*fileConfig, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// checkJob checks one job of the config file and returns the keys of the
+// secrets it holds (the file must then be private).
+func checkJob(reg *mail.Registry, at func(key ...string) string, name string, j jobConfig) (secrets []string, err error) {
+	if !jobName.MatchString(name) {
+		return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: a job name may hold only letters, digits, '.', '_' and '-'", at("jobs", name))}
+	}
+	if j.Source == "" || j.Destination == "" {
+		return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: a job needs both source and destination", at("jobs", name))}
+	}
+	if err := checkJobEndpoints(reg, at, name, &j); err != nil {
+		return nil, err
+	}
+	for _, l := range []struct {
+		key  string
+		list []string
+	}{{"include", j.Include}, {"exclude", j.Exclude}} {
+		for _, re := range l.list {
+			if _, err := regexp.Compile(re); err != nil {
+				return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: %q: %v", at("jobs", name, l.key), re, err)}
+			}
+		}
+	}
+	if _, err := mailferry.ParseMap(j.Map); err != nil {
+		return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: %v", at("jobs", name, "map"), strings.TrimPrefix(err.Error(), "--map "))}
+	}
+	if j.Workers < 0 {
+		return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: want a positive number", at("jobs", name, "workers")), Hint: "the number of messages copied at once, e.g. workers = 4; leave it out for the default"}
+	}
+	if !j.Since.IsZero() && !j.Before.IsZero() && !j.Since.Before(j.Before.Time) {
+		return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: since %s is not before %s: nothing would be copied", at("jobs", name), j.Since, j.Before)}
+	}
+	for side, s := range map[string]struct {
+		pw    string
+		o     oauth2Settings
+		pwSet bool
+	}{"src": {j.SrcPassword, j.SrcOAuth2, j.SrcPassword+j.SrcPasswordFile+j.SrcPasswordCmd+j.SrcPasswordEnv != ""},
+		"dst": {j.DstPassword, j.DstOAuth2, j.DstPassword+j.DstPasswordFile+j.DstPasswordCmd+j.DstPasswordEnv != ""}} {
+		if err := s.o.check(); err != nil {
+			return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: %v", at("jobs", name, side+"_oauth2"), err), Hint: "see mailferry help oauth2"}
+		}
+		if s.o.enabled() && s.pwSet {
+			return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: a job logs in with %s_oauth2 or with a password, not both", at("jobs", name, side+"_oauth2"), side)}
+		}
+		if s.pw != "" {
+			secrets = append(secrets, toml.Key{"jobs", name, side + "_password"}.String())
+		}
+		if s.o.ClientSecret != "" {
+			secrets = append(secrets, toml.Key{"jobs", name, side + "_oauth2", "client_secret"}.String())
+		}
+		if s.o.RefreshToken != "" {
+			secrets = append(secrets, toml.Key{"jobs", name, side + "_oauth2", "refresh_token"}.String())
+		}
+	}
+	return secrets, nil
+}
+
+// checkJobEndpoints checks a job's source and destination URLs with the
+// registry's factories (checkEndpoint).
+func checkJobEndpoints(reg *mail.Registry, at func(key ...string) string, name string, j *jobConfig) error {
+	for _, e := range []struct {
+		key, raw, side string
+	}{{"source", j.Source, "src"}, {"destination", j.Destination, "dst"}} {
+		u, err := mail.ParseEndpoint(e.raw, &mail.OpenOptions{Side: e.side})
+		if err == nil {
+			err = checkEndpoint(reg, u, e.side == "src")
+		}
+		var ce *mail.ConfigError
+		if errors.As(err, &ce) {
+			return &mail.ConfigError{Msg: at("jobs", name, e.key) + ": " + ce.Msg, Hint: ce.Hint}
+		}
+	}
+	return nil
 }
 
 // parseHint suggests the remedy for the TOML mistakes users make most.
