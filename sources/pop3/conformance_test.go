@@ -32,7 +32,7 @@ func TestConformance(t *testing.T) {
 					return src
 				},
 				Reopen: func(t testing.TB, src mail.Source) mail.Source { return servers[src].open(t, nil) },
-				Caps: mailtest.Caps{Normalize: mailtest.CRLF},
+				Caps:   mailtest.Caps{Normalize: mailtest.CRLF},
 			})
 		})
 	}
