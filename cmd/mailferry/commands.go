@@ -39,9 +39,7 @@ func execute(ctx context.Context, args []string, env *cliEnv) (string, error) {
 		args = append([]string{"version"}, args[1:]...)
 	}
 	c := newCommands(env)
-	if sub, _, err := c.root.Find(args); err == nil && sub != c.root {
-		args = longFlags(sub, args)
-	}
+	args = c.longFlags(args)
 	c.root.SetArgs(args)
 	ran, err := c.root.ExecuteContextC(ctx)
 	name := args[0]
@@ -261,6 +259,19 @@ func flagError(cmd *cobra.Command, err error) error {
 		msg = "flag provided but not defined: -" + rest
 	}
 	return &usageError{msg + " (see mailferry help " + cmd.Name() + ")"}
+}
+
+// longFlags applies longFlags to the arguments of the command args name,
+// also when the shell completion asks about them (__complete CMD ...).
+func (c *commandSet) longFlags(args []string) []string {
+	lead := 0
+	if args[0] == cobra.ShellCompRequestCmd {
+		lead = 1
+	}
+	if sub, _, err := c.root.Find(args[lead:]); err == nil && sub != c.root {
+		return append(args[:lead:lead], longFlags(sub, args[lead:])...)
+	}
+	return args
 }
 
 // longFlags lets a long flag start with one dash (-config FILE), as Go's

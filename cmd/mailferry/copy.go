@@ -109,7 +109,8 @@ type copyResult struct {
 	dates    *dateFilter
 }
 
-// copyRun checks the options, locks the run, opens both ends and copies.
+// copyRun checks the endpoints (the flags were checked by copyOptions.Check),
+// locks the run, opens both ends and copies.
 func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cliEnv) (*copyResult, error) {
 	if err := checkGmail(o, env.registry(), srcURL); err != nil {
 		return nil, err
