@@ -117,7 +117,6 @@ func doCopy(ctx context.Context, o *copyOptions, srcURL, dstURL, job string, env
 type copyResult struct {
 	res      *mailferry.Result
 	src, dst string // canonical endpoint names
-	dates    *dateFilter
 }
 
 // copyRun checks the options, locks the run, opens both ends and copies.
@@ -217,15 +216,18 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 			return r, fmt.Errorf("destination: %w", err)
 		}
 	}
-	defer dst.Close()
 	src, err := reg.OpenSource(ctx, srcURL, srcOpt)
 	if err != nil {
+		dst.Close()
 		return r, fmt.Errorf("source: %w", err)
 	}
-	srcClosed := false
+	// From here the engine's Run closes both ends and the checkpoint, in
+	// order; until then, whatever fails closes them here.
+	handed := false
 	defer func() {
-		if !srcClosed {
+		if !handed {
 			src.Close()
+			dst.Close()
 		}
 	}()
 	// Folders with a special-use role go to the destination's folder of
@@ -234,37 +236,30 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 	if err != nil {
 		return r, err
 	}
-	src = engineSrc // closed below: the Gmail wrapper closes its own connection too
-	if !o.since.t.IsZero() || !o.before.t.IsZero() {
-		r.dates = newDateFilter(o.since.t, o.before.t, store)
-		engineSrc = filterSource(src, r.dates)
-	}
-
+	src = engineSrc // closed by Run: the Gmail wrapper closes its own connection too
+	var rebuild *mailferry.Rebuild
 	// An empty checkpoint next to a Maildir that holds mail from this source
-	// (the checkpoint was lost, or --rebuild-state): rebuild it from the
-	// keys in the file names, so nothing is downloaded again and delete
-	// mode deletes only what the destination holds (A9). On a first run
-	// the destination folders are empty and this costs one directory
+	// (the checkpoint was lost, or --rebuild-state): the engine rebuilds it
+	// from the keys in the file names, so nothing is downloaded again and
+	// delete mode deletes only what the destination holds (A9). On a first
+	// run the destination folders are empty and this costs one directory
 	// listing each.
-	if idx, ok := dst.(mail.Indexer); ok && fresh && !o.dryRun && strings.HasPrefix(r.dst, "maildir:") {
-		n, err := checkpoint.Rebuild(ctx, store, src, idx, r.src, filter, folderMap.Then(roleMap))
-		if err != nil {
-			return r, err
-		}
-		if n > 0 || o.rebuildState {
-			log.Info("checkpoint rebuilt from the destination", "file", cpPath, "records", n)
-		}
+	if fresh && strings.HasPrefix(r.dst, "maildir:") {
+		rebuild = &mailferry.Rebuild{File: cpPath, Asked: o.rebuildState}
 	}
 	step, batch := crashHook(env.getenv)
 	step = panicHook(env.getenv, step)
 	stats := &mailferry.Stats{Start: time.Now()}
 	stopProgress := startProgress(ctx, stats, &penv, o.progress, o.progressInterval, o.common.quiet, log)
-	r.res, err = mailferry.Copy(ctx, engineSrc, dst, mailferry.Options{
+	handed = true
+	r.res, err = mailferry.Run(ctx, engineSrc, dst, mailferry.Options{
 		SrcEndpoint:    r.src,
 		Workers:        o.common.workers,
 		Checkpoint:     store,
 		Mailboxes:      filter,
 		MapMailbox:     folderMap.Then(roleMap),
+		Since:          o.since.t,
+		Before:         o.before.t,
 		DryRun:         o.dryRun,
 		DeleteSource:   o.deleteSource,
 		MaxSize:        int64(o.maxSize),
@@ -277,18 +272,9 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 		Step:           step,
 		Remap:          o.remap,
 		BatchSize:      batch,
+		Rebuild:        rebuild,
 	})
 	stopProgress()
-	// Closing the source commits POP3 deletions (QUIT): its failure matters.
-	srcClosed = true
-	if cerr := src.Close(); cerr != nil && o.deleteSource && err == nil {
-		err = fmt.Errorf("source: close (deletions may not have been committed; the rerun will finish them): %w", cerr)
-	}
-	if store != nil {
-		if cerr := store.Close(); cerr != nil && err == nil {
-			err = cerr
-		}
-	}
 	return r, err
 }
 
@@ -405,8 +391,8 @@ func makeSummary(o *copyOptions, r *copyResult, err error, start time.Time) summ
 		s.Error = oneLine(err)
 	}
 	if f := (filterSummary{Since: o.since.String(), Before: o.before.String(), MaxSize: int64(o.maxSize), Include: o.common.include, Exclude: o.common.exclude}); !reflect.DeepEqual(f, filterSummary{}) {
-		if r.dates != nil {
-			f.OutsideDates, f.Undated = r.dates.counts()
+		if r.res != nil {
+			f.OutsideDates, f.Undated = r.res.OutsideDates, r.res.Undated
 		}
 		s.Filters = &f
 	}
@@ -471,6 +457,8 @@ func report(env *cliEnv, o *copyOptions, r *copyResult, s *summary) bool {
 	if o.dryRun {
 		verb = "to copy"
 	}
+	// "present" is every message already in the destination: recorded by
+	// an earlier run, or found there by the sink (mail.PresentError).
 	fmt.Fprintf(w, "%-32s %8s %8s %8s %8s %10s\n", "folder", "found", "present", verb, "failed", "bytes")
 	for _, mb := range st.Mailboxes() {
 		b := st.Box(mb).Snapshot()
@@ -478,14 +466,20 @@ func report(env *cliEnv, o *copyOptions, r *copyResult, s *summary) bool {
 		if o.dryRun {
 			n = b.Queued
 		}
-		fmt.Fprintf(w, "%-32s %8d %8d %8d %8d %10s\n", trimName(mb, 32), b.Listed, b.Skipped, n, b.Failed, humanBytes(b.Bytes))
+		fmt.Fprintf(w, "%-32s %8d %8d %8d %8d %10s\n", trimName(mb, 32), b.Listed, b.Skipped+b.Present, n, b.Failed, humanBytes(b.Bytes))
 	}
 	t := s.Totals
 	n := t.Copied
 	if o.dryRun {
 		n = t.Queued
 	}
-	fmt.Fprintf(w, "%-32s %8d %8d %8d %8d %10s  in %.1fs\n", "total", t.Listed, t.Skipped, n, t.Failed, humanBytes(t.Bytes), s.Seconds)
+	fmt.Fprintf(w, "%-32s %8d %8d %8d %8d %10s  in %.1fs\n", "total", t.Listed, t.Skipped+t.Present, n, t.Failed, humanBytes(t.Bytes), s.Seconds)
+	if t.Present > 0 {
+		fmt.Fprintf(w, "%d message(s) were already in the destination (put there before, not recorded): recorded now, not copied again\n", t.Present)
+	}
+	if t.Remapped > 0 {
+		fmt.Fprintf(w, "%d message(s) renumbered on the source were re-mapped to their copies: recorded under their new ids, not copied again\n", t.Remapped)
+	}
 	if o.dryRun {
 		fmt.Fprintf(w, "dry run: %d message(s), %s, would be copied; nothing was stored or deleted\n", t.Queued, humanBytes(t.QueuedBytes))
 	}
