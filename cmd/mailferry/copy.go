@@ -62,7 +62,7 @@ func (o *copyOptions) addFlags(fs *flag.FlagSet) {
 	fs.Var(&o.since, "since", "copy only messages received on or after `DATE` (YYYY-MM-DD, local time; by the internal date)")
 	fs.Var(&o.before, "before", "copy only messages received before `DATE` (YYYY-MM-DD, local time)")
 	fs.Var(&o.maps, "map", "put source folders matching `SRC_RE=DST` into DST ($1 for groups; repeatable; e.g. 'Sent Items=Sent'); special-use folders (Sent, Trash...) already follow their role")
-	fs.BoolVar(&o.remap, "remap", false, "when a folder's message ids were all reset (IMAP UIDVALIDITY change, regenerated POP3 UIDLs) and its messages are the ones copied before, record them under their new ids instead of stopping with exit 6: matched by Message-ID, size and date where unique (IMAP: no download; POP3: one TOP per message), else by content (one download each)")
+	fs.BoolVar(&o.remap, "remap", false, "when a folder's message ids were all reset (IMAP UIDVALIDITY change, regenerated POP3 UIDLs), compare every message by content at once instead of a sample first; a folder whose messages are confirmed as the ones copied before is re-mapped with or without it (matched by Message-ID, size and date where unique, else by content), one that matches only in part stops with exit 6")
 	fs.StringVar(&o.report, "report", "", "append one JSON line per run (time, job, summary, exit code) to `FILE`, for monitoring")
 	fs.BoolVar(&o.gmail, "gmail", false, "Gmail source: copy each message once, into its first label folder (INBOX, labels, Sent, Drafts, then All Mail as Archive), not once per label; see mailferry help gmail")
 }
