@@ -10,7 +10,6 @@ import (
 // mailferry's own secret variables nor one a config names as holding a
 // password (I6); everything else (PATH, pass's PASSWORD_STORE_DIR) stays.
 func TestF6ChildEnvHidesSecrets(t *testing.T) {
-	hideFromChildren("OLD_MAIL_PW")
 	got := childEnv([]string{
 		"PATH=/usr/bin",
 		"PASSWORD_STORE_DIR=/home/a/.pw",
@@ -19,7 +18,7 @@ func TestF6ChildEnvHidesSecrets(t *testing.T) {
 		"mailferry_dst_password=low",
 		"OLD_MAIL_PW=s3cret2",
 		"HOME=/home/a",
-	})
+	}, []string{"OLD_MAIL_PW"})
 	want := []string{"PATH=/usr/bin", "PASSWORD_STORE_DIR=/home/a/.pw", "HOME=/home/a"}
 	if !slices.Equal(got, want) {
 		t.Errorf("childEnv = %v, want %v", got, want)

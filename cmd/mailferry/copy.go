@@ -169,6 +169,8 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 	reg := env.registry()
 	srcOpt := o.common.openOptions(&o.src, env, log)
 	srcOpt.AllowUnsafeExpunge = o.allowUnsafeExpunge
+	hooks := env.hooks.forRun()
+	srcOpt.AfterRemoveStore = hooks.afterRemoveStore
 	dstOpt := o.common.openOptions(&o.dst, env, log)
 	r := &copyResult{}
 	// Check both URLs before any network or disk I/O (scenario E1).
@@ -247,8 +249,6 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 	if fresh && strings.HasPrefix(r.dst, "maildir:") {
 		rebuild = &mailferry.Rebuild{File: cpPath, Asked: o.rebuildState}
 	}
-	step, batch := crashHook(env.getenv)
-	step = panicHook(env.getenv, step)
 	stats := &mailferry.Stats{Start: time.Now()}
 	stopProgress := startProgress(ctx, stats, &penv, o.progress, o.progressInterval, o.common.quiet, log)
 	handed = true
@@ -266,12 +266,12 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 		MaxBytesPerSec: int64(o.maxBytesPerSec),
 		MaxMsgsPerSec:  o.maxMsgsPerSec,
 		MaxBytes:       int64(o.maxBytes),
-		Backoff:        testBackoff(env.getenv),
+		Backoff:        env.hooks.backoff,
 		Stats:          stats,
 		Logger:         log,
-		Step:           step,
+		Step:           hooks.step,
 		Remap:          o.remap,
-		BatchSize:      batch,
+		BatchSize:      env.hooks.batch,
 		Rebuild:        rebuild,
 	})
 	stopProgress()

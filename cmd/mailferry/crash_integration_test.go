@@ -40,10 +40,10 @@ type builtBinary struct {
 
 var (
 	// plainBinary: without -race, as the crash sweeps run it dozens of times.
-	plainBinary = &builtBinary{}
+	plainBinary = &builtBinary{flags: []string{"-tags", testHooksTag}}
 	// raceBinaryBuild: G1 wants the killed binary itself checked for races,
 	// not only the engine's unit tests.
-	raceBinaryBuild = &builtBinary{flags: []string{"-race"}}
+	raceBinaryBuild = &builtBinary{flags: []string{"-race", "-tags", testHooksTag}}
 )
 
 func (b *builtBinary) get(t *testing.T) string {

@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"strings"
 	"syscall"
-	"time"
 
 	mailferry "github.com/mailferry/mailferry/sync"
 	"github.com/mailferry/mailferry/sync/checkpoint"
@@ -156,14 +155,6 @@ func runError(err error, failures []mailferry.Failure) error {
 // oneLine flattens an error for the single line on stderr.
 func oneLine(err error) string {
 	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
-}
-
-// testBackoff is the engine's first retry wait from
-// MAILFERRY_TEST_BACKOFF (a duration), so the CLI tests of throttling
-// (scenario B6) need not wait seconds; 0 keeps the default. Not for users.
-func testBackoff(getenv func(string) string) time.Duration {
-	d, _ := time.ParseDuration(getenv("MAILFERRY_TEST_BACKOFF"))
-	return d
 }
 
 // runCounts are the run's numbers under the names monitoring asks for

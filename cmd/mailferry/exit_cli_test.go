@@ -22,7 +22,7 @@ import (
 func cliWith(t *testing.T, reg *mail.Registry, env map[string]string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	e := &cliEnv{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: func(k string) string { return env[k] }, reg: reg}
+	e := &cliEnv{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: func(k string) string { return env[k] }, hooks: inProcessHooks(env), reg: reg}
 	code = runEnv(context.Background(), args, e)
 	return code, out.String(), errb.String()
 }

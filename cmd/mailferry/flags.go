@@ -27,6 +27,10 @@ type sideFlags struct {
 	inlinePassword string
 	// oauth2 gets a token instead of a password (SASL XOAUTH2/OAUTHBEARER).
 	oauth2 oauth2Settings
+	// hideEnv names the variables the config file says hold a password
+	// (every job's src_password_env and dst_password_env): no password or
+	// token command inherits them (childEnv).
+	hideEnv []string
 }
 
 func (s *sideFlags) add(fs *flag.FlagSet, side string) {

@@ -88,7 +88,7 @@ func g3Run(t *testing.T, reg *mail.Registry, pause *g3Pause, act func(), env map
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var out, errb bytes.Buffer
-	e := &cliEnv{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: func(k string) string { return env[k] }, reg: reg}
+	e := &cliEnv{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: func(k string) string { return env[k] }, hooks: inProcessHooks(env), reg: reg}
 	finished := make(chan int, 1)
 	go func() { finished <- runEnv(ctx, args, e) }()
 	var ask chan struct{}

@@ -51,6 +51,7 @@ type cliEnv struct {
 	getenv         func(string) string
 	isTerminal     bool           // stderr is a terminal
 	reg            *mail.Registry // nil: every endpoint (tests add fakes)
+	hooks          testHooks      // the tests' fault hooks; zero in a release build
 }
 
 // registry returns the endpoints copy and run may use.
@@ -76,7 +77,8 @@ func commands() []command {
 
 // run is main without the process: it returns the exit code.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	env := &cliEnv{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv, isTerminal: isTerminal(stderr)}
+	env := &cliEnv{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv, isTerminal: isTerminal(stderr),
+		hooks: newTestHooks(os.Getenv)}
 	return runEnv(ctx, args, env)
 }
 

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	stdsync "sync"
 	"time"
@@ -48,7 +50,39 @@ func (o *oauth2Settings) check() error {
 	case o.ClientSecret != "" && o.ClientSecretFile != "":
 		return errors.New("give either client_secret or client_secret_file, not both")
 	}
-	return nil
+	return checkTokenURL(o.TokenURL)
+}
+
+// checkTokenURL refuses a token_url over which the client secret and the
+// refresh token would cross the network in clear: https:// is accepted,
+// plain http:// only to a loopback address (127.0.0.0/8, ::1, localhost:
+// a local test endpoint or a proxy on this machine). It is checked when the
+// config is loaded, before any secret is read. An empty URL is a provider's.
+func checkTokenURL(raw string) error {
+	if raw == "" {
+		return nil
+	}
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return fmt.Errorf("token_url %q: %w", raw, err)
+	case u.Scheme == "https" && u.Host != "":
+		return nil
+	case u.Scheme == "http" && loopbackHost(u.Hostname()):
+		return nil
+	case u.Scheme == "http":
+		return fmt.Errorf("token_url %q is plain http to a host that is not loopback: the client secret and the refresh token would cross the network in clear; use https://", raw)
+	}
+	return fmt.Errorf("token_url %q: want an https:// URL", raw)
+}
+
+// loopbackHost reports whether host is localhost or a loopback address.
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // token returns the side's OAuth2 access-token getter for
@@ -63,14 +97,14 @@ func (s *sideFlags) token(env *cliEnv, log *slog.Logger) func(ctx context.Contex
 	what := s.side + "_oauth2"
 	if o.TokenCmd != "" {
 		return func(ctx context.Context) (string, error) {
-			tok, err := secretCommand(ctx, o.TokenCmd, what+".token_cmd")
+			tok, err := secretCommand(ctx, o.TokenCmd, what+".token_cmd", s.hideEnv)
 			if err == nil && tok == "" {
 				err = &mail.ConfigError{Msg: what + ".token_cmd printed no token"}
 			}
 			return tok, err
 		}
 	}
-	r := &refresher{what: what, settings: o, log: log}
+	r := &refresher{what: what, settings: o, log: log, hideEnv: s.hideEnv}
 	return r.token
 }
 
@@ -80,6 +114,7 @@ type refresher struct {
 	what     string
 	settings oauth2Settings
 	log      *slog.Logger
+	hideEnv  []string // for the refresh token command: see childEnv
 
 	mu      stdsync.Mutex
 	conf    *oauth2.Config
@@ -145,7 +180,7 @@ func (r *refresher) setup(ctx context.Context) error {
 		}
 		refresh = s
 	case o.RefreshTokenCmd != "":
-		s, err := secretCommand(ctx, o.RefreshTokenCmd, r.what+".refresh_token_cmd")
+		s, err := secretCommand(ctx, o.RefreshTokenCmd, r.what+".refresh_token_cmd", r.hideEnv)
 		if err != nil {
 			return err
 		}
@@ -154,11 +189,11 @@ func (r *refresher) setup(ctx context.Context) error {
 	if refresh == "" {
 		return &mail.ConfigError{Msg: r.what + ": the refresh token is empty"}
 	}
-	url := o.TokenURL
-	if url == "" {
-		url = oauthProviders[o.Provider]
+	tokenURL := o.TokenURL
+	if tokenURL == "" {
+		tokenURL = oauthProviders[o.Provider]
 	}
-	r.conf = &oauth2.Config{ClientID: o.ClientID, ClientSecret: secret, Endpoint: oauth2.Endpoint{TokenURL: url}}
+	r.conf = &oauth2.Config{ClientID: o.ClientID, ClientSecret: secret, Endpoint: oauth2.Endpoint{TokenURL: tokenURL}}
 	r.refresh = refresh
 	return nil
 }

@@ -206,3 +206,52 @@ refresh_token_file = %q
 		t.Errorf("stored %d messages with %d token requests, want 3 and 1", len(entries), len(te.presented()))
 	}
 }
+
+// TestOAuth2TokenURLMustBeHTTPS: a job whose token_url would carry the
+// client secret and the refresh token in clear (plain http:// to a host
+// that is not loopback) is refused with exit 2 naming the key, before any
+// secret is read (the refresh token command never runs); https:// and
+// http:// to a loopback address are accepted.
+func TestOAuth2TokenURLMustBeHTTPS(t *testing.T) {
+	for _, tc := range []struct {
+		url     string
+		refused bool
+	}{
+		{"https://oauth2.example.org/token", false},
+		{"https://192.0.2.1/token", false},
+		{"http://127.0.0.1:8080/token", false},
+		{"http://127.1.2.3/token", false},
+		{"http://[::1]:8080/token", false},
+		{"http://localhost/token", false},
+		{"http://LOCALHOST:9000/token", false},
+		{"http://192.0.2.1/token", true},
+		{"http://oauth2.example.org/token", true},
+		{"http://localhost.example.org/token", true},
+		{"http://[::ffff:192.0.2.1]/token", true},
+		{"ftp://oauth2.example.org/token", true},
+		{"oauth2.example.org/token", true},
+	} {
+		t.Run(tc.url, func(t *testing.T) {
+			dir := t.TempDir()
+			marker := filepath.Join(dir, "secret-read")
+			cfg := writeConfig(t, 0o600, jobConfigText(dir, fmt.Sprintf(`[jobs.nightly.src_oauth2]
+token_url = %q
+client_id = "client-1"
+client_secret = "s3cret"
+refresh_token_cmd = "touch %s; echo refresh-1"
+`, tc.url, marker)))
+			w := newFakeWorld()
+			code, _, stderr := w.cli(t, context.Background(), nil, "run", "nightly", "--config", cfg, "--quiet")
+			if tc.refused {
+				if code != exitUsage || !strings.Contains(stderr, "jobs.nightly.src_oauth2") || !strings.Contains(stderr, "token_url") {
+					t.Errorf("run = %d %q, want %d naming jobs.nightly.src_oauth2 and token_url", code, stderr, exitUsage)
+				}
+			} else if code != 0 || strings.Contains(stderr, "token_url") {
+				t.Errorf("run = %d %q, want 0", code, stderr)
+			}
+			if _, err := os.Stat(marker); err == nil {
+				t.Errorf("the refresh token command ran")
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -101,6 +102,8 @@ func jobOptions(cfg *fileConfig, name string, args []string, set map[string]bool
 	if err := ro.copy.applyJob(cfg.Jobs[name], set, env); err != nil {
 		return nil, err
 	}
+	hide := cfg.passwordEnvs()
+	ro.copy.src.hideEnv, ro.copy.dst.hideEnv = hide, hide
 	if cfg.Report != "" && !set["report"] {
 		ro.copy.report = cfg.Report
 	}
@@ -174,12 +177,25 @@ func (o *copyOptions) applyJob(j jobConfig, set map[string]bool, env *cliEnv) er
 			continue
 		}
 		s.side.passwordFile, s.side.passwordCmd, s.side.passwordEnv, s.side.inlinePassword = path(s.file), s.cmd, s.env, s.pw
-		hideFromChildren(s.env)
 		s.side.oauth2 = s.oa
 		s.side.oauth2.ClientSecretFile = path(s.oa.ClientSecretFile)
 		s.side.oauth2.RefreshTokenFile = path(s.oa.RefreshTokenFile)
 	}
 	return nil
+}
+
+// passwordEnvs lists the variables every job of cfg says hold a password:
+// none of them reaches a password or token command of any job.
+func (cfg *fileConfig) passwordEnvs() []string {
+	var out []string
+	for _, j := range cfg.Jobs {
+		for _, name := range []string{j.SrcPasswordEnv, j.DstPasswordEnv} {
+			if name != "" && !slices.Contains(out, name) {
+				out = append(out, name)
+			}
+		}
+	}
+	return out
 }
 
 // jobList names the jobs of cfg for messages.

@@ -109,7 +109,7 @@ func (nopCloseSink) Close() error { return nil }
 func (w *fakeWorld) cli(t *testing.T, ctx context.Context, env map[string]string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	e := &cliEnv{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: func(k string) string { return env[k] }, reg: w.registry()}
+	e := &cliEnv{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: func(k string) string { return env[k] }, hooks: inProcessHooks(env), reg: w.registry()}
 	code = runEnv(ctx, args, e)
 	return code, out.String(), errb.String()
 }

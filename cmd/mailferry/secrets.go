@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	stdsync "sync"
 
@@ -26,7 +27,7 @@ func (s *sideFlags) password(env *cliEnv, log *slog.Logger) passwordGetter {
 		case s.passwordFile != "":
 			return readSecretFile(s.passwordFile, "--"+s.side+"-password-file", log)
 		case s.passwordCmd != "":
-			return secretCommand(ctx, s.passwordCmd, "--"+s.side+"-password-cmd")
+			return secretCommand(ctx, s.passwordCmd, "--"+s.side+"-password-cmd", s.hideEnv)
 		case s.passwordEnv != "":
 			if v := env.getenv(s.passwordEnv); v != "" {
 				return v, nil
@@ -63,9 +64,10 @@ func readSecretFile(path, what string, log *slog.Logger) (string, error) {
 }
 
 // secretCommand runs cmd with sh -c and returns the first line it prints.
-func secretCommand(ctx context.Context, cmdline, what string) (string, error) {
+// hide names more variables the command must not inherit (see childEnv).
+func secretCommand(ctx context.Context, cmdline, what string, hide []string) (string, error) {
 	cmd := exec.CommandContext(ctx, "sh", "-c", cmdline)
-	cmd.Env = childEnv(os.Environ())
+	cmd.Env = childEnv(os.Environ(), hide)
 	var errb bytes.Buffer
 	cmd.Stderr = &errb
 	out, err := cmd.Output()
@@ -78,25 +80,13 @@ func secretCommand(ctx context.Context, cmdline, what string) (string, error) {
 	return firstLine(out), nil
 }
 
-// secretEnv names the variables a config file said hold a password
-// (src_password_env, dst_password_env): childEnv drops them too.
-var secretEnv stdsync.Map
-
-// hideFromChildren adds name to the variables no password or token command
-// inherits.
-func hideFromChildren(name string) {
-	if name != "" {
-		secretEnv.Store(name, true)
-	}
-}
-
 // childEnv is the environment of a password or token command: ours without
 // the variables that may hold a secret (MAILFERRY_SRC_PASSWORD, a token,
-// a config's *_password_env variable...), so a command that logs or leaks
+// a config's *_password_env variable, named in hide...), so a command that logs or leaks
 // its environment cannot give away the other side's password
 // (docs/failure-model.md I6: no secret in child argv or environment). The
 // command line itself is the user's and holds none.
-func childEnv(environ []string) []string {
+func childEnv(environ, hide []string) []string {
 	out := environ[:0:0]
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
@@ -104,7 +94,7 @@ func childEnv(environ []string) []string {
 		if strings.HasPrefix(up, "MAILFERRY_") && (strings.Contains(up, "PASSWORD") || strings.Contains(up, "TOKEN") || strings.Contains(up, "SECRET")) {
 			continue
 		}
-		if _, hidden := secretEnv.Load(name); hidden {
+		if slices.Contains(hide, name) {
 			continue
 		}
 		out = append(out, kv)

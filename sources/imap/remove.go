@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 
 	imap "github.com/emersion/go-imap/v2"
 
@@ -13,13 +12,6 @@ import (
 )
 
 var _ mail.Remover = (*Source)(nil)
-
-// TestHookAfterStore is for crash tests only, never set in production:
-// cmd/mailferry sets it from MAILFERRY_TEST_CRASH_IN_REMOVE to SIGKILL the
-// process inside the window between a Remove's UID STORE \Deleted
-// (confirmed by the server) and its UID EXPUNGE (docs/failure-model.md A7).
-// When set, every Source's Remove calls it there with the mailbox name.
-var TestHookAfterStore atomic.Pointer[func(mailbox string)]
 
 // remover is the state of Remove: its own connection, which SELECTs
 // read-write while every other connection only EXAMINEs, and the mailboxes
@@ -198,8 +190,8 @@ func (s *Source) removeOn(ctx context.Context, cn *conn, op, name string, pick f
 			return false, err
 		}
 	}
-	if f := TestHookAfterStore.Load(); f != nil {
-		(*f)(name)
+	if f := s.o.AfterRemoveStore; f != nil {
+		f(name)
 	}
 	caps := cn.c.Caps()
 	switch {

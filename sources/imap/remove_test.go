@@ -362,8 +362,8 @@ func TestRemoveCancelledAndClosed(t *testing.T) {
 	}
 }
 
-// TestA7TestHookAfterStore: the crash tests' hook (cmd/mailferry's
-// MAILFERRY_TEST_CRASH_IN_REMOVE) runs once per mailbox of a Remove, after
+// TestA7TestHookAfterStore: the crash tests' hook (OpenOptions.AfterRemoveStore,
+// cmd/mailferry's MAILFERRY_TEST_CRASH_IN_REMOVE) runs once per mailbox of a Remove, after
 // the server confirmed UID STORE \Deleted and before UID EXPUNGE: at that
 // moment another client sees exactly the messages being removed flagged
 // \Deleted and still present.
@@ -379,8 +379,7 @@ func TestA7TestHookAfterStore(t *testing.T) {
 		calls = append(calls, mailbox)
 		seen[mailbox] = r.state(t, mailbox)
 	}
-	TestHookAfterStore.Store(&hook)
-	t.Cleanup(func() { TestHookAfterStore.Store(nil) })
+	s.o.AfterRemoveStore = hook
 	if err := s.Remove(context.Background(), []mail.Envelope{inbox[0], archive[1], inbox[1]}); err != nil {
 		t.Fatalf("Remove = %v", err)
 	}

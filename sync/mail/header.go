@@ -2,7 +2,6 @@ package mail
 
 import (
 	"bytes"
-	"context"
 	"io"
 )
 
@@ -10,24 +9,6 @@ import (
 // while it looks for the Message-ID: the header section, or its first 64
 // KiB when it is longer. Memory per scanner stays that.
 const HeaderScanLimit = 64 << 10
-
-// HeaderFetcher is implemented by sources whose listing carries no
-// Message-ID but that can read a message's header section without its body
-// (POP3 TOP msg 0, RFC 1939 §7). The engine calls MessageIDs once for the
-// messages of a folder whose identifiers were reset (docs/failure-model.md C3),
-// so that it can match them with the messages it copied before by
-// Message-ID and size instead of downloading each one.
-//
-// MessageIDs returns the Message-ID of each message ids names in mailbox,
-// exactly as a HeaderScanner fed the message from its start finds it ("" for
-// a message without one), so that it equals what the engine found when it
-// copied the body. It returns either an entry for every ID or an error; an
-// ID the source does not have gives ErrNotFound, and a source or server
-// that cannot do it gives ErrUnsupported. It may be called concurrently with
-// the other Source methods. Cancelling ctx aborts it with ctx's error.
-type HeaderFetcher interface {
-	MessageIDs(ctx context.Context, mailbox string, ids []ID) (map[ID]string, error)
-}
 
 // HeaderScanner passes a message through while it keeps the start of it,
 // up to the end of the header section or HeaderScanLimit bytes, to find

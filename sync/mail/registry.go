@@ -72,6 +72,11 @@ type OpenOptions struct {
 	Conns int
 	// Trace, when set, receives the protocol exchange with credentials masked.
 	Trace func(line string)
+	// AfterRemoveStore is for crash tests only and nil in production: an
+	// IMAP source's Remove calls it with the mailbox name between UID STORE
+	// \Deleted (confirmed by the server) and UID EXPUNGE, where the tests
+	// SIGKILL the process (docs/failure-model.md A7).
+	AfterRemoveStore func(mailbox string)
 }
 
 // Log returns the options' logger, or one that discards.

@@ -34,8 +34,8 @@
 #   KEEP=1             keep the copied mail under BENCH_DIR/work at the end
 # Dovecot listens on 30143/30993 (IMAP), 30110/30995 (POP3) unless DOVECOT_*_PORT say otherwise.
 #
-# The corpus generator (gencorpus.py) and the peers' command lines (peers.sh) are copies of
-# /work/shared/bench; see the notes at the top of those files. Needs root (apt-get, chown to
+# The corpus generator (gencorpus.py) and the peers' command lines (peers.sh) are the project's
+# own; see the notes at the top of those files. Needs root (apt-get, chown to
 # vmail, runuser for getmail), about 6 GB free under BENCH_DIR, and 10-12 minutes for a
 # default run on 2 cores. Exits 1 when a correctness check of mailferry failed, or when it
 # cannot run IMAP -> Maildir or POP3 -> Maildir at all.

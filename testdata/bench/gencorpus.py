@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-# Copied unchanged (apart from this comment) from /work/shared/bench/gencorpus.py, the corpus
-# generator behind docs/performance.md, so that `make bench` needs nothing outside the repo.
+# The corpus generator behind docs/performance.md and `make bench`: the same seed always gives
+# the same messages, so runs on different days compare.
 """Write a deterministic, realistic mail corpus straight into a Dovecot user's Maildir++.
 
 usage: gencorpus.py MAILDIR TOTAL [--seed N]

@@ -1,10 +1,10 @@
 # shellcheck shell=bash
 # Peer tools' command lines for bench.sh (sourced, not run).
 #
-# Copied from /work/shared/bench/peers/run (the scripts behind docs/performance.md) so
-# that `make bench` needs nothing outside the repo. The tool options are unchanged; what
-# differs is the plumbing: each function writes its config into a folder the caller owns
-# (fresh per run) instead of a mktemp folder, and the ports come from bench.sh. Every
+# The peers are run with the options of the measurements behind docs/performance.md (mbsync
+# with its default fsync, getmail6 leaving mail on the server, dsync through imapc). Each
+# function writes its config into a folder the caller owns (fresh per run), and the ports
+# come from bench.sh. Every
 # function prints nothing and leaves the command to time in the array PEER_CMD.
 #
 # Needs: D (Dovecot folder with cert.pem and dovecot.conf), IMAP_PORT, IMAPS_PORT, POP3S_PORT.
@@ -31,7 +31,7 @@ peer_mbsync_i2i() {
 # peer_getmail OUT CONF_DIR [TIMEOUT]: POP3 alice's INBOX -> Maildir OUT, leaving mail on the
 # server. getmail refuses to deliver as root, hence runuser and the chown.
 #
-# TIMEOUT (seconds) is the one addition to peers/run's config. getmail 6.18 forks a child per
+# TIMEOUT (seconds) is the one option set beyond the measurements' config. getmail 6.18 forks a child per
 # Maildir delivery and installs its SIGCHLD handler only after fork() returned
 # (baseclasses.py, ForkingBase.forkchild/_prepare_child): when the child exits first, the
 # wake-up is lost and getmail waits for socket.getdefaulttimeout(), i.e. this timeout (default
@@ -47,7 +47,7 @@ peer_getmail() {
 }
 
 # peer_dsync: Dovecot's own migration (doveadm backup through imapc, over plain IMAP on
-# loopback as in peers/run), alice -> bob. The caller resets bob first.
+# loopback, as in the measurements behind docs/performance.md), alice -> bob. The caller resets bob first.
 peer_dsync() {
 	PEER_CMD=(doveadm -c "$D/dovecot.conf" -o imapc_host=127.0.0.1 -o imapc_port="$IMAP_PORT"
 		-o imapc_user=alice -o imapc_password=pw-alice
@@ -57,7 +57,7 @@ peer_dsync() {
 
 # peer_dsync_tls: the same, but imapc reads the source over implicit TLS (imaps, verifying
 # cert.pem), as mailferry does: for information only (the official target stays dsync over plain
-# IMAP, as in peers/run). Dovecot 2.3 settings: imapc_ssl, ssl_client_ca_file.
+# IMAP). Dovecot 2.3 settings: imapc_ssl, ssl_client_ca_file.
 peer_dsync_tls() {
 	PEER_CMD=(doveadm -c "$D/dovecot.conf" -o imapc_host=localhost -o imapc_port="$IMAPS_PORT"
 		-o imapc_ssl=imaps -o ssl_client_ca_file="$D/cert.pem"
@@ -66,8 +66,8 @@ peer_dsync_tls() {
 		backup -R -u bob imapc:)
 }
 
-# reset_bob TRASH: empties bob's mailbox between IMAP -> IMAP runs. peers/run deletes the
-# Maildir; moving it aside is as good for the server and keeps thousands of unlinks (slow
+# reset_bob TRASH: empties bob's mailbox between IMAP -> IMAP runs. Deleting the
+# Maildir would do; moving it aside is as good for the server and keeps thousands of unlinks (slow
 # right before a timed run on this file system) out of the timed window.
 reset_bob() {
 	local _

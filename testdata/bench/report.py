@@ -112,7 +112,7 @@ def main():
     v = g / m if g and m else None
     target("POP3 -> Maildir: getmail / mailferry", v, f"{fmt(v, '.0f')}x ({fmt(g, '.1f')} s / {fmt(m)} s)",
            ">= 30x", lambda v: v >= 30)
-    # dsync reads its source over plain IMAP on loopback (peers/run) and writes bob's Maildir
+    # dsync reads its source over plain IMAP on loopback (peers.sh) and writes bob's Maildir
     # itself; mailferry goes through the network on both sides. Each ratio pairs the same
     # transport: plain with plain, TLS with TLS. The old cross pairing is shown for information.
     r, n = ratio("imap-imap", "mailferry-plain", "dsync")

@@ -1,0 +1,37 @@
+package main
+
+import "time"
+
+// testHooksTag is the build tag under which the binary reads the fault
+// hooks of the CLI tests from the environment (testhooks_on.go). The tests
+// that run the binary build it with -tags testHooksTag; a release build
+// (make build) reads no such variable and holds none of their names.
+const testHooksTag = "mailferry_testhooks"
+
+// testHooks are the fault hooks of the CLI tests. The zero value, all a
+// release build ever has, changes nothing.
+type testHooks struct {
+	// backoff is the engine's first retry wait (scenario B6 tests need not
+	// wait seconds); 0 keeps the engine's default.
+	backoff time.Duration
+	// batch commits every batch messages, so a small run has many steps;
+	// 0 keeps the engine's default.
+	batch int
+	// crashAfter kills the process with SIGKILL right after the n-th
+	// durable step of a copy (see sync.Options.Step); 0: never.
+	crashAfter int64
+	// crashInRemove kills it after the n-th UID STORE \Deleted of an IMAP
+	// source's removal, before that removal's UID EXPUNGE (A7); 0: never.
+	crashInRemove int64
+	// panicText, when set, makes the worker storing the first message
+	// panic with it as the panic value (G2, F6: a test puts the password in
+	// it, which must not be printed).
+	panicText string
+}
+
+// runHooks are one copy run's hooks, built by testHooks.forRun: each run
+// counts its steps from zero.
+type runHooks struct {
+	step             func(step string)    // for sync.Options.Step; nil: none
+	afterRemoveStore func(mailbox string) // for mail.OpenOptions.AfterRemoveStore; nil: none
+}

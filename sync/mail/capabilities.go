@@ -1,0 +1,318 @@
+package mail
+
+import (
+	"context"
+	"io"
+)
+
+// This file lists every optional capability an endpoint may have beyond
+// Source and Sink, with what it promises, and Features: the capabilities
+// of one endpoint, discovered once. Callers ask a Features value instead
+// of type-asserting the endpoint, so that a wrapper (a filter, a preset,
+// a fault injector) can say which capabilities it keeps, which it
+// replaces and which it hides (see Featurer and Wrap).
+//
+// Every endpoint asserts at compile time the capabilities it has:
+//
+//	var _ mail.Committer = (*Sink)(nil)
+
+// Committer is implemented by sinks that batch durability: Put writes a
+// message but only Commit makes every message Put before it durable (for a
+// Maildir: fsync the files, rename them into place, fsync the directories).
+// The engine records a message in the checkpoint only after the Commit that
+// covers it returned nil. Commit may run concurrently with Put.
+type Committer interface {
+	Commit(ctx context.Context) error
+}
+
+// CommitError is what Commit returns when it stored all but some messages:
+// Failed maps the IDs Put returned for the messages given up to why. Every
+// other message Put before the Commit is durable. The engine counts the
+// failed ones as failed messages and goes on; any other Commit error stops
+// the run.
+type CommitError struct {
+	Failed map[ID]error
+	Err    error
+}
+
+func (e *CommitError) Error() string { return e.Err.Error() }
+func (e *CommitError) Unwrap() error { return e.Err }
+
+// IDResolver is implemented by sinks whose Put returns a provisional ID that
+// Commit replaces with the final one (IMAP MULTIAPPEND learns UIDs only
+// from the command's APPENDUID). The engine asks after Commit, before it
+// records the message in the checkpoint.
+type IDResolver interface {
+	FinalID(id ID) (ID, bool)
+}
+
+// Indexer is implemented by sinks that can list what they already hold, so a
+// run without a checkpoint (lost, or a destination filled by another tool)
+// can still avoid duplicates.
+type Indexer interface {
+	Index(ctx context.Context, mailbox string, fn func(Envelope) error) error
+}
+
+// FlagSetter is implemented by sinks that can update the flags of a message
+// they already hold, so flag changes on the source follow on a rerun.
+type FlagSetter interface {
+	SetFlags(ctx context.Context, mailbox string, id ID, flags []Flag) error
+}
+
+// StoredReader is implemented by sinks that can read back a message they
+// hold (the Maildir sink), by the ID their Index gives. A checkpoint rebuilt
+// from the destination then records the content hash too (docs/failure-model.md
+// A9), as the copy would have.
+type StoredReader interface {
+	OpenStored(ctx context.Context, mailbox string, id ID) (io.ReadCloser, error)
+}
+
+// BatchOpener is implemented by sources that stream many messages of one
+// mailbox in a single request (IMAP: one UID FETCH for a set of UIDs), which
+// saves a round trip and server work per message. OpenBatch calls fn once
+// for each message of envs it can serve, in the source's order, with the
+// body as the source stores it; the body is valid only during fn. A message
+// the source does not return is simply not passed to fn: the caller falls
+// back to Open for it. An error from fn stops OpenBatch, which returns it;
+// so does a failure of the request. All envs are of the same mailbox.
+type BatchOpener interface {
+	OpenBatch(ctx context.Context, envs []Envelope, fn func(env Envelope, body io.Reader) error) error
+}
+
+// Remover is implemented by sources that can delete messages after they were
+// copied (POP3 DELE, IMAP \Deleted + UID EXPUNGE). The engine calls it only
+// after the sink committed the messages and the checkpoint recorded them.
+// Deletion may take effect only at Close (POP3 commits deletions at QUIT).
+type Remover interface {
+	Remove(ctx context.Context, envs []Envelope) error
+}
+
+// DeleteAware is implemented by sources that identify messages differently
+// when they will be deleted after the copy (POP3 without UIDL: by content,
+// which is safe only when each message is read once). The engine calls
+// DeleteAfterCopy before Mailboxes when the run deletes.
+type DeleteAware interface {
+	DeleteAfterCopy()
+}
+
+// UnstoredReporter is implemented by sources whose server may stop offering
+// a message once it was read (Gmail's POP3). After the run, Unstored returns
+// the messages read but not stored (stored says which were), so the engine
+// reports them as failures instead of letting them vanish unnoticed.
+type UnstoredReporter interface {
+	Unstored(stored func(Envelope) bool) []Envelope
+}
+
+// HeaderFetcher is implemented by sources whose listing carries no
+// Message-ID but that can read a message's header section without its body
+// (POP3 TOP msg 0, RFC 1939 §7). The engine calls MessageIDs once for the
+// messages of a folder whose identifiers were reset (docs/failure-model.md C3),
+// so that it can match them with the messages it copied before by
+// Message-ID and size instead of downloading each one.
+//
+// MessageIDs returns the Message-ID of each message ids names in mailbox,
+// exactly as a HeaderScanner fed the message from its start finds it ("" for
+// a message without one), so that it equals what the engine found when it
+// copied the body. It returns either an entry for every ID or an error; an
+// ID the source does not have gives ErrNotFound, and a source or server
+// that cannot do it gives ErrUnsupported. It may be called concurrently with
+// the other Source methods. Cancelling ctx aborts it with ctx's error.
+type HeaderFetcher interface {
+	MessageIDs(ctx context.Context, mailbox string, ids []ID) (map[ID]string, error)
+}
+
+// Statter is implemented by sources that count a mailbox without listing
+// it message by message (IMAP STATUS, POP3 STAT), for `mailferry ls`.
+// Stat returns the number of messages in mailbox and their total size in
+// octets as the server announces them; a mailbox that does not exist gives
+// ErrMailboxNotFound.
+type Statter interface {
+	Stat(ctx context.Context, mailbox string) (messages int, bytes int64, err error)
+}
+
+// RoleLister is implemented by endpoints that know which mailbox serves
+// which purpose (IMAP SPECIAL-USE, RFC 6154), so a copy can put the source's
+// "Sent Items" into the destination's "Sent" (see sync.RoleMap).
+//
+// MailboxRoles maps mailbox names, spelt as the endpoint's Mailboxes, List
+// or Put take them (UTF-8, '/' separators), to a role such as RoleSent.
+// Mailboxes without a role are absent. It is safe for concurrent use;
+// cancelling ctx returns an error wrapping ctx.Err().
+type RoleLister interface {
+	MailboxRoles(ctx context.Context) (map[string]string, error)
+}
+
+// The capability names, as Features.Names reports them and the conformance
+// suite names its subtests.
+const (
+	CapCommitter        = "Committer"
+	CapIDResolver       = "IDResolver"
+	CapIndexer          = "Indexer"
+	CapFlagSetter       = "FlagSetter"
+	CapStoredReader     = "StoredReader"
+	CapBatchOpener      = "BatchOpener"
+	CapRemover          = "Remover"
+	CapDeleteAware      = "DeleteAware"
+	CapUnstoredReporter = "UnstoredReporter"
+	CapHeaderFetcher    = "HeaderFetcher"
+	CapStatter          = "Statter"
+	CapRoleLister       = "RoleLister"
+)
+
+// Features holds the optional capabilities of one endpoint: each field is
+// the value that provides it, or nil when the endpoint lacks it. Discover
+// them once with FeaturesOf and ask the fields instead of type-asserting
+// the endpoint (as rclone's fs.Features).
+type Features struct {
+	// Sink capabilities.
+	Committer    Committer
+	IDResolver   IDResolver
+	Indexer      Indexer
+	FlagSetter   FlagSetter
+	StoredReader StoredReader
+	// Source capabilities.
+	BatchOpener      BatchOpener
+	Remover          Remover
+	DeleteAware      DeleteAware
+	UnstoredReporter UnstoredReporter
+	HeaderFetcher    HeaderFetcher
+	Statter          Statter
+	// Either side.
+	RoleLister RoleLister
+}
+
+// Featurer is implemented by endpoints whose capabilities are not simply
+// the methods they have: wrappers, whose methods may forward to an inner
+// endpoint that lacks them. FeaturesOf asks it instead of type-asserting.
+type Featurer interface {
+	Features() *Features
+}
+
+// FeaturesOf returns the capabilities of endpoint v (a Source, a Sink or
+// anything else): v.Features() when v is a Featurer, otherwise the
+// capabilities v's methods implement. nil has none. The result is a fresh
+// value the caller may change.
+func FeaturesOf(v any) *Features {
+	if fr, ok := v.(Featurer); ok {
+		if f := fr.Features(); f != nil {
+			c := *f
+			return &c
+		}
+		return &Features{}
+	}
+	return new(Features).Fill(v)
+}
+
+// Wrap returns the capabilities of a wrapper outer around inner: those
+// outer implements itself and inner has too (Mask: outer's forwarding
+// methods promise nothing inner cannot do), and, for each capability
+// outer does not implement, inner's (PassThrough). A wrapper's Features
+// method usually returns Wrap(w, w.inner), then clears or replaces the
+// fields it changes. Wrap does not call outer's Features, so it is safe
+// there.
+func Wrap(outer, inner any) *Features {
+	in := FeaturesOf(inner)
+	return new(Features).Fill(outer).Mask(in).PassThrough(in)
+}
+
+// Fill sets every field from v's methods, by type assertion, as rclone's
+// Features.Fill: the field holds v when v implements the capability and
+// nil otherwise. It does not consult Featurer (see FeaturesOf). It returns
+// f.
+func (f *Features) Fill(v any) *Features {
+	f.Committer, _ = v.(Committer)
+	f.IDResolver, _ = v.(IDResolver)
+	f.Indexer, _ = v.(Indexer)
+	f.FlagSetter, _ = v.(FlagSetter)
+	f.StoredReader, _ = v.(StoredReader)
+	f.BatchOpener, _ = v.(BatchOpener)
+	f.Remover, _ = v.(Remover)
+	f.DeleteAware, _ = v.(DeleteAware)
+	f.UnstoredReporter, _ = v.(UnstoredReporter)
+	f.HeaderFetcher, _ = v.(HeaderFetcher)
+	f.Statter, _ = v.(Statter)
+	f.RoleLister, _ = v.(RoleLister)
+	return f
+}
+
+// Mask clears every capability that in lacks, as rclone's Features.Mask: a
+// wrapper whose methods forward to an inner endpoint offers a capability
+// only when the inner one has it too. It returns f.
+func (f *Features) Mask(in *Features) *Features {
+	mask(&f.Committer, in.Committer)
+	mask(&f.IDResolver, in.IDResolver)
+	mask(&f.Indexer, in.Indexer)
+	mask(&f.FlagSetter, in.FlagSetter)
+	mask(&f.StoredReader, in.StoredReader)
+	mask(&f.BatchOpener, in.BatchOpener)
+	mask(&f.Remover, in.Remover)
+	mask(&f.DeleteAware, in.DeleteAware)
+	mask(&f.UnstoredReporter, in.UnstoredReporter)
+	mask(&f.HeaderFetcher, in.HeaderFetcher)
+	mask(&f.Statter, in.Statter)
+	mask(&f.RoleLister, in.RoleLister)
+	return f
+}
+
+// PassThrough sets every capability f lacks to in's, so that a wrapper
+// keeps what the inner endpoint offers and the wrapper does not change.
+// It returns f.
+func (f *Features) PassThrough(in *Features) *Features {
+	pass(&f.Committer, in.Committer)
+	pass(&f.IDResolver, in.IDResolver)
+	pass(&f.Indexer, in.Indexer)
+	pass(&f.FlagSetter, in.FlagSetter)
+	pass(&f.StoredReader, in.StoredReader)
+	pass(&f.BatchOpener, in.BatchOpener)
+	pass(&f.Remover, in.Remover)
+	pass(&f.DeleteAware, in.DeleteAware)
+	pass(&f.UnstoredReporter, in.UnstoredReporter)
+	pass(&f.HeaderFetcher, in.HeaderFetcher)
+	pass(&f.Statter, in.Statter)
+	pass(&f.RoleLister, in.RoleLister)
+	return f
+}
+
+// Names lists the capabilities f has, in the order of the Cap constants.
+func (f *Features) Names() []string {
+	var names []string
+	for _, c := range []struct {
+		name string
+		v    any
+	}{
+		{CapCommitter, f.Committer}, {CapIDResolver, f.IDResolver}, {CapIndexer, f.Indexer},
+		{CapFlagSetter, f.FlagSetter}, {CapStoredReader, f.StoredReader}, {CapBatchOpener, f.BatchOpener},
+		{CapRemover, f.Remover}, {CapDeleteAware, f.DeleteAware}, {CapUnstoredReporter, f.UnstoredReporter},
+		{CapHeaderFetcher, f.HeaderFetcher}, {CapStatter, f.Statter}, {CapRoleLister, f.RoleLister},
+	} {
+		if c.v != nil {
+			names = append(names, c.name)
+		}
+	}
+	return names
+}
+
+// Has reports whether f has the capability called name (a Cap constant).
+func (f *Features) Has(name string) bool {
+	for _, n := range f.Names() {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
+
+// mask clears *dst when in is nil.
+func mask[T any](dst *T, in T) {
+	if any(in) == nil {
+		var zero T
+		*dst = zero
+	}
+}
+
+// pass sets *dst to in when *dst is nil.
+func pass[T any](dst *T, in T) {
+	if any(*dst) == nil {
+		*dst = in
+	}
+}
