@@ -24,8 +24,7 @@ type committer struct {
 // keeps draining so workers never block.
 func (r *run) commitLoop(ctx context.Context, abort func(error)) error {
 	c := &committer{run: r, failed: map[mail.ID]error{}}
-	c.committer, _ = r.dst.(mail.Committer)
-	c.resolver, _ = r.dst.(mail.IDResolver)
+	c.committer, c.resolver = r.dstF.Committer, r.dstF.IDResolver
 	var batch []done
 	var failed error
 	timer := time.NewTimer(r.opt.BatchDelay)

@@ -26,8 +26,8 @@ func flagString(flags []mail.Flag) string {
 // that can change flags (mail.FlagSetter) and records that know the flags
 // last copied; a failure is logged and retried on the next run.
 func (r *run) syncFlags(ctx context.Context, mb string, stored []mail.Envelope) error {
-	fs, ok := r.dst.(mail.FlagSetter)
-	if !ok || r.cp == nil || r.opt.DryRun || len(stored) == 0 {
+	fs := r.dstF.FlagSetter
+	if fs == nil || r.cp == nil || r.opt.DryRun || len(stored) == 0 {
 		return nil
 	}
 	recs := map[mail.ID]checkpoint.Record{}

@@ -290,8 +290,8 @@ func (r *run) send(ctx context.Context, b []job) error {
 // an unmounted or replaced destination must not read as "all copied", and
 // in delete mode must never lead to deleting the only copy.
 func (r *run) destinationKeys(ctx context.Context, mb string) (map[string]bool, error) {
-	idx, ok := r.dst.(mail.Indexer)
-	if !ok || r.cp == nil {
+	idx := r.dstF.Indexer
+	if idx == nil || r.cp == nil {
 		return nil, nil
 	}
 	recorded := len(r.cp.Records(mb))

@@ -373,8 +373,8 @@ func (r *run) decideReset(m *resetMatch) resetOutcome {
 // dropped with a warning: step 3 then compares by content, as before. Only
 // cancellation and fatal errors are returned.
 func (r *run) headerPass(ctx context.Context, mb string, fresh, stored []mail.Envelope, orphans *orphanSet) (int, error) {
-	hf, ok := r.src.(mail.HeaderFetcher)
-	if !ok {
+	hf := r.srcF.HeaderFetcher
+	if hf == nil {
 		return 0, nil
 	}
 	sizes := orphans.keyedSizes()

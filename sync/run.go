@@ -147,8 +147,10 @@ type run struct {
 	streak              *tempStreak  // stops the run after temporary failures in a row
 	dates               *dateFilter  // from Since and Before; nil keeps all
 
-	remover     mail.Remover     // delete mode only
-	batchOpener mail.BatchOpener // nil: one Open per message
+	// The endpoints' optional capabilities, discovered once (a wrapper
+	// says what it passes through: mail.Featurer).
+	srcF, dstF *mail.Features
+	remover    mail.Remover // delete mode only
 
 	jobs  chan []job
 	dones chan done
@@ -197,7 +199,7 @@ func newRun(src mail.Source, dst mail.Sink, opt Options) *run {
 		byteLimit: newRateLimiter(opt.MaxBytesPerSec), msgLimit: newRateLimiter(opt.MaxMsgsPerSec),
 		budget: newByteBudget(opt.MaxBytes), streak: &tempStreak{},
 		dates: newDateFilter(opt.Since, opt.Before)}
-	r.batchOpener, _ = src.(mail.BatchOpener)
+	r.srcF, r.dstF = mail.FeaturesOf(src), mail.FeaturesOf(dst)
 	return r
 }
 
@@ -251,8 +253,8 @@ func Run(ctx context.Context, src mail.Source, dst mail.Sink, opt Options) (*Res
 // rebuild fills an empty checkpoint from the keys the destination lists
 // (Options.Rebuild), so nothing it holds is downloaded again.
 func (r *run) rebuild(ctx context.Context) error {
-	idx, ok := r.dst.(mail.Indexer)
-	if r.opt.Rebuild == nil || !ok || r.cp == nil || r.opt.DryRun {
+	idx := r.dstF.Indexer
+	if r.opt.Rebuild == nil || idx == nil || r.cp == nil || r.opt.DryRun {
 		return nil
 	}
 	n, err := checkpoint.Rebuild(ctx, r.cp, r.src, idx, r.opt.SrcEndpoint, r.opt.Mailboxes, r.opt.MapMailbox)
@@ -313,12 +315,11 @@ func (r *run) prepareDelete() error {
 	if !r.opt.DeleteSource {
 		return nil
 	}
-	rm, ok := r.src.(mail.Remover)
-	if !ok {
+	if r.srcF.Remover == nil {
 		return &mail.ConfigError{Msg: "the source cannot delete messages", Hint: "drop --delete-source"}
 	}
-	r.remover = rm
-	if d, ok := r.src.(mail.DeleteAware); ok {
+	r.remover = r.srcF.Remover
+	if d := r.srcF.DeleteAware; d != nil {
 		d.DeleteAfterCopy()
 	}
 	return nil
@@ -425,8 +426,8 @@ func (r *run) planned(env mail.Envelope) {
 // never offer them again (docs/failure-model.md C5). It runs once the committer
 // is done, so the checkpoint knows everything stored.
 func (r *run) reportUnstored() {
-	u, ok := r.src.(mail.UnstoredReporter)
-	if !ok || r.cp == nil {
+	u := r.srcF.UnstoredReporter
+	if u == nil || r.cp == nil {
 		return
 	}
 	lost := u.Unstored(func(e mail.Envelope) bool {

@@ -62,7 +62,7 @@ func (r *run) transferBatch(ctx context.Context, b []job) error {
 		}
 		todo++
 	}
-	if r.batchOpener != nil && todo > 1 {
+	if r.srcF.BatchOpener != nil && todo > 1 {
 		if err := r.copyBatch(ctx, b, handled); err != nil {
 			return err
 		}
@@ -170,7 +170,7 @@ func (r *run) putOne(ctx context.Context, env mail.Envelope, body io.Reader) (do
 	r.st.Box(env.Mailbox).Bytes.Add(dg.Bytes)
 	rec := checkpoint.Record{Mailbox: env.Mailbox, ID: env.ID, Dst: id, Size: env.Size, SHA256: hex.EncodeToString(dg.SHA256[:]),
 		MsgID: checkpoint.MsgIDSum(scannedMessageID(env, scan)), Date: checkpoint.UnixDate(env.Date)}
-	if _, ok := r.dst.(mail.FlagSetter); ok && env.Flags != nil {
+	if r.dstF.FlagSetter != nil && env.Flags != nil {
 		f := flagString(env.Flags)
 		rec.Flags = &f
 	}
@@ -196,7 +196,7 @@ func (r *run) copyBatch(ctx context.Context, b []job, handled []bool) error {
 		// A panic in the source's own code ends the batch early; the
 		// one-by-one path then meets it again and fails that message alone.
 		defer catchPanic(&err, r.log)
-		return r.batchOpener.OpenBatch(ctx, envs, func(env mail.Envelope, body io.Reader) error {
+		return r.srcF.BatchOpener.OpenBatch(ctx, envs, func(env mail.Envelope, body io.Reader) error {
 			i, ok := index[env.ID]
 			if !ok || handled[i] {
 				return fmt.Errorf("batch: source returned %s %s twice or unasked", env.Mailbox, env.ID)
