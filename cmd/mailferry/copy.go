@@ -474,14 +474,35 @@ func report(env *cliEnv, o *copyOptions, r *copyResult, s *summary) bool {
 		n = t.Queued
 	}
 	fmt.Fprintf(w, "%-32s %8d %8d %8d %8d %10s  in %.1fs\n", "total", t.Listed, t.Skipped+t.Present, n, t.Failed, humanBytes(t.Bytes), s.Seconds)
+	if o.dryRun {
+		fmt.Fprintf(w, "dry run: %d message(s), %s, would be copied; nothing was stored or deleted\n", t.Queued, humanBytes(t.QueuedBytes))
+	}
+	printNotes(w, s)
+	if n := len(res.Failures); n > 0 {
+		temp := temporaryFailures(res.Failures)
+		// Only a temporary failure is worth a rerun: a message refused as
+		// too large or invalid fails the same way every time.
+		switch temp {
+		case n:
+			fmt.Fprintf(w, "%d message(s) failed; run the same command again to retry them\n", n)
+		case 0:
+			fmt.Fprintf(w, "%d message(s) failed and would fail again as they are (the errors above say why)\n", n)
+		default:
+			fmt.Fprintf(w, "%d message(s) failed: %d may go through if you run the same command again, %d would fail again as they are (the errors above say why)\n", n, temp, n-temp)
+		}
+	}
+	return true
+}
+
+// printNotes prints the summary's lines about messages that were neither
+// copied nor failed: present, re-mapped, left out, deleted, vanished.
+func printNotes(w io.Writer, s *summary) {
+	t := s.Totals
 	if t.Present > 0 {
 		fmt.Fprintf(w, "%d message(s) were already in the destination (put there before, not recorded): recorded now, not copied again\n", t.Present)
 	}
 	if t.Remapped > 0 {
 		fmt.Fprintf(w, "%d message(s) renumbered on the source were re-mapped to their copies: recorded under their new ids, not copied again\n", t.Remapped)
-	}
-	if o.dryRun {
-		fmt.Fprintf(w, "dry run: %d message(s), %s, would be copied; nothing was stored or deleted\n", t.Queued, humanBytes(t.QueuedBytes))
 	}
 	if f := s.Filters; f != nil && f.OutsideDates > 0 {
 		fmt.Fprintf(w, "%d message(s) outside the dates were left out\n", f.OutsideDates)
@@ -498,20 +519,6 @@ func report(env *cliEnv, o *copyOptions, r *copyResult, s *summary) bool {
 	if t.Vanished > 0 {
 		fmt.Fprintf(w, "%d message(s) vanished from the source during the run (deleted by another client)\n", t.Vanished)
 	}
-	if n := len(res.Failures); n > 0 {
-		temp := temporaryFailures(res.Failures)
-		// Only a temporary failure is worth a rerun: a message refused as
-		// too large or invalid fails the same way every time.
-		switch temp {
-		case n:
-			fmt.Fprintf(w, "%d message(s) failed; run the same command again to retry them\n", n)
-		case 0:
-			fmt.Fprintf(w, "%d message(s) failed and would fail again as they are (the errors above say why)\n", n)
-		default:
-			fmt.Fprintf(w, "%d message(s) failed: %d may go through if you run the same command again, %d would fail again as they are (the errors above say why)\n", n, temp, n-temp)
-		}
-	}
-	return true
 }
 
 // describeFilters is the filters line of the summary.
