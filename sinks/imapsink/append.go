@@ -9,7 +9,7 @@ import (
 	gosync "sync"
 	"time"
 
-	"github.com/mailferry/mailferry/sources/imap"
+	"github.com/mailferry/mailferry/internal/imapconn"
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
@@ -132,7 +132,7 @@ func (s *Sink) ready(ctx context.Context, sl *slot, box string) (*rconn, error) 
 		sl.failBatch(true, mail.Temp(errors.New("connection lost with a MULTIAPPEND open")))
 	}
 	if sl.c == nil {
-		rc, err := imap.DialRaw(ctx, &s.cfg.Config, &s.o)
+		rc, err := imapconn.DialRaw(ctx, &s.cfg.Config, &s.o)
 		if err != nil {
 			if ctx.Err() == nil && errors.Is(err, mail.ErrUnreachable) {
 				// The control connection worked: a passing network problem.
@@ -161,10 +161,10 @@ func (s *Sink) ready(ctx context.Context, sl *slot, box string) (*rconn, error) 
 			c.close()
 			return nil, s.connErr(ctx, fmt.Sprintf("select %q", box), err)
 		}
-		if r.kind == "OK" {
+		if r.Kind == "OK" {
 			return c, nil
 		}
-		if attempt == 0 && r.kind == "NO" && (r.code == "TRYCREATE" || r.code == "NONEXISTENT" || r.code == "") {
+		if attempt == 0 && r.Kind == "NO" && (r.Code == "TRYCREATE" || r.Code == "NONEXISTENT" || r.Code == "") {
 			// Gone (deleted meanwhile) or never there: make it, retry.
 			s.forgetBox(box)
 			if err := s.ensureBox(ctx, box); err != nil {
@@ -172,7 +172,7 @@ func (s *Sink) ready(ctx context.Context, sl *slot, box string) (*rconn, error) 
 			}
 			continue
 		}
-		if r.kind == "BAD" {
+		if r.Kind == "BAD" {
 			c.close()
 		}
 		if verr := verdict(fmt.Sprintf("select %q", box), r); mail.Temporary(verr) {
@@ -247,8 +247,8 @@ func (s *Sink) appendOnce(ctx context.Context, c *rconn, op string, it *item, fo
 		}
 		return "", mail.Temp(fmt.Errorf("imapsink: %s: connection lost during APPEND: %w", op, err))
 	}
-	if r.kind == "OK" {
-		uidv, uids := appendUIDs(r)
+	if r.Kind == "OK" {
+		uidv, uids := imapconn.AppendUIDs(r)
 		var uid uint32
 		if len(uids) == 1 {
 			uid = uids[0]
@@ -256,7 +256,7 @@ func (s *Sink) appendOnce(ctx context.Context, c *rconn, op string, it *item, fo
 		s.noteAppended(fo, &it.id, uidv, uid)
 		return makeID(uidv, uid), nil
 	}
-	if r.kind == "BAD" {
+	if r.Kind == "BAD" {
 		c.close() // the server may have read the literal as commands
 	}
 	verr := verdict(op, r)
@@ -379,15 +379,15 @@ func (s *Sink) finish(ctx context.Context, sl *slot) error {
 		sl.failBatch(true, err)
 		return err
 	}
-	if r.kind != "OK" {
-		if r.kind == "BAD" {
+	if r.Kind != "OK" {
+		if r.Kind == "BAD" {
 			c.close()
 		}
 		err := verdict(op, r)
 		sl.failBatch(false, err)
 		return err
 	}
-	uidv, uids := appendUIDs(r)
+	uidv, uids := imapconn.AppendUIDs(r)
 	if len(uids) != n {
 		uids = nil // no UIDPLUS, or a set we cannot pair: IDs stay unknown
 	}

@@ -6,7 +6,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/mailferry/mailferry/sources/imap"
+	"github.com/mailferry/mailferry/internal/imapconn"
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
@@ -15,7 +15,7 @@ type Config struct {
 	// Config is the account: host, port, user, TLS mode. Its Mailbox, when
 	// set, is a folder every copied mailbox is placed under
 	// (imaps://bob@host/Old%20Account puts "Sent" in "Old Account/Sent").
-	imap.Config
+	imapconn.Config
 	// MultiAppend says whether to batch messages in one MULTIAPPEND
 	// command (RFC 3502) when the server offers it. On by default;
 	// ?multiappend=off sends one APPEND per message, which lets a server
@@ -24,7 +24,7 @@ type Config struct {
 }
 
 // ParseURL reads imaps://USER@HOST[:PORT][/FOLDER][?multiappend=off] or the
-// imap:// (STARTTLS) form; see imap.ParseURL for the account part. Errors
+// imap:// (STARTTLS) form; see imapconn.ParseURL for the account part. Errors
 // are *mail.ConfigError.
 func ParseURL(u *url.URL) (*Config, error) {
 	cfg := &Config{MultiAppend: true}
@@ -49,7 +49,7 @@ func ParseURL(u *url.URL) (*Config, error) {
 	}
 	c := *u
 	c.RawQuery, c.ForceQuery = "", false
-	ic, err := imap.ParseURL(&c)
+	ic, err := imapconn.ParseURL(&c)
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailferry/mailferry/internal/imapconn"
 	"github.com/mailferry/mailferry/sources/imap"
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
@@ -22,7 +23,7 @@ func dovecotAccount(t testing.TB, d *mailtest.Dovecot) (*Config, *mail.OpenOptio
 		t.Fatal(err)
 	}
 	p, _ := strconv.Atoi(port)
-	cfg := &Config{Config: imap.Config{Host: host, Port: p, User: user, TLS: imap.TLSImplicit}, MultiAppend: true}
+	cfg := &Config{Config: imapconn.Config{Host: host, Port: p, User: user, TLS: imapconn.TLSImplicit}, MultiAppend: true}
 	return cfg, &mail.OpenOptions{
 		CAFile:   d.CAFile,
 		Password: func(context.Context) (string, error) { return pw, nil },

@@ -13,7 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/mailferry/mailferry/sources/imap"
+	"github.com/mailferry/mailferry/internal/imapconn"
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
@@ -28,29 +28,13 @@ const (
 	nonSyncMax = 4096
 )
 
-// response is one server response on an append connection.
-type response struct {
-	tag  string // "*" untagged, "+" continuation, otherwise the command's tag
-	kind string // OK, NO, BAD, BYE, PREAUTH, or the untagged data keyword (EXISTS, FLAGS, ...)
-	num  uint32 // the number of "* n EXISTS"
-	code string // response code atom, upper case ("APPENDUID", "TRYCREATE")
-	args string // response code arguments
-	text string // human-readable text
-}
+// response is one server response (imapconn.Response).
+type response = imapconn.Response
 
-func (r response) String() string {
-	s := r.kind
-	if r.code != "" {
-		s += " [" + r.code
-		if r.args != "" {
-			s += " " + r.args
-		}
-		s += "]"
-	}
-	if r.text != "" {
-		s += " " + r.text
-	}
-	return s
+// readResponse reads one response on an append connection, its literals
+// read past.
+func readResponse(r *bufio.Reader) (response, error) {
+	return imapconn.ReadParsed(r, respLineMax, respLiteralMax)
 }
 
 // rconn is an append connection driven by hand: go-imap cannot send
@@ -60,7 +44,7 @@ func (r response) String() string {
 // us and an early tagged NO can be seen between messages of a MULTIAPPEND.
 // An rconn is used by one goroutine at a time (its slot's lock).
 type rconn struct {
-	rc    *imap.RawConn
+	rc    *imapconn.RawConn
 	w     *bufio.Writer
 	resps chan response
 	done  chan struct{}
@@ -81,7 +65,7 @@ type rconn struct {
 	bye     string // text of an untagged BYE, once seen
 }
 
-func newRconn(rc *imap.RawConn) *rconn {
+func newRconn(rc *imapconn.RawConn) *rconn {
 	c := &rconn{
 		rc:       rc,
 		w:        bufio.NewWriterSize(rc.Conn, 64<<10),
@@ -133,49 +117,6 @@ func (c *rconn) dead() bool {
 	}
 }
 
-// readResponse reads one response, its literals read past (imap.ReadResponse).
-func readResponse(r *bufio.Reader) (response, error) {
-	line, err := imap.ReadResponse(r, respLineMax, respLiteralMax)
-	if err != nil {
-		return response{}, err
-	}
-	return parseResponse(line), nil
-}
-
-// parseResponse splits a response line into its parts.
-func parseResponse(line string) response {
-	var r response
-	word := func() string {
-		w, rest, _ := strings.Cut(line, " ")
-		line = rest
-		return w
-	}
-	r.tag = word()
-	if r.tag == "+" {
-		r.text = line
-		return r
-	}
-	k := word()
-	if n, err := strconv.ParseUint(k, 10, 32); err == nil && r.tag == "*" {
-		r.num = uint32(n)
-		k = word()
-	}
-	r.kind = strings.ToUpper(k)
-	switch r.kind {
-	case "OK", "NO", "BAD", "BYE", "PREAUTH":
-		if strings.HasPrefix(line, "[") {
-			if end := strings.IndexByte(line, ']'); end > 0 {
-				code := line[1:end]
-				c, args, _ := strings.Cut(code, " ")
-				r.code, r.args = strings.ToUpper(c), args
-				line = strings.TrimPrefix(line[end+1:], " ")
-			}
-		}
-	}
-	r.text = line
-	return r
-}
-
 // next returns the next response, or the reader's error.
 func (c *rconn) next(ctx context.Context) (response, error) {
 	select {
@@ -186,7 +127,7 @@ func (c *rconn) next(ctx context.Context) (response, error) {
 			}
 			return response{}, c.rerr
 		}
-		if r.tag == "*" {
+		if r.Tag == "*" {
 			c.untagged(r)
 		}
 		return r, nil
@@ -197,21 +138,21 @@ func (c *rconn) next(ctx context.Context) (response, error) {
 
 // untagged keeps what the sink needs from untagged data.
 func (c *rconn) untagged(r response) {
-	switch r.kind {
+	switch r.Kind {
 	case "BYE":
-		c.bye = r.text
+		c.bye = r.Text
 		if c.bye == "" {
 			c.bye = "BYE"
 		}
 	case "OK":
-		switch r.code {
+		switch r.Code {
 		case "UIDVALIDITY":
-			if v, err := strconv.ParseUint(r.args, 10, 32); err == nil {
+			if v, err := strconv.ParseUint(r.Args, 10, 32); err == nil {
 				c.uidv = uint32(v)
 			}
 		case "PERMANENTFLAGS":
 			c.perm, c.permAny = map[string]bool{}, false
-			for _, f := range strings.Fields(strings.Trim(r.args, "()")) {
+			for _, f := range strings.Fields(strings.Trim(r.Args, "()")) {
 				if f == `\*` {
 					c.permAny = true
 				}
@@ -230,12 +171,12 @@ func (c *rconn) wait(ctx context.Context, tag string, cont bool) (response, erro
 			return r, err
 		}
 		switch {
-		case r.tag == tag:
+		case r.Tag == tag:
 			return r, nil
-		case r.tag == "+" && cont:
+		case r.Tag == "+" && cont:
 			return r, nil
-		case r.tag == "+" || r.tag != "*":
-			return r, fmt.Errorf("unexpected server response %q while waiting for %s", clip(r.tag+" "+r.String(), 80), tag)
+		case r.Tag == "+" || r.Tag != "*":
+			return r, fmt.Errorf("unexpected server response %q while waiting for %s", imapconn.Clip(r.Tag+" "+r.String(), 80), tag)
 		}
 	}
 }
@@ -257,7 +198,7 @@ func (c *rconn) guard(ctx context.Context) func() bool {
 // appends faster into the selected mailbox) unless it already is.
 func (c *rconn) selectBox(ctx context.Context, box string) (response, error) {
 	if c.box == box {
-		return response{kind: "OK"}, nil
+		return response{Kind: "OK"}, nil
 	}
 	c.box, c.uidv, c.perm, c.permAny = "", 0, nil, false
 	tag := c.newTag()
@@ -266,7 +207,7 @@ func (c *rconn) selectBox(ctx context.Context, box string) (response, error) {
 		return response{}, err
 	}
 	r, err := c.wait(ctx, tag, false)
-	if err == nil && r.kind == "OK" {
+	if err == nil && r.Kind == "OK" {
 		c.box = box
 		if c.perm == nil {
 			c.permAny = true // no PERMANENTFLAGS: RFC 9051 §7.1 says all flags can be changed
@@ -334,7 +275,7 @@ func (c *rconn) appendOne(ctx context.Context, box string, m *message) (r respon
 			return response{}, false, err
 		}
 		r, err := c.wait(ctx, tag, true)
-		if err != nil || r.tag != "+" {
+		if err != nil || r.Tag != "+" {
 			return r, false, err
 		}
 	}
@@ -367,7 +308,7 @@ func (c *rconn) multiAdd(ctx context.Context, box string, m *message) (*response
 		if err != nil {
 			return nil, err
 		}
-		if r.tag != "+" {
+		if r.Tag != "+" {
 			c.open = ""
 			return &r, nil
 		}
@@ -386,11 +327,11 @@ func (c *rconn) poll() (*response, bool) {
 			if !ok {
 				return nil, false // the next write or wait reports it
 			}
-			if r.tag == "*" {
+			if r.Tag == "*" {
 				c.untagged(r)
 				continue
 			}
-			if r.tag == c.open {
+			if r.Tag == c.open {
 				c.open = ""
 				return &r, true
 			}
@@ -410,36 +351,6 @@ func (c *rconn) multiEnd(ctx context.Context) (response, error) {
 		return response{}, err
 	}
 	return c.wait(ctx, tag, false)
-}
-
-// appendUIDs parses APPENDUID arguments (RFC 4315 §3): UIDVALIDITY and the
-// UIDs in message order. It returns nil when the code is absent or bad.
-func appendUIDs(r response) (uint32, []uint32) {
-	if r.code != "APPENDUID" {
-		return 0, nil
-	}
-	v, set, ok := strings.Cut(r.args, " ")
-	uidv, err := strconv.ParseUint(v, 10, 32)
-	if !ok || err != nil {
-		return 0, nil
-	}
-	var uids []uint32
-	for _, part := range strings.Split(set, ",") {
-		lo, hi, rng := strings.Cut(part, ":")
-		a, err1 := strconv.ParseUint(lo, 10, 32)
-		b := a
-		var err2 error
-		if rng {
-			b, err2 = strconv.ParseUint(hi, 10, 32)
-		}
-		if err1 != nil || err2 != nil || a == 0 || b < a || b-a > 1<<20 {
-			return 0, nil
-		}
-		for u := a; u <= b; u++ {
-			uids = append(uids, uint32(u))
-		}
-	}
-	return uint32(uidv), uids
 }
 
 // Classification of APPEND answers (RFC 5530 response codes and the texts
@@ -462,23 +373,23 @@ var errTryCreate = errors.New("imapsink: mailbox does not exist (TRYCREATE)")
 func verdict(op string, r response) error {
 	text := r.String()
 	switch {
-	case r.code == "OVERQUOTA" || (r.kind == "NO" && r.code == "" && quotaText.MatchString(r.text)):
-		return mail.MakeFatal(fmt.Errorf("imapsink: %s: the destination is over quota (%s); free space there, then rerun to resume: %w", op, clip(text, 200), mail.ErrNoSpace))
-	case r.code == "TOOBIG" || tooLargeText.MatchString(r.text):
-		return fmt.Errorf("imapsink: %s: %s: %w", op, clip(text, 200), mail.ErrTooLarge)
-	case r.code == "TRYCREATE":
-		return fmt.Errorf("%w: %s", errTryCreate, clip(text, 200))
-	case r.code == "UNAVAILABLE" || r.code == "INUSE" || r.code == "LIMIT" || throttledText.MatchString(r.text):
-		return mail.Temp(fmt.Errorf("imapsink: %s: server busy or throttling: %s", op, clip(text, 200)))
+	case r.Code == "OVERQUOTA" || (r.Kind == "NO" && r.Code == "" && quotaText.MatchString(r.Text)):
+		return mail.MakeFatal(fmt.Errorf("imapsink: %s: the destination is over quota (%s); free space there, then rerun to resume: %w", op, imapconn.Clip(text, 200), mail.ErrNoSpace))
+	case r.Code == "TOOBIG" || tooLargeText.MatchString(r.Text):
+		return fmt.Errorf("imapsink: %s: %s: %w", op, imapconn.Clip(text, 200), mail.ErrTooLarge)
+	case r.Code == "TRYCREATE":
+		return fmt.Errorf("%w: %s", errTryCreate, imapconn.Clip(text, 200))
+	case r.Code == "UNAVAILABLE" || r.Code == "INUSE" || r.Code == "LIMIT" || throttledText.MatchString(r.Text):
+		return mail.Temp(fmt.Errorf("imapsink: %s: server busy or throttling: %s", op, imapconn.Clip(text, 200)))
 	default:
-		return fmt.Errorf("imapsink: %s: server refused: %s", op, clip(text, 200))
+		return fmt.Errorf("imapsink: %s: server refused: %s", op, imapconn.Clip(text, 200))
 	}
 }
 
 // backoff is the wait a throttling answer suggests (Microsoft 365:
 // "Suggested Backoff Time: 5000 milliseconds"), capped at two minutes.
 func backoff(r response) time.Duration {
-	m := backoffText.FindStringSubmatch(r.text)
+	m := backoffText.FindStringSubmatch(r.Text)
 	if m == nil {
 		return 0
 	}
@@ -488,11 +399,4 @@ func backoff(r response) time.Duration {
 		d = time.Duration(n) * time.Millisecond
 	}
 	return min(d, 2*time.Minute)
-}
-
-func clip(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "..."
-	}
-	return s
 }

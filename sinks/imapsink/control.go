@@ -11,7 +11,7 @@ import (
 	imapv2 "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
-	"github.com/mailferry/mailferry/sources/imap"
+	"github.com/mailferry/mailferry/internal/imapconn"
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
@@ -28,7 +28,7 @@ func (s *Sink) folder(ctx context.Context, box string) (*folder, error) {
 	s.mu.Lock()
 	fo := s.folders[box]
 	if fo == nil {
-		fo = newFolder(box)
+		fo = newFolder(box, &s.alt)
 		s.folders[box] = fo
 	}
 	s.mu.Unlock()
@@ -120,6 +120,26 @@ func (s *Sink) readIndex(ctx context.Context, fo *folder, whole bool) error {
 		set.AddRange(imapv2.UID(from), 0)
 		cmd = c.Fetch(set, indexItems)
 	}
+	n := fo.addFetched(cmd, from)
+	if err := cmd.Close(); err != nil {
+		keep := isNo(err)
+		done(keep)
+		return s.ctlErr(ctx, op, err)
+	}
+	done(true)
+	if uint32(sel.UIDNext) > fo.next {
+		fo.next = uint32(sel.UIDNext)
+	}
+	if whole && uint32(n) < sel.NumMessages {
+		s.log.Warn(fmt.Sprintf("imapsink: index of %q has %d of %d messages; the rest may be duplicated", fo.server, n, sel.NumMessages), "mailbox", fo.server)
+	}
+	s.log.Debug(fmt.Sprintf("imapsink: indexed %d messages", n), "mailbox", fo.server, "elapsed", time.Since(start))
+	return nil
+}
+
+// addFetched adds the messages of the index FETCH cmd to fo, those with
+// a UID from on, and returns how many it added.
+func (fo *folder) addFetched(cmd *imapclient.FetchCommand, from uint32) int {
 	n := 0
 	for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
 		var (
@@ -155,24 +175,11 @@ func (s *Sink) readIndex(ctx context.Context, fo *folder, whole bool) error {
 		key, e := entryFrom(uid, size, date, hdr, text)
 		fo.add(key, e)
 	}
-	if err := cmd.Close(); err != nil {
-		keep := isNo(err)
-		done(keep)
-		return s.ctlErr(ctx, op, err)
-	}
-	done(true)
-	if uint32(sel.UIDNext) > fo.next {
-		fo.next = uint32(sel.UIDNext)
-	}
-	if whole && uint32(n) < sel.NumMessages {
-		s.log.Warn(fmt.Sprintf("imapsink: index of %q has %d of %d messages; the rest may be duplicated", fo.server, n, sel.NumMessages), "mailbox", fo.server)
-	}
-	s.log.Debug(fmt.Sprintf("imapsink: indexed %d messages", n), "mailbox", fo.server, "elapsed", time.Since(start))
-	return nil
+	return n
 }
 
 func newFolderLike(fo *folder) *folder {
-	nf := newFolder(fo.server)
+	nf := newFolder(fo.server, fo.alt)
 	nf.lock = fo.lock
 	nf.loaded = fo.loaded
 	return nf
@@ -197,7 +204,7 @@ func (s *Sink) control(ctx context.Context) (*imapclient.Client, func(ok bool), 
 		}
 	}
 	if s.ctl == nil {
-		c, err := imap.Dial(ctx, &s.cfg.Config, &s.o)
+		c, err := imapconn.Dial(ctx, &s.cfg.Config, &s.o)
 		if err != nil {
 			<-s.ctlMu
 			if ctx.Err() == nil && errors.Is(err, mail.ErrUnreachable) {

@@ -20,6 +20,7 @@ import (
 
 	imapv2 "github.com/emersion/go-imap/v2"
 
+	"github.com/mailferry/mailferry/internal/imapconn"
 	"github.com/mailferry/mailferry/sources/imap"
 	mailferry "github.com/mailferry/mailferry/sync"
 	"github.com/mailferry/mailferry/sync/mail"
@@ -90,7 +91,7 @@ func courierAccount(t *testing.T, d *mailtest.Dovecot) (*Config, *mail.OpenOptio
 	time.Sleep(time.Until(written.Truncate(time.Second).Add(time.Second + 20*time.Millisecond)))
 	host, port, _ := net.SplitHostPort(d.IMAPS)
 	p, _ := strconv.Atoi(port)
-	return &Config{Config: imap.Config{Host: host, Port: p, User: name, TLS: imap.TLSImplicit}, MultiAppend: true},
+	return &Config{Config: imapconn.Config{Host: host, Port: p, User: name, TLS: imapconn.TLSImplicit}, MultiAppend: true},
 		&mail.OpenOptions{CAFile: d.CAFile, Password: func(context.Context) (string, error) { return pw, nil }, Timeout: 30 * time.Second}
 }
 

@@ -1,7 +1,8 @@
 // Package imapsink is the IMAP destination: it appends messages to an
 // account (RFC 9051, RFC 3501) so a whole account can move between
 // providers. URL: imaps://USER@HOST[:PORT][/FOLDER][?multiappend=off], or
-// imap:// with STARTTLS. Dialing, TLS and login come from sources/imap.
+// imap:// with STARTTLS. Dialing, TLS, login and the wire helpers come from
+// internal/imapconn, which the IMAP source shares.
 //
 // # Mailbox names
 //
@@ -56,6 +57,14 @@
 //   - the first 256 bytes of the body text, compared without CR and with
 //     NUL read as 0x80 (what Dovecot serves), and the whole text when it
 //     is shorter.
+//
+// What servers are known to change on APPEND is absorbed, so that a rerun
+// without checkpoint still finds the stored copy: 8-bit header bytes are
+// compared as 'X' (Cyrus IMAP's munge8bit, on by default, rewrites them
+// so), and a message without a final line break also matches a copy two
+// bytes longer whose text ends with one (Courier IMAP adds CRLF). When a
+// copy is recognised that way the sink counts it (AlteredOnAppend) and
+// warns once per run.
 //
 // Matching is a multiset: each indexed message pairs with at most one Put
 // of the run, so two identical source messages need two copies and get

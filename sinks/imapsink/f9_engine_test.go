@@ -15,6 +15,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
+	"github.com/mailferry/mailferry/internal/imapconn"
 	"github.com/mailferry/mailferry/sources/imap"
 	mailferry "github.com/mailferry/mailferry/sync"
 	"github.com/mailferry/mailferry/sync/mail"
@@ -37,11 +38,11 @@ func serveMem(t *testing.T, user *imapmemserver.User, caps imapv2.CapSet, wrap f
 	return addr
 }
 
-func plainIMAPConfig(t *testing.T, addr, user string) imap.Config {
+func plainIMAPConfig(t *testing.T, addr, user string) imapconn.Config {
 	t.Helper()
 	host, port, _ := net.SplitHostPort(addr)
 	p, _ := strconv.Atoi(port)
-	return imap.Config{Host: host, Port: p, User: user, TLS: imap.TLSStartTLS}
+	return imapconn.Config{Host: host, Port: p, User: user, TLS: imapconn.TLSStartTLS}
 }
 
 // f9Source serves a source account whose folder names and Message-IDs are
@@ -339,7 +340,7 @@ func ptr[T any](v T) *T { return &v }
 
 // readBox returns the bodies in box (named as the IMAP source names it)
 // on the server at cfg, read through the IMAP source.
-func readBox(t *testing.T, cfg imap.Config, box string) []string {
+func readBox(t *testing.T, cfg imapconn.Config, box string) []string {
 	t.Helper()
 	ctx := context.Background()
 	o := &mail.OpenOptions{AllowPlaintext: true, Password: func(context.Context) (string, error) { return testPass, nil }, Timeout: 10 * time.Second}

@@ -19,7 +19,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
-	"github.com/mailferry/mailferry/sources/imap"
+	"github.com/mailferry/mailferry/internal/imapconn"
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
@@ -244,7 +244,7 @@ func TestF9HostileNamesAndMessageIDs(t *testing.T) {
 	}, rec)
 	host, port, _ := net.SplitHostPort(ln.Addr().String())
 	p, _ := strconv.Atoi(port)
-	cfg := &Config{Config: imap.Config{Host: host, Port: p, User: testUser, TLS: imap.TLSStartTLS}, MultiAppend: true}
+	cfg := &Config{Config: imapconn.Config{Host: host, Port: p, User: testUser, TLS: imapconn.TLSStartTLS}, MultiAppend: true}
 	o := &mail.OpenOptions{AllowPlaintext: true, Password: func(context.Context) (string, error) { return testPass, nil }, Timeout: 10 * time.Second}
 
 	s, err := New(context.Background(), cfg, o)

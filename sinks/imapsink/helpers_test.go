@@ -19,6 +19,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
+	"github.com/mailferry/mailferry/internal/imapconn"
 	"github.com/mailferry/mailferry/sources/imap"
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
@@ -53,7 +54,7 @@ func (m *memServer) config(t testing.TB) *Config {
 	t.Helper()
 	host, port, _ := net.SplitHostPort(m.addr)
 	p, _ := strconv.Atoi(port)
-	return &Config{Config: imap.Config{Host: host, Port: p, User: testUser, TLS: imap.TLSImplicit}, MultiAppend: true}
+	return &Config{Config: imapconn.Config{Host: host, Port: p, User: testUser, TLS: imapconn.TLSImplicit}, MultiAppend: true}
 }
 
 func (m *memServer) opts() *mail.OpenOptions {
@@ -147,7 +148,7 @@ func startFake(t testing.TB, caps string) *fakeServer {
 func (f *fakeServer) config() *Config {
 	host, port, _ := net.SplitHostPort(f.addr)
 	p, _ := strconv.Atoi(port)
-	return &Config{Config: imap.Config{Host: host, Port: p, User: testUser, TLS: imap.TLSStartTLS}, MultiAppend: true}
+	return &Config{Config: imapconn.Config{Host: host, Port: p, User: testUser, TLS: imapconn.TLSStartTLS}, MultiAppend: true}
 }
 
 func (f *fakeServer) opts() *mail.OpenOptions {

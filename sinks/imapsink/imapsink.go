@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -17,7 +16,7 @@ import (
 	imapv2 "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
-	"github.com/mailferry/mailferry/sources/imap"
+	"github.com/mailferry/mailferry/internal/imapconn"
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
@@ -74,6 +73,9 @@ type Sink struct {
 	// (by the engine, once per message, after the Commit that covers it; a
 	// message may be resolved several Commits before the engine asks).
 	resolved map[mail.ID]mail.ID
+	// alt counts the messages the server changed on APPEND, found when
+	// their copies were recognised (see alteration).
+	alt alterations
 }
 
 var (
@@ -110,6 +112,7 @@ func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Sink, error) {
 		s.o.Side = "dst"
 	}
 	s.log = s.o.Log().With("side", s.o.Side, "scheme", cfg.Scheme())
+	s.alt.log = s.log
 	s.conns = o.Conns
 	if s.conns <= 0 {
 		s.conns = DefaultConns
@@ -132,7 +135,7 @@ func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Sink, error) {
 	}
 	s.sem = make(chan struct{}, s.conns)
 	s.ctlMu = make(chan struct{}, 1)
-	c, err := imap.Dial(ctx, &cfg.Config, &s.o)
+	c, err := imapconn.Dial(ctx, &cfg.Config, &s.o)
 	if err != nil {
 		return nil, err
 	}
@@ -357,7 +360,7 @@ func (s *Sink) createBox(ctx context.Context, server string) error {
 	s.mu.Lock()
 	s.boxes[server] = true
 	if created && s.folders[server] == nil {
-		f := newFolder(server)
+		f := newFolder(server, &s.alt)
 		f.loaded, f.next = true, 1
 		s.folders[server] = f
 	}
@@ -699,18 +702,10 @@ func makeID(uidv, uid uint32) mail.ID {
 	if uid == 0 {
 		return ""
 	}
-	return mail.ID(fmt.Sprintf("%d.%d", uidv, uid))
+	return imapconn.MakeID(uidv, uid)
 }
 
-func parseID(id mail.ID) (uint32, uint32, bool) {
-	a, b, ok := strings.Cut(string(id), ".")
-	v, err1 := strconv.ParseUint(a, 10, 32)
-	u, err2 := strconv.ParseUint(b, 10, 32)
-	if !ok || err1 != nil || err2 != nil || u == 0 {
-		return 0, 0, false
-	}
-	return uint32(v), uint32(u), true
-}
+func parseID(id mail.ID) (uint32, uint32, bool) { return imapconn.ParseID(id) }
 
 // lock takes a one-slot channel lock, giving up when ctx ends.
 func lock(ctx context.Context, l chan struct{}) error {
@@ -721,3 +716,10 @@ func lock(ctx context.Context, l chan struct{}) error {
 		return ctx.Err()
 	}
 }
+
+// AlteredOnAppend reports how many messages this Sink found already in the
+// destination in a form the server changed when it stored them (8-bit
+// header bytes rewritten, a final CRLF added: see alteration), which it
+// recognised and did not append again. The first one is also logged, once,
+// as a warning.
+func (s *Sink) AlteredOnAppend() int64 { return s.alt.n.Load() }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailferry/mailferry/internal/imapconn"
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
@@ -32,7 +33,7 @@ func put(t *testing.T, s *Sink, mailbox, body string, date time.Time, flags ...m
 		return pe.ID // already there: the dedupe's answer
 	}
 	if err != nil {
-		t.Fatalf("Put(%q) = %v", clip(body, 40), err)
+		t.Fatalf("Put(%q) = %v", imapconn.Clip(body, 40), err)
 	}
 	return id
 }
@@ -167,7 +168,7 @@ func TestAppendUIDs(t *testing.T) {
 		{"7 x", 0, nil},
 		{"7", 0, nil},
 	} {
-		v, uids := appendUIDs(response{code: "APPENDUID", args: tc.args})
+		v, uids := imapconn.AppendUIDs(response{Code: "APPENDUID", Args: tc.args})
 		if v != tc.v || fmt.Sprint(uids) != fmt.Sprint(tc.uids) {
 			t.Errorf("appendUIDs(%q) = %d %v, want %d %v", tc.args, v, uids, tc.v, tc.uids)
 		}
@@ -190,12 +191,12 @@ func TestVerdict(t *testing.T) {
 		{"A1 BAD Request is throttled. Suggested Backoff Time: 5000 milliseconds", mail.Temporary, "temporary"},
 		{"A1 NO [CANNOT] refused", func(err error) bool { return err != nil && !mail.Temporary(err) && !mail.Fatal(err) }, "permanent"},
 	} {
-		err := verdict("append", parseResponse(tc.line))
+		err := verdict("append", imapconn.ParseResponse(tc.line))
 		if !tc.check(err) {
 			t.Errorf("verdict(%q) = %v, want %s", tc.line, err, tc.what)
 		}
 	}
-	if d := backoff(parseResponse("A1 BAD Request is throttled. Suggested Backoff Time: 5000 milliseconds")); d != 5*time.Second {
+	if d := backoff(imapconn.ParseResponse("A1 BAD Request is throttled. Suggested Backoff Time: 5000 milliseconds")); d != 5*time.Second {
 		t.Errorf("backoff = %v, want 5s", d)
 	}
 }
@@ -312,6 +313,12 @@ func TestIdentity(t *testing.T) {
 		{"bare LF stored as CRLF", lf, crlf, testDate, true},
 		{"folded header unfolded", "Subject: a\r\n b\r\nMessage-ID: <f@x>\r\n\r\nx", "Subject: a\r\n\tb\r\nMessage-ID: <f@x>\r\n\r\nx", time.Time{}, true},
 		{"headers only", "Subject: h\r\nMessage-ID: <h@x>\r\n", "Subject: h\r\nMessage-ID: <h@x>\r\n", testDate, true},
+		{"8-bit header bytes as X (Cyrus munge8bit)", msg("<1@x>", "Grüße", "b\r\n"), msg("<1@x>", "GrXXXXe", "b\r\n"), testDate, true},
+		{"8-bit header other length", msg("<1@x>", "Grüße", "b\r\n"), msg("<1@x>", "GrXXe", "b\r\n"), testDate, false},
+		{"final CRLF added (Courier)", msg("<1@x>", "s", "no end"), msg("<1@x>", "s", "no end\r\n"), testDate, true},
+		{"final CRLF added to a long text", msg("<1@x>", "s", long+"no end"), msg("<1@x>", "s", long+"no end\r\n"), testDate, true},
+		{"two bytes more, not a line end", msg("<1@x>", "s", "no end"), msg("<1@x>", "s", "no endXY"), testDate, false},
+		{"two bytes more after a line end", msg("<1@x>", "s", "end\r\n"), msg("<1@x>", "s", "end\r\n\r\n"), testDate, false},
 	} {
 		id := mk(tc.put, tc.date)
 		key, e := srv(5, tc.stored, tc.date)

@@ -5,7 +5,10 @@ import (
 	"bytes"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -26,17 +29,22 @@ var identityFields = []string{"MESSAGE-ID", "DATE", "FROM", "SUBJECT"}
 // identity is what decides that a message the engine Puts is already in
 // the destination folder.
 type identity struct {
-	key     string // canonical Message-ID, NUL, hash of Date, From, Subject
+	key     string // canonical Message-ID, NUL, hash of Date, From, Subject (8-bit bytes as 'X')
+	exact   uint64 // hash of the identity fields with their 8-bit bytes as sent
 	size    int64  // bytes as Put
 	crlf    int64  // bytes once every bare LF became CRLF (what Dovecot stores)
 	date    int64  // INTERNALDATE, Unix seconds; 0 = unknown, not compared
 	text    []byte // canonical body text prefix, up to textPrefix+1 bytes
 	textEnd bool   // text holds the whole canonical body text
+	// noFinalNL: the message does not end with a line break, so a server
+	// may add one (see alteration).
+	noFinalNL bool
 }
 
 // entry is one message of a destination folder, as the index fetched it.
 type entry struct {
 	uid      uint32
+	exact    uint64 // as identity.exact, of the fields the server holds
 	size     int64
 	date     int64
 	textHash uint64 // of the canonical TEXT prefix the server sent
@@ -45,21 +53,79 @@ type entry struct {
 	claimed  bool   // paired with a Put of this run (multiset matching)
 }
 
+// alteration is what a server changed in a message on APPEND, as far as
+// the identity can tell; the identity absorbs these changes, so a rerun
+// without checkpoint still pairs the stored copy with its Put:
+//
+//   - Cyrus IMAP rewrites every 8-bit byte of the header to 'X' when
+//     imapd.conf's munge8bit is on, its default (the size stays). The
+//     identity therefore hashes its header fields with 8-bit bytes as 'X'
+//     and keeps a hash of them as sent (exact) to see the change.
+//   - Courier IMAP adds CRLF to a message that does not end with a line
+//     break: the size grows by 2 and the text by one line end.
+//
+// Dovecot stores the bytes as sent, with bare LFs made CRLF, which the
+// identity always allowed (identity.crlf) and which is not reported.
+type alteration uint8
+
+const (
+	munged8bit alteration = 1 << iota // 8-bit header bytes rewritten to 'X' (Cyrus munge8bit)
+	finalCRLF                         // CRLF added at the end (Courier)
+)
+
+func (a alteration) String() string {
+	var parts []string
+	if a&munged8bit != 0 {
+		parts = append(parts, "8-bit header bytes rewritten to 'X', as Cyrus does with munge8bit")
+	}
+	if a&finalCRLF != 0 {
+		parts = append(parts, "a final CRLF added, as Courier does")
+	}
+	return strings.Join(parts, "; ")
+}
+
 // matches reports whether the server's entry e is the message id describes.
 func (id *identity) matches(e *entry) bool {
-	if e.size != id.size && e.size != id.crlf {
-		return false
-	}
+	ok, _ := id.match(e)
+	return ok
+}
+
+// match reports whether the server's entry e is the message id describes
+// (the caller compared their keys), and what the server changed in it on
+// APPEND, if anything.
+func (id *identity) match(e *entry) (bool, alteration) {
 	if id.date != 0 && e.date != id.date {
+		return false, 0
+	}
+	var alt alteration
+	if e.exact != id.exact {
+		alt = munged8bit // the keys agree: only 8-bit bytes differ
+	}
+	if (e.size == id.size || e.size == id.crlf) && id.textMatches(e, false) {
+		return true, alt
+	}
+	grown := e.size == id.size+2 || e.size == id.crlf+2
+	if id.noFinalNL && grown && (id.textMatches(e, true) || id.textMatches(e, false)) {
+		return true, alt | finalCRLF
+	}
+	return false, 0
+}
+
+// textMatches compares the body text prefixes; addedNL compares id's text
+// as if a line end had been added at its end.
+func (id *identity) textMatches(e *entry, addedNL bool) bool {
+	text, textEnd := id.text, id.textEnd
+	if addedNL && textEnd {
+		text = append(text[:len(text):len(text)], '\n')
+		textEnd = len(text) <= textPrefix
+	}
+	if e.textLen > len(text) {
 		return false
 	}
-	if e.textLen > len(id.text) {
+	if e.textEnd && !(textEnd && len(text) == e.textLen) {
 		return false
 	}
-	if e.textEnd && !(id.textEnd && len(id.text) == e.textLen) {
-		return false
-	}
-	return hash64(id.text[:e.textLen]) == e.textHash
+	return hash64(text[:e.textLen]) == e.textHash
 }
 
 func hash64(b []byte) uint64 {
@@ -87,15 +153,40 @@ func canonText(dst, b []byte, max int) []byte {
 	return dst
 }
 
-// headerKey computes the identity key from a header block.
-func headerKey(hdr []byte) string {
+// headerKey computes the identity key from a header block, with 8-bit
+// bytes as 'X' (what Cyrus stores, see alteration), and a hash of the
+// fields as they are, to tell whether a server changed them.
+func headerKey(hdr []byte) (key string, exact uint64) {
 	vals := headerFields(hdr)
-	h := fnv.New64a()
+	h, x := fnv.New64a(), fnv.New64a()
+	for _, f := range identityFields {
+		x.Write([]byte(vals[f]))
+		x.Write([]byte{0})
+	}
 	for _, f := range identityFields[1:] {
-		h.Write([]byte(vals[f]))
+		h.Write([]byte(munge8bit(vals[f])))
 		h.Write([]byte{0})
 	}
-	return vals["MESSAGE-ID"] + "\x00" + fmt.Sprintf("%016x", h.Sum64())
+	return munge8bit(vals["MESSAGE-ID"]) + "\x00" + fmt.Sprintf("%016x", h.Sum64()), x.Sum64()
+}
+
+// munge8bit replaces every byte over 0x7f with 'X', as Cyrus does to
+// header bytes with munge8bit on.
+func munge8bit(s string) string {
+	b := []byte(nil)
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x80 {
+			continue
+		}
+		if b == nil {
+			b = []byte(s)
+		}
+		b[i] = 'X'
+	}
+	if b == nil {
+		return s
+	}
+	return string(b)
 }
 
 // headerFields returns the first value of each identity field in hdr,
@@ -217,7 +308,8 @@ func countBareLF(prev byte, b []byte) int64 {
 
 // identity returns what was learned, with internal date d.
 func (w *idWriter) identity(d time.Time) identity {
-	id := identity{key: headerKey(w.hdr), size: w.n, crlf: w.n + w.bareLF, text: w.text}
+	key, exact := headerKey(w.hdr)
+	id := identity{key: key, exact: exact, size: w.n, crlf: w.n + w.bareLF, text: w.text, noFinalNL: w.n > 0 && w.prev != '\n'}
 	if len(id.text) <= textPrefix {
 		id.textEnd = true
 	}
@@ -240,10 +332,11 @@ type folder struct {
 	byKey  map[string][]*entry
 	known  map[uint32]bool       // UIDs indexed or appended by this run
 	unseen map[string][]identity // appended by this run without a UID (no UIDPLUS)
+	alt    *alterations          // where a server's changes to a message are reported
 }
 
-func newFolder(server string) *folder {
-	return &folder{lock: make(chan struct{}, 1), server: server, byKey: map[string][]*entry{}, known: map[uint32]bool{}, unseen: map[string][]identity{}}
+func newFolder(server string, alt *alterations) *folder {
+	return &folder{lock: make(chan struct{}, 1), server: server, byKey: map[string][]*entry{}, known: map[uint32]bool{}, unseen: map[string][]identity{}, alt: alt}
 }
 
 // add records a message the server holds. A message this run appended
@@ -258,7 +351,8 @@ func (f *folder) add(key string, e *entry) {
 	}
 	list := f.unseen[key]
 	for i := range list {
-		if list[i].matches(e) {
+		if ok, alt := list[i].match(e); ok {
+			f.alt.note(alt, f.server)
 			f.unseen[key] = append(list[:i:i], list[i+1:]...)
 			return
 		}
@@ -270,8 +364,12 @@ func (f *folder) add(key string, e *entry) {
 // and returns that message's UID.
 func (f *folder) claim(id *identity) (uint32, bool) {
 	for _, e := range f.byKey[id.key] {
-		if !e.claimed && id.matches(e) {
+		if e.claimed {
+			continue
+		}
+		if ok, alt := id.match(e); ok {
 			e.claimed = true
+			f.alt.note(alt, f.server)
 			return e.uid, true
 		}
 	}
@@ -309,5 +407,28 @@ func entryFrom(uid uint32, size int64, date time.Time, hdr, text []byte) (string
 	}
 	canon := canonText(nil, text, len(text))
 	e.textHash, e.textLen = hash64(canon), len(canon)
-	return headerKey(hdr), e
+	key, exact := headerKey(hdr)
+	e.exact = exact
+	return key, e
+}
+
+// alterations counts the messages a server was found to have changed on
+// APPEND (see alteration) and warns once per Sink, that is once per run.
+type alterations struct {
+	n    atomic.Int64
+	once sync.Once
+	log  *slog.Logger
+}
+
+// note records one message the server changed as alt says (0: unchanged).
+func (a *alterations) note(alt alteration, box string) {
+	if a == nil || alt == 0 {
+		return
+	}
+	a.n.Add(1)
+	a.once.Do(func() {
+		if a.log != nil {
+			a.log.Warn(fmt.Sprintf("imapsink: the server changed messages when it stored them (%s); their copies were recognised and not appended again", alt), "mailbox", box)
+		}
+	})
 }

@@ -3,7 +3,7 @@ package imapsink
 import (
 	"strings"
 
-	"github.com/mailferry/mailferry/sources/imap"
+	"github.com/mailferry/mailferry/internal/imapconn"
 )
 
 // namespace is how the server spells mailbox names: the personal namespace
@@ -99,6 +99,6 @@ func (ns namespace) parents(server string) []string {
 // encodeMUTF7 and quote are the IMAP source's: the hand-driven append
 // connections need them, imapclient does them for the control connection.
 var (
-	encodeMUTF7 = imap.EncodeMUTF7
-	quote       = imap.Quote
+	encodeMUTF7 = imapconn.EncodeMUTF7
+	quote       = imapconn.Quote
 )

@@ -4,16 +4,16 @@ import (
 	"context"
 	"net/url"
 
-	srcmaildir "github.com/mailferry/mailferry/sources/maildir"
+	"github.com/mailferry/mailferry/internal/maildirfmt"
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
-// Config is a parsed maildir: destination URL; it is the source's Config, as
-// both take the same URL.
-type Config = srcmaildir.Config
+// Config is a parsed maildir: destination URL; it is the source's Config
+// (maildirfmt.Config), as both take the same URL.
+type Config = maildirfmt.Config
 
-// ParseURL parses a maildir: URL (see sources/maildir.ParseURL).
-func ParseURL(u *url.URL) (Config, error) { return srcmaildir.ParseURL(u) }
+// ParseURL parses a maildir: URL (see maildirfmt.ParseURL).
+func ParseURL(u *url.URL) (Config, error) { return maildirfmt.ParseURL(u) }
 
 // Register adds the "maildir" sink scheme to r.
 func Register(r *mail.Registry) {

@@ -22,8 +22,8 @@
 // size field Dovecot reads instead of stat.
 //
 // Flags: \Seen S, \Answered R, \Flagged F, \Deleted T, \Draft D and the
-// keyword $Forwarded P (maildir.FlagLetters in sources/maildir; Dovecot keeps
-// P but does not show it over IMAP). Other keywords are dropped: Dovecot keeps
+// keyword $Forwarded P (maildirfmt.FlagLetters, which sources/maildir reads
+// back; Dovecot keeps P but does not show it over IMAP). Other keywords are dropped: Dovecot keeps
 // them as letters a-z mapped through a per-folder dovecot-keywords file that a
 // running Dovecot also rewrites, and we do not race it. A message with at least one stored flag goes to cur/; one
 // without goes to new/, which Dovecot reports as \Recent, as a fresh delivery.
@@ -50,7 +50,7 @@ import (
 	"syscall"
 	"time"
 
-	srcmaildir "github.com/mailferry/mailferry/sources/maildir"
+	"github.com/mailferry/mailferry/internal/maildirfmt"
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
@@ -109,7 +109,10 @@ type Sink struct {
 	open      int                 // pending entries holding an open file
 	dirty     map[string]struct{} // directories with entries not yet fsynced
 	rootNames map[string]bool     // cached names in the root (case check)
-	src       *srcmaildir.Source  // for Index, opened on first use
+
+	// tree reads the root back, as the Maildir source does, for Index and
+	// OpenStored.
+	tree *maildirfmt.Tree
 }
 
 // folder is one mailbox directory the sink has touched.
@@ -198,6 +201,7 @@ func newSink(ctx context.Context, root string, o *mail.OpenOptions, fsys fileSys
 		host:    hostname(),
 		folders: map[string]*folder{},
 		dirty:   map[string]struct{}{},
+		tree:    maildirfmt.NewTree(root, nil),
 	}
 	fi, err := os.Stat(root)
 	switch {
@@ -367,7 +371,7 @@ func (s *Sink) live(ctx context.Context) error {
 // folder returns the folder of mailbox, making its directories and indexing
 // the keys already stored in it on first use.
 func (s *Sink) folder(ctx context.Context, mailbox string) (*folder, error) {
-	dir, err := srcmaildir.FolderDir(s.root, mailbox)
+	dir, err := maildirfmt.FolderDir(s.root, mailbox)
 	if err != nil {
 		return nil, err
 	}
@@ -625,7 +629,7 @@ func (s *Sink) CreateMailbox(ctx context.Context, name string) error {
 	if err := s.live(ctx); err != nil {
 		return err
 	}
-	if _, err := srcmaildir.FolderDir(s.root, name); err != nil {
+	if _, err := maildirfmt.FolderDir(s.root, name); err != nil {
 		return err
 	}
 	comps := strings.Split(name, "/")
@@ -703,7 +707,7 @@ func (s *Sink) write(ctx context.Context, f *folder, env mail.Envelope, key stri
 		return "", nil, fmt.Errorf("maildir: put %q: %w", env.Mailbox, err)
 	}
 	p := &pending{folder: f, f: fh, tmp: tmp, sub: "new", key: key, size: n, date: env.Date}
-	if l := srcmaildir.FlagLetters(env.Flags); l != "" {
+	if l := maildirfmt.FlagLetters(env.Flags); l != "" {
 		p.sub, p.info = "cur", ":2,"+l
 	}
 	p.id = s.uniqueName(key, n)
@@ -986,51 +990,24 @@ func parallel(n, workers int, fn func(i int)) {
 	wg.Wait()
 }
 
+// OpenStored implements mail.StoredReader: it opens the message id (as
+// Index names it) in mailbox.
+func (s *Sink) OpenStored(ctx context.Context, mailbox string, id mail.ID) (io.ReadCloser, error) {
+	if err := s.live(ctx); err != nil {
+		return nil, err
+	}
+	return s.tree.Open(ctx, mail.Envelope{Mailbox: mailbox, ID: id})
+}
+
 // Index lists the messages the tree holds in mailbox, as the Maildir source
 // reads them, with Key set from the ",MF=" field of names the sink wrote. A
 // mailbox that does not exist holds nothing. Uncommitted messages are not
 // listed.
-// reader is the Maildir source over the sink's root, made on first use,
-// through which the sink lists (Index) and reads back (OpenStored) what it
-// holds.
-func (s *Sink) reader(ctx context.Context) (*srcmaildir.Source, error) {
-	if err := s.live(ctx); err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	src := s.src
-	s.mu.Unlock()
-	if src != nil {
-		return src, nil
-	}
-	src, err := srcmaildir.New(ctx, s.root, nil) // not under s.mu: it reads the disk
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.src == nil {
-		s.src = src
-	}
-	return s.src, nil
-}
-
-// OpenStored implements mail.StoredReader: it opens the message id (as
-// Index names it) in mailbox.
-func (s *Sink) OpenStored(ctx context.Context, mailbox string, id mail.ID) (io.ReadCloser, error) {
-	src, err := s.reader(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return src.Open(ctx, mail.Envelope{Mailbox: mailbox, ID: id})
-}
-
 func (s *Sink) Index(ctx context.Context, mailbox string, fn func(mail.Envelope) error) error {
-	src, err := s.reader(ctx)
-	if err != nil {
+	if err := s.live(ctx); err != nil {
 		return err
 	}
-	err = src.List(ctx, mailbox, func(env mail.Envelope) error {
+	err := s.tree.List(ctx, mailbox, func(env mail.Envelope) error {
 		env.Key = keyOf(string(env.ID))
 		return fn(env)
 	})
@@ -1057,7 +1034,6 @@ func (s *Sink) Close() error {
 	s.closed = true
 	batch := s.pending
 	s.pending = nil
-	src := s.src
 	s.mu.Unlock()
 	var errs []error
 	for _, p := range batch {
@@ -1071,9 +1047,7 @@ func (s *Sink) Close() error {
 	if len(batch) > 0 {
 		s.log.Debug("maildir: discarded uncommitted messages", "count", len(batch))
 	}
-	if src != nil {
-		src.Close()
-	}
+	s.tree.Forget()
 	if s.lock != nil {
 		os.Remove(s.lockPath)
 		s.lock.Close()

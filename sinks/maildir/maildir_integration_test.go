@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailferry/mailferry/internal/maildirfmt"
 	srcmaildir "github.com/mailferry/mailferry/sources/maildir"
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
@@ -42,7 +43,7 @@ func TestDovecotReadsSinkOutput(t *testing.T) {
 		{"Tom & Jerry", nil, day(7), "Subject: amp\r\n\r\ncat & mouse\r\n"},
 		{"Tom & Jerry", []mail.Flag{mail.FlagSeen}, day(8), "Subject: amp 2\r\n\r\nno final newline"},
 		{"a.b", []mail.Flag{mail.FlagSeen}, day(9), "Subject: dotted\r\n\r\ndot in the name\r\n"},
-		{"Sent", []mail.Flag{mail.FlagSeen, srcmaildir.FlagForwarded}, day(10), "Subject: forwarded\r\n\r\nP\r\n"},
+		{"Sent", []mail.Flag{mail.FlagSeen, maildirfmt.FlagForwarded}, day(10), "Subject: forwarded\r\n\r\nP\r\n"},
 	}
 	key := func(i int) string { return mail.DeliveryKey("test:", msgs[i].mailbox, mail.ID(rune('a'+i))) }
 
@@ -97,7 +98,7 @@ func TestDovecotReadsSinkOutput(t *testing.T) {
 			for _, fl := range msgs[i].flags {
 				// Dovecot keeps the Maildir P (passed) letter in the name
 				// but has no IMAP flag for it; our source reads it back.
-				if fl != srcmaildir.FlagForwarded {
+				if fl != maildirfmt.FlagForwarded {
 					wantFlags = append(wantFlags, strings.ToLower(string(fl)))
 				}
 			}

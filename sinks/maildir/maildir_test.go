@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailferry/mailferry/internal/maildirfmt"
 	srcmaildir "github.com/mailferry/mailferry/sources/maildir"
 	"github.com/mailferry/mailferry/sync/mail"
 )
@@ -267,8 +268,8 @@ func TestPutLayoutFlagsAndDate(t *testing.T) {
 	}
 }
 
-// FlagForwardedForTest is srcmaildir.FlagForwarded, the P letter.
-const FlagForwardedForTest = srcmaildir.FlagForwarded
+// FlagForwardedForTest is maildirfmt.FlagForwarded, the P letter.
+const FlagForwardedForTest = maildirfmt.FlagForwarded
 
 // TestIdempotentPutA3 is docs/failure-model.md A3: the message became durable but
 // the run died before the checkpoint recorded it. The next run's Put of the

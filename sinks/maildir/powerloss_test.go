@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	srcmaildir "github.com/mailferry/mailferry/sources/maildir"
-	"github.com/mailferry/mailferry/sync/checkpoint/crashfs"
+	"github.com/mailferry/mailferry/internal/maildirfmt"
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
+	"github.com/mailferry/mailferry/sync/mail/mailtest/crashfs"
 	"github.com/mailferry/mailferry/sync/mail/mailtest/powerloss"
 )
 
@@ -162,7 +162,7 @@ func (w *plWorld) check(final bool) []string {
 	var bad []string
 	stored := map[[32]byte]int{}
 	for _, mb := range []string{"INBOX", "Archive"} {
-		dir, _ := srcmaildir.FolderDir(w.maildir, mb)
+		dir, _ := maildirfmt.FolderDir(w.maildir, mb)
 		for _, sub := range []string{"new", "cur"} {
 			ents, _ := os.ReadDir(filepath.Join(dir, sub))
 			for _, e := range ents {

@@ -1,6 +1,6 @@
 // Package mbox is the mbox destination: it appends messages to a folder of
 // mbox files, one per mailbox (mailbox "A/B" is DIR/A/B.mbox), in the exact
-// mboxrd variant defined by package sources/mbox, so every message reads
+// mboxrd variant defined by package internal/mboxfmt, so every message reads
 // back byte for byte: line endings, "From " and ">From " lines and a missing
 // final newline included. See that package's documentation for the format
 // and why go-mbox's writer is not used.
@@ -21,7 +21,7 @@
 //
 // # Crash safety
 //
-// Each file has a journal, FILE.mfjournal (format: sources/mbox Journal).
+// Each file has a journal, FILE.mfjournal (format: mboxfmt.Journal).
 // On the first Put of a run the sink reads it, and if the previous run did
 // not close cleanly it cuts the file back to the last committed length:
 // a torn or uncommitted tail never survives into the next run

@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	mboxsrc "github.com/mailferry/mailferry/sources/mbox"
+	"github.com/mailferry/mailferry/internal/mboxfmt"
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
@@ -88,13 +88,13 @@ func (m *mfile) open(ctx context.Context, s *Sink) error {
 	}
 	defer func() {
 		if !ok {
-			os.Remove(m.path + mboxsrc.LockSuffix)
+			os.Remove(m.path + mboxfmt.LockSuffix)
 		}
 	}()
 	if err := m.recover(s, f); err != nil {
 		return fmt.Errorf("mbox: recover %s: %w", m.mailbox, err)
 	}
-	jf, err := s.fs.OpenFile(m.path+mboxsrc.JournalSuffix, os.O_WRONLY|os.O_APPEND|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	jf, err := s.fs.OpenFile(m.path+mboxfmt.JournalSuffix, os.O_WRONLY|os.O_APPEND|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("mbox: open journal of %s: %w", m.mailbox, err)
 	}
@@ -112,15 +112,15 @@ func (m *mfile) recover(s *Sink, f osFile) error {
 	}
 	size := fi.Size()
 	log := s.log.With("mailbox", m.mailbox)
-	j, err := mboxsrc.ReadJournal(m.path + mboxsrc.JournalSuffix)
+	j, err := mboxfmt.ReadJournal(m.path + mboxfmt.JournalSuffix)
 	switch {
 	case err != nil:
 		// Never cut on the word of a damaged journal: keep the file, lose
 		// the dedupe keys.
 		log.Warn("journal damaged: keeping the whole file, rerun dedupe for it is lost", "err", err)
-		j = &mboxsrc.Journal{Committed: size, Keys: map[string]int64{}}
+		j = &mboxfmt.Journal{Committed: size, Keys: map[string]int64{}}
 	case j == nil:
-		j = &mboxsrc.Journal{Committed: size, Keys: map[string]int64{}}
+		j = &mboxfmt.Journal{Committed: size, Keys: map[string]int64{}}
 	case j.Dirty && size > j.Committed:
 		if !tailIsOurs(f, j.Committed, size) {
 			log.Warn("file does not match its journal: keeping it whole", "size", size, "bytes", j.Committed)
@@ -157,8 +157,8 @@ func (m *mfile) recover(s *Sink, f osFile) error {
 		}
 		m.needLF = b[0] != '\n'
 	}
-	rec := mboxsrc.JournalRecord(j.Compact(), "open", strconv.FormatInt(j.Committed, 10))
-	return writeAtomic(s.fs, m.path+mboxsrc.JournalSuffix, rec)
+	rec := mboxfmt.JournalRecord(j.Compact(), "open", strconv.FormatInt(j.Committed, 10))
+	return writeAtomic(s.fs, m.path+mboxfmt.JournalSuffix, rec)
 }
 
 // maxKeys bounds the dedupe keys a journal keeps across runs. Keys only
@@ -222,7 +222,7 @@ func (m *mfile) put(date time.Time, body io.Reader) (int64, error) {
 		}
 		off++
 	}
-	n, err := mboxsrc.WriteEntry(w, "", date, body)
+	n, err := mboxfmt.WriteEntry(w, "", date, body)
 	if err != nil {
 		return 0, m.cut(start, err)
 	}
@@ -267,9 +267,9 @@ func (m *mfile) commit() error {
 	}
 	var rec []byte
 	for _, k := range keys {
-		rec = mboxsrc.JournalRecord(rec, "key", strconv.FormatInt(k.off, 10), k.key)
+		rec = mboxfmt.JournalRecord(rec, "key", strconv.FormatInt(k.off, 10), k.key)
 	}
-	rec = mboxsrc.JournalRecord(rec, "commit", strconv.FormatInt(end, 10))
+	rec = mboxfmt.JournalRecord(rec, "commit", strconv.FormatInt(end, 10))
 	if _, err := m.journal.Write(rec); err != nil {
 		return m.setBroken(fmt.Errorf("mbox: write journal of %s: %w", m.mailbox, err))
 	}
@@ -314,7 +314,7 @@ func (m *mfile) close() error {
 			}
 		}
 		if len(errs) == 0 {
-			rec := mboxsrc.JournalRecord(nil, "close", strconv.FormatInt(m.committed, 10))
+			rec := mboxfmt.JournalRecord(nil, "close", strconv.FormatInt(m.committed, 10))
 			if _, err := m.journal.Write(rec); err != nil {
 				errs = append(errs, err)
 			} else if err := m.journal.Sync(); err != nil {
@@ -323,7 +323,7 @@ func (m *mfile) close() error {
 		}
 	}
 	errs = append(errs, m.journal.Close())
-	if err := os.Remove(m.path + mboxsrc.LockSuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := os.Remove(m.path + mboxfmt.LockSuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		errs = append(errs, err)
 	}
 	errs = append(errs, m.f.Close()) // releases the fcntl lock
@@ -361,7 +361,7 @@ func (s *Sink) lock(ctx context.Context, f osFile, path string) error {
 	for {
 		err := lockFile(f)
 		if err == nil {
-			if err = s.dotlock(path + mboxsrc.LockSuffix); err != nil {
+			if err = s.dotlock(path + mboxfmt.LockSuffix); err != nil {
 				unlockFile(f)
 			}
 		}
@@ -496,7 +496,7 @@ func mkdirs(fsys fileSystem, root, dir string) error {
 // writeAtomic replaces path with b: write a temp file, fsync, rename, fsync
 // the directory.
 func writeAtomic(fsys fileSystem, path string, b []byte) error {
-	tmp := path + mboxsrc.TempSuffix
+	tmp := path + mboxfmt.TempSuffix
 	f, err := fsys.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
 	if err != nil {
 		return err

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	mboxsrc "github.com/mailferry/mailferry/sources/mbox"
+	"github.com/mailferry/mailferry/internal/mboxfmt"
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
@@ -22,7 +22,7 @@ var (
 )
 
 // Sink appends messages to a folder of mbox files, one per mailbox, in the
-// exact mboxrd variant of package sources/mbox: every message reads back
+// exact mboxrd variant of package internal/mboxfmt: every message reads back
 // byte for byte.
 //
 // Put appends without fsync and returns the entry's ID (the decimal byte
@@ -86,7 +86,7 @@ func openSink(ctx context.Context, c Config, o *mail.OpenOptions, fsys fileSyste
 
 // file returns the state of mailbox's file, creating it on first use.
 func (s *Sink) file(mailbox string) (*mfile, error) {
-	path, err := mboxsrc.FilePath(s.root, mailbox)
+	path, err := mboxfmt.FilePath(s.root, mailbox)
 	if err != nil {
 		return nil, badName(err)
 	}
@@ -150,7 +150,7 @@ func (s *Sink) CreateMailbox(ctx context.Context, name string) error {
 	// it now (lock, cut to the committed length, and a clean close at
 	// Close), even if this run puts nothing into it: other readers do not
 	// read our journal (docs/failure-model.md A12).
-	if j, err := mboxsrc.ReadJournal(m.path + mboxsrc.JournalSuffix); err == nil && j != nil && j.Dirty {
+	if j, err := mboxfmt.ReadJournal(m.path + mboxfmt.JournalSuffix); err == nil && j != nil && j.Dirty {
 		if err := m.open(ctx, s); err != nil {
 			return err
 		}
@@ -212,7 +212,7 @@ func (s *Sink) putLocked(ctx context.Context, m *mfile, env mail.Envelope, body 
 	if m.broken != nil {
 		return "", false, m.broken
 	}
-	keyed := mboxsrc.ValidKey(env.Key)
+	keyed := mboxfmt.ValidKey(env.Key)
 	if keyed {
 		if off, ok := m.keys[env.Key]; ok {
 			return mail.ID(strconv.FormatInt(off, 10)), true, nil

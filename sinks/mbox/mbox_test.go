@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailferry/mailferry/internal/mboxfmt"
 	mboxsrc "github.com/mailferry/mailferry/sources/mbox"
 	"github.com/mailferry/mailferry/sync/mail"
 )
@@ -58,7 +59,7 @@ func encoded(t testing.TB, idx ...int) []byte {
 	t.Helper()
 	var b bytes.Buffer
 	for _, i := range idx {
-		if _, err := mboxsrc.WriteEntry(&b, "", testDate.Add(time.Duration(i)*time.Hour), strings.NewReader(msgs[i%len(msgs)])); err != nil {
+		if _, err := mboxfmt.WriteEntry(&b, "", testDate.Add(time.Duration(i)*time.Hour), strings.NewReader(msgs[i%len(msgs)])); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -127,7 +128,7 @@ func TestExactFileAndIDs(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(root, "INBOX.mbox.lock")); !os.IsNotExist(err) {
 		t.Errorf("dotlock left after Close: %v", err)
 	}
-	j, err := mboxsrc.ReadJournal(filepath.Join(root, "INBOX.mbox.mfjournal"))
+	j, err := mboxfmt.ReadJournal(filepath.Join(root, "INBOX.mbox.mfjournal"))
 	if err != nil || j == nil || j.Dirty || len(j.Keys) != len(msgs) {
 		t.Errorf("journal after Close = %+v, %v; want clean with %d keys", j, err, len(msgs))
 	}

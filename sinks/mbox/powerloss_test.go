@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	mboxsrc "github.com/mailferry/mailferry/sources/mbox"
-	"github.com/mailferry/mailferry/sync/checkpoint/crashfs"
+	"github.com/mailferry/mailferry/internal/mboxfmt"
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
+	"github.com/mailferry/mailferry/sync/mail/mailtest/crashfs"
 	"github.com/mailferry/mailferry/sync/mail/mailtest/powerloss"
 )
 
@@ -108,7 +108,7 @@ func (w *plWorld) plRun() powerloss.Run {
 // entries parses b strictly as mboxrd and returns each entry's body hash;
 // a torn entry (no final LF, not a From_ line) is an error.
 func entries(b []byte) ([][32]byte, error) {
-	r := mboxsrc.NewReader(bytes.NewReader(b))
+	r := mboxfmt.NewReader(bytes.NewReader(b))
 	var out [][32]byte
 	for {
 		_, err := r.Next()
@@ -137,7 +137,7 @@ func (w *plWorld) check(final bool) []string {
 	var bad []string
 	stored := map[[32]byte]int{}
 	for _, mb := range []string{"INBOX", "Archive"} {
-		path, _ := mboxsrc.FilePath(w.mbox, mb)
+		path, _ := mboxfmt.FilePath(w.mbox, mb)
 		b, err := os.ReadFile(path)
 		if os.IsNotExist(err) {
 			continue
@@ -146,7 +146,7 @@ func (w *plWorld) check(final bool) []string {
 			bad = append(bad, err.Error())
 			continue
 		}
-		j, err := mboxsrc.ReadJournal(path + mboxsrc.JournalSuffix)
+		j, err := mboxfmt.ReadJournal(path + mboxfmt.JournalSuffix)
 		switch {
 		case err != nil:
 			bad = append(bad, fmt.Sprintf("%s: journal: %v", mb, err))

@@ -38,20 +38,7 @@ func (s *Source) OpenBatch(ctx context.Context, envs []mail.Envelope, fn func(ma
 	if s.seqFetch.Load() {
 		return nil // this server needs the one-by-one path
 	}
-	uidv, _, ok := parseID(envs[0].ID)
-	if !ok {
-		return nil
-	}
-	byUID := make(map[imap.UID]mail.Envelope, len(envs))
-	var set imap.UIDSet
-	for _, e := range envs {
-		v, uid, ok := parseID(e.ID)
-		if !ok || v != uidv || e.Mailbox != mbName {
-			continue // not batchable: the caller opens it alone
-		}
-		byUID[uid] = e
-		set.AddNum(uid)
-	}
+	uidv, byUID, set := batchUIDs(envs)
 	if len(byUID) == 0 {
 		return nil
 	}
@@ -77,23 +64,7 @@ func (s *Source) OpenBatch(ctx context.Context, envs []mail.Envelope, fn func(ma
 		}
 		s.put(cn, keep, nil)
 	}()
-	box, ok := s.known(mbName)
-	if !ok {
-		boxes, k, err := s.listBoxes(ctx, cn)
-		if err == nil {
-			box, err = s.lookup(boxes, mbName)
-		}
-		if err != nil {
-			keep = k
-			return err
-		}
-	}
-	if err := s.examine(ctx, cn, normInbox(mbName), box, false); err != nil {
-		if errors.Is(err, mail.ErrMailboxNotFound) {
-			keep = true
-			return err
-		}
-		k, err := s.wrap(ctx, op, err)
+	if k, err := s.examineBatch(ctx, cn, op, mbName); err != nil {
 		keep = k
 		return err
 	}
@@ -135,6 +106,49 @@ func (s *Source) OpenBatch(ctx context.Context, envs []mail.Envelope, fn func(ma
 	}
 	keep = true
 	return nil
+}
+
+// batchUIDs returns the UIDs of envs that one UID FETCH can get: those of
+// the first one's mailbox and UIDVALIDITY, by UID. The others are left
+// for the caller to open alone.
+func batchUIDs(envs []mail.Envelope) (uint32, map[imap.UID]mail.Envelope, imap.UIDSet) {
+	uidv, _, ok := parseID(envs[0].ID)
+	if !ok {
+		return 0, nil, nil
+	}
+	byUID := make(map[imap.UID]mail.Envelope, len(envs))
+	var set imap.UIDSet
+	for _, e := range envs {
+		v, uid, ok := parseID(e.ID)
+		if !ok || v != uidv || e.Mailbox != envs[0].Mailbox {
+			continue // not batchable: the caller opens it alone
+		}
+		byUID[uid] = e
+		set.AddNum(uid)
+	}
+	return uidv, byUID, set
+}
+
+// examineBatch EXAMINEs mailbox on cn for a batch fetch; keep says whether
+// cn is still usable after an error.
+func (s *Source) examineBatch(ctx context.Context, cn *conn, op, mailbox string) (keep bool, err error) {
+	box, ok := s.known(mailbox)
+	if !ok {
+		boxes, k, err := s.listBoxes(ctx, cn)
+		if err == nil {
+			box, err = s.lookup(boxes, mailbox)
+		}
+		if err != nil {
+			return k, err
+		}
+	}
+	if err := s.examine(ctx, cn, normInbox(mailbox), box, false); err != nil {
+		if errors.Is(err, mail.ErrMailboxNotFound) {
+			return true, err
+		}
+		return s.wrap(ctx, op, err)
+	}
+	return true, nil
 }
 
 // checkedLiteral passes a FETCH literal on and turns an early EOF (how

@@ -20,6 +20,7 @@ import (
 
 	imap "github.com/emersion/go-imap/v2"
 
+	"github.com/mailferry/mailferry/internal/imapconn"
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
@@ -37,7 +38,7 @@ func (s *Source) IsGmail(ctx context.Context) (bool, error) {
 	has := cn.c.Caps().Has(imap.Cap(GmailCap))
 	done(stop())
 	if ctx.Err() != nil {
-		return false, fmt.Errorf("imap: capability %s: %w", s.cfg.ident(), ctx.Err())
+		return false, fmt.Errorf("imap: capability %s: %w", s.cfg.Ident(), ctx.Err())
 	}
 	return has, nil
 }
@@ -89,7 +90,7 @@ type Gmail struct {
 
 	// raw is the connection for X-GM-MSGID; Close may break it at any
 	// time, which fails the command in flight.
-	raw atomic.Pointer[RawConn]
+	raw atomic.Pointer[imapconn.RawConn]
 
 	mu     sync.Mutex // guards what follows and serialises the use of raw
 	tag    int
@@ -117,7 +118,7 @@ func NewGmail(ctx context.Context, s *Source, o *GmailOptions) (*Gmail, error) {
 		return nil, err
 	}
 	if !ok {
-		return nil, &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: the server does not announce %s, so it is not Gmail", s.cfg.ident(), GmailCap),
+		return nil, &mail.ConfigError{Msg: fmt.Sprintf("imap: %s: the server does not announce %s, so it is not Gmail", s.cfg.Ident(), GmailCap),
 			Hint: "drop --gmail"}
 	}
 	g := &Gmail{s: s}
@@ -230,7 +231,7 @@ func (g *Gmail) attrs(ctx context.Context) (map[string]string, error) {
 		if err == nil {
 			err = errors.New("connection closed")
 		}
-		keep, err := g.s.wrap(ctx, "list "+g.s.cfg.ident(), err)
+		keep, err := g.s.wrap(ctx, "list "+g.s.cfg.Ident(), err)
 		done(keep && ok)
 		return nil, err
 	}
@@ -350,7 +351,7 @@ func (g *Gmail) msgIDs(ctx context.Context, mailbox string, each func(mail.ID, u
 		if g.s.isClosed() {
 			return 0, nil, fmt.Errorf("imap: %s: %w", op, mail.ErrClosed)
 		}
-		if rc, err = DialRaw(ctx, g.s.cfg, &g.s.o); err != nil {
+		if rc, err = imapconn.DialRaw(ctx, g.s.cfg, &g.s.o); err != nil {
 			return 0, nil, err
 		}
 		g.raw.Store(rc)
@@ -382,9 +383,9 @@ func (g *Gmail) msgIDs(ctx context.Context, mailbox string, each func(mail.ID, u
 	return uidv, ids, nil
 }
 
-func (g *Gmail) rawMsgIDs(rc *RawConn, box string, each func(mail.ID, uint64)) (uint32, map[imap.UID]uint64, error) {
+func (g *Gmail) rawMsgIDs(rc *imapconn.RawConn, box string, each func(mail.ID, uint64)) (uint32, map[imap.UID]uint64, error) {
 	var uidv, exists uint32
-	err := g.command(rc, "EXAMINE "+Quote(EncodeMUTF7(box)), func(line string) error {
+	err := g.command(rc, "EXAMINE "+imapconn.Quote(imapconn.EncodeMUTF7(box)), func(line string) error {
 		if v, ok := respCode(line, "UIDVALIDITY"); ok {
 			uidv = v
 		}
@@ -421,30 +422,30 @@ func (g *Gmail) rawMsgIDs(rc *RawConn, box string, each func(mail.ID, uint64)) (
 // command sends one tagged command and hands each untagged response line
 // (literals skipped) to fn; it returns an error unless the server answered
 // OK. A NO to EXAMINE wraps mail.ErrMailboxNotFound.
-func (g *Gmail) command(rc *RawConn, cmd string, fn func(string) error) error {
+func (g *Gmail) command(rc *imapconn.RawConn, cmd string, fn func(string) error) error {
 	g.tag++
 	tag := "G" + strconv.Itoa(g.tag)
 	if _, err := io.WriteString(rc.Conn, tag+" "+cmd+"\r\n"); err != nil {
 		return err
 	}
 	for {
-		line, err := ReadResponse(rc.R, rawLineMax, gmailLiteralMax)
+		line, err := rc.ReadResponse(gmailLiteralMax)
 		if err != nil {
 			return err
 		}
 		if rest, ok := strings.CutPrefix(line, tag+" "); ok {
-			kind, text := splitStatus(rest)
+			kind, text := imapconn.SplitStatus(rest)
 			switch {
 			case kind == "OK":
 				return nil
 			case kind == "NO" && strings.HasPrefix(cmd, "EXAMINE "):
-				return fmt.Errorf("%s: %w", clip(text, 200), mail.ErrMailboxNotFound)
+				return fmt.Errorf("%s: %w", imapconn.Clip(text, 200), mail.ErrMailboxNotFound)
 			default:
-				return fmt.Errorf("%s %s", kind, clip(text, 200))
+				return fmt.Errorf("%s %s", kind, imapconn.Clip(text, 200))
 			}
 		}
 		if strings.HasPrefix(line, "* BYE") {
-			return fmt.Errorf("server closed the connection: %s", clip(line, 200))
+			return fmt.Errorf("server closed the connection: %s", imapconn.Clip(line, 200))
 		}
 		if strings.HasPrefix(line, "* ") {
 			if err := fn(line); err != nil {

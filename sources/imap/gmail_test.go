@@ -9,6 +9,7 @@ import (
 
 	imap "github.com/emersion/go-imap/v2"
 
+	"github.com/mailferry/mailferry/internal/imapconn"
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
@@ -111,11 +112,11 @@ func TestGmailResponses(t *testing.T) {
 	// what looks like a tagged reply.
 	r := bufio.NewReader(strings.NewReader("* 1 FETCH (BODY[] {12}\r\nG1 OK fake\r\n)\r\nG1 OK done\r\n"))
 	for _, want := range []string{`* 1 FETCH (BODY[] "")`, "G1 OK done"} {
-		if got, err := ReadResponse(r, rawLineMax, gmailLiteralMax); err != nil || got != want {
+		if got, err := imapconn.ReadResponse(r, 64<<10, gmailLiteralMax); err != nil || got != want {
 			t.Errorf("ReadResponse = %q, %v, want %q", got, err, want)
 		}
 	}
-	if got := EncodeMUTF7("Entwürfe & [Gmail]/Gesendet"); got != "Entw&APw-rfe &- [Gmail]/Gesendet" {
+	if got := imapconn.EncodeMUTF7("Entwürfe & [Gmail]/Gesendet"); got != "Entw&APw-rfe &- [Gmail]/Gesendet" {
 		t.Errorf("EncodeMUTF7 = %q", got)
 	}
 }

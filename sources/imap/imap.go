@@ -23,7 +23,6 @@ import (
 	"net/textproto"
 	"net/url"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,6 +31,7 @@ import (
 	imap "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
+	"github.com/mailferry/mailferry/internal/imapconn"
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
@@ -95,8 +95,8 @@ var _ mail.Source = (*Source)(nil)
 // conn is one logged-in connection and the mailbox it has EXAMINEd.
 type conn struct {
 	c    *imapclient.Client
-	dc   *deadlineConn // the TCP connection under c
-	box  string        // server name of the selected mailbox, "" if none
+	dc   *imapconn.Conn // the TCP connection under c
+	box  string         // server name of the selected mailbox, "" if none
 	uidv uint32
 	num  uint32 // messages in box at EXAMINE
 }
@@ -122,14 +122,14 @@ func (cn *conn) close(lit io.Reader) {
 // over MaxBodyLiteral (wrapping mail.ErrTooLarge), or nil. imapclient
 // reports the failed read as text, so only the guard still knows.
 func (cn *conn) tooLarge() error {
-	if cn.dc == nil || cn.dc.guard == nil {
+	if cn.dc == nil {
 		return nil
 	}
-	return cn.dc.guard.tooLarge()
+	return cn.dc.TooLarge()
 }
 
 func (cn *conn) dead() bool {
-	if cn.dc.closed.Load() {
+	if cn.dc.Closed() {
 		return true
 	}
 	select {
@@ -153,7 +153,7 @@ func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Source, error)
 		c.AllowUnsafeExpunge = true
 		cfg = &c
 	}
-	s := &Source{cfg: cfg, o: *o, log: logger(cfg, o), all: map[*conn]struct{}{}}
+	s := &Source{cfg: cfg, o: *o, log: imapconn.Logger(cfg, o), all: map[*conn]struct{}{}}
 	s.conns = o.Conns
 	if s.conns <= 0 {
 		s.conns = DefaultConns
@@ -176,11 +176,11 @@ func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Source, error)
 			return p, err
 		}
 	}
-	c, dc, err := dial(ctx, cfg, &s.o, s.log)
+	c, dc, err := imapconn.DialConn(ctx, cfg, &s.o, s.log)
 	if err != nil {
 		return nil, err
 	}
-	dc.setIdle(true)
+	dc.SetIdle(true)
 	s.ctl = &conn{c: c, dc: dc}
 	s.all[s.ctl] = struct{}{}
 	if err := s.learnPrefix(ctx); err != nil {
@@ -208,7 +208,7 @@ func (s *Source) learnPrefix(ctx context.Context) error {
 	case errors.As(err, &ie):
 		return nil // NAMESPACE refused: no prefix
 	case err != nil:
-		_, err = s.wrap(ctx, "namespace "+s.cfg.ident(), err)
+		_, err = s.wrap(ctx, "namespace "+s.cfg.Ident(), err)
 		return err
 	}
 	if len(nd.Personal) > 0 {
@@ -287,7 +287,7 @@ func (s *Source) isClosed() bool {
 
 // newConn dials a connection and registers it for Close.
 func (s *Source) newConn(ctx context.Context) (*conn, error) {
-	c, dc, err := dial(ctx, s.cfg, &s.o, s.log)
+	c, dc, err := imapconn.DialConn(ctx, s.cfg, &s.o, s.log)
 	if err != nil {
 		if ctx.Err() == nil && errors.Is(err, mail.ErrUnreachable) {
 			// The first connection worked, so this is the network or the
@@ -306,7 +306,7 @@ func (s *Source) newConn(ctx context.Context) (*conn, error) {
 	s.mu.Unlock()
 	if closed {
 		cn.close(nil)
-		return nil, fmt.Errorf("imap: %s: %w", s.cfg.ident(), mail.ErrClosed)
+		return nil, fmt.Errorf("imap: %s: %w", s.cfg.Ident(), mail.ErrClosed)
 	}
 	return cn, nil
 }
@@ -325,12 +325,12 @@ func (s *Source) control(ctx context.Context) (*conn, func(ok bool), error) {
 	select {
 	case s.ctlMu <- struct{}{}:
 	case <-ctx.Done():
-		return nil, nil, fmt.Errorf("imap: %s: %w", s.cfg.ident(), ctx.Err())
+		return nil, nil, fmt.Errorf("imap: %s: %w", s.cfg.Ident(), ctx.Err())
 	}
 	unlock := func() { <-s.ctlMu }
 	if s.isClosed() {
 		unlock()
-		return nil, nil, fmt.Errorf("imap: %s: %w", s.cfg.ident(), mail.ErrClosed)
+		return nil, nil, fmt.Errorf("imap: %s: %w", s.cfg.Ident(), mail.ErrClosed)
 	}
 	if s.ctl != nil && s.ctl.dead() {
 		s.drop(s.ctl)
@@ -345,13 +345,13 @@ func (s *Source) control(ctx context.Context) (*conn, func(ok bool), error) {
 		s.ctl = cn
 	}
 	cn := s.ctl
-	cn.dc.setIdle(false)
+	cn.dc.SetIdle(false)
 	return cn, func(ok bool) {
 		if !ok || cn.dead() || s.isClosed() {
 			s.drop(cn)
 			s.ctl = nil
 		} else {
-			cn.dc.setIdle(true)
+			cn.dc.SetIdle(true)
 		}
 		unlock()
 	}, nil
@@ -388,7 +388,7 @@ func (s *Source) get(ctx context.Context) (*conn, error) {
 		c.close(nil)
 	}
 	if cn != nil {
-		cn.dc.setIdle(false)
+		cn.dc.SetIdle(false)
 		return cn, nil
 	}
 	cn, err := s.newConn(ctx)
@@ -404,7 +404,7 @@ func (s *Source) get(ctx context.Context) (*conn, error) {
 func (s *Source) put(cn *conn, ok bool, lit io.Reader) {
 	s.mu.Lock()
 	if ok && !s.closed && !cn.dead() {
-		cn.dc.setIdle(true)
+		cn.dc.SetIdle(true)
 		s.idle = append(s.idle, cn)
 		ok = true
 	} else {
@@ -501,7 +501,7 @@ func (s *Source) Mailboxes(ctx context.Context) ([]string, error) {
 		}
 	}
 	if s.cfg.Mailbox != "" && len(out) == 0 {
-		return nil, fmt.Errorf("imap: %s: mailbox %q: %w", s.cfg.ident(), s.cfg.Mailbox, mail.ErrMailboxNotFound)
+		return nil, fmt.Errorf("imap: %s: mailbox %q: %w", s.cfg.Ident(), s.cfg.Mailbox, mail.ErrMailboxNotFound)
 	}
 	sort.Strings(out)
 	return out, nil
@@ -536,7 +536,7 @@ func (s *Source) listBoxes(ctx context.Context, cn *conn) (map[string]string, bo
 		list = append(list, d)
 	}
 	if err := lc.Close(); err != nil {
-		keep, err := s.wrap(ctx, "list "+s.cfg.ident(), err)
+		keep, err := s.wrap(ctx, "list "+s.cfg.Ident(), err)
 		return nil, keep, err
 	}
 
@@ -633,7 +633,7 @@ func (s *Source) lookup(boxes map[string]string, name string) (string, error) {
 	if box, ok := boxes[normInbox(name)]; ok {
 		return box, nil
 	}
-	return "", fmt.Errorf("imap: %s: mailbox %q: %w", s.cfg.ident(), name, mail.ErrMailboxNotFound)
+	return "", fmt.Errorf("imap: %s: mailbox %q: %w", s.cfg.Ident(), name, mail.ErrMailboxNotFound)
 }
 
 // List EXAMINEs mailbox and calls fn once per message, in UID order, with
@@ -725,7 +725,7 @@ func (s *Source) list(ctx context.Context, cn *conn, name, box string, withMsgID
 		// fn may block for long (the engine's queue is full of big
 		// messages): no command is outstanding, so the connection must not
 		// time out meanwhile.
-		cn.dc.setIdle(true)
+		cn.dc.SetIdle(true)
 		for _, e := range envs {
 			if err := ctx.Err(); err != nil {
 				return true, fmt.Errorf("imap: %s: %w", op, err)
@@ -734,7 +734,7 @@ func (s *Source) list(ctx context.Context, cn *conn, name, box string, withMsgID
 				return true, err // unchanged, as the contract says
 			}
 		}
-		cn.dc.setIdle(false)
+		cn.dc.SetIdle(false)
 	}
 	return true, nil
 }
@@ -772,23 +772,13 @@ func readEnvelope(msg *imapclient.FetchMessageData, mailbox string, uidv uint32)
 	return listed{uid, e}, nil
 }
 
-// makeID builds "<uidvalidity>.<uid>".
-func makeID(uidv uint32, uid imap.UID) mail.ID {
-	return mail.ID(fmt.Sprintf("%d.%d", uidv, uid))
-}
+// makeID builds "<uidvalidity>.<uid>" (imapconn.MakeID).
+func makeID(uidv uint32, uid imap.UID) mail.ID { return imapconn.MakeID(uidv, uint32(uid)) }
 
-// parseID splits an ID made by makeID.
+// parseID splits an ID made by makeID (imapconn.ParseID).
 func parseID(id mail.ID) (uint32, imap.UID, bool) {
-	a, b, ok := strings.Cut(string(id), ".")
-	if !ok {
-		return 0, 0, false
-	}
-	v, err1 := strconv.ParseUint(a, 10, 32)
-	u, err2 := strconv.ParseUint(b, 10, 32)
-	if err1 != nil || err2 != nil || u == 0 {
-		return 0, 0, false
-	}
-	return uint32(v), imap.UID(u), true
+	v, u, ok := imapconn.ParseID(id)
+	return v, imap.UID(u), ok
 }
 
 // toFlags converts IMAP flags, dropping \Recent (session state that servers

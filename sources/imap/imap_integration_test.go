@@ -16,6 +16,7 @@ import (
 
 	imap "github.com/emersion/go-imap/v2"
 
+	"github.com/mailferry/mailferry/internal/imapconn"
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
@@ -144,7 +145,7 @@ func TestDovecotWrongPassword(t *testing.T) {
 	user, _ := d.NewUser(t)
 	_, port, _ := net.SplitHostPort(d.IMAPS)
 	p, _ := strconv.Atoi(port)
-	_, err := Dial(context.Background(), &Config{Host: "localhost", Port: p, User: user, TLS: TLSImplicit}, &mail.OpenOptions{
+	_, err := imapconn.Dial(context.Background(), &Config{Host: "localhost", Port: p, User: user, TLS: TLSImplicit}, &mail.OpenOptions{
 		CAFile:   d.CAFile,
 		Password: func(context.Context) (string, error) { return "wrong-password", nil },
 	})

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"reflect"
 	"strings"
 	"sync"
@@ -483,47 +482,6 @@ func TestIdleConnections(t *testing.T) {
 	if s.ctl != ctl || ctl.dead() {
 		t.Fatal("the control connection died while the List callback was slow")
 	}
-}
-
-func TestDeadlineConn(t *testing.T) {
-	a, b := net.Pipe()
-	defer b.Close()
-	dc := &deadlineConn{Conn: a, timeout: 100 * time.Millisecond}
-	defer dc.Close()
-	buf := make([]byte, 1)
-
-	start := time.Now()
-	if _, err := dc.Read(buf); !isTimeout(err) {
-		t.Fatalf("busy Read from a silent peer = %v, want a timeout", err)
-	}
-	if el := time.Since(start); el > 2*time.Second {
-		t.Fatalf("busy Read timed out after %v", el)
-	}
-	// imapclient's absolute deadlines are ignored.
-	dc.SetReadDeadline(time.Now().Add(-time.Hour))
-	go b.Write([]byte("x"))
-	if _, err := dc.Read(buf); err != nil {
-		t.Fatalf("Read after an expired SetReadDeadline = %v, want data", err)
-	}
-
-	// Idle: a pending Read waits past the timeout, then times out once busy.
-	dc.setIdle(true)
-	done := make(chan error, 1)
-	go func() { _, err := dc.Read(buf); done <- err }()
-	select {
-	case err := <-done:
-		t.Fatalf("idle Read returned %v, want it to wait", err)
-	case <-time.After(300 * time.Millisecond):
-	}
-	dc.setIdle(false)
-	if err := <-done; !isTimeout(err) {
-		t.Fatalf("Read after setIdle(false) = %v, want a timeout", err)
-	}
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // fetchServer is a fake whose UID FETCH (and FETCH, SEARCH) answers are

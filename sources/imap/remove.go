@@ -131,7 +131,7 @@ func (s *Source) removeBox(ctx context.Context, name string, envs []mail.Envelop
 		s.drop(cn)
 		s.rm.cn = nil
 	} else {
-		cn.dc.setIdle(true)
+		cn.dc.SetIdle(true)
 	}
 	return err
 }
@@ -222,7 +222,7 @@ func (s *Source) removeOn(ctx context.Context, cn *conn, op, name string, pick f
 func (s *Source) removeConn(ctx context.Context) (*conn, error) {
 	if cn := s.rm.cn; cn != nil {
 		if !cn.dead() {
-			cn.dc.setIdle(false)
+			cn.dc.SetIdle(false)
 			return cn, nil
 		}
 		s.drop(cn)

@@ -2,44 +2,18 @@ package maildir
 
 import (
 	"context"
-	"fmt"
 	"net/url"
-	"sort"
-	"strings"
 
+	"github.com/mailferry/mailferry/internal/maildirfmt"
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
-// Config is a parsed maildir: endpoint URL.
-type Config struct {
-	// Root is the absolute path of the Maildir++ root (INBOX).
-	Root string
-}
-
-// String returns the URL form of c.
-func (c Config) String() string { return "maildir://" + c.Root }
+// Config is a parsed maildir: source URL (maildirfmt.Config).
+type Config = maildirfmt.Config
 
 // ParseURL parses maildir:/path, maildir:///path, maildir:relative or
-// maildir:~/path (see mail.LocalPath). No query option is defined yet, so any
-// is refused.
-func ParseURL(u *url.URL) (Config, error) {
-	if u.Scheme != "maildir" {
-		return Config{}, &mail.ConfigError{Msg: fmt.Sprintf("maildir: scheme %q is not maildir", u.Scheme)}
-	}
-	if q := u.Query(); len(q) > 0 {
-		keys := make([]string, 0, len(q))
-		for k := range q {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		return Config{}, &mail.ConfigError{Msg: fmt.Sprintf("%s: unknown option %s", mail.Redact(u), strings.Join(keys, ", ")), Hint: "maildir URLs take no options"}
-	}
-	root, err := mail.LocalPath(u)
-	if err != nil {
-		return Config{}, err
-	}
-	return Config{Root: root}, nil
-}
+// maildir:~/path (see maildirfmt.ParseURL).
+func ParseURL(u *url.URL) (Config, error) { return maildirfmt.ParseURL(u) }
 
 // Register adds the "maildir" source scheme to r.
 func Register(r *mail.Registry) {

@@ -1,6 +1,6 @@
 // Package maildir reads a Maildir++ tree (the layout Dovecot and Courier use)
-// as a mail.Source, and owns the mapping between mailbox names and folder
-// directories that sinks/maildir shares (FolderDir, MailboxName).
+// as a mail.Source. The format itself (folder names, flags, how a tree is
+// read) lives in internal/maildirfmt, which sinks/maildir shares.
 //
 // The source never changes the tree: unlike go-maildir's Unseen it does not
 // move files from new/ to cur/, and unlike go-maildir's Walk it reads both
@@ -13,15 +13,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 	"sync"
-	"syscall"
-	"time"
 
+	"github.com/mailferry/mailferry/internal/maildirfmt"
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
@@ -30,23 +26,17 @@ var _ mail.Source = (*Source)(nil)
 // Source reads messages from a Maildir++ tree rooted at a directory (the
 // root is INBOX, ".A.B" is mailbox "A/B"). It is safe for concurrent use.
 //
-// Envelope fields: ID is the file's base name without the ":2,..." info, so
-// it survives flag changes and the move from new/ to cur/; Flags come from the
-// info letters (and dovecot-keywords, when present); Date is the file's mtime,
-// which Dovecot uses as the received date, to the second; Size is the file's size.
-// Symbolic links are never followed below the root: a folder directory,
-// cur/, new/ or a message file that is a symlink is ignored.
+// Envelope fields are maildirfmt.Tree's: ID is the file's base name without
+// the ":2,..." info, so it survives flag changes and the move from new/ to
+// cur/; Flags come from the info letters (and dovecot-keywords, when
+// present); Date is the file's mtime, which Dovecot uses as the received
+// date, to the second; Size is the file's size. Symbolic links are never
+// followed below the root.
 type Source struct {
-	root string
-	log  *slog.Logger
+	tree *maildirfmt.Tree
 
 	mu     sync.Mutex
 	closed bool
-	// where caches, per folder directory, ID -> path relative to the folder
-	// ("cur/<name>"). It is filled only when a guessed path missed (the
-	// file moved, or its info holds letters FlagLetters does not produce),
-	// and rebuilt when a cached path misses too.
-	where map[string]map[string]string
 }
 
 // New opens the Maildir++ tree at root, which must be an existing directory
@@ -67,15 +57,11 @@ func New(ctx context.Context, root string, o *mail.OpenOptions) (*Source, error)
 	if !fi.IsDir() {
 		return nil, &mail.ConfigError{Msg: fmt.Sprintf("maildir: %s is not a directory", root)}
 	}
-	return &Source{
-		root:  root,
-		log:   o.Log().With("scheme", "maildir"),
-		where: map[string]map[string]string{},
-	}, nil
+	return &Source{tree: maildirfmt.NewTree(root, o.Log().With("scheme", "maildir"))}, nil
 }
 
 // Root returns the tree's root directory.
-func (s *Source) Root() string { return s.root }
+func (s *Source) Root() string { return s.tree.Root() }
 
 func (s *Source) check(ctx context.Context) error {
 	s.mu.Lock()
@@ -88,300 +74,33 @@ func (s *Source) check(ctx context.Context) error {
 }
 
 // Mailboxes lists INBOX (always: the root) and every folder directory below
-// the root that has cur/ or new/, decoded with MailboxName, INBOX first and
-// the rest sorted. A directory whose name does not decode is skipped with a
-// warning: FolderDir could not reach it, so listing it would be a mailbox
-// that List cannot open.
+// the root that has cur/ or new/, INBOX first and the rest sorted (see
+// maildirfmt.Tree.Mailboxes).
 func (s *Source) Mailboxes(ctx context.Context) ([]string, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	ents, err := os.ReadDir(s.root)
-	if err != nil {
-		return nil, fmt.Errorf("maildir: list %s: %w", s.root, err)
-	}
-	names := []string{inbox}
-	for _, e := range ents {
-		// DirEntry types come from readdir: a symlink is not IsDir.
-		if !e.IsDir() || !strings.HasPrefix(e.Name(), ".") {
-			continue
-		}
-		dir := filepath.Join(s.root, e.Name())
-		if !isRealDir(filepath.Join(dir, "cur")) && !isRealDir(filepath.Join(dir, "new")) {
-			continue
-		}
-		name, ok := MailboxName(e.Name())
-		if !ok {
-			s.log.Warn("maildir: skipping a folder whose directory name is not canonical Maildir++", "mailbox", e.Name())
-			continue
-		}
-		names = append(names, name)
-	}
-	sort.Strings(names[1:])
-	return names, nil
+	return s.tree.Mailboxes(ctx)
 }
 
-// folder returns the directory of mailbox, or ErrMailboxNotFound when it is
-// not a real folder (missing, a symlink, no cur/ and no new/). INBOX always
-// exists.
-func (s *Source) folder(mailbox string) (string, error) {
-	dir, err := FolderDir(s.root, mailbox)
-	if err != nil {
-		return "", fmt.Errorf("maildir: mailbox %q: %w", mailbox, mail.ErrMailboxNotFound)
-	}
-	if dir == s.root {
-		return dir, nil
-	}
-	if !isRealDir(dir) || (!isRealDir(filepath.Join(dir, "cur")) && !isRealDir(filepath.Join(dir, "new"))) {
-		return "", fmt.Errorf("maildir: mailbox %q: %w", mailbox, mail.ErrMailboxNotFound)
-	}
-	return dir, nil
-}
-
-// isRealDir reports whether p is a directory and not a symlink.
-func isRealDir(p string) bool {
-	fi, err := os.Lstat(p)
-	return err == nil && fi.IsDir()
-}
-
-// entry is one message file found by a directory scan.
-type entry struct {
-	id   string
-	path string // relative to the folder: "cur/<name>" or "new/<name>"
-}
-
-// scan reads new/ and then cur/ of the folder dir (one readdir each, no
-// stat) and returns the messages sorted by ID. new/ is read first so a
-// message moved to cur/ meanwhile is seen at least once; an ID found in both
-// keeps its cur/ entry, the later state.
-func scan(ctx context.Context, dir string) ([]entry, error) {
-	var all []entry
-	for _, sub := range []string{"new", "cur"} {
-		names, err := readNames(ctx, filepath.Join(dir, sub))
-		if err != nil {
-			return nil, err
-		}
-		for _, n := range names {
-			// Hidden files are not messages (Maildir description); Dovecot
-			// and others keep state files there.
-			if n == "" || n[0] == '.' {
-				continue
-			}
-			id, _ := splitName(n)
-			all = append(all, entry{id: id, path: sub + "/" + n})
-		}
-	}
-	sort.SliceStable(all, func(i, j int) bool { return all[i].id < all[j].id })
-	out := all[:0]
-	for _, e := range all {
-		if len(out) > 0 && out[len(out)-1].id == e.id {
-			out[len(out)-1] = e // stable sort: cur/ comes after new/
-			continue
-		}
-		out = append(out, e)
-	}
-	return out, nil
-}
-
-// readNames lists the names in dir, which may be missing (no messages) but
-// must not be a symlink. It checks ctx between chunks.
-func readNames(ctx context.Context, dir string) ([]string, error) {
-	if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() {
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("maildir: %w", err)
-		}
-		return nil, nil
-	}
-	f, err := os.Open(dir)
-	if err != nil {
-		return nil, fmt.Errorf("maildir: %w", err)
-	}
-	defer f.Close()
-	var names []string
-	for {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		chunk, err := f.Readdirnames(4096)
-		names = append(names, chunk...)
-		if err == io.EOF {
-			return names, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("maildir: read %s: %w", dir, err)
-		}
-	}
-}
-
-// List calls fn for every message in new/ and cur/ of mailbox, sorted by ID.
-// It stats each file for its size and mtime and moves nothing. A file that
-// vanished between the directory read and the stat is looked up again by ID
-// (it may have moved to cur/ or changed flags) and skipped if it is gone.
+// List calls fn for every message in new/ and cur/ of mailbox, sorted by ID,
+// and moves nothing (see maildirfmt.Tree.List).
 func (s *Source) List(ctx context.Context, mailbox string, fn func(mail.Envelope) error) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
-	dir, err := s.folder(mailbox)
-	if err != nil {
-		return err
-	}
-	ents, err := scan(ctx, dir)
-	if err != nil {
-		return fmt.Errorf("maildir: list %q: %w", mailbox, err)
-	}
-	kw := readKeywords(dir)
-	for _, e := range ents {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		fi, err := os.Lstat(filepath.Join(dir, e.path))
-		if errors.Is(err, fs.ErrNotExist) {
-			p, ok, lerr := s.locate(ctx, dir, e.id, true)
-			if lerr != nil {
-				return fmt.Errorf("maildir: list %q: %w", mailbox, lerr)
-			}
-			if !ok {
-				continue
-			}
-			e.path = p
-			fi, err = os.Lstat(filepath.Join(dir, p))
-		}
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				continue
-			}
-			return fmt.Errorf("maildir: list %q: stat %s: %w", mailbox, e.path, err)
-		}
-		if !fi.Mode().IsRegular() {
-			continue
-		}
-		_, info := splitName(filepath.Base(e.path))
-		env := mail.Envelope{
-			Mailbox: mailbox,
-			ID:      mail.ID(e.id),
-			Size:    fi.Size(),
-			Date:    fi.ModTime().Truncate(time.Second), // IMAP dates have seconds
-			Flags:   parseFlags(info, kw),
-		}
-		if err := fn(env); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.tree.List(ctx, mailbox, fn)
 }
 
-// locate finds the file holding id in the folder dir from the cache, after
-// rebuilding the cache with one scan when fresh is set or the cached path is
-// stale. It returns the path relative to dir.
-func (s *Source) locate(ctx context.Context, dir, id string, fresh bool) (string, bool, error) {
-	s.mu.Lock()
-	m := s.where[dir]
-	s.mu.Unlock()
-	if p, ok := m[id]; ok && !fresh {
-		if _, err := os.Lstat(filepath.Join(dir, p)); err == nil {
-			return p, true, nil
-		}
-	}
-	ents, err := scan(ctx, dir)
-	if err != nil {
-		return "", false, err
-	}
-	m = make(map[string]string, len(ents))
-	for _, e := range ents {
-		m[e.id] = e.path
-	}
-	s.mu.Lock()
-	s.where[dir] = m
-	s.mu.Unlock()
-	p, ok := m[id]
-	return p, ok, nil
-}
-
-// validID reports whether id can name a file in cur/ or new/: no path
-// separators, NUL or info, not hidden.
-func validID(id string) bool {
-	return id != "" && id[0] != '.' && !strings.ContainsAny(id, "/:\x00")
-}
-
-// Open streams the message env.ID of env.Mailbox. The file may have moved
-// from new/ to cur/ or changed flags since List: Open tries the paths env
-// implies, then looks the ID up with one rescan of the folder (cached for
-// later misses). A message that is gone gives mail.ErrNotFound. The file is
-// opened with O_NOFOLLOW. Reads fail with ctx's error once ctx is done.
+// Open streams the message env.ID of env.Mailbox, wherever it moved since
+// List; a message that is gone gives mail.ErrNotFound (see
+// maildirfmt.Tree.Open).
 func (s *Source) Open(ctx context.Context, env mail.Envelope) (io.ReadCloser, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	dir, err := s.folder(env.Mailbox)
-	if err != nil {
-		return nil, err
-	}
-	id := string(env.ID)
-	if !validID(id) {
-		return nil, fmt.Errorf("maildir: open %q %q: %w", env.Mailbox, id, mail.ErrNotFound)
-	}
-	guesses := []string{"new/" + id, "cur/" + id + ":2," + FlagLetters(env.Flags)}
-	if len(env.Flags) > 0 {
-		guesses[0], guesses[1] = guesses[1], guesses[0]
-	}
-	for _, g := range guesses {
-		f, err := openFile(filepath.Join(dir, g))
-		if err == nil {
-			return &reader{ctx: ctx, f: f}, nil
-		}
-		if !errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("maildir: open %q %s: %w", env.Mailbox, id, err)
-		}
-	}
-	for _, fresh := range []bool{false, true} {
-		p, ok, err := s.locate(ctx, dir, id, fresh)
-		if err != nil {
-			return nil, fmt.Errorf("maildir: open %q %s: %w", env.Mailbox, id, err)
-		}
-		if !ok {
-			break
-		}
-		f, err := openFile(filepath.Join(dir, p))
-		if err == nil {
-			return &reader{ctx: ctx, f: f}, nil
-		}
-		if !errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("maildir: open %q %s: %w", env.Mailbox, id, err)
-		}
-	}
-	return nil, fmt.Errorf("maildir: open %q %s: %w", env.Mailbox, id, mail.ErrNotFound)
+	return s.tree.Open(ctx, env)
 }
-
-// openFile opens a regular file without following a symlink.
-func openFile(p string) (*os.File, error) {
-	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-	if err != nil {
-		if errors.Is(err, syscall.ELOOP) {
-			return nil, fs.ErrNotExist
-		}
-		return nil, err
-	}
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, fs.ErrNotExist
-	}
-	return f, nil
-}
-
-// reader is the body returned by Open.
-type reader struct {
-	ctx context.Context
-	f   *os.File
-}
-
-func (r *reader) Read(p []byte) (int, error) {
-	if err := r.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return r.f.Read(p)
-}
-
-func (r *reader) Close() error { return r.f.Close() }
 
 // Limits reports no limit: reading local files scales with the disk.
 func (s *Source) Limits() mail.Limits { return mail.Limits{} }
@@ -391,7 +110,7 @@ func (s *Source) Limits() mail.Limits { return mail.Limits{} }
 func (s *Source) Close() error {
 	s.mu.Lock()
 	s.closed = true
-	s.where = map[string]map[string]string{}
+	s.tree.Forget()
 	s.mu.Unlock()
 	return nil
 }

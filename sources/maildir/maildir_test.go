@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailferry/mailferry/internal/maildirfmt"
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
@@ -30,7 +31,7 @@ func seed(t testing.TB, root string, fixtures []mailtest.Fixture) {
 		if mbox == "" {
 			mbox = "INBOX"
 		}
-		dir, err := FolderDir(root, mbox)
+		dir, err := maildirfmt.FolderDir(root, mbox)
 		if err != nil {
 			t.Fatalf("FolderDir(%q) = %v", mbox, err)
 		}
@@ -39,9 +40,9 @@ func seed(t testing.TB, root string, fixtures []mailtest.Fixture) {
 				t.Fatal(err)
 			}
 		}
-		letters := FlagLetters(fx.Flags)
+		letters := maildirfmt.FlagLetters(fx.Flags)
 		for _, f := range fx.Flags {
-			if FlagLetters([]mail.Flag{f}) != "" || strings.HasPrefix(string(f), `\`) {
+			if maildirfmt.FlagLetters([]mail.Flag{f}) != "" || strings.HasPrefix(string(f), `\`) {
 				continue
 			}
 			n := slices.Index(kws[dir], string(f))
@@ -164,7 +165,7 @@ func TestListReadsNewAndCurWithoutMoving(t *testing.T) {
 		{"100.a.host", []mail.Flag{}, "new message"},
 		{"200.b.host", []mail.Flag{mail.FlagAnswered, mail.FlagSeen}, "seen and answered"},
 		{"300.c.host", []mail.Flag{}, "in cur, no flags"},
-		{"400.d.host", []mail.Flag{FlagForwarded, mail.FlagDeleted, mail.FlagDraft, mail.FlagFlagged}, "all the rest"},
+		{"400.d.host", []mail.Flag{maildirfmt.FlagForwarded, mail.FlagDeleted, mail.FlagDraft, mail.FlagFlagged}, "all the rest"},
 	}
 	if len(envs) != len(want) {
 		t.Fatalf("List = %d messages %v, want %d", len(envs), envs, len(want))

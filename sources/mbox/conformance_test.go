@@ -7,17 +7,18 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/mailferry/mailferry/internal/mboxfmt"
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
-// seed writes fixtures as mbox files under a new root with WriteEntry, the
+// seed writes fixtures as mbox files under a new root with mboxfmt.WriteEntry, the
 // encoder the sink uses, and opens a Source on it.
 func seed(t testing.TB, fixtures []mailtest.Fixture) mail.Source {
 	t.Helper()
 	root := t.TempDir()
 	for _, f := range fixtures {
-		path, err := FilePath(root, f.Mailbox)
+		path, err := mboxfmt.FilePath(root, f.Mailbox)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -28,7 +29,7 @@ func seed(t testing.TB, fixtures []mailtest.Fixture) mail.Source {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := WriteEntry(fh, "", f.Date, bytes.NewReader(f.Body)); err != nil {
+		if _, err := mboxfmt.WriteEntry(fh, "", f.Date, bytes.NewReader(f.Body)); err != nil {
 			t.Fatal(err)
 		}
 		if err := fh.Close(); err != nil {

@@ -15,12 +15,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailferry/mailferry/internal/mboxfmt"
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
 var _ mail.Source = (*Source)(nil)
 
-// Source reads a folder of mbox files, one per mailbox (see FilePath and the
+// Source reads a folder of mbox files, one per mailbox (see mboxfmt.FilePath and the
 // package documentation for the format). IDs are the decimal byte offsets of
 // the entries' From_ lines: stable while the file is only appended to.
 //
@@ -42,16 +43,16 @@ type Source struct {
 type journalState struct {
 	size    int64
 	modTime time.Time
-	j       *Journal
+	j       *mboxfmt.Journal
 	err     error
 }
 
 // journal returns the parsed journal at path, reusing the last parse while
 // the file is unchanged (same size and modification time).
-func (s *Source) journal(path string) (*Journal, error) {
+func (s *Source) journal(path string) (*mboxfmt.Journal, error) {
 	fi, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return ReadJournal(path)
+		return mboxfmt.ReadJournal(path)
 	}
 	if err != nil {
 		return nil, err
@@ -62,7 +63,7 @@ func (s *Source) journal(path string) (*Journal, error) {
 	if ok && st.size == fi.Size() && st.modTime.Equal(fi.ModTime()) {
 		return st.j, st.err
 	}
-	j, err := ReadJournal(path)
+	j, err := mboxfmt.ReadJournal(path)
 	s.mu.Lock()
 	if s.journals == nil {
 		s.journals = map[string]journalState{}
@@ -102,7 +103,7 @@ func (s *Source) check(ctx context.Context) error {
 }
 
 // Mailboxes lists the mailbox files under root, sorted. Symlinks are not
-// followed, and files FilePath would not produce are skipped.
+// followed, and files mboxfmt.FilePath would not produce are skipped.
 func (s *Source) Mailboxes(ctx context.Context) ([]string, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
@@ -115,10 +116,10 @@ func (s *Source) Mailboxes(ctx context.Context) ([]string, error) {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if !d.Type().IsRegular() || filepath.Ext(path) != Ext {
+		if !d.Type().IsRegular() || filepath.Ext(path) != mboxfmt.Ext {
 			return nil
 		}
-		if name, ok := mailboxName(s.root, path); ok {
+		if name, ok := mboxfmt.MailboxName(s.root, path); ok {
 			out = append(out, name)
 		} else {
 			s.log.Debug("skipping a file that is not a mailbox name", "path", path)
@@ -135,11 +136,11 @@ func (s *Source) Mailboxes(ctx context.Context) ([]string, error) {
 // extent opens mailbox's file and says how much of it to read, and whether
 // a last entry without its final LF is accepted.
 func (s *Source) extent(mailbox string) (f *os.File, limit int64, lenient bool, err error) {
-	path, err := FilePath(s.root, mailbox)
+	path, err := mboxfmt.FilePath(s.root, mailbox)
 	if err != nil {
 		return nil, 0, false, fmt.Errorf("mbox: %w: %v", mail.ErrMailboxNotFound, err)
 	}
-	f, err = openFile(s.root, path)
+	f, err = mboxfmt.OpenFile(s.root, path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, 0, false, fmt.Errorf("mbox: %s: %w", mailbox, mail.ErrMailboxNotFound)
 	}
@@ -156,7 +157,7 @@ func (s *Source) extent(mailbox string) (f *os.File, limit int64, lenient bool, 
 		return nil, 0, false, fmt.Errorf("mbox: %s is not a regular file: %w", path, mail.ErrMailboxNotFound)
 	}
 	limit = fi.Size()
-	j, err := s.journal(path + JournalSuffix)
+	j, err := s.journal(path + mboxfmt.JournalSuffix)
 	switch {
 	case err != nil:
 		s.log.Warn("ignoring a damaged journal: reading the whole file", "mailbox", mailbox, "err", err)
@@ -165,7 +166,7 @@ func (s *Source) extent(mailbox string) (f *os.File, limit int64, lenient bool, 
 		// The file lost committed bytes (cut by another program): its last
 		// entry may be cut too, and must not read as complete.
 		return f, limit, false, nil
-	case j.Dirty && j.Committed < limit && (startsEntry(f, j.Committed) || startsEntry(f, j.Committed+1)):
+	case j.Dirty && j.Committed < limit && (mboxfmt.StartsEntry(f, j.Committed) || mboxfmt.StartsEntry(f, j.Committed+1)):
 		// A writer is appending, or crashed while appending: only the
 		// committed part is ours to read. (The second form is an append
 		// that first ended a foreign last line with LF.)
@@ -175,17 +176,6 @@ func (s *Source) extent(mailbox string) (f *os.File, limit int64, lenient bool, 
 	// and the committed length is at an entry's end): take it as it is, as
 	// other mbox readers do.
 	return f, limit, true, nil
-}
-
-// startsEntry reports whether a From_ line starts at off in f.
-func startsEntry(f *os.File, off int64) bool {
-	var b [6]byte
-	if off == 0 {
-		n, _ := f.ReadAt(b[1:], 0)
-		return bytes.Equal(b[1:1+n], fromPrefix)
-	}
-	n, _ := f.ReadAt(b[:], off-1)
-	return n == len(b) && b[0] == '\n' && bytes.Equal(b[1:], fromPrefix)
 }
 
 // List calls fn for every entry of mailbox, in file order. Size is the exact
@@ -200,7 +190,7 @@ func (s *Source) List(ctx context.Context, mailbox string, fn func(mail.Envelope
 		return err
 	}
 	defer f.Close()
-	rd := NewReader(io.NewSectionReader(f, 0, limit))
+	rd := mboxfmt.NewReader(io.NewSectionReader(f, 0, limit))
 	rd.Lenient = lenient
 	buf := make([]byte, 32<<10)
 	head := make([]byte, 0, headLimit)
@@ -260,11 +250,11 @@ func (s *Source) Open(ctx context.Context, env mail.Envelope) (io.ReadCloser, er
 	if err != nil {
 		return nil, err
 	}
-	if off >= limit || !startsEntry(f, off) {
+	if off >= limit || !mboxfmt.StartsEntry(f, off) {
 		f.Close()
 		return nil, fmt.Errorf("mbox: open %s/%s: %w", env.Mailbox, env.ID, mail.ErrNotFound)
 	}
-	rd := NewReaderAt(io.NewSectionReader(f, off, limit-off), off)
+	rd := mboxfmt.NewReaderAt(io.NewSectionReader(f, off, limit-off), off)
 	rd.Lenient = lenient
 	if e, err := rd.Next(); err != nil || e.Offset != off {
 		f.Close()
@@ -274,7 +264,7 @@ func (s *Source) Open(ctx context.Context, env mail.Envelope) (io.ReadCloser, er
 }
 
 type entryReader struct {
-	rd *Reader
+	rd *mboxfmt.Reader
 	f  *os.File
 }
 

@@ -9,14 +9,25 @@
 // ahead of need, and a message retrieved but not stored is named by
 // Unstored and keeps the session from ending with QUIT.
 //
-// knadh/go-pop3 runs the session (greeting, USER/PASS, STAT, UIDL, LIST,
-// DELE, QUIT) over a connection this package dials, so that it gets
-// deadlines, a verifying TLS configuration and STLS. RETR is read here
-// instead, streamed and pipelined (RFC 2449 §6.6): go-pop3 buffers whole
-// messages.
+// Every response on a connection is read by one reader, the session's
+// bufio.Reader (wire.go): status lines, listings, and RETR and TOP bodies
+// streamed through dotReader, with commands pipelined (RFC 2449 §6.6) when
+// the server allows it.
+//
+// knadh/go-pop3 v1.0.2 is not used (docs/library-notes.md §3). Its Conn
+// parses through a bufio.Reader of its own that reads past the response it
+// parses, so no second reader can share the socket
+// (TestGoPOP3ReadsPastItsResponse); it sends one command at a time (no
+// pipelining), collects every multi-line response whole in a bytes.Buffer
+// (TestGoPOP3RetrBuffersWholeMessage), takes no context, sets no deadline,
+// has no STLS, takes an empty status line for +OK, returns -ERR and I/O
+// failures alike, and stops at the first malformed UIDL or LIST line without
+// an error. What was left for it (USER, PASS, STAT, DELE, QUIT) is one
+// command and one status line each, which the reader here parses anyway.
 package pop3
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -366,15 +377,17 @@ func (s *Source) Stat(ctx context.Context) (messages int, bytes int64, err error
 	if err := s.settle(ctx, ss); err != nil {
 		return 0, 0, err
 	}
-	ss.lc.budget = maxListing
-	n, size, err := ss.pc.Stat()
+	ok, text, err := ss.cmd(ctx, "stat", "STAT")
 	if err != nil {
-		if isIO, e := ss.cmdErr(ctx, "stat", err); isIO {
-			return 0, 0, e
-		}
-		return 0, 0, fmt.Errorf("pop3: stat %s: %v", s.cfg.ident(), err)
+		return 0, 0, err
 	}
-	return n, int64(size), nil
+	if !ok {
+		return 0, 0, fmt.Errorf("pop3: stat %s: server says %q", s.cfg.ident(), clip(text))
+	}
+	if messages, bytes, err = parseSTAT(text); err != nil {
+		return 0, 0, fmt.Errorf("pop3: stat %s: %w", s.cfg.ident(), err)
+	}
+	return messages, bytes, nil
 }
 
 // Open streams the message env.ID names (RFC 1939 §7 RETR), un-dot-stuffed.
@@ -632,13 +645,58 @@ func (s *Source) Remove(ctx context.Context, envs []mail.Envelope) error {
 	return s.flushDele(ctx, ss)
 }
 
-// flushDele sends DELE for every removal this session has not deleted yet.
-// The session must be idle. UIDLs no longer in the maildrop are dropped
-// from the removals: there is nothing left to delete.
+// flushDele sends DELE for every removal this session has not deleted yet,
+// pipelined when the server allows it. The session must be idle. UIDLs no
+// longer in the maildrop are dropped from the removals: there is nothing
+// left to delete. Whoever chooses which messages to delete (the delete
+// mode; later a retention age) goes through Remove, which ends here, and
+// Close, whose QUIT commits.
 func (s *Source) flushDele(ctx context.Context, ss *session) error {
 	if err := s.load(ctx, ss); err != nil {
 		return err
 	}
+	todo := s.pendingDele(ss)
+	// One DELE per message number: a message listed by content may
+	// stand for several byte-identical copies.
+	var cmds []command
+	var owner []mail.ID // the removal each command deletes
+	for _, id := range todo {
+		for _, num := range ss.nums(id) {
+			cmds = append(cmds, command{line: "DELE " + strconv.Itoa(num), op: "dele " + string(id)})
+			owner = append(owner, id)
+		}
+	}
+	why := map[mail.ID]string{} // the first refusal of each removal
+	err := ss.pipeline(ctx, cmds, deleBatch, func(i int, ok bool, text string) error {
+		if _, seen := why[owner[i]]; !ok && !seen {
+			why[owner[i]] = cmp.Or(text, "-ERR")
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	var refused []string
+	for _, id := range todo {
+		text, bad := why[id]
+		if !bad {
+			ss.deleted[id] = true
+			continue
+		}
+		refused = append(refused, fmt.Sprintf("%s: %s", id, clip(text)))
+		delete(s.removals, id)
+		s.deleFailed++
+	}
+	s.order = slices.DeleteFunc(s.order, func(id mail.ID) bool { return !s.removals[id] })
+	if len(refused) > 0 {
+		return fmt.Errorf("pop3: dele %s: server refused %d deletion(s): %s", s.cfg.ident(), len(refused), strings.Join(refused, "; "))
+	}
+	return nil
+}
+
+// pendingDele returns the removals, in order, that this session has not
+// deleted yet, and forgets those no longer in the maildrop.
+func (s *Source) pendingDele(ss *session) []mail.ID {
 	var todo []mail.ID
 	for _, id := range s.order {
 		if !s.removals[id] || ss.deleted[id] {
@@ -651,70 +709,7 @@ func (s *Source) flushDele(ctx context.Context, ss *session) error {
 		todo = append(todo, id)
 	}
 	s.order = slices.DeleteFunc(s.order, func(id mail.ID) bool { return !s.removals[id] })
-	var refused []string
-	refuse := func(id mail.ID, text string) {
-		refused = append(refused, fmt.Sprintf("%s: %s", id, clip(text)))
-		delete(s.removals, id)
-		s.deleFailed++
-	}
-	if !ss.pipelining() {
-		for _, id := range todo {
-			ok := true
-			for _, num := range ss.nums(id) {
-				ss.lc.budget = maxListing
-				if err := ss.pc.Dele(num); err != nil {
-					if isIO, e := ss.cmdErr(ctx, "dele "+string(id), err); isIO {
-						return e
-					}
-					refuse(id, err.Error())
-					ok = false
-					break
-				}
-			}
-			if ok {
-				ss.deleted[id] = true
-			}
-		}
-	}
-	for ss.pipelining() && len(todo) > 0 {
-		chunk := todo[:min(deleBatch, len(todo))]
-		todo = todo[len(chunk):]
-		var cmds []string
-		for _, id := range chunk {
-			for _, num := range ss.nums(id) {
-				cmds = append(cmds, "DELE "+strconv.Itoa(num))
-			}
-		}
-		if err := ss.send(cmds...); err != nil {
-			return ss.ioErr(ctx, "dele", err)
-		}
-		// Every response is read, also after a refusal, to stay in step.
-		for _, id := range chunk {
-			why := ""
-			for range ss.nums(id) {
-				ok, text, err := ss.status()
-				if err != nil {
-					return ss.ioErr(ctx, "dele "+string(id), err)
-				}
-				if !ok && why == "" {
-					why = text
-					if why == "" {
-						why = "-ERR"
-					}
-				}
-			}
-			if why != "" {
-				refuse(id, why)
-				continue
-			}
-			ss.deleted[id] = true
-		}
-	}
-	s.order = slices.DeleteFunc(s.order, func(id mail.ID) bool { return !s.removals[id] })
-	if len(refused) > 0 {
-		return fmt.Errorf("pop3: dele %s: server refused %d deletion(s): %s", s.cfg.ident(), len(refused), strings.Join(refused, "; "))
-	}
-	return nil
+	return todo
 }
 
 // DeleteError is what Close returns when messages passed to Remove were not
@@ -767,7 +762,7 @@ func (s *Source) Close() error {
 	if pending == 0 && failed == 0 {
 		if ss != nil && ss.dead == nil {
 			if ss.active == nil && len(ss.queue) == 0 {
-				if err := ss.pc.Quit(); err != nil {
+				if err := ss.quit(context.Background()); err != nil {
 					s.log.Debug("pop3: quit", "err", err)
 				}
 			}
@@ -794,8 +789,7 @@ func (s *Source) Close() error {
 		return &DeleteError{Pending: len(s.removals), Err: deleErr}
 	}
 	pending = len(s.removals)
-	ss.lc.budget = maxListing
-	if err := ss.pc.Quit(); err != nil {
+	if err := ss.quit(ctx); err != nil {
 		return &DeleteError{Pending: pending, Err: fmt.Errorf("quit %s: %w", s.cfg.ident(), err)}
 	}
 	s.log.Debug("pop3: quit: deletions committed")

@@ -1,16 +1,19 @@
 package pop3
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -77,6 +80,58 @@ func TestGoPOP3RetrBuffersWholeMessage(t *testing.T) {
 	t.Logf("go-pop3 RetrRaw of %d MiB: %T of %d bytes, %.1f MiB allocated", size>>20, buf, buf.Len(), float64(alloc)/(1<<20))
 	if alloc < size {
 		t.Fatalf("RetrRaw allocated %d bytes for a %d-byte message: it no longer buffers, revisit retr.go", alloc, size)
+	}
+}
+
+// pipeDialer hands go-pop3 the client end of a net.Pipe, counting what
+// go-pop3 reads from it.
+type pipeDialer struct {
+	conn net.Conn
+	read *atomic.Int64
+}
+
+type countingConn struct {
+	net.Conn
+	read *atomic.Int64
+}
+
+func (c countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.read.Add(int64(n))
+	return n, err
+}
+
+func (d pipeDialer) Dial(_, _ string) (net.Conn, error) {
+	return countingConn{Conn: d.conn, read: d.read}, nil
+}
+
+// TestGoPOP3ReadsPastItsResponse proves why go-pop3 cannot share the
+// connection with another reader (the package doc): when two responses
+// arrive together, as pipelined ones do, go-pop3's own bufio.Reader takes
+// both while answering the first command, so the second is out of any
+// other reader's reach.
+func TestGoPOP3ReadsPastItsResponse(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	go func() {
+		defer server.Close()
+		io.WriteString(server, "+OK hello\r\n")
+		if _, err := bufio.NewReader(server).ReadString('\n'); err != nil {
+			return
+		}
+		io.WriteString(server, "+OK first\r\n+OK second\r\n")
+	}()
+	var read atomic.Int64
+	c, err := gopop3.New(gopop3.Opt{Dialer: pipeDialer{conn: client, read: &read}}).NewConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Noop(); err != nil {
+		t.Fatal(err)
+	}
+	answered := int64(len("+OK hello\r\n+OK first\r\n"))
+	if got := read.Load(); got <= answered {
+		t.Fatalf("go-pop3 read %d bytes for responses of %d: it no longer reads ahead, revisit the package doc", got, answered)
 	}
 }
 

@@ -64,65 +64,59 @@ func (s *Source) MessageIDs(ctx context.Context, mailbox string, ids []mail.ID) 
 	if err := s.load(ctx, ss); err != nil {
 		return nil, err
 	}
-	idxs := make([]int, len(ids))
+	cmds := make([]command, len(ids))
 	for i, id := range ids {
 		idx, ok := ss.byID[id]
 		if !ok || s.removals[id] {
 			return nil, fmt.Errorf("pop3: top %s: not in the maildrop: %w", id, mail.ErrNotFound)
 		}
-		idxs[i] = idx
-	}
-	ahead := 1
-	if ss.pipelining() {
-		ahead = topBatch
+		cmds[i] = command{line: "TOP " + strconv.Itoa(ss.list[idx].num) + " 0", op: "top " + string(id), sent: func() { s.noteRetr(id) }}
 	}
 	out := make(map[mail.ID]string, len(ids))
 	var refused []string
 	temp := false
-	for len(idxs) > 0 {
-		chunk := idxs[:min(ahead, len(idxs))]
-		idxs = idxs[len(chunk):]
-		cmds := make([]string, len(chunk))
-		for i, idx := range chunk {
-			cmds[i] = "TOP " + strconv.Itoa(ss.list[idx].num) + " 0"
-			s.noteRetr(ss.list[idx].uidl)
+	err = ss.pipeline(ctx, cmds, topBatch, func(i int, ok bool, text string) error {
+		if !ok {
+			refused = append(refused, fmt.Sprintf("%s: %s", ids[i], clip(text)))
+			temp = temp || strings.Contains(strings.ToUpper(text), "[SYS/TEMP]") // RFC 3206 §4
+			return nil
 		}
-		if err := ss.send(cmds...); err != nil {
-			return nil, ss.ioErr(ctx, "top", err)
+		id, err := readMessageID(ss)
+		if errors.Is(err, mail.ErrTooLarge) {
+			return ss.kill(fmt.Errorf("pop3: %s: %w", cmds[i].op, err))
+		} else if err != nil {
+			return ss.ioErr(ctx, cmds[i].op, err)
 		}
-		// Every response is read, also after a refusal, to stay in step.
-		for _, idx := range chunk {
-			e := ss.list[idx]
-			op := "top " + string(e.uidl)
-			ok, text, err := ss.status()
-			if err != nil {
-				return nil, ss.ioErr(ctx, op, err)
-			}
-			if !ok {
-				refused = append(refused, fmt.Sprintf("%s: %s", e.uidl, clip(text)))
-				temp = temp || strings.Contains(strings.ToUpper(text), "[SYS/TEMP]") // RFC 3206 §4
-				continue
-			}
-			sc := mail.NewHeaderScanner(&headerCap{r: newDotReader(ss.br)})
-			if _, err := io.Copy(io.Discard, sc); err != nil {
-				if errors.Is(err, mail.ErrTooLarge) {
-					return nil, ss.kill(fmt.Errorf("pop3: %s: %w", op, err))
-				}
-				return nil, ss.ioErr(ctx, op, err)
-			}
-			out[e.uidl] = sc.MessageID()
-		}
+		out[ids[i]] = id
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	return s.topResult(out, refused, len(ids), temp)
+}
+
+// readMessageID reads a TOP response's header section and returns its
+// Message-ID.
+func readMessageID(ss *session) (string, error) {
+	sc := mail.NewHeaderScanner(&headerCap{r: newDotReader(ss.br)})
+	_, err := io.Copy(io.Discard, sc)
+	return sc.MessageID(), err
+}
+
+// topResult is MessageIDs' answer once every response was read: out, or an
+// error naming the refused messages.
+func (s *Source) topResult(out map[mail.ID]string, refused []string, asked int, temp bool) (map[mail.ID]string, error) {
 	switch {
 	case len(refused) == 0:
 		s.log.Debug("pop3: read headers", "size", len(out))
 		return out, nil
 	case temp:
-		return nil, mail.Temp(fmt.Errorf("pop3: top %s: server refused %d of %d: %s", s.cfg.ident(), len(refused), len(ids), strings.Join(refused, "; ")))
+		return nil, mail.Temp(fmt.Errorf("pop3: top %s: server refused %d of %d: %s", s.cfg.ident(), len(refused), asked, strings.Join(refused, "; ")))
 	case len(out) == 0:
 		return nil, fmt.Errorf("pop3: top %s: server refused every TOP (%s): %w", s.cfg.ident(), refused[0], mail.ErrUnsupported)
 	}
-	return nil, fmt.Errorf("pop3: top %s: server refused %d of %d: %s", s.cfg.ident(), len(refused), len(ids), strings.Join(refused, "; "))
+	return nil, fmt.Errorf("pop3: top %s: server refused %d of %d: %s", s.cfg.ident(), len(refused), asked, strings.Join(refused, "; "))
 }
 
 // headerCap fails a TOP response longer than maxHeader.

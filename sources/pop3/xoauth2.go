@@ -58,16 +58,16 @@ func (ss *session) loginXOAUTH2(ctx context.Context, o *mail.OpenOptions) error 
 // authLine reads one line of a SASL exchange.
 func (ss *session) authLine() (string, error) {
 	line, err := readLine(ss.br)
-	if err == nil && ss.lc.trace != nil {
-		ss.lc.trace("S: " + line)
+	if err == nil {
+		ss.traceServer(line)
 	}
 	return line, err
 }
 
 // sendSecret writes a SASL response; the trace shows it masked.
 func (ss *session) sendSecret(resp string) error {
-	if ss.lc.trace != nil {
-		ss.lc.trace("C: <redacted>")
+	if ss.trace != nil {
+		ss.trace("C: <redacted>")
 	}
 	_, err := ss.conn.Write([]byte(resp + "\r\n"))
 	return err

@@ -6,8 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/mailferry/mailferry/sync/checkpoint/crashfs"
 	"github.com/mailferry/mailferry/sync/mail"
+	"github.com/mailferry/mailferry/sync/mail/mailtest/crashfs"
 )
 
 // crashFS adapts a crashfs.FS to FS.

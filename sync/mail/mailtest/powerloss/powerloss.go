@@ -16,9 +16,9 @@ import (
 
 	mailferry "github.com/mailferry/mailferry/sync"
 	"github.com/mailferry/mailferry/sync/checkpoint"
-	"github.com/mailferry/mailferry/sync/checkpoint/crashfs"
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
+	"github.com/mailferry/mailferry/sync/mail/mailtest/crashfs"
 )
 
 // Corpus is a trial's source and what the checks know of it.
