@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	flag "github.com/spf13/pflag"
 
 	mailferry "github.com/mailferry/mailferry/sync"
 	"github.com/mailferry/mailferry/sync/checkpoint"
@@ -67,17 +68,6 @@ func (o *copyOptions) addFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.gmail, "gmail", false, "Gmail source: copy each message once, into its first label folder (INBOX, labels, Sent, Drafts, then All Mail as Archive), not once per label; see mailferry help gmail")
 }
 
-func runCopy(ctx context.Context, args []string, env *cliEnv) error {
-	var o copyOptions
-	fs := flag.NewFlagSet("copy", flag.ContinueOnError)
-	o.addFlags(fs)
-	pos, err := parse(fs, args, 2, "copy SRC DST [flags]", env)
-	if err != nil {
-		return err
-	}
-	return doCopy(ctx, &o, pos[0], pos[1], "", env)
-}
-
 // doCopy runs one copy from srcURL to dstURL: for 'copy', and for each job
 // of 'run' (job is then its name). It prints the summary and appends the
 // --report line, and returns the run's error for the exit code.
@@ -119,28 +109,11 @@ type copyResult struct {
 	src, dst string // canonical endpoint names
 }
 
-// copyRun checks the options, locks the run, opens both ends and copies.
+// copyRun checks the endpoints (the flags were checked by copyOptions.Check),
+// locks the run, opens both ends and copies.
 func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cliEnv) (*copyResult, error) {
-	if o.progress != "auto" && o.progress != "always" && o.progress != "never" {
-		return nil, &usageError{fmt.Sprintf("--progress %q: want auto, always or never", o.progress)}
-	}
-	if o.progressInterval <= 0 {
-		return nil, &usageError{"--progress-interval: want a positive duration such as 10s"}
-	}
-	if !o.since.t.IsZero() && !o.before.t.IsZero() && !o.since.t.Before(o.before.t) {
-		return nil, &usageError{fmt.Sprintf("--since %s is not before --before %s: nothing would be copied", &o.since, &o.before)}
-	}
-	if o.common.workers < 1 {
-		return nil, &usageError{fmt.Sprintf("--workers %d: want 1 or more (messages copied at once)", o.common.workers)}
-	}
-	if o.dryRun && o.reset {
-		return nil, &usageError{"--reset with --dry-run: a dry run changes nothing, not even the checkpoint; drop one of them"}
-	}
 	if err := checkGmail(o, srcURL); err != nil {
 		return nil, err
-	}
-	if o.dryRun && o.rebuildState {
-		return nil, &usageError{"--rebuild-state with --dry-run: a dry run changes nothing, not even the checkpoint; drop one of them"}
 	}
 	folderMap, err := mailferry.ParseMap(o.maps)
 	if err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 
 	"github.com/mailferry/mailferry/sync/mail"
@@ -26,15 +25,8 @@ type lsRow struct {
 	Bytes    int64  `json:"bytes"`
 }
 
-func runLs(ctx context.Context, args []string, env *cliEnv) error {
-	var o lsOptions
-	fs := flag.NewFlagSet("ls", flag.ContinueOnError)
-	o.common.add(fs)
-	o.src.add(fs, "src")
-	pos, err := parse(fs, args, 1, "ls SRC [flags]", env)
-	if err != nil {
-		return err
-	}
+// runLs lists the mailboxes of srcURL (o is checked).
+func runLs(ctx context.Context, o *lsOptions, srcURL string, env *cliEnv) error {
 	log, err := o.common.logger(env.stderr)
 	if err != nil {
 		return err
@@ -43,7 +35,7 @@ func runLs(ctx context.Context, args []string, env *cliEnv) error {
 	if err != nil {
 		return err
 	}
-	src, err := registry().OpenSource(ctx, pos[0], o.common.openOptions(&o.src, env, log))
+	src, err := registry().OpenSource(ctx, srcURL, o.common.openOptions(&o.src, env, log))
 	if err != nil {
 		return err
 	}

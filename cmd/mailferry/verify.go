@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -20,25 +19,13 @@ type verifyOptions struct {
 	checkpoint string // with gmail: the copy's checkpoint
 }
 
-func runVerify(ctx context.Context, args []string, env *cliEnv) error {
-	var o verifyOptions
-	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
-	o.common.add(fs)
-	o.src.add(fs, "src")
-	o.dst.add(fs, "dst")
-	fs.Var(&o.maps, "map", "expect source folders matching `SRC_RE=DST` in DST, as copy --map put them (repeatable); special-use folders follow their role as in copy")
-	fs.BoolVar(&o.gmail, "gmail", false, "check a copy made with copy --gmail: each Gmail message is expected once, in the folder copy --gmail put it (INBOX, a label, Sent, Drafts, else Archive), not in every label folder; give the copy's --include, --exclude and --map; see mailferry help gmail")
-	fs.StringVar(&o.checkpoint, "checkpoint", "", "with --gmail: the copy's checkpoint `FILE` (default: the copy's default one, when it exists), so a message labelled after it was copied is expected in the folder it was copied to")
-	pos, err := parse(fs, args, 2, "verify SRC DST [flags]", env)
-	if err != nil {
-		return err
-	}
+// runVerify checks by content that every message of srcURL is in dstURL
+// (o is checked).
+func runVerify(ctx context.Context, o *verifyOptions, srcURL, dstURL string, env *cliEnv) error {
 	if o.gmail {
-		if err := checkGmailSource(pos[0]); err != nil {
+		if err := checkGmailSource(srcURL); err != nil {
 			return err
 		}
-	} else if o.checkpoint != "" {
-		return &usageError{"--checkpoint without --gmail: verify reads the copy's checkpoint only to place Gmail messages; drop it or add --gmail"}
 	}
 	log, err := o.common.logger(env.stderr)
 	if err != nil {
@@ -50,11 +37,11 @@ func runVerify(ctx context.Context, args []string, env *cliEnv) error {
 	}
 	reg := registry()
 	srcOpt, dstOpt := o.common.openOptions(&o.src, env, log), o.common.openOptions(&o.dst, env, log)
-	srcName, err := canonical(reg, pos[0], srcOpt, true)
+	srcName, err := canonical(reg, srcURL, srcOpt, true)
 	if err != nil {
 		return err
 	}
-	dstName, err := canonical(reg, pos[1], dstOpt, true)
+	dstName, err := canonical(reg, dstURL, dstOpt, true)
 	if err != nil {
 		return err
 	}
@@ -70,14 +57,14 @@ func runVerify(ctx context.Context, args []string, env *cliEnv) error {
 			store = cp
 		}
 	}
-	src, err := reg.OpenSource(ctx, pos[0], srcOpt)
+	src, err := reg.OpenSource(ctx, srcURL, srcOpt)
 	if err != nil {
 		return fmt.Errorf("source: %w", err)
 	}
 	// Closed through whatever reads it: the Gmail wrapper closes its own
 	// connection too.
 	defer func() { src.Close() }()
-	dst, err := reg.OpenSource(ctx, pos[1], dstOpt)
+	dst, err := reg.OpenSource(ctx, dstURL, dstOpt)
 	if err != nil {
 		return fmt.Errorf("destination: %w", err)
 	}
