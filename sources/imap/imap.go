@@ -81,6 +81,7 @@ type Source struct {
 	seqFetch atomic.Bool
 
 	rm remover // Remove's connection and state
+	dl delta   // FolderStatuses' and ListChanges' connection (delta.go)
 
 	mu     sync.Mutex
 	closed bool
@@ -272,6 +273,7 @@ func (s *Source) Close() error {
 			cn.kill() // its user finishes the shutdown when it notices
 		}
 	}
+	s.dl.close()
 	return nil
 }
 
