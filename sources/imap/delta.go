@@ -277,13 +277,42 @@ func (cl *changeListing) unchanged() bool {
 		cl.sel.UIDNext == cl.since.UIDNext && cl.sel.Exists == cl.since.Messages && len(cl.sel.Vanished) == 0
 }
 
-// listNew passes the messages from since.UIDNext on.
+// listNew passes the messages from since.UIDNext on, listChunk UIDs per
+// FETCH (the last one open-ended, for mail that arrived since EXAMINE).
+// Each FETCH is read whole before fn sees its messages, as List does: fn
+// may block for long (the engine's queue is full of big messages), and a
+// server whose output is not read times out.
 func (cl *changeListing) listNew() error {
-	if cl.sess.Exists() == 0 {
+	hi := uint64(cl.sel.UIDNext) // UIDNEXT at EXAMINE, 0 if not said
+	if cl.sess.Exists() == 0 || (hi != 0 && hi <= uint64(cl.since.UIDNext)) {
 		return nil
 	}
+	var batch []imapconn.FetchData
+	for lo := uint64(cl.since.UIDNext); ; lo += listChunk {
+		end := lo + listChunk - 1
+		open := hi == 0 || end >= hi-1 || end >= 1<<32-1
+		to := uint32(end)
+		if open {
+			to = 0
+		}
+		batch = batch[:0]
+		err := cl.sess.FetchNew(uint32(lo), to, func(fd imapconn.FetchData) error {
+			batch = append(batch, fd)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if err := cl.emitNew(batch); err != nil || open {
+			return err
+		}
+	}
+}
+
+// emitNew passes one FETCH's new messages.
+func (cl *changeListing) emitNew(batch []imapconn.FetchData) error {
 	uidv := cl.sel.UIDValidity
-	return cl.sess.FetchNew(cl.since.UIDNext, func(fd imapconn.FetchData) error {
+	for _, fd := range batch {
 		e := mail.Envelope{Mailbox: cl.name, ID: imapconn.MakeID(uidv, fd.UID), Size: fd.Size,
 			Date: fd.InternalDate, Flags: stringFlags(fd.Flags)}
 		if fd.Header != nil {
@@ -291,8 +320,11 @@ func (cl *changeListing) listNew() error {
 		}
 		cl.maxNew = max(cl.maxNew, fd.UID)
 		cl.sum.New++
-		return cl.emit(mail.ChangeNew, e)
-	})
+		if err := cl.emit(mail.ChangeNew, e); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // listFlags passes flag changes of the messages below since.UIDNext.

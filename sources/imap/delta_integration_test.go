@@ -269,3 +269,30 @@ func TestDovecotListChangesFnError(t *testing.T) {
 		t.Fatalf("ListChanges(missing) = %v, want ErrMailboxNotFound", err)
 	}
 }
+
+// TestDovecotListChangesWindows checks that new messages are fetched
+// listChunk UIDs at a time, the last FETCH open-ended, and all passed.
+func TestDovecotListChangesWindows(t *testing.T) {
+	d := mailtest.NeedDovecot(t)
+	user, pw := d.NewUser(t)
+	d.Seed(t, user, pw, "INBOX", []mailtest.SeedMessage{deltaMsg(1)})
+	s, trace := deltaSource(t, d, user, pw, nil)
+	st, err := s.FolderStatuses(context.Background(), []string{"INBOX"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []mailtest.SeedMessage
+	for i := range listChunk + 5 {
+		msgs = append(msgs, deltaMsg(100+i))
+	}
+	d.Seed(t, user, pw, "INBOX", msgs)
+	got, sum := listChanges(t, s, "INBOX", st["INBOX"], nil)
+	if sum.Full || sum.New != listChunk+5 || len(got) != listChunk+5 || got[len(got)-1].Envelope.MessageID != fmt.Sprintf("<m%d@delta.test>", 100+listChunk+4) {
+		t.Fatalf("%d changes, summary %+v", len(got), sum)
+	}
+	for _, want := range []string{fmt.Sprintf("UID FETCH 2:%d (", listChunk+1), fmt.Sprintf("UID FETCH %d:* (", listChunk+2)} {
+		if !strings.Contains(trace(), want) {
+			t.Errorf("ListChanges did not send %q", want)
+		}
+	}
+}
