@@ -351,13 +351,46 @@ func (cl *changeListing) listFlags() error {
 		}
 		return nil
 	case cl.modSeqs():
-		return cl.sess.FetchFlags(fmt.Sprintf("1:%d", last), cl.since.HighestModSeq, each)
+		return cl.flagWindows(last, cl.since.HighestModSeq, each)
 	}
 	cl.sum.AllFlags = true
-	return cl.sess.FetchFlags(fmt.Sprintf("1:%d", last), 0, func(fd imapconn.FetchData) error {
-		cl.present = cl.present.Add(fd.UID)
-		return each(fd)
-	})
+	return cl.flagWindows(last, 0, each)
+}
+
+// flagMsgs is about how many messages one flag FETCH covers.
+const flagMsgs = 20000
+
+// flagWindows lists the flags of UIDs 1 to last (changed since
+// changedSince, when not 0) in UID windows of about flagMsgs messages at
+// the folder's density, each FETCH read whole before fn sees it, for the
+// reason listNew gives. Without mod-sequences it also notes the UIDs
+// present.
+func (cl *changeListing) flagWindows(last uint32, changedSince uint64, fn func(imapconn.FetchData) error) error {
+	w := uint64(flagMsgs)
+	if n := uint64(cl.since.Messages); n > 0 && uint64(last) > n {
+		w = max(w, uint64(last)*flagMsgs/n)
+	}
+	var batch []imapconn.FetchData
+	for lo := uint64(1); lo <= uint64(last); lo += w {
+		batch = batch[:0]
+		set := fmt.Sprintf("%d:%d", lo, min(uint64(last), lo+w-1))
+		err := cl.sess.FetchFlags(set, changedSince, func(fd imapconn.FetchData) error {
+			batch = append(batch, fd)
+			if changedSince == 0 {
+				cl.present = cl.present.Add(fd.UID)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, fd := range batch {
+			if err := fn(fd); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // listVanished finds the messages gone, checks the counts, and only then
