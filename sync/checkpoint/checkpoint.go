@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"syscall"
 	"time"
@@ -369,6 +370,18 @@ func (c *File) Records(mailbox string) []Record {
 	for _, k := range c.byBox[mailbox] {
 		out = append(out, c.recs[k])
 	}
+	return out
+}
+
+// Mailboxes returns the mailboxes that have records, sorted.
+func (c *File) Mailboxes() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, 0, len(c.byBox))
+	for mb := range c.byBox {
+		out = append(out, mb)
+	}
+	sort.Strings(out)
 	return out
 }
 

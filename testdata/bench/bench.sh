@@ -5,13 +5,20 @@
 #
 # Scenarios (default: all):
 #   imap-maildir  mailferry IMAP -> Maildir vs mbsync (both fsync), plus a rerun with nothing new,
-#                 and a bare read of the account as the floor (imapfloor/)
-#   pop3-maildir  mailferry POP3 -> Maildir vs a bare pipelined POP3 read (popfloor/) and getmail6
+#                 and the floors: a bare read of the account (imapfloor/), the same files written
+#                 durably with no network (writefloor/), and both at once (combined)
+#   pop3-maildir  mailferry POP3 -> Maildir vs the floors (a bare pipelined POP3 read, popfloor/;
+#                 writefloor/; both at once) and getmail6
 #   imap-imap     mailferry IMAP -> IMAP vs `doveadm backup` (dsync via imapc) and mbsync, each
 #                 pair over the same transport: mailferry-plain (imap:// with --no-starttls, as
 #                 dsync reads its source) against dsync, mailferry (TLS) against dsync-tls
 # Each pair is run alternately (A B A B ...) after one untimed warm-up each, into fresh
-# destinations, and the medians and the median of the per-round ratios are reported. The
+# destinations, and the medians and the median of the per-round ratios are reported.
+# The durable-write floor (writefloor/) writes as many files of the same sizes into the same
+# folders as mailferry's Maildir sink does, with the sink's durability rule (create in tmp/,
+# one syncfs per batch of 64, rename into cur/ or new/, fsync each touched directory); the
+# combined floor runs the bare read and that write at the same time (together.sh): the best
+# any tool could do on this machine at that moment. mailferry is reported against it. The
 # result table goes to stdout and to testdata/bench/last-result.md.
 #
 # Environment:
@@ -36,7 +43,7 @@
 #
 # The corpus generator (gencorpus.py) and the peers' command lines (peers.sh) are the project's
 # own; see the notes at the top of those files. Needs root (apt-get, chown to
-# vmail, runuser for getmail), about 6 GB free under BENCH_DIR, and 10-12 minutes for a
+# vmail, runuser for getmail), about 7 GB free under BENCH_DIR, and 10-12 minutes for a
 # default run on 2 cores. Exits 1 when a correctness check of mailferry failed, or when it
 # cannot run IMAP -> Maildir or POP3 -> Maildir at all.
 set -euo pipefail
@@ -246,6 +253,7 @@ PY
 # the cost of creating files swings with recent deletions, and that must not land in anyone's
 # timed window.
 SEQ=0
+OLD="" # the previous run's BENCH_DIR, moved aside at the start and deleted at the end
 fresh() {
 	SEQ=$((SEQ + 1))
 	OUT=$W/out/$1-$SEQ
@@ -294,10 +302,32 @@ count_check() { # count_check SCENARIO TOOL GOT WANT
 	fi
 }
 
+# write_floors SCENARIO ROUND READ_FLOOR_CMD...: times the durable-write floor (writefloor
+# into a fresh folder, from FLOOR_MANIFEST) and the combined floor (READ_FLOOR_CMD and another
+# writefloor at the same time), and checks that each wrote WANT files.
+write_floors() {
+	local sc=$1 r=$2
+	shift 2
+	fresh writefloor
+	timed "$sc" writefloor "$r" "count_maildir $OUT" -- "$BIN/writefloor" -manifest "$FLOOR_MANIFEST" -out "$OUT" || true
+	fresh combined
+	timed "$sc" combined "$r" "count_maildir $OUT" -- "$HERE/together.sh" "$@" --- \
+		"$BIN/writefloor" -manifest "$FLOOR_MANIFEST" -out "$OUT" || true
+}
+
+# write_floor_notes SCENARIO: the write floor's own account of its last round (where its time
+# went, and what a create cost), for the notes.
+write_floor_notes() {
+	local log=$W/logs/$1-writefloor-$ROUNDS.log
+	[ -f "$log" ] || return 0
+	note "$1" "writefloor by its own clock, last round: $(grep -h 'files,' "$log" | head -n 1); $(grep -h '^writefloor: overlap' "$log" | sed 's/^writefloor: //')"
+}
+
 # ---------------------------------------------------------------------------------------------
 scenario_imap_maildir() {
 	local sc=imap-maildir want r rr mf=1 lastmf="" lastmb=""
 	local floor=("$BIN/imapfloor" -addr "localhost:$IMAPS_PORT" -user alice -password-file "$W/pw-alice" -ca-file "$D/cert.pem" -mode range)
+	FLOOR_MANIFEST=$W/manifest-imap
 	want=$(count_server alice)
 	WANT=$want
 	log "$sc: $want messages in alice's mailboxes"
@@ -306,6 +336,7 @@ scenario_imap_maildir() {
 	peer_mbsync "$OUT" "$OUT.conf"
 	timed $sc mbsync 0 - -- "${PEER_CMD[@]}" || true
 	timed $sc imapfloor 0 - -- "${floor[@]}" || true
+	write_floors $sc 0 "${floor[@]}"
 	fresh mailferry
 	mf_copy "$SRC_IMAP" "maildir:$OUT" "$OUT.cp"
 	if ! timed $sc mailferry 0 - -- "${MF_CMD[@]}"; then
@@ -323,9 +354,12 @@ scenario_imap_maildir() {
 		peer_mbsync "$OUT" "$OUT.conf"
 		timed $sc mbsync "$r" "count_maildir $OUT" -- "${PEER_CMD[@]}" || true
 		lastmb=$OUT
-		# The floor: reading everything with the fewest commands, storing nothing.
+		# The floors: reading everything with the fewest commands, storing nothing; writing
+		# the same files durably, reading nothing; and both at once.
 		timed $sc imapfloor "$r" - -- "${floor[@]}" || true
+		write_floors $sc "$r" "${floor[@]}"
 	done
+	write_floor_notes $sc
 	count_check $sc mbsync "$(count_maildir "$lastmb")" "$want"
 	rr=$(head -n 1 "$W/logs/$sc-imapfloor-$ROUNDS.log")
 	count_check $sc imapfloor "${rr%% *}" "$want"
@@ -345,10 +379,12 @@ scenario_imap_maildir() {
 scenario_pop3_maildir() {
 	local sc=pop3-maildir want r mf=1 lastmf="" floorout
 	local floor=("$BIN/popfloor" -addr "localhost:$POP3S_PORT" -user alice -password-file "$W/pw-alice" -ca-file "$D/cert.pem")
+	FLOOR_MANIFEST=$W/manifest-pop3
 	want=$(count_server alice INBOX)
 	WANT=$want
 	log "$sc: $want messages in alice's INBOX"
 	timed $sc popfloor 0 - -- "${floor[@]}" || true
+	write_floors $sc 0 "${floor[@]}"
 	fresh mailferry
 	mf_copy "$SRC_POP3" "maildir:$OUT" "$OUT.cp"
 	if ! timed $sc mailferry 0 - -- "${MF_CMD[@]}"; then
@@ -363,7 +399,9 @@ scenario_pop3_maildir() {
 			lastmf=$OUT
 		fi
 		timed $sc popfloor "$r" - -- "${floor[@]}" || true
+		write_floors $sc "$r" "${floor[@]}"
 	done
+	write_floor_notes $sc
 	floorout=$(head -n 1 "$W/logs/$sc-popfloor-$ROUNDS.log")
 	count_check $sc popfloor "${floorout%% *}" "$want"
 	note $sc "popfloor by its own clock (after login), last round: $floorout"
@@ -489,8 +527,9 @@ main() {
 	[ "$(id -u)" = 0 ] || { log "needs root (apt-get, chown to vmail, runuser)"; exit 2; }
 	install_tools
 	mkdir -p "$BIN"
-	log "building mailferry and popfloor into $BIN"
-	(cd "$ROOT" && go build -o "$BIN/popfloor" ./testdata/bench/popfloor && go build -o "$BIN/imapfloor" ./testdata/bench/imapfloor)
+	log "building mailferry and the floors into $BIN"
+	(cd "$ROOT" && go build -o "$BIN/popfloor" ./testdata/bench/popfloor && go build -o "$BIN/imapfloor" ./testdata/bench/imapfloor &&
+		go build -o "$BIN/writefloor" ./testdata/bench/writefloor)
 	rm -f "$BIN/mailferry"
 	if [ -n "${MAILFERRY_BIN:-}" ]; then
 		cp "$MAILFERRY_BIN" "$BIN/mailferry"
@@ -503,10 +542,19 @@ main() {
 	mfver=$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)
 	[ -z "${MAILFERRY_BIN:-}" ] || mfver="$mfver, binary $MAILFERRY_BIN"
 
+	# A previous run's server and outputs are moved aside, not deleted, and deleted only after
+	# the timed runs: on ext4 without a journal (this machine's), every file created in a
+	# block group where thousands of inodes were freed in the last minutes costs the kernel a
+	# scan past them (docs/performance.md), and the first scenario would pay for it.
+	if [ -e "$D" ]; then
+		bash "$ROOT/testdata/dovecot/dovecot.sh" stop "$D" >/dev/null 2>&1 || true
+		OLD=$(dirname "$D")/.$(basename "$D").old-$$
+		mv "$D" "$OLD"
+	fi
 	# Without the crash tests' mail_log plugin: it reads every message an IMAP session saves
 	# (for its Message-ID) and doveadm's saves (dsync's) do not load it.
 	DOVECOT_MAIL_LOG=0 bash "$ROOT/testdata/dovecot/dovecot.sh" start "$D"
-	trap 'bash "$ROOT/testdata/dovecot/dovecot.sh" stop "$D" || true' EXIT
+	trap 'bash "$ROOT/testdata/dovecot/dovecot.sh" stop "$D" || true; [ -z "$OLD" ] || rm -rf "$OLD"' EXIT
 	rm -rf "$W"
 	mkdir -p "$W/logs" "$W/out" "$W/trash"
 	chmod 755 "$W" "$W/out"
@@ -525,6 +573,11 @@ main() {
 	# clients ask for (sizes, dates, flags; POP3 needs the virtual sizes of the INBOX).
 	doveadm -c "$CONF" force-resync -u alice '*'
 	doveadm -c "$CONF" fetch -u alice 'uid flags date.received size.physical size.virtual' ALL >/dev/null
+	# What the write floor writes: each message's size, folder and cur/ or new/ (IMAP), and
+	# the INBOX alone for POP3 (no flags: everything in new/). The corpus has CRLF line
+	# endings, so the sizes are the bytes the servers send and mailferry stores.
+	"$BIN/writefloor" -scan "$D/home/alice/Maildir" >"$W/manifest-imap"
+	"$BIN/writefloor" -scan "$D/home/alice/Maildir" -inbox-only >"$W/manifest-pop3"
 	sync
 
 	fs_probe start

@@ -1,0 +1,552 @@
+package state
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/mailferry/mailferry/sync/checkpoint"
+	"github.com/mailferry/mailferry/sync/mail"
+)
+
+// Version is the format version written in the summary and every folder log.
+const Version = 1
+
+// DefaultFullEvery is how often a folder is listed in full although its
+// status says nothing moved (every Nth complete pass), so that a server bug
+// cannot hide a change forever.
+const DefaultFullEvery = 7
+
+// ErrUnusable and ErrLocked are the checkpoint's: the CLI maps them to exit
+// 6 and 7 already, and a state is the checkpoint's successor.
+var (
+	ErrUnusable = checkpoint.ErrUnusable
+	ErrLocked   = checkpoint.ErrLocked
+)
+
+const (
+	summaryName = "summary.json"
+	lockName    = "lock"
+	summaryMark = "state"
+)
+
+// FS is the part of the file system a State uses: the checkpoint's, plus
+// listing a directory. Power-loss tests pass the crash model (crashfs).
+type FS interface {
+	checkpoint.FS
+	ReadDirNames(dir string) ([]string, error)
+}
+
+type osFS struct{}
+
+func (osFS) MkdirAll(path string, perm os.FileMode) error { return os.MkdirAll(path, perm) }
+func (osFS) OpenFile(name string, flag int, perm os.FileMode) (checkpoint.FSFile, error) {
+	f, err := os.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+func (osFS) Stat(name string) (os.FileInfo, error) { return os.Stat(name) }
+func (osFS) Rename(oldpath, newpath string) error  { return os.Rename(oldpath, newpath) }
+func (osFS) Remove(name string) error              { return os.Remove(name) }
+func (osFS) SyncDir(dir string) error              { return mail.SyncDir(dir) }
+func (osFS) ReadDirNames(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	names := make([]string, len(ents))
+	for i, e := range ents {
+		names[i] = e.Name()
+	}
+	return names, err
+}
+
+// Options tune Open. The zero value is the real file system, no reset.
+type Options struct {
+	FS     FS           // nil: the real file system
+	Reset  bool         // forget everything, also a state for other endpoints or a garbled one
+	Logger *slog.Logger // warnings (a torn tail dropped); nil: none
+	Now    func() time.Time
+	// ReadOnly is for a dry run (docs/failure-model.md H2): nothing is
+	// created or written (but the lock's pid, as for every run), a folder
+	// the state does not know reads as empty, and every write fails with
+	// ErrReadOnly. A missing state opens empty, without a lock.
+	ReadOnly bool
+}
+
+// ErrReadOnly is returned by writes to a State opened with ReadOnly.
+var ErrReadOnly = errors.New("state: opened read-only (dry run)")
+
+// SideStatus is what one side's server said about a folder at the end of
+// the last complete pass (IMAP STATUS / SELECT), zero where not known.
+type SideStatus struct {
+	UIDValidity   uint32 `json:"uv,omitempty"`
+	UIDNext       uint32 `json:"un,omitempty"`
+	Messages      uint32 `json:"n,omitempty"`
+	HighestModSeq uint64 `json:"ms,omitempty"`
+	// HighestUID is the highest UID the pass saw (two-way sync: a UID above
+	// it is new on that side, one at or below it and unknown was deleted).
+	HighestUID uint32 `json:"hu,omitempty"`
+	// Evidence is opaque change evidence for sides without STATUS (a
+	// Maildir's or mbox's), compared for equality only.
+	Evidence string `json:"ev,omitempty"`
+}
+
+// Summary is a folder's pass state: read for every folder on every run,
+// without reading its messages.
+type Summary struct {
+	A SideStatus `json:"a"`
+	B SideStatus `json:"b"`
+	// Complete is when the last complete pass over the folder ended (Unix
+	// seconds); 0: never, the next pass must list in full.
+	Complete int64 `json:"c,omitempty"`
+	// SinceFull counts complete incremental passes since the last full
+	// listing.
+	SinceFull int `json:"s,omitempty"`
+	// Len is the number of message records the folder held at Complete,
+	// a check on the log next to the server's counts.
+	Len int `json:"l,omitempty"`
+}
+
+// FullDue reports whether the next pass should list the folder in full:
+// never completed, or the incremental passes since the last full listing
+// reached every-1 (every <= 0: only when never completed).
+func (s Summary) FullDue(every int) bool {
+	return s.Complete == 0 || every > 0 && s.SinceFull >= every-1
+}
+
+// summaryFile is summary.json: the header of the whole state and every
+// folder's summary. It is small (about 150 bytes a folder) and replaced
+// whole, by rename.
+type summaryFile struct {
+	Magic    string                 `json:"mailferry"`
+	Version  int                    `json:"v"`
+	A        string                 `json:"a"`
+	B        string                 `json:"b"`
+	NextGen  uint64                 `json:"gen"`
+	Migrated string                 `json:"migrated,omitempty"`
+	IDA      string                 `json:"ida,omitempty"`
+	IDB      string                 `json:"idb,omitempty"`
+	Folders  map[string]*folderItem `json:"folders"`
+}
+
+type folderItem struct {
+	Gen uint64 `json:"g"`
+	Summary
+}
+
+// State is the incremental state of one endpoint pair: a directory holding
+// summary.json, one log per folder (<gen>.log) and a lock file. Methods are
+// safe for concurrent use.
+type State struct {
+	mu       sync.Mutex
+	dir      string
+	fs       FS
+	readOnly bool
+	lock     checkpoint.FSFile // nil: a read-only state that does not exist
+	sum      summaryFile
+	folders  map[string]*Folder // loaded folder logs
+	log      *slog.Logger
+	now      func() time.Time
+	closed   bool
+}
+
+// Open opens or creates the state directory dir for the endpoints a and b
+// (redacted URLs, as the checkpoint's). It reads summary.json only; folder
+// logs are read by Folder, so a run that skips a folder never parses its
+// messages. A state for other endpoints, of another version or garbled is
+// refused (ErrUnusable) unless opt.Reset; a second Open of the same
+// directory gets ErrLocked while the first is open.
+func Open(dir, a, b string, opt Options) (*State, error) {
+	s := &State{dir: dir, fs: opt.FS, log: opt.Logger, now: opt.Now, readOnly: opt.ReadOnly, folders: map[string]*Folder{}}
+	if s.fs == nil {
+		s.fs = osFS{}
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.readOnly {
+		return s, s.openReadOnly(a, b, opt.Reset)
+	}
+	if err := mkdirAll(s.fs, dir); err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	if err := s.takeLock(); err != nil {
+		return nil, err
+	}
+	if err := s.loadOrCreate(a, b, opt.Reset); err != nil {
+		s.lock.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// openReadOnly opens an existing state for reading, or an empty one in
+// memory when there is none.
+func (s *State) openReadOnly(a, b string, reset bool) error {
+	s.sum = summaryFile{Magic: summaryMark, Version: Version, A: a, B: b, NextGen: 1, Folders: map[string]*folderItem{}}
+	if reset {
+		return fmt.Errorf("state: a reset is a write: %w", ErrReadOnly)
+	}
+	if _, err := s.fs.Stat(s.dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err := s.takeLock(); err != nil {
+		return err
+	}
+	old, err := s.readSummary()
+	if err == nil && old != nil && (old.A != a || old.B != b) {
+		err = fmt.Errorf("%w: %s was written for %s <-> %s, not %s <-> %s (pass --reset to start it afresh, or choose another state)",
+			ErrUnusable, s.dir, old.A, old.B, a, b)
+	}
+	if err != nil {
+		s.lock.Close()
+		return err
+	}
+	if old != nil {
+		s.sum = *old
+	}
+	return nil
+}
+
+// takeLock takes an exclusive flock on dir/lock, a file never renamed or
+// removed (so, unlike a file replaced by rename, its lock means what it
+// says), and writes the pid into it for the message a second run prints,
+// as cmd/mailferry's lockRun does for the checkpoint. The kernel drops the
+// lock when the process dies, however it dies.
+func (s *State) takeLock() error {
+	path := filepath.Join(s.dir, lockName)
+	f, err := s.fs.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("state: lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		defer f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return fmt.Errorf("%w%s: %s; this run does nothing", ErrLocked, lockOwner(f), path)
+		}
+		return fmt.Errorf("state: lock %s: %w", path, err)
+	}
+	// The pid is only informative: a failure to write it changes nothing.
+	if _, err := f.Seek(0, io.SeekStart); err == nil && f.Truncate(0) == nil {
+		f.Write([]byte(strconv.Itoa(os.Getpid()) + "\n"))
+	}
+	s.lock = f
+	return nil
+}
+
+func lockOwner(f checkpoint.FSFile) string {
+	buf := make([]byte, 32)
+	n, _ := f.Read(buf)
+	if pid, err := strconv.Atoi(strings.TrimSpace(string(buf[:n]))); err == nil {
+		return fmt.Sprintf(" (pid %d)", pid)
+	}
+	return ""
+}
+
+// loadOrCreate reads summary.json, or writes a fresh one for a new state
+// or a reset.
+func (s *State) loadOrCreate(a, b string, reset bool) error {
+	old, err := s.readSummary()
+	if err == nil && old != nil && (old.A != a || old.B != b) {
+		err = fmt.Errorf("%w: %s was written for %s <-> %s, not %s <-> %s (pass --reset to start it afresh, or choose another state)",
+			ErrUnusable, s.dir, old.A, old.B, a, b)
+	}
+	if err != nil && !reset {
+		return err
+	}
+	if err == nil && old != nil && !reset {
+		s.sum = *old
+		return nil
+	}
+	s.sum = summaryFile{Magic: summaryMark, Version: Version, A: a, B: b, NextGen: 1, Folders: map[string]*folderItem{}}
+	if old != nil {
+		s.sum.NextGen = old.NextGen // a new log never reuses an old one's name
+	}
+	if err := s.writeSummary(); err != nil {
+		return err
+	}
+	if old != nil { // after the new summary no longer names them
+		for _, it := range old.Folders {
+			s.fs.Remove(s.logPath(it.Gen))
+		}
+	}
+	return nil
+}
+
+// readSummary returns the summary, nil for a new state. A missing summary
+// beside folder logs is a garbled state, not a new one.
+func (s *State) readSummary() (*summaryFile, error) {
+	path := filepath.Join(s.dir, summaryName)
+	f, err := s.fs.OpenFile(path, os.O_RDONLY, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, s.checkEmpty()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("state: read %s: %w", path, err)
+	}
+	var sum summaryFile
+	if json.Unmarshal(data, &sum) != nil || sum.Magic != summaryMark || sum.Folders == nil {
+		return nil, fmt.Errorf("%w: %s is not a mailferry state summary (pass --reset to start afresh)", ErrUnusable, path)
+	}
+	if sum.Version != Version {
+		return nil, fmt.Errorf("%w: %s has format version %d, this mailferry reads %d", ErrUnusable, path, sum.Version, Version)
+	}
+	for name, it := range sum.Folders {
+		if it == nil || it.Gen == 0 || it.Gen >= sum.NextGen {
+			return nil, fmt.Errorf("%w: %s: folder %q has a bad generation (pass --reset to start afresh)", ErrUnusable, path, name)
+		}
+	}
+	return &sum, nil
+}
+
+// checkEmpty refuses a directory without summary.json that holds folder
+// logs: their summary was lost, and starting afresh would forget them.
+func (s *State) checkEmpty() error {
+	names, err := s.fs.ReadDirNames(s.dir)
+	if err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	for _, n := range names {
+		if strings.HasSuffix(n, ".log") {
+			return fmt.Errorf("%w: %s has folder logs but no %s (pass --reset to start afresh)", ErrUnusable, s.dir, summaryName)
+		}
+	}
+	return nil
+}
+
+// writeSummary replaces summary.json: temp file, fsync, rename, directory
+// fsync. Called with mu held (or before s is shared).
+func (s *State) writeSummary() error {
+	data, err := json.Marshal(&s.sum)
+	if err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	if err := replaceFile(s.fs, filepath.Join(s.dir, summaryName), append(data, '\n')); err != nil {
+		return mail.MakeFatal(fmt.Errorf("state: %w", err))
+	}
+	return nil
+}
+
+// replaceFile makes data the content of path: written to path.tmp,
+// fsynced, renamed over path, and the directory fsynced, so a crash leaves
+// the old content or the new, never a mix or nothing.
+func replaceFile(fsys FS, path string, data []byte) error {
+	tmp := path + ".tmp"
+	t, err := fsys.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err = t.Write(data); err == nil {
+		err = t.Sync()
+	}
+	if cerr := t.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = fsys.Rename(tmp, path)
+	}
+	if err == nil {
+		err = fsys.SyncDir(filepath.Dir(path))
+	}
+	if err != nil {
+		fsys.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// mkdirAll creates dir and its missing parents, fsyncing the parent of
+// each directory it creates (docs/failure-model.md A8).
+func mkdirAll(fsys FS, dir string) error {
+	if fi, err := fsys.Stat(dir); err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%s is not a directory", dir)
+		}
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent == dir {
+		return nil
+	}
+	if err := mkdirAll(fsys, parent); err != nil {
+		return err
+	}
+	if err := fsys.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return fsys.SyncDir(parent)
+}
+
+func (s *State) logPath(gen uint64) string {
+	return filepath.Join(s.dir, strconv.FormatUint(gen, 10)+".log")
+}
+
+// Dir returns the state's directory.
+func (s *State) Dir() string { return s.dir }
+
+// Folders returns the names of the folders the state knows, sorted.
+func (s *State) Folders() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	names := make([]string, 0, len(s.sum.Folders))
+	for n := range s.sum.Folders {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Summary returns a folder's pass state; false when the state does not know
+// the folder.
+func (s *State) Summary(name string) (Summary, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	it, ok := s.sum.Folders[name]
+	if !ok {
+		return Summary{}, false
+	}
+	return it.Summary, true
+}
+
+// Migrated returns the checkpoint path this state was migrated from, "" if
+// none.
+func (s *State) Migrated() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sum.Migrated
+}
+
+// Identities returns each side's identity as last recorded ("" unknown).
+func (s *State) Identities() (a, b string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sum.IDA, s.sum.IDB
+}
+
+// SetIdentities records each side's identity (two-way sync: IMAP
+// host+user+INBOX UIDVALIDITY, a Maildir's marker), so that a later run
+// can refuse to infer deletions from a side that is not the one it synced.
+func (s *State) SetIdentities(a, b string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.readOnly {
+		return ErrReadOnly
+	}
+	if s.sum.IDA == a && s.sum.IDB == b {
+		return nil
+	}
+	s.sum.IDA, s.sum.IDB = a, b
+	return s.writeSummary()
+}
+
+// CompletePass records the end of a complete pass over folder name: each
+// side's status, and whether the pass listed in full. Buffered records of
+// every folder are flushed first, so a summary never promises a pass whose
+// records a crash could lose.
+func (s *State) CompletePass(name string, a, b SideStatus, full bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.readOnly {
+		return ErrReadOnly
+	}
+	f, err := s.folder(name)
+	if err != nil {
+		return err
+	}
+	if err := s.flush(); err != nil {
+		return err
+	}
+	if f.worthCompacting() {
+		if err := s.rewriteFolder(f, f.recs); err != nil {
+			return err
+		}
+	}
+	it := s.sum.Folders[name]
+	it.A, it.B, it.Complete, it.Len = a, b, s.now().Unix(), len(f.recs)
+	if full {
+		it.SinceFull = 0
+	} else {
+		it.SinceFull++
+	}
+	return s.writeSummary()
+}
+
+// RemoveFolder forgets a folder: its summary entry, then its log.
+func (s *State) RemoveFolder(name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.readOnly {
+		return ErrReadOnly
+	}
+	it, ok := s.sum.Folders[name]
+	if !ok {
+		return nil
+	}
+	delete(s.sum.Folders, name)
+	delete(s.folders, name)
+	if err := s.writeSummary(); err != nil {
+		return err
+	}
+	s.fs.Remove(s.logPath(it.Gen)) // an orphan left by a failure is never read
+	return nil
+}
+
+// Flush writes the buffered records of every folder to its log and fsyncs
+// it. A failure is fatal for the run (mail.Fatal): the records stay
+// buffered and the log is cut back to its last whole line.
+func (s *State) Flush() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.flush()
+}
+
+func (s *State) flush() error {
+	if s.closed {
+		return nil
+	}
+	for _, f := range s.folders {
+		if err := s.flushFolder(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close flushes and releases the state and its lock. It is idempotent.
+func (s *State) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	err := s.flush()
+	s.closed = true
+	s.folders = nil
+	if s.lock == nil {
+		return err
+	}
+	s.lock.Truncate(0) // still locked: no one reads a pid that is gone
+	if cerr := s.lock.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("state: %w", cerr)
+	}
+	return err
+}
