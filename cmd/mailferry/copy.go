@@ -4,17 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
 	"time"
+
+	flag "github.com/spf13/pflag"
 
 	mailferry "github.com/mailferry/mailferry/sync"
 	"github.com/mailferry/mailferry/sync/checkpoint"
@@ -67,17 +67,6 @@ func (o *copyOptions) addFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.gmail, "gmail", false, "Gmail source: copy each message once, into its first label folder (INBOX, labels, Sent, Drafts, then All Mail as Archive), not once per label; see mailferry help gmail")
 }
 
-func runCopy(ctx context.Context, args []string, env *cliEnv) error {
-	var o copyOptions
-	fs := flag.NewFlagSet("copy", flag.ContinueOnError)
-	o.addFlags(fs)
-	pos, err := parse(fs, args, 2, "copy SRC DST [flags]", env)
-	if err != nil {
-		return err
-	}
-	return doCopy(ctx, &o, pos[0], pos[1], "", env)
-}
-
 // doCopy runs one copy from srcURL to dstURL: for 'copy', and for each job
 // of 'run' (job is then its name). It prints the summary and appends the
 // --report line, and returns the run's error for the exit code.
@@ -120,28 +109,11 @@ type copyResult struct {
 	dates    *dateFilter
 }
 
-// copyRun checks the options, locks the run, opens both ends and copies.
+// copyRun checks the endpoints (the flags were checked by copyOptions.Check),
+// locks the run, opens both ends and copies.
 func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cliEnv) (*copyResult, error) {
-	if o.progress != "auto" && o.progress != "always" && o.progress != "never" {
-		return nil, &usageError{fmt.Sprintf("--progress %q: want auto, always or never", o.progress)}
-	}
-	if o.progressInterval <= 0 {
-		return nil, &usageError{"--progress-interval: want a positive duration such as 10s"}
-	}
-	if !o.since.t.IsZero() && !o.before.t.IsZero() && !o.since.t.Before(o.before.t) {
-		return nil, &usageError{fmt.Sprintf("--since %s is not before --before %s: nothing would be copied", &o.since, &o.before)}
-	}
-	if o.common.workers < 1 {
-		return nil, &usageError{fmt.Sprintf("--workers %d: want 1 or more (messages copied at once)", o.common.workers)}
-	}
-	if o.dryRun && o.reset {
-		return nil, &usageError{"--reset with --dry-run: a dry run changes nothing, not even the checkpoint; drop one of them"}
-	}
-	if err := checkGmail(o, srcURL); err != nil {
+	if err := checkGmail(o, env.registry(), srcURL); err != nil {
 		return nil, err
-	}
-	if o.dryRun && o.rebuildState {
-		return nil, &usageError{"--rebuild-state with --dry-run: a dry run changes nothing, not even the checkpoint; drop one of them"}
 	}
 	folderMap, err := mailferry.ParseMap(o.maps)
 	if err != nil {
@@ -174,15 +146,17 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 	srcOpt.AfterRemoveStore = hooks.afterRemoveStore
 	dstOpt := o.common.openOptions(&o.dst, env, log)
 	r := &copyResult{}
-	// Check both URLs before any network or disk I/O (scenario E1).
-	if r.src, err = canonical(reg, srcURL, srcOpt, true); err != nil {
+	// Parse both URLs once, before any network or disk I/O (scenario E1).
+	srcEnd, err := reg.Parse(srcURL, srcOpt, mail.AsSource)
+	if err != nil {
 		return r, err
 	}
-	if r.dst, err = canonical(reg, dstURL, dstOpt, false); err != nil {
+	dstEnd, err := reg.Parse(dstURL, dstOpt, mail.AsSink)
+	if err != nil {
 		return r, err
 	}
-
-	if o.rebuildState && !strings.HasPrefix(r.dst, "maildir:") {
+	r.src, r.dst = srcEnd.Canonical, dstEnd.Canonical
+	if o.rebuildState && !dstEnd.Factory.KeepsKeys {
 		// Checked before the checkpoint is started afresh.
 		return r, &usageError{"--rebuild-state needs a destination that lists what it stored (maildir:); use --reset to start the checkpoint afresh"}
 	}
@@ -214,13 +188,13 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 	// create it (docs/failure-model.md H2): everything is to be copied, and a dry
 	// run asks the sink for nothing.
 	var dst mail.Sink = dryRunSink{}
-	if !o.dryRun || !missingLocal(dstURL, dstOpt) {
-		if dst, err = reg.OpenSink(ctx, dstURL, dstOpt); err != nil {
+	if !o.dryRun || !dstEnd.Missing() {
+		if dst, err = dstEnd.OpenSink(ctx, dstOpt); err != nil {
 			return r, fmt.Errorf("destination: %w", err)
 		}
 	}
 	defer dst.Close()
-	src, err := reg.OpenSource(ctx, srcURL, srcOpt)
+	src, err := srcEnd.OpenSource(ctx, srcOpt)
 	if err != nil {
 		return r, fmt.Errorf("source: %w", err)
 	}
@@ -248,7 +222,7 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 	// mode deletes only what the destination holds (A9). On a first run
 	// the destination folders are empty and this costs one directory
 	// listing each.
-	if idx, ok := dst.(mail.Indexer); ok && fresh && !o.dryRun && strings.HasPrefix(r.dst, "maildir:") {
+	if idx := mail.FeaturesOf(dst).Indexer; idx != nil && fresh && !o.dryRun && dstEnd.Factory.KeepsKeys {
 		n, err := checkpoint.Rebuild(ctx, store, src, idx, r.src, filter, folderMap.Then(roleMap))
 		if err != nil {
 			return r, err
@@ -290,45 +264,6 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 		}
 	}
 	return r, err
-}
-
-// canonical checks an endpoint URL and returns its stable name for the
-// checkpoint: local paths made absolute, network URLs redacted.
-func canonical(reg *mail.Registry, raw string, o *mail.OpenOptions, source bool) (string, error) {
-	u, err := mail.ParseEndpoint(raw, o)
-	if err != nil {
-		return "", err
-	}
-	if err := reg.Check(u, source); err != nil {
-		return "", err
-	}
-	if err := checkEndpoint(u, source); err != nil {
-		return "", err
-	}
-	if u.Opaque != "" || u.Host == "" {
-		p, err := mail.LocalPath(u)
-		if err != nil {
-			return "", err
-		}
-		return u.Scheme + ":" + p, nil
-	}
-	c := &url.URL{Scheme: u.Scheme, User: u.User, Host: strings.ToLower(u.Host), Path: u.Path, RawQuery: u.RawQuery}
-	return mail.Redact(c), nil
-}
-
-// missingLocal reports whether raw is a local endpoint (Maildir, mbox)
-// whose path does not exist.
-func missingLocal(raw string, o *mail.OpenOptions) bool {
-	u, err := mail.ParseEndpoint(raw, o)
-	if err != nil || (u.Opaque == "" && u.Host != "") {
-		return false
-	}
-	p, err := mail.LocalPath(u)
-	if err != nil {
-		return false
-	}
-	_, err = os.Stat(p)
-	return errors.Is(err, os.ErrNotExist)
 }
 
 // dryRunSink stands in for a destination a dry run must not create. The

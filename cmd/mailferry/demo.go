@@ -10,7 +10,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"flag"
 	"fmt"
 	"io"
 	"log"
@@ -30,14 +29,17 @@ import (
 // URL, and so the same checkpoint: a rerun then copies nothing.
 const demoPort = "19993"
 
-func runDemo(ctx context.Context, args []string, env *cliEnv) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	dir := fs.String("dir", "demo-maildir", "copy into Maildir `DIR`")
-	n := fs.Int("messages", 400, "how many sample messages the built-in server holds")
-	progress := fs.String("progress", "auto", "progress display: auto, always, never")
-	if _, err := parse(fs, args, 0, "demo [flags]", env); err != nil {
-		return err
-	}
+// demoOptions are the flags of 'demo'.
+type demoOptions struct {
+	dir      string
+	messages int
+	progress string
+}
+
+// runDemo serves sample mail from a built-in IMAP server and copies and
+// verifies it through the 'copy' and 'verify' commands.
+func runDemo(ctx context.Context, o *demoOptions, env *cliEnv) error {
+	dir, n, progress := &o.dir, &o.messages, &o.progress
 	tmp, err := os.MkdirTemp("", "mailferry-demo-")
 	if err != nil {
 		return err
@@ -62,11 +64,11 @@ func runDemo(ctx context.Context, args []string, env *cliEnv) error {
 	// The checkpoint lives inside the demo Maildir (a file there is no
 	// folder to Maildir++ readers): deleting the directory starts over.
 	cp := filepath.Join(*dir, ".mailferry-demo-checkpoint.jsonl")
-	if err := runCopy(ctx, append([]string{src, dst, "--progress", *progress, "--checkpoint", cp}, common...), &denv); err != nil {
+	if _, err := execute(ctx, append([]string{"copy", src, dst, "--progress", *progress, "--checkpoint", cp}, common...), &denv); err != nil {
 		return err
 	}
 	fmt.Fprintf(env.stderr, "\ndemo: verifying by content that every message arrived...\n")
-	if err := runVerify(ctx, append([]string{src, dst}, common...), &denv); err != nil {
+	if _, err := execute(ctx, append([]string{"verify", src, dst}, common...), &denv); err != nil {
 		return err
 	}
 	abs, _ := filepath.Abs(*dir)

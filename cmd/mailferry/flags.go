@@ -3,14 +3,14 @@ package main
 import (
 	"cmp"
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"regexp"
 	"strings"
 	"time"
+
+	flag "github.com/spf13/pflag"
 
 	"github.com/mailferry/mailferry/sync/mail"
 )
@@ -38,13 +38,6 @@ func (s *sideFlags) add(fs *flag.FlagSet, side string) {
 	fs.StringVar(&s.passwordFile, side+"-password-file", "", "read the "+side+" password from the first line of `FILE`")
 	fs.StringVar(&s.passwordCmd, side+"-password-cmd", "", "run `CMD` with sh -c and use the first line of its output as the "+side+" password")
 	fs.StringVar(&s.oauth2.TokenCmd, side+"-oauth2-token-cmd", "", "log in to the "+side+" with OAuth2 (SASL XOAUTH2/OAUTHBEARER): run `CMD` with sh -c for an access token, again on each new connection")
-}
-
-// credentialFlag reports whether a flag name is one of a side's credential
-// flags: given on the command line, they replace all of a job's credentials
-// for that side.
-func credentialFlag(name, side string) bool {
-	return strings.HasPrefix(name, side+"-password-") || strings.HasPrefix(name, side+"-oauth2-")
 }
 
 // commonFlags are shared by the commands that talk to servers.
@@ -92,6 +85,16 @@ type multiFlag []string
 
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// Check reports a mistake in the shared flags before anything runs: a
+// log level or format, an --include or --exclude regexp.
+func (c *commonFlags) Check() error {
+	if _, err := c.logger(io.Discard); err != nil {
+		return err
+	}
+	_, err := c.mailboxFilter()
+	return err
+}
 
 // mailboxFilter compiles --include and --exclude.
 func (c *commonFlags) mailboxFilter() (func(string) bool, error) {
@@ -218,56 +221,6 @@ func (c *commonFlags) warnTLS(log *slog.Logger) {
 		// Without --allow-plaintext-auth the endpoint refuses instead.
 		log.Warn("plain text as requested (--no-starttls): on imap:// and pop3:// the password and the mail cross the link unencrypted")
 	}
-}
-
-// parse parses args with fs, expecting exactly nargs positional arguments
-// (flags may come before or after them). It prints help on -h.
-func parse(fs *flag.FlagSet, args []string, nargs int, usageLine string, env *cliEnv) ([]string, error) {
-	pos, err := parseArgs(fs, args, usageLine, env)
-	if err != nil {
-		return nil, err
-	}
-	if len(pos) != nargs {
-		return nil, &usageError{fmt.Sprintf("want %d argument(s), got %d: usage: mailferry %s", nargs, len(pos), usageLine)}
-	}
-	return pos, nil
-}
-
-// parseArgs parses args with fs and returns the positional arguments, which
-// may come before, between or after the flags.
-func parseArgs(fs *flag.FlagSet, args []string, usageLine string, env *cliEnv) ([]string, error) {
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				printHelp(fs, usageLine, env.stdout)
-				return nil, errHelp
-			}
-			return nil, &usageError{err.Error() + " (see mailferry help " + fs.Name() + ")"}
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			break
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
-	return pos, nil
-}
-
-func printHelp(fs *flag.FlagSet, usageLine string, w io.Writer) {
-	fmt.Fprintf(w, "Usage: mailferry %s\n\n", usageLine)
-	for _, c := range commands() {
-		if c.name == fs.Name() {
-			fmt.Fprintf(w, "%s.\n\nFlags:\n", strings.ToUpper(c.short[:1])+c.short[1:])
-		}
-	}
-	fs.SetOutput(w)
-	fs.PrintDefaults()
-	fs.SetOutput(io.Discard)
-	fmt.Fprint(w, exitCodeTable)
 }
 
 // passwordGetter adapts a lookup to mail.OpenOptions.Password.

@@ -4,18 +4,20 @@ import "sort"
 
 // helpTopics are the texts of 'mailferry help TOPIC'. README.md shows the
 // same examples: change both together.
-var helpTopics = map[string]string{
-	"config":     helpConfig,
-	"cron":       helpCron,
-	"filters":    helpFilters,
-	"gmail":      helpGmail,
-	"oauth2":     helpOAuth2,
-	"exit-codes": exitCodeTable[1:],
+func helpTopics() map[string]string {
+	return map[string]string{
+		"config":     helpConfig,
+		"cron":       helpCron,
+		"filters":    helpFilters,
+		"gmail":      helpGmail,
+		"oauth2":     helpOAuth2,
+		"exit-codes": exitCodeTable[1:],
+	}
 }
 
 func helpTopicNames() []string {
-	out := make([]string, 0, len(helpTopics))
-	for k := range helpTopics {
+	out := make([]string, 0, len(helpTopics()))
+	for k := range helpTopics() {
 		out = append(out, k)
 	}
 	sort.Strings(out)
@@ -81,6 +83,8 @@ must be readable by you alone: mailferry refuses it otherwise.
 
 Flags given to 'mailferry run' override the job's settings, e.g.
   mailferry run move --dry-run --since 2024-01-01
+A list flag (--include, --exclude, --map, --pin-sha256) replaces the job's
+list; a side's credential flag replaces all of that side's credentials.
 `
 
 const helpCron = `Running mailferry from cron or a systemd timer.

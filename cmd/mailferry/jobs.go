@@ -1,9 +1,7 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 )
 
@@ -21,15 +19,7 @@ type jobRow struct {
 
 // runJobs lists the jobs of the config file: "NAME  SRC -> DST" lines, or
 // only the names (for shell completion), or JSON.
-func runJobs(ctx context.Context, args []string, env *cliEnv) error {
-	var o jobsOptions
-	fs := flag.NewFlagSet("jobs", flag.ContinueOnError)
-	fs.StringVar(&o.config, "config", "", "read jobs from `FILE` (default $XDG_CONFIG_HOME/mailferry/config.toml, else ~/.config/mailferry/config.toml)")
-	fs.BoolVar(&o.names, "names", false, "print only the job names, one a line (for shell completion)")
-	fs.BoolVar(&o.json, "json", false, "print the jobs as JSON")
-	if _, err := parse(fs, args, 0, "jobs [flags]", env); err != nil {
-		return err
-	}
+func runJobs(o *jobsOptions, env *cliEnv) error {
 	cfg, err := loadConfig(o.config, env)
 	if err != nil {
 		return err

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 
 	"github.com/mailferry/mailferry/sync/mail"
@@ -14,27 +13,14 @@ type lsOptions struct {
 	src    sideFlags
 }
 
-// statter is implemented by sources that count a mailbox cheaply (IMAP
-// STATUS, POP3 STAT); others are listed message by message.
-type statter interface {
-	Stat(ctx context.Context, mailbox string) (messages int, bytes int64, err error)
-}
-
 type lsRow struct {
 	Mailbox  string `json:"mailbox"`
 	Messages int    `json:"messages"`
 	Bytes    int64  `json:"bytes"`
 }
 
-func runLs(ctx context.Context, args []string, env *cliEnv) error {
-	var o lsOptions
-	fs := flag.NewFlagSet("ls", flag.ContinueOnError)
-	o.common.add(fs)
-	o.src.add(fs, "src")
-	pos, err := parse(fs, args, 1, "ls SRC [flags]", env)
-	if err != nil {
-		return err
-	}
+// runLs lists the mailboxes of srcURL (o is checked).
+func runLs(ctx context.Context, o *lsOptions, srcURL string, env *cliEnv) error {
 	log, err := o.common.logger(env.stderr)
 	if err != nil {
 		return err
@@ -43,7 +29,7 @@ func runLs(ctx context.Context, args []string, env *cliEnv) error {
 	if err != nil {
 		return err
 	}
-	src, err := registry().OpenSource(ctx, pos[0], o.common.openOptions(&o.src, env, log))
+	src, err := env.registry().OpenSource(ctx, srcURL, o.common.openOptions(&o.src, env, log))
 	if err != nil {
 		return err
 	}
@@ -52,6 +38,9 @@ func runLs(ctx context.Context, args []string, env *cliEnv) error {
 	if err != nil {
 		return err
 	}
+	// A source that counts a mailbox cheaply (IMAP STATUS, POP3 STAT) is
+	// asked; others are listed message by message.
+	statter := mail.FeaturesOf(src).Statter
 	var rows []lsRow
 	var total lsRow
 	for _, mb := range boxes {
@@ -59,8 +48,8 @@ func runLs(ctx context.Context, args []string, env *cliEnv) error {
 			continue
 		}
 		r := lsRow{Mailbox: mb}
-		if s, ok := src.(statter); ok {
-			r.Messages, r.Bytes, err = s.Stat(ctx, mb)
+		if statter != nil {
+			r.Messages, r.Bytes, err = statter.Stat(ctx, mb)
 		} else {
 			err = src.List(ctx, mb, func(e mail.Envelope) error {
 				r.Messages++

@@ -4,14 +4,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strings"
 	"syscall"
+
+	"github.com/spf13/cobra"
 
 	"github.com/mailferry/mailferry/sync/mail"
 )
@@ -37,12 +37,6 @@ func main() {
 	os.Exit(run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
-// command is one subcommand.
-type command struct {
-	name, usage, short string
-	run                func(ctx context.Context, args []string, env *cliEnv) error
-}
-
 // cliEnv is what a subcommand gets besides its arguments; tests build their
 // own to drive the CLI in-process.
 type cliEnv struct {
@@ -62,19 +56,6 @@ func (e *cliEnv) registry() *mail.Registry {
 	return registry()
 }
 
-func commands() []command {
-	return []command{
-		{"copy", "copy SRC DST [flags]", "copy every message of SRC that DST lacks (resumable, idempotent)", runCopy},
-		{"run", "run JOB...|--all [flags]", "run jobs of the config file (for cron: add --quiet)", runRun},
-		{"jobs", "jobs [flags]", "list the jobs of the config file", runJobs},
-		{"ls", "ls SRC [flags]", "list the mailboxes of SRC with message counts and sizes", runLs},
-		{"verify", "verify SRC DST [flags]", "check by content that every message of SRC is in DST", runVerify},
-		{"demo", "demo [flags]", "copy sample mail from a built-in IMAP server to ./demo-maildir", runDemo},
-		{"completion", "completion bash|zsh|fish", "print a shell completion script (commands, flags, job names)", runCompletion},
-		{"version", "version", "print the version", runVersion},
-	}
-}
-
 // run is main without the process: it returns the exit code.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	env := &cliEnv{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv, isTerminal: isTerminal(stderr),
@@ -82,44 +63,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	return runEnv(ctx, args, env)
 }
 
-func runEnv(ctx context.Context, args []string, env *cliEnv) int {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
-		if len(args) > 1 {
-			for _, c := range commands() {
-				if c.name == args[1] {
-					return exitCode(c.run(ctx, []string{"--help"}, env))
-				}
-			}
-			if text, ok := helpTopics[args[1]]; ok {
-				fmt.Fprint(env.stdout, text)
-				return exitOK
-			}
-			fmt.Fprintf(env.stderr, "mailferry help: no command or topic %q (topics: %s)\n", args[1], strings.Join(helpTopicNames(), ", "))
-			return exitUsage
-		}
-		usage(env.stderr)
-		if len(args) == 0 {
-			return exitUsage
-		}
-		return exitOK
-	}
-	if args[0] == "--version" || args[0] == "-version" {
-		args[0] = "version"
-	}
-	for _, c := range commands() {
-		if c.name == args[0] {
-			err := c.run(ctx, args[1:], env)
-			if err != nil && !errors.Is(err, errHelp) && !errors.Is(err, errReported) {
-				fmt.Fprintf(env.stderr, "mailferry %s: %s\n", c.name, oneLine(err))
-			}
-			return exitCode(err)
-		}
-	}
-	fmt.Fprintf(env.stderr, "mailferry: unknown command %q (run mailferry help)\n", args[0])
-	return exitUsage
-}
-
-func usage(w io.Writer) {
+// usage prints the overview of 'mailferry help': cmds in their order.
+func usage(w io.Writer, cmds []*cobra.Command) {
 	fmt.Fprint(w, `mailferry moves mail between POP3, IMAP, Maildir and mbox: byte for byte,
 resumable after any crash, never twice.
 
@@ -128,8 +73,8 @@ Usage:
 
 Commands:
 `)
-	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-26s %s\n", c.usage, c.short)
+	for _, c := range cmds {
+		fmt.Fprintf(w, "  %-26s %s\n", c.Use, c.Short)
 	}
 	fmt.Fprint(w, `
 Endpoints:

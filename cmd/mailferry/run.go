@@ -3,21 +3,24 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"slices"
 	"strings"
-	"time"
+
+	flag "github.com/spf13/pflag"
 
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
 // runOptions are the flags of 'run': every flag of copy, which override the
-// job's settings, plus the config file and --all.
+// job's settings (see jobSettings), plus the config file and --all.
 type runOptions struct {
 	copy   copyOptions
 	config string
 	all    bool
+	jobs   []string // the job names given
+	// given reports whether a flag was given on the command line.
+	given func(name string) bool
 }
 
 func (r *runOptions) addFlags(fs *flag.FlagSet) {
@@ -26,48 +29,36 @@ func (r *runOptions) addFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&r.all, "all", false, "run every job of the config file, in file order")
 }
 
+// Check reports a mistake in the command line before the config is read.
+// The options of each job are checked once merged (copyOptions.Check).
+func (r *runOptions) Check() error {
+	if r.all && len(r.jobs) > 0 {
+		return &usageError{"give job names or --all, not both"}
+	}
+	return nil
+}
+
 const runUsage = "run JOB...|--all [flags]"
 
 // runRun runs jobs of the config file one after the other. A job that fails
 // does not stop the next; the exit code is that of the first job that
 // failed, and each failure is one line naming its job.
-func runRun(ctx context.Context, args []string, env *cliEnv) error {
-	var ro runOptions
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	ro.addFlags(fs)
-	names, err := parseArgs(fs, args, runUsage, env)
-	if err != nil {
-		return err
-	}
+func runRun(ctx context.Context, ro *runOptions, env *cliEnv) error {
 	cfg, err := loadConfig(ro.config, env)
 	if err != nil {
 		return err
 	}
-	switch {
-	case ro.all && len(names) > 0:
-		return &usageError{"give job names or --all, not both"}
-	case ro.all:
-		names = cfg.order
-		if len(names) == 0 {
-			return &mail.ConfigError{Msg: fmt.Sprintf("config %s has no jobs", cfg.path), Hint: "see mailferry help config"}
-		}
-	case len(names) == 0:
-		return &usageError{fmt.Sprintf("name a job or pass --all: usage: mailferry %s (jobs in %s: %s)", runUsage, cfg.path, jobList(cfg))}
+	names, err := ro.jobNames(cfg)
+	if err != nil {
+		return err
 	}
-	for _, n := range names {
-		if _, ok := cfg.Jobs[n]; !ok {
-			return &usageError{fmt.Sprintf("no job %q in %s (jobs: %s)", n, cfg.path, jobList(cfg))}
-		}
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-
 	var first error
 	for _, name := range names {
 		if ctx.Err() != nil {
 			break
 		}
-		o, err := jobOptions(cfg, name, args, set, env)
+		o := jobOptions(cfg, name, ro, env)
+		err := o.Check()
 		if err == nil {
 			j := cfg.Jobs[name]
 			err = doCopy(ctx, o, j.Source, j.Destination, name, env)
@@ -91,97 +82,50 @@ func runRun(ctx context.Context, args []string, env *cliEnv) error {
 	return nil
 }
 
-// jobOptions builds a job's options: the flag defaults, then the job's
-// settings, then the flags given on the command line, which win. A list
-// flag (--include) or a side's credential flag given on the command line
-// replaces the job's list or credentials instead of adding to them.
-func jobOptions(cfg *fileConfig, name string, args []string, set map[string]bool, env *cliEnv) (*copyOptions, error) {
-	var ro runOptions
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	ro.addFlags(fs)
-	if err := ro.copy.applyJob(cfg.Jobs[name], set, env); err != nil {
-		return nil, err
+// jobNames are the jobs to run: those named, or with --all every job of
+// cfg; each must exist.
+func (ro *runOptions) jobNames(cfg *fileConfig) ([]string, error) {
+	names := ro.jobs
+	switch {
+	case ro.all:
+		names = cfg.order
+		if len(names) == 0 {
+			return nil, &mail.ConfigError{Msg: fmt.Sprintf("config %s has no jobs", cfg.path), Hint: "see mailferry help config"}
+		}
+	case len(names) == 0:
+		return nil, &usageError{fmt.Sprintf("name a job or pass --all: usage: mailferry %s (jobs in %s: %s)", runUsage, cfg.path, jobList(cfg))}
 	}
-	hide := cfg.passwordEnvs()
-	ro.copy.src.hideEnv, ro.copy.dst.hideEnv = hide, hide
-	if cfg.Report != "" && !set["report"] {
-		ro.copy.report = cfg.Report
+	for _, n := range names {
+		if _, ok := cfg.Jobs[n]; !ok {
+			return nil, &usageError{fmt.Sprintf("no job %q in %s (jobs: %s)", n, cfg.path, jobList(cfg))}
+		}
 	}
-	if _, err := parseArgs(fs, args, runUsage, env); err != nil {
-		return nil, err
-	}
-	return &ro.copy, nil
+	return names, nil
 }
 
-// applyJob sets o from a job of the config file, except what set (the
-// flags given on the command line) overrides.
-func (o *copyOptions) applyJob(j jobConfig, set map[string]bool, env *cliEnv) error {
+// jobOptions builds a job's options: the flags given on the command line
+// win, the job's settings fill in the rest (jobSettings), and the flags'
+// defaults what neither sets.
+func jobOptions(cfg *fileConfig, name string, ro *runOptions, env *cliEnv) *copyOptions {
+	o := ro.copy // each job starts from the command line afresh
+	j := cfg.Jobs[name]
 	path := func(p string) string {
 		if q, err := expandHome(p, env); err == nil {
 			return q
 		}
 		return p
 	}
-	if !set["include"] {
-		o.common.include = j.Include
-	}
-	if !set["exclude"] {
-		o.common.exclude = j.Exclude
-	}
-	o.maps = j.Map
-	o.deleteSource = j.DeleteSource
-	if j.Gmail {
-		o.gmail = true
-	}
-	if j.Workers > 0 {
-		o.common.workers = j.Workers
-	}
-	if j.Timeout > 0 {
-		o.common.timeout = time.Duration(j.Timeout)
-	}
-	o.maxSize = sizeFlag(j.MaxSize)
-	if !set["max-bytes-per-sec"] {
-		o.maxBytesPerSec = sizeFlag(j.MaxBytesPerSec)
-	}
-	if !set["max-msgs-per-sec"] {
-		o.maxMsgsPerSec = j.MaxMsgsPerSec
-	}
-	if !set["max-bytes"] {
-		o.maxBytes = sizeFlag(j.MaxBytes)
-	}
-	o.since.t, o.before.t = j.Since.Time, j.Before.Time
-	o.checkpoint = path(j.Checkpoint)
-	o.common.caFile = path(j.CAFile)
-	o.common.allowPlaintext = j.AllowPlaintext
-	o.common.allowPlaintextAuth = o.common.allowPlaintextAuth || j.AllowPlaintextAuth
-	o.common.noStartTLS = o.common.noStartTLS || j.NoStartTLS
-	o.common.pinSHA256 = append(o.common.pinSHA256, j.PinSHA256...)
-	o.allowUnsafeExpunge = o.allowUnsafeExpunge || j.AllowUnsafeExpunge
-	for _, s := range []struct {
-		side *sideFlags
-		name string
-		file string
-		cmd  string
-		env  string
-		pw   string
-		oa   oauth2Settings
-	}{
-		{&o.src, "src", j.SrcPasswordFile, j.SrcPasswordCmd, j.SrcPasswordEnv, j.SrcPassword, j.SrcOAuth2},
-		{&o.dst, "dst", j.DstPasswordFile, j.DstPasswordCmd, j.DstPasswordEnv, j.DstPassword, j.DstOAuth2},
-	} {
-		overridden := false
-		for f := range set {
-			overridden = overridden || credentialFlag(f, s.name)
+	for _, s := range jobSettings() {
+		if !slices.ContainsFunc(s.flags, ro.given) {
+			s.apply(&o, &j, path)
 		}
-		if overridden {
-			continue
-		}
-		s.side.passwordFile, s.side.passwordCmd, s.side.passwordEnv, s.side.inlinePassword = path(s.file), s.cmd, s.env, s.pw
-		s.side.oauth2 = s.oa
-		s.side.oauth2.ClientSecretFile = path(s.oa.ClientSecretFile)
-		s.side.oauth2.RefreshTokenFile = path(s.oa.RefreshTokenFile)
 	}
-	return nil
+	hide := cfg.passwordEnvs()
+	o.src.hideEnv, o.dst.hideEnv = hide, hide
+	if cfg.Report != "" && !ro.given("report") {
+		o.report = cfg.Report
+	}
+	return &o
 }
 
 // passwordEnvs lists the variables every job of cfg says hold a password:

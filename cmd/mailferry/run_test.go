@@ -528,15 +528,15 @@ func TestE3KilledRunLockTakenOver(t *testing.T) {
 	cp := filepath.Join(dir, "nightly.jsonl")
 
 	child := exec.Command(os.Args[0], "-test.run=^TestHelperHoldLock$")
-	src, err := canonical(w.registry(), "mem:a", nil, true)
+	src, err := w.registry().Parse("mem:a", nil, mail.AsSource)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dst, err := canonical(w.registry(), "memsink:out", nil, false)
+	dst, err := w.registry().Parse("memsink:out", nil, mail.AsSink)
 	if err != nil {
 		t.Fatal(err)
 	}
-	child.Env = append(os.Environ(), "MAILFERRY_TEST_HOLD_LOCK="+cp, "MAILFERRY_TEST_HOLD_ENDPOINTS="+src+"\n"+dst)
+	child.Env = append(os.Environ(), "MAILFERRY_TEST_HOLD_LOCK="+cp, "MAILFERRY_TEST_HOLD_ENDPOINTS="+src.Canonical+"\n"+dst.Canonical)
 	stdin, err := child.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

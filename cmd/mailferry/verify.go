@@ -3,13 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 
 	mailferry "github.com/mailferry/mailferry/sync"
 	"github.com/mailferry/mailferry/sync/checkpoint"
+	"github.com/mailferry/mailferry/sync/mail"
 )
 
 type verifyOptions struct {
@@ -20,25 +20,13 @@ type verifyOptions struct {
 	checkpoint string // with gmail: the copy's checkpoint
 }
 
-func runVerify(ctx context.Context, args []string, env *cliEnv) error {
-	var o verifyOptions
-	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
-	o.common.add(fs)
-	o.src.add(fs, "src")
-	o.dst.add(fs, "dst")
-	fs.Var(&o.maps, "map", "expect source folders matching `SRC_RE=DST` in DST, as copy --map put them (repeatable); special-use folders follow their role as in copy")
-	fs.BoolVar(&o.gmail, "gmail", false, "check a copy made with copy --gmail: each Gmail message is expected once, in the folder copy --gmail put it (INBOX, a label, Sent, Drafts, else Archive), not in every label folder; give the copy's --include, --exclude and --map; see mailferry help gmail")
-	fs.StringVar(&o.checkpoint, "checkpoint", "", "with --gmail: the copy's checkpoint `FILE` (default: the copy's default one, when it exists), so a message labelled after it was copied is expected in the folder it was copied to")
-	pos, err := parse(fs, args, 2, "verify SRC DST [flags]", env)
-	if err != nil {
-		return err
-	}
+// runVerify checks by content that every message of srcURL is in dstURL
+// (o is checked).
+func runVerify(ctx context.Context, o *verifyOptions, srcURL, dstURL string, env *cliEnv) error {
 	if o.gmail {
-		if err := checkGmailSource(pos[0]); err != nil {
+		if err := checkGmailSource(env.registry(), srcURL); err != nil {
 			return err
 		}
-	} else if o.checkpoint != "" {
-		return &usageError{"--checkpoint without --gmail: verify reads the copy's checkpoint only to place Gmail messages; drop it or add --gmail"}
 	}
 	log, err := o.common.logger(env.stderr)
 	if err != nil {
@@ -48,16 +36,18 @@ func runVerify(ctx context.Context, args []string, env *cliEnv) error {
 	if err != nil {
 		return err
 	}
-	reg := registry()
+	reg := env.registry()
 	srcOpt, dstOpt := o.common.openOptions(&o.src, env, log), o.common.openOptions(&o.dst, env, log)
-	srcName, err := canonical(reg, pos[0], srcOpt, true)
+	// Both ends are read: the destination is parsed as a source too.
+	srcEnd, err := reg.Parse(srcURL, srcOpt, mail.AsSource)
 	if err != nil {
 		return err
 	}
-	dstName, err := canonical(reg, pos[1], dstOpt, true)
+	dstEnd, err := reg.Parse(dstURL, dstOpt, mail.AsSource)
 	if err != nil {
 		return err
 	}
+	srcName, dstName := srcEnd.Canonical, dstEnd.Canonical
 	var store checkpoint.Store
 	if o.gmail {
 		cp, release, err := verifyCheckpoint(o.checkpoint, srcName, dstName, log)
@@ -70,14 +60,14 @@ func runVerify(ctx context.Context, args []string, env *cliEnv) error {
 			store = cp
 		}
 	}
-	src, err := reg.OpenSource(ctx, pos[0], srcOpt)
+	src, err := srcEnd.OpenSource(ctx, srcOpt)
 	if err != nil {
 		return fmt.Errorf("source: %w", err)
 	}
 	// Closed through whatever reads it: the Gmail wrapper closes its own
 	// connection too.
 	defer func() { src.Close() }()
-	dst, err := reg.OpenSource(ctx, pos[1], dstOpt)
+	dst, err := dstEnd.OpenSource(ctx, dstOpt)
 	if err != nil {
 		return fmt.Errorf("destination: %w", err)
 	}

@@ -1,11 +1,7 @@
 package maildirfmt
 
 import (
-	"bufio"
-	"os"
-	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 
 	gomaildir "github.com/emersion/go-maildir"
@@ -38,9 +34,9 @@ var letters = []struct {
 // FlagLetters returns the Maildir info letters for flags, sorted and without
 // duplicates as the Maildir description requires: \Draft D, \Flagged F,
 // $Forwarded P, \Answered R, \Seen S, \Deleted T. Other keywords have no
-// letter and are dropped (Dovecot's per-folder dovecot-keywords letters are
-// not written, so nothing can race a running Dovecot over that file). IMAP
-// flags are case-insensitive, so `\SEEN` counts as \Seen.
+// fixed letter: they take the folder's dovecot-keywords letters (see
+// Keywords.Letters, which follow these in the info). IMAP flags are
+// case-insensitive, so `\SEEN` counts as \Seen.
 func FlagLetters(flags []mail.Flag) string {
 	var b []byte
 	for _, l := range letters {
@@ -95,29 +91,4 @@ func parseFlags(info string, kw []string) []mail.Flag {
 		}
 	}
 	return out
-}
-
-// readKeywords reads Dovecot's dovecot-keywords file in dir: lines "N name",
-// where keyword N is stored as the letter 'a'+N. A missing or odd file just
-// means no keywords.
-func readKeywords(dir string) []string {
-	f, err := os.Open(filepath.Join(dir, "dovecot-keywords"))
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var kw []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		num, name, ok := strings.Cut(sc.Text(), " ")
-		n, err := strconv.Atoi(num)
-		if !ok || err != nil || n < 0 || n >= 26 || name == "" {
-			continue
-		}
-		for len(kw) <= n {
-			kw = append(kw, "")
-		}
-		kw[n] = name
-	}
-	return kw
 }

@@ -197,7 +197,7 @@ func (t *Tree) List(ctx context.Context, mailbox string, fn func(mail.Envelope) 
 	if err != nil {
 		return fmt.Errorf("maildir: list %q: %w", mailbox, err)
 	}
-	kw := readKeywords(dir)
+	kw := ReadKeywords(dir)
 	for _, e := range ents {
 		if err := ctx.Err(); err != nil {
 			return err

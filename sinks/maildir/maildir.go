@@ -23,10 +23,12 @@
 //
 // Flags: \Seen S, \Answered R, \Flagged F, \Deleted T, \Draft D and the
 // keyword $Forwarded P (maildirfmt.FlagLetters, which sources/maildir reads
-// back; Dovecot keeps P but does not show it over IMAP). Other keywords are dropped: Dovecot keeps
-// them as letters a-z mapped through a per-folder dovecot-keywords file that a
-// running Dovecot also rewrites, and we do not race it. A message with at least one stored flag goes to cur/; one
-// without goes to new/, which Dovecot reports as \Recent, as a fresh delivery.
+// back; Dovecot keeps P but does not show it over IMAP). Other keywords take
+// the letters a-z of the folder's dovecot-keywords file, as Dovecot stores
+// them (maildirfmt.AddKeywords, under Dovecot's own lock for that file); past
+// 26 keywords in a folder, a new one is dropped with a warning. A message
+// with at least one stored flag goes to cur/; one without goes to new/,
+// which Dovecot reports as \Recent, as a fresh delivery.
 // The file's mtime is set to Envelope.Date (Dovecot's received date).
 package maildir
 
@@ -55,9 +57,10 @@ import (
 )
 
 var (
-	_ mail.Sink      = (*Sink)(nil)
-	_ mail.Committer = (*Sink)(nil)
-	_ mail.Indexer   = (*Sink)(nil)
+	_ mail.Sink         = (*Sink)(nil)
+	_ mail.Committer    = (*Sink)(nil)
+	_ mail.Indexer      = (*Sink)(nil)
+	_ mail.StoredReader = (*Sink)(nil)
 )
 
 const (
@@ -128,6 +131,14 @@ type folder struct {
 
 	mu   sync.Mutex
 	keys map[string]*keyState // Envelope.Key -> message
+
+	// kwMu guards the folder's keyword table, read from its dovecot-keywords
+	// on first use (kwRead) and extended by AddKeywords, and the keywords
+	// already warned about as not fitting.
+	kwMu     sync.Mutex
+	kw       maildirfmt.Keywords
+	kwRead   bool
+	kwWarned map[string]bool
 }
 
 // keyState is a key present in a folder, or being written.
@@ -688,10 +699,47 @@ func (s *Sink) Put(ctx context.Context, env mail.Envelope, body io.Reader) (mail
 	return mail.ID(f.settle(key, st, p)), nil
 }
 
+// keywordLetters returns the dovecot-keywords letters of env's keywords in
+// folder f, adding the keywords the folder's file lacks (see
+// maildirfmt.AddKeywords: the file is durable before any message names its
+// letter). A keyword past the 26 letters is dropped with a warning, once per
+// folder.
+func (s *Sink) keywordLetters(ctx context.Context, f *folder, env mail.Envelope) (string, error) {
+	f.kwMu.Lock()
+	defer f.kwMu.Unlock()
+	if !f.kwRead {
+		f.kw, f.kwRead = maildirfmt.ReadKeywords(f.dir), true
+	}
+	letters, missing := f.kw.Letters(env.Flags)
+	if len(missing) == 0 {
+		return letters, nil
+	}
+	kw, err := maildirfmt.AddKeywords(ctx, f.dir, missing, s.filePerm)
+	if err != nil {
+		return "", fmt.Errorf("maildir: put %q: keywords: %w", env.Mailbox, err)
+	}
+	f.kw = kw
+	letters, missing = kw.Letters(env.Flags)
+	for _, name := range missing {
+		if f.kwWarned == nil {
+			f.kwWarned = map[string]bool{}
+		}
+		if !f.kwWarned[strings.ToLower(name)] {
+			f.kwWarned[strings.ToLower(name)] = true
+			s.log.Warn("maildir: keyword not stored: the folder's 26 keyword letters are taken", "mailbox", env.Mailbox, "keyword", name)
+		}
+	}
+	return letters, nil
+}
+
 // write streams body into a new tmp file and queues it for Commit. It returns
 // the message's ID as named when queued (a Commit may rename it later: see
 // settle) and the queued message.
 func (s *Sink) write(ctx context.Context, f *folder, env mail.Envelope, key string, body io.Reader) (string, *pending, error) {
+	kwLetters, err := s.keywordLetters(ctx, f, env)
+	if err != nil {
+		return "", nil, err
+	}
 	tmp := filepath.Join(f.dir, "tmp", s.run+"."+strconv.FormatUint(s.seq.Add(1), 10)+tmpSuffix)
 	fh, err := s.fs.Create(tmp, s.filePerm)
 	if err != nil {
@@ -707,7 +755,7 @@ func (s *Sink) write(ctx context.Context, f *folder, env mail.Envelope, key stri
 		return "", nil, fmt.Errorf("maildir: put %q: %w", env.Mailbox, err)
 	}
 	p := &pending{folder: f, f: fh, tmp: tmp, sub: "new", key: key, size: n, date: env.Date}
-	if l := maildirfmt.FlagLetters(env.Flags); l != "" {
+	if l := maildirfmt.FlagLetters(env.Flags) + kwLetters; l != "" {
 		p.sub, p.info = "cur", ":2,"+l
 	}
 	p.id = s.uniqueName(key, n)

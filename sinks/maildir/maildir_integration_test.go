@@ -44,6 +44,9 @@ func TestDovecotReadsSinkOutput(t *testing.T) {
 		{"Tom & Jerry", []mail.Flag{mail.FlagSeen}, day(8), "Subject: amp 2\r\n\r\nno final newline"},
 		{"a.b", []mail.Flag{mail.FlagSeen}, day(9), "Subject: dotted\r\n\r\ndot in the name\r\n"},
 		{"Sent", []mail.Flag{mail.FlagSeen, maildirfmt.FlagForwarded}, day(10), "Subject: forwarded\r\n\r\nP\r\n"},
+		// Keywords: dovecot-keywords letters, which Dovecot shows over IMAP.
+		{"Work", []mail.Flag{mail.FlagSeen, "$Label1", "NonJunk"}, day(11), "Subject: keywords\r\n\r\nkw\r\n"},
+		{"Work", []mail.Flag{"Project-X"}, day(12), "Subject: keyword only\r\n\r\nkw2\r\n"},
 	}
 	key := func(i int) string { return mail.DeliveryKey("test:", msgs[i].mailbox, mail.ID(rune('a'+i))) }
 

@@ -231,19 +231,25 @@ func TestPutLayoutFlagsAndDate(t *testing.T) {
 	commit(t, s)
 
 	dir := filepath.Join(root, ".Archive.&ANw-bersicht")
-	if got, want := files(t, dir, "cur"), []string{string(idSeen) + ":2,FPS"}; !reflect.DeepEqual(got, want) {
+	// $Label1 takes the folder's first keyword letter, a (dovecot-keywords).
+	if got, want := files(t, dir, "cur"), []string{string(idSeen) + ":2,FPSa"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("cur/ = %q, want %q", got, want)
 	}
 	if got, want := files(t, dir, "new"), []string{string(idNew)}; !reflect.DeepEqual(got, want) {
 		t.Errorf("new/ = %q, want %q", got, want)
 	}
-	if got := files(t, root, "new"); !reflect.DeepEqual(got, []string{string(idKwOnly)}) {
-		t.Errorf("INBOX new/ = %q, want the keyword-only message (keywords are dropped)", got)
+	if got := files(t, root, "cur"); !reflect.DeepEqual(got, []string{string(idKwOnly) + ":2,a"}) {
+		t.Errorf("INBOX cur/ = %q, want the keyword-only message with its keyword letter", got)
+	}
+	for _, c := range []struct{ dir, want string }{{dir, "0 $Label1\n"}, {root, "0 $Junk\n"}} {
+		if b, err := os.ReadFile(filepath.Join(c.dir, "dovecot-keywords")); err != nil || string(b) != c.want {
+			t.Errorf("%s/dovecot-keywords = %q, %v; want %q", c.dir, b, err, c.want)
+		}
 	}
 	if !strings.Contains(string(idSeen), ",MF=k1,S=9") {
 		t.Errorf("ID %q lacks the key and size fields", idSeen)
 	}
-	fi, err := os.Stat(filepath.Join(dir, "cur", string(idSeen)+":2,FPS"))
+	fi, err := os.Stat(filepath.Join(dir, "cur", string(idSeen)+":2,FPSa"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -388,24 +388,63 @@ func (s *Sink) lock(ctx context.Context, f osFile, path string) error {
 	}
 }
 
+// createDotlock makes the dotlock at path holding our pid, in one step: the
+// pid goes into a temporary file beside it, which is then hard-linked to
+// path (link fails when path exists, as O_EXCL does). A kill at any moment
+// so never leaves an empty lock, which would look held until
+// staleDotlockAge. It fails wrapping fs.ErrExist when the lock is taken.
+// Where hard links are not supported it creates path with O_EXCL and writes
+// the pid after, as before.
+func createDotlock(path string) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*"+mboxfmt.TempSuffix)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	_, err = fmt.Fprintf(tmp, "%d\n", os.Getpid())
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	err = os.Link(tmp.Name(), path)
+	if err == nil || errors.Is(err, fs.ErrExist) || !linkUnsupported(err) {
+		return err
+	}
+	return createDotlockExcl(path)
+}
+
+// linkUnsupported reports whether err says the file system has no hard links.
+func linkUnsupported(err error) bool {
+	return errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.ENOSYS)
+}
+
+// createDotlockExcl creates the dotlock at path with O_EXCL, then writes our
+// pid into it.
+func createDotlockExcl(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(f, "%d\n", os.Getpid())
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+	}
+	return err
+}
+
 // dotlock creates path exclusively with our pid in it, the convention of
 // mail clients and MDAs that do not use fcntl. A dotlock whose pid is dead
 // (or is ours: a leftover, since our fcntl lock is held) is stale and taken
 // over, as is one with no pid older than staleDotlockAge.
 func (s *Sink) dotlock(path string) error {
 	for attempt := 0; attempt < 3; attempt++ {
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
-		if err == nil {
-			_, err = fmt.Fprintf(f, "%d\n", os.Getpid())
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				os.Remove(path)
-			}
-			return err
-		}
-		if !errors.Is(err, fs.ErrExist) {
+		err := createDotlock(path)
+		if err == nil || !errors.Is(err, fs.ErrExist) {
 			return err
 		}
 		fi, err := os.Lstat(path)

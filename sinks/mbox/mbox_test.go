@@ -470,6 +470,11 @@ func TestDotlock(t *testing.T) {
 			if string(b) != fmt.Sprintf("%d\n", os.Getpid()) {
 				t.Errorf("dotlock holds %q, want our pid", b)
 			}
+			// The pid is written to a temporary file linked to the lock
+			// (createDotlock), which must not stay behind.
+			if tmps, _ := filepath.Glob(lock + ".*"); len(tmps) != 0 {
+				t.Errorf("temporary lock files left: %q", tmps)
+			}
 			s.Close()
 			if _, err := os.Stat(lock); !os.IsNotExist(err) {
 				t.Errorf("dotlock not removed on Close: %v", err)
