@@ -66,9 +66,12 @@ func testRows(t *testing.T, ids ...string) []Row {
 	return rows
 }
 
-func openTest(t *testing.T, dbPath string, workers int, r Runner, slice time.Duration) *Store {
+func openTest(t *testing.T, dbURL string, workers int, r Runner, slice time.Duration) *Store {
 	t.Helper()
-	s, err := Open(context.Background(), Config{URL: "sqlite:" + dbPath, Workers: workers, Runner: r,
+	if !strings.HasPrefix(dbURL, "postgres") {
+		dbURL = "sqlite:" + dbURL
+	}
+	s, err := Open(context.Background(), Config{URL: dbURL, Workers: workers, Runner: r,
 		Slice: slice, RetryDelay: 10 * time.Millisecond, Throttle: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
@@ -131,6 +134,16 @@ func TestPassChecks(t *testing.T) {
 // TestOutcomes runs a pass with 4 workers over accounts whose runs end in
 // each way and checks River's outcome and the report line of each.
 func TestOutcomes(t *testing.T) {
+	testOutcomes(t, filepath.Join(t.TempDir(), "b.db"))
+}
+
+// TestOutcomesPostgres is TestOutcomes on PostgreSQL: the same code with
+// another URL (testdata/postgres/postgres.sh start DIR; . DIR/env).
+func TestOutcomesPostgres(t *testing.T) {
+	testOutcomes(t, postgresURL(t))
+}
+
+func testOutcomes(t *testing.T, dbURL string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	run := &fakeRunner{runs: map[string]int{}, script: map[string][]int{
@@ -142,7 +155,7 @@ func TestOutcomes(t *testing.T) {
 		"long":  {-1, exitOK},
 	}}
 	ids := []string{"ok1", "bad1", "ok2", "bad2", "quota", "usage", "cp", "part", "flaky", "down", "slow", "long", "ok3"}
-	s := openTest(t, filepath.Join(t.TempDir(), "b.db"), 4, run, 2*time.Second)
+	s := openTest(t, dbURL, 4, run, 2*time.Second)
 	if _, err := s.Load(ctx, "staff", testRows(t, ids...)); err != nil {
 		t.Fatal(err)
 	}
