@@ -48,6 +48,7 @@ func (r *run) syncFlags(ctx context.Context, mb string, stored []mail.Envelope) 
 				return err
 			}
 			r.log.Warn("flags not updated on the destination; the next run tries again", "mailbox", mb, "id", env.ID, "err", err)
+			r.unfinished(mb)
 			continue
 		}
 		rec.Flags = &now

@@ -63,8 +63,8 @@ func (r *run) listAll(ctx context.Context, selected []string) error {
 // list sends the messages of mb that need work to the workers.
 func (r *run) list(ctx context.Context, mb string) error {
 	r.st.current.Store(mb)
-	l, err := r.listing(ctx, mb)
-	if err != nil {
+	l, err := r.listFolder(ctx, mb)
+	if err != nil || l == nil {
 		return err
 	}
 	if err := r.syncFlags(ctx, mb, l.stored); err != nil {
@@ -95,7 +95,27 @@ func (r *run) list(ctx context.Context, mb string) error {
 			l.fresh, checked = out.fresh, out.checked
 		}
 	}
-	return r.queue(ctx, mb, l.fresh, orphans, checked)
+	if err := r.queue(ctx, mb, l.fresh, orphans, checked); err != nil {
+		return err
+	}
+	r.finished(mb)
+	return nil
+}
+
+// listFolder lists mb as its pass says (passes.go): not at all (nil), by
+// its changes, or in full.
+func (r *run) listFolder(ctx context.Context, mb string) (*listing, error) {
+	p := r.passOf(mb)
+	if p != nil && p.mode == ListingSkipped {
+		return nil, nil
+	}
+	if p != nil && p.mode == ListingIncremental {
+		l, err := r.changeListing(ctx, mb, p)
+		if err != nil || l != nil {
+			return l, err
+		}
+	}
+	return r.listing(ctx, mb)
 }
 
 // listing lists mb (with retries), splitting what the checkpoint holds

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mailferry/mailferry/sync/checkpoint"
 	"github.com/mailferry/mailferry/sync/mail"
+	"github.com/mailferry/mailferry/sync/state"
 )
 
 // Options configure Copy and Run. The zero value copies everything with
@@ -80,6 +81,14 @@ type Options struct {
 	// lists (mail.Indexer) before copying: set it when the checkpoint holds
 	// no record (lost, or started afresh). Used by Run.
 	Rebuild *Rebuild
+	// State, when set with a Checkpoint, keeps each folder's status at the
+	// end of its last complete pass, so that a run skips the folders that
+	// did not move and lists only the changes of those that did
+	// (passes.go). Run closes it.
+	State *state.State
+	// FullEvery lists a folder in full every FullEvery-th pass although its
+	// status says nothing moved (default state.DefaultFullEvery).
+	FullEvery int
 }
 
 // Rebuild asks Run to rebuild an empty checkpoint from the destination
@@ -151,6 +160,10 @@ type run struct {
 	// says what it passes through: mail.Featurer).
 	srcF, dstF *mail.Features
 	remover    mail.Remover // delete mode only
+
+	// passes, when the run skips unchanged folders, says how each selected
+	// folder is listed (passes.go); nil lists every folder in full.
+	passes map[string]*pass
 
 	jobs  chan []job
 	dones chan done
@@ -246,6 +259,11 @@ func Run(ctx context.Context, src mail.Source, dst mail.Sink, opt Options) (*Res
 			err = cerr
 		}
 	}
+	if opt.State != nil {
+		if cerr := opt.State.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}
 	dst.Close()
 	return r.res, err
 }
@@ -277,6 +295,7 @@ func (r *run) execute(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.planPasses(ctx, selected)
 	workers := r.workers()
 	runCtx, cancelRun := context.WithCancelCause(ctx)
 	defer cancelRun(nil)
@@ -304,6 +323,9 @@ func (r *run) execute(ctx context.Context) error {
 	}
 	if gerr == nil && len(r.halts) > 0 {
 		gerr = errors.Join(r.halts...)
+	}
+	if gerr == nil {
+		gerr = r.recordPasses()
 	}
 	return gerr
 }

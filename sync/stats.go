@@ -23,6 +23,18 @@ type Counters struct {
 	FlagsUpdated atomic.Int64 // copied earlier; flags changed on the destination to follow the source
 	Bytes        atomic.Int64 // bytes read from the source for copied messages
 	QueuedBytes  atomic.Int64 // size hints of the queued messages
+	listing      atomic.Value // string: how the folder was listed (passes.go), "" unknown
+}
+
+// setListing records how the folder was listed: ListingFull,
+// ListingIncremental or ListingSkipped.
+func (c *Counters) setListing(mode string) { c.listing.Store(mode) }
+
+// Listing returns how the folder was listed, "" when the run did not plan
+// passes.
+func (c *Counters) Listing() string {
+	v, _ := c.listing.Load().(string)
+	return v
 }
 
 // Stats are a run's counters, overall and per mailbox. The zero value is
@@ -83,6 +95,10 @@ type Snapshot struct {
 	QueuedBytes  int64 `json:"queued_bytes"`
 	Deleted      int64 `json:"deleted,omitempty"`
 	FlagsUpdated int64 `json:"flags_updated,omitempty"`
+	// Listing is how the folder was listed: "skipped" (its status did not
+	// move), "incremental" (only its changes) or "full"; empty when the
+	// run keeps no pass state, and in totals.
+	Listing string `json:"listing,omitempty"`
 }
 
 // Snapshot copies c.
@@ -90,5 +106,5 @@ func (c *Counters) Snapshot() Snapshot {
 	return Snapshot{Listed: c.Listed.Load(), Skipped: c.Skipped.Load(), Queued: c.Queued.Load(), Fetched: c.Fetched.Load(),
 		Copied: c.Copied.Load(), Present: c.Present.Load(), Remapped: c.Remapped.Load(), Failed: c.Failed.Load(),
 		Vanished: c.Vanished.Load(), Bytes: c.Bytes.Load(), QueuedBytes: c.QueuedBytes.Load(), Deleted: c.Deleted.Load(),
-		FlagsUpdated: c.FlagsUpdated.Load()}
+		FlagsUpdated: c.FlagsUpdated.Load(), Listing: c.Listing()}
 }

@@ -46,6 +46,7 @@ type jobConfig struct {
 	MaxBytesPerSec configSize `toml:"max_bytes_per_sec"`
 	MaxMsgsPerSec  int64      `toml:"max_msgs_per_sec"`
 	MaxBytes       configSize `toml:"max_bytes"`
+	FullEvery      int        `toml:"full_every"`
 	Since          configDate `toml:"since"`
 	Before         configDate `toml:"before"`
 	Checkpoint     string     `toml:"checkpoint"`

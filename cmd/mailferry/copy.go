@@ -19,6 +19,7 @@ import (
 	mailferry "github.com/mailferry/mailferry/sync"
 	"github.com/mailferry/mailferry/sync/checkpoint"
 	"github.com/mailferry/mailferry/sync/mail"
+	"github.com/mailferry/mailferry/sync/state"
 )
 
 type copyOptions struct {
@@ -41,6 +42,7 @@ type copyOptions struct {
 	report             string
 	remap              bool // re-map folders whose identifiers were reset (C3)
 	gmail              bool // the Gmail preset: each message once (help gmail)
+	fullEvery          int  // list unchanged folders in full every Nth run
 }
 
 func (o *copyOptions) addFlags(fs *flag.FlagSet) {
@@ -64,6 +66,7 @@ func (o *copyOptions) addFlags(fs *flag.FlagSet) {
 	fs.Var(&o.maps, "map", "put source folders matching `SRC_RE=DST` into DST ($1 for groups; repeatable; e.g. 'Sent Items=Sent'); special-use folders (Sent, Trash...) already follow their role")
 	fs.BoolVar(&o.remap, "remap", false, "when a folder's message ids were all reset (IMAP UIDVALIDITY change, regenerated POP3 UIDLs), compare every message by content at once instead of a sample first; a folder whose messages are confirmed as the ones copied before is re-mapped with or without it (matched by Message-ID, size and date where unique, else by content), one that matches only in part stops with exit 6")
 	fs.StringVar(&o.report, "report", "", "append one JSON line per run (time, job, summary, exit code) to `FILE`, for monitoring")
+	fs.IntVar(&o.fullEvery, "full-every", 7, "list every folder in full every `N`th run, although its status says nothing changed (a rerun otherwise skips unchanged IMAP folders and lists only what changed in the others)")
 	fs.BoolVar(&o.gmail, "gmail", false, "Gmail source: copy each message once, into its first label folder (INBOX, labels, Sent, Drafts, then All Mail as Archive), not once per label; see mailferry help gmail")
 }
 
@@ -166,6 +169,7 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 		}
 	}
 	var store checkpoint.Store
+	var passes *state.State
 	fresh := false // the checkpoint holds no record: lost, reset, or a first run
 	// A dry run uses the checkpoint when there is one, so that it lists
 	// what the next run would copy, but does not create one.
@@ -182,6 +186,12 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 		defer cp.Close()
 		store = cp
 		fresh = cp.Len() == 0
+		// A checkpoint started afresh forgets the passes too: a state
+		// that outlived its checkpoint must not skip anything.
+		if passes, err = openPassState(cpPath, o.reset || o.rebuildState || fresh, o.dryRun, r.src, r.dst, log); err != nil {
+			return r, err
+		}
+		defer passes.Close()
 	}
 	// A dry run into a local destination that does not exist yet must not
 	// create it (docs/failure-model.md H2): everything is to be copied, and a dry
@@ -247,6 +257,8 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 		Remap:          o.remap,
 		BatchSize:      env.hooks.batch,
 		Rebuild:        rebuild,
+		State:          passes,
+		FullEvery:      o.fullEvery,
 	})
 	stopProgress()
 	return r, err
@@ -394,14 +406,14 @@ func report(env *cliEnv, o *copyOptions, r *copyResult, s *summary) bool {
 	}
 	// "present" is every message already in the destination: recorded by
 	// an earlier run, or found there by the sink (mail.PresentError).
-	fmt.Fprintf(w, "%-32s %8s %8s %8s %8s %10s\n", "folder", "found", "present", verb, "failed", "bytes")
+	fmt.Fprintf(w, "%-32s %8s %8s %8s %8s %10s%s\n", "folder", "found", "present", verb, "failed", "bytes", listingHeader(s))
 	for _, mb := range st.Mailboxes() {
 		b := st.Box(mb).Snapshot()
 		n := b.Copied
 		if o.dryRun {
 			n = b.Queued
 		}
-		fmt.Fprintf(w, "%-32s %8d %8d %8d %8d %10s\n", trimName(mb, 32), b.Listed, b.Skipped+b.Present, n, b.Failed, humanBytes(b.Bytes))
+		fmt.Fprintf(w, "%-32s %8d %8d %8d %8d %10s%s\n", trimName(mb, 32), b.Listed, b.Skipped+b.Present, n, b.Failed, humanBytes(b.Bytes), listingCell(b))
 	}
 	t := s.Totals
 	n := t.Copied

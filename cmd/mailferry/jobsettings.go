@@ -45,6 +45,11 @@ func jobSettings() []jobSetting {
 		}},
 		{[]string{"max-msgs-per-sec"}, func(o *copyOptions, j *jobConfig, _ func(string) string) { o.maxMsgsPerSec = j.MaxMsgsPerSec }},
 		{[]string{"max-bytes"}, func(o *copyOptions, j *jobConfig, _ func(string) string) { o.maxBytes = sizeFlag(j.MaxBytes) }},
+		{[]string{"full-every"}, func(o *copyOptions, j *jobConfig, _ func(string) string) {
+			if j.FullEvery > 0 {
+				o.fullEvery = j.FullEvery
+			}
+		}},
 		{[]string{"since"}, func(o *copyOptions, j *jobConfig, _ func(string) string) { o.since.t = j.Since.Time }},
 		{[]string{"before"}, func(o *copyOptions, j *jobConfig, _ func(string) string) { o.before.t = j.Before.Time }},
 		{[]string{"checkpoint"}, func(o *copyOptions, j *jobConfig, path func(string) string) { o.checkpoint = path(j.Checkpoint) }},

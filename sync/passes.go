@@ -1,0 +1,306 @@
+package sync
+
+import (
+	"context"
+	"fmt"
+	"iter"
+	"time"
+
+	"github.com/mailferry/mailferry/sync/checkpoint"
+	"github.com/mailferry/mailferry/sync/mail"
+	"github.com/mailferry/mailferry/sync/state"
+)
+
+// This file is the incremental listing of issue 11: a run asks the source
+// the status of every folder first (mail.FolderStatuser) and compares it
+// with the status the state (Options.State) recorded at the end of the
+// folder's last complete pass. A folder that did not move is skipped; one
+// that moved is listed by its changes (mail.ChangeLister) or in full. The
+// checkpoint still holds the message records; the state holds only the
+// pass summaries, and a folder's pass is recorded only once the run ended
+// with every one of its records flushed to the checkpoint, so a kill never
+// makes a folder look done.
+
+// The ways a folder is listed, as Snapshot.Listing reports them.
+const (
+	ListingFull        = "full"
+	ListingIncremental = "incremental"
+	ListingSkipped     = "skipped"
+)
+
+// pass is what the run plans, then learns, for one folder.
+type pass struct {
+	mode   string
+	reason string            // why full (log)
+	since  mail.FolderStatus // the status the last complete pass recorded
+	status mail.FolderStatus // the status to record when this pass completes
+	done   bool              // listed to the end and queued, not halted
+}
+
+// passesOn reports whether this run skips unchanged folders: a state, a
+// checkpoint, a source that tells folder statuses, and not a delete run
+// (which lists in full to finish deletions, as before).
+func (r *run) passesOn() bool {
+	return r.opt.State != nil && r.cp != nil && r.srcF.FolderStatuser != nil && !r.opt.DeleteSource
+}
+
+// planPasses asks the status of every selected folder and decides how each
+// is listed. A failing status request only costs full listings.
+func (r *run) planPasses(ctx context.Context, selected []string) {
+	if !r.passesOn() {
+		return
+	}
+	r.passes = make(map[string]*pass, len(selected))
+	sts, err := retry(ctx, r, func() (map[string]mail.FolderStatus, error) {
+		return r.srcF.FolderStatuser.FolderStatuses(ctx, selected)
+	})
+	if err != nil {
+		r.log.Warn("folder statuses unknown: listing every folder in full", "err", err)
+		sts = nil
+	}
+	for _, mb := range selected {
+		p := r.planPass(mb, sts)
+		r.passes[mb] = p
+		r.st.Box(mb).setListing(p.mode)
+		if p.mode == ListingFull {
+			r.log.Debug("listing in full", "mailbox", mb, "reason", p.reason)
+		}
+	}
+}
+
+// planPass decides how mb is listed from its status now (absent: unknown)
+// and the summary of its last complete pass.
+func (r *run) planPass(mb string, sts map[string]mail.FolderStatus) *pass {
+	now, known := sts[mb]
+	p := &pass{mode: ListingFull, status: now}
+	sum, ok := r.opt.State.Summary(mb)
+	switch {
+	case !known:
+		p.reason = "status unknown"
+		return p
+	case !ok || sum.Complete == 0:
+		p.reason = "no complete pass yet"
+		return p
+	case sum.B.Evidence != r.filterKey():
+		p.reason = "the date or size filters changed"
+		return p
+	case sum.FullDue(r.fullEvery()):
+		p.reason = fmt.Sprintf("every %d runs", r.fullEvery())
+		return p
+	}
+	p.since = folderStatus(sum.A)
+	if p.reason = fullReason(p.since, now); p.reason != "" {
+		return p
+	}
+	switch {
+	case sameStatus(p.since, now) && (now.HighestModSeq > 0 || !r.flagsFollow()):
+		p.mode = ListingSkipped
+	case r.srcF.ChangeLister != nil:
+		p.mode = ListingIncremental
+	default:
+		p.reason = "changed, and the source cannot list changes"
+	}
+	return p
+}
+
+// fullReason says why a folder that moved from since to now must be listed
+// in full, or "".
+func fullReason(since, now mail.FolderStatus) string {
+	switch {
+	case since.UIDValidity != now.UIDValidity:
+		return fmt.Sprintf("UIDVALIDITY changed from %d to %d", since.UIDValidity, now.UIDValidity)
+	case now.UIDNext < since.UIDNext:
+		return "UIDNEXT went backwards"
+	case since.HighestModSeq > 0 && (now.NoModSeq || now.HighestModSeq == 0):
+		return "the server says NOMODSEQ"
+	case now.HighestModSeq < since.HighestModSeq:
+		return "HIGHESTMODSEQ went backwards"
+	case uint64(now.Messages) > uint64(since.Messages)+uint64(now.UIDNext-since.UIDNext):
+		// More messages than could have arrived since: counts disagree.
+		return "message counts disagree"
+	}
+	return ""
+}
+
+// sameStatus reports a folder whose status did not move.
+func sameStatus(a, b mail.FolderStatus) bool {
+	return a.UIDValidity == b.UIDValidity && a.UIDNext == b.UIDNext && a.Messages == b.Messages &&
+		a.HighestModSeq == b.HighestModSeq
+}
+
+// flagsFollow reports whether flag changes on the source are carried to the
+// destination: without mod-sequences a status cannot show them.
+func (r *run) flagsFollow() bool { return r.dstF.FlagSetter != nil }
+
+// fullEvery is Options.FullEvery or the state's default.
+func (r *run) fullEvery() int {
+	if r.opt.FullEvery > 0 {
+		return r.opt.FullEvery
+	}
+	return state.DefaultFullEvery
+}
+
+// filterKey names the filters that decide which messages a pass copies: a
+// pass recorded under other filters says nothing about this one (a message
+// outside the old dates was never copied), so the folder is listed in full.
+// It is kept as side B's evidence, which a one-way copy does not use.
+func (r *run) filterKey() string {
+	return fmt.Sprintf("filter:%d:%d:%d", unixOrZero(r.opt.Since), unixOrZero(r.opt.Before), r.opt.MaxSize)
+}
+
+func unixOrZero(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Unix()
+}
+
+func folderStatus(s state.SideStatus) mail.FolderStatus {
+	return mail.FolderStatus{UIDValidity: s.UIDValidity, UIDNext: s.UIDNext, Messages: s.Messages, HighestModSeq: s.HighestModSeq}
+}
+
+func sideStatus(s mail.FolderStatus) state.SideStatus {
+	return state.SideStatus{UIDValidity: s.UIDValidity, UIDNext: s.UIDNext, Messages: s.Messages, HighestModSeq: s.HighestModSeq}
+}
+
+// passOf returns mb's pass, nil when the run does not plan passes.
+func (r *run) passOf(mb string) *pass {
+	if r.passes == nil {
+		return nil
+	}
+	return r.passes[mb]
+}
+
+// unfinished marks mb as not complete in this run (a flag change not
+// applied): its pass is not recorded, so the next run lists it again.
+func (r *run) unfinished(mb string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p := r.passOf(mb); p != nil {
+		p.done = false
+		p.reason = "unfinished"
+	}
+}
+
+// finished marks mb as listed to the end and queued.
+func (r *run) finished(mb string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p := r.passOf(mb); p != nil && p.reason != "unfinished" {
+		p.done = true
+	}
+}
+
+// changeListing lists only what changed in mb since its last complete pass
+// (mail.ChangeLister). It returns nil, nil when the source says the folder
+// must be listed in full. The listing holds new messages as fresh, flag
+// changes of recorded messages as stored, and as listed every recorded ID
+// that did not vanish plus the new ones, so the orphan and renumbering
+// checks see what a full listing would show.
+func (r *run) changeListing(ctx context.Context, mb string, p *pass) (*listing, error) {
+	box := r.st.Box(mb)
+	var l *listing
+	sum, err := retry(ctx, r, func() (mail.ChangeSummary, error) {
+		l = &listing{mb: mb, listed: map[mail.ID]bool{}}
+		box.Listed.Store(0)
+		box.Skipped.Store(0)
+		dates := r.dates.start(mb)
+		defer dates.done()
+		return r.srcF.ChangeLister.ListChanges(ctx, mb, p.since, r.knownIDs(mb), func(c mail.Change) error {
+			r.applyChange(l, c, dates)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list changes %q: %w", mb, err)
+	}
+	if sum.Full {
+		r.log.Debug("listing in full", "mailbox", mb, "reason", sum.Reason)
+		p.mode, p.reason = ListingFull, sum.Reason
+		box.setListing(ListingFull)
+		return nil, nil
+	}
+	p.status = sum.Status
+	for _, rec := range r.cp.Records(mb) {
+		if _, gone := l.listed[rec.ID]; !gone {
+			l.listed[rec.ID] = true
+		}
+	}
+	for id, there := range l.listed {
+		if !there {
+			delete(l.listed, id)
+		}
+	}
+	r.st.Listed.Add(box.Listed.Load())
+	r.st.Skipped.Add(box.Skipped.Load())
+	return l, nil
+}
+
+// applyChange sorts one change into the listing. A flag change of a
+// message the checkpoint does not hold is ignored: a complete pass copied
+// every message it kept, so such a message was left out on purpose (dates).
+func (r *run) applyChange(l *listing, c mail.Change, dates *dateCount) {
+	env := c.Envelope
+	env.Mailbox = l.mb
+	box := r.st.Box(l.mb)
+	recorded := r.cp.Has(checkpoint.Key{Mailbox: l.mb, ID: env.ID})
+	switch c.Kind {
+	case mail.ChangeVanished:
+		l.listed[env.ID] = false
+	case mail.ChangeFlags:
+		if recorded {
+			box.Listed.Add(1)
+			box.Skipped.Add(1)
+			l.stored = append(l.stored, env)
+		}
+	case mail.ChangeNew:
+		if !dates.keep(env, recorded) {
+			return
+		}
+		l.listed[env.ID] = true
+		box.Listed.Add(1)
+		if recorded {
+			box.Skipped.Add(1)
+			l.stored = append(l.stored, env)
+			return
+		}
+		l.fresh = append(l.fresh, env)
+	}
+}
+
+// knownIDs yields the IDs the checkpoint holds for mb.
+func (r *run) knownIDs(mb string) iter.Seq[mail.ID] {
+	return func(yield func(mail.ID) bool) {
+		for _, rec := range r.cp.Records(mb) {
+			if !yield(rec.ID) {
+				return
+			}
+		}
+	}
+}
+
+// recordPasses records, after a run that ended without error, the pass of
+// every folder listed to the end with nothing failed or skipped in it. The
+// committer has flushed every record to the checkpoint by then.
+func (r *run) recordPasses() error {
+	if r.passes == nil || r.opt.DryRun {
+		return nil
+	}
+	skipped := map[string]bool{}
+	for _, f := range r.res.Skipped {
+		skipped[f.Mailbox] = true
+	}
+	for mb, p := range r.passes {
+		if !p.done || skipped[mb] || r.st.Box(mb).Failed.Load() > 0 {
+			continue
+		}
+		if err := r.opt.State.CompletePass(mb, sideStatus(p.status), state.SideStatus{Evidence: r.filterKey()}, p.mode == ListingFull); err != nil {
+			return mail.MakeFatal(fmt.Errorf("record the pass over %q: %w", mb, err))
+		}
+		if err := r.opt.State.Release(mb); err != nil {
+			return mail.MakeFatal(fmt.Errorf("record the pass over %q: %w", mb, err))
+		}
+		r.opt.Step("pass")
+	}
+	return nil
+}
