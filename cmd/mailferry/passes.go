@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"log/slog"
 
 	mailferry "github.com/mailferry/mailferry/sync"
@@ -21,7 +20,7 @@ func openPassState(cpPath string, reset, dryRun bool, src, dst string, log *slog
 func listingHeader(s *summary) string {
 	for _, b := range s.Folders {
 		if b.Listing != "" {
-			return fmt.Sprintf(" %-11s", "listing")
+			return " listing"
 		}
 	}
 	return ""
@@ -32,5 +31,5 @@ func listingCell(b mailferry.Snapshot) string {
 	if b.Listing == "" {
 		return ""
 	}
-	return fmt.Sprintf(" %-11s", b.Listing)
+	return " " + b.Listing
 }
