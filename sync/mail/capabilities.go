@@ -67,6 +67,24 @@ type StoredReader interface {
 	OpenStored(ctx context.Context, mailbox string, id ID) (io.ReadCloser, error)
 }
 
+// Holder is implemented by sinks that can tell whether they still hold
+// messages they stored earlier, so that --delete-after deletes a source
+// message only while its stored copy is there. Holds answers, for each of
+// stored (all of mailbox), whether the sink still holds it: a Maildir or
+// mbox sink by the delivery key it stored the message under (Key), an IMAP
+// sink by the final ID it returned (ID, UIDVALIDITY included). A mailbox
+// that does not exist holds nothing. Holds reads only.
+type Holder interface {
+	Holds(ctx context.Context, mailbox string, stored []Stored) ([]bool, error)
+}
+
+// Stored names a message a sink stored: the ID it returned and the
+// delivery key (Envelope.Key) the engine gave it.
+type Stored struct {
+	ID  ID
+	Key string
+}
+
 // BatchOpener is implemented by sources that stream many messages of one
 // mailbox in a single request (IMAP: one UID FETCH for a set of UIDs), which
 // saves a round trip and server work per message. OpenBatch calls fn once
@@ -150,6 +168,7 @@ const (
 	CapIndexer          = "Indexer"
 	CapFlagSetter       = "FlagSetter"
 	CapStoredReader     = "StoredReader"
+	CapHolder           = "Holder"
 	CapBatchOpener      = "BatchOpener"
 	CapRemover          = "Remover"
 	CapDeleteAware      = "DeleteAware"
@@ -170,6 +189,7 @@ type Features struct {
 	Indexer      Indexer
 	FlagSetter   FlagSetter
 	StoredReader StoredReader
+	Holder       Holder
 	// Source capabilities.
 	BatchOpener      BatchOpener
 	Remover          Remover
@@ -225,6 +245,7 @@ func (f *Features) Fill(v any) *Features {
 	f.Indexer, _ = v.(Indexer)
 	f.FlagSetter, _ = v.(FlagSetter)
 	f.StoredReader, _ = v.(StoredReader)
+	f.Holder, _ = v.(Holder)
 	f.BatchOpener, _ = v.(BatchOpener)
 	f.Remover, _ = v.(Remover)
 	f.DeleteAware, _ = v.(DeleteAware)
@@ -244,6 +265,7 @@ func (f *Features) Mask(in *Features) *Features {
 	mask(&f.Indexer, in.Indexer)
 	mask(&f.FlagSetter, in.FlagSetter)
 	mask(&f.StoredReader, in.StoredReader)
+	mask(&f.Holder, in.Holder)
 	mask(&f.BatchOpener, in.BatchOpener)
 	mask(&f.Remover, in.Remover)
 	mask(&f.DeleteAware, in.DeleteAware)
@@ -263,6 +285,7 @@ func (f *Features) PassThrough(in *Features) *Features {
 	pass(&f.Indexer, in.Indexer)
 	pass(&f.FlagSetter, in.FlagSetter)
 	pass(&f.StoredReader, in.StoredReader)
+	pass(&f.Holder, in.Holder)
 	pass(&f.BatchOpener, in.BatchOpener)
 	pass(&f.Remover, in.Remover)
 	pass(&f.DeleteAware, in.DeleteAware)
@@ -281,7 +304,7 @@ func (f *Features) Names() []string {
 		v    any
 	}{
 		{CapCommitter, f.Committer}, {CapIDResolver, f.IDResolver}, {CapIndexer, f.Indexer},
-		{CapFlagSetter, f.FlagSetter}, {CapStoredReader, f.StoredReader}, {CapBatchOpener, f.BatchOpener},
+		{CapFlagSetter, f.FlagSetter}, {CapStoredReader, f.StoredReader}, {CapHolder, f.Holder}, {CapBatchOpener, f.BatchOpener},
 		{CapRemover, f.Remover}, {CapDeleteAware, f.DeleteAware}, {CapUnstoredReporter, f.UnstoredReporter},
 		{CapHeaderFetcher, f.HeaderFetcher}, {CapStatter, f.Statter}, {CapRoleLister, f.RoleLister},
 	} {

@@ -1,0 +1,30 @@
+package maildir
+
+import (
+	"context"
+
+	"github.com/mailferry/mailferry/sync/mail"
+)
+
+var _ mail.Holder = (*Sink)(nil)
+
+// Holds implements mail.Holder: a message is held while a file named with
+// its delivery key is in the folder's cur/ or new/, whatever its flags or
+// place (a mail client may have renamed it). One listing of the folder.
+func (s *Sink) Holds(ctx context.Context, mailbox string, stored []mail.Stored) ([]bool, error) {
+	keys := map[string]bool{}
+	err := s.Index(ctx, mailbox, func(env mail.Envelope) error {
+		if env.Key != "" {
+			keys[env.Key] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]bool, len(stored))
+	for i, st := range stored {
+		out[i] = st.Key != "" && keys[safeKey(st.Key)]
+	}
+	return out, nil
+}
