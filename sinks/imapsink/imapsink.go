@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -81,6 +80,7 @@ type Sink struct {
 var (
 	_ mail.Sink       = (*Sink)(nil)
 	_ mail.Committer  = (*Sink)(nil)
+	_ mail.IDResolver = (*Sink)(nil)
 	_ mail.FlagSetter = (*Sink)(nil)
 	_ mail.RoleLister = (*Sink)(nil)
 )
@@ -186,19 +186,9 @@ func (s *Sink) learnNamespace(ctx context.Context, c *imapclient.Client) error {
 
 // Register adds the imap and imaps sink schemes to r.
 func Register(r *mail.Registry) {
-	f := func(ctx context.Context, u *url.URL, o *mail.OpenOptions) (mail.Sink, error) {
-		cfg, err := ParseURL(u)
-		if err != nil {
-			return nil, err
-		}
-		s, err := New(ctx, cfg, o)
-		if err != nil {
-			return nil, err
-		}
-		return s, nil
+	for _, scheme := range []string{"imap", "imaps"} {
+		r.Add(mail.Factory{Scheme: scheme, Kind: mail.KindServer, Sink: mail.NewSink(ParseURL, New)})
 	}
-	r.AddSink("imap", f)
-	r.AddSink("imaps", f)
 }
 
 // Limits reports how many Puts may run at once: one per append connection.
@@ -511,7 +501,9 @@ func (s *Sink) Put(ctx context.Context, env mail.Envelope, body io.Reader) (mail
 	<-fo.lock
 	if found {
 		s.log.Debug("imapsink: already in the destination; not appended again", "mailbox", env.Mailbox, "id", string(env.ID), "size", it.msg.size)
-		return makeID(uidv, uid), nil
+		// Say so (mail.PresentError): the engine counts it as present, not copied.
+		id := makeID(uidv, uid)
+		return id, mail.Present(id)
 	}
 	if s.multi {
 		id, err := s.putMulti(ctx, op, it)
