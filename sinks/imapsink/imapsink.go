@@ -511,7 +511,9 @@ func (s *Sink) Put(ctx context.Context, env mail.Envelope, body io.Reader) (mail
 	<-fo.lock
 	if found {
 		s.log.Debug("imapsink: already in the destination; not appended again", "mailbox", env.Mailbox, "id", string(env.ID), "size", it.msg.size)
-		return makeID(uidv, uid), nil
+		// Say so (mail.PresentError): the engine counts it as present, not copied.
+		id := makeID(uidv, uid)
+		return id, mail.Present(id)
 	}
 	if s.multi {
 		id, err := s.putMulti(ctx, op, it)
