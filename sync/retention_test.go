@@ -194,4 +194,3 @@ func TestDeleteAfterRefused(t *testing.T) {
 		})
 	}
 }
-
