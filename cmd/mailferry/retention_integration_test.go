@@ -184,4 +184,3 @@ func TestDeleteAfterWithDeleteSourceRefused(t *testing.T) {
 		})
 	}
 }
-
