@@ -95,6 +95,7 @@ func (r *run) list(ctx context.Context, mb string) error {
 			l.fresh, checked = out.fresh, out.checked
 		}
 	}
+	r.selectExpired(l)
 	return r.queue(ctx, mb, l.fresh, orphans, checked)
 }
 
@@ -188,7 +189,7 @@ func (r *run) finishDeletes(ctx context.Context, l *listing) error {
 func (r *run) orphans(l *listing) (*orphanSet, *resetCheck) {
 	orphans := &orphanSet{bySize: map[int64][]checkpoint.Record{}}
 	rc := &resetCheck{mailbox: l.mb, listed: len(l.listed), fresh: len(l.fresh)}
-	if r.cp == nil || len(l.fresh) == 0 || r.opt.DeleteSource {
+	if r.cp == nil || len(l.fresh) == 0 || r.opt.DeleteSource || r.opt.DeleteAfter != nil {
 		return orphans, rc
 	}
 	recs := r.cp.Records(l.mb)

@@ -9,7 +9,7 @@ import (
 var _ mail.Holder = (*Sink)(nil)
 
 // Holds implements mail.Holder: a message is held while a file named with
-// its delivery key is in the folder's cur/ or new/, whatever its flags or
+// its delivery key (given, or in the ID Put returned) is in the folder's cur/ or new/, whatever its flags or
 // place (a mail client may have renamed it). One listing of the folder.
 func (s *Sink) Holds(ctx context.Context, mailbox string, stored []mail.Stored) ([]bool, error) {
 	keys := map[string]bool{}
@@ -24,7 +24,10 @@ func (s *Sink) Holds(ctx context.Context, mailbox string, stored []mail.Stored) 
 	}
 	out := make([]bool, len(stored))
 	for i, st := range stored {
-		out[i] = st.Key != "" && keys[safeKey(st.Key)]
+		// The ID the sink returned carries the key too: a record re-mapped
+		// to a new source ID still names its copy by it.
+		k := keyOf(string(st.ID))
+		out[i] = st.Key != "" && keys[safeKey(st.Key)] || k != "" && keys[k]
 	}
 	return out, nil
 }
