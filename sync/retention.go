@@ -48,10 +48,6 @@ type retention struct {
 	byBox  map[string][]expired
 }
 
-// retainBatch bounds the messages of one Remove call, so a kill loses
-// little work and each step is reported.
-const retainBatch = 256
-
 // now is the run's clock (Options.Now).
 func (r *run) now() time.Time {
 	if r.opt.Now != nil {
@@ -164,10 +160,11 @@ func (r *run) confirmHeld(ctx context.Context, mb string, sel []expired) ([]expi
 	return kept, nil
 }
 
-// expire deletes sel on the source in batches, or lists it in a dry run.
+// expire deletes sel on the source in batches of the commit's size (one
+// Remove call and one "expire" step each), or lists it in a dry run.
 func (r *run) expire(ctx context.Context, mb string, sel []expired) error {
 	for len(sel) > 0 {
-		n := min(len(sel), retainBatch)
+		n := min(len(sel), r.opt.BatchSize)
 		if err := r.expireBatch(ctx, mb, sel[:n]); err != nil {
 			return err
 		}

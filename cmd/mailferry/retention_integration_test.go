@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/sha256"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -182,5 +183,99 @@ func TestDeleteAfterWithDeleteSourceRefused(t *testing.T) {
 				t.Fatalf("exit %d, stderr %q; want exit 2 naming --delete-after", code, stderr)
 			}
 		})
+	}
+}
+
+// TestA1A7KillSweepDeleteAfter extends the kill sweeps (docs/failure-model.md
+// A1, A2, A7) to --delete-after: a first run on day 0 stores the old
+// messages, new ones arrive, and the run of day 30 (--delete-after 30d) is
+// killed with SIGKILL after each durable step in turn (and, for IMAP,
+// between UID STORE \Deleted and UID EXPUNGE), then resumed. After every
+// kill nothing is gone from the server but old messages already stored;
+// after every resume the server holds exactly the new messages and the
+// Maildir every message once.
+func TestA1A7KillSweepDeleteAfter(t *testing.T) {
+	t.Parallel()
+	d := mailtest.NeedDovecot(t)
+	for _, tc := range []struct{ name, scheme, crashEnv string }{
+		{"pop3", "pop3s", "MAILFERRY_TEST_CRASH_AFTER"},
+		{"imap", "imaps", "MAILFERRY_TEST_CRASH_AFTER"},
+		{"imap-in-remove", "imaps", "MAILFERRY_TEST_CRASH_IN_REMOVE"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			n := retentionSweep(t, d, tc.scheme, tc.crashEnv)
+			t.Logf("%d kill points swept", n)
+		})
+	}
+}
+
+// retentionSweep runs one sweep of TestA1A7KillSweepDeleteAfter and returns
+// the number of kill points.
+func retentionSweep(t *testing.T, d *mailtest.Dovecot, scheme, crashEnv string) int {
+	user, pw := d.NewUser(t)
+	seed := crashCorpus()
+	old := seed[:8]
+	fresh := append(append([]mailtest.SeedMessage(nil), seed[8:]...), seed[0]) // a twin of an old one among them
+	all := multiset(append(append([]mailtest.SeedMessage(nil), old...), fresh...))
+	host := d.IMAPS
+	if scheme == "pop3s" {
+		host = d.POP3S
+	}
+	env := []string{"MAILFERRY_SRC_PASSWORD=" + pw}
+	for k := 1; k < 200; k++ {
+		d.Doveadm(t, "expunge", "-u", user, "mailbox", "INBOX", "all")
+		d.Seed(t, user, pw, "INBOX", old)
+		dir := t.TempDir()
+		dst := "maildir:" + filepath.Join(dir, "out")
+		args := []string{"copy", scheme + "://" + user + "@" + host, dst, "--checkpoint", filepath.Join(dir, "cp.jsonl"),
+			"--progress", "never", "--json", "--ca-file", d.CAFile, "--delete-after", "30d"}
+		if code, _, _, stderr := runBin(t, append([]string{clockEnv(0)}, env...), args...); code != 0 {
+			t.Fatalf("k=%d: day 0 exited %d: %s", k, code, stderr)
+		}
+		d.Seed(t, user, pw, "INBOX", fresh)
+		day30 := append([]string{clockEnv(30)}, env...)
+		code, killed, _, stderr := runBin(t, append([]string{fmt.Sprintf("%s=%d", crashEnv, k), "MAILFERRY_TEST_BATCH=2"}, day30...), args...)
+		if killed {
+			checkOnlyOldGone(t, k, inboxBodies(t, d, user, pw), bodiesIn(t, dst, false)["INBOX"], multiset(fresh), all)
+			code, _, _, stderr = runBin(t, day30, args...)
+		}
+		if code != 0 {
+			t.Fatalf("k=%d: day 30 exited %d (killed: %v): %s", k, code, killed, stderr)
+		}
+		if left := inboxBodies(t, d, user, pw); !sameMultiset(left, multiset(fresh)) {
+			t.Errorf("k=%d: after the run of day 30 the server holds %v, want exactly the %d new messages", k, left, len(fresh))
+		}
+		if got := bodiesIn(t, dst, true)["INBOX"]; !sameMultiset(got, all) {
+			t.Errorf("k=%d: the Maildir holds %v, want every message once", k, got)
+		}
+		if t.Failed() {
+			t.Fatalf("k=%d: invariants broken", k)
+		}
+		if !killed {
+			if k < 3 {
+				t.Fatalf("only %d kill point(s) (%s): the sweep tests nothing", k-1, crashEnv)
+			}
+			return k - 1
+		}
+	}
+	t.Fatal("no uninterrupted run within 200 kill points")
+	return 0
+}
+
+// checkOnlyOldGone checks the state right after a kill: every new message
+// is still on the server (none was stored 30 days ago), and every message
+// gone from it is stored.
+func checkOnlyOldGone(t *testing.T, k int, left, stored, fresh, all map[[32]byte]int) {
+	t.Helper()
+	for sum, n := range fresh {
+		if left[sum] < n {
+			t.Errorf("k=%d: a message that arrived after day 0 was deleted (%d of %d left)", k, left[sum], n)
+		}
+	}
+	for sum, n := range all {
+		if gone := n - left[sum]; gone > stored[sum] {
+			t.Errorf("k=%d: %d cop(ies) of a message deleted on the server but only %d stored", k, gone, stored[sum])
+		}
 	}
 }
