@@ -408,11 +408,27 @@ func (cl *changeListing) emit(kind mail.ChangeKind, e mail.Envelope) error {
 	return nil
 }
 
-// stringFlags converts flags as toFlags does.
+// stringFlags converts flags as toFlags does, spelling the well-known
+// ones as imapclient does (it matches them case-insensitively), so that a
+// change listing and List agree on "\seen" and "\Seen".
 func stringFlags(in []string) []mail.Flag {
 	fl := make([]imap.Flag, len(in))
 	for i, f := range in {
 		fl[i] = imap.Flag(f)
+		if c, ok := canonFlags[strings.ToLower(f)]; ok {
+			fl[i] = c
+		}
 	}
 	return toFlags(fl)
 }
+
+// canonFlags are the flags imapclient spells its own way (go-imap v2
+// internal.canonicalFlag), by their lower-case form.
+var canonFlags = func() map[string]imap.Flag {
+	m := map[string]imap.Flag{}
+	for _, f := range []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft,
+		imap.FlagForwarded, imap.FlagMDNSent, imap.FlagJunk, imap.FlagNotJunk, imap.FlagPhishing, imap.FlagImportant} {
+		m[strings.ToLower(string(f))] = f
+	}
+	return m
+}()
