@@ -271,7 +271,7 @@ func (r *run) rebuild(ctx context.Context) error {
 	if r.opt.Rebuild == nil || idx == nil || r.cp == nil || r.opt.DryRun {
 		return nil
 	}
-	n, err := checkpoint.Rebuild(ctx, r.cp, r.src, idx, r.opt.SrcEndpoint, r.opt.Mailboxes, r.opt.MapMailbox)
+	n, err := checkpoint.Rebuild(ctx, r.cp, r.src, idx, r.opt.SrcEndpoint, r.opt.Mailboxes, r.opt.MapMailbox, r.now().Unix())
 	if err != nil {
 		return err
 	}
