@@ -28,6 +28,13 @@ type memStore struct {
 	noMsgID bool
 	// failList makes List of that folder fail after listing half of it.
 	failList string
+	nOpens   int
+}
+
+func (s *memStore) opens() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nOpens
 }
 
 type memMsg struct {
@@ -157,6 +164,7 @@ func (s *memStore) List(ctx context.Context, mailbox string, fn func(mail.Envelo
 func (s *memStore) Open(ctx context.Context, env mail.Envelope) (io.ReadCloser, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.nOpens++
 	m := s.folders[env.Mailbox][env.ID]
 	if m == nil {
 		return nil, fmt.Errorf("mem: open %s %s: %w", env.Mailbox, env.ID, mail.ErrNotFound)

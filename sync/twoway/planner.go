@@ -71,7 +71,7 @@ func MakePlan(folders []Folder, opt Options) *Plan {
 // analyse matches one folder's records with both listings.
 func (p *planner) analyse(f *Folder) *folderWork {
 	w := &folderWork{in: f, out: &FolderPlan{Name: f.Name}}
-	if !w.folderAction() {
+	if !w.folderAction(p.opt.Sides) {
 		return w
 	}
 	w.active = true
@@ -94,8 +94,10 @@ func (p *planner) analyse(f *Folder) *folderWork {
 }
 
 // folderAction decides what happens to the folder as a whole; it reports
-// whether its messages are planned.
-func (w *folderWork) folderAction() bool {
+// whether its messages are planned. A folder missing from a side that is
+// not the store the state knows (SideInfo.Untrusted) is created there, as
+// on a first sync.
+func (w *folderWork) folderAction(sides [2]SideInfo) bool {
 	f := w.in
 	ea, eb := f.Side[A].Exists, f.Side[B].Exists
 	switch {
@@ -109,7 +111,7 @@ func (w *folderWork) folderAction() bool {
 	if ea {
 		missing = B
 	}
-	if !f.Known {
+	if !f.Known || sides[missing].Untrusted != "" {
 		w.out.Create[missing] = true
 		return true
 	}
