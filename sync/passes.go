@@ -38,10 +38,12 @@ type pass struct {
 }
 
 // passesOn reports whether this run skips unchanged folders: a state, a
-// checkpoint, a source that tells folder statuses, and not a delete run
-// (which lists in full to finish deletions, as before).
+// checkpoint, a source that tells folder statuses, and neither delete mode
+// (which lists in full to finish deletions, as before) nor retention (which
+// must see every stored message to find the expired ones).
 func (r *run) passesOn() bool {
-	return r.opt.State != nil && r.cp != nil && r.srcF.FolderStatuser != nil && !r.opt.DeleteSource
+	return r.opt.State != nil && r.cp != nil && r.srcF.FolderStatuser != nil && !r.opt.DeleteSource &&
+		r.opt.DeleteAfter == nil
 }
 
 // planPasses asks the status of every selected folder and decides how each
