@@ -108,7 +108,7 @@ func (r *run) list(ctx context.Context, mb string) error {
 func (r *run) listFolder(ctx context.Context, mb string) (*listing, error) {
 	p := r.passOf(mb)
 	if p != nil && p.mode == ListingSkipped {
-		return nil, nil
+		return nil, r.destinationHolds(ctx, mb)
 	}
 	if p != nil && p.mode == ListingIncremental {
 		l, err := r.changeListing(ctx, mb, p)

@@ -2,6 +2,7 @@ package sync
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"iter"
 	"time"
@@ -305,4 +306,33 @@ func (r *run) recordPasses() error {
 		r.opt.Step("pass")
 	}
 	return nil
+}
+
+// errHolds stops an Index at its first message.
+var errHolds = errors.New("the destination holds a message")
+
+// destinationHolds keeps, for a folder skipped as unchanged, the promise
+// destinationKeys makes for a listed one: a destination folder found empty
+// while the checkpoint records copies there is refused, so an unmounted or
+// replaced destination never reads as "all copied". It reads only up to
+// the first message the destination lists.
+func (r *run) destinationHolds(ctx context.Context, mb string) error {
+	idx := r.dstF.Indexer
+	if idx == nil {
+		return nil
+	}
+	recorded := len(r.cp.Records(mb))
+	if recorded == 0 {
+		return nil
+	}
+	to := r.opt.dstName(mb)
+	err := idx.Index(ctx, to, func(mail.Envelope) error { return errHolds })
+	switch {
+	case errors.Is(err, errHolds):
+		return nil
+	case err != nil:
+		return fmt.Errorf("list destination folder %q: %w", to, err)
+	}
+	return mail.MakeFatal(fmt.Errorf("%w: the destination folder %q is empty or missing, but the checkpoint records %d messages copied there; refusing to go on (was the destination moved, deleted or unmounted?); pass --reset to copy everything again",
+		checkpoint.ErrUnusable, to, recorded))
 }
