@@ -224,6 +224,7 @@ func (r *run) changeListing(ctx context.Context, mb string, p *pass) (*listing, 
 		return nil, nil
 	}
 	p.status = sum.Status
+	r.countFolder(mb, sum.Status.Messages, len(l.fresh))
 	for _, rec := range r.cp.Records(mb) {
 		if _, gone := l.listed[rec.ID]; !gone {
 			l.listed[rec.ID] = true
@@ -237,6 +238,22 @@ func (r *run) changeListing(ctx context.Context, mb string, p *pass) (*listing, 
 	r.st.Listed.Add(box.Listed.Load())
 	r.st.Skipped.Add(box.Skipped.Load())
 	return l, nil
+}
+
+// countFolder counts a folder not listed in full as a full listing would:
+// every message the server counts is found, and all but the fresh ones are
+// present (recorded by a complete pass). With date filters the server's
+// count includes messages left out, so the checkpoint's records of the
+// folder are counted instead.
+func (r *run) countFolder(mb string, messages uint32, fresh int) {
+	n := int64(messages)
+	if r.dates != nil {
+		n = min(n, int64(len(r.cp.Records(mb))+fresh))
+	}
+	box := r.st.Box(mb)
+	listed, skipped := max(n, box.Listed.Load()), max(n-int64(fresh), box.Skipped.Load(), 0)
+	box.Listed.Store(listed)
+	box.Skipped.Store(skipped)
 }
 
 // applyChange sorts one change into the listing. A flag change of a
