@@ -101,8 +101,8 @@ func ClassOf(code int) string {
 // maxFailures bounds the failures kept per account.
 const maxFailures = 5
 
-// pausePoll is how often a job of a paused batch looks again.
-const pausePoll = 30 * time.Second
+// defaultPausePoll is how often a job of a paused batch looks again.
+const defaultPausePoll = 30 * time.Second
 
 // jobKind is the River job kind of one account in one pass.
 const jobKind = "mailferry_account"
@@ -133,7 +133,7 @@ func (w *accountWorker) Work(ctx context.Context, job *river.Job[accountArgs]) e
 		if err != nil {
 			return err
 		}
-		return river.JobSnooze(pausePoll)
+		return river.JobSnooze(s.cfg.PausePoll)
 	}
 	row, err := s.row(ctx, job.Args.Batch, job.Args.ID)
 	if err != nil {

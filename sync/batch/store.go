@@ -56,6 +56,9 @@ type Config struct {
 	RescueAfter time.Duration
 	MaxAttempts int
 	Throttle    time.Duration
+	// PausePoll is how long a job of a paused batch waits before it looks
+	// again (default 30s).
+	PausePoll time.Duration
 	// RetryDelay, when set, replaces River's backoff (attempt^4 seconds)
 	// by a fixed delay; for tests.
 	RetryDelay time.Duration
@@ -138,6 +141,9 @@ func (c *Config) defaults() {
 	}
 	if c.Throttle <= 0 {
 		c.Throttle = DefaultThrottle
+	}
+	if c.PausePoll <= 0 {
+		c.PausePoll = defaultPausePoll
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

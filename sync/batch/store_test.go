@@ -72,7 +72,7 @@ func openTest(t *testing.T, dbURL string, workers int, r Runner, slice time.Dura
 		dbURL = "sqlite:" + dbURL
 	}
 	s, err := Open(context.Background(), Config{URL: dbURL, Workers: workers, Runner: r,
-		Slice: slice, RetryDelay: 10 * time.Millisecond, Throttle: 10 * time.Millisecond})
+		Slice: slice, RetryDelay: 10 * time.Millisecond, Throttle: 10 * time.Millisecond, PausePoll: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -327,4 +327,122 @@ func TestParseURL(t *testing.T) {
 			t.Errorf("parseURL(%q) = %q, %q, %v; want %q, %q, %q", tt.in, kind, dsn, err, tt.kind, tt.dsn, tt.err)
 		}
 	}
+}
+
+// blockingRunner blocks every run until its context ends, telling started
+// first; then it reports what a stopped copy reports (exit 130).
+type blockingRunner struct{ started chan string }
+
+func (b *blockingRunner) RunAccount(ctx context.Context, acct *Account) Outcome {
+	b.started <- acct.Row.ID
+	<-ctx.Done()
+	return Outcome{ExitCode: exitInterrupted, Totals: Totals{Copied: 2, Bytes: 200}}
+}
+
+// TestStopHandsAccountsBack: a worker stopped (SIGTERM) mid-account puts it
+// back in the queue without spending an attempt; another worker on the
+// same database finishes it, and the copied messages of the stopped slice
+// count.
+func TestStopHandsAccountsBack(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	db := filepath.Join(t.TempDir(), "b.db")
+	block := &blockingRunner{started: make(chan string, 1)}
+	first := openTest(t, db, 1, block, 0)
+	if _, err := first.Load(ctx, "staff", testRows(t, "a")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.Pass(ctx, "staff", "one", PassOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.AddQueues(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if id := <-block.started; id != "a" {
+		t.Fatalf("started %s; want a", id)
+	}
+	if err := first.Stop(ctx); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	lines, err := first.Report(ctx, "staff", "one")
+	if err != nil || len(lines) != 1 || lines[0].State != StatePending || lines[0].Attempts != 0 {
+		t.Fatalf("after Stop: %+v, %v; want a pending, no attempt spent", lines, err)
+	}
+	first.Close()
+
+	run := &fakeRunner{runs: map[string]int{}}
+	second := openTest(t, db, 1, run, 0)
+	if err := second.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer second.Stop(context.Background())
+	if err := second.Wait(ctx, "staff", "one", 20*time.Millisecond, nil); err != nil {
+		t.Fatal(err)
+	}
+	lines, err = second.Report(ctx, "staff", "one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkLines(t, lines, map[string]want{"a": {StateDone, "", 0, 1, 2 + 3}})
+}
+
+// TestPause: a worker starts no account of a paused batch (its jobs are
+// snoozed, no attempt spent) until it is resumed.
+func TestPause(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	run := &fakeRunner{runs: map[string]int{}}
+	s := openTest(t, filepath.Join(t.TempDir(), "b.db"), 2, run, 0)
+	if _, err := s.Load(ctx, "staff", testRows(t, "a", "b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Pause(ctx, "staff"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Pass(ctx, "staff", "one", PassOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddQueues(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop(context.Background())
+	// Wait until both jobs were taken and put back at least twice.
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for snoozed := 0; snoozed < 2; <-tick.C {
+		jobs, err := s.jobs(ctx, "staff", "one")
+		if err != nil {
+			t.Fatal(err)
+		}
+		snoozed = 2
+		for _, j := range jobs {
+			var md struct{ Snoozes int }
+			if json.Unmarshal(j.Metadata, &md) != nil || md.Snoozes < 2 {
+				snoozed--
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the jobs of the paused batch were never taken")
+		}
+	}
+	if n := run.count("a") + run.count("b"); n != 0 {
+		t.Fatalf("%d accounts ran in a paused batch", n)
+	}
+	if err := s.Resume(ctx, "staff"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Wait(ctx, "staff", "one", 20*time.Millisecond, nil); err != nil {
+		t.Fatal(err)
+	}
+	lines, err := s.Report(ctx, "staff", "one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkLines(t, lines, map[string]want{"a": {StateDone, "", 0, 1, 3}, "b": {StateDone, "", 0, 1, 3}})
 }
