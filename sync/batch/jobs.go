@@ -145,16 +145,20 @@ func (w *accountWorker) Work(ctx context.Context, job *river.Job[accountArgs]) e
 		return river.JobCancel(errors.New(out.Error))
 	}
 	acct := &Account{Batch: job.Args.Batch, Pass: job.Args.Pass, Mode: job.Args.Mode, Row: *row, Resolver: s.cfg.Resolver}
-	out := s.cfg.Runner.RunAccount(ctx, acct)
-	out = merge(previousOutput(job.JobRow), out)
+	stop := s.cfg.Metrics.start(acct.Batch)
+	run := s.cfg.Runner.RunAccount(ctx, acct)
+	stop()
+	out := merge(previousOutput(job.JobRow), run)
 	if len(out.Failures) > maxFailures {
 		out.Failures = out.Failures[:maxFailures]
 	}
 	if out.Class == "" {
 		out.Class = ClassOf(out.ExitCode)
 	}
-	s.cfg.Logger.Info("account ran", "batch", acct.Batch, "pass", acct.Pass, "id", row.ID, "exit_code", out.ExitCode, "class", out.Class, "attempt", job.Attempt)
-	return outcomeError(ctx, &out, s.cfg.Throttle)
+	outcome, err := outcomeError(ctx, &out, s.cfg.Throttle)
+	s.cfg.Metrics.observe(acct.Batch, outcome, out.Class, run.Totals)
+	s.cfg.Logger.Info("account ran", "batch", acct.Batch, "pass", acct.Pass, "id", row.ID, "exit_code", out.ExitCode, "class", out.Class, "attempt", job.Attempt, "outcome", outcome)
+	return err
 }
 
 // outcomeError records the outcome and maps it to River's: done on 0 and
@@ -163,32 +167,36 @@ func (w *accountWorker) Work(ctx context.Context, job *river.Job[accountArgs]) e
 // slice ended or the worker is stopping (SIGTERM: another worker, or this
 // one restarted, resumes it); retried with River's backoff otherwise (5,
 // 1: the network, a server's bad minute).
-func outcomeError(ctx context.Context, out *Outcome, throttle time.Duration) error {
+//
+// It returns the outcome's name for the metrics.
+func outcomeError(ctx context.Context, out *Outcome, throttle time.Duration) (string, error) {
 	if ctx.Err() != nil || out.ExitCode == exitInterrupted {
 		if errors.Is(context.Cause(ctx), river.ErrJobCancelledRemotely) {
 			out.Class, out.Error = "", "cancelled by a person"
 			_ = river.RecordOutput(ctx, out)
-			return river.JobCancel(river.ErrJobCancelledRemotely)
+			return "cancelled", river.JobCancel(river.ErrJobCancelledRemotely)
 		}
 		out.Slices++
 		out.ExitCode, out.Class = exitInterrupted, ""
 		_ = river.RecordOutput(ctx, out)
-		return river.JobSnooze(0)
+		return "snoozed", river.JobSnooze(0)
 	}
 	out.Slices = 0
 	if err := river.RecordOutput(ctx, out); err != nil {
-		return err
+		return "retry", err
 	}
 	err := fmt.Errorf("exit %d (%s): %s", out.ExitCode, out.Class, out.Error)
 	switch out.ExitCode {
-	case exitOK, exitPartial:
-		return nil
+	case exitOK:
+		return "done", nil
+	case exitPartial:
+		return "partial", nil
 	case exitUsage, exitAuth, exitCheckpoint, exitDiskFull:
-		return river.JobCancel(err)
+		return "failed", river.JobCancel(err)
 	case exitTemporary, exitLocked:
-		return river.JobSnooze(throttle)
+		return "snoozed", river.JobSnooze(throttle)
 	}
-	return err
+	return "retry", err
 }
 
 // previousOutput is the outcome the job's last attempt or slice recorded.

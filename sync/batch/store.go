@@ -63,6 +63,8 @@ type Config struct {
 	// by a fixed delay; for tests.
 	RetryDelay time.Duration
 	Logger     *slog.Logger
+	// Metrics, when set, count this worker's runs (NewMetrics).
+	Metrics *Metrics
 }
 
 // riverClient is what the store uses of a River client; *river.Client of

@@ -11,6 +11,8 @@ import (
 	stdsync "sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // fakeRunner plays scripted exit codes per account: the n-th run of an
@@ -66,13 +68,17 @@ func testRows(t *testing.T, ids ...string) []Row {
 	return rows
 }
 
-func openTest(t *testing.T, dbURL string, workers int, r Runner, slice time.Duration) *Store {
+func openTest(t *testing.T, dbURL string, workers int, r Runner, slice time.Duration, mods ...func(*Config)) *Store {
 	t.Helper()
 	if !strings.HasPrefix(dbURL, "postgres") {
 		dbURL = "sqlite:" + dbURL
 	}
-	s, err := Open(context.Background(), Config{URL: dbURL, Workers: workers, Runner: r,
-		Slice: slice, RetryDelay: 10 * time.Millisecond, Throttle: 10 * time.Millisecond, PausePoll: 10 * time.Millisecond})
+	cfg := Config{URL: dbURL, Workers: workers, Runner: r,
+		Slice: slice, RetryDelay: 10 * time.Millisecond, Throttle: 10 * time.Millisecond, PausePoll: 10 * time.Millisecond}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	s, err := Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -155,7 +161,12 @@ func testOutcomes(t *testing.T, dbURL string) {
 		"long":  {-1, exitOK},
 	}}
 	ids := []string{"ok1", "bad1", "ok2", "bad2", "quota", "usage", "cp", "part", "flaky", "down", "slow", "long", "ok3"}
-	s := openTest(t, dbURL, 4, run, 2*time.Second)
+	reg := prometheus.NewRegistry()
+	metrics, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := openTest(t, dbURL, 4, run, 2*time.Second, func(c *Config) { c.Metrics = metrics })
 	if _, err := s.Load(ctx, "staff", testRows(t, ids...)); err != nil {
 		t.Fatal(err)
 	}
@@ -195,6 +206,16 @@ func testOutcomes(t *testing.T, dbURL string) {
 	if n := run.count("slow"); n != 3 {
 		t.Errorf("slow ran %d times; want 3 (two snoozes, then done)", n)
 	}
+	checkMetrics(t, reg, map[string]float64{
+		`mailferry_batch_account_runs_total{batch="staff",class="",outcome="done"}`:             6,
+		`mailferry_batch_account_runs_total{batch="staff",class="auth",outcome="failed"}`:       2,
+		`mailferry_batch_account_runs_total{batch="staff",class="",outcome="snoozed"}`:          1, // long's first slice
+		`mailferry_batch_account_runs_total{batch="staff",class="temporary",outcome="snoozed"}`: 2,
+		`mailferry_batch_account_runs_total{batch="staff",class="connect",outcome="retry"}`:     1 + DefaultMaxAttempts,
+		`mailferry_batch_account_failures_total{batch="staff",class="auth"}`:                    2,
+		`mailferry_batch_messages_total{batch="staff",result="copied"}`:                         3*21 + 7, // 21 runs end with 3 copied
+		`mailferry_batch_accounts_running{batch="staff"}`:                                       0,
+	})
 
 	// Only the accounts that failed on authentication, in a new pass.
 	res, err := s.Pass(ctx, "staff", "fix", PassOptions{OnlyFailed: true, Class: ClassAuth})
@@ -249,6 +270,31 @@ func checkLines(t *testing.T, lines []Line, wants map[string]want) {
 		}
 		if l.State != w.state || l.Class != w.class || code != w.code || l.Attempts != w.attempts || l.Totals.Copied != w.copied {
 			t.Errorf("%s: state %s class %q exit %d attempts %d copied %d; want %+v", l.ID, l.State, l.Class, code, l.Attempts, l.Totals.Copied, w)
+		}
+	}
+}
+
+// checkMetrics compares gathered metrics, written name{labels}, to want.
+func checkMetrics(t *testing.T, reg *prometheus.Registry, want map[string]float64) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			v := m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			got[mf.GetName()+"{"+strings.Join(labels, ",")+"}"] = v
+		}
+	}
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("%s = %v; want %v", k, got[k], w)
 		}
 	}
 }
