@@ -100,7 +100,14 @@ func (o *batchOptions) openStoreIn(ctx context.Context, url string, workers int,
 		}
 		base.src.hideEnv = append(base.src.hideEnv, o.dbEnv)
 		base.dst.hideEnv = base.src.hideEnv
-		cfg.Runner = &batchRunner{base: base, env: env, configFlag: o.configFlag, cpDir: cpDir}
+		fc, err := o.batchConfig(env)
+		if err != nil {
+			return nil, err
+		}
+		if cfg.Groups, err = fc.groups(); err != nil {
+			return nil, err
+		}
+		cfg.Runner = &batchRunner{base: base, env: env, profiles: fc, cpDir: cpDir}
 		cfg.Metrics = o.metrics
 	}
 	s, err := batch.Open(ctx, cfg)
@@ -473,7 +480,7 @@ func (o *batchOptions) addRunFlags(fs *flag.FlagSet, verb string) {
 	fs.IntVar(&o.copy.common.workers, "connections", 4, "copy up to `N` messages of each account at once")
 	fs.Var(&o.copy.maxSize, "max-size", "skip and report messages larger than `SIZE` (e.g. 25M)")
 	fs.IntVar(&o.accounts, "workers", 4, "run up to `N` accounts at once in this process")
-	fs.StringVar(&o.configFlag, "config", "", "take oauth2:PROFILE settings from the jobs of `FILE` (default: the usual config file)")
+	fs.StringVar(&o.configFlag, "config", "", "read host groups ([batch.groups.NAME]) and oauth2:PROFILE settings (the jobs' src_oauth2, dst_oauth2) from `FILE` (default: the usual config file, if there is one)")
 	fs.DurationVar(&o.slice, "slice", batch.DefaultSlice, "run an account for at most `DURATION` at a time, then put it back in the queue to resume (bounds how late pause and cancel take effect)")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus metrics at http://`ADDR`/metrics (e.g. 127.0.0.1:9464): accounts running, runs by outcome and class, messages, bytes")
 	fs.DurationVar(&o.rescue, "rescue-after", batch.DefaultRescueAfter, "hand the account of a worker that died to another after `DURATION` (at least 1.5 slices)")

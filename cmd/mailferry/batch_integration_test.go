@@ -185,7 +185,10 @@ func TestBatchRunDovecot(t *testing.T) {
 	report := filepath.Join(dir, "staff.report.jsonl")
 	var logs strings.Builder
 
-	code, stdout, stderr := runCLI(t, env, "batch", "run", csv, "--workers", "4", "--ca-file", d.CAFile, "--slice", "2m")
+	// A host group over both ends: at most 3 accounts at once, 2
+	// connections each.
+	cfg := writeConfig(t, 0o600, "[batch.groups.dovecot]\nmatch = [\"localhost\"]\nmax_accounts = 3\nconnections_per_account = 2\n")
+	code, stdout, stderr := runCLI(t, env, "batch", "run", csv, "--workers", "4", "--ca-file", d.CAFile, "--slice", "2m", "--config", cfg)
 	logs.WriteString(stdout + stderr)
 	if code != exitPartial || !strings.Contains(stdout, "20 accounts: 17 done 3 failed (failed: 3 auth)") {
 		t.Fatalf("batch run = %d, stdout %q, stderr %q; want 3 and 17 done, 3 failed on auth", code, stdout, stderr)
@@ -275,6 +278,8 @@ func TestBatchMultiMachineCommands(t *testing.T) {
 		{[]string{"batch", "status", "staff", "--db-env", "BATCH_DB"}, exitOK, "2 accounts: 2 cancelled"},
 		{[]string{"batch", "run", badCSV}, exitUsage, "line 4, column 4 (src_auth): not a reference"},
 		{[]string{"batch"}, exitUsage, "want a batch command"},
+		{[]string{"batch", "run", csv, "--config", writeConfig(t, 0o600, "[batch.groups.g]\nmatch = [\"h\"]\nmax_accounts = -1\n")}, exitUsage, "batch.groups.g: max_accounts"},
+		{[]string{"batch", "run", csv, "--config", writeConfig(t, 0o600, "[batch.groups.g]\nmatch = [\"h\"]\nmax_msgs = 1\n")}, exitUsage, "unknown key"},
 		{[]string{"help", "batch"}, exitOK, "Migrate many accounts"},
 	}
 	for _, s := range steps {

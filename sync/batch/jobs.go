@@ -28,6 +28,9 @@ func (f RunnerFunc) RunAccount(ctx context.Context, acct *Account) Outcome { ret
 type Account struct {
 	Batch, Pass, Mode string
 	Row               Row
+	// Connections, when > 0, caps the account's connections (its host
+	// groups' connections_per_account).
+	Connections int
 	// Resolver gives the secrets the row's references name.
 	Resolver *Resolver
 }
@@ -145,9 +148,14 @@ func (w *accountWorker) Work(ctx context.Context, job *river.Job[accountArgs]) e
 		return river.JobCancel(errors.New(out.Error))
 	}
 	acct := &Account{Batch: job.Args.Batch, Pass: job.Args.Pass, Mode: job.Args.Mode, Row: *row, Resolver: s.cfg.Resolver}
-	stop := s.cfg.Metrics.start(acct.Batch)
-	run := s.cfg.Runner.RunAccount(ctx, acct)
-	stop()
+	run, wait, err := w.runInSlots(ctx, acct)
+	if err != nil || wait != "" {
+		if wait != "" {
+			s.cfg.Metrics.slotWait(acct.Batch, wait)
+			return river.JobSnooze(s.cfg.SlotWait)
+		}
+		return err
+	}
 	out := merge(previousOutput(job.JobRow), run)
 	if len(out.Failures) > maxFailures {
 		out.Failures = out.Failures[:maxFailures]
@@ -159,6 +167,28 @@ func (w *accountWorker) Work(ctx context.Context, job *river.Job[accountArgs]) e
 	s.cfg.Metrics.observe(acct.Batch, outcome, out.Class, run.Totals)
 	s.cfg.Logger.Info("account ran", "batch", acct.Batch, "pass", acct.Pass, "id", row.ID, "exit_code", out.ExitCode, "class", out.Class, "attempt", job.Attempt, "outcome", outcome)
 	return err
+}
+
+// runInSlots runs the account once it holds a slot in each capped host
+// group of its two ends, renewed while it runs. It returns the name of a
+// group without a free slot instead of running.
+func (w *accountWorker) runInSlots(ctx context.Context, acct *Account) (Outcome, string, error) {
+	s := w.store
+	groups := groupsOf(s.cfg.Groups, &acct.Row)
+	acct.Connections = connections(groups)
+	runCtx := ctx
+	if len(groups) > 0 {
+		l, full, err := s.acquire(ctx, groups)
+		if err != nil || l == nil {
+			return Outcome{}, full, err
+		}
+		var stopHold func()
+		runCtx, stopHold = s.holdWhile(ctx, l)
+		defer stopHold()
+	}
+	stop := s.cfg.Metrics.start(acct.Batch)
+	defer stop()
+	return s.cfg.Runner.RunAccount(runCtx, acct), "", nil
 }
 
 // outcomeError records the outcome and maps it to River's: done on 0 and

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -491,4 +492,135 @@ func TestPause(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkLines(t, lines, map[string]want{"a": {StateDone, "", 0, 1, 3}, "b": {StateDone, "", 0, 1, 3}})
+}
+
+// capRunner records how many accounts run at once. The first `barrier`
+// runs wait for each other, so the count reaches the cap whatever the
+// timing; after that runs end at once.
+type capRunner struct {
+	mu          stdsync.Mutex
+	active, max int
+	barrier     int
+	released    chan struct{}
+	once        stdsync.Once
+	connections []int
+	waited      func() bool // a slot wait was counted
+}
+
+func (c *capRunner) RunAccount(ctx context.Context, acct *Account) Outcome {
+	c.mu.Lock()
+	c.active++
+	c.max = max(c.max, c.active)
+	c.connections = append(c.connections, acct.Connections)
+	full := c.active == c.barrier
+	c.mu.Unlock()
+	if full {
+		// Hold the slots until another account was turned away.
+		tick := time.NewTicker(5 * time.Millisecond)
+		for !c.waited() && ctx.Err() == nil {
+			<-tick.C
+		}
+		tick.Stop()
+		c.once.Do(func() { close(c.released) })
+	}
+	select {
+	case <-c.released:
+	case <-ctx.Done():
+	}
+	c.mu.Lock()
+	c.active--
+	c.mu.Unlock()
+	return Outcome{ExitCode: exitOK}
+}
+
+// TestGroupCap: 8 accounts on one host, a group cap of 2 and 4 workers:
+// never more than 2 run at once, all finish, the waits are counted.
+func TestGroupCap(t *testing.T) { testGroupCap(t, filepath.Join(t.TempDir(), "b.db")) }
+
+// TestGroupCapPostgres is TestGroupCap with the leases in PostgreSQL.
+func TestGroupCapPostgres(t *testing.T) { testGroupCap(t, postgresURL(t)) }
+
+func testGroupCap(t *testing.T, dbURL string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	reg := prometheus.NewRegistry()
+	metrics, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slotWaits := func() float64 {
+		mfs, _ := reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == "mailferry_batch_slot_waits_total" {
+				return mf.GetMetric()[0].GetCounter().GetValue()
+			}
+		}
+		return 0
+	}
+	run := &capRunner{barrier: 2, released: make(chan struct{}), waited: func() bool { return slotWaits() > 0 }}
+	s := openTest(t, dbURL, 4, run, 0, func(c *Config) {
+		c.Groups = []Group{{Name: "old", Match: []string{"OLD.example"}, MaxAccounts: 2, ConnectionsPerAccount: 3},
+			{Name: "other", Match: []string{"*.elsewhere.org"}, MaxAccounts: 1}}
+		c.SlotWait, c.Metrics = 5*time.Millisecond, metrics
+	})
+	ids := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
+	if _, err := s.Load(ctx, "staff", testRows(t, ids...)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Pass(ctx, "staff", "one", PassOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddQueues(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop(context.Background())
+	if err := s.Wait(ctx, "staff", "one", 20*time.Millisecond, nil); err != nil {
+		t.Fatal(err)
+	}
+	lines, err := s.Report(ctx, "staff", "one")
+	if err != nil || Summarize(lines).States[StateDone] != len(ids) {
+		t.Fatalf("report %+v, %v; want all done", lines, err)
+	}
+	run.mu.Lock()
+	defer run.mu.Unlock()
+	if run.max != 2 {
+		t.Errorf("%d accounts of the group ran at once; want the cap, 2", run.max)
+	}
+	for _, c := range run.connections {
+		if c != 3 {
+			t.Errorf("an account ran with connections %d; want the group's 3", c)
+		}
+	}
+	var slots int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM mailferry_batch_slot`).Scan(&slots); err != nil || slots != 0 {
+		t.Errorf("%d slots still held (%v); want all released", slots, err)
+	}
+}
+
+// TestLeaseLostStopsTheAccount: when a renewal finds the slot taken, the
+// account's context ends (its I/O stops).
+func TestLeaseLostStopsTheAccount(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, filepath.Join(t.TempDir(), "b.db"), 0, nil, 0, func(c *Config) { c.Lease = 30 * time.Millisecond })
+	g := []*Group{{Name: "old", MaxAccounts: 1}}
+	l, full, err := s.acquire(ctx, g)
+	if err != nil || l == nil {
+		t.Fatalf("acquire = %v, %q, %v", l, full, err)
+	}
+	if l2, full, err := s.acquire(ctx, g); err != nil || l2 != nil || full != "old" {
+		t.Fatalf("second acquire = %v, %q, %v; want no slot in old", l2, full, err)
+	}
+	runCtx, stop := s.holdWhile(ctx, l)
+	defer stop()
+	// Another holder takes the slot over, as after an expiry.
+	if _, err := s.db.ExecContext(ctx, `UPDATE mailferry_batch_slot SET holder = 'other'`); err != nil {
+		t.Fatal(err)
+	}
+	<-runCtx.Done()
+	if !errors.Is(context.Cause(runCtx), errLeaseLost) {
+		t.Errorf("cause %v; want errLeaseLost", context.Cause(runCtx))
+	}
 }
