@@ -71,6 +71,9 @@ func Run(ctx context.Context, stores [2]*Store, st *state.State, opt RunOptions)
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
+	for _, st := range stores {
+		st.step = opt.step
+	}
 	if err := r.checkIdentities(); err != nil {
 		return r.res, err
 	}
