@@ -201,9 +201,8 @@ func canonRole(role string) string {
 // them, or nil (no renaming) when either side cannot tell (is not a
 // mail.RoleLister).
 func RoleMapFor(ctx context.Context, src, dst any) (func(string) string, error) {
-	sl, ok1 := src.(mail.RoleLister)
-	dl, ok2 := dst.(mail.RoleLister)
-	if !ok1 || !ok2 {
+	sl, dl := mail.FeaturesOf(src).RoleLister, mail.FeaturesOf(dst).RoleLister
+	if sl == nil || dl == nil {
 		return nil, nil
 	}
 	sr, err := sl.MailboxRoles(ctx)

@@ -20,7 +20,7 @@ import (
 //
 //  1. Detect: at least resetMinRecords records, of which at least 90 % are
 //     no longer listed, while at least 90 % of the listed IDs are new.
-//     Smaller changes keep the per-message re-match by content (copy.go).
+//     Smaller changes keep the per-message re-match by content (transfer.go).
 //  2. Match by listing: a new message whose (Message-ID, size, internal
 //     date) equals that of exactly one orphaned record, while no other
 //     listed message and no other orphaned record has that triple, is that
@@ -30,26 +30,25 @@ import (
 //     alone (mail.HeaderFetcher: POP3 TOP msg 0) is asked once, in one
 //     pass, for those of the listed messages that have an orphaned record
 //     of their size with a Message-ID; the records of such sources get
-//     theirs from the body as it is copied (copy.go putOne). POP3 lists no
+//     theirs from the body as it is copied (transfer.go putOne). POP3 lists no
 //     date either, so there the key is (Message-ID, size): a date is
 //     compared only as far as it is known, and a zero date matches only a
 //     zero date.
 //  3. Probe: hash new messages that step 2 left unmatched and that have an
-//     orphaned record of their size (resetSample of them, or all with
-//     Options.Remap; none without Remap once step 2 matched any, as the
-//     folder halts anyway). Each confirmation is an exact SHA-256 match of
-//     the whole message.
+//     orphaned record of their size: first resetSample of them (none when
+//     step 2 matched any; all at once with Options.Remap), then, once
+//     anything matched, all the others. Each confirmation is an exact
+//     SHA-256 match of the whole message.
 //  4. Decide, counting the matches of steps 2 and 3 together. No match:
 //     the folder was replaced (C7); its messages are copied as new, the
-//     old copies stay, the run reports the event. Matches without Remap:
-//     the same messages under new IDs (C3); the folder halts with
-//     *ResetError ("identifier reset detected"), nothing is copied from
-//     it, the other folders go on. With Remap, the re-mapping is accepted
-//     when at least remapConfirmations records, or 80 % of the orphaned
-//     records, are confirmed (C6): confirmed messages are recorded under
-//     their new IDs with no Put, the rest are copied. Below that the
-//     folder halts: a folder only partly the same is not a renumbering the
-//     tool can trust.
+//     old copies stay, the run reports the event. At least
+//     remapConfirmations records, or 80 % of the orphaned records,
+//     confirmed: the same messages under new IDs (C3, C6); they are
+//     recorded under their new IDs with no Put, the rest are copied, and
+//     the run reports a "remapped" event, with or without --remap. Fewer:
+//     the folder halts with *ResetError ("identifier reset detected"),
+//     nothing is copied from it, the other folders go on: a folder only
+//     partly the same is not a renumbering the tool can trust.
 //
 // Step 2 is weaker than SHA-256: two different messages with the same
 // Message-ID, the same size to the octet and the same internal date to
@@ -102,11 +101,7 @@ func (e *ResetError) Error() string {
 	if e.Change != "" {
 		change = " (ids " + e.Change + ")"
 	}
-	if !e.Remap {
-		return fmt.Sprintf("%q: %v%s: %d of %d recorded ids are gone and %d of %d listed ids are new, and %d new messages are old ones (%s); nothing copied from this folder; rerun with --remap to record them under their new ids without copying them again",
-			e.Mailbox, ErrIdentifierReset, change, e.Vanished, e.Recorded, e.New, e.Listed, e.Matched, e.how())
-	}
-	return fmt.Sprintf("%q: %v%s: only %d of %d old messages match new ones (%s; --remap needs %d, or %d %%); the folder looks partly replaced, so nothing was copied from it; check it on the server",
+	return fmt.Sprintf("%q: %v%s: only %d of %d old messages match new ones (%s; a renumbering needs %d, or %d %%); the folder looks partly replaced, so nothing was copied from it; check it on the server",
 		e.Mailbox, ErrIdentifierReset, change, e.Matched, e.Orphans, e.how(), remapConfirmations, int(remapShare*100))
 }
 
@@ -183,12 +178,12 @@ type probeResult struct {
 // record it equals, if any. Only a fatal error or cancellation is
 // returned; other failures count as "not matched" and the message goes the
 // normal way, which classifies the error again.
-func probeOne(ctx context.Context, src mail.Source, j job, opt Options) error {
+func (r *run) probeOne(ctx context.Context, j job) error {
 	p := j.probe
 	defer p.wg.Done()
-	d, err := retry(ctx, opt, func() (d done, err error) {
-		defer catchPanic(&err, opt.Logger)
-		rec, ok, err := rematch(ctx, src, j)
+	d, err := retry(ctx, r, func() (d done, err error) {
+		defer catchPanic(&err, r.log)
+		rec, ok, err := r.rematch(ctx, j)
 		if ok {
 			p.matched = true
 		}
@@ -202,7 +197,7 @@ func probeOne(ctx context.Context, src mail.Source, j job, opt Options) error {
 	case mail.Fatal(err):
 		return fmt.Errorf("%s %s: %w", j.env.Mailbox, j.env.ID, err)
 	default:
-		opt.Logger.Debug("could not check a message against old copies", "mailbox", j.env.Mailbox, "id", j.env.ID, "err", err)
+		r.log.Debug("could not check a message against old copies", "mailbox", j.env.Mailbox, "id", j.env.ID, "err", err)
 	}
 	return nil
 }
@@ -217,45 +212,108 @@ type resetOutcome struct {
 	halt    *ResetError
 }
 
+// resetMatch is what steps 2 and 3 of the rule found in a folder.
+type resetMatch struct {
+	rc        *resetCheck
+	fresh     []mail.Envelope
+	headers   int
+	noDates   bool
+	byListing int
+	probed    []int // indexes in fresh hashed by content
+	confirmed map[int]checkpoint.Record
+}
+
 // confirmReset applies the rule above to a folder whose identifiers were
 // reset; stored are the listed messages the checkpoint still knows (they
-// count for the uniqueness of step 2). Confirmed re-mappings are sent to
-// dones (recorded without a Put).
-func confirmReset(ctx context.Context, src mail.Source, rc *resetCheck, fresh, stored []mail.Envelope, orphans *orphanSet, opt Options, jobs chan<- []job, dones chan<- done) (resetOutcome, error) {
-	mb := rc.mailbox
-	headers, err := headerPass(ctx, src, mb, fresh, stored, orphans, opt)
+// count for the uniqueness of step 2). Confirmed re-mappings are queued as
+// ready jobs (recorded without a Put).
+func (r *run) confirmReset(ctx context.Context, rc *resetCheck, fresh, stored []mail.Envelope, orphans *orphanSet) (resetOutcome, error) {
+	m, err := r.matchReset(ctx, rc, fresh, stored, orphans)
 	if err != nil {
 		return resetOutcome{}, err
 	}
-	noDates := !slices.ContainsFunc(fresh, func(e mail.Envelope) bool { return !e.Date.IsZero() })
-	byListing := orphans.claimByListing(fresh, stored)
-	var cands []int
+	out := r.decideReset(m)
+	if out.halt != nil {
+		return out, nil
+	}
+	out.checked = map[mail.ID]bool{}
+	for _, i := range m.probed {
+		out.checked[fresh[i].ID] = true
+	}
+	var ready []job
 	for i, env := range fresh {
-		if _, ok := byListing[i]; ok {
+		rec, ok := m.confirmed[i]
+		if !ok {
+			out.fresh = append(out.fresh, env)
 			continue
 		}
-		if (opt.MaxSize <= 0 || env.Size <= opt.MaxSize) && orphans.has(env.Size) {
+		r.st.Box(rc.mailbox).Queued.Add(1)
+		r.st.Queued.Add(1)
+		ready = append(ready, job{env: env, ready: &done{env: env, rec: rec, kind: doneRemapped}})
+	}
+	for len(ready) > 0 {
+		n := min(len(ready), r.opt.FetchBatch)
+		if err := r.send(ctx, ready[:n]); err != nil {
+			return resetOutcome{}, err
+		}
+		ready = ready[n:]
+	}
+	return out, nil
+}
+
+// matchReset runs steps 2 and 3 of the rule: the listing first, then a
+// sample hashed by content (all candidates at once with Options.Remap).
+// Once anything matched, the folder looks renumbered, and every other
+// candidate is hashed too, so the decision counts them all.
+func (r *run) matchReset(ctx context.Context, rc *resetCheck, fresh, stored []mail.Envelope, orphans *orphanSet) (*resetMatch, error) {
+	headers, err := r.headerPass(ctx, rc.mailbox, fresh, stored, orphans)
+	if err != nil {
+		return nil, err
+	}
+	m := &resetMatch{rc: rc, fresh: fresh, headers: headers, confirmed: map[int]checkpoint.Record{}}
+	m.noDates = !slices.ContainsFunc(fresh, func(e mail.Envelope) bool { return !e.Date.IsZero() })
+	for i, rec := range orphans.claimByListing(fresh, stored) {
+		m.confirmed[i] = rec
+	}
+	m.byListing = len(m.confirmed)
+	var cands []int
+	for i, env := range fresh {
+		if _, ok := m.confirmed[i]; ok {
+			continue
+		}
+		if (r.opt.MaxSize <= 0 || env.Size <= r.opt.MaxSize) && orphans.has(env.Size) {
 			cands = append(cands, i)
 		}
 	}
-	if !opt.Remap {
-		if len(byListing) > 0 {
-			cands = nil // the folder halts whatever the hashes say
-		} else if len(cands) > resetSample {
-			cands = cands[:resetSample]
+	first := cands
+	if !r.opt.Remap && m.byListing == 0 && len(cands) > resetSample {
+		first = cands[:resetSample]
+	} else if !r.opt.Remap && m.byListing > 0 {
+		first = nil // the listing already shows a renumbering
+	}
+	if err := r.probeAll(ctx, rc.mailbox, m, first, orphans); err != nil {
+		return nil, err
+	}
+	if len(m.confirmed) > 0 && len(first) < len(cands) {
+		if err := r.probeAll(ctx, rc.mailbox, m, cands[len(first):], orphans); err != nil {
+			return nil, err
 		}
 	}
+	return m, nil
+}
+
+// probeAll hashes the messages fresh[cands] on the workers and waits for
+// them, adding what matched to m.confirmed.
+func (r *run) probeAll(ctx context.Context, mb string, m *resetMatch, cands []int, orphans *orphanSet) error {
 	var wg stdsync.WaitGroup
 	probes := make([]probeResult, len(cands))
 	for k, i := range cands {
 		probes[k].wg = &wg
 		wg.Add(1)
-		env := fresh[i]
-		env.Key = mail.DeliveryKey(opt.SrcEndpoint, mb, env.ID)
-		select {
-		case jobs <- []job{{env: env, orphans: orphans, probe: &probes[k]}}:
-		case <-ctx.Done():
-			return resetOutcome{}, ctx.Err()
+		env := m.fresh[i]
+		env.Key = mail.DeliveryKey(r.opt.SrcEndpoint, mb, env.ID)
+		if err := r.send(ctx, []job{{env: env, orphans: orphans, probe: &probes[k]}}); err != nil {
+			return err
 		}
 	}
 	finished := make(chan struct{})
@@ -263,64 +321,47 @@ func confirmReset(ctx context.Context, src mail.Source, rc *resetCheck, fresh, s
 	select {
 	case <-finished:
 	case <-ctx.Done(): // a worker stopped the run
-		return resetOutcome{}, ctx.Err()
-	}
-	confirmed := map[int]checkpoint.Record{}
-	for i, r := range byListing {
-		confirmed[i] = r
+		return ctx.Err()
 	}
 	for k, i := range cands {
 		if probes[k].matched {
-			confirmed[i] = probes[k].rec
+			m.confirmed[i] = probes[k].rec
 		}
 	}
-	matched := len(confirmed)
+	m.probed = append(m.probed, cands...)
+	return nil
+}
+
+// decideReset is step 4 of the rule: replaced, re-mapped, or halted.
+func (r *run) decideReset(m *resetMatch) resetOutcome {
+	rc, mb := m.rc, m.rc.mailbox
+	matched := len(m.confirmed)
 	change := idChange(rc.oldIDs, rc.freshIDs)
-	ev := Event{Mailbox: mb, Change: change, OldRecords: rc.orphans, Rematched: matched, ByListing: len(byListing), Hashed: len(cands), HeadersRead: headers}
+	ev := Event{Mailbox: mb, Change: change, OldRecords: rc.orphans, Rematched: matched, ByListing: m.byListing, Hashed: len(m.probed), HeadersRead: m.headers}
 	what := "identifiers changed"
 	if change != "" {
 		what += " " + change
 	}
-	out := resetOutcome{checked: map[mail.ID]bool{}}
 	accept := float64(matched) >= remapShare*float64(rc.orphans) || matched >= remapConfirmations
 	switch {
 	case matched == 0:
 		ev.Kind = "replaced"
 		ev.Text = fmt.Sprintf("%s: %s; %d old records kept, 0 re-matched (%d checked): the folder was replaced, its %d messages are copied as new",
-			mb, what, rc.orphans, len(cands), rc.fresh)
-		opt.Logger.Warn("folder replaced on the source: old copies kept, its messages copied as new", "mailbox", mb, "change", change, "old_records", rc.orphans, "checked", len(cands))
-	case !opt.Remap || !accept:
+			mb, what, rc.orphans, len(m.probed), rc.fresh)
+		r.log.Warn("folder replaced on the source: old copies kept, its messages copied as new", "mailbox", mb, "change", change, "old_records", rc.orphans, "checked", len(m.probed))
+	case !accept:
 		halt := &ResetError{Mailbox: mb, Recorded: rc.recorded, Vanished: rc.gone, Listed: rc.listed, New: rc.fresh,
-			Orphans: rc.orphans, Probed: len(cands), Matched: matched, Listing: len(byListing), Headers: headers, NoDates: noDates, Remap: opt.Remap, Change: change}
+			Orphans: rc.orphans, Probed: len(m.probed), Matched: matched, Listing: m.byListing, Headers: m.headers, NoDates: m.noDates, Remap: r.opt.Remap, Change: change}
 		ev.Kind, ev.Text = "halted", halt.Error()
-		opt.Logger.Error("folder halted", "mailbox", mb, "err", halt)
-		return resetOutcome{event: ev, halt: halt}, nil
+		r.log.Error("folder halted", "mailbox", mb, "err", halt)
+		return resetOutcome{event: ev, halt: halt}
 	default:
 		ev.Kind = "remapped"
 		ev.Text = fmt.Sprintf("%s: %s; %d of %d old records re-matched (%d by %s, %d by content) and kept, not copied again",
-			mb, what, matched, rc.orphans, len(byListing), keyName(noDates), matched-len(byListing))
-		opt.Logger.Warn("folder renumbered on the source: re-mapped", "mailbox", mb, "change", change, "old_records", rc.orphans, "rematched", matched, "by_listing", len(byListing), "headers_read", headers)
+			mb, what, matched, rc.orphans, m.byListing, keyName(m.noDates), matched-m.byListing)
+		r.log.Warn("folder renumbered on the source: re-mapped", "mailbox", mb, "change", change, "old_records", rc.orphans, "rematched", matched, "by_listing", m.byListing, "headers_read", m.headers)
 	}
-	out.event = ev
-	for _, i := range cands {
-		out.checked[fresh[i].ID] = true
-	}
-	box := opt.Stats.Box(mb)
-	for i, env := range fresh {
-		rec, ok := confirmed[i]
-		if !ok {
-			out.fresh = append(out.fresh, env)
-			continue
-		}
-		box.Queued.Add(1)
-		opt.Stats.Queued.Add(1)
-		select {
-		case dones <- done{env: env, rec: rec}:
-		case <-ctx.Done():
-			return resetOutcome{}, ctx.Err()
-		}
-	}
-	return out, nil
+	return resetOutcome{event: ev}
 }
 
 // headerPass learns the Message-IDs a listing lacked (POP3) from a source
@@ -331,9 +372,9 @@ func confirmReset(ctx context.Context, src mail.Source, rc *resetCheck, fresh, s
 // for. A pass that fails, or answers for only some of the messages, is
 // dropped with a warning: step 3 then compares by content, as before. Only
 // cancellation and fatal errors are returned.
-func headerPass(ctx context.Context, src mail.Source, mb string, fresh, stored []mail.Envelope, orphans *orphanSet, opt Options) (int, error) {
-	hf, ok := src.(mail.HeaderFetcher)
-	if !ok {
+func (r *run) headerPass(ctx context.Context, mb string, fresh, stored []mail.Envelope, orphans *orphanSet) (int, error) {
+	hf := r.srcF.HeaderFetcher
+	if hf == nil {
 		return 0, nil
 	}
 	sizes := orphans.keyedSizes()
@@ -350,7 +391,7 @@ func headerPass(ctx context.Context, src mail.Source, mb string, fresh, stored [
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	got, err := retry(ctx, opt, func() (map[mail.ID]string, error) { return hf.MessageIDs(ctx, mb, ids) })
+	got, err := retry(ctx, r, func() (map[mail.ID]string, error) { return hf.MessageIDs(ctx, mb, ids) })
 	switch {
 	case err == nil:
 	case ctx.Err() != nil:
@@ -358,22 +399,50 @@ func headerPass(ctx context.Context, src mail.Source, mb string, fresh, stored [
 	case mail.Fatal(err):
 		return 0, fmt.Errorf("read headers of %q: %w", mb, err)
 	default:
-		opt.Logger.Warn("could not read the headers of a renumbered folder: comparing its messages by content instead", "mailbox", mb, "err", err)
+		r.log.Warn("could not read the headers of a renumbered folder: comparing its messages by content instead", "mailbox", mb, "err", err)
 		return 0, nil
 	}
 	for _, env := range at {
 		if _, ok := got[env.ID]; !ok {
 			// Matching needs every listed key: one unknown could be the
 			// twin that makes another ambiguous.
-			opt.Logger.Warn("the source left out headers of a renumbered folder: comparing its messages by content instead", "mailbox", mb, "id", env.ID)
+			r.log.Warn("the source left out headers of a renumbered folder: comparing its messages by content instead", "mailbox", mb, "id", env.ID)
 			return 0, nil
 		}
 	}
 	for _, env := range at {
 		env.MessageID = got[env.ID]
 	}
-	opt.Logger.Debug("read the headers of a renumbered folder", "mailbox", mb, "size", len(ids))
+	r.log.Debug("read the headers of a renumbered folder", "mailbox", mb, "size", len(ids))
 	return len(ids), nil
+}
+
+// orphanSet holds a mailbox's orphaned records by size. Claiming removes a
+// record, so two identical source messages re-map to two records, not one.
+// Workers share it.
+type orphanSet struct {
+	mu     stdsync.Mutex
+	bySize map[int64][]checkpoint.Record
+}
+
+func (o *orphanSet) has(size int64) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.bySize[size]) > 0
+}
+
+// claim takes the first unclaimed record of size with content sum.
+func (o *orphanSet) claim(size int64, sum string) (checkpoint.Record, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	recs := o.bySize[size]
+	for i, r := range recs {
+		if r.SHA256 == sum {
+			o.bySize[size] = append(recs[:i:i], recs[i+1:]...)
+			return r, true
+		}
+	}
+	return checkpoint.Record{}, false
 }
 
 // keyedSizes returns the sizes of the orphaned records that have a

@@ -3,7 +3,6 @@ package sync
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -68,8 +67,8 @@ func popMsg(msgID, text string) mailtest.Fixture {
 // over the same messages. The records of the first run carry Message-ID
 // hashes taken from the bodies as they were copied (the listing has none);
 // the reset run reads the headers once (mail.HeaderFetcher) and re-maps by
-// Message-ID and size, with no body download for unique pairs: halted
-// without --remap, re-mapped with it, and nothing to do after. Twins, a
+// Message-ID and size, with no body download for unique pairs: re-mapped
+// (with or without --remap), and nothing to do after. Twins, a
 // message without a Message-ID, and a header pass that fails or answers
 // only in part fall back to SHA-256.
 func TestC3POP3HeaderPass(t *testing.T) {
@@ -92,87 +91,74 @@ func TestC3POP3HeaderPass(t *testing.T) {
 		leave   mail.ID // the header pass leaves this message out
 		calls   int64   // header passes per reset run
 		headers int     // headers read per reset run
-		// by the run with --remap:
+		// by the run after the reset:
 		byListing, hashed int
-		// by the run without --remap:
-		haltOpens int64
 	}{
 		{name: "Unique", fx: unique, calls: 1, headers: 30, byListing: 30},
 		{name: "Twins", fx: twins, calls: 1, headers: 30, byListing: 28, hashed: 2},
 		{name: "NoMessageID", fx: noIDs, calls: 1, headers: 25, byListing: 25, hashed: 5},
-		{name: "PassFails", fx: unique, err: fmt.Errorf("pop3: top: %w", mail.ErrUnsupported), calls: 1, hashed: 30, haltOpens: resetSample},
-		{name: "PartialAnswer", fx: unique, leave: "u7", calls: 1, hashed: 30, haltOpens: resetSample},
-		{name: "NoHeaderFetcher", fx: unique, plain: true, hashed: 30, haltOpens: resetSample},
+		{name: "PassFails", fx: unique, err: fmt.Errorf("pop3: top: %w", mail.ErrUnsupported), calls: 1, hashed: 30},
+		{name: "PartialAnswer", fx: unique, leave: "u7", calls: 1, hashed: 30},
+		{name: "NoHeaderFetcher", fx: unique, plain: true, hashed: 30},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			sink := mailtest.NewMemSink()
-			cp := openCP(t, filepath.Join(t.TempDir(), "cp.jsonl"))
-			if _, err := Copy(context.Background(), &headerSource{MemSource: renumbered("", tc.fx)}, sink, fastOpts(cp)); err != nil {
-				t.Fatal(err)
-			}
-			// The server regenerated its UIDLs: "1".."30" are now "u1".."u30".
-			hs := &headerSource{MemSource: renumbered("u", tc.fx), err: tc.err, leave: tc.leave}
-			var second mail.Source = hs
-			if tc.plain {
-				second = hs.MemSource
-			}
-			key := keyName(true)
-			puts := sink.Puts.Load()
-			_, err := Copy(context.Background(), second, sink, fastOpts(cp))
-			wantListing := 0
-			if tc.haltOpens == 0 {
-				wantListing = tc.byListing
-			}
-			if !errors.Is(err, ErrIdentifierReset) || !strings.Contains(err.Error(), fmt.Sprintf("%d by %s;", wantListing, key)) {
-				t.Fatalf("without --remap: Copy = %v, want a halt naming %d matches by %s", err, wantListing, key)
-			}
-			if got := hs.Opens.Load(); got != tc.haltOpens || hs.calls.Load() != tc.calls || sink.Puts.Load() != puts {
-				t.Errorf("halt: %d downloads, %d header passes, %d puts; want %d, %d, 0", got, hs.calls.Load(), sink.Puts.Load()-puts, tc.haltOpens, tc.calls)
-			}
-
-			hs.Opens.Store(0)
-			hs.calls.Store(0)
-			hs.read.Store(0)
-			opt := fastOpts(cp)
-			opt.Remap = true
-			res, err := Copy(context.Background(), second, sink, opt)
-			if err != nil {
-				t.Fatalf("--remap: Copy = %v", err)
-			}
-			ev := res.Events
-			if len(ev) != 1 || ev[0].Kind != "remapped" || ev[0].Rematched != 30 || ev[0].ByListing != tc.byListing || ev[0].Hashed != tc.hashed || ev[0].HeadersRead != tc.headers {
-				t.Fatalf("--remap: events %+v, want one remapped: 30 re-matched, %d by listing, %d hashed, %d headers read", ev, tc.byListing, tc.hashed, tc.headers)
-			}
-			if !strings.Contains(ev[0].Text, fmt.Sprintf("(%d by %s, %d by content)", tc.byListing, key, tc.hashed)) {
-				t.Errorf("event text %q does not say how", ev[0].Text)
-			}
-			// At most one header pass, one header per message, and one
-			// download per message that could not be matched by header.
-			if got := hs.Opens.Load(); got != int64(tc.hashed) || hs.calls.Load() != tc.calls || hs.read.Load() > 30 || sink.Puts.Load() != puts {
-				t.Errorf("--remap: %d downloads, %d header passes, %d headers, %d puts; want %d, %d, <= 30, 0",
-					got, hs.calls.Load(), hs.read.Load(), sink.Puts.Load()-puts, tc.hashed, tc.calls)
-			}
-			// Every message is recorded under its new ID with the copy of
-			// its own bytes, and keeps its Message-ID hash for the next reset.
-			recs, stored := recordedINBOX(sink, cp)
-			for i, f := range tc.fx {
-				id := mail.ID(fmt.Sprintf("u%d", i+1))
-				r, ok := recs[id]
-				if !ok || !bytes.Equal(stored[r.Dst], f.Body) {
-					t.Errorf("%s: record %+v holds %q, want %q", id, r, stored[r.Dst], f.Body)
+		// Confirmed by header and content, the folder is re-mapped with or
+		// without --remap (issue 10: it used to halt without it).
+		for _, remap := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/remap=%v", tc.name, remap), func(t *testing.T) {
+				sink := mailtest.NewMemSink()
+				cp := openCP(t, filepath.Join(t.TempDir(), "cp.jsonl"))
+				if _, err := Copy(context.Background(), &headerSource{MemSource: renumbered("", tc.fx)}, sink, fastOpts(cp)); err != nil {
+					t.Fatal(err)
 				}
-				hasID := bytes.Contains(f.Body, []byte("Message-ID:"))
-				if hasID != (r.MsgID != "") {
-					t.Errorf("%s: record Message-ID hash %q, want one: %v", id, r.MsgID, hasID)
+				// The server regenerated its UIDLs: "1".."30" are now "u1".."u30".
+				hs := &headerSource{MemSource: renumbered("u", tc.fx), err: tc.err, leave: tc.leave}
+				var second mail.Source = hs
+				if tc.plain {
+					second = hs.MemSource
 				}
-			}
-			opens, calls := hs.Opens.Load(), hs.calls.Load()
-			res, err = Copy(context.Background(), second, sink, opt)
-			if err != nil || len(res.Events) != 0 || hs.Opens.Load() != opens || hs.calls.Load() != calls || sink.Puts.Load() != puts {
-				t.Errorf("final run: err %v, events %+v, %d downloads, %d header passes, %d puts; want nothing",
-					err, res.Events, hs.Opens.Load()-opens, hs.calls.Load()-calls, sink.Puts.Load()-puts)
-			}
-		})
+				key := keyName(true)
+				puts := sink.Puts.Load()
+				opt := fastOpts(cp)
+				opt.Remap = remap
+				res, err := Copy(context.Background(), second, sink, opt)
+				if err != nil {
+					t.Fatalf("Copy = %v", err)
+				}
+				ev := res.Events
+				if len(ev) != 1 || ev[0].Kind != "remapped" || ev[0].Rematched != 30 || ev[0].ByListing != tc.byListing || ev[0].Hashed != tc.hashed || ev[0].HeadersRead != tc.headers {
+					t.Fatalf("events %+v, want one remapped: 30 re-matched, %d by listing, %d hashed, %d headers read", ev, tc.byListing, tc.hashed, tc.headers)
+				}
+				if !strings.Contains(ev[0].Text, fmt.Sprintf("(%d by %s, %d by content)", tc.byListing, key, tc.hashed)) {
+					t.Errorf("event text %q does not say how", ev[0].Text)
+				}
+				// At most one header pass, one header per message, and one
+				// download per message that could not be matched by header.
+				if got := hs.Opens.Load(); got != int64(tc.hashed) || hs.calls.Load() != tc.calls || hs.read.Load() > 30 || sink.Puts.Load() != puts {
+					t.Errorf("%d downloads, %d header passes, %d headers, %d puts; want %d, %d, <= 30, 0",
+						got, hs.calls.Load(), hs.read.Load(), sink.Puts.Load()-puts, tc.hashed, tc.calls)
+				}
+				// Every message is recorded under its new ID with the copy of
+				// its own bytes, and keeps its Message-ID hash for the next reset.
+				recs, stored := recordedINBOX(sink, cp)
+				for i, f := range tc.fx {
+					id := mail.ID(fmt.Sprintf("u%d", i+1))
+					r, ok := recs[id]
+					if !ok || !bytes.Equal(stored[r.Dst], f.Body) {
+						t.Errorf("%s: record %+v holds %q, want %q", id, r, stored[r.Dst], f.Body)
+					}
+					hasID := bytes.Contains(f.Body, []byte("Message-ID:"))
+					if hasID != (r.MsgID != "") {
+						t.Errorf("%s: record Message-ID hash %q, want one: %v", id, r.MsgID, hasID)
+					}
+				}
+				opens, calls := hs.Opens.Load(), hs.calls.Load()
+				res, err = Copy(context.Background(), second, sink, opt)
+				if err != nil || len(res.Events) != 0 || hs.Opens.Load() != opens || hs.calls.Load() != calls || sink.Puts.Load() != puts {
+					t.Errorf("final run: err %v, events %+v, %d downloads, %d header passes, %d puts; want nothing",
+						err, res.Events, hs.Opens.Load()-opens, hs.calls.Load()-calls, sink.Puts.Load()-puts)
+				}
+			})
+		}
 	}
 }
 

@@ -55,9 +55,15 @@ func TestC3C6C7IdentifierReset(t *testing.T) {
 		rematch  int
 		inText   string
 	}{
-		// C3: same content under new IDs, no --remap: halt after a sample.
-		{name: "C3SameContentHalts", inbox: old, halt: true, kind: "halted", maxOpens: resetSample, rematch: 20,
-			inText: "identifier reset detected (ids 123.* -> 456.*)"},
+		// C3: same content under new IDs, no --remap: a sample matches,
+		// then the rest is confirmed by content too, and the folder is
+		// re-mapped automatically (issue 10; it used to halt with exit 6).
+		{name: "C3SameContentRemapped", inbox: old, kind: "remapped", maxOpens: 30, rematch: 30,
+			inText: "123.* -> 456.*; 30 of 30 old records re-matched"},
+		// C6 below the threshold without --remap: a sample of 20 finds 5,
+		// the other 10 candidates are hashed too, and the folder halts.
+		{name: "C6BelowThresholdHaltsWithoutRemap", inbox: append(append([]mailtest.Fixture{}, old[:5]...), resetFixtures(25, "INBOX", "new")...),
+			halt: true, kind: "halted", maxOpens: 30, rematch: 5, inText: "only 5 of 30 old messages match"},
 		// C6: with --remap, every message is confirmed by content and
 		// recorded under its new ID, with no Put.
 		{name: "C6RemapSameContent", inbox: old, remap: true, kind: "remapped", maxOpens: 30, rematch: 30,
@@ -140,9 +146,12 @@ func TestC3C6C7IdentifierReset(t *testing.T) {
 	}
 }
 
-// TestC3RemapAfterHalt: the halted folder of a first run is re-mapped by
-// the rerun with --remap, with no Put, and a final run copies nothing.
-func TestC3RemapAfterHalt(t *testing.T) {
+// TestC3RemapWithoutFlag: a renumbered folder (regenerated POP3-style
+// IDs) whose messages are confirmed by content is re-mapped by the first
+// run after the change without --remap: no Put, counted as remapped (not
+// copied), one "remapped" event, and a final run copies nothing. (It used
+// to halt until a rerun with --remap: issue 10.)
+func TestC3RemapWithoutFlag(t *testing.T) {
 	fx := resetFixtures(40, "INBOX", "x")
 	sink := mailtest.NewMemSink()
 	cp := openCP(t, filepath.Join(t.TempDir(), "cp.jsonl"))
@@ -151,15 +160,13 @@ func TestC3RemapAfterHalt(t *testing.T) {
 	}
 	second := renumbered("u", fx) // a regenerated UIDL list
 	puts := sink.Puts.Load()
-	_, err := Copy(context.Background(), second, sink, fastOpts(cp))
-	if !errors.Is(err, ErrIdentifierReset) || !strings.Contains(err.Error(), "--remap") {
-		t.Fatalf("Copy = %v, want identifier reset detected with the --remap remedy", err)
+	res, err := Copy(context.Background(), second, sink, fastOpts(cp))
+	if err != nil || sink.Puts.Load() != puts || res.Stats.Copied.Load() != 0 || res.Stats.Remapped.Load() != 40 || len(cp.Records("INBOX")) != 80 {
+		t.Fatalf("after the reset: err %v, %d puts, %d copied, %d remapped, %d records; want 0 puts, 0 copied, 40 remapped and 80 records",
+			err, sink.Puts.Load()-puts, res.Stats.Copied.Load(), res.Stats.Remapped.Load(), len(cp.Records("INBOX")))
 	}
-	opt := fastOpts(cp)
-	opt.Remap = true
-	res, err := Copy(context.Background(), second, sink, opt)
-	if err != nil || sink.Puts.Load() != puts || res.Stats.Copied.Load() != 40 || len(cp.Records("INBOX")) != 80 {
-		t.Fatalf("--remap: err %v, %d puts, %d recorded this run, %d records; want 0 puts, 40 and 80", err, sink.Puts.Load()-puts, res.Stats.Copied.Load(), len(cp.Records("INBOX")))
+	if len(res.Events) != 1 || res.Events[0].Kind != "remapped" || res.Events[0].Rematched != 40 {
+		t.Errorf("events %+v, want one remapped event with 40 re-matched", res.Events)
 	}
 	opens := second.Opens.Load()
 	if res, err := Copy(context.Background(), second, sink, fastOpts(cp)); err != nil || res.Stats.Copied.Load() != 0 || second.Opens.Load() != opens {
@@ -297,11 +304,10 @@ func TestC3C6RemapByListing(t *testing.T) {
 		oldRecords  bool // records without Message-IDs, as versions before they were kept wrote
 		noDates     bool // the listing has no dates: step 2 compares Message-ID and size
 		second      []mailtest.Fixture
-		haltOpens   int64 // downloads by the run without --remap (halts)
 		kind        string
 		byListing   int
 		hashed      int
-		opens, puts int64 // by the run with --remap
+		opens, puts int64 // by the run after the reset
 	}{
 		{name: "AllUnique", first: unique, second: unique, kind: "remapped", byListing: 30},
 		// Twins of one size are hashed; twins of two sizes are not.
@@ -318,73 +324,80 @@ func TestC3C6RemapByListing(t *testing.T) {
 		{name: "NoDates", first: noDates, second: noDates, noDates: true, kind: "remapped", byListing: 30},
 		{name: "NoDatesNewTwin", first: noDates, second: append([]mailtest.Fixture{{Mailbox: "INBOX", Body: []byte("Message-ID: <u-000@x>\r\nSubject: t\r\n\r\nbody X 000\r\n")}}, noDates...),
 			noDates: true, kind: "remapped", byListing: 29, hashed: 2, opens: 3, puts: 1},
-		{name: "OldRecords", first: unique, oldRecords: true, second: unique, haltOpens: resetSample, kind: "remapped", hashed: 30, opens: 30},
+		{name: "OldRecords", first: unique, oldRecords: true, second: unique, kind: "remapped", hashed: 30, opens: 30},
 		// C6: 22 matched by listing >= 20 confirmations; the 8 new ones
 		// have no orphan of their size, so they are copied unhashed.
 		{name: "MostlySame", first: unique, second: append(append([]mailtest.Fixture{}, unique[:22]...), idFixtures(8, "newer", day)...),
 			kind: "remapped", byListing: 22, opens: 8, puts: 8},
-		// C6: 5 of 30 (< 20 and < 80 %) halts even with --remap.
+		// C6: 5 of 30 (< 20 and < 80 %) halts, with or without --remap.
 		{name: "BelowThreshold", first: unique, second: append(append([]mailtest.Fixture{}, unique[:5]...), idFixtures(25, "newer", day)...),
 			kind: "halted", byListing: 5},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			sink := mailtest.NewMemSink()
-			cp := openCP(t, filepath.Join(t.TempDir(), "cp.jsonl"))
-			var first mail.Source = newMsgIDSource("123.", tc.first)
-			if _, err := Copy(context.Background(), first, sink, fastOpts(cp)); err != nil {
-				t.Fatal(err)
-			}
-			if tc.oldRecords {
-				for _, r := range cp.Records("INBOX") {
-					r.MsgID = ""
-					if err := cp.Add(r); err != nil {
-						t.Fatal(err)
+		// A renumbering confirmed by content is re-mapped with or without
+		// --remap (issue 10: no more exit 6 for it); --remap only hashes
+		// every candidate at once, which ends the same here.
+		for _, remap := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/remap=%v", tc.name, remap), func(t *testing.T) {
+				sink := mailtest.NewMemSink()
+				cp := openCP(t, filepath.Join(t.TempDir(), "cp.jsonl"))
+				var first mail.Source = newMsgIDSource("123.", tc.first)
+				if _, err := Copy(context.Background(), first, sink, fastOpts(cp)); err != nil {
+					t.Fatal(err)
+				}
+				if tc.oldRecords {
+					for _, r := range cp.Records("INBOX") {
+						r.MsgID = ""
+						if err := cp.Add(r); err != nil {
+							t.Fatal(err)
+						}
 					}
 				}
-			}
-			key := keyName(tc.noDates)
-			second := newMsgIDSource("456.", tc.second)
-			puts := sink.Puts.Load()
-			_, err := Copy(context.Background(), second, sink, fastOpts(cp))
-			if !errors.Is(err, ErrIdentifierReset) || !strings.Contains(err.Error(), fmt.Sprintf("%d by %s;", tc.byListing, key)) {
-				t.Fatalf("without --remap: Copy = %v, want a halt naming %d matches by %s", err, tc.byListing, key)
-			}
-			if got := second.Opens.Load(); got != tc.haltOpens || sink.Puts.Load() != puts || len(cp.Records("INBOX")) != 30 {
-				t.Errorf("halt: %d downloads, %d puts, %d records; want %d, 0, 30", got, sink.Puts.Load()-puts, len(cp.Records("INBOX")), tc.haltOpens)
-			}
-
-			opens := second.Opens.Load()
-			opt := fastOpts(cp)
-			opt.Remap = true
-			res, err := Copy(context.Background(), second, sink, opt)
-			if halt := tc.kind == "halted"; halt != errors.Is(err, ErrIdentifierReset) || (!halt && err != nil) {
-				t.Fatalf("--remap: Copy = %v, want halt %v", err, halt)
-			}
-			if len(res.Events) != 1 || res.Events[0].Kind != tc.kind || res.Events[0].ByListing != tc.byListing || res.Events[0].Hashed != tc.hashed {
-				t.Fatalf("--remap: events %+v, want one %q with %d by listing, %d hashed", res.Events, tc.kind, tc.byListing, tc.hashed)
-			}
-			if got := second.Opens.Load() - opens; got != tc.opens || sink.Puts.Load()-puts != tc.puts {
-				t.Errorf("--remap: %d downloads, %d puts; want %d and %d", got, sink.Puts.Load()-puts, tc.opens, tc.puts)
-			}
-			if tc.kind == "halted" {
-				return
-			}
-			// Every listed message is recorded with the copy of its own
-			// bytes: no twin took the other's.
-			recs, stored := recordedINBOX(sink, cp)
-			for i, f := range tc.second {
-				id := mail.ID(fmt.Sprintf("456.%d", i+1))
-				r, ok := recs[id]
-				if !ok || !bytes.Equal(stored[r.Dst], f.Body) {
-					t.Errorf("%s (%q): record %+v holds %q", id, f.Body, r, stored[r.Dst])
+				key := keyName(tc.noDates)
+				second := newMsgIDSource("456.", tc.second)
+				puts := sink.Puts.Load()
+				opens := second.Opens.Load()
+				opt := fastOpts(cp)
+				opt.Remap = remap
+				res, err := Copy(context.Background(), second, sink, opt)
+				if halt := tc.kind == "halted"; halt && (!errors.Is(err, ErrIdentifierReset) || !strings.Contains(err.Error(), fmt.Sprintf("%d by %s;", tc.byListing, key))) {
+					t.Fatalf("Copy = %v, want a halt naming %d matches by %s", err, tc.byListing, key)
 				}
-			}
-			opens, puts = second.Opens.Load(), sink.Puts.Load()
-			res, err = Copy(context.Background(), second, sink, opt)
-			if err != nil || len(res.Events) != 0 || second.Opens.Load() != opens || sink.Puts.Load() != puts {
-				t.Errorf("final run: err %v, events %+v, %d downloads, %d puts; want nothing", err, res.Events, second.Opens.Load()-opens, sink.Puts.Load()-puts)
-			}
-		})
+				if halt := tc.kind == "halted"; halt != errors.Is(err, ErrIdentifierReset) || (!halt && err != nil) {
+					t.Fatalf("Copy = %v, want halt %v", err, halt)
+				}
+				if tc.kind == "halted" && len(cp.Records("INBOX")) != 30 {
+					t.Errorf("halted: %d records, want the 30 old ones", len(cp.Records("INBOX")))
+				}
+				if len(res.Events) != 1 || res.Events[0].Kind != tc.kind || res.Events[0].ByListing != tc.byListing || res.Events[0].Hashed != tc.hashed {
+					t.Fatalf("events %+v, want one %q with %d by listing, %d hashed", res.Events, tc.kind, tc.byListing, tc.hashed)
+				}
+				if got := second.Opens.Load() - opens; got != tc.opens || sink.Puts.Load()-puts != tc.puts {
+					t.Errorf("%d downloads, %d puts; want %d and %d", got, sink.Puts.Load()-puts, tc.opens, tc.puts)
+				}
+				if tc.kind == "halted" {
+					return
+				}
+				// Re-mapped messages are counted as remapped, never as copied.
+				if n := res.Stats.Remapped.Load(); n != int64(len(tc.second))-tc.puts || res.Stats.Copied.Load() != tc.puts {
+					t.Errorf("counted %d remapped, %d copied; want %d and %d", n, res.Stats.Copied.Load(), int64(len(tc.second))-tc.puts, tc.puts)
+				}
+				// Every listed message is recorded with the copy of its own
+				// bytes: no twin took the other's.
+				recs, stored := recordedINBOX(sink, cp)
+				for i, f := range tc.second {
+					id := mail.ID(fmt.Sprintf("456.%d", i+1))
+					r, ok := recs[id]
+					if !ok || !bytes.Equal(stored[r.Dst], f.Body) {
+						t.Errorf("%s (%q): record %+v holds %q", id, f.Body, r, stored[r.Dst])
+					}
+				}
+				opens, puts = second.Opens.Load(), sink.Puts.Load()
+				res, err = Copy(context.Background(), second, sink, opt)
+				if err != nil || len(res.Events) != 0 || second.Opens.Load() != opens || sink.Puts.Load() != puts {
+					t.Errorf("final run: err %v, events %+v, %d downloads, %d puts; want nothing", err, res.Events, second.Opens.Load()-opens, sink.Puts.Load()-puts)
+				}
+			})
+		}
 	}
 }
 

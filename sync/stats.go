@@ -15,6 +15,8 @@ type Counters struct {
 	Queued       atomic.Int64 // to be copied
 	Fetched      atomic.Int64 // read whole from the source and handed to the sink
 	Copied       atomic.Int64 // stored and recorded
+	Present      atomic.Int64 // found already in the destination by the sink (mail.PresentError) and recorded
+	Remapped     atomic.Int64 // the same message under a new ID (a renumbering): recorded, not stored again
 	Failed       atomic.Int64 // given up after retries
 	Vanished     atomic.Int64 // gone from the source between listing and fetch
 	Deleted      atomic.Int64 // deleted from the source (delete mode)
@@ -73,6 +75,8 @@ type Snapshot struct {
 	Queued       int64 `json:"queued"`
 	Fetched      int64 `json:"fetched"`
 	Copied       int64 `json:"copied"`
+	Present      int64 `json:"present"`
+	Remapped     int64 `json:"remapped"`
 	Failed       int64 `json:"failed"`
 	Vanished     int64 `json:"vanished"`
 	Bytes        int64 `json:"bytes"`
@@ -83,6 +87,8 @@ type Snapshot struct {
 
 // Snapshot copies c.
 func (c *Counters) Snapshot() Snapshot {
-	return Snapshot{c.Listed.Load(), c.Skipped.Load(), c.Queued.Load(), c.Fetched.Load(), c.Copied.Load(), c.Failed.Load(),
-		c.Vanished.Load(), c.Bytes.Load(), c.QueuedBytes.Load(), c.Deleted.Load(), c.FlagsUpdated.Load()}
+	return Snapshot{Listed: c.Listed.Load(), Skipped: c.Skipped.Load(), Queued: c.Queued.Load(), Fetched: c.Fetched.Load(),
+		Copied: c.Copied.Load(), Present: c.Present.Load(), Remapped: c.Remapped.Load(), Failed: c.Failed.Load(),
+		Vanished: c.Vanished.Load(), Bytes: c.Bytes.Load(), QueuedBytes: c.QueuedBytes.Load(), Deleted: c.Deleted.Load(),
+		FlagsUpdated: c.FlagsUpdated.Load()}
 }

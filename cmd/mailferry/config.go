@@ -17,13 +17,6 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"github.com/mailferry/mailferry/sinks/imapsink"
-	maildirsink "github.com/mailferry/mailferry/sinks/maildir"
-	mboxsink "github.com/mailferry/mailferry/sinks/mbox"
-	"github.com/mailferry/mailferry/sources/imap"
-	maildirsource "github.com/mailferry/mailferry/sources/maildir"
-	mboxsource "github.com/mailferry/mailferry/sources/mbox"
-	"github.com/mailferry/mailferry/sources/pop3"
 	mailferry "github.com/mailferry/mailferry/sync"
 	"github.com/mailferry/mailferry/sync/mail"
 )
@@ -41,23 +34,24 @@ type fileConfig struct {
 
 // jobConfig is one [jobs.NAME] table. Its keys mirror the flags of copy.
 type jobConfig struct {
-	Source         string     `toml:"source"`
-	Destination    string     `toml:"destination"`
-	Include        []string   `toml:"include"`
-	Exclude        []string   `toml:"exclude"`
-	Map            []string   `toml:"map"`
-	DeleteSource   bool       `toml:"delete_source"`
-	Gmail          bool       `toml:"gmail"`
-	Workers        int        `toml:"workers"`
-	MaxSize        configSize `toml:"max_size"`
-	MaxBytesPerSec configSize `toml:"max_bytes_per_sec"`
-	MaxMsgsPerSec  int64      `toml:"max_msgs_per_sec"`
-	MaxBytes       configSize `toml:"max_bytes"`
-	Since          configDate `toml:"since"`
-	Before         configDate `toml:"before"`
-	Checkpoint     string     `toml:"checkpoint"`
-	CAFile         string     `toml:"ca_file"`
-	AllowPlaintext bool       `toml:"allow_plaintext"`
+	Source         string          `toml:"source"`
+	Destination    string          `toml:"destination"`
+	Include        []string        `toml:"include"`
+	Exclude        []string        `toml:"exclude"`
+	Map            []string        `toml:"map"`
+	DeleteSource   bool            `toml:"delete_source"`
+	DeleteAfter    configRetention `toml:"delete_after"`
+	Gmail          bool            `toml:"gmail"`
+	Workers        int             `toml:"workers"`
+	MaxSize        configSize      `toml:"max_size"`
+	MaxBytesPerSec configSize      `toml:"max_bytes_per_sec"`
+	MaxMsgsPerSec  int64           `toml:"max_msgs_per_sec"`
+	MaxBytes       configSize      `toml:"max_bytes"`
+	Since          configDate      `toml:"since"`
+	Before         configDate      `toml:"before"`
+	Checkpoint     string          `toml:"checkpoint"`
+	CAFile         string          `toml:"ca_file"`
+	AllowPlaintext bool            `toml:"allow_plaintext"`
 	// The rest mirror --allow-plaintext-auth, --no-starttls, --pin-sha256
 	// and --allow-unsafe-expunge.
 	AllowPlaintextAuth bool      `toml:"allow_plaintext_auth"`
@@ -180,66 +174,11 @@ func loadConfig(flagValue string, env *cliEnv) (*fileConfig, error) {
 	}
 	var secrets []string
 	for _, name := range cfg.order {
-		j := cfg.Jobs[name]
-		if !jobName.MatchString(name) {
-			return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: a job name may hold only letters, digits, '.', '_' and '-'", at("jobs", name))}
+		sec, err := checkJob(env.registry(), at, name, cfg.Jobs[name])
+		if err != nil {
+			return nil, err
 		}
-		if j.Source == "" || j.Destination == "" {
-			return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: a job needs both source and destination", at("jobs", name))}
-		}
-		for _, e := range []struct {
-			key, raw, side string
-		}{{"source", j.Source, "src"}, {"destination", j.Destination, "dst"}} {
-			u, err := mail.ParseEndpoint(e.raw, &mail.OpenOptions{Side: e.side})
-			if err == nil {
-				err = checkEndpoint(u, e.side == "src")
-			}
-			var ce *mail.ConfigError
-			if errors.As(err, &ce) {
-				return nil, &mail.ConfigError{Msg: at("jobs", name, e.key) + ": " + ce.Msg, Hint: ce.Hint}
-			}
-		}
-		for _, l := range []struct {
-			key  string
-			list []string
-		}{{"include", j.Include}, {"exclude", j.Exclude}} {
-			for _, re := range l.list {
-				if _, err := regexp.Compile(re); err != nil {
-					return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: %q: %v", at("jobs", name, l.key), re, err)}
-				}
-			}
-		}
-		if _, err := mailferry.ParseMap(j.Map); err != nil {
-			return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: %v", at("jobs", name, "map"), strings.TrimPrefix(err.Error(), "--map "))}
-		}
-		if j.Workers < 0 {
-			return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: want a positive number", at("jobs", name, "workers")), Hint: "the number of messages copied at once, e.g. workers = 4; leave it out for the default"}
-		}
-		if !j.Since.IsZero() && !j.Before.IsZero() && !j.Since.Before(j.Before.Time) {
-			return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: since %s is not before %s: nothing would be copied", at("jobs", name), j.Since, j.Before)}
-		}
-		for side, s := range map[string]struct {
-			pw    string
-			o     oauth2Settings
-			pwSet bool
-		}{"src": {j.SrcPassword, j.SrcOAuth2, j.SrcPassword+j.SrcPasswordFile+j.SrcPasswordCmd+j.SrcPasswordEnv != ""},
-			"dst": {j.DstPassword, j.DstOAuth2, j.DstPassword+j.DstPasswordFile+j.DstPasswordCmd+j.DstPasswordEnv != ""}} {
-			if err := s.o.check(); err != nil {
-				return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: %v", at("jobs", name, side+"_oauth2"), err), Hint: "see mailferry help oauth2"}
-			}
-			if s.o.enabled() && s.pwSet {
-				return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: a job logs in with %s_oauth2 or with a password, not both", at("jobs", name, side+"_oauth2"), side)}
-			}
-			if s.pw != "" {
-				secrets = append(secrets, toml.Key{"jobs", name, side + "_password"}.String())
-			}
-			if s.o.ClientSecret != "" {
-				secrets = append(secrets, toml.Key{"jobs", name, side + "_oauth2", "client_secret"}.String())
-			}
-			if s.o.RefreshToken != "" {
-				secrets = append(secrets, toml.Key{"jobs", name, side + "_oauth2", "refresh_token"}.String())
-			}
-		}
+		secrets = append(secrets, sec...)
 	}
 	if len(secrets) > 0 {
 		sort.Strings(secrets)
@@ -248,6 +187,80 @@ func loadConfig(flagValue string, env *cliEnv) (*fileConfig, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// checkJob checks one job of the config file and returns the keys of the
+// secrets it holds (the file must then be private).
+func checkJob(reg *mail.Registry, at func(key ...string) string, name string, j jobConfig) (secrets []string, err error) {
+	if !jobName.MatchString(name) {
+		return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: a job name may hold only letters, digits, '.', '_' and '-'", at("jobs", name))}
+	}
+	if j.Source == "" || j.Destination == "" {
+		return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: a job needs both source and destination", at("jobs", name))}
+	}
+	if err := checkJobEndpoints(reg, at, name, &j); err != nil {
+		return nil, err
+	}
+	for _, l := range []struct {
+		key  string
+		list []string
+	}{{"include", j.Include}, {"exclude", j.Exclude}} {
+		for _, re := range l.list {
+			if _, err := regexp.Compile(re); err != nil {
+				return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: %q: %v", at("jobs", name, l.key), re, err)}
+			}
+		}
+	}
+	if _, err := mailferry.ParseMap(j.Map); err != nil {
+		return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: %v", at("jobs", name, "map"), strings.TrimPrefix(err.Error(), "--map "))}
+	}
+	if j.Workers < 0 {
+		return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: want a positive number", at("jobs", name, "workers")), Hint: "the number of messages copied at once, e.g. workers = 4; leave it out for the default"}
+	}
+	if !j.Since.IsZero() && !j.Before.IsZero() && !j.Since.Before(j.Before.Time) {
+		return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: since %s is not before %s: nothing would be copied", at("jobs", name), j.Since, j.Before)}
+	}
+	for side, s := range map[string]struct {
+		pw    string
+		o     oauth2Settings
+		pwSet bool
+	}{"src": {j.SrcPassword, j.SrcOAuth2, j.SrcPassword+j.SrcPasswordFile+j.SrcPasswordCmd+j.SrcPasswordEnv != ""},
+		"dst": {j.DstPassword, j.DstOAuth2, j.DstPassword+j.DstPasswordFile+j.DstPasswordCmd+j.DstPasswordEnv != ""}} {
+		if err := s.o.check(); err != nil {
+			return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: %v", at("jobs", name, side+"_oauth2"), err), Hint: "see mailferry help oauth2"}
+		}
+		if s.o.enabled() && s.pwSet {
+			return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: a job logs in with %s_oauth2 or with a password, not both", at("jobs", name, side+"_oauth2"), side)}
+		}
+		if s.pw != "" {
+			secrets = append(secrets, toml.Key{"jobs", name, side + "_password"}.String())
+		}
+		if s.o.ClientSecret != "" {
+			secrets = append(secrets, toml.Key{"jobs", name, side + "_oauth2", "client_secret"}.String())
+		}
+		if s.o.RefreshToken != "" {
+			secrets = append(secrets, toml.Key{"jobs", name, side + "_oauth2", "refresh_token"}.String())
+		}
+	}
+	return secrets, nil
+}
+
+// checkJobEndpoints checks a job's source and destination URLs with the
+// registry's factories (checkEndpoint).
+func checkJobEndpoints(reg *mail.Registry, at func(key ...string) string, name string, j *jobConfig) error {
+	for _, e := range []struct {
+		key, raw, side string
+	}{{"source", j.Source, "src"}, {"destination", j.Destination, "dst"}} {
+		u, err := mail.ParseEndpoint(e.raw, &mail.OpenOptions{Side: e.side})
+		if err == nil {
+			err = checkEndpoint(reg, u, e.side == "src")
+		}
+		var ce *mail.ConfigError
+		if errors.As(err, &ce) {
+			return &mail.ConfigError{Msg: at("jobs", name, e.key) + ": " + ce.Msg, Hint: ce.Hint}
+		}
+	}
+	return nil
 }
 
 // parseHint suggests the remedy for the TOML mistakes users make most.
@@ -484,48 +497,18 @@ func (c *configDur) UnmarshalTOML(v any) error {
 }
 
 // checkEndpoint runs the endpoint's own URL parser (port range, query
-// options, paths) before anything is opened: the registry's factories do
-// the same, but only when opening, and the destination is opened (and may
-// connect) before the source, so a bad source URL must not wait for that
-// (scenario E1). A local destination path that exists but is not a
-// directory is refused too (an mbox endpoint is a folder of .mbox files,
-// not one file). Schemes it does not know (test fakes) pass.
-func checkEndpoint(u *url.URL, source bool) error {
-	var err error
-	local := false
-	switch {
-	case (u.Scheme == "imap" || u.Scheme == "imaps") && source:
-		_, err = imap.ParseURL(u)
-	case u.Scheme == "imap" || u.Scheme == "imaps":
-		_, err = imapsink.ParseURL(u)
-	case u.Scheme == "pop3" || u.Scheme == "pop3s":
-		_, err = pop3.ParseURL(u)
-	case u.Scheme == "maildir" && source:
-		_, err = maildirsource.ParseURL(u)
-		local = true
-	case u.Scheme == "maildir":
-		_, err = maildirsink.ParseURL(u)
-		local = true
-	case u.Scheme == "mbox" && source:
-		_, err = mboxsource.ParseURL(u)
-		local = true
-	case u.Scheme == "mbox":
-		_, err = mboxsink.ParseURL(u)
-		local = true
+// options, paths) when the config is read, through the registry's factory
+// of its scheme, so a bad job fails before it runs (scenario E1); a local
+// path that exists but is not a directory is refused too. Schemes the
+// registry does not know pass here: the job refuses them when it runs.
+func checkEndpoint(reg *mail.Registry, u *url.URL, source bool) error {
+	if _, known := reg.Lookup(u.Scheme); !known {
+		return nil
 	}
-	if err != nil || !local {
-		return err
+	role := mail.AsSink
+	if source {
+		role = mail.AsSource
 	}
-	p, err := mail.LocalPath(u)
-	if err != nil {
-		return err
-	}
-	if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
-		hint := "a maildir endpoint is a directory (holding cur/, new/ and tmp/)"
-		if u.Scheme == "mbox" {
-			hint = "an mbox endpoint is a folder holding one <mailbox>.mbox file per mailbox: to read a single file, move it into a folder as INBOX.mbox"
-		}
-		return &mail.ConfigError{Msg: fmt.Sprintf("%s: %s is a file, not a directory", mail.Redact(u), p), Hint: hint}
-	}
-	return nil
+	_, err := reg.Resolve(u, role)
+	return err
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -30,7 +29,8 @@ type copyOptions struct {
 	rebuildState       bool // rebuild the checkpoint from the destination (A9)
 	dryRun             bool
 	deleteSource       bool
-	allowUnsafeExpunge bool // IMAP without UIDPLUS: plain EXPUNGE (C9)
+	deleteAfter        retentionFlag // --delete-after: retention (sync/retention.go)
+	allowUnsafeExpunge bool          // IMAP without UIDPLUS: plain EXPUNGE (C9)
 	progress           string
 	progressInterval   time.Duration
 	maxSize            sizeFlag
@@ -53,6 +53,7 @@ func (o *copyOptions) addFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.rebuildState, "rebuild-state", false, "rebuild the checkpoint (lost, or refused as corrupt) from what the destination holds: messages it stored before are recorded without downloading them again (maildir: destinations)")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "list what would be copied; store and delete nothing")
 	fs.BoolVar(&o.deleteSource, "delete-source", false, "delete each message from SRC once it is durably stored and recorded (POP3: DELE, committed at QUIT; IMAP: \\Deleted then UID EXPUNGE of exactly those messages)")
+	fs.Var(&o.deleteAfter, "delete-after", "leave mail on SRC and delete there the messages mailferry stored at least `DAYS` ago (30d, 4w; by when it stored them, not the message date), while the destination still holds them; 0d deletes what earlier runs stored")
 	fs.BoolVar(&o.allowUnsafeExpunge, "allow-unsafe-expunge", false, "with --delete-source from an IMAP server without UIDPLUS: send a plain EXPUNGE, which also removes messages other clients flagged \\Deleted (without it, copied messages stay flagged \\Deleted there)")
 	fs.StringVar(&o.progress, "progress", "auto", "progress display: auto (bars on a terminal, a log line every --progress-interval otherwise), always, never")
 	fs.DurationVar(&o.progressInterval, "progress-interval", 10*time.Second, "without a terminal, log progress every `DURATION`")
@@ -63,7 +64,7 @@ func (o *copyOptions) addFlags(fs *flag.FlagSet) {
 	fs.Var(&o.since, "since", "copy only messages received on or after `DATE` (YYYY-MM-DD, local time; by the internal date)")
 	fs.Var(&o.before, "before", "copy only messages received before `DATE` (YYYY-MM-DD, local time)")
 	fs.Var(&o.maps, "map", "put source folders matching `SRC_RE=DST` into DST ($1 for groups; repeatable; e.g. 'Sent Items=Sent'); special-use folders (Sent, Trash...) already follow their role")
-	fs.BoolVar(&o.remap, "remap", false, "when a folder's message ids were all reset (IMAP UIDVALIDITY change, regenerated POP3 UIDLs) and its messages are the ones copied before, record them under their new ids instead of stopping with exit 6: matched by Message-ID, size and date where unique (IMAP: no download; POP3: one TOP per message), else by content (one download each)")
+	fs.BoolVar(&o.remap, "remap", false, "when a folder's message ids were all reset (IMAP UIDVALIDITY change, regenerated POP3 UIDLs), compare every message by content at once instead of a sample first; a folder whose messages are confirmed as the ones copied before is re-mapped with or without it (matched by Message-ID, size and date where unique, else by content), one that matches only in part stops with exit 6")
 	fs.StringVar(&o.report, "report", "", "append one JSON line per run (time, job, summary, exit code) to `FILE`, for monitoring")
 	fs.BoolVar(&o.gmail, "gmail", false, "Gmail source: copy each message once, into its first label folder (INBOX, labels, Sent, Drafts, then All Mail as Archive), not once per label; see mailferry help gmail")
 }
@@ -107,13 +108,12 @@ func doCopy(ctx context.Context, o *copyOptions, srcURL, dstURL, job string, env
 type copyResult struct {
 	res      *mailferry.Result
 	src, dst string // canonical endpoint names
-	dates    *dateFilter
 }
 
 // copyRun checks the endpoints (the flags were checked by copyOptions.Check),
 // locks the run, opens both ends and copies.
 func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cliEnv) (*copyResult, error) {
-	if err := checkGmail(o, srcURL); err != nil {
+	if err := checkGmail(o, env.registry(), srcURL); err != nil {
 		return nil, err
 	}
 	folderMap, err := mailferry.ParseMap(o.maps)
@@ -147,15 +147,17 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 	srcOpt.AfterRemoveStore = hooks.afterRemoveStore
 	dstOpt := o.common.openOptions(&o.dst, env, log)
 	r := &copyResult{}
-	// Check both URLs before any network or disk I/O (scenario E1).
-	if r.src, err = canonical(reg, srcURL, srcOpt, true); err != nil {
+	// Parse both URLs once, before any network or disk I/O (scenario E1).
+	srcEnd, err := reg.Parse(srcURL, srcOpt, mail.AsSource)
+	if err != nil {
 		return r, err
 	}
-	if r.dst, err = canonical(reg, dstURL, dstOpt, false); err != nil {
+	dstEnd, err := reg.Parse(dstURL, dstOpt, mail.AsSink)
+	if err != nil {
 		return r, err
 	}
-
-	if o.rebuildState && !strings.HasPrefix(r.dst, "maildir:") {
+	r.src, r.dst = srcEnd.Canonical, dstEnd.Canonical
+	if o.rebuildState && !dstEnd.Factory.KeepsKeys {
 		// Checked before the checkpoint is started afresh.
 		return r, &usageError{"--rebuild-state needs a destination that lists what it stored (maildir:); use --reset to start the checkpoint afresh"}
 	}
@@ -187,20 +189,23 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 	// create it (docs/failure-model.md H2): everything is to be copied, and a dry
 	// run asks the sink for nothing.
 	var dst mail.Sink = dryRunSink{}
-	if !o.dryRun || !missingLocal(dstURL, dstOpt) {
-		if dst, err = reg.OpenSink(ctx, dstURL, dstOpt); err != nil {
+	if !o.dryRun || !dstEnd.Missing() {
+		if dst, err = dstEnd.OpenSink(ctx, dstOpt); err != nil {
 			return r, fmt.Errorf("destination: %w", err)
 		}
 	}
-	defer dst.Close()
-	src, err := reg.OpenSource(ctx, srcURL, srcOpt)
+	src, err := srcEnd.OpenSource(ctx, srcOpt)
 	if err != nil {
+		dst.Close()
 		return r, fmt.Errorf("source: %w", err)
 	}
-	srcClosed := false
+	// From here the engine's Run closes both ends and the checkpoint, in
+	// order; until then, whatever fails closes them here.
+	handed := false
 	defer func() {
-		if !srcClosed {
+		if !handed {
 			src.Close()
+			dst.Close()
 		}
 	}()
 	// Folders with a special-use role go to the destination's folder of
@@ -209,37 +214,32 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 	if err != nil {
 		return r, err
 	}
-	src = engineSrc // closed below: the Gmail wrapper closes its own connection too
-	if !o.since.t.IsZero() || !o.before.t.IsZero() {
-		r.dates = newDateFilter(o.since.t, o.before.t, store)
-		engineSrc = filterSource(src, r.dates)
-	}
-
+	src = engineSrc // closed by Run: the Gmail wrapper closes its own connection too
+	var rebuild *mailferry.Rebuild
 	// An empty checkpoint next to a Maildir that holds mail from this source
-	// (the checkpoint was lost, or --rebuild-state): rebuild it from the
-	// keys in the file names, so nothing is downloaded again and delete
-	// mode deletes only what the destination holds (A9). On a first run
-	// the destination folders are empty and this costs one directory
+	// (the checkpoint was lost, or --rebuild-state): the engine rebuilds it
+	// from the keys in the file names, so nothing is downloaded again and
+	// delete mode deletes only what the destination holds (A9). On a first
+	// run the destination folders are empty and this costs one directory
 	// listing each.
-	if idx, ok := dst.(mail.Indexer); ok && fresh && !o.dryRun && strings.HasPrefix(r.dst, "maildir:") {
-		n, err := checkpoint.Rebuild(ctx, store, src, idx, r.src, filter, folderMap.Then(roleMap))
-		if err != nil {
-			return r, err
-		}
-		if n > 0 || o.rebuildState {
-			log.Info("checkpoint rebuilt from the destination", "file", cpPath, "records", n)
-		}
+	if fresh && dstEnd.Factory.KeepsKeys {
+		rebuild = &mailferry.Rebuild{File: cpPath, Asked: o.rebuildState}
 	}
 	stats := &mailferry.Stats{Start: time.Now()}
 	stopProgress := startProgress(ctx, stats, &penv, o.progress, o.progressInterval, o.common.quiet, log)
-	r.res, err = mailferry.Copy(ctx, engineSrc, dst, mailferry.Options{
+	handed = true
+	r.res, err = mailferry.Run(ctx, engineSrc, dst, mailferry.Options{
 		SrcEndpoint:    r.src,
 		Workers:        o.common.workers,
 		Checkpoint:     store,
 		Mailboxes:      filter,
 		MapMailbox:     folderMap.Then(roleMap),
+		Since:          o.since.t,
+		Before:         o.before.t,
 		DryRun:         o.dryRun,
 		DeleteSource:   o.deleteSource,
+		DeleteAfter:    o.deleteAfter.duration(),
+		Now:            env.hooks.now,
 		MaxSize:        int64(o.maxSize),
 		MaxBytesPerSec: int64(o.maxBytesPerSec),
 		MaxMsgsPerSec:  o.maxMsgsPerSec,
@@ -250,58 +250,10 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 		Step:           hooks.step,
 		Remap:          o.remap,
 		BatchSize:      env.hooks.batch,
+		Rebuild:        rebuild,
 	})
 	stopProgress()
-	// Closing the source commits POP3 deletions (QUIT): its failure matters.
-	srcClosed = true
-	if cerr := src.Close(); cerr != nil && o.deleteSource && err == nil {
-		err = fmt.Errorf("source: close (deletions may not have been committed; the rerun will finish them): %w", cerr)
-	}
-	if store != nil {
-		if cerr := store.Close(); cerr != nil && err == nil {
-			err = cerr
-		}
-	}
 	return r, err
-}
-
-// canonical checks an endpoint URL and returns its stable name for the
-// checkpoint: local paths made absolute, network URLs redacted.
-func canonical(reg *mail.Registry, raw string, o *mail.OpenOptions, source bool) (string, error) {
-	u, err := mail.ParseEndpoint(raw, o)
-	if err != nil {
-		return "", err
-	}
-	if err := reg.Check(u, source); err != nil {
-		return "", err
-	}
-	if err := checkEndpoint(u, source); err != nil {
-		return "", err
-	}
-	if u.Opaque != "" || u.Host == "" {
-		p, err := mail.LocalPath(u)
-		if err != nil {
-			return "", err
-		}
-		return u.Scheme + ":" + p, nil
-	}
-	c := &url.URL{Scheme: u.Scheme, User: u.User, Host: strings.ToLower(u.Host), Path: u.Path, RawQuery: u.RawQuery}
-	return mail.Redact(c), nil
-}
-
-// missingLocal reports whether raw is a local endpoint (Maildir, mbox)
-// whose path does not exist.
-func missingLocal(raw string, o *mail.OpenOptions) bool {
-	u, err := mail.ParseEndpoint(raw, o)
-	if err != nil || (u.Opaque == "" && u.Host != "") {
-		return false
-	}
-	p, err := mail.LocalPath(u)
-	if err != nil {
-		return false
-	}
-	_, err = os.Stat(p)
-	return errors.Is(err, os.ErrNotExist)
 }
 
 // dryRunSink stands in for a destination a dry run must not create. The
@@ -358,6 +310,14 @@ type summary struct {
 	Skipped  []mailferry.Failure           `json:"skipped,omitempty"`
 	Events   []mailferry.Event             `json:"events,omitempty"`
 	Planned  []mailferry.Planned           `json:"planned,omitempty"` // --dry-run: what a real run would copy
+	// Expired: deleted from the source by --delete-after (with --dry-run:
+	// would be); NotHeld: old enough, but kept there because the
+	// destination no longer holds the stored copy.
+	Expired []mailferry.Expired `json:"expired,omitempty"`
+	NotHeld []mailferry.Failure `json:"not_held,omitempty"`
+	// AlteredOnAppend: copies the destination server changed when it stored
+	// them (8-bit header bytes, a final line break), recognised all the same.
+	AlteredOnAppend int64 `json:"altered_on_append,omitempty"`
 }
 
 // filterSummary says what a run left out on purpose.
@@ -378,8 +338,8 @@ func makeSummary(o *copyOptions, r *copyResult, err error, start time.Time) summ
 		s.Error = oneLine(err)
 	}
 	if f := (filterSummary{Since: o.since.String(), Before: o.before.String(), MaxSize: int64(o.maxSize), Include: o.common.include, Exclude: o.common.exclude}); !reflect.DeepEqual(f, filterSummary{}) {
-		if r.dates != nil {
-			f.OutsideDates, f.Undated = r.dates.counts()
+		if r.res != nil {
+			f.OutsideDates, f.Undated = r.res.OutsideDates, r.res.Undated
 		}
 		s.Filters = &f
 	}
@@ -392,6 +352,8 @@ func makeSummary(o *copyOptions, r *copyResult, err error, start time.Time) summ
 	s.Failures, s.Skipped = r.res.Failures, r.res.Skipped
 	s.Events = r.res.Events
 	s.Planned = r.res.Planned
+	s.Expired, s.NotHeld = r.res.Expired, r.res.NotHeld
+	s.AlteredOnAppend = r.res.AlteredOnAppend
 	s.Counts = countsOf(s.Totals, r.res, s.Filters)
 	for _, mb := range st.Mailboxes() {
 		s.Folders[mb] = st.Box(mb).Snapshot()
@@ -421,6 +383,9 @@ func report(env *cliEnv, o *copyOptions, r *copyResult, s *summary) bool {
 		}
 		fmt.Fprintf(w, "failed: %s %s: %s\n", f.Mailbox, f.ID, f.Err)
 	}
+	for _, f := range res.NotHeld { // the destination lost a copy: news even for cron
+		fmt.Fprintf(w, "not deleted: %s %s: %s\n", f.Mailbox, f.ID, f.Err)
+	}
 	for _, e := range res.Events {
 		// Folder-level events (identifiers changed, a folder replaced) are
 		// news even for cron: they happen once. A halted folder is the
@@ -444,6 +409,8 @@ func report(env *cliEnv, o *copyOptions, r *copyResult, s *summary) bool {
 	if o.dryRun {
 		verb = "to copy"
 	}
+	// "present" is every message already in the destination: recorded by
+	// an earlier run, or found there by the sink (mail.PresentError).
 	fmt.Fprintf(w, "%-32s %8s %8s %8s %8s %10s\n", "folder", "found", "present", verb, "failed", "bytes")
 	for _, mb := range st.Mailboxes() {
 		b := st.Box(mb).Snapshot()
@@ -451,16 +418,47 @@ func report(env *cliEnv, o *copyOptions, r *copyResult, s *summary) bool {
 		if o.dryRun {
 			n = b.Queued
 		}
-		fmt.Fprintf(w, "%-32s %8d %8d %8d %8d %10s\n", trimName(mb, 32), b.Listed, b.Skipped, n, b.Failed, humanBytes(b.Bytes))
+		fmt.Fprintf(w, "%-32s %8d %8d %8d %8d %10s\n", trimName(mb, 32), b.Listed, b.Skipped+b.Present, n, b.Failed, humanBytes(b.Bytes))
 	}
 	t := s.Totals
 	n := t.Copied
 	if o.dryRun {
 		n = t.Queued
 	}
-	fmt.Fprintf(w, "%-32s %8d %8d %8d %8d %10s  in %.1fs\n", "total", t.Listed, t.Skipped, n, t.Failed, humanBytes(t.Bytes), s.Seconds)
+	fmt.Fprintf(w, "%-32s %8d %8d %8d %8d %10s  in %.1fs\n", "total", t.Listed, t.Skipped+t.Present, n, t.Failed, humanBytes(t.Bytes), s.Seconds)
 	if o.dryRun {
+		printExpired(w, res.Expired)
 		fmt.Fprintf(w, "dry run: %d message(s), %s, would be copied; nothing was stored or deleted\n", t.Queued, humanBytes(t.QueuedBytes))
+	}
+	printNotes(w, s)
+	if n := len(res.Failures); n > 0 {
+		temp := temporaryFailures(res.Failures)
+		// Only a temporary failure is worth a rerun: a message refused as
+		// too large or invalid fails the same way every time.
+		switch temp {
+		case n:
+			fmt.Fprintf(w, "%d message(s) failed; run the same command again to retry them\n", n)
+		case 0:
+			fmt.Fprintf(w, "%d message(s) failed and would fail again as they are (the errors above say why)\n", n)
+		default:
+			fmt.Fprintf(w, "%d message(s) failed: %d may go through if you run the same command again, %d would fail again as they are (the errors above say why)\n", n, temp, n-temp)
+		}
+	}
+	return true
+}
+
+// printNotes prints the summary's lines about messages that were neither
+// copied nor failed: present, re-mapped, left out, deleted, vanished.
+func printNotes(w io.Writer, s *summary) {
+	t := s.Totals
+	if t.Present > 0 {
+		fmt.Fprintf(w, "%d message(s) were already in the destination (put there before, not recorded): recorded now, not copied again\n", t.Present)
+	}
+	if t.Remapped > 0 {
+		fmt.Fprintf(w, "%d message(s) renumbered on the source were re-mapped to their copies: recorded under their new ids, not copied again\n", t.Remapped)
+	}
+	if s.AlteredOnAppend > 0 {
+		fmt.Fprintf(w, "%d message(s) in the destination were changed by its server when stored (8-bit header bytes rewritten or a final line break added); recognised as copies, not stored again\n", s.AlteredOnAppend)
 	}
 	if f := s.Filters; f != nil && f.OutsideDates > 0 {
 		fmt.Fprintf(w, "%d message(s) outside the dates were left out\n", f.OutsideDates)
@@ -477,20 +475,6 @@ func report(env *cliEnv, o *copyOptions, r *copyResult, s *summary) bool {
 	if t.Vanished > 0 {
 		fmt.Fprintf(w, "%d message(s) vanished from the source during the run (deleted by another client)\n", t.Vanished)
 	}
-	if n := len(res.Failures); n > 0 {
-		temp := temporaryFailures(res.Failures)
-		// Only a temporary failure is worth a rerun: a message refused as
-		// too large or invalid fails the same way every time.
-		switch temp {
-		case n:
-			fmt.Fprintf(w, "%d message(s) failed; run the same command again to retry them\n", n)
-		case 0:
-			fmt.Fprintf(w, "%d message(s) failed and would fail again as they are (the errors above say why)\n", n)
-		default:
-			fmt.Fprintf(w, "%d message(s) failed: %d may go through if you run the same command again, %d would fail again as they are (the errors above say why)\n", n, temp, n-temp)
-		}
-	}
-	return true
 }
 
 // describeFilters is the filters line of the summary.

@@ -168,9 +168,16 @@ type runCounts struct {
 	// FailedTemporary of them failed on temporary errors: a rerun later
 	// will likely copy them.
 	FailedTemporary int64 `json:"failed_temporary"`
-	// Skipped by reason: "present" (copied by an earlier run), "too_large"
-	// (over --max-size), "outside_dates" (--since/--before).
+	// Skipped by reason: "present" (already in the destination: recorded
+	// by an earlier run, or found there by the sink), "too_large" (over
+	// --max-size), "outside_dates" (--since/--before).
 	Skipped map[string]int64 `json:"skipped"`
+	// Remapped: renumbered on the source (UIDVALIDITY, UIDLs) and
+	// recorded under their new ids without a copy; never in stored.
+	Remapped int64 `json:"remapped"`
+	// Events counts the folder events (see events) by kind: "remapped",
+	// "replaced", "halted", "reset-suspected".
+	Events map[string]int64 `json:"events,omitempty"`
 }
 
 // temporaryFailures counts the failures a rerun may well get through.
@@ -186,7 +193,13 @@ func temporaryFailures(fs []mailferry.Failure) int {
 
 func countsOf(t mailferry.Snapshot, res *mailferry.Result, f *filterSummary) runCounts {
 	c := runCounts{Fetched: t.Fetched, Stored: t.Copied, Deleted: t.Deleted, Vanished: t.Vanished, Failed: t.Failed,
-		Skipped: map[string]int64{"present": t.Skipped, "too_large": 0, "outside_dates": 0}}
+		Skipped: map[string]int64{"present": t.Skipped + t.Present, "too_large": 0, "outside_dates": 0}, Remapped: t.Remapped}
+	for _, e := range res.Events {
+		if c.Events == nil {
+			c.Events = map[string]int64{}
+		}
+		c.Events[e.Kind]++
+	}
 	c.FailedTemporary = int64(temporaryFailures(res.Failures))
 	for _, sk := range res.Skipped {
 		if strings.Contains(sk.Err, mail.ErrTooLarge.Error()) {

@@ -7,18 +7,17 @@ import (
 	"net/url"
 	"regexp"
 
-	"github.com/mailferry/mailferry/sources/imap"
 	mailferry "github.com/mailferry/mailferry/sync"
 	"github.com/mailferry/mailferry/sync/checkpoint"
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
 // checkGmail refuses --gmail where it cannot work, before any I/O.
-func checkGmail(o *copyOptions, srcURL string) error {
+func checkGmail(o *copyOptions, reg *mail.Registry, srcURL string) error {
 	if !o.gmail {
 		return nil
 	}
-	if err := checkGmailSource(srcURL); err != nil {
+	if err := checkGmailSource(reg, srcURL); err != nil {
 		return err
 	}
 	if o.deleteSource {
@@ -28,13 +27,20 @@ func checkGmail(o *copyOptions, srcURL string) error {
 }
 
 // checkGmailSource refuses a --gmail source URL that cannot be a Gmail
-// account; copy and verify share it.
-func checkGmailSource(srcURL string) error {
-	if u, err := url.Parse(srcURL); err != nil || (u.Scheme != "imaps" && u.Scheme != "imap") {
-		return &usageError{"--gmail needs an imaps:// source (a Gmail account)"}
+// account, one whose scheme has no Gmail preset; copy and verify share it.
+func checkGmailSource(reg *mail.Registry, srcURL string) error {
+	u, err := url.Parse(srcURL)
+	if err != nil {
+		return errNoGmail
+	}
+	if f, ok := reg.Lookup(u.Scheme); !ok || f.Source == nil || !f.HasPreset(gmailPresetName) {
+		return errNoGmail
 	}
 	return nil
 }
+
+// errNoGmail refuses --gmail for a source that cannot be Gmail.
+var errNoGmail = &usageError{"--gmail needs an imaps:// source (a Gmail account)"}
 
 // gmailSetup is what the Gmail preset takes from a command: copy and
 // verify build it from the same flags, so that verify --gmail expects each
@@ -59,7 +65,8 @@ func gmailPreset(ctx context.Context, o *copyOptions, src mail.Source, dst mail.
 }
 
 // gmailSource returns the source to read and the role mapping of the
-// destination folders. With --gmail the source is wrapped in imap.Gmail
+// destination folders. With --gmail the source is wrapped in the Gmail
+// preset (backends.go's openGmail)
 // (each message listed once, in its owner folder, see 'mailferry help
 // gmail'); without it, a Gmail source only earns a hint, and special-use
 // folders follow their role (RoleMapFor). dst is the copy's sink or the
@@ -67,20 +74,14 @@ func gmailPreset(ctx context.Context, o *copyOptions, src mail.Source, dst mail.
 // mailbox roles are asked for (mail.RoleLister), before anything is
 // written.
 func gmailSource(ctx context.Context, gs gmailSetup, src mail.Source, dst any, log *slog.Logger) (mail.Source, func(string) string, error) {
-	is, isIMAP := src.(*imap.Source)
 	if !gs.on {
-		if isIMAP {
-			if gm, err := is.IsGmail(ctx); err == nil && gm {
-				log.Info(gs.hint)
-			}
+		if isGmail(ctx, src) {
+			log.Info(gs.hint)
 		}
 		roleMap, err := mailferry.RoleMapFor(ctx, src, dst)
 		return src, roleMap, err
 	}
-	if !isIMAP { // checkGmailSource let a registry's other imap scheme through
-		return nil, nil, &usageError{"--gmail needs an imaps:// source (a Gmail account)"}
-	}
-	gopt := &imap.GmailOptions{Folders: gs.filter}
+	gopt := gmailOptions{folders: gs.filter}
 	// Spam and Trash are left out unless an --include names them.
 	var inc []*regexp.Regexp
 	for _, s := range gs.include {
@@ -88,7 +89,7 @@ func gmailSource(ctx context.Context, gs gmailSetup, src mail.Source, dst any, l
 			inc = append(inc, re)
 		}
 	}
-	gopt.Keep = func(name string) bool {
+	gopt.keep = func(name string) bool {
 		for _, re := range inc {
 			if re.MatchString(name) {
 				return true
@@ -98,20 +99,21 @@ func gmailSource(ctx context.Context, gs gmailSetup, src mail.Source, dst any, l
 	}
 	if gs.store != nil {
 		store := gs.store
-		gopt.Copied = func(mailbox string, id mail.ID) bool {
+		gopt.copied = func(mailbox string, id mail.ID) bool {
 			return store.Has(checkpoint.Key{Mailbox: mailbox, ID: id})
 		}
 	}
-	g, err := imap.NewGmail(ctx, is, gopt)
+	g, err := openGmail(ctx, src, gopt)
 	if err != nil {
 		return nil, nil, err
 	}
-	srcRoles, err := g.MailboxRoles(ctx)
-	if err != nil {
-		return nil, nil, fmt.Errorf("source mailbox roles: %w", err)
+	var srcRoles, dstRoles map[string]string
+	if sl := mail.FeaturesOf(g).RoleLister; sl != nil {
+		if srcRoles, err = sl.MailboxRoles(ctx); err != nil {
+			return nil, nil, fmt.Errorf("source mailbox roles: %w", err)
+		}
 	}
-	var dstRoles map[string]string
-	if dl, ok := dst.(mail.RoleLister); ok {
+	if dl := mail.FeaturesOf(dst).RoleLister; dl != nil {
 		if dstRoles, err = dl.MailboxRoles(ctx); err != nil {
 			return nil, nil, fmt.Errorf("destination mailbox roles: %w", err)
 		}

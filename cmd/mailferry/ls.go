@@ -13,12 +13,6 @@ type lsOptions struct {
 	src    sideFlags
 }
 
-// statter is implemented by sources that count a mailbox cheaply (IMAP
-// STATUS, POP3 STAT); others are listed message by message.
-type statter interface {
-	Stat(ctx context.Context, mailbox string) (messages int, bytes int64, err error)
-}
-
 type lsRow struct {
 	Mailbox  string `json:"mailbox"`
 	Messages int    `json:"messages"`
@@ -35,7 +29,7 @@ func runLs(ctx context.Context, o *lsOptions, srcURL string, env *cliEnv) error 
 	if err != nil {
 		return err
 	}
-	src, err := registry().OpenSource(ctx, srcURL, o.common.openOptions(&o.src, env, log))
+	src, err := env.registry().OpenSource(ctx, srcURL, o.common.openOptions(&o.src, env, log))
 	if err != nil {
 		return err
 	}
@@ -44,6 +38,9 @@ func runLs(ctx context.Context, o *lsOptions, srcURL string, env *cliEnv) error 
 	if err != nil {
 		return err
 	}
+	// A source that counts a mailbox cheaply (IMAP STATUS, POP3 STAT) is
+	// asked; others are listed message by message.
+	statter := mail.FeaturesOf(src).Statter
 	var rows []lsRow
 	var total lsRow
 	for _, mb := range boxes {
@@ -51,8 +48,8 @@ func runLs(ctx context.Context, o *lsOptions, srcURL string, env *cliEnv) error 
 			continue
 		}
 		r := lsRow{Mailbox: mb}
-		if s, ok := src.(statter); ok {
-			r.Messages, r.Bytes, err = s.Stat(ctx, mb)
+		if statter != nil {
+			r.Messages, r.Bytes, err = statter.Stat(ctx, mb)
 		} else {
 			err = src.List(ctx, mb, func(e mail.Envelope) error {
 				r.Messages++

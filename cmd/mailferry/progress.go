@@ -133,7 +133,7 @@ func drawBar(bar *progressbar.ProgressBar, st *mailferry.Stats, sized *bool) {
 			*sized = true
 		}
 	}
-	desc := fmt.Sprintf("%d/%d msgs", s.Copied, s.Queued)
+	desc := fmt.Sprintf("%d/%d msgs", s.Copied+s.Present+s.Remapped, s.Queued) // queued ones end in one of the three
 	if cur := st.Current(); cur != "" {
 		desc += " " + trimName(cur, 20)
 	}

@@ -458,27 +458,6 @@ func TestRunSinceBefore(t *testing.T) {
 	}
 }
 
-func TestDateSourceKeepsOptionalInterfaces(t *testing.T) {
-	mem := mailtest.NewMemSource(fixtures("INBOX", "2024-01-01"))
-	f := newDateFilter(time.Time{}, time.Now(), nil)
-	if _, ok := filterSource(mem, f).(mail.Remover); !ok {
-		t.Error("the filtered MemSource lost mail.Remover")
-	}
-	if _, ok := filterSource(mem, f).(mail.BatchOpener); ok {
-		t.Error("the filtered MemSource gained mail.BatchOpener")
-	}
-	b := filterSource(&mailtest.BatchSource{MemSource: mem}, f)
-	_, isR := b.(mail.Remover)
-	_, isB := b.(mail.BatchOpener)
-	if !isR || !isB {
-		t.Errorf("the filtered BatchSource: Remover %v, BatchOpener %v; want both", isR, isB)
-	}
-	var n int
-	if err := b.List(context.Background(), "INBOX", func(mail.Envelope) error { n++; return nil }); err != nil || n != 1 {
-		t.Errorf("List = %v, %d messages", err, n)
-	}
-}
-
 // TestE3OverlappingRuns: two 'mailferry run nightly' at once: the second
 // exits 7 at once, without opening anything, while the first copies
 // everything.
@@ -528,15 +507,15 @@ func TestE3KilledRunLockTakenOver(t *testing.T) {
 	cp := filepath.Join(dir, "nightly.jsonl")
 
 	child := exec.Command(os.Args[0], "-test.run=^TestHelperHoldLock$")
-	src, err := canonical(w.registry(), "mem:a", nil, true)
+	src, err := w.registry().Parse("mem:a", nil, mail.AsSource)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dst, err := canonical(w.registry(), "memsink:out", nil, false)
+	dst, err := w.registry().Parse("memsink:out", nil, mail.AsSink)
 	if err != nil {
 		t.Fatal(err)
 	}
-	child.Env = append(os.Environ(), "MAILFERRY_TEST_HOLD_LOCK="+cp, "MAILFERRY_TEST_HOLD_ENDPOINTS="+src+"\n"+dst)
+	child.Env = append(os.Environ(), "MAILFERRY_TEST_HOLD_LOCK="+cp, "MAILFERRY_TEST_HOLD_ENDPOINTS="+src.Canonical+"\n"+dst.Canonical)
 	stdin, err := child.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 
 	mailferry "github.com/mailferry/mailferry/sync"
 	"github.com/mailferry/mailferry/sync/checkpoint"
+	"github.com/mailferry/mailferry/sync/mail"
 )
 
 type verifyOptions struct {
@@ -23,7 +24,7 @@ type verifyOptions struct {
 // (o is checked).
 func runVerify(ctx context.Context, o *verifyOptions, srcURL, dstURL string, env *cliEnv) error {
 	if o.gmail {
-		if err := checkGmailSource(srcURL); err != nil {
+		if err := checkGmailSource(env.registry(), srcURL); err != nil {
 			return err
 		}
 	}
@@ -35,16 +36,18 @@ func runVerify(ctx context.Context, o *verifyOptions, srcURL, dstURL string, env
 	if err != nil {
 		return err
 	}
-	reg := registry()
+	reg := env.registry()
 	srcOpt, dstOpt := o.common.openOptions(&o.src, env, log), o.common.openOptions(&o.dst, env, log)
-	srcName, err := canonical(reg, srcURL, srcOpt, true)
+	// Both ends are read: the destination is parsed as a source too.
+	srcEnd, err := reg.Parse(srcURL, srcOpt, mail.AsSource)
 	if err != nil {
 		return err
 	}
-	dstName, err := canonical(reg, dstURL, dstOpt, true)
+	dstEnd, err := reg.Parse(dstURL, dstOpt, mail.AsSource)
 	if err != nil {
 		return err
 	}
+	srcName, dstName := srcEnd.Canonical, dstEnd.Canonical
 	var store checkpoint.Store
 	if o.gmail {
 		cp, release, err := verifyCheckpoint(o.checkpoint, srcName, dstName, log)
@@ -57,14 +60,14 @@ func runVerify(ctx context.Context, o *verifyOptions, srcURL, dstURL string, env
 			store = cp
 		}
 	}
-	src, err := reg.OpenSource(ctx, srcURL, srcOpt)
+	src, err := srcEnd.OpenSource(ctx, srcOpt)
 	if err != nil {
 		return fmt.Errorf("source: %w", err)
 	}
 	// Closed through whatever reads it: the Gmail wrapper closes its own
 	// connection too.
 	defer func() { src.Close() }()
-	dst, err := reg.OpenSource(ctx, dstURL, dstOpt)
+	dst, err := dstEnd.OpenSource(ctx, dstOpt)
 	if err != nil {
 		return fmt.Errorf("destination: %w", err)
 	}

@@ -17,7 +17,10 @@
 // Dial returns an imapclient.Client, used wherever the library does the
 // job. DialRaw returns a logged-in connection driven by hand, the one raw
 // path for what imapclient cannot send: MULTIAPPEND (the sink), X-GM-MSGID
-// (the source's Gmail preset), and next CONDSTORE, QRESYNC and OBJECTID.
+// (the source's Gmail preset), the incremental listing (Session: STATUS of
+// many mailboxes in one round trip, EXAMINE with QRESYNC, CHANGEDSINCE,
+// VANISHED; delta.go says why it cannot be imapclient yet), and next
+// OBJECTID.
 // Both are dialled, secured, guarded and logged in by the same code, so
 // they fail, time out and report alike.
 package imapconn

@@ -2,8 +2,8 @@ package imapconn
 
 // A logged-in connection without imapclient: the one raw path, for what
 // the library cannot send (MULTIAPPEND, RFC 3502, in the IMAP sink; the
-// X-GM-MSGID fetch of the IMAP source's Gmail preset; next CONDSTORE,
-// QRESYNC, OBJECTID). It is dialled, secured and logged in exactly as
+// X-GM-MSGID fetch of the IMAP source's Gmail preset; the incremental
+// listing's Session with CONDSTORE and QRESYNC, delta.go; next OBJECTID). It is dialled, secured and logged in exactly as
 // Dial's clients are (openTransport, authenticate).
 
 import (

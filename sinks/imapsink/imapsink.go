@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -81,8 +80,11 @@ type Sink struct {
 var (
 	_ mail.Sink       = (*Sink)(nil)
 	_ mail.Committer  = (*Sink)(nil)
+	_ mail.IDResolver = (*Sink)(nil)
 	_ mail.FlagSetter = (*Sink)(nil)
 	_ mail.RoleLister = (*Sink)(nil)
+
+	_ mail.AlterationCounter = (*Sink)(nil)
 )
 
 // item is one message on its way: the spooled body and what the retry and
@@ -186,19 +188,9 @@ func (s *Sink) learnNamespace(ctx context.Context, c *imapclient.Client) error {
 
 // Register adds the imap and imaps sink schemes to r.
 func Register(r *mail.Registry) {
-	f := func(ctx context.Context, u *url.URL, o *mail.OpenOptions) (mail.Sink, error) {
-		cfg, err := ParseURL(u)
-		if err != nil {
-			return nil, err
-		}
-		s, err := New(ctx, cfg, o)
-		if err != nil {
-			return nil, err
-		}
-		return s, nil
+	for _, scheme := range []string{"imap", "imaps"} {
+		r.Add(mail.Factory{Scheme: scheme, Kind: mail.KindServer, Sink: mail.NewSink(ParseURL, New)})
 	}
-	r.AddSink("imap", f)
-	r.AddSink("imaps", f)
 }
 
 // Limits reports how many Puts may run at once: one per append connection.
@@ -507,11 +499,20 @@ func (s *Sink) Put(ctx context.Context, env mail.Envelope, body io.Reader) (mail
 		}
 	}
 	uid, found := fo.claim(&it.id)
+	own := found && fo.ownUnsure(&it.id)
 	uidv := fo.uidv
 	<-fo.lock
+	if own {
+		// The retry of an APPEND whose outcome was unknown: the server kept
+		// it, so this run stored it.
+		s.log.Debug("imapsink: an APPEND whose outcome was unknown was stored; not appended again", "mailbox", env.Mailbox, "id", string(env.ID))
+		return makeID(uidv, uid), nil
+	}
 	if found {
 		s.log.Debug("imapsink: already in the destination; not appended again", "mailbox", env.Mailbox, "id", string(env.ID), "size", it.msg.size)
-		return makeID(uidv, uid), nil
+		// Say so (mail.PresentError): the engine counts it as present, not copied.
+		id := makeID(uidv, uid)
+		return id, mail.Present(id)
 	}
 	if s.multi {
 		id, err := s.putMulti(ctx, op, it)

@@ -15,13 +15,13 @@ type Config = maildirfmt.Config
 // ParseURL parses a maildir: URL (see maildirfmt.ParseURL).
 func ParseURL(u *url.URL) (Config, error) { return maildirfmt.ParseURL(u) }
 
-// Register adds the "maildir" sink scheme to r.
+// dirHint explains what a maildir: path must be when it names a file.
+const dirHint = "a maildir endpoint is a directory (holding cur/, new/ and tmp/)"
+
+// Register adds the "maildir" sink scheme to r. The sink keeps each
+// message's delivery key in its file name, so a lost checkpoint can be
+// rebuilt from it (KeepsKeys).
 func Register(r *mail.Registry) {
-	r.AddSink("maildir", func(ctx context.Context, u *url.URL, o *mail.OpenOptions) (mail.Sink, error) {
-		c, err := ParseURL(u)
-		if err != nil {
-			return nil, err
-		}
-		return New(ctx, c.Root, o)
-	})
+	open := func(ctx context.Context, c Config, o *mail.OpenOptions) (*Sink, error) { return New(ctx, c.Root, o) }
+	r.Add(mail.Factory{Scheme: "maildir", Kind: mail.KindLocal, Sink: mail.NewSink(ParseURL, open), DirHint: dirHint, KeepsKeys: true})
 }

@@ -57,9 +57,10 @@ import (
 )
 
 var (
-	_ mail.Sink      = (*Sink)(nil)
-	_ mail.Committer = (*Sink)(nil)
-	_ mail.Indexer   = (*Sink)(nil)
+	_ mail.Sink         = (*Sink)(nil)
+	_ mail.Committer    = (*Sink)(nil)
+	_ mail.Indexer      = (*Sink)(nil)
+	_ mail.StoredReader = (*Sink)(nil)
 )
 
 const (

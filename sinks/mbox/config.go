@@ -1,7 +1,6 @@
 package mbox
 
 import (
-	"context"
 	"fmt"
 	"net/url"
 	"sort"
@@ -72,13 +71,10 @@ func ParseURL(u *url.URL) (Config, error) {
 	return c, nil
 }
 
+// dirHint explains what an mbox: path must be when it names a file.
+const dirHint = "an mbox endpoint is a folder holding one <mailbox>.mbox file per mailbox: to read a single file, move it into a folder as INBOX.mbox"
+
 // Register adds the "mbox" sink scheme to r.
 func Register(r *mail.Registry) {
-	r.AddSink("mbox", func(ctx context.Context, u *url.URL, o *mail.OpenOptions) (mail.Sink, error) {
-		c, err := ParseURL(u)
-		if err != nil {
-			return nil, err
-		}
-		return New(ctx, c, o)
-	})
+	r.Add(mail.Factory{Scheme: "mbox", Kind: mail.KindLocal, Sink: mail.NewSink(ParseURL, New), DirHint: dirHint})
 }

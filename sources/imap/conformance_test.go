@@ -18,6 +18,7 @@ import (
 // the blank separator line to a headers-only message: memNormalize applies
 // the same to both sides of the comparison.
 func TestConformance(t *testing.T) {
+	servers := map[mail.Source]*memServer{} // for Reopen
 	mailtest.TestSource(t, mailtest.SourceHarness{
 		New: func(t testing.TB, fixtures []mailtest.Fixture) mail.Source {
 			m := startMem(t, nil)
@@ -32,6 +33,12 @@ func TestConformance(t *testing.T) {
 				}
 				m.add(t, box, string(memNormalize(f.Body)), flags, f.Date)
 			}
+			src := m.source(t, m.opts(testPass))
+			servers[src] = m
+			return src
+		},
+		Reopen: func(t testing.TB, src mail.Source) mail.Source {
+			m := servers[src]
 			return m.source(t, m.opts(testPass))
 		},
 		Caps: mailtest.Caps{Flags: true, Date: true, Mailboxes: true, Normalize: memNormalize},

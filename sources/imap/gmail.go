@@ -28,6 +28,35 @@ import (
 // X-GM-LABELS, X-GM-THRID).
 const GmailCap = "X-GM-EXT-1"
 
+// PresetGmail names the Gmail preset among the scheme's presets
+// (mail.Factory.Presets): see GmailPreset.
+const PresetGmail = "gmail"
+
+// DetectGmail reports whether src is a source of this package on a server
+// that announces GmailCap; any other source, or a failure to ask, is not.
+func DetectGmail(ctx context.Context, src mail.Source) bool {
+	s, ok := src.(*Source)
+	if !ok {
+		return false
+	}
+	gm, err := s.IsGmail(ctx)
+	return err == nil && gm
+}
+
+// ErrNotIMAP is what GmailPreset returns for a source this package did not
+// open.
+var ErrNotIMAP = errors.New("imap: not an IMAP source")
+
+// GmailPreset wraps src, a source this package opened, in a Gmail (see
+// NewGmail); any other source gives ErrNotIMAP.
+func GmailPreset(ctx context.Context, src mail.Source, o *GmailOptions) (*Gmail, error) {
+	s, ok := src.(*Source)
+	if !ok {
+		return nil, ErrNotIMAP
+	}
+	return NewGmail(ctx, s, o)
+}
+
 // IsGmail reports whether the server announces GmailCap.
 func (s *Source) IsGmail(ctx context.Context) (bool, error) {
 	cn, done, err := s.control(ctx)
@@ -105,9 +134,22 @@ const ownerSticky = 1 << 31
 
 var (
 	_ mail.Source      = (*Gmail)(nil)
+	_ mail.Featurer    = (*Gmail)(nil)
 	_ mail.BatchOpener = (*Gmail)(nil)
 	_ mail.RoleLister  = (*Gmail)(nil)
 )
+
+// Features passes the Source's capabilities through, but for those that
+// Gmail changes: it is no Remover (expunging from a label folder only
+// drops the label), no Statter (a folder's count would include the
+// messages Gmail lists in another folder), and no FolderStatuser or
+// ChangeLister (the Source's change listing knows nothing of the owner
+// folders, so it would pass messages Gmail's List leaves out).
+func (g *Gmail) Features() *mail.Features {
+	f := mail.Wrap(g, g.s)
+	f.Remover, f.Statter, f.FolderStatuser, f.ChangeLister = nil, nil, nil, nil
+	return f
+}
 
 // NewGmail wraps s, which must be a Gmail account: a server without
 // GmailCap gives an error wrapping mail.ErrConfig. o may be nil. Closing

@@ -21,7 +21,6 @@ import (
 	"io"
 	"log/slog"
 	"net/textproto"
-	"net/url"
 	"sort"
 	"strings"
 	"sync"
@@ -82,6 +81,7 @@ type Source struct {
 	seqFetch atomic.Bool
 
 	rm remover // Remove's connection and state
+	dl delta   // FolderStatuses' and ListChanges' connection (delta.go)
 
 	mu     sync.Mutex
 	closed bool
@@ -90,7 +90,13 @@ type Source struct {
 	boxes  map[string]string // UTF-8 '/'-separated name -> server name
 }
 
-var _ mail.Source = (*Source)(nil)
+var (
+	_ mail.Source      = (*Source)(nil)
+	_ mail.BatchOpener = (*Source)(nil)
+	_ mail.Remover     = (*Source)(nil)
+	_ mail.Statter     = (*Source)(nil)
+	_ mail.RoleLister  = (*Source)(nil)
+)
 
 // conn is one logged-in connection and the mailbox it has EXAMINEd.
 type conn struct {
@@ -231,21 +237,12 @@ func (s *Source) userName(box string, delim rune) (name, full string, escaped bo
 	return full, full, escaped
 }
 
-// Register adds the imap and imaps source schemes to r.
+// Register adds the imap and imaps source schemes to r, with the Gmail
+// preset (see GmailPreset).
 func Register(r *mail.Registry) {
-	f := func(ctx context.Context, u *url.URL, o *mail.OpenOptions) (mail.Source, error) {
-		cfg, err := ParseURL(u)
-		if err != nil {
-			return nil, err
-		}
-		s, err := New(ctx, cfg, o)
-		if err != nil {
-			return nil, err
-		}
-		return s, nil
+	for _, scheme := range []string{"imap", "imaps"} {
+		r.Add(mail.Factory{Scheme: scheme, Kind: mail.KindServer, Source: mail.NewSource(ParseURL, New), Presets: []string{PresetGmail}})
 	}
-	r.AddSource("imap", f)
-	r.AddSource("imaps", f)
 }
 
 // Limits reports the size of the Open pool (the control connection used by
@@ -276,6 +273,7 @@ func (s *Source) Close() error {
 			cn.kill() // its user finishes the shutdown when it notices
 		}
 	}
+	s.dl.close()
 	return nil
 }
 

@@ -15,13 +15,11 @@ type Config = maildirfmt.Config
 // maildir:~/path (see maildirfmt.ParseURL).
 func ParseURL(u *url.URL) (Config, error) { return maildirfmt.ParseURL(u) }
 
+// DirHint explains what a maildir: path must be when it names a file.
+const DirHint = "a maildir endpoint is a directory (holding cur/, new/ and tmp/)"
+
 // Register adds the "maildir" source scheme to r.
 func Register(r *mail.Registry) {
-	r.AddSource("maildir", func(ctx context.Context, u *url.URL, o *mail.OpenOptions) (mail.Source, error) {
-		c, err := ParseURL(u)
-		if err != nil {
-			return nil, err
-		}
-		return New(ctx, c.Root, o)
-	})
+	open := func(ctx context.Context, c Config, o *mail.OpenOptions) (*Source, error) { return New(ctx, c.Root, o) }
+	r.Add(mail.Factory{Scheme: "maildir", Kind: mail.KindLocal, Source: mail.NewSource(ParseURL, open), DirHint: DirHint})
 }

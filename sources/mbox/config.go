@@ -1,7 +1,6 @@
 package mbox
 
 import (
-	"context"
 	"fmt"
 	"net/url"
 	"sort"
@@ -28,13 +27,10 @@ func ParseURL(u *url.URL) (string, error) {
 	return mail.LocalPath(u)
 }
 
+// DirHint explains what an mbox: path must be when it names a file.
+const DirHint = "an mbox endpoint is a folder holding one <mailbox>.mbox file per mailbox: to read a single file, move it into a folder as INBOX.mbox"
+
 // Register adds the "mbox" source scheme to r.
 func Register(r *mail.Registry) {
-	r.AddSource("mbox", func(ctx context.Context, u *url.URL, o *mail.OpenOptions) (mail.Source, error) {
-		root, err := ParseURL(u)
-		if err != nil {
-			return nil, err
-		}
-		return New(ctx, root, o)
-	})
+	r.Add(mail.Factory{Scheme: "mbox", Kind: mail.KindLocal, Source: mail.NewSource(ParseURL, New), DirHint: DirHint})
 }

@@ -15,6 +15,7 @@ import (
 func TestConformance(t *testing.T) {
 	for _, pipelining := range []bool{true, false} {
 		t.Run(fmt.Sprint("pipelining=", pipelining), func(t *testing.T) {
+			servers := map[mail.Source]*fakeServer{} // for Reopen
 			mailtest.TestSource(t, mailtest.SourceHarness{
 				New: func(t testing.TB, fixtures []mailtest.Fixture) mail.Source {
 					var msgs []fakeMsg
@@ -25,9 +26,13 @@ func TestConformance(t *testing.T) {
 						body := mailtest.CRLF(f.Body)
 						msgs = append(msgs, fakeMsg{uidl: fmt.Sprintf("%04d-%x", i, sha256.Sum256(body))[:20], body: body})
 					}
-					return newFakeServer(t, fakeOpts{pipelining: pipelining}, msgs...).open(t, nil)
+					srv := newFakeServer(t, fakeOpts{pipelining: pipelining}, msgs...)
+					src := srv.open(t, nil)
+					servers[src] = srv
+					return src
 				},
-				Caps: mailtest.Caps{Normalize: mailtest.CRLF},
+				Reopen: func(t testing.TB, src mail.Source) mail.Source { return servers[src].open(t, nil) },
+				Caps:   mailtest.Caps{Normalize: mailtest.CRLF},
 			})
 		})
 	}

@@ -33,7 +33,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -50,21 +49,19 @@ const maxAhead = 8
 const deleBatch = 64
 
 var (
-	_ mail.Source  = (*Source)(nil)
-	_ mail.Remover = (*Source)(nil)
+	_ mail.Source           = (*Source)(nil)
+	_ mail.Remover          = (*Source)(nil)
+	_ mail.DeleteAware      = (*Source)(nil)
+	_ mail.UnstoredReporter = (*Source)(nil)
+	_ mail.HeaderFetcher    = (*Source)(nil)
+	_ mail.Statter          = (*Source)(nil)
 )
 
-// Register adds the pop3 and pop3s schemes to r.
+// Register adds the pop3 and pop3s source schemes to r.
 func Register(r *mail.Registry) {
-	f := func(ctx context.Context, u *url.URL, o *mail.OpenOptions) (mail.Source, error) {
-		cfg, err := ParseURL(u)
-		if err != nil {
-			return nil, err
-		}
-		return New(ctx, cfg, o)
+	for _, scheme := range []string{"pop3", "pop3s"} {
+		r.Add(mail.Factory{Scheme: scheme, Kind: mail.KindServer, Source: mail.NewSource(ParseURL, New)})
 	}
-	r.AddSource("pop3", f)
-	r.AddSource("pop3s", f)
 }
 
 // Source reads one POP3 maildrop through a single session: POP3 servers
@@ -352,8 +349,12 @@ func (s *Source) listing(ctx context.Context) ([]mail.Envelope, error) {
 // Stat returns the number and total size of the messages in the maildrop,
 // as STAT reports them (RFC 1939 §5), for `mailferry ls`. Once the
 // listing is loaded it is answered from there, without messages passed to
-// Remove.
-func (s *Source) Stat(ctx context.Context) (messages int, bytes int64, err error) {
+// Remove. The maildrop is mailbox INBOX (mail.Statter); any other gives
+// mail.ErrMailboxNotFound.
+func (s *Source) Stat(ctx context.Context, mailbox string) (messages int, bytes int64, err error) {
+	if !isInbox(mailbox) {
+		return 0, 0, fmt.Errorf("pop3: stat %q: a maildrop has only INBOX: %w", mailbox, mail.ErrMailboxNotFound)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {

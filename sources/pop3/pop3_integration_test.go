@@ -79,7 +79,7 @@ func TestDovecotReadAndDelete(t *testing.T) {
 					}
 				}
 			}
-			n, size, err := s.Stat(context.Background())
+			n, size, err := s.Stat(context.Background(), "INBOX")
 			if err != nil || n != len(fixtures) {
 				t.Fatalf("Stat() = %d, %d, %v", n, size, err)
 			}

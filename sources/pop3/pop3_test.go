@@ -592,7 +592,7 @@ func TestC1NoUIDL(t *testing.T) {
 		if n := f.count("RETR"); n != 0 {
 			t.Errorf("%d RETR sent", n)
 		}
-		n, size, err := s.Stat(context.Background())
+		n, size, err := s.Stat(context.Background(), "INBOX")
 		if err != nil || n != 2 || size == 0 {
 			t.Fatalf("Stat() = %d, %d, %v; want 2 messages", n, size, err)
 		}
@@ -654,7 +654,7 @@ func TestMailboxesAndNotFound(t *testing.T) {
 	if s.Limits().Conns != 1 {
 		t.Fatalf("Limits() = %+v", s.Limits())
 	}
-	n, size, err := s.Stat(ctx)
+	n, size, err := s.Stat(ctx, "INBOX")
 	if err != nil || n != 2 || size != int64(len(bodies(2)[0].body)+len(bodies(2)[1].body)) {
 		t.Fatalf("Stat() = %d, %d, %v", n, size, err)
 	}
@@ -693,7 +693,7 @@ func TestDeleteCommittedAtQuit(t *testing.T) {
 		if got := f.maildrop(); len(got) != 5 {
 			t.Fatalf("maildrop before QUIT = %v", got)
 		}
-		if n, _, _ := s.Stat(ctx); n != 2 {
+		if n, _, _ := s.Stat(ctx, "INBOX"); n != 2 {
 			t.Fatalf("Stat after Remove = %d messages, want 2", n)
 		}
 		if err := s.Close(); err != nil {

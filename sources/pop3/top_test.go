@@ -135,9 +135,9 @@ func TestC3TopErrors(t *testing.T) {
 
 // TestC3POP3ResetRemap drives the engine over the POP3 source (scripted
 // server): a maildrop of 30 messages is copied, then the server regenerates
-// every UIDL. The next run halts the folder with "identifier reset
-// detected" and the run with --remap re-maps it; neither sends a RETR, and
-// each sends at most one TOP per message (one header pass). A final run
+// every UIDL. The next run re-maps the folder without --remap, with one
+// RETR (the message without a Message-ID) and at most one TOP per message
+// (one header pass). A final run
 // sends neither and copies nothing.
 func TestC3POP3ResetRemap(t *testing.T) {
 	msgs := idBodies(30)
@@ -164,15 +164,9 @@ func TestC3POP3ResetRemap(t *testing.T) {
 	}
 	f.renumber("new-")
 
+	// Confirmed, the renumbering is re-mapped without --remap (issue 10:
+	// this run used to halt until a rerun with --remap).
 	res, retr, top, err := run(false)
-	if !errors.Is(err, mailferry.ErrIdentifierReset) || !strings.Contains(err.Error(), "29 by Message-ID and size") {
-		t.Fatalf("after the UIDL reset: Copy = %v; want identifier reset detected with 29 matches by Message-ID and size", err)
-	}
-	if retr != 0 || top > 30 || sink.Puts.Load() != 30 {
-		t.Errorf("halted run: %d RETR, %d TOP, %d puts in all; want 0, <= 30, 30", retr, top, sink.Puts.Load())
-	}
-
-	res, retr, top, err = run(true)
 	if err != nil {
 		t.Fatalf("--remap: Copy = %v", err)
 	}

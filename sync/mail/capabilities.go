@@ -3,6 +3,7 @@ package mail
 import (
 	"context"
 	"io"
+	"iter"
 )
 
 // This file lists every optional capability an endpoint may have beyond
@@ -67,6 +68,24 @@ type StoredReader interface {
 	OpenStored(ctx context.Context, mailbox string, id ID) (io.ReadCloser, error)
 }
 
+// Holder is implemented by sinks that can tell whether they still hold
+// messages they stored earlier, so that --delete-after deletes a source
+// message only while its stored copy is there. Holds answers, for each of
+// stored (all of mailbox), whether the sink still holds it: a Maildir or
+// mbox sink by the delivery key it stored the message under (Key), an IMAP
+// sink by the final ID it returned (ID, UIDVALIDITY included). A mailbox
+// that does not exist holds nothing. Holds reads only.
+type Holder interface {
+	Holds(ctx context.Context, mailbox string, stored []Stored) ([]bool, error)
+}
+
+// Stored names a message a sink stored: the ID it returned and the
+// delivery key (Envelope.Key) the engine gave it.
+type Stored struct {
+	ID  ID
+	Key string
+}
+
 // BatchOpener is implemented by sources that stream many messages of one
 // mailbox in a single request (IMAP: one UID FETCH for a set of UIDs), which
 // saves a round trip and server work per message. OpenBatch calls fn once
@@ -101,6 +120,15 @@ type DeleteAware interface {
 // reports them as failures instead of letting them vanish unnoticed.
 type UnstoredReporter interface {
 	Unstored(stored func(Envelope) bool) []Envelope
+}
+
+// AlterationCounter is implemented by sinks that recognise a copy the
+// server changed when it stored it (a server that rewrites 8-bit header
+// bytes, or adds a final line break), so that a rerun does not store it
+// again. AlteredOnAppend returns how many such copies the sink has
+// recognised so far; the run's summary reports it once.
+type AlterationCounter interface {
+	AlteredOnAppend() int64
 }
 
 // HeaderFetcher is implemented by sources whose listing carries no
@@ -142,21 +170,124 @@ type RoleLister interface {
 	MailboxRoles(ctx context.Context) (map[string]string, error)
 }
 
+// FolderStatus is what a source says about a folder without listing it
+// (IMAP STATUS), and what a change listing starts from: the status at the
+// end of the last complete listing. IDs are only comparable while
+// UIDValidity stays the same (RFC 9051 §2.3.1.1).
+type FolderStatus struct {
+	UIDValidity uint32
+	// UIDNext is the next UID the folder will give: every message the
+	// listing saw has a lower one. A caller that kept only the highest UID
+	// it saw passes that + 1.
+	UIDNext  uint32
+	Messages uint32
+	// HighestModSeq is the folder's highest mod-sequence (CONDSTORE, RFC
+	// 7162), 0 when the server has none; it grows with every change of a
+	// message's flags, every new message and every expunge.
+	HighestModSeq uint64
+	// NoModSeq is set when the server offers CONDSTORE but keeps no
+	// mod-sequences for this folder (NOMODSEQ, or HIGHESTMODSEQ 0).
+	NoModSeq bool
+}
+
+// FolderStatuser is implemented by sources that can report the status of
+// many folders at once (IMAP: one LIST-STATUS, RFC 5819, or pipelined
+// STATUS), so that a rerun lists only the folders that moved.
+//
+// FolderStatuses returns the status of each of mailboxes (spelt as
+// Mailboxes returns them) in one round trip where the protocol allows; a
+// folder that does not exist is absent from the map. A folder whose status
+// equals the one recorded at the end of its last complete listing holds
+// the same messages, and, when HighestModSeq is not 0, the same flags:
+// without mod-sequences a flag change does not show in the status. Safe
+// for concurrent use with the other Source methods; cancelling ctx returns
+// an error wrapping ctx.Err().
+type FolderStatuser interface {
+	FolderStatuses(ctx context.Context, mailboxes []string) (map[string]FolderStatus, error)
+}
+
+// ChangeKind says what a Change reports.
+type ChangeKind uint8
+
+// The kinds of Change.
+const (
+	// ChangeNew: a message the last listing did not see. Envelope is
+	// complete, as List gives it (Message-ID included).
+	ChangeNew ChangeKind = iota + 1
+	// ChangeFlags: a message the last listing saw, with its flags now.
+	// Envelope has Mailbox, ID and Flags only. The flags may be unchanged:
+	// without mod-sequences every message is reported.
+	ChangeFlags
+	// ChangeVanished: a message the last listing saw that is gone. Envelope
+	// has Mailbox and ID only.
+	ChangeVanished
+)
+
+// Change is one difference between a folder now and at its last complete
+// listing.
+type Change struct {
+	Kind     ChangeKind
+	Envelope Envelope
+}
+
+// ChangeSummary is how a change listing went.
+type ChangeSummary struct {
+	// Status is the folder's status for the next change listing: record
+	// it once every change passed to fn is applied. It is set also when
+	// Full is.
+	Status FolderStatus
+	// Full, when set, says the changes cannot be trusted to be complete
+	// and the folder must be listed in full; Reason says why (UIDVALIDITY
+	// changed, HIGHESTMODSEQ went backwards, the server said NOMODSEQ,
+	// counts disagree, no earlier listing). Full may be set after ChangeNew
+	// and ChangeFlags changes were passed to fn (they are true), never after
+	// a ChangeVanished one.
+	Full   bool
+	Reason string
+	// New, Flags and Vanished count the changes passed to fn. AllFlags is
+	// set when every known message was reported as ChangeFlags (no
+	// mod-sequences).
+	New, Flags, Vanished int
+	AllFlags             bool
+}
+
+// ChangeLister is implemented by sources that can list what changed in a
+// folder since a recorded status instead of listing it whole (IMAP:
+// CONDSTORE CHANGEDSINCE, QRESYNC VANISHED (EARLIER), UID FETCH of the UIDs
+// from the last UIDNEXT on, as issue 11 describes).
+//
+// ListChanges calls fn for each change in mailbox since the status since
+// (the ChangeSummary.Status, or FolderStatus, recorded at the end of the
+// last complete listing): new messages first, then flag changes, then
+// vanished messages, on the caller's goroutine. known, when not nil,
+// yields the IDs the caller holds for the folder; a source that must find
+// expunges by comparing (no QRESYNC) asks for it, and reports only
+// vanished IDs it yielded; without it such a source may answer Full. An
+// error from fn stops the listing and is returned unchanged. A zero since
+// gives Full. Cancelling ctx returns an error wrapping ctx.Err().
+type ChangeLister interface {
+	ListChanges(ctx context.Context, mailbox string, since FolderStatus, known iter.Seq[ID], fn func(Change) error) (ChangeSummary, error)
+}
+
 // The capability names, as Features.Names reports them and the conformance
 // suite names its subtests.
 const (
-	CapCommitter        = "Committer"
-	CapIDResolver       = "IDResolver"
-	CapIndexer          = "Indexer"
-	CapFlagSetter       = "FlagSetter"
-	CapStoredReader     = "StoredReader"
-	CapBatchOpener      = "BatchOpener"
-	CapRemover          = "Remover"
-	CapDeleteAware      = "DeleteAware"
-	CapUnstoredReporter = "UnstoredReporter"
-	CapHeaderFetcher    = "HeaderFetcher"
-	CapStatter          = "Statter"
-	CapRoleLister       = "RoleLister"
+	CapCommitter         = "Committer"
+	CapIDResolver        = "IDResolver"
+	CapIndexer           = "Indexer"
+	CapFlagSetter        = "FlagSetter"
+	CapStoredReader      = "StoredReader"
+	CapBatchOpener       = "BatchOpener"
+	CapRemover           = "Remover"
+	CapDeleteAware       = "DeleteAware"
+	CapUnstoredReporter  = "UnstoredReporter"
+	CapHeaderFetcher     = "HeaderFetcher"
+	CapStatter           = "Statter"
+	CapRoleLister        = "RoleLister"
+	CapFolderStatuser    = "FolderStatuser"
+	CapChangeLister      = "ChangeLister"
+	CapAlterationCounter = "AlterationCounter"
+	CapHolder            = "Holder"
 )
 
 // Features holds the optional capabilities of one endpoint: each field is
@@ -165,11 +296,13 @@ const (
 // the endpoint (as rclone's fs.Features).
 type Features struct {
 	// Sink capabilities.
-	Committer    Committer
-	IDResolver   IDResolver
-	Indexer      Indexer
-	FlagSetter   FlagSetter
-	StoredReader StoredReader
+	Committer         Committer
+	IDResolver        IDResolver
+	Indexer           Indexer
+	FlagSetter        FlagSetter
+	StoredReader      StoredReader
+	AlterationCounter AlterationCounter
+	Holder            Holder
 	// Source capabilities.
 	BatchOpener      BatchOpener
 	Remover          Remover
@@ -177,6 +310,8 @@ type Features struct {
 	UnstoredReporter UnstoredReporter
 	HeaderFetcher    HeaderFetcher
 	Statter          Statter
+	FolderStatuser   FolderStatuser
+	ChangeLister     ChangeLister
 	// Either side.
 	RoleLister RoleLister
 }
@@ -225,6 +360,8 @@ func (f *Features) Fill(v any) *Features {
 	f.Indexer, _ = v.(Indexer)
 	f.FlagSetter, _ = v.(FlagSetter)
 	f.StoredReader, _ = v.(StoredReader)
+	f.AlterationCounter, _ = v.(AlterationCounter)
+	f.Holder, _ = v.(Holder)
 	f.BatchOpener, _ = v.(BatchOpener)
 	f.Remover, _ = v.(Remover)
 	f.DeleteAware, _ = v.(DeleteAware)
@@ -232,6 +369,8 @@ func (f *Features) Fill(v any) *Features {
 	f.HeaderFetcher, _ = v.(HeaderFetcher)
 	f.Statter, _ = v.(Statter)
 	f.RoleLister, _ = v.(RoleLister)
+	f.FolderStatuser, _ = v.(FolderStatuser)
+	f.ChangeLister, _ = v.(ChangeLister)
 	return f
 }
 
@@ -244,6 +383,8 @@ func (f *Features) Mask(in *Features) *Features {
 	mask(&f.Indexer, in.Indexer)
 	mask(&f.FlagSetter, in.FlagSetter)
 	mask(&f.StoredReader, in.StoredReader)
+	mask(&f.AlterationCounter, in.AlterationCounter)
+	mask(&f.Holder, in.Holder)
 	mask(&f.BatchOpener, in.BatchOpener)
 	mask(&f.Remover, in.Remover)
 	mask(&f.DeleteAware, in.DeleteAware)
@@ -251,6 +392,8 @@ func (f *Features) Mask(in *Features) *Features {
 	mask(&f.HeaderFetcher, in.HeaderFetcher)
 	mask(&f.Statter, in.Statter)
 	mask(&f.RoleLister, in.RoleLister)
+	mask(&f.FolderStatuser, in.FolderStatuser)
+	mask(&f.ChangeLister, in.ChangeLister)
 	return f
 }
 
@@ -263,6 +406,8 @@ func (f *Features) PassThrough(in *Features) *Features {
 	pass(&f.Indexer, in.Indexer)
 	pass(&f.FlagSetter, in.FlagSetter)
 	pass(&f.StoredReader, in.StoredReader)
+	pass(&f.AlterationCounter, in.AlterationCounter)
+	pass(&f.Holder, in.Holder)
 	pass(&f.BatchOpener, in.BatchOpener)
 	pass(&f.Remover, in.Remover)
 	pass(&f.DeleteAware, in.DeleteAware)
@@ -270,6 +415,8 @@ func (f *Features) PassThrough(in *Features) *Features {
 	pass(&f.HeaderFetcher, in.HeaderFetcher)
 	pass(&f.Statter, in.Statter)
 	pass(&f.RoleLister, in.RoleLister)
+	pass(&f.FolderStatuser, in.FolderStatuser)
+	pass(&f.ChangeLister, in.ChangeLister)
 	return f
 }
 
@@ -281,9 +428,11 @@ func (f *Features) Names() []string {
 		v    any
 	}{
 		{CapCommitter, f.Committer}, {CapIDResolver, f.IDResolver}, {CapIndexer, f.Indexer},
-		{CapFlagSetter, f.FlagSetter}, {CapStoredReader, f.StoredReader}, {CapBatchOpener, f.BatchOpener},
+		{CapFlagSetter, f.FlagSetter}, {CapStoredReader, f.StoredReader}, {CapHolder, f.Holder}, {CapBatchOpener, f.BatchOpener},
 		{CapRemover, f.Remover}, {CapDeleteAware, f.DeleteAware}, {CapUnstoredReporter, f.UnstoredReporter},
 		{CapHeaderFetcher, f.HeaderFetcher}, {CapStatter, f.Statter}, {CapRoleLister, f.RoleLister},
+		{CapFolderStatuser, f.FolderStatuser}, {CapChangeLister, f.ChangeLister},
+		{CapAlterationCounter, f.AlterationCounter},
 	} {
 		if c.v != nil {
 			names = append(names, c.name)

@@ -3,6 +3,7 @@ package mail_test
 import (
 	"context"
 	"io"
+	"iter"
 	"reflect"
 	"testing"
 
@@ -38,6 +39,12 @@ func (fullSource) MessageIDs(context.Context, string, []mail.ID) (map[mail.ID]st
 }
 func (fullSource) Stat(context.Context, string) (int, int64, error)        { return 0, 0, nil }
 func (fullSource) MailboxRoles(context.Context) (map[string]string, error) { return nil, nil }
+func (fullSource) FolderStatuses(context.Context, []string) (map[string]mail.FolderStatus, error) {
+	return nil, nil
+}
+func (fullSource) ListChanges(context.Context, string, mail.FolderStatus, iter.Seq[mail.ID], func(mail.Change) error) (mail.ChangeSummary, error) {
+	return mail.ChangeSummary{}, nil
+}
 
 // forwarder forwards Remove and DeleteAfterCopy whatever its inner source
 // has, the way the date filter does; without Features it would claim both.
@@ -62,7 +69,7 @@ type nilFeaturer struct{}
 func (nilFeaturer) Features() *mail.Features { return nil }
 
 func TestFeaturesOf(t *testing.T) {
-	allSource := []string{mail.CapBatchOpener, mail.CapRemover, mail.CapDeleteAware, mail.CapUnstoredReporter, mail.CapHeaderFetcher, mail.CapStatter, mail.CapRoleLister}
+	allSource := []string{mail.CapBatchOpener, mail.CapRemover, mail.CapDeleteAware, mail.CapUnstoredReporter, mail.CapHeaderFetcher, mail.CapStatter, mail.CapRoleLister, mail.CapFolderStatuser, mail.CapChangeLister}
 	tests := []struct {
 		name string
 		v    any
@@ -74,7 +81,7 @@ func TestFeaturesOf(t *testing.T) {
 		{"forwarder over bare source masks", forwarder{inner: struct{ mail.Source }{}}, nil},
 		{"forwarder over full source passes through", forwarder{inner: fullSource{}}, allSource},
 		{"forwarder over forwarder over full", forwarder{inner: forwarder{inner: fullSource{}}}, allSource},
-		{"hider", hider{inner: fullSource{}}, []string{mail.CapBatchOpener, mail.CapDeleteAware, mail.CapUnstoredReporter, mail.CapHeaderFetcher, mail.CapStatter, mail.CapRoleLister}},
+		{"hider", hider{inner: fullSource{}}, []string{mail.CapBatchOpener, mail.CapDeleteAware, mail.CapUnstoredReporter, mail.CapHeaderFetcher, mail.CapStatter, mail.CapRoleLister, mail.CapFolderStatuser, mail.CapChangeLister}},
 		{"featurer returning nil", nilFeaturer{}, nil},
 	}
 	for _, tt := range tests {

@@ -128,3 +128,24 @@ type unreachableError struct {
 
 func (e *unreachableError) Error() string   { return "connect " + e.addr + ": " + e.err.Error() + e.hint }
 func (e *unreachableError) Unwrap() []error { return []error{ErrUnreachable, e.err} }
+
+// PresentError is what a Sink's Put returns when it found the message
+// already in the destination and stored nothing: an earlier run, or
+// another tool, put it there (the IMAP sink's dedupe by Message-ID and
+// content). ID is the existing copy's identifier, as Put would have
+// returned it; Put returns it as its ID too. The engine records the
+// message under ID and counts it as present, never as copied:
+//
+//	var pe *mail.PresentError
+//	if errors.As(err, &pe) { /* already there, as pe.ID */ }
+//
+// It is neither temporary nor fatal. A caller that only wants the message
+// stored may treat it as success.
+type PresentError struct{ ID ID }
+
+func (e *PresentError) Error() string {
+	return "mail: already in the destination as " + string(e.ID)
+}
+
+// Present wraps id as a *PresentError.
+func Present(id ID) error { return &PresentError{ID: id} }

@@ -93,43 +93,49 @@ type SourceFactory func(ctx context.Context, u *url.URL, o *OpenOptions) (Source
 // SinkFactory opens a sink for a parsed URL.
 type SinkFactory func(ctx context.Context, u *url.URL, o *OpenOptions) (Sink, error)
 
-// Registry maps URL schemes to endpoint factories. The CLI builds one in
-// cmd/mailferry/backends.go; tests build their own with fakes. There is no
-// global registry.
+// Registry maps URL schemes to endpoint factories (see Factory). The CLI
+// builds one in cmd/mailferry/backends.go; tests build their own with
+// fakes. There is no global registry.
 type Registry struct {
-	sources map[string]SourceFactory
-	sinks   map[string]SinkFactory
+	schemes map[string]*Factory
 }
 
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry {
-	return &Registry{sources: map[string]SourceFactory{}, sinks: map[string]SinkFactory{}}
+	return &Registry{schemes: map[string]*Factory{}}
 }
 
-// AddSource registers f for scheme. Registering a scheme twice is a
-// programming error and panics.
+// AddSource registers f for scheme as a source of unknown kind (told from
+// each URL's shape); Add registers a full factory. Registering a side of a
+// scheme twice is a programming error and panics.
 func (r *Registry) AddSource(scheme string, f SourceFactory) {
-	if _, dup := r.sources[scheme]; dup {
-		panic("mail: source scheme registered twice: " + scheme)
-	}
-	r.sources[scheme] = f
+	r.Add(Factory{Scheme: scheme, Source: &Side[Source]{
+		Parse: func(u *url.URL) (any, error) { return u, nil },
+		Open: func(ctx context.Context, u any, o *OpenOptions) (Source, error) {
+			return f(ctx, u.(*url.URL), o)
+		},
+	}})
 }
 
-// AddSink registers f for scheme; twice panics.
+// AddSink registers f for scheme as a sink of unknown kind; twice panics.
 func (r *Registry) AddSink(scheme string, f SinkFactory) {
-	if _, dup := r.sinks[scheme]; dup {
-		panic("mail: sink scheme registered twice: " + scheme)
-	}
-	r.sinks[scheme] = f
+	r.Add(Factory{Scheme: scheme, Sink: &Side[Sink]{
+		Parse: func(u *url.URL) (any, error) { return u, nil },
+		Open: func(ctx context.Context, u any, o *OpenOptions) (Sink, error) {
+			return f(ctx, u.(*url.URL), o)
+		},
+	}})
 }
 
 // Schemes lists the registered source and sink schemes, sorted.
 func (r *Registry) Schemes() (sources, sinks []string) {
-	for s := range r.sources {
-		sources = append(sources, s)
-	}
-	for s := range r.sinks {
-		sinks = append(sinks, s)
+	for s, f := range r.schemes {
+		if f.Source != nil {
+			sources = append(sources, s)
+		}
+		if f.Sink != nil {
+			sinks = append(sinks, s)
+		}
 	}
 	sort.Strings(sources)
 	sort.Strings(sinks)
@@ -139,39 +145,26 @@ func (r *Registry) Schemes() (sources, sinks []string) {
 // Check reports whether u's scheme can be a source (or a sink), without
 // opening anything.
 func (r *Registry) Check(u *url.URL, source bool) error {
-	srcs, sinks := r.Schemes()
-	if source {
-		if _, ok := r.sources[u.Scheme]; !ok {
-			return &ConfigError{Msg: fmt.Sprintf("%s: %q cannot be a source", Redact(u), u.Scheme), Hint: "sources: " + strings.Join(srcs, ", ")}
-		}
-	} else if _, ok := r.sinks[u.Scheme]; !ok {
-		return &ConfigError{Msg: fmt.Sprintf("%s: %q cannot be a destination", Redact(u), u.Scheme), Hint: "destinations: " + strings.Join(sinks, ", ")}
-	}
-	return nil
+	_, err := r.factory(u, roleOf(source))
+	return err
 }
 
 // OpenSource parses raw and opens it as a source.
 func (r *Registry) OpenSource(ctx context.Context, raw string, o *OpenOptions) (Source, error) {
-	u, err := ParseEndpoint(raw, o)
+	e, err := r.Parse(raw, o, AsSource)
 	if err != nil {
 		return nil, err
 	}
-	if err := r.Check(u, true); err != nil {
-		return nil, err
-	}
-	return r.sources[u.Scheme](ctx, u, o)
+	return e.OpenSource(ctx, o)
 }
 
 // OpenSink parses raw and opens it as a sink.
 func (r *Registry) OpenSink(ctx context.Context, raw string, o *OpenOptions) (Sink, error) {
-	u, err := ParseEndpoint(raw, o)
+	e, err := r.Parse(raw, o, AsSink)
 	if err != nil {
 		return nil, err
 	}
-	if err := r.Check(u, false); err != nil {
-		return nil, err
-	}
-	return r.sinks[u.Scheme](ctx, u, o)
+	return e.OpenSink(ctx, o)
 }
 
 // ParseEndpoint parses an endpoint URL and refuses what no endpoint accepts:

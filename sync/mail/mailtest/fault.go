@@ -33,9 +33,20 @@ func (f *FaultSink) Put(ctx context.Context, env mail.Envelope, body io.Reader) 
 	return f.Sink.Put(ctx, env, body)
 }
 
+var (
+	_ mail.Sink      = (*FaultSink)(nil)
+	_ mail.Featurer  = (*FaultSink)(nil)
+	_ mail.Committer = (*FaultSink)(nil)
+)
+
+// Features are the wrapped sink's: FaultSink changes only Put, so every
+// capability passes through, and its own Commit counts only when the
+// wrapped sink is a Committer.
+func (f *FaultSink) Features() *mail.Features { return mail.Wrap(f, f.Sink) }
+
 // Commit passes on to the wrapped sink when it is a Committer.
 func (f *FaultSink) Commit(ctx context.Context) error {
-	if c, ok := f.Sink.(mail.Committer); ok {
+	if c := mail.FeaturesOf(f.Sink).Committer; c != nil {
 		return c.Commit(ctx)
 	}
 	return nil

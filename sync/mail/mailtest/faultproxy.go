@@ -316,29 +316,7 @@ func (c *proxyConn) pump(dir Direction, src, dst net.Conn) {
 				c.mu.Unlock()
 				continue // a stall discards; after a drop reads fail soon
 			}
-			act := false
-			var onFire func()
-			if (f.Action != Pass || f.OnFire != nil) && dir == f.Dir && !c.fired {
-				left := f.After - c.bytes[dir]
-				cut := -1
-				switch {
-				case f.AtResponse:
-					cut = resp.end(chunk, left)
-				case int64(len(chunk)) >= left:
-					cut = int(max(left, 0))
-				}
-				if cut >= 0 {
-					c.fired, onFire = true, f.OnFire
-					if f.Action != Pass {
-						// A new slice: chunk shares buf, which the next
-						// read reuses.
-						chunk, act = append(chunk[:cut:cut], f.Inject...), true
-					}
-					if f.Action == Stall {
-						c.stalled = true // before the write: the other pump stops now too
-					}
-				}
-			}
+			chunk, act, onFire := c.fire(dir, chunk, &resp)
 			c.bytes[dir] += int64(len(chunk))
 			c.p.keep(dir, chunk)
 			c.mu.Unlock()
@@ -373,6 +351,38 @@ func (c *proxyConn) pump(dir Direction, src, dst net.Conn) {
 			return
 		}
 	}
+}
+
+// fire applies the fault to chunk when this is where it strikes: it
+// returns the chunk to deliver (cut at the fault and followed by its
+// Inject), whether the fault acts on the connection, and its OnFire. It
+// is called with c.mu held.
+func (c *proxyConn) fire(dir Direction, chunk []byte, resp *respScanner) ([]byte, bool, func()) {
+	f := c.fault
+	if (f.Action == Pass && f.OnFire == nil) || dir != f.Dir || c.fired {
+		return chunk, false, nil
+	}
+	left := f.After - c.bytes[dir]
+	cut := -1
+	switch {
+	case f.AtResponse:
+		cut = resp.end(chunk, left)
+	case int64(len(chunk)) >= left:
+		cut = int(max(left, 0))
+	}
+	if cut < 0 {
+		return chunk, false, nil
+	}
+	c.fired = true
+	act := false
+	if f.Action != Pass {
+		// A new slice: chunk shares buf, which the next read reuses.
+		chunk, act = append(chunk[:cut:cut], f.Inject...), true
+	}
+	if f.Action == Stall {
+		c.stalled = true // before the write: the other pump stops now too
+	}
+	return chunk, act, f.OnFire
 }
 
 // write delivers b to dst, in fragments if the fault says so.

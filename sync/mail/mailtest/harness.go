@@ -49,8 +49,11 @@ type SinkHarness struct {
 type SourceHarness struct {
 	// New returns a source holding exactly fixtures (mailboxes with no
 	// fixture may or may not exist).
-	New  func(t testing.TB, fixtures []Fixture) mail.Source
-	Caps Caps
+	New func(t testing.TB, fixtures []Fixture) mail.Source
+	// Reopen, when set, returns a new source over what src (closed) read
+	// from, so that the Remover subtest can check what Remove deleted.
+	Reopen func(t testing.TB, src mail.Source) mail.Source
+	Caps   Caps
 }
 
 // CRLF normalises every line ending (CRLF, bare LF) to CRLF and makes sure

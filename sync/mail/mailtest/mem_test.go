@@ -18,7 +18,13 @@ func TestMemSinkConformance(t *testing.T) {
 
 func TestMemSourceConformance(t *testing.T) {
 	TestSource(t, SourceHarness{
-		New:  func(t testing.TB, fx []Fixture) mail.Source { return NewMemSource(fx) },
+		New: func(t testing.TB, fx []Fixture) mail.Source { return NewMemSource(fx) },
+		Reopen: func(t testing.TB, src mail.Source) mail.Source {
+			m := src.(*MemSource)
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			return &MemSource{boxes: m.boxes}
+		},
 		Caps: Caps{Flags: true, Date: true, Mailboxes: true},
 	})
 }

@@ -58,6 +58,7 @@ func TestSink(t *testing.T, h SinkHarness) {
 			t.Fatalf("Put after Close = %v, want ErrClosed", err)
 		}
 	})
+	sinkCapTests(t, h)
 }
 
 func withBig(t *testing.T, c Caps, fx []Fixture) []Fixture {
@@ -98,7 +99,7 @@ func put(t *testing.T, s mail.Sink, fixtures []Fixture, wrap func(io.Reader) io.
 
 func commit(t *testing.T, s mail.Sink) {
 	t.Helper()
-	if c, ok := s.(mail.Committer); ok {
+	if c := mail.FeaturesOf(s).Committer; c != nil {
 		if err := c.Commit(context.Background()); err != nil {
 			t.Fatalf("Commit() = %v", err)
 		}
@@ -226,7 +227,7 @@ func sinkConcurrent(t *testing.T, h SinkHarness) {
 					errs <- err
 				}
 				if i%2 == 0 {
-					if c, ok := s.(mail.Committer); ok {
+					if c := mail.FeaturesOf(s).Committer; c != nil {
 						if err := c.Commit(ctx); err != nil {
 							errs <- err
 						}
@@ -347,39 +348,6 @@ func TestSource(t *testing.T, h SourceHarness) {
 			t.Fatalf("List with failing fn = %v after %d calls, want the fn's error after 1", err, calls)
 		}
 	})
-	t.Run("BatchMatchesOpen", func(t *testing.T) {
-		src := h.New(t, fx)
-		defer src.Close()
-		bo, ok := src.(mail.BatchOpener)
-		if !ok {
-			t.Skip("source has no batch fetch")
-		}
-		envs := listAll(t, src)
-		byBox := map[string][]mail.Envelope{}
-		for _, e := range envs {
-			byBox[e.Mailbox] = append(byBox[e.Mailbox], e)
-		}
-		got := 0
-		for mb, es := range byBox {
-			err := bo.OpenBatch(ctx, es, func(e mail.Envelope, body io.Reader) error {
-				b, err := io.ReadAll(body)
-				if err != nil {
-					return err
-				}
-				if want := readBody(t, src, e); !bytes.Equal(b, want) {
-					t.Errorf("%s/%s: batch body (%d bytes) differs from Open's (%d bytes)", mb, e.ID, len(b), len(want))
-				}
-				got++
-				return nil
-			})
-			if err != nil {
-				t.Fatalf("OpenBatch(%s) = %v", mb, err)
-			}
-		}
-		if got != len(envs) {
-			t.Fatalf("OpenBatch served %d of %d messages", got, len(envs))
-		}
-	})
 	t.Run("EmptySource", func(t *testing.T) {
 		src := h.New(t, nil)
 		defer src.Close()
@@ -387,6 +355,7 @@ func TestSource(t *testing.T, h SourceHarness) {
 			t.Fatalf("empty source lists %d messages", len(got))
 		}
 	})
+	sourceCapTests(t, h, fx)
 }
 
 // listAll lists every message of every mailbox of src.

@@ -1,0 +1,134 @@
+package twoway
+
+import (
+	"sort"
+	"strings"
+
+	"github.com/mailferry/mailferry/sync/mail"
+)
+
+// flagRecent is session state (RFC 9051 §2.3.2): never synced.
+const flagRecent mail.Flag = `\Recent`
+
+// flagSet is a set of flags.
+type flagSet map[mail.Flag]bool
+
+func setOf(flags []mail.Flag) flagSet {
+	s := make(flagSet, len(flags))
+	for _, f := range flags {
+		if f != "" && f != flagRecent {
+			s[f] = true
+		}
+	}
+	return s
+}
+
+// parseBase reads the space-separated base flags of a state record.
+func parseBase(s string) flagSet {
+	fields := strings.Fields(s)
+	flags := make([]mail.Flag, len(fields))
+	for i, f := range fields {
+		flags[i] = mail.Flag(f)
+	}
+	return setOf(flags)
+}
+
+func (s flagSet) sorted() []mail.Flag {
+	out := make([]mail.Flag, 0, len(s))
+	for f := range s {
+		out = append(out, f)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// String is the form a state record keeps: sorted, space separated.
+func (s flagSet) String() string {
+	fl := s.sorted()
+	parts := make([]string, len(fl))
+	for i, f := range fl {
+		parts[i] = string(f)
+	}
+	return strings.Join(parts, " ")
+}
+
+// minus returns the flags of s not in t.
+func (s flagSet) minus(t flagSet) flagSet {
+	out := flagSet{}
+	for f := range s {
+		if !t[f] {
+			out[f] = true
+		}
+	}
+	return out
+}
+
+func (s flagSet) equal(t flagSet) bool {
+	if len(s) != len(t) {
+		return false
+	}
+	for f := range s {
+		if !t[f] {
+			return false
+		}
+	}
+	return true
+}
+
+// Keeps says which flags a side can store. The zero value (nil) keeps
+// every flag; otherwise only the flags it holds (a Maildir keeps the system
+// flags and at most 26 keywords; a server without `\*` in PERMANENTFLAGS
+// only those it lists).
+type Keeps map[mail.Flag]bool
+
+// Has reports whether the side stores f.
+func (k Keeps) Has(f mail.Flag) bool { return k == nil || k[f] }
+
+// merge is the three-way flag merge: result = base + added on A + added on
+// B - removed on A - removed on B, where a flag a side cannot store is
+// never read as removed on that side. Without a base (first sync, lost
+// state, a record without flags) the result is the union.
+func merge(base flagSet, baseKnown bool, cur [2]flagSet, keeps [2]Keeps) flagSet {
+	if !baseKnown {
+		out := flagSet{}
+		for _, s := range cur {
+			for f := range s {
+				out[f] = true
+			}
+		}
+		return out
+	}
+	out := flagSet{}
+	for f := range base {
+		out[f] = true
+	}
+	for side, s := range cur {
+		for f := range s.minus(base) { // added on side
+			out[f] = true
+		}
+		for f := range base.minus(s) { // removed on side, if it could keep it
+			if keeps[side].Has(f) {
+				delete(out, f)
+			}
+		}
+	}
+	return out
+}
+
+// target is what a side should hold for the merged result: the result's
+// flags the side can store, plus any flag it holds but cannot store (it is
+// not ours to remove).
+func target(result, cur flagSet, keeps Keeps) flagSet {
+	out := flagSet{}
+	for f := range result {
+		if keeps.Has(f) {
+			out[f] = true
+		}
+	}
+	for f := range cur {
+		if !keeps.Has(f) {
+			out[f] = true
+		}
+	}
+	return out
+}

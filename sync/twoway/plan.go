@@ -1,0 +1,202 @@
+package twoway
+
+import (
+	"github.com/mailferry/mailferry/sync/mail"
+	"github.com/mailferry/mailferry/sync/state"
+)
+
+// Side names one of the two stores: A (a state record's Src) or B (Dst).
+type Side uint8
+
+const (
+	A Side = iota
+	B
+)
+
+// Other returns the opposite side.
+func (s Side) Other() Side { return 1 - s }
+
+func (s Side) String() string {
+	if s == A {
+		return "A"
+	}
+	return "B"
+}
+
+// Msg is one message as a side lists it.
+type Msg struct {
+	ID    mail.ID
+	Flags []mail.Flag
+	// Size in octets, -1 unknown; Date the internal date in Unix seconds, 0
+	// unknown; MsgID the checkpoint.MsgIDSum of the Message-ID, "" unknown.
+	// Together they pair messages that have no record (first sync, lost
+	// state) and recognise a message moved between folders.
+	Size  int64
+	Date  int64
+	MsgID string
+	// Content is a hash of the message's CRLF-normalised bytes, "" when not
+	// known; it pairs what the Message-ID key cannot.
+	Content string
+	// OutOfScope marks a message outside the include/exclude/since/max-size
+	// scope: it is frozen (neither copied nor deleted nor merged) and its
+	// presence still counts, so it never looks deleted.
+	OutOfScope bool
+}
+
+// key is the (Message-ID, size, date) that pairs messages, "" without a
+// Message-ID.
+func (m *Msg) key() string { return msgKey(m.MsgID, m.Size, m.Date) }
+
+// Listing is one side's view of one folder.
+type Listing struct {
+	// Exists is false when the folder is not on this side.
+	Exists bool
+	Msgs   []Msg
+	// Untrusted, when not "", says why absence from this listing must not
+	// be read as a deletion (an incomplete listing: a cut connection, an
+	// error mid-way). Copies and flag merges still happen.
+	Untrusted string
+	// IDsReset is true when this side's ids changed since the state was
+	// written (an IMAP UIDVALIDITY change): the folder is merged as on a
+	// first sync, pairing by content, and nothing is deleted.
+	IDsReset bool
+}
+
+// Folder is the input for one folder pair: what the state knows and what
+// each side lists. A folder has the same name on both sides.
+type Folder struct {
+	Name string
+	// Known is true when the state has this folder pair (it was synced).
+	Known bool
+	// Base are the state's records of this folder: Src is the id on A, Dst
+	// the id on B, Flags the flags both sides last agreed on.
+	Base []state.Message
+	Side [2]Listing
+}
+
+// SideInfo is what the planner knows about a whole side.
+type SideInfo struct {
+	// Keeps are the flags the side stores; nil: all.
+	Keeps Keeps
+	// StableIDs is true when a message keeps its id when moved between
+	// folders (a Maildir base name), so a move is recognised by its id.
+	StableIDs bool
+	// Untrusted, when not "", says why nothing absent from this side may be
+	// read as deleted (its identity or marker does not match the state).
+	Untrusted string
+}
+
+// Options tune the planner.
+type Options struct {
+	Sides [2]SideInfo
+	// MaxDelete is the fraction of a folder's known messages a side may
+	// delete in one run before the guard holds its deletions back (with
+	// more than MinGuard of them); 0 means 0.5.
+	MaxDelete float64
+	// NoDelete never deletes: every deletion is kept back (not an error).
+	NoDelete bool
+	// Force applies deletions the guard would hold back.
+	Force bool
+}
+
+// The guard's fixed limits: a folder's deletions are held only when there
+// are more than minGuard of them; a side's deletions over all folders are
+// held when they exceed sideShare of the side's known messages.
+const (
+	minGuard         = 20
+	sideShare        = 0.25
+	defaultMaxDelete = 0.5
+)
+
+// Plan is what one run will do.
+type Plan struct {
+	Folders []FolderPlan
+	// HeldBack is true when the guard held deletions back: the run must
+	// exit 10 after doing everything else.
+	HeldBack bool
+	Warnings []string
+}
+
+// FolderPlan is what one run does to one folder pair. The applier carries
+// out, in this order: Create, Pairs, Copies, Moves, Flags, Deletes,
+// Forgets; Forget (the folder gone from both sides) replaces all of them.
+type FolderPlan struct {
+	Name string
+	// Create[s] is true when the folder must be created on side s.
+	Create [2]bool
+	// Skip, when not "", says why nothing in this folder is done (it
+	// vanished from one side while the state knows it).
+	Skip string
+	// Forget is true when the folder is gone from both sides: drop its state.
+	Forget bool
+	// Pairs are messages found on both sides without a record (first sync,
+	// lost state): record them. Their flags are merged by Flags.
+	Pairs   []state.Message
+	Copies  []Copy
+	Moves   []Move
+	Flags   []FlagSync
+	Deletes []Delete
+	// Held are deletions not done this run (guard or --no-delete); their
+	// records stay.
+	Held []Delete
+	// Forgets are Src ids of records to drop: gone from both sides, or a
+	// record lacking one side's id (its message is paired or copied anew).
+	Forgets   []mail.ID
+	Conflicts []string
+	Warnings  []string
+}
+
+// Copy stores a message of side From on the other side, in the same folder.
+type Copy struct {
+	From Side
+	Msg  Msg
+	// Flags to give the copy (the message's own, less \Recent).
+	Flags []mail.Flag
+	// Record is the record to put once the copy is stored; the applier
+	// fills in the new id on the other side (Dst when From is A, else Src).
+	Record state.Message
+}
+
+// FlagSync brings one message's flags on both sides to the merged result.
+type FlagSync struct {
+	ID [2]mail.ID
+	// Set is the whole flag set to store on each side, Add and Remove what
+	// changes; a side with neither needs no write.
+	Set         [2][]mail.Flag
+	Add, Remove [2][]mail.Flag
+	// Record is the new base, put once both sides hold it.
+	Record state.Message
+}
+
+// Changes reports whether side s needs a flag write.
+func (f *FlagSync) Changes(s Side) bool { return len(f.Add[s])+len(f.Remove[s]) > 0 }
+
+// Delete removes one message from side On: the other side deleted it.
+type Delete struct {
+	On Side
+	ID mail.ID
+	// Record is the state record to forget once deleted.
+	Record state.Message
+	// Conflict is true when side On changed its flags since the base: the
+	// deletion wins.
+	Conflict bool
+	// Reason says why a deletion is held back (in FolderPlan.Held).
+	Reason string
+}
+
+// Move moves a message on side On from folder From into this folder: the
+// other side moved it so.
+type Move struct {
+	On   Side
+	From string
+	ID   mail.ID
+	// Moved is the message as the side that moved it lists it now.
+	Moved Msg
+	// Set are the merged flags to store on each side after the move (nil:
+	// no write; Set[On] applies to the moved copy), and Record the new
+	// record in this folder; the applier fills in On's new id. Old is the
+	// record in From to forget.
+	Set    [2][]mail.Flag
+	Record state.Message
+	Old    state.Message
+}
