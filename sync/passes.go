@@ -54,12 +54,16 @@ func (r *run) planPasses(ctx context.Context, selected []string) {
 		return
 	}
 	r.passes = make(map[string]*pass, len(selected))
-	sts, err := retry(ctx, r, func() (map[string]mail.FolderStatus, error) {
-		return r.srcF.FolderStatuser.FolderStatuses(ctx, selected)
-	})
-	if err != nil {
-		r.log.Warn("folder statuses unknown: listing every folder in full", "err", err)
-		sts = nil
+	var sts map[string]mail.FolderStatus
+	if r.anyPassed(selected) { // else every folder is listed in full: no need to ask
+		var err error
+		sts, err = retry(ctx, r, func() (map[string]mail.FolderStatus, error) {
+			return r.srcF.FolderStatuser.FolderStatuses(ctx, selected)
+		})
+		if err != nil {
+			r.log.Warn("folder statuses unknown: listing every folder in full", "err", err)
+			sts = nil
+		}
 	}
 	for _, mb := range selected {
 		p := r.planPass(mb, sts)
@@ -69,6 +73,20 @@ func (r *run) planPasses(ctx context.Context, selected []string) {
 			r.log.Debug("listing in full", "mailbox", mb, "reason", p.reason)
 		}
 	}
+}
+
+// anyPassed reports whether the state recorded a complete pass over any of
+// the folders. A first run asks no status, so a one-off copy opens no
+// second connection; it records its passes without one, and the second run
+// asks, lists in full once more and records the statuses the third run
+// compares with.
+func (r *run) anyPassed(selected []string) bool {
+	for _, mb := range selected {
+		if sum, ok := r.opt.State.Summary(mb); ok && sum.Complete != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // planPass decides how mb is listed from its status now (absent: unknown)

@@ -189,11 +189,14 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 		store = cp
 		fresh = cp.Len() == 0
 		// A checkpoint started afresh forgets the passes too: a state
-		// that outlived its checkpoint must not skip anything.
-		if passes, err = openPassState(cpPath, o.reset || o.rebuildState || fresh, o.dryRun, r.src, r.dst, log); err != nil {
-			return r, err
+		// that outlived its checkpoint must not skip anything. A dry run
+		// lists every folder and touches no state (docs/failure-model.md H2).
+		if !o.dryRun {
+			if passes, err = openPassState(cpPath, o.reset || o.rebuildState || fresh, r.src, r.dst, log); err != nil {
+				return r, err
+			}
+			defer passes.Close()
 		}
-		defer passes.Close()
 	}
 	// A dry run into a local destination that does not exist yet must not
 	// create it (docs/failure-model.md H2): everything is to be copied, and a dry

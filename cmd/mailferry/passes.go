@@ -9,10 +9,9 @@ import (
 
 // openPassState opens the per-folder pass state kept next to the
 // checkpoint (cpPath + ".state"), with which a rerun skips the folders
-// whose status did not move (issue 11). reset forgets it; a dry run reads
-// it without writing.
-func openPassState(cpPath string, reset, dryRun bool, src, dst string, log *slog.Logger) (*state.State, error) {
-	return state.Open(cpPath+".state", src, dst, state.Options{Reset: reset, ReadOnly: dryRun, Logger: log})
+// whose status did not move (issue 11). reset forgets it.
+func openPassState(cpPath string, reset bool, src, dst string, log *slog.Logger) (*state.State, error) {
+	return state.Open(cpPath+".state", src, dst, state.Options{Reset: reset, Logger: log})
 }
 
 // listingHeader is the report table's last column header, when the run

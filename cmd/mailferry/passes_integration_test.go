@@ -89,6 +89,12 @@ func TestNightlySkipsUnchangedFolders(t *testing.T) {
 	if got := listings(s); got["INBOX"] != "full" || got["Work"] != "full" || s.Totals.Copied != 26 {
 		t.Fatalf("first run: listings %v, copied %d; want full and 26", got, s.Totals.Copied)
 	}
+	// A first run asks no status (no second connection for a one-off
+	// copy); the second asks, lists in full once more and records it.
+	s, _ = g.run(t)
+	if got := listings(s); got["INBOX"] != "full" || got["Work"] != "full" || s.Totals.Copied != 0 {
+		t.Fatalf("second run: listings %v, copied %d; want full and 0", got, s.Totals.Copied)
+	}
 
 	s, r := g.run(t, "--trace")
 	for mb, l := range listings(s) {
@@ -134,6 +140,7 @@ func TestNightlyFolderReplaced(t *testing.T) {
 	t.Parallel()
 	g := newPassRig(t)
 	g.run(t)
+	g.run(t) // the second run records the statuses
 	g.d.Doveadm(t, "mailbox", "delete", "-u", g.src, "Work")
 	g.d.Doveadm(t, "mailbox", "create", "-u", g.src, "Work")
 	g.d.Seed(t, g.src, g.srcPW, "Work", uidMessages(2, "new"))
@@ -158,6 +165,7 @@ func TestNightlyKillConverges(t *testing.T) {
 	t.Parallel()
 	g := newPassRig(t)
 	g.run(t)
+	g.run(t) // the second run records the statuses
 	for k := 1; k < 20; k++ {
 		tag := fmt.Sprintf("k%d", k)
 		g.d.Seed(t, g.src, g.srcPW, "INBOX", uidMessages(1, tag))
