@@ -128,6 +128,7 @@ func newBatchCommand(env *cliEnv) *cobra.Command {
 		o.addFlags(c.Flags(), s.verb)
 		cmd.AddCommand(c)
 	}
+	cmd.AddCommand(newBatchServeCommand(env))
 	return cmd
 }
 
