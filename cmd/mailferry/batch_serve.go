@@ -2,21 +2,14 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/riverqueue/river"
 	"github.com/spf13/cobra"
-	"riverqueue.com/riverui"
-	"riverqueue.com/riverui/uiendpoints"
 
-	"github.com/mailferry/mailferry/sync/batch"
 	"github.com/mailferry/mailferry/sync/batch/web"
 )
 
@@ -117,7 +110,7 @@ func newBatchStatusHandler(ctx context.Context, o *batchServeOptions, env *cliEn
 	srv := web.New(s)
 	srv.Logger = logger
 	uiCtx, stopUI := context.WithCancel(context.WithoutCancel(ctx))
-	ui, err := riverUI(uiCtx, s, logger)
+	ui, err := web.RiverUI(uiCtx, s.RiverClient(), logger)
 	if err != nil {
 		stopUI()
 		s.Close()
@@ -125,26 +118,4 @@ func newBatchStatusHandler(ctx context.Context, o *batchServeOptions, env *cliEn
 	}
 	srv.RiverUI = ui
 	return srv.Handler(), func() { stopUI(); s.Close() }, nil
-}
-
-// riverUI is River's UI for the store's client under /riverui, started
-// until ctx ends; nil on SQLite (see the README).
-func riverUI(ctx context.Context, s *batch.Store, logger *slog.Logger) (http.Handler, error) {
-	var endpoints uiendpoints.Bundle
-	switch c := s.RiverClient().(type) {
-	case *river.Client[pgx.Tx]:
-		endpoints = riverui.NewEndpoints(c, nil)
-	case *river.Client[*sql.Tx]:
-		endpoints = riverui.NewEndpoints(c, nil)
-	default:
-		return nil, nil
-	}
-	h, err := riverui.NewHandler(&riverui.HandlerOpts{Endpoints: endpoints, Logger: logger, Prefix: "/riverui"})
-	if err != nil {
-		return nil, fmt.Errorf("river ui: %w", err)
-	}
-	if err := h.Start(ctx); err != nil {
-		return nil, fmt.Errorf("river ui: %w", err)
-	}
-	return h, nil
 }
