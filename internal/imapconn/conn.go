@@ -640,8 +640,14 @@ func (c *Conn) Write(b []byte) (int, error) {
 	return n, err
 }
 
-func (c *Conn) SetDeadline(time.Time) error      { return nil }
-func (c *Conn) SetReadDeadline(time.Time) error  { return nil }
+// SetDeadline ignores the caller's absolute deadline: each Read and Write
+// re-arms an inactivity limit instead (see Conn).
+func (c *Conn) SetDeadline(time.Time) error { return nil }
+
+// SetReadDeadline ignores the deadline, as SetDeadline.
+func (c *Conn) SetReadDeadline(time.Time) error { return nil }
+
+// SetWriteDeadline ignores the deadline, as SetDeadline.
 func (c *Conn) SetWriteDeadline(time.Time) error { return nil }
 
 // prefixConn reads r (a prefix, then the connection) instead of Conn.

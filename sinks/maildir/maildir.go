@@ -887,20 +887,20 @@ func (s *Sink) Commit(ctx context.Context) error {
 // fsync (syncFile).
 func (s *Sink) syncBatch(batch []*pending, errs []error) {
 	covered := func(p *pending) bool { return p.folder.devOK && p.folder.dev == s.syncDev }
-	any := false
+	anyClosed := false
 	for i, p := range batch {
 		if !covered(p) {
 			continue // below, in parallel
 		}
 		errs[i] = s.closeFile(p)
-		any = any || errs[i] == nil
+		anyClosed = anyClosed || errs[i] == nil
 	}
 	parallel(len(batch), syncWorkers, func(i int) {
 		if !covered(batch[i]) {
 			errs[i] = s.syncFile(batch[i])
 		}
 	})
-	if !any {
+	if !anyClosed {
 		return
 	}
 	if err := s.syncRoot.SyncAll(); err != nil {
