@@ -118,6 +118,10 @@ type Result struct {
 	// OutsideDates is how many listed messages Since/Before left out;
 	// Undated how many had no date (POP3) and so were kept.
 	OutsideDates, Undated int64
+	// AlteredOnAppend is how many copies in the destination the sink
+	// recognised although its server changed them when storing them
+	// (mail.AlterationCounter).
+	AlteredOnAppend int64
 }
 
 // Planned is one message a dry run would copy.
@@ -296,6 +300,9 @@ func (r *run) execute(ctx context.Context) error {
 	cerr := <-commitErr
 	r.reportUnstored()
 	r.res.OutsideDates, r.res.Undated = r.dates.counts()
+	if a := r.dstF.AlterationCounter; a != nil {
+		r.res.AlteredOnAppend = a.AlteredOnAppend()
+	}
 	if cerr != nil {
 		return cerr
 	}

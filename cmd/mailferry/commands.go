@@ -74,7 +74,7 @@ func newCommands(env *cliEnv) *commandSet {
 	c := &commandSet{root: root}
 	c.list = []*cobra.Command{
 		newCopyCommand(env), newRunCommand(env), newJobsCommand(env), newLsCommand(env),
-		newVerifyCommand(env), newDemoCommand(env), newCompletionCommand(c), newVersionCommand(env),
+		newVerifyCommand(env), newBatchCommand(env), newDemoCommand(env), newCompletionCommand(c), newVersionCommand(env),
 	}
 	root.RunE = func(_ *cobra.Command, args []string) error {
 		fmt.Fprintf(env.stderr, "mailferry: unknown command %q (run mailferry help)\n", args[0])

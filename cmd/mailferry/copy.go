@@ -325,6 +325,9 @@ type summary struct {
 	Skipped  []mailferry.Failure           `json:"skipped,omitempty"`
 	Events   []mailferry.Event             `json:"events,omitempty"`
 	Planned  []mailferry.Planned           `json:"planned,omitempty"` // --dry-run: what a real run would copy
+	// AlteredOnAppend: copies the destination server changed when it stored
+	// them (8-bit header bytes, a final line break), recognised all the same.
+	AlteredOnAppend int64 `json:"altered_on_append,omitempty"`
 }
 
 // filterSummary says what a run left out on purpose.
@@ -359,6 +362,7 @@ func makeSummary(o *copyOptions, r *copyResult, err error, start time.Time) summ
 	s.Failures, s.Skipped = r.res.Failures, r.res.Skipped
 	s.Events = r.res.Events
 	s.Planned = r.res.Planned
+	s.AlteredOnAppend = r.res.AlteredOnAppend
 	s.Counts = countsOf(s.Totals, r.res, s.Filters)
 	for _, mb := range st.Mailboxes() {
 		s.Folders[mb] = st.Box(mb).Snapshot()
@@ -457,6 +461,9 @@ func printNotes(w io.Writer, s *summary) {
 	}
 	if t.Remapped > 0 {
 		fmt.Fprintf(w, "%d message(s) renumbered on the source were re-mapped to their copies: recorded under their new ids, not copied again\n", t.Remapped)
+	}
+	if s.AlteredOnAppend > 0 {
+		fmt.Fprintf(w, "%d message(s) in the destination were changed by its server when stored (8-bit header bytes rewritten or a final line break added); recognised as copies, not stored again\n", s.AlteredOnAppend)
 	}
 	if f := s.Filters; f != nil && f.OutsideDates > 0 {
 		fmt.Fprintf(w, "%d message(s) outside the dates were left out\n", f.OutsideDates)

@@ -420,14 +420,19 @@ func (s *Session) FetchFlags(set string, changedSince uint64, fn func(FetchData)
 	return s.run1(cmd, fetchEach(fn))
 }
 
-// FetchNew lists the messages from UID from on with what a listing needs:
-// UID, FLAGS, INTERNALDATE, RFC822.SIZE and the Message-ID header field.
-// Only messages whose UID is at least from reach fn: "from:*" names the
-// last message even when its UID is lower (RFC 9051 §6.4.8).
-func (s *Session) FetchNew(from uint32, fn func(FetchData) error) error {
-	cmd := fmt.Sprintf("UID FETCH %d:* (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])", from)
+// FetchNew lists the messages with UIDs from from to to (to 0: to the
+// last) with what a listing needs: UID, FLAGS, INTERNALDATE, RFC822.SIZE
+// and the Message-ID header field. Only messages in that range reach fn:
+// "from:*" names the last message even when its UID is lower (RFC 9051
+// §6.4.8).
+func (s *Session) FetchNew(from, to uint32, fn func(FetchData) error) error {
+	set := fmt.Sprintf("%d:*", from)
+	if to != 0 {
+		set = fmt.Sprintf("%d:%d", from, to)
+	}
+	cmd := "UID FETCH " + set + " (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"
 	return s.run1(cmd, fetchEach(func(fd FetchData) error {
-		if fd.UID < from {
+		if fd.UID < from || (to != 0 && fd.UID > to) {
 			return nil
 		}
 		return fn(fd)

@@ -64,7 +64,7 @@ func TestSessionExamineQResync(t *testing.T) {
 		t.Fatalf("Examine = %+v", sel)
 	}
 	var uids []uint32
-	if err := s.FetchNew(11, func(fd FetchData) error { uids = append(uids, fd.UID); return nil }); err != nil {
+	if err := s.FetchNew(11, 0, func(fd FetchData) error { uids = append(uids, fd.UID); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if len(uids) != 0 {

@@ -277,13 +277,42 @@ func (cl *changeListing) unchanged() bool {
 		cl.sel.UIDNext == cl.since.UIDNext && cl.sel.Exists == cl.since.Messages && len(cl.sel.Vanished) == 0
 }
 
-// listNew passes the messages from since.UIDNext on.
+// listNew passes the messages from since.UIDNext on, listChunk UIDs per
+// FETCH (the last one open-ended, for mail that arrived since EXAMINE).
+// Each FETCH is read whole before fn sees its messages, as List does: fn
+// may block for long (the engine's queue is full of big messages), and a
+// server whose output is not read times out.
 func (cl *changeListing) listNew() error {
-	if cl.sess.Exists() == 0 {
+	hi := uint64(cl.sel.UIDNext) // UIDNEXT at EXAMINE, 0 if not said
+	if cl.sess.Exists() == 0 || (hi != 0 && hi <= uint64(cl.since.UIDNext)) {
 		return nil
 	}
+	var batch []imapconn.FetchData
+	for lo := uint64(cl.since.UIDNext); ; lo += listChunk {
+		end := lo + listChunk - 1
+		open := hi == 0 || end >= hi-1 || end >= 1<<32-1
+		to := uint32(end)
+		if open {
+			to = 0
+		}
+		batch = batch[:0]
+		err := cl.sess.FetchNew(uint32(lo), to, func(fd imapconn.FetchData) error {
+			batch = append(batch, fd)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if err := cl.emitNew(batch); err != nil || open {
+			return err
+		}
+	}
+}
+
+// emitNew passes one FETCH's new messages.
+func (cl *changeListing) emitNew(batch []imapconn.FetchData) error {
 	uidv := cl.sel.UIDValidity
-	return cl.sess.FetchNew(cl.since.UIDNext, func(fd imapconn.FetchData) error {
+	for _, fd := range batch {
 		e := mail.Envelope{Mailbox: cl.name, ID: imapconn.MakeID(uidv, fd.UID), Size: fd.Size,
 			Date: fd.InternalDate, Flags: stringFlags(fd.Flags)}
 		if fd.Header != nil {
@@ -291,8 +320,11 @@ func (cl *changeListing) listNew() error {
 		}
 		cl.maxNew = max(cl.maxNew, fd.UID)
 		cl.sum.New++
-		return cl.emit(mail.ChangeNew, e)
-	})
+		if err := cl.emit(mail.ChangeNew, e); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // listFlags passes flag changes of the messages below since.UIDNext.
@@ -319,13 +351,46 @@ func (cl *changeListing) listFlags() error {
 		}
 		return nil
 	case cl.modSeqs():
-		return cl.sess.FetchFlags(fmt.Sprintf("1:%d", last), cl.since.HighestModSeq, each)
+		return cl.flagWindows(last, cl.since.HighestModSeq, each)
 	}
 	cl.sum.AllFlags = true
-	return cl.sess.FetchFlags(fmt.Sprintf("1:%d", last), 0, func(fd imapconn.FetchData) error {
-		cl.present = cl.present.Add(fd.UID)
-		return each(fd)
-	})
+	return cl.flagWindows(last, 0, each)
+}
+
+// flagMsgs is about how many messages one flag FETCH covers.
+const flagMsgs = 20000
+
+// flagWindows lists the flags of UIDs 1 to last (changed since
+// changedSince, when not 0) in UID windows of about flagMsgs messages at
+// the folder's density, each FETCH read whole before fn sees it, for the
+// reason listNew gives. Without mod-sequences it also notes the UIDs
+// present.
+func (cl *changeListing) flagWindows(last uint32, changedSince uint64, fn func(imapconn.FetchData) error) error {
+	w := uint64(flagMsgs)
+	if n := uint64(cl.since.Messages); n > 0 && uint64(last) > n {
+		w = max(w, uint64(last)*flagMsgs/n)
+	}
+	var batch []imapconn.FetchData
+	for lo := uint64(1); lo <= uint64(last); lo += w {
+		batch = batch[:0]
+		set := fmt.Sprintf("%d:%d", lo, min(uint64(last), lo+w-1))
+		err := cl.sess.FetchFlags(set, changedSince, func(fd imapconn.FetchData) error {
+			batch = append(batch, fd)
+			if changedSince == 0 {
+				cl.present = cl.present.Add(fd.UID)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, fd := range batch {
+			if err := fn(fd); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // listVanished finds the messages gone, checks the counts, and only then
@@ -408,11 +473,27 @@ func (cl *changeListing) emit(kind mail.ChangeKind, e mail.Envelope) error {
 	return nil
 }
 
-// stringFlags converts flags as toFlags does.
+// stringFlags converts flags as toFlags does, spelling the well-known
+// ones as imapclient does (it matches them case-insensitively), so that a
+// change listing and List agree on "\seen" and "\Seen".
 func stringFlags(in []string) []mail.Flag {
 	fl := make([]imap.Flag, len(in))
 	for i, f := range in {
 		fl[i] = imap.Flag(f)
+		if c, ok := canonFlags[strings.ToLower(f)]; ok {
+			fl[i] = c
+		}
 	}
 	return toFlags(fl)
 }
+
+// canonFlags are the flags imapclient spells its own way (go-imap v2
+// internal.canonicalFlag), by their lower-case form.
+var canonFlags = func() map[string]imap.Flag {
+	m := map[string]imap.Flag{}
+	for _, f := range []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft,
+		imap.FlagForwarded, imap.FlagMDNSent, imap.FlagJunk, imap.FlagNotJunk, imap.FlagPhishing, imap.FlagImportant} {
+		m[strings.ToLower(string(f))] = f
+	}
+	return m
+}()

@@ -269,3 +269,70 @@ func TestDovecotListChangesFnError(t *testing.T) {
 		t.Fatalf("ListChanges(missing) = %v, want ErrMailboxNotFound", err)
 	}
 }
+
+// TestDovecotListChangesWindows checks that new messages are fetched
+// listChunk UIDs at a time, the last FETCH open-ended, and all passed.
+func TestDovecotListChangesWindows(t *testing.T) {
+	d := mailtest.NeedDovecot(t)
+	user, pw := d.NewUser(t)
+	d.Seed(t, user, pw, "INBOX", []mailtest.SeedMessage{deltaMsg(1)})
+	s, trace := deltaSource(t, d, user, pw, nil)
+	st, err := s.FolderStatuses(context.Background(), []string{"INBOX"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []mailtest.SeedMessage
+	for i := range listChunk + 5 {
+		msgs = append(msgs, deltaMsg(100+i))
+	}
+	d.Seed(t, user, pw, "INBOX", msgs)
+	got, sum := listChanges(t, s, "INBOX", st["INBOX"], nil)
+	if sum.Full || sum.New != listChunk+5 || len(got) != listChunk+5 || got[len(got)-1].Envelope.MessageID != fmt.Sprintf("<m%d@delta.test>", 100+listChunk+4) {
+		t.Fatalf("%d changes, summary %+v", len(got), sum)
+	}
+	for _, want := range []string{fmt.Sprintf("UID FETCH 2:%d (", listChunk+1), fmt.Sprintf("UID FETCH %d:* (", listChunk+2)} {
+		if !strings.Contains(trace(), want) {
+			t.Errorf("ListChanges did not send %q", want)
+		}
+	}
+}
+
+// TestDovecotListChangesRecreated deletes a folder and creates it again
+// under the same name from another client: its status shows a new
+// UIDVALIDITY, the change listing asks for a full one and passes no
+// vanished message; after Close, both calls give mail.ErrClosed.
+func TestDovecotListChangesRecreated(t *testing.T) {
+	d := mailtest.NeedDovecot(t)
+	user, pw := d.NewUser(t)
+	d.Seed(t, user, pw, "Work", []mailtest.SeedMessage{deltaMsg(1), deltaMsg(2)})
+	s, _ := deltaSource(t, d, user, pw, nil)
+	ctx := context.Background()
+	st0, err := s.FolderStatuses(ctx, []string{"Work"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := d.Dial(t, user, pw)
+	if err := c.Delete("Work").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	c.Logout()
+	d.Seed(t, user, pw, "Work", []mailtest.SeedMessage{deltaMsg(3)})
+	st1, err := s.FolderStatuses(ctx, []string{"Work"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st1["Work"].UIDValidity == st0["Work"].UIDValidity {
+		t.Fatalf("UIDVALIDITY unchanged after the folder was recreated: %+v", st1)
+	}
+	got, sum := listChanges(t, s, "Work", st0["Work"], nil)
+	if !sum.Full || !strings.Contains(sum.Reason, "UIDVALIDITY") || len(got) != 0 || sum.Status != st1["Work"] {
+		t.Fatalf("recreated folder: %q, %+v", changeText(got), sum)
+	}
+	s.Close()
+	if _, err := s.FolderStatuses(ctx, []string{"Work"}); !errors.Is(err, mail.ErrClosed) {
+		t.Errorf("FolderStatuses after Close = %v", err)
+	}
+	if _, err := s.ListChanges(ctx, "Work", st1["Work"], nil, func(mail.Change) error { return nil }); !errors.Is(err, mail.ErrClosed) {
+		t.Errorf("ListChanges after Close = %v", err)
+	}
+}

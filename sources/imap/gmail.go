@@ -139,13 +139,15 @@ var (
 	_ mail.RoleLister  = (*Gmail)(nil)
 )
 
-// Features passes the Source's capabilities through, but for two that
+// Features passes the Source's capabilities through, but for those that
 // Gmail changes: it is no Remover (expunging from a label folder only
-// drops the label) and no Statter (a folder's count would include the
-// messages Gmail lists in another folder).
+// drops the label), no Statter (a folder's count would include the
+// messages Gmail lists in another folder), and no FolderStatuser or
+// ChangeLister (the Source's change listing knows nothing of the owner
+// folders, so it would pass messages Gmail's List leaves out).
 func (g *Gmail) Features() *mail.Features {
 	f := mail.Wrap(g, g.s)
-	f.Remover, f.Statter = nil, nil
+	f.Remover, f.Statter, f.FolderStatuser, f.ChangeLister = nil, nil, nil, nil
 	return f
 }
 

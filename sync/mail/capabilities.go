@@ -104,6 +104,15 @@ type UnstoredReporter interface {
 	Unstored(stored func(Envelope) bool) []Envelope
 }
 
+// AlterationCounter is implemented by sinks that recognise a copy the
+// server changed when it stored it (a server that rewrites 8-bit header
+// bytes, or adds a final line break), so that a rerun does not store it
+// again. AlteredOnAppend returns how many such copies the sink has
+// recognised so far; the run's summary reports it once.
+type AlterationCounter interface {
+	AlteredOnAppend() int64
+}
+
 // HeaderFetcher is implemented by sources whose listing carries no
 // Message-ID but that can read a message's header section without its body
 // (POP3 TOP msg 0, RFC 1939 §7). The engine calls MessageIDs once for the
@@ -245,20 +254,21 @@ type ChangeLister interface {
 // The capability names, as Features.Names reports them and the conformance
 // suite names its subtests.
 const (
-	CapCommitter        = "Committer"
-	CapIDResolver       = "IDResolver"
-	CapIndexer          = "Indexer"
-	CapFlagSetter       = "FlagSetter"
-	CapStoredReader     = "StoredReader"
-	CapBatchOpener      = "BatchOpener"
-	CapRemover          = "Remover"
-	CapDeleteAware      = "DeleteAware"
-	CapUnstoredReporter = "UnstoredReporter"
-	CapHeaderFetcher    = "HeaderFetcher"
-	CapStatter          = "Statter"
-	CapRoleLister       = "RoleLister"
-	CapFolderStatuser   = "FolderStatuser"
-	CapChangeLister     = "ChangeLister"
+	CapCommitter         = "Committer"
+	CapIDResolver        = "IDResolver"
+	CapIndexer           = "Indexer"
+	CapFlagSetter        = "FlagSetter"
+	CapStoredReader      = "StoredReader"
+	CapBatchOpener       = "BatchOpener"
+	CapRemover           = "Remover"
+	CapDeleteAware       = "DeleteAware"
+	CapUnstoredReporter  = "UnstoredReporter"
+	CapHeaderFetcher     = "HeaderFetcher"
+	CapStatter           = "Statter"
+	CapRoleLister        = "RoleLister"
+	CapFolderStatuser    = "FolderStatuser"
+	CapChangeLister      = "ChangeLister"
+	CapAlterationCounter = "AlterationCounter"
 )
 
 // Features holds the optional capabilities of one endpoint: each field is
@@ -267,11 +277,12 @@ const (
 // the endpoint (as rclone's fs.Features).
 type Features struct {
 	// Sink capabilities.
-	Committer    Committer
-	IDResolver   IDResolver
-	Indexer      Indexer
-	FlagSetter   FlagSetter
-	StoredReader StoredReader
+	Committer         Committer
+	IDResolver        IDResolver
+	Indexer           Indexer
+	FlagSetter        FlagSetter
+	StoredReader      StoredReader
+	AlterationCounter AlterationCounter
 	// Source capabilities.
 	BatchOpener      BatchOpener
 	Remover          Remover
@@ -329,6 +340,7 @@ func (f *Features) Fill(v any) *Features {
 	f.Indexer, _ = v.(Indexer)
 	f.FlagSetter, _ = v.(FlagSetter)
 	f.StoredReader, _ = v.(StoredReader)
+	f.AlterationCounter, _ = v.(AlterationCounter)
 	f.BatchOpener, _ = v.(BatchOpener)
 	f.Remover, _ = v.(Remover)
 	f.DeleteAware, _ = v.(DeleteAware)
@@ -350,6 +362,7 @@ func (f *Features) Mask(in *Features) *Features {
 	mask(&f.Indexer, in.Indexer)
 	mask(&f.FlagSetter, in.FlagSetter)
 	mask(&f.StoredReader, in.StoredReader)
+	mask(&f.AlterationCounter, in.AlterationCounter)
 	mask(&f.BatchOpener, in.BatchOpener)
 	mask(&f.Remover, in.Remover)
 	mask(&f.DeleteAware, in.DeleteAware)
@@ -371,6 +384,7 @@ func (f *Features) PassThrough(in *Features) *Features {
 	pass(&f.Indexer, in.Indexer)
 	pass(&f.FlagSetter, in.FlagSetter)
 	pass(&f.StoredReader, in.StoredReader)
+	pass(&f.AlterationCounter, in.AlterationCounter)
 	pass(&f.BatchOpener, in.BatchOpener)
 	pass(&f.Remover, in.Remover)
 	pass(&f.DeleteAware, in.DeleteAware)
@@ -395,6 +409,7 @@ func (f *Features) Names() []string {
 		{CapRemover, f.Remover}, {CapDeleteAware, f.DeleteAware}, {CapUnstoredReporter, f.UnstoredReporter},
 		{CapHeaderFetcher, f.HeaderFetcher}, {CapStatter, f.Statter}, {CapRoleLister, f.RoleLister},
 		{CapFolderStatuser, f.FolderStatuser}, {CapChangeLister, f.ChangeLister},
+		{CapAlterationCounter, f.AlterationCounter},
 	} {
 		if c.v != nil {
 			names = append(names, c.name)

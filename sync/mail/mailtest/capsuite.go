@@ -62,6 +62,8 @@ func sourceCapTests(t *testing.T, h SourceHarness, fx []Fixture) {
 		{mail.CapHeaderFetcher, func(f *mail.Features) bool { return f.HeaderFetcher != nil }, ct.headerFetcher},
 		{mail.CapStatter, func(f *mail.Features) bool { return f.Statter != nil }, ct.statter},
 		{mail.CapRoleLister, func(f *mail.Features) bool { return f.RoleLister != nil }, roleLister[mail.Source]},
+		{mail.CapFolderStatuser, func(f *mail.Features) bool { return f.FolderStatuser != nil }, ct.folderStatuser},
+		{mail.CapChangeLister, func(f *mail.Features) bool { return f.ChangeLister != nil }, ct.changeLister},
 	})
 }
 

@@ -1,0 +1,341 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	stdsync "sync"
+	"testing"
+
+	"github.com/mailferry/mailferry/sync/mail/mailtest"
+)
+
+// batchAccount is one account pair of the Dovecot batch tests.
+type batchAccount struct {
+	id               string
+	srcUser, srcPW   string
+	dstUser, dstPW   string
+	seeded           map[string][]string // mailbox -> bodies
+	wrongSrcPassword bool
+	secretForms      []string
+	srcURL, dstURL   string
+}
+
+// newBatchAccounts makes n source and destination users on Dovecot (all
+// at once: each new user waits for Dovecot's next look at its users
+// file) and seeds every source with 3 messages in INBOX and 2 in Work.
+func newBatchAccounts(t *testing.T, d *mailtest.Dovecot, n int) []*batchAccount {
+	t.Helper()
+	accts := make([]*batchAccount, n)
+	var wg stdsync.WaitGroup
+	for i := range accts {
+		a := &batchAccount{id: fmt.Sprintf("user%02d@example.org", i+1)}
+		accts[i] = a
+		wg.Add(2)
+		go func() { defer wg.Done(); a.srcUser, a.srcPW = d.NewUser(t) }()
+		go func() { defer wg.Done(); a.dstUser, a.dstPW = d.NewUser(t) }()
+	}
+	wg.Wait()
+	port := d.IMAPS[strings.LastIndex(d.IMAPS, ":")+1:]
+	for i, a := range accts {
+		a.seeded = map[string][]string{}
+		for box, k := range map[string]int{"INBOX": 3, "Work": 2} {
+			var msgs []mailtest.SeedMessage
+			for j := range k {
+				body := fmt.Sprintf("Subject: %s %s #%d\r\nMessage-ID: <%d.%s.%d@batch>\r\n\r\nbody of %s %d\r\n", a.id, box, j, i, box, j, a.id, j)
+				msgs = append(msgs, mailtest.SeedMessage{Body: []byte(body)})
+				a.seeded[box] = append(a.seeded[box], body)
+			}
+			d.Seed(t, a.srcUser, a.srcPW, box, msgs)
+		}
+		a.srcURL = (&url.URL{Scheme: "imaps", User: url.User(a.srcUser), Host: "localhost:" + port}).String()
+		a.dstURL = (&url.URL{Scheme: "imaps", User: url.User(a.dstUser), Host: "localhost:" + port}).String()
+		a.secretForms = append(secretForms(a.srcUser, a.srcPW), secretForms(a.dstUser, a.dstPW)...)
+	}
+	return accts
+}
+
+// writeBatchCSV writes the accounts CSV and the secrets it references:
+// source passwords in files, destination passwords in environment
+// variables for even rows and from a command for odd ones.
+func writeBatchCSV(t *testing.T, dir string, accts []*batchAccount, env map[string]string) string {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Join(dir, "pw"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// The command finds the row in its environment, not its arguments.
+	script := "#!/bin/sh\nexec cat \"pw/$MAILFERRY_ROW_ID.$MAILFERRY_ROW_SIDE\"\n"
+	if err := os.WriteFile(filepath.Join(dir, "getpw"), []byte(script), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	b.WriteString("id,src,dst,src_auth,dst_auth,wave\n")
+	for i, a := range accts {
+		srcPW := a.srcPW
+		if a.wrongSrcPassword {
+			srcPW = "not-" + a.srcPW[:4]
+		}
+		writeSecret(t, filepath.Join(dir, "pw", a.id+".src"), srcPW)
+		dstAuth := fmt.Sprintf("env:DST_PW_%d", i)
+		env[fmt.Sprintf("DST_PW_%d", i)] = a.dstPW
+		if i%2 == 1 {
+			dstAuth = "cmd:./getpw"
+			writeSecret(t, filepath.Join(dir, "pw", a.id+".dst"), a.dstPW)
+		}
+		fmt.Fprintf(&b, "%s,%s,%s,file:pw/%s.src,%s,w%d\n", a.id, a.srcURL, a.dstURL, a.id, dstAuth, i%3)
+	}
+	p := filepath.Join(dir, "staff.csv")
+	if err := os.WriteFile(p, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func writeSecret(t *testing.T, path, secret string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// reportLine is a line of the JSONL report as a reader sees it.
+type reportLine struct {
+	ID       string `json:"id"`
+	Pass     string `json:"pass"`
+	State    string `json:"state"`
+	Class    string `json:"class"`
+	ExitCode *int   `json:"exit_code"`
+	Attempts int    `json:"attempts"`
+	Totals   struct {
+		Copied, Present, Failed, Bytes int64
+	} `json:"totals"`
+}
+
+func readReport(t *testing.T, path string) (map[string]reportLine, []string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	lines := map[string]reportLine{}
+	var order []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var l reportLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			t.Fatalf("report line %q: %v", sc.Text(), err)
+		}
+		if _, dup := lines[l.ID]; dup {
+			t.Errorf("report: %s twice", l.ID)
+		}
+		lines[l.ID] = l
+		order = append(order, l.ID)
+	}
+	return lines, order
+}
+
+// checkCopied: the destination holds exactly the seeded messages.
+func checkCopied(t *testing.T, d *mailtest.Dovecot, a *batchAccount) {
+	t.Helper()
+	got := d.Fetch(t, a.dstUser, a.dstPW)
+	for box, want := range a.seeded {
+		var bodies []string
+		for _, m := range got[box] {
+			bodies = append(bodies, string(m.Body))
+		}
+		slices.Sort(bodies)
+		w := slices.Clone(want)
+		slices.Sort(w)
+		if !slices.Equal(bodies, w) {
+			t.Errorf("%s: %s holds %d messages %q; want %q", a.id, box, len(bodies), bodies, w)
+		}
+	}
+}
+
+// TestBatchRunDovecot: 20 account pairs, 4 at once, through 'batch run';
+// 3 rows with a wrong source password fail as auth at the first attempt
+// while the rest finish and verify; after the fix, '--only failed --class
+// auth' runs those 3 only; no secret reaches the database, the logs or
+// the report.
+func TestBatchRunDovecot(t *testing.T) {
+	d := mailtest.NeedDovecot(t)
+	accts := newBatchAccounts(t, d, 20)
+	bad := map[int]bool{2: true, 9: true, 16: true}
+	for i := range bad {
+		accts[i].wrongSrcPassword = true
+	}
+	dir := t.TempDir()
+	env := map[string]string{"HOME": dir}
+	csv := writeBatchCSV(t, dir, accts, env)
+	report := filepath.Join(dir, "staff.report.jsonl")
+	var logs strings.Builder
+
+	code, stdout, stderr := runCLI(t, env, "batch", "run", csv, "--workers", "4", "--ca-file", d.CAFile, "--slice", "2m")
+	logs.WriteString(stdout + stderr)
+	if code != exitPartial || !strings.Contains(stdout, "20 accounts: 17 done 3 failed (failed: 3 auth)") {
+		t.Fatalf("batch run = %d, stdout %q, stderr %q; want 3 and 17 done, 3 failed on auth", code, stdout, stderr)
+	}
+	checkFirstPass(t, d, accts, bad, report)
+
+	// Fix the three passwords and run only the authentication failures.
+	for i := range bad {
+		writeSecret(t, filepath.Join(dir, "pw", accts[i].id+".src"), accts[i].srcPW)
+	}
+	code, stdout, stderr = runCLI(t, env, "batch", "run", csv, "--ca-file", d.CAFile, "--pass", "fix", "--only", "failed", "--class", "auth")
+	logs.WriteString(stdout + stderr)
+	if code != exitOK || !strings.Contains(stdout, "20 accounts: 20 done") {
+		t.Fatalf("batch run --only failed --class auth = %d, stdout %q, stderr %q; want 0, all done", code, stdout, stderr)
+	}
+	checkFixPass(t, d, accts, bad, report)
+
+	// The first pass again: its 17 done accounts get no second job; the 3
+	// that failed in it run again and find everything copied.
+	code, stdout, stderr = runCLI(t, env, "batch", "run", csv, "--ca-file", d.CAFile)
+	logs.WriteString(stdout + stderr)
+	if code != exitOK || !strings.Contains(stdout, "20 accounts: 20 done") {
+		t.Errorf("batch run again = %d, stdout %q, stderr %q; want 0, all done", code, stdout, stderr)
+	}
+	checkPassAgain(t, d, accts, bad, report)
+
+	// No secret anywhere mailferry wrote: database, checkpoints, report,
+	// output and logs.
+	written := logs.String() + filesUnder(t, filepath.Join(dir, "staff.checkpoints"))
+	for _, f := range []string{"staff.batch.db", "staff.batch.db-wal", report} {
+		if b, err := os.ReadFile(filepath.Join(dir, filepath.Base(f))); err == nil {
+			written += string(b)
+		}
+	}
+	if !strings.Contains(written, "pw/user01@example.org.src") {
+		t.Fatalf("the database holds no reference: the secret check would prove nothing")
+	}
+	for _, a := range accts {
+		if found := leaks(written, a.secretForms); len(found) > 0 {
+			t.Errorf("%s: a secret in the database, report or logs: %q", a.id, found)
+		}
+	}
+}
+
+// TestBatchMultiMachineCommands: init, load twice (no second row), pass
+// twice (no second job), status, report in both formats, pause, resume and
+// cancel, with the database URL from the environment; a bad CSV exits 2
+// naming line and column and loads nothing.
+func TestBatchMultiMachineCommands(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "b.db")
+	env := map[string]string{"BATCH_DB": "sqlite:" + db, "HOME": dir}
+	csv := filepath.Join(dir, "a.csv")
+	rows := "id,src,dst,src_auth,dst_auth\n" +
+		"a,imaps://a@old.example,imaps://a@new.example,env:A_SRC,env:A_DST\n" +
+		"b,imaps://b@old.example,maildir:" + dir + "/b,file:b.pw,\n"
+	if err := os.WriteFile(csv, []byte(rows), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	badCSV := filepath.Join(dir, "bad.csv")
+	if err := os.WriteFile(badCSV, []byte(rows+"c,imaps://c@o,imaps://c@n,hunter2,env:X\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		args   []string
+		code   int
+		output string
+	}{
+		{[]string{"batch", "init"}, exitUsage, "set MAILFERRY_DB"},
+		{[]string{"batch", "init", "--db-env", "BATCH_DB"}, exitOK, "ready"},
+		{[]string{"batch", "load", "staff", badCSV, "--db-env", "BATCH_DB"}, exitUsage, "bad.csv: line 4, column 4 (src_auth)"},
+		{[]string{"batch", "status", "staff", "--db-env", "BATCH_DB"}, exitUsage, "no batch staff"},
+		{[]string{"batch", "load", "staff", csv, "--db-env", "BATCH_DB"}, exitOK, "2 accounts (2 new)"},
+		{[]string{"batch", "load", "staff", csv, "--db-env", "BATCH_DB"}, exitOK, "2 accounts (0 new)"},
+		{[]string{"batch", "pass", "staff", "presync", "--db-env", "BATCH_DB"}, exitOK, "2 accounts queued, 0 queued before"},
+		{[]string{"batch", "pass", "staff", "presync", "--db-env", "BATCH_DB"}, exitOK, "0 accounts queued, 2 queued before"},
+		{[]string{"batch", "pass", "staff", "Presync", "--db-env", "BATCH_DB"}, exitUsage, "pass name"},
+		{[]string{"batch", "pass", "staff", "x", "--class", "auth", "--db-env", "BATCH_DB"}, exitUsage, "--class goes with --only failed"},
+		{[]string{"batch", "status", "staff", "presync", "--db-env", "BATCH_DB"}, exitOK, "2 accounts: 2 pending"},
+		{[]string{"batch", "report", "staff", "presync", "--db-env", "BATCH_DB"}, exitOK, `{"id":"a","pass":"presync","state":"pending"`},
+		{[]string{"batch", "report", "staff", "presync", "--format", "csv", "--db-env", "BATCH_DB"}, exitOK, "b,presync,pending,,,0,0,0,0,0,,\n"},
+		{[]string{"batch", "report", "staff", "presync", "--format", "xml", "--db-env", "BATCH_DB"}, exitUsage, "--format"},
+		{[]string{"batch", "pause", "staff", "--db-env", "BATCH_DB"}, exitOK, ""},
+		{[]string{"batch", "resume", "staff", "--db-env", "BATCH_DB"}, exitOK, ""},
+		{[]string{"batch", "pause", "nobatch", "--db-env", "BATCH_DB"}, exitUnexpected, "no batch nobatch"},
+		{[]string{"batch", "cancel", "staff", "--db-env", "BATCH_DB"}, exitOK, "2 accounts cancelled"},
+		{[]string{"batch", "status", "staff", "--db-env", "BATCH_DB"}, exitOK, "2 accounts: 2 cancelled"},
+		{[]string{"batch", "run", badCSV}, exitUsage, "line 4, column 4 (src_auth): not a reference"},
+		{[]string{"batch"}, exitUsage, "want a batch command"},
+		{[]string{"help", "batch"}, exitOK, "Migrate many accounts"},
+	}
+	for _, s := range steps {
+		code, stdout, stderr := runCLI(t, env, s.args...)
+		if code != s.code || !strings.Contains(stdout+stderr, s.output) || strings.Contains(stdout+stderr, "hunter2") {
+			t.Errorf("mailferry %q = %d, stdout %q, stderr %q; want %d and %q", s.args, code, stdout, stderr, s.code, s.output)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "bad.batch.db")); !os.IsNotExist(err) {
+		t.Errorf("batch run of a bad CSV made a database (%v); want nothing", err)
+	}
+}
+
+// checkFirstPass: one report line per row, in order; the bad rows failed
+// on auth at the first attempt, the others copied everything.
+func checkFirstPass(t *testing.T, d *mailtest.Dovecot, accts []*batchAccount, bad map[int]bool, report string) {
+	t.Helper()
+	lines, order := readReport(t, report)
+	if len(order) != len(accts) {
+		t.Fatalf("report has %d lines; want %d, one per row", len(order), len(accts))
+	}
+	for i, a := range accts {
+		l := lines[a.id]
+		if order[i] != a.id {
+			t.Errorf("report line %d is %s; want %s (the CSV's order)", i+1, order[i], a.id)
+		}
+		if bad[i] {
+			if l.State != "failed" || l.Class != "auth" || l.ExitCode == nil || *l.ExitCode != exitAuth || l.Attempts != 1 {
+				t.Errorf("%s: %+v; want failed, auth, exit 4, 1 attempt", a.id, l)
+			}
+			continue
+		}
+		if l.State != "done" || l.ExitCode == nil || *l.ExitCode != 0 || l.Attempts != 1 || l.Totals.Copied != 5 {
+			t.Errorf("%s: %+v; want done, exit 0, 1 attempt, 5 copied", a.id, l)
+		}
+		checkCopied(t, d, a)
+	}
+}
+
+// checkFixPass: the fix pass ran the bad rows only.
+func checkFixPass(t *testing.T, d *mailtest.Dovecot, accts []*batchAccount, bad map[int]bool, report string) {
+	t.Helper()
+	lines, _ := readReport(t, report)
+	for i, a := range accts {
+		l := lines[a.id]
+		wantPass := "run"
+		if bad[i] {
+			wantPass = "fix"
+			checkCopied(t, d, a)
+		}
+		if l.Pass != wantPass || l.State != "done" || l.Attempts != 1 {
+			t.Errorf("%s after the fix: %+v; want done in pass %s, 1 attempt", a.id, l, wantPass)
+		}
+	}
+}
+
+// checkPassAgain: the first pass again gave the done accounts no second
+// job and copied nothing twice.
+func checkPassAgain(t *testing.T, d *mailtest.Dovecot, accts []*batchAccount, bad map[int]bool, report string) {
+	t.Helper()
+	lines, _ := readReport(t, report)
+	for i, a := range accts {
+		l := lines[a.id]
+		var copied, present int64 = 5, 0
+		if bad[i] {
+			copied, present = 0, 5
+		}
+		if l.Pass != "run" || l.State != "done" || l.Attempts != 1 || l.Totals.Copied != copied || l.Totals.Present != present {
+			t.Errorf("%s, first pass again: %+v; want done, 1 attempt, %d copied, %d present", a.id, l, copied, present)
+		}
+		checkCopied(t, d, a) // each message once
+	}
+}

@@ -1,0 +1,216 @@
+package batch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+)
+
+// Runner copies one account in-process: the command gives the copy engine
+// (with the options 'mailferry copy' builds from a row). It reports
+// mailferry's exit code; a run stopped by ctx returns 130.
+type Runner interface {
+	RunAccount(ctx context.Context, acct *Account) Outcome
+}
+
+// RunnerFunc adapts a function to Runner.
+type RunnerFunc func(ctx context.Context, acct *Account) Outcome
+
+// RunAccount calls f.
+func (f RunnerFunc) RunAccount(ctx context.Context, acct *Account) Outcome { return f(ctx, acct) }
+
+// Account is one account to copy in one pass.
+type Account struct {
+	Batch, Pass, Mode string
+	Row               Row
+	// Resolver gives the secrets the row's references name.
+	Resolver *Resolver
+}
+
+// Totals count messages as 'copy --json' does: a rerun over a full
+// destination says copied 0.
+type Totals struct {
+	Copied  int64 `json:"copied"`
+	Present int64 `json:"present"`
+	Failed  int64 `json:"failed"`
+	Bytes   int64 `json:"bytes"`
+}
+
+// Outcome is what one run of an account told. It is stored as the job's
+// output: it must hold no secret.
+type Outcome struct {
+	ExitCode int      `json:"exit_code"`
+	Class    string   `json:"class,omitempty"` // "" : from the exit code (ClassOf)
+	Error    string   `json:"error,omitempty"`
+	Totals   Totals   `json:"totals"`
+	Failures []string `json:"failures,omitempty"` // the first few failed messages
+	Slices   int      `json:"slices,omitempty"`   // slices of work this pass so far (see DefaultSlice)
+}
+
+// Exit codes of mailferry (cmd/mailferry exit.go) that decide a job's fate.
+const (
+	exitOK          = 0
+	exitUnexpected  = 1
+	exitUsage       = 2
+	exitPartial     = 3
+	exitAuth        = 4
+	exitUnreachable = 5
+	exitCheckpoint  = 6
+	exitLocked      = 7
+	exitTemporary   = 8
+	exitDiskFull    = 9
+	exitInterrupted = 130
+)
+
+// Failure classes of the report.
+const (
+	ClassAuth       = "auth"
+	ClassConnect    = "connect"
+	ClassTLS        = "tls"
+	ClassQuota      = "quota"
+	ClassCheckpoint = "checkpoint"
+	ClassUsage      = "usage"
+	ClassTemporary  = "temporary"
+)
+
+// ClassOf is the failure class of an exit code; "" for success and
+// partial runs. A Runner may say "tls" where it knows better than 5.
+func ClassOf(code int) string {
+	switch code {
+	case exitOK, exitPartial:
+		return ""
+	case exitAuth:
+		return ClassAuth
+	case exitUnreachable:
+		return ClassConnect
+	case exitCheckpoint:
+		return ClassCheckpoint
+	case exitDiskFull:
+		return ClassQuota
+	case exitUsage:
+		return ClassUsage
+	}
+	return ClassTemporary
+}
+
+// maxFailures bounds the failures kept per account.
+const maxFailures = 5
+
+// pausePoll is how often a job of a paused batch looks again.
+const pausePoll = 30 * time.Second
+
+// jobKind is the River job kind of one account in one pass.
+const jobKind = "mailferry_account"
+
+// accountArgs are a job's arguments: which account of which batch in
+// which pass. River's unique key is all of them (ByArgs), so loading or
+// passing the same CSV twice makes no second job.
+type accountArgs struct {
+	Batch string `json:"batch"`
+	Pass  string `json:"pass"`
+	ID    string `json:"id"`
+	Mode  string `json:"mode"`
+}
+
+func (accountArgs) Kind() string { return jobKind }
+
+// accountWorker runs accounts for River.
+type accountWorker struct {
+	river.WorkerDefaults[accountArgs]
+	store *Store
+}
+
+// Work runs one slice of one account and tells River what comes next
+// (see outcomeError).
+func (w *accountWorker) Work(ctx context.Context, job *river.Job[accountArgs]) error {
+	s := w.store
+	if paused, err := s.paused(ctx, job.Args.Batch); err != nil || paused {
+		if err != nil {
+			return err
+		}
+		return river.JobSnooze(pausePoll)
+	}
+	row, err := s.row(ctx, job.Args.Batch, job.Args.ID)
+	if err != nil {
+		return err // the database: retried
+	}
+	if row == nil {
+		out := Outcome{ExitCode: exitUsage, Class: ClassUsage, Error: "the batch has no account " + job.Args.ID}
+		_ = river.RecordOutput(ctx, out)
+		return river.JobCancel(errors.New(out.Error))
+	}
+	acct := &Account{Batch: job.Args.Batch, Pass: job.Args.Pass, Mode: job.Args.Mode, Row: *row, Resolver: s.cfg.Resolver}
+	out := s.cfg.Runner.RunAccount(ctx, acct)
+	out = merge(previousOutput(job.JobRow), out)
+	if len(out.Failures) > maxFailures {
+		out.Failures = out.Failures[:maxFailures]
+	}
+	if out.Class == "" {
+		out.Class = ClassOf(out.ExitCode)
+	}
+	s.cfg.Logger.Info("account ran", "batch", acct.Batch, "pass", acct.Pass, "id", row.ID, "exit_code", out.ExitCode, "class", out.Class, "attempt", job.Attempt)
+	return outcomeError(ctx, &out, s.cfg.Throttle)
+}
+
+// outcomeError records the outcome and maps it to River's: done on 0 and
+// 3; cancelled (no retry) on 2, 4, 6 and 9, which need a person; snoozed,
+// without spending an attempt, on 8 (throttled, --max-bytes) and when the
+// slice ended or the worker is stopping (SIGTERM: another worker, or this
+// one restarted, resumes it); retried with River's backoff otherwise (5,
+// 1: the network, a server's bad minute).
+func outcomeError(ctx context.Context, out *Outcome, throttle time.Duration) error {
+	if ctx.Err() != nil || out.ExitCode == exitInterrupted {
+		if errors.Is(context.Cause(ctx), river.ErrJobCancelledRemotely) {
+			out.Class, out.Error = "", "cancelled by a person"
+			_ = river.RecordOutput(ctx, out)
+			return river.JobCancel(river.ErrJobCancelledRemotely)
+		}
+		out.Slices++
+		out.ExitCode, out.Class = exitInterrupted, ""
+		_ = river.RecordOutput(ctx, out)
+		return river.JobSnooze(0)
+	}
+	out.Slices = 0
+	if err := river.RecordOutput(ctx, out); err != nil {
+		return err
+	}
+	err := fmt.Errorf("exit %d (%s): %s", out.ExitCode, out.Class, out.Error)
+	switch out.ExitCode {
+	case exitOK, exitPartial:
+		return nil
+	case exitUsage, exitAuth, exitCheckpoint, exitDiskFull:
+		return river.JobCancel(err)
+	case exitTemporary, exitLocked:
+		return river.JobSnooze(throttle)
+	}
+	return err
+}
+
+// previousOutput is the outcome the job's last attempt or slice recorded.
+func previousOutput(job *rivertype.JobRow) *Outcome {
+	var md struct {
+		Output *Outcome `json:"output"`
+	}
+	if len(job.Metadata) == 0 || json.Unmarshal(job.Metadata, &md) != nil {
+		return nil
+	}
+	return md.Output
+}
+
+// merge adds what earlier slices of this pass copied: each slice is a new
+// run that counts the earlier slices' messages as present.
+func merge(prev *Outcome, cur Outcome) Outcome {
+	if prev == nil || prev.Slices == 0 {
+		return cur
+	}
+	cur.Slices = prev.Slices
+	cur.Totals.Copied += prev.Totals.Copied
+	cur.Totals.Bytes += prev.Totals.Bytes
+	cur.Totals.Present = max(cur.Totals.Present-prev.Totals.Copied, 0)
+	return cur
+}

@@ -1,0 +1,278 @@
+package batch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+)
+
+// Modes of a pass.
+const (
+	ModeCopy = "copy"
+)
+
+// PassOptions choose the accounts of a pass.
+type PassOptions struct {
+	Mode string // "copy" (the default)
+	// OnlyFailed takes only the accounts whose latest run, in any pass,
+	// failed; Class narrows them to one failure class.
+	OnlyFailed bool
+	Class      string
+}
+
+// PassResult says what Pass did.
+type PassResult struct {
+	Queued, Skipped int // Skipped: a job for the account in this pass exists already
+}
+
+// Pass queues one job per account (or per failed account) of a batch.
+// Queuing the same pass again queues nothing for an account whose job is
+// waiting, running or done: River's unique key is (batch, pass, account).
+// An account whose job in this pass failed or was cancelled is queued
+// anew.
+func (s *Store) Pass(ctx context.Context, batch, pass string, o PassOptions) (PassResult, error) {
+	if err := checkPass(batch, pass, o); err != nil {
+		return PassResult{}, err
+	}
+	rows, err := s.Rows(ctx, batch)
+	if err != nil {
+		return PassResult{}, err
+	}
+	if len(rows) == 0 {
+		return PassResult{}, fmt.Errorf("batch %s: no accounts loaded (batch load %s FILE.csv)", batch, batch)
+	}
+	if o.OnlyFailed {
+		if rows, err = s.failedRows(ctx, batch, rows, o.Class); err != nil {
+			return PassResult{}, err
+		}
+	}
+	mode := o.Mode
+	if mode == "" {
+		mode = ModeCopy
+	}
+	return s.insert(ctx, batch, pass, mode, rows)
+}
+
+func checkPass(batch, pass string, o PassOptions) error {
+	if err := CheckName("batch", batch); err != nil {
+		return err
+	}
+	if err := CheckName("pass", pass); err != nil {
+		return err
+	}
+	if o.Mode != "" && o.Mode != ModeCopy {
+		return fmt.Errorf("mode %q: want copy (sync comes with the sync command)", o.Mode)
+	}
+	if o.Class != "" && !o.OnlyFailed {
+		return errors.New("--class goes with --only failed")
+	}
+	if o.Class != "" && !slices.Contains(classes, o.Class) {
+		return fmt.Errorf("class %q: want one of %v", o.Class, classes)
+	}
+	return nil
+}
+
+var classes = []string{ClassAuth, ClassConnect, ClassTLS, ClassQuota, ClassCheckpoint, ClassUsage, ClassTemporary}
+
+// insertChunk bounds one InsertMany (one transaction).
+const insertChunk = 500
+
+func (s *Store) insert(ctx context.Context, batch, pass, mode string, rows []Row) (PassResult, error) {
+	var res PassResult
+	for chunk := range slices.Chunk(rows, insertChunk) {
+		params := make([]river.InsertManyParams, 0, len(chunk))
+		for _, r := range chunk {
+			params = append(params, river.InsertManyParams{
+				Args: accountArgs{Batch: batch, Pass: pass, ID: r.ID, Mode: mode},
+				InsertOpts: &river.InsertOpts{
+					Queue:      queueName(batch),
+					Tags:       []string{passTag(pass)},
+					UniqueOpts: river.UniqueOpts{ByArgs: true},
+				},
+			})
+		}
+		results, err := s.client.InsertMany(ctx, params)
+		if err != nil {
+			return res, fmt.Errorf("queue pass %s: %w", pass, err)
+		}
+		for _, r := range results {
+			if r.UniqueSkippedAsDuplicate {
+				res.Skipped++
+			} else {
+				res.Queued++
+			}
+		}
+	}
+	return res, nil
+}
+
+func passTag(pass string) string { return "pass_" + pass }
+
+// listPage is the page size of job listings.
+const listPage = 1000
+
+// jobs lists the jobs of a batch (of one pass when pass is not ""), in
+// insertion order.
+func (s *Store) jobs(ctx context.Context, batch, pass string, states ...rivertype.JobState) ([]*rivertype.JobRow, error) {
+	p := river.NewJobListParams().Queues(queueName(batch)).Kinds(jobKind).First(listPage).OrderBy(river.JobListOrderByID, river.SortOrderAsc)
+	if pass != "" {
+		p = p.TagsAny(passTag(pass))
+	}
+	if len(states) > 0 {
+		p = p.States(states...)
+	}
+	var all []*rivertype.JobRow
+	for {
+		res, err := s.client.JobList(ctx, p)
+		if err != nil {
+			return nil, fmt.Errorf("list jobs: %w", err)
+		}
+		all = append(all, res.Jobs...)
+		if len(res.Jobs) < listPage {
+			return all, nil
+		}
+		p = p.After(res.LastCursor)
+	}
+}
+
+// failedRows keeps the rows whose latest run, in any pass, failed (of
+// class when not "").
+func (s *Store) failedRows(ctx context.Context, batch string, rows []Row, class string) ([]Row, error) {
+	latest, err := s.latest(ctx, batch, "")
+	if err != nil {
+		return nil, err
+	}
+	var out []Row
+	for _, r := range rows {
+		l, ok := latest[r.ID]
+		if ok && l.State == StateFailed && (class == "" || l.Class == class) {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// unfinished are the states of a job that will run again.
+var unfinished = []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRetryable,
+	rivertype.JobStateRunning, rivertype.JobStateScheduled}
+
+// Wait returns once no job of the pass will run again, checking every
+// poll. progress, when not nil, is called after each check with the
+// number of unfinished jobs.
+func (s *Store) Wait(ctx context.Context, batch, pass string, poll time.Duration, progress func(left int)) error {
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for {
+		left, err := s.jobs(ctx, batch, pass, unfinished...)
+		if err != nil {
+			return err
+		}
+		if progress != nil {
+			progress(len(left))
+		}
+		if len(left) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Pause stops workers from starting accounts of a batch; running accounts
+// stop at the end of their slice. The flag is ours (a worker that takes a
+// job of a paused batch snoozes it, see accountWorker.Work); River's queue
+// is paused too once a worker has created it, so that workers stop
+// fetching. Resume undoes both.
+func (s *Store) Pause(ctx context.Context, batch string) error {
+	if err := s.setPaused(ctx, batch, true); err != nil {
+		return err
+	}
+	return ignoreNotFound(s.client.QueuePause(ctx, queueName(batch), nil))
+}
+
+// Resume lets workers start the batch's accounts again.
+func (s *Store) Resume(ctx context.Context, batch string) error {
+	if err := s.setPaused(ctx, batch, false); err != nil {
+		return err
+	}
+	return ignoreNotFound(s.client.QueueResume(ctx, queueName(batch), nil))
+}
+
+// ignoreNotFound: River knows a queue only once a worker worked it.
+func ignoreNotFound(err error) error {
+	if errors.Is(err, rivertype.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// Cancel cancels every job of the batch (of one pass when pass is not "")
+// that would run again; a running account stops between messages. It
+// returns how many it cancelled.
+func (s *Store) Cancel(ctx context.Context, batch, pass string) (int, error) {
+	jobs, err := s.jobs(ctx, batch, pass, unfinished...)
+	if err != nil {
+		return 0, err
+	}
+	for _, j := range jobs {
+		if _, err := s.client.JobCancel(ctx, j.ID); err != nil {
+			return 0, fmt.Errorf("cancel %d: %w", j.ID, err)
+		}
+	}
+	return len(jobs), nil
+}
+
+// Start runs this process's workers (Config.Workers at once) until Stop.
+func (s *Store) Start(ctx context.Context) error {
+	if s.cfg.Workers < 1 || s.cfg.Runner == nil {
+		return errors.New("batch: Start needs Workers and a Runner")
+	}
+	return s.client.Start(ctx)
+}
+
+// AddQueues makes this worker work the batches loaded since it started.
+func (s *Store) AddQueues(ctx context.Context) error {
+	names, err := s.Batches(ctx)
+	if err != nil {
+		return err
+	}
+	for _, b := range names {
+		if s.queues[b] {
+			continue
+		}
+		if err := s.client.Queues().Add(queueName(b), river.QueueConfig{MaxWorkers: s.cfg.Workers}); err != nil {
+			return fmt.Errorf("work batch %s: %w", b, err)
+		}
+		s.queues[b] = true
+	}
+	return nil
+}
+
+// Stop lets the running accounts stop between messages (their checkpoint
+// flushed) and snooze, so that another worker resumes them at once, then
+// returns: a worker's SIGTERM.
+func (s *Store) Stop(ctx context.Context) error {
+	return s.client.StopAndCancel(ctx)
+}
+
+// jobOutput is a job's recorded Outcome, or nil.
+func jobOutput(j *rivertype.JobRow) *Outcome { return previousOutput(j) }
+
+// cancelledByPerson: River marks a job a person cancelled.
+func cancelledByPerson(j *rivertype.JobRow) bool {
+	var md map[string]json.RawMessage
+	if json.Unmarshal(j.Metadata, &md) != nil {
+		return false
+	}
+	_, ok := md["cancel_attempted_at"]
+	return ok
+}

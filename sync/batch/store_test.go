@@ -1,0 +1,330 @@
+package batch
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	stdsync "sync"
+	"testing"
+	"time"
+)
+
+// fakeRunner plays scripted exit codes per account: the n-th run of an
+// account gets script[id][n] (the last one repeats); a code of -1 blocks
+// until the job's slice ends.
+type fakeRunner struct {
+	mu     stdsync.Mutex
+	script map[string][]int
+	runs   map[string]int
+}
+
+func (f *fakeRunner) RunAccount(ctx context.Context, acct *Account) Outcome {
+	f.mu.Lock()
+	n := f.runs[acct.Row.ID]
+	f.runs[acct.Row.ID]++
+	codes := f.script[acct.Row.ID]
+	f.mu.Unlock()
+	code := 0
+	if len(codes) > 0 {
+		code = codes[min(n, len(codes)-1)]
+	}
+	if code == -1 {
+		<-ctx.Done()
+		return Outcome{ExitCode: exitInterrupted, Totals: Totals{Copied: 7, Bytes: 700}}
+	}
+	out := Outcome{ExitCode: code, Totals: Totals{Copied: 3, Present: 1, Bytes: 300}}
+	if code == exitAuth {
+		out.Error = "source: authentication rejected"
+	}
+	if code == exitPartial {
+		out.Totals.Failed, out.Failures = 1, []string{"INBOX 5: message too large"}
+	}
+	return out
+}
+
+func (f *fakeRunner) count(id string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.runs[id]
+}
+
+func testRows(t *testing.T, ids ...string) []Row {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString(header)
+	for _, id := range ids {
+		fmt.Fprintf(&b, "%s,imaps://%s@old.example,imaps://%s@new.example,env:SRC_PW,file:pw/%s\n", id, id, id, id)
+	}
+	rows, err := Load(strings.NewReader(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rows
+}
+
+func openTest(t *testing.T, dbURL string, workers int, r Runner, slice time.Duration) *Store {
+	t.Helper()
+	if !strings.HasPrefix(dbURL, "postgres") {
+		dbURL = "sqlite:" + dbURL
+	}
+	s, err := Open(context.Background(), Config{URL: dbURL, Workers: workers, Runner: r,
+		Slice: slice, RetryDelay: 10 * time.Millisecond, Throttle: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+func TestLoadAndPassTwiceMakeNoSecondJob(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, filepath.Join(t.TempDir(), "b.db"), 0, nil, 0)
+	rows := testRows(t, "a", "b", "c")
+	for i, want := range []int{3, 0} {
+		added, err := s.Load(ctx, "staff", rows)
+		if err != nil || added != want {
+			t.Fatalf("Load #%d = %d, %v; want %d new rows", i+1, added, err, want)
+		}
+	}
+	for i, want := range []PassResult{{Queued: 3}, {Skipped: 3}} {
+		got, err := s.Pass(ctx, "staff", "presync", PassOptions{})
+		if err != nil || got != want {
+			t.Fatalf("Pass #%d = %+v, %v; want %+v", i+1, got, err, want)
+		}
+	}
+	jobs, err := s.jobs(ctx, "staff", "")
+	if err != nil || len(jobs) != 3 {
+		t.Fatalf("%d jobs (%v); want 3", len(jobs), err)
+	}
+	lines, err := s.Report(ctx, "staff", "presync")
+	if err != nil || len(lines) != 3 || Summarize(lines).States[StatePending] != 3 {
+		t.Fatalf("Report = %+v, %v; want 3 pending lines", lines, err)
+	}
+}
+
+func TestPassChecks(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, filepath.Join(t.TempDir(), "b.db"), 0, nil, 0)
+	if _, err := s.Load(ctx, "staff", testRows(t, "a")); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		batch, pass string
+		o           PassOptions
+		want        string
+	}{
+		{"Staff", "p", PassOptions{}, "batch name"},
+		{"staff", "p 1", PassOptions{}, "pass name"},
+		{"staff", "p", PassOptions{Mode: "move"}, "mode"},
+		{"staff", "p", PassOptions{Class: ClassAuth}, "--only failed"},
+		{"staff", "p", PassOptions{OnlyFailed: true, Class: "dns"}, "class"},
+		{"other", "p", PassOptions{}, "no accounts"},
+	}
+	for _, tt := range tests {
+		if _, err := s.Pass(ctx, tt.batch, tt.pass, tt.o); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Pass(%s, %s, %+v) = %v; want an error about %s", tt.batch, tt.pass, tt.o, err, tt.want)
+		}
+	}
+}
+
+// TestOutcomes runs a pass with 4 workers over accounts whose runs end in
+// each way and checks River's outcome and the report line of each.
+func TestOutcomes(t *testing.T) {
+	testOutcomes(t, filepath.Join(t.TempDir(), "b.db"))
+}
+
+// TestOutcomesPostgres is TestOutcomes on PostgreSQL: the same code with
+// another URL (testdata/postgres/postgres.sh start DIR; . DIR/env).
+func TestOutcomesPostgres(t *testing.T) {
+	testOutcomes(t, postgresURL(t))
+}
+
+func testOutcomes(t *testing.T, dbURL string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	run := &fakeRunner{runs: map[string]int{}, script: map[string][]int{
+		"bad1": {exitAuth}, "bad2": {exitAuth}, "quota": {exitDiskFull}, "usage": {exitUsage}, "cp": {exitCheckpoint},
+		"part":  {exitPartial},
+		"flaky": {exitUnreachable, exitUnexpected, exitOK},
+		"down":  {exitUnreachable},
+		"slow":  {exitTemporary, exitTemporary, exitOK},
+		"long":  {-1, exitOK},
+	}}
+	ids := []string{"ok1", "bad1", "ok2", "bad2", "quota", "usage", "cp", "part", "flaky", "down", "slow", "long", "ok3"}
+	s := openTest(t, dbURL, 4, run, 2*time.Second)
+	if _, err := s.Load(ctx, "staff", testRows(t, ids...)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Pass(ctx, "staff", "one", PassOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Loaded after the pass: never started, still one report line.
+	if _, err := s.Load(ctx, "staff", testRows(t, append(ids, "late")...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddQueues(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop(context.Background())
+	if err := s.Wait(ctx, "staff", "one", 50*time.Millisecond, nil); err != nil {
+		t.Fatal(err)
+	}
+	lines, err := s.Report(ctx, "staff", "one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wants := map[string]want{
+		"ok1": {StateDone, "", 0, 1, 3}, "ok2": {StateDone, "", 0, 1, 3}, "ok3": {StateDone, "", 0, 1, 3},
+		"bad1": {StateFailed, ClassAuth, 4, 1, 3}, "bad2": {StateFailed, ClassAuth, 4, 1, 3},
+		"quota": {StateFailed, ClassQuota, 9, 1, 3}, "usage": {StateFailed, ClassUsage, 2, 1, 3}, "cp": {StateFailed, ClassCheckpoint, 6, 1, 3},
+		"part":  {StatePartial, "", 3, 1, 3},
+		"flaky": {StateDone, "", 0, 3, 3},
+		"down":  {StateFailed, ClassConnect, 5, DefaultMaxAttempts, 3},
+		"slow":  {StateDone, "", 0, 1, 3},
+		"long":  {StateDone, "", 0, 1, 3 + 7}, // the first slice's 7 messages count
+		"late":  {StatePending, "", -1, 0, 0},
+	}
+	checkLines(t, lines, wants)
+	if n := run.count("slow"); n != 3 {
+		t.Errorf("slow ran %d times; want 3 (two snoozes, then done)", n)
+	}
+
+	// Only the accounts that failed on authentication, in a new pass.
+	res, err := s.Pass(ctx, "staff", "fix", PassOptions{OnlyFailed: true, Class: ClassAuth})
+	if err != nil || res != (PassResult{Queued: 2}) {
+		t.Fatalf("Pass --only failed --class auth = %+v, %v; want 2 queued", res, err)
+	}
+	if err := s.Wait(ctx, "staff", "fix", 50*time.Millisecond, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := run.count("bad1") + run.count("bad2") + run.count("quota"); n != 5 {
+		t.Errorf("bad1, bad2 and quota ran %d times; want 5 (the fix pass runs only the auth failures again)", n)
+	}
+	lines, err = s.Report(ctx, "staff", "fix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := Summarize(lines)
+	if sum.Accounts != len(wants) || sum.Classes[ClassAuth] != 2 || sum.States[StateDone] != 6 || sum.States[StatePending] != 1 {
+		t.Errorf("fix pass summary %v; want every account, the auth failures still failing (same script)", sum)
+	}
+
+	var buf bytes.Buffer
+	if err := WriteJSONL(&buf, lines); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(buf.String(), "\n"); n != len(wants) {
+		t.Errorf("JSONL report has %d lines; want %d", n, len(wants))
+	}
+	var first map[string]any
+	if err := json.Unmarshal([]byte(strings.SplitN(buf.String(), "\n", 2)[0]), &first); err != nil || first["exit_code"] == nil || first["totals"] == nil {
+		t.Errorf("first JSONL line %v (%v); want exit_code and totals", first, err)
+	}
+}
+
+type want struct {
+	state, class string
+	code         int // -1: null
+	attempts     int
+	copied       int64
+}
+
+func checkLines(t *testing.T, lines []Line, wants map[string]want) {
+	t.Helper()
+	if len(lines) != len(wants) {
+		t.Fatalf("%d report lines; want %d (one per row)", len(lines), len(wants))
+	}
+	for _, l := range lines {
+		w := wants[l.ID]
+		code := -1
+		if l.ExitCode != nil {
+			code = *l.ExitCode
+		}
+		if l.State != w.state || l.Class != w.class || code != w.code || l.Attempts != w.attempts || l.Totals.Copied != w.copied {
+			t.Errorf("%s: state %s class %q exit %d attempts %d copied %d; want %+v", l.ID, l.State, l.Class, code, l.Attempts, l.Totals.Copied, w)
+		}
+	}
+}
+
+// TestCancelByPerson: a cancelled pass reports cancelled, not failed.
+func TestCancelByPerson(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, filepath.Join(t.TempDir(), "b.db"), 0, nil, 0)
+	if _, err := s.Load(ctx, "staff", testRows(t, "a", "b")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Pass(ctx, "staff", "one", PassOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Pause(ctx, "staff"); err != nil {
+		t.Fatalf("Pause: %v", err)
+	}
+	if err := s.Resume(ctx, "staff"); err != nil {
+		t.Fatalf("Resume: %v", err)
+	}
+	n, err := s.Cancel(ctx, "staff", "one")
+	if err != nil || n != 2 {
+		t.Fatalf("Cancel = %d, %v; want 2", n, err)
+	}
+	lines, err := s.Report(ctx, "staff", "one")
+	if err != nil || Summarize(lines).States[StateCancelled] != 2 {
+		t.Fatalf("Report = %+v, %v; want 2 cancelled", lines, err)
+	}
+	// A cancelled account may be queued again in the same pass.
+	if res, err := s.Pass(ctx, "staff", "one", PassOptions{}); err != nil || res.Queued != 2 {
+		t.Fatalf("Pass after cancel = %+v, %v; want 2 queued", res, err)
+	}
+}
+
+// TestRowsKeepReferences: rows are stored as their references, found
+// again as loaded (the Dovecot test checks no secret reaches the file).
+func TestRowsKeepReferences(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db := filepath.Join(dir, "b.db")
+	s := openTest(t, db, 0, nil, 0)
+	rows := testRows(t, "a")
+	if _, err := s.Load(ctx, "staff", rows); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Rows(ctx, "staff")
+	if err != nil || len(got) != 1 || got[0].DstAuth != (Ref{"file", "pw/a"}) {
+		t.Fatalf("Rows = %+v, %v", got, err)
+	}
+	s.Close()
+	b, err := os.ReadFile(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wal, _ := os.ReadFile(db + "-wal")
+	if !bytes.Contains(append(b, wal...), []byte("pw/a")) {
+		t.Fatalf("the database file does not hold the row's reference")
+	}
+}
+
+func TestParseURL(t *testing.T) {
+	tests := []struct{ in, kind, dsn, err string }{
+		{"sqlite:/var/b.db", "sqlite", "/var/b.db", ""},
+		{"sqlite:///var/b.db", "sqlite", "/var/b.db", ""},
+		{"sqlite:b.db", "sqlite", "b.db", ""},
+		{"b.db", "sqlite", "b.db", ""},
+		{"postgres://u:p@h/db", "postgres", "postgres://u:p@h/db", ""},
+		{"postgresql://h/db", "postgres", "postgresql://h/db", ""},
+		{"mysql://h/db", "", "", `scheme "mysql"`},
+		{"sqlite:", "", "", "no file"},
+		{"", "", "", "no database"},
+	}
+	for _, tt := range tests {
+		kind, dsn, err := parseURL(tt.in)
+		if kind != tt.kind || dsn != tt.dsn || (err == nil) != (tt.err == "") || (err != nil && !strings.Contains(err.Error(), tt.err)) {
+			t.Errorf("parseURL(%q) = %q, %q, %v; want %q, %q, %q", tt.in, kind, dsn, err, tt.kind, tt.dsn, tt.err)
+		}
+	}
+}
