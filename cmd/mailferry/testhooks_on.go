@@ -59,8 +59,9 @@ func killAt(n int64) func() {
 	var count atomic.Int64
 	return func() {
 		if count.Add(1) == n {
-			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL) // signalling oneself cannot fail
-			select {} // the signal is on its way
+			// Signalling oneself cannot fail; the signal is on its way.
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {}
 		}
 	}
 }
