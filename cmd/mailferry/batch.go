@@ -108,7 +108,7 @@ func loadCSV(path string) ([]batch.Row, error) {
 	if err != nil {
 		return nil, &usageError{err.Error()}
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	rows, err := batch.Load(f)
 	if err != nil {
 		return nil, &usageError{fmt.Sprintf("%s: %v", path, err)}
@@ -217,7 +217,7 @@ func writeReportFile(path string, lines []batch.Line) error {
 		return fmt.Errorf("report: %w", err)
 	}
 	if err := batch.WriteJSONL(f, lines); err != nil {
-		f.Close()
+		_ = f.Close()
 		return fmt.Errorf("report: %w", err)
 	}
 	if err := f.Close(); err != nil {
@@ -397,16 +397,6 @@ func batchControl(ctx context.Context, o *batchOptions, verb, name, pass string,
 // batchLogger is the River client's logger: warnings and up.
 func batchLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-// batchDefaults are the flag defaults, also for tests that build options
-// without a command line.
-func batchDefaults() *batchOptions {
-	o := &batchOptions{}
-	fs := flag.NewFlagSet("batch", flag.ContinueOnError)
-	o.addFlags(fs, "run")
-	_ = fs.Parse(nil)
-	return o
 }
 
 // addFlags adds the flags of 'batch VERB'.
