@@ -223,6 +223,8 @@ func (o *copyOptions) Check() error {
 		return &usageError{fmt.Sprintf("--workers %d: want 1 or more (messages copied at once)", o.common.workers)}
 	case o.dryRun && o.reset:
 		return &usageError{"--reset with --dry-run: a dry run changes nothing, not even the checkpoint; drop one of them"}
+	case o.deleteSource && o.deleteAfter.set:
+		return &usageError{"--delete-after and --delete-source cannot be combined: --delete-source deletes each message as soon as it is stored, --delete-after keeps it DAYS first"}
 	case o.dryRun && o.rebuildState:
 		return &usageError{"--rebuild-state with --dry-run: a dry run changes nothing, not even the checkpoint; drop one of them"}
 	}

@@ -29,7 +29,8 @@ type copyOptions struct {
 	rebuildState       bool // rebuild the checkpoint from the destination (A9)
 	dryRun             bool
 	deleteSource       bool
-	allowUnsafeExpunge bool // IMAP without UIDPLUS: plain EXPUNGE (C9)
+	deleteAfter        retentionFlag // --delete-after: retention (sync/retention.go)
+	allowUnsafeExpunge bool          // IMAP without UIDPLUS: plain EXPUNGE (C9)
 	progress           string
 	progressInterval   time.Duration
 	maxSize            sizeFlag
@@ -52,6 +53,7 @@ func (o *copyOptions) addFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.rebuildState, "rebuild-state", false, "rebuild the checkpoint (lost, or refused as corrupt) from what the destination holds: messages it stored before are recorded without downloading them again (maildir: destinations)")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "list what would be copied; store and delete nothing")
 	fs.BoolVar(&o.deleteSource, "delete-source", false, "delete each message from SRC once it is durably stored and recorded (POP3: DELE, committed at QUIT; IMAP: \\Deleted then UID EXPUNGE of exactly those messages)")
+	fs.Var(&o.deleteAfter, "delete-after", "leave mail on SRC and delete there the messages mailferry stored at least `DAYS` ago (30d, 4w; by when it stored them, not the message date), while the destination still holds them; 0d deletes what earlier runs stored")
 	fs.BoolVar(&o.allowUnsafeExpunge, "allow-unsafe-expunge", false, "with --delete-source from an IMAP server without UIDPLUS: send a plain EXPUNGE, which also removes messages other clients flagged \\Deleted (without it, copied messages stay flagged \\Deleted there)")
 	fs.StringVar(&o.progress, "progress", "auto", "progress display: auto (bars on a terminal, a log line every --progress-interval otherwise), always, never")
 	fs.DurationVar(&o.progressInterval, "progress-interval", 10*time.Second, "without a terminal, log progress every `DURATION`")
@@ -211,6 +213,8 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 		Before:         o.before.t,
 		DryRun:         o.dryRun,
 		DeleteSource:   o.deleteSource,
+		DeleteAfter:    o.deleteAfter.duration(),
+		Now:            env.hooks.now,
 		MaxSize:        int64(o.maxSize),
 		MaxBytesPerSec: int64(o.maxBytesPerSec),
 		MaxMsgsPerSec:  o.maxMsgsPerSec,
@@ -325,6 +329,11 @@ type summary struct {
 	Skipped  []mailferry.Failure           `json:"skipped,omitempty"`
 	Events   []mailferry.Event             `json:"events,omitempty"`
 	Planned  []mailferry.Planned           `json:"planned,omitempty"` // --dry-run: what a real run would copy
+	// Expired: deleted from the source by --delete-after (with --dry-run:
+	// would be); NotHeld: old enough, but kept there because the
+	// destination no longer holds the stored copy.
+	Expired []mailferry.Expired `json:"expired,omitempty"`
+	NotHeld []mailferry.Failure `json:"not_held,omitempty"`
 	// AlteredOnAppend: copies the destination server changed when it stored
 	// them (8-bit header bytes, a final line break), recognised all the same.
 	AlteredOnAppend int64 `json:"altered_on_append,omitempty"`
@@ -362,6 +371,7 @@ func makeSummary(o *copyOptions, r *copyResult, err error, start time.Time) summ
 	s.Failures, s.Skipped = r.res.Failures, r.res.Skipped
 	s.Events = r.res.Events
 	s.Planned = r.res.Planned
+	s.Expired, s.NotHeld = r.res.Expired, r.res.NotHeld
 	s.AlteredOnAppend = r.res.AlteredOnAppend
 	s.Counts = countsOf(s.Totals, r.res, s.Filters)
 	for _, mb := range st.Mailboxes() {
@@ -391,6 +401,9 @@ func report(env *cliEnv, o *copyOptions, r *copyResult, s *summary) bool {
 			continue
 		}
 		fmt.Fprintf(w, "failed: %s %s: %s\n", f.Mailbox, f.ID, f.Err)
+	}
+	for _, f := range res.NotHeld { // the destination lost a copy: news even for cron
+		fmt.Fprintf(w, "not deleted: %s %s: %s\n", f.Mailbox, f.ID, f.Err)
 	}
 	for _, e := range res.Events {
 		// Folder-level events (identifiers changed, a folder replaced) are
@@ -433,6 +446,7 @@ func report(env *cliEnv, o *copyOptions, r *copyResult, s *summary) bool {
 	}
 	fmt.Fprintf(w, "%-32s %8d %8d %8d %8d %10s  in %.1fs\n", "total", t.Listed, t.Skipped+t.Present, n, t.Failed, humanBytes(t.Bytes), s.Seconds)
 	if o.dryRun {
+		printExpired(w, res.Expired)
 		fmt.Fprintf(w, "dry run: %d message(s), %s, would be copied; nothing was stored or deleted\n", t.Queued, humanBytes(t.QueuedBytes))
 	}
 	printNotes(w, s)

@@ -20,6 +20,9 @@ type testHooks struct {
 	// arm adds the hooks that kill or panic the process to one run's hooks
 	// (testhooks_on.go); nil in a release build, which has none.
 	arm func(*runHooks)
+	// now, when set, is the engine's clock (sync.Options.Now), so tests
+	// of --delete-after move time without waiting; nil: the real clock.
+	now func() time.Time
 }
 
 // forRun builds one copy run's hooks, counting from zero.

@@ -23,6 +23,9 @@ func newTestHooks(getenv func(string) string) testHooks {
 	c.crashInRemove, _ = strconv.ParseInt(getenv("MAILFERRY_TEST_CRASH_IN_REMOVE"), 10, 64)
 	c.panicText = getenv("MAILFERRY_TEST_PANIC")
 	h.arm = c.arm
+	if at, err := time.Parse(time.RFC3339, getenv("MAILFERRY_TEST_NOW")); err == nil {
+		h.now = func() time.Time { return at }
+	}
 	return h
 }
 

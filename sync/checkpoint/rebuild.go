@@ -26,8 +26,10 @@ import (
 // copy (one local read each) and a Message-ID hash taken from it if the
 // listing had none (POP3). So a later identifier reset can re-map them as
 // it would re-map copied ones (sync/reset.go). It returns the number of
-// records added.
-func Rebuild(ctx context.Context, st Store, src mail.Source, dst mail.Indexer, endpoint string, selected func(string) bool, dstName func(string) string) (int, error) {
+// records added. Their store time is stored (Unix seconds, the time of the
+// rebuild): when the copies were made is not known, so they count as
+// stored now, never as old (--delete-after).
+func Rebuild(ctx context.Context, st Store, src mail.Source, dst mail.Indexer, endpoint string, selected func(string) bool, dstName func(string) string, stored int64) (int, error) {
 	boxes, err := src.Mailboxes(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("checkpoint: rebuild: list mailboxes: %w", err)
@@ -58,7 +60,7 @@ func Rebuild(ctx context.Context, st Store, src mail.Source, dst mail.Indexer, e
 			if !ok || st.Has(Key{mb, e.ID}) {
 				return nil
 			}
-			rec := Record{Mailbox: mb, ID: e.ID, Dst: id, Size: e.Size, MsgID: MsgIDSum(e.MessageID), Date: UnixDate(e.Date)}
+			rec := Record{Mailbox: mb, ID: e.ID, Dst: id, Size: e.Size, MsgID: MsgIDSum(e.MessageID), Date: UnixDate(e.Date), Stored: stored}
 			if err := hashStored(ctx, dst, to, &rec); err != nil {
 				return err
 			}

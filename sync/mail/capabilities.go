@@ -68,6 +68,24 @@ type StoredReader interface {
 	OpenStored(ctx context.Context, mailbox string, id ID) (io.ReadCloser, error)
 }
 
+// Holder is implemented by sinks that can tell whether they still hold
+// messages they stored earlier, so that --delete-after deletes a source
+// message only while its stored copy is there. Holds answers, for each of
+// stored (all of mailbox), whether the sink still holds it: a Maildir or
+// mbox sink by the delivery key it stored the message under (Key), an IMAP
+// sink by the final ID it returned (ID, UIDVALIDITY included). A mailbox
+// that does not exist holds nothing. Holds reads only.
+type Holder interface {
+	Holds(ctx context.Context, mailbox string, stored []Stored) ([]bool, error)
+}
+
+// Stored names a message a sink stored: the ID it returned and the
+// delivery key (Envelope.Key) the engine gave it.
+type Stored struct {
+	ID  ID
+	Key string
+}
+
 // BatchOpener is implemented by sources that stream many messages of one
 // mailbox in a single request (IMAP: one UID FETCH for a set of UIDs), which
 // saves a round trip and server work per message. OpenBatch calls fn once
@@ -269,6 +287,7 @@ const (
 	CapFolderStatuser    = "FolderStatuser"
 	CapChangeLister      = "ChangeLister"
 	CapAlterationCounter = "AlterationCounter"
+	CapHolder            = "Holder"
 )
 
 // Features holds the optional capabilities of one endpoint: each field is
@@ -283,6 +302,7 @@ type Features struct {
 	FlagSetter        FlagSetter
 	StoredReader      StoredReader
 	AlterationCounter AlterationCounter
+	Holder            Holder
 	// Source capabilities.
 	BatchOpener      BatchOpener
 	Remover          Remover
@@ -341,6 +361,7 @@ func (f *Features) Fill(v any) *Features {
 	f.FlagSetter, _ = v.(FlagSetter)
 	f.StoredReader, _ = v.(StoredReader)
 	f.AlterationCounter, _ = v.(AlterationCounter)
+	f.Holder, _ = v.(Holder)
 	f.BatchOpener, _ = v.(BatchOpener)
 	f.Remover, _ = v.(Remover)
 	f.DeleteAware, _ = v.(DeleteAware)
@@ -363,6 +384,7 @@ func (f *Features) Mask(in *Features) *Features {
 	mask(&f.FlagSetter, in.FlagSetter)
 	mask(&f.StoredReader, in.StoredReader)
 	mask(&f.AlterationCounter, in.AlterationCounter)
+	mask(&f.Holder, in.Holder)
 	mask(&f.BatchOpener, in.BatchOpener)
 	mask(&f.Remover, in.Remover)
 	mask(&f.DeleteAware, in.DeleteAware)
@@ -385,6 +407,7 @@ func (f *Features) PassThrough(in *Features) *Features {
 	pass(&f.FlagSetter, in.FlagSetter)
 	pass(&f.StoredReader, in.StoredReader)
 	pass(&f.AlterationCounter, in.AlterationCounter)
+	pass(&f.Holder, in.Holder)
 	pass(&f.BatchOpener, in.BatchOpener)
 	pass(&f.Remover, in.Remover)
 	pass(&f.DeleteAware, in.DeleteAware)
@@ -405,7 +428,7 @@ func (f *Features) Names() []string {
 		v    any
 	}{
 		{CapCommitter, f.Committer}, {CapIDResolver, f.IDResolver}, {CapIndexer, f.Indexer},
-		{CapFlagSetter, f.FlagSetter}, {CapStoredReader, f.StoredReader}, {CapBatchOpener, f.BatchOpener},
+		{CapFlagSetter, f.FlagSetter}, {CapStoredReader, f.StoredReader}, {CapHolder, f.Holder}, {CapBatchOpener, f.BatchOpener},
 		{CapRemover, f.Remover}, {CapDeleteAware, f.DeleteAware}, {CapUnstoredReporter, f.UnstoredReporter},
 		{CapHeaderFetcher, f.HeaderFetcher}, {CapStatter, f.Statter}, {CapRoleLister, f.RoleLister},
 		{CapFolderStatuser, f.FolderStatuser}, {CapChangeLister, f.ChangeLister},
