@@ -27,6 +27,8 @@ type fileConfig struct {
 	// Report is the default --report file of 'mailferry run'.
 	Report string               `toml:"report"`
 	Jobs   map[string]jobConfig `toml:"jobs"`
+	// Batch holds the host groups of 'mailferry batch' (batch_groups.go).
+	Batch batchFileConfig `toml:"batch"`
 
 	path  string   // the file it was read from
 	order []string // job names in file order

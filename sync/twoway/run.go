@@ -17,7 +17,11 @@ type RunOptions struct {
 	Plan Options
 	// DryRun plans and changes nothing (open the state read-only).
 	DryRun bool
-	Log    *slog.Logger
+	// Folders, when not nil, says which folders are in scope (--include,
+	// --exclude): the others are neither listed nor changed, and their
+	// state is kept (out of scope freezes, it does not delete).
+	Folders func(name string) bool
+	Log     *slog.Logger
 	// step, in tests, is called before every durable step (a put, a
 	// commit, a flag write, a move, a deletion, a state flush); an error
 	// stops the run there, as a kill -9 would.
@@ -167,6 +171,9 @@ func (r *run) list() ([]Folder, error) {
 	}
 	var out []Folder
 	for _, name := range sortedNames(names) {
+		if r.opt.Folders != nil && !r.opt.Folders(name) {
+			continue
+		}
 		f, err := r.listFolder(name, exists)
 		if err != nil {
 			return nil, err
