@@ -513,5 +513,5 @@ func (o *batchOptions) startMetrics(env *cliEnv) (func(), error) {
 			fmt.Fprintf(env.stderr, "mailferry batch: metrics: %v\n", err)
 		}
 	}()
-	return func() { srv.Close() }, nil
+	return func() { _ = srv.Close() }, nil
 }

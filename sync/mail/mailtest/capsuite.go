@@ -224,7 +224,7 @@ func (c sinkCaps) flagSetter(t *testing.T, s mail.Sink) {
 // the sink gave and the key it was stored under); an unknown one, and
 // anything in a mailbox that does not exist, is not.
 func (c sinkCaps) holder(t *testing.T, s mail.Sink) {
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	ctx := context.Background()
 	var st []mail.Stored
 	for i, id := range stored(t, s, capFixtures()) {
