@@ -29,6 +29,10 @@ type Store struct {
 	StableIDs bool
 	// Keeps are the flags the store keeps (nil: all).
 	Keeps Keeps
+
+	// step is the run's test hook (RunOptions.step), called between the
+	// durable steps of a move by copy.
+	step func(what string) error
 }
 
 // setFlags replaces the flags of message id in mailbox.
@@ -108,6 +112,11 @@ func (s *Store) move(ctx context.Context, env mail.Envelope, to string, flags []
 	_ = rc.Close()
 	if err != nil {
 		return "", err
+	}
+	if s.step != nil {
+		if err := s.step("move: remove the original"); err != nil {
+			return "", err
+		}
 	}
 	return id, s.remove(ctx, []mail.Envelope{env})
 }
