@@ -56,12 +56,10 @@ func (o *batchServeOptions) dbURL(env *cliEnv) (string, error) {
 	if o.db != "" {
 		return "sqlite:" + o.db, nil
 	}
-	bo := batchDefaults()
-	bo.dbEnv = o.dbEnv
-	if err := bo.Check(); err != nil {
-		return "", err
+	if !envVarName.MatchString(o.dbEnv) {
+		return "", &usageError{fmt.Sprintf("--db-env %q: want the name of an environment variable", o.dbEnv)}
 	}
-	return bo.dbURL(env)
+	return (&batchOptions{dbEnv: o.dbEnv}).dbURL(env)
 }
 
 // batchServe opens the database and serves until ctx ends (SIGINT,
@@ -71,7 +69,7 @@ func batchServe(ctx context.Context, o *batchServeOptions, env *cliEnv) error {
 	if err != nil {
 		return &usageError{fmt.Sprintf("--listen %s: %v", o.listen, err)}
 	}
-	defer ln.Close()
+	defer func() { _ = ln.Close() }() // Shutdown closes it too; this is for the early returns
 	h, closeFn, err := newBatchStatusHandler(ctx, o, env)
 	if err != nil {
 		return err
@@ -102,7 +100,8 @@ func newBatchStatusHandler(ctx context.Context, o *batchServeOptions, env *cliEn
 	if err != nil {
 		return nil, nil, err
 	}
-	s, err := batchDefaults().openStore(ctx, url, 0, "", env)
+	// Opened to read: no worker, no copy flags.
+	s, err := (&batchOptions{dbEnv: o.dbEnv}).openStore(ctx, url, 0, "", env)
 	if err != nil {
 		return nil, nil, err
 	}

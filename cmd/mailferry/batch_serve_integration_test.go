@@ -107,14 +107,14 @@ func TestBatchServeChromium(t *testing.T) {
 	t.Cleanup(srv.Close)
 
 	ctx := newChromium(t, chromium)
-	got, png := readStatusPage(t, ctx, srv.URL, want.failed.ID)
+	got, png := readStatusPage(ctx, t, srv.URL, want.failed.ID)
 	for key, w := range want.counts {
 		if got[key] != w {
 			t.Errorf("page %s = %q; database says %q", key, got[key], w)
 		}
 	}
 	checkStatusJSON(t, srv.URL, want)
-	checkRiverUI(t, ctx, srv.URL)
+	checkRiverUI(ctx, t, srv.URL)
 	writeScreenshot(t, png)
 }
 
@@ -163,7 +163,7 @@ func readBatchTruth(t *testing.T, url string) batchTruth {
 }
 
 // readStatusPage loads the page and reads the counts the truth names.
-func readStatusPage(t *testing.T, ctx context.Context, url, failedID string) (map[string]string, []byte) {
+func readStatusPage(ctx context.Context, t *testing.T, url, failedID string) (map[string]string, []byte) {
 	t.Helper()
 	// The first Run starts the browser and binds it to its context: no
 	// timeout there (chromedp's rule); the reads after it have one.
@@ -233,7 +233,7 @@ func checkStatusJSON(t *testing.T, url string, want batchTruth) {
 }
 
 // checkRiverUI: River's UI, mounted at /riverui/, renders the queued jobs.
-func checkRiverUI(t *testing.T, ctx context.Context, url string) {
+func checkRiverUI(ctx context.Context, t *testing.T, url string) {
 	t.Helper()
 	tctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
