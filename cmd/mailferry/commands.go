@@ -73,7 +73,7 @@ func newCommands(env *cliEnv) *commandSet {
 	root.SetIn(env.stdin)
 	c := &commandSet{root: root}
 	c.list = []*cobra.Command{
-		newCopyCommand(env), newRunCommand(env), newJobsCommand(env), newLsCommand(env),
+		newCopyCommand(env), newSyncCommand(env), newRunCommand(env), newJobsCommand(env), newLsCommand(env),
 		newVerifyCommand(env), newBatchCommand(env), newDemoCommand(env), newCompletionCommand(c), newVersionCommand(env),
 	}
 	root.RunE = func(_ *cobra.Command, args []string) error {

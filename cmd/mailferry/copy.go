@@ -215,16 +215,7 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 		return r, err
 	}
 	src = engineSrc // closed by Run: the Gmail wrapper closes its own connection too
-	var rebuild *mailferry.Rebuild
-	// An empty checkpoint next to a Maildir that holds mail from this source
-	// (the checkpoint was lost, or --rebuild-state): the engine rebuilds it
-	// from the keys in the file names, so nothing is downloaded again and
-	// delete mode deletes only what the destination holds (A9). On a first
-	// run the destination folders are empty and this costs one directory
-	// listing each.
-	if fresh && dstEnd.Factory.KeepsKeys {
-		rebuild = &mailferry.Rebuild{File: cpPath, Asked: o.rebuildState}
-	}
+	rebuild := rebuildFor(fresh && dstEnd.Factory.KeepsKeys, cpPath, o.rebuildState)
 	stats := &mailferry.Stats{Start: time.Now()}
 	stopProgress := startProgress(ctx, stats, &penv, o.progress, o.progressInterval, o.common.quiet, log)
 	handed = true
@@ -574,4 +565,17 @@ func (s *sizeFlag) Set(v string) error {
 	}
 	*s = sizeFlag(n * mult)
 	return nil
+}
+
+// rebuildFor asks the engine to rebuild the checkpoint when it holds no
+// record next to a destination that keeps delivery keys (a Maildir):
+// lost, or --rebuild-state. The engine then rebuilds it from the keys in
+// the file names, so nothing is downloaded again and delete mode deletes
+// only what the destination holds (A9). On a first run the destination
+// folders are empty and this costs one directory listing each.
+func rebuildFor(emptyNextToKeys bool, cpPath string, asked bool) *mailferry.Rebuild {
+	if !emptyNextToKeys {
+		return nil
+	}
+	return &mailferry.Rebuild{File: cpPath, Asked: asked}
 }

@@ -88,14 +88,7 @@ func TestDeleteAfterAgainstDovecot(t *testing.T) {
 				}
 				return n
 			}
-			steps := []struct {
-				what                 string
-				day                  int
-				flags                []string
-				before               func()
-				copied, deleted, lst int64
-				notHeld, left        int
-			}{
+			steps := []retentionStep{
 				{"day 0: stores 8, deletes none", 0, []string{"--delete-after", "30d"}, nil, 8, 0, 0, 0, 8},
 				{"day 10: 5 new stored (a twin of one already stored among them)", 10, []string{"--delete-after", "30d"}, func() { d.Seed(t, user, pw, "INBOX", append(seed[8:], seed[0])) }, 5, 0, 0, 0, 13},
 				{"day 29: one day short", 29, []string{"--delete-after", "30d"}, nil, 0, 0, 0, 0, 13},
@@ -104,14 +97,7 @@ func TestDeleteAfterAgainstDovecot(t *testing.T) {
 				{"day 30, 0d: deletes the 5 of day 10", 30, []string{"--delete-after", "0d"}, nil, 0, 5, 5, 0, 0},
 			}
 			if tc.lose != nil {
-				steps[4] = struct {
-					what                 string
-					day                  int
-					flags                []string
-					before               func()
-					copied, deleted, lst int64
-					notHeld, left        int
-				}{"day 30, one copy lost: 7 deleted, 1 reported", 30, []string{"--delete-after", "30d"}, func() { tc.lose(t, dst) }, 0, 7, 7, 1, 6}
+				steps[4] = retentionStep{"day 30, one copy lost: 7 deleted, 1 reported", 30, []string{"--delete-after", "30d"}, func() { tc.lose(t, dst) }, 0, 7, 7, 1, 6}
 				steps[5].notHeld, steps[5].left = 1, 1
 				if tc.kind == "imap" {
 					// The IMAP sink stored the day-10 twin of the lost copy
@@ -143,6 +129,18 @@ func TestDeleteAfterAgainstDovecot(t *testing.T) {
 			}
 		})
 	}
+}
+
+// retentionStep is one run of TestDeleteAfterAgainstDovecot and what it
+// must do: messages stored (copied or found present), deleted, listed as
+// expired, reported as not held, and left on the server.
+type retentionStep struct {
+	what                 string
+	day                  int
+	flags                []string
+	before               func()
+	copied, deleted, lst int64
+	notHeld, left        int
 }
 
 // loseMaildirFile deletes the stored copy of message 1 (stored on day 0)

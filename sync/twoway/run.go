@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 
 	"github.com/mailferry/mailferry/sync/checkpoint"
 	"github.com/mailferry/mailferry/sync/mail"
@@ -17,7 +18,11 @@ type RunOptions struct {
 	Plan Options
 	// DryRun plans and changes nothing (open the state read-only).
 	DryRun bool
-	Log    *slog.Logger
+	// Folders, when not nil, says which folders are in scope (--include,
+	// --exclude): the others are neither listed nor changed, and their
+	// state is kept (out of scope freezes, it does not delete).
+	Folders func(name string) bool
+	Log     *slog.Logger
 	// step, in tests, is called before every durable step (a put, a
 	// commit, a flag write, a move, a deletion, a state flush); an error
 	// stops the run there, as a kill -9 would.
@@ -167,6 +172,9 @@ func (r *run) list() ([]Folder, error) {
 	}
 	var out []Folder
 	for _, name := range sortedNames(names) {
+		if r.opt.Folders != nil && !r.opt.Folders(name) {
+			continue
+		}
 		f, err := r.listFolder(name, exists)
 		if err != nil {
 			return nil, err
@@ -207,9 +215,36 @@ func (r *run) listFolder(name string, exists [2]map[string]bool) (Folder, error)
 		if err != nil {
 			return f, err
 		}
+		l.IDsReset = !r.stores[s].StableIDs && idsReset(l.Msgs, recorded[s])
 		f.Side[s] = l
 	}
+	r.fillContent(&f, recorded)
 	return f, nil
+}
+
+// idsReset reports whether a folder's ids were all renumbered since the
+// state recorded them (an IMAP UIDVALIDITY change): ids "uidvalidity.uid"
+// all of one validity now, and a record of another. Each record would look
+// deleted and each message new; the planner merges the folder instead.
+func idsReset(msgs []Msg, recorded map[mail.ID]bool) bool {
+	if len(msgs) == 0 {
+		return false
+	}
+	now, _, ok := strings.Cut(string(msgs[0].ID), ".")
+	if !ok {
+		return false // not "uidvalidity.uid"
+	}
+	for _, m := range msgs[1:] {
+		if p, _, _ := strings.Cut(string(m.ID), "."); p != now {
+			return false
+		}
+	}
+	for id := range recorded {
+		if p, _, _ := strings.Cut(string(id), "."); p != now {
+			return true
+		}
+	}
+	return false
 }
 
 // listSide lists one folder of one side. A listing that fails part way is
