@@ -127,7 +127,7 @@ func loadCSV(path string) ([]batch.Row, error) {
 	if err != nil {
 		return nil, &usageError{err.Error()}
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	rows, err := batch.Load(f)
 	if err != nil {
 		return nil, &usageError{fmt.Sprintf("%s: %v", path, err)}
@@ -250,7 +250,7 @@ func writeReportFile(path string, lines []batch.Line) error {
 		return fmt.Errorf("report: %w", err)
 	}
 	if err := batch.WriteJSONL(f, lines); err != nil {
-		f.Close()
+		_ = f.Close()
 		return fmt.Errorf("report: %w", err)
 	}
 	if err := f.Close(); err != nil {
@@ -458,16 +458,6 @@ func batchLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
-// batchDefaults are the flag defaults, also for tests that build options
-// without a command line.
-func batchDefaults() *batchOptions {
-	o := &batchOptions{}
-	fs := flag.NewFlagSet("batch", flag.ContinueOnError)
-	o.addFlags(fs, "run")
-	_ = fs.Parse(nil)
-	return o
-}
-
 // addFlags adds the flags of 'batch VERB'.
 func (o *batchOptions) addFlags(fs *flag.FlagSet, verb string) {
 	o.format, o.poll, o.accounts, o.pass, o.verb = "jsonl", time.Second, 4, "run", verb
@@ -549,5 +539,5 @@ func (o *batchOptions) startMetrics(env *cliEnv) (func(), error) {
 			fmt.Fprintf(env.stderr, "mailferry batch: metrics: %v\n", err)
 		}
 	}()
-	return func() { srv.Close() }, nil
+	return func() { _ = srv.Close() }, nil
 }

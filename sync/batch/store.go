@@ -212,7 +212,7 @@ func (s *Store) openSQLite(ctx context.Context, path string) error {
 	// connection for the same reason (or meet SQLITE_BUSY).
 	db.SetMaxOpenConns(1)
 	s.db = db
-	s.close = append(s.close, func() { db.Close() })
+	s.close = append(s.close, func() { _ = db.Close() })
 	driver := riversqlite.New(db)
 	m, err := rivermigrate.New(driver, nil)
 	if err := migrate(ctx, m, err); err != nil {
@@ -239,7 +239,7 @@ func (s *Store) openPostgres(ctx context.Context, dsn string) error {
 		return fmt.Errorf("postgres: %w", err)
 	}
 	s.db = stdlib.OpenDBFromPool(pool)
-	s.close = append([]func(){func() { s.db.Close() }}, s.close...)
+	s.close = append([]func(){func() { _ = s.db.Close() }}, s.close...)
 	driver := riverpgxv5.New(pool)
 	m, err := rivermigrate.New(driver, nil)
 	if err := migrate(ctx, m, err); err != nil {
@@ -342,7 +342,7 @@ func (s *Store) Load(ctx context.Context, batch string, rows []Row) (added int, 
 	if err != nil {
 		return 0, err
 	}
-	defer tx.Rollback()
+	defer func() { _ = tx.Rollback() }() // a no-op once Commit succeeded
 	now := time.Now().UTC().Format(time.RFC3339)
 	if _, err := tx.ExecContext(ctx, `INSERT INTO mailferry_batch (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`, batch, now); err != nil {
 		return 0, fmt.Errorf("load: %w", err)
@@ -380,7 +380,7 @@ func (s *Store) Rows(ctx context.Context, batch string) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer rs.Close()
+	defer func() { _ = rs.Close() }()
 	var rows []Row
 	for rs.Next() {
 		var data string
@@ -416,7 +416,7 @@ func (s *Store) Batches(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer rs.Close()
+	defer func() { _ = rs.Close() }()
 	var names []string
 	for rs.Next() {
 		var n string

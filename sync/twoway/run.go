@@ -71,6 +71,9 @@ func Run(ctx context.Context, stores [2]*Store, st *state.State, opt RunOptions)
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
+	for _, st := range stores {
+		st.step = opt.step
+	}
 	if err := r.checkIdentities(); err != nil {
 		return r.res, err
 	}
@@ -333,7 +336,7 @@ func readMessageID(ctx context.Context, src mail.Source, env mail.Envelope) stri
 	if err != nil {
 		return ""
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	sc := mail.NewHeaderScanner(rc)
 	buf := make([]byte, 8<<10)
 	for read := 0; read <= mail.HeaderScanLimit; {
