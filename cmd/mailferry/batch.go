@@ -40,8 +40,9 @@ type batchOptions struct {
 	rescue     time.Duration
 	json       bool
 	// poll is how often batch run and status --watch look at the jobs.
-	poll time.Duration
-	verb string // the batch command these options are for
+	poll  time.Duration
+	verb  string // the batch command these options are for
+	watch bool   // batch status --watch
 	// metricsListen serves Prometheus metrics at http://ADDR/metrics;
 	// metrics are then counted there.
 	metricsListen string
@@ -61,6 +62,8 @@ func (o *batchOptions) Check() error {
 		return &usageError{fmt.Sprintf("--format %q: want jsonl or csv", o.format)}
 	case o.dbEnv == "" || !envVarName.MatchString(o.dbEnv):
 		return &usageError{fmt.Sprintf("--db-env %q: want the name of an environment variable", o.dbEnv)}
+	case o.poll <= 0:
+		return &usageError{"--interval: want a positive duration"}
 	case o.slice < 0 || o.rescue < 0:
 		return &usageError{"--slice and --rescue-after: want positive durations"}
 	}
@@ -380,17 +383,38 @@ func batchWorker(ctx context.Context, o *batchOptions, env *cliEnv) error {
 	return s.Stop(stopCtx)
 }
 
-// batchStatus is 'batch status NAME [PASS]'.
+// batchStatus is 'batch status NAME [PASS]'; with --watch, the counts
+// again every --interval until no account is pending (or a signal).
 func batchStatus(ctx context.Context, o *batchOptions, name, pass string, env *cliEnv) error {
 	return withStore(ctx, o, env, func(s *batch.Store) error {
-		lines, err := s.Report(ctx, name, pass)
-		if err != nil {
-			return err
+		t := time.NewTicker(o.poll)
+		defer t.Stop()
+		for {
+			lines, err := s.Report(ctx, name, pass)
+			if err != nil {
+				return err
+			}
+			if len(lines) == 0 {
+				return &usageError{fmt.Sprintf("no batch %s (batch load %s FILE.csv)", name, name)}
+			}
+			sum := batch.Summarize(lines)
+			if !o.watch || sum.States[batch.StatePending] == 0 {
+				return printSummary(env.stdout, o.json, sum, lines)
+			}
+			if o.json {
+				err = json.NewEncoder(env.stdout).Encode(sum)
+			} else {
+				_, err = fmt.Fprintf(env.stdout, "%s %s\n", time.Now().Format(time.TimeOnly), sum)
+			}
+			if err != nil {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-t.C:
+			}
 		}
-		if len(lines) == 0 {
-			return &usageError{fmt.Sprintf("no batch %s (batch load %s FILE.csv)", name, name)}
-		}
-		return printSummary(env.stdout, o.json, batch.Summarize(lines), lines)
 	})
 }
 
@@ -451,6 +475,8 @@ func (o *batchOptions) addFlags(fs *flag.FlagSet, verb string) {
 		fs.StringVar(&o.format, "format", "jsonl", "report `FORMAT`: jsonl (one JSON object per account) or csv")
 	case "status":
 		fs.BoolVar(&o.json, "json", false, "print the counts as JSON")
+		fs.BoolVar(&o.watch, "watch", false, "print the counts again every --interval until no account is pending")
+		fs.DurationVar(&o.poll, "interval", 5*time.Second, "with --watch: print every `DURATION`")
 	}
 }
 

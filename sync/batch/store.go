@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -95,6 +96,10 @@ type Store struct {
 	cfg    Config
 	close  []func()
 	queues map[string]bool // queues this worker works
+	// running holds a token per account running in this process: River
+	// caps each queue (batch) at Workers, this caps the process.
+	running chan struct{}
+	waiting atomic.Int64 // jobs waiting for a place
 }
 
 var nameRe = regexp.MustCompile(`^[a-z0-9]+(?:[_-]?[a-z0-9]+)*$`)
@@ -116,7 +121,7 @@ func queueName(batch string) string { return "mf_" + batch }
 // the batches known now (AddQueues for later ones).
 func Open(ctx context.Context, cfg Config) (*Store, error) {
 	cfg.defaults()
-	s := &Store{cfg: cfg, queues: map[string]bool{}}
+	s := &Store{cfg: cfg, queues: map[string]bool{}, running: make(chan struct{}, max(cfg.Workers, 1))}
 	kind, dsn, err := parseURL(cfg.URL)
 	if err != nil {
 		return nil, err
