@@ -29,7 +29,7 @@ func g1Exec(t *testing.T, delay time.Duration, env []string, args ...string) bin
 	defer cancel()
 	cmd := exec.CommandContext(ctx, raceBinary(t), args...)
 	cmd.Env = append(append(os.Environ(), "GORACE=halt_on_error=1 exitcode=66"), env...)
-	r := execBin(t, ctx, cmd, 2*runLimit, delay)
+	r := execBin(ctx, t, cmd, 2*runLimit, delay)
 	if strings.Contains(r.stderr, "DATA RACE") || r.code == 66 {
 		t.Fatalf("the race detector fired:\n%s", r.stderr)
 	}

@@ -48,7 +48,7 @@ func contentHash(ctx context.Context, src mail.Source, env mail.Envelope) string
 	if err != nil {
 		return ""
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }() // read-only
 	w := &lfWriter{h: sha256.New()}
 	if _, err := io.Copy(w, rc); err != nil {
 		return ""

@@ -336,7 +336,7 @@ func readMessageID(ctx context.Context, src mail.Source, env mail.Envelope) stri
 	if err != nil {
 		return ""
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	sc := mail.NewHeaderScanner(rc)
 	buf := make([]byte, 8<<10)
 	for read := 0; read <= mail.HeaderScanLimit; {

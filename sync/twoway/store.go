@@ -109,7 +109,7 @@ func (s *Store) move(ctx context.Context, env mail.Envelope, to string, flags []
 	out := env
 	out.Mailbox, out.Flags, out.Key = to, flags, putKey("move", env.Mailbox, env.ID)
 	id, err := s.put(ctx, out, rc)
-	rc.Close()
+	_ = rc.Close()
 	if err != nil {
 		return "", err
 	}
