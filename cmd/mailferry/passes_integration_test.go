@@ -83,7 +83,6 @@ func mailSet(msgs []mailtest.FetchedMessage) []string {
 // flagged on the IMAP destination; --full-every makes the next run list
 // in full.
 func TestNightlySkipsUnchangedFolders(t *testing.T) {
-	t.Parallel()
 	g := newPassRig(t)
 	s, _ := g.run(t)
 	if got := listings(s); got["INBOX"] != "full" || got["Work"] != "full" || s.Totals.Copied != 26 {
@@ -137,7 +136,6 @@ func TestNightlySkipsUnchangedFolders(t *testing.T) {
 // same name (a new UIDVALIDITY) is listed in full under the existing
 // renumbering rules, and the run after it skips it again.
 func TestNightlyFolderReplaced(t *testing.T) {
-	t.Parallel()
 	g := newPassRig(t)
 	g.run(t)
 	g.run(t) // the second run records the statuses
@@ -162,7 +160,6 @@ func TestNightlyFolderReplaced(t *testing.T) {
 // included; after each kill a plain rerun leaves the destination equal to
 // the source, with nothing copied twice.
 func TestNightlyKillConverges(t *testing.T) {
-	t.Parallel()
 	g := newPassRig(t)
 	g.run(t)
 	g.run(t) // the second run records the statuses
