@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -257,7 +258,11 @@ func maildirFlags(t *testing.T, rawURL string) map[string]map[[32]byte]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer src.Close()
+	defer func() {
+		if err := src.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
 	boxes, err := src.Mailboxes(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -270,8 +275,8 @@ func maildirFlags(t *testing.T, rawURL string) map[string]map[[32]byte]string {
 			if err != nil {
 				return err
 			}
-			defer rc.Close()
 			b, err := io.ReadAll(rc)
+			err = errors.Join(err, rc.Close())
 			fl := make([]imap.Flag, len(e.Flags))
 			for i, f := range e.Flags {
 				fl[i] = imap.Flag(f)

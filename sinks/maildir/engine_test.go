@@ -45,17 +45,16 @@ func engineRun(t *testing.T, src mail.Source, root, cpPath string, wrap func(*Si
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
 	cp, err := checkpoint.Open(cpPath, "src", "maildir:"+root, false)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatal(errors.Join(err, s.Close()))
 	}
-	defer cp.Close()
 	var dst mail.Sink = s
 	if wrap != nil {
 		dst = wrap(s)
 	}
-	return mailferry.Copy(ctx, src, dst, mailferry.Options{SrcEndpoint: "src", Checkpoint: cp, Backoff: time.Millisecond, BatchSize: 4, BatchDelay: time.Millisecond})
+	res, err := mailferry.Copy(ctx, src, dst, mailferry.Options{SrcEndpoint: "src", Checkpoint: cp, Backoff: time.Millisecond, BatchSize: 4, BatchDelay: time.Millisecond})
+	return res, errors.Join(err, cp.Close(), s.Close())
 }
 
 // flagsOf lists what the Maildir holds, as the Maildir source reads it:
@@ -66,7 +65,11 @@ func flagsOf(t *testing.T, root string, mailboxes ...string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer src.Close()
+	defer func() {
+		if err := src.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
 	var out []string
 	for _, mb := range mailboxes {
 		for _, e := range listed(t, root, mb) {
@@ -75,8 +78,7 @@ func flagsOf(t *testing.T, root string, mailboxes ...string) []string {
 				t.Fatal(err)
 			}
 			b, err := io.ReadAll(rc)
-			rc.Close()
-			if err != nil {
+			if err = errors.Join(err, rc.Close()); err != nil {
 				t.Fatal(err)
 			}
 			subject, _, _ := strings.Cut(strings.TrimPrefix(string(b), "Subject: "), "\r")

@@ -2,6 +2,7 @@ package maildir
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -115,20 +116,17 @@ func dovecotCopy(t *testing.T, d *mailtest.Dovecot, user, pw, root, cpPath strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer src.Close()
 	s, err := New(ctx, root, nil)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatal(errors.Join(err, src.Close()))
 	}
-	defer s.Close()
 	srcName := "imaps://" + user + "@" + d.IMAPS
 	cp, err := checkpoint.Open(cpPath, srcName, "maildir:"+root, false)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatal(errors.Join(err, s.Close(), src.Close()))
 	}
-	defer cp.Close()
 	res, err := mailferry.Copy(ctx, src, s, mailferry.Options{SrcEndpoint: srcName, Checkpoint: cp, Backoff: time.Millisecond})
-	if err != nil {
+	if err := errors.Join(err, cp.Close(), s.Close(), src.Close()); err != nil {
 		t.Fatalf("copy: %v", err)
 	}
 	return res

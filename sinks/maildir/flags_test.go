@@ -83,8 +83,10 @@ func TestSetFlags(t *testing.T) {
 			if err != nil {
 				t.Fatalf("OpenStored after SetFlags = %v", err)
 			}
-			b, _ := io.ReadAll(rc)
-			rc.Close()
+			b, err := io.ReadAll(rc)
+			if err = errors.Join(err, rc.Close()); err != nil {
+				t.Fatal(err)
+			}
 			if string(b) != "Subject: x\r\n\r\nbody\r\n" {
 				t.Errorf("OpenStored reads %q", b)
 			}
@@ -121,7 +123,9 @@ func TestSetFlagsNotThere(t *testing.T) {
 	if got := fileOf(t, root, id); got != "new/"+string(id) {
 		t.Errorf("the message moved to %s", got)
 	}
-	s.Close()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.SetFlags(ctx, "INBOX", id, nil); !errors.Is(err, mail.ErrClosed) {
 		t.Errorf("SetFlags after Close = %v, want ErrClosed", err)
 	}
