@@ -143,13 +143,16 @@ func (w *flWorld) run() error {
 // completed): a file that is no whole message, an INBOX message not there
 // exactly once; with final, a message not stored exactly once or whose
 // flags are not its source message's.
-func (w *flWorld) check(final bool) []string {
+func (w *flWorld) check(final bool) (bad []string) {
 	src, err := srcmaildir.New(ctx, w.maildir, nil)
 	if err != nil {
 		return []string{err.Error()}
 	}
-	defer src.Close()
-	var bad []string
+	defer func() {
+		if err := src.Close(); err != nil {
+			bad = append(bad, err.Error())
+		}
+	}()
 	count := map[[32]byte]int{}
 	for _, mb := range []string{"INBOX", "Work"} {
 		err := src.List(ctx, mb, func(e mail.Envelope) error {
