@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -141,5 +142,55 @@ func TestFlagsFollowIntoMaildir(t *testing.T) {
 				t.Fatalf("third run: err %v, flags updated %d, copied %d; want nothing to do", err, res.Stats.FlagsUpdated.Load(), res.Stats.Copied.Load())
 			}
 		})
+	}
+}
+
+// keptOpen is a source whose Close does nothing, for mailferry.Run (which
+// closes its source) in a test that runs again on the same source.
+type keptOpen struct{ *mailtest.MemSource }
+
+func (keptOpen) Close() error { return nil }
+
+// TestFlagsFollowAfterRebuild: a checkpoint rebuilt from the Maildir (A9)
+// records the flags each stored copy has, so flags changed on the source
+// since follow on that same run, and a message whose copy already has the
+// source's flags is left alone.
+func TestFlagsFollowAfterRebuild(t *testing.T) {
+	var fx []mailtest.Fixture
+	for i := range 4 {
+		fx = append(fx, mailtest.Fixture{Mailbox: "INBOX", Body: fmt.Appendf(nil, "Subject: m%d\r\n\r\nbody %d\r\n", i, i), Flags: []mail.Flag{mail.FlagSeen}})
+	}
+	src := mailtest.NewMemSource(fx)
+	dir := t.TempDir()
+	root, cpPath := filepath.Join(dir, "Maildir"), filepath.Join(dir, "cp.jsonl")
+	if _, err := engineRun(t, src, root, cpPath, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(cpPath); err != nil { // the checkpoint is lost
+		t.Fatal(err)
+	}
+	src.Mark("INBOX", "2", mail.FlagSeen, mail.FlagFlagged, "$Label1") // m1
+	src.Mark("INBOX", "3", []mail.Flag{}...)                           // m2
+
+	s, err := New(ctx, root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := checkpoint.Open(cpPath, "src", "maildir:"+root, false)
+	if err != nil {
+		t.Fatal(errors.Join(err, s.Close()))
+	}
+	res, err := mailferry.Run(ctx, keptOpen{src}, s, mailferry.Options{SrcEndpoint: "src", Checkpoint: cp, Backoff: time.Millisecond,
+		Rebuild: &mailferry.Rebuild{File: cpPath, Asked: true}})
+	if err != nil || res.Stats.FlagsUpdated.Load() != 2 || res.Stats.Copied.Load() != 0 {
+		t.Fatalf("run with a rebuilt checkpoint: err %v, flags updated %d, copied %d; want 2 updated, none copied", err, res.Stats.FlagsUpdated.Load(), res.Stats.Copied.Load())
+	}
+	want := []string{`INBOX m0: ["\\Seen"]`, `INBOX m1: ["$Label1" "\\Flagged" "\\Seen"]`, `INBOX m2: []`, `INBOX m3: ["\\Seen"]`}
+	if got := flagsOf(t, root, "INBOX"); !slices.Equal(got, want) {
+		t.Errorf("the Maildir holds\n%q\nwant\n%q", got, want)
+	}
+	res, err = engineRun(t, src, root, cpPath, nil)
+	if err != nil || res.Stats.FlagsUpdated.Load() != 0 || res.Stats.Copied.Load() != 0 {
+		t.Fatalf("next run: err %v, flags updated %d, copied %d; want nothing to do", err, res.Stats.FlagsUpdated.Load(), res.Stats.Copied.Load())
 	}
 }
