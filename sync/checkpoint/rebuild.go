@@ -26,9 +26,10 @@ import (
 // copy (one local read each) and a Message-ID hash taken from it if the
 // listing had none (POP3). So a later identifier reset can re-map them as
 // it would re-map copied ones (sync/reset.go). When dst can change flags
-// (mail.FlagSetter), the flags the stored copy has are recorded as the
-// flags last given to it, so the next copy makes flags the source changed
-// since follow. It returns the number of records added.
+// (mail.FlagSetter) and the source lists flags, the flags the stored copy
+// has are recorded as the flags last given to it, so the next copy makes
+// flags the source changed since follow. It returns the number of records
+// added.
 func Rebuild(ctx context.Context, st Store, src mail.Source, dst mail.Indexer, endpoint string, selected func(string) bool, dstName func(string) string) (int, error) {
 	boxes, err := src.Mailboxes(ctx)
 	if err != nil {
@@ -61,7 +62,7 @@ func Rebuild(ctx context.Context, st Store, src mail.Source, dst mail.Indexer, e
 				return nil
 			}
 			rec := Record{Mailbox: mb, ID: e.ID, Dst: d.ID, Size: e.Size, MsgID: MsgIDSum(e.MessageID), Date: UnixDate(e.Date)}
-			heldFlags(dst, d, &rec)
+			heldFlags(dst, e, d, &rec)
 			if err := hashStored(ctx, dst, to, &rec); err != nil {
 				return err
 			}
@@ -78,10 +79,12 @@ func Rebuild(ctx context.Context, st Store, src mail.Source, dst mail.Indexer, e
 	return added, nil
 }
 
-// heldFlags records the flags of d, the stored copy, in rec when dst can
-// change them (the engine compares the source's flags with them).
-func heldFlags(dst mail.Indexer, d mail.Envelope, rec *Record) {
-	if _, ok := dst.(mail.FlagSetter); ok && d.Flags != nil {
+// heldFlags records the flags of d, the stored copy of the source message
+// e, in rec when a copy would record flags: dst can change them and the
+// source lists flags (not POP3). The engine compares the source's flags
+// with them.
+func heldFlags(dst mail.Indexer, e, d mail.Envelope, rec *Record) {
+	if _, ok := dst.(mail.FlagSetter); ok && e.Flags != nil && d.Flags != nil {
 		f := FlagString(d.Flags)
 		rec.Flags = &f
 	}
