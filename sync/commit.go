@@ -139,9 +139,13 @@ func (c *committer) record(batch []done) error {
 	if c.cp == nil {
 		return nil
 	}
+	now := c.now().Unix()
 	for _, d := range batch {
 		if d.kind == doneRecorded {
 			continue
+		}
+		if d.rec.Stored == 0 { // a re-mapped record keeps its copy's time
+			d.rec.Stored = now
 		}
 		if err := c.cp.Add(d.rec); err != nil {
 			return mail.MakeFatal(err)

@@ -180,3 +180,40 @@ func TestRunClosesInOrder(t *testing.T) {
 		})
 	}
 }
+
+// alteringSink is a presentSink that says how many of the copies it found
+// its server had changed (mail.AlterationCounter), as the IMAP sink does.
+type alteringSink struct {
+	*presentSink
+	altered int64
+}
+
+func (s *alteringSink) AlteredOnAppend() int64 { return s.altered }
+
+// TestAlteredOnAppendReported: the run's Result carries the sink's count of
+// copies its server changed when storing them, so the summary can say so
+// once; a sink without the capability reports none.
+func TestAlteredOnAppendReported(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		counter bool
+		want    int64
+	}{
+		{name: "Counter", counter: true, want: 3},
+		{name: "NoCounter", counter: false, want: 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fx := fixtures(3, "INBOX")
+			ps := &presentSink{MemSink: mailtest.NewMemSink(), there: map[string]mail.ID{}}
+			var sink mail.Sink = ps
+			if tc.counter {
+				sink = &alteringSink{presentSink: ps, altered: 3}
+			}
+			cp := openCP(t, filepath.Join(t.TempDir(), "cp.jsonl"))
+			res, err := Copy(context.Background(), mailtest.NewMemSource(fx), sink, fastOpts(cp))
+			if err != nil || res.AlteredOnAppend != tc.want {
+				t.Fatalf("Copy = %v, AlteredOnAppend %d; want nil, %d", err, res.AlteredOnAppend, tc.want)
+			}
+		})
+	}
+}

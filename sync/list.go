@@ -95,6 +95,7 @@ func (r *run) list(ctx context.Context, mb string) error {
 			l.fresh, checked = out.fresh, out.checked
 		}
 	}
+	r.selectExpired(l)
 	return r.queue(ctx, mb, l.fresh, orphans, checked)
 }
 
@@ -184,11 +185,12 @@ func (r *run) finishDeletes(ctx context.Context, l *listing) error {
 // deleting their messages, and a second identical message would be
 // re-mapped onto its deleted twin's copy and deleted unstored (found by
 // TestI2TwinsSurviveDeleteRerun). A renumbering source in delete mode
-// costs at worst a duplicate, never a loss.
+// costs at worst a duplicate, never a loss. The same holds with
+// DeleteAfter, which deletes recorded messages too (retention.go).
 func (r *run) orphans(l *listing) (*orphanSet, *resetCheck) {
 	orphans := &orphanSet{bySize: map[int64][]checkpoint.Record{}}
 	rc := &resetCheck{mailbox: l.mb, listed: len(l.listed), fresh: len(l.fresh)}
-	if r.cp == nil || len(l.fresh) == 0 || r.opt.DeleteSource {
+	if r.cp == nil || len(l.fresh) == 0 || r.opt.DeleteSource || r.opt.DeleteAfter != nil {
 		return orphans, rc
 	}
 	recs := r.cp.Records(l.mb)

@@ -41,6 +41,14 @@ type Options struct {
 	// DeleteSource removes each message from the source (mail.Remover) once
 	// it is durable in the sink and recorded in the checkpoint.
 	DeleteSource bool
+	// DeleteAfter, when set, leaves mail on the source and deletes there
+	// the messages earlier runs recorded as stored at least that long ago,
+	// while the destination still holds them (retention.go). It cannot be
+	// combined with DeleteSource.
+	DeleteAfter *time.Duration
+	// Now is the clock of the store times recorded in the checkpoint and
+	// of DeleteAfter; nil is time.Now. Tests set it.
+	Now func() time.Time
 	// MaxSize skips (and reports) messages whose size hint exceeds it; 0 is
 	// no limit.
 	MaxSize int64
@@ -115,9 +123,18 @@ type Result struct {
 	// in listing order (docs/failure-model.md H2: the plan is comparable with
 	// what the real run then records).
 	Planned []Planned
+	// Expired lists what DeleteAfter deleted from the source (in a dry
+	// run: would delete); NotHeld the messages old enough that were kept
+	// because the destination no longer holds their stored copy.
+	Expired []Expired
+	NotHeld []Failure
 	// OutsideDates is how many listed messages Since/Before left out;
 	// Undated how many had no date (POP3) and so were kept.
 	OutsideDates, Undated int64
+	// AlteredOnAppend is how many copies in the destination the sink
+	// recognised although its server changed them when storing them
+	// (mail.AlterationCounter).
+	AlteredOnAppend int64
 }
 
 // Planned is one message a dry run would copy.
@@ -151,6 +168,7 @@ type run struct {
 	// says what it passes through: mail.Featurer).
 	srcF, dstF *mail.Features
 	remover    mail.Remover // delete mode only
+	ret        *retention   // DeleteAfter only
 
 	jobs  chan []job
 	dones chan done
@@ -238,7 +256,7 @@ func Run(ctx context.Context, src mail.Source, dst mail.Sink, opt Options) (*Res
 	if err == nil {
 		err = r.execute(ctx)
 	}
-	if cerr := src.Close(); cerr != nil && opt.DeleteSource && err == nil {
+	if cerr := src.Close(); cerr != nil && (opt.DeleteSource || r.res.Stats.Deleted.Load() > 0) && err == nil {
 		err = fmt.Errorf("source: close (deletions may not have been committed; the rerun will finish them): %w", cerr)
 	}
 	if r.cp != nil {
@@ -257,7 +275,7 @@ func (r *run) rebuild(ctx context.Context) error {
 	if r.opt.Rebuild == nil || idx == nil || r.cp == nil || r.opt.DryRun {
 		return nil
 	}
-	n, err := checkpoint.Rebuild(ctx, r.cp, r.src, idx, r.opt.SrcEndpoint, r.opt.Mailboxes, r.opt.MapMailbox)
+	n, err := checkpoint.Rebuild(ctx, r.cp, r.src, idx, r.opt.SrcEndpoint, r.opt.Mailboxes, r.opt.MapMailbox, r.now().Unix())
 	if err != nil {
 		return err
 	}
@@ -271,6 +289,9 @@ func (r *run) rebuild(ctx context.Context) error {
 // committer together.
 func (r *run) execute(ctx context.Context) error {
 	if err := r.prepareDelete(); err != nil {
+		return err
+	}
+	if err := r.prepareRetention(); err != nil {
 		return err
 	}
 	selected, err := r.plan(ctx)
@@ -296,11 +317,20 @@ func (r *run) execute(ctx context.Context) error {
 	cerr := <-commitErr
 	r.reportUnstored()
 	r.res.OutsideDates, r.res.Undated = r.dates.counts()
+	if a := r.dstF.AlterationCounter; a != nil {
+		r.res.AlteredOnAppend = a.AlteredOnAppend()
+	}
 	if cerr != nil {
 		return cerr
 	}
 	if gerr == nil && ctx.Err() != nil {
 		gerr = ctx.Err()
+	}
+	if gerr == nil {
+		gerr = r.retain(ctx)
+	}
+	if err := r.stampLegacy(); err != nil {
+		return err
 	}
 	if gerr == nil && len(r.halts) > 0 {
 		gerr = errors.Join(r.halts...)

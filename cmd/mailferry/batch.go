@@ -7,12 +7,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	flag "github.com/spf13/pflag"
 
 	"github.com/mailferry/mailferry/sync/batch"
@@ -38,6 +42,10 @@ type batchOptions struct {
 	// poll is how often batch run and status --watch look at the jobs.
 	poll time.Duration
 	verb string // the batch command these options are for
+	// metricsListen serves Prometheus metrics at http://ADDR/metrics;
+	// metrics are then counted there.
+	metricsListen string
+	metrics       *batch.Metrics
 }
 
 // Check refuses flag values no batch command takes.
@@ -92,7 +100,15 @@ func (o *batchOptions) openStoreIn(ctx context.Context, url string, workers int,
 		}
 		base.src.hideEnv = append(base.src.hideEnv, o.dbEnv)
 		base.dst.hideEnv = base.src.hideEnv
-		cfg.Runner = &batchRunner{base: base, env: env, configFlag: o.configFlag, cpDir: cpDir}
+		fc, err := o.batchConfig(env)
+		if err != nil {
+			return nil, err
+		}
+		if cfg.Groups, err = fc.groups(); err != nil {
+			return nil, err
+		}
+		cfg.Runner = &batchRunner{base: base, env: env, profiles: fc, cpDir: cpDir}
+		cfg.Metrics = o.metrics
 	}
 	s, err := batch.Open(ctx, cfg)
 	if err != nil {
@@ -112,6 +128,15 @@ func loadCSV(path string) ([]batch.Row, error) {
 	rows, err := batch.Load(f)
 	if err != nil {
 		return nil, &usageError{fmt.Sprintf("%s: %v", path, err)}
+	}
+	// Relative file: and cmd: paths start at the CSV, wherever the
+	// worker runs.
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, err
+	}
+	for i := range rows {
+		rows[i].Dir = dir
 	}
 	return rows, nil
 }
@@ -148,6 +173,11 @@ func batchRun(ctx context.Context, o *batchOptions, csvPath string, env *cliEnv)
 	if err := batch.CheckName("pass", o.pass); err != nil {
 		return &usageError{err.Error()}
 	}
+	stopMetrics, err := o.startMetrics(env)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	stem := strings.TrimSuffix(csvPath, filepath.Ext(csvPath))
 	dbPath, reportPath := o.db, o.report
 	if dbPath == "" {
@@ -318,6 +348,11 @@ func batchWorker(ctx context.Context, o *batchOptions, env *cliEnv) error {
 	if err != nil {
 		return err
 	}
+	stopMetrics, err := o.startMetrics(env)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	s, err := o.openStore(ctx, url, o.accounts, "", env)
 	if err != nil {
 		return err
@@ -445,8 +480,9 @@ func (o *batchOptions) addRunFlags(fs *flag.FlagSet, verb string) {
 	fs.IntVar(&o.copy.common.workers, "connections", 4, "copy up to `N` messages of each account at once")
 	fs.Var(&o.copy.maxSize, "max-size", "skip and report messages larger than `SIZE` (e.g. 25M)")
 	fs.IntVar(&o.accounts, "workers", 4, "run up to `N` accounts at once in this process")
-	fs.StringVar(&o.configFlag, "config", "", "take oauth2:PROFILE settings from the jobs of `FILE` (default: the usual config file)")
+	fs.StringVar(&o.configFlag, "config", "", "read host groups ([batch.groups.NAME]) and oauth2:PROFILE settings (the jobs' src_oauth2, dst_oauth2) from `FILE` (default: the usual config file, if there is one)")
 	fs.DurationVar(&o.slice, "slice", batch.DefaultSlice, "run an account for at most `DURATION` at a time, then put it back in the queue to resume (bounds how late pause and cancel take effect)")
+	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus metrics at http://`ADDR`/metrics (e.g. 127.0.0.1:9464): accounts running, runs by outcome and class, messages, bytes")
 	fs.DurationVar(&o.rescue, "rescue-after", batch.DefaultRescueAfter, "hand the account of a worker that died to another after `DURATION` (at least 1.5 slices)")
 	if verb == "run" {
 		fs.StringVar(&o.db, "db", "", "keep the batch in SQLite `FILE` (default: next to the CSV, NAME.batch.db)")
@@ -461,4 +497,31 @@ func (o *batchOptions) addRunFlags(fs *flag.FlagSet, verb string) {
 func (o *batchOptions) addOnlyFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.only, "only", "", "queue only the accounts whose latest run `failed` (in any pass)")
 	fs.StringVar(&o.class, "class", "", "with --only failed: only the failures of `CLASS` (auth, connect, tls, quota, checkpoint, usage, temporary)")
+}
+
+// startMetrics serves the worker's metrics on --metrics-listen, if set,
+// and returns the function that stops serving.
+func (o *batchOptions) startMetrics(env *cliEnv) (func(), error) {
+	if o.metricsListen == "" {
+		return func() {}, nil
+	}
+	reg := prometheus.NewRegistry()
+	m, err := batch.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", o.metricsListen)
+	if err != nil {
+		return nil, &usageError{fmt.Sprintf("--metrics-listen %s: %v", o.metricsListen, err)}
+	}
+	o.metrics = m
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			fmt.Fprintf(env.stderr, "mailferry batch: metrics: %v\n", err)
+		}
+	}()
+	return func() { srv.Close() }, nil
 }

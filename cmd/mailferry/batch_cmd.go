@@ -57,6 +57,13 @@ worker put the account back without spending an attempt. An account runs
 in slices (--slice, 1m) that resume where the last one stopped: a worker
 killed outright has its account taken up by another within 2 minutes
 (--rescue-after), and pause and cancel take effect within a slice.
+Host groups in the config file cap accounts per provider across workers:
+  [batch.groups.gmail]
+  match = ["imap.gmail.com"]         host names or *.example.org patterns
+  max_accounts = 5                   accounts at once (source or destination)
+  connections_per_account = 2
+Relative file: and cmd: paths start at the CSV's directory, made absolute
+when it is loaded. Workers serve Prometheus metrics with --metrics-listen.
 `
 
 // newBatchCommand is 'mailferry batch' and its subcommands.

@@ -2,15 +2,24 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	stdsync "sync"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
@@ -176,7 +185,10 @@ func TestBatchRunDovecot(t *testing.T) {
 	report := filepath.Join(dir, "staff.report.jsonl")
 	var logs strings.Builder
 
-	code, stdout, stderr := runCLI(t, env, "batch", "run", csv, "--workers", "4", "--ca-file", d.CAFile, "--slice", "2m")
+	// A host group over both ends: at most 3 accounts at once, 2
+	// connections each.
+	cfg := writeConfig(t, 0o600, "[batch.groups.dovecot]\nmatch = [\"localhost\"]\nmax_accounts = 3\nconnections_per_account = 2\n")
+	code, stdout, stderr := runCLI(t, env, "batch", "run", csv, "--workers", "4", "--ca-file", d.CAFile, "--slice", "2m", "--config", cfg)
 	logs.WriteString(stdout + stderr)
 	if code != exitPartial || !strings.Contains(stdout, "20 accounts: 17 done 3 failed (failed: 3 auth)") {
 		t.Fatalf("batch run = %d, stdout %q, stderr %q; want 3 and 17 done, 3 failed on auth", code, stdout, stderr)
@@ -266,6 +278,8 @@ func TestBatchMultiMachineCommands(t *testing.T) {
 		{[]string{"batch", "status", "staff", "--db-env", "BATCH_DB"}, exitOK, "2 accounts: 2 cancelled"},
 		{[]string{"batch", "run", badCSV}, exitUsage, "line 4, column 4 (src_auth): not a reference"},
 		{[]string{"batch"}, exitUsage, "want a batch command"},
+		{[]string{"batch", "run", csv, "--config", writeConfig(t, 0o600, "[batch.groups.g]\nmatch = [\"h\"]\nmax_accounts = -1\n")}, exitUsage, "batch.groups.g: max_accounts"},
+		{[]string{"batch", "run", csv, "--config", writeConfig(t, 0o600, "[batch.groups.g]\nmatch = [\"h\"]\nmax_msgs = 1\n")}, exitUsage, "unknown key"},
 		{[]string{"help", "batch"}, exitOK, "Migrate many accounts"},
 	}
 	for _, s := range steps {
@@ -338,4 +352,128 @@ func checkPassAgain(t *testing.T, d *mailtest.Dovecot, accts []*batchAccount, ba
 		}
 		checkCopied(t, d, a) // each message once
 	}
+}
+
+// TestBatchWorkersPostgres: the multi-machine path: the queue in
+// PostgreSQL (testdata/postgres/postgres.sh), two workers, 6 accounts on
+// Dovecot; the metrics count the copies and hold no account or secret;
+// SIGTERM (the context) stops the workers cleanly.
+func TestBatchWorkersPostgres(t *testing.T) {
+	base := os.Getenv("MAILFERRY_TEST_PG")
+	if base == "" {
+		t.Skip("no PostgreSQL: run bash testdata/postgres/postgres.sh start DIR && . DIR/env")
+	}
+	d := mailtest.NeedDovecot(t)
+	accts := newBatchAccounts(t, d, 6)
+	dir := t.TempDir()
+	env := map[string]string{"HOME": dir, "XDG_STATE_HOME": dir, "MAILFERRY_DB": pgSchemaURL(t, base)}
+	csv := writeBatchCSV(t, dir, accts, env)
+	for _, args := range [][]string{{"batch", "init"}, {"batch", "load", "staff", csv}, {"batch", "pass", "staff", "presync"}} {
+		if code, stdout, stderr := runCLI(t, env, args...); code != 0 {
+			t.Fatalf("mailferry %q = %d, %q, %q", args, code, stdout, stderr)
+		}
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	addr := freeAddr(t)
+	type result struct {
+		code   int
+		stderr string
+	}
+	done := make(chan result, 2)
+	for i := range 2 {
+		args := []string{"batch", "worker", "--workers", "2", "--ca-file", d.CAFile}
+		if i == 0 {
+			args = append(args, "--metrics-listen", addr)
+		}
+		go func() {
+			var out, errb bytes.Buffer
+			e := &cliEnv{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: func(k string) string { return env[k] }, hooks: inProcessHooks(env)}
+			code := runEnv(ctx, args, e)
+			done <- result{code, errb.String()}
+		}()
+	}
+	// Wait for every account to be done, asking as an operator would.
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for ; ; <-tick.C {
+		code, stdout, stderr := runCLI(t, env, "batch", "status", "staff", "presync")
+		if code != 0 {
+			t.Fatalf("batch status = %d, %q, %q", code, stdout, stderr)
+		}
+		if strings.HasPrefix(stdout, "6 accounts: 6 done") {
+			break
+		}
+		if states, _, _ := strings.Cut(stdout, ";"); strings.Contains(states, "failed") {
+			t.Fatalf("batch status: %q", stdout)
+		}
+	}
+	metrics := scrape(t, "http://"+addr+"/metrics")
+	stop() // SIGTERM
+	var stderr strings.Builder
+	for range 2 {
+		r := <-done
+		stderr.WriteString(r.stderr)
+		if r.code != 0 {
+			t.Errorf("worker exited %d after SIGTERM; stderr %q", r.code, r.stderr)
+		}
+	}
+	if !regexp.MustCompile(`mailferry_batch_messages_total\{batch="staff",result="copied"\} \d+`).MatchString(metrics) {
+		t.Errorf("metrics lack the copied messages:\n%s", metrics)
+	}
+	for _, a := range accts {
+		checkCopied(t, d, a)
+		if found := leaks(metrics+stderr.String(), a.secretForms); len(found) > 0 || strings.Contains(metrics, a.srcUser) {
+			t.Errorf("%s: a secret or user name in the metrics or logs: %q", a.id, found)
+		}
+	}
+	code, stdout, _ := runCLI(t, env, "batch", "report", "staff", "presync")
+	if code != 0 || strings.Count(stdout, `"state":"done"`) != 6 || strings.Count(stdout, `"copied":5`) != 6 {
+		t.Errorf("batch report = %d, %q; want 6 accounts done with 5 copied each", code, stdout)
+	}
+}
+
+// pgSchemaURL is base with a fresh schema first in the search path.
+func pgSchemaURL(t *testing.T, base string) string {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("PostgreSQL configured but not reachable: %v", err)
+	}
+	defer conn.Close(ctx)
+	schema := fmt.Sprintf("cmd%d", time.Now().UnixNano())
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	sep := "?"
+	if strings.Contains(base, "?") {
+		sep = "&"
+	}
+	return base + sep + "search_path=" + schema
+}
+
+// freeAddr is a loopback address with a port free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func scrape(t *testing.T, u string) string {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatalf("scrape %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

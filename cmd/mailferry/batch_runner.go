@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -23,15 +24,12 @@ import (
 type batchRunner struct {
 	base copyOptions // the batch command's flags; per account: a copy
 	env  *cliEnv
-	// profiles are the config file's jobs, for oauth2:PROFILE references
-	// (the job's src_oauth2 or dst_oauth2); loaded on first use.
-	configFlag string
+	// profiles is the config file, for oauth2:PROFILE references (the
+	// job's src_oauth2 or dst_oauth2).
+	profiles *fileConfig
 	// cpDir, when set, holds each account's checkpoint as ID.checkpoint
 	// (batch run: next to the database); else copy's default place.
-	cpDir       string
-	loadProfile stdsync.Once
-	profiles    *fileConfig
-	profileErr  error
+	cpDir string
 }
 
 var _ batch.Runner = (*batchRunner)(nil)
@@ -79,6 +77,9 @@ func (r *batchRunner) accountOptions(ctx context.Context, acct *batch.Account) (
 	o.maps = append(multiFlag(nil), row.Map...)
 	o.gmail = o.gmail || row.Gmail
 	o.progress = "never"
+	if acct.Connections > 0 {
+		o.common.workers = min(o.common.workers, acct.Connections)
+	}
 	if r.cpDir != "" {
 		o.checkpoint = filepath.Join(r.cpDir, row.ID+".checkpoint") // ids hold no '/' (batch.Load)
 	}
@@ -125,13 +126,9 @@ func (r *batchRunner) credentials(ctx context.Context, side *sideFlags, ref batc
 // oauth2Profile takes the OAuth2 settings of the config file's job
 // PROFILE: its <side>_oauth2, else its other side's.
 func (r *batchRunner) oauth2Profile(side *sideFlags, profile string) error {
-	r.loadProfile.Do(func() { r.profiles, r.profileErr = loadConfig(r.configFlag, r.env) })
-	if r.profileErr != nil {
-		return r.profileErr
-	}
 	job, ok := r.profiles.Jobs[profile]
 	if !ok {
-		return &usageError{fmt.Sprintf("oauth2:%s: the config file %s has no job %q to take OAuth2 settings from", profile, r.profiles.path, profile)}
+		return &usageError{fmt.Sprintf("oauth2:%s: the config file (%s) has no job %q to take OAuth2 settings from", profile, cmp.Or(r.profiles.path, "none"), profile)}
 	}
 	o := job.SrcOAuth2
 	if side.side == "dst" && job.DstOAuth2.enabled() || !o.enabled() {

@@ -73,7 +73,7 @@ func newCommands(env *cliEnv) *commandSet {
 	root.SetIn(env.stdin)
 	c := &commandSet{root: root}
 	c.list = []*cobra.Command{
-		newCopyCommand(env), newRunCommand(env), newJobsCommand(env), newLsCommand(env),
+		newCopyCommand(env), newSyncCommand(env), newRunCommand(env), newJobsCommand(env), newLsCommand(env),
 		newVerifyCommand(env), newBatchCommand(env), newDemoCommand(env), newCompletionCommand(c), newVersionCommand(env),
 	}
 	root.RunE = func(_ *cobra.Command, args []string) error {
@@ -223,6 +223,8 @@ func (o *copyOptions) Check() error {
 		return &usageError{fmt.Sprintf("--workers %d: want 1 or more (messages copied at once)", o.common.workers)}
 	case o.dryRun && o.reset:
 		return &usageError{"--reset with --dry-run: a dry run changes nothing, not even the checkpoint; drop one of them"}
+	case o.deleteSource && o.deleteAfter.set:
+		return &usageError{"--delete-after and --delete-source cannot be combined: --delete-source deletes each message as soon as it is stored, --delete-after keeps it DAYS first"}
 	case o.dryRun && o.rebuildState:
 		return &usageError{"--rebuild-state with --dry-run: a dry run changes nothing, not even the checkpoint; drop one of them"}
 	}

@@ -27,6 +27,8 @@ type fileConfig struct {
 	// Report is the default --report file of 'mailferry run'.
 	Report string               `toml:"report"`
 	Jobs   map[string]jobConfig `toml:"jobs"`
+	// Batch holds the host groups of 'mailferry batch' (batch_groups.go).
+	Batch batchFileConfig `toml:"batch"`
 
 	path  string   // the file it was read from
 	order []string // job names in file order
@@ -34,23 +36,24 @@ type fileConfig struct {
 
 // jobConfig is one [jobs.NAME] table. Its keys mirror the flags of copy.
 type jobConfig struct {
-	Source         string     `toml:"source"`
-	Destination    string     `toml:"destination"`
-	Include        []string   `toml:"include"`
-	Exclude        []string   `toml:"exclude"`
-	Map            []string   `toml:"map"`
-	DeleteSource   bool       `toml:"delete_source"`
-	Gmail          bool       `toml:"gmail"`
-	Workers        int        `toml:"workers"`
-	MaxSize        configSize `toml:"max_size"`
-	MaxBytesPerSec configSize `toml:"max_bytes_per_sec"`
-	MaxMsgsPerSec  int64      `toml:"max_msgs_per_sec"`
-	MaxBytes       configSize `toml:"max_bytes"`
-	Since          configDate `toml:"since"`
-	Before         configDate `toml:"before"`
-	Checkpoint     string     `toml:"checkpoint"`
-	CAFile         string     `toml:"ca_file"`
-	AllowPlaintext bool       `toml:"allow_plaintext"`
+	Source         string          `toml:"source"`
+	Destination    string          `toml:"destination"`
+	Include        []string        `toml:"include"`
+	Exclude        []string        `toml:"exclude"`
+	Map            []string        `toml:"map"`
+	DeleteSource   bool            `toml:"delete_source"`
+	DeleteAfter    configRetention `toml:"delete_after"`
+	Gmail          bool            `toml:"gmail"`
+	Workers        int             `toml:"workers"`
+	MaxSize        configSize      `toml:"max_size"`
+	MaxBytesPerSec configSize      `toml:"max_bytes_per_sec"`
+	MaxMsgsPerSec  int64           `toml:"max_msgs_per_sec"`
+	MaxBytes       configSize      `toml:"max_bytes"`
+	Since          configDate      `toml:"since"`
+	Before         configDate      `toml:"before"`
+	Checkpoint     string          `toml:"checkpoint"`
+	CAFile         string          `toml:"ca_file"`
+	AllowPlaintext bool            `toml:"allow_plaintext"`
 	// The rest mirror --allow-plaintext-auth, --no-starttls, --pin-sha256
 	// and --allow-unsafe-expunge.
 	AllowPlaintextAuth bool      `toml:"allow_plaintext_auth"`

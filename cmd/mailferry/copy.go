@@ -29,7 +29,8 @@ type copyOptions struct {
 	rebuildState       bool // rebuild the checkpoint from the destination (A9)
 	dryRun             bool
 	deleteSource       bool
-	allowUnsafeExpunge bool // IMAP without UIDPLUS: plain EXPUNGE (C9)
+	deleteAfter        retentionFlag // --delete-after: retention (sync/retention.go)
+	allowUnsafeExpunge bool          // IMAP without UIDPLUS: plain EXPUNGE (C9)
 	progress           string
 	progressInterval   time.Duration
 	maxSize            sizeFlag
@@ -52,6 +53,7 @@ func (o *copyOptions) addFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.rebuildState, "rebuild-state", false, "rebuild the checkpoint (lost, or refused as corrupt) from what the destination holds: messages it stored before are recorded without downloading them again (maildir: destinations)")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "list what would be copied; store and delete nothing")
 	fs.BoolVar(&o.deleteSource, "delete-source", false, "delete each message from SRC once it is durably stored and recorded (POP3: DELE, committed at QUIT; IMAP: \\Deleted then UID EXPUNGE of exactly those messages)")
+	fs.Var(&o.deleteAfter, "delete-after", "leave mail on SRC and delete there the messages mailferry stored at least `DAYS` ago (30d, 4w; by when it stored them, not the message date), while the destination still holds them; 0d deletes what earlier runs stored")
 	fs.BoolVar(&o.allowUnsafeExpunge, "allow-unsafe-expunge", false, "with --delete-source from an IMAP server without UIDPLUS: send a plain EXPUNGE, which also removes messages other clients flagged \\Deleted (without it, copied messages stay flagged \\Deleted there)")
 	fs.StringVar(&o.progress, "progress", "auto", "progress display: auto (bars on a terminal, a log line every --progress-interval otherwise), always, never")
 	fs.DurationVar(&o.progressInterval, "progress-interval", 10*time.Second, "without a terminal, log progress every `DURATION`")
@@ -213,16 +215,7 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 		return r, err
 	}
 	src = engineSrc // closed by Run: the Gmail wrapper closes its own connection too
-	var rebuild *mailferry.Rebuild
-	// An empty checkpoint next to a Maildir that holds mail from this source
-	// (the checkpoint was lost, or --rebuild-state): the engine rebuilds it
-	// from the keys in the file names, so nothing is downloaded again and
-	// delete mode deletes only what the destination holds (A9). On a first
-	// run the destination folders are empty and this costs one directory
-	// listing each.
-	if fresh && dstEnd.Factory.KeepsKeys {
-		rebuild = &mailferry.Rebuild{File: cpPath, Asked: o.rebuildState}
-	}
+	rebuild := rebuildFor(fresh && dstEnd.Factory.KeepsKeys, cpPath, o.rebuildState)
 	stats := &mailferry.Stats{Start: time.Now()}
 	stopProgress := startProgress(ctx, stats, &penv, o.progress, o.progressInterval, o.common.quiet, log)
 	handed = true
@@ -236,6 +229,8 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 		Before:         o.before.t,
 		DryRun:         o.dryRun,
 		DeleteSource:   o.deleteSource,
+		DeleteAfter:    o.deleteAfter.duration(),
+		Now:            env.hooks.now,
 		MaxSize:        int64(o.maxSize),
 		MaxBytesPerSec: int64(o.maxBytesPerSec),
 		MaxMsgsPerSec:  o.maxMsgsPerSec,
@@ -306,6 +301,14 @@ type summary struct {
 	Skipped  []mailferry.Failure           `json:"skipped,omitempty"`
 	Events   []mailferry.Event             `json:"events,omitempty"`
 	Planned  []mailferry.Planned           `json:"planned,omitempty"` // --dry-run: what a real run would copy
+	// Expired: deleted from the source by --delete-after (with --dry-run:
+	// would be); NotHeld: old enough, but kept there because the
+	// destination no longer holds the stored copy.
+	Expired []mailferry.Expired `json:"expired,omitempty"`
+	NotHeld []mailferry.Failure `json:"not_held,omitempty"`
+	// AlteredOnAppend: copies the destination server changed when it stored
+	// them (8-bit header bytes, a final line break), recognised all the same.
+	AlteredOnAppend int64 `json:"altered_on_append,omitempty"`
 }
 
 // filterSummary says what a run left out on purpose.
@@ -340,6 +343,8 @@ func makeSummary(o *copyOptions, r *copyResult, err error, start time.Time) summ
 	s.Failures, s.Skipped = r.res.Failures, r.res.Skipped
 	s.Events = r.res.Events
 	s.Planned = r.res.Planned
+	s.Expired, s.NotHeld = r.res.Expired, r.res.NotHeld
+	s.AlteredOnAppend = r.res.AlteredOnAppend
 	s.Counts = countsOf(s.Totals, r.res, s.Filters)
 	for _, mb := range st.Mailboxes() {
 		s.Folders[mb] = st.Box(mb).Snapshot()
@@ -368,6 +373,9 @@ func report(env *cliEnv, o *copyOptions, r *copyResult, s *summary) bool {
 			continue
 		}
 		fmt.Fprintf(w, "failed: %s %s: %s\n", f.Mailbox, f.ID, f.Err)
+	}
+	for _, f := range res.NotHeld { // the destination lost a copy: news even for cron
+		fmt.Fprintf(w, "not deleted: %s %s: %s\n", f.Mailbox, f.ID, f.Err)
 	}
 	for _, e := range res.Events {
 		// Folder-level events (identifiers changed, a folder replaced) are
@@ -410,6 +418,7 @@ func report(env *cliEnv, o *copyOptions, r *copyResult, s *summary) bool {
 	}
 	fmt.Fprintf(w, "%-32s %8d %8d %8d %8d %10s  in %.1fs\n", "total", t.Listed, t.Skipped+t.Present, n, t.Failed, humanBytes(t.Bytes), s.Seconds)
 	if o.dryRun {
+		printExpired(w, res.Expired)
 		fmt.Fprintf(w, "dry run: %d message(s), %s, would be copied; nothing was stored or deleted\n", t.Queued, humanBytes(t.QueuedBytes))
 	}
 	printNotes(w, s)
@@ -438,6 +447,9 @@ func printNotes(w io.Writer, s *summary) {
 	}
 	if t.Remapped > 0 {
 		fmt.Fprintf(w, "%d message(s) renumbered on the source were re-mapped to their copies: recorded under their new ids, not copied again\n", t.Remapped)
+	}
+	if s.AlteredOnAppend > 0 {
+		fmt.Fprintf(w, "%d message(s) in the destination were changed by its server when stored (8-bit header bytes rewritten or a final line break added); recognised as copies, not stored again\n", s.AlteredOnAppend)
 	}
 	if f := s.Filters; f != nil && f.OutsideDates > 0 {
 		fmt.Fprintf(w, "%d message(s) outside the dates were left out\n", f.OutsideDates)
@@ -553,4 +565,17 @@ func (s *sizeFlag) Set(v string) error {
 	}
 	*s = sizeFlag(n * mult)
 	return nil
+}
+
+// rebuildFor asks the engine to rebuild the checkpoint when it holds no
+// record next to a destination that keeps delivery keys (a Maildir):
+// lost, or --rebuild-state. The engine then rebuilds it from the keys in
+// the file names, so nothing is downloaded again and delete mode deletes
+// only what the destination holds (A9). On a first run the destination
+// folders are empty and this costs one directory listing each.
+func rebuildFor(emptyNextToKeys bool, cpPath string, asked bool) *mailferry.Rebuild {
+	if !emptyNextToKeys {
+		return nil
+	}
+	return &mailferry.Rebuild{File: cpPath, Asked: asked}
 }

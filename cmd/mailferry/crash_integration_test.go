@@ -502,6 +502,8 @@ func recordState(t *testing.T, path string, srcID func(mailbox string, id mail.I
 			case "m", "id":
 			case "d":
 				core = append(core, fmt.Sprintf("d=%t", string(v) != `""`))
+			case "s": // the store time: when the run recorded it, not what
+				core = append(core, "s=true")
 			case "h", "i", "t":
 				content = append(content, f+"="+string(v))
 			default:

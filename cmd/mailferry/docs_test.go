@@ -45,7 +45,7 @@ func TestREADMEConfigsParse(t *testing.T) {
 // the table --help prints.
 func TestExitCodesDocumented(t *testing.T) {
 	text := readme(t)
-	for _, code := range []int{exitOK, exitUnexpected, exitUsage, exitPartial, exitAuth, exitUnreachable, exitCheckpoint, exitLocked, exitInterrupted} {
+	for _, code := range []int{exitOK, exitUnexpected, exitUsage, exitPartial, exitAuth, exitUnreachable, exitCheckpoint, exitLocked, exitHeldBack, exitInterrupted} {
 		if !strings.Contains(text, fmt.Sprintf("| %d | ", code)) {
 			t.Errorf("README's exit code table lacks %d", code)
 		}

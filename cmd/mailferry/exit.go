@@ -10,6 +10,7 @@ import (
 	mailferry "github.com/mailferry/mailferry/sync"
 	"github.com/mailferry/mailferry/sync/checkpoint"
 	"github.com/mailferry/mailferry/sync/mail"
+	"github.com/mailferry/mailferry/sync/twoway"
 )
 
 // Exit codes; the table below is printed by --help and copied in README.md.
@@ -24,6 +25,7 @@ const (
 	exitLocked      = 7
 	exitTemporary   = 8
 	exitDiskFull    = 9
+	exitHeldBack    = 10
 	exitInterrupted = 130
 )
 
@@ -38,6 +40,8 @@ Exit codes:
                                                  9    destination full: local disk full or over
                                                       quota (the path is named), or an IMAP
                                                       destination over quota (OVERQUOTA)
+                                                 10   sync: deletions held back; rerun with
+                                                      --force after checking
                                                  130  interrupted; checkpoint flushed; rerun resumes
 `
 
@@ -99,6 +103,8 @@ func exitCode(err error) int {
 		return exitCheckpoint
 	case errors.As(err, &pe):
 		return exitPartial
+	case errors.Is(err, twoway.ErrHeldBack):
+		return exitHeldBack
 	case errors.As(err, new(*laterError)), errors.Is(err, mailferry.ErrResumeLater), mail.Temporary(err):
 		return exitTemporary
 	}

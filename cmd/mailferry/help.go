@@ -55,6 +55,7 @@ Job keys (each one mirrors a flag of 'mailferry copy'):
   include, exclude         lists of folder regexps
   map                      folder renames, ["SRC_RE=DST", ...] like --map
   delete_source            bool
+  delete_after             "30d", "4w": leave mail on the source, delete what was stored that long ago
   gmail                    bool: copy each message once, not once per label (help gmail)
   workers                  number of messages copied at once
   max_size                 "25M", "1G" or a number of bytes

@@ -28,6 +28,7 @@ func jobSettings() []jobSetting {
 		{[]string{"map"}, func(o *copyOptions, j *jobConfig, _ func(string) string) { o.maps = j.Map }},
 		{[]string{"pin-sha256"}, func(o *copyOptions, j *jobConfig, _ func(string) string) { o.common.pinSHA256 = j.PinSHA256 }},
 		{[]string{"delete-source"}, func(o *copyOptions, j *jobConfig, _ func(string) string) { o.deleteSource = j.DeleteSource }},
+		{[]string{"delete-after"}, func(o *copyOptions, j *jobConfig, _ func(string) string) { o.deleteAfter = j.DeleteAfter.retentionFlag }},
 		{[]string{"gmail"}, func(o *copyOptions, j *jobConfig, _ func(string) string) { o.gmail = o.gmail || j.Gmail }},
 		{[]string{"workers"}, func(o *copyOptions, j *jobConfig, _ func(string) string) {
 			if j.Workers > 0 {

@@ -27,6 +27,9 @@ type testHooks struct {
 	// panic with it as the panic value (G2, F6: a test puts the password in
 	// it, which must not be printed).
 	panicText string
+	// now, when set, is the engine's clock (sync.Options.Now), so tests
+	// of --delete-after move time without waiting; nil: the real clock.
+	now func() time.Time
 }
 
 // runHooks are one copy run's hooks, built by testHooks.forRun: each run

@@ -21,6 +21,9 @@ func newTestHooks(getenv func(string) string) testHooks {
 	h.crashAfter, _ = strconv.ParseInt(getenv("MAILFERRY_TEST_CRASH_AFTER"), 10, 64)
 	h.crashInRemove, _ = strconv.ParseInt(getenv("MAILFERRY_TEST_CRASH_IN_REMOVE"), 10, 64)
 	h.panicText = getenv("MAILFERRY_TEST_PANIC")
+	if at, err := time.Parse(time.RFC3339, getenv("MAILFERRY_TEST_NOW")); err == nil {
+		h.now = func() time.Time { return at }
+	}
 	return h
 }
 

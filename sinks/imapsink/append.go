@@ -240,7 +240,7 @@ func (s *Sink) appendOnce(ctx context.Context, c *rconn, op string, it *item, fo
 			// Stored or not: nobody knows (scenario A6). The retry reads
 			// the folder's tail and pairs the message with the copy if the
 			// server kept it.
-			s.markStale(fo)
+			s.markStale(fo, &it.id)
 		}
 		if ctx.Err() != nil {
 			return "", fmt.Errorf("imapsink: %s: %w", op, ctx.Err())
@@ -280,12 +280,13 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// markStale notes that fo may hold a message this run does not know of.
-// The folder lock is taken without ctx: its holders do short work or read
-// the index under their own context.
-func (s *Sink) markStale(fo *folder) {
+// markStale notes that fo may hold a message this run does not know of:
+// id, whose APPEND's outcome is unknown. The folder lock is taken without
+// ctx: its holders do short work or read the index under their own context.
+func (s *Sink) markStale(fo *folder, id *identity) {
 	fo.lock <- struct{}{}
 	fo.stale = true
+	fo.sentUnsure(id)
 	<-fo.lock
 }
 

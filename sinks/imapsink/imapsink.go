@@ -83,6 +83,8 @@ var (
 	_ mail.IDResolver = (*Sink)(nil)
 	_ mail.FlagSetter = (*Sink)(nil)
 	_ mail.RoleLister = (*Sink)(nil)
+
+	_ mail.AlterationCounter = (*Sink)(nil)
 )
 
 // item is one message on its way: the spooled body and what the retry and
@@ -497,8 +499,15 @@ func (s *Sink) Put(ctx context.Context, env mail.Envelope, body io.Reader) (mail
 		}
 	}
 	uid, found := fo.claim(&it.id)
+	own := found && fo.ownUnsure(&it.id)
 	uidv := fo.uidv
 	<-fo.lock
+	if own {
+		// The retry of an APPEND whose outcome was unknown: the server kept
+		// it, so this run stored it.
+		s.log.Debug("imapsink: an APPEND whose outcome was unknown was stored; not appended again", "mailbox", env.Mailbox, "id", string(env.ID))
+		return makeID(uidv, uid), nil
+	}
 	if found {
 		s.log.Debug("imapsink: already in the destination; not appended again", "mailbox", env.Mailbox, "id", string(env.ID), "size", it.msg.size)
 		// Say so (mail.PresentError): the engine counts it as present, not copied.

@@ -332,11 +332,15 @@ type folder struct {
 	byKey  map[string][]*entry
 	known  map[uint32]bool       // UIDs indexed or appended by this run
 	unseen map[string][]identity // appended by this run without a UID (no UIDPLUS)
-	alt    *alterations          // where a server's changes to a message are reported
+	// unsure counts, per identity key, this run's APPENDs whose outcome is
+	// unknown (connection lost after the literal): a retried Put that finds
+	// such a copy found its own store, and reports it stored, not present.
+	unsure map[string]int
+	alt    *alterations // where a server's changes to a message are reported
 }
 
 func newFolder(server string, alt *alterations) *folder {
-	return &folder{lock: make(chan struct{}, 1), server: server, byKey: map[string][]*entry{}, known: map[uint32]bool{}, unseen: map[string][]identity{}, alt: alt}
+	return &folder{lock: make(chan struct{}, 1), server: server, byKey: map[string][]*entry{}, known: map[uint32]bool{}, unseen: map[string][]identity{}, unsure: map[string]int{}, alt: alt}
 }
 
 // add records a message the server holds. A message this run appended
@@ -374,6 +378,22 @@ func (f *folder) claim(id *identity) (uint32, bool) {
 		}
 	}
 	return 0, false
+}
+
+// sentUnsure notes an APPEND of id whose outcome is unknown.
+func (f *folder) sentUnsure(id *identity) { f.unsure[id.key]++ }
+
+// ownUnsure reports whether a copy of id that claim found may be this run's
+// own APPEND of unknown outcome, and takes that APPEND off the list. The
+// identity key cannot tell our copy from another client's delivery of the
+// same message in the same moments; counting it as stored by this run is
+// the likelier truth, and either way the message is stored once.
+func (f *folder) ownUnsure(id *identity) bool {
+	if f.unsure[id.key] == 0 {
+		return false
+	}
+	f.unsure[id.key]--
+	return true
 }
 
 // appended records a message this run stored, so the index never offers

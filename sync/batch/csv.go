@@ -28,6 +28,10 @@ type Row struct {
 	Map     []string `json:"map,omitempty"`   // SRC_RE=DST rules, ';'-separated in the file
 	Gmail   bool     `json:"gmail,omitempty"`
 	Wave    string   `json:"wave,omitempty"` // a free label to run accounts in waves
+	// Dir is where the row's relative file: and cmd: paths start: the
+	// CSV's directory, made absolute when the file is loaded, so that a
+	// worker started elsewhere finds them.
+	Dir string `json:"dir,omitempty"`
 }
 
 // LoadError is a mistake in an accounts CSV: the whole file is refused,

@@ -28,6 +28,9 @@ func (f RunnerFunc) RunAccount(ctx context.Context, acct *Account) Outcome { ret
 type Account struct {
 	Batch, Pass, Mode string
 	Row               Row
+	// Connections, when > 0, caps the account's connections (its host
+	// groups' connections_per_account).
+	Connections int
 	// Resolver gives the secrets the row's references name.
 	Resolver *Resolver
 }
@@ -101,8 +104,8 @@ func ClassOf(code int) string {
 // maxFailures bounds the failures kept per account.
 const maxFailures = 5
 
-// pausePoll is how often a job of a paused batch looks again.
-const pausePoll = 30 * time.Second
+// defaultPausePoll is how often a job of a paused batch looks again.
+const defaultPausePoll = 30 * time.Second
 
 // jobKind is the River job kind of one account in one pass.
 const jobKind = "mailferry_account"
@@ -133,7 +136,7 @@ func (w *accountWorker) Work(ctx context.Context, job *river.Job[accountArgs]) e
 		if err != nil {
 			return err
 		}
-		return river.JobSnooze(pausePoll)
+		return river.JobSnooze(s.cfg.PausePoll)
 	}
 	row, err := s.row(ctx, job.Args.Batch, job.Args.ID)
 	if err != nil {
@@ -145,16 +148,47 @@ func (w *accountWorker) Work(ctx context.Context, job *river.Job[accountArgs]) e
 		return river.JobCancel(errors.New(out.Error))
 	}
 	acct := &Account{Batch: job.Args.Batch, Pass: job.Args.Pass, Mode: job.Args.Mode, Row: *row, Resolver: s.cfg.Resolver}
-	out := s.cfg.Runner.RunAccount(ctx, acct)
-	out = merge(previousOutput(job.JobRow), out)
+	run, wait, err := w.runInSlots(ctx, acct)
+	if err != nil || wait != "" {
+		if wait != "" {
+			s.cfg.Metrics.slotWait(acct.Batch, wait)
+			return river.JobSnooze(s.cfg.SlotWait)
+		}
+		return err
+	}
+	out := merge(previousOutput(job.JobRow), run)
 	if len(out.Failures) > maxFailures {
 		out.Failures = out.Failures[:maxFailures]
 	}
 	if out.Class == "" {
 		out.Class = ClassOf(out.ExitCode)
 	}
-	s.cfg.Logger.Info("account ran", "batch", acct.Batch, "pass", acct.Pass, "id", row.ID, "exit_code", out.ExitCode, "class", out.Class, "attempt", job.Attempt)
-	return outcomeError(ctx, &out, s.cfg.Throttle)
+	outcome, err := outcomeError(ctx, &out, s.cfg.Throttle)
+	s.cfg.Metrics.observe(acct.Batch, outcome, out.Class, run.Totals)
+	s.cfg.Logger.Info("account ran", "batch", acct.Batch, "pass", acct.Pass, "id", row.ID, "exit_code", out.ExitCode, "class", out.Class, "attempt", job.Attempt, "outcome", outcome)
+	return err
+}
+
+// runInSlots runs the account once it holds a slot in each capped host
+// group of its two ends, renewed while it runs. It returns the name of a
+// group without a free slot instead of running.
+func (w *accountWorker) runInSlots(ctx context.Context, acct *Account) (Outcome, string, error) {
+	s := w.store
+	groups := groupsOf(s.cfg.Groups, &acct.Row)
+	acct.Connections = connections(groups)
+	runCtx := ctx
+	if len(groups) > 0 {
+		l, full, err := s.acquire(ctx, groups)
+		if err != nil || l == nil {
+			return Outcome{}, full, err
+		}
+		var stopHold func()
+		runCtx, stopHold = s.holdWhile(ctx, l)
+		defer stopHold()
+	}
+	stop := s.cfg.Metrics.start(acct.Batch)
+	defer stop()
+	return s.cfg.Runner.RunAccount(runCtx, acct), "", nil
 }
 
 // outcomeError records the outcome and maps it to River's: done on 0 and
@@ -163,32 +197,36 @@ func (w *accountWorker) Work(ctx context.Context, job *river.Job[accountArgs]) e
 // slice ended or the worker is stopping (SIGTERM: another worker, or this
 // one restarted, resumes it); retried with River's backoff otherwise (5,
 // 1: the network, a server's bad minute).
-func outcomeError(ctx context.Context, out *Outcome, throttle time.Duration) error {
+//
+// It returns the outcome's name for the metrics.
+func outcomeError(ctx context.Context, out *Outcome, throttle time.Duration) (string, error) {
 	if ctx.Err() != nil || out.ExitCode == exitInterrupted {
 		if errors.Is(context.Cause(ctx), river.ErrJobCancelledRemotely) {
 			out.Class, out.Error = "", "cancelled by a person"
 			_ = river.RecordOutput(ctx, out)
-			return river.JobCancel(river.ErrJobCancelledRemotely)
+			return "cancelled", river.JobCancel(river.ErrJobCancelledRemotely)
 		}
 		out.Slices++
 		out.ExitCode, out.Class = exitInterrupted, ""
 		_ = river.RecordOutput(ctx, out)
-		return river.JobSnooze(0)
+		return "snoozed", river.JobSnooze(0)
 	}
 	out.Slices = 0
 	if err := river.RecordOutput(ctx, out); err != nil {
-		return err
+		return "retry", err
 	}
 	err := fmt.Errorf("exit %d (%s): %s", out.ExitCode, out.Class, out.Error)
 	switch out.ExitCode {
-	case exitOK, exitPartial:
-		return nil
+	case exitOK:
+		return "done", nil
+	case exitPartial:
+		return "partial", nil
 	case exitUsage, exitAuth, exitCheckpoint, exitDiskFull:
-		return river.JobCancel(err)
+		return "failed", river.JobCancel(err)
 	case exitTemporary, exitLocked:
-		return river.JobSnooze(throttle)
+		return "snoozed", river.JobSnooze(throttle)
 	}
-	return err
+	return "retry", err
 }
 
 // previousOutput is the outcome the job's last attempt or slice recorded.

@@ -137,7 +137,7 @@ func (rv *Resolver) Secret(ctx context.Context, ref Ref, row *Row, side string) 
 	)
 	switch ref.Kind {
 	case "file":
-		s, err = rv.readFile(ref.Value)
+		s, err = rv.readFile(row.Dir, ref.Value)
 	case "env":
 		s = rv.getenv(ref.Value)
 		if s == "" {
@@ -164,15 +164,23 @@ func (rv *Resolver) getenv(name string) string {
 	return os.Getenv(name)
 }
 
-func (rv *Resolver) path(p string) string {
-	if rv.BaseDir == "" || filepath.IsAbs(p) {
-		return p
+// dir is where a row's relative paths start: its own Dir, else BaseDir.
+func (rv *Resolver) dir(rowDir string) string {
+	if rowDir != "" {
+		return rowDir
 	}
-	return filepath.Join(rv.BaseDir, p)
+	return rv.BaseDir
 }
 
-func (rv *Resolver) readFile(p string) (string, error) {
-	b, err := os.ReadFile(rv.path(p))
+func (rv *Resolver) path(dir, p string) string {
+	if dir == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(dir, p)
+}
+
+func (rv *Resolver) readFile(dir, p string) (string, error) {
+	b, err := os.ReadFile(rv.path(rv.dir(dir), p))
 	if err != nil {
 		return "", err
 	}
@@ -188,12 +196,13 @@ func (rv *Resolver) runCmd(ctx context.Context, line string, row *Row, side stri
 	if err != nil || len(argv) == 0 {
 		return "", fmt.Errorf("bad command line: %v", err)
 	}
+	dir := rv.dir(row.Dir)
 	if strings.ContainsRune(argv[0], '/') {
-		argv[0] = rv.path(argv[0])
+		argv[0] = rv.path(dir, argv[0])
 	}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Env = append(childEnv(rv.environ(), rv.Hide), rowEnv(row, side)...)
-	cmd.Dir = rv.BaseDir
+	cmd.Dir = dir
 	var errb bytes.Buffer
 	cmd.Stderr = &errb
 	out, err := cmd.Output()

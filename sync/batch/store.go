@@ -56,10 +56,20 @@ type Config struct {
 	RescueAfter time.Duration
 	MaxAttempts int
 	Throttle    time.Duration
+	// PausePoll is how long a job of a paused batch waits before it looks
+	// again (default 30s).
+	PausePoll time.Duration
 	// RetryDelay, when set, replaces River's backoff (attempt^4 seconds)
 	// by a fixed delay; for tests.
 	RetryDelay time.Duration
 	Logger     *slog.Logger
+	// Metrics, when set, count this worker's runs (NewMetrics).
+	Metrics *Metrics
+	// Groups cap the accounts running at once per host group; Lease and
+	// SlotWait: see DefaultLease and DefaultSlotWait.
+	Groups   []Group
+	Lease    time.Duration
+	SlotWait time.Duration
 }
 
 // riverClient is what the store uses of a River client; *river.Client of
@@ -138,6 +148,15 @@ func (c *Config) defaults() {
 	}
 	if c.Throttle <= 0 {
 		c.Throttle = DefaultThrottle
+	}
+	if c.Lease <= 0 {
+		c.Lease = DefaultLease
+	}
+	if c.SlotWait <= 0 {
+		c.SlotWait = DefaultSlotWait
+	}
+	if c.PausePoll <= 0 {
+		c.PausePoll = defaultPausePoll
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -252,6 +271,7 @@ func migrate(ctx context.Context, m migrator, err error) error {
 var schema = []string{
 	`CREATE TABLE IF NOT EXISTS mailferry_batch (name TEXT PRIMARY KEY, created_at TEXT NOT NULL, paused INTEGER NOT NULL DEFAULT 0)`,
 	`CREATE TABLE IF NOT EXISTS mailferry_batch_row (batch TEXT NOT NULL, id TEXT NOT NULL, line INTEGER NOT NULL, data TEXT NOT NULL, PRIMARY KEY (batch, id))`,
+	slotTable,
 }
 
 func (s *Store) createTables(ctx context.Context) error {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	stdsync "sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // fakeRunner plays scripted exit codes per account: the n-th run of an
@@ -66,13 +69,17 @@ func testRows(t *testing.T, ids ...string) []Row {
 	return rows
 }
 
-func openTest(t *testing.T, dbURL string, workers int, r Runner, slice time.Duration) *Store {
+func openTest(t *testing.T, dbURL string, workers int, r Runner, slice time.Duration, mods ...func(*Config)) *Store {
 	t.Helper()
 	if !strings.HasPrefix(dbURL, "postgres") {
 		dbURL = "sqlite:" + dbURL
 	}
-	s, err := Open(context.Background(), Config{URL: dbURL, Workers: workers, Runner: r,
-		Slice: slice, RetryDelay: 10 * time.Millisecond, Throttle: 10 * time.Millisecond})
+	cfg := Config{URL: dbURL, Workers: workers, Runner: r,
+		Slice: slice, RetryDelay: 10 * time.Millisecond, Throttle: 10 * time.Millisecond, PausePoll: 10 * time.Millisecond}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	s, err := Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -155,7 +162,12 @@ func testOutcomes(t *testing.T, dbURL string) {
 		"long":  {-1, exitOK},
 	}}
 	ids := []string{"ok1", "bad1", "ok2", "bad2", "quota", "usage", "cp", "part", "flaky", "down", "slow", "long", "ok3"}
-	s := openTest(t, dbURL, 4, run, 2*time.Second)
+	reg := prometheus.NewRegistry()
+	metrics, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := openTest(t, dbURL, 4, run, 2*time.Second, func(c *Config) { c.Metrics = metrics })
 	if _, err := s.Load(ctx, "staff", testRows(t, ids...)); err != nil {
 		t.Fatal(err)
 	}
@@ -195,6 +207,16 @@ func testOutcomes(t *testing.T, dbURL string) {
 	if n := run.count("slow"); n != 3 {
 		t.Errorf("slow ran %d times; want 3 (two snoozes, then done)", n)
 	}
+	checkMetrics(t, reg, map[string]float64{
+		`mailferry_batch_account_runs_total{batch="staff",class="",outcome="done"}`:             6,
+		`mailferry_batch_account_runs_total{batch="staff",class="auth",outcome="failed"}`:       2,
+		`mailferry_batch_account_runs_total{batch="staff",class="",outcome="snoozed"}`:          1, // long's first slice
+		`mailferry_batch_account_runs_total{batch="staff",class="temporary",outcome="snoozed"}`: 2,
+		`mailferry_batch_account_runs_total{batch="staff",class="connect",outcome="retry"}`:     1 + DefaultMaxAttempts,
+		`mailferry_batch_account_failures_total{batch="staff",class="auth"}`:                    2,
+		`mailferry_batch_messages_total{batch="staff",result="copied"}`:                         3*21 + 7, // 21 runs end with 3 copied
+		`mailferry_batch_accounts_running{batch="staff"}`:                                       0,
+	})
 
 	// Only the accounts that failed on authentication, in a new pass.
 	res, err := s.Pass(ctx, "staff", "fix", PassOptions{OnlyFailed: true, Class: ClassAuth})
@@ -249,6 +271,31 @@ func checkLines(t *testing.T, lines []Line, wants map[string]want) {
 		}
 		if l.State != w.state || l.Class != w.class || code != w.code || l.Attempts != w.attempts || l.Totals.Copied != w.copied {
 			t.Errorf("%s: state %s class %q exit %d attempts %d copied %d; want %+v", l.ID, l.State, l.Class, code, l.Attempts, l.Totals.Copied, w)
+		}
+	}
+}
+
+// checkMetrics compares gathered metrics, written name{labels}, to want.
+func checkMetrics(t *testing.T, reg *prometheus.Registry, want map[string]float64) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			v := m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			got[mf.GetName()+"{"+strings.Join(labels, ",")+"}"] = v
+		}
+	}
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("%s = %v; want %v", k, got[k], w)
 		}
 	}
 }
@@ -326,5 +373,254 @@ func TestParseURL(t *testing.T) {
 		if kind != tt.kind || dsn != tt.dsn || (err == nil) != (tt.err == "") || (err != nil && !strings.Contains(err.Error(), tt.err)) {
 			t.Errorf("parseURL(%q) = %q, %q, %v; want %q, %q, %q", tt.in, kind, dsn, err, tt.kind, tt.dsn, tt.err)
 		}
+	}
+}
+
+// blockingRunner blocks every run until its context ends, telling started
+// first; then it reports what a stopped copy reports (exit 130).
+type blockingRunner struct{ started chan string }
+
+func (b *blockingRunner) RunAccount(ctx context.Context, acct *Account) Outcome {
+	b.started <- acct.Row.ID
+	<-ctx.Done()
+	return Outcome{ExitCode: exitInterrupted, Totals: Totals{Copied: 2, Bytes: 200}}
+}
+
+// TestStopHandsAccountsBack: a worker stopped (SIGTERM) mid-account puts it
+// back in the queue without spending an attempt; another worker on the
+// same database finishes it, and the copied messages of the stopped slice
+// count.
+func TestStopHandsAccountsBack(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	db := filepath.Join(t.TempDir(), "b.db")
+	block := &blockingRunner{started: make(chan string, 1)}
+	first := openTest(t, db, 1, block, 0)
+	if _, err := first.Load(ctx, "staff", testRows(t, "a")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.Pass(ctx, "staff", "one", PassOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.AddQueues(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if id := <-block.started; id != "a" {
+		t.Fatalf("started %s; want a", id)
+	}
+	if err := first.Stop(ctx); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	lines, err := first.Report(ctx, "staff", "one")
+	if err != nil || len(lines) != 1 || lines[0].State != StatePending || lines[0].Attempts != 0 {
+		t.Fatalf("after Stop: %+v, %v; want a pending, no attempt spent", lines, err)
+	}
+	first.Close()
+
+	run := &fakeRunner{runs: map[string]int{}}
+	second := openTest(t, db, 1, run, 0)
+	if err := second.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer second.Stop(context.Background())
+	if err := second.Wait(ctx, "staff", "one", 20*time.Millisecond, nil); err != nil {
+		t.Fatal(err)
+	}
+	lines, err = second.Report(ctx, "staff", "one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkLines(t, lines, map[string]want{"a": {StateDone, "", 0, 1, 2 + 3}})
+}
+
+// TestPause: a worker starts no account of a paused batch (its jobs are
+// snoozed, no attempt spent) until it is resumed.
+func TestPause(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	run := &fakeRunner{runs: map[string]int{}}
+	s := openTest(t, filepath.Join(t.TempDir(), "b.db"), 2, run, 0)
+	if _, err := s.Load(ctx, "staff", testRows(t, "a", "b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Pause(ctx, "staff"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Pass(ctx, "staff", "one", PassOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddQueues(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop(context.Background())
+	// Wait until both jobs were taken and put back at least twice.
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for snoozed := 0; snoozed < 2; <-tick.C {
+		jobs, err := s.jobs(ctx, "staff", "one")
+		if err != nil {
+			t.Fatal(err)
+		}
+		snoozed = 2
+		for _, j := range jobs {
+			var md struct{ Snoozes int }
+			if json.Unmarshal(j.Metadata, &md) != nil || md.Snoozes < 2 {
+				snoozed--
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the jobs of the paused batch were never taken")
+		}
+	}
+	if n := run.count("a") + run.count("b"); n != 0 {
+		t.Fatalf("%d accounts ran in a paused batch", n)
+	}
+	if err := s.Resume(ctx, "staff"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Wait(ctx, "staff", "one", 20*time.Millisecond, nil); err != nil {
+		t.Fatal(err)
+	}
+	lines, err := s.Report(ctx, "staff", "one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkLines(t, lines, map[string]want{"a": {StateDone, "", 0, 1, 3}, "b": {StateDone, "", 0, 1, 3}})
+}
+
+// capRunner records how many accounts run at once. The first `barrier`
+// runs wait for each other, so the count reaches the cap whatever the
+// timing; after that runs end at once.
+type capRunner struct {
+	mu          stdsync.Mutex
+	active, max int
+	barrier     int
+	released    chan struct{}
+	once        stdsync.Once
+	connections []int
+	waited      func() bool // a slot wait was counted
+}
+
+func (c *capRunner) RunAccount(ctx context.Context, acct *Account) Outcome {
+	c.mu.Lock()
+	c.active++
+	c.max = max(c.max, c.active)
+	c.connections = append(c.connections, acct.Connections)
+	full := c.active == c.barrier
+	c.mu.Unlock()
+	if full {
+		// Hold the slots until another account was turned away.
+		tick := time.NewTicker(5 * time.Millisecond)
+		for !c.waited() && ctx.Err() == nil {
+			<-tick.C
+		}
+		tick.Stop()
+		c.once.Do(func() { close(c.released) })
+	}
+	select {
+	case <-c.released:
+	case <-ctx.Done():
+	}
+	c.mu.Lock()
+	c.active--
+	c.mu.Unlock()
+	return Outcome{ExitCode: exitOK}
+}
+
+// TestGroupCap: 8 accounts on one host, a group cap of 2 and 4 workers:
+// never more than 2 run at once, all finish, the waits are counted.
+func TestGroupCap(t *testing.T) { testGroupCap(t, filepath.Join(t.TempDir(), "b.db")) }
+
+// TestGroupCapPostgres is TestGroupCap with the leases in PostgreSQL.
+func TestGroupCapPostgres(t *testing.T) { testGroupCap(t, postgresURL(t)) }
+
+func testGroupCap(t *testing.T, dbURL string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	reg := prometheus.NewRegistry()
+	metrics, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slotWaits := func() float64 {
+		mfs, _ := reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == "mailferry_batch_slot_waits_total" {
+				return mf.GetMetric()[0].GetCounter().GetValue()
+			}
+		}
+		return 0
+	}
+	run := &capRunner{barrier: 2, released: make(chan struct{}), waited: func() bool { return slotWaits() > 0 }}
+	s := openTest(t, dbURL, 4, run, 0, func(c *Config) {
+		c.Groups = []Group{{Name: "old", Match: []string{"OLD.example"}, MaxAccounts: 2, ConnectionsPerAccount: 3},
+			{Name: "other", Match: []string{"*.elsewhere.org"}, MaxAccounts: 1}}
+		c.SlotWait, c.Metrics = 5*time.Millisecond, metrics
+	})
+	ids := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
+	if _, err := s.Load(ctx, "staff", testRows(t, ids...)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Pass(ctx, "staff", "one", PassOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddQueues(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop(context.Background())
+	if err := s.Wait(ctx, "staff", "one", 20*time.Millisecond, nil); err != nil {
+		t.Fatal(err)
+	}
+	lines, err := s.Report(ctx, "staff", "one")
+	if err != nil || Summarize(lines).States[StateDone] != len(ids) {
+		t.Fatalf("report %+v, %v; want all done", lines, err)
+	}
+	run.mu.Lock()
+	defer run.mu.Unlock()
+	if run.max != 2 {
+		t.Errorf("%d accounts of the group ran at once; want the cap, 2", run.max)
+	}
+	for _, c := range run.connections {
+		if c != 3 {
+			t.Errorf("an account ran with connections %d; want the group's 3", c)
+		}
+	}
+	var slots int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM mailferry_batch_slot`).Scan(&slots); err != nil || slots != 0 {
+		t.Errorf("%d slots still held (%v); want all released", slots, err)
+	}
+}
+
+// TestLeaseLostStopsTheAccount: when a renewal finds the slot taken, the
+// account's context ends (its I/O stops).
+func TestLeaseLostStopsTheAccount(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, filepath.Join(t.TempDir(), "b.db"), 0, nil, 0, func(c *Config) { c.Lease = 30 * time.Millisecond })
+	g := []*Group{{Name: "old", MaxAccounts: 1}}
+	l, full, err := s.acquire(ctx, g)
+	if err != nil || l == nil {
+		t.Fatalf("acquire = %v, %q, %v", l, full, err)
+	}
+	if l2, full, err := s.acquire(ctx, g); err != nil || l2 != nil || full != "old" {
+		t.Fatalf("second acquire = %v, %q, %v; want no slot in old", l2, full, err)
+	}
+	runCtx, stop := s.holdWhile(ctx, l)
+	defer stop()
+	// Another holder takes the slot over, as after an expiry.
+	if _, err := s.db.ExecContext(ctx, `UPDATE mailferry_batch_slot SET holder = 'other'`); err != nil {
+		t.Fatal(err)
+	}
+	<-runCtx.Done()
+	if !errors.Is(context.Cause(runCtx), errLeaseLost) {
+		t.Errorf("cause %v; want errLeaseLost", context.Cause(runCtx))
 	}
 }

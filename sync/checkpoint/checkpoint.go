@@ -58,6 +58,10 @@ type Record struct {
 	// separated; nil when not known (records of sinks that cannot change
 	// flags later).
 	Flags *string `json:"f,omitempty"`
+	// Stored is when the run recorded the message as durable in the
+	// destination (Unix seconds): what --delete-after measures. 0 in
+	// records of older versions until StampStored gives them a time.
+	Stored int64 `json:"s,omitempty"`
 }
 
 type header struct {
@@ -78,6 +82,9 @@ type Store interface {
 	Flush() error
 	// Records returns the records of mailbox (in no particular order).
 	Records(mailbox string) []Record
+	// StampStored gives every record without a store time the time at
+	// (buffered until Flush) and returns how many it changed.
+	StampStored(at int64) (int, error)
 	// Close flushes and releases the store.
 	Close() error
 }
@@ -378,12 +385,7 @@ func (c *File) Records(mailbox string) []Record {
 func (c *File) Mailboxes() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]string, 0, len(c.byBox))
-	for mb := range c.byBox {
-		out = append(out, mb)
-	}
-	sort.Strings(out)
-	return out
+	return sortedKeys(c.byBox)
 }
 
 // Add records r; it reaches the disk with the next Flush.
@@ -401,6 +403,50 @@ func (c *File) Add(r Record) error {
 	c.buf.Write(line)
 	c.buf.WriteByte('\n')
 	return nil
+}
+
+// StampStored gives every record written without a store time (by a
+// mailferry older than --delete-after) the time at, once: such messages
+// count as stored at the first run that records store times, never as
+// old. The stamped records are appended again (a later line replaces an
+// earlier one of the same key, so older readers still load the file);
+// they reach the disk with the next Flush. It returns how many it stamped.
+func (c *File) StampStored(at int64) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return 0, fmt.Errorf("checkpoint: stamp: %w", mail.ErrClosed)
+	}
+	n := 0
+	for _, mb := range sortedKeys(c.byBox) {
+		for _, k := range c.byBox[mb] {
+			r := c.recs[k]
+			if r.Stored != 0 {
+				continue
+			}
+			r.Stored = at
+			line, err := json.Marshal(r)
+			if err != nil {
+				return n, fmt.Errorf("checkpoint: %w", err)
+			}
+			c.recs[k] = r
+			c.buf.Write(line)
+			c.buf.WriteByte('\n')
+			n++
+		}
+	}
+	return n, nil
+}
+
+// sortedKeys returns m's keys in order, so a stamp writes its lines in the
+// same order every time.
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Flush appends buffered records to the file and fsyncs it. A failure is

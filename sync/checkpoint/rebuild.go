@@ -29,8 +29,10 @@ import (
 // (mail.FlagSetter) and the source lists flags, the flags the stored copy
 // has are recorded as the flags last given to it, so the next copy makes
 // flags the source changed since follow. It returns the number of records
-// added.
-func Rebuild(ctx context.Context, st Store, src mail.Source, dst mail.Indexer, endpoint string, selected func(string) bool, dstName func(string) string) (int, error) {
+// added. Their store time is stored (Unix seconds, the time of the
+// rebuild): when the copies were made is not known, so they count as
+// stored now, never as old (--delete-after).
+func Rebuild(ctx context.Context, st Store, src mail.Source, dst mail.Indexer, endpoint string, selected func(string) bool, dstName func(string) string, stored int64) (int, error) {
 	boxes, err := src.Mailboxes(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("checkpoint: rebuild: list mailboxes: %w", err)
@@ -61,7 +63,7 @@ func Rebuild(ctx context.Context, st Store, src mail.Source, dst mail.Indexer, e
 			if !ok || st.Has(Key{mb, e.ID}) {
 				return nil
 			}
-			rec := Record{Mailbox: mb, ID: e.ID, Dst: d.ID, Size: e.Size, MsgID: MsgIDSum(e.MessageID), Date: UnixDate(e.Date)}
+			rec := Record{Mailbox: mb, ID: e.ID, Dst: d.ID, Size: e.Size, MsgID: MsgIDSum(e.MessageID), Date: UnixDate(e.Date), Stored: stored}
 			heldFlags(dst, e, d, &rec)
 			if err := hashStored(ctx, dst, to, &rec); err != nil {
 				return err

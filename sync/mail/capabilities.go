@@ -68,6 +68,24 @@ type StoredReader interface {
 	OpenStored(ctx context.Context, mailbox string, id ID) (io.ReadCloser, error)
 }
 
+// Holder is implemented by sinks that can tell whether they still hold
+// messages they stored earlier, so that --delete-after deletes a source
+// message only while its stored copy is there. Holds answers, for each of
+// stored (all of mailbox), whether the sink still holds it: a Maildir or
+// mbox sink by the delivery key it stored the message under (Key), an IMAP
+// sink by the final ID it returned (ID, UIDVALIDITY included). A mailbox
+// that does not exist holds nothing. Holds reads only.
+type Holder interface {
+	Holds(ctx context.Context, mailbox string, stored []Stored) ([]bool, error)
+}
+
+// Stored names a message a sink stored: the ID it returned and the
+// delivery key (Envelope.Key) the engine gave it.
+type Stored struct {
+	ID  ID
+	Key string
+}
+
 // BatchOpener is implemented by sources that stream many messages of one
 // mailbox in a single request (IMAP: one UID FETCH for a set of UIDs), which
 // saves a round trip and server work per message. OpenBatch calls fn once
@@ -102,6 +120,15 @@ type DeleteAware interface {
 // reports them as failures instead of letting them vanish unnoticed.
 type UnstoredReporter interface {
 	Unstored(stored func(Envelope) bool) []Envelope
+}
+
+// AlterationCounter is implemented by sinks that recognise a copy the
+// server changed when it stored it (a server that rewrites 8-bit header
+// bytes, or adds a final line break), so that a rerun does not store it
+// again. AlteredOnAppend returns how many such copies the sink has
+// recognised so far; the run's summary reports it once.
+type AlterationCounter interface {
+	AlteredOnAppend() int64
 }
 
 // HeaderFetcher is implemented by sources whose listing carries no
@@ -245,20 +272,22 @@ type ChangeLister interface {
 // The capability names, as Features.Names reports them and the conformance
 // suite names its subtests.
 const (
-	CapCommitter        = "Committer"
-	CapIDResolver       = "IDResolver"
-	CapIndexer          = "Indexer"
-	CapFlagSetter       = "FlagSetter"
-	CapStoredReader     = "StoredReader"
-	CapBatchOpener      = "BatchOpener"
-	CapRemover          = "Remover"
-	CapDeleteAware      = "DeleteAware"
-	CapUnstoredReporter = "UnstoredReporter"
-	CapHeaderFetcher    = "HeaderFetcher"
-	CapStatter          = "Statter"
-	CapRoleLister       = "RoleLister"
-	CapFolderStatuser   = "FolderStatuser"
-	CapChangeLister     = "ChangeLister"
+	CapCommitter         = "Committer"
+	CapIDResolver        = "IDResolver"
+	CapIndexer           = "Indexer"
+	CapFlagSetter        = "FlagSetter"
+	CapStoredReader      = "StoredReader"
+	CapBatchOpener       = "BatchOpener"
+	CapRemover           = "Remover"
+	CapDeleteAware       = "DeleteAware"
+	CapUnstoredReporter  = "UnstoredReporter"
+	CapHeaderFetcher     = "HeaderFetcher"
+	CapStatter           = "Statter"
+	CapRoleLister        = "RoleLister"
+	CapFolderStatuser    = "FolderStatuser"
+	CapChangeLister      = "ChangeLister"
+	CapAlterationCounter = "AlterationCounter"
+	CapHolder            = "Holder"
 )
 
 // Features holds the optional capabilities of one endpoint: each field is
@@ -267,11 +296,13 @@ const (
 // the endpoint (as rclone's fs.Features).
 type Features struct {
 	// Sink capabilities.
-	Committer    Committer
-	IDResolver   IDResolver
-	Indexer      Indexer
-	FlagSetter   FlagSetter
-	StoredReader StoredReader
+	Committer         Committer
+	IDResolver        IDResolver
+	Indexer           Indexer
+	FlagSetter        FlagSetter
+	StoredReader      StoredReader
+	AlterationCounter AlterationCounter
+	Holder            Holder
 	// Source capabilities.
 	BatchOpener      BatchOpener
 	Remover          Remover
@@ -329,6 +360,8 @@ func (f *Features) Fill(v any) *Features {
 	f.Indexer, _ = v.(Indexer)
 	f.FlagSetter, _ = v.(FlagSetter)
 	f.StoredReader, _ = v.(StoredReader)
+	f.AlterationCounter, _ = v.(AlterationCounter)
+	f.Holder, _ = v.(Holder)
 	f.BatchOpener, _ = v.(BatchOpener)
 	f.Remover, _ = v.(Remover)
 	f.DeleteAware, _ = v.(DeleteAware)
@@ -350,6 +383,8 @@ func (f *Features) Mask(in *Features) *Features {
 	mask(&f.Indexer, in.Indexer)
 	mask(&f.FlagSetter, in.FlagSetter)
 	mask(&f.StoredReader, in.StoredReader)
+	mask(&f.AlterationCounter, in.AlterationCounter)
+	mask(&f.Holder, in.Holder)
 	mask(&f.BatchOpener, in.BatchOpener)
 	mask(&f.Remover, in.Remover)
 	mask(&f.DeleteAware, in.DeleteAware)
@@ -371,6 +406,8 @@ func (f *Features) PassThrough(in *Features) *Features {
 	pass(&f.Indexer, in.Indexer)
 	pass(&f.FlagSetter, in.FlagSetter)
 	pass(&f.StoredReader, in.StoredReader)
+	pass(&f.AlterationCounter, in.AlterationCounter)
+	pass(&f.Holder, in.Holder)
 	pass(&f.BatchOpener, in.BatchOpener)
 	pass(&f.Remover, in.Remover)
 	pass(&f.DeleteAware, in.DeleteAware)
@@ -391,10 +428,11 @@ func (f *Features) Names() []string {
 		v    any
 	}{
 		{CapCommitter, f.Committer}, {CapIDResolver, f.IDResolver}, {CapIndexer, f.Indexer},
-		{CapFlagSetter, f.FlagSetter}, {CapStoredReader, f.StoredReader}, {CapBatchOpener, f.BatchOpener},
+		{CapFlagSetter, f.FlagSetter}, {CapStoredReader, f.StoredReader}, {CapHolder, f.Holder}, {CapBatchOpener, f.BatchOpener},
 		{CapRemover, f.Remover}, {CapDeleteAware, f.DeleteAware}, {CapUnstoredReporter, f.UnstoredReporter},
 		{CapHeaderFetcher, f.HeaderFetcher}, {CapStatter, f.Statter}, {CapRoleLister, f.RoleLister},
 		{CapFolderStatuser, f.FolderStatuser}, {CapChangeLister, f.ChangeLister},
+		{CapAlterationCounter, f.AlterationCounter},
 	} {
 		if c.v != nil {
 			names = append(names, c.name)

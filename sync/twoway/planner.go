@@ -71,16 +71,15 @@ func MakePlan(folders []Folder, opt Options) *Plan {
 // analyse matches one folder's records with both listings.
 func (p *planner) analyse(f *Folder) *folderWork {
 	w := &folderWork{in: f, out: &FolderPlan{Name: f.Name}}
-	if !w.folderAction() {
+	if !w.folderAction(p.opt.Sides) {
 		return w
 	}
 	w.active = true
 	base := append([]state.Message(nil), f.Base...)
 	sort.Slice(base, func(i, j int) bool { return base[i].Src < base[j].Src })
 	p.distrust(w, len(base))
-	if s, reset := w.idsReset(); reset {
-		w.out.Warnings = append(w.out.Warnings, fmt.Sprintf(
-			"side %s's ids changed (UIDVALIDITY): merged as on a first sync, nothing deleted", s))
+	if why := p.mergeOnly(w); why != "" {
+		w.out.Warnings = append(w.out.Warnings, why+": merged as on a first sync, nothing deleted")
 		for _, r := range base {
 			w.out.Forgets = append(w.out.Forgets, r.Src)
 		}
@@ -95,8 +94,10 @@ func (p *planner) analyse(f *Folder) *folderWork {
 }
 
 // folderAction decides what happens to the folder as a whole; it reports
-// whether its messages are planned.
-func (w *folderWork) folderAction() bool {
+// whether its messages are planned. A folder missing from a side that is
+// not the store the state knows (SideInfo.Untrusted) is created there, as
+// on a first sync.
+func (w *folderWork) folderAction(sides [2]SideInfo) bool {
 	f := w.in
 	ea, eb := f.Side[A].Exists, f.Side[B].Exists
 	switch {
@@ -110,7 +111,7 @@ func (w *folderWork) folderAction() bool {
 	if ea {
 		missing = B
 	}
-	if !f.Known {
+	if !f.Known || sides[missing].Untrusted != "" {
 		w.out.Create[missing] = true
 		return true
 	}
@@ -137,13 +138,22 @@ func (p *planner) distrust(w *folderWork, known int) {
 	}
 }
 
-func (w *folderWork) idsReset() (Side, bool) {
+// mergeOnly says why the state's records cannot name this folder's
+// messages ("" when they can): a side's ids changed (UIDVALIDITY), or a
+// side is not the store the state was written for. Then the folder is
+// merged as on a first sync: a record would only make its message look
+// deleted on one side and new on the other, which is how a lost identity
+// turns into mass deletion or duplicates.
+func (p *planner) mergeOnly(w *folderWork) string {
 	for _, s := range []Side{A, B} {
-		if w.in.Side[s].IDsReset {
-			return s, true
+		switch {
+		case w.in.Side[s].IDsReset:
+			return fmt.Sprintf("side %s's ids changed (UIDVALIDITY)", s)
+		case p.opt.Sides[s].Untrusted != "":
+			return fmt.Sprintf("side %s: %s", s, p.opt.Sides[s].Untrusted)
 		}
 	}
-	return A, false
+	return ""
 }
 
 func indexMsgs(msgs []Msg) map[mail.ID]*Msg {
@@ -309,11 +319,7 @@ func (p *planner) finish(w *folderWork) {
 			p.out.Warnings = append(p.out.Warnings, fmt.Sprintf("folder %q: %d deletions on side %s held back: %s; rerun with --force after checking",
 				w.in.Name, n, s.Other(), w.suspect[s]))
 		}
-		for _, f := range w.fresh[s] {
-			if !f.used {
-				w.out.Copies = append(w.out.Copies, newCopy(s, f.m))
-			}
-		}
+		w.copyFrom(s)
 	}
 }
 
@@ -346,4 +352,25 @@ func newCopy(from Side, m *Msg) Copy {
 		c.Record.Dst = m.ID
 	}
 	return c
+}
+
+// copyFrom plans copying what is still fresh on side s to the other side,
+// unless the other side's listing is incomplete: a message it holds but did
+// not list would be stored twice.
+func (w *folderWork) copyFrom(s Side) {
+	n := 0
+	for _, f := range w.fresh[s] {
+		if f.used {
+			continue
+		}
+		if w.in.Side[s.Other()].Untrusted != "" {
+			n++
+			continue
+		}
+		w.out.Copies = append(w.out.Copies, newCopy(s, f.m))
+	}
+	if n > 0 {
+		w.out.Warnings = append(w.out.Warnings, fmt.Sprintf("%d new messages of side %s not copied: side %s's listing is incomplete (%s)",
+			n, s, s.Other(), w.in.Side[s.Other()].Untrusted))
+	}
 }

@@ -47,6 +47,7 @@ func sinkCapTests(t *testing.T, h SinkHarness) {
 		{mail.CapIndexer, func(f *mail.Features) bool { return f.Indexer != nil }, ct.indexer},
 		{mail.CapFlagSetter, func(f *mail.Features) bool { return f.FlagSetter != nil }, ct.flagSetter},
 		{mail.CapStoredReader, func(f *mail.Features) bool { return f.StoredReader != nil }, ct.storedReader},
+		{mail.CapHolder, func(f *mail.Features) bool { return f.Holder != nil }, ct.holder},
 		{mail.CapRoleLister, func(f *mail.Features) bool { return f.RoleLister != nil }, roleLister[mail.Sink]},
 	})
 }
@@ -217,6 +218,32 @@ func (c sinkCaps) flagSetter(t *testing.T, s mail.Sink) {
 	src := c.h.Reopen(t, s)
 	defer src.Close()
 	checkHolds(t, src, fx, Caps{Flags: true, Normalize: c.h.Caps.Normalize})
+}
+
+// holder: every message stored and committed is held (named by the ID
+// the sink gave and the key it was stored under); an unknown one, and
+// anything in a mailbox that does not exist, is not.
+func (c sinkCaps) holder(t *testing.T, s mail.Sink) {
+	defer s.Close()
+	ctx := context.Background()
+	var st []mail.Stored
+	for i, id := range stored(t, s, capFixtures()) {
+		st = append(st, mail.Stored{ID: id, Key: mail.DeliveryKey("mailtest:cap", "INBOX", mail.ID(fmt.Sprint("cap", i)))})
+	}
+	st = append(st, mail.Stored{ID: "4711.4711", Key: "no-such-key-4711"})
+	h := mail.FeaturesOf(s).Holder
+	for _, mb := range []string{"INBOX", "No such folder 4711"} {
+		got, err := h.Holds(ctx, mb, st)
+		if err != nil || len(got) != len(st) {
+			t.Fatalf("Holds(%s) = %v, %v; want %d answers", mb, got, err, len(st))
+		}
+		for i, held := range got {
+			want := mb == "INBOX" && i < len(st)-1
+			if held != want && st[i].ID != "" {
+				t.Errorf("Holds(%s): %s (key %s) held %v, want %v", mb, st[i].ID, st[i].Key, held, want)
+			}
+		}
+	}
 }
 
 func (c sinkCaps) storedReader(t *testing.T, s mail.Sink) {

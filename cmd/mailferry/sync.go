@@ -1,0 +1,435 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	flag "github.com/spf13/pflag"
+
+	"github.com/mailferry/mailferry/sync/checkpoint"
+	"github.com/mailferry/mailferry/sync/mail"
+	"github.com/mailferry/mailferry/sync/state"
+	"github.com/mailferry/mailferry/sync/twoway"
+)
+
+// syncOptions are the flags of 'mailferry sync A B'.
+type syncOptions struct {
+	common     commonFlags
+	src, dst   sideFlags // A takes the src credentials, B the dst ones
+	checkpoint string
+	dryRun     bool
+	noDelete   bool
+	force      bool
+	maxDelete  float64 // percent
+}
+
+func newSyncCommand(env *cliEnv) *cobra.Command {
+	var o syncOptions
+	cmd := &cobra.Command{
+		Use:   "sync A B [flags]",
+		Short: "keep A and B in step both ways: new mail, flags, moves, deletions (imap, imaps, maildir)",
+		Long: "Keep A and B in step both ways: new mail, flag changes (merged flag by flag), moves between folders and\n" +
+			"deletions on either side reach the other. A takes the --src-* credentials, B the --dst-* ones.\n" +
+			"Deletions that look like an accident (more than --max-delete of a folder and 20 messages, more than\n" +
+			"a quarter of a side, a folder that is suddenly empty) are held back: exit 10; rerun with --force after checking.",
+		Args: nArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.Check(); err != nil {
+				return err
+			}
+			return runSync(cmd.Context(), &o, args[0], args[1], env)
+		},
+		ValidArgsFunction: completeEndpoints(2),
+	}
+	o.addFlags(cmd.Flags())
+	return cmd
+}
+
+func (o *syncOptions) addFlags(fs *flag.FlagSet) {
+	o.common.add(fs)
+	o.src.add(fs, "src")
+	o.dst.add(fs, "dst")
+	fs.StringVar(&o.checkpoint, "checkpoint", "", "keep the sync state in directory `DIR` (default: under $XDG_STATE_HOME/mailferry, named after A and B in either order)")
+	fs.BoolVar(&o.dryRun, "dry-run", false, "print the plan per folder (copies each way, flag changes, moves, deletions, folders) and change nothing")
+	fs.BoolVar(&o.noDelete, "no-delete", false, "never delete: a message deleted on one side stays on the other (and is not copied back)")
+	fs.BoolVar(&o.force, "force", false, "apply deletions the mass-delete guard holds back (after checking why: see exit 10)")
+	fs.Float64Var(&o.maxDelete, "max-delete", 50, "hold back a side's deletions in a folder beyond `PERCENT` of its known messages (and more than 20)")
+}
+
+// Check refuses bad flags before anything is contacted.
+func (o *syncOptions) Check() error {
+	if err := o.common.Check(); err != nil {
+		return err
+	}
+	if o.maxDelete <= 0 || o.maxDelete > 100 {
+		return &usageError{fmt.Sprintf("--max-delete %g: want a percentage above 0 and at most 100", o.maxDelete)}
+	}
+	return nil
+}
+
+// syncRefused says why a scheme cannot take part in a two-way sync.
+var syncRefused = map[string]string{
+	"mbox":  "an mbox file has no stable message ids and no place for flags, so changes on it cannot be told from new mail",
+	"pop3":  "POP3 has no folders, no flags and cannot store mail, so there is nothing to sync back to it",
+	"pop3s": "POP3 has no folders, no flags and cannot store mail, so there is nothing to sync back to it",
+}
+
+// syncEnd is one side of the command line, parsed as a source and as a sink.
+type syncEnd struct {
+	raw        string
+	src, sink  *mail.Endpoint
+	opt        *mail.OpenOptions
+	store      *twoway.Store
+	sinkClosed bool
+}
+
+func parseSyncEnd(reg *mail.Registry, raw string, opt *mail.OpenOptions) (*syncEnd, error) {
+	u, err := mail.ParseEndpoint(raw, opt)
+	if err != nil {
+		return nil, err
+	}
+	if why, ok := syncRefused[u.Scheme]; ok {
+		return nil, &usageError{fmt.Sprintf("%s: cannot sync %s: %s (sync takes imap://, imaps:// and maildir:; copy can read it)", mail.Redact(u), u.Scheme, why)}
+	}
+	e := &syncEnd{raw: raw, opt: opt}
+	if e.src, err = reg.Resolve(u, mail.AsSource); err != nil {
+		return nil, err
+	}
+	if e.sink, err = reg.Resolve(u, mail.AsSink); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// open opens the side (only its source in a dry run, which writes nothing)
+// as a twoway.Store; a local one is a Maildir whose deletions go to the
+// quarantine beside the state.
+func (e *syncEnd) open(ctx context.Context, stateDir string, dryRun bool) error {
+	st := &twoway.Store{Identity: e.src.Canonical}
+	if e.src.Local() {
+		st.StableIDs = true
+		st.Maildir = &twoway.MaildirFiles{Root: e.src.Path, Quarantine: filepath.Join(stateDir, "quarantine")}
+	}
+	if dryRun && e.src.Missing() {
+		st.Source = emptySource{}
+		e.store = st
+		return nil
+	}
+	if !dryRun {
+		sink, err := e.sink.OpenSink(ctx, e.opt)
+		if err != nil {
+			return err
+		}
+		st.Sink = sink
+	}
+	src, err := e.src.OpenSource(ctx, e.opt)
+	if err != nil {
+		if st.Sink != nil {
+			st.Sink.Close()
+		}
+		return err
+	}
+	st.Source = src
+	e.store = st
+	return e.identify(dryRun)
+}
+
+// identify sets a Maildir's identity from its marker file, writing one on
+// the first sync (not in a dry run).
+func (e *syncEnd) identify(dryRun bool) error {
+	if e.store.Maildir == nil {
+		return nil
+	}
+	id, err := twoway.MaildirIdentity(e.src.Path)
+	if err == nil && id == "" && !dryRun {
+		id, err = twoway.WriteMaildirMarker(e.src.Path)
+	}
+	e.store.Identity = id
+	return err
+}
+
+func (e *syncEnd) close() {
+	if e.store == nil {
+		return
+	}
+	if e.store.Source != nil {
+		e.store.Source.Close()
+	}
+	if e.store.Sink != nil {
+		e.store.Sink.Close()
+	}
+}
+
+// emptySource stands in, in a dry run, for a Maildir that does not exist
+// yet (a dry run must not create it).
+type emptySource struct{}
+
+func (emptySource) Mailboxes(context.Context) ([]string, error) { return nil, nil }
+func (emptySource) List(context.Context, string, func(mail.Envelope) error) error {
+	return mail.ErrMailboxNotFound
+}
+func (emptySource) Open(context.Context, mail.Envelope) (io.ReadCloser, error) {
+	return nil, mail.ErrNotFound
+}
+func (emptySource) Limits() mail.Limits { return mail.Limits{} }
+func (emptySource) Close() error        { return nil }
+
+// runSync syncs A and B: parses both URLs (refusing mbox and POP3) before
+// any I/O, opens the state of the pair (the same for 'sync B A'), opens
+// both sides and runs the two-way sync.
+func runSync(ctx context.Context, o *syncOptions, aURL, bURL string, env *cliEnv) error {
+	start := time.Now()
+	log, err := o.common.logger(env.stderr)
+	if err != nil {
+		return err
+	}
+	filter, err := o.common.mailboxFilter()
+	if err != nil {
+		return err
+	}
+	reg := env.registry()
+	var ends [2]*syncEnd
+	for i, side := range []struct {
+		raw string
+		sf  *sideFlags
+	}{{aURL, &o.src}, {bURL, &o.dst}} {
+		if ends[i], err = parseSyncEnd(reg, side.raw, o.common.openOptions(side.sf, env, log)); err != nil {
+			return err
+		}
+	}
+	// The state names the pair in one order whatever the command line's:
+	// ord[0] is the side the state calls A.
+	ord := [2]int{0, 1}
+	if ends[0].src.Canonical > ends[1].src.Canonical {
+		ord = [2]int{1, 0}
+	}
+	first, second := ends[ord[0]], ends[ord[1]]
+	dir, err := syncStateDir(o.checkpoint, first.src.Canonical, second.src.Canonical)
+	if err != nil {
+		return err
+	}
+	st, err := state.Open(dir, first.src.Canonical, second.src.Canonical, state.Options{ReadOnly: o.dryRun, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	for _, e := range ends {
+		defer e.close()
+		if err := e.open(ctx, dir, o.dryRun); err != nil {
+			return fmt.Errorf("%s: %w", mail.Redact(e.src.URL), err)
+		}
+	}
+	res, err := twoway.Run(ctx, [2]*twoway.Store{first.store, second.store}, st, twoway.RunOptions{
+		Plan:    twoway.Options{MaxDelete: o.maxDelete / 100, NoDelete: o.noDelete, Force: o.force},
+		DryRun:  o.dryRun,
+		Folders: filter,
+		Log:     log,
+	})
+	if res != nil {
+		err = syncError(err, res)
+		printSync(env, o, ends, ord, res, err, start)
+	}
+	return err
+}
+
+// syncStateDir is --checkpoint, or the default state directory of the
+// pair, the same for either order of the two names (a < b).
+func syncStateDir(flagged, a, b string) (string, error) {
+	if flagged != "" {
+		return flagged, nil
+	}
+	p, err := checkpoint.DefaultPath(a, b)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSuffix(p, ".jsonl") + ".sync", nil
+}
+
+// syncError adds the failed changes to the run's error: exit 3 when some
+// failed, unless the run already has a reason to stop.
+func syncError(err error, res *twoway.Result) error {
+	failed := res.Side[0].Failed + res.Side[1].Failed
+	if failed > 0 && (err == nil || errors.Is(err, twoway.ErrHeldBack)) {
+		return &partialError{failed}
+	}
+	return err
+}
+
+// syncSide is one side's counts in the summary and --json.
+type syncSide struct {
+	URL       string `json:"url"`
+	Copied    int    `json:"copied"`
+	Flagged   int    `json:"flags_changed"`
+	Moved     int    `json:"moved"`
+	Deleted   int    `json:"deleted"`
+	HeldBack  int    `json:"held_back"`
+	Failed    int    `json:"failed"`
+	Conflicts int    `json:"conflicts"`
+}
+
+// syncSummary is the --json output of sync.
+type syncSummary struct {
+	Command  string              `json:"command"`
+	OK       bool                `json:"ok"`
+	ExitCode int                 `json:"exit_code"`
+	Error    string              `json:"error,omitempty"`
+	DryRun   bool                `json:"dry_run,omitempty"`
+	Seconds  float64             `json:"seconds"`
+	A        syncSide            `json:"a"`
+	B        syncSide            `json:"b"`
+	Warnings []string            `json:"warnings,omitempty"`
+	Plan     map[string][]string `json:"plan,omitempty"` // --dry-run: per folder, what a real run would do
+}
+
+func printSync(env *cliEnv, o *syncOptions, ends [2]*syncEnd, ord [2]int, res *twoway.Result, err error, start time.Time) {
+	s := syncSummary{Command: "sync", OK: err == nil, ExitCode: exitCode(err), DryRun: o.dryRun, Seconds: time.Since(start).Seconds(), Warnings: res.Warnings}
+	if err != nil {
+		s.Error = oneLine(err)
+	}
+	var sides [2]syncSide
+	for i := range sides {
+		c := res.Side[indexOf(ord, i)]
+		sides[i] = syncSide{URL: ends[i].src.Canonical, Copied: c.Copied, Flagged: c.Flagged, Moved: c.Moved, Deleted: c.Deleted, HeldBack: c.Held, Failed: c.Failed}
+	}
+	sides[0].Conflicts = res.Conflicts
+	s.A, s.B = sides[0], sides[1]
+	if o.dryRun {
+		s.Plan = describeSyncPlan(res.Plan, ends, ord)
+	}
+	if o.common.json {
+		enc := json.NewEncoder(env.stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(s)
+		return
+	}
+	if o.common.quiet && err == nil {
+		return
+	}
+	printSyncText(env, &s)
+}
+
+// indexOf returns the state side of command-line side i.
+func indexOf(ord [2]int, i int) int {
+	if ord[0] == i {
+		return 0
+	}
+	return 1
+}
+
+func printSyncText(env *cliEnv, s *syncSummary) {
+	w := env.stdout
+	for _, folder := range sortedKeys(s.Plan) {
+		fmt.Fprintf(w, "%s:\n", folder)
+		for _, line := range s.Plan[folder] {
+			fmt.Fprintf(w, "  %s\n", line)
+		}
+	}
+	verb := "made"
+	if s.DryRun {
+		verb = "would make (dry run)"
+	}
+	for _, sd := range []syncSide{s.A, s.B} {
+		fmt.Fprintf(w, "changes %s on %s: %d copied in, %d flag changes, %d moved, %d deleted, %d held back, %d failed\n",
+			verb, sd.URL, sd.Copied, sd.Flagged, sd.Moved, sd.Deleted, sd.HeldBack, sd.Failed)
+	}
+	if s.A.Conflicts > 0 {
+		fmt.Fprintf(w, "conflicts: %d (a message deleted on one side while its flags changed on the other: deleted)\n", s.A.Conflicts)
+	}
+	for _, warn := range s.Warnings {
+		fmt.Fprintf(env.stderr, "warning: %s\n", warn)
+	}
+}
+
+func sortedKeys(m map[string][]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// describeSyncPlan is the dry run's plan: per folder, one line per kind of
+// change and side, sides named by their URL.
+func describeSyncPlan(p *twoway.Plan, ends [2]*syncEnd, ord [2]int) map[string][]string {
+	name := func(s twoway.Side) string { return ends[ord[s]].src.Canonical }
+	out := map[string][]string{}
+	for _, fp := range p.Folders {
+		var lines []string
+		add := func(n int, format string, args ...any) {
+			if n > 0 {
+				lines = append(lines, fmt.Sprintf(format, args...))
+			}
+		}
+		for _, s := range []twoway.Side{twoway.A, twoway.B} {
+			add(boolInt(fp.Create[s]), "create the folder on %s", name(s))
+			add(countCopies(fp.Copies, s), "copy %d new messages from %s to %s", countCopies(fp.Copies, s), name(s), name(s.Other()))
+			add(countFlags(fp.Flags, s), "change the flags of %d messages on %s", countFlags(fp.Flags, s), name(s))
+			add(countMoves(fp.Moves, s), "move %d messages into this folder on %s", countMoves(fp.Moves, s), name(s))
+			add(countDeletes(fp.Deletes, s), "delete %d messages on %s", countDeletes(fp.Deletes, s), name(s))
+			add(countDeletes(fp.Held, s), "hold back %d deletions on %s", countDeletes(fp.Held, s), name(s))
+		}
+		add(len(fp.Pairs), "pair %d messages found on both sides", len(fp.Pairs))
+		add(boolInt(fp.Forget), "forget the folder (gone from both sides)")
+		add(len(fp.Skip), "leave alone: %s", fp.Skip)
+		if len(lines) > 0 {
+			out[fp.Name] = lines
+		}
+	}
+	return out
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func countCopies(cs []twoway.Copy, from twoway.Side) int {
+	n := 0
+	for _, c := range cs {
+		if c.From == from {
+			n++
+		}
+	}
+	return n
+}
+
+func countFlags(fs []twoway.FlagSync, on twoway.Side) int {
+	n := 0
+	for i := range fs {
+		if fs[i].Changes(on) {
+			n++
+		}
+	}
+	return n
+}
+
+func countMoves(ms []twoway.Move, on twoway.Side) int {
+	n := 0
+	for _, m := range ms {
+		if m.On == on {
+			n++
+		}
+	}
+	return n
+}
+
+func countDeletes(ds []twoway.Delete, on twoway.Side) int {
+	n := 0
+	for _, d := range ds {
+		if d.On == on {
+			n++
+		}
+	}
+	return n
+}

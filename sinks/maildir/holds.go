@@ -1,0 +1,33 @@
+package maildir
+
+import (
+	"context"
+
+	"github.com/mailferry/mailferry/sync/mail"
+)
+
+var _ mail.Holder = (*Sink)(nil)
+
+// Holds implements mail.Holder: a message is held while a file named with
+// its delivery key (given, or in the ID Put returned) is in the folder's cur/ or new/, whatever its flags or
+// place (a mail client may have renamed it). One listing of the folder.
+func (s *Sink) Holds(ctx context.Context, mailbox string, stored []mail.Stored) ([]bool, error) {
+	keys := map[string]bool{}
+	err := s.Index(ctx, mailbox, func(env mail.Envelope) error {
+		if env.Key != "" {
+			keys[env.Key] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]bool, len(stored))
+	for i, st := range stored {
+		// The ID the sink returned carries the key too: a record re-mapped
+		// to a new source ID still names its copy by it.
+		k := keyOf(string(st.ID))
+		out[i] = st.Key != "" && keys[safeKey(st.Key)] || k != "" && keys[k]
+	}
+	return out, nil
+}

@@ -1,0 +1,66 @@
+package maildir
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mailferry/mailferry/sync/mail"
+)
+
+// TestHolds: a committed message is held by its key wherever a mail client
+// moved or renamed it in the folder, and not once its file is gone.
+func TestHolds(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	s, err := New(ctx, root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var stored []mail.Stored
+	for i := range 3 {
+		key := fmt.Sprintf("k%d", i)
+		id, err := s.Put(ctx, mail.Envelope{Mailbox: "INBOX", Key: key}, strings.NewReader(fmt.Sprintf("Subject: %d\r\n\r\nbody\r\n", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored = append(stored, mail.Stored{ID: id, Key: key})
+	}
+	if err := s.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A re-mapped record: another source ID's key, the copy's ID.
+	stored = append(stored, mail.Stored{ID: stored[0].ID, Key: "other"}, mail.Stored{ID: "x", Key: "unknown"})
+	check := func(name, mailbox string, want []bool) {
+		t.Helper()
+		got, err := s.Holds(ctx, mailbox, stored)
+		if err != nil || fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: Holds = %v, %v; want %v", name, got, err, want)
+		}
+	}
+	check("committed", "INBOX", []bool{true, true, true, true, false})
+	check("missing folder", "Nope", []bool{false, false, false, false, false})
+	// A client reads message 1 (new/ -> cur/ with flags) and deletes message 2.
+	moved, removed := false, false
+	for _, sub := range []string{"new", "cur"} {
+		dir := filepath.Join(root, sub)
+		names, _ := os.ReadDir(dir)
+		for _, n := range names {
+			p := filepath.Join(dir, n.Name())
+			switch {
+			case strings.Contains(n.Name(), "k1"):
+				moved = os.Rename(p, filepath.Join(root, "cur", strings.SplitN(n.Name(), ":", 2)[0]+":2,S")) == nil
+			case strings.Contains(n.Name(), "k2"):
+				removed = os.Remove(p) == nil
+			}
+		}
+	}
+	if !moved || !removed {
+		t.Fatalf("test setup: moved %v, removed %v", moved, removed)
+	}
+	check("moved and deleted by a client", "INBOX", []bool{true, true, false, true, false})
+}

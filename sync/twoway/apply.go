@@ -1,0 +1,305 @@
+package twoway
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/mailferry/mailferry/sync/mail"
+	"github.com/mailferry/mailferry/sync/state"
+)
+
+// copyBatch is how many copies are put before one commit and one state
+// flush.
+const copyBatch = 64
+
+// applyFolder carries out one folder's plan in the order FolderPlan
+// documents, each change before its record, and flushes the state.
+func (r *run) applyFolder(fp *FolderPlan) error {
+	switch {
+	case fp.Forget:
+		return r.st.RemoveFolder(fp.Name)
+	case fp.Skip != "":
+		return nil
+	}
+	for s, create := range fp.Create {
+		if create {
+			if err := r.stores[s].Sink.CreateMailbox(r.ctx, fp.Name); err != nil {
+				return fmt.Errorf("sync: side %s: create %q: %w", Side(s), fp.Name, err)
+			}
+		}
+	}
+	fo, err := r.st.Folder(fp.Name)
+	if err != nil {
+		return err
+	}
+	if err := r.records(fo, fp); err != nil {
+		return err
+	}
+	for _, step := range []func(*state.Folder, *FolderPlan) error{r.copies, r.moves, r.flags, r.deletes} {
+		if err := step(fo, fp); err != nil {
+			return err
+		}
+	}
+	if err := r.step("flush " + fp.Name); err != nil {
+		return err
+	}
+	return r.st.Flush()
+}
+
+// records forgets and pairs: state only.
+func (r *run) records(fo *state.Folder, fp *FolderPlan) error {
+	for _, id := range fp.Forgets {
+		if err := fo.Forget(id); err != nil {
+			return err
+		}
+	}
+	for _, m := range fp.Pairs {
+		if err := fo.Put(m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pendingCopy is a copy put but not yet committed and recorded.
+type pendingCopy struct {
+	c  Copy
+	id mail.ID
+}
+
+// copies puts each copy on the other side, commits every copyBatch, and
+// records the committed ones.
+func (r *run) copies(fo *state.Folder, fp *FolderPlan) error {
+	for _, from := range []Side{A, B} {
+		var batch []pendingCopy
+		for _, c := range fp.Copies {
+			if c.From != from {
+				continue
+			}
+			id, err := r.copyOne(fp.Name, c)
+			if err != nil {
+				if fatal(err) {
+					return err
+				}
+				r.fail(from.Other(), fmt.Sprintf("copy %s of %q to side %s", c.Msg.ID, fp.Name, from.Other()), err)
+				continue
+			}
+			batch = append(batch, pendingCopy{c, id})
+			if len(batch) >= copyBatch {
+				if err := r.commitCopies(fo, from.Other(), batch); err != nil {
+					return err
+				}
+				batch = nil
+			}
+		}
+		if err := r.commitCopies(fo, from.Other(), batch); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fatal reports whether err stops the run (a cancel, a state write, a full
+// disk, a lost login) rather than one message.
+func fatal(err error) bool {
+	return mail.Fatal(err) || errors.Is(err, errStep) || isCanceled(err)
+}
+
+func (r *run) fail(on Side, what string, err error) {
+	r.res.Side[on].Failed++
+	r.warn(what, err)
+}
+
+func (r *run) copyOne(folder string, c Copy) (mail.ID, error) {
+	env := r.env(c.From, folder, c.Msg.ID)
+	rc, err := r.stores[c.From].Source.Open(r.ctx, env)
+	if err != nil {
+		return "", err
+	}
+	defer rc.Close()
+	out := env
+	out.Mailbox, out.Flags = folder, c.Flags
+	out.Key = putKey("copy", c.From, folder, c.Msg.ID)
+	if err := r.step("put " + string(c.Msg.ID)); err != nil {
+		return "", err
+	}
+	return r.stores[c.From.Other()].Sink.Put(r.ctx, out, rc)
+}
+
+// commitCopies makes a batch durable on side to and records it.
+func (r *run) commitCopies(fo *state.Folder, to Side, batch []pendingCopy) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	if err := r.step("commit"); err != nil {
+		return err
+	}
+	f := mail.FeaturesOf(r.stores[to].Sink)
+	failed := map[mail.ID]error{}
+	if f.Committer != nil {
+		err := f.Committer.Commit(r.ctx)
+		var ce *mail.CommitError
+		switch {
+		case errors.As(err, &ce):
+			failed = ce.Failed
+		case err != nil:
+			return fmt.Errorf("sync: side %s: commit: %w", to, err)
+		}
+	}
+	for _, p := range batch {
+		if err := r.recordCopy(fo, to, p, f, failed); err != nil {
+			return err
+		}
+	}
+	return r.st.Flush()
+}
+
+func (r *run) recordCopy(fo *state.Folder, to Side, p pendingCopy, f *mail.Features, failed map[mail.ID]error) error {
+	if err, bad := failed[p.id]; bad {
+		r.fail(to, fmt.Sprintf("copy %s to side %s", p.c.Msg.ID, to), err)
+		return nil
+	}
+	id := p.id
+	if f.IDResolver != nil {
+		if final, ok := f.IDResolver.FinalID(id); ok {
+			id = final
+		}
+	}
+	r.res.Side[to].Copied++
+	if id == "" { // the store does not say: the next run pairs the message
+		return nil
+	}
+	rec := p.c.Record
+	setSideID(&rec, to, id)
+	return fo.Put(rec)
+}
+
+// moves moves messages into this folder on the side that did not move
+// them, then writes the merged flags, then moves the record.
+func (r *run) moves(fo *state.Folder, fp *FolderPlan) error {
+	for _, mv := range fp.Moves {
+		if err := r.moveOne(fo, fp.Name, mv); err != nil {
+			if fatal(err) {
+				return err
+			}
+			r.fail(mv.On, fmt.Sprintf("move %s from %q to %q on side %s", mv.ID, mv.From, fp.Name, mv.On), err)
+		}
+	}
+	return nil
+}
+
+func (r *run) moveOne(fo *state.Folder, folder string, mv Move) error {
+	env := r.env(mv.On, mv.From, mv.ID)
+	flags := mv.Set[mv.On]
+	if flags == nil {
+		flags = env.Flags
+	}
+	if err := r.step("move " + string(mv.ID)); err != nil {
+		return err
+	}
+	id, err := r.stores[mv.On].move(r.ctx, env, folder, flags)
+	if err != nil {
+		return err
+	}
+	r.res.Side[mv.On].Moved++
+	x := mv.On.Other()
+	if mv.Set[x] != nil {
+		if err := r.setFlags(x, folder, mv.Moved.ID, mv.Set[x]); err != nil {
+			return err
+		}
+	}
+	old, err := r.st.Folder(mv.From)
+	if err != nil {
+		return err
+	}
+	if err := old.Forget(mv.Old.Src); err != nil {
+		return err
+	}
+	if id == "" {
+		return nil
+	}
+	rec := mv.Record
+	setSideID(&rec, mv.On, id)
+	return fo.Put(rec)
+}
+
+func (r *run) setFlags(s Side, folder string, id mail.ID, flags []mail.Flag) error {
+	if err := r.step("flags " + string(id)); err != nil {
+		return err
+	}
+	if err := r.stores[s].setFlags(r.ctx, folder, id, flags); err != nil {
+		return err
+	}
+	r.res.Side[s].Flagged++
+	return nil
+}
+
+// flags writes each merged flag set, then records the new base. A side
+// that cannot write flags leaves the base as it was, so the merge is
+// tried again next run.
+func (r *run) flags(fo *state.Folder, fp *FolderPlan) error {
+	for _, fs := range fp.Flags {
+		ok := true
+		for _, s := range []Side{A, B} {
+			if !fs.Changes(s) {
+				continue
+			}
+			if err := r.setFlags(s, fp.Name, fs.ID[s], fs.Set[s]); err != nil {
+				if fatal(err) {
+					return err
+				}
+				r.fail(s, fmt.Sprintf("set flags of %s in %q on side %s", fs.ID[s], fp.Name, s), err)
+				ok = false
+			}
+		}
+		if ok {
+			if err := fo.Put(fs.Record); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// deletes removes, per side, the messages the other side deleted, then
+// forgets their records.
+func (r *run) deletes(fo *state.Folder, fp *FolderPlan) error {
+	for _, on := range []Side{A, B} {
+		var envs []mail.Envelope
+		var recs []state.Message
+		for _, d := range fp.Deletes {
+			if d.On == on {
+				envs = append(envs, r.env(on, fp.Name, d.ID))
+				recs = append(recs, d.Record)
+			}
+		}
+		if len(envs) == 0 {
+			continue
+		}
+		if err := r.removeOn(fo, on, envs, recs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *run) removeOn(fo *state.Folder, on Side, envs []mail.Envelope, recs []state.Message) error {
+	if err := r.step("remove"); err != nil {
+		return err
+	}
+	if err := r.stores[on].remove(r.ctx, envs); err != nil {
+		if fatal(err) {
+			return err
+		}
+		r.res.Side[on].Failed += len(envs)
+		r.warn(fmt.Sprintf("delete %d messages of %q on side %s", len(envs), envs[0].Mailbox, on), err)
+		return nil
+	}
+	r.res.Side[on].Deleted += len(envs)
+	for _, m := range recs {
+		if err := fo.Forget(m.Src); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,213 @@
+package twoway
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	sinkmaildir "github.com/mailferry/mailferry/sinks/maildir"
+	srcmaildir "github.com/mailferry/mailferry/sources/maildir"
+	"github.com/mailferry/mailferry/sync/mail"
+)
+
+// maildirSide opens root as a sync store the way the command does.
+func maildirSide(t *testing.T, root, quarantine string) (*Store, func()) {
+	t.Helper()
+	ctx := context.Background()
+	sink, err := sinkmaildir.New(ctx, root, &mail.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := srcmaildir.New(ctx, root, &mail.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := MaildirIdentity(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id == "" {
+		if id, err = WriteMaildirMarker(root); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := &Store{Source: src, Sink: sink, Identity: id, StableIDs: true,
+		Maildir: &MaildirFiles{Root: root, Quarantine: quarantine}}
+	return st, func() { src.Close(); sink.Close() }
+}
+
+// syncMaildir syncs memory store a with the Maildir at root.
+func syncMaildir(t *testing.T, a *memStore, root, dir string, opt RunOptions) *Result {
+	t.Helper()
+	b, done := maildirSide(t, root, filepath.Join(dir, "quarantine"))
+	defer done()
+	st := openState(t, filepath.Join(dir, "state"), false)
+	defer st.Close()
+	res, err := Run(context.Background(), [2]*Store{{Source: a, Sink: a, Identity: "mem:a"}, b}, st, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// describeMaildir is root's content as memStore.describe gives it.
+func describeMaildir(t *testing.T, root string) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	src, err := srcmaildir.New(ctx, root, &mail.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	boxes, err := src.Mailboxes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, mb := range boxes {
+		var parts []string
+		err := src.List(ctx, mb, func(env mail.Envelope) error {
+			rc, err := src.Open(ctx, env)
+			if err != nil {
+				return err
+			}
+			defer rc.Close()
+			body, err := io.ReadAll(rc)
+			subj := strings.SplitN(strings.SplitN(string(body), "Subject: ", 2)[1], "\r\n", 2)[0]
+			parts = append(parts, subj+":"+setOf(env.Flags).String())
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sort.Strings(parts)
+		out[mb] = strings.Join(parts, ",")
+	}
+	return out
+}
+
+// maildirFile returns the path of token tok's file in folder dir.
+func maildirFile(t *testing.T, dir string, tok int) string {
+	t.Helper()
+	want := string(tokenBody(tok))
+	for _, sub := range []string{"cur", "new"} {
+		ents, _ := os.ReadDir(filepath.Join(dir, sub))
+		for _, e := range ents {
+			p := filepath.Join(dir, sub, e.Name())
+			if b, _ := os.ReadFile(p); string(b) == want {
+				return p
+			}
+		}
+	}
+	t.Fatalf("token %d not in %s", tok, dir)
+	return ""
+}
+
+func TestRunWithMaildir(t *testing.T) {
+	root, dir := filepath.Join(t.TempDir(), "Maildir"), t.TempDir()
+	a := newMemStore("a", "INBOX", "Archive")
+	a.add("INBOX", 1, mail.FlagSeen)
+	a.add("INBOX", 2)
+	a.add("INBOX", 3)
+	a.add("INBOX", 6, "$Work")
+	a.add("Archive", 4)
+	syncMaildir(t, a, root, dir, RunOptions{})
+	want := map[string]string{"INBOX": `1:\Seen,2:,3:,6:$Work`, "Archive": `4:`}
+	if got := describeMaildir(t, root); !reflect.DeepEqual(got, want) {
+		t.Fatalf("first sync: the Maildir holds %v, want %v", got, want)
+	}
+
+	// A mail client changes the Maildir: a flag (rename), a move between
+	// folders (same base name), a deletion; the other side changes too.
+	p2 := maildirFile(t, root, 2)
+	base2, _, _ := strings.Cut(filepath.Base(p2), ":")
+	if err := os.Rename(p2, filepath.Join(root, "cur", base2+":2,FS")); err != nil {
+		t.Fatal(err)
+	}
+	p3 := maildirFile(t, root, 3)
+	if err := os.Rename(p3, filepath.Join(root, ".Archive", "cur", filepath.Base(p3))); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(maildirFile(t, root, 1)); err != nil {
+		t.Fatal(err)
+	}
+	a.add("INBOX", 5)
+	a.setFlagsOf("Archive", 4, mail.FlagFlagged, "$Later")
+	opens := a.opens()
+	res := syncMaildir(t, a, root, dir, RunOptions{})
+	want = map[string]string{"INBOX": `2:\Flagged \Seen,5:,6:$Work`, "Archive": `3:,4:$Later \Flagged`}
+	for _, got := range []map[string]string{describeMaildir(t, root), a.describe()} {
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("second sync: holds %v, want %v", got, want)
+		}
+	}
+	if res.Side[A].Moved != 1 || res.Side[A].Deleted != 1 || res.Side[B].Flagged != 1 {
+		t.Errorf("counts %+v", res.Side)
+	}
+	if n := a.opens() - opens; n != 2 { // the new message, and the move's copy within A
+		t.Errorf("A served %d bodies, want 2", n)
+	}
+
+	// A deletion on A moves the Maildir file into the quarantine.
+	a.removeTok("Archive", 4)
+	syncMaildir(t, a, root, dir, RunOptions{})
+	day := time.Now().UTC().Format("2006-01-02")
+	q, _ := filepath.Glob(filepath.Join(dir, "quarantine", day, ".Archive", "*"))
+	if len(q) != 1 {
+		t.Fatalf("quarantine holds %q, want token 4's file", q)
+	}
+}
+
+// TestRunMaildirReplacedByEmptyDirectory: the Maildir side is an empty
+// directory (a disk not mounted): nothing is deleted anywhere, and the
+// Maildir is filled again.
+func TestRunMaildirReplacedByEmptyDirectory(t *testing.T) {
+	root, dir := filepath.Join(t.TempDir(), "Maildir"), t.TempDir()
+	a := newMemStore("a", "INBOX", "Archive")
+	for tok := 1; tok <= 30; tok++ {
+		a.add("INBOX", tok)
+	}
+	a.add("Archive", 31)
+	syncMaildir(t, a, root, dir, RunOptions{})
+	if err := os.RemoveAll(root); err != nil {
+		t.Fatal(err)
+	}
+	res := syncMaildir(t, a, root, dir, RunOptions{})
+	if res.Side[A].Deleted != 0 || res.Side[A].Held != 0 || len(a.describe()["INBOX"]) == 0 {
+		t.Fatalf("deleted on A after the Maildir vanished: %+v", res.Side)
+	}
+	if got := describeMaildir(t, root); len(strings.Split(got["INBOX"], ",")) != 30 || got["Archive"] != "31:" {
+		t.Fatalf("the Maildir was not filled again: %v", got)
+	}
+	if res := syncMaildir(t, a, root, dir, RunOptions{}); res.Side != [2]Counts{} {
+		t.Fatalf("a sync right after did %+v", res.Side)
+	}
+}
+
+func TestQuarantinePrune(t *testing.T) {
+	q := t.TempDir()
+	now := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	for _, d := range []string{"2026-11-06", "2026-11-07", "2026-12-01", "notes"} {
+		if err := os.MkdirAll(filepath.Join(q, d, "INBOX"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := &MaildirFiles{Quarantine: q, Now: func() time.Time { return now }}
+	if err := m.Prune(); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(q)
+	var left []string
+	for _, e := range ents {
+		left = append(left, e.Name())
+	}
+	if want := []string{"2026-11-07", "2026-12-01", "notes"}; !reflect.DeepEqual(left, want) {
+		t.Fatalf("after pruning: %q, want %q", left, want)
+	}
+}

@@ -1,0 +1,334 @@
+package twoway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+
+	"github.com/mailferry/mailferry/sync/checkpoint"
+	"github.com/mailferry/mailferry/sync/mail"
+	"github.com/mailferry/mailferry/sync/state"
+)
+
+// RunOptions tune a sync run.
+type RunOptions struct {
+	Plan Options
+	// DryRun plans and changes nothing (open the state read-only).
+	DryRun bool
+	// Folders, when not nil, says which folders are in scope (--include,
+	// --exclude): the others are neither listed nor changed, and their
+	// state is kept (out of scope freezes, it does not delete).
+	Folders func(name string) bool
+	Log     *slog.Logger
+	// step, in tests, is called before every durable step (a put, a
+	// commit, a flag write, a move, a deletion, a state flush); an error
+	// stops the run there, as a kill -9 would.
+	step func(what string) error
+}
+
+// Counts are the changes made on one side.
+type Counts struct {
+	Copied, Flagged, Moved, Deleted, Held, Failed int
+}
+
+// Result is what a run did.
+type Result struct {
+	Plan      *Plan
+	Side      [2]Counts // changes made on side A, on side B
+	Conflicts int
+	// HeldBack is true when the guard held deletions back (exit 10).
+	HeldBack bool
+	Warnings []string
+}
+
+// ErrHeldBack is returned by Run, after everything else was done, when the
+// mass-delete guard held deletions back.
+var ErrHeldBack = errors.New("deletions held back; rerun with --force after checking")
+
+// run is one sync run.
+type run struct {
+	ctx    context.Context
+	stores [2]*Store
+	st     *state.State
+	opt    RunOptions
+	log    *slog.Logger
+	res    *Result
+	envs   [2]map[string]map[mail.ID]mail.Envelope // side -> folder -> id -> envelope as listed
+}
+
+// Run syncs the two stores with the state st: lists both sides, plans
+// (MakePlan) and applies the plan folder by folder, writing each change's
+// record to the state after the change is durable. A run killed at any
+// point converges on the next: what was applied but not recorded is found
+// again (a copy or a move is paired by content, a deletion is gone from
+// both sides, a flag merge is idempotent). It returns ErrHeldBack when the
+// guard held deletions back, after doing everything else.
+func Run(ctx context.Context, stores [2]*Store, st *state.State, opt RunOptions) (*Result, error) {
+	r := &run{ctx: ctx, stores: stores, st: st, opt: opt, log: opt.Log, res: &Result{}}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	if err := r.checkIdentities(); err != nil {
+		return r.res, err
+	}
+	folders, err := r.list()
+	if err != nil {
+		return r.res, err
+	}
+	plan := MakePlan(folders, r.opt.Plan)
+	r.res.Plan, r.res.HeldBack = plan, plan.HeldBack
+	r.res.Warnings = append(r.res.Warnings, plan.Warnings...)
+	for _, fp := range plan.Folders {
+		r.res.Warnings = append(r.res.Warnings, fp.Warnings...)
+		r.res.Conflicts += len(fp.Conflicts)
+		for _, d := range fp.Held {
+			r.res.Side[d.On].Held++
+		}
+	}
+	if opt.DryRun {
+		return r.res, nil
+	}
+	if err := r.apply(plan); err != nil {
+		return r.res, err
+	}
+	if plan.HeldBack {
+		return r.res, ErrHeldBack
+	}
+	return r.res, nil
+}
+
+// checkIdentities compares each store's identity with the state's: a side
+// the state does not name is not trusted to have deleted anything.
+func (r *run) checkIdentities() error {
+	ida, idb := r.st.Identities()
+	for s, want := range []string{ida, idb} {
+		got := r.stores[s].Identity
+		if want != "" && got != want {
+			r.opt.Plan.Sides[s].Untrusted = fmt.Sprintf("it is not the store the state was written for (identity %q, the state has %q)", got, want)
+		}
+		r.opt.Plan.Sides[s].StableIDs = r.stores[s].StableIDs
+		r.opt.Plan.Sides[s].Keeps = r.stores[s].Keeps
+	}
+	return nil
+}
+
+// apply carries out the plan folder by folder, then records the
+// identities.
+func (r *run) apply(plan *Plan) error {
+	for _, s := range r.stores {
+		if s.Maildir != nil {
+			if err := s.Maildir.Prune(); err != nil {
+				r.warn("quarantine not pruned", err)
+			}
+		}
+	}
+	for i := range plan.Folders {
+		if err := r.applyFolder(&plan.Folders[i]); err != nil {
+			return err
+		}
+	}
+	if err := r.step("flush"); err != nil {
+		return err
+	}
+	if err := r.st.Flush(); err != nil {
+		return err
+	}
+	return r.st.SetIdentities(r.stores[A].Identity, r.stores[B].Identity)
+}
+
+func (r *run) step(what string) error {
+	if r.opt.step == nil {
+		return nil
+	}
+	return r.opt.step(what)
+}
+
+func (r *run) warn(msg string, err error) {
+	r.log.Warn("sync: "+msg, "err", err)
+	r.res.Warnings = append(r.res.Warnings, fmt.Sprintf("%s: %v", msg, err))
+}
+
+// list reads both sides' folders and each folder's messages, and the
+// state's records of each.
+func (r *run) list() ([]Folder, error) {
+	var exists [2]map[string]bool
+	names := map[string]bool{}
+	for s, st := range r.stores {
+		boxes, err := st.Source.Mailboxes(r.ctx)
+		if err != nil {
+			return nil, fmt.Errorf("sync: side %s: %w", Side(s), err)
+		}
+		exists[s] = map[string]bool{}
+		for _, b := range boxes {
+			exists[s][b], names[b] = true, true
+		}
+		r.envs[s] = map[string]map[mail.ID]mail.Envelope{}
+	}
+	for _, n := range r.st.Folders() {
+		names[n] = true
+	}
+	var out []Folder
+	for _, name := range sortedNames(names) {
+		if r.opt.Folders != nil && !r.opt.Folders(name) {
+			continue
+		}
+		f, err := r.listFolder(name, exists)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+func sortedNames(set map[string]bool) []string {
+	out := make([]string, 0, len(set))
+	for n := range set {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (r *run) listFolder(name string, exists [2]map[string]bool) (Folder, error) {
+	f := Folder{Name: name}
+	if _, known := r.st.Summary(name); known {
+		fo, err := r.st.Folder(name)
+		if err != nil {
+			return f, err
+		}
+		f.Known, f.Base = true, fo.Messages()
+	}
+	var recorded [2]map[mail.ID]bool
+	recorded[A], recorded[B] = map[mail.ID]bool{}, map[mail.ID]bool{}
+	for _, m := range f.Base {
+		recorded[A][m.Src], recorded[B][m.Dst] = true, true
+	}
+	for s := range r.stores {
+		if !exists[s][name] {
+			continue
+		}
+		l, err := r.listSide(Side(s), name, recorded[s])
+		if err != nil {
+			return f, err
+		}
+		f.Side[s] = l
+	}
+	return f, nil
+}
+
+// listSide lists one folder of one side. A listing that fails part way is
+// kept as far as it went and marked untrusted (no deletion is read from
+// it); a cancelled run stops.
+func (r *run) listSide(s Side, name string, recorded map[mail.ID]bool) (Listing, error) {
+	l := Listing{Exists: true}
+	envs := map[mail.ID]mail.Envelope{}
+	err := r.stores[s].Source.List(r.ctx, name, func(env mail.Envelope) error {
+		envs[env.ID] = env
+		return nil
+	})
+	switch {
+	case r.ctx.Err() != nil:
+		return l, r.ctx.Err()
+	case errors.Is(err, mail.ErrMailboxNotFound):
+		return Listing{}, nil
+	case err != nil:
+		l.Untrusted = fmt.Sprintf("the listing failed part way (%v)", err)
+		r.warn(fmt.Sprintf("side %s: folder %q listed in part", s, name), err)
+	}
+	r.fillMessageIDs(s, name, envs, recorded)
+	r.envs[s][name] = envs
+	for _, id := range sortedEnvIDs(envs) {
+		l.Msgs = append(l.Msgs, toMsg(envs[id], recorded[id]))
+	}
+	return l, nil
+}
+
+func sortedEnvIDs(envs map[mail.ID]mail.Envelope) []mail.ID {
+	ids := make([]mail.ID, 0, len(envs))
+	for id := range envs {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids
+}
+
+// toMsg is what the planner needs of an envelope. A message flagged
+// \Deleted that no record names is frozen: a server without UIDPLUS keeps
+// what the sync deleted as \Deleted until someone expunges, and it must
+// not come back as new.
+func toMsg(env mail.Envelope, recorded bool) Msg {
+	return Msg{
+		ID: env.ID, Flags: env.Flags, Size: env.Size, Date: checkpoint.UnixDate(env.Date),
+		MsgID:      checkpoint.MsgIDSum(env.MessageID),
+		OutOfScope: !recorded && env.HasFlag(mail.FlagDeleted),
+	}
+}
+
+// fillMessageIDs reads the Message-ID of the messages no record names
+// whose listing gave none (a Maildir lists no headers): pairing them with
+// the other side's needs it. Only new messages are read, never the folder.
+func (r *run) fillMessageIDs(s Side, name string, envs map[mail.ID]mail.Envelope, recorded map[mail.ID]bool) {
+	var need []mail.ID
+	for id, env := range envs {
+		if env.MessageID == "" && !recorded[id] {
+			need = append(need, id)
+		}
+	}
+	if len(need) == 0 {
+		return
+	}
+	src := r.stores[s].Source
+	if hf := mail.FeaturesOf(src).HeaderFetcher; hf != nil {
+		if got, err := hf.MessageIDs(r.ctx, name, need); err == nil {
+			for id, mid := range got {
+				env := envs[id]
+				env.MessageID = mid
+				envs[id] = env
+			}
+			return
+		}
+	}
+	for _, id := range need {
+		env := envs[id]
+		env.MessageID = readMessageID(r.ctx, src, env)
+		envs[id] = env
+	}
+}
+
+// readMessageID reads a message's start for its Message-ID ("" on any
+// error: the message is then paired by nothing and copied).
+func readMessageID(ctx context.Context, src mail.Source, env mail.Envelope) string {
+	rc, err := src.Open(ctx, env)
+	if err != nil {
+		return ""
+	}
+	defer rc.Close()
+	sc := mail.NewHeaderScanner(rc)
+	buf := make([]byte, 8<<10)
+	for read := 0; read <= mail.HeaderScanLimit; {
+		n, err := sc.Read(buf)
+		read += n
+		if id := sc.MessageID(); id != "" || err != nil {
+			return id
+		}
+	}
+	return sc.MessageID()
+}
+
+// env returns the listed envelope of a message.
+func (r *run) env(s Side, folder string, id mail.ID) mail.Envelope {
+	if env, ok := r.envs[s][folder][id]; ok {
+		return env
+	}
+	return mail.Envelope{Mailbox: folder, ID: id, Size: -1}
+}
+
+// errStep is what a test's step hook returns to stop a run.
+var errStep = errors.New("stopped by the test")
+
+func isCanceled(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
