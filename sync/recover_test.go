@@ -17,6 +17,9 @@ import (
 // into its panic value.
 const g2Secret = "pw-G2-s3cr3t-Zq7"
 
+// nilMap is never made: writing to it is the runtime error RuntimeError wants.
+var nilMap map[string]string
+
 // panicListSource panics while listing one folder.
 type panicListSource struct {
 	*mailtest.MemSource
@@ -64,8 +67,7 @@ func TestG2PanicAndFailingFolderIsolated(t *testing.T) {
 		}, wantFail: 1, wantWhat: "a value of type *errors.errorString", stored: 19},
 		{name: "RuntimeError", putPanic: func(env mail.Envelope) {
 			if env.Mailbox == "Panicky" && env.ID == "4" {
-				var m map[string]string
-				m[g2Secret] = "x" // assignment to entry in nil map
+				nilMap[g2Secret] = "x" // assignment to entry in nil map
 			}
 		}, wantFail: 1, wantWhat: "assignment to entry in nil map", stored: 19},
 		{name: "StepHookAfterPut", stepPanic: true, wantFail: 1, wantWhat: "a value of type string", stored: 20},

@@ -36,11 +36,11 @@ func (s *headerSource) MessageIDs(ctx context.Context, mb string, ids []mail.ID)
 	}
 	out := map[mail.ID]string{}
 	for _, id := range ids {
-		rc, err := s.MemSource.Open(ctx, mail.Envelope{Mailbox: mb, ID: id})
+		rc, err := s.Open(ctx, mail.Envelope{Mailbox: mb, ID: id})
 		if err != nil {
 			return nil, err
 		}
-		s.MemSource.Opens.Add(-1) // a header is not a body download
+		s.Opens.Add(-1) // a header is not a body download
 		b, _ := io.ReadAll(rc)
 		rc.Close()
 		if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 {

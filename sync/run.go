@@ -264,7 +264,7 @@ func Run(ctx context.Context, src mail.Source, dst mail.Sink, opt Options) (*Res
 			err = cerr
 		}
 	}
-	dst.Close()
+	_ = dst.Close()
 	return r.res, err
 }
 

@@ -117,7 +117,7 @@ func (r *run) copyOne(ctx context.Context, j job) (done, error) {
 		if err != nil {
 			return done{}, fmt.Errorf("open: %w", err)
 		}
-		defer rc.Close()
+		defer func() { _ = rc.Close() }()
 		return r.putOne(ctx, j.env, rc)
 	})
 }
@@ -252,7 +252,7 @@ func (r *run) rematch(ctx context.Context, j job) (checkpoint.Record, bool, erro
 	if err != nil {
 		return checkpoint.Record{}, false, fmt.Errorf("open: %w", err)
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	var body io.Reader = rc
 	var scan *mail.HeaderScanner
 	if j.env.MessageID == "" {

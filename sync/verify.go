@@ -112,7 +112,7 @@ func eachBody(ctx context.Context, s mail.Source, mailbox string, fn func(mail.E
 		}
 		h := sha256.New()
 		n, err := io.Copy(&lfWriter{w: h}, rc)
-		rc.Close()
+		_ = rc.Close()
 		if err != nil {
 			return fmt.Errorf("read %s %s: %w", mailbox, e.ID, err)
 		}

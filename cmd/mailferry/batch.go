@@ -40,8 +40,9 @@ type batchOptions struct {
 	rescue     time.Duration
 	json       bool
 	// poll is how often batch run and status --watch look at the jobs.
-	poll time.Duration
-	verb string // the batch command these options are for
+	poll  time.Duration
+	verb  string // the batch command these options are for
+	watch bool   // batch status --watch
 	// metricsListen serves Prometheus metrics at http://ADDR/metrics;
 	// metrics are then counted there.
 	metricsListen string
@@ -61,6 +62,8 @@ func (o *batchOptions) Check() error {
 		return &usageError{fmt.Sprintf("--format %q: want jsonl or csv", o.format)}
 	case o.dbEnv == "" || !envVarName.MatchString(o.dbEnv):
 		return &usageError{fmt.Sprintf("--db-env %q: want the name of an environment variable", o.dbEnv)}
+	case o.poll <= 0:
+		return &usageError{"--interval: want a positive duration"}
 	case o.slice < 0 || o.rescue < 0:
 		return &usageError{"--slice and --rescue-after: want positive durations"}
 	}
@@ -124,7 +127,7 @@ func loadCSV(path string) ([]batch.Row, error) {
 	if err != nil {
 		return nil, &usageError{err.Error()}
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	rows, err := batch.Load(f)
 	if err != nil {
 		return nil, &usageError{fmt.Sprintf("%s: %v", path, err)}
@@ -247,7 +250,7 @@ func writeReportFile(path string, lines []batch.Line) error {
 		return fmt.Errorf("report: %w", err)
 	}
 	if err := batch.WriteJSONL(f, lines); err != nil {
-		f.Close()
+		_ = f.Close()
 		return fmt.Errorf("report: %w", err)
 	}
 	if err := f.Close(); err != nil {
@@ -380,17 +383,38 @@ func batchWorker(ctx context.Context, o *batchOptions, env *cliEnv) error {
 	return s.Stop(stopCtx)
 }
 
-// batchStatus is 'batch status NAME [PASS]'.
+// batchStatus is 'batch status NAME [PASS]'; with --watch, the counts
+// again every --interval until no account is pending (or a signal).
 func batchStatus(ctx context.Context, o *batchOptions, name, pass string, env *cliEnv) error {
 	return withStore(ctx, o, env, func(s *batch.Store) error {
-		lines, err := s.Report(ctx, name, pass)
-		if err != nil {
-			return err
+		t := time.NewTicker(o.poll)
+		defer t.Stop()
+		for {
+			lines, err := s.Report(ctx, name, pass)
+			if err != nil {
+				return err
+			}
+			if len(lines) == 0 {
+				return &usageError{fmt.Sprintf("no batch %s (batch load %s FILE.csv)", name, name)}
+			}
+			sum := batch.Summarize(lines)
+			if !o.watch || sum.States[batch.StatePending] == 0 {
+				return printSummary(env.stdout, o.json, sum, lines)
+			}
+			if o.json {
+				err = json.NewEncoder(env.stdout).Encode(sum)
+			} else {
+				_, err = fmt.Fprintf(env.stdout, "%s %s\n", time.Now().Format(time.TimeOnly), sum)
+			}
+			if err != nil {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-t.C:
+			}
 		}
-		if len(lines) == 0 {
-			return &usageError{fmt.Sprintf("no batch %s (batch load %s FILE.csv)", name, name)}
-		}
-		return printSummary(env.stdout, o.json, batch.Summarize(lines), lines)
 	})
 }
 
@@ -434,16 +458,6 @@ func batchLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
-// batchDefaults are the flag defaults, also for tests that build options
-// without a command line.
-func batchDefaults() *batchOptions {
-	o := &batchOptions{}
-	fs := flag.NewFlagSet("batch", flag.ContinueOnError)
-	o.addFlags(fs, "run")
-	_ = fs.Parse(nil)
-	return o
-}
-
 // addFlags adds the flags of 'batch VERB'.
 func (o *batchOptions) addFlags(fs *flag.FlagSet, verb string) {
 	o.format, o.poll, o.accounts, o.pass, o.verb = "jsonl", time.Second, 4, "run", verb
@@ -461,6 +475,8 @@ func (o *batchOptions) addFlags(fs *flag.FlagSet, verb string) {
 		fs.StringVar(&o.format, "format", "jsonl", "report `FORMAT`: jsonl (one JSON object per account) or csv")
 	case "status":
 		fs.BoolVar(&o.json, "json", false, "print the counts as JSON")
+		fs.BoolVar(&o.watch, "watch", false, "print the counts again every --interval until no account is pending")
+		fs.DurationVar(&o.poll, "interval", 5*time.Second, "with --watch: print every `DURATION`")
 	}
 }
 
@@ -523,5 +539,5 @@ func (o *batchOptions) startMetrics(env *cliEnv) (func(), error) {
 			fmt.Fprintf(env.stderr, "mailferry batch: metrics: %v\n", err)
 		}
 	}()
-	return func() { srv.Close() }, nil
+	return func() { _ = srv.Close() }, nil
 }

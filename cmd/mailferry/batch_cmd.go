@@ -45,7 +45,7 @@ Across machines, with PostgreSQL (the URL in $MAILFERRY_DB, or the variable
   mailferry batch pass staff presync
   mailferry batch worker --workers 8          on every machine; SIGTERM
                                               hands its accounts back
-  mailferry batch status staff presync
+  mailferry batch status staff presync --watch
   mailferry batch pass staff retry --only failed --class auth
   mailferry batch report staff presync --format csv
   mailferry batch pause|resume staff, mailferry batch cancel staff [PASS]
@@ -98,7 +98,7 @@ func newBatchCommand(env *cliEnv) *cobra.Command {
 			}},
 		{"worker", "worker [flags]", "run queued accounts until SIGTERM (on every machine)", nArgs(0),
 			func(ctx context.Context, o *batchOptions, _ []string) error { return batchWorker(ctx, o, env) }},
-		{"status", "status NAME [PASS] [flags]", "count the accounts of a batch by state and failure class", cobra.RangeArgs(1, 2),
+		{"status", "status NAME [PASS] [--watch] [flags]", "count the accounts of a batch by state and failure class", cobra.RangeArgs(1, 2),
 			func(ctx context.Context, o *batchOptions, a []string) error {
 				return batchStatus(ctx, o, a[0], optArg(a, 1), env)
 			}},
@@ -135,6 +135,7 @@ func newBatchCommand(env *cliEnv) *cobra.Command {
 		o.addFlags(c.Flags(), s.verb)
 		cmd.AddCommand(c)
 	}
+	cmd.AddCommand(newBatchServeCommand(env))
 	return cmd
 }
 

@@ -185,7 +185,7 @@ func TestBatchRunDovecot(t *testing.T) {
 	report := filepath.Join(dir, "staff.report.jsonl")
 	var logs strings.Builder
 
-	// A host group over both ends: at most 3 accounts at once, 2
+	// A host group over both ends: at most 4 accounts at once, 2
 	// connections each.
 	cfg := writeConfig(t, 0o600, "[batch.groups.dovecot]\nmatch = [\"localhost\"]\nmax_accounts = 3\nconnections_per_account = 2\n")
 	code, stdout, stderr := runCLI(t, env, "batch", "run", csv, "--workers", "4", "--ca-file", d.CAFile, "--slice", "2m", "--config", cfg)
@@ -214,6 +214,22 @@ func TestBatchRunDovecot(t *testing.T) {
 		t.Errorf("batch run again = %d, stdout %q, stderr %q; want 0, all done", code, stdout, stderr)
 	}
 	checkPassAgain(t, d, accts, bad, report)
+
+	// New mail in 5 accounts, then a delta pass: it copies only that.
+	for i := range 5 {
+		a := accts[i*4]
+		body := fmt.Sprintf("Subject: %s new\r\nMessage-ID: <new.%d@batch>\r\n\r\nnew mail\r\n", a.id, i)
+		d.Seed(t, a.srcUser, a.srcPW, "INBOX", []mailtest.SeedMessage{{Body: []byte(body)}})
+		a.seeded["INBOX"] = append(a.seeded["INBOX"], body)
+	}
+	code, stdout, stderr = runCLI(t, env, "batch", "run", csv, "--ca-file", d.CAFile, "--pass", "delta")
+	logs.WriteString(stdout + stderr)
+	if code != exitOK || !strings.Contains(stdout, "20 accounts: 20 done; messages: 5 copied, 100 already present") {
+		t.Errorf("delta pass = %d, stdout %q, stderr %q; want 0, 5 copied, 100 present", code, stdout, stderr)
+	}
+	for _, a := range accts {
+		checkCopied(t, d, a)
+	}
 
 	// No secret anywhere mailferry wrote: database, checkpoints, report,
 	// output and logs.
@@ -276,6 +292,8 @@ func TestBatchMultiMachineCommands(t *testing.T) {
 		{[]string{"batch", "pause", "nobatch", "--db-env", "BATCH_DB"}, exitUnexpected, "no batch nobatch"},
 		{[]string{"batch", "cancel", "staff", "--db-env", "BATCH_DB"}, exitOK, "2 accounts cancelled"},
 		{[]string{"batch", "status", "staff", "--db-env", "BATCH_DB"}, exitOK, "2 accounts: 2 cancelled"},
+		{[]string{"batch", "status", "staff", "--watch", "--db-env", "BATCH_DB"}, exitOK, "2 accounts: 2 cancelled"}, // nothing pending: at once
+		{[]string{"batch", "status", "staff", "--watch", "--interval", "0s", "--db-env", "BATCH_DB"}, exitUsage, "--interval"},
 		{[]string{"batch", "run", badCSV}, exitUsage, "line 4, column 4 (src_auth): not a reference"},
 		{[]string{"batch"}, exitUsage, "want a batch command"},
 		{[]string{"batch", "run", csv, "--config", writeConfig(t, 0o600, "[batch.groups.g]\nmatch = [\"h\"]\nmax_accounts = -1\n")}, exitUsage, "batch.groups.g: max_accounts"},

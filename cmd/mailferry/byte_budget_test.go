@@ -38,7 +38,7 @@ func TestB5ByteBudgetCLI(t *testing.T) {
 			}
 			runs := 0
 			for ; runs < 6; runs++ {
-				code, stdout, stderr := w.cli(t, context.Background(), nil, args...)
+				code, stdout, stderr := w.cli(context.Background(), t, nil, args...)
 				s := jsonSummary(t, stdout)
 				if code == 0 {
 					if s.Counts.Stored != 1 {

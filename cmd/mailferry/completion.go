@@ -59,10 +59,10 @@ func completeFlagValues(cmd *cobra.Command) {
 	values := flagValues()
 	cmd.Flags().VisitAll(func(f *flag.Flag) {
 		if values, ok := values[f.Name]; ok {
-			cmd.RegisterFlagCompletionFunc(f.Name, cobra.FixedCompletions(values, cobra.ShellCompDirectiveNoFileComp))
+			_ = cmd.RegisterFlagCompletionFunc(f.Name, cobra.FixedCompletions(values, cobra.ShellCompDirectiveNoFileComp))
 		}
 		if fileFlag(f.Name) {
-			cmd.MarkFlagFilename(f.Name)
+			_ = cmd.MarkFlagFilename(f.Name)
 		}
 	})
 }

@@ -59,7 +59,7 @@ complete -C "mailferry run --progress-i" | string replace -r '\t.*' ''`,
 			if _, err := exec.LookPath(tc.check[0]); err != nil {
 				t.Skipf("%s is not installed", tc.check[0])
 			}
-			code, stdout, stderr := w.cli(t, context.Background(), nil, "completion", tc.shell)
+			code, stdout, stderr := w.cli(context.Background(), t, nil, "completion", tc.shell)
 			if code != 0 || stderr != "" {
 				t.Fatalf("completion %s = %d %q", tc.shell, code, stderr)
 			}
@@ -87,7 +87,7 @@ complete -C "mailferry run --progress-i" | string replace -r '\t.*' ''`,
 			}
 		})
 	}
-	if code, _, stderr := w.cli(t, context.Background(), nil, "completion", "tcsh"); code != exitUsage || !strings.Contains(stderr, "bash, zsh, fish or powershell") {
+	if code, _, stderr := w.cli(context.Background(), t, nil, "completion", "tcsh"); code != exitUsage || !strings.Contains(stderr, "bash, zsh, fish or powershell") {
 		t.Errorf("completion tcsh = %d %q", code, stderr)
 	}
 }
@@ -120,17 +120,17 @@ func TestHelpTopics(t *testing.T) {
 		"oauth2":     "XOAUTH2",
 		"exit-codes": "7    another mailferry run holds the checkpoint",
 	} {
-		code, stdout, _ := w.cli(t, context.Background(), nil, "help", topic)
+		code, stdout, _ := w.cli(context.Background(), t, nil, "help", topic)
 		if code != 0 || !strings.Contains(stdout, want) {
 			t.Errorf("help %s = %d, lacks %q:\n%s", topic, code, want, stdout)
 		}
 	}
-	code, _, stderr := w.cli(t, context.Background(), nil, "help", "nope")
+	code, _, stderr := w.cli(context.Background(), t, nil, "help", "nope")
 	if code != exitUsage || !strings.Contains(stderr, "topics: config, cron, exit-codes, filters, gmail, oauth2") {
 		t.Errorf("help nope = %d %q", code, stderr)
 	}
 	for _, cmd := range []string{"run", "jobs", "completion"} {
-		code, stdout, _ := w.cli(t, context.Background(), nil, cmd, "--help")
+		code, stdout, _ := w.cli(context.Background(), t, nil, cmd, "--help")
 		if code != 0 || !strings.Contains(stdout, "Usage: mailferry "+cmd) || !strings.Contains(stdout, exitCodeTable) {
 			t.Errorf("%s --help = %d:\n%s", cmd, code, stdout)
 		}
@@ -151,7 +151,7 @@ func TestHelpConfigExampleParses(t *testing.T) {
 	}
 	cfg := writeConfig(t, 0o600, strings.Join(lines, "\n"))
 	w := newFakeWorld()
-	code, stdout, stderr := w.cli(t, context.Background(), nil, "jobs", "--names", "--config", cfg)
+	code, stdout, stderr := w.cli(context.Background(), t, nil, "jobs", "--names", "--config", cfg)
 	if code != 0 || stdout != "pop-backup\nmove\n" {
 		t.Errorf("jobs on the example = %d %q %q", code, stdout, stderr)
 	}

@@ -120,19 +120,7 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 	if err != nil {
 		return nil, err
 	}
-	// With bars on the terminal, log records go through the same renderer,
-	// above the bar, and only from warnings up unless asked: the bar shows
-	// the progress that info records would tell.
-	penv := *env
-	logOut := env.stderr
-	if showBars(o.progress, o.common.quiet, env) {
-		if o.common.logLevel == "" {
-			o.common.logLevel = "warn"
-		}
-		ts := &termShare{w: env.stderr}
-		penv.stderr, logOut = barSide{ts}, logSide{ts}
-	}
-	log, err := o.common.logger(logOut)
+	penv, log, err := copyLogging(o, env)
 	if err != nil {
 		return nil, err
 	}
@@ -167,24 +155,11 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 			return r, err
 		}
 	}
-	var store checkpoint.Store
-	fresh := false // the checkpoint holds no record: lost, reset, or a first run
-	// A dry run uses the checkpoint when there is one, so that it lists
-	// what the next run would copy, but does not create one.
-	if _, serr := os.Stat(cpPath); !o.dryRun || serr == nil {
-		release, err := lockRun(cpPath)
-		if err != nil {
-			return r, err
-		}
-		defer release()
-		cp, err := openCheckpoint(cpPath, o.reset || o.rebuildState, r.src, r.dst, log)
-		if err != nil {
-			return r, err
-		}
-		defer cp.Close()
-		store = cp
-		fresh = cp.Len() == 0
+	store, fresh, closeStore, err := lockCheckpoint(o, cpPath, r, log)
+	if err != nil {
+		return r, err
 	}
+	defer closeStore()
 	// A dry run into a local destination that does not exist yet must not
 	// create it (docs/failure-model.md H2): everything is to be copied, and a dry
 	// run asks the sink for nothing.
@@ -196,7 +171,7 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 	}
 	src, err := srcEnd.OpenSource(ctx, srcOpt)
 	if err != nil {
-		dst.Close()
+		_ = dst.Close()
 		return r, fmt.Errorf("source: %w", err)
 	}
 	// From here the engine's Run closes both ends and the checkpoint, in
@@ -204,8 +179,8 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 	handed := false
 	defer func() {
 		if !handed {
-			src.Close()
-			dst.Close()
+			_ = src.Close()
+			_ = dst.Close()
 		}
 	}()
 	// Folders with a special-use role go to the destination's folder of
@@ -245,6 +220,50 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 	})
 	stopProgress()
 	return r, err
+}
+
+// copyLogging builds the logger of a copy run and the environment its
+// progress bars draw into. With bars on the terminal, log records go through
+// the same renderer, above the bar, and only from warnings up unless asked:
+// the bar shows the progress that info records would tell.
+func copyLogging(o *copyOptions, env *cliEnv) (cliEnv, *slog.Logger, error) {
+	penv := *env
+	logOut := env.stderr
+	if showBars(o.progress, o.common.quiet, env) {
+		if o.common.logLevel == "" {
+			o.common.logLevel = "warn"
+		}
+		ts := &termShare{w: env.stderr}
+		penv.stderr, logOut = barSide{ts}, logSide{ts}
+	}
+	log, err := o.common.logger(logOut)
+	return penv, log, err
+}
+
+// lockCheckpoint locks the run and opens its checkpoint at cpPath. A dry run
+// uses the checkpoint when there is one, so that it lists what the next run
+// would copy, but does not create one: store is then nil. fresh says the
+// checkpoint holds no record (lost, reset, or a first run). closeStore closes
+// the checkpoint, then releases the lock; it is never nil.
+func lockCheckpoint(o *copyOptions, cpPath string, r *copyResult, log *slog.Logger) (store checkpoint.Store, fresh bool, closeStore func(), err error) {
+	closeStore = func() {}
+	if _, serr := os.Stat(cpPath); o.dryRun && serr != nil {
+		return nil, false, closeStore, nil
+	}
+	release, err := lockRun(cpPath)
+	if err != nil {
+		return nil, false, closeStore, err
+	}
+	cp, err := openCheckpoint(cpPath, o.reset || o.rebuildState, r.src, r.dst, log)
+	if err != nil {
+		release()
+		return nil, false, closeStore, err
+	}
+	closeStore = func() {
+		_ = cp.Close() // Run closed it already on the normal path; this one only undoes an early exit
+		release()
+	}
+	return cp, cp.Len() == 0, closeStore, nil
 }
 
 // dryRunSink stands in for a destination a dry run must not create. The
@@ -363,7 +382,7 @@ func report(env *cliEnv, o *copyOptions, r *copyResult, s *summary) bool {
 	if o.common.json {
 		enc := json.NewEncoder(env.stdout)
 		enc.SetIndent("", "  ")
-		enc.Encode(s)
+		_ = enc.Encode(s) // a terminal write, like fmt.Fprintf (see .golangci.yml)
 		return false
 	}
 	w := env.stderr

@@ -44,7 +44,7 @@ func runDemo(ctx context.Context, o *demoOptions, env *cliEnv) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
+	defer func() { _ = os.RemoveAll(tmp) }()
 	addr, caFile, stop, err := startDemoServer(tmp, *n)
 	if err != nil {
 		return err
@@ -110,9 +110,9 @@ func startDemoServer(tmp string, n int) (addr, caFile string, stop func(), err e
 	if err != nil {
 		return "", "", nil, err
 	}
-	go srv.Serve(ln)
+	go func() { _ = srv.Serve(ln) }()
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return "localhost:" + port, caFile, func() { srv.Close() }, nil
+	return "localhost:" + port, caFile, func() { _ = srv.Close() }, nil
 }
 
 func selfSigned() (tls.Certificate, []byte, error) {

@@ -35,7 +35,7 @@ func TestREADMEConfigsParse(t *testing.T) {
 	}
 	cfg := writeConfig(t, 0o600, all.String())
 	w := newFakeWorld()
-	code, stdout, stderr := w.cli(t, context.Background(), nil, "jobs", "--names", "--config", cfg)
+	code, stdout, stderr := w.cli(context.Background(), t, nil, "jobs", "--names", "--config", cfg)
 	if code != 0 || stdout != "pop-backup\nmove\ngmail\n" {
 		t.Errorf("jobs on the README's examples = %d %q %q", code, stdout, stderr)
 	}

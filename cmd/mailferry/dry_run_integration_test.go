@@ -111,10 +111,10 @@ func TestH2DryRunWritesNothingAndPlansTheRealRun(t *testing.T) {
 				}
 
 				recordedBefore := recordKeys(t, cp)
-				real := runBinLimit(t, runLimit, env, args...)
-				did := parseJSONSummary(t, real)
-				if real.code != 0 {
-					t.Fatalf("%s: real run: exit %d: %s", name, real.code, real.stderr)
+				realRun := runBinLimit(t, runLimit, env, args...)
+				did := parseJSONSummary(t, realRun)
+				if realRun.code != 0 {
+					t.Fatalf("%s: real run: exit %d: %s", name, realRun.code, realRun.stderr)
 				}
 				if plan.Totals.Queued == 0 {
 					t.Fatalf("%s: the dry run planned nothing: the comparison tests nothing", name)

@@ -103,7 +103,7 @@ func TestB6ThrottledExitsTemporary(t *testing.T) {
 			}
 			cp := filepath.Join(t.TempDir(), "cp.jsonl")
 			args := []string{"copy", "mem:a", "memsink:b", "--checkpoint", cp, "--workers", "1", "--json"}
-			code, stdout, stderr := w.cli(t, context.Background(), fastRetry, args...)
+			code, stdout, stderr := w.cli(context.Background(), t, fastRetry, args...)
 			if code != tc.want {
 				t.Fatalf("throttled run = %d, want %d; stderr %q", code, tc.want, stderr)
 			}
@@ -116,7 +116,7 @@ func TestB6ThrottledExitsTemporary(t *testing.T) {
 			}
 			pc.throttle = nil
 			w.failPut = pc.fail
-			if code, _, stderr := w.cli(t, context.Background(), fastRetry, args...); code != 0 {
+			if code, _, stderr := w.cli(context.Background(), t, fastRetry, args...); code != 0 {
 				t.Fatalf("rerun = %d %q", code, stderr)
 			}
 			pc.once(t, 4)
@@ -139,7 +139,7 @@ func TestB6FiveThrottlesCLI(t *testing.T) {
 	w.failPut = pc.fail
 	cp := filepath.Join(t.TempDir(), "cp.jsonl")
 	args := []string{"copy", "mem:a", "memsink:b", "--checkpoint", cp, "--workers", "1", "--quiet"}
-	code, stdout, stderr := w.cli(t, context.Background(), fastRetry, args...)
+	code, stdout, stderr := w.cli(context.Background(), t, fastRetry, args...)
 	last := lastLine(stderr)
 	if code != exitTemporary || stdout != "" || !strings.Contains(last, "5 temporary failures in a row") || !strings.Contains(last, "rerun later") {
 		t.Fatalf("throttled run = %d, stderr %q; want %d and a line about the throttling", code, stderr, exitTemporary)
@@ -148,7 +148,7 @@ func TestB6FiveThrottlesCLI(t *testing.T) {
 		t.Errorf("%d throttled Puts, want 5: the run must stop instead of asking again per message", pc.refused)
 	}
 	pc.throttle = nil
-	if code, _, stderr := w.cli(t, context.Background(), fastRetry, args...); code != 0 {
+	if code, _, stderr := w.cli(context.Background(), t, fastRetry, args...); code != 0 {
 		t.Fatalf("rerun = %d %q", code, stderr)
 	}
 	pc.once(t, 12)

@@ -30,13 +30,13 @@ func TestD1DiskFullInjected(t *testing.T) {
 	}
 	cp := filepath.Join(t.TempDir(), "cp.jsonl")
 	args := []string{"copy", "mem:a", "memsink:b", "--checkpoint", cp, "--workers", "1", "--quiet"}
-	code, _, stderr := w.cli(t, context.Background(), nil, args...)
+	code, _, stderr := w.cli(context.Background(), t, nil, args...)
 	last := lastLine(stderr)
 	if code != exitDiskFull || !strings.Contains(last, "no space left on device") || !strings.Contains(last, "free space on the file system holding /srv/mail/tmp/") {
 		t.Fatalf("disk-full run = %d, stderr %q; want %d naming the path and the remedy", code, stderr, exitDiskFull)
 	}
 	full = false
-	if code, _, stderr := w.cli(t, context.Background(), nil, args...); code != 0 {
+	if code, _, stderr := w.cli(context.Background(), t, nil, args...); code != 0 {
 		t.Fatalf("rerun = %d %q", code, stderr)
 	}
 	pc.once(t, 4)

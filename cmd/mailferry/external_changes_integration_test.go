@@ -43,10 +43,10 @@ func (s *g3Source) List(ctx context.Context, mb string, fn func(mail.Envelope) e
 // g3Source; the wrapper keeps the optional interfaces the engine and the
 // command use (batch fetches, special-use roles).
 func g3Registry(after func(string)) *mail.Registry {
-	real := registry()
+	base := registry()
 	r := mail.NewRegistry()
 	r.AddSource("imaps", func(ctx context.Context, u *url.URL, o *mail.OpenOptions) (mail.Source, error) {
-		src, err := real.OpenSource(ctx, u.String(), o)
+		src, err := base.OpenSource(ctx, u.String(), o)
 		if err != nil {
 			return nil, err
 		}
@@ -63,10 +63,10 @@ func g3Registry(after func(string)) *mail.Registry {
 		}{w, b, l}, nil
 	})
 	r.AddSink("imaps", func(ctx context.Context, u *url.URL, o *mail.OpenOptions) (mail.Sink, error) {
-		return real.OpenSink(ctx, u.String(), o)
+		return base.OpenSink(ctx, u.String(), o)
 	})
 	r.AddSink("maildir", func(ctx context.Context, u *url.URL, o *mail.OpenOptions) (mail.Sink, error) {
-		return real.OpenSink(ctx, u.String(), o)
+		return base.OpenSink(ctx, u.String(), o)
 	})
 	return r
 }

@@ -47,7 +47,7 @@ func runBinLimit(t *testing.T, limit time.Duration, env []string, args ...string
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary(t), args...)
 	cmd.Env = append(os.Environ(), env...)
-	r := execBin(t, ctx, cmd, limit, 0)
+	r := execBin(ctx, t, cmd, limit, 0)
 	if strings.Contains(r.stderr, "panic:") || strings.Contains(r.stderr, "goroutine ") {
 		t.Fatalf("mailferry %s panicked:\n%s", strings.Join(args, " "), r.stderr)
 	}
@@ -58,7 +58,7 @@ func runBinLimit(t *testing.T, limit time.Duration, env []string, args ...string
 // after limit, and reports what it did, peak RSS included. With kill > 0 it
 // sends SIGKILL after kill: the fault being injected, not a
 // synchronisation. It fails the test when ctx ended the run (a hang).
-func execBin(t *testing.T, ctx context.Context, cmd *exec.Cmd, limit, kill time.Duration) binRun {
+func execBin(ctx context.Context, t *testing.T, cmd *exec.Cmd, limit, kill time.Duration) binRun {
 	t.Helper()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -121,16 +121,15 @@ func faultCorpus() []mailtest.SeedMessage {
 // faultPipe is one pipeline under test: a Dovecot account read over IMAP
 // or POP3 into a Maildir, optionally in delete mode.
 type faultPipe struct {
-	name    string
-	scheme  string // imaps, pop3s, or imap/pop3 for STARTTLS
-	target  string // the Dovecot address the proxy forwards to
-	delete  bool
-	d       *mailtest.Dovecot
-	user    string
-	pw      string
-	boxes   map[string][]mailtest.SeedMessage
-	want    map[string]map[[32]byte]int
-	onlyOne bool // the account is used by one subtest at a time
+	name   string
+	scheme string // imaps, pop3s, or imap/pop3 for STARTTLS
+	target string // the Dovecot address the proxy forwards to
+	delete bool
+	d      *mailtest.Dovecot
+	user   string
+	pw     string
+	boxes  map[string][]mailtest.SeedMessage
+	want   map[string]map[[32]byte]int
 }
 
 // newFaultPipe makes a fresh account seeded with faultCorpus: IMAP gets two

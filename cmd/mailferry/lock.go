@@ -29,7 +29,7 @@ func lockRun(checkpointPath string) (release func(), err error) {
 		return nil, fmt.Errorf("lock: %w", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			owner := ""
 			buf := make([]byte, 32)
@@ -44,10 +44,10 @@ func lockRun(checkpointPath string) (release func(), err error) {
 	}
 	// The pid is only informative: a failure to write it changes nothing.
 	if f.Truncate(0) == nil {
-		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	return func() {
-		f.Truncate(0) // still locked: no one reads a pid that is gone
-		f.Close()
+		_ = f.Truncate(0) // still locked: no one reads a pid that is gone
+		_ = f.Close()
 	}, nil
 }

@@ -33,7 +33,7 @@ func runLs(ctx context.Context, o *lsOptions, srcURL string, env *cliEnv) error 
 	if err != nil {
 		return err
 	}
-	defer src.Close()
+	defer func() { _ = src.Close() }()
 	boxes, err := src.Mailboxes(ctx)
 	if err != nil {
 		return err

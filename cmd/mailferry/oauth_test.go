@@ -241,7 +241,7 @@ client_secret = "s3cret"
 refresh_token_cmd = "touch %s; echo refresh-1"
 `, tc.url, marker)))
 			w := newFakeWorld()
-			code, _, stderr := w.cli(t, context.Background(), nil, "run", "nightly", "--config", cfg, "--quiet")
+			code, _, stderr := w.cli(context.Background(), t, nil, "run", "nightly", "--config", cfg, "--quiet")
 			if tc.refused {
 				if code != exitUsage || !strings.Contains(stderr, "jobs.nightly.src_oauth2") || !strings.Contains(stderr, "token_url") {
 					t.Errorf("run = %d %q, want %d naming jobs.nightly.src_oauth2 and token_url", code, stderr, exitUsage)

@@ -55,7 +55,7 @@ func startProgress(ctx context.Context, st *mailferry.Stats, env *cliEnv, mode s
 				select {
 				case <-ctx.Done():
 					drawBar(bar, st, &sized)
-					bar.Finish()
+					_ = bar.Finish()
 					fmt.Fprintln(env.stderr)
 					return
 				case <-t.C:
@@ -119,7 +119,7 @@ func (l logSide) Write(p []byte) (int, error) {
 	l.t.mu.Lock()
 	defer l.t.mu.Unlock()
 	if l.t.dirty {
-		io.WriteString(l.t.w, "\r\x1b[K")
+		_, _ = io.WriteString(l.t.w, "\r\x1b[K")
 		l.t.dirty = false
 	}
 	return l.t.w.Write(p)
@@ -138,5 +138,5 @@ func drawBar(bar *progressbar.ProgressBar, st *mailferry.Stats, sized *bool) {
 		desc += " " + trimName(cur, 20)
 	}
 	bar.Describe(desc)
-	bar.Set64(s.Bytes)
+	_ = bar.Set64(s.Bytes)
 }

@@ -84,10 +84,10 @@ func runRun(ctx context.Context, ro *runOptions, env *cliEnv) error {
 
 // jobNames are the jobs to run: those named, or with --all every job of
 // cfg; each must exist.
-func (ro *runOptions) jobNames(cfg *fileConfig) ([]string, error) {
-	names := ro.jobs
+func (r *runOptions) jobNames(cfg *fileConfig) ([]string, error) {
+	names := r.jobs
 	switch {
-	case ro.all:
+	case r.all:
 		names = cfg.order
 		if len(names) == 0 {
 			return nil, &mail.ConfigError{Msg: fmt.Sprintf("config %s has no jobs", cfg.path), Hint: "see mailferry help config"}

@@ -106,7 +106,7 @@ type nopCloseSink struct{ *mailtest.MemSink }
 func (nopCloseSink) Close() error { return nil }
 
 // cli runs mailferry in-process against w's endpoints.
-func (w *fakeWorld) cli(t *testing.T, ctx context.Context, env map[string]string, args ...string) (code int, stdout, stderr string) {
+func (w *fakeWorld) cli(ctx context.Context, t *testing.T, env map[string]string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	e := &cliEnv{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: func(k string) string { return env[k] }, hooks: inProcessHooks(env), reg: w.registry()}
@@ -189,7 +189,7 @@ func TestConfigErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := writeConfig(t, tc.mode, tc.config)
 			for _, args := range [][]string{{"run", "a", "--config", cfg}, {"jobs", "--config", cfg}} {
-				code, stdout, stderr := w.cli(t, context.Background(), nil, args...)
+				code, stdout, stderr := w.cli(context.Background(), t, nil, args...)
 				if code != exitUsage {
 					t.Errorf("%v = %d, want %d; stderr %q", args, code, exitUsage, stderr)
 				}
@@ -223,7 +223,7 @@ src_password = "hunter2"
 `, filepath.Join(dir, "cp.jsonl")))
 	// The fake source hands back what the password lookup gives: proof that
 	// the inline password reached the endpoint.
-	code, _, stderr := w.cli(t, context.Background(), nil, "run", "a", "--config", cfg)
+	code, _, stderr := w.cli(context.Background(), t, nil, "run", "a", "--config", cfg)
 	if code != exitUnexpected || !strings.Contains(stderr, "got a password of 7 bytes") {
 		t.Fatalf("run = %d %q", code, stderr)
 	}
@@ -247,7 +247,7 @@ func TestConfigDefaultPath(t *testing.T) {
 		{map[string]string{"XDG_CONFIG_HOME": filepath.Join(home, "xdg")}, 0, "x  mem:a -> memsink:a"},
 		{map[string]string{"HOME": home}, exitUsage, filepath.Join(home, ".config", "mailferry", "config.toml") + " does not exist"},
 	} {
-		code, stdout, stderr := w.cli(t, context.Background(), tc.env, "jobs")
+		code, stdout, stderr := w.cli(context.Background(), t, tc.env, "jobs")
 		if code != tc.code || !strings.Contains(stdout+stderr, tc.want) {
 			t.Errorf("jobs with %v = %d, %q %q; want %d and %q", tc.env, code, stdout, stderr, tc.code, tc.want)
 		}
@@ -295,15 +295,15 @@ destination = "memsink:a"
 source = "mem:b"
 destination = "memsink:b"
 `)
-	code, stdout, _ := w.cli(t, context.Background(), nil, "jobs", "--config", cfg)
+	code, stdout, _ := w.cli(context.Background(), t, nil, "jobs", "--config", cfg)
 	if code != 0 || stdout != "nightly  mem:a -> memsink:a\narchive  mem:b -> memsink:b\n" {
 		t.Errorf("jobs = %d %q", code, stdout)
 	}
-	code, stdout, _ = w.cli(t, context.Background(), nil, "jobs", "--names", "--config", cfg)
+	code, stdout, _ = w.cli(context.Background(), t, nil, "jobs", "--names", "--config", cfg)
 	if code != 0 || stdout != "nightly\narchive\n" {
 		t.Errorf("jobs --names = %d %q", code, stdout)
 	}
-	code, stdout, _ = w.cli(t, context.Background(), nil, "jobs", "--json", "--config", cfg)
+	code, stdout, _ = w.cli(context.Background(), t, nil, "jobs", "--json", "--config", cfg)
 	var rows []jobRow
 	if err := json.Unmarshal([]byte(stdout), &rows); code != 0 || err != nil || len(rows) != 2 || rows[1].Source != "mem:b" {
 		t.Errorf("jobs --json = %d %q (%v)", code, stdout, err)
@@ -334,7 +334,7 @@ func TestRunJobs(t *testing.T) {
 	cfg := writeConfig(t, 0o644, jobConfigText(dir, `exclude = ["^Spam$"]`))
 	ctx := context.Background()
 
-	code, _, stderr := w.cli(t, ctx, nil, "run", "nightly", "--config", cfg)
+	code, _, stderr := w.cli(ctx, t, nil, "run", "nightly", "--config", cfg)
 	if code != 0 || len(w.sink("out").Messages("INBOX")) != 2 || len(w.sink("out").Messages("Spam")) != 0 {
 		t.Fatalf("run nightly = %d, stored %v; stderr:\n%s", code, w.sink("out").Mailboxes(), stderr)
 	}
@@ -342,11 +342,11 @@ func TestRunJobs(t *testing.T) {
 		t.Errorf("summary does not show the filters:\n%s", stderr)
 	}
 	// A flag on the command line replaces the job's list.
-	code, _, stderr = w.cli(t, ctx, nil, "run", "nightly", "--config", cfg, "--exclude", "^INBOX$")
+	code, _, stderr = w.cli(ctx, t, nil, "run", "nightly", "--config", cfg, "--exclude", "^INBOX$")
 	if code != 0 || len(w.sink("out").Messages("Spam")) != 1 || len(w.sink("out").Messages("INBOX")) != 2 {
 		t.Fatalf("run nightly --exclude = %d; stderr:\n%s", code, stderr)
 	}
-	code, _, stderr = w.cli(t, ctx, nil, "run", "--all", "--config", cfg)
+	code, _, stderr = w.cli(ctx, t, nil, "run", "--all", "--config", cfg)
 	if code != 0 || len(w.sink("out").Messages("Archive")) != 1 || w.sink("out").Puts.Load() != 4 {
 		t.Fatalf("run --all = %d, puts %d; stderr:\n%s", code, w.sink("out").Puts.Load(), stderr)
 	}
@@ -359,7 +359,7 @@ func TestRunJobs(t *testing.T) {
 		{[]string{"run", "nightly", "--all", "--config", cfg}, "not both"},
 		{[]string{"run", "nightly", "--config", cfg, "--since", "2024-13-01"}, "YYYY-MM-DD"},
 	} {
-		code, _, stderr := w.cli(t, ctx, nil, tc.args...)
+		code, _, stderr := w.cli(ctx, t, nil, tc.args...)
 		if code != exitUsage || !strings.Contains(stderr, tc.want) {
 			t.Errorf("%v = %d %q; want 2 and %q", tc.args, code, stderr, tc.want)
 		}
@@ -376,10 +376,10 @@ func TestRunReport(t *testing.T) {
 	rep := filepath.Join(dir, "sub", "runs.jsonl")
 	cfg := writeConfig(t, 0o644, fmt.Sprintf("report = %q\n", rep)+jobConfigText(dir, "")+"\n[jobs.broken]\nsource = \"fail:auth\"\ndestination = \"memsink:x\"\ncheckpoint = \""+filepath.Join(dir, "b.jsonl")+"\"\n")
 	ctx := context.Background()
-	if code, _, stderr := w.cli(t, ctx, nil, "run", "nightly", "--config", cfg); code != 0 {
+	if code, _, stderr := w.cli(ctx, t, nil, "run", "nightly", "--config", cfg); code != 0 {
 		t.Fatalf("run = %d %s", code, stderr)
 	}
-	code, _, stderr := w.cli(t, ctx, nil, "run", "--all", "--config", cfg)
+	code, _, stderr := w.cli(ctx, t, nil, "run", "--all", "--config", cfg)
 	if code != exitAuth || !strings.Contains(stderr, "mailferry run broken: source: fake: login alice") {
 		t.Fatalf("run --all = %d %q; want %d naming the job", code, stderr, exitAuth)
 	}
@@ -423,7 +423,7 @@ func TestRunSinceBefore(t *testing.T) {
 	cfg := writeConfig(t, 0o644, jobConfigText(dir, "since = 2024-01-01"))
 	ctx := context.Background()
 
-	code, _, stderr := w.cli(t, ctx, nil, "run", "nightly", "--config", cfg, "--before", "2024-07-01", "--dry-run")
+	code, _, stderr := w.cli(ctx, t, nil, "run", "nightly", "--config", cfg, "--before", "2024-07-01", "--dry-run")
 	if code != 0 || w.sink("out").Puts.Load() != 0 || !strings.Contains(stderr, "filters: since 2024-01-01, before 2024-07-01") ||
 		!strings.Contains(stderr, "dry run: 2 message(s)") || !strings.Contains(stderr, "3 message(s) outside the dates") {
 		t.Fatalf("dry run = %d, puts %d:\n%s", code, w.sink("out").Puts.Load(), stderr)
@@ -431,7 +431,7 @@ func TestRunSinceBefore(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "nightly.jsonl")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the dry run created the checkpoint: %v", err)
 	}
-	code, stdout, _ := w.cli(t, ctx, nil, "run", "nightly", "--config", cfg, "--before", "2024-07-01", "--json")
+	code, stdout, _ := w.cli(ctx, t, nil, "run", "nightly", "--config", cfg, "--before", "2024-07-01", "--json")
 	var s summary
 	if err := json.Unmarshal([]byte(stdout), &s); err != nil || code != 0 {
 		t.Fatalf("run = %d %v: %s", code, err, stdout)
@@ -448,7 +448,7 @@ func TestRunSinceBefore(t *testing.T) {
 	}
 	// A later run with a narrower window: the recorded messages still count
 	// as present, not as new or vanished.
-	code, stdout, _ = w.cli(t, ctx, nil, "run", "nightly", "--config", cfg, "--since", "2024-07-01", "--json")
+	code, stdout, _ = w.cli(ctx, t, nil, "run", "nightly", "--config", cfg, "--since", "2024-07-01", "--json")
 	s = summary{}
 	if err := json.Unmarshal([]byte(stdout), &s); err != nil || code != 0 || s.Totals.Copied != 2 || s.Totals.Skipped != 2 || s.Filters.OutsideDates != 1 {
 		t.Errorf("second run = %d %v, totals %+v filters %+v", code, err, s.Totals, s.Filters)
@@ -478,11 +478,11 @@ func TestE3OverlappingRuns(t *testing.T) {
 	}
 	first := make(chan result, 1)
 	go func() {
-		code, stdout, stderr := w.cli(t, context.Background(), nil, "run", "nightly", "--config", cfg)
+		code, stdout, stderr := w.cli(context.Background(), t, nil, "run", "nightly", "--config", cfg)
 		first <- result{code, stdout, stderr}
 	}()
 	<-inList // the first run holds the lock and is listing
-	code, stdout, stderr := w.cli(t, context.Background(), nil, "run", "nightly", "--config", cfg)
+	code, stdout, stderr := w.cli(context.Background(), t, nil, "run", "nightly", "--config", cfg)
 	close(release)
 	if code != exitLocked || stdout != "" || !strings.Contains(stderr, "in use by another mailferry run (pid "+strconv.Itoa(os.Getpid())+")") {
 		t.Errorf("second run = %d, %q %q; want %d naming the pid", code, stdout, stderr, exitLocked)
@@ -534,7 +534,7 @@ func TestE3KilledRunLockTakenOver(t *testing.T) {
 		child.Wait()
 		t.Fatalf("helper said %q, %v", line, err)
 	}
-	code, _, stderr := w.cli(t, context.Background(), nil, "run", "nightly", "--config", cfg)
+	code, _, stderr := w.cli(context.Background(), t, nil, "run", "nightly", "--config", cfg)
 	if code != exitLocked || !strings.Contains(stderr, fmt.Sprintf("(pid %d)", child.Process.Pid)) {
 		t.Errorf("run while the holder lives = %d %q; want %d naming pid %d", code, stderr, exitLocked, child.Process.Pid)
 	}
@@ -542,7 +542,7 @@ func TestE3KilledRunLockTakenOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	child.Wait()
-	code, _, stderr = w.cli(t, context.Background(), nil, "run", "nightly", "--config", cfg)
+	code, _, stderr = w.cli(context.Background(), t, nil, "run", "nightly", "--config", cfg)
 	if code != 0 || w.sink("out").Puts.Load() != 2 {
 		t.Errorf("run after the kill = %d, stored %d; want 0 and 2: %s", code, w.sink("out").Puts.Load(), stderr)
 	}
@@ -577,7 +577,7 @@ func TestH1CronQuietNothingNew(t *testing.T) {
 	dir := t.TempDir()
 	cfg := writeConfig(t, 0o644, jobConfigText(dir, "since = 2023-01-01\nmax_size = \"10M\""))
 	for i, want := range []int64{2, 0} {
-		code, stdout, stderr := w.cli(t, context.Background(), nil, "run", "--all", "--config", cfg, "--quiet")
+		code, stdout, stderr := w.cli(context.Background(), t, nil, "run", "--all", "--config", cfg, "--quiet")
 		if code != 0 || stdout != "" || stderr != "" {
 			t.Fatalf("run %d = %d, stdout %q, stderr %q; want 0 and nothing", i+1, code, stdout, stderr)
 		}
@@ -600,7 +600,7 @@ func TestH3CronQuietFailure(t *testing.T) {
 	}
 	dir := t.TempDir()
 	cfg := writeConfig(t, 0o644, jobConfigText(dir, ""))
-	code, stdout, stderr := w.cli(t, context.Background(), nil, "run", "nightly", "--config", cfg, "--quiet")
+	code, stdout, stderr := w.cli(context.Background(), t, nil, "run", "nightly", "--config", cfg, "--quiet")
 	lines := strings.Split(strings.TrimSpace(stderr), "\n")
 	if code != exitPartial || stdout != "" || len(lines) != 1 || !strings.HasPrefix(lines[0], "failed: INBOX 2: put: fake: mailbox over quota") {
 		t.Errorf("run = %d, stdout %q, stderr %q; want %d and one line for the message", code, stdout, stderr, exitPartial)
@@ -609,7 +609,7 @@ func TestH3CronQuietFailure(t *testing.T) {
 	w.failPut = nil
 	cfg = writeConfig(t, 0o644, "[jobs.x]\nsource = \"fail:unreachable\"\ndestination = \"memsink:x\"\ncheckpoint = \""+filepath.Join(dir, "x")+"\"\n"+
 		"[jobs.y]\nsource = \"fail:auth\"\ndestination = \"memsink:x\"\ncheckpoint = \""+filepath.Join(dir, "y")+"\"\n")
-	code, _, stderr = w.cli(t, context.Background(), nil, "run", "--all", "--config", cfg, "--quiet")
+	code, _, stderr = w.cli(context.Background(), t, nil, "run", "--all", "--config", cfg, "--quiet")
 	lines = strings.Split(strings.TrimSpace(stderr), "\n")
 	if code != exitUnreachable || len(lines) != 2 || !strings.HasPrefix(lines[0], "mailferry run x: ") || !strings.HasPrefix(lines[1], "mailferry run y: ") {
 		t.Errorf("run --all = %d, stderr %q; want %d and a line per job", code, stderr, exitUnreachable)
@@ -626,7 +626,7 @@ func TestRunExitCodes(t *testing.T) {
 	}
 	cfg := writeConfig(t, 0o644, job("ok", "mem:a", "ok")+job("auth", "fail:auth", "auth")+job("down", "fail:unreachable", "down")+
 		job("odd", "fail:odd", "odd")+job("nopw", "fail:password", "nopw")+job("reused", "mem:b", "ok")+job("badurl", "gopher:x", "x"))
-	if code, _, stderr := w.cli(t, context.Background(), nil, "run", "ok", "--config", cfg); code != 0 {
+	if code, _, stderr := w.cli(context.Background(), t, nil, "run", "ok", "--config", cfg); code != 0 {
 		t.Fatalf("run ok = %d %s", code, stderr)
 	}
 	cancelled, cancel := context.WithCancel(context.Background())
@@ -647,7 +647,7 @@ func TestRunExitCodes(t *testing.T) {
 		{cancelled, "ok", exitInterrupted, ""},
 	}
 	for _, tc := range tests {
-		code, _, stderr := w.cli(t, tc.ctx, nil, "run", tc.job, "--config", cfg)
+		code, _, stderr := w.cli(tc.ctx, t, nil, "run", tc.job, "--config", cfg)
 		if code != tc.want || !strings.Contains(stderr, tc.msg) {
 			t.Errorf("run %s = %d %q; want %d and %q", tc.job, code, stderr, tc.want, tc.msg)
 		}
@@ -675,7 +675,7 @@ func TestE3SimultaneousStarts(t *testing.T) {
 		codes := make(chan int, runners)
 		for range runners {
 			go func() {
-				code, _, _ := w.cli(t, context.Background(), nil, "run", "nightly", "--config", cfg)
+				code, _, _ := w.cli(context.Background(), t, nil, "run", "nightly", "--config", cfg)
 				codes <- code
 			}()
 		}
@@ -744,7 +744,7 @@ func TestRunMap(t *testing.T) {
 	w := newFakeWorld()
 	w.fixtures["a"] = append(fixtures("INBOX", "2024-01-01"), fixtures("Sent Items", "2024-01-02")...)
 	cfg := writeConfig(t, 0o644, jobConfigText(t.TempDir(), `map = ["Sent Items=Sent", "INBOX=Old/Inbox"]`))
-	code, _, stderr := w.cli(t, context.Background(), nil, "run", "nightly", "--config", cfg)
+	code, _, stderr := w.cli(context.Background(), t, nil, "run", "nightly", "--config", cfg)
 	if got := w.sink("out").Mailboxes(); code != 0 || strings.Join(got, ",") != "Old/Inbox,Sent" {
 		t.Fatalf("run = %d, destination folders %q; want Old/Inbox,Sent: %s", code, got, stderr)
 	}

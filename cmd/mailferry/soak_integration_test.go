@@ -78,7 +78,7 @@ func startKill(t *testing.T, delay time.Duration, env []string, args ...string) 
 	cmd := exec.CommandContext(ctx, binary(t), args...)
 	cmd.Env = append(os.Environ(), env...)
 	// A zero delay kills at once, as a timer of 0 would.
-	r := execBin(t, ctx, cmd, runLimit, max(delay, time.Nanosecond))
+	r := execBin(ctx, t, cmd, runLimit, max(delay, time.Nanosecond))
 	return r.killed, r.code, r.stderr
 }
 

@@ -84,11 +84,10 @@ var syncRefused = map[string]string{
 
 // syncEnd is one side of the command line, parsed as a source and as a sink.
 type syncEnd struct {
-	raw        string
-	src, sink  *mail.Endpoint
-	opt        *mail.OpenOptions
-	store      *twoway.Store
-	sinkClosed bool
+	raw       string
+	src, sink *mail.Endpoint
+	opt       *mail.OpenOptions
+	store     *twoway.Store
 }
 
 func parseSyncEnd(reg *mail.Registry, raw string, opt *mail.OpenOptions) (*syncEnd, error) {
@@ -133,7 +132,7 @@ func (e *syncEnd) open(ctx context.Context, stateDir string, dryRun bool) error 
 	src, err := e.src.OpenSource(ctx, e.opt)
 	if err != nil {
 		if st.Sink != nil {
-			st.Sink.Close()
+			_ = st.Sink.Close()
 		}
 		return err
 	}
@@ -161,10 +160,10 @@ func (e *syncEnd) close() {
 		return
 	}
 	if e.store.Source != nil {
-		e.store.Source.Close()
+		_ = e.store.Source.Close()
 	}
 	if e.store.Sink != nil {
-		e.store.Sink.Close()
+		_ = e.store.Sink.Close()
 	}
 }
 
@@ -220,7 +219,7 @@ func runSync(ctx context.Context, o *syncOptions, aURL, bURL string, env *cliEnv
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer func() { _ = st.Close() }()
 	for _, e := range ends {
 		defer e.close()
 		if err := e.open(ctx, dir, o.dryRun); err != nil {
@@ -307,7 +306,7 @@ func printSync(env *cliEnv, o *syncOptions, ends [2]*syncEnd, ord [2]int, res *t
 	if o.common.json {
 		enc := json.NewEncoder(env.stdout)
 		enc.SetIndent("", "  ")
-		enc.Encode(s)
+		_ = enc.Encode(s) // a terminal write, like fmt.Fprintf (see .golangci.yml)
 		return
 	}
 	if o.common.quiet && err == nil {

@@ -17,19 +17,21 @@ type testHooks struct {
 	// batch commits every batch messages, so a small run has many steps;
 	// 0 keeps the engine's default.
 	batch int
-	// crashAfter kills the process with SIGKILL right after the n-th
-	// durable step of a copy (see sync.Options.Step); 0: never.
-	crashAfter int64
-	// crashInRemove kills it after the n-th UID STORE \Deleted of an IMAP
-	// source's removal, before that removal's UID EXPUNGE (A7); 0: never.
-	crashInRemove int64
-	// panicText, when set, makes the worker storing the first message
-	// panic with it as the panic value (G2, F6: a test puts the password in
-	// it, which must not be printed).
-	panicText string
+	// arm adds the hooks that kill or panic the process to one run's hooks
+	// (testhooks_on.go); nil in a release build, which has none.
+	arm func(*runHooks)
 	// now, when set, is the engine's clock (sync.Options.Now), so tests
 	// of --delete-after move time without waiting; nil: the real clock.
 	now func() time.Time
+}
+
+// forRun builds one copy run's hooks, counting from zero.
+func (h testHooks) forRun() runHooks {
+	var r runHooks
+	if h.arm != nil {
+		h.arm(&r)
+	}
+	return r
 }
 
 // runHooks are one copy run's hooks, built by testHooks.forRun: each run

@@ -18,18 +18,33 @@ func newTestHooks(getenv func(string) string) testHooks {
 	var h testHooks
 	h.backoff, _ = time.ParseDuration(getenv("MAILFERRY_TEST_BACKOFF"))
 	h.batch, _ = strconv.Atoi(getenv("MAILFERRY_TEST_BATCH"))
-	h.crashAfter, _ = strconv.ParseInt(getenv("MAILFERRY_TEST_CRASH_AFTER"), 10, 64)
-	h.crashInRemove, _ = strconv.ParseInt(getenv("MAILFERRY_TEST_CRASH_IN_REMOVE"), 10, 64)
-	h.panicText = getenv("MAILFERRY_TEST_PANIC")
+	var c crashHooks
+	c.crashAfter, _ = strconv.ParseInt(getenv("MAILFERRY_TEST_CRASH_AFTER"), 10, 64)
+	c.crashInRemove, _ = strconv.ParseInt(getenv("MAILFERRY_TEST_CRASH_IN_REMOVE"), 10, 64)
+	c.panicText = getenv("MAILFERRY_TEST_PANIC")
+	h.arm = c.arm
 	if at, err := time.Parse(time.RFC3339, getenv("MAILFERRY_TEST_NOW")); err == nil {
 		h.now = func() time.Time { return at }
 	}
 	return h
 }
 
-// forRun builds one copy run's hooks, counting from zero.
-func (h testHooks) forRun() runHooks {
-	var r runHooks
+// crashHooks kill or panic the process at a chosen point of a copy run.
+type crashHooks struct {
+	// crashAfter kills the process with SIGKILL right after the n-th
+	// durable step of a copy (see sync.Options.Step); 0: never.
+	crashAfter int64
+	// crashInRemove kills it after the n-th UID STORE \Deleted of an IMAP
+	// source's removal, before that removal's UID EXPUNGE (A7); 0: never.
+	crashInRemove int64
+	// panicText, when set, makes the worker storing the first message
+	// panic with it as the panic value (G2, F6: a test puts the password in
+	// it, which must not be printed).
+	panicText string
+}
+
+// arm adds the hooks to r, counting from zero.
+func (h crashHooks) arm(r *runHooks) {
 	if h.crashInRemove > 0 {
 		kill := killAt(h.crashInRemove)
 		r.afterRemoveStore = func(string) { kill() }
@@ -39,7 +54,6 @@ func (h testHooks) forRun() runHooks {
 		r.step = func(string) { kill() }
 	}
 	r.step = panicStep(h.panicText, r.step)
-	return r
 }
 
 // killAt returns a function that kills the process with SIGKILL on its
@@ -48,8 +62,9 @@ func killAt(n int64) func() {
 	var count atomic.Int64
 	return func() {
 		if count.Add(1) == n {
-			syscall.Kill(os.Getpid(), syscall.SIGKILL)
-			select {} // the signal is on its way
+			// Signalling oneself cannot fail; the signal is on its way.
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {}
 		}
 	}
 }

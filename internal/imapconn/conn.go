@@ -96,7 +96,7 @@ func DialConn(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.L
 		return nil, nil, err
 	}
 	c := imapclient.New(t.top, nil)
-	t.cleanup = func() { c.Close() }
+	t.cleanup = func() { _ = c.Close() }
 	t.phase = "greeting"
 	if err := c.WaitGreeting(); err != nil {
 		var ie *imap.Error
@@ -159,7 +159,7 @@ type transport struct {
 func (t *transport) closeRaw() {
 	t.mu.Lock()
 	if t.raw != nil {
-		t.raw.Close()
+		_ = t.raw.Close()
 	}
 	t.mu.Unlock()
 }
@@ -608,7 +608,7 @@ func (c *Conn) Close() error {
 func (c *Conn) arm() {
 	c.mu.Lock()
 	if !c.idle {
-		c.Conn.SetDeadline(time.Now().Add(c.timeout))
+		_ = c.Conn.SetDeadline(time.Now().Add(c.timeout))
 	}
 	c.mu.Unlock()
 }
@@ -619,9 +619,9 @@ func (c *Conn) SetIdle(idle bool) {
 	c.mu.Lock()
 	c.idle = idle
 	if idle {
-		c.Conn.SetDeadline(time.Time{})
+		_ = c.Conn.SetDeadline(time.Time{})
 	} else {
-		c.Conn.SetDeadline(time.Now().Add(c.timeout))
+		_ = c.Conn.SetDeadline(time.Now().Add(c.timeout))
 	}
 	c.mu.Unlock()
 }
@@ -640,8 +640,14 @@ func (c *Conn) Write(b []byte) (int, error) {
 	return n, err
 }
 
-func (c *Conn) SetDeadline(time.Time) error      { return nil }
-func (c *Conn) SetReadDeadline(time.Time) error  { return nil }
+// SetDeadline ignores the caller's absolute deadline: each Read and Write
+// re-arms an inactivity limit instead (see Conn).
+func (c *Conn) SetDeadline(time.Time) error { return nil }
+
+// SetReadDeadline ignores the deadline, as SetDeadline.
+func (c *Conn) SetReadDeadline(time.Time) error { return nil }
+
+// SetWriteDeadline ignores the deadline, as SetDeadline.
 func (c *Conn) SetWriteDeadline(time.Time) error { return nil }
 
 // prefixConn reads r (a prefix, then the connection) instead of Conn.

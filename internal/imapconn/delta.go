@@ -106,7 +106,7 @@ func (s *Session) run(cmds []string, fn func(Untagged) error) (errs []error, err
 			s.tag++
 			t := "D" + strconv.Itoa(s.tag)
 			tags[t] = sent
-			s.w.WriteString(t + " " + cmds[sent] + "\r\n")
+			_, _ = s.w.WriteString(t + " " + cmds[sent] + "\r\n") // bufio: an error sticks and Flush reports it
 			sent++
 		}
 		if err := s.w.Flush(); err != nil {

@@ -75,16 +75,6 @@ func (m *memServer) opts(pw string) *mail.OpenOptions {
 	}
 }
 
-func (m *memServer) add(t testing.TB, mailbox, body string, flags []imap.Flag, date time.Time) {
-	t.Helper()
-	if err := m.user.Create(mailbox, nil); err != nil && !strings.Contains(err.Error(), "exists") {
-		t.Fatal(err)
-	}
-	if _, err := m.user.Append(mailbox, literal{strings.NewReader(body)}, &imap.AppendOptions{Flags: flags, Time: date}); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // literal adapts a strings.Reader to imap.LiteralReader.
 type literal struct{ *strings.Reader }
 

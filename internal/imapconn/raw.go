@@ -98,12 +98,12 @@ func (a *rawAuth) has(c string) bool { return a.rc.Has(c) }
 // login sends LOGIN, each argument quoted or, when it cannot be, as a
 // literal (non-synchronising with LITERAL+).
 func (a *rawAuth) login(user, pass string) error {
-	a.w.WriteString("L1 LOGIN")
+	_, _ = a.w.WriteString("L1 LOGIN") // bufio: an error sticks and Flush reports it
 	for _, arg := range []string{user, pass} {
-		a.w.WriteString(" ")
+		_, _ = a.w.WriteString(" ") // bufio: an error sticks and Flush reports it
 		switch {
 		case rawQuotable(arg):
-			a.w.WriteString(Quote(arg))
+			_, _ = a.w.WriteString(Quote(arg)) // bufio: an error sticks and Flush reports it
 		case a.has("LITERAL+"):
 			fmt.Fprintf(a.w, "{%d+}\r\n%s", len(arg), arg)
 		default:
@@ -111,10 +111,10 @@ func (a *rawAuth) login(user, pass string) error {
 			if err := a.cont(); err != nil {
 				return err
 			}
-			a.w.WriteString(arg)
+			_, _ = a.w.WriteString(arg) // bufio: an error sticks and Flush reports it
 		}
 	}
-	a.w.WriteString("\r\n")
+	_, _ = a.w.WriteString("\r\n") // bufio: an error sticks and Flush reports it
 	_, err := a.finish("")
 	return err
 }
@@ -124,13 +124,13 @@ func (a *rawAuth) login(user, pass string) error {
 func (a *rawAuth) authenticate(mech string, ir []byte) (string, error) {
 	enc := base64.StdEncoding.EncodeToString(ir)
 	if a.has("SASL-IR") {
-		a.w.WriteString("L1 AUTHENTICATE " + mech + " " + enc + "\r\n")
+		_, _ = a.w.WriteString("L1 AUTHENTICATE " + mech + " " + enc + "\r\n") // bufio: an error sticks and Flush reports it
 	} else {
-		a.w.WriteString("L1 AUTHENTICATE " + mech + "\r\n")
+		_, _ = a.w.WriteString("L1 AUTHENTICATE " + mech + "\r\n") // bufio: an error sticks and Flush reports it
 		if err := a.cont(); err != nil {
 			return "", err
 		}
-		a.w.WriteString(enc + "\r\n")
+		_, _ = a.w.WriteString(enc + "\r\n") // bufio: an error sticks and Flush reports it
 	}
 	return a.finish(mech)
 }
@@ -171,11 +171,11 @@ func (a *rawAuth) finish(mech string) (detail string, err error) {
 				detail = string(b)
 			}
 			fmt.Fprintf(a.w, "%s\r\n", base64.StdEncoding.EncodeToString(oauthAbort(mech)))
-			a.w.Flush()
+			_ = a.w.Flush() // a lost write shows up as the next read failing
 		case strings.HasPrefix(line, "+"):
 			// A challenge PLAIN does not expect: cancel the exchange.
 			fmt.Fprintf(a.w, "*\r\n")
-			a.w.Flush()
+			_ = a.w.Flush() // a lost write shows up as the next read failing
 		case strings.HasPrefix(line, "* "):
 			if k, rest := SplitStatus(line); k == "CAPABILITY" {
 				a.rc.Caps = capsFromText("[CAPABILITY " + rest + "]")

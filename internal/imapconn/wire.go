@@ -108,14 +108,14 @@ func ReadResponse(r *bufio.Reader, lineMax int, literalMax int64) (string, error
 // errLineTooLong is readLine's refusal of a line over its cap.
 var errLineTooLong = errors.New("server line too long")
 
-// readLine reads one line, CRLF included, of at most max bytes (lines
+// readLine reads one line, CRLF included, of at most limit bytes (lines
 // longer than the reader's buffer are joined).
-func readLine(r *bufio.Reader, max int) ([]byte, error) {
+func readLine(r *bufio.Reader, limit int) ([]byte, error) {
 	var b []byte
 	for {
 		chunk, err := r.ReadSlice('\n')
 		b = append(b, chunk...)
-		if len(b) > max {
+		if len(b) > limit {
 			return nil, errLineTooLong
 		}
 		if err != bufio.ErrBufferFull {

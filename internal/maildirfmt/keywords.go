@@ -51,7 +51,7 @@ func ReadKeywords(dir string) Keywords {
 	if err != nil {
 		return nil
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	var kw Keywords
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
@@ -144,8 +144,8 @@ func AddKeywords(ctx context.Context, dir string, names []string, perm os.FileMo
 	done := false
 	defer func() {
 		if !done {
-			lock.Close()
-			os.Remove(lockPath)
+			_ = lock.Close()
+			_ = os.Remove(lockPath)
 		}
 	}()
 	path := filepath.Join(dir, KeywordsFile)
@@ -238,7 +238,7 @@ func takeKeywordsLock(ctx context.Context, lockPath string, perm os.FileMode) (*
 			return nil, fmt.Errorf("maildir: lock %s: %w", lockPath, err)
 		}
 		if fi, err := os.Lstat(lockPath); err == nil && time.Since(fi.ModTime()) > keywordsLockStale {
-			os.Remove(lockPath)
+			_ = os.Remove(lockPath)
 			continue
 		}
 		if time.Now().After(deadline) {

@@ -167,7 +167,7 @@ func readNames(ctx context.Context, dir string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("maildir: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	var names []string
 	for {
 		if err := ctx.Err(); err != nil {
@@ -327,7 +327,7 @@ func openFile(p string) (*os.File, error) {
 		return nil, err
 	}
 	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		f.Close()
+		_ = f.Close()
 		return nil, fs.ErrNotExist
 	}
 	return f, nil

@@ -65,12 +65,12 @@ func WriteEntry(w io.Writer, sender string, date time.Time, body io.Reader) (int
 		bw.Reset(nil)
 		wbufPool.Put(bw)
 	}()
-	bw.WriteString(FromLine(sender, date))
+	_, _ = bw.WriteString(FromLine(sender, date)) // bufio: an error sticks and Flush reports it
 	if err := quote(bw, br); err != nil {
-		bw.Flush()
+		_ = bw.Flush() // the quoting error is the one to report
 		return cw.n, err
 	}
-	bw.WriteByte('\n')
+	_ = bw.WriteByte('\n') // bufio: an error sticks and Flush reports it
 	err := bw.Flush()
 	return cw.n, err
 }
@@ -94,15 +94,15 @@ func quote(bw *bufio.Writer, br *bufio.Reader) error {
 				if p[0] != '>' {
 					break
 				}
-				br.Discard(1)
-				bw.WriteByte('>')
+				_, _ = br.Discard(1)  // already peeked: cannot fail
+				_ = bw.WriteByte('>') // bufio: an error sticks and Flush reports it
 			}
 			p, err := br.Peek(len(fromPrefix))
 			if err != nil && err != io.EOF {
 				return err
 			}
 			if bytes.Equal(p, fromPrefix) {
-				bw.WriteByte('>')
+				_ = bw.WriteByte('>') // bufio: an error sticks and Flush reports it
 			}
 			bol = false
 		}
@@ -259,11 +259,11 @@ func (r *Reader) skipBlankLines() error {
 	for {
 		p, err := r.br.Peek(2)
 		if len(p) > 0 && p[0] == '\n' {
-			r.br.Discard(1)
+			_, _ = r.br.Discard(1) // already peeked: cannot fail
 			continue
 		}
 		if len(p) == 2 && p[0] == '\r' && p[1] == '\n' {
-			r.br.Discard(2)
+			_, _ = r.br.Discard(2) // already peeked: cannot fail
 			continue
 		}
 		if len(p) == 0 && err != nil {
@@ -311,7 +311,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 			}
 			r.small, r.pend = r.pend, nil
 			if b[0] == '>' {
-				r.br.Discard(1)
+				_, _ = r.br.Discard(1) // already peeked: cannot fail
 				r.state = stRun
 			} else {
 				r.state = stMid
@@ -335,7 +335,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 					p[n+c] = '>'
 					c++
 				}
-				r.br.Discard(c)
+				_, _ = r.br.Discard(c) // already peeked: cannot fail
 				n += c
 				continue
 			}
@@ -394,7 +394,7 @@ func (r *Reader) readMid(p []byte) int {
 			} else {
 				b, err := r.br.Peek(2)
 				if len(b) == 2 && b[1] == '\n' {
-					r.br.Discard(2)
+					_, _ = r.br.Discard(2) // already peeked: cannot fail
 					r.pend = append(r.tmp[:0], '\r', '\n')
 					r.state = stBOL
 					return 0
@@ -407,7 +407,7 @@ func (r *Reader) readMid(p []byte) int {
 			}
 		}
 		copy(p, avail[:n])
-		r.br.Discard(n)
+		_, _ = r.br.Discard(n) // already peeked: cannot fail
 		return n
 	}
 	i += start
@@ -416,7 +416,7 @@ func (r *Reader) readMid(p []byte) int {
 		end, term = i-1, 2
 	}
 	copy(p, avail[:end])
-	r.br.Discard(end + term)
+	_, _ = r.br.Discard(end + term) // already peeked: cannot fail
 	if term == 2 {
 		r.pend = append(r.tmp[:0], '\r', '\n')
 	} else {

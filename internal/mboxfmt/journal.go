@@ -96,7 +96,7 @@ func ReadJournal(path string) (*Journal, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	j, err := parseJournal(f)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)

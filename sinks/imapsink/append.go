@@ -526,7 +526,7 @@ func (s *Sink) commitLocked(ctx context.Context, sl *slot) ([]mail.ID, error) {
 }
 
 func (s *Sink) commitSlot(ctx context.Context, sl *slot) error {
-	s.finish(ctx, sl) // a failure leaves the batch in retry, handled below
+	_ = s.finish(ctx, sl) // a failure leaves the batch in retry, handled below
 	if len(sl.retry) == 0 {
 		return nil
 	}
@@ -680,7 +680,7 @@ func (s *Sink) resend(ctx context.Context, sl *slot) {
 			return
 		}
 	}
-	s.finish(ctx, sl)
+	_ = s.finish(ctx, sl) // as in commitSlot: a failure is recorded on the slot's batch
 }
 
 // sendOneByOne stores the retry messages with one APPEND each, so a

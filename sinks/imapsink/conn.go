@@ -101,7 +101,7 @@ func (c *rconn) readLoop() {
 func (c *rconn) close() {
 	c.once.Do(func() {
 		close(c.done)
-		c.rc.Close()
+		_ = c.rc.Close()
 	})
 }
 
@@ -229,10 +229,10 @@ type message struct {
 // synchronising (the caller must then wait for "+").
 func (c *rconn) spec(m *message) bool {
 	if fl := c.allowed(m.flags); len(fl) > 0 {
-		c.w.WriteString(" (" + strings.Join(fl, " ") + ")")
+		_, _ = c.w.WriteString(" (" + strings.Join(fl, " ") + ")") // bufio: an error sticks and Flush reports it
 	}
 	if !m.date.IsZero() {
-		c.w.WriteString(` "` + m.date.Format("_2-Jan-2006 15:04:05 -0700") + `"`)
+		_, _ = c.w.WriteString(` "` + m.date.Format("_2-Jan-2006 15:04:05 -0700") + `"`) // bufio: an error sticks and Flush reports it
 	}
 	if c.litPlus || (c.litMinus && m.size <= nonSyncMax) {
 		fmt.Fprintf(c.w, " {%d+}\r\n", m.size)
@@ -269,7 +269,7 @@ func (c *rconn) literal(m *message) error {
 // connection leaves the outcome unknown).
 func (c *rconn) appendOne(ctx context.Context, box string, m *message) (r response, sent bool, err error) {
 	tag := c.newTag()
-	c.w.WriteString(tag + " APPEND " + quote(encodeMUTF7(box)))
+	_, _ = c.w.WriteString(tag + " APPEND " + quote(encodeMUTF7(box))) // bufio: an error sticks and Flush reports it
 	if c.spec(m) {
 		if err := c.flush(); err != nil {
 			return response{}, false, err
@@ -282,7 +282,7 @@ func (c *rconn) appendOne(ctx context.Context, box string, m *message) (r respon
 	if err := c.literal(m); err != nil {
 		return response{}, false, err
 	}
-	c.w.WriteString("\r\n")
+	_, _ = c.w.WriteString("\r\n") // bufio: an error sticks and Flush reports it
 	if err := c.flush(); err != nil {
 		return response{}, false, err
 	}
@@ -296,7 +296,7 @@ func (c *rconn) appendOne(ctx context.Context, box string, m *message) (r respon
 func (c *rconn) multiAdd(ctx context.Context, box string, m *message) (*response, error) {
 	if c.open == "" {
 		c.open, c.openBox = c.newTag(), box
-		c.w.WriteString(c.open + " APPEND " + quote(encodeMUTF7(box)))
+		_, _ = c.w.WriteString(c.open + " APPEND " + quote(encodeMUTF7(box))) // bufio: an error sticks and Flush reports it
 	} else if r, ended := c.poll(); ended {
 		return r, nil
 	}
@@ -346,7 +346,7 @@ func (c *rconn) poll() (*response, bool) {
 func (c *rconn) multiEnd(ctx context.Context) (response, error) {
 	tag := c.open
 	c.open = ""
-	c.w.WriteString("\r\n")
+	_, _ = c.w.WriteString("\r\n") // bufio: an error sticks and Flush reports it
 	if err := c.flush(); err != nil {
 		return response{}, err
 	}

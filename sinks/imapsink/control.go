@@ -215,10 +215,10 @@ func (s *Sink) control(ctx context.Context) (*imapclient.Client, func(ok bool), 
 		s.ctl = c
 	}
 	c := s.ctl
-	stop := context.AfterFunc(ctx, func() { c.Close() })
+	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
 	return c, func(ok bool) {
 		if !stop() || !ok || s.isClosed() {
-			c.Close()
+			_ = c.Close()
 			s.ctl = nil
 		}
 		<-s.ctlMu

@@ -148,7 +148,7 @@ func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Sink, error) {
 		s.limit = int64(*l)
 	}
 	if err := s.learnNamespace(ctx, c); err != nil {
-		c.Close()
+		_ = c.Close()
 		return nil, err
 	}
 	nslots := s.conns
@@ -163,7 +163,7 @@ func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Sink, error) {
 // learnNamespace reads the personal namespace (RFC 2342) or, without
 // NAMESPACE, the hierarchy delimiter from LIST "" "".
 func (s *Sink) learnNamespace(ctx context.Context, c *imapclient.Client) error {
-	stop := context.AfterFunc(ctx, func() { c.Close() })
+	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
 	defer stop()
 	if c.Caps().Has(imapv2.CapNamespace) {
 		nd, err := c.Namespace().Wait()
@@ -237,19 +237,19 @@ func (s *Sink) Close() error {
 		}
 	}
 	for _, f := range free {
-		f.Close()
+		_ = f.Close()
 	}
 	// The control connection: log out politely, but never wait long.
 	select {
 	case s.ctlMu <- struct{}{}:
 		if s.ctl != nil {
 			done := make(chan struct{})
-			go func() { s.ctl.Logout().Wait(); close(done) }()
+			go func() { _ = s.ctl.Logout().Wait(); close(done) }()
 			select {
 			case <-done:
 			case <-time.After(2 * time.Second):
 			}
-			s.ctl.Close()
+			_ = s.ctl.Close()
 		}
 		<-s.ctlMu
 	case <-time.After(2 * time.Second):
@@ -642,7 +642,7 @@ func (s *Sink) recycle(f *os.File) {
 			s.mu.Unlock()
 		}
 	}
-	f.Close()
+	_ = f.Close()
 }
 
 // release gives back an item's spool (memory or file).

@@ -122,7 +122,7 @@ func (id *identity) textMatches(e *entry, addedNL bool) bool {
 	if e.textLen > len(text) {
 		return false
 	}
-	if e.textEnd && !(textEnd && len(text) == e.textLen) {
+	if e.textEnd && (!textEnd || len(text) != e.textLen) {
 		return false
 	}
 	return hash64(text[:e.textLen]) == e.textHash
@@ -136,10 +136,10 @@ func hash64(b []byte) uint64 {
 
 // canonText appends b to dst without CR and with NUL as 0x80 (Dovecot
 // serves NUL that way, and CR LF vs LF is the other change servers make),
-// up to max bytes.
-func canonText(dst, b []byte, max int) []byte {
+// up to limit bytes.
+func canonText(dst, b []byte, limit int) []byte {
 	for _, c := range b {
-		if len(dst) >= max {
+		if len(dst) >= limit {
 			break
 		}
 		switch c {

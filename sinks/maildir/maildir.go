@@ -284,14 +284,14 @@ func (s *Sink) lockRun() error {
 			return fmt.Errorf("maildir: lock: %w", err)
 		}
 		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-			f.Close()
+			_ = f.Close()
 			last = err
 			continue
 		}
 		a, err1 := f.Stat()
 		b, err2 := os.Lstat(p)
 		if err1 != nil || err2 != nil || !os.SameFile(a, b) {
-			f.Close()
+			_ = f.Close()
 			last = errors.Join(err1, err2, errors.New("lock file replaced"))
 			continue
 		}
@@ -330,7 +330,7 @@ func (s *Sink) cleanStale() {
 		}
 		if err != nil || syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
 			if f != nil {
-				f.Close()
+				_ = f.Close()
 			}
 			live[run] = true
 			return false
@@ -362,8 +362,8 @@ func (s *Sink) cleanStale() {
 	}
 	for run, f := range dead {
 		if f != nil {
-			os.Remove(filepath.Join(s.root, "tmp", run+lockSuffix))
-			f.Close()
+			_ = os.Remove(filepath.Join(s.root, "tmp", run+lockSuffix))
+			_ = f.Close()
 		}
 	}
 	if removed > 0 {
@@ -753,8 +753,8 @@ func (s *Sink) write(ctx context.Context, f *folder, env mail.Envelope, key stri
 		err = ctx.Err()
 	}
 	if err != nil {
-		fh.Close()
-		s.fs.Remove(tmp)
+		_ = fh.Close()
+		_ = s.fs.Remove(tmp)
 		return "", nil, fmt.Errorf("maildir: put %q: %w", env.Mailbox, err)
 	}
 	p := &pending{folder: f, f: fh, tmp: tmp, sub: "new", key: key, size: n, date: env.Date}
@@ -771,7 +771,7 @@ func (s *Sink) write(ctx context.Context, f *folder, env mail.Envelope, key stri
 		// happens before p is queued, so Commit never sees a closing file.
 		p.f = nil
 		if err := fh.Close(); err != nil {
-			s.fs.Remove(tmp)
+			_ = s.fs.Remove(tmp)
 			return "", nil, fmt.Errorf("maildir: put %q: %w", env.Mailbox, err)
 		}
 	}
@@ -779,9 +779,9 @@ func (s *Sink) write(ctx context.Context, f *folder, env mail.Envelope, key stri
 	if s.closed {
 		s.mu.Unlock()
 		if !early {
-			fh.Close()
+			_ = fh.Close()
 		}
-		s.fs.Remove(tmp)
+		_ = s.fs.Remove(tmp)
 		return "", nil, mail.ErrClosed
 	}
 	s.pending = append(s.pending, p)
@@ -866,7 +866,7 @@ func (s *Sink) Commit(ctx context.Context) error {
 			err = s.publish(p)
 		}
 		if err != nil {
-			s.fs.Remove(p.tmp)
+			_ = s.fs.Remove(p.tmp)
 			p.folder.forget(p.key, p.id)
 			fail(err)
 			continue
@@ -890,20 +890,20 @@ func (s *Sink) Commit(ctx context.Context) error {
 // fsync (syncFile).
 func (s *Sink) syncBatch(batch []*pending, errs []error) {
 	covered := func(p *pending) bool { return p.folder.devOK && p.folder.dev == s.syncDev }
-	any := false
+	anyClosed := false
 	for i, p := range batch {
 		if !covered(p) {
 			continue // below, in parallel
 		}
 		errs[i] = s.closeFile(p)
-		any = any || errs[i] == nil
+		anyClosed = anyClosed || errs[i] == nil
 	}
 	parallel(len(batch), syncWorkers, func(i int) {
 		if !covered(batch[i]) {
 			errs[i] = s.syncFile(batch[i])
 		}
 	})
-	if !any {
+	if !anyClosed {
 		return
 	}
 	if err := s.syncRoot.SyncAll(); err != nil {
@@ -1089,7 +1089,7 @@ func (s *Sink) Close() error {
 	var errs []error
 	for _, p := range batch {
 		if p.f != nil {
-			p.f.Close()
+			_ = p.f.Close()
 		}
 		if err := s.fs.Remove(p.tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
@@ -1100,11 +1100,11 @@ func (s *Sink) Close() error {
 	}
 	s.tree.Forget()
 	if s.lock != nil {
-		os.Remove(s.lockPath)
-		s.lock.Close()
+		_ = os.Remove(s.lockPath)
+		_ = s.lock.Close()
 	}
 	if s.syncRoot != nil {
-		s.syncRoot.Close()
+		_ = s.syncRoot.Close()
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("maildir: close: %w", err)

@@ -48,7 +48,7 @@ func (p plFS) Create(name string, perm os.FileMode) (file, error) {
 // real one of the tree's directory, as the sink compares it with its
 // folders' Lstat.
 func (p plFS) OpenSyncFS(root string) (fsSyncer, uint64, error) {
-	fi, err := p.FS.Lstat(root)
+	fi, err := p.Lstat(root)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -73,7 +73,7 @@ type plSyncer plFS
 
 func (y plSyncer) SyncAll() error {
 	y.syncfs.Add(1)
-	return y.FS.SyncFS()
+	return y.SyncFS()
 }
 
 func (plSyncer) Close() error { return nil }

@@ -25,12 +25,12 @@ func openSyncRoot(root string) (*os.File, uint64, error) {
 	}
 	fi, err := f.Stat()
 	if err != nil {
-		f.Close()
+		_ = f.Close()
 		return nil, 0, err
 	}
 	dev, ok := devOf(fi)
 	if !ok {
-		f.Close()
+		_ = f.Close()
 		return nil, 0, syscall.ENOTSUP
 	}
 	return f, dev, nil

@@ -75,7 +75,7 @@ func (m *mfile) open(ctx context.Context, s *Sink) error {
 	ok := false
 	defer func() {
 		if !ok {
-			f.Close()
+			_ = f.Close()
 		}
 	}()
 	if created {
@@ -88,7 +88,7 @@ func (m *mfile) open(ctx context.Context, s *Sink) error {
 	}
 	defer func() {
 		if !ok {
-			os.Remove(m.path + mboxfmt.LockSuffix)
+			_ = os.Remove(m.path + mboxfmt.LockSuffix)
 		}
 	}()
 	if err := m.recover(s, f); err != nil {
@@ -341,8 +341,8 @@ func (m *mfile) abandon() {
 	defer m.mu.Unlock()
 	m.closed = true
 	if m.f != nil {
-		m.journal.Close()
-		m.f.Close()
+		_ = m.journal.Close()
+		_ = m.f.Close()
 		m.f, m.journal = nil, nil
 	}
 }
@@ -400,7 +400,7 @@ func createDotlock(path string) error {
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
+	defer func() { _ = os.Remove(tmp.Name()) }()
 	_, err = fmt.Fprintf(tmp, "%d\n", os.Getpid())
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
@@ -432,7 +432,7 @@ func createDotlockExcl(path string) error {
 		err = cerr
 	}
 	if err != nil {
-		os.Remove(path)
+		_ = os.Remove(path)
 	}
 	return err
 }
@@ -494,7 +494,7 @@ func openMbox(fsys fileSystem, path string) (f osFile, created bool, err error) 
 		err = fmt.Errorf("%s is not a regular file", path)
 	}
 	if err != nil {
-		f.Close()
+		_ = f.Close()
 		return nil, false, err
 	}
 	return f, created, nil
@@ -551,7 +551,7 @@ func writeAtomic(fsys fileSystem, path string, b []byte) error {
 		err = fsys.Rename(tmp, path)
 	}
 	if err != nil {
-		fsys.Remove(tmp)
+		_ = fsys.Remove(tmp)
 		return err
 	}
 	return fsys.SyncDir(filepath.Dir(path))

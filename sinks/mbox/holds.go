@@ -78,10 +78,10 @@ func (s *Sink) readView(path string) (holdView, func(), error) {
 	}
 	fi, err := f.Stat()
 	if err != nil || fi.Size() < j.Committed {
-		f.Close()
+		_ = f.Close() // read-only: nothing to lose
 		return holdView{}, none, err
 	}
-	return holdView{keys: j.Keys, committed: j.Committed, r: f}, func() { f.Close() }, nil
+	return holdView{keys: j.Keys, committed: j.Committed, r: f}, func() { _ = f.Close() }, nil
 }
 
 // holds reports whether key names a committed entry still in the file.

@@ -36,5 +36,5 @@ func processAlive(pid int) bool {
 // the file stays open between attempts.
 func unlockFile(f interface{ Fd() uintptr }) {
 	lk := syscall.Flock_t{Type: syscall.F_UNLCK}
-	syscall.FcntlFlock(f.Fd(), fOFDSetLk, &lk)
+	_ = syscall.FcntlFlock(f.Fd(), fOFDSetLk, &lk)
 }

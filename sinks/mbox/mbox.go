@@ -139,7 +139,7 @@ func (s *Sink) CreateMailbox(ctx context.Context, name string) error {
 	if err != nil {
 		return fmt.Errorf("mbox: create %s: %w", name, err)
 	}
-	f.Close()
+	_ = f.Close()
 	if created {
 		if err := s.fs.SyncDir(filepath.Dir(m.path)); err != nil {
 			return fmt.Errorf("mbox: create %s: %w", name, err)
@@ -180,7 +180,7 @@ func (s *Sink) Put(ctx context.Context, env mail.Envelope, body io.Reader) (mail
 		if err != nil {
 			return "", s.putErr(ctx, env, err)
 		}
-		defer sp.Close()
+		defer func() { _ = sp.Close() }()
 		body = mail.ContextReader(ctx, sp)
 		m.mu.Lock()
 	}

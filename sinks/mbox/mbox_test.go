@@ -346,8 +346,7 @@ func TestFailedPutLeavesFileUnchanged(t *testing.T) {
 				t.Fatalf("Put = %v, want %v", err, body.err)
 			}
 			if c.busy {
-				m.mu.Lock() // wait for the helper to release it
-				m.mu.Unlock()
+				waitUnlocked(&m.mu) // wait for the helper to release it
 			}
 			after, _ := os.ReadFile(path)
 			if !bytes.Equal(before, after) {
@@ -641,4 +640,10 @@ func TestPruneKeys(t *testing.T) {
 	if len(keys) != 2 || keys["c"] != 20 || keys["d"] != 30 {
 		t.Fatalf("pruneKeys kept %v, want the two newest", keys)
 	}
+}
+
+// waitUnlocked returns once mu is free: it takes the lock and gives it back.
+func waitUnlocked(mu sync.Locker) {
+	mu.Lock()
+	defer mu.Unlock()
 }

@@ -15,6 +15,7 @@ type (
 	TLSMode = imapconn.TLSMode
 )
 
+// The TLS modes and default ports, as in imapconn.
 const (
 	TLSImplicit         = imapconn.TLSImplicit
 	TLSStartTLS         = imapconn.TLSStartTLS

@@ -60,7 +60,7 @@ func (s *Source) OpenBatch(ctx context.Context, envs []mail.Envelope, fn func(ma
 			// for it forever. Break the connection (every read now fails
 			// at once) and drain the command, which lets the reader finish.
 			cn.kill()
-			cmd.Close()
+			_ = cmd.Close()
 		}
 		s.put(cn, keep, nil)
 	}()

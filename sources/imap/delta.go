@@ -39,13 +39,13 @@ type delta struct {
 // in flight.
 func (d *delta) close() {
 	if rc := d.rc.Load(); rc != nil {
-		rc.Close()
+		_ = rc.Close()
 	}
 }
 
 // drop forgets the connection after closing it; called with mu held.
 func (d *delta) drop(rc *imapconn.RawConn) {
-	rc.Close()
+	_ = rc.Close()
 	d.sess = nil
 	d.rc.CompareAndSwap(rc, nil)
 }
@@ -69,7 +69,7 @@ func (s *Source) withSession(ctx context.Context, op string, fn func(*imapconn.S
 		}
 	}
 	rc := d.rc.Load()
-	stop := context.AfterFunc(ctx, func() { rc.Close() })
+	stop := context.AfterFunc(ctx, func() { _ = rc.Close() })
 	err := fn(d.sess)
 	if !stop() {
 		err = ctx.Err()
@@ -102,13 +102,13 @@ func (s *Source) dialDelta(ctx context.Context) error {
 		return err
 	}
 	sess := imapconn.NewSession(rc, s.dl.ignore)
-	stop := context.AfterFunc(ctx, func() { rc.Close() })
+	stop := context.AfterFunc(ctx, func() { _ = rc.Close() })
 	err = sess.EnableQResync()
 	if !stop() {
 		err = ctx.Err()
 	}
 	if err != nil {
-		rc.Close()
+		_ = rc.Close()
 		return mail.Temp(fmt.Errorf("imap: enable QRESYNC: %w", err))
 	}
 	s.dl.sess = sess

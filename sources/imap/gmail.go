@@ -399,17 +399,17 @@ func (g *Gmail) msgIDs(ctx context.Context, mailbox string, each func(mail.ID, u
 		g.raw.Store(rc)
 		if g.s.isClosed() { // Close ran meanwhile and missed it
 			g.raw.CompareAndSwap(rc, nil)
-			rc.Close()
+			_ = rc.Close()
 			return 0, nil, fmt.Errorf("imap: %s: %w", op, mail.ErrClosed)
 		}
 	}
-	stop := context.AfterFunc(ctx, func() { rc.Close() })
+	stop := context.AfterFunc(ctx, func() { _ = rc.Close() })
 	uidv, ids, err := g.rawMsgIDs(rc, box, each)
 	if !stop() {
 		err = ctx.Err()
 	}
 	if err != nil && !errors.Is(err, mail.ErrMailboxNotFound) {
-		rc.Close()
+		_ = rc.Close()
 		g.raw.CompareAndSwap(rc, nil)
 		if g.s.isClosed() {
 			return 0, nil, fmt.Errorf("imap: %s: %w", op, mail.ErrClosed)
@@ -575,7 +575,7 @@ func (g *Gmail) Limits() mail.Limits { return g.s.Limits() }
 func (g *Gmail) Close() error {
 	err := g.s.Close()
 	if rc := g.raw.Swap(nil); rc != nil {
-		rc.Close()
+		_ = rc.Close()
 	}
 	return err
 }

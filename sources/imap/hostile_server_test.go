@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -189,5 +188,3 @@ func f8Session(t *testing.T, f *fakeServer) error {
 	_, err = io.Copy(io.Discard, rc)
 	return err
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }

@@ -109,7 +109,7 @@ type conn struct {
 
 // kill breaks the connection at once, from any goroutine: whoever is
 // reading from it gets an error. It never blocks.
-func (cn *conn) kill() { cn.dc.Close() }
+func (cn *conn) kill() { _ = cn.dc.Close() }
 
 // close shuts the connection down and waits for imapclient's reader. That
 // reader parks while a FETCH literal is handed out and unread, and
@@ -119,9 +119,9 @@ func (cn *conn) kill() { cn.dc.Close() }
 func (cn *conn) close(lit io.Reader) {
 	cn.kill()
 	if lit != nil {
-		io.Copy(io.Discard, lit)
+		_, _ = io.Copy(io.Discard, lit)
 	}
-	cn.c.Close()
+	_ = cn.c.Close()
 }
 
 // tooLarge returns why cn's response guard refused a message literal as
@@ -190,7 +190,7 @@ func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Source, error)
 	s.ctl = &conn{c: c, dc: dc}
 	s.all[s.ctl] = struct{}{}
 	if err := s.learnPrefix(ctx); err != nil {
-		s.Close()
+		_ = s.Close()
 		return nil, err
 	}
 	return s, nil
@@ -1033,13 +1033,13 @@ func (b *body) start(name, box string, uidv uint32) error {
 		switch it := item.(type) {
 		case imapclient.FetchItemDataUID:
 			if it.UID != b.uid {
-				b.cmd.Close()
+				_ = b.cmd.Close()
 				return b.fail(fmt.Errorf("imap: %s: server answered with UID %d", b.op, it.UID))
 			}
 			b.sawUID = true
 		case imapclient.FetchItemDataBodySection:
 			if it.Literal == nil {
-				b.cmd.Close()
+				_ = b.cmd.Close()
 				return b.fail(mail.Temp(fmt.Errorf("imap: %s: server returned NIL for BODY[]", b.op)))
 			}
 			b.lit = it.Literal
@@ -1143,7 +1143,7 @@ func (b *body) Close() error {
 		b.n += n
 		b.litEnd = true
 		if err == nil && b.n == b.lit.Size() {
-			b.finish()
+			_ = b.finish()
 			return nil
 		}
 	}

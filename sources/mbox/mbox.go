@@ -149,11 +149,11 @@ func (s *Source) extent(mailbox string) (f *os.File, limit int64, lenient bool, 
 	}
 	fi, err := f.Stat()
 	if err != nil {
-		f.Close()
+		_ = f.Close()
 		return nil, 0, false, fmt.Errorf("mbox: stat %s: %w", mailbox, err)
 	}
 	if !fi.Mode().IsRegular() {
-		f.Close()
+		_ = f.Close()
 		return nil, 0, false, fmt.Errorf("mbox: %s is not a regular file: %w", path, mail.ErrMailboxNotFound)
 	}
 	limit = fi.Size()
@@ -189,7 +189,7 @@ func (s *Source) List(ctx context.Context, mailbox string, fn func(mail.Envelope
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	rd := mboxfmt.NewReader(io.NewSectionReader(f, 0, limit))
 	rd.Lenient = lenient
 	buf := make([]byte, 32<<10)
@@ -251,13 +251,13 @@ func (s *Source) Open(ctx context.Context, env mail.Envelope) (io.ReadCloser, er
 		return nil, err
 	}
 	if off >= limit || !mboxfmt.StartsEntry(f, off) {
-		f.Close()
+		_ = f.Close()
 		return nil, fmt.Errorf("mbox: open %s/%s: %w", env.Mailbox, env.ID, mail.ErrNotFound)
 	}
 	rd := mboxfmt.NewReaderAt(io.NewSectionReader(f, off, limit-off), off)
 	rd.Lenient = lenient
 	if e, err := rd.Next(); err != nil || e.Offset != off {
-		f.Close()
+		_ = f.Close()
 		return nil, fmt.Errorf("mbox: open %s/%s: %w", env.Mailbox, env.ID, mail.ErrNotFound)
 	}
 	return &entryReader{rd: rd, f: f}, nil

@@ -40,12 +40,12 @@ type deadlineConn struct {
 }
 
 func (c *deadlineConn) Read(b []byte) (int, error) {
-	c.Conn.SetReadDeadline(time.Now().Add(c.timeout))
+	_ = c.SetReadDeadline(time.Now().Add(c.timeout))
 	return c.Conn.Read(b)
 }
 
 func (c *deadlineConn) Write(b []byte) (int, error) {
-	c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
+	_ = c.SetWriteDeadline(time.Now().Add(c.timeout))
 	return c.Conn.Write(b)
 }
 
@@ -126,14 +126,14 @@ func (ss *session) pipelining() bool {
 func (ss *session) kill(err error) error {
 	if ss.dead == nil {
 		ss.dead = err
-		ss.raw.Close()
+		_ = ss.raw.Close()
 	}
 	return err
 }
 
 // watch closes the connection when ctx is done, so blocked I/O returns.
 func (ss *session) watch(ctx context.Context) (stop func() bool) {
-	return context.AfterFunc(ctx, func() { ss.raw.Close() })
+	return context.AfterFunc(ctx, func() { _ = ss.raw.Close() })
 }
 
 // ioErr kills the session after an I/O failure during op and returns the
@@ -143,7 +143,7 @@ func (ss *session) ioErr(ctx context.Context, op string, err error) error {
 	if errors.Is(err, io.EOF) {
 		err = io.ErrUnexpectedEOF
 	}
-	ss.kill(err)
+	_ = ss.kill(err)
 	if cerr := ctx.Err(); cerr != nil {
 		return fmt.Errorf("pop3: %s: %w", op, cerr)
 	}
@@ -173,7 +173,7 @@ func (d *dialer) dial() (*session, error) {
 	if err != nil {
 		return nil, d.fail(nil, err)
 	}
-	d.stop = context.AfterFunc(d.ctx, func() { raw.Close() })
+	d.stop = context.AfterFunc(d.ctx, func() { _ = raw.Close() })
 	conn, br, greeting, err := d.protect(&deadlineConn{Conn: raw, timeout: d.timeout})
 	if err != nil {
 		return nil, d.fail(raw, err)
@@ -212,7 +212,7 @@ func (d *dialer) protect(dc net.Conn) (conn net.Conn, br *bufio.Reader, greeting
 // the dial, otherwise an unreachable-endpoint error naming the address.
 func (d *dialer) fail(raw net.Conn, err error) error {
 	if raw != nil {
-		raw.Close()
+		_ = raw.Close()
 	}
 	if cerr := d.ctx.Err(); cerr != nil {
 		return fmt.Errorf("pop3: connect %s: %w", d.cfg.Addr(), cerr)
@@ -323,7 +323,7 @@ func connect(ctx context.Context, cfg *Config, o *mail.OpenOptions, log *slog.Lo
 		return nil, err
 	}
 	if err := ss.login(ctx, o); err != nil {
-		ss.kill(err)
+		_ = ss.kill(err)
 		return nil, err
 	}
 	caps, err := capa(ss.conn, ss.br, ss.trace)

@@ -583,7 +583,7 @@ func (b *body) finish() {
 	if b.stop != nil && !b.stop() && b.ctx.Err() != nil {
 		// ctx ended just now and closed the connection: the body is
 		// complete, but the session is gone.
-		b.ss.kill(b.ctx.Err())
+		_ = b.ss.kill(b.ctx.Err())
 	}
 	b.stop = nil
 }
@@ -599,7 +599,7 @@ func (b *body) Close() error {
 	b.closed = true
 	if b.ss.active == b && b.ss.dead == nil && b.err == nil {
 		if _, err := io.Copy(io.Discard, b.dr); err != nil {
-			b.ss.ioErr(b.ctx, "retr "+string(b.id), err)
+			_ = b.ss.ioErr(b.ctx, "retr "+string(b.id), err)
 		}
 	}
 	b.finish()
@@ -753,7 +753,7 @@ func (s *Source) Close() error {
 		// DELEs' messages, which the next run deletes.
 		s.log.Warn("pop3: ending the session without QUIT: the server might otherwise no longer offer messages that were retrieved but not stored", "size", len(s.unstored))
 		if ss != nil {
-			ss.kill(mail.ErrClosed)
+			_ = ss.kill(mail.ErrClosed)
 		}
 		if pending > 0 {
 			return &DeleteError{Pending: pending, Err: errors.New("QUIT was not sent, so that the server keeps offering messages retrieved but not stored")}
@@ -767,7 +767,7 @@ func (s *Source) Close() error {
 					s.log.Debug("pop3: quit", "err", err)
 				}
 			}
-			ss.kill(mail.ErrClosed)
+			_ = ss.kill(mail.ErrClosed)
 		}
 		return nil
 	}
@@ -778,7 +778,7 @@ func (s *Source) Close() error {
 		}
 		return &DeleteError{Pending: pending, Err: cause}
 	}
-	defer ss.kill(mail.ErrClosed)
+	defer func() { _ = ss.kill(mail.ErrClosed) }()
 	// Close has no context: each read and write is still bounded by the
 	// idle timeout.
 	ctx := context.Background()

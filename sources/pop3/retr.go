@@ -105,18 +105,18 @@ func (d *dotReader) lineStart() (end bool, err error) {
 	}
 	switch c[1] {
 	case '\n':
-		d.br.Discard(2)
+		_, _ = d.br.Discard(2) // already peeked: cannot fail
 		return true, nil
 	case '\r':
 		if c, err = d.br.Peek(3); err != nil {
 			return false, unexpected(err)
 		}
 		if c[2] == '\n' {
-			d.br.Discard(3)
+			_, _ = d.br.Discard(3) // already peeked: cannot fail
 			return true, nil
 		}
 	}
-	d.br.Discard(1)
+	_, _ = d.br.Discard(1) // already peeked: cannot fail
 	return false, nil
 }
 
@@ -151,7 +151,7 @@ func (d *dotReader) copyOut(p []byte) (int, error) {
 	}
 	d.bol = len(buf) > 0 && buf[len(buf)-1] == '\n'
 	n := copy(p, buf)
-	d.br.Discard(n)
+	_, _ = d.br.Discard(n) // already peeked: cannot fail
 	return n, nil
 }
 

@@ -174,6 +174,12 @@ func (w *accountWorker) Work(ctx context.Context, job *river.Job[accountArgs]) e
 // group without a free slot instead of running.
 func (w *accountWorker) runInSlots(ctx context.Context, acct *Account) (Outcome, string, error) {
 	s := w.store
+	if !s.takePlace(ctx) {
+		// The slice ended (or the worker stops) while other batches'
+		// accounts took every place: back to the queue, no attempt spent.
+		return Outcome{ExitCode: exitInterrupted}, "", nil
+	}
+	defer func() { <-s.running }()
 	groups := groupsOf(s.cfg.Groups, &acct.Row)
 	acct.Connections = connections(groups)
 	runCtx := ctx
@@ -189,6 +195,24 @@ func (w *accountWorker) runInSlots(ctx context.Context, acct *Account) (Outcome,
 	stop := s.cfg.Metrics.start(acct.Batch)
 	defer stop()
 	return s.cfg.Runner.RunAccount(runCtx, acct), "", nil
+}
+
+// takePlace waits for one of the process's Workers places; false when
+// ctx ended first.
+func (s *Store) takePlace(ctx context.Context) bool {
+	select {
+	case s.running <- struct{}{}:
+		return true
+	default:
+	}
+	s.waiting.Add(1)
+	defer s.waiting.Add(-1)
+	select {
+	case s.running <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // outcomeError records the outcome and maps it to River's: done on 0 and

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -95,6 +96,10 @@ type Store struct {
 	cfg    Config
 	close  []func()
 	queues map[string]bool // queues this worker works
+	// running holds a token per account running in this process: River
+	// caps each queue (batch) at Workers, this caps the process.
+	running chan struct{}
+	waiting atomic.Int64 // jobs waiting for a place
 }
 
 var nameRe = regexp.MustCompile(`^[a-z0-9]+(?:[_-]?[a-z0-9]+)*$`)
@@ -116,7 +121,7 @@ func queueName(batch string) string { return "mf_" + batch }
 // the batches known now (AddQueues for later ones).
 func Open(ctx context.Context, cfg Config) (*Store, error) {
 	cfg.defaults()
-	s := &Store{cfg: cfg, queues: map[string]bool{}}
+	s := &Store{cfg: cfg, queues: map[string]bool{}, running: make(chan struct{}, max(cfg.Workers, 1))}
 	kind, dsn, err := parseURL(cfg.URL)
 	if err != nil {
 		return nil, err
@@ -207,7 +212,7 @@ func (s *Store) openSQLite(ctx context.Context, path string) error {
 	// connection for the same reason (or meet SQLITE_BUSY).
 	db.SetMaxOpenConns(1)
 	s.db = db
-	s.close = append(s.close, func() { db.Close() })
+	s.close = append(s.close, func() { _ = db.Close() })
 	driver := riversqlite.New(db)
 	m, err := rivermigrate.New(driver, nil)
 	if err := migrate(ctx, m, err); err != nil {
@@ -234,7 +239,7 @@ func (s *Store) openPostgres(ctx context.Context, dsn string) error {
 		return fmt.Errorf("postgres: %w", err)
 	}
 	s.db = stdlib.OpenDBFromPool(pool)
-	s.close = append([]func(){func() { s.db.Close() }}, s.close...)
+	s.close = append([]func(){func() { _ = s.db.Close() }}, s.close...)
 	driver := riverpgxv5.New(pool)
 	m, err := rivermigrate.New(driver, nil)
 	if err := migrate(ctx, m, err); err != nil {
@@ -337,7 +342,7 @@ func (s *Store) Load(ctx context.Context, batch string, rows []Row) (added int, 
 	if err != nil {
 		return 0, err
 	}
-	defer tx.Rollback()
+	defer func() { _ = tx.Rollback() }() // a no-op once Commit succeeded
 	now := time.Now().UTC().Format(time.RFC3339)
 	if _, err := tx.ExecContext(ctx, `INSERT INTO mailferry_batch (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`, batch, now); err != nil {
 		return 0, fmt.Errorf("load: %w", err)
@@ -375,7 +380,7 @@ func (s *Store) Rows(ctx context.Context, batch string) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer rs.Close()
+	defer func() { _ = rs.Close() }()
 	var rows []Row
 	for rs.Next() {
 		var data string
@@ -411,7 +416,7 @@ func (s *Store) Batches(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer rs.Close()
+	defer func() { _ = rs.Close() }()
 	var names []string
 	for rs.Next() {
 		var n string

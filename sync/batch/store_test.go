@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/riverqueue/river/rivertype"
 )
 
 // fakeRunner plays scripted exit codes per account: the n-th run of an
@@ -622,5 +623,71 @@ func TestLeaseLostStopsTheAccount(t *testing.T) {
 	<-runCtx.Done()
 	if !errors.Is(context.Cause(runCtx), errLeaseLost) {
 		t.Errorf("cause %v; want errLeaseLost", context.Cause(runCtx))
+	}
+}
+
+// TestWorkersCapTheProcess: --workers caps the accounts running in the
+// process over all batches, not per batch (River caps per queue).
+func TestWorkersCapTheProcess(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	release := make(chan struct{})
+	var mu stdsync.Mutex
+	active := 0
+	run := RunnerFunc(func(ctx context.Context, acct *Account) Outcome {
+		mu.Lock()
+		active++
+		mu.Unlock()
+		<-release
+		return Outcome{}
+	})
+	s := openTest(t, filepath.Join(t.TempDir(), "b.db"), 2, run, 0)
+	batches := []string{"one", "two", "three"}
+	for _, b := range batches {
+		if _, err := s.Load(ctx, b, testRows(t, "a", "b")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Pass(ctx, b, "p", PassOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.AddQueues(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop(context.Background())
+	// Wait until River runs at least 4 jobs (2 per queue) and each of
+	// them is either copying or waiting for a place.
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for ; ; <-tick.C {
+		running := 0
+		for _, b := range batches {
+			jobs, err := s.jobs(ctx, b, "p", rivertype.JobStateRunning)
+			if err != nil {
+				t.Fatal(err)
+			}
+			running += len(jobs)
+		}
+		mu.Lock()
+		n := active
+		mu.Unlock()
+		if running >= 4 && n+int(s.waiting.Load()) == running {
+			if n != 2 {
+				t.Errorf("%d accounts ran at once over 3 batches; want --workers, 2", n)
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("River never ran 4 jobs")
+		}
+	}
+	close(release)
+	for _, b := range batches {
+		if err := s.Wait(ctx, b, "p", 20*time.Millisecond, nil); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

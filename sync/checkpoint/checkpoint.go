@@ -191,14 +191,14 @@ func OpenFS(fsys FS, path, src, dst string, reset bool) (*File, error) {
 			ErrUnusable, path, got.Src, got.Dst, src, dst)
 	}
 	if err != nil && !reset {
-		f.Close()
+		_ = f.Close()
 		return nil, err
 	}
 	if err != nil || got == nil || reset { // new, empty, or reset: write a fresh header
 		c.recs, c.byBox, c.Dropped = map[Key]Record{}, map[string][]Key{}, ""
 		line, _ := json.Marshal(want)
 		if err := c.rewrite(append(line, '\n')); err != nil {
-			f.Close()
+			_ = f.Close()
 			return nil, err
 		}
 		return c, nil
@@ -207,12 +207,12 @@ func OpenFS(fsys FS, path, src, dst string, reset bool) (*File, error) {
 	// run, a rerun with nothing new) leaves even its mtime alone (H1, H2).
 	if fi, err := f.Stat(); err != nil || fi.Size() > end {
 		if err := f.Truncate(end); err != nil {
-			f.Close()
+			_ = f.Close()
 			return nil, fmt.Errorf("checkpoint: %w", err)
 		}
 	}
 	if _, err := f.Seek(end, io.SeekStart); err != nil {
-		f.Close()
+		_ = f.Close()
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
 	return c, nil
@@ -229,7 +229,7 @@ func lockedOpen(fsys FS, path string) (FSFile, error) {
 			return nil, fmt.Errorf("checkpoint: %w", err)
 		}
 		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-			f.Close()
+			_ = f.Close()
 			if errors.Is(err, syscall.EWOULDBLOCK) {
 				return nil, fmt.Errorf("%w: %s", ErrLocked, path)
 			}
@@ -240,7 +240,7 @@ func lockedOpen(fsys FS, path string) (FSFile, error) {
 		if err1 == nil && err2 == nil && os.SameFile(held, now) {
 			return f, nil
 		}
-		f.Close() // renamed away under us: lock the file that is there now
+		_ = f.Close() // renamed away under us: lock the file that is there now
 	}
 	return nil, fmt.Errorf("%w: %s keeps being replaced", ErrLocked, path)
 }
@@ -307,7 +307,7 @@ func (c *File) rewrite(data []byte) error {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	if err := syscall.Flock(int(t.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		t.Close()
+		_ = t.Close()
 		return fmt.Errorf("checkpoint: lock %s: %w", tmp, err)
 	}
 	if _, err = t.Write(data); err == nil {
@@ -320,11 +320,11 @@ func (c *File) rewrite(data []byte) error {
 		err = c.fs.SyncDir(filepath.Dir(c.path))
 	}
 	if err != nil {
-		t.Close()
-		c.fs.Remove(tmp)
+		_ = t.Close()
+		_ = c.fs.Remove(tmp)
 		return fmt.Errorf("checkpoint: write %s: %w", c.path, err)
 	}
-	c.f.Close()
+	_ = c.f.Close()
 	c.f = t
 	return nil
 }
@@ -466,8 +466,8 @@ func (c *File) flush() error {
 	if err == nil {
 		_, err = c.f.Write(c.buf.Bytes())
 		if err != nil { // e.g. ENOSPC: leave no partial line for the next load to trip over
-			c.f.Truncate(end)
-			c.f.Seek(end, io.SeekStart)
+			_ = c.f.Truncate(end) // best effort: the write error is what we report
+			_, _ = c.f.Seek(end, io.SeekStart)
 		}
 	}
 	if err != nil {

@@ -103,7 +103,7 @@ func hashStored(ctx context.Context, dst mail.Indexer, mailbox string, rec *Reco
 	if err != nil {
 		return fmt.Errorf("checkpoint: rebuild: read %s %s: %w", mailbox, rec.Dst, err)
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	scan := mail.NewHeaderScanner(rc)
 	hr := mail.NewHashReader(scan)
 	if _, err := io.Copy(io.Discard, hr); err != nil {

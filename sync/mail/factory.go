@@ -28,6 +28,7 @@ const (
 // Role is what a URL is parsed for: read from, or written to.
 type Role int
 
+// The roles a URL is parsed for.
 const (
 	AsSource Role = iota + 1
 	AsSink

@@ -113,13 +113,13 @@ func Spool(ctx context.Context, dir string, r io.Reader) (*os.File, int64, error
 	if err != nil {
 		return nil, 0, err
 	}
-	os.Remove(f.Name()) // unlinked: nothing is left behind even on kill -9
+	_ = os.Remove(f.Name()) // unlinked: nothing is left behind even on kill -9
 	n, err := CopyBody(ctx, f, r)
 	if err == nil {
 		_, err = f.Seek(0, io.SeekStart)
 	}
 	if err != nil {
-		f.Close()
+		_ = f.Close()
 		return nil, 0, err
 	}
 	return f, n, nil

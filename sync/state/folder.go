@@ -113,7 +113,7 @@ func (s *State) loadFolder(name string, gen uint64) (*Folder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state: %w", err)
 	}
-	defer file.Close()
+	defer func() { _ = file.Close() }()
 	f := &Folder{s: s, name: name, gen: gen, recs: map[mail.ID]Message{}}
 	if err := f.parse(bufio.NewReaderSize(file, 64<<10), path); err != nil {
 		return nil, err
@@ -231,7 +231,7 @@ func (s *State) rewriteFolder(f *Folder, recs map[mail.ID]Message) error {
 		return err
 	}
 	if known {
-		s.fs.Remove(s.logPath(old.Gen))
+		_ = s.fs.Remove(s.logPath(old.Gen))
 	}
 	if recs == nil {
 		recs = map[mail.ID]Message{}
@@ -265,7 +265,7 @@ func (s *State) flushFolder(f *Folder) error {
 	if err != nil {
 		return mail.MakeFatal(fmt.Errorf("state: open %s: %w", path, err))
 	}
-	defer file.Close()
+	defer func() { _ = file.Close() }()
 	if err := f.appendTo(file); err != nil {
 		return mail.MakeFatal(fmt.Errorf("state: write %s: %w", path, err))
 	}
@@ -294,7 +294,7 @@ func (f *Folder) appendTo(file interface {
 		return err
 	}
 	if _, err := file.Write(f.buf); err != nil {
-		file.Truncate(f.end)
+		_ = file.Truncate(f.end) // best effort: the write error is what we report
 		return err
 	}
 	return nil

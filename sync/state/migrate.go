@@ -42,7 +42,7 @@ func Migrate(s *State, path, src, dst string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("state: migrate: %w", err)
 	}
-	defer cp.Close()
+	defer func() { _ = cp.Close() }()
 	if cp.Dropped != "" {
 		s.log.Warn("state: migrate: dropped a torn last line of the checkpoint", "file", path, "bytes", len(cp.Dropped))
 	}

@@ -188,7 +188,7 @@ func Open(dir, a, b string, opt Options) (*State, error) {
 		return nil, err
 	}
 	if err := s.loadOrCreate(a, b, opt.Reset); err != nil {
-		s.lock.Close()
+		_ = s.lock.Close()
 		return nil, err
 	}
 	return s, nil
@@ -213,7 +213,7 @@ func (s *State) openReadOnly(a, b string, reset bool) error {
 			ErrUnusable, s.dir, old.A, old.B, a, b)
 	}
 	if err != nil {
-		s.lock.Close()
+		_ = s.lock.Close()
 		return err
 	}
 	if old != nil {
@@ -234,7 +234,7 @@ func (s *State) takeLock() error {
 		return fmt.Errorf("state: lock: %w", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			return fmt.Errorf("%w%s: %s; this run does nothing", ErrLocked, lockOwner(f), path)
 		}
@@ -242,7 +242,7 @@ func (s *State) takeLock() error {
 	}
 	// The pid is only informative: a failure to write it changes nothing.
 	if _, err := f.Seek(0, io.SeekStart); err == nil && f.Truncate(0) == nil {
-		f.Write([]byte(strconv.Itoa(os.Getpid()) + "\n"))
+		_, _ = f.Write([]byte(strconv.Itoa(os.Getpid()) + "\n"))
 	}
 	s.lock = f
 	return nil
@@ -281,7 +281,7 @@ func (s *State) loadOrCreate(a, b string, reset bool) error {
 	}
 	if old != nil { // after the new summary no longer names them
 		for _, it := range old.Folders {
-			s.fs.Remove(s.logPath(it.Gen))
+			_ = s.fs.Remove(s.logPath(it.Gen))
 		}
 	}
 	return nil
@@ -298,7 +298,7 @@ func (s *State) readSummary() (*summaryFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	data, err := io.ReadAll(f)
 	if err != nil {
 		return nil, fmt.Errorf("state: read %s: %w", path, err)
@@ -368,7 +368,7 @@ func replaceFile(fsys FS, path string, data []byte) error {
 		err = fsys.SyncDir(filepath.Dir(path))
 	}
 	if err != nil {
-		fsys.Remove(tmp)
+		_ = fsys.Remove(tmp)
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
@@ -506,7 +506,7 @@ func (s *State) RemoveFolder(name string) error {
 	if err := s.writeSummary(); err != nil {
 		return err
 	}
-	s.fs.Remove(s.logPath(it.Gen)) // an orphan left by a failure is never read
+	_ = s.fs.Remove(s.logPath(it.Gen)) // an orphan left by a failure is never read
 	return nil
 }
 
@@ -544,7 +544,7 @@ func (s *State) Close() error {
 	if s.lock == nil {
 		return err
 	}
-	s.lock.Truncate(0) // still locked: no one reads a pid that is gone
+	_ = s.lock.Truncate(0) // still locked: no one reads a pid that is gone
 	if cerr := s.lock.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("state: %w", cerr)
 	}

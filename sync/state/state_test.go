@@ -416,13 +416,13 @@ func writeT(t *testing.T, dir, name, content string) {
 	}
 }
 
-func replaceT(t *testing.T, dir, name, old, new string) {
+func replaceT(t *testing.T, dir, name, old, repl string) {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(dir, name))
 	if err != nil || !strings.Contains(string(b), old) {
 		t.Fatalf("%s has no %q (%v)", name, old, err)
 	}
-	writeT(t, dir, name, strings.Replace(string(b), old, new, 1))
+	writeT(t, dir, name, strings.Replace(string(b), old, repl, 1))
 }
 
 func fileSize(t *testing.T, dir, name string) int64 {

@@ -116,7 +116,7 @@ func (r *run) copyOne(folder string, c Copy) (mail.ID, error) {
 	if err != nil {
 		return "", err
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	out := env
 	out.Mailbox, out.Flags = folder, c.Flags
 	out.Key = putKey("copy", c.From, folder, c.Msg.ID)

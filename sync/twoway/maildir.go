@@ -303,7 +303,7 @@ func copyThenRemove(from, to string) error {
 	if err != nil {
 		return fmt.Errorf("maildir: %w", err)
 	}
-	defer in.Close()
+	defer func() { _ = in.Close() }()
 	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("maildir: quarantine: %w", err)

@@ -139,7 +139,7 @@ func (s *memStore) List(ctx context.Context, mailbox string, fn func(mail.Envelo
 	var envs []mail.Envelope
 	for id, m := range msgs {
 		env := mail.Envelope{Mailbox: mailbox, ID: id, Size: int64(len(m.body)), Date: m.date, Flags: append([]mail.Flag(nil), m.flags...)}
-		if !s.noMsgID {
+		if !s.noMsgID && bytes.HasPrefix(m.body, []byte("Message-ID: ")) {
 			env.MessageID = strings.SplitN(strings.TrimPrefix(string(m.body), "Message-ID: "), "\r\n", 2)[0]
 		}
 		envs = append(envs, env)
@@ -227,3 +227,16 @@ func (s *memStore) removeTok(folder string, tok int) {
 
 func (s *memStore) Limits() mail.Limits { return mail.Limits{} }
 func (s *memStore) Close() error        { return nil }
+
+// renumber gives every message of folder a new id with prefix (an IMAP
+// UIDVALIDITY change when ids are "uidvalidity.uid").
+func (s *memStore) renumber(folder, prefix string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.folders[folder]
+	s.folders[folder] = map[mail.ID]*memMsg{}
+	for _, m := range old {
+		s.next++
+		s.folders[folder][mail.ID(prefix+strconv.Itoa(s.next))] = m
+	}
+}

@@ -8,6 +8,7 @@ import (
 // Side names one of the two stores: A (a state record's Src) or B (Dst).
 type Side uint8
 
+// The two sides.
 const (
 	A Side = iota
 	B

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 
 	"github.com/mailferry/mailferry/sync/checkpoint"
 	"github.com/mailferry/mailferry/sync/mail"
@@ -69,6 +70,9 @@ func Run(ctx context.Context, stores [2]*Store, st *state.State, opt RunOptions)
 	r := &run{ctx: ctx, stores: stores, st: st, opt: opt, log: opt.Log, res: &Result{}}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
+	}
+	for _, st := range stores {
+		st.step = opt.step
 	}
 	if err := r.checkIdentities(); err != nil {
 		return r.res, err
@@ -214,9 +218,36 @@ func (r *run) listFolder(name string, exists [2]map[string]bool) (Folder, error)
 		if err != nil {
 			return f, err
 		}
+		l.IDsReset = !r.stores[s].StableIDs && idsReset(l.Msgs, recorded[s])
 		f.Side[s] = l
 	}
+	r.fillContent(&f, recorded)
 	return f, nil
+}
+
+// idsReset reports whether a folder's ids were all renumbered since the
+// state recorded them (an IMAP UIDVALIDITY change): ids "uidvalidity.uid"
+// all of one validity now, and a record of another. Each record would look
+// deleted and each message new; the planner merges the folder instead.
+func idsReset(msgs []Msg, recorded map[mail.ID]bool) bool {
+	if len(msgs) == 0 {
+		return false
+	}
+	now, _, ok := strings.Cut(string(msgs[0].ID), ".")
+	if !ok {
+		return false // not "uidvalidity.uid"
+	}
+	for _, m := range msgs[1:] {
+		if p, _, _ := strings.Cut(string(m.ID), "."); p != now {
+			return false
+		}
+	}
+	for id := range recorded {
+		if p, _, _ := strings.Cut(string(id), "."); p != now {
+			return true
+		}
+	}
+	return false
 }
 
 // listSide lists one folder of one side. A listing that fails part way is
@@ -305,7 +336,7 @@ func readMessageID(ctx context.Context, src mail.Source, env mail.Envelope) stri
 	if err != nil {
 		return ""
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	sc := mail.NewHeaderScanner(rc)
 	buf := make([]byte, 8<<10)
 	for read := 0; read <= mail.HeaderScanLimit; {

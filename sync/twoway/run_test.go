@@ -258,3 +258,29 @@ func TestRunMassDeleteHeldBack(t *testing.T) {
 	}
 	checkNoop(t, a, b, dir)
 }
+
+// TestRunUIDValidityChange: one side's ids are all renumbered (IMAP
+// UIDVALIDITY): the folder is merged, nothing is deleted or copied, a flag
+// the other side set meanwhile survives, and the next sync is a no-op.
+func TestRunUIDValidityChange(t *testing.T) {
+	a, b := newMemStore("7.", "INBOX"), newMemStore("b", "INBOX")
+	for tok := 1; tok <= 5; tok++ {
+		a.add("INBOX", tok)
+	}
+	dir := t.TempDir()
+	if _, err := syncMem(t, a, b, dir, RunOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	a.renumber("INBOX", "8.")
+	b.setFlagsOf("INBOX", 2, mail.FlagSeen)
+	res, err := syncMem(t, a, b, dir, RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"INBOX": `1:,2:\Seen,3:,4:,5:`}
+	checkStores(t, "after a UIDVALIDITY change", a, b, want)
+	if res.Side[A].Copied+res.Side[B].Copied+res.Side[A].Deleted+res.Side[B].Deleted+res.Side[B].Held != 0 {
+		t.Fatalf("a UIDVALIDITY change copied or deleted: %+v", res.Side)
+	}
+	checkNoop(t, a, b, dir)
+}

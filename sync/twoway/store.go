@@ -29,6 +29,10 @@ type Store struct {
 	StableIDs bool
 	// Keeps are the flags the store keeps (nil: all).
 	Keeps Keeps
+
+	// step is the run's test hook (RunOptions.step), called between the
+	// durable steps of a move by copy.
+	step func(what string) error
 }
 
 // setFlags replaces the flags of message id in mailbox.
@@ -105,9 +109,14 @@ func (s *Store) move(ctx context.Context, env mail.Envelope, to string, flags []
 	out := env
 	out.Mailbox, out.Flags, out.Key = to, flags, putKey("move", env.Mailbox, env.ID)
 	id, err := s.put(ctx, out, rc)
-	rc.Close()
+	_ = rc.Close()
 	if err != nil {
 		return "", err
+	}
+	if s.step != nil {
+		if err := s.step("move: remove the original"); err != nil {
+			return "", err
+		}
 	}
 	return id, s.remove(ctx, []mail.Envelope{env})
 }

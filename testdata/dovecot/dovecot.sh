@@ -166,6 +166,12 @@ plugin {
   mail_log_events = save copy expunge
   mail_log_fields = uid box msgid size
 }
+# The user in a mail_log line is the per-process prefix Dovecot's log process keeps. It drops
+# that prefix when the master reports the process gone, and under load it can read that report
+# before the process's last lines: a session's final saves then log as "imap: Info: save: ..."
+# with no user (seen after a SIGKILLed move; docs/failure-model.md A7). Reusing imap processes
+# (all users share the vmail uid) means no process exits at the end of a session.
+$([ "$MAIL_LOG" = 0 ] && echo "# imap processes not reused (DOVECOT_MAIL_LOG=0)" || printf 'service imap {\n  service_count = 0\n}')
 
 service imap-login {
   inet_listener imap {

@@ -135,12 +135,12 @@ func (c sinkCaps) committer(t *testing.T, s mail.Sink) {
 		return
 	}
 	src := c.h.Reopen(t, s)
-	defer src.Close()
+	defer func() { _ = src.Close() }()
 	checkHolds(t, src, fx, Caps{Normalize: c.h.Caps.Normalize})
 }
 
 func (c sinkCaps) idResolver(t *testing.T, s mail.Sink) {
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	ids := stored(t, s, capFixtures())
 	seen := map[mail.ID]bool{}
 	for _, id := range ids {
@@ -182,7 +182,7 @@ func (c sinkCaps) indexHolds(t *testing.T, idx mail.Indexer, ids []mail.ID) {
 }
 
 func (c sinkCaps) indexer(t *testing.T, s mail.Sink) {
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	idx := mail.FeaturesOf(s).Indexer
 	if err := idx.Index(context.Background(), "INBOX", func(mail.Envelope) error { return nil }); err != nil && !errors.Is(err, mail.ErrMailboxNotFound) {
 		t.Fatalf("Index of an empty sink = %v, want nil or ErrMailboxNotFound", err)
@@ -216,7 +216,7 @@ func (c sinkCaps) flagSetter(t *testing.T, s mail.Sink) {
 		return
 	}
 	src := c.h.Reopen(t, s)
-	defer src.Close()
+	defer func() { _ = src.Close() }()
 	checkHolds(t, src, fx, Caps{Flags: true, Normalize: c.h.Caps.Normalize})
 }
 
@@ -224,7 +224,7 @@ func (c sinkCaps) flagSetter(t *testing.T, s mail.Sink) {
 // the sink gave and the key it was stored under); an unknown one, and
 // anything in a mailbox that does not exist, is not.
 func (c sinkCaps) holder(t *testing.T, s mail.Sink) {
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	ctx := context.Background()
 	var st []mail.Stored
 	for i, id := range stored(t, s, capFixtures()) {
@@ -247,7 +247,7 @@ func (c sinkCaps) holder(t *testing.T, s mail.Sink) {
 }
 
 func (c sinkCaps) storedReader(t *testing.T, s mail.Sink) {
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	ctx := context.Background()
 	fx := capFixtures()
 	sr := mail.FeaturesOf(s).StoredReader
@@ -257,7 +257,7 @@ func (c sinkCaps) storedReader(t *testing.T, s mail.Sink) {
 			t.Fatalf("OpenStored(%s) = %v", id, err)
 		}
 		b, err := io.ReadAll(rc)
-		rc.Close()
+		_ = rc.Close()
 		if err != nil {
 			t.Fatalf("read stored %s: %v", id, err)
 		}
@@ -266,7 +266,7 @@ func (c sinkCaps) storedReader(t *testing.T, s mail.Sink) {
 		}
 	}
 	if rc, err := sr.OpenStored(ctx, "INBOX", "no-such-id-4711"); err == nil {
-		rc.Close()
+		_ = rc.Close()
 		t.Error("OpenStored of an unknown ID = nil, want an error")
 	}
 }
@@ -280,7 +280,7 @@ func (c sinkCaps) norm(b []byte) []byte {
 
 // roleLister checks that MailboxRoles answers with known roles.
 func roleLister[E io.Closer](t *testing.T, e E) {
-	defer e.Close()
+	defer func() { _ = e.Close() }()
 	roles, err := mail.FeaturesOf(e).RoleLister.MailboxRoles(context.Background())
 	if err != nil {
 		t.Fatalf("MailboxRoles() = %v", err)
@@ -304,7 +304,7 @@ type sourceCaps struct {
 }
 
 func (c sourceCaps) batchOpener(t *testing.T, src mail.Source) {
-	defer src.Close()
+	defer func() { _ = src.Close() }()
 	ctx := context.Background()
 	bo := mail.FeaturesOf(src).BatchOpener
 	envs := listAll(t, src)
@@ -358,7 +358,7 @@ func (c sourceCaps) remover(t *testing.T, src mail.Source) {
 	}
 	left := c.without(envs[0].Mailbox, body)
 	again := c.h.Reopen(t, src)
-	defer again.Close()
+	defer func() { _ = again.Close() }()
 	checkHolds(t, again, left, c.h.Caps)
 }
 
@@ -389,7 +389,7 @@ func (c sourceCaps) without(mailbox string, body []byte) []Fixture {
 // deleteAware checks that a source told it will delete lists and serves
 // the same messages.
 func (c sourceCaps) deleteAware(t *testing.T, src mail.Source) {
-	defer src.Close()
+	defer func() { _ = src.Close() }()
 	mail.FeaturesOf(src).DeleteAware.DeleteAfterCopy()
 	checkHolds(t, src, c.fx, c.h.Caps)
 }
@@ -397,7 +397,7 @@ func (c sourceCaps) deleteAware(t *testing.T, src mail.Source) {
 // unstoredReporter checks that Unstored names only messages read, and none
 // of those reported stored.
 func (c sourceCaps) unstoredReporter(t *testing.T, src mail.Source) {
-	defer src.Close()
+	defer func() { _ = src.Close() }()
 	envs := listAll(t, src)
 	listed := map[[2]string]bool{}
 	for _, e := range envs {
@@ -418,7 +418,7 @@ func (c sourceCaps) unstoredReporter(t *testing.T, src mail.Source) {
 // headerFetcher checks that MessageIDs finds what a HeaderScanner finds in
 // each body, and refuses an unknown ID.
 func (c sourceCaps) headerFetcher(t *testing.T, src mail.Source) {
-	defer src.Close()
+	defer func() { _ = src.Close() }()
 	ctx := context.Background()
 	hf := mail.FeaturesOf(src).HeaderFetcher
 	byBox := map[string][]mail.Envelope{}
@@ -439,7 +439,7 @@ func (c sourceCaps) headerFetcher(t *testing.T, src mail.Source) {
 		}
 		for _, e := range envs {
 			hs := mail.NewHeaderScanner(bytes.NewReader(readBody(t, src, e)))
-			io.Copy(io.Discard, hs)
+			_, _ = io.Copy(io.Discard, hs)
 			if want, ok := got[e.ID]; !ok || want != hs.MessageID() {
 				t.Errorf("MessageIDs(%s)[%s] = %q (%v), the body has %q", mb, e.ID, want, ok, hs.MessageID())
 			}
@@ -453,7 +453,7 @@ func (c sourceCaps) headerFetcher(t *testing.T, src mail.Source) {
 // statter checks that Stat counts what List lists, and refuses a mailbox
 // that does not exist.
 func (c sourceCaps) statter(t *testing.T, src mail.Source) {
-	defer src.Close()
+	defer func() { _ = src.Close() }()
 	ctx := context.Background()
 	boxes, err := src.Mailboxes(ctx)
 	if err != nil {

@@ -19,7 +19,7 @@ import (
 const deltaMissing = "mailtest no such folder"
 
 func (c sourceCaps) folderStatuser(t *testing.T, src mail.Source) {
-	defer src.Close()
+	defer func() { _ = src.Close() }()
 	ctx := context.Background()
 	fs := mail.FeaturesOf(src).FolderStatuser
 	boxes, counts := listCounts(t, src)
@@ -52,7 +52,7 @@ func (c sourceCaps) folderStatuser(t *testing.T, src mail.Source) {
 }
 
 func (c sourceCaps) changeLister(t *testing.T, src mail.Source) {
-	defer src.Close()
+	defer func() { _ = src.Close() }()
 	ctx := context.Background()
 	f := mail.FeaturesOf(src)
 	if f.FolderStatuser == nil {

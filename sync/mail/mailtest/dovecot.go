@@ -92,7 +92,7 @@ func NeedDovecot(t testing.TB) *Dovecot {
 	if err != nil {
 		t.Fatalf("mailtest: Dovecot configured but not reachable: %v", err)
 	}
-	conn.Close()
+	_ = conn.Close()
 	return d
 }
 
@@ -165,7 +165,7 @@ func dovecotAppend(path, line string) error {
 		return err
 	}
 	if _, err := f.Write([]byte(line)); err != nil {
-		f.Close()
+		_ = f.Close()
 		return err
 	}
 	return f.Close()
@@ -229,7 +229,7 @@ func (d *Dovecot) dial(t testing.TB, user, password string) *imapclient.Client {
 		t.Fatalf("mailtest: dial %s: %v", d.IMAPS, err)
 	}
 	if err := c.Login(user, password).Wait(); err != nil {
-		c.Close()
+		_ = c.Close()
 		t.Fatalf("mailtest: login %s at %s: %v", user, d.IMAPS, err)
 	}
 	return c
@@ -240,9 +240,9 @@ func dovecotLogout(c *imapclient.Client) {
 	select {
 	case <-c.Closed():
 	default:
-		c.Logout().Wait() // an error here changes nothing: the client is closed next
+		_ = c.Logout().Wait() // an error here changes nothing: the client is closed next
 	}
-	c.Close()
+	_ = c.Close()
 }
 
 // SeedMessage is one message for Seed. Body is appended byte for byte; \Recent in Flags is
@@ -361,7 +361,7 @@ func dovecotFetchMailbox(c *imapclient.Client, name string) ([]FetchedMessage, e
 		InternalDate: true,
 		BodySection:  []*imap.FetchItemBodySection{{Peek: true}},
 	})
-	defer cmd.Close()
+	defer func() { _ = cmd.Close() }()
 	var out []FetchedMessage
 	for {
 		msg := cmd.Next()

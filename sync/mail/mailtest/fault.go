@@ -26,7 +26,7 @@ func (f *FaultSink) Put(ctx context.Context, env mail.Envelope, body io.Reader) 
 	f.mu.Unlock()
 	if f.Fail != nil {
 		if err := f.Fail(n, env); err != nil {
-			io.CopyN(io.Discard, body, 10)
+			_, _ = io.CopyN(io.Discard, body, 10)
 			return "", err
 		}
 	}

@@ -159,7 +159,7 @@ func NewFaultProxy(t testing.TB, target string) *FaultProxy {
 	p := &FaultProxy{Addr: ln.Addr().String(), target: target, ln: ln, done: make(chan struct{})}
 	p.wg.Add(1)
 	go p.accept()
-	t.Cleanup(func() { p.Close() })
+	t.Cleanup(func() { _ = p.Close() })
 	return p
 }
 
@@ -241,7 +241,7 @@ func (p *FaultProxy) accept() {
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
-			client.Close()
+			_ = client.Close()
 			return
 		}
 		var f Fault
@@ -276,9 +276,9 @@ func (c *proxyConn) run() {
 	c.mu.Lock()
 	if err != nil || c.closed {
 		c.mu.Unlock()
-		c.client.Close()
+		_ = c.client.Close()
 		if server != nil {
-			server.Close()
+			_ = server.Close()
 		}
 		return
 	}
@@ -433,14 +433,14 @@ func (c *proxyConn) closeAll(reset bool) {
 	server := c.server
 	c.mu.Unlock()
 	if tc, ok := c.client.(*net.TCPConn); ok && reset {
-		tc.SetLinger(0)
+		_ = tc.SetLinger(0)
 	}
 	if tc, ok := server.(*net.TCPConn); ok && reset {
-		tc.SetLinger(0)
+		_ = tc.SetLinger(0)
 	}
-	c.client.Close()
+	_ = c.client.Close()
 	if server != nil {
-		server.Close()
+		_ = server.Close()
 	}
 }
 

@@ -38,12 +38,12 @@ func ServeIMAP(t testing.TB, mem *imapmemserver.Server, opts imapserver.Options,
 	}
 	srv := imapserver.New(&opts)
 	for _, ln := range lns {
-		go srv.Serve(ln)
+		go func() { _ = srv.Serve(ln) }()
 	}
 	t.Cleanup(func() {
-		srv.Close()
+		_ = srv.Close()
 		for _, ln := range lns { // in case Close came before Serve took it
-			ln.Close()
+			_ = ln.Close()
 		}
 	})
 }

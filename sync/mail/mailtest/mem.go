@@ -310,7 +310,7 @@ func (b *BatchSource) OpenBatch(ctx context.Context, envs []mail.Envelope, fn fu
 			return err
 		}
 		err = fn(e, rc)
-		rc.Close()
+		_ = rc.Close()
 		if err != nil {
 			return err
 		}

@@ -31,11 +31,11 @@ func Serve(t testing.TB, ln net.Listener, handle func(net.Conn)) {
 		done  bool
 	)
 	t.Cleanup(func() {
-		ln.Close()
+		_ = ln.Close()
 		mu.Lock()
 		done = true
 		for c := range conns {
-			c.Close()
+			_ = c.Close()
 		}
 		mu.Unlock()
 		wg.Wait()
@@ -51,7 +51,7 @@ func Serve(t testing.TB, ln net.Listener, handle func(net.Conn)) {
 			mu.Lock()
 			if done { // accepted while the cleanup ran
 				mu.Unlock()
-				c.Close()
+				_ = c.Close()
 				return
 			}
 			conns[c] = true
@@ -60,7 +60,7 @@ func Serve(t testing.TB, ln net.Listener, handle func(net.Conn)) {
 			go func() {
 				defer wg.Done()
 				defer func() {
-					c.Close()
+					_ = c.Close()
 					mu.Lock()
 					delete(conns, c)
 					mu.Unlock()

@@ -52,7 +52,7 @@ func TestSink(t *testing.T, h SinkHarness) {
 	})
 	t.Run("PutAfterClose", func(t *testing.T) {
 		s := h.New(t)
-		s.Close()
+		_ = s.Close()
 		_, err := s.Put(context.Background(), mail.Envelope{Mailbox: "INBOX", ID: "1", Size: 3}, strings.NewReader("a\r\n"))
 		if !errors.Is(err, mail.ErrClosed) {
 			t.Fatalf("Put after Close = %v, want ErrClosed", err)
@@ -113,7 +113,7 @@ func sinkRoundTrip(t *testing.T, h SinkHarness, fixtures []Fixture) {
 		t.Skip("sink cannot be read back")
 	}
 	src := h.Reopen(t, s)
-	defer src.Close()
+	defer func() { _ = src.Close() }()
 	checkHolds(t, src, fixtures, h.Caps)
 }
 
@@ -133,7 +133,7 @@ func sinkSlowBodies(t *testing.T, h SinkHarness) {
 				return
 			}
 			src := h.Reopen(t, s)
-			defer src.Close()
+			defer func() { _ = src.Close() }()
 			checkHolds(t, src, fx, h.Caps)
 		})
 	}
@@ -200,7 +200,7 @@ func sinkFailingBody(t *testing.T, h SinkHarness, cancel bool) {
 		return
 	}
 	src := h.Reopen(t, s)
-	defer src.Close()
+	defer func() { _ = src.Close() }()
 	checkHolds(t, src, []Fixture{good}, Caps{Normalize: h.Caps.Normalize})
 }
 
@@ -249,7 +249,7 @@ func sinkConcurrent(t *testing.T, h SinkHarness) {
 		return
 	}
 	src := h.Reopen(t, s)
-	defer src.Close()
+	defer func() { _ = src.Close() }()
 	checkHolds(t, src, fx, Caps{Normalize: h.Caps.Normalize})
 }
 
@@ -266,12 +266,12 @@ func TestSource(t *testing.T, h SourceHarness) {
 	ctx := context.Background()
 	t.Run("ListingMatchesSeed", func(t *testing.T) {
 		src := h.New(t, fx)
-		defer src.Close()
+		defer func() { _ = src.Close() }()
 		checkHolds(t, src, fx, h.Caps)
 	})
 	t.Run("IDsStableAndSizes", func(t *testing.T) {
 		src := h.New(t, fx)
-		defer src.Close()
+		defer func() { _ = src.Close() }()
 		a, b := listAll(t, src), listAll(t, src)
 		if len(a) != len(b) || len(a) != len(fx) {
 			t.Fatalf("two listings have %d and %d messages, want %d", len(a), len(b), len(fx))
@@ -291,11 +291,11 @@ func TestSource(t *testing.T, h SourceHarness) {
 	})
 	t.Run("UnknownIDNotFound", func(t *testing.T) {
 		src := h.New(t, fx)
-		defer src.Close()
+		defer func() { _ = src.Close() }()
 		rc, err := src.Open(ctx, mail.Envelope{Mailbox: "INBOX", ID: "no-such-id-4711", Size: -1})
 		if err == nil {
 			_, err = io.Copy(io.Discard, rc)
-			rc.Close()
+			_ = rc.Close()
 		}
 		if !errors.Is(err, mail.ErrNotFound) {
 			t.Fatalf("Open(unknown) = %v, want ErrNotFound", err)
@@ -303,14 +303,14 @@ func TestSource(t *testing.T, h SourceHarness) {
 	})
 	t.Run("PartialReadThenClose", func(t *testing.T) {
 		src := h.New(t, fx)
-		defer src.Close()
+		defer func() { _ = src.Close() }()
 		envs := listAll(t, src)
 		for i, e := range envs {
 			rc, err := src.Open(ctx, e)
 			if err != nil {
 				t.Fatalf("Open(%s) = %v", e.ID, err)
 			}
-			io.CopyN(io.Discard, rc, int64(i%3)*7)
+			_, _ = io.CopyN(io.Discard, rc, int64(i%3)*7)
 			if err := rc.Close(); err != nil {
 				t.Fatalf("Close after partial read of %s = %v", e.ID, err)
 			}
@@ -319,7 +319,7 @@ func TestSource(t *testing.T, h SourceHarness) {
 	})
 	t.Run("CancelBeforeList", func(t *testing.T) {
 		src := h.New(t, fx)
-		defer src.Close()
+		defer func() { _ = src.Close() }()
 		cctx, cancel := context.WithCancel(ctx)
 		cancel()
 		err := src.List(cctx, "INBOX", func(mail.Envelope) error { return nil })
@@ -329,7 +329,7 @@ func TestSource(t *testing.T, h SourceHarness) {
 	})
 	t.Run("CancelDuringList", func(t *testing.T) {
 		src := h.New(t, fx)
-		defer src.Close()
+		defer func() { _ = src.Close() }()
 		cctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		calls := 0
@@ -340,7 +340,7 @@ func TestSource(t *testing.T, h SourceHarness) {
 	})
 	t.Run("ErrorFromFnStopsList", func(t *testing.T) {
 		src := h.New(t, fx)
-		defer src.Close()
+		defer func() { _ = src.Close() }()
 		stop := errors.New("stop here")
 		calls := 0
 		err := src.List(ctx, "INBOX", func(mail.Envelope) error { calls++; return stop })
@@ -350,7 +350,7 @@ func TestSource(t *testing.T, h SourceHarness) {
 	})
 	t.Run("EmptySource", func(t *testing.T) {
 		src := h.New(t, nil)
-		defer src.Close()
+		defer func() { _ = src.Close() }()
 		if got := listAll(t, src); len(got) != 0 {
 			t.Fatalf("empty source lists %d messages", len(got))
 		}
@@ -388,7 +388,7 @@ func readBody(t *testing.T, src mail.Source, e mail.Envelope) []byte {
 	if err != nil {
 		t.Fatalf("Open(%s/%s) = %v", e.Mailbox, e.ID, err)
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	b, err := io.ReadAll(rc)
 	if err != nil {
 		t.Fatalf("read %s/%s: %v", e.Mailbox, e.ID, err)

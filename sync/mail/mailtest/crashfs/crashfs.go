@@ -540,7 +540,7 @@ func (f *FS) SyncDir(name string) error {
 	if err != nil {
 		return err
 	}
-	d.Close() // the real fsync buys nothing here: the model decides what survives
+	_ = d.Close() // the real fsync buys nothing here: the model decides what survives
 	abs, err := filepath.Abs(name)
 	if err != nil || f.NoDirSync {
 		return nil

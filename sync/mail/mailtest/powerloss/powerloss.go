@@ -60,7 +60,7 @@ type Sink interface {
 func (c *Corpus) Copy(ctx context.Context, fsys *crashfs.FS, s Sink, r Run) error {
 	cp, err := checkpoint.OpenFS(CheckpointFS{fsys}, r.CP, r.Src, r.Dst, false)
 	if err != nil {
-		s.Close()
+		_ = s.Close()
 		return err
 	}
 	_, err = mailferry.Copy(ctx, c.Src, s, mailferry.Options{
@@ -93,7 +93,7 @@ func (c *Corpus) Check(stored map[[32]byte]int, r Run, final bool, dupID string)
 		if err != nil {
 			bad = append(bad, "checkpoint: "+err.Error())
 		} else {
-			cp.Close()
+			_ = cp.Close()
 		}
 	}
 	if !final {

@@ -1,0 +1,88 @@
+package twoway
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"hash"
+	"io"
+
+	"github.com/mailferry/mailferry/sync/mail"
+)
+
+// maxContentReads bounds how many messages without a Message-ID a folder
+// side may read to pair them by content (a first sync or a lost state of a
+// folder full of them costs a download each; past the bound they are
+// copied, as they would be without the state).
+const maxContentReads = 1000
+
+// fillContent sets the content hash of the unrecorded messages without a
+// Message-ID on both sides of f, when both sides have some: the only way
+// to pair them after a lost state (or a copy whose record a kill lost)
+// instead of copying them again.
+func (r *run) fillContent(f *Folder, recorded [2]map[mail.ID]bool) {
+	var need [2][]int
+	for s := range f.Side {
+		for i, m := range f.Side[s].Msgs {
+			if m.MsgID == "" && !m.OutOfScope && !recorded[s][m.ID] {
+				need[s] = append(need[s], i)
+			}
+		}
+	}
+	if len(need[A]) == 0 || len(need[B]) == 0 || len(need[A]) > maxContentReads || len(need[B]) > maxContentReads {
+		return
+	}
+	for s := range need {
+		for _, i := range need[s] {
+			m := &f.Side[s].Msgs[i]
+			m.Content = contentHash(r.ctx, r.stores[s].Source, r.env(Side(s), f.Name, m.ID))
+		}
+	}
+}
+
+// contentHash is the SHA-256 of a message with CRLF line ends read as LF
+// (a Maildir keeps what a client wrote, a server sends CRLF), "" when it
+// cannot be read.
+func contentHash(ctx context.Context, src mail.Source, env mail.Envelope) string {
+	rc, err := src.Open(ctx, env)
+	if err != nil {
+		return ""
+	}
+	defer func() { _ = rc.Close() }() // read-only
+	w := &lfWriter{h: sha256.New()}
+	if _, err := io.Copy(w, rc); err != nil {
+		return ""
+	}
+	w.end()
+	return hex.EncodeToString(w.h.Sum(nil))
+}
+
+// lfWriter hashes what it is given with every CR that precedes an LF left
+// out, across writes.
+type lfWriter struct {
+	h  hash.Hash
+	cr bool // the last byte given was a CR, not yet hashed
+}
+
+func (w *lfWriter) Write(p []byte) (int, error) {
+	out := make([]byte, 0, len(p)+1)
+	for _, c := range p {
+		if w.cr && c != '\n' {
+			out = append(out, '\r')
+		}
+		w.cr = c == '\r'
+		if !w.cr {
+			out = append(out, c)
+		}
+	}
+	w.h.Write(out)
+	return len(p), nil
+}
+
+// end hashes a CR left at the very end.
+func (w *lfWriter) end() {
+	if w.cr {
+		w.h.Write([]byte{'\r'})
+		w.cr = false
+	}
+}

@@ -1,0 +1,59 @@
+package twoway
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"testing"
+	"time"
+)
+
+func TestLFWriter(t *testing.T) {
+	sum := func(parts ...string) string {
+		w := &lfWriter{h: sha256.New()}
+		for _, p := range parts {
+			w.Write([]byte(p))
+		}
+		w.end()
+		return hex.EncodeToString(w.h.Sum(nil))
+	}
+	lf := sum("a\nb\n")
+	for _, c := range []struct {
+		name  string
+		parts []string
+		same  bool
+	}{
+		{"CRLF", []string{"a\r\nb\r\n"}, true},
+		{"CRLF split between writes", []string{"a\r", "\nb\r", "\n"}, true},
+		{"mixed", []string{"a\r\nb\n"}, true},
+		{"a lone CR is kept", []string{"a\rb\n"}, false},
+		{"a CR at the end is kept", []string{"a\nb\n\r"}, false},
+		{"a CR before a CR", []string{"a\r\r\nb\n"}, false},
+	} {
+		if got := sum(c.parts...) == lf; got != c.same {
+			t.Errorf("%s: same hash as LF = %v, want %v", c.name, got, c.same)
+		}
+	}
+}
+
+// TestRunLostStatePairsByContent: messages without a Message-ID are paired
+// by their content (line ends aside) when the state is lost, not copied
+// again.
+func TestRunLostStatePairsByContent(t *testing.T) {
+	a, b := newMemStore("a", "INBOX"), newMemStore("b", "INBOX")
+	date := time.Unix(1e9, 0)
+	for i, body := range []string{"Subject: x\r\n\r\none\r\n", "Subject: y\r\n\r\ntwo\r\n", "Subject: z\r\n\r\nthree\r\n"} {
+		a.mu.Lock()
+		a.addLocked("INBOX", &memMsg{body: []byte(body), date: date.Add(time.Duration(i) * time.Hour)})
+		a.mu.Unlock()
+	}
+	if _, err := syncMem(t, a, b, t.TempDir(), RunOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := syncMem(t, a, b, t.TempDir(), RunOptions{}) // a new state
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Side != [2]Counts{} || len(b.describe()["INBOX"]) != len("x:,y:,z:") {
+		t.Fatalf("a lost state with messages without Message-ID did %+v; B holds %v", res.Side, b.describe())
+	}
+}
