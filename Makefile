@@ -4,6 +4,8 @@ GO ?= go
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # Where `make test` runs its throwaway Dovecot (wiped on each start).
 DOVECOT_DIR ?= /tmp/mailferry-dovecot-test
+# ... and its throwaway PostgreSQL, for the multi-machine batch tests.
+POSTGRES_DIR ?= /tmp/mailferry-postgres-test
 FUZZTIME ?= 30s
 # The short fuzz pass at the end of `make test`: each fuzz target for this many executions.
 # A count, not a duration: with a duration, Go's fuzz coordinator races its own deadline
@@ -18,14 +20,16 @@ TESTFUZZMINIMIZE ?= 200x
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/mailferry ./cmd/mailferry
 
-# Everything, against a real Dovecot: a skipped integration test is a failure here. Dovecot
-# is stopped whatever the tests do, and the exit code is go test's. Then every fuzz target
+# Everything, against a real Dovecot and PostgreSQL (the batch engine's multi-machine path): a
+# skipped integration test is a failure here. Both are stopped whatever the tests do, and the
+# exit code is go test's. Then every fuzz target
 # runs for $(TESTFUZZTIME) (docs/failure-model.md F10; found with grep, so that only the packages
 # that have fuzz targets are built for fuzzing).
 test:
 	bash testdata/dovecot/dovecot.sh start "$(DOVECOT_DIR)"
-	trap 'bash testdata/dovecot/dovecot.sh stop "$(DOVECOT_DIR)"' EXIT; \
-	. "$(DOVECOT_DIR)/env" && \
+	trap 'bash testdata/dovecot/dovecot.sh stop "$(DOVECOT_DIR)"; bash testdata/postgres/postgres.sh stop "$(POSTGRES_DIR)"' EXIT; \
+	bash testdata/postgres/postgres.sh start "$(POSTGRES_DIR)" && \
+	. "$(DOVECOT_DIR)/env" && . "$(POSTGRES_DIR)/env" && \
 	MAILFERRY_TEST_REQUIRE=1 $(GO) test -race -count=1 -timeout 20m ./...
 	@set -e; for dir in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
 		for fn in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$$dir"/*_test.go | cut -c6-); do \

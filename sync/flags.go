@@ -2,22 +2,14 @@ package sync
 
 import (
 	"context"
-	"sort"
-	"strings"
 
 	"github.com/mailferry/mailferry/sync/checkpoint"
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
-// flagString is a canonical form of a flag set, for comparisons.
-func flagString(flags []mail.Flag) string {
-	s := make([]string, len(flags))
-	for i, f := range flags {
-		s[i] = strings.ToLower(string(f))
-	}
-	sort.Strings(s)
-	return strings.Join(s, " ")
-}
+// flagString is a canonical form of a flag set, for comparisons; a
+// rebuilt checkpoint records the destination's flags in the same form.
+func flagString(flags []mail.Flag) string { return checkpoint.FlagString(flags) }
 
 // syncFlags gives the destination the current source flags of messages
 // copied earlier whose flags changed since (RFC 9051 STORE FLAGS on an IMAP

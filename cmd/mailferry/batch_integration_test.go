@@ -377,10 +377,7 @@ func checkPassAgain(t *testing.T, d *mailtest.Dovecot, accts []*batchAccount, ba
 // Dovecot; the metrics count the copies and hold no account or secret;
 // SIGTERM (the context) stops the workers cleanly.
 func TestBatchWorkersPostgres(t *testing.T) {
-	base := os.Getenv("MAILFERRY_TEST_PG")
-	if base == "" {
-		t.Skip("no PostgreSQL: run bash testdata/postgres/postgres.sh start DIR && . DIR/env")
-	}
+	base := mailtest.NeedPostgres(t)
 	d := mailtest.NeedDovecot(t)
 	accts := newBatchAccounts(t, d, 6)
 	dir := t.TempDir()

@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -13,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-imap/v2"
+
+	maildirsource "github.com/mailferry/mailferry/sources/maildir"
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
@@ -121,10 +126,10 @@ func g3Run(t *testing.T, reg *mail.Registry, pause *g3Pause, act func(), env map
 // earlier run, 10 about to be copied). The run must end (no crash, no
 // loop), exit 0, copy the 20 survivors, and report the 10 as vanished in
 // the --json counts and the folder's counters. The next run copies the 20
-// added meanwhile and, into IMAP, gives the 40 re-flagged messages their
-// new flags; a third run has nothing to do. At the end the destination
-// holds exactly the source's messages, each once, and (IMAP) with the
-// source's flags.
+// added meanwhile and gives the 40 re-flagged messages their new flags
+// (into IMAP by STORE, into a Maildir by renaming the files); a third run
+// has nothing to do. At the end the destination holds exactly the source's
+// messages, each once, with the source's flags.
 //
 // The changes are made by a wrapper around the real IMAP source, right
 // after INBOX is listed: deterministic, no sleeps. The plan's 100/50/200
@@ -177,10 +182,7 @@ func TestG3ConcurrentExternalChanges(t *testing.T) {
 					code, s.Counts, s.Folders["INBOX"], stderr)
 			}
 
-			wantFlags := int64(0)
-			if kind == "imaps" {
-				wantFlags = 40 // only the IMAP sink can change flags after the copy
-			}
+			wantFlags := int64(40) // both sinks change flags after the copy (FlagSetter)
 			code, s, stderr = g3Run(t, plain, nil, nil, env, args...)
 			if code != 0 || s.Counts.Stored != 20 || s.Counts.Vanished != 0 || s.Totals.FlagsUpdated != wantFlags {
 				t.Errorf("next run: exit %d, counts %+v, flags updated %d; want 0, the 20 added stored, %d flags updated: %s",
@@ -205,6 +207,16 @@ func TestG3ConcurrentExternalChanges(t *testing.T) {
 					}
 					if !sameMultiset(got[mb], want) {
 						t.Errorf("%s: the destination holds %d distinct bodies, want the source's %d, each once", mb, len(got[mb]), len(want))
+					}
+				}
+				// The Maildir copies carry the source's flags, keywords included.
+				flags := maildirFlags(t, dst)
+				for _, mb := range []string{"INBOX", "Work"} {
+					for _, m := range srcMsgs[mb] {
+						sum := sha256.Sum256(mailtest.CRLF(m.Body))
+						if g, f := flags[mb][sum], fmt.Sprint(sortedFlags(m.Flags)); g != f {
+							t.Errorf("%s: source UID %d has flags %s, its Maildir copy %s", mb, m.UID, f, g)
+						}
 					}
 				}
 				return
@@ -233,4 +245,48 @@ func TestG3ConcurrentExternalChanges(t *testing.T) {
 			}
 		})
 	}
+}
+
+// maildirFlags reads the Maildir of rawURL back: per mailbox, each body's
+// hash (CRLF line endings) and its flags as sortedFlags prints them.
+func maildirFlags(t *testing.T, rawURL string) map[string]map[[32]byte]string {
+	t.Helper()
+	u, _ := url.Parse(rawURL)
+	root, _ := mail.LocalPath(u)
+	ctx := context.Background()
+	src, err := maildirsource.New(ctx, root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := src.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	boxes, err := src.Mailboxes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]map[[32]byte]string{}
+	for _, mb := range boxes {
+		out[mb] = map[[32]byte]string{}
+		err := src.List(ctx, mb, func(e mail.Envelope) error {
+			rc, err := src.Open(ctx, e)
+			if err != nil {
+				return err
+			}
+			b, err := io.ReadAll(rc)
+			err = errors.Join(err, rc.Close())
+			fl := make([]imap.Flag, len(e.Flags))
+			for i, f := range e.Flags {
+				fl[i] = imap.Flag(f)
+			}
+			out[mb][sha256.Sum256(mailtest.CRLF(b))] = fmt.Sprint(sortedFlags(fl))
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -62,6 +63,11 @@ func execBin(ctx context.Context, t *testing.T, cmd *exec.Cmd, limit, kill time.
 	t.Helper()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
+	rssFile := filepath.Join(t.TempDir(), "rss")
+	if cmd.Env == nil {
+		cmd.Env = os.Environ()
+	}
+	cmd.Env = append(cmd.Env, "MAILFERRY_TEST_RSS_FILE="+rssFile)
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -91,6 +97,11 @@ func execBin(ctx context.Context, t *testing.T, cmd *exec.Cmd, limit, kill time.
 		t.Fatal("no rusage for the child")
 	}
 	r.maxRSS = ru.Maxrss << 10 // KiB on Linux
+	if b, err := os.ReadFile(rssFile); err == nil {
+		// The child's own peak (see atExit): ru_maxrss above also holds
+		// this test process's high-water mark, folded in at exec.
+		r.maxRSS, _ = strconv.ParseInt(string(b), 10, 64)
+	}
 	return r
 }
 

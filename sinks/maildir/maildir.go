@@ -28,7 +28,9 @@
 // them (maildirfmt.AddKeywords, under Dovecot's own lock for that file); past
 // 26 keywords in a folder, a new one is dropped with a warning. A message
 // with at least one stored flag goes to cur/; one without goes to new/,
-// which Dovecot reports as \Recent, as a fresh delivery.
+// which Dovecot reports as \Recent, as a fresh delivery. SetFlags (flags.go)
+// changes the flags of a stored message by renaming its file, so flag
+// changes on the source follow on a rerun.
 // The file's mtime is set to Envelope.Date (Dovecot's received date).
 package maildir
 
@@ -61,6 +63,7 @@ var (
 	_ mail.Committer    = (*Sink)(nil)
 	_ mail.Indexer      = (*Sink)(nil)
 	_ mail.StoredReader = (*Sink)(nil)
+	_ mail.FlagSetter   = (*Sink)(nil)
 )
 
 const (
@@ -699,46 +702,46 @@ func (s *Sink) Put(ctx context.Context, env mail.Envelope, body io.Reader) (mail
 	return mail.ID(f.settle(key, st, p)), nil
 }
 
-// keywordLetters returns the dovecot-keywords letters of env's keywords in
-// folder f, adding the keywords the folder's file lacks (see
+// keywordLetters returns the dovecot-keywords letters of the keywords among
+// flags in folder f, and the folder's table, adding the keywords the folder's file lacks (see
 // maildirfmt.AddKeywords: the file is durable before any message names its
 // letter). A keyword past the 26 letters is dropped with a warning, once per
 // folder.
-func (s *Sink) keywordLetters(ctx context.Context, f *folder, env mail.Envelope) (string, error) {
+func (s *Sink) keywordLetters(ctx context.Context, f *folder, mailbox string, flags []mail.Flag) (string, maildirfmt.Keywords, error) {
 	f.kwMu.Lock()
 	defer f.kwMu.Unlock()
 	if !f.kwRead {
 		f.kw, f.kwRead = maildirfmt.ReadKeywords(f.dir), true
 	}
-	letters, missing := f.kw.Letters(env.Flags)
+	letters, missing := f.kw.Letters(flags)
 	if len(missing) == 0 {
-		return letters, nil
+		return letters, f.kw, nil
 	}
 	kw, err := maildirfmt.AddKeywords(ctx, f.dir, missing, s.filePerm)
 	if err != nil {
-		return "", fmt.Errorf("maildir: put %q: keywords: %w", env.Mailbox, err)
+		return "", nil, fmt.Errorf("keywords: %w", err)
 	}
 	f.kw = kw
-	letters, missing = kw.Letters(env.Flags)
+	letters, missing = kw.Letters(flags)
 	for _, name := range missing {
 		if f.kwWarned == nil {
 			f.kwWarned = map[string]bool{}
 		}
 		if !f.kwWarned[strings.ToLower(name)] {
 			f.kwWarned[strings.ToLower(name)] = true
-			s.log.Warn("maildir: keyword not stored: the folder's 26 keyword letters are taken", "mailbox", env.Mailbox, "keyword", name)
+			s.log.Warn("maildir: keyword not stored: the folder's 26 keyword letters are taken", "mailbox", mailbox, "keyword", name)
 		}
 	}
-	return letters, nil
+	return letters, kw, nil
 }
 
 // write streams body into a new tmp file and queues it for Commit. It returns
 // the message's ID as named when queued (a Commit may rename it later: see
 // settle) and the queued message.
 func (s *Sink) write(ctx context.Context, f *folder, env mail.Envelope, key string, body io.Reader) (string, *pending, error) {
-	kwLetters, err := s.keywordLetters(ctx, f, env)
+	kwLetters, _, err := s.keywordLetters(ctx, f, env.Mailbox, env.Flags)
 	if err != nil {
-		return "", nil, err
+		return "", nil, fmt.Errorf("maildir: put %q: %w", env.Mailbox, err)
 	}
 	tmp := filepath.Join(f.dir, "tmp", s.run+"."+strconv.FormatUint(s.seq.Add(1), 10)+tmpSuffix)
 	fh, err := s.fs.Create(tmp, s.filePerm)
@@ -1108,5 +1111,3 @@ func (s *Sink) Close() error {
 	}
 	return nil
 }
-
-var _ mail.StoredReader = (*Sink)(nil)

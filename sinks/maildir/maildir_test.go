@@ -35,6 +35,8 @@ type recFS struct {
 	failSync   func(name string) error
 	failWrite  func(name string) error
 	failRename func(oldpath, newpath string) error
+	// failSyncDir, when set, may fail a directory fsync.
+	failSyncDir func(name string) error
 	// failSyncFS, when set, may fail a syncfs instead of doing it.
 	failSyncFS func() error
 	syncs      map[string]int
@@ -90,6 +92,11 @@ func (r *recFS) RenameNoReplace(oldpath, newpath string) error {
 
 func (r *recFS) SyncDir(name string) error {
 	r.record("syncdir %s", name)
+	if r.failSyncDir != nil {
+		if err := r.failSyncDir(name); err != nil {
+			return err
+		}
+	}
 	return r.osFS.SyncDir(name)
 }
 

@@ -4,11 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"os"
 	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
 // postgresURL is MAILFERRY_TEST_PG (written by testdata/postgres/postgres.sh)
@@ -17,10 +18,7 @@ import (
 // test is skipped.
 func postgresURL(t *testing.T) string {
 	t.Helper()
-	base := os.Getenv("MAILFERRY_TEST_PG")
-	if base == "" {
-		t.Skip("no PostgreSQL: run bash testdata/postgres/postgres.sh start DIR && . DIR/env")
-	}
+	base := mailtest.NeedPostgres(t)
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, base)
 	if err != nil {

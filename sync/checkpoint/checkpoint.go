@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -492,6 +493,17 @@ func (c *File) Close() error {
 		err = fmt.Errorf("checkpoint: %w", cerr)
 	}
 	return err
+}
+
+// FlagString is the canonical form of a flag set kept in Record.Flags:
+// lowercase (IMAP flags are case-insensitive), sorted, space-separated.
+func FlagString(flags []mail.Flag) string {
+	s := make([]string, len(flags))
+	for i, f := range flags {
+		s[i] = strings.ToLower(string(f))
+	}
+	sort.Strings(s)
+	return strings.Join(s, " ")
 }
 
 // MsgIDSum is the short hash of a Message-ID kept in Record.MsgID: 64 bits

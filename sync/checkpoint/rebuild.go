@@ -25,8 +25,11 @@ import (
 // holds (mail.StoredReader: the Maildir sink), the SHA-256 of the stored
 // copy (one local read each) and a Message-ID hash taken from it if the
 // listing had none (POP3). So a later identifier reset can re-map them as
-// it would re-map copied ones (sync/reset.go). It returns the number of
-// records added. Their store time is stored (Unix seconds, the time of the
+// it would re-map copied ones (sync/reset.go). When dst can change flags
+// (mail.FlagSetter) and the source lists flags, the flags the stored copy
+// has are recorded as the flags last given to it, so the next copy makes
+// flags the source changed since follow. It returns the number of records
+// added. Their store time is stored (Unix seconds, the time of the
 // rebuild): when the copies were made is not known, so they count as
 // stored now, never as old (--delete-after).
 func Rebuild(ctx context.Context, st Store, src mail.Source, dst mail.Indexer, endpoint string, selected func(string) bool, dstName func(string) string, stored int64) (int, error) {
@@ -43,10 +46,10 @@ func Rebuild(ctx context.Context, st Store, src mail.Source, dst mail.Indexer, e
 		if dstName != nil {
 			to = dstName(mb)
 		}
-		held := map[string]mail.ID{}
+		held := map[string]mail.Envelope{}
 		if err := dst.Index(ctx, to, func(e mail.Envelope) error {
 			if e.Key != "" {
-				held[e.Key] = e.ID
+				held[e.Key] = e
 			}
 			return nil
 		}); err != nil {
@@ -56,11 +59,12 @@ func Rebuild(ctx context.Context, st Store, src mail.Source, dst mail.Indexer, e
 			continue
 		}
 		err := src.List(ctx, mb, func(e mail.Envelope) error {
-			id, ok := held[mail.DeliveryKey(endpoint, mb, e.ID)]
+			d, ok := held[mail.DeliveryKey(endpoint, mb, e.ID)]
 			if !ok || st.Has(Key{mb, e.ID}) {
 				return nil
 			}
-			rec := Record{Mailbox: mb, ID: e.ID, Dst: id, Size: e.Size, MsgID: MsgIDSum(e.MessageID), Date: UnixDate(e.Date), Stored: stored}
+			rec := Record{Mailbox: mb, ID: e.ID, Dst: d.ID, Size: e.Size, MsgID: MsgIDSum(e.MessageID), Date: UnixDate(e.Date), Stored: stored}
+			heldFlags(dst, e, d, &rec)
 			if err := hashStored(ctx, dst, to, &rec); err != nil {
 				return err
 			}
@@ -75,6 +79,17 @@ func Rebuild(ctx context.Context, st Store, src mail.Source, dst mail.Indexer, e
 		return added, err
 	}
 	return added, nil
+}
+
+// heldFlags records the flags of d, the stored copy of the source message
+// e, in rec when a copy would record flags: dst can change them and the
+// source lists flags (not POP3). The engine compares the source's flags
+// with them.
+func heldFlags(dst mail.Indexer, e, d mail.Envelope, rec *Record) {
+	if _, ok := dst.(mail.FlagSetter); ok && e.Flags != nil && d.Flags != nil {
+		f := FlagString(d.Flags)
+		rec.Flags = &f
+	}
 }
 
 // hashStored fills rec's content hash (and a missing Message-ID hash) from

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,17 +15,17 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/mailferry/mailferry/sync/mail/mailtest"
+
 	"github.com/mailferry/mailferry/sync/batch"
 )
 
 // testPostgresURL is MAILFERRY_TEST_PG (testdata/postgres/postgres.sh)
-// with a fresh schema first in the search path; "" when unset.
+// with a fresh schema first in the search path (mailtest.NeedPostgres: skipped
+// without one, failed under MAILFERRY_TEST_REQUIRE=1).
 func testPostgresURL(t *testing.T) string {
 	t.Helper()
-	base := os.Getenv("MAILFERRY_TEST_PG")
-	if base == "" {
-		return ""
-	}
+	base := mailtest.NeedPostgres(t)
 	conn, err := pgx.Connect(t.Context(), base)
 	if err != nil {
 		t.Fatalf("PostgreSQL configured but not reachable: %v", err)
@@ -134,11 +133,7 @@ func TestStatusAndRiverUI(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			url := tc.url(t)
-			if url == "" {
-				t.Skip("no PostgreSQL: run bash testdata/postgres/postgres.sh start DIR && . DIR/env")
-			}
-			s := runBatch(t, url)
+			s := runBatch(t, tc.url(t))
 			srv := New(s)
 			ui, err := RiverUI(t.Context(), s.RiverClient(), srv.Logger)
 			if err != nil || ui == nil {

@@ -427,3 +427,23 @@ func (d *Dovecot) Doveadm(t testing.TB, args ...string) string {
 	}
 	return string(out)
 }
+
+// EnvPostgres is the URL of the throwaway PostgreSQL that
+// testdata/postgres/postgres.sh starts (and `make test` sets) for the
+// multi-machine batch tests.
+const EnvPostgres = "MAILFERRY_TEST_PG"
+
+// NeedPostgres returns the test PostgreSQL's URL. Without one the test is
+// skipped, or fails under MAILFERRY_TEST_REQUIRE=1, as NeedDovecot does.
+func NeedPostgres(t testing.TB) string {
+	t.Helper()
+	u := os.Getenv(EnvPostgres)
+	if u == "" {
+		msg := "no PostgreSQL: " + EnvPostgres + " is not set; run `make test`, or `bash testdata/postgres/postgres.sh start DIR && . DIR/env`"
+		if os.Getenv(EnvRequire) == "1" {
+			t.Fatalf("mailtest: %s (%s=1)", msg, EnvRequire)
+		}
+		t.Skip("mailtest: " + msg)
+	}
+	return u
+}

@@ -1,0 +1,109 @@
+package maildirfmt
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/mailferry/mailferry/sync/mail"
+)
+
+// Changing the flags of a stored message renames its file: the unique part
+// (the ID) stays, the ":2," info gets the new letters, and a file in new/
+// moves to cur/ once it has any (the Maildir description: a message leaves
+// new/ when a reader has seen it; one with info belongs in cur/). Because
+// the ID is the name without its info, the ID a checkpoint holds still
+// finds the file after the rename (Tree.Open, Tree.Find).
+
+// Rename is where a message file goes when its flags change: Old and New are
+// paths relative to the folder ("cur/<id>:2,FS", "new/<id>"); Same when
+// nothing changes.
+type Rename struct {
+	Old, New string
+}
+
+// Same reports whether the file keeps its name.
+func (r Rename) Same() bool { return r.Old == r.New }
+
+// Retag returns where the file at rel (relative to its folder) goes when its
+// flags become the letters letters (FlagLetters followed by the keyword
+// letters of kw, the folder's table). Letters of the old info that mean
+// nothing here (an uppercase letter outside DFPRST, a keyword letter whose
+// slot kw does not hold) are kept: they are another program's, and the
+// flags the source knows cannot say anything about them. A file in new/
+// with no letters at all stays there.
+func Retag(rel, letters string, kw Keywords) Rename {
+	sub, name, _ := strings.Cut(rel, "/")
+	id, info := splitName(name)
+	set := map[byte]bool{}
+	for i := 0; i < len(letters); i++ {
+		set[letters[i]] = true
+	}
+	if strings.HasPrefix(info, "2,") {
+		for i := 2; i < len(info); i++ {
+			if c := info[i]; !meaningful(c, kw) {
+				set[c] = true
+			}
+		}
+	}
+	if sub == "new" && len(set) == 0 && info == "" {
+		return Rename{Old: rel, New: rel}
+	}
+	out := make([]byte, 0, len(set))
+	for c := range set {
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return Rename{Old: rel, New: "cur/" + id + ":2," + string(out)}
+}
+
+// meaningful reports whether the info letter c stands for a flag this
+// package reads: a system letter, or a keyword letter kw holds.
+func meaningful(c byte, kw Keywords) bool {
+	if c >= 'a' && c <= 'z' {
+		n := int(c - 'a')
+		return n < len(kw) && kw[n] != ""
+	}
+	for _, l := range letters {
+		if byte(l.letter) == c {
+			return true
+		}
+	}
+	return false
+}
+
+// Find returns the directory of mailbox and the path, relative to it, of
+// the file holding the message id ("cur/<id>:2,FS" or "new/<id>"), from
+// the cache of earlier lookups when that path still exists, else after one
+// scan of the folder (fresh: always scan, for a caller whose path just
+// vanished). A message that is not there gives mail.ErrNotFound; a mailbox
+// that is not, mail.ErrMailboxNotFound.
+func (t *Tree) Find(ctx context.Context, mailbox string, id mail.ID, fresh bool) (dir, rel string, err error) {
+	dir, err = t.folder(mailbox)
+	if err != nil {
+		return "", "", err
+	}
+	if !validID(string(id)) {
+		return "", "", fmt.Errorf("maildir: %q %q: %w", mailbox, id, mail.ErrNotFound)
+	}
+	rel, ok, err := t.locate(ctx, dir, string(id), fresh)
+	if err != nil {
+		return "", "", fmt.Errorf("maildir: find %q %s: %w", mailbox, id, err)
+	}
+	if !ok {
+		return "", "", fmt.Errorf("maildir: %q %s: %w", mailbox, id, mail.ErrNotFound)
+	}
+	return dir, rel, nil
+}
+
+// Moved records that the message id of the folder dir is now at rel, so
+// the next Find or Open need not scan the folder again.
+func (t *Tree) Moved(dir string, id mail.ID, rel string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if m := t.where[filepath.Clean(dir)]; m != nil {
+		m[string(id)] = rel
+	}
+}
