@@ -171,7 +171,9 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 		if passes, err = openPassState(cpPath, o.reset || o.rebuildState || fresh, r.src, r.dst, log); err != nil {
 			return r, err
 		}
-		defer passes.Close()
+		// sync.Run closes it and reports that error; this covers a return
+		// before Run (a second Close does nothing).
+		defer func() { _ = passes.Close() }()
 	}
 	// A dry run into a local destination that does not exist yet must not
 	// create it (docs/failure-model.md H2): everything is to be copied, and a dry
