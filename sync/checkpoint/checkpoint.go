@@ -176,7 +176,7 @@ func OpenFS(fsys FS, path, src, dst string, reset bool) (*File, error) {
 	if fsys == nil {
 		fsys = osFS{}
 	}
-	if err := mkdirAll(fsys, filepath.Dir(path)); err != nil {
+	if err := MkdirAll(fsys, filepath.Dir(path)); err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
 	f, err := lockedOpen(fsys, path)
@@ -329,10 +329,10 @@ func (c *File) rewrite(data []byte) error {
 	return nil
 }
 
-// mkdirAll creates dir and its missing parents, fsyncing the parent of
-// each directory it creates: a checkpoint whose directory entry is lost in
-// a power cut is a checkpoint lost (A8).
-func mkdirAll(fsys FS, dir string) error {
+// MkdirAll creates dir and its missing parents on fsys, fsyncing the parent
+// of each directory it creates: a checkpoint (or a sync/state directory)
+// whose directory entry is lost in a power cut is lost itself (A8).
+func MkdirAll(fsys FS, dir string) error {
 	if fi, err := fsys.Stat(dir); err == nil {
 		if !fi.IsDir() {
 			return fmt.Errorf("%s is not a directory", dir)
@@ -343,7 +343,7 @@ func mkdirAll(fsys FS, dir string) error {
 	if parent == dir {
 		return nil
 	}
-	if err := mkdirAll(fsys, parent); err != nil {
+	if err := MkdirAll(fsys, parent); err != nil {
 		return err
 	}
 	if err := fsys.MkdirAll(dir, 0o700); err != nil {

@@ -181,7 +181,7 @@ func Open(dir, a, b string, opt Options) (*State, error) {
 	if s.readOnly {
 		return s, s.openReadOnly(a, b, opt.Reset)
 	}
-	if err := mkdirAll(s.fs, dir); err != nil {
+	if err := checkpoint.MkdirAll(s.fs, dir); err != nil {
 		return nil, fmt.Errorf("state: %w", err)
 	}
 	if err := s.takeLock(); err != nil {
@@ -372,28 +372,6 @@ func replaceFile(fsys FS, path string, data []byte) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
-}
-
-// mkdirAll creates dir and its missing parents, fsyncing the parent of
-// each directory it creates (docs/failure-model.md A8).
-func mkdirAll(fsys FS, dir string) error {
-	if fi, err := fsys.Stat(dir); err == nil {
-		if !fi.IsDir() {
-			return fmt.Errorf("%s is not a directory", dir)
-		}
-		return nil
-	}
-	parent := filepath.Dir(dir)
-	if parent == dir {
-		return nil
-	}
-	if err := mkdirAll(fsys, parent); err != nil {
-		return err
-	}
-	if err := fsys.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	return fsys.SyncDir(parent)
 }
 
 func (s *State) logPath(gen uint64) string {
