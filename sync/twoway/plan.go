@@ -73,6 +73,10 @@ type Folder struct {
 	// the id on B, Flags the flags both sides last agreed on.
 	Base []state.Message
 	Side [2]Listing
+
+	// rename is set by followRenames on a folder it made of a vanished
+	// folder and the new folder it was renamed to.
+	rename *Rename
 }
 
 // SideInfo is what the planner knows about a whole side.
@@ -98,6 +102,10 @@ type Options struct {
 	NoDelete bool
 	// Force applies deletions the guard would hold back.
 	Force bool
+	// RemoveFolders deletes a folder on one side when the other side
+	// deleted it and this side's copy is unchanged since the last sync
+	// (--remove-folders); without it a vanished folder is only a warning.
+	RemoveFolders bool
 }
 
 // The guard's fixed limits: a folder's deletions are held only when there
@@ -125,8 +133,18 @@ type FolderPlan struct {
 	Name string
 	// Create[s] is true when the folder must be created on side s.
 	Create [2]bool
-	// Skip, when not "", says why nothing in this folder is done (it
-	// vanished from one side while the state knows it).
+	// Rename, when not nil, renames the folder on one side first: the
+	// other side renamed it (the folder's state moves with it).
+	Rename *Rename
+	// Remove[s] is true when the folder must be deleted on side s (the
+	// other side deleted it, --remove-folders); RemoveHeld[s] when the
+	// guard held that deletion back. RemoveMsgs is how many messages the
+	// folder holds there. A removal replaces every other change.
+	Remove, RemoveHeld [2]bool
+	RemoveMsgs         int
+	// Skip, when not "", says why nothing in this folder is done by the
+	// message-level applier (it vanished from one side while the state
+	// knows it; a removal, Remove, is carried out apart).
 	Skip string
 	// Forget is true when the folder is gone from both sides: drop its state.
 	Forget bool
@@ -157,6 +175,15 @@ type Copy struct {
 	// fills in the new id on the other side (Dst when From is A, else Src).
 	Record state.Message
 }
+
+// Rename renames folder From to the plan's folder on side On.
+type Rename struct {
+	On   Side
+	From string
+}
+
+// Removes reports whether the plan deletes the folder on a side.
+func (fp *FolderPlan) Removes() bool { return fp.Remove[A] || fp.Remove[B] }
 
 // FlagSync brings one message's flags on both sides to the merged result.
 type FlagSync struct {

@@ -29,9 +29,12 @@ type RunOptions struct {
 	step func(what string) error
 }
 
-// Counts are the changes made on one side.
+// Counts are the changes made on one side. Deleted counts the messages of
+// deleted folders too; FoldersHeld are folder deletions the guard held back.
 type Counts struct {
 	Copied, Flagged, Moved, Deleted, Held, Failed int
+
+	FoldersCreated, FoldersRenamed, FoldersRemoved, FoldersHeld int
 }
 
 // Result is what a run did.
@@ -90,6 +93,11 @@ func Run(ctx context.Context, stores [2]*Store, st *state.State, opt RunOptions)
 		for _, d := range fp.Held {
 			r.res.Side[d.On].Held++
 		}
+		for s, held := range fp.RemoveHeld {
+			if held {
+				r.res.Side[s].FoldersHeld++
+			}
+		}
 	}
 	if opt.DryRun {
 		return r.res, nil
@@ -128,10 +136,16 @@ func (r *run) apply(plan *Plan) error {
 			}
 		}
 	}
+	if err := r.applyRenames(plan); err != nil {
+		return err
+	}
 	for i := range plan.Folders {
 		if err := r.applyFolder(&plan.Folders[i]); err != nil {
 			return err
 		}
+	}
+	if err := r.applyRemovals(plan); err != nil {
+		return err
 	}
 	if err := r.step("flush"); err != nil {
 		return err
