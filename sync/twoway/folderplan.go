@@ -29,7 +29,7 @@ func (w *folderWork) removeOrRecreate(missing Side, keeps Keeps) bool {
 		w.out.Skip = fmt.Sprintf("folder %q vanished from side %s: deleted on side %s too", w.in.Name, missing, on)
 		return false
 	case recreate:
-		w.out.Create[missing], w.recreate = true, true
+		w.out.Create[missing], w.out.Recreate[missing], w.recreate = true, true, true
 		w.out.Conflicts = append(w.out.Conflicts, fmt.Sprintf(
 			"folder %q deleted on side %s while %s on side %s: recreated on side %s with everything in it", w.in.Name, missing, why, on, missing))
 		return true

@@ -15,7 +15,8 @@ import (
 )
 
 // applyRenames renames, before any message is touched, each folder the
-// other side renamed, then moves its state to the new name: the server
+// other side renamed (and forgets the records of each folder to be
+// recreated, forgetRecreated), then moves its state to the new name: the server
 // first, so a crash between leaves the old name vanished from both sides
 // and the new one on both, which the next run merges as on a first sync
 // (the other order would leave a known folder missing on one side). The
@@ -24,6 +25,11 @@ import (
 func (r *run) applyRenames(plan *Plan) error {
 	for i := range plan.Folders {
 		fp := &plan.Folders[i]
+		if fp.Recreate[A] || fp.Recreate[B] {
+			if err := r.forgetRecreated(fp); err != nil {
+				return err
+			}
+		}
 		if fp.Rename == nil {
 			continue
 		}
@@ -54,6 +60,19 @@ func (r *run) applyRenames(plan *Plan) error {
 		r.envs[on][fp.Name] = envs
 	}
 	return nil
+}
+
+// forgetRecreated drops, durably, the records of a folder about to be
+// recreated on the side that deleted it, before it is created there: a
+// kill after the creation must not leave records that make the new, empty
+// folder look like a side that deleted every message (held back, and with
+// --force deleted on the other side too). With no records, the next run
+// recreates the folder again or pairs what was copied.
+func (r *run) forgetRecreated(fp *FolderPlan) error {
+	if err := r.step("forget recreated " + fp.Name); err != nil {
+		return err
+	}
+	return r.st.ResetFolder(fp.Name)
 }
 
 // applyRemovals deletes the folders the other side deleted

@@ -142,6 +142,10 @@ type FolderPlan struct {
 	// folder holds there. A removal replaces every other change.
 	Remove, RemoveHeld [2]bool
 	RemoveMsgs         int
+	// Recreate[s] is true when side s deleted the folder while the other
+	// side changed it (--remove-folders): it is created again on side s
+	// with everything in it, a conflict.
+	Recreate [2]bool
 	// Skip, when not "", says why nothing in this folder is done by the
 	// message-level applier (it vanished from one side while the state
 	// knows it; a removal, Remove, is carried out apart).
@@ -180,6 +184,78 @@ type Copy struct {
 type Rename struct {
 	On   Side
 	From string
+}
+
+// Counts returns what the plan changes on each side, as Result.Side
+// counts a run's changes: the summary of a dry run, and the held-back
+// deletions and conflicts of any run. A folder deleted with its messages
+// counts them as deleted.
+func (p *Plan) Counts() [2]Counts {
+	var c [2]Counts
+	for i := range p.Folders {
+		fp := &p.Folders[i]
+		fp.countFolder(&c)
+		for _, cp := range fp.Copies {
+			c[cp.From.Other()].Copied++
+		}
+		for j := range fp.Flags {
+			for _, s := range []Side{A, B} {
+				if fp.Flags[j].Changes(s) {
+					c[s].Flagged++
+				}
+			}
+		}
+		for _, mv := range fp.Moves {
+			c[mv.On].Moved++
+		}
+		for _, d := range fp.Deletes {
+			c[d.On].Deleted++
+		}
+		for _, d := range fp.Held {
+			c[d.On].Held++
+		}
+	}
+	return c
+}
+
+// Conflicts counts the plan's conflicts by the side whose change lost:
+// a message deleted on one side while its flags changed on the other
+// counts for the side where it is deleted; a folder deleted on one side
+// while it changed on the other counts for the side where it is recreated.
+func (p *Plan) Conflicts() [2]int {
+	var n [2]int
+	for i := range p.Folders {
+		fp := &p.Folders[i]
+		for _, d := range fp.Deletes {
+			if d.Conflict {
+				n[d.On]++
+			}
+		}
+		for s, re := range fp.Recreate {
+			if re {
+				n[s]++
+			}
+		}
+	}
+	return n
+}
+
+// countFolder adds the folder-level actions to c.
+func (fp *FolderPlan) countFolder(c *[2]Counts) {
+	if fp.Rename != nil {
+		c[fp.Rename.On].FoldersRenamed++
+	}
+	for s := range c {
+		switch {
+		case fp.Create[s]:
+			c[s].FoldersCreated++
+		case fp.Remove[s]:
+			c[s].FoldersRemoved++
+			c[s].Deleted += fp.RemoveMsgs
+		case fp.RemoveHeld[s]:
+			c[s].FoldersHeld++
+		}
+	}
 }
 
 // Removes reports whether the plan deletes the folder on a side.
