@@ -46,7 +46,7 @@ func TestJournalSettles(t *testing.T) {
 	}{{
 		// A copy stored on B, the kill before its record, then the
 		// original deleted on A: the copy goes too (not copied back).
-		name:   "copy then original deleted",
+		name: "copy then original deleted",
 		setup: func() (a, b *memStore) {
 			a, b = newMemStore("a", "INBOX"), newMemStore("b", "INBOX")
 			a.add("INBOX", 1)
