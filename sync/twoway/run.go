@@ -64,14 +64,14 @@ type run struct {
 	log    *slog.Logger
 	res    *Result
 	envs   [2]map[string]map[mail.ID]mail.Envelope // side -> folder -> id -> envelope as listed
+	jr     *journal                                // changes are written here before they are made
 }
 
-// Run syncs the two stores with the state st: lists both sides, plans
-// (MakePlan) and applies the plan folder by folder, writing each change's
-// record to the state after the change is durable. A run killed at any
-// point converges on the next: what was applied but not recorded is found
-// again (a copy or a move is paired by content, a deletion is gone from
-// both sides, a flag merge is idempotent). It returns ErrHeldBack when the
+// Run syncs the two stores with the state st: lists both sides, settles
+// what an interrupted run journaled (settle), plans (MakePlan) and applies
+// the plan folder by folder, journaling each folder's changes before it
+// makes them and writing each change's record to the state after the
+// change is durable. A run killed at any point converges on the next. It returns ErrHeldBack when the
 // guard held deletions back, after doing everything else.
 func Run(ctx context.Context, stores [2]*Store, st *state.State, opt RunOptions) (*Result, error) {
 	r := &run{ctx: ctx, stores: stores, st: st, opt: opt, log: opt.Log, res: &Result{}}
@@ -84,8 +84,19 @@ func Run(ctx context.Context, stores [2]*Store, st *state.State, opt RunOptions)
 	if err := r.checkIdentities(); err != nil {
 		return r.res, err
 	}
+	var pending []intent
+	if !opt.DryRun {
+		var err error
+		if r.jr, pending, err = openJournal(st.Dir()); err != nil {
+			return r.res, err
+		}
+		defer r.jr.close()
+	}
 	folders, err := r.list()
 	if err != nil {
+		return r.res, err
+	}
+	if err := r.settle(folders, pending); err != nil {
 		return r.res, err
 	}
 	plan := MakePlan(folders, r.opt.Plan)
