@@ -84,12 +84,15 @@ reset_bob() {
 	fi
 }
 
-# peer_mbsync_user USER OUT CONF_DIR: peer_mbsync from USER's account (the nightly scenarios).
+# peer_mbsync_user USER OUT CONF_DIR [FSYNC]: peer_mbsync from USER's account (the nightly
+# scenarios). FSYNC=no turns off mbsync's fsync (its global FSync option): for the untimed copy
+# that only prepares the state its reruns are timed with.
 peer_mbsync_user() {
 	local u=$1 out=$2 w=$3
 	mkdir -p "$out" "$w"
+	printf 'FSync %s\n\n' "${4:-yes}" >"$w/mbsyncrc"
 	printf 'IMAPAccount src\nHost localhost\nPort %s\nUser %s\nPass pw-%s\nSSLType IMAPS\nCertificateFile %s/cert.pem\n\nIMAPStore far\nAccount src\n\nMaildirStore near\nPath %s/\nInbox %s/INBOX\nSubFolders Verbatim\n\nChannel c\nFar :far:\nNear :near:\nPatterns *\nCreate Near\nSync Pull\nSyncState *\n' \
-		"$IMAPS_PORT" "$u" "$u" "$D" "$out" "$out" >"$w/mbsyncrc"
+		"$IMAPS_PORT" "$u" "$u" "$D" "$out" "$out" >>"$w/mbsyncrc"
 	PEER_CMD=(mbsync -q -c "$w/mbsyncrc" -a)
 }
 
