@@ -58,6 +58,7 @@ type run struct {
 	res    *Result
 	envs   [2]map[string]map[mail.ID]mail.Envelope // side -> folder -> id -> envelope as listed
 	jr     *journal                                // changes are written here before they are made
+	ids    [2]string                               // each store's identity (Store.identity)
 }
 
 // Run syncs the two stores with the state st: lists both sides, settles
@@ -119,8 +120,12 @@ func Run(ctx context.Context, stores [2]*Store, st *state.State, opt RunOptions)
 func (r *run) checkIdentities() error {
 	ida, idb := r.st.Identities()
 	for s, want := range []string{ida, idb} {
-		got := r.stores[s].Identity
-		if want != "" && got != want {
+		got, err := r.stores[s].identity(r.ctx)
+		if err != nil {
+			return fmt.Errorf("sync: side %s: %w", Side(s), err)
+		}
+		r.ids[s] = got
+		if !sameIdentity(want, got) {
 			r.opt.Plan.Sides[s].Untrusted = fmt.Sprintf("it is not the store the state was written for (identity %q, the state has %q)", got, want)
 		}
 		r.opt.Plan.Sides[s].StableIDs = r.stores[s].StableIDs
@@ -150,7 +155,7 @@ func (r *run) apply(plan *Plan) error {
 	if err := r.st.Flush(); err != nil {
 		return err
 	}
-	return r.st.SetIdentities(r.stores[A].Identity, r.stores[B].Identity)
+	return r.st.SetIdentities(r.ids[A], r.ids[B])
 }
 
 func (r *run) step(what string) error {

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 
 	"github.com/mailferry/mailferry/sync/mail"
 )
@@ -33,6 +35,42 @@ type Store struct {
 	// step is the run's test hook (RunOptions.step), called between the
 	// durable steps of a move by copy.
 	step func(what string) error
+}
+
+// uidValidityMark joins an IMAP store's Identity and its INBOX UIDVALIDITY
+// in the identity the state records.
+const uidValidityMark = " uidvalidity="
+
+// identity is the store's identity as the state records it: for a store
+// with folder statuses (IMAP), Identity (host and user) and INBOX's
+// UIDVALIDITY, so that an account deleted and recreated under the same name
+// is not taken for the one the state knows (the two-way sync issue, rule 1).
+func (s *Store) identity(ctx context.Context) (string, error) {
+	fs := mail.FeaturesOf(s.Source).FolderStatuser
+	if s.Maildir != nil || fs == nil {
+		return s.Identity, nil
+	}
+	st, err := fs.FolderStatuses(ctx, []string{"INBOX"})
+	if err != nil {
+		return "", fmt.Errorf("identity: status of INBOX: %w", err)
+	}
+	if v := st["INBOX"].UIDValidity; v != 0 {
+		return s.Identity + uidValidityMark + strconv.FormatUint(uint64(v), 10), nil
+	}
+	return s.Identity, nil
+}
+
+// sameIdentity reports whether got names the store the state recorded as
+// want. A state written before identities held the UIDVALIDITY names the
+// store by host and user only: it matches, and the run records the whole
+// identity (an upgrade must not turn every folder into a merge, which
+// would copy back what was deleted since the last sync).
+func sameIdentity(want, got string) bool {
+	if want == "" || want == got {
+		return true
+	}
+	base, _, _ := strings.Cut(got, uidValidityMark)
+	return !strings.Contains(want, uidValidityMark) && want == base
 }
 
 // setFlags replaces the flags of message id in mailbox.
