@@ -72,10 +72,10 @@ func (s *Sink) SetFlagsIf(ctx context.Context, mailbox string, id mail.ID, flags
 		return mail.FlagState{}, fmt.Errorf("imapsink: %s: %w", op, err)
 	}
 	switch {
+	case cc.sel.NoModSeq || cc.sel.HighestModSeq == 0:
+		return mail.FlagState{}, fmt.Errorf("imapsink: %s: no mod-sequences: %w", op, mail.ErrUnsupported)
 	case cc.sel.UIDValidity != uidv:
 		return mail.FlagState{}, fmt.Errorf("imapsink: %s: mailbox UIDVALIDITY is now %d: %w", op, cc.sel.UIDValidity, mail.ErrNotFound)
-	case !cc.sess.Has("CONDSTORE") || cc.sel.NoModSeq || cc.sel.HighestModSeq == 0:
-		return mail.FlagState{}, fmt.Errorf("imapsink: %s: no mod-sequences: %w", op, mail.ErrUnsupported)
 	}
 	stop := context.AfterFunc(ctx, func() { _ = cc.rc.Close() })
 	res, err := cc.sess.StoreIf(uid, since, sanitize(flags))
@@ -105,6 +105,9 @@ func (s *Sink) condSelect(ctx context.Context, box string) error {
 			return err
 		}
 		cc.rc, cc.sess = rc, imapconn.NewSession(rc, nil)
+	}
+	if !cc.sess.Has("CONDSTORE") {
+		return mail.ErrUnsupported // and SELECT would refuse the parameter
 	}
 	if cc.box == box {
 		return nil
