@@ -404,12 +404,3 @@ func TestBatchWorkerStoppedPastLease(t *testing.T) {
 		t.Errorf("resumed worker after SIGTERM: %v; stderr %s", w.err, w.logs())
 	}
 }
-
-// soakSize is n under MAILFERRY_SOAK=1 (make soak), else ci.
-func soakSize(ci, soak int) int {
-	if os.Getenv("MAILFERRY_SOAK") == "1" {
-		return soak
-	}
-	return ci
-}
-
