@@ -404,3 +404,144 @@ func TestBatchWorkerStoppedPastLease(t *testing.T) {
 		t.Errorf("resumed worker after SIGTERM: %v; stderr %s", w.err, w.logs())
 	}
 }
+
+// soakSize is soak under MAILFERRY_SOAK=1 (make soak), else ci.
+func soakSize(ci, soak int) int {
+	if os.Getenv("MAILFERRY_SOAK") == "1" {
+		return soak
+	}
+	return ci
+}
+
+// TestBatchScale: account pairs through 'batch run' with 4 workers (24 in
+// make test, 200 under make soak): every account done and verified
+// message by message, one report line per CSV row in the CSV's order;
+// then new mail in 20 accounts and a delta pass copies only that; no
+// secret in the database, the report or the output.
+func TestBatchScale(t *testing.T) {
+	d := mailtest.NeedDovecot(t)
+	n := soakSize(24, 200)
+	accts := newBatchAccounts(t, d, n)
+	dir := t.TempDir()
+	env := map[string]string{"HOME": dir}
+	csv := writeBatchCSV(t, dir, accts, env)
+	report := filepath.Join(dir, "staff.report.jsonl")
+	code, stdout, stderr := runCLI(t, env, "batch", "run", csv, "--workers", "4", "--ca-file", d.CAFile)
+	logs := stdout + stderr
+	if want := fmt.Sprintf("%d accounts: %d done", n, n); code != exitOK || !strings.Contains(stdout, want) {
+		t.Fatalf("batch run = %d, stdout %q, stderr %q; want 0 and %q", code, stdout, stderr, want)
+	}
+	lines, order := readReport(t, report)
+	if len(order) != n {
+		t.Fatalf("report has %d lines; want %d, one per CSV row", len(order), n)
+	}
+	for i, a := range accts {
+		if l := lines[a.id]; order[i] != a.id || l.State != "done" || l.Totals.Copied != 5 {
+			t.Errorf("report line %d: %s %+v; want %s done with 5 copied", i+1, order[i], l, a.id)
+		}
+		checkCopied(t, d, a)
+	}
+	k := min(20, n)
+	for i := range k {
+		a := accts[i*n/k]
+		body := fmt.Sprintf("Subject: %s delta\r\nMessage-ID: <delta.%d@batch>\r\n\r\nnew mail\r\n", a.id, i)
+		d.Seed(t, a.srcUser, a.srcPW, "Work", []mailtest.SeedMessage{{Body: []byte(body)}})
+		a.seeded["Work"] = append(a.seeded["Work"], body)
+	}
+	code, stdout, stderr = runCLI(t, env, "batch", "run", csv, "--workers", "4", "--ca-file", d.CAFile, "--pass", "delta")
+	logs += stdout + stderr
+	if want := fmt.Sprintf("%d accounts: %d done; messages: %d copied, %d already present", n, n, k, 5*n); code != exitOK || !strings.Contains(stdout, want) {
+		t.Errorf("delta pass = %d, stdout %q, stderr %q; want 0 and %q", code, stdout, stderr, want)
+	}
+	for _, a := range accts {
+		checkCopied(t, d, a)
+	}
+	written := logs + filesUnder(t, filepath.Join(dir, "staff.checkpoints"))
+	for _, f := range []string{"staff.batch.db", "staff.batch.db-wal", "staff.report.jsonl"} {
+		if b, err := os.ReadFile(filepath.Join(dir, f)); err == nil {
+			written += string(b)
+		}
+	}
+	if !strings.Contains(written, "pw/"+accts[0].id+".src") {
+		t.Fatalf("the database holds no reference: the secret check would prove nothing")
+	}
+	for _, a := range accts {
+		if found := leaks(written, a.secretForms); len(found) > 0 {
+			t.Errorf("%s: a secret in the database, report or output: %q", a.id, found)
+		}
+	}
+}
+
+// TestBatchGroupCapSampled: a host group of 5 accounts over two workers
+// of 4 accounts each (PostgreSQL): the destination's own sessions,
+// sampled with doveadm who while the batch runs, never show more than 5
+// accounts at once; the throttled sources keep accounts running long
+// enough to overlap.
+func TestBatchGroupCapSampled(t *testing.T) {
+	base := mailtest.NeedPostgres(t)
+	d := mailtest.NeedDovecot(t)
+	accts := newBatchAccounts(t, d, soakSize(12, 40))
+	dstUsers := map[string]bool{}
+	for _, a := range accts {
+		seedMore(t, d, a, "INBOX", 6, 3000)
+		viaProxy(t, d, a, scenarioRate)
+		dstUsers[a.dstUser] = true
+	}
+	sc := newScenario(t, d, base, accts)
+	cfg := writeConfig(t, 0o600, "[batch.groups.dovecot]\nmatch = [\"localhost\"]\nmax_accounts = 5\n")
+	samples, most := 0, 0
+	stopSampling := make(chan struct{})
+	sampled := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-stopSampling:
+				sampled <- nil
+				return
+			default:
+			}
+			out, err := exec.Command("doveadm", "-c", filepath.Join(d.Dir, "dovecot.conf"), "who").CombinedOutput()
+			if err != nil {
+				sampled <- fmt.Errorf("doveadm who: %v: %s", err, out)
+				return
+			}
+			n := 0
+			for _, line := range strings.Split(string(out), "\n") {
+				if f := strings.Fields(line); len(f) > 0 && dstUsers[f[0]] {
+					n++
+				}
+			}
+			samples, most = samples+1, max(most, n)
+		}
+	}()
+	var stops []func() (int, string)
+	for range 2 {
+		stops = append(stops, inProcessWorker(sc.env, "--workers", "4", "--connections", "2", "--ca-file", d.CAFile, "--config", cfg))
+	}
+	waitUntil(t, 3*time.Minute, "every account done", func() bool {
+		return jobStates(t, sc.db)["completed"] == len(accts)
+	})
+	close(stopSampling)
+	if err := <-sampled; err != nil {
+		t.Fatal(err)
+	}
+	var logs string
+	for _, stop := range stops {
+		code, l := stop()
+		logs += l
+		if code != 0 {
+			t.Errorf("worker exited %d: %s", code, l)
+		}
+	}
+	t.Logf("%d samples of doveadm who: at most %d accounts had destination sessions at once", samples, most)
+	if most > 5 {
+		t.Errorf("doveadm who showed %d accounts at once in a group capped at 5", most)
+	}
+	if most < 2 {
+		t.Errorf("doveadm who never showed two accounts at once (%d samples): the sampling proves nothing", samples)
+	}
+	for _, a := range accts {
+		checkCopied(t, d, a)
+	}
+	sc.noSecrets(t, logs)
+}
