@@ -520,8 +520,8 @@ func (o *orphanSet) claimByListing(fresh, stored []mail.Envelope) map[int]checkp
 		same := o.bySize[old.Size]
 		j := slices.IndexFunc(same, func(r checkpoint.Record) bool { return r.ID == old.ID })
 		o.bySize[old.Size] = slices.Delete(same, j, j+1)
-		rec := old
-		rec.Mailbox, rec.ID, rec.Flags = env.Mailbox, env.ID, nil
+		rec := old // its Flags are the stored copy's: remapFlags compares them with env's
+		rec.Mailbox, rec.ID = env.Mailbox, env.ID
 		out[i] = rec
 	}
 	return out
