@@ -278,18 +278,19 @@ func (r *run) rematch(ctx context.Context, j job) (checkpoint.Record, bool, erro
 
 // remapFlags gives the stored copy of a re-mapped message the source's
 // flags now, before its record says so: the copy still has the flags of
-// its old record, and the listing compared flags (syncFlags) before the
-// renumbering was known, so nothing else would, and a folder skipped as
-// unchanged on the next run never compares them again. A failure keeps
-// the old flags recorded and leaves the folder's pass unfinished, so the
-// next run lists it and tries again.
+// its old record (nil: not known, so they are set whatever they are), and
+// the listing compared flags (syncFlags) before the renumbering was known,
+// so nothing else would, and a folder skipped as unchanged on the next run
+// never compares them again. A failure keeps the old flags recorded and
+// leaves the folder's pass unfinished, so the next run lists it and tries
+// again. Only a known change counts as a flag update.
 func (r *run) remapFlags(ctx context.Context, d *done) {
 	fs := r.dstF.FlagSetter
-	if fs == nil || r.opt.DryRun || d.rec.Flags == nil || d.env.Flags == nil || d.rec.Dst == "" {
+	if fs == nil || r.opt.DryRun || d.env.Flags == nil || d.rec.Dst == "" {
 		return
 	}
 	now := flagString(d.env.Flags)
-	if now == *d.rec.Flags {
+	if d.rec.Flags != nil && now == *d.rec.Flags {
 		return
 	}
 	if err := fs.SetFlags(ctx, r.opt.dstName(d.env.Mailbox), d.rec.Dst, d.env.Flags); err != nil {
@@ -297,8 +298,10 @@ func (r *run) remapFlags(ctx context.Context, d *done) {
 		r.unfinished(d.env.Mailbox)
 		return
 	}
+	if d.rec.Flags != nil {
+		r.st.FlagsUpdated.Add(1)
+	}
 	d.rec.Flags = &now
-	r.st.FlagsUpdated.Add(1)
 }
 
 // scannedMessageID is env's Message-ID: the listing's, or else what scan
