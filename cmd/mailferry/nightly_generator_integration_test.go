@@ -89,7 +89,7 @@ type genDest struct {
 }
 
 func runGenerator(t *testing.T, d *mailtest.Dovecot, condstore bool) {
-	rounds := trialCount(t, 6, 100)
+	rounds := trialCount(t, 10, 100)
 	seed := genSeed(t)
 	g := &genRig{t: t, d: d, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), condstore: condstore, listings: map[string]int{}}
 	g.user, g.pw = d.NewUser(t)
