@@ -137,3 +137,33 @@ func TestDovecotSyncJob(t *testing.T) {
 		t.Fatalf("run mail: %+v", s)
 	}
 }
+
+// TestSyncFolderRenamed: a folder renamed in B (a mail client renamed its
+// directory) is renamed in A: the dry run says so, the run does it and
+// counts it, nothing copied or deleted.
+func TestSyncFolderRenamed(t *testing.T) {
+	base := t.TempDir()
+	a, b, st := filepath.Join(base, "a"), filepath.Join(base, "b"), filepath.Join(base, "state")
+	writeMaildir(t, a, 1, 1)
+	writeMaildir(t, filepath.Join(a, ".Work"), 10, 3)
+	args := []string{"sync", "maildir:" + a, "maildir:" + b, "--checkpoint", st}
+	if code, stdout, stderr := syncCLI(t, args...); code != 0 {
+		t.Fatalf("first sync = %d\n%s%s", code, stdout, stderr)
+	}
+	if err := os.Rename(filepath.Join(b, ".Work"), filepath.Join(b, ".Projects")); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := syncCLI(t, append(args, "--dry-run")...)
+	if code != 0 || !strings.Contains(stdout, `rename folder "Work" to "Projects" on maildir:`+a) || !dirExists(filepath.Join(a, ".Work")) {
+		t.Fatalf("dry run = %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, stderr = syncCLI(t, append(args, "--json")...)
+	var s syncSummary
+	if err := json.Unmarshal([]byte(stdout), &s); err != nil || code != 0 {
+		t.Fatalf("sync = %d (%v)\n%s%s", code, err, stdout, stderr)
+	}
+	if s.A != (syncSide{URL: s.A.URL, Folders: syncFolderCounts{Renamed: 1}}) || s.B != (syncSide{URL: s.B.URL}) ||
+		len(maildirSubjects(t, filepath.Join(a, ".Projects"))) != 3 || dirExists(filepath.Join(a, ".Work")) {
+		t.Fatalf("sync: %+v", s)
+	}
+}
