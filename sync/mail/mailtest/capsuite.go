@@ -49,6 +49,7 @@ func sinkCapTests(t *testing.T, h SinkHarness) {
 		{mail.CapStoredReader, func(f *mail.Features) bool { return f.StoredReader != nil }, ct.storedReader},
 		{mail.CapHolder, func(f *mail.Features) bool { return f.Holder != nil }, ct.holder},
 		{mail.CapRoleLister, func(f *mail.Features) bool { return f.RoleLister != nil }, roleLister[mail.Sink]},
+		{mail.CapFolderManager, func(f *mail.Features) bool { return f.FolderManager != nil }, ct.folderManager},
 	})
 }
 
@@ -473,5 +474,52 @@ func (c sourceCaps) statter(t *testing.T, src mail.Source) {
 	}
 	if _, _, err := st.Stat(ctx, "no-such-mailbox-4711"); !errors.Is(err, mail.ErrMailboxNotFound) {
 		t.Errorf("Stat(no such mailbox) = %v, want ErrMailboxNotFound", err)
+	}
+}
+
+// folderManager: a mailbox is renamed (twice is done, not an error); it is
+// not deleted while it holds other messages than the caller names, and is
+// deleted when it holds exactly those (twice: no error); neither name is
+// left.
+func (c sinkCaps) folderManager(t *testing.T, s mail.Sink) {
+	ctx := context.Background()
+	fx := capFixtures()
+	for i := range fx {
+		fx[i].Mailbox = "CapOld"
+	}
+	if err := s.CreateMailbox(ctx, "CapOld"); err != nil {
+		t.Fatalf("CreateMailbox(CapOld) = %v", err)
+	}
+	ids := stored(t, s, fx)
+	fm := mail.FeaturesOf(s).FolderManager
+	for range 2 {
+		if err := fm.RenameMailbox(ctx, "CapOld", "CapNew"); err != nil {
+			t.Fatalf("RenameMailbox(CapOld, CapNew) = %v", err)
+		}
+	}
+	if err := fm.DeleteMailbox(ctx, "CapNew", ids[1:]); err == nil {
+		t.Fatal("DeleteMailbox of a mailbox holding one message more than named = nil, want an error")
+	}
+	for range 2 {
+		if err := fm.DeleteMailbox(ctx, "CapNew", ids); err != nil {
+			t.Fatalf("DeleteMailbox(CapNew) = %v", err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close() = %v", err)
+	}
+	if c.h.Reopen == nil {
+		return
+	}
+	src := c.h.Reopen(t, s)
+	defer func() { _ = src.Close() }()
+	boxes, err := src.Mailboxes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range boxes {
+		if b == "CapOld" || b == "CapNew" {
+			t.Errorf("mailbox %q left after the rename and the deletion (mailboxes %q)", b, boxes)
+		}
 	}
 }
