@@ -259,6 +259,9 @@ func (s *settler) delete(in intent) error {
 		return err
 	}
 	s.n++
+	if i, ok := sf.rec[A][in.Rec.Src]; ok && sf.f.Base[i].Dst != in.Rec.Dst {
+		return nil // the Src names another record now (an edited Maildir file copied again)
+	}
 	return sf.forget(fo, in.Rec.Src)
 }
 
