@@ -260,3 +260,32 @@ func TestRunMaildirEditedFile(t *testing.T) {
 		})
 	}
 }
+
+// TestMaildirSetFlagsKeepsForeignLetters: a flag write renames as the
+// Maildir sink does (maildirfmt.Retag): letters another program set that
+// mean nothing here stay, a file without flags stays in new/.
+func TestMaildirSetFlagsKeepsForeignLetters(t *testing.T) {
+	for _, tc := range []struct {
+		file  string
+		flags []mail.Flag
+		want  string
+	}{
+		{"cur/1.M1.h:2,SX", []mail.Flag{mail.FlagFlagged}, "cur/1.M1.h:2,FX"},
+		{"new/1.M1.h", nil, "new/1.M1.h"},
+		{"new/1.M1.h", []mail.Flag{mail.FlagSeen}, "cur/1.M1.h:2,S"},
+		{"cur/1.M1.h:2,S", nil, "cur/1.M1.h:2,"},
+	} {
+		root := t.TempDir()
+		for _, sub := range []string{"cur", "new", "tmp"} {
+			mustDo(t, os.MkdirAll(filepath.Join(root, sub), 0o700))
+		}
+		mustDo(t, os.WriteFile(filepath.Join(root, tc.file), tokenBody(1), 0o600))
+		m := &MaildirFiles{Root: root}
+		if err := m.SetFlags(context.Background(), "INBOX", "1.M1.h", tc.flags); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(root, tc.want)); err != nil {
+			t.Errorf("SetFlags(%s, %v): %v", tc.file, tc.flags, err)
+		}
+	}
+}
