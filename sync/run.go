@@ -163,7 +163,12 @@ type run struct {
 	src mail.Source
 	dst mail.Sink
 	cp  checkpoint.Store
-	st  *Stats
+	// folders is cp when it keeps each folder apart: the run then reads a
+	// folder's records only when it lists the folder, and releases them
+	// when done with it (release.go).
+	folders checkpoint.Folders
+	use     folderUse
+	st      *Stats
 	log *slog.Logger
 	res *Result
 
@@ -231,6 +236,10 @@ func newRun(src mail.Source, dst mail.Sink, opt Options) *run {
 		budget: newByteBudget(opt.MaxBytes), streak: &tempStreak{},
 		dates: newDateFilter(opt.Since, opt.Before)}
 	r.srcF, r.dstF = mail.FeaturesOf(src), mail.FeaturesOf(dst)
+	if f, ok := opt.Checkpoint.(checkpoint.Folders); ok {
+		r.folders = f
+		r.use = folderUse{open: map[string]int{}, listed: map[string]bool{}}
+	}
 	return r
 }
 

@@ -100,7 +100,7 @@ func (r *run) settle(ctx context.Context, j job, d done, err error) error {
 	default:
 		r.failMessage(j.env, err)
 	}
-	return nil
+	return r.settled(j.env.Mailbox, 1)
 }
 
 // copyOne copies one message, retrying temporary failures.
