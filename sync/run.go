@@ -169,8 +169,8 @@ type run struct {
 	folders checkpoint.Folders
 	use     folderUse
 	st      *Stats
-	log *slog.Logger
-	res *Result
+	log     *slog.Logger
+	res     *Result
 
 	// Run-time state derived from the options.
 	byteLimit, msgLimit *rateLimiter // from MaxBytesPerSec and MaxMsgsPerSec
