@@ -60,8 +60,8 @@ func (s *folderSpy) Add(r checkpoint.Record) error {
 	return s.Store.Add(r)
 }
 func (s *folderSpy) Records(mb string) []checkpoint.Record { s.saw(mb); return s.Store.Records(mb) }
-func (s *folderSpy) Len(mb string) int                    { s.saw(mb); return s.Store.Len(mb) }
-func (s *folderSpy) Load(mb string) error                 { s.saw(mb); return s.Store.Load(mb) }
+func (s *folderSpy) Len(mb string) int                     { s.saw(mb); return s.Store.Len(mb) }
+func (s *folderSpy) Load(mb string) error                  { s.saw(mb); return s.Store.Load(mb) }
 func (s *folderSpy) Release(mb string) error {
 	s.mu.Lock()
 	delete(s.held, mb)
