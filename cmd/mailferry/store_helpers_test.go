@@ -24,10 +24,7 @@ func checkpointRecords(t *testing.T, cp string) []checkpoint.Record {
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	var ends struct{ A, B string }
-	if b, err := os.ReadFile(filepath.Join(dir, "summary.json")); err != nil || json.Unmarshal(b, &ends) != nil {
-		t.Fatalf("read the checkpoint's state summary: %v", err)
-	}
+	ends := readSummaryEnds(t, cp)
 	st, err := state.Open(dir, ends.A, ends.B, state.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatalf("open the checkpoint's state: %v", err)
@@ -133,4 +130,17 @@ func corruptRecord(dir string) error {
 	}
 	lines[2] = "{not a record\n"
 	return os.WriteFile(path, []byte(strings.Join(lines, "")), 0o600)
+}
+
+// summaryEnds are the endpoints a checkpoint's state was written for.
+type summaryEnds struct{ A, B string }
+
+// readSummaryEnds reads the endpoints from the state's summary.
+func readSummaryEnds(t *testing.T, cp string) summaryEnds {
+	t.Helper()
+	var ends summaryEnds
+	if b, err := os.ReadFile(filepath.Join(statePath(cp), "summary.json")); err != nil || json.Unmarshal(b, &ends) != nil {
+		t.Fatalf("read the checkpoint's state summary: %v", err)
+	}
+	return ends
 }
