@@ -50,7 +50,7 @@ func (o *copyOptions) addFlags(fs *flag.FlagSet) {
 	o.common.add(fs)
 	o.src.add(fs, "src")
 	o.dst.add(fs, "dst")
-	fs.StringVar(&o.checkpoint, "checkpoint", "", "remember copied messages in `FILE` (default: under $XDG_STATE_HOME/mailferry, named after SRC and DST); FILE.lock keeps a second run out")
+	fs.StringVar(&o.checkpoint, "checkpoint", "", "remember copied messages under `FILE` (default: under $XDG_STATE_HOME/mailferry, named after SRC and DST): the records in the directory FILE.state (a FILE written by an older mailferry is migrated into it once, then never read again); FILE.lock keeps a second run out")
 	fs.BoolVar(&o.reset, "reset", false, "start the checkpoint afresh (forget what was copied; also for a checkpoint written for other endpoints, or corrupt); a destination that already holds messages mailferry wrote does not get them twice")
 	fs.BoolVar(&o.rebuildState, "rebuild-state", false, "rebuild the checkpoint (lost, or refused as corrupt) from what the destination holds: messages it stored before are recorded without downloading them again (maildir: destinations)")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "list what would be copied; store and delete nothing")
