@@ -81,6 +81,13 @@ type Options struct {
 	// "record" (the checkpoint fsynced) and "remove" (deleted on the
 	// source). Crash tests kill the process from it.
 	Step func(name string)
+	// Fence, if set, is asked before each commit to the sink; an error
+	// abandons the commit (what was Put stays invisible, aborted when the
+	// sink closes) and stops the run. A batch worker sets it: once its
+	// account may have been handed to another worker (a stopped process
+	// resumed past the job's rescue time, a lost slot lease), committing
+	// would add what the other worker copies too.
+	Fence func() error
 	// Remap hashes every candidate of a folder whose identifiers were reset
 	// en masse at once, instead of a sample first. A renumbering confirmed
 	// by content is re-mapped with or without it (reset.go).

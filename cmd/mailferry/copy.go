@@ -44,6 +44,9 @@ type copyOptions struct {
 	remap              bool // re-map folders whose identifiers were reset (C3)
 	gmail              bool // the Gmail preset: each message once (help gmail)
 	fullEvery          int  // list unchanged folders in full every Nth run
+	// fence, set by a batch worker, may forbid the next commit (the
+	// engine's Options.Fence); never a flag.
+	fence func() error
 }
 
 func (o *copyOptions) addFlags(fs *flag.FlagSet) {
@@ -224,6 +227,7 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 		Stats:          stats,
 		Logger:         log,
 		Step:           hooks.step,
+		Fence:          o.fence,
 		Remap:          o.remap,
 		BatchSize:      env.hooks.batch,
 		Rebuild:        rebuild,
@@ -511,9 +515,10 @@ func describeFilters(f *filterSummary) string {
 	return strings.Join(parts, ", ")
 }
 
-// appendReport appends s as one JSON line to path (--report), in a single
-// write so that concurrent runs of other jobs do not interleave lines.
-func appendReport(path string, env *cliEnv, s *summary) error {
+// appendReport appends s (a copy's or a sync's summary) as one JSON line
+// to path (--report), in a single write so that concurrent runs of other
+// jobs do not interleave lines.
+func appendReport(path string, env *cliEnv, s any) error {
 	path, err := expandHome(path, env)
 	if err != nil {
 		return err
