@@ -333,6 +333,11 @@ func (r *run) execute(ctx context.Context) error {
 		return err
 	}
 	r.planPasses(ctx, selected)
+	if !r.opt.DryRun {
+		if selected, err = r.createMailboxes(ctx, selected); err != nil {
+			return err
+		}
+	}
 	workers := r.workers()
 	runCtx, cancelRun := context.WithCancelCause(ctx)
 	defer cancelRun(nil)
@@ -393,8 +398,7 @@ func (r *run) prepareDelete() error {
 	return nil
 }
 
-// plan lists the source's mailboxes, keeps the selected ones and creates
-// their destinations (not in a dry run).
+// plan lists the source's mailboxes and keeps the selected ones.
 func (r *run) plan(ctx context.Context) ([]string, error) {
 	boxes, err := retry(ctx, r, func() ([]string, error) { return r.src.Mailboxes(ctx) })
 	if err != nil {
@@ -407,18 +411,23 @@ func (r *run) plan(ctx context.Context) ([]string, error) {
 			r.st.Box(mb)
 		}
 	}
-	if r.opt.DryRun {
-		return selected, nil
-	}
-	return r.createMailboxes(ctx, selected)
+	return selected, nil
 }
 
 // createMailboxes creates the destination of each selected mailbox once,
 // dropping (and reporting) a folder whose name the destination cannot hold.
+// A folder skipped as unchanged is left alone: its last complete pass made
+// it, and making it again can cost the sink a look at all it holds (the
+// Maildir sink indexes a folder's keys when it opens it); one that went
+// missing is refused by destinationHolds.
 func (r *run) createMailboxes(ctx context.Context, selected []string) ([]string, error) {
 	made := map[string]bool{}
 	kept := selected[:0]
 	for _, mb := range selected {
+		if p := r.passOf(mb); p != nil && p.mode == ListingSkipped {
+			kept = append(kept, mb)
+			continue
+		}
 		to := r.opt.dstName(mb)
 		if !made[to] {
 			_, err := retry(ctx, r, func() (struct{}, error) { return struct{}{}, r.dst.CreateMailbox(ctx, to) })
