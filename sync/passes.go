@@ -340,6 +340,20 @@ func (r *run) passedLen(mb string) int {
 	return sum.Len
 }
 
+// holdsAny reports whether the destination folder to holds any message:
+// mail.AnyHolder reads only up to the first; an Indexer alone lists the
+// folder (stopping the callbacks at the first message).
+func (r *run) holdsAny(ctx context.Context, to string) (bool, error) {
+	if a := r.dstF.AnyHolder; a != nil {
+		return a.HoldsAny(ctx, to)
+	}
+	err := r.dstF.Indexer.Index(ctx, to, func(mail.Envelope) error { return errHolds })
+	if errors.Is(err, errHolds) {
+		return true, nil
+	}
+	return false, err
+}
+
 // errHolds stops an Index at its first message.
 var errHolds = errors.New("the destination holds a message")
 
@@ -350,7 +364,7 @@ var errHolds = errors.New("the destination holds a message")
 // the first message the destination lists.
 func (r *run) destinationHolds(ctx context.Context, mb string) error {
 	idx := r.dstF.Indexer
-	if idx == nil {
+	if idx == nil && r.dstF.AnyHolder == nil {
 		return nil
 	}
 	recorded := r.passedLen(mb)
@@ -358,9 +372,9 @@ func (r *run) destinationHolds(ctx context.Context, mb string) error {
 		return nil
 	}
 	to := r.opt.dstName(mb)
-	err := idx.Index(ctx, to, func(mail.Envelope) error { return errHolds })
+	held, err := r.holdsAny(ctx, to)
 	switch {
-	case errors.Is(err, errHolds):
+	case held:
 		return nil
 	case err != nil:
 		return fmt.Errorf("list destination folder %q: %w", to, err)

@@ -2,8 +2,10 @@ package sync
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sort"
+	"strings"
 	stdsync "sync"
 	"testing"
 	"time"
@@ -228,4 +230,43 @@ func stateRunFull(t *testing.T, dir string, src mail.Source, dst mail.Sink) (*Re
 		t.Fatalf("Copy = %v", err)
 	}
 	return res, nil
+}
+
+// emptiedSink is an indexSink that can say cheaply whether a folder holds
+// anything (mail.AnyHolder), and says "nothing" for the folders in gone,
+// as a destination unmounted or emptied behind the run's back.
+type emptiedSink struct {
+	indexSink
+	gone map[string]bool
+}
+
+func (s emptiedSink) HoldsAny(ctx context.Context, mb string) (bool, error) {
+	return !s.gone[mb] && len(s.Messages(mb)) > 0, nil
+}
+
+// TestSkippedFolderDestinationChecked: a folder skipped as unchanged whose
+// destination holds nothing any more, while its pass recorded copies
+// there, stops the run (docs/failure-model.md rule 5: never read as "all
+// copied"), told by mail.AnyHolder without reading the folder's records.
+func TestSkippedFolderDestinationChecked(t *testing.T) {
+	src := &statusSource{MemSource: mailtest.NewMemSource(fixtures(6, "INBOX", "Work")), bump: map[string]uint32{}}
+	dst := emptiedSink{indexSink{mailtest.NewMemSink()}, map[string]bool{}}
+	dir := t.TempDir()
+	stateRun(t, dir, src, dst)
+	dst.gone["Work"] = true
+	st, err := state.Open(dir, "src", "dst", state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spy := newSpy(st)
+	defer spy.Close()
+	opt := fastOpts(spy)
+	opt.State = st
+	_, err = Copy(context.Background(), src, dst, opt)
+	if !errors.Is(err, checkpoint.ErrUnusable) || !mail.Fatal(err) || !strings.Contains(err.Error(), "Work") {
+		t.Fatalf("Copy with Work's destination emptied = %v; want a fatal ErrUnusable naming Work", err)
+	}
+	if got := spy.names(spy.touched); len(got) != 0 {
+		t.Errorf("the check read the records of %v, want none", got)
+	}
 }
