@@ -126,7 +126,7 @@ func (w *folderWork) folderAction(opt *Options) bool {
 	if opt.RemoveFolders {
 		return w.removeOrRecreate(missing, opt.Sides[missing.Other()].Keeps)
 	}
-	w.out.Skip = fmt.Sprintf("folder %q vanished from side %s: nothing in it is changed on either side (a folder deleted on one side is not deleted on the other)", f.Name, missing)
+	w.out.Skip = fmt.Sprintf("folder %q vanished from side %s: nothing in it is changed on either side (a folder deleted on one side is not deleted on the other without --remove-folders)", f.Name, missing)
 	w.out.Warnings = append(w.out.Warnings, w.out.Skip)
 	return false
 }
