@@ -3,7 +3,6 @@ package twoway
 import (
 	"context"
 	"errors"
-	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -14,9 +13,6 @@ import (
 
 	imapv2 "github.com/emersion/go-imap/v2"
 
-	"github.com/mailferry/mailferry/sinks/imapsink"
-	"github.com/mailferry/mailferry/sources/imap"
-	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 	"github.com/mailferry/mailferry/sync/state"
 )
@@ -24,39 +20,6 @@ import (
 // Scenario tests of issue 12's Targets against two Dovecot users, or
 // Dovecot + Maildir: what the in-memory tests (run_test.go) check, against
 // a real server.
-
-// dovecotStoreVia is dovecotStore connecting through addr (a FaultProxy)
-// while keeping the identity of the real server, so that the state
-// recognises the account.
-func dovecotStoreVia(t *testing.T, d *mailtest.Dovecot, addr, user, pw string) *Store {
-	t.Helper()
-	ctx := context.Background()
-	u, err := url.Parse("imaps://" + user + "@" + addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opt := func() *mail.OpenOptions {
-		return &mail.OpenOptions{CAFile: d.CAFile, Password: func(context.Context) (string, error) { return pw, nil }}
-	}
-	scfg, err := imap.ParseURL(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := imap.New(ctx, scfg, opt())
-	if err != nil {
-		t.Fatal(err)
-	}
-	kcfg, err := imapsink.ParseURL(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink, err := imapsink.New(ctx, kcfg, opt())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { src.Close(); sink.Close() })
-	return &Store{Source: src, Sink: sink, Identity: "imap:" + user + "@" + d.IMAPS}
-}
 
 // runDovecots is syncDovecot with options, returning Run's error (e.g.
 // ErrHeldBack) to the caller.
@@ -86,15 +49,6 @@ func wantSame(t *testing.T, d *mailtest.Dovecot, users [2][2]string, what string
 			t.Fatalf("%s: %s holds %v, want %v (warnings %q)", what, u[0], got, want, res.Warnings)
 		}
 	}
-}
-
-// wantSameOnBoth fails unless both users hold the same messages and
-// flags, and returns that content.
-func wantSameOnBoth(t *testing.T, d *mailtest.Dovecot, users [2][2]string, what string, res *Result) map[string]string {
-	t.Helper()
-	a := describeDovecot(t, d, users[0][0], users[0][1])
-	wantSame(t, d, users, what, a, res)
-	return a
 }
 
 // plainTokens is the content describeDovecot gives for toks without flags.
