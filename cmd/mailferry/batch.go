@@ -32,6 +32,7 @@ type batchOptions struct {
 	report     string      // batch run: the JSON lines report
 	name, pass string      // batch run: the batch and pass names
 	mode       string
+	delete     bool   // --delete-source: the pass moves
 	only       string // "failed"
 	class      string
 	format     string // batch report: jsonl or csv
@@ -90,8 +91,9 @@ func (o *batchOptions) openStore(ctx context.Context, url string, workers int, b
 	return o.openStoreIn(ctx, url, workers, baseDir, "", env)
 }
 
-// openStoreIn is openStore with the accounts' checkpoints in cpDir.
-func (o *batchOptions) openStoreIn(ctx context.Context, url string, workers int, baseDir, cpDir string, env *cliEnv) (*batch.Store, error) {
+// openStoreIn is openStore with the state of accounts synced two ways
+// under stateDir.
+func (o *batchOptions) openStoreIn(ctx context.Context, url string, workers int, baseDir, stateDir string, env *cliEnv) (*batch.Store, error) {
 	cfg := batch.Config{URL: url, Workers: workers, Slice: o.slice, RescueAfter: o.rescue, Logger: batchLogger(env.stderr),
 		Resolver: &batch.Resolver{Getenv: env.getenv, BaseDir: baseDir, Hide: []string{o.dbEnv}}}
 	if workers > 0 {
@@ -110,7 +112,7 @@ func (o *batchOptions) openStoreIn(ctx context.Context, url string, workers int,
 		if cfg.Groups, err = fc.groups(); err != nil {
 			return nil, err
 		}
-		cfg.Runner = &batchRunner{base: base, env: env, profiles: fc, cpDir: cpDir}
+		cfg.Runner = &batchRunner{base: base, env: env, profiles: fc, stateDir: stateDir}
 		cfg.Metrics = o.metrics
 	}
 	s, err := batch.Open(ctx, cfg)
@@ -200,7 +202,7 @@ func batchRun(ctx context.Context, o *batchOptions, csvPath string, env *cliEnv)
 	if err := s.AddQueues(ctx); err != nil {
 		return err
 	}
-	if _, err := s.Pass(ctx, name, o.pass, batch.PassOptions{Mode: o.mode, OnlyFailed: o.only == "failed", Class: o.class}); err != nil {
+	if _, err := s.Pass(ctx, name, o.pass, batch.PassOptions{Mode: o.mode, DeleteSource: o.delete, OnlyFailed: o.only == "failed", Class: o.class}); err != nil {
 		return &usageError{err.Error()}
 	}
 	return runPass(ctx, s, o, name, reportPath, env)
@@ -333,7 +335,7 @@ func batchLoad(ctx context.Context, o *batchOptions, name, csvPath string, env *
 // batchPass is 'batch pass NAME PASS'.
 func batchPass(ctx context.Context, o *batchOptions, name, pass string, env *cliEnv) error {
 	return withStore(ctx, o, env, func(s *batch.Store) error {
-		res, err := s.Pass(ctx, name, pass, batch.PassOptions{Mode: o.mode, OnlyFailed: o.only == "failed", Class: o.class})
+		res, err := s.Pass(ctx, name, pass, batch.PassOptions{Mode: o.mode, DeleteSource: o.delete, OnlyFailed: o.only == "failed", Class: o.class})
 		if err != nil {
 			return &usageError{err.Error()}
 		}
@@ -469,7 +471,7 @@ func (o *batchOptions) addFlags(fs *flag.FlagSet, verb string) {
 	case "run", "worker":
 		o.addRunFlags(fs, verb)
 	case "pass":
-		fs.StringVar(&o.mode, "mode", "copy", "what each account's job does: copy")
+		o.addPassFlags(fs)
 		o.addOnlyFlags(fs)
 	case "report":
 		fs.StringVar(&o.format, "format", "jsonl", "report `FORMAT`: jsonl (one JSON object per account) or csv")
@@ -506,8 +508,16 @@ func (o *batchOptions) addRunFlags(fs *flag.FlagSet, verb string) {
 		fs.StringVar(&o.name, "name", "", "call the batch `NAME` (default: from the CSV file name)")
 		fs.StringVar(&o.pass, "pass", "run", "call the pass `NAME`; running the same pass again runs only the accounts not done")
 		fs.BoolVar(&o.json, "json", false, "print the summary as JSON")
+		o.addPassFlags(fs)
 		o.addOnlyFlags(fs)
 	}
+}
+
+// addPassFlags say what the jobs of a pass do; they are fixed when the
+// pass is queued, whichever worker runs it.
+func (o *batchOptions) addPassFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.mode, "mode", "copy", "what each account's job does: copy (one way, as mailferry copy) or sync (both ways, as mailferry sync)")
+	fs.BoolVar(&o.delete, "delete-source", false, "with --mode copy: delete each message from the source once it is stored and recorded (a final pass; as copy --delete-source)")
 }
 
 func (o *batchOptions) addOnlyFlags(fs *flag.FlagSet) {

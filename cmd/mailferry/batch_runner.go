@@ -9,12 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"strings"
 	stdsync "sync"
 	"time"
 
 	"github.com/mailferry/mailferry/sync/batch"
+	"github.com/mailferry/mailferry/sync/checkpoint"
+	"github.com/mailferry/mailferry/sync/mail"
 )
 
 // batchRunner runs one account of a batch in this process, the way
@@ -27,9 +28,9 @@ type batchRunner struct {
 	// profiles is the config file, for oauth2:PROFILE references (the
 	// job's src_oauth2 or dst_oauth2).
 	profiles *fileConfig
-	// cpDir, when set, holds each account's checkpoint as ID.checkpoint
-	// (batch run: next to the database); else copy's default place.
-	cpDir string
+	// stateDir holds the state of each account synced two ways (--mode
+	// sync); see syncStateFor.
+	stateDir string
 }
 
 var _ batch.Runner = (*batchRunner)(nil)
@@ -80,9 +81,8 @@ func (r *batchRunner) accountOptions(ctx context.Context, acct *batch.Account) (
 	if acct.Connections > 0 {
 		o.common.workers = min(o.common.workers, acct.Connections)
 	}
-	if r.cpDir != "" {
-		o.checkpoint = filepath.Join(r.cpDir, row.ID+".checkpoint") // ids hold no '/' (batch.Load)
-	}
+	o.deleteSource = acct.DeleteSource
+	o.accountState = batchCheckpoint(acct, o.deleteSource || o.deleteAfter.duration() != nil)
 	if row.Since != "" {
 		if err := o.since.Set(row.Since); err != nil {
 			return nil, &usageError{fmt.Sprintf("since %q: %v", row.Since, err)}
@@ -183,4 +183,38 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 			return len(b), err
 		}
 	}
+}
+
+// accountStateFunc opens a copy's checkpoint somewhere other than a file
+// (copyOptions.accountState). It returns the store (nil: none), whether it
+// holds no record, its closer and a name for messages.
+type accountStateFunc func(ctx context.Context, src, dst *mail.Endpoint) (store checkpoint.Store, fresh bool, closeStore func(), where string, err error)
+
+// batchCheckpoint keeps an account's checkpoint in the batch database, where
+// the worker that takes the account up next (on any machine) finds it.
+// IMAP -> IMAP keeps none: the IMAP sink recognises what it already holds
+// (its index, see ARCHITECTURE.md), so a rerun or the next slice stores
+// nothing twice without one, and a database row per message would only
+// cost. A POP3 source (no index to compare with), a Maildir or mbox
+// destination, and a copy that deletes on the source (which may delete
+// only what a checkpoint recorded) keep one.
+func batchCheckpoint(acct *batch.Account, deletes bool) accountStateFunc {
+	return func(ctx context.Context, src, dst *mail.Endpoint) (checkpoint.Store, bool, func(), string, error) {
+		where := fmt.Sprintf("the batch database (batch %s, account %s)", acct.Batch, acct.Row.ID)
+		if !deletes && mailStore(src) && mailStore(dst) {
+			return nil, false, func() {}, where, nil
+		}
+		cp, err := acct.OpenCheckpoint(ctx, src.Canonical, dst.Canonical, false)
+		if err != nil {
+			return nil, false, func() {}, where, err
+		}
+		// Run closed it already on the normal path; this one only undoes an early exit.
+		return cp, cp.Len() == 0, func() { _ = cp.Close() }, where, nil
+	}
+}
+
+// mailStore reports a server endpoint that is both a source and a sink:
+// a mailbox store such as IMAP (POP3 is a source only).
+func mailStore(e *mail.Endpoint) bool {
+	return e.Factory.Kind == mail.KindServer && e.Factory.Source != nil && e.Factory.Sink != nil
 }

@@ -386,8 +386,7 @@ func crashAt(t *testing.T, dbURL, step string, n int) {
 	b.later()
 	second := b.open(t, "alice")
 	opt.Checkpoint, opt.Step = second, nil
-	res, err := mailferry.Copy(context.Background(), mem, sink, opt)
-	if err != nil {
+	if _, err := mailferry.Copy(context.Background(), mem, sink, opt); err != nil {
 		t.Fatalf("the other worker's run = %v", err)
 	}
 	bodies := map[string]int{}
@@ -405,7 +404,7 @@ func crashAt(t *testing.T, dbURL, step string, n int) {
 		t.Errorf("after the takeover: %d left on the source, %d recorded; want 0 and %d", left, second.Len(), len(fx))
 	}
 	puts := sink.Puts.Load()
-	if res, err = mailferry.Copy(context.Background(), mem, sink, opt); err != nil || res.Stats.Copied.Load() != 0 || sink.Puts.Load() != puts {
+	if res, err := mailferry.Copy(context.Background(), mem, sink, opt); err != nil || res.Stats.Copied.Load() != 0 || sink.Puts.Load() != puts {
 		t.Errorf("a further run = %v, copied %d, puts %d; want nothing done", err, res.Stats.Copied.Load(), sink.Puts.Load()-puts)
 	}
 	if err := second.Close(); err != nil {

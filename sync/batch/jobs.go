@@ -27,12 +27,24 @@ func (f RunnerFunc) RunAccount(ctx context.Context, acct *Account) Outcome { ret
 // Account is one account to copy in one pass.
 type Account struct {
 	Batch, Pass, Mode string
-	Row               Row
+	// DeleteSource: the pass moves (copy --delete-source).
+	DeleteSource bool
+	Row          Row
 	// Connections, when > 0, caps the account's connections (its host
 	// groups' connections_per_account).
 	Connections int
 	// Resolver gives the secrets the row's references name.
 	Resolver *Resolver
+	store    *Store // the batch database, for the account's checkpoint
+}
+
+// OpenCheckpoint opens the account's checkpoint in the batch database
+// (Store.OpenCheckpoint), where a worker on any machine finds it.
+func (a *Account) OpenCheckpoint(ctx context.Context, src, dst string, reset bool) (*Checkpoint, error) {
+	if a.store == nil {
+		return nil, errors.New("checkpoint: the account has no batch database")
+	}
+	return a.store.OpenCheckpoint(ctx, a.Batch, a.Row.ID, src, dst, reset)
 }
 
 // Totals count messages as 'copy --json' does: a rerun over a full
@@ -118,6 +130,9 @@ type accountArgs struct {
 	Pass  string `json:"pass"`
 	ID    string `json:"id"`
 	Mode  string `json:"mode"`
+	// DeleteSource is omitted when false, so jobs queued before it
+	// existed keep their unique keys.
+	DeleteSource bool `json:"delete_source,omitempty"`
 }
 
 func (accountArgs) Kind() string { return jobKind }
@@ -147,7 +162,7 @@ func (w *accountWorker) Work(ctx context.Context, job *river.Job[accountArgs]) e
 		_ = river.RecordOutput(ctx, out)
 		return river.JobCancel(errors.New(out.Error))
 	}
-	acct := &Account{Batch: job.Args.Batch, Pass: job.Args.Pass, Mode: job.Args.Mode, Row: *row, Resolver: s.cfg.Resolver}
+	acct := &Account{Batch: job.Args.Batch, Pass: job.Args.Pass, Mode: job.Args.Mode, DeleteSource: job.Args.DeleteSource, Row: *row, Resolver: s.cfg.Resolver, store: s}
 	run, wait, err := w.runInSlots(ctx, acct)
 	if err != nil || wait != "" {
 		if wait != "" {
