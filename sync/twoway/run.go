@@ -29,9 +29,12 @@ type RunOptions struct {
 	step func(what string) error
 }
 
-// Counts are the changes made on one side.
+// Counts are the changes made on one side. Deleted counts the messages of
+// deleted folders too; FoldersHeld are folder deletions the guard held back.
 type Counts struct {
 	Copied, Flagged, Moved, Deleted, Held, Failed int
+
+	FoldersCreated, FoldersRenamed, FoldersRemoved, FoldersHeld int
 }
 
 // Result is what a run did.
@@ -39,6 +42,10 @@ type Result struct {
 	Plan      *Plan
 	Side      [2]Counts // changes made on side A, on side B
 	Conflicts int
+	// SideConflicts counts the conflicts by the side whose change lost (a
+	// message deleted there while its flags changed here: deleted here; a
+	// folder deleted there while it changed here: recreated there).
+	SideConflicts [2]int
 	// HeldBack is true when the guard held deletions back (exit 10).
 	HeldBack bool
 	Warnings []string
@@ -57,14 +64,14 @@ type run struct {
 	log    *slog.Logger
 	res    *Result
 	envs   [2]map[string]map[mail.ID]mail.Envelope // side -> folder -> id -> envelope as listed
+	jr     *journal                                // changes are written here before they are made
 }
 
-// Run syncs the two stores with the state st: lists both sides, plans
-// (MakePlan) and applies the plan folder by folder, writing each change's
-// record to the state after the change is durable. A run killed at any
-// point converges on the next: what was applied but not recorded is found
-// again (a copy or a move is paired by content, a deletion is gone from
-// both sides, a flag merge is idempotent). It returns ErrHeldBack when the
+// Run syncs the two stores with the state st: lists both sides, settles
+// what an interrupted run journaled (settle), plans (MakePlan) and applies
+// the plan folder by folder, journaling each folder's changes before it
+// makes them and writing each change's record to the state after the
+// change is durable. A run killed at any point converges on the next. It returns ErrHeldBack when the
 // guard held deletions back, after doing everything else.
 func Run(ctx context.Context, stores [2]*Store, st *state.State, opt RunOptions) (*Result, error) {
 	r := &run{ctx: ctx, stores: stores, st: st, opt: opt, log: opt.Log, res: &Result{}}
@@ -77,8 +84,19 @@ func Run(ctx context.Context, stores [2]*Store, st *state.State, opt RunOptions)
 	if err := r.checkIdentities(); err != nil {
 		return r.res, err
 	}
+	var pending []intent
+	if !opt.DryRun {
+		var err error
+		if r.jr, pending, err = openJournal(st.Dir()); err != nil {
+			return r.res, err
+		}
+		defer r.jr.close()
+	}
 	folders, err := r.list()
 	if err != nil {
+		return r.res, err
+	}
+	if err := r.settle(folders, pending); err != nil {
 		return r.res, err
 	}
 	plan := MakePlan(folders, r.opt.Plan)
@@ -87,12 +105,15 @@ func Run(ctx context.Context, stores [2]*Store, st *state.State, opt RunOptions)
 	for _, fp := range plan.Folders {
 		r.res.Warnings = append(r.res.Warnings, fp.Warnings...)
 		r.res.Conflicts += len(fp.Conflicts)
-		for _, d := range fp.Held {
-			r.res.Side[d.On].Held++
-		}
 	}
-	if opt.DryRun {
+	planned := plan.Counts()
+	r.res.SideConflicts = plan.Conflicts()
+	if opt.DryRun { // what a real run would do
+		r.res.Side = planned
 		return r.res, nil
+	}
+	for s, c := range planned {
+		r.res.Side[s].Held, r.res.Side[s].FoldersHeld = c.Held, c.FoldersHeld
 	}
 	if err := r.apply(plan); err != nil {
 		return r.res, err
@@ -128,10 +149,16 @@ func (r *run) apply(plan *Plan) error {
 			}
 		}
 	}
+	if err := r.applyRenames(plan); err != nil {
+		return err
+	}
 	for i := range plan.Folders {
 		if err := r.applyFolder(&plan.Folders[i]); err != nil {
 			return err
 		}
+	}
+	if err := r.applyRemovals(plan); err != nil {
+		return err
 	}
 	if err := r.step("flush"); err != nil {
 		return err
