@@ -33,6 +33,8 @@ type batchOptions struct {
 	name, pass string      // batch run: the batch and pass names
 	mode       string
 	delete     bool   // --delete-source: the pass moves
+	force      bool   // --force: the sync pass applies held-back deletions
+	stateDir   string // --state-dir: where --mode sync keeps each account's state
 	only       string // "failed"
 	class      string
 	format     string // batch report: jsonl or csv
@@ -191,7 +193,11 @@ func batchRun(ctx context.Context, o *batchOptions, csvPath string, env *cliEnv)
 	if reportPath == "" {
 		reportPath = stem + ".report.jsonl"
 	}
-	s, err := o.openStoreIn(ctx, "sqlite:"+dbPath, o.accounts, filepath.Dir(csvPath), stem+".checkpoints", env)
+	stateDir := o.stateDir
+	if stateDir == "" {
+		stateDir = stem + ".state"
+	}
+	s, err := o.openStoreIn(ctx, "sqlite:"+dbPath, o.accounts, filepath.Dir(csvPath), stateDir, env)
 	if err != nil {
 		return err
 	}
@@ -202,7 +208,7 @@ func batchRun(ctx context.Context, o *batchOptions, csvPath string, env *cliEnv)
 	if err := s.AddQueues(ctx); err != nil {
 		return err
 	}
-	if _, err := s.Pass(ctx, name, o.pass, batch.PassOptions{Mode: o.mode, DeleteSource: o.delete, OnlyFailed: o.only == "failed", Class: o.class}); err != nil {
+	if _, err := s.Pass(ctx, name, o.pass, batch.PassOptions{Mode: o.mode, DeleteSource: o.delete, Force: o.force, OnlyFailed: o.only == "failed", Class: o.class}); err != nil {
 		return &usageError{err.Error()}
 	}
 	return runPass(ctx, s, o, name, reportPath, env)
@@ -335,7 +341,7 @@ func batchLoad(ctx context.Context, o *batchOptions, name, csvPath string, env *
 // batchPass is 'batch pass NAME PASS'.
 func batchPass(ctx context.Context, o *batchOptions, name, pass string, env *cliEnv) error {
 	return withStore(ctx, o, env, func(s *batch.Store) error {
-		res, err := s.Pass(ctx, name, pass, batch.PassOptions{Mode: o.mode, DeleteSource: o.delete, OnlyFailed: o.only == "failed", Class: o.class})
+		res, err := s.Pass(ctx, name, pass, batch.PassOptions{Mode: o.mode, DeleteSource: o.delete, Force: o.force, OnlyFailed: o.only == "failed", Class: o.class})
 		if err != nil {
 			return &usageError{err.Error()}
 		}
@@ -358,7 +364,7 @@ func batchWorker(ctx context.Context, o *batchOptions, env *cliEnv) error {
 		return err
 	}
 	defer stopMetrics()
-	s, err := o.openStore(ctx, url, o.accounts, "", env)
+	s, err := o.openStoreIn(ctx, url, o.accounts, "", o.stateDir, env)
 	if err != nil {
 		return err
 	}
@@ -501,6 +507,7 @@ func (o *batchOptions) addRunFlags(fs *flag.FlagSet, verb string) {
 	fs.StringVar(&o.configFlag, "config", "", "read host groups ([batch.groups.NAME]) and oauth2:PROFILE settings (the jobs' src_oauth2, dst_oauth2) from `FILE` (default: the usual config file, if there is one)")
 	fs.DurationVar(&o.slice, "slice", batch.DefaultSlice, "run an account for at most `DURATION` at a time, then put it back in the queue to resume (bounds how late pause and cancel take effect)")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus metrics at http://`ADDR`/metrics (e.g. 127.0.0.1:9464): accounts running, runs by outcome and class, messages, bytes")
+	fs.StringVar(&o.stateDir, "state-dir", "", "keep the two-way state of each account of a --mode sync pass under `DIR` (BATCH/ID.sync); with many machines, a directory every worker shares (batch run: next to the CSV, NAME.state)")
 	fs.DurationVar(&o.rescue, "rescue-after", batch.DefaultRescueAfter, "hand the account of a worker that died to another after `DURATION` (at least 1.5 slices)")
 	if verb == "run" {
 		fs.StringVar(&o.db, "db", "", "keep the batch in SQLite `FILE` (default: next to the CSV, NAME.batch.db)")
@@ -518,6 +525,7 @@ func (o *batchOptions) addRunFlags(fs *flag.FlagSet, verb string) {
 func (o *batchOptions) addPassFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.mode, "mode", "copy", "what each account's job does: copy (one way, as mailferry copy) or sync (both ways, as mailferry sync)")
 	fs.BoolVar(&o.delete, "delete-source", false, "with --mode copy: delete each message from the source once it is stored and recorded (a final pass; as copy --delete-source)")
+	fs.BoolVar(&o.force, "force", false, "with --mode sync: apply the deletions the guard held back (exit 10, state held_back) after checking them; as sync --force")
 }
 
 func (o *batchOptions) addOnlyFlags(fs *flag.FlagSet) {

@@ -35,9 +35,12 @@ type batchRunner struct {
 
 var _ batch.Runner = (*batchRunner)(nil)
 
-// RunAccount copies one account and tells what happened, with no secret:
-// errors are mailferry's one-line messages.
+// RunAccount copies (or syncs, with --mode sync) one account and tells
+// what happened, with no secret: errors are mailferry's one-line messages.
 func (r *batchRunner) RunAccount(ctx context.Context, acct *batch.Account) batch.Outcome {
+	if acct.Mode == batch.ModeSync {
+		return r.syncAccount(ctx, acct)
+	}
 	start := time.Now()
 	o, err := r.accountOptions(ctx, acct)
 	res := &copyResult{}
@@ -93,13 +96,18 @@ func (r *batchRunner) accountOptions(ctx context.Context, acct *batch.Account) (
 	if err := o.Check(); err != nil {
 		return nil, err
 	}
-	if err := r.credentials(ctx, &o.src, row.SrcAuth, acct); err != nil {
-		return nil, err
-	}
-	if err := r.credentials(ctx, &o.dst, row.DstAuth, acct); err != nil {
+	if err := r.sideCredentials(ctx, acct, &o.src, &o.dst); err != nil {
 		return nil, err
 	}
 	return &o, nil
+}
+
+// sideCredentials fill both sides from the row's references.
+func (r *batchRunner) sideCredentials(ctx context.Context, acct *batch.Account, src, dst *sideFlags) error {
+	if err := r.credentials(ctx, src, acct.Row.SrcAuth, acct); err != nil {
+		return err
+	}
+	return r.credentials(ctx, dst, acct.Row.DstAuth, acct)
 }
 
 // credentials fill one side from its reference: a password is read now

@@ -191,3 +191,74 @@ func runWorkersUntilDone(t *testing.T, env map[string]string, pass string, n int
 		}
 	}
 }
+
+// TestBatchSyncMode: a pass with --mode sync syncs each account both ways
+// (Dovecot <-> Maildir) with its state under the state directory; a
+// deletion the guard holds back (a folder suddenly empty) is reported as
+// held_back with exit code 10, not as a failure, and a later pass with
+// --force applies it.
+func TestBatchSyncMode(t *testing.T) {
+	d := mailtest.NeedDovecot(t)
+	accts := newBatchAccounts(t, d, 2)
+	dir := t.TempDir()
+	env := map[string]string{"HOME": dir}
+	maildirs := make([]string, len(accts))
+	var csv strings.Builder
+	csv.WriteString("id,src,dst,src_auth,dst_auth\n")
+	for i, a := range accts {
+		maildirs[i] = filepath.Join(dir, "m", a.id)
+		writeMaildir(t, maildirs[i], 100*(i+1), 2)
+		writeSecret(t, filepath.Join(dir, a.id+".pw"), a.srcPW)
+		fmt.Fprintf(&csv, "%s,%s,maildir:%s,file:%s.pw,\n", a.id, a.srcURL, maildirs[i], a.id)
+	}
+	csvPath := filepath.Join(dir, "staff.csv")
+	if err := os.WriteFile(csvPath, []byte(csv.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run := func(pass string, extra ...string) (int, string) {
+		t.Helper()
+		code, stdout, stderr := runCLI(t, env, append([]string{"batch", "run", csvPath, "--mode", "sync", "--pass", pass, "--ca-file", d.CAFile}, extra...)...)
+		return code, stdout + stderr
+	}
+	if code, out := run("first"); code != exitOK || !strings.Contains(out, "2 accounts: 2 done; messages: 14 copied") {
+		t.Fatalf("first sync pass = %d, %q; want 0, 2 done, 7 copied each way per account", code, out)
+	}
+	for i, a := range accts {
+		if n := len(d.Fetch(t, a.srcUser, a.srcPW)["INBOX"]); n != 5 {
+			t.Errorf("%s: the IMAP INBOX holds %d messages after the sync, want 3 + 2", a.id, n)
+		}
+		if n := len(maildirSubjects(t, maildirs[i])); n != 5 {
+			t.Errorf("%s: the Maildir INBOX holds %d messages after the sync, want 2 + 3", a.id, n)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "staff.state", "staff", a.id+".sync")); err != nil {
+			t.Errorf("%s: no sync state under the state directory: %v", a.id, err)
+		}
+	}
+	// The first account's Maildir INBOX is emptied: that looks like an
+	// accident, so the sync holds the deletions back.
+	for _, sub := range []string{"cur", "new"} {
+		ents, _ := os.ReadDir(filepath.Join(maildirs[0], sub))
+		for _, e := range ents {
+			if err := os.Remove(filepath.Join(maildirs[0], sub, e.Name())); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	code, out := run("second")
+	if code != exitPartial || !strings.Contains(out, "2 accounts: 1 done 1 held_back") || !strings.Contains(out, accts[0].id+": held_back: deletions held back") {
+		t.Fatalf("second sync pass = %d, %q; want 3, one done and one held_back", code, out)
+	}
+	report, _ := readReport(t, filepath.Join(dir, "staff.report.jsonl"))
+	if l := report[accts[0].id]; l.State != "held_back" || l.ExitCode == nil || *l.ExitCode != exitHeldBack || l.Class != "" || l.Attempts != 1 {
+		t.Errorf("report line %+v; want held_back, exit 10, no class, one attempt", l)
+	}
+	if n := len(d.Fetch(t, accts[0].srcUser, accts[0].srcPW)["INBOX"]); n != 5 {
+		t.Errorf("the held-back deletions reached IMAP: %d messages left, want 5", n)
+	}
+	if code, out := run("third", "--force"); code != exitOK || !strings.Contains(out, "2 accounts: 2 done") {
+		t.Fatalf("sync pass with --force = %d, %q; want 0, all done", code, out)
+	}
+	if n := len(d.Fetch(t, accts[0].srcUser, accts[0].srcPW)["INBOX"]); n != 0 {
+		t.Errorf("after --force the IMAP INBOX holds %d messages, want 0", n)
+	}
+}

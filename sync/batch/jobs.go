@@ -29,7 +29,10 @@ type Account struct {
 	Batch, Pass, Mode string
 	// DeleteSource: the pass moves (copy --delete-source).
 	DeleteSource bool
-	Row          Row
+	// Force: the pass syncs with --force (deletions the guard held back
+	// in an earlier pass, after a person checked them).
+	Force bool
+	Row   Row
 	// Connections, when > 0, caps the account's connections (its host
 	// groups' connections_per_account).
 	Connections int
@@ -79,6 +82,7 @@ const (
 	exitLocked      = 7
 	exitTemporary   = 8
 	exitDiskFull    = 9
+	exitHeldBack    = 10 // sync: the mass-delete guard held deletions back
 	exitInterrupted = 130
 )
 
@@ -97,7 +101,7 @@ const (
 // partial runs. A Runner may say "tls" where it knows better than 5.
 func ClassOf(code int) string {
 	switch code {
-	case exitOK, exitPartial:
+	case exitOK, exitPartial, exitHeldBack:
 		return ""
 	case exitAuth:
 		return ClassAuth
@@ -133,6 +137,8 @@ type accountArgs struct {
 	// DeleteSource is omitted when false, so jobs queued before it
 	// existed keep their unique keys.
 	DeleteSource bool `json:"delete_source,omitempty"`
+	// Force: sync applies the deletions its guard would hold back.
+	Force bool `json:"force,omitempty"`
 }
 
 func (accountArgs) Kind() string { return jobKind }
@@ -162,7 +168,7 @@ func (w *accountWorker) Work(ctx context.Context, job *river.Job[accountArgs]) e
 		_ = river.RecordOutput(ctx, out)
 		return river.JobCancel(errors.New(out.Error))
 	}
-	acct := &Account{Batch: job.Args.Batch, Pass: job.Args.Pass, Mode: job.Args.Mode, DeleteSource: job.Args.DeleteSource, Row: *row, Resolver: s.cfg.Resolver, store: s}
+	acct := &Account{Batch: job.Args.Batch, Pass: job.Args.Pass, Mode: job.Args.Mode, DeleteSource: job.Args.DeleteSource, Force: job.Args.Force, Row: *row, Resolver: s.cfg.Resolver, store: s}
 	run, wait, err := w.runInSlots(ctx, acct)
 	if err != nil || wait != "" {
 		if wait != "" {
@@ -230,8 +236,8 @@ func (s *Store) takePlace(ctx context.Context) bool {
 	}
 }
 
-// outcomeError records the outcome and maps it to River's: done on 0 and
-// 3; cancelled (no retry) on 2, 4, 6 and 9, which need a person; snoozed,
+// outcomeError records the outcome and maps it to River's: done on 0, 3
+// and 10 (sync held deletions back); cancelled (no retry) on 2, 4, 6 and 9, which need a person; snoozed,
 // without spending an attempt, on 8 (throttled, --max-bytes) and when the
 // slice ended or the worker is stopping (SIGTERM: another worker, or this
 // one restarted, resumes it); retried with River's backoff otherwise (5,
@@ -260,6 +266,10 @@ func outcomeError(ctx context.Context, out *Outcome, throttle time.Duration) (st
 		return "done", nil
 	case exitPartial:
 		return "partial", nil
+	case exitHeldBack:
+		// Running it again would hold them back again: a person looks
+		// (the report says held_back), then queues a pass with --force.
+		return "held_back", nil
 	case exitUsage, exitAuth, exitCheckpoint, exitDiskFull:
 		return "failed", river.JobCancel(err)
 	case exitTemporary, exitLocked:

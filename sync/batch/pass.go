@@ -25,6 +25,9 @@ type PassOptions struct {
 	// final pass): what a job does is fixed when the pass is queued, not
 	// by whichever worker runs it.
 	DeleteSource bool
+	// Force makes each sync apply the deletions its guard would hold
+	// back (sync --force), after a person checked the held_back accounts.
+	Force bool
 	// OnlyFailed takes only the accounts whose latest run, in any pass,
 	// failed; Class narrows them to one failure class.
 	OnlyFailed bool
@@ -61,7 +64,7 @@ func (s *Store) Pass(ctx context.Context, batch, pass string, o PassOptions) (Pa
 	if mode == "" {
 		mode = ModeCopy
 	}
-	return s.insert(ctx, batch, pass, accountArgs{Mode: mode, DeleteSource: o.DeleteSource}, rows)
+	return s.insert(ctx, batch, pass, accountArgs{Mode: mode, DeleteSource: o.DeleteSource, Force: o.Force}, rows)
 }
 
 func checkPass(batch, pass string, o PassOptions) error {
@@ -76,6 +79,9 @@ func checkPass(batch, pass string, o PassOptions) error {
 	}
 	if o.DeleteSource && o.Mode == ModeSync {
 		return errors.New("--delete-source goes with --mode copy (sync carries deletions both ways)")
+	}
+	if o.Force && o.Mode != ModeSync {
+		return errors.New("--force goes with --mode sync")
 	}
 	if o.Class != "" && !o.OnlyFailed {
 		return errors.New("--class goes with --only failed")
@@ -99,7 +105,7 @@ func (s *Store) insert(ctx context.Context, batch, pass string, like accountArgs
 		params := make([]river.InsertManyParams, 0, len(chunk))
 		for _, r := range chunk {
 			params = append(params, river.InsertManyParams{
-				Args: accountArgs{Batch: batch, Pass: pass, ID: r.ID, Mode: like.Mode, DeleteSource: like.DeleteSource},
+				Args: accountArgs{Batch: batch, Pass: pass, ID: r.ID, Mode: like.Mode, DeleteSource: like.DeleteSource, Force: like.Force},
 				InsertOpts: &river.InsertOpts{
 					Queue:      queueName(batch),
 					Tags:       []string{passTag(pass)},
