@@ -84,6 +84,10 @@ func (r *batchRunner) accountOptions(ctx context.Context, acct *batch.Account) (
 	if acct.Connections > 0 {
 		o.common.workers = min(o.common.workers, acct.Connections)
 	}
+	// The host groups' shares (msgs/s, today's bytes) tighten the batch
+	// command's own flags, never loosen them.
+	o.maxMsgsPerSec = tighter(o.maxMsgsPerSec, acct.MaxMsgsPerSec)
+	o.maxBytes = sizeFlag(tighter(int64(o.maxBytes), acct.MaxBytes))
 	o.deleteSource = acct.DeleteSource
 	o.accountState = batchCheckpoint(acct, o.deleteSource || o.deleteAfter.duration() != nil)
 	if row.Since != "" {
@@ -100,6 +104,14 @@ func (r *batchRunner) accountOptions(ctx context.Context, acct *batch.Account) (
 		return nil, err
 	}
 	return &o, nil
+}
+
+// tighter is the smaller of two limits where 0 means none.
+func tighter(a, b int64) int64 {
+	if a <= 0 || (b > 0 && b < a) {
+		return b
+	}
+	return a
 }
 
 // sideCredentials fill both sides from the row's references.

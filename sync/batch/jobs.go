@@ -36,6 +36,13 @@ type Account struct {
 	// Connections, when > 0, caps the account's connections (its host
 	// groups' connections_per_account).
 	Connections int
+	// MaxMsgsPerSec, when > 0, is the account's share of its host groups'
+	// max_msgs_per_sec (copy's --max-msgs-per-sec).
+	MaxMsgsPerSec int64
+	// MaxBytes, when > 0, is what the account may copy in this run out of
+	// its host groups' daily byte budgets (copy's --max-bytes): the run
+	// stops with exit 8 when it is spent, and resumes later.
+	MaxBytes int64
 	// Resolver gives the secrets the row's references name.
 	Resolver *Resolver
 	store    *Store // the batch database, for the account's checkpoint
@@ -170,10 +177,10 @@ func (w *accountWorker) Work(ctx context.Context, job *river.Job[accountArgs]) e
 	}
 	acct := &Account{Batch: job.Args.Batch, Pass: job.Args.Pass, Mode: job.Args.Mode, DeleteSource: job.Args.DeleteSource, Force: job.Args.Force, Row: *row, Resolver: s.cfg.Resolver, store: s}
 	run, wait, err := w.runInSlots(ctx, acct)
-	if err != nil || wait != "" {
-		if wait != "" {
-			s.cfg.Metrics.slotWait(acct.Batch, wait)
-			return river.JobSnooze(s.cfg.SlotWait)
+	if err != nil || wait.group != "" {
+		if wait.group != "" {
+			s.cfg.Metrics.slotWait(acct.Batch, wait.group)
+			return river.JobSnooze(wait.snooze)
 		}
 		return err
 	}
@@ -190,32 +197,57 @@ func (w *accountWorker) Work(ctx context.Context, job *river.Job[accountArgs]) e
 	return err
 }
 
+// groupWait says why an account did not run: a group without a free
+// slot (snooze SlotWait) or with its daily byte budget spent (snooze
+// until the next UTC day).
+type groupWait struct {
+	group  string
+	snooze time.Duration
+}
+
 // runInSlots runs the account once it holds a slot in each capped host
-// group of its two ends, renewed while it runs. It returns the name of a
-// group without a free slot instead of running.
-func (w *accountWorker) runInSlots(ctx context.Context, acct *Account) (Outcome, string, error) {
+// group of its two ends, renewed while it runs, and (copy passes) a share
+// of its groups' daily byte budgets. It returns the group it waits for
+// instead of running.
+func (w *accountWorker) runInSlots(ctx context.Context, acct *Account) (Outcome, groupWait, error) {
 	s := w.store
 	if !s.takePlace(ctx) {
 		// The slice ended (or the worker stops) while other batches'
 		// accounts took every place: back to the queue, no attempt spent.
-		return Outcome{ExitCode: exitInterrupted}, "", nil
+		return Outcome{ExitCode: exitInterrupted}, groupWait{}, nil
 	}
 	defer func() { <-s.running }()
 	groups := groupsOf(s.cfg.Groups, &acct.Row)
-	acct.Connections = connections(groups)
+	acct.Connections, acct.MaxMsgsPerSec = connections(groups), msgsPerSec(groups)
 	runCtx := ctx
 	if len(groups) > 0 {
 		l, full, err := s.acquire(ctx, groups)
 		if err != nil || l == nil {
-			return Outcome{}, full, err
+			return Outcome{}, groupWait{full, s.cfg.SlotWait}, err
 		}
 		var stopHold func()
 		runCtx, stopHold = s.holdWhile(ctx, l)
 		defer stopHold()
 	}
+	var budgets []budgetUse
+	if acct.Mode != ModeSync { // a sync run has no byte budget to stop at
+		budgets = budgetsOf(s.cfg.Groups, &acct.Row)
+	}
+	h, spent, err := s.reserveBudgets(ctx, budgets)
+	if errors.Is(err, errBudgetSpent) {
+		return Outcome{}, groupWait{spent, untilTomorrow(s.now())}, nil
+	}
+	if err != nil {
+		return Outcome{}, groupWait{}, err
+	}
+	if h != nil {
+		acct.MaxBytes = h.allowance
+	}
 	stop := s.cfg.Metrics.start(acct.Batch)
 	defer stop()
-	return s.cfg.Runner.RunAccount(runCtx, acct), "", nil
+	out := s.cfg.Runner.RunAccount(runCtx, acct)
+	s.settleBudgets(context.WithoutCancel(ctx), h, out.Totals.Bytes)
+	return out, groupWait{}, nil
 }
 
 // takePlace waits for one of the process's Workers places; false when

@@ -285,6 +285,7 @@ var schema = []string{
 	`CREATE TABLE IF NOT EXISTS mailferry_batch (name TEXT PRIMARY KEY, created_at TEXT NOT NULL, paused INTEGER NOT NULL DEFAULT 0)`,
 	`CREATE TABLE IF NOT EXISTS mailferry_batch_row (batch TEXT NOT NULL, id TEXT NOT NULL, line INTEGER NOT NULL, data TEXT NOT NULL, PRIMARY KEY (batch, id))`,
 	slotTable,
+	budgetTable,
 	checkpointTables[0],
 	checkpointTables[1],
 }
