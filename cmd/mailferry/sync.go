@@ -41,9 +41,19 @@ func newSyncCommand(env *cliEnv) *cobra.Command {
 		Use:   "sync A B [flags]",
 		Short: "keep A and B in step both ways: new mail, flags, moves, deletions (imap, imaps, maildir)",
 		Long: "Keep A and B in step both ways: new mail, flag changes (merged flag by flag), moves between folders and\n" +
-			"deletions on either side reach the other. A takes the --src-* credentials, B the --dst-* ones.\n" +
-			"Deletions that look like an accident (more than --max-delete of a folder and 20 messages, more than\n" +
-			"a quarter of a side, a folder that is suddenly empty) are held back: exit 10; rerun with --force after checking.",
+			"deletions on either side reach the other. A takes the --src-* credentials, B the --dst-* ones; in the config\n" +
+			"file, a job with mode = \"sync\" (source = A, destination = B) runs it: mailferry run JOB.\n\n" +
+			"Folders: one new on a side is created on the other; one renamed on a side (90 % of its messages now in a\n" +
+			"new folder there) is renamed on the other, nothing copied or deleted; one deleted on a side is kept on the\n" +
+			"other with a warning, or with --remove-folders deleted there when unchanged since the last sync (changed:\n" +
+			"recreated on the side that deleted it, a conflict).\n\n" +
+			"A conflict is a change one side's change overrode: a message deleted on one side while its flags changed\n" +
+			"on the other is deleted; a folder deleted while it got new mail is recreated. Nothing is lost.\n\n" +
+			"The guard: deletions that look like an accident (more than --max-delete of a folder and 20 messages, more\n" +
+			"than a quarter of a side, a folder that is suddenly empty, more than half of the folders gone from a side)\n" +
+			"are held back, everything else is synced, and the run exits 10: check that side, then rerun with --force if\n" +
+			"the deletions are wanted. A lost state is merged as a first sync: no duplicates, no deletions.\n" +
+			"--dry-run prints the plan per folder; --json and --report FILE count per side.",
 		Args: nArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := o.Check(); err != nil {
@@ -64,16 +74,16 @@ func (o *syncOptions) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.checkpoint, "checkpoint", "", "keep the sync state in directory `DIR` (default: under $XDG_STATE_HOME/mailferry, named after A and B in either order)")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "print the plan per folder (copies each way, flag changes, moves, deletions, folders) and change nothing")
 	fs.StringVar(&o.report, "report", "", "append one JSON line per run (time, job, counts per side, exit code) to `FILE`, for monitoring")
-	o.addSyncOnlyFlags(fs)
+	o.addSyncOnlyFlags(fs, "")
 }
 
 // addSyncOnlyFlags adds the flags 'sync' has and 'copy' has not; 'run'
 // takes them too, for its sync jobs.
-func (o *syncOptions) addSyncOnlyFlags(fs *flag.FlagSet) {
-	fs.BoolVar(&o.noDelete, "no-delete", false, "sync: never delete: a message deleted on one side stays on the other (and is not copied back)")
-	fs.BoolVar(&o.force, "force", false, "sync: apply deletions the mass-delete guard holds back (after checking why: see exit 10)")
-	fs.Float64Var(&o.maxDelete, "max-delete", 50, "sync: hold back a side's deletions in a folder beyond `PERCENT` of its known messages (and more than 20)")
-	fs.BoolVar(&o.removeFolders, "remove-folders", false, "sync: delete a folder deleted on the other side when this side's copy is unchanged since the last sync (changed: recreated instead)")
+func (o *syncOptions) addSyncOnlyFlags(fs *flag.FlagSet, prefix string) {
+	fs.BoolVar(&o.noDelete, "no-delete", false, prefix+"never delete: a message deleted on one side stays on the other (and is not copied back)")
+	fs.BoolVar(&o.force, "force", false, prefix+"apply deletions the mass-delete guard holds back (after checking why: see exit 10)")
+	fs.Float64Var(&o.maxDelete, "max-delete", 50, prefix+"hold back a side's deletions in a folder beyond `PERCENT` of its known messages (and more than 20)")
+	fs.BoolVar(&o.removeFolders, "remove-folders", false, prefix+"delete a folder deleted on the other side when this side's copy is unchanged since the last sync (changed: recreated instead)")
 }
 
 // Check refuses bad flags before anything is contacted.
@@ -313,18 +323,20 @@ type syncFolderCounts struct {
 
 // syncSummary is the --json output of sync and the line --report appends.
 type syncSummary struct {
-	Time     string              `json:"time,omitempty"`
-	Job      string              `json:"job,omitempty"`
-	Command  string              `json:"command"`
-	OK       bool                `json:"ok"`
-	ExitCode int                 `json:"exit_code"`
-	Error    string              `json:"error,omitempty"`
-	DryRun   bool                `json:"dry_run,omitempty"`
-	Seconds  float64             `json:"seconds"`
-	A        syncSide            `json:"a"`
-	B        syncSide            `json:"b"`
-	Warnings []string            `json:"warnings,omitempty"`
-	Plan     map[string][]string `json:"plan,omitempty"` // --dry-run: per folder, what a real run would do
+	Time     string   `json:"time,omitempty"`
+	Job      string   `json:"job,omitempty"`
+	Command  string   `json:"command"`
+	OK       bool     `json:"ok"`
+	ExitCode int      `json:"exit_code"`
+	Error    string   `json:"error,omitempty"`
+	DryRun   bool     `json:"dry_run,omitempty"`
+	Seconds  float64  `json:"seconds"`
+	A        syncSide `json:"a"`
+	B        syncSide `json:"b"`
+	Warnings []string `json:"warnings,omitempty"`
+	// ConflictDetails says what each conflict was.
+	ConflictDetails []string            `json:"conflict_details,omitempty"`
+	Plan            map[string][]string `json:"plan,omitempty"` // --dry-run: per folder, what a real run would do
 }
 
 // makeSyncSummary is the summary of a run, sides as the command line
@@ -344,6 +356,19 @@ func makeSyncSummary(o *syncOptions, ends [2]*syncEnd, ord [2]int, res *twoway.R
 			Folders: syncFolderCounts{Created: c.FoldersCreated, Renamed: c.FoldersRenamed, Deleted: c.FoldersRemoved, HeldBack: c.FoldersHeld}}
 	}
 	s.A, s.B = sides[0], sides[1]
+	// The planner names sides in the state's order, which need not be the
+	// command line's: say which URL each is.
+	named := strings.NewReplacer("side A", "side A ("+ends[ord[0]].src.Canonical+")", "side B", "side B ("+ends[ord[1]].src.Canonical+")")
+	for i, w := range s.Warnings {
+		s.Warnings[i] = named.Replace(w)
+	}
+	if res.Plan != nil {
+		for _, fp := range res.Plan.Folders {
+			for _, c := range fp.Conflicts {
+				s.ConflictDetails = append(s.ConflictDetails, named.Replace(c))
+			}
+		}
+	}
 	if o.dryRun && res.Plan != nil {
 		s.Plan = describeSyncPlan(res.Plan, ends, ord)
 	}
@@ -394,6 +419,9 @@ func printSyncText(env *cliEnv, s *syncSummary) {
 	if n := s.A.Conflicts + s.B.Conflicts; n > 0 {
 		fmt.Fprintf(w, "conflicts: %d (%d lost on %s, %d on %s): a message deleted on one side while its flags changed on the other is deleted; "+
 			"a folder deleted on one side while it changed on the other is recreated\n", n, s.A.Conflicts, s.A.URL, s.B.Conflicts, s.B.URL)
+	}
+	for _, c := range s.ConflictDetails {
+		fmt.Fprintf(w, "conflict: %s\n", c)
 	}
 	for _, warn := range s.Warnings {
 		fmt.Fprintf(env.stderr, "warning: %s\n", warn)

@@ -46,6 +46,9 @@ type Account struct {
 	// Resolver gives the secrets the row's references name.
 	Resolver *Resolver
 	store    *Store // the batch database, for the account's checkpoint
+	// Fence says whether the account is still this worker's to commit
+	// messages for (nil: it is); the Runner asks it before every commit.
+	Fence func() error
 }
 
 // OpenCheckpoint opens the account's checkpoint in the batch database
@@ -217,6 +220,7 @@ func (w *accountWorker) runInSlots(ctx context.Context, acct *Account) (Outcome,
 		return Outcome{ExitCode: exitInterrupted}, groupWait{}, nil
 	}
 	defer func() { <-s.running }()
+	owned := s.ownedUntil(time.Now())
 	groups := groupsOf(s.cfg.Groups, &acct.Row)
 	acct.Connections, acct.MaxMsgsPerSec = connections(groups), msgsPerSec(groups)
 	runCtx := ctx
@@ -243,11 +247,40 @@ func (w *accountWorker) runInSlots(ctx context.Context, acct *Account) (Outcome,
 	if h != nil {
 		acct.MaxBytes = h.allowance
 	}
+	acct.Fence = fence(runCtx, owned)
 	stop := s.cfg.Metrics.start(acct.Batch)
 	defer stop()
 	out := s.cfg.Runner.RunAccount(runCtx, acct)
 	s.settleBudgets(context.WithoutCancel(ctx), h, out.Totals.Bytes)
 	return out, groupWait{}, nil
+}
+
+// ownedUntil is when a job that started at start may be rescued by
+// River's rescuer (RescueAfter) and run by another worker, less a margin:
+// halfway between the end of the slice and the rescue. A worker stopped
+// (SIGSTOP, a frozen VM) past it must commit nothing more: the copy's
+// context ends with the slice, but a commit already under way ignores an
+// interrupt (sync commitLoop), and the stopped process cannot tell how
+// long it slept but by the clock.
+func (s *Store) ownedUntil(start time.Time) time.Time {
+	return start.Add(s.cfg.Slice + (s.cfg.RescueAfter-s.cfg.Slice)/2)
+}
+
+// errHandedOver: the account may be another worker's by now.
+var errHandedOver = errors.New("batch: the account's slice ran past its rescue time; another worker may hold it now")
+
+// fence is the Account's Fence: no commit once the job may have been
+// rescued or the host group slot's lease was lost.
+func fence(ctx context.Context, owned time.Time) func() error {
+	return func() error {
+		if errors.Is(context.Cause(ctx), errLeaseLost) {
+			return errLeaseLost
+		}
+		if time.Now().After(owned) {
+			return errHandedOver
+		}
+		return nil
+	}
 }
 
 // takePlace waits for one of the process's Workers places; false when

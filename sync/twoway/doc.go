@@ -37,8 +37,15 @@
 //     disk, a replaced directory). Options.Force applies them. A held-back
 //     deletion keeps its record, so the message is not copied back to the
 //     side that deleted it while it waits.
-//   - Folders: created on one side, created on the other. Deleted on one
-//     side: a warning, and nothing of that folder is changed on either side.
-//     When more than half of the paired folders vanished from one side, that
-//     side's deletions are all held back too.
+//   - Folders: created on one side, created on the other. Renamed on one
+//     side (followRenames: the old name vanished there and a new folder
+//     there holds >= 90 % of its messages, by id else by Message-ID):
+//     renamed on the other side first, the state re-keyed, nothing copied or
+//     deleted. Deleted on one side: a warning, and nothing of that folder is
+//     changed on either side; with Options.RemoveFolders the other side's
+//     copy is deleted when unchanged since the last sync, or, when it
+//     changed, recreated on the deleting side with everything in it (a
+//     conflict). Folder deletions count for the guard with their messages;
+//     when more than half of the paired folders vanished from one side, that
+//     side's deletions, folders included, are all held back.
 package twoway

@@ -80,14 +80,16 @@ func TestDovecotFolderActions(t *testing.T) {
 }
 
 // TestDovecotMaildirRenamedByClient: a mail client renames a folder of the
-// Maildir side (its directory): the server's folder is renamed (IMAP
-// RENAME), no body is transferred, nothing deleted; a message new in the
-// renamed folder is copied.
+// Maildir side and its subfolder (their directories): the server's folders
+// are renamed (one IMAP RENAME, which takes the subfolder along; the
+// second finds it done), no body is transferred, nothing deleted; a
+// message new in the renamed folder is copied.
 func TestDovecotMaildirRenamedByClient(t *testing.T) {
 	d := mailtest.NeedDovecot(t)
 	user, pw := d.NewUser(t)
 	d.Seed(t, user, pw, "INBOX", seedTokens(1))
 	d.Seed(t, user, pw, "Work", seedTokens(2, 3, 4, 5, 6, 7, 8, 9, 10, 11))
+	d.Seed(t, user, pw, "Work/Sub", seedTokens(20, 21))
 	base := t.TempDir()
 	root, dir := filepath.Join(base, "Maildir"), filepath.Join(base, "state")
 	syncOnce := func() *Result {
@@ -106,16 +108,18 @@ func TestDovecotMaildirRenamedByClient(t *testing.T) {
 		return res
 	}
 	syncOnce()
-	if err := os.Rename(filepath.Join(root, ".Work"), filepath.Join(root, ".Projects")); err != nil {
-		t.Fatal(err)
+	for _, dirs := range [][2]string{{".Work", ".Projects"}, {".Work.Sub", ".Projects.Sub"}} {
+		if err := os.Rename(filepath.Join(root, dirs[0]), filepath.Join(root, dirs[1])); err != nil {
+			t.Fatal(err)
+		}
 	}
 	writeTok(t, root, "Projects", 12)
 	res := syncOnce()
-	want := map[string]string{"INBOX": "1:", "Projects": "10:,11:,12:,2:,3:,4:,5:,6:,7:,8:,9:"}
+	want := map[string]string{"INBOX": "1:", "Projects": "10:,11:,12:,2:,3:,4:,5:,6:,7:,8:,9:", "Projects/Sub": "20:,21:"}
 	if got := describeDovecot(t, d, user, pw); !reflect.DeepEqual(got, want) {
 		t.Fatalf("the server holds %v, want %v (warnings %q)", got, want, res.Warnings)
 	}
-	if w := (Counts{Copied: 1, FoldersRenamed: 1}); res.Side[A] != w || res.Side[B] != (Counts{}) {
+	if w := (Counts{Copied: 1, FoldersRenamed: 2}); res.Side[A] != w || res.Side[B] != (Counts{}) {
 		t.Errorf("counts %+v, want A %+v", res.Side, w)
 	}
 }

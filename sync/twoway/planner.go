@@ -126,7 +126,7 @@ func (w *folderWork) folderAction(opt *Options) bool {
 	if opt.RemoveFolders {
 		return w.removeOrRecreate(missing, opt.Sides[missing.Other()].Keeps)
 	}
-	w.out.Skip = fmt.Sprintf("folder %q vanished from side %s: nothing in it is changed on either side (a folder deleted on one side is not deleted on the other)", f.Name, missing)
+	w.out.Skip = fmt.Sprintf("folder %q vanished from side %s: nothing in it is changed on either side (a folder deleted on one side is not deleted on the other without --remove-folders)", f.Name, missing)
 	w.out.Warnings = append(w.out.Warnings, w.out.Skip)
 	return false
 }
@@ -270,10 +270,15 @@ func (w *folderWork) pairFresh(sides [2]SideInfo) {
 		for _, pr := range pairs {
 			rec := state.Message{Src: pr[A].ID, Dst: pr[B].ID, Size: pr[A].Size, Date: pr[A].Date, MsgID: pr[A].MsgID}
 			fs, changed := flagSync(rec, pr, sides) // no base: the union
-			w.out.Pairs = append(w.out.Pairs, fs.Record)
 			if changed && (fs.Changes(A) || fs.Changes(B)) {
+				// No base until both sides hold the union: a base recorded
+				// before the flag writes would read, after a kill, each
+				// side's unwritten flags as removed.
+				w.out.Pairs = append(w.out.Pairs, rec)
 				w.out.Flags = append(w.out.Flags, fs)
+				continue
 			}
+			w.out.Pairs = append(w.out.Pairs, fs.Record)
 		}
 	}
 }
