@@ -34,6 +34,7 @@ type batchOptions struct {
 	mode       string
 	delete     bool   // --delete-source: the pass moves
 	force      bool   // --force: the sync pass applies held-back deletions
+	reset      bool   // --reset: checkpoints written for other endpoints start afresh
 	stateDir   string // --state-dir: where --mode sync keeps each account's state
 	only       string // "failed"
 	class      string
@@ -208,7 +209,7 @@ func batchRun(ctx context.Context, o *batchOptions, csvPath string, env *cliEnv)
 	if err := s.AddQueues(ctx); err != nil {
 		return err
 	}
-	if _, err := s.Pass(ctx, name, o.pass, batch.PassOptions{Mode: o.mode, DeleteSource: o.delete, Force: o.force, OnlyFailed: o.only == "failed", Class: o.class}); err != nil {
+	if _, err := s.Pass(ctx, name, o.pass, batch.PassOptions{Mode: o.mode, DeleteSource: o.delete, Force: o.force, Reset: o.reset, OnlyFailed: o.only == "failed", Class: o.class}); err != nil {
 		return &usageError{err.Error()}
 	}
 	return runPass(ctx, s, o, name, reportPath, env)
@@ -341,7 +342,7 @@ func batchLoad(ctx context.Context, o *batchOptions, name, csvPath string, env *
 // batchPass is 'batch pass NAME PASS'.
 func batchPass(ctx context.Context, o *batchOptions, name, pass string, env *cliEnv) error {
 	return withStore(ctx, o, env, func(s *batch.Store) error {
-		res, err := s.Pass(ctx, name, pass, batch.PassOptions{Mode: o.mode, DeleteSource: o.delete, Force: o.force, OnlyFailed: o.only == "failed", Class: o.class})
+		res, err := s.Pass(ctx, name, pass, batch.PassOptions{Mode: o.mode, DeleteSource: o.delete, Force: o.force, Reset: o.reset, OnlyFailed: o.only == "failed", Class: o.class})
 		if err != nil {
 			return &usageError{err.Error()}
 		}
@@ -526,6 +527,7 @@ func (o *batchOptions) addPassFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.mode, "mode", "copy", "what each account's job does: copy (one way, as mailferry copy) or sync (both ways, as mailferry sync)")
 	fs.BoolVar(&o.delete, "delete-source", false, "with --mode copy: delete each message from the source once it is stored and recorded (a final pass; as copy --delete-source)")
 	fs.BoolVar(&o.force, "force", false, "with --mode sync: apply the deletions the guard held back (exit 10, state held_back) after checking them; as sync --force")
+	fs.BoolVar(&o.reset, "reset", false, "with --mode copy: start afresh the checkpoint of an account whose row now names other endpoints (refused otherwise: exit 6)")
 }
 
 func (o *batchOptions) addOnlyFlags(fs *flag.FlagSet) {

@@ -225,7 +225,7 @@ func batchCheckpoint(acct *batch.Account, deletes bool) accountStateFunc {
 		if !deletes && mailStore(src) && mailStore(dst) {
 			return nil, false, func() {}, where, nil
 		}
-		cp, err := acct.OpenCheckpoint(ctx, src.Canonical, dst.Canonical, false)
+		cp, err := acct.OpenCheckpoint(ctx, src.Canonical, dst.Canonical, acct.Reset)
 		if err != nil {
 			return nil, false, func() {}, where, err
 		}

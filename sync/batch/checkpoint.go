@@ -63,8 +63,9 @@ var _ checkpoint.Store = (*Checkpoint)(nil)
 // OpenCheckpoint opens the checkpoint of one account of a batch for the
 // endpoints src and dst (canonical names), creating it when there is none.
 // A checkpoint written for other endpoints (the row's URLs changed) is
-// refused with checkpoint.ErrUnusable, unless reset, which starts it
-// afresh; one another worker holds gets checkpoint.ErrLocked.
+// refused with checkpoint.ErrUnusable, unless reset, which then starts it
+// afresh (one for these endpoints is kept: reset may be asked on every
+// slice of a pass); one another worker holds gets checkpoint.ErrLocked.
 func (s *Store) OpenCheckpoint(ctx context.Context, batch, account, src, dst string, reset bool) (*Checkpoint, error) {
 	c := &Checkpoint{s: s, batch: batch, account: account, holder: newHolder(),
 		recs: map[checkpoint.Key]checkpoint.Record{}, byBox: map[string][]checkpoint.Key{}, pending: map[checkpoint.Key]checkpoint.Record{}}
@@ -111,7 +112,7 @@ func (c *Checkpoint) checkEndpoints(ctx context.Context, src, dst string, reset 
 	if err != nil {
 		return fmt.Errorf("checkpoint of %s: %w", c.where(), err)
 	}
-	if !reset && gotSrc == src && gotDst == dst {
+	if gotSrc == src && gotDst == dst {
 		return nil
 	}
 	if !reset {

@@ -32,6 +32,9 @@ type Account struct {
 	// Force: the pass syncs with --force (deletions the guard held back
 	// in an earlier pass, after a person checked them).
 	Force bool
+	// Reset: the account's checkpoint, when written for other endpoints
+	// (its row's URLs changed), starts afresh instead of failing (exit 6).
+	Reset bool
 	Row   Row
 	// Connections, when > 0, caps the account's connections (its host
 	// groups' connections_per_account).
@@ -149,6 +152,8 @@ type accountArgs struct {
 	DeleteSource bool `json:"delete_source,omitempty"`
 	// Force: sync applies the deletions its guard would hold back.
 	Force bool `json:"force,omitempty"`
+	// Reset: a checkpoint written for other endpoints starts afresh.
+	Reset bool `json:"reset,omitempty"`
 }
 
 func (accountArgs) Kind() string { return jobKind }
@@ -178,7 +183,7 @@ func (w *accountWorker) Work(ctx context.Context, job *river.Job[accountArgs]) e
 		_ = river.RecordOutput(ctx, out)
 		return river.JobCancel(errors.New(out.Error))
 	}
-	acct := &Account{Batch: job.Args.Batch, Pass: job.Args.Pass, Mode: job.Args.Mode, DeleteSource: job.Args.DeleteSource, Force: job.Args.Force, Row: *row, Resolver: s.cfg.Resolver, store: s}
+	acct := &Account{Batch: job.Args.Batch, Pass: job.Args.Pass, Mode: job.Args.Mode, DeleteSource: job.Args.DeleteSource, Force: job.Args.Force, Reset: job.Args.Reset, Row: *row, Resolver: s.cfg.Resolver, store: s}
 	run, wait, err := w.runInSlots(ctx, acct)
 	if err != nil || wait.group != "" {
 		if wait.group != "" {

@@ -28,6 +28,9 @@ type PassOptions struct {
 	// Force makes each sync apply the deletions its guard would hold
 	// back (sync --force), after a person checked the held_back accounts.
 	Force bool
+	// Reset starts afresh the checkpoints written for other endpoints
+	// (rows whose URLs changed) instead of failing them (exit 6).
+	Reset bool
 	// OnlyFailed takes only the accounts whose latest run, in any pass,
 	// failed; Class narrows them to one failure class.
 	OnlyFailed bool
@@ -64,7 +67,7 @@ func (s *Store) Pass(ctx context.Context, batch, pass string, o PassOptions) (Pa
 	if mode == "" {
 		mode = ModeCopy
 	}
-	return s.insert(ctx, batch, pass, accountArgs{Mode: mode, DeleteSource: o.DeleteSource, Force: o.Force}, rows)
+	return s.insert(ctx, batch, pass, accountArgs{Mode: mode, DeleteSource: o.DeleteSource, Force: o.Force, Reset: o.Reset}, rows)
 }
 
 func checkPass(batch, pass string, o PassOptions) error {
@@ -105,7 +108,7 @@ func (s *Store) insert(ctx context.Context, batch, pass string, like accountArgs
 		params := make([]river.InsertManyParams, 0, len(chunk))
 		for _, r := range chunk {
 			params = append(params, river.InsertManyParams{
-				Args: accountArgs{Batch: batch, Pass: pass, ID: r.ID, Mode: like.Mode, DeleteSource: like.DeleteSource, Force: like.Force},
+				Args: accountArgs{Batch: batch, Pass: pass, ID: r.ID, Mode: like.Mode, DeleteSource: like.DeleteSource, Force: like.Force, Reset: like.Reset},
 				InsertOpts: &river.InsertOpts{
 					Queue:      queueName(batch),
 					Tags:       []string{passTag(pass)},
