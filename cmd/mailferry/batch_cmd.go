@@ -59,11 +59,9 @@ worker put the account back without spending an attempt. An account runs
 in slices (--slice, 1m) that resume where the last one stopped: a worker
 killed outright has its account taken up by another within 2 minutes
 (--rescue-after), and pause and cancel take effect within a slice.
-Per-account state is in the batch database, where any worker finds it:
-POP3 sources, Maildir and mbox destinations and --delete-source passes keep
-their checkpoint there (IMAP -> IMAP needs none: the destination knows what
-it holds). A row whose URLs changed is refused (exit 6) unless its pass is
-queued with --reset.
+Each account's checkpoint is in the batch database, where any worker finds
+it (so no slice downloads again what an earlier one copied). A row whose
+URLs changed is refused (exit 6) unless its pass is queued with --reset.
 
 --mode sync (batch pass, batch run) syncs each account both ways, as
 'mailferry sync' does, with its state in --state-dir/BATCH/ID.sync (batch

@@ -90,7 +90,7 @@ func (r *batchRunner) accountOptions(ctx context.Context, acct *batch.Account) (
 	o.maxMsgsPerSec = tighter(o.maxMsgsPerSec, acct.MaxMsgsPerSec)
 	o.maxBytes = sizeFlag(tighter(int64(o.maxBytes), acct.MaxBytes))
 	o.deleteSource = acct.DeleteSource
-	o.accountState = batchCheckpoint(acct, o.deleteSource || o.deleteAfter.duration() != nil)
+	o.accountState = batchCheckpoint(acct)
 	if row.Since != "" {
 		if err := o.since.Set(row.Since); err != nil {
 			return nil, &usageError{fmt.Sprintf("since %q: %v", row.Since, err)}
@@ -213,18 +213,17 @@ type accountStateFunc func(ctx context.Context, src, dst *mail.Endpoint) (store 
 
 // batchCheckpoint keeps an account's checkpoint in the batch database, where
 // the worker that takes the account up next (on any machine) finds it.
-// IMAP -> IMAP keeps none: the IMAP sink recognises what it already holds
-// (its index, see ARCHITECTURE.md), so a rerun or the next slice stores
-// nothing twice without one, and a database row per message would only
-// cost. A POP3 source (no index to compare with), a Maildir or mbox
-// destination, and a copy that deletes on the source (which may delete
-// only what a checkpoint recorded) keep one.
-func batchCheckpoint(acct *batch.Account, deletes bool) accountStateFunc {
+// A POP3 source (nothing to compare with), a Maildir or mbox destination
+// and a copy that deletes on the source (which may delete only what a
+// checkpoint recorded) need one. IMAP -> IMAP would be safe without: the
+// IMAP sink recognises what it already holds (ARCHITECTURE.md). But it
+// recognises a message only once it has its body, so without a
+// checkpoint every slice of an account (a minute by default) would
+// download again all that earlier slices copied, and a large account
+// would never finish; so it keeps one too.
+func batchCheckpoint(acct *batch.Account) accountStateFunc {
 	return func(ctx context.Context, src, dst *mail.Endpoint) (checkpoint.Store, bool, func(), string, error) {
 		where := fmt.Sprintf("the batch database (batch %s, account %s)", acct.Batch, acct.Row.ID)
-		if !deletes && mailStore(src) && mailStore(dst) {
-			return nil, false, func() {}, where, nil
-		}
 		cp, err := acct.OpenCheckpoint(ctx, src.Canonical, dst.Canonical, acct.Reset)
 		if err != nil {
 			return nil, false, func() {}, where, err
@@ -232,10 +231,4 @@ func batchCheckpoint(acct *batch.Account, deletes bool) accountStateFunc {
 		// Run closed it already on the normal path; this one only undoes an early exit.
 		return cp, cp.Len() == 0, func() { _ = cp.Close() }, where, nil
 	}
-}
-
-// mailStore reports a server endpoint that is both a source and a sink:
-// a mailbox store such as IMAP (POP3 is a source only).
-func mailStore(e *mail.Endpoint) bool {
-	return e.Factory.Kind == mail.KindServer && e.Factory.Source != nil && e.Factory.Sink != nil
 }

@@ -94,12 +94,12 @@ func (c *Checkpoint) lock(ctx context.Context, src, dst string) error {
 	res, err := c.s.db.ExecContext(ctx, `INSERT INTO mailferry_batch_state (batch, account, src, dst, holder, expires_at) VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (batch, account) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
 		WHERE mailferry_batch_state.expires_at < $7`,
-		c.batch, c.account, src, dst, c.holder, now.Add(c.s.cfg.Lease).UnixMilli(), now.UnixMilli())
+		c.batch, c.account, src, dst, c.holder, now.Add(c.s.checkpointLease()).UnixMilli(), now.UnixMilli())
 	if err != nil {
 		return fmt.Errorf("checkpoint of %s: %w", c.where(), err)
 	}
 	if n, err := res.RowsAffected(); err != nil || n != 1 {
-		return fmt.Errorf("%w: %s is being copied by another worker (its lease ends within %s of its last renewal)", checkpoint.ErrLocked, c.where(), c.s.cfg.Lease)
+		return fmt.Errorf("%w: %s is being copied by another worker (its lease ends within %s of its last renewal)", checkpoint.ErrLocked, c.where(), c.s.checkpointLease())
 	}
 	return nil
 }
@@ -172,14 +172,14 @@ func (c *Checkpoint) startRenewing() {
 	c.renewing.Add(1)
 	go func() {
 		defer c.renewing.Done()
-		t := time.NewTicker(c.s.cfg.Lease / 3)
+		t := time.NewTicker(c.s.checkpointLease() / 3)
 		defer t.Stop()
 		for {
 			select {
 			case <-stop:
 				return
 			case <-t.C:
-				ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.Lease/3)
+				ctx, cancel := context.WithTimeout(context.Background(), c.s.checkpointLease()/3)
 				held, err := c.renew(ctx, c.s.db)
 				cancel()
 				if err == nil && !held {
@@ -193,6 +193,14 @@ func (c *Checkpoint) startRenewing() {
 	}()
 }
 
+// checkpointLease is how long a checkpoint stays locked after its last
+// renewal: the time between the end of a job's slice and River's rescue
+// of it. A worker killed mid-slice has its lease expire by the time
+// River gives the account to another worker, which then opens the
+// checkpoint at once; one stopped (SIGSTOP) past it has lost the account
+// to that worker and can record nothing more.
+func (s *Store) checkpointLease() time.Duration { return s.cfg.RescueAfter - s.cfg.Slice }
+
 // execer is a *sql.DB or a *sql.Tx.
 type execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
@@ -201,7 +209,7 @@ type execer interface {
 // renew extends the lease; false when another holder has it now.
 func (c *Checkpoint) renew(ctx context.Context, db execer) (bool, error) {
 	res, err := db.ExecContext(ctx, `UPDATE mailferry_batch_state SET expires_at = $1 WHERE batch = $2 AND account = $3 AND holder = $4`,
-		c.s.now().Add(c.s.cfg.Lease).UnixMilli(), c.batch, c.account, c.holder)
+		c.s.now().Add(c.s.checkpointLease()).UnixMilli(), c.batch, c.account, c.holder)
 	if err != nil {
 		return false, err
 	}

@@ -30,13 +30,13 @@ func newMachine(t *testing.T, dbURL string) *machine {
 	t.Helper()
 	m := &machine{}
 	m.s = openTest(t, dbURL, 0, nil, 0, func(c *Config) {
-		c.Lease = time.Minute // long enough that only the clock ends it
 		c.Now = func() time.Time { return time.Now().Add(time.Duration(m.clock.Load())) }
 	})
 	return m
 }
 
-// later moves the machine's clock past every lease taken so far.
+// later moves the machine's clock past every lease taken so far (the
+// checkpoints' lease is 30 s with the default slice and rescue).
 func (m *machine) later() { m.clock.Add(int64(2 * time.Minute)) }
 
 func (m *machine) open(t *testing.T, account string) *Checkpoint {
