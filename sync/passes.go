@@ -48,22 +48,21 @@ func (r *run) passesOn() bool {
 }
 
 // planPasses asks the status of every selected folder and decides how each
-// is listed. A failing status request only costs full listings.
+// is listed. A failing status request only costs full listings. A first
+// run asks too, although it lists every folder in full: the status it
+// records (asked before the listing, so a message arriving meanwhile makes
+// the next run look, never miss it) lets the second run skip.
 func (r *run) planPasses(ctx context.Context, selected []string) {
 	if !r.passesOn() {
 		return
 	}
 	r.passes = make(map[string]*pass, len(selected))
-	var sts map[string]mail.FolderStatus
-	if r.anyPassed(selected) { // else every folder is listed in full: no need to ask
-		var err error
-		sts, err = retry(ctx, r, func() (map[string]mail.FolderStatus, error) {
-			return r.srcF.FolderStatuser.FolderStatuses(ctx, selected)
-		})
-		if err != nil {
-			r.log.Warn("folder statuses unknown: listing every folder in full", "err", err)
-			sts = nil
-		}
+	sts, err := retry(ctx, r, func() (map[string]mail.FolderStatus, error) {
+		return r.srcF.FolderStatuser.FolderStatuses(ctx, selected)
+	})
+	if err != nil {
+		r.log.Warn("folder statuses unknown: listing every folder in full", "err", err)
+		sts = nil
 	}
 	for _, mb := range selected {
 		p := r.planPass(mb, sts)
@@ -75,20 +74,6 @@ func (r *run) planPasses(ctx context.Context, selected []string) {
 	}
 }
 
-// anyPassed reports whether the state recorded a complete pass over any of
-// the folders. A first run asks no status, so a one-off copy opens no
-// second connection; it records its passes without one, and the second run
-// asks, lists in full once more and records the statuses the third run
-// compares with.
-func (r *run) anyPassed(selected []string) bool {
-	for _, mb := range selected {
-		if sum, ok := r.opt.State.Summary(mb); ok && sum.Complete != 0 {
-			return true
-		}
-	}
-	return false
-}
-
 // planPass decides how mb is listed from its status now (absent: unknown)
 // and the summary of its last complete pass.
 func (r *run) planPass(mb string, sts map[string]mail.FolderStatus) *pass {
@@ -98,6 +83,9 @@ func (r *run) planPass(mb string, sts map[string]mail.FolderStatus) *pass {
 	switch {
 	case !known:
 		p.reason = "status unknown"
+		return p
+	case now.Unsettled:
+		p.reason = "changed moments ago: its change evidence is not to be trusted yet"
 		return p
 	case !ok || sum.Complete == 0:
 		p.reason = "no complete pass yet"
@@ -114,8 +102,13 @@ func (r *run) planPass(mb string, sts map[string]mail.FolderStatus) *pass {
 		return p
 	}
 	switch {
-	case sameStatus(p.since, now) && (now.HighestModSeq > 0 || !r.flagsFollow()):
+	case sameStatus(p.since, now) && (now.HighestModSeq > 0 || now.Evidence != "" || !r.flagsFollow()):
 		p.mode = ListingSkipped
+		if now.Evidence != "" {
+			// The same evidence: the messages the last pass listed (an
+			// mbox cannot count without reading them).
+			p.status.Messages = p.since.Messages
+		}
 	case r.srcF.ChangeLister != nil:
 		p.mode = ListingIncremental
 	default:
@@ -127,6 +120,12 @@ func (r *run) planPass(mb string, sts map[string]mail.FolderStatus) *pass {
 // fullReason says why a folder that moved from since to now must be listed
 // in full, or "".
 func fullReason(since, now mail.FolderStatus) string {
+	if since.Evidence != now.Evidence {
+		return "its files changed"
+	}
+	if now.Evidence != "" {
+		return "" // the same evidence says it all; the kept count is the listing's
+	}
 	switch {
 	case since.UIDValidity != now.UIDValidity:
 		return fmt.Sprintf("UIDVALIDITY changed from %d to %d", since.UIDValidity, now.UIDValidity)
@@ -143,8 +142,12 @@ func fullReason(since, now mail.FolderStatus) string {
 	return ""
 }
 
-// sameStatus reports a folder whose status did not move.
+// sameStatus reports a folder whose status did not move. Change evidence
+// says it all: the count kept with it is the listing's (recordPasses).
 func sameStatus(a, b mail.FolderStatus) bool {
+	if a.Evidence != "" || b.Evidence != "" {
+		return a.Evidence == b.Evidence
+	}
 	return a.UIDValidity == b.UIDValidity && a.UIDNext == b.UIDNext && a.Messages == b.Messages &&
 		a.HighestModSeq == b.HighestModSeq
 }
@@ -177,11 +180,19 @@ func unixOrZero(t time.Time) int64 {
 }
 
 func folderStatus(s state.SideStatus) mail.FolderStatus {
-	return mail.FolderStatus{UIDValidity: s.UIDValidity, UIDNext: s.UIDNext, Messages: s.Messages, HighestModSeq: s.HighestModSeq}
+	return mail.FolderStatus{UIDValidity: s.UIDValidity, UIDNext: s.UIDNext, Messages: s.Messages, HighestModSeq: s.HighestModSeq,
+		Evidence: s.Evidence}
 }
 
+// sideStatus is the status kept for the next run. Unsettled evidence is
+// not kept: the next run then sees other evidence and lists the folder.
 func sideStatus(s mail.FolderStatus) state.SideStatus {
-	return state.SideStatus{UIDValidity: s.UIDValidity, UIDNext: s.UIDNext, Messages: s.Messages, HighestModSeq: s.HighestModSeq}
+	st := state.SideStatus{UIDValidity: s.UIDValidity, UIDNext: s.UIDNext, Messages: s.Messages, HighestModSeq: s.HighestModSeq,
+		Evidence: s.Evidence}
+	if s.Unsettled {
+		st.Evidence = ""
+	}
+	return st
 }
 
 // passOf returns mb's pass, nil when the run does not plan passes.
@@ -242,7 +253,7 @@ func (r *run) changeListing(ctx context.Context, mb string, p *pass) (*listing, 
 		return nil, nil
 	}
 	p.status = sum.Status
-	r.countFolder(mb, sum.Status.Messages, len(l.fresh))
+	r.countFolder(mb, sum.Status.Messages, len(l.fresh), func() int { return r.recordCount(mb) })
 	for _, rec := range r.cp.Records(mb) {
 		if _, gone := l.listed[rec.ID]; !gone {
 			l.listed[rec.ID] = true
@@ -262,11 +273,11 @@ func (r *run) changeListing(ctx context.Context, mb string, p *pass) (*listing, 
 // every message the server counts is found, and all but the fresh ones are
 // present (recorded by a complete pass). With date filters the server's
 // count includes messages left out, so the checkpoint's records of the
-// folder are counted instead.
-func (r *run) countFolder(mb string, messages uint32, fresh int) {
+// folder (recorded()) are counted instead.
+func (r *run) countFolder(mb string, messages uint32, fresh int, recorded func() int) {
 	n := int64(messages)
 	if r.dates != nil {
-		n = min(n, int64(len(r.cp.Records(mb))+fresh))
+		n = min(n, int64(recorded()+fresh))
 	}
 	box := r.st.Box(mb)
 	listed, skipped := max(n, box.Listed.Load()), max(n-int64(fresh), box.Skipped.Load(), 0)
@@ -332,7 +343,13 @@ func (r *run) recordPasses() error {
 		if !p.done || skipped[mb] || r.st.Box(mb).Failed.Load() > 0 {
 			continue
 		}
-		if err := r.opt.State.CompletePass(mb, sideStatus(p.status), state.SideStatus{Evidence: r.filterKey()}, p.mode == ListingFull); err != nil {
+		a := sideStatus(p.status)
+		if p.status.Evidence != "" && p.mode == ListingFull {
+			// What the listing found, for the runs that skip the folder
+			// (the source may not count: mbox).
+			a.Messages = uint32(r.st.Box(mb).Listed.Load())
+		}
+		if err := r.opt.State.CompletePass(mb, a, state.SideStatus{Evidence: r.filterKey()}, p.mode == ListingFull); err != nil {
 			return mail.MakeFatal(fmt.Errorf("record the pass over %q: %w", mb, err))
 		}
 		if err := r.opt.State.Release(mb); err != nil {
@@ -341,6 +358,32 @@ func (r *run) recordPasses() error {
 		r.opt.Step("pass")
 	}
 	return nil
+}
+
+// passedLen is how many records mb, a folder skipped as unchanged, held at
+// the end of its last complete pass (state.Summary.Len): a skipped folder's
+// records are never read. (A checkpoint kept apart from the state holds
+// all its records in memory anyway: it is asked.)
+func (r *run) passedLen(mb string) int {
+	if r.folders == nil {
+		return len(r.cp.Records(mb))
+	}
+	sum, _ := r.opt.State.Summary(mb)
+	return sum.Len
+}
+
+// holdsAny reports whether the destination folder to holds any message:
+// mail.AnyHolder reads only up to the first; an Indexer alone lists the
+// folder (stopping the callbacks at the first message).
+func (r *run) holdsAny(ctx context.Context, to string) (bool, error) {
+	if a := r.dstF.AnyHolder; a != nil {
+		return a.HoldsAny(ctx, to)
+	}
+	err := r.dstF.Indexer.Index(ctx, to, func(mail.Envelope) error { return errHolds })
+	if errors.Is(err, errHolds) {
+		return true, nil
+	}
+	return false, err
 }
 
 // errHolds stops an Index at its first message.
@@ -353,17 +396,17 @@ var errHolds = errors.New("the destination holds a message")
 // the first message the destination lists.
 func (r *run) destinationHolds(ctx context.Context, mb string) error {
 	idx := r.dstF.Indexer
-	if idx == nil {
+	if idx == nil && r.dstF.AnyHolder == nil {
 		return nil
 	}
-	recorded := len(r.cp.Records(mb))
+	recorded := r.passedLen(mb)
 	if recorded == 0 {
 		return nil
 	}
 	to := r.opt.dstName(mb)
-	err := idx.Index(ctx, to, func(mail.Envelope) error { return errHolds })
+	held, err := r.holdsAny(ctx, to)
 	switch {
-	case errors.Is(err, errHolds):
+	case held:
 		return nil
 	case err != nil:
 		return fmt.Errorf("list destination folder %q: %w", to, err)

@@ -42,6 +42,7 @@ type batchOptions struct {
 	configFlag string
 	slice      time.Duration
 	rescue     time.Duration
+	throttle   time.Duration // --throttle-wait: the snooze of a throttled account (exit 8)
 	json       bool
 	// poll is how often batch run and status --watch look at the jobs.
 	poll  time.Duration
@@ -68,8 +69,8 @@ func (o *batchOptions) Check() error {
 		return &usageError{fmt.Sprintf("--db-env %q: want the name of an environment variable", o.dbEnv)}
 	case o.poll <= 0:
 		return &usageError{"--interval: want a positive duration"}
-	case o.slice < 0 || o.rescue < 0:
-		return &usageError{"--slice and --rescue-after: want positive durations"}
+	case o.slice < 0 || o.rescue < 0 || o.throttle < 0:
+		return &usageError{"--slice, --rescue-after and --throttle-wait: want positive durations"}
 	}
 	if o.verb != "run" && o.verb != "worker" {
 		return nil // no copy flags
@@ -97,7 +98,7 @@ func (o *batchOptions) openStore(ctx context.Context, url string, workers int, b
 // openStoreIn is openStore with the state of accounts synced two ways
 // under stateDir.
 func (o *batchOptions) openStoreIn(ctx context.Context, url string, workers int, baseDir, stateDir string, env *cliEnv) (*batch.Store, error) {
-	cfg := batch.Config{URL: url, Workers: workers, Slice: o.slice, RescueAfter: o.rescue, Logger: batchLogger(env.stderr),
+	cfg := batch.Config{URL: url, Workers: workers, Slice: o.slice, RescueAfter: o.rescue, Throttle: o.throttle, Logger: batchLogger(env.stderr),
 		Resolver: &batch.Resolver{Getenv: env.getenv, BaseDir: baseDir, Hide: []string{o.dbEnv}}}
 	if workers > 0 {
 		base := o.copy
@@ -509,6 +510,7 @@ func (o *batchOptions) addRunFlags(fs *flag.FlagSet, verb string) {
 	fs.DurationVar(&o.slice, "slice", batch.DefaultSlice, "run an account for at most `DURATION` at a time, then put it back in the queue to resume (bounds how late pause and cancel take effect)")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus metrics at http://`ADDR`/metrics (e.g. 127.0.0.1:9464): accounts running, runs by outcome and class, messages, bytes")
 	fs.StringVar(&o.stateDir, "state-dir", "", "keep the two-way state of each account of a --mode sync pass under `DIR` (BATCH/ID.sync); with many machines, a directory every worker shares (batch run: next to the CSV, NAME.state)")
+	fs.DurationVar(&o.throttle, "throttle-wait", batch.DefaultThrottle, "put a throttled account (a server's NO [LIMIT], a BYE at connect: exit 8) back in the queue for `DURATION`, without spending an attempt")
 	fs.DurationVar(&o.rescue, "rescue-after", batch.DefaultRescueAfter, "hand the account of a worker that died to another after `DURATION` (at least 1.5 slices)")
 	if verb == "run" {
 		fs.StringVar(&o.db, "db", "", "keep the batch in SQLite `FILE` (default: next to the CSV, NAME.batch.db)")

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -204,12 +205,51 @@ func (emptySource) Limits() mail.Limits { return mail.Limits{} }
 func (emptySource) Close() error        { return nil }
 
 // doSync syncs A and B, for 'sync' and for each sync job of 'run' (job is
-// then its name): parses both URLs (refusing mbox and POP3) before any
-// I/O, opens the state of the pair (the same for 'sync B A'), opens both
-// sides and runs the two-way sync; then prints the summary and appends the
-// --report line.
+// then its name), then prints the summary and appends the --report line
+// (also for a run that failed before it synced anything, so monitoring
+// sees every run).
 func doSync(ctx context.Context, o *syncOptions, aURL, bURL, job string, env *cliEnv) error {
 	start := time.Now()
+	r := &syncRunResult{urls: [2]string{aURL, bURL}, ord: [2]int{0, 1}}
+	err := syncRun(ctx, o, r, env)
+	if r.res == nil {
+		r.res = &twoway.Result{}
+	} else {
+		err = syncError(err, r.res)
+	}
+	s := makeSyncSummary(o, r, err, start)
+	if job != "" {
+		s.Job, s.Command = job, "run"
+	}
+	if r.ran {
+		printSync(env, o, &s)
+	}
+	if o.report != "" {
+		if rerr := appendReport(o.report, env, &s); rerr != nil {
+			if err == nil {
+				return rerr
+			}
+			fmt.Fprintf(env.stderr, "mailferry: %s\n", oneLine(rerr))
+		}
+	}
+	return err
+}
+
+// syncRunResult is what syncRun learnt, for the summary: the two ends as
+// the command line names them (nil when not parsed), ord[0] the one the
+// state calls A, and the run's result once it ran.
+type syncRunResult struct {
+	urls [2]string
+	ends [2]*syncEnd
+	ord  [2]int
+	res  *twoway.Result
+	ran  bool
+}
+
+// syncRun parses both URLs (refusing mbox and POP3) before any I/O, opens
+// the state of the pair (the same for 'sync B A'), opens both sides and
+// runs the two-way sync.
+func syncRun(ctx context.Context, o *syncOptions, r *syncRunResult, env *cliEnv) error {
 	log, err := o.common.logger(env.stderr)
 	if err != nil {
 		return err
@@ -219,22 +259,17 @@ func doSync(ctx context.Context, o *syncOptions, aURL, bURL, job string, env *cl
 		return err
 	}
 	reg := env.registry()
-	var ends [2]*syncEnd
-	for i, side := range []struct {
-		raw string
-		sf  *sideFlags
-	}{{aURL, &o.src}, {bURL, &o.dst}} {
-		if ends[i], err = parseSyncEnd(reg, side.raw, o.common.openOptions(side.sf, env, log)); err != nil {
+	sides := [2]*sideFlags{&o.src, &o.dst}
+	for i := range r.ends {
+		if r.ends[i], err = parseSyncEnd(reg, r.urls[i], o.common.openOptions(sides[i], env, log)); err != nil {
 			return err
 		}
 	}
-	// The state names the pair in one order whatever the command line's:
-	// ord[0] is the side the state calls A.
-	ord := [2]int{0, 1}
-	if ends[0].src.Canonical > ends[1].src.Canonical {
-		ord = [2]int{1, 0}
+	// The state names the pair in one order whatever the command line's.
+	if r.ends[0].src.Canonical > r.ends[1].src.Canonical {
+		r.ord = [2]int{1, 0}
 	}
-	first, second := ends[ord[0]], ends[ord[1]]
+	first, second := r.ends[r.ord[0]], r.ends[r.ord[1]]
 	dir, err := syncStateDir(o.checkpoint, first.src.Canonical, second.src.Canonical)
 	if err != nil {
 		return err
@@ -244,34 +279,19 @@ func doSync(ctx context.Context, o *syncOptions, aURL, bURL, job string, env *cl
 		return err
 	}
 	defer func() { _ = st.Close() }()
-	for _, e := range ends {
+	for _, e := range r.ends {
 		defer e.close()
 		if err := e.open(ctx, dir, o.dryRun); err != nil {
 			return fmt.Errorf("%s: %w", mail.Redact(e.src.URL), err)
 		}
 	}
-	res, err := twoway.Run(ctx, [2]*twoway.Store{first.store, second.store}, st, twoway.RunOptions{
+	r.res, err = twoway.Run(ctx, [2]*twoway.Store{first.store, second.store}, st, twoway.RunOptions{
 		Plan:    twoway.Options{MaxDelete: o.maxDelete / 100, NoDelete: o.noDelete, Force: o.force, RemoveFolders: o.removeFolders},
 		DryRun:  o.dryRun,
 		Folders: filter,
 		Log:     log,
 	})
-	if res != nil {
-		err = syncError(err, res)
-		s := makeSyncSummary(o, ends, ord, res, err, start)
-		if job != "" {
-			s.Job, s.Command = job, "run"
-		}
-		printSync(env, o, &s)
-		if o.report != "" {
-			if rerr := appendReport(o.report, env, &s); rerr != nil {
-				if err == nil {
-					return rerr
-				}
-				fmt.Fprintf(env.stderr, "mailferry: %s\n", oneLine(rerr))
-			}
-		}
-	}
+	r.ran = r.res != nil
 	return err
 }
 
@@ -341,24 +361,34 @@ type syncSummary struct {
 
 // makeSyncSummary is the summary of a run, sides as the command line
 // names them (A first).
-func makeSyncSummary(o *syncOptions, ends [2]*syncEnd, ord [2]int, res *twoway.Result, err error, start time.Time) syncSummary {
+func makeSyncSummary(o *syncOptions, r *syncRunResult, err error, start time.Time) syncSummary {
+	res := r.res
 	s := syncSummary{Time: start.UTC().Format(time.RFC3339), Command: "sync", OK: err == nil, ExitCode: exitCode(err), DryRun: o.dryRun,
 		Seconds: time.Since(start).Seconds(), Warnings: res.Warnings}
 	if err != nil {
 		s.Error = oneLine(err)
 	}
+	url := func(i int) string {
+		if r.ends[i] == nil { // not parsed: never print what might hold a secret
+			if u, err := url.Parse(r.urls[i]); err == nil {
+				return mail.Redact(u)
+			}
+			return ""
+		}
+		return r.ends[i].src.Canonical
+	}
 	var sides [2]syncSide
 	for i := range sides {
-		st := indexOf(ord, i)
+		st := indexOf(r.ord, i)
 		c := res.Side[st]
-		sides[i] = syncSide{URL: ends[i].src.Canonical, Copied: c.Copied, Flagged: c.Flagged, Moved: c.Moved, Deleted: c.Deleted, HeldBack: c.Held,
+		sides[i] = syncSide{URL: url(i), Copied: c.Copied, Flagged: c.Flagged, Moved: c.Moved, Deleted: c.Deleted, HeldBack: c.Held,
 			Failed: c.Failed, Conflicts: res.SideConflicts[st],
 			Folders: syncFolderCounts{Created: c.FoldersCreated, Renamed: c.FoldersRenamed, Deleted: c.FoldersRemoved, HeldBack: c.FoldersHeld}}
 	}
 	s.A, s.B = sides[0], sides[1]
 	// The planner names sides in the state's order, which need not be the
 	// command line's: say which URL each is.
-	named := strings.NewReplacer("side A", "side A ("+ends[ord[0]].src.Canonical+")", "side B", "side B ("+ends[ord[1]].src.Canonical+")")
+	named := strings.NewReplacer("side A", "side A ("+url(r.ord[0])+")", "side B", "side B ("+url(r.ord[1])+")")
 	for i, w := range s.Warnings {
 		s.Warnings[i] = named.Replace(w)
 	}
@@ -370,7 +400,7 @@ func makeSyncSummary(o *syncOptions, ends [2]*syncEnd, ord [2]int, res *twoway.R
 		}
 	}
 	if o.dryRun && res.Plan != nil {
-		s.Plan = describeSyncPlan(res.Plan, ends, ord)
+		s.Plan = describeSyncPlan(res.Plan, r.ends, r.ord)
 	}
 	return s
 }

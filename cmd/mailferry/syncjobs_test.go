@@ -167,3 +167,30 @@ func TestSyncFolderRenamed(t *testing.T) {
 		t.Fatalf("sync: %+v", s)
 	}
 }
+
+// TestSyncReportOnFailure: a run that fails before syncing anything (a
+// refused endpoint, a server that cannot be reached) still appends its
+// --report line, with its exit code, so monitoring sees every run.
+func TestSyncReportOnFailure(t *testing.T) {
+	dir := t.TempDir()
+	report, pw := filepath.Join(dir, "r.jsonl"), filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw, []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, b string
+		code    int
+	}{
+		{"refused", "mbox:" + filepath.Join(dir, "box"), exitUsage},
+		{"unreachable", "imaps://me@127.0.0.1:1", exitUnreachable},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			code, _, stderr := syncCLI(t, "sync", "maildir:"+filepath.Join(dir, "a"), c.b, "--report", report,
+				"--checkpoint", filepath.Join(dir, "st"), "--dst-password-file", pw)
+			s := lastReport(t, report)
+			if code != c.code || s.ExitCode != c.code || s.OK || s.Error == "" || s.B.URL == "" || strings.Contains(s.B.URL, "secret") {
+				t.Fatalf("run = %d %q; report line %+v", code, stderr, s)
+			}
+		})
+	}
+}

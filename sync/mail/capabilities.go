@@ -188,20 +188,35 @@ type FolderStatus struct {
 	// NoModSeq is set when the server offers CONDSTORE but keeps no
 	// mod-sequences for this folder (NOMODSEQ, or HIGHESTMODSEQ 0).
 	NoModSeq bool
+	// Evidence is the change evidence of a folder without UIDs or
+	// mod-sequences (a Maildir's directories, an mbox file), compared for
+	// equality only: the same evidence means the same messages with the
+	// same flags. Such a status leaves UIDValidity, UIDNext and
+	// HighestModSeq 0, and Messages 0 where counting means reading the
+	// messages (mbox). Empty for IMAP.
+	Evidence string
+	// Unsettled is set when the evidence was taken too soon after a change
+	// to rule out a second change within the file system's timestamp
+	// granularity, which would leave the same evidence (the "racy git"
+	// problem): the folder must be listed, and the evidence not kept as
+	// the mark of a complete pass.
+	Unsettled bool
 }
 
 // FolderStatuser is implemented by sources that can report the status of
 // many folders at once (IMAP: one LIST-STATUS, RFC 5819, or pipelined
-// STATUS), so that a rerun lists only the folders that moved.
+// STATUS; Maildir and mbox: change evidence from the file system), so
+// that a rerun lists only the folders that moved.
 //
 // FolderStatuses returns the status of each of mailboxes (spelt as
 // Mailboxes returns them) in one round trip where the protocol allows; a
 // folder that does not exist is absent from the map. A folder whose status
 // equals the one recorded at the end of its last complete listing holds
-// the same messages, and, when HighestModSeq is not 0, the same flags:
-// without mod-sequences a flag change does not show in the status. Safe
-// for concurrent use with the other Source methods; cancelling ctx returns
-// an error wrapping ctx.Err().
+// the same messages, and, when HighestModSeq is not 0 or Evidence is set
+// and not Unsettled, the same flags: without mod-sequences or evidence a
+// flag change does not show in the status. Safe for concurrent use with
+// the other Source methods; cancelling ctx returns an error wrapping
+// ctx.Err().
 type FolderStatuser interface {
 	FolderStatuses(ctx context.Context, mailboxes []string) (map[string]FolderStatus, error)
 }
@@ -330,6 +345,17 @@ type FolderManager interface {
 	DeleteMailbox(ctx context.Context, name string, holds []ID) error
 }
 
+// AnyHolder is implemented by sinks that can tell whether a mailbox holds
+// any message without listing it (the Maildir sink reads new/ and cur/ only
+// up to the first message file). The copy engine checks with it that the
+// destination of a folder skipped as unchanged was not emptied, replaced
+// or unmounted (docs/failure-model.md rule 5) at a cost that does not grow
+// with the folder; without it, it lists the folder (Indexer). A missing
+// mailbox holds nothing.
+type AnyHolder interface {
+	HoldsAny(ctx context.Context, mailbox string) (bool, error)
+}
+
 // The capability names, as Features.Names reports them and the conformance
 // suite names its subtests.
 const (
@@ -353,6 +379,7 @@ const (
 	CapMover             = "Mover"
 	CapFlagKeeper        = "FlagKeeper"
 	CapFolderManager     = "FolderManager"
+	CapAnyHolder         = "AnyHolder"
 )
 
 // Features holds the optional capabilities of one endpoint: each field is
@@ -373,6 +400,7 @@ type Features struct {
 	Mover                 Mover
 	FlagKeeper            FlagKeeper
 	FolderManager         FolderManager
+	AnyHolder             AnyHolder
 	// Source capabilities.
 	BatchOpener      BatchOpener
 	Remover          Remover
@@ -445,6 +473,7 @@ func (f *Features) Fill(v any) *Features {
 	f.FolderStatuser, _ = v.(FolderStatuser)
 	f.ChangeLister, _ = v.(ChangeLister)
 	f.FolderManager, _ = v.(FolderManager)
+	f.AnyHolder, _ = v.(AnyHolder)
 	return f
 }
 
@@ -472,6 +501,7 @@ func (f *Features) Mask(in *Features) *Features {
 	mask(&f.FolderStatuser, in.FolderStatuser)
 	mask(&f.ChangeLister, in.ChangeLister)
 	mask(&f.FolderManager, in.FolderManager)
+	mask(&f.AnyHolder, in.AnyHolder)
 	return f
 }
 
@@ -499,6 +529,7 @@ func (f *Features) PassThrough(in *Features) *Features {
 	pass(&f.FolderStatuser, in.FolderStatuser)
 	pass(&f.ChangeLister, in.ChangeLister)
 	pass(&f.FolderManager, in.FolderManager)
+	pass(&f.AnyHolder, in.AnyHolder)
 	return f
 }
 
@@ -516,6 +547,7 @@ func (f *Features) Names() []string {
 		{CapFolderStatuser, f.FolderStatuser}, {CapChangeLister, f.ChangeLister},
 		{CapAlterationCounter, f.AlterationCounter}, {CapFolderManager, f.FolderManager},
 		{CapConditionalFlags, f.ConditionalFlagSetter}, {CapMover, f.Mover}, {CapFlagKeeper, f.FlagKeeper},
+		{CapAnyHolder, f.AnyHolder},
 	} {
 		if c.v != nil {
 			names = append(names, c.name)

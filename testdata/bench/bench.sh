@@ -30,7 +30,8 @@
 #
 # Environment:
 #   ROUNDS=5           timed rounds per tool
-#   QUICK=1            (or --quick) 2 rounds and no getmail (getmail alone takes 1-2 minutes)
+#   QUICK=1            (or --quick) 2 rounds, no getmail (getmail alone takes 1-2 minutes), one
+#                      first-sync round in the sync scenarios, and sync-200k only when named
 #   MESSAGES=5000      corpus size; CORPUS_SEED=3 (about 157 MB with seed 3; seed 1 gives 122 MB)
 #   MAILFERRY_FLAGS    extra flags for every `mailferry copy` (e.g. "--workers 2")
 #   I2I_PEERS="dsync dsync-tls mbsync"   imap-imap peers to time (dsync is always run: it is the
@@ -71,6 +72,7 @@ for a in "$@"; do
 	case $a in
 	--quick) QUICK=1 ;;
 	imap-maildir | pop3-maildir | imap-imap | nightly | nightly-200k | sync-maildir | sync-imap | sync-200k) SCENARIOS+=("$a") ;;
+	batch) exec bash "$HERE/batch.sh" ;; # issue 13, on a Dovecot of its own: see batch.sh
 	-h | --help)
 		awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
 		exit 0
@@ -82,7 +84,11 @@ for a in "$@"; do
 	esac
 done
 EXPLICIT=${#SCENARIOS[@]}
-[ "$EXPLICIT" -gt 0 ] || SCENARIOS=(imap-maildir pop3-maildir imap-imap nightly nightly-200k sync-maildir sync-imap sync-200k)
+# sync-200k (a first sync of 200,000 messages) only runs in a full run, or when named.
+if [ "$EXPLICIT" -eq 0 ]; then
+	SCENARIOS=(imap-maildir pop3-maildir imap-imap nightly nightly-200k sync-maildir sync-imap)
+	[ "$QUICK" = 1 ] || SCENARIOS+=(sync-200k)
+fi
 if [ "$QUICK" = 1 ]; then ROUNDS=${ROUNDS:-2}; else ROUNDS=${ROUNDS:-5}; fi
 MESSAGES=${MESSAGES:-5000}
 CORPUS_SEED=${CORPUS_SEED:-3}
@@ -608,6 +614,7 @@ main() {
 
 	fs_probe start
 	for sc in "${SCENARIOS[@]}"; do
+		local sc0=$SECONDS
 		log "=== $sc ($ROUNDS rounds)"
 		case $sc in
 		imap-maildir) scenario_imap_maildir ;;
@@ -619,6 +626,7 @@ main() {
 		sync-imap) scenario_sync_imap ;;
 		sync-200k) scenario_sync_200k ;;
 		esac
+		note "$sc" "the scenario took $((SECONDS - sc0)) s, setup (corpus, accounts, checks) included"
 	done
 
 	fs_probe end
