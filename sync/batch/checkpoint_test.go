@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	stdsync "sync"
 	"sync/atomic"
@@ -424,5 +425,43 @@ func crashAt(t *testing.T, dbURL, step string, n int) {
 	}
 	if err := first.Close(); !errors.Is(err, checkpoint.ErrLocked) {
 		t.Errorf("the dead worker's Close = %v, want ErrLocked", err)
+	}
+}
+
+// BenchmarkCheckpointFlush measures what the engine pays per batch of 100
+// messages for recording them in the batch database (one durable
+// transaction), on SQLite and, when configured, PostgreSQL.
+func BenchmarkCheckpointFlush(b *testing.B) {
+	for _, kind := range []string{"sqlite", "postgres"} {
+		b.Run(kind, func(b *testing.B) {
+			dbURL := "sqlite:" + filepath.Join(b.TempDir(), "b.db")
+			if kind == "postgres" {
+				if os.Getenv(mailtest.EnvPostgres) == "" {
+					b.Skip("no PostgreSQL")
+				}
+				dbURL = postgresURL(b)
+			}
+			s, err := Open(context.Background(), Config{URL: dbURL})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			c, err := s.OpenCheckpoint(context.Background(), "staff", "alice", cpSrc, cpDst, false)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			b.ResetTimer()
+			for i := range b.N {
+				for j := range 100 {
+					if err := c.Add(checkpoint.Record{Mailbox: "INBOX", ID: mail.ID(fmt.Sprintf("%d.%d", i, j)), Size: 3000, SHA256: "ab"}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := c.Flush(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
