@@ -356,6 +356,17 @@ type AnyHolder interface {
 	HoldsAny(ctx context.Context, mailbox string) (bool, error)
 }
 
+// MailboxReleaser is implemented by sinks that keep something in memory
+// per mailbox for the life of the run (the Maildir sink's index of the
+// keys stored in a folder): the copy engine calls ReleaseMailbox once
+// everything it put there is committed and it is done with the folder, so
+// the run's memory follows the folders in work, not the account. A later
+// Put there builds it again; a sink still holding uncommitted messages of
+// the mailbox keeps it.
+type MailboxReleaser interface {
+	ReleaseMailbox(mailbox string)
+}
+
 // The capability names, as Features.Names reports them and the conformance
 // suite names its subtests.
 const (
@@ -380,6 +391,7 @@ const (
 	CapFlagKeeper        = "FlagKeeper"
 	CapFolderManager     = "FolderManager"
 	CapAnyHolder         = "AnyHolder"
+	CapMailboxReleaser   = "MailboxReleaser"
 )
 
 // Features holds the optional capabilities of one endpoint: each field is
@@ -401,6 +413,7 @@ type Features struct {
 	FlagKeeper            FlagKeeper
 	FolderManager         FolderManager
 	AnyHolder             AnyHolder
+	MailboxReleaser       MailboxReleaser
 	// Source capabilities.
 	BatchOpener      BatchOpener
 	Remover          Remover
@@ -474,6 +487,7 @@ func (f *Features) Fill(v any) *Features {
 	f.ChangeLister, _ = v.(ChangeLister)
 	f.FolderManager, _ = v.(FolderManager)
 	f.AnyHolder, _ = v.(AnyHolder)
+	f.MailboxReleaser, _ = v.(MailboxReleaser)
 	return f
 }
 
@@ -502,6 +516,7 @@ func (f *Features) Mask(in *Features) *Features {
 	mask(&f.ChangeLister, in.ChangeLister)
 	mask(&f.FolderManager, in.FolderManager)
 	mask(&f.AnyHolder, in.AnyHolder)
+	mask(&f.MailboxReleaser, in.MailboxReleaser)
 	return f
 }
 
@@ -530,6 +545,7 @@ func (f *Features) PassThrough(in *Features) *Features {
 	pass(&f.ChangeLister, in.ChangeLister)
 	pass(&f.FolderManager, in.FolderManager)
 	pass(&f.AnyHolder, in.AnyHolder)
+	pass(&f.MailboxReleaser, in.MailboxReleaser)
 	return f
 }
 
@@ -547,7 +563,7 @@ func (f *Features) Names() []string {
 		{CapFolderStatuser, f.FolderStatuser}, {CapChangeLister, f.ChangeLister},
 		{CapAlterationCounter, f.AlterationCounter}, {CapFolderManager, f.FolderManager},
 		{CapConditionalFlags, f.ConditionalFlagSetter}, {CapMover, f.Mover}, {CapFlagKeeper, f.FlagKeeper},
-		{CapAnyHolder, f.AnyHolder},
+		{CapAnyHolder, f.AnyHolder}, {CapMailboxReleaser, f.MailboxReleaser},
 	} {
 		if c.v != nil {
 			names = append(names, c.name)

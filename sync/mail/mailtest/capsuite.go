@@ -54,6 +54,8 @@ func sinkCapTests(t *testing.T, h SinkHarness) {
 		{mail.CapFlagKeeper, func(f *mail.Features) bool { return f.FlagKeeper != nil }, ct.flagKeeper},
 		{mail.CapRoleLister, func(f *mail.Features) bool { return f.RoleLister != nil }, roleLister[mail.Sink]},
 		{mail.CapFolderManager, func(f *mail.Features) bool { return f.FolderManager != nil }, ct.folderManager},
+		{mail.CapAnyHolder, func(f *mail.Features) bool { return f.AnyHolder != nil }, ct.anyHolder},
+		{mail.CapMailboxReleaser, func(f *mail.Features) bool { return f.MailboxReleaser != nil }, ct.mailboxReleaser},
 	})
 }
 
@@ -248,6 +250,53 @@ func (c sinkCaps) holder(t *testing.T, s mail.Sink) {
 				t.Errorf("Holds(%s): %s (key %s) held %v, want %v", mb, st[i].ID, st[i].Key, held, want)
 			}
 		}
+	}
+}
+
+// anyHolder: a missing or empty folder holds nothing, one with committed
+// messages holds some.
+func (c sinkCaps) anyHolder(t *testing.T, s mail.Sink) {
+	defer func() { _ = s.Close() }()
+	ctx := context.Background()
+	a := mail.FeaturesOf(s).AnyHolder
+	if err := s.CreateMailbox(ctx, "Empty 4711"); err != nil {
+		t.Fatalf("CreateMailbox = %v", err)
+	}
+	stored(t, s, capFixtures())
+	for mb, want := range map[string]bool{"INBOX": true, "Empty 4711": false, "No such folder 4711": false} {
+		if got, err := a.HoldsAny(ctx, mb); got != want || err != nil {
+			t.Errorf("HoldsAny(%s) = %v, %v; want %v", mb, got, err, want)
+		}
+	}
+}
+
+// mailboxReleaser: after ReleaseMailbox of a committed folder, Putting the
+// same messages (same keys) again stores none of them twice.
+func (c sinkCaps) mailboxReleaser(t *testing.T, s mail.Sink) {
+	defer func() { _ = s.Close() }()
+	ctx := context.Background()
+	fx := capFixtures()
+	stored(t, s, fx)
+	mail.FeaturesOf(s).MailboxReleaser.ReleaseMailbox("INBOX")
+	for i, f := range fx {
+		id := mail.ID(fmt.Sprint("cap", i))
+		env := mail.Envelope{Mailbox: f.Mailbox, ID: id, Size: int64(len(f.Body)), Date: f.Date, Flags: f.Flags, Key: mail.DeliveryKey("mailtest:cap", f.Mailbox, id)}
+		var pe *mail.PresentError
+		if _, err := s.Put(ctx, env, bytes.NewReader(f.Body)); err != nil && !errors.As(err, &pe) {
+			t.Fatalf("Put(%s) after ReleaseMailbox = %v", f.Name, err)
+		}
+	}
+	commit(t, s)
+	idx := mail.FeaturesOf(s).Indexer
+	if idx == nil {
+		return
+	}
+	n := 0
+	if err := idx.Index(ctx, "INBOX", func(mail.Envelope) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if n != len(fx) {
+		t.Errorf("INBOX holds %d messages after the same %d were Put again past ReleaseMailbox, want %d", n, len(fx), len(fx))
 	}
 }
 
