@@ -93,7 +93,8 @@ type Stored struct {
 // body as the source stores it; the body is valid only during fn. A message
 // the source does not return is simply not passed to fn: the caller falls
 // back to Open for it. An error from fn stops OpenBatch, which returns it;
-// so does a failure of the request. All envs are of the same mailbox.
+// so does a failure of the request. All envs are of the same mailbox. fn
+// must not call the source: a one-connection source is busy meanwhile.
 type BatchOpener interface {
 	OpenBatch(ctx context.Context, envs []Envelope, fn func(env Envelope, body io.Reader) error) error
 }
