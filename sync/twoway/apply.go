@@ -202,6 +202,7 @@ func (r *run) moveOne(fo *state.Folder, folder string, mv Move) error {
 		return err
 	}
 	r.res.Side[mv.On].Moved++
+	r.noteRemoved(mv.On, mv.From, 1)
 	x := mv.On.Other()
 	if mv.Set[x] != nil {
 		if err := r.setFlags(x, folder, mv.Moved.ID, mv.Set[x]); err != nil {
@@ -296,6 +297,7 @@ func (r *run) removeOn(fo *state.Folder, on Side, envs []mail.Envelope, recs []s
 		return nil
 	}
 	r.res.Side[on].Deleted += len(envs)
+	r.noteRemoved(on, envs[0].Mailbox, len(envs))
 	for _, m := range recs {
 		if err := fo.Forget(m.Src); err != nil {
 			return err

@@ -50,9 +50,11 @@ func (p *planner) guard() {
 	}
 }
 
-// counts returns the known messages (records over all folders) and the
+// counts returns the known messages (records over all folders, skipped
+// ones included) and the
 // deletions planned on each side.
 func (p *planner) counts() (known int, deletes [2]int) {
+	known = p.opt.UnlistedKnown
 	for i, w := range p.work {
 		known += len(w.in.Base)
 		for _, d := range p.out.Folders[i].Deletes {
@@ -65,7 +67,7 @@ func (p *planner) counts() (known int, deletes [2]int) {
 // vanishedMost reports whether more than half of the folders the state
 // knows are gone from side s while still on the other.
 func (p *planner) vanishedMost(s Side) bool {
-	known, gone := 0, 0
+	known, gone := p.opt.Unlisted, 0 // a skipped pair is on both sides
 	for _, w := range p.work {
 		if !w.in.Known {
 			continue

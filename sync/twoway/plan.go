@@ -98,6 +98,10 @@ type Options struct {
 	NoDelete bool
 	// Force applies deletions the guard would hold back.
 	Force bool
+	// Unlisted counts the folder pairs the run skipped as unchanged, and
+	// UnlistedKnown their records: they are in no Folder, but still count
+	// in the guard's shares of a side's known messages and folders.
+	Unlisted, UnlistedKnown int
 }
 
 // The guard's fixed limits: a folder's deletions are held only when there

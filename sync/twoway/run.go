@@ -23,6 +23,10 @@ type RunOptions struct {
 	// state is kept (out of scope freezes, it does not delete).
 	Folders func(name string) bool
 	Log     *slog.Logger
+	// FullEvery lists a folder pair in full every FullEvery passes, even
+	// when its statuses say nothing moved (so that a server bug cannot
+	// hide a change forever); 0: state.DefaultFullEvery.
+	FullEvery int
 	// step, in tests, is called before every durable step (a put, a
 	// commit, a flag write, a move, a deletion, a state flush); an error
 	// stops the run there, as a kill -9 would.
@@ -42,6 +46,11 @@ type Result struct {
 	// HeldBack is true when the guard held deletions back (exit 10).
 	HeldBack bool
 	Warnings []string
+	// Listing says per folder pair how it was listed: ListingSkipped (no
+	// side moved), ListingIncremental (by the changes since the last
+	// pass, or from the records for a side that did not move) or
+	// ListingFull (a side listed whole).
+	Listing map[string]string
 }
 
 // ErrHeldBack is returned by Run, after everything else was done, when the
@@ -57,6 +66,13 @@ type run struct {
 	log    *slog.Logger
 	res    *Result
 	envs   [2]map[string]map[mail.ID]mail.Envelope // side -> folder -> id -> envelope as listed
+	// The incremental listing (listing.go): each side's folder statuses
+	// read before listing, the pass of each folder pair listed, the pairs
+	// skipped as unchanged, and the messages removed per side and folder.
+	sts     [2]map[string]state.SideStatus
+	passes  map[string]*folderPass
+	skipped []string
+	removed [2]map[string]int
 }
 
 // Run syncs the two stores with the state st: lists both sides, plans
@@ -67,7 +83,8 @@ type run struct {
 // both sides, a flag merge is idempotent). It returns ErrHeldBack when the
 // guard held deletions back, after doing everything else.
 func Run(ctx context.Context, stores [2]*Store, st *state.State, opt RunOptions) (*Result, error) {
-	r := &run{ctx: ctx, stores: stores, st: st, opt: opt, log: opt.Log, res: &Result{}}
+	r := &run{ctx: ctx, stores: stores, st: st, opt: opt, log: opt.Log, res: &Result{Listing: map[string]string{}},
+		passes: map[string]*folderPass{}}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -139,6 +156,9 @@ func (r *run) apply(plan *Plan) error {
 	if err := r.st.Flush(); err != nil {
 		return err
 	}
+	if err := r.recordPasses(plan); err != nil {
+		return err
+	}
 	return r.st.SetIdentities(r.stores[A].Identity, r.stores[B].Identity)
 }
 
@@ -154,8 +174,10 @@ func (r *run) warn(msg string, err error) {
 	r.res.Warnings = append(r.res.Warnings, fmt.Sprintf("%s: %v", msg, err))
 }
 
-// list reads both sides' folders and each folder's messages, and the
-// state's records of each.
+// list reads both sides' folders and the statuses of those in scope,
+// then lists each folder pair that moved (listing.go), with the state's
+// records of it. A pair that did not move is left out: its records are not
+// read.
 func (r *run) list() ([]Folder, error) {
 	var exists [2]map[string]bool
 	names := map[string]bool{}
@@ -173,9 +195,17 @@ func (r *run) list() ([]Folder, error) {
 	for _, n := range r.st.Folders() {
 		names[n] = true
 	}
-	var out []Folder
+	var scoped []string
 	for _, name := range sortedNames(names) {
-		if r.opt.Folders != nil && !r.opt.Folders(name) {
+		if r.opt.Folders == nil || r.opt.Folders(name) {
+			scoped = append(scoped, name)
+		}
+	}
+	r.askStatuses(scoped, exists)
+	var out []Folder
+	for _, name := range scoped {
+		if sum, ok := r.unchanged(name, exists); ok {
+			r.skip(name, sum)
 			continue
 		}
 		f, err := r.listFolder(name, exists)
@@ -196,6 +226,9 @@ func sortedNames(set map[string]bool) []string {
 	return out
 }
 
+// listFolder lists both sides of folder pair name (by their changes where
+// the last pass allows) with the state's records of it, and notes the
+// pass to record once the run's changes are applied.
 func (r *run) listFolder(name string, exists [2]map[string]bool) (Folder, error) {
 	f := Folder{Name: name}
 	if _, known := r.st.Summary(name); known {
@@ -210,18 +243,34 @@ func (r *run) listFolder(name string, exists [2]map[string]bool) (Folder, error)
 	for _, m := range f.Base {
 		recorded[A][m.Src], recorded[B][m.Dst] = true, true
 	}
+	p := &folderPass{}
 	for s := range r.stores {
 		if !exists[s][name] {
+			p.full = true
 			continue
 		}
-		l, err := r.listSide(Side(s), name, recorded[s])
+		l, st, full, err := r.listSideAs(Side(s), name, &f, recorded[s])
 		if err != nil {
 			return f, err
 		}
 		l.IDsReset = !r.stores[s].StableIDs && idsReset(l.Msgs, recorded[s])
-		f.Side[s] = l
+		f.Side[s], p.status[s] = l, st
+		p.full = p.full || full
+		switch {
+		case l.Untrusted != "":
+			p.noPass = l.Untrusted
+		case l.IDsReset:
+			p.noPass = "its ids changed"
+		case r.opt.Plan.Sides[s].Untrusted != "":
+			p.noPass = r.opt.Plan.Sides[s].Untrusted
+		}
+	}
+	mode := ListingIncremental
+	if p.full {
+		mode = ListingFull
 	}
 	r.fillContent(&f, recorded)
+	r.passes[name], r.res.Listing[name] = p, mode
 	return f, nil
 }
 
