@@ -331,7 +331,8 @@ func (r *run) rebuild(s Side, name string, base []state.Message, recorded map[ma
 		if !changed {
 			fl = keptFlags(rec.Flags, keeps)
 		}
-		l.Msgs = append(l.Msgs, Msg{ID: id, Flags: fl, Size: rec.Size, Date: rec.Date, MsgID: rec.MsgID})
+		// The record's size is side A's: a Maildir's differs (line ends).
+		l.Msgs = append(l.Msgs, Msg{ID: id, Flags: fl, Size: -1, Date: rec.Date, MsgID: rec.MsgID})
 	}
 	r.fillMessageIDs(s, name, ch.fresh, recorded)
 	for id, env := range ch.fresh {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/mailferry/mailferry/sync/checkpoint"
 	"github.com/mailferry/mailferry/sync/mail"
@@ -73,6 +74,7 @@ type run struct {
 	passes  map[string]*folderPass
 	skipped []string
 	removed [2]map[string]int
+	msgs    [2]map[string][]Msg // side -> folder -> listing, sorted by ID
 }
 
 // Run syncs the two stores with the state st: lists both sides, plans
@@ -191,6 +193,7 @@ func (r *run) list() ([]Folder, error) {
 			exists[s][b], names[b] = true, true
 		}
 		r.envs[s] = map[string]map[mail.ID]mail.Envelope{}
+		r.msgs[s] = map[string][]Msg{}
 	}
 	for _, n := range r.st.Folders() {
 		names[n] = true
@@ -255,6 +258,7 @@ func (r *run) listFolder(name string, exists [2]map[string]bool) (Folder, error)
 		}
 		l.IDsReset = !r.stores[s].StableIDs && idsReset(l.Msgs, recorded[s])
 		f.Side[s], p.status[s] = l, st
+		r.msgs[s][name] = l.Msgs
 		p.full = p.full || full
 		switch {
 		case l.Untrusted != "":
@@ -399,11 +403,21 @@ func readMessageID(ctx context.Context, src mail.Source, env mail.Envelope) stri
 }
 
 // env returns the listed envelope of a message.
+// A message no envelope was kept for (a listing rebuilt from the records)
+// gets one from its Msg: flags and date, size unknown.
 func (r *run) env(s Side, folder string, id mail.ID) mail.Envelope {
 	if env, ok := r.envs[s][folder][id]; ok {
 		return env
 	}
-	return mail.Envelope{Mailbox: folder, ID: id, Size: -1}
+	env := mail.Envelope{Mailbox: folder, ID: id, Size: -1}
+	msgs := r.msgs[s][folder]
+	if i := sort.Search(len(msgs), func(i int) bool { return msgs[i].ID >= id }); i < len(msgs) && msgs[i].ID == id {
+		env.Flags = msgs[i].Flags
+		if msgs[i].Date != 0 {
+			env.Date = time.Unix(msgs[i].Date, 0)
+		}
+	}
+	return env
 }
 
 // errStep is what a test's step hook returns to stop a run.
