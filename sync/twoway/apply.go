@@ -35,6 +35,9 @@ func (r *run) applyFolder(fp *FolderPlan) error {
 	if err := r.records(fo, fp); err != nil {
 		return err
 	}
+	if err := r.journal(fp); err != nil {
+		return err
+	}
 	for _, step := range []func(*state.Folder, *FolderPlan) error{r.copies, r.moves, r.flags, r.deletes} {
 		if err := step(fo, fp); err != nil {
 			return err
@@ -43,7 +46,40 @@ func (r *run) applyFolder(fp *FolderPlan) error {
 	if err := r.step("flush " + fp.Name); err != nil {
 		return err
 	}
-	return r.st.Flush()
+	if err := r.st.Flush(); err != nil {
+		return err
+	}
+	return r.jr.clear()
+}
+
+// journal writes the folder's changes, durably, before any is made (rule
+// 1; settle reads them after a kill).
+func (r *run) journal(fp *FolderPlan) error {
+	var ins []intent
+	for _, c := range fp.Copies {
+		ins = append(ins, intent{Op: opCopy, Folder: fp.Name, On: c.From.Other(), ID: c.Msg.ID, Rec: c.Record})
+	}
+	for _, mv := range fp.Moves {
+		old := mv.Old
+		ins = append(ins, intent{Op: opMove, Folder: fp.Name, On: mv.On, ID: mv.ID, From: mv.From, Rec: mv.Record, Old: &old})
+	}
+	for _, fs := range fp.Flags {
+		for _, s := range []Side{A, B} {
+			if fs.Changes(s) {
+				ins = append(ins, intent{Op: opFlags, Folder: fp.Name, On: s, ID: fs.ID[s], Flags: fs.Set[s]})
+			}
+		}
+	}
+	for _, d := range fp.Deletes {
+		ins = append(ins, intent{Op: opDelete, Folder: fp.Name, On: d.On, ID: d.ID, Rec: d.Record})
+	}
+	if len(ins) == 0 {
+		return nil
+	}
+	if err := r.step("journal " + fp.Name); err != nil {
+		return err
+	}
+	return r.jr.write(ins)
 }
 
 // records forgets and pairs: state only.

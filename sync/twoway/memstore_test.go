@@ -240,3 +240,20 @@ func (s *memStore) renumber(folder, prefix string) {
 		s.folders[folder][mail.ID(prefix+strconv.Itoa(s.next))] = m
 	}
 }
+
+// clone returns a deep copy of the store (a kill test reruns from the same
+// point several times).
+func (s *memStore) clone() *memStore {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := &memStore{prefix: s.prefix, next: s.next, noMsgID: s.noMsgID, failList: s.failList, folders: map[string]map[mail.ID]*memMsg{}}
+	for name, msgs := range s.folders {
+		c.folders[name] = map[mail.ID]*memMsg{}
+		for id, m := range msgs {
+			cm := *m
+			cm.flags = append([]mail.Flag(nil), m.flags...)
+			c.folders[name][id] = &cm
+		}
+	}
+	return c
+}

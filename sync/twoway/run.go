@@ -67,6 +67,7 @@ type run struct {
 	log    *slog.Logger
 	res    *Result
 	envs   [2]map[string]map[mail.ID]mail.Envelope // side -> folder -> id -> envelope as listed
+	jr     *journal                                // changes are written here before they are made
 	// The incremental listing (listing.go): each side's folder statuses
 	// read before listing, the pass of each folder pair listed, the pairs
 	// skipped as unchanged, and the messages removed per side and folder.
@@ -77,12 +78,11 @@ type run struct {
 	msgs    [2]map[string][]Msg // side -> folder -> listing, sorted by ID
 }
 
-// Run syncs the two stores with the state st: lists both sides, plans
-// (MakePlan) and applies the plan folder by folder, writing each change's
-// record to the state after the change is durable. A run killed at any
-// point converges on the next: what was applied but not recorded is found
-// again (a copy or a move is paired by content, a deletion is gone from
-// both sides, a flag merge is idempotent). It returns ErrHeldBack when the
+// Run syncs the two stores with the state st: lists both sides, settles
+// what an interrupted run journaled (settle), plans (MakePlan) and applies
+// the plan folder by folder, journaling each folder's changes before it
+// makes them and writing each change's record to the state after the
+// change is durable. A run killed at any point converges on the next. It returns ErrHeldBack when the
 // guard held deletions back, after doing everything else.
 func Run(ctx context.Context, stores [2]*Store, st *state.State, opt RunOptions) (*Result, error) {
 	r := &run{ctx: ctx, stores: stores, st: st, opt: opt, log: opt.Log, res: &Result{Listing: map[string]string{}},
@@ -96,8 +96,19 @@ func Run(ctx context.Context, stores [2]*Store, st *state.State, opt RunOptions)
 	if err := r.checkIdentities(); err != nil {
 		return r.res, err
 	}
-	folders, err := r.list()
+	var pending []intent
+	if !opt.DryRun {
+		var err error
+		if r.jr, pending, err = openJournal(st.Dir()); err != nil {
+			return r.res, err
+		}
+		defer r.jr.close()
+	}
+	folders, err := r.list(pending)
 	if err != nil {
+		return r.res, err
+	}
+	if err := r.settle(folders, pending); err != nil {
 		return r.res, err
 	}
 	plan := MakePlan(folders, r.opt.Plan)
@@ -179,8 +190,9 @@ func (r *run) warn(msg string, err error) {
 // list reads both sides' folders and the statuses of those in scope,
 // then lists each folder pair that moved (listing.go), with the state's
 // records of it. A pair that did not move is left out: its records are not
-// read.
-func (r *run) list() ([]Folder, error) {
+// read. A pair an interrupted run journaled changes in is always listed:
+// settle needs its listing.
+func (r *run) list(pending []intent) ([]Folder, error) {
 	var exists [2]map[string]bool
 	names := map[string]bool{}
 	for s, st := range r.stores {
@@ -205,9 +217,13 @@ func (r *run) list() ([]Folder, error) {
 		}
 	}
 	r.askStatuses(scoped, exists)
+	journaled := map[string]bool{}
+	for _, in := range pending {
+		journaled[in.Folder], journaled[in.From] = true, true
+	}
 	var out []Folder
 	for _, name := range scoped {
-		if sum, ok := r.unchanged(name, exists); ok {
+		if sum, ok := r.unchanged(name, exists); ok && !journaled[name] {
 			r.skip(name, sum)
 			continue
 		}

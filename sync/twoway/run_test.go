@@ -146,9 +146,10 @@ func TestRunDryRunChangesNothing(t *testing.T) {
 
 // TestRunConvergesAfterKillAtEveryStep stops the second sync before each of
 // its durable steps in turn (a kill -9: what the state had not flushed is
-// lost), then reruns: every time, both stores end as the changes imply,
-// nothing twice, nothing lost, nothing deleted comes back, and a third sync
-// changes nothing.
+// lost), then reruns, itself stopped before each of its own steps (the
+// settling of the journal included) and run again: every time, both stores
+// end as the changes imply, nothing twice, nothing lost, nothing deleted
+// comes back, and a further sync changes nothing.
 func TestRunConvergesAfterKillAtEveryStep(t *testing.T) {
 	for k := 0; ; k++ {
 		a, b := firstSyncStores()
@@ -157,30 +158,7 @@ func TestRunConvergesAfterKillAtEveryStep(t *testing.T) {
 			t.Fatal(err)
 		}
 		changeBothSides(a, b)
-		steps, crashed := 0, false
-		killAt := func(what string) error {
-			if steps++; steps > k {
-				crashed = true
-				return errStep
-			}
-			return nil
-		}
-		st := openState(t, dir, false)
-		_, err := Run(context.Background(), memStores(a, b), st, RunOptions{step: killAt})
-		if crashed != errors.Is(err, errStep) {
-			t.Fatalf("kill at step %d: run returned %v", k, err)
-		}
-		// What a kill leaves: the state's files as they are now.
-		after := filepath.Join(t.TempDir(), "state")
-		if err := os.CopyFS(after, os.DirFS(dir)); err != nil {
-			t.Fatal(err)
-		}
-		st.Close()
-		if _, err := syncMem(t, a, b, after, RunOptions{}); err != nil {
-			t.Fatalf("kill at step %d: rerun: %v", k, err)
-		}
-		checkStores(t, fmt.Sprint("rerun after a kill at step ", k), a, b, afterChanges)
-		checkNoop(t, a, b, after)
+		after, crashed := runKilledAt(t, a, b, dir, k)
 		if !crashed {
 			if k < 8 {
 				t.Fatalf("only %d steps: the hook is not called", k)
@@ -188,7 +166,51 @@ func TestRunConvergesAfterKillAtEveryStep(t *testing.T) {
 			t.Logf("killed at each of %d steps", k)
 			return
 		}
+		for j := 0; ; j++ {
+			a2, b2 := a.clone(), b.clone()
+			again, crashed := runKilledAt(t, a2, b2, copyDir(t, after), j)
+			if _, err := syncMem(t, a2, b2, again, RunOptions{}); err != nil {
+				t.Fatalf("kill at step %d, then at step %d of the rerun: %v", k, j, err)
+			}
+			checkStores(t, fmt.Sprintf("kill at step %d, then at step %d of the rerun", k, j), a2, b2, afterChanges)
+			checkNoop(t, a2, b2, again)
+			if !crashed {
+				break
+			}
+		}
 	}
+}
+
+// runKilledAt runs a sync stopped before its step k (if it has so many)
+// and returns a copy of the state's files as the kill left them.
+func runKilledAt(t *testing.T, a, b *memStore, dir string, k int) (after string, crashed bool) {
+	t.Helper()
+	steps := 0
+	killAt := func(what string) error {
+		if steps++; steps > k {
+			crashed = true
+			return errStep
+		}
+		return nil
+	}
+	st := openState(t, dir, false)
+	_, err := Run(context.Background(), memStores(a, b), st, RunOptions{step: killAt})
+	if crashed != errors.Is(err, errStep) {
+		t.Fatalf("kill at step %d: run returned %v", k, err)
+	}
+	after = copyDir(t, dir)
+	st.Close()
+	return after, crashed
+}
+
+// copyDir copies the files of dir into a new directory.
+func copyDir(t *testing.T, dir string) string {
+	t.Helper()
+	to := filepath.Join(t.TempDir(), "state")
+	if err := os.CopyFS(to, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	return to
 }
 
 func TestRunIncompleteListingDeletesNothing(t *testing.T) {
