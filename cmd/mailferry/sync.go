@@ -29,6 +29,7 @@ type syncOptions struct {
 	noDelete   bool
 	force      bool
 	maxDelete  float64 // percent
+	fullEvery  int     // list unchanged folders in full every Nth run
 }
 
 func newSyncCommand(env *cliEnv) *cobra.Command {
@@ -61,6 +62,7 @@ func (o *syncOptions) addFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.dryRun, "dry-run", false, "print the plan per folder (copies each way, flag changes, moves, deletions, folders) and change nothing")
 	fs.BoolVar(&o.noDelete, "no-delete", false, "never delete: a message deleted on one side stays on the other (and is not copied back)")
 	fs.BoolVar(&o.force, "force", false, "apply deletions the mass-delete guard holds back (after checking why: see exit 10)")
+	fs.IntVar(&o.fullEvery, "full-every", 7, "list every folder in full every `N`th run, although its statuses say nothing changed (a rerun otherwise skips folders unchanged on both sides and lists only what changed in the others)")
 	fs.Float64Var(&o.maxDelete, "max-delete", 50, "hold back a side's deletions in a folder beyond `PERCENT` of its known messages (and more than 20)")
 }
 
@@ -227,10 +229,11 @@ func runSync(ctx context.Context, o *syncOptions, aURL, bURL string, env *cliEnv
 		}
 	}
 	res, err := twoway.Run(ctx, [2]*twoway.Store{first.store, second.store}, st, twoway.RunOptions{
-		Plan:    twoway.Options{MaxDelete: o.maxDelete / 100, NoDelete: o.noDelete, Force: o.force},
-		DryRun:  o.dryRun,
-		Folders: filter,
-		Log:     log,
+		Plan:      twoway.Options{MaxDelete: o.maxDelete / 100, NoDelete: o.noDelete, Force: o.force},
+		DryRun:    o.dryRun,
+		FullEvery: o.fullEvery,
+		Folders:   filter,
+		Log:       log,
 	})
 	if res != nil {
 		err = syncError(err, res)

@@ -362,16 +362,8 @@ func TestRunMaildirSkipped(t *testing.T) {
 	a.add("INBOX", 2)
 	a.add("Archive", 3)
 	da := newDeltaStore(a)
-	age := func() { // as if the last change were long ago
-		old := time.Now().Add(-time.Hour)
-		for _, d := range []string{"cur", "new", ".Archive/cur", ".Archive/new"} {
-			if err := os.Chtimes(filepath.Join(root, d), old, old); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
 	syncMaildirStore(t, da, root, dir)
-	age()
+	ageMaildir(t, root, ".Archive")
 	// The second sync lists the Maildir (its directories changed since the
 	// first recorded nothing: too recent), the third skips both folders.
 	for i, want := range []string{ListingFull, ListingSkipped} {
@@ -405,4 +397,19 @@ func syncMaildirStore(t *testing.T, a *deltaStore, root, dir string) *Result {
 		t.Fatal(err)
 	}
 	return res
+}
+
+// ageMaildir dates the cur/ and new/ directories of the Maildir at root
+// and of its folder directories subs an hour back, as if the last change
+// were long ago (older than maildirStable).
+func ageMaildir(t *testing.T, root string, subs ...string) {
+	t.Helper()
+	old := time.Now().Add(-time.Hour)
+	for _, sub := range append(subs, "") {
+		for _, d := range []string{"cur", "new"} {
+			if err := os.Chtimes(filepath.Join(root, sub, d), old, old); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 }
