@@ -26,7 +26,9 @@ import (
 // comparing with the known ids). A status read snapshots the folder when
 // it changed since the last snapshot and gives it the next mod-sequence;
 // a change listing diffs the snapshot of its mark with the folder now. The
-// ids "<prefix><n>" give UIDs n, which only grow.
+// ids "<prefix><n>" give UIDs n, which only grow. As sources/imap, it
+// reports a known message that arrived after the mark as ChangeFlags, or
+// as vanished when gone.
 type deltaStore struct {
 	*memStore
 	noModSeq bool
@@ -111,7 +113,16 @@ func (d *deltaStore) ListChanges(ctx context.Context, mailbox string, since mail
 	d.changes++
 	now, ok := d.snap(mailbox)
 	var base *deltaSnap
+	changed := map[mail.ID]bool{} // flags changed in a snapshot after base's
 	for i, s := range d.snaps[mailbox] {
+		if base != nil {
+			prev := d.snaps[mailbox][i-1]
+			for id, fl := range s.flags {
+				if old, ok := prev.flags[id]; ok && old != fl {
+					changed[id] = true
+				}
+			}
+		}
 		if s.modseq == since.HighestModSeq {
 			base = &d.snaps[mailbox][i]
 		}
@@ -129,6 +140,10 @@ func (d *deltaStore) ListChanges(ctx context.Context, mailbox string, since mail
 		return sum, nil
 	}
 	var changes []mail.Change
+	knownSet := map[mail.ID]bool{}
+	for id := range known {
+		knownSet[id] = true
+	}
 	envs := map[mail.ID]mail.Envelope{}
 	if err := d.List(ctx, mailbox, func(env mail.Envelope) error { envs[env.ID] = env; return nil }); err != nil {
 		return sum, err
@@ -139,15 +154,15 @@ func (d *deltaStore) ListChanges(ctx context.Context, mailbox string, since mail
 		case !ok:
 			sum.Full, sum.Reason = true, "UIDVALIDITY changed"
 			return sum, nil
-		case uid >= since.UIDNext:
+		case uid >= since.UIDNext && !knownSet[id]:
 			changes = append(changes, mail.Change{Kind: mail.ChangeNew, Envelope: env})
-		case d.noModSeq || base.flags[id] != now.flags[id]:
+		case uid >= since.UIDNext || d.noModSeq || changed[id]:
 			changes = append(changes, mail.Change{Kind: mail.ChangeFlags, Envelope: mail.Envelope{Mailbox: mailbox, ID: id, Size: -1, Flags: env.Flags}})
 		}
 	}
-	for id := range known {
+	for id := range knownSet {
 		_, there := now.flags[id]
-		if uid, ok := d.uid(id); ok && uid < since.UIDNext && !there && !d.hideVanished {
+		if _, ok := d.uid(id); ok && !there && !d.hideVanished {
 			changes = append(changes, mail.Change{Kind: mail.ChangeVanished, Envelope: mail.Envelope{Mailbox: mailbox, ID: id, Size: -1}})
 		}
 	}
@@ -157,6 +172,16 @@ func (d *deltaStore) ListChanges(ctx context.Context, mailbox string, since mail
 		}
 	}
 	return sum, nil
+}
+
+// The sync's own writes are snapshotted as they are made, so that a later
+// change back by another client still shows, as a mod-sequence would.
+func (d *deltaStore) SetFlags(ctx context.Context, mailbox string, id mail.ID, flags []mail.Flag) error {
+	err := d.memStore.SetFlags(ctx, mailbox, id, flags)
+	d.dmu.Lock()
+	d.snap(mailbox)
+	d.dmu.Unlock()
+	return err
 }
 
 func (d *deltaStore) calls() (statuses, changes int) {
@@ -307,6 +332,23 @@ func TestRunIncrementalPicksUpChanges(t *testing.T) {
 	}
 	if _, after := da.calls(); after == before {
 		t.Errorf("side A's changes were not listed by ListChanges")
+	}
+}
+
+// TestRunIncrementalRightAfterFirstSync: other clients change both sides
+// right after the first sync, whose status predates its own copies: a copy
+// deleted on its side is found gone (not a missing record), as the full
+// listing of the applier's tests finds it.
+func TestRunIncrementalRightAfterFirstSync(t *testing.T) {
+	a, b := firstSyncStores()
+	da, db := newDeltaStore(a), newDeltaStore(b)
+	dir := filepath.Join(t.TempDir(), "state")
+	mustSyncDelta(t, da, db, dir, RunOptions{})
+	changeBothSides(a, b)
+	res := mustSyncDelta(t, da, db, dir, RunOptions{})
+	checkStores(t, "after the changes", a, b, afterChanges)
+	if res.Listing["INBOX"] != ListingIncremental {
+		t.Errorf("INBOX listed %s, want incremental", res.Listing["INBOX"])
 	}
 }
 
