@@ -34,10 +34,20 @@ type fileConfig struct {
 	order []string // job names in file order
 }
 
-// jobConfig is one [jobs.NAME] table. Its keys mirror the flags of copy.
+// jobConfig is one [jobs.NAME] table. Its keys mirror the flags of copy,
+// or with mode = "sync" those of sync (syncjobs.go).
 type jobConfig struct {
-	Source         string          `toml:"source"`
-	Destination    string          `toml:"destination"`
+	Source      string `toml:"source"`
+	Destination string `toml:"destination"`
+	// Mode is "copy" (or "") or "sync": then the source is A and the
+	// destination B of 'mailferry sync A B', with the same credential keys.
+	Mode string `toml:"mode"`
+	// The keys of sync jobs only: --no-delete, --max-delete (percent) and
+	// --remove-folders.
+	NoDelete      bool    `toml:"no_delete"`
+	MaxDelete     float64 `toml:"max_delete"`
+	RemoveFolders bool    `toml:"remove_folders"`
+
 	Include        []string        `toml:"include"`
 	Exclude        []string        `toml:"exclude"`
 	Map            []string        `toml:"map"`
@@ -202,6 +212,9 @@ func checkJob(reg *mail.Registry, at func(key ...string) string, name string, j 
 		return nil, &mail.ConfigError{Msg: fmt.Sprintf("%s: a job needs both source and destination", at("jobs", name))}
 	}
 	if err := checkJobEndpoints(reg, at, name, &j); err != nil {
+		return nil, err
+	}
+	if err := checkJobMode(at, name, &j); err != nil {
 		return nil, err
 	}
 	for _, l := range []struct {

@@ -525,9 +525,10 @@ func describeFilters(f *filterSummary) string {
 	return strings.Join(parts, ", ")
 }
 
-// appendReport appends s as one JSON line to path (--report), in a single
-// write so that concurrent runs of other jobs do not interleave lines.
-func appendReport(path string, env *cliEnv, s *summary) error {
+// appendReport appends s (a copy's or a sync's summary) as one JSON line
+// to path (--report), in a single write so that concurrent runs of other
+// jobs do not interleave lines.
+func appendReport(path string, env *cliEnv, s any) error {
 	path, err := expandHome(path, env)
 	if err != nil {
 		return err

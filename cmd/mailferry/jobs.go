@@ -15,9 +15,11 @@ type jobRow struct {
 	Name        string `json:"name"`
 	Source      string `json:"source"`
 	Destination string `json:"destination"`
+	Mode        string `json:"mode"` // copy or sync
 }
 
-// runJobs lists the jobs of the config file: "NAME  SRC -> DST" lines, or
+// runJobs lists the jobs of the config file: "NAME  SRC -> DST" lines
+// ("A <-> B" for a sync job), or
 // only the names (for shell completion), or JSON.
 func runJobs(o *jobsOptions, env *cliEnv) error {
 	cfg, err := loadConfig(o.config, env)
@@ -28,7 +30,11 @@ func runJobs(o *jobsOptions, env *cliEnv) error {
 	width := 0
 	for _, n := range cfg.order {
 		j := cfg.Jobs[n]
-		rows = append(rows, jobRow{n, j.Source, j.Destination})
+		mode := j.Mode
+		if mode == "" {
+			mode = "copy"
+		}
+		rows = append(rows, jobRow{n, j.Source, j.Destination, mode})
 		width = max(width, len(n))
 	}
 	switch {
@@ -45,7 +51,11 @@ func runJobs(o *jobsOptions, env *cliEnv) error {
 			fmt.Fprintf(env.stderr, "no jobs in %s (see mailferry help config)\n", cfg.path)
 		}
 		for _, r := range rows {
-			fmt.Fprintf(env.stdout, "%-*s  %s -> %s\n", width, r.Name, r.Source, r.Destination)
+			arrow := "->"
+			if r.Mode == "sync" {
+				arrow = "<->"
+			}
+			fmt.Fprintf(env.stdout, "%-*s  %s %s %s\n", width, r.Name, r.Source, arrow, r.Destination)
 		}
 		if len(rows) > 0 {
 			fmt.Fprintf(env.stderr, "(from %s; run one with: mailferry run %s)\n", cfg.path, rows[0].Name)

@@ -16,6 +16,7 @@ import (
 // job's settings (see jobSettings), plus the config file and --all.
 type runOptions struct {
 	copy   copyOptions
+	sync   syncOptions // the flags of sync jobs only (addSyncOnlyFlags)
 	config string
 	all    bool
 	jobs   []string // the job names given
@@ -25,6 +26,7 @@ type runOptions struct {
 
 func (r *runOptions) addFlags(fs *flag.FlagSet) {
 	r.copy.addFlags(fs)
+	r.sync.addSyncOnlyFlags(fs)
 	fs.StringVar(&r.config, "config", "", "read jobs from `FILE` (default $XDG_CONFIG_HOME/mailferry/config.toml, else ~/.config/mailferry/config.toml)")
 	fs.BoolVar(&r.all, "all", false, "run every job of the config file, in file order")
 }
@@ -57,12 +59,7 @@ func runRun(ctx context.Context, ro *runOptions, env *cliEnv) error {
 		if ctx.Err() != nil {
 			break
 		}
-		o := jobOptions(cfg, name, ro, env)
-		err := o.Check()
-		if err == nil {
-			j := cfg.Jobs[name]
-			err = doCopy(ctx, o, j.Source, j.Destination, name, env)
-		}
+		err := runJob(ctx, cfg, name, ro, env)
 		if err == nil {
 			continue
 		}

@@ -30,6 +30,10 @@ type syncOptions struct {
 	force      bool
 	maxDelete  float64 // percent
 	fullEvery  int     // list unchanged folders in full every Nth run
+	// removeFolders deletes a folder deleted on the other side when this
+	// side's copy is unchanged since the last sync.
+	removeFolders bool
+	report        string
 }
 
 func newSyncCommand(env *cliEnv) *cobra.Command {
@@ -46,7 +50,7 @@ func newSyncCommand(env *cliEnv) *cobra.Command {
 			if err := o.Check(); err != nil {
 				return err
 			}
-			return runSync(cmd.Context(), &o, args[0], args[1], env)
+			return doSync(cmd.Context(), &o, args[0], args[1], "", env)
 		},
 		ValidArgsFunction: completeEndpoints(2),
 	}
@@ -60,10 +64,18 @@ func (o *syncOptions) addFlags(fs *flag.FlagSet) {
 	o.dst.add(fs, "dst")
 	fs.StringVar(&o.checkpoint, "checkpoint", "", "keep the sync state in directory `DIR` (default: under $XDG_STATE_HOME/mailferry, named after A and B in either order)")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "print the plan per folder (copies each way, flag changes, moves, deletions, folders) and change nothing")
-	fs.BoolVar(&o.noDelete, "no-delete", false, "never delete: a message deleted on one side stays on the other (and is not copied back)")
-	fs.BoolVar(&o.force, "force", false, "apply deletions the mass-delete guard holds back (after checking why: see exit 10)")
 	fs.IntVar(&o.fullEvery, "full-every", 7, "list every folder in full every `N`th run, although its statuses say nothing changed (a rerun otherwise skips folders unchanged on both sides and lists only what changed in the others)")
-	fs.Float64Var(&o.maxDelete, "max-delete", 50, "hold back a side's deletions in a folder beyond `PERCENT` of its known messages (and more than 20)")
+	fs.StringVar(&o.report, "report", "", "append one JSON line per run (time, job, counts per side, exit code) to `FILE`, for monitoring")
+	o.addSyncOnlyFlags(fs)
+}
+
+// addSyncOnlyFlags adds the flags 'sync' has and 'copy' has not; 'run'
+// takes them too, for its sync jobs.
+func (o *syncOptions) addSyncOnlyFlags(fs *flag.FlagSet) {
+	fs.BoolVar(&o.noDelete, "no-delete", false, "sync: never delete: a message deleted on one side stays on the other (and is not copied back)")
+	fs.BoolVar(&o.force, "force", false, "sync: apply deletions the mass-delete guard holds back (after checking why: see exit 10)")
+	fs.Float64Var(&o.maxDelete, "max-delete", 50, "sync: hold back a side's deletions in a folder beyond `PERCENT` of its known messages (and more than 20)")
+	fs.BoolVar(&o.removeFolders, "remove-folders", false, "sync: delete a folder deleted on the other side when this side's copy is unchanged since the last sync (changed: recreated instead)")
 }
 
 // Check refuses bad flags before anything is contacted.
@@ -183,10 +195,12 @@ func (emptySource) Open(context.Context, mail.Envelope) (io.ReadCloser, error) {
 func (emptySource) Limits() mail.Limits { return mail.Limits{} }
 func (emptySource) Close() error        { return nil }
 
-// runSync syncs A and B: parses both URLs (refusing mbox and POP3) before
-// any I/O, opens the state of the pair (the same for 'sync B A'), opens
-// both sides and runs the two-way sync.
-func runSync(ctx context.Context, o *syncOptions, aURL, bURL string, env *cliEnv) error {
+// doSync syncs A and B, for 'sync' and for each sync job of 'run' (job is
+// then its name): parses both URLs (refusing mbox and POP3) before any
+// I/O, opens the state of the pair (the same for 'sync B A'), opens both
+// sides and runs the two-way sync; then prints the summary and appends the
+// --report line.
+func doSync(ctx context.Context, o *syncOptions, aURL, bURL, job string, env *cliEnv) error {
 	start := time.Now()
 	log, err := o.common.logger(env.stderr)
 	if err != nil {
@@ -229,7 +243,7 @@ func runSync(ctx context.Context, o *syncOptions, aURL, bURL string, env *cliEnv
 		}
 	}
 	res, err := twoway.Run(ctx, [2]*twoway.Store{first.store, second.store}, st, twoway.RunOptions{
-		Plan:      twoway.Options{MaxDelete: o.maxDelete / 100, NoDelete: o.noDelete, Force: o.force},
+		Plan:      twoway.Options{MaxDelete: o.maxDelete / 100, NoDelete: o.noDelete, Force: o.force, RemoveFolders: o.removeFolders},
 		DryRun:    o.dryRun,
 		FullEvery: o.fullEvery,
 		Folders:   filter,
@@ -237,7 +251,19 @@ func runSync(ctx context.Context, o *syncOptions, aURL, bURL string, env *cliEnv
 	})
 	if res != nil {
 		err = syncError(err, res)
-		printSync(env, o, ends, ord, res, err, start)
+		s := makeSyncSummary(o, ends, ord, res, err, start)
+		if job != "" {
+			s.Job, s.Command = job, "run"
+		}
+		printSync(env, o, &s)
+		if o.report != "" {
+			if rerr := appendReport(o.report, env, &s); rerr != nil {
+				if err == nil {
+					return rerr
+				}
+				fmt.Fprintf(env.stderr, "mailferry: %s\n", oneLine(rerr))
+			}
+		}
 	}
 	return err
 }
@@ -265,20 +291,33 @@ func syncError(err error, res *twoway.Result) error {
 	return err
 }
 
-// syncSide is one side's counts in the summary and --json.
+// syncSide is one side's counts in the summary, --json and --report: the
+// changes made on that side. Deleted counts the messages of deleted folders
+// too; Conflicts are the changes of this side the other side's overrode.
 type syncSide struct {
-	URL       string `json:"url"`
-	Copied    int    `json:"copied"`
-	Flagged   int    `json:"flags_changed"`
-	Moved     int    `json:"moved"`
-	Deleted   int    `json:"deleted"`
-	HeldBack  int    `json:"held_back"`
-	Failed    int    `json:"failed"`
-	Conflicts int    `json:"conflicts"`
+	URL       string           `json:"url"`
+	Copied    int              `json:"copied"`
+	Flagged   int              `json:"flags_changed"`
+	Moved     int              `json:"moved"`
+	Deleted   int              `json:"deleted"`
+	HeldBack  int              `json:"held_back"`
+	Failed    int              `json:"failed"`
+	Conflicts int              `json:"conflicts"`
+	Folders   syncFolderCounts `json:"folders"`
 }
 
-// syncSummary is the --json output of sync.
+// syncFolderCounts are the folder actions on one side.
+type syncFolderCounts struct {
+	Created  int `json:"created"`
+	Renamed  int `json:"renamed"`
+	Deleted  int `json:"deleted"`
+	HeldBack int `json:"held_back"`
+}
+
+// syncSummary is the --json output of sync and the line --report appends.
 type syncSummary struct {
+	Time     string              `json:"time,omitempty"`
+	Job      string              `json:"job,omitempty"`
 	Command  string              `json:"command"`
 	OK       bool                `json:"ok"`
 	ExitCode int                 `json:"exit_code"`
@@ -291,31 +330,40 @@ type syncSummary struct {
 	Plan     map[string][]string `json:"plan,omitempty"` // --dry-run: per folder, what a real run would do
 }
 
-func printSync(env *cliEnv, o *syncOptions, ends [2]*syncEnd, ord [2]int, res *twoway.Result, err error, start time.Time) {
-	s := syncSummary{Command: "sync", OK: err == nil, ExitCode: exitCode(err), DryRun: o.dryRun, Seconds: time.Since(start).Seconds(), Warnings: res.Warnings}
+// makeSyncSummary is the summary of a run, sides as the command line
+// names them (A first).
+func makeSyncSummary(o *syncOptions, ends [2]*syncEnd, ord [2]int, res *twoway.Result, err error, start time.Time) syncSummary {
+	s := syncSummary{Time: start.UTC().Format(time.RFC3339), Command: "sync", OK: err == nil, ExitCode: exitCode(err), DryRun: o.dryRun,
+		Seconds: time.Since(start).Seconds(), Warnings: res.Warnings}
 	if err != nil {
 		s.Error = oneLine(err)
 	}
 	var sides [2]syncSide
 	for i := range sides {
-		c := res.Side[indexOf(ord, i)]
-		sides[i] = syncSide{URL: ends[i].src.Canonical, Copied: c.Copied, Flagged: c.Flagged, Moved: c.Moved, Deleted: c.Deleted, HeldBack: c.Held, Failed: c.Failed}
+		st := indexOf(ord, i)
+		c := res.Side[st]
+		sides[i] = syncSide{URL: ends[i].src.Canonical, Copied: c.Copied, Flagged: c.Flagged, Moved: c.Moved, Deleted: c.Deleted, HeldBack: c.Held,
+			Failed: c.Failed, Conflicts: res.SideConflicts[st],
+			Folders: syncFolderCounts{Created: c.FoldersCreated, Renamed: c.FoldersRenamed, Deleted: c.FoldersRemoved, HeldBack: c.FoldersHeld}}
 	}
-	sides[0].Conflicts = res.Conflicts
 	s.A, s.B = sides[0], sides[1]
-	if o.dryRun {
+	if o.dryRun && res.Plan != nil {
 		s.Plan = describeSyncPlan(res.Plan, ends, ord)
 	}
+	return s
+}
+
+func printSync(env *cliEnv, o *syncOptions, s *syncSummary) {
 	if o.common.json {
 		enc := json.NewEncoder(env.stdout)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(s) // a terminal write, like fmt.Fprintf (see .golangci.yml)
 		return
 	}
-	if o.common.quiet && err == nil {
+	if o.common.quiet && s.OK {
 		return
 	}
-	printSyncText(env, &s)
+	printSyncText(env, s)
 }
 
 // indexOf returns the state side of command-line side i.
@@ -339,11 +387,16 @@ func printSyncText(env *cliEnv, s *syncSummary) {
 		verb = "would make (dry run)"
 	}
 	for _, sd := range []syncSide{s.A, s.B} {
-		fmt.Fprintf(w, "changes %s on %s: %d copied in, %d flag changes, %d moved, %d deleted, %d held back, %d failed\n",
+		fmt.Fprintf(w, "changes %s on %s: %d copied in, %d flag changes, %d moved, %d deleted, %d held back, %d failed",
 			verb, sd.URL, sd.Copied, sd.Flagged, sd.Moved, sd.Deleted, sd.HeldBack, sd.Failed)
+		if f := sd.Folders; f != (syncFolderCounts{}) {
+			fmt.Fprintf(w, "; folders: %d created, %d renamed, %d deleted, %d deletions held back", f.Created, f.Renamed, f.Deleted, f.HeldBack)
+		}
+		fmt.Fprintln(w)
 	}
-	if s.A.Conflicts > 0 {
-		fmt.Fprintf(w, "conflicts: %d (a message deleted on one side while its flags changed on the other: deleted)\n", s.A.Conflicts)
+	if n := s.A.Conflicts + s.B.Conflicts; n > 0 {
+		fmt.Fprintf(w, "conflicts: %d (%d lost on %s, %d on %s): a message deleted on one side while its flags changed on the other is deleted; "+
+			"a folder deleted on one side while it changed on the other is recreated\n", n, s.A.Conflicts, s.A.URL, s.B.Conflicts, s.B.URL)
 	}
 	for _, warn := range s.Warnings {
 		fmt.Fprintf(env.stderr, "warning: %s\n", warn)
@@ -371,8 +424,13 @@ func describeSyncPlan(p *twoway.Plan, ends [2]*syncEnd, ord [2]int) map[string][
 				lines = append(lines, fmt.Sprintf(format, args...))
 			}
 		}
+		if r := fp.Rename; r != nil {
+			add(1, "rename folder %q to %q on %s (renamed so on %s)", r.From, fp.Name, name(r.On), name(r.On.Other()))
+		}
 		for _, s := range []twoway.Side{twoway.A, twoway.B} {
-			add(boolInt(fp.Create[s]), "create the folder on %s", name(s))
+			add(boolInt(fp.Recreate[s]), "recreate the folder on %s, which deleted it while %s changed it (a conflict)", name(s), name(s.Other()))
+			add(boolInt(fp.Create[s] && !fp.Recreate[s]), "create the folder on %s", name(s))
+			add(boolInt(fp.Remove[s]), "delete the folder and its %d messages on %s (deleted on %s, unchanged here since the last sync)", fp.RemoveMsgs, name(s), name(s.Other()))
 			add(countCopies(fp.Copies, s), "copy %d new messages from %s to %s", countCopies(fp.Copies, s), name(s), name(s.Other()))
 			add(countFlags(fp.Flags, s), "change the flags of %d messages on %s", countFlags(fp.Flags, s), name(s))
 			add(countMoves(fp.Moves, s), "move %d messages into this folder on %s", countMoves(fp.Moves, s), name(s))
@@ -381,7 +439,7 @@ func describeSyncPlan(p *twoway.Plan, ends [2]*syncEnd, ord [2]int) map[string][
 		}
 		add(len(fp.Pairs), "pair %d messages found on both sides", len(fp.Pairs))
 		add(boolInt(fp.Forget), "forget the folder (gone from both sides)")
-		add(len(fp.Skip), "leave alone: %s", fp.Skip)
+		add(boolInt(fp.Skip != "" && !fp.Removes()), "leave alone: %s", fp.Skip)
 		if len(lines) > 0 {
 			out[fp.Name] = lines
 		}

@@ -271,6 +271,19 @@ type ChangeLister interface {
 	ListChanges(ctx context.Context, mailbox string, since FolderStatus, known iter.Seq[ID], fn func(Change) error) (ChangeSummary, error)
 }
 
+// FolderManager is implemented by sinks that can rename and delete
+// folders (IMAP RENAME and DELETE), for a two-way sync that follows a
+// folder renamed or deleted on the other side. RenameMailbox is done, not
+// an error, when from no longer exists and to does (a rename a crash left
+// unrecorded, or one the server did along with a parent's). DeleteMailbox
+// deletes name only while it holds exactly the messages holds names (ids
+// as the matching source lists them), and returns an error otherwise, so
+// mail that arrived after the listing is never deleted with the folder.
+type FolderManager interface {
+	RenameMailbox(ctx context.Context, from, to string) error
+	DeleteMailbox(ctx context.Context, name string, holds []ID) error
+}
+
 // The capability names, as Features.Names reports them and the conformance
 // suite names its subtests.
 const (
@@ -290,6 +303,7 @@ const (
 	CapChangeLister      = "ChangeLister"
 	CapAlterationCounter = "AlterationCounter"
 	CapHolder            = "Holder"
+	CapFolderManager     = "FolderManager"
 )
 
 // Features holds the optional capabilities of one endpoint: each field is
@@ -305,6 +319,7 @@ type Features struct {
 	StoredReader      StoredReader
 	AlterationCounter AlterationCounter
 	Holder            Holder
+	FolderManager     FolderManager
 	// Source capabilities.
 	BatchOpener      BatchOpener
 	Remover          Remover
@@ -373,6 +388,7 @@ func (f *Features) Fill(v any) *Features {
 	f.RoleLister, _ = v.(RoleLister)
 	f.FolderStatuser, _ = v.(FolderStatuser)
 	f.ChangeLister, _ = v.(ChangeLister)
+	f.FolderManager, _ = v.(FolderManager)
 	return f
 }
 
@@ -396,6 +412,7 @@ func (f *Features) Mask(in *Features) *Features {
 	mask(&f.RoleLister, in.RoleLister)
 	mask(&f.FolderStatuser, in.FolderStatuser)
 	mask(&f.ChangeLister, in.ChangeLister)
+	mask(&f.FolderManager, in.FolderManager)
 	return f
 }
 
@@ -419,6 +436,7 @@ func (f *Features) PassThrough(in *Features) *Features {
 	pass(&f.RoleLister, in.RoleLister)
 	pass(&f.FolderStatuser, in.FolderStatuser)
 	pass(&f.ChangeLister, in.ChangeLister)
+	pass(&f.FolderManager, in.FolderManager)
 	return f
 }
 
@@ -434,7 +452,7 @@ func (f *Features) Names() []string {
 		{CapRemover, f.Remover}, {CapDeleteAware, f.DeleteAware}, {CapUnstoredReporter, f.UnstoredReporter},
 		{CapHeaderFetcher, f.HeaderFetcher}, {CapStatter, f.Statter}, {CapRoleLister, f.RoleLister},
 		{CapFolderStatuser, f.FolderStatuser}, {CapChangeLister, f.ChangeLister},
-		{CapAlterationCounter, f.AlterationCounter},
+		{CapAlterationCounter, f.AlterationCounter}, {CapFolderManager, f.FolderManager},
 	} {
 		if c.v != nil {
 			names = append(names, c.name)

@@ -26,6 +26,7 @@ func (r *run) applyFolder(fp *FolderPlan) error {
 			if err := r.stores[s].Sink.CreateMailbox(r.ctx, fp.Name); err != nil {
 				return fmt.Errorf("sync: side %s: create %q: %w", Side(s), fp.Name, err)
 			}
+			r.res.Side[s].FoldersCreated++
 		}
 	}
 	fo, err := r.st.Folder(fp.Name)

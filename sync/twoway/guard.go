@@ -10,11 +10,18 @@ import (
 // messages over all folders, in both cases more than minGuard (so a small
 // account can delete a few messages), or whose paired folders vanished for
 // more than half. A held deletion keeps its record, so the message
-// waits on the other side and is not copied back.
+// waits on the other side and is not copied back. Folder deletions
+// (--remove-folders) count with the messages they hold and are held back
+// with the side's deletions; the per-folder share does not apply to them
+// (a deleted folder is all of its messages by definition).
 func (p *planner) guard() {
 	if p.opt.NoDelete {
 		for i := range p.out.Folders {
-			holdAll(&p.out.Folders[i], nil, "--no-delete")
+			fp := &p.out.Folders[i]
+			holdAll(fp, nil, "--no-delete")
+			for _, on := range []Side{A, B} {
+				holdRemoval(fp, on, "--no-delete")
+			}
 		}
 		return
 	}
@@ -46,19 +53,43 @@ func (p *planner) guard() {
 		}
 		for i := range p.out.Folders {
 			p.hold(&p.out.Folders[i], on, why)
+			if holdRemoval(&p.out.Folders[i], on, why) {
+				p.out.HeldBack = true
+			}
 		}
 	}
 }
 
+// holdRemoval holds back the deletion of folder fp on side on, if planned,
+// and reports whether it did. The folder is then left alone.
+func holdRemoval(fp *FolderPlan, on Side, why string) bool {
+	if !fp.Remove[on] {
+		return false
+	}
+	fp.Remove[on], fp.RemoveHeld[on] = false, true
+	fp.Skip = fmt.Sprintf("folder %q vanished from side %s; its deletion on side %s is held back: %s", fp.Name, on.Other(), on, why)
+	if why != "--no-delete" {
+		fp.Skip += "; rerun with --force after checking"
+	}
+	fp.Warnings = append(fp.Warnings, fp.Skip)
+	return true
+}
+
 // counts returns the known messages (records over all folders, skipped
-// ones included) and the
-// deletions planned on each side.
+// ones included) and the deletions planned on each side, the messages of
+// deleted folders included.
 func (p *planner) counts() (known int, deletes [2]int) {
 	known = p.opt.UnlistedKnown
 	for i, w := range p.work {
 		known += len(w.in.Base)
-		for _, d := range p.out.Folders[i].Deletes {
+		fp := &p.out.Folders[i]
+		for _, d := range fp.Deletes {
 			deletes[d.On]++
+		}
+		for _, on := range []Side{A, B} {
+			if fp.Remove[on] {
+				deletes[on] += fp.RemoveMsgs
+			}
 		}
 	}
 	return known, deletes

@@ -385,8 +385,9 @@ func (r *run) recordPasses(plan *Plan) error {
 	for i := range plan.Folders {
 		fp := &plan.Folders[i]
 		p := r.passes[fp.Name]
-		if p == nil || p.noPass != "" || fp.Skip != "" || fp.Forget || len(fp.Held) > 0 {
-			continue
+		if _, known := r.st.Summary(fp.Name); !known || p == nil || p.noPass != "" || fp.Skip != "" || fp.Forget ||
+			fp.Removes() || len(fp.Held) > 0 {
+			continue // renamed away, removed, or not done: listed again next run
 		}
 		st := p.status
 		for s := range st {

@@ -73,6 +73,10 @@ type Folder struct {
 	// the id on B, Flags the flags both sides last agreed on.
 	Base []state.Message
 	Side [2]Listing
+
+	// rename is set by followRenames on a folder it made of a vanished
+	// folder and the new folder it was renamed to.
+	rename *Rename
 }
 
 // SideInfo is what the planner knows about a whole side.
@@ -98,6 +102,10 @@ type Options struct {
 	NoDelete bool
 	// Force applies deletions the guard would hold back.
 	Force bool
+	// RemoveFolders deletes a folder on one side when the other side
+	// deleted it and this side's copy is unchanged since the last sync
+	// (--remove-folders); without it a vanished folder is only a warning.
+	RemoveFolders bool
 	// Unlisted counts the folder pairs the run skipped as unchanged, and
 	// UnlistedKnown their records: they are in no Folder, but still count
 	// in the guard's shares of a side's known messages and folders.
@@ -129,8 +137,22 @@ type FolderPlan struct {
 	Name string
 	// Create[s] is true when the folder must be created on side s.
 	Create [2]bool
-	// Skip, when not "", says why nothing in this folder is done (it
-	// vanished from one side while the state knows it).
+	// Rename, when not nil, renames the folder on one side first: the
+	// other side renamed it (the folder's state moves with it).
+	Rename *Rename
+	// Remove[s] is true when the folder must be deleted on side s (the
+	// other side deleted it, --remove-folders); RemoveHeld[s] when the
+	// guard held that deletion back. RemoveMsgs is how many messages the
+	// folder holds there. A removal replaces every other change.
+	Remove, RemoveHeld [2]bool
+	RemoveMsgs         int
+	// Recreate[s] is true when side s deleted the folder while the other
+	// side changed it (--remove-folders): it is created again on side s
+	// with everything in it, a conflict.
+	Recreate [2]bool
+	// Skip, when not "", says why nothing in this folder is done by the
+	// message-level applier (it vanished from one side while the state
+	// knows it; a removal, Remove, is carried out apart).
 	Skip string
 	// Forget is true when the folder is gone from both sides: drop its state.
 	Forget bool
@@ -161,6 +183,87 @@ type Copy struct {
 	// fills in the new id on the other side (Dst when From is A, else Src).
 	Record state.Message
 }
+
+// Rename renames folder From to the plan's folder on side On.
+type Rename struct {
+	On   Side
+	From string
+}
+
+// Counts returns what the plan changes on each side, as Result.Side
+// counts a run's changes: the summary of a dry run, and the held-back
+// deletions and conflicts of any run. A folder deleted with its messages
+// counts them as deleted.
+func (p *Plan) Counts() [2]Counts {
+	var c [2]Counts
+	for i := range p.Folders {
+		fp := &p.Folders[i]
+		fp.countFolder(&c)
+		for _, cp := range fp.Copies {
+			c[cp.From.Other()].Copied++
+		}
+		for j := range fp.Flags {
+			for _, s := range []Side{A, B} {
+				if fp.Flags[j].Changes(s) {
+					c[s].Flagged++
+				}
+			}
+		}
+		for _, mv := range fp.Moves {
+			c[mv.On].Moved++
+		}
+		for _, d := range fp.Deletes {
+			c[d.On].Deleted++
+		}
+		for _, d := range fp.Held {
+			c[d.On].Held++
+		}
+	}
+	return c
+}
+
+// Conflicts counts the plan's conflicts by the side whose change lost:
+// a message deleted on one side while its flags changed on the other
+// counts for the side where it is deleted; a folder deleted on one side
+// while it changed on the other counts for the side where it is recreated.
+func (p *Plan) Conflicts() [2]int {
+	var n [2]int
+	for i := range p.Folders {
+		fp := &p.Folders[i]
+		for _, d := range fp.Deletes {
+			if d.Conflict {
+				n[d.On]++
+			}
+		}
+		for s, re := range fp.Recreate {
+			if re {
+				n[s]++
+			}
+		}
+	}
+	return n
+}
+
+// countFolder adds the folder-level actions to c.
+func (fp *FolderPlan) countFolder(c *[2]Counts) {
+	if fp.Rename != nil {
+		c[fp.Rename.On].FoldersRenamed++
+	}
+	for s := range c {
+		switch {
+		case fp.Create[s]:
+			c[s].FoldersCreated++
+		case fp.Remove[s]:
+			c[s].FoldersRemoved++
+			c[s].Deleted += fp.RemoveMsgs
+		case fp.RemoveHeld[s]:
+			c[s].FoldersHeld++
+		}
+	}
+}
+
+// Removes reports whether the plan deletes the folder on a side.
+func (fp *FolderPlan) Removes() bool { return fp.Remove[A] || fp.Remove[B] }
 
 // FlagSync brings one message's flags on both sides to the merged result.
 type FlagSync struct {

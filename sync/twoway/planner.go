@@ -31,6 +31,9 @@ type folderWork struct {
 	byID    [2]map[mail.ID]*Msg
 	gone    [2][]*goneRec // records whose message is gone from side s only
 	fresh   [2][]*freshMsg
+	// recreate is true when a folder deleted on one side is recreated
+	// there: its records are dropped, so everything is copied back.
+	recreate bool
 }
 
 // goneRec is a record whose message is gone from one side; other is the
@@ -54,6 +57,7 @@ func MakePlan(folders []Folder, opt Options) *Plan {
 		opt.MaxDelete = defaultMaxDelete
 	}
 	p := &planner{opt: opt, out: &Plan{}}
+	folders = followRenames(folders, opt.Sides)
 	for i := range folders {
 		p.work = append(p.work, p.analyse(&folders[i]))
 	}
@@ -70,16 +74,19 @@ func MakePlan(folders []Folder, opt Options) *Plan {
 
 // analyse matches one folder's records with both listings.
 func (p *planner) analyse(f *Folder) *folderWork {
-	w := &folderWork{in: f, out: &FolderPlan{Name: f.Name}}
-	if !w.folderAction(p.opt.Sides) {
+	w := &folderWork{in: f, out: &FolderPlan{Name: f.Name, Rename: f.rename}}
+	if !w.folderAction(&p.opt) {
 		return w
 	}
 	w.active = true
 	base := append([]state.Message(nil), f.Base...)
 	sort.Slice(base, func(i, j int) bool { return base[i].Src < base[j].Src })
 	p.distrust(w, len(base))
-	if why := p.mergeOnly(w); why != "" {
+	why := p.mergeOnly(w)
+	if why != "" {
 		w.out.Warnings = append(w.out.Warnings, why+": merged as on a first sync, nothing deleted")
+	}
+	if why != "" || w.recreate {
 		for _, r := range base {
 			w.out.Forgets = append(w.out.Forgets, r.Src)
 		}
@@ -96,8 +103,9 @@ func (p *planner) analyse(f *Folder) *folderWork {
 // folderAction decides what happens to the folder as a whole; it reports
 // whether its messages are planned. A folder missing from a side that is
 // not the store the state knows (SideInfo.Untrusted) is created there, as
-// on a first sync.
-func (w *folderWork) folderAction(sides [2]SideInfo) bool {
+// on a first sync. A folder the state knows that vanished from one side is
+// left alone, or with RemoveFolders deleted or recreated (removeOrRecreate).
+func (w *folderWork) folderAction(opt *Options) bool {
 	f := w.in
 	ea, eb := f.Side[A].Exists, f.Side[B].Exists
 	switch {
@@ -111,9 +119,12 @@ func (w *folderWork) folderAction(sides [2]SideInfo) bool {
 	if ea {
 		missing = B
 	}
-	if !f.Known || sides[missing].Untrusted != "" {
+	if !f.Known || opt.Sides[missing].Untrusted != "" {
 		w.out.Create[missing] = true
 		return true
+	}
+	if opt.RemoveFolders {
+		return w.removeOrRecreate(missing, opt.Sides[missing.Other()].Keeps)
 	}
 	w.out.Skip = fmt.Sprintf("folder %q vanished from side %s: nothing in it is changed on either side (a folder deleted on one side is not deleted on the other)", f.Name, missing)
 	w.out.Warnings = append(w.out.Warnings, w.out.Skip)

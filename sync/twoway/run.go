@@ -34,9 +34,12 @@ type RunOptions struct {
 	step func(what string) error
 }
 
-// Counts are the changes made on one side.
+// Counts are the changes made on one side. Deleted counts the messages of
+// deleted folders too; FoldersHeld are folder deletions the guard held back.
 type Counts struct {
 	Copied, Flagged, Moved, Deleted, Held, Failed int
+
+	FoldersCreated, FoldersRenamed, FoldersRemoved, FoldersHeld int
 }
 
 // Result is what a run did.
@@ -44,6 +47,10 @@ type Result struct {
 	Plan      *Plan
 	Side      [2]Counts // changes made on side A, on side B
 	Conflicts int
+	// SideConflicts counts the conflicts by the side whose change lost (a
+	// message deleted there while its flags changed here: deleted here; a
+	// folder deleted there while it changed here: recreated there).
+	SideConflicts [2]int
 	// HeldBack is true when the guard held deletions back (exit 10).
 	HeldBack bool
 	Warnings []string
@@ -117,12 +124,15 @@ func Run(ctx context.Context, stores [2]*Store, st *state.State, opt RunOptions)
 	for _, fp := range plan.Folders {
 		r.res.Warnings = append(r.res.Warnings, fp.Warnings...)
 		r.res.Conflicts += len(fp.Conflicts)
-		for _, d := range fp.Held {
-			r.res.Side[d.On].Held++
-		}
 	}
-	if opt.DryRun {
+	planned := plan.Counts()
+	r.res.SideConflicts = plan.Conflicts()
+	if opt.DryRun { // what a real run would do
+		r.res.Side = planned
 		return r.res, nil
+	}
+	for s, c := range planned {
+		r.res.Side[s].Held, r.res.Side[s].FoldersHeld = c.Held, c.FoldersHeld
 	}
 	if err := r.apply(plan); err != nil {
 		return r.res, err
@@ -158,10 +168,16 @@ func (r *run) apply(plan *Plan) error {
 			}
 		}
 	}
+	if err := r.applyRenames(plan); err != nil {
+		return err
+	}
 	for i := range plan.Folders {
 		if err := r.applyFolder(&plan.Folders[i]); err != nil {
 			return err
 		}
+	}
+	if err := r.applyRemovals(plan); err != nil {
+		return err
 	}
 	if err := r.step("flush"); err != nil {
 		return err
