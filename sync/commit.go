@@ -75,6 +75,11 @@ func (c *committer) safeCommit(ctx context.Context, batch []done) (err error) {
 // commit makes a batch durable, records it, then deletes it on the source:
 // in that order, and each step only for what the one before secured.
 func (c *committer) commit(ctx context.Context, batch []done) error {
+	if c.opt.Fence != nil {
+		if err := c.opt.Fence(); err != nil {
+			return mail.MakeFatal(fmt.Errorf("commit: %w", err))
+		}
+	}
 	if err := c.commitSink(ctx); err != nil {
 		return err
 	}

@@ -81,6 +81,13 @@ type Options struct {
 	// "record" (the checkpoint fsynced) and "remove" (deleted on the
 	// source). Crash tests kill the process from it.
 	Step func(name string)
+	// Fence, if set, is asked before each commit to the sink; an error
+	// abandons the commit (what was Put stays invisible, aborted when the
+	// sink closes) and stops the run. A batch worker sets it: once its
+	// account may have been handed to another worker (a stopped process
+	// resumed past the job's rescue time, a lost slot lease), committing
+	// would add what the other worker copies too.
+	Fence func() error
 	// Remap hashes every candidate of a folder whose identifiers were reset
 	// en masse at once, instead of a sample first. A renumbering confirmed
 	// by content is re-mapped with or without it (reset.go).
@@ -177,7 +184,10 @@ type run struct {
 	// says what it passes through: mail.Featurer).
 	srcF, dstF *mail.Features
 	remover    mail.Remover // delete mode only
-	ret        *retention   // DeleteAfter only
+	// opener streams a batch: the source's own BatchOpener, or readahead
+	// for a one-connection source without one; nil opens one by one.
+	opener mail.BatchOpener
+	ret    *retention // DeleteAfter only
 
 	// passes, when the run skips unchanged folders, says how each selected
 	// folder is listed (passes.go); nil lists every folder in full.
@@ -318,6 +328,10 @@ func (r *run) execute(ctx context.Context) error {
 	}
 	r.planPasses(ctx, selected)
 	workers := r.workers()
+	r.opener = r.srcF.BatchOpener
+	if r.opener == nil && r.src.Limits().Conns == 1 {
+		r.opener = &readahead{src: r.src, depth: readaheadDepth, maxBody: readaheadMax}
+	}
 	runCtx, cancelRun := context.WithCancelCause(ctx)
 	defer cancelRun(nil)
 	g, gctx := errgroup.WithContext(runCtx)

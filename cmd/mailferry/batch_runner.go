@@ -77,6 +77,7 @@ func (r *batchRunner) accountOptions(ctx context.Context, acct *batch.Account) (
 	o.maps = append(multiFlag(nil), row.Map...)
 	o.gmail = o.gmail || row.Gmail
 	o.progress = "never"
+	o.fence = acct.Fence
 	if acct.Connections > 0 {
 		o.common.workers = min(o.common.workers, acct.Connections)
 	}

@@ -44,6 +44,9 @@ type copyOptions struct {
 	remap              bool // re-map folders whose identifiers were reset (C3)
 	gmail              bool // the Gmail preset: each message once (help gmail)
 	fullEvery          int  // list unchanged folders in full every Nth run
+	// fence, set by a batch worker, may forbid the next commit (the
+	// engine's Options.Fence); never a flag.
+	fence func() error
 }
 
 func (o *copyOptions) addFlags(fs *flag.FlagSet) {
@@ -229,6 +232,7 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 		Stats:          stats,
 		Logger:         log,
 		Step:           hooks.step,
+		Fence:          o.fence,
 		Remap:          o.remap,
 		BatchSize:      env.hooks.batch,
 		Rebuild:        rebuild,

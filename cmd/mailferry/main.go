@@ -26,6 +26,7 @@ var version = "dev"
 const memoryLimit = 40 << 20
 
 func main() {
+	atStart()
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(memoryLimit)
 	}

@@ -6,5 +6,8 @@ package main
 // switched on in the user's binary (see testhooks_on.go).
 func newTestHooks(func(string) string) testHooks { return testHooks{} }
 
+// atStart does nothing in a release build.
+func atStart() {}
+
 // atExit does nothing in a release build.
 func atExit() {}

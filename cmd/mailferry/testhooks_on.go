@@ -4,6 +4,8 @@ package main
 
 import (
 	"os"
+	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -98,6 +100,7 @@ func panicStep(text string, next func(string)) func(string) {
 // so a test process that grew (the in-process batch tests) made a small
 // child look large. VmHWM belongs to the memory the exec created.
 func atExit() {
+	stopProfiles()
 	path := os.Getenv("MAILFERRY_TEST_RSS_FILE")
 	if path == "" {
 		return
@@ -113,6 +116,28 @@ func atExit() {
 				_ = os.WriteFile(path, []byte(strconv.FormatInt(kib<<10, 10)), 0o600) // best effort: the test says when it is missing
 			}
 			return
+		}
+	}
+}
+
+// stopProfiles ends what atStart began.
+var stopProfiles = func() {}
+
+// atStart starts a CPU profile (MAILFERRY_TEST_CPUPROFILE=FILE) and an
+// execution trace (MAILFERRY_TEST_TRACE=FILE) of the whole process, for
+// finding where a benchmark's time goes (docs/performance.md); atExit ends
+// them. Best effort: a file that cannot be created is no profile.
+func atStart() {
+	var stops []func()
+	if f, err := os.Create(os.Getenv("MAILFERRY_TEST_CPUPROFILE")); err == nil && pprof.StartCPUProfile(f) == nil {
+		stops = append(stops, func() { pprof.StopCPUProfile(); _ = f.Close() })
+	}
+	if f, err := os.Create(os.Getenv("MAILFERRY_TEST_TRACE")); err == nil && trace.Start(f) == nil {
+		stops = append(stops, func() { trace.Stop(); _ = f.Close() })
+	}
+	stopProfiles = func() {
+		for _, stop := range stops {
+			stop()
 		}
 	}
 }

@@ -43,6 +43,9 @@ type Session struct {
 	// selected is set while a mailbox is EXAMINEd: STATUS on it would
 	// answer from the session's view (Dovecot does), not the mailbox's.
 	selected bool
+	// doneStatus holds the tagged answers of the last run, by command:
+	// StoreIf reads its [MODIFIED] code there.
+	doneStatus []Response
 
 	// What the server said about the selected mailbox since EXAMINE.
 	exists   uint32
@@ -99,6 +102,7 @@ type Untagged struct {
 // in errs (nil for OK), and err for a failure of the connection or of fn.
 func (s *Session) run(cmds []string, fn func(Untagged) error) (errs []error, err error) {
 	errs = make([]error, len(cmds))
+	s.doneStatus = make([]Response, len(cmds))
 	tags := map[string]int{}
 	sent, done := 0, 0
 	for done < len(cmds) {
@@ -133,6 +137,7 @@ func (s *Session) run(cmds []string, fn func(Untagged) error) (errs []error, err
 		}
 		delete(tags, tag)
 		done++
+		s.doneStatus[i] = u.Status
 		if u.Status.Kind != "OK" {
 			errs[i] = &CommandError{Cmd: cmds[i], Resp: u.Status}
 		}

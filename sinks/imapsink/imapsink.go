@@ -75,6 +75,8 @@ type Sink struct {
 	// alt counts the messages the server changed on APPEND, found when
 	// their copies were recognised (see alteration).
 	alt alterations
+	// cond is the raw connection of SetFlagsIf (twoway.go).
+	cond condConn
 }
 
 var (
@@ -221,6 +223,7 @@ func (s *Sink) Close() error {
 	slots, free := s.slots, s.free
 	s.free = nil
 	s.mu.Unlock()
+	s.cond.close()
 	for _, sl := range slots {
 		select {
 		case sl.lock <- struct{}{}:

@@ -33,6 +33,9 @@ type Account struct {
 	Connections int
 	// Resolver gives the secrets the row's references name.
 	Resolver *Resolver
+	// Fence says whether the account is still this worker's to commit
+	// messages for (nil: it is); the Runner asks it before every commit.
+	Fence func() error
 }
 
 // Totals count messages as 'copy --json' does: a rerun over a full
@@ -180,6 +183,7 @@ func (w *accountWorker) runInSlots(ctx context.Context, acct *Account) (Outcome,
 		return Outcome{ExitCode: exitInterrupted}, "", nil
 	}
 	defer func() { <-s.running }()
+	owned := s.ownedUntil(time.Now())
 	groups := groupsOf(s.cfg.Groups, &acct.Row)
 	acct.Connections = connections(groups)
 	runCtx := ctx
@@ -192,9 +196,38 @@ func (w *accountWorker) runInSlots(ctx context.Context, acct *Account) (Outcome,
 		runCtx, stopHold = s.holdWhile(ctx, l)
 		defer stopHold()
 	}
+	acct.Fence = fence(runCtx, owned)
 	stop := s.cfg.Metrics.start(acct.Batch)
 	defer stop()
 	return s.cfg.Runner.RunAccount(runCtx, acct), "", nil
+}
+
+// ownedUntil is when a job that started at start may be rescued by
+// River's rescuer (RescueAfter) and run by another worker, less a margin:
+// halfway between the end of the slice and the rescue. A worker stopped
+// (SIGSTOP, a frozen VM) past it must commit nothing more: the copy's
+// context ends with the slice, but a commit already under way ignores an
+// interrupt (sync commitLoop), and the stopped process cannot tell how
+// long it slept but by the clock.
+func (s *Store) ownedUntil(start time.Time) time.Time {
+	return start.Add(s.cfg.Slice + (s.cfg.RescueAfter-s.cfg.Slice)/2)
+}
+
+// errHandedOver: the account may be another worker's by now.
+var errHandedOver = errors.New("batch: the account's slice ran past its rescue time; another worker may hold it now")
+
+// fence is the Account's Fence: no commit once the job may have been
+// rescued or the host group slot's lease was lost.
+func fence(ctx context.Context, owned time.Time) func() error {
+	return func() error {
+		if errors.Is(context.Cause(ctx), errLeaseLost) {
+			return errLeaseLost
+		}
+		if time.Now().After(owned) {
+			return errHandedOver
+		}
+		return nil
+	}
 }
 
 // takePlace waits for one of the process's Workers places; false when

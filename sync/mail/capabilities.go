@@ -271,6 +271,54 @@ type ChangeLister interface {
 	ListChanges(ctx context.Context, mailbox string, since FolderStatus, known iter.Seq[ID], fn func(Change) error) (ChangeSummary, error)
 }
 
+// Two-way sync writes on a side it also reads (the two-way sync issue):
+// the three capabilities below let it do so as a mail client would.
+
+// FlagState is a message's flags and mod-sequence after a conditional
+// flag write.
+type FlagState struct {
+	Flags  []Flag
+	ModSeq uint64
+	// Stored is false when the message changed since the mod-sequence
+	// given: nothing was written, and Flags are what it holds now.
+	Stored bool
+}
+
+// ConditionalFlagSetter is implemented by sinks that can write a message's
+// flags only if no one changed them since a mod-sequence (IMAP CONDSTORE,
+// RFC 7162 §3.1.3: UID STORE with UNCHANGEDSINCE). SetFlagsIf replaces the
+// flags of message id of mailbox unless its mod-sequence is now above
+// since; either way it returns the message's flags and mod-sequence after
+// the call, so that a caller merging flags merges again with what another
+// client wrote meanwhile (and passes the new ModSeq). It returns an error
+// wrapping ErrNotFound when the message is gone, and ErrUnsupported when
+// the server or the mailbox keeps no mod-sequences (use FlagSetter).
+type ConditionalFlagSetter interface {
+	SetFlagsIf(ctx context.Context, mailbox string, id ID, flags []Flag, since uint64) (FlagState, error)
+}
+
+// Mover is implemented by sinks that can move a message they hold into
+// another of their mailboxes without the body travelling: IMAP UID MOVE
+// (RFC 6851) where offered, else UID COPY, then \Deleted and UID EXPUNGE of
+// that UID (UIDPLUS, RFC 4315). Move returns the message's id in to ("" when
+// the server does not say). After a nil error the message is in to and no
+// longer visible in mailbox, except on a server without MOVE and UIDPLUS,
+// where the original is left flagged \Deleted (a plain EXPUNGE would also
+// remove what other clients flagged), which Move logs. On an error the
+// message is still in mailbox (and may also be in to: a COPY done before a
+// failed \Deleted).
+type Mover interface {
+	Move(ctx context.Context, mailbox string, id ID, to string) (ID, error)
+}
+
+// FlagKeeper is implemented by sinks whose mailboxes may keep only some
+// flags (IMAP PERMANENTFLAGS, RFC 9051 §7.1). KeptFlags returns the flags
+// mailbox keeps, with the flag \* when it keeps any keyword a client makes
+// up; all is true when the server does not say (it keeps every flag).
+type FlagKeeper interface {
+	KeptFlags(ctx context.Context, mailbox string) (flags []Flag, all bool, err error)
+}
+
 // FolderManager is implemented by sinks that can rename and delete
 // folders (IMAP RENAME and DELETE), for a two-way sync that follows a
 // folder renamed or deleted on the other side. RenameMailbox is done, not
@@ -303,6 +351,9 @@ const (
 	CapChangeLister      = "ChangeLister"
 	CapAlterationCounter = "AlterationCounter"
 	CapHolder            = "Holder"
+	CapConditionalFlags  = "ConditionalFlagSetter"
+	CapMover             = "Mover"
+	CapFlagKeeper        = "FlagKeeper"
 	CapFolderManager     = "FolderManager"
 )
 
@@ -319,7 +370,11 @@ type Features struct {
 	StoredReader      StoredReader
 	AlterationCounter AlterationCounter
 	Holder            Holder
-	FolderManager     FolderManager
+	// ConditionalFlagSetter, Mover, FlagKeeper: see above.
+	ConditionalFlagSetter ConditionalFlagSetter
+	Mover                 Mover
+	FlagKeeper            FlagKeeper
+	FolderManager         FolderManager
 	// Source capabilities.
 	BatchOpener      BatchOpener
 	Remover          Remover
@@ -379,6 +434,9 @@ func (f *Features) Fill(v any) *Features {
 	f.StoredReader, _ = v.(StoredReader)
 	f.AlterationCounter, _ = v.(AlterationCounter)
 	f.Holder, _ = v.(Holder)
+	f.ConditionalFlagSetter, _ = v.(ConditionalFlagSetter)
+	f.Mover, _ = v.(Mover)
+	f.FlagKeeper, _ = v.(FlagKeeper)
 	f.BatchOpener, _ = v.(BatchOpener)
 	f.Remover, _ = v.(Remover)
 	f.DeleteAware, _ = v.(DeleteAware)
@@ -403,6 +461,9 @@ func (f *Features) Mask(in *Features) *Features {
 	mask(&f.StoredReader, in.StoredReader)
 	mask(&f.AlterationCounter, in.AlterationCounter)
 	mask(&f.Holder, in.Holder)
+	mask(&f.ConditionalFlagSetter, in.ConditionalFlagSetter)
+	mask(&f.Mover, in.Mover)
+	mask(&f.FlagKeeper, in.FlagKeeper)
 	mask(&f.BatchOpener, in.BatchOpener)
 	mask(&f.Remover, in.Remover)
 	mask(&f.DeleteAware, in.DeleteAware)
@@ -427,6 +488,9 @@ func (f *Features) PassThrough(in *Features) *Features {
 	pass(&f.StoredReader, in.StoredReader)
 	pass(&f.AlterationCounter, in.AlterationCounter)
 	pass(&f.Holder, in.Holder)
+	pass(&f.ConditionalFlagSetter, in.ConditionalFlagSetter)
+	pass(&f.Mover, in.Mover)
+	pass(&f.FlagKeeper, in.FlagKeeper)
 	pass(&f.BatchOpener, in.BatchOpener)
 	pass(&f.Remover, in.Remover)
 	pass(&f.DeleteAware, in.DeleteAware)
@@ -453,6 +517,7 @@ func (f *Features) Names() []string {
 		{CapHeaderFetcher, f.HeaderFetcher}, {CapStatter, f.Statter}, {CapRoleLister, f.RoleLister},
 		{CapFolderStatuser, f.FolderStatuser}, {CapChangeLister, f.ChangeLister},
 		{CapAlterationCounter, f.AlterationCounter}, {CapFolderManager, f.FolderManager},
+		{CapConditionalFlags, f.ConditionalFlagSetter}, {CapMover, f.Mover}, {CapFlagKeeper, f.FlagKeeper},
 	} {
 		if c.v != nil {
 			names = append(names, c.name)

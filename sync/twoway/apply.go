@@ -234,7 +234,7 @@ func (r *run) moveOne(fo *state.Folder, folder string, mv Move) error {
 	if err := r.step("move " + string(mv.ID)); err != nil {
 		return err
 	}
-	id, err := r.stores[mv.On].move(r.ctx, env, folder, flags)
+	id, flagged, err := r.stores[mv.On].move(r.ctx, env, folder, flags)
 	if err != nil {
 		return err
 	}
@@ -258,6 +258,11 @@ func (r *run) moveOne(fo *state.Folder, folder string, mv Move) error {
 	}
 	rec := mv.Record
 	setSideID(&rec, mv.On, id)
+	if !flagged {
+		// The old base: the merged flags are not on the moved copy, and
+		// must not read as removed there next run.
+		rec.Flags, rec.FlagsKnown = mv.Old.Flags, mv.Old.FlagsKnown
+	}
 	return fo.Put(rec)
 }
 
@@ -277,26 +282,74 @@ func (r *run) setFlags(s Side, folder string, id mail.ID, flags []mail.Flag) err
 // tried again next run.
 func (r *run) flags(fo *state.Folder, fp *FolderPlan) error {
 	for _, fs := range fp.Flags {
-		ok := true
-		for _, s := range []Side{A, B} {
-			if !fs.Changes(s) {
-				continue
-			}
-			if err := r.setFlags(s, fp.Name, fs.ID[s], fs.Set[s]); err != nil {
-				if fatal(err) {
-					return err
-				}
-				r.fail(s, fmt.Sprintf("set flags of %s in %q on side %s", fs.ID[s], fp.Name, s), err)
-				ok = false
-			}
-		}
-		if ok {
-			if err := fo.Put(fs.Record); err != nil {
-				return err
-			}
+		if err := r.flagOne(fo, fp.Name, fs); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// mergeRounds bounds how often one message's flags are merged again in a
+// run while other clients keep changing them under us.
+const mergeRounds = 3
+
+// flagOne brings one message's flags on both sides to the three-way merge
+// and records it as the new base. A side whose message another client
+// changed since the listing (CONDSTORE: the write is refused, rule 2) is
+// re-read and the message merged again, in this run.
+func (r *run) flagOne(fo *state.Folder, folder string, fs FlagSync) error {
+	old, _ := fo.Get(fs.Record.Src) // a pair just recorded has no base: the union
+	base := parseBase(old.Flags)
+	var cur [2]flagSet
+	var since [2]uint64
+	keeps := [2]Keeps{r.opt.Plan.Sides[A].Keeps, r.opt.Plan.Sides[B].Keeps}
+	for s := range cur {
+		cur[s] = setOf(r.env(Side(s), folder, fs.ID[s]).Flags)
+		since[s] = r.status[s][folder].HighestModSeq
+	}
+	var wrote [2]bool
+	for range mergeRounds {
+		res := merge(base, old.FlagsKnown, cur, keeps)
+		settled := true
+		for _, s := range []Side{A, B} {
+			t := target(res, cur[s], keeps[s])
+			if t.equal(cur[s]) {
+				continue
+			}
+			st, err := r.writeFlags(s, folder, fs.ID[s], t.sorted(), since[s])
+			if err != nil {
+				if fatal(err) {
+					return err
+				}
+				r.fail(s, fmt.Sprintf("set flags of %s in %q on side %s", fs.ID[s], folder, s), err)
+				return nil
+			}
+			since[s] = max(since[s], st.ModSeq)
+			if !st.Stored {
+				cur[s], settled = setOf(st.Flags), false // changed under us: merge again
+				continue
+			}
+			cur[s] = t
+			if !wrote[s] {
+				wrote[s] = true
+				r.res.Side[s].Flagged++
+			}
+		}
+		if settled {
+			rec := fs.Record
+			rec.Flags, rec.FlagsKnown = res.String(), true
+			return fo.Put(rec)
+		}
+	}
+	r.warn(fmt.Sprintf("flags of %s in %q", fs.ID[A], folder), errors.New("changed by another client during each of the merges: merged again next run"))
+	return nil
+}
+
+func (r *run) writeFlags(s Side, folder string, id mail.ID, flags []mail.Flag, since uint64) (mail.FlagState, error) {
+	if err := r.step("flags " + string(id)); err != nil {
+		return mail.FlagState{}, err
+	}
+	return r.stores[s].setFlagsIf(r.ctx, folder, id, flags, since)
 }
 
 // deletes removes, per side, the messages the other side deleted, then

@@ -81,8 +81,26 @@ func (s flagSet) equal(t flagSet) bool {
 // only those it lists).
 type Keeps map[mail.Flag]bool
 
+// flagAnyKeyword in Keeps keeps every keyword (PERMANENTFLAGS `\*`).
+const flagAnyKeyword mail.Flag = `\*`
+
 // Has reports whether the side stores f.
-func (k Keeps) Has(f mail.Flag) bool { return k == nil || k[f] }
+func (k Keeps) Has(f mail.Flag) bool {
+	return k == nil || k[f] || k[flagAnyKeyword] && !strings.HasPrefix(string(f), `\`)
+}
+
+// keepsOf is Keeps from a mailbox's permanent flags (mail.FlagKeeper);
+// all: every flag.
+func keepsOf(flags []mail.Flag, all bool) Keeps {
+	if all {
+		return nil
+	}
+	k := Keeps{}
+	for _, f := range flags {
+		k[f] = true
+	}
+	return k
+}
 
 // merge is the three-way flag merge: result = base + added on A + added on
 // B - removed on A - removed on B, where a flag a side cannot store is

@@ -97,9 +97,22 @@ func (r *run) askStatuses(names []string, exists [2]map[string]bool) {
 		if fst == nil {
 			continue
 		}
-		got, err := fst.FolderStatuses(r.ctx, here)
+		// The statuses read with the identity (run.status) serve the
+		// folders they cover: one request for those, the rest asked now.
+		var missing []string
+		for _, n := range here {
+			if fs, ok := r.status[s][n]; ok {
+				r.sts[s][n] = sideStatus(fs)
+			} else {
+				missing = append(missing, n)
+			}
+		}
+		if len(missing) == 0 {
+			continue
+		}
+		got, err := fst.FolderStatuses(r.ctx, missing)
 		if err != nil {
-			r.log.Warn("sync: folder statuses unknown: listing every folder in full", "side", Side(s).String(), "err", err)
+			r.log.Warn("sync: folder statuses unknown: listing those folders in full", "side", Side(s).String(), "err", err)
 			continue
 		}
 		for n, fs := range got {

@@ -270,10 +270,15 @@ func (w *folderWork) pairFresh(sides [2]SideInfo) {
 		for _, pr := range pairs {
 			rec := state.Message{Src: pr[A].ID, Dst: pr[B].ID, Size: pr[A].Size, Date: pr[A].Date, MsgID: pr[A].MsgID}
 			fs, changed := flagSync(rec, pr, sides) // no base: the union
-			w.out.Pairs = append(w.out.Pairs, fs.Record)
 			if changed && (fs.Changes(A) || fs.Changes(B)) {
+				// No base until both sides hold the union: a base recorded
+				// before the flag writes would read, after a kill, each
+				// side's unwritten flags as removed.
+				w.out.Pairs = append(w.out.Pairs, rec)
 				w.out.Flags = append(w.out.Flags, fs)
+				continue
 			}
+			w.out.Pairs = append(w.out.Pairs, fs.Record)
 		}
 	}
 }

@@ -197,7 +197,9 @@ func TestPlanFolder(t *testing.T) {
 			folders: []Folder{{Name: "INBOX", Side: both(
 				msgs(tm("a1", 1, mail.FlagSeen), tm("a2", 2), tm("a3", 2), tm("a4", 4)),
 				msgs(tm("b1", 1, mail.FlagFlagged), tm("b2", 2), tm("b5", 5)))}},
-			want: []string{`INBOX: pair a1=b1 [\Flagged \Seen]`, `INBOX: pair a2=b2 []`,
+			// a1=b1 is recorded without a base until the flag writes
+			// (TestRunFirstSyncKilledAtEveryStep): then the union.
+			want: []string{`INBOX: pair a1=b1 []`, `INBOX: pair a2=b2 []`,
 				`INBOX: copy a3 A>B []`, `INBOX: copy a4 A>B []`, `INBOX: copy b5 B>A []`,
 				`INBOX: flags a1=b1 base [\Flagged \Seen] A[\Flagged]-[] B[\Seen]-[]`}},
 		{name: "first sync: no Message-ID, paired by content hash",

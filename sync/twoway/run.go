@@ -75,6 +75,8 @@ type run struct {
 	res    *Result
 	envs   [2]map[string]map[mail.ID]mail.Envelope // side -> folder -> id -> envelope as listed
 	jr     *journal                                // changes are written here before they are made
+	ids    [2]string                               // each store's identity (Store.identity)
+	status [2]map[string]mail.FolderStatus         // before listing (Store.statuses): modseqs for flag writes
 	// The incremental listing (listing.go): each side's folder statuses
 	// read before listing, the pass of each folder pair listed, the pairs
 	// skipped as unchanged, and the messages removed per side and folder.
@@ -144,16 +146,28 @@ func Run(ctx context.Context, stores [2]*Store, st *state.State, opt RunOptions)
 }
 
 // checkIdentities compares each store's identity with the state's: a side
-// the state does not name is not trusted to have deleted anything.
+// the state does not name is not trusted to have deleted anything. It
+// also learns what each side keeps of flags, and the folder statuses
+// before listing.
 func (r *run) checkIdentities() error {
 	ida, idb := r.st.Identities()
 	for s, want := range []string{ida, idb} {
-		got := r.stores[s].Identity
-		if want != "" && got != want {
+		st, err := r.stores[s].statuses(r.ctx, r.st.Folders())
+		if err != nil {
+			return fmt.Errorf("sync: side %s: %w", Side(s), err)
+		}
+		r.status[s] = st
+		got := r.stores[s].identity(st)
+		r.ids[s] = got
+		if !sameIdentity(want, got) {
 			r.opt.Plan.Sides[s].Untrusted = fmt.Sprintf("it is not the store the state was written for (identity %q, the state has %q)", got, want)
 		}
 		r.opt.Plan.Sides[s].StableIDs = r.stores[s].StableIDs
-		r.opt.Plan.Sides[s].Keeps = r.stores[s].Keeps
+		keeps, err := r.stores[s].keeps(r.ctx)
+		if err != nil {
+			return fmt.Errorf("sync: side %s: %w", Side(s), err)
+		}
+		r.opt.Plan.Sides[s].Keeps = keeps
 	}
 	return nil
 }
@@ -188,7 +202,7 @@ func (r *run) apply(plan *Plan) error {
 	if err := r.recordPasses(plan); err != nil {
 		return err
 	}
-	return r.st.SetIdentities(r.stores[A].Identity, r.stores[B].Identity)
+	return r.st.SetIdentities(r.ids[A], r.ids[B])
 }
 
 func (r *run) step(what string) error {

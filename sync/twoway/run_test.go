@@ -181,6 +181,25 @@ func TestRunConvergesAfterKillAtEveryStep(t *testing.T) {
 	}
 }
 
+// TestRunFirstSyncKilledAtEveryStep: a first sync (copies both ways, and a
+// message on both sides with different flags, paired and merged) killed
+// before each step converges on the rerun: the flags are the union, not
+// read as removed from a base recorded before the flag writes.
+func TestRunFirstSyncKilledAtEveryStep(t *testing.T) {
+	for k := 0; ; k++ {
+		a, b := firstSyncStores()
+		after, crashed := runKilledAt(t, a, b, t.TempDir(), k)
+		if _, err := syncMem(t, a, b, after, RunOptions{}); err != nil {
+			t.Fatalf("kill at step %d: rerun: %v", k, err)
+		}
+		checkStores(t, fmt.Sprint("rerun after a kill at step ", k), a, b, afterFirstSync)
+		checkNoop(t, a, b, after)
+		if !crashed {
+			return
+		}
+	}
+}
+
 // runKilledAt runs a sync stopped before its step k (if it has so many)
 // and returns a copy of the state's files as the kill left them.
 func runKilledAt(t *testing.T, a, b *memStore, dir string, k int) (after string, crashed bool) {

@@ -4,8 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/mailferry/mailferry/sync/mail"
 )
@@ -35,6 +39,72 @@ type Store struct {
 	step func(what string) error
 }
 
+// uidValidityMark joins an IMAP store's Identity and its INBOX UIDVALIDITY
+// in the identity the state records.
+const uidValidityMark = " uidvalidity="
+
+// identity is the store's identity as the state records it: for a store
+// with folder statuses (IMAP), Identity (host and user) and INBOX's
+// UIDVALIDITY (status, from statuses), so that an account deleted and
+// recreated under the same name is not taken for the one the state knows
+// (the two-way sync issue, rule 1).
+func (s *Store) identity(status map[string]mail.FolderStatus) string {
+	if v := status["INBOX"].UIDValidity; v != 0 && s.Maildir == nil {
+		return s.Identity + uidValidityMark + strconv.FormatUint(uint64(v), 10)
+	}
+	return s.Identity
+}
+
+// statuses asks an IMAP store, in one round trip, the status of INBOX and
+// of the folders the state knows (names): INBOX's UIDVALIDITY names the
+// account, and each folder's HIGHESTMODSEQ before the listing is what a
+// conditional flag write compares with. nil for a store without them.
+func (s *Store) statuses(ctx context.Context, names []string) (map[string]mail.FolderStatus, error) {
+	fs := mail.FeaturesOf(s.Source).FolderStatuser
+	if s.Maildir != nil || fs == nil {
+		return nil, nil
+	}
+	if !slices.Contains(names, "INBOX") {
+		names = append(names[:len(names):len(names)], "INBOX")
+	}
+	st, err := fs.FolderStatuses(ctx, names)
+	if err != nil {
+		return nil, fmt.Errorf("folder statuses: %w", err)
+	}
+	return st, nil
+}
+
+// keeps returns the flags the store keeps: Keeps when set, else what an
+// IMAP server's INBOX says (PERMANENTFLAGS; a folder of the same account
+// is taken to keep the same), nil (all) when it does not say.
+func (s *Store) keeps(ctx context.Context) (Keeps, error) {
+	if s.Keeps != nil || s.Maildir != nil {
+		return s.Keeps, nil
+	}
+	fk := mail.FeaturesOf(s.Sink).FlagKeeper
+	if fk == nil {
+		return nil, nil
+	}
+	flags, all, err := fk.KeptFlags(ctx, "INBOX")
+	if err != nil {
+		return nil, fmt.Errorf("permanent flags: %w", err)
+	}
+	return keepsOf(flags, all), nil
+}
+
+// sameIdentity reports whether got names the store the state recorded as
+// want. A state written before identities held the UIDVALIDITY names the
+// store by host and user only: it matches, and the run records the whole
+// identity (an upgrade must not turn every folder into a merge, which
+// would copy back what was deleted since the last sync).
+func sameIdentity(want, got string) bool {
+	if want == "" || want == got {
+		return true
+	}
+	base, _, _ := strings.Cut(got, uidValidityMark)
+	return !strings.Contains(want, uidValidityMark) && want == base
+}
+
 // setFlags replaces the flags of message id in mailbox.
 func (s *Store) setFlags(ctx context.Context, mailbox string, id mail.ID, flags []mail.Flag) error {
 	if s.Maildir != nil {
@@ -45,6 +115,21 @@ func (s *Store) setFlags(ctx context.Context, mailbox string, id mail.ID, flags 
 		return fmt.Errorf("set flags %s %s: the store cannot change flags: %w", mailbox, id, mail.ErrUnsupported)
 	}
 	return fs.SetFlags(ctx, mailbox, id, flags)
+}
+
+// setFlagsIf replaces the flags of message id in mailbox unless another
+// client changed them since the mod-sequence since (rule 2: CONDSTORE's
+// UNCHANGEDSINCE); a store without mod-sequences, or since 0, writes
+// unconditionally. The result says whether it wrote, and the flags the
+// message holds.
+func (s *Store) setFlagsIf(ctx context.Context, mailbox string, id mail.ID, flags []mail.Flag, since uint64) (mail.FlagState, error) {
+	if cf := mail.FeaturesOf(s.Sink).ConditionalFlagSetter; cf != nil && since > 0 && s.Maildir == nil {
+		st, err := cf.SetFlagsIf(ctx, mailbox, id, flags, since)
+		if !errors.Is(err, mail.ErrUnsupported) {
+			return st, err
+		}
+	}
+	return mail.FlagState{Flags: flags, Stored: true}, s.setFlags(ctx, mailbox, id, flags)
 }
 
 // remove deletes envs (all of one mailbox).
@@ -92,33 +177,62 @@ func (s *Store) settle(ctx context.Context, id mail.ID) (mail.ID, error) {
 	return id, nil
 }
 
-// move moves env into mailbox to with flags, on the files of a Maildir
-// (a rename), else by a copy within the store and a deletion of the
-// original. It returns the message's id in to.
-func (s *Store) move(ctx context.Context, env mail.Envelope, to string, flags []mail.Flag) (mail.ID, error) {
+// move moves env into mailbox to with flags: on the files of a Maildir (a
+// rename), on the server where it can (Mover: UID MOVE, or COPY and
+// expunge of that UID), else by a copy within the store and a deletion of
+// the original. It returns the message's id in to, and whether the copy
+// holds flags (a server-side move keeps the old ones until a flag write,
+// which may fail on its own).
+func (s *Store) move(ctx context.Context, env mail.Envelope, to string, flags []mail.Flag) (mail.ID, bool, error) {
 	if s.Maildir != nil {
-		return s.Maildir.Move(ctx, env, to, flags)
+		id, err := s.Maildir.Move(ctx, env, to, flags)
+		return id, true, err
+	}
+	if mv := mail.FeaturesOf(s.Sink).Mover; mv != nil {
+		return s.moveOnServer(ctx, mv, env, to, flags)
 	}
 	if !s.canRemove() {
-		return "", fmt.Errorf("move %s %s: the store cannot delete messages: %w", env.Mailbox, env.ID, mail.ErrUnsupported)
+		return "", false, fmt.Errorf("move %s %s: the store cannot delete messages: %w", env.Mailbox, env.ID, mail.ErrUnsupported)
 	}
 	rc, err := s.Source.Open(ctx, env)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	out := env
 	out.Mailbox, out.Flags, out.Key = to, flags, putKey("move", env.Mailbox, env.ID)
 	id, err := s.put(ctx, out, rc)
 	_ = rc.Close()
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	if s.step != nil {
 		if err := s.step("move: remove the original"); err != nil {
-			return "", err
+			return "", false, err
 		}
 	}
-	return id, s.remove(ctx, []mail.Envelope{env})
+	return id, true, s.remove(ctx, []mail.Envelope{env})
+}
+
+// moveOnServer moves without the body travelling (rule 6), then writes
+// the flags; a flag write that fails is no failed move: the caller merges
+// the flags again next run.
+func (s *Store) moveOnServer(ctx context.Context, mv mail.Mover, env mail.Envelope, to string, flags []mail.Flag) (mail.ID, bool, error) {
+	id, err := mv.Move(ctx, env.Mailbox, env.ID, to)
+	if err != nil || id == "" || setOf(flags).equal(setOf(env.Flags)) {
+		return id, id != "", err
+	}
+	if s.step != nil {
+		if err := s.step("move: flags"); err != nil {
+			return "", false, err
+		}
+	}
+	if err := s.setFlags(ctx, to, id, flags); err != nil {
+		if mail.Fatal(err) || isCanceled(err) {
+			return "", false, err
+		}
+		return id, false, nil
+	}
+	return id, true, nil
 }
 
 // putKey is the Envelope.Key of a message put by the sync: a sink that

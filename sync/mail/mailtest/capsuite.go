@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,6 +49,9 @@ func sinkCapTests(t *testing.T, h SinkHarness) {
 		{mail.CapFlagSetter, func(f *mail.Features) bool { return f.FlagSetter != nil }, ct.flagSetter},
 		{mail.CapStoredReader, func(f *mail.Features) bool { return f.StoredReader != nil }, ct.storedReader},
 		{mail.CapHolder, func(f *mail.Features) bool { return f.Holder != nil }, ct.holder},
+		{mail.CapConditionalFlags, func(f *mail.Features) bool { return f.ConditionalFlagSetter != nil }, ct.conditionalFlags},
+		{mail.CapMover, func(f *mail.Features) bool { return f.Mover != nil }, ct.mover},
+		{mail.CapFlagKeeper, func(f *mail.Features) bool { return f.FlagKeeper != nil }, ct.flagKeeper},
 		{mail.CapRoleLister, func(f *mail.Features) bool { return f.RoleLister != nil }, roleLister[mail.Sink]},
 	})
 }
@@ -473,5 +477,97 @@ func (c sourceCaps) statter(t *testing.T, src mail.Source) {
 	}
 	if _, _, err := st.Stat(ctx, "no-such-mailbox-4711"); !errors.Is(err, mail.ErrMailboxNotFound) {
 		t.Errorf("Stat(no such mailbox) = %v, want ErrMailboxNotFound", err)
+	}
+}
+
+// conditionalFlags: a write conditional on the message's current
+// mod-sequence stores and reports it; one on an older mod-sequence stores
+// nothing and reports the flags the message holds; an unknown id is an
+// error. A store without mod-sequences says ErrUnsupported (skipped).
+func (c sinkCaps) conditionalFlags(t *testing.T, s mail.Sink) {
+	defer func() { _ = s.Close() }()
+	ctx := context.Background()
+	id := stored(t, s, capFixtures())[0]
+	if id == "" {
+		t.Skip("the sink reports no IDs: nothing to name the message by")
+	}
+	cf := mail.FeaturesOf(s).ConditionalFlagSetter
+	seen := []mail.Flag{mail.FlagSeen}
+	st, err := cf.SetFlagsIf(ctx, "INBOX", id, seen, 1<<62)
+	if errors.Is(err, mail.ErrUnsupported) {
+		t.Skipf("no mod-sequences: %v", err)
+	}
+	if err != nil || !st.Stored || st.ModSeq == 0 || !sameFlags(dropRecent(st.Flags), seen) {
+		t.Fatalf("SetFlagsIf(%s, %v, since the future) = %+v, %v; want stored with a mod-sequence", id, seen, st, err)
+	}
+	old, err := cf.SetFlagsIf(ctx, "INBOX", id, []mail.Flag{mail.FlagFlagged}, st.ModSeq-1)
+	if err != nil || old.Stored || !sameFlags(dropRecent(old.Flags), seen) || old.ModSeq < st.ModSeq {
+		t.Fatalf("SetFlagsIf(%s, since before the last change) = %+v, %v; want refused, reporting %v", id, old, err, seen)
+	}
+	if _, err := cf.SetFlagsIf(ctx, "INBOX", "no-such-id-4711", seen, st.ModSeq); err == nil {
+		t.Error("SetFlagsIf of an unknown ID = nil, want an error")
+	}
+}
+
+// dropRecent leaves out \Recent, session state (RFC 9051 §2.3.2).
+func dropRecent(flags []mail.Flag) []mail.Flag {
+	var out []mail.Flag
+	for _, f := range flags {
+		if !strings.EqualFold(string(f), `\Recent`) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// mover: a message moved to another mailbox is gone from its own (moving
+// it again fails) and can be moved back by the id Move gave; the sink
+// then holds what it held before.
+func (c sinkCaps) mover(t *testing.T, s mail.Sink) {
+	ctx := context.Background()
+	fx := capFixtures()
+	ids := stored(t, s, fx)
+	if ids[0] == "" {
+		t.Skip("the sink reports no IDs: nothing to name the message by")
+	}
+	if err := s.CreateMailbox(ctx, "Moved"); err != nil {
+		t.Fatalf("CreateMailbox(Moved) = %v", err)
+	}
+	mv := mail.FeaturesOf(s).Mover
+	moved, err := mv.Move(ctx, "INBOX", ids[0], "Moved")
+	if err != nil {
+		t.Fatalf("Move(INBOX, %s, Moved) = %v", ids[0], err)
+	}
+	if _, err := mv.Move(ctx, "INBOX", ids[0], "Moved"); err == nil {
+		t.Errorf("Move of a message already moved = nil, want an error")
+	}
+	if moved == "" {
+		fx[0].Mailbox = "Moved"
+	} else if _, err := mv.Move(ctx, "Moved", moved, "INBOX"); err != nil {
+		t.Fatalf("Move(Moved, %s, INBOX) = %v", moved, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close() = %v", err)
+	}
+	if c.h.Reopen == nil {
+		return
+	}
+	src := c.h.Reopen(t, s)
+	defer func() { _ = src.Close() }()
+	checkHolds(t, src, fx, Caps{Normalize: c.h.Caps.Normalize})
+}
+
+// flagKeeper: INBOX keeps some flags (or says all), and a mailbox that
+// does not exist is an error.
+func (c sinkCaps) flagKeeper(t *testing.T, s mail.Sink) {
+	defer func() { _ = s.Close() }()
+	ctx := context.Background()
+	fk := mail.FeaturesOf(s).FlagKeeper
+	flags, all, err := fk.KeptFlags(ctx, "INBOX")
+	if err != nil || !all && len(flags) == 0 {
+		t.Fatalf("KeptFlags(INBOX) = %v, %v, %v; want some flags", flags, all, err)
+	}
+	if _, _, err := fk.KeptFlags(ctx, "No such folder 4711"); err == nil {
+		t.Error("KeptFlags of a mailbox that does not exist = nil error")
 	}
 }

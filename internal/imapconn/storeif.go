@@ -1,0 +1,101 @@
+package imapconn
+
+// The conditional flag write of two-way sync (RFC 7162 §3.1.3): UID STORE
+// with UNCHANGEDSINCE, on the raw path because go-imap v2 beta.8 discards
+// the [MODIFIED] response code that says a message was not stored
+// (docs/library-notes.md).
+
+import (
+	"fmt"
+	"strings"
+)
+
+// SelectCondStore opens box read-write with CONDSTORE (RFC 7162 §3.1.8),
+// for StoreIf. A mailbox that keeps no mod-sequences answers NOMODSEQ:
+// Selected.NoModSeq, and StoreIf cannot be used there.
+func (s *Session) SelectCondStore(box string) (Selected, error) {
+	var sel Selected
+	s.exists, s.expunged, s.vanished = 0, false, nil
+	s.selected = false
+	err := s.run1("SELECT "+Quote(EncodeMUTF7(box))+" (CONDSTORE)", func(u Untagged) error {
+		return sel.take(u)
+	})
+	if err != nil {
+		return sel, err
+	}
+	s.selected = true
+	sel.Exists = s.exists
+	return sel, nil
+}
+
+// StoreResult is what a conditional store did to one message.
+type StoreResult struct {
+	// Found is false when the mailbox no longer holds the UID.
+	Found bool
+	// Stored is false when the message changed since the mod-sequence
+	// given ([MODIFIED]): nothing was written.
+	Stored bool
+	// Flags and ModSeq are the message's after the command: what to merge
+	// with again when it was not stored.
+	Flags  []string
+	ModSeq uint64
+}
+
+// StoreIf replaces the flags of message uid of the selected mailbox
+// (SelectCondStore) unless its mod-sequence is above since, and reads the
+// message's flags and mod-sequence back in the same round trip.
+func (s *Session) StoreIf(uid uint32, since uint64, flags []string) (StoreResult, error) {
+	store := fmt.Sprintf("UID STORE %d (UNCHANGEDSINCE %d) FLAGS.SILENT (%s)", uid, since, strings.Join(flags, " "))
+	fetch := fmt.Sprintf("UID FETCH %d (UID FLAGS MODSEQ)", uid)
+	var fds []FetchData
+	errs, err := s.run([]string{store, fetch}, fetchEach(func(fd FetchData) error {
+		fds = append(fds, fd)
+		return nil
+	}))
+	if err != nil {
+		return StoreResult{}, err
+	}
+	for _, e := range errs {
+		if e != nil {
+			return StoreResult{}, e
+		}
+	}
+	return storeResult(uid, s.doneStatus[0], fds)
+}
+
+// storeResult reads a conditional store's outcome: its tagged answer
+// (a [MODIFIED] code naming uid: not stored) and the FETCH replies that
+// came with it and the read-back (the last one naming uid wins: it is the
+// read-back's).
+func storeResult(uid uint32, tagged Response, fds []FetchData) (StoreResult, error) {
+	res := StoreResult{Stored: true}
+	set, modified, err := Modified(tagged)
+	if err != nil {
+		return res, fmt.Errorf("imap: conditional store: %w", err)
+	}
+	if modified {
+		if !set.Contains(uid) {
+			return res, fmt.Errorf("imap: conditional store of UID %d: [MODIFIED %s] names other messages", uid, Clip(set.String(), 80))
+		}
+		res.Stored = false
+	}
+	for _, fd := range fds {
+		if fd.UID != uid {
+			continue
+		}
+		res.Found = true
+		if fd.HasFlags {
+			res.Flags = fd.Flags
+		}
+		if fd.ModSeq != 0 {
+			res.ModSeq = fd.ModSeq
+		}
+	}
+	if res.Found && res.ModSeq == 0 {
+		return res, fmt.Errorf("imap: conditional store of UID %d: the read-back has no MODSEQ", uid)
+	}
+	if !res.Found {
+		res.Stored = false
+	}
+	return res, nil
+}

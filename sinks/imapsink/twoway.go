@@ -1,0 +1,274 @@
+package imapsink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+
+	imapv2 "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/mailferry/mailferry/internal/imapconn"
+	"github.com/mailferry/mailferry/sync/mail"
+)
+
+// What two-way sync asks of an IMAP side beyond Put and SetFlags: flag
+// writes that lose no other client's change (UNCHANGEDSINCE), moves on the
+// server, and the flags a mailbox keeps.
+
+var (
+	_ mail.ConditionalFlagSetter = (*Sink)(nil)
+	_ mail.Mover                 = (*Sink)(nil)
+	_ mail.FlagKeeper            = (*Sink)(nil)
+)
+
+// condConn is the raw-path connection of SetFlagsIf: go-imap v2 beta.8
+// discards the [MODIFIED] response code (docs/library-notes.md), so the
+// conditional STORE is driven by hand. It stays in the mailbox it selected
+// last, as a sync writes one folder's flags together.
+type condConn struct {
+	mu   sync.Mutex
+	rc   *imapconn.RawConn
+	sess *imapconn.Session
+	box  string // server name selected, "" none
+	sel  imapconn.Selected
+}
+
+func (cc *condConn) drop() {
+	if cc.rc != nil {
+		_ = cc.rc.Close()
+	}
+	cc.rc, cc.sess, cc.box = nil, nil, ""
+}
+
+// close drops the connection (Sink.Close).
+func (cc *condConn) close() {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	cc.drop()
+}
+
+// SetFlagsIf implements mail.ConditionalFlagSetter: UID STORE uid
+// (UNCHANGEDSINCE since) FLAGS.SILENT (flags), then the message's FLAGS
+// and MODSEQ read back in the same round trip (RFC 7162 §3.1.3). A server
+// without CONDSTORE, or a mailbox without mod-sequences (NOMODSEQ), gives
+// mail.ErrUnsupported.
+func (s *Sink) SetFlagsIf(ctx context.Context, mailbox string, id mail.ID, flags []mail.Flag, since uint64) (mail.FlagState, error) {
+	op := fmt.Sprintf("set flags %s %s if unchanged since %d", mailbox, id, since)
+	if s.isClosed() {
+		return mail.FlagState{}, s.errClosed(op)
+	}
+	uidv, uid, ok := parseID(id)
+	if !ok {
+		return mail.FlagState{}, fmt.Errorf("imapsink: %s: not an IMAP message ID: %w", op, mail.ErrNotFound)
+	}
+	box := s.boxName(mailbox)
+	cc := &s.cond
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if err := s.condSelect(ctx, box); err != nil {
+		return mail.FlagState{}, fmt.Errorf("imapsink: %s: %w", op, err)
+	}
+	switch {
+	case cc.sel.NoModSeq || cc.sel.HighestModSeq == 0:
+		return mail.FlagState{}, fmt.Errorf("imapsink: %s: no mod-sequences: %w", op, mail.ErrUnsupported)
+	case cc.sel.UIDValidity != uidv:
+		return mail.FlagState{}, fmt.Errorf("imapsink: %s: mailbox UIDVALIDITY is now %d: %w", op, cc.sel.UIDValidity, mail.ErrNotFound)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = cc.rc.Close() })
+	res, err := cc.sess.StoreIf(uid, since, sanitize(flags))
+	if !stop() {
+		err = ctx.Err()
+	}
+	if err != nil {
+		return mail.FlagState{}, s.condErr(ctx, op, err)
+	}
+	if !res.Found {
+		return mail.FlagState{}, fmt.Errorf("imapsink: %s: %w", op, mail.ErrNotFound)
+	}
+	out := mail.FlagState{ModSeq: res.ModSeq, Stored: res.Stored, Flags: make([]mail.Flag, len(res.Flags))}
+	for i, f := range res.Flags {
+		out.Flags[i] = mail.Flag(f)
+	}
+	return out, nil
+}
+
+// condSelect dials the raw connection when needed and selects box in it.
+// Called with cc.mu held.
+func (s *Sink) condSelect(ctx context.Context, box string) error {
+	cc := &s.cond
+	if cc.rc == nil {
+		rc, err := imapconn.DialRaw(ctx, &s.cfg.Config, &s.o)
+		if err != nil {
+			return err
+		}
+		cc.rc, cc.sess = rc, imapconn.NewSession(rc, nil)
+	}
+	if !cc.sess.Has("CONDSTORE") {
+		return mail.ErrUnsupported // and SELECT would refuse the parameter
+	}
+	if cc.box == box {
+		return nil
+	}
+	stop := context.AfterFunc(ctx, func() { _ = cc.rc.Close() })
+	sel, err := cc.sess.SelectCondStore(box)
+	if !stop() {
+		err = ctx.Err()
+	}
+	var ce *imapconn.CommandError
+	switch {
+	case errors.As(err, &ce) && ce.Resp.Kind == "NO":
+		cc.box = "" // a failed SELECT leaves no mailbox selected
+		return fmt.Errorf("%v: %w", err, mail.ErrMailboxNotFound)
+	case err != nil:
+		cc.drop()
+		return mail.Temp(err)
+	}
+	cc.box, cc.sel = box, sel
+	return nil
+}
+
+// condErr classifies an error of the raw connection, which is dropped: it
+// may be out of step with the server.
+func (s *Sink) condErr(ctx context.Context, op string, err error) error {
+	var ce *imapconn.CommandError
+	if errors.As(err, &ce) {
+		return fmt.Errorf("imapsink: %s: %w", op, err) // a NO or BAD: the connection is fine
+	}
+	s.cond.drop()
+	if ctx.Err() != nil {
+		return fmt.Errorf("imapsink: %s: %w", op, ctx.Err())
+	}
+	return mail.Temp(fmt.Errorf("imapsink: %s: %w", op, err))
+}
+
+// Move implements mail.Mover on the control connection: UID MOVE where
+// the server offers MOVE; else UID COPY, and only once that succeeded,
+// \Deleted and UID EXPUNGE of that UID (never go-imap's Client.Move
+// fallback, which pipelines all three, so a refused COPY still expunges,
+// and expunges everything flagged \Deleted without UIDPLUS:
+// docs/library-notes.md). Without UIDPLUS the original stays \Deleted.
+func (s *Sink) Move(ctx context.Context, mailbox string, id mail.ID, to string) (mail.ID, error) {
+	op := fmt.Sprintf("move %s %s to %s", mailbox, id, to)
+	if s.isClosed() {
+		return "", s.errClosed(op)
+	}
+	uidv, uid, ok := parseID(id)
+	if !ok {
+		return "", fmt.Errorf("imapsink: %s: not an IMAP message ID: %w", op, mail.ErrNotFound)
+	}
+	c, done, err := s.control(ctx)
+	if err != nil {
+		return "", err
+	}
+	if err := s.selectUID(ctx, c, s.boxName(mailbox), uidv, uid, op); err != nil {
+		done(errors.Is(err, mail.ErrNotFound) || errors.Is(err, mail.ErrMailboxNotFound))
+		return "", err
+	}
+	set, dest := imapv2.UIDSetNum(imapv2.UID(uid)), s.boxName(to)
+	var newID mail.ID
+	if c.Caps().Has(imapv2.CapMove) {
+		md, err := c.Move(set, dest).Wait()
+		if err != nil {
+			done(isNo(err))
+			return "", s.ctlErr(ctx, op, err)
+		}
+		newID = destID(md.UIDValidity, md.DestUIDs)
+	} else {
+		if newID, err = s.copyExpunge(c, set, dest, mailbox); err != nil {
+			done(isNo(err))
+			return "", s.ctlErr(ctx, op, err)
+		}
+	}
+	done(true)
+	return newID, nil
+}
+
+// copyExpunge is Move without MOVE: each command waits for the one before.
+func (s *Sink) copyExpunge(c *imapclient.Client, set imapv2.UIDSet, dest, mailbox string) (mail.ID, error) {
+	cd, err := c.Copy(set, dest).Wait()
+	if err != nil {
+		return "", err
+	}
+	del := &imapv2.StoreFlags{Op: imapv2.StoreFlagsAdd, Silent: true, Flags: []imapv2.Flag{imapv2.FlagDeleted}}
+	if err := c.Store(set, del, nil).Close(); err != nil {
+		return "", err
+	}
+	if c.Caps().Has(imapv2.CapUIDPlus) {
+		if err := c.UIDExpunge(set).Close(); err != nil {
+			return "", err
+		}
+	} else {
+		s.log.Warn(`imapsink: server lacks MOVE and UIDPLUS: the moved message's original is left flagged \Deleted (a plain EXPUNGE would also remove messages other clients marked \Deleted)`, "mailbox", mailbox)
+	}
+	return destID(cd.UIDValidity, cd.DestUIDs), nil
+}
+
+// selectUID selects box read-write and checks that it holds uid under
+// uidv (UID MOVE of a UID that is gone answers OK and moves nothing).
+func (s *Sink) selectUID(ctx context.Context, c *imapclient.Client, box string, uidv, uid uint32, op string) error {
+	sel, err := c.Select(box, nil).Wait()
+	if err != nil {
+		if isNo(err) && ctx.Err() == nil {
+			return fmt.Errorf("imapsink: %s: %v: %w", op, err, mail.ErrMailboxNotFound)
+		}
+		return s.ctlErr(ctx, op, err)
+	}
+	if sel.UIDValidity != uidv {
+		return fmt.Errorf("imapsink: %s: mailbox UIDVALIDITY is now %d: %w", op, sel.UIDValidity, mail.ErrNotFound)
+	}
+	sd, err := c.UIDSearch(&imapv2.SearchCriteria{UID: []imapv2.UIDSet{imapv2.UIDSetNum(imapv2.UID(uid))}}, nil).Wait()
+	if err != nil {
+		return s.ctlErr(ctx, op, err)
+	}
+	if found := sd.AllUIDs(); len(found) != 1 || uint32(found[0]) != uid {
+		return fmt.Errorf("imapsink: %s: %w", op, mail.ErrNotFound)
+	}
+	return nil
+}
+
+// destID is the id COPYUID or MOVE's COPYUID gave the one message moved
+// ("" when the server did not say).
+func destID(uidValidity uint32, dest imapv2.NumSet) mail.ID {
+	us, ok := dest.(imapv2.UIDSet)
+	if !ok || uidValidity == 0 {
+		return ""
+	}
+	uids, ok := us.Nums()
+	if !ok || len(uids) != 1 {
+		return ""
+	}
+	return mail.ID(strconv.FormatUint(uint64(uidValidity), 10) + "." + strconv.FormatUint(uint64(uids[0]), 10))
+}
+
+// KeptFlags implements mail.FlagKeeper: the PERMANENTFLAGS of mailbox,
+// selected read-write (EXAMINE answers an empty list: RFC 9051 §6.3.3).
+func (s *Sink) KeptFlags(ctx context.Context, mailbox string) ([]mail.Flag, bool, error) {
+	op := "permanent flags of " + mailbox
+	if s.isClosed() {
+		return nil, false, s.errClosed(op)
+	}
+	c, done, err := s.control(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	sel, err := c.Select(s.boxName(mailbox), nil).Wait()
+	if err != nil {
+		done(isNo(err))
+		if isNo(err) && ctx.Err() == nil {
+			return nil, false, fmt.Errorf("imapsink: %s: %v: %w", op, err, mail.ErrMailboxNotFound)
+		}
+		return nil, false, s.ctlErr(ctx, op, err)
+	}
+	done(true)
+	if sel.PermanentFlags == nil {
+		return nil, true, nil // not said: every flag is permanent (RFC 9051 §7.1)
+	}
+	out := make([]mail.Flag, len(sel.PermanentFlags))
+	for i, f := range sel.PermanentFlags {
+		out[i] = mail.Flag(f)
+	}
+	return out, false, nil
+}
