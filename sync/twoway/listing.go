@@ -335,6 +335,8 @@ func (c *changes) unplaced(recorded map[mail.ID]bool) string {
 func (r *run) rebuild(s Side, name string, base []state.Message, recorded map[mail.ID]bool, ch *changes) Listing {
 	keeps := r.stores[s].Keeps
 	l := Listing{Exists: true, Msgs: make([]Msg, 0, len(base)+len(ch.fresh))}
+	kept := map[string][]mail.Flag{} // one slice per distinct base, not per message
+	flags := flagInterner{}
 	for _, rec := range base {
 		id := sideID(rec, s)
 		if _, listed := ch.fresh[id]; id == "" || listed || ch.gone[id] {
@@ -342,17 +344,22 @@ func (r *run) rebuild(s Side, name string, base []state.Message, recorded map[ma
 		}
 		fl, changed := ch.flags[id]
 		if !changed {
-			fl = keptFlags(rec.Flags, keeps)
+			var ok bool
+			if fl, ok = kept[rec.Flags]; !ok {
+				fl = keptFlags(rec.Flags, keeps)
+				kept[rec.Flags] = fl
+			}
 		}
 		// The record's size is side A's: a Maildir's differs (line ends).
 		l.Msgs = append(l.Msgs, Msg{ID: id, Flags: fl, Size: -1, Date: rec.Date, MsgID: rec.MsgID})
 	}
 	r.fillMessageIDs(s, name, ch.fresh, recorded)
 	for id, env := range ch.fresh {
-		l.Msgs = append(l.Msgs, toMsg(env, recorded[id]))
+		m := toMsg(env, recorded[id])
+		m.Flags = flags.intern(m.Flags)
+		l.Msgs = append(l.Msgs, m)
 	}
 	sort.Slice(l.Msgs, func(i, j int) bool { return l.Msgs[i].ID < l.Msgs[j].ID })
-	r.envs[s][name] = ch.fresh
 	return l
 }
 
@@ -407,6 +414,9 @@ func (r *run) recordPasses(plan *Plan) error {
 			st[s].Messages -= min(st[s].Messages, uint32(r.removed[s][fp.Name]))
 		}
 		if err := r.st.CompletePass(fp.Name, st[A], st[B], p.full); err != nil {
+			return err
+		}
+		if err := r.st.Release(fp.Name); err != nil {
 			return err
 		}
 	}

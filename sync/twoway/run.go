@@ -73,10 +73,9 @@ type run struct {
 	opt    RunOptions
 	log    *slog.Logger
 	res    *Result
-	envs   [2]map[string]map[mail.ID]mail.Envelope // side -> folder -> id -> envelope as listed
-	jr     *journal                                // changes are written here before they are made
-	ids    [2]string                               // each store's identity (Store.identity)
-	status [2]map[string]mail.FolderStatus         // before listing (Store.statuses): modseqs for flag writes
+	jr     *journal                        // changes are written here before they are made
+	ids    [2]string                       // each store's identity (Store.identity)
+	status [2]map[string]mail.FolderStatus // before listing (Store.statuses): modseqs for flag writes
 	// The incremental listing (listing.go): each side's folder statuses
 	// read before listing, the pass of each folder pair listed, the pairs
 	// skipped as unchanged, and the messages removed per side and folder.
@@ -189,6 +188,10 @@ func (r *run) apply(plan *Plan) error {
 		if err := r.applyFolder(&plan.Folders[i]); err != nil {
 			return err
 		}
+		// Its records are on disk: memory holds one folder's at a time.
+		if err := r.st.Release(plan.Folders[i].Name); err != nil {
+			return err
+		}
 	}
 	if err := r.applyRemovals(plan); err != nil {
 		return err
@@ -234,7 +237,6 @@ func (r *run) list(pending []intent) ([]Folder, error) {
 		for _, b := range boxes {
 			exists[s][b], names[b] = true, true
 		}
-		r.envs[s] = map[string]map[mail.ID]mail.Envelope{}
 		r.msgs[s] = map[string][]Msg{}
 	}
 	for _, n := range r.st.Folders() {
@@ -286,6 +288,11 @@ func (r *run) listFolder(name string, exists [2]map[string]bool) (Folder, error)
 			return f, err
 		}
 		f.Known, f.Base = true, fo.Messages()
+		// The run holds the records as f.Base while it plans: the
+		// state's own copy goes (applying a folder reads it again).
+		if err := r.st.Release(name); err != nil {
+			return f, err
+		}
 	}
 	var recorded [2]map[mail.ID]bool
 	recorded[A], recorded[B] = map[mail.ID]bool{}, map[mail.ID]bool{}
@@ -369,11 +376,32 @@ func (r *run) listSide(s Side, name string, recorded map[mail.ID]bool) (Listing,
 		r.warn(fmt.Sprintf("side %s: folder %q listed in part", s, name), err)
 	}
 	r.fillMessageIDs(s, name, envs, recorded)
-	r.envs[s][name] = envs
+	l.Msgs = make([]Msg, 0, len(envs))
+	flags := flagInterner{}
 	for _, id := range sortedEnvIDs(envs) {
-		l.Msgs = append(l.Msgs, toMsg(envs[id], recorded[id]))
+		m := toMsg(envs[id], recorded[id])
+		m.Flags = flags.intern(m.Flags)
+		l.Msgs = append(l.Msgs, m)
 	}
 	return l, nil
+}
+
+// flagInterner shares one flag slice among the messages of a listing with
+// the same flags (most have one of a few sets): a 200,000-message account
+// otherwise holds 200,000 slices. The slices are never changed in place.
+type flagInterner map[string][]mail.Flag
+
+func (fi flagInterner) intern(fl []mail.Flag) []mail.Flag {
+	var b strings.Builder
+	for _, f := range fl {
+		b.WriteString(string(f))
+		b.WriteByte(' ')
+	}
+	if got, ok := fi[b.String()]; ok {
+		return got
+	}
+	fi[b.String()] = fl
+	return fl
 }
 
 func sortedEnvIDs(envs map[mail.ID]mail.Envelope) []mail.ID {
@@ -448,17 +476,16 @@ func readMessageID(ctx context.Context, src mail.Source, env mail.Envelope) stri
 	return sc.MessageID()
 }
 
-// env returns the listed envelope of a message.
-// A message no envelope was kept for (a listing rebuilt from the records)
-// gets one from its Msg: flags and date, size unknown.
+// env returns the envelope of a listed message, made from its Msg: a
+// listing keeps no envelopes (a 200,000-message account would hold them
+// all). The date keeps its instant, in Unix seconds as IMAP and a Maildir
+// give it; the size is a hint, -1 where the listing was rebuilt from the
+// records.
 func (r *run) env(s Side, folder string, id mail.ID) mail.Envelope {
-	if env, ok := r.envs[s][folder][id]; ok {
-		return env
-	}
 	env := mail.Envelope{Mailbox: folder, ID: id, Size: -1}
 	msgs := r.msgs[s][folder]
 	if i := sort.Search(len(msgs), func(i int) bool { return msgs[i].ID >= id }); i < len(msgs) && msgs[i].ID == id {
-		env.Flags = msgs[i].Flags
+		env.Size, env.Flags = msgs[i].Size, msgs[i].Flags
 		if msgs[i].Date != 0 {
 			env.Date = time.Unix(msgs[i].Date, 0)
 		}
