@@ -328,6 +328,9 @@ type syncSummary struct {
 	B        syncSide            `json:"b"`
 	Warnings []string            `json:"warnings,omitempty"`
 	Plan     map[string][]string `json:"plan,omitempty"` // --dry-run: per folder, what a real run would do
+	// Listings counts the folder pairs by how they were listed: skipped
+	// (unchanged on both sides), incremental (by their changes) or full.
+	Listings map[string]int `json:"listings,omitempty"`
 }
 
 // makeSyncSummary is the summary of a run, sides as the command line
@@ -347,6 +350,12 @@ func makeSyncSummary(o *syncOptions, ends [2]*syncEnd, ord [2]int, res *twoway.R
 			Folders: syncFolderCounts{Created: c.FoldersCreated, Renamed: c.FoldersRenamed, Deleted: c.FoldersRemoved, HeldBack: c.FoldersHeld}}
 	}
 	s.A, s.B = sides[0], sides[1]
+	for _, how := range res.Listing {
+		if s.Listings == nil {
+			s.Listings = map[string]int{}
+		}
+		s.Listings[how]++
+	}
 	if o.dryRun && res.Plan != nil {
 		s.Plan = describeSyncPlan(res.Plan, ends, ord)
 	}
