@@ -229,7 +229,32 @@ func (r *run) orphans(l *listing) (*orphanSet, *resetCheck) {
 			rc.orphans++
 		}
 	}
+	orphans.forgetSharedFlags()
 	return orphans, rc
+}
+
+// forgetSharedFlags drops the flags of orphaned records that share their
+// stored copy (Dst) with another: a copy re-mapped before keeps its old
+// record next to the new one, whose flags later runs updated, and which of
+// them a renumbering claims is chance. remapFlags then sets the source's
+// flags whatever they were (found by the change generator: a folder
+// restored twice kept stale flags).
+func (o *orphanSet) forgetSharedFlags() {
+	n := map[mail.ID]int{}
+	for _, rs := range o.bySize {
+		for _, r := range rs {
+			if r.Dst != "" {
+				n[r.Dst]++
+			}
+		}
+	}
+	for _, rs := range o.bySize {
+		for i := range rs {
+			if n[rs[i].Dst] > 1 {
+				rs[i].Flags = nil
+			}
+		}
+	}
 }
 
 // noteSuspected reports, in a dry run, a folder whose identifiers changed

@@ -99,6 +99,9 @@ func (r *run) planPass(mb string, sts map[string]mail.FolderStatus) *pass {
 	case !known:
 		p.reason = "status unknown"
 		return p
+	case now.Unsettled:
+		p.reason = "changed moments ago: its change evidence is not to be trusted yet"
+		return p
 	case !ok || sum.Complete == 0:
 		p.reason = "no complete pass yet"
 		return p
@@ -114,8 +117,13 @@ func (r *run) planPass(mb string, sts map[string]mail.FolderStatus) *pass {
 		return p
 	}
 	switch {
-	case sameStatus(p.since, now) && (now.HighestModSeq > 0 || !r.flagsFollow()):
+	case sameStatus(p.since, now) && (now.HighestModSeq > 0 || now.Evidence != "" || !r.flagsFollow()):
 		p.mode = ListingSkipped
+		if now.Evidence != "" {
+			// The same evidence: the messages the last pass listed (an
+			// mbox cannot count without reading them).
+			p.status.Messages = p.since.Messages
+		}
 	case r.srcF.ChangeLister != nil:
 		p.mode = ListingIncremental
 	default:
@@ -127,6 +135,12 @@ func (r *run) planPass(mb string, sts map[string]mail.FolderStatus) *pass {
 // fullReason says why a folder that moved from since to now must be listed
 // in full, or "".
 func fullReason(since, now mail.FolderStatus) string {
+	if since.Evidence != now.Evidence {
+		return "its files changed"
+	}
+	if now.Evidence != "" {
+		return "" // the same evidence says it all; the kept count is the listing's
+	}
 	switch {
 	case since.UIDValidity != now.UIDValidity:
 		return fmt.Sprintf("UIDVALIDITY changed from %d to %d", since.UIDValidity, now.UIDValidity)
@@ -143,8 +157,12 @@ func fullReason(since, now mail.FolderStatus) string {
 	return ""
 }
 
-// sameStatus reports a folder whose status did not move.
+// sameStatus reports a folder whose status did not move. Change evidence
+// says it all: the count kept with it is the listing's (recordPasses).
 func sameStatus(a, b mail.FolderStatus) bool {
+	if a.Evidence != "" || b.Evidence != "" {
+		return a.Evidence == b.Evidence
+	}
 	return a.UIDValidity == b.UIDValidity && a.UIDNext == b.UIDNext && a.Messages == b.Messages &&
 		a.HighestModSeq == b.HighestModSeq
 }
@@ -177,11 +195,19 @@ func unixOrZero(t time.Time) int64 {
 }
 
 func folderStatus(s state.SideStatus) mail.FolderStatus {
-	return mail.FolderStatus{UIDValidity: s.UIDValidity, UIDNext: s.UIDNext, Messages: s.Messages, HighestModSeq: s.HighestModSeq}
+	return mail.FolderStatus{UIDValidity: s.UIDValidity, UIDNext: s.UIDNext, Messages: s.Messages, HighestModSeq: s.HighestModSeq,
+		Evidence: s.Evidence}
 }
 
+// sideStatus is the status kept for the next run. Unsettled evidence is
+// not kept: the next run then sees other evidence and lists the folder.
 func sideStatus(s mail.FolderStatus) state.SideStatus {
-	return state.SideStatus{UIDValidity: s.UIDValidity, UIDNext: s.UIDNext, Messages: s.Messages, HighestModSeq: s.HighestModSeq}
+	st := state.SideStatus{UIDValidity: s.UIDValidity, UIDNext: s.UIDNext, Messages: s.Messages, HighestModSeq: s.HighestModSeq,
+		Evidence: s.Evidence}
+	if s.Unsettled {
+		st.Evidence = ""
+	}
+	return st
 }
 
 // passOf returns mb's pass, nil when the run does not plan passes.
@@ -332,7 +358,13 @@ func (r *run) recordPasses() error {
 		if !p.done || skipped[mb] || r.st.Box(mb).Failed.Load() > 0 {
 			continue
 		}
-		if err := r.opt.State.CompletePass(mb, sideStatus(p.status), state.SideStatus{Evidence: r.filterKey()}, p.mode == ListingFull); err != nil {
+		a := sideStatus(p.status)
+		if p.status.Evidence != "" && p.mode == ListingFull {
+			// What the listing found, for the runs that skip the folder
+			// (the source may not count: mbox).
+			a.Messages = uint32(r.st.Box(mb).Listed.Load())
+		}
+		if err := r.opt.State.CompletePass(mb, a, state.SideStatus{Evidence: r.filterKey()}, p.mode == ListingFull); err != nil {
 			return mail.MakeFatal(fmt.Errorf("record the pass over %q: %w", mb, err))
 		}
 		if err := r.opt.State.Release(mb); err != nil {

@@ -342,7 +342,7 @@ func (r *run) decideReset(m *resetMatch) resetOutcome {
 	if change != "" {
 		what += " " + change
 	}
-	accept := float64(matched) >= remapShare*float64(rc.orphans) || matched >= remapConfirmations
+	accept := float64(matched) >= remapShare*float64(r.orphanBase(rc)) || matched >= remapConfirmations
 	switch {
 	case matched == 0:
 		ev.Kind = "replaced"
@@ -362,6 +362,24 @@ func (r *run) decideReset(m *resetMatch) resetOutcome {
 		r.log.Warn("folder renumbered on the source: re-mapped", "mailbox", mb, "change", change, "old_records", rc.orphans, "rematched", matched, "by_listing", m.byListing, "headers_read", m.headers)
 	}
 	return resetOutcome{event: ev}
+}
+
+// orphanBase is how many orphaned records step 4 takes the share of: all
+// of them, or fewer when the state recorded a complete pass over the folder
+// (Options.State) that counted fewer messages: the other records are of
+// messages expunged before that pass, which no renumbering brings back.
+// Without this, a folder of fewer than remapConfirmations messages with an
+// expunge history halted for good after a UIDVALIDITY change (found by
+// the change generator, cmd/mailferry nightly_generator_integration_test.go).
+func (r *run) orphanBase(rc *resetCheck) int {
+	if r.opt.State == nil {
+		return rc.orphans
+	}
+	sum, ok := r.opt.State.Summary(rc.mailbox)
+	if !ok || sum.Complete == 0 || sum.A.UIDValidity == 0 || sum.A.Messages == 0 {
+		return rc.orphans // no pass, or one that asked no status
+	}
+	return min(rc.orphans, int(sum.A.Messages))
 }
 
 // headerPass learns the Message-IDs a listing lacked (POP3) from a source
@@ -520,8 +538,8 @@ func (o *orphanSet) claimByListing(fresh, stored []mail.Envelope) map[int]checkp
 		same := o.bySize[old.Size]
 		j := slices.IndexFunc(same, func(r checkpoint.Record) bool { return r.ID == old.ID })
 		o.bySize[old.Size] = slices.Delete(same, j, j+1)
-		rec := old
-		rec.Mailbox, rec.ID, rec.Flags = env.Mailbox, env.ID, nil
+		rec := old // its Flags are the stored copy's: remapFlags compares them with env's
+		rec.Mailbox, rec.ID = env.Mailbox, env.ID
 		out[i] = rec
 	}
 	return out

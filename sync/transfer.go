@@ -88,6 +88,9 @@ func (r *run) settle(ctx context.Context, j job, d done, err error) error {
 		// Stored: hand it to the committer even when the run is being
 		// cancelled; it drains until the end, so this cannot block for
 		// good, and the message gets recorded instead of re-copied.
+		if d.kind == doneRemapped {
+			r.remapFlags(ctx, &d)
+		}
 		r.dones <- d
 	case ctx.Err() != nil:
 		return ctx.Err()
@@ -268,8 +271,37 @@ func (r *run) rematch(ctx context.Context, j job) (checkpoint.Record, bool, erro
 	if !ok {
 		return checkpoint.Record{}, false, nil
 	}
+	// Flags: the stored copy's, which remapFlags compares with the source's.
 	return checkpoint.Record{Mailbox: j.env.Mailbox, ID: j.env.ID, Dst: old.Dst, Size: j.env.Size, SHA256: sum,
-		MsgID: checkpoint.MsgIDSum(scannedMessageID(j.env, scan)), Date: checkpoint.UnixDate(j.env.Date)}, true, nil
+		MsgID: checkpoint.MsgIDSum(scannedMessageID(j.env, scan)), Date: checkpoint.UnixDate(j.env.Date), Flags: old.Flags}, true, nil
+}
+
+// remapFlags gives the stored copy of a re-mapped message the source's
+// flags now, before its record says so: the copy still has the flags of
+// its old record (nil: not known, so they are set whatever they are), and
+// the listing compared flags (syncFlags) before the renumbering was known,
+// so nothing else would, and a folder skipped as unchanged on the next run
+// never compares them again. A failure keeps the old flags recorded and
+// leaves the folder's pass unfinished, so the next run lists it and tries
+// again. Only a known change counts as a flag update.
+func (r *run) remapFlags(ctx context.Context, d *done) {
+	fs := r.dstF.FlagSetter
+	if fs == nil || r.opt.DryRun || d.env.Flags == nil || d.rec.Dst == "" {
+		return
+	}
+	now := flagString(d.env.Flags)
+	if d.rec.Flags != nil && now == *d.rec.Flags {
+		return
+	}
+	if err := fs.SetFlags(ctx, r.opt.dstName(d.env.Mailbox), d.rec.Dst, d.env.Flags); err != nil {
+		r.log.Warn("flags not updated on the destination; the next run tries again", "mailbox", d.env.Mailbox, "id", d.env.ID, "err", err)
+		r.unfinished(d.env.Mailbox)
+		return
+	}
+	if d.rec.Flags != nil {
+		r.st.FlagsUpdated.Add(1)
+	}
+	d.rec.Flags = &now
 }
 
 // scannedMessageID is env's Message-ID: the listing's, or else what scan

@@ -38,6 +38,7 @@ type batchOptions struct {
 	configFlag string
 	slice      time.Duration
 	rescue     time.Duration
+	throttle   time.Duration // --throttle-wait: the snooze of a throttled account (exit 8)
 	json       bool
 	// poll is how often batch run and status --watch look at the jobs.
 	poll  time.Duration
@@ -64,8 +65,8 @@ func (o *batchOptions) Check() error {
 		return &usageError{fmt.Sprintf("--db-env %q: want the name of an environment variable", o.dbEnv)}
 	case o.poll <= 0:
 		return &usageError{"--interval: want a positive duration"}
-	case o.slice < 0 || o.rescue < 0:
-		return &usageError{"--slice and --rescue-after: want positive durations"}
+	case o.slice < 0 || o.rescue < 0 || o.throttle < 0:
+		return &usageError{"--slice, --rescue-after and --throttle-wait: want positive durations"}
 	}
 	if o.verb != "run" && o.verb != "worker" {
 		return nil // no copy flags
@@ -92,7 +93,7 @@ func (o *batchOptions) openStore(ctx context.Context, url string, workers int, b
 
 // openStoreIn is openStore with the accounts' checkpoints in cpDir.
 func (o *batchOptions) openStoreIn(ctx context.Context, url string, workers int, baseDir, cpDir string, env *cliEnv) (*batch.Store, error) {
-	cfg := batch.Config{URL: url, Workers: workers, Slice: o.slice, RescueAfter: o.rescue, Logger: batchLogger(env.stderr),
+	cfg := batch.Config{URL: url, Workers: workers, Slice: o.slice, RescueAfter: o.rescue, Throttle: o.throttle, Logger: batchLogger(env.stderr),
 		Resolver: &batch.Resolver{Getenv: env.getenv, BaseDir: baseDir, Hide: []string{o.dbEnv}}}
 	if workers > 0 {
 		base := o.copy
@@ -499,6 +500,7 @@ func (o *batchOptions) addRunFlags(fs *flag.FlagSet, verb string) {
 	fs.StringVar(&o.configFlag, "config", "", "read host groups ([batch.groups.NAME]) and oauth2:PROFILE settings (the jobs' src_oauth2, dst_oauth2) from `FILE` (default: the usual config file, if there is one)")
 	fs.DurationVar(&o.slice, "slice", batch.DefaultSlice, "run an account for at most `DURATION` at a time, then put it back in the queue to resume (bounds how late pause and cancel take effect)")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus metrics at http://`ADDR`/metrics (e.g. 127.0.0.1:9464): accounts running, runs by outcome and class, messages, bytes")
+	fs.DurationVar(&o.throttle, "throttle-wait", batch.DefaultThrottle, "put a throttled account (a server's NO [LIMIT], a BYE at connect: exit 8) back in the queue for `DURATION`, without spending an attempt")
 	fs.DurationVar(&o.rescue, "rescue-after", batch.DefaultRescueAfter, "hand the account of a worker that died to another after `DURATION` (at least 1.5 slices)")
 	if verb == "run" {
 		fs.StringVar(&o.db, "db", "", "keep the batch in SQLite `FILE` (default: next to the CSV, NAME.batch.db)")

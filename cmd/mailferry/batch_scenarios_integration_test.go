@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"fmt"
 	"math/rand/v2"
 	"net/url"
@@ -10,8 +11,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	stdsync "sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -562,4 +566,205 @@ func TestBatchGroupCapSampled(t *testing.T) {
 		checkCopied(t, d, a)
 	}
 	sc.noSecrets(t, logs)
+}
+
+// throttleProxy is a plain-text proxy to Dovecot's IMAP port that
+// throttles the first connection through it as a busy server does:
+// "limit" answers the login NO [LIMIT], "bye" greets with BYE and hangs up.
+func throttleProxy(t *testing.T, d *mailtest.Dovecot, how string) (p *mailtest.FaultProxy, fired func() bool) {
+	t.Helper()
+	p = mailtest.NewFaultProxy(t, d.IMAPStartTLS)
+	f := mailtest.Fault{Action: mailtest.Drop, Dir: mailtest.Down, After: 0, Inject: []byte("* BYE Too many connections from your address, try again later\r\n")}
+	fired = func() bool { c := p.Conns(); return len(c) > 1 && c[0].Fired }
+	if how == "limit" {
+		loginTag := regexp.MustCompile(`(?m)^(\S+) (?i:LOGIN|AUTHENTICATE) `)
+		var tagSeen atomic.Value // the login's tag: Up and Down run on two goroutines
+		tagSeen.Store("")
+		var rewritten atomic.Bool
+		fired = rewritten.Load
+		f = mailtest.Fault{Rewrite: func(dir mailtest.Direction, chunk []byte) []byte {
+			if dir == mailtest.Up {
+				if m := loginTag.FindSubmatch(chunk); m != nil {
+					tagSeen.Store(string(m[1]))
+				}
+				return chunk
+			}
+			tag, _ := tagSeen.Load().(string)
+			ok := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(tag) + ` OK[^\r\n]*\r\n`)
+			if tag == "" || !ok.Match(chunk) {
+				return chunk
+			}
+			rewritten.Store(true)
+			return ok.ReplaceAll(chunk, []byte(tag+" NO [LIMIT] Too many connections from this user and address\r\n"))
+		}}
+	}
+	p.SetSchedule(mailtest.FirstConn(f))
+	return p, fired
+}
+
+// TestBatchThrottled: accounts whose source answers the first login NO
+// [LIMIT] or greets with BYE are put back in the queue (exit 8) without
+// spending an attempt, and finish; the rest run as usual.
+func TestBatchThrottled(t *testing.T) {
+	d := mailtest.NeedDovecot(t)
+	accts := newBatchAccounts(t, d, 4)
+	hows := []string{"limit", "limit", "bye", ""}
+	throttled := map[string]func() bool{}
+	for i, a := range accts {
+		if hows[i] == "" {
+			continue
+		}
+		p, fired := throttleProxy(t, d, hows[i])
+		throttled[a.id] = fired
+		a.srcURL = (&url.URL{Scheme: "imap", User: url.User(a.srcUser), Host: "localhost:" + p.Port()}).String()
+	}
+	dir := t.TempDir()
+	env := map[string]string{"HOME": dir}
+	csv := writeBatchCSV(t, dir, accts, env)
+	code, stdout, stderr := runCLI(t, env, "batch", "run", csv, "--ca-file", d.CAFile, "--no-starttls", "--allow-plaintext-auth", "--throttle-wait", "1s")
+	if code != exitOK || !strings.Contains(stdout, "4 accounts: 4 done") {
+		t.Fatalf("batch run = %d, stdout %q, stderr %q; want 0, all done", code, stdout, stderr)
+	}
+	lines, _ := readReport(t, filepath.Join(dir, "staff.report.jsonl"))
+	snoozes := sqliteColumn(t, filepath.Join(dir, "staff.batch.db"), `SELECT json_extract(args, '$.id') || ' ' || COALESCE(json_extract(metadata, '$.snoozes'), 0) FROM river_job`)
+	for i, a := range accts {
+		l := lines[a.id]
+		if l.State != "done" || l.Attempts != 1 || l.Totals.Copied != 5 {
+			t.Errorf("%s (%q): %+v; want done at the first attempt, 5 copied", a.id, hows[i], l)
+		}
+		if fired := throttled[a.id]; fired != nil && !fired() {
+			t.Errorf("%s (%q): the proxy throttled nothing: the test proves nothing", a.id, hows[i])
+		}
+		wantSnoozed := hows[i] != ""
+		if got := slices.Contains(snoozes, a.id+" 0"); got == wantSnoozed {
+			t.Errorf("%s (%q): snoozes %q; want snoozed: %v", a.id, hows[i], snoozes, wantSnoozed)
+		}
+		checkCopied(t, d, a)
+	}
+}
+
+// sqliteColumn runs a query on a batch run's SQLite database and returns
+// its first column as text.
+func sqliteColumn(t *testing.T, path, q string) []string {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.Query(q)
+	if err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// privatePostgres starts a PostgreSQL of the test's own on a free port
+// (the shared one serves other packages' tests meanwhile) and returns its
+// URL and functions that stop it and start it again, data kept.
+func privatePostgres(t *testing.T) (dbURL string, down, up func()) {
+	t.Helper()
+	parent, err := os.MkdirTemp("", "mailferry-pg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The server runs as the postgres user when we are root: it must reach
+	// its directory.
+	if err := os.Chmod(parent, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(parent, "pg")
+	_, port, _ := strings.Cut(freeAddr(t), ":")
+	script := func(verb string) {
+		cmd := exec.Command("bash", "../../testdata/postgres/postgres.sh", verb, dir)
+		cmd.Env = append(os.Environ(), "POSTGRES_PORT="+port)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("postgres.sh %s: %v\n%s", verb, err, out)
+		}
+	}
+	script("start")
+	t.Cleanup(func() {
+		script("stop")
+		_ = os.RemoveAll(parent)
+	})
+	return "postgres://mailferry@127.0.0.1:" + port + "/mailferry?sslmode=disable", func() { script("stop") }, func() { script("up") }
+}
+
+// accountsRunning sums a worker's mailferry_batch_accounts_running; -1
+// before it has run any.
+func accountsRunning(t *testing.T, metricsURL string) int {
+	t.Helper()
+	n := -1
+	for _, m := range regexp.MustCompile(`(?m)^mailferry_batch_accounts_running\{[^}]*\} (\d+)`).FindAllStringSubmatch(scrape(t, metricsURL), -1) {
+		k, _ := strconv.Atoi(m[1])
+		n = max(n, 0) + k
+	}
+	return n
+}
+
+// TestBatchDatabaseDown: the batch database (PostgreSQL) stops while a
+// worker copies 4 accounts: the running accounts stop by the end of their
+// slice and nothing more is copied while it is down; started again, the
+// same worker resumes them to the end, each message once. The outage
+// lasts 30 s under make soak and 8 s in make test: the same behaviour,
+// since anything past a slice (2 s here) finds every account stopped.
+func TestBatchDatabaseDown(t *testing.T) {
+	mailtest.NeedPostgres(t) // PostgreSQL is installed; this test runs its own
+	d := mailtest.NeedDovecot(t)
+	outage := time.Duration(soakSize(8, 30)) * time.Second
+	base, down, up := privatePostgres(t)
+	accts := newBatchAccounts(t, d, 4)
+	for _, a := range accts {
+		seedMore(t, d, a, "INBOX", 30, 3000)
+		viaProxy(t, d, a, scenarioRate)
+	}
+	sc := newScenario(t, d, base, accts)
+	w := startWorkerProc(t, sc.env, sc.workerArgs("--workers", "4")...)
+	counts := func() []int {
+		var c []int
+		for _, a := range accts {
+			c = append(c, countIn(t, d, a))
+		}
+		return c
+	}
+	waitUntil(t, time.Minute, "the first messages copied", func() bool { return slices.ContainsFunc(counts(), func(n int) bool { return n > 0 }) })
+	down()
+	waitUntil(t, time.Minute, "the worker to stop copying", func() bool { return accountsRunning(t, w.metrics) == 0 })
+	before := counts()
+	// The outage itself: a fault of fixed length, not a synchronisation.
+	select {
+	case <-w.done:
+		t.Fatalf("the worker exited while the database was down: %v\n%s", w.err, w.logs())
+	case <-time.After(outage):
+	}
+	if after := counts(); !slices.Equal(after, before) {
+		t.Errorf("messages per account while the database was down: %v, then %v; want no copying", before, after)
+	}
+	total := 0
+	for _, a := range accts {
+		total += seededCount(a)
+	}
+	t.Logf("database down for %v with %v of %d messages copied", outage, before, total)
+	up()
+	waitUntil(t, 3*time.Minute, "every account done", func() bool { return jobStates(t, sc.db)["completed"] == len(accts) })
+	for _, a := range accts {
+		checkCopied(t, d, a)
+	}
+	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-w.done
+	if w.err != nil {
+		t.Errorf("worker after SIGTERM: %v\n%s", w.err, w.logs())
+	}
+	sc.noSecrets(t, w.logs())
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"flag"
 	"io"
@@ -115,7 +116,7 @@ func TestBatchServeChromium(t *testing.T) {
 	}
 	checkStatusJSON(t, srv.URL, want)
 	checkRiverUI(ctx, t, srv.URL)
-	writeScreenshot(t, png)
+	checkPNG(t, png) // docs/batch-status.png shows a running batch: TestBatchServeDuringRun
 }
 
 // batchTruth is what the database says, as the page should show it.
@@ -245,16 +246,144 @@ func checkRiverUI(ctx context.Context, t *testing.T, url string) {
 	}
 }
 
-// writeScreenshot rewrites docs/batch-status.png when asked.
-func writeScreenshot(t *testing.T, png []byte) {
+func checkPNG(t *testing.T, png []byte) {
 	t.Helper()
 	if len(png) < 8 || string(png[1:4]) != "PNG" {
 		t.Fatalf("screenshot: %d bytes, not a PNG", len(png))
 	}
+}
+
+// writeScreenshot rewrites docs/batch-status.png when asked.
+func writeScreenshot(t *testing.T, png []byte) {
+	t.Helper()
+	checkPNG(t, png)
 	if !*updateScreenshot && os.Getenv("MAILFERRY_UPDATE_SCREENSHOT") != "1" {
 		return
 	}
 	if err := os.WriteFile(screenshotPath, png, 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// runningTruth is what the database says of batch staff at one moment.
+type runningTruth struct {
+	accounts, done, pending, running int
+	copied                           int64
+}
+
+func readRunningTruth(t *testing.T, db string) runningTruth {
+	t.Helper()
+	s, err := batch.Open(t.Context(), batch.Config{URL: "sqlite:" + db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	lines, err := s.Report(t.Context(), "staff", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := batch.Summarize(lines)
+	running := len(sqliteColumn(t, db, `SELECT id FROM river_job WHERE state = 'running'`))
+	return runningTruth{accounts: sum.Accounts, done: sum.States[batch.StateDone], pending: sum.States[batch.StatePending], running: running, copied: sum.Totals.Copied}
+}
+
+// TestBatchServeDuringRun: the status page, loaded in headless Chromium
+// while 'batch run' copies 6 throttled accounts 2 at a time, shows the
+// batch unfinished with accounts running, and counts between what the
+// database said just before and just after the page was read (the batch
+// moves meanwhile: done and copied only grow). Its screenshot is
+// docs/batch-status.png (-update-screenshot).
+func TestBatchServeDuringRun(t *testing.T) {
+	chromium := needChromium(t)
+	d := mailtest.NeedDovecot(t)
+	accts := newBatchAccounts(t, d, 6)
+	for _, a := range accts {
+		seedMore(t, d, a, "INBOX", 20, 3000)
+		viaProxy(t, d, a, scenarioRate)
+	}
+	dir := t.TempDir()
+	env := map[string]string{"HOME": dir}
+	csv := writeBatchCSV(t, dir, accts, env)
+	db := filepath.Join(dir, "staff.batch.db")
+	type result struct {
+		code           int
+		stdout, stderr string
+	}
+	ran := make(chan result, 1)
+	go func() {
+		code, stdout, stderr := runCLI(t, env, "batch", "run", csv, "--workers", "2", "--ca-file", d.CAFile)
+		ran <- result{code, stdout, stderr}
+	}()
+	// Asked with plain SQL until batch run has made its tables (opening the
+	// store would race its migrations).
+	waitUntil(t, 2*time.Minute, "an account done and another running", func() bool {
+		c, err := sql.Open("sqlite", "file:"+db+"?mode=ro")
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		var done, running int
+		err = c.QueryRow(`SELECT COUNT(*) FILTER (WHERE state = 'completed'), COUNT(*) FILTER (WHERE state = 'running') FROM river_job`).Scan(&done, &running)
+		return err == nil && done >= 1 && running >= 1
+	})
+	h, closeFn, err := newBatchStatusHandler(t.Context(), &batchServeOptions{db: db, dbEnv: "MAILFERRY_DB"}, &cliEnv{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard, getenv: func(k string) string { return env[k] }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(closeFn)
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	ctx := newChromium(t, chromium)
+	// The first action starts the browser and binds it to its context
+	// (no timeout there, chromedp's rule): before the timed reads.
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("chromium: %v", err)
+	}
+	before := readRunningTruth(t, db)
+	page, png := readRunningPage(ctx, t, srv.URL)
+	after := readRunningTruth(t, db)
+	t.Logf("database before %+v, page %v, database after %+v", before, page, after)
+	between := func(key string, lo, hi int64) {
+		n, err := strconv.ParseInt(page[key], 10, 64)
+		if err != nil || n < lo || n > hi {
+			t.Errorf("page %s = %q; the database said %d before and %d after", key, page[key], lo, hi)
+		}
+	}
+	between("accounts", 6, 6)
+	between("done", int64(before.done), int64(after.done))
+	between("copied", before.copied, after.copied)
+	between("pending", int64(after.pending), int64(before.pending))
+	between("running", 1, 2) // a batch still running, 2 at a time at most
+	writeScreenshot(t, png)
+	r := <-ran
+	if r.code != exitOK || !strings.Contains(r.stdout, "6 accounts: 6 done") {
+		t.Errorf("batch run = %d, stdout %q, stderr %q; want 0, all done", r.code, r.stdout, r.stderr)
+	}
+	for _, a := range accts {
+		checkCopied(t, d, a)
+	}
+}
+
+// readRunningPage reads the batch's counts off the page and screenshots it.
+func readRunningPage(ctx context.Context, t *testing.T, url string) (map[string]string, []byte) {
+	t.Helper()
+	tctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := chromedp.Do(tctx, chromedp.Navigate(url+"/")); err != nil {
+		t.Fatalf("chromium: %v", err)
+	}
+	got := map[string]string{}
+	for _, key := range []string{"accounts", "done", "pending", "running", "copied"} {
+		sel := `section[data-batch="staff"] table.accounts td[data-count="` + key + `"]`
+		text, err := chromedp.Run(tctx, chromedp.Text(chromedp.CSS(sel)))
+		if err != nil {
+			t.Fatalf("chromium: %s (%s): %v", key, sel, err)
+		}
+		got[key] = strings.TrimSpace(text)
+	}
+	png, err := chromedp.Run(tctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("chromium screenshot: %v", err)
+	}
+	return got, png
 }

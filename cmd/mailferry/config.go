@@ -44,9 +44,9 @@ type jobConfig struct {
 	Mode string `toml:"mode"`
 	// The keys of sync jobs only: --no-delete, --max-delete (percent) and
 	// --remove-folders.
-	NoDelete      bool    `toml:"no_delete"`
-	MaxDelete     float64 `toml:"max_delete"`
-	RemoveFolders bool    `toml:"remove_folders"`
+	NoDelete      bool          `toml:"no_delete"`
+	MaxDelete     configPercent `toml:"max_delete"`
+	RemoveFolders bool          `toml:"remove_folders"`
 
 	Include        []string        `toml:"include"`
 	Exclude        []string        `toml:"exclude"`

@@ -50,7 +50,9 @@ home directory; other relative paths are relative to the current directory.
   since             = 2015-01-01            # internal date; before = ... too
   workers           = 8
 
-Job keys (each one mirrors a flag of 'mailferry copy'):
+Job keys (each one mirrors a flag of 'mailferry copy', or with mode = "sync"
+of 'mailferry sync'; a key of the other mode is an error):
+  mode                     "copy" (the default) or "sync"
   source, destination      endpoint URLs (required)
   include, exclude         lists of folder regexps
   map                      folder renames, ["SRC_RE=DST", ...] like --map
@@ -72,6 +74,17 @@ Job keys (each one mirrors a flag of 'mailferry copy'):
   pin_sha256               list of server key pins, like --pin-sha256
   allow_unsafe_expunge     bool: like --allow-unsafe-expunge
   timeout                  "60s"
+Sync jobs only (source and destination: imap, imaps or maildir), e.g.
+    [jobs.laptop]                           # mailferry run laptop: a two-way sync
+    mode              = "sync"              # source is A, destination B (help sync)
+    source            = "imaps://alice@imap.example.org"
+    destination       = "maildir:~/Mail"
+    src_password_file = "~/.config/mailferry/imap.pw"
+    remove_folders    = true
+  no_delete                bool: never delete
+  max_delete               percent of a folder's messages deleted at once before the guard holds them (50)
+  remove_folders           bool: delete a folder the other side deleted when unchanged here
+  (--force is a flag of 'run' only, never a key: a job that always forces has no guard)
 Credentials, for src_ and dst_ (never in the URL):
   src_password_file        first line of a file
   src_password_cmd         first line printed by a command (pass, secret-tool...)

@@ -26,7 +26,7 @@ type runOptions struct {
 
 func (r *runOptions) addFlags(fs *flag.FlagSet) {
 	r.copy.addFlags(fs)
-	r.sync.addSyncOnlyFlags(fs)
+	r.sync.addSyncOnlyFlags(fs, "sync jobs: ")
 	fs.StringVar(&r.config, "config", "", "read jobs from `FILE` (default $XDG_CONFIG_HOME/mailferry/config.toml, else ~/.config/mailferry/config.toml)")
 	fs.BoolVar(&r.all, "all", false, "run every job of the config file, in file order")
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -42,9 +43,19 @@ func newSyncCommand(env *cliEnv) *cobra.Command {
 		Use:   "sync A B [flags]",
 		Short: "keep A and B in step both ways: new mail, flags, moves, deletions (imap, imaps, maildir)",
 		Long: "Keep A and B in step both ways: new mail, flag changes (merged flag by flag), moves between folders and\n" +
-			"deletions on either side reach the other. A takes the --src-* credentials, B the --dst-* ones.\n" +
-			"Deletions that look like an accident (more than --max-delete of a folder and 20 messages, more than\n" +
-			"a quarter of a side, a folder that is suddenly empty) are held back: exit 10; rerun with --force after checking.",
+			"deletions on either side reach the other. A takes the --src-* credentials, B the --dst-* ones; in the config\n" +
+			"file, a job with mode = \"sync\" (source = A, destination = B) runs it: mailferry run JOB.\n\n" +
+			"Folders: one new on a side is created on the other; one renamed on a side (90 % of its messages now in a\n" +
+			"new folder there) is renamed on the other, nothing copied or deleted; one deleted on a side is kept on the\n" +
+			"other with a warning, or with --remove-folders deleted there when unchanged since the last sync (changed:\n" +
+			"recreated on the side that deleted it, a conflict).\n\n" +
+			"A conflict is a change one side's change overrode: a message deleted on one side while its flags changed\n" +
+			"on the other is deleted; a folder deleted while it got new mail is recreated. Nothing is lost.\n\n" +
+			"The guard: deletions that look like an accident (more than --max-delete of a folder and 20 messages, more\n" +
+			"than a quarter of a side, a folder that is suddenly empty, more than half of the folders gone from a side)\n" +
+			"are held back, everything else is synced, and the run exits 10: check that side, then rerun with --force if\n" +
+			"the deletions are wanted. A lost state is merged as a first sync: no duplicates, no deletions.\n" +
+			"--dry-run prints the plan per folder; --json and --report FILE count per side.",
 		Args: nArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := o.Check(); err != nil {
@@ -66,16 +77,16 @@ func (o *syncOptions) addFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.dryRun, "dry-run", false, "print the plan per folder (copies each way, flag changes, moves, deletions, folders) and change nothing")
 	fs.IntVar(&o.fullEvery, "full-every", 7, "list every folder in full every `N`th run, although its statuses say nothing changed (a rerun otherwise skips folders unchanged on both sides and lists only what changed in the others)")
 	fs.StringVar(&o.report, "report", "", "append one JSON line per run (time, job, counts per side, exit code) to `FILE`, for monitoring")
-	o.addSyncOnlyFlags(fs)
+	o.addSyncOnlyFlags(fs, "")
 }
 
 // addSyncOnlyFlags adds the flags 'sync' has and 'copy' has not; 'run'
 // takes them too, for its sync jobs.
-func (o *syncOptions) addSyncOnlyFlags(fs *flag.FlagSet) {
-	fs.BoolVar(&o.noDelete, "no-delete", false, "sync: never delete: a message deleted on one side stays on the other (and is not copied back)")
-	fs.BoolVar(&o.force, "force", false, "sync: apply deletions the mass-delete guard holds back (after checking why: see exit 10)")
-	fs.Float64Var(&o.maxDelete, "max-delete", 50, "sync: hold back a side's deletions in a folder beyond `PERCENT` of its known messages (and more than 20)")
-	fs.BoolVar(&o.removeFolders, "remove-folders", false, "sync: delete a folder deleted on the other side when this side's copy is unchanged since the last sync (changed: recreated instead)")
+func (o *syncOptions) addSyncOnlyFlags(fs *flag.FlagSet, prefix string) {
+	fs.BoolVar(&o.noDelete, "no-delete", false, prefix+"never delete: a message deleted on one side stays on the other (and is not copied back)")
+	fs.BoolVar(&o.force, "force", false, prefix+"apply deletions the mass-delete guard holds back (after checking why: see exit 10)")
+	fs.Float64Var(&o.maxDelete, "max-delete", 50, prefix+"hold back a side's deletions in a folder beyond `PERCENT` of its known messages (and more than 20)")
+	fs.BoolVar(&o.removeFolders, "remove-folders", false, prefix+"delete a folder deleted on the other side when this side's copy is unchanged since the last sync (changed: recreated instead)")
 }
 
 // Check refuses bad flags before anything is contacted.
@@ -196,12 +207,51 @@ func (emptySource) Limits() mail.Limits { return mail.Limits{} }
 func (emptySource) Close() error        { return nil }
 
 // doSync syncs A and B, for 'sync' and for each sync job of 'run' (job is
-// then its name): parses both URLs (refusing mbox and POP3) before any
-// I/O, opens the state of the pair (the same for 'sync B A'), opens both
-// sides and runs the two-way sync; then prints the summary and appends the
-// --report line.
+// then its name), then prints the summary and appends the --report line
+// (also for a run that failed before it synced anything, so monitoring
+// sees every run).
 func doSync(ctx context.Context, o *syncOptions, aURL, bURL, job string, env *cliEnv) error {
 	start := time.Now()
+	r := &syncRunResult{urls: [2]string{aURL, bURL}, ord: [2]int{0, 1}}
+	err := syncRun(ctx, o, r, env)
+	if r.res == nil {
+		r.res = &twoway.Result{}
+	} else {
+		err = syncError(err, r.res)
+	}
+	s := makeSyncSummary(o, r, err, start)
+	if job != "" {
+		s.Job, s.Command = job, "run"
+	}
+	if r.ran {
+		printSync(env, o, &s)
+	}
+	if o.report != "" {
+		if rerr := appendReport(o.report, env, &s); rerr != nil {
+			if err == nil {
+				return rerr
+			}
+			fmt.Fprintf(env.stderr, "mailferry: %s\n", oneLine(rerr))
+		}
+	}
+	return err
+}
+
+// syncRunResult is what syncRun learnt, for the summary: the two ends as
+// the command line names them (nil when not parsed), ord[0] the one the
+// state calls A, and the run's result once it ran.
+type syncRunResult struct {
+	urls [2]string
+	ends [2]*syncEnd
+	ord  [2]int
+	res  *twoway.Result
+	ran  bool
+}
+
+// syncRun parses both URLs (refusing mbox and POP3) before any I/O, opens
+// the state of the pair (the same for 'sync B A'), opens both sides and
+// runs the two-way sync.
+func syncRun(ctx context.Context, o *syncOptions, r *syncRunResult, env *cliEnv) error {
 	log, err := o.common.logger(env.stderr)
 	if err != nil {
 		return err
@@ -211,22 +261,17 @@ func doSync(ctx context.Context, o *syncOptions, aURL, bURL, job string, env *cl
 		return err
 	}
 	reg := env.registry()
-	var ends [2]*syncEnd
-	for i, side := range []struct {
-		raw string
-		sf  *sideFlags
-	}{{aURL, &o.src}, {bURL, &o.dst}} {
-		if ends[i], err = parseSyncEnd(reg, side.raw, o.common.openOptions(side.sf, env, log)); err != nil {
+	sides := [2]*sideFlags{&o.src, &o.dst}
+	for i := range r.ends {
+		if r.ends[i], err = parseSyncEnd(reg, r.urls[i], o.common.openOptions(sides[i], env, log)); err != nil {
 			return err
 		}
 	}
-	// The state names the pair in one order whatever the command line's:
-	// ord[0] is the side the state calls A.
-	ord := [2]int{0, 1}
-	if ends[0].src.Canonical > ends[1].src.Canonical {
-		ord = [2]int{1, 0}
+	// The state names the pair in one order whatever the command line's.
+	if r.ends[0].src.Canonical > r.ends[1].src.Canonical {
+		r.ord = [2]int{1, 0}
 	}
-	first, second := ends[ord[0]], ends[ord[1]]
+	first, second := r.ends[r.ord[0]], r.ends[r.ord[1]]
 	dir, err := syncStateDir(o.checkpoint, first.src.Canonical, second.src.Canonical)
 	if err != nil {
 		return err
@@ -236,35 +281,20 @@ func doSync(ctx context.Context, o *syncOptions, aURL, bURL, job string, env *cl
 		return err
 	}
 	defer func() { _ = st.Close() }()
-	for _, e := range ends {
+	for _, e := range r.ends {
 		defer e.close()
 		if err := e.open(ctx, dir, o.dryRun); err != nil {
 			return fmt.Errorf("%s: %w", mail.Redact(e.src.URL), err)
 		}
 	}
-	res, err := twoway.Run(ctx, [2]*twoway.Store{first.store, second.store}, st, twoway.RunOptions{
+	r.res, err = twoway.Run(ctx, [2]*twoway.Store{first.store, second.store}, st, twoway.RunOptions{
 		Plan:      twoway.Options{MaxDelete: o.maxDelete / 100, NoDelete: o.noDelete, Force: o.force, RemoveFolders: o.removeFolders},
 		DryRun:    o.dryRun,
 		FullEvery: o.fullEvery,
 		Folders:   filter,
 		Log:       log,
 	})
-	if res != nil {
-		err = syncError(err, res)
-		s := makeSyncSummary(o, ends, ord, res, err, start)
-		if job != "" {
-			s.Job, s.Command = job, "run"
-		}
-		printSync(env, o, &s)
-		if o.report != "" {
-			if rerr := appendReport(o.report, env, &s); rerr != nil {
-				if err == nil {
-					return rerr
-				}
-				fmt.Fprintf(env.stderr, "mailferry: %s\n", oneLine(rerr))
-			}
-		}
-	}
+	r.ran = r.res != nil
 	return err
 }
 
@@ -316,18 +346,20 @@ type syncFolderCounts struct {
 
 // syncSummary is the --json output of sync and the line --report appends.
 type syncSummary struct {
-	Time     string              `json:"time,omitempty"`
-	Job      string              `json:"job,omitempty"`
-	Command  string              `json:"command"`
-	OK       bool                `json:"ok"`
-	ExitCode int                 `json:"exit_code"`
-	Error    string              `json:"error,omitempty"`
-	DryRun   bool                `json:"dry_run,omitempty"`
-	Seconds  float64             `json:"seconds"`
-	A        syncSide            `json:"a"`
-	B        syncSide            `json:"b"`
-	Warnings []string            `json:"warnings,omitempty"`
-	Plan     map[string][]string `json:"plan,omitempty"` // --dry-run: per folder, what a real run would do
+	Time     string   `json:"time,omitempty"`
+	Job      string   `json:"job,omitempty"`
+	Command  string   `json:"command"`
+	OK       bool     `json:"ok"`
+	ExitCode int      `json:"exit_code"`
+	Error    string   `json:"error,omitempty"`
+	DryRun   bool     `json:"dry_run,omitempty"`
+	Seconds  float64  `json:"seconds"`
+	A        syncSide `json:"a"`
+	B        syncSide `json:"b"`
+	Warnings []string `json:"warnings,omitempty"`
+	// ConflictDetails says what each conflict was.
+	ConflictDetails []string            `json:"conflict_details,omitempty"`
+	Plan            map[string][]string `json:"plan,omitempty"` // --dry-run: per folder, what a real run would do
 	// Listings counts the folder pairs by how they were listed: skipped
 	// (unchanged on both sides), incremental (by their changes) or full.
 	Listings map[string]int `json:"listings,omitempty"`
@@ -335,17 +367,27 @@ type syncSummary struct {
 
 // makeSyncSummary is the summary of a run, sides as the command line
 // names them (A first).
-func makeSyncSummary(o *syncOptions, ends [2]*syncEnd, ord [2]int, res *twoway.Result, err error, start time.Time) syncSummary {
+func makeSyncSummary(o *syncOptions, r *syncRunResult, err error, start time.Time) syncSummary {
+	res := r.res
 	s := syncSummary{Time: start.UTC().Format(time.RFC3339), Command: "sync", OK: err == nil, ExitCode: exitCode(err), DryRun: o.dryRun,
 		Seconds: time.Since(start).Seconds(), Warnings: res.Warnings}
 	if err != nil {
 		s.Error = oneLine(err)
 	}
+	url := func(i int) string {
+		if r.ends[i] == nil { // not parsed: never print what might hold a secret
+			if u, err := url.Parse(r.urls[i]); err == nil {
+				return mail.Redact(u)
+			}
+			return ""
+		}
+		return r.ends[i].src.Canonical
+	}
 	var sides [2]syncSide
 	for i := range sides {
-		st := indexOf(ord, i)
+		st := indexOf(r.ord, i)
 		c := res.Side[st]
-		sides[i] = syncSide{URL: ends[i].src.Canonical, Copied: c.Copied, Flagged: c.Flagged, Moved: c.Moved, Deleted: c.Deleted, HeldBack: c.Held,
+		sides[i] = syncSide{URL: url(i), Copied: c.Copied, Flagged: c.Flagged, Moved: c.Moved, Deleted: c.Deleted, HeldBack: c.Held,
 			Failed: c.Failed, Conflicts: res.SideConflicts[st],
 			Folders: syncFolderCounts{Created: c.FoldersCreated, Renamed: c.FoldersRenamed, Deleted: c.FoldersRemoved, HeldBack: c.FoldersHeld}}
 	}
@@ -356,8 +398,21 @@ func makeSyncSummary(o *syncOptions, ends [2]*syncEnd, ord [2]int, res *twoway.R
 		}
 		s.Listings[how]++
 	}
+	// The planner names sides in the state's order, which need not be the
+	// command line's: say which URL each is.
+	named := strings.NewReplacer("side A", "side A ("+url(r.ord[0])+")", "side B", "side B ("+url(r.ord[1])+")")
+	for i, w := range s.Warnings {
+		s.Warnings[i] = named.Replace(w)
+	}
+	if res.Plan != nil {
+		for _, fp := range res.Plan.Folders {
+			for _, c := range fp.Conflicts {
+				s.ConflictDetails = append(s.ConflictDetails, named.Replace(c))
+			}
+		}
+	}
 	if o.dryRun && res.Plan != nil {
-		s.Plan = describeSyncPlan(res.Plan, ends, ord)
+		s.Plan = describeSyncPlan(res.Plan, r.ends, r.ord)
 	}
 	return s
 }
@@ -406,6 +461,9 @@ func printSyncText(env *cliEnv, s *syncSummary) {
 	if n := s.A.Conflicts + s.B.Conflicts; n > 0 {
 		fmt.Fprintf(w, "conflicts: %d (%d lost on %s, %d on %s): a message deleted on one side while its flags changed on the other is deleted; "+
 			"a folder deleted on one side while it changed on the other is recreated\n", n, s.A.Conflicts, s.A.URL, s.B.Conflicts, s.B.URL)
+	}
+	for _, c := range s.ConflictDetails {
+		fmt.Fprintf(w, "conflict: %s\n", c)
 	}
 	for _, warn := range s.Warnings {
 		fmt.Fprintf(env.stderr, "warning: %s\n", warn)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -20,6 +21,23 @@ var (
 	syncOnlyKeys = []string{"no_delete", "max_delete", "remove_folders"}
 )
 
+// configPercent is a percentage in the config: 30 or 30.5.
+type configPercent float64
+
+// UnmarshalTOML implements toml.Unmarshaler: TOML tells 30 from 30.0, a
+// user does not.
+func (c *configPercent) UnmarshalTOML(v any) error {
+	switch v := v.(type) {
+	case int64:
+		*c = configPercent(v)
+	case float64:
+		*c = configPercent(v)
+	default:
+		return errors.New("want a percentage such as 30")
+	}
+	return nil
+}
+
 // checkJobMode checks mode and that the job gives no key of the other
 // mode.
 func checkJobMode(at func(key ...string) string, name string, j *jobConfig) error {
@@ -30,7 +48,7 @@ func checkJobMode(at func(key ...string) string, name string, j *jobConfig) erro
 	case "sync":
 		wrong = setKeys(j, copyOnlyKeys)
 		if j.MaxDelete < 0 || j.MaxDelete > 100 {
-			return &mail.ConfigError{Msg: fmt.Sprintf("%s: %g: want a percentage above 0 and at most 100", at("jobs", name, "max_delete"), j.MaxDelete)}
+			return &mail.ConfigError{Msg: fmt.Sprintf("%s: %g: want a percentage above 0 and at most 100", at("jobs", name, "max_delete"), float64(j.MaxDelete))}
 		}
 	default:
 		return &mail.ConfigError{Msg: fmt.Sprintf("%s: %q: want \"copy\" or \"sync\"", at("jobs", name, "mode"), j.Mode),
@@ -92,7 +110,7 @@ func syncJobOptions(o *copyOptions, j *jobConfig, ro *runOptions) *syncOptions {
 		so.noDelete = j.NoDelete
 	}
 	if !ro.given("max-delete") && j.MaxDelete > 0 {
-		so.maxDelete = j.MaxDelete
+		so.maxDelete = float64(j.MaxDelete)
 	}
 	if !ro.given("remove-folders") {
 		so.removeFolders = j.RemoveFolders

@@ -37,7 +37,7 @@ func TestSyncJob(t *testing.T) {
 	writeMaildir(t, a, 1, 3)
 	writeMaildir(t, filepath.Join(a, ".Work"), 10, 2)
 	writeMaildir(t, b, 100, 2)
-	cfg := writeConfig(t, 0o600, fmt.Sprintf("report = %q\n[jobs.laptop]\nmode = \"sync\"\nsource = \"maildir:%s\"\ndestination = \"maildir:%s\"\ncheckpoint = %q\nremove_folders = true\n", report, a, b, st))
+	cfg := writeConfig(t, 0o600, fmt.Sprintf("report = %q\n[jobs.laptop]\nmode = \"sync\"\nsource = \"maildir:%s\"\ndestination = \"maildir:%s\"\ncheckpoint = %q\nremove_folders = true\nmax_delete = 40\n", report, a, b, st))
 	if code, stdout, stderr := syncCLI(t, "jobs", "--config", cfg); code != 0 || !strings.Contains(stdout, "maildir:"+a+" <-> maildir:"+b) {
 		t.Fatalf("jobs = %d\n%s%s", code, stdout, stderr)
 	}
@@ -70,6 +70,25 @@ func TestSyncJob(t *testing.T) {
 	}
 }
 
+// TestREADMESyncConfigParses: the sync job of the README's "Keep two
+// places in sync" is a valid config file with one sync job.
+func TestREADMESyncConfigParses(t *testing.T) {
+	text := readme(t)
+	sec := text[strings.Index(text, "## Keep two places in sync"):]
+	start := strings.Index(sec, "```ini\n")
+	if start < 0 {
+		t.Fatal("no config example in the README's sync section")
+	}
+	block := sec[start+len("```ini\n"):]
+	block = block[:strings.Index(block, "```")]
+	cfg := writeConfig(t, 0o600, block)
+	code, stdout, stderr := syncCLI(t, "jobs", "--config", cfg, "--json")
+	var rows []jobRow
+	if err := json.Unmarshal([]byte(stdout), &rows); err != nil || code != 0 || len(rows) != 1 || rows[0].Mode != "sync" {
+		t.Fatalf("jobs on the README's sync example = %d %v %q %q", code, err, stdout, stderr)
+	}
+}
+
 func dirExists(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && fi.IsDir()
@@ -82,7 +101,8 @@ func TestSyncJobConfigErrors(t *testing.T) {
 		{"two copy keys in a sync job", "mode = \"sync\"\nmap = [\"a=b\"]\ngmail = true", "a sync job does not take map, gmail"},
 		{"a sync key in a copy job", "remove_folders = true", "a copy job does not take remove_folders"},
 		{"an unknown mode", "mode = \"mirror\"", `"mirror": want "copy" or "sync"`},
-		{"max_delete out of range", "mode = \"sync\"\nmax_delete = 150.0", "want a percentage"},
+		{"max_delete out of range", "mode = \"sync\"\nmax_delete = 150", "want a percentage"},
+		{"max_delete not a number", "mode = \"sync\"\nmax_delete = \"30%\"", "want a percentage such as 30"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := writeConfig(t, 0o600, fmt.Sprintf("[jobs.x]\nsource = \"maildir:%s/a\"\ndestination = \"maildir:%s/b\"\n%s\n", dir, dir, c.job))
@@ -115,5 +135,62 @@ func TestDovecotSyncJob(t *testing.T) {
 	}
 	if s.A.Copied != 1 || s.B.Copied != 1 || len(d.Fetch(t, user, pw)["INBOX"]) != 2 || len(maildirSubjects(t, md)) != 2 {
 		t.Fatalf("run mail: %+v", s)
+	}
+}
+
+// TestSyncFolderRenamed: a folder renamed in B (a mail client renamed its
+// directory) is renamed in A: the dry run says so, the run does it and
+// counts it, nothing copied or deleted.
+func TestSyncFolderRenamed(t *testing.T) {
+	base := t.TempDir()
+	a, b, st := filepath.Join(base, "a"), filepath.Join(base, "b"), filepath.Join(base, "state")
+	writeMaildir(t, a, 1, 1)
+	writeMaildir(t, filepath.Join(a, ".Work"), 10, 3)
+	args := []string{"sync", "maildir:" + a, "maildir:" + b, "--checkpoint", st}
+	if code, stdout, stderr := syncCLI(t, args...); code != 0 {
+		t.Fatalf("first sync = %d\n%s%s", code, stdout, stderr)
+	}
+	if err := os.Rename(filepath.Join(b, ".Work"), filepath.Join(b, ".Projects")); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := syncCLI(t, append(args, "--dry-run")...)
+	if code != 0 || !strings.Contains(stdout, `rename folder "Work" to "Projects" on maildir:`+a) || !dirExists(filepath.Join(a, ".Work")) {
+		t.Fatalf("dry run = %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, stderr = syncCLI(t, append(args, "--json")...)
+	var s syncSummary
+	if err := json.Unmarshal([]byte(stdout), &s); err != nil || code != 0 {
+		t.Fatalf("sync = %d (%v)\n%s%s", code, err, stdout, stderr)
+	}
+	if s.A != (syncSide{URL: s.A.URL, Folders: syncFolderCounts{Renamed: 1}}) || s.B != (syncSide{URL: s.B.URL}) ||
+		len(maildirSubjects(t, filepath.Join(a, ".Projects"))) != 3 || dirExists(filepath.Join(a, ".Work")) {
+		t.Fatalf("sync: %+v", s)
+	}
+}
+
+// TestSyncReportOnFailure: a run that fails before syncing anything (a
+// refused endpoint, a server that cannot be reached) still appends its
+// --report line, with its exit code, so monitoring sees every run.
+func TestSyncReportOnFailure(t *testing.T) {
+	dir := t.TempDir()
+	report, pw := filepath.Join(dir, "r.jsonl"), filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw, []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, b string
+		code    int
+	}{
+		{"refused", "mbox:" + filepath.Join(dir, "box"), exitUsage},
+		{"unreachable", "imaps://me@127.0.0.1:1", exitUnreachable},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			code, _, stderr := syncCLI(t, "sync", "maildir:"+filepath.Join(dir, "a"), c.b, "--report", report,
+				"--checkpoint", filepath.Join(dir, "st"), "--dst-password-file", pw)
+			s := lastReport(t, report)
+			if code != c.code || s.ExitCode != c.code || s.OK || s.Error == "" || s.B.URL == "" || strings.Contains(s.B.URL, "secret") {
+				t.Fatalf("run = %d %q; report line %+v", code, stderr, s)
+			}
+		})
 	}
 }

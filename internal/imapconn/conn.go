@@ -545,7 +545,10 @@ func authVerdict(cfg *Config, mech string, err error) error {
 		// Not the server's verdict: the connection failed mid-exchange.
 		return mail.Temp(fmt.Errorf("imap: login %s: %v", cfg.Ident(), err))
 	}
-	if ie.Code == imap.ResponseCodeUnavailable || ie.Code == imap.ResponseCodeInUse {
+	// LIMIT (RFC 5530 section 3): too many sessions from this user or
+	// address, a busy server rather than a wrong password
+	// (docs/failure-model.md B5): retried, and a batch snoozes the account.
+	if ie.Code == imap.ResponseCodeUnavailable || ie.Code == imap.ResponseCodeInUse || ie.Code == imap.ResponseCodeLimit {
 		return mail.Temp(fmt.Errorf("imap: login %s: server temporarily unavailable: %s", cfg.Ident(), ie.Text))
 	}
 	text := ie.Text

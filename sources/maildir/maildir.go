@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/mailferry/mailferry/internal/maildirfmt"
 	"github.com/mailferry/mailferry/sync/mail"
@@ -37,6 +38,7 @@ type Source struct {
 
 	mu     sync.Mutex
 	closed bool
+	now    func() time.Time // FolderStatuses' clock (SetClock); nil: time.Now
 }
 
 // New opens the Maildir++ tree at root, which must be an existing directory

@@ -188,20 +188,35 @@ type FolderStatus struct {
 	// NoModSeq is set when the server offers CONDSTORE but keeps no
 	// mod-sequences for this folder (NOMODSEQ, or HIGHESTMODSEQ 0).
 	NoModSeq bool
+	// Evidence is the change evidence of a folder without UIDs or
+	// mod-sequences (a Maildir's directories, an mbox file), compared for
+	// equality only: the same evidence means the same messages with the
+	// same flags. Such a status leaves UIDValidity, UIDNext and
+	// HighestModSeq 0, and Messages 0 where counting means reading the
+	// messages (mbox). Empty for IMAP.
+	Evidence string
+	// Unsettled is set when the evidence was taken too soon after a change
+	// to rule out a second change within the file system's timestamp
+	// granularity, which would leave the same evidence (the "racy git"
+	// problem): the folder must be listed, and the evidence not kept as
+	// the mark of a complete pass.
+	Unsettled bool
 }
 
 // FolderStatuser is implemented by sources that can report the status of
 // many folders at once (IMAP: one LIST-STATUS, RFC 5819, or pipelined
-// STATUS), so that a rerun lists only the folders that moved.
+// STATUS; Maildir and mbox: change evidence from the file system), so
+// that a rerun lists only the folders that moved.
 //
 // FolderStatuses returns the status of each of mailboxes (spelt as
 // Mailboxes returns them) in one round trip where the protocol allows; a
 // folder that does not exist is absent from the map. A folder whose status
 // equals the one recorded at the end of its last complete listing holds
-// the same messages, and, when HighestModSeq is not 0, the same flags:
-// without mod-sequences a flag change does not show in the status. Safe
-// for concurrent use with the other Source methods; cancelling ctx returns
-// an error wrapping ctx.Err().
+// the same messages, and, when HighestModSeq is not 0 or Evidence is set
+// and not Unsettled, the same flags: without mod-sequences or evidence a
+// flag change does not show in the status. Safe for concurrent use with
+// the other Source methods; cancelling ctx returns an error wrapping
+// ctx.Err().
 type FolderStatuser interface {
 	FolderStatuses(ctx context.Context, mailboxes []string) (map[string]FolderStatus, error)
 }

@@ -388,9 +388,19 @@ func (r *run) removeOn(fo *state.Folder, on Side, envs []mail.Envelope, recs []s
 	r.res.Side[on].Deleted += len(envs)
 	r.noteRemoved(on, envs[0].Mailbox, len(envs))
 	for _, m := range recs {
-		if err := fo.Forget(m.Src); err != nil {
+		if err := forgetRecord(fo, m); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// forgetRecord forgets m unless the record under its Src is now another
+// (a Maildir file edited on side A keeps its id: its copy was recorded
+// under the same Src before the old version was deleted on side B).
+func forgetRecord(fo *state.Folder, m state.Message) error {
+	if cur, ok := fo.Get(m.Src); ok && cur.Dst != m.Dst {
+		return nil
+	}
+	return fo.Forget(m.Src)
 }

@@ -10,7 +10,11 @@
 //
 //   - Flags: three-way merge flag by flag: result = base + added on A +
 //     added on B - removed on A - removed on B, keywords too. A flag a side
-//     cannot store (SideInfo.Keeps) is never read as removed there.
+//     cannot store (SideInfo.Keeps: a Maildir's, an IMAP server's
+//     PERMANENTFLAGS without `\*`) is never read as removed there. With
+//     CONDSTORE a flag write is conditional (UNCHANGEDSINCE the folder's
+//     HIGHESTMODSEQ before the listing); a message another client changed
+//     meanwhile is re-read and merged again in the same run.
 //   - New mail on one side is copied to the other with its flags.
 //   - Deletions: known on both sides and gone from one: deleted on the
 //     other. Gone from both: forgotten. Deleted on one side while its flags
@@ -24,7 +28,11 @@
 //   - Moves: a message gone from folder X and new in folder Y of the same
 //     side, with the same id where ids survive moves (Maildir base names,
 //     SideInfo.StableIDs) or the same (Message-ID, size, date), unique on
-//     that side, is moved on the other side, not copied again.
+//     that side, is moved on the other side, not copied again: a rename in
+//     a Maildir, UID MOVE (else COPY, \Deleted and UID EXPUNGE of that UID)
+//     on an IMAP server.
+//   - A Maildir file a mail client edited (its size is no longer the
+//     record's) is a new message: copied again, never deleted.
 //   - First sync or a lost state: messages new on both sides are paired by
 //     (Message-ID, size, date), then by content hash, duplicates count for
 //     count; the unpaired are copied; flags are the union; nothing is
@@ -37,8 +45,27 @@
 //     disk, a replaced directory). Options.Force applies them. A held-back
 //     deletion keeps its record, so the message is not copied back to the
 //     side that deleted it while it waits.
-//   - Folders: created on one side, created on the other. Deleted on one
-//     side: a warning, and nothing of that folder is changed on either side.
-//     When more than half of the paired folders vanished from one side, that
-//     side's deletions are all held back too.
+//   - Folders: created on one side, created on the other. Renamed on one
+//     side (followRenames: the old name vanished there and a new folder
+//     there holds >= 90 % of its messages, by id else by Message-ID):
+//     renamed on the other side first, the state re-keyed, nothing copied or
+//     deleted. Deleted on one side: a warning, and nothing of that folder is
+//     changed on either side; with Options.RemoveFolders the other side's
+//     copy is deleted when unchanged since the last sync, or, when it
+//     changed, recreated on the deleting side with everything in it (a
+//     conflict). Folder deletions count for the guard with their messages;
+//     when more than half of the paired folders vanished from one side, that
+//     side's deletions, folders included, are all held back.
+//
+// # Applying (apply.go, journal.go, settle.go)
+//
+// Each folder's changes are written to a journal in the state's directory,
+// durably, before any is made; each change's record goes to the state once
+// the change is durable. The next run, before planning, settles what a
+// kill -9 or a power loss left: a copy stored but not recorded gets its
+// record (never copied twice, and a deletion of its original since reaches
+// it), a move found done is recorded and one left copied is finished, a
+// journaled deletion is completed (never copied back). An IMAP side's
+// identity is its host, user and INBOX UIDVALIDITY: a recreated account is
+// merged, never deleted from.
 package twoway

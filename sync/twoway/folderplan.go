@@ -137,7 +137,29 @@ func matchRenames(folders []Folder, x Side, drop map[int]bool) map[int]int {
 			out[g] = ns[0]
 		}
 	}
-	return out
+	return dropNested(folders, y, out)
+}
+
+// dropNested drops the renames of folders that have subfolders on side y
+// not renamed along with them: an IMAP server renames a mailbox's children
+// with it (RFC 9051 §6.3.6), which would move a subfolder the other side
+// kept in place. Such a folder is left as vanished, and the new one copied.
+func dropNested(folders []Folder, y Side, renames map[int]int) map[int]int {
+	moved := map[string]string{}
+	for g, n := range renames {
+		moved[folders[g].Name] = folders[n].Name
+	}
+	for g, n := range renames {
+		from, to := folders[g].Name+"/", folders[n].Name+"/"
+		for i := range folders {
+			name := folders[i].Name
+			if strings.HasPrefix(name, from) && folders[i].Side[y].Exists && moved[name] != to+name[len(from):] {
+				delete(renames, g)
+				break
+			}
+		}
+	}
+	return renames
 }
 
 // holdsMost reports whether folder n's listing on side x holds at least

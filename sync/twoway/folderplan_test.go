@@ -139,6 +139,25 @@ func TestPlanRenames(t *testing.T) {
 	withNew[0].Side[A].Msgs = append(withNew[0].Side[A].Msgs, tm("7.99", 99))
 	twice := append(renamedOnA("Old", "New", 10, 10, true), Folder{Name: "Copy", Side: [2]Listing{{Exists: true, Msgs: renamedOnA("Old", "New", 10, 10, true)[0].Side[A].Msgs}, {}}})
 	inbox := renamedOnA("INBOX", "New", 10, 10, true)
+	// Old/Sub stays Old/Sub on A while Old becomes New: renaming Old on an
+	// IMAP B would take Old/Sub along.
+	nested := append(renamedOnA("Old", "New", 2, 2, true), Folder{Name: "Old/Sub", Known: true, Side: both(nil, nil)})
+	// Old/Sub renamed to New/Sub too: both renames are followed.
+	nestedToo := append(renamedOnA("Old", "New", 2, 2, true), renamedOnA("Old/Sub", "New/Sub", 2, 2, true)...)
+	for _, f := range nestedToo[2:] { // other messages than Old's
+		for j := range f.Base {
+			f.Base[j].Src, f.Base[j].MsgID = "9"+f.Base[j].Src, "sub"+f.Base[j].MsgID
+		}
+		for j := range f.Side[A].Msgs {
+			f.Side[A].Msgs[j].ID, f.Side[A].Msgs[j].MsgID = "9"+f.Side[A].Msgs[j].ID, "sub"+f.Side[A].Msgs[j].MsgID
+		}
+		for j := range f.Side[B].Msgs {
+			f.Side[B].Msgs[j].ID = "sub" + f.Side[B].Msgs[j].ID
+		}
+		for j := range f.Base {
+			f.Base[j].Dst = "sub" + f.Base[j].Dst
+		}
+	}
 	for _, c := range []struct {
 		name    string
 		folders []Folder
@@ -174,6 +193,12 @@ func TestPlanRenames(t *testing.T) {
 			folders: inbox,
 			want: []string{`New: create on B`, `New: copy 7.1 A>B []`, `New: copy 7.2 A>B []`, `New: copy 7.3 A>B []`,
 				`New: copy 7.4 A>B []`, `New: copy 7.5 A>B []`, `New: copy 7.6 A>B []`, `New: copy 7.7 A>B []`, `New: copy 7.8 A>B []`, `New: copy 7.9 A>B []`, `New: copy 7.10 A>B []`, `INBOX: skip`}},
+		{name: "a subfolder left in place: the parent's rename is not followed",
+			folders: nested,
+			want:    []string{`New: create on B`, `New: copy 7.1 A>B []`, `New: copy 7.2 A>B []`, `Old: skip`}},
+		{name: "a parent renamed with its subfolder: both followed",
+			folders: nestedToo,
+			want:    []string{`New: rename on B from Old`, `New/Sub: rename on B from Old/Sub`}},
 		{name: "a side that is not the store the state knows renames nothing",
 			folders: renamedOnA("Old", "New", 2, 2, true), opt: Options{Sides: [2]SideInfo{{Untrusted: "another store"}, {}}},
 			want: []string{`New: create on B`, `New: copy 7.1 A>B []`, `New: copy 7.2 A>B []`, `Old: create on A`, `Old: forget 7.1`, `Old: forget 7.2`,

@@ -47,6 +47,9 @@ func (r *run) applyRenames(plan *Plan) error {
 			*fp = FolderPlan{Name: fp.Name, Skip: "its rename failed"}
 			continue
 		}
+		if err := r.step("rename state " + from); err != nil {
+			return err
+		}
 		if err := r.st.RenameFolder(from, fp.Name); err != nil {
 			return err
 		}
@@ -107,6 +110,9 @@ func (r *run) removeFolder(fp *FolderPlan, on Side) error {
 	}
 	r.res.Side[on].FoldersRemoved++
 	r.res.Side[on].Deleted += len(holds)
+	if err := r.step("forget removed folder " + fp.Name); err != nil {
+		return err
+	}
 	return r.st.RemoveFolder(fp.Name)
 }
 

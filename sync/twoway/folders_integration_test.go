@@ -2,9 +2,11 @@ package twoway
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
@@ -80,14 +82,16 @@ func TestDovecotFolderActions(t *testing.T) {
 }
 
 // TestDovecotMaildirRenamedByClient: a mail client renames a folder of the
-// Maildir side (its directory): the server's folder is renamed (IMAP
-// RENAME), no body is transferred, nothing deleted; a message new in the
-// renamed folder is copied.
+// Maildir side and its subfolder (their directories): the server's folders
+// are renamed (one IMAP RENAME, which takes the subfolder along; the
+// second finds it done), no body is transferred, nothing deleted; a
+// message new in the renamed folder is copied.
 func TestDovecotMaildirRenamedByClient(t *testing.T) {
 	d := mailtest.NeedDovecot(t)
 	user, pw := d.NewUser(t)
 	d.Seed(t, user, pw, "INBOX", seedTokens(1))
 	d.Seed(t, user, pw, "Work", seedTokens(2, 3, 4, 5, 6, 7, 8, 9, 10, 11))
+	d.Seed(t, user, pw, "Work/Sub", seedTokens(20, 21))
 	base := t.TempDir()
 	root, dir := filepath.Join(base, "Maildir"), filepath.Join(base, "state")
 	syncOnce := func() *Result {
@@ -106,16 +110,107 @@ func TestDovecotMaildirRenamedByClient(t *testing.T) {
 		return res
 	}
 	syncOnce()
-	if err := os.Rename(filepath.Join(root, ".Work"), filepath.Join(root, ".Projects")); err != nil {
-		t.Fatal(err)
+	for _, dirs := range [][2]string{{".Work", ".Projects"}, {".Work.Sub", ".Projects.Sub"}} {
+		if err := os.Rename(filepath.Join(root, dirs[0]), filepath.Join(root, dirs[1])); err != nil {
+			t.Fatal(err)
+		}
 	}
 	writeTok(t, root, "Projects", 12)
 	res := syncOnce()
-	want := map[string]string{"INBOX": "1:", "Projects": "10:,11:,12:,2:,3:,4:,5:,6:,7:,8:,9:"}
+	want := map[string]string{"INBOX": "1:", "Projects": "10:,11:,12:,2:,3:,4:,5:,6:,7:,8:,9:", "Projects/Sub": "20:,21:"}
 	if got := describeDovecot(t, d, user, pw); !reflect.DeepEqual(got, want) {
 		t.Fatalf("the server holds %v, want %v (warnings %q)", got, want, res.Warnings)
 	}
-	if w := (Counts{Copied: 1, FoldersRenamed: 1}); res.Side[A] != w || res.Side[B] != (Counts{}) {
+	if w := (Counts{Copied: 1, FoldersRenamed: 2}); res.Side[A] != w || res.Side[B] != (Counts{}) {
 		t.Errorf("counts %+v, want A %+v", res.Side, w)
+	}
+}
+
+// TestDovecotFolderActionsKilled kills, at every durable step, a sync of a
+// Dovecot account (A) and a Maildir (B) in which B renamed Work (IMAP
+// RENAME on A), deleted Old (IMAP DELETE on A, --remove-folders), and got
+// new mail in Keep, which A deleted (recreated on A). The rerun converges:
+// nothing lost, nothing twice, nothing held back. make test kills before
+// the folder-level steps only (TestRunFolderActionsConvergeAfterKill kills
+// at every step, on two Maildirs); MAILFERRY_SOAK=1 at every step here too.
+func TestDovecotFolderActionsKilled(t *testing.T) {
+	d := mailtest.NeedDovecot(t)
+	counts := func(what string) bool {
+		return os.Getenv("MAILFERRY_SOAK") == "1" || strings.HasPrefix(what, "rename ") ||
+			strings.HasPrefix(what, "remove folder ") || strings.HasPrefix(what, "forget ")
+	}
+	want := map[string]string{"INBOX": "1:", "Projects": "2:,3:,4:", "Keep": "7:,9:", "Extra": "8:"}
+	for k := 0; ; k++ {
+		user, pw := d.NewUser(t)
+		for folder, toks := range map[string][]int{"INBOX": {1}, "Work": {2, 3, 4}, "Old": {5, 6}, "Keep": {7}, "Extra": {8}} {
+			d.Seed(t, user, pw, folder, seedTokens(toks...))
+		}
+		base := t.TempDir()
+		root, dir := filepath.Join(base, "Maildir"), filepath.Join(base, "state")
+		var run func(dir string, kill func(string) error) (*Result, error)
+		run = func(dir string, kill func(string) error) (*Result, error) {
+			t.Helper()
+			st, err := state.Open(dir, "imaps://"+user, "maildir:"+root, state.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			md, done := maildirSide(t, root, filepath.Join(base, "quarantine"))
+			defer done()
+			res, err := Run(context.Background(), [2]*Store{dovecotStore(t, d, user, pw), md}, st, RunOptions{Plan: Options{RemoveFolders: true}, step: kill})
+			if kill == nil || !errors.Is(err, errStep) {
+				_ = st.Close()
+				return res, err
+			}
+			// What a kill leaves: the state's files as they are now.
+			after := filepath.Join(t.TempDir(), "state")
+			if cerr := os.CopyFS(after, os.DirFS(dir)); cerr != nil {
+				t.Fatal(cerr)
+			}
+			_ = st.Close()
+			return run(after, nil)
+		}
+		if _, err := run(dir, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(root, ".Work"), filepath.Join(root, ".Projects")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.RemoveAll(filepath.Join(root, ".Old")); err != nil {
+			t.Fatal(err)
+		}
+		writeTok(t, root, "Keep", 9)
+		if err := d.Dial(t, user, pw).Delete("Keep").Wait(); err != nil {
+			t.Fatal(err)
+		}
+		steps, crashed := 0, false
+		if _, err := run(dir, func(what string) error {
+			if !counts(what) {
+				return nil
+			}
+			if steps++; steps > k {
+				crashed = true
+				return errStep
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("kill at step %d: rerun: %v", k, err)
+		}
+		for side, got := range []map[string]string{describeDovecot(t, d, user, pw), describeMaildir(t, root)} {
+			for mb, msgs := range got {
+				if msgs == "" && mb != "INBOX" {
+					delete(got, mb) // the special folders Dovecot makes, empty
+				}
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("kill at step %d: side %s holds %v, want %v", k, Side(side), got, want)
+			}
+		}
+		if !crashed {
+			if k < 3 {
+				t.Fatalf("only %d steps: the hook is not called", k)
+			}
+			t.Logf("killed at each of %d steps", k)
+			return
+		}
 	}
 }

@@ -1,7 +1,9 @@
 package twoway
 
 import (
+	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -196,5 +198,49 @@ func TestJournalFile(t *testing.T) {
 	}
 	if _, got, err := openJournal(dir); err != nil || len(got) != 0 {
 		t.Fatalf("after clear: %v, %v", got, err)
+	}
+}
+
+// alteringStore is a memStore that, as some servers do on APPEND, changes
+// what it stores (here: a header added), so a copy's size is not its
+// original's.
+type alteringStore struct{ *memStore }
+
+func (s alteringStore) Put(ctx context.Context, env mail.Envelope, body io.Reader) (mail.ID, error) {
+	return s.memStore.Put(ctx, env, io.MultiReader(strings.NewReader("X-Altered: yes\r\n"), body))
+}
+
+// TestJournalSettlesAlteredCopy: a copy the server altered on APPEND,
+// killed before its record, then its original deleted: the rerun finds the
+// copy by its Message-ID alone and deletes it; without the journal (the
+// negative control) it is copied back.
+func TestJournalSettlesAlteredCopy(t *testing.T) {
+	for _, bare := range []bool{false, true} {
+		a, b := newMemStore("a", "INBOX"), newMemStore("b", "INBOX")
+		a.add("INBOX", 1)
+		dir := t.TempDir()
+		sync := func(opt RunOptions) error {
+			st := openState(t, dir, false)
+			defer st.Close()
+			_, err := Run(context.Background(), [2]*Store{{Source: a, Sink: a, Identity: "mem:a"}, {Source: b, Sink: alteringStore{b}, Identity: "mem:b"}}, st, opt)
+			return err
+		}
+		mustDo(t, sync(RunOptions{}))
+		a.add("INBOX", 11)
+		if err := sync(RunOptions{step: killOn("commit")}); !errors.Is(err, errStep) {
+			t.Fatalf("not killed: %v", err)
+		}
+		if bare {
+			mustDo(t, os.Remove(filepath.Join(dir, JournalName)))
+		}
+		a.removeTok("INBOX", 11)
+		mustDo(t, sync(RunOptions{}))
+		got, want := a.describe()["INBOX"], "1:"
+		if bare {
+			want = "11:,1:"
+		}
+		if gotB := b.describe()["INBOX"]; got != want || gotB != want {
+			t.Fatalf("without the journal %v: A holds %s, B %s, want %s", bare, got, gotB, want)
+		}
 	}
 }

@@ -125,24 +125,25 @@ func indexFolder(dir string) (map[mail.ID]string, error) {
 	return idx, nil
 }
 
-// info returns the ":2," info of flags in folder dir, adding keywords the
-// folder's dovecot-keywords lacks (past 26 a keyword is dropped, as the
-// Maildir sink does).
-func info(ctx context.Context, dir string, flags []mail.Flag) (string, error) {
+// letters returns the info letters of flags in folder dir and the folder's
+// keyword table, adding keywords its dovecot-keywords lacks (past 26 a
+// keyword is dropped, as the Maildir sink does).
+func letters(ctx context.Context, dir string, flags []mail.Flag) (string, maildirfmt.Keywords, error) {
 	kw := maildirfmt.ReadKeywords(dir)
-	letters, missing := kw.Letters(flags)
+	kwLetters, missing := kw.Letters(flags)
 	if len(missing) > 0 {
 		var err error
 		if kw, err = maildirfmt.AddKeywords(ctx, dir, missing, 0o600); err != nil {
-			return "", err
+			return "", nil, err
 		}
-		letters, _ = kw.Letters(flags)
+		kwLetters, _ = kw.Letters(flags)
 	}
-	return "2," + maildirfmt.FlagLetters(flags) + letters, nil
+	return maildirfmt.FlagLetters(flags) + kwLetters, kw, nil
 }
 
-// SetFlags renames message id of mailbox so that its info holds flags (into
-// cur/, where a message with flags belongs).
+// SetFlags renames message id of mailbox so that its info holds flags, as
+// the Maildir sink does (maildirfmt.Retag: into cur/ once it has any, and
+// letters another program set that mean nothing here are kept).
 func (m *MaildirFiles) SetFlags(ctx context.Context, mailbox string, id mail.ID, flags []mail.Flag) error {
 	dir, err := m.folderDir(mailbox)
 	if err != nil {
@@ -152,18 +153,18 @@ func (m *MaildirFiles) SetFlags(ctx context.Context, mailbox string, id mail.ID,
 	if err != nil {
 		return err
 	}
-	inf, err := info(ctx, dir, flags)
+	lt, kw, err := letters(ctx, dir, flags)
 	if err != nil {
 		return err
 	}
-	to := "cur/" + string(id) + ":" + inf
-	if to == rel {
+	rn := maildirfmt.Retag(rel, lt, kw)
+	if rn.Same() {
 		return nil
 	}
-	if err := renameSynced(filepath.Join(dir, rel), filepath.Join(dir, to)); err != nil {
+	if err := renameSynced(filepath.Join(dir, rn.Old), filepath.Join(dir, rn.New)); err != nil {
 		return err
 	}
-	m.remember(dir, id, to)
+	m.remember(dir, id, rn.New)
 	return nil
 }
 
@@ -181,14 +182,16 @@ func (m *MaildirFiles) Move(ctx context.Context, env mail.Envelope, to string, f
 	if err != nil {
 		return "", err
 	}
-	inf, err := info(ctx, dst, flags)
+	lt, _, err := letters(ctx, dst, flags)
 	if err != nil {
 		return "", err
 	}
 	if err := os.MkdirAll(filepath.Join(dst, "cur"), 0o700); err != nil {
 		return "", fmt.Errorf("maildir: %w", err)
 	}
-	name := "cur/" + string(env.ID) + ":" + inf
+	// Not Retag: a keyword letter of the old folder's table may mean
+	// another keyword in dst's.
+	name := "cur/" + string(env.ID) + ":2," + lt
 	if err := renameSynced(filepath.Join(from, rel), filepath.Join(dst, name)); err != nil {
 		return "", err
 	}

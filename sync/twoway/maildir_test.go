@@ -211,3 +211,81 @@ func TestQuarantinePrune(t *testing.T) {
 		t.Fatalf("after pruning: %q, want %q", left, want)
 	}
 }
+
+// TestRunMaildirEditedFile: a mail client rewrote a Maildir file (same
+// name, other content). It is a new message: copied to the other side,
+// where the version the state knew is deleted; and when the other side
+// deleted that version meanwhile, the edited file is not deleted but
+// copied again (rule 4).
+func TestRunMaildirEditedFile(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		deleteOnA  bool
+		wantDelete int // deletions on A
+	}{
+		{"edited", false, 1},
+		{"edited on B while deleted on A", true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root, dir := filepath.Join(t.TempDir(), "Maildir"), t.TempDir()
+			a := newMemStore("a", "INBOX")
+			a.add("INBOX", 1)
+			a.add("INBOX", 2)
+			syncMaildir(t, a, root, dir, RunOptions{})
+			edited := append(tokenBody(2), "an edit by a mail client\r\n"...)
+			if err := os.WriteFile(maildirFile(t, root, 2), edited, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if tc.deleteOnA {
+				a.removeTok("INBOX", 2)
+			}
+			res := syncMaildir(t, a, root, dir, RunOptions{})
+			if res.Side[A].Copied != 1 || res.Side[A].Deleted != tc.wantDelete || res.Side[B].Deleted != 0 {
+				t.Fatalf("counts %+v, want 1 copied to A and %d deleted there", res.Side, tc.wantDelete)
+			}
+			var bodies []string
+			for _, m := range a.folders["INBOX"] {
+				bodies = append(bodies, string(m.body))
+			}
+			sort.Strings(bodies)
+			if want := []string{string(tokenBody(1)), string(edited)}; !reflect.DeepEqual(bodies, want) {
+				t.Fatalf("A holds %q, want %q", bodies, want)
+			}
+			if got := describeMaildir(t, root)["INBOX"]; got != "1:,2:" {
+				t.Fatalf("the Maildir holds %s", got)
+			}
+			if res := syncMaildir(t, a, root, dir, RunOptions{}); res.Side != [2]Counts{} {
+				t.Fatalf("a sync right after did %+v", res.Side)
+			}
+		})
+	}
+}
+
+// TestMaildirSetFlagsKeepsForeignLetters: a flag write renames as the
+// Maildir sink does (maildirfmt.Retag): letters another program set that
+// mean nothing here stay, a file without flags stays in new/.
+func TestMaildirSetFlagsKeepsForeignLetters(t *testing.T) {
+	for _, tc := range []struct {
+		file  string
+		flags []mail.Flag
+		want  string
+	}{
+		{"cur/1.M1.h:2,SX", []mail.Flag{mail.FlagFlagged}, "cur/1.M1.h:2,FX"},
+		{"new/1.M1.h", nil, "new/1.M1.h"},
+		{"new/1.M1.h", []mail.Flag{mail.FlagSeen}, "cur/1.M1.h:2,S"},
+		{"cur/1.M1.h:2,S", nil, "cur/1.M1.h:2,"},
+	} {
+		root := t.TempDir()
+		for _, sub := range []string{"cur", "new", "tmp"} {
+			mustDo(t, os.MkdirAll(filepath.Join(root, sub), 0o700))
+		}
+		mustDo(t, os.WriteFile(filepath.Join(root, tc.file), tokenBody(1), 0o600))
+		m := &MaildirFiles{Root: root}
+		if err := m.SetFlags(context.Background(), "INBOX", "1.M1.h", tc.flags); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(root, tc.want)); err != nil {
+			t.Errorf("SetFlags(%s, %v): %v", tc.file, tc.flags, err)
+		}
+	}
+}

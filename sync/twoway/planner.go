@@ -127,7 +127,7 @@ func (w *folderWork) folderAction(opt *Options) bool {
 	if opt.RemoveFolders {
 		return w.removeOrRecreate(missing, opt.Sides[missing.Other()].Keeps)
 	}
-	w.out.Skip = fmt.Sprintf("folder %q vanished from side %s: nothing in it is changed on either side (a folder deleted on one side is not deleted on the other)", f.Name, missing)
+	w.out.Skip = fmt.Sprintf("folder %q vanished from side %s: nothing in it is changed on either side (a folder deleted on one side is not deleted on the other without --remove-folders)", f.Name, missing)
 	w.out.Warnings = append(w.out.Warnings, w.out.Skip)
 	return false
 }
@@ -189,6 +189,12 @@ func (p *planner) matchBase(w *folderWork, base []state.Message) {
 		}
 		seen[A][r.Src], seen[B][r.Dst] = true, true
 		ma, mb := w.byID[A][r.Src], w.byID[B][r.Dst]
+		if w.edited(A, r, ma, p.opt.Sides) {
+			ma, seen[A][r.Src] = nil, false
+		}
+		if w.edited(B, r, mb, p.opt.Sides) {
+			mb, seen[B][r.Dst] = nil, false
+		}
 		switch {
 		case ma != nil && mb != nil:
 			w.mergeFlags(r, ma, mb, p.opt.Sides)
@@ -214,6 +220,15 @@ func (p *planner) matchBase(w *folderWork, base []state.Message) {
 			}
 		}
 	}
+}
+
+// edited reports whether m, side s's message of record r, is a Maildir
+// file whose content a mail client changed (rule 4): its size is no longer
+// the record's. Such a file is a new message: copied again to the other
+// side, never deleted; the version the record names is gone from side s.
+// (A change that keeps the size is not seen: only reading every file would.)
+func (w *folderWork) edited(s Side, r state.Message, m *Msg, sides [2]SideInfo) bool {
+	return m != nil && sides[s].StableIDs && !m.OutOfScope && r.Size >= 0 && m.Size >= 0 && m.Size != r.Size
 }
 
 // goneFrom notes a record whose message is gone from side s and still on
@@ -270,6 +285,9 @@ func (w *folderWork) pairFresh(sides [2]SideInfo) {
 		w.fresh[A], w.fresh[B] = restA, restB
 		for _, pr := range pairs {
 			rec := state.Message{Src: pr[A].ID, Dst: pr[B].ID, Size: pr[A].Size, Date: pr[A].Date, MsgID: pr[A].MsgID}
+			if pr[A].Size != pr[B].Size {
+				rec.Size = -1 // paired by content across line endings: no one size (edited cannot judge)
+			}
 			fs, changed := flagSync(rec, pr, sides) // no base: the union
 			if changed && (fs.Changes(A) || fs.Changes(B)) {
 				// No base until both sides hold the union: a base recorded

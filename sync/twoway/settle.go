@@ -114,22 +114,32 @@ func (sf *settleFolder) present(s Side, id mail.ID) *Msg {
 }
 
 // find returns an unrecorded message of side s that is rec's message: the
-// same id where ids survive moves, else the same (Message-ID, size, date).
+// same id where ids survive moves, else the same (Message-ID, size, date),
+// else the only one with its Message-ID (a server that changed the message
+// on APPEND, bare LF to CRLF, changed its size).
 func (sf *settleFolder) find(s Side, id mail.ID, stable bool, rec state.Message) *Msg {
 	if stable {
 		if m := sf.present(s, id); m != nil && !sf.recorded(s, id) {
 			return m
 		}
 	}
-	k := msgKey(rec.MsgID, rec.Size, rec.Date)
-	if k == "" {
+	if rec.MsgID == "" {
 		return nil
 	}
+	k := msgKey(rec.MsgID, rec.Size, rec.Date)
+	var same []*Msg
 	for i := range sf.f.Side[s].Msgs {
 		m := &sf.f.Side[s].Msgs[i]
-		if m.key() == k && !sf.recorded(s, m.ID) && !sf.goneID[s][m.ID] {
+		if m.MsgID != rec.MsgID || sf.recorded(s, m.ID) || sf.goneID[s][m.ID] {
+			continue
+		}
+		if m.key() == k {
 			return m
 		}
+		same = append(same, m)
+	}
+	if len(same) == 1 {
+		return same[0]
 	}
 	return nil
 }
@@ -259,6 +269,9 @@ func (s *settler) delete(in intent) error {
 		return err
 	}
 	s.n++
+	if i, ok := sf.rec[A][in.Rec.Src]; ok && sf.f.Base[i].Dst != in.Rec.Dst {
+		return nil // the Src names another record now (an edited Maildir file copied again)
+	}
 	return sf.forget(fo, in.Rec.Src)
 }
 

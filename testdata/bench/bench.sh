@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of mailferry against the peer tools (`make bench`).
 #
-#   bash testdata/bench/bench.sh [--quick] [imap-maildir] [pop3-maildir] [imap-imap]
+#   bash testdata/bench/bench.sh [--quick] [SCENARIO...]
 #
-# Scenarios (default: all):
+# Scenarios (default: all; nightly.sh and twoway.sh describe theirs in more detail):
 #   imap-maildir  mailferry IMAP -> Maildir vs mbsync (both fsync), plus a rerun with nothing new,
 #                 and the floors: a bare read of the account (imapfloor/), the same files written
 #                 durably with no network (writefloor/), and both at once (combined)
@@ -12,6 +12,13 @@
 #   imap-imap     mailferry IMAP -> IMAP vs `doveadm backup` (dsync via imapc) and mbsync, each
 #                 pair over the same transport: mailferry-plain (imap:// with --no-starttls, as
 #                 dsync reads its source) against dsync, mailferry (TLS) against dsync-tls
+#   nightly       issue 11: 50,000 messages in one folder, IMAP -> Maildir: mailferry's no-op
+#                 rerun against mbsync's, then one new message and one flag change per round
+#   nightly-200k  issue 11: 200,000 messages in 10 folders: copy and no-op rerun (time, RSS)
+#   sync-maildir  issue 12: `mailferry sync` IMAP <-> Maildir vs mbsync and OfflineIMAP: first
+#                 sync of the corpus, a sync after 1 % changes on each side, a no-op sync
+#   sync-imap     issue 12: the same IMAP <-> IMAP, vs mbsync with two IMAP stores
+#   sync-200k     issue 12: mailferry sync of a 200,000-message account (first and no-op: RSS)
 # Each pair is run alternately (A B A B ...) after one untimed warm-up each, into fresh
 # destinations, and the medians and the median of the per-round ratios are reported.
 # The durable-write floor (writefloor/) writes as many files of the same sizes into the same
@@ -23,7 +30,8 @@
 #
 # Environment:
 #   ROUNDS=5           timed rounds per tool
-#   QUICK=1            (or --quick) 2 rounds and no getmail (getmail alone takes 1-2 minutes)
+#   QUICK=1            (or --quick) 2 rounds, no getmail (getmail alone takes 1-2 minutes), one
+#                      first-sync round in the sync scenarios, and sync-200k only when named
 #   MESSAGES=5000      corpus size; CORPUS_SEED=3 (about 157 MB with seed 3; seed 1 gives 122 MB)
 #   MAILFERRY_FLAGS    extra flags for every `mailferry copy` (e.g. "--workers 2")
 #   I2I_PEERS="dsync dsync-tls mbsync"   imap-imap peers to time (dsync is always run: it is the
@@ -39,6 +47,11 @@
 #   QUIET_BUDGET=180   ... but no more than this in all
 #   GETMAIL_TIMEOUT=10 getmail's socket and child-wait timeout (see peers.sh)
 #   KEEP=1             keep the copied mail under BENCH_DIR/work at the end
+#   NIGHTLY_MESSAGES=50000, NIGHTLY_BIG=200000, NIGHTLY_BIG_FOLDERS=10   the nightly accounts
+#   SYNC_PERMILLE=10   changes per sync round on each side (per mille of the messages)
+#   SYNC_MD_TOOLS="mailferry mbsync offlineimap", SYNC_I2I_TOOLS="mailferry mbsync"
+# Two benches must not share BENCH_DIR or ports: a second run with the same BENCH_DIR waits for
+# the first (a lock next to it), and Dovecot refuses ports in use.
 # Dovecot listens on 30143/30993 (IMAP), 30110/30995 (POP3) unless DOVECOT_*_PORT say otherwise.
 #
 # The corpus generator (gencorpus.py) and the peers' command lines (peers.sh) are the project's
@@ -58,19 +71,23 @@ SCENARIOS=()
 for a in "$@"; do
 	case $a in
 	--quick) QUICK=1 ;;
-	imap-maildir | pop3-maildir | imap-imap) SCENARIOS+=("$a") ;;
+	imap-maildir | pop3-maildir | imap-imap | nightly | nightly-200k | sync-maildir | sync-imap | sync-200k) SCENARIOS+=("$a") ;;
 	-h | --help)
 		awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
 		exit 0
 		;;
 	*)
-		echo "bench: unknown argument $a (want imap-maildir, pop3-maildir, imap-imap, --quick)" >&2
+		echo "bench: unknown argument $a (want imap-maildir, pop3-maildir, imap-imap, nightly, nightly-200k, sync-maildir, sync-imap, sync-200k, --quick)" >&2
 		exit 2
 		;;
 	esac
 done
 EXPLICIT=${#SCENARIOS[@]}
-[ "$EXPLICIT" -gt 0 ] || SCENARIOS=(imap-maildir pop3-maildir imap-imap)
+# sync-200k (a first sync of 200,000 messages) only runs in a full run, or when named.
+if [ "$EXPLICIT" -eq 0 ]; then
+	SCENARIOS=(imap-maildir pop3-maildir imap-imap nightly nightly-200k sync-maildir sync-imap)
+	[ "$QUICK" = 1 ] || SCENARIOS+=(sync-200k)
+fi
 if [ "$QUICK" = 1 ]; then ROUNDS=${ROUNDS:-2}; else ROUNDS=${ROUNDS:-5}; fi
 MESSAGES=${MESSAGES:-5000}
 CORPUS_SEED=${CORPUS_SEED:-3}
@@ -103,12 +120,18 @@ NOTES=$W/notes.tsv     # scenario note
 
 # shellcheck source-path=SCRIPTDIR source=peers.sh
 . "$HERE/peers.sh"
+# shellcheck source-path=SCRIPTDIR source=nightly.sh
+. "$HERE/nightly.sh"
+# shellcheck source-path=SCRIPTDIR source=twoway.sh
+. "$HERE/twoway.sh"
 
 log() { echo "bench: $*" >&2; }
 
 install_tools() {
 	local pkgs=()
 	command -v mbsync >/dev/null 2>&1 || pkgs+=(isync)
+	command -v offlineimap >/dev/null 2>&1 || pkgs+=(offlineimap3)
+	command -v parallel >/dev/null 2>&1 || pkgs+=(parallel)
 	command -v getmail >/dev/null 2>&1 || pkgs+=(getmail6)
 	[ -x /usr/bin/time ] || pkgs+=(time)
 	command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
@@ -525,6 +548,14 @@ main() {
 	local t0 sc corpus mfver
 	t0=$(date +%s)
 	[ "$(id -u)" = 0 ] || { log "needs root (apt-get, chown to vmail, runuser)"; exit 2; }
+	# One bench per BENCH_DIR at a time: the start below moves a previous run's folder aside
+	# and stops its Dovecot, which must never be another bench's that is still running.
+	mkdir -p "$(dirname "$D")"
+	exec 9>"$D.lock"
+	if ! flock -n 9; then
+		log "another bench is running in $D; waiting for it (set BENCH_DIR and DOVECOT_*_PORT to run beside it)"
+		flock 9
+	fi
 	install_tools
 	mkdir -p "$BIN"
 	log "building mailferry and the floors into $BIN"
@@ -582,12 +613,19 @@ main() {
 
 	fs_probe start
 	for sc in "${SCENARIOS[@]}"; do
+		local sc0=$SECONDS
 		log "=== $sc ($ROUNDS rounds)"
 		case $sc in
 		imap-maildir) scenario_imap_maildir ;;
 		pop3-maildir) scenario_pop3_maildir ;;
 		imap-imap) scenario_imap_imap ;;
+		nightly) scenario_nightly ;;
+		nightly-200k) scenario_nightly_200k ;;
+		sync-maildir) scenario_sync_maildir ;;
+		sync-imap) scenario_sync_imap ;;
+		sync-200k) scenario_sync_200k ;;
 		esac
+		note "$sc" "the scenario took $((SECONDS - sc0)) s, setup (corpus, accounts, checks) included"
 	done
 
 	fs_probe end
@@ -598,7 +636,7 @@ main() {
 		--meta "rounds=$ROUNDS (after one untimed warm-up each; QUICK=$QUICK)" \
 		--meta "machine=$(nproc) cores ($(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, Linux $(uname -r), $(df -T "$W" | awk 'NR==2{print $2}') on $(df "$W" | awk 'NR==2{print $1}')" \
 		--meta "corpus=$corpus (gencorpus.py seed $CORPUS_SEED)" \
-		--meta "versions=mailferry $mfver ($(go version | awk '{print $3}')), Dovecot $(dovecot --version | awk '{print $1}'), $(mbsync --version 2>&1 | head -n 1), getmail $(getmail --version 2>&1 | awk '{print $2; exit}')" \
+		--meta "versions=mailferry $mfver ($(go version | awk '{print $3}')), Dovecot $(dovecot --version | awk '{print $1}'), $(mbsync --version 2>&1 | head -n 1), getmail $(getmail --version 2>&1 | awk '{print $2; exit}'), OfflineIMAP $(offlineimap --version 2>&1 | head -n 1)" \
 		--meta "mailferry flags=${MAILFERRY_FLAGS:-(defaults)}" \
 		--meta "bench wall time=$(($(date +%s) - t0)) s" | tee "$HERE/last-result.md"
 	clean_outputs

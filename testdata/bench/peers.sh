@@ -1,5 +1,6 @@
 # shellcheck shell=bash
 # Peer tools' command lines for bench.sh (sourced, not run).
+# Two-way peers (issue 12): mbsync with Sync All, Create Both, Expunge Both; OfflineIMAP.
 #
 # The peers are run with the options of the measurements behind docs/performance.md (mbsync
 # with its default fsync, getmail6 leaving mail on the server, dsync through imapc). Each
@@ -81,4 +82,46 @@ reset_bob() {
 		mkdir -p "$1"
 		mv "$D/home/bob/Maildir" "$1/bob-$(date +%s%N)"
 	fi
+}
+
+# peer_mbsync_user USER OUT CONF_DIR [FSYNC]: peer_mbsync from USER's account (the nightly
+# scenarios). FSYNC=no turns off mbsync's fsync (its global FSync option): for the untimed copy
+# that only prepares the state its reruns are timed with.
+peer_mbsync_user() {
+	local u=$1 out=$2 w=$3
+	mkdir -p "$out" "$w"
+	printf 'FSync %s\n\n' "${4:-yes}" >"$w/mbsyncrc"
+	printf 'IMAPAccount src\nHost localhost\nPort %s\nUser %s\nPass pw-%s\nSSLType IMAPS\nCertificateFile %s/cert.pem\n\nIMAPStore far\nAccount src\n\nMaildirStore near\nPath %s/\nInbox %s/INBOX\nSubFolders Verbatim\n\nChannel c\nFar :far:\nNear :near:\nPatterns *\nCreate Near\nSync Pull\nSyncState *\n' \
+		"$IMAPS_PORT" "$u" "$u" "$D" "$out" "$out" >>"$w/mbsyncrc"
+	PEER_CMD=(mbsync -q -c "$w/mbsyncrc" -a)
+}
+
+# peer_mbsync_sync USER MAILDIR CONF_DIR: two-way, IMAP USER <-> Maildir, as its manual's
+# full-sync example: Sync All, Create Both, Expunge Both (fsync on, its default).
+peer_mbsync_sync() {
+	local u=$1 out=$2 w=$3
+	mkdir -p "$out" "$w"
+	printf 'IMAPAccount a\nHost localhost\nPort %s\nUser %s\nPass pw-%s\nSSLType IMAPS\nCertificateFile %s/cert.pem\n\nIMAPStore far\nAccount a\n\nMaildirStore near\nPath %s/\nInbox %s/INBOX\nSubFolders Verbatim\n\nChannel c\nFar :far:\nNear :near:\nPatterns *\nCreate Both\nExpunge Both\nSync All\nSyncState *\n' \
+		"$IMAPS_PORT" "$u" "$u" "$D" "$out" "$out" >"$w/mbsyncrc"
+	PEER_CMD=(mbsync -q -c "$w/mbsyncrc" -a)
+}
+
+# peer_mbsync_sync_i2i USER_A USER_B CONF_DIR: two-way between two IMAP stores (state files in
+# CONF_DIR), Sync All, Create Both, Expunge Both.
+peer_mbsync_sync_i2i() {
+	local a=$1 b=$2 w=$3
+	mkdir -p "$w"
+	printf 'IMAPAccount a\nHost localhost\nPort %s\nUser %s\nPass pw-%s\nSSLType IMAPS\nCertificateFile %s/cert.pem\n\nIMAPAccount b\nHost localhost\nPort %s\nUser %s\nPass pw-%s\nSSLType IMAPS\nCertificateFile %s/cert.pem\n\nIMAPStore sa\nAccount a\n\nIMAPStore sb\nAccount b\n\nChannel c\nFar :sa:\nNear :sb:\nPatterns *\nCreate Both\nExpunge Both\nSync All\nSyncState %s/\n' \
+		"$IMAPS_PORT" "$a" "$a" "$D" "$IMAPS_PORT" "$b" "$b" "$D" "$w" >"$w/mbsyncrc"
+	PEER_CMD=(mbsync -q -c "$w/mbsyncrc" -a)
+}
+
+# peer_offlineimap USER MAILDIR CONF_DIR: OfflineIMAP (offlineimap3) IMAP USER <-> Maildir,
+# one-shot, its defaults otherwise (two-way, deletions both ways, fsync on, one connection).
+peer_offlineimap() {
+	local u=$1 out=$2 w=$3
+	mkdir -p "$out" "$w"
+	printf '[general]\naccounts = a\nmetadata = %s/meta\nui = quiet\n\n[Account a]\nlocalrepository = local\nremoterepository = remote\n\n[Repository local]\ntype = Maildir\nlocalfolders = %s\n\n[Repository remote]\ntype = IMAP\nremotehost = localhost\nremoteport = %s\nssl = yes\nsslcacertfile = %s/cert.pem\nremoteuser = %s\nremotepass = pw-%s\n' \
+		"$w" "$out" "$IMAPS_PORT" "$D" "$u" "$u" >"$w/offlineimaprc"
+	PEER_CMD=(offlineimap -c "$w/offlineimaprc" -o -u quiet)
 }

@@ -9,6 +9,10 @@
 # (21110) and DOVECOT_POP3S_PORT (21995); the defaults stay clear of the benchmark's 30xxx ports.
 # DOVECOT_MAIL_LOG=0 leaves out the mail_log plugin the crash tests read (see below): the
 # benchmark does, since it taxes every IMAP save and not doveadm's (dsync's) saves.
+# DOVECOT_NO_CONDSTORE=1 sets imap_capability to Dovecot 2.3's post-login list without CONDSTORE
+# and QRESYNC, so clients take their path for servers without mod-sequences (issue 11: mailferry
+# then finds flag changes by listing every folder's flags). Dovecot still answers a client that
+# uses CONDSTORE unasked; the capability is what a client must go by.
 # Users alice, bob and carol have password pw-<user>. Tests add more users by appending lines
 # to DIR/users ("name:{PLAIN}password:uid:gid::home::", uid/gid of vmail): passwd-file is
 # re-read when its mtime or size changed, so no reload is needed. But Dovecot 2.3 stats the
@@ -34,6 +38,10 @@ IMAPS_PORT=${DOVECOT_IMAPS_PORT:-21993}
 POP3_PORT=${DOVECOT_POP3_PORT:-21110}
 POP3S_PORT=${DOVECOT_POP3S_PORT:-21995}
 MAIL_LOG=${DOVECOT_MAIL_LOG:-1}
+NO_CONDSTORE=${DOVECOT_NO_CONDSTORE:-0}
+# Dovecot 2.3.19's post-login capabilities (imap_capability's default, from CAPABILITY after
+# LOGIN) less CONDSTORE and QRESYNC.
+NO_CONDSTORE_CAPS="IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT SORT=DISPLAY THREAD=REFERENCES THREAD=REFS THREAD=ORDEREDSUBJECT MULTIAPPEND URL-PARTIAL CATENATE UNSELECT CHILDREN NAMESPACE UIDPLUS LIST-EXTENDED I18NLEVEL=1 ESEARCH ESORT SEARCHRES WITHIN CONTEXT=SEARCH LIST-STATUS BINARY MOVE SNIPPET=FUZZY PREVIEW=FUZZY PREVIEW STATUS=SIZE SAVEDATE LITERAL+ NOTIFY SPECIAL-USE"
 USERS=(alice bob carol)
 MARKER=$D/.mailferry-dovecot
 
@@ -160,6 +168,7 @@ namespace inbox {
 # that no source expunge came before the destination confirmed the copy (docs/failure-model.md A7).
 # IMAP only, so doveadm (tests' resets) and POP3 stay as they were.
 protocol imap {
+  $([ "$NO_CONDSTORE" = 1 ] && echo "imap_capability = $NO_CONDSTORE_CAPS" || echo "# imap_capability: Dovecot's default (CONDSTORE and QRESYNC offered)")
   $([ "$MAIL_LOG" = 0 ] && echo "# mail_log left out (DOVECOT_MAIL_LOG=0)" || echo 'mail_plugins = $mail_plugins notify mail_log')
 }
 plugin {

@@ -4,13 +4,14 @@
 #
 #   postgres.sh start DIR    install PostgreSQL if missing, (re)create DIR, initdb, start, write DIR/env
 #   postgres.sh stop DIR     stop the server started for DIR
+#   postgres.sh up DIR       start it again, its data kept (the batch test of a database outage)
 #
 # The port comes from POSTGRES_PORT (default 25432). DIR/env exports MAILFERRY_TEST_PG, the URL of
 # an empty database "mailferry" owned by user "mailferry" (trust authentication on loopback only:
 # the server is a test fixture). As root, the server runs as the "postgres" user.
 set -euo pipefail
 
-[ $# -eq 2 ] || { echo "usage: $0 start|stop DIR" >&2; exit 2; }
+[ $# -eq 2 ] || { echo "usage: $0 start|stop|up DIR" >&2; exit 2; }
 CMD=$1
 D=$(realpath -m "$2")
 [ "$D" != / ] || { echo "postgres.sh: refusing DIR=/" >&2; exit 2; }
@@ -54,6 +55,15 @@ stop() {
 	fi
 }
 
+# up starts the server of DIR on PORT.
+up() {
+	local bin
+	bin=$(bindir)
+	as_owner "$bin/pg_ctl" -D "$D/data" -l "$D/server.log" -w \
+		-o "-c listen_addresses=127.0.0.1 -p $PORT -k $D -c fsync=off -c max_connections=200" start >/dev/null ||
+		{ tail -n 20 "$D/server.log" >&2; exit 1; }
+}
+
 start() {
 	install_packages
 	local bin
@@ -67,9 +77,7 @@ start() {
 	touch "$MARKER"
 	[ "$(id -u)" = 0 ] && chown postgres "$D"
 	as_owner "$bin/initdb" -D "$D/data" -U postgres --auth=trust -E UTF8 --no-locale >"$D/initdb.log"
-	as_owner "$bin/pg_ctl" -D "$D/data" -l "$D/server.log" -w \
-		-o "-c listen_addresses=127.0.0.1 -p $PORT -k $D -c fsync=off -c max_connections=200" start >/dev/null ||
-		{ tail -n 20 "$D/server.log" >&2; exit 1; }
+	up
 	as_owner "$bin/psql" -q -h 127.0.0.1 -p "$PORT" -U postgres -d postgres \
 		-c "CREATE ROLE mailferry LOGIN" -c "CREATE DATABASE mailferry OWNER mailferry" >/dev/null
 	echo "export MAILFERRY_TEST_PG=postgres://mailferry@127.0.0.1:$PORT/mailferry?sslmode=disable" >"$D/env"
@@ -79,5 +87,6 @@ start() {
 case $CMD in
 start) start ;;
 stop) stop ;;
-*) echo "usage: $0 start|stop DIR" >&2; exit 2 ;;
+up) [ -f "$MARKER" ] || { log "$D was not made by postgres.sh start"; exit 2; }; up ;;
+*) echo "usage: $0 start|stop|up DIR" >&2; exit 2 ;;
 esac

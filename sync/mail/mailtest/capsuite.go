@@ -53,6 +53,7 @@ func sinkCapTests(t *testing.T, h SinkHarness) {
 		{mail.CapMover, func(f *mail.Features) bool { return f.Mover != nil }, ct.mover},
 		{mail.CapFlagKeeper, func(f *mail.Features) bool { return f.FlagKeeper != nil }, ct.flagKeeper},
 		{mail.CapRoleLister, func(f *mail.Features) bool { return f.RoleLister != nil }, roleLister[mail.Sink]},
+		{mail.CapFolderManager, func(f *mail.Features) bool { return f.FolderManager != nil }, ct.folderManager},
 	})
 }
 
@@ -569,5 +570,52 @@ func (c sinkCaps) flagKeeper(t *testing.T, s mail.Sink) {
 	}
 	if _, _, err := fk.KeptFlags(ctx, "No such folder 4711"); err == nil {
 		t.Error("KeptFlags of a mailbox that does not exist = nil error")
+	}
+}
+
+// folderManager: a mailbox is renamed (twice is done, not an error); it is
+// not deleted while it holds other messages than the caller names, and is
+// deleted when it holds exactly those (twice: no error); neither name is
+// left.
+func (c sinkCaps) folderManager(t *testing.T, s mail.Sink) {
+	ctx := context.Background()
+	fx := capFixtures()
+	for i := range fx {
+		fx[i].Mailbox = "CapOld"
+	}
+	if err := s.CreateMailbox(ctx, "CapOld"); err != nil {
+		t.Fatalf("CreateMailbox(CapOld) = %v", err)
+	}
+	ids := stored(t, s, fx)
+	fm := mail.FeaturesOf(s).FolderManager
+	for range 2 {
+		if err := fm.RenameMailbox(ctx, "CapOld", "CapNew"); err != nil {
+			t.Fatalf("RenameMailbox(CapOld, CapNew) = %v", err)
+		}
+	}
+	if err := fm.DeleteMailbox(ctx, "CapNew", ids[1:]); err == nil {
+		t.Fatal("DeleteMailbox of a mailbox holding one message more than named = nil, want an error")
+	}
+	for range 2 {
+		if err := fm.DeleteMailbox(ctx, "CapNew", ids); err != nil {
+			t.Fatalf("DeleteMailbox(CapNew) = %v", err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close() = %v", err)
+	}
+	if c.h.Reopen == nil {
+		return
+	}
+	src := c.h.Reopen(t, s)
+	defer func() { _ = src.Close() }()
+	boxes, err := src.Mailboxes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range boxes {
+		if b == "CapOld" || b == "CapNew" {
+			t.Errorf("mailbox %q left after the rename and the deletion (mailboxes %q)", b, boxes)
+		}
 	}
 }

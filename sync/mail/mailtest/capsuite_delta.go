@@ -31,7 +31,11 @@ func (c sourceCaps) folderStatuser(t *testing.T, src mail.Source) {
 		t.Errorf("FolderStatuses reports a folder that does not exist")
 	}
 	for _, b := range boxes {
-		if got, ok := st[b]; !ok || int(got.Messages) != counts[b] {
+		got, ok := st[b]
+		if ok && got.Evidence != "" && got.Messages == 0 {
+			continue // change evidence of a source that cannot count without reading (mbox)
+		}
+		if !ok || int(got.Messages) != counts[b] {
 			t.Errorf("FolderStatuses()[%q] = %+v, %v; List gives %d messages", b, got, ok, counts[b])
 		}
 	}

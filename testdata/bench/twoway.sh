@@ -1,0 +1,208 @@
+# shellcheck shell=bash
+# Issue 12's scenarios for bench.sh (sourced, not run): `mailferry sync` against the two-way peers.
+#
+#   sync-maildir  IMAP <-> Maildir: mailferry sync, mbsync (Sync All, Create Both, Expunge Both)
+#                 and OfflineIMAP
+#   sync-imap     IMAP <-> IMAP: mailferry sync and mbsync with two IMAP stores
+#   sync-200k     IMAP <-> Maildir, 200,000 small messages in 10 folders (nightly-200k's
+#                 account): mailferry's first sync and its no-op sync, for peak RSS (mailferry only)
+#
+# Every tool gets its own copy of the account (a Dovecot user per tool and round, the message
+# files hard-linked from the corpus: mailchange.py clone), so all start from the same mail.
+# Three phases, each timed for every tool in the same round, tools alternating:
+#   first    the first sync of the 5,000-message corpus (one side full, the other empty); one
+#            fresh pair per tool and round
+#   changes  on the last round's pairs: before each round the same changes are applied to every
+#            tool's pair, 1 % on each side (a third new messages, a third \Flagged toggled, a
+#            third deleted; mailchange.py picks them by a hash of the Message-ID), then each tool
+#            syncs
+#   noop     a sync with nothing changed
+# After every timed sync both sides must hold the expected number of messages and the same
+# number of \Flagged ones: a tool that silently did nothing does not look fast. mailferry's
+# misses fail the bench; a peer's are noted. Needs what bench.sh and nightly.sh define.
+# shellcheck disable=SC2154 # D, W, BIN, CONF, IMAPS_PORT, ROUNDS, QUICK, OUT, WANT come from bench.sh
+
+SYNC_PERMILLE=${SYNC_PERMILLE:-10}
+SYNC_MD_TOOLS=${SYNC_MD_TOOLS:-mailferry mbsync offlineimap}
+SYNC_I2I_TOOLS=${SYNC_I2I_TOOLS:-mailferry mbsync}
+
+# sync_account USER FROM: USER's Maildir is a copy of FROM's (same messages, same UIDs).
+sync_account() {
+	add_user "$1"
+	rm -rf "$D/home/$1/Maildir"
+	python3 "$HERE/mailchange.py" clone "$D/home/$2/Maildir" "$D/home/$1/Maildir"
+	chown -R vmail:vmail "$D/home/$1"
+}
+
+# sync_cmd KIND TOOL A B STATE: leaves in PEER_CMD the command that syncs A (an IMAP user) with
+# B (KIND maildir: a Maildir path; KIND imap: another IMAP user). STATE is a folder the tool's
+# state and config go into.
+sync_cmd() {
+	local kind=$1 tool=$2 a=$3 b=$4 st=$5
+	mkdir -p "$st"
+	case $tool:$kind in
+	mailferry:maildir)
+		PEER_CMD=("$BIN/mailferry" sync "imaps://$a@localhost:$IMAPS_PORT" "maildir:$b" --src-password-file "$W/pw-$a"
+			--ca-file "$D/cert.pem" --checkpoint "$st/state" --quiet "${MF_FLAGS[@]}")
+		;;
+	mailferry:imap)
+		PEER_CMD=("$BIN/mailferry" sync "imaps://$a@localhost:$IMAPS_PORT" "imaps://$b@localhost:$IMAPS_PORT"
+			--src-password-file "$W/pw-$a" --dst-password-file "$W/pw-$b"
+			--ca-file "$D/cert.pem" --checkpoint "$st/state" --quiet "${MF_FLAGS[@]}")
+		;;
+	mbsync:maildir) peer_mbsync_sync "$a" "$b" "$st" ;;
+	mbsync:imap) peer_mbsync_sync_i2i "$a" "$b" "$st" ;;
+	offlineimap:maildir) peer_offlineimap "$a" "$b" "$st" ;;
+	*)
+		log "no $tool for $kind"
+		return 1
+		;;
+	esac
+}
+
+# side_counts KIND A B: "messages_A messages_B flagged_A flagged_B".
+side_counts() {
+	local fa fb
+	fa=$(doveadm -c "$CONF" search -u "$2" flagged 2>/dev/null | wc -l)
+	if [ "$1" = maildir ]; then
+		fb=$(python3 "$HERE/mailchange.py" flagged "$3")
+		echo "$(count_server "$2") $(count_maildir "$3") $fa $fb"
+	else
+		fb=$(doveadm -c "$CONF" search -u "$3" flagged 2>/dev/null | wc -l)
+		echo "$(count_server "$2") $(count_server "$3") $fa $fb"
+	fi
+}
+
+# in_step SCENARIO TOOL WHAT KIND A B WANT: both sides hold WANT messages and as many \Flagged.
+in_step() {
+	local sc=$1 tool=$2 what=$3 ma mb fa fb ok=ok
+	read -r ma mb fa fb <<<"$(side_counts "$4" "$5" "$6")"
+	[ "$ma" = "$7" ] && [ "$mb" = "$7" ] && [ "$fa" = "$fb" ] || ok=FAIL
+	local detail="A $ma, B $mb messages (want $7); flagged A $fa, B $fb"
+	case $tool in
+	mailferry) check "$sc" "$tool $what in step" "$ok" "$detail" ;;
+	*) [ "$ok" = ok ] || note "$sc" "$tool $what not in step: $detail" ;;
+	esac
+	[ "$ok" = ok ]
+}
+
+# side_b KIND SCENARIO TOOL ROUND: B's name (a user or a Maildir path), created empty.
+side_b() {
+	if [ "$1" = maildir ]; then
+		fresh "$2-$3-$4"
+		mkdir -p "$OUT"
+		SIDE_B=$OUT
+	else
+		SIDE_B=${2/sync-/}b$3$4
+		SIDE_B=${SIDE_B//[^a-z0-9]/}
+		add_user "$SIDE_B"
+	fi
+}
+
+# apply_changes KIND A B TAG: the same 1 % changes on each side; prints how many messages the
+# two sides then should hold, given WANT before.
+apply_changes() {
+	local kind=$1 a=$2 b=$3 tag=$4 out_a out_b n=$WANT
+	out_a=$(python3 "$HERE/mailchange.py" imap localhost "$IMAPS_PORT" "$a" "$W/pw-$a" "$D/cert.pem" "S$tag" "$SYNC_PERMILLE")
+	if [ "$kind" = maildir ]; then
+		out_b=$(python3 "$HERE/mailchange.py" maildir "$b" "$(sync_inbox_dir "$b")" "L$tag" "$SYNC_PERMILLE")
+	else
+		out_b=$(python3 "$HERE/mailchange.py" imap localhost "$IMAPS_PORT" "$b" "$W/pw-$b" "$D/cert.pem" "L$tag" "$SYNC_PERMILLE")
+	fi
+	CHANGES="A: $out_a; B: $out_b"
+	for o in "$out_a" "$out_b"; do
+		n=$((n + $(sed 's/.*new=\([0-9]*\).*/\1/' <<<"$o") - $(sed 's/.*delete=\([0-9]*\).*/\1/' <<<"$o")))
+	done
+	CHANGED_WANT=$n
+}
+
+# sync_inbox_dir DIR: where a Maildir tree's INBOX is (mailferry: the root, Maildir++; mbsync
+# and OfflineIMAP: DIR/INBOX).
+sync_inbox_dir() {
+	if [ -d "$1/INBOX/cur" ]; then echo "$1/INBOX"; else echo "$1"; fi
+}
+
+# sync_scenario SC KIND TOOLS...: the three phases for one kind of pair.
+sync_scenario() {
+	local sc=$1 kind=$2 t r a first_rounds=$ROUNDS
+	shift 2
+	local tools=("$@")
+	local -A A B ST OK
+	WANT=$(count_server alice)
+	# OfflineIMAP's first sync of the corpus takes minutes on this machine: QUICK does one round.
+	[ "$QUICK" = 1 ] && first_rounds=1
+	log "$sc: ${tools[*]}: first sync of $WANT messages ($first_rounds round(s)), then $ROUNDS rounds of changes and of no-op syncs"
+	for r in $(seq "$first_rounds"); do
+		for t in "${tools[@]}"; do
+			a=${sc/sync-/}a${t:0:2}$r
+			a=${a//[^a-z0-9]/}
+			sync_account "$a" alice
+			side_b "$kind" "$sc" "${t:0:2}" "$r"
+			A[$t]=$a B[$t]=$SIDE_B ST[$t]=$W/out/$sc-$t-$r.state
+		done
+		for t in "${tools[@]}"; do
+			sync_cmd "$kind" "$t" "${A[$t]}" "${B[$t]}" "${ST[$t]}"
+			OK[$t]=1
+			timed "$sc" "$t-first" "$r" - -- "${PEER_CMD[@]}" || OK[$t]=0
+			in_step "$sc" "$t" "after the first sync (round $r)" "$kind" "${A[$t]}" "${B[$t]}" "$WANT" || OK[$t]=0
+		done
+	done
+	# Warm-up: one untimed sync with nothing changed (tools' second run settles their state).
+	for t in "${tools[@]}"; do
+		sync_cmd "$kind" "$t" "${A[$t]}" "${B[$t]}" "${ST[$t]}"
+		timed "$sc" "$t-noop" 0 - -- "${PEER_CMD[@]}" || true
+	done
+	local base=$WANT
+	declare -A WANT_T
+	for t in "${tools[@]}"; do WANT_T[$t]=$base; done
+	for r in $(seq "$ROUNDS"); do
+		for t in "${tools[@]}"; do
+			WANT=${WANT_T[$t]}
+			apply_changes "$kind" "${A[$t]}" "${B[$t]}" "$r"
+			WANT_T[$t]=$CHANGED_WANT
+			[ "$t" != "${tools[0]}" ] || note "$sc" "changes before round $r: $CHANGES"
+		done
+		for t in "${tools[@]}"; do
+			sync_cmd "$kind" "$t" "${A[$t]}" "${B[$t]}" "${ST[$t]}"
+			timed "$sc" "$t-changes" "$r" - -- "${PEER_CMD[@]}" || true
+			in_step "$sc" "$t" "after changes round $r" "$kind" "${A[$t]}" "${B[$t]}" "${WANT_T[$t]}" || true
+		done
+	done
+	for r in $(seq "$ROUNDS"); do
+		for t in "${tools[@]}"; do
+			sync_cmd "$kind" "$t" "${A[$t]}" "${B[$t]}" "${ST[$t]}"
+			timed "$sc" "$t-noop" "$r" - -- "${PEER_CMD[@]}" || true
+		done
+	done
+	for t in "${tools[@]}"; do
+		in_step "$sc" "$t" "after the no-op syncs" "$kind" "${A[$t]}" "${B[$t]}" "${WANT_T[$t]}" || true
+	done
+	WANT=$base
+}
+
+scenario_sync_maildir() {
+	read -r -a t <<<"$SYNC_MD_TOOLS"
+	sync_scenario sync-maildir maildir "${t[@]}"
+}
+
+scenario_sync_imap() {
+	read -r -a t <<<"$SYNC_I2I_TOOLS"
+	sync_scenario sync-imap imap "${t[@]}"
+}
+
+scenario_sync_200k() {
+	local sc=sync-200k a=sbig r
+	big_account n200 "$NIGHTLY_BIG" "$NIGHTLY_BIG_FOLDERS"
+	sync_account $a n200
+	WANT=$(count_server $a)
+	log "$sc: $WANT messages in $a's account"
+	fresh sync200k
+	mkdir -p "$OUT"
+	sync_cmd maildir mailferry $a "$OUT" "$OUT.state"
+	timed $sc mailferry-first 1 - -- "${PEER_CMD[@]}" || true
+	in_step $sc mailferry "after the first sync" maildir $a "$OUT" "$WANT" || true
+	for r in $(seq 0 "$ROUNDS"); do
+		timed $sc mailferry-noop "$r" - -- "${PEER_CMD[@]}" || true
+	done
+	in_step $sc mailferry "after the no-op syncs" maildir $a "$OUT" "$WANT" || true
+}
