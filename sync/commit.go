@@ -36,7 +36,12 @@ func (r *run) commitLoop(ctx context.Context, abort func(error)) error {
 		}
 		// An interrupt must not stop the commit of messages already Put:
 		// committing is local and short.
-		if err := c.safeCommit(context.WithoutCancel(ctx), batch); err != nil {
+		boxes := c.boxesOf(batch) // before commit, which filters batch in place
+		err := c.safeCommit(context.WithoutCancel(ctx), batch)
+		if err == nil {
+			err = c.settleBoxes(boxes)
+		}
+		if err != nil {
 			failed = err
 			abort(err)
 		}
@@ -58,6 +63,28 @@ func (r *run) commitLoop(ctx context.Context, abort func(error)) error {
 			timer.Reset(r.opt.BatchDelay)
 		}
 	}
+}
+
+// boxesOf counts the messages of batch by folder.
+func (c *committer) boxesOf(batch []done) map[string]int {
+	if c.folders == nil {
+		return nil
+	}
+	n := map[string]int{}
+	for _, d := range batch {
+		n[d.env.Mailbox]++
+	}
+	return n
+}
+
+// settleBoxes counts a committed batch's messages as settled (release.go).
+func (c *committer) settleBoxes(boxes map[string]int) error {
+	for mb, n := range boxes {
+		if err := c.settled(mb, n); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // safeCommit is commit with a panic turned into a fatal error: the state of

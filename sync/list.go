@@ -50,9 +50,15 @@ func (r *run) listAll(ctx context.Context, selected []string) error {
 			// copied, and the other folders go on (G2).
 			r.failFolder(mb, fmt.Errorf("folder not finished: %w", err))
 			r.log.Error("folder not finished", "mailbox", mb, "err", err)
+			if err := r.listedAll(mb); err != nil {
+				return err
+			}
 			continue
 		}
 		if err != nil {
+			return err
+		}
+		if err := r.listedAll(mb); err != nil {
 			return err
 		}
 	}
@@ -108,10 +114,13 @@ func (r *run) list(ctx context.Context, mb string) error {
 func (r *run) listFolder(ctx context.Context, mb string) (*listing, error) {
 	p := r.passOf(mb)
 	if p != nil && p.mode == ListingSkipped {
-		r.countFolder(mb, p.status.Messages, 0)
+		r.countFolder(mb, p.status.Messages, 0, func() int { return r.passedLen(mb) })
 		r.st.Listed.Add(r.st.Box(mb).Listed.Load())
 		r.st.Skipped.Add(r.st.Box(mb).Skipped.Load())
 		return nil, r.destinationHolds(ctx, mb)
+	}
+	if err := r.loadFolder(mb); err != nil {
+		return nil, err
 	}
 	if p != nil && p.mode == ListingIncremental {
 		l, err := r.changeListing(ctx, mb, p)
@@ -324,6 +333,7 @@ func (r *run) send(ctx context.Context, b []job) error {
 	if len(b) == 0 {
 		return nil
 	}
+	r.queuedIn(b)
 	select {
 	case r.jobs <- b:
 		return nil
@@ -344,7 +354,7 @@ func (r *run) destinationKeys(ctx context.Context, mb string) (map[string]bool, 
 	if idx == nil || r.cp == nil {
 		return nil, nil
 	}
-	recorded := len(r.cp.Records(mb))
+	recorded := r.recordCount(mb)
 	if recorded == 0 {
 		return nil, nil
 	}

@@ -48,22 +48,21 @@ func (r *run) passesOn() bool {
 }
 
 // planPasses asks the status of every selected folder and decides how each
-// is listed. A failing status request only costs full listings.
+// is listed. A failing status request only costs full listings. A first
+// run asks too, although it lists every folder in full: the status it
+// records (asked before the listing, so a message arriving meanwhile makes
+// the next run look, never miss it) lets the second run skip.
 func (r *run) planPasses(ctx context.Context, selected []string) {
 	if !r.passesOn() {
 		return
 	}
 	r.passes = make(map[string]*pass, len(selected))
-	var sts map[string]mail.FolderStatus
-	if r.anyPassed(selected) { // else every folder is listed in full: no need to ask
-		var err error
-		sts, err = retry(ctx, r, func() (map[string]mail.FolderStatus, error) {
-			return r.srcF.FolderStatuser.FolderStatuses(ctx, selected)
-		})
-		if err != nil {
-			r.log.Warn("folder statuses unknown: listing every folder in full", "err", err)
-			sts = nil
-		}
+	sts, err := retry(ctx, r, func() (map[string]mail.FolderStatus, error) {
+		return r.srcF.FolderStatuser.FolderStatuses(ctx, selected)
+	})
+	if err != nil {
+		r.log.Warn("folder statuses unknown: listing every folder in full", "err", err)
+		sts = nil
 	}
 	for _, mb := range selected {
 		p := r.planPass(mb, sts)
@@ -73,20 +72,6 @@ func (r *run) planPasses(ctx context.Context, selected []string) {
 			r.log.Debug("listing in full", "mailbox", mb, "reason", p.reason)
 		}
 	}
-}
-
-// anyPassed reports whether the state recorded a complete pass over any of
-// the folders. A first run asks no status, so a one-off copy opens no
-// second connection; it records its passes without one, and the second run
-// asks, lists in full once more and records the statuses the third run
-// compares with.
-func (r *run) anyPassed(selected []string) bool {
-	for _, mb := range selected {
-		if sum, ok := r.opt.State.Summary(mb); ok && sum.Complete != 0 {
-			return true
-		}
-	}
-	return false
 }
 
 // planPass decides how mb is listed from its status now (absent: unknown)
@@ -268,7 +253,7 @@ func (r *run) changeListing(ctx context.Context, mb string, p *pass) (*listing, 
 		return nil, nil
 	}
 	p.status = sum.Status
-	r.countFolder(mb, sum.Status.Messages, len(l.fresh))
+	r.countFolder(mb, sum.Status.Messages, len(l.fresh), func() int { return r.recordCount(mb) })
 	for _, rec := range r.cp.Records(mb) {
 		if _, gone := l.listed[rec.ID]; !gone {
 			l.listed[rec.ID] = true
@@ -288,11 +273,11 @@ func (r *run) changeListing(ctx context.Context, mb string, p *pass) (*listing, 
 // every message the server counts is found, and all but the fresh ones are
 // present (recorded by a complete pass). With date filters the server's
 // count includes messages left out, so the checkpoint's records of the
-// folder are counted instead.
-func (r *run) countFolder(mb string, messages uint32, fresh int) {
+// folder (recorded()) are counted instead.
+func (r *run) countFolder(mb string, messages uint32, fresh int, recorded func() int) {
 	n := int64(messages)
 	if r.dates != nil {
-		n = min(n, int64(len(r.cp.Records(mb))+fresh))
+		n = min(n, int64(recorded()+fresh))
 	}
 	box := r.st.Box(mb)
 	listed, skipped := max(n, box.Listed.Load()), max(n-int64(fresh), box.Skipped.Load(), 0)
@@ -375,6 +360,32 @@ func (r *run) recordPasses() error {
 	return nil
 }
 
+// passedLen is how many records mb, a folder skipped as unchanged, held at
+// the end of its last complete pass (state.Summary.Len): a skipped folder's
+// records are never read. (A checkpoint kept apart from the state holds
+// all its records in memory anyway: it is asked.)
+func (r *run) passedLen(mb string) int {
+	if r.folders == nil {
+		return len(r.cp.Records(mb))
+	}
+	sum, _ := r.opt.State.Summary(mb)
+	return sum.Len
+}
+
+// holdsAny reports whether the destination folder to holds any message:
+// mail.AnyHolder reads only up to the first; an Indexer alone lists the
+// folder (stopping the callbacks at the first message).
+func (r *run) holdsAny(ctx context.Context, to string) (bool, error) {
+	if a := r.dstF.AnyHolder; a != nil {
+		return a.HoldsAny(ctx, to)
+	}
+	err := r.dstF.Indexer.Index(ctx, to, func(mail.Envelope) error { return errHolds })
+	if errors.Is(err, errHolds) {
+		return true, nil
+	}
+	return false, err
+}
+
 // errHolds stops an Index at its first message.
 var errHolds = errors.New("the destination holds a message")
 
@@ -385,17 +396,17 @@ var errHolds = errors.New("the destination holds a message")
 // the first message the destination lists.
 func (r *run) destinationHolds(ctx context.Context, mb string) error {
 	idx := r.dstF.Indexer
-	if idx == nil {
+	if idx == nil && r.dstF.AnyHolder == nil {
 		return nil
 	}
-	recorded := len(r.cp.Records(mb))
+	recorded := r.passedLen(mb)
 	if recorded == 0 {
 		return nil
 	}
 	to := r.opt.dstName(mb)
-	err := idx.Index(ctx, to, func(mail.Envelope) error { return errHolds })
+	held, err := r.holdsAny(ctx, to)
 	switch {
-	case errors.Is(err, errHolds):
+	case held:
 		return nil
 	case err != nil:
 		return fmt.Errorf("list destination folder %q: %w", to, err)

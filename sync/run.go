@@ -170,9 +170,14 @@ type run struct {
 	src mail.Source
 	dst mail.Sink
 	cp  checkpoint.Store
-	st  *Stats
-	log *slog.Logger
-	res *Result
+	// folders is cp when it keeps each folder apart: the run then reads a
+	// folder's records only when it lists the folder, and releases them
+	// when done with it (release.go).
+	folders checkpoint.Folders
+	use     folderUse
+	st      *Stats
+	log     *slog.Logger
+	res     *Result
 
 	// Run-time state derived from the options.
 	byteLimit, msgLimit *rateLimiter // from MaxBytesPerSec and MaxMsgsPerSec
@@ -241,6 +246,10 @@ func newRun(src mail.Source, dst mail.Sink, opt Options) *run {
 		budget: newByteBudget(opt.MaxBytes), streak: &tempStreak{},
 		dates: newDateFilter(opt.Since, opt.Before)}
 	r.srcF, r.dstF = mail.FeaturesOf(src), mail.FeaturesOf(dst)
+	if f, ok := opt.Checkpoint.(checkpoint.Folders); ok {
+		r.folders = f
+		r.use = folderUse{open: map[string]int{}, listed: map[string]bool{}}
+	}
 	return r
 }
 
@@ -327,6 +336,11 @@ func (r *run) execute(ctx context.Context) error {
 		return err
 	}
 	r.planPasses(ctx, selected)
+	if !r.opt.DryRun {
+		if selected, err = r.createMailboxes(ctx, selected); err != nil {
+			return err
+		}
+	}
 	workers := r.workers()
 	r.opener = r.srcF.BatchOpener
 	if r.opener == nil && r.src.Limits().Conns == 1 {
@@ -391,8 +405,7 @@ func (r *run) prepareDelete() error {
 	return nil
 }
 
-// plan lists the source's mailboxes, keeps the selected ones and creates
-// their destinations (not in a dry run).
+// plan lists the source's mailboxes and keeps the selected ones.
 func (r *run) plan(ctx context.Context) ([]string, error) {
 	boxes, err := retry(ctx, r, func() ([]string, error) { return r.src.Mailboxes(ctx) })
 	if err != nil {
@@ -405,18 +418,23 @@ func (r *run) plan(ctx context.Context) ([]string, error) {
 			r.st.Box(mb)
 		}
 	}
-	if r.opt.DryRun {
-		return selected, nil
-	}
-	return r.createMailboxes(ctx, selected)
+	return selected, nil
 }
 
 // createMailboxes creates the destination of each selected mailbox once,
 // dropping (and reporting) a folder whose name the destination cannot hold.
+// A folder skipped as unchanged is left alone: its last complete pass made
+// it, and making it again can cost the sink a look at all it holds (the
+// Maildir sink indexes a folder's keys when it opens it); one that went
+// missing is refused by destinationHolds.
 func (r *run) createMailboxes(ctx context.Context, selected []string) ([]string, error) {
 	made := map[string]bool{}
 	kept := selected[:0]
 	for _, mb := range selected {
+		if p := r.passOf(mb); p != nil && p.mode == ListingSkipped {
+			kept = append(kept, mb)
+			continue
+		}
 		to := r.opt.dstName(mb)
 		if !made[to] {
 			_, err := retry(ctx, r, func() (struct{}, error) { return struct{}{}, r.dst.CreateMailbox(ctx, to) })

@@ -87,11 +87,13 @@ func (r *run) settle(ctx context.Context, j job, d done, err error) error {
 	case err == nil:
 		// Stored: hand it to the committer even when the run is being
 		// cancelled; it drains until the end, so this cannot block for
-		// good, and the message gets recorded instead of re-copied.
+		// good, and the message gets recorded instead of re-copied. The
+		// committer settles it (release.go).
 		if d.kind == doneRemapped {
 			r.remapFlags(ctx, &d)
 		}
 		r.dones <- d
+		return nil
 	case ctx.Err() != nil:
 		return ctx.Err()
 	case mail.Fatal(err):
@@ -103,7 +105,7 @@ func (r *run) settle(ctx context.Context, j job, d done, err error) error {
 	default:
 		r.failMessage(j.env, err)
 	}
-	return nil
+	return r.settled(j.env.Mailbox, 1)
 }
 
 // copyOne copies one message, retrying temporary failures.

@@ -57,7 +57,7 @@ func (r *batchRunner) RunAccount(ctx context.Context, acct *batch.Account) batch
 		o = &copyOptions{}
 	}
 	s := makeSummary(o, res, err, start)
-	out := batch.Outcome{ExitCode: exitCode(err), Error: s.Error,
+	out := batch.Outcome{ExitCode: exitCode(err), Error: s.Error, CopyMillis: time.Since(start).Milliseconds(),
 		Totals: batch.Totals{Copied: s.Counts.Stored, Present: s.Counts.Skipped["present"], Failed: s.Counts.Failed, Bytes: s.Totals.Bytes}}
 	if out.ExitCode == exitUnreachable && tlsError(err) {
 		out.Class = batch.ClassTLS

@@ -53,7 +53,7 @@ func (o *copyOptions) addFlags(fs *flag.FlagSet) {
 	o.common.add(fs)
 	o.src.add(fs, "src")
 	o.dst.add(fs, "dst")
-	fs.StringVar(&o.checkpoint, "checkpoint", "", "remember copied messages in `FILE` (default: under $XDG_STATE_HOME/mailferry, named after SRC and DST); FILE.lock keeps a second run out")
+	fs.StringVar(&o.checkpoint, "checkpoint", "", "remember copied messages under `FILE` (default: under $XDG_STATE_HOME/mailferry, named after SRC and DST): the records in the directory FILE.state (a FILE written by an older mailferry is migrated into it once, then never read again); FILE.lock keeps a second run out")
 	fs.BoolVar(&o.reset, "reset", false, "start the checkpoint afresh (forget what was copied; also for a checkpoint written for other endpoints, or corrupt); a destination that already holds messages mailferry wrote does not get them twice")
 	fs.BoolVar(&o.rebuildState, "rebuild-state", false, "rebuild the checkpoint (lost, or refused as corrupt) from what the destination holds: messages it stored before are recorded without downloading them again (maildir: destinations)")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "list what would be copied; store and delete nothing")
@@ -166,17 +166,12 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 		return r, err
 	}
 	defer closeStore()
-	// A checkpoint started afresh forgets the passes too: a state that
-	// outlived its checkpoint must not skip anything. A dry run lists every
-	// folder and touches no state (docs/failure-model.md H2).
+	// The records and the folders' pass state are one state: started
+	// afresh together, so a pass never outlives its records. A dry run
+	// lists every folder and writes no state (docs/failure-model.md H2).
 	var passes *state.State
-	if store != nil && !o.dryRun {
-		if passes, err = openPassState(cpPath, o.reset || o.rebuildState || fresh, r.src, r.dst, log); err != nil {
-			return r, err
-		}
-		// sync.Run closes it and reports that error; this covers a return
-		// before Run (a second Close does nothing).
-		defer func() { _ = passes.Close() }()
+	if s, ok := store.(*state.Store); ok && !o.dryRun {
+		passes = s.State()
 	}
 	// A dry run into a local destination that does not exist yet must not
 	// create it (docs/failure-model.md H2): everything is to be copied, and a dry
@@ -261,30 +256,39 @@ func copyLogging(o *copyOptions, env *cliEnv) (cliEnv, *slog.Logger, error) {
 	return penv, log, err
 }
 
-// lockCheckpoint locks the run and opens its checkpoint at cpPath. A dry run
-// uses the checkpoint when there is one, so that it lists what the next run
-// would copy, but does not create one: store is then nil. fresh says the
-// checkpoint holds no record (lost, reset, or a first run). closeStore closes
-// the checkpoint, then releases the lock; it is never nil.
+// lockCheckpoint locks the run and opens its checkpoint at cpPath
+// (store.go: the state at cpPath.state, the old file migrated into it). A
+// dry run uses the checkpoint when there is one, so that it lists what the
+// next run would copy, but creates, migrates and writes nothing: store is
+// nil when there is none (or with --reset: everything would be copied).
+// fresh says the checkpoint holds no record (lost, reset, or a first run),
+// known without reading any record. closeStore closes the checkpoint, then
+// releases the lock; it is never nil.
 func lockCheckpoint(o *copyOptions, cpPath string, r *copyResult, log *slog.Logger) (store checkpoint.Store, fresh bool, closeStore func(), err error) {
 	closeStore = func() {}
-	if _, serr := os.Stat(cpPath); o.dryRun && serr != nil {
+	if o.dryRun && (!checkpointExists(cpPath) || o.reset || o.rebuildState) {
 		return nil, false, closeStore, nil
 	}
 	release, err := lockRun(cpPath)
 	if err != nil {
 		return nil, false, closeStore, err
 	}
-	cp, err := openCheckpoint(cpPath, o.reset || o.rebuildState, r.src, r.dst, log)
+	if o.dryRun {
+		store, err = openReadOnlyStore(cpPath, r.src, r.dst, log)
+	} else {
+		store, fresh, err = openStore(cpPath, o.reset || o.rebuildState, r.src, r.dst, log)
+	}
 	if err != nil {
 		release()
 		return nil, false, closeStore, err
 	}
 	closeStore = func() {
-		_ = cp.Close() // Run closed it already on the normal path; this one only undoes an early exit
+		if store != nil {
+			_ = store.Close() // Run closed it already on the normal path; this one only undoes an early exit
+		}
 		release()
 	}
-	return cp, cp.Len() == 0, closeStore, nil
+	return store, fresh, closeStore, nil
 }
 
 // dryRunSink stands in for a destination a dry run must not create. The
@@ -301,24 +305,6 @@ func (dryRunSink) Put(context.Context, mail.Envelope, io.Reader) (mail.ID, error
 }
 func (dryRunSink) Limits() mail.Limits { return mail.Limits{} }
 func (dryRunSink) Close() error        { return nil }
-
-func openCheckpoint(path string, reset bool, src, dst string, log *slog.Logger) (*checkpoint.File, error) {
-	if path == "" {
-		var err error
-		if path, err = checkpoint.DefaultPath(src, dst); err != nil {
-			return nil, err
-		}
-	}
-	cp, err := checkpoint.Open(path, src, dst, reset)
-	if err != nil {
-		return nil, err
-	}
-	if cp.Dropped != "" {
-		log.Warn("checkpoint: dropped a torn last line left by an interrupted run", "file", path)
-	}
-	log.Debug("checkpoint", "file", path, "records", cp.Len())
-	return cp, nil
-}
 
 // summary is the --json output of copy and run, and the line --report
 // appends.

@@ -294,7 +294,7 @@ func killSweep(t *testing.T, sw sweep) int {
 		if sw.afterKill != nil {
 			sw.afterKill(t, dst)
 		}
-		if data, err := os.ReadFile(cp); err != nil || bytes.Count(data, []byte("\n")) <= 1 {
+		if len(checkpointRecords(t, cp)) == 0 {
 			emptyAtKill[k] = true
 		}
 		code, _, _, stderr = runBin(t, sw.env, args...)
@@ -302,16 +302,13 @@ func killSweep(t *testing.T, sw sweep) int {
 			t.Fatalf("k=%d: resume exited %d: %s", k, code, stderr)
 		}
 		resumed[k] = sw.check(t, dst, cp)
-		before, err := os.ReadFile(cp)
-		if err != nil {
-			t.Fatal(err)
-		}
+		before := checkpointBytes(t, cp)
 		code, _, out, stderr := runBin(t, sw.env, append(args, "--dry-run")...)
 		if p := planned(t, out); code != 0 || len(p) != 0 {
 			t.Errorf("k=%d: the dry run after the resume exited %d and planned %v, want 0 and nothing: %s", k, code, p, stderr)
 		}
-		if after, err := os.ReadFile(cp); err != nil || !bytes.Equal(after, before) {
-			t.Errorf("k=%d: the dry run changed the checkpoint (%v)", k, err)
+		if after := checkpointBytes(t, cp); after != before {
+			t.Errorf("k=%d: the dry run changed the checkpoint", k)
 		}
 		code, _, out, stderr = runBin(t, sw.env, args...)
 		if code != 0 || copiedCount(t, out) != 0 {
@@ -473,22 +470,16 @@ func uidHashesIn(fetched map[string][]mailtest.FetchedMessage) map[string]map[im
 // which a record rebuilt from the destination (A9) must have too.
 func recordState(t *testing.T, path string, srcID func(mailbox string, id mail.ID) string) []string {
 	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	type key struct{ m, id string }
 	recs := map[key]map[string]json.RawMessage{}
-	for i, line := range bytes.Split(bytes.TrimSpace(data), []byte("\n")) {
-		if i == 0 {
-			continue // the header
-		}
+	for _, rec := range checkpointRecords(t, path) {
+		// Every field by its checkpoint name, as the JSON Lines file had them.
+		line, err := json.Marshal(rec)
 		var r map[string]json.RawMessage
-		var k key
-		if err := json.Unmarshal(line, &r); err != nil || json.Unmarshal(r["m"], &k.m) != nil || json.Unmarshal(r["id"], &k.id) != nil {
-			t.Fatalf("%s line %d: %q: %v", path, i+1, line, err)
+		if err != nil || json.Unmarshal(line, &r) != nil {
+			t.Fatalf("%s: record %+v: %v", path, rec, err)
 		}
-		recs[k] = r
+		recs[key{rec.Mailbox, string(rec.ID)}] = r
 	}
 	var lines []string
 	for k, r := range recs {

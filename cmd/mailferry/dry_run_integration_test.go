@@ -1,9 +1,6 @@
 package main
 
 import (
-	"encoding/json"
-	"errors"
-	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -68,7 +65,7 @@ func TestH2DryRunWritesNothingAndPlansTheRealRun(t *testing.T) {
 				}
 			}
 			phase := func(name string) {
-				tree, cpBefore := treeState(t, work), treeState(t, cp)
+				tree, cpBefore := treeState(t, work), treeState(t, statePath(cp))
 				srcState := ""
 				if tc.src == "imaps" {
 					srcState = accountState(t, d, user, pw)
@@ -83,11 +80,12 @@ func TestH2DryRunWritesNothingAndPlansTheRealRun(t *testing.T) {
 					t.Fatalf("%s: dry run: exit %d, dry_run %v; want 0, true: %s", name, dry.code, plan.DryRun, dry.stderr)
 				}
 				// The run lock (cp.jsonl.lock, taken when a checkpoint
-				// exists) is written by design: it holds the owner's pid.
-				// The checkpoint is held to bytes and inode (see
-				// checkpointUnchanged); everything else to everything.
+				// exists) and the state's lock are written by design: they
+				// hold the owner's pid. The checkpoint's files are held to
+				// bytes and inode (see checkpointUnchanged); everything
+				// else to everything.
 				after := treeState(t, work)
-				for _, p := range []string{"cp.jsonl.lock", "cp.jsonl"} {
+				for _, p := range []string{"cp.jsonl.lock", filepath.Join("cp.jsonl.state", "lock")} {
 					if _, ok := tree[p]; ok {
 						delete(tree, p)
 						delete(after, p)
@@ -98,7 +96,7 @@ func TestH2DryRunWritesNothingAndPlansTheRealRun(t *testing.T) {
 					t.Errorf("%s: the dry run wrote locally:\n%s", name, strings.Join(diff, "\n"))
 				}
 				if len(cpBefore) > 0 {
-					checkpointUnchanged(t, cpBefore, treeState(t, cp))
+					checkpointUnchanged(t, cpBefore, treeState(t, statePath(cp)), true)
 				}
 				if srcState != "" && accountState(t, d, user, pw) != srcState {
 					t.Errorf("%s: the dry run changed the source account", name)
@@ -164,21 +162,8 @@ func TestH2DryRunWritesNothingAndPlansTheRealRun(t *testing.T) {
 func recordKeys(t *testing.T, path string) map[string]bool {
 	t.Helper()
 	keys := map[string]bool{}
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return keys
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		var r struct {
-			M  string `json:"m"`
-			ID string `json:"id"`
-		}
-		if json.Unmarshal([]byte(line), &r) == nil && r.ID != "" {
-			keys[r.M+"\x00"+r.ID] = true
-		}
+	for _, r := range checkpointRecords(t, path) {
+		keys[r.Mailbox+"\x00"+string(r.ID)] = true
 	}
 	return keys
 }

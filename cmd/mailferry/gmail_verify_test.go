@@ -175,12 +175,13 @@ func TestGmailVerifyRelabelled(t *testing.T) {
 	if got := runGmailVerify(t, env, src, dst, "--gmail"); got.code != exitOK || got.missing != 0 {
 		t.Errorf("verify --gmail with the default checkpoint = %d, %d missing %v; want 0, none\n%s", got.code, got.missing, got.where, got.stderr)
 	}
-	cp, err := filepath.Glob(filepath.Join(os.Getenv("XDG_STATE_HOME"), "mailferry", "*.jsonl"))
+	// The checkpoint's records are in its state, CHECKPOINT.state/.
+	cp, err := filepath.Glob(filepath.Join(os.Getenv("XDG_STATE_HOME"), "mailferry", "*.jsonl.state"))
 	if err != nil || len(cp) != 1 {
 		t.Fatalf("default checkpoints: %v %v, want one", cp, err)
 	}
 	moved := filepath.Join(dir, "moved.jsonl")
-	if err := os.Rename(cp[0], moved); err != nil {
+	if err := os.Rename(cp[0], statePath(moved)); err != nil {
 		t.Fatal(err)
 	}
 	if got := runGmailVerify(t, env, src, dst, "--gmail"); got.code != exitPartial || got.missing != 1 || got.where["Label1"] != "Label1" {

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/url"
 	"os"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/mailferry/mailferry/sinks/maildir"
 	"github.com/mailferry/mailferry/sinks/mbox"
-	"github.com/mailferry/mailferry/sync/checkpoint"
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
@@ -71,20 +69,15 @@ func a9Stored(t *testing.T, md string) int {
 func TestA9RebuildState(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
-		damage  func(cp string)
-		corrupt bool // refused without --rebuild-state
+		damage  string // damageCheckpoint
+		corrupt bool   // refused without --rebuild-state
 		delete  bool
 	}{
-		{"Deleted", func(cp string) { os.Remove(cp) }, false, false},
-		{"DeletedDeleteMode", func(cp string) { os.Remove(cp) }, false, true},
-		{"Emptied", func(cp string) { os.Truncate(cp, 0) }, false, true},
-		{"Garbage", func(cp string) { os.WriteFile(cp, []byte("\x00\x01garbage\n{\"m\":1}\n"), 0o600) }, true, true},
-		{"CorruptMiddleLine", func(cp string) {
-			b, _ := os.ReadFile(cp)
-			lines := strings.SplitAfter(string(b), "\n")
-			lines[2] = "{not json\n"
-			os.WriteFile(cp, []byte(strings.Join(lines, "")), 0o600)
-		}, true, false},
+		{"Deleted", "deleted", false, false},
+		{"DeletedDeleteMode", "deleted", false, true},
+		{"Emptied", "emptied", false, true},
+		{"Garbage", "garbage", true, true},
+		{"CorruptMiddleLine", "corrupt-record", true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src, reg := a9World(t)
@@ -95,7 +88,7 @@ func TestA9RebuildState(t *testing.T) {
 				t.Fatalf("first run exited %d: %s", code, stderr)
 			}
 			src.Add(mailtest.Fixture{Mailbox: "INBOX", Body: []byte("Subject: new\r\n\r\narrived after the damage\r\n")})
-			tc.damage(cp)
+			damageCheckpoint(t, cp, tc.damage)
 			if tc.delete {
 				args = append(args, "--delete-source")
 			}
@@ -129,20 +122,16 @@ func TestA9RebuildState(t *testing.T) {
 			if n := src.Opens.Load() - opens; n != 0 {
 				t.Errorf("a rerun after the rebuild downloaded %d messages, want 0", n)
 			}
-			b, err := os.ReadFile(cp)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if n := strings.Count(string(b), "\n") - 1; n != 7 {
-				t.Errorf("the rebuilt checkpoint holds %d records, want 7:\n%s", n, b)
+			recs := checkpointRecords(t, cp)
+			if len(recs) != 7 {
+				t.Errorf("the rebuilt checkpoint holds %d records, want 7:\n%+v", len(recs), recs)
 			}
 			// Rebuilt records are as complete as copied ones: the content
 			// hash of the stored copy, so a later identifier reset can
 			// re-map them (A2: the state equals an uninterrupted run's).
-			for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n")[1:] {
-				var r checkpoint.Record
-				if err := json.Unmarshal([]byte(line), &r); err != nil || len(r.SHA256) != 64 {
-					t.Errorf("record %s: no content hash (%v)", line, err)
+			for _, r := range recs {
+				if len(r.SHA256) != 64 {
+					t.Errorf("record %+v: no content hash", r)
 				}
 			}
 		})
@@ -159,12 +148,12 @@ func TestA9RebuildStateNeedsIndex(t *testing.T) {
 	if code, stderr := a9CLI(t, reg, args...); code != 0 {
 		t.Fatalf("first run exited %d: %s", code, stderr)
 	}
-	before, _ := os.ReadFile(cp)
+	before := checkpointBytes(t, cp)
 	code, stderr := a9CLI(t, reg, append(args, "--rebuild-state")...)
 	if code != 2 || !strings.Contains(stderr, "--rebuild-state") {
 		t.Fatalf("--rebuild-state into mbox: exit %d %q, want 2 naming the flag", code, stderr)
 	}
-	if after, _ := os.ReadFile(cp); !bytes.Equal(before, after) {
+	if after := checkpointBytes(t, cp); before != after {
 		t.Errorf("the refused run changed the checkpoint")
 	}
 }

@@ -100,7 +100,7 @@ func TestE1ValidationBeforeIO(t *testing.T) {
 			if n := strings.Count(strings.TrimSpace(stderr), "\n"); n != 0 {
 				t.Errorf("error is %d lines, want one: %q", n+1, stderr)
 			}
-			if _, err := os.Stat(cp); err == nil {
+			if checkpointExists(cp) {
 				t.Errorf("the checkpoint %s was created before the mistake was refused", cp)
 			}
 		})

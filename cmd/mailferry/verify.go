@@ -127,9 +127,11 @@ func expectedIn(r mailferry.MailboxReport) string {
 // checkpoint knows which that was. path "" means the copy's default one.
 // A default that does not exist gives nil (a copy run with --checkpoint
 // elsewhere, or none yet): owners then follow the labels alone. The run's
-// lock is held until release, so that a copy does not change the file
-// under the check.
-func verifyCheckpoint(path, src, dst string, log *slog.Logger) (*checkpoint.File, func(), error) {
+// lock is held until release, so that a copy does not change the records
+// under the check. It reads the checkpoint as a dry run does
+// (openReadOnlyStore): a verify writes nothing, so an old checkpoint file
+// not migrated yet is read as it is.
+func verifyCheckpoint(path, src, dst string, log *slog.Logger) (checkpoint.Store, func(), error) {
 	explicit := path != ""
 	if !explicit {
 		var err error
@@ -139,7 +141,7 @@ func verifyCheckpoint(path, src, dst string, log *slog.Logger) (*checkpoint.File
 			return nil, nil, nil
 		}
 	}
-	if _, err := os.Stat(path); err != nil {
+	if _, err := os.Stat(path); err != nil && !checkpointExists(path) {
 		if explicit {
 			return nil, nil, &usageError{fmt.Sprintf("--checkpoint %s: %v", path, err)}
 		}
@@ -150,8 +152,8 @@ func verifyCheckpoint(path, src, dst string, log *slog.Logger) (*checkpoint.File
 	if err != nil {
 		return nil, nil, err
 	}
-	cp, err := openCheckpoint(path, false, src, dst, log)
-	if err != nil {
+	cp, err := openReadOnlyStore(path, src, dst, log)
+	if err != nil || cp == nil {
 		release()
 		return nil, nil, err
 	}

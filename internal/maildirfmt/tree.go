@@ -184,6 +184,57 @@ func readNames(ctx context.Context, dir string) ([]string, error) {
 	}
 }
 
+// HoldsAny reports whether new/ or cur/ of mailbox holds a message file
+// (a name not starting with '.', as scan counts them), reading each
+// directory only up to the first one: its cost does not grow with the
+// folder, unlike List's. A missing mailbox holds nothing.
+func (t *Tree) HoldsAny(ctx context.Context, mailbox string) (bool, error) {
+	dir, err := t.folder(mailbox)
+	if errors.Is(err, mail.ErrMailboxNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	for _, sub := range []string{"new", "cur"} {
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		held, err := holdsAnyIn(filepath.Join(dir, sub))
+		if held || err != nil {
+			return held, err
+		}
+	}
+	return false, nil
+}
+
+// holdsAnyIn reports whether dir (missing, or a symlink: none) has a name
+// not starting with '.'.
+func holdsAnyIn(dir string) (bool, error) {
+	if !isRealDir(dir) {
+		return false, nil
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return false, fmt.Errorf("maildir: %w", err)
+	}
+	defer func() { _ = f.Close() }()
+	for {
+		names, err := f.Readdirnames(64)
+		for _, n := range names {
+			if n != "" && n[0] != '.' {
+				return true, nil
+			}
+		}
+		if err == io.EOF {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("maildir: read %s: %w", dir, err)
+		}
+	}
+}
+
 // List calls fn for every message in new/ and cur/ of mailbox, sorted by ID.
 // It stats each file for its size and mtime and moves nothing. A file that
 // vanished between the directory read and the stat is looked up again by ID

@@ -6,7 +6,19 @@ import (
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
-var _ mail.Holder = (*Sink)(nil)
+var (
+	_ mail.Holder    = (*Sink)(nil)
+	_ mail.AnyHolder = (*Sink)(nil)
+)
+
+// HoldsAny implements mail.AnyHolder: whether the folder's new/ or cur/
+// holds a message file, read only up to the first one.
+func (s *Sink) HoldsAny(ctx context.Context, mailbox string) (bool, error) {
+	if err := s.live(ctx); err != nil {
+		return false, err
+	}
+	return s.tree.HoldsAny(ctx, mailbox)
+}
 
 // Holds implements mail.Holder: a message is held while a file named with
 // its delivery key (given, or in the ID Put returned) is in the folder's cur/ or new/, whatever its flags or

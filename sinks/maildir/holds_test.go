@@ -64,3 +64,42 @@ func TestHolds(t *testing.T) {
 	}
 	check("moved and deleted by a client", "INBOX", []bool{true, true, false, true, false})
 }
+
+// TestHoldsAny: a folder holds a message while a message file is in its
+// new/ or cur/; hidden files (Dovecot's own) and a missing folder hold
+// none.
+func TestHoldsAny(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	s, err := New(ctx, root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.CreateMailbox(ctx, "Work"); err != nil {
+		t.Fatal(err)
+	}
+	work := filepath.Join(root, ".Work")
+	if err := os.WriteFile(filepath.Join(work, "cur", ".dovecot-state"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	msg := filepath.Join(work, "new", "1.M1P1.host")
+	for _, tc := range []struct {
+		name, mailbox string
+		prepare       func() error
+		want          bool
+	}{
+		{"missing folder", "Nope", func() error { return nil }, false},
+		{"hidden files only", "Work", func() error { return nil }, false},
+		{"a message in new/", "Work", func() error { return os.WriteFile(msg, []byte("x"), 0o600) }, true},
+		{"moved to cur/", "Work", func() error { return os.Rename(msg, filepath.Join(work, "cur", "1.M1P1.host:2,S")) }, true},
+		{"deleted", "Work", func() error { return os.Remove(filepath.Join(work, "cur", "1.M1P1.host:2,S")) }, false},
+	} {
+		if err := tc.prepare(); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got, err := s.HoldsAny(ctx, tc.mailbox); got != tc.want || err != nil {
+			t.Errorf("%s: HoldsAny(%q) = %v, %v; want %v", tc.name, tc.mailbox, got, err, tc.want)
+		}
+	}
+}

@@ -56,6 +56,9 @@ type Outcome struct {
 	Totals   Totals   `json:"totals"`
 	Failures []string `json:"failures,omitempty"` // the first few failed messages
 	Slices   int      `json:"slices,omitempty"`   // slices of work this pass so far (see DefaultSlice)
+	// CopyMillis is how long the Runner's copy took (this slice): the
+	// rest of a job's time is the engine's (testdata/bench/batch.sh).
+	CopyMillis int64 `json:"copy_ms,omitempty"`
 }
 
 // Exit codes of mailferry (cmd/mailferry exit.go) that decide a job's fate.

@@ -524,3 +524,20 @@ func UnixDate(t time.Time) int64 {
 	}
 	return t.Unix()
 }
+
+// Folders is what a Store that keeps each mailbox's records apart (the
+// state-backed one, sync/state.Store) adds, so that a run reads only the
+// mailboxes it works on and holds only those in memory. The engine asks
+// for it with a type assertion; a Store without it (File) holds
+// everything from the start.
+type Folders interface {
+	// Load reads mailbox's records now, reporting a damaged record log
+	// (ErrUnusable) before the run acts on the mailbox.
+	Load(mailbox string) error
+	// Release writes mailbox's buffered records and drops them from
+	// memory: the run is done with the mailbox. A later use reads them
+	// again.
+	Release(mailbox string) error
+	// Len returns the number of records of mailbox.
+	Len(mailbox string) int
+}

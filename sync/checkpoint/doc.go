@@ -2,7 +2,13 @@
 // stored, so an interrupted run resumes where it stopped and a rerun copies
 // nothing twice.
 //
-// The store is a JSON Lines file, append-only: a header line names the format
+// Store is what the engine asks of a checkpoint; Folders is what a store
+// that keeps each mailbox apart adds (sync/state.Store, the CLI's: its
+// records per folder, read only for the folders a run lists). File, below,
+// is the one-file store of older versions, which sync/state.Migrate reads
+// once into a state; tests and other stores still use it.
+//
+// File is a JSON Lines file, append-only: a header line names the format
 // version and the two endpoints, then one line per stored message. Records
 // are buffered and written with one fsync per batch (Flush); the engine adds
 // a record only after the sink made the message durable, and flushes before

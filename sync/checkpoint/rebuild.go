@@ -74,6 +74,12 @@ func Rebuild(ctx context.Context, st Store, src mail.Source, dst mail.Indexer, e
 		if err != nil {
 			return added, fmt.Errorf("checkpoint: rebuild: list %q: %w", mb, err)
 		}
+		// A store that keeps folders apart holds one at a time.
+		if f, ok := st.(Folders); ok {
+			if err := f.Release(mb); err != nil {
+				return added, err
+			}
+		}
 	}
 	if err := st.Flush(); err != nil {
 		return added, err

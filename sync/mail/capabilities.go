@@ -347,6 +347,17 @@ type FolderManager interface {
 	DeleteMailbox(ctx context.Context, name string, holds []ID) error
 }
 
+// AnyHolder is implemented by sinks that can tell whether a mailbox holds
+// any message without listing it (the Maildir sink reads new/ and cur/ only
+// up to the first message file). The copy engine checks with it that the
+// destination of a folder skipped as unchanged was not emptied, replaced
+// or unmounted (docs/failure-model.md rule 5) at a cost that does not grow
+// with the folder; without it, it lists the folder (Indexer). A missing
+// mailbox holds nothing.
+type AnyHolder interface {
+	HoldsAny(ctx context.Context, mailbox string) (bool, error)
+}
+
 // The capability names, as Features.Names reports them and the conformance
 // suite names its subtests.
 const (
@@ -370,6 +381,7 @@ const (
 	CapMover             = "Mover"
 	CapFlagKeeper        = "FlagKeeper"
 	CapFolderManager     = "FolderManager"
+	CapAnyHolder         = "AnyHolder"
 )
 
 // Features holds the optional capabilities of one endpoint: each field is
@@ -390,6 +402,7 @@ type Features struct {
 	Mover                 Mover
 	FlagKeeper            FlagKeeper
 	FolderManager         FolderManager
+	AnyHolder             AnyHolder
 	// Source capabilities.
 	BatchOpener      BatchOpener
 	Remover          Remover
@@ -462,6 +475,7 @@ func (f *Features) Fill(v any) *Features {
 	f.FolderStatuser, _ = v.(FolderStatuser)
 	f.ChangeLister, _ = v.(ChangeLister)
 	f.FolderManager, _ = v.(FolderManager)
+	f.AnyHolder, _ = v.(AnyHolder)
 	return f
 }
 
@@ -489,6 +503,7 @@ func (f *Features) Mask(in *Features) *Features {
 	mask(&f.FolderStatuser, in.FolderStatuser)
 	mask(&f.ChangeLister, in.ChangeLister)
 	mask(&f.FolderManager, in.FolderManager)
+	mask(&f.AnyHolder, in.AnyHolder)
 	return f
 }
 
@@ -516,6 +531,7 @@ func (f *Features) PassThrough(in *Features) *Features {
 	pass(&f.FolderStatuser, in.FolderStatuser)
 	pass(&f.ChangeLister, in.ChangeLister)
 	pass(&f.FolderManager, in.FolderManager)
+	pass(&f.AnyHolder, in.AnyHolder)
 	return f
 }
 
@@ -533,6 +549,7 @@ func (f *Features) Names() []string {
 		{CapFolderStatuser, f.FolderStatuser}, {CapChangeLister, f.ChangeLister},
 		{CapAlterationCounter, f.AlterationCounter}, {CapFolderManager, f.FolderManager},
 		{CapConditionalFlags, f.ConditionalFlagSetter}, {CapMover, f.Mover}, {CapFlagKeeper, f.FlagKeeper},
+		{CapAnyHolder, f.AnyHolder},
 	} {
 		if c.v != nil {
 			names = append(names, c.name)

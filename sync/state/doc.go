@@ -1,6 +1,8 @@
 // Package state is the per-folder incremental state of an endpoint pair,
 // the checkpoint's successor (issue 11 item 3; two-way sync, issue 12,
-// builds on it). It is not wired into the engine yet.
+// builds on it). A copy keeps its message records in it through Store (a
+// checkpoint.Store that reads a folder's log only when the engine asks for
+// that folder) and its folders' pass state in the summaries.
 //
 // A state is a directory:
 //

@@ -65,6 +65,7 @@ func (s *State) folder(name string) (*Folder, error) {
 	if err != nil {
 		return nil, err
 	}
+	delete(s.released, name)
 	s.folders[name] = f
 	return f, nil
 }
@@ -83,6 +84,14 @@ func (s *State) Release(name string) error {
 	if err := s.flushFolder(f); err != nil {
 		return err
 	}
+	// Compact here too: a folder released before CompletePass is not
+	// read again to be compacted there.
+	if !s.readOnly && f.worthCompacting() {
+		if err := s.rewriteFolder(f, f.recs); err != nil {
+			return err
+		}
+	}
+	s.released[name] = len(f.recs)
 	delete(s.folders, name)
 	return nil
 }
@@ -108,7 +117,7 @@ func (s *State) loadFolder(name string, gen uint64) (*Folder, error) {
 	path := s.logPath(gen)
 	file, err := s.fs.OpenFile(path, os.O_RDONLY, 0)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s: the log of folder %q is missing (pass --reset to start afresh)", ErrUnusable, path, name)
+		return nil, fmt.Errorf("%w: %s: the log of folder %q is missing (%s)", ErrUnusable, path, name, damagedHint)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("state: %w", err)
@@ -142,7 +151,7 @@ func (f *Folder) parse(r *bufio.Reader, path string) error {
 				f.Dropped, f.torn = dropped, true
 				return nil
 			}
-			return fmt.Errorf("%w: %s line %d: %v (pass --reset to start afresh)", ErrUnusable, path, n, perr)
+			return fmt.Errorf("%w: %s line %d: %v (%s)", ErrUnusable, path, n, perr, damagedHint)
 		}
 		f.end += int64(len(line))
 	}
@@ -166,7 +175,7 @@ func readLine(r *bufio.Reader) ([]byte, error) {
 // tail handles what follows the last newline: nothing, or a torn line.
 func (f *Folder) tail(rest string, n int, path string) error {
 	if n == 1 { // not even a whole header: the summary names a log it never made
-		return fmt.Errorf("%w: %s is empty or torn in its header (pass --reset to start afresh)", ErrUnusable, path)
+		return fmt.Errorf("%w: %s is empty or torn in its header (%s)", ErrUnusable, path, damagedHint)
 	}
 	if rest != "" {
 		f.Dropped, f.torn = rest, true

@@ -15,10 +15,16 @@ import (
 // Migrate gets ErrLocked while such a run is active) and leaves the file
 // as it is, but for a torn last line, cut as the checkpoint always cuts it.
 //
-// The checkpoint keeps no store time: a record gets the checkpoint file's
-// modification time, its last flush, which is never earlier than the
-// message's true store time, so --delete-after waits at least as long as
-// it should. Folders get no pass state: their first pass lists in full.
+// A record keeps its store time; one written before store times were
+// kept gets the checkpoint file's modification time, its last flush, which
+// is never earlier than the message's true store time, so --delete-after
+// waits at least as long as it should. A folder with pass state (kept
+// beside the checkpoint by the mailferry that wrote it, which recorded a
+// pass only once its records were flushed) keeps it, with its record
+// count; any other folder's first pass lists in full. Records without
+// flags (written before the destination could change flags) stay so: the
+// engine learns the stored copy's flags when it next lists the folder
+// (sync/flags.go).
 //
 // It is idempotent and resumable: the end is marked in the summary
 // (Migrated) only after every record is durable, and a state already
@@ -55,7 +61,7 @@ func Migrate(s *State, path, src, dst string) (int, error) {
 			return n, err
 		}
 	}
-	if err := s.markMigrated(path); err != nil {
+	if err := s.MarkMigrated(path); err != nil {
 		return n, err
 	}
 	return n, nil
@@ -68,9 +74,9 @@ func migrateFolder(s *State, mb string, recs []checkpoint.Record, stored int64) 
 		return 0, err
 	}
 	for _, r := range recs {
-		m := Message{Src: r.ID, Dst: r.Dst, Size: r.Size, Date: r.Date, MsgID: r.MsgID, SHA256: r.SHA256, Stored: stored}
-		if r.Flags != nil {
-			m.Flags, m.FlagsKnown = *r.Flags, true
+		m := messageOf(r)
+		if m.Stored == 0 {
+			m.Stored = stored
 		}
 		if err := f.Put(m); err != nil {
 			return 0, err
@@ -82,9 +88,27 @@ func migrateFolder(s *State, mb string, recs []checkpoint.Record, stored int64) 
 	return len(recs), nil
 }
 
-func (s *State) markMigrated(path string) error {
+// MarkMigrated records that the checkpoint at path is never to be
+// migrated (again): Migrate did, or the state was started afresh or
+// rebuilt from the destination instead (--reset, --rebuild-state), which
+// the old file must not undo. Folders that completed a pass get their
+// record count (Summary.Len) from their logs.
+func (s *State) MarkMigrated(path string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.readOnly {
+		return ErrReadOnly
+	}
+	for name, it := range s.sum.Folders {
+		if it.Complete == 0 {
+			continue
+		}
+		n, err := s.passLen(name)
+		if err != nil {
+			return err
+		}
+		it.Len = n
+	}
 	s.sum.Migrated = path
 	return s.writeSummary()
 }

@@ -35,6 +35,9 @@ var (
 	ErrLocked   = checkpoint.ErrLocked
 )
 
+// damagedHint is what a refusal of a damaged state tells the user to do.
+const damagedHint = "pass --rebuild-state to rebuild it from the destination, or --reset to start afresh"
+
 const (
 	summaryName = "summary.json"
 	lockName    = "lock"
@@ -156,6 +159,9 @@ type State struct {
 	lock     checkpoint.FSFile // nil: a read-only state that does not exist
 	sum      summaryFile
 	folders  map[string]*Folder // loaded folder logs
+	// released remembers the record count of each folder Release dropped
+	// from memory, so that CompletePass need not read its log again.
+	released map[string]int
 	log      *slog.Logger
 	now      func() time.Time
 	closed   bool
@@ -168,7 +174,7 @@ type State struct {
 // refused (ErrUnusable) unless opt.Reset; a second Open of the same
 // directory gets ErrLocked while the first is open.
 func Open(dir, a, b string, opt Options) (*State, error) {
-	s := &State{dir: dir, fs: opt.FS, log: opt.Logger, now: opt.Now, readOnly: opt.ReadOnly, folders: map[string]*Folder{}}
+	s := &State{dir: dir, fs: opt.FS, log: opt.Logger, now: opt.Now, readOnly: opt.ReadOnly, folders: map[string]*Folder{}, released: map[string]int{}}
 	if s.fs == nil {
 		s.fs = osFS{}
 	}
@@ -305,14 +311,14 @@ func (s *State) readSummary() (*summaryFile, error) {
 	}
 	var sum summaryFile
 	if json.Unmarshal(data, &sum) != nil || sum.Magic != summaryMark || sum.Folders == nil {
-		return nil, fmt.Errorf("%w: %s is not a mailferry state summary (pass --reset to start afresh)", ErrUnusable, path)
+		return nil, fmt.Errorf("%w: %s is not a mailferry state summary (%s)", ErrUnusable, path, damagedHint)
 	}
 	if sum.Version != Version {
 		return nil, fmt.Errorf("%w: %s has format version %d, this mailferry reads %d", ErrUnusable, path, sum.Version, Version)
 	}
 	for name, it := range sum.Folders {
 		if it == nil || it.Gen == 0 || it.Gen >= sum.NextGen {
-			return nil, fmt.Errorf("%w: %s: folder %q has a bad generation (pass --reset to start afresh)", ErrUnusable, path, name)
+			return nil, fmt.Errorf("%w: %s: folder %q has a bad generation (%s)", ErrUnusable, path, name, damagedHint)
 		}
 	}
 	return &sum, nil
@@ -327,7 +333,7 @@ func (s *State) checkEmpty() error {
 	}
 	for _, n := range names {
 		if strings.HasSuffix(n, ".log") {
-			return fmt.Errorf("%w: %s has folder logs but no %s (pass --reset to start afresh)", ErrUnusable, s.dir, summaryName)
+			return fmt.Errorf("%w: %s has folder logs but no %s (%s)", ErrUnusable, s.dir, summaryName, damagedHint)
 		}
 	}
 	return nil
@@ -446,20 +452,20 @@ func (s *State) CompletePass(name string, a, b SideStatus, full bool) error {
 	if s.readOnly {
 		return ErrReadOnly
 	}
-	f, err := s.folder(name)
+	n, err := s.passLen(name)
 	if err != nil {
 		return err
 	}
 	if err := s.flush(); err != nil {
 		return err
 	}
-	if f.worthCompacting() {
+	if f := s.folders[name]; f != nil && f.worthCompacting() {
 		if err := s.rewriteFolder(f, f.recs); err != nil {
 			return err
 		}
 	}
 	it := s.sum.Folders[name]
-	it.A, it.B, it.Complete, it.Len = a, b, s.now().Unix(), len(f.recs)
+	it.A, it.B, it.Complete, it.Len = a, b, s.now().Unix(), n
 	if full {
 		it.SinceFull = 0
 	} else {
@@ -492,6 +498,47 @@ func (s *State) SkipPasses(names []string) error {
 	return s.writeSummary()
 }
 
+// passLen returns the record count of folder name for CompletePass: from
+// memory, from when Release dropped it (without reading its log again), or
+// else from its log. Called with mu held.
+func (s *State) passLen(name string) (int, error) {
+	if f := s.folders[name]; f != nil {
+		return len(f.recs), nil
+	}
+	if n, ok := s.released[name]; ok && s.sum.Folders[name] != nil {
+		return n, nil
+	}
+	f, err := s.folder(name)
+	if err != nil {
+		return 0, err
+	}
+	return len(f.recs), nil
+}
+
+// Empty reports whether no folder holds a record, without reading any
+// log: a log no longer than its header line holds none. (A log of puts
+// all forgotten again counts as not empty; so does one with a torn tail.)
+func (s *State) Empty() (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name, it := range s.sum.Folders {
+		if f := s.folders[name]; f != nil {
+			if len(f.recs) > 0 {
+				return false, nil
+			}
+			continue
+		}
+		fi, err := s.fs.Stat(s.logPath(it.Gen))
+		if err != nil {
+			return false, fmt.Errorf("%w: %s: the log of folder %q: %v (%s)", ErrUnusable, s.logPath(it.Gen), name, err, damagedHint)
+		}
+		if fi.Size() > int64(len(headerLine(nil, it.Gen, name))) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
 // RemoveFolder forgets a folder: its summary entry, then its log.
 func (s *State) RemoveFolder(name string) error {
 	s.mu.Lock()
@@ -505,6 +552,7 @@ func (s *State) RemoveFolder(name string) error {
 	}
 	delete(s.sum.Folders, name)
 	delete(s.folders, name)
+	delete(s.released, name)
 	if err := s.writeSummary(); err != nil {
 		return err
 	}

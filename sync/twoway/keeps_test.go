@@ -79,3 +79,25 @@ func TestKeepsFromPermanentFlags(t *testing.T) {
 		})
 	}
 }
+
+func TestKeepsOf(t *testing.T) {
+	withStar := keepsOf([]mail.Flag{mail.FlagSeen, `\*`}, false)
+	without := keepsOf([]mail.Flag{mail.FlagSeen, "$Label1"}, false)
+	for _, tc := range []struct {
+		k    Keeps
+		f    mail.Flag
+		want bool
+	}{
+		{keepsOf(nil, true), "$Any", true},
+		{withStar, "$Any", true},
+		{withStar, mail.FlagSeen, true},
+		{withStar, mail.FlagFlagged, false}, // `\*` is keywords only
+		{without, "$Label1", true},
+		{without, "$Any", false},
+		{without, mail.FlagDraft, false},
+	} {
+		if got := tc.k.Has(tc.f); got != tc.want {
+			t.Errorf("%v.Has(%s) = %v, want %v", tc.k, tc.f, got, tc.want)
+		}
+	}
+}

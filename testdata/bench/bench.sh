@@ -72,6 +72,7 @@ for a in "$@"; do
 	case $a in
 	--quick) QUICK=1 ;;
 	imap-maildir | pop3-maildir | imap-imap | nightly | nightly-200k | sync-maildir | sync-imap | sync-200k) SCENARIOS+=("$a") ;;
+	batch) exec bash "$HERE/batch.sh" ;; # issue 13, on a Dovecot of its own: see batch.sh
 	-h | --help)
 		awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
 		exit 0
