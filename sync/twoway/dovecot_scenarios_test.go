@@ -1,0 +1,212 @@
+package twoway
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	imapv2 "github.com/emersion/go-imap/v2"
+
+	"github.com/mailferry/mailferry/sync/mail/mailtest"
+	"github.com/mailferry/mailferry/sync/state"
+)
+
+// Scenario tests of issue 12's Targets against two Dovecot users, or
+// Dovecot + Maildir: what the in-memory tests (run_test.go) check, against
+// a real server.
+
+// runDovecots is syncDovecot with options, returning Run's error (e.g.
+// ErrHeldBack) to the caller.
+func runDovecots(t *testing.T, stores [2]*Store, users [2][2]string, dir string, opt RunOptions) (*Result, error) {
+	t.Helper()
+	st, err := state.Open(dir, "imaps://"+users[0][0], "imaps://"+users[1][0], state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	return Run(context.Background(), stores, st, opt)
+}
+
+func tokenRange(from, to int) []int {
+	var out []int
+	for tok := from; tok <= to; tok++ {
+		out = append(out, tok)
+	}
+	return out
+}
+
+// wantSame fails unless both users hold want.
+func wantSame(t *testing.T, d *mailtest.Dovecot, users [2][2]string, what string, want map[string]string, res *Result) {
+	t.Helper()
+	for _, u := range users {
+		if got := describeDovecot(t, d, u[0], u[1]); !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s: %s holds %v, want %v (warnings %q)", what, u[0], got, want, res.Warnings)
+		}
+	}
+}
+
+// plainTokens is the content describeDovecot gives for toks without flags.
+func plainTokens(toks []int) string {
+	parts := make([]string, len(toks))
+	for i, tok := range toks {
+		parts[i] = strconv.Itoa(tok) + ":" // tokenBody's Subject, no flags
+	}
+	return sortedJoin(parts)
+}
+
+func sortedJoin(parts []string) string {
+	s := append([]string(nil), parts...)
+	sort.Strings(s) // as describeDovecot sorts
+	return strings.Join(s, ",")
+}
+
+// expungeTokens expunges toks from mailbox, as another client would, in
+// one STORE and one UID EXPUNGE.
+func (c client) expungeTokens(mailbox string, toks []int) {
+	c.t.Helper()
+	if _, err := c.c.Select(mailbox, nil).Wait(); err != nil {
+		c.t.Fatal(err)
+	}
+	var all imapv2.SeqSet
+	all.AddRange(1, 0) // 1:*
+	msgs, err := c.c.Fetch(all, &imapv2.FetchOptions{UID: true,
+		BodySection: []*imapv2.FetchItemBodySection{{Peek: true}}}).Collect()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	want := map[string]bool{}
+	for _, tok := range toks {
+		want[string(tokenBody(tok))] = true
+	}
+	var set imapv2.UIDSet
+	for _, m := range msgs {
+		for _, b := range m.BodySection {
+			if want[string(b.Bytes)] {
+				set.AddNum(m.UID)
+			}
+		}
+	}
+	if err := c.c.Store(set, &imapv2.StoreFlags{Op: imapv2.StoreFlagsAdd, Silent: true, Flags: []imapv2.Flag{imapv2.FlagDeleted}}, nil).Close(); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := c.c.UIDExpunge(set).Close(); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// TestDovecotMassDeleteHeldBack: another client expunges 60 % of a
+// 50-message folder on B. The guard holds those deletions back (Run returns
+// ErrHeldBack, the CLI's exit 10) and does not copy them back to B while
+// they wait; --force (Plan.Force) then applies them and both sides agree.
+func TestDovecotMassDeleteHeldBack(t *testing.T) {
+	d := mailtest.NeedDovecot(t)
+	users := twoUsers(t, d)
+	all := tokenRange(1, 50)
+	d.Seed(t, users[0][0], users[0][1], "INBOX", seedTokens(all...))
+	dir := filepath.Join(t.TempDir(), "state")
+	syncDovecot(t, d, users, dir)
+	wantSame(t, d, users, "first sync", map[string]string{"INBOX": plainTokens(all)}, &Result{})
+
+	b := client{t, d.Dial(t, users[1][0], users[1][1])}
+	b.expungeTokens("INBOX", tokenRange(1, 30))
+	left := tokenRange(31, 50)
+	stores := func() [2]*Store {
+		return [2]*Store{dovecotStore(t, d, users[0][0], users[0][1]), dovecotStore(t, d, users[1][0], users[1][1])}
+	}
+	res, err := runDovecots(t, stores(), users, dir, RunOptions{})
+	if !errors.Is(err, ErrHeldBack) || !res.HeldBack {
+		t.Fatalf("sync after 60 %% deleted on B: err %v, held back %v; want ErrHeldBack", err, res.HeldBack)
+	}
+	if res.Side[A].Held != 30 || res.Side[A].Deleted != 0 || res.Side[B].Copied != 0 {
+		t.Fatalf("held-back sync counts %+v, want 30 held on A, nothing deleted or copied back", res.Side)
+	}
+	if got := describeDovecot(t, d, users[0][0], users[0][1]); got["INBOX"] != plainTokens(all) {
+		t.Fatalf("A after the held-back sync holds %v, want all 50", got)
+	}
+	if got := describeDovecot(t, d, users[1][0], users[1][1]); got["INBOX"] != plainTokens(left) {
+		t.Fatalf("B after the held-back sync holds %v, want the 20 left (nothing copied back)", got)
+	}
+
+	res, err = runDovecots(t, stores(), users, dir, RunOptions{Plan: Options{Force: true}})
+	if err != nil {
+		t.Fatalf("forced sync: %v (warnings %q)", err, res.Warnings)
+	}
+	if res.Side[A].Deleted != 30 {
+		t.Errorf("forced sync counts %+v, want 30 deleted on A", res.Side)
+	}
+	wantSame(t, d, users, "forced sync", map[string]string{"INBOX": plainTokens(left)}, res)
+	if res := syncDovecot(t, d, users, dir); res.Side != [2]Counts{} {
+		t.Fatalf("a sync right after the forced one did %+v", res.Side)
+	}
+}
+
+// TestDovecotSameMessagesFirstSync: both accounts already hold the same
+// messages (300; 5,000 under MAILFERRY_SOAK=1) before the first sync. Rule
+// 8 pairs them all: nothing copied, nothing deleted, and a second sync
+// changes nothing.
+func TestDovecotSameMessagesFirstSync(t *testing.T) {
+	d := mailtest.NeedDovecot(t)
+	n := 300
+	if os.Getenv("MAILFERRY_SOAK") == "1" {
+		n = 5000
+	}
+	users := twoUsers(t, d)
+	all := tokenRange(1, n)
+	for _, u := range users {
+		d.Seed(t, u[0], u[1], "INBOX", seedTokens(all...))
+	}
+	dir := filepath.Join(t.TempDir(), "state")
+	for _, run := range []string{"first sync", "second sync"} {
+		res := syncDovecot(t, d, users, dir)
+		if res.Side != [2]Counts{} {
+			t.Fatalf("%s did %+v, want nothing", run, res.Side)
+		}
+		wantSame(t, d, users, run, map[string]string{"INBOX": plainTokens(all)}, res)
+	}
+}
+
+// TestDovecotStateDeleted: the state is lost between two syncs while both
+// sides changed. The next sync merges as a first sync does: the new
+// messages are copied, nothing already paired is copied twice, nothing is
+// deleted, and flags are the union.
+func TestDovecotStateDeleted(t *testing.T) {
+	d := mailtest.NeedDovecot(t)
+	users := twoUsers(t, d)
+	d.Seed(t, users[0][0], users[0][1], "INBOX", seedTokens(tokenRange(1, 10)...))
+	d.Seed(t, users[0][0], users[0][1], "Archive", seedTokens(20, 21, 22))
+	d.Seed(t, users[1][0], users[1][1], "INBOX", seedTokens(tokenRange(5, 15)...))
+	dir := filepath.Join(t.TempDir(), "state")
+	syncDovecot(t, d, users, dir)
+	wantSame(t, d, users, "first sync", map[string]string{"INBOX": plainTokens(tokenRange(1, 15)), "Archive": plainTokens([]int{20, 21, 22})}, &Result{})
+
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	a, b := client{t, d.Dial(t, users[0][0], users[0][1])}, client{t, d.Dial(t, users[1][0], users[1][1])}
+	a.store("INBOX", 2, imapv2.StoreFlagsAdd, imapv2.FlagSeen)
+	b.store("INBOX", 2, imapv2.StoreFlagsAdd, imapv2.FlagFlagged)
+	d.Seed(t, users[0][0], users[0][1], "INBOX", seedTokens(30))
+	d.Seed(t, users[1][0], users[1][1], "Archive", seedTokens(31))
+	res := syncDovecot(t, d, users, dir)
+	inbox := append(tokenRange(1, 15), 30)
+	parts := strings.Split(plainTokens(inbox), ",")
+	for i, p := range parts {
+		if p == "2:" {
+			parts[i] = `2:\Flagged \Seen`
+		}
+	}
+	want := map[string]string{"INBOX": sortedJoin(parts), "Archive": plainTokens([]int{20, 21, 22, 31})}
+	wantSame(t, d, users, "sync without state", want, res)
+	if res.Side[A].Copied != 1 || res.Side[B].Copied != 1 || res.Side[A].Deleted+res.Side[B].Deleted != 0 {
+		t.Errorf("sync without state counts %+v, want one copy each way and no deletion", res.Side)
+	}
+	if res := syncDovecot(t, d, users, dir); res.Side != [2]Counts{} {
+		t.Fatalf("a sync right after did %+v", res.Side)
+	}
+}
