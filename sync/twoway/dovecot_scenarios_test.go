@@ -3,6 +3,7 @@ package twoway
 import (
 	"context"
 	"errors"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -13,6 +14,9 @@ import (
 
 	imapv2 "github.com/emersion/go-imap/v2"
 
+	"github.com/mailferry/mailferry/sinks/imapsink"
+	"github.com/mailferry/mailferry/sources/imap"
+	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 	"github.com/mailferry/mailferry/sync/state"
 )
@@ -209,4 +213,96 @@ func TestDovecotStateDeleted(t *testing.T) {
 	if res := syncDovecot(t, d, users, dir); res.Side != [2]Counts{} {
 		t.Fatalf("a sync right after did %+v", res.Side)
 	}
+}
+
+// dovecotStoreVia is dovecotStore connecting through addr (a FaultProxy)
+// while keeping the identity of the real server, so that the state
+// recognises the account. A connection cut while opening is returned.
+func dovecotStoreVia(t *testing.T, d *mailtest.Dovecot, addr, user, pw string) (*Store, error) {
+	t.Helper()
+	ctx := context.Background()
+	u, err := url.Parse("imaps://" + user + "@" + addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt := func() *mail.OpenOptions {
+		return &mail.OpenOptions{CAFile: d.CAFile, Password: func(context.Context) (string, error) { return pw, nil }}
+	}
+	scfg, err := imap.ParseURL(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := imap.New(ctx, scfg, opt())
+	if err != nil {
+		return nil, err
+	}
+	kcfg, err := imapsink.ParseURL(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, err := imapsink.New(ctx, kcfg, opt())
+	if err != nil {
+		src.Close()
+		return nil, err
+	}
+	t.Cleanup(func() { src.Close(); sink.Close() })
+	return &Store{Source: src, Sink: sink, Identity: "imap:" + user + "@" + d.IMAPS}, nil
+}
+
+// TestDovecotConnectionCutDuringListing cuts A's connections (every one,
+// so a reconnect does not save the run) at offsets spread over a whole
+// session, listing included. A cut listing must not read as deletions
+// (rule 5): whatever each run reports, neither side loses a message, and a
+// clean sync afterwards deletes nothing and leaves both sides equal.
+func TestDovecotConnectionCutDuringListing(t *testing.T) {
+	d := mailtest.NeedDovecot(t)
+	users := twoUsers(t, d)
+	inbox := tokenRange(1, 40)
+	d.Seed(t, users[0][0], users[0][1], "INBOX", seedTokens(inbox...))
+	d.Seed(t, users[0][0], users[0][1], "Archive", seedTokens(tokenRange(50, 54)...))
+	dir := filepath.Join(t.TempDir(), "state")
+	syncDovecot(t, d, users, dir)
+	want := map[string]string{"INBOX": plainTokens(inbox), "Archive": plainTokens(tokenRange(50, 54))}
+	wantSame(t, d, users, "first sync", want, &Result{})
+
+	proxy := mailtest.NewFaultProxy(t, d.IMAPS)
+	// run syncs with A through the proxy; a cut while opening A is a
+	// failed run that did nothing.
+	run := func() (*Result, error) {
+		a, err := dovecotStoreVia(t, d, proxy.Addr, users[0][0], users[0][1])
+		if err != nil {
+			return &Result{}, err
+		}
+		return runDovecots(t, [2]*Store{a, dovecotStore(t, d, users[1][0], users[1][1])}, users, dir, RunOptions{})
+	}
+	// A clean run through the proxy measures how many bytes a session of
+	// A's sends down, so that the cuts below fall inside it.
+	if _, err := run(); err != nil {
+		t.Fatal(err)
+	}
+	var longest int64
+	for _, c := range proxy.Conns() {
+		longest = max(longest, c.Bytes[mailtest.Down])
+	}
+	failed := 0
+	for i := int64(1); i <= 8; i++ {
+		proxy.SetSchedule(mailtest.EveryConn(mailtest.Fault{Action: mailtest.Drop, Dir: mailtest.Down, After: longest * i / 9}))
+		res, err := run()
+		if err != nil {
+			failed++
+		}
+		if res.Side[A].Deleted+res.Side[B].Deleted != 0 {
+			t.Fatalf("cut at %d/9: the run deleted %+v (err %v)", i, res.Side, err)
+		}
+		proxy.SetSchedule(mailtest.EveryConn(mailtest.Fault{}))
+		wantSame(t, d, users, "after a cut run", want, res)
+	}
+	if failed == 0 {
+		t.Fatal("no cut made a run fail: the cuts missed the sessions, the test checked nothing")
+	}
+	res := syncDovecot(t, d, users, dir)
+	if res.Side != [2]Counts{} {
+		t.Fatalf("the clean sync after the cuts did %+v", res.Side)
+	}
+	wantSame(t, d, users, "clean sync after the cuts", want, res)
 }
