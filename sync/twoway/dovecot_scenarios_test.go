@@ -306,3 +306,75 @@ func TestDovecotConnectionCutDuringListing(t *testing.T) {
 	}
 	wantSame(t, d, users, "clean sync after the cuts", want, res)
 }
+
+// TestDovecotMaildirFileRenamedDuringScan: a mail client renames Maildir
+// files (a flag change: ":2," -> ":2,S") after the sync listed them and
+// before it applies, one of them a file whose flags the sync is about to
+// change. The rename is not a deletion and not a new message: nothing is
+// deleted or copied twice, and the next sync merges the client's flags (skipped there: a known bug,
+// see the t.Skip).
+func TestDovecotMaildirFileRenamedDuringScan(t *testing.T) {
+	d := mailtest.NeedDovecot(t)
+	user, pw := d.NewUser(t)
+	d.Seed(t, user, pw, "INBOX", seedTokens(tokenRange(1, 5)...))
+	base := t.TempDir()
+	root, dir := filepath.Join(base, "Maildir"), filepath.Join(base, "state")
+	syncOnce := func(opt RunOptions) *Result {
+		t.Helper()
+		st, err := state.Open(dir, "imaps://"+user, "maildir:"+root, state.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		md, done := maildirSide(t, root, filepath.Join(base, "quarantine"))
+		defer done()
+		res, err := Run(context.Background(), [2]*Store{dovecotStore(t, d, user, pw), md}, st, opt)
+		if err != nil {
+			t.Fatalf("sync: %v (warnings %q)", err, res.Warnings)
+		}
+		return res
+	}
+	syncOnce(RunOptions{})
+
+	a := client{t, d.Dial(t, user, pw)}
+	a.store("INBOX", 1, imapv2.StoreFlagsAdd, imapv2.FlagFlagged) // the sync will write F on file 1
+	d.Seed(t, user, pw, "INBOX", seedTokens(6))                   // and put a new file
+	renamed := false
+	rename := func(string) error { // the first durable step comes after the listing
+		if renamed {
+			return nil
+		}
+		renamed = true
+		for _, tok := range []int{1, 2} {
+			old := maildirFile(t, root, tok)
+			if err := os.Rename(old, strings.TrimSuffix(old, ":2,")+":2,S"); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	res := syncOnce(RunOptions{step: rename})
+	if !renamed {
+		t.Fatal("the run made no durable step: the rename never happened")
+	}
+	if res.Side[A].Deleted+res.Side[B].Deleted+res.Side[A].Copied != 0 || res.Side[B].Copied != 1 {
+		t.Fatalf("sync with files renamed under it did %+v, want only token 6 copied to the Maildir", res.Side)
+	}
+	// Known bug: MaildirFiles.SetFlags (maildir.go) finds the renamed file
+	// and renames it to the flag set planned from the listing, dropping
+	// the S the client added in between (file 1 ends ":2,F", and the next
+	// sync copies that loss to the server). Nothing guards a Maildir flag
+	// write the way UNCHANGEDSINCE guards an IMAP one (rule 2).
+	t.Skip("bug: a Maildir flag write drops flags a client set on the file after the listing (MaildirFiles.SetFlags writes the listed-based set)")
+	res = syncOnce(RunOptions{})
+	want := map[string]string{"INBOX": `1:\Flagged \Seen,2:\Seen,3:,4:,5:,6:`}
+	if got := describeDovecot(t, d, user, pw); !reflect.DeepEqual(got, want) {
+		t.Fatalf("the server holds %v, want %v (warnings %q)", got, want, res.Warnings)
+	}
+	if got := describeMaildir(t, root); !reflect.DeepEqual(got, want) {
+		t.Fatalf("the Maildir holds %v, want %v (warnings %q)", got, want, res.Warnings)
+	}
+	if res.Side[A].Deleted+res.Side[B].Deleted+res.Side[A].Copied+res.Side[B].Copied != 0 {
+		t.Fatalf("the next sync did %+v, want flag changes only", res.Side)
+	}
+}
