@@ -3,6 +3,7 @@ package twoway
 import (
 	"context"
 	"errors"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -13,6 +14,9 @@ import (
 
 	imapv2 "github.com/emersion/go-imap/v2"
 
+	"github.com/mailferry/mailferry/sinks/imapsink"
+	"github.com/mailferry/mailferry/sources/imap"
+	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 	"github.com/mailferry/mailferry/sync/state"
 )
@@ -208,5 +212,169 @@ func TestDovecotStateDeleted(t *testing.T) {
 	}
 	if res := syncDovecot(t, d, users, dir); res.Side != [2]Counts{} {
 		t.Fatalf("a sync right after did %+v", res.Side)
+	}
+}
+
+// dovecotStoreVia is dovecotStore connecting through addr (a FaultProxy)
+// while keeping the identity of the real server, so that the state
+// recognises the account. A connection cut while opening is returned.
+func dovecotStoreVia(t *testing.T, d *mailtest.Dovecot, addr, user, pw string) (*Store, error) {
+	t.Helper()
+	ctx := context.Background()
+	u, err := url.Parse("imaps://" + user + "@" + addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt := func() *mail.OpenOptions {
+		return &mail.OpenOptions{CAFile: d.CAFile, Password: func(context.Context) (string, error) { return pw, nil }}
+	}
+	scfg, err := imap.ParseURL(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := imap.New(ctx, scfg, opt())
+	if err != nil {
+		return nil, err
+	}
+	kcfg, err := imapsink.ParseURL(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, err := imapsink.New(ctx, kcfg, opt())
+	if err != nil {
+		src.Close()
+		return nil, err
+	}
+	t.Cleanup(func() { src.Close(); sink.Close() })
+	return &Store{Source: src, Sink: sink, Identity: "imap:" + user + "@" + d.IMAPS}, nil
+}
+
+// TestDovecotConnectionCutDuringListing cuts A's connections (every one,
+// so a reconnect does not save the run) at offsets spread over a whole
+// session, listing included. A cut listing must not read as deletions
+// (rule 5): whatever each run reports, neither side loses a message, and a
+// clean sync afterwards deletes nothing and leaves both sides equal.
+func TestDovecotConnectionCutDuringListing(t *testing.T) {
+	d := mailtest.NeedDovecot(t)
+	users := twoUsers(t, d)
+	inbox := tokenRange(1, 40)
+	d.Seed(t, users[0][0], users[0][1], "INBOX", seedTokens(inbox...))
+	d.Seed(t, users[0][0], users[0][1], "Archive", seedTokens(tokenRange(50, 54)...))
+	dir := filepath.Join(t.TempDir(), "state")
+	syncDovecot(t, d, users, dir)
+	want := map[string]string{"INBOX": plainTokens(inbox), "Archive": plainTokens(tokenRange(50, 54))}
+	wantSame(t, d, users, "first sync", want, &Result{})
+
+	proxy := mailtest.NewFaultProxy(t, d.IMAPS)
+	// run syncs with A through the proxy; a cut while opening A is a
+	// failed run that did nothing.
+	run := func() (*Result, error) {
+		a, err := dovecotStoreVia(t, d, proxy.Addr, users[0][0], users[0][1])
+		if err != nil {
+			return &Result{}, err
+		}
+		return runDovecots(t, [2]*Store{a, dovecotStore(t, d, users[1][0], users[1][1])}, users, dir, RunOptions{})
+	}
+	// A clean run through the proxy measures how many bytes a session of
+	// A's sends down, so that the cuts below fall inside it.
+	if _, err := run(); err != nil {
+		t.Fatal(err)
+	}
+	var longest int64
+	for _, c := range proxy.Conns() {
+		longest = max(longest, c.Bytes[mailtest.Down])
+	}
+	failed := 0
+	for i := int64(1); i <= 8; i++ {
+		proxy.SetSchedule(mailtest.EveryConn(mailtest.Fault{Action: mailtest.Drop, Dir: mailtest.Down, After: longest * i / 9}))
+		res, err := run()
+		if err != nil {
+			failed++
+		}
+		if res.Side[A].Deleted+res.Side[B].Deleted != 0 {
+			t.Fatalf("cut at %d/9: the run deleted %+v (err %v)", i, res.Side, err)
+		}
+		proxy.SetSchedule(mailtest.EveryConn(mailtest.Fault{}))
+		wantSame(t, d, users, "after a cut run", want, res)
+	}
+	if failed == 0 {
+		t.Fatal("no cut made a run fail: the cuts missed the sessions, the test checked nothing")
+	}
+	res := syncDovecot(t, d, users, dir)
+	if res.Side != [2]Counts{} {
+		t.Fatalf("the clean sync after the cuts did %+v", res.Side)
+	}
+	wantSame(t, d, users, "clean sync after the cuts", want, res)
+}
+
+// TestDovecotMaildirFileRenamedDuringScan: a mail client renames Maildir
+// files (a flag change: ":2," -> ":2,S") after the sync listed them and
+// before it applies, one of them a file whose flags the sync is about to
+// change. The rename is not a deletion and not a new message: nothing is
+// deleted or copied twice, and the next sync merges the client's flags (skipped there: a known bug,
+// see the t.Skip).
+func TestDovecotMaildirFileRenamedDuringScan(t *testing.T) {
+	d := mailtest.NeedDovecot(t)
+	user, pw := d.NewUser(t)
+	d.Seed(t, user, pw, "INBOX", seedTokens(tokenRange(1, 5)...))
+	base := t.TempDir()
+	root, dir := filepath.Join(base, "Maildir"), filepath.Join(base, "state")
+	syncOnce := func(opt RunOptions) *Result {
+		t.Helper()
+		st, err := state.Open(dir, "imaps://"+user, "maildir:"+root, state.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		md, done := maildirSide(t, root, filepath.Join(base, "quarantine"))
+		defer done()
+		res, err := Run(context.Background(), [2]*Store{dovecotStore(t, d, user, pw), md}, st, opt)
+		if err != nil {
+			t.Fatalf("sync: %v (warnings %q)", err, res.Warnings)
+		}
+		return res
+	}
+	syncOnce(RunOptions{})
+
+	a := client{t, d.Dial(t, user, pw)}
+	a.store("INBOX", 1, imapv2.StoreFlagsAdd, imapv2.FlagFlagged) // the sync will write F on file 1
+	d.Seed(t, user, pw, "INBOX", seedTokens(6))                   // and put a new file
+	renamed := false
+	rename := func(string) error { // the first durable step comes after the listing
+		if renamed {
+			return nil
+		}
+		renamed = true
+		for _, tok := range []int{1, 2} {
+			old := maildirFile(t, root, tok)
+			if err := os.Rename(old, strings.TrimSuffix(old, ":2,")+":2,S"); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	res := syncOnce(RunOptions{step: rename})
+	if !renamed {
+		t.Fatal("the run made no durable step: the rename never happened")
+	}
+	if res.Side[A].Deleted+res.Side[B].Deleted+res.Side[A].Copied != 0 || res.Side[B].Copied != 1 {
+		t.Fatalf("sync with files renamed under it did %+v, want only token 6 copied to the Maildir", res.Side)
+	}
+	// Known bug: MaildirFiles.SetFlags (maildir.go) finds the renamed file
+	// and renames it to the flag set planned from the listing, dropping
+	// the S the client added in between (file 1 ends ":2,F", and the next
+	// sync copies that loss to the server). Nothing guards a Maildir flag
+	// write the way UNCHANGEDSINCE guards an IMAP one (rule 2).
+	t.Skip("bug: a Maildir flag write drops flags a client set on the file after the listing (MaildirFiles.SetFlags writes the listed-based set)")
+	res = syncOnce(RunOptions{})
+	want := map[string]string{"INBOX": `1:\Flagged \Seen,2:\Seen,3:,4:,5:,6:`}
+	if got := describeDovecot(t, d, user, pw); !reflect.DeepEqual(got, want) {
+		t.Fatalf("the server holds %v, want %v (warnings %q)", got, want, res.Warnings)
+	}
+	if got := describeMaildir(t, root); !reflect.DeepEqual(got, want) {
+		t.Fatalf("the Maildir holds %v, want %v (warnings %q)", got, want, res.Warnings)
+	}
+	if res.Side[A].Deleted+res.Side[B].Deleted+res.Side[A].Copied+res.Side[B].Copied != 0 {
+		t.Fatalf("the next sync did %+v, want flag changes only", res.Side)
 	}
 }
