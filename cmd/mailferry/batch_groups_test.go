@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mailferry/mailferry/sync/batch"
 )
@@ -60,5 +63,36 @@ func TestTighter(t *testing.T) {
 		if got := tighter(tc.flag, tc.share); got != tc.want {
 			t.Errorf("tighter(%d, %d) = %d, want %d", tc.flag, tc.share, got, tc.want)
 		}
+	}
+}
+
+// TestSyncAccountOptions: a --mode sync account takes its state directory
+// under --state-dir (none: a usage error naming the flag), its pass's
+// --force, and refuses the copy-only columns.
+func TestSyncAccountOptions(t *testing.T) {
+	base := copyOptions{}
+	base.common.workers, base.common.timeout, base.common.logFormat = 4, time.Minute, "text"
+	for _, tc := range []struct {
+		name, stateDir string
+		row            batch.Row
+		err            string
+	}{
+		{"state dir", "/shared/state", batch.Row{ID: "alice", Src: "maildir:/a", Dst: "maildir:/b"}, ""},
+		{"no state dir", "", batch.Row{ID: "alice", Src: "maildir:/a", Dst: "maildir:/b"}, "--state-dir"},
+		{"map column", "/shared/state", batch.Row{ID: "alice", Src: "maildir:/a", Dst: "maildir:/b", Map: []string{"a=b"}}, "map, since and gmail"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &batchRunner{base: base, stateDir: tc.stateDir}
+			o, err := r.syncAccountOptions(context.Background(), &batch.Account{Batch: "staff", Mode: batch.ModeSync, Force: true, Row: tc.row})
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) || exitCode(err) != exitUsage {
+					t.Fatalf("syncAccountOptions = %v; want a usage error saying %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || o.checkpoint != filepath.Join(tc.stateDir, "staff", "alice.sync") || !o.force || !o.common.json {
+				t.Fatalf("syncAccountOptions = %+v, %v; want the state in %s/staff/alice.sync, --force, --json", o, err, tc.stateDir)
+			}
+		})
 	}
 }
