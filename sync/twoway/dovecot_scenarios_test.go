@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -220,8 +221,10 @@ func TestDovecotStateDeleted(t *testing.T) {
 
 // dovecotStoreVia is dovecotStore connecting through addr (a FaultProxy)
 // while keeping the identity of the real server, so that the state
-// recognises the account. A connection cut while opening is returned.
-func dovecotStoreVia(t *testing.T, d *mailtest.Dovecot, addr, user, pw string) (*Store, error) {
+// recognises the account. A connection cut while opening is returned;
+// the func closes the store (so do the test's cleanups), so that many runs
+// stay under Dovecot's connections per user.
+func dovecotStoreVia(t *testing.T, d *mailtest.Dovecot, addr, user, pw string) (*Store, func(), error) {
 	t.Helper()
 	ctx := context.Background()
 	u, err := url.Parse("imaps://" + user + "@" + addr)
@@ -237,7 +240,7 @@ func dovecotStoreVia(t *testing.T, d *mailtest.Dovecot, addr, user, pw string) (
 	}
 	src, err := imap.New(ctx, scfg, opt())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	kcfg, err := imapsink.ParseURL(u)
 	if err != nil {
@@ -246,10 +249,12 @@ func dovecotStoreVia(t *testing.T, d *mailtest.Dovecot, addr, user, pw string) (
 	sink, err := imapsink.New(ctx, kcfg, opt())
 	if err != nil {
 		src.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	t.Cleanup(func() { src.Close(); sink.Close() })
-	return &Store{Source: src, Sink: sink, Identity: "imap:" + user + "@" + d.IMAPS}, nil
+	var once sync.Once
+	closeFn := func() { once.Do(func() { src.Close(); sink.Close() }) }
+	t.Cleanup(closeFn)
+	return &Store{Source: src, Sink: sink, Identity: "imap:" + user + "@" + d.IMAPS}, closeFn, nil
 }
 
 // TestDovecotConnectionCutDuringListing cuts A's connections (every one,
@@ -272,10 +277,11 @@ func TestDovecotConnectionCutDuringListing(t *testing.T) {
 	// run syncs with A through the proxy; a cut while opening A is a
 	// failed run that did nothing.
 	run := func() (*Result, error) {
-		a, err := dovecotStoreVia(t, d, proxy.Addr, users[0][0], users[0][1])
+		a, closeA, err := dovecotStoreVia(t, d, proxy.Addr, users[0][0], users[0][1])
 		if err != nil {
 			return &Result{}, err
 		}
+		defer closeA()
 		return runDovecots(t, [2]*Store{a, dovecotStore(t, d, users[1][0], users[1][1])}, users, dir, RunOptions{})
 	}
 	// A clean run through the proxy measures how many bytes a session of
@@ -676,7 +682,12 @@ func TestDovecotMaildirRandomRounds(t *testing.T) {
 		md, done := maildirSide(t, m.root, filepath.Join(base, "quarantine"))
 		// Force: the guard (tested on its own) would hold back a round
 		// that deletes much of a small folder.
-		res, err := Run(context.Background(), [2]*Store{dovecotStore(t, d, user, pw), md}, st, RunOptions{Plan: Options{Force: true}})
+		a, closeA, err := dovecotStoreVia(t, d, d.IMAPS, user, pw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := Run(context.Background(), [2]*Store{a, md}, st, RunOptions{Plan: Options{Force: true}})
+		closeA()
 		done()
 		st.Close()
 		if err != nil {
