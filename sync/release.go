@@ -72,10 +72,15 @@ func (r *run) listedAll(mb string) error {
 	return r.release(mb)
 }
 
-// release writes mb's buffered records and drops them from memory.
+// release writes mb's buffered records and drops them from memory, and
+// lets the sink drop what it keeps for mb's destination
+// (mail.MailboxReleaser): everything of mb is committed by now.
 func (r *run) release(mb string) error {
 	if err := r.folders.Release(mb); err != nil {
 		return mail.MakeFatal(fmt.Errorf("release the records of %q: %w", mb, err))
+	}
+	if rel := r.dstF.MailboxReleaser; rel != nil && !r.opt.DryRun {
+		rel.ReleaseMailbox(r.opt.dstName(mb))
 	}
 	return nil
 }

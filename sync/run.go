@@ -189,10 +189,7 @@ type run struct {
 	// says what it passes through: mail.Featurer).
 	srcF, dstF *mail.Features
 	remover    mail.Remover // delete mode only
-	// opener streams a batch: the source's own BatchOpener, or readahead
-	// for a one-connection source without one; nil opens one by one.
-	opener mail.BatchOpener
-	ret    *retention // DeleteAfter only
+	ret        *retention   // DeleteAfter only
 
 	// passes, when the run skips unchanged folders, says how each selected
 	// folder is listed (passes.go); nil lists every folder in full.
@@ -342,10 +339,6 @@ func (r *run) execute(ctx context.Context) error {
 		}
 	}
 	workers := r.workers()
-	r.opener = r.srcF.BatchOpener
-	if r.opener == nil && r.src.Limits().Conns == 1 {
-		r.opener = &readahead{src: r.src, depth: readaheadDepth, maxBody: readaheadMax}
-	}
 	runCtx, cancelRun := context.WithCancelCause(ctx)
 	defer cancelRun(nil)
 	g, gctx := errgroup.WithContext(runCtx)

@@ -62,7 +62,7 @@ func (r *run) transferBatch(ctx context.Context, b []job) error {
 		}
 		todo++
 	}
-	if r.opener != nil && todo > 1 {
+	if r.srcF.BatchOpener != nil && todo > 1 {
 		if err := r.copyBatch(ctx, b, handled); err != nil {
 			return err
 		}
@@ -201,7 +201,7 @@ func (r *run) copyBatch(ctx context.Context, b []job, handled []bool) error {
 		// A panic in the source's own code ends the batch early; the
 		// one-by-one path then meets it again and fails that message alone.
 		defer catchPanic(&err, r.log)
-		return r.opener.OpenBatch(ctx, envs, func(env mail.Envelope, body io.Reader) error {
+		return r.srcF.BatchOpener.OpenBatch(ctx, envs, func(env mail.Envelope, body io.Reader) error {
 			i, ok := index[env.ID]
 			if !ok || handled[i] {
 				return fmt.Errorf("batch: source returned %s %s twice or unasked", env.Mailbox, env.ID)

@@ -114,7 +114,11 @@ func newRunCommand(env *cliEnv) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   runUsage,
 		Short: "run jobs of the config file (for cron: add --quiet)",
-		Long:  "Run jobs of the config file (for cron: add --quiet).\n\n" + jobMergeRule,
+		Long: "Run jobs of the config file (for cron: add --quiet).\n\n" + jobMergeRule + "\n\n" +
+			"A job with mode = \"sync\" runs 'mailferry sync SOURCE DESTINATION'\n" +
+			"(help sync). --force, --no-delete, --max-delete and --remove-folders\n" +
+			"apply to sync jobs only; a flag a job's mode does not use is ignored\n" +
+			"for that job, with a warning.",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.jobs, o.given = args, cmd.Flags().Changed
 			if err := o.Check(); err != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -29,13 +30,17 @@ import (
 // second IMAP connection (new mail, flags set and cleared, expunges), and
 // now and then deletes and recreates a folder under the same name or
 // changes a folder's UIDVALIDITY (doveadm). After every round the
-// incremental destination must equal a second destination copied by the
-// same runs with a full listing every time (--full-every 1), and agree with
-// the source: each message held once, byte for byte, with the source's
-// flags, and nothing held before lost (a copy keeps what the source
-// expunged). `make test` runs a few rounds per variant, `make soak` 100
+// incremental Maildir destination must equal a second one copied by the
+// same runs with a full listing every time (--full-every 1), and it and an
+// incremental IMAP destination must agree with the source: each message
+// held once, byte for byte, with the source's flags, and nothing held
+// before lost (a copy keeps what the source expunged). Each run's copied
+// count must be what the destination gained. `make test` runs a few rounds per variant, `make soak` 100
 // (MAILFERRY_SOAK_TRIALS=n any number); the seed is logged and
 // MAILFERRY_SOAK_SEED replays it.
+
+// digits makes full-listing reasons countable: "UIDVALIDITY changed from N to N".
+var digits = regexp.MustCompile(`[0-9]+`)
 
 // genFolders are the source folders the generator changes.
 var genFolders = []string{"INBOX", "Work", "Lists"}
@@ -73,33 +78,56 @@ type genRig struct {
 	seq       int
 	ops       []string // this round's changes, printed when a check fails
 	inc, ref  genDest
+	imapDst   genDest // incremental too, into an IMAP account
 	condstore bool
 	src       map[string][]mailtest.FetchedMessage // the source at the last check
 	// The paths the incremental runs took, over all rounds.
 	listings          map[string]int
+	fullReasons       map[string]int // why the incremental runs listed a folder in full
 	modSeq, flagsList int
 }
 
 // genDest is one destination Maildir with its own checkpoint and state.
 type genDest struct {
 	name string
-	dir  string
-	args []string
+	dir  string                         // a Maildir destination's root
+	user string                         // an IMAP destination's account
+	pw   string                         // and its password
+	args []string                       // the copy
 	held map[string]map[string][]string // folder -> body -> flags of each copy, at the last check
+}
+
+// read returns what the destination holds now.
+func (dst *genDest) read(t *testing.T, d *mailtest.Dovecot) map[string]map[string][]string {
+	if dst.user == "" {
+		return readHeld(t, dst.dir)
+	}
+	out := map[string]map[string][]string{}
+	for mb, msgs := range d.Fetch(t, dst.user, dst.pw) {
+		out[mb] = map[string][]string{}
+		for _, m := range msgs {
+			out[mb][string(m.Body)] = append(out[mb][string(m.Body)], flagKey(imapFlagStrings(m.Flags)))
+		}
+	}
+	return out
 }
 
 func runGenerator(t *testing.T, d *mailtest.Dovecot, condstore bool) {
 	rounds := trialCount(t, 10, 100)
 	seed := genSeed(t)
-	g := &genRig{t: t, d: d, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), condstore: condstore, listings: map[string]int{}}
+	g := &genRig{t: t, d: d, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), condstore: condstore, listings: map[string]int{}, fullReasons: map[string]int{}}
 	g.user, g.pw = d.NewUser(t)
 	g.c = d.Dial(t, g.user, g.pw)
 	if has := g.c.Caps().Has(imap.CapCondStore); has != condstore {
 		t.Fatalf("the server offers CONDSTORE: %v, want %v (DOVECOT_NO_CONDSTORE)", has, condstore)
 	}
 	dir := t.TempDir()
-	g.inc = g.dest(dir, "incremental", "--trace")
+	g.inc = g.dest(dir, "incremental", "--trace", "--log-level", "debug")
 	g.ref = g.dest(dir, "full", "--full-every", "1")
+	g.imapDst = genDest{name: "IMAP"}
+	g.imapDst.user, g.imapDst.pw = d.NewUser(t)
+	g.imapDst.args = []string{"copy", "imaps://" + g.user + "@" + d.IMAPS, "imaps://" + g.imapDst.user + "@" + d.IMAPS,
+		"--checkpoint", filepath.Join(dir, "imap.cp"), "--ca-file", d.CAFile, "--json", "--timeout", "20s"}
 	for _, f := range genFolders[1:] {
 		if err := g.c.Create(f, nil).Wait(); err != nil {
 			t.Fatalf("create %s: %v", f, err)
@@ -118,8 +146,8 @@ func runGenerator(t *testing.T, d *mailtest.Dovecot, condstore bool) {
 				round, seed, seed, strings.Join(g.ops, "\n  "), strings.Join(problems, "\n  "))
 		}
 	}
-	t.Logf("%d rounds: incremental runs listed folders %v; mod-sequences asked %d times, every flag listed %d times",
-		rounds, g.listings, g.modSeq, g.flagsList)
+	t.Logf("%d rounds: incremental runs listed folders %v (in full because %v); mod-sequences asked %d times, every flag listed %d times",
+		rounds, g.listings, g.fullReasons, g.modSeq, g.flagsList)
 	g.checkPaths(rounds)
 	g.negativeControl()
 }
@@ -349,22 +377,28 @@ func (g *genRig) changeUIDValidity() {
 	}
 	uv := st.UIDValidity + 1 + uint32(g.rng.IntN(1000))
 	g.d.Doveadm(g.t, "mailbox", "update", "-u", g.user, "--uid-validity", fmt.Sprint(uv), folder)
+	// The client's session keeps the folder's index open since STATUS;
+	// Dovecot finds it reset later and drops the session ("IMAP session
+	// state is inconsistent, please relogin"): log in again, as a mail
+	// client would.
+	_ = g.c.Logout().Wait()
+	g.c = g.d.Dial(g.t, g.user, g.pw)
 	g.ops = append(g.ops, fmt.Sprintf("UIDVALIDITY of %s from %d to %d", folder, st.UIDValidity, uv))
 }
 
-// runBoth runs the copy into both destinations; the second client holds
+// runBoth runs the copy into every destination; the second client holds
 // no folder selected meanwhile, as a nightly job's user may or may not.
 func (g *genRig) runBoth(round int) {
 	g.t.Helper()
 	g.unselect()
-	for _, dst := range []*genDest{&g.inc, &g.ref} {
-		r := runBinLimit(g.t, runLimit, []string{"MAILFERRY_SRC_PASSWORD=" + g.pw}, dst.args...)
+	for _, dst := range []*genDest{&g.inc, &g.ref, &g.imapDst} {
+		r := runBinLimit(g.t, runLimit, []string{"MAILFERRY_SRC_PASSWORD=" + g.pw, "MAILFERRY_DST_PASSWORD=" + dst.pw}, dst.args...)
 		if r.code != 0 {
 			g.t.Fatalf("round %d: %s copy: exit %d: %s", round, dst.name, r.code, lastLines(r.stderr, 20))
 		}
 		s := fullSummary(g.t, r)
 		before := dst.held
-		dst.held = readHeld(g.t, dst.dir)
+		dst.held = dst.read(g.t, g.d)
 		if lost := lostBodies(before, dst.held); len(lost) > 0 {
 			g.t.Fatalf("round %d: the %s destination lost what it held: %v", round, dst.name, lost)
 		}
@@ -385,6 +419,12 @@ func (g *genRig) notePaths(s summary, stderr string) {
 	for _, f := range genFolders {
 		g.listings[s.Folders[f].Listing]++
 	}
+	for _, l := range strings.Split(stderr, "\n") {
+		if _, reason, ok := strings.Cut(l, `msg="listing in full"`); ok {
+			_, reason, _ = strings.Cut(reason, "reason=")
+			g.fullReasons[digits.ReplaceAllString(strings.Trim(reason, `"`), "N")]++
+		}
+	}
 	for _, c := range tracedCommands(stderr) {
 		if c.side != "src" {
 			continue
@@ -399,35 +439,45 @@ func (g *genRig) notePaths(s summary, stderr string) {
 	}
 }
 
-// check compares the incremental destination with the source, with what
-// it held before, and with the full-listing destination.
+// check compares the incremental destinations (Maildir and IMAP) with
+// the source, and the Maildir one with the full-listing destination.
 func (g *genRig) check() []string {
 	g.t.Helper()
 	g.src = g.d.Fetch(g.t, g.user, g.pw)
 	var problems []string
 	for _, f := range genFolders {
-		got := g.inc.held[f]
-		for _, m := range g.src[f] {
-			want := flagKey(imapFlagStrings(m.Flags))
-			switch copies := got[string(m.Body)]; {
-			case len(copies) == 0:
-				problems = append(problems, fmt.Sprintf("%s: %q not copied", f, genLine(m.Body)))
-			case len(copies) > 1:
-				problems = append(problems, fmt.Sprintf("%s: %q held %d times", f, genLine(m.Body), len(copies)))
-			case copies[0] != want:
-				problems = append(problems, fmt.Sprintf("%s: %q has flags %s, the source %s", f, genLine(m.Body), copies[0], want))
-			}
+		for _, dst := range []*genDest{&g.inc, &g.imapDst} {
+			problems = append(problems, g.checkFolder(dst, f)...)
 		}
-		for body, copies := range got {
-			if len(copies) > 1 {
-				problems = append(problems, fmt.Sprintf("%s: %q held %d times", f, genLine([]byte(body)), len(copies)))
-			}
-		}
-		if !sameHeld(got, g.ref.held[f]) {
+		if got := g.inc.held[f]; !sameHeld(got, g.ref.held[f]) {
 			problems = append(problems, fmt.Sprintf("%s: differs from the full-listing copy:\n    incremental %v\n    full        %v", f, summarise(got), summarise(g.ref.held[f])))
 		}
 	}
 	return slices.Compact(problems)
+}
+
+// checkFolder checks that dst holds every message of the source's folder f
+// once, with its flags, and nothing twice.
+func (g *genRig) checkFolder(dst *genDest, f string) []string {
+	var problems []string
+	got := dst.held[f]
+	for _, m := range g.src[f] {
+		want := flagKey(imapFlagStrings(m.Flags))
+		switch copies := got[string(m.Body)]; {
+		case len(copies) == 0:
+			problems = append(problems, fmt.Sprintf("%s %s: %q not copied", dst.name, f, genLine(m.Body)))
+		case len(copies) > 1:
+			problems = append(problems, fmt.Sprintf("%s %s: %q held %d times", dst.name, f, genLine(m.Body), len(copies)))
+		case copies[0] != want:
+			problems = append(problems, fmt.Sprintf("%s %s: %q has flags %s, the source %s", dst.name, f, genLine(m.Body), copies[0], want))
+		}
+	}
+	for body, copies := range got {
+		if len(copies) > 1 {
+			problems = append(problems, fmt.Sprintf("%s %s: %q held %d times", dst.name, f, genLine([]byte(body)), len(copies)))
+		}
+	}
+	return problems
 }
 
 // checkPaths asserts the variant took the listing path it exists for.
@@ -637,13 +687,27 @@ func startDovecot(t *testing.T, env ...string) *mailtest.Dovecot {
 		return cmd.Run()
 	}
 	t.Cleanup(func() {
+		if t.Failed() {
+			if b, err := os.ReadFile(filepath.Join(dir, "log", "dovecot.log")); err == nil {
+				t.Logf("the test's Dovecot log ends:\n%s", lastLines(string(b), 30))
+			}
+		}
 		if err := sh("stop", dir); err != nil {
 			t.Errorf("stop the test's Dovecot: %v", err)
 		}
 	})
-	if err := sh("start", dir); err != nil {
-		out, _ := os.ReadFile(logPath)
-		t.Fatalf("start a Dovecot with %v: %v\n%s", env, err, out)
+	// The ports were free a moment ago; another process may have taken
+	// one since: start again on others.
+	for attempt := 1; ; attempt++ {
+		err := sh("start", dir)
+		if err == nil {
+			break
+		}
+		if attempt == 3 {
+			out, _ := os.ReadFile(logPath)
+			t.Fatalf("start a Dovecot with %v: %v\n%s", env, err, out)
+		}
+		ports = freePorts(t, 4)
 	}
 	return &mailtest.Dovecot{
 		IMAPS: fmt.Sprintf("localhost:%d", ports[1]), IMAPStartTLS: fmt.Sprintf("localhost:%d", ports[0]),

@@ -3,13 +3,45 @@ package maildir
 import (
 	"context"
 
+	"github.com/mailferry/mailferry/internal/maildirfmt"
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
 var (
-	_ mail.Holder    = (*Sink)(nil)
-	_ mail.AnyHolder = (*Sink)(nil)
+	_ mail.Holder          = (*Sink)(nil)
+	_ mail.AnyHolder       = (*Sink)(nil)
+	_ mail.MailboxReleaser = (*Sink)(nil)
 )
+
+// ReleaseMailbox implements mail.MailboxReleaser: it drops the folder's
+// index of stored keys (about 150 bytes a message, for the life of the
+// run otherwise) when no message of it is pending or being put. The next
+// Put there indexes the folder again from its file names.
+func (s *Sink) ReleaseMailbox(mailbox string) {
+	dir, err := maildirfmt.FolderDir(s.root, mailbox)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.folders[dir]
+	if f == nil {
+		return
+	}
+	for _, p := range s.pending {
+		if p.folder == f {
+			return
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, st := range f.keys {
+		if st.done != nil { // a Put is writing it
+			return
+		}
+	}
+	delete(s.folders, dir)
+}
 
 // HoldsAny implements mail.AnyHolder: whether the folder's new/ or cur/
 // holds a message file, read only up to the first one.

@@ -2,6 +2,7 @@ package maildir
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -101,5 +102,54 @@ func TestHoldsAny(t *testing.T) {
 		if got, err := s.HoldsAny(ctx, tc.mailbox); got != tc.want || err != nil {
 			t.Errorf("%s: HoldsAny(%q) = %v, %v; want %v", tc.name, tc.mailbox, got, err, tc.want)
 		}
+	}
+}
+
+// TestReleaseMailbox: a folder with uncommitted messages keeps its index
+// of keys; once committed, ReleaseMailbox drops it, and a Put of a key
+// stored before finds it again from the file names (nothing stored twice).
+func TestReleaseMailbox(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	s, err := New(ctx, root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	held := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		_, ok := s.folders[filepath.Join(root, ".Work")]
+		return ok
+	}
+	env := mail.Envelope{Mailbox: "Work", Key: "k1"}
+	id, err := s.Put(ctx, env, strings.NewReader("Subject: 1\r\n\r\nbody\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.ReleaseMailbox("Work")
+	if !held() {
+		t.Fatal("ReleaseMailbox dropped a folder with an uncommitted message")
+	}
+	if err := s.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.ReleaseMailbox("Work")
+	if held() {
+		t.Fatal("ReleaseMailbox kept a committed folder")
+	}
+	again, err := s.Put(ctx, env, strings.NewReader("Subject: 1\r\n\r\nbody\r\n"))
+	var pe *mail.PresentError
+	if errors.As(err, &pe) {
+		again, err = pe.ID, nil
+	}
+	if err != nil || again != id {
+		t.Fatalf("Put of a key stored before the release = %q, %v; want %q", again, err, id)
+	}
+	if err := s.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := os.ReadDir(filepath.Join(root, ".Work", "new")); len(n) != 1 {
+		t.Errorf("the folder holds %d files, want 1", len(n))
 	}
 }

@@ -55,6 +55,7 @@ var (
 	_ mail.UnstoredReporter = (*Source)(nil)
 	_ mail.HeaderFetcher    = (*Source)(nil)
 	_ mail.Statter          = (*Source)(nil)
+	_ mail.BatchOpener      = (*Source)(nil)
 )
 
 // Register adds the pop3 and pop3s source schemes to r.
@@ -389,6 +390,23 @@ func (s *Source) Stat(ctx context.Context, mailbox string) (messages int, bytes 
 		return 0, 0, fmt.Errorf("pop3: stat %s: %w", s.cfg.ident(), err)
 	}
 	return messages, bytes, nil
+}
+
+// OpenBatch reads ahead (mail.ReadAhead): while the engine stores one
+// message, the next ones are read, so that the network and the disk work at
+// the same time; with one session per maildrop they would otherwise take
+// turns. Not on a server that hides what was retrieved (readAway): a message
+// read ahead and then not stored, because the run stopped, would not be
+// offered again. There OpenBatch passes nothing to fn and the engine opens
+// each message itself, one at a time.
+func (s *Source) OpenBatch(ctx context.Context, envs []mail.Envelope, fn func(mail.Envelope, io.Reader) error) error {
+	s.mu.Lock()
+	away := s.readAway
+	s.mu.Unlock()
+	if away {
+		return nil
+	}
+	return mail.ReadAhead{Open: s.Open}.OpenBatch(ctx, envs, fn)
 }
 
 // Open streams the message env.ID names (RFC 1939 §7 RETR), un-dot-stuffed.

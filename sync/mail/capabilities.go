@@ -93,7 +93,8 @@ type Stored struct {
 // body as the source stores it; the body is valid only during fn. A message
 // the source does not return is simply not passed to fn: the caller falls
 // back to Open for it. An error from fn stops OpenBatch, which returns it;
-// so does a failure of the request. All envs are of the same mailbox.
+// so does a failure of the request. All envs are of the same mailbox. fn
+// must not call the source: a one-connection source is busy meanwhile.
 type BatchOpener interface {
 	OpenBatch(ctx context.Context, envs []Envelope, fn func(env Envelope, body io.Reader) error) error
 }
@@ -356,6 +357,17 @@ type AnyHolder interface {
 	HoldsAny(ctx context.Context, mailbox string) (bool, error)
 }
 
+// MailboxReleaser is implemented by sinks that keep something in memory
+// per mailbox for the life of the run (the Maildir sink's index of the
+// keys stored in a folder): the copy engine calls ReleaseMailbox once
+// everything it put there is committed and it is done with the folder, so
+// the run's memory follows the folders in work, not the account. A later
+// Put there builds it again; a sink still holding uncommitted messages of
+// the mailbox keeps it.
+type MailboxReleaser interface {
+	ReleaseMailbox(mailbox string)
+}
+
 // The capability names, as Features.Names reports them and the conformance
 // suite names its subtests.
 const (
@@ -380,6 +392,7 @@ const (
 	CapFlagKeeper        = "FlagKeeper"
 	CapFolderManager     = "FolderManager"
 	CapAnyHolder         = "AnyHolder"
+	CapMailboxReleaser   = "MailboxReleaser"
 )
 
 // Features holds the optional capabilities of one endpoint: each field is
@@ -401,6 +414,7 @@ type Features struct {
 	FlagKeeper            FlagKeeper
 	FolderManager         FolderManager
 	AnyHolder             AnyHolder
+	MailboxReleaser       MailboxReleaser
 	// Source capabilities.
 	BatchOpener      BatchOpener
 	Remover          Remover
@@ -474,6 +488,7 @@ func (f *Features) Fill(v any) *Features {
 	f.ChangeLister, _ = v.(ChangeLister)
 	f.FolderManager, _ = v.(FolderManager)
 	f.AnyHolder, _ = v.(AnyHolder)
+	f.MailboxReleaser, _ = v.(MailboxReleaser)
 	return f
 }
 
@@ -502,6 +517,7 @@ func (f *Features) Mask(in *Features) *Features {
 	mask(&f.ChangeLister, in.ChangeLister)
 	mask(&f.FolderManager, in.FolderManager)
 	mask(&f.AnyHolder, in.AnyHolder)
+	mask(&f.MailboxReleaser, in.MailboxReleaser)
 	return f
 }
 
@@ -530,6 +546,7 @@ func (f *Features) PassThrough(in *Features) *Features {
 	pass(&f.ChangeLister, in.ChangeLister)
 	pass(&f.FolderManager, in.FolderManager)
 	pass(&f.AnyHolder, in.AnyHolder)
+	pass(&f.MailboxReleaser, in.MailboxReleaser)
 	return f
 }
 
@@ -547,7 +564,7 @@ func (f *Features) Names() []string {
 		{CapFolderStatuser, f.FolderStatuser}, {CapChangeLister, f.ChangeLister},
 		{CapAlterationCounter, f.AlterationCounter}, {CapFolderManager, f.FolderManager},
 		{CapConditionalFlags, f.ConditionalFlagSetter}, {CapMover, f.Mover}, {CapFlagKeeper, f.FlagKeeper},
-		{CapAnyHolder, f.AnyHolder},
+		{CapAnyHolder, f.AnyHolder}, {CapMailboxReleaser, f.MailboxReleaser},
 	} {
 		if c.v != nil {
 			names = append(names, c.name)

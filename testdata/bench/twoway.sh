@@ -127,7 +127,7 @@ sync_scenario() {
 	local sc=$1 kind=$2 t r a first_rounds=$ROUNDS
 	shift 2
 	local tools=("$@")
-	local -A A B ST OK
+	local -A A B ST
 	WANT=$(count_server alice)
 	# OfflineIMAP's first sync of the corpus takes minutes on this machine: QUICK does one round.
 	[ "$QUICK" = 1 ] && first_rounds=1
@@ -142,9 +142,8 @@ sync_scenario() {
 		done
 		for t in "${tools[@]}"; do
 			sync_cmd "$kind" "$t" "${A[$t]}" "${B[$t]}" "${ST[$t]}"
-			OK[$t]=1
-			timed "$sc" "$t-first" "$r" - -- "${PEER_CMD[@]}" || OK[$t]=0
-			in_step "$sc" "$t" "after the first sync (round $r)" "$kind" "${A[$t]}" "${B[$t]}" "$WANT" || OK[$t]=0
+			timed "$sc" "$t-first" "$r" - -- "${PEER_CMD[@]}" || true
+			in_step "$sc" "$t" "after the first sync (round $r)" "$kind" "${A[$t]}" "${B[$t]}" "$WANT" || true
 		done
 	done
 	# Warm-up: one untimed sync with nothing changed (tools' second run settles their state).

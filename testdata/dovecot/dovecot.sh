@@ -278,6 +278,12 @@ start() {
 		sleep 0.1
 	done
 	$up || die "dovecot did not accept connections on 127.0.0.1:$IMAPS_PORT within 10 s"
+	# The listener can accept before the master has written master.pid (seen on a loaded
+	# machine): give the pid file the same 10 s.
+	for _ in $(seq 100); do
+		pid=$(master_pid) && break
+		sleep 0.1
+	done
 	pid=$(master_pid) || die "dovecot master exited after start"
 	doveadm -c "$D/dovecot.conf" auth test alice pw-alice >/dev/null ||
 		die "doveadm auth test alice failed (DIR/users unreadable by the auth process?)"

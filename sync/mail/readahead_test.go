@@ -1,4 +1,4 @@
-package sync
+package mail_test
 
 import (
 	"bytes"
@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	stdsync "sync"
+	"sync"
 	"testing"
 
 	"github.com/mailferry/mailferry/sync/mail"
@@ -20,7 +20,7 @@ type oneBodySource struct {
 	missing mail.ID // Open gives ErrNotFound
 	broken  mail.ID // Open fails with a connection error
 
-	mu     stdsync.Mutex
+	mu     sync.Mutex
 	open   bool
 	opened []mail.ID
 	misuse error
@@ -54,7 +54,7 @@ func (s *oneBodySource) Open(_ context.Context, env mail.Envelope) (io.ReadClose
 	}}, nil
 }
 
-func TestReadahead(t *testing.T) {
+func TestReadAhead(t *testing.T) {
 	long := string(bytes.Repeat([]byte("0123456789"), 10))
 	tests := []struct {
 		name    string
@@ -83,7 +83,7 @@ func TestReadahead(t *testing.T) {
 				}
 				envs = append(envs, mail.Envelope{Mailbox: "INBOX", ID: id})
 			}
-			ra := &readahead{src: src, depth: 2, maxBody: 50}
+			ra := mail.ReadAhead{Open: src.Open, Depth: 2, MaxBody: 50}
 			var got []mail.ID
 			err := ra.OpenBatch(context.Background(), envs, func(env mail.Envelope, body io.Reader) error {
 				got = append(got, env.ID)
