@@ -32,6 +32,10 @@ type batchOptions struct {
 	report     string      // batch run: the JSON lines report
 	name, pass string      // batch run: the batch and pass names
 	mode       string
+	delete     bool   // --delete-source: the pass moves
+	force      bool   // --force: the sync pass applies held-back deletions
+	reset      bool   // --reset: checkpoints written for other endpoints start afresh
+	stateDir   string // --state-dir: where --mode sync keeps each account's state
 	only       string // "failed"
 	class      string
 	format     string // batch report: jsonl or csv
@@ -91,8 +95,9 @@ func (o *batchOptions) openStore(ctx context.Context, url string, workers int, b
 	return o.openStoreIn(ctx, url, workers, baseDir, "", env)
 }
 
-// openStoreIn is openStore with the accounts' checkpoints in cpDir.
-func (o *batchOptions) openStoreIn(ctx context.Context, url string, workers int, baseDir, cpDir string, env *cliEnv) (*batch.Store, error) {
+// openStoreIn is openStore with the state of accounts synced two ways
+// under stateDir.
+func (o *batchOptions) openStoreIn(ctx context.Context, url string, workers int, baseDir, stateDir string, env *cliEnv) (*batch.Store, error) {
 	cfg := batch.Config{URL: url, Workers: workers, Slice: o.slice, RescueAfter: o.rescue, Throttle: o.throttle, Logger: batchLogger(env.stderr),
 		Resolver: &batch.Resolver{Getenv: env.getenv, BaseDir: baseDir, Hide: []string{o.dbEnv}}}
 	if workers > 0 {
@@ -111,7 +116,7 @@ func (o *batchOptions) openStoreIn(ctx context.Context, url string, workers int,
 		if cfg.Groups, err = fc.groups(); err != nil {
 			return nil, err
 		}
-		cfg.Runner = &batchRunner{base: base, env: env, profiles: fc, cpDir: cpDir}
+		cfg.Runner = &batchRunner{base: base, env: env, profiles: fc, stateDir: stateDir}
 		cfg.Metrics = o.metrics
 	}
 	s, err := batch.Open(ctx, cfg)
@@ -190,7 +195,11 @@ func batchRun(ctx context.Context, o *batchOptions, csvPath string, env *cliEnv)
 	if reportPath == "" {
 		reportPath = stem + ".report.jsonl"
 	}
-	s, err := o.openStoreIn(ctx, "sqlite:"+dbPath, o.accounts, filepath.Dir(csvPath), stem+".checkpoints", env)
+	stateDir := o.stateDir
+	if stateDir == "" {
+		stateDir = stem + ".state"
+	}
+	s, err := o.openStoreIn(ctx, "sqlite:"+dbPath, o.accounts, filepath.Dir(csvPath), stateDir, env)
 	if err != nil {
 		return err
 	}
@@ -201,7 +210,7 @@ func batchRun(ctx context.Context, o *batchOptions, csvPath string, env *cliEnv)
 	if err := s.AddQueues(ctx); err != nil {
 		return err
 	}
-	if _, err := s.Pass(ctx, name, o.pass, batch.PassOptions{Mode: o.mode, OnlyFailed: o.only == "failed", Class: o.class}); err != nil {
+	if _, err := s.Pass(ctx, name, o.pass, batch.PassOptions{Mode: o.mode, DeleteSource: o.delete, Force: o.force, Reset: o.reset, OnlyFailed: o.only == "failed", Class: o.class}); err != nil {
 		return &usageError{err.Error()}
 	}
 	return runPass(ctx, s, o, name, reportPath, env)
@@ -334,7 +343,7 @@ func batchLoad(ctx context.Context, o *batchOptions, name, csvPath string, env *
 // batchPass is 'batch pass NAME PASS'.
 func batchPass(ctx context.Context, o *batchOptions, name, pass string, env *cliEnv) error {
 	return withStore(ctx, o, env, func(s *batch.Store) error {
-		res, err := s.Pass(ctx, name, pass, batch.PassOptions{Mode: o.mode, OnlyFailed: o.only == "failed", Class: o.class})
+		res, err := s.Pass(ctx, name, pass, batch.PassOptions{Mode: o.mode, DeleteSource: o.delete, Force: o.force, Reset: o.reset, OnlyFailed: o.only == "failed", Class: o.class})
 		if err != nil {
 			return &usageError{err.Error()}
 		}
@@ -357,7 +366,7 @@ func batchWorker(ctx context.Context, o *batchOptions, env *cliEnv) error {
 		return err
 	}
 	defer stopMetrics()
-	s, err := o.openStore(ctx, url, o.accounts, "", env)
+	s, err := o.openStoreIn(ctx, url, o.accounts, "", o.stateDir, env)
 	if err != nil {
 		return err
 	}
@@ -470,7 +479,7 @@ func (o *batchOptions) addFlags(fs *flag.FlagSet, verb string) {
 	case "run", "worker":
 		o.addRunFlags(fs, verb)
 	case "pass":
-		fs.StringVar(&o.mode, "mode", "copy", "what each account's job does: copy")
+		o.addPassFlags(fs)
 		o.addOnlyFlags(fs)
 	case "report":
 		fs.StringVar(&o.format, "format", "jsonl", "report `FORMAT`: jsonl (one JSON object per account) or csv")
@@ -500,6 +509,7 @@ func (o *batchOptions) addRunFlags(fs *flag.FlagSet, verb string) {
 	fs.StringVar(&o.configFlag, "config", "", "read host groups ([batch.groups.NAME]) and oauth2:PROFILE settings (the jobs' src_oauth2, dst_oauth2) from `FILE` (default: the usual config file, if there is one)")
 	fs.DurationVar(&o.slice, "slice", batch.DefaultSlice, "run an account for at most `DURATION` at a time, then put it back in the queue to resume (bounds how late pause and cancel take effect)")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus metrics at http://`ADDR`/metrics (e.g. 127.0.0.1:9464): accounts running, runs by outcome and class, messages, bytes")
+	fs.StringVar(&o.stateDir, "state-dir", "", "keep the two-way state of each account of a --mode sync pass under `DIR` (BATCH/ID.sync); with many machines, a directory every worker shares (batch run: next to the CSV, NAME.state)")
 	fs.DurationVar(&o.throttle, "throttle-wait", batch.DefaultThrottle, "put a throttled account (a server's NO [LIMIT], a BYE at connect: exit 8) back in the queue for `DURATION`, without spending an attempt")
 	fs.DurationVar(&o.rescue, "rescue-after", batch.DefaultRescueAfter, "hand the account of a worker that died to another after `DURATION` (at least 1.5 slices)")
 	if verb == "run" {
@@ -508,8 +518,18 @@ func (o *batchOptions) addRunFlags(fs *flag.FlagSet, verb string) {
 		fs.StringVar(&o.name, "name", "", "call the batch `NAME` (default: from the CSV file name)")
 		fs.StringVar(&o.pass, "pass", "run", "call the pass `NAME`; running the same pass again runs only the accounts not done")
 		fs.BoolVar(&o.json, "json", false, "print the summary as JSON")
+		o.addPassFlags(fs)
 		o.addOnlyFlags(fs)
 	}
+}
+
+// addPassFlags say what the jobs of a pass do; they are fixed when the
+// pass is queued, whichever worker runs it.
+func (o *batchOptions) addPassFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.mode, "mode", "copy", "what each account's job does: copy (one way, as mailferry copy) or sync (both ways, as mailferry sync)")
+	fs.BoolVar(&o.delete, "delete-source", false, "with --mode copy: delete each message from the source once it is stored and recorded (a final pass; as copy --delete-source)")
+	fs.BoolVar(&o.force, "force", false, "with --mode sync: apply the deletions the guard held back (exit 10, state held_back) after checking them; as sync --force")
+	fs.BoolVar(&o.reset, "reset", false, "with --mode copy: start afresh the checkpoint of an account whose row now names other endpoints (refused otherwise: exit 6)")
 }
 
 func (o *batchOptions) addOnlyFlags(fs *flag.FlagSet) {

@@ -19,7 +19,7 @@ creates a SQLite database next to the CSV (accounts.batch.db, or --db),
 loads the accounts, runs each one as 'mailferry copy' would, waits, prints a
 summary and writes the report (accounts.report.jsonl, or --report): one JSON
 line per CSV row, rows that never started included, with id, state (done,
-partial, failed, cancelled, pending), class (auth, connect, tls, quota,
+partial, held_back, failed, cancelled, pending), class (auth, connect, tls, quota,
 checkpoint, usage, temporary), exit_code, attempts, totals (copied, present,
 failed, bytes) and the first failures. It exits 0 when every account is
 done, 3 otherwise. Running it again runs only the accounts not done.
@@ -47,6 +47,8 @@ Across machines, with PostgreSQL (the URL in $MAILFERRY_DB, or the variable
                                               hands its accounts back
   mailferry batch status staff presync --watch
   mailferry batch pass staff retry --only failed --class auth
+  mailferry batch pass staff final --delete-source    a move: delete on the
+                                              source what is stored and recorded
   mailferry batch report staff presync --format csv
   mailferry batch pause|resume staff, mailferry batch cancel staff [PASS]
 A pass queues one job per account; queuing it again queues nothing for an
@@ -57,11 +59,26 @@ worker put the account back without spending an attempt. An account runs
 in slices (--slice, 1m) that resume where the last one stopped: a worker
 killed outright has its account taken up by another within 2 minutes
 (--rescue-after), and pause and cancel take effect within a slice.
+Each account's checkpoint is in the batch database, where any worker finds
+it (so no slice downloads again what an earlier one copied). A row whose
+URLs changed is refused (exit 6) unless its pass is queued with --reset.
+
+--mode sync (batch pass, batch run) syncs each account both ways, as
+'mailferry sync' does, with its state in --state-dir/BATCH/ID.sync (batch
+run: NAME.state next to the CSV; across machines a directory every worker
+mounts, NFSv4). Deletions the guard holds back (exit 10) show as held_back,
+not failed: check them, then queue a pass with --mode sync --force.
+
 Host groups in the config file cap accounts per provider across workers:
   [batch.groups.gmail]
   match = ["imap.gmail.com"]         host names or *.example.org patterns
   max_accounts = 5                   accounts at once (source or destination)
   connections_per_account = 2
+  max_msgs_per_sec = 20              all accounts together (a share per slot)
+  download_bytes_per_day = "2G"      per UTC day from these hosts, all workers
+  upload_bytes_per_day = "500M"      per UTC day to these hosts
+A spent daily budget makes the group's accounts wait for the next UTC day
+(copy passes); a run copies with its share of what is left as --max-bytes.
 Relative file: and cmd: paths start at the CSV's directory, made absolute
 when it is loaded. Workers serve Prometheus metrics with --metrics-listen.
 `

@@ -233,7 +233,7 @@ func TestBatchRunDovecot(t *testing.T) {
 
 	// No secret anywhere mailferry wrote: database, checkpoints, report,
 	// output and logs.
-	written := logs.String() + filesUnder(t, filepath.Join(dir, "staff.checkpoints"))
+	written := logs.String() + filesUnder(t, filepath.Join(dir, "staff.state"))
 	for _, f := range []string{"staff.batch.db", "staff.batch.db-wal", report} {
 		if b, err := os.ReadFile(filepath.Join(dir, filepath.Base(f))); err == nil {
 			written += string(b)

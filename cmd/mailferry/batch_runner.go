@@ -9,12 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"strings"
 	stdsync "sync"
 	"time"
 
 	"github.com/mailferry/mailferry/sync/batch"
+	"github.com/mailferry/mailferry/sync/checkpoint"
+	"github.com/mailferry/mailferry/sync/mail"
 )
 
 // batchRunner runs one account of a batch in this process, the way
@@ -27,16 +28,19 @@ type batchRunner struct {
 	// profiles is the config file, for oauth2:PROFILE references (the
 	// job's src_oauth2 or dst_oauth2).
 	profiles *fileConfig
-	// cpDir, when set, holds each account's checkpoint as ID.checkpoint
-	// (batch run: next to the database); else copy's default place.
-	cpDir string
+	// stateDir holds the state of each account synced two ways (--mode
+	// sync); see syncStateFor.
+	stateDir string
 }
 
 var _ batch.Runner = (*batchRunner)(nil)
 
-// RunAccount copies one account and tells what happened, with no secret:
-// errors are mailferry's one-line messages.
+// RunAccount copies (or syncs, with --mode sync) one account and tells
+// what happened, with no secret: errors are mailferry's one-line messages.
 func (r *batchRunner) RunAccount(ctx context.Context, acct *batch.Account) batch.Outcome {
+	if acct.Mode == batch.ModeSync {
+		return r.syncAccount(ctx, acct)
+	}
 	start := time.Now()
 	o, err := r.accountOptions(ctx, acct)
 	res := &copyResult{}
@@ -81,9 +85,12 @@ func (r *batchRunner) accountOptions(ctx context.Context, acct *batch.Account) (
 	if acct.Connections > 0 {
 		o.common.workers = min(o.common.workers, acct.Connections)
 	}
-	if r.cpDir != "" {
-		o.checkpoint = filepath.Join(r.cpDir, row.ID+".checkpoint") // ids hold no '/' (batch.Load)
-	}
+	// The host groups' shares (msgs/s, today's bytes) tighten the batch
+	// command's own flags, never loosen them.
+	o.maxMsgsPerSec = tighter(o.maxMsgsPerSec, acct.MaxMsgsPerSec)
+	o.maxBytes = sizeFlag(tighter(int64(o.maxBytes), acct.MaxBytes))
+	o.deleteSource = acct.DeleteSource
+	o.accountState = batchCheckpoint(acct)
 	if row.Since != "" {
 		if err := o.since.Set(row.Since); err != nil {
 			return nil, &usageError{fmt.Sprintf("since %q: %v", row.Since, err)}
@@ -94,13 +101,26 @@ func (r *batchRunner) accountOptions(ctx context.Context, acct *batch.Account) (
 	if err := o.Check(); err != nil {
 		return nil, err
 	}
-	if err := r.credentials(ctx, &o.src, row.SrcAuth, acct); err != nil {
-		return nil, err
-	}
-	if err := r.credentials(ctx, &o.dst, row.DstAuth, acct); err != nil {
+	if err := r.sideCredentials(ctx, acct, &o.src, &o.dst); err != nil {
 		return nil, err
 	}
 	return &o, nil
+}
+
+// tighter is the smaller of two limits where 0 means none.
+func tighter(a, b int64) int64 {
+	if a <= 0 || (b > 0 && b < a) {
+		return b
+	}
+	return a
+}
+
+// sideCredentials fill both sides from the row's references.
+func (r *batchRunner) sideCredentials(ctx context.Context, acct *batch.Account, src, dst *sideFlags) error {
+	if err := r.credentials(ctx, src, acct.Row.SrcAuth, acct); err != nil {
+		return err
+	}
+	return r.credentials(ctx, dst, acct.Row.DstAuth, acct)
 }
 
 // credentials fill one side from its reference: a password is read now
@@ -183,5 +203,32 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 		if _, err := p.w.Write(line); err != nil {
 			return len(b), err
 		}
+	}
+}
+
+// accountStateFunc opens a copy's checkpoint somewhere other than a file
+// (copyOptions.accountState). It returns the store (nil: none), whether it
+// holds no record, its closer and a name for messages.
+type accountStateFunc func(ctx context.Context, src, dst *mail.Endpoint) (store checkpoint.Store, fresh bool, closeStore func(), where string, err error)
+
+// batchCheckpoint keeps an account's checkpoint in the batch database, where
+// the worker that takes the account up next (on any machine) finds it.
+// A POP3 source (nothing to compare with), a Maildir or mbox destination
+// and a copy that deletes on the source (which may delete only what a
+// checkpoint recorded) need one. IMAP -> IMAP would be safe without: the
+// IMAP sink recognises what it already holds (ARCHITECTURE.md). But it
+// recognises a message only once it has its body, so without a
+// checkpoint every slice of an account (a minute by default) would
+// download again all that earlier slices copied, and a large account
+// would never finish; so it keeps one too.
+func batchCheckpoint(acct *batch.Account) accountStateFunc {
+	return func(ctx context.Context, src, dst *mail.Endpoint) (checkpoint.Store, bool, func(), string, error) {
+		where := fmt.Sprintf("the batch database (batch %s, account %s)", acct.Batch, acct.Row.ID)
+		cp, err := acct.OpenCheckpoint(ctx, src.Canonical, dst.Canonical, acct.Reset)
+		if err != nil {
+			return nil, false, func() {}, where, err
+		}
+		// Run closed it already on the normal path; this one only undoes an early exit.
+		return cp, cp.Len() == 0, func() { _ = cp.Close() }, where, nil
 	}
 }

@@ -23,11 +23,14 @@ import (
 )
 
 type copyOptions struct {
-	common             commonFlags
-	src, dst           sideFlags
-	checkpoint         string
-	reset              bool
-	rebuildState       bool // rebuild the checkpoint from the destination (A9)
+	common       commonFlags
+	src, dst     sideFlags
+	checkpoint   string
+	reset        bool
+	rebuildState bool // rebuild the checkpoint from the destination (A9)
+	// accountState, when set, opens the checkpoint instead of a file
+	// (batch: in the batch database; a nil store keeps none).
+	accountState       accountStateFunc
 	dryRun             bool
 	deleteSource       bool
 	deleteAfter        retentionFlag // --delete-after: retention (sync/retention.go)
@@ -155,13 +158,7 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 		// Checked before the checkpoint is started afresh.
 		return r, &usageError{"--rebuild-state needs a destination that lists what it stored (maildir:); use --reset to start the checkpoint afresh"}
 	}
-	cpPath := o.checkpoint
-	if cpPath == "" {
-		if cpPath, err = checkpoint.DefaultPath(r.src, r.dst); err != nil {
-			return r, err
-		}
-	}
-	store, fresh, closeStore, err := lockCheckpoint(o, cpPath, r, log)
+	store, fresh, closeStore, cpPath, err := openCopyState(ctx, o, srcEnd, dstEnd, r, log)
 	if err != nil {
 		return r, err
 	}
@@ -254,6 +251,22 @@ func copyLogging(o *copyOptions, env *cliEnv) (cliEnv, *slog.Logger, error) {
 	}
 	log, err := o.common.logger(logOut)
 	return penv, log, err
+}
+
+// openCopyState opens the run's checkpoint: the file (--checkpoint, else
+// the default path of the pair), or for a batch account what
+// o.accountState opens. cpPath names it in messages.
+func openCopyState(ctx context.Context, o *copyOptions, srcEnd, dstEnd *mail.Endpoint, r *copyResult, log *slog.Logger) (store checkpoint.Store, fresh bool, closeStore func(), cpPath string, err error) {
+	if o.accountState != nil { // batch: the account's state is in the batch database
+		return o.accountState(ctx, srcEnd, dstEnd)
+	}
+	if cpPath = o.checkpoint; cpPath == "" {
+		if cpPath, err = checkpoint.DefaultPath(r.src, r.dst); err != nil {
+			return nil, false, nil, "", err
+		}
+	}
+	store, fresh, closeStore, err = lockCheckpoint(o, cpPath, r, log)
+	return store, fresh, closeStore, cpPath, err
 }
 
 // lockCheckpoint locks the run and opens its checkpoint at cpPath

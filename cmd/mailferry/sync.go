@@ -30,6 +30,7 @@ type syncOptions struct {
 	noDelete   bool
 	force      bool
 	maxDelete  float64 // percent
+	fullEvery  int     // list unchanged folders in full every Nth run
 	// removeFolders deletes a folder deleted on the other side when this
 	// side's copy is unchanged since the last sync.
 	removeFolders bool
@@ -74,6 +75,7 @@ func (o *syncOptions) addFlags(fs *flag.FlagSet) {
 	o.dst.add(fs, "dst")
 	fs.StringVar(&o.checkpoint, "checkpoint", "", "keep the sync state in directory `DIR` (default: under $XDG_STATE_HOME/mailferry, named after A and B in either order)")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "print the plan per folder (copies each way, flag changes, moves, deletions, folders) and change nothing")
+	fs.IntVar(&o.fullEvery, "full-every", 7, "list every folder in full every `N`th run, although its statuses say nothing changed (a rerun otherwise skips folders unchanged on both sides and lists only what changed in the others)")
 	fs.StringVar(&o.report, "report", "", "append one JSON line per run (time, job, counts per side, exit code) to `FILE`, for monitoring")
 	o.addSyncOnlyFlags(fs, "")
 }
@@ -286,10 +288,11 @@ func syncRun(ctx context.Context, o *syncOptions, r *syncRunResult, env *cliEnv)
 		}
 	}
 	r.res, err = twoway.Run(ctx, [2]*twoway.Store{first.store, second.store}, st, twoway.RunOptions{
-		Plan:    twoway.Options{MaxDelete: o.maxDelete / 100, NoDelete: o.noDelete, Force: o.force, RemoveFolders: o.removeFolders},
-		DryRun:  o.dryRun,
-		Folders: filter,
-		Log:     log,
+		Plan:      twoway.Options{MaxDelete: o.maxDelete / 100, NoDelete: o.noDelete, Force: o.force, RemoveFolders: o.removeFolders},
+		DryRun:    o.dryRun,
+		FullEvery: o.fullEvery,
+		Folders:   filter,
+		Log:       log,
 	})
 	r.ran = r.res != nil
 	return err
@@ -357,6 +360,9 @@ type syncSummary struct {
 	// ConflictDetails says what each conflict was.
 	ConflictDetails []string            `json:"conflict_details,omitempty"`
 	Plan            map[string][]string `json:"plan,omitempty"` // --dry-run: per folder, what a real run would do
+	// Listings counts the folder pairs by how they were listed: skipped
+	// (unchanged on both sides), incremental (by their changes) or full.
+	Listings map[string]int `json:"listings,omitempty"`
 }
 
 // makeSyncSummary is the summary of a run, sides as the command line
@@ -386,6 +392,12 @@ func makeSyncSummary(o *syncOptions, r *syncRunResult, err error, start time.Tim
 			Folders: syncFolderCounts{Created: c.FoldersCreated, Renamed: c.FoldersRenamed, Deleted: c.FoldersRemoved, HeldBack: c.FoldersHeld}}
 	}
 	s.A, s.B = sides[0], sides[1]
+	for _, how := range res.Listing {
+		if s.Listings == nil {
+			s.Listings = map[string]int{}
+		}
+		s.Listings[how]++
+	}
 	// The planner names sides in the state's order, which need not be the
 	// command line's: say which URL each is.
 	named := strings.NewReplacer("side A", "side A ("+url(r.ord[0])+")", "side B", "side B ("+url(r.ord[1])+")")

@@ -104,7 +104,7 @@ func runJob(ctx context.Context, cfg *fileConfig, name string, ro *runOptions, e
 // 'run' overrides. --force is a flag only: a config file that always
 // forces would disarm the guard.
 func syncJobOptions(o *copyOptions, j *jobConfig, ro *runOptions) *syncOptions {
-	so := &syncOptions{common: o.common, src: o.src, dst: o.dst, checkpoint: o.checkpoint, dryRun: o.dryRun, report: o.report,
+	so := &syncOptions{common: o.common, src: o.src, dst: o.dst, checkpoint: o.checkpoint, dryRun: o.dryRun, report: o.report, fullEvery: o.fullEvery,
 		force: ro.sync.force, noDelete: ro.sync.noDelete, maxDelete: ro.sync.maxDelete, removeFolders: ro.sync.removeFolders}
 	if !ro.given("no-delete") {
 		so.noDelete = j.NoDelete

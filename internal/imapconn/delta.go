@@ -444,6 +444,18 @@ func (s *Session) FetchNew(from, to uint32, fn func(FetchData) error) error {
 	}))
 }
 
+// FetchNewSet is FetchNew for the UIDs of set (a caller that knows some
+// of the new messages fetches the envelopes of the others only).
+func (s *Session) FetchNewSet(set UIDSet, fn func(FetchData) error) error {
+	cmd := "UID FETCH " + set.String() + " (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"
+	return s.run1(cmd, fetchEach(func(fd FetchData) error {
+		if !set.Contains(fd.UID) {
+			return nil
+		}
+		return fn(fd)
+	}))
+}
+
 func fetchEach(fn func(FetchData) error) func(Untagged) error {
 	return func(u Untagged) error {
 		if u.Kind != "FETCH" {

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -217,6 +218,9 @@ type changeListing struct {
 	sel      imapconn.Selected
 	sum      mail.ChangeSummary
 	maxNew   uint32
+	knownNew imapconn.UIDSet // known UIDs from since.UIDNext on (a two-way sync's own copies)
+	newKnown int             // of those, how many are still there (ChangeFlags)
+	goneNew  []uint32        // and which are gone
 	present  imapconn.UIDSet // UIDs below since.UIDNext still there (no QRESYNC)
 	vanished imapconn.UIDSet // QRESYNC's report
 }
@@ -237,6 +241,7 @@ func (cl *changeListing) run(box string) error {
 	if cl.unchanged() {
 		return nil
 	}
+	cl.knownNew = cl.knownFrom(cl.since.UIDNext)
 	if err := cl.listNew(); err != nil {
 		return err
 	}
@@ -285,7 +290,11 @@ func (cl *changeListing) unchanged() bool {
 func (cl *changeListing) listNew() error {
 	hi := uint64(cl.sel.UIDNext) // UIDNEXT at EXAMINE, 0 if not said
 	if cl.sess.Exists() == 0 || (hi != 0 && hi <= uint64(cl.since.UIDNext)) {
+		cl.goneNew = uidsOf(cl.knownNew)
 		return nil
+	}
+	if len(cl.knownNew) > 0 {
+		return cl.listNewKnown()
 	}
 	var batch []imapconn.FetchData
 	for lo := uint64(cl.since.UIDNext); ; lo += listChunk {
@@ -307,6 +316,113 @@ func (cl *changeListing) listNew() error {
 			return err
 		}
 	}
+}
+
+// knownFrom returns the known UIDs (of this UIDVALIDITY) from lo on:
+// messages the caller holds that arrived after the last listing, such as a
+// two-way sync's own copies into this folder.
+func (cl *changeListing) knownFrom(lo uint32) imapconn.UIDSet {
+	if cl.known == nil {
+		return nil
+	}
+	var uids []uint32
+	for id := range cl.known {
+		if v, uid, ok := imapconn.ParseID(id); ok && v == cl.sel.UIDValidity && uid >= lo {
+			uids = append(uids, uid)
+		}
+	}
+	sort.Slice(uids, func(i, j int) bool { return uids[i] < uids[j] })
+	var set imapconn.UIDSet
+	for _, u := range uids {
+		set = set.Add(u)
+	}
+	return set
+}
+
+// listNewKnown lists the messages from since.UIDNext on when the caller
+// holds some of them: the flags of all, then the envelopes (headers
+// included) of the others only, listChunk per FETCH, so a two-way sync's
+// own copies cost no header fetch. Known ones are passed as ChangeFlags;
+// a known one the server no longer has is gone (listVanished passes it).
+func (cl *changeListing) listNewKnown() error {
+	lo := cl.since.UIDNext
+	var known []imapconn.FetchData
+	var present, unknown imapconn.UIDSet
+	err := cl.sess.FetchFlags(fmt.Sprintf("%d:*", lo), 0, func(fd imapconn.FetchData) error {
+		switch {
+		case fd.UID < lo: // "lo:*" names the last message even below lo
+		case cl.knownNew.Contains(fd.UID):
+			known, present = append(known, fd), present.Add(fd.UID)
+		default:
+			unknown = unknown.Add(fd.UID)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	var batch []imapconn.FetchData
+	for _, part := range splitUIDs(unknown, listChunk) {
+		batch = batch[:0]
+		err := cl.sess.FetchNewSet(part, func(fd imapconn.FetchData) error {
+			batch = append(batch, fd)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if err := cl.emitNew(batch); err != nil {
+			return err
+		}
+	}
+	for _, fd := range known {
+		cl.maxNew = max(cl.maxNew, fd.UID)
+		cl.newKnown++
+		cl.sum.Flags++
+		if err := cl.emit(mail.ChangeFlags, mail.Envelope{Mailbox: cl.name,
+			ID: imapconn.MakeID(cl.sel.UIDValidity, fd.UID), Size: -1, Flags: stringFlags(fd.Flags)}); err != nil {
+			return err
+		}
+	}
+	for _, u := range uidsOf(cl.knownNew) {
+		if !present.Contains(u) {
+			cl.goneNew = append(cl.goneNew, u)
+		}
+	}
+	return nil
+}
+
+// uidsOf lists the UIDs of set.
+func uidsOf(set imapconn.UIDSet) []uint32 {
+	var out []uint32
+	for _, r := range set {
+		for u := uint64(r.Lo); u <= uint64(r.Hi); u++ {
+			out = append(out, uint32(u))
+		}
+	}
+	return out
+}
+
+// splitUIDs cuts set into parts of at most n UIDs.
+func splitUIDs(set imapconn.UIDSet, n uint64) []imapconn.UIDSet {
+	var parts []imapconn.UIDSet
+	var cur imapconn.UIDSet
+	var size uint64
+	for _, r := range set {
+		for lo := uint64(r.Lo); lo <= uint64(r.Hi); {
+			hi := min(uint64(r.Hi), lo+n-size-1)
+			cur = append(cur, imapconn.UIDRange{Lo: uint32(lo), Hi: uint32(hi)})
+			size += hi - lo + 1
+			if size == n {
+				parts, cur, size = append(parts, cur), nil, 0
+			}
+			lo = hi + 1
+		}
+	}
+	if len(cur) > 0 {
+		parts = append(parts, cur)
+	}
+	return parts
 }
 
 // emitNew passes one FETCH's new messages.
@@ -419,12 +535,12 @@ func (cl *changeListing) listVanished() error {
 	case cl.sess.Expunged():
 		cl.sum.Full, cl.sum.Reason = true, "messages were expunged during the listing"
 		return nil
-	case uint64(cl.since.Messages)+uint64(cl.sum.New) != uint64(now)+uint64(len(gone)):
+	case uint64(cl.since.Messages)+uint64(cl.sum.New)+uint64(cl.newKnown) != uint64(now)+uint64(len(gone)):
 		cl.sum.Full, cl.sum.Reason = true, fmt.Sprintf("counts disagree: %d before, %d new, %d vanished, %d now",
-			cl.since.Messages, cl.sum.New, len(gone), now)
+			cl.since.Messages, cl.sum.New+cl.newKnown, len(gone), now)
 		return nil
 	}
-	for _, uid := range gone {
+	for _, uid := range append(gone, cl.goneNew...) {
 		cl.sum.Vanished++
 		if err := cl.emit(mail.ChangeVanished, mail.Envelope{Mailbox: cl.name, ID: imapconn.MakeID(cl.sel.UIDValidity, uid), Size: -1}); err != nil {
 			return err

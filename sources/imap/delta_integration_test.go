@@ -336,3 +336,50 @@ func TestDovecotListChangesRecreated(t *testing.T) {
 		t.Errorf("ListChanges after Close = %v", err)
 	}
 }
+
+// TestDovecotListChangesKnownNew: messages that arrived after the mark
+// and that the caller knows (a two-way sync's own copies) come as flag
+// changes, without a header fetch; one of them expunged comes as
+// vanished; only the unknown new one is fetched whole.
+func TestDovecotListChangesKnownNew(t *testing.T) {
+	d := mailtest.NeedDovecot(t)
+	ctx := context.Background()
+	for _, mode := range deltaModes {
+		t.Run(mode.name, func(t *testing.T) {
+			user, pw := d.NewUser(t)
+			d.Seed(t, user, pw, "INBOX", []mailtest.SeedMessage{deltaMsg(1), deltaMsg(2), deltaMsg(3), deltaMsg(4), deltaMsg(5)})
+			s, trace := deltaSource(t, d, user, pw, mode.ignore)
+			st0, err := s.FolderStatuses(ctx, []string{"INBOX"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d.Seed(t, user, pw, "INBOX", []mailtest.SeedMessage{deltaMsg(6), deltaMsg(7), deltaMsg(8)}) // UIDs 6-8
+			c := d.Dial(t, user, pw)
+			defer c.Logout()
+			if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Store(imap.UIDSetNum(7), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagDeleted}, Silent: true}, nil).Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.UIDExpunge(imap.UIDSetNum(7)).Close(); err != nil {
+				t.Fatal(err)
+			}
+			var known []mail.ID
+			for uid := uint32(1); uid <= 7; uid++ { // 6 and 7: the caller's own copies
+				known = append(known, mail.ID(fmt.Sprintf("%d.%d", st0["INBOX"].UIDValidity, uid)))
+			}
+			got, sum := listChanges(t, s, "INBOX", st0["INBOX"], slices.Values(known))
+			want := []string{"new 8 <m8@delta.test> []", "flags 6 []", "vanished 7"}
+			if !mode.modseq {
+				want = []string{"new 8 <m8@delta.test> []", "flags 6 []", "flags 1 []", "flags 2 []", "flags 3 []", "flags 4 []", "flags 5 []", "vanished 7"}
+			}
+			if !slices.Equal(changeText(got), want) || sum.Full {
+				t.Fatalf("changes = %q (summary %+v), want %q", changeText(got), sum, want)
+			}
+			if tr := trace(); !strings.Contains(tr, "UID FETCH 8 (UID FLAGS INTERNALDATE") || strings.Contains(tr, "UID FETCH 6:* (UID FLAGS INTERNALDATE") {
+				t.Errorf("the envelopes fetched were not those of the unknown message only:\n%s", tr)
+			}
+		})
+	}
+}

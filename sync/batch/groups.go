@@ -24,6 +24,18 @@ type Group struct {
 	// ConnectionsPerAccount, when > 0, caps each account's connections
 	// (copy's --workers).
 	ConnectionsPerAccount int
+	// MaxMsgsPerSec, when > 0 with MaxAccounts, caps the messages per
+	// second copied from or to the group's hosts by all its accounts
+	// together: each of the MaxAccounts slots carries an equal share
+	// (copy's --max-msgs-per-sec), so however the slots are spread over
+	// workers their sum stays within it. Averaged over seconds: each
+	// account's pace allows one second of burst.
+	MaxMsgsPerSec int64
+	// DownloadBytesPerDay and UploadBytesPerDay, when > 0, cap the bytes
+	// copied per UTC day from the group's hosts (accounts whose source is
+	// in it) and to them (whose destination is), over all workers: see
+	// budgetTable. They apply to copy passes.
+	DownloadBytesPerDay, UploadBytesPerDay int64
 }
 
 // Defaults of the slot leases.
@@ -57,6 +69,21 @@ func groupsOf(groups []Group, row *Row) []*Group {
 		}
 	}
 	return out
+}
+
+// msgsPerSec is the smallest share of MaxMsgsPerSec a slot of groups
+// carries, 0 for no limit.
+func msgsPerSec(groups []*Group) int64 {
+	var n int64
+	for _, g := range groups {
+		if g.MaxMsgsPerSec <= 0 || g.MaxAccounts <= 0 {
+			continue
+		}
+		if share := max(g.MaxMsgsPerSec/int64(g.MaxAccounts), 1); n == 0 || share < n {
+			n = share
+		}
+	}
+	return n
 }
 
 // connections is the smallest ConnectionsPerAccount of groups, 0 for none.

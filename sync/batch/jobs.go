@@ -27,15 +27,40 @@ func (f RunnerFunc) RunAccount(ctx context.Context, acct *Account) Outcome { ret
 // Account is one account to copy in one pass.
 type Account struct {
 	Batch, Pass, Mode string
-	Row               Row
+	// DeleteSource: the pass moves (copy --delete-source).
+	DeleteSource bool
+	// Force: the pass syncs with --force (deletions the guard held back
+	// in an earlier pass, after a person checked them).
+	Force bool
+	// Reset: the account's checkpoint, when written for other endpoints
+	// (its row's URLs changed), starts afresh instead of failing (exit 6).
+	Reset bool
+	Row   Row
 	// Connections, when > 0, caps the account's connections (its host
 	// groups' connections_per_account).
 	Connections int
+	// MaxMsgsPerSec, when > 0, is the account's share of its host groups'
+	// max_msgs_per_sec (copy's --max-msgs-per-sec).
+	MaxMsgsPerSec int64
+	// MaxBytes, when > 0, is what the account may copy in this run out of
+	// its host groups' daily byte budgets (copy's --max-bytes): the run
+	// stops with exit 8 when it is spent, and resumes later.
+	MaxBytes int64
 	// Resolver gives the secrets the row's references name.
 	Resolver *Resolver
+	store    *Store // the batch database, for the account's checkpoint
 	// Fence says whether the account is still this worker's to commit
 	// messages for (nil: it is); the Runner asks it before every commit.
 	Fence func() error
+}
+
+// OpenCheckpoint opens the account's checkpoint in the batch database
+// (Store.OpenCheckpoint), where a worker on any machine finds it.
+func (a *Account) OpenCheckpoint(ctx context.Context, src, dst string, reset bool) (*Checkpoint, error) {
+	if a.store == nil {
+		return nil, errors.New("checkpoint: the account has no batch database")
+	}
+	return a.store.OpenCheckpoint(ctx, a.Batch, a.Row.ID, src, dst, reset)
 }
 
 // Totals count messages as 'copy --json' does: a rerun over a full
@@ -73,6 +98,7 @@ const (
 	exitLocked      = 7
 	exitTemporary   = 8
 	exitDiskFull    = 9
+	exitHeldBack    = 10 // sync: the mass-delete guard held deletions back
 	exitInterrupted = 130
 )
 
@@ -91,7 +117,7 @@ const (
 // partial runs. A Runner may say "tls" where it knows better than 5.
 func ClassOf(code int) string {
 	switch code {
-	case exitOK, exitPartial:
+	case exitOK, exitPartial, exitHeldBack:
 		return ""
 	case exitAuth:
 		return ClassAuth
@@ -124,6 +150,13 @@ type accountArgs struct {
 	Pass  string `json:"pass"`
 	ID    string `json:"id"`
 	Mode  string `json:"mode"`
+	// DeleteSource is omitted when false, so jobs queued before it
+	// existed keep their unique keys.
+	DeleteSource bool `json:"delete_source,omitempty"`
+	// Force: sync applies the deletions its guard would hold back.
+	Force bool `json:"force,omitempty"`
+	// Reset: a checkpoint written for other endpoints starts afresh.
+	Reset bool `json:"reset,omitempty"`
 }
 
 func (accountArgs) Kind() string { return jobKind }
@@ -153,12 +186,12 @@ func (w *accountWorker) Work(ctx context.Context, job *river.Job[accountArgs]) e
 		_ = river.RecordOutput(ctx, out)
 		return river.JobCancel(errors.New(out.Error))
 	}
-	acct := &Account{Batch: job.Args.Batch, Pass: job.Args.Pass, Mode: job.Args.Mode, Row: *row, Resolver: s.cfg.Resolver}
+	acct := &Account{Batch: job.Args.Batch, Pass: job.Args.Pass, Mode: job.Args.Mode, DeleteSource: job.Args.DeleteSource, Force: job.Args.Force, Reset: job.Args.Reset, Row: *row, Resolver: s.cfg.Resolver, store: s}
 	run, wait, err := w.runInSlots(ctx, acct)
-	if err != nil || wait != "" {
-		if wait != "" {
-			s.cfg.Metrics.slotWait(acct.Batch, wait)
-			return river.JobSnooze(s.cfg.SlotWait)
+	if err != nil || wait.group != "" {
+		if wait.group != "" {
+			s.cfg.Metrics.slotWait(acct.Batch, wait.group)
+			return river.JobSnooze(wait.snooze)
 		}
 		return err
 	}
@@ -175,34 +208,59 @@ func (w *accountWorker) Work(ctx context.Context, job *river.Job[accountArgs]) e
 	return err
 }
 
+// groupWait says why an account did not run: a group without a free
+// slot (snooze SlotWait) or with its daily byte budget spent (snooze
+// until the next UTC day).
+type groupWait struct {
+	group  string
+	snooze time.Duration
+}
+
 // runInSlots runs the account once it holds a slot in each capped host
-// group of its two ends, renewed while it runs. It returns the name of a
-// group without a free slot instead of running.
-func (w *accountWorker) runInSlots(ctx context.Context, acct *Account) (Outcome, string, error) {
+// group of its two ends, renewed while it runs, and (copy passes) a share
+// of its groups' daily byte budgets. It returns the group it waits for
+// instead of running.
+func (w *accountWorker) runInSlots(ctx context.Context, acct *Account) (Outcome, groupWait, error) {
 	s := w.store
 	if !s.takePlace(ctx) {
 		// The slice ended (or the worker stops) while other batches'
 		// accounts took every place: back to the queue, no attempt spent.
-		return Outcome{ExitCode: exitInterrupted}, "", nil
+		return Outcome{ExitCode: exitInterrupted}, groupWait{}, nil
 	}
 	defer func() { <-s.running }()
 	owned := s.ownedUntil(time.Now())
 	groups := groupsOf(s.cfg.Groups, &acct.Row)
-	acct.Connections = connections(groups)
+	acct.Connections, acct.MaxMsgsPerSec = connections(groups), msgsPerSec(groups)
 	runCtx := ctx
 	if len(groups) > 0 {
 		l, full, err := s.acquire(ctx, groups)
 		if err != nil || l == nil {
-			return Outcome{}, full, err
+			return Outcome{}, groupWait{full, s.cfg.SlotWait}, err
 		}
 		var stopHold func()
 		runCtx, stopHold = s.holdWhile(ctx, l)
 		defer stopHold()
 	}
+	var budgets []budgetUse
+	if acct.Mode != ModeSync { // a sync run has no byte budget to stop at
+		budgets = budgetsOf(s.cfg.Groups, &acct.Row)
+	}
+	h, spent, err := s.reserveBudgets(ctx, budgets)
+	if errors.Is(err, errBudgetSpent) {
+		return Outcome{}, groupWait{spent, untilTomorrow(s.now())}, nil
+	}
+	if err != nil {
+		return Outcome{}, groupWait{}, err
+	}
+	if h != nil {
+		acct.MaxBytes = h.allowance
+	}
 	acct.Fence = fence(runCtx, owned)
 	stop := s.cfg.Metrics.start(acct.Batch)
 	defer stop()
-	return s.cfg.Runner.RunAccount(runCtx, acct), "", nil
+	out := s.cfg.Runner.RunAccount(runCtx, acct)
+	s.settleBudgets(context.WithoutCancel(ctx), h, out.Totals.Bytes)
+	return out, groupWait{}, nil
 }
 
 // ownedUntil is when a job that started at start may be rescued by
@@ -251,8 +309,8 @@ func (s *Store) takePlace(ctx context.Context) bool {
 	}
 }
 
-// outcomeError records the outcome and maps it to River's: done on 0 and
-// 3; cancelled (no retry) on 2, 4, 6 and 9, which need a person; snoozed,
+// outcomeError records the outcome and maps it to River's: done on 0, 3
+// and 10 (sync held deletions back); cancelled (no retry) on 2, 4, 6 and 9, which need a person; snoozed,
 // without spending an attempt, on 8 (throttled, --max-bytes) and when the
 // slice ended or the worker is stopping (SIGTERM: another worker, or this
 // one restarted, resumes it); retried with River's backoff otherwise (5,
@@ -281,6 +339,10 @@ func outcomeError(ctx context.Context, out *Outcome, throttle time.Duration) (st
 		return "done", nil
 	case exitPartial:
 		return "partial", nil
+	case exitHeldBack:
+		// Running it again would hold them back again: a person looks
+		// (the report says held_back), then queues a pass with --force.
+		return "held_back", nil
 	case exitUsage, exitAuth, exitCheckpoint, exitDiskFull:
 		return "failed", river.JobCancel(err)
 	case exitTemporary, exitLocked:

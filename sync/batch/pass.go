@@ -14,12 +14,23 @@ import (
 
 // Modes of a pass.
 const (
-	ModeCopy = "copy"
+	ModeCopy = "copy" // one way, as 'mailferry copy'
+	ModeSync = "sync" // both ways, as 'mailferry sync'
 )
 
 // PassOptions choose the accounts of a pass.
 type PassOptions struct {
-	Mode string // "copy" (the default)
+	Mode string // "copy" (the default) or "sync"
+	// DeleteSource makes each copy a move, as copy --delete-source (a
+	// final pass): what a job does is fixed when the pass is queued, not
+	// by whichever worker runs it.
+	DeleteSource bool
+	// Force makes each sync apply the deletions its guard would hold
+	// back (sync --force), after a person checked the held_back accounts.
+	Force bool
+	// Reset starts afresh the checkpoints written for other endpoints
+	// (rows whose URLs changed) instead of failing them (exit 6).
+	Reset bool
 	// OnlyFailed takes only the accounts whose latest run, in any pass,
 	// failed; Class narrows them to one failure class.
 	OnlyFailed bool
@@ -56,7 +67,7 @@ func (s *Store) Pass(ctx context.Context, batch, pass string, o PassOptions) (Pa
 	if mode == "" {
 		mode = ModeCopy
 	}
-	return s.insert(ctx, batch, pass, mode, rows)
+	return s.insert(ctx, batch, pass, accountArgs{Mode: mode, DeleteSource: o.DeleteSource, Force: o.Force, Reset: o.Reset}, rows)
 }
 
 func checkPass(batch, pass string, o PassOptions) error {
@@ -66,8 +77,14 @@ func checkPass(batch, pass string, o PassOptions) error {
 	if err := CheckName("pass", pass); err != nil {
 		return err
 	}
-	if o.Mode != "" && o.Mode != ModeCopy {
-		return fmt.Errorf("mode %q: want copy (sync comes with the sync command)", o.Mode)
+	if o.Mode != "" && o.Mode != ModeCopy && o.Mode != ModeSync {
+		return fmt.Errorf("mode %q: want copy or sync", o.Mode)
+	}
+	if o.DeleteSource && o.Mode == ModeSync {
+		return errors.New("--delete-source goes with --mode copy (sync carries deletions both ways)")
+	}
+	if o.Force && o.Mode != ModeSync {
+		return errors.New("--force goes with --mode sync")
 	}
 	if o.Class != "" && !o.OnlyFailed {
 		return errors.New("--class goes with --only failed")
@@ -83,13 +100,15 @@ var classes = []string{ClassAuth, ClassConnect, ClassTLS, ClassQuota, ClassCheck
 // insertChunk bounds one InsertMany (one transaction).
 const insertChunk = 500
 
-func (s *Store) insert(ctx context.Context, batch, pass, mode string, rows []Row) (PassResult, error) {
+// insert queues a job per row with the arguments of like (its mode and
+// deletion).
+func (s *Store) insert(ctx context.Context, batch, pass string, like accountArgs, rows []Row) (PassResult, error) {
 	var res PassResult
 	for chunk := range slices.Chunk(rows, insertChunk) {
 		params := make([]river.InsertManyParams, 0, len(chunk))
 		for _, r := range chunk {
 			params = append(params, river.InsertManyParams{
-				Args: accountArgs{Batch: batch, Pass: pass, ID: r.ID, Mode: mode},
+				Args: accountArgs{Batch: batch, Pass: pass, ID: r.ID, Mode: like.Mode, DeleteSource: like.DeleteSource, Force: like.Force, Reset: like.Reset},
 				InsertOpts: &river.InsertOpts{
 					Queue:      queueName(batch),
 					Tags:       []string{passTag(pass)},

@@ -16,7 +16,7 @@ import (
 // with a fresh schema for this test first in the search path, so that
 // tests and runs never see each other's jobs. Without the variable the
 // test is skipped.
-func postgresURL(t *testing.T) string {
+func postgresURL(t testing.TB) string {
 	t.Helper()
 	base := mailtest.NeedPostgres(t)
 	ctx := context.Background()

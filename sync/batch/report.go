@@ -19,6 +19,10 @@ const (
 	StateFailed    = "failed"
 	StateCancelled = "cancelled" // only when a person cancelled
 	StatePending   = "pending"   // not run yet, running, or waiting to run again
+	// StateHeldBack: a sync held deletions back (exit 10) that look like
+	// an accident; everything else was synced. Not a failure: a person
+	// checks, then queues a pass with --force.
+	StateHeldBack = "held_back"
 )
 
 // Line is one account in a report: exactly one per CSV row, also for rows
@@ -54,6 +58,9 @@ func lineOf(id string, j *rivertype.JobRow) Line {
 		l.State = StateDone
 		if out != nil && out.ExitCode == exitPartial {
 			l.State = StatePartial
+		}
+		if out != nil && out.ExitCode == exitHeldBack {
+			l.State = StateHeldBack
 		}
 	case rivertype.JobStateCancelled:
 		l.State = StateFailed
@@ -150,7 +157,7 @@ func (s Summary) AllDone() bool { return s.States[StateDone] == s.Accounts }
 func (s Summary) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d accounts:", s.Accounts)
-	for _, st := range []string{StateDone, StatePartial, StateFailed, StateCancelled, StatePending} {
+	for _, st := range []string{StateDone, StatePartial, StateHeldBack, StateFailed, StateCancelled, StatePending} {
 		if n := s.States[st]; n > 0 {
 			fmt.Fprintf(&b, " %d %s", n, st)
 		}

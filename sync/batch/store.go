@@ -71,6 +71,9 @@ type Config struct {
 	Groups   []Group
 	Lease    time.Duration
 	SlotWait time.Duration
+	// Now is the clock of the checkpoints' leases (default time.Now);
+	// tests move it past a lease.
+	Now func() time.Time
 }
 
 // riverClient is what the store uses of a River client; *river.Client of
@@ -92,6 +95,7 @@ type riverClient interface {
 // jobs in River's.
 type Store struct {
 	db     *sql.DB
+	kind   string // "sqlite" or "postgres"
 	client riverClient
 	cfg    Config
 	close  []func()
@@ -126,6 +130,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.kind = kind
 	if kind == "postgres" {
 		err = s.openPostgres(ctx, dsn)
 	} else {
@@ -162,6 +167,9 @@ func (c *Config) defaults() {
 	}
 	if c.PausePoll <= 0 {
 		c.PausePoll = defaultPausePoll
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -277,7 +285,12 @@ var schema = []string{
 	`CREATE TABLE IF NOT EXISTS mailferry_batch (name TEXT PRIMARY KEY, created_at TEXT NOT NULL, paused INTEGER NOT NULL DEFAULT 0)`,
 	`CREATE TABLE IF NOT EXISTS mailferry_batch_row (batch TEXT NOT NULL, id TEXT NOT NULL, line INTEGER NOT NULL, data TEXT NOT NULL, PRIMARY KEY (batch, id))`,
 	slotTable,
+	budgetTable,
+	checkpointTables[0],
+	checkpointTables[1],
 }
+
+func (s *Store) now() time.Time { return s.cfg.Now() }
 
 func (s *Store) createTables(ctx context.Context) error {
 	for _, q := range schema {

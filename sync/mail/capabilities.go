@@ -230,12 +230,14 @@ const (
 	// ChangeNew: a message the last listing did not see. Envelope is
 	// complete, as List gives it (Message-ID included).
 	ChangeNew ChangeKind = iota + 1
-	// ChangeFlags: a message the last listing saw, with its flags now.
-	// Envelope has Mailbox, ID and Flags only. The flags may be unchanged:
-	// without mod-sequences every message is reported.
+	// ChangeFlags: a message the last listing saw, or one that arrived
+	// after it that the caller holds (known: a two-way sync's own copy),
+	// with its flags now. Envelope has Mailbox, ID and Flags only. The
+	// flags may be unchanged: without mod-sequences every message is
+	// reported.
 	ChangeFlags
-	// ChangeVanished: a message the last listing saw that is gone. Envelope
-	// has Mailbox and ID only.
+	// ChangeVanished: a message the last listing saw, or a known one that
+	// arrived after it, that is gone. Envelope has Mailbox and ID only.
 	ChangeVanished
 )
 

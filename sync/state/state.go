@@ -474,6 +474,30 @@ func (s *State) CompletePass(name string, a, b SideStatus, full bool) error {
 	return s.writeSummary()
 }
 
+// SkipPasses counts a run that found folders names unchanged (each side's
+// status equal to the summary's) and did not list them: a pass over each
+// that reads no log, so FullDue still comes round every Nth run however
+// long a folder stays unchanged. Complete and the statuses stay those of
+// the last listing. One summary write for all of them.
+func (s *State) SkipPasses(names []string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.readOnly {
+		return ErrReadOnly
+	}
+	n := 0
+	for _, name := range names {
+		if it, ok := s.sum.Folders[name]; ok && it.Complete != 0 {
+			it.SinceFull++
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	return s.writeSummary()
+}
+
 // passLen returns the record count of folder name for CompletePass: from
 // memory, from when Release dropped it (without reading its log again), or
 // else from its log. Called with mu held.

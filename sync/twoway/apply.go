@@ -3,6 +3,7 @@ package twoway
 import (
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/state"
@@ -108,29 +109,22 @@ type pendingCopy struct {
 // records the committed ones.
 func (r *run) copies(fo *state.Folder, fp *FolderPlan) error {
 	for _, from := range []Side{A, B} {
-		var batch []pendingCopy
+		var cs []Copy
 		for _, c := range fp.Copies {
-			if c.From != from {
-				continue
-			}
-			id, err := r.copyOne(fp.Name, c)
-			if err != nil {
-				if fatal(err) {
-					return err
-				}
-				r.fail(from.Other(), fmt.Sprintf("copy %s of %q to side %s", c.Msg.ID, fp.Name, from.Other()), err)
-				continue
-			}
-			batch = append(batch, pendingCopy{c, id})
-			if len(batch) >= copyBatch {
-				if err := r.commitCopies(fo, from.Other(), batch); err != nil {
-					return err
-				}
-				batch = nil
+			if c.From == from {
+				cs = append(cs, c)
 			}
 		}
-		if err := r.commitCopies(fo, from.Other(), batch); err != nil {
-			return err
+		for len(cs) > 0 {
+			n := min(len(cs), copyBatch)
+			batch, err := r.putBatch(fp.Name, from, cs[:n]) // transfer.go
+			if err != nil {
+				return err
+			}
+			if err := r.commitCopies(fo, from.Other(), batch); err != nil {
+				return err
+			}
+			cs = cs[n:]
 		}
 	}
 	return nil
@@ -154,13 +148,18 @@ func (r *run) copyOne(folder string, c Copy) (mail.ID, error) {
 		return "", err
 	}
 	defer func() { _ = rc.Close() }()
+	return r.putCopy(folder, c, env, rc)
+}
+
+// putCopy puts body, copy c's message as env gives it, on the other side.
+func (r *run) putCopy(folder string, c Copy, env mail.Envelope, body io.Reader) (mail.ID, error) {
 	out := env
 	out.Mailbox, out.Flags = folder, c.Flags
 	out.Key = putKey("copy", c.From, folder, c.Msg.ID)
 	if err := r.step("put " + string(c.Msg.ID)); err != nil {
 		return "", err
 	}
-	return r.stores[c.From.Other()].Sink.Put(r.ctx, out, rc)
+	return r.stores[c.From.Other()].Sink.Put(r.ctx, out, body)
 }
 
 // commitCopies makes a batch durable on side to and records it.
@@ -239,6 +238,7 @@ func (r *run) moveOne(fo *state.Folder, folder string, mv Move) error {
 		return err
 	}
 	r.res.Side[mv.On].Moved++
+	r.noteRemoved(mv.On, mv.From, 1)
 	x := mv.On.Other()
 	if mv.Set[x] != nil {
 		if err := r.setFlags(x, folder, mv.Moved.ID, mv.Set[x]); err != nil {
@@ -386,6 +386,7 @@ func (r *run) removeOn(fo *state.Folder, on Side, envs []mail.Envelope, recs []s
 		return nil
 	}
 	r.res.Side[on].Deleted += len(envs)
+	r.noteRemoved(on, envs[0].Mailbox, len(envs))
 	for _, m := range recs {
 		if err := forgetRecord(fo, m); err != nil {
 			return err

@@ -54,13 +54,8 @@ func (r *run) applyRenames(plan *Plan) error {
 			return err
 		}
 		r.res.Side[on].FoldersRenamed++
-		envs := r.envs[on][from]
-		for id, env := range envs {
-			env.Mailbox = fp.Name
-			envs[id] = env
-		}
-		delete(r.envs[on], from)
-		r.envs[on][fp.Name] = envs
+		r.msgs[on][fp.Name] = r.msgs[on][from] // the listing, for run.env
+		delete(r.msgs[on], from)
 	}
 	return nil
 }
@@ -101,10 +96,10 @@ func (r *run) removeFolder(fp *FolderPlan, on Side) error {
 	if err := r.step("remove folder " + fp.Name); err != nil {
 		return err
 	}
-	envs := r.envs[on][fp.Name]
-	holds := make([]mail.ID, 0, len(envs))
-	for id := range envs {
-		holds = append(holds, id)
+	msgs := r.msgs[on][fp.Name]
+	holds := make([]mail.ID, 0, len(msgs))
+	for _, m := range msgs {
+		holds = append(holds, m.ID)
 	}
 	if err := r.stores[on].removeFolder(r.ctx, fp.Name, holds); err != nil {
 		if fatal(err) {

@@ -75,10 +75,11 @@ func holdRemoval(fp *FolderPlan, on Side, why string) bool {
 	return true
 }
 
-// counts returns the known messages (records over all folders) and the
-// deletions planned on each side, the messages of deleted folders
-// included.
+// counts returns the known messages (records over all folders, skipped
+// ones included) and the deletions planned on each side, the messages of
+// deleted folders included.
 func (p *planner) counts() (known int, deletes [2]int) {
+	known = p.opt.UnlistedKnown
 	for i, w := range p.work {
 		known += len(w.in.Base)
 		fp := &p.out.Folders[i]
@@ -97,7 +98,7 @@ func (p *planner) counts() (known int, deletes [2]int) {
 // vanishedMost reports whether more than half of the folders the state
 // knows are gone from side s while still on the other.
 func (p *planner) vanishedMost(s Side) bool {
-	known, gone := 0, 0
+	known, gone := p.opt.Unlisted, 0 // a skipped pair is on both sides
 	for _, w := range p.work {
 		if !w.in.Known {
 			continue

@@ -106,6 +106,10 @@ type Options struct {
 	// deleted it and this side's copy is unchanged since the last sync
 	// (--remove-folders); without it a vanished folder is only a warning.
 	RemoveFolders bool
+	// Unlisted counts the folder pairs the run skipped as unchanged, and
+	// UnlistedKnown their records: they are in no Folder, but still count
+	// in the guard's shares of a side's known messages and folders.
+	Unlisted, UnlistedKnown int
 }
 
 // The guard's fixed limits: a folder's deletions are held only when there

@@ -96,6 +96,7 @@ func (p *planner) analyse(f *Folder) *folderWork {
 		w.byID[s] = indexMsgs(f.Side[s].Msgs)
 	}
 	p.matchBase(w, base)
+	w.byID = [2]map[mail.ID]*Msg{} // only matchBase needs it: memory follows the folders planned, not held
 	w.pairFresh(p.opt.Sides)
 	return w
 }

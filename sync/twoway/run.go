@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/mailferry/mailferry/sync/checkpoint"
 	"github.com/mailferry/mailferry/sync/mail"
@@ -23,6 +24,10 @@ type RunOptions struct {
 	// state is kept (out of scope freezes, it does not delete).
 	Folders func(name string) bool
 	Log     *slog.Logger
+	// FullEvery lists a folder pair in full every FullEvery passes, even
+	// when its statuses say nothing moved (so that a server bug cannot
+	// hide a change forever); 0: state.DefaultFullEvery.
+	FullEvery int
 	// step, in tests, is called before every durable step (a put, a
 	// commit, a flag write, a move, a deletion, a state flush); an error
 	// stops the run there, as a kill -9 would.
@@ -49,6 +54,11 @@ type Result struct {
 	// HeldBack is true when the guard held deletions back (exit 10).
 	HeldBack bool
 	Warnings []string
+	// Listing says per folder pair how it was listed: ListingSkipped (no
+	// side moved), ListingIncremental (by the changes since the last
+	// pass, or from the records for a side that did not move) or
+	// ListingFull (a side listed whole).
+	Listing map[string]string
 }
 
 // ErrHeldBack is returned by Run, after everything else was done, when the
@@ -63,10 +73,17 @@ type run struct {
 	opt    RunOptions
 	log    *slog.Logger
 	res    *Result
-	envs   [2]map[string]map[mail.ID]mail.Envelope // side -> folder -> id -> envelope as listed
-	jr     *journal                                // changes are written here before they are made
-	ids    [2]string                               // each store's identity (Store.identity)
-	status [2]map[string]mail.FolderStatus         // before listing (Store.statuses): modseqs for flag writes
+	jr     *journal                        // changes are written here before they are made
+	ids    [2]string                       // each store's identity (Store.identity)
+	status [2]map[string]mail.FolderStatus // before listing (Store.statuses): modseqs for flag writes
+	// The incremental listing (listing.go): each side's folder statuses
+	// read before listing, the pass of each folder pair listed, the pairs
+	// skipped as unchanged, and the messages removed per side and folder.
+	sts     [2]map[string]state.SideStatus
+	passes  map[string]*folderPass
+	skipped []string
+	removed [2]map[string]int
+	msgs    [2]map[string][]Msg // side -> folder -> listing, sorted by ID
 }
 
 // Run syncs the two stores with the state st: lists both sides, settles
@@ -76,7 +93,8 @@ type run struct {
 // change is durable. A run killed at any point converges on the next. It returns ErrHeldBack when the
 // guard held deletions back, after doing everything else.
 func Run(ctx context.Context, stores [2]*Store, st *state.State, opt RunOptions) (*Result, error) {
-	r := &run{ctx: ctx, stores: stores, st: st, opt: opt, log: opt.Log, res: &Result{}}
+	r := &run{ctx: ctx, stores: stores, st: st, opt: opt, log: opt.Log, res: &Result{Listing: map[string]string{}},
+		passes: map[string]*folderPass{}}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -94,7 +112,7 @@ func Run(ctx context.Context, stores [2]*Store, st *state.State, opt RunOptions)
 		}
 		defer r.jr.close()
 	}
-	folders, err := r.list()
+	folders, err := r.list(pending)
 	if err != nil {
 		return r.res, err
 	}
@@ -170,6 +188,10 @@ func (r *run) apply(plan *Plan) error {
 		if err := r.applyFolder(&plan.Folders[i]); err != nil {
 			return err
 		}
+		// Its records are on disk: memory holds one folder's at a time.
+		if err := r.st.Release(plan.Folders[i].Name); err != nil {
+			return err
+		}
 	}
 	if err := r.applyRemovals(plan); err != nil {
 		return err
@@ -178,6 +200,9 @@ func (r *run) apply(plan *Plan) error {
 		return err
 	}
 	if err := r.st.Flush(); err != nil {
+		return err
+	}
+	if err := r.recordPasses(plan); err != nil {
 		return err
 	}
 	return r.st.SetIdentities(r.ids[A], r.ids[B])
@@ -195,9 +220,12 @@ func (r *run) warn(msg string, err error) {
 	r.res.Warnings = append(r.res.Warnings, fmt.Sprintf("%s: %v", msg, err))
 }
 
-// list reads both sides' folders and each folder's messages, and the
-// state's records of each.
-func (r *run) list() ([]Folder, error) {
+// list reads both sides' folders and the statuses of those in scope,
+// then lists each folder pair that moved (listing.go), with the state's
+// records of it. A pair that did not move is left out: its records are not
+// read. A pair an interrupted run journaled changes in is always listed:
+// settle needs its listing.
+func (r *run) list(pending []intent) ([]Folder, error) {
 	var exists [2]map[string]bool
 	names := map[string]bool{}
 	for s, st := range r.stores {
@@ -209,14 +237,26 @@ func (r *run) list() ([]Folder, error) {
 		for _, b := range boxes {
 			exists[s][b], names[b] = true, true
 		}
-		r.envs[s] = map[string]map[mail.ID]mail.Envelope{}
+		r.msgs[s] = map[string][]Msg{}
 	}
 	for _, n := range r.st.Folders() {
 		names[n] = true
 	}
-	var out []Folder
+	var scoped []string
 	for _, name := range sortedNames(names) {
-		if r.opt.Folders != nil && !r.opt.Folders(name) {
+		if r.opt.Folders == nil || r.opt.Folders(name) {
+			scoped = append(scoped, name)
+		}
+	}
+	r.askStatuses(scoped, exists)
+	journaled := map[string]bool{}
+	for _, in := range pending {
+		journaled[in.Folder], journaled[in.From] = true, true
+	}
+	var out []Folder
+	for _, name := range scoped {
+		if sum, ok := r.unchanged(name, exists); ok && !journaled[name] {
+			r.skip(name, sum)
 			continue
 		}
 		f, err := r.listFolder(name, exists)
@@ -237,6 +277,9 @@ func sortedNames(set map[string]bool) []string {
 	return out
 }
 
+// listFolder lists both sides of folder pair name (by their changes where
+// the last pass allows) with the state's records of it, and notes the
+// pass to record once the run's changes are applied.
 func (r *run) listFolder(name string, exists [2]map[string]bool) (Folder, error) {
 	f := Folder{Name: name}
 	if _, known := r.st.Summary(name); known {
@@ -245,24 +288,46 @@ func (r *run) listFolder(name string, exists [2]map[string]bool) (Folder, error)
 			return f, err
 		}
 		f.Known, f.Base = true, fo.Messages()
+		// The run holds the records as f.Base while it plans: the
+		// state's own copy goes (applying a folder reads it again).
+		if err := r.st.Release(name); err != nil {
+			return f, err
+		}
 	}
 	var recorded [2]map[mail.ID]bool
 	recorded[A], recorded[B] = map[mail.ID]bool{}, map[mail.ID]bool{}
 	for _, m := range f.Base {
 		recorded[A][m.Src], recorded[B][m.Dst] = true, true
 	}
+	p := &folderPass{}
 	for s := range r.stores {
 		if !exists[s][name] {
+			p.full = true
 			continue
 		}
-		l, err := r.listSide(Side(s), name, recorded[s])
+		l, st, full, err := r.listSideAs(Side(s), name, &f, recorded[s])
 		if err != nil {
 			return f, err
 		}
 		l.IDsReset = !r.stores[s].StableIDs && idsReset(l.Msgs, recorded[s])
-		f.Side[s] = l
+		f.Side[s], p.status[s] = l, st
+		r.msgs[s][name] = l.Msgs
+		p.full = p.full || full
+		switch {
+		case l.Untrusted != "":
+			p.noPass = l.Untrusted
+		case l.IDsReset:
+			p.noPass = "its ids changed"
+		case r.opt.Plan.Sides[s].Untrusted != "":
+			p.noPass = r.opt.Plan.Sides[s].Untrusted
+		}
+	}
+	mode := ListingIncremental
+	if p.full {
+		mode = ListingFull
 	}
 	r.fillContent(&f, recorded)
+	r.passes[name], r.res.Listing[name] = p, mode
 	return f, nil
 }
 
@@ -311,11 +376,32 @@ func (r *run) listSide(s Side, name string, recorded map[mail.ID]bool) (Listing,
 		r.warn(fmt.Sprintf("side %s: folder %q listed in part", s, name), err)
 	}
 	r.fillMessageIDs(s, name, envs, recorded)
-	r.envs[s][name] = envs
+	l.Msgs = make([]Msg, 0, len(envs))
+	flags := flagInterner{}
 	for _, id := range sortedEnvIDs(envs) {
-		l.Msgs = append(l.Msgs, toMsg(envs[id], recorded[id]))
+		m := toMsg(envs[id], recorded[id])
+		m.Flags = flags.intern(m.Flags)
+		l.Msgs = append(l.Msgs, m)
 	}
 	return l, nil
+}
+
+// flagInterner shares one flag slice among the messages of a listing with
+// the same flags (most have one of a few sets): a 200,000-message account
+// otherwise holds 200,000 slices. The slices are never changed in place.
+type flagInterner map[string][]mail.Flag
+
+func (fi flagInterner) intern(fl []mail.Flag) []mail.Flag {
+	var b strings.Builder
+	for _, f := range fl {
+		b.WriteString(string(f))
+		b.WriteByte(' ')
+	}
+	if got, ok := fi[b.String()]; ok {
+		return got
+	}
+	fi[b.String()] = fl
+	return fl
 }
 
 func sortedEnvIDs(envs map[mail.ID]mail.Envelope) []mail.ID {
@@ -390,12 +476,21 @@ func readMessageID(ctx context.Context, src mail.Source, env mail.Envelope) stri
 	return sc.MessageID()
 }
 
-// env returns the listed envelope of a message.
+// env returns the envelope of a listed message, made from its Msg: a
+// listing keeps no envelopes (a 200,000-message account would hold them
+// all). The date keeps its instant, in Unix seconds as IMAP and a Maildir
+// give it; the size is a hint, -1 where the listing was rebuilt from the
+// records.
 func (r *run) env(s Side, folder string, id mail.ID) mail.Envelope {
-	if env, ok := r.envs[s][folder][id]; ok {
-		return env
+	env := mail.Envelope{Mailbox: folder, ID: id, Size: -1}
+	msgs := r.msgs[s][folder]
+	if i := sort.Search(len(msgs), func(i int) bool { return msgs[i].ID >= id }); i < len(msgs) && msgs[i].ID == id {
+		env.Size, env.Flags = msgs[i].Size, msgs[i].Flags
+		if msgs[i].Date != 0 {
+			env.Date = time.Unix(msgs[i].Date, 0)
+		}
 	}
-	return mail.Envelope{Mailbox: folder, ID: id, Size: -1}
+	return env
 }
 
 // errStep is what a test's step hook returns to stop a run.

@@ -95,8 +95,12 @@ func (m *runModel) opFlag(s Side) {
 	}
 	st.folders[folder][id].flags = fl.sorted()
 	st.mu.Unlock()
-	if tm := m.truth[tok]; tm != nil {
-		tm.flags = setOf(fl.sorted())
+	if tm := m.truth[tok]; tm != nil { // only f changed: the other side may change other flags
+		if tm.flags[f] {
+			delete(tm.flags, f)
+		} else {
+			tm.flags[f] = true
+		}
 	}
 	m.log = append(m.log, fmt.Sprintf("flags of %d on %s: %s", tok, s, fl))
 }
@@ -157,11 +161,23 @@ func (m *runModel) want() map[string]string {
 }
 
 func TestRunModelRandomRounds(t *testing.T) {
-	m := &runModel{t: t, rng: rand.New(rand.NewSource(7)), truth: map[int]*truthMsg{}}
+	m := &runModel{t: t, rng: newRand(7), truth: map[int]*truthMsg{}}
 	m.st[A], m.st[B] = newMemStore("a", "INBOX", "Archive"), newMemStore("b", "INBOX")
+	m.rounds(200, func(dir string, opt RunOptions) (*Result, error) {
+		return syncMem(t, m.st[A], m.st[B], dir, opt)
+	}, nil)
+}
+
+func newRand(seed int64) *rand.Rand { return rand.New(rand.NewSource(seed)) }
+
+// rounds makes random changes and syncs with syncFn n+1 times; after
+// every sync both stores must hold the truth and a second sync must do
+// nothing. With third, a third sync runs and third checks its result.
+func (m *runModel) rounds(n int, syncFn func(dir string, opt RunOptions) (*Result, error), third func(round int, res *Result)) {
+	t := m.t
 	dir := filepath.Join(t.TempDir(), "state")
 	ops := []func(Side){m.opNew, m.opNew, m.opFlag, m.opFlag, m.opDelete, m.opMove, m.opFolder}
-	for round := 0; round <= 200; round++ {
+	for round := 0; round <= n; round++ {
 		m.locked, m.touched, m.log = map[int]bool{}, map[string]Side{}, nil
 		kinds := ops
 		if round%40 == 39 { // a lost state: only new mail, or deletions would come back
@@ -171,7 +187,7 @@ func TestRunModelRandomRounds(t *testing.T) {
 		for i := m.rng.Intn(8); i >= 0; i-- {
 			kinds[m.rng.Intn(len(kinds))](Side(m.rng.Intn(2)))
 		}
-		if _, err := syncMem(t, m.st[A], m.st[B], dir, RunOptions{Plan: Options{Force: true}}); err != nil {
+		if _, err := syncFn(dir, RunOptions{Plan: Options{Force: true}}); err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
 		want := m.want()
@@ -180,9 +196,16 @@ func TestRunModelRandomRounds(t *testing.T) {
 				t.Fatalf("round %d: side %s holds\n%v\nwant\n%v\nchanges %q", round, Side(s), got, want, m.log)
 			}
 		}
-		res, err := syncMem(t, m.st[A], m.st[B], dir, RunOptions{})
+		res, err := syncFn(dir, RunOptions{})
 		if err != nil || res.Side != [2]Counts{} {
 			t.Fatalf("round %d: a second sync did %+v, %v", round, res.Side, err)
+		}
+		if third != nil {
+			res, err := syncFn(dir, RunOptions{})
+			if err != nil || res.Side != [2]Counts{} {
+				t.Fatalf("round %d: a third sync did %+v, %v", round, res.Side, err)
+			}
+			third(round, res)
 		}
 	}
 }

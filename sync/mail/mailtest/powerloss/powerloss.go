@@ -19,6 +19,7 @@ import (
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 	"github.com/mailferry/mailferry/sync/mail/mailtest/crashfs"
+	"github.com/mailferry/mailferry/sync/state"
 )
 
 // Corpus is a trial's source and what the checks know of it.
@@ -54,15 +55,17 @@ type Sink interface {
 }
 
 // Copy is one mailferry run on the model's disk: the engine copies c.Src
-// into s in delete mode, in batches of 3, recording in the checkpoint
-// (opened on fsys); then the checkpoint and s are closed. It returns the
-// first error, the power cut's when one came.
+// into s in delete mode, in batches of 3, recording in the checkpoint the
+// CLI uses (the per-folder state at r.CP.state, sync/state.Store, opened on
+// fsys); then the checkpoint and s are closed. It returns the first error,
+// the power cut's when one came.
 func (c *Corpus) Copy(ctx context.Context, fsys *crashfs.FS, s Sink, r Run) error {
-	cp, err := checkpoint.OpenFS(CheckpointFS{fsys}, r.CP, r.Src, r.Dst, false)
+	st, err := state.Open(r.CP+".state", r.Src, r.Dst, state.Options{FS: StateFS{CheckpointFS{fsys}}})
 	if err != nil {
 		_ = s.Close()
 		return err
 	}
+	cp := state.NewStore(st)
 	_, err = mailferry.Copy(ctx, c.Src, s, mailferry.Options{
 		SrcEndpoint: r.Src, Workers: 2, Checkpoint: cp, DeleteSource: true,
 		BatchSize: 3, BatchDelay: time.Hour, Backoff: time.Millisecond,
@@ -88,13 +91,8 @@ func (c *Corpus) Check(stored map[[32]byte]int, r Run, final bool, dupID string)
 			bad = append(bad, fmt.Sprintf("I3: %s/%s was deleted on the source and is not complete on disk", env.Mailbox, env.ID))
 		}
 	}
-	if _, err := os.Stat(r.CP); err == nil {
-		cp, err := checkpoint.Open(r.CP, r.Src, r.Dst, false)
-		if err != nil {
-			bad = append(bad, "checkpoint: "+err.Error())
-		} else {
-			_ = cp.Close()
-		}
+	if err := readState(r); err != nil {
+		bad = append(bad, "checkpoint: "+err.Error())
 	}
 	if !final {
 		return bad
@@ -118,6 +116,32 @@ func (c *Corpus) Check(stored map[[32]byte]int, r Run, final bool, dupID string)
 	}
 	return bad
 }
+
+// readState opens the run's state, if there is one, and reads every
+// folder's records: a state a power cut left unreadable is an error.
+func readState(r Run) error {
+	if _, err := os.Stat(r.CP + ".state"); err != nil {
+		return nil
+	}
+	st, err := state.Open(r.CP+".state", r.Src, r.Dst, state.Options{ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = st.Close() }()
+	cp := state.NewStore(st)
+	for _, mb := range st.Folders() {
+		if err := cp.Load(mb); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// StateFS adapts a crashfs.FS to the state's file system.
+type StateFS struct{ CheckpointFS }
+
+// ReadDirNames lists dir on the model.
+func (p StateFS) ReadDirNames(dir string) ([]string, error) { return p.FS.ReadDirNames(dir) }
 
 // CheckpointFS adapts a crashfs.FS to the checkpoint's file system.
 type CheckpointFS struct{ *crashfs.FS }

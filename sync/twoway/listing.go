@@ -1,0 +1,424 @@
+package twoway
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"iter"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mailferry/mailferry/internal/maildirfmt"
+	"github.com/mailferry/mailferry/sync/mail"
+	"github.com/mailferry/mailferry/sync/state"
+)
+
+// This file is the incremental listing of a sync, on issue 11's machinery.
+// Before listing, the run asks each side the status of every folder (IMAP:
+// one LIST-STATUS or pipelined STATUS, mail.FolderStatuser; a Maildir: its
+// directories' change evidence) and compares it with what the state
+// recorded at the end of the folder pair's last complete pass:
+//
+//   - both sides unchanged: the pair is skipped and its records are not
+//     even read (state.SkipPasses counts the pass without the log);
+//   - one side unchanged: its listing is rebuilt from the records (the
+//     flags both sides agreed on), without asking the server;
+//   - an IMAP side that moved: only its changes are listed
+//     (mail.ChangeLister: new UIDs, CHANGEDSINCE or every message's FLAGS,
+//     VANISHED (EARLIER) or UID SEARCH) and the listing is rebuilt from the
+//     records plus those changes;
+//   - otherwise, and every Nth pass (RunOptions.FullEvery), in full.
+//
+// A rebuilt listing leaves a record's message out only on explicit
+// evidence that it is gone (VANISHED, a UID SEARCH without it): a record
+// the changes do not mention is there with its flags unchanged. What it
+// cannot place (a flag change of a message no record names, a record
+// without base flags) sends that side to a full listing.
+//
+// The status recorded is the one read before listing, so a change another
+// client makes while the run works is listed next time, never lost; the
+// run's own changes show up next time as changes of known messages.
+
+// The ways a folder pair is listed, as Result.Listing reports them.
+const (
+	ListingFull        = "full"
+	ListingIncremental = "incremental"
+	ListingSkipped     = "skipped"
+)
+
+// folderPass is what a run records for a folder pair it listed, once every
+// change of the run is applied.
+type folderPass struct {
+	status [2]state.SideStatus // each side's status read before listing
+	full   bool                // a side was listed in full
+	// noPass, when not "", says why the pass is not recorded: the next
+	// run lists the folder again from the previous pass.
+	noPass string
+}
+
+// fullEvery is RunOptions.FullEvery or the state's default.
+func (r *run) fullEvery() int {
+	if r.opt.FullEvery > 0 {
+		return r.opt.FullEvery
+	}
+	return state.DefaultFullEvery
+}
+
+// askStatuses reads each side's status of its folders among names, before
+// anything is listed. A side that cannot tell (no FolderStatuser, a failed
+// request, a Maildir directory changed too recently) has no status for
+// them, and they are listed in full.
+func (r *run) askStatuses(names []string, exists [2]map[string]bool) {
+	for s, st := range r.stores {
+		r.sts[s] = map[string]state.SideStatus{}
+		var here []string
+		for _, n := range names {
+			if exists[s][n] {
+				here = append(here, n)
+			}
+		}
+		if len(here) == 0 {
+			continue
+		}
+		if st.Maildir != nil {
+			now := time.Now()
+			for _, n := range here {
+				if ev := maildirEvidence(st.Maildir.Root, n, now); ev != "" {
+					r.sts[s][n] = state.SideStatus{Evidence: ev}
+				}
+			}
+			continue
+		}
+		fst := mail.FeaturesOf(st.Source).FolderStatuser
+		if fst == nil {
+			continue
+		}
+		// The statuses read with the identity (run.status) serve the
+		// folders they cover: one request for those, the rest asked now.
+		var missing []string
+		for _, n := range here {
+			if fs, ok := r.status[s][n]; ok {
+				r.sts[s][n] = sideStatus(fs)
+			} else {
+				missing = append(missing, n)
+			}
+		}
+		if len(missing) == 0 {
+			continue
+		}
+		got, err := fst.FolderStatuses(r.ctx, missing)
+		if err != nil {
+			r.log.Warn("sync: folder statuses unknown: listing those folders in full", "side", Side(s).String(), "err", err)
+			continue
+		}
+		for n, fs := range got {
+			r.sts[s][n] = sideStatus(fs)
+		}
+	}
+}
+
+// sideStatus is what the state keeps of a status. NOMODSEQ keeps no
+// mod-sequence, so the folder is never taken as unchanged.
+func sideStatus(fs mail.FolderStatus) state.SideStatus {
+	st := state.SideStatus{UIDValidity: fs.UIDValidity, UIDNext: fs.UIDNext, Messages: fs.Messages, HighestModSeq: fs.HighestModSeq}
+	if fs.NoModSeq {
+		st.HighestModSeq = 0
+	}
+	return st
+}
+
+func folderStatus(st state.SideStatus) mail.FolderStatus {
+	return mail.FolderStatus{UIDValidity: st.UIDValidity, UIDNext: st.UIDNext, Messages: st.Messages, HighestModSeq: st.HighestModSeq}
+}
+
+// maildirStable is how old a Maildir directory's mtime must be before it
+// counts as change evidence: a change within the same tick of the file
+// system's clock (a few ms on ext4, 1 s on many others, 2 s on FAT) leaves
+// the mtime as it was, so a directory changed that recently could change
+// again unseen. Such a folder gets no evidence and is listed.
+const maildirStable = 2 * time.Second
+
+// maildirEvidence is a Maildir folder's change evidence: the mtime, size,
+// device and inode of its cur/ and new/ directories (a delivery, a flag
+// change, a move or a deletion renames a file in or out of one of them)
+// and of its dovecot-keywords file (which names the keyword letters). The
+// inode catches a directory replaced by a restore that kept its mtime. ""
+// when it cannot be trusted: unreadable, or changed within maildirStable
+// of now (or in the future). A file rewritten in place, under the same
+// name, changes no directory: the full listing every Nth pass finds it.
+func maildirEvidence(root, mailbox string, now time.Time) string {
+	dir, err := maildirfmt.FolderDir(root, mailbox)
+	if err != nil {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("maildir")
+	for _, name := range []string{"cur", "new", "dovecot-keywords"} {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if errors.Is(err, fs.ErrNotExist) {
+			b.WriteString(":-")
+			continue
+		}
+		if err != nil || now.Sub(fi.ModTime()) < maildirStable {
+			return ""
+		}
+		fmt.Fprintf(&b, ":%d.%d", fi.ModTime().UnixNano(), fi.Size())
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			fmt.Fprintf(&b, ".%d.%d", st.Dev, st.Ino)
+		}
+	}
+	return b.String()
+}
+
+// sameStatus reports a side whose folder did not move since rec: the same
+// Maildir evidence, or the same IMAP status with mod-sequences (without
+// them a status cannot show a flag change).
+func sameStatus(rec, now state.SideStatus) bool {
+	if rec.Evidence != "" || now.Evidence != "" {
+		return now.Evidence != "" && rec.Evidence == now.Evidence
+	}
+	return rec.UIDValidity != 0 && rec.UIDValidity == now.UIDValidity && rec.UIDNext == now.UIDNext &&
+		rec.Messages == now.Messages && now.HighestModSeq > 0 && rec.HighestModSeq == now.HighestModSeq
+}
+
+// passed returns the summary of folder name's last complete pass, false
+// when there is none or a full listing is due.
+func (r *run) passed(name string) (state.Summary, bool) {
+	sum, ok := r.st.Summary(name)
+	if !ok || sum.Complete == 0 || sum.FullDue(r.fullEvery()) {
+		return sum, false
+	}
+	return sum, true
+}
+
+// unchanged reports whether folder pair name is skipped: its last pass
+// was complete, no full listing is due, it is on both sides, neither
+// side's identity is in doubt, and each side's status is the recorded one.
+func (r *run) unchanged(name string, exists [2]map[string]bool) (state.Summary, bool) {
+	sum, ok := r.passed(name)
+	if !ok {
+		return sum, false
+	}
+	rec := [2]state.SideStatus{sum.A, sum.B}
+	for s := range r.stores {
+		now, known := r.sts[s][name]
+		if !exists[s][name] || !known || r.opt.Plan.Sides[s].Untrusted != "" || !sameStatus(rec[s], now) {
+			return sum, false
+		}
+	}
+	return sum, true
+}
+
+// skip leaves folder pair name out of the plan: it is counted for the
+// guard (Options.Unlisted) and its pass counted when the run ends.
+func (r *run) skip(name string, sum state.Summary) {
+	r.res.Listing[name] = ListingSkipped
+	r.skipped = append(r.skipped, name)
+	r.opt.Plan.Unlisted++
+	r.opt.Plan.UnlistedKnown += sum.Len
+}
+
+// listSideAs lists side s of folder name, by its changes when the last
+// pass allows, else in full; it returns the status to record and whether
+// the listing was full.
+func (r *run) listSideAs(s Side, name string, f *Folder, recorded map[mail.ID]bool) (Listing, state.SideStatus, bool, error) {
+	if sum, ok := r.passed(name); ok && f.Known {
+		rec := sum.A
+		if s == B {
+			rec = sum.B
+		}
+		l, now, ok, err := r.changeSide(s, name, rec, f.Base, recorded)
+		if err != nil || ok {
+			return l, now, false, err
+		}
+	}
+	l, err := r.listSide(s, name, recorded)
+	return l, r.sts[s][name], true, err
+}
+
+// changes are what a change listing reported for one side of a folder.
+type changes struct {
+	fresh map[mail.ID]mail.Envelope // ChangeNew
+	flags map[mail.ID][]mail.Flag   // ChangeFlags
+	gone  map[mail.ID]bool          // ChangeVanished
+}
+
+func (c *changes) add(ch mail.Change) error {
+	switch ch.Kind {
+	case mail.ChangeNew:
+		c.fresh[ch.Envelope.ID] = ch.Envelope
+	case mail.ChangeFlags:
+		c.flags[ch.Envelope.ID] = ch.Envelope.Flags
+	case mail.ChangeVanished:
+		c.gone[ch.Envelope.ID] = true
+	}
+	return nil
+}
+
+// changeSide lists side s of folder name by what changed since rec, the
+// status its last complete pass recorded, and rebuilds the side's whole
+// listing from the records (base) and those changes. An unchanged side
+// asks the server nothing. ok is false when the side must be listed in
+// full instead.
+func (r *run) changeSide(s Side, name string, rec state.SideStatus, base []state.Message, recorded map[mail.ID]bool) (l Listing, now state.SideStatus, ok bool, err error) {
+	ch := &changes{fresh: map[mail.ID]mail.Envelope{}, flags: map[mail.ID][]mail.Flag{}, gone: map[mail.ID]bool{}}
+	now, known := r.sts[s][name]
+	if !known || !sameStatus(rec, now) {
+		cl := mail.FeaturesOf(r.stores[s].Source).ChangeLister
+		if r.stores[s].Maildir != nil || cl == nil || rec.UIDValidity == 0 || rec.UIDNext == 0 || !flagsKnown(base) {
+			return l, now, false, nil
+		}
+		sum, err := cl.ListChanges(r.ctx, name, folderStatus(rec), knownIDs(base, s), ch.add)
+		switch {
+		case r.ctx.Err() != nil:
+			return l, now, false, r.ctx.Err()
+		case errors.Is(err, mail.ErrMailboxNotFound):
+			return Listing{}, state.SideStatus{}, true, nil
+		case err != nil:
+			r.log.Warn("sync: changes not listed: listing in full", "side", s.String(), "mailbox", name, "err", err)
+			return l, now, false, nil
+		case sum.Full:
+			r.log.Debug("sync: listing in full", "side", s.String(), "mailbox", name, "reason", sum.Reason)
+			return l, now, false, nil
+		}
+		now = sideStatus(sum.Status)
+	}
+	if why := ch.unplaced(recorded); why != "" {
+		r.log.Debug("sync: listing in full", "side", s.String(), "mailbox", name, "reason", why)
+		return l, now, false, nil
+	}
+	return r.rebuild(s, name, base, recorded, ch), now, true, nil
+}
+
+// flagsKnown reports whether every record has base flags: an unchanged
+// message's flags are read from them.
+func flagsKnown(base []state.Message) bool {
+	for _, m := range base {
+		if !m.FlagsKnown {
+			return false
+		}
+	}
+	return true
+}
+
+// knownIDs yields side s's ids of the records.
+func knownIDs(base []state.Message, s Side) iter.Seq[mail.ID] {
+	return func(yield func(mail.ID) bool) {
+		for _, m := range base {
+			if id := sideID(m, s); id != "" && !yield(id) {
+				return
+			}
+		}
+	}
+}
+
+// unplaced says why the changes cannot be placed on the records ("" they
+// can): a flag change of a message no record names (kept out before as
+// \Deleted, now undeleted) needs the envelope only a full listing gives.
+func (c *changes) unplaced(recorded map[mail.ID]bool) string {
+	for id, fl := range c.flags {
+		if !recorded[id] && !(mail.Envelope{Flags: fl}).HasFlag(mail.FlagDeleted) {
+			return fmt.Sprintf("message %s, which no record names, changed", id)
+		}
+	}
+	return ""
+}
+
+// rebuild is side s's listing of folder name from its records and the
+// changes since their pass: every record's message not reported gone,
+// with its changed flags or the base flags the side keeps, and the new
+// messages as listed.
+func (r *run) rebuild(s Side, name string, base []state.Message, recorded map[mail.ID]bool, ch *changes) Listing {
+	keeps := r.stores[s].Keeps
+	l := Listing{Exists: true, Msgs: make([]Msg, 0, len(base)+len(ch.fresh))}
+	kept := map[string][]mail.Flag{} // one slice per distinct base, not per message
+	flags := flagInterner{}
+	for _, rec := range base {
+		id := sideID(rec, s)
+		if _, listed := ch.fresh[id]; id == "" || listed || ch.gone[id] {
+			continue
+		}
+		fl, changed := ch.flags[id]
+		if !changed {
+			var ok bool
+			if fl, ok = kept[rec.Flags]; !ok {
+				fl = keptFlags(rec.Flags, keeps)
+				kept[rec.Flags] = fl
+			}
+		}
+		// The record's size is side A's: a Maildir's differs (line ends).
+		l.Msgs = append(l.Msgs, Msg{ID: id, Flags: fl, Size: -1, Date: rec.Date, MsgID: rec.MsgID})
+	}
+	r.fillMessageIDs(s, name, ch.fresh, recorded)
+	for id, env := range ch.fresh {
+		m := toMsg(env, recorded[id])
+		m.Flags = flags.intern(m.Flags)
+		l.Msgs = append(l.Msgs, m)
+	}
+	sort.Slice(l.Msgs, func(i, j int) bool { return l.Msgs[i].ID < l.Msgs[j].ID })
+	return l
+}
+
+// keptFlags are the base flags a side holds: those it can store.
+func keptFlags(base string, keeps Keeps) []mail.Flag {
+	var out []mail.Flag
+	for _, f := range strings.Fields(base) {
+		if keeps.Has(mail.Flag(f)) {
+			out = append(out, mail.Flag(f))
+		}
+	}
+	return out
+}
+
+// noteRemoved counts messages the run removed from folder on side s (a
+// deletion, or a move out): their records are forgotten, so the next
+// change listing, which only reports known messages as vanished, would
+// otherwise find the counts disagree and list the folder in full.
+func (r *run) noteRemoved(s Side, folder string, n int) {
+	if r.removed[s] == nil {
+		r.removed[s] = map[string]int{}
+	}
+	r.removed[s][folder] += n
+}
+
+// recordPasses ends the run's passes: every skipped folder pair is
+// counted, and every listed pair whose changes were all applied gets its
+// pass (the statuses read before listing). After a failure no pass is
+// recorded: the next run lists the changes again from the previous passes
+// (a move half done must be seen from both of its folders).
+func (r *run) recordPasses(plan *Plan) error {
+	if r.opt.DryRun {
+		return nil
+	}
+	if len(r.skipped) > 0 {
+		if err := r.st.SkipPasses(r.skipped); err != nil {
+			return err
+		}
+	}
+	if r.res.Side[A].Failed+r.res.Side[B].Failed > 0 {
+		return nil
+	}
+	for i := range plan.Folders {
+		fp := &plan.Folders[i]
+		p := r.passes[fp.Name]
+		if _, known := r.st.Summary(fp.Name); !known || p == nil || p.noPass != "" || fp.Skip != "" || fp.Forget ||
+			fp.Removes() || len(fp.Held) > 0 {
+			continue // renamed away, removed, or not done: listed again next run
+		}
+		st := p.status
+		for s := range st {
+			st[s].Messages -= min(st[s].Messages, uint32(r.removed[s][fp.Name]))
+		}
+		if err := r.st.CompletePass(fp.Name, st[A], st[B], p.full); err != nil {
+			return err
+		}
+		if err := r.st.Release(fp.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
