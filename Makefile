@@ -49,7 +49,7 @@ soak:
 	bash testdata/postgres/postgres.sh start "$(POSTGRES_DIR)" && \
 	. "$(DOVECOT_DIR)/env" && . "$(POSTGRES_DIR)/env" && \
 	MAILFERRY_TEST_REQUIRE=1 MAILFERRY_SOAK=1 $(GO) test -count=1 -timeout 60m -v \
-		-run '^(TestA1RandomKill|TestA2KillSweepIMAP|TestA1A4KillSweepPOP3Delete|TestB1B4TruncationSweep|TestBatch(WorkerKilledMidAccount|WorkerStoppedPastLease|Scale|GroupCapSampled|DatabaseDown)|TestNightlyGenerator(Condstore|NoCondstore))$$' ./cmd/mailferry/
+		-run '^(TestA1RandomKill|TestA2KillSweepIMAP|TestA1A4KillSweepPOP3Delete|TestB1B4TruncationSweep|TestBatch(WorkerKilledMidAccount|WorkerStoppedPastLease|Scale|GroupCapSampled|DatabaseDown)|TestNightlyGenerator(Condstore|NoCondstore)|TestDovecot(MaildirRandomRounds|SameMessagesFirstSync))$$' ./cmd/mailferry/ ./sync/twoway/
 
 # Quick feedback without a server: integration tests skip.
 unit:

@@ -3,6 +3,8 @@ package twoway
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -10,7 +12,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	imapv2 "github.com/emersion/go-imap/v2"
 
@@ -217,8 +221,10 @@ func TestDovecotStateDeleted(t *testing.T) {
 
 // dovecotStoreVia is dovecotStore connecting through addr (a FaultProxy)
 // while keeping the identity of the real server, so that the state
-// recognises the account. A connection cut while opening is returned.
-func dovecotStoreVia(t *testing.T, d *mailtest.Dovecot, addr, user, pw string) (*Store, error) {
+// recognises the account. A connection cut while opening is returned;
+// the func closes the store (so do the test's cleanups), so that many runs
+// stay under Dovecot's connections per user.
+func dovecotStoreVia(t *testing.T, d *mailtest.Dovecot, addr, user, pw string) (*Store, func(), error) {
 	t.Helper()
 	ctx := context.Background()
 	u, err := url.Parse("imaps://" + user + "@" + addr)
@@ -234,7 +240,7 @@ func dovecotStoreVia(t *testing.T, d *mailtest.Dovecot, addr, user, pw string) (
 	}
 	src, err := imap.New(ctx, scfg, opt())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	kcfg, err := imapsink.ParseURL(u)
 	if err != nil {
@@ -243,10 +249,12 @@ func dovecotStoreVia(t *testing.T, d *mailtest.Dovecot, addr, user, pw string) (
 	sink, err := imapsink.New(ctx, kcfg, opt())
 	if err != nil {
 		src.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	t.Cleanup(func() { src.Close(); sink.Close() })
-	return &Store{Source: src, Sink: sink, Identity: "imap:" + user + "@" + d.IMAPS}, nil
+	var once sync.Once
+	closeFn := func() { once.Do(func() { src.Close(); sink.Close() }) }
+	t.Cleanup(closeFn)
+	return &Store{Source: src, Sink: sink, Identity: "imap:" + user + "@" + d.IMAPS}, closeFn, nil
 }
 
 // TestDovecotConnectionCutDuringListing cuts A's connections (every one,
@@ -269,10 +277,11 @@ func TestDovecotConnectionCutDuringListing(t *testing.T) {
 	// run syncs with A through the proxy; a cut while opening A is a
 	// failed run that did nothing.
 	run := func() (*Result, error) {
-		a, err := dovecotStoreVia(t, d, proxy.Addr, users[0][0], users[0][1])
+		a, closeA, err := dovecotStoreVia(t, d, proxy.Addr, users[0][0], users[0][1])
 		if err != nil {
 			return &Result{}, err
 		}
+		defer closeA()
 		return runDovecots(t, [2]*Store{a, dovecotStore(t, d, users[1][0], users[1][1])}, users, dir, RunOptions{})
 	}
 	// A clean run through the proxy measures how many bytes a session of
@@ -376,5 +385,320 @@ func TestDovecotMaildirFileRenamedDuringScan(t *testing.T) {
 	}
 	if res.Side[A].Deleted+res.Side[B].Deleted+res.Side[A].Copied+res.Side[B].Copied != 0 {
 		t.Fatalf("the next sync did %+v, want flag changes only", res.Side)
+	}
+}
+
+// realModel makes random changes, as other mail clients would, on a
+// Dovecot account (A) and a Maildir (B), and keeps the truth: what the
+// changes imply both sides hold after a sync. One structural change
+// (new, delete, move) per message per round, and each flag of a message
+// changed by one side only per round, as runModel does, so the truth does
+// not depend on the order of the changes.
+type realModel struct {
+	t       *testing.T
+	d       *mailtest.Dovecot
+	user    string
+	pw      string
+	imap    client
+	root    string
+	rng     *rand.Rand
+	truth   map[int]*truthMsg
+	tokens  int
+	locked  map[int]bool
+	touched map[string]bool
+	log     []string
+}
+
+// realModelFlags are the flags both sides store (a Maildir's letters).
+var realModelFlags = []mail.Flag{mail.FlagSeen, mail.FlagFlagged, mail.FlagAnswered}
+
+// maildirLetter is f's Maildir info letter.
+var maildirLetter = map[mail.Flag]string{mail.FlagSeen: "S", mail.FlagFlagged: "F", mail.FlagAnswered: "R"}
+
+// held is side s's content: folder -> token -> flags.
+func (m *realModel) held(s Side) map[string]map[int]flagSet {
+	desc := describeDovecot(m.t, m.d, m.user, m.pw)
+	if s == B {
+		desc = describeMaildir(m.t, m.root)
+	}
+	out := map[string]map[int]flagSet{}
+	for folder, msgs := range desc {
+		out[folder] = map[int]flagSet{}
+		for _, p := range strings.Split(msgs, ",") {
+			if p == "" {
+				continue
+			}
+			tok, flags, _ := strings.Cut(p, ":")
+			n, err := strconv.Atoi(tok)
+			if err != nil {
+				m.t.Fatal(err)
+			}
+			fs := flagSet{}
+			for _, f := range strings.Fields(flags) {
+				fs[mail.Flag(f)] = true
+			}
+			out[folder][n] = fs
+		}
+	}
+	return out
+}
+
+// pick returns a random message of side s.
+func (m *realModel) pick(s Side) (folder string, tok int, flags flagSet, ok bool) {
+	type at struct {
+		folder string
+		tok    int
+	}
+	held := m.held(s)
+	var all []at
+	for _, f := range sortedKeys(held) {
+		var toks []int
+		for tok := range held[f] {
+			toks = append(toks, tok)
+		}
+		sort.Ints(toks)
+		for _, tok := range toks {
+			all = append(all, at{f, tok})
+		}
+	}
+	if len(all) == 0 {
+		return "", 0, nil, false
+	}
+	e := all[m.rng.Intn(len(all))]
+	return e.folder, e.tok, held[e.folder][e.tok], true
+}
+
+// folders are side s's folders, sorted (a Maildir's empty ones included,
+// Dovecot's empty special ones left out).
+func (m *realModel) folder(s Side) string {
+	names := sortedKeys(m.held(s))
+	return names[m.rng.Intn(len(names))]
+}
+
+// maildirDir is folder's directory in the Maildir.
+func (m *realModel) maildirDir(folder string) string {
+	if folder == "INBOX" {
+		return m.root
+	}
+	return filepath.Join(m.root, "."+folder)
+}
+
+// maildirName is a file name of base with flags (a mail client keeps the
+// base, the message's id, and changes the info after ":2,").
+func maildirName(base string, flags flagSet) string {
+	var letters []string
+	for f := range flags {
+		letters = append(letters, maildirLetter[f])
+	}
+	sort.Strings(letters)
+	return base + ":2," + strings.Join(letters, "")
+}
+
+func (m *realModel) must(err error) {
+	m.t.Helper()
+	if err != nil {
+		m.t.Fatalf("%v (changes this round: %q)", err, m.log)
+	}
+}
+
+func (m *realModel) opNew(s Side) {
+	m.tokens++
+	tok, folder := m.tokens, m.folder(s)
+	fl := flagSet{}
+	for _, f := range realModelFlags {
+		if m.rng.Intn(3) == 0 {
+			fl[f] = true
+		}
+	}
+	if s == A {
+		var imf []imapv2.Flag
+		for _, f := range fl.sorted() {
+			imf = append(imf, imapv2.Flag(f))
+		}
+		m.d.Seed(m.t, m.user, m.pw, folder, []mailtest.SeedMessage{{Body: tokenBody(tok), Date: tokenDate(tok), Flags: imf}})
+	} else {
+		dir := m.maildirDir(folder)
+		m.must(os.WriteFile(filepath.Join(dir, "cur", maildirName(fmt.Sprintf("%d.tok", tok), fl)), tokenBody(tok), 0o600))
+	}
+	m.truth[tok] = &truthMsg{folder: folder, flags: fl}
+	m.locked[tok] = true
+	m.log = append(m.log, fmt.Sprintf("new %d on %s in %s %s", tok, s, folder, fl))
+}
+
+func (m *realModel) opFlag(s Side) {
+	folder, tok, fl, ok := m.pick(s)
+	f := realModelFlags[m.rng.Intn(len(realModelFlags))]
+	key := fmt.Sprint(tok, f)
+	if !ok || m.touched[key] {
+		return
+	}
+	m.touched[key] = true
+	op := imapv2.StoreFlagsAdd
+	now := flagSet{}
+	for g := range fl {
+		now[g] = true
+	}
+	if fl[f] {
+		op = imapv2.StoreFlagsDel
+		delete(now, f)
+	} else {
+		now[f] = true
+	}
+	if s == A {
+		m.imap.store(folder, tok, op, imapv2.Flag(f))
+	} else {
+		dir := filepath.Join(m.maildirDir(folder), "cur")
+		old := maildirFile(m.t, m.maildirDir(folder), tok)
+		base, _, _ := strings.Cut(filepath.Base(old), ":2,")
+		m.must(os.Rename(old, filepath.Join(dir, maildirName(base, now))))
+	}
+	if tm := m.truth[tok]; tm != nil { // only f changed: the other side may change other flags
+		tm.flags[f] = !fl[f]
+		if !tm.flags[f] {
+			delete(tm.flags, f)
+		}
+	}
+	m.log = append(m.log, fmt.Sprintf("flags of %d on %s: %s", tok, s, now))
+}
+
+func (m *realModel) opDelete(s Side) {
+	folder, tok, _, ok := m.pick(s)
+	if !ok || m.locked[tok] {
+		return
+	}
+	m.locked[tok] = true
+	if s == A {
+		m.imap.expunge(folder, tok)
+	} else {
+		m.must(os.Remove(maildirFile(m.t, m.maildirDir(folder), tok)))
+	}
+	delete(m.truth, tok)
+	m.log = append(m.log, fmt.Sprintf("delete %d on %s", tok, s))
+}
+
+func (m *realModel) opMove(s Side) {
+	folder, tok, _, ok := m.pick(s)
+	to := m.folder(s)
+	if !ok || m.locked[tok] || to == folder {
+		return
+	}
+	m.locked[tok] = true
+	if s == A {
+		m.imap.move(folder, tok, to)
+	} else {
+		old := maildirFile(m.t, m.maildirDir(folder), tok)
+		m.must(os.Rename(old, filepath.Join(m.maildirDir(to), "cur", filepath.Base(old))))
+	}
+	m.truth[tok].folder = to
+	m.log = append(m.log, fmt.Sprintf("move %d on %s from %s to %s", tok, s, folder, to))
+}
+
+func (m *realModel) opFolder(s Side) {
+	name := fmt.Sprintf("F%d", m.rng.Intn(20))
+	if _, exists := m.held(s.Other())[name]; exists {
+		return
+	}
+	if s == A {
+		if err := m.imap.c.Create(name, nil).Wait(); err != nil && !strings.Contains(err.Error(), "exists") {
+			m.t.Fatal(err)
+		}
+	} else {
+		for _, sub := range []string{"cur", "new", "tmp"} {
+			m.must(os.MkdirAll(filepath.Join(m.maildirDir(name), sub), 0o700))
+		}
+	}
+	m.log = append(m.log, fmt.Sprintf("folder %s on %s", name, s))
+}
+
+// want is the truth as describeDovecot gives it: the folders that hold
+// messages, and INBOX.
+func (m *realModel) want() map[string]string {
+	parts := map[string][]string{"INBOX": nil}
+	for tok, tm := range m.truth {
+		parts[tm.folder] = append(parts[tm.folder], strconv.Itoa(tok)+":"+tm.flags.String())
+	}
+	out := map[string]string{}
+	for name, p := range parts {
+		sort.Strings(p)
+		out[name] = strings.Join(p, ",")
+	}
+	return out
+}
+
+// nonEmpty leaves out the empty folders but INBOX (describeMaildir lists
+// them, describeDovecot does not).
+func nonEmpty(desc map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range desc {
+		if v != "" || k == "INBOX" {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// TestDovecotMaildirRandomRounds makes random changes on a Dovecot account
+// and a Maildir (new, flag set/clear, delete, move between folders, folder
+// create) and syncs after each round: then both sides hold the same
+// messages and flags, and that is what the changes imply. 10 rounds; 200
+// under MAILFERRY_SOAK=1. The seed is logged; MAILFERRY_SEED replays one.
+func TestDovecotMaildirRandomRounds(t *testing.T) {
+	d := mailtest.NeedDovecot(t)
+	rounds := 10
+	if os.Getenv("MAILFERRY_SOAK") == "1" {
+		rounds = 200
+	}
+	seed := time.Now().UnixNano()
+	if s := os.Getenv("MAILFERRY_SEED"); s != "" {
+		var err error
+		if seed, err = strconv.ParseInt(s, 10, 64); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("seed %d (MAILFERRY_SEED=%d replays it)", seed, seed)
+	user, pw := d.NewUser(t)
+	base := t.TempDir()
+	m := &realModel{t: t, d: d, user: user, pw: pw, imap: client{t, d.Dial(t, user, pw)},
+		root: filepath.Join(base, "Maildir"), rng: newRand(seed), truth: map[int]*truthMsg{}}
+	d.Seed(t, user, pw, "INBOX", seedTokens(tokenRange(1, 8)...))
+	d.Seed(t, user, pw, "Archive", seedTokens(tokenRange(9, 12)...))
+	for tok := 1; tok <= 12; tok++ {
+		m.truth[tok] = &truthMsg{folder: map[bool]string{true: "INBOX", false: "Archive"}[tok <= 8], flags: flagSet{}}
+	}
+	m.tokens = 12
+	dir := filepath.Join(base, "state")
+	ops := []func(Side){m.opNew, m.opNew, m.opFlag, m.opFlag, m.opDelete, m.opMove, m.opFolder}
+	for round := 0; round <= rounds; round++ {
+		m.locked, m.touched, m.log = map[int]bool{}, map[string]bool{}, nil
+		if round > 0 { // round 0 is the first sync of the seeded account
+			for i := m.rng.Intn(5); i >= 0; i-- {
+				ops[m.rng.Intn(len(ops))](Side(m.rng.Intn(2)))
+			}
+		}
+		st, err := state.Open(dir, "imaps://"+user, "maildir:"+m.root, state.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		md, done := maildirSide(t, m.root, filepath.Join(base, "quarantine"))
+		// Force: the guard (tested on its own) would hold back a round
+		// that deletes much of a small folder.
+		a, closeA, err := dovecotStoreVia(t, d, d.IMAPS, user, pw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := Run(context.Background(), [2]*Store{a, md}, st, RunOptions{Plan: Options{Force: true}})
+		closeA()
+		done()
+		st.Close()
+		if err != nil {
+			t.Fatalf("seed %d round %d: sync: %v (changes %q)", seed, round, err, m.log)
+		}
+		want := m.want()
+		if got := nonEmpty(describeDovecot(t, d, user, pw)); !reflect.DeepEqual(got, want) {
+			t.Fatalf("seed %d round %d: the server holds %v, want %v (changes %q, warnings %q)", seed, round, got, want, m.log, res.Warnings)
+		}
+		if got := nonEmpty(describeMaildir(t, m.root)); !reflect.DeepEqual(got, want) {
+			t.Fatalf("seed %d round %d: the Maildir holds %v, want %v (changes %q, warnings %q)", seed, round, got, want, m.log, res.Warnings)
+		}
 	}
 }

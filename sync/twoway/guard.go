@@ -31,7 +31,7 @@ func (p *planner) guard() {
 	known, deletes := p.counts()
 	for i := range p.out.Folders {
 		fp := &p.out.Folders[i]
-		n := len(p.work[i].in.Base)
+		n := len(p.work[i].in.Base) + p.work[i].in.Omitted
 		for _, on := range []Side{A, B} {
 			d := countOn(fp.Deletes, on)
 			if d > minGuard && float64(d) > p.opt.MaxDelete*float64(n) {
@@ -81,7 +81,7 @@ func holdRemoval(fp *FolderPlan, on Side, why string) bool {
 func (p *planner) counts() (known int, deletes [2]int) {
 	known = p.opt.UnlistedKnown
 	for i, w := range p.work {
-		known += len(w.in.Base)
+		known += len(w.in.Base) + w.in.Omitted
 		fp := &p.out.Folders[i]
 		for _, d := range fp.Deletes {
 			deletes[d.On]++

@@ -222,22 +222,47 @@ func (r *run) skip(name string, sum state.Summary) {
 	r.opt.Plan.UnlistedKnown += sum.Len
 }
 
-// listSideAs lists side s of folder name, by its changes when the last
-// pass allows, else in full; it returns the status to record and whether
-// the listing was full.
-func (r *run) listSideAs(s Side, name string, f *Folder, recorded map[mail.ID]bool) (Listing, state.SideStatus, bool, error) {
-	if sum, ok := r.passed(name); ok && f.Known {
+// listSideAs lists side s of folder name in full, or, when the last pass
+// allows, by its changes (ch, for rebuild once both sides are known); it
+// returns the status to record and whether the listing was full. A side
+// whose identity is in doubt is listed in full.
+func (r *run) listSideAs(s Side, name string, f *Folder, recorded map[mail.ID]bool) (l Listing, ch *changes, st state.SideStatus, full bool, err error) {
+	if sum, ok := r.passed(name); ok && f.Known && r.opt.Plan.Sides[s].Untrusted == "" {
 		rec := sum.A
 		if s == B {
 			rec = sum.B
 		}
-		l, now, ok, err := r.changeSide(s, name, rec, f.Base, recorded)
+		ch, now, ok, err := r.changeSide(s, name, rec, f.Base, recorded)
 		if err != nil || ok {
-			return l, now, false, err
+			return Listing{}, ch, now, false, err
 		}
 	}
-	l, err := r.listSide(s, name, recorded)
-	return l, r.sts[s][name], true, err
+	l, err = r.listSide(s, name, recorded)
+	return l, nil, r.sts[s][name], true, err
+}
+
+// touches reports whether the changes name side s's message of record m.
+func (c *changes) touches(m state.Message, s Side) bool {
+	id := sideID(m, s)
+	_, fresh := c.fresh[id]
+	_, flags := c.flags[id]
+	return fresh || flags || c.gone[id]
+}
+
+// omitUnchanged leaves out of f the records whose message neither side's
+// changes name (both sides listed by their changes): nothing can happen to
+// them this run, so they are neither planned nor held in memory as
+// listings; Folder.Omitted counts them for the guard and the empty-folder
+// check. A folder with journaled changes keeps them all (settle).
+func omitUnchanged(f *Folder, ch [2]*changes) {
+	kept := f.Base[:0:0]
+	for _, m := range f.Base {
+		if ch[A].touches(m, A) || ch[B].touches(m, B) {
+			kept = append(kept, m)
+		}
+	}
+	f.Omitted = len(f.Base) - len(kept)
+	f.Base = kept
 }
 
 // changes are what a change listing reported for one side of a folder.
@@ -260,38 +285,37 @@ func (c *changes) add(ch mail.Change) error {
 }
 
 // changeSide lists side s of folder name by what changed since rec, the
-// status its last complete pass recorded, and rebuilds the side's whole
-// listing from the records (base) and those changes. An unchanged side
-// asks the server nothing. ok is false when the side must be listed in
-// full instead.
-func (r *run) changeSide(s Side, name string, rec state.SideStatus, base []state.Message, recorded map[mail.ID]bool) (l Listing, now state.SideStatus, ok bool, err error) {
-	ch := &changes{fresh: map[mail.ID]mail.Envelope{}, flags: map[mail.ID][]mail.Flag{}, gone: map[mail.ID]bool{}}
+// status its last complete pass recorded (rebuild makes the side's listing
+// from the records and them). An unchanged side asks the server nothing.
+// ok is false when the side must be listed in full instead.
+func (r *run) changeSide(s Side, name string, rec state.SideStatus, base []state.Message, recorded map[mail.ID]bool) (ch *changes, now state.SideStatus, ok bool, err error) {
+	ch = &changes{fresh: map[mail.ID]mail.Envelope{}, flags: map[mail.ID][]mail.Flag{}, gone: map[mail.ID]bool{}}
 	now, known := r.sts[s][name]
 	if !known || !sameStatus(rec, now) {
 		cl := mail.FeaturesOf(r.stores[s].Source).ChangeLister
 		if r.stores[s].Maildir != nil || cl == nil || rec.UIDValidity == 0 || rec.UIDNext == 0 || !flagsKnown(base) {
-			return l, now, false, nil
+			return nil, now, false, nil
 		}
 		sum, err := cl.ListChanges(r.ctx, name, folderStatus(rec), knownIDs(base, s), ch.add)
 		switch {
 		case r.ctx.Err() != nil:
-			return l, now, false, r.ctx.Err()
-		case errors.Is(err, mail.ErrMailboxNotFound):
-			return Listing{}, state.SideStatus{}, true, nil
+			return nil, now, false, r.ctx.Err()
+		case errors.Is(err, mail.ErrMailboxNotFound): // gone: no listing (ch nil)
+			return nil, state.SideStatus{}, true, nil
 		case err != nil:
 			r.log.Warn("sync: changes not listed: listing in full", "side", s.String(), "mailbox", name, "err", err)
-			return l, now, false, nil
+			return nil, now, false, nil
 		case sum.Full:
 			r.log.Debug("sync: listing in full", "side", s.String(), "mailbox", name, "reason", sum.Reason)
-			return l, now, false, nil
+			return nil, now, false, nil
 		}
 		now = sideStatus(sum.Status)
 	}
 	if why := ch.unplaced(recorded); why != "" {
 		r.log.Debug("sync: listing in full", "side", s.String(), "mailbox", name, "reason", why)
-		return l, now, false, nil
+		return nil, now, false, nil
 	}
-	return r.rebuild(s, name, base, recorded, ch), now, true, nil
+	return ch, now, true, nil
 }
 
 // flagsKnown reports whether every record has base flags: an unchanged

@@ -455,3 +455,36 @@ func ageMaildir(t *testing.T, root string, subs ...string) {
 		}
 	}
 }
+
+// TestRunOmittedRecordsCountForTheGuard: with both sides listed by their
+// changes, records neither side changed are left out of the plan, but
+// still count as the folder's known messages: 21 deletions of 50 (42 %)
+// are not held back (counting only the 21 records planned, they would be
+// 100 %). Archive's 100 keep the side's share under 25 %.
+func TestRunOmittedRecordsCountForTheGuard(t *testing.T) {
+	a, b := newMemStore("a", "INBOX", "Archive"), newMemStore("b", "INBOX")
+	for tok := 1; tok <= 150; tok++ {
+		folder := "INBOX"
+		if tok > 50 {
+			folder = "Archive"
+		}
+		a.add(folder, tok)
+	}
+	da, db := newDeltaStore(a), newDeltaStore(b)
+	dir := filepath.Join(t.TempDir(), "state")
+	mustSyncDelta(t, da, db, dir, RunOptions{})
+	mustSyncDelta(t, da, db, dir, RunOptions{})
+	for tok := 1; tok <= 21; tok++ {
+		a.removeTok("INBOX", tok)
+	}
+	res, err := syncDelta(t, da, db, dir, RunOptions{})
+	if err != nil || res.HeldBack || res.Side[B].Deleted != 21 || res.Listing["INBOX"] != ListingIncremental {
+		t.Fatalf("21 deletions of 50: %v, held back %v, deleted on B %d, listed %s", err, res.HeldBack, res.Side[B].Deleted, res.Listing["INBOX"])
+	}
+	if n := len(res.Plan.Folders); n != 1 || len(res.Plan.Folders[0].Deletes) != 21 || res.Plan.Folders[0].Name != "INBOX" {
+		t.Fatalf("plan %+v", res.Plan.Folders)
+	}
+	if got := b.describe()["INBOX"]; strings.Count(got, ",")+1 != 29 {
+		t.Fatalf("B's INBOX holds %s, want 29 messages", got)
+	}
+}

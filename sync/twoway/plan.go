@@ -72,7 +72,12 @@ type Folder struct {
 	// Base are the state's records of this folder: Src is the id on A, Dst
 	// the id on B, Flags the flags both sides last agreed on.
 	Base []state.Message
-	Side [2]Listing
+	// Omitted counts records left out of Base and of both listings: their
+	// message changed on neither side since the last pass (both sides
+	// listed by their changes), so nothing happens to them this run. They
+	// still count as known messages (the guard, an empty folder).
+	Omitted int
+	Side    [2]Listing
 
 	// rename is set by followRenames on a folder it made of a vanished
 	// folder and the new folder it was renamed to.

@@ -81,7 +81,7 @@ func (p *planner) analyse(f *Folder) *folderWork {
 	w.active = true
 	base := append([]state.Message(nil), f.Base...)
 	sort.Slice(base, func(i, j int) bool { return base[i].Src < base[j].Src })
-	p.distrust(w, len(base))
+	p.distrust(w, len(base)+f.Omitted)
 	why := p.mergeOnly(w)
 	if why != "" {
 		w.out.Warnings = append(w.out.Warnings, why+": merged as on a first sync, nothing deleted")
@@ -143,7 +143,7 @@ func (p *planner) distrust(w *folderWork, known int) {
 			w.why[s] = l.Untrusted
 		case l.IDsReset:
 			w.why[s] = "its ids changed (UIDVALIDITY)"
-		case l.Exists && len(l.Msgs) == 0 && known > 0:
+		case l.Exists && len(l.Msgs)+w.in.Omitted == 0 && known > 0:
 			w.suspect[s] = "folder " + strconv.Quote(w.in.Name) + " is empty on side " + Side(s).String() +
 				" while the state says it held " + strconv.Itoa(known) + " messages"
 		}

@@ -259,7 +259,7 @@ func (r *run) list(pending []intent) ([]Folder, error) {
 			r.skip(name, sum)
 			continue
 		}
-		f, err := r.listFolder(name, exists)
+		f, err := r.listFolder(name, exists, journaled[name])
 		if err != nil {
 			return nil, err
 		}
@@ -280,7 +280,7 @@ func sortedNames(set map[string]bool) []string {
 // listFolder lists both sides of folder pair name (by their changes where
 // the last pass allows) with the state's records of it, and notes the
 // pass to record once the run's changes are applied.
-func (r *run) listFolder(name string, exists [2]map[string]bool) (Folder, error) {
+func (r *run) listFolder(name string, exists [2]map[string]bool, journaled bool) (Folder, error) {
 	f := Folder{Name: name}
 	if _, known := r.st.Summary(name); known {
 		fo, err := r.st.Folder(name)
@@ -300,18 +300,18 @@ func (r *run) listFolder(name string, exists [2]map[string]bool) (Folder, error)
 		recorded[A][m.Src], recorded[B][m.Dst] = true, true
 	}
 	p := &folderPass{}
+	var ch [2]*changes
 	for s := range r.stores {
 		if !exists[s][name] {
 			p.full = true
 			continue
 		}
-		l, st, full, err := r.listSideAs(Side(s), name, &f, recorded[s])
+		l, c, st, full, err := r.listSideAs(Side(s), name, &f, recorded[s])
 		if err != nil {
 			return f, err
 		}
 		l.IDsReset = !r.stores[s].StableIDs && idsReset(l.Msgs, recorded[s])
-		f.Side[s], p.status[s] = l, st
-		r.msgs[s][name] = l.Msgs
+		f.Side[s], p.status[s], ch[s] = l, st, c
 		p.full = p.full || full
 		switch {
 		case l.Untrusted != "":
@@ -321,6 +321,17 @@ func (r *run) listFolder(name string, exists [2]map[string]bool) (Folder, error)
 		case r.opt.Plan.Sides[s].Untrusted != "":
 			p.noPass = r.opt.Plan.Sides[s].Untrusted
 		}
+	}
+	if ch[A] != nil && ch[B] != nil && !journaled {
+		omitUnchanged(&f, ch)
+	}
+	for s, c := range ch {
+		if c != nil {
+			f.Side[s] = r.rebuild(Side(s), name, f.Base, recorded[s], c)
+		}
+	}
+	for s := range f.Side {
+		r.msgs[s][name] = f.Side[s].Msgs
 	}
 	mode := ListingIncremental
 	if p.full {
