@@ -293,13 +293,13 @@ func omitQuiet(f *Folder, ch [2]*changes, keeps [2]Keeps) {
 // quietOn reports whether record m's message on side s needs nothing:
 // not named by the side's changes c, or (listed in full, byID) there
 // with no flag added or, among those the side keeps, removed since the
-// base.
+// base, and no other size than the record's.
 func quietOn(m state.Message, s Side, c *changes, byID map[mail.ID]*Msg, keeps Keeps) bool {
 	if c != nil {
 		return !c.touches(m, s)
 	}
 	msg := byID[sideID(m, s)]
-	if msg == nil || msg.OutOfScope {
+	if msg == nil || msg.OutOfScope || m.Size >= 0 && msg.Size >= 0 && msg.Size != m.Size { // an edited Maildir file is copied again
 		return false
 	}
 	base, cur := parseBase(m.Flags), setOf(msg.Flags)
