@@ -61,3 +61,31 @@ func (s *Sink) Holds(ctx context.Context, mailbox string, stored []mail.Stored) 
 	}
 	return out, nil
 }
+
+var _ mail.AnyHolder = (*Sink)(nil)
+
+// HoldsAny implements mail.AnyHolder with one EXAMINE on the control
+// connection: the copy engine asks it about every folder it skipped as
+// unchanged, and listing the folder instead would cost what the folder
+// holds. EXAMINE, not STATUS: the control connection may have the folder
+// selected already, and a server may answer STATUS on the selected
+// mailbox from that session's stale view (Dovecot does: the conformance
+// subtest saw 0 messages after an APPEND on another connection). A folder
+// that does not exist (NO) holds nothing.
+func (s *Sink) HoldsAny(ctx context.Context, mailbox string) (bool, error) {
+	c, done, err := s.control(ctx)
+	if err != nil {
+		return false, err
+	}
+	sel, err := c.Select(s.boxName(mailbox), &imapv2.SelectOptions{ReadOnly: true}).Wait()
+	if err != nil {
+		if isNo(err) && ctx.Err() == nil {
+			done(true)
+			return false, nil
+		}
+		done(false)
+		return false, s.ctlErr(ctx, "examine "+mailbox, err)
+	}
+	done(true)
+	return sel.NumMessages > 0, nil
+}
