@@ -180,6 +180,11 @@ func tlsError(err error) bool {
 	return strings.Contains(msg, "certificate") || strings.Contains(msg, "tls") || strings.Contains(msg, "stls")
 }
 
+// sharedLines serialises the prefixWriters' writes: the accounts running
+// at once share one stderr, which need not be safe for concurrent use (a
+// test's buffer: found by the throttling scenario's TLS warnings).
+var sharedLines stdsync.Mutex
+
 // prefixWriter starts every line with prefix, so that the logs of
 // accounts running at once can be told apart. Lines are written whole.
 type prefixWriter struct {
@@ -200,7 +205,10 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 		}
 		line := append([]byte(p.prefix), p.buf[:i+1]...)
 		p.buf = p.buf[i+1:]
-		if _, err := p.w.Write(line); err != nil {
+		sharedLines.Lock()
+		_, err := p.w.Write(line)
+		sharedLines.Unlock()
+		if err != nil {
 			return len(b), err
 		}
 	}

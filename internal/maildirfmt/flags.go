@@ -59,6 +59,13 @@ func splitName(name string) (id, info string) {
 	return name, ""
 }
 
+// FlagsOf returns the flags the file name name says (a path whose last
+// element is "<id>:2,<letters>"), keywords through kw.
+func FlagsOf(name string, kw Keywords) []mail.Flag {
+	_, info := splitName(name[strings.LastIndexByte(name, '/')+1:])
+	return parseFlags(info, kw)
+}
+
 // parseFlags returns the flags in info ("2,FS"): the system letters, and
 // lowercase letters a-z mapped through the folder's dovecot-keywords (kw may
 // be nil). Unknown letters are ignored. The result is never nil: a Maildir

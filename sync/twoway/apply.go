@@ -315,7 +315,7 @@ func (r *run) flagOne(fo *state.Folder, folder string, fs FlagSync) error {
 			if t.equal(cur[s]) {
 				continue
 			}
-			st, err := r.writeFlags(s, folder, fs.ID[s], t.sorted(), since[s])
+			st, err := r.writeFlags(s, folder, fs.ID[s], t.sorted(), cur[s].sorted(), since[s])
 			if err != nil {
 				if fatal(err) {
 					return err
@@ -344,11 +344,11 @@ func (r *run) flagOne(fo *state.Folder, folder string, fs FlagSync) error {
 	return nil
 }
 
-func (r *run) writeFlags(s Side, folder string, id mail.ID, flags []mail.Flag, since uint64) (mail.FlagState, error) {
+func (r *run) writeFlags(s Side, folder string, id mail.ID, flags, expect []mail.Flag, since uint64) (mail.FlagState, error) {
 	if err := r.step("flags " + string(id)); err != nil {
 		return mail.FlagState{}, err
 	}
-	return r.stores[s].setFlagsIf(r.ctx, folder, id, flags, since)
+	return r.stores[s].setFlagsIf(r.ctx, folder, id, flags, expect, since)
 }
 
 // deletes removes, per side, the messages the other side deleted, then

@@ -249,20 +249,69 @@ func (c *changes) touches(m state.Message, s Side) bool {
 	return fresh || flags || c.gone[id]
 }
 
-// omitUnchanged leaves out of f the records whose message neither side's
-// changes name (both sides listed by their changes): nothing can happen to
-// them this run, so they are neither planned nor held in memory as
-// listings; Folder.Omitted counts them for the guard and the empty-folder
-// check. A folder with journaled changes keeps them all (settle).
-func omitUnchanged(f *Folder, ch [2]*changes) {
-	kept := f.Base[:0:0]
-	for _, m := range f.Base {
-		if ch[A].touches(m, A) || ch[B].touches(m, B) {
-			kept = append(kept, m)
+// omitQuiet leaves out of f the records whose message is quiet on both
+// sides: a side listed by its changes does not name it, a side listed in
+// full holds it with flags whose merge against the base changes nothing.
+// Nothing can happen to such a message this run, so it is neither planned
+// nor held as a listing: a rerun's memory follows what changed.
+// Folder.Omitted counts them for the guard and the empty-folder check.
+// The caller keeps them all where a side is in doubt or changes were
+// journaled (settle reads them).
+func omitQuiet(f *Folder, ch [2]*changes, keeps [2]Keeps) {
+	var byID [2]map[mail.ID]*Msg
+	for s := range ch {
+		if ch[s] == nil {
+			byID[s] = indexMsgs(f.Side[s].Msgs)
 		}
 	}
-	f.Omitted = len(f.Base) - len(kept)
-	f.Base = kept
+	kept := f.Base[:0:0]
+	omitted := [2]map[mail.ID]bool{{}, {}}
+	for _, m := range f.Base {
+		if m.Src == "" || m.Dst == "" || !m.FlagsKnown || !quietOn(m, A, ch[A], byID[A], keeps[A]) || !quietOn(m, B, ch[B], byID[B], keeps[B]) {
+			kept = append(kept, m)
+			continue
+		}
+		omitted[A][m.Src], omitted[B][m.Dst] = true, true
+	}
+	if len(kept) == len(f.Base) {
+		return
+	}
+	f.Omitted, f.Base = len(f.Base)-len(kept), kept
+	for s := range ch {
+		if ch[s] == nil { // a rebuilt side is made from the kept records
+			msgs := make([]Msg, 0, len(f.Side[s].Msgs)-len(omitted[s]))
+			for _, m := range f.Side[s].Msgs {
+				if !omitted[s][m.ID] {
+					msgs = append(msgs, m)
+				}
+			}
+			f.Side[s].Msgs = msgs
+		}
+	}
+}
+
+// quietOn reports whether record m's message on side s needs nothing:
+// not named by the side's changes c, or (listed in full, byID) there
+// with no flag added or, among those the side keeps, removed since the
+// base, and no other size than the record's.
+func quietOn(m state.Message, s Side, c *changes, byID map[mail.ID]*Msg, keeps Keeps) bool {
+	if c != nil {
+		return !c.touches(m, s)
+	}
+	msg := byID[sideID(m, s)]
+	if msg == nil || msg.OutOfScope || m.Size >= 0 && msg.Size >= 0 && msg.Size != m.Size { // an edited Maildir file is copied again
+		return false
+	}
+	base, cur := parseBase(m.Flags), setOf(msg.Flags)
+	if len(cur.minus(base)) > 0 {
+		return false
+	}
+	for fl := range base.minus(cur) {
+		if keeps.Has(fl) {
+			return false
+		}
+	}
+	return true
 }
 
 // changes are what a change listing reported for one side of a folder.

@@ -168,6 +168,26 @@ func (m *MaildirFiles) SetFlags(ctx context.Context, mailbox string, id mail.ID,
 	return nil
 }
 
+// SetFlagsIf renames message id's file to flags only while its name still
+// says expect, the flags the listing saw. A mail client that renamed it
+// since (set or cleared a flag) gets its flags re-read and merged again,
+// not overwritten: what UNCHANGEDSINCE does on IMAP (rule 2). Stored false
+// returns the flags the file has now.
+func (m *MaildirFiles) SetFlagsIf(ctx context.Context, mailbox string, id mail.ID, flags, expect []mail.Flag) (mail.FlagState, error) {
+	dir, err := m.folderDir(mailbox)
+	if err != nil {
+		return mail.FlagState{}, err
+	}
+	rel, err := m.locate(dir, id)
+	if err != nil {
+		return mail.FlagState{}, err
+	}
+	if now := maildirfmt.FlagsOf(rel, maildirfmt.ReadKeywords(dir)); !setOf(now).equal(setOf(expect)) {
+		return mail.FlagState{Flags: now}, nil
+	}
+	return mail.FlagState{Flags: flags, Stored: true}, m.SetFlags(ctx, mailbox, id, flags)
+}
+
 // Move renames env's file into folder to with flags; the id stays.
 func (m *MaildirFiles) Move(ctx context.Context, env mail.Envelope, to string, flags []mail.Flag) (mail.ID, error) {
 	from, err := m.folderDir(env.Mailbox)

@@ -322,8 +322,8 @@ func (r *run) listFolder(name string, exists [2]map[string]bool, journaled bool)
 			p.noPass = r.opt.Plan.Sides[s].Untrusted
 		}
 	}
-	if ch[A] != nil && ch[B] != nil && !journaled {
-		omitUnchanged(&f, ch)
+	if f.Side[A].Exists && f.Side[B].Exists && p.noPass == "" && !journaled {
+		omitQuiet(&f, ch, [2]Keeps{r.opt.Plan.Sides[A].Keeps, r.opt.Plan.Sides[B].Keeps})
 	}
 	for s, c := range ch {
 		if c != nil {

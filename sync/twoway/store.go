@@ -118,11 +118,15 @@ func (s *Store) setFlags(ctx context.Context, mailbox string, id mail.ID, flags 
 }
 
 // setFlagsIf replaces the flags of message id in mailbox unless another
-// client changed them since the mod-sequence since (rule 2: CONDSTORE's
-// UNCHANGEDSINCE); a store without mod-sequences, or since 0, writes
-// unconditionally. The result says whether it wrote, and the flags the
-// message holds.
-func (s *Store) setFlagsIf(ctx context.Context, mailbox string, id mail.ID, flags []mail.Flag, since uint64) (mail.FlagState, error) {
+// client changed them since the listing (rule 2): on IMAP since the
+// mod-sequence since (CONDSTORE's UNCHANGEDSINCE), in a Maildir since the
+// file name said expect; a server without mod-sequences, or since 0,
+// writes unconditionally. The result says whether it wrote, and the flags
+// the message holds.
+func (s *Store) setFlagsIf(ctx context.Context, mailbox string, id mail.ID, flags, expect []mail.Flag, since uint64) (mail.FlagState, error) {
+	if s.Maildir != nil {
+		return s.Maildir.SetFlagsIf(ctx, mailbox, id, flags, expect)
+	}
 	if cf := mail.FeaturesOf(s.Sink).ConditionalFlagSetter; cf != nil && since > 0 && s.Maildir == nil {
 		st, err := cf.SetFlagsIf(ctx, mailbox, id, flags, since)
 		if !errors.Is(err, mail.ErrUnsupported) {
