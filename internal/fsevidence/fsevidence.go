@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"sync"
 	"time"
 )
 
@@ -83,4 +84,30 @@ func Settled(now time.Time, stamps ...Stamp) bool {
 		}
 	}
 	return true
+}
+
+// Clock is what a source judges the age of its evidence by: the time now,
+// or a clock a test sets (a tree made a moment ago is otherwise Unsettled).
+// The zero Clock reads time.Now; it is safe for concurrent use.
+type Clock struct {
+	mu  sync.Mutex
+	now func() time.Time
+}
+
+// Set replaces the clock; nil goes back to time.Now.
+func (c *Clock) Set(now func() time.Time) {
+	c.mu.Lock()
+	c.now = now
+	c.mu.Unlock()
+}
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	now := c.now
+	c.mu.Unlock()
+	if now == nil {
+		return time.Now()
+	}
+	return now()
 }

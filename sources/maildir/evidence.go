@@ -53,21 +53,7 @@ func (s *Source) FolderStatuses(ctx context.Context, mailboxes []string) (map[st
 
 // SetClock replaces the clock FolderStatuses judges the age of change
 // evidence by (tests: a tree made a moment ago is otherwise Unsettled).
-func (s *Source) SetClock(now func() time.Time) {
-	s.mu.Lock()
-	s.now = now
-	s.mu.Unlock()
-}
-
-func (s *Source) clock() time.Time {
-	s.mu.Lock()
-	now := s.now
-	s.mu.Unlock()
-	if now == nil {
-		return time.Now()
-	}
-	return now()
-}
+func (s *Source) SetClock(now func() time.Time) { s.clock.Set(now) }
 
 // folderStatus takes the evidence of one folder; false when it is not a
 // folder (as List would say ErrMailboxNotFound).
@@ -76,7 +62,7 @@ func (s *Source) folderStatus(ctx context.Context, mb string) (mail.FolderStatus
 	if !ok {
 		return mail.FolderStatus{}, false, nil
 	}
-	now := s.clock()
+	now := s.clock.Now()
 	var b strings.Builder
 	var stamps []fsevidence.Stamp
 	for _, name := range []string{"new", "cur", maildirfmt.KeywordsFile} {

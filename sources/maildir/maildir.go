@@ -16,8 +16,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"time"
 
+	"github.com/mailferry/mailferry/internal/fsevidence"
 	"github.com/mailferry/mailferry/internal/maildirfmt"
 	"github.com/mailferry/mailferry/sync/mail"
 )
@@ -38,7 +38,7 @@ type Source struct {
 
 	mu     sync.Mutex
 	closed bool
-	now    func() time.Time // FolderStatuses' clock (SetClock); nil: time.Now
+	clock  fsevidence.Clock // FolderStatuses' clock (SetClock)
 }
 
 // New opens the Maildir++ tree at root, which must be an existing directory

@@ -55,21 +55,7 @@ func (s *Source) FolderStatuses(ctx context.Context, mailboxes []string) (map[st
 
 // SetClock replaces the clock FolderStatuses judges the age of change
 // evidence by (tests: a file written a moment ago is otherwise Unsettled).
-func (s *Source) SetClock(now func() time.Time) {
-	s.mu.Lock()
-	s.now = now
-	s.mu.Unlock()
-}
-
-func (s *Source) clock() time.Time {
-	s.mu.Lock()
-	now := s.now
-	s.mu.Unlock()
-	if now == nil {
-		return time.Now()
-	}
-	return now()
-}
+func (s *Source) SetClock(now func() time.Time) { s.clock.Set(now) }
 
 // folderStatus takes the evidence of one mailbox; false when its file is
 // missing or not a regular file (List: ErrMailboxNotFound).
@@ -78,7 +64,7 @@ func (s *Source) folderStatus(mb string) (mail.FolderStatus, bool, error) {
 	if err != nil {
 		return mail.FolderStatus{}, false, nil
 	}
-	now := s.clock()
+	now := s.clock.Now()
 	file, err := fsevidence.Of(path)
 	if err != nil {
 		return mail.FolderStatus{}, false, err

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailferry/mailferry/internal/fsevidence"
 	"github.com/mailferry/mailferry/internal/mboxfmt"
 	"github.com/mailferry/mailferry/sync/mail"
 )
@@ -35,7 +36,7 @@ type Source struct {
 
 	mu       sync.Mutex
 	closed   bool
-	now      func() time.Time        // FolderStatuses' clock (SetClock); nil: time.Now
+	clock    fsevidence.Clock        // FolderStatuses' clock (SetClock)
 	journals map[string]journalState // by journal path: parsing it per Open was 80% of a copy's CPU
 }
 
