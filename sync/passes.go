@@ -389,17 +389,17 @@ func (r *run) holdsAny(ctx context.Context, to string) (bool, error) {
 // errHolds stops an Index at its first message.
 var errHolds = errors.New("the destination holds a message")
 
-// destinationHolds keeps, for a folder skipped as unchanged, the promise
-// destinationKeys makes for a listed one: a destination folder found empty
-// while the checkpoint records copies there is refused, so an unmounted or
-// replaced destination never reads as "all copied". It reads only up to
-// the first message the destination lists.
-func (r *run) destinationHolds(ctx context.Context, mb string) error {
+// destinationHolds keeps, for a folder skipped as unchanged or listed in a
+// run that deletes nothing, the promise destinationKeys makes in a run that
+// deletes: a destination folder found empty while the checkpoint records
+// recorded copies there is refused, so an unmounted or replaced destination
+// never reads as "all copied". It reads only up to the first message the
+// destination lists.
+func (r *run) destinationHolds(ctx context.Context, mb string, recorded int) error {
 	idx := r.dstF.Indexer
-	if idx == nil && r.dstF.AnyHolder == nil {
+	if idx == nil && r.dstF.AnyHolder == nil || r.cp == nil {
 		return nil
 	}
-	recorded := r.passedLen(mb)
 	if recorded == 0 {
 		return nil
 	}

@@ -154,6 +154,30 @@ func scan(ctx context.Context, dir string) ([]entry, error) {
 	return out, nil
 }
 
+// index maps every message ID of the folder dir to its path, as scan
+// finds them but unsorted: a lookup needs no order, and sorting a
+// 50,000-message folder cost more than reading it.
+func index(ctx context.Context, dir string) (map[string]string, error) {
+	var m map[string]string
+	for _, sub := range []string{"new", "cur"} { // cur/ last: it wins, as in scan
+		names, err := readNames(ctx, filepath.Join(dir, sub))
+		if err != nil {
+			return nil, err
+		}
+		if m == nil {
+			m = make(map[string]string, len(names))
+		}
+		for _, n := range names {
+			if n == "" || n[0] == '.' {
+				continue
+			}
+			id, _ := splitName(n)
+			m[id] = sub + "/" + n
+		}
+	}
+	return m, nil
+}
+
 // readNames lists the names in dir, which may be missing (no messages) but
 // must not be a symlink. It checks ctx between chunks.
 func readNames(ctx context.Context, dir string) ([]string, error) {
@@ -301,13 +325,9 @@ func (t *Tree) locate(ctx context.Context, dir, id string, fresh bool) (string, 
 			return p, true, nil
 		}
 	}
-	ents, err := scan(ctx, dir)
+	m, err := index(ctx, dir)
 	if err != nil {
 		return "", false, err
-	}
-	m = make(map[string]string, len(ents))
-	for _, e := range ents {
-		m[e.id] = e.path
 	}
 	t.mu.Lock()
 	t.where[dir] = m
