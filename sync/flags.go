@@ -31,13 +31,10 @@ func (r *run) syncFlags(ctx context.Context, mb string, stored []mail.Envelope) 
 	if fs == nil || r.cp == nil || r.opt.DryRun || len(stored) == 0 {
 		return nil
 	}
-	recs := map[mail.ID]checkpoint.Record{}
-	for _, rec := range r.cp.Records(mb) {
-		recs[rec.ID] = rec
-	}
+	record := r.recordLookup(mb)
 	var held map[mail.ID]string // the stored copies' flags, for records without
 	for _, env := range stored {
-		rec, ok := recs[env.ID]
+		rec, ok := record(env.ID)
 		if !ok || rec.Dst == "" || env.Flags == nil {
 			continue
 		}

@@ -254,9 +254,9 @@ func (r *run) changeListing(ctx context.Context, mb string, p *pass) (*listing, 
 	}
 	p.status = sum.Status
 	r.countFolder(mb, sum.Status.Messages, len(l.fresh), func() int { return r.recordCount(mb) })
-	for _, rec := range r.cp.Records(mb) {
-		if _, gone := l.listed[rec.ID]; !gone {
-			l.listed[rec.ID] = true
+	for _, id := range r.recordedIDs(mb) {
+		if _, gone := l.listed[id]; !gone {
+			l.listed[id] = true
 		}
 	}
 	for id, there := range l.listed {
@@ -320,8 +320,8 @@ func (r *run) applyChange(l *listing, c mail.Change, dates *dateCount) {
 // knownIDs yields the IDs the checkpoint holds for mb.
 func (r *run) knownIDs(mb string) iter.Seq[mail.ID] {
 	return func(yield func(mail.ID) bool) {
-		for _, rec := range r.cp.Records(mb) {
-			if !yield(rec.ID) {
+		for _, id := range r.recordedIDs(mb) {
+			if !yield(id) {
 				return
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	stdsync "sync"
 
+	"github.com/mailferry/mailferry/sync/checkpoint"
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
@@ -107,4 +108,38 @@ func (r *run) recordCount(mb string) int {
 		return r.folders.Len(mb)
 	}
 	return len(r.cp.Records(mb))
+}
+
+// recordedIDs returns the IDs the checkpoint holds for mb, without building
+// their records where the store can (checkpoint.Folders).
+func (r *run) recordedIDs(mb string) []mail.ID {
+	if r.folders != nil {
+		return r.folders.IDs(mb)
+	}
+	recs := r.cp.Records(mb)
+	ids := make([]mail.ID, len(recs))
+	for i, rec := range recs {
+		ids[i] = rec.ID
+	}
+	return ids
+}
+
+// recordLookup returns a function that finds mb's record of an ID: one
+// record at a time where the store can (checkpoint.Folders), so a change
+// listing's few flag changes do not build a 50,000-record folder; else from
+// one map of Records.
+func (r *run) recordLookup(mb string) func(mail.ID) (checkpoint.Record, bool) {
+	if r.folders != nil {
+		return func(id mail.ID) (checkpoint.Record, bool) {
+			return r.folders.Get(checkpoint.Key{Mailbox: mb, ID: id})
+		}
+	}
+	recs := map[mail.ID]checkpoint.Record{}
+	for _, rec := range r.cp.Records(mb) {
+		recs[rec.ID] = rec
+	}
+	return func(id mail.ID) (checkpoint.Record, bool) {
+		rec, ok := recs[id]
+		return rec, ok
+	}
 }

@@ -290,9 +290,11 @@ func TestH1SecondRunTouchesNothing(t *testing.T) {
 				t.Fatalf("first run: exit %d, stored %d; want 0, 300: %s", first.code, s.Counts.Stored, first.stderr)
 			}
 			// The detector sees the first run's fetches (and APPENDs): it
-			// can fail.
-			if n := len(writesAndBodies(tracedCommands(first.stderr))); n < 300/32 {
-				t.Fatalf("first run: %d body fetch or write commands found in its trace, want at least %d: the trace reader is broken", n, 300/32)
+			// can fail. At least one per folder: how the lister cuts its
+			// batches is not what this test is about (CI once saw 8 body
+			// FETCHes where runs here show 11).
+			if n := len(writesAndBodies(tracedCommands(first.stderr))); n < tc.folders {
+				t.Fatalf("first run: %d body fetch or write commands found in its trace, want at least %d: the trace reader is broken", n, tc.folders)
 			}
 			tree, cpState := treeState(t, out), treeState(t, statePath(cp))
 			var srcState, dstState string

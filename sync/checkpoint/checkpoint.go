@@ -540,4 +540,9 @@ type Folders interface {
 	Release(mailbox string) error
 	// Len returns the number of records of mailbox.
 	Len(mailbox string) int
+	// Get returns the record of k without building the mailbox's others
+	// (Records does: a change listing asks about a few of 50,000).
+	Get(k Key) (Record, bool)
+	// IDs returns the IDs recorded for mailbox, in no particular order.
+	IDs(mailbox string) []mail.ID
 }

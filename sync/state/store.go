@@ -84,6 +84,36 @@ func (c *Store) Len(mailbox string) int {
 	return f.Len()
 }
 
+// Get returns the record of k (false when there is none, or the folder
+// cannot be read; the error is kept as for Has).
+func (c *Store) Get(k checkpoint.Key) (checkpoint.Record, bool) {
+	f, err := c.folder(k.Mailbox)
+	if err != nil {
+		return checkpoint.Record{}, false
+	}
+	m, ok := f.Get(k.ID)
+	if !ok {
+		return checkpoint.Record{}, false
+	}
+	return recordOf(k.Mailbox, m), true
+}
+
+// IDs returns the IDs recorded for mailbox: a copy, so the caller may ask
+// the store again while it goes through them.
+func (c *Store) IDs(mailbox string) []mail.ID {
+	f, err := c.folder(mailbox)
+	if err != nil {
+		return nil
+	}
+	f.s.mu.Lock()
+	defer f.s.mu.Unlock()
+	out := make([]mail.ID, 0, len(f.recs))
+	for id := range f.recs {
+		out = append(out, id)
+	}
+	return out
+}
+
 // Has reports whether k was recorded.
 func (c *Store) Has(k checkpoint.Key) bool {
 	f, err := c.folder(k.Mailbox)
