@@ -498,11 +498,12 @@ func describeSyncPlan(p *twoway.Plan, ends [2]*syncEnd, ord [2]int) map[string][
 			add(boolInt(fp.Recreate[s]), "recreate the folder on %s, which deleted it while %s changed it (a conflict)", name(s), name(s.Other()))
 			add(boolInt(fp.Create[s] && !fp.Recreate[s]), "create the folder on %s", name(s))
 			add(boolInt(fp.Remove[s]), "delete the folder and its %d messages on %s (deleted on %s, unchanged here since the last sync)", fp.RemoveMsgs, name(s), name(s.Other()))
-			add(countCopies(fp.Copies, s), "copy %d new messages from %s to %s", countCopies(fp.Copies, s), name(s), name(s.Other()))
-			add(countFlags(fp.Flags, s), "change the flags of %d messages on %s", countFlags(fp.Flags, s), name(s))
-			add(countMoves(fp.Moves, s), "move %d messages into this folder on %s", countMoves(fp.Moves, s), name(s))
-			add(countDeletes(fp.Deletes, s), "delete %d messages on %s", countDeletes(fp.Deletes, s), name(s))
-			add(countDeletes(fp.Held, s), "hold back %d deletions on %s", countDeletes(fp.Held, s), name(s))
+			n := fp.Actions(s)
+			add(n.CopiesFrom, "copy %d new messages from %s to %s", n.CopiesFrom, name(s), name(s.Other()))
+			add(n.Flags, "change the flags of %d messages on %s", n.Flags, name(s))
+			add(n.Moves, "move %d messages into this folder on %s", n.Moves, name(s))
+			add(n.Deletes, "delete %d messages on %s", n.Deletes, name(s))
+			add(n.Held, "hold back %d deletions on %s", n.Held, name(s))
 		}
 		add(len(fp.Pairs), "pair %d messages found on both sides", len(fp.Pairs))
 		add(boolInt(fp.Forget), "forget the folder (gone from both sides)")
@@ -519,44 +520,4 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
-}
-
-func countCopies(cs []twoway.Copy, from twoway.Side) int {
-	n := 0
-	for _, c := range cs {
-		if c.From == from {
-			n++
-		}
-	}
-	return n
-}
-
-func countFlags(fs []twoway.FlagSync, on twoway.Side) int {
-	n := 0
-	for i := range fs {
-		if fs[i].Changes(on) {
-			n++
-		}
-	}
-	return n
-}
-
-func countMoves(ms []twoway.Move, on twoway.Side) int {
-	n := 0
-	for _, m := range ms {
-		if m.On == on {
-			n++
-		}
-	}
-	return n
-}
-
-func countDeletes(ds []twoway.Delete, on twoway.Side) int {
-	n := 0
-	for _, d := range ds {
-		if d.On == on {
-			n++
-		}
-	}
-	return n
 }

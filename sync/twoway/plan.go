@@ -126,6 +126,34 @@ const (
 	defaultMaxDelete = 0.5
 )
 
+// Actions counts what a folder plan does on one side: copies from it to
+// the other side, flag changes, moves into the folder and deletions on it,
+// applied and held back (a dry run prints them).
+type Actions struct {
+	CopiesFrom, Flags, Moves, Deletes, Held int
+}
+
+// Actions returns what fp does on side s.
+func (fp *FolderPlan) Actions(s Side) Actions {
+	a := Actions{Deletes: countOn(fp.Deletes, s), Held: countOn(fp.Held, s)}
+	for _, c := range fp.Copies {
+		if c.From == s {
+			a.CopiesFrom++
+		}
+	}
+	for i := range fp.Flags {
+		if fp.Flags[i].Changes(s) {
+			a.Flags++
+		}
+	}
+	for _, m := range fp.Moves {
+		if m.On == s {
+			a.Moves++
+		}
+	}
+	return a
+}
+
 // Plan is what one run will do.
 type Plan struct {
 	Folders []FolderPlan
