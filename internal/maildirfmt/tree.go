@@ -121,16 +121,15 @@ type entry struct {
 	path string // relative to the folder: "cur/<name>" or "new/<name>"
 }
 
-// scan reads new/ and then cur/ of the folder dir (one readdir each, no
-// stat) and returns the messages sorted by ID. new/ is read first so a
-// message moved to cur/ meanwhile is seen at least once; an ID found in both
-// keeps its cur/ entry, the later state.
-func scan(ctx context.Context, dir string) ([]entry, error) {
-	var all []entry
+// eachEntry calls fn for every message file of the folder dir: new/ and
+// then cur/ (one readdir each, no stat), so an ID found in both (a message
+// moved to cur/ meanwhile, seen at least once) comes last with its cur/
+// entry, the later state.
+func eachEntry(ctx context.Context, dir string, fn func(entry)) error {
 	for _, sub := range []string{"new", "cur"} {
 		names, err := readNames(ctx, filepath.Join(dir, sub))
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for _, n := range names {
 			// Hidden files are not messages (Maildir description); Dovecot
@@ -139,8 +138,18 @@ func scan(ctx context.Context, dir string) ([]entry, error) {
 				continue
 			}
 			id, _ := splitName(n)
-			all = append(all, entry{id: id, path: sub + "/" + n})
+			fn(entry{id: id, path: sub + "/" + n})
 		}
+	}
+	return nil
+}
+
+// scan returns the messages of the folder dir sorted by ID, an ID found in
+// both new/ and cur/ with its cur/ entry.
+func scan(ctx context.Context, dir string) ([]entry, error) {
+	var all []entry
+	if err := eachEntry(ctx, dir, func(e entry) { all = append(all, e) }); err != nil {
+		return nil, err
 	}
 	sort.SliceStable(all, func(i, j int) bool { return all[i].id < all[j].id })
 	out := all[:0]
@@ -158,22 +167,9 @@ func scan(ctx context.Context, dir string) ([]entry, error) {
 // finds them but unsorted: a lookup needs no order, and sorting a
 // 50,000-message folder cost more than reading it.
 func index(ctx context.Context, dir string) (map[string]string, error) {
-	var m map[string]string
-	for _, sub := range []string{"new", "cur"} { // cur/ last: it wins, as in scan
-		names, err := readNames(ctx, filepath.Join(dir, sub))
-		if err != nil {
-			return nil, err
-		}
-		if m == nil {
-			m = make(map[string]string, len(names))
-		}
-		for _, n := range names {
-			if n == "" || n[0] == '.' {
-				continue
-			}
-			id, _ := splitName(n)
-			m[id] = sub + "/" + n
-		}
+	m := map[string]string{}
+	if err := eachEntry(ctx, dir, func(e entry) { m[e.id] = e.path }); err != nil { // cur/ last: it wins
+		return nil, err
 	}
 	return m, nil
 }
