@@ -22,6 +22,7 @@ type planner struct {
 type folderWork struct {
 	in     *Folder
 	out    *FolderPlan
+	sides  [2]SideInfo // Options.Sides with the folder's own Keeps (folderSides)
 	active bool      // messages are planned (the folder is on both sides, or being created)
 	why    [2]string // why absence from side s is not a deletion ("" trusted)
 	// suspect[s] says why deletions read from side s's absence are held
@@ -74,7 +75,7 @@ func MakePlan(folders []Folder, opt Options) *Plan {
 
 // analyse matches one folder's records with both listings.
 func (p *planner) analyse(f *Folder) *folderWork {
-	w := &folderWork{in: f, out: &FolderPlan{Name: f.Name, Rename: f.rename}}
+	w := &folderWork{in: f, out: &FolderPlan{Name: f.Name, Rename: f.rename}, sides: folderSides(f, p.opt.Sides)}
 	if !w.folderAction(&p.opt) {
 		return w
 	}
@@ -97,7 +98,7 @@ func (p *planner) analyse(f *Folder) *folderWork {
 	}
 	p.matchBase(w, base)
 	w.byID = [2]map[mail.ID]*Msg{} // only matchBase needs it: memory follows the folders planned, not held
-	w.pairFresh(p.opt.Sides)
+	w.pairFresh(w.sides)
 	return w
 }
 
@@ -125,7 +126,7 @@ func (w *folderWork) folderAction(opt *Options) bool {
 		return true
 	}
 	if opt.RemoveFolders {
-		return w.removeOrRecreate(missing, opt.Sides[missing.Other()].Keeps)
+		return w.removeOrRecreate(missing, w.sides[missing.Other()].Keeps)
 	}
 	w.out.Skip = fmt.Sprintf("folder %q vanished from side %s: nothing in it is changed on either side (a folder deleted on one side is not deleted on the other without --remove-folders)", f.Name, missing)
 	w.out.Warnings = append(w.out.Warnings, w.out.Skip)
@@ -189,15 +190,15 @@ func (p *planner) matchBase(w *folderWork, base []state.Message) {
 		}
 		seen[A][r.Src], seen[B][r.Dst] = true, true
 		ma, mb := w.byID[A][r.Src], w.byID[B][r.Dst]
-		if w.edited(A, r, ma, p.opt.Sides) {
+		if w.edited(A, r, ma, w.sides) {
 			ma, seen[A][r.Src] = nil, false
 		}
-		if w.edited(B, r, mb, p.opt.Sides) {
+		if w.edited(B, r, mb, w.sides) {
 			mb, seen[B][r.Dst] = nil, false
 		}
 		switch {
 		case ma != nil && mb != nil:
-			w.mergeFlags(r, ma, mb, p.opt.Sides)
+			w.mergeFlags(r, ma, mb, w.sides)
 		case ma == nil && mb == nil:
 			w.out.Forgets = append(w.out.Forgets, r.Src)
 		case mb == nil:
