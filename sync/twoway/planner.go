@@ -23,8 +23,8 @@ type folderWork struct {
 	in     *Folder
 	out    *FolderPlan
 	sides  [2]SideInfo // Options.Sides with the folder's own Keeps (folderSides)
-	active bool      // messages are planned (the folder is on both sides, or being created)
-	why    [2]string // why absence from side s is not a deletion ("" trusted)
+	active bool        // messages are planned (the folder is on both sides, or being created)
+	why    [2]string   // why absence from side s is not a deletion ("" trusted)
 	// suspect[s] says why deletions read from side s's absence are held
 	// back unless forced (the folder is empty while the state says it held
 	// mail: an unmounted disk, a replaced directory). Moves still count.
