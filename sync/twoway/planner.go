@@ -22,9 +22,8 @@ type planner struct {
 type folderWork struct {
 	in     *Folder
 	out    *FolderPlan
-	sides  [2]SideInfo // Options.Sides with the folder's own Keeps (folderSides)
-	active bool        // messages are planned (the folder is on both sides, or being created)
-	why    [2]string   // why absence from side s is not a deletion ("" trusted)
+	active bool      // messages are planned (the folder is on both sides, or being created)
+	why    [2]string // why absence from side s is not a deletion ("" trusted)
 	// suspect[s] says why deletions read from side s's absence are held
 	// back unless forced (the folder is empty while the state says it held
 	// mail: an unmounted disk, a replaced directory). Moves still count.
@@ -35,6 +34,8 @@ type folderWork struct {
 	// recreate is true when a folder deleted on one side is recreated
 	// there: its records are dropped, so everything is copied back.
 	recreate bool
+	// sides are Options.Sides with the folder's own Keeps (folderSides).
+	sides [2]SideInfo
 }
 
 // goneRec is a record whose message is gone from one side; other is the
