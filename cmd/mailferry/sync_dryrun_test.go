@@ -108,12 +108,12 @@ func TestDovecotSyncDryRunPlansAsRun(t *testing.T) {
 	mustDo(t, os.Rename(files[0], filepath.Join(md, ".Full", "cur", id+":2,S")))
 
 	dryCode, dry := run("--dry-run")
-	code, real := run()
-	if dryCode != code || dry.A.Flagged != real.A.Flagged || dry.B.Flagged != real.B.Flagged || dry.A.Copied != real.A.Copied || dry.B.Copied != real.B.Copied {
-		t.Fatalf("the dry run planned %+v %+v (exit %d), the run did %+v %+v (exit %d)", dry.A, dry.B, dryCode, real.A, real.B, code)
+	code, done := run()
+	if dryCode != code || dry.A.Flagged != done.A.Flagged || dry.B.Flagged != done.B.Flagged || dry.A.Copied != done.A.Copied || dry.B.Copied != done.B.Copied {
+		t.Fatalf("the dry run planned %+v %+v (exit %d), the run did %+v %+v (exit %d)", dry.A, dry.B, dryCode, done.A, done.B, code)
 	}
-	if real.A.Flagged != 0 {
-		t.Fatalf("the run wrote flags on the IMAP side's Full, which keeps no keywords: %+v", real.A)
+	if done.A.Flagged != 0 {
+		t.Fatalf("the run wrote flags on the IMAP side's Full, which keeps no keywords: %+v", done.A)
 	}
 	for _, m := range d.Fetch(t, user, pw)["Full"] {
 		if !strings.Contains(strings.Join(flagStrings(m.Flags), " "), "$Work") {
