@@ -54,7 +54,7 @@ func (r *run) applyFolder(fp *FolderPlan) error {
 func (r *run) journal(fp *FolderPlan) error {
 	var ins []intent
 	for _, c := range fp.Copies {
-		ins = append(ins, intent{Op: opCopy, Folder: fp.Name, On: c.From.Other(), ID: c.Msg.ID, Rec: c.Record})
+		ins = append(ins, intent{Op: opCopy, Folder: fp.Name, On: c.From.Other(), ID: c.Msg.ID, Rec: c.Record()})
 	}
 	for _, mv := range fp.Moves {
 		old := mv.Old

@@ -25,8 +25,18 @@ const (
 )
 
 // copies puts each copy of the folder plan on the other side: from side A
-// first, then from side B.
+// first, then from side B. Then each sink may drop what it keeps in memory
+// about the folder (mail.MailboxReleaser: the Maildir sink's index of the
+// keys stored there), so the run's memory follows the folder in work, not
+// the account.
 func (r *run) copies(fo *state.Folder, fp *FolderPlan) error {
+	defer func() {
+		for _, st := range r.stores {
+			if rel := mail.FeaturesOf(st.Sink).MailboxReleaser; rel != nil {
+				rel.ReleaseMailbox(fp.Name)
+			}
+		}
+	}()
 	for _, from := range []Side{A, B} {
 		var cs []Copy
 		for _, c := range fp.Copies {
@@ -236,7 +246,7 @@ func (c *copyCommitter) recordCopy(p pendingCopy, f *mail.Features) error {
 	if id == "" { // the store does not say: the next run pairs the message
 		return nil
 	}
-	rec := p.c.Record
+	rec := p.c.Record()
 	setSideID(&rec, c.to, id)
 	return c.fo.Put(rec)
 }
@@ -308,7 +318,7 @@ func (r *run) copyOne(ctx context.Context, step func(string) error, folder strin
 // putCopy puts body, copy c's message as env gives it, on the other side.
 func (r *run) putCopy(ctx context.Context, step func(string) error, folder string, c Copy, env mail.Envelope, body io.Reader) (mail.ID, error) {
 	out := env
-	out.Mailbox, out.Flags = folder, c.Flags
+	out.Mailbox, out.Flags = folder, c.Flags()
 	out.Key = putKey("copy", c.From, folder, c.Msg.ID)
 	if err := step("put " + string(c.Msg.ID)); err != nil {
 		return "", err
