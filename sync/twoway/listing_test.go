@@ -227,7 +227,7 @@ func TestRunModelIncremental(t *testing.T) {
 		{"no modseq", true, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m := &runModel{t: t, rng: newRand(11), truth: map[int]*truthMsg{}}
+			m := &runModel{t: t, rng: newRand(11), truth: map[int]*truthMsg{}, folders: true}
 			m.st[A], m.st[B] = newMemStore("a", "INBOX", "Archive"), newMemStore("b", "INBOX")
 			da, db := newDeltaStore(m.st[A]), newDeltaStore(m.st[B])
 			da.noModSeq, db.noModSeq = tc.noModSeq, tc.noModSeq
@@ -236,7 +236,7 @@ func TestRunModelIncremental(t *testing.T) {
 				return syncDelta(t, da, db, dir, opt)
 			}
 			incremental := 0
-			m.rounds(120, syncFn, func(round int, third *Result) {
+			m.rounds(soakRounds(120, 200), syncFn, func(round int, third *Result) {
 				for name, how := range third.Listing {
 					if how == ListingIncremental {
 						incremental++
