@@ -175,6 +175,7 @@ func folderStatus(st imapconn.Status, condstore bool) mail.FolderStatus {
 	return mail.FolderStatus{
 		UIDValidity: st.UIDValidity, UIDNext: st.UIDNext, Messages: st.Messages,
 		HighestModSeq: st.HighestModSeq, NoModSeq: condstore && st.HighestModSeq == 0,
+		MailboxID: st.MailboxID,
 	}
 }
 

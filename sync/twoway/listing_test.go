@@ -36,6 +36,10 @@ type deltaStore struct {
 	// might: only a full listing sees them.
 	hideVanished bool
 
+	// mailboxIDs, when not nil, are the folders' MAILBOXIDs (RFC 8474),
+	// which RenameMailbox moves along.
+	mailboxIDs map[string]string
+
 	dmu      sync.Mutex
 	modseq   uint64
 	snaps    map[string][]deltaSnap
@@ -103,6 +107,11 @@ func (d *deltaStore) FolderStatuses(ctx context.Context, mailboxes []string) (ma
 	for _, mb := range mailboxes {
 		if s, ok := d.snap(mb); ok {
 			out[mb] = d.status(s)
+			if d.mailboxIDs != nil {
+				st := out[mb]
+				st.MailboxID = d.mailboxIDs[mb]
+				out[mb] = st
+			}
 		}
 	}
 	return out, nil
