@@ -301,7 +301,7 @@ func (r *run) flagOne(fo *state.Folder, folder string, fs FlagSync) error {
 	base := parseBase(old.Flags)
 	var cur [2]flagSet
 	var since [2]uint64
-	keeps := [2]Keeps{r.opt.Plan.Sides[A].Keeps, r.opt.Plan.Sides[B].Keeps}
+	keeps := [2]Keeps{r.keepsIn(A, folder), r.keepsIn(B, folder)}
 	for s := range cur {
 		cur[s] = setOf(r.env(Side(s), folder, fs.ID[s]).Flags)
 		since[s] = r.status[s][folder].HighestModSeq

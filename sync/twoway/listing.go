@@ -406,8 +406,8 @@ func (c *changes) unplaced(recorded map[mail.ID]bool) string {
 // with its changed flags or the base flags the side keeps, and the new
 // messages as listed.
 func (r *run) rebuild(s Side, name string, base []state.Message, recorded map[mail.ID]bool, ch *changes) Listing {
-	keeps := r.stores[s].Keeps
-	l := Listing{Exists: true, Msgs: make([]Msg, 0, len(base)+len(ch.fresh))}
+	keeps := r.keepsIn(s, name)
+	l := Listing{Keeps: r.keeps[s][name], Exists: true, Msgs: make([]Msg, 0, len(base)+len(ch.fresh))}
 	kept := map[string][]mail.Flag{} // one slice per distinct base, not per message
 	flags := flagInterner{}
 	for _, rec := range base {

@@ -2,6 +2,7 @@ package twoway
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -287,5 +288,49 @@ func TestMaildirSetFlagsKeepsForeignLetters(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(root, tc.want)); err != nil {
 			t.Errorf("SetFlags(%s, %v): %v", tc.file, tc.flags, err)
 		}
+	}
+}
+
+// TestMaildirSymlinkIsNoMessage: a symlink in cur/ under a message's name
+// is no message anywhere (one walk, internal/maildirfmt): not listed, so
+// not copied; and a flag write, a move or a deletion naming its id finds
+// nothing, leaving the link and what it points at as they were. Before
+// MaildirFiles used maildirfmt.Tree, its own walk and the tree's disagreed
+// on what a name that is not a regular file is.
+func TestMaildirSymlinkIsNoMessage(t *testing.T) {
+	root, dir := filepath.Join(t.TempDir(), "Maildir"), t.TempDir()
+	a := newMemStore("a", "INBOX", "Archive")
+	a.add("INBOX", 1)
+	a.add("Archive", 2)
+	syncMaildir(t, a, root, dir, RunOptions{})
+	secret := filepath.Join(t.TempDir(), "secret")
+	mustDo(t, os.WriteFile(secret, tokenBody(3), 0o600))
+	link := filepath.Join(root, "cur", "1700000000.link.host:2,")
+	mustDo(t, os.Symlink(secret, link))
+
+	res := syncMaildir(t, a, root, dir, RunOptions{})
+	if res.Side[A].Copied != 0 || a.describe()["INBOX"] != "1:" {
+		t.Fatalf("the symlink was synced: counts %+v, A holds %v", res.Side, a.describe())
+	}
+	ctx := context.Background()
+	m := &MaildirFiles{Root: root, Quarantine: filepath.Join(dir, "q")}
+	id := mail.ID("1700000000.link.host")
+	for name, err := range map[string]error{
+		"SetFlags": m.SetFlags(ctx, "INBOX", id, []mail.Flag{mail.FlagSeen}),
+		"Move": func() error {
+			_, err := m.Move(ctx, mail.Envelope{Mailbox: "INBOX", ID: id}, "Archive", nil)
+			return err
+		}(),
+	} {
+		if !errors.Is(err, mail.ErrNotFound) {
+			t.Errorf("%s of the symlink's id = %v, want ErrNotFound", name, err)
+		}
+	}
+	mustDo(t, m.Remove(ctx, []mail.Envelope{{Mailbox: "INBOX", ID: id}}))
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("the symlink was renamed or moved: %v", err)
+	}
+	if b, err := os.ReadFile(secret); err != nil || string(b) != string(tokenBody(3)) {
+		t.Fatalf("what the symlink points at changed: %q, %v", b, err)
 	}
 }

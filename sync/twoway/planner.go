@@ -34,6 +34,8 @@ type folderWork struct {
 	// recreate is true when a folder deleted on one side is recreated
 	// there: its records are dropped, so everything is copied back.
 	recreate bool
+	// sides are Options.Sides with the folder's own Keeps (folderSides).
+	sides [2]SideInfo
 }
 
 // goneRec is a record whose message is gone from one side; other is the
@@ -74,7 +76,7 @@ func MakePlan(folders []Folder, opt Options) *Plan {
 
 // analyse matches one folder's records with both listings.
 func (p *planner) analyse(f *Folder) *folderWork {
-	w := &folderWork{in: f, out: &FolderPlan{Name: f.Name, Rename: f.rename}}
+	w := &folderWork{in: f, out: &FolderPlan{Name: f.Name, Rename: f.rename}, sides: folderSides(f, p.opt.Sides)}
 	if !w.folderAction(&p.opt) {
 		return w
 	}
@@ -97,7 +99,7 @@ func (p *planner) analyse(f *Folder) *folderWork {
 	}
 	p.matchBase(w, base)
 	w.byID = [2]map[mail.ID]*Msg{} // only matchBase needs it: memory follows the folders planned, not held
-	w.pairFresh(p.opt.Sides)
+	w.pairFresh(w.sides)
 	return w
 }
 
@@ -125,7 +127,7 @@ func (w *folderWork) folderAction(opt *Options) bool {
 		return true
 	}
 	if opt.RemoveFolders {
-		return w.removeOrRecreate(missing, opt.Sides[missing.Other()].Keeps)
+		return w.removeOrRecreate(missing, w.sides[missing.Other()].Keeps)
 	}
 	w.out.Skip = fmt.Sprintf("folder %q vanished from side %s: nothing in it is changed on either side (a folder deleted on one side is not deleted on the other without --remove-folders)", f.Name, missing)
 	w.out.Warnings = append(w.out.Warnings, w.out.Skip)
@@ -189,15 +191,15 @@ func (p *planner) matchBase(w *folderWork, base []state.Message) {
 		}
 		seen[A][r.Src], seen[B][r.Dst] = true, true
 		ma, mb := w.byID[A][r.Src], w.byID[B][r.Dst]
-		if w.edited(A, r, ma, p.opt.Sides) {
+		if w.edited(A, r, ma, w.sides) {
 			ma, seen[A][r.Src] = nil, false
 		}
-		if w.edited(B, r, mb, p.opt.Sides) {
+		if w.edited(B, r, mb, w.sides) {
 			mb, seen[B][r.Dst] = nil, false
 		}
 		switch {
 		case ma != nil && mb != nil:
-			w.mergeFlags(r, ma, mb, p.opt.Sides)
+			w.mergeFlags(r, ma, mb, w.sides)
 		case ma == nil && mb == nil:
 			w.out.Forgets = append(w.out.Forgets, r.Src)
 		case mb == nil:

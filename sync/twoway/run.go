@@ -84,6 +84,7 @@ type run struct {
 	skipped []string
 	removed [2]map[string]int
 	msgs    [2]map[string][]Msg // side -> folder -> listing, sorted by ID
+	keeps   [2]map[string]Keeps // side -> folder -> the flags it keeps there (learnKeeps)
 }
 
 // Run syncs the two stores with the state st: lists both sides, settles
@@ -146,8 +147,7 @@ func Run(ctx context.Context, stores [2]*Store, st *state.State, opt RunOptions)
 
 // checkIdentities compares each store's identity with the state's: a side
 // the state does not name is not trusted to have deleted anything. It
-// also learns what each side keeps of flags, and the folder statuses
-// before listing.
+// also reads the folder statuses before listing.
 func (r *run) checkIdentities() error {
 	ida, idb := r.st.Identities()
 	for s, want := range []string{ida, idb} {
@@ -162,11 +162,7 @@ func (r *run) checkIdentities() error {
 			r.opt.Plan.Sides[s].Untrusted = fmt.Sprintf("it is not the store the state was written for (identity %q, the state has %q)", got, want)
 		}
 		r.opt.Plan.Sides[s].StableIDs = r.stores[s].StableIDs
-		keeps, err := r.stores[s].keeps(r.ctx)
-		if err != nil {
-			return fmt.Errorf("sync: side %s: %w", Side(s), err)
-		}
-		r.opt.Plan.Sides[s].Keeps = keeps
+		r.opt.Plan.Sides[s].Keeps = r.stores[s].Keeps // per folder: learnKeeps
 	}
 	return nil
 }
@@ -306,10 +302,14 @@ func (r *run) listFolder(name string, exists [2]map[string]bool, journaled bool)
 			p.full = true
 			continue
 		}
+		if err := r.learnKeeps(Side(s), name); err != nil {
+			return f, err
+		}
 		l, c, st, full, err := r.listSideAs(Side(s), name, &f, recorded[s])
 		if err != nil {
 			return f, err
 		}
+		l.Keeps = r.keeps[s][name]
 		l.IDsReset = !r.stores[s].StableIDs && idsReset(l.Msgs, recorded[s])
 		f.Side[s], p.status[s], ch[s] = l, st, c
 		p.full = p.full || full
@@ -323,7 +323,7 @@ func (r *run) listFolder(name string, exists [2]map[string]bool, journaled bool)
 		}
 	}
 	if f.Side[A].Exists && f.Side[B].Exists && p.noPass == "" && !journaled {
-		omitQuiet(&f, ch, [2]Keeps{r.opt.Plan.Sides[A].Keeps, r.opt.Plan.Sides[B].Keeps})
+		omitQuiet(&f, ch, [2]Keeps{r.keepsIn(A, name), r.keepsIn(B, name)})
 	}
 	for s, c := range ch {
 		if c != nil {
