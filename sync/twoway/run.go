@@ -322,6 +322,7 @@ func (r *run) listFolder(name string, exists [2]map[string]bool, journaled bool)
 			p.noPass = r.opt.Plan.Sides[s].Untrusted
 		}
 	}
+	r.fillEvidence(&f)
 	if f.Side[A].Exists && f.Side[B].Exists && p.noPass == "" && !journaled {
 		omitQuiet(&f, ch, [2]Keeps{r.keepsIn(A, name), r.keepsIn(B, name)})
 	}
@@ -373,10 +374,7 @@ func idsReset(msgs []Msg, recorded map[mail.ID]bool) bool {
 func (r *run) listSide(s Side, name string, recorded map[mail.ID]bool) (Listing, error) {
 	l := Listing{Exists: true}
 	envs := map[mail.ID]mail.Envelope{}
-	err := r.stores[s].Source.List(r.ctx, name, func(env mail.Envelope) error {
-		envs[env.ID] = env
-		return nil
-	})
+	stamps, err := r.listFiles(s, name, func(env mail.Envelope) { envs[env.ID] = env })
 	switch {
 	case r.ctx.Err() != nil:
 		return l, r.ctx.Err()
@@ -392,6 +390,7 @@ func (r *run) listSide(s Side, name string, recorded map[mail.ID]bool) (Listing,
 	for _, id := range sortedEnvIDs(envs) {
 		m := toMsg(envs[id], recorded[id])
 		m.Flags = flags.intern(m.Flags)
+		m.Stamp, m.Racy = stamps[id].stamp, stamps[id].racy
 		l.Msgs = append(l.Msgs, m)
 	}
 	return l, nil
