@@ -137,25 +137,11 @@ func run(addr, user, pwFile, caFile, mode string, chunk int) error {
 		}
 		pw, _, _ = strings.Cut(string(b), "\n")
 	}
-	cfg := &tls.Config{}
-	if host, _, err := net.SplitHostPort(addr); err == nil {
-		cfg.ServerName = host
-	}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return err
-		}
-		cfg.RootCAs = x509.NewCertPool()
-		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("no certificates in %s", caFile)
-		}
-	}
-	conn, err := tls.Dial("tcp", addr, cfg)
+	conn, err := dial(addr, caFile)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	c := &client{r: bufio.NewReaderSize(conn, 64<<10), w: bufio.NewWriterSize(conn, 64<<10)}
 	if _, err := c.response(); err != nil {
 		return fmt.Errorf("greeting: %w", err)
@@ -182,54 +168,88 @@ func run(addr, user, pwFile, caFile, mode string, chunk int) error {
 	}
 	msgs := 0
 	for _, b := range boxes {
-		if !strings.HasPrefix(b, `"`) {
-			b = `"` + b + `"`
-		}
-		if err := c.do("EXAMINE "+b, nil); err != nil {
+		n, err := c.readBox(b, mode, chunk)
+		if err != nil {
 			return err
 		}
-		var uids []string
-		if err := c.do("UID FETCH 1:* (UID FLAGS)", func(l string) {
-			if m := uidRe.FindStringSubmatch(l); m != nil {
-				uids = append(uids, m[1])
+		msgs += n
+	}
+	elapsed := time.Since(start)
+	_ = c.do("LOGOUT", nil) // the count is made: a failed LOGOUT changes nothing
+	fmt.Printf("%d messages, %d bytes in %.3f s\n", msgs, c.n, elapsed.Seconds())
+	return nil
+}
+
+// dial opens the implicit-TLS connection, trusting only the certificates in caFile when given.
+func dial(addr, caFile string) (*tls.Conn, error) {
+	cfg := &tls.Config{}
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		cfg.ServerName = host
+	}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("no certificates in %s", caFile)
+		}
+	}
+	return tls.Dial("tcp", addr, cfg)
+}
+
+// readBox EXAMINEs mailbox b, fetches its UIDs, then every body as mode says, and returns
+// how many messages it holds.
+func (c *client) readBox(b, mode string, chunk int) (int, error) {
+	if !strings.HasPrefix(b, `"`) {
+		b = `"` + b + `"`
+	}
+	if err := c.do("EXAMINE "+b, nil); err != nil {
+		return 0, err
+	}
+	var uids []string
+	if err := c.do("UID FETCH 1:* (UID FLAGS)", func(l string) {
+		if m := uidRe.FindStringSubmatch(l); m != nil {
+			uids = append(uids, m[1])
+		}
+	}); err != nil {
+		return 0, err
+	}
+	for i := 0; i < len(uids); i += chunk {
+		if err := c.fetchBodies(uids[i:min(len(uids), i+chunk)], mode); err != nil {
+			return 0, err
+		}
+	}
+	return len(uids), nil
+}
+
+// fetchBodies fetches the bodies of part (ascending UIDs) as mode says.
+func (c *client) fetchBodies(part []string, mode string) error {
+	switch mode {
+	case "range":
+		// UIDs come back ascending, so first:last covers exactly this part.
+		return c.do("UID FETCH "+part[0]+":"+part[len(part)-1]+" (UID BODY.PEEK[])", nil)
+	case "pipe":
+		tags := make([]string, len(part))
+		for k, u := range part {
+			tags[k] = c.send("UID FETCH " + u + " (UID BODY.PEEK[])")
+		}
+		if err := c.w.Flush(); err != nil {
+			return err
+		}
+		for _, t := range tags {
+			if err := c.wait(t, nil); err != nil {
+				return fmt.Errorf("UID FETCH: %w", err)
 			}
-		}); err != nil {
-			return err
 		}
-		msgs += len(uids)
-		for i := 0; i < len(uids); i += chunk {
-			part := uids[i:min(len(uids), i+chunk)]
-			switch mode {
-			case "range":
-				// UIDs come back ascending, so first:last covers exactly this part.
-				if err := c.do("UID FETCH "+part[0]+":"+part[len(part)-1]+" (UID BODY.PEEK[])", nil); err != nil {
-					return err
-				}
-			case "pipe":
-				tags := make([]string, len(part))
-				for k, u := range part {
-					tags[k] = c.send("UID FETCH " + u + " (UID BODY.PEEK[])")
-				}
-				if err := c.w.Flush(); err != nil {
-					return err
-				}
-				for _, t := range tags {
-					if err := c.wait(t, nil); err != nil {
-						return fmt.Errorf("UID FETCH: %w", err)
-					}
-				}
-			case "lockstep":
-				for _, u := range part {
-					if err := c.do("UID FETCH "+u+" (UID BODY.PEEK[])", nil); err != nil {
-						return err
-					}
-				}
+	case "lockstep":
+		for _, u := range part {
+			if err := c.do("UID FETCH "+u+" (UID BODY.PEEK[])", nil); err != nil {
+				return err
 			}
 		}
 	}
-	elapsed := time.Since(start)
-	c.do("LOGOUT", nil)
-	fmt.Printf("%d messages, %d bytes in %.3f s\n", msgs, c.n, elapsed.Seconds())
 	return nil
 }
 
