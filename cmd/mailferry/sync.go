@@ -114,6 +114,7 @@ type syncEnd struct {
 	src, sink *mail.Endpoint
 	opt       *mail.OpenOptions
 	store     *twoway.Store
+	keeper    mail.Sink // a dry run's sink, asked only what each folder keeps of flags
 }
 
 func parseSyncEnd(reg *mail.Registry, raw string, opt *mail.OpenOptions) (*syncEnd, error) {
@@ -134,9 +135,11 @@ func parseSyncEnd(reg *mail.Registry, raw string, opt *mail.OpenOptions) (*syncE
 	return e, nil
 }
 
-// open opens the side (only its source in a dry run, which writes nothing)
-// as a twoway.Store; a local one is a Maildir whose deletions go to the
-// quarantine beside the state.
+// open opens the side as a twoway.Store; a local one is a Maildir whose
+// deletions go to the quarantine beside the state. A dry run, which writes
+// nothing, gives the store no sink; a server's sink is still opened, only
+// to ask what each folder keeps of flags (PERMANENTFLAGS), so that the
+// dry run plans what a real run would do.
 func (e *syncEnd) open(ctx context.Context, stateDir string, dryRun bool) error {
 	st := &twoway.Store{Identity: e.src.Canonical}
 	if e.src.Local() {
@@ -148,22 +151,29 @@ func (e *syncEnd) open(ctx context.Context, stateDir string, dryRun bool) error 
 		e.store = st
 		return nil
 	}
-	if !dryRun {
+	if !dryRun || !e.src.Local() {
 		// The source below logs in to the same account, so the sink need
-		// not: it connects when the run first writes (a sync with nothing
-		// to do logs in once per side).
+		// not: it connects when the run first writes or asks what a folder
+		// keeps of flags (a sync with nothing to do never does).
 		lazy := *e.opt
 		lazy.Lazy = true
 		sink, err := e.sink.OpenSink(ctx, &lazy)
 		if err != nil {
 			return err
 		}
-		st.Sink = sink
+		if dryRun {
+			e.keeper, st.KeptFlags = sink, mail.FeaturesOf(sink).FlagKeeper
+		} else {
+			st.Sink = sink
+		}
 	}
 	src, err := e.src.OpenSource(ctx, e.opt)
 	if err != nil {
 		if st.Sink != nil {
 			_ = st.Sink.Close()
+		}
+		if e.keeper != nil {
+			_ = e.keeper.Close()
 		}
 		return err
 	}
@@ -217,6 +227,9 @@ func (e *syncEnd) close() {
 	}
 	if e.store.Sink != nil {
 		_ = e.store.Sink.Close()
+	}
+	if e.keeper != nil {
+		_ = e.keeper.Close()
 	}
 }
 

@@ -183,7 +183,26 @@ func (s *Sink) Move(ctx context.Context, mailbox string, id mail.ID, to string) 
 		}
 	}
 	done(true)
+	s.moved(mailbox, to, uid)
 	return newID, nil
+}
+
+// moved keeps the dedupe index true after a move of uid from mailbox to
+// to: the original is no longer in mailbox (a later Put of the same
+// message there must store it, not find it), and to holds a message the
+// index did not read (a later Put of it there must find it, not store it
+// twice), so to's index reads its tail before the next claim.
+func (s *Sink) moved(mailbox, to string, uid uint32) {
+	if fo := s.knownFolder(s.boxName(mailbox)); fo != nil {
+		fo.lock <- struct{}{}
+		fo.drop(uid)
+		<-fo.lock
+	}
+	if fo := s.knownFolder(s.boxName(to)); fo != nil {
+		fo.lock <- struct{}{}
+		fo.stale = true
+		<-fo.lock
+	}
 }
 
 // copyExpunge is Move without MOVE: each command waits for the one before.

@@ -86,8 +86,7 @@ type run struct {
 	skipped []string
 	removed [2]map[string]int
 	msgs    [2]map[string][]Msg // side -> folder -> listing, sorted by ID
-	// keepsKnown: opt.Plan.Sides[*].Keeps were learnt (learnKeeps).
-	keepsKnown bool
+	keeps   [2]map[string]Keeps // side -> folder -> the flags it keeps there (learnKeeps)
 }
 
 // Run syncs the two stores with the state st: lists both sides, settles
@@ -150,9 +149,9 @@ func Run(ctx context.Context, stores [2]*Store, st *state.State, opt RunOptions)
 
 // checkIdentities reads both sides at once (each its own server, so the
 // logins and round trips overlap: a run with nothing to do costs about
-// one side's): the folders, then their statuses (sides). It then compares
-// each store's identity with the state's: a side the state does not name
-// is not trusted to have deleted anything.
+// one side's): the folders, then their statuses (readSide). It then
+// compares each store's identity with the state's: a side the state does
+// not name is not trusted to have deleted anything.
 func (r *run) checkIdentities() error {
 	ida, idb := r.st.Identities()
 	var errs [2]error
@@ -175,6 +174,7 @@ func (r *run) checkIdentities() error {
 			r.opt.Plan.Sides[s].Untrusted = fmt.Sprintf("it is not the store the state was written for (identity %q, the state has %q)", got, want)
 		}
 		r.opt.Plan.Sides[s].StableIDs = r.stores[s].StableIDs
+		r.opt.Plan.Sides[s].Keeps = r.stores[s].Keeps // per folder: learnKeeps
 	}
 	return nil
 }
@@ -191,25 +191,6 @@ func (r *run) readSide(s Side) error {
 	r.boxes[s] = boxes
 	r.status[s], err = r.stores[s].statuses(r.ctx, r.st.Folders())
 	return err
-}
-
-// learnKeeps learns what each side keeps of flags (an IMAP side: its
-// INBOX's PERMANENTFLAGS, a SELECT) once, before the first folder pair is
-// listed: a run whose folders are all unchanged never needs it, and pays
-// neither the round trip nor the login of the connection it takes.
-func (r *run) learnKeeps() error {
-	if r.keepsKnown {
-		return nil
-	}
-	for s := range r.stores {
-		keeps, err := r.stores[s].keeps(r.ctx)
-		if err != nil {
-			return fmt.Errorf("sync: side %s: %w", Side(s), err)
-		}
-		r.opt.Plan.Sides[s].Keeps = keeps
-	}
-	r.keepsKnown = true
-	return nil
 }
 
 // apply carries out the plan folder by folder, then records the
@@ -262,8 +243,8 @@ func (r *run) warn(msg string, err error) {
 }
 
 // list takes both sides' folders (read by checkIdentities) and the
-// statuses of those in scope, then lists each folder pair that moved (listing.go), with the state's
-// records of it. A pair that did not move is left out: its records are not
+// statuses of those in scope, then lists each folder pair that moved
+// (listing.go), with the state's records of it. A pair that did not move is left out: its records are not
 // read. A pair an interrupted run journaled changes in is always listed:
 // settle needs its listing.
 func (r *run) list(pending []intent) ([]Folder, error) {
@@ -295,9 +276,6 @@ func (r *run) list(pending []intent) ([]Folder, error) {
 		if sum, ok := r.unchanged(name, exists); ok && !journaled[name] {
 			r.skip(name, sum)
 			continue
-		}
-		if err := r.learnKeeps(); err != nil {
-			return nil, err
 		}
 		f, err := r.listFolder(name, exists, journaled[name])
 		if err != nil {
@@ -346,10 +324,14 @@ func (r *run) listFolder(name string, exists [2]map[string]bool, journaled bool)
 			p.full = true
 			continue
 		}
+		if err := r.learnKeeps(Side(s), name); err != nil {
+			return f, err
+		}
 		l, c, st, full, err := r.listSideAs(Side(s), name, &f, recorded[s])
 		if err != nil {
 			return f, err
 		}
+		l.Keeps = r.keeps[s][name]
 		l.IDsReset = !r.stores[s].StableIDs && idsReset(l.Msgs, recorded[s])
 		f.Side[s], p.status[s], ch[s] = l, st, c
 		p.full = p.full || full
@@ -362,8 +344,9 @@ func (r *run) listFolder(name string, exists [2]map[string]bool, journaled bool)
 			p.noPass = r.opt.Plan.Sides[s].Untrusted
 		}
 	}
+	r.fillEvidence(&f)
 	if f.Side[A].Exists && f.Side[B].Exists && p.noPass == "" && !journaled {
-		omitQuiet(&f, ch, [2]Keeps{r.opt.Plan.Sides[A].Keeps, r.opt.Plan.Sides[B].Keeps})
+		omitQuiet(&f, ch, [2]Keeps{r.keepsIn(A, name), r.keepsIn(B, name)})
 	}
 	for s, c := range ch {
 		if c != nil {
@@ -413,10 +396,7 @@ func idsReset(msgs []Msg, recorded map[mail.ID]bool) bool {
 func (r *run) listSide(s Side, name string, recorded map[mail.ID]bool) (Listing, error) {
 	l := Listing{Exists: true}
 	envs := map[mail.ID]mail.Envelope{}
-	err := r.stores[s].Source.List(r.ctx, name, func(env mail.Envelope) error {
-		envs[env.ID] = env
-		return nil
-	})
+	stamps, err := r.listFiles(s, name, func(env mail.Envelope) { envs[env.ID] = env })
 	switch {
 	case r.ctx.Err() != nil:
 		return l, r.ctx.Err()
@@ -432,6 +412,7 @@ func (r *run) listSide(s Side, name string, recorded map[mail.ID]bool) (Listing,
 	for _, id := range sortedEnvIDs(envs) {
 		m := toMsg(envs[id], recorded[id])
 		m.Flags = flags.intern(m.Flags)
+		m.Stamp, m.Racy = stamps[id].stamp, stamps[id].racy
 		l.Msgs = append(l.Msgs, m)
 	}
 	return l, nil
