@@ -42,6 +42,11 @@ type Msg struct {
 	// scope: it is frozen (neither copied nor deleted nor merged) and its
 	// presence still counts, so it never looks deleted.
 	OutOfScope bool
+	// Racy and Stamp are a Maildir file's evidence as listed (evidence.go):
+	// Stamp 0 when the listing did not come from the file; Racy when its
+	// mtime was too recent to trust (Content then holds its hash).
+	Racy  bool
+	Stamp uint64
 }
 
 // key is the (Message-ID, size, date) that pairs messages, "" without a
@@ -81,6 +86,10 @@ type Folder struct {
 	// still count as known messages (the guard, an empty folder).
 	Omitted int
 	Side    [2]Listing
+	// MailboxIDs are each side's RFC 8474 MAILBOXID of the folder now, and
+	// KnownMailboxIDs those the state recorded ("" none): a folder renamed
+	// on a server that has them is followed by them (followRenames).
+	MailboxIDs, KnownMailboxIDs [2]string
 
 	// rename is set by followRenames on a folder it made of a vanished
 	// folder and the new folder it was renamed to.

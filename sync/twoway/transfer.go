@@ -248,7 +248,7 @@ func (c *copyCommitter) recordCopy(p pendingCopy, f *mail.Features) error {
 	}
 	rec := p.c.Record()
 	setSideID(&rec, c.to, id)
-	return c.fo.Put(rec)
+	return c.fo.Put(c.stamped(c.fo.Name(), rec))
 }
 
 // putBatch stores cs, copies from side from in folder, on the other side
