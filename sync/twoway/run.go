@@ -45,6 +45,9 @@ type Counts struct {
 
 // Result is what a run did.
 type Result struct {
+	// Plan is what the run planned; a first sync, planned and applied
+	// folder by folder (byfolder.go), drops each folder's Copies once
+	// applied (Side counts them).
 	Plan      *Plan
 	Side      [2]Counts // changes made on side A, on side B
 	Conflicts int
@@ -115,6 +118,9 @@ func Run(ctx context.Context, stores [2]*Store, st *state.State, opt RunOptions)
 		}
 		defer r.jr.close()
 	}
+	if r.byFolder(pending) { // byfolder.go
+		return r.res, r.syncByFolder()
+	}
 	folders, err := r.list(pending)
 	if err != nil {
 		return r.res, err
@@ -123,20 +129,11 @@ func Run(ctx context.Context, stores [2]*Store, st *state.State, opt RunOptions)
 		return r.res, err
 	}
 	plan := MakePlan(folders, r.opt.Plan)
-	r.res.Plan, r.res.HeldBack = plan, plan.HeldBack
-	r.res.Warnings = append(r.res.Warnings, plan.Warnings...)
-	for _, fp := range plan.Folders {
-		r.res.Warnings = append(r.res.Warnings, fp.Warnings...)
-		r.res.Conflicts += len(fp.Conflicts)
-	}
-	planned := plan.Counts()
-	r.res.SideConflicts = plan.Conflicts()
+	r.res.Plan = plan
+	planned := r.notePlan(plan)
 	if opt.DryRun { // what a real run would do
 		r.res.Side = planned
 		return r.res, nil
-	}
-	for s, c := range planned {
-		r.res.Side[s].Held, r.res.Side[s].FoldersHeld = c.Held, c.FoldersHeld
 	}
 	if err := r.apply(plan); err != nil {
 		return r.res, err
@@ -145,6 +142,29 @@ func Run(ctx context.Context, stores [2]*Store, st *state.State, opt RunOptions)
 		return r.res, ErrHeldBack
 	}
 	return r.res, nil
+}
+
+// notePlan adds what plan says to the result (its warnings, conflicts and
+// held-back deletions; a run made of several plans adds each) and returns
+// the changes it plans on each side.
+func (r *run) notePlan(plan *Plan) [2]Counts {
+	r.res.HeldBack = r.res.HeldBack || plan.HeldBack
+	r.res.Warnings = append(r.res.Warnings, plan.Warnings...)
+	for _, fp := range plan.Folders {
+		r.res.Warnings = append(r.res.Warnings, fp.Warnings...)
+		r.res.Conflicts += len(fp.Conflicts)
+	}
+	planned := plan.Counts()
+	for s, n := range plan.Conflicts() {
+		r.res.SideConflicts[s] += n
+	}
+	if !r.opt.DryRun {
+		for s, c := range planned {
+			r.res.Side[s].Held += c.Held
+			r.res.Side[s].FoldersHeld += c.FoldersHeld
+		}
+	}
+	return planned
 }
 
 // checkIdentities reads both sides at once (each its own server, so the
@@ -196,6 +216,20 @@ func (r *run) readSide(s Side) error {
 // apply carries out the plan folder by folder, then records the
 // identities.
 func (r *run) apply(plan *Plan) error {
+	if err := r.applyStart(plan); err != nil {
+		return err
+	}
+	for i := range plan.Folders {
+		if err := r.applyOne(&plan.Folders[i]); err != nil {
+			return err
+		}
+	}
+	return r.applyEnd(plan)
+}
+
+// applyStart prunes the quarantines and renames folders: before any
+// folder's changes.
+func (r *run) applyStart(plan *Plan) error {
 	for _, s := range r.stores {
 		if s.Maildir != nil {
 			if err := s.Maildir.Prune(); err != nil {
@@ -203,18 +237,21 @@ func (r *run) apply(plan *Plan) error {
 			}
 		}
 	}
-	if err := r.applyRenames(plan); err != nil {
+	return r.applyRenames(plan)
+}
+
+// applyOne carries out one folder's changes and releases its records.
+func (r *run) applyOne(fp *FolderPlan) error {
+	if err := r.applyFolder(fp); err != nil {
 		return err
 	}
-	for i := range plan.Folders {
-		if err := r.applyFolder(&plan.Folders[i]); err != nil {
-			return err
-		}
-		// Its records are on disk: memory holds one folder's at a time.
-		if err := r.st.Release(plan.Folders[i].Name); err != nil {
-			return err
-		}
-	}
+	// Its records are on disk: memory holds one folder's at a time.
+	return r.st.Release(fp.Name)
+}
+
+// applyEnd removes folders, flushes the state, records the passes and
+// the identities: after every folder's changes.
+func (r *run) applyEnd(plan *Plan) error {
 	if err := r.applyRemovals(plan); err != nil {
 		return err
 	}
@@ -248,29 +285,7 @@ func (r *run) warn(msg string, err error) {
 // read. A pair an interrupted run journaled changes in is always listed:
 // settle needs its listing.
 func (r *run) list(pending []intent) ([]Folder, error) {
-	var exists [2]map[string]bool
-	names := map[string]bool{}
-	for s := range r.stores {
-		exists[s] = map[string]bool{}
-		for _, b := range r.boxes[s] {
-			exists[s][b], names[b] = true, true
-		}
-		r.msgs[s] = map[string][]Msg{}
-	}
-	for _, n := range r.st.Folders() {
-		names[n] = true
-	}
-	var scoped []string
-	for _, name := range sortedNames(names) {
-		if r.opt.Folders == nil || r.opt.Folders(name) {
-			scoped = append(scoped, name)
-		}
-	}
-	r.askStatuses(scoped, exists)
-	journaled := map[string]bool{}
-	for _, in := range pending {
-		journaled[in.Folder], journaled[in.From] = true, true
-	}
+	scoped, exists, journaled := r.scope(pending)
 	var out []Folder
 	for _, name := range scoped {
 		if sum, ok := r.unchanged(name, exists); ok && !journaled[name] {
@@ -284,6 +299,34 @@ func (r *run) list(pending []intent) ([]Folder, error) {
 		out = append(out, f)
 	}
 	return out, nil
+}
+
+// scope returns the folder pairs in scope, sorted (on either side or in
+// the state), which side holds which, and those an interrupted run
+// journaled changes in; it reads their statuses (askStatuses).
+func (r *run) scope(pending []intent) (scoped []string, exists [2]map[string]bool, journaled map[string]bool) {
+	names := map[string]bool{}
+	for s := range r.stores {
+		exists[s] = map[string]bool{}
+		for _, b := range r.boxes[s] {
+			exists[s][b], names[b] = true, true
+		}
+		r.msgs[s] = map[string][]Msg{}
+	}
+	for _, n := range r.st.Folders() {
+		names[n] = true
+	}
+	for _, name := range sortedNames(names) {
+		if r.opt.Folders == nil || r.opt.Folders(name) {
+			scoped = append(scoped, name)
+		}
+	}
+	r.askStatuses(scoped, exists)
+	journaled = map[string]bool{}
+	for _, in := range pending {
+		journaled[in.Folder], journaled[in.From] = true, true
+	}
+	return scoped, exists, journaled
 }
 
 func sortedNames(set map[string]bool) []string {
