@@ -246,6 +246,7 @@ func (r *run) applyOne(fp *FolderPlan) error {
 		return err
 	}
 	// Its records are on disk: memory holds one folder's at a time.
+	r.forgetFiles()
 	return r.st.Release(fp.Name)
 }
 
