@@ -391,7 +391,10 @@ func (r *run) listFolder(name string, exists [2]map[string]bool, journaled bool)
 		}
 	}
 	r.fillEvidence(&f)
-	if f.Side[A].Exists && f.Side[B].Exists && p.noPass == "" && !journaled {
+	// A side listed by its changes (ch) has no listing yet (rebuild
+	// makes it below): it is there all the same.
+	there := func(s Side) bool { return f.Side[s].Exists || ch[s] != nil }
+	if there(A) && there(B) && p.noPass == "" && !journaled {
 		omitQuiet(&f, ch, [2]Keeps{r.keepsIn(A, name), r.keepsIn(B, name)})
 	}
 	for s, c := range ch {
