@@ -168,8 +168,25 @@ type accountWorker struct {
 }
 
 // Work runs one slice of one account and tells River what comes next
-// (see outcomeError).
+// (see outcomeError), unless this process runs the job already (ghost.go).
 func (w *accountWorker) Work(ctx context.Context, job *river.Job[accountArgs]) error {
+	e, ghost := w.store.execs.begin(job.ID)
+	if ghost {
+		w.store.cfg.Logger.Warn("batch worker: a job fetched again while it runs here (a late end of an earlier run); waiting for the run", "id", job.Args.ID)
+		return e.wait(ctx)
+	}
+	err := errRunPanicked // unless work returns
+	defer func() { w.store.execs.end(job.ID, e, err) }()
+	err = w.work(ctx, job)
+	return err
+}
+
+// errRunPanicked is what a ghost of a run that panicked returns (River
+// recovers the panic and retries the job).
+var errRunPanicked = errors.New("batch: the account's run panicked")
+
+// work is Work for the one run of the job in this process.
+func (w *accountWorker) work(ctx context.Context, job *river.Job[accountArgs]) error {
 	s := w.store
 	if paused, err := s.paused(ctx, job.Args.Batch); err != nil || paused {
 		if err != nil {
