@@ -15,9 +15,11 @@ import (
 // available while it runs, and River fetches it a second time: two runs
 // of one account at once (docs/library-notes.md §12). Across machines the
 // account's checkpoint lease keeps the second from committing; in one
-// process, executions makes it wait for the first and end as it did, so
-// the account neither runs twice nor meets its own run lock (exit 7,
-// snoozed for a minute).
+// process, executions makes it wait for the first and end as it did (its
+// error and its recorded output: River's completer, which keeps one end
+// per job, may write the second's in place of the first's), so the
+// account neither runs twice nor meets its own run lock (exit 7, snoozed
+// for a minute), and its report keeps the run's totals.
 
 // executions are the jobs this process is running, by River job ID.
 type executions struct {
@@ -28,7 +30,8 @@ type executions struct {
 // execution is one run of a job in this process.
 type execution struct {
 	done chan struct{}
-	err  error // what Work returned; set before done is closed
+	err  error    // what Work returned; set before done is closed
+	out  *Outcome // the output it recorded, if any; likewise
 }
 
 // begin registers a run of job id. When the job is already running here,
@@ -56,11 +59,16 @@ func (x *executions) end(id int64, e *execution, err error) {
 	close(e.done)
 }
 
-// wait is a ghost's run: it ends as the real run did, or, should its own
-// slice end first, goes back to the queue without spending an attempt.
+// wait is a ghost's run: it ends as the real run did, with its output
+// (River's completer may write the ghost's end in place of the run's), or,
+// should its own slice end first, goes back to the queue without spending
+// an attempt.
 func (e *execution) wait(ctx context.Context) error {
 	select {
 	case <-e.done:
+		if e.out != nil {
+			_ = river.RecordOutput(ctx, e.out)
+		}
 		return e.err
 	case <-ctx.Done():
 		return river.JobSnooze(0)
