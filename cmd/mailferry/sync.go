@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	stdsync "sync"
 	"sync/atomic"
 	"time"
 
@@ -155,7 +156,12 @@ func (e *syncEnd) open(ctx context.Context, stateDir string, dryRun bool) error 
 		return nil
 	}
 	if !dryRun || !e.src.Local() {
-		sink, err := e.sink.OpenSink(ctx, e.opt)
+		// The source below logs in to the same account, so the sink need
+		// not: it connects when the run first writes or asks what a folder
+		// keeps of flags (a sync with nothing to do never does).
+		lazy := *e.opt
+		lazy.Lazy = true
+		sink, err := e.sink.OpenSink(ctx, &lazy)
 		if err != nil {
 			return err
 		}
@@ -178,6 +184,28 @@ func (e *syncEnd) open(ctx context.Context, stateDir string, dryRun bool) error 
 	st.Source = src
 	e.store = st
 	return e.identify(dryRun)
+}
+
+// openEnds opens both sides at once: each logs in to its own server, so a
+// sync waits for the slower login, not for both. The caller closes both
+// ends (close skips one that did not open), also after an error.
+func openEnds(ctx context.Context, ends [2]*syncEnd, dir string, dryRun bool) error {
+	var errs [2]error
+	var wg stdsync.WaitGroup
+	for i, e := range ends {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := e.open(ctx, dir, dryRun); err != nil {
+				errs[i] = fmt.Errorf("%s: %w", mail.Redact(e.src.URL), err)
+			}
+		}()
+	}
+	wg.Wait()
+	if errs[0] != nil {
+		return errs[0] // the first on the command line, as when opened in turn
+	}
+	return errs[1]
 }
 
 // identify sets a Maildir's identity from its marker file, writing one on
@@ -307,9 +335,9 @@ func syncRun(ctx context.Context, o *syncOptions, r *syncRunResult, env *cliEnv)
 	}()
 	for _, e := range r.ends {
 		defer e.close()
-		if err := e.open(ctx, dir, o.dryRun); err != nil {
-			return fmt.Errorf("%s: %w", mail.Redact(e.src.URL), err)
-		}
+	}
+	if err := openEnds(ctx, r.ends, dir, o.dryRun); err != nil {
+		return err
 	}
 	r.res, err = twoway.Run(ctx, [2]*twoway.Store{first.store, second.store}, st, twoway.RunOptions{
 		Plan:      twoway.Options{MaxDelete: o.maxDelete / 100, NoDelete: o.noDelete, Force: o.force, RemoveFolders: o.removeFolders},

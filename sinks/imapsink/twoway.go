@@ -57,8 +57,8 @@ func (cc *condConn) close() {
 // mail.ErrUnsupported.
 func (s *Sink) SetFlagsIf(ctx context.Context, mailbox string, id mail.ID, flags []mail.Flag, since uint64) (mail.FlagState, error) {
 	op := fmt.Sprintf("set flags %s %s if unchanged since %d", mailbox, id, since)
-	if s.isClosed() {
-		return mail.FlagState{}, s.errClosed(op)
+	if err := s.begin(ctx, op); err != nil {
+		return mail.FlagState{}, err
 	}
 	uidv, uid, ok := parseID(id)
 	if !ok {
@@ -152,8 +152,8 @@ func (s *Sink) condErr(ctx context.Context, op string, err error) error {
 // docs/library-notes.md). Without UIDPLUS the original stays \Deleted.
 func (s *Sink) Move(ctx context.Context, mailbox string, id mail.ID, to string) (mail.ID, error) {
 	op := fmt.Sprintf("move %s %s to %s", mailbox, id, to)
-	if s.isClosed() {
-		return "", s.errClosed(op)
+	if err := s.begin(ctx, op); err != nil {
+		return "", err
 	}
 	uidv, uid, ok := parseID(id)
 	if !ok {
@@ -266,8 +266,8 @@ func destID(uidValidity uint32, dest imapv2.NumSet) mail.ID {
 // selected read-write (EXAMINE answers an empty list: RFC 9051 §6.3.3).
 func (s *Sink) KeptFlags(ctx context.Context, mailbox string) ([]mail.Flag, bool, error) {
 	op := "permanent flags of " + mailbox
-	if s.isClosed() {
-		return nil, false, s.errClosed(op)
+	if err := s.begin(ctx, op); err != nil {
+		return nil, false, err
 	}
 	c, done, err := s.control(ctx)
 	if err != nil {

@@ -130,7 +130,12 @@ type folder struct {
 	devOK bool
 
 	init  sync.Mutex // held while the directories are made and indexed
-	ready bool
+	ready bool       // the directories are made
+	fresh bool       // cur/ and new/ were just made: nothing to index
+	// indexed: keys holds what cur/ and new/ held when the first Put came
+	// (keyed). Only Put needs the index, so a run that stores nothing in
+	// the folder (a no-op rerun, a flag change) never reads its names.
+	indexed bool
 
 	mu   sync.Mutex
 	keys map[string]*keyState // Envelope.Key -> message
@@ -382,8 +387,8 @@ func (s *Sink) live(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// folder returns the folder of mailbox, making its directories and indexing
-// the keys already stored in it on first use.
+// folder returns the folder of mailbox, making its directories on first
+// use. Its keys are indexed only when a Put needs them (keyed).
 func (s *Sink) folder(ctx context.Context, mailbox string) (*folder, error) {
 	dir, err := maildirfmt.FolderDir(s.root, mailbox)
 	if err != nil {
@@ -413,13 +418,32 @@ func (s *Sink) folder(ctx context.Context, mailbox string) (*folder, error) {
 	if fi, err := s.fs.Lstat(filepath.Join(f.dir, "tmp")); err == nil {
 		f.dev, f.devOK = devOf(fi)
 	}
+	f.fresh, f.ready = fresh, true
+	return f, nil
+}
+
+// keyed returns the folder of mailbox with the keys already stored in it
+// indexed (one readdir of cur/ and new/, on the first call).
+func (s *Sink) keyed(ctx context.Context, mailbox string) (*folder, error) {
+	f, err := s.folder(ctx, mailbox)
+	if err != nil {
+		return nil, err
+	}
+	f.init.Lock()
+	defer f.init.Unlock()
+	if f.indexed {
+		return f, nil
+	}
 	keys := map[string]*keyState{}
-	if !fresh {
+	if !f.fresh {
 		if err := s.indexKeys(f.dir, keys); err != nil {
 			return nil, fmt.Errorf("maildir: mailbox %q: %w", mailbox, err)
 		}
 	}
-	f.keys, f.ready = keys, true
+	f.mu.Lock()
+	f.keys = keys
+	f.mu.Unlock()
+	f.indexed = true
 	return f, nil
 }
 
@@ -674,7 +698,7 @@ func (s *Sink) Put(ctx context.Context, env mail.Envelope, body io.Reader) (mail
 	if err := s.live(ctx); err != nil {
 		return "", err
 	}
-	f, err := s.folder(ctx, env.Mailbox)
+	f, err := s.keyed(ctx, env.Mailbox)
 	if err != nil {
 		return "", err
 	}

@@ -31,8 +31,10 @@
 //     that side, is moved on the other side, not copied again: a rename in
 //     a Maildir, UID MOVE (else COPY, \Deleted and UID EXPUNGE of that UID)
 //     on an IMAP server.
-//   - A Maildir file a mail client edited (its size is no longer the
-//     record's) is a new message: copied again, never deleted.
+//   - A Maildir file a mail client edited in place (its size and mtime in
+//     ns are no longer the record's evidence; a file whose mtime was too
+//     recent to trust is compared by content: evidence.go) is a new
+//     message: copied again, never deleted.
 //   - First sync or a lost state: messages new on both sides are paired by
 //     (Message-ID, size, date), then by content hash, duplicates count for
 //     count; the unpaired are copied; flags are the union; nothing is

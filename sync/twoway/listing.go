@@ -299,7 +299,10 @@ func quietOn(m state.Message, s Side, c *changes, byID map[mail.ID]*Msg, keeps K
 		return !c.touches(m, s)
 	}
 	msg := byID[sideID(m, s)]
-	if msg == nil || msg.OutOfScope || m.Size >= 0 && msg.Size >= 0 && msg.Size != m.Size { // an edited Maildir file is copied again
+	if msg == nil || msg.OutOfScope {
+		return false
+	}
+	if edited, stale := fileEdited(m, s, msg); edited || stale { // an edited Maildir file is copied again
 		return false
 	}
 	base, cur := parseBase(m.Flags), setOf(msg.Flags)

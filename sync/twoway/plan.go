@@ -42,6 +42,11 @@ type Msg struct {
 	// scope: it is frozen (neither copied nor deleted nor merged) and its
 	// presence still counts, so it never looks deleted.
 	OutOfScope bool
+	// Racy and Stamp are a Maildir file's evidence as listed (evidence.go):
+	// Stamp 0 when the listing did not come from the file; Racy when its
+	// mtime was too recent to trust (Content then holds its hash).
+	Racy  bool
+	Stamp uint64
 }
 
 // key is the (Message-ID, size, date) that pairs messages, "" without a
