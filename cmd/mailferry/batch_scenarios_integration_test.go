@@ -275,9 +275,7 @@ func (sc *scenario) workerArgs(extra ...string) []string {
 
 // finish runs a second worker process until every job is completed, and
 // checks the accounts: each message once, the report done. It is a
-// process of its own, as on another machine (and, not built with -race,
-// it does not trip over the go-imap race that an early end of a
-// pipelined FETCH meets: the report's open items).
+// process of its own, as on another machine.
 func (sc *scenario) finish(t *testing.T, limit time.Duration) string {
 	t.Helper()
 	w := startWorkerProc(t, sc.env, sc.workerArgs()...)

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	stdsync "sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -113,6 +114,7 @@ type syncEnd struct {
 	src, sink *mail.Endpoint
 	opt       *mail.OpenOptions
 	store     *twoway.Store
+	keeper    mail.Sink // a dry run's sink, asked only what each folder keeps of flags
 }
 
 func parseSyncEnd(reg *mail.Registry, raw string, opt *mail.OpenOptions) (*syncEnd, error) {
@@ -133,9 +135,11 @@ func parseSyncEnd(reg *mail.Registry, raw string, opt *mail.OpenOptions) (*syncE
 	return e, nil
 }
 
-// open opens the side (only its source in a dry run, which writes nothing)
-// as a twoway.Store; a local one is a Maildir whose deletions go to the
-// quarantine beside the state.
+// open opens the side as a twoway.Store; a local one is a Maildir whose
+// deletions go to the quarantine beside the state. A dry run, which writes
+// nothing, gives the store no sink; a server's sink is still opened, only
+// to ask what each folder keeps of flags (PERMANENTFLAGS), so that the
+// dry run plans what a real run would do.
 func (e *syncEnd) open(ctx context.Context, stateDir string, dryRun bool) error {
 	st := &twoway.Store{Identity: e.src.Canonical}
 	if e.src.Local() {
@@ -147,23 +151,57 @@ func (e *syncEnd) open(ctx context.Context, stateDir string, dryRun bool) error 
 		e.store = st
 		return nil
 	}
-	if !dryRun {
-		sink, err := e.sink.OpenSink(ctx, e.opt)
+	if !dryRun || !e.src.Local() {
+		// The source below logs in to the same account, so the sink need
+		// not: it connects when the run first writes or asks what a folder
+		// keeps of flags (a sync with nothing to do never does).
+		lazy := *e.opt
+		lazy.Lazy = true
+		sink, err := e.sink.OpenSink(ctx, &lazy)
 		if err != nil {
 			return err
 		}
-		st.Sink = sink
+		if dryRun {
+			e.keeper, st.KeptFlags = sink, mail.FeaturesOf(sink).FlagKeeper
+		} else {
+			st.Sink = sink
+		}
 	}
 	src, err := e.src.OpenSource(ctx, e.opt)
 	if err != nil {
 		if st.Sink != nil {
 			_ = st.Sink.Close()
 		}
+		if e.keeper != nil {
+			_ = e.keeper.Close()
+		}
 		return err
 	}
 	st.Source = src
 	e.store = st
 	return e.identify(dryRun)
+}
+
+// openEnds opens both sides at once: each logs in to its own server, so a
+// sync waits for the slower login, not for both. The caller closes both
+// ends (close skips one that did not open), also after an error.
+func openEnds(ctx context.Context, ends [2]*syncEnd, dir string, dryRun bool) error {
+	var errs [2]error
+	var wg stdsync.WaitGroup
+	for i, e := range ends {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := e.open(ctx, dir, dryRun); err != nil {
+				errs[i] = fmt.Errorf("%s: %w", mail.Redact(e.src.URL), err)
+			}
+		}()
+	}
+	wg.Wait()
+	if errs[0] != nil {
+		return errs[0] // the first on the command line, as when opened in turn
+	}
+	return errs[1]
 }
 
 // identify sets a Maildir's identity from its marker file, writing one on
@@ -189,6 +227,9 @@ func (e *syncEnd) close() {
 	}
 	if e.store.Sink != nil {
 		_ = e.store.Sink.Close()
+	}
+	if e.keeper != nil {
+		_ = e.keeper.Close()
 	}
 }
 
@@ -283,9 +324,9 @@ func syncRun(ctx context.Context, o *syncOptions, r *syncRunResult, env *cliEnv)
 	defer func() { _ = st.Close() }()
 	for _, e := range r.ends {
 		defer e.close()
-		if err := e.open(ctx, dir, o.dryRun); err != nil {
-			return fmt.Errorf("%s: %w", mail.Redact(e.src.URL), err)
-		}
+	}
+	if err := openEnds(ctx, r.ends, dir, o.dryRun); err != nil {
+		return err
 	}
 	r.res, err = twoway.Run(ctx, [2]*twoway.Store{first.store, second.store}, st, twoway.RunOptions{
 		Plan:      twoway.Options{MaxDelete: o.maxDelete / 100, NoDelete: o.noDelete, Force: o.force, RemoveFolders: o.removeFolders},

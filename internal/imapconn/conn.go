@@ -710,10 +710,13 @@ func (c *traceConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// Write traces b before sending it: the server's answer, which imapclient's
+// reader traces as soon as it arrives, must never come first. An
+// AUTHENTICATE traced after its tagged OK left the masking waiting for an
+// answer already seen, so --trace showed every later command as <redacted>.
 func (c *traceConn) Write(b []byte) (int, error) {
-	n, err := c.Conn.Write(b)
-	c.t.feed(&c.t.out, b[:n])
-	return n, err
+	c.t.feed(&c.t.out, b)
+	return c.Conn.Write(b)
 }
 
 func (t *tracer) feed(d *traceDir, b []byte) {

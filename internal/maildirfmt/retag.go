@@ -2,7 +2,9 @@ package maildirfmt
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -89,14 +91,31 @@ func (t *Tree) Find(ctx context.Context, mailbox string, id mail.ID, fresh bool)
 	if !validID(string(id)) {
 		return "", "", fmt.Errorf("maildir: %q %q: %w", mailbox, id, mail.ErrNotFound)
 	}
-	rel, ok, err := t.locate(ctx, dir, string(id), fresh)
-	if err != nil {
-		return "", "", fmt.Errorf("maildir: find %q %s: %w", mailbox, id, err)
+	for {
+		rel, ok, err := t.locate(ctx, dir, string(id), fresh)
+		if err != nil {
+			return "", "", fmt.Errorf("maildir: find %q %s: %w", mailbox, id, err)
+		}
+		if !ok {
+			return "", "", fmt.Errorf("maildir: %q %s: %w", mailbox, id, mail.ErrNotFound)
+		}
+		// What List lists, and only that, is a message: a symlink (or any
+		// other non-regular file) under a message's name is neither listed
+		// nor opened, so it is not renamed, moved or quarantined either.
+		fi, err := os.Lstat(filepath.Join(dir, rel))
+		switch {
+		case err == nil && fi.Mode().IsRegular():
+			return dir, rel, nil
+		case err == nil:
+			return "", "", fmt.Errorf("maildir: %q %s: not a regular file: %w", mailbox, id, mail.ErrNotFound)
+		case errors.Is(err, fs.ErrNotExist) && !fresh: // renamed since the folder was read
+			fresh = true
+		case errors.Is(err, fs.ErrNotExist):
+			return "", "", fmt.Errorf("maildir: %q %s: %w", mailbox, id, mail.ErrNotFound)
+		default:
+			return "", "", fmt.Errorf("maildir: find %q %s: %w", mailbox, id, err)
+		}
 	}
-	if !ok {
-		return "", "", fmt.Errorf("maildir: %q %s: %w", mailbox, id, mail.ErrNotFound)
-	}
-	return dir, rel, nil
 }
 
 // Moved records that the message id of the folder dir is now at rel, so

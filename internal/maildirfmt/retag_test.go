@@ -88,3 +88,42 @@ func TestFindNear(t *testing.T) {
 		t.Errorf("FindNear(missing) = %v, want ErrNotFound", err)
 	}
 }
+
+// TestFindRefusesSymlink: Find names only what List lists, a regular file:
+// a symlink under a message's name gives ErrNotFound, so no caller (the
+// Maildir sink's flag writes, two-way sync's renames, moves and
+// quarantine) renames it.
+func TestFindRefusesSymlink(t *testing.T) {
+	root := t.TempDir()
+	for _, sub := range []string{"cur", "new", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(root, sub), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	target := filepath.Join(t.TempDir(), "elsewhere")
+	if err := os.WriteFile(target, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "cur", "1.a.h:2,S"), []byte("y"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, filepath.Join(root, "cur", "2.b.h:2,")); err != nil {
+		t.Fatal(err)
+	}
+	tr := NewTree(root, nil)
+	for _, tc := range []struct {
+		id      mail.ID
+		wantRel string
+	}{
+		{"1.a.h", "cur/1.a.h:2,S"},
+		{"2.b.h", ""}, // the symlink
+		{"3.c.h", ""}, // nothing
+	} {
+		for _, fresh := range []bool{false, true} {
+			_, rel, err := tr.Find(context.Background(), "INBOX", tc.id, fresh)
+			if tc.wantRel == "" && !errors.Is(err, mail.ErrNotFound) || tc.wantRel != "" && (err != nil || rel != tc.wantRel) {
+				t.Errorf("Find(%s, fresh %v) = %q, %v; want %q", tc.id, fresh, rel, err, tc.wantRel)
+			}
+		}
+	}
+}

@@ -260,6 +260,13 @@ func holdsAnyIn(dir string) (bool, error) {
 // vanished between the directory read and the stat is looked up again by ID
 // (it may have moved to cur/ or changed flags) and skipped if it is gone.
 func (t *Tree) List(ctx context.Context, mailbox string, fn func(mail.Envelope) error) error {
+	return t.ListFiles(ctx, mailbox, func(env mail.Envelope, _ fs.FileInfo) error { return fn(env) })
+}
+
+// ListFiles is List, with each message's file as its stat found it (two-way
+// sync keeps its inode and mtime to tell a file edited in place from one
+// renamed).
+func (t *Tree) ListFiles(ctx context.Context, mailbox string, fn func(mail.Envelope, fs.FileInfo) error) error {
 	dir, err := t.folder(mailbox)
 	if err != nil {
 		return err
@@ -302,7 +309,7 @@ func (t *Tree) List(ctx context.Context, mailbox string, fn func(mail.Envelope) 
 			Date:    fi.ModTime().Truncate(time.Second), // IMAP dates have seconds
 			Flags:   parseFlags(info, kw),
 		}
-		if err := fn(env); err != nil {
+		if err := fn(env, fi); err != nil {
 			return err
 		}
 	}

@@ -257,8 +257,8 @@ func isNo(err error) bool {
 // message is gone, gives mail.ErrNotFound.
 func (s *Sink) SetFlags(ctx context.Context, mailbox string, id mail.ID, flags []mail.Flag) error {
 	op := fmt.Sprintf("set flags %s %s", mailbox, id)
-	if s.isClosed() {
-		return s.errClosed(op)
+	if err := s.begin(ctx, op); err != nil {
+		return err
 	}
 	uidv, uid, ok := parseID(id)
 	if !ok {

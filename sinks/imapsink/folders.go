@@ -19,8 +19,8 @@ var _ mail.FolderManager = (*Sink)(nil)
 // the rename and its record) or along with a parent.
 func (s *Sink) RenameMailbox(ctx context.Context, from, to string) error {
 	op := fmt.Sprintf("rename %q to %q", from, to)
-	if s.isClosed() {
-		return s.errClosed(op)
+	if err := s.begin(ctx, op); err != nil {
+		return err
 	}
 	sf, st := s.boxName(from), s.boxName(to)
 	c, done, err := s.control(ctx)
@@ -56,8 +56,8 @@ func renamedAlready(c *imapclient.Client, from, to string) bool {
 // A mailbox already gone is no error.
 func (s *Sink) DeleteMailbox(ctx context.Context, name string, holds []mail.ID) error {
 	op := fmt.Sprintf("delete %q", name)
-	if s.isClosed() {
-		return s.errClosed(op)
+	if err := s.begin(ctx, op); err != nil {
+		return err
 	}
 	box := s.boxName(name)
 	c, done, err := s.control(ctx)

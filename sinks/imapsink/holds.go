@@ -22,6 +22,9 @@ func (s *Sink) Holds(ctx context.Context, mailbox string, stored []mail.Stored) 
 	if len(stored) == 0 {
 		return out, nil
 	}
+	if err := s.connect(ctx); err != nil {
+		return nil, err
+	}
 	c, done, err := s.control(ctx)
 	if err != nil {
 		return nil, err
@@ -73,6 +76,9 @@ var _ mail.AnyHolder = (*Sink)(nil)
 // subtest saw 0 messages after an APPEND on another connection). A folder
 // that does not exist (NO) holds nothing.
 func (s *Sink) HoldsAny(ctx context.Context, mailbox string) (bool, error) {
+	if err := s.connect(ctx); err != nil {
+		return false, err
+	}
 	c, done, err := s.control(ctx)
 	if err != nil {
 		return false, err

@@ -58,6 +58,10 @@ type Sink struct {
 	ns    namespace
 	ctlMu chan struct{}      // one-slot lock for the control connection
 	ctl   *imapclient.Client // guarded by ctlMu
+	// helloMu guards learned: whether multi, limit and ns are known (New
+	// learns them, or connect on first use with OpenOptions.Lazy).
+	helloMu sync.Mutex
+	learned bool
 
 	mu      sync.Mutex
 	closed  bool
@@ -106,7 +110,8 @@ type item struct {
 
 // New connects the control connection (to fail fast on a bad password or
 // host), learns the server's namespace and capabilities, and returns the
-// sink. o may be nil. Append connections are dialed on first use.
+// sink; with o.Lazy it does so on first use instead. o may be nil. Append
+// connections are dialed on first use.
 func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Sink, error) {
 	if o == nil {
 		o = &mail.OpenOptions{}
@@ -139,27 +144,57 @@ func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Sink, error) {
 	}
 	s.sem = make(chan struct{}, s.conns)
 	s.ctlMu = make(chan struct{}, 1)
+	s.avail = make(chan struct{}, s.conns)
+	for range s.conns {
+		s.slots = append(s.slots, &slot{lock: make(chan struct{}, 1)})
+	}
+	if o.Lazy {
+		return s, nil
+	}
 	c, err := imapconn.Dial(ctx, &cfg.Config, &s.o)
 	if err != nil {
 		return nil, err
 	}
 	s.ctl = c
+	if err := s.hello(ctx, c); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// connect learns, on a sink opened with OpenOptions.Lazy, what New learns
+// of the server (capabilities, namespace) before the first command that
+// needs it; on any other sink it does nothing.
+func (s *Sink) connect(ctx context.Context) error {
+	s.helloMu.Lock()
+	defer s.helloMu.Unlock()
+	if s.learned {
+		return nil
+	}
+	c, done, err := s.control(ctx)
+	if err != nil {
+		return err
+	}
+	err = s.hello(ctx, c)
+	done(err == nil)
+	return err
+}
+
+// hello reads what the sink needs to know of the server from the control
+// connection c: MULTIAPPEND, APPENDLIMIT and the namespace.
+func (s *Sink) hello(ctx context.Context, c *imapclient.Client) error {
 	caps := c.Caps()
-	s.multi = cfg.MultiAppend && caps.Has(imapv2.Cap("MULTIAPPEND"))
+	s.multi = s.cfg.MultiAppend && caps.Has(imapv2.Cap("MULTIAPPEND"))
 	if l, ok := caps.AppendLimit(); ok && l != nil {
 		s.limit = int64(*l)
 	}
 	if err := s.learnNamespace(ctx, c); err != nil {
-		_ = c.Close()
-		return nil, err
+		return err
 	}
-	nslots := s.conns
-	s.avail = make(chan struct{}, nslots)
-	for range nslots {
-		s.slots = append(s.slots, &slot{lock: make(chan struct{}, 1)})
-	}
+	s.learned = true
 	s.log.Debug(fmt.Sprintf("imapsink: connected; namespace %q delimiter %q, multiappend %v, appendlimit %d", s.ns.prefix, s.ns.delim, s.multi, s.limit))
-	return s, nil
+	return nil
 }
 
 // learnNamespace reads the personal namespace (RFC 2342) or, without
@@ -198,7 +233,10 @@ func Register(r *mail.Registry) {
 // Limits reports how many Puts may run at once: one per append connection.
 func (s *Sink) Limits() mail.Limits {
 	l := mail.Limits{Conns: s.conns}
-	if s.multi {
+	s.helloMu.Lock()
+	multi := s.multi
+	s.helloMu.Unlock()
+	if multi {
 		// Each Commit ends the open MULTIAPPEND on every connection and
 		// waits for the slowest session's transaction (Dovecot: renames,
 		// uidlist, index, fsyncs) while no Put can use those connections.
@@ -267,6 +305,15 @@ func (s *Sink) isClosed() bool {
 	return s.closed
 }
 
+// begin refuses a closed sink and connects a lazy one: the start of every
+// method that talks to the server.
+func (s *Sink) begin(ctx context.Context, op string) error {
+	if s.isClosed() {
+		return s.errClosed(op)
+	}
+	return s.connect(ctx)
+}
+
 func (s *Sink) errClosed(op string) error {
 	return fmt.Errorf("imapsink: %s: %w", op, mail.ErrClosed)
 }
@@ -287,8 +334,8 @@ func (s *Sink) boxName(name string) string {
 // CreateMailbox creates name on the server, with every missing parent, and
 // subscribes what it created. An existing mailbox is not an error.
 func (s *Sink) CreateMailbox(ctx context.Context, name string) error {
-	if s.isClosed() {
-		return s.errClosed("create " + name)
+	if err := s.begin(ctx, "create "+name); err != nil {
+		return err
 	}
 	return s.ensureBox(ctx, s.boxName(name))
 }
@@ -412,8 +459,8 @@ func (s *Sink) listBoxes(ctx context.Context, force bool) error {
 // special-use attribute (RFC 6154) to the role, e.g. "Sent" -> `\Sent`,
 // naming mailboxes as CreateMailbox and Put take them.
 func (s *Sink) MailboxRoles(ctx context.Context) (map[string]string, error) {
-	if s.isClosed() {
-		return nil, s.errClosed("list roles")
+	if err := s.begin(ctx, "list roles"); err != nil {
+		return nil, err
 	}
 	if err := s.listBoxes(ctx, true); err != nil {
 		return nil, err
@@ -465,8 +512,8 @@ func hasAttr(attrs []imapv2.MailboxAttr, a imapv2.MailboxAttr) bool {
 // or "" when the server does not say.
 func (s *Sink) Put(ctx context.Context, env mail.Envelope, body io.Reader) (mail.ID, error) {
 	op := fmt.Sprintf("put %s %s", env.Mailbox, env.ID)
-	if s.isClosed() {
-		return "", s.errClosed(op)
+	if err := s.begin(ctx, op); err != nil {
+		return "", err
 	}
 	select {
 	case s.sem <- struct{}{}:

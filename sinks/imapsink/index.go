@@ -364,6 +364,18 @@ func (f *folder) add(key string, e *entry) {
 	f.byKey[key] = append(f.byKey[key], e)
 }
 
+// drop forgets the message uid (moved away), so that no Put claims it.
+func (f *folder) drop(uid uint32) {
+	for key, list := range f.byKey {
+		for i, e := range list {
+			if e.uid == uid {
+				f.byKey[key] = append(list[:i:i], list[i+1:]...)
+				return
+			}
+		}
+	}
+}
+
 // claim pairs id with an unclaimed message of the folder that matches it
 // and returns that message's UID.
 func (f *folder) claim(id *identity) (uint32, bool) {

@@ -57,8 +57,8 @@ func (cc *condConn) close() {
 // mail.ErrUnsupported.
 func (s *Sink) SetFlagsIf(ctx context.Context, mailbox string, id mail.ID, flags []mail.Flag, since uint64) (mail.FlagState, error) {
 	op := fmt.Sprintf("set flags %s %s if unchanged since %d", mailbox, id, since)
-	if s.isClosed() {
-		return mail.FlagState{}, s.errClosed(op)
+	if err := s.begin(ctx, op); err != nil {
+		return mail.FlagState{}, err
 	}
 	uidv, uid, ok := parseID(id)
 	if !ok {
@@ -152,8 +152,8 @@ func (s *Sink) condErr(ctx context.Context, op string, err error) error {
 // docs/library-notes.md). Without UIDPLUS the original stays \Deleted.
 func (s *Sink) Move(ctx context.Context, mailbox string, id mail.ID, to string) (mail.ID, error) {
 	op := fmt.Sprintf("move %s %s to %s", mailbox, id, to)
-	if s.isClosed() {
-		return "", s.errClosed(op)
+	if err := s.begin(ctx, op); err != nil {
+		return "", err
 	}
 	uidv, uid, ok := parseID(id)
 	if !ok {
@@ -183,7 +183,26 @@ func (s *Sink) Move(ctx context.Context, mailbox string, id mail.ID, to string) 
 		}
 	}
 	done(true)
+	s.moved(mailbox, to, uid)
 	return newID, nil
+}
+
+// moved keeps the dedupe index true after a move of uid from mailbox to
+// to: the original is no longer in mailbox (a later Put of the same
+// message there must store it, not find it), and to holds a message the
+// index did not read (a later Put of it there must find it, not store it
+// twice), so to's index reads its tail before the next claim.
+func (s *Sink) moved(mailbox, to string, uid uint32) {
+	if fo := s.knownFolder(s.boxName(mailbox)); fo != nil {
+		fo.lock <- struct{}{}
+		fo.drop(uid)
+		<-fo.lock
+	}
+	if fo := s.knownFolder(s.boxName(to)); fo != nil {
+		fo.lock <- struct{}{}
+		fo.stale = true
+		<-fo.lock
+	}
 }
 
 // copyExpunge is Move without MOVE: each command waits for the one before.
@@ -247,8 +266,8 @@ func destID(uidValidity uint32, dest imapv2.NumSet) mail.ID {
 // selected read-write (EXAMINE answers an empty list: RFC 9051 §6.3.3).
 func (s *Sink) KeptFlags(ctx context.Context, mailbox string) ([]mail.Flag, bool, error) {
 	op := "permanent flags of " + mailbox
-	if s.isClosed() {
-		return nil, false, s.errClosed(op)
+	if err := s.begin(ctx, op); err != nil {
+		return nil, false, err
 	}
 	c, done, err := s.control(ctx)
 	if err != nil {

@@ -129,8 +129,8 @@ type folder struct {
 	dev   uint64
 	devOK bool
 
-	init  sync.Mutex // held while the directories are made and indexed
-	ready bool
+	init  sync.Mutex // held while the directories are made
+	ready bool       // the directories are made
 
 	mu   sync.Mutex
 	keys map[string]*keyState // Envelope.Key -> message: all stored ones once indexed
@@ -388,8 +388,10 @@ func (s *Sink) live(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// folder returns the folder of mailbox, making its directories and indexing
-// the keys already stored in it on first use.
+// folder returns the folder of mailbox, making its directories on first
+// use. Its keys are looked up only when a Put needs them (claim), so a run
+// that stores nothing in the folder (a no-op rerun, a flag change) never
+// reads its names.
 func (s *Sink) folder(ctx context.Context, mailbox string) (*folder, error) {
 	dir, err := maildirfmt.FolderDir(s.root, mailbox)
 	if err != nil {

@@ -49,18 +49,13 @@ func (s *Source) OpenBatch(ctx context.Context, envs []mail.Envelope, fn func(ma
 	stop := watch(ctx, cn)
 	keep := false
 	var cmd *imapclient.FetchCommand
+	var lr *checkedLiteral // the body handed to fn last
 	defer func() {
 		if !stop() {
 			keep = false
 		}
 		if cmd != nil && !keep {
-			// Ended early (an error from fn, or a panic in it):
-			// imapclient's reader may be parked until a literal, this one
-			// or the next message's, is read, and Client.Close would wait
-			// for it forever. Break the connection (every read now fails
-			// at once) and drain the command, which lets the reader finish.
-			cn.kill()
-			_ = cmd.Close()
+			s.abandon(cn, cmd, lr)
 		}
 		s.put(cn, keep, nil)
 	}()
@@ -85,16 +80,12 @@ func (s *Source) OpenBatch(ctx context.Context, envs []mail.Envelope, fn func(ma
 					continue // imapclient discards an unread literal itself
 				}
 				delete(byUID, uid)
-				lr := &checkedLiteral{lit: it.Literal, op: fmt.Sprintf("fetch %s %s", mbName, env.ID)}
-				ferr := fn(env, lr)
-				if ferr == nil && !lr.ended {
-					ferr = fmt.Errorf("imap: %s: body not read to the end", lr.op)
-				}
-				if ferr != nil {
+				lr = &checkedLiteral{lit: it.Literal, op: fmt.Sprintf("fetch %s %s", mbName, env.ID)}
+				if ferr := lr.deliver(env, fn); ferr != nil {
 					if ctx.Err() != nil {
 						ferr = fmt.Errorf("imap: %s: %w", op, ctx.Err())
 					}
-					return ferr // the deferred func drains and discards the connection
+					return ferr // the deferred func discards the connection (abandon)
 				}
 			}
 		}
@@ -151,6 +142,26 @@ func (s *Source) examineBatch(ctx context.Context, cn *conn, op, mailbox string)
 	return true, nil
 }
 
+// abandon ends a batch fetch that stopped early (an error from fn, a
+// failed body, a panic in fn) so that Client.Close cannot hang and no one
+// races imapclient's reader. It breaks the connection first: every read
+// now fails at once.
+//
+// While the body handed out last is open, the reader is parked until it
+// is read, and so maybe for the next message's: draining the command
+// (cmd.Close) releases it. Once that body failed, the reader has moved on
+// by itself and fails on the broken stream, but cmd.Close would read the
+// body again (imapclient discards a message's items) on the buffer the
+// reader now uses: a data race (docs/library-notes.md §0.16). Then the
+// command is left undrained; Client.Close (put) waits for the reader.
+func (s *Source) abandon(cn *conn, cmd *imapclient.FetchCommand, last *checkedLiteral) {
+	cn.kill()
+	if last != nil && last.failed != nil {
+		return
+	}
+	_ = cmd.Close()
+}
+
 // checkedLiteral passes a FETCH literal on and turns an early EOF (how
 // imapclient reports a dropped connection, docs/library-notes.md §0.2) into an error.
 type checkedLiteral struct {
@@ -158,9 +169,32 @@ type checkedLiteral struct {
 	op    string
 	n     int64
 	ended bool
+	// failed: lit returned an error or an early EOF. imapclient's reader
+	// then owns the connection's buffer again, and lit must never be read
+	// again (docs/library-notes.md §0.16).
+	failed error
+}
+
+// deliver hands the body to fn and says what stops the batch: fn's error,
+// the body's failure (even if fn swallowed it), or a body not read to the
+// end.
+func (c *checkedLiteral) deliver(env mail.Envelope, fn func(mail.Envelope, io.Reader) error) error {
+	err := fn(env, c)
+	switch {
+	case err != nil:
+		return err
+	case c.failed != nil:
+		return c.failed
+	case !c.ended:
+		return fmt.Errorf("imap: %s: body not read to the end", c.op)
+	}
+	return nil
 }
 
 func (c *checkedLiteral) Read(p []byte) (int, error) {
+	if c.failed != nil {
+		return 0, c.failed
+	}
 	if c.ended {
 		return 0, io.EOF
 	}
@@ -172,10 +206,12 @@ func (c *checkedLiteral) Read(p []byte) (int, error) {
 		return n, io.EOF
 	case err == io.EOF:
 		c.ended = true
-		return n, mail.Temp(fmt.Errorf("imap: %s: body cut short after %d of %d bytes: %w", c.op, c.n, c.lit.Size(), io.ErrUnexpectedEOF))
+		c.failed = mail.Temp(fmt.Errorf("imap: %s: body cut short after %d of %d bytes: %w", c.op, c.n, c.lit.Size(), io.ErrUnexpectedEOF))
+		return n, c.failed
 	case err != nil:
 		c.ended = true
-		return n, mail.Temp(fmt.Errorf("imap: %s: after %d of %d bytes: %w", c.op, c.n, c.lit.Size(), err))
+		c.failed = mail.Temp(fmt.Errorf("imap: %s: after %d of %d bytes: %w", c.op, c.n, c.lit.Size(), err))
+		return n, c.failed
 	}
 	return n, nil
 }

@@ -1,8 +1,8 @@
 package imap
 
-// The IMAP source's incremental listing (issue 11 items 1 and 2):
-// FolderStatuses and ListChanges, on a raw connection of their own
-// (imapconn.Session) with QRESYNC enabled where offered. QRESYNC is never
+// The IMAP source's incremental listing (issue 11 item 2): ListChanges,
+// on a raw connection of its own (imapconn.Session) with QRESYNC enabled
+// where offered (FolderStatuses, item 1, is in status.go). QRESYNC is never
 // enabled on the imapclient connections (see internal/imapconn/delta.go
 // for why and for the upstream change that would lift it).
 
@@ -137,45 +137,6 @@ func unwrapFn(err error) error {
 		return fe.err
 	}
 	return err
-}
-
-// FolderStatuses implements mail.FolderStatuser: one LIST-STATUS where the
-// server offers it, else pipelined STATUS, on the delta connection.
-func (s *Source) FolderStatuses(ctx context.Context, mailboxes []string) (map[string]mail.FolderStatus, error) {
-	byServer := make(map[string]string, len(mailboxes))
-	boxes := make([]string, 0, len(mailboxes))
-	for _, name := range mailboxes {
-		box, err := s.serverName(ctx, name)
-		if errors.Is(err, mail.ErrMailboxNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		byServer[box] = name
-		boxes = append(boxes, box)
-	}
-	out := make(map[string]mail.FolderStatus, len(boxes))
-	if len(boxes) == 0 {
-		return out, nil
-	}
-	err := s.withSession(ctx, "status", func(sess *imapconn.Session) error {
-		sts, err := sess.StatusAll(boxes)
-		for box, st := range sts {
-			out[byServer[box]] = folderStatus(st, sess.Has("CONDSTORE"))
-		}
-		return err
-	})
-	return out, err
-}
-
-// folderStatus converts a STATUS reply. With CONDSTORE, HIGHESTMODSEQ 0 is
-// the STATUS form of NOMODSEQ (RFC 7162 §3.1.2.2).
-func folderStatus(st imapconn.Status, condstore bool) mail.FolderStatus {
-	return mail.FolderStatus{
-		UIDValidity: st.UIDValidity, UIDNext: st.UIDNext, Messages: st.Messages,
-		HighestModSeq: st.HighestModSeq, NoModSeq: condstore && st.HighestModSeq == 0,
-	}
 }
 
 // ListChanges implements mail.ChangeLister. The folder is EXAMINEd (with

@@ -105,6 +105,8 @@ type conn struct {
 	box  string         // server name of the selected mailbox, "" if none
 	uidv uint32
 	num  uint32 // messages in box at EXAMINE
+	// condstore: CONDSTORE is enabled on the session (status.go).
+	condstore bool
 }
 
 // kill breaks the connection at once, from any goroutine: whoever is

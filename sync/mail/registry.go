@@ -77,6 +77,11 @@ type OpenOptions struct {
 	// \Deleted (confirmed by the server) and UID EXPUNGE, where the tests
 	// SIGKILL the process (docs/failure-model.md A7).
 	AfterRemoveStore func(mailbox string)
+	// Lazy asks a server endpoint to connect on first use rather than when
+	// opened: a caller that checks the account another way (a two-way
+	// sync opens the same account as a source too) pays no login for a
+	// side it ends up not writing to.
+	Lazy bool
 }
 
 // Log returns the options' logger, or one that discards.

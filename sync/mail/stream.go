@@ -160,19 +160,9 @@ func TLSConfig(host string, o *OpenOptions) (*tls.Config, error) {
 		}
 		pins[base64.StdEncoding.EncodeToString(b)] = true
 	}
-	var roots *x509.CertPool // nil: the system pool
-	if o.CAFile != "" {
-		pem, err := os.ReadFile(o.CAFile)
-		if err != nil {
-			return nil, &ConfigError{Msg: "read --ca-file: " + err.Error()}
-		}
-		roots, err = x509.SystemCertPool()
-		if err != nil || roots == nil {
-			roots = x509.NewCertPool()
-		}
-		if !roots.AppendCertsFromPEM(pem) {
-			return nil, &ConfigError{Msg: fmt.Sprintf("--ca-file %s holds no PEM certificate", o.CAFile)}
-		}
+	roots, err := caRoots(o.CAFile)
+	if err != nil {
+		return nil, err
 	}
 	// Our own VerifyConnection below does the checking: crypto/tls's
 	// built-in one is off only so that it does.
@@ -192,9 +182,21 @@ func TLSConfig(host string, o *OpenOptions) (*tls.Config, error) {
 			}
 			return nil
 		}
-		opts := x509.VerifyOptions{DNSName: host, Roots: roots, Intermediates: x509.NewCertPool(), CurrentTime: now()}
+		opts := x509.VerifyOptions{DNSName: host, Intermediates: x509.NewCertPool(), CurrentTime: now()}
 		for _, c := range cs.PeerCertificates[1:] {
 			opts.Intermediates.AddCert(c)
+		}
+		if roots != nil {
+			// The --ca-file roots alone first: a chain they accept is one
+			// the system roots plus them accept too, and loading the system
+			// pool (x509.SystemCertPool parses every certificate of
+			// /etc/ssl/certs, about 12 ms) is most of what a no-op rerun
+			// against a server with its own CA would cost in TLS.
+			opts.Roots = roots.file
+			if _, err := leaf.Verify(opts); err == nil {
+				return nil
+			}
+			opts.Roots = roots.all()
 		}
 		if _, err := leaf.Verify(opts); err != nil {
 			return certError(host, leaf, opts.CurrentTime, err)
@@ -202,6 +204,38 @@ func TLSConfig(host string, o *OpenOptions) (*tls.Config, error) {
 		return nil
 	}
 	return cfg, nil
+}
+
+// caPools are the roots a --ca-file adds to the system's: the file's alone,
+// and (loaded on first need) the system pool plus them.
+type caPools struct {
+	file *x509.CertPool
+	all  func() *x509.CertPool
+}
+
+// caRoots reads the PEM certificates of the --ca-file path (nil, nil for
+// none: the system pool alone).
+func caRoots(path string) (*caPools, error) {
+	if path == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &ConfigError{Msg: "read --ca-file: " + err.Error()}
+	}
+	p := &caPools{file: x509.NewCertPool()}
+	if !p.file.AppendCertsFromPEM(pem) {
+		return nil, &ConfigError{Msg: fmt.Sprintf("--ca-file %s holds no PEM certificate", path)}
+	}
+	p.all = sync.OnceValue(func() *x509.CertPool {
+		all, err := x509.SystemCertPool()
+		if err != nil || all == nil {
+			all = x509.NewCertPool()
+		}
+		all.AppendCertsFromPEM(pem)
+		return all
+	})
+	return p, nil
 }
 
 // SPKIPin returns the pin of cert for --pin-sha256: the standard base64 of

@@ -36,13 +36,17 @@ type Message struct {
 	// Stored is when mailferry made the message durable on side B, Unix
 	// seconds (for --delete-after). Put fills in the current time when 0.
 	Stored int64
+	// Evidence is what two-way sync keeps of the files behind the message
+	// on a side whose files can be edited in place (a Maildir), to tell
+	// an edit from a rename; package twoway writes and reads it, "" none.
+	Evidence string
 }
 
 // A folder log is a text file of lines, each "CCCCCCCC\t" (the CRC-32C of
 // the rest of the line, in hex) and tab-separated fields:
 //
 //	H  mailferry-state  <version>  <gen>  <folder name>   first line
-//	P  src  dst  flags  size  date  msgid  sha256  stored     a message put
+//	P  src  dst  flags  size  date  msgid  sha256  stored [evidence]   a message put
 //	F  src                                                    a message forgotten
 //
 // flags is "" when unknown and "=" followed by the flags otherwise. Fields
@@ -146,9 +150,13 @@ func putLine(buf []byte, m Message) []byte {
 	if m.FlagsKnown {
 		flags = "=" + m.Flags
 	}
-	return appendLine(buf, opPut, string(m.Src), string(m.Dst), flags,
+	fields := []string{opPut, string(m.Src), string(m.Dst), flags,
 		strconv.FormatInt(m.Size, 10), strconv.FormatInt(m.Date, 10), m.MsgID, m.SHA256,
-		strconv.FormatInt(m.Stored, 10))
+		strconv.FormatInt(m.Stored, 10)}
+	if m.Evidence != "" { // a copy's records keep their nine fields
+		fields = append(fields, m.Evidence)
+	}
+	return appendLine(buf, fields...)
 }
 
 func forgetLine(buf []byte, src mail.ID) []byte {
@@ -174,10 +182,13 @@ func parseRecord(fields []string) (m Message, forget bool, err error) {
 	switch {
 	case len(fields) == 2 && fields[0] == opForget && fields[1] != "":
 		return Message{Src: mail.ID(fields[1])}, true, nil
-	case len(fields) != 9 || fields[0] != opPut || fields[1] == "":
+	case len(fields) != 9 && len(fields) != 10 || fields[0] != opPut || fields[1] == "":
 		return m, false, errBadLine
 	}
 	m = Message{Src: mail.ID(fields[1]), Dst: mail.ID(fields[2]), MsgID: fields[6], SHA256: fields[7]}
+	if len(fields) == 10 {
+		m.Evidence = fields[9]
+	}
 	if f := fields[3]; f != "" {
 		if f[0] != '=' {
 			return m, false, errBadLine

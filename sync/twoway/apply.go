@@ -92,7 +92,7 @@ func (r *run) records(fo *state.Folder, fp *FolderPlan) error {
 		}
 	}
 	for _, m := range fp.Pairs {
-		if err := fo.Put(m); err != nil {
+		if err := fo.Put(r.stamped(fo.Name(), m)); err != nil {
 			return err
 		}
 	}
@@ -207,7 +207,7 @@ func (r *run) recordCopy(fo *state.Folder, to Side, p pendingCopy, f *mail.Featu
 	}
 	rec := p.c.Record
 	setSideID(&rec, to, id)
-	return fo.Put(rec)
+	return fo.Put(r.stamped(fo.Name(), rec))
 }
 
 // moves moves messages into this folder on the side that did not move
@@ -262,7 +262,7 @@ func (r *run) moveOne(fo *state.Folder, folder string, mv Move) error {
 		// must not read as removed there next run.
 		rec.Flags, rec.FlagsKnown = mv.Old.Flags, mv.Old.FlagsKnown
 	}
-	return fo.Put(rec)
+	return fo.Put(r.stamped(folder, rec))
 }
 
 func (r *run) setFlags(s Side, folder string, id mail.ID, flags []mail.Flag) error {
@@ -301,7 +301,7 @@ func (r *run) flagOne(fo *state.Folder, folder string, fs FlagSync) error {
 	base := parseBase(old.Flags)
 	var cur [2]flagSet
 	var since [2]uint64
-	keeps := [2]Keeps{r.opt.Plan.Sides[A].Keeps, r.opt.Plan.Sides[B].Keeps}
+	keeps := [2]Keeps{r.keepsIn(A, folder), r.keepsIn(B, folder)}
 	for s := range cur {
 		cur[s] = setOf(r.env(Side(s), folder, fs.ID[s]).Flags)
 		since[s] = r.status[s][folder].HighestModSeq
@@ -337,7 +337,7 @@ func (r *run) flagOne(fo *state.Folder, folder string, fs FlagSync) error {
 		if settled {
 			rec := fs.Record
 			rec.Flags, rec.FlagsKnown = res.String(), true
-			return fo.Put(rec)
+			return fo.Put(r.stamped(folder, rec))
 		}
 	}
 	r.warn(fmt.Sprintf("flags of %s in %q", fs.ID[A], folder), errors.New("changed by another client during each of the merges: merged again next run"))

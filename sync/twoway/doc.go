@@ -31,8 +31,10 @@
 //     that side, is moved on the other side, not copied again: a rename in
 //     a Maildir, UID MOVE (else COPY, \Deleted and UID EXPUNGE of that UID)
 //     on an IMAP server.
-//   - A Maildir file a mail client edited (its size is no longer the
-//     record's) is a new message: copied again, never deleted.
+//   - A Maildir file a mail client edited in place (its size and mtime in
+//     ns are no longer the record's evidence; a file whose mtime was too
+//     recent to trust is compared by content: evidence.go) is a new
+//     message: copied again, never deleted.
 //   - First sync or a lost state: messages new on both sides are paired by
 //     (Message-ID, size, date), then by content hash, duplicates count for
 //     count; the unpaired are copied; flags are the union; nothing is
@@ -47,7 +49,8 @@
 //     side that deleted it while it waits.
 //   - Folders: created on one side, created on the other. Renamed on one
 //     side (followRenames: the old name vanished there and a new folder
-//     there holds >= 90 % of its messages, by id else by Message-ID):
+//     there has its MAILBOXID where the server offers OBJECTID, RFC 8474,
+//     else holds >= 90 % of its messages, by id else by Message-ID):
 //     renamed on the other side first, the state re-keyed, nothing copied or
 //     deleted. Deleted on one side: a warning, and nothing of that folder is
 //     changed on either side; with Options.RemoveFolders the other side's

@@ -1,6 +1,9 @@
 package twoway
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"sort"
 	"strings"
 
@@ -149,4 +152,67 @@ func target(result, cur flagSet, keeps Keeps) flagSet {
 		}
 	}
 	return out
+}
+
+// folderSides is sides with the Keeps folder f's listings say (an IMAP
+// server's PERMANENTFLAGS are a folder's: one without `\*` keeps fewer
+// keywords than another of the same account that has it).
+func folderSides(f *Folder, sides [2]SideInfo) [2]SideInfo {
+	for s := range sides {
+		if k := f.Side[s].Keeps; k != nil {
+			sides[s].Keeps = k
+		}
+	}
+	return sides
+}
+
+// keepsIn asks the flags the store keeps in mailbox: Keeps when set (a
+// Maildir's, or a test's), else PERMANENTFLAGS (KeptFlags, else the Sink's
+// mail.FlagKeeper); nil (all) when nothing says, or the folder is not
+// there yet.
+func (s *Store) keepsIn(ctx context.Context, mailbox string) (Keeps, error) {
+	if s.Keeps != nil || s.Maildir != nil {
+		return s.Keeps, nil
+	}
+	fk := s.KeptFlags
+	if fk == nil {
+		fk = mail.FeaturesOf(s.Sink).FlagKeeper
+	}
+	if fk == nil {
+		return nil, nil
+	}
+	flags, all, err := fk.KeptFlags(ctx, mailbox)
+	if errors.Is(err, mail.ErrMailboxNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("permanent flags of %q: %w", mailbox, err)
+	}
+	return keepsOf(flags, all), nil
+}
+
+// learnKeeps asks, once per run, the flags side s keeps in folder (one
+// SELECT on an IMAP server, only for the folders the run lists).
+func (r *run) learnKeeps(s Side, folder string) error {
+	if _, ok := r.keeps[s][folder]; ok {
+		return nil
+	}
+	k, err := r.stores[s].keepsIn(r.ctx, folder)
+	if err != nil {
+		return fmt.Errorf("sync: side %s: %w", s, err)
+	}
+	if r.keeps[s] == nil {
+		r.keeps[s] = map[string]Keeps{}
+	}
+	r.keeps[s][folder] = k
+	return nil
+}
+
+// keepsIn is what side s keeps in folder: what learnKeeps learned, else
+// the side's.
+func (r *run) keepsIn(s Side, folder string) Keeps {
+	if k := r.keeps[s][folder]; k != nil {
+		return k
+	}
+	return r.opt.Plan.Sides[s].Keeps
 }

@@ -134,7 +134,7 @@ func (s *Store) renameFolder(ctx context.Context, from, to string) error {
 // mail.FolderManager deletes it (IMAP DELETE).
 func (s *Store) removeFolder(ctx context.Context, name string, holds []mail.ID) error {
 	if s.Maildir != nil {
-		return s.Maildir.RemoveFolder(name, holds)
+		return s.Maildir.RemoveFolder(ctx, name, holds)
 	}
 	fm := mail.FeaturesOf(s.Sink).FolderManager
 	if fm == nil {
@@ -172,7 +172,7 @@ func (m *MaildirFiles) RenameFolder(from, to string) error {
 // (<Quarantine>/<day>/<directory>.<time>, pruned as deleted messages are)
 // while it holds exactly the messages holds; a folder already gone is no
 // error.
-func (m *MaildirFiles) RemoveFolder(name string, holds []mail.ID) error {
+func (m *MaildirFiles) RemoveFolder(ctx context.Context, name string, holds []mail.ID) error {
 	if m.Quarantine == "" {
 		return fmt.Errorf("maildir: delete folder %q: no quarantine directory: %w", name, mail.ErrUnsupported)
 	}
@@ -183,14 +183,18 @@ func (m *MaildirFiles) RemoveFolder(name string, holds []mail.ID) error {
 	if dir == filepath.Clean(m.Root) {
 		return fmt.Errorf("maildir: delete folder %q: INBOX cannot be deleted: %w", name, mail.ErrUnsupported)
 	}
-	idx, err := indexFolder(dir)
-	if err != nil {
-		return err
-	}
 	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	if why := sameIDs(idx, holds); why != "" {
+	var have []mail.ID // as the listing saw them: regular files only
+	err = m.files().List(ctx, name, func(env mail.Envelope) error {
+		have = append(have, env.ID)
+		return nil
+	})
+	if err != nil && !errors.Is(err, mail.ErrMailboxNotFound) {
+		return err
+	}
+	if why := sameIDs(have, holds); why != "" {
 		return fmt.Errorf("maildir: delete folder %q: not deleted: %s", name, why)
 	}
 	now := m.now().UTC()
@@ -206,17 +210,14 @@ func (m *MaildirFiles) RemoveFolder(name string, holds []mail.ID) error {
 	if err != nil {
 		return err
 	}
-	m.mu.Lock()
-	delete(m.where, dir)
-	m.mu.Unlock()
 	return nil
 }
 
 // sameIDs says how a folder's files differ from the ids expected ("" when
 // they match).
-func sameIDs(idx map[mail.ID]string, want []mail.ID) string {
-	have := make([]string, 0, len(idx))
-	for id := range idx {
+func sameIDs(ids, want []mail.ID) string {
+	have := make([]string, 0, len(ids))
+	for _, id := range ids {
 		have = append(have, string(id))
 	}
 	exp := make([]string, 0, len(want))

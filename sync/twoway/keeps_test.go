@@ -3,6 +3,7 @@ package twoway
 import (
 	"context"
 	"io"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -99,5 +100,71 @@ func TestKeepsOf(t *testing.T) {
 		if got := tc.k.Has(tc.f); got != tc.want {
 			t.Errorf("%v.Has(%s) = %v, want %v", tc.k, tc.f, got, tc.want)
 		}
+	}
+}
+
+// keywordsPerFolder is a memStore that, as an IMAP server whose folder
+// full lacks `\*` in its PERMANENTFLAGS while the others have it, keeps no
+// keyword in full only, and says so per folder (mail.FlagKeeper).
+type keywordsPerFolder struct {
+	*memStore
+	full string
+}
+
+func (s keywordsPerFolder) Put(ctx context.Context, env mail.Envelope, body io.Reader) (mail.ID, error) {
+	if env.Mailbox == s.full {
+		env.Flags = dropKeywords(env.Flags)
+	}
+	return s.memStore.Put(ctx, env, body)
+}
+
+func (s keywordsPerFolder) SetFlags(ctx context.Context, mailbox string, id mail.ID, flags []mail.Flag) error {
+	if mailbox == s.full {
+		flags = dropKeywords(flags)
+	}
+	return s.memStore.SetFlags(ctx, mailbox, id, flags)
+}
+
+func (s keywordsPerFolder) KeptFlags(ctx context.Context, mailbox string) ([]mail.Flag, bool, error) {
+	flags := []mail.Flag{mail.FlagSeen, mail.FlagAnswered, mail.FlagFlagged, mail.FlagDeleted, mail.FlagDraft}
+	if mailbox != s.full {
+		flags = append(flags, `\*`)
+	}
+	return flags, false, nil
+}
+
+// TestKeepsPerFolder: side B keeps keywords in INBOX but not in Full (its
+// PERMANENTFLAGS differ per folder). The keyword of A's message in Full,
+// which B could not store, is not read as removed on B; a keyword removed
+// on B in INBOX, where B keeps keywords, is removed on A (the control: the
+// folders are not all treated as keeping nothing). With the side's keeps
+// read from INBOX for every folder, A's message in Full lost its keyword.
+func TestKeepsPerFolder(t *testing.T) {
+	a, b := newMemStore("a", "INBOX", "Full"), newMemStore("b", "INBOX", "Full")
+	a.add("INBOX", 1, mail.FlagSeen, "$Work")
+	a.add("Full", 2, mail.FlagSeen, "$Work")
+	dir := t.TempDir()
+	sync := func() *Result {
+		t.Helper()
+		st := openState(t, dir, false)
+		defer st.Close()
+		res, err := Run(context.Background(), [2]*Store{{Source: a, Sink: a, Identity: "mem:a"},
+			{Source: b, Sink: keywordsPerFolder{b, "Full"}, Identity: "mem:b"}}, st, RunOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	sync()
+	if got := b.describe(); got["INBOX"] != `1:$Work \Seen` || got["Full"] != `2:\Seen` {
+		t.Fatalf("B holds %v after the first sync", got)
+	}
+	b.setFlagsOf("INBOX", 1, mail.FlagSeen)
+	sync()
+	if got, want := a.describe(), map[string]string{"INBOX": `1:\Seen`, "Full": `2:$Work \Seen`}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("A holds %v, want %v", got, want)
+	}
+	if res := sync(); res.Side != [2]Counts{} {
+		t.Fatalf("a third sync did %+v", res.Side)
 	}
 }

@@ -124,7 +124,8 @@ func (r *run) askStatuses(names []string, exists [2]map[string]bool) {
 // sideStatus is what the state keeps of a status. NOMODSEQ keeps no
 // mod-sequence, so the folder is never taken as unchanged.
 func sideStatus(fs mail.FolderStatus) state.SideStatus {
-	st := state.SideStatus{UIDValidity: fs.UIDValidity, UIDNext: fs.UIDNext, Messages: fs.Messages, HighestModSeq: fs.HighestModSeq}
+	st := state.SideStatus{UIDValidity: fs.UIDValidity, UIDNext: fs.UIDNext, Messages: fs.Messages, HighestModSeq: fs.HighestModSeq,
+		MailboxID: fs.MailboxID}
 	if fs.NoModSeq {
 		st.HighestModSeq = 0
 	}
@@ -299,7 +300,10 @@ func quietOn(m state.Message, s Side, c *changes, byID map[mail.ID]*Msg, keeps K
 		return !c.touches(m, s)
 	}
 	msg := byID[sideID(m, s)]
-	if msg == nil || msg.OutOfScope || m.Size >= 0 && msg.Size >= 0 && msg.Size != m.Size { // an edited Maildir file is copied again
+	if msg == nil || msg.OutOfScope {
+		return false
+	}
+	if edited, stale := fileEdited(m, s, msg); edited || stale { // an edited Maildir file is copied again
 		return false
 	}
 	base, cur := parseBase(m.Flags), setOf(msg.Flags)
@@ -358,7 +362,9 @@ func (r *run) changeSide(s Side, name string, rec state.SideStatus, base []state
 			r.log.Debug("sync: listing in full", "side", s.String(), "mailbox", name, "reason", sum.Reason)
 			return nil, now, false, nil
 		}
+		id := now.MailboxID // a change listing's status has none
 		now = sideStatus(sum.Status)
+		now.MailboxID = id
 	}
 	if why := ch.unplaced(recorded); why != "" {
 		r.log.Debug("sync: listing in full", "side", s.String(), "mailbox", name, "reason", why)
@@ -406,8 +412,8 @@ func (c *changes) unplaced(recorded map[mail.ID]bool) string {
 // with its changed flags or the base flags the side keeps, and the new
 // messages as listed.
 func (r *run) rebuild(s Side, name string, base []state.Message, recorded map[mail.ID]bool, ch *changes) Listing {
-	keeps := r.stores[s].Keeps
-	l := Listing{Exists: true, Msgs: make([]Msg, 0, len(base)+len(ch.fresh))}
+	keeps := r.keepsIn(s, name)
+	l := Listing{Keeps: r.keeps[s][name], Exists: true, Msgs: make([]Msg, 0, len(base)+len(ch.fresh))}
 	kept := map[string][]mail.Flag{} // one slice per distinct base, not per message
 	flags := flagInterner{}
 	for _, rec := range base {

@@ -41,8 +41,8 @@ type MaildirFiles struct {
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
 
-	mu    sync.Mutex
-	where map[string]map[mail.ID]string // folder dir -> id -> "cur/name"
+	treeOnce sync.Once
+	tree     *maildirfmt.Tree
 }
 
 func (m *MaildirFiles) now() time.Time {
@@ -61,68 +61,24 @@ func (m *MaildirFiles) folderDir(mailbox string) (string, error) {
 	return dir, nil
 }
 
-// locate returns the path, relative to dir, of the file holding id, reading
-// the folder once per run (and again when a cached name went stale: a mail
-// client renamed the file meanwhile).
-func (m *MaildirFiles) locate(dir string, id mail.ID) (string, error) {
-	m.mu.Lock()
-	rel, ok := m.where[dir][id]
-	m.mu.Unlock()
-	if ok {
-		if _, err := os.Lstat(filepath.Join(dir, rel)); err == nil {
-			return rel, nil
-		}
-	}
-	idx, err := indexFolder(dir)
-	if err != nil {
-		return "", err
-	}
-	m.mu.Lock()
-	if m.where == nil {
-		m.where = map[string]map[mail.ID]string{}
-	}
-	m.where[dir] = idx
-	m.mu.Unlock()
-	if rel, ok := idx[id]; ok {
-		return rel, nil
-	}
-	return "", fmt.Errorf("maildir: %s in %s: %w", id, dir, mail.ErrNotFound)
+// files is the tree's reader (internal/maildirfmt): the one walk of a
+// Maildir's new/ and cur/ that the Maildir source and sink use too, so a
+// file is a message here exactly when it is one there (a symlink never is).
+func (m *MaildirFiles) files() *maildirfmt.Tree {
+	m.treeOnce.Do(func() { m.tree = maildirfmt.NewTree(m.Root, nil) })
+	return m.tree
 }
 
-func (m *MaildirFiles) remember(dir string, id mail.ID, rel string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if idx := m.where[dir]; idx != nil {
-		if rel == "" {
-			delete(idx, id)
-		} else {
-			idx[id] = rel
-		}
+// locate returns the directory of mailbox and the path, relative to it, of
+// the file holding id: from the tree's cache, else after one read of the
+// folder (a mail client renamed the file meanwhile). A message that is not
+// there, or is not a regular file, gives mail.ErrNotFound.
+func (m *MaildirFiles) locate(ctx context.Context, mailbox string, id mail.ID) (dir, rel string, err error) {
+	dir, rel, err = m.files().Find(ctx, mailbox, id, false)
+	if errors.Is(err, mail.ErrMailboxNotFound) {
+		err = fmt.Errorf("maildir: %s in %q: %w", id, mailbox, mail.ErrNotFound)
 	}
-}
-
-// indexFolder maps the ids of a folder's files to their paths (cur/ wins
-// over new/, as the source lists them).
-func indexFolder(dir string) (map[mail.ID]string, error) {
-	idx := map[mail.ID]string{}
-	for _, sub := range []string{"new", "cur"} {
-		ents, err := os.ReadDir(filepath.Join(dir, sub))
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("maildir: %w", err)
-		}
-		for _, e := range ents {
-			n := e.Name()
-			if n == "" || n[0] == '.' || !e.Type().IsRegular() {
-				continue
-			}
-			id, _, _ := strings.Cut(n, ":")
-			idx[mail.ID(id)] = sub + "/" + n
-		}
-	}
-	return idx, nil
+	return dir, rel, err
 }
 
 // letters returns the info letters of flags in folder dir and the folder's
@@ -145,11 +101,7 @@ func letters(ctx context.Context, dir string, flags []mail.Flag) (string, maildi
 // the Maildir sink does (maildirfmt.Retag: into cur/ once it has any, and
 // letters another program set that mean nothing here are kept).
 func (m *MaildirFiles) SetFlags(ctx context.Context, mailbox string, id mail.ID, flags []mail.Flag) error {
-	dir, err := m.folderDir(mailbox)
-	if err != nil {
-		return err
-	}
-	rel, err := m.locate(dir, id)
+	dir, rel, err := m.locate(ctx, mailbox, id)
 	if err != nil {
 		return err
 	}
@@ -164,7 +116,7 @@ func (m *MaildirFiles) SetFlags(ctx context.Context, mailbox string, id mail.ID,
 	if err := renameSynced(filepath.Join(dir, rn.Old), filepath.Join(dir, rn.New)); err != nil {
 		return err
 	}
-	m.remember(dir, id, rn.New)
+	m.files().Moved(dir, id, rn.New)
 	return nil
 }
 
@@ -174,11 +126,7 @@ func (m *MaildirFiles) SetFlags(ctx context.Context, mailbox string, id mail.ID,
 // not overwritten: what UNCHANGEDSINCE does on IMAP (rule 2). Stored false
 // returns the flags the file has now.
 func (m *MaildirFiles) SetFlagsIf(ctx context.Context, mailbox string, id mail.ID, flags, expect []mail.Flag) (mail.FlagState, error) {
-	dir, err := m.folderDir(mailbox)
-	if err != nil {
-		return mail.FlagState{}, err
-	}
-	rel, err := m.locate(dir, id)
+	dir, rel, err := m.locate(ctx, mailbox, id)
 	if err != nil {
 		return mail.FlagState{}, err
 	}
@@ -190,15 +138,11 @@ func (m *MaildirFiles) SetFlagsIf(ctx context.Context, mailbox string, id mail.I
 
 // Move renames env's file into folder to with flags; the id stays.
 func (m *MaildirFiles) Move(ctx context.Context, env mail.Envelope, to string, flags []mail.Flag) (mail.ID, error) {
-	from, err := m.folderDir(env.Mailbox)
-	if err != nil {
-		return "", err
-	}
 	dst, err := m.folderDir(to)
 	if err != nil {
 		return "", err
 	}
-	rel, err := m.locate(from, env.ID)
+	from, rel, err := m.locate(ctx, env.Mailbox, env.ID)
 	if err != nil {
 		return "", err
 	}
@@ -215,8 +159,7 @@ func (m *MaildirFiles) Move(ctx context.Context, env mail.Envelope, to string, f
 	if err := renameSynced(filepath.Join(from, rel), filepath.Join(dst, name)); err != nil {
 		return "", err
 	}
-	m.remember(from, env.ID, "")
-	m.remember(dst, env.ID, name)
+	m.files().Moved(dst, env.ID, name)
 	return env.ID, nil
 }
 
@@ -232,19 +175,15 @@ func (m *MaildirFiles) Remove(ctx context.Context, envs []mail.Envelope) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := m.quarantine(env, day); err != nil {
+		if err := m.quarantine(ctx, env, day); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (m *MaildirFiles) quarantine(env mail.Envelope, day string) error {
-	dir, err := m.folderDir(env.Mailbox)
-	if err != nil {
-		return err
-	}
-	rel, err := m.locate(dir, env.ID)
+func (m *MaildirFiles) quarantine(ctx context.Context, env mail.Envelope, day string) error {
+	dir, rel, err := m.locate(ctx, env.Mailbox, env.ID)
 	if errors.Is(err, mail.ErrNotFound) {
 		return nil
 	}
@@ -264,11 +203,7 @@ func (m *MaildirFiles) quarantine(env mail.Envelope, day string) error {
 	if errors.Is(err, syscall.EXDEV) {
 		err = copyThenRemove(src, dst)
 	}
-	if err != nil {
-		return err
-	}
-	m.remember(dir, env.ID, "")
-	return nil
+	return err
 }
 
 // Prune removes the quarantine's days older than QuarantineDays.

@@ -2,6 +2,7 @@ package twoway
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -287,5 +288,133 @@ func TestMaildirSetFlagsKeepsForeignLetters(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(root, tc.want)); err != nil {
 			t.Errorf("SetFlags(%s, %v): %v", tc.file, tc.flags, err)
 		}
+	}
+}
+
+// TestMaildirSymlinkIsNoMessage: a symlink in cur/ under a message's name
+// is no message anywhere (one walk, internal/maildirfmt): not listed, so
+// not copied; and a flag write, a move or a deletion naming its id finds
+// nothing, leaving the link and what it points at as they were. Before
+// MaildirFiles used maildirfmt.Tree, its own walk and the tree's disagreed
+// on what a name that is not a regular file is.
+func TestMaildirSymlinkIsNoMessage(t *testing.T) {
+	root, dir := filepath.Join(t.TempDir(), "Maildir"), t.TempDir()
+	a := newMemStore("a", "INBOX", "Archive")
+	a.add("INBOX", 1)
+	a.add("Archive", 2)
+	syncMaildir(t, a, root, dir, RunOptions{})
+	secret := filepath.Join(t.TempDir(), "secret")
+	mustDo(t, os.WriteFile(secret, tokenBody(3), 0o600))
+	link := filepath.Join(root, "cur", "1700000000.link.host:2,")
+	mustDo(t, os.Symlink(secret, link))
+
+	res := syncMaildir(t, a, root, dir, RunOptions{})
+	if res.Side[A].Copied != 0 || a.describe()["INBOX"] != "1:" {
+		t.Fatalf("the symlink was synced: counts %+v, A holds %v", res.Side, a.describe())
+	}
+	ctx := context.Background()
+	m := &MaildirFiles{Root: root, Quarantine: filepath.Join(dir, "q")}
+	id := mail.ID("1700000000.link.host")
+	for name, err := range map[string]error{
+		"SetFlags": m.SetFlags(ctx, "INBOX", id, []mail.Flag{mail.FlagSeen}),
+		"Move": func() error {
+			_, err := m.Move(ctx, mail.Envelope{Mailbox: "INBOX", ID: id}, "Archive", nil)
+			return err
+		}(),
+	} {
+		if !errors.Is(err, mail.ErrNotFound) {
+			t.Errorf("%s of the symlink's id = %v, want ErrNotFound", name, err)
+		}
+	}
+	mustDo(t, m.Remove(ctx, []mail.Envelope{{Mailbox: "INBOX", ID: id}}))
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("the symlink was renamed or moved: %v", err)
+	}
+	if b, err := os.ReadFile(secret); err != nil || string(b) != string(tokenBody(3)) {
+		t.Fatalf("what the symlink points at changed: %q, %v", b, err)
+	}
+}
+
+// TestRunMaildirEditedSameSize: a mail client rewrote a Maildir file in
+// place with the same size (rule 4: copied again, the old version deleted
+// on the other side). The evidence is the file's mtime in ns: a later
+// write moves it; a write in the same tick of the file system's clock does
+// not, so a file whose mtime was too recent when the sync recorded it is
+// compared by content. A rename (a flag change) moves neither and is no
+// edit. Before the evidence, a same-size edit went unseen.
+func TestRunMaildirEditedSameSize(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		client bool // the file is the mail client's, written just now (racy)
+		change func(t *testing.T, p string, mtime time.Time) string
+		copied int // copies to A on the second sync
+		flags  int // flag changes on A
+	}{
+		{"rewritten later", false, rewrite(false), 1, 0},
+		{"rewritten in the same tick", true, rewrite(true), 1, 0},
+		{"renamed (a flag)", true, func(t *testing.T, p string, _ time.Time) string {
+			to := strings.TrimSuffix(p, ":2,") + ":2,S"
+			mustDo(t, os.Rename(p, to))
+			return to
+		}, 0, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root, dir := filepath.Join(t.TempDir(), "Maildir"), t.TempDir()
+			a := newMemStore("a", "INBOX")
+			a.add("INBOX", 1)
+			syncMaildir(t, a, root, dir, RunOptions{})
+			p := maildirFile(t, root, 1)
+			if tc.client {
+				mustDo(t, os.Remove(p))
+				a.removeTok("INBOX", 1)
+				syncMaildir(t, a, root, dir, RunOptions{Plan: Options{Force: true}})
+				p = filepath.Join(root, "cur", "1700000000.client.host:2,")
+				mustDo(t, os.WriteFile(p, tokenBody(2), 0o600)) // its mtime is now
+				if res := syncMaildir(t, a, root, dir, RunOptions{}); res.Side[A].Copied != 1 {
+					t.Fatalf("the client's file was not copied: %+v", res.Side)
+				}
+			}
+			fi, err := os.Stat(p)
+			mustDo(t, err)
+			p = tc.change(t, p, fi.ModTime())
+			res := syncMaildir(t, a, root, dir, RunOptions{})
+			if res.Side[A].Copied != tc.copied || res.Side[A].Deleted != tc.copied || res.Side[A].Flagged != tc.flags || res.Side[B].Copied+res.Side[B].Deleted != 0 {
+				t.Fatalf("counts %+v, want %d copied to A and deleted there, %d flag changes", res.Side, tc.copied, tc.flags)
+			}
+			want, _ := os.ReadFile(p)
+			var bodies []string
+			for _, m := range a.folders["INBOX"] {
+				bodies = append(bodies, string(m.body))
+			}
+			if len(bodies) != 1 || bodies[0] != string(want) {
+				t.Fatalf("A holds %q, want the Maildir's %q", bodies, want)
+			}
+			if res := syncMaildir(t, a, root, dir, RunOptions{}); res.Side != [2]Counts{} {
+				t.Fatalf("a sync right after did %+v", res.Side)
+			}
+		})
+	}
+}
+
+// rewrite returns a change that rewrites a file in place with as many
+// bytes (its last letter's case flipped); sameTick then sets its mtime
+// back, as a second write within the file system's clock tick leaves it.
+func rewrite(sameTick bool) func(t *testing.T, p string, mtime time.Time) string {
+	return func(t *testing.T, p string, mtime time.Time) string {
+		b, err := os.ReadFile(p)
+		mustDo(t, err)
+		i := strings.LastIndexAny(string(b), "abcdefghijklmnopqrstuvwxyz")
+		b[i] -= 'a' - 'A'
+		f, err := os.OpenFile(p, os.O_WRONLY, 0)
+		mustDo(t, err)
+		_, err = f.WriteAt(b, 0)
+		mustDo(t, err)
+		mustDo(t, f.Close())
+		if sameTick {
+			mustDo(t, os.Chtimes(p, time.Time{}, mtime))
+		} else if fi, _ := os.Stat(p); fi.ModTime().Equal(mtime) {
+			t.Fatal("the rewrite kept the mtime")
+		}
+		return p
 	}
 }

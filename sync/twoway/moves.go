@@ -85,7 +85,7 @@ func (p *planner) addMove(x Side, g goneAt, f freshAt) {
 	y := x.Other()
 	var pair [2]*Msg
 	pair[x], pair[y] = f.f.m, g.g.other
-	fs, _ := flagSync(g.g.rec, pair, p.opt.Sides)
+	fs, _ := flagSync(g.g.rec, pair, f.w.sides) // the message's folder now
 	rec := fs.Record
 	rec.Src, rec.Dst = "", ""
 	setSideID(&rec, x, f.f.m.ID)

@@ -42,6 +42,11 @@ type Msg struct {
 	// scope: it is frozen (neither copied nor deleted nor merged) and its
 	// presence still counts, so it never looks deleted.
 	OutOfScope bool
+	// Racy and Stamp are a Maildir file's evidence as listed (evidence.go):
+	// Stamp 0 when the listing did not come from the file; Racy when its
+	// mtime was too recent to trust (Content then holds its hash).
+	Racy  bool
+	Stamp uint64
 }
 
 // key is the (Message-ID, size, date) that pairs messages, "" without a
@@ -57,6 +62,9 @@ type Listing struct {
 	// be read as a deletion (an incomplete listing: a cut connection, an
 	// error mid-way). Copies and flag merges still happen.
 	Untrusted string
+	// Keeps are the flags this side keeps in this folder (an IMAP
+	// server's PERMANENTFLAGS differ per folder); nil: SideInfo.Keeps.
+	Keeps Keeps
 	// IDsReset is true when this side's ids changed since the state was
 	// written (an IMAP UIDVALIDITY change): the folder is merged as on a
 	// first sync, pairing by content, and nothing is deleted.
@@ -78,6 +86,10 @@ type Folder struct {
 	// still count as known messages (the guard, an empty folder).
 	Omitted int
 	Side    [2]Listing
+	// MailboxIDs are each side's RFC 8474 MAILBOXID of the folder now, and
+	// KnownMailboxIDs those the state recorded ("" none): a folder renamed
+	// on a server that has them is followed by them (followRenames).
+	MailboxIDs, KnownMailboxIDs [2]string
 
 	// rename is set by followRenames on a folder it made of a vanished
 	// folder and the new folder it was renamed to.
@@ -86,7 +98,8 @@ type Folder struct {
 
 // SideInfo is what the planner knows about a whole side.
 type SideInfo struct {
-	// Keeps are the flags the side stores; nil: all.
+	// Keeps are the flags the side stores in a folder whose Listing.Keeps
+	// does not say; nil: all.
 	Keeps Keeps
 	// StableIDs is true when a message keeps its id when moved between
 	// folders (a Maildir base name), so a move is recognised by its id.

@@ -34,6 +34,8 @@ type folderWork struct {
 	// recreate is true when a folder deleted on one side is recreated
 	// there: its records are dropped, so everything is copied back.
 	recreate bool
+	// sides are Options.Sides with the folder's own Keeps (folderSides).
+	sides [2]SideInfo
 }
 
 // goneRec is a record whose message is gone from one side; other is the
@@ -74,7 +76,7 @@ func MakePlan(folders []Folder, opt Options) *Plan {
 
 // analyse matches one folder's records with both listings.
 func (p *planner) analyse(f *Folder) *folderWork {
-	w := &folderWork{in: f, out: &FolderPlan{Name: f.Name, Rename: f.rename}}
+	w := &folderWork{in: f, out: &FolderPlan{Name: f.Name, Rename: f.rename}, sides: folderSides(f, p.opt.Sides)}
 	if !w.folderAction(&p.opt) {
 		return w
 	}
@@ -97,7 +99,7 @@ func (p *planner) analyse(f *Folder) *folderWork {
 	}
 	p.matchBase(w, base)
 	w.byID = [2]map[mail.ID]*Msg{} // only matchBase needs it: memory follows the folders planned, not held
-	w.pairFresh(p.opt.Sides)
+	w.pairFresh(w.sides)
 	return w
 }
 
@@ -125,7 +127,7 @@ func (w *folderWork) folderAction(opt *Options) bool {
 		return true
 	}
 	if opt.RemoveFolders {
-		return w.removeOrRecreate(missing, opt.Sides[missing.Other()].Keeps)
+		return w.removeOrRecreate(missing, w.sides[missing.Other()].Keeps)
 	}
 	w.out.Skip = fmt.Sprintf("folder %q vanished from side %s: nothing in it is changed on either side (a folder deleted on one side is not deleted on the other without --remove-folders)", f.Name, missing)
 	w.out.Warnings = append(w.out.Warnings, w.out.Skip)
@@ -189,15 +191,17 @@ func (p *planner) matchBase(w *folderWork, base []state.Message) {
 		}
 		seen[A][r.Src], seen[B][r.Dst] = true, true
 		ma, mb := w.byID[A][r.Src], w.byID[B][r.Dst]
-		if w.edited(A, r, ma, p.opt.Sides) {
+		editedA, staleA := w.edited(A, r, ma, w.sides)
+		if editedA {
 			ma, seen[A][r.Src] = nil, false
 		}
-		if w.edited(B, r, mb, p.opt.Sides) {
+		editedB, staleB := w.edited(B, r, mb, w.sides)
+		if editedB {
 			mb, seen[B][r.Dst] = nil, false
 		}
 		switch {
 		case ma != nil && mb != nil:
-			w.mergeFlags(r, ma, mb, p.opt.Sides)
+			w.mergeFlags(r, ma, mb, w.sides, staleA || staleB)
 		case ma == nil && mb == nil:
 			w.out.Forgets = append(w.out.Forgets, r.Src)
 		case mb == nil:
@@ -223,12 +227,16 @@ func (p *planner) matchBase(w *folderWork, base []state.Message) {
 }
 
 // edited reports whether m, side s's message of record r, is a Maildir
-// file whose content a mail client changed (rule 4): its size is no longer
-// the record's. Such a file is a new message: copied again to the other
-// side, never deleted; the version the record names is gone from side s.
-// (A change that keeps the size is not seen: only reading every file would.)
-func (w *folderWork) edited(s Side, r state.Message, m *Msg, sides [2]SideInfo) bool {
-	return m != nil && sides[s].StableIDs && !m.OutOfScope && r.Size >= 0 && m.Size >= 0 && m.Size != r.Size
+// file whose content a mail client changed (rule 4), by its evidence
+// (evidence.go: its mtime, else its size); stale when the record's
+// evidence is to be written again. An edited file is a new message:
+// copied again to the other side, never deleted; the version the record
+// names is gone from side s.
+func (w *folderWork) edited(s Side, r state.Message, m *Msg, sides [2]SideInfo) (edited, stale bool) {
+	if m == nil || !sides[s].StableIDs || m.OutOfScope {
+		return false, false
+	}
+	return fileEdited(r, s, m)
 }
 
 // goneFrom notes a record whose message is gone from side s and still on
@@ -244,13 +252,14 @@ func (w *folderWork) goneFrom(s Side, r state.Message, other *Msg) int {
 	return 0
 }
 
-// mergeFlags plans the flag merge of a message on both sides.
-func (w *folderWork) mergeFlags(r state.Message, ma, mb *Msg, sides [2]SideInfo) {
+// mergeFlags plans the flag merge of a message on both sides; restamp
+// rewrites its record even when nothing changes (its evidence is stale).
+func (w *folderWork) mergeFlags(r state.Message, ma, mb *Msg, sides [2]SideInfo, restamp bool) {
 	if ma.OutOfScope || mb.OutOfScope {
 		return
 	}
 	fs, changed := flagSync(r, [2]*Msg{ma, mb}, sides)
-	if changed {
+	if changed || restamp {
 		w.out.Flags = append(w.out.Flags, fs)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	gosync "sync"
 	"time"
 
 	"github.com/mailferry/mailferry/sync/checkpoint"
@@ -75,6 +76,7 @@ type run struct {
 	res    *Result
 	jr     *journal                        // changes are written here before they are made
 	ids    [2]string                       // each store's identity (Store.identity)
+	boxes  [2][]string                     // each side's folders (Source.Mailboxes), read first
 	status [2]map[string]mail.FolderStatus // before listing (Store.statuses): modseqs for flag writes
 	// The incremental listing (listing.go): each side's folder statuses
 	// read before listing, the pass of each folder pair listed, the pairs
@@ -84,6 +86,7 @@ type run struct {
 	skipped []string
 	removed [2]map[string]int
 	msgs    [2]map[string][]Msg // side -> folder -> listing, sorted by ID
+	keeps   [2]map[string]Keeps // side -> folder -> the flags it keeps there (learnKeeps)
 }
 
 // Run syncs the two stores with the state st: lists both sides, settles
@@ -144,31 +147,50 @@ func Run(ctx context.Context, stores [2]*Store, st *state.State, opt RunOptions)
 	return r.res, nil
 }
 
-// checkIdentities compares each store's identity with the state's: a side
-// the state does not name is not trusted to have deleted anything. It
-// also learns what each side keeps of flags, and the folder statuses
-// before listing.
+// checkIdentities reads both sides at once (each its own server, so the
+// logins and round trips overlap: a run with nothing to do costs about
+// one side's): the folders, then their statuses (readSide). It then
+// compares each store's identity with the state's: a side the state does
+// not name is not trusted to have deleted anything.
 func (r *run) checkIdentities() error {
 	ida, idb := r.st.Identities()
+	var errs [2]error
+	var wg gosync.WaitGroup
+	for s := range r.stores {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[s] = r.readSide(Side(s))
+		}()
+	}
+	wg.Wait()
 	for s, want := range []string{ida, idb} {
-		st, err := r.stores[s].statuses(r.ctx, r.st.Folders())
-		if err != nil {
-			return fmt.Errorf("sync: side %s: %w", Side(s), err)
+		if errs[s] != nil {
+			return fmt.Errorf("sync: side %s: %w", Side(s), errs[s])
 		}
-		r.status[s] = st
-		got := r.stores[s].identity(st)
+		got := r.stores[s].identity(r.status[s])
 		r.ids[s] = got
 		if !sameIdentity(want, got) {
 			r.opt.Plan.Sides[s].Untrusted = fmt.Sprintf("it is not the store the state was written for (identity %q, the state has %q)", got, want)
 		}
 		r.opt.Plan.Sides[s].StableIDs = r.stores[s].StableIDs
-		keeps, err := r.stores[s].keeps(r.ctx)
-		if err != nil {
-			return fmt.Errorf("sync: side %s: %w", Side(s), err)
-		}
-		r.opt.Plan.Sides[s].Keeps = keeps
+		r.opt.Plan.Sides[s].Keeps = r.stores[s].Keeps // per folder: learnKeeps
 	}
 	return nil
+}
+
+// readSide reads side s's folders (list) and the statuses of those the
+// state knows and INBOX (Store.statuses: the identity, and the
+// mod-sequences flag writes compare with), in that order: the folder list
+// names the folders the statuses are asked of, without a LIST of its own.
+func (r *run) readSide(s Side) error {
+	boxes, err := r.stores[s].Source.Mailboxes(r.ctx)
+	if err != nil {
+		return err
+	}
+	r.boxes[s] = boxes
+	r.status[s], err = r.stores[s].statuses(r.ctx, r.st.Folders())
+	return err
 }
 
 // apply carries out the plan folder by folder, then records the
@@ -220,21 +242,17 @@ func (r *run) warn(msg string, err error) {
 	r.res.Warnings = append(r.res.Warnings, fmt.Sprintf("%s: %v", msg, err))
 }
 
-// list reads both sides' folders and the statuses of those in scope,
-// then lists each folder pair that moved (listing.go), with the state's
-// records of it. A pair that did not move is left out: its records are not
+// list takes both sides' folders (read by checkIdentities) and the
+// statuses of those in scope, then lists each folder pair that moved
+// (listing.go), with the state's records of it. A pair that did not move is left out: its records are not
 // read. A pair an interrupted run journaled changes in is always listed:
 // settle needs its listing.
 func (r *run) list(pending []intent) ([]Folder, error) {
 	var exists [2]map[string]bool
 	names := map[string]bool{}
-	for s, st := range r.stores {
-		boxes, err := st.Source.Mailboxes(r.ctx)
-		if err != nil {
-			return nil, fmt.Errorf("sync: side %s: %w", Side(s), err)
-		}
+	for s := range r.stores {
 		exists[s] = map[string]bool{}
-		for _, b := range boxes {
+		for _, b := range r.boxes[s] {
 			exists[s][b], names[b] = true, true
 		}
 		r.msgs[s] = map[string][]Msg{}
@@ -282,7 +300,9 @@ func sortedNames(set map[string]bool) []string {
 // pass to record once the run's changes are applied.
 func (r *run) listFolder(name string, exists [2]map[string]bool, journaled bool) (Folder, error) {
 	f := Folder{Name: name}
-	if _, known := r.st.Summary(name); known {
+	f.MailboxIDs = [2]string{r.sts[A][name].MailboxID, r.sts[B][name].MailboxID}
+	if sum, known := r.st.Summary(name); known {
+		f.KnownMailboxIDs = [2]string{sum.A.MailboxID, sum.B.MailboxID}
 		fo, err := r.st.Folder(name)
 		if err != nil {
 			return f, err
@@ -306,10 +326,14 @@ func (r *run) listFolder(name string, exists [2]map[string]bool, journaled bool)
 			p.full = true
 			continue
 		}
+		if err := r.learnKeeps(Side(s), name); err != nil {
+			return f, err
+		}
 		l, c, st, full, err := r.listSideAs(Side(s), name, &f, recorded[s])
 		if err != nil {
 			return f, err
 		}
+		l.Keeps = r.keeps[s][name]
 		l.IDsReset = !r.stores[s].StableIDs && idsReset(l.Msgs, recorded[s])
 		f.Side[s], p.status[s], ch[s] = l, st, c
 		p.full = p.full || full
@@ -322,8 +346,9 @@ func (r *run) listFolder(name string, exists [2]map[string]bool, journaled bool)
 			p.noPass = r.opt.Plan.Sides[s].Untrusted
 		}
 	}
+	r.fillEvidence(&f)
 	if f.Side[A].Exists && f.Side[B].Exists && p.noPass == "" && !journaled {
-		omitQuiet(&f, ch, [2]Keeps{r.opt.Plan.Sides[A].Keeps, r.opt.Plan.Sides[B].Keeps})
+		omitQuiet(&f, ch, [2]Keeps{r.keepsIn(A, name), r.keepsIn(B, name)})
 	}
 	for s, c := range ch {
 		if c != nil {
@@ -373,10 +398,7 @@ func idsReset(msgs []Msg, recorded map[mail.ID]bool) bool {
 func (r *run) listSide(s Side, name string, recorded map[mail.ID]bool) (Listing, error) {
 	l := Listing{Exists: true}
 	envs := map[mail.ID]mail.Envelope{}
-	err := r.stores[s].Source.List(r.ctx, name, func(env mail.Envelope) error {
-		envs[env.ID] = env
-		return nil
-	})
+	stamps, err := r.listFiles(s, name, func(env mail.Envelope) { envs[env.ID] = env })
 	switch {
 	case r.ctx.Err() != nil:
 		return l, r.ctx.Err()
@@ -392,6 +414,7 @@ func (r *run) listSide(s Side, name string, recorded map[mail.ID]bool) (Listing,
 	for _, id := range sortedEnvIDs(envs) {
 		m := toMsg(envs[id], recorded[id])
 		m.Flags = flags.intern(m.Flags)
+		m.Stamp, m.Racy = stamps[id].stamp, stamps[id].racy
 		l.Msgs = append(l.Msgs, m)
 	}
 	return l, nil

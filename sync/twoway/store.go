@@ -31,8 +31,14 @@ type Store struct {
 	// StableIDs is true when a message keeps its id when moved between
 	// folders (a Maildir base name).
 	StableIDs bool
-	// Keeps are the flags the store keeps (nil: all).
+	// Keeps are the flags the store keeps in every folder (nil: what
+	// KeptFlags, else the Sink's mail.FlagKeeper, says per folder; all
+	// when neither says).
 	Keeps Keeps
+	// KeptFlags, when not nil, is asked the flags each folder keeps
+	// instead of the Sink (a dry run opens no Sink, and must plan with
+	// what a real run would know).
+	KeptFlags mail.FlagKeeper
 
 	// step is the run's test hook (RunOptions.step), called between the
 	// durable steps of a move by copy.
@@ -72,24 +78,6 @@ func (s *Store) statuses(ctx context.Context, names []string) (map[string]mail.F
 		return nil, fmt.Errorf("folder statuses: %w", err)
 	}
 	return st, nil
-}
-
-// keeps returns the flags the store keeps: Keeps when set, else what an
-// IMAP server's INBOX says (PERMANENTFLAGS; a folder of the same account
-// is taken to keep the same), nil (all) when it does not say.
-func (s *Store) keeps(ctx context.Context) (Keeps, error) {
-	if s.Keeps != nil || s.Maildir != nil {
-		return s.Keeps, nil
-	}
-	fk := mail.FeaturesOf(s.Sink).FlagKeeper
-	if fk == nil {
-		return nil, nil
-	}
-	flags, all, err := fk.KeptFlags(ctx, "INBOX")
-	if err != nil {
-		return nil, fmt.Errorf("permanent flags: %w", err)
-	}
-	return keepsOf(flags, all), nil
 }
 
 // sameIdentity reports whether got names the store the state recorded as

@@ -2,12 +2,16 @@
 # Issue 11's scenarios for bench.sh (sourced, not run): a nightly run over a large account.
 #
 #   nightly       50,000 small messages in one folder, IMAP -> Maildir: mailferry's first copy,
-#                 then its no-op rerun against mbsync's no-op rerun of the same account
-#                 (alternating), then per round one new message and one \Flagged set by another
+#                 then its no-op rerun against mbsync's no-op rerun of the same account and
+#                 the no-op's floor (alternating), then per round one new message and one \Flagged set by another
 #                 client (doveadm): the rerun must store the message and put the flag on the
 #                 Maildir copy (both checked); mbsync does the same rerun, for information
 #   nightly-200k  200,000 small messages in 10 folders: mailferry's first copy and its no-op
-#                 rerun (peak RSS of both, and the rerun's time)
+#                 rerun (peak RSS of both, and the rerun's time), next to the no-op's floor
+#
+# The no-op's floor (tool "noopfloor") is the least a rerun must do to learn that nothing
+# moved: imapfloor -mode status, a process that logs in over TLS, asks every folder's status
+# in one LIST-STATUS (or pipelined STATUS) and logs out; it reads no state and writes nothing.
 #
 # The accounts are written straight into Dovecot's Maildir by genbig.py (small bodies: these
 # scenarios measure the cost per message of listing and state, not of bodies) and indexed once
@@ -65,6 +69,11 @@ big_account() {
 mf_copy_user() {
 	MF_CMD=("$BIN/mailferry" copy "imaps://$1@localhost:$IMAPS_PORT" "$2" --src-password-file "$W/pw-$1"
 		--ca-file "$D/cert.pem" --checkpoint "$3" --progress never --quiet "${MF_FLAGS[@]}")
+}
+
+# noop_floor USER: the no-op floor's command for USER's account, in FLOOR_CMD.
+noop_floor() {
+	FLOOR_CMD=("$BIN/imapfloor" -addr "localhost:$IMAPS_PORT" -user "$1" -password-file "$W/pw-$1" -ca-file "$D/cert.pem" -mode status)
 }
 
 # maildir_file DIR MESSAGE_ID prints the file under DIR holding MESSAGE_ID (first match).
@@ -143,11 +152,14 @@ scenario_nightly() {
 	"${PEER_CMD[@]}" >"$W/logs/$sc-mbsync-setup.log" 2>&1 || note $sc "mbsync's first copy failed (exit $?)"
 	peer_mbsync_user $u "$mbout" "$mbout.conf"
 	timed $sc mailferry-copy 2 "count_maildir $mfout" -- "${MF_CMD[@]}" || true
-	# No-op reruns: one untimed warm-up each, then alternating.
+	# No-op reruns: one untimed warm-up each, then alternating, with the floor.
+	noop_floor $u
 	for r in $(seq 0 "$ROUNDS"); do
 		timed $sc mailferry-noop "$r" "count_maildir $mfout" -- "${MF_CMD[@]}" || true
 		timed $sc mbsync-noop "$r" "count_maildir $mbout" -- "${PEER_CMD[@]}" || true
+		timed $sc noopfloor "$r" - -- "${FLOOR_CMD[@]}" || true
 	done
+	note $sc "noopfloor (TLS login, one LIST-STATUS of every folder, LOGOUT) by its own clock, last round: $(head -n 1 "$W/logs/$sc-noopfloor-$ROUNDS.log")"
 	count_check $sc "mailferry no-op rerun" "$(count_maildir "$mfout")" "$WANT"
 	count_check $sc "mbsync no-op rerun" "$(count_maildir "$mbout")" "$WANT"
 	# One new message and one flag change per round, set by another client (doveadm).
@@ -171,8 +183,10 @@ scenario_nightly_200k() {
 	mf_copy_user $u "maildir:$mfout" "$mfout.cp"
 	timed $sc mailferry-copy 1 "count_maildir $mfout" -- "${MF_CMD[@]}" || true
 	timed $sc mailferry-copy 2 "count_maildir $mfout" -- "${MF_CMD[@]}" || true
+	noop_floor $u
 	for r in $(seq 0 "$ROUNDS"); do
 		timed $sc mailferry-noop "$r" "count_maildir $mfout" -- "${MF_CMD[@]}" || true
+		timed $sc noopfloor "$r" - -- "${FLOOR_CMD[@]}" || true
 	done
 	count_check $sc "mailferry no-op rerun" "$(count_maildir "$mfout")" "$WANT"
 }
