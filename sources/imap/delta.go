@@ -179,12 +179,12 @@ type changeListing struct {
 	sel       imapconn.Selected
 	knownUIDs []uint32 // known's UIDs of this UIDVALIDITY, parsed once (nil: known is nil)
 	sum       mail.ChangeSummary
-	maxNew   uint32
-	knownNew imapconn.UIDSet // known UIDs from since.UIDNext on (a two-way sync's own copies)
-	newKnown int             // of those, how many are still there (ChangeFlags)
-	goneNew  []uint32        // and which are gone
-	present  imapconn.UIDSet // UIDs below since.UIDNext still there (no QRESYNC)
-	vanished imapconn.UIDSet // QRESYNC's report
+	maxNew    uint32
+	knownNew  imapconn.UIDSet // known UIDs from since.UIDNext on (a two-way sync's own copies)
+	newKnown  int             // of those, how many are still there (ChangeFlags)
+	goneNew   []uint32        // and which are gone
+	present   imapconn.UIDSet // UIDs below since.UIDNext still there (no QRESYNC)
+	vanished  imapconn.UIDSet // QRESYNC's report
 }
 
 func (cl *changeListing) run(box string) error {
