@@ -247,8 +247,8 @@ func (m *model) applyCopy(folder string, c Copy) {
 		m.t.Fatalf("copy of a message side %s does not hold: %s/%s", c.From, folder, c.Msg.ID)
 	}
 	id := to.newID("c")
-	to.store(folder, id, mm.token, setOf(c.Flags))
-	r := c.Record
+	to.store(folder, id, mm.token, setOf(c.Flags()))
+	r := c.Record()
 	setSideID(&r, c.From.Other(), id)
 	m.put(folder, r)
 }
