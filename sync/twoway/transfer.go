@@ -5,14 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
-	"strings"
 	gosync "sync"
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/mailferry/mailferry/internal/maildirfmt"
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/state"
 )
@@ -252,37 +248,7 @@ func (c *copyCommitter) recordCopy(p pendingCopy, f *mail.Features) error {
 	}
 	rec := p.c.Record()
 	setSideID(&rec, c.to, id)
-	c.hintStored(id, p.c.Msg.Flags)
 	return c.fo.Put(c.stamped(c.fo.Name(), rec))
-}
-
-// hintStored tells side to's Maildir tree where copy id's file is, when
-// it is under the name the Maildir sink gives it (new/ID without flags,
-// else cur/ID:2,LETTERS; a keyword's letter is the folder's, so such a
-// file is not guessed): stamping the copy's record (stamped) then finds it
-// without reading the folder's names again, which the tree does once per
-// commit otherwise: about 300 times for a 20,000-message folder.
-func (c *copyCommitter) hintStored(id mail.ID, flags []mail.Flag) {
-	mf := c.stores[c.to].Maildir
-	if mf == nil || !validName(string(id)) {
-		return
-	}
-	dir, err := maildirfmt.FolderDir(mf.Root, c.folder)
-	if err != nil {
-		return
-	}
-	rel := "new/" + string(id)
-	if len(setOf(flags)) > 0 {
-		rel = "cur/" + string(id) + ":2," + maildirfmt.FlagLetters(flags)
-	}
-	if fi, err := os.Lstat(filepath.Join(dir, rel)); err == nil && fi.Mode().IsRegular() {
-		mf.files().Moved(dir, id, rel)
-	}
-}
-
-// validName reports whether id can be a file name in cur/ or new/.
-func validName(id string) bool {
-	return id != "" && id[0] != '.' && !strings.ContainsAny(id, "/:\x00")
 }
 
 // forgetFiles drops what the Maildir sides' trees know of where files are
