@@ -2,14 +2,18 @@ package twoway
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
+	"runtime"
 	"slices"
 	gosync "sync"
 	"testing"
+	"weak"
 
 	"github.com/mailferry/mailferry/sync/mail"
+	"github.com/mailferry/mailferry/sync/state"
 )
 
 // TestListOmitsQuietRecords: after one message of 50 changed flags on
@@ -133,4 +137,29 @@ func TestFirstSyncGoesFolderByFolder(t *testing.T) {
 		}
 		a.add("INBOX", 10+len(tc.name)) // something to put next time
 	}
+}
+
+// TestOmitQuietLetsGoOfTheRecords: once every record of a folder is left
+// out as quiet, nothing reachable from the folder keeps the records read
+// from the state (an empty slice of their array would keep all of them).
+func TestOmitQuietLetsGoOfTheRecords(t *testing.T) {
+	f := &Folder{Name: "INBOX", Known: true}
+	var ch [2]*changes
+	for s := range ch {
+		ch[s] = &changes{fresh: map[mail.ID]mail.Envelope{}, flags: map[mail.ID][]mail.Flag{}, gone: map[mail.ID]bool{}}
+	}
+	for i := range 100 {
+		id := mail.ID(fmt.Sprint("1.", i))
+		f.Base = append(f.Base, state.Message{Src: id, Dst: id, Flags: `\Seen`, FlagsKnown: true, Size: -1})
+	}
+	first := weak.Make(&f.Base[0])
+	omitQuiet(f, ch, [2]Keeps{})
+	runtime.GC()
+	if f.Omitted != 100 || len(f.Base) != 0 {
+		t.Fatalf("omitted %d, kept %d records; want 100 and 0", f.Omitted, len(f.Base))
+	}
+	if first.Value() != nil {
+		t.Error("the omitted records are still reachable from the folder")
+	}
+	runtime.KeepAlive(f)
 }

@@ -265,7 +265,10 @@ func omitQuiet(f *Folder, ch [2]*changes, keeps [2]Keeps) {
 			byID[s] = indexMsgs(f.Side[s].Msgs)
 		}
 	}
-	kept := f.Base[:0:0]
+	// A new array, not f.Base[:0:0]: an empty slice of the old one would
+	// keep all its records (and the log lines their strings point into)
+	// alive: 58 MiB for 200,000 records omitted.
+	var kept []state.Message
 	omitted := [2]map[mail.ID]bool{{}, {}}
 	for _, m := range f.Base {
 		if m.Src == "" || m.Dst == "" || !m.FlagsKnown || !quietOn(m, A, ch[A], byID[A], keeps[A]) || !quietOn(m, B, ch[B], byID[B], keeps[B]) {
