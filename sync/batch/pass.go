@@ -182,20 +182,18 @@ var unfinished = []rivertype.JobState{rivertype.JobStateAvailable, rivertype.Job
 	rivertype.JobStateRunning, rivertype.JobStateScheduled}
 
 // Wait returns once no job of the pass will run again, checking every
-// poll. progress, when not nil, is called after each check with the
-// number of unfinished jobs.
-func (s *Store) Wait(ctx context.Context, batch, pass string, poll time.Duration, progress func(left int)) error {
+// poll. Each check asks for one unfinished job, not all of them: listing
+// the thousands of a large pass every second held the one SQLite
+// connection the workers fetch and complete jobs through.
+func (s *Store) Wait(ctx context.Context, batch, pass string, poll time.Duration) error {
 	t := time.NewTicker(poll)
 	defer t.Stop()
 	for {
-		left, err := s.jobs(ctx, batch, pass, unfinished...)
+		left, err := s.anyJob(ctx, batch, pass, unfinished...)
 		if err != nil {
 			return err
 		}
-		if progress != nil {
-			progress(len(left))
-		}
-		if len(left) == 0 {
+		if !left {
 			return nil
 		}
 		select {
@@ -204,6 +202,20 @@ func (s *Store) Wait(ctx context.Context, batch, pass string, poll time.Duration
 		case <-t.C:
 		}
 	}
+}
+
+// anyJob reports whether the pass (all passes: "") has a job in one of
+// states.
+func (s *Store) anyJob(ctx context.Context, batch, pass string, states ...rivertype.JobState) (bool, error) {
+	p := river.NewJobListParams().Queues(queueName(batch)).Kinds(jobKind).First(1).States(states...)
+	if pass != "" {
+		p = p.TagsAny(passTag(pass))
+	}
+	res, err := s.client.JobList(ctx, p)
+	if err != nil {
+		return false, fmt.Errorf("list jobs: %w", err)
+	}
+	return len(res.Jobs) > 0, nil
 }
 
 // Pause stops workers from starting accounts of a batch; running accounts
@@ -255,7 +267,11 @@ func (s *Store) Start(ctx context.Context) error {
 	if s.cfg.Workers < 1 || s.cfg.Runner == nil {
 		return errors.New("batch: Start needs Workers and a Runner")
 	}
-	return s.client.Start(ctx)
+	if err := s.client.Start(ctx); err != nil {
+		return err
+	}
+	s.startRescuer(ctx)
+	return nil
 }
 
 // AddQueues makes this worker work the batches loaded since it started.
@@ -280,6 +296,7 @@ func (s *Store) AddQueues(ctx context.Context) error {
 // flushed) and snooze, so that another worker resumes them at once, then
 // returns: a worker's SIGTERM.
 func (s *Store) Stop(ctx context.Context) error {
+	s.stopRescuer()
 	return s.client.StopAndCancel(ctx)
 }
 
