@@ -329,7 +329,58 @@ func (r *run) applyChange(l *listing, c mail.Change, dates *dateCount) {
 	}
 }
 
-// knownIDs yields the IDs the checkpoint holds for mb.
+// noteVanished marks, once a listing of mb is complete, the records of
+// the messages it found gone as Vanished, and unmarks one listed again, so
+// the next change listing is given as known only the messages the source
+// held at the end of this pass. Without QRESYNC a change listing finds
+// expunges as the known messages missing from the folder, and checks their
+// number against the counts: a record of a message expunged in an earlier
+// run would be counted again, every run, and the folder listed in full
+// (counts disagree). A change listing names what vanished; a full listing
+// leaves out what is gone (a recorded message is kept whatever its date).
+// A mark written by a run killed before its pass is recorded makes the
+// next change listing's counts disagree: one full listing, which marks
+// again. Only runs that plan passes from a source that lists changes need
+// the marks. A full listing looks records up one at a time rather than
+// building the folder's records all at once (memory: a 50,000-message
+// folder's records are 10 MB more).
+func (r *run) noteVanished(l *listing) error {
+	if r.passes == nil || r.srcF.ChangeLister == nil || r.opt.DryRun || r.cp == nil {
+		return nil
+	}
+	record := r.recordLookup(l.mb)
+	mark := func(id mail.ID, vanished bool) error {
+		if rec, ok := record(id); ok && rec.Vanished != vanished {
+			rec.Vanished = vanished
+			return r.addRecord(rec)
+		}
+		return nil
+	}
+	if l.changed {
+		for _, id := range l.vanished {
+			if err := mark(id, true); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, id := range r.recordedIDs(l.mb) { // the unmarked ones
+		if !l.listed[id] {
+			if err := mark(id, true); err != nil {
+				return err
+			}
+		}
+	}
+	for id := range l.listed { // a message back under its old ID
+		if err := mark(id, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// knownIDs yields the IDs the checkpoint holds for mb, less those marked
+// Vanished (noteVanished).
 func (r *run) knownIDs(mb string) iter.Seq[mail.ID] {
 	return func(yield func(mail.ID) bool) {
 		for _, id := range r.recordedIDs(mb) {
