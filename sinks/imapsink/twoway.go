@@ -191,14 +191,15 @@ func (s *Sink) Move(ctx context.Context, mailbox string, id mail.ID, to string) 
 // to: the original is no longer in mailbox (a later Put of the same
 // message there must store it, not find it), and to holds a message the
 // index did not read (a later Put of it there must find it, not store it
-// twice), so to's index reads its tail before the next claim.
+// twice), so to's index reads its tail before the next claim (unless the
+// sink recognises nothing: OpenOptions.NoDedupe).
 func (s *Sink) moved(mailbox, to string, uid uint32) {
 	if fo := s.knownFolder(s.boxName(mailbox)); fo != nil {
 		fo.lock <- struct{}{}
 		fo.drop(uid)
 		<-fo.lock
 	}
-	if fo := s.knownFolder(s.boxName(to)); fo != nil {
+	if fo := s.knownFolder(s.boxName(to)); fo != nil && !s.o.NoDedupe {
 		fo.lock <- struct{}{}
 		fo.stale = true
 		<-fo.lock
