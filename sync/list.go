@@ -114,10 +114,7 @@ func (r *run) list(ctx context.Context, mb string) error {
 func (r *run) listFolder(ctx context.Context, mb string) (*listing, error) {
 	p := r.passOf(mb)
 	if p != nil && p.mode == ListingSkipped {
-		r.countFolder(mb, p.status.Messages, 0, func() int { return r.passedLen(mb) })
-		r.st.Listed.Add(r.st.Box(mb).Listed.Load())
-		r.st.Skipped.Add(r.st.Box(mb).Skipped.Load())
-		return nil, r.destinationHolds(ctx, mb, r.passedLen(mb))
+		return nil, r.skipFolder(ctx, mb, p)
 	}
 	if err := r.loadFolder(mb); err != nil {
 		return nil, err

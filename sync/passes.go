@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"slices"
 	"time"
 
 	"github.com/mailferry/mailferry/sync/checkpoint"
@@ -223,6 +224,22 @@ func (r *run) finished(mb string) {
 	}
 }
 
+// skipFolder passes over mb, whose status did not move, without listing
+// it or reading its records: it counts the folder as a full listing would
+// (from the pass summary), checks that the destination still holds
+// something when copies were recorded there, and marks the pass done, so
+// that recordPasses counts it toward the full listing every Nth run.
+func (r *run) skipFolder(ctx context.Context, mb string, p *pass) error {
+	r.countFolder(mb, p.status.Messages, 0, func() int { return r.passedLen(mb) })
+	r.st.Listed.Add(r.st.Box(mb).Listed.Load())
+	r.st.Skipped.Add(r.st.Box(mb).Skipped.Load())
+	if err := r.destinationHolds(ctx, mb, r.passedLen(mb)); err != nil {
+		return err
+	}
+	r.finished(mb)
+	return nil
+}
+
 // changeListing lists only what changed in mb since its last complete pass
 // (mail.ChangeLister). It returns nil, nil when the source says the folder
 // must be listed in full. The listing holds new messages as fresh, flag
@@ -339,8 +356,13 @@ func (r *run) recordPasses() error {
 	for _, f := range r.res.Skipped {
 		skipped[f.Mailbox] = true
 	}
+	var unchanged []string
 	for mb, p := range r.passes {
 		if !p.done || skipped[mb] || r.st.Box(mb).Failed.Load() > 0 {
+			continue
+		}
+		if p.mode == ListingSkipped {
+			unchanged = append(unchanged, mb)
 			continue
 		}
 		a := sideStatus(p.status)
@@ -357,6 +379,24 @@ func (r *run) recordPasses() error {
 		}
 		r.opt.Step("pass")
 	}
+	return r.skipPasses(unchanged)
+}
+
+// skipPasses counts a pass over each folder skipped as unchanged (one
+// summary write for all), so that a folder whose status never moves is
+// still listed in full every Nth run (state.Summary.FullDue): a server
+// that forgot to move a status cannot hide a change forever. Its
+// statuses, record count and completion time stay those of its last
+// listing.
+func (r *run) skipPasses(names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	slices.Sort(names)
+	if err := r.opt.State.SkipPasses(names); err != nil {
+		return mail.MakeFatal(fmt.Errorf("record the passes over %d unchanged folders: %w", len(names), err))
+	}
+	r.opt.Step("pass")
 	return nil
 }
 

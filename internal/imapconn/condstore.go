@@ -149,6 +149,9 @@ type Status struct {
 	Messages      uint32
 	HighestModSeq uint64
 	HasModSeq     bool // the reply carried HIGHESTMODSEQ
+	// MailboxID is the mailbox's MAILBOXID (RFC 8474 OBJECTID), which
+	// stays with it across RENAME; "" when not asked or not said.
+	MailboxID string
 }
 
 // ParseStatus reads the arguments of a STATUS response, the values after
@@ -173,6 +176,18 @@ func ParseStatus(args []Value) (Status, error) {
 }
 
 func (st *Status) set(item string, v Value) error {
+	if item == "MAILBOXID" { // "MAILBOXID (F2212ea87-6097-4256-9d51-71338625)"
+		var id string
+		ok := v.Kind == KindList && len(v.List) == 1
+		if ok {
+			id, ok = v.List[0].Str()
+		}
+		if !ok || id == "" {
+			return fmt.Errorf("imap: bad STATUS MAILBOXID %q", Clip(v.Text, 40))
+		}
+		st.MailboxID = id
+		return nil
+	}
 	bits := 32
 	if item == "HIGHESTMODSEQ" || item == "SIZE" {
 		bits = 63

@@ -243,7 +243,8 @@ func (s *Session) EnableQResync() error {
 }
 
 // StatusAll asks UIDVALIDITY, UIDNEXT, MESSAGES (and HIGHESTMODSEQ when
-// CONDSTORE is offered) for each of boxes (server names) in one round
+// CONDSTORE is offered, MAILBOXID when OBJECTID is) for each of boxes
+// (server names) in one round
 // trip: one LIST-STATUS where offered, else pipelined STATUS commands. A
 // mailbox the server does not have is absent from the result; any other
 // refusal is an error.
@@ -251,6 +252,9 @@ func (s *Session) StatusAll(boxes []string) (map[string]Status, error) {
 	items := "UIDVALIDITY UIDNEXT MESSAGES"
 	if s.Has("CONDSTORE") {
 		items += " HIGHESTMODSEQ"
+	}
+	if s.Has("OBJECTID") {
+		items += " MAILBOXID"
 	}
 	want := make(map[string]bool, len(boxes))
 	for _, b := range boxes {

@@ -149,3 +149,56 @@ func TestSessionNoQResync(t *testing.T) {
 		t.Fatalf("run1(FOO) = %v, want a *CommandError", err)
 	}
 }
+
+// TestSessionStatusMailboxID: where the server offers OBJECTID (RFC 8474)
+// STATUS and LIST-STATUS ask MAILBOXID too, and each mailbox's is read;
+// without OBJECTID it is not asked.
+func TestSessionStatusMailboxID(t *testing.T) {
+	for _, tc := range []struct {
+		name, caps string
+		boxes      []string
+		want       map[string]string
+	}{
+		{"STATUS", "IMAP4rev1 OBJECTID", []string{"INBOX"}, map[string]string{"INBOX": "F2212ea87-6097-4256"}},
+		{"LIST-STATUS", "IMAP4rev1 OBJECTID LIST-STATUS", []string{"INBOX", "Work"}, map[string]string{"INBOX": "F2212ea87-6097-4256", "Work": "Fwork-1"}},
+		{"no OBJECTID", "IMAP4rev1 LIST-STATUS", []string{"INBOX", "Work"}, map[string]string{"INBOX": "", "Work": ""}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status := func(box, items string) string {
+				id := map[string]string{"INBOX": "F2212ea87-6097-4256", "Work": "Fwork-1"}[box]
+				extra := ""
+				if strings.Contains(items, "MAILBOXID") {
+					extra = " MAILBOXID (" + id + ")"
+				}
+				return `* STATUS "` + box + `" (UIDVALIDITY 7 UIDNEXT 11 MESSAGES 4` + extra + ")\r\n"
+			}
+			f := startFake(t, &fakeServer{caps: tc.caps, handle: func(fc *fakeConn, tag, cmd, args string) bool {
+				switch cmd {
+				case "STATUS":
+					box, items, _ := strings.Cut(args, " ")
+					fc.send("%s%s OK done\r\n", status(strings.Trim(box, `"`), items), tag)
+				case "LIST":
+					fc.send("* LIST () \"/\" \"INBOX\"\r\n%s* LIST () \"/\" \"Work\"\r\n%s%s OK done\r\n",
+						status("INBOX", args), status("Work", args), tag)
+				default:
+					return false
+				}
+				return true
+			}})
+			rc, err := DialRaw(context.Background(), addrConfig(t, f.addr, TLSStartTLS), plainOpts())
+			if err != nil {
+				t.Fatalf("DialRaw() = %v", err)
+			}
+			t.Cleanup(func() { rc.Close() })
+			got, err := NewSession(rc, nil).StatusAll(tc.boxes)
+			if err != nil {
+				t.Fatalf("StatusAll() = %v", err)
+			}
+			for box, id := range tc.want {
+				if got[box].MailboxID != id || got[box].UIDNext != 11 {
+					t.Errorf("StatusAll()[%s] = %+v, want MAILBOXID %q", box, got[box], id)
+				}
+			}
+		})
+	}
+}

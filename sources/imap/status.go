@@ -45,6 +45,10 @@ func (s *Source) FolderStatuses(ctx context.Context, mailboxes []string) (map[st
 	if err != nil {
 		return nil, err
 	}
+	if s.has(cn, imap.CapObjectID) { // MAILBOXID, which imapclient does not parse: objectid.go
+		done(true)
+		return s.statusesWithIDs(ctx, boxes, byServer)
+	}
 	stop := watch(ctx, cn)
 	sts, keep, err := s.statusAll(ctx, cn, boxes)
 	if !stop() {

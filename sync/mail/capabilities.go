@@ -189,6 +189,10 @@ type FolderStatus struct {
 	// NoModSeq is set when the server offers CONDSTORE but keeps no
 	// mod-sequences for this folder (NOMODSEQ, or HIGHESTMODSEQ 0).
 	NoModSeq bool
+	// MailboxID is the folder's MAILBOXID where the server offers OBJECTID
+	// (RFC 8474): it stays with the folder across a rename, so a two-way
+	// sync follows the rename by it. "" when the server has none.
+	MailboxID string
 	// Evidence is the change evidence of a folder without UIDs or
 	// mod-sequences (a Maildir's directories, an mbox file), compared for
 	// equality only: the same evidence means the same messages with the

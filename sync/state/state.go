@@ -103,6 +103,9 @@ type SideStatus struct {
 	// Evidence is opaque change evidence for sides without STATUS (a
 	// Maildir's or mbox's), compared for equality only.
 	Evidence string `json:"ev,omitempty"`
+	// MailboxID is the folder's RFC 8474 MAILBOXID on that side, "" none
+	// (two-way sync follows a rename by it).
+	MailboxID string `json:"id,omitempty"`
 }
 
 // Summary is a folder's pass state: read for every folder on every run,

@@ -49,7 +49,8 @@
 //     side that deleted it while it waits.
 //   - Folders: created on one side, created on the other. Renamed on one
 //     side (followRenames: the old name vanished there and a new folder
-//     there holds >= 90 % of its messages, by id else by Message-ID):
+//     there has its MAILBOXID where the server offers OBJECTID, RFC 8474,
+//     else holds >= 90 % of its messages, by id else by Message-ID):
 //     renamed on the other side first, the state re-keyed, nothing copied or
 //     deleted. Deleted on one side: a warning, and nothing of that folder is
 //     changed on either side; with Options.RemoveFolders the other side's

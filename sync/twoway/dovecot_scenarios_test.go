@@ -408,6 +408,13 @@ type realModel struct {
 	locked  map[int]bool
 	touched map[string]bool
 	log     []string
+
+	// Folder renames and deletions, as runModel makes them (folderOps).
+	changed, left      [2]map[string]bool
+	dropped            *droppedFolder
+	last               map[int]truthMsg
+	renames            int
+	removed, recreated int
 }
 
 // realModelFlags are the flags both sides store (a Maildir's letters).
@@ -523,6 +530,7 @@ func (m *realModel) opNew(s Side) {
 	}
 	m.truth[tok] = &truthMsg{folder: folder, flags: fl}
 	m.locked[tok] = true
+	m.changed[s][folder] = true
 	m.log = append(m.log, fmt.Sprintf("new %d on %s in %s %s", tok, s, folder, fl))
 }
 
@@ -559,6 +567,7 @@ func (m *realModel) opFlag(s Side) {
 			delete(tm.flags, f)
 		}
 	}
+	m.changed[s][folder] = true
 	m.log = append(m.log, fmt.Sprintf("flags of %d on %s: %s", tok, s, now))
 }
 
@@ -574,6 +583,7 @@ func (m *realModel) opDelete(s Side) {
 		m.must(os.Remove(maildirFile(m.t, m.maildirDir(folder), tok)))
 	}
 	delete(m.truth, tok)
+	m.left[s][folder] = true
 	m.log = append(m.log, fmt.Sprintf("delete %d on %s", tok, s))
 }
 
@@ -591,6 +601,7 @@ func (m *realModel) opMove(s Side) {
 		m.must(os.Rename(old, filepath.Join(m.maildirDir(to), "cur", filepath.Base(old))))
 	}
 	m.truth[tok].folder = to
+	m.left[s][folder], m.changed[s][to] = true, true
 	m.log = append(m.log, fmt.Sprintf("move %d on %s from %s to %s", tok, s, folder, to))
 }
 
@@ -640,9 +651,10 @@ func nonEmpty(desc map[string]string) map[string]string {
 
 // TestDovecotMaildirRandomRounds makes random changes on a Dovecot account
 // and a Maildir (new, flag set/clear, delete, move between folders, folder
-// create) and syncs after each round: then both sides hold the same
-// messages and flags, and that is what the changes imply. 10 rounds; 200
-// under MAILFERRY_SOAK=1. The seed is logged; MAILFERRY_SEED replays one.
+// create, rename and delete, the latter synced without --remove-folders
+// and then with it) and syncs after each round: then both sides hold the
+// same messages and flags, and that is what the changes imply. 10 rounds;
+// 200 under MAILFERRY_SOAK=1. The seed is logged; MAILFERRY_SEED replays one.
 func TestDovecotMaildirRandomRounds(t *testing.T) {
 	d := mailtest.NeedDovecot(t)
 	rounds := 10
@@ -669,13 +681,7 @@ func TestDovecotMaildirRandomRounds(t *testing.T) {
 	m.tokens = 12
 	dir := filepath.Join(base, "state")
 	ops := []func(Side){m.opNew, m.opNew, m.opFlag, m.opFlag, m.opDelete, m.opMove, m.opFolder}
-	for round := 0; round <= rounds; round++ {
-		m.locked, m.touched, m.log = map[int]bool{}, map[string]bool{}, nil
-		if round > 0 { // round 0 is the first sync of the seeded account
-			for i := m.rng.Intn(5); i >= 0; i-- {
-				ops[m.rng.Intn(len(ops))](Side(m.rng.Intn(2)))
-			}
-		}
+	sync := func(round int, removeFolders bool) *Result {
 		st, err := state.Open(dir, "imaps://"+user, "maildir:"+m.root, state.Options{})
 		if err != nil {
 			t.Fatal(err)
@@ -687,12 +693,31 @@ func TestDovecotMaildirRandomRounds(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err := Run(context.Background(), [2]*Store{a, md}, st, RunOptions{Plan: Options{Force: true}})
+		res, err := Run(context.Background(), [2]*Store{a, md}, st, RunOptions{Plan: Options{Force: true, RemoveFolders: removeFolders}})
 		closeA()
 		done()
 		st.Close()
 		if err != nil {
 			t.Fatalf("seed %d round %d: sync: %v (changes %q)", seed, round, err, m.log)
+		}
+		return res
+	}
+	for round := 0; round <= rounds; round++ {
+		m.locked, m.touched, m.log = map[int]bool{}, map[string]bool{}, nil
+		m.changed, m.left, m.dropped = [2]map[string]bool{{}, {}}, [2]map[string]bool{{}, {}}, nil
+		if round > 0 { // round 0 is the first sync of the seeded account
+			for i := m.rng.Intn(5); i >= 0; i-- {
+				ops[m.rng.Intn(len(ops))](Side(m.rng.Intn(2)))
+			}
+			m.folderOps()
+		}
+		if m.dropped != nil {
+			m.syncDropped(round, func() *Result { return sync(round, false) })
+		}
+		res := sync(round, true)
+		m.last = map[int]truthMsg{}
+		for tok, tm := range m.truth {
+			m.last[tok] = truthMsg{folder: tm.folder, flags: setOf(tm.flags.sorted())}
 		}
 		want := m.want()
 		if got := nonEmpty(describeDovecot(t, d, user, pw)); !reflect.DeepEqual(got, want) {
@@ -700,6 +725,110 @@ func TestDovecotMaildirRandomRounds(t *testing.T) {
 		}
 		if got := nonEmpty(describeMaildir(t, m.root)); !reflect.DeepEqual(got, want) {
 			t.Fatalf("seed %d round %d: the Maildir holds %v, want %v (changes %q, warnings %q)", seed, round, got, want, m.log, res.Warnings)
+		}
+	}
+	t.Logf("folders renamed %d, deleted and removed %d, deleted and recreated %d", m.renames, m.removed, m.recreated)
+	if rounds >= 200 && (m.renames == 0 || m.removed == 0 || m.recreated == 0) {
+		t.Errorf("the rounds renamed %d folders, removed %d, recreated %d: each kind must happen", m.renames, m.removed, m.recreated)
+	}
+}
+
+// folderOps renames or deletes, one round in three, a folder that held
+// messages at the last sync, on one side, as runModel.folderOps does.
+func (m *realModel) folderOps() {
+	if m.rng.Intn(3) != 0 {
+		return
+	}
+	s := Side(m.rng.Intn(2))
+	count := map[string]int{}
+	for _, tm := range m.last {
+		count[tm.folder]++
+	}
+	var cands []string
+	for _, name := range sortedKeys(count) {
+		if name != "INBOX" && !autoCreated[name] && !m.left[s][name] {
+			cands = append(cands, name)
+		}
+	}
+	if len(cands) == 0 {
+		return
+	}
+	name := cands[m.rng.Intn(len(cands))]
+	_, err := m.imap.c.Select("INBOX", nil).Wait() // the folder is not renamed or deleted under the client's selection
+	m.must(err)
+	if m.rng.Intn(2) == 0 || m.changed[s][name] {
+		m.renames++
+		to := fmt.Sprintf("R%d", m.renames)
+		if s == A {
+			m.must(m.imap.c.Rename(name, to, nil).Wait())
+		} else {
+			m.must(os.Rename(m.maildirDir(name), m.maildirDir(to)))
+		}
+		for _, tm := range m.truth {
+			if tm.folder == name {
+				tm.folder = to
+			}
+		}
+		m.log = append(m.log, fmt.Sprintf("rename folder %s on %s to %s", name, s, to))
+		return
+	}
+	if m.rng.Intn(2) == 0 { // new mail there on the other side: the folder comes back
+		m.newIn(s.Other(), name)
+	}
+	if s == A {
+		m.must(m.imap.c.Delete(name).Wait())
+	} else {
+		m.must(os.RemoveAll(m.maildirDir(name)))
+	}
+	m.dropped = &droppedFolder{on: s, name: name}
+	m.log = append(m.log, fmt.Sprintf("delete folder %s on %s", name, s))
+}
+
+// autoCreated are the folders the test server makes again as soon as they
+// are gone (testdata/dovecot: auto = subscribe): deleting or renaming one
+// empties it instead, which the guard then reads as deletions.
+var autoCreated = map[string]bool{"Drafts": true, "Sent": true, "Trash": true, "Junk": true}
+
+// newIn delivers a new token without flags to folder on side s.
+func (m *realModel) newIn(s Side, folder string) {
+	m.tokens++
+	tok := m.tokens
+	if s == A {
+		m.d.Seed(m.t, m.user, m.pw, folder, []mailtest.SeedMessage{{Body: tokenBody(tok), Date: tokenDate(tok)}})
+	} else {
+		m.must(os.WriteFile(filepath.Join(m.maildirDir(folder), "cur", maildirName(fmt.Sprintf("%d.tok", tok), flagSet{})), tokenBody(tok), 0o600))
+	}
+	m.truth[tok] = &truthMsg{folder: folder, flags: flagSet{}}
+	m.log = append(m.log, fmt.Sprintf("new %d on %s in %s", tok, s, folder))
+}
+
+// syncDropped syncs a round that deleted a folder without
+// --remove-folders (the other side keeps it as it was), then works out
+// what --remove-folders does: delete the other side's copy when it did
+// not change since the last sync, else recreate the folder.
+func (m *realModel) syncDropped(round int, sync func() *Result) {
+	d := m.dropped
+	before := m.held(d.on.Other())[d.name]
+	res := sync()
+	if _, ok := m.held(d.on)[d.name]; ok {
+		m.t.Fatalf("round %d: folder %s deleted on %s is back there without --remove-folders (changes %q)", round, d.name, d.on, m.log)
+	}
+	after := m.held(d.on.Other())[d.name]
+	if fmt.Sprint(after) != fmt.Sprint(before) || len(res.Warnings) == 0 {
+		m.t.Fatalf("round %d: without --remove-folders folder %s deleted on %s became %v on %s (was %v), warnings %q (changes %q)",
+			round, d.name, d.on, after, d.on.Other(), before, res.Warnings, m.log)
+	}
+	for tok, fl := range after {
+		if last, known := m.last[tok]; !known || last.folder != d.name || !last.flags.equal(fl) {
+			m.recreated++
+			m.log = append(m.log, "(changed on the other side: recreated)")
+			return
+		}
+	}
+	m.removed++
+	for tok, tm := range m.truth {
+		if tm.folder == d.name {
+			delete(m.truth, tok)
 		}
 	}
 }

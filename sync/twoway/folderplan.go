@@ -75,8 +75,10 @@ func changedSince(f *Folder, s Side, keeps Keeps) (why string, recreate bool) {
 
 // followRenames finds the folders a side renamed: a folder the state knows
 // that vanished from side x but is still on side y, and a folder new on
-// side x (on neither y nor in the state) holding at least renameShare of
-// the vanished folder's messages, each the only match of the other. The
+// side x (on neither y nor in the state) with the vanished folder's
+// MAILBOXID where the server has them (RFC 8474), else holding at least
+// renameShare of the vanished folder's messages, each the only match of
+// the other. The
 // match is by id where ids survive a rename (a Maildir base name; an IMAP
 // UID on servers that keep UIDVALIDITY, as Dovecot does), else by
 // (Message-ID, size, date). The two become one folder under the new name,
@@ -115,7 +117,7 @@ func matchRenames(folders []Folder, x Side, drop map[int]bool) map[int]int {
 		f := &folders[i]
 		switch {
 		case drop[i] || f.rename != nil || strings.EqualFold(f.Name, "INBOX"):
-		case f.Known && !f.Side[x].Exists && f.Side[y].Exists && len(f.Base) > 0:
+		case f.Known && !f.Side[x].Exists && f.Side[y].Exists && (len(f.Base) > 0 || f.KnownMailboxIDs[x] != ""):
 			gone = append(gone, i)
 		case !f.Known && f.Side[x].Exists && !f.Side[y].Exists:
 			fresh = append(fresh, i)
@@ -125,7 +127,7 @@ func matchRenames(folders []Folder, x Side, drop map[int]bool) map[int]int {
 	taken := map[int]int{}   // new folder -> how many vanished ones it matches
 	for _, g := range gone {
 		for _, n := range fresh {
-			if holdsMost(&folders[g], &folders[n], x) {
+			if sameFolder(&folders[g], &folders[n], x) {
 				cands[g] = append(cands[g], n)
 				taken[n]++
 			}
@@ -160,6 +162,19 @@ func dropNested(folders []Folder, y Side, renames map[int]int) map[int]int {
 		}
 	}
 	return renames
+}
+
+// sameFolder reports whether the new folder n of side x is the vanished
+// folder g renamed: by MAILBOXID where side x's server gave one to both
+// (RFC 8474: it stays with a folder across RENAME, a new folder gets
+// another), so even an empty folder, or one that lost most of its
+// messages, is followed and a new folder holding copies of g's messages
+// is not taken for it; else by holding most of g's messages.
+func sameFolder(g, n *Folder, x Side) bool {
+	if was, now := g.KnownMailboxIDs[x], n.MailboxIDs[x]; was != "" && now != "" {
+		return was == now
+	}
+	return holdsMost(g, n, x)
 }
 
 // holdsMost reports whether folder n's listing on side x holds at least
@@ -208,7 +223,13 @@ func renamed(g, n *Folder, x Side) Folder {
 	y := x.Other()
 	f := Folder{Name: n.Name, Known: true, Base: g.Base, rename: &Rename{On: y, From: g.Name}}
 	f.Side[x], f.Side[y] = n.Side[x], g.Side[y]
-	if byID, _, total := renameMatches(g, n, x); float64(byID) < renameShare*float64(total) {
+	byID, byKey, total := renameMatches(g, n, x)
+	if g.KnownMailboxIDs[x] != "" && n.MailboxIDs[x] != "" {
+		// Found by MAILBOXID, the new name may hold few of the records:
+		// the ids survived when they name most of what it holds of them.
+		total = byID + byKey
+	}
+	if float64(byID) < renameShare*float64(total) {
 		f.Side[x].IDsReset = true
 	}
 	return f

@@ -212,3 +212,42 @@ func TestPlanRenames(t *testing.T) {
 		})
 	}
 }
+
+// TestPlanRenamesByMailboxID: where side A's server has MAILBOXIDs (RFC
+// 8474 OBJECTID), a folder's rename is followed by its MAILBOXID, whatever
+// share of its messages the new name holds, and a new folder with another
+// MAILBOXID is not taken for it; without them the >= 90 % rule decides
+// (TestPlanRenames: 8 of 10 is no rename, 10 of 10 is).
+func TestPlanRenamesByMailboxID(t *testing.T) {
+	ids := func(folders []Folder, was, now string) []Folder {
+		folders[0].MailboxIDs[A], folders[1].KnownMailboxIDs[A] = now, was
+		return folders
+	}
+	empty := []Folder{{Name: "New", MailboxIDs: [2]string{"F1", ""}, Side: [2]Listing{{Exists: true}, {}}},
+		{Name: "Old", Known: true, KnownMailboxIDs: [2]string{"F1", ""}, Side: [2]Listing{{}, {Exists: true}}}}
+	for _, c := range []struct {
+		name    string
+		folders []Folder
+		want    []string
+	}{
+		{"8 of 10 under the same MAILBOXID: renamed, the 2 others deleted",
+			ids(renamedOnA("Old", "New", 10, 8, true), "F1", "F1"),
+			[]string{`New: rename on B from Old`, `New: delete on B b10 conflict=false`, `New: delete on B b9 conflict=false`}},
+		{"10 of 10 under another MAILBOXID: a new folder, the old one left alone",
+			ids(renamedOnA("Old", "New", 2, 2, true), "F1", "F2"),
+			[]string{`New: create on B`, `New: copy 7.1 A>B []`, `New: copy 7.2 A>B []`, `Old: skip`}},
+		{"an empty folder renamed: followed",
+			empty,
+			[]string{`New: rename on B from Old`}},
+		{"only the old MAILBOXID known (the server stopped saying): the share decides",
+			ids(renamedOnA("Old", "New", 2, 2, true), "F1", ""),
+			[]string{`New: rename on B from Old`}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got := describeFolders(MakePlan(c.folders, Options{}))
+			if !reflect.DeepEqual(got, c.want) {
+				t.Errorf("plan:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(c.want, "\n"))
+			}
+		})
+	}
+}

@@ -185,3 +185,63 @@ func TestRunFolderActionsConvergeAfterKill(t *testing.T) {
 		}
 	}
 }
+
+// RenameMailbox renames as memStore does; the folder keeps its MAILBOXID.
+func (d *deltaStore) RenameMailbox(ctx context.Context, from, to string) error {
+	if err := d.memStore.RenameMailbox(ctx, from, to); err != nil {
+		return err
+	}
+	d.dmu.Lock()
+	defer d.dmu.Unlock()
+	if id, ok := d.mailboxIDs[from]; ok {
+		d.mailboxIDs[to] = id
+		delete(d.mailboxIDs, from)
+	}
+	return nil
+}
+
+// TestRunRenameByMailboxID: side A's server has MAILBOXIDs (RFC 8474).
+// Folder Old is renamed to New on A and 8 of its 10 messages deleted
+// there: the rename is followed by the MAILBOXID (renamed on B, the 8
+// deleted there, nothing copied). The control, the same without
+// MAILBOXIDs, is the >= 90 % rule's answer: New is a new folder (created
+// on B, its 2 messages copied again), Old is left on B with a warning.
+func TestRunRenameByMailboxID(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		ids          bool
+		renamed      int
+		copied, gone int // on B
+	}{
+		{"MAILBOXID", true, 1, 0, 8},
+		{"no MAILBOXID (control)", false, 0, 2, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ma, mb := newMemStore("a", "INBOX", "Old"), newMemStore("b", "INBOX")
+			for tok := 1; tok <= 10; tok++ {
+				ma.add("Old", tok)
+			}
+			a, b := newDeltaStore(ma), newDeltaStore(mb)
+			if tc.ids {
+				a.mailboxIDs = map[string]string{"INBOX": "F0", "Old": "F1"}
+			}
+			dir := t.TempDir()
+			mustSyncDelta(t, a, b, dir, RunOptions{})
+			mustDo(t, a.RenameMailbox(context.Background(), "Old", "New"))
+			for tok := 3; tok <= 10; tok++ {
+				ma.removeTok("New", tok)
+			}
+			res := mustSyncDelta(t, a, b, dir, RunOptions{Plan: Options{Force: true}})
+			if res.Side[B].FoldersRenamed != tc.renamed || res.Side[B].Copied != tc.copied || res.Side[B].Deleted != tc.gone || res.Side[A].Copied != 0 {
+				t.Fatalf("counts %+v", res.Side)
+			}
+			want := map[string]string{"INBOX": "", "New": "1:,2:"}
+			if !tc.ids {
+				want["Old"] = "10:,1:,2:,3:,4:,5:,6:,7:,8:,9:"
+			}
+			if got := mb.describe(); !reflect.DeepEqual(got, want) {
+				t.Fatalf("B holds %v, want %v", got, want)
+			}
+		})
+	}
+}

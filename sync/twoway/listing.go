@@ -124,7 +124,8 @@ func (r *run) askStatuses(names []string, exists [2]map[string]bool) {
 // sideStatus is what the state keeps of a status. NOMODSEQ keeps no
 // mod-sequence, so the folder is never taken as unchanged.
 func sideStatus(fs mail.FolderStatus) state.SideStatus {
-	st := state.SideStatus{UIDValidity: fs.UIDValidity, UIDNext: fs.UIDNext, Messages: fs.Messages, HighestModSeq: fs.HighestModSeq}
+	st := state.SideStatus{UIDValidity: fs.UIDValidity, UIDNext: fs.UIDNext, Messages: fs.Messages, HighestModSeq: fs.HighestModSeq,
+		MailboxID: fs.MailboxID}
 	if fs.NoModSeq {
 		st.HighestModSeq = 0
 	}
@@ -361,7 +362,9 @@ func (r *run) changeSide(s Side, name string, rec state.SideStatus, base []state
 			r.log.Debug("sync: listing in full", "side", s.String(), "mailbox", name, "reason", sum.Reason)
 			return nil, now, false, nil
 		}
+		id := now.MailboxID // a change listing's status has none
 		now = sideStatus(sum.Status)
+		now.MailboxID = id
 	}
 	if why := ch.unplaced(recorded); why != "" {
 		r.log.Debug("sync: listing in full", "side", s.String(), "mailbox", name, "reason", why)

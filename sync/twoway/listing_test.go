@@ -36,6 +36,10 @@ type deltaStore struct {
 	// might: only a full listing sees them.
 	hideVanished bool
 
+	// mailboxIDs, when not nil, are the folders' MAILBOXIDs (RFC 8474),
+	// which RenameMailbox moves along.
+	mailboxIDs map[string]string
+
 	dmu      sync.Mutex
 	modseq   uint64
 	snaps    map[string][]deltaSnap
@@ -103,6 +107,11 @@ func (d *deltaStore) FolderStatuses(ctx context.Context, mailboxes []string) (ma
 	for _, mb := range mailboxes {
 		if s, ok := d.snap(mb); ok {
 			out[mb] = d.status(s)
+			if d.mailboxIDs != nil {
+				st := out[mb]
+				st.MailboxID = d.mailboxIDs[mb]
+				out[mb] = st
+			}
 		}
 	}
 	return out, nil
@@ -227,7 +236,7 @@ func TestRunModelIncremental(t *testing.T) {
 		{"no modseq", true, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m := &runModel{t: t, rng: newRand(11), truth: map[int]*truthMsg{}}
+			m := &runModel{t: t, rng: newRand(11), truth: map[int]*truthMsg{}, folders: true}
 			m.st[A], m.st[B] = newMemStore("a", "INBOX", "Archive"), newMemStore("b", "INBOX")
 			da, db := newDeltaStore(m.st[A]), newDeltaStore(m.st[B])
 			da.noModSeq, db.noModSeq = tc.noModSeq, tc.noModSeq
@@ -236,7 +245,7 @@ func TestRunModelIncremental(t *testing.T) {
 				return syncDelta(t, da, db, dir, opt)
 			}
 			incremental := 0
-			m.rounds(120, syncFn, func(round int, third *Result) {
+			m.rounds(soakRounds(120, 200), syncFn, func(round int, third *Result) {
 				for name, how := range third.Listing {
 					if how == ListingIncremental {
 						incremental++

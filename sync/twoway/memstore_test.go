@@ -257,3 +257,43 @@ func (s *memStore) clone() *memStore {
 	}
 	return c
 }
+
+// RenameMailbox implements mail.FolderManager: the folder keeps its ids,
+// as an IMAP server keeping UIDVALIDITY across RENAME does.
+func (s *memStore) RenameMailbox(ctx context.Context, from, to string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	msgs, ok := s.folders[from]
+	switch {
+	case !ok && s.folders[to] != nil:
+		return nil // done before
+	case !ok:
+		return fmt.Errorf("mem: rename %s: %w", from, mail.ErrMailboxNotFound)
+	case s.folders[to] != nil:
+		return fmt.Errorf("mem: rename %s to %s: it exists", from, to)
+	}
+	s.folders[to] = msgs
+	delete(s.folders, from)
+	return nil
+}
+
+// DeleteMailbox implements mail.FolderManager: name goes only while it
+// holds exactly holds.
+func (s *memStore) DeleteMailbox(ctx context.Context, name string, holds []mail.ID) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	msgs, ok := s.folders[name]
+	if !ok {
+		return nil
+	}
+	if len(msgs) != len(holds) {
+		return fmt.Errorf("mem: delete %s: it holds %d messages, not %d", name, len(msgs), len(holds))
+	}
+	for _, id := range holds {
+		if msgs[id] == nil {
+			return fmt.Errorf("mem: delete %s: %s is not there", name, id)
+		}
+	}
+	delete(s.folders, name)
+	return nil
+}

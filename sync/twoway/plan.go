@@ -86,6 +86,10 @@ type Folder struct {
 	// still count as known messages (the guard, an empty folder).
 	Omitted int
 	Side    [2]Listing
+	// MailboxIDs are each side's RFC 8474 MAILBOXID of the folder now, and
+	// KnownMailboxIDs those the state recorded ("" none): a folder renamed
+	// on a server that has them is followed by them (followRenames).
+	MailboxIDs, KnownMailboxIDs [2]string
 
 	// rename is set by followRenames on a folder it made of a vanished
 	// folder and the new folder it was renamed to.

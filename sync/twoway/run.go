@@ -300,7 +300,9 @@ func sortedNames(set map[string]bool) []string {
 // pass to record once the run's changes are applied.
 func (r *run) listFolder(name string, exists [2]map[string]bool, journaled bool) (Folder, error) {
 	f := Folder{Name: name}
-	if _, known := r.st.Summary(name); known {
+	f.MailboxIDs = [2]string{r.sts[A][name].MailboxID, r.sts[B][name].MailboxID}
+	if sum, known := r.st.Summary(name); known {
+		f.KnownMailboxIDs = [2]string{sum.A.MailboxID, sum.B.MailboxID}
 		fo, err := r.st.Folder(name)
 		if err != nil {
 			return f, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand"
+	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
@@ -27,6 +28,28 @@ type runModel struct {
 	locked  map[int]bool
 	touched map[string]Side
 	log     []string
+
+	// Folder renames and deletions (folderOps, at the end of a round),
+	// with what they need: per side the folders a message arrived in or
+	// changed flags in this round (changed) and those one left (left); the
+	// folders renamed or deleted this round; and each token's folder and
+	// flags as of the last sync.
+	folders  bool
+	changed  [2]map[string]bool
+	left     [2]map[string]bool
+	folderOp map[string]bool
+	dropped  *droppedFolder
+	last     map[int]truthMsg
+	renames  int
+	// how many folders were deleted and then removed on the other side,
+	// or recreated
+	removed, recreated int
+}
+
+// droppedFolder is a folder a side deleted this round.
+type droppedFolder struct {
+	on   Side
+	name string
 }
 
 var runModelFlags = []mail.Flag{mail.FlagSeen, mail.FlagFlagged, mail.FlagAnswered, "$Work"}
@@ -74,6 +97,7 @@ func (m *runModel) opNew(s Side) {
 	m.st[s].add(folder, m.tokens, fl...)
 	m.truth[m.tokens] = &truthMsg{folder: folder, flags: setOf(fl)}
 	m.locked[m.tokens] = true
+	m.changed[s][folder] = true
 	m.log = append(m.log, fmt.Sprintf("new %d on %s in %s", m.tokens, s, folder))
 }
 
@@ -95,6 +119,7 @@ func (m *runModel) opFlag(s Side) {
 	}
 	st.folders[folder][id].flags = fl.sorted()
 	st.mu.Unlock()
+	m.changed[s][folder] = true
 	if tm := m.truth[tok]; tm != nil { // only f changed: the other side may change other flags
 		if tm.flags[f] {
 			delete(tm.flags, f)
@@ -113,6 +138,7 @@ func (m *runModel) opDelete(s Side) {
 	m.locked[tok] = true
 	m.st[s].Remove(context.Background(), []mail.Envelope{{Mailbox: folder, ID: id}})
 	delete(m.truth, tok)
+	m.left[s][folder] = true
 	m.log = append(m.log, fmt.Sprintf("delete %d on %s", tok, s))
 }
 
@@ -125,6 +151,7 @@ func (m *runModel) opMove(s Side) {
 	m.locked[tok] = true
 	m.st[s].moveTo(folder, id, to)
 	m.truth[tok].folder = to
+	m.left[s][folder], m.changed[s][to] = true, true
 	m.log = append(m.log, fmt.Sprintf("move %d on %s to %s", tok, s, to))
 }
 
@@ -160,12 +187,28 @@ func (m *runModel) want() map[string]string {
 	return out
 }
 
+// TestRunModelRandomRounds: random changes on both sides (new, flag set
+// and clear, delete, move, folder create, rename and delete with and
+// without --remove-folders, a lost state) for 60 rounds, 200 under
+// MAILFERRY_SOAK=1 (make soak).
 func TestRunModelRandomRounds(t *testing.T) {
-	m := &runModel{t: t, rng: newRand(7), truth: map[int]*truthMsg{}}
+	m := &runModel{t: t, rng: newRand(7), truth: map[int]*truthMsg{}, folders: true}
 	m.st[A], m.st[B] = newMemStore("a", "INBOX", "Archive"), newMemStore("b", "INBOX")
-	m.rounds(200, func(dir string, opt RunOptions) (*Result, error) {
+	m.rounds(soakRounds(60, 200), func(dir string, opt RunOptions) (*Result, error) {
 		return syncMem(t, m.st[A], m.st[B], dir, opt)
 	}, nil)
+	t.Logf("folders renamed %d, deleted and removed %d, deleted and recreated %d", m.renames, m.removed, m.recreated)
+	if m.renames == 0 || m.removed == 0 || m.recreated == 0 {
+		t.Errorf("the rounds renamed %d folders, removed %d, recreated %d: each kind must happen", m.renames, m.removed, m.recreated)
+	}
+}
+
+// soakRounds is n, or soak under MAILFERRY_SOAK=1 (make soak).
+func soakRounds(n, soak int) int {
+	if os.Getenv("MAILFERRY_SOAK") == "1" {
+		return soak
+	}
+	return n
 }
 
 func newRand(seed int64) *rand.Rand { return rand.New(rand.NewSource(seed)) }
@@ -178,27 +221,35 @@ func (m *runModel) rounds(n int, syncFn func(dir string, opt RunOptions) (*Resul
 	dir := filepath.Join(t.TempDir(), "state")
 	ops := []func(Side){m.opNew, m.opNew, m.opFlag, m.opFlag, m.opDelete, m.opMove, m.opFolder}
 	for round := 0; round <= n; round++ {
-		m.locked, m.touched, m.log = map[int]bool{}, map[string]Side{}, nil
+		m.startRound()
 		kinds := ops
-		if round%40 == 39 { // a lost state: only new mail, or deletions would come back
+		lost := round%40 == 39
+		if lost { // a lost state: only new mail, or deletions would come back
 			dir = filepath.Join(t.TempDir(), "state")
 			kinds = ops[:1]
 		}
 		for i := m.rng.Intn(8); i >= 0; i-- {
 			kinds[m.rng.Intn(len(kinds))](Side(m.rng.Intn(2)))
 		}
-		if _, err := syncFn(dir, RunOptions{Plan: Options{Force: true}}); err != nil {
-			t.Fatalf("round %d: %v", round, err)
+		if m.folders && !lost && round > 0 {
+			m.folderOps()
 		}
+		if m.dropped != nil {
+			m.syncDropped(round, dir, syncFn)
+		}
+		if _, err := syncFn(dir, RunOptions{Plan: Options{Force: true, RemoveFolders: m.folders}}); err != nil {
+			t.Fatalf("round %d: %v (changes %q)", round, err, m.log)
+		}
+		m.remember()
 		want := m.want()
 		for s, st := range m.st {
 			if got := st.describe(); !reflect.DeepEqual(got, want) {
 				t.Fatalf("round %d: side %s holds\n%v\nwant\n%v\nchanges %q", round, Side(s), got, want, m.log)
 			}
 		}
-		res, err := syncFn(dir, RunOptions{})
+		res, err := syncFn(dir, RunOptions{Plan: Options{RemoveFolders: m.folders}})
 		if err != nil || res.Side != [2]Counts{} {
-			t.Fatalf("round %d: a second sync did %+v, %v", round, res.Side, err)
+			t.Fatalf("round %d: a second sync did %+v, %v (changes %q)", round, res.Side, err, m.log)
 		}
 		if third != nil {
 			res, err := syncFn(dir, RunOptions{})
@@ -206,6 +257,125 @@ func (m *runModel) rounds(n int, syncFn func(dir string, opt RunOptions) (*Resul
 				t.Fatalf("round %d: a third sync did %+v, %v", round, res.Side, err)
 			}
 			third(round, res)
+		}
+	}
+}
+
+// startRound clears what a round's changes note.
+func (m *runModel) startRound() {
+	m.locked, m.touched, m.log = map[int]bool{}, map[string]Side{}, nil
+	m.changed = [2]map[string]bool{{}, {}}
+	m.left = [2]map[string]bool{{}, {}}
+	m.folderOp, m.dropped = map[string]bool{}, nil
+}
+
+// remember notes each token's folder and flags as synced.
+func (m *runModel) remember() {
+	m.last = map[int]truthMsg{}
+	for tok, tm := range m.truth {
+		m.last[tok] = truthMsg{folder: tm.folder, flags: setOf(tm.flags.sorted())}
+	}
+}
+
+// folderOps renames or deletes, now and then, a folder both sides held at
+// the last sync, with messages the state knows, on one side: a rename
+// (the other side renames it too, the messages stay) or a deletion (kept
+// as a warning, then with --remove-folders deleted on the other side, or
+// recreated where it changed meanwhile). A folder a message left on that
+// side this round is not renamed (it would hold less than the share the
+// rename is recognised by) nor deleted (the deletion would bring it back
+// or not, by the other side's changes).
+func (m *runModel) folderOps() {
+	if m.rng.Intn(3) != 0 {
+		return
+	}
+	s := Side(m.rng.Intn(2))
+	var cands []string
+	count := map[string]int{}
+	for _, tm := range m.last {
+		count[tm.folder]++
+	}
+	for _, name := range sortedKeys(count) {
+		if name != "INBOX" && m.holds(A, name) && m.holds(B, name) && !m.left[s][name] {
+			cands = append(cands, name)
+		}
+	}
+	if len(cands) == 0 {
+		return
+	}
+	name := cands[m.rng.Intn(len(cands))]
+	m.folderOp[name] = true
+	if m.rng.Intn(2) == 0 || m.changed[s][name] {
+		m.renames++
+		to := fmt.Sprintf("R%d", m.renames)
+		if err := m.st[s].RenameMailbox(context.Background(), name, to); err != nil {
+			m.t.Fatal(err)
+		}
+		for _, tm := range m.truth {
+			if tm.folder == name {
+				tm.folder = to
+			}
+		}
+		m.log = append(m.log, fmt.Sprintf("rename folder %s on %s to %s", name, s, to))
+		return
+	}
+	if m.rng.Intn(2) == 0 { // new mail there on the other side: the folder comes back
+		m.tokens++
+		m.st[s.Other()].add(name, m.tokens)
+		m.truth[m.tokens] = &truthMsg{folder: name, flags: flagSet{}}
+		m.log = append(m.log, fmt.Sprintf("new %d on %s in %s", m.tokens, s.Other(), name))
+	}
+	st := m.st[s]
+	st.mu.Lock()
+	delete(st.folders, name)
+	st.mu.Unlock()
+	m.dropped = &droppedFolder{on: s, name: name}
+	m.log = append(m.log, fmt.Sprintf("delete folder %s on %s", name, s))
+}
+
+func (m *runModel) holds(s Side, folder string) bool {
+	m.st[s].mu.Lock()
+	defer m.st[s].mu.Unlock()
+	_, ok := m.st[s].folders[folder]
+	return ok
+}
+
+// syncDropped syncs a round that deleted a folder without
+// --remove-folders: the folder stays on the other side as it was, and
+// nothing of it is deleted; then works out what --remove-folders will do:
+// delete the other side's copy when it did not change since the last
+// sync, else recreate the folder with everything in it.
+func (m *runModel) syncDropped(round int, dir string, syncFn func(dir string, opt RunOptions) (*Result, error)) {
+	d := m.dropped
+	other := m.st[d.on.Other()]
+	before := other.describe()[d.name]
+	res, err := syncFn(dir, RunOptions{Plan: Options{Force: true}})
+	if err != nil {
+		m.t.Fatalf("round %d: %v (changes %q)", round, err, m.log)
+	}
+	if m.holds(d.on, d.name) || !m.holds(d.on.Other(), d.name) || other.describe()[d.name] != before || len(res.Warnings) == 0 {
+		m.t.Fatalf("round %d: without --remove-folders folder %s deleted on %s became %q on %s (was %q), warnings %q (changes %q)",
+			round, d.name, d.on, other.describe()[d.name], d.on.Other(), before, res.Warnings, m.log)
+	}
+	changed := false
+	other.mu.Lock()
+	for _, msg := range other.folders[d.name] {
+		tok, _ := strconv.Atoi(strings.SplitN(strings.SplitN(string(msg.body), "Subject: ", 2)[1], "\r\n", 2)[0])
+		last, known := m.last[tok]
+		if !known || last.folder != d.name || !last.flags.equal(setOf(msg.flags)) {
+			changed = true
+		}
+	}
+	other.mu.Unlock()
+	if changed {
+		m.recreated++
+		m.log = append(m.log, "(changed on the other side: recreated)")
+		return
+	}
+	m.removed++
+	for tok, tm := range m.truth {
+		if tm.folder == d.name {
+			delete(m.truth, tok)
 		}
 	}
 }
