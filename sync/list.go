@@ -32,7 +32,24 @@ type listing struct {
 	mb     string
 	fresh  []mail.Envelope // not in the checkpoint
 	stored []mail.Envelope // in the checkpoint
-	listed map[mail.ID]bool
+	// listed holds every ID a full listing found. A change listing
+	// (passes.go) leaves it nil: it sees only what changed, and a set of
+	// every ID would cost what the folder holds, not what changed. It
+	// keeps the recorded IDs reported vanished instead, and how many IDs
+	// a full listing would have found (changed).
+	listed   map[mail.ID]bool
+	vanished []mail.ID
+	changed  bool
+	count    int
+}
+
+// size is how many messages the listing found (a change listing: would
+// have found).
+func (l *listing) size() int {
+	if l.changed {
+		return l.count
+	}
+	return len(l.listed)
 }
 
 // listAll lists the selected mailboxes one after the other, queueing their
@@ -221,16 +238,13 @@ func (r *run) finishDeletes(ctx context.Context, l *listing) error {
 // DeleteAfter, which deletes recorded messages too (retention.go).
 func (r *run) orphans(l *listing) (*orphanSet, *resetCheck) {
 	orphans := &orphanSet{bySize: map[int64][]checkpoint.Record{}}
-	rc := &resetCheck{mailbox: l.mb, listed: len(l.listed), fresh: len(l.fresh)}
+	rc := &resetCheck{mailbox: l.mb, listed: l.size(), fresh: len(l.fresh)}
 	if r.cp == nil || len(l.fresh) == 0 || r.opt.DeleteSource || r.opt.DeleteAfter != nil {
 		return orphans, rc
 	}
-	recs := r.cp.Records(l.mb)
-	rc.recorded = len(recs)
-	for _, rec := range recs {
-		if l.listed[rec.ID] {
-			continue
-		}
+	var gone []checkpoint.Record
+	rc.recorded, gone = r.unlisted(l)
+	for _, rec := range gone {
 		rc.gone++
 		rc.oldIDs = append(rc.oldIDs, rec.ID)
 		if rec.SHA256 != "" {
@@ -240,6 +254,31 @@ func (r *run) orphans(l *listing) (*orphanSet, *resetCheck) {
 	}
 	orphans.forgetSharedFlags()
 	return orphans, rc
+}
+
+// unlisted returns how many records the checkpoint holds for l's folder
+// and those whose IDs l did not list. A change listing names them (its
+// vanished IDs, looked up one by one), so the folder's other records are
+// not built.
+func (r *run) unlisted(l *listing) (int, []checkpoint.Record) {
+	if l.changed {
+		record := r.recordLookup(l.mb)
+		var gone []checkpoint.Record
+		for _, id := range l.vanished {
+			if rec, ok := record(id); ok {
+				gone = append(gone, rec)
+			}
+		}
+		return r.recordCount(l.mb), gone
+	}
+	recs := r.cp.Records(l.mb)
+	gone := recs[:0]
+	for _, rec := range recs {
+		if !l.listed[rec.ID] {
+			gone = append(gone, rec)
+		}
+	}
+	return len(recs), gone
 }
 
 // forgetSharedFlags drops the flags of orphaned records that share their

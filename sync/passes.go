@@ -243,14 +243,15 @@ func (r *run) skipFolder(ctx context.Context, mb string, p *pass) error {
 // changeListing lists only what changed in mb since its last complete pass
 // (mail.ChangeLister). It returns nil, nil when the source says the folder
 // must be listed in full. The listing holds new messages as fresh, flag
-// changes of recorded messages as stored, and as listed every recorded ID
-// that did not vanish plus the new ones, so the orphan and renumbering
-// checks see what a full listing would show.
+// changes of recorded messages as stored, the recorded IDs that vanished,
+// and as its count every recorded ID that did not vanish plus the new
+// ones, so the orphan and renumbering checks see what a full listing would
+// show.
 func (r *run) changeListing(ctx context.Context, mb string, p *pass) (*listing, error) {
 	box := r.st.Box(mb)
 	var l *listing
 	sum, err := retry(ctx, r, func() (mail.ChangeSummary, error) {
-		l = &listing{mb: mb, listed: map[mail.ID]bool{}}
+		l = &listing{mb: mb, changed: true}
 		box.Listed.Store(0)
 		box.Skipped.Store(0)
 		dates := r.dates.start(mb)
@@ -271,16 +272,9 @@ func (r *run) changeListing(ctx context.Context, mb string, p *pass) (*listing, 
 	}
 	p.status = sum.Status
 	r.countFolder(mb, sum.Status.Messages, len(l.fresh), func() int { return r.recordCount(mb) })
-	for _, id := range r.recordedIDs(mb) {
-		if _, gone := l.listed[id]; !gone {
-			l.listed[id] = true
-		}
-	}
-	for id, there := range l.listed {
-		if !there {
-			delete(l.listed, id)
-		}
-	}
+	// The recorded IDs plus the new ones, less the vanished; new ones are
+	// never recorded (fresh), and only recorded ones are kept as vanished.
+	l.count = r.recordCount(mb) - len(l.vanished) + len(l.fresh)
 	r.st.Listed.Add(box.Listed.Load())
 	r.st.Skipped.Add(box.Skipped.Load())
 	return l, nil
@@ -312,7 +306,9 @@ func (r *run) applyChange(l *listing, c mail.Change, dates *dateCount) {
 	recorded := r.cp.Has(checkpoint.Key{Mailbox: l.mb, ID: env.ID})
 	switch c.Kind {
 	case mail.ChangeVanished:
-		l.listed[env.ID] = false
+		if recorded { // a source reports each vanished ID once
+			l.vanished = append(l.vanished, env.ID)
+		}
 	case mail.ChangeFlags:
 		if recorded {
 			box.Listed.Add(1)
@@ -323,7 +319,6 @@ func (r *run) applyChange(l *listing, c mail.Change, dates *dateCount) {
 		if !dates.keep(env, recorded) {
 			return
 		}
-		l.listed[env.ID] = true
 		box.Listed.Add(1)
 		if recorded {
 			box.Skipped.Add(1)

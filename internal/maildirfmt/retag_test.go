@@ -40,6 +40,55 @@ func TestRetag(t *testing.T) {
 	}
 }
 
+// TestFindNear: a file whose letters are the hint's or a few letters off
+// is found by its name alone (no index of the folder is built); one
+// further off, or with another program's letters, by the scan. The
+// negative control is the scan cases: they do build the index.
+func TestFindNear(t *testing.T) {
+	const id = "1700000000.M1P2Q3.host,MF=k,S=10"
+	for _, c := range []struct {
+		name, file, hint string
+		scanned          bool
+	}{
+		{"already there", "cur/" + id + ":2,FS", "FS", false},
+		{"one letter fewer", "cur/" + id + ":2,S", "FS", false},
+		{"one letter more", "cur/" + id + ":2,FRS", "FS", false},
+		{"unseen in new/", "new/" + id, "F", false},
+		{"no letters in cur/", "cur/" + id + ":2,", "S", false},
+		{"a keyword letter off", "cur/" + id + ":2,Sb", "Sab", false},
+		{"everything off", "cur/" + id + ":2,DPRT", "FS", false},
+		{"another program's letter", "cur/" + id + ":2,SX", "FS", true},
+		{"an unhinted keyword", "cur/" + id + ":2,Sc", "FS", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			root := t.TempDir()
+			for _, sub := range []string{"cur", "new", "tmp"} {
+				if err := os.Mkdir(filepath.Join(root, sub), 0o700); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.WriteFile(filepath.Join(root, "cur", "1700000001.other:2,S"), nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(root, c.file), []byte("x"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			tr := NewTree(root, nil)
+			dir, rel, err := tr.FindNear(context.Background(), "INBOX", id, c.hint)
+			if err != nil || dir != root || rel != c.file {
+				t.Fatalf("FindNear(%q) = %q, %q, %v; want %q", c.hint, dir, rel, err, c.file)
+			}
+			if scanned := len(tr.where) > 0; scanned != c.scanned {
+				t.Errorf("folder indexed: %v, want %v", scanned, c.scanned)
+			}
+		})
+	}
+	tr := NewTree(t.TempDir(), nil)
+	if _, _, err := tr.FindNear(context.Background(), "INBOX", "missing", "S"); !errors.Is(err, mail.ErrNotFound) {
+		t.Errorf("FindNear(missing) = %v, want ErrNotFound", err)
+	}
+}
+
 // TestFindRefusesSymlink: Find names only what List lists, a regular file:
 // a symlink under a message's name gives ErrNotFound, so no caller (the
 // Maildir sink's flag writes, two-way sync's renames, moves and

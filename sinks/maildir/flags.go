@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/mailferry/mailferry/internal/maildirfmt"
@@ -39,7 +40,9 @@ func (s *Sink) SetFlags(ctx context.Context, mailbox string, id mail.ID, flags [
 		return err
 	}
 	// Look the message up first: a mailbox that is not there is not made.
-	dir, rel, err := s.tree.Find(ctx, mailbox, id, false)
+	// Its file most likely has the letters it is about to get, or a few
+	// fewer or more (FindNear tries those names before it scans the folder).
+	dir, rel, err := s.tree.FindNear(ctx, mailbox, id, s.likelyLetters(mailbox, flags))
 	if err != nil {
 		return err
 	}
@@ -61,6 +64,19 @@ func (s *Sink) SetFlags(ctx context.Context, mailbox string, id mail.ID, flags [
 			return err
 		}
 	}
+}
+
+// likelyLetters returns the info letters flags have in mailbox with the
+// keyword letters its dovecot-keywords already holds, sorted as Retag
+// writes them: a guess at the name of the file SetFlags renames.
+func (s *Sink) likelyLetters(mailbox string, flags []mail.Flag) string {
+	var kw string
+	if dir, err := maildirfmt.FolderDir(s.root, mailbox); err == nil {
+		kw, _ = maildirfmt.ReadKeywords(dir).Letters(flags)
+	}
+	b := []byte(maildirfmt.FlagLetters(flags) + kw)
+	sort.Slice(b, func(i, j int) bool { return b[i] < b[j] })
+	return string(b)
 }
 
 // retag renames the message file of folder dir as r says, never over

@@ -73,6 +73,29 @@ func (osFS) ReadDirNames(dir string) ([]string, error) {
 	return f.Readdirnames(-1)
 }
 
+// WalkNames reads dir's names 1,024 at a time (nameWalker).
+func (osFS) WalkNames(dir string, fn func(name string) bool) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = f.Close() }()
+	for {
+		names, err := f.Readdirnames(1024)
+		for _, n := range names {
+			if !fn(n) {
+				return nil
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
 func (osFS) RenameNoReplace(oldpath, newpath string) error { return renameNoReplace(oldpath, newpath) }
 
 func (osFS) Remove(name string) error { return os.Remove(name) }

@@ -18,12 +18,21 @@ type listFS struct {
 }
 
 func (f *listFS) ReadDirNames(dir string) ([]string, error) {
+	f.count(dir)
+	return f.osFS.ReadDirNames(dir)
+}
+
+func (f *listFS) WalkNames(dir string, fn func(string) bool) error {
+	f.count(dir)
+	return f.osFS.WalkNames(dir, fn)
+}
+
+func (f *listFS) count(dir string) {
 	if b := filepath.Base(dir); b == "cur" || b == "new" {
 		f.mu.Lock()
 		f.lists[filepath.Dir(dir)]++
 		f.mu.Unlock()
 	}
-	return f.osFS.ReadDirNames(dir)
 }
 
 func (f *listFS) listed() map[string]int {
@@ -61,7 +70,7 @@ func TestOpenListsNoFolder(t *testing.T) {
 		t.Errorf("New, CreateMailbox and HoldsAny listed the message directories of %v; want none", got)
 	}
 
-	put(t, s, mail.Envelope{Mailbox: "INBOX", Key: "ka"}, "Subject: x\r\n\r\nbody\r\n") // stored: found by the index
+	put(t, s, mail.Envelope{Mailbox: "INBOX", Key: "ka"}, "Subject: x\r\n\r\nbody\r\n") // stored (in new/): found by a scan
 	put(t, s, mail.Envelope{Mailbox: "INBOX", Key: "kz"}, "Subject: y\r\n\r\nbody\r\n")
 	commit(t, s)
 	if got := fsys.listed(); len(got) != 1 || got[root] == 0 {

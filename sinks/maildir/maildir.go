@@ -129,16 +129,17 @@ type folder struct {
 	dev   uint64
 	devOK bool
 
-	init  sync.Mutex // held while the directories are made and indexed
+	init  sync.Mutex // held while the directories are made
 	ready bool       // the directories are made
-	fresh bool       // cur/ and new/ were just made: nothing to index
-	// indexed: keys holds what cur/ and new/ held when the first Put came
-	// (keyed). Only Put needs the index, so a run that stores nothing in
-	// the folder (a no-op rerun, a flag change) never reads its names.
-	indexed bool
 
 	mu   sync.Mutex
-	keys map[string]*keyState // Envelope.Key -> message
+	keys map[string]*keyState // Envelope.Key -> message: all stored ones once indexed
+	// indexed says keys holds every key stored in the folder. Until then it
+	// holds the keys this run put or looked up, and a Put of another key
+	// looks for it on disk (lookupKey): a rerun that adds one message to a
+	// 50,000-message folder reads its names once, without indexing them.
+	indexed bool
+	scans   int // lookups by scan so far (keyScans)
 
 	// kwMu guards the folder's keyword table, read from its dovecot-keywords
 	// on first use (kwRead) and extended by AddKeywords, and the keywords
@@ -388,7 +389,9 @@ func (s *Sink) live(ctx context.Context) error {
 }
 
 // folder returns the folder of mailbox, making its directories on first
-// use. Its keys are indexed only when a Put needs them (keyed).
+// use. Its keys are looked up only when a Put needs them (claim), so a run
+// that stores nothing in the folder (a no-op rerun, a flag change) never
+// reads its names.
 func (s *Sink) folder(ctx context.Context, mailbox string) (*folder, error) {
 	dir, err := maildirfmt.FolderDir(s.root, mailbox)
 	if err != nil {
@@ -418,32 +421,9 @@ func (s *Sink) folder(ctx context.Context, mailbox string) (*folder, error) {
 	if fi, err := s.fs.Lstat(filepath.Join(f.dir, "tmp")); err == nil {
 		f.dev, f.devOK = devOf(fi)
 	}
-	f.fresh, f.ready = fresh, true
-	return f, nil
-}
-
-// keyed returns the folder of mailbox with the keys already stored in it
-// indexed (one readdir of cur/ and new/, on the first call).
-func (s *Sink) keyed(ctx context.Context, mailbox string) (*folder, error) {
-	f, err := s.folder(ctx, mailbox)
-	if err != nil {
-		return nil, err
-	}
-	f.init.Lock()
-	defer f.init.Unlock()
-	if f.indexed {
-		return f, nil
-	}
-	keys := map[string]*keyState{}
-	if !f.fresh {
-		if err := s.indexKeys(f.dir, keys); err != nil {
-			return nil, fmt.Errorf("maildir: mailbox %q: %w", mailbox, err)
-		}
-	}
-	f.mu.Lock()
-	f.keys = keys
-	f.mu.Unlock()
-	f.indexed = true
+	// A folder just made holds no key; another is looked up on the first
+	// Put (claim), not here: SetFlags and CreateMailbox need no keys.
+	f.keys, f.indexed, f.ready = map[string]*keyState{}, fresh, true
 	return f, nil
 }
 
@@ -548,19 +528,87 @@ func (s *Sink) checkExactName(base string) error {
 	return nil
 }
 
-// indexKeys adds the keys of the messages in dir's cur/ and new/ to keys:
-// one readdir each, no stat.
-func (s *Sink) indexKeys(dir string, keys map[string]*keyState) error {
-	for _, sub := range []string{"cur", "new"} {
-		names, err := s.fs.ReadDirNames(filepath.Join(dir, sub))
-		if err != nil {
-			return err
+// keyScans is how many keys a folder looks up by scanning its names before
+// it indexes them all: a scan reads as many names as the index does (the
+// kernel's readdir is most of either's cost) but keeps none, so a rerun
+// that puts a message or two into a big folder builds no index, and one
+// that puts many pays for at most keyScans scans more than before.
+const keyScans = 2
+
+// lookupKey finds key among the messages stored in f, which is not indexed
+// yet, by one scan of its names while it has scans left, else by indexing
+// them all (f.indexed); it records what it finds in f.keys. Called with
+// f.mu held: Puts into f wait for the scan, so none misses another's key.
+func (s *Sink) lookupKey(f *folder, key string) (*keyState, error) {
+	if f.scans < keyScans {
+		f.scans++
+		var found *keyState
+		err := s.eachKey(f.dir, func(k, id string) bool {
+			if k == key {
+				found = &keyState{id: id}
+			}
+			return found == nil
+		})
+		if err != nil || found == nil {
+			return nil, err
 		}
-		for _, n := range names {
+		f.keys[key] = found
+		return found, nil
+	}
+	err := s.eachKey(f.dir, func(k, id string) bool {
+		if f.keys[k] == nil { // a key this run claimed or found stays as it is
+			f.keys[k] = &keyState{id: id}
+		}
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	f.indexed = true
+	return f.keys[key], nil
+}
+
+// eachKey calls fn with the key and ID of every message in dir's cur/ and
+// new/ that carries a key, until fn returns false: one readdir each, no
+// stat, the names read in chunks (namesIn).
+func (s *Sink) eachKey(dir string, fn func(key, id string) bool) error {
+	for _, sub := range []string{"cur", "new"} {
+		more := true
+		err := s.namesIn(filepath.Join(dir, sub), func(n string) bool {
+			if !strings.Contains(n, keyField) {
+				return true
+			}
 			id, _, _ := strings.Cut(n, ":")
 			if k := keyOf(id); k != "" {
-				keys[k] = &keyState{id: id}
+				more = fn(k, id)
 			}
+			return more
+		})
+		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+// nameWalker is a fileSystem that reads a directory's names a chunk at a
+// time (osFS), so a scan of a big folder holds one chunk, not every name.
+type nameWalker interface {
+	WalkNames(dir string, fn func(name string) bool) error
+}
+
+// namesIn calls fn with each name in dir until it returns false.
+func (s *Sink) namesIn(dir string, fn func(string) bool) error {
+	if w, ok := s.fs.(nameWalker); ok {
+		return w.WalkNames(dir, fn)
+	}
+	names, err := s.fs.ReadDirNames(dir)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if !fn(n) {
+			return nil
 		}
 	}
 	return nil
@@ -594,10 +642,17 @@ func safeKey(key string) string {
 
 // claim returns the ID of key if the folder holds it, or takes ownership of
 // writing it. A Put of the same key already writing is waited for.
-func (f *folder) claim(ctx context.Context, key string) (string, *keyState, error) {
+func (s *Sink) claim(ctx context.Context, f *folder, key string) (string, *keyState, error) {
 	for {
 		f.mu.Lock()
 		st := f.keys[key]
+		if st == nil && !f.indexed {
+			var err error
+			if st, err = s.lookupKey(f, key); err != nil {
+				f.mu.Unlock()
+				return "", nil, fmt.Errorf("maildir: %s: look for a stored copy: %w", f.dir, err)
+			}
+		}
 		if st == nil {
 			st = &keyState{done: make(chan struct{})}
 			f.keys[key] = st
@@ -698,7 +753,7 @@ func (s *Sink) Put(ctx context.Context, env mail.Envelope, body io.Reader) (mail
 	if err := s.live(ctx); err != nil {
 		return "", err
 	}
-	f, err := s.keyed(ctx, env.Mailbox)
+	f, err := s.folder(ctx, env.Mailbox)
 	if err != nil {
 		return "", err
 	}
@@ -707,7 +762,7 @@ func (s *Sink) Put(ctx context.Context, env mail.Envelope, body io.Reader) (mail
 		id, _, err := s.write(ctx, f, env, key, body)
 		return mail.ID(id), err
 	}
-	id, st, err := f.claim(ctx, key)
+	id, st, err := s.claim(ctx, f, key)
 	if err != nil {
 		return "", err
 	}

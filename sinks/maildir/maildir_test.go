@@ -332,6 +332,65 @@ func TestIdempotentPutA3(t *testing.T) {
 	}
 }
 
+// TestKeyLookupScansFirst: a sink reopened over a folder holding messages
+// finds a stored key by scanning the folder's names, without indexing them,
+// for its first keyScans lookups (a rerun adding a message or two to a big
+// folder), then indexes them once; either way a stored key is put once.
+// The index's state is the observable: keys holds only what was looked up
+// until the index is built (with the old eager index it held all at once).
+func TestKeyLookupScansFirst(t *testing.T) {
+	root := t.TempDir()
+	s1 := newTestSink(t, root, nil)
+	ids := map[string]mail.ID{}
+	for i := range 5 {
+		k := fmt.Sprintf("stored%d", i)
+		ids[k] = put(t, s1, mail.Envelope{Mailbox: "Big", Key: k, Flags: []mail.Flag{mail.FlagSeen}}, "body "+k)
+	}
+	commit(t, s1)
+	s1.Close()
+
+	s2 := newTestSink(t, root, nil)
+	for i, c := range []struct {
+		key     string
+		stored  bool
+		indexed bool // after the Put
+		keys    int  // len(f.keys) after the Put
+	}{
+		{"stored1", true, false, 1},
+		{"fresh1", false, false, 2},
+		{"stored1", true, false, 2}, // known now: no lookup
+		{"stored3", true, true, 6},  // the third lookup indexes the other 4 stored
+		{"fresh2", false, true, 7},
+	} {
+		body := strings.NewReader("body " + c.key)
+		id, err := s2.Put(ctx, mail.Envelope{Mailbox: "Big", Key: c.key}, body)
+		if err != nil {
+			t.Fatalf("Put %d (%s) = %v", i, c.key, err)
+		}
+		if want, ok := ids[c.key]; c.stored && (!ok || id != want) {
+			t.Errorf("Put %d (%s) = %q, want the stored copy %q", i, c.key, id, want)
+		}
+		if !c.stored && body.Len() != 0 {
+			t.Errorf("Put %d (%s) left %d body bytes unread", i, c.key, body.Len())
+		}
+		ids[c.key] = id
+		f, err := s2.folder(ctx, "Big")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.mu.Lock()
+		indexed, keys := f.indexed, len(f.keys)
+		f.mu.Unlock()
+		if indexed != c.indexed || keys != c.keys {
+			t.Errorf("after Put %d (%s): indexed %v with %d keys, want %v with %d", i, c.key, indexed, keys, c.indexed, c.keys)
+		}
+	}
+	commit(t, s2)
+	if envs := listed(t, root, "Big"); len(envs) != 7 {
+		t.Errorf("Big holds %d messages, want 7 (5 stored, 2 fresh)", len(envs))
+	}
+}
+
 // TestConcurrentSameKey: two Puts of one key at once store it once.
 func TestConcurrentSameKey(t *testing.T) {
 	root := t.TempDir()

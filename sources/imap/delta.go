@@ -176,14 +176,15 @@ type changeListing struct {
 	known iter.Seq[mail.ID]
 	fn    func(mail.Change) error
 
-	sel      imapconn.Selected
-	sum      mail.ChangeSummary
-	maxNew   uint32
-	knownNew imapconn.UIDSet // known UIDs from since.UIDNext on (a two-way sync's own copies)
-	newKnown int             // of those, how many are still there (ChangeFlags)
-	goneNew  []uint32        // and which are gone
-	present  imapconn.UIDSet // UIDs below since.UIDNext still there (no QRESYNC)
-	vanished imapconn.UIDSet // QRESYNC's report
+	sel       imapconn.Selected
+	knownUIDs []uint32 // known's UIDs of this UIDVALIDITY, parsed once (nil: known is nil)
+	sum       mail.ChangeSummary
+	maxNew    uint32
+	knownNew  imapconn.UIDSet // known UIDs from since.UIDNext on (a two-way sync's own copies)
+	newKnown  int             // of those, how many are still there (ChangeFlags)
+	goneNew   []uint32        // and which are gone
+	present   imapconn.UIDSet // UIDs below since.UIDNext still there (no QRESYNC)
+	vanished  imapconn.UIDSet // QRESYNC's report
 }
 
 func (cl *changeListing) run(box string) error {
@@ -202,6 +203,7 @@ func (cl *changeListing) run(box string) error {
 	if cl.unchanged() {
 		return nil
 	}
+	cl.knownUIDs = cl.parseKnown()
 	cl.knownNew = cl.knownFrom(cl.since.UIDNext)
 	if err := cl.listNew(); err != nil {
 		return err
@@ -279,16 +281,28 @@ func (cl *changeListing) listNew() error {
 	}
 }
 
+// parseKnown returns the UIDs of the known IDs of this UIDVALIDITY, read
+// once: a copy's 50,000 known IDs cost more to parse than its change.
+func (cl *changeListing) parseKnown() []uint32 {
+	if cl.known == nil {
+		return nil
+	}
+	uids := []uint32{}
+	for id := range cl.known {
+		if v, uid, ok := imapconn.ParseID(id); ok && v == cl.sel.UIDValidity {
+			uids = append(uids, uid)
+		}
+	}
+	return uids
+}
+
 // knownFrom returns the known UIDs (of this UIDVALIDITY) from lo on:
 // messages the caller holds that arrived after the last listing, such as a
 // two-way sync's own copies into this folder.
 func (cl *changeListing) knownFrom(lo uint32) imapconn.UIDSet {
-	if cl.known == nil {
-		return nil
-	}
 	var uids []uint32
-	for id := range cl.known {
-		if v, uid, ok := imapconn.ParseID(id); ok && v == cl.sel.UIDValidity && uid >= lo {
+	for _, uid := range cl.knownUIDs {
+		if uid >= lo {
 			uids = append(uids, uid)
 		}
 	}
@@ -531,9 +545,8 @@ func (cl *changeListing) gone(qres bool, last uint32) (uids []uint32, reason str
 		}
 		return nil, "expunges without QRESYNC need the known messages"
 	}
-	for id := range cl.known {
-		v, uid, ok := imapconn.ParseID(id)
-		if !ok || v != cl.sel.UIDValidity || uid > last {
+	for _, uid := range cl.knownUIDs {
+		if uid > last {
 			continue
 		}
 		if (qres && cl.vanished.Contains(uid)) || (!qres && !cl.present.Contains(uid)) {

@@ -3,15 +3,10 @@ package twoway
 import (
 	"errors"
 	"fmt"
-	"io"
 
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/state"
 )
-
-// copyBatch is how many copies are put before one commit and one state
-// flush.
-const copyBatch = 64
 
 // applyFolder carries out one folder's plan in the order FolderPlan
 // documents, each change before its record, and flushes the state.
@@ -59,7 +54,7 @@ func (r *run) applyFolder(fp *FolderPlan) error {
 func (r *run) journal(fp *FolderPlan) error {
 	var ins []intent
 	for _, c := range fp.Copies {
-		ins = append(ins, intent{Op: opCopy, Folder: fp.Name, On: c.From.Other(), ID: c.Msg.ID, Rec: c.Record})
+		ins = append(ins, intent{Op: opCopy, Folder: fp.Name, On: c.From.Other(), ID: c.Msg.ID, Rec: c.Record()})
 	}
 	for _, mv := range fp.Moves {
 		old := mv.Old
@@ -99,37 +94,6 @@ func (r *run) records(fo *state.Folder, fp *FolderPlan) error {
 	return nil
 }
 
-// pendingCopy is a copy put but not yet committed and recorded.
-type pendingCopy struct {
-	c  Copy
-	id mail.ID
-}
-
-// copies puts each copy on the other side, commits every copyBatch, and
-// records the committed ones.
-func (r *run) copies(fo *state.Folder, fp *FolderPlan) error {
-	for _, from := range []Side{A, B} {
-		var cs []Copy
-		for _, c := range fp.Copies {
-			if c.From == from {
-				cs = append(cs, c)
-			}
-		}
-		for len(cs) > 0 {
-			n := min(len(cs), copyBatch)
-			batch, err := r.putBatch(fp.Name, from, cs[:n]) // transfer.go
-			if err != nil {
-				return err
-			}
-			if err := r.commitCopies(fo, from.Other(), batch); err != nil {
-				return err
-			}
-			cs = cs[n:]
-		}
-	}
-	return nil
-}
-
 // fatal reports whether err stops the run (a cancel, a state write, a full
 // disk, a lost login) rather than one message.
 func fatal(err error) bool {
@@ -139,75 +103,6 @@ func fatal(err error) bool {
 func (r *run) fail(on Side, what string, err error) {
 	r.res.Side[on].Failed++
 	r.warn(what, err)
-}
-
-func (r *run) copyOne(folder string, c Copy) (mail.ID, error) {
-	env := r.env(c.From, folder, c.Msg.ID)
-	rc, err := r.stores[c.From].Source.Open(r.ctx, env)
-	if err != nil {
-		return "", err
-	}
-	defer func() { _ = rc.Close() }()
-	return r.putCopy(folder, c, env, rc)
-}
-
-// putCopy puts body, copy c's message as env gives it, on the other side.
-func (r *run) putCopy(folder string, c Copy, env mail.Envelope, body io.Reader) (mail.ID, error) {
-	out := env
-	out.Mailbox, out.Flags = folder, c.Flags
-	out.Key = putKey("copy", c.From, folder, c.Msg.ID)
-	if err := r.step("put " + string(c.Msg.ID)); err != nil {
-		return "", err
-	}
-	return r.stores[c.From.Other()].Sink.Put(r.ctx, out, body)
-}
-
-// commitCopies makes a batch durable on side to and records it.
-func (r *run) commitCopies(fo *state.Folder, to Side, batch []pendingCopy) error {
-	if len(batch) == 0 {
-		return nil
-	}
-	if err := r.step("commit"); err != nil {
-		return err
-	}
-	f := mail.FeaturesOf(r.stores[to].Sink)
-	failed := map[mail.ID]error{}
-	if f.Committer != nil {
-		err := f.Committer.Commit(r.ctx)
-		var ce *mail.CommitError
-		switch {
-		case errors.As(err, &ce):
-			failed = ce.Failed
-		case err != nil:
-			return fmt.Errorf("sync: side %s: commit: %w", to, err)
-		}
-	}
-	for _, p := range batch {
-		if err := r.recordCopy(fo, to, p, f, failed); err != nil {
-			return err
-		}
-	}
-	return r.st.Flush()
-}
-
-func (r *run) recordCopy(fo *state.Folder, to Side, p pendingCopy, f *mail.Features, failed map[mail.ID]error) error {
-	if err, bad := failed[p.id]; bad {
-		r.fail(to, fmt.Sprintf("copy %s to side %s", p.c.Msg.ID, to), err)
-		return nil
-	}
-	id := p.id
-	if f.IDResolver != nil {
-		if final, ok := f.IDResolver.FinalID(id); ok {
-			id = final
-		}
-	}
-	r.res.Side[to].Copied++
-	if id == "" { // the store does not say: the next run pairs the message
-		return nil
-	}
-	rec := p.c.Record
-	setSideID(&rec, to, id)
-	return fo.Put(r.stamped(fo.Name(), rec))
 }
 
 // moves moves messages into this folder on the side that did not move

@@ -54,6 +54,13 @@ type model struct {
 	opt      Options
 	log      []string // this round's changes, for a failure
 	lastPlan *Plan
+
+	// folder renames and deletions, as runModel makes them (folderOps)
+	changed, left      [2]map[string]bool
+	dropped            *droppedFolder
+	last               map[int]truthMsg
+	renames            int
+	removed, recreated int
 }
 
 var modelFlags = []mail.Flag{mail.FlagSeen, mail.FlagFlagged, mail.FlagAnswered, "$Label1", "$Other"}
@@ -149,6 +156,15 @@ func sortedIDs[V any](m map[mail.ID]V) []mail.ID {
 // sync plans and applies one run.
 func (m *model) sync() *Plan {
 	p := MakePlan(m.inputs(), m.opt)
+	for i := range p.Folders { // as Run: every rename before any message
+		if r := p.Folders[i].Rename; r != nil {
+			sd, name := m.side[r.On], p.Folders[i].Name
+			sd.folders[name] = sd.folders[r.From]
+			delete(sd.folders, r.From)
+			m.state[name] = m.state[r.From]
+			delete(m.state, r.From)
+		}
+	}
 	for i := range p.Folders {
 		m.apply(&p.Folders[i])
 	}
@@ -169,6 +185,12 @@ func (m *model) apply(fp *FolderPlan) {
 	if fp.Forget {
 		delete(m.state, fp.Name)
 		return
+	}
+	for s, rm := range fp.Remove {
+		if rm {
+			delete(m.side[s].folders, fp.Name)
+			delete(m.state, fp.Name)
+		}
 	}
 	if fp.Skip != "" {
 		return
@@ -225,8 +247,8 @@ func (m *model) applyCopy(folder string, c Copy) {
 		m.t.Fatalf("copy of a message side %s does not hold: %s/%s", c.From, folder, c.Msg.ID)
 	}
 	id := to.newID("c")
-	to.store(folder, id, mm.token, setOf(c.Flags))
-	r := c.Record
+	to.store(folder, id, mm.token, setOf(c.Flags()))
+	r := c.Record()
 	setSideID(&r, c.From.Other(), id)
 	m.put(folder, r)
 }
@@ -375,6 +397,7 @@ func (m *model) opNew(s Side) {
 	m.side[s].store(folder, m.side[s].newID("n"), tok, fl)
 	m.truth[tok] = &truthMsg{folder: folder, flags: fl}
 	m.locked[tok] = true
+	m.changed[s][folder] = true
 	m.wantCopies++
 	m.logf("new on %s: %d in %s", s, tok, folder)
 }
@@ -390,6 +413,7 @@ func (m *model) opNewBoth() {
 	fl := m.randomFlags(B)
 	for _, s := range []Side{A, B} {
 		m.side[s].store(folder, m.side[s].newID("n"), tok, fl)
+		m.changed[s][folder] = true
 	}
 	m.truth[tok] = &truthMsg{folder: folder, flags: fl}
 	m.locked[tok] = true
@@ -412,6 +436,7 @@ func (m *model) opFlag(s Side) {
 		delete(fl, f)
 	}
 	m.side[s].store(folder, id, mm.token, fl)
+	m.changed[s][folder] = true
 	if tm := m.truth[mm.token]; tm != nil {
 		if fl[f] {
 			tm.flags[f] = true
@@ -429,6 +454,7 @@ func (m *model) opDelete(s Side) {
 	m.locked[mm.token] = true
 	delete(m.side[s].folders[folder], id)
 	delete(m.truth, mm.token)
+	m.left[s][folder] = true
 	m.logf("delete on %s: %d in %s", s, mm.token, folder)
 }
 
@@ -439,11 +465,12 @@ func (m *model) opDeleteBoth() {
 		return
 	}
 	m.locked[mm.token] = true
-	for _, sd := range m.side {
-		for _, msgs := range sd.folders {
+	for s, sd := range m.side {
+		for name, msgs := range sd.folders {
 			for id, x := range msgs {
 				if x.token == mm.token {
 					delete(msgs, id)
+					m.left[s][name] = true
 				}
 			}
 		}
@@ -465,6 +492,7 @@ func (m *model) opMove(s Side) {
 	}
 	sd.folders[to][id] = mm
 	m.truth[mm.token].folder = to
+	m.left[s][folder], m.changed[s][to] = true, true
 	m.logf("move on %s: %d %s -> %s", s, mm.token, folder, to)
 }
 
@@ -494,6 +522,7 @@ func (m *model) opReset() {
 // round makes random changes on both sides; kind picks the special rounds.
 func (m *model) round(kind int) {
 	m.locked, m.touched, m.wantCopies, m.log = map[int]bool{}, map[string]bool{}, 0, nil
+	m.changed, m.left, m.dropped = [2]map[string]bool{{}, {}}, [2]map[string]bool{{}, {}}, nil
 	ops := []func(Side){m.opNew, m.opFlag, m.opFlag, m.opDelete, m.opMove, m.opNew}
 	switch kind {
 	case 1: // a lost state: only new mail this round, or it would come back
@@ -508,6 +537,7 @@ func (m *model) round(kind int) {
 	}
 	if kind == 0 {
 		m.extraOps()
+		m.folderOps()
 	}
 }
 
@@ -526,8 +556,9 @@ func TestModelRandomRounds(t *testing.T) {
 	for _, seed := range []int64{1, 2, 3} {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
 			m := newModel(t, seed)
-			m.opt = Options{Sides: m.sideInfo(), Force: true}
+			m.opt = Options{Sides: m.sideInfo(), Force: true, RemoveFolders: true}
 			m.locked, m.touched = map[int]bool{}, map[string]bool{}
+			m.changed, m.left = [2]map[string]bool{{}, {}}, [2]map[string]bool{{}, {}}
 			// a first sync over mail already on both sides, some of it the same
 			for i := 0; i < 6; i++ {
 				m.opNew(A)
@@ -546,6 +577,10 @@ func TestModelRandomRounds(t *testing.T) {
 				m.round(kind)
 				m.syncAndCheck(round, kind)
 			}
+			t.Logf("folders renamed %d, deleted and removed %d, deleted and recreated %d", m.renames, m.removed, m.recreated)
+			if m.renames == 0 || m.removed == 0 || m.recreated == 0 {
+				t.Errorf("the rounds renamed %d folders, removed %d, recreated %d: each kind must happen", m.renames, m.removed, m.recreated)
+			}
 		})
 	}
 }
@@ -554,9 +589,17 @@ func TestModelRandomRounds(t *testing.T) {
 // and pairs copied nothing, and that a second sync plans nothing.
 func (m *model) syncAndCheck(round, kind int) {
 	m.t.Helper()
+	if m.dropped != nil {
+		m.syncDropped(round)
+		kind = -1 // the folder's moves became copies, its recreation copies it all
+	}
 	p := m.sync()
 	m.lastPlan = p
 	m.check(round)
+	m.last = map[int]truthMsg{}
+	for tok, tm := range m.truth {
+		m.last[tok] = truthMsg{folder: tm.folder, flags: setOf(tm.flags.sorted())}
+	}
 	if got := countCopies(p); kind == 0 && got != m.wantCopies {
 		m.t.Fatalf("round %d: %d copies planned, want %d (moves and pairs move no body):\n%+v", round, got, m.wantCopies, p)
 	}
@@ -577,4 +620,97 @@ func countCopies(p *Plan) int {
 		n += len(fp.Copies)
 	}
 	return n
+}
+
+// folderOps renames or deletes, one round in three, a folder the state
+// knows with messages, on one side, as runModel.folderOps does.
+func (m *model) folderOps() {
+	if m.rng.Intn(3) != 0 {
+		return
+	}
+	s := Side(m.rng.Intn(2))
+	var cands []string
+	for _, name := range sortedKeys(m.state) {
+		_, onA := m.side[A].folders[name]
+		_, onB := m.side[B].folders[name]
+		if name != "INBOX" && len(m.state[name]) > 0 && onA && onB && !m.left[s][name] {
+			cands = append(cands, name)
+		}
+	}
+	if len(cands) == 0 {
+		return
+	}
+	name := cands[m.rng.Intn(len(cands))]
+	sd := m.side[s]
+	if m.rng.Intn(2) == 0 || m.changed[s][name] {
+		m.renames++
+		to := fmt.Sprintf("R%d", m.renames)
+		sd.folders[to] = sd.folders[name] // the ids stay (a Maildir, an IMAP server keeping UIDVALIDITY)
+		delete(sd.folders, name)
+		for _, tm := range m.truth {
+			if tm.folder == name {
+				tm.folder = to
+			}
+		}
+		m.logf("rename folder on %s: %s -> %s", s, name, to)
+		return
+	}
+	if m.rng.Intn(2) == 0 { // new mail there on the other side: the folder comes back
+		m.tokens++
+		m.side[s.Other()].store(name, m.side[s.Other()].newID("n"), m.tokens, flagSet{})
+		m.truth[m.tokens] = &truthMsg{folder: name, flags: flagSet{}}
+		m.logf("new on %s: %d in %s", s.Other(), m.tokens, name)
+	}
+	delete(sd.folders, name)
+	m.dropped = &droppedFolder{on: s, name: name}
+	m.logf("delete folder on %s: %s", s, name)
+}
+
+// syncDropped syncs a round that deleted a folder without
+// --remove-folders (the other side keeps it as it was, a warning), then
+// works out what the sync with it does: delete the other side's copy when
+// it did not change since the last sync, else recreate the folder.
+func (m *model) syncDropped(round int) {
+	d := m.dropped
+	before := describe(m.side[d.on.Other()].folders[d.name])
+	m.opt.RemoveFolders = false
+	p := m.sync()
+	m.opt.RemoveFolders = true
+	// What the deleting side held of the folder's messages is gone: what
+	// comes back is the other side's, without the flags it cannot keep.
+	for tok, tm := range m.truth {
+		if last, ok := m.last[tok]; ok && last.folder == d.name {
+			for f := range tm.flags {
+				if !m.side[d.on.Other()].keeps.Has(f) {
+					delete(tm.flags, f)
+				}
+			}
+		}
+	}
+	_, back := m.side[d.on].folders[d.name]
+	after, kept := m.side[d.on.Other()].folders[d.name]
+	if back || !kept || describe(after) != before || len(p.Folders) == 0 {
+		m.t.Fatalf("round %d: without --remove-folders folder %s deleted on %s: back %v, on %s %s (was %s); changes %q",
+			round, d.name, d.on, back, d.on.Other(), describe(after), before, m.log)
+	}
+	for _, mm := range after {
+		last, known := m.last[mm.token]
+		kept := flagSet{}
+		for f := range last.flags {
+			if m.side[d.on.Other()].keeps.Has(f) {
+				kept[f] = true
+			}
+		}
+		if !known || last.folder != d.name || !kept.equal(mm.flags) {
+			m.recreated++
+			m.logf("(changed on the other side: recreated)")
+			return
+		}
+	}
+	m.removed++
+	for tok, tm := range m.truth {
+		if tm.folder == d.name {
+			delete(m.truth, tok)
+		}
+	}
 }

@@ -220,14 +220,24 @@ type FolderPlan struct {
 }
 
 // Copy stores a message of side From on the other side, in the same folder.
+// It points at the message in its side's listing instead of holding what
+// Flags and Record derive from it: a first sync of a 200,000-message
+// account plans 200,000 copies, each 16 bytes instead of 250.
 type Copy struct {
 	From Side
-	Msg  Msg
-	// Flags to give the copy (the message's own, less \Recent).
-	Flags []mail.Flag
-	// Record is the record to put once the copy is stored; the applier
-	// fills in the new id on the other side (Dst when From is A, else Src).
-	Record state.Message
+	Msg  *Msg
+}
+
+// Flags are the flags to give the copy: the message's own, less \Recent.
+func (c *Copy) Flags() []mail.Flag { return setOf(c.Msg.Flags).sorted() }
+
+// Record is the record to put once the copy is stored; the applier fills
+// in the new id on the other side (Dst when From is A, else Src).
+func (c *Copy) Record() state.Message {
+	m := c.Msg
+	rec := state.Message{Size: m.Size, Date: m.Date, MsgID: m.MsgID, Flags: setOf(m.Flags).String(), FlagsKnown: true}
+	setSideID(&rec, c.From, m.ID)
+	return rec
 }
 
 // Rename renames folder From to the plan's folder on side On.

@@ -386,18 +386,6 @@ func (p *planner) deleteOn(w *folderWork, on Side, g *goneRec) {
 	w.out.Deletes = append(w.out.Deletes, d)
 }
 
-func newCopy(from Side, m *Msg) Copy {
-	flags := setOf(m.Flags)
-	c := Copy{From: from, Msg: *m, Flags: flags.sorted()}
-	c.Record = state.Message{Size: m.Size, Date: m.Date, MsgID: m.MsgID, Flags: flags.String(), FlagsKnown: true}
-	if from == A {
-		c.Record.Src = m.ID
-	} else {
-		c.Record.Dst = m.ID
-	}
-	return c
-}
-
 // copyFrom plans copying what is still fresh on side s to the other side,
 // unless the other side's listing is incomplete: a message it holds but did
 // not list would be stored twice.
@@ -411,7 +399,7 @@ func (w *folderWork) copyFrom(s Side) {
 			n++
 			continue
 		}
-		w.out.Copies = append(w.out.Copies, newCopy(s, f.m))
+		w.out.Copies = append(w.out.Copies, Copy{From: s, Msg: f.m})
 	}
 	if n > 0 {
 		w.out.Warnings = append(w.out.Warnings, fmt.Sprintf("%d new messages of side %s not copied: side %s's listing is incomplete (%s)",

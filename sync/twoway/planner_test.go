@@ -52,7 +52,7 @@ func describePlan(p *Plan) []string {
 			add("%s: pair %s=%s [%s]", n, r.Src, r.Dst, r.Flags)
 		}
 		for _, c := range fp.Copies {
-			add("%s: copy %s %s>%s %v", n, c.Msg.ID, c.From, c.From.Other(), c.Flags)
+			add("%s: copy %s %s>%s %v", n, c.Msg.ID, c.From, c.From.Other(), c.Flags())
 		}
 		for _, mv := range fp.Moves {
 			add("%s: move on %s %s from %s (moved %s) set %v", n, mv.On, mv.ID, mv.From, mv.Moved.ID, mv.Set)

@@ -1,39 +1,282 @@
 package twoway
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
+	gosync "sync"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/mailferry/mailferry/sync/mail"
+	"github.com/mailferry/mailferry/sync/state"
 )
 
+// The copy pipeline's sizes, as the copy engine's (package sync): a worker
+// fetches fetchBatch bodies in one request, up to copyWorkers of them at
+// once, and the sink commits (and the state flushes) every commitBatch
+// messages put, or every mail.Limits.Batch the sink asks for (an IMAP
+// sink's MULTIAPPEND: 256).
+const (
+	copyWorkers = 4
+	fetchBatch  = 32
+	commitBatch = 64
+)
+
+// copies puts each copy of the folder plan on the other side: from side A
+// first, then from side B. Then each sink may drop what it keeps in memory
+// about the folder (mail.MailboxReleaser: the Maildir sink's index of the
+// keys stored there), so the run's memory follows the folder in work, not
+// the account.
+func (r *run) copies(fo *state.Folder, fp *FolderPlan) error {
+	defer func() {
+		for _, st := range r.stores {
+			if rel := mail.FeaturesOf(st.Sink).MailboxReleaser; rel != nil {
+				rel.ReleaseMailbox(fp.Name)
+			}
+		}
+	}()
+	for _, from := range []Side{A, B} {
+		var cs []Copy
+		for _, c := range fp.Copies {
+			if c.From == from {
+				cs = append(cs, c)
+			}
+		}
+		if len(cs) == 0 {
+			continue
+		}
+		if err := r.transfer(fo, fp.Name, from, cs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pendingCopy is a copy put but not yet committed and recorded.
+type pendingCopy struct {
+	c  Copy
+	id mail.ID
+}
+
+// copyFailure is a copy that failed for its own reason (counted, the run
+// goes on).
+type copyFailure struct {
+	c   Copy
+	err error
+}
+
+// putResult is what a worker did with one fetch batch.
+type putResult struct {
+	put    []pendingCopy
+	failed []copyFailure
+}
+
+// transfer copies cs, the copies from side from in folder, as the copy
+// engine does: workers fetch batches of bodies at once (one pipelined
+// request each where the source has mail.BatchOpener) and put them on the
+// other side, while this goroutine, the committer, makes what they put
+// durable every commitBatch messages and records it in the state. Fetching,
+// storing and committing overlap instead of taking turns (the two-way
+// sync issue: a first sync as fast as a copy). The order the durability
+// rule needs holds for each message: journaled (by the caller) before its
+// put, put before the commit that covers it, committed before its record.
+func (r *run) transfer(fo *state.Folder, folder string, from Side, cs []Copy) error {
+	to := from.Other()
+	src, sink := r.stores[from].Source, r.stores[to].Sink
+	every := commitBatch
+	if b := sink.Limits().Batch; b > 0 {
+		every = b
+	}
+	// The test hook (RunOptions.step) counts steps: its calls are taken
+	// one at a time, from the workers and the committer alike.
+	var stepMu gosync.Mutex
+	step := func(what string) error {
+		stepMu.Lock()
+		defer stepMu.Unlock()
+		return r.step(what)
+	}
+	wctx, cancel := context.WithCancel(r.ctx)
+	defer cancel()
+	g, ctx := errgroup.WithContext(wctx)
+	jobs := make(chan []Copy)
+	results := make(chan putResult, copyWorkers)
+	g.Go(func() error {
+		defer close(jobs)
+		for len(cs) > 0 {
+			n := min(len(cs), fetchBatch)
+			select {
+			case jobs <- cs[:n]:
+			case <-ctx.Done():
+				return nil
+			}
+			cs = cs[n:]
+		}
+		return nil
+	})
+	for range workersFor(src.Limits(), sink.Limits()) {
+		g.Go(func() error {
+			for b := range jobs {
+				res, err := r.putBatch(ctx, step, folder, from, b)
+				if err != nil {
+					return err
+				}
+				select {
+				case results <- res:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			return nil
+		})
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- g.Wait()
+		close(results)
+	}()
+	c := &copyCommitter{run: r, fo: fo, folder: folder, to: to, step: step, failed: map[mail.ID]error{}}
+	cerr := c.loop(results, every)
+	if cerr != nil {
+		cancel() // the workers stop; what they put is never recorded
+	}
+	for range results { // until the workers have ended
+		continue
+	}
+	werr := <-done
+	if werr != nil && !errors.Is(werr, context.Canceled) || cerr == nil {
+		return werr
+	}
+	return cerr
+}
+
+// workersFor is copyWorkers capped by both sides' connection limits.
+func workersFor(limits ...mail.Limits) int {
+	n := copyWorkers
+	for _, l := range limits {
+		if l.Conns > 0 && l.Conns < n {
+			n = l.Conns
+		}
+	}
+	return n
+}
+
+// loop takes the workers' results until they end, counts their failures,
+// and commits and records every every messages put, then what is left
+// (unless the run was cancelled). It stops at the first error.
+func (c *copyCommitter) loop(results <-chan putResult, every int) error {
+	var batch []pendingCopy
+	for res := range results {
+		for _, f := range res.failed {
+			c.fail(c.to, fmt.Sprintf("copy %s of %q to side %s", f.c.Msg.ID, c.folder, c.to), f.err)
+		}
+		batch = append(batch, res.put...)
+		if len(batch) >= every {
+			if err := c.commit(batch); err != nil {
+				return err
+			}
+			batch = batch[:0]
+		}
+	}
+	if err := c.ctx.Err(); err != nil {
+		return err
+	}
+	return c.commit(batch)
+}
+
+// copyCommitter is the commit side of one transfer.
+type copyCommitter struct {
+	*run
+	fo     *state.Folder
+	folder string
+	to     Side
+	step   func(string) error
+	// failed remembers the messages a Commit gave up: a message put
+	// before that Commit may reach the committer only with a later batch.
+	failed map[mail.ID]error
+}
+
+// commit makes everything put so far on side to durable (a Commit covers
+// every Put that returned before it, the batch's and any other worker's
+// since), records the batch's copies, and flushes the state.
+func (c *copyCommitter) commit(batch []pendingCopy) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	if err := c.step("commit"); err != nil {
+		return err
+	}
+	f := mail.FeaturesOf(c.stores[c.to].Sink)
+	if f.Committer != nil {
+		// A cancel must not stop the commit of messages already put:
+		// committing is short, and the record follows it.
+		err := f.Committer.Commit(context.WithoutCancel(c.ctx))
+		var ce *mail.CommitError
+		switch {
+		case errors.As(err, &ce):
+			for id, e := range ce.Failed {
+				c.failed[id] = e
+			}
+		case err != nil:
+			return fmt.Errorf("sync: side %s: commit: %w", c.to, err)
+		}
+	}
+	for _, p := range batch {
+		if err := c.recordCopy(p, f); err != nil {
+			return err
+		}
+	}
+	return c.st.Flush()
+}
+
+func (c *copyCommitter) recordCopy(p pendingCopy, f *mail.Features) error {
+	if err, bad := c.failed[p.id]; bad {
+		delete(c.failed, p.id)
+		c.fail(c.to, fmt.Sprintf("copy %s to side %s", p.c.Msg.ID, c.to), err)
+		return nil
+	}
+	id := p.id
+	if f.IDResolver != nil {
+		if final, ok := f.IDResolver.FinalID(id); ok {
+			id = final
+		}
+	}
+	c.res.Side[c.to].Copied++
+	if id == "" { // the store does not say: the next run pairs the message
+		return nil
+	}
+	rec := p.c.Record()
+	setSideID(&rec, c.to, id)
+	return c.fo.Put(c.stamped(c.fo.Name(), rec))
+}
+
 // putBatch stores cs, copies from side from in folder, on the other side
-// and returns those put, in order, for commitCopies. Where the source
+// and returns those put, in order, and those that failed. Where the source
 // streams many messages in one request (mail.BatchOpener: one pipelined
 // UID FETCH), the batch costs one round trip instead of one per message; a
 // message it does not serve, or all of them when the request fails, falls
-// back to one Open each. A copy that fails counts as failed; a fatal error
-// stops the run.
-func (r *run) putBatch(folder string, from Side, cs []Copy) ([]pendingCopy, error) {
+// back to one Open each. A fatal error stops the run.
+func (r *run) putBatch(ctx context.Context, step func(string) error, folder string, from Side, cs []Copy) (putResult, error) {
 	done := make([]bool, len(cs))
-	var out []pendingCopy
+	var out putResult
 	if bo := mail.FeaturesOf(r.stores[from].Source).BatchOpener; bo != nil && len(cs) > 1 {
 		at := make(map[mail.ID]int, len(cs))
 		envs := make([]mail.Envelope, len(cs))
 		for i, c := range cs {
 			envs[i], at[c.Msg.ID] = r.env(from, folder, c.Msg.ID), i
 		}
-		err := bo.OpenBatch(r.ctx, envs, func(env mail.Envelope, body io.Reader) error {
+		err := bo.OpenBatch(ctx, envs, func(env mail.Envelope, body io.Reader) error {
 			i, ok := at[env.ID]
 			if !ok || done[i] {
 				return nil
 			}
 			done[i] = true
-			id, err := r.putCopy(folder, cs[i], env, body)
-			return r.settleCopy(from, folder, cs[i], id, err, &out)
+			id, err := r.putCopy(ctx, step, folder, cs[i], env, body)
+			return out.note(cs[i], id, err)
 		})
 		if fatal(err) {
-			return nil, err
+			return out, err
 		}
 		// Any other failure of the request: the rest go one by one.
 	}
@@ -41,23 +284,44 @@ func (r *run) putBatch(folder string, from Side, cs []Copy) ([]pendingCopy, erro
 		if done[i] {
 			continue
 		}
-		id, err := r.copyOne(folder, c)
-		if err := r.settleCopy(from, folder, c, id, err, &out); err != nil {
-			return nil, err
+		id, err := r.copyOne(ctx, step, folder, c)
+		if err := out.note(c, id, err); err != nil {
+			return out, err
 		}
 	}
 	return out, nil
 }
 
-// settleCopy notes a put: put, failed (counted), or fatal (returned).
-func (r *run) settleCopy(from Side, folder string, c Copy, id mail.ID, err error, out *[]pendingCopy) error {
+// note notes a put: put, failed, or fatal (returned).
+func (p *putResult) note(c Copy, id mail.ID, err error) error {
 	switch {
 	case err == nil:
-		*out = append(*out, pendingCopy{c, id})
+		p.put = append(p.put, pendingCopy{c, id})
 	case fatal(err):
 		return err
 	default:
-		r.fail(from.Other(), fmt.Sprintf("copy %s of %q to side %s", c.Msg.ID, folder, from.Other()), err)
+		p.failed = append(p.failed, copyFailure{c, err})
 	}
 	return nil
+}
+
+func (r *run) copyOne(ctx context.Context, step func(string) error, folder string, c Copy) (mail.ID, error) {
+	env := r.env(c.From, folder, c.Msg.ID)
+	rc, err := r.stores[c.From].Source.Open(ctx, env)
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = rc.Close() }()
+	return r.putCopy(ctx, step, folder, c, env, rc)
+}
+
+// putCopy puts body, copy c's message as env gives it, on the other side.
+func (r *run) putCopy(ctx context.Context, step func(string) error, folder string, c Copy, env mail.Envelope, body io.Reader) (mail.ID, error) {
+	out := env
+	out.Mailbox, out.Flags = folder, c.Flags()
+	out.Key = putKey("copy", c.From, folder, c.Msg.ID)
+	if err := step("put " + string(c.Msg.ID)); err != nil {
+		return "", err
+	}
+	return r.stores[c.From.Other()].Sink.Put(ctx, out, body)
 }
