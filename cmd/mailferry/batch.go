@@ -98,7 +98,7 @@ func (o *batchOptions) openStore(ctx context.Context, url string, workers int, b
 // openStoreIn is openStore with the state of accounts synced two ways
 // under stateDir.
 func (o *batchOptions) openStoreIn(ctx context.Context, url string, workers int, baseDir, stateDir string, env *cliEnv) (*batch.Store, error) {
-	cfg := batch.Config{URL: url, Workers: workers, Slice: o.slice, RescueAfter: o.rescue, Throttle: o.throttle, Logger: batchLogger(env.stderr),
+	cfg := batch.Config{URL: url, Workers: workers, Slice: o.slice, RescueAfter: o.rescue, RescueEvery: env.hooks.rescueEvery, Throttle: o.throttle, Logger: batchLogger(env.stderr),
 		Resolver: &batch.Resolver{Getenv: env.getenv, BaseDir: baseDir, Hide: []string{o.dbEnv}}}
 	if workers > 0 {
 		base := o.copy

@@ -51,14 +51,20 @@ Across machines, with PostgreSQL (the URL in $MAILFERRY_DB, or the variable
                                               source what is stored and recorded
   mailferry batch report staff presync --format csv
   mailferry batch pause|resume staff, mailferry batch cancel staff [PASS]
+  mailferry batch serve --listen 127.0.0.1:8080   a status page of the
+                                              batches (no login: keep it on
+                                              loopback), River's UI at /riverui/
 A pass queues one job per account; queuing it again queues nothing for an
 account whose job is waiting, running or done. Exit codes decide what
 River does next: 0 and 3 done; 2, 4, 6 and 9 need a person (not retried);
-1 and 5 retried with backoff (5 attempts); 8 (throttled) and a stopped
-worker put the account back without spending an attempt. An account runs
-in slices (--slice, 1m) that resume where the last one stopped: a worker
-killed outright has its account taken up by another within 2 minutes
-(--rescue-after), and pause and cancel take effect within a slice.
+1 and 5 retried with backoff (5 attempts); 8 (throttled), 7 (the account
+runs elsewhere) and a stopped worker put the account back without spending
+an attempt. An account runs in slices (--slice, 1m) that resume where the
+last one stopped: a worker killed outright has its account taken up by
+another within about 2 minutes (--rescue-after, 90s, plus River's 30s
+rescue round; longer if the account had failed attempts: River's backoff),
+and pause and cancel take effect within a slice. A worker frozen past
+that (SIGSTOP, a suspended VM) commits nothing more when it wakes.
 Each account's checkpoint is in the batch database, where any worker finds
 it (so no slice downloads again what an earlier one copied). A row whose
 URLs changed is refused (exit 6) unless its pass is queued with --reset.
@@ -67,7 +73,9 @@ URLs changed is refused (exit 6) unless its pass is queued with --reset.
 'mailferry sync' does, with its state in --state-dir/BATCH/ID.sync (batch
 run: NAME.state next to the CSV; across machines a directory every worker
 mounts, NFSv4). Deletions the guard holds back (exit 10) show as held_back,
-not failed: check them, then queue a pass with --mode sync --force.
+not failed: check them, then queue a pass with --mode sync --force. A
+worker whose hold on the account lapsed changes neither side and writes no
+state from its next step on.
 
 Host groups in the config file cap accounts per provider across workers:
   [batch.groups.gmail]
@@ -92,7 +100,7 @@ func newBatchCommand(env *cliEnv) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			printHelp(cmd, env.stderr)
-			return &usageError{"want a batch command: run, init, load, pass, worker, status, report, pause, resume or cancel"}
+			return &usageError{"want a batch command: run, init, load, pass, worker, status, report, pause, resume, cancel or serve"}
 		},
 	}
 	type sub struct {

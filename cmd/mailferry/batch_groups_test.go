@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"io"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -94,5 +97,40 @@ func TestSyncAccountOptions(t *testing.T) {
 				t.Fatalf("syncAccountOptions = %+v, %v; want the state in %s/staff/alice.sync, --force, --json", o, err, tc.stateDir)
 			}
 		})
+	}
+}
+
+// TestSyncAccountFence: a --mode sync account whose fence says no (the
+// worker's hold on the account lapsed) changes neither side and fails;
+// the same account without a fence then syncs both ways, so the fenced
+// run recorded nothing that would make the next one skip a message.
+// sync/twoway TestRunFenceStopsEveryChange checks each step of a run.
+func TestSyncAccountFence(t *testing.T) {
+	base := copyOptions{}
+	base.common.workers, base.common.timeout, base.common.logFormat = 2, time.Minute, "text"
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	writeMaildir(t, a, 1, 40)
+	writeMaildir(t, b, 100, 2)
+	var stderr bytes.Buffer
+	r := &batchRunner{base: base, stateDir: filepath.Join(dir, "state"),
+		env: &cliEnv{stdin: strings.NewReader(""), stdout: io.Discard, stderr: &stderr, getenv: func(string) string { return "" }}}
+	acct := &batch.Account{Batch: "staff", Mode: batch.ModeSync, Row: batch.Row{ID: "alice", Src: "maildir:" + a, Dst: "maildir:" + b}}
+	errLapsed := errors.New("the account's lease lapsed")
+	asked := 0
+	acct.Fence = func() error { asked++; return errLapsed }
+	out := r.RunAccount(context.Background(), acct)
+	if out.ExitCode == exitOK || !strings.Contains(out.Error, errLapsed.Error()) || asked == 0 {
+		t.Fatalf("fenced sync = %+v (fence asked %d times); want a failure naming the fence", out, asked)
+	}
+	if na, nb := len(maildirSubjects(t, a)), len(maildirSubjects(t, b)); na != 40 || nb != 2 {
+		t.Fatalf("after the fenced sync A holds %d, B %d; want 40 and 2, unchanged", na, nb)
+	}
+	acct.Fence = nil
+	if out := r.RunAccount(context.Background(), acct); out.ExitCode != exitOK || out.Totals.Copied != 42 {
+		t.Fatalf("sync after the fenced one = %+v\n%s; want done, 42 copied", out, stderr.String())
+	}
+	if na, nb := len(maildirSubjects(t, a)), len(maildirSubjects(t, b)); na != 42 || nb != 42 {
+		t.Errorf("after the sync A holds %d, B %d; want 42 each", na, nb)
 	}
 }

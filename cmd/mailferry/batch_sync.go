@@ -65,7 +65,7 @@ func (r *batchRunner) syncAccountOptions(ctx context.Context, acct *batch.Accoun
 	if r.stateDir == "" {
 		return nil, &usageError{"--mode sync keeps each account's sync state in a directory: start the worker with --state-dir DIR, one directory every worker shares"}
 	}
-	o := &syncOptions{common: r.base.common, maxDelete: 50, force: acct.Force}
+	o := &syncOptions{common: r.base.common, maxDelete: 50, force: acct.Force, fence: acct.Fence}
 	o.common.include = append(multiFlag(nil), row.Include...)
 	o.common.exclude = append(multiFlag(nil), row.Exclude...)
 	o.common.json, o.common.quiet = true, false

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	stdsync "sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -36,6 +37,9 @@ type syncOptions struct {
 	// side's copy is unchanged since the last sync.
 	removeFolders bool
 	report        string
+	// fence, set by a batch worker, may forbid the next change or state
+	// write (twoway.RunOptions.Fence); never a flag.
+	fence func() error
 }
 
 func newSyncCommand(env *cliEnv) *cobra.Command {
@@ -323,7 +327,14 @@ func syncRun(ctx context.Context, o *syncOptions, r *syncRunResult, env *cliEnv)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = st.Close() }()
+	fence, fenced := fenceOnce(o.fence)
+	defer func() {
+		if fenced.Load() {
+			_ = st.Abandon() // what the run recorded must not be written
+			return
+		}
+		_ = st.Close()
+	}()
 	for _, e := range r.ends {
 		defer e.close()
 	}
@@ -336,9 +347,27 @@ func syncRun(ctx context.Context, o *syncOptions, r *syncRunResult, env *cliEnv)
 		FullEvery: o.fullEvery,
 		Folders:   filter,
 		Log:       log,
+		Fence:     fence,
 	})
 	r.ran = r.res != nil
 	return err
+}
+
+// fenceOnce wraps a batch worker's fence (nil: none) so the caller
+// learns whether it ever said no (the run may ask from several
+// goroutines).
+func fenceOnce(f func() error) (fence func() error, fenced *atomic.Bool) {
+	fenced = new(atomic.Bool)
+	if f == nil {
+		return nil, fenced
+	}
+	return func() error {
+		err := f()
+		if err != nil {
+			fenced.Store(true)
+		}
+		return err
+	}, fenced
 }
 
 // syncStateDir is --checkpoint, or the default state directory of the

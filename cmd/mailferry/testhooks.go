@@ -20,6 +20,10 @@ type testHooks struct {
 	// arm adds the hooks that kill or panic the process to one run's hooks
 	// (testhooks_on.go); nil in a release build, which has none.
 	arm func(*runHooks)
+	// rescueEvery, when set, is batch.Config.RescueEvery: a worker hands
+	// a dead worker's accounts back at once instead of at River's next
+	// 30 s tick, so the scenario tests need not wait for it.
+	rescueEvery time.Duration
 	// now, when set, is the engine's clock (sync.Options.Now), so tests
 	// of --delete-after move time without waiting; nil: the real clock.
 	now func() time.Time

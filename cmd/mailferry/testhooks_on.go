@@ -21,6 +21,7 @@ func newTestHooks(getenv func(string) string) testHooks {
 	var h testHooks
 	h.backoff, _ = time.ParseDuration(getenv("MAILFERRY_TEST_BACKOFF"))
 	h.batch, _ = strconv.Atoi(getenv("MAILFERRY_TEST_BATCH"))
+	h.rescueEvery, _ = time.ParseDuration(getenv("MAILFERRY_TEST_RESCUE_EVERY"))
 	var c crashHooks
 	c.crashAfter, _ = strconv.ParseInt(getenv("MAILFERRY_TEST_CRASH_AFTER"), 10, 64)
 	c.crashInRemove, _ = strconv.ParseInt(getenv("MAILFERRY_TEST_CRASH_IN_REMOVE"), 10, 64)

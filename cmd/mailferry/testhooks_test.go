@@ -18,6 +18,7 @@ func inProcessHooks(env map[string]string) testHooks {
 	var h testHooks
 	h.backoff, _ = time.ParseDuration(env["MAILFERRY_TEST_BACKOFF"])
 	h.batch, _ = strconv.Atoi(env["MAILFERRY_TEST_BATCH"])
+	h.rescueEvery, _ = time.ParseDuration(env["MAILFERRY_TEST_RESCUE_EVERY"])
 	return h
 }
 

@@ -168,8 +168,26 @@ type accountWorker struct {
 }
 
 // Work runs one slice of one account and tells River what comes next
-// (see outcomeError).
+// (see outcomeError), unless this process runs the job already (ghost.go).
 func (w *accountWorker) Work(ctx context.Context, job *river.Job[accountArgs]) error {
+	e, ghost := w.store.execs.begin(job.ID)
+	if ghost {
+		w.store.cfg.Logger.Warn("batch worker: a job fetched again while it runs here (a late end of an earlier run); waiting for the run", "id", job.Args.ID)
+		return e.wait(ctx)
+	}
+	err := errRunPanicked // unless work returns
+	defer func() { w.store.execs.end(job.ID, e, err) }()
+	err = w.work(ctx, job, e)
+	return err
+}
+
+// errRunPanicked is what a ghost of a run that panicked returns (River
+// recovers the panic and retries the job).
+var errRunPanicked = errors.New("batch: the account's run panicked")
+
+// work is Work for the one run of the job in this process; e keeps the
+// output it records, for a ghost to record too.
+func (w *accountWorker) work(ctx context.Context, job *river.Job[accountArgs], e *execution) error {
 	s := w.store
 	if paused, err := s.paused(ctx, job.Args.Batch); err != nil || paused {
 		if err != nil {
@@ -183,6 +201,7 @@ func (w *accountWorker) Work(ctx context.Context, job *river.Job[accountArgs]) e
 	}
 	if row == nil {
 		out := Outcome{ExitCode: exitUsage, Class: ClassUsage, Error: "the batch has no account " + job.Args.ID}
+		e.out = &out
 		_ = river.RecordOutput(ctx, out)
 		return river.JobCancel(errors.New(out.Error))
 	}
@@ -203,6 +222,7 @@ func (w *accountWorker) Work(ctx context.Context, job *river.Job[accountArgs]) e
 		out.Class = ClassOf(out.ExitCode)
 	}
 	outcome, err := outcomeError(ctx, &out, s.cfg.Throttle)
+	e.out = &out
 	s.cfg.Metrics.observe(acct.Batch, outcome, out.Class, run.Totals)
 	s.cfg.Logger.Info("account ran", "batch", acct.Batch, "pass", acct.Pass, "id", row.ID, "exit_code", out.ExitCode, "class", out.Class, "attempt", job.Attempt, "outcome", outcome)
 	return err

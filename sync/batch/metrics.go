@@ -23,7 +23,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"batch"}),
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mailferry_batch_account_runs_total",
-			Help: "Runs (slices) of accounts that ended, by what became of the account: done, partial, failed, retry (retried later), snoozed (throttled, end of slice, stopping, paused), cancelled; class is the failure class.",
+			Help: "Runs (slices) of accounts that ended, by what became of the account: done, partial, held_back (a two-way sync held deletions back), failed, retry (retried later), snoozed (throttled, end of slice, stopping, paused), cancelled; class is the failure class.",
 		}, []string{"batch", "outcome", "class"}),
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mailferry_batch_messages_total", Help: "Messages by what the runs did with them: copied, present (already in the destination), failed.",

@@ -255,7 +255,11 @@ func (s *Store) Start(ctx context.Context) error {
 	if s.cfg.Workers < 1 || s.cfg.Runner == nil {
 		return errors.New("batch: Start needs Workers and a Runner")
 	}
-	return s.client.Start(ctx)
+	if err := s.client.Start(ctx); err != nil {
+		return err
+	}
+	s.startRescuer(ctx)
+	return nil
 }
 
 // AddQueues makes this worker work the batches loaded since it started.
@@ -280,6 +284,7 @@ func (s *Store) AddQueues(ctx context.Context) error {
 // flushed) and snooze, so that another worker resumes them at once, then
 // returns: a worker's SIGTERM.
 func (s *Store) Stop(ctx context.Context) error {
+	s.stopRescuer()
 	return s.client.StopAndCancel(ctx)
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/riverdriver/riversqlite"
 	"github.com/riverqueue/river/rivermigrate"
@@ -57,6 +58,10 @@ type Config struct {
 	RescueAfter time.Duration
 	MaxAttempts int
 	Throttle    time.Duration
+	// RescueEvery, when set, makes this worker rescue dead workers' jobs
+	// at this period besides River's rescuer, which looks every 30 s
+	// (rescue.go); for tests. 0: River's alone, the documented bound.
+	RescueEvery time.Duration
 	// PausePoll is how long a job of a paused batch waits before it looks
 	// again (default 30s).
 	PausePoll time.Duration
@@ -97,6 +102,8 @@ type Store struct {
 	db     *sql.DB
 	kind   string // "sqlite" or "postgres"
 	client riverClient
+	exec   riverdriver.Executor // River's queries, for the rescuer
+	rescue *rescuer             // nil unless Config.RescueEvery
 	cfg    Config
 	close  []func()
 	queues map[string]bool // queues this worker works
@@ -104,6 +111,7 @@ type Store struct {
 	// caps each queue (batch) at Workers, this caps the process.
 	running chan struct{}
 	waiting atomic.Int64 // jobs waiting for a place
+	execs   executions   // the jobs running here (ghost.go)
 }
 
 var nameRe = regexp.MustCompile(`^[a-z0-9]+(?:[_-]?[a-z0-9]+)*$`)
@@ -222,6 +230,7 @@ func (s *Store) openSQLite(ctx context.Context, path string) error {
 	s.db = db
 	s.close = append(s.close, func() { _ = db.Close() })
 	driver := riversqlite.New(db)
+	s.exec = driver.GetExecutor()
 	m, err := rivermigrate.New(driver, nil)
 	if err := migrate(ctx, m, err); err != nil {
 		return err
@@ -249,6 +258,7 @@ func (s *Store) openPostgres(ctx context.Context, dsn string) error {
 	s.db = stdlib.OpenDBFromPool(pool)
 	s.close = append([]func(){func() { _ = s.db.Close() }}, s.close...)
 	driver := riverpgxv5.New(pool)
+	s.exec = driver.GetExecutor()
 	m, err := rivermigrate.New(driver, nil)
 	if err := migrate(ctx, m, err); err != nil {
 		return err
@@ -347,6 +357,7 @@ func (d fixedRetry) NextRetry(*rivertype.JobRow) time.Time { return time.Now().A
 
 // Close stops nothing (see Stop) and closes the database.
 func (s *Store) Close() {
+	s.stopRescuer()
 	for _, f := range s.close {
 		f()
 	}

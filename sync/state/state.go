@@ -586,12 +586,28 @@ func (s *State) flush() error {
 
 // Close flushes and releases the state and its lock. It is idempotent.
 func (s *State) Close() error {
+	return s.close(true)
+}
+
+// Abandon releases the state and its lock without writing what was not
+// flushed yet, as a killed process leaves it (the two-way sync's journal
+// and settle make that safe): for a run that must record nothing more (a
+// batch worker whose hold on the account lapsed, twoway.RunOptions.Fence).
+// Close after it does nothing.
+func (s *State) Abandon() error {
+	return s.close(false)
+}
+
+func (s *State) close(flush bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil
 	}
-	err := s.flush()
+	var err error
+	if flush {
+		err = s.flush()
+	}
 	s.closed = true
 	s.folders = nil
 	if s.lock == nil {

@@ -5,7 +5,6 @@ import (
 	"hash/fnv"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -141,57 +140,28 @@ func fileEdited(r state.Message, s Side, m *Msg) (edited, stale bool) {
 	return false, ev.stamp != m.Stamp || !m.Racy
 }
 
-// needsContent reports whether the listing must read side s's file m of
-// record r to judge it: its stamp is racy (a new record would keep the
-// content), or the record kept a content hash that the stamp does not
-// settle.
-func needsContent(r *state.Message, s Side, m *Msg) bool {
-	if m.Stamp == 0 || m.Content != "" {
-		return false
-	}
-	if m.Racy {
-		return true
-	}
-	if r == nil {
-		return false
-	}
-	ev, ok := evidenceOf(r.Evidence, s)
-	return ok && ev.content != ""
-}
-
-// fillEvidence reads the content hash of side s's listed files that
-// needsContent names: few, those changed within the last seconds or
-// recorded so.
+// fillEvidence reads the content hash of side s's listed files that are
+// judged by it: few, those whose stamp is racy (a new record keeps their
+// content) or whose record kept a content hash (a stamp that was racy).
 func (r *run) fillEvidence(f *Folder) {
 	for s := range f.Side {
 		if r.stores[s].Maildir == nil {
 			continue
 		}
-		var recs map[mail.ID]*state.Message
+		kept := map[mail.ID]bool{} // records with a content hash: rare, no index of all
+		for i := range f.Base {
+			if ev, ok := evidenceOf(f.Base[i].Evidence, Side(s)); ok && ev.content != "" {
+				kept[sideID(f.Base[i], Side(s))] = true
+			}
+		}
 		for i := range f.Side[s].Msgs {
 			m := &f.Side[s].Msgs[i]
-			if m.Stamp == 0 {
-				continue
-			}
-			if recs == nil {
-				recs = recordsBy(f.Base, Side(s))
-			}
-			if needsContent(recs[m.ID], Side(s), m) {
+			if m.Stamp != 0 && m.Content == "" && (m.Racy || kept[m.ID]) {
 				env := mail.Envelope{Mailbox: f.Name, ID: m.ID, Flags: m.Flags, Size: m.Size}
 				m.Content = contentHash(r.ctx, r.stores[s].Source, env)
 			}
 		}
 	}
-}
-
-func recordsBy(base []state.Message, s Side) map[mail.ID]*state.Message {
-	out := make(map[mail.ID]*state.Message, len(base))
-	for i := range base {
-		if id := sideID(base[i], s); id != "" {
-			out[id] = &base[i]
-		}
-	}
-	return out
 }
 
 // listFiles lists folder name of side s: a Maildir through its tree, with
@@ -234,7 +204,7 @@ func (r *run) stamped(folder string, rec state.Message) state.Message {
 		if _, had := evidenceOf(rec.Evidence, s); had {
 			continue
 		}
-		if se, ok := r.stampNow(s, folder, id); ok {
+		if se, ok := r.stampNow(s, folder, id, rec.Flags); ok {
 			rec.Evidence = withEvidence(rec.Evidence, s, se)
 		}
 	}
@@ -259,15 +229,12 @@ func (r *run) listed(s Side, folder string, id mail.ID) *Msg {
 	return nil
 }
 
-// stampNow stamps side s's file of message id in folder as it is now,
-// reading its content when its mtime is too recent to trust.
-func (r *run) stampNow(s Side, folder string, id mail.ID) (sideEvidence, bool) {
-	mf := r.stores[s].Maildir
-	dir, rel, err := mf.locate(r.ctx, folder, id)
-	if err != nil {
-		return sideEvidence{}, false
-	}
-	fi, err := os.Lstat(filepath.Join(dir, rel))
+// stampNow stamps side s's file of message id in folder as it is now
+// (with flags, the name a put gave it is tried first: a folder the run
+// puts thousands into is not read again after each batch), reading its
+// content when its mtime is too recent to trust.
+func (r *run) stampNow(s Side, folder string, id mail.ID, flags string) (sideEvidence, bool) {
+	fi, err := r.stores[s].Maildir.stat(r.ctx, folder, id, flags)
 	if err != nil {
 		return sideEvidence{}, false
 	}

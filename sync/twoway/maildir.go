@@ -81,6 +81,32 @@ func (m *MaildirFiles) locate(ctx context.Context, mailbox string, id mail.ID) (
 	return dir, rel, err
 }
 
+// stat returns the file of message id in mailbox: first where the Maildir
+// sink puts a message with flags (space separated; keywords make no
+// guess), else wherever locate finds it.
+func (m *MaildirFiles) stat(ctx context.Context, mailbox string, id mail.ID, flags string) (fs.FileInfo, error) {
+	dir, err := m.folderDir(mailbox)
+	if err != nil {
+		return nil, err
+	}
+	var fl []mail.Flag
+	for _, f := range strings.Fields(flags) {
+		fl = append(fl, mail.Flag(f))
+	}
+	guess := "new/" + string(id)
+	if len(fl) > 0 {
+		guess = "cur/" + string(id) + ":2," + maildirfmt.FlagLetters(fl)
+	}
+	if fi, err := os.Lstat(filepath.Join(dir, guess)); err == nil && fi.Mode().IsRegular() {
+		return fi, nil
+	}
+	dir, rel, err := m.locate(ctx, mailbox, id)
+	if err != nil {
+		return nil, err
+	}
+	return os.Lstat(filepath.Join(dir, rel))
+}
+
 // letters returns the info letters of flags in folder dir and the folder's
 // keyword table, adding keywords its dovecot-keywords lacks (past 26 a
 // keyword is dropped, as the Maildir sink does).

@@ -29,9 +29,15 @@ type RunOptions struct {
 	// when its statuses say nothing moved (so that a server bug cannot
 	// hide a change forever); 0: state.DefaultFullEvery.
 	FullEvery int
-	// step, in tests, is called before every durable step (a put, a
+	// Fence, if set, is asked before every durable step (a put, a
 	// commit, a flag write, a move, a deletion, a state flush); an error
-	// stops the run there, as a kill -9 would.
+	// stops the run there, as a kill -9 would: a batch worker whose hold
+	// on the account lapsed must change nothing more (sync.Options.Fence
+	// of a copy). The caller then abandons the state (state.Abandon),
+	// whose Close would flush what the run recorded.
+	Fence func() error
+	// step, in tests, is called before every durable step, after Fence;
+	// an error stops the run there, as a kill -9 would.
 	step func(what string) error
 }
 
@@ -102,7 +108,7 @@ func Run(ctx context.Context, stores [2]*Store, st *state.State, opt RunOptions)
 		r.log = slog.New(slog.DiscardHandler)
 	}
 	for _, st := range stores {
-		st.step = opt.step
+		st.step = r.step
 	}
 	if err := r.checkIdentities(); err != nil {
 		return r.res, err
@@ -231,6 +237,11 @@ func (r *run) apply(plan *Plan) error {
 }
 
 func (r *run) step(what string) error {
+	if r.opt.Fence != nil {
+		if err := r.opt.Fence(); err != nil {
+			return err
+		}
+	}
 	if r.opt.step == nil {
 		return nil
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -51,23 +52,26 @@ func testPostgresURL(t *testing.T) string {
 }
 
 // fakeRunner: a1 copies 5 messages of 100 bytes, a2's login is refused,
-// a3 copies 2 with 1 failed (partial).
+// a3 copies 2 with 1 failed (partial), a4 and a5 (two-way syncs) hold
+// their deletions back (exit 10).
 func fakeRunner(_ context.Context, acct *batch.Account) batch.Outcome {
 	switch acct.Row.ID {
 	case "a1":
 		return batch.Outcome{Totals: batch.Totals{Copied: 5, Bytes: 500}}
 	case "a2":
 		return batch.Outcome{ExitCode: 4, Error: "source: login rejected"}
+	case "a4", "a5":
+		return batch.Outcome{ExitCode: 10, Error: "deletions held back"}
 	}
 	return batch.Outcome{ExitCode: 3, Totals: batch.Totals{Copied: 2, Failed: 1, Bytes: 200}, Failures: []string{"INBOX uid 7: too large"}}
 }
 
-// runBatch loads 3 accounts, runs pass one with the fake runner to its
+// runBatch loads 5 accounts, runs pass one with the fake runner to its
 // end, then pauses the batch and queues pass two (which nothing runs).
 func runBatch(t *testing.T, url string) *batch.Store {
 	t.Helper()
 	ctx := t.Context()
-	rows, err := batch.Load(strings.NewReader("id,src,dst,src_auth,dst_auth\na1,maildir:/nonexistent/1,maildir:/nonexistent/2,,\na2,maildir:/nonexistent/3,maildir:/nonexistent/4,,\na3,maildir:/nonexistent/5,maildir:/nonexistent/6,,\n"))
+	rows, err := batch.Load(strings.NewReader("id,src,dst,src_auth,dst_auth\na1,maildir:/nonexistent/1,maildir:/nonexistent/2,,\na2,maildir:/nonexistent/3,maildir:/nonexistent/4,,\na3,maildir:/nonexistent/5,maildir:/nonexistent/6,,\na4,maildir:/nonexistent/7,maildir:/nonexistent/8,,\na5,maildir:/nonexistent/9,maildir:/nonexistent/10,,\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,8 +153,9 @@ func TestStatusAndRiverUI(t *testing.T) {
 					t.Errorf("page lacks %q", want)
 				}
 			}
-			if jobs := get(t, hs.URL+"/riverui/api/jobs?state=available"); strings.Count(jobs, `"kind":"mailferry_account"`) != 3 {
-				t.Errorf("river ui jobs: %s; want the 3 of pass two", jobs)
+			checkPageCounts(t, page)
+			if jobs := get(t, hs.URL+"/riverui/api/jobs?state=available"); strings.Count(jobs, `"kind":"mailferry_account"`) != 5 {
+				t.Errorf("river ui jobs: %s; want the 5 of pass two", jobs)
 			}
 			if !strings.Contains(get(t, hs.URL+"/riverui/"), "<html") {
 				t.Errorf("river ui: no page")
@@ -177,11 +182,12 @@ func checkStatus(t *testing.T, body string) {
 		{"pass one done", int64(one.Summary.States[batch.StateDone]), 1},
 		{"pass one partial", int64(one.Summary.States[batch.StatePartial]), 1},
 		{"pass one failed auth", int64(one.Summary.Classes[batch.ClassAuth]), 1},
+		{"pass one held back", int64(one.Summary.States[batch.StateHeldBack]), 2},
 		{"pass one copied", one.Summary.Totals.Copied, 7},
 		{"pass one bytes", one.Summary.Totals.Bytes, 700},
-		{"pass one finished", int64(one.Finished), 3},
-		{"pass two pending", int64(two.Summary.States[batch.StatePending]), 3},
-		{"batch pending (latest jobs)", int64(b.Summary.States[batch.StatePending]), 3},
+		{"pass one finished", int64(one.Finished), 5},
+		{"pass two pending", int64(two.Summary.States[batch.StatePending]), 5},
+		{"batch pending (latest jobs)", int64(b.Summary.States[batch.StatePending]), 5},
 		{"pass one failures listed", int64(len(one.Failed)), 1},
 	}
 	for _, c := range checks {
@@ -191,6 +197,30 @@ func checkStatus(t *testing.T, body string) {
 	}
 	if !b.Paused || one.ETASeconds != nil || two.ETASeconds != nil || one.MsgsPerSec <= 0 {
 		t.Errorf("status: paused %v, ETAs %v %v, rate %v; want paused, no ETA (one over, two not started), a rate", b.Paused, one.ETASeconds, two.ETASeconds, one.MsgsPerSec)
+	}
+}
+
+// checkPageCounts: the page's count cells of pass one and of the batch
+// (whose accounts' latest jobs are pass two's, all pending) say what the
+// fake runner did, the held back column included.
+func checkPageCounts(t *testing.T, page string) {
+	t.Helper()
+	one := regexp.MustCompile(`(?s)<tr data-pass="one">(.*?)</tr>`).FindStringSubmatch(page)
+	batchRow := regexp.MustCompile(`(?s)<table class="accounts">(.*?)</table>`).FindStringSubmatch(page)
+	if one == nil || batchRow == nil {
+		t.Fatalf("page has no row of pass one or no accounts table:\n%s", page)
+	}
+	tests := []struct {
+		row, key, want string
+	}{
+		{one[1], "done", "1"}, {one[1], "partial", "1"}, {one[1], "held_back", "2"}, {one[1], "failed", "1"}, {one[1], "accounts", "5"},
+		{batchRow[1], "held_back", "0"}, {batchRow[1], "pending", "5"},
+	}
+	for _, tc := range tests {
+		m := regexp.MustCompile(`<td data-count="` + tc.key + `"[^>]*>([^<]*)</td>`).FindStringSubmatch(tc.row)
+		if m == nil || m[1] != tc.want {
+			t.Errorf("page cell %s = %v; want %s (row %s)", tc.key, m, tc.want, tc.row)
+		}
 	}
 }
 
