@@ -42,14 +42,15 @@ test:
 # SIGKILL trials per pipeline (MAILFERRY_SOAK_TRIALS=n for more, MAILFERRY_SOAK_SEED=s to
 # replay a logged seed), a denser network-fault sweep, and the step-by-step kill sweeps; the
 # batch scenarios at full size (25 worker kills, 200 account pairs) against PostgreSQL too,
-# and 100 rounds of the nightly change generator, CONDSTORE/QRESYNC on and off (issue 11).
+# and 100 rounds of the nightly change generator, CONDSTORE/QRESYNC on and off (issue 11);
+# 200 rounds of the two-way random models (folder renames and deletions included, issue 12).
 soak:
 	bash testdata/dovecot/dovecot.sh start "$(DOVECOT_DIR)"
 	trap 'bash testdata/dovecot/dovecot.sh stop "$(DOVECOT_DIR)"; bash testdata/postgres/postgres.sh stop "$(POSTGRES_DIR)"' EXIT; \
 	bash testdata/postgres/postgres.sh start "$(POSTGRES_DIR)" && \
 	. "$(DOVECOT_DIR)/env" && . "$(POSTGRES_DIR)/env" && \
 	MAILFERRY_TEST_REQUIRE=1 MAILFERRY_SOAK=1 $(GO) test -count=1 -timeout 60m -v \
-		-run '^(TestA1RandomKill|TestA2KillSweepIMAP|TestA1A4KillSweepPOP3Delete|TestB1B4TruncationSweep|TestBatch(WorkerKilledMidAccount|WorkerStoppedPastLease|Scale|GroupCapSampled|DatabaseDown)|TestNightlyGenerator(Condstore|NoCondstore)|TestDovecot(MaildirRandomRounds|SameMessagesFirstSync))$$' ./cmd/mailferry/ ./sync/twoway/
+		-run '^(TestA1RandomKill|TestA2KillSweepIMAP|TestA1A4KillSweepPOP3Delete|TestB1B4TruncationSweep|TestBatch(WorkerKilledMidAccount|WorkerStoppedPastLease|Scale|GroupCapSampled|DatabaseDown)|TestNightlyGenerator(Condstore|NoCondstore)|TestDovecot(MaildirRandomRounds|SameMessagesFirstSync)|TestRunModel(RandomRounds|Incremental))$$' ./cmd/mailferry/ ./sync/twoway/
 
 # Quick feedback without a server: integration tests skip.
 unit:

@@ -222,7 +222,7 @@ func runPass(ctx context.Context, s *batch.Store, o *batchOptions, name, reportP
 	if err := s.Start(ctx); err != nil {
 		return err
 	}
-	werr := s.Wait(ctx, name, o.pass, o.poll, nil)
+	werr := s.Wait(ctx, name, o.pass, o.poll)
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	if err := s.Stop(stopCtx); err != nil && werr == nil {

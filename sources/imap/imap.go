@@ -88,6 +88,9 @@ type Source struct {
 	idle   []*conn
 	all    map[*conn]struct{}
 	boxes  map[string]string // UTF-8 '/'-separated name -> server name
+	// listedAt is when New's LIST filled boxes, until a Mailboxes call
+	// answers from it (prefetched); zero otherwise.
+	listedAt time.Time
 }
 
 var (
@@ -201,28 +204,63 @@ func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Source, error)
 // learnPrefix reads the personal namespace prefix. Mailbox names are shown
 // without it so that a Courier-style server's "INBOX.Sent" is "Sent", as
 // on every other server, and a copy to or from one lands in the same folder
-// names (the IMAP sink adds its own server's prefix back).
+// names (the IMAP sink adds its own server's prefix back). The LIST that
+// every user of a source asks first (Mailboxes) goes in the same round
+// trip: a nightly rerun with nothing new is little more than its login.
+// Only NAMESPACE can fail New; a failed LIST is asked again by Mailboxes.
 func (s *Source) learnPrefix(ctx context.Context) error {
-	if !s.ctl.c.Caps().Has(imap.CapNamespace) {
-		return nil
-	}
 	stop := watch(ctx, s.ctl)
-	nd, err := s.ctl.c.Namespace().Wait()
+	var nc *imapclient.NamespaceCommand
+	if s.ctl.c.Caps().Has(imap.CapNamespace) {
+		nc = s.ctl.c.Namespace()
+	}
+	lc := s.ctl.c.List("", "*", nil)
+	var (
+		nd  *imap.NamespaceData
+		err error
+	)
+	if nc != nil {
+		nd, err = nc.Wait()
+	}
+	list, lerr := lc.Collect()
 	if !stop() && err == nil {
 		err = errors.New("connection closed")
 	}
 	var ie *imap.Error
 	switch {
 	case errors.As(err, &ie):
-		return nil // NAMESPACE refused: no prefix
+		nd = nil // NAMESPACE refused: no prefix
 	case err != nil:
 		_, err = s.wrap(ctx, "namespace "+s.cfg.Ident(), err)
 		return err
 	}
-	if len(nd.Personal) > 0 {
+	if nd != nil && len(nd.Personal) > 0 {
 		s.prefix = nd.Personal[0].Prefix
 	}
+	if lerr == nil {
+		s.nameTable(list)
+		s.mu.Lock()
+		s.listedAt = time.Now()
+		s.mu.Unlock()
+	}
 	return nil
+}
+
+// prefetchFresh is how long the LIST New sent answers the first Mailboxes
+// call: a source opened and listed at once (every command does) asks the
+// server once; one listed later asks again.
+const prefetchFresh = 30 * time.Second
+
+// prefetched returns the table of the LIST New sent, once, while fresh.
+func (s *Source) prefetched() (map[string]string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	at := s.listedAt
+	s.listedAt = time.Time{}
+	if at.IsZero() || time.Since(at) > prefetchFresh || s.closed {
+		return nil, false
+	}
+	return s.boxes, true
 }
 
 // userName is how Mailboxes names the server mailbox box: UTF-8,
@@ -490,9 +528,12 @@ func (s *Source) examine(ctx context.Context, cn *conn, name, box string, force 
 // Names that map to the same result are reported and only the first is
 // kept. Both cases are rare and never silent.
 func (s *Source) Mailboxes(ctx context.Context) ([]string, error) {
-	boxes, err := s.refresh(ctx)
-	if err != nil {
-		return nil, err
+	boxes, ok := s.prefetched()
+	if !ok {
+		var err error
+		if boxes, err = s.refresh(ctx); err != nil {
+			return nil, err
+		}
 	}
 	var out []string
 	for name := range boxes {
@@ -530,16 +571,16 @@ func (s *Source) refresh(ctx context.Context) (map[string]string, error) {
 // listBoxes runs LIST "" "*" on cn and rebuilds the name table. keep says
 // whether cn is still usable.
 func (s *Source) listBoxes(ctx context.Context, cn *conn) (map[string]string, bool, error) {
-	var list []*imap.ListData
-	lc := cn.c.List("", "*", nil)
-	for d := lc.Next(); d != nil; d = lc.Next() {
-		list = append(list, d)
-	}
-	if err := lc.Close(); err != nil {
+	list, err := cn.c.List("", "*", nil).Collect()
+	if err != nil {
 		keep, err := s.wrap(ctx, "list "+s.cfg.Ident(), err)
 		return nil, keep, err
 	}
+	return s.nameTable(list), true, nil
+}
 
+// nameTable rebuilds the name table from a LIST reply and returns it.
+func (s *Source) nameTable(list []*imap.ListData) map[string]string {
 	sort.Slice(list, func(i, j int) bool { return list[i].Mailbox < list[j].Mailbox })
 	boxes := map[string]string{}
 	for _, d := range list {
@@ -562,7 +603,7 @@ func (s *Source) listBoxes(ctx context.Context, cn *conn) (map[string]string, bo
 	s.mu.Lock()
 	s.boxes = boxes
 	s.mu.Unlock()
-	return boxes, true, nil
+	return boxes
 }
 
 func hasAttr(attrs []imap.MailboxAttr, a imap.MailboxAttr) bool {

@@ -182,20 +182,18 @@ var unfinished = []rivertype.JobState{rivertype.JobStateAvailable, rivertype.Job
 	rivertype.JobStateRunning, rivertype.JobStateScheduled}
 
 // Wait returns once no job of the pass will run again, checking every
-// poll. progress, when not nil, is called after each check with the
-// number of unfinished jobs.
-func (s *Store) Wait(ctx context.Context, batch, pass string, poll time.Duration, progress func(left int)) error {
+// poll. Each check asks for one unfinished job, not all of them: listing
+// the thousands of a large pass every second held the one SQLite
+// connection the workers fetch and complete jobs through.
+func (s *Store) Wait(ctx context.Context, batch, pass string, poll time.Duration) error {
 	t := time.NewTicker(poll)
 	defer t.Stop()
 	for {
-		left, err := s.jobs(ctx, batch, pass, unfinished...)
+		left, err := s.anyJob(ctx, batch, pass, unfinished...)
 		if err != nil {
 			return err
 		}
-		if progress != nil {
-			progress(len(left))
-		}
-		if len(left) == 0 {
+		if !left {
 			return nil
 		}
 		select {
@@ -204,6 +202,20 @@ func (s *Store) Wait(ctx context.Context, batch, pass string, poll time.Duration
 		case <-t.C:
 		}
 	}
+}
+
+// anyJob reports whether the pass (all passes: "") has a job in one of
+// states.
+func (s *Store) anyJob(ctx context.Context, batch, pass string, states ...rivertype.JobState) (bool, error) {
+	p := river.NewJobListParams().Queues(queueName(batch)).Kinds(jobKind).First(1).States(states...)
+	if pass != "" {
+		p = p.TagsAny(passTag(pass))
+	}
+	res, err := s.client.JobList(ctx, p)
+	if err != nil {
+		return false, fmt.Errorf("list jobs: %w", err)
+	}
+	return len(res.Jobs) > 0, nil
 }
 
 // Pause stops workers from starting accounts of a batch; running accounts

@@ -56,7 +56,7 @@ func (f *fakeRunner) count(id string) int {
 	return f.runs[id]
 }
 
-func testRows(t *testing.T, ids ...string) []Row {
+func testRows(t testing.TB, ids ...string) []Row {
 	t.Helper()
 	var b strings.Builder
 	b.WriteString(header)
@@ -70,7 +70,7 @@ func testRows(t *testing.T, ids ...string) []Row {
 	return rows
 }
 
-func openTest(t *testing.T, dbURL string, workers int, r Runner, slice time.Duration, mods ...func(*Config)) *Store {
+func openTest(t testing.TB, dbURL string, workers int, r Runner, slice time.Duration, mods ...func(*Config)) *Store {
 	t.Helper()
 	if !strings.HasPrefix(dbURL, "postgres") {
 		dbURL = "sqlite:" + dbURL
@@ -186,7 +186,7 @@ func testOutcomes(t *testing.T, dbURL string) {
 		t.Fatal(err)
 	}
 	defer s.Stop(context.Background())
-	if err := s.Wait(ctx, "staff", "one", 50*time.Millisecond, nil); err != nil {
+	if err := s.Wait(ctx, "staff", "one", 50*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	lines, err := s.Report(ctx, "staff", "one")
@@ -224,7 +224,7 @@ func testOutcomes(t *testing.T, dbURL string) {
 	if err != nil || res != (PassResult{Queued: 2}) {
 		t.Fatalf("Pass --only failed --class auth = %+v, %v; want 2 queued", res, err)
 	}
-	if err := s.Wait(ctx, "staff", "fix", 50*time.Millisecond, nil); err != nil {
+	if err := s.Wait(ctx, "staff", "fix", 50*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	if n := run.count("bad1") + run.count("bad2") + run.count("quota"); n != 5 {
@@ -427,7 +427,7 @@ func TestStopHandsAccountsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer second.Stop(context.Background())
-	if err := second.Wait(ctx, "staff", "one", 20*time.Millisecond, nil); err != nil {
+	if err := second.Wait(ctx, "staff", "one", 20*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	lines, err = second.Report(ctx, "staff", "one")
@@ -485,7 +485,7 @@ func TestPause(t *testing.T) {
 	if err := s.Resume(ctx, "staff"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Wait(ctx, "staff", "one", 20*time.Millisecond, nil); err != nil {
+	if err := s.Wait(ctx, "staff", "one", 20*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	lines, err := s.Report(ctx, "staff", "one")
@@ -578,7 +578,7 @@ func testGroupCap(t *testing.T, dbURL string) {
 		t.Fatal(err)
 	}
 	defer s.Stop(context.Background())
-	if err := s.Wait(ctx, "staff", "one", 20*time.Millisecond, nil); err != nil {
+	if err := s.Wait(ctx, "staff", "one", 20*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	lines, err := s.Report(ctx, "staff", "one")
@@ -686,7 +686,7 @@ func TestWorkersCapTheProcess(t *testing.T) {
 	}
 	close(release)
 	for _, b := range batches {
-		if err := s.Wait(ctx, b, "p", 20*time.Millisecond, nil); err != nil {
+		if err := s.Wait(ctx, b, "p", 20*time.Millisecond); err != nil {
 			t.Fatal(err)
 		}
 	}

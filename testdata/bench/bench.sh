@@ -13,7 +13,8 @@
 #                 pair over the same transport: mailferry-plain (imap:// with --no-starttls, as
 #                 dsync reads its source) against dsync, mailferry (TLS) against dsync-tls
 #   nightly       issue 11: 50,000 messages in one folder, IMAP -> Maildir: mailferry's no-op
-#                 rerun against mbsync's, then one new message and one flag change per round
+#                 rerun against mbsync's and its floor (imapfloor -mode status: TLS login,
+#                 LIST-STATUS, LOGOUT), then one new message and one flag change per round
 #   nightly-200k  issue 11: 200,000 messages in 10 folders: copy and no-op rerun (time, RSS)
 #   sync-maildir  issue 12: `mailferry sync` IMAP <-> Maildir vs mbsync and OfflineIMAP: first
 #                 sync of the corpus, a sync after 1 % changes on each side, a no-op sync

@@ -94,7 +94,7 @@ func runBatch(t *testing.T, url string) *batch.Store {
 	if err := w.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	err = w.Wait(ctx, "staff", "one", 50*time.Millisecond, nil)
+	err = w.Wait(ctx, "staff", "one", 50*time.Millisecond)
 	if stopErr := w.Stop(ctx); err == nil {
 		err = stopErr
 	}
