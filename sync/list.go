@@ -96,6 +96,9 @@ func (r *run) list(ctx context.Context, mb string) error {
 	if err := r.finishDeletes(ctx, l); err != nil {
 		return err
 	}
+	if err := r.noteVanished(l); err != nil {
+		return err
+	}
 	orphans, rc := r.orphans(l)
 	// A folder whose identifiers changed en masse is confirmed by content
 	// before anything is copied from it (C3, C6, C7: see reset.go).

@@ -329,7 +329,47 @@ func (r *run) applyChange(l *listing, c mail.Change, dates *dateCount) {
 	}
 }
 
-// knownIDs yields the IDs the checkpoint holds for mb.
+// noteVanished marks, once a listing of mb is complete, the records of
+// the messages it found gone as Vanished, and unmarks one listed again, so
+// the next change listing is given as known only the messages the source
+// held at the end of this pass. Without QRESYNC a change listing finds
+// expunges as the known messages missing from the folder, and checks their
+// number against the counts: a record of a message expunged in an earlier
+// run would be counted again, every run, and the folder listed in full
+// (counts disagree). A change listing names what vanished; a full listing
+// leaves out what is gone (a recorded message is kept whatever its date).
+// A mark written by a run killed before its pass is recorded makes the
+// next change listing's counts disagree: one full listing, which marks
+// again. Only runs that plan passes need the marks.
+func (r *run) noteVanished(l *listing) error {
+	if r.passes == nil || r.opt.DryRun || r.cp == nil {
+		return nil
+	}
+	if l.changed {
+		record := r.recordLookup(l.mb)
+		for _, id := range l.vanished {
+			if rec, ok := record(id); ok && !rec.Vanished {
+				rec.Vanished = true
+				if err := r.addRecord(rec); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	for _, rec := range r.cp.Records(l.mb) {
+		if gone := !l.listed[rec.ID]; gone != rec.Vanished {
+			rec.Vanished = gone
+			if err := r.addRecord(rec); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// knownIDs yields the IDs the checkpoint holds for mb, less those marked
+// Vanished (noteVanished).
 func (r *run) knownIDs(mb string) iter.Seq[mail.ID] {
 	return func(yield func(mail.ID) bool) {
 		for _, id := range r.recordedIDs(mb) {

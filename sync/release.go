@@ -110,16 +110,18 @@ func (r *run) recordCount(mb string) int {
 	return len(r.cp.Records(mb))
 }
 
-// recordedIDs returns the IDs the checkpoint holds for mb, without building
-// their records where the store can (checkpoint.Folders).
+// recordedIDs returns the IDs the checkpoint holds for mb, less those of
+// messages the source reported expunged (Record.Vanished), without
+// building their records where the store can (checkpoint.Folders).
 func (r *run) recordedIDs(mb string) []mail.ID {
 	if r.folders != nil {
 		return r.folders.IDs(mb)
 	}
-	recs := r.cp.Records(mb)
-	ids := make([]mail.ID, len(recs))
-	for i, rec := range recs {
-		ids[i] = rec.ID
+	var ids []mail.ID
+	for _, rec := range r.cp.Records(mb) {
+		if !rec.Vanished {
+			ids = append(ids, rec.ID)
+		}
 	}
 	return ids
 }

@@ -179,3 +179,55 @@ func TestNightlyKillConverges(t *testing.T) {
 	}
 	t.Error("every run was killed: the sweep never reached a run's end")
 }
+
+// TestNightlyExpungeCountedOnce (issue 11): without QRESYNC (Dovecot
+// offering neither CONDSTORE nor QRESYNC) a change listing finds expunges
+// as the known messages missing from the folder. A message expunged in an
+// earlier run must not count as vanished again: the run after the one that
+// saw the expunge stays incremental. Before the records of expunged
+// messages were marked (Record.Vanished) it listed the folder in full,
+// every run from then on ("counts disagree": known 20, present 19, and
+// nothing vanished since): the new-message round below fails without the
+// marks.
+func TestNightlyExpungeCountedOnce(t *testing.T) {
+	mailtest.NeedDovecot(t) // skips (or fails under MAILFERRY_TEST_REQUIRE) like every Dovecot test
+	d := startDovecot(t, "DOVECOT_NO_CONDSTORE=1")
+	src, pw := d.NewUser(t)
+	d.Seed(t, src, pw, "Work", uidMessages(20, "wo"))
+	dir := t.TempDir()
+	dst := filepath.Join(dir, "Maildir")
+	args := []string{"copy", "imaps://" + src + "@" + d.IMAPS, "maildir:" + dst, "--include", "^Work$",
+		"--checkpoint", filepath.Join(dir, "cp.jsonl"), "--ca-file", d.CAFile, "--json", "--timeout", "10s"}
+	env := []string{"MAILFERRY_SRC_PASSWORD=" + pw}
+	run := func(what string) summary {
+		t.Helper()
+		r := runBinLimit(t, runLimit, env, args...)
+		if r.code != 0 {
+			t.Fatalf("%s: exit %d: %s", what, r.code, r.stderr)
+		}
+		return fullSummary(t, r)
+	}
+	for i, c := range []struct {
+		what    string
+		change  func()
+		listing string
+		copied  int64
+	}{
+		{"first run", func() {}, "full", 20},
+		{"after an expunge", func() { d.Doveadm(t, "expunge", "-u", src, "mailbox", "Work", "uid", "3") }, "incremental", 0},
+		{"after a new message", func() { d.Seed(t, src, pw, "Work", uidMessages(1, "late")) }, "incremental", 1},
+		{"nothing changed", func() {}, "incremental", 0}, // no CONDSTORE: flags are listed, so never skipped
+		{"after a second expunge", func() { d.Doveadm(t, "expunge", "-u", src, "mailbox", "Work", "uid", "5") }, "incremental", 0},
+		{"after another new message", func() { d.Seed(t, src, pw, "Work", uidMessages(1, "later")) }, "incremental", 1},
+	} {
+		c.change()
+		s := run(c.what)
+		if got := listings(s)["Work"]; got != c.listing || s.Totals.Copied != c.copied {
+			t.Errorf("run %d (%s): Work listed %q, copied %d; want %q and %d", i+1, c.what, got, s.Totals.Copied, c.listing, c.copied)
+		}
+	}
+	// A copy keeps what the source expunged: 20 + 2 new.
+	if n := maildirMessages(t, dst, "Work"); n != 22 {
+		t.Errorf("the Maildir holds %d messages, want 22", n)
+	}
+}

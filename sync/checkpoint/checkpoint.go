@@ -62,6 +62,11 @@ type Record struct {
 	// destination (Unix seconds): what --delete-after measures. 0 in
 	// records of older versions until StampStored gives them a time.
 	Stored int64 `json:"s,omitempty"`
+	// Vanished says the source reported the message expunged after it was
+	// copied (its copy stays): the record is kept, to re-map the message
+	// should it come back, but a change listing no longer counts it as a
+	// message the source holds (Folders.IDs).
+	Vanished bool `json:"v,omitempty"`
 }
 
 type header struct {
@@ -543,6 +548,7 @@ type Folders interface {
 	// Get returns the record of k without building the mailbox's others
 	// (Records does: a change listing asks about a few of 50,000).
 	Get(k Key) (Record, bool)
-	// IDs returns the IDs recorded for mailbox, in no particular order.
+	// IDs returns the IDs recorded for mailbox whose messages the source
+	// still holds (not Vanished), in no particular order.
 	IDs(mailbox string) []mail.ID
 }

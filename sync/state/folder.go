@@ -192,12 +192,26 @@ func (f *Folder) parseLine(line []byte, n int) error {
 	if n == 1 {
 		return parseHeader(fields, f.gen, f.name)
 	}
+	if len(fields) == 2 && fields[0] == opVanish && fields[1] != "" {
+		f.vanish(mail.ID(fields[1]))
+		return nil
+	}
 	m, forget, err := parseRecord(fields)
 	if err != nil {
 		return err
 	}
 	f.apply(m, forget)
 	return nil
+}
+
+// vanish marks the record of src as Vanished (a V line: only ever written
+// after src's P line).
+func (f *Folder) vanish(src mail.ID) {
+	f.lines++
+	if m, ok := f.recs[src]; ok {
+		m.Vanished = true
+		f.recs[src] = m
+	}
 }
 
 func (f *Folder) apply(m Message, forget bool) {

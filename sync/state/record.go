@@ -40,6 +40,11 @@ type Message struct {
 	// on a side whose files can be edited in place (a Maildir), to tell
 	// an edit from a rename; package twoway writes and reads it, "" none.
 	Evidence string
+	// Vanished says side A (a copy's source) reported the message expunged:
+	// the record stays, for the copy it names (a message restored later is
+	// re-mapped onto it, not copied again), but no later listing is to
+	// count the message as present or vanish it again (V lines).
+	Vanished bool
 }
 
 // A folder log is a text file of lines, each "CCCCCCCC\t" (the CRC-32C of
@@ -48,6 +53,7 @@ type Message struct {
 //	H  mailferry-state  <version>  <gen>  <folder name>   first line
 //	P  src  dst  flags  size  date  msgid  sha256  stored [evidence]   a message put
 //	F  src                                                    a message forgotten
+//	V  src                                                    the message vanished from side A (after its P)
 //
 // flags is "" when unknown and "=" followed by the flags otherwise. Fields
 // escape '%', tab, CR and LF as %25 %09 %0D %0A. A line is whole only with
@@ -57,6 +63,7 @@ const (
 	opHeader = "H"
 	opPut    = "P"
 	opForget = "F"
+	opVanish = "V"
 	magic    = "mailferry-state"
 )
 
@@ -156,7 +163,11 @@ func putLine(buf []byte, m Message) []byte {
 	if m.Evidence != "" { // a copy's records keep their nine fields
 		fields = append(fields, m.Evidence)
 	}
-	return appendLine(buf, fields...)
+	buf = appendLine(buf, fields...)
+	if m.Vanished {
+		buf = appendLine(buf, opVanish, string(m.Src))
+	}
+	return buf
 }
 
 func forgetLine(buf []byte, src mail.ID) []byte {

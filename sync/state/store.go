@@ -98,8 +98,8 @@ func (c *Store) Get(k checkpoint.Key) (checkpoint.Record, bool) {
 	return recordOf(k.Mailbox, m), true
 }
 
-// IDs returns the IDs recorded for mailbox: a copy, so the caller may ask
-// the store again while it goes through them.
+// IDs returns the IDs recorded for mailbox, less those marked Vanished: a
+// copy, so the caller may ask the store again while it goes through them.
 func (c *Store) IDs(mailbox string) []mail.ID {
 	f, err := c.folder(mailbox)
 	if err != nil {
@@ -108,8 +108,10 @@ func (c *Store) IDs(mailbox string) []mail.ID {
 	f.s.mu.Lock()
 	defer f.s.mu.Unlock()
 	out := make([]mail.ID, 0, len(f.recs))
-	for id := range f.recs {
-		out = append(out, id)
+	for id, m := range f.recs {
+		if !m.Vanished {
+			out = append(out, id)
+		}
 	}
 	return out
 }
@@ -174,7 +176,8 @@ func (c *Store) Close() error {
 
 // messageOf is r as a folder record.
 func messageOf(r checkpoint.Record) Message {
-	m := Message{Src: r.ID, Dst: r.Dst, Size: r.Size, Date: r.Date, MsgID: r.MsgID, SHA256: r.SHA256, Stored: r.Stored}
+	m := Message{Src: r.ID, Dst: r.Dst, Size: r.Size, Date: r.Date, MsgID: r.MsgID, SHA256: r.SHA256, Stored: r.Stored,
+		Vanished: r.Vanished}
 	if r.Flags != nil {
 		m.Flags, m.FlagsKnown = *r.Flags, true
 	}
@@ -183,7 +186,8 @@ func messageOf(r checkpoint.Record) Message {
 
 // recordOf is a folder record as the checkpoint's.
 func recordOf(mailbox string, m Message) checkpoint.Record {
-	r := checkpoint.Record{Mailbox: mailbox, ID: m.Src, Dst: m.Dst, Size: m.Size, Date: m.Date, MsgID: m.MsgID, SHA256: m.SHA256, Stored: m.Stored}
+	r := checkpoint.Record{Mailbox: mailbox, ID: m.Src, Dst: m.Dst, Size: m.Size, Date: m.Date, MsgID: m.MsgID, SHA256: m.SHA256, Stored: m.Stored,
+		Vanished: m.Vanished}
 	if m.FlagsKnown {
 		flags := m.Flags
 		r.Flags = &flags

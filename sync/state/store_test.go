@@ -107,6 +107,71 @@ func TestStoreRecordsRoundTrip(t *testing.T) {
 	}
 }
 
+// TestStoreVanished: a record marked Vanished keeps the mark across a
+// reopen and a compaction (its V line follows its P line), IDs leaves it
+// out while Has, Get and Records still find it, and putting it again
+// without the mark clears it.
+func TestStoreVanished(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir)
+	st := NewStore(s)
+	for _, id := range []mail.ID{"1", "2", "3"} {
+		if err := st.Add(checkpoint.Record{Mailbox: "INBOX", ID: id, Dst: "d" + id, Size: 5}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec, _ := st.Get(checkpoint.Key{Mailbox: "INBOX", ID: "2"})
+	rec.Vanished = true
+	if err := st.Add(rec); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string, vanished bool) {
+		t.Helper()
+		ids := st.IDs("INBOX")
+		slices.Sort(ids)
+		want := []mail.ID{"1", "2", "3"}
+		if vanished {
+			want = []mail.ID{"1", "3"}
+		}
+		got, ok := st.Get(checkpoint.Key{Mailbox: "INBOX", ID: "2"})
+		if !slices.Equal(ids, want) || !ok || got.Vanished != vanished || got.Dst != "d2" || len(st.Records("INBOX")) != 3 {
+			t.Errorf("%s: IDs %v, Get(2) = %+v, %v, %d records; want IDs %v, vanished %v, 3 records", when, ids, got, ok, len(st.Records("INBOX")), want, vanished)
+		}
+	}
+	check("marked", true)
+	reopen := func() {
+		t.Helper()
+		if err := st.Close(); err != nil {
+			t.Fatal(err)
+		}
+		s = openT(t, dir)
+		st = NewStore(s)
+	}
+	reopen()
+	check("reopened", true)
+	f, err := s.Folder("INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	err = s.rewriteFolder(f, f.recs) // what a compaction writes
+	s.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reopen()
+	check("compacted and reopened", true)
+	rec.Vanished = false
+	if err := st.Add(rec); err != nil {
+		t.Fatal(err)
+	}
+	reopen()
+	check("put again unmarked", false)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func sameRecord(a, b checkpoint.Record) bool {
 	fa, fb := a.Flags, b.Flags
 	a.Flags, b.Flags = nil, nil
