@@ -44,7 +44,8 @@ type batchOptions struct {
 	rescue     time.Duration
 	throttle   time.Duration // --throttle-wait: the snooze of a throttled account (exit 8)
 	json       bool
-	// poll is how often batch run and status --watch look at the jobs.
+	// poll is how often status --watch looks at the jobs and a worker
+	// looks for batches loaded since it started.
 	poll  time.Duration
 	verb  string // the batch command these options are for
 	watch bool   // batch status --watch
@@ -216,13 +217,18 @@ func batchRun(ctx context.Context, o *batchOptions, csvPath string, env *cliEnv)
 	return runPass(ctx, s, o, name, reportPath, env)
 }
 
+// passPoll is how often batch run looks whether its pass is over: a look
+// reads one row (Store.Wait), and each one saved from a poll of a second
+// is half a second off a small batch's run.
+const passPoll = 100 * time.Millisecond
+
 // runPass works the pass until no job of it will run again (or a signal),
 // then writes the report and prints the summary.
 func runPass(ctx context.Context, s *batch.Store, o *batchOptions, name, reportPath string, env *cliEnv) error {
 	if err := s.Start(ctx); err != nil {
 		return err
 	}
-	werr := s.Wait(ctx, name, o.pass, o.poll)
+	werr := s.Wait(ctx, name, o.pass, passPoll)
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	if err := s.Stop(stopCtx); err != nil && werr == nil {

@@ -160,9 +160,11 @@ func (t *Tree) FindNear(ctx context.Context, mailbox string, id mail.ID, letters
 }
 
 // guesses lists the info letter sets FindNear tries, nearest to letters
-// first ("-" stands for new/ without info, tried after letters itself):
-// every subset of the system letters and letters when they are at most
-// maxGuessLetters, else those at most two letters away.
+// first: every subset of the system letters and letters when they are at
+// most maxGuessLetters, else those at most two letters away; "-", last,
+// stands for new/ without info. new/ comes last because a file may be in
+// both (SetFlags' link(2) fallback killed before its unlink): the cur/
+// name is the later state, as Find's index has it.
 func guesses(letters string) []string {
 	set := map[byte]bool{}
 	for _, c := range []byte(systemLetters + letters) {
@@ -181,11 +183,11 @@ func guesses(letters string) []string {
 	if len(universe) <= maxGuessLetters {
 		maxDist = len(universe)
 	}
-	out := []string{letters, "-"}
+	out := []string{letters}
 	for d := 1; d <= maxDist; d++ {
 		out = appendAtDistance(out, universe, in, d)
 	}
-	return out
+	return append(out, "-")
 }
 
 // appendAtDistance appends the sorted letter sets that differ from in by

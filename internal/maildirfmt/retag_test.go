@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/mailferry/mailferry/sync/mail"
@@ -59,6 +60,7 @@ func TestFindNear(t *testing.T) {
 		{"everything off", "cur/" + id + ":2,DPRT", "FS", false},
 		{"another program's letter", "cur/" + id + ":2,SX", "FS", true},
 		{"an unhinted keyword", "cur/" + id + ":2,Sc", "FS", true},
+		{"in new/ and cur/: cur/ wins", "cur/" + id + ":2,RS", "FS", false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			root := t.TempDir()
@@ -72,6 +74,11 @@ func TestFindNear(t *testing.T) {
 			}
 			if err := os.WriteFile(filepath.Join(root, c.file), []byte("x"), 0o600); err != nil {
 				t.Fatal(err)
+			}
+			if strings.Contains(c.name, "new/ and cur/") { // a link(2) + unlink(2) move cut between the two
+				if err := os.Link(filepath.Join(root, c.file), filepath.Join(root, "new", id)); err != nil {
+					t.Fatal(err)
+				}
 			}
 			tr := NewTree(root, nil)
 			dir, rel, err := tr.FindNear(context.Background(), "INBOX", id, c.hint)
