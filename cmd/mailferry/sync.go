@@ -159,8 +159,10 @@ func (e *syncEnd) open(ctx context.Context, stateDir string, dryRun bool) error 
 		// The source below logs in to the same account, so the sink need
 		// not: it connects when the run first writes or asks what a folder
 		// keeps of flags (a sync with nothing to do never does).
+		// Nor need it read a folder before its first put to recognise a
+		// copy already there: the run pairs messages from its state.
 		lazy := *e.opt
-		lazy.Lazy = true
+		lazy.Lazy, lazy.NoDedupe = true, true
 		sink, err := e.sink.OpenSink(ctx, &lazy)
 		if err != nil {
 			return err

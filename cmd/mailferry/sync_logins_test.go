@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	imap "github.com/emersion/go-imap/v2"
+
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
@@ -34,44 +36,105 @@ const noopLogins = 1
 // logged in three times per side (this test's negative control: with an
 // eager sink it fails on the counts).
 func TestDovecotSyncNoopLogins(t *testing.T) {
-	d := mailtest.NeedDovecot(t)
-	userA, pwA := d.NewUser(t)
-	userB, pwB := d.NewUser(t)
-	for i, box := range []string{"INBOX", "Work"} {
-		var seed []mailtest.SeedMessage
-		for j := 1; j <= 3; j++ {
-			seed = append(seed, mailtest.SeedMessage{Body: fmt.Appendf(nil, "Message-ID: <%d.%d@logins.test>\r\nSubject: %d\r\n\r\nbody\r\n", i, j, j),
-				Date: time.Date(2025, 1, j, 0, 0, 0, 0, time.UTC)})
-		}
-		d.Seed(t, userA, pwA, box, seed)
-	}
-	base := t.TempDir()
-	pwFileA, pwFileB := filepath.Join(base, "pwa"), filepath.Join(base, "pwb")
-	for f, pw := range map[string]string{pwFileA: pwA, pwFileB: pwB} {
-		if err := os.WriteFile(f, []byte(pw+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	args := []string{"sync", "imaps://" + userA + "@" + d.IMAPS, "imaps://" + userB + "@" + d.IMAPS,
-		"--src-password-file", pwFileA, "--dst-password-file", pwFileB, "--ca-file", d.CAFile,
-		"--checkpoint", filepath.Join(base, "state"), "--trace"}
+	p := newSyncPair(t)
 	// The first sync copies; the second lists the first's own copies as
 	// changes of known messages (it recorded the statuses read before
 	// them); the third finds nothing changed.
-	var trace string
-	for run := 1; run <= 3; run++ {
-		code, stdout, stderr := syncCLI(t, args...)
-		if code != 0 {
-			t.Fatalf("sync %d = %d\n%s%s", run, code, stdout, stderr)
-		}
-		trace = stderr
-	}
+	p.sync(t)
+	p.sync(t)
+	trace := p.sync(t)
 	if got := traceLogins(trace); got["src"] != noopLogins || got["dst"] != noopLogins {
 		t.Errorf("the no-op sync logged in %v times per side, want %d each:\n%s", got, noopLogins, trace)
 	}
 	if strings.Contains(trace, " SELECT ") || strings.Contains(trace, " EXAMINE ") {
 		t.Errorf("the no-op sync selected a folder:\n%s", trace)
 	}
+}
+
+// TestDovecotSyncFlagsBatched: flag changes of several messages reach the
+// other side in one UID STORE per kind of change (one round trip with its
+// read-back), not one per message; the flags arrive. Its negative control:
+// with one conditional write per message (Store.setFlagsIf in a loop) the
+// count is the number of messages.
+func TestDovecotSyncFlagsBatched(t *testing.T) {
+	p := newSyncPair(t)
+	p.sync(t)
+	p.sync(t)
+	c := p.d.Dial(t, p.userA, p.pwA)
+	defer c.Logout()
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	var set imap.UIDSet
+	set.AddRange(1, 3)
+	if err := c.Store(set, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagFlagged}, Silent: true}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	trace := p.sync(t)
+	var stores []string
+	for _, l := range strings.Split(trace, "\n") {
+		if strings.HasPrefix(l, "trace dst C: ") && strings.Contains(l, " UID STORE ") {
+			stores = append(stores, l)
+		}
+	}
+	if len(stores) != 1 {
+		t.Errorf("3 messages flagged alike took %d UID STORE commands on the other side, want 1:\n%s", len(stores), strings.Join(stores, "\n"))
+	}
+	flagged := 0
+	for _, m := range p.d.Fetch(t, p.userB, p.pwB)["INBOX"] {
+		for _, f := range m.Flags {
+			if f == imap.FlagFlagged {
+				flagged++
+			}
+		}
+	}
+	if flagged != 3 {
+		t.Errorf("side B has %d messages flagged, want 3", flagged)
+	}
+}
+
+// syncPair is two Dovecot accounts, A with three messages in INBOX and
+// three in Work, B empty, and the command that syncs them with --trace.
+type syncPair struct {
+	d                      *mailtest.Dovecot
+	userA, pwA, userB, pwB string
+	args                   []string
+}
+
+func newSyncPair(t *testing.T) *syncPair {
+	t.Helper()
+	p := &syncPair{d: mailtest.NeedDovecot(t)}
+	p.userA, p.pwA = p.d.NewUser(t)
+	p.userB, p.pwB = p.d.NewUser(t)
+	for i, box := range []string{"INBOX", "Work"} {
+		var seed []mailtest.SeedMessage
+		for j := 1; j <= 3; j++ {
+			seed = append(seed, mailtest.SeedMessage{Body: fmt.Appendf(nil, "Message-ID: <%d.%d@logins.test>\r\nSubject: %d\r\n\r\nbody\r\n", i, j, j),
+				Date: time.Date(2025, 1, j, 0, 0, 0, 0, time.UTC)})
+		}
+		p.d.Seed(t, p.userA, p.pwA, box, seed)
+	}
+	base := t.TempDir()
+	pwFileA, pwFileB := filepath.Join(base, "pwa"), filepath.Join(base, "pwb")
+	for f, pw := range map[string]string{pwFileA: p.pwA, pwFileB: p.pwB} {
+		if err := os.WriteFile(f, []byte(pw+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.args = []string{"sync", "imaps://" + p.userA + "@" + p.d.IMAPS, "imaps://" + p.userB + "@" + p.d.IMAPS,
+		"--src-password-file", pwFileA, "--dst-password-file", pwFileB, "--ca-file", p.d.CAFile,
+		"--checkpoint", filepath.Join(base, "state"), "--trace"}
+	return p
+}
+
+// sync runs the sync, which must succeed, and returns its trace.
+func (p *syncPair) sync(t *testing.T) string {
+	t.Helper()
+	code, stdout, stderr := syncCLI(t, p.args...)
+	if code != 0 {
+		t.Fatalf("sync = %d\n%s%s", code, stdout, stderr)
+	}
+	return stderr
 }
 
 // TestTraceLogins: the counter the test above relies on finds both forms

@@ -99,3 +99,111 @@ func storeResult(uid uint32, tagged Response, fds []FetchData) (StoreResult, err
 	}
 	return res, nil
 }
+
+// FlagWrite is one message's conditional flag write (StoreIfAll).
+type FlagWrite struct {
+	UID   uint32
+	Since uint64
+	Flags []string
+}
+
+// StoreIfAll is StoreIf for many messages of the selected mailbox in one
+// round trip: the writes of the same flags and mod-sequence share one UID
+// STORE over their UIDs, all pipelined, and one UID FETCH reads every
+// message's flags and mod-sequence back. The results are in the order of
+// ws; a UID given twice gets the later write's flags on the server.
+func (s *Session) StoreIfAll(ws []FlagWrite) ([]StoreResult, error) {
+	if len(ws) == 0 {
+		return nil, nil
+	}
+	type group struct {
+		set   UIDSet
+		since uint64
+		flags string
+	}
+	var groups []*group
+	byKey := map[string]*group{}
+	var all UIDSet
+	for _, w := range ws {
+		flags := strings.Join(w.Flags, " ")
+		k := fmt.Sprintf("%d (%s)", w.Since, flags)
+		g := byKey[k]
+		if g == nil {
+			g = &group{since: w.Since, flags: flags}
+			byKey[k] = g
+			groups = append(groups, g)
+		}
+		g.set, all = g.set.Add(w.UID), all.Add(w.UID)
+	}
+	cmds := make([]string, 0, len(groups)+1)
+	for _, g := range groups {
+		cmds = append(cmds, fmt.Sprintf("UID STORE %s (UNCHANGEDSINCE %d) FLAGS.SILENT (%s)", g.set, g.since, g.flags))
+	}
+	cmds = append(cmds, fmt.Sprintf("UID FETCH %s (UID FLAGS MODSEQ)", all))
+	got := map[uint32]FetchData{}
+	errs, err := s.run(cmds, fetchEach(func(fd FetchData) error {
+		if fd.UID == 0 {
+			return nil // not ours to place
+		}
+		// The read-back comes last: it wins over the STORE's own replies.
+		old := got[fd.UID]
+		if !fd.HasFlags {
+			fd.Flags, fd.HasFlags = old.Flags, old.HasFlags
+		}
+		if fd.ModSeq == 0 {
+			fd.ModSeq = old.ModSeq
+		}
+		got[fd.UID] = fd
+		return nil
+	}))
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range errs {
+		if e != nil {
+			return nil, e
+		}
+	}
+	var modified UIDSet
+	for i, g := range groups {
+		set, ok, err := Modified(s.doneStatus[i])
+		if err != nil {
+			return nil, fmt.Errorf("imap: conditional store: %w", err)
+		}
+		if ok {
+			if !within(set, g.set) {
+				return nil, fmt.Errorf("imap: conditional store of UIDs %s: [MODIFIED %s] names other messages", Clip(g.set.String(), 80), Clip(set.String(), 80))
+			}
+			modified = modified.Union(set)
+		}
+	}
+	out := make([]StoreResult, len(ws))
+	for i, w := range ws {
+		fd, found := got[w.UID]
+		res := StoreResult{Found: found, Stored: found && !modified.Contains(w.UID)}
+		if found {
+			res.Flags, res.ModSeq = fd.Flags, fd.ModSeq
+			if res.ModSeq == 0 {
+				return nil, fmt.Errorf("imap: conditional store of UID %d: the read-back has no MODSEQ", w.UID)
+			}
+		}
+		out[i] = res
+	}
+	return out, nil
+}
+
+// within reports whether every UID of sub is in set (a server's MODIFIED
+// code must name only messages of the command's set).
+func within(sub, set UIDSet) bool {
+	for _, r := range sub {
+		if r.Hi < r.Lo || uint64(r.Hi-r.Lo) >= set.Len() {
+			return false // more UIDs than set holds
+		}
+		for u := uint64(r.Lo); u <= uint64(r.Hi); u++ {
+			if !set.Contains(uint32(u)) {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -1,6 +1,7 @@
 package imapconn
 
 import (
+	"context"
 	"reflect"
 	"strings"
 	"testing"
@@ -96,4 +97,83 @@ func FuzzStoreResult(f *testing.F) {
 			t.Fatalf("storeResult(%q) = %+v", answer, res)
 		}
 	})
+}
+
+// TestStoreIfAll: writes of the same flags and mod-sequence share one UID
+// STORE over their UIDs, one UID FETCH reads them all back, and a
+// [MODIFIED] code marks exactly the messages it names as not stored.
+func TestStoreIfAll(t *testing.T) {
+	f := startFake(t, &fakeServer{caps: "IMAP4rev1 CONDSTORE", handle: func(fc *fakeConn, tag, cmd, args string) bool {
+		switch {
+		case cmd == "UID STORE" && strings.HasPrefix(args, "3,5:6 "):
+			fc.send("* 1 FETCH (UID 3 MODSEQ (20))\r\n* 3 FETCH (UID 6 MODSEQ (21))\r\n%s OK [MODIFIED 5] some not stored\r\n", tag)
+		case cmd == "UID STORE":
+			fc.send("* 4 FETCH (UID 9 MODSEQ (22))\r\n%s OK done\r\n", tag)
+		case cmd == "UID FETCH":
+			fc.send("%s", "* 1 FETCH (UID 3 FLAGS (\\Flagged) MODSEQ (20))\r\n* 2 FETCH (UID 5 FLAGS (\\Seen) MODSEQ (19))\r\n"+
+				"* 3 FETCH (UID 6 FLAGS (\\Flagged) MODSEQ (21))\r\n* 4 FETCH (UID 9 FLAGS () MODSEQ (22))\r\n"+tag+" OK done\r\n")
+		default:
+			return false
+		}
+		return true
+	}})
+	rc, err := DialRaw(context.Background(), addrConfig(t, f.addr, TLSStartTLS), plainOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	s := NewSession(rc, nil)
+	got, err := s.StoreIfAll([]FlagWrite{
+		{UID: 5, Since: 10, Flags: []string{`\Flagged`}}, {UID: 9, Since: 10, Flags: nil},
+		{UID: 3, Since: 10, Flags: []string{`\Flagged`}}, {UID: 6, Since: 10, Flags: []string{`\Flagged`}},
+		{UID: 8, Since: 10, Flags: nil}, // gone: not in the read-back
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []StoreResult{
+		{Found: true, Stored: false, Flags: []string{`\Seen`}, ModSeq: 19},
+		{Found: true, Stored: true, Flags: []string{}, ModSeq: 22},
+		{Found: true, Stored: true, Flags: []string{`\Flagged`}, ModSeq: 20},
+		{Found: true, Stored: true, Flags: []string{`\Flagged`}, ModSeq: 21},
+		{},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("StoreIfAll = %+v\nwant %+v", got, want)
+	}
+	var cmds []string
+	for _, l := range f.sent() {
+		if _, c, ok := strings.Cut(l, " "); ok && strings.HasPrefix(c, "UID ") {
+			cmds = append(cmds, c)
+		}
+	}
+	wantCmds := []string{`UID STORE 3,5:6 (UNCHANGEDSINCE 10) FLAGS.SILENT (\Flagged)`, `UID STORE 8:9 (UNCHANGEDSINCE 10) FLAGS.SILENT ()`,
+		`UID FETCH 3,5:6,8:9 (UID FLAGS MODSEQ)`}
+	if !reflect.DeepEqual(cmds, wantCmds) {
+		t.Errorf("sent %q\nwant %q", cmds, wantCmds)
+	}
+}
+
+// TestStoreIfAllModifiedElsewhere: a [MODIFIED] code naming a message
+// outside the command's set is an error, not a guess.
+func TestStoreIfAllModifiedElsewhere(t *testing.T) {
+	f := startFake(t, &fakeServer{caps: "IMAP4rev1 CONDSTORE", handle: func(fc *fakeConn, tag, cmd, args string) bool {
+		switch cmd {
+		case "UID STORE":
+			fc.send("%s OK [MODIFIED 1:4294967295] no\r\n", tag)
+		case "UID FETCH":
+			fc.send("* 1 FETCH (UID 3 FLAGS () MODSEQ (20))\r\n%s OK done\r\n", tag)
+		default:
+			return false
+		}
+		return true
+	}})
+	rc, err := DialRaw(context.Background(), addrConfig(t, f.addr, TLSStartTLS), plainOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if got, err := NewSession(rc, nil).StoreIfAll([]FlagWrite{{UID: 3, Since: 10}}); err == nil {
+		t.Fatalf("StoreIfAll = %+v, nil; want an error", got)
+	}
 }

@@ -39,6 +39,14 @@ func (s *Sink) folder(ctx context.Context, box string) (*folder, error) {
 	if fo.loaded {
 		return fo, nil
 	}
+	if s.o.NoDedupe {
+		// Nothing to recognise: the index starts empty and holds what this
+		// run appends (a retry of an APPEND whose outcome was unknown
+		// still reads the folder, readTail). A missing mailbox is created
+		// when the APPEND says TRYCREATE (ensureBoxes).
+		fo.loaded = true
+		return fo, nil
+	}
 	if err := s.readIndex(ctx, fo, true); err != nil {
 		if !errors.Is(err, mail.ErrMailboxNotFound) {
 			return nil, err

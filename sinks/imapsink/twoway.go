@@ -95,6 +95,60 @@ func (s *Sink) SetFlagsIf(ctx context.Context, mailbox string, id mail.ID, flags
 	return out, nil
 }
 
+// SetFlagsIfAll implements mail.ConditionalFlagSetter: SetFlagsIf for
+// many messages of mailbox in one round trip (imapconn StoreIfAll).
+func (s *Sink) SetFlagsIfAll(ctx context.Context, mailbox string, ws []mail.FlagWrite) ([]mail.FlagResult, error) {
+	op := fmt.Sprintf("set flags of %d messages in %s if unchanged", len(ws), mailbox)
+	if err := s.begin(ctx, op); err != nil {
+		return nil, err
+	}
+	out := make([]mail.FlagResult, len(ws))
+	cc := &s.cond
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if err := s.condSelect(ctx, s.boxName(mailbox)); err != nil {
+		return nil, fmt.Errorf("imapsink: %s: %w", op, err)
+	}
+	if cc.sel.NoModSeq || cc.sel.HighestModSeq == 0 {
+		return nil, fmt.Errorf("imapsink: %s: no mod-sequences: %w", op, mail.ErrUnsupported)
+	}
+	var raw []imapconn.FlagWrite
+	var at []int // index in ws of each raw write
+	for i, w := range ws {
+		uidv, uid, ok := parseID(w.ID)
+		switch {
+		case !ok:
+			out[i].Err = fmt.Errorf("imapsink: %s: %s is not an IMAP message ID: %w", op, w.ID, mail.ErrNotFound)
+		case uidv != cc.sel.UIDValidity:
+			out[i].Err = fmt.Errorf("imapsink: %s: %s: mailbox UIDVALIDITY is now %d: %w", op, w.ID, cc.sel.UIDValidity, mail.ErrNotFound)
+		default:
+			raw = append(raw, imapconn.FlagWrite{UID: uid, Since: w.Since, Flags: sanitize(w.Flags)})
+			at = append(at, i)
+		}
+	}
+	stop := context.AfterFunc(ctx, func() { _ = cc.rc.Close() })
+	res, err := cc.sess.StoreIfAll(raw)
+	if !stop() {
+		err = ctx.Err()
+	}
+	if err != nil {
+		return nil, s.condErr(ctx, op, err)
+	}
+	for j, r := range res {
+		i := at[j]
+		if !r.Found {
+			out[i].Err = fmt.Errorf("imapsink: %s: %s: %w", op, ws[i].ID, mail.ErrNotFound)
+			continue
+		}
+		st := mail.FlagState{ModSeq: r.ModSeq, Stored: r.Stored, Flags: make([]mail.Flag, len(r.Flags))}
+		for k, f := range r.Flags {
+			st.Flags[k] = mail.Flag(f)
+		}
+		out[i].FlagState = st
+	}
+	return out, nil
+}
+
 // condSelect dials the raw connection when needed and selects box in it.
 // Called with cc.mu held.
 func (s *Sink) condSelect(ctx context.Context, box string) error {
@@ -191,14 +245,15 @@ func (s *Sink) Move(ctx context.Context, mailbox string, id mail.ID, to string) 
 // to: the original is no longer in mailbox (a later Put of the same
 // message there must store it, not find it), and to holds a message the
 // index did not read (a later Put of it there must find it, not store it
-// twice), so to's index reads its tail before the next claim.
+// twice), so to's index reads its tail before the next claim (unless the
+// sink recognises nothing: OpenOptions.NoDedupe).
 func (s *Sink) moved(mailbox, to string, uid uint32) {
 	if fo := s.knownFolder(s.boxName(mailbox)); fo != nil {
 		fo.lock <- struct{}{}
 		fo.drop(uid)
 		<-fo.lock
 	}
-	if fo := s.knownFolder(s.boxName(to)); fo != nil {
+	if fo := s.knownFolder(s.boxName(to)); fo != nil && !s.o.NoDedupe {
 		fo.lock <- struct{}{}
 		fo.stale = true
 		<-fo.lock

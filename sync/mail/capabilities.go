@@ -313,8 +313,29 @@ type FlagState struct {
 // client wrote meanwhile (and passes the new ModSeq). It returns an error
 // wrapping ErrNotFound when the message is gone, and ErrUnsupported when
 // the server or the mailbox keeps no mod-sequences (use FlagSetter).
+//
+// SetFlagsIfAll does the same for many messages of mailbox at once (IMAP:
+// one round trip, the writes of the same flags and since sharing one UID
+// STORE). Its results are in the order of ws; a message gone has Err
+// wrapping ErrNotFound. An error of the call itself (ErrUnsupported, a
+// lost connection) is returned alone.
 type ConditionalFlagSetter interface {
 	SetFlagsIf(ctx context.Context, mailbox string, id ID, flags []Flag, since uint64) (FlagState, error)
+	SetFlagsIfAll(ctx context.Context, mailbox string, ws []FlagWrite) ([]FlagResult, error)
+}
+
+// FlagWrite is one message's conditional flag write (SetFlagsIfAll).
+type FlagWrite struct {
+	ID    ID
+	Flags []Flag
+	Since uint64
+}
+
+// FlagResult is what SetFlagsIfAll did to one message: what SetFlagsIf
+// would have returned for it.
+type FlagResult struct {
+	FlagState
+	Err error
 }
 
 // Mover is implemented by sinks that can move a message they hold into

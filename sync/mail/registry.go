@@ -82,6 +82,12 @@ type OpenOptions struct {
 	// sync opens the same account as a source too) pays no login for a
 	// side it ends up not writing to.
 	Lazy bool
+	// NoDedupe tells a sink that the caller pairs messages itself and
+	// never puts one that is already there (a two-way sync: its state and
+	// journal say what each side holds): Put stores without first reading
+	// the folder to recognise a copy, which on IMAP is a FETCH of every
+	// message's headers.
+	NoDedupe bool
 }
 
 // Log returns the options' logger, or one that discards.

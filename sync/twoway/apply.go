@@ -171,13 +171,51 @@ func (r *run) setFlags(s Side, folder string, id mail.ID, flags []mail.Flag) err
 	return nil
 }
 
-// flags writes each merged flag set, then records the new base. A side
-// that cannot write flags leaves the base as it was, so the merge is
-// tried again next run.
+// flags brings each message's flags on both sides to the three-way merge
+// and records it as the new base. The writes go per side in one batch
+// (Store.setFlagsIfAll: on IMAP one round trip, the messages with the
+// same change sharing one UID STORE), not one round trip per message. A
+// side whose message another client changed since the listing
+// (CONDSTORE: the write is refused, rule 2) is re-read and the message
+// merged again, in this run, in the next batch. A side that cannot write
+// a message's flags leaves its base as it was, so the merge is tried
+// again next run.
 func (r *run) flags(fo *state.Folder, fp *FolderPlan) error {
-	for _, fs := range fp.Flags {
-		if err := r.flagOne(fo, fp.Name, fs); err != nil {
-			return err
+	if len(fp.Flags) == 0 {
+		return nil
+	}
+	folder := fp.Name
+	keeps := [2]Keeps{r.keepsIn(A, folder), r.keepsIn(B, folder)}
+	jobs := make([]*flagJob, len(fp.Flags))
+	for i, fs := range fp.Flags {
+		jobs[i] = r.newFlagJob(fo, folder, fs)
+	}
+	for range mergeRounds {
+		for _, j := range jobs {
+			if !j.done {
+				j.res, j.settled = merge(j.base, j.old.FlagsKnown, j.cur, keeps), true
+			}
+		}
+		for _, s := range []Side{A, B} {
+			if err := r.writeSide(s, folder, jobs, keeps[s]); err != nil {
+				return err
+			}
+		}
+		for _, j := range jobs {
+			if j.done || !j.settled {
+				continue
+			}
+			j.done = true
+			rec := j.fs.Record
+			rec.Flags, rec.FlagsKnown = j.res.String(), true
+			if err := fo.Put(r.stamped(folder, rec)); err != nil {
+				return err
+			}
+		}
+	}
+	for _, j := range jobs {
+		if !j.done {
+			r.warn(fmt.Sprintf("flags of %s in %q", j.fs.ID[A], folder), errors.New("changed by another client during each of the merges: merged again next run"))
 		}
 	}
 	return nil
@@ -187,63 +225,87 @@ func (r *run) flags(fo *state.Folder, fp *FolderPlan) error {
 // run while other clients keep changing them under us.
 const mergeRounds = 3
 
-// flagOne brings one message's flags on both sides to the three-way merge
-// and records it as the new base. A side whose message another client
-// changed since the listing (CONDSTORE: the write is refused, rule 2) is
-// re-read and the message merged again, in this run.
-func (r *run) flagOne(fo *state.Folder, folder string, fs FlagSync) error {
-	old, _ := fo.Get(fs.Record.Src) // a pair just recorded has no base: the union
-	base := parseBase(old.Flags)
-	var cur [2]flagSet
-	var since [2]uint64
-	keeps := [2]Keeps{r.keepsIn(A, folder), r.keepsIn(B, folder)}
-	for s := range cur {
-		cur[s] = setOf(r.env(Side(s), folder, fs.ID[s]).Flags)
-		since[s] = r.status[s][folder].HighestModSeq
-	}
-	var wrote [2]bool
-	for range mergeRounds {
-		res := merge(base, old.FlagsKnown, cur, keeps)
-		settled := true
-		for _, s := range []Side{A, B} {
-			t := target(res, cur[s], keeps[s])
-			if t.equal(cur[s]) {
-				continue
-			}
-			st, err := r.writeFlags(s, folder, fs.ID[s], t.sorted(), cur[s].sorted(), since[s])
-			if err != nil {
-				if fatal(err) {
-					return err
-				}
-				r.fail(s, fmt.Sprintf("set flags of %s in %q on side %s", fs.ID[s], folder, s), err)
-				return nil
-			}
-			since[s] = max(since[s], st.ModSeq)
-			if !st.Stored {
-				cur[s], settled = setOf(st.Flags), false // changed under us: merge again
-				continue
-			}
-			cur[s] = t
-			if !wrote[s] {
-				wrote[s] = true
-				r.res.Side[s].Flagged++
-			}
-		}
-		if settled {
-			rec := fs.Record
-			rec.Flags, rec.FlagsKnown = res.String(), true
-			return fo.Put(r.stamped(folder, rec))
-		}
-	}
-	r.warn(fmt.Sprintf("flags of %s in %q", fs.ID[A], folder), errors.New("changed by another client during each of the merges: merged again next run"))
-	return nil
+// flagJob is one message's flag merge: the base, each side's flags and
+// mod-sequence as last seen, and what the run wrote.
+type flagJob struct {
+	fs    FlagSync
+	old   state.Message // the record: its base ("" for a pair just recorded: the union)
+	base  flagSet
+	cur   [2]flagSet
+	since [2]uint64
+	wrote [2]bool
+	// res is this round's merge; settled is false once a side refused
+	// it (changed under us); done: recorded, failed or given up.
+	res           flagSet
+	settled, done bool
 }
 
-func (r *run) writeFlags(s Side, folder string, id mail.ID, flags, expect []mail.Flag, since uint64) (mail.FlagState, error) {
-	if err := r.step("flags " + string(id)); err != nil {
-		return mail.FlagState{}, err
+func (r *run) newFlagJob(fo *state.Folder, folder string, fs FlagSync) *flagJob {
+	old, _ := fo.Get(fs.Record.Src)
+	j := &flagJob{fs: fs, old: old, base: parseBase(old.Flags)}
+	for s := range j.cur {
+		j.cur[s] = setOf(r.env(Side(s), folder, fs.ID[s]).Flags)
+		j.since[s] = r.status[s][folder].HighestModSeq
 	}
-	return r.stores[s].setFlagsIf(r.ctx, folder, id, flags, expect, since)
+	return j
+}
+
+// writeSide writes, in one batch, side s's flags of every message whose
+// merge this round differs from what the side holds, and takes in what
+// each write found: stored, changed under us (merge again), or failed
+// (the message is left for the next run).
+func (r *run) writeSide(s Side, folder string, jobs []*flagJob, keeps Keeps) error {
+	var ws []flagWrite
+	var of []*flagJob
+	for _, j := range jobs {
+		if j.done {
+			continue
+		}
+		if t := target(j.res, j.cur[s], keeps); !t.equal(j.cur[s]) {
+			ws = append(ws, flagWrite{id: j.fs.ID[s], flags: t.sorted(), expect: j.cur[s].sorted(), since: j.since[s], target: t})
+			of = append(of, j)
+		}
+	}
+	if len(ws) == 0 {
+		return nil
+	}
+	for _, w := range ws {
+		if err := r.step("flags " + string(w.id)); err != nil {
+			return err
+		}
+	}
+	res, err := r.stores[s].setFlagsIfAll(r.ctx, folder, ws)
+	if err != nil {
+		if fatal(err) {
+			return err
+		}
+		res = make([]mail.FlagResult, len(ws)) // the batch failed: each of its messages did
+		for i := range res {
+			res[i].Err = err
+		}
+	}
+	for i, j := range of {
+		if err := res[i].Err; err != nil {
+			if fatal(err) {
+				return err
+			}
+			r.fail(s, fmt.Sprintf("set flags of %s in %q on side %s", ws[i].id, folder, s), err)
+			j.done = true
+			continue
+		}
+		st := res[i].FlagState
+		j.since[s] = max(j.since[s], st.ModSeq)
+		if !st.Stored {
+			j.cur[s], j.settled = setOf(st.Flags), false // changed under us: merge again
+			continue
+		}
+		j.cur[s] = ws[i].target
+		if !j.wrote[s] {
+			j.wrote[s] = true
+			r.res.Side[s].Flagged++
+		}
+	}
+	return nil
 }
 
 // deletes removes, per side, the messages the other side deleted, then

@@ -124,6 +124,53 @@ func (s *Store) setFlagsIf(ctx context.Context, mailbox string, id mail.ID, flag
 	return mail.FlagState{Flags: flags, Stored: true}, s.setFlags(ctx, mailbox, id, flags)
 }
 
+// flagWrite is one message's conditional flag write (setFlagsIfAll).
+type flagWrite struct {
+	id            mail.ID
+	flags, expect []mail.Flag
+	since         uint64
+	target        flagSet // flags as a set, for the caller
+}
+
+// setFlagsIfAll is setFlagsIf for many messages of mailbox: on an IMAP
+// side with mod-sequences in one round trip (ConditionalFlagSetter's
+// SetFlagsIfAll), else one write after the other. A message's own failure
+// is in its result; the error is the call's (the connection, a cancel).
+func (s *Store) setFlagsIfAll(ctx context.Context, mailbox string, ws []flagWrite) ([]mail.FlagResult, error) {
+	if cf := mail.FeaturesOf(s.Sink).ConditionalFlagSetter; cf != nil && s.Maildir == nil && allSince(ws) {
+		mws := make([]mail.FlagWrite, len(ws))
+		for i, w := range ws {
+			mws[i] = mail.FlagWrite{ID: w.id, Flags: w.flags, Since: w.since}
+		}
+		res, err := cf.SetFlagsIfAll(ctx, mailbox, mws)
+		if !errors.Is(err, mail.ErrUnsupported) && !errors.Is(err, mail.ErrMailboxNotFound) {
+			return res, err
+		}
+		// No mod-sequences there, or no such mailbox: each write says so
+		// (or falls back to an unconditional write) on its own.
+	}
+	out := make([]mail.FlagResult, len(ws))
+	for i, w := range ws {
+		st, err := s.setFlagsIf(ctx, mailbox, w.id, w.flags, w.expect, w.since)
+		if err != nil && (mail.Fatal(err) || isCanceled(err)) {
+			return nil, err
+		}
+		out[i] = mail.FlagResult{FlagState: st, Err: err}
+	}
+	return out, nil
+}
+
+// allSince reports whether every write is conditional (a mod-sequence to
+// compare with).
+func allSince(ws []flagWrite) bool {
+	for _, w := range ws {
+		if w.since == 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // remove deletes envs (all of one mailbox).
 func (s *Store) remove(ctx context.Context, envs []mail.Envelope) error {
 	if s.Maildir != nil {

@@ -16,7 +16,11 @@
 #            tool's pair, 1 % on each side (a third new messages, a third \Flagged toggled, a
 #            third deleted; mailchange.py picks them by a hash of the Message-ID), then each tool
 #            syncs
-#   noop     a sync with nothing changed
+#   noop     a sync with nothing changed, next to its login floor (tool "noopfloor", the same
+#            rounds): what any tool must do to learn that nothing moved, a process that logs in
+#            over TLS, asks every folder's status in one LIST-STATUS and logs out
+#            (imapfloor -mode status), on the IMAP side; for IMAP <-> IMAP both sides at once,
+#            as mailferry does (sync_floor_cmd)
 # After every timed sync both sides must hold the expected number of messages and the same
 # number of \Flagged ones: a tool that silently did nothing does not look fast. mailferry's
 # misses fail the bench; a peer's are noted. Needs what bench.sh and nightly.sh define.
@@ -58,6 +62,20 @@ sync_cmd() {
 		return 1
 		;;
 	esac
+}
+
+# sync_floor_cmd KIND A B: the login floor of a no-op sync of A with B in FLOOR_CMD: imapfloor
+# -mode status on A, and for KIND imap on B too, both at once (the wall time is the slower's).
+sync_floor_cmd() {
+	local one=("$BIN/imapfloor" -addr "localhost:$IMAPS_PORT" -ca-file "$D/cert.pem" -mode status)
+	if [ "$1" = maildir ]; then
+		FLOOR_CMD=("${one[@]}" -user "$2" -password-file "$W/pw-$2")
+		return
+	fi
+	# shellcheck disable=SC2016 # expanded by the inner shell
+	FLOOR_CMD=(bash -c '"${@:3}" -user "$1" -password-file "$W/pw-$1" & a=$!; "${@:3}" -user "$2" -password-file "$W/pw-$2"; b=$?; wait $a && exit $b'
+		floor "$2" "$3" "${one[@]}")
+	FLOOR_CMD=(env "W=$W" "${FLOOR_CMD[@]}")
 }
 
 # side_counts KIND A B: "messages_A messages_B flagged_A flagged_B".
@@ -167,12 +185,16 @@ sync_scenario() {
 			in_step "$sc" "$t" "after changes round $r" "$kind" "${A[$t]}" "${B[$t]}" "${WANT_T[$t]}" || true
 		done
 	done
+	sync_floor_cmd "$kind" "${A[mailferry]}" "${B[mailferry]}"
+	timed "$sc" noopfloor 0 - -- "${FLOOR_CMD[@]}" || true
 	for r in $(seq "$ROUNDS"); do
 		for t in "${tools[@]}"; do
 			sync_cmd "$kind" "$t" "${A[$t]}" "${B[$t]}" "${ST[$t]}"
 			timed "$sc" "$t-noop" "$r" - -- "${PEER_CMD[@]}" || true
 		done
+		timed "$sc" noopfloor "$r" - -- "${FLOOR_CMD[@]}" || true
 	done
+	note "$sc" "noopfloor (TLS login, one LIST-STATUS of every folder, LOGOUT; per IMAP side, at once) by its own clock, last round: $(head -n 1 "$W/logs/$sc-noopfloor-$ROUNDS.log")"
 	for t in "${tools[@]}"; do
 		in_step "$sc" "$t" "after the no-op syncs" "$kind" "${A[$t]}" "${B[$t]}" "${WANT_T[$t]}" || true
 	done

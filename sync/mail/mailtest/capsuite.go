@@ -565,6 +565,18 @@ func (c sinkCaps) conditionalFlags(t *testing.T, s mail.Sink) {
 	if _, err := cf.SetFlagsIf(ctx, "INBOX", "no-such-id-4711", seen, st.ModSeq); err == nil {
 		t.Error("SetFlagsIf of an unknown ID = nil, want an error")
 	}
+	// SetFlagsIfAll: the same answers, per message, in one call.
+	flagged := []mail.Flag{mail.FlagFlagged}
+	all, err := cf.SetFlagsIfAll(ctx, "INBOX", []mail.FlagWrite{
+		{ID: id, Flags: flagged, Since: old.ModSeq - 1}, {ID: "no-such-id-4711", Flags: seen, Since: old.ModSeq},
+	})
+	if err != nil || len(all) != 2 || all[0].Err != nil || all[0].Stored || !sameFlags(dropRecent(all[0].Flags), seen) || all[1].Err == nil {
+		t.Fatalf("SetFlagsIfAll(stale, unknown) = %+v, %v; want refused reporting %v, and an error", all, err, seen)
+	}
+	all, err = cf.SetFlagsIfAll(ctx, "INBOX", []mail.FlagWrite{{ID: id, Flags: flagged, Since: all[0].ModSeq}})
+	if err != nil || len(all) != 1 || all[0].Err != nil || !all[0].Stored || !sameFlags(dropRecent(all[0].Flags), flagged) {
+		t.Fatalf("SetFlagsIfAll(current) = %+v, %v; want stored as %v", all, err, flagged)
+	}
 }
 
 // dropRecent leaves out \Recent, session state (RFC 9051 §2.3.2).
