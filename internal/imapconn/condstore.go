@@ -219,6 +219,7 @@ type FetchData struct {
 	Size         int64 // RFC822.SIZE, -1 when absent
 	ModSeq       uint64
 	Header       []byte // the BODY[HEADER.FIELDS ...] section, nil when absent
+	Body         []byte // the whole message, BODY[] (FetchBodies), nil when absent
 }
 
 // ParseFetch reads the item list of "* seq FETCH (...)".
@@ -260,6 +261,12 @@ func (fd *FetchData) set(item string, v Value) error {
 		ok = len(v.List) == 1
 		if ok {
 			fd.ModSeq, ok = v.List[0].Num(63)
+		}
+	case item == "BODY[]":
+		var b string
+		b, ok = v.Str()
+		if ok && v.Kind != KindNil {
+			fd.Body = []byte(b)
 		}
 	case strings.HasPrefix(item, "BODY["):
 		var s string

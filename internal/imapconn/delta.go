@@ -47,6 +47,10 @@ type Session struct {
 	// StoreIf reads its [MODIFIED] code there.
 	doneStatus []Response
 
+	// keep is how much of a literal read keeps: sessKeep (a header field)
+	// unless FetchBodies is reading whole messages.
+	keep int
+
 	// What the server said about the selected mailbox since EXAMINE.
 	exists   uint32
 	expunged bool   // a sequence-number EXPUNGE arrived (no QRESYNC)
@@ -156,7 +160,11 @@ func (s *Session) run1(cmd string, fn func(Untagged) error) error {
 
 // read reads and parses one response; tag is "*" for untagged ones.
 func (s *Session) read() (tag string, u Untagged, err error) {
-	b, err := ReadFull(s.rc.R, sessLineMax, sessLitMax, sessKeep)
+	keep := s.keep
+	if keep == 0 {
+		keep = sessKeep
+	}
+	b, err := ReadFull(s.rc.R, sessLineMax, sessLitMax, keep)
 	if err != nil {
 		return "", u, err
 	}
@@ -455,6 +463,24 @@ func (s *Session) FetchNewSet(set UIDSet, fn func(FetchData) error) error {
 	return s.run1(cmd, fetchEach(func(fd FetchData) error {
 		if !set.Contains(fd.UID) {
 			return nil
+		}
+		return fn(fd)
+	}))
+}
+
+// FetchBodies fetches the whole messages of set (UID BODY.PEEK[]) in the
+// selected mailbox, calling fn with each one's UID and Body. A body is
+// read whole into memory (at most sessLitMax bytes, else the command
+// fails), so the caller keeps set small: this is for the few new
+// messages of a change listing, fetched on the connection that already
+// has their mailbox open, instead of a second login and EXAMINE (which
+// on a 50,000-message Dovecot folder costs the server 90 ms).
+func (s *Session) FetchBodies(set UIDSet, fn func(FetchData) error) error {
+	s.keep = sessLitMax
+	defer func() { s.keep = 0 }()
+	return s.run1("UID FETCH "+set.String()+" (UID BODY.PEEK[])", fetchEach(func(fd FetchData) error {
+		if fd.Body == nil || !set.Contains(fd.UID) {
+			return nil // a flag update the server added, or not asked for
 		}
 		return fn(fd)
 	}))

@@ -42,6 +42,9 @@ func (s *Source) OpenBatch(ctx context.Context, envs []mail.Envelope, fn func(ma
 	if len(byUID) == 0 {
 		return nil
 	}
+	if done, err := s.fetchOnDelta(ctx, op, mbName, uidv, byUID, fn); done || len(byUID) == 0 {
+		return err
+	}
 	cn, err := s.get(ctx)
 	if err != nil {
 		return fmt.Errorf("imap: %s: %w", op, err)

@@ -34,6 +34,12 @@ type delta struct {
 	sess   *imapconn.Session // guarded by mu
 	rc     atomic.Pointer[imapconn.RawConn]
 	ignore map[string]bool // capabilities to act as if absent (tests)
+	// open is the folder the last ListChanges left EXAMINEd on sess, with
+	// its UIDVALIDITY: OpenBatch fetches that folder's bodies here, not on
+	// a pooled connection that would log in and EXAMINE it again. Any
+	// other use of sess clears it (guarded by mu).
+	open     string
+	openUIDV uint32
 }
 
 // close breaks the connection without waiting for mu, failing a command
@@ -69,6 +75,14 @@ func (s *Source) withSession(ctx context.Context, op string, fn func(*imapconn.S
 			return err
 		}
 	}
+	d.open, d.openUIDV = "", 0
+	return s.runSession(ctx, op, fn)
+}
+
+// runSession runs fn on the open delta connection; called with s.dl.mu
+// held. See withSession for what an error does to the connection.
+func (s *Source) runSession(ctx context.Context, op string, fn func(*imapconn.Session) error) error {
+	d := &s.dl
 	rc := d.rc.Load()
 	stop := context.AfterFunc(ctx, func() { _ = rc.Close() })
 	err := fn(d.sess)
@@ -155,7 +169,11 @@ func (s *Source) ListChanges(ctx context.Context, mailbox string, since mail.Fol
 	cl := &changeListing{s: s, name: normInbox(mailbox), since: since, known: known, fn: fn}
 	err = s.withSession(ctx, fmt.Sprintf("list changes %q", mailbox), func(sess *imapconn.Session) error {
 		cl.sess = sess
-		return cl.run(box)
+		if err := cl.run(box); err != nil {
+			return err
+		}
+		s.dl.open, s.dl.openUIDV = cl.name, cl.sel.UIDValidity
+		return nil
 	})
 	if err != nil {
 		var ce *imapconn.CommandError

@@ -915,6 +915,9 @@ func (s *Source) Open(ctx context.Context, env mail.Envelope) (io.ReadCloser, er
 	if !ok {
 		return nil, fmt.Errorf("imap: %s: not an IMAP message ID: %w", op, mail.ErrNotFound)
 	}
+	if rc, ok, err := s.openOnDelta(ctx, op, env, uidv, uid); ok {
+		return rc, err
+	}
 	cn, err := s.get(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("imap: %s: %w", op, err)
