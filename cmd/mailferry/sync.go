@@ -520,7 +520,7 @@ func printSyncText(env *cliEnv, s *syncSummary) {
 	}
 	verb := "made"
 	if s.DryRun {
-		verb = "would make (dry run)"
+		verb = "a real run would make (dry run)"
 	}
 	for _, sd := range []syncSide{s.A, s.B} {
 		fmt.Fprintf(w, "changes %s on %s: %d copied in, %d flag changes, %d moved, %d deleted, %d held back, %d failed",
