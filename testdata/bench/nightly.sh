@@ -150,6 +150,9 @@ scenario_nightly() {
 	mbout=$OUT
 	peer_mbsync_user $u "$mbout" "$mbout.conf" no
 	"${PEER_CMD[@]}" >"$W/logs/$sc-mbsync-setup.log" 2>&1 || note $sc "mbsync's first copy failed (exit $?)"
+	# That copy left 50,000 files unsynced; flush them now, or the first timed run that syncs
+	# (mailferry's commit is one syncfs of the file system) would write them out for mbsync.
+	sync
 	peer_mbsync_user $u "$mbout" "$mbout.conf"
 	timed $sc mailferry-copy 2 "count_maildir $mfout" -- "${MF_CMD[@]}" || true
 	# No-op reruns: one untimed warm-up each, then alternating, with the floor.
