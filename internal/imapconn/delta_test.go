@@ -1,7 +1,6 @@
 package imapconn
 
 import (
-	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -41,12 +40,7 @@ func deltaFake(t *testing.T, caps string) (*Session, *fakeServer) {
 		}
 		return true
 	}})
-	rc, err := DialRaw(context.Background(), addrConfig(t, f.addr, TLSStartTLS), plainOpts())
-	if err != nil {
-		t.Fatalf("DialRaw() = %v", err)
-	}
-	t.Cleanup(func() { rc.Close() })
-	return NewSession(rc, nil), f
+	return fakeSession(t, f), f
 }
 
 func TestSessionExamineQResync(t *testing.T) {
@@ -185,12 +179,7 @@ func TestSessionStatusMailboxID(t *testing.T) {
 				}
 				return true
 			}})
-			rc, err := DialRaw(context.Background(), addrConfig(t, f.addr, TLSStartTLS), plainOpts())
-			if err != nil {
-				t.Fatalf("DialRaw() = %v", err)
-			}
-			t.Cleanup(func() { rc.Close() })
-			got, err := NewSession(rc, nil).StatusAll(tc.boxes)
+			got, err := fakeSession(t, f).StatusAll(tc.boxes)
 			if err != nil {
 				t.Fatalf("StatusAll() = %v", err)
 			}

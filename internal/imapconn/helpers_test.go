@@ -166,6 +166,18 @@ func (f *fakeServer) serve(fc *fakeConn) {
 	}
 }
 
+// fakeSession dials f over plain IMAP (STARTTLS refused, allowed by
+// plainOpts) and starts a raw Session on it, closed when the test ends.
+func fakeSession(t testing.TB, f *fakeServer) *Session {
+	t.Helper()
+	rc, err := DialRaw(context.Background(), addrConfig(t, f.addr, TLSStartTLS), plainOpts())
+	if err != nil {
+		t.Fatalf("DialRaw() = %v", err)
+	}
+	t.Cleanup(func() { rc.Close() })
+	return NewSession(rc, nil)
+}
+
 // plainOpts are options for a fake server without TLS.
 func plainOpts() *mail.OpenOptions {
 	return &mail.OpenOptions{

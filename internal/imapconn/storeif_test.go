@@ -1,7 +1,6 @@
 package imapconn
 
 import (
-	"context"
 	"reflect"
 	"strings"
 	"testing"
@@ -117,13 +116,7 @@ func TestStoreIfAll(t *testing.T) {
 		}
 		return true
 	}})
-	rc, err := DialRaw(context.Background(), addrConfig(t, f.addr, TLSStartTLS), plainOpts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	s := NewSession(rc, nil)
-	got, err := s.StoreIfAll([]FlagWrite{
+	got, err := fakeSession(t, f).StoreIfAll([]FlagWrite{
 		{UID: 5, Since: 10, Flags: []string{`\Flagged`}}, {UID: 9, Since: 10, Flags: nil},
 		{UID: 3, Since: 10, Flags: []string{`\Flagged`}}, {UID: 6, Since: 10, Flags: []string{`\Flagged`}},
 		{UID: 8, Since: 10, Flags: nil}, // gone: not in the read-back
@@ -168,12 +161,7 @@ func TestStoreIfAllModifiedElsewhere(t *testing.T) {
 		}
 		return true
 	}})
-	rc, err := DialRaw(context.Background(), addrConfig(t, f.addr, TLSStartTLS), plainOpts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	if got, err := NewSession(rc, nil).StoreIfAll([]FlagWrite{{UID: 3, Since: 10}}); err == nil {
+	if got, err := fakeSession(t, f).StoreIfAll([]FlagWrite{{UID: 3, Since: 10}}); err == nil {
 		t.Fatalf("StoreIfAll = %+v, nil; want an error", got)
 	}
 }
