@@ -2,7 +2,6 @@ package twoway
 
 import (
 	"context"
-	"net/url"
 	"path/filepath"
 	"reflect"
 	"sort"
@@ -12,8 +11,6 @@ import (
 	imapv2 "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
-	"github.com/mailferry/mailferry/sinks/imapsink"
-	"github.com/mailferry/mailferry/sources/imap"
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 	"github.com/mailferry/mailferry/sync/state"
@@ -23,32 +20,11 @@ import (
 // sinks/imapsink over the same account), as the command does.
 func dovecotStore(t *testing.T, d *mailtest.Dovecot, user, pw string) *Store {
 	t.Helper()
-	ctx := context.Background()
-	u, err := url.Parse("imaps://" + user + "@" + d.IMAPS)
+	st, _, err := dovecotStoreVia(t, d, d.IMAPS, user, pw)
 	if err != nil {
 		t.Fatal(err)
 	}
-	opt := func() *mail.OpenOptions {
-		return &mail.OpenOptions{CAFile: d.CAFile, Password: func(context.Context) (string, error) { return pw, nil }}
-	}
-	scfg, err := imap.ParseURL(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := imap.New(ctx, scfg, opt())
-	if err != nil {
-		t.Fatal(err)
-	}
-	kcfg, err := imapsink.ParseURL(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink, err := imapsink.New(ctx, kcfg, opt())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { src.Close(); sink.Close() })
-	return &Store{Source: src, Sink: sink, Identity: "imap:" + user + "@" + d.IMAPS}
+	return st
 }
 
 // syncDovecot runs one sync of the two accounts with the state in dir.
