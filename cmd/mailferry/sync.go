@@ -129,7 +129,11 @@ func parseSyncEnd(reg *mail.Registry, raw string, opt *mail.OpenOptions) (*syncE
 	if why, ok := syncRefused[u.Scheme]; ok {
 		return nil, &usageError{fmt.Sprintf("%s: cannot sync %s: %s (sync takes imap://, imaps:// and maildir:; copy can read it)", mail.Redact(u), u.Scheme, why)}
 	}
-	e := &syncEnd{raw: raw, opt: opt}
+	// One IMAP login serves the side's source and sink, and every step
+	// of the run (mail.Share): the same account is read and written.
+	share := *opt
+	share.Share = mail.NewShare()
+	e := &syncEnd{raw: raw, opt: &share}
 	if e.src, err = reg.Resolve(u, mail.AsSource); err != nil {
 		return nil, err
 	}
@@ -226,8 +230,12 @@ func (e *syncEnd) identify(dryRun bool) error {
 
 func (e *syncEnd) close() {
 	if e.store == nil {
+		_ = e.opt.Share.Close()
 		return
 	}
+	// The endpoints first: they give back what they hold, which the Share
+	// then closes.
+	defer func() { _ = e.opt.Share.Close() }()
 	if e.store.Source != nil {
 		_ = e.store.Source.Close()
 	}
