@@ -380,16 +380,15 @@ func (s *Session) Current() (box string, rw bool, sel Selected, ok bool) {
 
 // Resume tells the session what a caller that drove its connection by
 // other means (the sink's append connection) left selected: box
-// read-write, opened with sel, or "" when it cannot say; the next taker
-// then selects again only where it must.
+// read-write, as sel describes it, or "" for none (a SELECT that failed
+// leaves none, RFC 9051 §6.3.2); the next taker then selects again only
+// where it must.
 func (s *Session) Resume(box string, sel Selected) {
 	s.exists, s.expunged, s.vanished = 0, false, nil
-	if box == "" {
-		// Perhaps something is selected: StatusAll leaves it first.
-		s.selected, s.cur = true, current{}
-		return
+	s.selected, s.cur = box != "", current{}
+	if box != "" {
+		s.cur = current{box: box, rw: true, sel: sel}
 	}
-	s.selected, s.cur = true, current{box: box, rw: true, sel: sel}
 }
 
 // Examine opens box read-only. With since non-nil and QRESYNC enabled it
