@@ -381,13 +381,14 @@ func (r *run) listFolder(name string, exists [2]map[string]bool, journaled bool)
 			p.full = true
 			continue
 		}
-		if err := r.learnKeeps(Side(s), name); err != nil {
+		if err := r.learnKeepsOnce(Side(s), name); err != nil {
 			return f, err
 		}
 		l, c, st, full, err := r.listSideAs(Side(s), name, &f, recorded[s])
 		if err != nil {
 			return f, err
 		}
+		st.Keeps = r.keepsNote(Side(s), name, st)
 		l.Keeps = r.keeps[s][name]
 		l.IDsReset = !r.stores[s].StableIDs && idsReset(l.Msgs, recorded[s])
 		f.Side[s], p.status[s], ch[s] = l, st, c
