@@ -57,13 +57,13 @@ func (s *Source) dialRaw(ctx context.Context) (*imapconn.RawConn, *imapconn.Sess
 }
 
 // onPooled runs fn on a session of the shared pool with mailbox name
-// (server name box) selected: left so by the last user, else SELECTed
-// read-write (with CONDSTORE where offered), which the flag writes,
-// appends and removals of the same folder then reuse; reading there
-// changes nothing (BODY.PEEK). uidv is the folder's UIDVALIDITY. The
-// session goes back to the pool unless the connection failed; cancelling
-// ctx breaks it.
-func (s *Source) onPooled(ctx context.Context, box string, fn func(sess *imapconn.Session, uidv uint32) error) error {
+// (server name box) selected: left so by the last user (read-write when
+// fn writes), else SELECTed read-write (with CONDSTORE where offered),
+// which the flag writes, appends and removals of the same folder then
+// reuse; reading there changes nothing (BODY.PEEK). uidv is the folder's
+// UIDVALIDITY. The session goes back to the pool unless the connection
+// failed; cancelling ctx breaks it.
+func (s *Source) onPooled(ctx context.Context, box string, write bool, fn func(sess *imapconn.Session, uidv uint32) error) error {
 	sess, err := s.pool.Session(ctx)
 	if err != nil {
 		return err
@@ -71,8 +71,8 @@ func (s *Source) onPooled(ctx context.Context, box string, fn func(sess *imapcon
 	rc := sess.RawConn()
 	stop := context.AfterFunc(ctx, func() { _ = rc.Close() })
 	err = func() error {
-		cur, _, sel, ok := sess.Current()
-		if !ok || cur != box {
+		cur, rw, sel, ok := sess.Current()
+		if !ok || cur != box || write && (!rw || sel.ReadOnly) {
 			if sel, err = sess.SelectCondStore(box); err != nil {
 				return err
 			}
@@ -110,7 +110,7 @@ func (s *Source) fetchPooled(ctx context.Context, op, mailbox string, uidv uint3
 	}
 	var fnErr error
 	stale := false
-	err = s.onPooled(ctx, box, func(sess *imapconn.Session, v uint32) error {
+	err = s.onPooled(ctx, box, false, func(sess *imapconn.Session, v uint32) error {
 		if v != uidv {
 			stale = true // every ID is stale: Open reports each as not found
 			return nil
@@ -170,7 +170,7 @@ func (s *Source) removePooled(ctx context.Context, op, name string, pick func(ui
 		return false, nil
 	}
 	var staleErr error
-	err = s.onPooled(ctx, box, func(sess *imapconn.Session, uidv uint32) error {
+	err = s.onPooled(ctx, box, true, func(sess *imapconn.Session, uidv uint32) error {
 		set, stale := pick(uidv)
 		if stale > 0 {
 			// The UIDs were given under another UIDVALIDITY: they may name
