@@ -36,6 +36,7 @@ type Pool struct {
 	clients  []*Client
 	sessions []*Session
 	closed   bool
+	ns       *namespace // the personal namespace, once a taker learnt it
 
 	logins atomic.Int64
 }
@@ -101,6 +102,31 @@ func newPool(cfg *Config, o *mail.OpenOptions) *Pool {
 		}
 	}
 	return p
+}
+
+// namespace is an account's personal namespace (RFC 2342).
+type namespace struct {
+	prefix string
+	delim  rune
+}
+
+// SetNamespace keeps the personal namespace a taker read (NAMESPACE), so
+// that the others need not ask it again.
+func (p *Pool) SetNamespace(prefix string, delim rune) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.ns = &namespace{prefix: prefix, delim: delim}
+}
+
+// Namespace returns the personal namespace a taker kept (ok false: none
+// yet, ask the server).
+func (p *Pool) Namespace() (prefix string, delim rune, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ns == nil {
+		return "", 0, false
+	}
+	return p.ns.prefix, p.ns.delim, true
 }
 
 // Logins is how many connections the pool logged in (tests, --trace

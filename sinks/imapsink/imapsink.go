@@ -213,6 +213,12 @@ func (s *Sink) hello(ctx context.Context, c *imapclient.Client) error {
 // learnNamespace reads the personal namespace (RFC 2342) or, without
 // NAMESPACE, the hierarchy delimiter from LIST "" "".
 func (s *Sink) learnNamespace(ctx context.Context, c *imapclient.Client) error {
+	if s.pool != nil {
+		if prefix, delim, ok := s.pool.Namespace(); ok {
+			s.ns = namespace{prefix: prefix, delim: delim} // the source of this side asked it
+			return nil
+		}
+	}
 	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
 	defer stop()
 	if c.Caps().Has(imapv2.CapNamespace) {

@@ -279,6 +279,9 @@ func (s *Source) learnPrefix(ctx context.Context) error {
 	}
 	if nd != nil && len(nd.Personal) > 0 {
 		s.prefix = nd.Personal[0].Prefix
+		if s.pool != nil {
+			s.pool.SetNamespace(nd.Personal[0].Prefix, nd.Personal[0].Delim) // the sink's too
+		}
 	}
 	if lerr == nil {
 		s.nameTable(list)
