@@ -10,6 +10,7 @@ import (
 var (
 	_ mail.Holder          = (*Sink)(nil)
 	_ mail.AnyHolder       = (*Sink)(nil)
+	_ mail.HoldEvidencer   = (*Sink)(nil)
 	_ mail.MailboxReleaser = (*Sink)(nil)
 )
 
@@ -50,6 +51,16 @@ func (s *Sink) HoldsAny(ctx context.Context, mailbox string) (bool, error) {
 		return false, err
 	}
 	return s.tree.HoldsAny(ctx, mailbox)
+}
+
+// HoldsSince implements mail.HoldEvidencer with the stamps of the
+// folder's new/ and cur/ (maildirfmt.Tree.HoldsSince): a no-op rerun that
+// finds them as they were reads neither directory.
+func (s *Sink) HoldsSince(ctx context.Context, mailbox, since string) (bool, string, error) {
+	if err := s.live(ctx); err != nil {
+		return false, "", err
+	}
+	return s.tree.HoldsSince(ctx, mailbox, since, s.now())
 }
 
 // Holds implements mail.Holder: a message is held while a file named with
