@@ -2,6 +2,7 @@ package maildir
 
 import (
 	"context"
+	"time"
 
 	"github.com/mailferry/mailferry/internal/maildirfmt"
 	"github.com/mailferry/mailferry/sync/mail"
@@ -60,8 +61,13 @@ func (s *Sink) HoldsSince(ctx context.Context, mailbox, since string) (bool, str
 	if err := s.live(ctx); err != nil {
 		return false, "", err
 	}
-	return s.tree.HoldsSince(ctx, mailbox, since, s.now())
+	return s.tree.HoldsSince(ctx, mailbox, since, s.clock.Now())
 }
+
+// SetClock replaces the clock HoldsSince judges the age of its evidence
+// by (nil: time.Now), for tests: a folder written a moment ago has
+// evidence too recent to keep.
+func (s *Sink) SetClock(now func() time.Time) { s.clock.Set(now) }
 
 // Holds implements mail.Holder: a message is held while a file named with
 // its delivery key (given, or in the ID Put returned) is in the folder's cur/ or new/, whatever its flags or

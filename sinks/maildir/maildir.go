@@ -54,6 +54,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mailferry/mailferry/internal/fsevidence"
 	"github.com/mailferry/mailferry/internal/maildirfmt"
 	"github.com/mailferry/mailferry/sync/mail"
 )
@@ -122,6 +123,8 @@ type Sink struct {
 	// tree reads the root back, as the Maildir source does, for Index and
 	// OpenStored.
 	tree *maildirfmt.Tree
+	// clock judges the age of HoldsSince's evidence (SetClock).
+	clock fsevidence.Clock
 }
 
 // folder is one mailbox directory the sink has touched.
