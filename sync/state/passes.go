@@ -69,6 +69,12 @@ func (s *State) readPasses() {
 		for _, it := range s.sum.Folders {
 			it.SinceFull = max(it.SinceFull, forcedFull)
 		}
+		if !s.readOnly {
+			// Replace the bad file now: left as it is, it would force the
+			// full listings again on every run, after they were done. A
+			// failure leaves it bad, which only forces them again.
+			_ = s.writePasses()
+		}
 		return
 	}
 	if pf.Epoch != s.sum.Epoch {

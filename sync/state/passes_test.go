@@ -179,6 +179,20 @@ func TestTornPassesListInFull(t *testing.T) {
 					t.Errorf("records changed")
 				}
 			}
+			// The full listings done, the next run is back to normal: the
+			// bad file forces them once, not on every run.
+			for _, f := range []string{"INBOX", "Work"} {
+				if err := s.CompletePass(f, SideStatus{UIDNext: 5}, SideStatus{}, true); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s.Close()
+			s = openT(t, dir)
+			for _, f := range []string{"INBOX", "Work"} {
+				if sum, _ := s.Summary(f); sum.FullDue(DefaultFullEvery) {
+					t.Errorf("%s: FullDue again after its full listing (passes %d)", f, sum.SinceFull)
+				}
+			}
 		})
 	}
 }
