@@ -233,3 +233,14 @@ func TestHeldEvidenceKept(t *testing.T) {
 		t.Errorf("a reset left the passes file: %v", err)
 	}
 }
+
+// TestHeaderLen: headerLen is the length of the header line it stands for.
+func TestHeaderLen(t *testing.T) {
+	for _, name := range []string{"INBOX", "Entwürfe", "tab\tand%percent", ""} {
+		for _, gen := range []uint64{1, 42, 1 << 40} {
+			if got, want := headerLen(gen, name), len(headerLine(nil, gen, name)); got != want {
+				t.Errorf("headerLen(%d, %q) = %d, want %d", gen, name, got, want)
+			}
+		}
+	}
+}

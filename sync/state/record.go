@@ -156,6 +156,12 @@ func headerLine(buf []byte, gen uint64, name string) []byte {
 	return appendLine(buf, opHeader, magic, strconv.Itoa(Version), strconv.FormatUint(gen, 10), name)
 }
 
+// headerLen is len(headerLine(nil, gen, name)), without computing its CRC
+// (State.Empty asks it of every folder, on a no-op run too).
+func headerLen(gen uint64, name string) int {
+	return len("00000000\t"+opHeader+"\t"+magic+"\t"+strconv.Itoa(Version)+"\t"+strconv.FormatUint(gen, 10)+"\t") + len(escape(name)) + 1
+}
+
 func putLine(buf []byte, m Message) []byte {
 	flags := ""
 	if m.FlagsKnown {

@@ -561,7 +561,7 @@ func (s *State) Empty() (bool, error) {
 		if err != nil {
 			return false, fmt.Errorf("%w: %s: the log of folder %q: %v (%s)", ErrUnusable, s.logPath(it.Gen), name, err, damagedHint)
 		}
-		if fi.Size() > int64(len(headerLine(nil, it.Gen, name))) {
+		if fi.Size() > int64(headerLen(it.Gen, name)) {
 			return false, nil
 		}
 	}
