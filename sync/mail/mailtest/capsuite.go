@@ -55,6 +55,7 @@ func sinkCapTests(t *testing.T, h SinkHarness) {
 		{mail.CapRoleLister, func(f *mail.Features) bool { return f.RoleLister != nil }, roleLister[mail.Sink]},
 		{mail.CapFolderManager, func(f *mail.Features) bool { return f.FolderManager != nil }, ct.folderManager},
 		{mail.CapAnyHolder, func(f *mail.Features) bool { return f.AnyHolder != nil }, ct.anyHolder},
+		{mail.CapHoldEvidencer, func(f *mail.Features) bool { return f.HoldEvidencer != nil }, ct.holdEvidencer},
 		{mail.CapMailboxReleaser, func(f *mail.Features) bool { return f.MailboxReleaser != nil }, ct.mailboxReleaser},
 	})
 }
@@ -266,6 +267,27 @@ func (c sinkCaps) anyHolder(t *testing.T, s mail.Sink) {
 	for mb, want := range map[string]bool{"INBOX": true, "Empty 4711": false, "No such folder 4711": false} {
 		if got, err := a.HoldsAny(ctx, mb); got != want || err != nil {
 			t.Errorf("HoldsAny(%s) = %v, %v; want %v", mb, got, err, want)
+		}
+	}
+}
+
+// holdEvidencer: HoldsSince answers as HoldsAny, with no evidence and
+// with evidence that does not match (a since from elsewhere), and gives
+// evidence only for a mailbox that holds something.
+func (c sinkCaps) holdEvidencer(t *testing.T, s mail.Sink) {
+	defer func() { _ = s.Close() }()
+	ctx := context.Background()
+	h := mail.FeaturesOf(s).HoldEvidencer
+	if err := s.CreateMailbox(ctx, "Empty 4711"); err != nil {
+		t.Fatalf("CreateMailbox = %v", err)
+	}
+	stored(t, s, capFixtures())
+	for mb, want := range map[string]bool{"INBOX": true, "Empty 4711": false, "No such folder 4711": false} {
+		for _, since := range []string{"", "evidence from elsewhere 4711"} {
+			got, ev, err := h.HoldsSince(ctx, mb, since)
+			if got != want || err != nil || !got && ev != "" {
+				t.Errorf("HoldsSince(%s, %q) = %v, %q, %v; want %v (evidence only when held)", mb, since, got, ev, err, want)
+			}
 		}
 	}
 }
