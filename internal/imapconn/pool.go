@@ -133,7 +133,7 @@ func (p *Pool) Namespace() (prefix string, delim rune, ok bool) {
 // readers).
 func (p *Pool) Logins() int64 { return p.logins.Load() }
 
-// errPoolClosed is the error of a take after Close.
+// errClosed is the error of a take after Close.
 func (p *Pool) errClosed() error {
 	return fmt.Errorf("imap: %s: %w", p.cfg.Ident(), mail.ErrClosed)
 }

@@ -123,7 +123,11 @@ func (c *rconn) adopt(sess *imapconn.Session) {
 		return
 	}
 	c.box, c.uidv, c.modseq, c.noModSeq = box, sel.UIDValidity, sel.HighestModSeq, sel.NoModSeq
-	c.perm, c.permAny = map[string]bool{}, !sel.Permanent
+	if !sel.Permanent {
+		c.perm, c.permAny = nil, true // not said: every flag is permanent (RFC 9051 §7.1), as selectBox
+		return
+	}
+	c.perm, c.permAny = map[string]bool{}, false
 	for _, f := range sel.PermanentFlags {
 		c.permAny = c.permAny || f == `\*`
 		c.perm[strings.ToLower(f)] = true
@@ -156,7 +160,7 @@ func (c *rconn) detach(ctx context.Context) *imapconn.Session {
 	sess := c.sess
 	c.sess = nil
 	if c.selects > 0 {
-		sel := imapconn.Selected{UIDValidity: c.uidv, HighestModSeq: c.modseq, NoModSeq: c.noModSeq, Permanent: !c.permAny || c.perm != nil}
+		sel := imapconn.Selected{UIDValidity: c.uidv, HighestModSeq: c.modseq, NoModSeq: c.noModSeq, Permanent: c.perm != nil}
 		for f := range c.perm {
 			sel.PermanentFlags = append(sel.PermanentFlags, f)
 		}
