@@ -49,6 +49,14 @@ type Client struct {
 	// CondStore says a CONDSTORE enabling command was sent on it
 	// (sources/imap status.go sends one once per connection).
 	CondStore bool
+	// Box is the mailbox the last taker left EXAMINEd, with its
+	// UIDVALIDITY and message count then, so that the next taker reading
+	// it (the source's fetches of a first sync, batch after batch) needs
+	// no EXAMINE of its own; "" when the last taker cannot say (the sink
+	// selects without noting it).
+	Box         string
+	UIDValidity uint32
+	Messages    uint32
 }
 
 func (c *Client) dead() bool {

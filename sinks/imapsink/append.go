@@ -521,8 +521,9 @@ func (s *Sink) commitLocked(ctx context.Context, sl *slot) ([]mail.ID, error) {
 			pending = append(pending, it.prov)
 		}
 	}
+	few := len(sl.batch)+len(sl.retry) <= lendMax
 	err := s.commitSlot(ctx, sl)
-	if err == nil {
+	if err == nil && few {
 		s.lend(ctx, sl)
 	}
 	s.mu.Lock()
@@ -548,6 +549,13 @@ func (s *Sink) appendConn(ctx context.Context) (*imapconn.RawConn, *imapconn.Ses
 	}
 	return sess.RawConn(), sess, nil
 }
+
+// lendMax is the most messages a commit may have settled on a slot for
+// lend to give its connection back: a sync after a few changes appends a
+// few messages, then writes flags and removes in the same folder on the
+// same session; a big transfer keeps its append connections (each lend
+// costs a NOOP, and the next Put a SELECT).
+const lendMax = 16
 
 // lend gives a committed slot's pooled connection back to the shared
 // pool, where the flag writes, removals and fetches of the same folder

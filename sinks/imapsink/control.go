@@ -231,7 +231,9 @@ func (s *Sink) control(ctx context.Context) (*imapclient.Client, func(ok bool), 
 			s.ctl, s.pooled = nil, nil
 		case s.pool != nil:
 			// Shared: it waits in the pool for the source, or for the
-			// sink's next control command, whichever comes first.
+			// sink's next control command, whichever comes first. What
+			// the sink selected there is not noted: the next taker selects.
+			s.pooled.Box = ""
 			s.pool.PutClient(s.pooled)
 			s.ctl, s.pooled = nil, nil
 		}

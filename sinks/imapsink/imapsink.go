@@ -170,6 +170,7 @@ func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Sink, error) {
 		return nil, err
 	}
 	if s.pool != nil {
+		s.pooled.Box = "" // hello selected nothing, but say so
 		s.pool.PutClient(s.pooled)
 		s.ctl, s.pooled = nil, nil
 	}

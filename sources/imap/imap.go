@@ -225,7 +225,7 @@ func (s *Source) dial(ctx context.Context) (*conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &conn{c: pc.C, dc: pc.Conn, condstore: pc.CondStore, pooled: true}, nil
+		return &conn{c: pc.C, dc: pc.Conn, condstore: pc.CondStore, pooled: true, box: pc.Box, uidv: pc.UIDValidity, num: pc.Messages}, nil
 	}
 	c, dc, err := imapconn.DialConn(ctx, s.cfg, &s.o, s.log)
 	if err != nil {
@@ -235,13 +235,14 @@ func (s *Source) dial(ctx context.Context) (*conn, error) {
 }
 
 // giveBack hands cn, which is in step with the server (nothing left half
-// read), to the shared pool and forgets it. The next taker selects the
-// mailbox it needs: cn's box goes with this wrapper.
+// read), to the shared pool and forgets it, noting the mailbox it has
+// EXAMINEd for the next taker of the source (examine trusts it only while
+// the connection is in the selected state).
 func (s *Source) giveBack(cn *conn) {
 	s.mu.Lock()
 	delete(s.all, cn)
 	s.mu.Unlock()
-	s.pool.PutClient(&imapconn.Client{C: cn.c, Conn: cn.dc, CondStore: cn.condstore})
+	s.pool.PutClient(&imapconn.Client{C: cn.c, Conn: cn.dc, CondStore: cn.condstore, Box: cn.box, UIDValidity: cn.uidv, Messages: cn.num})
 }
 
 // learnPrefix reads the personal namespace prefix. Mailbox names are shown
