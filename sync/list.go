@@ -136,14 +136,19 @@ func (r *run) listFolder(ctx context.Context, mb string) (*listing, error) {
 	if p != nil && p.mode == ListingSkipped {
 		return nil, r.skipFolder(ctx, mb, p)
 	}
-	if err := r.loadFolder(mb); err != nil {
-		return nil, err
-	}
 	if p != nil && p.mode == ListingIncremental {
+		loaded := r.loadFolderAsync(mb) // read beside the listing's round trips
 		l, err := r.changeListing(ctx, mb, p)
+		if lerr := loaded(); lerr != nil {
+			return nil, lerr
+		}
 		if err != nil || l != nil {
 			return l, err
 		}
+		return r.listing(ctx, mb)
+	}
+	if err := r.loadFolder(mb); err != nil {
+		return nil, err
 	}
 	return r.listing(ctx, mb)
 }

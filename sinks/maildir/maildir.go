@@ -83,6 +83,15 @@ const (
 	// it Put closes the file and Commit reopens it to fsync: the data is the
 	// inode's, so an fsync through any descriptor makes it durable.
 	maxOpenPending = 256
+	// fewFiles is the largest batch Commit fsyncs file by file (with
+	// their directories) even where it has syncfs. A syncfs writes out
+	// every dirty page of the file system, other programs' too: for a
+	// nightly rerun's one new message on a machine with other writers
+	// it cost 8.4 ms against 1.9 ms for the file's fsync (medians; one
+	// fsync per file, four at a time, stays within one fsync's time up to
+	// syncWorkers files, and syncfs wins from about 8 on: see
+	// docs/performance.md).
+	fewFiles = syncWorkers
 )
 
 // Sink writes into a Maildir++ tree. It is safe for concurrent use: Puts may
@@ -105,6 +114,9 @@ type Sink struct {
 	// Linux); syncDev is that file system. nil: an fsync per file.
 	syncRoot fsSyncer
 	syncDev  uint64
+	// syncfsOver is the most files a batch fsyncs one by one although
+	// syncRoot is set: see fewFiles.
+	syncfsOver int
 
 	commitMu sync.Mutex // serialises Commit and Close
 
@@ -190,7 +202,8 @@ func New(ctx context.Context, root string, o *mail.OpenOptions) (*Sink, error) {
 // batch's blocks in merged requests and flushes once. It cost about half
 // the kernel CPU of IMAP -> Maildir (BENCHMARKS.md). The guarantee is the
 // same: every file and its tmp/ entry are on disk before any rename, and
-// the renames' directories are fsynced before Commit returns. Sinks made
+// the renames' directories are fsynced before Commit returns. A batch of
+// fewFiles or fewer keeps the fsync per file. Sinks made
 // by newSink (tests with an injected file system) keep the per-file fsync
 // unless the test calls enableSyncFS, which goes through the injected
 // fileSystem's OpenSyncFS (the power-loss test models syncfs there).
@@ -200,7 +213,7 @@ func (s *Sink) enableSyncFS() {
 		s.log.Debug("maildir: no syncfs; fsyncing each file", "err", err)
 		return
 	}
-	s.syncRoot, s.syncDev = r, dev
+	s.syncRoot, s.syncDev, s.syncfsOver = r, dev, fewFiles
 }
 
 func newSink(ctx context.Context, root string, o *mail.OpenOptions, fsys fileSystem, now func() time.Time) (*Sink, error) {
@@ -887,8 +900,8 @@ func (s *Sink) uniqueName(key string, size int64) string {
 
 // Commit makes every message Put before it durable and visible: it sets each
 // file's mtime to its Envelope.Date, makes the files durable (one syncfs
-// for the batch, see enableSyncFS; else an fsync each, syncWorkers at a
-// time), renames them from tmp/ into cur/ or new/ (never over an existing
+// for a batch of more than fewFiles, see enableSyncFS; else an fsync
+// each, syncWorkers at a time), renames them from tmp/ into cur/ or new/ (never over an existing
 // file: a taken name gets a fresh one, so that message's ID changes), then
 // fsyncs each touched directory once. Only when Commit returns nil are the
 // messages on disk. ctx is checked before the batch starts; a started batch
@@ -923,7 +936,7 @@ func (s *Sink) Commit(ctx context.Context) error {
 	}
 
 	errs := make([]error, len(batch))
-	if s.syncRoot != nil {
+	if s.syncRoot != nil && len(batch) > s.syncfsOver {
 		s.syncBatch(batch, errs)
 	} else {
 		parallel(len(batch), syncWorkers, func(i int) {

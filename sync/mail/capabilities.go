@@ -284,7 +284,10 @@ type ChangeSummary struct {
 // vanished messages, on the caller's goroutine. known, when not nil,
 // yields the IDs the caller holds for the folder; a source that must find
 // expunges by comparing (no QRESYNC) asks for it, and reports only
-// vanished IDs it yielded; without it such a source may answer Full. An
+// vanished IDs it yielded; without it such a source may answer Full. A
+// source may iterate known on a goroutine of its own (the IMAP source does,
+// during its round trips), only before its first call of fn and never
+// after ListChanges returns. An
 // error from fn stops the listing and is returned unchanged. A zero since
 // gives Full. Cancelling ctx returns an error wrapping ctx.Err().
 type ChangeLister interface {
