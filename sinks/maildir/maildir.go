@@ -41,6 +41,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -120,6 +121,11 @@ type Sink struct {
 
 	commitMu sync.Mutex // serialises Commit and Close
 
+	// prep counts PreparePuts reads in flight (Close waits for them);
+	// hashSeed seeds their key hashes.
+	prep     sync.WaitGroup
+	hashSeed maphash.Seed
+
 	mu        sync.Mutex // guards everything below
 	closed    bool
 	folders   map[string]*folder // by directory
@@ -152,6 +158,10 @@ type folder struct {
 	// 50,000-message folder reads its names once, without indexing them.
 	indexed bool
 	scans   int // lookups by scan so far (keyScans)
+	// stored holds a hash of every key stored in the folder when
+	// PreparePuts read its names (nil: it did not): a key whose hash is
+	// absent is not stored, a Put of it needs no scan.
+	stored map[uint64]struct{}
 
 	// kwMu guards the folder's keyword table, read from its dovecot-keywords
 	// on first use (kwRead) and extended by AddKeywords, and the keywords
@@ -235,6 +245,8 @@ func newSink(ctx context.Context, root string, o *mail.OpenOptions, fsys fileSys
 		folders: map[string]*folder{},
 		dirty:   map[string]struct{}{},
 		tree:    maildirfmt.NewTree(root, nil),
+
+		hashSeed: maphash.MakeSeed(),
 	}
 	fi, err := os.Stat(root)
 	switch {
@@ -659,7 +671,7 @@ func (s *Sink) claim(ctx context.Context, f *folder, key string) (string, *keySt
 	for {
 		f.mu.Lock()
 		st := f.keys[key]
-		if st == nil && !f.indexed {
+		if st == nil && !f.indexed && !s.storedNot(f, key) {
 			var err error
 			if st, err = s.lookupKey(f, key); err != nil {
 				f.mu.Unlock()
@@ -1164,7 +1176,8 @@ func (s *Sink) Index(ctx context.Context, mailbox string, fn func(mail.Envelope)
 func (s *Sink) Limits() mail.Limits { return mail.Limits{} }
 
 // Close discards the messages Put since the last Commit (their tmp files are
-// removed), waits for a running Commit, and releases the run lock. It is
+// removed), waits for a running Commit and PreparePuts read, and releases
+// the run lock. It is
 // idempotent; later calls get mail.ErrClosed.
 func (s *Sink) Close() error {
 	s.commitMu.Lock()
@@ -1178,6 +1191,7 @@ func (s *Sink) Close() error {
 	batch := s.pending
 	s.pending = nil
 	s.mu.Unlock()
+	s.prep.Wait() // a PreparePuts read must not outlive the sink
 	var errs []error
 	for _, p := range batch {
 		if p.f != nil {

@@ -398,6 +398,18 @@ type MailboxReleaser interface {
 	ReleaseMailbox(mailbox string)
 }
 
+// PutPreparer is implemented by sinks whose Put of a message looks for a
+// stored copy of it by reading the destination folder (the Maildir sink
+// reads its file names for the delivery key, tens of milliseconds in a
+// 50,000-message folder): the copy engine calls PreparePuts when it is
+// about to list a folder's new messages (a nightly rerun), so the sink can
+// do that read in the background, beside the listing's round trips,
+// instead of in the first Put. It returns at once, creates no folder, and
+// changes nothing that Put does or returns; Close waits for the read.
+type PutPreparer interface {
+	PreparePuts(mailbox string)
+}
+
 // The capability names, as Features.Names reports them and the conformance
 // suite names its subtests.
 const (
@@ -423,6 +435,7 @@ const (
 	CapFolderManager     = "FolderManager"
 	CapAnyHolder         = "AnyHolder"
 	CapMailboxReleaser   = "MailboxReleaser"
+	CapPutPreparer       = "PutPreparer"
 )
 
 // Features holds the optional capabilities of one endpoint: each field is
@@ -445,6 +458,7 @@ type Features struct {
 	FolderManager         FolderManager
 	AnyHolder             AnyHolder
 	MailboxReleaser       MailboxReleaser
+	PutPreparer           PutPreparer
 	// Source capabilities.
 	BatchOpener      BatchOpener
 	Remover          Remover
@@ -519,6 +533,7 @@ func (f *Features) Fill(v any) *Features {
 	f.FolderManager, _ = v.(FolderManager)
 	f.AnyHolder, _ = v.(AnyHolder)
 	f.MailboxReleaser, _ = v.(MailboxReleaser)
+	f.PutPreparer, _ = v.(PutPreparer)
 	return f
 }
 
@@ -548,6 +563,7 @@ func (f *Features) Mask(in *Features) *Features {
 	mask(&f.FolderManager, in.FolderManager)
 	mask(&f.AnyHolder, in.AnyHolder)
 	mask(&f.MailboxReleaser, in.MailboxReleaser)
+	mask(&f.PutPreparer, in.PutPreparer)
 	return f
 }
 
@@ -577,6 +593,7 @@ func (f *Features) PassThrough(in *Features) *Features {
 	pass(&f.FolderManager, in.FolderManager)
 	pass(&f.AnyHolder, in.AnyHolder)
 	pass(&f.MailboxReleaser, in.MailboxReleaser)
+	pass(&f.PutPreparer, in.PutPreparer)
 	return f
 }
 
@@ -594,7 +611,7 @@ func (f *Features) Names() []string {
 		{CapFolderStatuser, f.FolderStatuser}, {CapChangeLister, f.ChangeLister},
 		{CapAlterationCounter, f.AlterationCounter}, {CapFolderManager, f.FolderManager},
 		{CapConditionalFlags, f.ConditionalFlagSetter}, {CapMover, f.Mover}, {CapFlagKeeper, f.FlagKeeper},
-		{CapAnyHolder, f.AnyHolder}, {CapMailboxReleaser, f.MailboxReleaser},
+		{CapAnyHolder, f.AnyHolder}, {CapMailboxReleaser, f.MailboxReleaser}, {CapPutPreparer, f.PutPreparer},
 	} {
 		if c.v != nil {
 			names = append(names, c.name)
