@@ -458,10 +458,21 @@ func (r *run) passedLen(mb string) int {
 	return sum.Len
 }
 
-// holdsAny reports whether the destination folder to holds any message:
-// mail.AnyHolder reads only up to the first; an Indexer alone lists the
-// folder (stopping the callbacks at the first message).
-func (r *run) holdsAny(ctx context.Context, to string) (bool, error) {
+// holdsAny reports whether the destination folder to (of source folder mb)
+// holds any message: mail.HoldEvidencer answers from the evidence the
+// state kept of its last answer without reading the folder while that
+// evidence holds; mail.AnyHolder reads only up to the first message; an
+// Indexer alone lists the folder (stopping the callbacks at the first
+// message).
+func (r *run) holdsAny(ctx context.Context, mb, to string) (bool, error) {
+	if h := r.dstF.HoldEvidencer; h != nil && r.opt.State != nil {
+		sum, _ := r.opt.State.Summary(mb)
+		held, ev, err := h.HoldsSince(ctx, to, sum.Held)
+		if err == nil && !r.opt.DryRun {
+			r.opt.State.SetHeldEvidence(mb, ev)
+		}
+		return held, err
+	}
 	if a := r.dstF.AnyHolder; a != nil {
 		return a.HoldsAny(ctx, to)
 	}
@@ -490,7 +501,7 @@ func (r *run) destinationHolds(ctx context.Context, mb string, recorded int) err
 		return nil
 	}
 	to := r.opt.dstName(mb)
-	held, err := r.holdsAny(ctx, to)
+	held, err := r.holdsAny(ctx, mb, to)
 	switch {
 	case held:
 		return nil

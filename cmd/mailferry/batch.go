@@ -15,8 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	flag "github.com/spf13/pflag"
 
 	"github.com/mailferry/mailferry/sync/batch"
@@ -549,18 +547,14 @@ func (o *batchOptions) startMetrics(env *cliEnv) (func(), error) {
 	if o.metricsListen == "" {
 		return func() {}, nil
 	}
-	reg := prometheus.NewRegistry()
-	m, err := batch.NewMetrics(reg)
-	if err != nil {
-		return nil, err
-	}
+	m := batch.NewMetrics()
 	ln, err := net.Listen("tcp", o.metricsListen)
 	if err != nil {
 		return nil, &usageError{fmt.Sprintf("--metrics-listen %s: %v", o.metricsListen, err)}
 	}
 	o.metrics = m
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", m)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -196,15 +196,18 @@ func writesAndBodies(cmds []traced) []string {
 // checkpointUnchanged fails if a file of the checkpoint's state (treeState
 // of its directory) changed its bytes, was rewritten (a new inode:
 // compaction by rename), touched (mtime), added or removed: its record
-// logs always, its summary too when withSummary (a dry run writes nothing;
-// a real run that lists nothing new still records its passes there). The
-// lock, whose pid every run writes, is left out.
+// logs always, its summary and pass counters (summary.json, passes) too
+// when withSummary (a dry run writes nothing; a real run that lists nothing
+// new still records its passes, in passes). The lock, whose pid every run
+// writes, is left out.
 func checkpointUnchanged(t *testing.T, before, after map[string]fsEntry, withSummary bool) {
 	t.Helper()
 	if len(before) == 0 {
 		t.Fatal("checkpointUnchanged: no checkpoint state before the run: the comparison tests nothing")
 	}
-	skip := func(p string) bool { return p == "." || p == "lock" || !withSummary && p == "summary.json" }
+	skip := func(p string) bool {
+		return p == "." || p == "lock" || !withSummary && (p == "summary.json" || p == "passes")
+	}
 	for p, a := range before {
 		if skip(p) {
 			continue

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mailferry/mailferry/internal/fsevidence"
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
@@ -226,6 +227,43 @@ func (t *Tree) HoldsAny(ctx context.Context, mailbox string) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// HoldsSince is HoldsAny vouched for by change evidence
+// (mail.HoldEvidencer): the stamps of the folder's new/ and cur/
+// (internal/fsevidence: device, inode, mtime and ctime), taken before the
+// directories are read. When they equal since, evidence an earlier call
+// returned with a message found, neither directory gained or lost an entry
+// since (an entry added, removed or renamed moves its directory's mtime and
+// ctime; a folder deleted, replaced or unmounted changes device or inode),
+// so the message is still there: no directory is read. Otherwise the
+// folder is read as HoldsAny does, and the stamps are returned for next
+// time when a message was found and they are older than
+// fsevidence.SettleWindow at now (a change in the same clock tick as the
+// stamp would not move it, so younger stamps are not kept).
+func (t *Tree) HoldsSince(ctx context.Context, mailbox, since string, now time.Time) (bool, string, error) {
+	dir, err := t.folder(mailbox)
+	if errors.Is(err, mail.ErrMailboxNotFound) {
+		return false, "", nil
+	}
+	if err != nil {
+		return false, "", err
+	}
+	stamps := make([]fsevidence.Stamp, 2)
+	for i, sub := range []string{"new", "cur"} {
+		if stamps[i], err = fsevidence.Of(filepath.Join(dir, sub)); err != nil {
+			return false, "", fmt.Errorf("maildir: %w", err)
+		}
+	}
+	ev := "hold:" + stamps[0].String() + "," + stamps[1].String()
+	if since != "" && ev == since {
+		return true, since, nil
+	}
+	held, err := t.HoldsAny(ctx, mailbox)
+	if !held || err != nil || !fsevidence.Settled(now, stamps...) {
+		return held, "", err
+	}
+	return true, ev, nil
 }
 
 // holdsAnyIn reports whether dir (missing, or a symlink: none) has a name

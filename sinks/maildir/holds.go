@@ -2,6 +2,7 @@ package maildir
 
 import (
 	"context"
+	"time"
 
 	"github.com/mailferry/mailferry/internal/maildirfmt"
 	"github.com/mailferry/mailferry/sync/mail"
@@ -10,6 +11,7 @@ import (
 var (
 	_ mail.Holder          = (*Sink)(nil)
 	_ mail.AnyHolder       = (*Sink)(nil)
+	_ mail.HoldEvidencer   = (*Sink)(nil)
 	_ mail.MailboxReleaser = (*Sink)(nil)
 )
 
@@ -51,6 +53,21 @@ func (s *Sink) HoldsAny(ctx context.Context, mailbox string) (bool, error) {
 	}
 	return s.tree.HoldsAny(ctx, mailbox)
 }
+
+// HoldsSince implements mail.HoldEvidencer with the stamps of the
+// folder's new/ and cur/ (maildirfmt.Tree.HoldsSince): a no-op rerun that
+// finds them as they were reads neither directory.
+func (s *Sink) HoldsSince(ctx context.Context, mailbox, since string) (bool, string, error) {
+	if err := s.live(ctx); err != nil {
+		return false, "", err
+	}
+	return s.tree.HoldsSince(ctx, mailbox, since, s.clock.Now())
+}
+
+// SetClock replaces the clock HoldsSince judges the age of its evidence
+// by (nil: time.Now), for tests: a folder written a moment ago has
+// evidence too recent to keep.
+func (s *Sink) SetClock(now func() time.Time) { s.clock.Set(now) }
 
 // Holds implements mail.Holder: a message is held while a file named with
 // its delivery key (given, or in the ID Put returned) is in the folder's cur/ or new/, whatever its flags or

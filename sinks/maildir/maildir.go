@@ -55,6 +55,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mailferry/mailferry/internal/fsevidence"
 	"github.com/mailferry/mailferry/internal/maildirfmt"
 	"github.com/mailferry/mailferry/sync/mail"
 )
@@ -108,6 +109,9 @@ type Sink struct {
 	filePerm os.FileMode
 	dirPerm  os.FileMode
 	seq      atomic.Uint64
+	// tmpLeft says a file of this run's could not be removed from a tmp/:
+	// Close then keeps the run's lock file (removeTmp).
+	tmpLeft  atomic.Bool
 	lock     *os.File
 	lockPath string
 	// syncRoot syncs the root's file system when Commit makes a batch
@@ -137,6 +141,8 @@ type Sink struct {
 	// tree reads the root back, as the Maildir source does, for Index and
 	// OpenStored.
 	tree *maildirfmt.Tree
+	// clock judges the age of HoldsSince's evidence (SetClock).
+	clock fsevidence.Clock
 }
 
 // folder is one mailbox directory the sink has touched.
@@ -336,70 +342,127 @@ func (s *Sink) lockRun() error {
 // every folder's tmp/, then the dead runs' lock files. A run is dead when
 // its lock file is gone or can be flocked; it stays locked by us until its
 // lock file is removed, so a starting run cannot adopt it meanwhile.
+//
+// A run's lock file outlives every tmp file of its: a killed run leaves it,
+// Close removes it only once the run's tmp files are gone (closeLock), and
+// this removes a dead run's lock only after all its files. So when the
+// root's tmp/ (where the locks are) names no dead run, no folder can hold
+// a file to clean, and the folders' tmp/ are not read: a no-op rerun over
+// a tree of many folders reads one directory here, not one per folder.
 func (s *Sink) cleanStale() {
-	dirs := []string{filepath.Join(s.root, "tmp")}
+	c := &staleCleaner{s: s, dead: map[string]*os.File{}, live: map[string]bool{s.run: true}, failed: map[string]bool{}}
+	rootTmp := filepath.Join(s.root, "tmp")
+	names, err := s.fs.ReadDirNames(rootTmp)
+	if err != nil {
+		return
+	}
+	for _, n := range names {
+		run, _, _ := strings.Cut(n, ".")
+		if (strings.HasSuffix(n, tmpSuffix) || n == run+lockSuffix) && c.isDead(run) {
+			break // one dead run is enough to clean everywhere
+		}
+	}
+	if len(c.dead) == 0 {
+		return
+	}
+	c.clean(rootTmp, names)
 	if ents, err := os.ReadDir(s.root); err == nil {
 		for _, e := range ents {
 			if e.IsDir() && strings.HasPrefix(e.Name(), ".") {
-				dirs = append(dirs, filepath.Join(s.root, e.Name(), "tmp"))
+				c.cleanDir(filepath.Join(s.root, e.Name(), "tmp"))
 			}
 		}
 	}
-	dead := map[string]*os.File{} // run -> its lock, held; nil if no lock file
-	live := map[string]bool{s.run: true}
-	isDead := func(run string) bool {
-		if live[run] {
-			return false
-		}
-		if _, ok := dead[run]; ok {
-			return true
-		}
-		f, err := os.OpenFile(filepath.Join(s.root, "tmp", run+lockSuffix), os.O_RDWR|syscall.O_NOFOLLOW, 0)
-		if errors.Is(err, fs.ErrNotExist) {
-			dead[run] = nil
-			return true
-		}
-		if err != nil || syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
-			if f != nil {
-				_ = f.Close()
-			}
-			live[run] = true
-			return false
-		}
-		dead[run] = f
+	c.finish()
+}
+
+// staleCleaner is one cleanStale pass: the runs found dead (their locks
+// held while we clean) or live, and the dead runs whose files could not all
+// be removed (their locks stay, so the next run tries again).
+type staleCleaner struct {
+	s       *Sink
+	dead    map[string]*os.File // run -> its lock, held; nil if no lock file
+	live    map[string]bool
+	failed  map[string]bool
+	removed int
+}
+
+func (c *staleCleaner) isDead(run string) bool {
+	if c.live[run] {
+		return false
+	}
+	if _, ok := c.dead[run]; ok {
 		return true
 	}
-	removed := 0
-	for i, d := range dirs {
-		fi, err := os.Lstat(d)
-		if err != nil || !fi.IsDir() {
-			continue
-		}
-		names, err := s.fs.ReadDirNames(d)
-		if err != nil {
-			continue
-		}
-		for _, n := range names {
-			run, _, _ := strings.Cut(n, ".")
-			switch {
-			case strings.HasSuffix(n, tmpSuffix) && isDead(run):
-				if s.fs.Remove(filepath.Join(d, n)) == nil {
-					removed++
-				}
-			case i == 0 && strings.HasSuffix(n, lockSuffix) && n == run+lockSuffix:
-				isDead(run) // a dead run's lock is removed below even without tmp files
-			}
-		}
+	f, err := os.OpenFile(filepath.Join(c.s.root, "tmp", run+lockSuffix), os.O_RDWR|syscall.O_NOFOLLOW, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		c.dead[run] = nil
+		return true
 	}
-	for run, f := range dead {
+	if err != nil || syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
 		if f != nil {
-			_ = os.Remove(filepath.Join(s.root, "tmp", run+lockSuffix))
 			_ = f.Close()
 		}
+		c.live[run] = true
+		return false
 	}
-	if removed > 0 {
-		s.log.Info("maildir: removed files a killed run left in tmp/", "count", removed)
+	c.dead[run] = f
+	return true
+}
+
+// cleanDir removes the dead runs' files in the tmp/ directory d.
+func (c *staleCleaner) cleanDir(d string) {
+	fi, err := os.Lstat(d)
+	if err != nil || !fi.IsDir() {
+		return
 	}
+	names, err := c.s.fs.ReadDirNames(d)
+	if err != nil {
+		return
+	}
+	c.clean(d, names)
+}
+
+func (c *staleCleaner) clean(d string, names []string) {
+	for _, n := range names {
+		run, _, _ := strings.Cut(n, ".")
+		if !strings.HasSuffix(n, tmpSuffix) || !c.isDead(run) {
+			continue
+		}
+		if err := c.s.fs.Remove(filepath.Join(d, n)); err == nil || errors.Is(err, fs.ErrNotExist) {
+			c.removed++
+		} else {
+			c.failed[run] = true
+		}
+	}
+}
+
+// finish removes the locks of the dead runs cleaned up and releases them.
+func (c *staleCleaner) finish() {
+	for run, f := range c.dead {
+		if f == nil {
+			continue
+		}
+		if !c.failed[run] {
+			_ = os.Remove(filepath.Join(c.s.root, "tmp", run+lockSuffix))
+		}
+		_ = f.Close()
+	}
+	if c.removed > 0 {
+		c.s.log.Info("maildir: removed files a killed run left in tmp/", "count", c.removed)
+	}
+}
+
+// removeTmp removes one of this run's files in a tmp/. A failure makes
+// Close leave the run's lock file behind (unlocked), so that the next run
+// finds this one dead and removes what it left (cleanStale only reads the
+// folders' tmp/ when a dead run's lock is there).
+func (s *Sink) removeTmp(p string) error {
+	err := s.fs.Remove(p)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		s.tmpLeft.Store(true)
+	}
+	return err
 }
 
 // live returns ErrClosed after Close, else ctx's error.
@@ -858,7 +921,7 @@ func (s *Sink) write(ctx context.Context, f *folder, env mail.Envelope, key stri
 	}
 	if err != nil {
 		_ = fh.Close()
-		_ = s.fs.Remove(tmp)
+		_ = s.removeTmp(tmp)
 		return "", nil, fmt.Errorf("maildir: put %q: %w", env.Mailbox, err)
 	}
 	p := &pending{folder: f, f: fh, tmp: tmp, sub: "new", key: key, size: n, date: env.Date}
@@ -875,7 +938,7 @@ func (s *Sink) write(ctx context.Context, f *folder, env mail.Envelope, key stri
 		// happens before p is queued, so Commit never sees a closing file.
 		p.f = nil
 		if err := fh.Close(); err != nil {
-			_ = s.fs.Remove(tmp)
+			_ = s.removeTmp(tmp)
 			return "", nil, fmt.Errorf("maildir: put %q: %w", env.Mailbox, err)
 		}
 	}
@@ -885,7 +948,7 @@ func (s *Sink) write(ctx context.Context, f *folder, env mail.Envelope, key stri
 		if !early {
 			_ = fh.Close()
 		}
-		_ = s.fs.Remove(tmp)
+		_ = s.removeTmp(tmp)
 		return "", nil, mail.ErrClosed
 	}
 	s.pending = append(s.pending, p)
@@ -970,7 +1033,7 @@ func (s *Sink) Commit(ctx context.Context) error {
 			err = s.publish(p)
 		}
 		if err != nil {
-			_ = s.fs.Remove(p.tmp)
+			_ = s.removeTmp(p.tmp)
 			p.folder.forget(p.key, p.id)
 			fail(err)
 			continue
@@ -1197,7 +1260,7 @@ func (s *Sink) Close() error {
 		if p.f != nil {
 			_ = p.f.Close()
 		}
-		if err := s.fs.Remove(p.tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := s.removeTmp(p.tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
 		}
 	}
@@ -1206,7 +1269,9 @@ func (s *Sink) Close() error {
 	}
 	s.tree.Forget()
 	if s.lock != nil {
-		_ = os.Remove(s.lockPath)
+		if !s.tmpLeft.Load() { // else the next run finds this one dead and cleans up
+			_ = os.Remove(s.lockPath)
+		}
 		_ = s.lock.Close()
 	}
 	if s.syncRoot != nil {

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -60,8 +61,8 @@ var (
 const maxRows = 1_000_000
 
 var (
-	idRe   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+=-]{0,199}$`)
-	waveRe = regexp.MustCompile(`^[A-Za-z0-9._-]{0,64}$`)
+	idRe   = lazyRegexp(`^[A-Za-z0-9][A-Za-z0-9._@+=-]{0,199}$`)
+	waveRe = lazyRegexp(`^[A-Za-z0-9._-]{0,64}$`)
 )
 
 // Load reads an accounts CSV: a header naming at least the required
@@ -189,7 +190,7 @@ var fieldParsers = []struct {
 	parse func(*Row, string) error
 }{
 	{"id", func(r *Row, v string) error {
-		if !idRe.MatchString(v) {
+		if !idRe().MatchString(v) {
 			return fmt.Errorf("id %q: want 1-200 characters of letters, digits and ._@+=- (not starting with a sign)", v)
 		}
 		r.ID = v
@@ -205,7 +206,7 @@ var fieldParsers = []struct {
 	{"map", parseMapRules},
 	{"gmail", parseGmail},
 	{"wave", func(r *Row, v string) error {
-		if !waveRe.MatchString(v) {
+		if !waveRe().MatchString(v) {
 			return fmt.Errorf("wave %q: want up to 64 letters, digits and ._-", v)
 		}
 		r.Wave = v
@@ -374,3 +375,11 @@ func bomSkipper(r io.Reader) io.Reader {
 type errReader struct{ err error }
 
 func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+// lazyRegexp compiles expr on first use, not at program start: every
+// mailferry command links this package (the batch commands), and a copy
+// or sync that never validates a batch file should not pay for compiling
+// its patterns (idRe's {0,199} alone is a program of about 200 states).
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
+}

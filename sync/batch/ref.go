@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 )
@@ -29,8 +28,8 @@ func (r Ref) String() string {
 }
 
 var (
-	envNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	profileRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	envNameRe = lazyRegexp(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	profileRe = lazyRegexp(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 )
 
 // errLiteral is the refusal of a value that is no reference. The message
@@ -57,11 +56,11 @@ func ParseRef(v string) (Ref, error) {
 			return Ref{}, errors.New("cmd: names no command")
 		}
 	case "env":
-		if !envNameRe.MatchString(val) {
+		if !envNameRe().MatchString(val) {
 			return Ref{}, fmt.Errorf("env:%s: want a variable name (letters, digits, _)", val)
 		}
 	case "oauth2":
-		if !profileRe.MatchString(val) {
+		if !profileRe().MatchString(val) {
 			return Ref{}, fmt.Errorf("oauth2:%s: want a profile name (letters, digits, ._-)", val)
 		}
 	default:

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"regexp"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -114,13 +113,13 @@ type Store struct {
 	execs   executions   // the jobs running here (ghost.go)
 }
 
-var nameRe = regexp.MustCompile(`^[a-z0-9]+(?:[_-]?[a-z0-9]+)*$`)
+var nameRe = lazyRegexp(`^[a-z0-9]+(?:[_-]?[a-z0-9]+)*$`)
 
 // CheckName checks a batch or pass name: lower-case letters and digits,
 // single - or _ between them, up to 40 characters (a River queue name is
 // built from it).
 func CheckName(what, name string) error {
-	if len(name) > 40 || !nameRe.MatchString(name) {
+	if len(name) > 40 || !nameRe().MatchString(name) {
 		return fmt.Errorf("%s name %q: want up to 40 lower-case letters and digits, with single - or _ between them", what, name)
 	}
 	return nil

@@ -387,6 +387,19 @@ type AnyHolder interface {
 	HoldsAny(ctx context.Context, mailbox string) (bool, error)
 }
 
+// HoldEvidencer is implemented by AnyHolders that can vouch for an earlier
+// answer from cheap change evidence (the Maildir sink: a stat of the
+// folder's new/ and cur/, internal/fsevidence), so that a no-op rerun does
+// not read every skipped folder's directories. HoldsSince answers as
+// HoldsAny, but when since (evidence it returned earlier) equals the
+// mailbox's evidence now, it answers true without reading the mailbox.
+// It returns the evidence to keep for the next call: "" when the mailbox
+// holds nothing or its evidence is too recent to trust (a change in the
+// same clock tick would not show in it).
+type HoldEvidencer interface {
+	HoldsSince(ctx context.Context, mailbox, since string) (held bool, evidence string, err error)
+}
+
 // MailboxReleaser is implemented by sinks that keep something in memory
 // per mailbox for the life of the run (the Maildir sink's index of the
 // keys stored in a folder): the copy engine calls ReleaseMailbox once
@@ -434,6 +447,7 @@ const (
 	CapFlagKeeper        = "FlagKeeper"
 	CapFolderManager     = "FolderManager"
 	CapAnyHolder         = "AnyHolder"
+	CapHoldEvidencer     = "HoldEvidencer"
 	CapMailboxReleaser   = "MailboxReleaser"
 	CapPutPreparer       = "PutPreparer"
 )
@@ -457,6 +471,7 @@ type Features struct {
 	FlagKeeper            FlagKeeper
 	FolderManager         FolderManager
 	AnyHolder             AnyHolder
+	HoldEvidencer         HoldEvidencer
 	MailboxReleaser       MailboxReleaser
 	PutPreparer           PutPreparer
 	// Source capabilities.
@@ -532,6 +547,7 @@ func (f *Features) Fill(v any) *Features {
 	f.ChangeLister, _ = v.(ChangeLister)
 	f.FolderManager, _ = v.(FolderManager)
 	f.AnyHolder, _ = v.(AnyHolder)
+	f.HoldEvidencer, _ = v.(HoldEvidencer)
 	f.MailboxReleaser, _ = v.(MailboxReleaser)
 	f.PutPreparer, _ = v.(PutPreparer)
 	return f
@@ -562,6 +578,7 @@ func (f *Features) Mask(in *Features) *Features {
 	mask(&f.ChangeLister, in.ChangeLister)
 	mask(&f.FolderManager, in.FolderManager)
 	mask(&f.AnyHolder, in.AnyHolder)
+	mask(&f.HoldEvidencer, in.HoldEvidencer)
 	mask(&f.MailboxReleaser, in.MailboxReleaser)
 	mask(&f.PutPreparer, in.PutPreparer)
 	return f
@@ -592,6 +609,7 @@ func (f *Features) PassThrough(in *Features) *Features {
 	pass(&f.ChangeLister, in.ChangeLister)
 	pass(&f.FolderManager, in.FolderManager)
 	pass(&f.AnyHolder, in.AnyHolder)
+	pass(&f.HoldEvidencer, in.HoldEvidencer)
 	pass(&f.MailboxReleaser, in.MailboxReleaser)
 	pass(&f.PutPreparer, in.PutPreparer)
 	return f
@@ -611,7 +629,8 @@ func (f *Features) Names() []string {
 		{CapFolderStatuser, f.FolderStatuser}, {CapChangeLister, f.ChangeLister},
 		{CapAlterationCounter, f.AlterationCounter}, {CapFolderManager, f.FolderManager},
 		{CapConditionalFlags, f.ConditionalFlagSetter}, {CapMover, f.Mover}, {CapFlagKeeper, f.FlagKeeper},
-		{CapAnyHolder, f.AnyHolder}, {CapMailboxReleaser, f.MailboxReleaser}, {CapPutPreparer, f.PutPreparer},
+		{CapAnyHolder, f.AnyHolder}, {CapHoldEvidencer, f.HoldEvidencer}, {CapMailboxReleaser, f.MailboxReleaser},
+		{CapPutPreparer, f.PutPreparer},
 	} {
 		if c.v != nil {
 			names = append(names, c.name)

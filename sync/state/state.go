@@ -122,6 +122,10 @@ type Summary struct {
 	// Len is the number of message records the folder held at Complete,
 	// a check on the log next to the server's counts.
 	Len int `json:"l,omitempty"`
+	// Held is the evidence, opaque, that the folder's destination held a
+	// message when it was last read (mail.HoldEvidencer): a run that finds
+	// the same evidence need not read the destination again.
+	Held string `json:"h,omitempty"`
 }
 
 // FullDue reports whether the next pass should list the folder in full:
@@ -135,15 +139,18 @@ func (s Summary) FullDue(every int) bool {
 // folder's summary. It is small (about 150 bytes a folder) and replaced
 // whole, by rename.
 type summaryFile struct {
-	Magic    string                 `json:"mailferry"`
-	Version  int                    `json:"v"`
-	A        string                 `json:"a"`
-	B        string                 `json:"b"`
-	NextGen  uint64                 `json:"gen"`
-	Migrated string                 `json:"migrated,omitempty"`
-	IDA      string                 `json:"ida,omitempty"`
-	IDB      string                 `json:"idb,omitempty"`
-	Folders  map[string]*folderItem `json:"folders"`
+	Magic    string `json:"mailferry"`
+	Version  int    `json:"v"`
+	A        string `json:"a"`
+	B        string `json:"b"`
+	NextGen  uint64 `json:"gen"`
+	Migrated string `json:"migrated,omitempty"`
+	IDA      string `json:"ida,omitempty"`
+	IDB      string `json:"idb,omitempty"`
+	// Epoch counts the writes of summary.json: the passes file is read
+	// only while it carries the same (passes.go).
+	Epoch   uint64                 `json:"ep,omitempty"`
+	Folders map[string]*folderItem `json:"folders"`
 }
 
 type folderItem struct {
@@ -165,9 +172,12 @@ type State struct {
 	// released remembers the record count of each folder Release dropped
 	// from memory, so that CompletePass need not read its log again.
 	released map[string]int
-	log      *slog.Logger
-	now      func() time.Time
-	closed   bool
+	// passesDirty says the summary in memory holds skipped passes or
+	// evidence that neither summary.json nor the passes file has yet.
+	passesDirty bool
+	log         *slog.Logger
+	now         func() time.Time
+	closed      bool
 }
 
 // Open opens or creates the state directory dir for the endpoints a and b
@@ -227,6 +237,7 @@ func (s *State) openReadOnly(a, b string, reset bool) error {
 	}
 	if old != nil {
 		s.sum = *old
+		s.readPasses()
 	}
 	return nil
 }
@@ -279,11 +290,16 @@ func (s *State) loadOrCreate(a, b string, reset bool) error {
 	}
 	if err == nil && old != nil && !reset {
 		s.sum = *old
+		s.readPasses()
 		return nil
 	}
 	s.sum = summaryFile{Magic: summaryMark, Version: Version, A: a, B: b, NextGen: 1, Folders: map[string]*folderItem{}}
 	if old != nil {
 		s.sum.NextGen = old.NextGen // a new log never reuses an old one's name
+		s.sum.Epoch = old.Epoch
+	}
+	if err := s.removePasses(); err != nil {
+		return fmt.Errorf("state: %w", err)
 	}
 	if err := s.writeSummary(); err != nil {
 		return err
@@ -343,15 +359,23 @@ func (s *State) checkEmpty() error {
 }
 
 // writeSummary replaces summary.json: temp file, fsync, rename, directory
-// fsync. Called with mu held (or before s is shared).
+// fsync. It holds the skipped passes and evidence too, and a new epoch
+// that makes the passes file stale. Called with mu held (or before s is
+// shared).
 func (s *State) writeSummary() error {
+	s.sum.Epoch++
 	data, err := json.Marshal(&s.sum)
 	if err != nil {
+		s.sum.Epoch--
 		return fmt.Errorf("state: %w", err)
 	}
 	if err := replaceFile(s.fs, filepath.Join(s.dir, summaryName), append(data, '\n')); err != nil {
+		// Fatal for the run. Whichever summary is on disk, the passes file
+		// goes with it or is ignored: no count is applied twice.
+		s.sum.Epoch--
 		return mail.MakeFatal(fmt.Errorf("state: %w", err))
 	}
+	s.passesDirty = false
 	return nil
 }
 
@@ -481,7 +505,9 @@ func (s *State) CompletePass(name string, a, b SideStatus, full bool) error {
 // status equal to the summary's) and did not list them: a pass over each
 // that reads no log, so FullDue still comes round every Nth run however
 // long a folder stays unchanged. Complete and the statuses stay those of
-// the last listing. One summary write for all of them.
+// the last listing. The counts go to the passes file (one write without
+// fsync for all of them, passes.go), and into summary.json with its next
+// write.
 func (s *State) SkipPasses(names []string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -498,7 +524,7 @@ func (s *State) SkipPasses(names []string) error {
 	if n == 0 {
 		return nil
 	}
-	return s.writeSummary()
+	return s.writePasses()
 }
 
 // passLen returns the record count of folder name for CompletePass: from
@@ -535,7 +561,7 @@ func (s *State) Empty() (bool, error) {
 		if err != nil {
 			return false, fmt.Errorf("%w: %s: the log of folder %q: %v (%s)", ErrUnusable, s.logPath(it.Gen), name, err, damagedHint)
 		}
-		if fi.Size() > int64(len(headerLine(nil, it.Gen, name))) {
+		if fi.Size() > int64(headerLen(it.Gen, name)) {
 			return false, nil
 		}
 	}
@@ -607,6 +633,11 @@ func (s *State) close(flush bool) error {
 	var err error
 	if flush {
 		err = s.flush()
+		if s.passesDirty && !s.readOnly {
+			// Only evidence is left unwritten here (SkipPasses writes its
+			// counts at once): losing it costs the next run a read.
+			_ = s.writePasses()
+		}
 	}
 	s.closed = true
 	s.folders = nil

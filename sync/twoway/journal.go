@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/state"
@@ -60,7 +61,9 @@ type journal struct {
 	dirty bool // something was written since the last clear
 }
 
-var journalCRC = crc32.MakeTable(crc32.Castagnoli)
+// journalCRC is made on first use: a no-op run finds the journal empty and
+// need not pay for the Castagnoli tables (sync/state's crcTable).
+var journalCRC = sync.OnceValue(func() *crc32.Table { return crc32.MakeTable(crc32.Castagnoli) })
 
 // openJournal opens the journal of the state in dir and returns what an
 // earlier run left in it (nil when it finished).
@@ -107,7 +110,7 @@ func parseIntent(line []byte) (intent, error) {
 		return in, errors.New("bad line")
 	}
 	want, err := strconv.ParseUint(string(line[:8]), 16, 32)
-	if err != nil || uint32(want) != crc32.Checksum(line[9:], journalCRC) {
+	if err != nil || uint32(want) != crc32.Checksum(line[9:], journalCRC()) {
 		return in, errors.New("bad checksum")
 	}
 	if err := json.Unmarshal(line[9:], &in); err != nil {
@@ -132,7 +135,7 @@ func (j *journal) write(intents []intent) error {
 		if err != nil {
 			return fmt.Errorf("sync: journal: %w", err)
 		}
-		buf = fmt.Appendf(buf, "%08x\t", crc32.Checksum(b, journalCRC))
+		buf = fmt.Appendf(buf, "%08x\t", crc32.Checksum(b, journalCRC()))
 		buf = append(append(buf, b...), '\n')
 	}
 	if err := j.open(); err != nil {

@@ -15,6 +15,7 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/mailferry/mailferry/sync/batch"
@@ -23,12 +24,16 @@ import (
 //go:embed page.html
 var pageFS embed.FS
 
-var page = template.Must(template.New("page.html").Funcs(template.FuncMap{
-	"bytes":    humanBytes,
-	"bytesf":   func(f float64) string { return humanBytes(int64(f)) },
-	"duration": humanDuration,
-	"rate":     func(f float64) string { return fmt.Sprintf("%.1f", f) },
-}).ParseFS(pageFS, "page.html"))
+// page is parsed on first use, not at program start: every mailferry
+// command links this package, and only "batch serve" shows the page.
+var page = sync.OnceValue(func() *template.Template {
+	return template.Must(template.New("page.html").Funcs(template.FuncMap{
+		"bytes":    humanBytes,
+		"bytesf":   func(f float64) string { return humanBytes(int64(f)) },
+		"duration": humanDuration,
+		"rate":     func(f float64) string { return fmt.Sprintf("%.1f", f) },
+	}).ParseFS(pageFS, "page.html"))
+})
 
 // Reader is what the page reads of the batch database (batch.Store).
 type Reader interface {
@@ -124,7 +129,7 @@ func (s *Server) servePage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	if err := page.Execute(w, st); err != nil {
+	if err := page().Execute(w, st); err != nil {
 		s.Logger.Warn("status page", "error", err)
 	}
 }

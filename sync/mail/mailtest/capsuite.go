@@ -55,6 +55,7 @@ func sinkCapTests(t *testing.T, h SinkHarness) {
 		{mail.CapRoleLister, func(f *mail.Features) bool { return f.RoleLister != nil }, roleLister[mail.Sink]},
 		{mail.CapFolderManager, func(f *mail.Features) bool { return f.FolderManager != nil }, ct.folderManager},
 		{mail.CapAnyHolder, func(f *mail.Features) bool { return f.AnyHolder != nil }, ct.anyHolder},
+		{mail.CapHoldEvidencer, func(f *mail.Features) bool { return f.HoldEvidencer != nil }, ct.holdEvidencer},
 		{mail.CapMailboxReleaser, func(f *mail.Features) bool { return f.MailboxReleaser != nil }, ct.mailboxReleaser},
 		{mail.CapPutPreparer, func(f *mail.Features) bool { return f.PutPreparer != nil }, ct.putPreparer},
 	})
@@ -309,6 +310,27 @@ func (c sinkCaps) putPreparer(t *testing.T, s mail.Sink) {
 	if a := f.AnyHolder; a != nil {
 		if holds, err := a.HoldsAny(ctx, "No such folder 4711"); holds || err != nil {
 			t.Errorf("HoldsAny(a folder PreparePuts was told of) = %v, %v; want false", holds, err)
+		}
+	}
+}
+
+// holdEvidencer: HoldsSince answers as HoldsAny, with no evidence and
+// with evidence that does not match (a since from elsewhere), and gives
+// evidence only for a mailbox that holds something.
+func (c sinkCaps) holdEvidencer(t *testing.T, s mail.Sink) {
+	defer func() { _ = s.Close() }()
+	ctx := context.Background()
+	h := mail.FeaturesOf(s).HoldEvidencer
+	if err := s.CreateMailbox(ctx, "Empty 4711"); err != nil {
+		t.Fatalf("CreateMailbox = %v", err)
+	}
+	stored(t, s, capFixtures())
+	for mb, want := range map[string]bool{"INBOX": true, "Empty 4711": false, "No such folder 4711": false} {
+		for _, since := range []string{"", "evidence from elsewhere 4711"} {
+			got, ev, err := h.HoldsSince(ctx, mb, since)
+			if got != want || err != nil || !got && ev != "" {
+				t.Errorf("HoldsSince(%s, %q) = %v, %q, %v; want %v (evidence only when held)", mb, since, got, ev, err, want)
+			}
 		}
 	}
 }
