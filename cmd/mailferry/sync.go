@@ -121,7 +121,7 @@ type syncEnd struct {
 	keeper    mail.Sink // a dry run's sink, asked only what each folder keeps of flags
 }
 
-func parseSyncEnd(reg *mail.Registry, raw string, opt *mail.OpenOptions) (*syncEnd, error) {
+func parseSyncEnd(reg *mail.Registry, raw string, opt *mail.OpenOptions, share bool) (*syncEnd, error) {
 	u, err := mail.ParseEndpoint(raw, opt)
 	if err != nil {
 		return nil, err
@@ -129,7 +129,13 @@ func parseSyncEnd(reg *mail.Registry, raw string, opt *mail.OpenOptions) (*syncE
 	if why, ok := syncRefused[u.Scheme]; ok {
 		return nil, &usageError{fmt.Sprintf("%s: cannot sync %s: %s (sync takes imap://, imaps:// and maildir:; copy can read it)", mail.Redact(u), u.Scheme, why)}
 	}
-	e := &syncEnd{raw: raw, opt: opt}
+	// One IMAP login serves the side's source and sink, and every step
+	// of the run (mail.Share): the same account is read and written.
+	own := *opt
+	if share {
+		own.Share = mail.NewShare()
+	}
+	e := &syncEnd{raw: raw, opt: &own}
 	if e.src, err = reg.Resolve(u, mail.AsSource); err != nil {
 		return nil, err
 	}
@@ -225,6 +231,11 @@ func (e *syncEnd) identify(dryRun bool) error {
 }
 
 func (e *syncEnd) close() {
+	if e.opt.Share != nil {
+		// After the endpoints: they give back what they hold, which the
+		// Share then closes.
+		defer func() { _ = e.opt.Share.Close() }()
+	}
 	if e.store == nil {
 		return
 	}
@@ -310,7 +321,7 @@ func syncRun(ctx context.Context, o *syncOptions, r *syncRunResult, env *cliEnv)
 	reg := env.registry()
 	sides := [2]*sideFlags{&o.src, &o.dst}
 	for i := range r.ends {
-		if r.ends[i], err = parseSyncEnd(reg, r.urls[i], o.common.openOptions(sides[i], env, log)); err != nil {
+		if r.ends[i], err = parseSyncEnd(reg, r.urls[i], o.common.openOptions(sides[i], env, log), !env.hooks.noShare); err != nil {
 			return err
 		}
 	}

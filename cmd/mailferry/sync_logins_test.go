@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -48,6 +50,100 @@ func TestDovecotSyncNoopLogins(t *testing.T) {
 	}
 	if strings.Contains(trace, " SELECT ") || strings.Contains(trace, " EXAMINE ") {
 		t.Errorf("the no-op sync selected a folder:\n%s", trace)
+	}
+}
+
+// changeLogins is how often a sync after a few changes logs in per IMAP
+// side: the control connection (folders, statuses) and one raw session,
+// shared by the side's source and sink (mail.Share), that lists the
+// changes, fetches the new bodies, appends, writes flags and deletes.
+const changeLogins = 2
+
+// TestDovecotSyncChangeLogins: after a new message, a flag change and a
+// deletion on side A and a new message and a flag change on side B (all
+// in INBOX), the sync logs in changeLogins times per side and selects
+// INBOX once per side for its writes (the listing EXAMINEs it; the
+// PERMANENTFLAGS come from the state: no SELECT per listed folder). The
+// changes arrive. Its negative control, each endpoint connecting on its
+// own (testHooks.noShare, as before the shared connections), logs in and
+// selects more often.
+func TestDovecotSyncChangeLogins(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		noShare    bool
+		wantShared bool
+	}{
+		{"shared", false, true},
+		{"each on its own (negative control)", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newSyncPair(t)
+			p.noShare = tc.noShare
+			p.sync(t)
+			p.sync(t)
+			p.change(t, p.userA, p.pwA, "A", 1, 2)
+			p.change(t, p.userB, p.pwB, "B", 3, 0)
+			trace := p.sync(t)
+			logins, selects := traceLogins(trace), traceSelects(trace)
+			t.Logf("logins %v, SELECTs %v", logins, selects)
+			shared := true
+			for _, side := range []string{"src", "dst"} {
+				shared = shared && logins[side] == changeLogins && selects[side] == 1
+			}
+			if shared != tc.wantShared {
+				t.Errorf("the change sync logged in %v times and selected %v times per side; want %d logins and 1 SELECT each: %v",
+					logins, selects, changeLogins, tc.wantShared)
+			}
+			for _, u := range [][2]string{{p.userA, p.pwA}, {p.userB, p.pwB}} {
+				inbox := p.d.Fetch(t, u[0], u[1])["INBOX"]
+				flagged := 0
+				for _, m := range inbox {
+					for _, f := range m.Flags {
+						if f == imap.FlagFlagged {
+							flagged++
+						}
+					}
+				}
+				if len(inbox) != 4 || flagged != 2 {
+					t.Errorf("%s's INBOX holds %d messages, %d flagged; want 4, 2 flagged", u[0], len(inbox), flagged)
+				}
+			}
+		})
+	}
+}
+
+// traceSelects counts the SELECT commands (not EXAMINE) per side in a
+// --trace of the CLI.
+func traceSelects(trace string) map[string]int {
+	n := map[string]int{}
+	for _, m := range regexp.MustCompile(`(?m)^trace (\w+) C: \S+ SELECT `).FindAllStringSubmatch(trace, -1) {
+		n[m[1]]++
+	}
+	return n
+}
+
+// change changes user's INBOX as another client would: a new message,
+// UID flag flagged, UID del (0: none) deleted.
+func (p *syncPair) change(t *testing.T, user, pw, tag string, flag, del imap.UID) {
+	t.Helper()
+	p.d.Seed(t, user, pw, "INBOX", []mailtest.SeedMessage{{Body: fmt.Appendf(nil, "Message-ID: <new.%s@logins.test>\r\nSubject: new\r\n\r\nbody\r\n", tag),
+		Date: time.Date(2025, 2, 1, 0, 0, 0, 0, time.UTC)}})
+	c := p.d.Dial(t, user, pw)
+	defer c.Logout()
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Store(imap.UIDSetNum(flag), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagFlagged}, Silent: true}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if del == 0 {
+		return
+	}
+	if err := c.Store(imap.UIDSetNum(del), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagDeleted}, Silent: true}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.UIDExpunge(imap.UIDSetNum(del)).Close(); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -99,6 +195,7 @@ type syncPair struct {
 	d                      *mailtest.Dovecot
 	userA, pwA, userB, pwB string
 	args                   []string
+	noShare                bool // testHooks.noShare
 }
 
 func newSyncPair(t *testing.T) *syncPair {
@@ -130,7 +227,10 @@ func newSyncPair(t *testing.T) *syncPair {
 // sync runs the sync, which must succeed, and returns its trace.
 func (p *syncPair) sync(t *testing.T) string {
 	t.Helper()
-	code, stdout, stderr := syncCLI(t, p.args...)
+	var out, errb bytes.Buffer
+	e := &cliEnv{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: func(string) string { return "" }}
+	e.hooks.noShare = p.noShare
+	code, stdout, stderr := runEnv(context.Background(), p.args, e), out.String(), errb.String()
 	if code != 0 {
 		t.Fatalf("sync = %d\n%s%s", code, stdout, stderr)
 	}

@@ -27,6 +27,10 @@ type testHooks struct {
 	// now, when set, is the engine's clock (sync.Options.Now), so tests
 	// of --delete-after move time without waiting; nil: the real clock.
 	now func() time.Time
+	// noShare makes each endpoint of a sync side connect on its own, as
+	// before they shared connections (mail.Share): the negative control
+	// of the login counts in sync_logins_test.go.
+	noShare bool
 }
 
 // forRun builds one copy run's hooks, counting from zero.

@@ -43,6 +43,10 @@ type Session struct {
 	// selected is set while a mailbox is EXAMINEd: STATUS on it would
 	// answer from the session's view (Dovecot does), not the mailbox's.
 	selected bool
+	// cur is the mailbox Examine or SelectCondStore opened, while it stays
+	// selected: the next command there, perhaps by another taker of a
+	// pooled session, needs no SELECT or EXAMINE of its own.
+	cur current
 	// doneStatus holds the tagged answers of the last run, by command:
 	// StoreIf reads its [MODIFIED] code there.
 	doneStatus []Response
@@ -235,7 +239,7 @@ func (s *Session) track(u Untagged) error {
 // EnableQResync sends ENABLE QRESYNC when the server offers it; QResync
 // then reports whether it took. Call it before any EXAMINE.
 func (s *Session) EnableQResync() error {
-	if !s.Has("QRESYNC") || !s.Has("ENABLE") {
+	if s.qres || !s.Has("QRESYNC") || !s.Has("ENABLE") {
 		return nil
 	}
 	return s.run1("ENABLE QRESYNC", func(u Untagged) error {
@@ -285,7 +289,7 @@ func (s *Session) StatusAll(boxes []string) (map[string]Status, error) {
 	var cmds []string
 	if s.selected {
 		cmds = append(cmds, s.unselect())
-		s.selected = false
+		s.selected, s.cur = false, current{}
 	}
 	if s.Has("LIST-STATUS") && len(boxes) > 1 {
 		cmds = append(cmds, `LIST "" "*" RETURN (STATUS (`+items+`))`)
@@ -350,6 +354,41 @@ type Selected struct {
 	// UIDs expunged and the messages whose flags changed since the mark.
 	Vanished UIDSet
 	Changed  []FetchData
+	// PermanentFlags are the flags the session may store there
+	// (PERMANENTFLAGS: empty after EXAMINE); Permanent says the server
+	// named them (without, RFC 9051 §7.1 lets every flag be stored).
+	PermanentFlags []string
+	Permanent      bool
+	// ReadOnly: the server answered [READ-ONLY] (EXAMINE, or a mailbox
+	// this user may not change).
+	ReadOnly bool
+}
+
+// current is the mailbox a Session has selected and what opening it said.
+type current struct {
+	box string
+	rw  bool // SELECT, not EXAMINE
+	sel Selected
+}
+
+// Current returns the mailbox the session has selected (Examine, else
+// SelectCondStore: rw), with what opening it said; ok false when none
+// is, or the session cannot tell.
+func (s *Session) Current() (box string, rw bool, sel Selected, ok bool) {
+	return s.cur.box, s.cur.rw, s.cur.sel, s.cur.box != ""
+}
+
+// Resume tells the session what a caller that drove its connection by
+// other means (the sink's append connection) left selected: box
+// read-write, as sel describes it, or "" for none (a SELECT that failed
+// leaves none, RFC 9051 §6.3.2); the next taker then selects again only
+// where it must.
+func (s *Session) Resume(box string, sel Selected) {
+	s.exists, s.expunged, s.vanished = 0, false, nil
+	s.selected, s.cur = box != "", current{}
+	if box != "" {
+		s.cur = current{box: box, rw: true, sel: sel}
+	}
 }
 
 // Examine opens box read-only. With since non-nil and QRESYNC enabled it
@@ -369,7 +408,7 @@ func (s *Session) Examine(box string, since *Mark) (Selected, error) {
 		cmd += " (CONDSTORE)"
 	}
 	s.exists, s.expunged, s.vanished = 0, false, nil
-	s.selected = false // also when EXAMINE fails (RFC 9051 §6.3.2)
+	s.selected, s.cur = false, current{} // also when EXAMINE fails (RFC 9051 §6.3.2)
 	err := s.run1(cmd, func(u Untagged) error {
 		return sel.take(u)
 	})
@@ -379,6 +418,8 @@ func (s *Session) Examine(box string, since *Mark) (Selected, error) {
 	s.selected = true
 	sel.Exists, sel.Vanished = s.exists, s.vanished
 	s.vanished = nil
+	s.cur = current{box: box, sel: sel}
+	s.cur.sel.Vanished, s.cur.sel.Changed = nil, nil
 	return sel, nil
 }
 
@@ -397,6 +438,9 @@ func (sel *Selected) take(u Untagged) error {
 		}
 		if m, ok := ModSeqCode(u.Status); ok {
 			sel.HighestModSeq, sel.NoModSeq = m, u.Status.Code == "NOMODSEQ"
+		}
+		if u.Status.Code == "PERMANENTFLAGS" {
+			sel.PermanentFlags, sel.Permanent = strings.Fields(strings.Trim(u.Status.Args, "()")), true
 		}
 	case "FETCH":
 		fd, err := ParseFetch(u.Num, u.Args)

@@ -30,6 +30,8 @@ type RawConn struct {
 	R *bufio.Reader
 	// Caps are the capabilities after login, upper case.
 	Caps map[string]bool
+
+	dc *Conn // the TCP connection under Conn (Closed)
 }
 
 // Has reports whether the server announced capability c (case-insensitive).
@@ -49,7 +51,7 @@ func DialRaw(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*RawConn, e
 	if err != nil {
 		return nil, err
 	}
-	rc := &RawConn{Conn: t.top, R: bufio.NewReaderSize(t.top, 32<<10)}
+	rc := &RawConn{Conn: t.top, R: bufio.NewReaderSize(t.top, 32<<10), dc: t.dc}
 	t.phase = "greeting and login"
 	preauth, err := rawGreeting(rc, cfg, t.secure)
 	if err == nil && !preauth {

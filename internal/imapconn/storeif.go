@@ -10,14 +10,20 @@ import (
 	"strings"
 )
 
-// SelectCondStore opens box read-write with CONDSTORE (RFC 7162 §3.1.8),
-// for StoreIf. A mailbox that keeps no mod-sequences answers NOMODSEQ:
-// Selected.NoModSeq, and StoreIf cannot be used there.
+// SelectCondStore opens box read-write with CONDSTORE (RFC 7162 §3.1.8)
+// where the server offers it, for StoreIf (and for whatever else the
+// session then does there: appends, removals, fetches). A mailbox that
+// keeps no mod-sequences answers NOMODSEQ: Selected.NoModSeq, and StoreIf
+// cannot be used there.
 func (s *Session) SelectCondStore(box string) (Selected, error) {
 	var sel Selected
 	s.exists, s.expunged, s.vanished = 0, false, nil
-	s.selected = false
-	err := s.run1("SELECT "+Quote(EncodeMUTF7(box))+" (CONDSTORE)", func(u Untagged) error {
+	s.selected, s.cur = false, current{}
+	cmd := "SELECT " + Quote(EncodeMUTF7(box))
+	if s.Has("CONDSTORE") {
+		cmd += " (CONDSTORE)"
+	}
+	err := s.run1(cmd, func(u Untagged) error {
 		return sel.take(u)
 	})
 	if err != nil {
@@ -25,7 +31,20 @@ func (s *Session) SelectCondStore(box string) (Selected, error) {
 	}
 	s.selected = true
 	sel.Exists = s.exists
+	if r := s.doneStatus; len(r) == 1 && r[0].Code == "READ-ONLY" {
+		sel.ReadOnly = true
+	}
+	s.cur = current{box: box, rw: true, sel: sel}
 	return sel, nil
+}
+
+// SelectedCondStore returns the mailbox SelectCondStore last opened and
+// what it said, while that mailbox is still selected (ok false: none).
+func (s *Session) SelectedCondStore() (box string, sel Selected, ok bool) {
+	if !s.cur.rw {
+		return "", Selected{}, false
+	}
+	return s.cur.box, s.cur.sel, s.cur.box != ""
 }
 
 // StoreResult is what a conditional store did to one message.

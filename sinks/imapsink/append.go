@@ -132,7 +132,7 @@ func (s *Sink) ready(ctx context.Context, sl *slot, box string) (*rconn, error) 
 		sl.failBatch(true, mail.Temp(errors.New("connection lost with a MULTIAPPEND open")))
 	}
 	if sl.c == nil {
-		rc, err := imapconn.DialRaw(ctx, &s.cfg.Config, &s.o)
+		rc, sess, err := s.appendConn(ctx)
 		if err != nil {
 			if ctx.Err() == nil && errors.Is(err, mail.ErrUnreachable) {
 				// The control connection worked: a passing network problem.
@@ -141,6 +141,9 @@ func (s *Sink) ready(ctx context.Context, sl *slot, box string) (*rconn, error) 
 			return nil, err
 		}
 		sl.c = newRconn(rc)
+		if sess != nil {
+			sl.c.adopt(sess)
+		}
 		if s.multi && !sl.c.multi {
 			sl.c.close()
 			sl.c = nil
@@ -519,10 +522,48 @@ func (s *Sink) commitLocked(ctx context.Context, sl *slot) ([]mail.ID, error) {
 		}
 	}
 	err := s.commitSlot(ctx, sl)
+	if err == nil {
+		s.lend(ctx, sl)
+	}
 	s.mu.Lock()
 	sl.hintOpen, sl.hintLoad = false, 0 // every command is ended now
+	if sl.c == nil {
+		sl.hint = ""
+	}
 	s.mu.Unlock()
 	return pending, err
+}
+
+// appendConn returns an append connection: the session of the shared
+// pool (its connection driven by the rconn until lend gives it back), else
+// one of the sink's own.
+func (s *Sink) appendConn(ctx context.Context) (*imapconn.RawConn, *imapconn.Session, error) {
+	if s.pool == nil {
+		rc, err := imapconn.DialRaw(ctx, &s.cfg.Config, &s.o)
+		return rc, nil, err
+	}
+	sess, err := s.pool.Session(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return sess.RawConn(), sess, nil
+}
+
+// lend gives a committed slot's pooled connection back to the shared
+// pool, where the flag writes, removals and fetches of the same folder
+// find it with the folder selected. The caller holds the slot's lock and
+// everything the slot held is settled.
+func (s *Sink) lend(ctx context.Context, sl *slot) {
+	c := sl.c
+	if c == nil || c.sess == nil || len(sl.batch) > 0 || len(sl.retry) > 0 {
+		return
+	}
+	sl.c = nil
+	if sess := c.detach(ctx); sess != nil {
+		s.pool.PutSession(sess)
+		return
+	}
+	c.close()
 }
 
 func (s *Sink) commitSlot(ctx context.Context, sl *slot) error {

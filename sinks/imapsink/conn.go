@@ -63,6 +63,17 @@ type rconn struct {
 	open    string // tag of the open MULTIAPPEND command, "" if none
 	openBox string
 	bye     string // text of an untagged BYE, once seen
+
+	// A connection of the shared pool (OpenOptions.Share) goes back there
+	// between commits (detach): sess is its session, selects counts the
+	// SELECTs sent here, modseq and noModSeq what the last one said, for
+	// the session's next taker (a flag write in the same folder).
+	sess     *imapconn.Session
+	selects  int
+	modseq   uint64
+	noModSeq bool
+	stopTag  atomic.Pointer[string] // the reader stops after this tag's answer
+	exited   chan struct{}          // closed when the reader stopped
 }
 
 func newRconn(rc *imapconn.RawConn) *rconn {
@@ -71,6 +82,7 @@ func newRconn(rc *imapconn.RawConn) *rconn {
 		w:        bufio.NewWriterSize(rc.Conn, 64<<10),
 		resps:    make(chan response, 256),
 		done:     make(chan struct{}),
+		exited:   make(chan struct{}),
 		litPlus:  rc.Has("LITERAL+"),
 		litMinus: rc.Has("LITERAL-") || rc.Has("IMAP4REV2"),
 		uidplus:  rc.Has("UIDPLUS") || rc.Has("IMAP4REV2"),
@@ -81,6 +93,7 @@ func newRconn(rc *imapconn.RawConn) *rconn {
 }
 
 func (c *rconn) readLoop() {
+	defer close(c.exited)
 	defer close(c.resps)
 	defer c.eof.Store(true)
 	for {
@@ -89,12 +102,67 @@ func (c *rconn) readLoop() {
 			c.rerr = err
 			return
 		}
+		t := c.stopTag.Load()
 		select {
 		case c.resps <- r:
 		case <-c.done:
 			return
 		}
+		if t != nil && r.Tag == *t {
+			return // detach: nothing more is read from the connection here
+		}
 	}
+}
+
+// adopt takes over what the pooled session sess has selected, so that
+// the first append there needs no SELECT of its own.
+func (c *rconn) adopt(sess *imapconn.Session) {
+	c.sess = sess
+	box, sel, ok := sess.SelectedCondStore()
+	if !ok || sel.ReadOnly {
+		return
+	}
+	c.box, c.uidv, c.modseq, c.noModSeq = box, sel.UIDValidity, sel.HighestModSeq, sel.NoModSeq
+	c.perm, c.permAny = map[string]bool{}, !sel.Permanent
+	for _, f := range sel.PermanentFlags {
+		c.permAny = c.permAny || f == `\*`
+		c.perm[strings.ToLower(f)] = true
+	}
+}
+
+// detach stops the reader after one NOOP answered (every earlier answer
+// was read: no command is open) and returns the pooled session, told
+// what is selected now; nil when the connection is not a pooled one or
+// not in step, and the caller closes it.
+func (c *rconn) detach(ctx context.Context) *imapconn.Session {
+	if c.sess == nil || c.open != "" || c.dead() {
+		return nil
+	}
+	tag := c.newTag()
+	c.stopTag.Store(&tag)
+	fmt.Fprintf(c.w, "%s NOOP\r\n", tag)
+	if err := c.flush(); err != nil {
+		return nil
+	}
+	stop := c.guard(ctx)
+	r, err := c.wait(ctx, tag, false)
+	if !stop() || err != nil || r.Kind != "OK" {
+		return nil
+	}
+	<-c.exited
+	if c.bye != "" {
+		return nil
+	}
+	sess := c.sess
+	c.sess = nil
+	if c.selects > 0 {
+		sel := imapconn.Selected{UIDValidity: c.uidv, HighestModSeq: c.modseq, NoModSeq: c.noModSeq, Permanent: !c.permAny || c.perm != nil}
+		for f := range c.perm {
+			sel.PermanentFlags = append(sel.PermanentFlags, f)
+		}
+		sess.Resume(c.box, sel)
+	}
+	return sess
 }
 
 // close drops the connection; it is idempotent.
@@ -150,6 +218,12 @@ func (c *rconn) untagged(r response) {
 			if v, err := strconv.ParseUint(r.Args, 10, 32); err == nil {
 				c.uidv = uint32(v)
 			}
+		case "HIGHESTMODSEQ":
+			if v, err := strconv.ParseUint(r.Args, 10, 64); err == nil {
+				c.modseq = v
+			}
+		case "NOMODSEQ":
+			c.noModSeq = true
 		case "PERMANENTFLAGS":
 			c.perm, c.permAny = map[string]bool{}, false
 			for _, f := range strings.Fields(strings.Trim(r.Args, "()")) {
@@ -201,6 +275,8 @@ func (c *rconn) selectBox(ctx context.Context, box string) (response, error) {
 		return response{Kind: "OK"}, nil
 	}
 	c.box, c.uidv, c.perm, c.permAny = "", 0, nil, false
+	c.modseq, c.noModSeq = 0, false
+	c.selects++
 	tag := c.newTag()
 	fmt.Fprintf(c.w, "%s SELECT %s\r\n", tag, quote(encodeMUTF7(box)))
 	if err := c.flush(); err != nil {

@@ -207,12 +207,12 @@ func (s *Sink) control(ctx context.Context) (*imapclient.Client, func(ok bool), 
 	if s.ctl != nil {
 		select {
 		case <-s.ctl.Closed():
-			s.ctl = nil
+			s.ctl, s.pooled = nil, nil
 		default:
 		}
 	}
 	if s.ctl == nil {
-		c, err := imapconn.Dial(ctx, &s.cfg.Config, &s.o)
+		c, err := s.dialControl(ctx)
 		if err != nil {
 			<-s.ctlMu
 			if ctx.Err() == nil && errors.Is(err, mail.ErrUnreachable) {
@@ -225,12 +225,32 @@ func (s *Sink) control(ctx context.Context) (*imapclient.Client, func(ok bool), 
 	c := s.ctl
 	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
 	return c, func(ok bool) {
-		if !stop() || !ok || s.isClosed() {
+		switch {
+		case !stop() || !ok || s.isClosed():
 			_ = c.Close()
-			s.ctl = nil
+			s.ctl, s.pooled = nil, nil
+		case s.pool != nil:
+			// Shared: it waits in the pool for the source, or for the
+			// sink's next control command, whichever comes first.
+			s.pool.PutClient(s.pooled)
+			s.ctl, s.pooled = nil, nil
 		}
 		<-s.ctlMu
 	}, nil
+}
+
+// dialControl returns a control connection: an idle one of the shared
+// pool, or a new one. The caller holds ctlMu.
+func (s *Sink) dialControl(ctx context.Context) (*imapclient.Client, error) {
+	if s.pool == nil {
+		return imapconn.Dial(ctx, &s.cfg.Config, &s.o)
+	}
+	pc, err := s.pool.Client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.pooled = pc
+	return pc.C, nil
 }
 
 // ctlErr classifies an error from the control connection: cancellation,

@@ -58,6 +58,9 @@ type Sink struct {
 	ns    namespace
 	ctlMu chan struct{}      // one-slot lock for the control connection
 	ctl   *imapclient.Client // guarded by ctlMu
+	// pooled is ctl as the shared pool handed it out (nil: not pooled);
+	// guarded by ctlMu.
+	pooled *imapconn.Client
 	// helloMu guards learned: whether multi, limit and ns are known (New
 	// learns them, or connect on first use with OpenOptions.Lazy).
 	helloMu sync.Mutex
@@ -81,6 +84,11 @@ type Sink struct {
 	alt alterations
 	// cond is the raw connection of SetFlagsIf (twoway.go).
 	cond condConn
+	// pool, when not nil, is the account's connections shared with the
+	// source of the same side (OpenOptions.Share): the control and the
+	// SetFlagsIf connections are taken from it for each use and given
+	// back when done, instead of the sink logging in its own.
+	pool *imapconn.Pool
 }
 
 var (
@@ -148,10 +156,11 @@ func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Sink, error) {
 	for range s.conns {
 		s.slots = append(s.slots, &slot{lock: make(chan struct{}, 1)})
 	}
+	s.pool = imapconn.SharedPool(&cfg.Config, &s.o)
 	if o.Lazy {
 		return s, nil
 	}
-	c, err := imapconn.Dial(ctx, &cfg.Config, &s.o)
+	c, err := s.dialControl(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -159,6 +168,10 @@ func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Sink, error) {
 	if err := s.hello(ctx, c); err != nil {
 		_ = c.Close()
 		return nil, err
+	}
+	if s.pool != nil {
+		s.pool.PutClient(s.pooled)
+		s.ctl, s.pooled = nil, nil
 	}
 	return s, nil
 }
@@ -200,6 +213,12 @@ func (s *Sink) hello(ctx context.Context, c *imapclient.Client) error {
 // learnNamespace reads the personal namespace (RFC 2342) or, without
 // NAMESPACE, the hierarchy delimiter from LIST "" "".
 func (s *Sink) learnNamespace(ctx context.Context, c *imapclient.Client) error {
+	if s.pool != nil {
+		if prefix, delim, ok := s.pool.Namespace(); ok {
+			s.ns = namespace{prefix: prefix, delim: delim} // the source of this side asked it
+			return nil
+		}
+	}
 	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
 	defer stop()
 	if c.Caps().Has(imapv2.CapNamespace) {

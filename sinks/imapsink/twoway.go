@@ -68,6 +68,7 @@ func (s *Sink) SetFlagsIf(ctx context.Context, mailbox string, id mail.ID, flags
 	cc := &s.cond
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
+	defer s.condDone()
 	if err := s.condSelect(ctx, box); err != nil {
 		return mail.FlagState{}, fmt.Errorf("imapsink: %s: %w", op, err)
 	}
@@ -106,6 +107,7 @@ func (s *Sink) SetFlagsIfAll(ctx context.Context, mailbox string, ws []mail.Flag
 	cc := &s.cond
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
+	defer s.condDone()
 	if err := s.condSelect(ctx, s.boxName(mailbox)); err != nil {
 		return nil, fmt.Errorf("imapsink: %s: %w", op, err)
 	}
@@ -154,16 +156,17 @@ func (s *Sink) SetFlagsIfAll(ctx context.Context, mailbox string, ws []mail.Flag
 func (s *Sink) condSelect(ctx context.Context, box string) error {
 	cc := &s.cond
 	if cc.rc == nil {
-		rc, err := imapconn.DialRaw(ctx, &s.cfg.Config, &s.o)
-		if err != nil {
+		if err := s.condDial(ctx); err != nil {
 			return err
 		}
-		cc.rc, cc.sess = rc, imapconn.NewSession(rc, nil)
 	}
 	if !cc.sess.Has("CONDSTORE") {
 		return mail.ErrUnsupported // and SELECT would refuse the parameter
 	}
-	if cc.box == box {
+	if b, sel, ok := cc.sess.SelectedCondStore(); ok && b == box {
+		// Still selected (by this sink, or by an earlier taker of the
+		// shared session): no SELECT of its own.
+		cc.box, cc.sel = box, sel
 		return nil
 	}
 	stop := context.AfterFunc(ctx, func() { _ = cc.rc.Close() })
@@ -182,6 +185,38 @@ func (s *Sink) condSelect(ctx context.Context, box string) error {
 	}
 	cc.box, cc.sel = box, sel
 	return nil
+}
+
+// condDial opens the raw connection: a session of the shared pool, or
+// one of its own. Called with cc.mu held.
+func (s *Sink) condDial(ctx context.Context) error {
+	cc := &s.cond
+	if s.pool != nil {
+		sess, err := s.pool.Session(ctx)
+		if err != nil {
+			return err
+		}
+		cc.rc, cc.sess = sess.RawConn(), sess
+		return nil
+	}
+	rc, err := imapconn.DialRaw(ctx, &s.cfg.Config, &s.o)
+	if err != nil {
+		return err
+	}
+	cc.rc, cc.sess = rc, imapconn.NewSession(rc, nil)
+	return nil
+}
+
+// condDone gives a shared session back to the pool after a call (one
+// that failed was dropped already); a session of the sink's own stays.
+// Called with cc.mu held.
+func (s *Sink) condDone() {
+	cc := &s.cond
+	if s.pool == nil || cc.sess == nil {
+		return
+	}
+	s.pool.PutSession(cc.sess)
+	cc.rc, cc.sess, cc.box = nil, nil, ""
 }
 
 // condErr classifies an error of the raw connection, which is dropped: it

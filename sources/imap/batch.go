@@ -45,6 +45,9 @@ func (s *Source) OpenBatch(ctx context.Context, envs []mail.Envelope, fn func(ma
 	if done, err := s.fetchOnDelta(ctx, op, mbName, uidv, byUID, fn); done || len(byUID) == 0 {
 		return err
 	}
+	if done, err := s.fetchPooled(ctx, op, mbName, uidv, byUID, fn); done || len(byUID) == 0 {
+		return err
+	}
 	cn, err := s.get(ctx)
 	if err != nil {
 		return fmt.Errorf("imap: %s: %w", op, err)

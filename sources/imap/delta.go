@@ -76,6 +76,7 @@ func (s *Source) withSession(ctx context.Context, op string, fn func(*imapconn.S
 		}
 	}
 	d.open, d.openUIDV = "", 0
+	defer s.lendDelta() // a shared session goes back to the pool (pooled.go)
 	return s.runSession(ctx, op, fn)
 }
 
@@ -112,11 +113,10 @@ func (s *Source) runSession(ctx context.Context, op string, fn func(*imapconn.Se
 
 // dialDelta opens the delta connection; called with s.dl.mu held.
 func (s *Source) dialDelta(ctx context.Context) error {
-	rc, err := imapconn.DialRaw(ctx, s.cfg, &s.o)
+	rc, sess, err := s.dialRaw(ctx)
 	if err != nil {
 		return err
 	}
-	sess := imapconn.NewSession(rc, s.dl.ignore)
 	stop := context.AfterFunc(ctx, func() { _ = rc.Close() })
 	err = sess.EnableQResync()
 	if !stop() {

@@ -83,6 +83,12 @@ type Source struct {
 	rm remover // Remove's connection and state
 	dl delta   // FolderStatuses' and ListChanges' connection (delta.go)
 
+	// pool, when not nil, is the account's connections shared with the
+	// sink of the same side (OpenOptions.Share): the control connection,
+	// the Open pool's and Remove's are taken from it for each use and given
+	// back when done, instead of each role keeping (and logging in) its own.
+	pool *imapconn.Pool
+
 	mu     sync.Mutex
 	closed bool
 	idle   []*conn
@@ -110,6 +116,8 @@ type conn struct {
 	num  uint32 // messages in box at EXAMINE
 	// condstore: CONDSTORE is enabled on the session (status.go).
 	condstore bool
+	// pooled: taken from Source.pool, and given back there (giveBack).
+	pooled bool
 }
 
 // kill breaks the connection at once, from any goroutine: whoever is
@@ -187,18 +195,53 @@ func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Source, error)
 			return p, err
 		}
 	}
-	c, dc, err := imapconn.DialConn(ctx, cfg, &s.o, s.log)
+	s.pool = imapconn.SharedPool(cfg, &s.o)
+	cn, err := s.dial(ctx)
 	if err != nil {
 		return nil, err
 	}
-	dc.SetIdle(true)
-	s.ctl = &conn{c: c, dc: dc}
+	s.ctl = cn
 	s.all[s.ctl] = struct{}{}
 	if err := s.learnPrefix(ctx); err != nil {
 		_ = s.Close()
 		return nil, err
 	}
+	if s.pool != nil {
+		// Between uses the control connection waits in the pool, where
+		// the sink and the other roles find it (control takes it back).
+		s.ctl = nil
+		s.giveBack(cn)
+	} else {
+		cn.dc.SetIdle(true)
+	}
 	return s, nil
+}
+
+// dial returns a logged-in connection: an idle one of the shared pool, or
+// a new one.
+func (s *Source) dial(ctx context.Context) (*conn, error) {
+	if s.pool != nil {
+		pc, err := s.pool.Client(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &conn{c: pc.C, dc: pc.Conn, condstore: pc.CondStore, pooled: true}, nil
+	}
+	c, dc, err := imapconn.DialConn(ctx, s.cfg, &s.o, s.log)
+	if err != nil {
+		return nil, err
+	}
+	return &conn{c: c, dc: dc}, nil
+}
+
+// giveBack hands cn, which is in step with the server (nothing left half
+// read), to the shared pool and forgets it. The next taker selects the
+// mailbox it needs: cn's box goes with this wrapper.
+func (s *Source) giveBack(cn *conn) {
+	s.mu.Lock()
+	delete(s.all, cn)
+	s.mu.Unlock()
+	s.pool.PutClient(&imapconn.Client{C: cn.c, Conn: cn.dc, CondStore: cn.condstore})
 }
 
 // learnPrefix reads the personal namespace prefix. Mailbox names are shown
@@ -236,6 +279,9 @@ func (s *Source) learnPrefix(ctx context.Context) error {
 	}
 	if nd != nil && len(nd.Personal) > 0 {
 		s.prefix = nd.Personal[0].Prefix
+		if s.pool != nil {
+			s.pool.SetNamespace(nd.Personal[0].Prefix, nd.Personal[0].Delim) // the sink's too
+		}
 	}
 	if lerr == nil {
 		s.nameTable(list)
@@ -325,7 +371,7 @@ func (s *Source) isClosed() bool {
 
 // newConn dials a connection and registers it for Close.
 func (s *Source) newConn(ctx context.Context) (*conn, error) {
-	c, dc, err := imapconn.DialConn(ctx, s.cfg, &s.o, s.log)
+	cn, err := s.dial(ctx)
 	if err != nil {
 		if ctx.Err() == nil && errors.Is(err, mail.ErrUnreachable) {
 			// The first connection worked, so this is the network or the
@@ -335,7 +381,6 @@ func (s *Source) newConn(ctx context.Context) (*conn, error) {
 		}
 		return nil, err
 	}
-	cn := &conn{c: c, dc: dc}
 	s.mu.Lock()
 	closed := s.closed
 	if !closed {
@@ -385,10 +430,14 @@ func (s *Source) control(ctx context.Context) (*conn, func(ok bool), error) {
 	cn := s.ctl
 	cn.dc.SetIdle(false)
 	return cn, func(ok bool) {
-		if !ok || cn.dead() || s.isClosed() {
+		switch {
+		case !ok || cn.dead() || s.isClosed():
 			s.drop(cn)
 			s.ctl = nil
-		} else {
+		case cn.pooled:
+			s.ctl = nil
+			s.giveBack(cn)
+		default:
 			cn.dc.SetIdle(true)
 		}
 		unlock()
@@ -441,6 +490,12 @@ func (s *Source) get(ctx context.Context) (*conn, error) {
 // literal still open on it, if any (see conn.close).
 func (s *Source) put(cn *conn, ok bool, lit io.Reader) {
 	s.mu.Lock()
+	if ok && !s.closed && !cn.dead() && cn.pooled {
+		s.mu.Unlock()
+		s.giveBack(cn)
+		<-s.sem
+		return
+	}
 	if ok && !s.closed && !cn.dead() {
 		cn.dc.SetIdle(true)
 		s.idle = append(s.idle, cn)
@@ -916,6 +971,9 @@ func (s *Source) Open(ctx context.Context, env mail.Envelope) (io.ReadCloser, er
 		return nil, fmt.Errorf("imap: %s: not an IMAP message ID: %w", op, mail.ErrNotFound)
 	}
 	if rc, ok, err := s.openOnDelta(ctx, op, env, uidv, uid); ok {
+		return rc, err
+	}
+	if rc, ok, err := s.openPooled(ctx, op, env, uidv, uid); ok {
 		return rc, err
 	}
 	cn, err := s.get(ctx)

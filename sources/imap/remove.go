@@ -8,6 +8,7 @@ import (
 
 	imap "github.com/emersion/go-imap/v2"
 
+	"github.com/mailferry/mailferry/internal/imapconn"
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
@@ -107,6 +108,20 @@ func (s *Source) removeBox(ctx context.Context, name string, envs []mail.Envelop
 		}
 		targets = append(targets, target{uidv, uid})
 	}
+	if ok, err := s.removePooled(ctx, op, name, func(uidv uint32) (imapconn.UIDSet, int) {
+		var set imapconn.UIDSet
+		stale := 0
+		for _, t := range targets {
+			if t.uidv != uidv {
+				stale++
+				continue
+			}
+			set = set.Add(uint32(t.uid))
+		}
+		return set, stale
+	}); ok {
+		return err
+	}
 	cn, err := s.removeConn(ctx)
 	if err != nil {
 		return fmt.Errorf("imap: %s: %w", op, err)
@@ -127,10 +142,16 @@ func (s *Source) removeBox(ctx context.Context, name string, envs []mail.Envelop
 	if !stop() {
 		keep = false
 	}
-	if !keep || cn.dead() || s.isClosed() {
+	switch {
+	case !keep || cn.dead() || s.isClosed():
 		s.drop(cn)
 		s.rm.cn = nil
-	} else {
+	case cn.pooled:
+		// Shared: the next removal takes an idle one again (taking never
+		// waits, so the deadlock remover's comment fears cannot happen).
+		s.rm.cn = nil
+		s.giveBack(cn)
+	default:
 		cn.dc.SetIdle(true)
 	}
 	return err
@@ -205,16 +226,23 @@ func (s *Source) removeOn(ctx context.Context, cn *conn, op, name string, pick f
 			return s.wrap(ctx, op+": expunge", err)
 		}
 	default:
-		if !s.rm.warned[name] {
-			if s.rm.warned == nil {
-				s.rm.warned = map[string]bool{}
-			}
-			s.rm.warned[name] = true
-			s.log.Warn(`imap: expunge skipped: no UIDPLUS; copied messages are left flagged \Deleted (a plain EXPUNGE would also remove messages other clients marked \Deleted)`, "mailbox", name)
-		}
+		s.warnNoExpunge(name)
 	}
 	s.log.Debug("imap: removed", "mailbox", name, "messages", len(set))
 	return true, staleErr
+}
+
+// warnNoExpunge says once per mailbox that the removed messages stay
+// flagged \Deleted. It holds s.rm.mu.
+func (s *Source) warnNoExpunge(name string) {
+	if s.rm.warned[name] {
+		return
+	}
+	if s.rm.warned == nil {
+		s.rm.warned = map[string]bool{}
+	}
+	s.rm.warned[name] = true
+	s.log.Warn(`imap: expunge skipped: no UIDPLUS; copied messages are left flagged \Deleted (a plain EXPUNGE would also remove messages other clients marked \Deleted)`, "mailbox", name)
 }
 
 // removeConn returns the removal connection, dialling it if needed. The

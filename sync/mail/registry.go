@@ -88,6 +88,10 @@ type OpenOptions struct {
 	// the folder to recognise a copy, which on IMAP is a FETCH of every
 	// message's headers.
 	NoDedupe bool
+	// Share, when set, lets the endpoints opened with it share what they
+	// can (an IMAP account's logged-in connections between its source and
+	// its sink); nil: each endpoint connects on its own. See Share.
+	Share *Share
 }
 
 // Log returns the options' logger, or one that discards.

@@ -106,6 +106,12 @@ type SideStatus struct {
 	// MailboxID is the folder's RFC 8474 MAILBOXID on that side, "" none
 	// (two-way sync follows a rename by it).
 	MailboxID string `json:"id,omitempty"`
+	// Keeps is what that side keeps of flags in the folder (an IMAP
+	// server's PERMANENTFLAGS) as the pass learnt it, at UIDValidity: "*"
+	// every flag, else the flags, space-separated; "" not known. Two-way
+	// sync's next incremental pass reads it here instead of selecting the
+	// folder for it.
+	Keeps string `json:"kf,omitempty"`
 }
 
 // Summary is a folder's pass state: read for every folder on every run,

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -127,6 +128,16 @@ func letters(ctx context.Context, dir string, flags []mail.Flag) (string, maildi
 // the Maildir sink does (maildirfmt.Retag: into cur/ once it has any, and
 // letters another program set that mean nothing here are kept).
 func (m *MaildirFiles) SetFlags(ctx context.Context, mailbox string, id mail.ID, flags []mail.Flag) error {
+	ds := dirSet{}
+	if err := m.setFlags(ctx, mailbox, id, flags, ds); err != nil {
+		return err
+	}
+	return ds.sync()
+}
+
+// setFlags is SetFlags leaving the directory it renamed in to ds, to
+// fsync.
+func (m *MaildirFiles) setFlags(ctx context.Context, mailbox string, id mail.ID, flags []mail.Flag, ds dirSet) error {
 	dir, rel, err := m.locate(ctx, mailbox, id)
 	if err != nil {
 		return err
@@ -139,7 +150,7 @@ func (m *MaildirFiles) SetFlags(ctx context.Context, mailbox string, id mail.ID,
 	if rn.Same() {
 		return nil
 	}
-	if err := renameSynced(filepath.Join(dir, rn.Old), filepath.Join(dir, rn.New)); err != nil {
+	if err := ds.rename(filepath.Join(dir, rn.Old), filepath.Join(dir, rn.New)); err != nil {
 		return err
 	}
 	m.files().Moved(dir, id, rn.New)
@@ -152,6 +163,16 @@ func (m *MaildirFiles) SetFlags(ctx context.Context, mailbox string, id mail.ID,
 // not overwritten: what UNCHANGEDSINCE does on IMAP (rule 2). Stored false
 // returns the flags the file has now.
 func (m *MaildirFiles) SetFlagsIf(ctx context.Context, mailbox string, id mail.ID, flags, expect []mail.Flag) (mail.FlagState, error) {
+	ds := dirSet{}
+	st, err := m.setFlagsIf(ctx, mailbox, id, flags, expect, ds)
+	if err != nil {
+		return st, err
+	}
+	return st, ds.sync()
+}
+
+// setFlagsIf is SetFlagsIf leaving the directory it renamed in to ds.
+func (m *MaildirFiles) setFlagsIf(ctx context.Context, mailbox string, id mail.ID, flags, expect []mail.Flag, ds dirSet) (mail.FlagState, error) {
 	dir, rel, err := m.locate(ctx, mailbox, id)
 	if err != nil {
 		return mail.FlagState{}, err
@@ -159,7 +180,29 @@ func (m *MaildirFiles) SetFlagsIf(ctx context.Context, mailbox string, id mail.I
 	if now := maildirfmt.FlagsOf(rel, maildirfmt.ReadKeywords(dir)); !setOf(now).equal(setOf(expect)) {
 		return mail.FlagState{Flags: now}, nil
 	}
-	return mail.FlagState{Flags: flags, Stored: true}, m.SetFlags(ctx, mailbox, id, flags)
+	return mail.FlagState{Flags: flags, Stored: true}, m.setFlags(ctx, mailbox, id, flags, ds)
+}
+
+// setFlagsIfAll is SetFlagsIf for the writes ws of one folder, their
+// renames made durable together: one fsync per directory, not one per
+// message, before it returns (and the caller records them). A message's
+// own failure is in its result; the error is the call's (a cancel, an
+// fsync).
+func (m *MaildirFiles) setFlagsIfAll(ctx context.Context, mailbox string, ws []flagWrite) ([]mail.FlagResult, error) {
+	ds := dirSet{}
+	out := make([]mail.FlagResult, len(ws))
+	for i, w := range ws {
+		if err := ctx.Err(); err != nil {
+			_ = ds.sync() // what was renamed stays renamed: make it durable all the same
+			return nil, err
+		}
+		st, err := m.setFlagsIf(ctx, mailbox, w.id, w.flags, w.expect, ds)
+		out[i] = mail.FlagResult{FlagState: st, Err: err}
+	}
+	if err := ds.sync(); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // Move renames env's file into folder to with flags; the id stays.
@@ -197,18 +240,26 @@ func (m *MaildirFiles) Remove(ctx context.Context, envs []mail.Envelope) error {
 		return fmt.Errorf("maildir: remove: no quarantine directory: %w", mail.ErrUnsupported)
 	}
 	day := m.now().UTC().Format("2006-01-02")
+	ds := dirSet{}
+	var err error
 	for _, env := range envs {
-		if err := ctx.Err(); err != nil {
-			return err
+		if err = ctx.Err(); err != nil {
+			break
 		}
-		if err := m.quarantine(ctx, env, day); err != nil {
-			return err
+		if err = m.quarantine(ctx, env, day, ds); err != nil {
+			break
 		}
 	}
-	return nil
+	// The renames made durable together, one fsync per directory (the
+	// folder's, the quarantine's), before Remove returns and the caller
+	// records them; also those made before a failure.
+	if serr := ds.sync(); err == nil {
+		err = serr
+	}
+	return err
 }
 
-func (m *MaildirFiles) quarantine(ctx context.Context, env mail.Envelope, day string) error {
+func (m *MaildirFiles) quarantine(ctx context.Context, env mail.Envelope, day string, ds dirSet) error {
 	dir, rel, err := m.locate(ctx, env.Mailbox, env.ID)
 	if errors.Is(err, mail.ErrNotFound) {
 		return nil
@@ -225,7 +276,7 @@ func (m *MaildirFiles) quarantine(ctx context.Context, env mail.Envelope, day st
 		return fmt.Errorf("maildir: quarantine: %w", err)
 	}
 	src, dst := filepath.Join(dir, rel), filepath.Join(qdir, filepath.Base(rel))
-	err = renameSynced(src, dst)
+	err = ds.rename(src, dst)
 	if errors.Is(err, syscall.EXDEV) {
 		err = copyThenRemove(src, dst)
 	}
@@ -267,6 +318,38 @@ func renameSynced(from, to string) error {
 		if err := mail.SyncDir(d); err != nil {
 			return fmt.Errorf("maildir: fsync %s: %w", d, err)
 		}
+	}
+	return nil
+}
+
+// dirSet is the directories renames changed, fsynced together by sync:
+// a folder's flag changes or deletions cost one fsync per directory, not
+// one or two per message.
+type dirSet map[string]bool
+
+// rename renames from to to and notes both directories.
+func (ds dirSet) rename(from, to string) error {
+	if err := os.Rename(from, to); err != nil {
+		return fmt.Errorf("maildir: %w", err)
+	}
+	for _, d := range uniqueDirs(from, to) {
+		ds[d] = true
+	}
+	return nil
+}
+
+// sync fsyncs every directory noted, in a fixed order, and forgets them.
+func (ds dirSet) sync() error {
+	dirs := make([]string, 0, len(ds))
+	for d := range ds {
+		dirs = append(dirs, d)
+	}
+	sort.Strings(dirs)
+	for _, d := range dirs {
+		if err := mail.SyncDir(d); err != nil {
+			return fmt.Errorf("maildir: fsync %s: %w", d, err)
+		}
+		delete(ds, d)
 	}
 	return nil
 }

@@ -96,6 +96,7 @@ type run struct {
 	removed [2]map[string]int
 	msgs    [2]map[string][]Msg // side -> folder -> listing, sorted by ID
 	keeps   [2]map[string]Keeps // side -> folder -> the flags it keeps there (learnKeeps)
+	warnMu  gosync.Mutex        // guards res.Warnings while both sides list
 }
 
 // Run syncs the two stores with the state st: lists both sides, settles
@@ -288,6 +289,8 @@ func (r *run) step(what string) error {
 
 func (r *run) warn(msg string, err error) {
 	r.log.Warn("sync: "+msg, "err", err)
+	r.warnMu.Lock() // the two sides of a folder are listed at once
+	defer r.warnMu.Unlock()
 	r.res.Warnings = append(r.res.Warnings, fmt.Sprintf("%s: %v", msg, err))
 }
 
@@ -376,22 +379,18 @@ func (r *run) listFolder(name string, exists [2]map[string]bool, journaled bool)
 	}
 	p := &folderPass{}
 	var ch [2]*changes
-	for s := range r.stores {
+	sides, err := r.listSides(name, exists, &f, recorded)
+	if err != nil {
+		return f, err
+	}
+	for s, sl := range sides {
 		if !exists[s][name] {
 			p.full = true
 			continue
 		}
-		if err := r.learnKeeps(Side(s), name); err != nil {
-			return f, err
-		}
-		l, c, st, full, err := r.listSideAs(Side(s), name, &f, recorded[s])
-		if err != nil {
-			return f, err
-		}
-		l.Keeps = r.keeps[s][name]
-		l.IDsReset = !r.stores[s].StableIDs && idsReset(l.Msgs, recorded[s])
-		f.Side[s], p.status[s], ch[s] = l, st, c
-		p.full = p.full || full
+		l := sl.l
+		f.Side[s], p.status[s], ch[s] = l, sl.st, sl.ch
+		p.full = p.full || sl.full
 		switch {
 		case l.Untrusted != "":
 			p.noPass = l.Untrusted
@@ -423,6 +422,58 @@ func (r *run) listFolder(name string, exists [2]map[string]bool, journaled bool)
 	r.fillContent(&f, recorded)
 	r.passes[name], r.res.Listing[name] = p, mode
 	return f, nil
+}
+
+// sideListing is what listing one side of a folder pair gave.
+type sideListing struct {
+	l    Listing
+	ch   *changes
+	st   state.SideStatus
+	full bool
+}
+
+// listSides lists each side of folder pair name that exists, both at
+// once: each side is its own server or disk, so an IMAP side's round
+// trips overlap the other side's (a Maildir's directory reads, or the
+// other server's round trips) instead of following them.
+func (r *run) listSides(name string, exists [2]map[string]bool, f *Folder, recorded [2]map[mail.ID]bool) ([2]sideListing, error) {
+	var out [2]sideListing
+	var errs [2]error
+	var wg gosync.WaitGroup
+	for s := range r.stores {
+		if !exists[s][name] {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[s], errs[s] = r.listOneSide(Side(s), name, f, recorded[s])
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return out, err // side A's first, as when listed in turn
+		}
+	}
+	return out, nil
+}
+
+// listOneSide lists side s of folder pair name (listSideAs) with the flags
+// it keeps there. It only reads f, which the other side's goroutine
+// reads too.
+func (r *run) listOneSide(s Side, name string, f *Folder, recorded map[mail.ID]bool) (sideListing, error) {
+	if err := r.learnKeepsOnce(s, name); err != nil {
+		return sideListing{}, err
+	}
+	l, c, st, full, err := r.listSideAs(s, name, f, recorded)
+	if err != nil {
+		return sideListing{}, err
+	}
+	st.Keeps = r.keepsNote(s, name, st)
+	l.Keeps = r.keeps[s][name]
+	l.IDsReset = !r.stores[s].StableIDs && idsReset(l.Msgs, recorded)
+	return sideListing{l: l, ch: c, st: st, full: full}, nil
 }
 
 // idsReset reports whether a folder's ids were all renumbered since the

@@ -137,6 +137,9 @@ type flagWrite struct {
 // SetFlagsIfAll), else one write after the other. A message's own failure
 // is in its result; the error is the call's (the connection, a cancel).
 func (s *Store) setFlagsIfAll(ctx context.Context, mailbox string, ws []flagWrite) ([]mail.FlagResult, error) {
+	if s.Maildir != nil {
+		return s.Maildir.setFlagsIfAll(ctx, mailbox, ws)
+	}
 	if cf := mail.FeaturesOf(s.Sink).ConditionalFlagSetter; cf != nil && s.Maildir == nil && allSince(ws) {
 		mws := make([]mail.FlagWrite, len(ws))
 		for i, w := range ws {
