@@ -202,15 +202,15 @@ type changeListing struct {
 	// EXAMINEd (readKnown): a copy's 50,000 known IDs cost more to read
 	// (the caller may still be loading them) and parse than its change.
 	// knownUIDs waits for them.
-	knownReady chan struct{}
-	known1     []uint32
-	sum        mail.ChangeSummary
-	maxNew     uint32
-	knownNew   imapconn.UIDSet // known UIDs from since.UIDNext on (a two-way sync's own copies)
-	newKnown   int             // of those, how many are still there (ChangeFlags)
-	goneNew    []uint32        // and which are gone
-	present    imapconn.UIDSet // UIDs below since.UIDNext still there (no QRESYNC)
-	vanished   imapconn.UIDSet // QRESYNC's report
+	knownReady  chan struct{}
+	knownParsed []uint32
+	sum         mail.ChangeSummary
+	maxNew      uint32
+	knownNew    imapconn.UIDSet // known UIDs from since.UIDNext on (a two-way sync's own copies)
+	newKnown    int             // of those, how many are still there (ChangeFlags)
+	goneNew     []uint32        // and which are gone
+	present     imapconn.UIDSet // UIDs below since.UIDNext still there (no QRESYNC)
+	vanished    imapconn.UIDSet // QRESYNC's report
 }
 
 func (cl *changeListing) run(box string) error {
@@ -323,7 +323,7 @@ func (cl *changeListing) readKnown() {
 				uids = append(uids, uid)
 			}
 		}
-		cl.known1 = uids
+		cl.knownParsed = uids
 	}()
 }
 
@@ -334,7 +334,7 @@ func (cl *changeListing) knownUIDs() []uint32 {
 		return nil
 	}
 	<-cl.knownReady
-	return cl.known1
+	return cl.knownParsed
 }
 
 // knownFrom returns the known UIDs (of this UIDVALIDITY) from lo on:
