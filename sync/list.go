@@ -136,16 +136,36 @@ func (r *run) listFolder(ctx context.Context, mb string) (*listing, error) {
 	if p != nil && p.mode == ListingSkipped {
 		return nil, r.skipFolder(ctx, mb, p)
 	}
-	if err := r.loadFolder(mb); err != nil {
-		return nil, err
-	}
 	if p != nil && p.mode == ListingIncremental {
+		r.preparePuts(mb, p)
+		loaded := r.loadFolderAsync(mb) // read beside the listing's round trips
 		l, err := r.changeListing(ctx, mb, p)
+		if lerr := loaded(); lerr != nil {
+			return nil, lerr
+		}
 		if err != nil || l != nil {
 			return l, err
 		}
+		return r.listing(ctx, mb)
+	}
+	if err := r.loadFolder(mb); err != nil {
+		return nil, err
 	}
 	return r.listing(ctx, mb)
+}
+
+// preparePuts tells a sink that looks for stored copies by reading the
+// destination folder (mail.PutPreparer) that mb's change listing is about
+// to queue new messages (its status says some arrived), so that the read
+// runs beside the listing's round trips, not before the first Put.
+func (r *run) preparePuts(mb string, p *pass) {
+	pp := r.dstF.PutPreparer
+	if pp == nil || r.opt.DryRun {
+		return
+	}
+	if p.status.UIDNext != p.since.UIDNext || p.status.Messages > p.since.Messages {
+		pp.PreparePuts(r.opt.dstName(mb))
+	}
 }
 
 // listing lists mb (with retries), splitting what the checkpoint holds

@@ -98,6 +98,36 @@ func (r *run) loadFolder(mb string) error {
 	return nil
 }
 
+// loadFolderAsync starts loadFolder(mb) on another goroutine and returns
+// the function that waits for its result. A change listing runs beside
+// it: reading a 50,000-message folder's log (10 MB, about 60 ms of CPU)
+// then overlaps the listing's login and EXAMINE instead of preceding
+// them. The records are safe to use meanwhile: the checkpoint locks a
+// folder while it reads it, so a lookup during the read waits for it
+// (or reads the folder itself, first). What matters is that the run acts
+// on the folder only after wait: a damaged log still stops the run before
+// anything is copied.
+func (r *run) loadFolderAsync(mb string) (wait func() error) {
+	if r.folders == nil {
+		return func() error { return nil }
+	}
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		defer func() { done <- err }()
+		defer catchPanic(&err, r.log)
+		err = r.loadFolder(mb)
+	}()
+	var (
+		once stdsync.Once
+		err  error
+	)
+	return func() error {
+		once.Do(func() { err = <-done })
+		return err
+	}
+}
+
 // recordCount returns how many records the checkpoint holds for mb, a
 // folder the run lists (its records are read).
 func (r *run) recordCount(mb string) int {

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	flag "github.com/spf13/pflag"
 
 	"github.com/mailferry/mailferry/sync/batch"
@@ -547,14 +549,18 @@ func (o *batchOptions) startMetrics(env *cliEnv) (func(), error) {
 	if o.metricsListen == "" {
 		return func() {}, nil
 	}
-	m := batch.NewMetrics()
+	reg := prometheus.NewRegistry()
+	m, err := batch.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", o.metricsListen)
 	if err != nil {
 		return nil, &usageError{fmt.Sprintf("--metrics-listen %s: %v", o.metricsListen, err)}
 	}
 	o.metrics = m
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", m)
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -41,6 +41,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -84,6 +85,15 @@ const (
 	// it Put closes the file and Commit reopens it to fsync: the data is the
 	// inode's, so an fsync through any descriptor makes it durable.
 	maxOpenPending = 256
+	// fewFiles is the largest batch Commit fsyncs file by file (with
+	// their directories) even where it has syncfs. A syncfs writes out
+	// every dirty page of the file system, other programs' too: for a
+	// nightly rerun's one new message on a machine with other writers
+	// it cost 8.4 ms against 1.9 ms for the file's fsync (medians; one
+	// fsync per file, four at a time, stays within one fsync's time up to
+	// syncWorkers files, and syncfs wins from about 8 on: see
+	// docs/performance.md).
+	fewFiles = syncWorkers
 )
 
 // Sink writes into a Maildir++ tree. It is safe for concurrent use: Puts may
@@ -109,8 +119,16 @@ type Sink struct {
 	// Linux); syncDev is that file system. nil: an fsync per file.
 	syncRoot fsSyncer
 	syncDev  uint64
+	// syncfsOver is the most files a batch fsyncs one by one although
+	// syncRoot is set: see fewFiles.
+	syncfsOver int
 
 	commitMu sync.Mutex // serialises Commit and Close
+
+	// prep counts PreparePuts reads in flight (Close waits for them);
+	// hashSeed seeds their key hashes.
+	prep     sync.WaitGroup
+	hashSeed maphash.Seed
 
 	mu        sync.Mutex // guards everything below
 	closed    bool
@@ -146,6 +164,10 @@ type folder struct {
 	// 50,000-message folder reads its names once, without indexing them.
 	indexed bool
 	scans   int // lookups by scan so far (keyScans)
+	// stored holds a hash of every key stored in the folder when
+	// PreparePuts read its names (nil: it did not): a key whose hash is
+	// absent is not stored, a Put of it needs no scan.
+	stored map[uint64]struct{}
 
 	// kwMu guards the folder's keyword table, read from its dovecot-keywords
 	// on first use (kwRead) and extended by AddKeywords, and the keywords
@@ -196,7 +218,8 @@ func New(ctx context.Context, root string, o *mail.OpenOptions) (*Sink, error) {
 // batch's blocks in merged requests and flushes once. It cost about half
 // the kernel CPU of IMAP -> Maildir (BENCHMARKS.md). The guarantee is the
 // same: every file and its tmp/ entry are on disk before any rename, and
-// the renames' directories are fsynced before Commit returns. Sinks made
+// the renames' directories are fsynced before Commit returns. A batch of
+// fewFiles or fewer keeps the fsync per file. Sinks made
 // by newSink (tests with an injected file system) keep the per-file fsync
 // unless the test calls enableSyncFS, which goes through the injected
 // fileSystem's OpenSyncFS (the power-loss test models syncfs there).
@@ -206,7 +229,7 @@ func (s *Sink) enableSyncFS() {
 		s.log.Debug("maildir: no syncfs; fsyncing each file", "err", err)
 		return
 	}
-	s.syncRoot, s.syncDev = r, dev
+	s.syncRoot, s.syncDev, s.syncfsOver = r, dev, fewFiles
 }
 
 func newSink(ctx context.Context, root string, o *mail.OpenOptions, fsys fileSystem, now func() time.Time) (*Sink, error) {
@@ -228,6 +251,8 @@ func newSink(ctx context.Context, root string, o *mail.OpenOptions, fsys fileSys
 		folders: map[string]*folder{},
 		dirty:   map[string]struct{}{},
 		tree:    maildirfmt.NewTree(root, nil),
+
+		hashSeed: maphash.MakeSeed(),
 	}
 	fi, err := os.Stat(root)
 	switch {
@@ -709,7 +734,7 @@ func (s *Sink) claim(ctx context.Context, f *folder, key string) (string, *keySt
 	for {
 		f.mu.Lock()
 		st := f.keys[key]
-		if st == nil && !f.indexed {
+		if st == nil && !f.indexed && !s.storedNot(f, key) {
 			var err error
 			if st, err = s.lookupKey(f, key); err != nil {
 				f.mu.Unlock()
@@ -950,8 +975,8 @@ func (s *Sink) uniqueName(key string, size int64) string {
 
 // Commit makes every message Put before it durable and visible: it sets each
 // file's mtime to its Envelope.Date, makes the files durable (one syncfs
-// for the batch, see enableSyncFS; else an fsync each, syncWorkers at a
-// time), renames them from tmp/ into cur/ or new/ (never over an existing
+// for a batch of more than fewFiles, see enableSyncFS; else an fsync
+// each, syncWorkers at a time), renames them from tmp/ into cur/ or new/ (never over an existing
 // file: a taken name gets a fresh one, so that message's ID changes), then
 // fsyncs each touched directory once. Only when Commit returns nil are the
 // messages on disk. ctx is checked before the batch starts; a started batch
@@ -986,7 +1011,7 @@ func (s *Sink) Commit(ctx context.Context) error {
 	}
 
 	errs := make([]error, len(batch))
-	if s.syncRoot != nil {
+	if s.syncRoot != nil && len(batch) > s.syncfsOver {
 		s.syncBatch(batch, errs)
 	} else {
 		parallel(len(batch), syncWorkers, func(i int) {
@@ -1214,7 +1239,8 @@ func (s *Sink) Index(ctx context.Context, mailbox string, fn func(mail.Envelope)
 func (s *Sink) Limits() mail.Limits { return mail.Limits{} }
 
 // Close discards the messages Put since the last Commit (their tmp files are
-// removed), waits for a running Commit, and releases the run lock. It is
+// removed), waits for a running Commit and PreparePuts read, and releases
+// the run lock. It is
 // idempotent; later calls get mail.ErrClosed.
 func (s *Sink) Close() error {
 	s.commitMu.Lock()
@@ -1228,6 +1254,7 @@ func (s *Sink) Close() error {
 	batch := s.pending
 	s.pending = nil
 	s.mu.Unlock()
+	s.prep.Wait() // a PreparePuts read must not outlive the sink
 	var errs []error
 	for _, p := range batch {
 		if p.f != nil {

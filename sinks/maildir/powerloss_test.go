@@ -24,10 +24,11 @@ import (
 // system (package crashfs, the stand-in for LazyFS): the Maildir and the
 // checkpoint live on it, a delete-mode copy runs until the power is cut at
 // a random file system operation, the tree is rewritten to what a reboot
-// would find, and the next run resumes. Both of Commit's durability paths
-// run: an fsync per file (newSink's default, and New's where there is no
-// syncfs) and one syncfs per batch (New on Linux: enableSyncFS), the
-// syncfs modelled by crashfs.FS.SyncFS.
+// would find, and the next run resumes. Each of Commit's durability paths
+// runs: an fsync per file (newSink's default, and New's where there is no
+// syncfs), one syncfs per batch (New on Linux: enableSyncFS), the syncfs
+// modelled by crashfs.FS.SyncFS, and the fsync per file of a batch of
+// fewFiles or fewer on a sink that has syncfs (New's nightly rerun).
 
 // plFS adapts a crashfs.FS to the sink's fileSystem, counting the sink's
 // file fsyncs and syncfs calls (so a test knows which path it ran).
@@ -103,7 +104,7 @@ func plFixtures() []mailtest.Fixture {
 type plWorld struct {
 	root, maildir, cp string
 	fs                *crashfs.FS
-	syncfs            bool // Commit syncs the batch with one syncfs
+	path              plPath // which durability path Commit takes
 	nSyncfs, nFsyncs  atomic.Int64
 	corpus            *powerloss.Corpus
 }
@@ -117,7 +118,16 @@ const (
 	plNoSyncFS          // syncfs does nothing
 )
 
-func newPLWorld(t *testing.T, seed uint64, syncfs bool, fault plFault) *plWorld {
+// plPath is one of Commit's durability paths.
+type plPath int
+
+const (
+	plFsync    plPath = iota // no syncfs: an fsync per file
+	plSyncfs                 // one syncfs per batch, whatever its size
+	plFewFiles               // syncfs enabled, every batch small enough for an fsync per file
+)
+
+func newPLWorld(t *testing.T, seed uint64, path plPath, fault plFault) *plWorld {
 	t.Helper()
 	root := t.TempDir()
 	fsys, err := crashfs.New(root, seed)
@@ -126,7 +136,7 @@ func newPLWorld(t *testing.T, seed uint64, syncfs bool, fault plFault) *plWorld 
 	}
 	fsys.NoDirSync, fsys.NoSyncFS = fault == plNoDirSync, fault == plNoSyncFS
 	w := &plWorld{root: root, maildir: filepath.Join(root, "mail"), cp: filepath.Join(root, "state", "cp.jsonl"),
-		fs: fsys, syncfs: syncfs, corpus: powerloss.NewCorpus(plFixtures())}
+		fs: fsys, path: path, corpus: powerloss.NewCorpus(plFixtures())}
 	fsys.Torn = seed%2 == 1
 	return w
 }
@@ -139,11 +149,15 @@ func (w *plWorld) run() error {
 	if err != nil {
 		return err
 	}
-	if w.syncfs {
+	if w.path != plFsync {
 		s.enableSyncFS()
 		if s.syncRoot == nil {
 			s.Close()
 			return errors.New("enableSyncFS: no syncfs")
+		}
+		s.syncfsOver = 0
+		if w.path == plFewFiles {
+			s.syncfsOver = 1 << 30
 		}
 	}
 	return w.corpus.Copy(ctx, w.fs, s, w.plRun()) // closes s
@@ -186,9 +200,9 @@ func (w *plWorld) check(final bool) []string {
 // plTrial runs until a run completes, cutting the power at a random
 // operation in each of the first cuts runs, and returns every violation
 // found after each recovery and at the end.
-func plTrial(t *testing.T, seed uint64, cuts, opsPerRun int, syncfs bool, fault plFault) []string {
+func plTrial(t *testing.T, seed uint64, cuts, opsPerRun int, path plPath, fault plFault) []string {
 	t.Helper()
-	w := newPLWorld(t, seed, syncfs, fault)
+	w := newPLWorld(t, seed, path, fault)
 	bad, err := w.fs.Trial(rand.New(rand.NewPCG(seed, 1)), cuts, opsPerRun, w.run, w.check)
 	if err != nil {
 		t.Fatal(err)
@@ -199,12 +213,13 @@ func plTrial(t *testing.T, seed uint64, cuts, opsPerRun int, syncfs bool, fault 
 // plOps counts the file system operations of one uncut run, and checks
 // that it took the Commit path asked for: one syncfs per batch and no
 // message fsynced alone, or the reverse.
-func plOps(t *testing.T, syncfs bool) int {
+func plOps(t *testing.T, path plPath) int {
 	t.Helper()
-	if syncfs && runtime.GOOS != "linux" {
+	if path != plFsync && runtime.GOOS != "linux" {
 		t.Skip("syncfs(2) is Linux only")
 	}
-	w := newPLWorld(t, 0, syncfs, plNoFault)
+	syncfs := path == plSyncfs
+	w := newPLWorld(t, 0, path, plNoFault)
 	if err := w.run(); err != nil {
 		t.Fatalf("uncut run: %v", err)
 	}
@@ -213,19 +228,20 @@ func plOps(t *testing.T, syncfs bool) int {
 	}
 	n, fsyncs := w.nSyncfs.Load(), w.nFsyncs.Load()
 	if syncfs && (n == 0 || fsyncs != 0) || !syncfs && (n != 0 || fsyncs == 0) {
-		t.Fatalf("uncut run (syncfs %v): %d syncfs and %d file fsyncs", syncfs, n, fsyncs)
+		t.Fatalf("uncut run (path %d): %d syncfs and %d file fsyncs", path, n, fsyncs)
 	}
 	return w.fs.Ops()
 }
 
-// plPaths are Commit's two durability paths.
+// plPaths are Commit's durability paths.
 var plPaths = []struct {
-	name   string
-	syncfs bool
-}{{"fsync", false}, {"syncfs", true}}
+	name string
+	path plPath
+}{{"fsync", plFsync}, {"syncfs", plSyncfs}, {"few-files", plFewFiles}}
 
-// TestA8PowerLossMaildir covers A8 on both Commit paths (fsync per file,
-// syncfs per batch): 30 trials each, each cutting the power at
+// TestA8PowerLossMaildir covers A8 on every Commit path (fsync per file,
+// syncfs per batch, fsync per file of a small batch beside syncfs): 30
+// trials each, each cutting the power at
 // random operations of up to 3 successive delete-mode runs (about 60 cut
 // points over a run's ~170 operations), unsynced writes dropped (or, in odd
 // trials, torn: a random prefix of unsynced appends kept). After every
@@ -235,13 +251,13 @@ var plPaths = []struct {
 func TestA8PowerLossMaildir(t *testing.T) {
 	for _, path := range plPaths {
 		t.Run(path.name, func(t *testing.T) {
-			ops := plOps(t, path.syncfs)
+			ops := plOps(t, path.path)
 			trials := 30
 			if testing.Short() {
 				trials = 5
 			}
 			for seed := range uint64(trials) {
-				if bad := plTrial(t, seed, 1+int(seed%3), ops, path.syncfs, plNoFault); len(bad) > 0 {
+				if bad := plTrial(t, seed, 1+int(seed%3), ops, path.path, plNoFault); len(bad) > 0 {
 					t.Errorf("trial %d (seed %d, %d ops per run): %d violation(s):\n%s", seed, seed, ops, len(bad), strings.Join(bad, "\n"))
 				}
 			}
@@ -260,20 +276,21 @@ func TestA8PowerLossMaildir(t *testing.T) {
 // about a third of trials catch it, so 30 keep a false alarm below 1e-4.
 func TestA8PowerLossMaildirNegativeControl(t *testing.T) {
 	tests := []struct {
-		name   string
-		syncfs bool
-		fault  plFault
-		what   string
+		name  string
+		path  plPath
+		fault plFault
+		what  string
 	}{
-		{"fsync/no-dir-fsync", false, plNoDirSync, "without directory fsyncs"},
-		{"syncfs/no-dir-fsync", true, plNoDirSync, "without directory fsyncs"},
-		{"syncfs/no-syncfs", true, plNoSyncFS, "without the syncfs"},
+		{"fsync/no-dir-fsync", plFsync, plNoDirSync, "without directory fsyncs"},
+		{"syncfs/no-dir-fsync", plSyncfs, plNoDirSync, "without directory fsyncs"},
+		{"syncfs/no-syncfs", plSyncfs, plNoSyncFS, "without the syncfs"},
+		{"few-files/no-dir-fsync", plFewFiles, plNoDirSync, "without directory fsyncs"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ops := plOps(t, tt.syncfs)
+			ops := plOps(t, tt.path)
 			for seed := range uint64(30) {
-				if bad := plTrial(t, seed, 1+int(seed%3), ops, tt.syncfs, tt.fault); len(bad) > 0 {
+				if bad := plTrial(t, seed, 1+int(seed%3), ops, tt.path, tt.fault); len(bad) > 0 {
 					t.Logf("%s, trial %d broke an invariant: %s", tt.what, seed, bad[0])
 					return
 				}

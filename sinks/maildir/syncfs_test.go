@@ -4,6 +4,7 @@ package maildir
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,10 +15,20 @@ import (
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
-// newSyncfsSink is New's sink (one syncfs per Commit) on a recording file
-// system: renames and directory fsyncs go to rec, and each syncfs records
+// newSyncfsSink is New's sink (one syncfs per Commit, for batches of any
+// size: these tests commit a few files) on a recording file system:
+// renames and directory fsyncs go to rec, and each syncfs records
 // "syncfs" and may fail with failSyncfs.
 func newSyncfsSink(t *testing.T, root string, rec *recFS, failSyncfs *error) *Sink {
+	t.Helper()
+	s := newFewFilesSink(t, root, rec, failSyncfs)
+	s.syncfsOver = 0
+	return s
+}
+
+// newFewFilesSink is New's sink as it is: syncfs for a batch of more than
+// fewFiles, an fsync per file below.
+func newFewFilesSink(t *testing.T, root string, rec *recFS, failSyncfs *error) *Sink {
 	t.Helper()
 	rec.failSyncFS = func() error { return *failSyncfs }
 	s := newTestSink(t, root, rec)
@@ -26,6 +37,66 @@ func newSyncfsSink(t *testing.T, root string, rec *recFS, failSyncfs *error) *Si
 		t.Fatal("enableSyncFS: no syncfs on Linux")
 	}
 	return s
+}
+
+// TestFewFilesDurabilityOrderA8 is A8's order for a batch of up to
+// fewFiles messages on a sink that has syncfs (a nightly rerun's one new
+// message): each file is fsynced before its rename, no syncfs, each
+// directory fsynced after its renames; one file more and the batch takes
+// the syncfs.
+func TestFewFilesDurabilityOrderA8(t *testing.T) {
+	tests := []struct {
+		name       string
+		n          int
+		wantSyncfs bool
+	}{
+		{"one", 1, false},
+		{"fewFiles", fewFiles, false},
+		{"fewFiles+1", fewFiles + 1, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			rec := &recFS{}
+			var failSyncfs error
+			s := newFewFilesSink(t, root, rec, &failSyncfs)
+			var finals []string
+			for i := range tt.n {
+				id := put(t, s, mail.Envelope{Mailbox: "INBOX", Key: fmt.Sprintf("k%d", i)}, fmt.Sprintf("body %d", i))
+				finals = append(finals, filepath.Join(root, "new", string(id)))
+			}
+			rec.Reset()
+			commit(t, s)
+			ev := rec.Events()
+			syncfs, fsyncs, lastRename, dirSync := 0, 0, -1, -1
+			for i, e := range ev {
+				switch {
+				case e == "syncfs":
+					syncfs++
+				case strings.HasPrefix(e, "sync "):
+					fsyncs++
+				case strings.HasPrefix(e, "rename "):
+					lastRename = i
+					if !tt.wantSyncfs && fsyncs < tt.n {
+						t.Errorf("event %d %q: a rename before every file's fsync (%d of %d)", i, e, fsyncs, tt.n)
+					}
+				case e == "syncdir "+filepath.Join(root, "new"):
+					dirSync = i
+				}
+			}
+			if tt.wantSyncfs && (syncfs != 1 || fsyncs != 0) || !tt.wantSyncfs && (syncfs != 0 || fsyncs != tt.n) {
+				t.Fatalf("%d files: %d syncfs and %d file fsyncs, want syncfs %v\n%s", tt.n, syncfs, fsyncs, tt.wantSyncfs, strings.Join(ev, "\n"))
+			}
+			if dirSync < lastRename {
+				t.Errorf("new/ fsynced at event %d, last rename at %d", dirSync, lastRename)
+			}
+			for _, f := range finals {
+				if _, err := os.Stat(f); err != nil {
+					t.Errorf("after Commit: %v", err)
+				}
+			}
+		})
+	}
 }
 
 // TestSyncfsDurabilityOrderA8 is A8's order for the syncfs Commit (what New

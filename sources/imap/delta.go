@@ -167,6 +167,8 @@ func (s *Source) ListChanges(ctx context.Context, mailbox string, since mail.Fol
 		return mail.ChangeSummary{}, err
 	}
 	cl := &changeListing{s: s, name: normInbox(mailbox), since: since, known: known, fn: fn}
+	cl.readKnown()
+	defer cl.knownUIDs() // known is not used after ListChanges returns
 	err = s.withSession(ctx, fmt.Sprintf("list changes %q", mailbox), func(sess *imapconn.Session) error {
 		cl.sess = sess
 		if err := cl.run(box); err != nil {
@@ -194,15 +196,21 @@ type changeListing struct {
 	known iter.Seq[mail.ID]
 	fn    func(mail.Change) error
 
-	sel       imapconn.Selected
-	knownUIDs []uint32 // known's UIDs of this UIDVALIDITY, parsed once (nil: known is nil)
-	sum       mail.ChangeSummary
-	maxNew    uint32
-	knownNew  imapconn.UIDSet // known UIDs from since.UIDNext on (a two-way sync's own copies)
-	newKnown  int             // of those, how many are still there (ChangeFlags)
-	goneNew   []uint32        // and which are gone
-	present   imapconn.UIDSet // UIDs below since.UIDNext still there (no QRESYNC)
-	vanished  imapconn.UIDSet // QRESYNC's report
+	sel imapconn.Selected
+	// known's UIDs of since's UIDVALIDITY (nil: known is nil), parsed once
+	// on another goroutine while the connection is dialled and the folder
+	// EXAMINEd (readKnown): a copy's 50,000 known IDs cost more to read
+	// (the caller may still be loading them) and parse than its change.
+	// knownUIDs waits for them.
+	knownReady  chan struct{}
+	knownParsed []uint32
+	sum         mail.ChangeSummary
+	maxNew      uint32
+	knownNew    imapconn.UIDSet // known UIDs from since.UIDNext on (a two-way sync's own copies)
+	newKnown    int             // of those, how many are still there (ChangeFlags)
+	goneNew     []uint32        // and which are gone
+	present     imapconn.UIDSet // UIDs below since.UIDNext still there (no QRESYNC)
+	vanished    imapconn.UIDSet // QRESYNC's report
 }
 
 func (cl *changeListing) run(box string) error {
@@ -221,7 +229,6 @@ func (cl *changeListing) run(box string) error {
 	if cl.unchanged() {
 		return nil
 	}
-	cl.knownUIDs = cl.parseKnown()
 	cl.knownNew = cl.knownFrom(cl.since.UIDNext)
 	if err := cl.listNew(); err != nil {
 		return err
@@ -299,19 +306,35 @@ func (cl *changeListing) listNew() error {
 	}
 }
 
-// parseKnown returns the UIDs of the known IDs of this UIDVALIDITY, read
-// once: a copy's 50,000 known IDs cost more to parse than its change.
-func (cl *changeListing) parseKnown() []uint32 {
+// readKnown starts parsing the known IDs of since's UIDVALIDITY, if any.
+// Only a listing that gets past fullBefore uses them, and there the
+// folder's UIDVALIDITY is since's. known is iterated on that goroutine
+// only while ListChanges runs, before fn is first called (knownUIDs).
+func (cl *changeListing) readKnown() {
 	if cl.known == nil {
+		return
+	}
+	cl.knownReady = make(chan struct{})
+	go func() {
+		defer close(cl.knownReady)
+		uids := []uint32{}
+		for id := range cl.known {
+			if v, uid, ok := imapconn.ParseID(id); ok && v == cl.since.UIDValidity {
+				uids = append(uids, uid)
+			}
+		}
+		cl.knownParsed = uids
+	}()
+}
+
+// knownUIDs returns the known UIDs of this UIDVALIDITY (nil: known is
+// nil), waiting for readKnown.
+func (cl *changeListing) knownUIDs() []uint32 {
+	if cl.knownReady == nil {
 		return nil
 	}
-	uids := []uint32{}
-	for id := range cl.known {
-		if v, uid, ok := imapconn.ParseID(id); ok && v == cl.sel.UIDValidity {
-			uids = append(uids, uid)
-		}
-	}
-	return uids
+	<-cl.knownReady
+	return cl.knownParsed
 }
 
 // knownFrom returns the known UIDs (of this UIDVALIDITY) from lo on:
@@ -319,7 +342,7 @@ func (cl *changeListing) parseKnown() []uint32 {
 // two-way sync's own copies into this folder.
 func (cl *changeListing) knownFrom(lo uint32) imapconn.UIDSet {
 	var uids []uint32
-	for _, uid := range cl.knownUIDs {
+	for _, uid := range cl.knownUIDs() {
 		if uid >= lo {
 			uids = append(uids, uid)
 		}
@@ -563,7 +586,7 @@ func (cl *changeListing) gone(qres bool, last uint32) (uids []uint32, reason str
 		}
 		return nil, "expunges without QRESYNC need the known messages"
 	}
-	for _, uid := range cl.knownUIDs {
+	for _, uid := range cl.knownUIDs() {
 		if uid > last {
 			continue
 		}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/riverqueue/river/rivertype"
 )
 
@@ -162,7 +163,11 @@ func testOutcomes(t *testing.T, dbURL string) {
 		"long":  {-1, exitOK},
 	}}
 	ids := []string{"ok1", "bad1", "ok2", "bad2", "quota", "usage", "cp", "part", "flaky", "down", "slow", "long", "ok3"}
-	metrics := NewMetrics()
+	reg := prometheus.NewRegistry()
+	metrics, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	s := openTest(t, dbURL, 4, run, 2*time.Second, func(c *Config) { c.Metrics = metrics })
 	if _, err := s.Load(ctx, "staff", testRows(t, ids...)); err != nil {
 		t.Fatal(err)
@@ -203,7 +208,7 @@ func testOutcomes(t *testing.T, dbURL string) {
 	if n := run.count("slow"); n != 3 {
 		t.Errorf("slow ran %d times; want 3 (two snoozes, then done)", n)
 	}
-	checkMetrics(t, metrics, map[string]float64{
+	checkMetrics(t, reg, map[string]float64{
 		`mailferry_batch_account_runs_total{batch="staff",class="",outcome="done"}`:             6,
 		`mailferry_batch_account_runs_total{batch="staff",class="auth",outcome="failed"}`:       2,
 		`mailferry_batch_account_runs_total{batch="staff",class="",outcome="snoozed"}`:          1, // long's first slice
@@ -271,10 +276,24 @@ func checkLines(t *testing.T, lines []Line, wants map[string]want) {
 	}
 }
 
-// checkMetrics compares the metrics, written name{labels}, to want.
-func checkMetrics(t *testing.T, m *Metrics, want map[string]float64) {
+// checkMetrics compares gathered metrics, written name{labels}, to want.
+func checkMetrics(t *testing.T, reg *prometheus.Registry, want map[string]float64) {
 	t.Helper()
-	got := m.Values()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			v := m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			got[mf.GetName()+"{"+strings.Join(labels, ",")+"}"] = v
+		}
+	}
 	for k, w := range want {
 		if got[k] != w {
 			t.Errorf("%s = %v; want %v", k, got[k], w)
@@ -525,11 +544,16 @@ func TestGroupCapPostgres(t *testing.T) { testGroupCap(t, postgresURL(t)) }
 func testGroupCap(t *testing.T, dbURL string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	metrics := NewMetrics()
+	reg := prometheus.NewRegistry()
+	metrics, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	slotWaits := func() float64 {
-		for k, v := range metrics.Values() {
-			if strings.HasPrefix(k, "mailferry_batch_slot_waits_total{") {
-				return v
+		mfs, _ := reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == "mailferry_batch_slot_waits_total" {
+				return mf.GetMetric()[0].GetCounter().GetValue()
 			}
 		}
 		return 0

@@ -284,7 +284,10 @@ type ChangeSummary struct {
 // vanished messages, on the caller's goroutine. known, when not nil,
 // yields the IDs the caller holds for the folder; a source that must find
 // expunges by comparing (no QRESYNC) asks for it, and reports only
-// vanished IDs it yielded; without it such a source may answer Full. An
+// vanished IDs it yielded; without it such a source may answer Full. A
+// source may iterate known on a goroutine of its own (the IMAP source does,
+// during its round trips), only before its first call of fn and never
+// after ListChanges returns. An
 // error from fn stops the listing and is returned unchanged. A zero since
 // gives Full. Cancelling ctx returns an error wrapping ctx.Err().
 type ChangeLister interface {
@@ -408,6 +411,18 @@ type MailboxReleaser interface {
 	ReleaseMailbox(mailbox string)
 }
 
+// PutPreparer is implemented by sinks whose Put of a message looks for a
+// stored copy of it by reading the destination folder (the Maildir sink
+// reads its file names for the delivery key, tens of milliseconds in a
+// 50,000-message folder): the copy engine calls PreparePuts when it is
+// about to list a folder's new messages (a nightly rerun), so the sink can
+// do that read in the background, beside the listing's round trips,
+// instead of in the first Put. It returns at once, creates no folder, and
+// changes nothing that Put does or returns; Close waits for the read.
+type PutPreparer interface {
+	PreparePuts(mailbox string)
+}
+
 // The capability names, as Features.Names reports them and the conformance
 // suite names its subtests.
 const (
@@ -434,6 +449,7 @@ const (
 	CapAnyHolder         = "AnyHolder"
 	CapHoldEvidencer     = "HoldEvidencer"
 	CapMailboxReleaser   = "MailboxReleaser"
+	CapPutPreparer       = "PutPreparer"
 )
 
 // Features holds the optional capabilities of one endpoint: each field is
@@ -457,6 +473,7 @@ type Features struct {
 	AnyHolder             AnyHolder
 	HoldEvidencer         HoldEvidencer
 	MailboxReleaser       MailboxReleaser
+	PutPreparer           PutPreparer
 	// Source capabilities.
 	BatchOpener      BatchOpener
 	Remover          Remover
@@ -532,6 +549,7 @@ func (f *Features) Fill(v any) *Features {
 	f.AnyHolder, _ = v.(AnyHolder)
 	f.HoldEvidencer, _ = v.(HoldEvidencer)
 	f.MailboxReleaser, _ = v.(MailboxReleaser)
+	f.PutPreparer, _ = v.(PutPreparer)
 	return f
 }
 
@@ -562,6 +580,7 @@ func (f *Features) Mask(in *Features) *Features {
 	mask(&f.AnyHolder, in.AnyHolder)
 	mask(&f.HoldEvidencer, in.HoldEvidencer)
 	mask(&f.MailboxReleaser, in.MailboxReleaser)
+	mask(&f.PutPreparer, in.PutPreparer)
 	return f
 }
 
@@ -592,6 +611,7 @@ func (f *Features) PassThrough(in *Features) *Features {
 	pass(&f.AnyHolder, in.AnyHolder)
 	pass(&f.HoldEvidencer, in.HoldEvidencer)
 	pass(&f.MailboxReleaser, in.MailboxReleaser)
+	pass(&f.PutPreparer, in.PutPreparer)
 	return f
 }
 
@@ -610,6 +630,7 @@ func (f *Features) Names() []string {
 		{CapAlterationCounter, f.AlterationCounter}, {CapFolderManager, f.FolderManager},
 		{CapConditionalFlags, f.ConditionalFlagSetter}, {CapMover, f.Mover}, {CapFlagKeeper, f.FlagKeeper},
 		{CapAnyHolder, f.AnyHolder}, {CapHoldEvidencer, f.HoldEvidencer}, {CapMailboxReleaser, f.MailboxReleaser},
+		{CapPutPreparer, f.PutPreparer},
 	} {
 		if c.v != nil {
 			names = append(names, c.name)

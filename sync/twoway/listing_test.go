@@ -275,10 +275,19 @@ func TestRunSkippedFolderReadsNoRecord(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
 	mustSyncDelta(t, da, db, dir, RunOptions{})
 	mustSyncDelta(t, da, db, dir, RunOptions{}) // lists what the first sync wrote
+	sumPath := filepath.Join(dir, "summary.json")
+	before, err := os.Stat(sumPath)
+	if err != nil {
+		t.Fatal(err)
+	}
 	res := mustSyncDelta(t, da, db, dir, RunOptions{})
 	want := map[string]string{"INBOX": ListingSkipped, "Archive": ListingSkipped}
 	if !reflect.DeepEqual(res.Listing, want) {
 		t.Fatalf("a sync with nothing changed listed %v, want %v", res.Listing, want)
+	}
+	// It counted its passes without a durable write (state.SkipPasses).
+	if after, err := os.Stat(sumPath); err != nil || !os.SameFile(before, after) || !after.ModTime().Equal(before.ModTime()) {
+		t.Errorf("a sync with nothing changed rewrote summary.json (%v)", err)
 	}
 	garbleLog(t, dir, "Archive")
 	res = mustSyncDelta(t, da, db, dir, RunOptions{})
