@@ -971,11 +971,10 @@ func (s *Source) Open(ctx context.Context, env mail.Envelope) (io.ReadCloser, er
 	if !ok {
 		return nil, fmt.Errorf("imap: %s: not an IMAP message ID: %w", op, mail.ErrNotFound)
 	}
-	if rc, ok, err := s.openOnDelta(ctx, op, env, uidv, uid); ok {
-		return rc, err
-	}
-	if rc, ok, err := s.openPooled(ctx, op, env, uidv, uid); ok {
-		return rc, err
+	for _, fetch := range []fetchVia{s.fetchOnDelta, s.fetchPooled} {
+		if rc, ok, err := openVia(ctx, fetch, op, env, uidv, uid); ok {
+			return rc, err
+		}
 	}
 	cn, err := s.get(ctx)
 	if err != nil {

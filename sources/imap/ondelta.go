@@ -69,11 +69,17 @@ func (s *Source) fetchOnDelta(ctx context.Context, op, mailbox string, uidv uint
 	return false, nil
 }
 
-// openOnDelta is Open through fetchOnDelta: the body, held in memory, or
-// ok false for the pooled path.
-func (s *Source) openOnDelta(ctx context.Context, op string, env mail.Envelope, uidv uint32, uid imap.UID) (rc io.ReadCloser, ok bool, err error) {
+// fetchVia is the shape of fetchOnDelta and fetchPooled: a fetch of a few
+// messages on a connection already open, done false when that path could
+// not be used.
+type fetchVia func(ctx context.Context, op, mailbox string, uidv uint32, byUID map[imap.UID]mail.Envelope, fn func(mail.Envelope, io.Reader) error) (done bool, err error)
+
+// openVia is Open through fetch: the body, held in memory, or ok false
+// when fetch did not deliver it (not fetched there, or not found: the next
+// path says which).
+func openVia(ctx context.Context, fetch fetchVia, op string, env mail.Envelope, uidv uint32, uid imap.UID) (rc io.ReadCloser, ok bool, err error) {
 	var got []byte
-	done, err := s.fetchOnDelta(ctx, op, env.Mailbox, uidv, map[imap.UID]mail.Envelope{uid: env}, func(_ mail.Envelope, r io.Reader) error {
+	done, err := fetch(ctx, op, env.Mailbox, uidv, map[imap.UID]mail.Envelope{uid: env}, func(_ mail.Envelope, r io.Reader) error {
 		var rerr error
 		got, rerr = io.ReadAll(r)
 		return rerr
@@ -84,7 +90,7 @@ func (s *Source) openOnDelta(ctx context.Context, op string, env mail.Envelope, 
 	case got != nil:
 		return io.NopCloser(bytes.NewReader(got)), true, nil
 	}
-	return nil, false, nil // not fetched there, or not found: the pool says which
+	return nil, false, nil
 }
 
 // smallFetch says whether the messages of byUID are few and small enough

@@ -143,24 +143,6 @@ func (s *Source) fetchPooled(ctx context.Context, op, mailbox string, uidv uint3
 	return false, nil
 }
 
-// openPooled is Open through fetchPooled: the body, held in memory, or
-// ok false for the imapclient path.
-func (s *Source) openPooled(ctx context.Context, op string, env mail.Envelope, uidv uint32, uid imap.UID) (rc io.ReadCloser, ok bool, err error) {
-	var got []byte
-	done, err := s.fetchPooled(ctx, op, env.Mailbox, uidv, map[imap.UID]mail.Envelope{uid: env}, func(_ mail.Envelope, r io.Reader) error {
-		var rerr error
-		got, rerr = io.ReadAll(r)
-		return rerr
-	})
-	switch {
-	case done && err != nil:
-		return nil, true, err
-	case got != nil:
-		return io.NopCloser(bytes.NewReader(got)), true, nil
-	}
-	return nil, false, nil // not fetched there, or not found: the imapclient path says which
-}
-
 // removePooled is removeOn on the shared pool's session (see Remove for
 // what it sends and promises); ok false when it cannot be used (no pool,
 // a mailbox this source has not listed), and removeOn runs instead.
