@@ -80,6 +80,8 @@ type Source struct {
 	// number, which imapclient routes correctly.
 	seqFetch atomic.Bool
 
+	raw rawFirst // what New learnt on the raw session (rawfirst.go)
+
 	rm remover // Remove's connection and state
 	dl delta   // FolderStatuses' and ListChanges' connection (delta.go)
 
@@ -196,6 +198,12 @@ func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Source, error)
 		}
 	}
 	s.pool = imapconn.SharedPool(cfg, &s.o)
+	if handled, err := s.newRawFirst(ctx); handled {
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
 	cn, err := s.dial(ctx)
 	if err != nil {
 		return nil, err
@@ -611,6 +619,9 @@ func (s *Source) inScope(name string) bool {
 
 // refresh runs LIST on the control connection and rebuilds the name table.
 func (s *Source) refresh(ctx context.Context) (map[string]string, error) {
+	if s.raw.on {
+		return s.refreshRaw(ctx)
+	}
 	cn, done, err := s.control(ctx)
 	if err != nil {
 		return nil, err
