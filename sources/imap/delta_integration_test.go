@@ -43,7 +43,12 @@ func deltaSource(t *testing.T, d *mailtest.Dovecot, user, pw string, ignore []st
 	p, _ := strconv.Atoi(port)
 	var mu sync.Mutex
 	var trace strings.Builder
-	s, err := New(context.Background(), &Config{Host: "localhost", Port: p, User: user, TLS: TLSImplicit}, &mail.OpenOptions{
+	hide := map[string]bool{}
+	for _, c := range ignore {
+		hide[c] = true
+	}
+	// Hidden from New on: its session (the change listing's) is the first to ask.
+	s, err := newSource(context.Background(), &Config{Host: "localhost", Port: p, User: user, TLS: TLSImplicit}, &mail.OpenOptions{
 		CAFile:   d.CAFile,
 		Password: func(context.Context) (string, error) { return pw, nil },
 		Trace: func(line string) {
@@ -51,15 +56,11 @@ func deltaSource(t *testing.T, d *mailtest.Dovecot, user, pw string, ignore []st
 			trace.WriteString(line + "\n")
 			mu.Unlock()
 		},
-	})
+	}, hide)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	s.dl.ignore = map[string]bool{}
-	for _, c := range ignore {
-		s.dl.ignore[c] = true
-	}
 	return s, func() string {
 		mu.Lock()
 		defer mu.Unlock()

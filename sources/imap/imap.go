@@ -166,6 +166,12 @@ func (cn *conn) dead() bool {
 // its password is looked up once and reused for every pooled connection.
 // Errors are those of Dial.
 func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Source, error) {
+	return newSource(ctx, cfg, o, nil)
+}
+
+// newSource is New with capabilities to act as if the server lacked them
+// on the raw session (delta.ignore; tests of the fallbacks).
+func newSource(ctx context.Context, cfg *Config, o *mail.OpenOptions, ignore map[string]bool) (*Source, error) {
 	if o == nil {
 		o = &mail.OpenOptions{}
 	}
@@ -175,6 +181,7 @@ func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Source, error)
 		cfg = &c
 	}
 	s := &Source{cfg: cfg, o: *o, log: imapconn.Logger(cfg, o), all: map[*conn]struct{}{}}
+	s.dl.ignore = ignore
 	s.conns = o.Conns
 	if s.conns <= 0 {
 		s.conns = DefaultConns
