@@ -57,7 +57,7 @@ func TestNoopRerunCostsALogin(t *testing.T) {
 		}
 	}
 	if extra := noopExtras(r.stderr); len(extra) != 0 {
-		t.Errorf("no-op rerun did more than one login and the statuses: %q", extra)
+		t.Errorf("no-op rerun did more than one login and the statuses: %q\n%s", extra, r.stderr)
 	}
 
 	d.Seed(t, user, pw, "INBOX", uidMessages(1, "late"))

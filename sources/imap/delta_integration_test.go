@@ -39,15 +39,22 @@ var deltaModes = []struct {
 // connection, recording the commands it sends.
 func deltaSource(t *testing.T, d *mailtest.Dovecot, user, pw string, ignore []string) (*Source, func() string) {
 	t.Helper()
-	_, port, _ := net.SplitHostPort(d.IMAPS)
-	p, _ := strconv.Atoi(port)
-	var mu sync.Mutex
-	var trace strings.Builder
 	hide := map[string]bool{}
 	for _, c := range ignore {
 		hide[c] = true
 	}
 	// Hidden from New on: its session (the change listing's) is the first to ask.
+	return tracedSource(t, d, user, pw, newOpts{ignore: hide})
+}
+
+// tracedSource opens a source on Dovecot with New's knobs no, recording
+// the commands it sends.
+func tracedSource(t *testing.T, d *mailtest.Dovecot, user, pw string, no newOpts) (*Source, func() string) {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(d.IMAPS)
+	p, _ := strconv.Atoi(port)
+	var mu sync.Mutex
+	var trace strings.Builder
 	s, err := newSource(context.Background(), &Config{Host: "localhost", Port: p, User: user, TLS: TLSImplicit}, &mail.OpenOptions{
 		CAFile:   d.CAFile,
 		Password: func(context.Context) (string, error) { return pw, nil },
@@ -56,7 +63,7 @@ func deltaSource(t *testing.T, d *mailtest.Dovecot, user, pw string, ignore []st
 			trace.WriteString(line + "\n")
 			mu.Unlock()
 		},
-	}, hide)
+	}, no)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,6 +29,7 @@ type rawFirst struct {
 	statuses map[string]imapconn.Status
 	statusAt time.Time
 	condstor bool // the session offered CONDSTORE (HIGHESTMODSEQ asked)
+	gmail    bool // the server announced GmailCap after login
 }
 
 // newRawFirst logs in on the raw session and learns the account there.
@@ -54,6 +55,7 @@ func (s *Source) newRawFirst(ctx context.Context) (handled bool, err error) {
 	}
 	s.learnAccount(acct, sess.Has("CONDSTORE"))
 	s.raw.on = true
+	s.raw.gmail = sess.Has(GmailCap)
 	if s.pool != nil {
 		s.pool.PutSession(sess) // the change listing, the sink's writes take it there
 		return true, nil
