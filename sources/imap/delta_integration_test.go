@@ -44,26 +44,28 @@ func deltaSource(t *testing.T, d *mailtest.Dovecot, user, pw string, ignore []st
 		hide[c] = true
 	}
 	// Hidden from New on: its session (the change listing's) is the first to ask.
-	return tracedSource(t, d, user, pw, newOpts{ignore: hide})
+	return tracedSource(t, d, user, pw, hide, true)
 }
 
-// tracedSource opens a source on Dovecot with New's knobs no, recording
-// the commands it sends.
-func tracedSource(t *testing.T, d *mailtest.Dovecot, user, pw string, no newOpts) (*Source, func() string) {
+// tracedSource opens a source on Dovecot hiding ignore from its raw
+// session, for an incremental run or not (OpenOptions.Incremental),
+// recording the commands it sends.
+func tracedSource(t *testing.T, d *mailtest.Dovecot, user, pw string, ignore map[string]bool, incremental bool) (*Source, func() string) {
 	t.Helper()
 	_, port, _ := net.SplitHostPort(d.IMAPS)
 	p, _ := strconv.Atoi(port)
 	var mu sync.Mutex
 	var trace strings.Builder
 	s, err := newSource(context.Background(), &Config{Host: "localhost", Port: p, User: user, TLS: TLSImplicit}, &mail.OpenOptions{
-		CAFile:   d.CAFile,
-		Password: func(context.Context) (string, error) { return pw, nil },
+		CAFile:      d.CAFile,
+		Password:    func(context.Context) (string, error) { return pw, nil },
+		Incremental: incremental,
 		Trace: func(line string) {
 			mu.Lock()
 			trace.WriteString(line + "\n")
 			mu.Unlock()
 		},
-	}, no)
+	}, ignore)
 	if err != nil {
 		t.Fatal(err)
 	}

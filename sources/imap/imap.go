@@ -166,21 +166,13 @@ func (cn *conn) dead() bool {
 // its password is looked up once and reused for every pooled connection.
 // Errors are those of Dial.
 func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Source, error) {
-	return newSource(ctx, cfg, o, newOpts{})
+	return newSource(ctx, cfg, o, nil)
 }
 
-// newOpts are New's knobs for tests.
-type newOpts struct {
-	// ignore lists capabilities to act as if the server lacked on the raw
-	// session (delta.ignore; tests of the fallbacks).
-	ignore map[string]bool
-	// clientFirst logs in on imapclient first, as before rawfirst.go (the
-	// negative control of the login counts).
-	clientFirst bool
-}
-
-// newSource is New with the knobs of no.
-func newSource(ctx context.Context, cfg *Config, o *mail.OpenOptions, no newOpts) (*Source, error) {
+// newSource is New with capabilities to act as if the server lacked them
+// on the raw session from the first command on (delta.ignore; tests of
+// the fallbacks).
+func newSource(ctx context.Context, cfg *Config, o *mail.OpenOptions, ignore map[string]bool) (*Source, error) {
 	if o == nil {
 		o = &mail.OpenOptions{}
 	}
@@ -190,7 +182,7 @@ func newSource(ctx context.Context, cfg *Config, o *mail.OpenOptions, no newOpts
 		cfg = &c
 	}
 	s := &Source{cfg: cfg, o: *o, log: imapconn.Logger(cfg, o), all: map[*conn]struct{}{}}
-	s.dl.ignore = no.ignore
+	s.dl.ignore = ignore
 	s.conns = o.Conns
 	if s.conns <= 0 {
 		s.conns = DefaultConns
@@ -214,7 +206,7 @@ func newSource(ctx context.Context, cfg *Config, o *mail.OpenOptions, no newOpts
 		}
 	}
 	s.pool = imapconn.SharedPool(cfg, &s.o)
-	if !no.clientFirst {
+	if o.Incremental { // a rerun: one login, on the session the change listing needs (rawfirst.go)
 		if handled, err := s.newRawFirst(ctx); handled {
 			if err != nil {
 				return nil, err

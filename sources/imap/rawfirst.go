@@ -4,15 +4,18 @@ package imap
 // and 12). The change listing (delta.go) runs on a raw session; a run
 // that first logged in on imapclient for the folders and their statuses
 // paid a second login (a TLS handshake and, on Dovecot, an imap process)
-// for it. New therefore logs in on the raw session first and asks there,
-// in one round trip, the personal namespace, the folders and (LIST-STATUS,
-// RFC 5819) their statuses; the imapclient control connection is dialled
-// only when work needs it (a full listing, a big fetch, a removal). A
-// no-op rerun stays at one login and one round trip after it.
+// for it. For such a run (OpenOptions.Incremental) New therefore logs in
+// on the raw session first and asks there, in one round trip, the
+// personal namespace, the folders and (LIST-STATUS, RFC 5819) their
+// statuses; the imapclient control connection is dialled only when work
+// needs it (a full listing, a big fetch, a removal). A no-op rerun stays
+// at one login and one round trip after it. A first copy, which lists in
+// full on the control connection, logs in there first, as before.
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	imap "github.com/emersion/go-imap/v2"
@@ -48,7 +51,7 @@ func (s *Source) newRawFirst(ctx context.Context) (handled bool, err error) {
 	if err != nil {
 		_ = rc.Close()
 		if ctx.Err() != nil {
-			return true, mail.Temp(errors.Join(ctx.Err(), err))
+			return true, fmt.Errorf("imap: namespace %s: %w", s.cfg.Ident(), ctx.Err())
 		}
 		s.log.Debug("imap: account listing on the raw session failed; using imapclient", "err", err)
 		return false, nil

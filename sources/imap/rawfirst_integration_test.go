@@ -44,8 +44,8 @@ func TestDovecotRawFirstSameAsClient(t *testing.T) {
 		statuses map[string]mail.FolderStatus
 		trace    string
 	}
-	learn := func(no newOpts) learnt {
-		s, trace := tracedSource(t, d, user, pw, no)
+	learn := func(incremental bool) learnt {
+		s, trace := tracedSource(t, d, user, pw, nil, incremental)
 		boxes, err := s.Mailboxes(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -57,7 +57,7 @@ func TestDovecotRawFirstSameAsClient(t *testing.T) {
 		_ = s.Close()
 		return learnt{boxes, sts, trace()}
 	}
-	raw, client := learn(newOpts{}), learn(newOpts{clientFirst: true})
+	raw, client := learn(true), learn(false)
 	if !reflect.DeepEqual(raw.boxes, client.boxes) || !reflect.DeepEqual(raw.statuses, client.statuses) {
 		t.Errorf("raw path: %q\n%+v\nimapclient path: %q\n%+v", raw.boxes, raw.statuses, client.boxes, client.statuses)
 	}
@@ -84,15 +84,15 @@ func TestDovecotChangeRerunLogins(t *testing.T) {
 	d := mailtest.NeedDovecot(t)
 	ctx := context.Background()
 	for _, c := range []struct {
-		name string
-		no   newOpts
-		want int
-	}{{"raw first", newOpts{}, 1}, {"imapclient first (negative control)", newOpts{clientFirst: true}, 2}} {
+		name        string
+		incremental bool
+		want        int
+	}{{"raw first", true, 1}, {"imapclient first (negative control)", false, 2}} {
 		t.Run(c.name, func(t *testing.T) {
 			user, pw := d.NewUser(t)
 			d.Seed(t, user, pw, "INBOX", []mailtest.SeedMessage{deltaMsg(1), deltaMsg(2), deltaMsg(3)})
 			d.Seed(t, user, pw, "Work", []mailtest.SeedMessage{deltaMsg(4)})
-			first, _ := tracedSource(t, d, user, pw, c.no)
+			first, _ := tracedSource(t, d, user, pw, nil, c.incremental)
 			st0, err := first.FolderStatuses(ctx, []string{"INBOX", "Work"})
 			if err != nil {
 				t.Fatal(err)
@@ -113,7 +113,7 @@ func TestDovecotChangeRerunLogins(t *testing.T) {
 			}
 			_ = cl.Logout().Wait()
 
-			s, trace := tracedSource(t, d, user, pw, c.no)
+			s, trace := tracedSource(t, d, user, pw, nil, c.incremental)
 			sts, err := s.FolderStatuses(ctx, []string{"INBOX", "Work"})
 			if err != nil {
 				t.Fatal(err)
