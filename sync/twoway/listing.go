@@ -1,13 +1,18 @@
 package twoway
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"io/fs"
 	"iter"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -87,7 +92,7 @@ func (r *run) askStatuses(names []string, exists [2]map[string]bool) {
 		if st.Maildir != nil {
 			now := time.Now()
 			for _, n := range here {
-				if ev := maildirEvidence(st.Maildir.Root, n, now); ev != "" {
+				if ev := maildirEvidence(st.Maildir.Root, n, now, r.recordedEvidence(Side(s), n)); ev != "" {
 					r.sts[s][n] = state.SideStatus{Evidence: ev}
 				}
 			}
@@ -121,6 +126,19 @@ func (r *run) askStatuses(names []string, exists [2]map[string]bool) {
 	}
 }
 
+// recordedEvidence is the Maildir evidence side s's folder name had at
+// its last pass, "" when none.
+func (r *run) recordedEvidence(s Side, name string) string {
+	sum, ok := r.st.Summary(name)
+	if !ok {
+		return ""
+	}
+	if s == B {
+		return sum.B.Evidence
+	}
+	return sum.A.Evidence
+}
+
 // sideStatus is what the state keeps of a status. NOMODSEQ keeps no
 // mod-sequence, so the folder is never taken as unchanged.
 func sideStatus(fs mail.FolderStatus) state.SideStatus {
@@ -137,10 +155,10 @@ func folderStatus(st state.SideStatus) mail.FolderStatus {
 }
 
 // maildirStable is how old a Maildir directory's mtime must be before it
-// counts as change evidence: a change within the same tick of the file
-// system's clock (a few ms on ext4, 1 s on many others, 2 s on FAT) leaves
-// the mtime as it was, so a directory changed that recently could change
-// again unseen. Such a folder gets no evidence and is listed.
+// counts as change evidence by itself: a change within the same tick of
+// the file system's clock (a few ms on ext4, 1 s on many others, 2 s on
+// FAT) leaves the mtime as it was, so a directory changed that recently
+// could change again unseen.
 const maildirStable = 2 * time.Second
 
 // maildirEvidence is a Maildir folder's change evidence: the mtime, size,
@@ -148,31 +166,141 @@ const maildirStable = 2 * time.Second
 // change, a move or a deletion renames a file in or out of one of them)
 // and of its dovecot-keywords file (which names the keyword letters). The
 // inode catches a directory replaced by a restore that kept its mtime. ""
-// when it cannot be trusted: unreadable, or changed within maildirStable
-// of now (or in the future). A file rewritten in place, under the same
-// name, changes no directory: the full listing every Nth pass finds it.
-func maildirEvidence(root, mailbox string, now time.Time) string {
+// when it cannot be read. A file rewritten in place, under the same name,
+// changes no directory: the full listing every Nth pass finds it.
+//
+// A stamp within maildirStable of now (or in the future) is racy: a
+// change in the same clock tick leaves it as it was. Racy evidence is not
+// dropped (the folder would be listed in full on the next run, and again
+// on the one after, as the empty Drafts and Junk a run had just stamped
+// were) but kept with a hash of what those directories hold (nameHash),
+// taken after the stamps: a change in the same tick changes a name, so
+// the hash, and is listed. recorded is the evidence the last pass kept:
+// when it had a hash and the stamps are the same, the hash is taken again,
+// however old the stamps are now, so the two compare (the git index's
+// "racy git" rule: content decides what the clock cannot).
+func maildirEvidence(root, mailbox string, now time.Time, recorded string) string {
 	dir, err := maildirfmt.FolderDir(root, mailbox)
 	if err != nil {
 		return ""
 	}
 	var b strings.Builder
 	b.WriteString("maildir")
-	for _, name := range []string{"cur", "new", "dovecot-keywords"} {
+	racy := false
+	for _, name := range []string{"cur", "new", maildirfmt.KeywordsFile} {
 		fi, err := os.Stat(filepath.Join(dir, name))
 		if errors.Is(err, fs.ErrNotExist) {
 			b.WriteString(":-")
 			continue
 		}
-		if err != nil || now.Sub(fi.ModTime()) < maildirStable {
+		if err != nil {
 			return ""
 		}
+		racy = racy || now.Sub(fi.ModTime()) < maildirStable
 		fmt.Fprintf(&b, ":%d.%d", fi.ModTime().UnixNano(), fi.Size())
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 			fmt.Fprintf(&b, ".%d.%d", st.Dev, st.Ino)
 		}
 	}
-	return b.String()
+	ev := b.String()
+	at, ok := hashedAt(recorded, ev)
+	if !racy && !ok {
+		return ev
+	}
+	if !ok {
+		at = now
+	}
+	h, err := nameHash(dir, at)
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%s#%d#%s", ev, at.UnixNano(), h)
+}
+
+// hashedAt returns the time a hash of recorded evidence was taken at, when
+// recorded has a hash and the stamps ev.
+func hashedAt(recorded, ev string) (time.Time, bool) {
+	rest, ok := strings.CutPrefix(recorded, ev+"#")
+	if !ok {
+		return time.Time{}, false
+	}
+	ns, _, _ := strings.Cut(rest, "#")
+	v, err := strconv.ParseInt(ns, 10, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return time.Unix(0, v), true
+}
+
+// nameHash is a hash of what a listing of the Maildir folder dir sees:
+// the names in cur/ and new/ (an ID and its flag letters), each file's
+// size and mtime in ns (an edit in place, which renames nothing; the
+// evidence of evidence.go reads the same), the content of a file whose
+// mtime is within maildirStable of at (a rewrite in the same tick keeps
+// both), and the bytes of dovecot-keywords (what the letters mean). at is
+// the time the first hash of these stamps was taken, so a later run
+// hashes the same files' content and the two compare.
+func nameHash(dir string, at time.Time) (string, error) {
+	var names []string
+	for _, sub := range []string{"cur", "new"} {
+		f, err := os.Open(filepath.Join(dir, sub))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		ns, err := f.Readdirnames(-1)
+		_ = f.Close()
+		if err != nil {
+			return "", err
+		}
+		for _, n := range ns {
+			names = append(names, sub+"/"+n)
+		}
+	}
+	sort.Strings(names)
+	h := sha256.New()
+	for _, n := range names {
+		if err := hashFile(h, filepath.Join(dir, n), n, at); err != nil {
+			return "", err
+		}
+	}
+	kw, err := os.ReadFile(filepath.Join(dir, maildirfmt.KeywordsFile))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", err
+	}
+	_, _ = h.Write(kw)
+	return hex.EncodeToString(h.Sum(nil)[:16]), nil
+}
+
+// hashFile adds the file p, named n, to h: its name, size and mtime, and
+// its content when the mtime is within maildirStable of at. A file gone
+// meanwhile is hashed as gone (a later hash differs).
+func hashFile(h hash.Hash, p, n string, at time.Time) error {
+	fi, err := os.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		fmt.Fprintf(h, "%s gone\x00", n)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(h, "%s %d %d\x00", n, fi.Size(), fi.ModTime().UnixNano())
+	if !fi.Mode().IsRegular() || at.Sub(fi.ModTime()) >= maildirStable {
+		return nil
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		fmt.Fprintf(h, "gone\x00")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer func() { _ = f.Close() }()
+	_, err = io.Copy(h, f)
+	return err
 }
 
 // sameStatus reports a side whose folder did not move since rec: the same

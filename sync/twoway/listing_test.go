@@ -506,3 +506,62 @@ func TestRunOmittedRecordsCountForTheGuard(t *testing.T) {
 		t.Fatalf("B's INBOX holds %s, want 29 messages", got)
 	}
 }
+
+// TestRunMaildirRacyEvidence: evidence stamped within maildirStable of a
+// change (here a time in the future, racy however slow the machine) is
+// kept with a hash of the folder's names, so the next sync skips the
+// folder when nothing changed, instead of listing it in full twice more.
+// A flag change in the same clock tick (the rename, then cur/'s times put
+// back as they were) leaves every stamp the same: the hash finds it, and
+// the folder is listed (the negative control of the skip).
+func TestRunMaildirRacyEvidence(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		sameTick bool
+		want     string
+	}{
+		{"unchanged", false, ListingSkipped},
+		{"renamed in the same tick", true, ListingFull},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root, dir := filepath.Join(t.TempDir(), "Maildir"), t.TempDir()
+			a := newMemStore("a", "INBOX")
+			a.add("INBOX", 1)
+			a.add("INBOX", 2)
+			da := newDeltaStore(a)
+			syncMaildirStore(t, da, root, dir)
+			tick := time.Now().Add(time.Hour)
+			for _, d := range []string{"cur", "new"} {
+				if err := os.Chtimes(filepath.Join(root, d), tick, tick); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if res := syncMaildirStore(t, da, root, dir); res.Listing["INBOX"] != ListingFull {
+				t.Fatalf("second sync listed INBOX %q, want full (the first recorded no evidence)", res.Listing["INBOX"])
+			}
+			if tc.sameTick {
+				p := maildirFile(t, root, 2)
+				base, _, _ := strings.Cut(filepath.Base(p), ":")
+				if err := os.Rename(p, filepath.Join(root, "cur", base+":2,F")); err != nil {
+					t.Fatal(err)
+				}
+				for _, d := range []string{"cur", "new"} { // the file moved from new/ to cur/
+					if err := os.Chtimes(filepath.Join(root, d), tick, tick); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			res := syncMaildirStore(t, da, root, dir)
+			if res.Listing["INBOX"] != tc.want {
+				t.Fatalf("third sync listed INBOX %q, want %s", res.Listing["INBOX"], tc.want)
+			}
+			want := `1:,2:`
+			if tc.sameTick {
+				want = `1:,2:\Flagged`
+			}
+			if got := a.describe()["INBOX"]; got != want {
+				t.Fatalf("A's INBOX holds %s, want %s", got, want)
+			}
+		})
+	}
+}
