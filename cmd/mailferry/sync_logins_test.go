@@ -54,10 +54,11 @@ func TestDovecotSyncNoopLogins(t *testing.T) {
 }
 
 // changeLogins is how often a sync after a few changes logs in per IMAP
-// side: the control connection (folders, statuses) and one raw session,
-// shared by the side's source and sink (mail.Share), that lists the
-// changes, fetches the new bodies, appends, writes flags and deletes.
-const changeLogins = 2
+// side: one raw session, shared by the side's source and sink
+// (mail.Share), that lists the folders and their statuses, lists the
+// changes, fetches the new bodies, appends, writes flags and deletes (the
+// sink learns the capabilities and the namespace from the pool).
+const changeLogins = 1
 
 // TestDovecotSyncChangeLogins: after a new message, a flag change and a
 // deletion on side A and a new message and a flag change on side B (all

@@ -36,7 +36,8 @@ type Pool struct {
 	clients  []*Client
 	sessions []*Session
 	closed   bool
-	ns       *namespace // the personal namespace, once a taker learnt it
+	ns       *namespace      // the personal namespace, once a taker learnt it
+	caps     map[string]bool // the capabilities after login, once a session logged in
 
 	logins atomic.Int64
 }
@@ -137,6 +138,15 @@ func (p *Pool) Namespace() (prefix string, delim rune, ok bool) {
 	return p.ns.prefix, p.ns.delim, true
 }
 
+// Caps returns the capabilities the server announced after a login of
+// the pool (upper case; the same on every connection of the account), so
+// that a taker need not log in only to read them; ok false: none yet.
+func (p *Pool) Caps() (caps map[string]bool, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.caps, p.caps != nil
+}
+
 // Logins is how many connections the pool logged in (tests, --trace
 // readers).
 func (p *Pool) Logins() int64 { return p.logins.Load() }
@@ -227,6 +237,9 @@ func (p *Pool) Session(ctx context.Context) (*Session, error) {
 		return nil, err
 	}
 	p.logins.Add(1)
+	p.mu.Lock()
+	p.caps = rc.Caps
+	p.mu.Unlock()
 	return NewSession(rc, nil), nil
 }
 

@@ -186,6 +186,9 @@ func (s *Sink) connect(ctx context.Context) error {
 	if s.learned {
 		return nil
 	}
+	if s.helloFromPool() {
+		return nil
+	}
 	c, done, err := s.control(ctx)
 	if err != nil {
 		return err
@@ -198,17 +201,50 @@ func (s *Sink) connect(ctx context.Context) error {
 // hello reads what the sink needs to know of the server from the control
 // connection c: MULTIAPPEND, APPENDLIMIT and the namespace.
 func (s *Sink) hello(ctx context.Context, c *imapclient.Client) error {
-	caps := c.Caps()
+	s.learnCaps(c.Caps())
+	if err := s.learnNamespace(ctx, c); err != nil {
+		return err
+	}
+	s.helloDone()
+	return nil
+}
+
+// helloFromPool is hello from what the shared pool already knows: the
+// capabilities of a login of this account and the namespace the source
+// of the same side asked (a two-way sync's source logs in on the raw
+// session first and asks both there). The sink then needs no control
+// connection, and no login, until it sends a command there; false when
+// the pool does not know both yet.
+func (s *Sink) helloFromPool() bool {
+	if s.pool == nil {
+		return false
+	}
+	caps, ok := s.pool.Caps()
+	prefix, delim, nsOK := s.pool.Namespace()
+	if !ok || !nsOK {
+		return false
+	}
+	set := imapv2.CapSet{}
+	for c := range caps {
+		set[imapv2.Cap(c)] = struct{}{}
+	}
+	s.learnCaps(set)
+	s.ns = namespace{prefix: prefix, delim: delim}
+	s.helloDone()
+	return true
+}
+
+// learnCaps reads MULTIAPPEND and APPENDLIMIT from the capabilities.
+func (s *Sink) learnCaps(caps imapv2.CapSet) {
 	s.multi = s.cfg.MultiAppend && caps.Has(imapv2.Cap("MULTIAPPEND"))
 	if l, ok := caps.AppendLimit(); ok && l != nil {
 		s.limit = int64(*l)
 	}
-	if err := s.learnNamespace(ctx, c); err != nil {
-		return err
-	}
+}
+
+func (s *Sink) helloDone() {
 	s.learned = true
 	s.log.Debug(fmt.Sprintf("imapsink: connected; namespace %q delimiter %q, multiappend %v, appendlimit %d", s.ns.prefix, s.ns.delim, s.multi, s.limit))
-	return nil
 }
 
 // learnNamespace reads the personal namespace (RFC 2342) or, without
