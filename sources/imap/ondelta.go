@@ -38,7 +38,16 @@ func (s *Source) fetchOnDelta(ctx context.Context, op, mailbox string, uidv uint
 	}
 	defer s.dl.mu.Unlock()
 	d := &s.dl
-	if d.sess == nil || d.open != normInbox(mailbox) || d.openUIDV != uidv || s.isClosed() {
+	if d.sess == nil || s.isClosed() {
+		return false, nil
+	}
+	// A folder the change listing did not leave open (listed in full on
+	// the control connection, say) is EXAMINEd here when New logged in on
+	// this session (rawfirst.go): one round trip, where the pool would pay
+	// a login and the same EXAMINE.
+	box, known := s.known(mailbox)
+	reopen := d.open != normInbox(mailbox) || d.openUIDV != uidv
+	if reopen && (!s.raw.on || !known) {
 		return false, nil
 	}
 	var set imapconn.UIDSet
@@ -46,7 +55,20 @@ func (s *Source) fetchOnDelta(ctx context.Context, op, mailbox string, uidv uint
 		set = set.Add(uint32(uid))
 	}
 	var fnErr error
+	stale := false
 	err = s.runSession(ctx, op, func(sess *imapconn.Session) error {
+		if reopen {
+			d.open, d.openUIDV = "", 0
+			sel, err := sess.Examine(box, nil)
+			if err != nil {
+				return err
+			}
+			if sel.UIDValidity != uidv {
+				stale = true // every ID is stale: the caller reports each as not found
+				return nil
+			}
+			d.open, d.openUIDV = normInbox(mailbox), uidv
+		}
 		return sess.FetchBodies(set, func(fd imapconn.FetchData) error {
 			env, wanted := byUID[imap.UID(fd.UID)]
 			if !wanted {
@@ -59,6 +81,9 @@ func (s *Source) fetchOnDelta(ctx context.Context, op, mailbox string, uidv uint
 			return nil
 		})
 	})
+	if err == nil && stale {
+		return false, nil
+	}
 	if err == nil || fnErr != nil || ctx.Err() != nil {
 		return true, err
 	}

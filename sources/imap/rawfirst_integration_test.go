@@ -144,3 +144,45 @@ func TestDovecotChangeRerunLogins(t *testing.T) {
 		})
 	}
 }
+
+// TestDovecotFullListingBodiesOnSession: after a full listing (on the
+// control connection) a rerun's few new bodies come over the raw session
+// New logged in on, EXAMINEd there, not over a pool connection that logs
+// in a third time; a source that logged in on imapclient first fetches
+// them over the pool (negative control).
+func TestDovecotFullListingBodiesOnSession(t *testing.T) {
+	d := mailtest.NeedDovecot(t)
+	ctx := context.Background()
+	for _, c := range []struct {
+		name        string
+		incremental bool
+		logins      int
+		onSession   bool
+	}{{"raw first", true, 2, true}, {"imapclient first (negative control)", false, 2, false}} {
+		t.Run(c.name, func(t *testing.T) {
+			user, pw := d.NewUser(t)
+			d.Seed(t, user, pw, "INBOX", []mailtest.SeedMessage{deltaMsg(1), deltaMsg(2)})
+			s, trace := tracedSource(t, d, user, pw, nil, c.incremental)
+			var envs []mail.Envelope
+			if err := s.List(ctx, "INBOX", func(e mail.Envelope) error { envs = append(envs, e); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			var bodies []string
+			if err := s.OpenBatch(ctx, envs, func(_ mail.Envelope, r io.Reader) error {
+				b, err := io.ReadAll(r)
+				bodies = append(bodies, string(b))
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if len(bodies) != 2 || !strings.Contains(bodies[1], "body 2") {
+				t.Fatalf("bodies %q", bodies)
+			}
+			tr := trace()
+			onSession := strings.Contains(tr, `EXAMINE "INBOX"`) && strings.Contains(tr, "UID FETCH 1:2 (UID BODY.PEEK[])")
+			if n := traceLoginCount(tr); n != c.logins || onSession != c.onSession {
+				t.Errorf("%d logins, bodies on the raw session %v; want %d, %v:\n%s", n, onSession, c.logins, c.onSession, tr)
+			}
+		})
+	}
+}
