@@ -179,6 +179,9 @@ func copyRun(ctx context.Context, o *copyOptions, srcURL, dstURL string, env *cl
 			return r, fmt.Errorf("destination: %w", err)
 		}
 	}
+	// A rerun from recorded state asks the statuses and lists changes: an
+	// IMAP source then logs in once, on the session the change listing needs.
+	srcOpt.Incremental = !fresh && passes != nil
 	src, err := srcEnd.OpenSource(ctx, srcOpt)
 	if err != nil {
 		_ = dst.Close()

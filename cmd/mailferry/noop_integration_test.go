@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	imap "github.com/emersion/go-imap/v2"
+
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
@@ -117,4 +119,62 @@ func noopExtras(stderr string) []string {
 		}
 	}
 	return extra
+}
+
+// TestChangeRerunCostsALogin (issues 11 and 12): a nightly rerun after a
+// new message and a flag change logs in once on the source: the
+// statuses, the change listing (QRESYNC) and the new body share the raw
+// session New logged in on. Before, the control connection and the change
+// listing's session logged in once each (the source-level negative
+// control is sources/imap TestDovecotChangeRerunLogins); here the first
+// run, which lists INBOX in full, shows the counter can see a second
+// login.
+func TestChangeRerunCostsALogin(t *testing.T) {
+	d := mailtest.NeedDovecot(t)
+	user, pw := d.NewUser(t)
+	d.Seed(t, user, pw, "INBOX", uidMessages(30, "in"))
+	d.Seed(t, user, pw, "Work", uidMessages(5, "wo"))
+	dir := t.TempDir()
+	args := []string{"copy", "imaps://" + user + "@" + d.IMAPS, "maildir:" + filepath.Join(dir, "out"),
+		"--checkpoint", filepath.Join(dir, "cp"), "--ca-file", d.CAFile, "--json", "--timeout", "10s", "--trace"}
+	env := []string{"MAILFERRY_SRC_PASSWORD=" + pw}
+	logins := func(stderr string) int {
+		n := 0
+		for _, c := range tracedCommands(stderr) {
+			if c.side == "src" && (c.verb == "LOGIN" || c.verb == "AUTHENTICATE") {
+				n++
+			}
+		}
+		return n
+	}
+	first := runBinLimit(t, runLimit, env, args...)
+	if first.code != 0 {
+		t.Fatalf("first run: exit %d: %s", first.code, first.stderr)
+	}
+	if n := logins(first.stderr); n < 2 {
+		t.Errorf("negative control: the first run (full listings, bodies over the pool) logged in %d times, want more than 1", n)
+	}
+	if r := runBinLimit(t, runLimit, env, args...); r.code != 0 { // records the statuses
+		t.Fatalf("second run: exit %d: %s", r.code, r.stderr)
+	}
+	d.Seed(t, user, pw, "INBOX", uidMessages(1, "late"))
+	c := d.Dial(t, user, pw)
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Store(imap.UIDSetNum(3), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagFlagged}, Silent: true}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Logout().Wait()
+
+	r := runBinLimit(t, runLimit, env, args...)
+	if r.code != 0 || fullSummary(t, r).Totals.Copied != 1 {
+		t.Fatalf("the change rerun: exit %d: %s", r.code, r.stderr)
+	}
+	if n := logins(r.stderr); n != 1 {
+		t.Errorf("the change rerun logged in %d times on the source, want 1:\n%s", n, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "QRESYNC") {
+		t.Errorf("the change rerun did not list the changes with QRESYNC:\n%s", r.stderr)
+	}
 }

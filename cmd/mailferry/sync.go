@@ -321,7 +321,11 @@ func syncRun(ctx context.Context, o *syncOptions, r *syncRunResult, env *cliEnv)
 	reg := env.registry()
 	sides := [2]*sideFlags{&o.src, &o.dst}
 	for i := range r.ends {
-		if r.ends[i], err = parseSyncEnd(reg, r.urls[i], o.common.openOptions(sides[i], env, log), !env.hooks.noShare); err != nil {
+		opt := o.common.openOptions(sides[i], env, log)
+		// Every sync but a pair's first starts from its state: an IMAP side
+		// logs in once, on the session its change listing needs.
+		opt.Incremental = true
+		if r.ends[i], err = parseSyncEnd(reg, r.urls[i], opt, !env.hooks.noShare); err != nil {
 			return err
 		}
 	}

@@ -61,6 +61,13 @@ func (d *delta) drop(rc *imapconn.RawConn) {
 // QRESYNC) when there is none. A failure other than a refused command
 // drops the connection and is temporary; cancelling ctx breaks it.
 func (s *Source) withSession(ctx context.Context, op string, fn func(*imapconn.Session) error) error {
+	return s.withRaw(ctx, op, true, fn)
+}
+
+// withRaw is withSession, enabling QRESYNC on a session New left without
+// it only when qresync is set: the statuses and the LIST a no-op run asks
+// there need none.
+func (s *Source) withRaw(ctx context.Context, op string, qresync bool, fn func(*imapconn.Session) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("imap: %s: %w", op, err)
 	}
@@ -71,7 +78,11 @@ func (s *Source) withSession(ctx context.Context, op string, fn func(*imapconn.S
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.sess == nil {
-		if err := s.dialDelta(ctx); err != nil {
+		if err := s.dialDelta(ctx, qresync); err != nil {
+			return err
+		}
+	} else if qresync && !d.sess.QResync() {
+		if err := s.enableQResync(ctx, d.rc.Load(), d.sess); err != nil {
 			return err
 		}
 	}
@@ -85,6 +96,7 @@ func (s *Source) withSession(ctx context.Context, op string, fn func(*imapconn.S
 func (s *Source) runSession(ctx context.Context, op string, fn func(*imapconn.Session) error) error {
 	d := &s.dl
 	rc := d.rc.Load()
+	d.sess.Ignore = s.dl.ignore // a test may hide capabilities after New
 	stop := context.AfterFunc(ctx, func() { _ = rc.Close() })
 	err := fn(d.sess)
 	if !stop() {
@@ -111,26 +123,41 @@ func (s *Source) runSession(ctx context.Context, op string, fn func(*imapconn.Se
 	return mail.Temp(fmt.Errorf("imap: %s: %w", op, err))
 }
 
-// dialDelta opens the delta connection; called with s.dl.mu held.
-func (s *Source) dialDelta(ctx context.Context) error {
+// dialDelta opens the delta connection, with QRESYNC enabled where
+// offered when qresync is set; called with s.dl.mu held.
+func (s *Source) dialDelta(ctx context.Context, qresync bool) error {
 	rc, sess, err := s.dialRaw(ctx)
 	if err != nil {
 		return err
 	}
-	stop := context.AfterFunc(ctx, func() { _ = rc.Close() })
-	err = sess.EnableQResync()
-	if !stop() {
-		err = ctx.Err()
-	}
-	if err != nil {
-		_ = rc.Close()
-		return mail.Temp(fmt.Errorf("imap: enable QRESYNC: %w", err))
+	if qresync {
+		if err := s.enableQResync(ctx, rc, sess); err != nil {
+			return err
+		}
 	}
 	s.dl.sess = sess
 	s.dl.rc.Store(rc)
 	if s.isClosed() { // Close ran meanwhile and missed it
 		s.dl.drop(rc)
 		return fmt.Errorf("imap: %w", mail.ErrClosed)
+	}
+	return nil
+}
+
+// enableQResync enables QRESYNC on sess where offered; a failure closes
+// rc, the connection under sess, and forgets it.
+func (s *Source) enableQResync(ctx context.Context, rc *imapconn.RawConn, sess *imapconn.Session) error {
+	stop := context.AfterFunc(ctx, func() { _ = rc.Close() })
+	err := sess.EnableQResync()
+	if !stop() {
+		err = ctx.Err()
+	}
+	if err != nil {
+		if s.dl.sess == sess {
+			s.dl.drop(rc)
+		}
+		_ = rc.Close()
+		return mail.Temp(fmt.Errorf("imap: enable QRESYNC: %w", err))
 	}
 	return nil
 }

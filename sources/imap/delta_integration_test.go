@@ -39,27 +39,37 @@ var deltaModes = []struct {
 // connection, recording the commands it sends.
 func deltaSource(t *testing.T, d *mailtest.Dovecot, user, pw string, ignore []string) (*Source, func() string) {
 	t.Helper()
+	hide := map[string]bool{}
+	for _, c := range ignore {
+		hide[c] = true
+	}
+	// Hidden from New on: its session (the change listing's) is the first to ask.
+	return tracedSource(t, d, user, pw, hide, true)
+}
+
+// tracedSource opens a source on Dovecot hiding ignore from its raw
+// session, for an incremental run or not (OpenOptions.Incremental),
+// recording the commands it sends.
+func tracedSource(t *testing.T, d *mailtest.Dovecot, user, pw string, ignore map[string]bool, incremental bool) (*Source, func() string) {
+	t.Helper()
 	_, port, _ := net.SplitHostPort(d.IMAPS)
 	p, _ := strconv.Atoi(port)
 	var mu sync.Mutex
 	var trace strings.Builder
-	s, err := New(context.Background(), &Config{Host: "localhost", Port: p, User: user, TLS: TLSImplicit}, &mail.OpenOptions{
-		CAFile:   d.CAFile,
-		Password: func(context.Context) (string, error) { return pw, nil },
+	s, err := newSource(context.Background(), &Config{Host: "localhost", Port: p, User: user, TLS: TLSImplicit}, &mail.OpenOptions{
+		CAFile:      d.CAFile,
+		Password:    func(context.Context) (string, error) { return pw, nil },
+		Incremental: incremental,
 		Trace: func(line string) {
 			mu.Lock()
 			trace.WriteString(line + "\n")
 			mu.Unlock()
 		},
-	})
+	}, ignore)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	s.dl.ignore = map[string]bool{}
-	for _, c := range ignore {
-		s.dl.ignore[c] = true
-	}
 	return s, func() string {
 		mu.Lock()
 		defer mu.Unlock()

@@ -59,6 +59,9 @@ func GmailPreset(ctx context.Context, src mail.Source, o *GmailOptions) (*Gmail,
 
 // IsGmail reports whether the server announces GmailCap.
 func (s *Source) IsGmail(ctx context.Context) (bool, error) {
+	if s.raw.on { // New's raw login read the capabilities: no control connection for them
+		return s.raw.gmail, nil
+	}
 	cn, done, err := s.control(ctx)
 	if err != nil {
 		return false, err

@@ -80,6 +80,8 @@ type Source struct {
 	// number, which imapclient routes correctly.
 	seqFetch atomic.Bool
 
+	raw rawFirst // what New learnt on the raw session (rawfirst.go)
+
 	rm remover // Remove's connection and state
 	dl delta   // FolderStatuses' and ListChanges' connection (delta.go)
 
@@ -164,6 +166,13 @@ func (cn *conn) dead() bool {
 // its password is looked up once and reused for every pooled connection.
 // Errors are those of Dial.
 func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Source, error) {
+	return newSource(ctx, cfg, o, nil)
+}
+
+// newSource is New with capabilities to act as if the server lacked them
+// on the raw session from the first command on (delta.ignore; tests of
+// the fallbacks).
+func newSource(ctx context.Context, cfg *Config, o *mail.OpenOptions, ignore map[string]bool) (*Source, error) {
 	if o == nil {
 		o = &mail.OpenOptions{}
 	}
@@ -173,6 +182,7 @@ func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Source, error)
 		cfg = &c
 	}
 	s := &Source{cfg: cfg, o: *o, log: imapconn.Logger(cfg, o), all: map[*conn]struct{}{}}
+	s.dl.ignore = ignore
 	s.conns = o.Conns
 	if s.conns <= 0 {
 		s.conns = DefaultConns
@@ -196,6 +206,14 @@ func New(ctx context.Context, cfg *Config, o *mail.OpenOptions) (*Source, error)
 		}
 	}
 	s.pool = imapconn.SharedPool(cfg, &s.o)
+	if o.Incremental { // a rerun: one login, on the session the change listing needs (rawfirst.go)
+		if handled, err := s.newRawFirst(ctx); handled {
+			if err != nil {
+				return nil, err
+			}
+			return s, nil
+		}
+	}
 	cn, err := s.dial(ctx)
 	if err != nil {
 		return nil, err
@@ -611,6 +629,9 @@ func (s *Source) inScope(name string) bool {
 
 // refresh runs LIST on the control connection and rebuilds the name table.
 func (s *Source) refresh(ctx context.Context) (map[string]string, error) {
+	if s.raw.on {
+		return s.refreshRaw(ctx)
+	}
 	cn, done, err := s.control(ctx)
 	if err != nil {
 		return nil, err

@@ -15,7 +15,7 @@ import (
 // a server without OBJECTID keeps the one-login path of status.go.
 func (s *Source) statusesWithIDs(ctx context.Context, boxes []string, byServer map[string]string) (map[string]mail.FolderStatus, error) {
 	out := make(map[string]mail.FolderStatus, len(boxes))
-	err := s.withSession(ctx, "status", func(sess *imapconn.Session) error {
+	err := s.withRaw(ctx, "status", !s.raw.on, func(sess *imapconn.Session) error {
 		sts, err := sess.StatusAll(boxes)
 		condstore := sess.Has("CONDSTORE")
 		for box, st := range sts {

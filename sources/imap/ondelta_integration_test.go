@@ -76,6 +76,7 @@ func TestDovecotBodiesOnChangeConnection(t *testing.T) {
 	if err := s.List(ctx, "Work", func(e mail.Envelope) error { work = e; return nil }); err != nil {
 		t.Fatal(err)
 	}
+	before = logins() // the full listing dialled the control connection New no longer opens
 	big := news[1]
 	big.Size = deltaFetchBytes + 1
 	stale := news[1]

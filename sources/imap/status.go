@@ -41,6 +41,12 @@ func (s *Source) FolderStatuses(ctx context.Context, mailboxes []string) (map[st
 	if len(boxes) == 0 {
 		return out, nil
 	}
+	if s.raw.on { // New logged in on the raw session: ask there (rawfirst.go)
+		if sts, ok := s.prefetchedStatuses(boxes, byServer); ok {
+			return sts, nil
+		}
+		return s.statusesWithIDs(ctx, boxes, byServer)
+	}
 	cn, done, err := s.control(ctx)
 	if err != nil {
 		return nil, err

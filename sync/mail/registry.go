@@ -92,6 +92,14 @@ type OpenOptions struct {
 	// can (an IMAP account's logged-in connections between its source and
 	// its sink); nil: each endpoint connects on its own. See Share.
 	Share *Share
+	// Incremental says the run starts from recorded state: it asks the
+	// folders' statuses and lists only what changed (mail.FolderStatuser,
+	// mail.ChangeLister). An IMAP source then logs in on the session the
+	// change listing needs and asks the statuses there, dialling its other
+	// connection only if work needs it: one login for a rerun instead of
+	// two. Without it (a first copy, which lists in full) it logs in as
+	// before.
+	Incremental bool
 }
 
 // Log returns the options' logger, or one that discards.
