@@ -2,7 +2,9 @@ package twoway
 
 import (
 	"encoding/binary"
+	"github.com/mailferry/mailferry/internal/maildirfmt"
 	"hash/fnv"
+	"io"
 	"io/fs"
 	"os"
 	"strconv"
@@ -165,20 +167,42 @@ func (r *run) fillEvidence(f *Folder) {
 }
 
 // listFiles lists folder name of side s: a Maildir through its tree, with
-// each file's stamp; any other store through its Source (no stamps).
-func (r *run) listFiles(s Side, name string, fn func(mail.Envelope)) (map[mail.ID]fileStamp, error) {
+// each file's stamp; any other store through its Source (no stamps). When
+// the folder's evidence waits for its hash (pendingHash), the listing
+// hashes what it saw (hashEntries), the dovecot-keywords bytes read before
+// it: a keyword file changed meanwhile makes the next run's hash differ.
+func (r *run) listFiles(s Side, name string, fn func(mail.Envelope)) (map[mail.ID]fileStamp, string, error) {
 	st := r.stores[s]
 	if st.Maildir == nil || !isDir(st.Maildir.Root) {
-		return nil, st.Source.List(r.ctx, name, func(env mail.Envelope) error { fn(env); return nil })
+		return nil, "", st.Source.List(r.ctx, name, func(env mail.Envelope) error { fn(env); return nil })
+	}
+	at, hashing := pendingHash(r.sts[s][name].Evidence)
+	var kw []byte
+	var herr error
+	if hashing {
+		dir, err := maildirfmt.FolderDir(st.Maildir.Root, name)
+		if herr = err; err == nil {
+			kw, herr = readKeywordBytes(dir)
+		}
 	}
 	now := time.Now()
 	stamps := map[mail.ID]fileStamp{}
-	err := st.Maildir.files().ListFiles(r.ctx, name, func(env mail.Envelope, fi fs.FileInfo) error {
+	var es []hashEntry
+	tree := st.Maildir.files()
+	err := tree.ListFiles(r.ctx, name, func(env mail.Envelope, fi fs.FileInfo) error {
 		fn(env)
 		stamps[env.ID] = stampFile(fi, now)
+		if hashing && herr == nil {
+			var e hashEntry
+			e, herr = entryOf(fi.Name(), fi, at, func() (io.ReadCloser, error) { return tree.Open(r.ctx, env) })
+			es = append(es, e)
+		}
 		return nil
 	})
-	return stamps, err
+	if !hashing || herr != nil || err != nil {
+		return stamps, "", err
+	}
+	return stamps, hashEntries(es, kw), nil
 }
 
 func isDir(p string) bool {

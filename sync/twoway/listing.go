@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
 	"iter"
@@ -208,13 +207,27 @@ func maildirEvidence(root, mailbox string, now time.Time, recorded string) strin
 		return ev
 	}
 	if !ok {
-		at = now
+		// Racy and new: the folder is listed in full (its evidence is not
+		// the recorded one), and the listing, which stats every file
+		// anyway, fills the hash in (listSideAs); hashing here would stat
+		// them all twice. Evidence still pending at the end is not kept.
+		return fmt.Sprintf("%s#%d#", ev, now.UnixNano())
 	}
 	h, err := nameHash(dir, at)
 	if err != nil {
 		return ""
 	}
 	return fmt.Sprintf("%s#%d#%s", ev, at.UnixNano(), h)
+}
+
+// pendingHash returns the time of evidence ev whose hash the listing is to
+// fill in, false when ev has none pending.
+func pendingHash(ev string) (time.Time, bool) {
+	if !strings.HasSuffix(ev, "#") {
+		return time.Time{}, false
+	}
+	stamps, _, _ := strings.Cut(ev, "#")
+	return hashedAt(ev, stamps)
 }
 
 // hashedAt returns the time a hash of recorded evidence was taken at, when
@@ -232,17 +245,74 @@ func hashedAt(recorded, ev string) (time.Time, bool) {
 	return time.Unix(0, v), true
 }
 
-// nameHash is a hash of what a listing of the Maildir folder dir sees:
-// the names in cur/ and new/ (an ID and its flag letters), each file's
-// size and mtime in ns (an edit in place, which renames nothing; the
-// evidence of evidence.go reads the same), the content of a file whose
-// mtime is within maildirStable of at (a rewrite in the same tick keeps
-// both), and the bytes of dovecot-keywords (what the letters mean). at is
-// the time the first hash of these stamps was taken, so a later run
-// hashes the same files' content and the two compare.
+// A hashEntry is what the evidence hash keeps of one message file: its
+// name (an ID and its flag letters), size and mtime in ns (an edit in
+// place renames nothing; evidence.go reads the same), and the digest of
+// its content when its mtime is within maildirStable of the time the hash
+// was first taken (a rewrite in the same tick keeps size and mtime).
+type hashEntry struct {
+	name    string
+	size    int64
+	mtime   int64
+	content string
+}
+
+// entryOf is the hash entry of the file fi, named name; open reads its
+// content, when needed.
+func entryOf(name string, fi fs.FileInfo, at time.Time, open func() (io.ReadCloser, error)) (hashEntry, error) {
+	e := hashEntry{name: name, size: fi.Size(), mtime: fi.ModTime().UnixNano()}
+	if at.Sub(fi.ModTime()) >= maildirStable {
+		return e, nil
+	}
+	rc, err := open()
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, mail.ErrNotFound) {
+		e.content = "gone" // renamed or deleted since: a later hash differs
+		return e, nil
+	}
+	if err != nil {
+		return e, err
+	}
+	defer func() { _ = rc.Close() }()
+	h := sha256.New()
+	if _, err := io.Copy(h, rc); err != nil {
+		return e, err
+	}
+	e.content = hex.EncodeToString(h.Sum(nil))
+	return e, nil
+}
+
+// hashEntries is the evidence hash of a folder's files es (in any order)
+// and its dovecot-keywords bytes kw (what the letters mean).
+func hashEntries(es []hashEntry, kw []byte) string {
+	sort.Slice(es, func(i, j int) bool { return es[i].name < es[j].name })
+	h := sha256.New()
+	for _, e := range es {
+		fmt.Fprintf(h, "%s\x00%d\x00%d\x00%s\x00", e.name, e.size, e.mtime, e.content)
+	}
+	_, _ = h.Write(kw)
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// readKeywordBytes reads the dovecot-keywords file of folder dir; nil when
+// there is none.
+func readKeywordBytes(dir string) ([]byte, error) {
+	kw, err := os.ReadFile(filepath.Join(dir, maildirfmt.KeywordsFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return kw, err
+}
+
+// nameHash is the evidence hash of the Maildir folder dir as a listing
+// sees it (maildirfmt.Tree.ListFiles: regular files in cur/ and new/ not
+// hidden), read without a listing: names, one lstat each, and the content
+// of the few files in the same tick as at, the time the hash was first
+// taken (so a later run hashes the same files' content and the two
+// compare). A file the listing would not pass (a name in both new/ and
+// cur/) makes the hashes differ: the folder is listed, never skipped.
 func nameHash(dir string, at time.Time) (string, error) {
-	var names []string
-	for _, sub := range []string{"cur", "new"} {
+	var es []hashEntry
+	for _, sub := range []string{"new", "cur"} {
 		f, err := os.Open(filepath.Join(dir, sub))
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
@@ -256,51 +326,33 @@ func nameHash(dir string, at time.Time) (string, error) {
 			return "", err
 		}
 		for _, n := range ns {
-			names = append(names, sub+"/"+n)
+			if n == "" || n[0] == '.' {
+				continue
+			}
+			p := filepath.Join(dir, sub, n)
+			fi, err := os.Lstat(p)
+			if errors.Is(err, fs.ErrNotExist) {
+				es = append(es, hashEntry{name: n, content: "gone"})
+				continue
+			}
+			if err != nil {
+				return "", err
+			}
+			if !fi.Mode().IsRegular() {
+				continue
+			}
+			e, err := entryOf(n, fi, at, func() (io.ReadCloser, error) { return os.Open(p) })
+			if err != nil {
+				return "", err
+			}
+			es = append(es, e)
 		}
 	}
-	sort.Strings(names)
-	h := sha256.New()
-	for _, n := range names {
-		if err := hashFile(h, filepath.Join(dir, n), n, at); err != nil {
-			return "", err
-		}
-	}
-	kw, err := os.ReadFile(filepath.Join(dir, maildirfmt.KeywordsFile))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	kw, err := readKeywordBytes(dir)
+	if err != nil {
 		return "", err
 	}
-	_, _ = h.Write(kw)
-	return hex.EncodeToString(h.Sum(nil)[:16]), nil
-}
-
-// hashFile adds the file p, named n, to h: its name, size and mtime, and
-// its content when the mtime is within maildirStable of at. A file gone
-// meanwhile is hashed as gone (a later hash differs).
-func hashFile(h hash.Hash, p, n string, at time.Time) error {
-	fi, err := os.Lstat(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		fmt.Fprintf(h, "%s gone\x00", n)
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(h, "%s %d %d\x00", n, fi.Size(), fi.ModTime().UnixNano())
-	if !fi.Mode().IsRegular() || at.Sub(fi.ModTime()) >= maildirStable {
-		return nil
-	}
-	f, err := os.Open(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		fmt.Fprintf(h, "gone\x00")
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	defer func() { _ = f.Close() }()
-	_, err = io.Copy(h, f)
-	return err
+	return hashEntries(es, kw), nil
 }
 
 // sameStatus reports a side whose folder did not move since rec: the same
@@ -430,7 +482,11 @@ func (r *run) listSideAs(s Side, name string, f *Folder, recorded map[mail.ID]bo
 		}
 	}
 	l, err = r.listSide(s, name, recorded)
-	return l, nil, r.sts[s][name], true, err
+	st = r.sts[s][name]
+	if _, pending := pendingHash(st.Evidence); pending {
+		st.Evidence += l.evidenceHash // "" (still pending, not kept) when the listing could not hash
+	}
+	return l, nil, st, true, err
 }
 
 // touches reports whether the changes name side s's message of record m.
@@ -685,6 +741,9 @@ func (r *run) recordPasses(plan *Plan) error {
 		st := p.status
 		for s := range st {
 			st[s].Messages -= min(st[s].Messages, uint32(r.removed[s][fp.Name]))
+			if _, pending := pendingHash(st[s].Evidence); pending {
+				st[s].Evidence = "" // racy, and no listing hashed it: listed next run
+			}
 		}
 		if err := r.st.CompletePass(fp.Name, st[A], st[B], p.full); err != nil {
 			return err

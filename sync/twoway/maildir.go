@@ -82,6 +82,27 @@ func (m *MaildirFiles) locate(ctx context.Context, mailbox string, id mail.ID) (
 	return dir, rel, err
 }
 
+// locateNear is locate for a message whose file the listing saw with
+// flags expect: the names those flags give are tried first (a few lstats,
+// maildirfmt.Tree.FindNear), where locate's first call in a folder reads
+// all its names (a run's dozen flag changes in a 5,000-message folder
+// cost a scan each of the folders they touch: a tenth of a change sync's
+// CPU). A file named otherwise is found by the scan, as before.
+func (m *MaildirFiles) locateNear(ctx context.Context, mailbox string, id mail.ID, expect []mail.Flag) (dir, rel string, err error) {
+	dir, err = m.folderDir(mailbox)
+	if err != nil {
+		return m.locate(ctx, mailbox, id)
+	}
+	kw, _ := maildirfmt.ReadKeywords(dir).Letters(expect)
+	b := []byte(maildirfmt.FlagLetters(expect) + kw)
+	sort.Slice(b, func(i, j int) bool { return b[i] < b[j] })
+	dir, rel, err = m.files().FindNear(ctx, mailbox, id, string(b))
+	if errors.Is(err, mail.ErrMailboxNotFound) {
+		err = fmt.Errorf("maildir: %s in %q: %w", id, mailbox, mail.ErrNotFound)
+	}
+	return dir, rel, err
+}
+
 // stat returns the file of message id in mailbox: first where the Maildir
 // sink puts a message with flags (space separated; keywords make no
 // guess), else wherever locate finds it.
@@ -173,7 +194,7 @@ func (m *MaildirFiles) SetFlagsIf(ctx context.Context, mailbox string, id mail.I
 
 // setFlagsIf is SetFlagsIf leaving the directory it renamed in to ds.
 func (m *MaildirFiles) setFlagsIf(ctx context.Context, mailbox string, id mail.ID, flags, expect []mail.Flag, ds dirSet) (mail.FlagState, error) {
-	dir, rel, err := m.locate(ctx, mailbox, id)
+	dir, rel, err := m.locateNear(ctx, mailbox, id, expect)
 	if err != nil {
 		return mail.FlagState{}, err
 	}

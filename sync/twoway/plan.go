@@ -62,6 +62,9 @@ type Listing struct {
 	// be read as a deletion (an incomplete listing: a cut connection, an
 	// error mid-way). Copies and flag merges still happen.
 	Untrusted string
+	// evidenceHash is the hash of a Maildir side's files as this listing
+	// saw them (hashEntries), when its folder's evidence was racy.
+	evidenceHash string
 	// Keeps are the flags this side keeps in this folder (an IMAP
 	// server's PERMANENTFLAGS differ per folder); nil: SideInfo.Keeps.
 	Keeps Keeps

@@ -507,7 +507,8 @@ func idsReset(msgs []Msg, recorded map[mail.ID]bool) bool {
 func (r *run) listSide(s Side, name string, recorded map[mail.ID]bool) (Listing, error) {
 	l := Listing{Exists: true}
 	envs := map[mail.ID]mail.Envelope{}
-	stamps, err := r.listFiles(s, name, func(env mail.Envelope) { envs[env.ID] = env })
+	stamps, hash, err := r.listFiles(s, name, func(env mail.Envelope) { envs[env.ID] = env })
+	l.evidenceHash = hash
 	switch {
 	case r.ctx.Err() != nil:
 		return l, r.ctx.Err()
