@@ -163,6 +163,12 @@ func (m *MaildirFiles) setFlags(ctx context.Context, mailbox string, id mail.ID,
 	if err != nil {
 		return err
 	}
+	return m.retagAt(ctx, dir, rel, id, flags, ds)
+}
+
+// retagAt renames the file rel of folder dir, message id, so that its info
+// holds flags, leaving the directory to ds.
+func (m *MaildirFiles) retagAt(ctx context.Context, dir, rel string, id mail.ID, flags []mail.Flag, ds dirSet) error {
 	lt, kw, err := letters(ctx, dir, flags)
 	if err != nil {
 		return err
@@ -201,7 +207,8 @@ func (m *MaildirFiles) setFlagsIf(ctx context.Context, mailbox string, id mail.I
 	if now := maildirfmt.FlagsOf(rel, maildirfmt.ReadKeywords(dir)); !setOf(now).equal(setOf(expect)) {
 		return mail.FlagState{Flags: now}, nil
 	}
-	return mail.FlagState{Flags: flags, Stored: true}, m.setFlags(ctx, mailbox, id, flags, ds)
+	// The file just found, not a second locate (which scans the folder).
+	return mail.FlagState{Flags: flags, Stored: true}, m.retagAt(ctx, dir, rel, id, flags, ds)
 }
 
 // setFlagsIfAll is SetFlagsIf for the writes ws of one folder, their
