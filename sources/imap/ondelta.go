@@ -50,10 +50,6 @@ func (s *Source) fetchOnDelta(ctx context.Context, op, mailbox string, uidv uint
 	if reopen && (!s.raw.on || !known) {
 		return false, nil
 	}
-	var set imapconn.UIDSet
-	for uid := range byUID {
-		set = set.Add(uint32(uid))
-	}
 	var fnErr error
 	stale := false
 	err = s.runSession(ctx, op, func(sess *imapconn.Session) error {
@@ -69,17 +65,7 @@ func (s *Source) fetchOnDelta(ctx context.Context, op, mailbox string, uidv uint
 			}
 			d.open, d.openUIDV = normInbox(mailbox), uidv
 		}
-		return sess.FetchBodies(set, func(fd imapconn.FetchData) error {
-			env, wanted := byUID[imap.UID(fd.UID)]
-			if !wanted {
-				return nil // sent twice
-			}
-			delete(byUID, imap.UID(fd.UID))
-			if fnErr = fn(env, bytes.NewReader(fd.Body)); fnErr != nil {
-				return fnError{fnErr}
-			}
-			return nil
-		})
+		return fetchBodiesInto(sess, byUID, fn, &fnErr)
 	})
 	if err == nil && stale {
 		return false, nil
@@ -92,6 +78,27 @@ func (s *Source) fetchOnDelta(ctx context.Context, op, mailbox string, uidv uint
 	d.open, d.openUIDV = "", 0
 	s.log.Debug("imap: fetch on the change listing's connection failed; using the pool", "op", op, "err", err)
 	return false, nil
+}
+
+// fetchBodiesInto fetches the messages of byUID on sess, calling fn for
+// each one that arrives and removing it from byUID. fn's error ends the
+// fetch (as fnError) and is kept in *fnErr for the caller to return.
+func fetchBodiesInto(sess *imapconn.Session, byUID map[imap.UID]mail.Envelope, fn func(mail.Envelope, io.Reader) error, fnErr *error) error {
+	var set imapconn.UIDSet
+	for uid := range byUID {
+		set = set.Add(uint32(uid))
+	}
+	return sess.FetchBodies(set, func(fd imapconn.FetchData) error {
+		env, wanted := byUID[imap.UID(fd.UID)]
+		if !wanted {
+			return nil // sent twice
+		}
+		delete(byUID, imap.UID(fd.UID))
+		if *fnErr = fn(env, bytes.NewReader(fd.Body)); *fnErr != nil {
+			return fnError{*fnErr}
+		}
+		return nil
+	})
 }
 
 // fetchVia is the shape of fetchOnDelta and fetchPooled: a fetch of a few

@@ -1,7 +1,6 @@
 package imap
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -104,10 +103,6 @@ func (s *Source) fetchPooled(ctx context.Context, op, mailbox string, uidv uint3
 	if !ok {
 		return false, nil
 	}
-	var set imapconn.UIDSet
-	for uid := range byUID {
-		set = set.Add(uint32(uid))
-	}
 	var fnErr error
 	stale := false
 	err = s.onPooled(ctx, box, false, func(sess *imapconn.Session, v uint32) error {
@@ -115,17 +110,7 @@ func (s *Source) fetchPooled(ctx context.Context, op, mailbox string, uidv uint3
 			stale = true // every ID is stale: Open reports each as not found
 			return nil
 		}
-		return sess.FetchBodies(set, func(fd imapconn.FetchData) error {
-			env, wanted := byUID[imap.UID(fd.UID)]
-			if !wanted {
-				return nil // sent twice
-			}
-			delete(byUID, imap.UID(fd.UID))
-			if fnErr = fn(env, bytes.NewReader(fd.Body)); fnErr != nil {
-				return fnError{fnErr}
-			}
-			return nil
-		})
+		return fetchBodiesInto(sess, byUID, fn, &fnErr)
 	})
 	switch {
 	case fnErr != nil:
