@@ -159,25 +159,9 @@ func (p *Pool) errClosed() error {
 // Client returns an idle imapclient connection, or dials one. The caller
 // gives it back with PutClient once done, or closes it if it failed.
 func (p *Pool) Client(ctx context.Context) (*Client, error) {
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return nil, p.errClosed()
-	}
-	var stale []*Client
-	var got *Client
-	for len(p.clients) > 0 && got == nil {
-		c := p.clients[len(p.clients)-1]
-		p.clients = p.clients[:len(p.clients)-1]
-		if c.dead() { // the server closed it while idle
-			stale = append(stale, c)
-			continue
-		}
-		got = c
-	}
-	p.mu.Unlock()
-	for _, c := range stale {
-		c.close()
+	got, err := takeIdle(p, &p.clients, (*Client).dead, (*Client).close)
+	if err != nil {
+		return nil, err
 	}
 	if got != nil {
 		got.Conn.SetIdle(false)
@@ -189,6 +173,35 @@ func (p *Pool) Client(ctx context.Context) (*Client, error) {
 	}
 	p.logins.Add(1)
 	return &Client{C: c, Conn: dc}, nil
+}
+
+// takeIdle takes the most recently given back connection of idle (one of
+// p's lists) that is still alive, closing the dead ones it passes (the
+// server hung up while they were idle) outside the lock; nil when none is
+// left, an error after Close.
+func takeIdle[C any](p *Pool, idle *[]C, dead func(C) bool, closeConn func(C)) (C, error) {
+	var got, none C
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return none, p.errClosed()
+	}
+	var stale []C
+	found := false
+	for len(*idle) > 0 && !found {
+		c := (*idle)[len(*idle)-1]
+		*idle = (*idle)[:len(*idle)-1]
+		if dead(c) {
+			stale = append(stale, c)
+			continue
+		}
+		got, found = c, true
+	}
+	p.mu.Unlock()
+	for _, c := range stale {
+		closeConn(c)
+	}
+	return got, nil
 }
 
 // PutClient gives back a connection that is in step with the server (no
@@ -209,25 +222,9 @@ func (p *Pool) PutClient(c *Client) {
 // enabled: Session.EnableQResync does it once per connection). The caller
 // gives it back with PutSession once done, or closes it if it failed.
 func (p *Pool) Session(ctx context.Context) (*Session, error) {
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return nil, p.errClosed()
-	}
-	var stale []*Session
-	var got *Session
-	for len(p.sessions) > 0 && got == nil {
-		s := p.sessions[len(p.sessions)-1]
-		p.sessions = p.sessions[:len(p.sessions)-1]
-		if s.rc.Closed() {
-			stale = append(stale, s)
-			continue
-		}
-		got = s
-	}
-	p.mu.Unlock()
-	for _, s := range stale {
-		_ = s.rc.Close()
+	got, err := takeIdle(p, &p.sessions, func(s *Session) bool { return s.rc.Closed() }, func(s *Session) { _ = s.rc.Close() })
+	if err != nil {
+		return nil, err
 	}
 	if got != nil {
 		return got, nil
