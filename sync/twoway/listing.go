@@ -36,6 +36,8 @@ import (
 //     (mail.ChangeLister: new UIDs, CHANGEDSINCE or every message's FLAGS,
 //     VANISHED (EARLIER) or UID SEARCH) and the listing is rebuilt from the
 //     records plus those changes;
+//   - a Maildir side that moved: read by names, stat'ing only the files a
+//     judgement needs (mdlisting.go);
 //   - otherwise, and every Nth pass (RunOptions.FullEvery), in full.
 //
 // A rebuilt listing leaves a record's message out only on explicit
@@ -48,7 +50,10 @@ import (
 // client makes while the run works is listed next time, never lost; the
 // run's own changes show up next time as changes of known messages.
 
-// The ways a folder pair is listed, as Result.Listing reports them.
+// The ways a folder pair is listed, as Result.Listing reports them: full
+// when a side's folder was read (a Maildir's by names counts, although not
+// every file is stat'ed: mdlisting.go), incremental when each side was
+// listed by its changes or rebuilt from the records.
 const (
 	ListingFull        = "full"
 	ListingIncremental = "incremental"
@@ -167,15 +172,16 @@ const maildirStable = 2 * time.Second
 // and of its dovecot-keywords file (which names the keyword letters). The
 // inode catches a directory replaced by a restore that kept its mtime. ""
 // when it cannot be read. A file rewritten in place, under the same name,
-// changes no directory: the full listing every Nth pass finds it.
+// changes no directory: the full listing every Nth pass finds it, and so
+// does the check before its deletion (statDoomed).
 //
 // A stamp within maildirStable of now (or in the future) is racy: a
 // change in the same clock tick leaves it as it was. Racy evidence is not
 // dropped (the folder would be listed in full on the next run, and again
 // on the one after, as the empty Drafts and Junk a run had just stamped
-// were) but kept with a hash of what those directories hold (nameHash),
-// taken after the stamps: a change in the same tick changes a name, so
-// the hash, and is listed. recorded is the evidence the last pass kept:
+// were) but kept with a hash of the names those directories hold
+// (nameHash), taken after the stamps: a change in the same tick changes a
+// name, so the hash, and is listed. recorded is the evidence the last pass kept:
 // when it had a hash and the stamps are the same, the hash is taken again,
 // however old the stamps are now, so the two compare (the git index's
 // "racy git" rule: content decides what the clock cannot).
@@ -208,10 +214,10 @@ func maildirEvidence(root, mailbox string, now time.Time, recorded string) strin
 		return ev
 	}
 	if !ok {
-		// Racy and new: the folder is listed in full (its evidence is not
-		// the recorded one), and the listing, which stats every file
-		// anyway, fills the hash in (listSideAs); hashing here would stat
-		// them all twice. Evidence still pending at the end is not kept.
+		// Racy and new: the folder is listed (its evidence is not the
+		// recorded one), and the listing, which reads every name anyway,
+		// fills the hash in (listSideAs); hashing here would read them
+		// twice. Evidence still pending at the end is not kept.
 		return fmt.Sprintf("%s#%d#", ev, now.UnixNano())
 	}
 	h, err := nameHash(context.Background(), dir)
