@@ -34,7 +34,10 @@
 //   - A Maildir file a mail client edited in place (its size and mtime in
 //     ns are no longer the record's evidence; a file whose mtime was too
 //     recent to trust is compared by content: evidence.go) is a new
-//     message: copied again, never deleted.
+//     message: copied again, never deleted. The edit is noticed before any
+//     deletion of that file and in every full listing (a first sync, a
+//     lost state, every RunOptions.FullEvery-th pass); a sync after a few
+//     changes stats only the files it must (mdlisting.go).
 //   - First sync or a lost state: messages new on both sides are paired by
 //     (Message-ID, size, date), then by content hash, duplicates count for
 //     count; the unpaired are copied; flags are the union; nothing is

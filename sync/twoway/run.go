@@ -423,11 +423,14 @@ func (r *run) listFolder(name string, exists [2]map[string]bool, journaled bool)
 			f.Side[s] = r.rebuild(Side(s), name, f.Base, recorded[s], c)
 		}
 	}
+	if err := r.statDoomed(&f); err != nil { // rule 4 before any deletion (mdlisting.go)
+		return f, err
+	}
 	for s := range f.Side {
 		r.msgs[s][name] = f.Side[s].Msgs
 	}
 	mode := ListingIncremental
-	if p.full {
+	if p.full || f.Side[A].byNames || f.Side[B].byNames { // the folder read, if not every file stat'ed
 		mode = ListingFull
 	}
 	r.fillContent(&f, recorded)
