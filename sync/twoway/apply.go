@@ -3,6 +3,7 @@ package twoway
 import (
 	"errors"
 	"fmt"
+	gosync "sync"
 
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/state"
@@ -230,10 +231,8 @@ func (r *run) flags(fo *state.Folder, fp *FolderPlan) error {
 				j.res, j.settled = merge(j.base, j.old.FlagsKnown, j.cur, keeps), true
 			}
 		}
-		for _, s := range []Side{A, B} {
-			if err := r.writeSide(s, folder, jobs, keeps[s]); err != nil {
-				return err
-			}
+		if err := r.writeBoth(folder, jobs, keeps); err != nil {
+			return err
 		}
 		for _, j := range jobs {
 			if j.done || !j.settled {
@@ -284,56 +283,102 @@ func (r *run) newFlagJob(fo *state.Folder, folder string, fs FlagSync) *flagJob 
 	return j
 }
 
-// writeSide writes, in one batch, side s's flags of every message whose
-// merge this round differs from what the side holds, and takes in what
-// each write found: stored, changed under us (merge again), or failed
-// (the message is left for the next run).
-func (r *run) writeSide(s Side, folder string, jobs []*flagJob, keeps Keeps) error {
-	var ws []flagWrite
-	var of []*flagJob
+// writeBoth writes this round's merges on both sides at once (an IMAP
+// side's UID STOREs while the Maildir side renames files), then takes in
+// what each side's writes found, side A's first. A side writes what its
+// own flags lack of the merge whatever the other side's write does: one
+// that fails there leaves the base as it was, and the next run's merge of
+// a side holding the result and one holding its old flags gives the
+// result again.
+func (r *run) writeBoth(folder string, jobs []*flagJob, keeps [2]Keeps) error {
+	var out [2]sideWrites
+	for s := range out {
+		out[s] = r.planWrites(Side(s), jobs, keeps[s])
+	}
+	err := r.bothSides(func(s Side) error {
+		return r.writeSide(s, folder, &out[s])
+	})
+	if err != nil {
+		return err
+	}
+	for s := range out {
+		if err := r.takeWrites(Side(s), folder, &out[s]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sideWrites is one side's flag writes of a round: the writes, the job of
+// each, and what the side answered.
+type sideWrites struct {
+	ws  []flagWrite
+	of  []*flagJob
+	res []mail.FlagResult
+}
+
+// planWrites returns side s's writes of this round: every message whose
+// merge differs from what the side holds.
+func (r *run) planWrites(s Side, jobs []*flagJob, keeps Keeps) sideWrites {
+	var sw sideWrites
 	for _, j := range jobs {
 		if j.done {
 			continue
 		}
 		if t := target(j.res, j.cur[s], keeps); !t.equal(j.cur[s]) {
-			ws = append(ws, flagWrite{id: j.fs.ID[s], flags: t.sorted(), expect: j.cur[s].sorted(), since: j.since[s], target: t})
-			of = append(of, j)
+			sw.ws = append(sw.ws, flagWrite{id: j.fs.ID[s], flags: t.sorted(), expect: j.cur[s].sorted(), since: j.since[s], target: t})
+			sw.of = append(sw.of, j)
 		}
 	}
-	if len(ws) == 0 {
+	return sw
+}
+
+// writeSide writes side s's flags of sw in one batch. It only reads the
+// jobs (the other side's goroutine reads them too); takeWrites takes in the
+// answers.
+func (r *run) writeSide(s Side, folder string, sw *sideWrites) error {
+	if len(sw.ws) == 0 {
 		return nil
 	}
-	for _, w := range ws {
+	for _, w := range sw.ws {
 		if err := r.step("flags " + string(w.id)); err != nil {
 			return err
 		}
 	}
-	res, err := r.stores[s].setFlagsIfAll(r.ctx, folder, ws)
+	res, err := r.stores[s].setFlagsIfAll(r.ctx, folder, sw.ws)
 	if err != nil {
 		if fatal(err) {
 			return err
 		}
-		res = make([]mail.FlagResult, len(ws)) // the batch failed: each of its messages did
+		res = make([]mail.FlagResult, len(sw.ws)) // the batch failed: each of its messages did
 		for i := range res {
 			res[i].Err = err
 		}
 	}
-	for i, j := range of {
-		if err := res[i].Err; err != nil {
+	sw.res = res
+	return nil
+}
+
+// takeWrites takes in what each of side s's writes found: stored, changed
+// under us (merge again), or failed (the message is left for the next
+// run).
+func (r *run) takeWrites(s Side, folder string, sw *sideWrites) error {
+	for i, j := range sw.of {
+		if err := sw.res[i].Err; err != nil {
 			if fatal(err) {
 				return err
 			}
-			r.fail(s, fmt.Sprintf("set flags of %s in %q on side %s", ws[i].id, folder, s), err)
+			r.fail(s, fmt.Sprintf("set flags of %s in %q on side %s", sw.ws[i].id, folder, s), err)
 			j.done = true
 			continue
 		}
-		st := res[i].FlagState
+		st := sw.res[i].FlagState
 		j.since[s] = max(j.since[s], st.ModSeq)
 		if !st.Stored {
 			j.cur[s], j.settled = setOf(st.Flags), false // changed under us: merge again
 			continue
 		}
-		j.cur[s] = ws[i].target
+		j.cur[s] = sw.ws[i].target
 		if !j.wrote[s] {
 			j.wrote[s] = true
 			r.res.Side[s].Flagged++
@@ -345,23 +390,43 @@ func (r *run) writeSide(s Side, folder string, jobs []*flagJob, keeps Keeps) err
 // deletes removes, per side, the messages the other side deleted, then
 // forgets their records.
 func (r *run) deletes(fo *state.Folder, fp *FolderPlan) error {
-	for _, on := range []Side{A, B} {
-		var envs []mail.Envelope
-		var recs []state.Message
-		for _, d := range fp.Deletes {
-			if d.On == on {
-				envs = append(envs, r.env(on, fp.Name, d.ID))
-				recs = append(recs, d.Record)
-			}
-		}
-		if len(envs) == 0 {
-			continue
-		}
-		if err := r.removeOn(fo, on, envs, recs); err != nil {
-			return err
-		}
+	var envs [2][]mail.Envelope
+	var recs [2][]state.Message
+	for _, d := range fp.Deletes {
+		envs[d.On] = append(envs[d.On], r.env(d.On, fp.Name, d.ID))
+		recs[d.On] = append(recs[d.On], d.Record)
 	}
-	return nil
+	// Both sides' deletions at once (an IMAP side's UID STORE and UID
+	// EXPUNGE while the Maildir side moves files to its quarantine): each
+	// was journaled before either began, and each record is forgotten only
+	// after its own side's removal returned.
+	return r.bothSides(func(on Side) error {
+		if len(envs[on]) == 0 {
+			return nil
+		}
+		return r.removeOn(fo, on, envs[on], recs[on])
+	})
+}
+
+// bothSides runs do for side A and side B at once and waits for both: for
+// the changes of a folder that one side makes independently of the other
+// (the journal holds every one of them before the first is made, and each
+// side records a change only after its own write returned). It returns
+// side A's error first, as when the sides ran in turn.
+func (r *run) bothSides(do func(s Side) error) error {
+	var errs [2]error
+	var wg gosync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		errs[B] = do(B)
+	}()
+	errs[A] = do(A)
+	wg.Wait()
+	if errs[A] != nil {
+		return errs[A]
+	}
+	return errs[B]
 }
 
 func (r *run) removeOn(fo *state.Folder, on Side, envs []mail.Envelope, recs []state.Message) error {

@@ -100,6 +100,7 @@ type run struct {
 	// journaledAll: the plan's changes of every folder are in the journal
 	// (journalAll), so a folder does not journal its own.
 	journaledAll bool
+	stepMu       gosync.Mutex // takes step's calls one at a time
 }
 
 // Run syncs the two stores with the state st: lists both sides, settles
@@ -286,7 +287,13 @@ func (r *run) applyEnd(plan *Plan) error {
 	return r.st.SetIdentities(r.ids[A], r.ids[B])
 }
 
+// step is called before every durable step, from the goroutine of each
+// side at once where the two sides' changes run together (bothSides): the
+// calls are taken one at a time, so a test's hook counts them as a kill
+// would find them, one after the other.
 func (r *run) step(what string) error {
+	r.stepMu.Lock()
+	defer r.stepMu.Unlock()
 	if r.opt.Fence != nil {
 		if err := r.opt.Fence(); err != nil {
 			return err

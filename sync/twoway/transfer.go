@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	gosync "sync"
 
 	"golang.org/x/sync/errgroup"
 
@@ -37,21 +36,19 @@ func (r *run) copies(fo *state.Folder, fp *FolderPlan) error {
 			}
 		}
 	}()
-	for _, from := range []Side{A, B} {
-		var cs []Copy
-		for _, c := range fp.Copies {
-			if c.From == from {
-				cs = append(cs, c)
-			}
-		}
-		if len(cs) == 0 {
-			continue
-		}
-		if err := r.transfer(fo, fp.Name, from, cs); err != nil {
-			return err
-		}
+	var from [2][]Copy
+	for _, c := range fp.Copies {
+		from[c.From] = append(from[c.From], c)
 	}
-	return nil
+	// The copies from A (onto B) and from B (onto A) at once: each reads
+	// one side and writes the other, and every one of them was journaled
+	// before either began (bothSides).
+	return r.bothSides(func(s Side) error {
+		if len(from[s]) == 0 {
+			return nil
+		}
+		return r.transfer(fo, fp.Name, s, from[s])
+	})
 }
 
 // pendingCopy is a copy put but not yet committed and recorded.
@@ -89,14 +86,9 @@ func (r *run) transfer(fo *state.Folder, folder string, from Side, cs []Copy) er
 	if b := sink.Limits().Batch; b > 0 {
 		every = b
 	}
-	// The test hook (RunOptions.step) counts steps: its calls are taken
-	// one at a time, from the workers and the committer alike.
-	var stepMu gosync.Mutex
-	step := func(what string) error {
-		stepMu.Lock()
-		defer stepMu.Unlock()
-		return r.step(what)
-	}
+	// The test hook (RunOptions.step) counts steps: run.step takes its
+	// calls one at a time, from the workers and the committer alike.
+	step := r.step
 	wctx, cancel := context.WithCancel(r.ctx)
 	defer cancel()
 	g, ctx := errgroup.WithContext(wctx)
