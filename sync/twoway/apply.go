@@ -412,8 +412,16 @@ func (r *run) deletes(fo *state.Folder, fp *FolderPlan) error {
 // the changes of a folder that one side makes independently of the other
 // (the journal holds every one of them before the first is made, and each
 // side records a change only after its own write returned). It returns
-// side A's error first, as when the sides ran in turn.
+// side A's error first, as when the sides ran in turn. Under a Fence (a
+// batch worker's lease) the sides run in turn: once the fence says no,
+// nothing may change, and a change the other side began meanwhile would.
 func (r *run) bothSides(do func(s Side) error) error {
+	if r.opt.Fence != nil {
+		if err := do(A); err != nil {
+			return err
+		}
+		return do(B)
+	}
 	var errs [2]error
 	var wg gosync.WaitGroup
 	wg.Add(1)
