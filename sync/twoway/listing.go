@@ -190,25 +190,10 @@ func maildirEvidence(root, mailbox string, now time.Time, recorded string) strin
 	if err != nil {
 		return ""
 	}
-	var b strings.Builder
-	b.WriteString("maildir")
-	racy := false
-	for _, name := range []string{"cur", "new", maildirfmt.KeywordsFile} {
-		fi, err := os.Stat(filepath.Join(dir, name))
-		if errors.Is(err, fs.ErrNotExist) {
-			b.WriteString(":-")
-			continue
-		}
-		if err != nil {
-			return ""
-		}
-		racy = racy || now.Sub(fi.ModTime()) < maildirStable
-		fmt.Fprintf(&b, ":%d.%d", fi.ModTime().UnixNano(), fi.Size())
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			fmt.Fprintf(&b, ".%d.%d", st.Dev, st.Ino)
-		}
+	ev, racy, err := dirStamps(dir, now)
+	if err != nil {
+		return ""
 	}
-	ev := b.String()
 	at, ok := hashedAt(recorded, ev)
 	if !racy && !ok {
 		return ev
@@ -225,6 +210,29 @@ func maildirEvidence(root, mailbox string, now time.Time, recorded string) strin
 		return ""
 	}
 	return fmt.Sprintf("%s#%d#%s", ev, at.UnixNano(), h)
+}
+
+// dirStamps is the stamps part of a Maildir folder dir's evidence
+// (maildirEvidence), and whether it is racy at now.
+func dirStamps(dir string, now time.Time) (ev string, racy bool, err error) {
+	var b strings.Builder
+	b.WriteString("maildir")
+	for _, name := range []string{"cur", "new", maildirfmt.KeywordsFile} {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if errors.Is(err, fs.ErrNotExist) {
+			b.WriteString(":-")
+			continue
+		}
+		if err != nil {
+			return "", false, err
+		}
+		racy = racy || now.Sub(fi.ModTime()) < maildirStable
+		fmt.Fprintf(&b, ":%d.%d", fi.ModTime().UnixNano(), fi.Size())
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			fmt.Fprintf(&b, ".%d.%d", st.Dev, st.Ino)
+		}
+	}
+	return b.String(), racy, nil
 }
 
 // pendingHash returns the time of evidence ev whose hash the listing is to
@@ -692,6 +700,7 @@ func (r *run) recordPasses(plan *Plan) error {
 		}
 		st := p.status
 		for s := range st {
+			st[s].Evidence = r.evidenceAfter(Side(s), fp.Name, st[s].Evidence)
 			st[s].Messages -= min(st[s].Messages, uint32(r.removed[s][fp.Name]))
 			if _, pending := pendingHash(st[s].Evidence); pending {
 				st[s].Evidence = "" // racy, and no listing hashed it: listed next run
