@@ -65,9 +65,13 @@
 //
 // # Applying (apply.go, journal.go, settle.go)
 //
-// Each folder's changes are written to a journal in the state's directory,
-// durably, before any is made; each change's record goes to the state once
-// the change is durable. The next run, before planning, settles what a
+// The changes of every folder are written to a journal in the state's
+// directory, durably and in one write, before the first is made (a first
+// sync, applied folder by folder, journals each folder's before its
+// changes); each change's record goes to the state once the change is
+// durable, a folder's records in one flush at the folder's end, and the
+// journal is emptied once the state holds every outcome, at the end of the
+// run. The next run, before planning, settles what a
 // kill -9 or a power loss left: a copy stored but not recorded gets its
 // record (never copied twice, and a deletion of its original since reaches
 // it), a move found done is recorded and one left copied is finished, a

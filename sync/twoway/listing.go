@@ -691,6 +691,7 @@ func (r *run) recordPasses(plan *Plan) error {
 	if r.res.Side[A].Failed+r.res.Side[B].Failed > 0 {
 		return nil
 	}
+	var passes []state.Pass
 	for i := range plan.Folders {
 		fp := &plan.Folders[i]
 		p := r.passes[fp.Name]
@@ -706,10 +707,15 @@ func (r *run) recordPasses(plan *Plan) error {
 				st[s].Evidence = "" // racy, and no listing hashed it: listed next run
 			}
 		}
-		if err := r.st.CompletePass(fp.Name, st[A], st[B], p.full); err != nil {
-			return err
-		}
-		if err := r.st.Release(fp.Name); err != nil {
+		passes = append(passes, state.Pass{Name: fp.Name, A: st[A], B: st[B], Full: p.full})
+	}
+	// One write of the summary for every folder's pass (applyfs: not one
+	// per folder).
+	if err := r.st.CompletePasses(passes); err != nil {
+		return err
+	}
+	for _, p := range passes {
+		if err := r.st.Release(p.Name); err != nil {
 			return err
 		}
 	}

@@ -97,6 +97,9 @@ type run struct {
 	msgs    [2]map[string][]Msg // side -> folder -> listing, sorted by ID
 	keeps   [2]map[string]Keeps // side -> folder -> the flags it keeps there (learnKeeps)
 	warnMu  gosync.Mutex        // guards res.Warnings while both sides list
+	// journaledAll: the plan's changes of every folder are in the journal
+	// (journalAll), so a folder does not journal its own.
+	journaledAll bool
 }
 
 // Run syncs the two stores with the state st: lists both sides, settles
@@ -226,6 +229,9 @@ func (r *run) apply(plan *Plan) error {
 	if err := r.applyStart(plan); err != nil {
 		return err
 	}
+	if err := r.journalAll(plan); err != nil {
+		return err
+	}
 	for i := range plan.Folders {
 		if err := r.applyOne(&plan.Folders[i]); err != nil {
 			return err
@@ -267,6 +273,11 @@ func (r *run) applyEnd(plan *Plan) error {
 		return err
 	}
 	if err := r.st.Flush(); err != nil {
+		return err
+	}
+	// The state holds the outcome of every journaled change: the journal
+	// is emptied once for the run.
+	if err := r.jr.clear(); err != nil {
 		return err
 	}
 	if err := r.recordPasses(plan); err != nil {
