@@ -42,6 +42,9 @@ func (r *run) evidenceAfter(s Side, name, before string) string {
 		return before
 	}
 	if stamps, _, _ := strings.Cut(before, "#"); stamps == ev {
+		if settled := r.settled[s][name]; settled == ev {
+			return settled // no longer racy (maildirEvidence)
+		}
 		return before // nothing renamed in or out since the listing
 	}
 	names, ok := r.holdsRecords(s, name, dir)
@@ -87,4 +90,18 @@ func (r *run) holdsRecords(s Side, name, dir string) ([]string, bool) {
 		delete(want, id)
 	})
 	return names, err == nil && same && len(want) == 0
+}
+
+// settleEvidence keeps, for the skipped folders names, the stamps alone of
+// Maildir evidence that no longer needs its names' hash (maildirEvidence's
+// settled), so the runs after this one read no names there. Nothing of it
+// is a pass; state.SetEvidence keeps it beside the pass counts.
+func (r *run) settleEvidence(names []string) {
+	for s := range r.settled {
+		for _, n := range names {
+			if ev := r.settled[s][n]; ev != "" {
+				r.st.SetEvidence(n, s, ev)
+			}
+		}
+	}
 }

@@ -191,3 +191,56 @@ func syncMaildirStoreOpt(t *testing.T, a *deltaStore, root, dir string, opt RunO
 	}
 	return res
 }
+
+// TestMaildirEvidenceSettles: racy evidence kept with its names' hash is
+// taken again while its stamps stay the same; once they are old enough,
+// and the hash is the recorded one, it offers the stamps alone (settled)
+// for the run to keep, so later runs read no names. A rename in the same
+// tick as the stamps (times put back) changes the hash: no settling, and
+// the folder is listed (the negative control).
+func TestMaildirEvidenceSettles(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"cur", "new", "tmp"} {
+		mustDo(t, os.Mkdir(filepath.Join(root, d), 0o700))
+	}
+	p := filepath.Join(root, "cur", "1700000000.a.host:2,")
+	mustDo(t, os.WriteFile(p, tokenBody(1), 0o600))
+	now := time.Now()
+	tick := now.Add(time.Hour) // racy at now however slow the machine
+	back := func() {
+		for _, d := range []string{"cur", "new"} {
+			mustDo(t, os.Chtimes(filepath.Join(root, d), tick, tick))
+		}
+	}
+	back()
+	pending, _ := maildirEvidence(root, "INBOX", now, "")
+	if _, ok := pendingHash(pending); !ok {
+		t.Fatalf("racy evidence %q waits for no hash", pending)
+	}
+	h, err := nameHash(context.Background(), root)
+	mustDo(t, err)
+	recorded := pending + h
+	stamps, _, _ := strings.Cut(recorded, "#")
+	for _, tc := range []struct {
+		name    string
+		at      time.Time
+		rename  bool
+		same    bool   // the evidence is the recorded one
+		settled string // the stamps alone, when they settled
+	}{
+		{"still racy", now, false, true, ""},
+		{"settled", tick.Add(time.Hour), false, true, stamps},
+		{"renamed in the same tick", tick.Add(time.Hour), true, false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.rename {
+				mustDo(t, os.Rename(p, p+"F"))
+				back()
+			}
+			ev, settled := maildirEvidence(root, "INBOX", tc.at, recorded)
+			if (ev == recorded) != tc.same || settled != tc.settled {
+				t.Fatalf("maildirEvidence = %q, %q; want the recorded one %v, settled %q", ev, settled, tc.same, tc.settled)
+			}
+		})
+	}
+}
