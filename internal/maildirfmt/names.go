@@ -156,3 +156,10 @@ func (t *Tree) FlagsAt(mailbox, rel string) []mail.Flag {
 	}
 	return FlagsOf(rel, ReadKeywords(dir))
 }
+
+// IDOf returns the message ID a file name in cur/ or new/ stands for: the
+// name without its ":2,..." info.
+func IDOf(name string) mail.ID {
+	id, _ := splitName(name)
+	return mail.ID(id)
+}

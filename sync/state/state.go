@@ -162,6 +162,9 @@ type summaryFile struct {
 type folderItem struct {
 	Gen uint64 `json:"g"`
 	Summary
+	// evSet marks side evidence set by SetEvidence since summary.json was
+	// last written: the passes file carries it until then (passes.go).
+	evSet bool
 }
 
 // State is the incremental state of one endpoint pair: a directory holding
@@ -382,6 +385,9 @@ func (s *State) writeSummary() error {
 		return mail.MakeFatal(fmt.Errorf("state: %w", err))
 	}
 	s.passesDirty = false
+	for _, it := range s.sum.Folders {
+		it.evSet = false // summary.json holds it now
+	}
 	return nil
 }
 

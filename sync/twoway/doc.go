@@ -63,6 +63,17 @@
 //     when more than half of the paired folders vanished from one side, that
 //     side's deletions, folders included, are all held back.
 //
+// # Listing a Maildir (mdlisting.go, mdevidence.go)
+//
+// A Maildir folder whose directories' stamps did not move since its last
+// pass is not read: its listing is the records. One whose stamps moved is
+// read by names and only the files a judgement needs are stat'ed (new
+// names, records without evidence or with a racy one, and, before any
+// deletion, the files whose copy on the other side is gone). After the
+// run's own writes, a folder keeps the stamps they left when a readdir
+// proves it holds exactly what the records say, so the next run does not
+// list it again.
+//
 // # Applying (apply.go, journal.go, settle.go)
 //
 // The changes of every folder are written to a journal in the state's

@@ -97,8 +97,15 @@ func (r *run) askStatuses(names []string, exists [2]map[string]bool) {
 		if st.Maildir != nil {
 			now := time.Now()
 			for _, n := range here {
-				if ev := maildirEvidence(st.Maildir.Root, n, now, r.recordedEvidence(Side(s), n)); ev != "" {
+				ev, settled := maildirEvidence(st.Maildir.Root, n, now, r.recordedEvidence(Side(s), n))
+				if ev != "" {
 					r.sts[s][n] = state.SideStatus{Evidence: ev}
+				}
+				if settled != "" {
+					if r.settled[s] == nil {
+						r.settled[s] = map[string]string{}
+					}
+					r.settled[s][n] = settled
 				}
 			}
 			continue
@@ -184,15 +191,47 @@ const maildirStable = 2 * time.Second
 // name, so the hash, and is listed. recorded is the evidence the last pass kept:
 // when it had a hash and the stamps are the same, the hash is taken again,
 // however old the stamps are now, so the two compare (the git index's
-// "racy git" rule: content decides what the clock cannot).
-func maildirEvidence(root, mailbox string, now time.Time, recorded string) string {
+// "racy git" rule: content decides what the clock cannot). When that hash
+// is the recorded one and the stamps are no longer racy, settled is the
+// stamps alone: the folder holds what it held when they were racy, and a
+// change from now on moves them, so the run can keep them instead
+// (settleEvidence), and later runs read no names.
+func maildirEvidence(root, mailbox string, now time.Time, recorded string) (ev, settled string) {
 	dir, err := maildirfmt.FolderDir(root, mailbox)
 	if err != nil {
-		return ""
+		return "", ""
 	}
+	ev, racy, err := dirStamps(dir, now)
+	if err != nil {
+		return "", ""
+	}
+	at, ok := hashedAt(recorded, ev)
+	if !racy && !ok {
+		return ev, ""
+	}
+	if !ok {
+		// Racy and new: the folder is listed (its evidence is not the
+		// recorded one), and the listing, which reads every name anyway,
+		// fills the hash in (listSideAs); hashing here would read them
+		// twice. Evidence still pending at the end is not kept.
+		return fmt.Sprintf("%s#%d#", ev, now.UnixNano()), ""
+	}
+	h, err := nameHash(context.Background(), dir)
+	if err != nil {
+		return "", ""
+	}
+	hashed := fmt.Sprintf("%s#%d#%s", ev, at.UnixNano(), h)
+	if !racy && hashed == recorded {
+		settled = ev
+	}
+	return hashed, settled
+}
+
+// dirStamps is the stamps part of a Maildir folder dir's evidence
+// (maildirEvidence), and whether it is racy at now.
+func dirStamps(dir string, now time.Time) (ev string, racy bool, err error) {
 	var b strings.Builder
 	b.WriteString("maildir")
-	racy := false
 	for _, name := range []string{"cur", "new", maildirfmt.KeywordsFile} {
 		fi, err := os.Stat(filepath.Join(dir, name))
 		if errors.Is(err, fs.ErrNotExist) {
@@ -200,7 +239,7 @@ func maildirEvidence(root, mailbox string, now time.Time, recorded string) strin
 			continue
 		}
 		if err != nil {
-			return ""
+			return "", false, err
 		}
 		racy = racy || now.Sub(fi.ModTime()) < maildirStable
 		fmt.Fprintf(&b, ":%d.%d", fi.ModTime().UnixNano(), fi.Size())
@@ -208,23 +247,7 @@ func maildirEvidence(root, mailbox string, now time.Time, recorded string) strin
 			fmt.Fprintf(&b, ".%d.%d", st.Dev, st.Ino)
 		}
 	}
-	ev := b.String()
-	at, ok := hashedAt(recorded, ev)
-	if !racy && !ok {
-		return ev
-	}
-	if !ok {
-		// Racy and new: the folder is listed (its evidence is not the
-		// recorded one), and the listing, which reads every name anyway,
-		// fills the hash in (listSideAs); hashing here would read them
-		// twice. Evidence still pending at the end is not kept.
-		return fmt.Sprintf("%s#%d#", ev, now.UnixNano())
-	}
-	h, err := nameHash(context.Background(), dir)
-	if err != nil {
-		return ""
-	}
-	return fmt.Sprintf("%s#%d#%s", ev, at.UnixNano(), h)
+	return b.String(), racy, nil
 }
 
 // pendingHash returns the time of evidence ev whose hash the listing is to
@@ -676,6 +699,7 @@ func (r *run) recordPasses(plan *Plan) error {
 		return nil
 	}
 	if len(r.skipped) > 0 {
+		r.settleEvidence(r.skipped)
 		if err := r.st.SkipPasses(r.skipped); err != nil {
 			return err
 		}
@@ -693,6 +717,7 @@ func (r *run) recordPasses(plan *Plan) error {
 		}
 		st := p.status
 		for s := range st {
+			st[s].Evidence = r.evidenceAfter(Side(s), fp.Name, st[s].Evidence)
 			st[s].Messages -= min(st[s].Messages, uint32(r.removed[s][fp.Name]))
 			if _, pending := pendingHash(st[s].Evidence); pending {
 				st[s].Evidence = "" // racy, and no listing hashed it: listed next run

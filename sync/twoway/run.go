@@ -94,6 +94,8 @@ type run struct {
 	passes  map[string]*folderPass
 	skipped []string
 	removed [2]map[string]int
+	// settled: Maildir evidence whose stamps now stand alone (listing.go).
+	settled [2]map[string]string
 	msgs    [2]map[string][]Msg // side -> folder -> listing, sorted by ID
 	keeps   [2]map[string]Keeps // side -> folder -> the flags it keeps there (learnKeeps)
 	warnMu  gosync.Mutex        // guards res.Warnings while both sides list
