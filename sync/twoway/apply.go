@@ -38,10 +38,8 @@ func (r *run) applyFolder(fp *FolderPlan) error {
 			return err
 		}
 	}
-	for _, step := range []func(*state.Folder, *FolderPlan) error{r.copies, r.moves, r.flags, r.deletes} {
-		if err := step(fo, fp); err != nil {
-			return err
-		}
+	if err := r.changes(fo, fp); err != nil {
+		return err
 	}
 	if err := r.step("flush " + fp.Name); err != nil {
 		return err
@@ -52,6 +50,67 @@ func (r *run) applyFolder(fp *FolderPlan) error {
 	// and recorded (a copy or a move recorded, a deletion's record gone),
 	// which changes nothing.
 	return r.st.Flush()
+}
+
+// changes makes a folder's changes in the order FolderPlan documents. The
+// Maildir sides' flag writes and deletions hold their directories' fsyncs
+// to the end (holdDirs), so a cur/ both rename in is fsynced once, not
+// once per kind of change; the records of those changes wait for the
+// fsyncs (holdRecord). A failure drops the held records: the changes are
+// in the journal, and the next run settles them.
+func (r *run) changes(fo *state.Folder, fp *FolderPlan) error {
+	r.holdDirs()
+	for _, step := range []func(*state.Folder, *FolderPlan) error{r.copies, r.moves, r.flags, r.deletes} {
+		if err := step(fo, fp); err != nil {
+			_ = r.releaseHeld(false)
+			return err
+		}
+	}
+	return r.releaseHeld(true)
+}
+
+// holdDirs starts holding the directory fsyncs of the Maildir sides
+// (MaildirFiles.hold).
+func (r *run) holdDirs() {
+	for _, st := range r.stores {
+		if st.Maildir != nil {
+			st.Maildir.hold()
+		}
+	}
+}
+
+// holdRecord notes a record change (a put, a forget) of a change whose
+// directory fsync may be held: releaseHeld makes it once the directories
+// are durable, so that no record, not even one a Close flushes after an
+// error, names a rename a power loss could undo.
+func (r *run) holdRecord(op func() error) {
+	r.heldMu.Lock()
+	defer r.heldMu.Unlock()
+	r.heldOps = append(r.heldOps, op)
+}
+
+// releaseHeld ends the hold: with ok, it fsyncs the held directories,
+// then makes the held record changes; without (the folder failed), it
+// makes the renames durable all the same, as far as it can, and drops the
+// record changes.
+func (r *run) releaseHeld(ok bool) error {
+	ops := r.heldOps
+	r.heldOps = nil
+	var err error
+	for _, st := range r.stores {
+		if st.Maildir != nil {
+			err = errors.Join(err, st.Maildir.syncHeld())
+		}
+	}
+	if !ok || err != nil {
+		return err
+	}
+	for _, op := range ops {
+		if err := op(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // journalAll writes the changes of every folder of the plan, durably, in
@@ -241,9 +300,7 @@ func (r *run) flags(fo *state.Folder, fp *FolderPlan) error {
 			j.done = true
 			rec := j.fs.Record
 			rec.Flags, rec.FlagsKnown = j.res.String(), true
-			if err := fo.Put(r.stamped(folder, rec)); err != nil {
-				return err
-			}
+			r.holdRecord(func() error { return fo.Put(r.stamped(folder, rec)) })
 		}
 	}
 	for _, j := range jobs {
@@ -451,11 +508,14 @@ func (r *run) removeOn(fo *state.Folder, on Side, envs []mail.Envelope, recs []s
 	}
 	r.res.Side[on].Deleted += len(envs)
 	r.noteRemoved(on, envs[0].Mailbox, len(envs))
-	for _, m := range recs {
-		if err := forgetRecord(fo, m); err != nil {
-			return err
+	r.holdRecord(func() error {
+		for _, m := range recs {
+			if err := forgetRecord(fo, m); err != nil {
+				return err
+			}
 		}
-	}
+		return nil
+	})
 	return nil
 }
 

@@ -44,6 +44,44 @@ type MaildirFiles struct {
 
 	treeOnce sync.Once
 	tree     *maildirfmt.Tree
+	// held, while not nil (hold), takes the directories that flag writes
+	// and deletions rename in, instead of an fsync at the end of each
+	// call: the applier fsyncs a folder's once each (syncHeld), before it
+	// records any of those changes.
+	held dirSet
+}
+
+// syncDir fsyncs a directory of a Maildir (tests observe the order of the
+// fsyncs and the records through it).
+var syncDir = mail.SyncDir
+
+// hold makes the flag writes and deletions that follow leave their
+// directories' fsyncs to syncHeld.
+func (m *MaildirFiles) hold() { m.held = dirSet{} }
+
+// syncHeld fsyncs the directories held since hold, once each, and ends
+// the hold.
+func (m *MaildirFiles) syncHeld() error {
+	ds := m.held
+	m.held = nil
+	return ds.sync()
+}
+
+// dirs is the set a call's renames note their directories in: the held
+// one, else the call's own.
+func (m *MaildirFiles) dirs() dirSet {
+	if m.held != nil {
+		return m.held
+	}
+	return dirSet{}
+}
+
+// syncDirs fsyncs a call's directories, unless they are held.
+func (m *MaildirFiles) syncDirs(ds dirSet) error {
+	if m.held != nil {
+		return nil
+	}
+	return ds.sync()
 }
 
 func (m *MaildirFiles) now() time.Time {
@@ -217,17 +255,17 @@ func (m *MaildirFiles) setFlagsIf(ctx context.Context, mailbox string, id mail.I
 // own failure is in its result; the error is the call's (a cancel, an
 // fsync).
 func (m *MaildirFiles) setFlagsIfAll(ctx context.Context, mailbox string, ws []flagWrite) ([]mail.FlagResult, error) {
-	ds := dirSet{}
+	ds := m.dirs()
 	out := make([]mail.FlagResult, len(ws))
 	for i, w := range ws {
 		if err := ctx.Err(); err != nil {
-			_ = ds.sync() // what was renamed stays renamed: make it durable all the same
+			_ = m.syncDirs(ds) // what was renamed stays renamed: make it durable all the same
 			return nil, err
 		}
 		st, err := m.setFlagsIf(ctx, mailbox, w.id, w.flags, w.expect, ds)
 		out[i] = mail.FlagResult{FlagState: st, Err: err}
 	}
-	if err := ds.sync(); err != nil {
+	if err := m.syncDirs(ds); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -268,7 +306,7 @@ func (m *MaildirFiles) Remove(ctx context.Context, envs []mail.Envelope) error {
 		return fmt.Errorf("maildir: remove: no quarantine directory: %w", mail.ErrUnsupported)
 	}
 	day := m.now().UTC().Format("2006-01-02")
-	ds := dirSet{}
+	ds := m.dirs()
 	var err error
 	for _, env := range envs {
 		if err = ctx.Err(); err != nil {
@@ -280,8 +318,9 @@ func (m *MaildirFiles) Remove(ctx context.Context, envs []mail.Envelope) error {
 	}
 	// The renames made durable together, one fsync per directory (the
 	// folder's, the quarantine's), before Remove returns and the caller
-	// records them; also those made before a failure.
-	if serr := ds.sync(); err == nil {
+	// records them (or, held, before the applier does); also those made
+	// before a failure.
+	if serr := m.syncDirs(ds); err == nil {
 		err = serr
 	}
 	return err
@@ -374,7 +413,7 @@ func (ds dirSet) sync() error {
 	}
 	sort.Strings(dirs)
 	for _, d := range dirs {
-		if err := mail.SyncDir(d); err != nil {
+		if err := syncDir(d); err != nil {
 			return fmt.Errorf("maildir: fsync %s: %w", d, err)
 		}
 		delete(ds, d)

@@ -103,6 +103,10 @@ type run struct {
 	// (journalAll), so a folder does not journal its own.
 	journaledAll bool
 	stepMu       gosync.Mutex // takes step's calls one at a time
+	// The record changes held until the folder's held directory fsyncs
+	// are done (holdRecord), noted from both sides' goroutines.
+	heldMu  gosync.Mutex
+	heldOps []func() error
 }
 
 // Run syncs the two stores with the state st: lists both sides, settles
