@@ -40,15 +40,18 @@ func (r *run) copies(fo *state.Folder, fp *FolderPlan) error {
 	for _, c := range fp.Copies {
 		from[c.From] = append(from[c.From], c)
 	}
-	// The copies from A (onto B) and from B (onto A) at once: each reads
-	// one side and writes the other, and every one of them was journaled
-	// before either began (bothSides).
-	return r.bothSides(func(s Side) error {
+	// The two directions in turn, not at once (bothSides): each reads one
+	// side and writes the other, so at once they would need a second
+	// connection, a second login, on each IMAP side.
+	for _, s := range []Side{A, B} {
 		if len(from[s]) == 0 {
-			return nil
+			continue
 		}
-		return r.transfer(fo, fp.Name, s, from[s])
-	})
+		if err := r.transfer(fo, fp.Name, s, from[s]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // pendingCopy is a copy put but not yet committed and recorded.
