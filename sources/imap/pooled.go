@@ -170,6 +170,16 @@ func (s *Source) removePooled(ctx context.Context, op, name string, pick func(ui
 // only where allowed, else the messages stay flagged (warned once per
 // mailbox). The crash tests' hooks run between the two.
 func (s *Source) expungeOn(sess *imapconn.Session, name string, set imapconn.UIDSet) error {
+	uidExpunge := sess.Has("UIDPLUS") || sess.Has("IMAP4REV2")
+	if uidExpunge && s.rm.afterStore == nil && s.o.AfterRemoveStore == nil {
+		// No hook between the two: one round trip (DeleteExpunge says
+		// why that is safe).
+		if err := sess.DeleteExpunge(set); err != nil {
+			return err
+		}
+		s.log.Debug("imap: removed", "mailbox", name, "messages", int(set.Len()))
+		return nil
+	}
 	if err := sess.StoreDeleted(set); err != nil {
 		return err
 	}
@@ -182,7 +192,7 @@ func (s *Source) expungeOn(sess *imapconn.Session, name string, set imapconn.UID
 		f(name)
 	}
 	switch {
-	case sess.Has("UIDPLUS") || sess.Has("IMAP4REV2"):
+	case uidExpunge:
 		if err := sess.UIDExpunge(set); err != nil {
 			return err
 		}
