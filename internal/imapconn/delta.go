@@ -112,10 +112,23 @@ type Untagged struct {
 // response to fn. It returns each command's NO or BAD as a *CommandError
 // in errs (nil for OK), and err for a failure of the connection or of fn.
 func (s *Session) run(cmds []string, fn func(Untagged) error) (errs []error, err error) {
+	var each func(int, Untagged) error
+	if fn != nil {
+		each = func(_ int, u Untagged) error { return fn(u) }
+	}
+	return s.runIndexed(cmds, each)
+}
+
+// runIndexed is run, telling fn which command an untagged response
+// belongs to: the oldest one not yet answered. A server runs pipelined
+// commands that select a mailbox, or depend on the one selected, one
+// after the other (RFC 9051 §5.5), so what it says between two tagged
+// answers is the later command's.
+func (s *Session) runIndexed(cmds []string, fn func(int, Untagged) error) (errs []error, err error) {
 	errs = make([]error, len(cmds))
 	s.doneStatus = make([]Response, len(cmds))
 	tags := map[string]int{}
-	sent, done := 0, 0
+	sent, done, first := 0, 0, 0
 	for done < len(cmds) {
 		for sent < len(cmds) && sent-done < pipeMax {
 			s.tag++
@@ -136,7 +149,10 @@ func (s *Session) run(cmds []string, fn func(Untagged) error) (errs []error, err
 				return errs, err
 			}
 			if fn != nil {
-				if err := fn(u); err != nil {
+				for first < len(cmds)-1 && s.doneStatus[first].Kind != "" {
+					first++ // the oldest command not answered yet
+				}
+				if err := fn(first, u); err != nil {
 					return errs, err
 				}
 			}
