@@ -1,6 +1,7 @@
 package state
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,6 +50,9 @@ type passesFile struct {
 type passesItem struct {
 	SinceFull int    `json:"s,omitempty"`
 	Held      string `json:"h,omitempty"`
+	// A and B are side evidence SetEvidence replaced ("" none).
+	A string `json:"a,omitempty"`
+	B string `json:"b,omitempty"`
 }
 
 // readPasses applies the passes file to the summary just read: its counts
@@ -84,6 +88,9 @@ func (s *State) readPasses() {
 		if it := s.sum.Folders[name]; it != nil {
 			it.SinceFull = max(it.SinceFull, p.SinceFull)
 			it.Held = p.Held
+			if p.A != "" || p.B != "" {
+				it.A.Evidence, it.B.Evidence, it.evSet = cmp.Or(p.A, it.A.Evidence), cmp.Or(p.B, it.B.Evidence), true
+			}
 		}
 	}
 }
@@ -119,8 +126,12 @@ func decodePasses(data []byte, pf *passesFile) error {
 func (s *State) writePasses() error {
 	pf := passesFile{Epoch: s.sum.Epoch, Folders: make(map[string]passesItem, len(s.sum.Folders))}
 	for name, it := range s.sum.Folders {
-		if it.SinceFull != 0 || it.Held != "" {
-			pf.Folders[name] = passesItem{SinceFull: it.SinceFull, Held: it.Held}
+		if it.SinceFull != 0 || it.Held != "" || it.evSet {
+			pi := passesItem{SinceFull: it.SinceFull, Held: it.Held}
+			if it.evSet {
+				pi.A, pi.B = it.A.Evidence, it.B.Evidence
+			}
+			pf.Folders[name] = pi
 		}
 	}
 	body, err := json.Marshal(&pf)
@@ -166,5 +177,30 @@ func (s *State) SetHeldEvidence(name, ev string) {
 		return
 	}
 	it.Held = ev
+	s.passesDirty = true
+}
+
+// SetEvidence replaces side's (0 A, 1 B) change evidence of folder name,
+// whose last pass is complete, by ev, without a pass: two-way sync trades
+// a Maildir folder's racy evidence, which costs a read of its names on
+// every run, for its stamps alone once they are old enough to trust. It
+// reaches the disk as SetHeldEvidence's does; evidence vouches for itself
+// (a side compares it with its folder as it is now), so losing it only
+// costs that read again.
+func (s *State) SetEvidence(name string, side int, ev string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	it := s.sum.Folders[name]
+	if it == nil || it.Complete == 0 || s.readOnly || ev == "" {
+		return
+	}
+	st := &it.A
+	if side == 1 {
+		st = &it.B
+	}
+	if st.Evidence == ev {
+		return
+	}
+	st.Evidence, it.evSet = ev, true
 	s.passesDirty = true
 }

@@ -244,3 +244,58 @@ func TestHeaderLen(t *testing.T) {
 		}
 	}
 }
+
+// TestSetEvidenceKept: side evidence set without a pass reaches the next
+// run through the passes file, also after a later SkipPasses rewrote it,
+// and through a summary written for another folder's pass; a passes file
+// a summary write made stale is not applied (the summary's evidence
+// stands).
+func TestSetEvidenceKept(t *testing.T) {
+	dir := passedState(t)
+	s := openT(t, dir)
+	s.SetEvidence("INBOX", 1, "evB")
+	before := snapshot(t, dir)[summaryName]
+	s.Close()
+	if after := snapshot(t, dir)[summaryName]; after != before {
+		t.Fatal("evidence alone rewrote summary.json")
+	}
+	s = openT(t, dir)
+	if sum, _ := s.Summary("INBOX"); sum.B.Evidence != "evB" {
+		t.Fatalf("B's evidence after reopen = %q, want evB", sum.B.Evidence)
+	}
+	if err := s.SkipPasses([]string{"INBOX"}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openT(t, dir)
+	if sum, _ := s.Summary("INBOX"); sum.B.Evidence != "evB" {
+		t.Fatalf("B's evidence after a skipped pass = %q, want evB", sum.B.Evidence)
+	}
+	s.SetEvidence("INBOX", 0, "evA")
+	s.Close()
+	stale := copyDir(t, dir)
+	s = openT(t, dir)
+	if err := s.CompletePass("Work", SideStatus{UIDNext: 9}, SideStatus{}, false); err != nil {
+		t.Fatal(err)
+	}
+	s.SetEvidence("INBOX", 0, "evA2")
+	if err := s.CompletePass("Work", SideStatus{UIDNext: 10}, SideStatus{}, false); err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Remove(filepath.Join(dir, passesName)) // the summary holds it now
+	s.Close()
+	s = openT(t, dir)
+	if sum, _ := s.Summary("INBOX"); sum.A.Evidence != "evA2" || sum.B.Evidence != "evB" {
+		t.Fatalf("evidence after a summary write = %q, %q; want evA2, evB", sum.A.Evidence, sum.B.Evidence)
+	}
+	s.Close()
+	// The stale passes file (it says evA) beside a summary written since.
+	if err := os.Rename(filepath.Join(stale, passesName), filepath.Join(dir, passesName)); err != nil {
+		t.Fatal(err)
+	}
+	s = openT(t, dir)
+	defer s.Close()
+	if sum, _ := s.Summary("INBOX"); sum.A.Evidence != "evA2" {
+		t.Fatalf("a stale passes file was applied: A's evidence %q, want evA2", sum.A.Evidence)
+	}
+}

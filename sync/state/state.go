@@ -162,6 +162,9 @@ type summaryFile struct {
 type folderItem struct {
 	Gen uint64 `json:"g"`
 	Summary
+	// evSet marks side evidence set by SetEvidence since summary.json was
+	// last written: the passes file carries it until then (passes.go).
+	evSet bool
 }
 
 // State is the incremental state of one endpoint pair: a directory holding
@@ -382,6 +385,9 @@ func (s *State) writeSummary() error {
 		return mail.MakeFatal(fmt.Errorf("state: %w", err))
 	}
 	s.passesDirty = false
+	for _, it := range s.sum.Folders {
+		it.evSet = false // summary.json holds it now
+	}
 	return nil
 }
 
@@ -480,29 +486,59 @@ func (s *State) SetIdentities(a, b string) error {
 // every folder are flushed first, so a summary never promises a pass whose
 // records a crash could lose.
 func (s *State) CompletePass(name string, a, b SideStatus, full bool) error {
+	return s.CompletePasses([]Pass{{Name: name, A: a, B: b, Full: full}})
+}
+
+// Pass is the end of a complete pass over one folder (CompletePasses).
+type Pass struct {
+	Name string
+	A, B SideStatus
+	Full bool // the pass listed the folder in full
+}
+
+// CompletePasses records the end of complete passes over several folders
+// with one write of summary.json (two fsyncs), not one per folder: a run
+// that listed seven folders records their passes together. The buffered
+// records of every folder are flushed first, so the summary never promises
+// a pass whose records a crash could lose; a crash before the summary's
+// rename leaves every one of these passes unrecorded, and the next run
+// lists those folders again from their previous passes.
+func (s *State) CompletePasses(passes []Pass) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.readOnly {
 		return ErrReadOnly
 	}
-	n, err := s.passLen(name)
-	if err != nil {
-		return err
+	if len(passes) == 0 {
+		return nil
+	}
+	lens := make([]int, len(passes))
+	for i, p := range passes {
+		n, err := s.passLen(p.Name)
+		if err != nil {
+			return err
+		}
+		lens[i] = n
 	}
 	if err := s.flush(); err != nil {
 		return err
 	}
-	if f := s.folders[name]; f != nil && f.worthCompacting() {
-		if err := s.rewriteFolder(f, f.recs); err != nil {
-			return err
+	for _, p := range passes {
+		if f := s.folders[p.Name]; f != nil && f.worthCompacting() {
+			if err := s.rewriteFolder(f, f.recs); err != nil {
+				return err
+			}
 		}
 	}
-	it := s.sum.Folders[name]
-	it.A, it.B, it.Complete, it.Len = a, b, s.now().Unix(), n
-	if full {
-		it.SinceFull = 0
-	} else {
-		it.SinceFull++
+	now := s.now().Unix()
+	for i, p := range passes {
+		it := s.sum.Folders[p.Name]
+		it.A, it.B, it.Complete, it.Len = p.A, p.B, now, lens[i]
+		if p.Full {
+			it.SinceFull = 0
+		} else {
+			it.SinceFull++
+		}
 	}
 	return s.writeSummary()
 }

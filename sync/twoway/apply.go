@@ -32,8 +32,10 @@ func (r *run) applyFolder(fp *FolderPlan) error {
 	if err := r.records(fo, fp); err != nil {
 		return err
 	}
-	if err := r.journal(fp); err != nil {
-		return err
+	if !r.journaledAll {
+		if err := r.journal(fp); err != nil {
+			return err
+		}
 	}
 	for _, step := range []func(*state.Folder, *FolderPlan) error{r.copies, r.moves, r.flags, r.deletes} {
 		if err := step(fo, fp); err != nil {
@@ -43,15 +45,53 @@ func (r *run) applyFolder(fp *FolderPlan) error {
 	if err := r.step("flush " + fp.Name); err != nil {
 		return err
 	}
-	if err := r.st.Flush(); err != nil {
-		return err
-	}
-	return r.jr.clear()
+	// The journal is cleared once, at the end of the run (applyEnd), not
+	// here: the intents of folders already applied and flushed stay in it
+	// until then, and settling them again after a kill finds each done
+	// and recorded (a copy or a move recorded, a deletion's record gone),
+	// which changes nothing.
+	return r.st.Flush()
 }
 
-// journal writes the folder's changes, durably, before any is made (rule
-// 1; settle reads them after a kill).
+// journalAll writes the changes of every folder of the plan, durably, in
+// one write (one fsync) before the first of them is made, instead of one
+// write per folder (rule 1; settle reads them after a kill). A change
+// journaled in a folder the run never reached is found not done by
+// settle and left to the next plan, as one journaled but not yet made in
+// the folder in work always was; a journaled deletion is completed, as
+// the guard let it pass.
+func (r *run) journalAll(plan *Plan) error {
+	var ins []intent
+	for i := range plan.Folders {
+		if fp := &plan.Folders[i]; !fp.Forget && fp.Skip == "" {
+			ins = append(ins, intentsOf(fp)...)
+		}
+	}
+	r.journaledAll = true
+	if len(ins) == 0 {
+		return nil
+	}
+	if err := r.step("journal"); err != nil {
+		return err
+	}
+	return r.jr.write(ins)
+}
+
+// journal writes one folder's changes, durably, before any is made (a
+// first sync, planned and applied folder by folder: byfolder.go).
 func (r *run) journal(fp *FolderPlan) error {
+	ins := intentsOf(fp)
+	if len(ins) == 0 {
+		return nil
+	}
+	if err := r.step("journal " + fp.Name); err != nil {
+		return err
+	}
+	return r.jr.write(ins)
+}
+
+// intentsOf returns the intents of a folder's changes.
+func intentsOf(fp *FolderPlan) []intent {
 	var ins []intent
 	for _, c := range fp.Copies {
 		ins = append(ins, intent{Op: opCopy, Folder: fp.Name, On: c.From.Other(), ID: c.Msg.ID, Rec: c.Record()})
@@ -70,13 +110,7 @@ func (r *run) journal(fp *FolderPlan) error {
 	for _, d := range fp.Deletes {
 		ins = append(ins, intent{Op: opDelete, Folder: fp.Name, On: d.On, ID: d.ID, Rec: d.Record})
 	}
-	if len(ins) == 0 {
-		return nil
-	}
-	if err := r.step("journal " + fp.Name); err != nil {
-		return err
-	}
-	return r.jr.write(ins)
+	return ins
 }
 
 // records forgets and pairs: state only.

@@ -34,7 +34,10 @@
 //   - A Maildir file a mail client edited in place (its size and mtime in
 //     ns are no longer the record's evidence; a file whose mtime was too
 //     recent to trust is compared by content: evidence.go) is a new
-//     message: copied again, never deleted.
+//     message: copied again, never deleted. The edit is noticed before any
+//     deletion of that file and in every full listing (a first sync, a
+//     lost state, every RunOptions.FullEvery-th pass); a sync after a few
+//     changes stats only the files it must (mdlisting.go).
 //   - First sync or a lost state: messages new on both sides are paired by
 //     (Message-ID, size, date), then by content hash, duplicates count for
 //     count; the unpaired are copied; flags are the union; nothing is
@@ -60,11 +63,26 @@
 //     when more than half of the paired folders vanished from one side, that
 //     side's deletions, folders included, are all held back.
 //
+// # Listing a Maildir (mdlisting.go, mdevidence.go)
+//
+// A Maildir folder whose directories' stamps did not move since its last
+// pass is not read: its listing is the records. One whose stamps moved is
+// read by names and only the files a judgement needs are stat'ed (new
+// names, records without evidence or with a racy one, and, before any
+// deletion, the files whose copy on the other side is gone). After the
+// run's own writes, a folder keeps the stamps they left when a readdir
+// proves it holds exactly what the records say, so the next run does not
+// list it again.
+//
 // # Applying (apply.go, journal.go, settle.go)
 //
-// Each folder's changes are written to a journal in the state's directory,
-// durably, before any is made; each change's record goes to the state once
-// the change is durable. The next run, before planning, settles what a
+// The changes of every folder are written to a journal in the state's
+// directory, durably and in one write, before the first is made (a first
+// sync, applied folder by folder, journals each folder's before its
+// changes); each change's record goes to the state once the change is
+// durable, a folder's records in one flush at the folder's end, and the
+// journal is emptied once the state holds every outcome, at the end of the
+// run. The next run, before planning, settles what a
 // kill -9 or a power loss left: a copy stored but not recorded gets its
 // record (never copied twice, and a deletion of its original since reaches
 // it), a move found done is recorded and one left copied is finished, a

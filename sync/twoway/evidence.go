@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"github.com/mailferry/mailferry/internal/maildirfmt"
 	"hash/fnv"
-	"io"
 	"io/fs"
 	"os"
 	"strconv"
@@ -169,40 +168,41 @@ func (r *run) fillEvidence(f *Folder) {
 // listFiles lists folder name of side s: a Maildir through its tree, with
 // each file's stamp; any other store through its Source (no stamps). When
 // the folder's evidence waits for its hash (pendingHash), the listing
-// hashes what it saw (hashEntries), the dovecot-keywords bytes read before
-// it: a keyword file changed meanwhile makes the next run's hash differ.
+// hashes the names it saw (hashNames), the dovecot-keywords bytes read
+// before it: a keyword file changed meanwhile makes the next run's hash
+// differ.
 func (r *run) listFiles(s Side, name string, fn func(mail.Envelope)) (map[mail.ID]fileStamp, string, error) {
 	st := r.stores[s]
 	if st.Maildir == nil || !isDir(st.Maildir.Root) {
 		return nil, "", st.Source.List(r.ctx, name, func(env mail.Envelope) error { fn(env); return nil })
 	}
-	at, hashing := pendingHash(r.sts[s][name].Evidence)
-	var kw []byte
-	var herr error
-	if hashing {
-		dir, err := maildirfmt.FolderDir(st.Maildir.Root, name)
-		if herr = err; err == nil {
-			kw, herr = readKeywordBytes(dir)
-		}
-	}
+	kw, hashing, herr := r.hashStart(s, name)
 	now := time.Now()
 	stamps := map[mail.ID]fileStamp{}
-	var es []hashEntry
-	tree := st.Maildir.files()
-	err := tree.ListFiles(r.ctx, name, func(env mail.Envelope, fi fs.FileInfo) error {
+	var names []string
+	err := st.Maildir.files().ListFiles(r.ctx, name, func(env mail.Envelope, fi fs.FileInfo) error {
 		fn(env)
 		stamps[env.ID] = stampFile(fi, now)
-		if hashing && herr == nil {
-			var e hashEntry
-			e, herr = entryOf(fi.Name(), fi, at, func() (io.ReadCloser, error) { return tree.Open(r.ctx, env) })
-			es = append(es, e)
-		}
+		names = append(names, fi.Name())
 		return nil
 	})
 	if !hashing || herr != nil || err != nil {
 		return stamps, "", err
 	}
-	return stamps, hashEntries(es, kw), nil
+	return stamps, hashNames(names, kw), nil
+}
+
+// hashStart reads, when side s's folder name waits for its evidence hash,
+// the folder's dovecot-keywords bytes before it is listed.
+func (r *run) hashStart(s Side, name string) (kw []byte, hashing bool, err error) {
+	if _, hashing = pendingHash(r.sts[s][name].Evidence); !hashing {
+		return nil, false, nil
+	}
+	dir, err := maildirfmt.FolderDir(r.stores[s].Maildir.Root, name)
+	if err == nil {
+		kw, err = readKeywordBytes(dir)
+	}
+	return kw, true, err
 }
 
 func isDir(p string) bool {

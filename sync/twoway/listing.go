@@ -1,6 +1,7 @@
 package twoway
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -35,6 +36,8 @@ import (
 //     (mail.ChangeLister: new UIDs, CHANGEDSINCE or every message's FLAGS,
 //     VANISHED (EARLIER) or UID SEARCH) and the listing is rebuilt from the
 //     records plus those changes;
+//   - a Maildir side that moved: read by names, stat'ing only the files a
+//     judgement needs (mdlisting.go);
 //   - otherwise, and every Nth pass (RunOptions.FullEvery), in full.
 //
 // A rebuilt listing leaves a record's message out only on explicit
@@ -47,7 +50,10 @@ import (
 // client makes while the run works is listed next time, never lost; the
 // run's own changes show up next time as changes of known messages.
 
-// The ways a folder pair is listed, as Result.Listing reports them.
+// The ways a folder pair is listed, as Result.Listing reports them: full
+// when a side's folder was read (a Maildir's by names counts, although not
+// every file is stat'ed: mdlisting.go), incremental when each side was
+// listed by its changes or rebuilt from the records.
 const (
 	ListingFull        = "full"
 	ListingIncremental = "incremental"
@@ -91,8 +97,15 @@ func (r *run) askStatuses(names []string, exists [2]map[string]bool) {
 		if st.Maildir != nil {
 			now := time.Now()
 			for _, n := range here {
-				if ev := maildirEvidence(st.Maildir.Root, n, now, r.recordedEvidence(Side(s), n)); ev != "" {
+				ev, settled := maildirEvidence(st.Maildir.Root, n, now, r.recordedEvidence(Side(s), n))
+				if ev != "" {
 					r.sts[s][n] = state.SideStatus{Evidence: ev}
+				}
+				if settled != "" {
+					if r.settled[s] == nil {
+						r.settled[s] = map[string]string{}
+					}
+					r.settled[s][n] = settled
 				}
 			}
 			continue
@@ -166,26 +179,59 @@ const maildirStable = 2 * time.Second
 // and of its dovecot-keywords file (which names the keyword letters). The
 // inode catches a directory replaced by a restore that kept its mtime. ""
 // when it cannot be read. A file rewritten in place, under the same name,
-// changes no directory: the full listing every Nth pass finds it.
+// changes no directory: the full listing every Nth pass finds it, and so
+// does the check before its deletion (statDoomed).
 //
 // A stamp within maildirStable of now (or in the future) is racy: a
 // change in the same clock tick leaves it as it was. Racy evidence is not
 // dropped (the folder would be listed in full on the next run, and again
 // on the one after, as the empty Drafts and Junk a run had just stamped
-// were) but kept with a hash of what those directories hold (nameHash),
-// taken after the stamps: a change in the same tick changes a name, so
-// the hash, and is listed. recorded is the evidence the last pass kept:
+// were) but kept with a hash of the names those directories hold
+// (nameHash), taken after the stamps: a change in the same tick changes a
+// name, so the hash, and is listed. recorded is the evidence the last pass kept:
 // when it had a hash and the stamps are the same, the hash is taken again,
 // however old the stamps are now, so the two compare (the git index's
-// "racy git" rule: content decides what the clock cannot).
-func maildirEvidence(root, mailbox string, now time.Time, recorded string) string {
+// "racy git" rule: content decides what the clock cannot). When that hash
+// is the recorded one and the stamps are no longer racy, settled is the
+// stamps alone: the folder holds what it held when they were racy, and a
+// change from now on moves them, so the run can keep them instead
+// (settleEvidence), and later runs read no names.
+func maildirEvidence(root, mailbox string, now time.Time, recorded string) (ev, settled string) {
 	dir, err := maildirfmt.FolderDir(root, mailbox)
 	if err != nil {
-		return ""
+		return "", ""
 	}
+	ev, racy, err := dirStamps(dir, now)
+	if err != nil {
+		return "", ""
+	}
+	at, ok := hashedAt(recorded, ev)
+	if !racy && !ok {
+		return ev, ""
+	}
+	if !ok {
+		// Racy and new: the folder is listed (its evidence is not the
+		// recorded one), and the listing, which reads every name anyway,
+		// fills the hash in (listSideAs); hashing here would read them
+		// twice. Evidence still pending at the end is not kept.
+		return fmt.Sprintf("%s#%d#", ev, now.UnixNano()), ""
+	}
+	h, err := nameHash(context.Background(), dir)
+	if err != nil {
+		return "", ""
+	}
+	hashed := fmt.Sprintf("%s#%d#%s", ev, at.UnixNano(), h)
+	if !racy && hashed == recorded {
+		settled = ev
+	}
+	return hashed, settled
+}
+
+// dirStamps is the stamps part of a Maildir folder dir's evidence
+// (maildirEvidence), and whether it is racy at now.
+func dirStamps(dir string, now time.Time) (ev string, racy bool, err error) {
 	var b strings.Builder
 	b.WriteString("maildir")
-	racy := false
 	for _, name := range []string{"cur", "new", maildirfmt.KeywordsFile} {
 		fi, err := os.Stat(filepath.Join(dir, name))
 		if errors.Is(err, fs.ErrNotExist) {
@@ -193,7 +239,7 @@ func maildirEvidence(root, mailbox string, now time.Time, recorded string) strin
 			continue
 		}
 		if err != nil {
-			return ""
+			return "", false, err
 		}
 		racy = racy || now.Sub(fi.ModTime()) < maildirStable
 		fmt.Fprintf(&b, ":%d.%d", fi.ModTime().UnixNano(), fi.Size())
@@ -201,23 +247,7 @@ func maildirEvidence(root, mailbox string, now time.Time, recorded string) strin
 			fmt.Fprintf(&b, ".%d.%d", st.Dev, st.Ino)
 		}
 	}
-	ev := b.String()
-	at, ok := hashedAt(recorded, ev)
-	if !racy && !ok {
-		return ev
-	}
-	if !ok {
-		// Racy and new: the folder is listed in full (its evidence is not
-		// the recorded one), and the listing, which stats every file
-		// anyway, fills the hash in (listSideAs); hashing here would stat
-		// them all twice. Evidence still pending at the end is not kept.
-		return fmt.Sprintf("%s#%d#", ev, now.UnixNano())
-	}
-	h, err := nameHash(dir, at)
-	if err != nil {
-		return ""
-	}
-	return fmt.Sprintf("%s#%d#%s", ev, at.UnixNano(), h)
+	return b.String(), racy, nil
 }
 
 // pendingHash returns the time of evidence ev whose hash the listing is to
@@ -245,52 +275,22 @@ func hashedAt(recorded, ev string) (time.Time, bool) {
 	return time.Unix(0, v), true
 }
 
-// A hashEntry is what the evidence hash keeps of one message file: its
-// name (an ID and its flag letters), size and mtime in ns (an edit in
-// place renames nothing; evidence.go reads the same), and the digest of
-// its content when its mtime is within maildirStable of the time the hash
-// was first taken (a rewrite in the same tick keeps size and mtime).
-type hashEntry struct {
-	name    string
-	size    int64
-	mtime   int64
-	content string
-}
-
-// entryOf is the hash entry of the file fi, named name; open reads its
-// content, when needed.
-func entryOf(name string, fi fs.FileInfo, at time.Time, open func() (io.ReadCloser, error)) (hashEntry, error) {
-	e := hashEntry{name: name, size: fi.Size(), mtime: fi.ModTime().UnixNano()}
-	if at.Sub(fi.ModTime()) >= maildirStable {
-		return e, nil
-	}
-	rc, err := open()
-	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, mail.ErrNotFound) {
-		e.content = "gone" // renamed or deleted since: a later hash differs
-		return e, nil
-	}
-	if err != nil {
-		return e, err
-	}
-	defer func() { _ = rc.Close() }()
+// hashNames is the evidence hash of a folder's message file names (in any
+// order: an ID and its flag letters) and its dovecot-keywords bytes kw
+// (what the letters mean). Names alone, like the directories' stamps they
+// stand in for: what moves a directory's stamps (a delivery, a flag
+// change, a move, a deletion) changes a name, and an edit in place moves
+// neither (rule 4 finds it before any deletion and in every full
+// listing: evidence.go). So taking it costs a readdir, no stat per file.
+func hashNames(names []string, kw []byte) string {
+	sort.Strings(names)
 	h := sha256.New()
-	if _, err := io.Copy(h, rc); err != nil {
-		return e, err
-	}
-	e.content = hex.EncodeToString(h.Sum(nil))
-	return e, nil
-}
-
-// hashEntries is the evidence hash of a folder's files es (in any order)
-// and its dovecot-keywords bytes kw (what the letters mean).
-func hashEntries(es []hashEntry, kw []byte) string {
-	sort.Slice(es, func(i, j int) bool { return es[i].name < es[j].name })
-	h := sha256.New()
-	for _, e := range es {
-		fmt.Fprintf(h, "%s\x00%d\x00%d\x00%s\x00", e.name, e.size, e.mtime, e.content)
+	for _, n := range names {
+		_, _ = io.WriteString(h, n)
+		_, _ = h.Write([]byte{0})
 	}
 	_, _ = h.Write(kw)
-	return hex.EncodeToString(h.Sum(nil)[:16])
+	return "n" + hex.EncodeToString(h.Sum(nil)[:16]) // "n": not the older hash of names, sizes and mtimes
 }
 
 // readKeywordBytes reads the dovecot-keywords file of folder dir; nil when
@@ -304,55 +304,20 @@ func readKeywordBytes(dir string) ([]byte, error) {
 }
 
 // nameHash is the evidence hash of the Maildir folder dir as a listing
-// sees it (maildirfmt.Tree.ListFiles: regular files in cur/ and new/ not
-// hidden), read without a listing: names, one lstat each, and the content
-// of the few files in the same tick as at, the time the hash was first
-// taken (so a later run hashes the same files' content and the two
-// compare). A file the listing would not pass (a name in both new/ and
-// cur/) makes the hashes differ: the folder is listed, never skipped.
-func nameHash(dir string, at time.Time) (string, error) {
-	var es []hashEntry
-	for _, sub := range []string{"new", "cur"} {
-		f, err := os.Open(filepath.Join(dir, sub))
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return "", err
-		}
-		ns, err := f.Readdirnames(-1)
-		_ = f.Close()
-		if err != nil {
-			return "", err
-		}
-		for _, n := range ns {
-			if n == "" || n[0] == '.' {
-				continue
-			}
-			p := filepath.Join(dir, sub, n)
-			fi, err := os.Lstat(p)
-			if errors.Is(err, fs.ErrNotExist) {
-				es = append(es, hashEntry{name: n, content: "gone"})
-				continue
-			}
-			if err != nil {
-				return "", err
-			}
-			if !fi.Mode().IsRegular() {
-				continue
-			}
-			e, err := entryOf(n, fi, at, func() (io.ReadCloser, error) { return os.Open(p) })
-			if err != nil {
-				return "", err
-			}
-			es = append(es, e)
-		}
+// sees it (the regular files in cur/ and new/ not hidden), from its
+// directory entries alone. A file the listing would not pass (a name in
+// both new/ and cur/, which the listing reads once) makes the hashes
+// differ: the folder is listed, never skipped.
+func nameHash(ctx context.Context, dir string) (string, error) {
+	var names []string
+	if err := maildirfmt.RegularNames(ctx, dir, func(_, n string) { names = append(names, n) }); err != nil {
+		return "", err
 	}
 	kw, err := readKeywordBytes(dir)
 	if err != nil {
 		return "", err
 	}
-	return hashEntries(es, kw), nil
+	return hashNames(names, kw), nil
 }
 
 // sameStatus reports a side whose folder did not move since rec: the same
@@ -480,13 +445,23 @@ func (r *run) listSideAs(s Side, name string, f *Folder, recorded map[mail.ID]bo
 		if err != nil || ok {
 			return Listing{}, ch, now, false, err
 		}
+		if r.stores[s].Maildir != nil && isDir(r.stores[s].Maildir.Root) {
+			l, err = r.listNarrow(s, name, f.Base, recorded)
+			return l, nil, r.withHash(s, name, l), false, err
+		}
 	}
 	l, err = r.listSide(s, name, recorded)
-	st = r.sts[s][name]
+	return l, nil, r.withHash(s, name, l), true, err
+}
+
+// withHash is the status side s's folder name is to record after listing
+// l: its evidence completed with the listing's hash when it waited for one.
+func (r *run) withHash(s Side, name string, l Listing) state.SideStatus {
+	st := r.sts[s][name]
 	if _, pending := pendingHash(st.Evidence); pending {
 		st.Evidence += l.evidenceHash // "" (still pending, not kept) when the listing could not hash
 	}
-	return l, nil, st, true, err
+	return st
 }
 
 // touches reports whether the changes name side s's message of record m.
@@ -724,6 +699,7 @@ func (r *run) recordPasses(plan *Plan) error {
 		return nil
 	}
 	if len(r.skipped) > 0 {
+		r.settleEvidence(r.skipped)
 		if err := r.st.SkipPasses(r.skipped); err != nil {
 			return err
 		}
@@ -742,6 +718,7 @@ func (r *run) recordPasses(plan *Plan) error {
 		passing = append(passing, fp)
 	}
 	proved := r.proveOwnWrites(passing)
+	var passes []state.Pass
 	for _, fp := range passing {
 		p := r.passes[fp.Name]
 		st := p.status
@@ -750,15 +727,21 @@ func (r *run) recordPasses(plan *Plan) error {
 				st[s] = now // after the run's own writes, which it holds
 				continue
 			}
+			st[s].Evidence = r.evidenceAfter(Side(s), fp.Name, st[s].Evidence)
 			st[s].Messages -= min(st[s].Messages, uint32(r.removed[s][fp.Name]))
 			if _, pending := pendingHash(st[s].Evidence); pending {
 				st[s].Evidence = "" // racy, and no listing hashed it: listed next run
 			}
 		}
-		if err := r.st.CompletePass(fp.Name, st[A], st[B], p.full); err != nil {
-			return err
-		}
-		if err := r.st.Release(fp.Name); err != nil {
+		passes = append(passes, state.Pass{Name: fp.Name, A: st[A], B: st[B], Full: p.full})
+	}
+	// One write of the summary for every folder's pass (applyfs: not one
+	// per folder).
+	if err := r.st.CompletePasses(passes); err != nil {
+		return err
+	}
+	for _, p := range passes {
+		if err := r.st.Release(p.Name); err != nil {
 			return err
 		}
 	}

@@ -94,9 +94,14 @@ type run struct {
 	passes  map[string]*folderPass
 	skipped []string
 	removed [2]map[string]int
+	// settled: Maildir evidence whose stamps now stand alone (listing.go).
+	settled [2]map[string]string
 	msgs    [2]map[string][]Msg // side -> folder -> listing, sorted by ID
 	keeps   [2]map[string]Keeps // side -> folder -> the flags it keeps there (learnKeeps)
 	warnMu  gosync.Mutex        // guards res.Warnings while both sides list
+	// journaledAll: the plan's changes of every folder are in the journal
+	// (journalAll), so a folder does not journal its own.
+	journaledAll bool
 }
 
 // Run syncs the two stores with the state st: lists both sides, settles
@@ -226,6 +231,9 @@ func (r *run) apply(plan *Plan) error {
 	if err := r.applyStart(plan); err != nil {
 		return err
 	}
+	if err := r.journalAll(plan); err != nil {
+		return err
+	}
 	for i := range plan.Folders {
 		if err := r.applyOne(&plan.Folders[i]); err != nil {
 			return err
@@ -267,6 +275,11 @@ func (r *run) applyEnd(plan *Plan) error {
 		return err
 	}
 	if err := r.st.Flush(); err != nil {
+		return err
+	}
+	// The state holds the outcome of every journaled change: the journal
+	// is emptied once for the run.
+	if err := r.jr.clear(); err != nil {
 		return err
 	}
 	if err := r.recordPasses(plan); err != nil {
@@ -412,11 +425,14 @@ func (r *run) listFolder(name string, exists [2]map[string]bool, journaled bool)
 			f.Side[s] = r.rebuild(Side(s), name, f.Base, recorded[s], c)
 		}
 	}
+	if err := r.statDoomed(&f); err != nil { // rule 4 before any deletion (mdlisting.go)
+		return f, err
+	}
 	for s := range f.Side {
 		r.msgs[s][name] = f.Side[s].Msgs
 	}
 	mode := ListingIncremental
-	if p.full {
+	if p.full || f.Side[A].byNames || f.Side[B].byNames { // the folder read, if not every file stat'ed
 		mode = ListingFull
 	}
 	r.fillContent(&f, recorded)

@@ -173,7 +173,7 @@ func (c *copyCommitter) loop(results <-chan putResult, every int) error {
 		}
 		batch = append(batch, res.put...)
 		if len(batch) >= every {
-			if err := c.commit(batch); err != nil {
+			if err := c.commit(batch, true); err != nil {
 				return err
 			}
 			batch = batch[:0]
@@ -182,7 +182,12 @@ func (c *copyCommitter) loop(results <-chan putResult, every int) error {
 	if err := c.ctx.Err(); err != nil {
 		return err
 	}
-	return c.commit(batch)
+	// The last batch's records wait for the folder's flush (applyFolder):
+	// the journal holds these copies until the state does, so a kill
+	// before that flush is settled by finding them stored (settle.go),
+	// and a folder's records cost one fsync of its log, not one more per
+	// side copied to.
+	return c.commit(batch, false)
 }
 
 // copyCommitter is the commit side of one transfer.
@@ -199,8 +204,10 @@ type copyCommitter struct {
 
 // commit makes everything put so far on side to durable (a Commit covers
 // every Put that returned before it, the batch's and any other worker's
-// since), records the batch's copies, and flushes the state.
-func (c *copyCommitter) commit(batch []pendingCopy) error {
+// since), records the batch's copies, and flushes the state if flush (a
+// full batch of a long transfer: what a kill makes the next run settle
+// stays bounded).
+func (c *copyCommitter) commit(batch []pendingCopy, flush bool) error {
 	if len(batch) == 0 {
 		return nil
 	}
@@ -226,6 +233,9 @@ func (c *copyCommitter) commit(batch []pendingCopy) error {
 		if err := c.recordCopy(p, f); err != nil {
 			return err
 		}
+	}
+	if !flush {
+		return nil
 	}
 	return c.st.Flush()
 }

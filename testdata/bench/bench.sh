@@ -32,7 +32,7 @@
 # Environment:
 #   ROUNDS=5           timed rounds per tool
 #   QUICK=1            (or --quick) 2 rounds, no getmail (getmail alone takes 1-2 minutes), one
-#                      first-sync round in the sync scenarios, and sync-200k only when named
+#                      first-sync round where OfflineIMAP runs (sync-maildir), and sync-200k only when named
 #   MESSAGES=5000      corpus size; CORPUS_SEED=3 (about 157 MB with seed 3; seed 1 gives 122 MB)
 #   MAILFERRY_FLAGS    extra flags for every `mailferry copy` (e.g. "--workers 2")
 #   I2I_PEERS="dsync dsync-tls mbsync"   imap-imap peers to time (dsync is always run: it is the

@@ -1,0 +1,107 @@
+package twoway
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/mailferry/mailferry/internal/maildirfmt"
+	"github.com/mailferry/mailferry/sync/mail"
+)
+
+// evidenceAfter is the evidence side s's Maildir folder name records at
+// the end of its pass, before being the evidence read before listing: the
+// folder's stamps as they are now, after the run's own writes (a copy
+// into it, a flag's rename, a move, a deletion into the quarantine), when
+// one readdir of its names, taken after the stamps, proves that it holds
+// exactly what the state's records say, each file under its record's id
+// with the flags its record has (as the folder keeps them). Else, or when
+// the stamps did not move, before: the next run compares with that.
+//
+// Without it the first run after a sync that wrote to a folder listed it
+// again, its stamps moved by our own writes. A change another client made
+// after the listing, before the readdir, leaves a name the records do not
+// have, or lack one they have: the proof fails, and the next run lists the
+// folder. One made after the readdir moves the stamps, or, in the same
+// clock tick, the names (the stamps are racy then: kept with the names'
+// hash, as maildirEvidence keeps them), and is listed too. An edit in place
+// moves neither, as for any folder whose stamps did not move: statDoomed
+// and the full listings find it.
+func (r *run) evidenceAfter(s Side, name, before string) string {
+	md := r.stores[s].Maildir
+	if md == nil || before == "" || r.ctx.Err() != nil {
+		return before
+	}
+	dir, err := maildirfmt.FolderDir(md.Root, name)
+	if err != nil {
+		return before
+	}
+	now := time.Now()
+	ev, racy, err := dirStamps(dir, now)
+	if err != nil {
+		return before
+	}
+	if stamps, _, _ := strings.Cut(before, "#"); stamps == ev {
+		if settled := r.settled[s][name]; settled == ev {
+			return settled // no longer racy (maildirEvidence)
+		}
+		return before // nothing renamed in or out since the listing
+	}
+	names, ok := r.holdsRecords(s, name, dir)
+	if !ok {
+		return before
+	}
+	if !racy {
+		return ev
+	}
+	kw, err := readKeywordBytes(dir)
+	if err != nil {
+		return before
+	}
+	return fmt.Sprintf("%s#%d#%s", ev, now.UnixNano(), hashNames(names, kw))
+}
+
+// holdsRecords reads the names of side s's Maildir folder name (at dir)
+// and reports whether they are exactly the state's records of the folder:
+// one file per record's side-s id, with the record's flags as the side
+// keeps them, and no other. It returns the names read.
+func (r *run) holdsRecords(s Side, name, dir string) ([]string, bool) {
+	fo, err := r.st.Folder(name)
+	if err != nil {
+		return nil, false
+	}
+	keeps := r.keepsIn(s, name)
+	want := map[mail.ID]string{}
+	for _, m := range fo.Messages() {
+		if id := sideID(m, s); id != "" {
+			want[id] = setOf(keptFlags(m.Flags, keeps)).String()
+		}
+	}
+	kw := maildirfmt.ReadKeywords(dir)
+	var names []string
+	same := true
+	err = maildirfmt.RegularNames(r.ctx, dir, func(_, n string) {
+		names = append(names, n)
+		id := maildirfmt.IDOf(n)
+		flags, known := want[id]
+		if !known || flags != setOf(maildirfmt.FlagsOf(n, kw)).String() {
+			same = false // another file, another flag, or a second file of one id
+		}
+		delete(want, id)
+	})
+	return names, err == nil && same && len(want) == 0
+}
+
+// settleEvidence keeps, for the skipped folders names, the stamps alone of
+// Maildir evidence that no longer needs its names' hash (maildirEvidence's
+// settled), so the runs after this one read no names there. Nothing of it
+// is a pass; state.SetEvidence keeps it beside the pass counts.
+func (r *run) settleEvidence(names []string) {
+	for s := range r.settled {
+		for _, n := range names {
+			if ev := r.settled[s][n]; ev != "" {
+				r.st.SetEvidence(n, s, ev)
+			}
+		}
+	}
+}

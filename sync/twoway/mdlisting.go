@@ -1,0 +1,193 @@
+package twoway
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"time"
+
+	"github.com/mailferry/mailferry/sync/mail"
+	"github.com/mailferry/mailferry/sync/state"
+)
+
+// A Maildir folder that changed since its last complete pass is listed by
+// names (listNarrow): one readdir of new/ and cur/ gives every file's id
+// and flags, and only the files a judgement needs are stat'ed:
+//
+//   - a name no record has: its size and date are pairing and copying's;
+//   - a record without this side's evidence, or whose evidence kept a
+//     content hash (it was stamped within the racy window): the edit check
+//     compares, or stamps, them;
+//   - after both sides are listed, a record whose message is gone from the
+//     other side (statDoomed): about to be deleted here, or moved, so the
+//     edit check of rule 4 must run first: a file edited in place is copied
+//     again, never deleted. A folder rebuilt from the records (its stamps
+//     did not move) gets the same check.
+//
+// Any other file's record stands for it as in a rebuilt listing (its size
+// unknown, its date the record's): an edit in place of a file nobody
+// deletes is found by the next full listing (every RunOptions.FullEvery-th
+// pass, a first sync, a lost state), which stats every file.
+
+// listNarrow lists side s's Maildir folder name by names (above); base are
+// the folder's records, recorded their ids on side s.
+func (r *run) listNarrow(s Side, name string, base []state.Message, recorded map[mail.ID]bool) (Listing, error) {
+	need := statNeeded(base, s)
+	kw, hashing, herr := r.hashStart(s, name)
+	tree := r.stores[s].Maildir.files()
+	now := time.Now()
+	l := Listing{Exists: true, paths: map[mail.ID]string{}, byNames: true}
+	envs := map[mail.ID]mail.Envelope{}
+	stamps := map[mail.ID]fileStamp{}
+	var names []string
+	err := tree.ListNames(r.ctx, name, func(env mail.Envelope, rel string) error {
+		names = append(names, filepath.Base(rel))
+		if recorded[env.ID] && !need[env.ID] {
+			envs[env.ID], l.paths[env.ID] = env, rel
+			return nil
+		}
+		fi, at, err := tree.Lstat(r.ctx, name, env.ID, rel)
+		if errors.Is(err, mail.ErrNotFound) {
+			return nil // gone since the directory was read, as ListFiles skips it
+		}
+		if err != nil {
+			return err
+		}
+		if at != rel { // renamed meanwhile: its flags are the new name's
+			env.Flags = tree.FlagsAt(name, at)
+		}
+		env.Size, env.Date = fi.Size(), fi.ModTime().Truncate(time.Second)
+		envs[env.ID], l.paths[env.ID], stamps[env.ID] = env, at, stampFile(fi, now)
+		return nil
+	})
+	switch {
+	case r.ctx.Err() != nil:
+		return l, r.ctx.Err()
+	case errors.Is(err, mail.ErrMailboxNotFound):
+		return Listing{}, nil
+	case err != nil:
+		l.Untrusted = fmt.Sprintf("the listing failed part way (%v)", err)
+		r.warn(fmt.Sprintf("side %s: folder %q listed in part", s, name), err)
+	case hashing && herr == nil:
+		l.evidenceHash = hashNames(names, kw)
+	}
+	r.fillMessageIDs(s, name, envs, recorded)
+	dates := recordDates(base, s)
+	l.Msgs = make([]Msg, 0, len(envs))
+	flags := flagInterner{}
+	for _, id := range sortedEnvIDs(envs) {
+		m := toMsg(envs[id], recorded[id])
+		m.Flags = flags.intern(m.Flags)
+		if st, ok := stamps[id]; ok {
+			m.Stamp, m.Racy = st.stamp, st.racy
+		} else {
+			m.Date = dates[id] // as a rebuilt listing has it
+		}
+		l.Msgs = append(l.Msgs, m)
+	}
+	return l, nil
+}
+
+// statNeeded are side s's ids of the records whose file a listing by names
+// stats anyway: no evidence on side s yet (it is stamped now, not after
+// the run's own changes), or evidence with a content hash (a racy stamp:
+// compared by content while the stamp alone cannot tell).
+func statNeeded(base []state.Message, s Side) map[mail.ID]bool {
+	need := map[mail.ID]bool{}
+	for _, m := range base {
+		id := sideID(m, s)
+		if id == "" {
+			continue
+		}
+		if ev, ok := evidenceOf(m.Evidence, s); !ok || ev.content != "" {
+			need[id] = true
+		}
+	}
+	return need
+}
+
+// recordDates maps side s's ids of the records to their dates.
+func recordDates(base []state.Message, s Side) map[mail.ID]int64 {
+	out := make(map[mail.ID]int64, len(base))
+	for _, m := range base {
+		if id := sideID(m, s); id != "" {
+			out[id] = m.Date
+		}
+	}
+	return out
+}
+
+// statDoomed stats, on each Maildir side of folder f, the files no listing
+// stat'ed (a listing by names, or one rebuilt from the records) whose
+// record's message is gone from the other side: the planner is about to
+// delete them, or move them, and rule 4 needs their evidence first (an
+// edited file is copied again, never deleted). Where the other side has
+// no listing of the folder at all, every such file is stat'ed. A file gone
+// meanwhile leaves the listing: gone from both sides, its record is
+// forgotten.
+func (r *run) statDoomed(f *Folder) error {
+	for s := range f.Side {
+		if r.stores[s].Maildir == nil || !f.Side[s].Exists {
+			continue
+		}
+		o := 1 - s
+		var there map[mail.ID]*Msg
+		if f.Side[o].Exists {
+			there = indexMsgs(f.Side[o].Msgs)
+		}
+		recs := make(map[mail.ID]state.Message, len(f.Base))
+		for _, m := range f.Base {
+			if id := sideID(m, Side(s)); id != "" {
+				recs[id] = m
+			}
+		}
+		msgs := f.Side[s].Msgs[:0:0]
+		for _, m := range f.Side[s].Msgs {
+			rec, known := recs[m.ID]
+			oid := sideID(rec, Side(o))
+			if m.Stamp != 0 || !known || (there != nil && oid != "" && there[oid] != nil) {
+				msgs = append(msgs, m)
+				continue
+			}
+			still, err := r.stampDoomed(Side(s), f.Name, f.Side[s].paths[m.ID], rec, &m)
+			if err != nil {
+				return err
+			}
+			if still {
+				msgs = append(msgs, m)
+			}
+		}
+		f.Side[s].Msgs = msgs
+	}
+	return nil
+}
+
+// stampDoomed fills in m, side s's message of record rec in folder, from
+// its file (at rel when the listing saw it there): its stamp, its size and,
+// when the stamp is racy or the record kept a content hash, its content.
+// It returns false when the file is gone. A file that cannot be stat'ed
+// stops the folder: without its evidence it could be deleted edited.
+func (r *run) stampDoomed(s Side, folder, rel string, rec state.Message, m *Msg) (bool, error) {
+	md := r.stores[s].Maildir
+	var fi fs.FileInfo
+	var err error
+	if rel != "" {
+		fi, _, err = md.files().Lstat(r.ctx, folder, m.ID, rel)
+	} else {
+		fi, err = md.stat(r.ctx, folder, m.ID, rec.Flags)
+	}
+	if errors.Is(err, mail.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("side %s: %w", s, err)
+	}
+	st := stampFile(fi, time.Now())
+	m.Stamp, m.Racy, m.Size = st.stamp, st.racy, fi.Size()
+	if ev, ok := evidenceOf(rec.Evidence, s); m.Racy || ok && ev.content != "" {
+		env := mail.Envelope{Mailbox: folder, ID: m.ID, Flags: m.Flags, Size: m.Size}
+		m.Content = contentHash(r.ctx, r.stores[s].Source, env)
+	}
+	return true, nil
+}
