@@ -40,6 +40,9 @@ type Session struct {
 	// around a server whose extension misbehaves.
 	Ignore map[string]bool
 	qres   bool // ENABLE QRESYNC succeeded
+	// qresLater: ENABLE QRESYNC is to go out with the next Examine, in
+	// the same round trip (EnableQResyncLater).
+	qresLater bool
 	// selected is set while a mailbox is EXAMINEd: STATUS on it would
 	// answer from the session's view (Dovecot does), not the mailbox's.
 	selected bool
@@ -109,10 +112,23 @@ type Untagged struct {
 // response to fn. It returns each command's NO or BAD as a *CommandError
 // in errs (nil for OK), and err for a failure of the connection or of fn.
 func (s *Session) run(cmds []string, fn func(Untagged) error) (errs []error, err error) {
+	var each func(int, Untagged) error
+	if fn != nil {
+		each = func(_ int, u Untagged) error { return fn(u) }
+	}
+	return s.runIndexed(cmds, each)
+}
+
+// runIndexed is run, telling fn which command an untagged response
+// belongs to: the oldest one not yet answered. A server runs pipelined
+// commands that select a mailbox, or depend on the one selected, one
+// after the other (RFC 9051 §5.5), so what it says between two tagged
+// answers is the later command's.
+func (s *Session) runIndexed(cmds []string, fn func(int, Untagged) error) (errs []error, err error) {
 	errs = make([]error, len(cmds))
 	s.doneStatus = make([]Response, len(cmds))
 	tags := map[string]int{}
-	sent, done := 0, 0
+	sent, done, first := 0, 0, 0
 	for done < len(cmds) {
 		for sent < len(cmds) && sent-done < pipeMax {
 			s.tag++
@@ -133,7 +149,10 @@ func (s *Session) run(cmds []string, fn func(Untagged) error) (errs []error, err
 				return errs, err
 			}
 			if fn != nil {
-				if err := fn(u); err != nil {
+				for first < len(cmds)-1 && s.doneStatus[first].Kind != "" {
+					first++ // the oldest command not answered yet
+				}
+				if err := fn(first, u); err != nil {
 					return errs, err
 				}
 			}
@@ -242,16 +261,33 @@ func (s *Session) EnableQResync() error {
 	if s.qres || !s.Has("QRESYNC") || !s.Has("ENABLE") {
 		return nil
 	}
+	s.qresLater = false
 	return s.run1("ENABLE QRESYNC", func(u Untagged) error {
-		if u.Kind == "ENABLED" {
-			for _, v := range u.Args {
-				if strings.EqualFold(v.Text, "QRESYNC") {
-					s.qres = true
-				}
-			}
-		}
+		s.takeEnabled(u)
 		return nil
 	})
+}
+
+// takeEnabled notes an ENABLED response naming QRESYNC.
+func (s *Session) takeEnabled(u Untagged) {
+	if u.Kind != "ENABLED" {
+		return
+	}
+	for _, v := range u.Args {
+		if strings.EqualFold(v.Text, "QRESYNC") {
+			s.qres = true
+		}
+	}
+}
+
+// EnableQResyncLater is EnableQResync sent with the next Examine, in one
+// round trip instead of two. Examine asks for QRESYNC's report only once
+// the ENABLE answered OK and named QRESYNC; if it did not, the EXAMINE
+// that assumed it is sent again without.
+func (s *Session) EnableQResyncLater() {
+	if !s.qres && s.Has("QRESYNC") && s.Has("ENABLE") {
+		s.qresLater = true
+	}
 }
 
 // StatusAll asks UIDVALIDITY, UIDNEXT, MESSAGES (and HIGHESTMODSEQ when
@@ -395,10 +431,29 @@ func (s *Session) Resume(box string, sel Selected) {
 // asks for the changes since that mark, known UIDs 1:since.UIDNext-1
 // (RFC 7162 §3.2.5); else with CONDSTORE it asks for HIGHESTMODSEQ.
 func (s *Session) Examine(box string, since *Mark) (Selected, error) {
-	var sel Selected
+	if !s.qresLater {
+		return s.examine(box, since, false)
+	}
+	s.qresLater = false
+	sel, err := s.examine(box, since, true)
+	if s.qres {
+		return sel, err
+	}
+	var ce *CommandError
+	if err != nil && !errors.As(err, &ce) || err == nil && s.examineCmd(box, since, true) == s.examineCmd(box, since, false) {
+		return sel, err // the connection failed, or QRESYNC was not assumed
+	}
+	// ENABLE was refused or did not name QRESYNC: the EXAMINE assumed it
+	// (and was refused, or answered without QRESYNC's report).
+	return s.examine(box, since, false)
+}
+
+// examineCmd is the EXAMINE of box; qres: with QRESYNC's parameter when
+// since allows (RFC 7162 §3.2.5).
+func (s *Session) examineCmd(box string, since *Mark, qres bool) string {
 	cmd := "EXAMINE " + Quote(EncodeMUTF7(box))
 	switch {
-	case since != nil && s.qres && since.HighestModSeq > 0 && since.UIDValidity > 0:
+	case since != nil && qres && since.HighestModSeq > 0 && since.UIDValidity > 0:
 		cmd += fmt.Sprintf(" (QRESYNC (%d %d", since.UIDValidity, since.HighestModSeq)
 		if since.UIDNext > 1 {
 			cmd += fmt.Sprintf(" 1:%d", since.UIDNext-1)
@@ -407,11 +462,26 @@ func (s *Session) Examine(box string, since *Mark) (Selected, error) {
 	case s.Has("CONDSTORE"):
 		cmd += " (CONDSTORE)"
 	}
+	return cmd
+}
+
+// examine is Examine, with ENABLE QRESYNC sent first in the same round
+// trip when enable is set; an error of either command is returned.
+func (s *Session) examine(box string, since *Mark, enable bool) (Selected, error) {
+	var sel Selected
+	cmds := []string{s.examineCmd(box, since, s.qres || enable)}
+	if enable {
+		cmds = []string{"ENABLE QRESYNC", cmds[0]}
+	}
 	s.exists, s.expunged, s.vanished = 0, false, nil
 	s.selected, s.cur = false, current{} // also when EXAMINE fails (RFC 9051 §6.3.2)
-	err := s.run1(cmd, func(u Untagged) error {
+	errs, err := s.run(cmds, func(u Untagged) error {
+		s.takeEnabled(u)
 		return sel.take(u)
 	})
+	if err == nil {
+		err = errs[len(errs)-1] // a refused ENABLE: Examine sends the EXAMINE again
+	}
 	if err != nil {
 		return sel, err
 	}

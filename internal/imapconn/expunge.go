@@ -1,5 +1,7 @@
 package imapconn
 
+import "errors"
+
 // Removal on the raw path, for a pooled session that already has the
 // mailbox selected read-write (two-way sync deletes where it just wrote
 // flags or appended): UID STORE +FLAGS.SILENT (\Deleted), then UID
@@ -14,6 +16,21 @@ func (s *Session) StoreDeleted(set UIDSet) error {
 // UIDExpunge expunges the messages of set, and only them (UIDPLUS).
 func (s *Session) UIDExpunge(set UIDSet) error {
 	return s.run1("UID EXPUNGE "+set.String(), nil)
+}
+
+// DeleteExpunge is StoreDeleted then UIDExpunge of set in one round
+// trip: both commands are sent before either answer is read. Safe to
+// pipeline: UID EXPUNGE removes only messages of set that are flagged
+// \Deleted (RFC 4315 §2.1), so if the STORE is refused it can remove only
+// messages of set another client flagged \Deleted, which the caller is
+// removing anyway. The removal counts as done only when both answered OK:
+// the STORE's refusal is returned first.
+func (s *Session) DeleteExpunge(set UIDSet) error {
+	errs, err := s.run([]string{"UID STORE " + set.String() + ` +FLAGS.SILENT (\Deleted)`, "UID EXPUNGE " + set.String()}, nil)
+	if err != nil {
+		return err
+	}
+	return errors.Join(errs[0], errs[1])
 }
 
 // Expunge expunges every message flagged \Deleted in the selected

@@ -40,6 +40,9 @@ type Pool struct {
 	caps     map[string]bool // the capabilities after login, once a session logged in
 
 	logins atomic.Int64
+	// writes logs this process's writes per mailbox (ownwrites.go):
+	// guarded by mu.
+	writes map[string]*ownWrites
 }
 
 // Client is an imapclient connection of a Pool, with what was enabled on

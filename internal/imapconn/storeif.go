@@ -128,43 +128,83 @@ type FlagWrite struct {
 
 // StoreIfAll is StoreIf for many messages of the selected mailbox in one
 // round trip: the writes of the same flags and mod-sequence share one UID
-// STORE over their UIDs, all pipelined, and one UID FETCH reads every
-// message's flags and mod-sequence back. The results are in the order of
-// ws; a UID given twice gets the later write's flags on the server.
+// STORE over their UIDs, all pipelined. What each STORE did comes from
+// its own answers (RFC 7162 §3.1.3): the tagged [MODIFIED] code names the
+// messages not stored, and the untagged FETCH the server sends for each
+// message it changed, .SILENT or not, carries its new MODSEQ. Only the
+// messages that leaves in doubt are read back, in a second round trip:
+// those MODIFIED names (their flags now, to merge with again), and those
+// without a FETCH (gone, or a server that did not say). The results are
+// in the order of ws; a UID given twice gets the later write's flags on
+// the server.
 func (s *Session) StoreIfAll(ws []FlagWrite) ([]StoreResult, error) {
 	if len(ws) == 0 {
 		return nil, nil
 	}
-	type group struct {
-		set   UIDSet
-		since uint64
-		flags string
+	groups := groupWrites(ws)
+	cmds := make([]string, 0, len(groups))
+	for _, g := range groups {
+		cmds = append(cmds, fmt.Sprintf("UID STORE %s (UNCHANGEDSINCE %d) FLAGS.SILENT (%s)", g.set, g.since, g.flags))
 	}
-	var groups []*group
-	byKey := map[string]*group{}
-	var all UIDSet
+	got := map[uint32]FetchData{}
+	errs, err := s.run(cmds, fetchEach(collectFetch(got)))
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range errs {
+		if e != nil {
+			return nil, e
+		}
+	}
+	modified, err := modifiedOf(groups, s.doneStatus)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]StoreResult, len(ws))
+	var doubt UIDSet
+	for i, w := range ws {
+		fd, seen := got[w.UID]
+		if modified.Contains(w.UID) || !seen || fd.ModSeq == 0 || fd.HasFlags && !sameFlags(fd.Flags, w.Flags) {
+			doubt = doubt.Add(w.UID)
+			continue
+		}
+		out[i] = StoreResult{Found: true, Stored: true, Flags: append([]string{}, w.Flags...), ModSeq: fd.ModSeq}
+	}
+	if len(doubt) == 0 {
+		return out, nil
+	}
+	return out, s.readBack(ws, out, doubt, modified)
+}
+
+// writeGroup is the writes of StoreIfAll sharing one UID STORE.
+type writeGroup struct {
+	set   UIDSet
+	since uint64
+	flags string
+}
+
+// groupWrites groups ws by mod-sequence and flags, in the order first seen.
+func groupWrites(ws []FlagWrite) []*writeGroup {
+	var groups []*writeGroup
+	byKey := map[string]*writeGroup{}
 	for _, w := range ws {
 		flags := strings.Join(w.Flags, " ")
 		k := fmt.Sprintf("%d (%s)", w.Since, flags)
 		g := byKey[k]
 		if g == nil {
-			g = &group{since: w.Since, flags: flags}
+			g = &writeGroup{since: w.Since, flags: flags}
 			byKey[k] = g
 			groups = append(groups, g)
 		}
-		g.set, all = g.set.Add(w.UID), all.Add(w.UID)
+		g.set = g.set.Add(w.UID)
 	}
-	cmds := make([]string, 0, len(groups)+1)
-	for _, g := range groups {
-		cmds = append(cmds, fmt.Sprintf("UID STORE %s (UNCHANGEDSINCE %d) FLAGS.SILENT (%s)", g.set, g.since, g.flags))
-	}
-	cmds = append(cmds, fmt.Sprintf("UID FETCH %s (UID FLAGS MODSEQ)", all))
-	got := map[uint32]FetchData{}
-	errs, err := s.run(cmds, fetchEach(func(fd FetchData) error {
-		if fd.UID == 0 {
-			return nil // not ours to place
-		}
-		// The read-back comes last: it wins over the STORE's own replies.
+	return groups
+}
+
+// collectFetch keeps, per UID, the last MODSEQ and FLAGS the FETCH
+// responses gave (a later response wins, item by item).
+func collectFetch(got map[uint32]FetchData) func(FetchData) error {
+	return func(fd FetchData) error {
 		old := got[fd.UID]
 		if !fd.HasFlags {
 			fd.Flags, fd.HasFlags = old.Flags, old.HasFlags
@@ -174,18 +214,15 @@ func (s *Session) StoreIfAll(ws []FlagWrite) ([]StoreResult, error) {
 		}
 		got[fd.UID] = fd
 		return nil
-	}))
-	if err != nil {
-		return nil, err
 	}
-	for _, e := range errs {
-		if e != nil {
-			return nil, e
-		}
-	}
+}
+
+// modifiedOf is the union of the [MODIFIED] sets of the groups' tagged
+// answers; one naming a message outside its command's set is an error.
+func modifiedOf(groups []*writeGroup, tagged []Response) (UIDSet, error) {
 	var modified UIDSet
 	for i, g := range groups {
-		set, ok, err := Modified(s.doneStatus[i])
+		set, ok, err := Modified(tagged[i])
 		if err != nil {
 			return nil, fmt.Errorf("imap: conditional store: %w", err)
 		}
@@ -196,19 +233,50 @@ func (s *Session) StoreIfAll(ws []FlagWrite) ([]StoreResult, error) {
 			modified = modified.Union(set)
 		}
 	}
-	out := make([]StoreResult, len(ws))
+	return modified, nil
+}
+
+// sameFlags reports whether a and b hold the same flags, in any order
+// and case.
+func sameFlags(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	in := map[string]bool{}
+	for _, f := range a {
+		in[strings.ToLower(f)] = true
+	}
+	for _, f := range b {
+		if !in[strings.ToLower(f)] {
+			return false
+		}
+	}
+	return true
+}
+
+// readBack reads the flags and mod-sequence of the messages of doubt
+// (UID FETCH) into their results in out: one MODIFIED names was not
+// stored; one without an answer is gone.
+func (s *Session) readBack(ws []FlagWrite, out []StoreResult, doubt, modified UIDSet) error {
+	got := map[uint32]FetchData{}
+	if err := s.run1(fmt.Sprintf("UID FETCH %s (UID FLAGS MODSEQ)", doubt), fetchEach(collectFetch(got))); err != nil {
+		return err
+	}
 	for i, w := range ws {
+		if !doubt.Contains(w.UID) {
+			continue
+		}
 		fd, found := got[w.UID]
 		res := StoreResult{Found: found, Stored: found && !modified.Contains(w.UID)}
 		if found {
 			res.Flags, res.ModSeq = fd.Flags, fd.ModSeq
 			if res.ModSeq == 0 {
-				return nil, fmt.Errorf("imap: conditional store of UID %d: the read-back has no MODSEQ", w.UID)
+				return fmt.Errorf("imap: conditional store of UID %d: the read-back has no MODSEQ", w.UID)
 			}
 		}
 		out[i] = res
 	}
-	return out, nil
+	return nil
 }
 
 // within reports whether every UID of sub is in set (a server's MODIFIED

@@ -244,6 +244,7 @@ func (s *Sink) appendOnce(ctx context.Context, c *rconn, op string, it *item, fo
 			// the folder's tail and pairs the message with the copy if the
 			// server kept it.
 			s.markStale(fo, &it.id)
+			s.noteUnknown(it.box)
 		}
 		if ctx.Err() != nil {
 			return "", fmt.Errorf("imapsink: %s: %w", op, ctx.Err())
@@ -257,6 +258,9 @@ func (s *Sink) appendOnce(ctx context.Context, c *rconn, op string, it *item, fo
 			uid = uids[0]
 		}
 		s.noteAppended(fo, &it.id, uidv, uid)
+		if s.pool != nil {
+			s.pool.NoteAppended(it.box, uidv, uid, it.msg.flags)
+		}
 		return makeID(uidv, uid), nil
 	}
 	if r.Kind == "BAD" {
@@ -410,6 +414,9 @@ func (s *Sink) settle(items []*item, uidv uint32, uids []uint32) {
 		}
 		if fo := s.knownFolder(it.box); fo != nil {
 			s.noteAppended(fo, &it.id, uidv, uid)
+		}
+		if s.pool != nil {
+			s.pool.NoteAppended(it.box, uidv, uid, it.msg.flags)
 		}
 		s.resolve(it.prov, makeID(uidv, uid))
 		s.release(it)

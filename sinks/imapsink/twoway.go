@@ -84,10 +84,14 @@ func (s *Sink) SetFlagsIf(ctx context.Context, mailbox string, id mail.ID, flags
 		err = ctx.Err()
 	}
 	if err != nil {
+		s.noteUnknown(cc.box)
 		return mail.FlagState{}, s.condErr(ctx, op, err)
 	}
 	if !res.Found {
 		return mail.FlagState{}, fmt.Errorf("imapsink: %s: %w", op, mail.ErrNotFound)
+	}
+	if res.Stored && s.pool != nil {
+		s.pool.NoteStored(box, cc.sel.UIDValidity, uid, res.Flags, res.ModSeq)
 	}
 	out := mail.FlagState{ModSeq: res.ModSeq, Stored: res.Stored, Flags: make([]mail.Flag, len(res.Flags))}
 	for i, f := range res.Flags {
@@ -134,6 +138,7 @@ func (s *Sink) SetFlagsIfAll(ctx context.Context, mailbox string, ws []mail.Flag
 		err = ctx.Err()
 	}
 	if err != nil {
+		s.noteUnknown(cc.box)
 		return nil, s.condErr(ctx, op, err)
 	}
 	for j, r := range res {
@@ -142,6 +147,9 @@ func (s *Sink) SetFlagsIfAll(ctx context.Context, mailbox string, ws []mail.Flag
 			out[i].Err = fmt.Errorf("imapsink: %s: %s: %w", op, ws[i].ID, mail.ErrNotFound)
 			continue
 		}
+		if r.Stored && s.pool != nil {
+			s.pool.NoteStored(cc.box, cc.sel.UIDValidity, raw[j].UID, raw[j].Flags, r.ModSeq)
+		}
 		st := mail.FlagState{ModSeq: r.ModSeq, Stored: r.Stored, Flags: make([]mail.Flag, len(r.Flags))}
 		for k, f := range r.Flags {
 			st.Flags[k] = mail.Flag(f)
@@ -149,6 +157,14 @@ func (s *Sink) SetFlagsIfAll(ctx context.Context, mailbox string, ws []mail.Flag
 		out[i].FlagState = st
 	}
 	return out, nil
+}
+
+// noteUnknown logs, in the shared pool, a write to box whose outcome is
+// unknown: no own-write evidence is trusted there (mail.WriteProver).
+func (s *Sink) noteUnknown(box string) {
+	if s.pool != nil && box != "" {
+		s.pool.NoteUnknown(box)
+	}
 }
 
 // condSelect dials the raw connection when needed and selects box in it.

@@ -144,21 +144,12 @@ func (s *Source) dialDelta(ctx context.Context, qresync bool) error {
 	return nil
 }
 
-// enableQResync enables QRESYNC on sess where offered; a failure closes
-// rc, the connection under sess, and forgets it.
-func (s *Source) enableQResync(ctx context.Context, rc *imapconn.RawConn, sess *imapconn.Session) error {
-	stop := context.AfterFunc(ctx, func() { _ = rc.Close() })
-	err := sess.EnableQResync()
-	if !stop() {
-		err = ctx.Err()
-	}
-	if err != nil {
-		if s.dl.sess == sess {
-			s.dl.drop(rc)
-		}
-		_ = rc.Close()
-		return mail.Temp(fmt.Errorf("imap: enable QRESYNC: %w", err))
-	}
+// enableQResync has QRESYNC enabled on sess where offered: the ENABLE
+// goes out with the session's next EXAMINE, in the same round trip
+// (imapconn.Session.EnableQResyncLater), which falls back to an EXAMINE
+// without QRESYNC if the server does not enable it.
+func (s *Source) enableQResync(_ context.Context, _ *imapconn.RawConn, sess *imapconn.Session) error {
+	sess.EnableQResyncLater()
 	return nil
 }
 

@@ -147,7 +147,7 @@ func (s *Source) removePooled(ctx context.Context, op, name string, pick func(ui
 		if len(set) == 0 {
 			return nil
 		}
-		return s.expungeOn(sess, name, set)
+		return s.expungeOn(sess, name, box, uidv, set)
 	})
 	var ce *imapconn.CommandError
 	switch {
@@ -169,7 +169,22 @@ func (s *Source) removePooled(ctx context.Context, op, name string, pick func(ui
 // on an imapclient connection: UID EXPUNGE with UIDPLUS, a plain EXPUNGE
 // only where allowed, else the messages stay flagged (warned once per
 // mailbox). The crash tests' hooks run between the two.
-func (s *Source) expungeOn(sess *imapconn.Session, name string, set imapconn.UIDSet) error {
+// What was removed by UID EXPUNGE is logged in the pool (own-write
+// evidence, ownwrites.go); anything else there is logged as unknown.
+func (s *Source) expungeOn(sess *imapconn.Session, name, box string, uidv uint32, set imapconn.UIDSet) error {
+	uidExpunge := sess.Has("UIDPLUS") || sess.Has("IMAP4REV2")
+	if uidExpunge && s.rm.afterStore == nil && s.o.AfterRemoveStore == nil {
+		// No hook between the two: one round trip (DeleteExpunge says
+		// why that is safe).
+		if err := sess.DeleteExpunge(set); err != nil {
+			s.pool.NoteUnknown(box)
+			return err
+		}
+		s.pool.NoteRemoved(box, uidv, set)
+		s.log.Debug("imap: removed", "mailbox", name, "messages", int(set.Len()))
+		return nil
+	}
+	s.pool.NoteUnknown(box) // a hook between, or no UID EXPUNGE: nothing proved there
 	if err := sess.StoreDeleted(set); err != nil {
 		return err
 	}
@@ -182,7 +197,7 @@ func (s *Source) expungeOn(sess *imapconn.Session, name string, set imapconn.UID
 		f(name)
 	}
 	switch {
-	case sess.Has("UIDPLUS") || sess.Has("IMAP4REV2"):
+	case uidExpunge:
 		if err := sess.UIDExpunge(set); err != nil {
 			return err
 		}

@@ -203,6 +203,11 @@ func (s *Source) removeOn(ctx context.Context, cn *conn, op, name string, pick f
 		return true, staleErr
 	}
 	store := &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}
+	caps := cn.c.Caps()
+	uidExpunge := caps.Has(imap.CapUIDPlus) || caps.Has(imap.CapIMAP4rev2)
+	if uidExpunge && s.rm.afterStore == nil && s.o.AfterRemoveStore == nil {
+		return s.deleteExpunge(ctx, op, cn, name, set, staleErr)
+	}
 	if err := cn.c.Store(set, store, nil).Close(); err != nil {
 		return s.wrap(ctx, op+": store \\Deleted", err)
 	}
@@ -214,9 +219,8 @@ func (s *Source) removeOn(ctx context.Context, cn *conn, op, name string, pick f
 	if f := s.o.AfterRemoveStore; f != nil {
 		f(name)
 	}
-	caps := cn.c.Caps()
 	switch {
-	case caps.Has(imap.CapUIDPlus) || caps.Has(imap.CapIMAP4rev2):
+	case uidExpunge:
 		if err := cn.c.UIDExpunge(set).Close(); err != nil {
 			return s.wrap(ctx, op+": uid expunge", err)
 		}
@@ -227,6 +231,25 @@ func (s *Source) removeOn(ctx context.Context, cn *conn, op, name string, pick f
 		}
 	default:
 		s.warnNoExpunge(name)
+	}
+	s.log.Debug("imap: removed", "mailbox", name, "messages", len(set))
+	return true, staleErr
+}
+
+// deleteExpunge is the STORE \\Deleted and UID EXPUNGE of removeOn in one
+// round trip, where no hook runs between them: imapclient sends the
+// second before the first is answered (imapconn.Session.DeleteExpunge
+// says why that is safe); the removal counts only once both answered OK.
+func (s *Source) deleteExpunge(ctx context.Context, op string, cn *conn, name string, set imap.UIDSet, staleErr error) (bool, error) {
+	store := &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}
+	st := cn.c.Store(set, store, nil)
+	ex := cn.c.UIDExpunge(set)
+	serr, xerr := st.Close(), ex.Close()
+	if serr != nil {
+		return s.wrap(ctx, op+": store \\Deleted", serr)
+	}
+	if xerr != nil {
+		return s.wrap(ctx, op+": uid expunge", xerr)
 	}
 	s.log.Debug("imap: removed", "mailbox", name, "messages", len(set))
 	return true, staleErr

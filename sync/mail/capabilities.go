@@ -294,6 +294,23 @@ type ChangeLister interface {
 	ListChanges(ctx context.Context, mailbox string, since FolderStatus, known iter.Seq[ID], fn func(Change) error) (ChangeSummary, error)
 }
 
+// WriteProver is implemented by sources whose server can show that what
+// changed in a folder since a listing is only this process's own writes
+// (IMAP with CONDSTORE and QRESYNC: the MODSEQ each conditional STORE got,
+// the APPENDUID of each APPEND, the UIDs of each UID EXPUNGE, checked
+// against a CHANGEDSINCE/VANISHED answer). A two-way sync then records
+// the status after its writes, so the next run does not list a folder
+// only to find its own changes there.
+//
+// ProveOwnWrites takes, per mailbox, the status its listing recorded,
+// and returns the status now of each one where every change since is a
+// write this process logged; a mailbox it cannot prove (a change by
+// another client, a write whose outcome is unknown, a server without the
+// extensions) is left out. Call it after the run's last write.
+type WriteProver interface {
+	ProveOwnWrites(ctx context.Context, since map[string]FolderStatus) (map[string]FolderStatus, error)
+}
+
 // Two-way sync writes on a side it also reads (the two-way sync issue):
 // the three capabilities below let it do so as a mail client would.
 
@@ -423,6 +440,18 @@ type PutPreparer interface {
 	PreparePuts(mailbox string)
 }
 
+// PutPreparerFrom is implemented by sinks that can take, instead of
+// reading them (PutPreparer), the ids of the messages a destination folder
+// holds from a caller that has just read them itself (two-way sync lists a
+// Maildir folder by its names before copying into it; the sink read them
+// again, three times in a folder that gets several copies). ids are every
+// message the folder held when the caller read it, as the sink's Indexer
+// lists them. PreparePutsFrom returns at once, creates no folder, and
+// changes nothing that Put does or returns.
+type PutPreparerFrom interface {
+	PreparePutsFrom(mailbox string, ids []ID)
+}
+
 // The capability names, as Features.Names reports them and the conformance
 // suite names its subtests.
 const (
@@ -440,6 +469,7 @@ const (
 	CapRoleLister        = "RoleLister"
 	CapFolderStatuser    = "FolderStatuser"
 	CapChangeLister      = "ChangeLister"
+	CapWriteProver       = "WriteProver"
 	CapAlterationCounter = "AlterationCounter"
 	CapHolder            = "Holder"
 	CapConditionalFlags  = "ConditionalFlagSetter"
@@ -450,6 +480,7 @@ const (
 	CapHoldEvidencer     = "HoldEvidencer"
 	CapMailboxReleaser   = "MailboxReleaser"
 	CapPutPreparer       = "PutPreparer"
+	CapPutPreparerFrom   = "PutPreparerFrom"
 )
 
 // Features holds the optional capabilities of one endpoint: each field is
@@ -474,6 +505,7 @@ type Features struct {
 	HoldEvidencer         HoldEvidencer
 	MailboxReleaser       MailboxReleaser
 	PutPreparer           PutPreparer
+	PutPreparerFrom       PutPreparerFrom
 	// Source capabilities.
 	BatchOpener      BatchOpener
 	Remover          Remover
@@ -483,6 +515,7 @@ type Features struct {
 	Statter          Statter
 	FolderStatuser   FolderStatuser
 	ChangeLister     ChangeLister
+	WriteProver      WriteProver
 	// Either side.
 	RoleLister RoleLister
 }
@@ -545,11 +578,13 @@ func (f *Features) Fill(v any) *Features {
 	f.RoleLister, _ = v.(RoleLister)
 	f.FolderStatuser, _ = v.(FolderStatuser)
 	f.ChangeLister, _ = v.(ChangeLister)
+	f.WriteProver, _ = v.(WriteProver)
 	f.FolderManager, _ = v.(FolderManager)
 	f.AnyHolder, _ = v.(AnyHolder)
 	f.HoldEvidencer, _ = v.(HoldEvidencer)
 	f.MailboxReleaser, _ = v.(MailboxReleaser)
 	f.PutPreparer, _ = v.(PutPreparer)
+	f.PutPreparerFrom, _ = v.(PutPreparerFrom)
 	return f
 }
 
@@ -576,11 +611,13 @@ func (f *Features) Mask(in *Features) *Features {
 	mask(&f.RoleLister, in.RoleLister)
 	mask(&f.FolderStatuser, in.FolderStatuser)
 	mask(&f.ChangeLister, in.ChangeLister)
+	mask(&f.WriteProver, in.WriteProver)
 	mask(&f.FolderManager, in.FolderManager)
 	mask(&f.AnyHolder, in.AnyHolder)
 	mask(&f.HoldEvidencer, in.HoldEvidencer)
 	mask(&f.MailboxReleaser, in.MailboxReleaser)
 	mask(&f.PutPreparer, in.PutPreparer)
+	mask(&f.PutPreparerFrom, in.PutPreparerFrom)
 	return f
 }
 
@@ -607,11 +644,13 @@ func (f *Features) PassThrough(in *Features) *Features {
 	pass(&f.RoleLister, in.RoleLister)
 	pass(&f.FolderStatuser, in.FolderStatuser)
 	pass(&f.ChangeLister, in.ChangeLister)
+	pass(&f.WriteProver, in.WriteProver)
 	pass(&f.FolderManager, in.FolderManager)
 	pass(&f.AnyHolder, in.AnyHolder)
 	pass(&f.HoldEvidencer, in.HoldEvidencer)
 	pass(&f.MailboxReleaser, in.MailboxReleaser)
 	pass(&f.PutPreparer, in.PutPreparer)
+	pass(&f.PutPreparerFrom, in.PutPreparerFrom)
 	return f
 }
 
@@ -626,11 +665,11 @@ func (f *Features) Names() []string {
 		{CapFlagSetter, f.FlagSetter}, {CapStoredReader, f.StoredReader}, {CapHolder, f.Holder}, {CapBatchOpener, f.BatchOpener},
 		{CapRemover, f.Remover}, {CapDeleteAware, f.DeleteAware}, {CapUnstoredReporter, f.UnstoredReporter},
 		{CapHeaderFetcher, f.HeaderFetcher}, {CapStatter, f.Statter}, {CapRoleLister, f.RoleLister},
-		{CapFolderStatuser, f.FolderStatuser}, {CapChangeLister, f.ChangeLister},
+		{CapFolderStatuser, f.FolderStatuser}, {CapChangeLister, f.ChangeLister}, {CapWriteProver, f.WriteProver},
 		{CapAlterationCounter, f.AlterationCounter}, {CapFolderManager, f.FolderManager},
 		{CapConditionalFlags, f.ConditionalFlagSetter}, {CapMover, f.Mover}, {CapFlagKeeper, f.FlagKeeper},
 		{CapAnyHolder, f.AnyHolder}, {CapHoldEvidencer, f.HoldEvidencer}, {CapMailboxReleaser, f.MailboxReleaser},
-		{CapPutPreparer, f.PutPreparer},
+		{CapPutPreparer, f.PutPreparer}, {CapPutPreparerFrom, f.PutPreparerFrom},
 	} {
 		if c.v != nil {
 			names = append(names, c.name)

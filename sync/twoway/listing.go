@@ -707,7 +707,7 @@ func (r *run) recordPasses(plan *Plan) error {
 	if r.res.Side[A].Failed+r.res.Side[B].Failed > 0 {
 		return nil
 	}
-	var passes []state.Pass
+	var passing []*FolderPlan
 	for i := range plan.Folders {
 		fp := &plan.Folders[i]
 		p := r.passes[fp.Name]
@@ -715,8 +715,18 @@ func (r *run) recordPasses(plan *Plan) error {
 			fp.Removes() || len(fp.Held) > 0 {
 			continue // renamed away, removed, or not done: listed again next run
 		}
+		passing = append(passing, fp)
+	}
+	proved := r.proveOwnWrites(passing)
+	var passes []state.Pass
+	for _, fp := range passing {
+		p := r.passes[fp.Name]
 		st := p.status
 		for s := range st {
+			if now, ok := proved[s][fp.Name]; ok {
+				st[s] = now // after the run's own writes, which it holds
+				continue
+			}
 			st[s].Evidence = r.evidenceAfter(Side(s), fp.Name, st[s].Evidence)
 			st[s].Messages -= min(st[s].Messages, uint32(r.removed[s][fp.Name]))
 			if _, pending := pendingHash(st[s].Evidence); pending {
@@ -736,4 +746,42 @@ func (r *run) recordPasses(plan *Plan) error {
 		}
 	}
 	return nil
+}
+
+// proveOwnWrites asks each server side (mail.WriteProver) for the status
+// now of the folders about to get their pass, where every change since
+// the status their listing recorded is one of the run's own writes: that
+// status is recorded instead, so the next run does not list a folder only
+// to find the run's own changes there. A folder not proved keeps the
+// listing's status (the next run lists its changes, as before); a side
+// that cannot tell proves nothing.
+func (r *run) proveOwnWrites(passing []*FolderPlan) [2]map[string]state.SideStatus {
+	var out [2]map[string]state.SideStatus
+	for s, st := range r.stores {
+		wp := mail.FeaturesOf(st.Source).WriteProver
+		if wp == nil || st.Maildir != nil {
+			continue
+		}
+		since := map[string]mail.FolderStatus{}
+		for _, fp := range passing {
+			if rec := r.passes[fp.Name].status[s]; rec.HighestModSeq > 0 && rec.UIDValidity > 0 {
+				since[fp.Name] = folderStatus(rec)
+			}
+		}
+		if len(since) == 0 {
+			continue
+		}
+		got, err := wp.ProveOwnWrites(r.ctx, since)
+		if err != nil {
+			r.log.Debug("sync: own writes not proved: those folders are listed next run", "side", Side(s).String(), "err", err)
+			continue
+		}
+		out[s] = map[string]state.SideStatus{}
+		for name, fs := range got {
+			now := r.passes[name].status[s] // keeps what the listing learnt (MAILBOXID, Keeps)
+			now.UIDValidity, now.UIDNext, now.Messages, now.HighestModSeq = fs.UIDValidity, fs.UIDNext, fs.Messages, fs.HighestModSeq
+			out[s][name] = now
+		}
+	}
+	return out
 }

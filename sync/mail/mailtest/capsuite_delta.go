@@ -3,6 +3,7 @@ package mailtest
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"testing"
 
@@ -116,4 +117,29 @@ func listCounts(t *testing.T, src mail.Source) ([]string, map[string]int) {
 		}
 	}
 	return boxes, counts
+}
+
+// writeProver: a source that wrote nothing proves nothing: every folder's
+// changes since its status are not its own writes, so none is returned.
+func (c sourceCaps) writeProver(t *testing.T, src mail.Source) {
+	defer func() { _ = src.Close() }()
+	ctx := context.Background()
+	boxes, _ := listCounts(t, src)
+	since := map[string]mail.FolderStatus{}
+	if fs := mail.FeaturesOf(src).FolderStatuser; fs != nil {
+		st, err := fs.FolderStatuses(ctx, boxes)
+		if err != nil {
+			t.Fatalf("FolderStatuses() = %v", err)
+		}
+		maps.Copy(since, st)
+	}
+	for _, b := range boxes {
+		if _, ok := since[b]; !ok {
+			since[b] = mail.FolderStatus{UIDValidity: 1, UIDNext: 1, HighestModSeq: 1}
+		}
+	}
+	got, err := mail.FeaturesOf(src).WriteProver.ProveOwnWrites(ctx, since)
+	if err != nil || len(got) != 0 {
+		t.Errorf("ProveOwnWrites() without writes = %v, %v; want nothing proved", got, err)
+	}
 }

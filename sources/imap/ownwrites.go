@@ -1,0 +1,52 @@
+package imap
+
+import (
+	"context"
+	"sort"
+
+	"github.com/mailferry/mailferry/internal/imapconn"
+	"github.com/mailferry/mailferry/sync/mail"
+)
+
+var _ mail.WriteProver = (*Source)(nil)
+
+// ProveOwnWrites implements mail.WriteProver for a source sharing its
+// account's pool (a two-way sync): the pool logs what the side's source
+// and sink wrote, as the server answered it, and the check runs on the
+// change listing's session, every mailbox in one round trip
+// (imapconn.Session.ProveOwnWrites). Without a pool nothing is logged and
+// nothing proved.
+func (s *Source) ProveOwnWrites(ctx context.Context, since map[string]mail.FolderStatus) (map[string]mail.FolderStatus, error) {
+	out := map[string]mail.FolderStatus{}
+	if s.pool == nil {
+		return out, nil
+	}
+	var ps []imapconn.OwnProof
+	names := map[string]string{} // server name -> mailbox
+	for name, st := range since {
+		box, ok := s.known(name)
+		if !ok || st.NoModSeq || !s.pool.Written(box) {
+			continue
+		}
+		ps = append(ps, imapconn.OwnProof{Box: box, Messages: st.Messages,
+			Mark: imapconn.Mark{UIDValidity: st.UIDValidity, UIDNext: st.UIDNext, HighestModSeq: st.HighestModSeq}})
+		names[box] = name
+	}
+	if len(ps) == 0 {
+		return out, nil
+	}
+	sort.Slice(ps, func(i, j int) bool { return ps[i].Box < ps[j].Box })
+	var got map[string]imapconn.Proved
+	err := s.withSession(ctx, "prove own writes", func(sess *imapconn.Session) error {
+		var err error
+		got, err = sess.ProveOwnWrites(s.pool, ps)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	for box, p := range got {
+		out[names[box]] = mail.FolderStatus{UIDValidity: p.UIDValidity, UIDNext: p.UIDNext, Messages: p.Messages, HighestModSeq: p.HighestModSeq}
+	}
+	return out, nil
+}
