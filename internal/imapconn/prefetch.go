@@ -12,6 +12,7 @@ package imapconn
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // ChangeReq is one mailbox's change listing to start (PrefetchChanges).
@@ -21,6 +22,11 @@ type ChangeReq struct {
 	// NewFrom, when not 0, asks right after the EXAMINE for the envelopes
 	// of the messages from that UID on (as FetchNew(NewFrom, 0)).
 	NewFrom uint32
+	// Select, for the last request only, opens the mailbox read-write
+	// (SELECT with the same QRESYNC parameter, which answers as EXAMINE
+	// does): the writes that follow there need no SELECT of their own
+	// (SelectedCondStore).
+	Select bool
 }
 
 // Prefetched is what the server answered to one ChangeReq: what Examine,
@@ -62,8 +68,14 @@ func (s *Session) PrefetchChanges(reqs []ChangeReq) ([]Prefetched, error) {
 		s.qresLater = false
 		cmds, owner, fetch = append(cmds, "ENABLE QRESYNC"), append(owner, -1), append(fetch, false)
 	}
+	opened := make([]int, len(reqs)) // the index of each request's EXAMINE or SELECT
 	for i, r := range reqs {
-		cmds, owner, fetch = append(cmds, s.examineCmd(r.Box, &r.Mark, true)), append(owner, i), append(fetch, false)
+		cmd := s.examineCmd(r.Box, &r.Mark, true)
+		if r.Select && i == len(reqs)-1 {
+			cmd = "SELECT" + strings.TrimPrefix(cmd, "EXAMINE")
+		}
+		opened[i] = len(cmds)
+		cmds, owner, fetch = append(cmds, cmd), append(owner, i), append(fetch, false)
 		if r.NewFrom != 0 {
 			cmds = append(cmds, fmt.Sprintf("UID FETCH %d:* (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])", r.NewFrom))
 			owner, fetch = append(owner, i), append(fetch, true)
@@ -96,8 +108,12 @@ func (s *Session) PrefetchChanges(reqs []ChangeReq) ([]Prefetched, error) {
 	}
 	if n := len(reqs); n > 0 && out[n-1].Err == nil {
 		last := &out[n-1]
+		rw := reqs[n-1].Select
+		if r := s.doneStatus[opened[n-1]]; rw && strings.EqualFold(r.Code, "READ-ONLY") {
+			last.Sel.ReadOnly = true
+		}
 		s.selected, s.exists = true, last.Exists
-		s.cur = current{box: reqs[n-1].Box, sel: last.Sel}
+		s.cur = current{box: reqs[n-1].Box, rw: rw, sel: last.Sel}
 		s.cur.sel.Vanished, s.cur.sel.Changed = nil, nil
 	}
 	return out, nil

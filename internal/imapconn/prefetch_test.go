@@ -10,7 +10,8 @@ import (
 // TestPrefetchChanges: the pending ENABLE QRESYNC, every mailbox's EXAMINE
 // and the FETCH of new messages asked for one of them go out in one round
 // trip; each answer is told apart by the command it came with (a [CLOSED]
-// ends the mailbox before), and the session is left in the last mailbox.
+// ends the mailbox before), and the session is left in the last mailbox,
+// SELECTed read-write as asked.
 func TestPrefetchChanges(t *testing.T) {
 	s, f := heldFake(t, "IMAP4rev1 ENABLE CONDSTORE QRESYNC", 4, func(tag, cmd, args string) string {
 		switch {
@@ -22,16 +23,16 @@ func TestPrefetchChanges(t *testing.T) {
 		case cmd == "UID FETCH":
 			return "* 3 FETCH (UID 9 FLAGS ())\r\n* 4 FETCH (UID 10 FLAGS () RFC822.SIZE 20)\r\n* 6 EXISTS\r\n* 5 FETCH (UID 11 FLAGS (\\Seen) RFC822.SIZE 30)\r\n" +
 				tag + " OK done\r\n"
-		case cmd == "EXAMINE":
+		case cmd == "SELECT":
 			return "* OK [CLOSED] previous closed\r\n* 3 EXISTS\r\n* OK [UIDVALIDITY 8] v\r\n* OK [UIDNEXT 4] n\r\n* OK [HIGHESTMODSEQ 9] m\r\n" +
-				tag + " OK [READ-ONLY] done\r\n"
+				tag + " OK [READ-WRITE] done\r\n"
 		}
 		return tag + " BAD what\r\n"
 	})
 	s.EnableQResyncLater()
 	got, err := s.PrefetchChanges([]ChangeReq{
 		{Box: "INBOX", Mark: Mark{UIDValidity: 7, UIDNext: 10, HighestModSeq: 40}, NewFrom: 10},
-		{Box: "Work", Mark: Mark{UIDValidity: 8, UIDNext: 4, HighestModSeq: 9}},
+		{Box: "Work", Mark: Mark{UIDValidity: 8, UIDNext: 4, HighestModSeq: 9}, Select: true},
 	})
 	if err != nil || len(got) != 2 || !s.QResync() {
 		t.Fatalf("PrefetchChanges = %+v, %v; QResync %v", got, err, s.QResync())
@@ -44,11 +45,11 @@ func TestPrefetchChanges(t *testing.T) {
 	if work.Err != nil || work.Sel.UIDValidity != 8 || work.Sel.Exists != 3 || work.NewAsked || work.Exists != 3 || len(work.Sel.Changed) != 0 {
 		t.Errorf("Work: %+v", work)
 	}
-	if box, rw, sel, ok := s.Current(); !ok || box != "Work" || rw || sel.UIDValidity != 8 {
-		t.Errorf("Current() = %q, %v, %+v, %v; want Work EXAMINEd", box, rw, sel, ok)
+	if box, rw, sel, ok := s.Current(); !ok || box != "Work" || !rw || sel.ReadOnly || sel.UIDValidity != 8 {
+		t.Errorf("Current() = %q, %v, %+v, %v; want Work SELECTed read-write", box, rw, sel, ok)
 	}
 	want := []string{"ENABLE QRESYNC", `EXAMINE "INBOX" (QRESYNC (7 40 1:9))`,
-		"UID FETCH 10:* (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])", `EXAMINE "Work" (QRESYNC (8 9 1:3))`}
+		"UID FETCH 10:* (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])", `SELECT "Work" (QRESYNC (8 9 1:3))`}
 	if cmds := sentCmds(f); !reflect.DeepEqual(cmds, want) {
 		t.Errorf("sent %q, want %q", cmds, want)
 	}

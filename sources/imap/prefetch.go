@@ -28,6 +28,7 @@ type prefetchedListing struct {
 // shows some (no more than one listing chunk), in one round trip on the
 // change listing's session (imapconn.Session.PrefetchChanges). Only with
 // QRESYNC, and for two folders or more: one costs ListChanges the same.
+// folders come in the order the caller lists them.
 func (s *Source) PrefetchChanges(ctx context.Context, folders []mail.ChangeMark) {
 	s.pre.mu.Lock()
 	s.pre.byMB = nil // an earlier run's, never taken: stale now
@@ -48,6 +49,11 @@ func (s *Source) PrefetchChanges(ctx context.Context, folders []mail.ChangeMark)
 	if len(reqs) < 2 {
 		return
 	}
+	// The first folder is the first a sync applies (it lists and applies
+	// in the same order): last in the pipeline, SELECTed read-write, it is
+	// still open when the sync writes there, which then needs no SELECT.
+	reqs, marks = append(reqs[1:], reqs[0]), append(marks[1:], marks[0])
+	reqs[len(reqs)-1].Select = true
 	var got []imapconn.Prefetched
 	err := s.withSession(ctx, "list changes", func(sess *imapconn.Session) error {
 		var err error
