@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	gosync "sync"
 	"syscall"
 	"time"
 
@@ -136,9 +137,16 @@ func (r *run) askStatuses(names []string, exists [2]map[string]bool) {
 			r.sts[s][n] = sideStatus(fs)
 		}
 	}
+	// Each side is its own server: both start their listings at once.
+	var wg gosync.WaitGroup
 	for s := range r.stores {
-		r.prefetchChanges(Side(s), names, exists[s])
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.prefetchChanges(Side(s), names, exists[s])
+		}()
 	}
+	wg.Wait()
 }
 
 // prefetchChanges tells side s's change lister (mail.ChangePrefetcher)
