@@ -8,7 +8,10 @@ import (
 	"github.com/mailferry/mailferry/sync/mail"
 )
 
-var _ mail.PutPreparer = (*Sink)(nil)
+var (
+	_ mail.PutPreparer     = (*Sink)(nil)
+	_ mail.PutPreparerFrom = (*Sink)(nil)
+)
 
 // PreparePuts implements mail.PutPreparer. A Put of a key this run has not
 // seen looks for a stored copy by reading the folder's names (lookupKey):
@@ -69,4 +72,33 @@ func (s *Sink) storedNot(f *folder, key string) bool {
 	}
 	_, maybe := f.stored[s.keyHash(key)]
 	return !maybe
+}
+
+// PreparePutsFrom implements mail.PutPreparerFrom: what PreparePuts keeps,
+// taken from the ids the caller read (their unique parts carry the keys)
+// instead of a read of the folder's names. A folder that does not exist
+// is not made.
+func (s *Sink) PreparePutsFrom(mailbox string, ids []mail.ID) {
+	dir, err := maildirfmt.FolderDir(s.root, mailbox)
+	if err != nil {
+		return
+	}
+	if fi, err := s.fs.Lstat(dir); err != nil || !fi.IsDir() {
+		return
+	}
+	f, err := s.folder(context.Background(), mailbox)
+	if err != nil {
+		return
+	}
+	set := make(map[uint64]struct{}, len(ids))
+	for _, id := range ids {
+		if k := keyOf(string(id)); k != "" {
+			set[s.keyHash(k)] = struct{}{}
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.indexed && f.stored == nil {
+		f.stored = set
+	}
 }

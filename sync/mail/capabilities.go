@@ -461,6 +461,18 @@ type PutPreparer interface {
 	PreparePuts(mailbox string)
 }
 
+// PutPreparerFrom is implemented by sinks that can take, instead of
+// reading them (PutPreparer), the ids of the messages a destination folder
+// holds from a caller that has just read them itself (two-way sync lists a
+// Maildir folder by its names before copying into it; the sink read them
+// again, three times in a folder that gets several copies). ids are every
+// message the folder held when the caller read it, as the sink's Indexer
+// lists them. PreparePutsFrom returns at once, creates no folder, and
+// changes nothing that Put does or returns.
+type PutPreparerFrom interface {
+	PreparePutsFrom(mailbox string, ids []ID)
+}
+
 // The capability names, as Features.Names reports them and the conformance
 // suite names its subtests.
 const (
@@ -490,6 +502,7 @@ const (
 	CapHoldEvidencer     = "HoldEvidencer"
 	CapMailboxReleaser   = "MailboxReleaser"
 	CapPutPreparer       = "PutPreparer"
+	CapPutPreparerFrom   = "PutPreparerFrom"
 )
 
 // Features holds the optional capabilities of one endpoint: each field is
@@ -514,6 +527,7 @@ type Features struct {
 	HoldEvidencer         HoldEvidencer
 	MailboxReleaser       MailboxReleaser
 	PutPreparer           PutPreparer
+	PutPreparerFrom       PutPreparerFrom
 	// Source capabilities.
 	BatchOpener      BatchOpener
 	Remover          Remover
@@ -594,6 +608,7 @@ func (f *Features) Fill(v any) *Features {
 	f.HoldEvidencer, _ = v.(HoldEvidencer)
 	f.MailboxReleaser, _ = v.(MailboxReleaser)
 	f.PutPreparer, _ = v.(PutPreparer)
+	f.PutPreparerFrom, _ = v.(PutPreparerFrom)
 	return f
 }
 
@@ -627,6 +642,7 @@ func (f *Features) Mask(in *Features) *Features {
 	mask(&f.HoldEvidencer, in.HoldEvidencer)
 	mask(&f.MailboxReleaser, in.MailboxReleaser)
 	mask(&f.PutPreparer, in.PutPreparer)
+	mask(&f.PutPreparerFrom, in.PutPreparerFrom)
 	return f
 }
 
@@ -660,6 +676,7 @@ func (f *Features) PassThrough(in *Features) *Features {
 	pass(&f.HoldEvidencer, in.HoldEvidencer)
 	pass(&f.MailboxReleaser, in.MailboxReleaser)
 	pass(&f.PutPreparer, in.PutPreparer)
+	pass(&f.PutPreparerFrom, in.PutPreparerFrom)
 	return f
 }
 
@@ -679,7 +696,7 @@ func (f *Features) Names() []string {
 		{CapAlterationCounter, f.AlterationCounter}, {CapFolderManager, f.FolderManager},
 		{CapConditionalFlags, f.ConditionalFlagSetter}, {CapMover, f.Mover}, {CapFlagKeeper, f.FlagKeeper},
 		{CapAnyHolder, f.AnyHolder}, {CapHoldEvidencer, f.HoldEvidencer}, {CapMailboxReleaser, f.MailboxReleaser},
-		{CapPutPreparer, f.PutPreparer},
+		{CapPutPreparer, f.PutPreparer}, {CapPutPreparerFrom, f.PutPreparerFrom},
 	} {
 		if c.v != nil {
 			names = append(names, c.name)

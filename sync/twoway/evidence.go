@@ -180,12 +180,16 @@ func (r *run) listFiles(s Side, name string, fn func(mail.Envelope)) (map[mail.I
 	now := time.Now()
 	stamps := map[mail.ID]fileStamp{}
 	var names []string
+	var ids []mail.ID
 	err := st.Maildir.files().ListFiles(r.ctx, name, func(env mail.Envelope, fi fs.FileInfo) error {
 		fn(env)
 		stamps[env.ID] = stampFile(fi, now)
-		names = append(names, fi.Name())
+		names, ids = append(names, fi.Name()), append(ids, env.ID)
 		return nil
 	})
+	if err == nil {
+		r.prepareSink(s, name, ids)
+	}
 	if !hashing || herr != nil || err != nil {
 		return stamps, "", err
 	}

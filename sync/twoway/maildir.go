@@ -239,7 +239,7 @@ func (m *MaildirFiles) Move(ctx context.Context, env mail.Envelope, to string, f
 	if err != nil {
 		return "", err
 	}
-	from, rel, err := m.locate(ctx, env.Mailbox, env.ID)
+	from, rel, err := m.locateNear(ctx, env.Mailbox, env.ID, env.Flags)
 	if err != nil {
 		return "", err
 	}
@@ -288,7 +288,10 @@ func (m *MaildirFiles) Remove(ctx context.Context, envs []mail.Envelope) error {
 }
 
 func (m *MaildirFiles) quarantine(ctx context.Context, env mail.Envelope, day string, ds dirSet) error {
-	dir, rel, err := m.locate(ctx, env.Mailbox, env.ID)
+	// The names env's flags (the listing's) give are tried before a scan
+	// of the folder (locateNear): a run's few deletions in a big folder
+	// read none of its names.
+	dir, rel, err := m.locateNear(ctx, env.Mailbox, env.ID, env.Flags)
 	if errors.Is(err, mail.ErrNotFound) {
 		return nil
 	}

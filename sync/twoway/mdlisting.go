@@ -41,8 +41,9 @@ func (r *run) listNarrow(s Side, name string, base []state.Message, recorded map
 	envs := map[mail.ID]mail.Envelope{}
 	stamps := map[mail.ID]fileStamp{}
 	var names []string
+	var ids []mail.ID
 	err := tree.ListNames(r.ctx, name, func(env mail.Envelope, rel string) error {
-		names = append(names, filepath.Base(rel))
+		names, ids = append(names, filepath.Base(rel)), append(ids, env.ID)
 		if recorded[env.ID] && !need[env.ID] {
 			envs[env.ID], l.paths[env.ID] = env, rel
 			return nil
@@ -69,8 +70,11 @@ func (r *run) listNarrow(s Side, name string, base []state.Message, recorded map
 	case err != nil:
 		l.Untrusted = fmt.Sprintf("the listing failed part way (%v)", err)
 		r.warn(fmt.Sprintf("side %s: folder %q listed in part", s, name), err)
-	case hashing && herr == nil:
-		l.evidenceHash = hashNames(names, kw)
+	default:
+		r.prepareSink(s, name, ids)
+		if hashing && herr == nil {
+			l.evidenceHash = hashNames(names, kw)
+		}
 	}
 	r.fillMessageIDs(s, name, envs, recorded)
 	dates := recordDates(base, s)
@@ -190,4 +194,14 @@ func (r *run) stampDoomed(s Side, folder, rel string, rec state.Message, m *Msg)
 		m.Content = contentHash(r.ctx, r.stores[s].Source, env)
 	}
 	return true, nil
+}
+
+// prepareSink hands side s's sink the ids of every message its folder name
+// held when a complete listing read it (mail.PutPreparerFrom), so that
+// the run's copies into the folder do not read its names again to look
+// for a stored copy of each (the Maildir sink's delivery keys).
+func (r *run) prepareSink(s Side, name string, ids []mail.ID) {
+	if pp := mail.FeaturesOf(r.stores[s].Sink).PutPreparerFrom; pp != nil {
+		pp.PreparePutsFrom(name, ids)
+	}
 }

@@ -58,6 +58,7 @@ func sinkCapTests(t *testing.T, h SinkHarness) {
 		{mail.CapHoldEvidencer, func(f *mail.Features) bool { return f.HoldEvidencer != nil }, ct.holdEvidencer},
 		{mail.CapMailboxReleaser, func(f *mail.Features) bool { return f.MailboxReleaser != nil }, ct.mailboxReleaser},
 		{mail.CapPutPreparer, func(f *mail.Features) bool { return f.PutPreparer != nil }, ct.putPreparer},
+		{mail.CapPutPreparerFrom, func(f *mail.Features) bool { return f.PutPreparerFrom != nil && f.Indexer != nil }, ct.putPreparerFrom},
 	})
 }
 
@@ -269,6 +270,48 @@ func (c sinkCaps) anyHolder(t *testing.T, s mail.Sink) {
 	for mb, want := range map[string]bool{"INBOX": true, "Empty 4711": false, "No such folder 4711": false} {
 		if got, err := a.HoldsAny(ctx, mb); got != want || err != nil {
 			t.Errorf("HoldsAny(%s) = %v, %v; want %v", mb, got, err, want)
+		}
+	}
+}
+
+// putPreparerFrom: PreparePutsFrom, given the ids the sink's Indexer
+// lists, changes nothing Put does: the messages already stored are not
+// stored twice, a new one is stored, and a mailbox that does not exist is
+// not made.
+func (c sinkCaps) putPreparerFrom(t *testing.T, s mail.Sink) {
+	defer func() { _ = s.Close() }()
+	ctx := context.Background()
+	fx := capFixtures()
+	stored(t, s, fx[:2])
+	f := mail.FeaturesOf(s)
+	if f.MailboxReleaser != nil {
+		f.MailboxReleaser.ReleaseMailbox("INBOX")
+	}
+	var ids []mail.ID
+	if err := f.Indexer.Index(ctx, "INBOX", func(env mail.Envelope) error { ids = append(ids, env.ID); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	f.PutPreparerFrom.PreparePutsFrom("INBOX", ids)
+	f.PutPreparerFrom.PreparePutsFrom("No such folder 4711", nil)
+	for i, fix := range fx {
+		id := mail.ID(fmt.Sprint("cap", i))
+		env := mail.Envelope{Mailbox: fix.Mailbox, ID: id, Size: int64(len(fix.Body)), Date: fix.Date, Flags: fix.Flags, Key: mail.DeliveryKey("mailtest:cap", fix.Mailbox, id)}
+		var pe *mail.PresentError
+		if _, err := s.Put(ctx, env, bytes.NewReader(fix.Body)); err != nil && !errors.As(err, &pe) {
+			t.Fatalf("Put(%s) after PreparePutsFrom = %v", fix.Name, err)
+		}
+	}
+	commit(t, s)
+	n := 0
+	if err := f.Indexer.Index(ctx, "INBOX", func(mail.Envelope) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if n != len(fx) {
+		t.Errorf("INBOX holds %d messages after 2 stored, PreparePutsFrom, and those 2 and 1 more Put, want %d", n, len(fx))
+	}
+	if a := f.AnyHolder; a != nil {
+		if held, err := a.HoldsAny(ctx, "No such folder 4711"); err != nil || held {
+			t.Errorf("HoldsAny(no such folder) after PreparePutsFrom = %v, %v", held, err)
 		}
 	}
 }
