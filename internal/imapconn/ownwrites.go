@@ -11,6 +11,7 @@ package imapconn
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 )
 
@@ -102,6 +103,7 @@ func (p *Pool) written(box string) *ownWrites {
 		return nil
 	}
 	c := *w
+	c.stored, c.appended = maps.Clone(w.stored), maps.Clone(w.appended)
 	return &c
 }
 

@@ -33,7 +33,7 @@ func heldFake(t *testing.T, caps string, hold int, answer func(tag, cmd, args st
 		return true
 	}})
 	s := fakeSession(t, f)
-	if err := s.rc.Conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+	if err := s.rc.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	return s, f

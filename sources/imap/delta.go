@@ -187,8 +187,13 @@ func (s *Source) ListChanges(ctx context.Context, mailbox string, since mail.Fol
 	cl := &changeListing{s: s, name: normInbox(mailbox), since: since, known: known, fn: fn}
 	cl.readKnown()
 	defer cl.knownUIDs() // known is not used after ListChanges returns
+	if p := s.takePrefetched(cl.name, since); p != nil && cl.usable(p) {
+		cl.pre, cl.view = p, prefetchedView{p}
+		err := cl.run("")
+		return cl.sum, unwrapFn(err)
+	}
 	err = s.withSession(ctx, fmt.Sprintf("list changes %q", mailbox), func(sess *imapconn.Session) error {
-		cl.sess = sess
+		cl.sess, cl.view = sess, sess
 		if err := cl.run(box); err != nil {
 			return err
 		}
@@ -207,8 +212,13 @@ func (s *Source) ListChanges(ctx context.Context, mailbox string, since mail.Fol
 
 // changeListing is one ListChanges call.
 type changeListing struct {
-	s     *Source
-	sess  *imapconn.Session
+	s    *Source
+	sess *imapconn.Session
+	// view answers what the server said about the mailbox since its
+	// EXAMINE: the session, or what PrefetchChanges fetched (pre, then
+	// sess is nil: nothing more is asked).
+	view  listingView
+	pre   *imapconn.Prefetched
 	name  string
 	since mail.FolderStatus
 	known iter.Seq[mail.ID]
@@ -232,12 +242,17 @@ type changeListing struct {
 }
 
 func (cl *changeListing) run(box string) error {
-	mark := &imapconn.Mark{UIDValidity: cl.since.UIDValidity, UIDNext: cl.since.UIDNext, HighestModSeq: cl.since.HighestModSeq}
-	sel, err := cl.sess.Examine(box, mark)
-	if err != nil {
-		return err
+	if cl.pre != nil {
+		cl.sel = cl.pre.Sel
+	} else {
+		mark := &imapconn.Mark{UIDValidity: cl.since.UIDValidity, UIDNext: cl.since.UIDNext, HighestModSeq: cl.since.HighestModSeq}
+		sel, err := cl.sess.Examine(box, mark)
+		if err != nil {
+			return err
+		}
+		cl.sel = sel
 	}
-	cl.sel = sel
+	sel := cl.sel
 	cl.sum.Status = mail.FolderStatus{UIDValidity: sel.UIDValidity, UIDNext: sel.UIDNext, Messages: sel.Exists,
 		HighestModSeq: sel.HighestModSeq, NoModSeq: sel.NoModSeq}
 	if reason := cl.fullBefore(); reason != "" {
@@ -295,9 +310,12 @@ func (cl *changeListing) unchanged() bool {
 // server whose output is not read times out.
 func (cl *changeListing) listNew() error {
 	hi := uint64(cl.sel.UIDNext) // UIDNEXT at EXAMINE, 0 if not said
-	if cl.sess.Exists() == 0 || (hi != 0 && hi <= uint64(cl.since.UIDNext)) {
+	if cl.sel.Exists == 0 || (hi != 0 && hi <= uint64(cl.since.UIDNext)) {
 		cl.goneNew = uidsOf(cl.knownNew)
 		return nil
+	}
+	if cl.pre != nil {
+		return cl.splitNew(cl.pre.New)
 	}
 	if len(cl.knownNew) > 0 {
 		return cl.listNewKnown()
@@ -426,6 +444,37 @@ func (cl *changeListing) listNewKnown() error {
 	return nil
 }
 
+// splitNew passes the new messages fetched with their envelopes (from
+// since.UIDNext on): those the caller knows as flag changes, the others as
+// new, as listNewKnown does; a known one not among them is gone.
+func (cl *changeListing) splitNew(fds []imapconn.FetchData) error {
+	var fresh []imapconn.FetchData
+	var present imapconn.UIDSet
+	for _, fd := range fds {
+		if !cl.knownNew.Contains(fd.UID) {
+			fresh = append(fresh, fd)
+			continue
+		}
+		present = present.Add(fd.UID)
+		cl.maxNew = max(cl.maxNew, fd.UID)
+		cl.newKnown++
+		cl.sum.Flags++
+		if err := cl.emit(mail.ChangeFlags, mail.Envelope{Mailbox: cl.name,
+			ID: imapconn.MakeID(cl.sel.UIDValidity, fd.UID), Size: -1, Flags: stringFlags(fd.Flags)}); err != nil {
+			return err
+		}
+	}
+	if err := cl.emitNew(fresh); err != nil {
+		return err
+	}
+	for _, u := range uidsOf(cl.knownNew) {
+		if !present.Contains(u) {
+			cl.goneNew = append(cl.goneNew, u)
+		}
+	}
+	return nil
+}
+
 // uidsOf lists the UIDs of set.
 func uidsOf(set imapconn.UIDSet) []uint32 {
 	var out []uint32
@@ -492,7 +541,7 @@ func (cl *changeListing) listFlags() error {
 			ID: imapconn.MakeID(cl.sel.UIDValidity, fd.UID), Size: -1, Flags: stringFlags(fd.Flags)})
 	}
 	switch {
-	case cl.sess.QResync() && cl.modSeqs():
+	case cl.view.QResync() && cl.modSeqs():
 		cl.vanished = cl.sel.Vanished.Clip(1, last)
 		for _, fd := range cl.sel.Changed {
 			if err := each(fd); err != nil {
@@ -547,7 +596,7 @@ func (cl *changeListing) flagWindows(last uint32, changedSince uint64, fn func(i
 // passes them.
 func (cl *changeListing) listVanished() error {
 	last := cl.since.UIDNext - 1
-	qres := cl.sess.QResync() && cl.modSeqs()
+	qres := cl.view.QResync() && cl.modSeqs()
 	if !qres && !cl.sum.AllFlags && last > 0 {
 		p, err := cl.sess.SearchUIDs(last)
 		if err != nil {
@@ -555,9 +604,9 @@ func (cl *changeListing) listVanished() error {
 		}
 		cl.present = p
 	}
-	cl.vanished = cl.vanished.Union(cl.sess.TakeVanished().Clip(1, last))
+	cl.vanished = cl.vanished.Union(cl.view.TakeVanished().Clip(1, last))
 	gone, reason := cl.gone(qres, last)
-	now := cl.sess.Exists()
+	now := cl.view.Exists()
 	cl.sum.Status.Messages = now
 	// UIDNEXT never goes down; a server that left it out of EXAMINE still
 	// had every UID below the last mark's and the new messages'.
@@ -566,7 +615,7 @@ func (cl *changeListing) listVanished() error {
 	case reason != "":
 		cl.sum.Full, cl.sum.Reason = true, reason
 		return nil
-	case cl.sess.Expunged():
+	case cl.view.Expunged():
 		cl.sum.Full, cl.sum.Reason = true, "messages were expunged during the listing"
 		return nil
 	case uint64(cl.since.Messages)+uint64(cl.sum.New)+uint64(cl.newKnown) != uint64(now)+uint64(len(gone)):

@@ -82,8 +82,9 @@ type Source struct {
 
 	raw rawFirst // what New learnt on the raw session (rawfirst.go)
 
-	rm remover // Remove's connection and state
-	dl delta   // FolderStatuses' and ListChanges' connection (delta.go)
+	rm  remover  // Remove's connection and state
+	dl  delta    // FolderStatuses' and ListChanges' connection (delta.go)
+	pre prefetch // what PrefetchChanges fetched for ListChanges (prefetch.go)
 
 	// pool, when not nil, is the account's connections shared with the
 	// sink of the same side (OpenOptions.Share): the control connection,

@@ -294,6 +294,27 @@ type ChangeLister interface {
 	ListChanges(ctx context.Context, mailbox string, since FolderStatus, known iter.Seq[ID], fn func(Change) error) (ChangeSummary, error)
 }
 
+// ChangePrefetcher is implemented by change listers that can start the
+// change listings of many folders at once (IMAP: every folder's EXAMINE
+// (QRESYNC), and its FETCH of new messages, in one round trip, instead of
+// one round trip or two per folder).
+//
+// PrefetchChanges is told, before the ListChanges calls, the folders
+// whose changes are about to be listed: each with the status since which
+// they are asked (as ListChanges will be given it) and the status read
+// now (Now, zero when unknown). A later ListChanges of one of them with
+// the same since may answer from what it fetched. It reports nothing:
+// a folder it could not start is listed by ListChanges as before.
+type ChangePrefetcher interface {
+	PrefetchChanges(ctx context.Context, folders []ChangeMark)
+}
+
+// ChangeMark is one folder for ChangePrefetcher.
+type ChangeMark struct {
+	Mailbox    string
+	Since, Now FolderStatus
+}
+
 // WriteProver is implemented by sources whose server can show that what
 // changed in a folder since a listing is only this process's own writes
 // (IMAP with CONDSTORE and QRESYNC: the MODSEQ each conditional STORE got,
@@ -470,6 +491,7 @@ const (
 	CapFolderStatuser    = "FolderStatuser"
 	CapChangeLister      = "ChangeLister"
 	CapWriteProver       = "WriteProver"
+	CapChangePrefetcher  = "ChangePrefetcher"
 	CapAlterationCounter = "AlterationCounter"
 	CapHolder            = "Holder"
 	CapConditionalFlags  = "ConditionalFlagSetter"
@@ -516,6 +538,7 @@ type Features struct {
 	FolderStatuser   FolderStatuser
 	ChangeLister     ChangeLister
 	WriteProver      WriteProver
+	ChangePrefetcher ChangePrefetcher
 	// Either side.
 	RoleLister RoleLister
 }
@@ -579,6 +602,7 @@ func (f *Features) Fill(v any) *Features {
 	f.FolderStatuser, _ = v.(FolderStatuser)
 	f.ChangeLister, _ = v.(ChangeLister)
 	f.WriteProver, _ = v.(WriteProver)
+	f.ChangePrefetcher, _ = v.(ChangePrefetcher)
 	f.FolderManager, _ = v.(FolderManager)
 	f.AnyHolder, _ = v.(AnyHolder)
 	f.HoldEvidencer, _ = v.(HoldEvidencer)
@@ -612,6 +636,7 @@ func (f *Features) Mask(in *Features) *Features {
 	mask(&f.FolderStatuser, in.FolderStatuser)
 	mask(&f.ChangeLister, in.ChangeLister)
 	mask(&f.WriteProver, in.WriteProver)
+	mask(&f.ChangePrefetcher, in.ChangePrefetcher)
 	mask(&f.FolderManager, in.FolderManager)
 	mask(&f.AnyHolder, in.AnyHolder)
 	mask(&f.HoldEvidencer, in.HoldEvidencer)
@@ -645,6 +670,7 @@ func (f *Features) PassThrough(in *Features) *Features {
 	pass(&f.FolderStatuser, in.FolderStatuser)
 	pass(&f.ChangeLister, in.ChangeLister)
 	pass(&f.WriteProver, in.WriteProver)
+	pass(&f.ChangePrefetcher, in.ChangePrefetcher)
 	pass(&f.FolderManager, in.FolderManager)
 	pass(&f.AnyHolder, in.AnyHolder)
 	pass(&f.HoldEvidencer, in.HoldEvidencer)
@@ -666,6 +692,7 @@ func (f *Features) Names() []string {
 		{CapRemover, f.Remover}, {CapDeleteAware, f.DeleteAware}, {CapUnstoredReporter, f.UnstoredReporter},
 		{CapHeaderFetcher, f.HeaderFetcher}, {CapStatter, f.Statter}, {CapRoleLister, f.RoleLister},
 		{CapFolderStatuser, f.FolderStatuser}, {CapChangeLister, f.ChangeLister}, {CapWriteProver, f.WriteProver},
+		{CapChangePrefetcher, f.ChangePrefetcher},
 		{CapAlterationCounter, f.AlterationCounter}, {CapFolderManager, f.FolderManager},
 		{CapConditionalFlags, f.ConditionalFlagSetter}, {CapMover, f.Mover}, {CapFlagKeeper, f.FlagKeeper},
 		{CapAnyHolder, f.AnyHolder}, {CapHoldEvidencer, f.HoldEvidencer}, {CapMailboxReleaser, f.MailboxReleaser},

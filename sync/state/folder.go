@@ -365,6 +365,18 @@ func (f *Folder) Messages() []Message {
 	return out
 }
 
+// Each calls fn with every record, in no order: Messages without its sort
+// and copy, for a caller that looks at each record once (two-way sync's
+// check of a Maildir folder against its records). fn runs with the
+// state's lock held and must not call back into the state.
+func (f *Folder) Each(fn func(Message)) {
+	f.s.mu.Lock()
+	defer f.s.mu.Unlock()
+	for _, m := range f.recs {
+		fn(m)
+	}
+}
+
 // Put records m (replacing the record with the same Src); it reaches the
 // disk with the next Flush. A zero Stored becomes the current time.
 func (f *Folder) Put(m Message) error {

@@ -97,6 +97,11 @@ func TestUpdateAndForget(t *testing.T) {
 	if got := f.Messages(); len(got) != 1 || got[0].Flags != "b" {
 		t.Fatalf("Messages = %+v, want only 1 with flags b", got)
 	}
+	var each []Message
+	f.Each(func(m Message) { each = append(each, m) })
+	if !reflect.DeepEqual(each, f.Messages()) {
+		t.Fatalf("Each gave %+v, Messages %+v", each, f.Messages())
+	}
 }
 
 // TestOpenRefuses covers a garbled or foreign state (scenario A9, E4): it

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	gosync "sync"
 	"syscall"
 	"time"
 
@@ -136,6 +137,46 @@ func (r *run) askStatuses(names []string, exists [2]map[string]bool) {
 			r.sts[s][n] = sideStatus(fs)
 		}
 	}
+	// Each side is its own server: both start their listings at once.
+	var wg gosync.WaitGroup
+	for s := range r.stores {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.prefetchChanges(Side(s), names, exists[s])
+		}()
+	}
+	wg.Wait()
+}
+
+// prefetchChanges tells side s's change lister (mail.ChangePrefetcher)
+// every folder among names whose changes listSideAs is about to list
+// (changeSide: a complete pass, an identity not in doubt, a status that
+// moved), so that it can start all those listings at once (IMAP: one
+// round trip for every folder's EXAMINE instead of one per folder).
+// ListChanges then answers from what was fetched where it can.
+func (r *run) prefetchChanges(s Side, names []string, exists map[string]bool) {
+	cp := mail.FeaturesOf(r.stores[s].Source).ChangePrefetcher
+	if cp == nil || r.stores[s].Maildir != nil || r.opt.Plan.Sides[s].Untrusted != "" {
+		return
+	}
+	var marks []mail.ChangeMark
+	for _, n := range names {
+		sum, ok := r.passed(n)
+		if !ok || !exists[n] {
+			continue
+		}
+		rec := sum.A
+		if s == B {
+			rec = sum.B
+		}
+		now, known := r.sts[s][n]
+		if !known || sameStatus(rec, now) || rec.UIDValidity == 0 || rec.UIDNext == 0 {
+			continue
+		}
+		marks = append(marks, mail.ChangeMark{Mailbox: n, Since: folderStatus(rec), Now: folderStatus(now)})
+	}
+	cp.PrefetchChanges(r.ctx, marks) // also with none: what an earlier run left is dropped
 }
 
 // recordedEvidence is the Maildir evidence side s's folder name had at

@@ -7,6 +7,7 @@ import (
 
 	"github.com/mailferry/mailferry/internal/maildirfmt"
 	"github.com/mailferry/mailferry/sync/mail"
+	"github.com/mailferry/mailferry/sync/state"
 )
 
 // evidenceAfter is the evidence side s's Maildir folder name records at
@@ -71,20 +72,33 @@ func (r *run) holdsRecords(s Side, name, dir string) ([]string, bool) {
 		return nil, false
 	}
 	keeps := r.keepsIn(s, name)
+	// A folder's messages have few distinct flag sets: each is made
+	// canonical once, not per message.
+	byBase, byInfo := map[string]string{}, map[string]string{}
 	want := map[mail.ID]string{}
-	for _, m := range fo.Messages() {
+	fo.Each(func(m state.Message) {
 		if id := sideID(m, s); id != "" {
-			want[id] = setOf(keptFlags(m.Flags, keeps)).String()
+			c, ok := byBase[m.Flags]
+			if !ok {
+				c = setOf(keptFlags(m.Flags, keeps)).String()
+				byBase[m.Flags] = c
+			}
+			want[id] = c
 		}
-	}
+	})
 	kw := maildirfmt.ReadKeywords(dir)
 	var names []string
 	same := true
 	err = maildirfmt.RegularNames(r.ctx, dir, func(_, n string) {
 		names = append(names, n)
 		id := maildirfmt.IDOf(n)
-		flags, known := want[id]
-		if !known || flags != setOf(maildirfmt.FlagsOf(n, kw)).String() {
+		info := n[len(id):]
+		c, ok := byInfo[info]
+		if !ok {
+			c = setOf(maildirfmt.FlagsOf(n, kw)).String()
+			byInfo[info] = c
+		}
+		if flags, known := want[id]; !known || flags != c {
 			same = false // another file, another flag, or a second file of one id
 		}
 		delete(want, id)
