@@ -167,3 +167,47 @@ func (p *Prefetched) take(fetch bool, newFrom uint32, u Untagged) error {
 	p.Sel.Exists = p.Exists
 	return nil
 }
+
+// SelectFetchBodies is SelectCondStore(box) and FetchBodies(set) in one
+// round trip, for a mailbox the caller expects at UIDVALIDITY uidv: a
+// body reaches fn only when the SELECT answered that UIDVALIDITY (its
+// answer comes before the FETCH's), so UIDs given under another one
+// fetch nothing the caller sees. The FETCH only reads (BODY.PEEK); after
+// a failed SELECT it finds no mailbox selected (RFC 9051 §6.3.2) and
+// fails too. The SELECT's refusal is returned first.
+func (s *Session) SelectFetchBodies(box string, uidv uint32, set UIDSet, fn func(FetchData) error) (Selected, error) {
+	var sel Selected
+	s.exists, s.expunged, s.vanished = 0, false, nil
+	s.selected, s.cur = false, current{}
+	cmd := "SELECT " + Quote(EncodeMUTF7(box))
+	if s.Has("CONDSTORE") {
+		cmd += " (CONDSTORE)"
+	}
+	s.keep = sessLitMax
+	defer func() { s.keep = 0 }()
+	bodies := fetchEach(func(fd FetchData) error {
+		if fd.Body == nil || !set.Contains(fd.UID) || sel.UIDValidity != uidv {
+			return nil // a flag update, not asked for, or another mailbox's UIDs
+		}
+		return fn(fd)
+	})
+	errs, err := s.runIndexed([]string{cmd, "UID FETCH " + set.String() + " (UID BODY.PEEK[])"}, func(i int, u Untagged) error {
+		if i == 0 {
+			return sel.take(u)
+		}
+		return bodies(u)
+	})
+	if err != nil {
+		return sel, err
+	}
+	if errs[0] != nil {
+		return sel, errs[0]
+	}
+	s.selected = true
+	sel.Exists = s.exists
+	if r := s.doneStatus[0]; strings.EqualFold(r.Code, "READ-ONLY") {
+		sel.ReadOnly = true
+	}
+	s.cur = current{box: box, rw: true, sel: sel}
+	return sel, errs[1]
+}

@@ -83,3 +83,54 @@ func TestPrefetchChangesRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestSelectFetchBodies: the SELECT and the FETCH of bodies go out in one
+// round trip; a body reaches the caller only when the SELECT answered the
+// UIDVALIDITY it expects (the negative control: another UIDVALIDITY, the
+// same bodies sent, none passed), and a refused SELECT is the error.
+func TestSelectFetchBodies(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		uidv    uint32
+		selAns  string
+		want    []uint32
+		wantErr bool
+	}{
+		{"expected UIDVALIDITY", 7, "OK [READ-WRITE] done", []uint32{5}, false},
+		{"another UIDVALIDITY", 8, "OK [READ-WRITE] done", nil, false},
+		{"refused", 7, "NO no such mailbox", nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, f := heldFake(t, "IMAP4rev1 CONDSTORE", 2, func(tag, cmd, _ string) string {
+				if cmd == "SELECT" {
+					if strings.HasPrefix(tc.selAns, "NO") {
+						return tag + " " + tc.selAns + "\r\n"
+					}
+					return "* 2 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 9] n\r\n" + tag + " " + tc.selAns + "\r\n"
+				}
+				if strings.HasPrefix(tc.selAns, "NO") {
+					return tag + " BAD no mailbox selected\r\n"
+				}
+				return "* 1 FETCH (UID 5 BODY[] {4}\r\nbody)\r\n* 2 FETCH (UID 6 FLAGS (\\Seen))\r\n" + tag + " OK done\r\n"
+			})
+			var got []uint32
+			sel, err := s.SelectFetchBodies("INBOX", tc.uidv, UIDSet{{Lo: 5, Hi: 5}}, func(fd FetchData) error {
+				got = append(got, fd.UID)
+				return nil
+			})
+			var ce *CommandError
+			if tc.wantErr != (err != nil) || tc.wantErr && (!errors.As(err, &ce) || !strings.HasPrefix(ce.Cmd, "SELECT")) {
+				t.Fatalf("SelectFetchBodies = %+v, %v; want a SELECT error %v", sel, err, tc.wantErr)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("bodies of UIDs %v passed, want %v", got, tc.want)
+			}
+			if box, rw, _, ok := s.Current(); ok != !tc.wantErr || ok && (box != "INBOX" || !rw) {
+				t.Errorf("Current() = %q, %v, %v", box, rw, ok)
+			}
+			if cmds := sentCmds(f); !reflect.DeepEqual(cmds, []string{`SELECT "INBOX" (CONDSTORE)`, "UID FETCH 5 (UID BODY.PEEK[])"}) {
+				t.Errorf("sent %q", cmds)
+			}
+		})
+	}
+}

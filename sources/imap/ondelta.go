@@ -88,7 +88,13 @@ func fetchBodiesInto(sess *imapconn.Session, byUID map[imap.UID]mail.Envelope, f
 	for uid := range byUID {
 		set = set.Add(uint32(uid))
 	}
-	return sess.FetchBodies(set, func(fd imapconn.FetchData) error {
+	return sess.FetchBodies(set, deliverBody(byUID, fn, fnErr))
+}
+
+// deliverBody passes each fetched body of byUID to fn once, taking it out
+// of byUID; fn's error is kept in fnErr and stops the fetch.
+func deliverBody(byUID map[imap.UID]mail.Envelope, fn func(mail.Envelope, io.Reader) error, fnErr *error) func(imapconn.FetchData) error {
+	return func(fd imapconn.FetchData) error {
 		env, wanted := byUID[imap.UID(fd.UID)]
 		if !wanted {
 			return nil // sent twice
@@ -98,7 +104,7 @@ func fetchBodiesInto(sess *imapconn.Session, byUID map[imap.UID]mail.Envelope, f
 			return fnError{*fnErr}
 		}
 		return nil
-	})
+	}
 }
 
 // fetchVia is the shape of fetchOnDelta and fetchPooled: a fetch of a few

@@ -105,13 +105,7 @@ func (s *Source) fetchPooled(ctx context.Context, op, mailbox string, uidv uint3
 	}
 	var fnErr error
 	stale := false
-	err = s.onPooled(ctx, box, false, func(sess *imapconn.Session, v uint32) error {
-		if v != uidv {
-			stale = true // every ID is stale: Open reports each as not found
-			return nil
-		}
-		return fetchBodiesInto(sess, byUID, fn, &fnErr)
-	})
+	err = s.onPooledFetch(ctx, box, uidv, byUID, fn, &fnErr, &stale)
 	switch {
 	case fnErr != nil:
 		return true, fnErr
@@ -126,6 +120,49 @@ func (s *Source) fetchPooled(ctx context.Context, op, mailbox string, uidv uint3
 		s.log.Debug("imap: fetch on the shared session failed; using the pool", "op", op, "err", err)
 	}
 	return false, nil
+}
+
+// onPooledFetch is onPooled(box, read) running fetchBodiesInto, where the
+// SELECT, when the session needs one, goes out with the FETCH in one
+// round trip (imapconn.Session.SelectFetchBodies: no body of a mailbox at
+// another UIDVALIDITY than uidv reaches fn). stale is set when the
+// mailbox's UIDVALIDITY is not uidv: every ID is stale, and Open reports
+// each as not found.
+func (s *Source) onPooledFetch(ctx context.Context, box string, uidv uint32, byUID map[imap.UID]mail.Envelope, fn func(mail.Envelope, io.Reader) error, fnErr *error, stale *bool) error {
+	sess, err := s.pool.Session(ctx)
+	if err != nil {
+		return err
+	}
+	rc := sess.RawConn()
+	stop := context.AfterFunc(ctx, func() { _ = rc.Close() })
+	err = func() error {
+		if cur, _, sel, ok := sess.Current(); ok && cur == box {
+			if sel.UIDValidity != uidv {
+				*stale = true
+				return nil
+			}
+			return fetchBodiesInto(sess, byUID, fn, fnErr)
+		}
+		var set imapconn.UIDSet
+		for uid := range byUID {
+			set = set.Add(uint32(uid))
+		}
+		sel, err := sess.SelectFetchBodies(box, uidv, set, deliverBody(byUID, fn, fnErr))
+		if err == nil && sel.UIDValidity != uidv {
+			*stale = true
+		}
+		return err
+	}()
+	if !stop() && err == nil {
+		err = fmt.Errorf("imap: %s: %w", s.cfg.Ident(), ctx.Err())
+	}
+	var ce *imapconn.CommandError
+	if err == nil || errors.As(err, &ce) {
+		s.pool.PutSession(sess) // a NO or BAD: in step all the same
+	} else {
+		_ = rc.Close()
+	}
+	return err
 }
 
 // removePooled is removeOn on the shared pool's session (see Remove for
