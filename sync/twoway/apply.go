@@ -238,6 +238,9 @@ func (r *run) moveOne(fo *state.Folder, folder string, mv Move) error {
 	if err != nil {
 		return err
 	}
+	// Its records change after its own apply kept them: the proof reads
+	// them from the state again (still loaded, until the passes).
+	r.dropProofRecords(mv.From)
 	if err := old.Forget(mv.Old.Src); err != nil {
 		return err
 	}

@@ -67,7 +67,7 @@ func (r *run) evidenceAfter(s Side, name, before string) string {
 // one file per record's side-s id, with the record's flags as the side
 // keeps them, and no other. It returns the names read.
 func (r *run) holdsRecords(s Side, name, dir string) ([]string, bool) {
-	fo, err := r.st.Folder(name)
+	recorded, err := r.proofRecords(s, name)
 	if err != nil {
 		return nil, false
 	}
@@ -75,17 +75,15 @@ func (r *run) holdsRecords(s Side, name, dir string) ([]string, bool) {
 	// A folder's messages have few distinct flag sets: each is made
 	// canonical once, not per message.
 	byBase, byInfo := map[string]string{}, map[string]string{}
-	want := map[mail.ID]string{}
-	fo.Each(func(m state.Message) {
-		if id := sideID(m, s); id != "" {
-			c, ok := byBase[m.Flags]
-			if !ok {
-				c = setOf(keptFlags(m.Flags, keeps)).String()
-				byBase[m.Flags] = c
-			}
-			want[id] = c
+	want := recorded // the proof's own: made canonical in place
+	for id, flags := range want {
+		c, ok := byBase[flags]
+		if !ok {
+			c = setOf(keptFlags(flags, keeps)).String()
+			byBase[flags] = c
 		}
-	})
+		want[id] = c
+	}
 	kw := maildirfmt.ReadKeywords(dir)
 	var names []string
 	same := true
@@ -118,4 +116,72 @@ func (r *run) settleEvidence(names []string) {
 			}
 		}
 	}
+}
+
+// keepProofRecords keeps, for each Maildir side of folder pair fp that may
+// get a pass with evidence, its records' side ids and base flags, taken as
+// the folder's apply ends and before its records are released: the proof
+// at the end of the run (holdsRecords) then does not read the folder's
+// records from the state again. Only the ids and flags are kept, one copy
+// per distinct flag set, not the records.
+func (r *run) keepProofRecords(fp *FolderPlan) error {
+	p := r.passes[fp.Name]
+	if p == nil || p.noPass != "" || fp.Skip != "" || fp.Forget || fp.Removes() || len(fp.Held) > 0 {
+		return nil // no pass: no proof (recordPasses)
+	}
+	for s, st := range r.stores {
+		if st.Maildir == nil || p.status[s].Evidence == "" {
+			continue
+		}
+		fo, err := r.st.Folder(fp.Name) // loaded: the apply's records
+		if err != nil {
+			return err
+		}
+		flags, kept := map[string]string{}, map[mail.ID]string{}
+		fo.Each(func(m state.Message) {
+			if id := sideID(m, Side(s)); id != "" {
+				f, ok := flags[m.Flags]
+				if !ok {
+					f = strings.Clone(m.Flags)
+					flags[f] = f
+				}
+				kept[id] = f
+			}
+		})
+		if r.proofs[s] == nil {
+			r.proofs[s] = map[string]map[mail.ID]string{}
+		}
+		r.proofs[s][fp.Name] = kept
+	}
+	return nil
+}
+
+// dropProofRecords forgets what keepProofRecords kept of folder name, whose
+// records change after its apply (a move out of it, applied in another
+// folder's).
+func (r *run) dropProofRecords(name string) {
+	for s := range r.proofs {
+		delete(r.proofs[s], name)
+	}
+}
+
+// proofRecords is, for the proof, side s's ids of folder name's records
+// with their base flags: those keepProofRecords kept (used once, then
+// dropped), else read from the state.
+func (r *run) proofRecords(s Side, name string) (map[mail.ID]string, error) {
+	if kept, ok := r.proofs[s][name]; ok {
+		delete(r.proofs[s], name)
+		return kept, nil
+	}
+	fo, err := r.st.Folder(name)
+	if err != nil {
+		return nil, err
+	}
+	out := map[mail.ID]string{}
+	fo.Each(func(m state.Message) {
+		if id := sideID(m, s); id != "" {
+			out[id] = m.Flags
+		}
+	})
+	return out, nil
 }

@@ -96,9 +96,12 @@ type run struct {
 	removed [2]map[string]int
 	// settled: Maildir evidence whose stamps now stand alone (listing.go).
 	settled [2]map[string]string
-	msgs    [2]map[string][]Msg // side -> folder -> listing, sorted by ID
-	keeps   [2]map[string]Keeps // side -> folder -> the flags it keeps there (learnKeeps)
-	warnMu  gosync.Mutex        // guards res.Warnings while both sides list
+	// proofs: side -> Maildir folder -> its records' ids and base flags,
+	// kept when the folder's apply releases them, for evidenceAfter.
+	proofs [2]map[string]map[mail.ID]string
+	msgs   [2]map[string][]Msg // side -> folder -> listing, sorted by ID
+	keeps  [2]map[string]Keeps // side -> folder -> the flags it keeps there (learnKeeps)
+	warnMu gosync.Mutex        // guards res.Warnings while both sides list
 	// journaledAll: the plan's changes of every folder are in the journal
 	// (journalAll), so a folder does not journal its own.
 	journaledAll bool
@@ -265,8 +268,12 @@ func (r *run) applyOne(fp *FolderPlan) error {
 	if err := r.applyFolder(fp); err != nil {
 		return err
 	}
-	// Its records are on disk: memory holds one folder's at a time.
+	// Its records are on disk: memory holds one folder's at a time, and
+	// of them only what evidenceAfter needs until the passes.
 	r.forgetFiles()
+	if err := r.keepProofRecords(fp); err != nil {
+		return err
+	}
 	return r.st.Release(fp.Name)
 }
 
