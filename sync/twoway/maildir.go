@@ -125,20 +125,26 @@ func (m *MaildirFiles) locate(ctx context.Context, mailbox string, id mail.ID) (
 // maildirfmt.Tree.FindNear), where locate's first call in a folder reads
 // all its names (a run's dozen flag changes in a 5,000-message folder
 // cost a scan each of the folders they touch: a tenth of a change sync's
-// CPU). A file named otherwise is found by the scan, as before.
-func (m *MaildirFiles) locateNear(ctx context.Context, mailbox string, id mail.ID, expect []mail.Flag) (dir, rel string, err error) {
+// CPU). A file named otherwise is found by the scan, as before. kw is the
+// folder's keyword table, read once here for the write that locates (its
+// current dovecot-keywords, not one read earlier in the run).
+func (m *MaildirFiles) locateNear(ctx context.Context, mailbox string, id mail.ID, expect []mail.Flag) (dir, rel string, kw maildirfmt.Keywords, err error) {
 	dir, err = m.folderDir(mailbox)
 	if err != nil {
-		return m.locate(ctx, mailbox, id)
+		if dir, rel, err = m.locate(ctx, mailbox, id); err != nil {
+			return dir, rel, nil, err
+		}
+		return dir, rel, maildirfmt.ReadKeywords(dir), nil
 	}
-	kw, _ := maildirfmt.ReadKeywords(dir).Letters(expect)
-	b := []byte(maildirfmt.FlagLetters(expect) + kw)
+	kw = maildirfmt.ReadKeywords(dir)
+	letters, _ := kw.Letters(expect)
+	b := []byte(maildirfmt.FlagLetters(expect) + letters)
 	sort.Slice(b, func(i, j int) bool { return b[i] < b[j] })
 	dir, rel, err = m.files().FindNear(ctx, mailbox, id, string(b))
 	if errors.Is(err, mail.ErrMailboxNotFound) {
 		err = fmt.Errorf("maildir: %s in %q: %w", id, mailbox, mail.ErrNotFound)
 	}
-	return dir, rel, err
+	return dir, rel, kw, err
 }
 
 // stat returns the file of message id in mailbox: first where the Maildir
@@ -167,11 +173,12 @@ func (m *MaildirFiles) stat(ctx context.Context, mailbox string, id mail.ID, fla
 	return os.Lstat(filepath.Join(dir, rel))
 }
 
-// letters returns the info letters of flags in folder dir and the folder's
-// keyword table, adding keywords its dovecot-keywords lacks (past 26 a
-// keyword is dropped, as the Maildir sink does).
-func letters(ctx context.Context, dir string, flags []mail.Flag) (string, maildirfmt.Keywords, error) {
-	kw := maildirfmt.ReadKeywords(dir)
+// letters returns the info letters of flags in folder dir, whose keyword
+// table kw is (read by the write calling it), and the folder's keyword
+// table, adding keywords its dovecot-keywords lacks (past 26 a keyword is
+// dropped, as the Maildir sink does; AddKeywords reads the file again
+// under its lock).
+func letters(ctx context.Context, dir string, kw maildirfmt.Keywords, flags []mail.Flag) (string, maildirfmt.Keywords, error) {
 	kwLetters, missing := kw.Letters(flags)
 	if len(missing) > 0 {
 		var err error
@@ -201,13 +208,14 @@ func (m *MaildirFiles) setFlags(ctx context.Context, mailbox string, id mail.ID,
 	if err != nil {
 		return err
 	}
-	return m.retagAt(ctx, dir, rel, id, flags, ds)
+	return m.retagAt(ctx, dir, rel, id, flags, maildirfmt.ReadKeywords(dir), ds)
 }
 
 // retagAt renames the file rel of folder dir, message id, so that its info
-// holds flags, leaving the directory to ds.
-func (m *MaildirFiles) retagAt(ctx context.Context, dir, rel string, id mail.ID, flags []mail.Flag, ds dirSet) error {
-	lt, kw, err := letters(ctx, dir, flags)
+// holds flags, leaving the directory to ds; kw is the folder's keyword
+// table, as the write read it.
+func (m *MaildirFiles) retagAt(ctx context.Context, dir, rel string, id mail.ID, flags []mail.Flag, kw maildirfmt.Keywords, ds dirSet) error {
+	lt, kw, err := letters(ctx, dir, kw, flags)
 	if err != nil {
 		return err
 	}
@@ -238,15 +246,17 @@ func (m *MaildirFiles) SetFlagsIf(ctx context.Context, mailbox string, id mail.I
 
 // setFlagsIf is SetFlagsIf leaving the directory it renamed in to ds.
 func (m *MaildirFiles) setFlagsIf(ctx context.Context, mailbox string, id mail.ID, flags, expect []mail.Flag, ds dirSet) (mail.FlagState, error) {
-	dir, rel, err := m.locateNear(ctx, mailbox, id, expect)
+	// The keywords file is read once per write (locateNear), not once
+	// for the guess, once for the flags now and once for the new name.
+	dir, rel, kw, err := m.locateNear(ctx, mailbox, id, expect)
 	if err != nil {
 		return mail.FlagState{}, err
 	}
-	if now := maildirfmt.FlagsOf(rel, maildirfmt.ReadKeywords(dir)); !setOf(now).equal(setOf(expect)) {
+	if now := maildirfmt.FlagsOf(rel, kw); !setOf(now).equal(setOf(expect)) {
 		return mail.FlagState{Flags: now}, nil
 	}
 	// The file just found, not a second locate (which scans the folder).
-	return mail.FlagState{Flags: flags, Stored: true}, m.retagAt(ctx, dir, rel, id, flags, ds)
+	return mail.FlagState{Flags: flags, Stored: true}, m.retagAt(ctx, dir, rel, id, flags, kw, ds)
 }
 
 // setFlagsIfAll is SetFlagsIf for the writes ws of one folder, their
@@ -277,11 +287,11 @@ func (m *MaildirFiles) Move(ctx context.Context, env mail.Envelope, to string, f
 	if err != nil {
 		return "", err
 	}
-	from, rel, err := m.locateNear(ctx, env.Mailbox, env.ID, env.Flags)
+	from, rel, _, err := m.locateNear(ctx, env.Mailbox, env.ID, env.Flags)
 	if err != nil {
 		return "", err
 	}
-	lt, _, err := letters(ctx, dst, flags)
+	lt, _, err := letters(ctx, dst, maildirfmt.ReadKeywords(dst), flags)
 	if err != nil {
 		return "", err
 	}
@@ -330,7 +340,7 @@ func (m *MaildirFiles) quarantine(ctx context.Context, env mail.Envelope, day st
 	// The names env's flags (the listing's) give are tried before a scan
 	// of the folder (locateNear): a run's few deletions in a big folder
 	// read none of its names.
-	dir, rel, err := m.locateNear(ctx, env.Mailbox, env.ID, env.Flags)
+	dir, rel, _, err := m.locateNear(ctx, env.Mailbox, env.ID, env.Flags)
 	if errors.Is(err, mail.ErrNotFound) {
 		return nil
 	}
