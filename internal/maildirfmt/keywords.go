@@ -107,6 +107,26 @@ func (k Keywords) Letters(flags []mail.Flag) (letters string, missing []string) 
 	return string(b), missing
 }
 
+// AnyKeyword reports whether flags hold a keyword stored as a
+// dovecot-keywords letter: without one, Letters gives "" whatever the
+// table, and a write of flags needs no keywords file.
+func AnyKeyword(flags []mail.Flag) bool {
+	for _, f := range flags {
+		if storableKeyword(string(f)) {
+			return true
+		}
+	}
+	return false
+}
+
+// HasKeywordLetters reports whether the file name name (a path whose last
+// element is "<id>:2,<letters>") has a keyword letter a-z: without one,
+// FlagsOf and Retag read nothing of the folder's table.
+func HasKeywordLetters(name string) bool {
+	_, info := splitName(name[strings.LastIndexByte(name, '/')+1:])
+	return strings.HasPrefix(info, "2,") && strings.ContainsFunc(info[2:], func(c rune) bool { return c >= 'a' && c <= 'z' })
+}
+
 // storableKeyword reports whether name is a keyword a dovecot-keywords line
 // can hold and that has no system letter: an IMAP atom (RFC 3501
 // flag-keyword: no space, control character, or any of `(){%*"\]`), not a

@@ -141,3 +141,39 @@ func TestAddKeywordsLock(t *testing.T) {
 		})
 	}
 }
+
+// A write that AnyKeyword and HasKeywordLetters both say needs no table
+// must come out the same with no table as with any (what lets the two-way
+// sync skip reading dovecot-keywords then).
+func TestKeywordsNeeded(t *testing.T) {
+	kw := Keywords{"$Label1", "NonJunk"}
+	for _, c := range []struct {
+		name    string
+		flags   []mail.Flag
+		anyKw   bool
+		letters bool
+	}{
+		{"cur/1.x:2,S", []mail.Flag{mail.FlagSeen}, false, false},
+		{"cur/1.x:2,FSa", []mail.Flag{"$Label1"}, true, true},
+		{"cur/1.x:2,P", []mail.Flag{FlagForwarded, mail.FlagFlagged}, false, false},
+		{"new/1.x", nil, false, false},
+		{"cur/1.x,S=12:2,b", []mail.Flag{"nonjunk", mail.FlagSeen}, true, true},
+		{"cur/1.x:1,ab", []mail.Flag{mail.FlagDeleted}, false, false},
+	} {
+		if got := AnyKeyword(c.flags); got != c.anyKw {
+			t.Errorf("AnyKeyword(%v) = %v, want %v", c.flags, got, c.anyKw)
+		}
+		if got := HasKeywordLetters(c.name); got != c.letters {
+			t.Errorf("HasKeywordLetters(%q) = %v, want %v", c.name, got, c.letters)
+		}
+		if c.anyKw || c.letters {
+			continue
+		}
+		with, _ := kw.Letters(c.flags)
+		without, _ := Keywords(nil).Letters(c.flags)
+		if with != without || !reflect.DeepEqual(FlagsOf(c.name, kw), FlagsOf(c.name, nil)) ||
+			Retag(c.name, "S", kw) != Retag(c.name, "S", nil) {
+			t.Errorf("%q %v: the table changes the result", c.name, c.flags)
+		}
+	}
+}

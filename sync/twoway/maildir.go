@@ -125,26 +125,37 @@ func (m *MaildirFiles) locate(ctx context.Context, mailbox string, id mail.ID) (
 // maildirfmt.Tree.FindNear), where locate's first call in a folder reads
 // all its names (a run's dozen flag changes in a 5,000-message folder
 // cost a scan each of the folders they touch: a tenth of a change sync's
-// CPU). A file named otherwise is found by the scan, as before. kw is the
-// folder's keyword table, read once here for the write that locates (its
-// current dovecot-keywords, not one read earlier in the run).
-func (m *MaildirFiles) locateNear(ctx context.Context, mailbox string, id mail.ID, expect []mail.Flag) (dir, rel string, kw maildirfmt.Keywords, err error) {
+// CPU). A file named otherwise is found by the scan, as before. The
+// folder's dovecot-keywords is read only when expect has a keyword.
+func (m *MaildirFiles) locateNear(ctx context.Context, mailbox string, id mail.ID, expect []mail.Flag) (dir, rel string, err error) {
 	dir, err = m.folderDir(mailbox)
 	if err != nil {
-		if dir, rel, err = m.locate(ctx, mailbox, id); err != nil {
-			return dir, rel, nil, err
-		}
-		return dir, rel, maildirfmt.ReadKeywords(dir), nil
+		return m.locate(ctx, mailbox, id)
 	}
-	kw = maildirfmt.ReadKeywords(dir)
-	letters, _ := kw.Letters(expect)
-	b := []byte(maildirfmt.FlagLetters(expect) + letters)
+	kw, _ := keywordsFor(dir, "", expect).Letters(expect)
+	b := []byte(maildirfmt.FlagLetters(expect) + kw)
 	sort.Slice(b, func(i, j int) bool { return b[i] < b[j] })
 	dir, rel, err = m.files().FindNear(ctx, mailbox, id, string(b))
 	if errors.Is(err, mail.ErrMailboxNotFound) {
 		err = fmt.Errorf("maildir: %s in %q: %w", id, mailbox, mail.ErrNotFound)
 	}
-	return dir, rel, kw, err
+	return dir, rel, err
+}
+
+// keywordsFor is folder dir's keyword table as its dovecot-keywords holds
+// it now, read only when a write to its file rel ("" for none) with the
+// flag sets fs needs it: a keyword among them or a keyword letter in rel's
+// name. Else it is nil, and reading the file (absent in most folders)
+// would change nothing: no keyword letter is read, kept or written.
+func keywordsFor(dir, rel string, fs ...[]mail.Flag) maildirfmt.Keywords {
+	need := rel != "" && maildirfmt.HasKeywordLetters(rel)
+	for _, f := range fs {
+		need = need || maildirfmt.AnyKeyword(f)
+	}
+	if !need {
+		return nil
+	}
+	return maildirfmt.ReadKeywords(dir)
 }
 
 // stat returns the file of message id in mailbox: first where the Maildir
@@ -208,7 +219,7 @@ func (m *MaildirFiles) setFlags(ctx context.Context, mailbox string, id mail.ID,
 	if err != nil {
 		return err
 	}
-	return m.retagAt(ctx, dir, rel, id, flags, maildirfmt.ReadKeywords(dir), ds)
+	return m.retagAt(ctx, dir, rel, id, flags, keywordsFor(dir, rel, flags), ds)
 }
 
 // retagAt renames the file rel of folder dir, message id, so that its info
@@ -246,12 +257,12 @@ func (m *MaildirFiles) SetFlagsIf(ctx context.Context, mailbox string, id mail.I
 
 // setFlagsIf is SetFlagsIf leaving the directory it renamed in to ds.
 func (m *MaildirFiles) setFlagsIf(ctx context.Context, mailbox string, id mail.ID, flags, expect []mail.Flag, ds dirSet) (mail.FlagState, error) {
-	// The keywords file is read once per write (locateNear), not once
-	// for the guess, once for the flags now and once for the new name.
-	dir, rel, kw, err := m.locateNear(ctx, mailbox, id, expect)
+	dir, rel, err := m.locateNear(ctx, mailbox, id, expect)
 	if err != nil {
 		return mail.FlagState{}, err
 	}
+	// Read once for the flags now and the new name, not once for each.
+	kw := keywordsFor(dir, rel, flags, expect)
 	if now := maildirfmt.FlagsOf(rel, kw); !setOf(now).equal(setOf(expect)) {
 		return mail.FlagState{Flags: now}, nil
 	}
@@ -287,11 +298,11 @@ func (m *MaildirFiles) Move(ctx context.Context, env mail.Envelope, to string, f
 	if err != nil {
 		return "", err
 	}
-	from, rel, _, err := m.locateNear(ctx, env.Mailbox, env.ID, env.Flags)
+	from, rel, err := m.locateNear(ctx, env.Mailbox, env.ID, env.Flags)
 	if err != nil {
 		return "", err
 	}
-	lt, _, err := letters(ctx, dst, maildirfmt.ReadKeywords(dst), flags)
+	lt, _, err := letters(ctx, dst, keywordsFor(dst, "", flags), flags)
 	if err != nil {
 		return "", err
 	}
@@ -340,7 +351,7 @@ func (m *MaildirFiles) quarantine(ctx context.Context, env mail.Envelope, day st
 	// The names env's flags (the listing's) give are tried before a scan
 	// of the folder (locateNear): a run's few deletions in a big folder
 	// read none of its names.
-	dir, rel, _, err := m.locateNear(ctx, env.Mailbox, env.ID, env.Flags)
+	dir, rel, err := m.locateNear(ctx, env.Mailbox, env.ID, env.Flags)
 	if errors.Is(err, mail.ErrNotFound) {
 		return nil
 	}
