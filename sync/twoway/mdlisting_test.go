@@ -244,3 +244,29 @@ func TestMaildirEvidenceSettles(t *testing.T) {
 		})
 	}
 }
+
+// TestRunMaildirEvidenceAfterMoveOut: a move applied in one folder's pass
+// (into INBOX) takes a file out of a folder applied before it (Archive):
+// the proof at the end of the run checks Archive against its records after
+// the move, not those its own apply left, so the sync after skips both.
+func TestRunMaildirEvidenceAfterMoveOut(t *testing.T) {
+	root, dir := filepath.Join(t.TempDir(), "Maildir"), t.TempDir()
+	a := newMemStore("a", "Archive", "INBOX")
+	a.add("Archive", 1)
+	a.add("Archive", 2)
+	a.add("INBOX", 3)
+	da := newDeltaStore(a)
+	syncMaildirStore(t, da, root, dir)
+	ageMaildir(t, root)
+	syncMaildirStore(t, da, root, dir)
+	a.moveTo("Archive", a.find("Archive", 1), "INBOX")
+	if res := syncMaildirStore(t, da, root, dir); res.Side[B].Moved != 1 {
+		t.Fatalf("the moving sync did %+v", res.Side)
+	}
+	res := syncMaildirStore(t, da, root, dir)
+	for _, f := range []string{"Archive", "INBOX"} {
+		if got := res.Listing[f]; got != ListingSkipped {
+			t.Errorf("the sync after listed %s %q, want %q", f, got, ListingSkipped)
+		}
+	}
+}
