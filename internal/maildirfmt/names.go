@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 
 	"github.com/mailferry/mailferry/sync/mail"
 )
@@ -89,16 +88,7 @@ func scanRegular(ctx context.Context, dir string) ([]entry, error) {
 			return nil, err
 		}
 	}
-	sort.SliceStable(all, func(i, j int) bool { return all[i].id < all[j].id })
-	out := all[:0]
-	for _, e := range all {
-		if len(out) > 0 && out[len(out)-1].id == e.id {
-			out[len(out)-1] = e // stable sort: cur/ comes after new/
-			continue
-		}
-		out = append(out, e)
-	}
-	return out, nil
+	return byID(all), nil
 }
 
 // eachRegular calls fn with the name of every regular file in dir that is

@@ -152,16 +152,22 @@ func scan(ctx context.Context, dir string) ([]entry, error) {
 	if err := eachEntry(ctx, dir, func(e entry) { all = append(all, e) }); err != nil {
 		return nil, err
 	}
+	return byID(all), nil
+}
+
+// byID sorts entries read from new/ then cur/ by ID, keeping one entry per
+// ID: its cur/ one when both hold it (the stable sort keeps cur/ after new/).
+func byID(all []entry) []entry {
 	sort.SliceStable(all, func(i, j int) bool { return all[i].id < all[j].id })
 	out := all[:0]
 	for _, e := range all {
 		if len(out) > 0 && out[len(out)-1].id == e.id {
-			out[len(out)-1] = e // stable sort: cur/ comes after new/
+			out[len(out)-1] = e
 			continue
 		}
 		out = append(out, e)
 	}
-	return out, nil
+	return out
 }
 
 // index maps every message ID of the folder dir to its path, as scan

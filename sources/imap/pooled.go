@@ -63,27 +63,36 @@ func (s *Source) dialRaw(ctx context.Context) (*imapconn.RawConn, *imapconn.Sess
 // UIDVALIDITY. The session goes back to the pool unless the connection
 // failed; cancelling ctx breaks it.
 func (s *Source) onPooled(ctx context.Context, box string, write bool, fn func(sess *imapconn.Session, uidv uint32) error) error {
+	return s.withPooled(ctx, func(sess *imapconn.Session) error {
+		cur, rw, sel, ok := sess.Current()
+		if !ok || cur != box || write && (!rw || sel.ReadOnly) {
+			var err error
+			if sel, err = sess.SelectCondStore(box); err != nil {
+				return err
+			}
+		}
+		return fn(sess, sel.UIDValidity)
+	})
+}
+
+// withPooled runs fn on a session of the shared pool: cancelling ctx
+// breaks the connection, which then is closed; a session whose commands
+// all got a tagged answer (OK, NO or BAD: in step all the same) goes back
+// to the pool.
+func (s *Source) withPooled(ctx context.Context, fn func(sess *imapconn.Session) error) error {
 	sess, err := s.pool.Session(ctx)
 	if err != nil {
 		return err
 	}
 	rc := sess.RawConn()
 	stop := context.AfterFunc(ctx, func() { _ = rc.Close() })
-	err = func() error {
-		cur, rw, sel, ok := sess.Current()
-		if !ok || cur != box || write && (!rw || sel.ReadOnly) {
-			if sel, err = sess.SelectCondStore(box); err != nil {
-				return err
-			}
-		}
-		return fn(sess, sel.UIDValidity)
-	}()
+	err = fn(sess)
 	if !stop() && err == nil {
 		err = fmt.Errorf("imap: %s: %w", s.cfg.Ident(), ctx.Err())
 	}
 	var ce *imapconn.CommandError
 	if err == nil || errors.As(err, &ce) {
-		s.pool.PutSession(sess) // a NO or BAD: in step all the same
+		s.pool.PutSession(sess)
 	} else {
 		_ = rc.Close()
 	}
@@ -129,13 +138,7 @@ func (s *Source) fetchPooled(ctx context.Context, op, mailbox string, uidv uint3
 // mailbox's UIDVALIDITY is not uidv: every ID is stale, and Open reports
 // each as not found.
 func (s *Source) onPooledFetch(ctx context.Context, box string, uidv uint32, byUID map[imap.UID]mail.Envelope, fn func(mail.Envelope, io.Reader) error, fnErr *error, stale *bool) error {
-	sess, err := s.pool.Session(ctx)
-	if err != nil {
-		return err
-	}
-	rc := sess.RawConn()
-	stop := context.AfterFunc(ctx, func() { _ = rc.Close() })
-	err = func() error {
+	return s.withPooled(ctx, func(sess *imapconn.Session) error {
 		if cur, _, sel, ok := sess.Current(); ok && cur == box {
 			if sel.UIDValidity != uidv {
 				*stale = true
@@ -152,17 +155,7 @@ func (s *Source) onPooledFetch(ctx context.Context, box string, uidv uint32, byU
 			*stale = true
 		}
 		return err
-	}()
-	if !stop() && err == nil {
-		err = fmt.Errorf("imap: %s: %w", s.cfg.Ident(), ctx.Err())
-	}
-	var ce *imapconn.CommandError
-	if err == nil || errors.As(err, &ce) {
-		s.pool.PutSession(sess) // a NO or BAD: in step all the same
-	} else {
-		_ = rc.Close()
-	}
-	return err
+	})
 }
 
 // removePooled is removeOn on the shared pool's session (see Remove for
