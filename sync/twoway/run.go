@@ -39,6 +39,8 @@ type RunOptions struct {
 	// step, in tests, is called before every durable step, after Fence;
 	// an error stops the run there, as a kill -9 would.
 	step func(what string) error
+	// heldBudget, when not 0, replaces heldRecordsBudget (tests).
+	heldBudget int
 }
 
 // Counts are the changes made on one side. Deleted counts the messages of
@@ -110,6 +112,10 @@ type run struct {
 	// are done (holdRecord), noted from both sides' goroutines.
 	heldMu  gosync.Mutex
 	heldOps []func() error
+	// The folders whose records the state keeps loaded from listing to
+	// apply, and how many records that is in all (held.go).
+	held     map[string]int
+	heldRecs int
 }
 
 // Run syncs the two stores with the state st: lists both sides, settles
@@ -274,6 +280,7 @@ func (r *run) applyOne(fp *FolderPlan) error {
 	if err := r.keepProofRecords(fp); err != nil {
 		return err
 	}
+	r.unhold(fp.Name)
 	return r.st.Release(fp.Name)
 }
 
@@ -397,9 +404,7 @@ func (r *run) listFolder(name string, exists [2]map[string]bool, journaled bool)
 			return f, err
 		}
 		f.Known, f.Base = true, fo.Messages()
-		// The run holds the records as f.Base while it plans: the
-		// state's own copy goes (applying a folder reads it again).
-		if err := r.st.Release(name); err != nil {
+		if err := r.holdOrRelease(name, len(f.Base)); err != nil {
 			return f, err
 		}
 	}
