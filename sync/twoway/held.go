@@ -4,8 +4,10 @@ package twoway
 // folder's listing to its apply, over all folders: within it, applying a
 // changed folder does not read and parse its log a second time; beyond
 // it, a folder is released at listing and read again at its apply, so a
-// big account's memory stays bounded (docs/performance.md).
-const heldRecordsBudget = 100_000
+// big account's memory stays bounded (docs/performance.md). A held record
+// costs its map entry and struct (its strings are shared with the run's
+// Base): some 200-400 bytes, so at most ~10-20 MiB for the budget.
+const heldRecordsBudget = 50_000
 
 // holdOrRelease keeps folder name's n records loaded in the state until
 // its apply (applyOne releases it) while the records held stay within
