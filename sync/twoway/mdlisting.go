@@ -3,7 +3,6 @@ package twoway
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"path/filepath"
 	"time"
 
@@ -37,7 +36,7 @@ func (r *run) listNarrow(s Side, name string, base []state.Message, recorded map
 	kw, hashing, herr := r.hashStart(s, name)
 	tree := r.stores[s].Maildir.files()
 	now := time.Now()
-	l := Listing{Exists: true, paths: map[mail.ID]string{}, byNames: true}
+	l := Listing{Exists: true, byNames: true}
 	envs := map[mail.ID]mail.Envelope{}
 	stamps := map[mail.ID]fileStamp{}
 	var names []string
@@ -45,7 +44,7 @@ func (r *run) listNarrow(s Side, name string, base []state.Message, recorded map
 	err := tree.ListNames(r.ctx, name, func(env mail.Envelope, rel string) error {
 		names, ids = append(names, filepath.Base(rel)), append(ids, env.ID)
 		if recorded[env.ID] && !need[env.ID] {
-			envs[env.ID], l.paths[env.ID] = env, rel
+			envs[env.ID] = env
 			return nil
 		}
 		fi, at, err := tree.Lstat(r.ctx, name, env.ID, rel)
@@ -59,7 +58,7 @@ func (r *run) listNarrow(s Side, name string, base []state.Message, recorded map
 			env.Flags = tree.FlagsAt(name, at)
 		}
 		env.Size, env.Date = fi.Size(), fi.ModTime().Truncate(time.Second)
-		envs[env.ID], l.paths[env.ID], stamps[env.ID] = env, at, stampFile(fi, now)
+		envs[env.ID], stamps[env.ID] = env, stampFile(fi, now)
 		return nil
 	})
 	switch {
@@ -154,7 +153,7 @@ func (r *run) statDoomed(f *Folder) error {
 				msgs = append(msgs, m)
 				continue
 			}
-			still, err := r.stampDoomed(Side(s), f.Name, f.Side[s].paths[m.ID], rec, &m)
+			still, err := r.stampDoomed(Side(s), f.Name, rec, &m)
 			if err != nil {
 				return err
 			}
@@ -168,19 +167,16 @@ func (r *run) statDoomed(f *Folder) error {
 }
 
 // stampDoomed fills in m, side s's message of record rec in folder, from
-// its file (at rel when the listing saw it there): its stamp, its size and,
-// when the stamp is racy or the record kept a content hash, its content.
-// It returns false when the file is gone. A file that cannot be stat'ed
-// stops the folder: without its evidence it could be deleted edited.
-func (r *run) stampDoomed(s Side, folder, rel string, rec state.Message, m *Msg) (bool, error) {
+// its file: its stamp, its size and, when the stamp is racy or the record
+// kept a content hash, its content. The file is looked for under the name
+// m's listed flags give (a listing by names keeps no paths: for a 200,000-
+// message account they held 37 MiB, for the few files stat'ed here), else
+// found by a scan. It returns false when the file is gone. A file that
+// cannot be stat'ed stops the folder: without its evidence it could be
+// deleted edited.
+func (r *run) stampDoomed(s Side, folder string, rec state.Message, m *Msg) (bool, error) {
 	md := r.stores[s].Maildir
-	var fi fs.FileInfo
-	var err error
-	if rel != "" {
-		fi, _, err = md.files().Lstat(r.ctx, folder, m.ID, rel)
-	} else {
-		fi, err = md.stat(r.ctx, folder, m.ID, rec.Flags)
-	}
+	fi, err := md.stat(r.ctx, folder, m.ID, setOf(m.Flags).String())
 	if errors.Is(err, mail.ErrNotFound) {
 		return false, nil
 	}

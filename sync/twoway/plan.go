@@ -65,9 +65,6 @@ type Listing struct {
 	// evidenceHash is the hash of a Maildir side's files as this listing
 	// saw them (hashEntries), when its folder's evidence was racy.
 	evidenceHash string
-	// paths are a Maildir listing by names' paths of its files, relative
-	// to the folder (listNarrow), for the few it stats later.
-	paths map[mail.ID]string
 	// byNames is set on a Maildir listing by names: the folder was read,
 	// so the run reports it listed in full, but not every file was
 	// stat'ed, so the pass is not a full one (RunOptions.FullEvery).
