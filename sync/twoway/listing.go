@@ -758,7 +758,16 @@ func (r *run) recordPasses(plan *Plan) error {
 		}
 		passing = append(passing, fp)
 	}
+	// The Maildir sides' proofs read directories while the server sides'
+	// wait on their answers: neither needs the other's.
+	var evidence [2]map[string]string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		evidence = r.maildirEvidenceAfter(passing)
+	}()
 	proved := r.proveOwnWrites(passing)
+	<-done
 	var passes []state.Pass
 	for _, fp := range passing {
 		p := r.passes[fp.Name]
@@ -768,7 +777,9 @@ func (r *run) recordPasses(plan *Plan) error {
 				st[s] = now // after the run's own writes, which it holds
 				continue
 			}
-			st[s].Evidence = r.evidenceAfter(Side(s), fp.Name, st[s].Evidence)
+			if ev, ok := evidence[s][fp.Name]; ok {
+				st[s].Evidence = ev
+			}
 			st[s].Messages -= min(st[s].Messages, uint32(r.removed[s][fp.Name]))
 			if _, pending := pendingHash(st[s].Evidence); pending {
 				st[s].Evidence = "" // racy, and no listing hashed it: listed next run
@@ -787,6 +798,22 @@ func (r *run) recordPasses(plan *Plan) error {
 		}
 	}
 	return nil
+}
+
+// maildirEvidenceAfter is, per Maildir side, the evidence each folder of
+// passing records with its pass (evidenceAfter).
+func (r *run) maildirEvidenceAfter(passing []*FolderPlan) [2]map[string]string {
+	var out [2]map[string]string
+	for s, st := range r.stores {
+		if st.Maildir == nil {
+			continue
+		}
+		out[s] = make(map[string]string, len(passing))
+		for _, fp := range passing {
+			out[s][fp.Name] = r.evidenceAfter(Side(s), fp.Name, r.passes[fp.Name].status[s].Evidence)
+		}
+	}
+	return out
 }
 
 // proveOwnWrites asks each server side (mail.WriteProver) for the status

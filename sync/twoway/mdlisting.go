@@ -61,34 +61,16 @@ func (r *run) listNarrow(s Side, name string, base []state.Message, recorded map
 		envs[env.ID], stamps[env.ID] = env, stampFile(fi, now)
 		return nil
 	})
-	switch {
-	case r.ctx.Err() != nil:
-		return l, r.ctx.Err()
-	case errors.Is(err, mail.ErrMailboxNotFound):
-		return Listing{}, nil
-	case err != nil:
-		l.Untrusted = fmt.Sprintf("the listing failed part way (%v)", err)
-		r.warn(fmt.Sprintf("side %s: folder %q listed in part", s, name), err)
-	default:
+	if ok, err := r.listingEnded(s, name, &l, err); !ok {
+		return l, err
+	}
+	if err == nil {
 		r.prepareSink(s, name, ids)
 		if hashing && herr == nil {
 			l.evidenceHash = hashNames(names, kw)
 		}
 	}
-	r.fillMessageIDs(s, name, envs, recorded)
-	dates := recordDates(base, s)
-	l.Msgs = make([]Msg, 0, len(envs))
-	flags := flagInterner{}
-	for _, id := range sortedEnvIDs(envs) {
-		m := toMsg(envs[id], recorded[id])
-		m.Flags = flags.intern(m.Flags)
-		if st, ok := stamps[id]; ok {
-			m.Stamp, m.Racy = st.stamp, st.racy
-		} else {
-			m.Date = dates[id] // as a rebuilt listing has it
-		}
-		l.Msgs = append(l.Msgs, m)
-	}
+	l.Msgs = r.listedMsgs(s, name, envs, recorded, stamps, recordDates(base, s))
 	return l, nil
 }
 
