@@ -21,9 +21,20 @@ import (
 // is left out as ListFiles leaves it out. Two-way sync stats only the files
 // a judgement needs (Tree.Lstat): in a 5,000-message folder where a few
 // changed, 5,000 lstats were most of a sync's CPU.
+//
+// Files whose names end in the same info share one Flags slice (a folder's
+// files have a few flag sets, not one each): fn must not change it in
+// place.
 func (t *Tree) ListNames(ctx context.Context, mailbox string, fn func(env mail.Envelope, rel string) error) error {
+	byInfo := map[string][]mail.Flag{}
 	return t.eachListed(ctx, mailbox, scanRegular, func(_ string, e entry, kw Keywords) error {
-		return fn(mail.Envelope{Mailbox: mailbox, ID: mail.ID(e.id), Size: -1, Flags: e.flags(kw)}, e.path)
+		_, info := splitName(filepath.Base(e.path))
+		flags, ok := byInfo[info]
+		if !ok {
+			flags = parseFlags(info, kw)
+			byInfo[info] = flags
+		}
+		return fn(mail.Envelope{Mailbox: mailbox, ID: mail.ID(e.id), Size: -1, Flags: flags}, e.path)
 	})
 }
 

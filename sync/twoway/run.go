@@ -552,7 +552,7 @@ func (r *run) listSide(s Side, name string, recorded map[mail.ID]bool) (Listing,
 	if ok, err := r.listingEnded(s, name, &l, err); !ok {
 		return l, err
 	}
-	l.Msgs = r.listedMsgs(s, name, envs, recorded, stamps, nil)
+	l.Msgs = r.listedMsgs(s, name, envs, recorded, stamps)
 	return l, nil
 }
 
@@ -577,20 +577,15 @@ func (r *run) listingEnded(s Side, name string, l *Listing, err error) (bool, er
 
 // listedMsgs are a listing's messages from its envelopes, sorted by id,
 // with their Message-IDs where pairing needs them (fillMessageIDs), flags
-// shared, and each one's file stamp; one without a stamp has its record's
-// date from dates when dates is not nil (a listing by names).
-func (r *run) listedMsgs(s Side, name string, envs map[mail.ID]mail.Envelope, recorded map[mail.ID]bool, stamps map[mail.ID]fileStamp, dates map[mail.ID]int64) []Msg {
+// shared, and each one's file stamp (none: stamps has no entry).
+func (r *run) listedMsgs(s Side, name string, envs map[mail.ID]mail.Envelope, recorded map[mail.ID]bool, stamps map[mail.ID]fileStamp) []Msg {
 	r.fillMessageIDs(s, name, envs, recorded)
 	msgs := make([]Msg, 0, len(envs))
 	flags := flagInterner{}
 	for _, id := range sortedEnvIDs(envs) {
 		m := toMsg(envs[id], recorded[id])
 		m.Flags = flags.intern(m.Flags)
-		if st, ok := stamps[id]; ok {
-			m.Stamp, m.Racy = st.stamp, st.racy
-		} else if dates != nil {
-			m.Date = dates[id] // as a listing rebuilt from the records has it
-		}
+		m.Stamp, m.Racy = stamps[id].stamp, stamps[id].racy
 		msgs = append(msgs, m)
 	}
 	return msgs
