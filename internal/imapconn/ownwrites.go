@@ -331,10 +331,10 @@ func (s *Session) ProveSelected(p *Pool, pr OwnProof, next string) (proved Prove
 	var status Status
 	var nextSel Selected
 	errs, err := s.runIndexed(cmds, func(i int, u Untagged) error {
-		switch {
-		case i == selectAt:
+		if i == selectAt {
 			return nextSel.take(u)
-		case i == 0:
+		}
+		if i == 0 {
 			return takeStatus(&status, &run, u)
 		}
 		return run.take(true, u)
