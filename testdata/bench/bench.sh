@@ -562,7 +562,7 @@ main() {
 	mkdir -p "$BIN"
 	log "building mailferry and the floors into $BIN"
 	(cd "$ROOT" && go build -o "$BIN/popfloor" ./testdata/bench/popfloor && go build -o "$BIN/imapfloor" ./testdata/bench/imapfloor &&
-		go build -o "$BIN/writefloor" ./testdata/bench/writefloor)
+		go build -o "$BIN/writefloor" ./testdata/bench/writefloor && go build -o "$BIN/changefloor" ./testdata/bench/changefloor)
 	rm -f "$BIN/mailferry"
 	if [ -n "${MAILFERRY_BIN:-}" ]; then
 		cp "$MAILFERRY_BIN" "$BIN/mailferry"
