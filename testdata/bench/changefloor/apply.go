@@ -98,12 +98,16 @@ func runApply(planFile string) error {
 		return err
 	}
 	t := total
-	fmt.Printf("%d IMAP commands: fetched %d, appended %d, flags %d, deleted %d; learned %d flag changes, %d vanished; "+
-		"Maildir: %d directories read, %d renamed, %d unlinked, %d written, %d directories fsynced; in %.3f s "+
-		"(LOGIN answered at %.3f s, the last IMAP answer at %.3f s, the Maildir's last fsync at %.3f s)\n",
-		t.cmds, t.fetched, t.appended, t.flags, t.deleted, t.learnedFlags, t.learnedGone,
-		t.readdirs, t.renamed, t.unlinked, t.written, t.dirsSynced, elapsed.Seconds(),
-		t.loginEnd.Seconds(), t.imapEnd.Seconds(), t.mdEnd.Seconds())
+	md, mdEnd := "", ""
+	if p.Maildir != nil {
+		md = fmt.Sprintf("; Maildir: %d directories read, %d renamed, %d unlinked, %d written, %d directories fsynced",
+			t.readdirs, t.renamed, t.unlinked, t.written, t.dirsSynced)
+		mdEnd = fmt.Sprintf(", the Maildir's last fsync at %.3f s", t.mdEnd.Seconds())
+	}
+	fmt.Printf("%d IMAP commands: fetched %d, appended %d, flags %d, deleted %d; learned %d flag changes, %d vanished%s; "+
+		"in %.3f s (LOGIN answered at %.3f s, the last IMAP answer at %.3f s%s)\n",
+		t.cmds, t.fetched, t.appended, t.flags, t.deleted, t.learnedFlags, t.learnedGone, md,
+		elapsed.Seconds(), t.loginEnd.Seconds(), t.imapEnd.Seconds(), mdEnd)
 	return nil
 }
 
