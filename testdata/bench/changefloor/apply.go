@@ -183,6 +183,7 @@ func (s *imapSide) run(addr, caFile string, out chan<- []byte, in <-chan []byte,
 	if err := c.w.Flush(); err != nil {
 		return st, err
 	}
+	// The reader owns st until it is done: the failures below return none of it.
 	readErr := make(chan error, 1)
 	go func() { readErr <- s.readAll(c, cs, total, out, &st, start) }()
 	if s.AppendFrom > 0 {
@@ -191,14 +192,14 @@ func (s *imapSide) run(addr, caFile string, out chan<- []byte, in <-chan []byte,
 			case b := <-in:
 				msgs = append(msgs, b)
 			case <-abort:
-				return st, errors.New("aborted: the other side failed")
+				return stats{}, errors.New("aborted: the other side failed")
 			case err := <-readErr:
-				return st, fmt.Errorf("before the other side's bodies came: %w", err)
+				return stats{}, fmt.Errorf("before the other side's bodies came: %w", err)
 			}
 		}
 		s.writeTail(c, msgs)
 		if err := c.w.Flush(); err != nil {
-			return st, err
+			return stats{}, err
 		}
 	}
 	if err := <-readErr; err != nil {

@@ -86,8 +86,7 @@ func (c *client) read() (response, error) {
 	}
 }
 
-// send buffers a command (without its CRLF when it ends in a literal's data: see appendMsgs)
-// and returns its tag.
+// send buffers a command and returns its tag.
 func (c *client) send(cmd string) string {
 	c.tag++
 	t := "T" + strconv.Itoa(c.tag)
