@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
@@ -95,7 +96,7 @@ func TestA9LostCheckpoint(t *testing.T) {
 		{"Deleted", "deleted", false, 0},
 		{"Truncated", "emptied", false, 0},
 		{"DeletedDeleteMode", "deleted", true, 0},
-		{"Garbage", "garbage", true, exitCheckpoint},
+		{"Garbage", "garbage", true, exitcode.Checkpoint},
 		{"TornHeader", "torn-summary", true, -2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -112,13 +113,13 @@ func TestA9LostCheckpoint(t *testing.T) {
 			case tc.code == -2:
 				// A cut inside the header or the records: either refused (6)
 				// or a dropped torn tail; never anything else.
-				if r.code != 0 && r.code != exitCheckpoint {
+				if r.code != 0 && r.code != exitcode.Checkpoint {
 					t.Fatalf("exit %d: %s", r.code, r.stderr)
 				}
 			case r.code != tc.code:
 				t.Fatalf("exit %d, want %d: %s", r.code, tc.code, r.stderr)
 			}
-			if r.code == exitCheckpoint && !strings.Contains(lastLine(r.stderr), cp) {
+			if r.code == exitcode.Checkpoint && !strings.Contains(lastLine(r.stderr), cp) {
 				t.Errorf("the refusal %q does not name the checkpoint file", lastLine(r.stderr))
 			}
 			got := stored(t, dir, true)["INBOX"]
@@ -156,7 +157,7 @@ func TestC4RenumberedMaildrop(t *testing.T) {
 	big := mailtest.SeedMessage{Body: append([]byte("Subject: big, not stored\r\n\r\n"), mailtest.Big(64<<10)...)}
 	d.Seed(t, fp.user, fp.pw, "INBOX", []mailtest.SeedMessage{big})
 	r := runBinLimit(t, runLimit, fp.env(), args("--delete-source", "--max-size", "32K")...)
-	if r.code != 0 && r.code != exitPartial {
+	if r.code != 0 && r.code != exitcode.Partial {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
 	left := fp.onServer(t)

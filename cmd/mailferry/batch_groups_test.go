@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	"github.com/mailferry/mailferry/sync/batch"
 )
 
@@ -88,7 +89,7 @@ func TestSyncAccountOptions(t *testing.T) {
 			r := &batchRunner{base: base, stateDir: tc.stateDir}
 			o, err := r.syncAccountOptions(context.Background(), &batch.Account{Batch: "staff", Mode: batch.ModeSync, Force: true, Row: tc.row})
 			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) || exitCode(err) != exitUsage {
+				if err == nil || !strings.Contains(err.Error(), tc.err) || exitCode(err) != exitcode.Usage {
 					t.Fatalf("syncAccountOptions = %v; want a usage error saying %q", err, tc.err)
 				}
 				return
@@ -120,14 +121,14 @@ func TestSyncAccountFence(t *testing.T) {
 	asked := 0
 	acct.Fence = func() error { asked++; return errLapsed }
 	out := r.RunAccount(context.Background(), acct)
-	if out.ExitCode == exitOK || !strings.Contains(out.Error, errLapsed.Error()) || asked == 0 {
+	if out.ExitCode == exitcode.OK || !strings.Contains(out.Error, errLapsed.Error()) || asked == 0 {
 		t.Fatalf("fenced sync = %+v (fence asked %d times); want a failure naming the fence", out, asked)
 	}
 	if na, nb := len(maildirSubjects(t, a)), len(maildirSubjects(t, b)); na != 40 || nb != 2 {
 		t.Fatalf("after the fenced sync A holds %d, B %d; want 40 and 2, unchanged", na, nb)
 	}
 	acct.Fence = nil
-	if out := r.RunAccount(context.Background(), acct); out.ExitCode != exitOK || out.Totals.Copied != 42 {
+	if out := r.RunAccount(context.Background(), acct); out.ExitCode != exitcode.OK || out.Totals.Copied != 42 {
 		t.Fatalf("sync after the fenced one = %+v\n%s; want done, 42 copied", out, stderr.String())
 	}
 	if na, nb := len(maildirSubjects(t, a)), len(maildirSubjects(t, b)); na != 42 || nb != 42 {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
@@ -190,7 +191,7 @@ func TestBatchRunDovecot(t *testing.T) {
 	cfg := writeConfig(t, 0o600, "[batch.groups.dovecot]\nmatch = [\"localhost\"]\nmax_accounts = 3\nconnections_per_account = 2\n")
 	code, stdout, stderr := runCLI(t, env, "batch", "run", csv, "--workers", "4", "--ca-file", d.CAFile, "--slice", "2m", "--config", cfg)
 	logs.WriteString(stdout + stderr)
-	if code != exitPartial || !strings.Contains(stdout, "20 accounts: 17 done 3 failed (failed: 3 auth)") {
+	if code != exitcode.Partial || !strings.Contains(stdout, "20 accounts: 17 done 3 failed (failed: 3 auth)") {
 		t.Fatalf("batch run = %d, stdout %q, stderr %q; want 3 and 17 done, 3 failed on auth", code, stdout, stderr)
 	}
 	checkFirstPass(t, d, accts, bad, report)
@@ -201,7 +202,7 @@ func TestBatchRunDovecot(t *testing.T) {
 	}
 	code, stdout, stderr = runCLI(t, env, "batch", "run", csv, "--ca-file", d.CAFile, "--pass", "fix", "--only", "failed", "--class", "auth")
 	logs.WriteString(stdout + stderr)
-	if code != exitOK || !strings.Contains(stdout, "20 accounts: 20 done") {
+	if code != exitcode.OK || !strings.Contains(stdout, "20 accounts: 20 done") {
 		t.Fatalf("batch run --only failed --class auth = %d, stdout %q, stderr %q; want 0, all done", code, stdout, stderr)
 	}
 	checkFixPass(t, d, accts, bad, report)
@@ -210,7 +211,7 @@ func TestBatchRunDovecot(t *testing.T) {
 	// that failed in it run again and find everything copied.
 	code, stdout, stderr = runCLI(t, env, "batch", "run", csv, "--ca-file", d.CAFile)
 	logs.WriteString(stdout + stderr)
-	if code != exitOK || !strings.Contains(stdout, "20 accounts: 20 done") {
+	if code != exitcode.OK || !strings.Contains(stdout, "20 accounts: 20 done") {
 		t.Errorf("batch run again = %d, stdout %q, stderr %q; want 0, all done", code, stdout, stderr)
 	}
 	checkPassAgain(t, d, accts, bad, report)
@@ -224,7 +225,7 @@ func TestBatchRunDovecot(t *testing.T) {
 	}
 	code, stdout, stderr = runCLI(t, env, "batch", "run", csv, "--ca-file", d.CAFile, "--pass", "delta")
 	logs.WriteString(stdout + stderr)
-	if code != exitOK || !strings.Contains(stdout, "20 accounts: 20 done; messages: 5 copied, 100 already present") {
+	if code != exitcode.OK || !strings.Contains(stdout, "20 accounts: 20 done; messages: 5 copied, 100 already present") {
 		t.Errorf("delta pass = %d, stdout %q, stderr %q; want 0, 5 copied, 100 present", code, stdout, stderr)
 	}
 	for _, a := range accts {
@@ -273,32 +274,32 @@ func TestBatchMultiMachineCommands(t *testing.T) {
 		code   int
 		output string
 	}{
-		{[]string{"batch", "init"}, exitUsage, "set MAILFERRY_DB"},
-		{[]string{"batch", "init", "--db-env", "BATCH_DB"}, exitOK, "ready"},
-		{[]string{"batch", "load", "staff", badCSV, "--db-env", "BATCH_DB"}, exitUsage, "bad.csv: line 4, column 4 (src_auth)"},
-		{[]string{"batch", "status", "staff", "--db-env", "BATCH_DB"}, exitUsage, "no batch staff"},
-		{[]string{"batch", "load", "staff", csv, "--db-env", "BATCH_DB"}, exitOK, "2 accounts (2 new)"},
-		{[]string{"batch", "load", "staff", csv, "--db-env", "BATCH_DB"}, exitOK, "2 accounts (0 new)"},
-		{[]string{"batch", "pass", "staff", "presync", "--db-env", "BATCH_DB"}, exitOK, "2 accounts queued, 0 queued before"},
-		{[]string{"batch", "pass", "staff", "presync", "--db-env", "BATCH_DB"}, exitOK, "0 accounts queued, 2 queued before"},
-		{[]string{"batch", "pass", "staff", "Presync", "--db-env", "BATCH_DB"}, exitUsage, "pass name"},
-		{[]string{"batch", "pass", "staff", "x", "--class", "auth", "--db-env", "BATCH_DB"}, exitUsage, "--class goes with --only failed"},
-		{[]string{"batch", "status", "staff", "presync", "--db-env", "BATCH_DB"}, exitOK, "2 accounts: 2 pending"},
-		{[]string{"batch", "report", "staff", "presync", "--db-env", "BATCH_DB"}, exitOK, `{"id":"a","pass":"presync","state":"pending"`},
-		{[]string{"batch", "report", "staff", "presync", "--format", "csv", "--db-env", "BATCH_DB"}, exitOK, "b,presync,pending,,,0,0,0,0,0,,\n"},
-		{[]string{"batch", "report", "staff", "presync", "--format", "xml", "--db-env", "BATCH_DB"}, exitUsage, "--format"},
-		{[]string{"batch", "pause", "staff", "--db-env", "BATCH_DB"}, exitOK, ""},
-		{[]string{"batch", "resume", "staff", "--db-env", "BATCH_DB"}, exitOK, ""},
-		{[]string{"batch", "pause", "nobatch", "--db-env", "BATCH_DB"}, exitUnexpected, "no batch nobatch"},
-		{[]string{"batch", "cancel", "staff", "--db-env", "BATCH_DB"}, exitOK, "2 accounts cancelled"},
-		{[]string{"batch", "status", "staff", "--db-env", "BATCH_DB"}, exitOK, "2 accounts: 2 cancelled"},
-		{[]string{"batch", "status", "staff", "--watch", "--db-env", "BATCH_DB"}, exitOK, "2 accounts: 2 cancelled"}, // nothing pending: at once
-		{[]string{"batch", "status", "staff", "--watch", "--interval", "0s", "--db-env", "BATCH_DB"}, exitUsage, "--interval"},
-		{[]string{"batch", "run", badCSV}, exitUsage, "line 4, column 4 (src_auth): not a reference"},
-		{[]string{"batch"}, exitUsage, "want a batch command"},
-		{[]string{"batch", "run", csv, "--config", writeConfig(t, 0o600, "[batch.groups.g]\nmatch = [\"h\"]\nmax_accounts = -1\n")}, exitUsage, "batch.groups.g: max_accounts"},
-		{[]string{"batch", "run", csv, "--config", writeConfig(t, 0o600, "[batch.groups.g]\nmatch = [\"h\"]\nmax_msgs = 1\n")}, exitUsage, "unknown key"},
-		{[]string{"help", "batch"}, exitOK, "Migrate many accounts"},
+		{[]string{"batch", "init"}, exitcode.Usage, "set MAILFERRY_DB"},
+		{[]string{"batch", "init", "--db-env", "BATCH_DB"}, exitcode.OK, "ready"},
+		{[]string{"batch", "load", "staff", badCSV, "--db-env", "BATCH_DB"}, exitcode.Usage, "bad.csv: line 4, column 4 (src_auth)"},
+		{[]string{"batch", "status", "staff", "--db-env", "BATCH_DB"}, exitcode.Usage, "no batch staff"},
+		{[]string{"batch", "load", "staff", csv, "--db-env", "BATCH_DB"}, exitcode.OK, "2 accounts (2 new)"},
+		{[]string{"batch", "load", "staff", csv, "--db-env", "BATCH_DB"}, exitcode.OK, "2 accounts (0 new)"},
+		{[]string{"batch", "pass", "staff", "presync", "--db-env", "BATCH_DB"}, exitcode.OK, "2 accounts queued, 0 queued before"},
+		{[]string{"batch", "pass", "staff", "presync", "--db-env", "BATCH_DB"}, exitcode.OK, "0 accounts queued, 2 queued before"},
+		{[]string{"batch", "pass", "staff", "Presync", "--db-env", "BATCH_DB"}, exitcode.Usage, "pass name"},
+		{[]string{"batch", "pass", "staff", "x", "--class", "auth", "--db-env", "BATCH_DB"}, exitcode.Usage, "--class goes with --only failed"},
+		{[]string{"batch", "status", "staff", "presync", "--db-env", "BATCH_DB"}, exitcode.OK, "2 accounts: 2 pending"},
+		{[]string{"batch", "report", "staff", "presync", "--db-env", "BATCH_DB"}, exitcode.OK, `{"id":"a","pass":"presync","state":"pending"`},
+		{[]string{"batch", "report", "staff", "presync", "--format", "csv", "--db-env", "BATCH_DB"}, exitcode.OK, "b,presync,pending,,,0,0,0,0,0,,\n"},
+		{[]string{"batch", "report", "staff", "presync", "--format", "xml", "--db-env", "BATCH_DB"}, exitcode.Usage, "--format"},
+		{[]string{"batch", "pause", "staff", "--db-env", "BATCH_DB"}, exitcode.OK, ""},
+		{[]string{"batch", "resume", "staff", "--db-env", "BATCH_DB"}, exitcode.OK, ""},
+		{[]string{"batch", "pause", "nobatch", "--db-env", "BATCH_DB"}, exitcode.Unexpected, "no batch nobatch"},
+		{[]string{"batch", "cancel", "staff", "--db-env", "BATCH_DB"}, exitcode.OK, "2 accounts cancelled"},
+		{[]string{"batch", "status", "staff", "--db-env", "BATCH_DB"}, exitcode.OK, "2 accounts: 2 cancelled"},
+		{[]string{"batch", "status", "staff", "--watch", "--db-env", "BATCH_DB"}, exitcode.OK, "2 accounts: 2 cancelled"}, // nothing pending: at once
+		{[]string{"batch", "status", "staff", "--watch", "--interval", "0s", "--db-env", "BATCH_DB"}, exitcode.Usage, "--interval"},
+		{[]string{"batch", "run", badCSV}, exitcode.Usage, "line 4, column 4 (src_auth): not a reference"},
+		{[]string{"batch"}, exitcode.Usage, "want a batch command"},
+		{[]string{"batch", "run", csv, "--config", writeConfig(t, 0o600, "[batch.groups.g]\nmatch = [\"h\"]\nmax_accounts = -1\n")}, exitcode.Usage, "batch.groups.g: max_accounts"},
+		{[]string{"batch", "run", csv, "--config", writeConfig(t, 0o600, "[batch.groups.g]\nmatch = [\"h\"]\nmax_msgs = 1\n")}, exitcode.Usage, "unknown key"},
+		{[]string{"help", "batch"}, exitcode.OK, "Migrate many accounts"},
 	}
 	for _, s := range steps {
 		code, stdout, stderr := runCLI(t, env, s.args...)
@@ -325,7 +326,7 @@ func checkFirstPass(t *testing.T, d *mailtest.Dovecot, accts []*batchAccount, ba
 			t.Errorf("report line %d is %s; want %s (the CSV's order)", i+1, order[i], a.id)
 		}
 		if bad[i] {
-			if l.State != "failed" || l.Class != "auth" || l.ExitCode == nil || *l.ExitCode != exitAuth || l.Attempts != 1 {
+			if l.State != "failed" || l.Class != "auth" || l.ExitCode == nil || *l.ExitCode != exitcode.Auth || l.Attempts != 1 {
 				t.Errorf("%s: %+v; want failed, auth, exit 4, 1 attempt", a.id, l)
 			}
 			continue

@@ -13,6 +13,7 @@ import (
 	stdsync "sync"
 	"time"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	"github.com/mailferry/mailferry/sync/batch"
 	"github.com/mailferry/mailferry/sync/checkpoint"
 	"github.com/mailferry/mailferry/sync/mail"
@@ -63,7 +64,7 @@ func (r *batchRunner) RunAccount(ctx context.Context, acct *batch.Account) batch
 	s := makeSummary(o, res, err, start)
 	out := batch.Outcome{ExitCode: exitCode(err), Error: s.Error, CopyMillis: time.Since(start).Milliseconds(),
 		Totals: batch.Totals{Copied: s.Counts.Stored, Present: s.Counts.Skipped["present"], Failed: s.Counts.Failed, Bytes: s.Totals.Bytes}}
-	if out.ExitCode == exitUnreachable && tlsError(err) {
+	if out.ExitCode == exitcode.Unreachable && tlsError(err) {
 		out.Class = batch.ClassTLS
 	}
 	for _, f := range s.Failures {

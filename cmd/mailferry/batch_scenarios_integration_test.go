@@ -22,6 +22,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
@@ -456,7 +457,7 @@ func TestBatchScale(t *testing.T) {
 	report := filepath.Join(dir, "staff.report.jsonl")
 	code, stdout, stderr := runCLI(t, env, "batch", "run", csv, "--workers", "4", "--ca-file", d.CAFile)
 	logs := stdout + stderr
-	if want := fmt.Sprintf("%d accounts: %d done", n, n); code != exitOK || !strings.Contains(stdout, want) {
+	if want := fmt.Sprintf("%d accounts: %d done", n, n); code != exitcode.OK || !strings.Contains(stdout, want) {
 		t.Fatalf("batch run = %d, stdout %q, stderr %q; want 0 and %q", code, stdout, stderr, want)
 	}
 	lines, order := readReport(t, report)
@@ -478,7 +479,7 @@ func TestBatchScale(t *testing.T) {
 	}
 	code, stdout, stderr = runCLI(t, env, "batch", "run", csv, "--workers", "4", "--ca-file", d.CAFile, "--pass", "delta")
 	logs += stdout + stderr
-	if want := fmt.Sprintf("%d accounts: %d done; messages: %d copied, %d already present", n, n, k, 5*n); code != exitOK || !strings.Contains(stdout, want) {
+	if want := fmt.Sprintf("%d accounts: %d done; messages: %d copied, %d already present", n, n, k, 5*n); code != exitcode.OK || !strings.Contains(stdout, want) {
 		t.Errorf("delta pass = %d, stdout %q, stderr %q; want 0 and %q", code, stdout, stderr, want)
 	}
 	for _, a := range accts {
@@ -628,7 +629,7 @@ func TestBatchThrottled(t *testing.T) {
 	env := map[string]string{"HOME": dir}
 	csv := writeBatchCSV(t, dir, accts, env)
 	code, stdout, stderr := runCLI(t, env, "batch", "run", csv, "--ca-file", d.CAFile, "--no-starttls", "--allow-plaintext-auth", "--throttle-wait", "1s")
-	if code != exitOK || !strings.Contains(stdout, "4 accounts: 4 done") {
+	if code != exitcode.OK || !strings.Contains(stdout, "4 accounts: 4 done") {
 		t.Fatalf("batch run = %d, stdout %q, stderr %q; want 0, all done", code, stdout, stderr)
 	}
 	lines, _ := readReport(t, filepath.Join(dir, "staff.report.jsonl"))

@@ -18,6 +18,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	"github.com/mailferry/mailferry/sync/batch"
 	"github.com/mailferry/mailferry/sync/batch/web"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
@@ -91,7 +92,7 @@ func TestBatchServeChromium(t *testing.T) {
 		{"batch", "pause", "staff"},
 		{"batch", "pass", "staff", "delta"},
 	}
-	wantCodes := []int{exitPartial, exitOK, exitOK}
+	wantCodes := []int{exitcode.Partial, exitcode.OK, exitcode.OK}
 	for i, args := range steps {
 		if code, stdout, stderr := runCLI(t, env, args...); code != wantCodes[i] {
 			t.Fatalf("mailferry %v = %d, stdout %q, stderr %q; want %d", args, code, stdout, stderr, wantCodes[i])
@@ -356,7 +357,7 @@ func TestBatchServeDuringRun(t *testing.T) {
 	between("running", 1, 2) // a batch still running, 2 at a time at most
 	writeScreenshot(t, png)
 	r := <-ran
-	if r.code != exitOK || !strings.Contains(r.stdout, "6 accounts: 6 done") {
+	if r.code != exitcode.OK || !strings.Contains(r.stdout, "6 accounts: 6 done") {
 		t.Errorf("batch run = %d, stdout %q, stderr %q; want 0, all done", r.code, r.stdout, r.stderr)
 	}
 	for _, a := range accts {

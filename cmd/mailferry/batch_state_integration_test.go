@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
@@ -220,7 +221,7 @@ func TestBatchSyncMode(t *testing.T) {
 		code, stdout, stderr := runCLI(t, env, append([]string{"batch", "run", csvPath, "--mode", "sync", "--pass", pass, "--ca-file", d.CAFile}, extra...)...)
 		return code, stdout + stderr
 	}
-	if code, out := run("first"); code != exitOK || !strings.Contains(out, "2 accounts: 2 done; messages: 14 copied") {
+	if code, out := run("first"); code != exitcode.OK || !strings.Contains(out, "2 accounts: 2 done; messages: 14 copied") {
 		t.Fatalf("first sync pass = %d, %q; want 0, 2 done, 7 copied each way per account", code, out)
 	}
 	for i, a := range accts {
@@ -245,17 +246,17 @@ func TestBatchSyncMode(t *testing.T) {
 		}
 	}
 	code, out := run("second")
-	if code != exitPartial || !strings.Contains(out, "2 accounts: 1 done 1 held_back") || !strings.Contains(out, accts[0].id+": held_back: deletions held back") {
+	if code != exitcode.Partial || !strings.Contains(out, "2 accounts: 1 done 1 held_back") || !strings.Contains(out, accts[0].id+": held_back: deletions held back") {
 		t.Fatalf("second sync pass = %d, %q; want 3, one done and one held_back", code, out)
 	}
 	report, _ := readReport(t, filepath.Join(dir, "staff.report.jsonl"))
-	if l := report[accts[0].id]; l.State != "held_back" || l.ExitCode == nil || *l.ExitCode != exitHeldBack || l.Class != "" || l.Attempts != 1 {
+	if l := report[accts[0].id]; l.State != "held_back" || l.ExitCode == nil || *l.ExitCode != exitcode.HeldBack || l.Class != "" || l.Attempts != 1 {
 		t.Errorf("report line %+v; want held_back, exit 10, no class, one attempt", l)
 	}
 	if n := len(d.Fetch(t, accts[0].srcUser, accts[0].srcPW)["INBOX"]); n != 5 {
 		t.Errorf("the held-back deletions reached IMAP: %d messages left, want 5", n)
 	}
-	if code, out := run("third", "--force"); code != exitOK || !strings.Contains(out, "2 accounts: 2 done") {
+	if code, out := run("third", "--force"); code != exitcode.OK || !strings.Contains(out, "2 accounts: 2 done") {
 		t.Fatalf("sync pass with --force = %d, %q; want 0, all done", code, out)
 	}
 	if n := len(d.Fetch(t, accts[0].srcUser, accts[0].srcPW)["INBOX"]); n != 0 {

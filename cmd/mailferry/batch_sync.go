@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	"github.com/mailferry/mailferry/sync/batch"
 )
 
@@ -44,11 +45,11 @@ func (r *batchRunner) syncAccount(ctx context.Context, acct *batch.Account) batc
 	if err != nil {
 		out.Error = oneLine(err)
 	}
-	if out.ExitCode == exitHeldBack {
+	if out.ExitCode == exitcode.HeldBack {
 		out.Error = fmt.Sprintf("deletions held back: %d on %s, %d on %s (check them, then queue a pass with --mode sync --force)",
 			sum.A.HeldBack, sum.A.URL, sum.B.HeldBack, sum.B.URL)
 	}
-	if out.ExitCode == exitUnreachable && tlsError(err) {
+	if out.ExitCode == exitcode.Unreachable && tlsError(err) {
 		out.Class = batch.ClassTLS
 	}
 	return out

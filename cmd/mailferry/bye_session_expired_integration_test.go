@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
@@ -109,8 +110,8 @@ func TestB5ByeSessionExpired(t *testing.T) {
 
 			r := runBinLimit(t, runLimit, env, args("--timeout", "5s", "--max-bytes", "250K")...)
 			first := copiedCount(t, r.stdout)
-			if last := lastLine(r.stderr); r.code != exitTemporary || !strings.HasPrefix(last, "mailferry copy: ") || !strings.Contains(last, "--max-bytes") {
-				t.Fatalf("first run = %d, stderr %q; want %d with one line naming --max-bytes", r.code, r.stderr, exitTemporary)
+			if last := lastLine(r.stderr); r.code != exitcode.Temporary || !strings.HasPrefix(last, "mailferry copy: ") || !strings.Contains(last, "--max-bytes") {
+				t.Fatalf("first run = %d, stderr %q; want %d with one line naming --max-bytes", r.code, r.stderr, exitcode.Temporary)
 			}
 			byes := 0
 			for _, c := range p.Conns() {
@@ -158,7 +159,7 @@ func TestB5ByeSessionExpired(t *testing.T) {
 				// every fetch fails after a second, is retried with backoff,
 				// and five temporary failures in a row stop the run with
 				// exit 8 instead of trickling for hours.
-				{"under the minimum rate", 300, exitTemporary},
+				{"under the minimum rate", 300, exitcode.Temporary},
 				// Above it: slow, the run takes longer than --timeout
 				// several times over, and still nothing fails.
 				{"above the minimum rate", 4 << 10, 0},

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
@@ -46,10 +47,10 @@ func TestB5ByteBudgetCLI(t *testing.T) {
 					}
 					break
 				}
-				if code != exitTemporary || !strings.Contains(lastLine(stderr), "--max-bytes") || !strings.Contains(lastLine(stderr), "rerun later") {
-					t.Fatalf("run %d = %d, stderr %q; want %d naming --max-bytes", runs+1, code, stderr, exitTemporary)
+				if code != exitcode.Temporary || !strings.Contains(lastLine(stderr), "--max-bytes") || !strings.Contains(lastLine(stderr), "rerun later") {
+					t.Fatalf("run %d = %d, stderr %q; want %d naming --max-bytes", runs+1, code, stderr, exitcode.Temporary)
 				}
-				if s.Counts.Stored != 3 || s.Totals.Bytes > 3500 || s.ExitCode != exitTemporary || s.Counts.Failed != 0 {
+				if s.Counts.Stored != 3 || s.Totals.Bytes > 3500 || s.ExitCode != exitcode.Temporary || s.Counts.Failed != 0 {
 					t.Errorf("run %d: stored %d (%d bytes), exit %d, failed %d; want 3 within 3500 bytes, 8, 0", runs+1, s.Counts.Stored, s.Totals.Bytes, s.ExitCode, s.Counts.Failed)
 				}
 			}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 	flag "github.com/spf13/pflag"
+
+	"github.com/mailferry/mailferry/internal/exitcode"
 )
 
 // The commands are thin: each parses its flags into an options value,
@@ -20,7 +22,7 @@ import (
 func runEnv(ctx context.Context, args []string, env *cliEnv) int {
 	if len(args) == 0 {
 		usage(env.stderr, newCommands(env).list)
-		return exitUsage
+		return exitcode.Usage
 	}
 	name, err := execute(ctx, args, env)
 	if err != nil && !errors.Is(err, errHelp) && !errors.Is(err, errReported) {

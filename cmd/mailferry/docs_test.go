@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/mailferry/mailferry/internal/exitcode"
 )
 
 func readme(t *testing.T) string {
@@ -45,7 +47,7 @@ func TestREADMEConfigsParse(t *testing.T) {
 // the table --help prints.
 func TestExitCodesDocumented(t *testing.T) {
 	text := readme(t)
-	for _, code := range []int{exitOK, exitUnexpected, exitUsage, exitPartial, exitAuth, exitUnreachable, exitCheckpoint, exitLocked, exitHeldBack, exitInterrupted} {
+	for _, code := range []int{exitcode.OK, exitcode.Unexpected, exitcode.Usage, exitcode.Partial, exitcode.Auth, exitcode.Unreachable, exitcode.Checkpoint, exitcode.Locked, exitcode.HeldBack, exitcode.Interrupted} {
 		if !strings.Contains(text, fmt.Sprintf("| %d | ", code)) {
 			t.Errorf("README's exit code table lacks %d", code)
 		}

@@ -7,26 +7,11 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	mailferry "github.com/mailferry/mailferry/sync"
 	"github.com/mailferry/mailferry/sync/checkpoint"
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/twoway"
-)
-
-// Exit codes; the table below is printed by --help and copied in README.md.
-const (
-	exitOK          = 0
-	exitUnexpected  = 1
-	exitUsage       = 2
-	exitPartial     = 3
-	exitAuth        = 4
-	exitUnreachable = 5
-	exitCheckpoint  = 6
-	exitLocked      = 7
-	exitTemporary   = 8
-	exitDiskFull    = 9
-	exitHeldBack    = 10
-	exitInterrupted = 130
 )
 
 const exitCodeTable = `
@@ -86,29 +71,29 @@ func exitCode(err error) int {
 	var ue *usageError
 	switch {
 	case err == nil, errors.Is(err, errHelp):
-		return exitOK
+		return exitcode.OK
 	case errors.Is(err, context.Canceled):
-		return exitInterrupted
+		return exitcode.Interrupted
 	case errors.As(err, &ue), errors.Is(err, mail.ErrConfig):
-		return exitUsage
+		return exitcode.Usage
 	case errors.Is(err, mail.ErrAuth):
-		return exitAuth
+		return exitcode.Auth
 	case errors.Is(err, mail.ErrUnreachable):
-		return exitUnreachable
+		return exitcode.Unreachable
 	case errors.Is(err, checkpoint.ErrLocked):
-		return exitLocked
+		return exitcode.Locked
 	case destinationFull(err):
-		return exitDiskFull
+		return exitcode.DiskFull
 	case errors.Is(err, checkpoint.ErrUnusable):
-		return exitCheckpoint
+		return exitcode.Checkpoint
 	case errors.As(err, &pe):
-		return exitPartial
+		return exitcode.Partial
 	case errors.Is(err, twoway.ErrHeldBack):
-		return exitHeldBack
+		return exitcode.HeldBack
 	case errors.As(err, new(*laterError)), errors.Is(err, mailferry.ErrResumeLater), mail.Temporary(err):
-		return exitTemporary
+		return exitcode.Temporary
 	}
-	return exitUnexpected
+	return exitcode.Unexpected
 }
 
 // diskFull reports whether err is a full disk or an exhausted disk quota

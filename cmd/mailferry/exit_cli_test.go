@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
@@ -88,8 +89,8 @@ func TestB6ThrottledExitsTemporary(t *testing.T) {
 		permanent bool
 		want      int
 	}{
-		{"all temporary", false, exitTemporary},
-		{"one permanent", true, exitPartial},
+		{"all temporary", false, exitcode.Temporary},
+		{"one permanent", true, exitcode.Partial},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newFakeWorld()
@@ -141,8 +142,8 @@ func TestB6FiveThrottlesCLI(t *testing.T) {
 	args := []string{"copy", "mem:a", "memsink:b", "--checkpoint", cp, "--workers", "1", "--quiet"}
 	code, stdout, stderr := w.cli(context.Background(), t, fastRetry, args...)
 	last := lastLine(stderr)
-	if code != exitTemporary || stdout != "" || !strings.Contains(last, "5 temporary failures in a row") || !strings.Contains(last, "rerun later") {
-		t.Fatalf("throttled run = %d, stderr %q; want %d and a line about the throttling", code, stderr, exitTemporary)
+	if code != exitcode.Temporary || stdout != "" || !strings.Contains(last, "5 temporary failures in a row") || !strings.Contains(last, "rerun later") {
+		t.Fatalf("throttled run = %d, stderr %q; want %d and a line about the throttling", code, stderr, exitcode.Temporary)
 	}
 	if pc.refused != 5 {
 		t.Errorf("%d throttled Puts, want 5: the run must stop instead of asking again per message", pc.refused)
@@ -229,10 +230,10 @@ func TestH3TemporaryAtStartExits8(t *testing.T) {
 		src  string
 		want int
 	}{
-		{"flaky:reset", exitTemporary},
-		{"flaky:busy", exitTemporary},
-		{"flaky:refused", exitUnreachable},
-		{"fail:auth", exitAuth},
+		{"flaky:reset", exitcode.Temporary},
+		{"flaky:busy", exitcode.Temporary},
+		{"flaky:refused", exitcode.Unreachable},
+		{"fail:auth", exitcode.Auth},
 	} {
 		code, _, stderr := cliWith(t, reg, nil, "copy", tc.src, "memsink:x", "--checkpoint", filepath.Join(dir, tc.src))
 		if code != tc.want || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	maildirsink "github.com/mailferry/mailferry/sinks/maildir"
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
@@ -32,8 +33,8 @@ func TestD1DiskFullInjected(t *testing.T) {
 	args := []string{"copy", "mem:a", "memsink:b", "--checkpoint", cp, "--workers", "1", "--quiet"}
 	code, _, stderr := w.cli(context.Background(), t, nil, args...)
 	last := lastLine(stderr)
-	if code != exitDiskFull || !strings.Contains(last, "no space left on device") || !strings.Contains(last, "free space on the file system holding /srv/mail/tmp/") {
-		t.Fatalf("disk-full run = %d, stderr %q; want %d naming the path and the remedy", code, stderr, exitDiskFull)
+	if code != exitcode.DiskFull || !strings.Contains(last, "no space left on device") || !strings.Contains(last, "free space on the file system holding /srv/mail/tmp/") {
+		t.Fatalf("disk-full run = %d, stderr %q; want %d naming the path and the remedy", code, stderr, exitcode.DiskFull)
 	}
 	full = false
 	if code, _, stderr := w.cli(context.Background(), t, nil, args...); code != 0 {
@@ -75,8 +76,8 @@ func TestD1DiskFullTmpfs(t *testing.T) {
 	args := []string{"copy", "mem:a", "maildir:" + root, "--checkpoint", cp, "--workers", "2", "--quiet"}
 	code, _, stderr := cliWith(t, reg, nil, args...)
 	last := lastLine(stderr)
-	if code != exitDiskFull || !strings.Contains(last, "free space on the file system holding "+root) {
-		t.Fatalf("run on a full tmpfs = %d, stderr %q; want %d naming a path under %s", code, stderr, exitDiskFull, root)
+	if code != exitcode.DiskFull || !strings.Contains(last, "free space on the file system holding "+root) {
+		t.Fatalf("run on a full tmpfs = %d, stderr %q; want %d naming a path under %s", code, stderr, exitcode.DiskFull, root)
 	}
 	t.Logf("disk full: %s", last)
 	if left, _ := os.ReadDir(filepath.Join(root, "tmp")); len(left) != 0 {

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	mailferry "github.com/mailferry/mailferry/sync"
 	"github.com/mailferry/mailferry/sync/checkpoint"
 	"github.com/mailferry/mailferry/sync/mail"
@@ -59,7 +60,7 @@ func TestExitCode(t *testing.T) {
 // TestH3ExitCodesDistinct: each documented exit code is a different number,
 // appears once in --help's table, and in the README's.
 func TestH3ExitCodesDistinct(t *testing.T) {
-	codes := []int{exitOK, exitUnexpected, exitUsage, exitPartial, exitAuth, exitUnreachable, exitCheckpoint, exitLocked, exitTemporary, exitDiskFull, exitInterrupted}
+	codes := []int{exitcode.OK, exitcode.Unexpected, exitcode.Usage, exitcode.Partial, exitcode.Auth, exitcode.Unreachable, exitcode.Checkpoint, exitcode.Locked, exitcode.Temporary, exitcode.DiskFull, exitcode.Interrupted}
 	seen := map[int]bool{}
 	text := readme(t)
 	for _, c := range codes {
@@ -80,8 +81,8 @@ func TestH3ExitCodesDistinct(t *testing.T) {
 // that could not be written and the remedy.
 func TestD1DiskFullMessage(t *testing.T) {
 	err := runError(fmt.Errorf("INBOX 3: put: %w", mail.MakeFatal(&os.PathError{Op: "write", Path: "/srv/mail/tmp/17.x", Err: syscall.ENOSPC})), nil)
-	if got := exitCode(err); got != exitDiskFull {
-		t.Errorf("exitCode = %d, want %d", got, exitDiskFull)
+	if got := exitCode(err); got != exitcode.DiskFull {
+		t.Errorf("exitCode = %d, want %d", got, exitcode.DiskFull)
 	}
 	if msg := oneLine(err); !strings.Contains(msg, "free space on the file system holding /srv/mail/tmp/17.x") || !strings.Contains(msg, "no space left on device") {
 		t.Errorf("message %q lacks the path and the remedy", msg)

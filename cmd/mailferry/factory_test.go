@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
@@ -113,7 +114,7 @@ func TestOneRegistrationIsEnough(t *testing.T) {
 		opens int64  // endpoints opened
 		check func(t *testing.T, stdout string)
 	}{
-		{"copy refuses a bad URL before opening", []string{"copy", "fake://alice@a?x=1", "fake://bob@b", "--checkpoint", cp}, exitUsage, "", 0, nil},
+		{"copy refuses a bad URL before opening", []string{"copy", "fake://alice@a?x=1", "fake://bob@b", "--checkpoint", cp}, exitcode.Usage, "", 0, nil},
 		{"copy", []string{"copy", "fake://alice@a", "fake://bob@b", "--checkpoint", cp, "--json"}, 0, "", 2, func(t *testing.T, stdout string) {
 			if n, held := copiedCount(t, stdout), len(f.stored["b"].Messages("INBOX")); n != 3 || held != 3 {
 				t.Errorf("copied %d, destination holds %d; want 3 and 3", n, held)

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
@@ -289,7 +290,7 @@ func (fp *faultPipe) faulted(t *testing.T, p *mailtest.FaultProxy, dir string, s
 	p.SetSchedule(schedule)
 	r := runBinLimit(t, runLimit, fp.env(), fp.args(p, dir, extra...)...)
 	switch r.code {
-	case 0, exitUnexpected, exitPartial, exitUnreachable, exitTemporary:
+	case 0, exitcode.Unexpected, exitcode.Partial, exitcode.Unreachable, exitcode.Temporary:
 	default:
 		t.Errorf("faulted run exited %d (killed %v), want 0, 1, 3, 5 or 8: %s", r.code, r.killed, r.stderr)
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	mailferry "github.com/mailferry/mailferry/sync"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
@@ -235,7 +236,7 @@ func TestC6UIDValidityBumpPartialHalts(t *testing.T) {
 	d.Doveadm(t, "mailbox", "update", "-u", user, "--uid-validity", "4242", "Work")
 	d.Seed(t, user, pw, "INBOX", uidMessages(1, "later"))
 	r := runBinLimit(t, runLimit, env, append(args, "--json")...)
-	if r.code != exitCheckpoint || !strings.Contains(r.stderr, "identifier reset detected") || !strings.Contains(r.stderr, "only 4 of 24 old messages match") {
+	if r.code != exitcode.Checkpoint || !strings.Contains(r.stderr, "identifier reset detected") || !strings.Contains(r.stderr, "only 4 of 24 old messages match") {
 		t.Fatalf("after the partial restore: exit %d, stderr %s; want exit 6 naming the reset and 4 of 24 matched", r.code, r.stderr)
 	}
 	s := fullSummary(t, r)

@@ -22,6 +22,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
@@ -404,8 +405,8 @@ func TestGmailHint(t *testing.T) {
 		{[]string{"imap://alice@gmail.com@" + g.addr, "maildir:" + filepath.Join(dir, "n"), "--gmail", "--delete-source"}, "--gmail with --delete-source"},
 	} {
 		code, _, stderr = runCLI(t, env, append([]string{"copy"}, tc.args...)...)
-		if code != exitUsage || !strings.Contains(stderr, tc.want) {
-			t.Errorf("copy %v = %d %q, want %d", tc.args, code, stderr, exitUsage)
+		if code != exitcode.Usage || !strings.Contains(stderr, tc.want) {
+			t.Errorf("copy %v = %d %q, want %d", tc.args, code, stderr, exitcode.Usage)
 		}
 	}
 	if _, err := os.Stat(filepath.Join(dir, "n")); err == nil {

@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
@@ -24,12 +25,12 @@ func TestGmailVerifyIntoDovecot(t *testing.T) {
 		"--checkpoint", cp, "--quiet"); code != 0 {
 		t.Fatalf("copy --gmail = %d %s", code, stderr)
 	}
-	if got := runGmailVerify(t, env, src, dst, "--gmail", "--ca-file", d.CAFile, "--checkpoint", cp); got.code != exitOK || got.missing != 0 {
+	if got := runGmailVerify(t, env, src, dst, "--gmail", "--ca-file", d.CAFile, "--checkpoint", cp); got.code != exitcode.OK || got.missing != 0 {
 		t.Fatalf("verify --gmail = %d, %d missing %v; want 0, none\n%s", got.code, got.missing, got.where, got.stderr)
 	}
 	d.Doveadm(t, "expunge", "-u", user, "mailbox", "Sent", "all")
 	got := runGmailVerify(t, env, src, dst, "--gmail", "--ca-file", d.CAFile, "--checkpoint", cp)
-	if got.code != exitPartial || got.missing != 1 || got.where["[Gmail]/Sent Mail"] != "Sent" {
-		t.Errorf("verify --gmail after expunging Sent = %d, %d missing %v; want %d, 1 missing from [Gmail]/Sent Mail in Sent\n%s", got.code, got.missing, got.where, exitPartial, got.stderr)
+	if got.code != exitcode.Partial || got.missing != 1 || got.where["[Gmail]/Sent Mail"] != "Sent" {
+		t.Errorf("verify --gmail after expunging Sent = %d, %d missing %v; want %d, 1 missing from [Gmail]/Sent Mail in Sent\n%s", got.code, got.missing, got.where, exitcode.Partial, got.stderr)
 	}
 }

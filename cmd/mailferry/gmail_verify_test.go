@@ -9,6 +9,8 @@ import (
 
 	imap "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
+
+	"github.com/mailferry/mailferry/internal/exitcode"
 )
 
 // gmailVerifyAccount seeds a Gmail fake with a message in INBOX and
@@ -122,17 +124,17 @@ func TestGmailVerifyAfterCopy(t *testing.T) {
 			// Label1 lacks the INBOX message, and All Mail (4) and Sent
 			// Mail (1) have no namesake at all; the hint names --gmail.
 			plain := runGmailVerify(t, env, src, dst)
-			if plain.code != exitPartial || plain.missing != 6 || !strings.Contains(plain.stderr, "verify --gmail checks such a copy") {
-				t.Errorf("verify without --gmail = %d, %d missing %v, want %d, 6 missing and a hint\n%s", plain.code, plain.missing, plain.where, exitPartial, plain.stderr)
+			if plain.code != exitcode.Partial || plain.missing != 6 || !strings.Contains(plain.stderr, "verify --gmail checks such a copy") {
+				t.Errorf("verify without --gmail = %d, %d missing %v, want %d, 6 missing and a hint\n%s", plain.code, plain.missing, plain.where, exitcode.Partial, plain.stderr)
 			}
-			want := verifyOutcome{code: exitOK, where: map[string]string{}}
+			want := verifyOutcome{code: exitcode.OK, where: map[string]string{}}
 			if tc.deleted != "" {
 				folder := filepath.Join(dir, "m")
 				if tc.deleted != "INBOX" {
 					folder = filepath.Join(folder, "."+tc.deleted)
 				}
 				removeStored(t, folder, bodies[tc.deleted])
-				want = verifyOutcome{code: exitPartial, missing: 1, where: map[string]string{tc.wantFrom: tc.deleted}}
+				want = verifyOutcome{code: exitcode.Partial, missing: 1, where: map[string]string{tc.wantFrom: tc.deleted}}
 			}
 			got := runGmailVerify(t, env, src, dst, "--gmail", "--checkpoint", filepath.Join(dir, "cp.jsonl"))
 			if got.code != want.code || got.missing != want.missing || len(got.where) != len(want.where) || got.where[tc.wantFrom] != want.where[tc.wantFrom] {
@@ -172,7 +174,7 @@ func TestGmailVerifyRelabelled(t *testing.T) {
 	if code, _, stderr := runCLI(t, env, "copy", src, dst, "--gmail", "--allow-plaintext-auth", "--quiet"); code != 0 {
 		t.Fatalf("rerun of copy --gmail = %d %s", code, stderr)
 	}
-	if got := runGmailVerify(t, env, src, dst, "--gmail"); got.code != exitOK || got.missing != 0 {
+	if got := runGmailVerify(t, env, src, dst, "--gmail"); got.code != exitcode.OK || got.missing != 0 {
 		t.Errorf("verify --gmail with the default checkpoint = %d, %d missing %v; want 0, none\n%s", got.code, got.missing, got.where, got.stderr)
 	}
 	// The checkpoint's records are in its state, CHECKPOINT.state/.
@@ -184,10 +186,10 @@ func TestGmailVerifyRelabelled(t *testing.T) {
 	if err := os.Rename(cp[0], statePath(moved)); err != nil {
 		t.Fatal(err)
 	}
-	if got := runGmailVerify(t, env, src, dst, "--gmail"); got.code != exitPartial || got.missing != 1 || got.where["Label1"] != "Label1" {
-		t.Errorf("verify --gmail without a checkpoint = %d, %d missing %v; want %d, the relabelled message missing from Label1\n%s", got.code, got.missing, got.where, exitPartial, got.stderr)
+	if got := runGmailVerify(t, env, src, dst, "--gmail"); got.code != exitcode.Partial || got.missing != 1 || got.where["Label1"] != "Label1" {
+		t.Errorf("verify --gmail without a checkpoint = %d, %d missing %v; want %d, the relabelled message missing from Label1\n%s", got.code, got.missing, got.where, exitcode.Partial, got.stderr)
 	}
-	if got := runGmailVerify(t, env, src, dst, "--gmail", "--checkpoint", moved); got.code != exitOK || got.missing != 0 {
+	if got := runGmailVerify(t, env, src, dst, "--gmail", "--checkpoint", moved); got.code != exitcode.OK || got.missing != 0 {
 		t.Errorf("verify --gmail --checkpoint %s = %d, %d missing %v; want 0, none\n%s", moved, got.code, got.missing, got.where, got.stderr)
 	}
 }
@@ -219,8 +221,8 @@ func TestGmailVerifyRefusals(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, stderr := runCLI(t, env, append([]string{"verify", "--allow-plaintext-auth"}, tc.args...)...)
-			if code != exitUsage || !strings.Contains(stderr, tc.want) {
-				t.Errorf("verify %v = %d %q, want %d and %q", tc.args, code, stderr, exitUsage, tc.want)
+			if code != exitcode.Usage || !strings.Contains(stderr, tc.want) {
+				t.Errorf("verify %v = %d %q, want %d and %q", tc.args, code, stderr, exitcode.Usage, tc.want)
 			}
 		})
 	}

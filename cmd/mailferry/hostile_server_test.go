@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
@@ -196,7 +197,7 @@ func TestF8HostileServerCLI(t *testing.T) {
 				fmt.Fprintf(w, "* 2 FETCH (UID 5 BODY[] {18446744073709551615}\r\n")
 				flood(w, "x")
 			}},
-			want: "20-digit size", code: exitPartial, stored: 1,
+			want: "20-digit size", code: exitcode.Partial, stored: 1,
 		},
 		{
 			name: "Literal4GB",
@@ -204,7 +205,7 @@ func TestF8HostileServerCLI(t *testing.T) {
 				fmt.Fprintf(w, "* 2 FETCH (UID 5 BODY[] {4294967296}\r\nFrom: a\r\n")
 				flood(w, "Subject: filler line\r\n")
 			}},
-			want: "4294967296-byte message literal, over the 1024 MiB cap", code: exitPartial, stored: 1,
+			want: "4294967296-byte message literal, over the 1024 MiB cap", code: exitcode.Partial, stored: 1,
 		},
 		{
 			name: "RFC822SizeLies",
@@ -212,7 +213,7 @@ func TestF8HostileServerCLI(t *testing.T) {
 				fmt.Fprintf(w, "* 2 FETCH (UID 5 BODY[] {2147483648}\r\n")
 				flood(w, "Subject: lie\r\n")
 			}},
-			want: "2147483648-byte message literal, over the 1024 MiB cap", code: exitPartial, stored: 1,
+			want: "2147483648-byte message literal, over the 1024 MiB cap", code: exitcode.Partial, stored: 1,
 		},
 		{
 			name: "InCapLiteralTrickles",
@@ -221,7 +222,7 @@ func TestF8HostileServerCLI(t *testing.T) {
 				drip(w.(*bufio.Writer), strings.Repeat("x", 100000), 50*time.Millisecond)
 			}},
 			timeout: "1s",
-			want:    "under the minimum rate of 1 KiB/s over --timeout 1s", code: exitTemporary, stored: 1,
+			want:    "under the minimum rate of 1 KiB/s over --timeout 1s", code: exitcode.Temporary, stored: 1,
 		},
 		{
 			name: "EndlessLine",
@@ -229,21 +230,21 @@ func TestF8HostileServerCLI(t *testing.T) {
 				fmt.Fprintf(w, "* 2 FETCH (UID 5 FLAGS (")
 				flood(w, "a")
 			}},
-			want: "server response longer than 1 MiB without its end (cap)", code: exitTemporary, stored: 1,
+			want: "server response longer than 1 MiB without its end (cap)", code: exitcode.Temporary, stored: 1,
 		},
 		{
 			name: "EndlessUntaggedOK",
 			h: hostileIMAP{body: func(w io.Writer, tag string) {
 				flood(w, "* OK still here\r\n")
 			}},
-			want: "more than 10000 untagged status responses", code: exitTemporary, stored: 1,
+			want: "more than 10000 untagged status responses", code: exitcode.Temporary, stored: 1,
 		},
 		{
 			name: "EndlessExistsOnSelect",
 			h: hostileIMAP{selectBox: func(w io.Writer, tag string) {
 				flood(w, "* 1 EXISTS\r\n* 0 RECENT\r\n")
 			}},
-			want: "more than 10000 untagged status responses", code: exitTemporary, stored: 0,
+			want: "more than 10000 untagged status responses", code: exitcode.Temporary, stored: 0,
 		},
 		{
 			name: "ListHugeLiteralName",
@@ -251,7 +252,7 @@ func TestF8HostileServerCLI(t *testing.T) {
 				fmt.Fprintf(w, "* LIST () \"/\" {1073741824}\r\n")
 				flood(w, "n")
 			}},
-			want: "1073741824-byte non-message literal, over the 8 MiB cap", code: exitTemporary, stored: 0,
+			want: "1073741824-byte non-message literal, over the 8 MiB cap", code: exitcode.Temporary, stored: 0,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -285,7 +286,7 @@ func TestF8HostileServerCLI(t *testing.T) {
 			// the literal cap would fail again, a cut transfer may not.
 			if len(verdicts) == 1 && strings.HasPrefix(verdicts[0], "failed: ") {
 				advice := "run the same command again to retry them"
-				if tc.code == exitPartial {
+				if tc.code == exitcode.Partial {
 					advice = "would fail again as they are"
 				}
 				if !strings.Contains(r.stderr, advice) {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
@@ -32,7 +33,7 @@ func TestF5NoStartTLSDovecot(t *testing.T) {
 	}{
 		{"IMAPToIMAP", false, []string{"--no-starttls", "--allow-plaintext-auth"}, 0, true},
 		{"IMAPToIMAPControl", false, []string{"--allow-plaintext-auth"}, 0, false},
-		{"IMAPToIMAPNoPlaintextAuth", false, []string{"--no-starttls"}, exitUsage, false},
+		{"IMAPToIMAPNoPlaintextAuth", false, []string{"--no-starttls"}, exitcode.Usage, false},
 		{"POP3ToMaildir", true, []string{"--no-starttls", "--allow-plaintext-auth"}, 0, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

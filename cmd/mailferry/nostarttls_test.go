@@ -10,6 +10,7 @@ import (
 	imap "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
@@ -57,8 +58,8 @@ func TestF5NoStartTLSFlags(t *testing.T) {
 		startTLS bool   // STARTTLS in the trace
 	}{
 		{"NoStartTLSPlaintextAuth", "imap://alice@" + addr, []string{"--no-starttls", "--allow-plaintext-auth"}, 0, "plain text as requested (--no-starttls)", false},
-		{"NoStartTLSAlone", "imap://alice@" + addr, []string{"--no-starttls"}, exitUsage, "--allow-plaintext-auth", false},
-		{"NoStartTLSAllowPlaintext", "imap://alice@" + addr, []string{"--no-starttls", "--allow-plaintext"}, exitUsage, "--allow-plaintext-auth", false},
+		{"NoStartTLSAlone", "imap://alice@" + addr, []string{"--no-starttls"}, exitcode.Usage, "--allow-plaintext-auth", false},
+		{"NoStartTLSAllowPlaintext", "imap://alice@" + addr, []string{"--no-starttls", "--allow-plaintext"}, exitcode.Usage, "--allow-plaintext-auth", false},
 		{"Control", "imap://alice@" + addr, []string{"--allow-plaintext-auth"}, 0, "", true},
 		{"ImplicitTLS", "imaps://alice@" + tln.Addr().String(), []string{"--no-starttls"}, 0, "", false},
 	} {
@@ -83,7 +84,7 @@ func TestF5NoStartTLSFlags(t *testing.T) {
 	}
 	// Refused before connecting: a recording server sees nothing at all.
 	g := startGreeter(t, "* OK [CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN] hi\r\n")
-	if code, _, _ := runCLI(t, map[string]string{"MAILFERRY_SRC_PASSWORD": tlsTestPass}, "ls", "imap://bob@"+g.addr, "--no-starttls", "--timeout", "5s"); code != exitUsage {
+	if code, _, _ := runCLI(t, map[string]string{"MAILFERRY_SRC_PASSWORD": tlsTestPass}, "ls", "imap://bob@"+g.addr, "--no-starttls", "--timeout", "5s"); code != exitcode.Usage {
 		t.Errorf("--no-starttls alone against a greeter: exit %d, want 2", code)
 	}
 	if l := g.sent(); len(l) != 0 {

@@ -21,6 +21,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-sasl"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
@@ -112,7 +113,7 @@ func TestOAuth2Refresher(t *testing.T) {
 	te.fail = "invalid_grant"
 	te.mu.Unlock()
 	r.cur.Expiry = time.Now().Add(-time.Minute)
-	if _, err := get(ctx); !errors.Is(err, mail.ErrAuth) || exitCode(err) != exitAuth || !strings.Contains(err.Error(), "invalid_grant") {
+	if _, err := get(ctx); !errors.Is(err, mail.ErrAuth) || exitCode(err) != exitcode.Auth || !strings.Contains(err.Error(), "invalid_grant") {
 		t.Errorf("revoked grant = %v (exit %d), want ErrAuth", err, exitCode(err))
 	}
 	te.Close()
@@ -182,8 +183,8 @@ func TestOAuth2CLI(t *testing.T) {
 		t.Fatalf("copy with a token command = %d %q", code, stderr)
 	}
 	code, stderr = cli("copy", src, "maildir:"+filepath.Join(dir, "b"), "--ca-file", ca, "--src-oauth2-token-cmd", "echo access-0", "--quiet")
-	if code != exitAuth || !strings.Contains(stderr, "Invalid credentials") || strings.Contains(stderr, "access-0") {
-		t.Fatalf("copy with a wrong token = %d %q, want %d without the token", code, stderr, exitAuth)
+	if code != exitcode.Auth || !strings.Contains(stderr, "Invalid credentials") || strings.Contains(stderr, "access-0") {
+		t.Fatalf("copy with a wrong token = %d %q, want %d without the token", code, stderr, exitcode.Auth)
 	}
 	cfg := writeConfig(t, 0o600, fmt.Sprintf(`
 [jobs.gmail]
@@ -243,8 +244,8 @@ refresh_token_cmd = "touch %s; echo refresh-1"
 			w := newFakeWorld()
 			code, _, stderr := w.cli(context.Background(), t, nil, "run", "nightly", "--config", cfg, "--quiet")
 			if tc.refused {
-				if code != exitUsage || !strings.Contains(stderr, "jobs.nightly.src_oauth2") || !strings.Contains(stderr, "token_url") {
-					t.Errorf("run = %d %q, want %d naming jobs.nightly.src_oauth2 and token_url", code, stderr, exitUsage)
+				if code != exitcode.Usage || !strings.Contains(stderr, "jobs.nightly.src_oauth2") || !strings.Contains(stderr, "token_url") {
+					t.Errorf("run = %d %q, want %d naming jobs.nightly.src_oauth2 and token_url", code, stderr, exitcode.Usage)
 				}
 			} else if code != 0 || strings.Contains(stderr, "token_url") {
 				t.Errorf("run = %d %q, want 0", code, stderr)

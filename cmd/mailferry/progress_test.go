@@ -6,6 +6,8 @@ import (
 	"strings"
 	stdsync "sync"
 	"testing"
+
+	"github.com/mailferry/mailferry/internal/exitcode"
 )
 
 // signalWriter is a goroutine-safe buffer that closes seen when its
@@ -53,7 +55,7 @@ func TestProgressOffTerminal(t *testing.T) {
 	if strings.ContainsAny(stderr, "\r\x1b") || strings.Contains(stderr, "%|") {
 		t.Errorf("bars or escapes off a terminal:\n%q", stderr)
 	}
-	if code, _, stderr := w.cli(context.Background(), t, nil, "run", "nightly", "--config", cfg, "--progress-interval", "0s"); code != exitUsage || !strings.Contains(stderr, "--progress-interval") {
+	if code, _, stderr := w.cli(context.Background(), t, nil, "run", "nightly", "--config", cfg, "--progress-interval", "0s"); code != exitcode.Usage || !strings.Contains(stderr, "--progress-interval") {
 		t.Errorf("--progress-interval 0s = %d %q", code, stderr)
 	}
 }

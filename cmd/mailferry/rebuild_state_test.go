@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	"github.com/mailferry/mailferry/sinks/maildir"
 	"github.com/mailferry/mailferry/sinks/mbox"
 	"github.com/mailferry/mailferry/sync/mail"
@@ -95,8 +96,8 @@ func TestA9RebuildState(t *testing.T) {
 			opens := src.Opens.Load()
 			if tc.corrupt {
 				code, stderr := a9CLI(t, reg, args...)
-				if code != exitCheckpoint || !strings.Contains(stderr, cp) || !strings.Contains(stderr, "--rebuild-state") {
-					t.Fatalf("run on a corrupt checkpoint: exit %d, stderr %q; want %d naming %s and --rebuild-state", code, stderr, exitCheckpoint, cp)
+				if code != exitcode.Checkpoint || !strings.Contains(stderr, cp) || !strings.Contains(stderr, "--rebuild-state") {
+					t.Fatalf("run on a corrupt checkpoint: exit %d, stderr %q; want %d naming %s and --rebuild-state", code, stderr, exitcode.Checkpoint, cp)
 				}
 				if n := src.Opens.Load() - opens; n != 0 || len(src.Removed) != 0 {
 					t.Fatalf("the refused run downloaded %d and deleted %d messages", n, len(src.Removed))

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	"github.com/mailferry/mailferry/sync/checkpoint"
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
@@ -190,8 +191,8 @@ func TestConfigErrors(t *testing.T) {
 			cfg := writeConfig(t, tc.mode, tc.config)
 			for _, args := range [][]string{{"run", "a", "--config", cfg}, {"jobs", "--config", cfg}} {
 				code, stdout, stderr := w.cli(context.Background(), t, nil, args...)
-				if code != exitUsage {
-					t.Errorf("%v = %d, want %d; stderr %q", args, code, exitUsage, stderr)
+				if code != exitcode.Usage {
+					t.Errorf("%v = %d, want %d; stderr %q", args, code, exitcode.Usage, stderr)
 				}
 				for _, s := range append(tc.want, cfg) {
 					if !strings.Contains(stderr, s) {
@@ -224,7 +225,7 @@ src_password = "hunter2"
 	// The fake source hands back what the password lookup gives: proof that
 	// the inline password reached the endpoint.
 	code, _, stderr := w.cli(context.Background(), t, nil, "run", "a", "--config", cfg)
-	if code != exitUnexpected || !strings.Contains(stderr, "got a password of 7 bytes") {
+	if code != exitcode.Unexpected || !strings.Contains(stderr, "got a password of 7 bytes") {
 		t.Fatalf("run = %d %q", code, stderr)
 	}
 }
@@ -245,7 +246,7 @@ func TestConfigDefaultPath(t *testing.T) {
 		want string
 	}{
 		{map[string]string{"XDG_CONFIG_HOME": filepath.Join(home, "xdg")}, 0, "x  mem:a -> memsink:a"},
-		{map[string]string{"HOME": home}, exitUsage, filepath.Join(home, ".config", "mailferry", "config.toml") + " does not exist"},
+		{map[string]string{"HOME": home}, exitcode.Usage, filepath.Join(home, ".config", "mailferry", "config.toml") + " does not exist"},
 	} {
 		code, stdout, stderr := w.cli(context.Background(), t, tc.env, "jobs")
 		if code != tc.code || !strings.Contains(stdout+stderr, tc.want) {
@@ -360,7 +361,7 @@ func TestRunJobs(t *testing.T) {
 		{[]string{"run", "nightly", "--config", cfg, "--since", "2024-13-01"}, "YYYY-MM-DD"},
 	} {
 		code, _, stderr := w.cli(ctx, t, nil, tc.args...)
-		if code != exitUsage || !strings.Contains(stderr, tc.want) {
+		if code != exitcode.Usage || !strings.Contains(stderr, tc.want) {
 			t.Errorf("%v = %d %q; want 2 and %q", tc.args, code, stderr, tc.want)
 		}
 	}
@@ -380,8 +381,8 @@ func TestRunReport(t *testing.T) {
 		t.Fatalf("run = %d %s", code, stderr)
 	}
 	code, _, stderr := w.cli(ctx, t, nil, "run", "--all", "--config", cfg)
-	if code != exitAuth || !strings.Contains(stderr, "mailferry run broken: source: fake: login alice") {
-		t.Fatalf("run --all = %d %q; want %d naming the job", code, stderr, exitAuth)
+	if code != exitcode.Auth || !strings.Contains(stderr, "mailferry run broken: source: fake: login alice") {
+		t.Fatalf("run --all = %d %q; want %d naming the job", code, stderr, exitcode.Auth)
 	}
 	data, err := os.ReadFile(rep)
 	if err != nil {
@@ -392,7 +393,7 @@ func TestRunReport(t *testing.T) {
 		job    string
 		code   int
 		copied int64
-	}{{"nightly", 0, 2}, {"nightly", 0, 0}, {"other", 0, 1}, {"broken", exitAuth, 0}}
+	}{{"nightly", 0, 2}, {"nightly", 0, 0}, {"other", 0, 1}, {"broken", exitcode.Auth, 0}}
 	if len(lines) != len(want) {
 		t.Fatalf("report has %d lines, want %d:\n%s", len(lines), len(want), data)
 	}
@@ -484,8 +485,8 @@ func TestE3OverlappingRuns(t *testing.T) {
 	<-inList // the first run holds the lock and is listing
 	code, stdout, stderr := w.cli(context.Background(), t, nil, "run", "nightly", "--config", cfg)
 	close(release)
-	if code != exitLocked || stdout != "" || !strings.Contains(stderr, "in use by another mailferry run (pid "+strconv.Itoa(os.Getpid())+")") {
-		t.Errorf("second run = %d, %q %q; want %d naming the pid", code, stdout, stderr, exitLocked)
+	if code != exitcode.Locked || stdout != "" || !strings.Contains(stderr, "in use by another mailferry run (pid "+strconv.Itoa(os.Getpid())+")") {
+		t.Errorf("second run = %d, %q %q; want %d naming the pid", code, stdout, stderr, exitcode.Locked)
 	}
 	if n := strings.Count(strings.TrimSpace(stderr), "\n"); n != 0 {
 		t.Errorf("second run printed %d lines, want one: %q", n+1, stderr)
@@ -535,8 +536,8 @@ func TestE3KilledRunLockTakenOver(t *testing.T) {
 		t.Fatalf("helper said %q, %v", line, err)
 	}
 	code, _, stderr := w.cli(context.Background(), t, nil, "run", "nightly", "--config", cfg)
-	if code != exitLocked || !strings.Contains(stderr, fmt.Sprintf("(pid %d)", child.Process.Pid)) {
-		t.Errorf("run while the holder lives = %d %q; want %d naming pid %d", code, stderr, exitLocked, child.Process.Pid)
+	if code != exitcode.Locked || !strings.Contains(stderr, fmt.Sprintf("(pid %d)", child.Process.Pid)) {
+		t.Errorf("run while the holder lives = %d %q; want %d naming pid %d", code, stderr, exitcode.Locked, child.Process.Pid)
 	}
 	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -602,8 +603,8 @@ func TestH3CronQuietFailure(t *testing.T) {
 	cfg := writeConfig(t, 0o644, jobConfigText(dir, ""))
 	code, stdout, stderr := w.cli(context.Background(), t, nil, "run", "nightly", "--config", cfg, "--quiet")
 	lines := strings.Split(strings.TrimSpace(stderr), "\n")
-	if code != exitPartial || stdout != "" || len(lines) != 1 || !strings.HasPrefix(lines[0], "failed: INBOX 2: put: fake: mailbox over quota") {
-		t.Errorf("run = %d, stdout %q, stderr %q; want %d and one line for the message", code, stdout, stderr, exitPartial)
+	if code != exitcode.Partial || stdout != "" || len(lines) != 1 || !strings.HasPrefix(lines[0], "failed: INBOX 2: put: fake: mailbox over quota") {
+		t.Errorf("run = %d, stdout %q, stderr %q; want %d and one line for the message", code, stdout, stderr, exitcode.Partial)
 	}
 	// Two jobs failing differently: one line each, the first failure's code.
 	w.failPut = nil
@@ -611,8 +612,8 @@ func TestH3CronQuietFailure(t *testing.T) {
 		"[jobs.y]\nsource = \"fail:auth\"\ndestination = \"memsink:x\"\ncheckpoint = \""+filepath.Join(dir, "y")+"\"\n")
 	code, _, stderr = w.cli(context.Background(), t, nil, "run", "--all", "--config", cfg, "--quiet")
 	lines = strings.Split(strings.TrimSpace(stderr), "\n")
-	if code != exitUnreachable || len(lines) != 2 || !strings.HasPrefix(lines[0], "mailferry run x: ") || !strings.HasPrefix(lines[1], "mailferry run y: ") {
-		t.Errorf("run --all = %d, stderr %q; want %d and a line per job", code, stderr, exitUnreachable)
+	if code != exitcode.Unreachable || len(lines) != 2 || !strings.HasPrefix(lines[0], "mailferry run x: ") || !strings.HasPrefix(lines[1], "mailferry run y: ") {
+		t.Errorf("run --all = %d, stderr %q; want %d and a line per job", code, stderr, exitcode.Unreachable)
 	}
 }
 
@@ -637,14 +638,14 @@ func TestRunExitCodes(t *testing.T) {
 		want int
 		msg  string
 	}{
-		{context.Background(), "ok", exitOK, ""},
-		{context.Background(), "odd", exitUnexpected, "something odd"},
-		{context.Background(), "badurl", exitUsage, "cannot be a source"},
-		{context.Background(), "nopw", exitUsage, "no src password given"},
-		{context.Background(), "auth", exitAuth, "login alice"},
-		{context.Background(), "down", exitUnreachable, "fake:993"},
-		{context.Background(), "reused", exitCheckpoint, "was written for"},
-		{cancelled, "ok", exitInterrupted, ""},
+		{context.Background(), "ok", exitcode.OK, ""},
+		{context.Background(), "odd", exitcode.Unexpected, "something odd"},
+		{context.Background(), "badurl", exitcode.Usage, "cannot be a source"},
+		{context.Background(), "nopw", exitcode.Usage, "no src password given"},
+		{context.Background(), "auth", exitcode.Auth, "login alice"},
+		{context.Background(), "down", exitcode.Unreachable, "fake:993"},
+		{context.Background(), "reused", exitcode.Checkpoint, "was written for"},
+		{cancelled, "ok", exitcode.Interrupted, ""},
 	}
 	for _, tc := range tests {
 		code, _, stderr := w.cli(tc.ctx, t, nil, "run", tc.job, "--config", cfg)
@@ -682,8 +683,8 @@ func TestE3SimultaneousStarts(t *testing.T) {
 		// Everyone but the lock holder returns while it waits in List; a
 		// second holder would show as a second List.
 		for range runners - 1 {
-			if code := <-codes; code != exitLocked {
-				t.Errorf("trial %d: a concurrent run exited %d, want %d", trial, code, exitLocked)
+			if code := <-codes; code != exitcode.Locked {
+				t.Errorf("trial %d: a concurrent run exited %d, want %d", trial, code, exitcode.Locked)
 			}
 		}
 		close(release)

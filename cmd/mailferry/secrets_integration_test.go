@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
@@ -121,18 +122,18 @@ func TestF6NoSecretInOutputs(t *testing.T) {
 			args: []string{"copy", pop3URL, "mbox:DIR/out", "--checkpoint", "DIR/cp.jsonl"}},
 		{name: "Ls", env: []string{"MAILFERRY_SRC_PASSWORD=" + pw}, args: []string{"ls", imapURL, "--json"}},
 		{name: "Verify", args: []string{"verify", pop3URL, "maildir:SHARED/out", "--src-password-file", pwFile}},
-		{name: "IMAPWrongPassword", env: []string{"MAILFERRY_SRC_PASSWORD=" + wrong}, forms: wrongForms, code: exitAuth, stderr: "authentication",
+		{name: "IMAPWrongPassword", env: []string{"MAILFERRY_SRC_PASSWORD=" + wrong}, forms: wrongForms, code: exitcode.Auth, stderr: "authentication",
 			args: []string{"copy", imapURL, "maildir:DIR/out", "--checkpoint", "DIR/cp.jsonl", "--json"}},
-		{name: "POP3WrongPasswordFile", forms: wrongForms, code: exitAuth, stderr: "authentication",
+		{name: "POP3WrongPasswordFile", forms: wrongForms, code: exitcode.Auth, stderr: "authentication",
 			args: []string{"copy", pop3URL, "maildir:DIR/out", "--checkpoint", "DIR/cp.jsonl", "--src-password-file", wrongFile}},
-		{name: "IMAPWrongPasswordCmd", forms: wrongForms, code: exitAuth, stderr: "authentication",
+		{name: "IMAPWrongPasswordCmd", forms: wrongForms, code: exitcode.Auth, stderr: "authentication",
 			args: []string{"ls", imapURL, "--src-password-cmd", "cat " + wrongFile}},
 		// F6 and G2: a worker panics with the password in the panic value
 		// (test hook): recovered into one failed message (exit 3), the
 		// value never printed.
-		{name: "PanicHook", env: []string{"MAILFERRY_SRC_PASSWORD=" + pw, "MAILFERRY_TEST_PANIC=boom " + pw}, code: exitPartial, stderr: "internal error: panic",
+		{name: "PanicHook", env: []string{"MAILFERRY_SRC_PASSWORD=" + pw, "MAILFERRY_TEST_PANIC=boom " + pw}, code: exitcode.Partial, stderr: "internal error: panic",
 			args: []string{"copy", imapURL, "maildir:DIR/out", "--checkpoint", "DIR/cp.jsonl"}},
-		{name: "PanicHookJSON", env: []string{"MAILFERRY_TEST_PANIC=boom " + pw}, code: exitPartial,
+		{name: "PanicHookJSON", env: []string{"MAILFERRY_TEST_PANIC=boom " + pw}, code: exitcode.Partial,
 			args: []string{"copy", pop3URL, "mbox:DIR/out", "--checkpoint", "DIR/cp.jsonl", "--src-password-file", pwFile, "--json", "--log-format", "json"}},
 		// --trace prints the protocol with the credentials masked.
 		{name: "IMAPTrace", env: []string{"MAILFERRY_SRC_PASSWORD=" + pw}, stderr: "AUTHENTICATE PLAIN <redacted>",
@@ -144,7 +145,7 @@ func TestF6NoSecretInOutputs(t *testing.T) {
 		{name: "PasswordCmdChild", env: []string{"MAILFERRY_DST_PASSWORD=" + pw, "MAILFERRY_SRC_PASSWORD=" + pw}, stderr: "",
 			args: []string{"copy", imapURL, "maildir:DIR/out", "--checkpoint", "DIR/cp.jsonl",
 				"--src-password-cmd", "env > DIR/child-env; tr '\\0' ' ' < /proc/$$/cmdline > DIR/child-argv; cat " + pwFile}},
-		{name: "PasswordInURL", forms: secretForms(user, "Sekr1t-in-URL"), code: exitUsage, stderr: "--src-password-file",
+		{name: "PasswordInURL", forms: secretForms(user, "Sekr1t-in-URL"), code: exitcode.Usage, stderr: "--src-password-file",
 			args: []string{"copy", "imaps://" + user + ":Sekr1t-in-URL@" + d.IMAPS, "maildir:DIR/out", "--checkpoint", "DIR/cp.jsonl"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -222,7 +223,7 @@ func TestE1PasswordInURLNoNetwork(t *testing.T) {
 	p := mailtest.NewFaultProxy(t, d.IMAPS)
 	for _, src := range []string{"imaps://bob:Hunter2-xyz@localhost:" + p.Port(), "pop3s://bob:Hunter2-xyz@localhost:" + p.Port()} {
 		r := runBinLimit(t, runLimit, nil, "copy", src, "maildir:"+t.TempDir(), "--ca-file", d.CAFile)
-		if r.code != exitUsage || strings.Contains(r.stderr+r.stdout, "Hunter2-xyz") {
+		if r.code != exitcode.Usage || strings.Contains(r.stderr+r.stdout, "Hunter2-xyz") {
 			t.Errorf("copy %s: exit %d, stderr %q; want exit 2 without the password", src, r.code, r.stderr)
 		}
 	}

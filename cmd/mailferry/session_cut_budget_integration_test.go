@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
@@ -42,8 +43,8 @@ func TestB5SessionCutAndBudget(t *testing.T) {
 		"--ca-file", d.CAFile, "--workers", "1", "--timeout", "5s", "--max-bytes", "200K"}
 
 	r := runBinLimit(t, runLimit, env, args...)
-	if r.code != exitTemporary || !strings.Contains(lastLine(r.stderr), "--max-bytes") {
-		t.Fatalf("first run = %d, last line %q; want %d at the byte budget", r.code, lastLine(r.stderr), exitTemporary)
+	if r.code != exitcode.Temporary || !strings.Contains(lastLine(r.stderr), "--max-bytes") {
+		t.Fatalf("first run = %d, last line %q; want %d at the byte budget", r.code, lastLine(r.stderr), exitcode.Temporary)
 	}
 	first := copiedCount(t, r.stdout)
 	cuts := 0

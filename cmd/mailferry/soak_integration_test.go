@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
@@ -332,8 +333,8 @@ func TestA11SIGINTThenResume(t *testing.T) {
 			if ctx.Err() != nil {
 				t.Fatalf("the interrupted run did not exit: %s", errb.String())
 			}
-			if code := cmd.ProcessState.ExitCode(); code != exitInterrupted {
-				t.Fatalf("SIGINT mid-run: exit %d, want %d: %s", code, exitInterrupted, errb.String())
+			if code := cmd.ProcessState.ExitCode(); code != exitcode.Interrupted {
+				t.Fatalf("SIGINT mid-run: exit %d, want %d: %s", code, exitcode.Interrupted, errb.String())
 			}
 			fp.checkSafe(t, dir)
 			n := 0

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
@@ -66,7 +67,7 @@ func TestSyncRefusesMboxAndPOP3(t *testing.T) {
 		{"maildir:" + dir, "--max-delete=0", ""},
 	} {
 		code, _, stderr := syncCLI(t, "sync", c.a, c.b)
-		if code != exitUsage || !strings.Contains(stderr, c.want) {
+		if code != exitcode.Usage || !strings.Contains(stderr, c.want) {
 			t.Errorf("sync %s %s = %d %q, want exit 2 saying %q", c.a, c.b, code, stderr, c.want)
 		}
 	}
@@ -101,7 +102,7 @@ func TestSyncMaildirs(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &s); err != nil {
 		t.Fatalf("--json: %v\n%s", err, stdout)
 	}
-	if code != exitHeldBack || s.A.HeldBack != 25 || s.A.Deleted != 0 || len(maildirSubjects(t, b)) != 42 {
+	if code != exitcode.HeldBack || s.A.HeldBack != 25 || s.A.Deleted != 0 || len(maildirSubjects(t, b)) != 42 {
 		t.Fatalf("sync after 25 deletions = %d %+v\n%s", code, s, stderr)
 	}
 	code, stdout, stderr = syncCLI(t, "sync", "maildir:"+a, "maildir:"+b, "--checkpoint", state, "--force")

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
@@ -107,7 +108,7 @@ func TestSyncJobConfigErrors(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := writeConfig(t, 0o600, fmt.Sprintf("[jobs.x]\nsource = \"maildir:%s/a\"\ndestination = \"maildir:%s/b\"\n%s\n", dir, dir, c.job))
 			code, _, stderr := syncCLI(t, "run", "--config", cfg, "x")
-			if code != exitUsage || !strings.Contains(stderr, c.want) {
+			if code != exitcode.Usage || !strings.Contains(stderr, c.want) {
 				t.Errorf("run = %d %q, want exit 2 saying %q", code, stderr, c.want)
 			}
 		})
@@ -181,8 +182,8 @@ func TestSyncReportOnFailure(t *testing.T) {
 		name, b string
 		code    int
 	}{
-		{"refused", "mbox:" + filepath.Join(dir, "box"), exitUsage},
-		{"unreachable", "imaps://me@127.0.0.1:1", exitUnreachable},
+		{"refused", "mbox:" + filepath.Join(dir, "box"), exitcode.Usage},
+		{"unreachable", "imaps://me@127.0.0.1:1", exitcode.Unreachable},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			code, _, stderr := syncCLI(t, "sync", "maildir:"+filepath.Join(dir, "a"), c.b, "--report", report,

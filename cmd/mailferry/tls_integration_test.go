@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
@@ -109,7 +110,7 @@ func TestF1F2STARTTLSManInTheMiddle(t *testing.T) {
 			p.SetSchedule(mailtest.EveryConn(mailtest.Fault{Rewrite: tc.rewrite}))
 			r := tlsCopy(t, d, p, tc.scheme, user, pw)
 			last := lastLine(r.stderr)
-			if r.code != exitUnreachable || !strings.Contains(last, tc.want) {
+			if r.code != exitcode.Unreachable || !strings.Contains(last, tc.want) {
 				t.Errorf("exit %d, last line %q; want exit 5 and %q", r.code, last, tc.want)
 			}
 			checkNoCredentials(t, p.Recorded(mailtest.Up), user, pw)
@@ -135,8 +136,8 @@ func TestF5PlaintextOnlyWhenAllowed(t *testing.T) {
 			flag, want string
 			code       int
 		}{
-			{"--quiet", "TLS", exitUnreachable},
-			{"--allow-plaintext", "--allow-plaintext-auth", exitUnreachable},
+			{"--quiet", "TLS", exitcode.Unreachable},
+			{"--allow-plaintext", "--allow-plaintext-auth", exitcode.Unreachable},
 			{"--allow-plaintext-auth", "", 0},
 		} {
 			t.Run(tc.scheme+fc.flag, func(t *testing.T) {
@@ -175,7 +176,7 @@ func TestF4CertificateNotTrustedCLI(t *testing.T) {
 			dir := t.TempDir()
 			r := runBinLimit(t, runLimit, []string{"MAILFERRY_SRC_PASSWORD=Not-Sent-9"},
 				"copy", fmt.Sprintf("%s://bob@localhost:%s", tc.scheme, p.Port()), "maildir:"+filepath.Join(dir, "out"), "--checkpoint", filepath.Join(dir, "cp.jsonl"))
-			if last := lastLine(r.stderr); r.code != exitUnreachable || !strings.Contains(last, "--ca-file") {
+			if last := lastLine(r.stderr); r.code != exitcode.Unreachable || !strings.Contains(last, "--ca-file") {
 				t.Errorf("exit %d, last line %q; want exit 5 naming --ca-file", r.code, last)
 			}
 			if bytes.Contains(p.Recorded(mailtest.Up), []byte("Not-Sent-9")) {

@@ -14,6 +14,7 @@ import (
 	imap "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	"github.com/mailferry/mailferry/sync/mail/mailtest"
 )
 
@@ -58,11 +59,11 @@ func TestF3HostileGreetingsCLI(t *testing.T) {
 		code                   int
 		want                   string
 	}{
-		{"IMAPPreauthBeforeSTARTTLS", "imap", "* PREAUTH [CAPABILITY IMAP4rev1 STARTTLS] welcome back\r\n", exitUnreachable, "unencrypted PREAUTH refused"},
-		{"IMAPGarbled", "imap", "HELLO THERE\r\n", exitUnreachable, "invalid greeting"},
-		{"IMAPBye", "imap", "* BYE too many connections\r\n", exitTemporary, "too many connections"},
-		{"POP3Err", "pop3", "-ERR go away\r\n", exitUnreachable, "greeting"},
-		{"POP3Garbled", "pop3", "HELLO THERE\r\n", exitUnreachable, "greeting"},
+		{"IMAPPreauthBeforeSTARTTLS", "imap", "* PREAUTH [CAPABILITY IMAP4rev1 STARTTLS] welcome back\r\n", exitcode.Unreachable, "unencrypted PREAUTH refused"},
+		{"IMAPGarbled", "imap", "HELLO THERE\r\n", exitcode.Unreachable, "invalid greeting"},
+		{"IMAPBye", "imap", "* BYE too many connections\r\n", exitcode.Temporary, "too many connections"},
+		{"POP3Err", "pop3", "-ERR go away\r\n", exitcode.Unreachable, "greeting"},
+		{"POP3Garbled", "pop3", "HELLO THERE\r\n", exitcode.Unreachable, "greeting"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := startGreeter(t, tc.greeting)
@@ -120,13 +121,13 @@ func TestF4CertificateMatrixCLI(t *testing.T) {
 		code       int
 		want       string // in the last line of stderr (or anywhere, on success)
 	}{
-		{"SelfSigned", self, 0, 0, nil, exitUnreachable, "is self-signed (its --pin-sha256 is " + selfPin + ")"},
-		{"Expired", expired, 0, 0, []string{"--ca-file", pki.CAFile}, exitUnreachable, "expired on"},
-		{"UntrustedRoot", good, 0, 0, nil, exitUnreachable, "which is not a trusted root"},
-		{"TLS11Only", good, tls.VersionTLS10, tls.VersionTLS11, []string{"--ca-file", pki.CAFile}, exitUnreachable, "older than 1.2"},
-		{"TLS11OnlySkipVerify", good, tls.VersionTLS10, tls.VersionTLS11, []string{"--insecure-skip-verify"}, exitUnreachable, "older than 1.2"},
-		{"PinMismatch", good, 0, 0, []string{"--ca-file", pki.CAFile, "--pin-sha256", selfPin}, exitUnreachable, "does not match --pin-sha256"},
-		{"BadPin", good, 0, 0, []string{"--pin-sha256", "not-base64"}, exitUsage, "--pin-sha256"},
+		{"SelfSigned", self, 0, 0, nil, exitcode.Unreachable, "is self-signed (its --pin-sha256 is " + selfPin + ")"},
+		{"Expired", expired, 0, 0, []string{"--ca-file", pki.CAFile}, exitcode.Unreachable, "expired on"},
+		{"UntrustedRoot", good, 0, 0, nil, exitcode.Unreachable, "which is not a trusted root"},
+		{"TLS11Only", good, tls.VersionTLS10, tls.VersionTLS11, []string{"--ca-file", pki.CAFile}, exitcode.Unreachable, "older than 1.2"},
+		{"TLS11OnlySkipVerify", good, tls.VersionTLS10, tls.VersionTLS11, []string{"--insecure-skip-verify"}, exitcode.Unreachable, "older than 1.2"},
+		{"PinMismatch", good, 0, 0, []string{"--ca-file", pki.CAFile, "--pin-sha256", selfPin}, exitcode.Unreachable, "does not match --pin-sha256"},
+		{"BadPin", good, 0, 0, []string{"--pin-sha256", "not-base64"}, exitcode.Usage, "--pin-sha256"},
 		{"CAFile", good, 0, 0, []string{"--ca-file", pki.CAFile}, 0, "INBOX"},
 		{"Pinned", self, 0, 0, []string{"--pin-sha256", selfPin}, 0, "INBOX"},
 		{"PinnedExpired", expired, 0, 0, []string{"--pin-sha256", expPin}, 0, "INBOX"},
@@ -168,7 +169,7 @@ func TestF4F5SkipVerifyNeverPlaintext(t *testing.T) {
 			args = append(args, "maildir:"+filepath.Join(dir, "out"), "--checkpoint", filepath.Join(dir, "cp.jsonl"))
 		}
 		code, _, stderr := runCLI(t, map[string]string{"MAILFERRY_SRC_PASSWORD": tlsTestPass}, args...)
-		if code != exitUnreachable || !strings.Contains(lastLine(stderr), "does not offer STARTTLS") {
+		if code != exitcode.Unreachable || !strings.Contains(lastLine(stderr), "does not offer STARTTLS") {
 			t.Errorf("%s: exit %d, last line %q; want exit 5, STARTTLS not offered", cmd, code, lastLine(stderr))
 		}
 		if !strings.Contains(stderr, "--insecure-skip-verify: server certificates are not checked") {
@@ -193,8 +194,8 @@ func TestF5PlaintextAuthFlags(t *testing.T) {
 		code  int
 		want  string
 	}{
-		{"Default", nil, exitUnreachable, "does not offer STARTTLS"},
-		{"AllowPlaintext", []string{"--allow-plaintext"}, exitUnreachable, "--allow-plaintext-auth allows it"},
+		{"Default", nil, exitcode.Unreachable, "does not offer STARTTLS"},
+		{"AllowPlaintext", []string{"--allow-plaintext"}, exitcode.Unreachable, "--allow-plaintext-auth allows it"},
 		{"AllowPlaintextAuth", []string{"--allow-plaintext-auth"}, 0, "unencrypted"},
 		{"Both", []string{"--allow-plaintext", "--allow-plaintext-auth"}, 0, "unencrypted"},
 	} {
@@ -210,7 +211,7 @@ func TestF5PlaintextAuthFlags(t *testing.T) {
 	// The refusal happens before LOGIN: a recording server sees none.
 	g := startGreeter(t, "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n")
 	code, _, _ := runCLI(t, map[string]string{"MAILFERRY_SRC_PASSWORD": tlsTestPass}, "ls", "imap://bob@"+g.addr, "--allow-plaintext", "--timeout", "5s")
-	if code != exitUnreachable {
+	if code != exitcode.Unreachable {
 		t.Errorf("--allow-plaintext against a greeter: exit %d, want 5", code)
 	}
 	for _, l := range g.sent() {

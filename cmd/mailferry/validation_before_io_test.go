@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/mailferry/mailferry/internal/exitcode"
 	maildirsink "github.com/mailferry/mailferry/sinks/maildir"
 )
 
@@ -89,8 +90,8 @@ func TestE1ValidationBeforeIO(t *testing.T) {
 				args = []string{"run", "a", "--config", cfg}
 			}
 			code, _, stderr := runCLI(t, env, args...)
-			if code != exitUsage {
-				t.Errorf("%v = %d, want %d; stderr %q", args, code, exitUsage, stderr)
+			if code != exitcode.Usage {
+				t.Errorf("%v = %d, want %d; stderr %q", args, code, exitcode.Usage, stderr)
 			}
 			for _, s := range append(tc.want, cfg) {
 				if !strings.Contains(stderr, s) {

@@ -5,6 +5,8 @@ import (
 	stdsync "sync"
 	"testing"
 	"time"
+
+	"github.com/mailferry/mailferry/internal/exitcode"
 )
 
 // budgetRunner copies 300 bytes per account over as many runs as its
@@ -23,7 +25,7 @@ func (b *budgetRunner) RunAccount(_ context.Context, acct *Account) Outcome {
 	defer b.mu.Unlock()
 	if acct.MaxBytes <= 0 {
 		b.t.Errorf("%s ran without a byte budget", acct.Row.ID)
-		return Outcome{ExitCode: exitUsage}
+		return Outcome{ExitCode: exitcode.Usage}
 	}
 	left, ok := b.remaining[acct.Row.ID]
 	if !ok {
@@ -36,9 +38,9 @@ func (b *budgetRunner) RunAccount(_ context.Context, acct *Account) Outcome {
 		b.t.Errorf("%d bytes copied over all workers today; the group allows %d", b.total, b.limit)
 	}
 	if left > took {
-		return Outcome{ExitCode: exitTemporary, Totals: Totals{Copied: 1, Bytes: took}}
+		return Outcome{ExitCode: exitcode.Temporary, Totals: Totals{Copied: 1, Bytes: took}}
 	}
-	return Outcome{ExitCode: exitOK, Totals: Totals{Copied: 1, Bytes: took}}
+	return Outcome{ExitCode: exitcode.OK, Totals: Totals{Copied: 1, Bytes: took}}
 }
 
 func (b *budgetRunner) copied() int64 {
@@ -164,7 +166,7 @@ func (r *rateRunner) RunAccount(ctx context.Context, acct *Account) Outcome {
 		close(r.done)
 	}
 	r.mu.Unlock()
-	return Outcome{ExitCode: exitOK}
+	return Outcome{ExitCode: exitcode.OK}
 }
 
 // TestGroupMsgsPerSecAcrossWorkers: a group allowing 10 messages a second

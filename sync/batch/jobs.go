@@ -9,6 +9,8 @@ import (
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
+
+	"github.com/mailferry/mailferry/internal/exitcode"
 )
 
 // Runner copies one account in-process: the command gives the copy engine
@@ -86,22 +88,6 @@ type Outcome struct {
 	CopyMillis int64 `json:"copy_ms,omitempty"`
 }
 
-// Exit codes of mailferry (cmd/mailferry exit.go) that decide a job's fate.
-const (
-	exitOK          = 0
-	exitUnexpected  = 1
-	exitUsage       = 2
-	exitPartial     = 3
-	exitAuth        = 4
-	exitUnreachable = 5
-	exitCheckpoint  = 6
-	exitLocked      = 7
-	exitTemporary   = 8
-	exitDiskFull    = 9
-	exitHeldBack    = 10 // sync: the mass-delete guard held deletions back
-	exitInterrupted = 130
-)
-
 // Failure classes of the report.
 const (
 	ClassAuth       = "auth"
@@ -117,17 +103,17 @@ const (
 // partial runs. A Runner may say "tls" where it knows better than 5.
 func ClassOf(code int) string {
 	switch code {
-	case exitOK, exitPartial, exitHeldBack:
+	case exitcode.OK, exitcode.Partial, exitcode.HeldBack:
 		return ""
-	case exitAuth:
+	case exitcode.Auth:
 		return ClassAuth
-	case exitUnreachable:
+	case exitcode.Unreachable:
 		return ClassConnect
-	case exitCheckpoint:
+	case exitcode.Checkpoint:
 		return ClassCheckpoint
-	case exitDiskFull:
+	case exitcode.DiskFull:
 		return ClassQuota
-	case exitUsage:
+	case exitcode.Usage:
 		return ClassUsage
 	}
 	return ClassTemporary
@@ -200,7 +186,7 @@ func (w *accountWorker) work(ctx context.Context, job *river.Job[accountArgs], e
 		return err // the database: retried
 	}
 	if row == nil {
-		out := Outcome{ExitCode: exitUsage, Class: ClassUsage, Error: "the batch has no account " + job.Args.ID}
+		out := Outcome{ExitCode: exitcode.Usage, Class: ClassUsage, Error: "the batch has no account " + job.Args.ID}
 		e.out = &out
 		_ = river.RecordOutput(ctx, out)
 		return river.JobCancel(errors.New(out.Error))
@@ -245,7 +231,7 @@ func (w *accountWorker) runInSlots(ctx context.Context, acct *Account) (Outcome,
 	if !s.takePlace(ctx) {
 		// The slice ended (or the worker stops) while other batches'
 		// accounts took every place: back to the queue, no attempt spent.
-		return Outcome{ExitCode: exitInterrupted}, groupWait{}, nil
+		return Outcome{ExitCode: exitcode.Interrupted}, groupWait{}, nil
 	}
 	defer func() { <-s.running }()
 	owned := s.ownedUntil(time.Now())
@@ -338,14 +324,14 @@ func (s *Store) takePlace(ctx context.Context) bool {
 //
 // It returns the outcome's name for the metrics.
 func outcomeError(ctx context.Context, out *Outcome, throttle time.Duration) (string, error) {
-	if ctx.Err() != nil || out.ExitCode == exitInterrupted {
+	if ctx.Err() != nil || out.ExitCode == exitcode.Interrupted {
 		if errors.Is(context.Cause(ctx), river.ErrJobCancelledRemotely) {
 			out.Class, out.Error = "", "cancelled by a person"
 			_ = river.RecordOutput(ctx, out)
 			return "cancelled", river.JobCancel(river.ErrJobCancelledRemotely)
 		}
 		out.Slices++
-		out.ExitCode, out.Class = exitInterrupted, ""
+		out.ExitCode, out.Class = exitcode.Interrupted, ""
 		_ = river.RecordOutput(ctx, out)
 		return "snoozed", river.JobSnooze(0)
 	}
@@ -355,17 +341,17 @@ func outcomeError(ctx context.Context, out *Outcome, throttle time.Duration) (st
 	}
 	err := fmt.Errorf("exit %d (%s): %s", out.ExitCode, out.Class, out.Error)
 	switch out.ExitCode {
-	case exitOK:
+	case exitcode.OK:
 		return "done", nil
-	case exitPartial:
+	case exitcode.Partial:
 		return "partial", nil
-	case exitHeldBack:
+	case exitcode.HeldBack:
 		// Running it again would hold them back again: a person looks
 		// (the report says held_back), then queues a pass with --force.
 		return "held_back", nil
-	case exitUsage, exitAuth, exitCheckpoint, exitDiskFull:
+	case exitcode.Usage, exitcode.Auth, exitcode.Checkpoint, exitcode.DiskFull:
 		return "failed", river.JobCancel(err)
-	case exitTemporary, exitLocked:
+	case exitcode.Temporary, exitcode.Locked:
 		return "snoozed", river.JobSnooze(throttle)
 	}
 	return "retry", err

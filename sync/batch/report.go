@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/riverqueue/river/rivertype"
+
+	"github.com/mailferry/mailferry/internal/exitcode"
 )
 
 // States of an account in a report.
@@ -56,10 +58,10 @@ func lineOf(id string, j *rivertype.JobRow) Line {
 	switch j.State {
 	case rivertype.JobStateCompleted:
 		l.State = StateDone
-		if out != nil && out.ExitCode == exitPartial {
+		if out != nil && out.ExitCode == exitcode.Partial {
 			l.State = StatePartial
 		}
-		if out != nil && out.ExitCode == exitHeldBack {
+		if out != nil && out.ExitCode == exitcode.HeldBack {
 			l.State = StateHeldBack
 		}
 	case rivertype.JobStateCancelled:

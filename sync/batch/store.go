@@ -228,21 +228,7 @@ func (s *Store) openSQLite(ctx context.Context, path string) error {
 	db.SetMaxOpenConns(1)
 	s.db = db
 	s.close = append(s.close, func() { _ = db.Close() })
-	driver := riversqlite.New(db)
-	s.exec = driver.GetExecutor()
-	m, err := rivermigrate.New(driver, nil)
-	if err := migrate(ctx, m, err); err != nil {
-		return err
-	}
-	if err := s.createTables(ctx); err != nil {
-		return err
-	}
-	client, err := river.NewClient(driver, s.riverConfig(ctx))
-	if err != nil {
-		return fmt.Errorf("river client: %w", err)
-	}
-	s.client = client
-	return nil
+	return startRiver(ctx, s, riversqlite.New(db))
 }
 
 func (s *Store) openPostgres(ctx context.Context, dsn string) error {
@@ -256,11 +242,20 @@ func (s *Store) openPostgres(ctx context.Context, dsn string) error {
 	}
 	s.db = stdlib.OpenDBFromPool(pool)
 	s.close = append([]func(){func() { _ = s.db.Close() }}, s.close...)
-	driver := riverpgxv5.New(pool)
+	return startRiver(ctx, s, riverpgxv5.New(pool))
+}
+
+// startRiver finishes opening s on either database: River's migrations,
+// then our tables, then the River client (generic over the driver's
+// transaction type, which is all that differs between the two).
+func startRiver[TTx any](ctx context.Context, s *Store, driver riverdriver.Driver[TTx]) error {
 	s.exec = driver.GetExecutor()
 	m, err := rivermigrate.New(driver, nil)
-	if err := migrate(ctx, m, err); err != nil {
-		return err
+	if err != nil {
+		return fmt.Errorf("river migrations: %w", err)
+	}
+	if _, err := m.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
+		return fmt.Errorf("river migrations: %w", err)
 	}
 	if err := s.createTables(ctx); err != nil {
 		return err
@@ -270,21 +265,6 @@ func (s *Store) openPostgres(ctx context.Context, dsn string) error {
 		return fmt.Errorf("river client: %w", err)
 	}
 	s.client = client
-	return nil
-}
-
-// migrator is rivermigrate.Migrator of either driver.
-type migrator interface {
-	Migrate(ctx context.Context, direction rivermigrate.Direction, opts *rivermigrate.MigrateOpts) (*rivermigrate.MigrateResult, error)
-}
-
-func migrate(ctx context.Context, m migrator, err error) error {
-	if err != nil {
-		return fmt.Errorf("river migrations: %w", err)
-	}
-	if _, err := m.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
-		return fmt.Errorf("river migrations: %w", err)
-	}
 	return nil
 }
 

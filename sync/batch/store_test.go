@@ -15,6 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/riverqueue/river/rivertype"
+
+	"github.com/mailferry/mailferry/internal/exitcode"
 )
 
 // fakeRunner plays scripted exit codes per account: the n-th run of an
@@ -38,13 +40,13 @@ func (f *fakeRunner) RunAccount(ctx context.Context, acct *Account) Outcome {
 	}
 	if code == -1 {
 		<-ctx.Done()
-		return Outcome{ExitCode: exitInterrupted, Totals: Totals{Copied: 7, Bytes: 700}}
+		return Outcome{ExitCode: exitcode.Interrupted, Totals: Totals{Copied: 7, Bytes: 700}}
 	}
 	out := Outcome{ExitCode: code, Totals: Totals{Copied: 3, Present: 1, Bytes: 300}}
-	if code == exitAuth {
+	if code == exitcode.Auth {
 		out.Error = "source: authentication rejected"
 	}
-	if code == exitPartial {
+	if code == exitcode.Partial {
 		out.Totals.Failed, out.Failures = 1, []string{"INBOX 5: message too large"}
 	}
 	return out
@@ -155,12 +157,12 @@ func testOutcomes(t *testing.T, dbURL string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	run := &fakeRunner{runs: map[string]int{}, script: map[string][]int{
-		"bad1": {exitAuth}, "bad2": {exitAuth}, "quota": {exitDiskFull}, "usage": {exitUsage}, "cp": {exitCheckpoint},
-		"part":  {exitPartial},
-		"flaky": {exitUnreachable, exitUnexpected, exitOK},
-		"down":  {exitUnreachable},
-		"slow":  {exitTemporary, exitTemporary, exitOK},
-		"long":  {-1, exitOK},
+		"bad1": {exitcode.Auth}, "bad2": {exitcode.Auth}, "quota": {exitcode.DiskFull}, "usage": {exitcode.Usage}, "cp": {exitcode.Checkpoint},
+		"part":  {exitcode.Partial},
+		"flaky": {exitcode.Unreachable, exitcode.Unexpected, exitcode.OK},
+		"down":  {exitcode.Unreachable},
+		"slow":  {exitcode.Temporary, exitcode.Temporary, exitcode.OK},
+		"long":  {-1, exitcode.OK},
 	}}
 	ids := []string{"ok1", "bad1", "ok2", "bad2", "quota", "usage", "cp", "part", "flaky", "down", "slow", "long", "ok3"}
 	reg := prometheus.NewRegistry()
@@ -384,7 +386,7 @@ type blockingRunner struct{ started chan string }
 func (b *blockingRunner) RunAccount(ctx context.Context, acct *Account) Outcome {
 	b.started <- acct.Row.ID
 	<-ctx.Done()
-	return Outcome{ExitCode: exitInterrupted, Totals: Totals{Copied: 2, Bytes: 200}}
+	return Outcome{ExitCode: exitcode.Interrupted, Totals: Totals{Copied: 2, Bytes: 200}}
 }
 
 // TestStopHandsAccountsBack: a worker stopped (SIGTERM) mid-account puts it
@@ -531,7 +533,7 @@ func (c *capRunner) RunAccount(ctx context.Context, acct *Account) Outcome {
 	c.mu.Lock()
 	c.active--
 	c.mu.Unlock()
-	return Outcome{ExitCode: exitOK}
+	return Outcome{ExitCode: exitcode.OK}
 }
 
 // TestGroupCap: 8 accounts on one host, a group cap of 2 and 4 workers:
