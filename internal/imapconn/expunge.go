@@ -24,13 +24,18 @@ func (s *Session) UIDExpunge(set UIDSet) error {
 // \Deleted (RFC 4315 §2.1), so if the STORE is refused it can remove only
 // messages of set another client flagged \Deleted, which the caller is
 // removing anyway. The removal counts as done only when both answered OK:
-// the STORE's refusal is returned first.
-func (s *Session) DeleteExpunge(set UIDSet) error {
+// the STORE's refusal is returned first. modSeq is the HIGHESTMODSEQ the
+// UID EXPUNGE's answer carried (RFC 7162 §3.2.10; 0 when it did not).
+func (s *Session) DeleteExpunge(set UIDSet) (modSeq uint64, err error) {
 	errs, err := s.run([]string{"UID STORE " + set.String() + ` +FLAGS.SILENT (\Deleted)`, "UID EXPUNGE " + set.String()}, nil)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	return errors.Join(errs[0], errs[1])
+	if err := errors.Join(errs[0], errs[1]); err != nil {
+		return 0, err
+	}
+	modSeq, _ = ModSeqCode(s.doneStatus[1])
+	return modSeq, nil
 }
 
 // Expunge expunges every message flagged \Deleted in the selected

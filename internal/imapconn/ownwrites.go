@@ -21,6 +21,10 @@ type ownWrites struct {
 	stored   map[uint32]storedFlags // conditional flag writes stored
 	appended map[uint32][]string    // APPENDUID -> the flags appended
 	removed  UIDSet                 // UID EXPUNGE answered OK
+	// highest is the highest mod-sequence a write here was answered with
+	// (a STORE's MODSEQ, a UID EXPUNGE's HIGHESTMODSEQ code): what
+	// ProveSelected accounts a STATUS's HIGHESTMODSEQ with.
+	highest uint64
 	// tainted: a write whose outcome nobody knows, or under another
 	// UIDVALIDITY: nothing is proved in the mailbox.
 	tainted bool
@@ -60,6 +64,7 @@ func (p *Pool) NoteStored(box string, uidv, uid uint32, flags []string, modSeq u
 		return
 	}
 	w.stored[uid] = storedFlags{flags: append([]string(nil), flags...), modSeq: modSeq}
+	w.highest = max(w.highest, modSeq)
 }
 
 // NoteAppended logs an APPEND the server answered with APPENDUID uidv uid
@@ -76,12 +81,13 @@ func (p *Pool) NoteAppended(box string, uidv, uid uint32, flags []string) {
 }
 
 // NoteRemoved logs a UID EXPUNGE of set in box at UIDVALIDITY uidv that
-// answered OK.
-func (p *Pool) NoteRemoved(box string, uidv uint32, set UIDSet) {
+// answered OK, with the HIGHESTMODSEQ its answer carried (0: none).
+func (p *Pool) NoteRemoved(box string, uidv uint32, set UIDSet, modSeq uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	w := p.writesOf(box, uidv)
 	w.removed = w.removed.Union(set)
+	w.highest = max(w.highest, modSeq)
 }
 
 // NoteUnknown logs a write to box whose outcome is unknown (a connection
@@ -280,4 +286,98 @@ func withoutRecent(flags []string) []string {
 		}
 	}
 	return out
+}
+
+// ProveSelected is ProveOwnWrites for the mailbox the session has open,
+// read-write, from the run's writes there (SelectCondStore, or what the
+// sink's appends left: Resume), without opening it again: a STATUS of it
+// and a UID FETCH of every message changed since the mark with the UIDs
+// expunged since, in one round trip, checked as ProveOwnWrites checks an
+// EXAMINE and its FETCH. Opening the mailbox again costs a server a
+// rescan of a Maildir folder it just changed (Dovecot: any folder changed
+// in the last seconds), and a round trip at the end of the run.
+//
+// Dovecot answers a STATUS of the selected mailbox from the session's
+// view, which the FETCH reads too. A server that answered from a later
+// state could count a change the FETCH does not show: so the proof also
+// holds only when the STATUS's HIGHESTMODSEQ is the highest mod-sequence
+// the FETCH, the mark and the answers to the writes account for (a change
+// by anyone raises it above all of them).
+//
+// With next not "", next is SELECTed read-write (CONDSTORE) in the same
+// round trip, for the caller's writes there (its UIDVALIDITY is checked
+// before any, as after SelectCondStore). ok is false when nothing is
+// proved: pr.Box is not the mailbox open read-write, nothing was logged
+// there or a write is in doubt, no QRESYNC, or a change the log does not
+// explain.
+func (s *Session) ProveSelected(p *Pool, pr OwnProof, next string) (proved Proved, ok bool, err error) {
+	box, sel, open := s.SelectedCondStore()
+	w := p.written(pr.Box)
+	prove := open && box == pr.Box && !sel.ReadOnly && s.qres && w != nil && w.uidv == pr.Mark.UIDValidity && pr.Mark.HighestModSeq > 0
+	var cmds []string
+	if prove {
+		cmds = append(cmds, "STATUS "+Quote(EncodeMUTF7(pr.Box))+" (UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ)",
+			fmt.Sprintf("UID FETCH 1:4294967295 (UID FLAGS MODSEQ) (CHANGEDSINCE %d VANISHED)", pr.Mark.HighestModSeq))
+	}
+	selectAt := -1
+	if next != "" && (!open || box != next) {
+		selectAt = len(cmds)
+		cmds = append(cmds, s.selectCmd(next))
+	}
+	if len(cmds) == 0 {
+		return Proved{}, false, nil
+	}
+	var run proofRun
+	var status Status
+	var nextSel Selected
+	errs, err := s.runIndexed(cmds, func(i int, u Untagged) error {
+		if i == selectAt {
+			return nextSel.take(u)
+		}
+		if i == 0 {
+			return takeStatus(&status, &run, u)
+		}
+		return run.take(true, u)
+	})
+	if err != nil {
+		s.selected, s.cur = false, current{}
+		return Proved{}, false, err
+	}
+	if selectAt >= 0 {
+		s.selectedAs(next, nextSel, errs[selectAt])
+	}
+	if !prove || errs[0] != nil || errs[1] != nil || status.Mailbox == "" || !status.HasModSeq {
+		return Proved{}, false, nil
+	}
+	run.sel = Selected{UIDValidity: status.UIDValidity, UIDNext: status.UIDNext, Exists: status.Messages, HighestModSeq: status.HighestModSeq}
+	proved, ok = run.proves(pr, w)
+	if !ok || status.HighestModSeq != run.accounted(pr, w) {
+		return Proved{}, false, nil
+	}
+	return proved, true, nil
+}
+
+// takeStatus reads the STATUS answer of ProveSelected; anything else the
+// server says meanwhile about the mailbox (a count that moved) refuses
+// the proof, as during ProveOwnWrites's FETCH.
+func takeStatus(st *Status, r *proofRun, u Untagged) error {
+	if u.Kind != "STATUS" {
+		return r.take(true, u)
+	}
+	got, err := ParseStatus(u.Args)
+	if err != nil {
+		return err
+	}
+	*st = got
+	return nil
+}
+
+// accounted is the highest mod-sequence the mark, the FETCH's answers
+// and the log's writes account for.
+func (r *proofRun) accounted(pr OwnProof, w *ownWrites) uint64 {
+	m := max(pr.Mark.HighestModSeq, w.highest)
+	for _, fd := range r.changed {
+		m = max(m, fd.ModSeq)
+	}
+	return m
 }

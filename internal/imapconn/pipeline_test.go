@@ -69,7 +69,7 @@ func TestDeleteExpunge(t *testing.T) {
 				}
 				return "* VANISHED 3:4\r\n" + tag + " " + tc.expng + "\r\n"
 			})
-			err := s.DeleteExpunge(UIDSet{{Lo: 3, Hi: 4}})
+			_, err := s.DeleteExpunge(UIDSet{{Lo: 3, Hi: 4}})
 			var ce *CommandError
 			switch {
 			case tc.wantErr == "" && err != nil:

@@ -19,23 +19,40 @@ func (s *Session) SelectCondStore(box string) (Selected, error) {
 	var sel Selected
 	s.exists, s.expunged, s.vanished = 0, false, nil
 	s.selected, s.cur = false, current{}
-	cmd := "SELECT " + Quote(EncodeMUTF7(box))
-	if s.Has("CONDSTORE") {
-		cmd += " (CONDSTORE)"
-	}
-	err := s.run1(cmd, func(u Untagged) error {
+	cmd := s.selectCmd(box)
+	errs, err := s.run([]string{cmd}, func(u Untagged) error {
 		return sel.take(u)
 	})
 	if err != nil {
 		return sel, err
 	}
+	s.selectedAs(box, sel, errs[0])
+	return s.cur.sel, errs[0]
+}
+
+// selectCmd is SelectCondStore's command.
+func (s *Session) selectCmd(box string) string {
+	cmd := "SELECT " + Quote(EncodeMUTF7(box))
+	if s.Has("CONDSTORE") {
+		cmd += " (CONDSTORE)"
+	}
+	return cmd
+}
+
+// selectedAs takes in the answer to a SELECT of box (selectCmd) that
+// said sel and ended with refused (nil: OK): box is open read-write,
+// else nothing is (a failed SELECT leaves none, RFC 9051 §6.3.2).
+func (s *Session) selectedAs(box string, sel Selected, refused error) {
+	if refused != nil {
+		s.selected, s.cur = false, current{}
+		return
+	}
 	s.selected = true
 	sel.Exists = s.exists
-	if r := s.doneStatus; len(r) == 1 && r[0].Code == "READ-ONLY" {
+	if r := s.doneStatus; len(r) > 0 && r[len(r)-1].Code == "READ-ONLY" {
 		sel.ReadOnly = true
 	}
 	s.cur = current{box: box, rw: true, sel: sel}
-	return sel, nil
 }
 
 // SelectedCondStore returns the mailbox SelectCondStore last opened and

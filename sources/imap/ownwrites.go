@@ -50,3 +50,34 @@ func (s *Source) ProveOwnWrites(ctx context.Context, since map[string]mail.Folde
 	}
 	return out, nil
 }
+
+var _ mail.FolderWriteProver = (*Source)(nil)
+
+// ProveFolderWrites implements mail.FolderWriteProver on the shared
+// pool's session, where the folder's writes left the folder selected
+// (imapconn.Session.ProveSelected: a STATUS and a UID FETCH CHANGEDSINCE
+// there, and the SELECT of next in the same round trip, also when
+// nothing is to be proved). Without a pool, or with the folder not open
+// there, nothing is proved now.
+func (s *Source) ProveFolderWrites(ctx context.Context, mailbox string, since mail.FolderStatus, next string) (mail.FolderStatus, bool, error) {
+	box, ok := s.known(mailbox)
+	nextBox := ""
+	if next != "" {
+		nextBox, _ = s.known(next)
+	}
+	if s.pool == nil || !ok || since.NoModSeq || nextBox == "" && !s.pool.Written(box) {
+		return mail.FolderStatus{}, false, nil
+	}
+	pr := imapconn.OwnProof{Box: box, Messages: since.Messages,
+		Mark: imapconn.Mark{UIDValidity: since.UIDValidity, UIDNext: since.UIDNext, HighestModSeq: since.HighestModSeq}}
+	var got imapconn.Proved
+	err := s.withPooled(ctx, func(sess *imapconn.Session) error {
+		var err error
+		got, ok, err = sess.ProveSelected(s.pool, pr, nextBox)
+		return err
+	})
+	if err != nil || !ok {
+		return mail.FolderStatus{}, false, err
+	}
+	return mail.FolderStatus{UIDValidity: got.UIDValidity, UIDNext: got.UIDNext, Messages: got.Messages, HighestModSeq: got.HighestModSeq}, true, nil
+}

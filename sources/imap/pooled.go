@@ -206,11 +206,12 @@ func (s *Source) expungeOn(sess *imapconn.Session, name, box string, uidv uint32
 	if uidExpunge && s.rm.afterStore == nil && s.o.AfterRemoveStore == nil {
 		// No hook between the two: one round trip (DeleteExpunge says
 		// why that is safe).
-		if err := sess.DeleteExpunge(set); err != nil {
+		modSeq, err := sess.DeleteExpunge(set)
+		if err != nil {
 			s.pool.NoteUnknown(box)
 			return err
 		}
-		s.pool.NoteRemoved(box, uidv, set)
+		s.pool.NoteRemoved(box, uidv, set, modSeq)
 		s.log.Debug("imap: removed", "mailbox", name, "messages", int(set.Len()))
 		return nil
 	}

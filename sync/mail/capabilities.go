@@ -332,6 +332,24 @@ type WriteProver interface {
 	ProveOwnWrites(ctx context.Context, since map[string]FolderStatus) (map[string]FolderStatus, error)
 }
 
+// FolderWriteProver is implemented by WriteProvers that can prove one
+// folder right after the run's last write there, where the server still
+// has it open from those writes (IMAP: no second open of it, which costs
+// Dovecot a rescan of a Maildir folder it just changed, and no round trip
+// at the end of the run).
+//
+// ProveFolderWrites takes the status mailbox's listing recorded and
+// returns, with ok, the status now as ProveOwnWrites would; ok false
+// when it cannot tell there and then (the caller asks ProveOwnWrites at
+// the end, as before). A write to mailbox after it makes the status it
+// returned an earlier one: still safe to record (the next run lists
+// what came after), not the best. next, when not "", names the folder
+// the caller writes to next: the source may open it in the same round
+// trip.
+type FolderWriteProver interface {
+	ProveFolderWrites(ctx context.Context, mailbox string, since FolderStatus, next string) (now FolderStatus, ok bool, err error)
+}
+
 // Two-way sync writes on a side it also reads (the two-way sync issue):
 // the three capabilities below let it do so as a mail client would.
 
@@ -492,6 +510,7 @@ const (
 	CapChangeLister      = "ChangeLister"
 	CapWriteProver       = "WriteProver"
 	CapChangePrefetcher  = "ChangePrefetcher"
+	CapFolderWriteProver = "FolderWriteProver"
 	CapAlterationCounter = "AlterationCounter"
 	CapHolder            = "Holder"
 	CapConditionalFlags  = "ConditionalFlagSetter"
@@ -529,16 +548,17 @@ type Features struct {
 	PutPreparer           PutPreparer
 	PutPreparerFrom       PutPreparerFrom
 	// Source capabilities.
-	BatchOpener      BatchOpener
-	Remover          Remover
-	DeleteAware      DeleteAware
-	UnstoredReporter UnstoredReporter
-	HeaderFetcher    HeaderFetcher
-	Statter          Statter
-	FolderStatuser   FolderStatuser
-	ChangeLister     ChangeLister
-	WriteProver      WriteProver
-	ChangePrefetcher ChangePrefetcher
+	BatchOpener       BatchOpener
+	Remover           Remover
+	DeleteAware       DeleteAware
+	UnstoredReporter  UnstoredReporter
+	HeaderFetcher     HeaderFetcher
+	Statter           Statter
+	FolderStatuser    FolderStatuser
+	ChangeLister      ChangeLister
+	WriteProver       WriteProver
+	FolderWriteProver FolderWriteProver
+	ChangePrefetcher  ChangePrefetcher
 	// Either side.
 	RoleLister RoleLister
 }
@@ -602,6 +622,7 @@ func (f *Features) Fill(v any) *Features {
 	f.FolderStatuser, _ = v.(FolderStatuser)
 	f.ChangeLister, _ = v.(ChangeLister)
 	f.WriteProver, _ = v.(WriteProver)
+	f.FolderWriteProver, _ = v.(FolderWriteProver)
 	f.ChangePrefetcher, _ = v.(ChangePrefetcher)
 	f.FolderManager, _ = v.(FolderManager)
 	f.AnyHolder, _ = v.(AnyHolder)
@@ -636,6 +657,7 @@ func (f *Features) Mask(in *Features) *Features {
 	mask(&f.FolderStatuser, in.FolderStatuser)
 	mask(&f.ChangeLister, in.ChangeLister)
 	mask(&f.WriteProver, in.WriteProver)
+	mask(&f.FolderWriteProver, in.FolderWriteProver)
 	mask(&f.ChangePrefetcher, in.ChangePrefetcher)
 	mask(&f.FolderManager, in.FolderManager)
 	mask(&f.AnyHolder, in.AnyHolder)
@@ -670,6 +692,7 @@ func (f *Features) PassThrough(in *Features) *Features {
 	pass(&f.FolderStatuser, in.FolderStatuser)
 	pass(&f.ChangeLister, in.ChangeLister)
 	pass(&f.WriteProver, in.WriteProver)
+	pass(&f.FolderWriteProver, in.FolderWriteProver)
 	pass(&f.ChangePrefetcher, in.ChangePrefetcher)
 	pass(&f.FolderManager, in.FolderManager)
 	pass(&f.AnyHolder, in.AnyHolder)
@@ -692,7 +715,7 @@ func (f *Features) Names() []string {
 		{CapRemover, f.Remover}, {CapDeleteAware, f.DeleteAware}, {CapUnstoredReporter, f.UnstoredReporter},
 		{CapHeaderFetcher, f.HeaderFetcher}, {CapStatter, f.Statter}, {CapRoleLister, f.RoleLister},
 		{CapFolderStatuser, f.FolderStatuser}, {CapChangeLister, f.ChangeLister}, {CapWriteProver, f.WriteProver},
-		{CapChangePrefetcher, f.ChangePrefetcher},
+		{CapFolderWriteProver, f.FolderWriteProver}, {CapChangePrefetcher, f.ChangePrefetcher},
 		{CapAlterationCounter, f.AlterationCounter}, {CapFolderManager, f.FolderManager},
 		{CapConditionalFlags, f.ConditionalFlagSetter}, {CapMover, f.Mover}, {CapFlagKeeper, f.FlagKeeper},
 		{CapAnyHolder, f.AnyHolder}, {CapHoldEvidencer, f.HoldEvidencer}, {CapMailboxReleaser, f.MailboxReleaser},

@@ -41,6 +41,7 @@ func (r *run) applyFolder(fp *FolderPlan) error {
 	if err := r.changes(fo, fp); err != nil {
 		return err
 	}
+	r.proveFolder(fp)
 	if err := r.step("flush " + fp.Name); err != nil {
 		return err
 	}
@@ -241,6 +242,7 @@ func (r *run) moveOne(fo *state.Folder, folder string, mv Move) error {
 	// Its records change after its own apply kept them: the proof reads
 	// them from the state again (still loaded, until the passes).
 	r.dropProofRecords(mv.From)
+	r.dropEarlyProof(mv.On, mv.From)
 	if err := old.Forget(mv.Old.Src); err != nil {
 		return err
 	}

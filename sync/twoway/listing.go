@@ -803,8 +803,13 @@ func (r *run) proveOwnWrites(passing []*FolderPlan) [2]map[string]state.SideStat
 		if wp == nil || st.Maildir != nil {
 			continue
 		}
+		out[s] = map[string]state.SideStatus{}
 		since := map[string]mail.FolderStatus{}
 		for _, fp := range passing {
+			if now, ok := r.own.early[s][fp.Name]; ok {
+				out[s][fp.Name] = now // proved right after its writes (ownproof.go)
+				continue
+			}
 			if rec := r.passes[fp.Name].status[s]; rec.HighestModSeq > 0 && rec.UIDValidity > 0 {
 				since[fp.Name] = folderStatus(rec)
 			}
@@ -817,11 +822,8 @@ func (r *run) proveOwnWrites(passing []*FolderPlan) [2]map[string]state.SideStat
 			r.log.Debug("sync: own writes not proved: those folders are listed next run", "side", Side(s).String(), "err", err)
 			continue
 		}
-		out[s] = map[string]state.SideStatus{}
 		for name, fs := range got {
-			now := r.passes[name].status[s] // keeps what the listing learnt (MAILBOXID, Keeps)
-			now.UIDValidity, now.UIDNext, now.Messages, now.HighestModSeq = fs.UIDValidity, fs.UIDNext, fs.Messages, fs.HighestModSeq
-			out[s][name] = now
+			out[s][name] = provedStatus(r.passes[name].status[s], fs)
 		}
 	}
 	return out

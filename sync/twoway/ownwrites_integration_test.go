@@ -53,18 +53,21 @@ func sharedStore(t *testing.T, d *mailtest.Dovecot, user, pw string) *Store {
 // CHANGEDSINCE/VANISHED answer shows every change since the listing is
 // one of them (a flag STORE on B; an expunge and an append on A): the
 // next sync skips the folder pair instead of listing it only to find the
-// run's own changes. The negative control: another client sets a flag on
-// A between the run's last write and the end of the run; the folder pair
-// is listed again by the next sync, and the flag reaches B.
+// run's own changes. The negative controls: another client sets a flag on
+// A between the run's last write and the end of the run, or between the
+// listing and the run's writes there (before the folder's proof, which
+// runs right after them: ownproof.go); the folder pair is listed again by
+// the next sync, and the flag reaches B.
 func TestDovecotOwnWrites(t *testing.T) {
 	d := mailtest.NeedDovecot(t)
 	for _, tc := range []struct {
 		name    string
-		foreign bool
+		foreign string // the step before which another client sets a flag on A ("": none)
 		next    string // the listing of INBOX by the sync after the change sync
 	}{
-		{"only own writes", false, ListingSkipped},
-		{"another client's change after the run's writes", true, ListingIncremental},
+		{"only own writes", "", ListingSkipped},
+		{"another client's change after the run's writes", "flush", ListingIncremental},
+		{"another client's change before the run's writes", "remove", ListingIncremental},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			users := twoUsers(t, d)
@@ -89,9 +92,13 @@ func TestDovecotOwnWrites(t *testing.T) {
 			b.expunge("INBOX", 2)
 			d.Seed(t, users[1][0], users[1][1], "INBOX", seedTokens(5))
 			opt := RunOptions{}
-			if tc.foreign {
+			if tc.foreign != "" {
+				done := false
 				opt.step = func(what string) error {
-					if what == "flush" { // every folder applied, the passes not recorded yet
+					// "flush": every folder applied, the passes not recorded
+					// yet; "remove": INBOX listed, its deletions not made.
+					if what == tc.foreign && !done {
+						done = true
 						a.store("INBOX", 3, imapv2.StoreFlagsAdd, imapv2.FlagSeen)
 					}
 					return nil
@@ -106,7 +113,7 @@ func TestDovecotOwnWrites(t *testing.T) {
 				t.Errorf("the sync after the change sync listed INBOX %s, want %s", got, tc.next)
 			}
 			want := map[string]string{"INBOX": `1:\Flagged,3:,4:,5:`}
-			if tc.foreign {
+			if tc.foreign != "" {
 				want["INBOX"] = `1:\Flagged,3:\Seen,4:,5:`
 			}
 			wantSame(t, d, users, "after the sync after", want, res)

@@ -116,6 +116,8 @@ type run struct {
 	// apply, and how many records that is in all (held.go).
 	held     map[string]int
 	heldRecs int
+	// own: the IMAP sides' own writes proved folder by folder (ownproof.go).
+	own ownProofs
 }
 
 // Run syncs the two stores with the state st: lists both sides, settles
@@ -248,11 +250,14 @@ func (r *run) apply(plan *Plan) error {
 	if err := r.journalAll(plan); err != nil {
 		return err
 	}
+	r.nextWrites(plan)
 	for i := range plan.Folders {
+		r.setNext(i)
 		if err := r.applyOne(&plan.Folders[i]); err != nil {
 			return err
 		}
 	}
+	r.setNext(-1)
 	return r.applyEnd(plan)
 }
 

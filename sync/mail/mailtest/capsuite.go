@@ -76,6 +76,7 @@ func sourceCapTests(t *testing.T, h SourceHarness, fx []Fixture) {
 		{mail.CapFolderStatuser, func(f *mail.Features) bool { return f.FolderStatuser != nil }, ct.folderStatuser},
 		{mail.CapChangeLister, func(f *mail.Features) bool { return f.ChangeLister != nil }, ct.changeLister},
 		{mail.CapWriteProver, func(f *mail.Features) bool { return f.WriteProver != nil }, ct.writeProver},
+		{mail.CapFolderWriteProver, func(f *mail.Features) bool { return f.FolderWriteProver != nil }, ct.folderWriteProver},
 	})
 }
 

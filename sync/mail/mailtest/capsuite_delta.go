@@ -143,3 +143,27 @@ func (c sourceCaps) writeProver(t *testing.T, src mail.Source) {
 		t.Errorf("ProveOwnWrites() without writes = %v, %v; want nothing proved", got, err)
 	}
 }
+
+// folderWriteProver: a source that wrote nothing proves no folder right
+// after its writes either.
+func (c sourceCaps) folderWriteProver(t *testing.T, src mail.Source) {
+	defer func() { _ = src.Close() }()
+	ctx := context.Background()
+	boxes, _ := listCounts(t, src)
+	for _, b := range boxes {
+		since := mail.FolderStatus{UIDValidity: 1, UIDNext: 1, HighestModSeq: 1}
+		if fs := mail.FeaturesOf(src).FolderStatuser; fs != nil {
+			st, err := fs.FolderStatuses(ctx, []string{b})
+			if err != nil {
+				t.Fatalf("FolderStatuses() = %v", err)
+			}
+			if got, ok := st[b]; ok {
+				since = got
+			}
+		}
+		got, ok, err := mail.FeaturesOf(src).FolderWriteProver.ProveFolderWrites(ctx, b, since, "")
+		if err != nil || ok {
+			t.Errorf("ProveFolderWrites(%q) without writes = %v, %v, %v; want nothing proved", b, got, ok, err)
+		}
+	}
+}
