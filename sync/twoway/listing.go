@@ -834,8 +834,10 @@ func (r *run) recordPasses(plan *Plan) error {
 }
 
 // maildirEvidenceAfter is, per Maildir side, the evidence each folder of
-// passing records with its pass (evidenceAfter).
+// passing records with its pass (evidenceAfter): proved right after the
+// folder's apply (proveEarly), else now.
 func (r *run) maildirEvidenceAfter(passing []*FolderPlan) [2]map[string]string {
+	early := r.earlyProofs()
 	var out [2]map[string]string
 	for s, st := range r.stores {
 		if st.Maildir == nil {
@@ -843,6 +845,10 @@ func (r *run) maildirEvidenceAfter(passing []*FolderPlan) [2]map[string]string {
 		}
 		out[s] = make(map[string]string, len(passing))
 		for _, fp := range passing {
+			if ev, ok := early[s][fp.Name]; ok {
+				out[s][fp.Name] = ev
+				continue
+			}
 			out[s][fp.Name] = r.evidenceAfter(Side(s), fp.Name, r.passes[fp.Name].status[s].Evidence)
 		}
 	}
