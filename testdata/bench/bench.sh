@@ -17,7 +17,9 @@
 #                 LIST-STATUS, LOGOUT), then one new message and one flag change per round
 #   nightly-200k  issue 11: 200,000 messages in 10 folders: copy and no-op rerun (time, RSS)
 #   sync-maildir  issue 12: `mailferry sync` IMAP <-> Maildir vs mbsync and OfflineIMAP: first
-#                 sync of the corpus, a sync after 1 % changes on each side, a no-op sync
+#                 sync of the corpus, a sync after 1 % changes on each side (next to its floor,
+#                 changefloor/: the servers' and the disk's work only, told what changed), a
+#                 no-op sync (next to its login floor)
 #   sync-imap     issue 12: the same IMAP <-> IMAP, vs mbsync with two IMAP stores
 #   sync-200k     issue 12: mailferry sync of a 200,000-message account (first and no-op: RSS)
 # Each pair is run alternately (A B A B ...) after one untimed warm-up each, into fresh
@@ -562,7 +564,7 @@ main() {
 	mkdir -p "$BIN"
 	log "building mailferry and the floors into $BIN"
 	(cd "$ROOT" && go build -o "$BIN/popfloor" ./testdata/bench/popfloor && go build -o "$BIN/imapfloor" ./testdata/bench/imapfloor &&
-		go build -o "$BIN/writefloor" ./testdata/bench/writefloor)
+		go build -o "$BIN/writefloor" ./testdata/bench/writefloor && go build -o "$BIN/changefloor" ./testdata/bench/changefloor)
 	rm -f "$BIN/mailferry"
 	if [ -n "${MAILFERRY_BIN:-}" ]; then
 		cp "$MAILFERRY_BIN" "$BIN/mailferry"

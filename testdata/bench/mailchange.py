@@ -6,13 +6,16 @@
       a copy of a Dovecot Maildir++ for another user: message files hard-linked (Dovecot never
       writes a message file in place: a flag change renames, an expunge unlinks), every other
       file (indexes, uidlist) copied, so both users start with the same UIDs
-  mailchange.py imap HOST PORT USER PASSWORD_FILE CA_FILE TAG PERMILLE [--only new,flag,delete]
+  mailchange.py imap HOST PORT USER PASSWORD_FILE CA_FILE TAG PERMILLE [--only new,flag,delete] [--record FILE]
       another client changes the account over IMAPS: PERMILLE/3 per mille of its messages each get
       \\Flagged toggled and get deleted (STORE \\Deleted + UID EXPUNGE), and as many new messages
       are appended to INBOX
-  mailchange.py maildir ROOT INBOX_DIR TAG PERMILLE
+  mailchange.py maildir ROOT INBOX_DIR TAG PERMILLE [--record FILE]
       a mail client changes the Maildir under ROOT the same way: F toggled in the file name,
       files unlinked, new files written into INBOX_DIR/new
+--record FILE writes what was done as JSON, for the change sync's floor (changefloor/): each
+message changed (folder, UID or file, Message-ID, \\Flagged after) and, over IMAP, each folder's
+UIDVALIDITY and HIGHESTMODSEQ before the changes (what a syncing tool last saw).
   mailchange.py flagged ROOT
       prints how many messages under ROOT carry the F flag
 Which messages change is decided by a hash of TAG and the Message-ID, so every tool's copy of
@@ -20,7 +23,7 @@ the account gets the same changes whatever its UIDs or file names; the IMAP side
 side of one round use different TAGs ("S..." and "L..."), so they pick different messages.
 Prints "new=N flag=N delete=N" (what it did).
 """
-import hashlib, imaplib, os, re, shutil, ssl, sys, time
+import hashlib, imaplib, json, os, re, shutil, ssl, sys, time
 
 MID = re.compile(rb"^message-id:\s*(<[^>\r\n]*>)", re.I | re.M)
 
@@ -57,11 +60,13 @@ def clone(src, dst):
                 shutil.copy2(os.path.join(root, f), os.path.join(out, f))
 
 
-def imap_change(host, port, user, pwfile, ca, tag, permille, only):
+def imap_change(host, port, user, pwfile, ca, tag, permille, only, rec=None):
     pw = open(pwfile).readline().strip()
     ctx = ssl.create_default_context(cafile=ca)
     c = imaplib.IMAP4_SSL(host, int(port), ssl_context=ctx)
     c.login(user, pw)
+    if rec is not None:
+        c.enable("CONDSTORE")  # so that SELECT answers HIGHESTMODSEQ (RFC 7162 §3.1.2.1)
     typ, boxes = c.list()
     names = []
     for line in boxes:
@@ -74,6 +79,9 @@ def imap_change(host, port, user, pwfile, ca, tag, permille, only):
         typ, data = c.select(name)
         n = int(data[0])
         total += n
+        if rec is not None:
+            rec["folders"][name] = {"uidvalidity": int(c.untagged_responses["UIDVALIDITY"][0]),
+                                    "modseq": int(c.untagged_responses["HIGHESTMODSEQ"][0])}
         if n == 0:
             continue
         typ, data = c.uid("FETCH", "1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
@@ -86,11 +94,17 @@ def imap_change(host, port, user, pwfile, ca, tag, permille, only):
             m = MID.search(hdr)
             if not m:
                 continue
-            what = pick(tag, m.group(1).decode(), permille)
+            mid = m.group(1).decode()
+            what = pick(tag, mid, permille)
             if what == "flag" and "flag" in only:
-                (flag_off if b"\\Flagged" in meta else flag_on).append(uid)
+                on = b"\\Flagged" not in meta
+                (flag_on if on else flag_off).append(uid)
+                if rec is not None:
+                    rec["flag"].append({"folder": name, "uid": int(uid), "mid": mid, "flagged": on})
             elif what == "delete" and "delete" in only:
                 dele.append(uid)
+                if rec is not None:
+                    rec["delete"].append({"folder": name, "uid": int(uid), "mid": mid})
         if flag_on:
             c.uid("STORE", ",".join(flag_on), "+FLAGS.SILENT", "(\\Flagged)")
         if flag_off:
@@ -103,9 +117,12 @@ def imap_change(host, port, user, pwfile, ca, tag, permille, only):
         done["delete"] += len(dele)
     if "new" in only:
         for k in range(max(1, total * permille // 3000)):
-            _, raw = new_message(tag, k)
-            c.append("INBOX", None, imaplib.Time2Internaldate(time.time()), raw)
+            mid, raw = new_message(tag, k)
+            typ, data = c.append("INBOX", None, imaplib.Time2Internaldate(time.time()), raw)
             done["new"] += 1
+            if rec is not None:
+                m = re.search(rb"APPENDUID \d+ (\d+)", data[0])
+                rec["new"].append({"folder": "INBOX", "uid": int(m.group(1)), "mid": mid})
     c.logout()
     return done
 
@@ -125,15 +142,17 @@ def read_mid(path):
 
 
 def toggle_flagged(path):
+    """Returns the new path and whether it now carries F."""
     d, name = os.path.split(path)
     base, sep, flags = name.partition(":2,")
     flags = flags.replace("F", "") if "F" in flags else "".join(sorted(flags + "F"))
     # A file in new/ has no info part; a client that sets a flag moves it to cur/.
     out = os.path.join(os.path.dirname(d), "cur", f"{base}:2,{flags}")
     os.rename(path, out)
+    return out, "F" in flags
 
 
-def maildir_change(root, inbox, tag, permille):
+def maildir_change(root, inbox, tag, permille, rec=None):
     done = {"new": 0, "flag": 0, "delete": 0}
     total = 0
     for p in list(maildir_files(root)):
@@ -143,13 +162,17 @@ def maildir_change(root, inbox, tag, permille):
             continue
         what = pick(tag, mid, permille)
         if what == "flag":
-            toggle_flagged(p)
+            out, on = toggle_flagged(p)
             done["flag"] += 1
+            if rec is not None:
+                rec["flag"].append({"file": out, "was": p, "mid": mid, "flagged": on})
         elif what == "delete":
             os.unlink(p)
             done["delete"] += 1
+            if rec is not None:
+                rec["delete"].append({"file": p, "mid": mid})
     for k in range(max(1, total * permille // 3000)):
-        _, raw = new_message(tag, k)
+        mid, raw = new_message(tag, k)
         name = f"{int(time.time())}.B{os.getpid()}Q{k}.bench"
         tmp = os.path.join(inbox, "tmp", name)
         with open(tmp, "wb") as f:
@@ -158,6 +181,8 @@ def maildir_change(root, inbox, tag, permille):
             os.fsync(f.fileno())
         os.rename(tmp, os.path.join(inbox, "new", name))
         done["new"] += 1
+        if rec is not None:
+            rec["new"].append({"file": os.path.join(inbox, "new", name), "mid": mid})
     return done
 
 
@@ -176,16 +201,23 @@ def main(argv):
     if len(argv) >= 2 and argv[0] == "flagged":
         print(flagged(argv[1]))
         return 0
-    if len(argv) >= 8 and argv[0] == "imap":
-        only = {"new", "flag", "delete"}
-        if len(argv) == 10 and argv[8] == "--only":
-            only = set(argv[9].split(","))
-        done = imap_change(*argv[1:7], int(argv[7]), only)
-    elif len(argv) == 5 and argv[0] == "maildir":
-        done = maildir_change(argv[1], argv[2], argv[3], int(argv[4]))
+    # Options come in pairs after the positional arguments (8 for imap, 5 for maildir).
+    npos = 8 if argv[:1] == ["imap"] else 5
+    opts = dict(zip(argv[npos::2], argv[npos + 1::2]))
+    record, rec = opts.pop("--record", None), None
+    if record is not None:
+        rec = {"folders": {}, "flag": [], "delete": [], "new": []}
+    if len(argv) >= 8 and argv[0] == "imap" and set(opts) <= {"--only"}:
+        only = set(opts.get("--only", "new,flag,delete").split(","))
+        done = imap_change(*argv[1:7], int(argv[7]), only, rec)
+    elif len(argv) >= 5 and argv[0] == "maildir" and not opts:
+        done = maildir_change(argv[1], argv[2], argv[3], int(argv[4]), rec)
     else:
         print(__doc__, file=sys.stderr)
         return 2
+    if record is not None:
+        with open(record, "w") as f:
+            json.dump(rec, f)
     print(f"new={done['new']} flag={done['flag']} delete={done['delete']}")
     return 0
 

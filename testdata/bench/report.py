@@ -132,6 +132,20 @@ def sync_targets(target, med, ratio, runs):
             if r is not None:
                 print(f"| {TITLES[sc]}: that floor / mbsync's no-op sync (the least a 0.2x target can be; for information) | "
                       f"{fmt(r)}x (median of {n} paired rounds) | - | - |")
+        # The change sync's floor (changefloor/, same rounds, its own pair with the same changes):
+        # what any tool must do on the servers and the disk, told what changed.
+        for tool in ("mailferry", "mbsync", "offlineimap"):
+            r, n = ratio(sc, f"{tool}-changes", "changefloor")
+            if r is None:
+                continue
+            extra = f"; floor {fmt(med(sc, 'changefloor'), unit=' s')}" if tool == "mailferry" else ""
+            print(f"| {TITLES[sc]}: sync after 1 % changes, {tool} / its floor (servers' and disk's work only, "
+                  f"pipelined; for information) | {fmt(r)}x (median of {n} paired rounds{extra}"
+                  f"{cpu_note(runs, sc, f'{tool}-changes', 'changefloor')}) | - | - |")
+        r, n = ratio(sc, "changefloor", "mbsync-changes")
+        if r is not None:
+            print(f"| {TITLES[sc]}: that floor / mbsync's sync after 1 % changes (the least a 0.5x target can be; "
+                  f"for information) | {fmt(r)}x (median of {n} paired rounds) | - | - |")
         v = peak(runs, sc, "mailferry")
         target(f"{TITLES[sc]}: peak RSS of every mailferry sync", v, fmt(v, ".0f", " MiB"), "<= 64 MiB",
                lambda v: v <= 64, sc)

@@ -16,12 +16,21 @@
 #            tool's pair, 1 % on each side (a third new messages, a third \Flagged toggled, a
 #            third deleted; mailchange.py picks them by a hash of the Message-ID), then each tool
 #            syncs
+#            and next to them, in the same rounds, their floor (tool "changefloor",
+#            changefloor/): the least any tool must do to bring both sides in step after
+#            those changes, on its own pair (a copy of mailferry's after its first sync) that
+#            gets the same changes; it is told untimed what changed (mailchange.py --record)
+#            and where each message is on the other side (changefloor plan), and its timed
+#            part (changefloor apply) does the servers' and the disk's work: login,
+#            LIST-STATUS, SELECT (QRESYNC) of each changed folder, FETCH of the new bodies,
+#            the STOREs, UID EXPUNGE, MULTIAPPEND, LOGOUT, every command written before any
+#            answer is read; the Maildir's readdirs, renames, unlinks, new files and fsyncs
 #   noop     a sync with nothing changed, next to its login floor (tool "noopfloor", the same
 #            rounds): what any tool must do to learn that nothing moved, a process that logs in
 #            over TLS, asks every folder's status in one LIST-STATUS and logs out
 #            (imapfloor -mode status), on the IMAP side; for IMAP <-> IMAP both sides at once,
 #            as mailferry does (sync_floor_cmd)
-# After every timed sync both sides must hold the expected number of messages and the same
+# After every timed sync (the floor's too) both sides must hold the expected number of messages and the same
 # number of \Flagged ones: a tool that silently did nothing does not look fast. mailferry's
 # misses fail the bench; a peer's are noted. Needs what bench.sh and nightly.sh define.
 # shellcheck disable=SC2154 # D, W, BIN, CONF, IMAPS_PORT, ROUNDS, QUICK, OUT, WANT come from bench.sh
@@ -98,7 +107,7 @@ in_step() {
 	[ "$ma" = "$7" ] && [ "$mb" = "$7" ] && [ "$fa" = "$fb" ] || ok=FAIL
 	local detail="A $ma, B $mb messages (want $7); flagged A $fa, B $fb"
 	case $tool in
-	mailferry) check "$sc" "$tool $what in step" "$ok" "$detail" ;;
+	mailferry | changefloor) check "$sc" "$tool $what in step" "$ok" "$detail" ;;
 	*) [ "$ok" = ok ] || note "$sc" "$tool $what not in step: $detail" ;;
 	esac
 	[ "$ok" = ok ]
@@ -117,21 +126,51 @@ side_b() {
 	fi
 }
 
-# apply_changes KIND A B TAG: the same 1 % changes on each side; prints how many messages the
-# two sides then should hold, given WANT before.
+# apply_changes KIND A B TAG [RECORD]: the same 1 % changes on each side; leaves in
+# CHANGED_WANT how many messages the two sides then should hold, given WANT before. With
+# RECORD, what was done on each side goes to RECORD-a.json and RECORD-b.json (for the floor).
 apply_changes() {
-	local kind=$1 a=$2 b=$3 tag=$4 out_a out_b n=$WANT
-	out_a=$(python3 "$HERE/mailchange.py" imap localhost "$IMAPS_PORT" "$a" "$W/pw-$a" "$D/cert.pem" "S$tag" "$SYNC_PERMILLE")
+	local kind=$1 a=$2 b=$3 tag=$4 out_a out_b n=$WANT ra=() rb=()
+	[ -z "${5:-}" ] || ra=(--record "$5-a.json") rb=(--record "$5-b.json")
+	out_a=$(python3 "$HERE/mailchange.py" imap localhost "$IMAPS_PORT" "$a" "$W/pw-$a" "$D/cert.pem" "S$tag" "$SYNC_PERMILLE" "${ra[@]}")
 	if [ "$kind" = maildir ]; then
-		out_b=$(python3 "$HERE/mailchange.py" maildir "$b" "$(sync_inbox_dir "$b")" "L$tag" "$SYNC_PERMILLE")
+		out_b=$(python3 "$HERE/mailchange.py" maildir "$b" "$(sync_inbox_dir "$b")" "L$tag" "$SYNC_PERMILLE" "${rb[@]}")
 	else
-		out_b=$(python3 "$HERE/mailchange.py" imap localhost "$IMAPS_PORT" "$b" "$W/pw-$b" "$D/cert.pem" "L$tag" "$SYNC_PERMILLE")
+		out_b=$(python3 "$HERE/mailchange.py" imap localhost "$IMAPS_PORT" "$b" "$W/pw-$b" "$D/cert.pem" "L$tag" "$SYNC_PERMILLE" "${rb[@]}")
 	fi
 	CHANGES="A: $out_a; B: $out_b"
 	for o in "$out_a" "$out_b"; do
 		n=$((n + $(sed 's/.*new=\([0-9]*\).*/\1/' <<<"$o") - $(sed 's/.*delete=\([0-9]*\).*/\1/' <<<"$o")))
 	done
 	CHANGED_WANT=$n
+}
+
+# floor_pair KIND SC A B: the change floor's own pair, a copy of A and B (mailferry's, in step
+# after its first and no-op syncs): FLOOR_A (a user) and FLOOR_B (a Maildir path or a user).
+floor_pair() {
+	FLOOR_A=${2/sync-/}afl
+	sync_account "$FLOOR_A" "$3"
+	if [ "$1" = maildir ]; then
+		fresh "$2-changefloor"
+		FLOOR_B=$OUT
+		python3 "$HERE/mailchange.py" clone "$4" "$FLOOR_B"
+	else
+		FLOOR_B=${2/sync-/}bfl
+		sync_account "$FLOOR_B" "$4"
+	fi
+}
+
+# floor_plan KIND A B RECORD: the floor's untimed pre-pass for the changes in RECORD-[ab].json:
+# its plan in RECORD.plan.
+floor_plan() {
+	local args=("$BIN/changefloor" plan -addr "localhost:$IMAPS_PORT" -ca-file "$D/cert.pem" -a "$2" -a-password-file "$W/pw-$2"
+		-a-record "$4-a.json" -b-record "$4-b.json" -out "$4.plan")
+	if [ "$1" = maildir ]; then
+		args+=(-maildir "$3" -maildir-inbox "$(sync_inbox_dir "$3")")
+	else
+		args+=(-b "$3" -b-password-file "$W/pw-$3")
+	fi
+	"${args[@]}"
 }
 
 # sync_inbox_dir DIR: where a Maildir tree's INBOX is (mailferry: the root, Maildir++; mbsync
@@ -170,9 +209,14 @@ sync_scenario() {
 		sync_cmd "$kind" "$t" "${A[$t]}" "${B[$t]}" "${ST[$t]}"
 		timed "$sc" "$t-noop" 0 - -- "${PEER_CMD[@]}" || true
 	done
-	local base=$WANT
+	local base=$WANT floor=0 rec
 	declare -A WANT_T
 	for t in "${tools[@]}"; do WANT_T[$t]=$base; done
+	# The change floor's pair: a copy of mailferry's, which is in step now.
+	if [ -n "${A[mailferry]:-}" ]; then
+		floor_pair "$kind" "$sc" "${A[mailferry]}" "${B[mailferry]}"
+		floor=1 WANT_T[changefloor]=$base
+	fi
 	for r in $(seq "$ROUNDS"); do
 		for t in "${tools[@]}"; do
 			WANT=${WANT_T[$t]}
@@ -180,12 +224,26 @@ sync_scenario() {
 			WANT_T[$t]=$CHANGED_WANT
 			[ "$t" != "${tools[0]}" ] || note "$sc" "changes before round $r: $CHANGES"
 		done
+		rec=$W/out/$sc-changefloor-$r
+		if [ $floor = 1 ]; then
+			WANT=${WANT_T[changefloor]}
+			apply_changes "$kind" "$FLOOR_A" "$FLOOR_B" "$r" "$rec"
+			WANT_T[changefloor]=$CHANGED_WANT
+		fi
 		for t in "${tools[@]}"; do
 			sync_cmd "$kind" "$t" "${A[$t]}" "${B[$t]}" "${ST[$t]}"
 			timed "$sc" "$t-changes" "$r" - -- "${PEER_CMD[@]}" || true
 			in_step "$sc" "$t" "after changes round $r" "$kind" "${A[$t]}" "${B[$t]}" "${WANT_T[$t]}" || true
 		done
+		[ $floor = 1 ] || continue
+		if ! floor_plan "$kind" "$FLOOR_A" "$FLOOR_B" "$rec" >"$rec.plan.log" 2>&1; then
+			check "$sc" "changefloor plan round $r" FAIL "$(tail -n 1 "$rec.plan.log")"
+			continue
+		fi
+		timed "$sc" changefloor "$r" - -- "$BIN/changefloor" apply "$rec.plan" || true
+		in_step "$sc" changefloor "after changes round $r" "$kind" "$FLOOR_A" "$FLOOR_B" "${WANT_T[changefloor]}" || true
 	done
+	[ $floor = 0 ] || note "$sc" "changefloor (what any tool must do on the servers and the disk after that round's changes, told what changed; changefloor/) by its own clock, last round: $(head -n 1 "$W/logs/$sc-changefloor-$ROUNDS.log")"
 	sync_floor_cmd "$kind" "${A[mailferry]}" "${B[mailferry]}"
 	timed "$sc" noopfloor 0 - -- "${FLOOR_CMD[@]}" || true
 	for r in $(seq "$ROUNDS"); do
