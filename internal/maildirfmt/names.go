@@ -21,12 +21,32 @@ import (
 // is left out as ListFiles leaves it out. Two-way sync stats only the files
 // a judgement needs (Tree.Lstat): in a 5,000-message folder where a few
 // changed, 5,000 lstats were most of a sync's CPU.
+//
+// Files whose names end in the same info share one Flags slice (a folder's
+// files have a few flag sets, not one each): fn must not change it in
+// place.
 func (t *Tree) ListNames(ctx context.Context, mailbox string, fn func(env mail.Envelope, rel string) error) error {
+	byInfo := map[string][]mail.Flag{}
+	return t.eachListed(ctx, mailbox, scanRegular, func(_ string, e entry, kw Keywords) error {
+		_, info := splitName(filepath.Base(e.path))
+		flags, ok := byInfo[info]
+		if !ok {
+			flags = parseFlags(info, kw)
+			byInfo[info] = flags
+		}
+		return fn(mail.Envelope{Mailbox: mailbox, ID: mail.ID(e.id), Size: -1, Flags: flags}, e.path)
+	})
+}
+
+// eachListed is the head ListNames and ListFiles share: the folder of
+// mailbox read by read (its entries sorted by ID), its keywords, and fn
+// called for each entry in turn while ctx lasts.
+func (t *Tree) eachListed(ctx context.Context, mailbox string, read func(context.Context, string) ([]entry, error), fn func(dir string, e entry, kw Keywords) error) error {
 	dir, err := t.folder(mailbox)
 	if err != nil {
 		return err
 	}
-	ents, err := scanRegular(ctx, dir)
+	ents, err := read(ctx, dir)
 	if err != nil {
 		return fmt.Errorf("maildir: list %q: %w", mailbox, err)
 	}
@@ -35,13 +55,17 @@ func (t *Tree) ListNames(ctx context.Context, mailbox string, fn func(env mail.E
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		_, info := splitName(filepath.Base(e.path))
-		env := mail.Envelope{Mailbox: mailbox, ID: mail.ID(e.id), Size: -1, Flags: parseFlags(info, kw)}
-		if err := fn(env, e.path); err != nil {
+		if err := fn(dir, e, kw); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// flags are the flags e's file name gives.
+func (e entry) flags(kw Keywords) []mail.Flag {
+	_, info := splitName(filepath.Base(e.path))
+	return parseFlags(info, kw)
 }
 
 // Lstat returns the file of message id of mailbox that ListNames found at

@@ -164,7 +164,8 @@ func (t *Tree) FindNear(ctx context.Context, mailbox string, id mail.ID, letters
 // most maxGuessLetters, else those at most two letters away; "-", last,
 // stands for new/ without info. new/ comes last because a file may be in
 // both (SetFlags' link(2) fallback killed before its unlink): the cur/
-// name is the later state, as Find's index has it.
+// name is the later state, as Find's index has it; for no letters it comes
+// second (below).
 func guesses(letters string) []string {
 	set := map[byte]bool{}
 	for _, c := range []byte(systemLetters + letters) {
@@ -184,8 +185,20 @@ func guesses(letters string) []string {
 		maxDist = len(universe)
 	}
 	out := []string{letters}
+	if letters == "" {
+		// A file without flags is most often one delivered and never
+		// seen: in new/, where it would otherwise be found only after
+		// every letter set (64 lstats). A cur/ twin of it (SetFlags'
+		// link(2) fallback killed before its unlink) with no letters was
+		// tried first; one with letters was listed with them, so the
+		// caller would not have expected none.
+		out = append(out, "-")
+	}
 	for d := 1; d <= maxDist; d++ {
 		out = appendAtDistance(out, universe, in, d)
+	}
+	if letters == "" {
+		return out
 	}
 	return append(out, "-")
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -61,6 +62,8 @@ func TestFindNear(t *testing.T) {
 		{"another program's letter", "cur/" + id + ":2,SX", "FS", true},
 		{"an unhinted keyword", "cur/" + id + ":2,Sc", "FS", true},
 		{"in new/ and cur/: cur/ wins", "cur/" + id + ":2,RS", "FS", false},
+		{"unseen in new/, no letters hinted", "new/" + id, "", false},
+		{"in new/ and cur/ without letters: cur/ wins", "cur/" + id + ":2,", "", false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			root := t.TempDir()
@@ -93,6 +96,25 @@ func TestFindNear(t *testing.T) {
 	tr := NewTree(t.TempDir(), nil)
 	if _, _, err := tr.FindNear(context.Background(), "INBOX", "missing", "S"); !errors.Is(err, mail.ErrNotFound) {
 		t.Errorf("FindNear(missing) = %v, want ErrNotFound", err)
+	}
+}
+
+// TestGuessesNewSecond: with no letters hinted, new/ is the second name
+// tried (a message never seen), not the last of 65; with letters it stays
+// last (the cur/ name is the later state).
+func TestGuessesNewSecond(t *testing.T) {
+	for _, c := range []struct {
+		letters string
+		at      int // index of "-"; -1: the last
+	}{{"", 1}, {"S", -1}, {"FS", -1}} {
+		g := guesses(c.letters)
+		at := c.at
+		if at < 0 {
+			at = len(g) - 1
+		}
+		if g[0] != c.letters || g[at] != "-" || slices.Index(g, "-") != at {
+			t.Errorf("guesses(%q) = %q...; want %q first and new/ at %d", c.letters, g[:3], c.letters, at)
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -158,7 +159,7 @@ func scan(ctx context.Context, dir string) ([]entry, error) {
 // byID sorts entries read from new/ then cur/ by ID, keeping one entry per
 // ID: its cur/ one when both hold it (the stable sort keeps cur/ after new/).
 func byID(all []entry) []entry {
-	sort.SliceStable(all, func(i, j int) bool { return all[i].id < all[j].id })
+	slices.SortStableFunc(all, func(a, b entry) int { return strings.Compare(a.id, b.id) })
 	out := all[:0]
 	for _, e := range all {
 		if len(out) > 0 && out[len(out)-1].id == e.id {
@@ -311,19 +312,7 @@ func (t *Tree) List(ctx context.Context, mailbox string, fn func(mail.Envelope) 
 // sync keeps its inode and mtime to tell a file edited in place from one
 // renamed).
 func (t *Tree) ListFiles(ctx context.Context, mailbox string, fn func(mail.Envelope, fs.FileInfo) error) error {
-	dir, err := t.folder(mailbox)
-	if err != nil {
-		return err
-	}
-	ents, err := scan(ctx, dir)
-	if err != nil {
-		return fmt.Errorf("maildir: list %q: %w", mailbox, err)
-	}
-	kw := ReadKeywords(dir)
-	for _, e := range ents {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
+	return t.eachListed(ctx, mailbox, scan, func(dir string, e entry, kw Keywords) error {
 		fi, err := os.Lstat(filepath.Join(dir, e.path))
 		if errors.Is(err, fs.ErrNotExist) {
 			p, ok, lerr := t.locate(ctx, dir, e.id, true)
@@ -331,33 +320,28 @@ func (t *Tree) ListFiles(ctx context.Context, mailbox string, fn func(mail.Envel
 				return fmt.Errorf("maildir: list %q: %w", mailbox, lerr)
 			}
 			if !ok {
-				continue
+				return nil
 			}
 			e.path = p
 			fi, err = os.Lstat(filepath.Join(dir, p))
 		}
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
-				continue
+				return nil
 			}
 			return fmt.Errorf("maildir: list %q: stat %s: %w", mailbox, e.path, err)
 		}
 		if !fi.Mode().IsRegular() {
-			continue
+			return nil
 		}
-		_, info := splitName(filepath.Base(e.path))
-		env := mail.Envelope{
+		return fn(mail.Envelope{
 			Mailbox: mailbox,
 			ID:      mail.ID(e.id),
 			Size:    fi.Size(),
 			Date:    fi.ModTime().Truncate(time.Second), // IMAP dates have seconds
-			Flags:   parseFlags(info, kw),
-		}
-		if err := fn(env, fi); err != nil {
-			return err
-		}
-	}
-	return nil
+			Flags:   e.flags(kw),
+		}, fi)
+	})
 }
 
 // locate finds the file holding id in the folder dir from the cache, after

@@ -65,11 +65,14 @@ type sideEvidence struct {
 }
 
 // evidenceKey prefixes a side's part of Evidence: "a=" or "b=".
-func evidenceKey(s Side) string { return strings.ToLower(s.String()) + "=" }
+func evidenceKey(s Side) string { return evidenceKeys[s] }
 
-// evidenceOf reads side s's part of a record's Evidence.
+var evidenceKeys = [2]string{A: "a=", B: "b="}
+
+// evidenceOf reads side s's part of a record's Evidence. It allocates
+// nothing: a listing asks it of every record of a changed folder.
 func evidenceOf(ev string, s Side) (sideEvidence, bool) {
-	for _, tok := range strings.Fields(ev) {
+	for tok := range strings.FieldsSeq(ev) {
 		rest, ok := strings.CutPrefix(tok, evidenceKey(s))
 		if !ok {
 			continue

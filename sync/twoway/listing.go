@@ -533,8 +533,9 @@ func omitQuiet(f *Folder, ch [2]*changes, keeps [2]Keeps) {
 	// alive: 58 MiB for 200,000 records omitted.
 	var kept []state.Message
 	omitted := [2]map[mail.ID]bool{{}, {}}
+	memo := [2]quietMemo{{}, {}}
 	for _, m := range f.Base {
-		if m.Src == "" || m.Dst == "" || !m.FlagsKnown || !quietOn(m, A, ch[A], byID[A], keeps[A]) || !quietOn(m, B, ch[B], byID[B], keeps[B]) {
+		if m.Src == "" || m.Dst == "" || !m.FlagsKnown || !quietOn(m, A, ch[A], byID[A], keeps[A], memo[A]) || !quietOn(m, B, ch[B], byID[B], keeps[B], memo[B]) {
 			kept = append(kept, m)
 			continue
 		}
@@ -561,7 +562,7 @@ func omitQuiet(f *Folder, ch [2]*changes, keeps [2]Keeps) {
 // not named by the side's changes c, or (listed in full, byID) there
 // with no flag added or, among those the side keeps, removed since the
 // base, and no other size than the record's.
-func quietOn(m state.Message, s Side, c *changes, byID map[mail.ID]*Msg, keeps Keeps) bool {
+func quietOn(m state.Message, s Side, c *changes, byID map[mail.ID]*Msg, keeps Keeps, memo quietMemo) bool {
 	if c != nil {
 		return !c.touches(m, s)
 	}
@@ -572,7 +573,39 @@ func quietOn(m state.Message, s Side, c *changes, byID map[mail.ID]*Msg, keeps K
 	if edited, stale := fileEdited(m, s, msg); edited || stale { // an edited Maildir file is copied again
 		return false
 	}
-	base, cur := parseBase(m.Flags), setOf(msg.Flags)
+	return memo.flagsQuiet(m.Flags, msg.Flags, keeps)
+}
+
+// quietMemo remembers flagsQuiet's answers for one side of a folder: a
+// folder's records have few distinct base flags and its listed messages
+// share a few flag slices (flagInterner), so most records ask a question
+// answered already, without building two sets for each.
+type quietMemo map[quietKey]bool
+
+// quietKey is a base and a listed flag slice, known by its array and
+// length: a listing's flag slices are never changed in place.
+type quietKey struct {
+	base string
+	cur  *mail.Flag
+	n    int
+}
+
+// flagsQuiet reports whether a message listed with flags cur adds no flag
+// to base and removes none of those the side keeps.
+func (qm quietMemo) flagsQuiet(base string, cur []mail.Flag, keeps Keeps) bool {
+	k := quietKey{base: base, n: len(cur)}
+	if len(cur) > 0 {
+		k.cur = &cur[0]
+	}
+	if q, ok := qm[k]; ok {
+		return q
+	}
+	q := flagsQuiet(parseBase(base), setOf(cur), keeps)
+	qm[k] = q
+	return q
+}
+
+func flagsQuiet(base, cur flagSet, keeps Keeps) bool {
 	if len(cur.minus(base)) > 0 {
 		return false
 	}
@@ -758,7 +791,16 @@ func (r *run) recordPasses(plan *Plan) error {
 		}
 		passing = append(passing, fp)
 	}
+	// The Maildir sides' proofs read directories while the server sides'
+	// wait on their answers: neither needs the other's.
+	var evidence [2]map[string]string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		evidence = r.maildirEvidenceAfter(passing)
+	}()
 	proved := r.proveOwnWrites(passing)
+	<-done
 	var passes []state.Pass
 	for _, fp := range passing {
 		p := r.passes[fp.Name]
@@ -768,7 +810,9 @@ func (r *run) recordPasses(plan *Plan) error {
 				st[s] = now // after the run's own writes, which it holds
 				continue
 			}
-			st[s].Evidence = r.evidenceAfter(Side(s), fp.Name, st[s].Evidence)
+			if ev, ok := evidence[s][fp.Name]; ok {
+				st[s].Evidence = ev
+			}
 			st[s].Messages -= min(st[s].Messages, uint32(r.removed[s][fp.Name]))
 			if _, pending := pendingHash(st[s].Evidence); pending {
 				st[s].Evidence = "" // racy, and no listing hashed it: listed next run
@@ -787,6 +831,22 @@ func (r *run) recordPasses(plan *Plan) error {
 		}
 	}
 	return nil
+}
+
+// maildirEvidenceAfter is, per Maildir side, the evidence each folder of
+// passing records with its pass (evidenceAfter).
+func (r *run) maildirEvidenceAfter(passing []*FolderPlan) [2]map[string]string {
+	var out [2]map[string]string
+	for s, st := range r.stores {
+		if st.Maildir == nil {
+			continue
+		}
+		out[s] = make(map[string]string, len(passing))
+		for _, fp := range passing {
+			out[s][fp.Name] = r.evidenceAfter(Side(s), fp.Name, r.passes[fp.Name].status[s].Evidence)
+		}
+	}
+	return out
 }
 
 // proveOwnWrites asks each server side (mail.WriteProver) for the status

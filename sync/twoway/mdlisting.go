@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/mailferry/mailferry/sync/checkpoint"
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/state"
 )
@@ -30,21 +31,30 @@ import (
 // pass, a first sync, a lost state), which stats every file.
 
 // listNarrow lists side s's Maildir folder name by names (above); base are
-// the folder's records, recorded their ids on side s.
+// the folder's records, recorded their ids on side s. The names come
+// sorted by id, once each (Tree.ListNames): each becomes its message in
+// turn, and only the new ones are held aside, for their Message-IDs.
 func (r *run) listNarrow(s Side, name string, base []state.Message, recorded map[mail.ID]bool) (Listing, error) {
-	need := statNeeded(base, s)
+	need, dates := statNeeded(base, s), recordDates(base, s)
 	kw, hashing, herr := r.hashStart(s, name)
 	tree := r.stores[s].Maildir.files()
 	now := time.Now()
-	l := Listing{Exists: true, byNames: true}
-	envs := map[mail.ID]mail.Envelope{}
-	stamps := map[mail.ID]fileStamp{}
+	l := Listing{Exists: true, byNames: true, Msgs: make([]Msg, 0, len(dates))}
+	fresh := map[mail.ID]mail.Envelope{} // no record names them: pairing reads their Message-IDs
+	flags := flagInterner{}
 	var names []string
 	var ids []mail.ID
 	err := tree.ListNames(r.ctx, name, func(env mail.Envelope, rel string) error {
-		names, ids = append(names, filepath.Base(rel)), append(ids, env.ID)
+		ids = append(ids, env.ID)
+		if hashing {
+			names = append(names, filepath.Base(rel))
+		}
 		if recorded[env.ID] && !need[env.ID] {
-			envs[env.ID] = env
+			// Its record stands for it (its flags are shared per name's
+			// info by ListNames, as the interner would share them).
+			m := toMsg(env, true)
+			m.Date = dates[env.ID] // as a listing rebuilt from the records has it
+			l.Msgs = append(l.Msgs, m)
 			return nil
 		}
 		fi, at, err := tree.Lstat(r.ctx, name, env.ID, rel)
@@ -58,36 +68,31 @@ func (r *run) listNarrow(s Side, name string, base []state.Message, recorded map
 			env.Flags = tree.FlagsAt(name, at)
 		}
 		env.Size, env.Date = fi.Size(), fi.ModTime().Truncate(time.Second)
-		envs[env.ID], stamps[env.ID] = env, stampFile(fi, now)
+		if !recorded[env.ID] {
+			fresh[env.ID] = env
+		}
+		st := stampFile(fi, now)
+		m := toMsg(env, recorded[env.ID])
+		m.Flags, m.Stamp, m.Racy = flags.intern(m.Flags), st.stamp, st.racy
+		l.Msgs = append(l.Msgs, m)
 		return nil
 	})
-	switch {
-	case r.ctx.Err() != nil:
-		return l, r.ctx.Err()
-	case errors.Is(err, mail.ErrMailboxNotFound):
-		return Listing{}, nil
-	case err != nil:
-		l.Untrusted = fmt.Sprintf("the listing failed part way (%v)", err)
-		r.warn(fmt.Sprintf("side %s: folder %q listed in part", s, name), err)
-	default:
+	if ok, err := r.listingEnded(s, name, &l, err); !ok {
+		return l, err
+	}
+	if err == nil {
 		r.prepareSink(s, name, ids)
 		if hashing && herr == nil {
 			l.evidenceHash = hashNames(names, kw)
 		}
 	}
-	r.fillMessageIDs(s, name, envs, recorded)
-	dates := recordDates(base, s)
-	l.Msgs = make([]Msg, 0, len(envs))
-	flags := flagInterner{}
-	for _, id := range sortedEnvIDs(envs) {
-		m := toMsg(envs[id], recorded[id])
-		m.Flags = flags.intern(m.Flags)
-		if st, ok := stamps[id]; ok {
-			m.Stamp, m.Racy = st.stamp, st.racy
-		} else {
-			m.Date = dates[id] // as a rebuilt listing has it
+	if len(fresh) > 0 {
+		r.fillMessageIDs(s, name, fresh, recorded)
+		for i := range l.Msgs {
+			if env, ok := fresh[l.Msgs[i].ID]; ok {
+				l.Msgs[i].MsgID = checkpoint.MsgIDSum(env.MessageID)
+			}
 		}
-		l.Msgs = append(l.Msgs, m)
 	}
 	return l, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	gosync "sync"
@@ -553,25 +554,46 @@ func (r *run) listSide(s Side, name string, recorded map[mail.ID]bool) (Listing,
 	envs := map[mail.ID]mail.Envelope{}
 	stamps, hash, err := r.listFiles(s, name, func(env mail.Envelope) { envs[env.ID] = env })
 	l.evidenceHash = hash
+	if ok, err := r.listingEnded(s, name, &l, err); !ok {
+		return l, err
+	}
+	l.Msgs = r.listedMsgs(s, name, envs, recorded, stamps)
+	return l, nil
+}
+
+// listingEnded takes in the error err a listing l of side s's folder name
+// ended with, for listSide and listNarrow: a cancelled run stops with its
+// error, a folder that is not there has no listing (l emptied), and a
+// listing that failed part way is kept as far as it went but untrusted (no
+// deletion is read from it). It reports whether the caller goes on with l.
+func (r *run) listingEnded(s Side, name string, l *Listing, err error) (bool, error) {
 	switch {
 	case r.ctx.Err() != nil:
-		return l, r.ctx.Err()
+		return false, r.ctx.Err()
 	case errors.Is(err, mail.ErrMailboxNotFound):
-		return Listing{}, nil
+		*l = Listing{}
+		return false, nil
 	case err != nil:
 		l.Untrusted = fmt.Sprintf("the listing failed part way (%v)", err)
 		r.warn(fmt.Sprintf("side %s: folder %q listed in part", s, name), err)
 	}
+	return true, nil
+}
+
+// listedMsgs are a listing's messages from its envelopes, sorted by id,
+// with their Message-IDs where pairing needs them (fillMessageIDs), flags
+// shared, and each one's file stamp (none: stamps has no entry).
+func (r *run) listedMsgs(s Side, name string, envs map[mail.ID]mail.Envelope, recorded map[mail.ID]bool, stamps map[mail.ID]fileStamp) []Msg {
 	r.fillMessageIDs(s, name, envs, recorded)
-	l.Msgs = make([]Msg, 0, len(envs))
+	msgs := make([]Msg, 0, len(envs))
 	flags := flagInterner{}
 	for _, id := range sortedEnvIDs(envs) {
 		m := toMsg(envs[id], recorded[id])
 		m.Flags = flags.intern(m.Flags)
 		m.Stamp, m.Racy = stamps[id].stamp, stamps[id].racy
-		l.Msgs = append(l.Msgs, m)
+		msgs = append(msgs, m)
 	}
-	return l, nil
+	return msgs
 }
 
 // flagInterner shares one flag slice among the messages of a listing with
@@ -597,7 +619,7 @@ func sortedEnvIDs(envs map[mail.ID]mail.Envelope) []mail.ID {
 	for id := range envs {
 		ids = append(ids, id)
 	}
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	slices.Sort(ids)
 	return ids
 }
 
