@@ -41,7 +41,9 @@ func (r *run) applyFolder(fp *FolderPlan) error {
 	if err := r.changes(fo, fp); err != nil {
 		return err
 	}
-	r.proveFolder(fp)
+	// The IMAP sides prove their writes there while the state flushes.
+	proved := r.startProveFolder(fp)
+	defer proved()
 	if err := r.step("flush " + fp.Name); err != nil {
 		return err
 	}
