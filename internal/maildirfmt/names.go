@@ -26,36 +26,73 @@ import (
 // files have a few flag sets, not one each): fn must not change it in
 // place.
 func (t *Tree) ListNames(ctx context.Context, mailbox string, fn func(env mail.Envelope, rel string) error) error {
+	return t.ScanNames(ctx, mailbox).Each(ctx, fn)
+}
+
+// Names is a folder's names as ScanNames read them, for Each to go
+// through later: a caller may read a folder's directories while it does
+// something else (two-way sync reads them while it loads the folder's
+// records).
+type Names struct {
+	mailbox string
+	l       listed
+	err     error
+}
+
+// ScanNames reads mailbox's names as ListNames does, without going
+// through them: Each does.
+func (t *Tree) ScanNames(ctx context.Context, mailbox string) *Names {
+	l, err := t.readListed(ctx, mailbox, scanRegular)
+	return &Names{mailbox: mailbox, l: l, err: err}
+}
+
+// Each is ListNames over the names n holds, with the error reading them
+// gave, if any.
+func (n *Names) Each(ctx context.Context, fn func(env mail.Envelope, rel string) error) error {
+	if n.err != nil {
+		return n.err
+	}
 	byInfo := map[string][]mail.Flag{}
-	return t.eachListed(ctx, mailbox, scanRegular, func(_ string, e entry, kw Keywords) error {
+	return n.l.each(ctx, func(_ string, e entry, kw Keywords) error {
 		_, info := splitName(filepath.Base(e.path))
 		flags, ok := byInfo[info]
 		if !ok {
 			flags = parseFlags(info, kw)
 			byInfo[info] = flags
 		}
-		return fn(mail.Envelope{Mailbox: mailbox, ID: mail.ID(e.id), Size: -1, Flags: flags}, e.path)
+		return fn(mail.Envelope{Mailbox: n.mailbox, ID: mail.ID(e.id), Size: -1, Flags: flags}, e.path)
 	})
 }
 
-// eachListed is the head ListNames and ListFiles share: the folder of
-// mailbox read by read (its entries sorted by ID), its keywords, and fn
-// called for each entry in turn while ctx lasts.
-func (t *Tree) eachListed(ctx context.Context, mailbox string, read func(context.Context, string) ([]entry, error), fn func(dir string, e entry, kw Keywords) error) error {
+// listed is a folder as ListNames and ListFiles read it: its directory,
+// its entries sorted by ID, its keywords.
+type listed struct {
+	dir  string
+	ents []entry
+	kw   Keywords
+}
+
+// readListed reads the folder of mailbox with read: the head ListNames and
+// ListFiles share.
+func (t *Tree) readListed(ctx context.Context, mailbox string, read func(context.Context, string) ([]entry, error)) (listed, error) {
 	dir, err := t.folder(mailbox)
 	if err != nil {
-		return err
+		return listed{}, err
 	}
 	ents, err := read(ctx, dir)
 	if err != nil {
-		return fmt.Errorf("maildir: list %q: %w", mailbox, err)
+		return listed{}, fmt.Errorf("maildir: list %q: %w", mailbox, err)
 	}
-	kw := ReadKeywords(dir)
-	for _, e := range ents {
+	return listed{dir: dir, ents: ents, kw: ReadKeywords(dir)}, nil
+}
+
+// each calls fn for each entry of l in turn while ctx lasts.
+func (l listed) each(ctx context.Context, fn func(dir string, e entry, kw Keywords) error) error {
+	for _, e := range l.ents {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := fn(dir, e, kw); err != nil {
+		if err := fn(l.dir, e, l.kw); err != nil {
 			return err
 		}
 	}

@@ -325,7 +325,11 @@ func (t *Tree) List(ctx context.Context, mailbox string, fn func(mail.Envelope) 
 // sync keeps its inode and mtime to tell a file edited in place from one
 // renamed).
 func (t *Tree) ListFiles(ctx context.Context, mailbox string, fn func(mail.Envelope, fs.FileInfo) error) error {
-	return t.eachListed(ctx, mailbox, scan, func(dir string, e entry, kw Keywords) error {
+	l, err := t.readListed(ctx, mailbox, scan)
+	if err != nil {
+		return err
+	}
+	return l.each(ctx, func(dir string, e entry, kw Keywords) error {
 		fi, err := os.Lstat(filepath.Join(dir, e.path))
 		if errors.Is(err, fs.ErrNotExist) {
 			p, ok, lerr := t.locate(ctx, dir, e.id, true)

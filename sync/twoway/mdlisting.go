@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/mailferry/mailferry/internal/maildirfmt"
 	"github.com/mailferry/mailferry/sync/checkpoint"
 	"github.com/mailferry/mailferry/sync/mail"
 	"github.com/mailferry/mailferry/sync/state"
@@ -36,7 +37,8 @@ import (
 // turn, and only the new ones are held aside, for their Message-IDs.
 func (r *run) listNarrow(s Side, name string, base []state.Message, recorded map[mail.ID]bool) (Listing, error) {
 	need, dates := statNeeded(base, s), recordDates(base, s)
-	kw, hashing, herr := r.hashStart(s, name)
+	sc := r.takeScan(s, name)
+	kw, hashing, herr := sc.kw, sc.hashing, sc.herr
 	tree := r.stores[s].Maildir.files()
 	now := time.Now()
 	l := Listing{Exists: true, byNames: true, Msgs: make([]Msg, 0, len(dates))}
@@ -44,7 +46,7 @@ func (r *run) listNarrow(s Side, name string, base []state.Message, recorded map
 	flags := flagInterner{}
 	var names []string
 	var ids []mail.ID
-	err := tree.ListNames(r.ctx, name, func(env mail.Envelope, rel string) error {
+	err := sc.names.Each(r.ctx, func(env mail.Envelope, rel string) error {
 		ids = append(ids, env.ID)
 		if hashing {
 			names = append(names, filepath.Base(rel))
@@ -95,6 +97,78 @@ func (r *run) listNarrow(s Side, name string, base []state.Message, recorded map
 		}
 	}
 	return l, nil
+}
+
+// A folder listed by names has its directories read while its records
+// load (startScans, on a goroutine per Maildir side): neither needs the
+// other, and the records of a 5,000-message folder take as long to read as
+// its names. The names are read after the folder's stamps (askStatuses),
+// as the listing reads them; the dovecot-keywords bytes its hash takes
+// before them (hashStart), as listFiles does.
+
+// nameScan is side s's read of a folder's names (and, when its evidence
+// waits for a hash, of its dovecot-keywords bytes first).
+type nameScan struct {
+	name    string
+	done    chan struct{} // closed once read
+	kw      []byte
+	hashing bool
+	herr    error
+	names   *maildirfmt.Names
+}
+
+func (r *run) readScan(s Side, sc *nameScan) {
+	sc.kw, sc.hashing, sc.herr = r.hashStart(s, sc.name)
+	sc.names = r.stores[s].Maildir.files().ScanNames(r.ctx, sc.name)
+}
+
+// startScans starts reading, for each Maildir side of folder pair name
+// that listSideAs will list by names (its last pass counts, and its
+// stamps moved), the folder's names.
+func (r *run) startScans(name string, exists [2]map[string]bool) {
+	sum, ok := r.passed(name)
+	for s, st := range r.stores {
+		r.scans[s] = nil
+		if !ok || st.Maildir == nil || !exists[s][name] || r.opt.Plan.Sides[s].Untrusted != "" {
+			continue
+		}
+		rec := sum.A
+		if s == int(B) {
+			rec = sum.B
+		}
+		if now, known := r.sts[s][name]; known && sameStatus(rec, now) {
+			continue // rebuilt from its records: no names read
+		}
+		sc := &nameScan{name: name, done: make(chan struct{})}
+		go func() {
+			defer close(sc.done)
+			r.readScan(Side(s), sc)
+		}()
+		r.scans[s] = sc
+	}
+}
+
+// takeScan returns side s's read of folder name's names: the one
+// startScans started, once done, else one read now.
+func (r *run) takeScan(s Side, name string) *nameScan {
+	if sc := r.scans[s]; sc != nil && sc.name == name {
+		<-sc.done
+		return sc
+	}
+	sc := &nameScan{name: name}
+	r.readScan(s, sc)
+	return sc
+}
+
+// endScans waits for the reads startScans began (one listSideAs did not
+// use, a listing that stopped) and forgets them.
+func (r *run) endScans() {
+	for s, sc := range r.scans {
+		if sc != nil {
+			<-sc.done
+			r.scans[s] = nil
+		}
+	}
 }
 
 // statNeeded are side s's ids of the records whose file a listing by names

@@ -100,7 +100,10 @@ type run struct {
 	// settled: Maildir evidence whose stamps now stand alone (listing.go).
 	settled [2]map[string]string
 	// early: the Maildir proofs run beside the apply (mdevidence.go).
-	early  mdEarly
+	early mdEarly
+	// scans: side -> the names of the folder being listed, read while its
+	// records load (mdlisting.go).
+	scans  [2]*nameScan
 	msgs   [2]map[string][]Msg // side -> folder -> listing, sorted by ID
 	keeps  [2]map[string]Keeps // side -> folder -> the flags it keeps there (learnKeeps)
 	warnMu gosync.Mutex        // guards res.Warnings while both sides list
@@ -403,6 +406,8 @@ func sortedNames(set map[string]bool) []string {
 func (r *run) listFolder(name string, exists [2]map[string]bool, journaled bool) (Folder, error) {
 	f := Folder{Name: name}
 	f.MailboxIDs = [2]string{r.sts[A][name].MailboxID, r.sts[B][name].MailboxID}
+	r.startScans(name, exists)
+	defer r.endScans()
 	if sum, known := r.st.Summary(name); known {
 		f.KnownMailboxIDs = [2]string{sum.A.MailboxID, sum.B.MailboxID}
 		fo, err := r.st.Folder(name)
