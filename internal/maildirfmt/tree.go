@@ -157,9 +157,22 @@ func scan(ctx context.Context, dir string) ([]entry, error) {
 }
 
 // byID sorts entries read from new/ then cur/ by ID, keeping one entry per
-// ID: its cur/ one when both hold it (the stable sort keeps cur/ after new/).
+// ID: its cur/ one when both hold it (sorted after its new/ one). Two of
+// one ID in the same directory (names that differ in their info) keep the
+// greater name.
 func byID(all []entry) []entry {
-	slices.SortStableFunc(all, func(a, b entry) int { return strings.Compare(a.id, b.id) })
+	slices.SortFunc(all, func(a, b entry) int {
+		if c := strings.Compare(a.id, b.id); c != 0 {
+			return c
+		}
+		if ac, bc := strings.HasPrefix(a.path, "cur/"), strings.HasPrefix(b.path, "cur/"); ac != bc {
+			if ac {
+				return 1
+			}
+			return -1
+		}
+		return strings.Compare(a.path, b.path)
+	})
 	out := all[:0]
 	for _, e := range all {
 		if len(out) > 0 && out[len(out)-1].id == e.id {

@@ -35,6 +35,10 @@ type slot struct {
 	bytes    int64
 	retry    []*item
 	rerr     error // why the retry messages' command failed
+	// lendNext: the commit under way gives the connection back to the
+	// shared pool once its MULTIAPPEND answered OK (lend), so the reader
+	// stops after that answer.
+	lendNext bool
 }
 
 // takeSlot reserves an append slot for a Put into box, preferring one
@@ -377,7 +381,7 @@ func (s *Sink) finish(ctx context.Context, sl *slot) error {
 	box, n := c.openBox, len(sl.batch)
 	op := fmt.Sprintf("multiappend of %d messages to %q", n, box)
 	stop := c.guard(ctx)
-	r, err := c.multiEnd(ctx)
+	r, err := c.multiEnd(ctx, sl.lendNext && len(sl.retry) == 0)
 	if !stop() {
 		err = ctx.Err()
 	}
@@ -388,8 +392,8 @@ func (s *Sink) finish(ctx context.Context, sl *slot) error {
 		return err
 	}
 	if r.Kind != "OK" {
-		if r.Kind == "BAD" {
-			c.close()
+		if r.Kind == "BAD" || c.stopped.Load() {
+			c.close() // out of step, or nobody reads it any more
 		}
 		err := verdict(op, r)
 		sl.failBatch(false, err)
@@ -529,6 +533,7 @@ func (s *Sink) commitLocked(ctx context.Context, sl *slot) ([]mail.ID, error) {
 		}
 	}
 	few := len(sl.batch)+len(sl.retry) <= lendMax
+	sl.lendNext = few && s.pool != nil
 	err := s.commitSlot(ctx, sl)
 	if err == nil && few {
 		s.lend(ctx, sl)
@@ -583,6 +588,7 @@ func (s *Sink) lend(ctx context.Context, sl *slot) {
 
 func (s *Sink) commitSlot(ctx context.Context, sl *slot) error {
 	_ = s.finish(ctx, sl) // a failure leaves the batch in retry, handled below
+	sl.lendNext = false   // a retry's commands need the reader
 	if len(sl.retry) == 0 {
 		return nil
 	}

@@ -73,6 +73,7 @@ type rconn struct {
 	modseq   uint64
 	noModSeq bool
 	stopTag  atomic.Pointer[string] // the reader stops after this tag's answer
+	stopped  atomic.Bool            // the reader stopped there (stopTag), not on an error
 	exited   chan struct{}          // closed when the reader stopped
 }
 
@@ -109,6 +110,7 @@ func (c *rconn) readLoop() {
 			return
 		}
 		if t != nil && r.Tag == *t {
+			c.stopped.Store(true)
 			return // detach: nothing more is read from the connection here
 		}
 	}
@@ -135,26 +137,17 @@ func (c *rconn) adopt(sess *imapconn.Session) {
 }
 
 // detach stops the reader after one NOOP answered (every earlier answer
-// was read: no command is open) and returns the pooled session, told
-// what is selected now; nil when the connection is not a pooled one or
-// not in step, and the caller closes it.
+// was read: no command is open), or takes it as stopped after the last
+// MULTIAPPEND's answer (multiEnd with stop: no NOOP, no round trip), and
+// returns the pooled session, told what is selected now; nil when the
+// connection is not a pooled one or not in step, and the caller closes
+// it.
 func (c *rconn) detach(ctx context.Context) *imapconn.Session {
-	if c.sess == nil || c.open != "" || c.dead() {
-		return nil
-	}
-	tag := c.newTag()
-	c.stopTag.Store(&tag)
-	fmt.Fprintf(c.w, "%s NOOP\r\n", tag)
-	if err := c.flush(); err != nil {
-		return nil
-	}
-	stop := c.guard(ctx)
-	r, err := c.wait(ctx, tag, false)
-	if !stop() || err != nil || r.Kind != "OK" {
+	if c.sess == nil || c.open != "" || !c.stopped.Load() && !c.noop(ctx) {
 		return nil
 	}
 	<-c.exited
-	if c.bye != "" {
+	if c.bye != "" || !c.stopped.Load() {
 		return nil
 	}
 	sess := c.sess
@@ -167,6 +160,23 @@ func (c *rconn) detach(ctx context.Context) *imapconn.Session {
 		sess.Resume(c.box, sel)
 	}
 	return sess
+}
+
+// noop sends a NOOP the reader stops after and reports whether it was
+// answered OK.
+func (c *rconn) noop(ctx context.Context) bool {
+	if c.dead() {
+		return false
+	}
+	tag := c.newTag()
+	c.stopTag.Store(&tag)
+	fmt.Fprintf(c.w, "%s NOOP\r\n", tag)
+	if err := c.flush(); err != nil {
+		return false
+	}
+	stop := c.guard(ctx)
+	r, err := c.wait(ctx, tag, false)
+	return stop() && err == nil && r.Kind == "OK"
 }
 
 // close drops the connection; it is idempotent.
@@ -421,11 +431,17 @@ func (c *rconn) poll() (*response, bool) {
 	}
 }
 
-// multiEnd ends the open MULTIAPPEND command and returns the tagged answer.
+// multiEnd ends the open MULTIAPPEND command and returns the tagged
+// answer. With stop, the reader stops after that answer (a pooled
+// connection that goes back to its pool next: detach needs no NOOP); the
+// caller closes the connection unless the answer was OK.
 // After a write error or a lost connection the outcome is unknown.
-func (c *rconn) multiEnd(ctx context.Context) (response, error) {
+func (c *rconn) multiEnd(ctx context.Context, stop bool) (response, error) {
 	tag := c.open
 	c.open = ""
+	if stop && c.sess != nil {
+		c.stopTag.Store(&tag)
+	}
 	_, _ = c.w.WriteString("\r\n") // bufio: an error sticks and Flush reports it
 	if err := c.flush(); err != nil {
 		return response{}, err

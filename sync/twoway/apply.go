@@ -41,7 +41,9 @@ func (r *run) applyFolder(fp *FolderPlan) error {
 	if err := r.changes(fo, fp); err != nil {
 		return err
 	}
-	r.proveFolder(fp)
+	// The IMAP sides prove their writes there while the state flushes.
+	proved := r.startProveFolder(fp)
+	defer proved()
 	if err := r.step("flush " + fp.Name); err != nil {
 		return err
 	}
@@ -239,9 +241,9 @@ func (r *run) moveOne(fo *state.Folder, folder string, mv Move) error {
 	if err != nil {
 		return err
 	}
-	// Its records change after its own apply kept them: the proof reads
-	// them from the state again (still loaded, until the passes).
-	r.dropProofRecords(mv.From)
+	// Its records change after its own apply kept them: the proof at the
+	// end reads them from the state again (still loaded, until the passes).
+	r.dropEarlyMaildirProof(mv.From)
 	r.dropEarlyProof(mv.On, mv.From)
 	if err := old.Forget(mv.Old.Src); err != nil {
 		return err

@@ -1,11 +1,13 @@
 package twoway
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"hash"
 	"io"
+	gosync "sync"
 
 	"github.com/mailferry/mailferry/sync/mail"
 )
@@ -50,12 +52,17 @@ func contentHash(ctx context.Context, src mail.Source, env mail.Envelope) string
 	}
 	defer func() { _ = rc.Close() }() // read-only
 	w := &lfWriter{h: sha256.New()}
-	if _, err := io.Copy(w, rc); err != nil {
+	buf := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(buf)
+	if _, err := io.CopyBuffer(w, rc, *buf); err != nil {
 		return ""
 	}
 	w.end()
 	return hex.EncodeToString(w.h.Sum(nil))
 }
+
+// copyBufs are contentHash's read buffers, not one allocated per message.
+var copyBufs = gosync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // lfWriter hashes what it is given with every CR that precedes an LF left
 // out, across writes.
@@ -65,24 +72,41 @@ type lfWriter struct {
 }
 
 func (w *lfWriter) Write(p []byte) (int, error) {
-	out := make([]byte, 0, len(p)+1)
-	for _, c := range p {
-		if w.cr && c != '\n' {
-			out = append(out, '\r')
-		}
-		w.cr = c == '\r'
-		if !w.cr {
-			out = append(out, c)
-		}
+	n := len(p)
+	if n == 0 {
+		return 0, nil // a CR pending stays pending
 	}
-	w.h.Write(out)
-	return len(p), nil
+	if w.cr && p[0] != '\n' {
+		w.h.Write(crByte)
+	}
+	w.cr = false
+	// The runs between CRs go to the hash as they are, not copied: a
+	// change sync hashes every file it put and every racy one.
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\r')
+		if i < 0 {
+			w.h.Write(p)
+			break
+		}
+		w.h.Write(p[:i])
+		if i+1 == len(p) {
+			w.cr = true // the next write tells
+			break
+		}
+		if p[i+1] != '\n' {
+			w.h.Write(crByte)
+		}
+		p = p[i+1:]
+	}
+	return n, nil
 }
+
+var crByte = []byte{'\r'}
 
 // end hashes a CR left at the very end.
 func (w *lfWriter) end() {
 	if w.cr {
-		w.h.Write([]byte{'\r'})
+		w.h.Write(crByte)
 		w.cr = false
 	}
 }

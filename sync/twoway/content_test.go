@@ -33,6 +33,30 @@ func TestLFWriter(t *testing.T) {
 			t.Errorf("%s: same hash as LF = %v, want %v", c.name, got, c.same)
 		}
 	}
+	// Every split of inputs full of CRs hashes what dropping each CR
+	// before an LF, byte by byte, leaves.
+	for _, in := range []string{"a\r\nb\r\n", "\r\r\n\r", "\r", "x\r\ry\r\n\r\r", "\n\r\n\r\n", ""} {
+		want := sha256.Sum256([]byte(dropCRBeforeLF(in)))
+		for cut1 := 0; cut1 <= len(in); cut1++ {
+			for cut2 := cut1; cut2 <= len(in); cut2++ {
+				if got := sum(in[:cut1], in[cut1:cut2], in[cut2:]); got != hex.EncodeToString(want[:]) {
+					t.Errorf("lfWriter(%q cut at %d, %d) differs from the CRs dropped one by one", in, cut1, cut2)
+				}
+			}
+		}
+	}
+}
+
+// dropCRBeforeLF is lfWriter's rule, one byte at a time.
+func dropCRBeforeLF(s string) string {
+	var out []byte
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\r' && i+1 < len(s) && s[i+1] == '\n' {
+			continue
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
 }
 
 // TestRunLostStatePairsByContent: messages without a Message-ID are paired

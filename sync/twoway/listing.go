@@ -6,11 +6,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"iter"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -324,12 +324,19 @@ func hashedAt(recorded, ev string) (time.Time, bool) {
 // neither (rule 4 finds it before any deletion and in every full
 // listing: evidence.go). So taking it costs a readdir, no stat per file.
 func hashNames(names []string, kw []byte) string {
-	sort.Strings(names)
+	slices.Sort(names)
 	h := sha256.New()
+	// The names, each ended by a NUL, go to the hash a few KiB at a time:
+	// a write per name and per NUL was most of the hash's cost.
+	buf := make([]byte, 0, 8<<10)
 	for _, n := range names {
-		_, _ = io.WriteString(h, n)
-		_, _ = h.Write([]byte{0})
+		if len(buf)+len(n)+1 > cap(buf) {
+			_, _ = h.Write(buf)
+			buf = buf[:0]
+		}
+		buf = append(append(buf, n...), 0)
 	}
+	_, _ = h.Write(buf)
 	_, _ = h.Write(kw)
 	return "n" + hex.EncodeToString(h.Sum(nil)[:16]) // "n": not the older hash of names, sizes and mtimes
 }
@@ -834,8 +841,10 @@ func (r *run) recordPasses(plan *Plan) error {
 }
 
 // maildirEvidenceAfter is, per Maildir side, the evidence each folder of
-// passing records with its pass (evidenceAfter).
+// passing records with its pass (evidenceAfter): proved right after the
+// folder's apply (proveEarly), else now.
 func (r *run) maildirEvidenceAfter(passing []*FolderPlan) [2]map[string]string {
+	early := r.earlyProofs()
 	var out [2]map[string]string
 	for s, st := range r.stores {
 		if st.Maildir == nil {
@@ -843,6 +852,10 @@ func (r *run) maildirEvidenceAfter(passing []*FolderPlan) [2]map[string]string {
 		}
 		out[s] = make(map[string]string, len(passing))
 		for _, fp := range passing {
+			if ev, ok := early[s][fp.Name]; ok {
+				out[s][fp.Name] = ev
+				continue
+			}
 			out[s][fp.Name] = r.evidenceAfter(Side(s), fp.Name, r.passes[fp.Name].status[s].Evidence)
 		}
 	}

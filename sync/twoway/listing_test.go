@@ -3,6 +3,8 @@ package twoway
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -563,5 +566,27 @@ func TestRunMaildirRacyEvidence(t *testing.T) {
 				t.Fatalf("A's INBOX holds %s, want %s", got, want)
 			}
 		})
+	}
+}
+
+// TestHashNamesFormat: hashNames is the SHA-256 of the sorted names, each
+// ended by a NUL, then the keyword bytes, as recorded evidence holds it
+// (a hash of another form would list every racy folder once more), also
+// for names past its write buffer.
+func TestHashNamesFormat(t *testing.T) {
+	long := strings.Repeat("x", 9<<10)
+	for _, names := range [][]string{nil, {"b:2,S", "a"}, {long, "c", long + "y"}} {
+		kw := []byte("0 $Junk\n")
+		sorted := slices.Clone(names)
+		slices.Sort(sorted)
+		h := sha256.New()
+		for _, n := range sorted {
+			h.Write([]byte(n + "\x00"))
+		}
+		h.Write(kw)
+		want := "n" + hex.EncodeToString(h.Sum(nil)[:16])
+		if got := hashNames(slices.Clone(names), kw); got != want {
+			t.Errorf("hashNames(%d names) = %s, want %s", len(names), got, want)
+		}
 	}
 }

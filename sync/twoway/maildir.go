@@ -158,26 +158,20 @@ func keywordsFor(dir, rel string, fs ...[]mail.Flag) maildirfmt.Keywords {
 	return maildirfmt.ReadKeywords(dir)
 }
 
-// stat returns the file of message id in mailbox: first where the Maildir
-// sink puts a message with flags (space separated; keywords make no
-// guess), else wherever locate finds it.
+// stat returns the file of message id in mailbox: first under the names
+// a file with flags (space separated) or a few letters off has
+// (locateNear), else wherever locate finds it.
 func (m *MaildirFiles) stat(ctx context.Context, mailbox string, id mail.ID, flags string) (fs.FileInfo, error) {
-	dir, err := m.folderDir(mailbox)
-	if err != nil {
+	if _, err := m.folderDir(mailbox); err != nil {
 		return nil, err
 	}
 	var fl []mail.Flag
 	for _, f := range strings.Fields(flags) {
 		fl = append(fl, mail.Flag(f))
 	}
-	guess := "new/" + string(id)
-	if len(fl) > 0 {
-		guess = "cur/" + string(id) + ":2," + maildirfmt.FlagLetters(fl)
-	}
-	if fi, err := os.Lstat(filepath.Join(dir, guess)); err == nil && fi.Mode().IsRegular() {
-		return fi, nil
-	}
-	dir, rel, err := m.locate(ctx, mailbox, id)
+	// Not one guess: a file without flags in cur/, or with a keyword,
+	// missed it, and the folder was read whole to find one file.
+	dir, rel, err := m.locateNear(ctx, mailbox, id, fl)
 	if err != nil {
 		return nil, err
 	}

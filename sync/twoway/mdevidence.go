@@ -3,6 +3,7 @@ package twoway
 import (
 	"fmt"
 	"strings"
+	gosync "sync"
 	"time"
 
 	"github.com/mailferry/mailferry/internal/maildirfmt"
@@ -29,6 +30,16 @@ import (
 // moves neither, as for any folder whose stamps did not move: statDoomed
 // and the full listings find it.
 func (r *run) evidenceAfter(s Side, name, before string) string {
+	return r.evidenceAfterOf(s, name, before, r.keepsIn(s, name), func() (map[mail.ID]string, error) {
+		return r.proofRecords(s, name)
+	})
+}
+
+// evidenceAfterOf is evidenceAfter with the flags the side keeps in the
+// folder and its records (read only when the stamps moved) given: an early
+// proof (proveEarly) runs beside the apply, which changes what the run
+// holds, and reads nothing of it.
+func (r *run) evidenceAfterOf(s Side, name, before string, keeps Keeps, records func() (map[mail.ID]string, error)) string {
 	md := r.stores[s].Maildir
 	if md == nil || before == "" || r.ctx.Err() != nil {
 		return before
@@ -48,7 +59,11 @@ func (r *run) evidenceAfter(s Side, name, before string) string {
 		}
 		return before // nothing renamed in or out since the listing
 	}
-	names, ok := r.holdsRecords(s, name, dir)
+	recorded, err := records()
+	if err != nil {
+		return before
+	}
+	names, ok := r.holdsRecords(dir, recorded, keeps)
 	if !ok {
 		return before
 	}
@@ -62,16 +77,12 @@ func (r *run) evidenceAfter(s Side, name, before string) string {
 	return fmt.Sprintf("%s#%d#%s", ev, now.UnixNano(), hashNames(names, kw))
 }
 
-// holdsRecords reads the names of side s's Maildir folder name (at dir)
-// and reports whether they are exactly the state's records of the folder:
-// one file per record's side-s id, with the record's flags as the side
-// keeps them, and no other. It returns the names read.
-func (r *run) holdsRecords(s Side, name, dir string) ([]string, bool) {
-	recorded, err := r.proofRecords(s, name)
-	if err != nil {
-		return nil, false
-	}
-	keeps := r.keepsIn(s, name)
+// holdsRecords reads the names of a Maildir folder (at dir) and reports
+// whether they are exactly its records, recorded (the side's ids and base
+// flags, made canonical here in place): one file per id, with the
+// record's flags as the side keeps them (keeps), and no other. It returns
+// the names read.
+func (r *run) holdsRecords(dir string, recorded map[mail.ID]string, keeps Keeps) ([]string, bool) {
 	// A folder's messages have few distinct flag sets: each is made
 	// canonical once, not per message.
 	byBase, byInfo := map[string]string{}, map[string]string{}
@@ -87,7 +98,7 @@ func (r *run) holdsRecords(s Side, name, dir string) ([]string, bool) {
 	kw := maildirfmt.ReadKeywords(dir)
 	var names []string
 	same := true
-	err = maildirfmt.RegularNames(r.ctx, dir, func(_, n string) {
+	err := maildirfmt.RegularNames(r.ctx, dir, func(_, n string) {
 		names = append(names, n)
 		id := maildirfmt.IDOf(n)
 		info := n[len(id):]
@@ -118,13 +129,32 @@ func (r *run) settleEvidence(names []string) {
 	}
 }
 
-// keepProofRecords keeps, for each Maildir side of folder pair fp that may
-// get a pass with evidence, its records' side ids and base flags, taken as
-// the folder's apply ends and before its records are released: the proof
-// at the end of the run (holdsRecords) then does not read the folder's
-// records from the state again. Only the ids and flags are kept, one copy
+// A Maildir folder's proof (evidenceAfter) runs as soon as the folder's
+// apply ended (proveEarly), on a goroutine of its own, one folder after the
+// other, while the apply goes on with the next folders (their IMAP round
+// trips, their fsyncs): the end of the run then waits for what is left of
+// them instead of reading every written folder's names in turn. The run
+// writes to a folder after its apply only to move a message out of it
+// (applied in the destination's apply): that drops the folder's early
+// proof (dropEarlyMaildirProof), and the end of the run proves it again,
+// from the state's records. A change of another client after an early
+// proof moves the folder's stamps, as after one at the end of the run.
+
+// mdEarly is the run's early Maildir proofs.
+type mdEarly struct {
+	jobs    chan func() // to the goroutine that proves them in turn
+	pending gosync.WaitGroup
+	mu      gosync.Mutex
+	got     [2]map[string]string // side -> folder -> evidence proved early
+	dropped map[string]bool      // folders written after their apply
+}
+
+// proveEarly proves, for each Maildir side of folder pair fp that may get
+// a pass with evidence, that the folder holds its records (evidenceAfter),
+// beside the apply: the records' side ids and base flags are taken now, as
+// the folder's apply ends and before its records are released, one copy
 // per distinct flag set, not the records.
-func (r *run) keepProofRecords(fp *FolderPlan) error {
+func (r *run) proveEarly(fp *FolderPlan) error {
 	p := r.passes[fp.Name]
 	if p == nil || p.noPass != "" || fp.Skip != "" || fp.Forget || fp.Removes() || len(fp.Held) > 0 {
 		return nil // no pass: no proof (recordPasses)
@@ -148,31 +178,78 @@ func (r *run) keepProofRecords(fp *FolderPlan) error {
 				kept[id] = f
 			}
 		})
-		if r.proofs[s] == nil {
-			r.proofs[s] = map[string]map[mail.ID]string{}
-		}
-		r.proofs[s][fp.Name] = kept
+		r.startEarlyProof(Side(s), fp.Name, p.status[s].Evidence, kept)
 	}
 	return nil
 }
 
-// dropProofRecords forgets what keepProofRecords kept of folder name, whose
-// records change after its apply (a move out of it, applied in another
-// folder's).
-func (r *run) dropProofRecords(name string) {
-	for s := range r.proofs {
-		delete(r.proofs[s], name)
+// startEarlyProof hands side s's proof of folder name to the early
+// proofs' goroutine (started with the first), with everything it reads
+// of the run: the evidence before, the flags kept there, the records.
+func (r *run) startEarlyProof(s Side, name, before string, recorded map[mail.ID]string) {
+	e := &r.early
+	if e.jobs == nil {
+		e.jobs = make(chan func(), 16)
+		go func() {
+			for job := range e.jobs {
+				job()
+			}
+		}()
+	}
+	keeps := r.keepsIn(s, name)
+	e.pending.Add(1)
+	e.jobs <- func() {
+		defer e.pending.Done()
+		ev := r.evidenceAfterOf(s, name, before, keeps, func() (map[mail.ID]string, error) { return recorded, nil })
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.dropped[name] {
+			return
+		}
+		if e.got[s] == nil {
+			e.got[s] = map[string]string{}
+		}
+		e.got[s][name] = ev
 	}
 }
 
-// proofRecords is, for the proof, side s's ids of folder name's records
-// with their base flags: those keepProofRecords kept (used once, then
-// dropped), else read from the state.
-func (r *run) proofRecords(s Side, name string) (map[mail.ID]string, error) {
-	if kept, ok := r.proofs[s][name]; ok {
-		delete(r.proofs[s], name)
-		return kept, nil
+// dropEarlyMaildirProof forgets the early proofs of folder name, whose
+// records and files change after its apply (a move out of it, applied in
+// another folder's): the end of the run proves it again.
+func (r *run) dropEarlyMaildirProof(name string) {
+	e := &r.early
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.dropped == nil {
+		e.dropped = map[string]bool{}
 	}
+	e.dropped[name] = true
+	for s := range e.got {
+		delete(e.got[s], name)
+	}
+}
+
+// earlyProofs waits for the early proofs started so far and returns them:
+// side -> folder -> evidence.
+func (r *run) earlyProofs() [2]map[string]string {
+	r.early.pending.Wait()
+	r.early.mu.Lock()
+	defer r.early.mu.Unlock()
+	return r.early.got
+}
+
+// stopEarlyProofs ends the early proofs' goroutine once its proofs are
+// done, when the run returns.
+func (r *run) stopEarlyProofs() {
+	if r.early.jobs != nil {
+		r.early.pending.Wait()
+		close(r.early.jobs)
+	}
+}
+
+// proofRecords is, for a proof at the end of the run, side s's ids of
+// folder name's records with their base flags, read from the state.
+func (r *run) proofRecords(s Side, name string) (map[mail.ID]string, error) {
 	fo, err := r.st.Folder(name)
 	if err != nil {
 		return nil, err

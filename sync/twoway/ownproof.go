@@ -74,6 +74,20 @@ func writesOn(fp *FolderPlan, s Side) bool {
 	return false
 }
 
+// startProveFolder runs proveFolder(fp) on a goroutine of its own and
+// returns the wait for it: the proof's round trip (and the next folder's
+// SELECT) overlaps the state's flush of the folder, which touches no IMAP
+// side, instead of adding to it. Nothing else may use the IMAP sides
+// until the wait returned.
+func (r *run) startProveFolder(fp *FolderPlan) (wait func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.proveFolder(fp)
+	}()
+	return func() { <-done }
+}
+
 // proveFolder asks each IMAP side, right after fp's changes, for the
 // status after its own writes there (mail.FolderWriteProver), and opens
 // the next folder it writes to. A side that cannot tell there and then
@@ -81,27 +95,37 @@ func writesOn(fp *FolderPlan, s Side) bool {
 // nothing is proved now.
 func (r *run) proveFolder(fp *FolderPlan) {
 	p := r.passes[fp.Name]
-	for s, st := range r.stores {
+	var got [2]*state.SideStatus
+	// Both sides at once (IMAP <-> IMAP): each its own session and server.
+	_ = r.bothSides(func(s Side) error {
+		st := r.stores[s]
 		fw := mail.FeaturesOf(st.Source).FolderWriteProver
 		if fw == nil || st.Maildir != nil {
-			continue
+			return nil
 		}
 		var since mail.FolderStatus
 		if p != nil && p.noPass == "" && p.status[s].HighestModSeq > 0 && p.status[s].UIDValidity > 0 {
 			since = folderStatus(p.status[s])
 		}
-		got, ok, err := fw.ProveFolderWrites(r.ctx, fp.Name, since, r.own.next[s])
+		now, ok, err := fw.ProveFolderWrites(r.ctx, fp.Name, since, r.own.next[s])
 		if err != nil {
-			r.log.Debug("sync: own writes not proved after the folder's writes", "side", Side(s).String(), "mailbox", fp.Name, "err", err)
-			continue
+			r.log.Debug("sync: own writes not proved after the folder's writes", "side", s.String(), "mailbox", fp.Name, "err", err)
+			return nil
 		}
-		if !ok || since.HighestModSeq == 0 {
+		if ok && since.HighestModSeq > 0 {
+			st := provedStatus(p.status[s], now)
+			got[s] = &st
+		}
+		return nil
+	})
+	for s, st := range got {
+		if st == nil {
 			continue
 		}
 		if r.own.early[s] == nil {
 			r.own.early[s] = map[string]state.SideStatus{}
 		}
-		r.own.early[s][fp.Name] = provedStatus(p.status[s], got)
+		r.own.early[s][fp.Name] = *st
 	}
 }
 

@@ -99,9 +99,8 @@ type run struct {
 	removed [2]map[string]int
 	// settled: Maildir evidence whose stamps now stand alone (listing.go).
 	settled [2]map[string]string
-	// proofs: side -> Maildir folder -> its records' ids and base flags,
-	// kept when the folder's apply releases them, for evidenceAfter.
-	proofs [2]map[string]map[mail.ID]string
+	// early: the Maildir proofs run beside the apply (mdevidence.go).
+	early  mdEarly
 	msgs   [2]map[string][]Msg // side -> folder -> listing, sorted by ID
 	keeps  [2]map[string]Keeps // side -> folder -> the flags it keeps there (learnKeeps)
 	warnMu gosync.Mutex        // guards res.Warnings while both sides list
@@ -136,6 +135,7 @@ func Run(ctx context.Context, stores [2]*Store, st *state.State, opt RunOptions)
 	for _, st := range stores {
 		st.step = r.step
 	}
+	defer r.stopEarlyProofs()
 	if err := r.checkIdentities(); err != nil {
 		return r.res, err
 	}
@@ -281,9 +281,9 @@ func (r *run) applyOne(fp *FolderPlan) error {
 		return err
 	}
 	// Its records are on disk: memory holds one folder's at a time, and
-	// of them only what evidenceAfter needs until the passes.
+	// of them only what its proof needs until it is done (proveEarly).
 	r.forgetFiles()
-	if err := r.keepProofRecords(fp); err != nil {
+	if err := r.proveEarly(fp); err != nil {
 		return err
 	}
 	r.unhold(fp.Name)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"golang.org/x/sync/errgroup"
 
@@ -39,6 +40,9 @@ func (r *run) copies(fo *state.Folder, fp *FolderPlan) error {
 	var from [2][]Copy
 	for _, c := range fp.Copies {
 		from[c.From] = append(from[c.From], c)
+	}
+	if fewCopies(from[A]) && fewCopies(from[B]) {
+		return r.copiesAtOnce(fo, fp.Name, from)
 	}
 	// The two directions in turn, not at once (bothSides): each reads one
 	// side and writes the other, so at once they would need a second
@@ -275,6 +279,14 @@ func (r *run) forgetFiles() {
 // message it does not serve, or all of them when the request fails, falls
 // back to one Open each. A fatal error stops the run.
 func (r *run) putBatch(ctx context.Context, step func(string) error, folder string, from Side, cs []Copy) (putResult, error) {
+	return r.readBatch(ctx, folder, from, cs, func(c Copy, env mail.Envelope, body io.Reader) (mail.ID, error) {
+		return r.putCopy(ctx, step, folder, c, env, body)
+	})
+}
+
+// readBatch reads cs, copies from side from in folder, as putBatch says,
+// and hands each body to put, which returns what putBatch notes.
+func (r *run) readBatch(ctx context.Context, folder string, from Side, cs []Copy, put func(Copy, mail.Envelope, io.Reader) (mail.ID, error)) (putResult, error) {
 	done := make([]bool, len(cs))
 	var out putResult
 	if bo := mail.FeaturesOf(r.stores[from].Source).BatchOpener; bo != nil && len(cs) > 1 {
@@ -289,7 +301,7 @@ func (r *run) putBatch(ctx context.Context, step func(string) error, folder stri
 				return nil
 			}
 			done[i] = true
-			id, err := r.putCopy(ctx, step, folder, cs[i], env, body)
+			id, err := put(cs[i], env, body)
 			return out.note(cs[i], id, err)
 		})
 		if fatal(err) {
@@ -301,7 +313,7 @@ func (r *run) putBatch(ctx context.Context, step func(string) error, folder stri
 		if done[i] {
 			continue
 		}
-		id, err := r.copyOne(ctx, step, folder, c)
+		id, err := r.copyOne(ctx, folder, c, put)
 		if err := out.note(c, id, err); err != nil {
 			return out, err
 		}
@@ -322,14 +334,14 @@ func (p *putResult) note(c Copy, id mail.ID, err error) error {
 	return nil
 }
 
-func (r *run) copyOne(ctx context.Context, step func(string) error, folder string, c Copy) (mail.ID, error) {
+func (r *run) copyOne(ctx context.Context, folder string, c Copy, put func(Copy, mail.Envelope, io.Reader) (mail.ID, error)) (mail.ID, error) {
 	env := r.env(c.From, folder, c.Msg.ID)
 	rc, err := r.stores[c.From].Source.Open(ctx, env)
 	if err != nil {
 		return "", err
 	}
 	defer func() { _ = rc.Close() }()
-	return r.putCopy(ctx, step, folder, c, env, rc)
+	return put(c, env, rc)
 }
 
 // putCopy puts body, copy c's message as env gives it, on the other side.
@@ -341,4 +353,106 @@ func (r *run) putCopy(ctx context.Context, step func(string) error, folder strin
 		return "", err
 	}
 	return r.stores[c.From.Other()].Sink.Put(ctx, out, body)
+}
+
+// A sync after a few changes copies a few messages each way in a folder.
+// In turn, the directions wait on each other: on an IMAP side the FETCH
+// of one direction's bodies and the APPEND of the other's share the one
+// session, and each server's APPEND (an fsync per message) waits for the
+// other's. copiesAtOnce reads both directions' bodies first, at once, into
+// spool files (each side's session does its FETCH), then puts both at
+// once (each side's session does its APPEND, the two servers, or the
+// server and the Maildir's fsyncs, working together): one session per
+// side all the same, and the order durability needs holds for each
+// message (journaled before any of this, put before the commit that
+// covers it, committed before its record).
+
+// Bounds of a direction copied at once: its bodies wait in spool files
+// between the two steps.
+const (
+	atOnceMax   = fetchBatch
+	atOnceBytes = 4 << 20
+)
+
+// fewCopies reports whether cs, one direction's copies, are few and small
+// enough for copiesAtOnce: sizes known, at most atOnceMax messages and
+// atOnceBytes in all.
+func fewCopies(cs []Copy) bool {
+	if len(cs) == 0 || len(cs) > atOnceMax {
+		return false
+	}
+	var n int64
+	for _, c := range cs {
+		if c.Msg.Size <= 0 {
+			return false
+		}
+		n += c.Msg.Size
+	}
+	return n <= atOnceBytes
+}
+
+// spooledCopy is a copy whose body waits in a spool file.
+type spooledCopy struct {
+	c   Copy
+	env mail.Envelope
+	f   *os.File
+}
+
+// copiesAtOnce copies from[A] to side B and from[B] to side A in two
+// steps, each on both directions at once (bothSides): read and spool,
+// then put, commit and record.
+func (r *run) copiesAtOnce(fo *state.Folder, folder string, from [2][]Copy) error {
+	var sp [2][]spooledCopy
+	var read [2]putResult
+	defer func() {
+		for _, l := range sp {
+			for _, x := range l {
+				_ = x.f.Close()
+			}
+		}
+	}()
+	err := r.bothSides(func(s Side) error {
+		var err error
+		read[s], err = r.readBatch(r.ctx, folder, s, from[s], func(c Copy, env mail.Envelope, body io.Reader) (mail.ID, error) {
+			f, _, err := mail.Spool(r.ctx, "", body)
+			if err != nil {
+				return "", err
+			}
+			sp[s] = append(sp[s], spooledCopy{c: c, env: env, f: f})
+			return "", nil
+		})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return r.bothSides(func(s Side) error {
+		return r.putSpooled(fo, folder, s, sp[s], read[s].failed)
+	})
+}
+
+// putSpooled puts the spooled copies from side from on the other side,
+// then commits and records them as transfer does; failed are the copies
+// whose bodies could not be read.
+func (r *run) putSpooled(fo *state.Folder, folder string, from Side, sp []spooledCopy, failed []copyFailure) error {
+	res := putResult{failed: failed}
+	for _, x := range sp {
+		if _, err := x.f.Seek(0, io.SeekStart); err != nil {
+			return fmt.Errorf("sync: spool of %s: %w", x.c.Msg.ID, err)
+		}
+		id, err := r.putCopy(r.ctx, r.step, folder, x.c, x.env, x.f)
+		if err := res.note(x.c, id, err); err != nil {
+			return err
+		}
+	}
+	to := from.Other()
+	every := commitBatch
+	if b := r.stores[to].Sink.Limits().Batch; b > 0 {
+		every = b
+	}
+	results := make(chan putResult, 1)
+	results <- res
+	close(results)
+	c := &copyCommitter{run: r, fo: fo, folder: folder, to: to, step: r.step, failed: map[mail.ID]error{}}
+	return c.loop(results, every)
 }
