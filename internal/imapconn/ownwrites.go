@@ -321,6 +321,9 @@ func (s *Session) ProveSelected(p *Pool, pr OwnProof, next string) (proved Prove
 	}
 	selectAt := -1
 	if next != "" && (!open || box != next) {
+		if !open {
+			cmds = append(cmds, s.enableFirst()...) // nothing to prove, nothing selected
+		}
 		selectAt = len(cmds)
 		cmds = append(cmds, s.selectCmd(next))
 	}
@@ -331,10 +334,13 @@ func (s *Session) ProveSelected(p *Pool, pr OwnProof, next string) (proved Prove
 	var status Status
 	var nextSel Selected
 	errs, err := s.runIndexed(cmds, func(i int, u Untagged) error {
-		if i == selectAt {
+		switch {
+		case i == selectAt:
 			return nextSel.take(u)
-		}
-		if i == 0 {
+		case !prove:
+			s.takeEnabled(u) // enableFirst's
+			return nil
+		case i == 0:
 			return takeStatus(&status, &run, u)
 		}
 		return run.take(true, u)

@@ -152,3 +152,44 @@ func TestProveSelected(t *testing.T) {
 		})
 	}
 }
+
+// TestSelectEnablesQResync: a session dialled for writes (a full pass
+// listed another way) enables QRESYNC with its first SELECT, in the same
+// round trip (the fake answers once it holds both), so that the writes
+// there can be proved in place (ProveSelected); a session with a mailbox
+// selected, or a server without QRESYNC, sends the SELECT alone.
+func TestSelectEnablesQResync(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		caps     string
+		selected bool
+		want     []string
+	}{
+		{"fresh session", "IMAP4rev1 ENABLE CONDSTORE QRESYNC", false, []string{"ENABLE QRESYNC", `SELECT "INBOX" (CONDSTORE)`}},
+		{"a mailbox selected", "IMAP4rev1 ENABLE CONDSTORE QRESYNC", true, []string{`SELECT "INBOX" (CONDSTORE)`}},
+		{"no QRESYNC", "IMAP4rev1 ENABLE CONDSTORE", false, []string{`SELECT "INBOX" (CONDSTORE)`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, f := heldFake(t, tc.caps, len(tc.want), func(tag, cmd, args string) string {
+				switch cmd {
+				case "ENABLE":
+					return "* ENABLED QRESYNC\r\n" + tag + " OK enabled\r\n"
+				case "SELECT":
+					return "* 3 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 4] n\r\n* OK [HIGHESTMODSEQ 9] m\r\n" + tag + " OK [READ-WRITE] done\r\n"
+				}
+				return tag + " BAD what\r\n"
+			})
+			s.selected = tc.selected
+			sel, err := s.SelectCondStore("INBOX")
+			if err != nil || sel.UIDValidity != 7 || sel.Exists != 3 {
+				t.Fatalf("SelectCondStore = %+v, %v", sel, err)
+			}
+			if cmds := sentCmds(f); !reflect.DeepEqual(cmds, tc.want) {
+				t.Errorf("sent %q, want %q", cmds, tc.want)
+			}
+			if got, want := s.QResync(), len(tc.want) == 2; got != want {
+				t.Errorf("QResync() = %v, want %v", got, want)
+			}
+		})
+	}
+}

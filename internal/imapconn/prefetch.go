@@ -178,11 +178,9 @@ func (p *Prefetched) take(fetch bool, newFrom uint32, u Untagged) error {
 func (s *Session) SelectFetchBodies(box string, uidv uint32, set UIDSet, fn func(FetchData) error) (Selected, error) {
 	var sel Selected
 	s.exists, s.expunged, s.vanished = 0, false, nil
+	cmds := append(s.enableFirst(), s.selectCmd(box), "UID FETCH "+set.String()+" (UID BODY.PEEK[])")
+	at := len(cmds) - 2 // the SELECT's index
 	s.selected, s.cur = false, current{}
-	cmd := "SELECT " + Quote(EncodeMUTF7(box))
-	if s.Has("CONDSTORE") {
-		cmd += " (CONDSTORE)"
-	}
 	s.keep = sessLitMax
 	defer func() { s.keep = 0 }()
 	bodies := fetchEach(func(fd FetchData) error {
@@ -191,8 +189,12 @@ func (s *Session) SelectFetchBodies(box string, uidv uint32, set UIDSet, fn func
 		}
 		return fn(fd)
 	})
-	errs, err := s.runIndexed([]string{cmd, "UID FETCH " + set.String() + " (UID BODY.PEEK[])"}, func(i int, u Untagged) error {
-		if i == 0 {
+	errs, err := s.runIndexed(cmds, func(i int, u Untagged) error {
+		switch {
+		case i < at:
+			s.takeEnabled(u)
+			return nil
+		case i == at:
 			return sel.take(u)
 		}
 		return bodies(u)
@@ -200,14 +202,14 @@ func (s *Session) SelectFetchBodies(box string, uidv uint32, set UIDSet, fn func
 	if err != nil {
 		return sel, err
 	}
-	if errs[0] != nil {
-		return sel, errs[0]
+	if errs[at] != nil {
+		return sel, errs[at]
 	}
 	s.selected = true
 	sel.Exists = s.exists
-	if r := s.doneStatus[0]; strings.EqualFold(r.Code, "READ-ONLY") {
+	if r := s.doneStatus[at]; strings.EqualFold(r.Code, "READ-ONLY") {
 		sel.ReadOnly = true
 	}
 	s.cur = current{box: box, rw: true, sel: sel}
-	return sel, errs[1]
+	return sel, errs[at+1]
 }

@@ -18,16 +18,36 @@ import (
 func (s *Session) SelectCondStore(box string) (Selected, error) {
 	var sel Selected
 	s.exists, s.expunged, s.vanished = 0, false, nil
+	cmds := append(s.enableFirst(), s.selectCmd(box))
 	s.selected, s.cur = false, current{}
-	cmd := s.selectCmd(box)
-	errs, err := s.run([]string{cmd}, func(u Untagged) error {
+	last := len(cmds) - 1
+	errs, err := s.runIndexed(cmds, func(i int, u Untagged) error {
+		if i < last {
+			s.takeEnabled(u)
+			return nil
+		}
 		return sel.take(u)
 	})
 	if err != nil {
 		return sel, err
 	}
-	s.selectedAs(box, sel, errs[0])
-	return s.cur.sel, errs[0]
+	s.selectedAs(box, sel, errs[last])
+	return s.cur.sel, errs[last]
+}
+
+// enableFirst is the ENABLE QRESYNC to send before a first SELECT on a
+// session that has not enabled it (one dialled for writes when the
+// listing went another way: a full pass), in the same round trip, so that
+// the run's own writes there can be proved where they were made
+// (ProveSelected, which needs FETCH's VANISHED modifier): nil when it is
+// on already, the server lacks it, or a mailbox is selected (RFC 5161
+// allows ENABLE in the authenticated state only).
+func (s *Session) enableFirst() []string {
+	if s.qres || s.selected || s.cur.box != "" || !s.Has("QRESYNC") || !s.Has("ENABLE") {
+		return nil
+	}
+	s.qresLater = false
+	return []string{"ENABLE QRESYNC"}
 }
 
 // selectCmd is SelectCondStore's command.

@@ -60,23 +60,27 @@ var _ mail.FolderWriteProver = (*Source)(nil)
 // nothing is to be proved). Without a pool, or with the folder not open
 // there, nothing is proved now.
 func (s *Source) ProveFolderWrites(ctx context.Context, mailbox string, since mail.FolderStatus, next string) (mail.FolderStatus, bool, error) {
-	box, ok := s.known(mailbox)
+	if s.pool == nil {
+		return mail.FolderStatus{}, false, nil
+	}
+	box, known := s.known(mailbox)
 	nextBox := ""
 	if next != "" {
 		nextBox, _ = s.known(next)
 	}
-	if s.pool == nil || !ok || since.NoModSeq || nextBox == "" && !s.pool.Written(box) {
+	if nextBox == "" && (!known || since.NoModSeq || !s.pool.Written(box)) {
 		return mail.FolderStatus{}, false, nil
 	}
 	pr := imapconn.OwnProof{Box: box, Messages: since.Messages,
 		Mark: imapconn.Mark{UIDValidity: since.UIDValidity, UIDNext: since.UIDNext, HighestModSeq: since.HighestModSeq}}
 	var got imapconn.Proved
+	ok := false
 	err := s.withPooled(ctx, func(sess *imapconn.Session) error {
 		var err error
 		got, ok, err = sess.ProveSelected(s.pool, pr, nextBox)
 		return err
 	})
-	if err != nil || !ok {
+	if err != nil || !ok || !known {
 		return mail.FolderStatus{}, false, err
 	}
 	return mail.FolderStatus{UIDValidity: got.UIDValidity, UIDNext: got.UIDNext, Messages: got.Messages, HighestModSeq: got.HighestModSeq}, true, nil

@@ -21,8 +21,9 @@ type ownProofs struct {
 	// ("" none or unknown), set before each folder's apply.
 	next [2]string
 	// after: side -> plan index -> the next folder after it with writes
-	// on that side (nextWrites).
+	// on that side (nextWrites); first: the first one.
 	after [2][]string
+	first [2]string
 }
 
 // nextWrites notes, for each folder of plan and each side, the next
@@ -37,8 +38,32 @@ func (r *run) nextWrites(plan *Plan) {
 				next = plan.Folders[i].Name
 			}
 		}
-		r.own.after[s] = after
+		r.own.after[s], r.own.first[s] = after, next
 	}
+}
+
+// startOpenFirst opens, on each IMAP side, the first folder the apply
+// writes to there (mail.FolderWriteProver with nothing to prove), on a
+// goroutine of its own while the journal is written, which touches no
+// IMAP side: the listing left its last folder open, often not that one.
+// It returns the wait for it; nothing else may use the IMAP sides before.
+func (r *run) startOpenFirst() (wait func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = r.bothSides(func(s Side) error {
+			st := r.stores[s]
+			fw := mail.FeaturesOf(st.Source).FolderWriteProver
+			if fw == nil || st.Maildir != nil || r.own.first[s] == "" {
+				return nil
+			}
+			if _, _, err := fw.ProveFolderWrites(r.ctx, "", mail.FolderStatus{}, r.own.first[s]); err != nil {
+				r.log.Debug("sync: first folder not opened ahead", "side", s.String(), "mailbox", r.own.first[s], "err", err)
+			}
+			return nil
+		})
+	}()
+	return func() { <-done }
 }
 
 // setNext notes the folders written after plan index i (nextWrites).

@@ -251,10 +251,13 @@ func (r *run) apply(plan *Plan) error {
 	if err := r.applyStart(plan); err != nil {
 		return err
 	}
-	if err := r.journalAll(plan); err != nil {
+	r.nextWrites(plan)
+	opened := r.startOpenFirst() // ownproof.go
+	err := r.journalAll(plan)
+	opened()
+	if err != nil {
 		return err
 	}
-	r.nextWrites(plan)
 	for i := range plan.Folders {
 		r.setNext(i)
 		if err := r.applyOne(&plan.Folders[i]); err != nil {

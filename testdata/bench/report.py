@@ -146,6 +146,12 @@ def sync_targets(target, med, ratio, runs):
         if r is not None:
             print(f"| {TITLES[sc]}: that floor / mbsync's sync after 1 % changes (the least a 0.5x target can be; "
                   f"for information) | {fmt(r)}x (median of {n} paired rounds) | - | - |")
+        # The same floor waiting for LOGIN's and each SELECT's answer before writing on (its own
+        # pair, same rounds): what those round trips cost a tool that checks them.
+        r, n = ratio(sc, "changefloor-wait", "changefloor")
+        if r is not None:
+            print(f"| {TITLES[sc]}: that floor waiting for LOGIN and each SELECT / the floor (for information) | "
+                  f"{fmt(r)}x (median of {n} paired rounds; {fmt(med(sc, 'changefloor-wait'), unit=' s')}) | - | - |")
         v = peak(runs, sc, "mailferry")
         target(f"{TITLES[sc]}: peak RSS of every mailferry sync", v, fmt(v, ".0f", " MiB"), "<= 64 MiB",
                lambda v: v <= 64, sc)

@@ -15,8 +15,7 @@
 #   changes  on the last round's pairs: before each round the same changes are applied to every
 #            tool's pair, 1 % on each side (a third new messages, a third \Flagged toggled, a
 #            third deleted; mailchange.py picks them by a hash of the Message-ID), then each tool
-#            syncs
-#            and next to them, in the same rounds, their floor (tool "changefloor",
+#            syncs; next to them, in the same rounds, their floor (tool "changefloor",
 #            changefloor/): the least any tool must do to bring both sides in step after
 #            those changes, on its own pair (a copy of mailferry's after its first sync) that
 #            gets the same changes; it is told untimed what changed (mailchange.py --record)
@@ -24,15 +23,19 @@
 #            part (changefloor apply) does the servers' and the disk's work: login,
 #            LIST-STATUS, SELECT (QRESYNC) of each changed folder, FETCH of the new bodies,
 #            the STOREs, UID EXPUNGE, MULTIAPPEND, LOGOUT, every command written before any
-#            answer is read; the Maildir's readdirs, renames, unlinks, new files and fsyncs
+#            answer is read; the Maildir's readdirs, renames, unlinks, new files and fsyncs;
+#            and "changefloor-wait" on a pair of its own, the same but waiting for LOGIN's and
+#            each SELECT's answer before writing on, as a tool that checks the capabilities
+#            and each folder's UIDVALIDITY before writing does (what those round trips cost)
 #   noop     a sync with nothing changed, next to its login floor (tool "noopfloor", the same
 #            rounds): what any tool must do to learn that nothing moved, a process that logs in
 #            over TLS, asks every folder's status in one LIST-STATUS and logs out
 #            (imapfloor -mode status), on the IMAP side; for IMAP <-> IMAP both sides at once,
 #            as mailferry does (sync_floor_cmd)
-# After every timed sync (the floor's too) both sides must hold the expected number of messages and the same
-# number of \Flagged ones: a tool that silently did nothing does not look fast. mailferry's
-# misses fail the bench; a peer's are noted. Needs what bench.sh and nightly.sh define.
+# After every timed sync (the floors' too) both sides must hold the expected number of
+# messages and the same number of \Flagged ones: a tool that silently did nothing does not look
+# fast. mailferry's and the floors' misses fail the bench; a peer's are noted. Needs what
+# bench.sh and nightly.sh define.
 # shellcheck disable=SC2154 # D, W, BIN, CONF, IMAPS_PORT, ROUNDS, QUICK, OUT, WANT come from bench.sh
 
 SYNC_PERMILLE=${SYNC_PERMILLE:-10}
@@ -107,7 +110,7 @@ in_step() {
 	[ "$ma" = "$7" ] && [ "$mb" = "$7" ] && [ "$fa" = "$fb" ] || ok=FAIL
 	local detail="A $ma, B $mb messages (want $7); flagged A $fa, B $fb"
 	case $tool in
-	mailferry | changefloor) check "$sc" "$tool $what in step" "$ok" "$detail" ;;
+	mailferry | changefloor*) check "$sc" "$tool $what in step" "$ok" "$detail" ;;
 	*) [ "$ok" = ok ] || note "$sc" "$tool $what not in step: $detail" ;;
 	esac
 	[ "$ok" = ok ]
@@ -145,17 +148,19 @@ apply_changes() {
 	CHANGED_WANT=$n
 }
 
-# floor_pair KIND SC A B: the change floor's own pair, a copy of A and B (mailferry's, in step
-# after its first and no-op syncs): FLOOR_A (a user) and FLOOR_B (a Maildir path or a user).
+# floor_pair KIND SC A B FLOOR: FLOOR's own pair, a copy of A and B (mailferry's, in step after
+# its first and no-op syncs): FLOOR_A (a user) and FLOOR_B (a Maildir path or a user).
 floor_pair() {
-	FLOOR_A=${2/sync-/}afl
+	local k=fl
+	[ "$5" = changefloor ] || k=fw
+	FLOOR_A=${2/sync-/}a$k
 	sync_account "$FLOOR_A" "$3"
 	if [ "$1" = maildir ]; then
-		fresh "$2-changefloor"
+		fresh "$2-$5"
 		FLOOR_B=$OUT
 		python3 "$HERE/mailchange.py" clone "$4" "$FLOOR_B"
 	else
-		FLOOR_B=${2/sync-/}bfl
+		FLOOR_B=${2/sync-/}b$k
 		sync_account "$FLOOR_B" "$4"
 	fi
 }
@@ -209,14 +214,15 @@ sync_scenario() {
 		sync_cmd "$kind" "$t" "${A[$t]}" "${B[$t]}" "${ST[$t]}"
 		timed "$sc" "$t-noop" 0 - -- "${PEER_CMD[@]}" || true
 	done
-	local base=$WANT floor=0 rec
+	local base=$WANT rec fl floors=()
 	declare -A WANT_T
 	for t in "${tools[@]}"; do WANT_T[$t]=$base; done
-	# The change floor's pair: a copy of mailferry's, which is in step now.
-	if [ -n "${A[mailferry]:-}" ]; then
-		floor_pair "$kind" "$sc" "${A[mailferry]}" "${B[mailferry]}"
-		floor=1 WANT_T[changefloor]=$base
-	fi
+	# The change floors' pairs: copies of mailferry's, which is in step now.
+	[ -z "${A[mailferry]:-}" ] || floors=(changefloor changefloor-wait)
+	for fl in "${floors[@]}"; do
+		floor_pair "$kind" "$sc" "${A[mailferry]}" "${B[mailferry]}" "$fl"
+		A[$fl]=$FLOOR_A B[$fl]=$FLOOR_B WANT_T[$fl]=$base
+	done
 	for r in $(seq "$ROUNDS"); do
 		for t in "${tools[@]}"; do
 			WANT=${WANT_T[$t]}
@@ -224,26 +230,31 @@ sync_scenario() {
 			WANT_T[$t]=$CHANGED_WANT
 			[ "$t" != "${tools[0]}" ] || note "$sc" "changes before round $r: $CHANGES"
 		done
-		rec=$W/out/$sc-changefloor-$r
-		if [ $floor = 1 ]; then
-			WANT=${WANT_T[changefloor]}
-			apply_changes "$kind" "$FLOOR_A" "$FLOOR_B" "$r" "$rec"
-			WANT_T[changefloor]=$CHANGED_WANT
-		fi
+		for fl in "${floors[@]}"; do
+			WANT=${WANT_T[$fl]}
+			apply_changes "$kind" "${A[$fl]}" "${B[$fl]}" "$r" "$W/out/$sc-$fl-$r"
+			WANT_T[$fl]=$CHANGED_WANT
+		done
 		for t in "${tools[@]}"; do
 			sync_cmd "$kind" "$t" "${A[$t]}" "${B[$t]}" "${ST[$t]}"
 			timed "$sc" "$t-changes" "$r" - -- "${PEER_CMD[@]}" || true
 			in_step "$sc" "$t" "after changes round $r" "$kind" "${A[$t]}" "${B[$t]}" "${WANT_T[$t]}" || true
 		done
-		[ $floor = 1 ] || continue
-		if ! floor_plan "$kind" "$FLOOR_A" "$FLOOR_B" "$rec" >"$rec.plan.log" 2>&1; then
-			check "$sc" "changefloor plan round $r" FAIL "$(tail -n 1 "$rec.plan.log")"
-			continue
-		fi
-		timed "$sc" changefloor "$r" - -- "$BIN/changefloor" apply "$rec.plan" || true
-		in_step "$sc" changefloor "after changes round $r" "$kind" "$FLOOR_A" "$FLOOR_B" "${WANT_T[changefloor]}" || true
+		for fl in "${floors[@]}"; do
+			rec=$W/out/$sc-$fl-$r
+			if ! floor_plan "$kind" "${A[$fl]}" "${B[$fl]}" "$rec" >"$rec.plan.log" 2>&1; then
+				check "$sc" "$fl plan round $r" FAIL "$(tail -n 1 "$rec.plan.log")"
+				continue
+			fi
+			local wait=()
+			[ "$fl" = changefloor ] || wait=(-wait)
+			timed "$sc" "$fl" "$r" - -- "$BIN/changefloor" apply "${wait[@]}" "$rec.plan" || true
+			in_step "$sc" "$fl" "after changes round $r" "$kind" "${A[$fl]}" "${B[$fl]}" "${WANT_T[$fl]}" || true
+		done
 	done
-	[ $floor = 0 ] || note "$sc" "changefloor (what any tool must do on the servers and the disk after that round's changes, told what changed; changefloor/) by its own clock, last round: $(head -n 1 "$W/logs/$sc-changefloor-$ROUNDS.log")"
+	for fl in "${floors[@]}"; do
+		note "$sc" "$fl (what any tool must do on the servers and the disk after that round's changes, told what changed; changefloor/$([ "$fl" = changefloor ] || echo ', waiting for LOGIN and each SELECT')) by its own clock, last round: $(head -n 1 "$W/logs/$sc-$fl-$ROUNDS.log")"
+	done
 	sync_floor_cmd "$kind" "${A[mailferry]}" "${B[mailferry]}"
 	timed "$sc" noopfloor 0 - -- "${FLOOR_CMD[@]}" || true
 	for r in $(seq "$ROUNDS"); do

@@ -43,7 +43,7 @@ func (s *stats) add(o stats) {
 	s.mdEnd = max(s.mdEnd, o.mdEnd)
 }
 
-func runApply(planFile string) error {
+func runApply(planFile string, wait bool) error {
 	var p plan
 	if err := readJSON(planFile, &p); err != nil {
 		return err
@@ -85,7 +85,7 @@ func runApply(planFile string) error {
 			in = bodies[1-i]
 		}
 		wg.Go(func() {
-			st, err := s.run(p.Addr, p.CAFile, bodies[i], in, abort, start)
+			st, err := s.run(p.Addr, p.CAFile, bodies[i], in, abort, start, wait)
 			if err != nil {
 				err = fmt.Errorf("%s: %w", s.User, err)
 			}
@@ -149,8 +149,11 @@ func (s *imapSide) commands() []cmd {
 }
 
 // run is one IMAP side: out gets the bodies it fetches; in (IMAP <-> IMAP) the other side's,
-// to APPEND here.
-func (s *imapSide) run(addr, caFile string, out chan<- []byte, in <-chan []byte, abort <-chan struct{}, start time.Time) (stats, error) {
+// to APPEND here. With wait, LOGIN's and each SELECT's answer is waited for before the next
+// command is written (what a tool that checks the capabilities and each folder's UIDVALIDITY
+// before writing to it pays); otherwise every command goes out at once.
+func (s *imapSide) run(addr, caFile string, out chan<- []byte, in <-chan []byte, abort <-chan struct{}, start time.Time,
+	wait bool) (stats, error) {
 	var st stats
 	files := make(chan [][]byte, 1)
 	go func() { files <- readAppendFiles(s.AppendFiles) }()
@@ -174,18 +177,32 @@ func (s *imapSide) run(addr, caFile string, out chan<- []byte, in <-chan []byte,
 		total++
 	}
 	st.cmds = total
-	for _, x := range cs {
+	// The reader owns st until it is done: the failures below return none of it.
+	readErr := make(chan error, 1)
+	answered := make(chan int, len(cs))
+	go func() { readErr <- s.readAll(c, cs, total, out, &st, start, answered) }()
+	for i, x := range cs {
 		c.send(x.text)
+		if !wait || (i > 0 && !x.isSelect) {
+			continue
+		}
+		if err := c.w.Flush(); err != nil {
+			return stats{}, err
+		}
+		for k := -1; k != i; {
+			select {
+			case k = <-answered:
+			case err := <-readErr:
+				return stats{}, fmt.Errorf("waiting for %q: %w", strings.Fields(x.text)[0], err)
+			}
+		}
 	}
 	if s.AppendFrom == 0 {
 		s.writeTail(c, msgs)
 	}
 	if err := c.w.Flush(); err != nil {
-		return st, err
+		return stats{}, err
 	}
-	// The reader owns st until it is done: the failures below return none of it.
-	readErr := make(chan error, 1)
-	go func() { readErr <- s.readAll(c, cs, total, out, &st, start) }()
 	if s.AppendFrom > 0 {
 		for range s.AppendFrom {
 			select {
@@ -230,7 +247,9 @@ func (s *imapSide) writeTail(c *client, msgs [][]byte) {
 }
 
 // readAll reads the answers to total commands (cs are the first), all of which must be OK.
-func (s *imapSide) readAll(c *client, cs []cmd, total int, out chan<- []byte, st *stats, start time.Time) error {
+// Each answered command of cs goes to answered, by its index.
+func (s *imapSide) readAll(c *client, cs []cmd, total int, out chan<- []byte, st *stats, start time.Time,
+	answered chan<- int) error {
 	var first error
 	for done := 0; done < total; {
 		rs, err := c.read()
@@ -245,6 +264,9 @@ func (s *imapSide) readAll(c *client, cs []cmd, total int, out chan<- []byte, st
 			}
 			if done == 1 {
 				st.loginEnd = time.Since(start)
+			}
+			if done <= len(cs) {
+				answered <- done - 1
 			}
 			if _, rest, _ := strings.Cut(t, " "); !strings.HasPrefix(rest, "OK") && first == nil {
 				first = errors.New(strings.TrimSpace(t))

@@ -5,7 +5,7 @@
 // the other side, and keeps no state of its own.
 //
 //	changefloor plan -a USER -a-password-file F -a-record R [-b USER -b-password-file F | -maildir ROOT -maildir-inbox DIR] -b-record R -out PLAN
-//	changefloor apply PLAN
+//	changefloor apply [-wait] PLAN
 //
 // plan is the untimed pre-pass: it reads what mailchange.py --record wrote for each side (the
 // changed messages, and each IMAP folder's UIDVALIDITY and HIGHESTMODSEQ before the changes),
@@ -24,7 +24,9 @@
 // folder's cur/ and new/ (what a tool must read to learn a Maildir's changes), the renames and
 // unlinks of the IMAP side's flag changes and deletions, each new body written to tmp/ and
 // fsynced and renamed into new/ as it arrives, then an fsync of every directory whose entries
-// changed. It prints what it did and its time on one line; with CHANGEFLOOR_TRACE=1 also each
+// changed. With -wait it waits for LOGIN's and each SELECT's answer before writing on, as a
+// tool that checks the capabilities and each folder's UIDVALIDITY before writing does: the
+// difference is what those round trips cost. It prints what it did and its time on one line; with CHANGEFLOOR_TRACE=1 also each
 // command's tagged answer on stderr with when it came (Dovecot's own time per command is in
 // each OK: pipelined commands overlap there).
 package main
@@ -44,10 +46,13 @@ func main() {
 	case "plan":
 		err = planMain(os.Args[2:])
 	case "apply":
-		if len(os.Args) != 3 {
+		fs := flag.NewFlagSet("apply", flag.ExitOnError)
+		wait := fs.Bool("wait", false, "wait for LOGIN's and each SELECT's answer before writing on (as a tool that checks them does)")
+		_ = fs.Parse(os.Args[2:])
+		if fs.NArg() != 1 {
 			usage()
 		}
-		err = runApply(os.Args[2])
+		err = runApply(fs.Arg(0), *wait)
 	default:
 		usage()
 	}
@@ -58,7 +63,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: changefloor plan [flags] | changefloor apply PLAN")
+	fmt.Fprintln(os.Stderr, "usage: changefloor plan [flags] | changefloor apply [-wait] PLAN")
 	os.Exit(2)
 }
 
