@@ -61,6 +61,44 @@ func contentHash(ctx context.Context, src mail.Source, env mail.Envelope) string
 	return hex.EncodeToString(w.h.Sum(nil))
 }
 
+// readMessageIDAndContent is readMessageID and contentHash from one read
+// of the message: what the header scan reads is hashed as it goes, and the
+// rest after it. The content is "" when the message cannot be read to
+// its end.
+func readMessageIDAndContent(ctx context.Context, src mail.Source, env mail.Envelope) (msgID, content string) {
+	rc, err := src.Open(ctx, env)
+	if err != nil {
+		return "", ""
+	}
+	defer func() { _ = rc.Close() }() // read-only
+	w := &lfWriter{h: sha256.New()}
+	buf := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(buf)
+	sc := mail.NewHeaderScanner(io.TeeReader(rc, w))
+	for read := 0; read <= mail.HeaderScanLimit; {
+		n, err := sc.Read(*buf)
+		read += n
+		if err == io.EOF {
+			w.end()
+			return sc.MessageID(), hex.EncodeToString(w.h.Sum(nil))
+		}
+		if msgID = sc.MessageID(); msgID != "" || err != nil {
+			if err != nil {
+				return msgID, ""
+			}
+			break
+		}
+	}
+	if msgID == "" {
+		msgID = sc.MessageID()
+	}
+	if _, err := io.CopyBuffer(w, rc, *buf); err != nil {
+		return msgID, ""
+	}
+	w.end()
+	return msgID, hex.EncodeToString(w.h.Sum(nil))
+}
+
 // copyBufs are contentHash's read buffers, not one allocated per message.
 var copyBufs = gosync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 

@@ -1,10 +1,14 @@
 package twoway
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/mailferry/mailferry/sync/mail"
 )
 
 func TestLFWriter(t *testing.T) {
@@ -79,5 +83,31 @@ func TestRunLostStatePairsByContent(t *testing.T) {
 	}
 	if res.Side != [2]Counts{} || len(b.describe()["INBOX"]) != len("x:,y:,z:") {
 		t.Fatalf("a lost state with messages without Message-ID did %+v; B holds %v", res.Side, b.describe())
+	}
+}
+
+// TestReadMessageIDAndContent: one read gives what readMessageID and
+// contentHash give from a read each, wherever the Message-ID is (early,
+// after a long header, past the scan limit, none) and whatever the line
+// ends.
+func TestReadMessageIDAndContent(t *testing.T) {
+	long := "X-Long: " + strings.Repeat("y", 70<<10) + "\r\n"
+	a := newMemStore("a", "INBOX")
+	for _, body := range []string{
+		"Message-ID: <a@x>\r\nSubject: s\r\n\r\nbody\r\n",
+		"Subject: s\nMessage-ID: <b@x>\n\nbody\n" + strings.Repeat("line\r\n", 20000),
+		"Subject: s\r\n" + long + "Message-ID: <c@x>\r\n\r\nbody\r\n",
+		"Subject: no id\r\n\r\nbody\r",
+		"",
+	} {
+		a.mu.Lock()
+		id := a.addLocked("INBOX", &memMsg{body: []byte(body), date: time.Unix(1e9, 0)})
+		a.mu.Unlock()
+		env := mail.Envelope{Mailbox: "INBOX", ID: id, Size: int64(len(body))}
+		ctx := context.Background()
+		gotID, gotContent := readMessageIDAndContent(ctx, a, env)
+		if wantID, wantContent := readMessageID(ctx, a, env), contentHash(ctx, a, env); gotID != wantID || gotContent != wantContent {
+			t.Errorf("readMessageIDAndContent(%.30q) = %q, %q; want %q, %q", body, gotID, gotContent, wantID, wantContent)
+		}
 	}
 }

@@ -43,6 +43,7 @@ func (r *run) listNarrow(s Side, name string, base []state.Message, recorded map
 	now := time.Now()
 	l := Listing{Exists: true, byNames: true, Msgs: make([]Msg, 0, len(dates))}
 	fresh := map[mail.ID]mail.Envelope{} // no record names them: pairing reads their Message-IDs
+	var racy []mail.ID                   // of them, those written in the last seconds
 	flags := flagInterner{}
 	var names []string
 	var ids []mail.ID
@@ -70,10 +71,13 @@ func (r *run) listNarrow(s Side, name string, base []state.Message, recorded map
 			env.Flags = tree.FlagsAt(name, at)
 		}
 		env.Size, env.Date = fi.Size(), fi.ModTime().Truncate(time.Second)
+		st := stampFile(fi, now)
 		if !recorded[env.ID] {
 			fresh[env.ID] = env
+			if st.racy {
+				racy = append(racy, env.ID)
+			}
 		}
-		st := stampFile(fi, now)
 		m := toMsg(env, recorded[env.ID])
 		m.Flags, m.Stamp, m.Racy = flags.intern(m.Flags), st.stamp, st.racy
 		l.Msgs = append(l.Msgs, m)
@@ -89,14 +93,37 @@ func (r *run) listNarrow(s Side, name string, base []state.Message, recorded map
 		}
 	}
 	if len(fresh) > 0 {
+		contents := r.readRacyNew(s, name, fresh, racy)
 		r.fillMessageIDs(s, name, fresh, recorded)
 		for i := range l.Msgs {
 			if env, ok := fresh[l.Msgs[i].ID]; ok {
 				l.Msgs[i].MsgID = checkpoint.MsgIDSum(env.MessageID)
+				l.Msgs[i].Content = contents[l.Msgs[i].ID]
 			}
 		}
 	}
 	return l, nil
+}
+
+// readRacyNew reads each new file of ids (racy: its stamp cannot be
+// trusted, so fillEvidence would read it whole for its content hash) once
+// for both its Message-ID, which pairing needs (fillMessageIDs then
+// skips it), and its content hash, returned by id: not once for each.
+func (r *run) readRacyNew(s Side, name string, fresh map[mail.ID]mail.Envelope, ids []mail.ID) map[mail.ID]string {
+	src := r.stores[s].Source
+	if len(ids) == 0 || mail.FeaturesOf(src).HeaderFetcher != nil {
+		return nil
+	}
+	out := make(map[mail.ID]string, len(ids))
+	for _, id := range ids {
+		env := fresh[id]
+		if env.MessageID != "" {
+			continue
+		}
+		env.MessageID, out[id] = readMessageIDAndContent(r.ctx, src, env)
+		fresh[id] = env
+	}
+	return out
 }
 
 // A folder listed by names has its directories read while its records
