@@ -66,6 +66,23 @@ func (b *builtBinary) get(t *testing.T) string {
 	return b.path
 }
 
+// remove deletes the binary's directory, if it was built.
+func (b *builtBinary) remove() {
+	if b.path != "" {
+		_ = os.RemoveAll(filepath.Dir(b.path))
+	}
+}
+
+// TestMain removes the binaries the tests built when they end: about 60 MB
+// each, and every test process built its own (a day of test runs filled a
+// disk with them).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	plainBinary.remove()
+	raceBinaryBuild.remove()
+	os.Exit(code)
+}
+
 // binary is mailferry built once per test process.
 func binary(t *testing.T) string { return plainBinary.get(t) }
 
