@@ -281,7 +281,6 @@ func (c sinkCaps) anyHolder(t *testing.T, s mail.Sink) {
 // not made.
 func (c sinkCaps) putPreparerFrom(t *testing.T, s mail.Sink) {
 	defer func() { _ = s.Close() }()
-	ctx := context.Background()
 	fx := capFixtures()
 	stored(t, s, fx[:2])
 	f := mail.FeaturesOf(s)
@@ -289,32 +288,12 @@ func (c sinkCaps) putPreparerFrom(t *testing.T, s mail.Sink) {
 		f.MailboxReleaser.ReleaseMailbox("INBOX")
 	}
 	var ids []mail.ID
-	if err := f.Indexer.Index(ctx, "INBOX", func(env mail.Envelope) error { ids = append(ids, env.ID); return nil }); err != nil {
+	if err := f.Indexer.Index(context.Background(), "INBOX", func(env mail.Envelope) error { ids = append(ids, env.ID); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	f.PutPreparerFrom.PreparePutsFrom("INBOX", ids)
 	f.PutPreparerFrom.PreparePutsFrom("No such folder 4711", nil)
-	for i, fix := range fx {
-		id := mail.ID(fmt.Sprint("cap", i))
-		env := mail.Envelope{Mailbox: fix.Mailbox, ID: id, Size: int64(len(fix.Body)), Date: fix.Date, Flags: fix.Flags, Key: mail.DeliveryKey("mailtest:cap", fix.Mailbox, id)}
-		var pe *mail.PresentError
-		if _, err := s.Put(ctx, env, bytes.NewReader(fix.Body)); err != nil && !errors.As(err, &pe) {
-			t.Fatalf("Put(%s) after PreparePutsFrom = %v", fix.Name, err)
-		}
-	}
-	commit(t, s)
-	n := 0
-	if err := f.Indexer.Index(ctx, "INBOX", func(mail.Envelope) error { n++; return nil }); err != nil {
-		t.Fatal(err)
-	}
-	if n != len(fx) {
-		t.Errorf("INBOX holds %d messages after 2 stored, PreparePutsFrom, and those 2 and 1 more Put, want %d", n, len(fx))
-	}
-	if a := f.AnyHolder; a != nil {
-		if held, err := a.HoldsAny(ctx, "No such folder 4711"); err != nil || held {
-			t.Errorf("HoldsAny(no such folder) after PreparePutsFrom = %v, %v", held, err)
-		}
-	}
+	putAllAfterPrepare(t, s, fx, "PreparePutsFrom")
 }
 
 // putPreparer: PreparePuts changes nothing Put does: after it, the
@@ -324,7 +303,6 @@ func (c sinkCaps) putPreparerFrom(t *testing.T, s mail.Sink) {
 // made.
 func (c sinkCaps) putPreparer(t *testing.T, s mail.Sink) {
 	defer func() { _ = s.Close() }()
-	ctx := context.Background()
 	fx := capFixtures()
 	stored(t, s, fx[:2])
 	f := mail.FeaturesOf(s)
@@ -333,28 +311,38 @@ func (c sinkCaps) putPreparer(t *testing.T, s mail.Sink) {
 	}
 	f.PutPreparer.PreparePuts("INBOX")
 	f.PutPreparer.PreparePuts("No such folder 4711")
+	putAllAfterPrepare(t, s, fx, "PreparePuts")
+}
+
+// putAllAfterPrepare is the check putPreparer and putPreparerFrom share,
+// after their prepare step (named by what): every fixture Put again, the
+// 2 stored before are not stored twice, the third is, and the mailbox
+// that does not exist, which the step was told of, was not made.
+func putAllAfterPrepare(t *testing.T, s mail.Sink, fx []Fixture, what string) {
+	t.Helper()
+	ctx := context.Background()
+	f := mail.FeaturesOf(s)
 	for i, fix := range fx {
 		id := mail.ID(fmt.Sprint("cap", i))
 		env := mail.Envelope{Mailbox: fix.Mailbox, ID: id, Size: int64(len(fix.Body)), Date: fix.Date, Flags: fix.Flags, Key: mail.DeliveryKey("mailtest:cap", fix.Mailbox, id)}
 		var pe *mail.PresentError
 		if _, err := s.Put(ctx, env, bytes.NewReader(fix.Body)); err != nil && !errors.As(err, &pe) {
-			t.Fatalf("Put(%s) after PreparePuts = %v", fix.Name, err)
+			t.Fatalf("Put(%s) after %s = %v", fix.Name, what, err)
 		}
 	}
 	commit(t, s)
-	if f.Indexer == nil {
-		return
-	}
-	n := 0
-	if err := f.Indexer.Index(ctx, "INBOX", func(mail.Envelope) error { n++; return nil }); err != nil {
-		t.Fatal(err)
-	}
-	if n != len(fx) {
-		t.Errorf("INBOX holds %d messages after 2 stored, PreparePuts, and those 2 and 1 more Put, want %d", n, len(fx))
+	if f.Indexer != nil {
+		n := 0
+		if err := f.Indexer.Index(ctx, "INBOX", func(mail.Envelope) error { n++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if n != len(fx) {
+			t.Errorf("INBOX holds %d messages after 2 stored, %s, and those 2 and 1 more Put, want %d", n, what, len(fx))
+		}
 	}
 	if a := f.AnyHolder; a != nil {
 		if holds, err := a.HoldsAny(ctx, "No such folder 4711"); holds || err != nil {
-			t.Errorf("HoldsAny(a folder PreparePuts was told of) = %v, %v; want false", holds, err)
+			t.Errorf("HoldsAny(a folder %s was told of) = %v, %v; want false", what, holds, err)
 		}
 	}
 }
