@@ -801,13 +801,9 @@ func (r *run) recordPasses(plan *Plan) error {
 	// The Maildir sides' proofs read directories while the server sides'
 	// wait on their answers: neither needs the other's.
 	var evidence [2]map[string]string
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		evidence = r.maildirEvidenceAfter(passing)
-	}()
+	wait := inBackground(func() { evidence = r.maildirEvidenceAfter(passing) })
 	proved := r.proveOwnWrites(passing)
-	<-done
+	wait()
 	var passes []state.Pass
 	for _, fp := range passing {
 		p := r.passes[fp.Name]

@@ -48,9 +48,7 @@ func (r *run) nextWrites(plan *Plan) {
 // IMAP side: the listing left its last folder open, often not that one.
 // It returns the wait for it; nothing else may use the IMAP sides before.
 func (r *run) startOpenFirst() (wait func()) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	return inBackground(func() {
 		_ = r.bothSides(func(s Side) error {
 			st := r.stores[s]
 			fw := mail.FeaturesOf(st.Source).FolderWriteProver
@@ -62,8 +60,7 @@ func (r *run) startOpenFirst() (wait func()) {
 			}
 			return nil
 		})
-	}()
-	return func() { <-done }
+	})
 }
 
 // setNext notes the folders written after plan index i (nextWrites).
@@ -105,10 +102,16 @@ func writesOn(fp *FolderPlan, s Side) bool {
 // side, instead of adding to it. Nothing else may use the IMAP sides
 // until the wait returned.
 func (r *run) startProveFolder(fp *FolderPlan) (wait func()) {
+	return inBackground(func() { r.proveFolder(fp) })
+}
+
+// inBackground runs fn on a goroutine of its own and returns the wait
+// for it.
+func inBackground(fn func()) (wait func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		r.proveFolder(fp)
+		fn()
 	}()
 	return func() { <-done }
 }
