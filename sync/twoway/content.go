@@ -51,14 +51,9 @@ func contentHash(ctx context.Context, src mail.Source, env mail.Envelope) string
 		return ""
 	}
 	defer func() { _ = rc.Close() }() // read-only
-	w := &lfWriter{h: sha256.New()}
 	buf := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(buf)
-	if _, err := io.CopyBuffer(w, rc, *buf); err != nil {
-		return ""
-	}
-	w.end()
-	return hex.EncodeToString(w.h.Sum(nil))
+	return hashRest(&lfWriter{h: sha256.New()}, rc, *buf)
 }
 
 // readMessageIDAndContent is readMessageID and contentHash from one read
@@ -74,32 +69,25 @@ func readMessageIDAndContent(ctx context.Context, src mail.Source, env mail.Enve
 	w := &lfWriter{h: sha256.New()}
 	buf := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(buf)
-	sc := mail.NewHeaderScanner(io.TeeReader(rc, w))
-	for read := 0; read <= mail.HeaderScanLimit; {
-		n, err := sc.Read(*buf)
-		read += n
-		if err == io.EOF {
-			w.end()
-			return sc.MessageID(), hex.EncodeToString(w.h.Sum(nil))
-		}
-		if msgID = sc.MessageID(); msgID != "" || err != nil {
-			if err != nil {
-				return msgID, ""
-			}
-			break
-		}
-	}
-	if msgID == "" {
-		msgID = sc.MessageID()
-	}
-	if _, err := io.CopyBuffer(w, rc, *buf); err != nil {
+	msgID, err = scanMessageID(io.TeeReader(rc, w), *buf)
+	if err != nil && err != io.EOF {
 		return msgID, ""
 	}
-	w.end()
-	return msgID, hex.EncodeToString(w.h.Sum(nil))
+	return msgID, hashRest(w, rc, *buf)
 }
 
-// copyBufs are contentHash's read buffers, not one allocated per message.
+// hashRest hashes what is left of r into w and returns w's hash, "" when
+// r cannot be read to its end.
+func hashRest(w *lfWriter, r io.Reader, buf []byte) string {
+	if _, err := io.CopyBuffer(w, r, buf); err != nil {
+		return ""
+	}
+	w.end()
+	return hex.EncodeToString(w.h.Sum(nil))
+}
+
+// copyBufs are the read buffers of contentHash, readMessageID and
+// readMessageIDAndContent, not one allocated per message.
 var copyBufs = gosync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // lfWriter hashes what it is given with every CR that precedes an LF left

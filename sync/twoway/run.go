@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"sort"
@@ -682,16 +683,25 @@ func readMessageID(ctx context.Context, src mail.Source, env mail.Envelope) stri
 		return ""
 	}
 	defer func() { _ = rc.Close() }()
-	sc := mail.NewHeaderScanner(rc)
-	buf := make([]byte, 8<<10)
+	buf := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(buf)
+	id, _ := scanMessageID(rc, *buf)
+	return id
+}
+
+// scanMessageID reads r's header, no more than mail.HeaderScanLimit bytes
+// of it, until it has the Message-ID; err is the read error (io.EOF
+// included) that ended the scan early, if one did.
+func scanMessageID(r io.Reader, buf []byte) (id string, err error) {
+	sc := mail.NewHeaderScanner(r)
 	for read := 0; read <= mail.HeaderScanLimit; {
 		n, err := sc.Read(buf)
 		read += n
 		if id := sc.MessageID(); id != "" || err != nil {
-			return id
+			return id, err
 		}
 	}
-	return sc.MessageID()
+	return sc.MessageID(), nil
 }
 
 // env returns the envelope of a listed message, made from its Msg: a
